@@ -1,0 +1,28 @@
+//! Monotonic clock and spin helpers.
+
+/// Nanoseconds on the monotonic clock (`CLOCK_MONOTONIC`, served by the vDSO: no system call).
+///
+/// Only differences between two readings mean anything.
+#[inline]
+pub fn nanotime() -> u64 {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: `ts` is a valid, writable timespec and CLOCK_MONOTONIC always exists on Linux.
+    let rc = unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    debug_assert_eq!(rc, 0);
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+/// Tells the processor that this is a spin-wait loop (`pause` on x86): it saves power and lets a
+/// sibling hyper-thread run. Call it once per iteration of a busy wait.
+#[inline]
+pub fn cpu_relax() {
+    core::hint::spin_loop();
+}
+
+/// Gives the rest of this thread's time slice to another runnable thread (`sched_yield`).
+pub fn os_yield() {
+    // SAFETY: sched_yield takes no arguments and cannot fail in a way that matters here.
+    unsafe {
+        libc::sched_yield();
+    }
+}

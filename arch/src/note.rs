@@ -1,0 +1,179 @@
+//! One-shot notes: the futex events on which idle Ms park.
+//!
+//! A [`Note`] is either clear or woken. [`Note::sleep`] waits until it is woken;
+//! [`Note::wakeup`] wakes it (once: waking a woken note is a bug the caller must not make,
+//! checked in debug builds); [`Note::clear`] re-arms it and must only be called when nobody is
+//! sleeping on it. The sleeper marks the word before it enters the kernel, so a wake-up that
+//! finds no sleeper makes no system call: on these machines a futex wake costs tens of
+//! microseconds when the other side is idle, and the fast paths must not pay it.
+
+use core::sync::atomic::{AtomicU32, Ordering};
+
+const CLEAR: u32 = 0;
+const WOKEN: u32 = 1;
+/// Clear, and a sleeper is (about to be) inside `futex_wait`.
+const SLEEPING: u32 = 2;
+
+/// A one-shot event for one sleeper and one waker.
+#[derive(Debug, Default)]
+pub struct Note {
+    key: AtomicU32,
+}
+
+impl Note {
+    /// A clear note.
+    pub const fn new() -> Note {
+        Note { key: AtomicU32::new(CLEAR) }
+    }
+
+    /// Re-arms a woken note. Nobody may be sleeping on it.
+    pub fn clear(&self) {
+        debug_assert_ne!(self.key.load(Ordering::Relaxed), SLEEPING, "Note::clear with a sleeper");
+        self.key.store(CLEAR, Ordering::Relaxed);
+    }
+
+    /// Whether the note has been woken.
+    pub fn is_woken(&self) -> bool {
+        // Acquire: pairs with the Release swap in `wakeup`, so what the waker wrote before is
+        // visible once this returns true.
+        self.key.load(Ordering::Acquire) == WOKEN
+    }
+
+    /// Wakes the note, and its sleeper if one is parked in the kernel.
+    pub fn wakeup(&self) {
+        // Release: pairs with the Acquire loads in `sleep`/`is_woken`.
+        let old = self.key.swap(WOKEN, Ordering::Release);
+        debug_assert_ne!(old, WOKEN, "Note::wakeup on a woken note");
+        if old == SLEEPING {
+            futex_wake(&self.key);
+        }
+    }
+
+    /// Sleeps until the note is woken.
+    pub fn sleep(&self) {
+        while !self.sleep_until(None) {}
+    }
+
+    /// Sleeps until the note is woken or `ns` nanoseconds have passed; returns whether it was
+    /// woken.
+    pub fn sleep_timeout(&self, ns: u64) -> bool {
+        let deadline = crate::nanotime().saturating_add(ns);
+        self.sleep_until(Some(deadline))
+    }
+
+    /// Spins for about `spins` iterations waiting for a wake-up before sleeping in the kernel
+    /// (up to `ns` nanoseconds if given). Used where the waker is likely running on the other
+    /// CPU and a kernel round trip would cost more than the wait.
+    pub fn spin_then_sleep(&self, spins: u32, ns: Option<u64>) -> bool {
+        for _ in 0..spins {
+            if self.is_woken() {
+                return true;
+            }
+            crate::cpu_relax();
+        }
+        match ns {
+            None => {
+                self.sleep();
+                true
+            }
+            Some(ns) => self.sleep_timeout(ns),
+        }
+    }
+
+    fn sleep_until(&self, deadline: Option<u64>) -> bool {
+        loop {
+            match self.key.compare_exchange(CLEAR, SLEEPING, Ordering::Acquire, Ordering::Acquire) {
+                Ok(_) | Err(SLEEPING) => {}
+                Err(_) => return true, // WOKEN
+            }
+            let timeout = match deadline {
+                None => None,
+                Some(d) => {
+                    let now = crate::nanotime();
+                    if now >= d {
+                        // Undo our mark unless a waker got in first.
+                        return self
+                            .key
+                            .compare_exchange(SLEEPING, CLEAR, Ordering::Acquire, Ordering::Acquire)
+                            .is_err();
+                    }
+                    Some(d - now)
+                }
+            };
+            futex_wait(&self.key, SLEEPING, timeout);
+            if self.is_woken() {
+                return true;
+            }
+        }
+    }
+}
+
+fn futex_wait(key: &AtomicU32, expect: u32, timeout_ns: Option<u64>) {
+    let ts;
+    let tsp = match timeout_ns {
+        None => core::ptr::null(),
+        Some(ns) => {
+            ts = libc::timespec {
+                tv_sec: (ns / 1_000_000_000) as libc::time_t,
+                tv_nsec: (ns % 1_000_000_000) as libc::c_long,
+            };
+            &ts as *const libc::timespec
+        }
+    };
+    // SAFETY: `key` is a live, aligned u32 for the duration of the call; `tsp` is null or points
+    // at `ts`, which outlives the call. EINTR, EAGAIN and ETIMEDOUT are all handled by the
+    // caller's re-check of the word.
+    unsafe {
+        libc::syscall(
+            libc::SYS_futex,
+            key.as_ptr(),
+            libc::FUTEX_WAIT | libc::FUTEX_PRIVATE_FLAG,
+            expect,
+            tsp,
+        );
+    }
+}
+
+fn futex_wake(key: &AtomicU32) {
+    // SAFETY: `key` is a live, aligned u32; FUTEX_WAKE only reads the address as a key.
+    unsafe {
+        libc::syscall(libc::SYS_futex, key.as_ptr(), libc::FUTEX_WAKE | libc::FUTEX_PRIVATE_FLAG, 1);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+
+    #[test]
+    fn wakeup_before_sleep_returns_at_once() {
+        let n = Note::new();
+        n.wakeup();
+        n.sleep();
+        assert!(n.is_woken());
+        n.clear();
+        assert!(!n.is_woken());
+    }
+
+    #[test]
+    fn timeout_expires_without_wakeup() {
+        let n = Note::new();
+        assert!(!n.sleep_timeout(1_000_000));
+        // The note is still usable after a timeout.
+        n.wakeup();
+        assert!(n.sleep_timeout(1_000_000));
+    }
+
+    #[test]
+    fn wakeup_from_another_thread() {
+        for _ in 0..200 {
+            let n = Arc::new(Note::new());
+            let n2 = n.clone();
+            let t = std::thread::spawn(move || n2.wakeup());
+            n.sleep();
+            t.join().unwrap();
+            assert!(n.is_woken());
+        }
+    }
+}

@@ -1,0 +1,227 @@
+//! Native goroutine stacks: mmap'd, lazily committed, guarded, pooled.
+//!
+//! ```text
+//!   map            map + guard                                   map + len = top
+//!   +--------------+---------------------------------------------+
+//!   | guard page(s) |  usable stack, grows down from top           |
+//!   +--------------+---------------------------------------------+
+//! ```
+//!
+//! The mapping is `MAP_NORESERVE`: a goroutine that touches two pages costs two pages of memory
+//! however large its virtual stack is. The guard is installed with `MADV_GUARD_INSTALL` (Linux
+//! 6.13 and later), which does not split the mapping into two VMAs, so a hundred thousand
+//! goroutines do not run into `vm.max_map_count`; older kernels fall back to `mprotect`.
+//! A [`StackPool`] keeps returned stacks for reuse.
+
+use std::sync::Mutex;
+
+/// Size of a page on the target.
+pub const PAGE_SIZE: usize = 4096;
+
+/// Default usable size of a goroutine stack (virtual; committed only as touched).
+pub const DEFAULT_STACK_SIZE: usize = 256 * 1024;
+
+/// Smallest stack size accepted: the entry trampoline, the runtime's own frames and a signal
+/// frame must fit.
+pub const MIN_STACK_SIZE: usize = 16 * 1024;
+
+const MADV_GUARD_INSTALL: libc::c_int = 102;
+
+/// Why a stack could not be had.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StackError {
+    /// The requested size is below [`MIN_STACK_SIZE`] or would overflow.
+    BadSize(usize),
+    /// The kernel refused the mapping or its guard (errno given).
+    Os(i32),
+}
+
+impl core::fmt::Display for StackError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            StackError::BadSize(n) => {
+                write!(f, "goroutine stack size {n} is below the minimum of {MIN_STACK_SIZE} bytes")
+            }
+            StackError::Os(e) => write!(
+                f,
+                "cannot map a goroutine stack: {}",
+                std::io::Error::from_raw_os_error(*e)
+            ),
+        }
+    }
+}
+
+impl std::error::Error for StackError {}
+
+/// One goroutine stack. Unmapped on drop.
+#[derive(Debug)]
+pub struct Stack {
+    map: usize,
+    len: usize,
+    guard: usize,
+}
+
+// SAFETY: a Stack is plain ownership of a private mapping; nothing in it is tied to a thread.
+unsafe impl Send for Stack {}
+// SAFETY: the methods taking &self only read the immutable bounds.
+unsafe impl Sync for Stack {}
+
+impl Stack {
+    /// Maps a stack with `size` usable bytes (rounded up to pages) and one guard page below.
+    pub fn new(size: usize) -> Result<Stack, StackError> {
+        if size < MIN_STACK_SIZE {
+            return Err(StackError::BadSize(size));
+        }
+        let size = size.checked_next_multiple_of(PAGE_SIZE).ok_or(StackError::BadSize(size))?;
+        let guard = PAGE_SIZE;
+        let len = size.checked_add(guard).ok_or(StackError::BadSize(size))?;
+        // SAFETY: an anonymous private mapping at an address of the kernel's choosing touches no
+        // existing memory.
+        let map = unsafe {
+            libc::mmap(
+                core::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE | libc::MAP_STACK,
+                -1,
+                0,
+            )
+        };
+        if map == libc::MAP_FAILED {
+            return Err(StackError::Os(errno()));
+        }
+        let stack = Stack { map: map as usize, len, guard };
+        // SAFETY: the guard range lies inside the mapping we own and holds nothing yet.
+        let rc = unsafe { libc::madvise(map, guard, MADV_GUARD_INSTALL) };
+        if rc != 0 {
+            // SAFETY: as above; the guard page becomes inaccessible, which is the point.
+            let rc = unsafe { libc::mprotect(map, guard, libc::PROT_NONE) };
+            if rc != 0 {
+                return Err(StackError::Os(errno()));
+            }
+        }
+        Ok(stack)
+    }
+
+    /// One past the highest usable byte; 16-byte aligned. Stacks grow down from here.
+    pub fn top(&self) -> usize {
+        self.map + self.len
+    }
+
+    /// The lowest usable byte (just above the guard).
+    pub fn lo(&self) -> usize {
+        self.map + self.guard
+    }
+
+    /// Usable size in bytes.
+    pub fn size(&self) -> usize {
+        self.len - self.guard
+    }
+
+    /// The guard region `[start, end)`: any access there is a stack overflow.
+    pub fn guard_range(&self) -> (usize, usize) {
+        (self.map, self.map + self.guard)
+    }
+}
+
+impl Drop for Stack {
+    fn drop(&mut self) {
+        // SAFETY: we own the mapping and nothing runs on it any more (the owner of a Stack only
+        // drops it after the execution on it ended for good).
+        unsafe { libc::munmap(self.map as *mut libc::c_void, self.len) };
+    }
+}
+
+/// A pool of stacks of one size, so that spawning does not map on its fast path.
+#[derive(Debug)]
+pub struct StackPool {
+    size: usize,
+    max_cached: usize,
+    free: Mutex<Vec<Stack>>,
+}
+
+impl StackPool {
+    /// A pool handing out stacks of `size` usable bytes, keeping at most `max_cached` returned
+    /// stacks (the rest are unmapped).
+    pub fn new(size: usize, max_cached: usize) -> Result<StackPool, StackError> {
+        if size < MIN_STACK_SIZE {
+            return Err(StackError::BadSize(size));
+        }
+        let size = size.checked_next_multiple_of(PAGE_SIZE).ok_or(StackError::BadSize(size))?;
+        Ok(StackPool { size, max_cached, free: Mutex::new(Vec::new()) })
+    }
+
+    /// The usable size of this pool's stacks.
+    pub fn stack_size(&self) -> usize {
+        self.size
+    }
+
+    /// A stack from the pool, or a new one.
+    pub fn get(&self) -> Result<Stack, StackError> {
+        if let Some(s) = self.free.lock().unwrap_or_else(|e| e.into_inner()).pop() {
+            return Ok(s);
+        }
+        Stack::new(self.size)
+    }
+
+    /// Returns a stack for reuse. Its memory stays committed (warm for the next goroutine).
+    pub fn put(&self, s: Stack) {
+        debug_assert_eq!(s.size(), self.size);
+        let mut free = self.free.lock().unwrap_or_else(|e| e.into_inner());
+        if free.len() < self.max_cached {
+            free.push(s);
+        }
+    }
+
+    /// How many stacks are cached.
+    pub fn cached(&self) -> usize {
+        self.free.lock().unwrap_or_else(|e| e.into_inner()).len()
+    }
+}
+
+fn errno() -> i32 {
+    std::io::Error::last_os_error().raw_os_error().unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bounds_are_consistent() {
+        let s = Stack::new(DEFAULT_STACK_SIZE).unwrap();
+        assert_eq!(s.size(), DEFAULT_STACK_SIZE);
+        assert_eq!(s.top() % 16, 0);
+        assert_eq!(s.guard_range().1, s.lo());
+        // The usable range is writable at both ends.
+        // SAFETY: lo and top-8 are inside the usable, writable part of the mapping.
+        unsafe {
+            (s.lo() as *mut u64).write(1);
+            ((s.top() - 8) as *mut u64).write(2);
+        }
+    }
+
+    #[test]
+    fn too_small_is_an_error() {
+        assert_eq!(Stack::new(100).unwrap_err(), StackError::BadSize(100));
+        assert!(StackPool::new(0, 4).is_err());
+        assert!(StackError::BadSize(100).to_string().contains("minimum"));
+    }
+
+    #[test]
+    fn pool_reuses() {
+        let p = StackPool::new(64 * 1024, 2).unwrap();
+        let a = p.get().unwrap();
+        let top = a.top();
+        p.put(a);
+        assert_eq!(p.cached(), 1);
+        let b = p.get().unwrap();
+        assert_eq!(b.top(), top);
+        let c = p.get().unwrap();
+        let d = p.get().unwrap();
+        p.put(b);
+        p.put(c);
+        p.put(d);
+        assert_eq!(p.cached(), 2);
+    }
+}
