@@ -1,1 +1,8 @@
-//! Workloads of the `stress` tool.
+//! Workloads of the `stress` tool, one module per subsystem.
+//!
+//! Every workload prints one readable line and then, last, one JSON line with its figures, so a
+//! person reads the first and a script (see `peers/compare`) parses the second.
+
+pub mod report;
+pub mod sched;
+pub mod stackmap;

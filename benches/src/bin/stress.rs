@@ -1,2 +1,48 @@
-//! `stress WORKLOAD ARGS`: runs one workload, prints a readable line, then one JSON line.
-fn main() {}
+//! `stress WORKLOAD ARGS...`: runs one workload, prints a readable line, then one JSON line.
+//! `stress all` runs the whole suite with default sizes (the README's main job).
+
+use safepoint_benches as b;
+
+const USAGE: &str = "usage: stress WORKLOAD ARGS...
+  spawn N            spawn and join N goroutines         -> ns_per_op
+  yield N            N yields, two goroutines on one P   -> ns_per_op
+  stw K poll|nopoll  400 stops with K spinners           -> p50_us p99_us max_us
+  parked N           N goroutines parked at once         -> rss_kb_per_g
+  frames N           N push+set-safepoint+pop of 4 slots -> ns_per_op
+  walk DEPTH         walk a stack DEPTH frames deep      -> ns_per_slot
+  all                every workload above at default sizes";
+
+fn run(workload: &str, args: &[String]) -> bool {
+    match workload {
+        "spawn" | "yield" | "stw" | "parked" => b::sched::run(workload, args),
+        "frames" | "walk" => b::stackmap::run(workload, args),
+        _ => return false,
+    }
+    true
+}
+
+fn main() {
+    let argv: Vec<String> = std::env::args().skip(1).collect();
+    let Some(workload) = argv.first() else {
+        eprintln!("{USAGE}");
+        std::process::exit(2);
+    };
+    if workload == "all" {
+        for (w, a) in [
+            ("spawn", &["200000"][..]),
+            ("yield", &["1000000"][..]),
+            ("stw", &["2", "poll"][..]),
+            ("parked", &["100000"][..]),
+            ("frames", &["10000000"][..]),
+            ("walk", &["10000"][..]),
+        ] {
+            let a: Vec<String> = a.iter().map(|s| s.to_string()).collect();
+            run(w, &a);
+        }
+        return;
+    }
+    if !run(workload, &argv[1..]) {
+        eprintln!("unknown workload {workload:?}\n{USAGE}");
+        std::process::exit(2);
+    }
+}
