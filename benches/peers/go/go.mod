@@ -1,0 +1,3 @@
+module safepoint.invalid/peers/stress-go
+
+go 1.22
