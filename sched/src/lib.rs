@@ -1,1 +1,496 @@
-//! # safepoint-sched
+//! # safepoint-sched: goroutines on a preemptible M:N scheduler
+//!
+//! The vocabulary is Go's. A **G** is a goroutine: a native stack (from `safepoint-arch`), a
+//! saved register context and one atomic status word. An **M** is an OS thread; its own thread
+//! stack is *g0*, where the scheduling loop and every operation that must not run on a goroutine
+//! stack run. A **P** is the right to run goroutines: a local run queue (a crossbeam `Worker`
+//! plus a one-slot `runnext`), a cache of dead Gs with their stacks; `procs` of them exist and
+//! an M needs one to run a goroutine.
+//!
+//! ## Scheduling
+//!
+//! An M loops on g0: find a runnable G (its P's `runnext`, then its local queue, the global
+//! queue every 61st tick and whenever the local one is empty, then — spinning — the other Ps'
+//! queues), switch to it, and when it switches back do what it asked ([`runtime::After`]: put it
+//! back on a queue, park it, free it). Everything a goroutine asks of the scheduler happens on
+//! g0 *after* the switch, when the goroutine's registers are saved: nobody can resume a
+//! goroutine whose context is still being written (Go's `mcall`).
+//!
+//! An M that finds nothing spins for a bounded time (20 µs) looking, then gives its P back and
+//! parks on its note. Making a goroutine runnable wakes an M only if a P is idle and nobody is
+//! spinning; the last spinner to find work wakes another. The two sides check each other with
+//! sequentially consistent fences so that work is never left queued with every M asleep. On
+//! these machines a futex wake costs tens of microseconds, so the spinning keeps hand-offs in
+//! user space when both sides are busy; an idle runtime still uses no CPU.
+//!
+//! ## The status word
+//!
+//! See [`status`]: every transition is a CAS; the `SCAN` bit on top of a state gives whoever
+//! set it the goroutine's stacks; a park generation in the high half makes wake-up tokens
+//! ([`GoroutineRef`]) single-use. Only a goroutine moves itself out of Running.
+//!
+//! ## Safepoints and preemption (DESIGN.md §2)
+//!
+//! 1. A preemption request sets `g.preempt` and poisons `g.guard`, the word every synchronous
+//!    safepoint checks ([`poll`], and — once managed stacks are wired in — every frame push).
+//! 2. The slow path keeps the request if the M is in a runtime critical section
+//!    (`m.locks > 0`) or the goroutine is in a [`no_preempt`] section, and whatever ends that
+//!    section re-arms the guard from `g.preempt`: requests are never lost.
+//! 3. [`stop_the_world`] sets `gcwaiting`, asks every running P to stop and re-asks every
+//!    100 µs until all have; idle Ps and Ps in blocking calls are stopped by CAS on their
+//!    status. One stop (or ragged barrier) at a time, through a goroutine-aware semaphore.
+//! 4. [`suspend_g`] drives one goroutine to a safepoint and returns holding its `SCAN` bit: a
+//!    running goroutine is asked with `preempt_stop`, parks itself in `Preempted`, and the
+//!    suspender CASes `Preempted -> Waiting` to take the duty of readying it again.
+//! 5. [`for_each_p`] runs a function on every P at that P's next safepoint without stopping
+//!    the world: the caller handles idle and blocked Ps; running Ps run it themselves before
+//!    they schedule again, go idle or enter a blocking call.
+//!
+//! sysmon, a thread with no P, retakes Ps from goroutines stuck in blocking calls and asks
+//! goroutines that have run over 10 ms to yield.
+//!
+//! ## Thread identity: what Rust code in a goroutine must not do
+//!
+//! A goroutine may continue on another OS thread after any safepoint: a yield, a park (join,
+//! semaphore, channel), a blocking call, a [`poll`]. Across a safepoint it must not hold a
+//! `thread_local!` borrow, a `std::sync` lock guard, or anything else tied to the OS thread
+//! (the compiler caches thread-local addresses within a function, so even re-reading one is
+//! wrong if the read was hoisted). Use [`GoroutineLocal`] for per-goroutine state and the
+//! runtime's goroutine-aware primitives for locking. Wrap unavoidable thread-bound sections in
+//! [`no_preempt`]: inside one, preemption waits and any explicit switch panics with a
+//! description instead of silently migrating. The runtime's own functions read the current M
+//! through a never-inlined accessor for the same reason.
+//!
+//! ## Rejected designs
+//!
+//! * One OS thread per goroutine: no M:N, no cheap spawn, no control of preemption.
+//! * A global run queue under one lock: the common case (spawn, ready, yield) must touch only
+//!   the P's own queue.
+//! * Asynchronous switching at arbitrary instructions: an arbitrary point of Rust code may be
+//!   inside malloc or hold a thread-local borrow; goroutines switch only at synchronous points
+//!   (asynchronous preemption, when it comes, holds a goroutine in place instead).
+//! * Reference-counted Gs: every park/ready would pay two atomic RMWs. Gs are type-stable
+//!   instead (never freed, recycled) and guarded by the status word's generation.
+
+#![cfg_attr(loom, allow(dead_code, unused_imports))]
+
+mod g;
+mod join;
+mod local;
+mod proc;
+mod runtime;
+mod shim;
+pub mod status;
+mod stw;
+mod sync;
+mod sysmon;
+
+use std::sync::Arc;
+
+pub use join::{JoinError, JoinHandle};
+pub use local::GoroutineLocal;
+pub use proc::{NoPreempt, blocking, goroutine_id, no_preempt, poll, yield_now};
+pub use stw::{Goroutine, Suspended, WorldStop, for_each_p, resume_g, stop_the_world, suspend_g};
+pub use sync::{Sema, WaitGroup};
+
+use g::GPtr;
+use runtime::Sched;
+use shim::Ordering;
+
+/// Prints a fatal runtime error with the current goroutine's context, then aborts the process.
+/// For broken runtime invariants only; bad input from an embedder gets an error or a panic.
+#[macro_export]
+#[doc(hidden)]
+macro_rules! throw {
+    ($($arg:tt)*) => {
+        $crate::fatal(format_args!($($arg)*))
+    };
+}
+
+#[doc(hidden)]
+#[cold]
+pub fn fatal(msg: core::fmt::Arguments<'_>) -> ! {
+    let g = runtime::current_g();
+    let m = runtime::current_m();
+    eprintln!("fatal error: {msg}");
+    match (m, g) {
+        (Some(m), Some(g)) => eprintln!(
+            "  on goroutine {} ({}), M{}, P{:?}",
+            g::goid(g),
+            g.status.load(),
+            m.id,
+            m.p().map(|p| p.id)
+        ),
+        (Some(m), None) => eprintln!("  on g0 of M{}", m.id),
+        _ => eprintln!("  off the runtime's threads"),
+    }
+    std::process::abort()
+}
+
+/// Errors from the runtime's API.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Error {
+    /// A goroutine stack could not be had (bad size or the kernel refused).
+    Stack(String),
+    /// A configuration value is out of range.
+    Config(String),
+    /// The runtime is shutting down.
+    Shutdown,
+}
+
+impl core::fmt::Display for Error {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            Error::Stack(s) => write!(f, "{s}"),
+            Error::Config(s) => write!(f, "bad runtime configuration: {s}"),
+            Error::Shutdown => write!(f, "the runtime is shutting down"),
+        }
+    }
+}
+
+impl std::error::Error for Error {}
+
+/// Runtime configuration; see [`Builder`] for the defaults.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Number of Ps.
+    pub procs: usize,
+    /// Usable native stack size of each goroutine, bytes.
+    pub stack_size: usize,
+    /// How many unused stacks the runtime keeps mapped for reuse.
+    pub stack_cache: usize,
+    /// Whether sysmon runs (time slices, retaking blocked Ps).
+    pub sysmon: bool,
+}
+
+/// Builds a [`Runtime`].
+///
+/// | setting | default |
+/// |---|---|
+/// | `procs` | the number of CPUs this process may use |
+/// | `stack_size` | 256 KiB (virtual; committed as touched) |
+/// | `stack_cache` | 4096 stacks |
+/// | `sysmon` | on |
+#[derive(Debug, Clone)]
+pub struct Builder {
+    config: Config,
+}
+
+impl Default for Builder {
+    fn default() -> Builder {
+        Builder {
+            config: Config {
+                procs: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
+                stack_size: safepoint_arch::stack::DEFAULT_STACK_SIZE,
+                stack_cache: 4096,
+                sysmon: true,
+            },
+        }
+    }
+}
+
+impl Builder {
+    /// Number of Ps (1..=1024).
+    pub fn procs(mut self, n: usize) -> Builder {
+        self.config.procs = n;
+        self
+    }
+    /// Usable native stack size per goroutine, bytes (at least 16 KiB).
+    pub fn stack_size(mut self, bytes: usize) -> Builder {
+        self.config.stack_size = bytes;
+        self
+    }
+    /// How many unused stacks to keep for reuse.
+    pub fn stack_cache(mut self, n: usize) -> Builder {
+        self.config.stack_cache = n;
+        self
+    }
+    /// Whether to run sysmon (off only for experiments: no time slices, no retaking of Ps from
+    /// blocking calls).
+    pub fn sysmon(mut self, on: bool) -> Builder {
+        self.config.sysmon = on;
+        self
+    }
+    /// Starts the runtime.
+    pub fn build(self) -> Result<Runtime, Error> {
+        let c = self.config;
+        if c.procs == 0 || c.procs > 1024 {
+            return Err(Error::Config(format!("procs must be 1..=1024, got {}", c.procs)));
+        }
+        let sched = Sched::new(c)?;
+        let sysmon = if sched.config.sysmon {
+            let s = sched.clone();
+            Some(
+                std::thread::Builder::new()
+                    .name("safepoint-sysmon".into())
+                    .spawn(move || sysmon::run(s))
+                    .map_err(|e| Error::Config(format!("cannot start sysmon: {e}")))?,
+            )
+        } else {
+            None
+        };
+        Ok(Runtime { sched, sysmon })
+    }
+}
+
+/// A goroutine runtime. Dropping it shuts it down: it waits for running goroutines to reach a
+/// safepoint and for blocking calls to return, joins every thread, and frees every goroutine
+/// (goroutines still parked or queued are abandoned without unwinding, as when a Go program's
+/// main returns).
+pub struct Runtime {
+    sched: Arc<Sched>,
+    sysmon: Option<std::thread::JoinHandle<()>>,
+}
+
+impl core::fmt::Debug for Runtime {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        write!(f, "Runtime(procs {})", self.sched.procs)
+    }
+}
+
+/// A snapshot of the runtime's counters.
+#[derive(Debug, Clone, Copy)]
+pub struct Stats {
+    /// Goroutines spawned and not yet exited.
+    pub goroutines: usize,
+    /// Gs allocated (live, dead and cached).
+    pub gs: usize,
+    /// OS threads running goroutines (Ms).
+    pub ms: usize,
+    /// Ps.
+    pub procs: usize,
+    /// Idle Ps now.
+    pub idle_procs: usize,
+    /// Goroutines queued now.
+    pub queued: usize,
+}
+
+impl Runtime {
+    /// A runtime with the default configuration.
+    pub fn new() -> Result<Runtime, Error> {
+        Builder::default().build()
+    }
+
+    /// A builder with the defaults.
+    pub fn builder() -> Builder {
+        Builder::default()
+    }
+
+    /// Number of Ps.
+    pub fn procs(&self) -> usize {
+        self.sched.procs
+    }
+
+    /// Spawns a goroutine from any thread.
+    pub fn spawn<T, F>(&self, f: F) -> Result<JoinHandle<T>, Error>
+    where
+        F: FnOnce() -> T + Send + 'static,
+        T: Send + 'static,
+    {
+        spawn_on(&self.sched, f)
+    }
+
+    /// Runs `f` as a goroutine and waits (blocking this thread) for its result; a panic in it
+    /// is resumed here.
+    pub fn block_on<T, F>(&self, f: F) -> T
+    where
+        F: FnOnce() -> T + Send + 'static,
+        T: Send + 'static,
+    {
+        let h = self.spawn(f).unwrap_or_else(|e| panic!("block_on: {e}"));
+        match h.join() {
+            Ok(v) => v,
+            Err(e) => std::panic::resume_unwind(e.into_panic()),
+        }
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> Stats {
+        let s = &self.sched;
+        Stats {
+            goroutines: s.ngoroutines.load(Ordering::Relaxed),
+            gs: s.allgs.lock().unwrap_or_else(|e| e.into_inner()).len(),
+            ms: s.allm.lock().unwrap_or_else(|e| e.into_inner()).len(),
+            procs: s.procs,
+            idle_procs: s.npidle.load(Ordering::Relaxed),
+            queued: runtime::queued(s),
+        }
+    }
+
+    /// Every goroutine that is not dead, as `goroutine N [status, wait reason]` lines.
+    pub fn dump_goroutines(&self) -> String {
+        let gs = self.sched.allgs.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let mut out = String::new();
+        for g in gs {
+            let g = g.get();
+            let w = g.status.load();
+            if matches!(w.base(), Some(status::Status::Dead) | Some(status::Status::Idle)) {
+                continue;
+            }
+            let why = g::WAIT_REASONS.get(g.wait_reason.load(Ordering::Relaxed)).copied().unwrap_or("");
+            out.push_str(&format!("goroutine {} [{}{}{}]\n", g::goid(g), w, if why.is_empty() { "" } else { ", " }, why));
+        }
+        out
+    }
+
+    /// Every goroutine that is not dead (for [`suspend_g`]-based scans).
+    pub fn goroutines(&self) -> Vec<Goroutine> {
+        let gs = self.sched.allgs.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        gs.into_iter()
+            .filter(|g| !matches!(g.get().status.load().base(), Some(status::Status::Dead) | Some(status::Status::Idle)))
+            .map(|g| Goroutine { g })
+            .collect()
+    }
+
+    fn shutdown(&mut self) {
+        let sched = &self.sched;
+        sched.shutdown.store(true, Ordering::SeqCst);
+        sched.preemptall();
+        sched.sysmon_note.wakeup();
+        loop {
+            {
+                let mut l = sched.locked();
+                for m in l.midle.drain(..) {
+                    // SAFETY: idle Ms are owned by `allm`, alive until we clear it below.
+                    unsafe { &*m }.park.wakeup();
+                }
+            }
+            let threads = core::mem::take(&mut *sched.threads.lock().unwrap_or_else(|e| e.into_inner()));
+            if threads.is_empty() {
+                break;
+            }
+            for t in threads {
+                // Keep asking running goroutines to reach a safepoint while we wait.
+                while !t.is_finished() {
+                    sched.preemptall();
+                    {
+                        let mut l = sched.locked();
+                        for m in l.midle.drain(..) {
+                            // SAFETY: as above.
+                            unsafe { &*m }.park.wakeup();
+                        }
+                    }
+                    std::thread::park_timeout(std::time::Duration::from_micros(200));
+                }
+                let _ = t.join();
+            }
+        }
+        if let Some(t) = self.sysmon.take() {
+            let _ = t.join();
+        }
+        runtime::drain_queues(sched);
+        let gs = core::mem::take(&mut *sched.allgs.lock().unwrap_or_else(|e| e.into_inner()));
+        for g in gs {
+            // SAFETY: every M has exited, so nothing runs on any G's stack and nobody else owns
+            // them.
+            unsafe { g.get().retire() };
+        }
+        sched.gfree.lock().unwrap_or_else(|e| e.into_inner()).clear();
+        sched.allm.lock().unwrap_or_else(|e| e.into_inner()).clear();
+    }
+}
+
+impl Drop for Runtime {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+fn spawn_on<T, F>(sched: &Arc<Sched>, f: F) -> Result<JoinHandle<T>, Error>
+where
+    F: FnOnce() -> T + Send + 'static,
+    T: Send + 'static,
+{
+    let cell = join::Cell::new();
+    let c2 = cell.clone();
+    let body: g::Body = Box::new(move || {
+        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f));
+        c2.complete(goroutine_id().unwrap_or(0), r);
+    });
+    let g = sched.spawn(body)?;
+    let id = g::goid(g);
+    Ok(JoinHandle::new(cell, id, Goroutine { g: GPtr::from(g) }))
+}
+
+/// Spawns a goroutine on the calling goroutine's runtime (Go's `go` statement).
+///
+/// Panics off a goroutine or if no stack can be had; [`try_go`] returns the error instead.
+pub fn go<T, F>(f: F) -> JoinHandle<T>
+where
+    F: FnOnce() -> T + Send + 'static,
+    T: Send + 'static,
+{
+    try_go(f).unwrap_or_else(|e| panic!("go: {e}"))
+}
+
+/// Spawns a goroutine on the calling goroutine's runtime, or says why it cannot.
+pub fn try_go<T, F>(f: F) -> Result<JoinHandle<T>, Error>
+where
+    F: FnOnce() -> T + Send + 'static,
+    T: Send + 'static,
+{
+    let m = runtime::current_m().unwrap_or_else(|| panic!("go: not on a goroutine of a safepoint runtime"));
+    // SAFETY: an M's Sched outlives the M; we clone the Arc through the owner of a live G.
+    let g = m.curg().unwrap_or_else(|| panic!("go: not on a goroutine of a safepoint runtime"));
+    let sched = g.owner.lock().unwrap_or_else(|e| e.into_inner()).clone().expect("running goroutine without a runtime");
+    spawn_on(&sched, f)
+}
+
+/// Why a goroutine is parked (shown in goroutine dumps).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(usize)]
+pub enum WaitReason {
+    /// Unspecified.
+    Park = 1,
+    /// Joining another goroutine.
+    Join = 2,
+    /// A semaphore.
+    Sema = 3,
+    /// A WaitGroup.
+    WaitGroup = 4,
+    /// Sleeping.
+    Sleep = 6,
+    /// A channel operation.
+    Chan = 7,
+    /// A select.
+    Select = 8,
+    /// A mutex.
+    Mutex = 9,
+}
+
+/// The single-use wake-up token of one park of one goroutine: [`GoroutineRef::ready`] makes
+/// that goroutine runnable again. A token for an earlier park (or used twice) is refused with a
+/// described panic: it cannot wake a later park by mistake.
+#[derive(Debug)]
+pub struct GoroutineRef {
+    pub(crate) g: GPtr,
+    pub(crate) generation: u32,
+}
+
+impl GoroutineRef {
+    /// Makes the goroutine runnable.
+    pub fn ready(self) {
+        proc::ready(self)
+    }
+
+    /// The parked goroutine's id.
+    pub fn id(&self) -> u64 {
+        g::goid(self.g.get())
+    }
+}
+
+/// Parks the running goroutine. After the switch away, on the M's g0, `f` is called with the
+/// goroutine's wake-up token: it stores it where a waker will find it (and returns true), or
+/// returns false to cancel the park (the goroutine then continues at once).
+///
+/// `f` runs on another stack while the goroutine is held (it cannot be readied or scanned
+/// until `f` returns), so `f` may borrow from the caller. `f` must not park, yield, or ready the
+/// goroutine it is parking (return false instead): that would wait for itself.
+///
+/// Runs on: a goroutine (a described panic otherwise, or inside a `no_preempt` section).
+pub fn park<F>(reason: WaitReason, f: F)
+where
+    F: FnOnce(GoroutineRef) -> bool,
+{
+    proc::park(reason as usize, f)
+}

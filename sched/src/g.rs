@@ -1,0 +1,216 @@
+//! G: a goroutine.
+
+use core::cell::{Cell, UnsafeCell};
+use core::ptr::{self, NonNull};
+use std::any::Any;
+use std::sync::{Arc, Mutex};
+
+use safepoint_arch::signal::StackInfo;
+use safepoint_arch::stack::Stack;
+use safepoint_arch::{Context, EntryFn};
+
+use crate::runtime::Sched;
+use crate::shim::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use crate::status::{Status, StatusWord};
+
+/// A goroutine's body, type-erased.
+pub(crate) type Body = Box<dyn FnOnce() + Send + 'static>;
+
+/// A goroutine.
+///
+/// G structs are *type-stable*: once allocated they are never freed, only recycled, first
+/// through their runtime's free lists and, when that runtime shuts down, through a process-wide
+/// pool. A stale pointer to a G therefore always points at a G, and every use of one is guarded
+/// by the status word's generation. This is what lets `ready`, `suspend_g` and the preemption
+/// requests of other threads touch a G without reference counting.
+///
+/// Fields are either atomics (touched by other threads) or `UnsafeCell`s whose owner is named
+/// on each: "owner" means whoever the status word says owns the goroutine at that moment.
+pub(crate) struct G {
+    /// The status word: see [`crate::status`].
+    pub status: StatusWord,
+    /// The goroutine id (a fresh one at every spawn, never reused). Relaxed: informational,
+    /// published with the goroutine by the run-queue push.
+    pub id: AtomicU64,
+    /// Saved registers while not running. Owner: the M switching into or out of it.
+    pub ctx: UnsafeCell<Context>,
+    /// Native stack; `None` only before the first spawn. Owner: the M that spawns it.
+    pub stack: UnsafeCell<Option<Stack>>,
+    /// What the guard-page handler needs, valid while the G runs.
+    pub stack_info: UnsafeCell<StackInfo>,
+    /// The body to run at start. Owner: the spawner, then the goroutine itself.
+    pub body: UnsafeCell<Option<Body>>,
+    /// Preemption requested (the source of truth; `guard` is its fast-path copy).
+    pub preempt: AtomicBool,
+    /// Preemption requested by a suspender: park in `Preempted` rather than yield.
+    pub preempt_stop: AtomicBool,
+    /// The word the fast path checks: nonzero means "enter the slow path".
+    pub guard: AtomicUsize,
+    /// M running this goroutine (null when not running). Racy hint for preemption requests.
+    pub m: crate::shim::AtomicUsize,
+    /// The runtime owning this G, for wake-ups from threads outside it. Cleared at shutdown.
+    pub owner: Mutex<Option<Arc<Sched>>>,
+    /// Raw pointer to the owning runtime; valid while `owner` is Some. Owner: the runtime.
+    pub sched: Cell<*const Sched>,
+    /// The P this goroutine held when it entered a blocking call. Owner: the goroutine.
+    pub syscall_p: Cell<*const crate::runtime::P>,
+    /// Nesting depth of `no_preempt` sections. Owner: the goroutine.
+    pub pins: Cell<u32>,
+    /// Goroutine-local values (index = key). Owner: the goroutine.
+    pub locals: UnsafeCell<Vec<Option<Box<dyn Any>>>>,
+    /// Why it waits, for dumps. Relaxed: informational.
+    pub wait_reason: AtomicUsize,
+    /// Time it last started running (ns), for the 10 ms time slice.
+    pub run_since: AtomicU64,
+}
+
+// SAFETY: cross-thread fields are atomics or a Mutex; every UnsafeCell/Cell field is accessed only
+// by the owner the status protocol designates, and ownership passes with Release/Acquire status
+// transitions or run-queue pushes/pops, so no two threads access one at the same time.
+unsafe impl Sync for G {}
+// SAFETY: as above; a G holds no thread-bound state.
+unsafe impl Send for G {}
+
+/// Wait reasons, for dumps.
+pub(crate) const WAIT_REASONS: &[&str] =
+    &["", "park", "join", "sema", "waitgroup", "preempted", "sleep", "chan", "select", "mutex"];
+
+/// A `'static` G pointer that can ride run queues.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(crate) struct GPtr(pub NonNull<G>);
+
+// SAFETY: G is Sync and type-stable (never freed), so a pointer to one may go anywhere.
+unsafe impl Send for GPtr {}
+// SAFETY: as above.
+unsafe impl Sync for GPtr {}
+
+impl GPtr {
+    pub fn get(self) -> &'static G {
+        // SAFETY: Gs are never freed (type-stable), so the pointer is always valid.
+        unsafe { self.0.as_ref() }
+    }
+    pub fn from(g: &'static G) -> GPtr {
+        GPtr(NonNull::from(g))
+    }
+}
+
+/// Process-wide pool of Gs whose runtime shut down.
+static G_POOL: Mutex<Vec<GPtr>> = Mutex::new(Vec::new());
+
+impl G {
+    fn new() -> G {
+        G {
+            status: StatusWord::new(Status::Idle),
+            id: AtomicU64::new(0),
+            ctx: UnsafeCell::new(Context::default()),
+            stack: UnsafeCell::new(None),
+            stack_info: UnsafeCell::new(StackInfo { guard_lo: 0, guard_hi: 0, size: 0, goroutine: 0 }),
+            body: UnsafeCell::new(None),
+            preempt: AtomicBool::new(false),
+            preempt_stop: AtomicBool::new(false),
+            guard: AtomicUsize::new(0),
+            m: AtomicUsize::new(0),
+            owner: Mutex::new(None),
+            sched: Cell::new(ptr::null()),
+            syscall_p: Cell::new(ptr::null()),
+            pins: Cell::new(0),
+            locals: UnsafeCell::new(Vec::new()),
+            wait_reason: AtomicUsize::new(0),
+            run_since: AtomicU64::new(0),
+        }
+    }
+
+    /// A G for `sched`: from the process pool or freshly allocated (and leaked: type-stable).
+    pub fn adopt(sched: &Arc<Sched>) -> &'static G {
+        let g = match G_POOL.lock().unwrap_or_else(|e| e.into_inner()).pop() {
+            Some(g) => g.get(),
+            None => Box::leak(Box::new(G::new())),
+        };
+        *g.owner.lock().unwrap_or_else(|e| e.into_inner()) = Some(sched.clone());
+        g.sched.set(Arc::as_ptr(sched));
+        g
+    }
+
+    /// Returns a G of a runtime that shut down to the process pool. Its stack is unmapped,
+    /// anything left in it dropped, and its generation bumped so old tokens are stale.
+    ///
+    /// # Safety
+    /// No thread may be running on the G's stack, and nobody else may own it.
+    pub unsafe fn retire(&'static self) {
+        // SAFETY: the caller guarantees exclusive ownership.
+        unsafe {
+            *self.stack.get() = None;
+            *self.body.get() = None;
+            (*self.locals.get()).clear();
+        }
+        let w = self.status.load();
+        if w.base() != Some(Status::Dead) {
+            // Force it dead with a new generation; the owner is exclusive, so a plain bump works.
+            self.status.store_private(Status::Dead);
+        }
+        self.status.store_private(Status::Idle);
+        self.status.bump_private();
+        *self.owner.lock().unwrap_or_else(|e| e.into_inner()) = None;
+        self.sched.set(ptr::null());
+        G_POOL.lock().unwrap_or_else(|e| e.into_inner()).push(GPtr::from(self));
+    }
+
+    /// Prepares a fresh start of `body` on this G's stack (getting a stack if it has none).
+    ///
+    /// # Safety
+    /// The caller owns the G (it is Idle or Dead and on no list) and `entry` is the runtime's
+    /// goroutine entry.
+    pub unsafe fn prepare(
+        &'static self,
+        id: u64,
+        body: Body,
+        pool: &safepoint_arch::stack::StackPool,
+        entry: EntryFn,
+    ) -> Result<(), safepoint_arch::stack::StackError> {
+        // SAFETY: exclusive ownership per the caller's contract.
+        let stack = unsafe { &mut *self.stack.get() };
+        if stack.is_none() {
+            *stack = Some(pool.get()?);
+        }
+        let s = stack.as_ref().expect("stack set above");
+        let (guard_lo, guard_hi) = s.guard_range();
+        // SAFETY: exclusive ownership; the stack top is 16-aligned and the stack unused (the G is
+        // not running), so laying out a fresh frame on it is fine.
+        unsafe {
+            *self.stack_info.get() = StackInfo { guard_lo, guard_hi, size: s.size(), goroutine: id };
+            *self.body.get() = Some(body);
+            (*self.locals.get()).clear();
+            *self.ctx.get() = Context::new_on_stack(s.top(), entry, self as *const G as usize);
+        }
+        self.id.store(id, Ordering::Relaxed);
+        self.preempt.store(false, Ordering::Relaxed);
+        self.preempt_stop.store(false, Ordering::Relaxed);
+        self.guard.store(0, Ordering::Relaxed);
+        self.pins.set(0);
+        self.wait_reason.store(0, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Asks this goroutine to stop at its next synchronous safepoint. Sound to call on any G at
+    /// any time: a request to a G that moved on is a spurious yield, harmless.
+    pub fn request_preempt(&self) {
+        // SeqCst store-store with SeqCst in `rearm_guard`: either the goroutine's re-arm sees
+        // `preempt` set, or our poison lands after its reset of `guard`.
+        self.preempt.store(true, Ordering::SeqCst);
+        self.guard.store(1, Ordering::SeqCst);
+    }
+
+    /// Sets the fast-path guard from `preempt`: called by the goroutine's M whenever the
+    /// goroutine is about to run or leaves a critical section.
+    pub fn rearm_guard(&self) {
+        self.guard.store(0, Ordering::SeqCst);
+        if self.preempt.load(Ordering::SeqCst) {
+            self.guard.store(1, Ordering::SeqCst);
+        }
+    }
+}
+
+/// A pointer to the id of G, for printing.
+pub(crate) fn goid(g: &G) -> u64 {
+    g.id.load(Ordering::Relaxed)
+}

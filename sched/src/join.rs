@@ -1,0 +1,174 @@
+//! Join handles: a goroutine's result (or its panic) for whoever waits for it.
+
+use std::any::Any;
+use std::sync::{Arc, Mutex};
+
+use safepoint_arch::Note;
+
+use crate::GoroutineRef;
+
+/// Why a joined goroutine produced no value: it panicked.
+pub struct JoinError {
+    id: u64,
+    payload: Box<dyn Any + Send + 'static>,
+}
+
+impl JoinError {
+    /// The id of the goroutine that panicked.
+    pub fn id(&self) -> u64 {
+        self.id
+    }
+    /// The panic message, if it was a string.
+    pub fn message(&self) -> Option<&str> {
+        panic_message(&*self.payload)
+    }
+    /// The panic payload, to re-raise it with `std::panic::resume_unwind`.
+    pub fn into_panic(self) -> Box<dyn Any + Send + 'static> {
+        self.payload
+    }
+}
+
+impl core::fmt::Debug for JoinError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        write!(f, "JoinError(goroutine {} panicked: {:?})", self.id, self.message().unwrap_or("<non-string payload>"))
+    }
+}
+
+impl core::fmt::Display for JoinError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        write!(f, "goroutine {} panicked: {}", self.id, self.message().unwrap_or("<non-string payload>"))
+    }
+}
+
+impl std::error::Error for JoinError {}
+
+pub(crate) fn panic_message(p: &(dyn Any + Send)) -> Option<&str> {
+    p.downcast_ref::<&'static str>().copied().or_else(|| p.downcast_ref::<String>().map(|s| s.as_str()))
+}
+
+enum Waiter {
+    None,
+    Goroutine(GoroutineRef),
+    Thread(Arc<Note>),
+}
+
+struct State<T> {
+    result: Option<Result<T, JoinError>>,
+    done: bool,
+    detached: bool,
+    waiter: Waiter,
+}
+
+pub(crate) struct Cell<T> {
+    state: Mutex<State<T>>,
+}
+
+impl<T> Cell<T> {
+    pub fn new() -> Arc<Cell<T>> {
+        Arc::new(Cell {
+            state: Mutex::new(State { result: None, done: false, detached: false, waiter: Waiter::None }),
+        })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State<T>> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Called by the finished goroutine.
+    pub fn complete(&self, id: u64, r: std::thread::Result<T>) {
+        let mut s = self.lock();
+        let r = r.map_err(|payload| JoinError { id, payload });
+        if s.detached {
+            if let Err(e) = &r {
+                eprintln!("{e}");
+            }
+            s.done = true;
+            return;
+        }
+        s.result = Some(r);
+        s.done = true;
+        let w = core::mem::replace(&mut s.waiter, Waiter::None);
+        drop(s);
+        match w {
+            Waiter::None => {}
+            Waiter::Goroutine(r) => r.ready(),
+            Waiter::Thread(n) => n.wakeup(),
+        }
+    }
+}
+
+/// Owns the right to wait for a goroutine's result. Dropping it detaches the goroutine: it runs
+/// on, and a panic of it is printed (with its id) instead of returned.
+pub struct JoinHandle<T> {
+    cell: Arc<Cell<T>>,
+    id: u64,
+    g: crate::Goroutine,
+}
+
+impl<T> core::fmt::Debug for JoinHandle<T> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        write!(f, "JoinHandle(goroutine {})", self.id)
+    }
+}
+
+impl<T> JoinHandle<T> {
+    pub(crate) fn new(cell: Arc<Cell<T>>, id: u64, g: crate::Goroutine) -> JoinHandle<T> {
+        JoinHandle { cell, id, g }
+    }
+
+    /// The goroutine's id.
+    pub fn id(&self) -> u64 {
+        self.id
+    }
+
+    /// The goroutine, for [`crate::suspend_g`] (valid while it has not finished).
+    pub fn goroutine(&self) -> crate::Goroutine {
+        self.g
+    }
+
+    /// Whether it has finished.
+    pub fn is_finished(&self) -> bool {
+        self.cell.lock().done
+    }
+
+    /// Waits for the goroutine and returns its value, or the panic that ended it. A goroutine
+    /// parks; a thread outside the runtime sleeps.
+    pub fn join(self) -> Result<T, JoinError> {
+        if crate::runtime::current_g().is_some() {
+            crate::park(crate::WaitReason::Join, |r| {
+                let mut s = self.cell.lock();
+                if s.done {
+                    return false;
+                }
+                s.waiter = Waiter::Goroutine(r);
+                true
+            });
+        } else {
+            let note = Arc::new(Note::new());
+            {
+                let mut s = self.cell.lock();
+                if !s.done {
+                    s.waiter = Waiter::Thread(note.clone());
+                    drop(s);
+                    note.sleep();
+                }
+            }
+        }
+        let mut s = self.cell.lock();
+        debug_assert!(s.done);
+        s.result.take().expect("join: result taken twice")
+    }
+}
+
+impl<T> Drop for JoinHandle<T> {
+    fn drop(&mut self) {
+        let mut s = self.cell.lock();
+        if !s.done {
+            // Detach: the goroutine reports a panic itself when it finishes.
+            s.detached = true;
+        } else if let Some(Err(e)) = s.result.take() {
+            // Finished with a panic and dropped unjoined: nobody else will say so.
+            eprintln!("{e}");
+        }
+    }
+}

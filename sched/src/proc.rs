@@ -1,0 +1,296 @@
+//! What a goroutine does to itself: start, exit, yield, park, poll, blocking calls.
+
+use core::ptr;
+
+use crate::g::{G, GPtr, goid};
+use crate::runtime::{After, M, P, PStatus, acquirep, current_g, current_m, mcall};
+use crate::shim::Ordering;
+use crate::status::Status;
+
+/// First code on a goroutine's stack (see `safepoint_arch::Context::new_on_stack`).
+///
+/// # Safety
+/// `data` is the address of the G being started, which the calling M owns.
+pub(crate) unsafe extern "C" fn g_entry(data: usize, _arg: usize) -> ! {
+    // SAFETY: per the contract, data is a live (type-stable) G.
+    let g = unsafe { &*(data as *const G) };
+    // SAFETY: the goroutine owns its body now.
+    let body = unsafe { (*g.body.get()).take() };
+    if let Some(body) = body {
+        // The body catches its own panics (see `spawn_with`); a panic escaping here would unwind
+        // into the trampoline, so contain it.
+        if std::panic::catch_unwind(std::panic::AssertUnwindSafe(body)).is_err() {
+            crate::throw!("goroutine {}: panic escaped its body", goid(g));
+        }
+    }
+    // Goroutine-locals are dropped on the goroutine itself, where their destructors may still
+    // use the runtime.
+    // A destructor may create new locals; a few rounds settle it, and `prepare` clears the rest.
+    for _ in 0..4 {
+        // SAFETY: the goroutine owns its locals; no borrow of them is live here.
+        let locals = core::mem::take(unsafe { &mut *g.locals.get() });
+        if locals.is_empty() {
+            break;
+        }
+        drop(locals);
+    }
+    mcall(After::Exit);
+    crate::throw!("dead goroutine {} resumed", goid(g));
+}
+
+fn running() -> (&'static M, &'static G) {
+    let m = current_m().unwrap_or_else(|| panic!("not on a goroutine: this call must be made by a goroutine of a safepoint runtime"));
+    let g = m.curg().unwrap_or_else(|| panic!("not on a goroutine: this call must be made by a goroutine of a safepoint runtime"));
+    (m, g)
+}
+
+/// Checks that the running goroutine may switch away: not inside `no_preempt`, not holding the
+/// world stopped. A described panic otherwise.
+fn check_may_switch(m: &M, g: &G, what: &str) {
+    if g.pins.get() != 0 {
+        panic!(
+            "goroutine {}: {what} inside a no_preempt section (a thread-bound borrow may be live)",
+            goid(g)
+        );
+    }
+    if m.locks.load(Ordering::Relaxed) != 0 {
+        panic!("goroutine {}: {what} while the runtime holds this M (world stopped or runtime lock held)", goid(g));
+    }
+}
+
+/// Yields the processor: the goroutine goes to the back of its P's run queue.
+pub fn yield_now() {
+    let (m, g) = running();
+    check_may_switch(m, g, "yield");
+    mcall(After::Yield);
+}
+
+/// Parks the running goroutine. See [`crate::park`].
+pub(crate) fn park<F>(reason: usize, f: F)
+where
+    F: FnOnce(crate::GoroutineRef) -> bool,
+{
+    let (m, g) = running();
+    check_may_switch(m, g, "park");
+    g.wait_reason.store(reason, Ordering::Relaxed);
+    let mut f = Some(f);
+    let mut call = move |r: crate::GoroutineRef| (f.take().expect("park callback called twice"))(r);
+    let dynf: &mut (dyn FnMut(crate::GoroutineRef) -> bool + '_) = &mut call;
+    // SAFETY: only the lifetime is erased. g0 calls the callback once, while this goroutine
+    // is parked and cannot resume (SCAN is held until the callback returns), so everything
+    // it borrows from this frame is alive.
+    let dynf: *mut (dyn FnMut(crate::GoroutineRef) -> bool + 'static) =
+        unsafe { core::mem::transmute(dynf as *mut (dyn FnMut(crate::GoroutineRef) -> bool + '_)) };
+    mcall(After::Park(dynf));
+    g.wait_reason.store(0, Ordering::Relaxed);
+}
+
+/// Makes a parked goroutine runnable.
+pub(crate) fn ready(r: crate::GoroutineRef) {
+    let g = r.g.get();
+    let mut spins = 0u32;
+    // Is the caller an M of g's runtime? Then the runtime is alive for the whole call.
+    let same = current_m().is_some_and(|m| ptr::eq(m.sched, g.sched.get()));
+    if same {
+        cas_ready(g, r.generation, &mut spins);
+        // SAFETY: same runtime, alive while its M runs.
+        unsafe { &*g.sched.get() }.enqueue(GPtr::from(g), true);
+        return;
+    }
+    // From elsewhere: hold the G's owner lock so its runtime cannot shut down under us.
+    let owner = g.owner.lock().unwrap_or_else(|e| e.into_inner());
+    let Some(sched) = owner.as_ref() else {
+        panic!("ready: stale goroutine handle (its runtime has shut down)");
+    };
+    cas_ready(g, r.generation, &mut spins);
+    sched.enqueue(GPtr::from(g), true);
+}
+
+fn cas_ready(g: &G, generation: u32, spins: &mut u32) {
+    loop {
+        match g.status.try_cas(Status::Waiting as u32, Status::Runnable as u32, Some(generation)) {
+            crate::status::Cas::Ok => return,
+            crate::status::Cas::Scanning => crate::status::backoff(spins),
+            crate::status::Cas::Other(w) => panic!(
+                "ready: stale or duplicate goroutine handle (goroutine {}, token gen {}, status {})",
+                goid(g),
+                generation,
+                w
+            ),
+        }
+    }
+}
+
+/// Readies a goroutine the runtime itself parked (`Preempted -> Waiting` by a suspender): any
+/// generation.
+pub(crate) fn ready_owned(g: &'static G) {
+    let generation = g.status.load().generation;
+    ready(crate::GoroutineRef { g: GPtr::from(g), generation });
+}
+
+/// The slow path of a poll: a preemption request (or a stale poison) is pending.
+///
+/// Runs on: a goroutine. Keeps the request if the goroutine may not be preempted now; it is
+/// re-armed when the runtime critical section ends (DESIGN.md §2 item 2).
+#[cold]
+#[inline(never)]
+pub(crate) fn poll_slow() {
+    let Some(m) = current_m() else { return };
+    let Some(g) = m.curg() else { return };
+    if m.locks.load(Ordering::Relaxed) != 0 || g.pins.get() != 0 || m.p().is_none() {
+        // Not now: clear the fast-path word but keep `preempt`; release_m / the end of the
+        // no_preempt section re-poisons it.
+        g.guard.store(0, Ordering::SeqCst);
+        return;
+    }
+    // Order matters: reset the guard, then consume the request (see G::request_preempt).
+    g.guard.store(0, Ordering::SeqCst);
+    let p = m.p().expect("checked above");
+    if p.run_safe_point_fn.load(Ordering::Acquire) {
+        crate::stw::run_safe_point_fn(m.sched(), p);
+    }
+    if !g.preempt.swap(false, Ordering::SeqCst) {
+        return;
+    }
+    if g.preempt_stop.load(Ordering::SeqCst) {
+        mcall(After::PreemptPark);
+        return;
+    }
+    // A stop is pending (g0 then stops the P), a time slice ended (sysmon), or the runtime is
+    // shutting down: go to the back of the global queue, so that other Ps can take this
+    // goroutine and the local queue's others run first.
+    mcall(After::YieldGlobal);
+}
+
+/// Checks for a preemption request: call it at loop back-edges of code that may run long.
+#[inline]
+pub fn poll() {
+    if let Some(g) = current_g()
+        && g.guard.load(Ordering::Relaxed) != 0
+    {
+        poll_slow();
+    }
+}
+
+/// Enters a runtime critical section on this M: no preemption until `release_m`.
+pub(crate) fn acquire_m() -> Option<&'static M> {
+    let m = current_m()?;
+    m.locks.fetch_add(1, Ordering::Relaxed);
+    Some(m)
+}
+
+/// Leaves a runtime critical section; re-arms a preemption request that arrived meanwhile.
+pub(crate) fn release_m(m: &M) {
+    if m.locks.fetch_sub(1, Ordering::Relaxed) == 1
+        && let Some(g) = m.curg()
+        && g.pins.get() == 0
+    {
+        g.rearm_guard();
+    }
+}
+
+/// Runs `f`, a call that may block in the kernel, without holding up other goroutines: the P is
+/// left in `Syscall` state and sysmon hands it to another M if the call lasts.
+pub fn blocking<R>(f: impl FnOnce() -> R) -> R {
+    let Some(m) = current_m().filter(|m| m.curg().is_some()) else {
+        return f();
+    };
+    let g = m.curg().expect("checked");
+    check_may_switch(m, g, "blocking call");
+    entersyscall(m, g);
+    struct Exit;
+    impl Drop for Exit {
+        fn drop(&mut self) {
+            exitsyscall();
+        }
+    }
+    let guard = Exit;
+    let r = f();
+    drop(guard);
+    r
+}
+
+fn entersyscall(m: &M, g: &G) {
+    let sched = m.sched();
+    m.locks.fetch_add(1, Ordering::Relaxed);
+    let p = m.p().expect("goroutine without a P");
+    if p.run_safe_point_fn.load(Ordering::Acquire) {
+        crate::stw::run_safe_point_fn(sched, p);
+    }
+    p.syscalltick.fetch_add(1, Ordering::Relaxed);
+    g.syscall_p.set(p as *const P);
+    g.status.cas(Status::Running, Status::Syscall);
+    // Leave the P: it stays ours unless sysmon or a stop retakes it by CAS.
+    m.p.store(0, Ordering::Relaxed);
+    p.m.store(0, Ordering::Release);
+    p.set_status(PStatus::Syscall);
+    if sched.gcwaiting.load(Ordering::SeqCst) && p.cas_status(PStatus::Syscall, PStatus::GcStop) {
+        sched.stopwait_done();
+    }
+    m.locks.fetch_sub(1, Ordering::Relaxed);
+}
+
+fn exitsyscall() {
+    let m = current_m().expect("exitsyscall off an M");
+    let g = m.curg().expect("exitsyscall off a goroutine");
+    let sched = m.sched();
+    m.locks.fetch_add(1, Ordering::Relaxed);
+    // SAFETY: syscall_p was set by entersyscall to one of this runtime's Ps.
+    let oldp = unsafe { &*g.syscall_p.get() };
+    g.syscall_p.set(ptr::null());
+    // Fast path: our P is still ours.
+    if oldp.cas_status(PStatus::Syscall, PStatus::Running) {
+        m.p.store(oldp as *const P as usize, Ordering::Relaxed);
+        oldp.m.store(m as *const M as usize, Ordering::Release);
+        g.status.cas(Status::Syscall, Status::Running);
+        release_m(m);
+        return;
+    }
+    // Slow path: an idle P.
+    if !sched.gcwaiting.load(Ordering::SeqCst) {
+        let mut l = sched.locked();
+        if let Some(p) = sched.pidleget(&mut l) {
+            drop(l);
+            acquirep(m, p);
+            g.status.cas(Status::Syscall, Status::Running);
+            release_m(m);
+            return;
+        }
+    }
+    // None: queue ourselves and let this M go idle.
+    m.locks.fetch_sub(1, Ordering::Relaxed);
+    mcall(After::ExitSyscall);
+}
+
+/// The id of the running goroutine, or None off a goroutine.
+pub fn goroutine_id() -> Option<u64> {
+    current_g().map(goid)
+}
+
+/// A section in which the running goroutine is not preempted and may not switch: hold it
+/// around any thread-bound borrow (a `thread_local!` value, a std lock guard). Switching
+/// (yield, park, blocking, channel operations) inside it panics with a description.
+#[derive(Debug)]
+pub struct NoPreempt {
+    _not_send: core::marker::PhantomData<*const ()>,
+}
+
+/// Starts a [`NoPreempt`] section (nests). Off a goroutine it does nothing.
+pub fn no_preempt() -> NoPreempt {
+    if let Some(g) = current_g() {
+        g.pins.set(g.pins.get() + 1);
+    }
+    NoPreempt { _not_send: core::marker::PhantomData }
+}
+
+impl Drop for NoPreempt {
+    fn drop(&mut self) {
+        if let Some(g) = current_g() {
+            let n = g.pins.get() - 1;
+            g.pins.set(n);
+            if n == 0 && current_m().is_some_and(|m| m.locks.load(Ordering::Relaxed) == 0) {
+                g.rearm_guard();
+            }
+        }
+    }
+}

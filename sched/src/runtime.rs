@@ -1,0 +1,906 @@
+//! The scheduler proper: Sched (one per runtime), P, M, the scheduling loop, spawn, park/ready,
+//! blocking calls, and the hand-off of Ps between Ms.
+
+use core::cell::{Cell, UnsafeCell};
+use core::ptr;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use crossbeam_deque::{Injector, Steal, Stealer, Worker};
+use safepoint_arch::stack::StackPool;
+use safepoint_arch::{Context, Note, nanotime, signal};
+
+use crate::g::{Body, G, GPtr, goid};
+use crate::shim::{AtomicBool, AtomicU64, AtomicUsize, Ordering, fence};
+use crate::status::Status;
+
+/// P status: see DESIGN.md §2.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(usize)]
+pub(crate) enum PStatus {
+    /// On the idle list, owned by the scheduler lock; no M.
+    Idle = 0,
+    /// Owned by an M running goroutines (or looking for one).
+    Running = 1,
+    /// Its M is in a blocking call; may be retaken by a CAS to Idle or GcStop.
+    Syscall = 2,
+    /// Stopped for a stop-the-world; owned by the stopper.
+    GcStop = 3,
+    /// Not in use (never, with a fixed number of Ps; kept for the state table).
+    #[allow(dead_code)]
+    Dead = 4,
+}
+
+/// A P: the right to run goroutines, with its run queue and caches.
+pub(crate) struct P {
+    pub id: usize,
+    /// A [`PStatus`].
+    pub status: AtomicUsize,
+    /// The M that owns this P (null when idle or stopped). Racy hint for preemption.
+    pub m: AtomicUsize,
+    /// Local run queue. Owner: the M holding the P.
+    runq: UnsafeCell<Worker<GPtr>>,
+    stealer: Stealer<GPtr>,
+    /// One-slot queue served before `runq`: the goroutine just readied or spawned.
+    runnext: AtomicUsize,
+    /// Bumped at every schedule; sysmon watches it to spot a goroutine that runs too long.
+    pub schedtick: AtomicU64,
+    /// Bumped at every blocking call; sysmon watches it to spot a long blocking call.
+    pub syscalltick: AtomicU64,
+    /// Set by `for_each_p` until this P has run the safe-point function.
+    pub run_safe_point_fn: AtomicBool,
+    /// Dead Gs kept with their stacks for the next spawn. Owner: the M holding the P.
+    gfree: UnsafeCell<Vec<GPtr>>,
+    /// sysmon's last observation of (schedtick, syscalltick) and when it changed.
+    pub sysmon_tick: AtomicU64,
+    pub sysmon_when: AtomicU64,
+}
+
+// SAFETY: the UnsafeCell fields (`runq`, `gfree`) are touched only by the M that owns the P;
+// ownership moves with the P's status transitions and the scheduler lock, which order the
+// previous owner's accesses before the next owner's. Everything else is atomic.
+unsafe impl Sync for P {}
+// SAFETY: as above.
+unsafe impl Send for P {}
+
+impl P {
+    fn new(id: usize) -> P {
+        let w = Worker::new_fifo();
+        let stealer = w.stealer();
+        P {
+            id,
+            status: AtomicUsize::new(PStatus::Idle as usize),
+            m: AtomicUsize::new(0),
+            runq: UnsafeCell::new(w),
+            stealer,
+            runnext: AtomicUsize::new(0),
+            schedtick: AtomicU64::new(0),
+            syscalltick: AtomicU64::new(0),
+            run_safe_point_fn: AtomicBool::new(false),
+            gfree: UnsafeCell::new(Vec::new()),
+            sysmon_tick: AtomicU64::new(0),
+            sysmon_when: AtomicU64::new(0),
+        }
+    }
+
+    pub fn status(&self) -> PStatus {
+        match self.status.load(Ordering::Acquire) {
+            0 => PStatus::Idle,
+            1 => PStatus::Running,
+            2 => PStatus::Syscall,
+            3 => PStatus::GcStop,
+            _ => PStatus::Dead,
+        }
+    }
+
+    pub fn set_status(&self, s: PStatus) {
+        // Release: pairs with the Acquire in `status()`/`cas_status`, handing over the P's
+        // owner-only fields with it.
+        self.status.store(s as usize, Ordering::Release);
+    }
+
+    pub fn cas_status(&self, old: PStatus, new: PStatus) -> bool {
+        // AcqRel: the winner of a retake takes the P's owner-only fields from the previous owner.
+        self.status
+            .compare_exchange(old as usize, new as usize, Ordering::AcqRel, Ordering::Relaxed)
+            .is_ok()
+    }
+
+    /// # Safety
+    /// Only the M owning this P may call it.
+    #[allow(clippy::mut_from_ref)]
+    unsafe fn runq(&self) -> &mut Worker<GPtr> {
+        // SAFETY: the caller owns the P, so nobody else touches the worker end.
+        unsafe { &mut *self.runq.get() }
+    }
+
+    /// Whether this P has no queued goroutines (racy; fine as a hint).
+    pub fn runq_empty(&self) -> bool {
+        self.stealer.is_empty() && self.runnext.load(Ordering::Acquire) == 0
+    }
+
+    /// Queues `g` on this P: in `runnext` if `next` (kicking the old one to the tail).
+    ///
+    /// # Safety
+    /// Only the M owning this P may call it.
+    unsafe fn put(&self, g: GPtr, next: bool) {
+        // SAFETY: per the caller's contract.
+        let q = unsafe { self.runq() };
+        if next {
+            // AcqRel: Release publishes g; Acquire takes the old one from a thief's view.
+            let old = self.runnext.swap(g.0.as_ptr() as usize, Ordering::AcqRel);
+            if let Some(old) = core::ptr::NonNull::new(old as *mut G) {
+                q.push(GPtr(old));
+            }
+        } else {
+            q.push(g);
+        }
+    }
+
+    /// Takes the next local goroutine.
+    ///
+    /// # Safety
+    /// Only the M owning this P may call it.
+    unsafe fn get(&self) -> Option<GPtr> {
+        if self.runnext.load(Ordering::Relaxed) != 0 {
+            // Acquire: pairs with the Release swap in `put`.
+            let g = self.runnext.swap(0, Ordering::Acquire);
+            if let Some(g) = core::ptr::NonNull::new(g as *mut G) {
+                return Some(GPtr(g));
+            }
+        }
+        // SAFETY: per the caller's contract.
+        unsafe { self.runq() }.pop()
+    }
+}
+
+/// What a goroutine asks its M's g0 to do once it has switched away (the `mcall` protocol: the
+/// action runs only after the goroutine's registers are saved, so nobody can resume it early).
+#[derive(Clone, Copy)]
+pub(crate) enum After {
+    Nothing,
+    /// Back of the local run queue.
+    Yield,
+    /// Back of the global run queue (time slice over, or a stop is pending).
+    YieldGlobal,
+    /// Park: run the callback with the wake-up token.
+    Park(*mut (dyn FnMut(crate::GoroutineRef) -> bool + 'static)),
+    /// The goroutine is done.
+    Exit,
+    /// Park in `Preempted` for a suspender.
+    PreemptPark,
+    /// Blocking call returned but no P was free: queue the goroutine globally.
+    ExitSyscall,
+}
+
+/// An M: an OS thread running goroutines. Its own thread stack is g0.
+pub(crate) struct M {
+    pub id: usize,
+    pub sched: *const Sched,
+    /// Saved g0 context while a goroutine runs. Owner: this M's thread.
+    g0: UnsafeCell<Context>,
+    /// Goroutine running on this M (0 on g0). Written by this M, read racily by preempters.
+    pub curg: AtomicUsize,
+    /// P held by this M (0 if none).
+    pub p: AtomicUsize,
+    /// P handed to this M by whoever woke it.
+    nextp: AtomicUsize,
+    /// Looking for work (counted in `Sched::nmspinning`).
+    spinning: Cell<bool>,
+    /// Runtime critical-section depth: no preemption while nonzero.
+    pub locks: AtomicUsize,
+    /// Where this M parks when idle.
+    pub park: Note,
+    /// The g0 action requested by the goroutine switching away. Owner: this M's thread.
+    after: Cell<After>,
+    /// Random state for steal order.
+    rand: Cell<u64>,
+}
+
+// SAFETY: the Cell/UnsafeCell fields are touched only by the M's own thread (a goroutine running
+// on the M is on that thread too); the rest are atomics or a Note.
+unsafe impl Sync for M {}
+// SAFETY: as above.
+unsafe impl Send for M {}
+
+impl M {
+    pub fn sched(&self) -> &Sched {
+        // SAFETY: an M never outlives its Sched: shutdown joins every M before the Sched drops.
+        unsafe { &*self.sched }
+    }
+
+    pub fn p(&self) -> Option<&P> {
+        let p = self.p.load(Ordering::Relaxed) as *const P;
+        // SAFETY: Ps live as long as the Sched, which outlives the M.
+        unsafe { p.as_ref() }
+    }
+
+    pub fn curg(&self) -> Option<&'static G> {
+        let g = self.curg.load(Ordering::Acquire) as *const G;
+        // SAFETY: Gs are type-stable (never freed).
+        unsafe { g.as_ref() }
+    }
+
+    fn fastrand(&self) -> u64 {
+        let mut x = self.rand.get();
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        self.rand.set(x);
+        x
+    }
+}
+
+std::thread_local! {
+    /// The M this thread is, if it is one. Set once when the thread starts; never changes.
+    static CURRENT_M: Cell<*const M> = const { Cell::new(ptr::null()) };
+}
+
+/// The M of the calling thread.
+///
+/// Never inlined, on purpose: goroutines move between threads at switches, and the compiler
+/// may assume a thread-local's address is the same throughout one function. Reading it in a
+/// separate, opaque function forces a fresh read after every switch. (Go keeps `g` in a
+/// register for the same reason.)
+#[inline(never)]
+pub(crate) fn current_m() -> Option<&'static M> {
+    let m = CURRENT_M.with(|c| c.get());
+    // SAFETY: the pointer was set by this thread's mstart and the M outlives its thread.
+    unsafe { m.as_ref() }
+}
+
+/// The goroutine running on this thread, if any. Not inlined, see [`current_m`].
+#[inline(never)]
+pub(crate) fn current_g() -> Option<&'static G> {
+    current_m().and_then(|m| m.curg())
+}
+
+/// Scheduler state shared by everything in one runtime.
+pub(crate) struct Sched {
+    pub procs: usize,
+    pub ps: Box<[P]>,
+    pub lock: Mutex<Locked>,
+    pub global: Injector<GPtr>,
+    pub npidle: AtomicUsize,
+    pub nmspinning: AtomicUsize,
+    /// A stop-the-world is in progress: Ps stop at their next schedule.
+    pub gcwaiting: AtomicBool,
+    pub stopwait: AtomicUsize,
+    pub stopnote: Note,
+    /// `for_each_p` state.
+    pub safe_point_fn: AtomicUsize,
+    pub safe_point_wait: AtomicUsize,
+    pub safe_point_note: Note,
+    /// One stop-the-world or ragged barrier at a time.
+    pub world_sema: crate::sync::Sema,
+    pub shutdown: AtomicBool,
+    pub goid_gen: AtomicU64,
+    pub stacks: StackPool,
+    pub allgs: Mutex<Vec<GPtr>>,
+    pub allm: Mutex<Vec<Box<M>>>,
+    pub threads: Mutex<Vec<std::thread::JoinHandle<()>>>,
+    pub gfree: Mutex<Vec<GPtr>>,
+    pub sysmon_wait: AtomicBool,
+    pub sysmon_note: Note,
+    pub config: crate::Config,
+    /// Live goroutines (spawned, not yet exited).
+    pub ngoroutines: AtomicUsize,
+}
+
+/// What the scheduler lock protects.
+pub(crate) struct Locked {
+    pub pidle: Vec<usize>,
+    pub midle: Vec<*const M>,
+    pub mcount: usize,
+}
+
+// SAFETY: `midle` holds pointers to Ms owned by `allm`, which outlive the lock's users.
+unsafe impl Send for Locked {}
+
+const MAX_LOCAL_GFREE: usize = 64;
+
+impl Sched {
+    pub fn new(config: crate::Config) -> Result<Arc<Sched>, crate::Error> {
+        let procs = config.procs;
+        let stacks = StackPool::new(config.stack_size, config.stack_cache)
+            .map_err(|e| crate::Error::Stack(e.to_string()))?;
+        let sched = Arc::new(Sched {
+            procs,
+            ps: (0..procs).map(P::new).collect(),
+            lock: Mutex::new(Locked { pidle: (0..procs).rev().collect(), midle: Vec::new(), mcount: 0 }),
+            global: Injector::new(),
+            npidle: AtomicUsize::new(procs),
+            nmspinning: AtomicUsize::new(0),
+            gcwaiting: AtomicBool::new(false),
+            stopwait: AtomicUsize::new(0),
+            stopnote: Note::new(),
+            safe_point_fn: AtomicUsize::new(0),
+            safe_point_wait: AtomicUsize::new(0),
+            safe_point_note: Note::new(),
+            world_sema: crate::sync::Sema::new(1),
+            shutdown: AtomicBool::new(false),
+            goid_gen: AtomicU64::new(0),
+            stacks,
+            allgs: Mutex::new(Vec::new()),
+            allm: Mutex::new(Vec::new()),
+            threads: Mutex::new(Vec::new()),
+            gfree: Mutex::new(Vec::new()),
+            sysmon_wait: AtomicBool::new(false),
+            sysmon_note: Note::new(),
+            config,
+            ngoroutines: AtomicUsize::new(0),
+        });
+        signal::install();
+        Ok(sched)
+    }
+
+    pub fn locked(&self) -> MutexGuard<'_, Locked> {
+        self.lock.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn p_of(&self, id: usize) -> &P {
+        &self.ps[id]
+    }
+
+    // ---- idle P list (under the lock) ----
+
+    pub fn pidleput(&self, l: &mut Locked, p: &P) {
+        debug_assert!(p.runq_empty() || self.shutdown.load(Ordering::Relaxed));
+        p.m.store(0, Ordering::Relaxed);
+        p.set_status(PStatus::Idle);
+        l.pidle.push(p.id);
+        self.npidle.fetch_add(1, Ordering::SeqCst);
+    }
+
+    pub fn pidleget(&self, l: &mut Locked) -> Option<&P> {
+        let id = l.pidle.pop()?;
+        self.npidle.fetch_sub(1, Ordering::SeqCst);
+        if self.sysmon_wait.load(Ordering::Relaxed) && self.sysmon_wait.swap(false, Ordering::AcqRel) {
+            self.sysmon_note.wakeup();
+        }
+        Some(self.p_of(id))
+    }
+
+    // ---- Ms ----
+
+    /// Gives `p` (or an idle P) to an idle or new M. `spinning`: the M starts spinning (the
+    /// caller already counted it in `nmspinning`).
+    pub fn startm(self: &Sched, p: Option<&P>, spinning: bool) {
+        let mut l = self.locked();
+        let p = match p {
+            Some(p) => p,
+            None => match self.pidleget(&mut l) {
+                Some(p) => p,
+                None => {
+                    drop(l);
+                    if spinning {
+                        self.nmspinning.fetch_sub(1, Ordering::SeqCst);
+                    }
+                    return;
+                }
+            },
+        };
+        if self.shutdown.load(Ordering::Relaxed) {
+            self.pidleput(&mut l, p);
+            drop(l);
+            if spinning {
+                self.nmspinning.fetch_sub(1, Ordering::SeqCst);
+            }
+            return;
+        }
+        if let Some(m) = l.midle.pop() {
+            drop(l);
+            // SAFETY: idle Ms are owned by `allm` and live until shutdown.
+            let m = unsafe { &*m };
+            m.spinning.set(spinning);
+            // Release: the M acquires the P with the Acquire load in stopm.
+            m.nextp.store(p as *const P as usize, Ordering::Release);
+            m.park.wakeup();
+            return;
+        }
+        l.mcount += 1;
+        drop(l);
+        self.newm(p, spinning);
+    }
+
+    fn newm(&self, p: &P, spinning: bool) {
+        let mut allm = self.allm.lock().unwrap_or_else(|e| e.into_inner());
+        let id = allm.len();
+        let m = Box::new(M {
+            id,
+            sched: self as *const Sched,
+            g0: UnsafeCell::new(Context::default()),
+            curg: AtomicUsize::new(0),
+            p: AtomicUsize::new(0),
+            nextp: AtomicUsize::new(p as *const P as usize),
+            spinning: Cell::new(spinning),
+            locks: AtomicUsize::new(0),
+            park: Note::new(),
+            after: Cell::new(After::Nothing),
+            rand: Cell::new(0x9E37_79B9_7F4A_7C15 ^ (id as u64 + 1).wrapping_mul(0x2545_F491_4F6C_DD1D)),
+        });
+        let mp = &*m as *const M as usize;
+        allm.push(m);
+        drop(allm);
+        let t = std::thread::Builder::new()
+            .name(format!("safepoint-m{id}"))
+            .spawn(move || {
+                // SAFETY: the M is owned by `allm`, which is only cleared after this thread is
+                // joined.
+                let m = unsafe { &*(mp as *const M) };
+                mstart(m)
+            });
+        match t {
+            Ok(t) => self.threads.lock().unwrap_or_else(|e| e.into_inner()).push(t),
+            Err(e) => crate::throw!("cannot start an M thread: {}", e),
+        }
+    }
+
+    /// Wakes a spinning M if there is an idle P and nobody is spinning.
+    pub fn wakep(&self) {
+        fence(Ordering::SeqCst);
+        if self.npidle.load(Ordering::SeqCst) == 0 {
+            return;
+        }
+        if self.nmspinning.load(Ordering::SeqCst) != 0
+            || self.nmspinning.compare_exchange(0, 1, Ordering::SeqCst, Ordering::SeqCst).is_err()
+        {
+            return;
+        }
+        self.startm(None, true);
+    }
+
+    /// Hands a P whose M is leaving it (blocking call retaken, stop) to whoever should have it.
+    pub fn handoffp(&self, p: &P) {
+        // SAFETY-free check: racy reads are hints; the lock below decides.
+        if !p.runq_empty() || !self.global.is_empty() {
+            self.startm(Some(p), false);
+            return;
+        }
+        if self.nmspinning.load(Ordering::SeqCst) + self.npidle.load(Ordering::SeqCst) == 0
+            && self.nmspinning.compare_exchange(0, 1, Ordering::SeqCst, Ordering::SeqCst).is_ok()
+        {
+            self.startm(Some(p), true);
+            return;
+        }
+        let mut l = self.locked();
+        if self.gcwaiting.load(Ordering::SeqCst) {
+            p.m.store(0, Ordering::Relaxed);
+            p.set_status(PStatus::GcStop);
+            drop(l);
+            self.stopwait_done();
+            return;
+        }
+        if p.run_safe_point_fn.load(Ordering::Acquire) {
+            drop(l);
+            crate::stw::run_safe_point_fn(self, p);
+            l = self.locked();
+        }
+        if !self.global.is_empty() {
+            drop(l);
+            self.startm(Some(p), false);
+            return;
+        }
+        self.pidleput(&mut l, p);
+    }
+
+    pub fn stopwait_done(&self) {
+        if self.stopwait.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.stopnote.wakeup();
+        }
+    }
+
+    // ---- goroutines ----
+
+    /// Makes a goroutine running `body`, queued on the caller's P (runnext) or globally.
+    pub fn spawn(self: &Arc<Sched>, body: Body) -> Result<&'static G, crate::Error> {
+        if self.shutdown.load(Ordering::Relaxed) {
+            return Err(crate::Error::Shutdown);
+        }
+        let m = current_m().filter(|m| ptr::eq(m.sched, Arc::as_ptr(self)));
+        let p = m.and_then(|m| m.p());
+        // A dead G from this P, else from the runtime, else a new one.
+        let g = p
+            // SAFETY: we are the M owning p.
+            .and_then(|p| unsafe { (*p.gfree.get()).pop() })
+            .or_else(|| self.gfree.lock().unwrap_or_else(|e| e.into_inner()).pop())
+            .map(|g| g.get());
+        let g = match g {
+            Some(g) => g,
+            None => {
+                let g = G::adopt(self);
+                self.allgs.lock().unwrap_or_else(|e| e.into_inner()).push(GPtr::from(g));
+                g
+            }
+        };
+        let id = self.goid_gen.fetch_add(1, Ordering::Relaxed) + 1;
+        // SAFETY: g is Idle or Dead and on no list, so we own it; g_entry is our entry.
+        if let Err(e) = unsafe { g.prepare(id, body, &self.stacks, crate::proc::g_entry) } {
+            self.gfree.lock().unwrap_or_else(|e| e.into_inner()).push(GPtr::from(g));
+            return Err(crate::Error::Stack(e.to_string()));
+        }
+        self.ngoroutines.fetch_add(1, Ordering::Relaxed);
+        g.status.store_private(Status::Runnable);
+        self.enqueue(GPtr::from(g), true);
+        Ok(g)
+    }
+
+    /// Queues a runnable goroutine: on the caller's P if it has one of this runtime, else
+    /// globally; then makes sure someone will run it.
+    pub fn enqueue(&self, g: GPtr, next: bool) {
+        let m = current_m().filter(|m| ptr::eq(m.sched, self));
+        // An M's `p` is set only while it owns that P (a blocking call clears it), so a local
+        // push is to our own queue.
+        match m.and_then(|m| m.p()) {
+            // SAFETY: we are the M owning p.
+            Some(p) => unsafe { p.put(g, next) },
+            None => self.global.push(g),
+        }
+        self.wakep();
+    }
+
+    /// Frees a dead goroutine into the P's cache (or the runtime's).
+    fn gfput(&self, p: &P, g: GPtr) {
+        // SAFETY: we are the M owning p.
+        let free = unsafe { &mut *p.gfree.get() };
+        free.push(g);
+        if free.len() > MAX_LOCAL_GFREE {
+            let mut global = self.gfree.lock().unwrap_or_else(|e| e.into_inner());
+            global.extend(free.drain(..MAX_LOCAL_GFREE / 2));
+        }
+    }
+
+    // ---- preemption ----
+
+    /// Asks the goroutine running on `p` to stop at its next safepoint. Racy by design: a
+    /// request that reaches a goroutine that has moved on is a spurious yield.
+    pub fn preemptone(&self, p: &P) -> bool {
+        let m = p.m.load(Ordering::Acquire) as *const M;
+        // SAFETY: Ms live until the runtime shuts down.
+        let Some(m) = (unsafe { m.as_ref() }) else { return false };
+        let Some(g) = m.curg() else { return false };
+        g.request_preempt();
+        true
+    }
+
+    pub fn preemptall(&self) {
+        for p in self.ps.iter() {
+            if p.status() == PStatus::Running {
+                self.preemptone(p);
+            }
+        }
+    }
+}
+
+/// An M's thread: the scheduling loop on g0.
+fn mstart(m: &'static M) {
+    CURRENT_M.with(|c| c.set(m));
+    signal::ensure_altstack();
+    let sched = m.sched();
+    // The P handed over by whoever started us.
+    let p = m.nextp.swap(0, Ordering::Acquire) as *const P;
+    // SAFETY: Ps live as long as the Sched.
+    if let Some(p) = unsafe { p.as_ref() } {
+        acquirep(m, p);
+    }
+    while let Some(g) = schedule(m) {
+        execute(m, g);
+        after_switch(m, g);
+    }
+    // Shutdown: give back whatever P we hold so the count stays right.
+    if let Some(p) = m.p() {
+        releasep(m);
+        sched.pidleput(&mut sched.locked(), p);
+    }
+}
+
+pub(crate) fn acquirep(m: &M, p: &P) {
+    debug_assert_eq!(m.p.load(Ordering::Relaxed), 0);
+    m.p.store(p as *const P as usize, Ordering::Relaxed);
+    // Release: pairs with the Acquire in preemptone.
+    p.m.store(m as *const M as usize, Ordering::Release);
+    p.set_status(PStatus::Running);
+}
+
+pub(crate) fn releasep(m: &M) -> &P {
+    let p = m.p().expect("releasep without a P");
+    m.p.store(0, Ordering::Relaxed);
+    p.m.store(0, Ordering::Release);
+    p
+}
+
+/// Parks this M until someone hands it a P. Returns false at shutdown.
+fn stopm(m: &M) -> bool {
+    let sched = m.sched();
+    debug_assert!(m.p().is_none());
+    {
+        let mut l = sched.locked();
+        if sched.shutdown.load(Ordering::SeqCst) {
+            return false;
+        }
+        l.midle.push(m as *const M);
+    }
+    m.park.sleep();
+    m.park.clear();
+    let p = m.nextp.swap(0, Ordering::Acquire) as *const P;
+    // SAFETY: Ps live as long as the Sched.
+    match unsafe { p.as_ref() } {
+        Some(p) => {
+            acquirep(m, p);
+            true
+        }
+        None => !sched.shutdown.load(Ordering::SeqCst),
+    }
+}
+
+/// Stops this M's P for a pending stop-the-world, then parks the M.
+fn gcstopm(m: &M) {
+    let sched = m.sched();
+    if m.spinning.get() {
+        m.spinning.set(false);
+        sched.nmspinning.fetch_sub(1, Ordering::SeqCst);
+    }
+    let p = releasep(m);
+    p.set_status(PStatus::GcStop);
+    sched.stopwait_done();
+}
+
+/// How long an M with nothing to do keeps looking before it gives up its P (DESIGN.md §2: a
+/// futex wake costs more than this on these machines).
+const SPIN_NS: u64 = 20_000;
+
+/// Finds the next goroutine for `m` to run, or None at shutdown.
+fn schedule(m: &M) -> Option<&'static G> {
+    let sched = m.sched();
+    loop {
+        if sched.shutdown.load(Ordering::Relaxed) {
+            return None;
+        }
+        let Some(p) = m.p() else {
+            if !stopm(m) {
+                return None;
+            }
+            continue;
+        };
+        if sched.gcwaiting.load(Ordering::SeqCst) {
+            gcstopm(m);
+            continue;
+        }
+        if p.run_safe_point_fn.load(Ordering::Acquire) {
+            crate::stw::run_safe_point_fn(sched, p);
+        }
+        if let Some(g) = find_work(m, p, false) {
+            resetspinning(m);
+            return Some(g.get());
+        }
+        // Steal, spinning, if not too many Ms already are.
+        let busy = sched.procs - sched.npidle.load(Ordering::SeqCst);
+        if !m.spinning.get() && 2 * sched.nmspinning.load(Ordering::SeqCst) < busy.max(1) {
+            m.spinning.set(true);
+            sched.nmspinning.fetch_add(1, Ordering::SeqCst);
+        }
+        if m.spinning.get() {
+            let deadline = nanotime() + SPIN_NS;
+            let mut round = 0u32;
+            loop {
+                if let Some(g) = find_work(m, p, true) {
+                    resetspinning(m);
+                    return Some(g.get());
+                }
+                round += 1;
+                if sched.gcwaiting.load(Ordering::Relaxed)
+                    || p.run_safe_point_fn.load(Ordering::Relaxed)
+                    || sched.shutdown.load(Ordering::Relaxed)
+                    || (round >= 4 && nanotime() >= deadline)
+                {
+                    break;
+                }
+                safepoint_arch::cpu_relax();
+            }
+        }
+        // Nothing: give up the P.
+        let mut l = sched.locked();
+        if sched.gcwaiting.load(Ordering::SeqCst)
+            || p.run_safe_point_fn.load(Ordering::SeqCst)
+            || !sched.global.is_empty()
+            || !p.runq_empty()
+        {
+            continue;
+        }
+        releasep(m);
+        sched.pidleput(&mut l, p);
+        drop(l);
+        let was_spinning = m.spinning.replace(false);
+        if was_spinning {
+            sched.nmspinning.fetch_sub(1, Ordering::SeqCst);
+        }
+        // Dekker with `wakep`: we published the idle P (and dropped our spinning count) with
+        // SeqCst; a readier pushes work then reads npidle/nmspinning with SeqCst. Either it sees
+        // us idle and wakes someone, or we see its work here.
+        fence(Ordering::SeqCst);
+        let work = !sched.global.is_empty()
+            || (was_spinning && sched.ps.iter().any(|q| !q.runq_empty()));
+        if work {
+            let mut l = sched.locked();
+            if let Some(p) = sched.pidleget(&mut l) {
+                drop(l);
+                acquirep(m, p);
+                if was_spinning {
+                    m.spinning.set(true);
+                    sched.nmspinning.fetch_add(1, Ordering::SeqCst);
+                }
+                continue;
+            }
+        }
+        if !stopm(m) {
+            return None;
+        }
+    }
+}
+
+/// One look for work: local queue, global queue (first, every 61st tick, for fairness), and,
+/// if `steal`, the other Ps.
+fn find_work(m: &M, p: &P, steal: bool) -> Option<GPtr> {
+    let sched = m.sched();
+    let tick = p.schedtick.load(Ordering::Relaxed);
+    if tick % 61 == 0
+        && let Some(g) = steal_global(sched, p)
+    {
+        return Some(g);
+    }
+    // SAFETY: m owns p.
+    if let Some(g) = unsafe { p.get() } {
+        return Some(g);
+    }
+    if let Some(g) = steal_global(sched, p) {
+        return Some(g);
+    }
+    if !steal {
+        return None;
+    }
+    let n = sched.procs;
+    let start = (m.fastrand() % n as u64) as usize;
+    for i in 0..n {
+        let victim = &sched.ps[(start + i) % n];
+        if ptr::eq(victim, p) {
+            continue;
+        }
+        // SAFETY: m owns p, so it may push into p's queue.
+        let dest = unsafe { p.runq() };
+        loop {
+            match victim.stealer.steal_batch_and_pop(dest) {
+                Steal::Success(g) => return Some(g),
+                Steal::Retry => continue,
+                Steal::Empty => break,
+            }
+        }
+        // Take the victim's runnext too: its M is busy running something else.
+        if victim.status() == PStatus::Running || victim.status() == PStatus::Syscall {
+            let g = victim.runnext.load(Ordering::Acquire);
+            if g != 0 && victim.runnext.compare_exchange(g, 0, Ordering::AcqRel, Ordering::Relaxed).is_ok() {
+                return core::ptr::NonNull::new(g as *mut G).map(GPtr);
+            }
+        }
+    }
+    None
+}
+
+fn steal_global(sched: &Sched, p: &P) -> Option<GPtr> {
+    // SAFETY: the caller's M owns p.
+    let dest = unsafe { p.runq() };
+    loop {
+        match sched.global.steal_batch_and_pop(dest) {
+            Steal::Success(g) => return Some(g),
+            Steal::Retry => continue,
+            Steal::Empty => return None,
+        }
+    }
+}
+
+/// An M that was spinning found work: stop counting it, and if it was the last spinner, wake
+/// another so that one keeps looking while there may be more work.
+fn resetspinning(m: &M) {
+    if m.spinning.replace(false) {
+        let sched = m.sched();
+        if sched.nmspinning.fetch_sub(1, Ordering::SeqCst) == 1 {
+            sched.wakep();
+        }
+    }
+}
+
+/// Switches to `g` and back.
+fn execute(m: &M, g: &'static G) {
+    let p = m.p().expect("execute without a P");
+    g.status.cas(Status::Runnable, Status::Running);
+    g.m.store(m as *const M as usize, Ordering::Release);
+    m.curg.store(g as *const G as usize, Ordering::Release);
+    p.schedtick.fetch_add(1, Ordering::Relaxed);
+    g.run_since.store(nanotime(), Ordering::Relaxed);
+    g.rearm_guard();
+    // SAFETY: g's stack info lives in the type-stable G; it stays valid while g runs here.
+    signal::set_current(g.stack_info.get());
+    // SAFETY: g is Running and ours: its context was saved by its last switch (or laid out by
+    // prepare), its stack is not in use elsewhere, and g0's context slot is this thread's.
+    unsafe { safepoint_arch::switch(m.g0.get(), g.ctx.get(), 0) };
+    signal::set_current(ptr::null());
+}
+
+/// On g0, after `g` switched away: carry out what it asked.
+fn after_switch(m: &M, g: &'static G) {
+    let sched = m.sched();
+    let after = m.after.replace(After::Nothing);
+    g.m.store(0, Ordering::Relaxed);
+    m.curg.store(0, Ordering::Release);
+    match after {
+        After::Nothing => crate::throw!("goroutine {} switched to g0 with nothing to do", goid(g)),
+        After::Yield => {
+            g.status.cas(Status::Running, Status::Runnable);
+            let p = m.p().expect("yield without a P");
+            // SAFETY: m owns p.
+            unsafe { p.put(GPtr::from(g), false) };
+        }
+        After::YieldGlobal => {
+            g.status.cas(Status::Running, Status::Runnable);
+            sched.global.push(GPtr::from(g));
+        }
+        After::Park(f) => {
+            let generation = g.status.park_begin();
+            // SAFETY: `f` points into the parked goroutine's stack, which cannot run (we hold
+            // SCAN) until the callback is done; it is called exactly once.
+            let keep = unsafe { (*f)(crate::GoroutineRef { g: GPtr::from(g), generation }) };
+            if keep {
+                g.status.cas_from_scan(Status::Waiting, Status::Waiting);
+            } else {
+                g.status.park_cancel();
+                let p = m.p().expect("park without a P");
+                // SAFETY: m owns p.
+                unsafe { p.put(GPtr::from(g), true) };
+            }
+        }
+        After::Exit => {
+            g.status.cas_bump(Status::Running, Status::Dead);
+            sched.ngoroutines.fetch_sub(1, Ordering::Relaxed);
+            match m.p() {
+                Some(p) => sched.gfput(p, GPtr::from(g)),
+                None => sched.gfree.lock().unwrap_or_else(|e| e.into_inner()).push(GPtr::from(g)),
+            }
+        }
+        After::PreemptPark => {
+            g.wait_reason.store(5, Ordering::Relaxed);
+            g.status.cas(Status::Running, Status::Preempted);
+        }
+        After::ExitSyscall => {
+            g.status.cas(Status::Syscall, Status::Runnable);
+            sched.global.push(GPtr::from(g));
+            sched.wakep();
+        }
+    }
+}
+
+/// Switches from the running goroutine to its M's g0, which carries out `after`; returns when
+/// the goroutine is resumed, possibly on another M.
+///
+/// Runs on: a goroutine. Preemption: the goroutine must be preemptible (no runtime lock held).
+pub(crate) fn mcall(after: After) {
+    let m = current_m().expect("mcall outside a goroutine");
+    let g = m.curg().expect("mcall outside a goroutine");
+    m.after.set(after);
+    // SAFETY: we are g running on m: g's context slot is ours to write, and g0's context was
+    // saved by execute's switch on this thread.
+    unsafe { safepoint_arch::switch(g.ctx.get(), m.g0.get(), 0) };
+    // Resumed, possibly on another thread: do not reuse `m`.
+}
+
+/// Runs one queued goroutine's body-less bookkeeping at shutdown: drains queues.
+pub(crate) fn drain_queues(sched: &Sched) {
+    while let Steal::Success(_) | Steal::Retry = sched.global.steal() {}
+    for p in sched.ps.iter() {
+        p.runnext.store(0, Ordering::Relaxed);
+        while let Steal::Success(_) | Steal::Retry = p.stealer.steal() {}
+    }
+}
+
+/// Thread-safe count of queued goroutines (racy), for dumps.
+pub(crate) fn queued(sched: &Sched) -> usize {
+    sched.global.len() + sched.ps.iter().map(|p| p.stealer.len() + (p.runnext.load(Ordering::Relaxed) != 0) as usize).sum::<usize>()
+}
+

@@ -1,0 +1,377 @@
+//! Stopping: the whole world (`stop_the_world`), every P at its own next safepoint
+//! (`for_each_p`, the ragged barrier), and one goroutine at a time (`suspend_g`).
+
+use crate::g::{G, GPtr, goid};
+use crate::proc::{acquire_m, ready_owned, release_m};
+use crate::runtime::{M, P, PStatus, Sched, current_m};
+use crate::shim::Ordering;
+use crate::status::{SCAN, Status, backoff};
+
+/// How often a stopper re-sends its preemption requests: a request can race with a goroutine
+/// switch and be lost, so it is repeated (the seeds' 100 µs).
+const RETRY_NS: u64 = 100_000;
+/// Spin this many iterations waiting before each sleep: the other side is usually running.
+const WAIT_SPINS: u32 = 2_000;
+
+fn running_m(what: &str) -> &'static M {
+    let m = current_m().filter(|m| m.curg().is_some() && m.p().is_some());
+    m.unwrap_or_else(|| panic!("{what} must be called from a goroutine of a safepoint runtime"))
+}
+
+/// The world is stopped while this lives; dropping it (or [`WorldStop::start`]) starts it again.
+#[must_use = "the world restarts when this is dropped"]
+pub struct WorldStop {
+    m: &'static M,
+    reason: &'static str,
+    started: bool,
+    /// It restarts the world with its goroutine's P: it must stay on that goroutine.
+    _not_send: core::marker::PhantomData<*const ()>,
+}
+
+impl core::fmt::Debug for WorldStop {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        write!(f, "WorldStop({:?})", self.reason)
+    }
+}
+
+impl WorldStop {
+    /// Why the world was stopped.
+    pub fn reason(&self) -> &'static str {
+        self.reason
+    }
+
+    /// Starts the world again.
+    pub fn start(mut self) {
+        self.restart();
+    }
+
+    fn restart(&mut self) {
+        if !self.started {
+            self.started = true;
+            start_the_world(self.m);
+        }
+    }
+}
+
+impl Drop for WorldStop {
+    fn drop(&mut self) {
+        self.restart();
+    }
+}
+
+/// Stops every P: on return no other goroutine runs until the world is started again.
+///
+/// Runs on: a goroutine. Only one stop (or ragged barrier) at a time: concurrent callers park
+/// and take turns. The caller's goroutine is not preemptible and must not park while the world
+/// is stopped (a described panic if it tries).
+pub fn stop_the_world(reason: &'static str) -> WorldStop {
+    let m = running_m("stop_the_world");
+    let sched = m.sched();
+    sched.world_sema.acquire();
+    let m = acquire_m().expect("checked above");
+    let my_p = m.p().expect("checked above");
+    {
+        let mut l = sched.locked();
+        sched.stopwait.store(sched.procs, Ordering::SeqCst);
+        sched.gcwaiting.store(true, Ordering::SeqCst);
+        sched.preemptall();
+        my_p.set_status(PStatus::GcStop);
+        sched.stopwait.fetch_sub(1, Ordering::SeqCst);
+        for p in sched.ps.iter() {
+            if p.status() == PStatus::Syscall && p.cas_status(PStatus::Syscall, PStatus::GcStop) {
+                sched.stopwait.fetch_sub(1, Ordering::SeqCst);
+            }
+        }
+        while let Some(p) = sched.pidleget(&mut l) {
+            p.set_status(PStatus::GcStop);
+            sched.stopwait.fetch_sub(1, Ordering::SeqCst);
+        }
+    }
+    if sched.stopwait.load(Ordering::SeqCst) > 0 {
+        loop {
+            if sched.stopnote.spin_then_sleep(WAIT_SPINS, Some(RETRY_NS)) {
+                break;
+            }
+            sched.preemptall();
+        }
+    }
+    sched.stopnote.clear();
+    debug_assert_eq!(sched.stopwait.load(Ordering::SeqCst), 0);
+    for p in sched.ps.iter() {
+        if p.status() != PStatus::GcStop {
+            crate::throw!("stop_the_world: P{} is {:?}, not stopped", p.id, p.status());
+        }
+    }
+    WorldStop { m, reason, started: false, _not_send: core::marker::PhantomData }
+}
+
+fn start_the_world(m: &'static M) {
+    let sched = m.sched();
+    let my_p = m.p().expect("stopper lost its P");
+    let mut with_work = Vec::new();
+    {
+        let mut l = sched.locked();
+        sched.gcwaiting.store(false, Ordering::SeqCst);
+        for p in sched.ps.iter() {
+            if core::ptr::eq(p, my_p) {
+                continue;
+            }
+            if p.runq_empty() {
+                sched.pidleput(&mut l, p);
+            } else {
+                with_work.push(p as *const P);
+            }
+        }
+        my_p.set_status(PStatus::Running);
+    }
+    for p in with_work {
+        // SAFETY: Ps live as long as the Sched.
+        sched.startm(Some(unsafe { &*p }), false);
+    }
+    // Work on the global queue: make sure someone looks.
+    sched.wakep();
+    release_m(m);
+    sched.world_sema.release();
+}
+
+/// Runs `f(p)` for every P at that P's next safepoint, without stopping the world: the ragged
+/// barrier. Returns when all have run.
+///
+/// Idle Ps and Ps in blocking calls are handled by the caller (the latter are retaken and
+/// handed off, and the hand-off runs `f`); running Ps run `f` themselves before they next
+/// schedule, go idle or enter a blocking call; the caller's own P runs `f` on the caller.
+///
+/// Runs on: a goroutine. `f` runs on many threads, possibly under the scheduler lock: it must be
+/// short, must not park, yield, spawn or stop the world.
+pub fn for_each_p(f: &(dyn Fn(usize) + Sync)) {
+    let m = running_m("for_each_p");
+    let sched = m.sched();
+    sched.world_sema.acquire();
+    let m = acquire_m().expect("checked above");
+    let my_p = m.p().expect("checked above");
+    // SAFETY: only the lifetime is erased: we wait below until every P has run `f` and clear the
+    // pointer before returning, so it never outlives the borrow.
+    let fptr: *const (dyn Fn(usize) + Sync + 'static) =
+        unsafe { core::mem::transmute(f as *const (dyn Fn(usize) + Sync + '_)) };
+    let boxed = Box::new(fptr);
+    {
+        let l = sched.locked();
+        sched.safe_point_wait.store(sched.procs - 1, Ordering::SeqCst);
+        // Release: pairs with the Acquire load in run_safe_point_fn, after its flag CAS.
+        sched.safe_point_fn.store(&*boxed as *const _ as usize, Ordering::Release);
+        for p in sched.ps.iter() {
+            if !core::ptr::eq(p, my_p) {
+                p.run_safe_point_fn.store(true, Ordering::SeqCst);
+            }
+        }
+        sched.preemptall();
+        // Idle Ps cannot run anything: run f for them, under the lock that keeps them idle.
+        let idle: Vec<usize> = l.pidle.clone();
+        for id in idle {
+            let p = &sched.ps[id];
+            if p.run_safe_point_fn.compare_exchange(true, false, Ordering::AcqRel, Ordering::Relaxed).is_ok() {
+                f(p.id);
+                sched.safe_point_wait.fetch_sub(1, Ordering::SeqCst);
+            }
+        }
+    }
+    // Ps in blocking calls: retake them; the hand-off runs f.
+    for p in sched.ps.iter() {
+        if p.status() == PStatus::Syscall && p.cas_status(PStatus::Syscall, PStatus::Idle) {
+            sched.handoffp(p);
+        }
+    }
+    f(my_p.id);
+    if sched.safe_point_wait.load(Ordering::SeqCst) > 0 {
+        loop {
+            if sched.safe_point_note.spin_then_sleep(WAIT_SPINS, Some(RETRY_NS)) {
+                break;
+            }
+            for p in sched.ps.iter() {
+                if p.run_safe_point_fn.load(Ordering::Relaxed) && p.status() == PStatus::Syscall && p.cas_status(PStatus::Syscall, PStatus::Idle) {
+                    sched.handoffp(p);
+                }
+            }
+            sched.preemptall();
+        }
+    }
+    sched.safe_point_note.clear();
+    for p in sched.ps.iter() {
+        if p.run_safe_point_fn.load(Ordering::SeqCst) {
+            crate::throw!("for_each_p: P{} did not run the safe-point function", p.id);
+        }
+    }
+    sched.safe_point_fn.store(0, Ordering::Release);
+    drop(boxed);
+    release_m(m);
+    sched.world_sema.release();
+}
+
+/// Runs the pending safe-point function for `p` if it has not run yet. Called by the M owning
+/// `p` at every safepoint, or by whoever takes an idle or blocked P.
+pub(crate) fn run_safe_point_fn(sched: &Sched, p: &P) {
+    // AcqRel: exactly one runner per request; Acquire pairs with the Release stores in for_each_p.
+    if p.run_safe_point_fn.compare_exchange(true, false, Ordering::AcqRel, Ordering::Relaxed).is_err() {
+        return;
+    }
+    let f = sched.safe_point_fn.load(Ordering::Acquire) as *const *const (dyn Fn(usize) + Sync);
+    // SAFETY: the flag was set after the function pointer was published, and for_each_p keeps
+    // both alive until every flag is cleared, which we have not yet reported.
+    unsafe { (**f)(p.id) };
+    if sched.safe_point_wait.fetch_sub(1, Ordering::AcqRel) == 1 {
+        sched.safe_point_note.wakeup();
+    }
+}
+
+/// A goroutine, named for [`suspend_g`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Goroutine {
+    pub(crate) g: GPtr,
+}
+
+impl Goroutine {
+    /// The running goroutine, if the caller is one.
+    pub fn current() -> Option<Goroutine> {
+        crate::runtime::current_g().map(|g| Goroutine { g: GPtr::from(g) })
+    }
+
+    /// Its current goroutine id (changes if the G is reused by a later goroutine).
+    pub fn id(&self) -> u64 {
+        goid(self.g.get())
+    }
+
+    /// A snapshot of its status, for diagnostics.
+    pub fn status(&self) -> String {
+        self.g.get().status.load().to_string()
+    }
+}
+
+/// A goroutine held stopped by [`suspend_g`]; release it with [`resume_g`].
+#[derive(Debug)]
+#[must_use = "a suspended goroutine stays stopped until resume_g"]
+pub struct Suspended {
+    g: Option<GPtr>,
+    id: u64,
+    dead: bool,
+    stopped: bool,
+    base: Status,
+}
+
+impl Suspended {
+    /// The goroutine had exited: nothing was suspended (its G may already run someone else).
+    pub fn dead(&self) -> bool {
+        self.dead
+    }
+    /// This suspension stopped a running goroutine (and will ready it on resume).
+    pub fn stopped(&self) -> bool {
+        self.stopped
+    }
+    /// The id of the goroutine that is held.
+    pub fn id(&self) -> u64 {
+        self.id
+    }
+    /// The state it is held in (Runnable, Syscall or Waiting).
+    pub fn held_state(&self) -> Status {
+        self.base
+    }
+}
+
+/// Drives `target` to a safepoint and holds it there with its SCAN bit set: while held, it
+/// cannot run and nobody else can change its status, so its stacks can be read. Safe with
+/// several concurrent suspenders (they take turns).
+///
+/// Runs on: a goroutine (it yields while waiting, so two goroutines suspending each other cannot
+/// deadlock) or a thread outside the runtime (it spins). A goroutine must not suspend itself
+/// (a described panic) and must not hold the world stopped.
+pub fn suspend_g(target: Goroutine) -> Suspended {
+    let g = target.g.get();
+    let me = crate::runtime::current_g();
+    if me.is_some_and(|me| core::ptr::eq(me, g)) {
+        panic!("suspend_g: goroutine {} cannot suspend itself", goid(g));
+    }
+    let mut stopped = false;
+    let mut spins = 0u32;
+    let mut next_request = 0u64;
+    loop {
+        let w = g.status.load();
+        match (w.base(), w.scanning()) {
+            (_, true) => {} // someone else holds it: wait
+            (Some(Status::Dead), false) | (Some(Status::Idle), false) => {
+                return Suspended { g: None, id: goid(g), dead: true, stopped: false, base: Status::Dead };
+            }
+            (Some(Status::CopyStack), false) => {}
+            (Some(Status::Preempted), false) => {
+                // Claim it: from now on we owe it a ready.
+                if g.status.cas_to_scan(Status::Preempted) {
+                    g.status.cas_from_scan(Status::Preempted, Status::Waiting);
+                    stopped = true;
+                    continue;
+                }
+            }
+            (Some(s @ (Status::Runnable | Status::Syscall | Status::Waiting)), false) => {
+                if g.status.cas_to_scan(s) {
+                    // Held. Withdraw our request (it may not have been seen).
+                    g.preempt_stop.store(false, Ordering::SeqCst);
+                    g.preempt.store(false, Ordering::SeqCst);
+                    g.guard.store(0, Ordering::SeqCst);
+                    return Suspended { g: Some(target.g), id: goid(g), dead: false, stopped, base: s };
+                }
+            }
+            (Some(Status::Running), false) => {
+                // Ask it to park itself in Preempted at its next safepoint. Hold SCAN while
+                // setting the request so it cannot slip out of Running between our check and
+                // the request.
+                let now = safepoint_arch::nanotime();
+                if now >= next_request && g.status.cas_to_scan(Status::Running) {
+                    g.preempt_stop.store(true, Ordering::SeqCst);
+                    g.request_preempt();
+                    g.status.cas_from_scan(Status::Running, Status::Running);
+                    next_request = now + RETRY_NS;
+                }
+            }
+            (None, false) => crate::throw!("suspend_g: goroutine {} has invalid status {}", goid(g), w),
+        }
+        wait_a_little(me, &mut spins);
+    }
+}
+
+/// Between attempts: a goroutine yields (it may itself be the target of a suspension, and its
+/// P may be needed by the goroutine it waits for); a foreign thread spins then yields the CPU.
+fn wait_a_little(me: Option<&'static G>, spins: &mut u32) {
+    if me.is_some() && current_m().is_some_and(|m| m.locks.load(Ordering::Relaxed) == 0) {
+        *spins += 1;
+        if *spins % 16 == 0 {
+            crate::proc::yield_now();
+        } else {
+            crate::proc::poll();
+            safepoint_arch::cpu_relax();
+        }
+    } else {
+        backoff(spins);
+    }
+}
+
+/// Releases a goroutine held by [`suspend_g`], readying it if the suspension stopped it.
+/// (Dropping the [`Suspended`] does the same.)
+pub fn resume_g(s: Suspended) {
+    drop(s)
+}
+
+impl Drop for Suspended {
+    fn drop(&mut self) {
+        if let Some(g) = self.g.take() {
+            release(g.get(), self.base, self.stopped);
+        }
+    }
+}
+
+fn release(g: &'static G, base: Status, stopped: bool) {
+    let w = g.status.load();
+    if w.state & SCAN == 0 {
+        crate::throw!("resume_g: goroutine {} is not held ({})", goid(g), w);
+    }
+    g.status.cas_from_scan(base, base);
+    if stopped {
+        ready_owned(g);
+    }
+}

@@ -1,0 +1,102 @@
+//! sysmon: a thread with no P that watches the Ps.
+//!
+//! It retakes Ps from goroutines stuck in blocking calls and asks goroutines that have run
+//! over their time slice to yield. It sleeps 20 µs between looks, doubling (up to 10 ms) once it
+//! has found nothing to do for a while, and sleeps without a deadline when every P is idle (the
+//! first P to be taken wakes it): an idle runtime uses no CPU.
+
+use std::sync::Arc;
+
+use safepoint_arch::nanotime;
+
+use crate::runtime::{PStatus, Sched};
+use crate::shim::Ordering;
+
+/// A goroutine running longer than this is asked to yield.
+pub(crate) const TIME_SLICE_NS: u64 = 10_000_000;
+const MIN_DELAY_NS: u64 = 20_000;
+const MAX_DELAY_NS: u64 = 10_000_000;
+
+pub(crate) fn run(sched: Arc<Sched>) {
+    let mut delay = MIN_DELAY_NS;
+    let mut idle_rounds = 0u32;
+    loop {
+        if sched.shutdown.load(Ordering::SeqCst) {
+            return;
+        }
+        if sched.sysmon_note.sleep_timeout(delay) {
+            sched.sysmon_note.clear();
+        }
+        if sched.shutdown.load(Ordering::SeqCst) {
+            return;
+        }
+        // Everything idle (or stopped): sleep until a P is taken.
+        if sched.npidle.load(Ordering::SeqCst) == sched.procs || sched.gcwaiting.load(Ordering::SeqCst) {
+            sched.sysmon_wait.store(true, Ordering::SeqCst);
+            // Re-check after announcing, so a P taken meanwhile is seen (pidleget wakes us).
+            if sched.npidle.load(Ordering::SeqCst) == sched.procs || sched.gcwaiting.load(Ordering::SeqCst) {
+                sched.sysmon_note.sleep_timeout(MAX_DELAY_NS * 10);
+            }
+            sched.sysmon_wait.store(false, Ordering::SeqCst);
+            if sched.sysmon_note.is_woken() {
+                sched.sysmon_note.clear();
+            }
+            delay = MIN_DELAY_NS;
+            idle_rounds = 0;
+            continue;
+        }
+        if retake(&sched, nanotime()) {
+            idle_rounds = 0;
+            delay = MIN_DELAY_NS;
+        } else {
+            idle_rounds += 1;
+            if idle_rounds > 50 {
+                delay = (delay * 2).min(MAX_DELAY_NS);
+            }
+        }
+    }
+}
+
+/// One look at every P; true if it did something.
+fn retake(sched: &Sched, now: u64) -> bool {
+    let mut acted = false;
+    for p in sched.ps.iter() {
+        let status = p.status();
+        let tick = match status {
+            PStatus::Running => p.schedtick.load(Ordering::Relaxed),
+            PStatus::Syscall => p.syscalltick.load(Ordering::Relaxed) | (1 << 63),
+            _ => continue,
+        };
+        if p.sysmon_tick.load(Ordering::Relaxed) != tick {
+            p.sysmon_tick.store(tick, Ordering::Relaxed);
+            p.sysmon_when.store(now, Ordering::Relaxed);
+            continue;
+        }
+        let since = now.saturating_sub(p.sysmon_when.load(Ordering::Relaxed));
+        match status {
+            PStatus::Running => {
+                if since >= TIME_SLICE_NS {
+                    sched.preemptone(p);
+                    p.sysmon_when.store(now, Ordering::Relaxed);
+                    acted = true;
+                }
+            }
+            PStatus::Syscall => {
+                // Retake after one sysmon tick (~20 µs) if anyone could use the P: it has
+                // work, or nobody else is spinning or idle to pick up new work. Otherwise wait
+                // up to 10 ms.
+                let others_free =
+                    sched.nmspinning.load(Ordering::SeqCst) + sched.npidle.load(Ordering::SeqCst) > 0;
+                if p.runq_empty() && sched.global.is_empty() && others_free && since < MAX_DELAY_NS {
+                    continue;
+                }
+                if p.cas_status(PStatus::Syscall, PStatus::Idle) {
+                    sched.handoffp(p);
+                    acted = true;
+                }
+            }
+            _ => {}
+        }
+    }
+    acted
+}
