@@ -1,3 +1,137 @@
 //! # safepoint-stackmap: managed stacks with precise stack maps
 //!
-//! (Being built: see issue "Managed stacks with precise stack maps".)
+//! Rust gives us no stack maps for its own frames, so every managed reference a goroutine
+//! holds lives in a *managed stack*: an array of words whose frames are described exactly by
+//! function tables the embedder registers. This is what lets the collector scan a stopped
+//! goroutine precisely: no conservative guessing, and no dead slot kept alive, because
+//! liveness is recorded per safepoint.
+//!
+//! ## The parts
+//!
+//! 1. **The registry** ([`Registry`], [`FuncDesc`], [`FuncId`]). An embedder's compiler
+//!    registers each function once: name, frame size in slots, argument count, and for each
+//!    safepoint index the slots holding live references and the slots holding tagged values
+//!    (a reference only when the tag says so), plus an optional line per safepoint.
+//!    Registration checks everything and answers a [`RegisterError`] naming what is wrong;
+//!    nothing invalid is stored. Bitmaps are stored as words with trailing zero words trimmed,
+//!    and identical ones are stored once. The table is append-only: chunks of doubling size
+//!    that never move, an entry published by a `Release` store of the length. Collectors read
+//!    it without locks while embedders keep registering, and function ids are dense and
+//!    stable. The registry is an object, not a global: the runtime owns one and passes it to
+//!    the walker; tests make their own.
+//! 2. **The managed stack** ([`ManagedStack`]). One per goroutine, allocated lazily (an empty
+//!    stack has no buffer), growing by copying into a buffer twice as large, shrinking to half
+//!    when the collector asks and less than a quarter is used, and panicking the goroutine
+//!    past its limit ([`StackConfig`], 1 GiB by default).
+//! 3. **The guard** ([`StackGuard`]) and the **hooks** ([`Hooks`], [`set_hooks`]), the
+//!    protocol with the scheduler above (which this crate never names).
+//! 4. **The walker** ([`ManagedStack::walk_stopped`], [`Visitor`]) and **tracebacks**
+//!    ([`Traceback`]).
+//!
+//! ## Frame layout
+//!
+//! The buffer grows upward; offsets are word indices from its start, so moving the buffer
+//! needs no fixing up. Each frame is two header words then its slots:
+//!
+//! ```text
+//!   word  buffer (grows up)
+//!         ┊                                  ┊
+//!   top → ┊ (free: above top, never read)    ┊   ← capacity = guard limit
+//!         ├──────────────────────────────────┤
+//!         │ slot n-1                         │
+//!         │ …                                │
+//!         │ slot 0 (argument 0)              │
+//!    fp+1 │ safepoint (32) │ safepoint count │  ← set_safepoint rewrites the low half
+//!    fp → │ function (32)  │ caller fp (32)  │  ← top frame
+//!         ├──────────────────────────────────┤
+//!         │ caller's slots …                 │
+//!   link →│ function       │ its caller …    │
+//!         ┊ …                                ┊
+//!      0  │ bottom frame   │ NO_LINK         │
+//!         └──────────────────────────────────┘
+//! ```
+//!
+//! Frames are contiguous: a frame ends exactly where the one above begins (the top one at
+//! `top`). The function field is a registry index, or for a *handle frame* (native Rust code
+//! rooting values: every slot a reference) the bit `1 << 31` plus the slot count. Keeping the
+//! safepoint count in the frame lets [`ManagedStack::set_safepoint`] check its argument
+//! without a table lookup; the walker still takes sizes and bitmaps from the registry.
+//! Offsets are 32 bits, which caps the limit at just under 32 GiB.
+//!
+//! A function is called like this:
+//!
+//! ```
+//! use safepoint_stackmap::{FuncDesc, ManagedStack, Registry, StackConfig};
+//! let reg = Registry::new();
+//! let f = reg.register(FuncDesc::new("f", 4, 1, 2).refs_at(0, &[0]).refs_at(1, &[0, 2])).unwrap();
+//! let ms = ManagedStack::new(1, StackConfig::default());
+//! ms.push_with_args(f, &[0x1000]); // the caller's safepoint was set before the call
+//! ms.set(2, 0x2000);
+//! ms.set_safepoint(1);             // before anything that can reach a safepoint
+//! ms.poll();                       // a loop back-edge
+//! ms.pop();
+//! ```
+//!
+//! ## The guard protocol
+//!
+//! The [`StackGuard`] is one `AtomicUsize` inside the stack: the capacity in words, with the
+//! sign bit as a preemption request. A push computes `new_top = top + 2 + slots` and
+//! proceeds if `new_top <= guard` *as signed numbers*; a poisoned guard is negative, so one
+//! comparison catches both "no room" and "asked to stop". A poll tests the sign bit alone. The
+//! slow path then:
+//!
+//! 1. if the guard is poisoned, calls the [`Hooks::preempt`] hook. The stack is consistent
+//!    there (the new frame is not on it yet), so the scheduler may park the goroutine, yield,
+//!    or hold it while a collector scans (and even shrinks) this stack from another thread;
+//! 2. re-reads the capacity and, if there is still no room, grows: checks the limit (panics
+//!    "goroutine N: managed stack exceeds LIMIT" with the stack unchanged), calls
+//!    [`Hooks::copy_begin`], copies into a larger buffer, sets the new limit, calls
+//!    [`Hooks::copy_end`].
+//!
+//! The push then proceeds even if the request is still pending (the scheduler keeps requests
+//! it cannot honour yet and re-poisons later); a pending request brings the next push or poll
+//! back to the hook. Requests and limits share the word without losing each other: poison and
+//! unpoison are `fetch_or`/`fetch_and` of the bit, and a new limit is written with a
+//! read-modify-write that keeps the bit. Only whoever may move the buffer writes the limit, so
+//! no thread can make the guard admit more than the buffer holds.
+//!
+//! The owner's API takes `&self` (interior mutability over atomic words), so no `&mut`
+//! borrow is alive while the hook lets another thread read the stack, and hands out no
+//! reference into the buffer (slots are read and written by value), so a move of the buffer
+//! never leaves one dangling. The type is `!Sync`: safe code cannot share it; the collector
+//! reaches it through the `unsafe` `…_stopped` methods, whose contract is that the owner is
+//! stopped at a safepoint and the caller holds the right to scan it. Slot words are atomics
+//! accessed `Relaxed` (DESIGN §4); the scheduler's status hand-off orders the owner's writes
+//! before the scanner's reads.
+//!
+//! ## The walker
+//!
+//! A walk starts at the top frame and follows caller links down. For each frame it looks the
+//! function up in the registry (one `Acquire` load and two dependent loads), picks the bitmaps
+//! of the frame's current safepoint and calls the [`Visitor`] for each set bit, found with
+//! `trailing_zeros` a word at a time: references first, then tagged slots. It checks on every
+//! frame what keeps it in bounds (function known, safepoint in range, frame reaching exactly
+//! to the frame above, link pointing down, bottom frame at word 0), which also catches a
+//! [`FuncId`] used with the wrong registry. With [`StackConfig::validate`] (on in debug builds)
+//! it first checks every frame completely, so a corrupted stack is reported before any slot
+//! of it reaches a marker. Corruption prints a dump of the stack and panics.
+//!
+//! Tracebacks ([`ManagedStack::traceback`]) use the same checked decoding but never panic: a
+//! goroutine that panics gets its managed frames listed, and a corrupted frame ends the list
+//! with a note.
+
+mod guard;
+mod registry;
+mod stack;
+mod walk;
+
+pub use guard::{Hooks, HooksAlreadySet, StackGuard, set_hooks};
+pub use registry::{
+    BitmapKind, FuncDesc, FuncId, FuncInfo, MAX_FRAME_SLOTS, MAX_FUNCS, MAX_SAFEPOINTS,
+    RegisterError, Registry,
+};
+pub use stack::{ManagedStack, StackConfig, format_bytes};
+pub use walk::{Corruption, Frame, TraceFrame, Traceback, Visitor};
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,585 @@
+//! The managed stack: its frames, the owner's operations, growth and shrinking.
+
+use std::alloc::{self, Layout};
+use std::cell::Cell;
+use std::fmt;
+use std::marker::PhantomData;
+use std::ptr::{self, NonNull};
+use std::sync::atomic::{AtomicPtr, AtomicU64, AtomicUsize, Ordering::Relaxed};
+
+use crate::guard::{StackGuard, hooks};
+use crate::registry::{FuncId, MAX_FRAME_SLOTS};
+
+/// Words of a frame header: `[function | caller link]`, `[safepoint | safepoint count]`.
+pub(crate) const HEADER: usize = 2;
+/// `fp` of an empty stack.
+pub(crate) const NO_FRAME: usize = usize::MAX;
+/// The link of a bottom frame.
+pub(crate) const NO_LINK: u32 = u32::MAX;
+/// Set in the function field of a handle frame; the other bits are its slot count.
+pub(crate) const HANDLE_BIT: u32 = 1 << 31;
+/// The first buffer, in words (1 KiB), unless the limit is smaller.
+pub(crate) const MIN_WORDS: usize = 128;
+
+/// Header word 0: function field in the low half, the caller's frame offset in the high half.
+#[inline(always)]
+pub(crate) fn word0(func: u32, link: u32) -> usize {
+    func as usize | (link as usize) << 32
+}
+/// Header word 1: current safepoint in the low half, safepoint count in the high half.
+#[inline(always)]
+pub(crate) fn word1(sp: u32, count: u32) -> usize {
+    sp as usize | (count as usize) << 32
+}
+
+/// Formats a byte count the way the limit panic prints it: in the largest binary unit that
+/// divides it exactly (`1 GiB`, `512 KiB`), else in bytes (`1000 bytes`).
+pub fn format_bytes(n: usize) -> String {
+    const UNITS: [(usize, &str); 3] = [(1 << 30, "GiB"), (1 << 20, "MiB"), (1 << 10, "KiB")];
+    for (u, name) in UNITS {
+        if n >= u && n.is_multiple_of(u) {
+            return format!("{} {name}", n / u);
+        }
+    }
+    format!("{n} bytes")
+}
+
+/// How a managed stack is made. Defaults: a 1 GiB limit, validation in debug builds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct StackConfig {
+    limit_bytes: usize,
+    validate: bool,
+}
+
+impl StackConfig {
+    /// The default limit: 1 GiB.
+    pub const DEFAULT_LIMIT: usize = 1 << 30;
+    /// The largest limit: frame offsets are kept in 32 bits, so just under 32 GiB.
+    pub const MAX_LIMIT: usize = (u32::MAX as usize) * 8;
+
+    /// The defaults.
+    pub const fn new() -> Self {
+        StackConfig {
+            limit_bytes: Self::DEFAULT_LIMIT,
+            validate: cfg!(debug_assertions),
+        }
+    }
+
+    /// The most bytes the stack's buffer may take; a push past it panics the goroutine with
+    /// "goroutine N: managed stack exceeds LIMIT" (LIMIT as [`format_bytes`] prints it).
+    /// Rounded down to whole words.
+    ///
+    /// # Panics
+    /// If `bytes` is over [`StackConfig::MAX_LIMIT`].
+    pub fn limit_bytes(mut self, bytes: usize) -> Self {
+        assert!(
+            bytes <= Self::MAX_LIMIT,
+            "managed stack limit of {bytes} bytes is over the maximum of {} bytes",
+            Self::MAX_LIMIT
+        );
+        self.limit_bytes = bytes;
+        self
+    }
+
+    /// Whether every walk first checks every frame (function id, safepoint, links and sizes
+    /// in bounds) before yielding any slot. The walker's cheap checks, enough to keep it in
+    /// bounds, run either way. Default: on in debug builds.
+    pub fn validate(mut self, on: bool) -> Self {
+        self.validate = on;
+        self
+    }
+
+    /// The limit in bytes.
+    pub fn limit(&self) -> usize {
+        self.limit_bytes
+    }
+
+    /// Whether validation is on.
+    pub fn validates(&self) -> bool {
+        self.validate
+    }
+}
+
+impl Default for StackConfig {
+    fn default() -> Self {
+        StackConfig::new()
+    }
+}
+
+/// One goroutine's managed stack: a contiguous buffer of words holding frames.
+///
+/// See the crate documentation for the frame layout and the protocol with the scheduler.
+///
+/// # Who may call what
+/// * The **owner** (the goroutine, or whoever holds it exclusively: the scheduler between two
+///   lives of a pooled G) calls the safe `&self` methods. They are `&self` so that no `&mut`
+///   borrow is alive while the preempt hook runs and another thread scans the stack; the type
+///   is `!Sync`, so safe code cannot reach it from two threads.
+/// * **Another thread** (a collector, a traceback dumper) calls only the `unsafe …_stopped`
+///   methods, through a pointer, while the owner is stopped at a safepoint and the caller holds
+///   the right to scan it (the G's `SCAN` bit). Everything those methods read is an atomic
+///   word, so the only thing the contract has to rule out is the owner moving the buffer.
+///
+/// Slots are `AtomicUsize` accessed with `Relaxed` ordering (DESIGN §4: words a marker may
+/// read while a goroutine runs are atomics). The ordering between the owner's last writes and
+/// a scanner's reads comes from the scheduler's hand-off (the status CAS), not from here.
+pub struct ManagedStack {
+    guard: StackGuard,
+    /// Index one past the top frame's last slot.
+    pub(crate) top: AtomicUsize,
+    /// Index of the top frame's header, or `NO_FRAME`.
+    pub(crate) fp: AtomicUsize,
+    /// The buffer of `guard.limit_words()` words (dangling while that is 0).
+    pub(crate) buf: AtomicPtr<AtomicUsize>,
+    id: AtomicU64,
+    /// The limit in words.
+    limit_words: usize,
+    limit_bytes: usize,
+    pub(crate) validate: bool,
+    /// `!Sync`: the owner API is for one thread at a time.
+    _not_sync: PhantomData<Cell<()>>,
+}
+
+impl fmt::Debug for ManagedStack {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ManagedStack")
+            .field("id", &self.id())
+            .field("used_words", &self.used_words())
+            .field("capacity_words", &self.capacity_words())
+            .field("poisoned", &self.guard.is_poisoned())
+            .finish()
+    }
+}
+
+fn dangling() -> *mut AtomicUsize {
+    NonNull::<AtomicUsize>::dangling().as_ptr()
+}
+
+/// A zeroed buffer of `words` words.
+fn alloc_words(words: usize) -> *mut AtomicUsize {
+    let layout = Layout::array::<AtomicUsize>(words).expect("managed stack size fits a layout");
+    // SAFETY: `words > 0` (callers never ask for an empty buffer), so the layout is not
+    // zero-sized. All-zero bytes are a valid `AtomicUsize`.
+    let p = unsafe { alloc::alloc_zeroed(layout) }.cast::<AtomicUsize>();
+    if p.is_null() {
+        alloc::handle_alloc_error(layout);
+    }
+    p
+}
+
+/// Frees a buffer made by `alloc_words(words)`.
+///
+/// # Safety
+/// `p` came from `alloc_words(words)` and nothing uses it any more.
+unsafe fn free_words(p: *mut AtomicUsize, words: usize) {
+    let layout = Layout::array::<AtomicUsize>(words).expect("allocated with this layout");
+    // SAFETY: the caller passes a live allocation made with this very layout.
+    unsafe { alloc::dealloc(p.cast(), layout) }
+}
+
+impl ManagedStack {
+    /// An empty stack for goroutine `id` (used in messages). Allocates nothing: the buffer
+    /// is made by the first push.
+    pub fn new(id: u64, config: StackConfig) -> Self {
+        ManagedStack {
+            guard: StackGuard::new(),
+            top: AtomicUsize::new(0),
+            fp: AtomicUsize::new(NO_FRAME),
+            buf: AtomicPtr::new(dangling()),
+            id: AtomicU64::new(id),
+            limit_words: config.limit_bytes / 8,
+            limit_bytes: config.limit_bytes,
+            validate: config.validate,
+            _not_sync: PhantomData,
+        }
+    }
+
+    /// The goroutine id the stack reports in messages.
+    pub fn id(&self) -> u64 {
+        self.id.load(Relaxed)
+    }
+
+    /// Gives the stack to another goroutine (a pooled G reused).
+    pub fn set_id(&self, id: u64) {
+        self.id.store(id, Relaxed);
+    }
+
+    /// The guard word shared with the scheduler. Its address is stable while `self` is not
+    /// moved; poisoning it from any thread asks the owner to stop at its next push or poll.
+    #[inline]
+    pub fn guard(&self) -> &StackGuard {
+        &self.guard
+    }
+
+    /// The limit in bytes.
+    pub fn limit_bytes(&self) -> usize {
+        self.limit_bytes
+    }
+
+    /// Words in use (headers and slots of every frame).
+    pub fn used_words(&self) -> usize {
+        self.top.load(Relaxed)
+    }
+
+    /// Words in the buffer (0 before the first push or after [`release`](Self::release)).
+    pub fn capacity_words(&self) -> usize {
+        self.guard.limit_words()
+    }
+
+    /// Whether no frame is on the stack.
+    pub fn is_empty(&self) -> bool {
+        self.fp.load(Relaxed) == NO_FRAME
+    }
+
+    /// Number of frames (follows every link: O(depth)).
+    pub fn depth(&self) -> usize {
+        let buf = self.buf.load(Relaxed);
+        let mut fp = self.fp.load(Relaxed);
+        let mut n = 0;
+        while fp != NO_FRAME {
+            n += 1;
+            // SAFETY: `fp` is the header of a frame below `top <= capacity`; links written by
+            // `push` always name a lower frame or none.
+            let link = (unsafe { &*buf.add(fp) }.load(Relaxed) >> 32) as u32;
+            fp = if link == NO_LINK {
+                NO_FRAME
+            } else {
+                link as usize
+            };
+        }
+        n
+    }
+
+    /// Slot count of the top frame.
+    ///
+    /// # Panics
+    /// If the stack is empty.
+    #[inline]
+    pub fn frame_slots(&self) -> usize {
+        let fp = self.top_frame("frame_slots");
+        self.top.load(Relaxed) - fp - HEADER
+    }
+
+    /// The top frame's function (`None` for a handle frame) and current safepoint.
+    ///
+    /// # Panics
+    /// If the stack is empty.
+    pub fn top_frame_info(&self) -> (Option<u32>, u32) {
+        let fp = self.top_frame("top_frame_info");
+        let buf = self.buf.load(Relaxed);
+        // SAFETY: `fp + 1 < top <= capacity`: the top frame's header is in the buffer.
+        let (w0, w1) = unsafe {
+            (
+                (*buf.add(fp)).load(Relaxed),
+                (*buf.add(fp + 1)).load(Relaxed),
+            )
+        };
+        let func = w0 as u32;
+        ((func & HANDLE_BIT == 0).then_some(func), w1 as u32)
+    }
+
+    #[inline(always)]
+    fn top_frame(&self, what: &str) -> usize {
+        let fp = self.fp.load(Relaxed);
+        if fp == NO_FRAME {
+            self.fail_empty(what);
+        }
+        fp
+    }
+
+    /// Pushes a frame of function `f`, its slots zeroed, at safepoint 0.
+    ///
+    /// This is a preemption point: if the guard is poisoned, the preempt hook runs first
+    /// (with the stack as it was before the push). It is also the growth check: with no room,
+    /// the buffer is moved to one twice as large (or as large as the frame needs).
+    ///
+    /// # Panics
+    /// "goroutine N: managed stack exceeds LIMIT" if the frame does not fit in the limit; the
+    /// stack is left as it was.
+    #[inline]
+    pub fn push(&self, f: FuncId) {
+        self.push_raw(f.index, f.slots as usize, f.safepoints);
+    }
+
+    /// Pushes a frame of function `f` whose first `args.len()` slots are `args` and the rest
+    /// zero. As [`push`](Self::push); the values in `args` must stay reachable through the
+    /// caller's frame until this returns (the push is a safepoint).
+    ///
+    /// # Panics
+    /// As [`push`](Self::push), and if `args` has more values than the frame has slots.
+    pub fn push_with_args(&self, f: FuncId, args: &[usize]) {
+        if args.len() > f.slots as usize {
+            self.fail(format_args!(
+                "{} arguments pushed into a frame of {} slots",
+                args.len(),
+                f.slots
+            ));
+        }
+        self.push(f);
+        let base = self.fp.load(Relaxed) + HEADER;
+        let buf = self.buf.load(Relaxed);
+        for (i, &a) in args.iter().enumerate() {
+            // SAFETY: the frame just pushed has `f.slots >= args.len()` slots below `top`.
+            unsafe { &*buf.add(base + i) }.store(a, Relaxed);
+        }
+    }
+
+    /// Pushes a handle frame of `n` slots, every one a reference, for native Rust code to keep
+    /// managed values in. As [`push`](Self::push), otherwise.
+    ///
+    /// # Panics
+    /// As [`push`](Self::push), and if `n` is over [`MAX_FRAME_SLOTS`].
+    #[inline]
+    pub fn push_handles(&self, n: usize) {
+        if n > MAX_FRAME_SLOTS {
+            self.fail(format_args!(
+                "handle frame of {n} slots is larger than the maximum of {MAX_FRAME_SLOTS}"
+            ));
+        }
+        self.push_raw(HANDLE_BIT | n as u32, n, 1);
+    }
+
+    #[inline(always)]
+    fn push_raw(&self, func: u32, slots: usize, safepoints: u32) {
+        let top = self.top.load(Relaxed);
+        let new_top = top + HEADER + slots;
+        if !self.guard.admits(new_top) {
+            self.morestack(new_top);
+        }
+        // Loaded after `morestack`, which may have moved the buffer (growth, or a collector
+        // shrinking it while the preempt hook held us).
+        let buf = self.buf.load(Relaxed);
+        let fp = self.fp.load(Relaxed);
+        let link = if fp == NO_FRAME { NO_LINK } else { fp as u32 };
+        // SAFETY: `new_top <= capacity` (the guard admitted it, or `morestack` made room), and
+        // only the owner, which we are, writes above `top`.
+        unsafe {
+            (*buf.add(top)).store(word0(func, link), Relaxed);
+            (*buf.add(top + 1)).store(word1(0, safepoints), Relaxed);
+            for i in top + HEADER..new_top {
+                (*buf.add(i)).store(0, Relaxed);
+            }
+        }
+        self.fp.store(top, Relaxed);
+        self.top.store(new_top, Relaxed);
+    }
+
+    /// Pops the top frame.
+    ///
+    /// # Panics
+    /// If the stack is empty.
+    #[inline]
+    pub fn pop(&self) {
+        let fp = self.top_frame("pop");
+        let buf = self.buf.load(Relaxed);
+        // SAFETY: `fp` is the top frame's header, below `top <= capacity`.
+        let link = (unsafe { &*buf.add(fp) }.load(Relaxed) >> 32) as u32;
+        self.top.store(fp, Relaxed);
+        self.fp.store(
+            if link == NO_LINK {
+                NO_FRAME
+            } else {
+                link as usize
+            },
+            Relaxed,
+        );
+    }
+
+    /// Records that the top frame now stands at safepoint `sp`: from now on a walk yields the
+    /// slots that `sp`'s bitmaps name. Call it before anything that can reach a safepoint (a
+    /// call, that is a push; a poll; an allocation).
+    ///
+    /// # Panics
+    /// If the stack is empty or `sp` is not below the function's safepoint count.
+    #[inline]
+    pub fn set_safepoint(&self, sp: u32) {
+        let fp = self.top_frame("set_safepoint");
+        let buf = self.buf.load(Relaxed);
+        // SAFETY: `fp + 1 < top <= capacity`: the top frame's header is in the buffer.
+        let w1 = unsafe { &*buf.add(fp + 1) };
+        let cur = w1.load(Relaxed);
+        let count = (cur >> 32) as u32;
+        if sp >= count {
+            self.fail(format_args!(
+                "safepoint {sp} out of range: the top frame has safepoints 0..{count}"
+            ));
+        }
+        w1.store(word1(sp, count), Relaxed);
+    }
+
+    /// Preemption check for loop back-edges: if the guard is poisoned, runs the preempt hook.
+    #[inline]
+    pub fn poll(&self) {
+        if self.guard.poisoned_relaxed() {
+            self.poll_slow();
+        }
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn poll_slow(&self) {
+        if StackGuard::word_poisoned(self.guard.load_acquire()) {
+            (hooks().preempt)();
+        }
+    }
+
+    /// Slot `i` of the top frame.
+    ///
+    /// # Panics
+    /// If the stack is empty or `i` is past the top frame.
+    #[inline]
+    pub fn get(&self, i: usize) -> usize {
+        self.slot(i).load(Relaxed)
+    }
+
+    /// Sets slot `i` of the top frame to `v`.
+    ///
+    /// # Panics
+    /// If the stack is empty or `i` is past the top frame.
+    #[inline]
+    pub fn set(&self, i: usize, v: usize) {
+        self.slot(i).store(v, Relaxed)
+    }
+
+    /// The word of slot `i` of the top frame, for the instant of one access (the buffer may
+    /// move at the next push, so this never leaves the module).
+    #[inline(always)]
+    fn slot(&self, i: usize) -> &AtomicUsize {
+        let fp = self.top_frame("slot access");
+        let at = fp + HEADER + i;
+        if at >= self.top.load(Relaxed) {
+            self.fail(format_args!(
+                "slot {i} out of range: the top frame has {} slots",
+                self.top.load(Relaxed) - fp - HEADER
+            ));
+        }
+        let buf = self.buf.load(Relaxed);
+        // SAFETY: `at < top <= capacity`. The reference is used at once by `get`/`set`, before
+        // anything can move the buffer.
+        unsafe { &*buf.add(at) }
+    }
+
+    /// Empties the stack for reuse (a new goroutine in a pooled G): no frames, no pending
+    /// request. Keeps the buffer.
+    pub fn reset(&self) {
+        self.top.store(0, Relaxed);
+        self.fp.store(NO_FRAME, Relaxed);
+        self.guard.unpoison();
+    }
+
+    /// Empties the stack as [`reset`](Self::reset) does and frees its buffer, so that an
+    /// idle G costs no buffer. The next push allocates again.
+    pub fn release(&self) {
+        self.reset();
+        let cap = self.capacity_words();
+        if cap > 0 {
+            let old = self.buf.swap(dangling(), Relaxed);
+            self.guard.set_limit(0);
+            // SAFETY: `old` is the buffer of `cap` words; the stack is empty and the owner
+            // holds no reference into it (the API hands none out).
+            unsafe { free_words(old, cap) };
+        }
+    }
+
+    /// The slow path of a push that the guard refused: a preemption request, or no room.
+    #[cold]
+    #[inline(never)]
+    fn morestack(&self, new_top: usize) {
+        if StackGuard::word_poisoned(self.guard.load_acquire()) {
+            (hooks().preempt)();
+        }
+        // The hook may have let a collector shrink the stack: look again.
+        if new_top <= self.capacity_words() {
+            return;
+        }
+        self.grow(new_top);
+    }
+
+    /// Moves the buffer to one with room for `new_top` words.
+    fn grow(&self, new_top: usize) {
+        if new_top > self.limit_words {
+            self.fail(format_args!(
+                "managed stack exceeds {}",
+                format_bytes(self.limit_bytes)
+            ));
+        }
+        let cap = self.capacity_words();
+        let mut new_cap = (cap * 2).max(MIN_WORDS);
+        while new_cap < new_top {
+            new_cap *= 2;
+        }
+        let new_cap = new_cap.min(self.limit_words);
+        let h = hooks();
+        (h.copy_begin)();
+        self.move_to(new_cap);
+        (h.copy_end)();
+    }
+
+    /// Shrinks the buffer to half its size if less than a quarter of it is used (and it is
+    /// larger than the first buffer). Returns whether it moved. For the owner itself; a
+    /// collector uses [`shrink_stopped`](Self::shrink_stopped).
+    pub fn shrink(&self) -> bool {
+        let cap = self.capacity_words();
+        let top = self.top.load(Relaxed);
+        if cap <= MIN_WORDS || top >= cap / 4 {
+            return false;
+        }
+        self.move_to((cap / 2).max(MIN_WORDS));
+        true
+    }
+
+    /// [`shrink`](Self::shrink), from the collector, during a scan.
+    ///
+    /// # Safety
+    /// The owner is stopped at a safepoint (parked, or inside the preempt hook of a push or
+    /// poll) and the caller holds the right to scan it, so nothing else touches the stack until
+    /// this returns.
+    pub unsafe fn shrink_stopped(&self) -> bool {
+        self.shrink()
+    }
+
+    /// Copies the frames into a new buffer of `new_cap >= top` words and frees the old one.
+    fn move_to(&self, new_cap: usize) {
+        let top = self.top.load(Relaxed);
+        debug_assert!(top <= new_cap && new_cap > 0 && new_cap <= self.limit_words);
+        let new = alloc_words(new_cap);
+        let old = self.buf.load(Relaxed);
+        let old_cap = self.capacity_words();
+        // SAFETY: both buffers hold at least `top` words and are distinct allocations; no other
+        // thread reads the old one meanwhile (the owner is moving its own stack in CopyStack,
+        // or a collector holds it stopped), so plain copying races with nothing.
+        unsafe { ptr::copy_nonoverlapping(old, new, top) };
+        self.buf.store(new, Relaxed);
+        self.guard.set_limit(new_cap);
+        if old_cap > 0 {
+            // SAFETY: `old` is the previous buffer of `old_cap` words, no longer referenced:
+            // `buf` names the new one and no reference into the old one is held (see above).
+            unsafe { free_words(old, old_cap) };
+        }
+    }
+
+    /// Panics the goroutine with "goroutine N: msg".
+    #[cold]
+    #[inline(never)]
+    #[track_caller]
+    pub(crate) fn fail(&self, msg: fmt::Arguments<'_>) -> ! {
+        panic!("goroutine {}: {msg}", self.id())
+    }
+
+    #[cold]
+    #[inline(never)]
+    #[track_caller]
+    fn fail_empty(&self, what: &str) -> ! {
+        self.fail(format_args!("{what} on an empty managed stack"))
+    }
+}
+
+impl Drop for ManagedStack {
+    fn drop(&mut self) {
+        let cap = self.capacity_words();
+        if cap > 0 {
+            // SAFETY: the buffer of `cap` words, owned by us (`&mut self`).
+            unsafe { free_words(*self.buf.get_mut(), cap) };
+        }
+    }
+}

@@ -1,0 +1,751 @@
+//! Unit tests of the managed stack, the walker and the hooks, with access to the crate's
+//! internals (to corrupt a stack on purpose).
+
+use std::cell::{Cell, RefCell};
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
+use std::sync::{Arc, Once};
+
+use crate::stack::MIN_WORDS;
+use crate::*;
+
+/// Everything a walk yields, in order.
+#[derive(Default, Debug, PartialEq, Eq)]
+struct Seen {
+    frames: Vec<Frame>,
+    /// (depth, slot, value)
+    refs: Vec<(usize, usize, usize)>,
+    tagged: Vec<(usize, usize, usize)>,
+    depth: usize,
+}
+
+impl Visitor for Seen {
+    fn frame(&mut self, f: &Frame) {
+        self.depth = f.depth;
+        self.frames.push(*f);
+    }
+    fn reference(&mut self, slot: usize, word: &AtomicUsize) {
+        self.refs.push((self.depth, slot, word.load(Relaxed)));
+    }
+    fn tagged(&mut self, slot: usize, word: &AtomicUsize) {
+        self.tagged.push((self.depth, slot, word.load(Relaxed)));
+    }
+}
+
+fn seen(ms: &mut ManagedStack, reg: &Registry) -> Seen {
+    let mut s = Seen::default();
+    ms.walk(reg, &mut s);
+    s
+}
+
+fn config() -> StackConfig {
+    StackConfig::default().validate(true)
+}
+
+fn panic_message(r: Result<(), Box<dyn std::any::Any + Send>>) -> String {
+    let e = r.expect_err("expected a panic");
+    e.downcast_ref::<String>()
+        .cloned()
+        .or_else(|| e.downcast_ref::<&str>().map(|s| s.to_string()))
+        .unwrap_or_default()
+}
+
+// ---- hooks: one process-wide set, dispatching to per-thread test closures ----
+
+thread_local! {
+    static ON_PREEMPT: RefCell<Option<Box<dyn FnMut()>>> = const { RefCell::new(None) };
+    static CALLS: Cell<[usize; 3]> = const { Cell::new([0; 3]) };
+}
+
+fn bump(i: usize) {
+    CALLS.with(|c| {
+        let mut v = c.get();
+        v[i] += 1;
+        c.set(v)
+    });
+}
+
+fn install_hooks() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        set_hooks(Hooks {
+            preempt: || {
+                bump(0);
+                // Taken out while it runs, so that it may push (re-entering the hook).
+                let f = ON_PREEMPT.with(|f| f.borrow_mut().take());
+                if let Some(mut f) = f {
+                    f();
+                    ON_PREEMPT.with(|slot| {
+                        slot.borrow_mut().get_or_insert(f);
+                    });
+                }
+            },
+            copy_begin: || bump(1),
+            copy_end: || bump(2),
+        })
+        .expect("only this test module sets hooks");
+    });
+    CALLS.with(|c| c.set([0; 3]));
+    ON_PREEMPT.with(|f| *f.borrow_mut() = None);
+}
+
+fn calls() -> [usize; 3] {
+    CALLS.with(|c| c.get())
+}
+
+/// A pointer another thread may use under the `_stopped` contract.
+#[derive(Clone, Copy)]
+struct Stopped(*const ManagedStack);
+// SAFETY: used only while the owner is inside the preempt hook, i.e. stopped.
+unsafe impl Send for Stopped {}
+
+// ---- basics ----
+
+#[test]
+fn empty_stack_has_no_buffer() {
+    let ms = ManagedStack::new(1, config());
+    assert_eq!(
+        (ms.capacity_words(), ms.used_words(), ms.depth()),
+        (0, 0, 0)
+    );
+    assert!(ms.is_empty());
+    assert_eq!(ms.guard().limit_words(), 0);
+}
+
+#[test]
+fn push_zeroes_and_pop_restores() {
+    let reg = Registry::new();
+    let f = reg.register(FuncDesc::new("f", 3, 0, 2)).unwrap();
+    let g = reg.register(FuncDesc::new("g", 2, 0, 1)).unwrap();
+    let ms = ManagedStack::new(1, config());
+    ms.push(f);
+    assert_eq!(ms.capacity_words(), MIN_WORDS);
+    ms.set(0, 10);
+    ms.set(2, 12);
+    ms.set_safepoint(1);
+    ms.push(g);
+    assert_eq!((ms.get(0), ms.get(1), ms.frame_slots()), (0, 0, 2));
+    ms.set(0, 99);
+    ms.set(1, 98);
+    assert_eq!(ms.depth(), 2);
+    assert_eq!(ms.used_words(), 2 + 3 + 2 + 2);
+    ms.pop();
+    assert_eq!((ms.get(0), ms.get(1), ms.get(2)), (10, 0, 12));
+    assert_eq!(ms.top_frame_info(), (Some(f.index()), 1));
+    // The popped frame's words are zeroed again by the next push.
+    ms.push(g);
+    assert_eq!((ms.get(0), ms.get(1)), (0, 0));
+    ms.pop();
+    ms.pop();
+    assert!(ms.is_empty());
+    assert_eq!(ms.used_words(), 0);
+}
+
+#[test]
+fn push_with_args_fills_the_first_slots() {
+    let reg = Registry::new();
+    let f = reg.register(FuncDesc::new("f", 4, 2, 1)).unwrap();
+    let ms = ManagedStack::new(1, config());
+    ms.push_with_args(f, &[7, 8]);
+    assert_eq!((0..4).map(|i| ms.get(i)).collect::<Vec<_>>(), [7, 8, 0, 0]);
+    let m = panic_message(catch_unwind(AssertUnwindSafe(|| {
+        ms.push_with_args(f, &[1; 5])
+    })));
+    assert_eq!(m, "goroutine 1: 5 arguments pushed into a frame of 4 slots");
+    assert_eq!(ms.depth(), 1);
+}
+
+#[test]
+fn owner_misuse_panics_with_the_goroutine_id() {
+    let reg = Registry::new();
+    let f = reg.register(FuncDesc::new("f", 2, 0, 3)).unwrap();
+    let ms = ManagedStack::new(42, config());
+    let m = |r| panic_message(r);
+    assert_eq!(
+        m(catch_unwind(AssertUnwindSafe(|| ms.pop()))),
+        "goroutine 42: pop on an empty managed stack"
+    );
+    assert_eq!(
+        m(catch_unwind(AssertUnwindSafe(|| ms.set_safepoint(0)))),
+        "goroutine 42: set_safepoint on an empty managed stack"
+    );
+    assert_eq!(
+        m(catch_unwind(AssertUnwindSafe(|| {
+            ms.get(0);
+        }))),
+        "goroutine 42: slot access on an empty managed stack"
+    );
+    ms.push(f);
+    assert_eq!(
+        m(catch_unwind(AssertUnwindSafe(|| ms.set_safepoint(3)))),
+        "goroutine 42: safepoint 3 out of range: the top frame has safepoints 0..3"
+    );
+    assert_eq!(
+        m(catch_unwind(AssertUnwindSafe(|| ms.set(2, 1)))),
+        "goroutine 42: slot 2 out of range: the top frame has 2 slots"
+    );
+    ms.set_id(43);
+    assert_eq!(
+        m(catch_unwind(AssertUnwindSafe(|| {
+            ms.get(5);
+        }))),
+        "goroutine 43: slot 5 out of range: the top frame has 2 slots"
+    );
+    assert_eq!(
+        m(catch_unwind(AssertUnwindSafe(
+            || ms.push_handles(MAX_FRAME_SLOTS + 1)
+        ))),
+        "goroutine 43: handle frame of 1048577 slots is larger than the maximum of 1048576"
+    );
+    // Nothing changed.
+    assert_eq!((ms.depth(), ms.top_frame_info()), (1, (Some(0), 0)));
+}
+
+// ---- growth, shrinking, the limit ----
+
+#[test]
+fn growth_doubles_and_preserves_every_slot() {
+    let reg = Registry::new();
+    let f = reg
+        .register(FuncDesc::new("f", 5, 0, 1).refs_at(0, &[0, 4]))
+        .unwrap();
+    let mut ms = ManagedStack::new(1, config());
+    let depth = if cfg!(miri) { 60 } else { 1000 };
+    let mut caps = vec![];
+    for d in 0..depth {
+        ms.push(f);
+        for i in 0..5 {
+            ms.set(i, d * 10 + i);
+        }
+        if caps.last() != Some(&ms.capacity_words()) {
+            caps.push(ms.capacity_words());
+        }
+    }
+    assert!(caps.windows(2).all(|w| w[1] == 2 * w[0]), "{caps:?}");
+    let s = seen(&mut ms, &reg);
+    assert_eq!(s.refs.len(), 2 * depth);
+    for (k, &(dep, slot, v)) in s.refs.iter().enumerate() {
+        let d = depth - 1 - dep;
+        assert_eq!(
+            (dep, slot, v),
+            (k / 2, [0, 4][k % 2], d * 10 + [0, 4][k % 2])
+        );
+    }
+    for d in (0..depth).rev() {
+        assert_eq!(
+            (0..5).map(|i| ms.get(i)).collect::<Vec<_>>(),
+            (0..5).map(|i| d * 10 + i).collect::<Vec<_>>()
+        );
+        ms.pop();
+    }
+}
+
+#[test]
+fn a_large_frame_grows_past_doubling() {
+    let reg = Registry::new();
+    let f = reg.register(FuncDesc::new("big", 1000, 0, 1)).unwrap();
+    let ms = ManagedStack::new(1, config());
+    ms.push(f);
+    assert_eq!(ms.capacity_words(), 1024);
+    ms.set(999, 5);
+    assert_eq!(ms.get(999), 5);
+}
+
+#[test]
+fn shrink_halves_when_under_a_quarter_and_keeps_slots() {
+    let reg = Registry::new();
+    let f = reg
+        .register(FuncDesc::new("f", 30, 0, 1).refs_at(0, &[1, 29]))
+        .unwrap();
+    let mut ms = ManagedStack::new(1, config());
+    for d in 0..40 {
+        ms.push(f);
+        ms.set(1, d);
+        ms.set(29, 1000 + d);
+    }
+    let cap = ms.capacity_words();
+    assert_eq!(cap, 2048);
+    assert!(!ms.shrink(), "1280 of 2048 words used");
+    for _ in 0..26 {
+        ms.pop();
+    }
+    // 14 frames, 448 words: under a quarter of 2048.
+    assert!(ms.shrink());
+    assert_eq!(ms.capacity_words(), 1024);
+    assert!(!ms.shrink(), "448 of 1024 is not under a quarter");
+    let s = seen(&mut ms, &reg);
+    let expect: Vec<_> = (0..14)
+        .rev()
+        .flat_map(|d| [(13 - d, 1, d), (13 - d, 29, 1000 + d)])
+        .collect();
+    assert_eq!(s.refs, expect);
+    while !ms.is_empty() {
+        ms.pop();
+    }
+    while ms.shrink() {}
+    assert_eq!(
+        ms.capacity_words(),
+        MIN_WORDS,
+        "never below the first buffer"
+    );
+}
+
+#[test]
+fn release_frees_and_the_next_push_allocates() {
+    let reg = Registry::new();
+    let f = reg.register(FuncDesc::new("f", 3, 0, 1)).unwrap();
+    let ms = ManagedStack::new(1, config());
+    ms.push(f);
+    ms.guard().poison();
+    ms.release();
+    assert_eq!((ms.capacity_words(), ms.depth()), (0, 0));
+    assert!(!ms.guard().is_poisoned(), "a reset clears the request");
+    ms.push(f);
+    assert_eq!(ms.capacity_words(), MIN_WORDS);
+    ms.set_id(9);
+    ms.reset();
+    assert_eq!(
+        (ms.capacity_words(), ms.depth(), ms.id()),
+        (MIN_WORDS, 0, 9)
+    );
+}
+
+#[test]
+#[should_panic(expected = "goroutine 7: managed stack exceeds 4 KiB")]
+fn exceeding_the_limit_panics() {
+    let reg = Registry::new();
+    let f = reg.register(FuncDesc::new("f", 100, 0, 1)).unwrap();
+    let ms = ManagedStack::new(7, StackConfig::default().limit_bytes(4096));
+    loop {
+        ms.push(f);
+    }
+}
+
+#[test]
+fn the_limit_panic_leaves_the_stack_usable() {
+    let reg = Registry::new();
+    let f = reg
+        .register(FuncDesc::new("f", 10, 0, 1).refs_at(0, &[3]))
+        .unwrap();
+    let mut ms = ManagedStack::new(3, StackConfig::default().limit_bytes(1000).validate(true));
+    let mut pushed = 0;
+    let m = panic_message(catch_unwind(AssertUnwindSafe(|| {
+        loop {
+            ms.push(f);
+            ms.set(3, 0xabc);
+            pushed += 1;
+        }
+    })));
+    assert_eq!(m, "goroutine 3: managed stack exceeds 1000 bytes");
+    // 1000 bytes = 125 words: ten frames of 12 words fit, the eleventh does not.
+    assert_eq!((pushed, ms.depth(), ms.capacity_words()), (10, 10, 125));
+    assert_eq!(seen(&mut ms, &reg).refs.len(), 10);
+    ms.pop();
+    ms.push(f);
+    assert_eq!(ms.check(&reg), Ok(10));
+}
+
+#[test]
+fn a_zero_limit_refuses_the_first_push() {
+    let ms = ManagedStack::new(5, StackConfig::default().limit_bytes(0));
+    let m = panic_message(catch_unwind(AssertUnwindSafe(|| ms.push_handles(0))));
+    assert_eq!(m, "goroutine 5: managed stack exceeds 0 bytes");
+    assert_eq!(ms.capacity_words(), 0);
+}
+
+#[test]
+#[should_panic(expected = "over the maximum")]
+fn a_limit_over_the_maximum_is_refused() {
+    let _ = StackConfig::default().limit_bytes(StackConfig::MAX_LIMIT + 1);
+}
+
+#[test]
+fn bytes_are_formatted_in_exact_units() {
+    assert_eq!(format_bytes(1 << 30), "1 GiB");
+    assert_eq!(format_bytes(3 << 20), "3 MiB");
+    assert_eq!(format_bytes(4096), "4 KiB");
+    assert_eq!(format_bytes(1536), "1536 bytes");
+    assert_eq!(format_bytes(0), "0 bytes");
+    assert_eq!(StackConfig::default().limit(), 1 << 30);
+}
+
+// ---- the walker ----
+
+#[test]
+fn walker_yields_live_slots_of_the_current_safepoint() {
+    let reg = Registry::new();
+    let f = reg
+        .register(
+            FuncDesc::new("f", 4, 1, 3)
+                .refs_at(0, &[0])
+                .refs_at(1, &[0, 2])
+                .tagged_at(1, &[3])
+                .tagged_at(2, &[1]),
+        )
+        .unwrap();
+    let mut ms = ManagedStack::new(1, config());
+    ms.push_with_args(f, &[100]);
+    for i in 1..4 {
+        ms.set(i, 100 + i);
+    }
+    let s = seen(&mut ms, &reg);
+    assert_eq!((s.refs, s.tagged), (vec![(0, 0, 100)], vec![]));
+    ms.set_safepoint(1);
+    ms.push_handles(2);
+    ms.set(0, 7);
+    ms.set(1, 8);
+    ms.push(f);
+    ms.set_safepoint(2);
+    ms.set(1, 55);
+    let s = seen(&mut ms, &reg);
+    assert_eq!(
+        s.frames,
+        [
+            Frame {
+                depth: 0,
+                offset: 10,
+                func: Some(f),
+                safepoint: 2,
+                slots: 4
+            },
+            Frame {
+                depth: 1,
+                offset: 6,
+                func: None,
+                safepoint: 0,
+                slots: 2
+            },
+            Frame {
+                depth: 2,
+                offset: 0,
+                func: Some(f),
+                safepoint: 1,
+                slots: 4
+            },
+        ]
+    );
+    assert_eq!(s.refs, [(1, 0, 7), (1, 1, 8), (2, 0, 100), (2, 2, 102)]);
+    assert_eq!(s.tagged, [(0, 1, 55), (2, 3, 103)]);
+}
+
+#[test]
+fn walk_yields_slots_that_can_be_updated() {
+    let reg = Registry::new();
+    let f = reg
+        .register(FuncDesc::new("f", 2, 0, 1).refs_at(0, &[1]))
+        .unwrap();
+    let mut ms = ManagedStack::new(1, config());
+    ms.push(f);
+    ms.set(1, 5);
+    struct Bump;
+    impl Visitor for Bump {
+        fn reference(&mut self, _: usize, w: &AtomicUsize) {
+            w.fetch_add(1, Relaxed);
+        }
+    }
+    ms.walk(&reg, &mut Bump);
+    assert_eq!(ms.get(1), 6);
+}
+
+#[test]
+fn walk_of_an_empty_stack_yields_nothing() {
+    let reg = Registry::new();
+    let mut ms = ManagedStack::new(1, config());
+    assert_eq!(seen(&mut ms, &reg), Seen::default());
+    assert_eq!(ms.check(&reg), Ok(0));
+}
+
+/// Overwrites word `i` of the buffer: corruption on purpose.
+fn poke(ms: &ManagedStack, i: usize, v: usize) {
+    let buf = ms.buf.load(Relaxed);
+    assert!(i < ms.used_words());
+    // SAFETY: `i < top <= capacity`.
+    unsafe { &*buf.add(i) }.store(v, Relaxed);
+}
+
+fn two_frames(reg: &Registry, validate: bool) -> ManagedStack {
+    let f = reg
+        .register(FuncDesc::new("f", 3, 0, 2).refs_at(1, &[0]).line(1, 17))
+        .unwrap();
+    let ms = ManagedStack::new(11, StackConfig::default().validate(validate));
+    ms.push(f);
+    ms.set_safepoint(1);
+    ms.push(f);
+    ms
+}
+
+fn corrupted_walk(ms: &mut ManagedStack, reg: &Registry) -> String {
+    panic_message(catch_unwind(AssertUnwindSafe(|| {
+        seen(ms, reg);
+    })))
+}
+
+#[test]
+fn walker_catches_an_unknown_function_in_either_mode() {
+    for validate in [false, true] {
+        let reg = Registry::new();
+        let mut ms = two_frames(&reg, validate);
+        poke(&ms, 5, crate::stack::word0(9, 0));
+        let m = corrupted_walk(&mut ms, &reg);
+        assert!(
+            m.starts_with(
+                "goroutine 11: managed stack corrupted: frame 0 at word 5: function index"
+            ),
+            "{m}"
+        );
+        let e = ms.check(&reg).unwrap_err();
+        assert_eq!((e.offset, e.depth), (5, 0));
+        assert_eq!(
+            e.reason,
+            "function index 9 not in the registry (1 functions)"
+        );
+    }
+}
+
+#[test]
+fn walker_catches_a_bad_safepoint_link_and_size() {
+    use crate::stack::{HANDLE_BIT, NO_LINK, word0, word1};
+    let cases: [(usize, usize, &str); 4] = [
+        (
+            6,
+            word1(2, 2),
+            "\"f\" at safepoint 2 of 2, but it has 2 safepoints",
+        ),
+        (5, word0(0, 7), "caller link 7 does not point down"),
+        (5, word0(0, NO_LINK), "bottom frame not at word 0"),
+        (
+            5,
+            word0(HANDLE_BIT | 4, 0),
+            "handle frame of 4 slots at safepoint 0/2 in a space of 3 slots",
+        ),
+    ];
+    for (i, v, reason) in cases {
+        let reg = Registry::new();
+        let mut ms = two_frames(&reg, true);
+        poke(&ms, i, v);
+        let e = ms.check(&reg).unwrap_err();
+        assert_eq!(e.reason, reason, "poking word {i}");
+        let m = corrupted_walk(&mut ms, &reg);
+        assert!(
+            m.starts_with("goroutine 11: managed stack corrupted: frame "),
+            "{m}"
+        );
+        // The traceback does not panic: it lists what it could and says what is wrong.
+        let t = ms.traceback(&reg);
+        assert_eq!(t.error.as_ref().map(|e| e.reason.as_str()), Some(reason));
+        assert!(t.to_string().contains("<corrupted: "), "{t}");
+    }
+}
+
+#[test]
+fn a_funcid_from_another_registry_is_caught() {
+    let r1 = Registry::new();
+    let r2 = Registry::new();
+    let f1 = r1.register(FuncDesc::new("f", 6, 0, 1)).unwrap();
+    r2.register(FuncDesc::new("g", 2, 0, 1).refs_at(0, &[1]))
+        .unwrap();
+    // Release mode (no validation): the cheap checks still catch it before any slot is read.
+    let mut ms = ManagedStack::new(2, StackConfig::default().validate(false));
+    ms.push(f1);
+    let m = corrupted_walk(&mut ms, &r2);
+    assert_eq!(
+        m,
+        "goroutine 2: managed stack corrupted: frame 0 at word 0: frame size does not reach the frame above"
+    );
+}
+
+#[test]
+fn dump_shows_the_words_of_the_bad_frame() {
+    let reg = Registry::new();
+    let ms = two_frames(&reg, true);
+    ms.set(2, 0xdead);
+    let d = ms.dump(&reg, 5);
+    assert!(
+        d.starts_with("managed stack of goroutine 11: top 10, top frame at 5, capacity 128 words"),
+        "{d}"
+    );
+    assert!(d.contains("[       5] 0x0000000000000000 <-"), "{d}");
+    assert!(d.contains("[       9] 0x000000000000dead"), "{d}");
+    assert!(d.contains("f at safepoint 1, line 17"), "{d}");
+}
+
+// ---- tracebacks ----
+
+#[test]
+fn traceback_names_functions_safepoints_and_lines() {
+    let reg = Registry::new();
+    let main = reg
+        .register(FuncDesc::new("main", 1, 0, 2).line(1, 3))
+        .unwrap();
+    let fib = reg
+        .register(FuncDesc::new("fib", 2, 1, 2).line(1, 12))
+        .unwrap();
+    let ms = ManagedStack::new(7, config());
+    ms.push(main);
+    ms.set_safepoint(1);
+    ms.push(fib);
+    ms.set_safepoint(1);
+    ms.push(fib);
+    ms.push_handles(2);
+    let t = ms.traceback(&reg);
+    assert_eq!(t.goroutine, 7);
+    assert_eq!(t.depth(), 4);
+    assert_eq!(
+        t.to_string(),
+        "goroutine 7 managed stack (4 frames):\n    <native handles> (2 slots)\n    fib at safepoint 0\n    \
+         fib at safepoint 1, line 12\n    main at safepoint 1, line 3\n"
+    );
+    assert_eq!(t.frames[1].func, Some(fib));
+    assert_eq!(t.frames[3].offset, 0);
+}
+
+#[test]
+fn deep_tracebacks_keep_both_ends() {
+    let reg = Registry::new();
+    let a = reg.register(FuncDesc::new("a", 0, 0, 1)).unwrap();
+    let b = reg.register(FuncDesc::new("b", 0, 0, 1)).unwrap();
+    let ms = ManagedStack::new(1, config());
+    ms.push(b);
+    for _ in 0..150 {
+        ms.push(a);
+    }
+    let t = ms.traceback(&reg);
+    assert_eq!(
+        (t.frames.len(), t.elided, t.tail.len(), t.depth()),
+        (50, 51, 50, 151)
+    );
+    assert_eq!(t.tail.last().unwrap().name, "b");
+    assert!(t.to_string().contains("    ...51 frames elided...\n"));
+}
+
+// ---- hooks and the guard ----
+
+#[test]
+fn a_poisoned_guard_calls_preempt_on_push_and_poll() {
+    install_hooks();
+    let reg = Registry::new();
+    let f = reg.register(FuncDesc::new("f", 1, 0, 1)).unwrap();
+    let ms = ManagedStack::new(1, config());
+    ms.push(f); // first push: allocation, not preemption
+    assert_eq!(calls(), [0, 1, 1]);
+    ms.poll();
+    ms.push(f);
+    assert_eq!(calls()[0], 0);
+    ms.guard().poison();
+    ms.poll();
+    assert_eq!(calls()[0], 1);
+    // The hook did not withdraw the request: the next push asks again, and still pushes.
+    ms.push(f);
+    assert_eq!((calls()[0], ms.depth()), (2, 3));
+    // A hook that withdraws it.
+    let g: *const StackGuard = ms.guard();
+    ON_PREEMPT.with(|p| {
+        *p.borrow_mut() = Some(Box::new(move || {
+            // SAFETY: the guard lives in `ms`, which outlives every push of this test.
+            unsafe { &*g }.unpoison()
+        }))
+    });
+    ms.push(f);
+    ms.push(f);
+    ms.poll();
+    assert_eq!(
+        (calls()[0], ms.depth(), ms.guard().is_poisoned()),
+        (3, 5, false)
+    );
+}
+
+#[test]
+fn growth_is_bracketed_by_copy_hooks_and_keeps_a_request() {
+    install_hooks();
+    let reg = Registry::new();
+    let f = reg.register(FuncDesc::new("f", 100, 0, 1)).unwrap();
+    let ms = ManagedStack::new(1, config());
+    ms.push(f);
+    ms.push(f);
+    assert_eq!(calls(), [0, 2, 2]);
+    ms.guard().poison();
+    ms.push(f); // needs room and is asked to stop: preempt, then grow
+    assert_eq!(calls(), [1, 3, 3]);
+    assert!(ms.guard().is_poisoned(), "growth must not lose the request");
+    assert_eq!(ms.capacity_words(), 512);
+}
+
+#[test]
+fn a_collector_scans_and_shrinks_while_the_owner_is_in_the_hook() {
+    install_hooks();
+    let reg = Arc::new(Registry::new());
+    let f = reg
+        .register(
+            FuncDesc::new("f", 6, 0, 2)
+                .refs_at(0, &[0])
+                .refs_at(1, &[0, 5])
+                .tagged_at(1, &[3]),
+        )
+        .unwrap();
+    let ms = ManagedStack::new(9, config());
+    let depth = if cfg!(miri) { 40 } else { 400 };
+    for d in 0..depth {
+        ms.push(f);
+        ms.set(0, d);
+        ms.set(3, 2 * d + 1);
+        ms.set(5, d + 1000);
+        ms.set_safepoint(1);
+    }
+    for _ in 0..depth - 5 {
+        ms.pop();
+    }
+    let cap_before = ms.capacity_words();
+    assert!(cap_before >= 4 * ms.used_words());
+    let result: Arc<std::sync::Mutex<Option<(Seen, bool)>>> = Default::default();
+    let (p, r2, res) = (Stopped(&ms), reg.clone(), result.clone());
+    ON_PREEMPT.with(|slot| {
+        *slot.borrow_mut() = Some(Box::new(move || {
+            let p = p;
+            let (r2, res) = (r2.clone(), res.clone());
+            std::thread::scope(|s| {
+                s.spawn(move || {
+                    let p = p;
+                    // SAFETY: the owner is inside the preempt hook, waiting for this thread.
+                    let ms = unsafe { &*p.0 };
+                    let mut seen = Seen::default();
+                    // SAFETY: as above: the owner is stopped and this thread scans it alone.
+                    let shrunk = unsafe {
+                        ms.walk_stopped(&r2, &mut seen);
+                        ms.shrink_stopped()
+                    };
+                    ms.guard().unpoison();
+                    *res.lock().unwrap() = Some((seen, shrunk));
+                });
+            });
+        }))
+    });
+    ms.guard().poison();
+    ms.push(f); // stops in the hook; the scan happens there; then the push completes
+    let (seen, shrunk) = result.lock().unwrap().take().expect("the collector ran");
+    assert!(shrunk);
+    assert_eq!(ms.capacity_words(), cap_before / 2);
+    let expect_refs: Vec<_> = (0..5)
+        .rev()
+        .flat_map(|d| [(4 - d, 0, d), (4 - d, 5, d + 1000)])
+        .collect();
+    let expect_tagged: Vec<_> = (0..5).rev().map(|d| (4 - d, 3, 2 * d + 1)).collect();
+    assert_eq!((seen.refs, seen.tagged), (expect_refs, expect_tagged));
+    // The push landed in the new buffer, on top of intact frames.
+    assert_eq!(ms.depth(), 6);
+    assert_eq!(ms.check(&reg), Ok(6));
+    ms.pop();
+    assert_eq!((ms.get(0), ms.get(3), ms.get(5)), (4, 9, 1004));
+}
+
+#[test]
+fn poison_from_another_thread_reaches_the_owner() {
+    install_hooks();
+    let ms = ManagedStack::new(1, config());
+    ms.push_handles(1);
+    let g = ms.guard();
+    std::thread::scope(|s| {
+        s.spawn(|| g.poison());
+    });
+    ms.poll();
+    assert_eq!(calls()[0], 1);
+}

@@ -1,0 +1,589 @@
+//! The frame walker, stack validation, dumps and tracebacks.
+
+use std::fmt::{self, Write as _};
+use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
+
+use crate::registry::{FuncId, FuncInfo, Registry, for_each_bit};
+use crate::stack::{HANDLE_BIT, HEADER, ManagedStack, NO_FRAME, NO_LINK};
+
+/// One frame as the walker reports it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Frame {
+    /// 0 for the top frame, counting down the stack.
+    pub depth: usize,
+    /// Word offset of the frame's header in the buffer.
+    pub offset: usize,
+    /// Its function, or `None` for a handle frame.
+    pub func: Option<FuncId>,
+    /// Its current safepoint (0 for a handle frame).
+    pub safepoint: u32,
+    /// Its slot count.
+    pub slots: usize,
+}
+
+/// What a walk calls, frame by frame from the top: [`frame`](Visitor::frame), then
+/// [`reference`](Visitor::reference) for each live reference slot in increasing slot order,
+/// then [`tagged`](Visitor::tagged) for each live tagged slot.
+///
+/// `slot` is the index in the frame; `word` is the slot itself, valid for the call (a marker
+/// loads it, and may store to it if it ever needs to).
+pub trait Visitor {
+    /// A frame begins.
+    #[inline(always)]
+    fn frame(&mut self, frame: &Frame) {
+        let _ = frame;
+    }
+    /// A live reference slot.
+    fn reference(&mut self, slot: usize, word: &AtomicUsize);
+    /// A live tagged slot (a reference only if its tag says so).
+    #[inline(always)]
+    fn tagged(&mut self, slot: usize, word: &AtomicUsize) {
+        let _ = (slot, word);
+    }
+}
+
+/// What is wrong with a corrupted stack.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Corruption {
+    /// Word offset of the bad frame's header.
+    pub offset: usize,
+    /// Depth of the bad frame (0 is the top).
+    pub depth: usize,
+    /// What is wrong.
+    pub reason: String,
+}
+
+impl fmt::Display for Corruption {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "frame {} at word {}: {}",
+            self.depth, self.offset, self.reason
+        )
+    }
+}
+
+/// One decoded, fully checked frame.
+struct Checked<'r> {
+    frame: Frame,
+    info: Option<&'r FuncInfo>,
+}
+
+impl ManagedStack {
+    /// Walks the stack from the top frame down, calling `v` for every live reference and tagged
+    /// slot of each frame at its current safepoint. For the owner itself (`&mut` rules out
+    /// pushing from inside the visitor).
+    ///
+    /// # Panics
+    /// If the stack is corrupted (see [`walk_stopped`](Self::walk_stopped)).
+    pub fn walk<V: Visitor>(&mut self, reg: &Registry, v: &mut V) {
+        // SAFETY: `&mut self`: the owner itself, and nothing can move the buffer meanwhile.
+        unsafe { self.walk_impl(reg, v) }
+    }
+
+    /// Walks a stopped goroutine's stack from another thread, as [`walk`](Self::walk) does.
+    ///
+    /// Runs on: any thread. Allocates: no (unless it panics). Cost: a few loads per frame and
+    /// one call of `v` per live slot.
+    ///
+    /// The walker always checks what keeps it in bounds (each frame's function is in `reg`,
+    /// its safepoint is in range, it ends where the frame above begins, links go down); with
+    /// [`StackConfig::validate`](crate::StackConfig::validate) on it checks every frame before
+    /// yielding anything. A failed check prints a dump of the stack to stderr and panics with
+    /// "goroutine N: managed stack corrupted: ..." (the runtime treats that as fatal).
+    ///
+    /// # Safety
+    /// The owner is stopped at a safepoint (parked, in a blocking call with its stack frozen,
+    /// or inside the preempt hook of a push or poll) and the caller holds the right to scan
+    /// it (the G's `SCAN` bit), with the hand-off ordering the owner's last writes before
+    /// this call. `ManagedStack` is `!Sync`; this may nevertheless be called from any thread
+    /// through a pointer, because everything it reads is an atomic word and the contract rules
+    /// out the one thing that could break it, the buffer moving.
+    pub unsafe fn walk_stopped<V: Visitor>(&self, reg: &Registry, v: &mut V) {
+        // SAFETY: the caller guarantees the owner is stopped and nobody else moves the buffer.
+        unsafe { self.walk_impl(reg, v) }
+    }
+
+    /// # Safety
+    /// Nothing moves or frees the buffer until this returns.
+    #[inline(always)]
+    unsafe fn walk_impl<V: Visitor>(&self, reg: &Registry, v: &mut V) {
+        if self.validate {
+            // SAFETY: passed on from our caller.
+            if let Err(c) = unsafe { self.check_impl(reg) } {
+                self.corrupt(reg, &c);
+            }
+        }
+        let buf = self.buf.load(Relaxed);
+        let mut end = self.top.load(Relaxed);
+        let mut fp = self.fp.load(Relaxed);
+        let mut depth = 0;
+        while fp != NO_FRAME {
+            // `end` is never above `top <= capacity`; checking the frame against it keeps
+            // every read below in the buffer.
+            if fp + HEADER > end {
+                self.corrupt_at(reg, fp, depth, "header past the frame above");
+            }
+            // SAFETY: `fp + 2 <= end <= top <= capacity`, and the buffer does not move (caller).
+            let (w0, w1) = unsafe {
+                (
+                    (*buf.add(fp)).load(Relaxed),
+                    (*buf.add(fp + 1)).load(Relaxed),
+                )
+            };
+            let func = w0 as u32;
+            let link = (w0 >> 32) as u32;
+            let sp = w1 as u32;
+            let base = fp + HEADER;
+            if func & HANDLE_BIT != 0 {
+                let n = (func & !HANDLE_BIT) as usize;
+                if base + n != end {
+                    self.corrupt_at(
+                        reg,
+                        fp,
+                        depth,
+                        "handle frame size does not reach the frame above",
+                    );
+                }
+                v.frame(&Frame {
+                    depth,
+                    offset: fp,
+                    func: None,
+                    safepoint: 0,
+                    slots: n,
+                });
+                for i in 0..n {
+                    // SAFETY: `base + i < end <= capacity`.
+                    v.reference(i, unsafe { &*buf.add(base + i) });
+                }
+            } else {
+                let Some(info) = reg.by_index(func) else {
+                    self.corrupt_at(reg, fp, depth, "function index not in the registry")
+                };
+                let n = info.frame_slots();
+                if base + n != end {
+                    self.corrupt_at(reg, fp, depth, "frame size does not reach the frame above");
+                }
+                let Some(map) = info.maps.get(sp as usize) else {
+                    self.corrupt_at(reg, fp, depth, "safepoint out of range")
+                };
+                v.frame(&Frame {
+                    depth,
+                    offset: fp,
+                    func: Some(info.id()),
+                    safepoint: sp,
+                    slots: n,
+                });
+                // Registration keeps every bit below the frame size.
+                for_each_bit(&map.refs, |i| {
+                    // SAFETY: `i < n`, so `base + i < end <= capacity`.
+                    v.reference(i, unsafe { &*buf.add(base + i) })
+                });
+                for_each_bit(&map.tagged, |i| {
+                    // SAFETY: as above.
+                    v.tagged(i, unsafe { &*buf.add(base + i) })
+                });
+            }
+            end = fp;
+            fp = if link == NO_LINK {
+                NO_FRAME
+            } else if (link as usize) < fp {
+                link as usize
+            } else {
+                self.corrupt_at(reg, fp, depth, "caller link does not point down")
+            };
+            depth += 1;
+        }
+        if end != 0 {
+            self.corrupt_at(reg, end, depth - 1, "bottom frame not at word 0");
+        }
+    }
+
+    /// Checks every frame: function in `reg`, safepoint in range and its count matching the
+    /// function's, frames contiguous from word 0 up to `top`, links pointing down. Returns the
+    /// depth, or the first thing wrong. For the owner.
+    pub fn check(&self, reg: &Registry) -> Result<usize, Corruption> {
+        // SAFETY: `&self` on the owner's side of a `!Sync` type: no push can run meanwhile
+        // (`check_impl` calls nothing that pushes).
+        unsafe { self.check_impl(reg) }
+    }
+
+    /// [`check`](Self::check) from another thread.
+    ///
+    /// # Safety
+    /// As for [`walk_stopped`](Self::walk_stopped).
+    pub unsafe fn check_stopped(&self, reg: &Registry) -> Result<usize, Corruption> {
+        // SAFETY: the caller guarantees the owner is stopped.
+        unsafe { self.check_impl(reg) }
+    }
+
+    /// # Safety
+    /// Nothing moves or frees the buffer until this returns.
+    unsafe fn check_impl(&self, reg: &Registry) -> Result<usize, Corruption> {
+        let mut depth = 0;
+        // SAFETY: passed on from our caller.
+        unsafe {
+            self.frames(reg, |c| {
+                c?;
+                depth += 1;
+                Ok(true)
+            })?
+        };
+        Ok(depth)
+    }
+
+    /// Calls `f` on each frame, checked, from the top; stops at the first error (after
+    /// passing it to `f`) or when `f` returns `Ok(false)`.
+    ///
+    /// # Safety
+    /// Nothing moves or frees the buffer until this returns.
+    unsafe fn frames<'r>(
+        &self,
+        reg: &'r Registry,
+        mut f: impl FnMut(Result<Checked<'r>, Corruption>) -> Result<bool, Corruption>,
+    ) -> Result<(), Corruption> {
+        let buf = self.buf.load(Relaxed);
+        let top = self.top.load(Relaxed);
+        let cap = self.capacity_words();
+        let mut end = top;
+        let mut fp = self.fp.load(Relaxed);
+        let mut depth = 0;
+        let bad = |offset: usize, depth: usize, reason: String| Corruption {
+            offset,
+            depth,
+            reason,
+        };
+        if top > cap {
+            let e = bad(fp, 0, format!("top {top} is past the capacity {cap}"));
+            f(Err(e.clone()))?;
+            return Err(e);
+        }
+        if fp == NO_FRAME && top != 0 {
+            let e = bad(0, 0, format!("no frame but {top} words in use"));
+            f(Err(e.clone()))?;
+            return Err(e);
+        }
+        while fp != NO_FRAME {
+            let r = (|| {
+                if fp + HEADER > end {
+                    return Err(bad(
+                        fp,
+                        depth,
+                        format!("header past the frame above (word {end})"),
+                    ));
+                }
+                // SAFETY: `fp + 2 <= end <= top <= capacity`; the buffer does not move (caller).
+                let (w0, w1) = unsafe {
+                    (
+                        (*buf.add(fp)).load(Relaxed),
+                        (*buf.add(fp + 1)).load(Relaxed),
+                    )
+                };
+                let (func, link) = (w0 as u32, (w0 >> 32) as u32);
+                let (sp, count) = (w1 as u32, (w1 >> 32) as u32);
+                let slots = end - fp - HEADER;
+                let (frame_func, info) = if func & HANDLE_BIT != 0 {
+                    let n = (func & !HANDLE_BIT) as usize;
+                    if n != slots || sp != 0 || count != 1 {
+                        return Err(bad(
+                            fp,
+                            depth,
+                            format!(
+                                "handle frame of {n} slots at safepoint {sp}/{count} \
+                                 in a space of {slots} slots"
+                            ),
+                        ));
+                    }
+                    (None, None)
+                } else {
+                    let Some(info) = reg.by_index(func) else {
+                        return Err(bad(
+                            fp,
+                            depth,
+                            format!(
+                                "function index {func} not in the registry ({} functions)",
+                                reg.len()
+                            ),
+                        ));
+                    };
+                    if info.frame_slots() != slots {
+                        return Err(bad(
+                            fp,
+                            depth,
+                            format!(
+                                "{:?} has {} slots but its frame spans {slots}",
+                                info.name(),
+                                info.frame_slots()
+                            ),
+                        ));
+                    }
+                    if count as usize != info.safepoints() || sp >= count {
+                        return Err(bad(
+                            fp,
+                            depth,
+                            format!(
+                                "{:?} at safepoint {sp} of {count}, but it has {} safepoints",
+                                info.name(),
+                                info.safepoints()
+                            ),
+                        ));
+                    }
+                    (Some(info.id()), Some(info))
+                };
+                let next = if link == NO_LINK {
+                    if fp != 0 {
+                        return Err(bad(fp, depth, "bottom frame not at word 0".into()));
+                    }
+                    NO_FRAME
+                } else if (link as usize) < fp {
+                    link as usize
+                } else {
+                    return Err(bad(
+                        fp,
+                        depth,
+                        format!("caller link {link} does not point down"),
+                    ));
+                };
+                Ok((
+                    Checked {
+                        frame: Frame {
+                            depth,
+                            offset: fp,
+                            func: frame_func,
+                            safepoint: sp,
+                            slots,
+                        },
+                        info,
+                    },
+                    next,
+                ))
+            })();
+            match r {
+                Ok((c, next)) => {
+                    if !f(Ok(c))? {
+                        return Ok(());
+                    }
+                    end = fp;
+                    fp = next;
+                    depth += 1;
+                }
+                Err(e) => {
+                    f(Err(e.clone()))?;
+                    return Err(e);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// A traceback of the stack: each frame's function, safepoint and line. For the owner (a
+    /// goroutine panic). Never panics: a corrupted frame ends it with a note.
+    pub fn traceback(&self, reg: &Registry) -> Traceback {
+        // SAFETY: `&self` on the owner's side: nothing can push meanwhile.
+        unsafe { self.traceback_impl(reg) }
+    }
+
+    /// [`traceback`](Self::traceback) from another thread (a dump of every goroutine).
+    ///
+    /// # Safety
+    /// As for [`walk_stopped`](Self::walk_stopped).
+    pub unsafe fn traceback_stopped(&self, reg: &Registry) -> Traceback {
+        // SAFETY: the caller guarantees the owner is stopped.
+        unsafe { self.traceback_impl(reg) }
+    }
+
+    /// # Safety
+    /// Nothing moves or frees the buffer until this returns.
+    unsafe fn traceback_impl(&self, reg: &Registry) -> Traceback {
+        let mut frames = Vec::new();
+        let mut total = 0;
+        let mut tail: std::collections::VecDeque<TraceFrame> = Default::default();
+        let mut error = None;
+        // SAFETY: passed on from our caller.
+        let _ = unsafe {
+            self.frames(reg, |c| {
+                match c {
+                    Ok(c) => {
+                        let tf = TraceFrame {
+                            name: c
+                                .info
+                                .map_or_else(|| "<native handles>".into(), |i| i.name().into()),
+                            func: c.frame.func,
+                            safepoint: c.frame.safepoint,
+                            line: c.info.and_then(|i| i.line(c.frame.safepoint as usize)),
+                            offset: c.frame.offset,
+                            slots: c.frame.slots,
+                        };
+                        total += 1;
+                        if frames.len() < Traceback::KEEP {
+                            frames.push(tf);
+                        } else {
+                            if tail.len() == Traceback::KEEP {
+                                tail.pop_front();
+                            }
+                            tail.push_back(tf);
+                        }
+                    }
+                    Err(e) => error = Some(e),
+                }
+                Ok(true)
+            })
+        };
+        let elided = total - frames.len() - tail.len();
+        Traceback {
+            goroutine: self.id(),
+            frames,
+            elided,
+            tail: tail.into(),
+            error,
+        }
+    }
+
+    /// A dump of the stack for a corruption report: sizes, the traceback, and the raw words of
+    /// the frame at `offset` and around it. For the owner.
+    pub fn dump(&self, reg: &Registry, offset: usize) -> String {
+        // SAFETY: `&self` on the owner's side: nothing can push meanwhile.
+        unsafe { self.dump_impl(reg, offset) }
+    }
+
+    /// # Safety
+    /// Nothing moves or frees the buffer until this returns.
+    unsafe fn dump_impl(&self, reg: &Registry, offset: usize) -> String {
+        let top = self.top.load(Relaxed);
+        let fp = self.fp.load(Relaxed);
+        let cap = self.capacity_words();
+        let mut s = String::new();
+        let _ = writeln!(
+            s,
+            "managed stack of goroutine {}: top {top}, top frame at {}, capacity {cap} words",
+            self.id(),
+            if fp == NO_FRAME {
+                "none".to_string()
+            } else {
+                fp.to_string()
+            },
+        );
+        // SAFETY: passed on from our caller.
+        let _ = write!(s, "{}", unsafe { self.traceback_impl(reg) });
+        let buf = self.buf.load(Relaxed);
+        let lo = offset.saturating_sub(8);
+        let hi = offset.saturating_add(16).min(top.min(cap));
+        let _ = writeln!(s, "words {lo}..{hi}:");
+        for i in lo..hi {
+            // SAFETY: `i < min(top, capacity)`: in the buffer, which does not move (caller).
+            let w = unsafe { &*buf.add(i) }.load(Relaxed);
+            let mark = if i == offset { " <-" } else { "" };
+            let _ = writeln!(s, "  [{i:>8}] {w:#018x}{mark}");
+        }
+        s
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn corrupt_at(&self, reg: &Registry, offset: usize, depth: usize, reason: &str) -> ! {
+        self.corrupt(
+            reg,
+            &Corruption {
+                offset,
+                depth,
+                reason: reason.into(),
+            },
+        )
+    }
+
+    /// Prints a dump to stderr and panics: the stack cannot be scanned.
+    #[cold]
+    #[inline(never)]
+    fn corrupt(&self, reg: &Registry, c: &Corruption) -> ! {
+        // SAFETY: every caller is inside a walk, whose own contract keeps the buffer still.
+        let dump = unsafe { self.dump_impl(reg, c.offset) };
+        eprintln!("fatal: managed stack corrupted: {c}\n{dump}");
+        panic!("goroutine {}: managed stack corrupted: {c}", self.id())
+    }
+}
+
+/// One line of a traceback.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TraceFrame {
+    /// The function's name, or `<native handles>`.
+    pub name: String,
+    /// The function (`None` for a handle frame).
+    pub func: Option<FuncId>,
+    /// The frame's current safepoint.
+    pub safepoint: u32,
+    /// The safepoint's source line, if the function has a line table entry for it.
+    pub line: Option<u32>,
+    /// Word offset of the frame.
+    pub offset: usize,
+    /// Slot count.
+    pub slots: usize,
+}
+
+/// A goroutine's managed-stack traceback, top frame first. Deep stacks keep their first and
+/// last [`Traceback::KEEP`] frames, as Go's tracebacks do.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Traceback {
+    /// The goroutine.
+    pub goroutine: u64,
+    /// The top frames.
+    pub frames: Vec<TraceFrame>,
+    /// How many frames between `frames` and `tail` were left out.
+    pub elided: usize,
+    /// The bottom frames, when some were left out.
+    pub tail: Vec<TraceFrame>,
+    /// The corruption that ended the traceback early, if any.
+    pub error: Option<Corruption>,
+}
+
+impl Traceback {
+    /// Frames kept at each end.
+    pub const KEEP: usize = 50;
+
+    /// Total frames seen.
+    pub fn depth(&self) -> usize {
+        self.frames.len() + self.elided + self.tail.len()
+    }
+}
+
+impl fmt::Display for TraceFrame {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.func.is_none() {
+            return write!(f, "{} ({} slots)", self.name, self.slots);
+        }
+        write!(f, "{} at safepoint {}", self.name, self.safepoint)?;
+        if let Some(l) = self.line {
+            write!(f, ", line {l}")?;
+        }
+        Ok(())
+    }
+}
+
+/// ```text
+/// goroutine 7 managed stack (3 frames):
+///     fib at safepoint 1, line 12
+///     fib at safepoint 1, line 12
+///     <native handles> (2 slots)
+/// ```
+impl fmt::Display for Traceback {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(
+            f,
+            "goroutine {} managed stack ({} frames):",
+            self.goroutine,
+            self.depth()
+        )?;
+        for fr in &self.frames {
+            writeln!(f, "    {fr}")?;
+        }
+        if self.elided > 0 {
+            writeln!(f, "    ...{} frames elided...", self.elided)?;
+        }
+        for fr in &self.tail {
+            writeln!(f, "    {fr}")?;
+        }
+        if let Some(e) = &self.error {
+            writeln!(f, "    <corrupted: {e}>")?;
+        }
+        Ok(())
+    }
+}
