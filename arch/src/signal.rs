@@ -675,7 +675,7 @@ mod tests {
     }
 
     #[test]
-    fn altstack_is_created_registered_and_freed_on_a_thread_without_one() {
+    fn altstack_is_mapped_on_a_thread_without_one_and_unregistered_on_drop() {
         /// Registers `ss` (or disables the alternate stack) for this thread.
         fn set_altstack(ss: &libc::stack_t) {
             // SAFETY: callers pass a disable request or std's stack, which std keeps mapped

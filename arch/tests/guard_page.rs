@@ -52,7 +52,12 @@ fn run_in_child(name: &str, scenario: fn()) -> Output {
     out
 }
 
-/// No core files from the children we crash on purpose.
+/// CPU seconds after which a child is stopped by SIGXCPU. A healthy child uses milliseconds;
+/// a broken handler can spin in a loop of re-executed faults, and this turns that hang into a
+/// failure. CPU time, not wall time: a loaded machine does not trip it.
+const CHILD_CPU_SECONDS: libc::rlim_t = 10;
+
+/// Prepares a child for crashing on purpose: no core files, and a CPU-time bound.
 fn quiet_crash() {
     let zero = libc::rlimit {
         rlim_cur: 0,
@@ -60,6 +65,12 @@ fn quiet_crash() {
     };
     // SAFETY: setrlimit reads a valid rlimit; lowering our own limit is always allowed.
     unsafe { libc::setrlimit(libc::RLIMIT_CORE, &zero) };
+    let cpu = libc::rlimit {
+        rlim_cur: CHILD_CPU_SECONDS,
+        rlim_max: 2 * CHILD_CPU_SECONDS,
+    };
+    // SAFETY: as above.
+    unsafe { libc::setrlimit(libc::RLIMIT_CPU, &cpu) };
     // SAFETY: PR_SET_DUMPABLE 0 only stops core dumps (including piped ones) of this process.
     unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) };
 }
@@ -73,10 +84,31 @@ fn assert_killed_by(out: &Output, sig: i32) {
     assert_eq!(
         out.status.signal(),
         Some(sig),
-        "expected death by signal {sig}, got {:?}\nstderr:\n{}",
+        "expected death by signal {sig}, got {:?}{}\nstderr:\n{}",
         out.status,
+        spin_hint(out),
         stderr_of(out)
     );
+}
+
+/// Asserts that the child exited with `code`.
+fn assert_exit_code(out: &Output, code: i32) {
+    assert_eq!(
+        out.status.code(),
+        Some(code),
+        "expected exit code {code}, got {:?}{}\nstderr:\n{}",
+        out.status,
+        spin_hint(out),
+        stderr_of(out)
+    );
+}
+
+/// A note for a child stopped by its CPU limit.
+fn spin_hint(out: &Output) -> &'static str {
+    match out.status.signal() {
+        Some(libc::SIGXCPU | libc::SIGKILL) => " (CPU limit: the child spun, a fault loop?)",
+        _ => "",
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -359,12 +391,7 @@ fn siginfo_previous_handler_gets_the_same_arguments() {
         poke(page + 8);
     });
     let stderr = stderr_of(&out);
-    assert_eq!(
-        out.status.code(),
-        Some(41),
-        "status {:?}, stderr:\n{stderr}",
-        out.status
-    );
+    assert_exit_code(&out, 41);
     assert!(
         stderr.contains("previous: arguments ok"),
         "stderr:\n{stderr}"
@@ -385,12 +412,7 @@ fn plain_previous_handler_is_called() {
         poke(prot_none_page());
     });
     let stderr = stderr_of(&out);
-    assert_eq!(
-        out.status.code(),
-        Some(43),
-        "status {:?}, stderr:\n{stderr}",
-        out.status
-    );
+    assert_exit_code(&out, 43);
     assert!(
         stderr.contains("previous: plain handler"),
         "stderr:\n{stderr}"
