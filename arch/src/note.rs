@@ -1,9 +1,8 @@
 //! One-shot notes: the futex events on which idle Ms park.
 //!
 //! A [`Note`] is either clear or woken. [`Note::sleep`] waits until it is woken;
-//! [`Note::wakeup`] wakes it (once: waking a woken note is a bug the caller must not make,
-//! checked in debug builds); [`Note::clear`] re-arms it and must only be called when nobody is
-//! sleeping on it. The sleeper marks the word before it enters the kernel, so a wake-up that
+//! [`Note::wakeup`] wakes it (waking a woken note does nothing); [`Note::clear`] re-arms it and
+//! must only be called when nobody is sleeping on it. The sleeper marks the word before it enters the kernel, so a wake-up that
 //! finds no sleeper makes no system call: on these machines a futex wake costs tens of
 //! microseconds when the other side is idle, and the fast paths must not pay it.
 
@@ -43,7 +42,6 @@ impl Note {
     pub fn wakeup(&self) {
         // Release: pairs with the Acquire loads in `sleep`/`is_woken`.
         let old = self.key.swap(WOKEN, Ordering::Release);
-        debug_assert_ne!(old, WOKEN, "Note::wakeup on a woken note");
         if old == SLEEPING {
             futex_wake(&self.key);
         }
@@ -137,7 +135,12 @@ fn futex_wait(key: &AtomicU32, expect: u32, timeout_ns: Option<u64>) {
 fn futex_wake(key: &AtomicU32) {
     // SAFETY: `key` is a live, aligned u32; FUTEX_WAKE only reads the address as a key.
     unsafe {
-        libc::syscall(libc::SYS_futex, key.as_ptr(), libc::FUTEX_WAKE | libc::FUTEX_PRIVATE_FLAG, 1);
+        libc::syscall(
+            libc::SYS_futex,
+            key.as_ptr(),
+            libc::FUTEX_WAKE | libc::FUTEX_PRIVATE_FLAG,
+            1,
+        );
     }
 }
 

@@ -118,12 +118,7 @@ impl StackInfo {
     /// The description of `stack` when goroutine `goroutine` runs on it.
     pub fn for_stack(stack: &Stack, goroutine: u64) -> StackInfo {
         let (guard_lo, guard_hi) = stack.guard_range();
-        StackInfo {
-            guard_lo,
-            guard_hi,
-            size: stack.size(),
-            goroutine,
-        }
+        StackInfo { guard_lo, guard_hi, size: stack.size(), goroutine }
     }
 }
 
@@ -203,9 +198,7 @@ pub fn ensure_altstack() {
         if slot.is_none() {
             let stack = Stack::new(ALTSTACK_SIZE)
                 .unwrap_or_else(|e| panic!("cannot map an alternate signal stack: {e}"));
-            *slot = Some(AltStack {
-                stack: ManuallyDrop::new(stack),
-            });
+            *slot = Some(AltStack { stack: ManuallyDrop::new(stack) });
         }
         // Ours may exist but be unregistered, if someone disabled it: register it again.
         if let Some(alt) = slot.as_ref() {
@@ -251,12 +244,7 @@ impl AltStack {
         // SAFETY: the range is a mapping we own, readable and writable, that lives until our
         // Drop, which unregisters it before unmapping.
         let rc = unsafe { libc::sigaltstack(&ss, core::ptr::null_mut()) };
-        assert_eq!(
-            rc,
-            0,
-            "sigaltstack failed: {}",
-            std::io::Error::last_os_error()
-        );
+        assert_eq!(rc, 0, "sigaltstack failed: {}", std::io::Error::last_os_error());
     }
 }
 
@@ -301,22 +289,14 @@ unsafe impl Sync for Saved {}
 
 /// The actions that were in place before ours, in the order of [`SIGNALS`].
 static SAVED: [Saved; 2] = [const {
-    Saved {
-        ready: AtomicBool::new(false),
-        action: UnsafeCell::new(MaybeUninit::uninit()),
-    }
+    Saved { ready: AtomicBool::new(false), action: UnsafeCell::new(MaybeUninit::uninit()) }
 }; 2];
 
 fn install_one(sig: c_int, saved: &Saved) {
     let mut old = MaybeUninit::<libc::sigaction>::zeroed();
     // SAFETY: with a null new action, sigaction only writes the current one into `old`.
     let rc = unsafe { libc::sigaction(sig, core::ptr::null(), old.as_mut_ptr()) };
-    assert_eq!(
-        rc,
-        0,
-        "sigaction({sig}) query failed: {}",
-        std::io::Error::last_os_error()
-    );
+    assert_eq!(rc, 0, "sigaction({sig}) query failed: {}", std::io::Error::last_os_error());
     // SAFETY: we are inside INSTALL.call_once, the only writer, and `ready` is still false, so
     // no reader looks at `action` yet.
     unsafe { (*saved.action.get()).write(old.assume_init()) };
@@ -332,12 +312,7 @@ fn install_one(sig: c_int, saved: &Saved) {
     unsafe { libc::sigemptyset(&mut new.sa_mask) };
     // SAFETY: `new` is a fully initialised action whose handler has the SA_SIGINFO signature.
     let rc = unsafe { libc::sigaction(sig, &new, core::ptr::null_mut()) };
-    assert_eq!(
-        rc,
-        0,
-        "sigaction({sig}) failed: {}",
-        std::io::Error::last_os_error()
-    );
+    assert_eq!(rc, 0, "sigaction({sig}) failed: {}", std::io::Error::last_os_error());
 }
 
 /// The saved previous action for `sig`, once it has been published.
@@ -470,10 +445,7 @@ struct Line {
 
 impl Line {
     fn new() -> Line {
-        Line {
-            buf: [0; 128],
-            len: 0,
-        }
+        Line { buf: [0; 128], len: 0 }
     }
 
     fn push(&mut self, s: &[u8]) {
@@ -573,28 +545,17 @@ fn restore_default(sig: c_int) {
 mod tests {
     use super::*;
 
-    const INFO: StackInfo = StackInfo {
-        guard_lo: 0x10_0000,
-        guard_hi: 0x10_1000,
-        size: 0x4_0000,
-        goroutine: 7,
-    };
+    const INFO: StackInfo =
+        StackInfo { guard_lo: 0x10_0000, guard_hi: 0x10_1000, size: 0x4_0000, goroutine: 7 };
 
     #[test]
     fn guard_page_is_a_hit_wherever_sp_is() {
         for addr in [INFO.guard_lo, INFO.guard_lo + 8, INFO.guard_hi - 1] {
             assert!(is_guard_hit(&INFO, addr, None), "{addr:#x}");
-            assert!(
-                is_guard_hit(&INFO, addr, Some(INFO.guard_hi + 0x100)),
-                "{addr:#x}"
-            );
+            assert!(is_guard_hit(&INFO, addr, Some(INFO.guard_hi + 0x100)), "{addr:#x}");
         }
         assert!(!is_guard_hit(&INFO, INFO.guard_hi, Some(INFO.guard_hi)));
-        assert!(!is_guard_hit(
-            &INFO,
-            INFO.guard_hi + 0x1000,
-            Some(INFO.guard_lo)
-        ));
+        assert!(!is_guard_hit(&INFO, INFO.guard_hi + 0x1000, Some(INFO.guard_lo)));
     }
 
     #[test]
@@ -603,37 +564,20 @@ mod tests {
         // sp has left the usable stack: a frame stepped over the guard.
         assert!(is_guard_hit(&INFO, below, Some(below)));
         assert!(is_guard_hit(&INFO, below, Some(INFO.guard_hi - 8)));
-        assert!(is_guard_hit(
-            &INFO,
-            INFO.guard_lo - GUARD_SLACK,
-            Some(below)
-        ));
+        assert!(is_guard_hit(&INFO, INFO.guard_lo - GUARD_SLACK, Some(below)));
         // sp still in the usable stack: a stray pointer, not an overflow.
         assert!(!is_guard_hit(&INFO, below, Some(INFO.guard_hi)));
         assert!(!is_guard_hit(&INFO, below, Some(INFO.guard_hi + 0x800)));
         // No sp known: only the guard itself counts.
         assert!(!is_guard_hit(&INFO, below, None));
         // Beyond the slack, or sp beyond it.
-        assert!(!is_guard_hit(
-            &INFO,
-            INFO.guard_lo - GUARD_SLACK - 1,
-            Some(below)
-        ));
-        assert!(!is_guard_hit(
-            &INFO,
-            below,
-            Some(INFO.guard_lo - GUARD_SLACK - 8)
-        ));
+        assert!(!is_guard_hit(&INFO, INFO.guard_lo - GUARD_SLACK - 1, Some(below)));
+        assert!(!is_guard_hit(&INFO, below, Some(INFO.guard_lo - GUARD_SLACK - 8)));
     }
 
     #[test]
     fn slack_window_does_not_wrap_at_address_zero() {
-        let low = StackInfo {
-            guard_lo: 0x1000,
-            guard_hi: 0x2000,
-            size: 0x4000,
-            goroutine: 1,
-        };
+        let low = StackInfo { guard_lo: 0x1000, guard_hi: 0x2000, size: 0x4000, goroutine: 1 };
         assert!(is_guard_hit(&low, 0x800, Some(0x900)));
         assert!(!is_guard_hit(&low, usize::MAX - 10, Some(0x900)));
     }
@@ -641,17 +585,9 @@ mod tests {
     #[test]
     fn overflow_line_matches_the_documented_format() {
         for (g, size) in [(0u64, 0usize), (42, 65536), (u64::MAX, usize::MAX)] {
-            let info = StackInfo {
-                guard_lo: 0,
-                guard_hi: 0,
-                size,
-                goroutine: g,
-            };
+            let info = StackInfo { guard_lo: 0, guard_hi: 0, size, goroutine: g };
             let want = format!("goroutine {g}: native stack overflow (stack limit {size} bytes)\n");
-            assert_eq!(
-                std::str::from_utf8(overflow_line(&info).as_bytes()).unwrap(),
-                want
-            );
+            assert_eq!(std::str::from_utf8(overflow_line(&info).as_bytes()).unwrap(), want);
         }
     }
 
@@ -726,9 +662,7 @@ mod tests {
         let info = INFO;
         set_current(&info);
         assert_eq!(CURRENT.get(), &info as *const StackInfo);
-        std::thread::spawn(|| assert!(CURRENT.get().is_null()))
-            .join()
-            .unwrap();
+        std::thread::spawn(|| assert!(CURRENT.get().is_null())).join().unwrap();
         set_current(core::ptr::null());
         assert!(CURRENT.get().is_null());
     }

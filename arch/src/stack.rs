@@ -42,11 +42,9 @@ impl core::fmt::Display for StackError {
             StackError::BadSize(n) => {
                 write!(f, "goroutine stack size {n} is below the minimum of {MIN_STACK_SIZE} bytes")
             }
-            StackError::Os(e) => write!(
-                f,
-                "cannot map a goroutine stack: {}",
-                std::io::Error::from_raw_os_error(*e)
-            ),
+            StackError::Os(e) => {
+                write!(f, "cannot map a goroutine stack: {}", std::io::Error::from_raw_os_error(*e))
+            }
         }
     }
 }

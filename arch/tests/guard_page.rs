@@ -59,16 +59,10 @@ const CHILD_CPU_SECONDS: libc::rlim_t = 10;
 
 /// Prepares a child for crashing on purpose: no core files, and a CPU-time bound.
 fn quiet_crash() {
-    let zero = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
+    let zero = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
     // SAFETY: setrlimit reads a valid rlimit; lowering our own limit is always allowed.
     unsafe { libc::setrlimit(libc::RLIMIT_CORE, &zero) };
-    let cpu = libc::rlimit {
-        rlim_cur: CHILD_CPU_SECONDS,
-        rlim_max: 2 * CHILD_CPU_SECONDS,
-    };
+    let cpu = libc::rlimit { rlim_cur: CHILD_CPU_SECONDS, rlim_max: 2 * CHILD_CPU_SECONDS };
     // SAFETY: as above.
     unsafe { libc::setrlimit(libc::RLIMIT_CPU, &cpu) };
     // SAFETY: PR_SET_DUMPABLE 0 only stops core dumps (including piped ones) of this process.
@@ -219,10 +213,7 @@ fn goroutine_guard_hit_aborts_with_message() {
         stderr.contains("goroutine 42: native stack overflow (stack limit 65536 bytes)\n"),
         "stderr:\n{stderr}"
     );
-    assert!(
-        !stderr.contains("has overflowed its stack"),
-        "std claimed it:\n{stderr}"
-    );
+    assert!(!stderr.contains("has overflowed its stack"), "std claimed it:\n{stderr}");
 }
 
 #[test]
@@ -244,11 +235,7 @@ fn goroutine_guard_hit_on_a_thread_without_altstack() {
         std::ptr::null_mut()
     }
     fn empty_stack_t() -> libc::stack_t {
-        libc::stack_t {
-            ss_sp: std::ptr::null_mut(),
-            ss_flags: 0,
-            ss_size: 0,
-        }
+        libc::stack_t { ss_sp: std::ptr::null_mut(), ss_flags: 0, ss_size: 0 }
     }
     let out = run_in_child("goroutine_guard_hit_on_a_thread_without_altstack", || {
         install();
@@ -282,14 +269,8 @@ fn fault_outside_goroutines_dies_with_sigsegv() {
     });
     assert_killed_by(&out, libc::SIGSEGV);
     let stderr = stderr_of(&out);
-    assert!(
-        !stderr.contains("native stack overflow"),
-        "stderr:\n{stderr}"
-    );
-    assert!(
-        !stderr.contains("has overflowed its stack"),
-        "stderr:\n{stderr}"
-    );
+    assert!(!stderr.contains("native stack overflow"), "stderr:\n{stderr}");
+    assert!(!stderr.contains("has overflowed its stack"), "stderr:\n{stderr}");
 }
 
 #[test]
@@ -301,70 +282,49 @@ fn goroutine_touching_another_stacks_guard_dies_with_sigsegv() {
         eprintln!("child: the poke did not fault");
         std::process::exit(SCENARIO_RETURNED)
     }
-    let out = run_in_child(
-        "goroutine_touching_another_stacks_guard_dies_with_sigsegv",
-        || {
-            install();
-            let mine = Stack::new(64 * 1024).unwrap();
-            let other = Stack::new(64 * 1024).unwrap();
-            let info = StackInfo::for_stack(&mine, 5);
-            let (other_guard, _) = other.guard_range();
-            run_goroutine(&mine, &info, poke_entry, other_guard);
-        },
-    );
+    let out = run_in_child("goroutine_touching_another_stacks_guard_dies_with_sigsegv", || {
+        install();
+        let mine = Stack::new(64 * 1024).unwrap();
+        let other = Stack::new(64 * 1024).unwrap();
+        let info = StackInfo::for_stack(&mine, 5);
+        let (other_guard, _) = other.guard_range();
+        run_goroutine(&mine, &info, poke_entry, other_guard);
+    });
     assert_killed_by(&out, libc::SIGSEGV);
-    assert!(
-        !stderr_of(&out).contains("native stack overflow"),
-        "stderr:\n{}",
-        stderr_of(&out)
-    );
+    assert!(!stderr_of(&out).contains("native stack overflow"), "stderr:\n{}", stderr_of(&out));
 }
 
 #[test]
 fn fault_with_default_previous_action_dies_with_sigsegv() {
     // No std handler underneath: our handler must restore SIG_DFL itself.
-    let out = run_in_child(
-        "fault_with_default_previous_action_dies_with_sigsegv",
-        || {
-            reset_to_default(libc::SIGSEGV);
-            reset_to_default(libc::SIGBUS);
-            install();
-            poke(prot_none_page());
-        },
-    );
+    let out = run_in_child("fault_with_default_previous_action_dies_with_sigsegv", || {
+        reset_to_default(libc::SIGSEGV);
+        reset_to_default(libc::SIGBUS);
+        install();
+        poke(prot_none_page());
+    });
     assert_killed_by(&out, libc::SIGSEGV);
-    assert!(
-        !stderr_of(&out).contains("native stack overflow"),
-        "stderr:\n{}",
-        stderr_of(&out)
-    );
+    assert!(!stderr_of(&out).contains("native stack overflow"), "stderr:\n{}", stderr_of(&out));
 }
 
 #[test]
 fn raised_sigsegv_with_default_previous_action_still_kills() {
     // A SIGSEGV sent by a process does not re-execute anything: returning from the handler
     // would let the process live on, unlike without our handler. It must be re-raised.
-    let out = run_in_child(
-        "raised_sigsegv_with_default_previous_action_still_kills",
-        || {
-            reset_to_default(libc::SIGSEGV);
-            install();
-            // In a goroutine, so that the handler looks at the current stack (and must ignore the
-            // meaningless si_addr of a sent signal).
-            let stack = Stack::new(64 * 1024).unwrap();
-            let info = StackInfo::for_stack(&stack, 3);
-            set_current(&info);
-            // SAFETY: raise is always safe to call.
-            unsafe { libc::raise(libc::SIGSEGV) };
-            set_current(std::ptr::null());
-        },
-    );
+    let out = run_in_child("raised_sigsegv_with_default_previous_action_still_kills", || {
+        reset_to_default(libc::SIGSEGV);
+        install();
+        // In a goroutine, so that the handler looks at the current stack (and must ignore the
+        // meaningless si_addr of a sent signal).
+        let stack = Stack::new(64 * 1024).unwrap();
+        let info = StackInfo::for_stack(&stack, 3);
+        set_current(&info);
+        // SAFETY: raise is always safe to call.
+        unsafe { libc::raise(libc::SIGSEGV) };
+        set_current(std::ptr::null());
+    });
     assert_killed_by(&out, libc::SIGSEGV);
-    assert!(
-        !stderr_of(&out).contains("native stack overflow"),
-        "stderr:\n{}",
-        stderr_of(&out)
-    );
+    assert!(!stderr_of(&out).contains("native stack overflow"), "stderr:\n{}", stderr_of(&out));
 }
 
 #[test]
@@ -374,11 +334,7 @@ fn siginfo_previous_handler_gets_the_same_arguments() {
         let addr = unsafe { (*info).si_addr() } as usize;
         let ok =
             sig == libc::SIGSEGV && !ctx.is_null() && addr == FAULT_ADDR.load(Ordering::Relaxed);
-        raw_eprint(if ok {
-            b"previous: arguments ok\n"
-        } else {
-            b"previous: bad arguments\n"
-        });
+        raw_eprint(if ok { b"previous: arguments ok\n" } else { b"previous: bad arguments\n" });
         // SAFETY: _exit is async-signal-safe.
         unsafe { libc::_exit(if ok { 41 } else { 42 }) };
     }
@@ -392,10 +348,7 @@ fn siginfo_previous_handler_gets_the_same_arguments() {
     });
     let stderr = stderr_of(&out);
     assert_exit_code(&out, 41);
-    assert!(
-        stderr.contains("previous: arguments ok"),
-        "stderr:\n{stderr}"
-    );
+    assert!(stderr.contains("previous: arguments ok"), "stderr:\n{stderr}");
 }
 
 #[test]
@@ -413,10 +366,7 @@ fn plain_previous_handler_is_called() {
     });
     let stderr = stderr_of(&out);
     assert_exit_code(&out, 43);
-    assert!(
-        stderr.contains("previous: plain handler"),
-        "stderr:\n{stderr}"
-    );
+    assert!(stderr.contains("previous: plain handler"), "stderr:\n{stderr}");
 }
 
 #[test]
@@ -433,21 +383,14 @@ fn resethand_previous_handler_runs_once_then_default_kills() {
         }
         raw_eprint(b"previous: reporting\n");
     }
-    let out = run_in_child(
-        "resethand_previous_handler_runs_once_then_default_kills",
-        || {
-            let handler: extern "C" fn(i32) = previous;
-            set_segv_action(handler as usize, libc::SA_RESETHAND);
-            install();
-            poke(prot_none_page());
-        },
-    );
+    let out = run_in_child("resethand_previous_handler_runs_once_then_default_kills", || {
+        let handler: extern "C" fn(i32) = previous;
+        set_segv_action(handler as usize, libc::SA_RESETHAND);
+        install();
+        poke(prot_none_page());
+    });
     assert_killed_by(&out, libc::SIGSEGV);
-    assert!(
-        stderr_of(&out).contains("previous: reporting"),
-        "stderr:\n{}",
-        stderr_of(&out)
-    );
+    assert!(stderr_of(&out).contains("previous: reporting"), "stderr:\n{}", stderr_of(&out));
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -455,45 +398,36 @@ fn resethand_previous_handler_runs_once_then_default_kills() {
 
 #[test]
 fn concurrent_install_keeps_std_thread_overflow_message() {
-    let out = run_in_child(
-        "concurrent_install_keeps_std_thread_overflow_message",
-        || {
-            let before = segv_handler();
-            let barrier = std::sync::Barrier::new(8);
-            std::thread::scope(|s| {
-                for _ in 0..8 {
-                    s.spawn(|| {
-                        barrier.wait();
-                        install();
-                    });
-                }
-            });
-            let after = segv_handler();
-            assert_ne!(after, before, "install did not replace std's handler");
-            install();
-            assert_eq!(segv_handler(), after);
-            // A plain std thread overflows its own stack: std's handler, reached through ours,
-            // must still recognise it. Had install chained to itself, this would be a bare SIGSEGV.
-            let t = std::thread::Builder::new()
-                .name("deep".into())
-                .stack_size(128 * 1024)
-                .spawn(|| recurse(0))
-                .unwrap();
-            let _ = t.join();
-        },
-    );
+    let out = run_in_child("concurrent_install_keeps_std_thread_overflow_message", || {
+        let before = segv_handler();
+        let barrier = std::sync::Barrier::new(8);
+        std::thread::scope(|s| {
+            for _ in 0..8 {
+                s.spawn(|| {
+                    barrier.wait();
+                    install();
+                });
+            }
+        });
+        let after = segv_handler();
+        assert_ne!(after, before, "install did not replace std's handler");
+        install();
+        assert_eq!(segv_handler(), after);
+        // A plain std thread overflows its own stack: std's handler, reached through ours,
+        // must still recognise it. Had install chained to itself, this would be a bare SIGSEGV.
+        let t = std::thread::Builder::new()
+            .name("deep".into())
+            .stack_size(128 * 1024)
+            .spawn(|| recurse(0))
+            .unwrap();
+        let _ = t.join();
+    });
     assert_killed_by(&out, libc::SIGABRT);
     let stderr = stderr_of(&out);
     // std prints "thread 'deep' (<tid>) has overflowed its stack" (older versions: no tid).
     let line = stderr.lines().find(|l| l.starts_with("thread 'deep'"));
-    assert!(
-        line.is_some_and(|l| l.ends_with("has overflowed its stack")),
-        "stderr:\n{stderr}"
-    );
-    assert!(
-        !stderr.contains("native stack overflow"),
-        "stderr:\n{stderr}"
-    );
+    assert!(line.is_some_and(|l| l.ends_with("has overflowed its stack")), "stderr:\n{stderr}");
+    assert!(!stderr.contains("native stack overflow"), "stderr:\n{stderr}");
 }
 
 /// The current SIGSEGV handler address, and that it has the flags we install with.

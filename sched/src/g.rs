@@ -60,8 +60,6 @@ pub(crate) struct G {
     pub locals: UnsafeCell<Vec<Option<Box<dyn Any>>>>,
     /// Why it waits, for dumps. Relaxed: informational.
     pub wait_reason: AtomicUsize,
-    /// Time it last started running (ns), for the 10 ms time slice.
-    pub run_since: AtomicU64,
 }
 
 // SAFETY: cross-thread fields are atomics or a Mutex; every UnsafeCell/Cell field is accessed only
@@ -104,7 +102,12 @@ impl G {
             id: AtomicU64::new(0),
             ctx: UnsafeCell::new(Context::default()),
             stack: UnsafeCell::new(None),
-            stack_info: UnsafeCell::new(StackInfo { guard_lo: 0, guard_hi: 0, size: 0, goroutine: 0 }),
+            stack_info: UnsafeCell::new(StackInfo {
+                guard_lo: 0,
+                guard_hi: 0,
+                size: 0,
+                goroutine: 0,
+            }),
             body: UnsafeCell::new(None),
             preempt: AtomicBool::new(false),
             preempt_stop: AtomicBool::new(false),
@@ -116,7 +119,6 @@ impl G {
             pins: Cell::new(0),
             locals: UnsafeCell::new(Vec::new()),
             wait_reason: AtomicUsize::new(0),
-            run_since: AtomicU64::new(0),
         }
     }
 
@@ -177,7 +179,8 @@ impl G {
         // SAFETY: exclusive ownership; the stack top is 16-aligned and the stack unused (the G is
         // not running), so laying out a fresh frame on it is fine.
         unsafe {
-            *self.stack_info.get() = StackInfo { guard_lo, guard_hi, size: s.size(), goroutine: id };
+            *self.stack_info.get() =
+                StackInfo { guard_lo, guard_hi, size: s.size(), goroutine: id };
             *self.body.get() = Some(body);
             (*self.locals.get()).clear();
             *self.ctx.get() = Context::new_on_stack(s.top(), entry, self as *const G as usize);

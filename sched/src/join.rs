@@ -30,20 +30,32 @@ impl JoinError {
 
 impl core::fmt::Debug for JoinError {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        write!(f, "JoinError(goroutine {} panicked: {:?})", self.id, self.message().unwrap_or("<non-string payload>"))
+        write!(
+            f,
+            "JoinError(goroutine {} panicked: {:?})",
+            self.id,
+            self.message().unwrap_or("<non-string payload>")
+        )
     }
 }
 
 impl core::fmt::Display for JoinError {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        write!(f, "goroutine {} panicked: {}", self.id, self.message().unwrap_or("<non-string payload>"))
+        write!(
+            f,
+            "goroutine {} panicked: {}",
+            self.id,
+            self.message().unwrap_or("<non-string payload>")
+        )
     }
 }
 
 impl std::error::Error for JoinError {}
 
 pub(crate) fn panic_message(p: &(dyn Any + Send)) -> Option<&str> {
-    p.downcast_ref::<&'static str>().copied().or_else(|| p.downcast_ref::<String>().map(|s| s.as_str()))
+    p.downcast_ref::<&'static str>()
+        .copied()
+        .or_else(|| p.downcast_ref::<String>().map(|s| s.as_str()))
 }
 
 enum Waiter {
@@ -66,7 +78,12 @@ pub(crate) struct Cell<T> {
 impl<T> Cell<T> {
     pub fn new() -> Arc<Cell<T>> {
         Arc::new(Cell {
-            state: Mutex::new(State { result: None, done: false, detached: false, waiter: Waiter::None }),
+            state: Mutex::new(State {
+                result: None,
+                done: false,
+                detached: false,
+                waiter: Waiter::None,
+            }),
         })
     }
 

@@ -327,8 +327,15 @@ impl Runtime {
             if matches!(w.base(), Some(status::Status::Dead) | Some(status::Status::Idle)) {
                 continue;
             }
-            let why = g::WAIT_REASONS.get(g.wait_reason.load(Ordering::Relaxed)).copied().unwrap_or("");
-            out.push_str(&format!("goroutine {} [{}{}{}]\n", g::goid(g), w, if why.is_empty() { "" } else { ", " }, why));
+            let why =
+                g::WAIT_REASONS.get(g.wait_reason.load(Ordering::Relaxed)).copied().unwrap_or("");
+            out.push_str(&format!(
+                "goroutine {} [{}{}{}]\n",
+                g::goid(g),
+                w,
+                if why.is_empty() { "" } else { ", " },
+                why
+            ));
         }
         out
     }
@@ -337,7 +344,12 @@ impl Runtime {
     pub fn goroutines(&self) -> Vec<Goroutine> {
         let gs = self.sched.allgs.lock().unwrap_or_else(|e| e.into_inner()).clone();
         gs.into_iter()
-            .filter(|g| !matches!(g.get().status.load().base(), Some(status::Status::Dead) | Some(status::Status::Idle)))
+            .filter(|g| {
+                !matches!(
+                    g.get().status.load().base(),
+                    Some(status::Status::Dead) | Some(status::Status::Idle)
+                )
+            })
             .map(|g| Goroutine { g })
             .collect()
     }
@@ -355,7 +367,8 @@ impl Runtime {
                     unsafe { &*m }.park.wakeup();
                 }
             }
-            let threads = core::mem::take(&mut *sched.threads.lock().unwrap_or_else(|e| e.into_inner()));
+            let threads =
+                core::mem::take(&mut *sched.threads.lock().unwrap_or_else(|e| e.into_inner()));
             if threads.is_empty() {
                 break;
             }
@@ -429,10 +442,16 @@ where
     F: FnOnce() -> T + Send + 'static,
     T: Send + 'static,
 {
-    let m = runtime::current_m().unwrap_or_else(|| panic!("go: not on a goroutine of a safepoint runtime"));
+    let m = runtime::current_m()
+        .unwrap_or_else(|| panic!("go: not on a goroutine of a safepoint runtime"));
     // SAFETY: an M's Sched outlives the M; we clone the Arc through the owner of a live G.
     let g = m.curg().unwrap_or_else(|| panic!("go: not on a goroutine of a safepoint runtime"));
-    let sched = g.owner.lock().unwrap_or_else(|e| e.into_inner()).clone().expect("running goroutine without a runtime");
+    let sched = g
+        .owner
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .clone()
+        .expect("running goroutine without a runtime");
     spawn_on(&sched, f)
 }
 

@@ -63,7 +63,9 @@ impl<T: 'static> GoroutineLocal<T> {
             if slot.is_none() {
                 *slot = Some(Box::new((self.init)()) as Box<dyn Any>);
             }
-            slot.as_ref().and_then(|b| b.downcast_ref::<T>()).expect("goroutine-local of another type") as *const T
+            slot.as_ref()
+                .and_then(|b| b.downcast_ref::<T>())
+                .expect("goroutine-local of another type") as *const T
         };
         // SAFETY: see above: the box lives until the goroutine exits, which cannot happen while
         // `f` runs on it.

@@ -39,8 +39,12 @@ pub(crate) unsafe extern "C" fn g_entry(data: usize, _arg: usize) -> ! {
 }
 
 fn running() -> (&'static M, &'static G) {
-    let m = current_m().unwrap_or_else(|| panic!("not on a goroutine: this call must be made by a goroutine of a safepoint runtime"));
-    let g = m.curg().unwrap_or_else(|| panic!("not on a goroutine: this call must be made by a goroutine of a safepoint runtime"));
+    let m = current_m().unwrap_or_else(|| {
+        panic!("not on a goroutine: this call must be made by a goroutine of a safepoint runtime")
+    });
+    let g = m.curg().unwrap_or_else(|| {
+        panic!("not on a goroutine: this call must be made by a goroutine of a safepoint runtime")
+    });
     (m, g)
 }
 
@@ -54,7 +58,10 @@ fn check_may_switch(m: &M, g: &G, what: &str) {
         );
     }
     if m.locks.load(Ordering::Relaxed) != 0 {
-        panic!("goroutine {}: {what} while the runtime holds this M (world stopped or runtime lock held)", goid(g));
+        panic!(
+            "goroutine {}: {what} while the runtime holds this M (world stopped or runtime lock held)",
+            goid(g)
+        );
     }
 }
 
@@ -157,9 +164,12 @@ pub(crate) fn poll_slow() {
         return;
     }
     // A stop is pending (g0 then stops the P), a time slice ended (sysmon), or the runtime is
-    // shutting down: go to the back of the global queue, so that other Ps can take this
-    // goroutine and the local queue's others run first.
-    mcall(After::YieldGlobal);
+    // shutting down: go to the back of the local queue (stealable by other Ps), and end the
+    // slice so that whatever waits in runnext does not inherit it. (Go puts a preempted
+    // goroutine on the global queue; with runnext hand-offs ending their slices in the local
+    // queue, the global queue would be served far less often than the local one, and a
+    // preempted goroutine would wait behind up to 61 slices.)
+    mcall(After::YieldPreempted);
 }
 
 /// Checks for a preemption request: call it at loop back-edges of code that may run long.

@@ -136,20 +136,23 @@ impl P {
         }
     }
 
-    /// Takes the next local goroutine.
+    /// Takes the next local goroutine, and whether it came from `runnext` (it then inherits
+    /// the current time slice: a pair of goroutines handing off to each other through
+    /// `runnext` must not look like a stream of fresh slices to sysmon, or it would starve the
+    /// rest of the queue).
     ///
     /// # Safety
     /// Only the M owning this P may call it.
-    unsafe fn get(&self) -> Option<GPtr> {
+    unsafe fn get(&self) -> Option<(GPtr, bool)> {
         if self.runnext.load(Ordering::Relaxed) != 0 {
             // Acquire: pairs with the Release swap in `put`.
             let g = self.runnext.swap(0, Ordering::Acquire);
             if let Some(g) = core::ptr::NonNull::new(g as *mut G) {
-                return Some(GPtr(g));
+                return Some((GPtr(g), true));
             }
         }
         // SAFETY: per the caller's contract.
-        unsafe { self.runq() }.pop()
+        unsafe { self.runq() }.pop().map(|g| (g, false))
     }
 }
 
@@ -160,8 +163,8 @@ pub(crate) enum After {
     Nothing,
     /// Back of the local run queue.
     Yield,
-    /// Back of the global run queue (time slice over, or a stop is pending).
-    YieldGlobal,
+    /// Back of the local run queue, and the time slice ends (preempted).
+    YieldPreempted,
     /// Park: run the callback with the wake-up token.
     Park(*mut (dyn FnMut(crate::GoroutineRef) -> bool + 'static)),
     /// The goroutine is done.
@@ -306,7 +309,11 @@ impl Sched {
         let sched = Arc::new(Sched {
             procs,
             ps: (0..procs).map(P::new).collect(),
-            lock: Mutex::new(Locked { pidle: (0..procs).rev().collect(), midle: Vec::new(), mcount: 0 }),
+            lock: Mutex::new(Locked {
+                pidle: (0..procs).rev().collect(),
+                midle: Vec::new(),
+                mcount: 0,
+            }),
             global: Injector::new(),
             npidle: AtomicUsize::new(procs),
             nmspinning: AtomicUsize::new(0),
@@ -354,7 +361,9 @@ impl Sched {
     pub fn pidleget(&self, l: &mut Locked) -> Option<&P> {
         let id = l.pidle.pop()?;
         self.npidle.fetch_sub(1, Ordering::SeqCst);
-        if self.sysmon_wait.load(Ordering::Relaxed) && self.sysmon_wait.swap(false, Ordering::AcqRel) {
+        if self.sysmon_wait.load(Ordering::Relaxed)
+            && self.sysmon_wait.swap(false, Ordering::AcqRel)
+        {
             self.sysmon_note.wakeup();
         }
         Some(self.p_of(id))
@@ -416,19 +425,19 @@ impl Sched {
             locks: AtomicUsize::new(0),
             park: Note::new(),
             after: Cell::new(After::Nothing),
-            rand: Cell::new(0x9E37_79B9_7F4A_7C15 ^ (id as u64 + 1).wrapping_mul(0x2545_F491_4F6C_DD1D)),
+            rand: Cell::new(
+                0x9E37_79B9_7F4A_7C15 ^ (id as u64 + 1).wrapping_mul(0x2545_F491_4F6C_DD1D),
+            ),
         });
         let mp = &*m as *const M as usize;
         allm.push(m);
         drop(allm);
-        let t = std::thread::Builder::new()
-            .name(format!("safepoint-m{id}"))
-            .spawn(move || {
-                // SAFETY: the M is owned by `allm`, which is only cleared after this thread is
-                // joined.
-                let m = unsafe { &*(mp as *const M) };
-                mstart(m)
-            });
+        let t = std::thread::Builder::new().name(format!("safepoint-m{id}")).spawn(move || {
+            // SAFETY: the M is owned by `allm`, which is only cleared after this thread is
+            // joined.
+            let m = unsafe { &*(mp as *const M) };
+            mstart(m)
+        });
         match t {
             Ok(t) => self.threads.lock().unwrap_or_else(|e| e.into_inner()).push(t),
             Err(e) => crate::throw!("cannot start an M thread: {}", e),
@@ -582,8 +591,8 @@ fn mstart(m: &'static M) {
     if let Some(p) = unsafe { p.as_ref() } {
         acquirep(m, p);
     }
-    while let Some(g) = schedule(m) {
-        execute(m, g);
+    while let Some((g, inherit)) = schedule(m) {
+        execute(m, g, inherit);
         after_switch(m, g);
     }
     // Shutdown: give back whatever P we hold so the count stays right.
@@ -608,8 +617,14 @@ pub(crate) fn releasep(m: &M) -> &P {
     p
 }
 
-/// Parks this M until someone hands it a P. Returns false at shutdown.
-fn stopm(m: &M) -> bool {
+/// How long an M stopped for a stop-the-world spins for the restart before sleeping in the
+/// kernel: stops are short, and a futex wake would add tens of microseconds to every restart
+/// and to the next stop (which must wait for this M to take its P back).
+const GCSTOP_SPIN_NS: u64 = 100_000;
+
+/// Parks this M until someone hands it a P, spinning first for up to `spin_ns`. Returns false
+/// at shutdown.
+fn stopm(m: &M, spin_ns: u64) -> bool {
     let sched = m.sched();
     debug_assert!(m.p().is_none());
     {
@@ -618,6 +633,14 @@ fn stopm(m: &M) -> bool {
             return false;
         }
         l.midle.push(m as *const M);
+    }
+    if spin_ns > 0 {
+        let deadline = nanotime() + spin_ns;
+        while !m.park.is_woken() && nanotime() < deadline {
+            for _ in 0..64 {
+                safepoint_arch::cpu_relax();
+            }
+        }
     }
     m.park.sleep();
     m.park.clear();
@@ -648,21 +671,25 @@ fn gcstopm(m: &M) {
 /// futex wake costs more than this on these machines).
 const SPIN_NS: u64 = 20_000;
 
-/// Finds the next goroutine for `m` to run, or None at shutdown.
-fn schedule(m: &M) -> Option<&'static G> {
+/// Finds the next goroutine for `m` to run (and whether it inherits the time slice), or None
+/// at shutdown.
+fn schedule(m: &M) -> Option<(&'static G, bool)> {
     let sched = m.sched();
     loop {
         if sched.shutdown.load(Ordering::Relaxed) {
             return None;
         }
         let Some(p) = m.p() else {
-            if !stopm(m) {
+            if !stopm(m, 0) {
                 return None;
             }
             continue;
         };
         if sched.gcwaiting.load(Ordering::SeqCst) {
             gcstopm(m);
+            if !stopm(m, GCSTOP_SPIN_NS) {
+                return None;
+            }
             continue;
         }
         if p.run_safe_point_fn.load(Ordering::Acquire) {
@@ -670,7 +697,7 @@ fn schedule(m: &M) -> Option<&'static G> {
         }
         if let Some(g) = find_work(m, p, false) {
             resetspinning(m);
-            return Some(g.get());
+            return Some(g);
         }
         // Steal, spinning, if not too many Ms already are.
         let busy = sched.procs - sched.npidle.load(Ordering::SeqCst);
@@ -684,7 +711,7 @@ fn schedule(m: &M) -> Option<&'static G> {
             loop {
                 if let Some(g) = find_work(m, p, true) {
                     resetspinning(m);
-                    return Some(g.get());
+                    return Some(g);
                 }
                 round += 1;
                 if sched.gcwaiting.load(Ordering::Relaxed)
@@ -717,8 +744,8 @@ fn schedule(m: &M) -> Option<&'static G> {
         // SeqCst; a readier pushes work then reads npidle/nmspinning with SeqCst. Either it sees
         // us idle and wakes someone, or we see its work here.
         fence(Ordering::SeqCst);
-        let work = !sched.global.is_empty()
-            || (was_spinning && sched.ps.iter().any(|q| !q.runq_empty()));
+        let work =
+            !sched.global.is_empty() || (was_spinning && sched.ps.iter().any(|q| !q.runq_empty()));
         if work {
             let mut l = sched.locked();
             if let Some(p) = sched.pidleget(&mut l) {
@@ -731,7 +758,7 @@ fn schedule(m: &M) -> Option<&'static G> {
                 continue;
             }
         }
-        if !stopm(m) {
+        if !stopm(m, 0) {
             return None;
         }
     }
@@ -739,20 +766,20 @@ fn schedule(m: &M) -> Option<&'static G> {
 
 /// One look for work: local queue, global queue (first, every 61st tick, for fairness), and,
 /// if `steal`, the other Ps.
-fn find_work(m: &M, p: &P, steal: bool) -> Option<GPtr> {
+fn find_work(m: &M, p: &P, steal: bool) -> Option<(&'static G, bool)> {
     let sched = m.sched();
     let tick = p.schedtick.load(Ordering::Relaxed);
     if tick % 61 == 0
         && let Some(g) = steal_global(sched, p)
     {
-        return Some(g);
+        return Some((g.get(), false));
     }
     // SAFETY: m owns p.
-    if let Some(g) = unsafe { p.get() } {
-        return Some(g);
+    if let Some((g, inherit)) = unsafe { p.get() } {
+        return Some((g.get(), inherit));
     }
     if let Some(g) = steal_global(sched, p) {
-        return Some(g);
+        return Some((g.get(), false));
     }
     if !steal {
         return None;
@@ -768,7 +795,7 @@ fn find_work(m: &M, p: &P, steal: bool) -> Option<GPtr> {
         let dest = unsafe { p.runq() };
         loop {
             match victim.stealer.steal_batch_and_pop(dest) {
-                Steal::Success(g) => return Some(g),
+                Steal::Success(g) => return Some((g.get(), false)),
                 Steal::Retry => continue,
                 Steal::Empty => break,
             }
@@ -776,8 +803,13 @@ fn find_work(m: &M, p: &P, steal: bool) -> Option<GPtr> {
         // Take the victim's runnext too: its M is busy running something else.
         if victim.status() == PStatus::Running || victim.status() == PStatus::Syscall {
             let g = victim.runnext.load(Ordering::Acquire);
-            if g != 0 && victim.runnext.compare_exchange(g, 0, Ordering::AcqRel, Ordering::Relaxed).is_ok() {
-                return core::ptr::NonNull::new(g as *mut G).map(GPtr);
+            if g != 0
+                && victim
+                    .runnext
+                    .compare_exchange(g, 0, Ordering::AcqRel, Ordering::Relaxed)
+                    .is_ok()
+            {
+                return core::ptr::NonNull::new(g as *mut G).map(|g| (GPtr(g).get(), false));
             }
         }
     }
@@ -807,15 +839,22 @@ fn resetspinning(m: &M) {
     }
 }
 
-/// Switches to `g` and back.
-fn execute(m: &M, g: &'static G) {
+/// Switches to `g` and back. Unless `inherit`, `g` starts a new time slice.
+fn execute(m: &M, g: &'static G, inherit: bool) {
     let p = m.p().expect("execute without a P");
     g.status.cas(Status::Runnable, Status::Running);
     g.m.store(m as *const M as usize, Ordering::Release);
     m.curg.store(g as *const G as usize, Ordering::Release);
-    p.schedtick.fetch_add(1, Ordering::Relaxed);
-    g.run_since.store(nanotime(), Ordering::Relaxed);
-    g.rearm_guard();
+    if !inherit {
+        // Only the owning M writes schedtick (sysmon reads it): no read-modify-write needed.
+        p.schedtick.store(p.schedtick.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
+    }
+    // A request pending from its last stint was for that stint: a stop, a barrier and a
+    // suspension check their own flags at schedule time and re-send their requests until
+    // answered; sysmon re-sends at the next slice. Plain stores suffice: a request racing with
+    // them is at worst answered one retry later.
+    g.preempt.store(false, Ordering::Relaxed);
+    g.guard.store(0, Ordering::Release);
     // SAFETY: g's stack info lives in the type-stable G; it stays valid while g runs here.
     signal::set_current(g.stack_info.get());
     // SAFETY: g is Running and ours: its context was saved by its last switch (or laid out by
@@ -835,14 +874,21 @@ fn after_switch(m: &M, g: &'static G) {
         After::Yield => {
             g.status.cas(Status::Running, Status::Runnable);
             let p = m.p().expect("yield without a P");
+            end_slice_if_asked(p, g);
             // SAFETY: m owns p.
             unsafe { p.put(GPtr::from(g), false) };
         }
-        After::YieldGlobal => {
+        After::YieldPreempted => {
             g.status.cas(Status::Running, Status::Runnable);
-            sched.global.push(GPtr::from(g));
+            let p = m.p().expect("preempted without a P");
+            end_slice(p);
+            // SAFETY: m owns p.
+            unsafe { p.put(GPtr::from(g), false) };
         }
         After::Park(f) => {
+            if let Some(p) = m.p() {
+                end_slice_if_asked(p, g);
+            }
             let generation = g.status.park_begin();
             // SAFETY: `f` points into the parked goroutine's stack, which cannot run (we hold
             // SCAN) until the callback is done; it is called exactly once.
@@ -876,6 +922,30 @@ fn after_switch(m: &M, g: &'static G) {
     }
 }
 
+/// If `g` was asked to give up the CPU (its time slice is over) and is leaving it anyway
+/// (parking, yielding), end the slice: otherwise a pair of goroutines handing off through
+/// `runnext` would pass the slice between them forever, because neither ever polls while the
+/// request is pending.
+fn end_slice_if_asked(p: &P, g: &G) {
+    if g.preempt.load(Ordering::Relaxed) {
+        end_slice(p);
+    }
+}
+
+/// Starts a new time slice on `p`: the goroutine in `runnext` goes to the back of the queue
+/// instead of inheriting the current slice.
+fn end_slice(p: &P) {
+    p.schedtick.store(p.schedtick.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
+    if p.runnext.load(Ordering::Relaxed) != 0 {
+        // Acquire: pairs with the Release swap in `put`.
+        let g = p.runnext.swap(0, Ordering::Acquire);
+        if let Some(g) = core::ptr::NonNull::new(g as *mut G) {
+            // SAFETY: the calling M owns p.
+            unsafe { p.runq() }.push(GPtr(g));
+        }
+    }
+}
+
 /// Switches from the running goroutine to its M's g0, which carries out `after`; returns when
 /// the goroutine is resumed, possibly on another M.
 ///
@@ -901,6 +971,10 @@ pub(crate) fn drain_queues(sched: &Sched) {
 
 /// Thread-safe count of queued goroutines (racy), for dumps.
 pub(crate) fn queued(sched: &Sched) -> usize {
-    sched.global.len() + sched.ps.iter().map(|p| p.stealer.len() + (p.runnext.load(Ordering::Relaxed) != 0) as usize).sum::<usize>()
+    sched.global.len()
+        + sched
+            .ps
+            .iter()
+            .map(|p| p.stealer.len() + (p.runnext.load(Ordering::Relaxed) != 0) as usize)
+            .sum::<usize>()
 }
-

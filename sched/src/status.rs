@@ -191,7 +191,12 @@ impl StatusWord {
                 // AcqRel: as in `try_cas`.
                 if self
                     .0
-                    .compare_exchange(cur.encode(), next.encode(), Ordering::AcqRel, Ordering::Acquire)
+                    .compare_exchange(
+                        cur.encode(),
+                        next.encode(),
+                        Ordering::AcqRel,
+                        Ordering::Acquire,
+                    )
                     .is_ok()
                 {
                     return next.generation;
@@ -199,7 +204,12 @@ impl StatusWord {
             } else if cur.state == old as u32 | SCAN {
                 backoff(&mut spins);
             } else {
-                crate::throw!("bad goroutine status transition {:?} -> {:?}: found {}", old, new, cur);
+                crate::throw!(
+                    "bad goroutine status transition {:?} -> {:?}: found {}",
+                    old,
+                    new,
+                    cur
+                );
             }
         }
     }
@@ -208,7 +218,11 @@ impl StatusWord {
     pub fn cas_to_scan(&self, s: Status) -> bool {
         debug_assert!(matches!(
             s,
-            Status::Runnable | Status::Running | Status::Syscall | Status::Waiting | Status::Preempted
+            Status::Runnable
+                | Status::Running
+                | Status::Syscall
+                | Status::Waiting
+                | Status::Preempted
         ));
         self.try_cas(s as u32, s as u32 | SCAN, None) == Cas::Ok
     }
@@ -244,7 +258,12 @@ impl StatusWord {
                 // AcqRel: as in `try_cas`.
                 if self
                     .0
-                    .compare_exchange(cur.encode(), next.encode(), Ordering::AcqRel, Ordering::Acquire)
+                    .compare_exchange(
+                        cur.encode(),
+                        next.encode(),
+                        Ordering::AcqRel,
+                        Ordering::Acquire,
+                    )
                     .is_ok()
                 {
                     return next.generation;
@@ -262,7 +281,8 @@ impl StatusWord {
     pub fn park_cancel(&self) {
         let cur = self.load();
         debug_assert_eq!(cur.state, Status::Waiting as u32 | SCAN);
-        let next = Word { state: Status::Runnable as u32, generation: cur.generation.wrapping_add(1) };
+        let next =
+            Word { state: Status::Runnable as u32, generation: cur.generation.wrapping_add(1) };
         // Release: publishes the parked context to whoever dequeues the goroutine; we hold SCAN
         // so nobody else can change the word.
         self.0.store(next.encode(), Ordering::Release);
@@ -304,10 +324,7 @@ mod tests {
             w.try_cas(Status::Waiting as u32, Status::Runnable as u32, Some(0)),
             Cas::Other(_)
         ));
-        assert_eq!(
-            w.try_cas(Status::Waiting as u32, Status::Runnable as u32, Some(1)),
-            Cas::Ok
-        );
+        assert_eq!(w.try_cas(Status::Waiting as u32, Status::Runnable as u32, Some(1)), Cas::Ok);
         assert_eq!(w.load().base(), Some(Status::Runnable));
     }
 
@@ -316,15 +333,9 @@ mod tests {
         let w = StatusWord::new(Status::Waiting);
         assert!(w.cas_to_scan(Status::Waiting));
         assert!(!w.cas_to_scan(Status::Waiting));
-        assert_eq!(
-            w.try_cas(Status::Waiting as u32, Status::Runnable as u32, None),
-            Cas::Scanning
-        );
+        assert_eq!(w.try_cas(Status::Waiting as u32, Status::Runnable as u32, None), Cas::Scanning);
         w.cas_from_scan(Status::Waiting, Status::Waiting);
-        assert_eq!(
-            w.try_cas(Status::Waiting as u32, Status::Runnable as u32, None),
-            Cas::Ok
-        );
+        assert_eq!(w.try_cas(Status::Waiting as u32, Status::Runnable as u32, None), Cas::Ok);
         assert_eq!(format!("{}", w.load()), "Runnable (gen 0, raw 0x1)");
     }
 }

@@ -169,7 +169,10 @@ pub fn for_each_p(f: &(dyn Fn(usize) + Sync)) {
         let idle: Vec<usize> = l.pidle.clone();
         for id in idle {
             let p = &sched.ps[id];
-            if p.run_safe_point_fn.compare_exchange(true, false, Ordering::AcqRel, Ordering::Relaxed).is_ok() {
+            if p.run_safe_point_fn
+                .compare_exchange(true, false, Ordering::AcqRel, Ordering::Relaxed)
+                .is_ok()
+            {
                 f(p.id);
                 sched.safe_point_wait.fetch_sub(1, Ordering::SeqCst);
             }
@@ -188,7 +191,10 @@ pub fn for_each_p(f: &(dyn Fn(usize) + Sync)) {
                 break;
             }
             for p in sched.ps.iter() {
-                if p.run_safe_point_fn.load(Ordering::Relaxed) && p.status() == PStatus::Syscall && p.cas_status(PStatus::Syscall, PStatus::Idle) {
+                if p.run_safe_point_fn.load(Ordering::Relaxed)
+                    && p.status() == PStatus::Syscall
+                    && p.cas_status(PStatus::Syscall, PStatus::Idle)
+                {
                     sched.handoffp(p);
                 }
             }
@@ -211,7 +217,10 @@ pub fn for_each_p(f: &(dyn Fn(usize) + Sync)) {
 /// `p` at every safepoint, or by whoever takes an idle or blocked P.
 pub(crate) fn run_safe_point_fn(sched: &Sched, p: &P) {
     // AcqRel: exactly one runner per request; Acquire pairs with the Release stores in for_each_p.
-    if p.run_safe_point_fn.compare_exchange(true, false, Ordering::AcqRel, Ordering::Relaxed).is_err() {
+    if p.run_safe_point_fn
+        .compare_exchange(true, false, Ordering::AcqRel, Ordering::Relaxed)
+        .is_err()
+    {
         return;
     }
     let f = sched.safe_point_fn.load(Ordering::Acquire) as *const *const (dyn Fn(usize) + Sync);
@@ -297,7 +306,13 @@ pub fn suspend_g(target: Goroutine) -> Suspended {
         match (w.base(), w.scanning()) {
             (_, true) => {} // someone else holds it: wait
             (Some(Status::Dead), false) | (Some(Status::Idle), false) => {
-                return Suspended { g: None, id: goid(g), dead: true, stopped: false, base: Status::Dead };
+                return Suspended {
+                    g: None,
+                    id: goid(g),
+                    dead: true,
+                    stopped: false,
+                    base: Status::Dead,
+                };
             }
             (Some(Status::CopyStack), false) => {}
             (Some(Status::Preempted), false) => {
@@ -314,7 +329,13 @@ pub fn suspend_g(target: Goroutine) -> Suspended {
                     g.preempt_stop.store(false, Ordering::SeqCst);
                     g.preempt.store(false, Ordering::SeqCst);
                     g.guard.store(0, Ordering::SeqCst);
-                    return Suspended { g: Some(target.g), id: goid(g), dead: false, stopped, base: s };
+                    return Suspended {
+                        g: Some(target.g),
+                        id: goid(g),
+                        dead: false,
+                        stopped,
+                        base: s,
+                    };
                 }
             }
             (Some(Status::Running), false) => {
@@ -329,7 +350,9 @@ pub fn suspend_g(target: Goroutine) -> Suspended {
                     next_request = now + RETRY_NS;
                 }
             }
-            (None, false) => crate::throw!("suspend_g: goroutine {} has invalid status {}", goid(g), w),
+            (None, false) => {
+                crate::throw!("suspend_g: goroutine {} has invalid status {}", goid(g), w)
+            }
         }
         wait_a_little(me, &mut spins);
     }

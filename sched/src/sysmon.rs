@@ -31,10 +31,14 @@ pub(crate) fn run(sched: Arc<Sched>) {
             return;
         }
         // Everything idle (or stopped): sleep until a P is taken.
-        if sched.npidle.load(Ordering::SeqCst) == sched.procs || sched.gcwaiting.load(Ordering::SeqCst) {
+        if sched.npidle.load(Ordering::SeqCst) == sched.procs
+            || sched.gcwaiting.load(Ordering::SeqCst)
+        {
             sched.sysmon_wait.store(true, Ordering::SeqCst);
             // Re-check after announcing, so a P taken meanwhile is seen (pidleget wakes us).
-            if sched.npidle.load(Ordering::SeqCst) == sched.procs || sched.gcwaiting.load(Ordering::SeqCst) {
+            if sched.npidle.load(Ordering::SeqCst) == sched.procs
+                || sched.gcwaiting.load(Ordering::SeqCst)
+            {
                 sched.sysmon_note.sleep_timeout(MAX_DELAY_NS * 10);
             }
             sched.sysmon_wait.store(false, Ordering::SeqCst);
@@ -85,9 +89,11 @@ fn retake(sched: &Sched, now: u64) -> bool {
                 // Retake after one sysmon tick (~20 µs) if anyone could use the P: it has
                 // work, or nobody else is spinning or idle to pick up new work. Otherwise wait
                 // up to 10 ms.
-                let others_free =
-                    sched.nmspinning.load(Ordering::SeqCst) + sched.npidle.load(Ordering::SeqCst) > 0;
-                if p.runq_empty() && sched.global.is_empty() && others_free && since < MAX_DELAY_NS {
+                let others_free = sched.nmspinning.load(Ordering::SeqCst)
+                    + sched.npidle.load(Ordering::SeqCst)
+                    > 0;
+                if p.runq_empty() && sched.global.is_empty() && others_free && since < MAX_DELAY_NS
+                {
                     continue;
                 }
                 if p.cas_status(PStatus::Syscall, PStatus::Idle) {
