@@ -153,8 +153,12 @@ thread_local! {
 /// current on this thread, because the fault handler reads it.
 ///
 /// Runs on: any stack. Preemption: irrelevant (one store). Allocates: no.
+///
+/// # Safety
+/// `info` is null or points at a `StackInfo` that stays valid and unchanged while it is current
+/// on this thread (until the next `set_current` here): the fault handler dereferences it.
 #[inline]
-pub fn set_current(info: *const StackInfo) {
+pub unsafe fn set_current(info: *const StackInfo) {
     CURRENT.set(info);
 }
 
@@ -660,10 +664,12 @@ mod tests {
     #[test]
     fn set_current_is_per_thread() {
         let info = INFO;
-        set_current(&info);
+        // SAFETY: `info` outlives its time as current (reset to null below).
+        unsafe { set_current(&info) };
         assert_eq!(CURRENT.get(), &info as *const StackInfo);
         std::thread::spawn(|| assert!(CURRENT.get().is_null())).join().unwrap();
-        set_current(core::ptr::null());
+        // SAFETY: null is always allowed.
+        unsafe { set_current(core::ptr::null()) };
         assert!(CURRENT.get().is_null());
     }
 }

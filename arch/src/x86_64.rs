@@ -195,6 +195,7 @@ mod tests {
             struct A([u8; 16]);
             let a = A([1; 16]);
             let addr = &a as *const A as usize;
+            assert_eq!(std::hint::black_box(&a).0[15], 1);
             assert_eq!(addr % 16, 0);
             // SAFETY: both contexts are owned by this thread and valid for the test.
             unsafe { switch(CO.get(), MAIN.get(), 1) };

@@ -136,10 +136,12 @@ fn run_goroutine(stack: &Stack, info: &StackInfo, entry: safepoint_arch::EntryFn
     // SAFETY: the stack is fresh, owned by this scenario and outlives the goroutine (the
     // scenario ends the process before `stack` is dropped).
     let g = unsafe { Context::new_on_stack(stack.top(), entry, data) };
-    set_current(info);
+    // SAFETY: `info` is borrowed for this whole function, longer than it stays current.
+    unsafe { set_current(info) };
     // SAFETY: `g` is fresh; `g0` lives on this frame until the goroutine switches back.
     unsafe { switch(&mut g0, &g, 0) };
-    set_current(std::ptr::null());
+    // SAFETY: null is always allowed.
+    unsafe { set_current(std::ptr::null()) };
 }
 
 /// Maps one inaccessible page and returns its address.
@@ -264,7 +266,8 @@ fn fault_outside_goroutines_dies_with_sigsegv() {
     let out = run_in_child("fault_outside_goroutines_dies_with_sigsegv", || {
         install();
         let page = prot_none_page();
-        set_current(std::ptr::null());
+        // SAFETY: null is always allowed.
+        unsafe { set_current(std::ptr::null()) };
         poke(page);
     });
     assert_killed_by(&out, libc::SIGSEGV);
@@ -318,10 +321,12 @@ fn raised_sigsegv_with_default_previous_action_still_kills() {
         // meaningless si_addr of a sent signal).
         let stack = Stack::new(64 * 1024).unwrap();
         let info = StackInfo::for_stack(&stack, 3);
-        set_current(&info);
+        // SAFETY: `info` lives until the end of this closure, past its time as current.
+        unsafe { set_current(&info) };
         // SAFETY: raise is always safe to call.
         unsafe { libc::raise(libc::SIGSEGV) };
-        set_current(std::ptr::null());
+        // SAFETY: null is always allowed.
+        unsafe { set_current(std::ptr::null()) };
     });
     assert_killed_by(&out, libc::SIGSEGV);
     assert!(!stderr_of(&out).contains("native stack overflow"), "stderr:\n{}", stderr_of(&out));

@@ -279,6 +279,8 @@ pub(crate) struct Sched {
     pub goid_gen: AtomicU64,
     pub stacks: StackPool,
     pub allgs: Mutex<Vec<GPtr>>,
+    /// Boxed: an M's address must not move when the list grows (threads hold it).
+    #[allow(clippy::vec_box)]
     pub allm: Mutex<Vec<Box<M>>>,
     pub threads: Mutex<Vec<std::thread::JoinHandle<()>>>,
     pub gfree: Mutex<Vec<GPtr>>,
@@ -769,7 +771,7 @@ fn schedule(m: &M) -> Option<(&'static G, bool)> {
 fn find_work(m: &M, p: &P, steal: bool) -> Option<(&'static G, bool)> {
     let sched = m.sched();
     let tick = p.schedtick.load(Ordering::Relaxed);
-    if tick % 61 == 0
+    if tick.is_multiple_of(61)
         && let Some(g) = steal_global(sched, p)
     {
         return Some((g.get(), false));
@@ -855,12 +857,14 @@ fn execute(m: &M, g: &'static G, inherit: bool) {
     // them is at worst answered one retry later.
     g.preempt.store(false, Ordering::Relaxed);
     g.guard.store(0, Ordering::Release);
-    // SAFETY: g's stack info lives in the type-stable G; it stays valid while g runs here.
-    signal::set_current(g.stack_info.get());
+    // SAFETY: g's stack info lives in the type-stable G and is only rewritten by `prepare`, which
+    // cannot run while g is current here (it runs on g0 for a dead G).
+    unsafe { signal::set_current(g.stack_info.get()) };
     // SAFETY: g is Running and ours: its context was saved by its last switch (or laid out by
     // prepare), its stack is not in use elsewhere, and g0's context slot is this thread's.
     unsafe { safepoint_arch::switch(m.g0.get(), g.ctx.get(), 0) };
-    signal::set_current(ptr::null());
+    // SAFETY: null is always allowed.
+    unsafe { signal::set_current(ptr::null()) };
 }
 
 /// On g0, after `g` switched away: carry out what it asked.

@@ -363,7 +363,7 @@ pub fn suspend_g(target: Goroutine) -> Suspended {
 fn wait_a_little(me: Option<&'static G>, spins: &mut u32) {
     if me.is_some() && current_m().is_some_and(|m| m.locks.load(Ordering::Relaxed) == 0) {
         *spins += 1;
-        if *spins % 16 == 0 {
+        if (*spins).is_multiple_of(16) {
             crate::proc::yield_now();
         } else {
             crate::proc::poll();

@@ -78,12 +78,10 @@ fn retake(sched: &Sched, now: u64) -> bool {
         }
         let since = now.saturating_sub(p.sysmon_when.load(Ordering::Relaxed));
         match status {
-            PStatus::Running => {
-                if since >= TIME_SLICE_NS {
-                    sched.preemptone(p);
-                    p.sysmon_when.store(now, Ordering::Relaxed);
-                    acted = true;
-                }
+            PStatus::Running if since >= TIME_SLICE_NS => {
+                sched.preemptone(p);
+                p.sysmon_when.store(now, Ordering::Relaxed);
+                acted = true;
             }
             PStatus::Syscall => {
                 // Retake after one sysmon tick (~20 µs) if anyone could use the P: it has

@@ -249,3 +249,285 @@ fn hog_pair_and_light_pair_share_the_cpu() {
         "unfair: hog pair did {hog} units, light pair {light} (ratio {ratio:.1})"
     );
 }
+
+/// What a suspend_g target does in its loop; `count` moves only while it runs user code.
+#[derive(Clone, Copy, Debug)]
+enum Behaviour {
+    Yield,
+    Poll,
+    ParkReady,
+    Blocking,
+    SpawnExit,
+}
+
+/// suspend_g racing every kind of transition (yield, preemption at polls, park/ready, blocking
+/// calls, exit and reuse), from two goroutines and one outside thread at once. While a target
+/// is held it must not run user code; every hold is in a scannable state.
+#[test]
+fn suspend_g_races_every_transition() {
+    let rt = rt(2);
+    let stop = Arc::new(AtomicBool::new(false));
+    let targets: Vec<(Goroutine, Arc<AtomicU64>, Behaviour)> = {
+        let stop = stop.clone();
+        rt.block_on(move || {
+            let mut out = Vec::new();
+            let pair = Pair::new();
+            for b in [
+                Behaviour::Yield,
+                Behaviour::Poll,
+                Behaviour::ParkReady,
+                Behaviour::ParkReady,
+                Behaviour::Blocking,
+                Behaviour::SpawnExit,
+            ] {
+                let count = Arc::new(AtomicU64::new(0));
+                let (c, stop, pair) = (count.clone(), stop.clone(), pair.clone());
+                let side = out.iter().filter(|(_, _, b)| matches!(b, Behaviour::ParkReady)).count();
+                let h = go(move || {
+                    while !stop.load(Ordering::Relaxed) {
+                        c.fetch_add(1, Ordering::SeqCst);
+                        match b {
+                            Behaviour::Yield => yield_now(),
+                            Behaviour::Poll => poll(),
+                            Behaviour::ParkReady => pair.play_once(side),
+                            Behaviour::Blocking => {
+                                blocking(|| std::hint::black_box(0));
+                            }
+                            Behaviour::SpawnExit => go(|| ()).join().unwrap(),
+                        }
+                    }
+                    if matches!(b, Behaviour::ParkReady) {
+                        pair.stop.store(true, Ordering::SeqCst);
+                        pair.pass(side);
+                    }
+                });
+                out.push((h.goroutine(), count, b));
+                std::mem::forget(h);
+            }
+            out
+        })
+    };
+    let targets = Arc::new(targets);
+    let held_running = Arc::new(AtomicU64::new(0));
+    let check = |targets: &[(Goroutine, Arc<AtomicU64>, Behaviour)], rounds: usize| {
+        let mut stopped = 0;
+        for _ in 0..rounds {
+            for (g, count, b) in targets {
+                let s = suspend_g(*g);
+                if s.dead() {
+                    continue;
+                }
+                let state = s.held_state();
+                assert!(
+                    matches!(
+                        state,
+                        safepoint_sched::status::Status::Runnable
+                            | safepoint_sched::status::Status::Waiting
+                            | safepoint_sched::status::Status::Syscall
+                    ),
+                    "{b:?} held in {state:?}"
+                );
+                let before = count.load(Ordering::SeqCst);
+                for _ in 0..200 {
+                    std::hint::spin_loop();
+                }
+                assert_eq!(before, count.load(Ordering::SeqCst), "{b:?} ran while held ({state:?})");
+                stopped += s.stopped() as u64;
+                resume_g(s);
+            }
+        }
+        stopped
+    };
+    // One suspender outside the runtime...
+    let t = {
+        let targets = targets.clone();
+        std::thread::spawn(move || check(&targets, 300))
+    };
+    // ...and two inside.
+    let inside = {
+        let targets = targets.clone();
+        let held_running = held_running.clone();
+        rt.block_on(move || {
+            let hs: Vec<_> = (0..2)
+                .map(|_| {
+                    let targets = targets.clone();
+                    go(move || check(&targets, 300))
+                })
+                .collect();
+            let n: u64 = hs.into_iter().map(|h| h.join().unwrap()).sum();
+            held_running.fetch_add(n, Ordering::SeqCst);
+            n
+        })
+    };
+    let outside = t.join().unwrap();
+    stop.store(true, Ordering::SeqCst);
+    // A running goroutine (the poller at least) was stopped by a suspension many times.
+    assert!(inside + outside > 0, "no suspension ever had to stop a running goroutine");
+    drop(rt);
+}
+
+impl Pair {
+    /// One turn of `me` (0 or 1) of the ping-pong, without work.
+    fn play_once(&self, me: usize) {
+        while self.turn.load(Ordering::SeqCst) != me && !self.stop.load(Ordering::SeqCst) {
+            park(WaitReason::Park, |r| {
+                let mut s = self.slots[me].lock().unwrap();
+                if self.turn.load(Ordering::SeqCst) == me || self.stop.load(Ordering::SeqCst) {
+                    return false;
+                }
+                *s = Some(r);
+                true
+            });
+        }
+        self.pass(me);
+    }
+}
+
+/// The ragged barrier reaches every kind of P: the caller's, one running a spinning goroutine,
+/// one whose goroutine is in a blocking call, and idle ones; each exactly once per barrier.
+#[test]
+fn for_each_p_reaches_idle_running_and_blocked_ps() {
+    let rt = rt(4);
+    rt.block_on(|| {
+        let stop = Arc::new(AtomicBool::new(false));
+        let spinner = {
+            let stop = stop.clone();
+            go(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    poll();
+                }
+            })
+        };
+        let (tx, rx) = std::sync::mpsc::channel::<()>();
+        let entered = Arc::new(AtomicBool::new(false));
+        let blocker = {
+            let entered = entered.clone();
+            go(move || {
+                blocking(|| {
+                    entered.store(true, Ordering::SeqCst);
+                    rx.recv().unwrap()
+                })
+            })
+        };
+        while !entered.load(Ordering::SeqCst) {
+            yield_now();
+        }
+        for _ in 0..50 {
+            let seen: Vec<AtomicUsize> = (0..4).map(|_| AtomicUsize::new(0)).collect();
+            for_each_p(&|p| {
+                seen[p].fetch_add(1, Ordering::SeqCst);
+            });
+            for (i, s) in seen.iter().enumerate() {
+                assert_eq!(s.load(Ordering::SeqCst), 1, "P{i} ran the function {s:?} times");
+            }
+            yield_now();
+        }
+        tx.send(()).unwrap();
+        blocker.join().unwrap();
+        stop.store(true, Ordering::Relaxed);
+        spinner.join().unwrap();
+    });
+}
+
+/// 100,000 goroutines parked at once, then all woken: every one completes.
+#[test]
+fn hundred_thousand_parked_goroutines() {
+    let rt = rt(2);
+    let n = 100_000;
+    let done = rt.block_on(move || {
+        let tokens = Arc::new(Mutex::new(Vec::with_capacity(n)));
+        let finished = Arc::new(AtomicUsize::new(0));
+        for _ in 0..n {
+            let (tokens, finished) = (tokens.clone(), finished.clone());
+            go(move || {
+                park(WaitReason::Park, |r| {
+                    tokens.lock().unwrap().push(r);
+                    true
+                });
+                finished.fetch_add(1, Ordering::SeqCst);
+            });
+        }
+        while tokens.lock().unwrap().len() < n {
+            yield_now();
+        }
+        assert_eq!(finished.load(Ordering::SeqCst), 0);
+        for r in std::mem::take(&mut *tokens.lock().unwrap()) {
+            r.ready();
+        }
+        while finished.load(Ordering::SeqCst) < n {
+            yield_now();
+        }
+        finished.load(Ordering::SeqCst)
+    });
+    assert_eq!(done, n);
+}
+
+/// Many goroutines stop the world at once, with spinners running: one stop at a time, no
+/// deadlock, every stop completes.
+#[test]
+fn stop_the_world_races_itself() {
+    let rt = rt(2);
+    let total = rt.block_on(|| {
+        let stop = Arc::new(AtomicBool::new(false));
+        let spinners: Vec<_> = (0..2)
+            .map(|_| {
+                let stop = stop.clone();
+                go(move || {
+                    while !stop.load(Ordering::Relaxed) {
+                        poll();
+                    }
+                })
+            })
+            .collect();
+        let inside = Arc::new(AtomicUsize::new(0));
+        let stoppers: Vec<_> = (0..8)
+            .map(|_| {
+                let inside = inside.clone();
+                go(move || {
+                    for _ in 0..25 {
+                        let w = stop_the_world("race");
+                        assert_eq!(inside.fetch_add(1, Ordering::SeqCst), 0, "two stops at once");
+                        inside.fetch_sub(1, Ordering::SeqCst);
+                        w.start();
+                        if std::hint::black_box(true) {
+                            poll();
+                        }
+                    }
+                    25
+                })
+            })
+            .collect();
+        let n: usize = stoppers.into_iter().map(|h| h.join().unwrap()).sum();
+        stop.store(true, Ordering::Relaxed);
+        for h in spinners {
+            h.join().unwrap();
+        }
+        n
+    });
+    assert_eq!(total, 200);
+}
+
+/// A goroutine blocked in a blocking call does not hold its P: at procs=1 another goroutine
+/// runs (sysmon retakes the P and hands it to another M) and releases it.
+#[test]
+fn blocked_goroutine_hands_off_its_p() {
+    let rt = rt(1);
+    rt.block_on(|| {
+        let flag = Arc::new(AtomicBool::new(false));
+        let waiter = {
+            let flag = flag.clone();
+            go(move || {
+                blocking(|| {
+                    while !flag.load(Ordering::SeqCst) {
+                        std::thread::yield_now();
+                    }
+                })
+            })
+        };
+        // Let the waiter enter its blocking call, then set the flag from this goroutine: only
+        // possible if this goroutine gets the (only) P while the waiter blocks.
+        yield_now();
+        flag.store(true, Ordering::SeqCst);
+        waiter.join().unwrap();
+    });
+}
