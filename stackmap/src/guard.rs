@@ -31,9 +31,7 @@ pub struct StackGuard {
 
 impl StackGuard {
     pub(crate) const fn new() -> Self {
-        StackGuard {
-            word: AtomicUsize::new(0),
-        }
+        StackGuard { word: AtomicUsize::new(0) }
     }
 
     /// Asks the owning goroutine to stop at its next frame push or poll, where the slow path
@@ -102,9 +100,7 @@ impl StackGuard {
         // limit after the scheduler's hand-off sees the buffer it describes.
         let _ = self
             .word
-            .fetch_update(Ordering::AcqRel, Ordering::Relaxed, |w| {
-                Some((w & POISON) | words)
-            });
+            .fetch_update(Ordering::AcqRel, Ordering::Relaxed, |w| Some((w & POISON) | words));
     }
 
     /// Whether word `w` (from [`load_acquire`](Self::load_acquire)) carries a request.
@@ -138,11 +134,7 @@ fn nothing() {}
 
 impl Hooks {
     /// Hooks that do nothing: what runs before [`set_hooks`].
-    pub const NONE: Hooks = Hooks {
-        preempt: nothing,
-        copy_begin: nothing,
-        copy_end: nothing,
-    };
+    pub const NONE: Hooks = Hooks { preempt: nothing, copy_begin: nothing, copy_end: nothing };
 }
 
 impl Default for Hooks {
@@ -167,9 +159,7 @@ impl std::error::Error for HooksAlreadySet {}
 
 /// Registers the process's hooks. Only the first call takes effect.
 pub fn set_hooks(hooks: Hooks) -> Result<(), HooksAlreadySet> {
-    HOOKS
-        .set(hooks)
-        .map_err(|_| HooksAlreadySet(*HOOKS.get().expect("set")))
+    HOOKS.set(hooks).map_err(|_| HooksAlreadySet(*HOOKS.get().expect("set")))
 }
 
 /// The hooks in force.

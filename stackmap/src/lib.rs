@@ -15,10 +15,12 @@
 //!    Registration checks everything and answers a [`RegisterError`] naming what is wrong;
 //!    nothing invalid is stored. Bitmaps are stored as words with trailing zero words trimmed,
 //!    and identical ones are stored once. The table is append-only: chunks of doubling size
-//!    that never move, an entry published by a `Release` store of the length. Collectors read
-//!    it without locks while embedders keep registering, and function ids are dense and
-//!    stable. The registry is an object, not a global: the runtime owns one and passes it to
-//!    the walker; tests make their own.
+//!    that never move, an entry published by a `Release` store of the length, plus a flat
+//!    "hot" array of what the walker needs, copied to a larger one when full (old copies are
+//!    retired, not freed, until the registry drops). Collectors read it without locks while
+//!    embedders keep registering, and function ids are dense and stable. The registry is an
+//!    object, not a global: the runtime owns one and passes it to the walker; tests make
+//!    their own.
 //! 2. **The managed stack** ([`ManagedStack`]). One per goroutine, allocated lazily (an empty
 //!    stack has no buffer), growing by copying into a buffer twice as large, shrinking to half
 //!    when the collector asks and less than a quarter is used, and panicking the goroutine
@@ -30,33 +32,36 @@
 //!
 //! ## Frame layout
 //!
-//! The buffer grows upward; offsets are word indices from its start, so moving the buffer
-//! needs no fixing up. Each frame is two header words then its slots:
+//! The buffer grows upward; positions are word indices from its start, so moving the buffer
+//! needs no fixing up. Each frame is its slots followed by two header words, and the stack
+//! keeps one position, `top`, the end of the top frame:
 //!
 //! ```text
-//!   word  buffer (grows up)
-//!         ┊                                  ┊
-//!   top → ┊ (free: above top, never read)    ┊   ← capacity = guard limit
-//!         ├──────────────────────────────────┤
-//!         │ slot n-1                         │
-//!         │ …                                │
-//!         │ slot 0 (argument 0)              │
-//!    fp+1 │ safepoint (32) │ safepoint count │  ← set_safepoint rewrites the low half
-//!    fp → │ function (32)  │ caller fp (32)  │  ← top frame
-//!         ├──────────────────────────────────┤
-//!         │ caller's slots …                 │
-//!   link →│ function       │ its caller …    │
-//!         ┊ …                                ┊
-//!      0  │ bottom frame   │ NO_LINK         │
-//!         └──────────────────────────────────┘
+//!   word        buffer (grows up)
+//!               ┊                                    ┊  ← capacity = guard limit
+//!   top      →  ┊ (free: never read)                 ┊
+//!               ├────────────────────────────────────┤
+//!   top - 1     │ safepoint (32)  │ safepoint count  │  ← set_safepoint rewrites the low half
+//!   top - 2     │ function (32)   │ slot count n     │  ← the link: the caller ends n+2 below
+//!               │ slot n-1                           │
+//!               │ …                                  │
+//!   top - 2 - n │ slot 0 (argument 0)                │  ← top frame
+//!               ├────────────────────────────────────┤
+//!               │ caller's header, its slots …       │
+//!               ┊ …                                  ┊
+//!      0        │ bottom frame's slot 0              │
+//!               └────────────────────────────────────┘
 //! ```
 //!
-//! Frames are contiguous: a frame ends exactly where the one above begins (the top one at
-//! `top`). The function field is a registry index, or for a *handle frame* (native Rust code
-//! rooting values: every slot a reference) the bit `1 << 31` plus the slot count. Keeping the
-//! safepoint count in the frame lets [`ManagedStack::set_safepoint`] check its argument
-//! without a table lookup; the walker still takes sizes and bitmaps from the registry.
-//! Offsets are 32 bits, which caps the limit at just under 32 GiB.
+//! The caller link is the frame's own size, an offset rather than an address: the caller's
+//! frame ends `n + 2` words below this one's end, and the bottom frame starts at word 0. So a
+//! push writes the slots and header and moves `top`; a pop reads the slot count and moves
+//! `top` back; there is no separate frame pointer to keep. The function field is a registry
+//! index, or for a *handle frame* (native Rust code rooting values: every slot a reference)
+//! the bit `1 << 31`. Keeping the slot and safepoint counts in the frame lets pop and
+//! [`ManagedStack::set_safepoint`] work without a table lookup; the walker still takes sizes
+//! and bitmaps from the registry and checks that they agree with the frame. Positions fit in
+//! 32 bits, which caps the limit at just under 32 GiB.
 //!
 //! A function is called like this:
 //!
@@ -106,15 +111,16 @@
 //!
 //! ## The walker
 //!
-//! A walk starts at the top frame and follows caller links down. For each frame it looks the
-//! function up in the registry (one `Acquire` load and two dependent loads), picks the bitmaps
+//! A walk starts at `top` and steps down frame by frame. For each frame it looks the function
+//! up in the registry's hot array (a flat array of `(maps, safepoint count, frame size)` taken
+//! once per walk: one dependent load from the header to the safepoint maps), picks the bitmaps
 //! of the frame's current safepoint and calls the [`Visitor`] for each set bit, found with
-//! `trailing_zeros` a word at a time: references first, then tagged slots. It checks on every
-//! frame what keeps it in bounds (function known, safepoint in range, frame reaching exactly
-//! to the frame above, link pointing down, bottom frame at word 0), which also catches a
-//! [`FuncId`] used with the wrong registry. With [`StackConfig::validate`] (on in debug builds)
-//! it first checks every frame completely, so a corrupted stack is reported before any slot
-//! of it reaches a marker. Corruption prints a dump of the stack and panics.
+//! `trailing_zeros` a word at a time (the first word of each bitmap is inline in the map
+//! entry): references first, then tagged slots. It checks on every frame what keeps it in
+//! bounds (function known, frame size equal to the function's, safepoint in range, frame not
+//! reaching below word 0), which also catches a [`FuncId`] used with the wrong registry. With
+//! [`StackConfig::validate`] (on in debug builds) it first checks every frame completely, so
+//! a corrupted stack is reported before any slot of it reaches a marker. Corruption prints a dump of the stack and panics.
 //!
 //! Tracebacks ([`ManagedStack::traceback`]) use the same checked decoding but never panic: a
 //! goroutine that panics gets its managed frames listed, and a corrupted frame ends the list

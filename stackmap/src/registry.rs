@@ -15,8 +15,15 @@
 //! it by storing the new length with `Release`. A reader loads the length with `Acquire`, so
 //! every entry below it, and every chunk pointer it needs, is visible to it. Nothing is ever
 //! removed or moved until the registry is dropped, so a `&FuncInfo` lives as long as the
-//! `&Registry` it came from. This is cheaper on the walker's path than an epoch-protected
-//! structure: one `Acquire` load (a plain `mov` on x86_64) and two dependent loads per frame.
+//! `&Registry` it came from.
+//!
+//! The walker does not use the chunks: it takes a view of a flat *hot* array of
+//! `(maps pointer, safepoint count, frame size)` per function, one dependent load from a frame
+//! header to its safepoint maps. When the hot array is full the writer copies it into one twice
+//! as large and publishes that; the old one is retired, not freed, until the registry drops (a
+//! walker may still be reading it), which costs less than the current array in total. This is
+//! cheaper on the walker's path than an epoch-protected structure: no pinning, two `Acquire`
+//! loads per walk (plain `mov`s on x86_64), no atomic per frame.
 
 use std::collections::{HashMap, HashSet};
 use std::fmt;
@@ -164,10 +171,7 @@ impl FuncDesc {
         safepoint: usize,
         bits: &BitSlice<T, O>,
     ) -> Self {
-        let spec = MapSpec::Bits {
-            len: bits.len(),
-            ones: bits.iter_ones().collect(),
-        };
+        let spec = MapSpec::Bits { len: bits.len(), ones: bits.iter_ones().collect() };
         self.maps.push((safepoint, BitmapKind::Refs, spec));
         self
     }
@@ -178,28 +182,20 @@ impl FuncDesc {
         safepoint: usize,
         bits: &BitSlice<T, O>,
     ) -> Self {
-        let spec = MapSpec::Bits {
-            len: bits.len(),
-            ones: bits.iter_ones().collect(),
-        };
+        let spec = MapSpec::Bits { len: bits.len(), ones: bits.iter_ones().collect() };
         self.maps.push((safepoint, BitmapKind::Tagged, spec));
         self
     }
 
     /// The slots holding live references at `safepoint`, as a list of slot indices.
     pub fn refs_at(mut self, safepoint: usize, slots: &[usize]) -> Self {
-        self.maps
-            .push((safepoint, BitmapKind::Refs, MapSpec::Slots(slots.to_vec())));
+        self.maps.push((safepoint, BitmapKind::Refs, MapSpec::Slots(slots.to_vec())));
         self
     }
 
     /// The slots holding live tagged values at `safepoint`, as a list of slot indices.
     pub fn tagged_at(mut self, safepoint: usize, slots: &[usize]) -> Self {
-        self.maps.push((
-            safepoint,
-            BitmapKind::Tagged,
-            MapSpec::Slots(slots.to_vec()),
-        ));
+        self.maps.push((safepoint, BitmapKind::Tagged, MapSpec::Slots(slots.to_vec())));
         self
     }
 
@@ -335,11 +331,9 @@ impl fmt::Display for RegisterError {
         use RegisterError::*;
         match self {
             EmptyName => write!(f, "function name is empty"),
-            DuplicateName { name, existing } => write!(
-                f,
-                "function {name:?} is already registered (index {})",
-                existing.index
-            ),
+            DuplicateName { name, existing } => {
+                write!(f, "function {name:?} is already registered (index {})", existing.index)
+            }
             FrameTooLarge { name, slots, max } => write!(
                 f,
                 "function {name:?}: frame of {slots} slots is larger than the maximum of {max}"
@@ -352,61 +346,31 @@ impl fmt::Display for RegisterError {
                 f,
                 "function {name:?}: has no safepoints (at least safepoint 0, the entry, is needed)"
             ),
-            TooManySafepoints { name, count, max } => write!(
-                f,
-                "function {name:?}: {count} safepoints is more than the maximum of {max}"
-            ),
-            SafepointOutOfRange {
-                name,
-                safepoint,
-                count,
-                what,
-            } => write!(
+            TooManySafepoints { name, count, max } => {
+                write!(f, "function {name:?}: {count} safepoints is more than the maximum of {max}")
+            }
+            SafepointOutOfRange { name, safepoint, count, what } => write!(
                 f,
                 "function {name:?}: {what} given for safepoint {safepoint}, \
                  but it has safepoints 0..{count}"
             ),
-            WrongBitmapLength {
-                name,
-                safepoint,
-                kind,
-                len,
-                expected,
-            } => write!(
+            WrongBitmapLength { name, safepoint, kind, len, expected } => write!(
                 f,
                 "function {name:?}: {kind} bitmap of safepoint {safepoint} has {len} bits, \
                  but the frame has {expected} slots"
             ),
-            SlotOutOfRange {
-                name,
-                safepoint,
-                kind,
-                slot,
-                slots,
-            } => write!(
+            SlotOutOfRange { name, safepoint, kind, slot, slots } => write!(
                 f,
                 "function {name:?}: {kind} slot {slot} at safepoint {safepoint} is past \
                  the frame of {slots} slots"
             ),
-            DuplicateBitmap {
-                name,
-                safepoint,
-                kind,
-            } => write!(
-                f,
-                "function {name:?}: {kind} bitmap of safepoint {safepoint} given twice"
-            ),
-            DuplicateLine { name, safepoint } => {
-                write!(
-                    f,
-                    "function {name:?}: line of safepoint {safepoint} given twice"
-                )
+            DuplicateBitmap { name, safepoint, kind } => {
+                write!(f, "function {name:?}: {kind} bitmap of safepoint {safepoint} given twice")
             }
-            RefTaggedOverlap {
-                name,
-                safepoint,
-                slot,
-            } => write!(
+            DuplicateLine { name, safepoint } => {
+                write!(f, "function {name:?}: line of safepoint {safepoint} given twice")
+            }
+            RefTaggedOverlap { name, safepoint, slot } => write!(
                 f,
                 "function {name:?}: slot {slot} at safepoint {safepoint} is marked both \
                  reference and tagged"
@@ -420,11 +384,51 @@ impl std::error::Error for RegisterError {}
 
 /// The live slots of one safepoint, in the walker's form: bitmap words (bit `i` of word `w` is
 /// slot `64 * w + i`), trailing zero words dropped, shared between every safepoint and function
-/// with the same bits.
+/// with the same bits. The first word of each is also kept inline, so that for frames of up to
+/// 64 slots (nearly all) the walker reads only this entry and never follows the pointers.
 #[derive(Debug)]
 pub(crate) struct SafepointMap {
+    refs0: usize,
+    tagged0: usize,
     pub(crate) refs: Arc<[usize]>,
     pub(crate) tagged: Arc<[usize]>,
+}
+
+impl SafepointMap {
+    fn new(refs: Arc<[usize]>, tagged: Arc<[usize]>) -> Self {
+        SafepointMap {
+            refs0: refs.first().copied().unwrap_or(0),
+            tagged0: tagged.first().copied().unwrap_or(0),
+            refs,
+            tagged,
+        }
+    }
+
+    /// Calls `f` with every live reference slot, in increasing order.
+    #[inline(always)]
+    pub(crate) fn each_ref(&self, f: impl FnMut(usize)) {
+        for_each_bit_split(self.refs0, &self.refs, f)
+    }
+
+    /// Calls `f` with every live tagged slot, in increasing order.
+    #[inline(always)]
+    pub(crate) fn each_tagged(&self, f: impl FnMut(usize)) {
+        for_each_bit_split(self.tagged0, &self.tagged, f)
+    }
+}
+
+/// [`for_each_bit`] of `all`, whose first word is `first`, read from the caller's copy.
+#[inline(always)]
+fn for_each_bit_split(first: usize, all: &[usize], mut f: impl FnMut(usize)) {
+    let mut bits = first;
+    while bits != 0 {
+        let b = bits.trailing_zeros() as usize;
+        bits &= bits - 1;
+        f(b);
+    }
+    if all.len() > 1 {
+        for_each_bit(&all[1..], |i| f(i + usize::BITS as usize));
+    }
 }
 
 /// A registered function, as stored. Reached from [`Registry::get`].
@@ -509,11 +513,28 @@ pub(crate) fn for_each_bit(words: &[usize], mut f: impl FnMut(usize)) {
     }
 }
 
+/// What the walker needs of a function, in a flat array indexed by function index: one
+/// dependent load from the frame header to the safepoint maps.
+#[derive(Clone, Copy)]
+struct Hot {
+    /// The function's `FuncInfo::maps`.
+    maps: *const SafepointMap,
+    nmaps: u32,
+    slots: u32,
+}
+
+const NO_HOT: Hot = Hot { maps: std::ptr::null(), nmaps: 0, slots: 0 };
+
 /// The writer's side of the registry, under its mutex.
 #[derive(Default)]
 struct Writer {
     names: HashMap<Box<str>, FuncId>,
     bitmaps: HashSet<Arc<[usize]>>,
+    /// Capacity of the current hot array (`Registry::hot`).
+    hot_cap: usize,
+    /// Hot arrays outgrown but perhaps still read by a walker: freed with the registry (their
+    /// sizes halve going back, so together they take less than the current one).
+    retired: Vec<(*mut Hot, usize)>,
 }
 
 impl Writer {
@@ -542,7 +563,45 @@ pub struct Registry {
     /// Chunk `k` holds `CHUNK0 << k` entries, of which the first ones below `len` are
     /// initialised. Written once, under the writer lock, before any entry in it is published.
     chunks: [AtomicPtr<FuncInfo>; NUM_CHUNKS],
+    /// The hot array: `Hot` of every published function, at least `len` entries. Replaced by
+    /// a copy twice as large when full (the old one retired, not freed). Stored `Release`
+    /// before the `len` that needs it; loaded `Acquire` after `len`.
+    hot: AtomicPtr<Hot>,
     writer: Mutex<Writer>,
+}
+
+/// A walker's view of the registry: the functions published when it was taken.
+#[derive(Clone, Copy)]
+pub(crate) struct HotView<'r> {
+    hot: *const Hot,
+    len: usize,
+    reg: &'r Registry,
+}
+
+impl<'r> HotView<'r> {
+    /// The frame size and safepoint maps of function `index`.
+    #[inline(always)]
+    pub(crate) fn get(&self, index: u32) -> Option<(usize, &'r [SafepointMap])> {
+        let i = index as usize;
+        if i >= self.len {
+            return self.get_slow(index);
+        }
+        // SAFETY: `i < len <= capacity` of the array `hot` (taken after `len`, see
+        // `Registry::view`), whose entry `i` was written before `len` was published and is never
+        // written again; retired arrays live as long as the registry (`'r`).
+        let h = unsafe { *self.hot.add(i) };
+        // SAFETY: `maps` points to `nmaps` maps of a published `FuncInfo`, which lives, unmoved
+        // and unchanged, as long as the registry.
+        let maps = unsafe { std::slice::from_raw_parts(h.maps, h.nmaps as usize) };
+        Some((h.slots as usize, maps))
+    }
+
+    /// A function registered after the view was taken.
+    #[cold]
+    fn get_slow(&self, index: u32) -> Option<(usize, &'r [SafepointMap])> {
+        let f = self.reg.by_index(index)?;
+        Some((f.frame_slots(), &f.maps))
+    }
 }
 
 // SAFETY: the raw chunk pointers own `FuncInfo`s, which are `Send + Sync`; entries are written
@@ -559,9 +618,7 @@ impl Default for Registry {
 
 impl fmt::Debug for Registry {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Registry")
-            .field("len", &self.len())
-            .finish()
+        f.debug_struct("Registry").field("len", &self.len()).finish()
     }
 }
 
@@ -579,6 +636,7 @@ impl Registry {
         Registry {
             len: AtomicUsize::new(0),
             chunks: std::array::from_fn(|_| AtomicPtr::new(std::ptr::null_mut())),
+            hot: AtomicPtr::new(std::ptr::null_mut()),
             writer: Mutex::new(Writer::default()),
         }
     }
@@ -617,6 +675,16 @@ impl Registry {
         Some(unsafe { &*chunk.add(off) })
     }
 
+    /// A view for one walk.
+    #[inline(always)]
+    pub(crate) fn view(&self) -> HotView<'_> {
+        // Acquire, both: pairs with the Release stores in `register`. `len` first: the hot
+        // array stored before that `len` was published, or a later copy, holds its entries.
+        let len = self.len.load(Ordering::Acquire);
+        let hot = self.hot.load(Ordering::Acquire);
+        HotView { hot, len, reg: self }
+    }
+
     /// The function called `name`.
     pub fn find(&self, name: &str) -> Option<FuncId> {
         self.lock().names.get(name).copied()
@@ -642,10 +710,7 @@ impl Registry {
         let mut w = self.lock();
         let checked = check(&desc)?;
         if let Some(&existing) = w.names.get(desc.name.as_str()) {
-            return Err(RegisterError::DuplicateName {
-                name: desc.name,
-                existing,
-            });
+            return Err(RegisterError::DuplicateName { name: desc.name, existing });
         }
         let i = self.len.load(Ordering::Relaxed); // only writers store it, and we hold the lock
         if i >= MAX_FUNCS {
@@ -660,10 +725,7 @@ impl Registry {
         let maps: Box<[SafepointMap]> = checked
             .maps
             .into_iter()
-            .map(|(r, t)| SafepointMap {
-                refs: w.intern(r),
-                tagged: w.intern(t),
-            })
+            .map(|(r, t)| SafepointMap::new(w.intern(r), w.intern(t)))
             .collect();
         let info = FuncInfo {
             id,
@@ -683,6 +745,28 @@ impl Registry {
         // SAFETY: chunk `k` has `CHUNK0 << k > off` entries; entry `off` is unpublished
         // (`i == len`), so no reader looks at it, and we are the only writer (lock held).
         unsafe { chunk.add(off).write(info) };
+        // SAFETY: just written; from now on only shared references to it are made.
+        let info = unsafe { &*chunk.add(off) };
+        let hot = Hot { maps: info.maps.as_ptr(), nmaps: info.maps.len() as u32, slots: id.slots };
+        let mut arr = self.hot.load(Ordering::Relaxed); // only writers store it
+        if i == w.hot_cap {
+            let cap = (2 * w.hot_cap).max(CHUNK0);
+            let new = Box::into_raw(vec![NO_HOT; cap].into_boxed_slice()).cast::<Hot>();
+            if !arr.is_null() {
+                // SAFETY: both arrays hold at least `i` entries, and are distinct; readers only
+                // read the old one.
+                unsafe { std::ptr::copy_nonoverlapping(arr, new, i) };
+                let old_cap = w.hot_cap;
+                w.retired.push((arr, old_cap));
+            }
+            // Release: pairs with the Acquire in `view`, with the store of `len` below.
+            self.hot.store(new, Ordering::Release);
+            w.hot_cap = cap;
+            arr = new;
+        }
+        // SAFETY: `i < hot_cap`; entry `i` of the current array is unpublished (`i == len`),
+        // so no reader looks at it.
+        unsafe { arr.add(i).write(hot) };
         // Release: pairs with the Acquire loads of readers (`by_index`, `len`), publishing the
         // entry and the chunk pointer.
         self.len.store(i + 1, Ordering::Release);
@@ -693,6 +777,17 @@ impl Registry {
 
 impl Drop for Registry {
     fn drop(&mut self) {
+        let w = self.writer.get_mut().unwrap_or_else(|p| p.into_inner());
+        let mut arrays = std::mem::take(&mut w.retired);
+        let cur = *self.hot.get_mut();
+        if !cur.is_null() {
+            arrays.push((cur, w.hot_cap));
+        }
+        for (p, cap) in arrays {
+            // SAFETY: each was made by `Box::into_raw` of a boxed slice of `cap` entries, and no
+            // walker can hold a view any more (`&mut self`).
+            drop(unsafe { Box::from_raw(std::ptr::slice_from_raw_parts_mut(p, cap)) });
+        }
         let len = *self.len.get_mut();
         for (k, c) in self.chunks.iter_mut().enumerate() {
             let chunk = *c.get_mut();
@@ -731,28 +826,16 @@ fn check(d: &FuncDesc) -> Result<Checked, RegisterError> {
         return Err(EmptyName);
     }
     if d.frame_slots > MAX_FRAME_SLOTS {
-        return Err(FrameTooLarge {
-            name: name(),
-            slots: d.frame_slots,
-            max: MAX_FRAME_SLOTS,
-        });
+        return Err(FrameTooLarge { name: name(), slots: d.frame_slots, max: MAX_FRAME_SLOTS });
     }
     if d.args > d.frame_slots {
-        return Err(TooManyArgs {
-            name: name(),
-            args: d.args,
-            slots: d.frame_slots,
-        });
+        return Err(TooManyArgs { name: name(), args: d.args, slots: d.frame_slots });
     }
     if d.safepoints == 0 {
         return Err(NoSafepoints { name: name() });
     }
     if d.safepoints > MAX_SAFEPOINTS {
-        return Err(TooManySafepoints {
-            name: name(),
-            count: d.safepoints,
-            max: MAX_SAFEPOINTS,
-        });
+        return Err(TooManySafepoints { name: name(), count: d.safepoints, max: MAX_SAFEPOINTS });
     }
     let n = d.frame_slots;
     let mut bitmaps: Vec<[Option<Vec<usize>>; 2]> = vec![[None, None]; d.safepoints];
@@ -774,13 +857,7 @@ fn check(d: &FuncDesc) -> Result<Checked, RegisterError> {
             MapSpec::Slots(slots) => (n, slots),
         };
         if len != n {
-            return Err(WrongBitmapLength {
-                name: name(),
-                safepoint: sp,
-                kind,
-                len,
-                expected: n,
-            });
+            return Err(WrongBitmapLength { name: name(), safepoint: sp, kind, len, expected: n });
         }
         let mut bits = vec![0usize; n.div_ceil(usize::BITS as usize)];
         for &s in ones {
@@ -797,11 +874,7 @@ fn check(d: &FuncDesc) -> Result<Checked, RegisterError> {
         }
         let cell = &mut bitmaps[sp][kind as usize];
         if cell.is_some() {
-            return Err(DuplicateBitmap {
-                name: name(),
-                safepoint: sp,
-                kind,
-            });
+            return Err(DuplicateBitmap { name: name(), safepoint: sp, kind });
         }
         *cell = Some(bits);
     }
@@ -811,11 +884,7 @@ fn check(d: &FuncDesc) -> Result<Checked, RegisterError> {
         let t = words(t);
         if let Some(w) = r.iter().zip(&t).position(|(a, b)| a & b != 0) {
             let slot = w * usize::BITS as usize + (r[w] & t[w]).trailing_zeros() as usize;
-            return Err(RefTaggedOverlap {
-                name: name(),
-                safepoint: sp,
-                slot,
-            });
+            return Err(RefTaggedOverlap { name: name(), safepoint: sp, slot });
         }
         maps.push((r, t));
     }
@@ -833,10 +902,7 @@ fn check(d: &FuncDesc) -> Result<Checked, RegisterError> {
                 });
             }
             if lines[sp].replace(line).is_some() {
-                return Err(DuplicateLine {
-                    name: name(),
-                    safepoint: sp,
-                });
+                return Err(DuplicateLine { name: name(), safepoint: sp });
             }
         }
         Some(lines.into_boxed_slice())
@@ -914,17 +980,9 @@ mod tests {
         }
         let mut tagged = bitvec![u8, Msb0; 0; 70];
         tagged.set(5, true);
-        let id = reg
-            .register(
-                FuncDesc::new("f", 70, 0, 2)
-                    .refs(0, &refs)
-                    .tagged(1, &tagged),
-            )
-            .unwrap();
-        assert_eq!(
-            reg.get(id).unwrap().live_slots(1, BitmapKind::Tagged),
-            Some(vec![5])
-        );
+        let id =
+            reg.register(FuncDesc::new("f", 70, 0, 2).refs(0, &refs).tagged(1, &tagged)).unwrap();
+        assert_eq!(reg.get(id).unwrap().live_slots(1, BitmapKind::Tagged), Some(vec![5]));
         let f = reg.get(id).unwrap();
         assert_eq!(f.live_slots(0, BitmapKind::Refs), Some(vec![0, 1, 69]));
         let b = f.bitmap(0, BitmapKind::Refs).unwrap();
@@ -939,10 +997,7 @@ mod tests {
         let reg = Registry::new();
         let n = if cfg!(miri) { CHUNK0 + 3 } else { CHUNK0 * 7 };
         let ids: Vec<FuncId> = (0..n)
-            .map(|i| {
-                reg.register(FuncDesc::new(format!("f{i}"), i % 7, 0, 1 + i % 3))
-                    .unwrap()
-            })
+            .map(|i| reg.register(FuncDesc::new(format!("f{i}"), i % 7, 0, 1 + i % 3)).unwrap())
             .collect();
         for (i, id) in ids.iter().enumerate() {
             assert_eq!(id.index() as usize, i);
@@ -956,23 +1011,16 @@ mod tests {
     fn identical_bitmaps_are_stored_once() {
         let reg = Registry::new();
         let a = reg
-            .register(
-                FuncDesc::new("a", 70, 0, 2)
-                    .refs_at(0, &[1, 65])
-                    .refs_at(1, &[1, 65]),
-            )
+            .register(FuncDesc::new("a", 70, 0, 2).refs_at(0, &[1, 65]).refs_at(1, &[1, 65]))
             .unwrap();
         // A different frame size, same live slots: the trimmed words are the same.
-        let b = reg
-            .register(FuncDesc::new("b", 100, 0, 1).tagged_at(0, &[1, 65]))
-            .unwrap();
+        let b = reg.register(FuncDesc::new("b", 100, 0, 1).tagged_at(0, &[1, 65])).unwrap();
         assert_eq!(reg.distinct_bitmaps(), 2, "the empty bitmap and {{1, 65}}");
         let (fa, fb) = (reg.get(a).unwrap(), reg.get(b).unwrap());
         assert!(Arc::ptr_eq(&fa.maps[0].refs, &fa.maps[1].refs));
         assert!(Arc::ptr_eq(&fa.maps[0].refs, &fb.maps[0].tagged));
         assert!(Arc::ptr_eq(&fa.maps[0].tagged, &fb.maps[0].refs));
-        reg.register(FuncDesc::new("c", 3, 0, 1).refs_at(0, &[2]))
-            .unwrap();
+        reg.register(FuncDesc::new("c", 3, 0, 1).refs_at(0, &[2])).unwrap();
         assert_eq!(reg.distinct_bitmaps(), 3);
     }
 
@@ -998,17 +1046,8 @@ mod tests {
         let reg = Registry::new();
         let f = reg.register(FuncDesc::new("f", 1, 0, 1)).unwrap();
         let e = reg.register(FuncDesc::new("f", 2, 0, 1)).unwrap_err();
-        assert_eq!(
-            e,
-            RegisterError::DuplicateName {
-                name: "f".into(),
-                existing: f
-            }
-        );
-        assert_eq!(
-            e.to_string(),
-            "function \"f\" is already registered (index 0)"
-        );
+        assert_eq!(e, RegisterError::DuplicateName { name: "f".into(), existing: f });
+        assert_eq!(e.to_string(), "function \"f\" is already registered (index 0)");
         assert_eq!(reg.len(), 1);
         assert_eq!(reg.get(f).unwrap().frame_slots(), 1);
     }
@@ -1029,10 +1068,7 @@ mod tests {
     #[test]
     fn error_too_many_args() {
         let e = reg1(FuncDesc::new("f", 2, 3, 1)).unwrap_err();
-        assert_eq!(
-            e.to_string(),
-            "function \"f\": 3 arguments do not fit in a frame of 2 slots"
-        );
+        assert_eq!(e.to_string(), "function \"f\": 3 arguments do not fit in a frame of 2 slots");
     }
 
     #[test]
@@ -1062,21 +1098,10 @@ mod tests {
         let e = reg1(FuncDesc::new("f", 2, 0, 2).tagged_at(5, &[])).unwrap_err();
         assert!(matches!(
             e,
-            RegisterError::SafepointOutOfRange {
-                safepoint: 5,
-                what: "tagged bitmap",
-                ..
-            }
+            RegisterError::SafepointOutOfRange { safepoint: 5, what: "tagged bitmap", .. }
         ));
         let e = reg1(FuncDesc::new("f", 2, 0, 2).line(2, 7)).unwrap_err();
-        assert!(matches!(
-            e,
-            RegisterError::SafepointOutOfRange {
-                safepoint: 2,
-                what: "line",
-                ..
-            }
-        ));
+        assert!(matches!(e, RegisterError::SafepointOutOfRange { safepoint: 2, what: "line", .. }));
     }
 
     #[cfg(not(miri))] // bitvec input: see `FuncDesc::refs`
@@ -1100,11 +1125,7 @@ mod tests {
         let e = reg1(FuncDesc::new("f", 3, 0, 1).tagged(0, bits![0, 0, 0, 0])).unwrap_err();
         assert!(matches!(
             e,
-            RegisterError::WrongBitmapLength {
-                kind: BitmapKind::Tagged,
-                len: 4,
-                ..
-            }
+            RegisterError::WrongBitmapLength { kind: BitmapKind::Tagged, len: 4, .. }
         ));
     }
 
@@ -1119,12 +1140,7 @@ mod tests {
 
     #[test]
     fn error_duplicate_bitmap() {
-        let e = reg1(
-            FuncDesc::new("f", 3, 0, 1)
-                .refs_at(0, &[0])
-                .refs_at(0, &[2]),
-        )
-        .unwrap_err();
+        let e = reg1(FuncDesc::new("f", 3, 0, 1).refs_at(0, &[0]).refs_at(0, &[2])).unwrap_err();
         assert_eq!(
             e,
             RegisterError::DuplicateBitmap {
@@ -1134,41 +1150,20 @@ mod tests {
             }
         );
         // One of each kind is fine.
-        assert!(
-            reg1(
-                FuncDesc::new("f", 3, 0, 1)
-                    .refs_at(0, &[0])
-                    .tagged_at(0, &[1])
-            )
-            .is_ok()
-        );
+        assert!(reg1(FuncDesc::new("f", 3, 0, 1).refs_at(0, &[0]).tagged_at(0, &[1])).is_ok());
     }
 
     #[test]
     fn error_duplicate_line() {
         let e = reg1(FuncDesc::new("f", 1, 0, 2).line(1, 3).line(1, 4)).unwrap_err();
-        assert_eq!(
-            e.to_string(),
-            "function \"f\": line of safepoint 1 given twice"
-        );
+        assert_eq!(e.to_string(), "function \"f\": line of safepoint 1 given twice");
     }
 
     #[test]
     fn error_ref_tagged_overlap() {
-        let e = reg1(
-            FuncDesc::new("f", 80, 0, 2)
-                .refs_at(1, &[3, 70])
-                .tagged_at(1, &[70, 71]),
-        )
-        .unwrap_err();
-        assert_eq!(
-            e,
-            RegisterError::RefTaggedOverlap {
-                name: "f".into(),
-                safepoint: 1,
-                slot: 70
-            }
-        );
+        let e = reg1(FuncDesc::new("f", 80, 0, 2).refs_at(1, &[3, 70]).tagged_at(1, &[70, 71]))
+            .unwrap_err();
+        assert_eq!(e, RegisterError::RefTaggedOverlap { name: "f".into(), safepoint: 1, slot: 70 });
         assert_eq!(
             e.to_string(),
             "function \"f\": slot 70 at safepoint 1 is marked both reference and tagged"
@@ -1185,14 +1180,9 @@ mod tests {
     #[test]
     fn refused_registration_stores_nothing() {
         let reg = Registry::new();
-        let bad = FuncDesc::new("f", 3, 0, 2)
-            .refs_at(0, &[1])
-            .refs_at(1, &[3]);
+        let bad = FuncDesc::new("f", 3, 0, 2).refs_at(0, &[1]).refs_at(1, &[3]);
         assert!(reg.register(bad).is_err());
-        assert_eq!(
-            (reg.len(), reg.distinct_bitmaps(), reg.find("f")),
-            (0, 0, None)
-        );
+        assert_eq!((reg.len(), reg.distinct_bitmaps(), reg.find("f")), (0, 0, None));
         assert!(reg.by_index(0).is_none());
         assert!(reg.register(FuncDesc::new("f", 3, 0, 2)).is_ok());
     }

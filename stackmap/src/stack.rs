@@ -10,23 +10,22 @@ use std::sync::atomic::{AtomicPtr, AtomicU64, AtomicUsize, Ordering::Relaxed};
 use crate::guard::{StackGuard, hooks};
 use crate::registry::{FuncId, MAX_FRAME_SLOTS};
 
-/// Words of a frame header: `[function | caller link]`, `[safepoint | safepoint count]`.
+/// Words of a frame header, which sits above the frame's slots: `[function | slot count]`,
+/// `[safepoint | safepoint count]`.
 pub(crate) const HEADER: usize = 2;
-/// `fp` of an empty stack.
-pub(crate) const NO_FRAME: usize = usize::MAX;
-/// The link of a bottom frame.
-pub(crate) const NO_LINK: u32 = u32::MAX;
-/// Set in the function field of a handle frame; the other bits are its slot count.
+/// Set in the function field of a handle frame; the other bits are 0.
 pub(crate) const HANDLE_BIT: u32 = 1 << 31;
 /// The first buffer, in words (1 KiB), unless the limit is smaller.
 pub(crate) const MIN_WORDS: usize = 128;
 
-/// Header word 0: function field in the low half, the caller's frame offset in the high half.
+/// Header word 0 (at `end - 2`): function field in the low half, slot count in the high half
+/// (the link to the caller: its frame ends `slots + 2` words below this frame's end).
 #[inline(always)]
-pub(crate) fn word0(func: u32, link: u32) -> usize {
-    func as usize | (link as usize) << 32
+pub(crate) fn word0(func: u32, slots: u32) -> usize {
+    func as usize | (slots as usize) << 32
 }
-/// Header word 1: current safepoint in the low half, safepoint count in the high half.
+/// Header word 1 (at `end - 1`): current safepoint in the low half, safepoint count in the
+/// high half.
 #[inline(always)]
 pub(crate) fn word1(sp: u32, count: u32) -> usize {
     sp as usize | (count as usize) << 32
@@ -59,10 +58,7 @@ impl StackConfig {
 
     /// The defaults.
     pub const fn new() -> Self {
-        StackConfig {
-            limit_bytes: Self::DEFAULT_LIMIT,
-            validate: cfg!(debug_assertions),
-        }
+        StackConfig { limit_bytes: Self::DEFAULT_LIMIT, validate: cfg!(debug_assertions) }
     }
 
     /// The most bytes the stack's buffer may take; a push past it panics the goroutine with
@@ -125,10 +121,9 @@ impl Default for StackConfig {
 /// a scanner's reads comes from the scheduler's hand-off (the status CAS), not from here.
 pub struct ManagedStack {
     guard: StackGuard,
-    /// Index one past the top frame's last slot.
+    /// Index one past the top frame's header (0: no frame). The only position the stack
+    /// keeps: every frame's header sits at the end of the frame and gives its size.
     pub(crate) top: AtomicUsize,
-    /// Index of the top frame's header, or `NO_FRAME`.
-    pub(crate) fp: AtomicUsize,
     /// The buffer of `guard.limit_words()` words (dangling while that is 0).
     pub(crate) buf: AtomicPtr<AtomicUsize>,
     id: AtomicU64,
@@ -184,7 +179,6 @@ impl ManagedStack {
         ManagedStack {
             guard: StackGuard::new(),
             top: AtomicUsize::new(0),
-            fp: AtomicUsize::new(NO_FRAME),
             buf: AtomicPtr::new(dangling()),
             id: AtomicU64::new(id),
             limit_words: config.limit_bytes / 8,
@@ -228,24 +222,20 @@ impl ManagedStack {
 
     /// Whether no frame is on the stack.
     pub fn is_empty(&self) -> bool {
-        self.fp.load(Relaxed) == NO_FRAME
+        self.top.load(Relaxed) == 0
     }
 
     /// Number of frames (follows every link: O(depth)).
     pub fn depth(&self) -> usize {
         let buf = self.buf.load(Relaxed);
-        let mut fp = self.fp.load(Relaxed);
+        let mut end = self.top.load(Relaxed);
         let mut n = 0;
-        while fp != NO_FRAME {
+        while end >= HEADER {
             n += 1;
-            // SAFETY: `fp` is the header of a frame below `top <= capacity`; links written by
-            // `push` always name a lower frame or none.
-            let link = (unsafe { &*buf.add(fp) }.load(Relaxed) >> 32) as u32;
-            fp = if link == NO_LINK {
-                NO_FRAME
-            } else {
-                link as usize
-            };
+            // SAFETY: `end` is the end of a frame, at or below `top <= capacity`: its header
+            // is the two words below. Pushes write sizes that chain down to exactly 0.
+            let slots = unsafe { &*buf.add(end - HEADER) }.load(Relaxed) >> 32;
+            end = end.saturating_sub(HEADER + slots);
         }
         n
     }
@@ -256,8 +246,8 @@ impl ManagedStack {
     /// If the stack is empty.
     #[inline]
     pub fn frame_slots(&self) -> usize {
-        let fp = self.top_frame("frame_slots");
-        self.top.load(Relaxed) - fp - HEADER
+        let (w0, _) = self.top_header("frame_slots");
+        w0 >> 32
     }
 
     /// The top frame's function (`None` for a handle frame) and current safepoint.
@@ -265,26 +255,21 @@ impl ManagedStack {
     /// # Panics
     /// If the stack is empty.
     pub fn top_frame_info(&self) -> (Option<u32>, u32) {
-        let fp = self.top_frame("top_frame_info");
-        let buf = self.buf.load(Relaxed);
-        // SAFETY: `fp + 1 < top <= capacity`: the top frame's header is in the buffer.
-        let (w0, w1) = unsafe {
-            (
-                (*buf.add(fp)).load(Relaxed),
-                (*buf.add(fp + 1)).load(Relaxed),
-            )
-        };
+        let (w0, w1) = self.top_header("top_frame_info");
         let func = w0 as u32;
         ((func & HANDLE_BIT == 0).then_some(func), w1 as u32)
     }
 
+    /// The top frame's end (`top`) and its header words.
     #[inline(always)]
-    fn top_frame(&self, what: &str) -> usize {
-        let fp = self.fp.load(Relaxed);
-        if fp == NO_FRAME {
+    fn top_header(&self, what: &str) -> (usize, usize) {
+        let top = self.top.load(Relaxed);
+        if top == 0 {
             self.fail_empty(what);
         }
-        fp
+        let buf = self.buf.load(Relaxed);
+        // SAFETY: `2 <= top <= capacity`: the top frame's header is the two words below `top`.
+        unsafe { ((*buf.add(top - 2)).load(Relaxed), (*buf.add(top - 1)).load(Relaxed)) }
     }
 
     /// Pushes a frame of function `f`, its slots zeroed, at safepoint 0.
@@ -316,7 +301,7 @@ impl ManagedStack {
             ));
         }
         self.push(f);
-        let base = self.fp.load(Relaxed) + HEADER;
+        let base = self.top.load(Relaxed) - HEADER - f.slots as usize;
         let buf = self.buf.load(Relaxed);
         for (i, &a) in args.iter().enumerate() {
             // SAFETY: the frame just pushed has `f.slots >= args.len()` slots below `top`.
@@ -336,7 +321,7 @@ impl ManagedStack {
                 "handle frame of {n} slots is larger than the maximum of {MAX_FRAME_SLOTS}"
             ));
         }
-        self.push_raw(HANDLE_BIT | n as u32, n, 1);
+        self.push_raw(HANDLE_BIT, n, 1);
     }
 
     #[inline(always)]
@@ -349,18 +334,16 @@ impl ManagedStack {
         // Loaded after `morestack`, which may have moved the buffer (growth, or a collector
         // shrinking it while the preempt hook held us).
         let buf = self.buf.load(Relaxed);
-        let fp = self.fp.load(Relaxed);
-        let link = if fp == NO_FRAME { NO_LINK } else { fp as u32 };
+        let hdr = top + slots;
         // SAFETY: `new_top <= capacity` (the guard admitted it, or `morestack` made room), and
         // only the owner, which we are, writes above `top`.
         unsafe {
-            (*buf.add(top)).store(word0(func, link), Relaxed);
-            (*buf.add(top + 1)).store(word1(0, safepoints), Relaxed);
-            for i in top + HEADER..new_top {
+            for i in top..hdr {
                 (*buf.add(i)).store(0, Relaxed);
             }
+            (*buf.add(hdr)).store(word0(func, slots as u32), Relaxed);
+            (*buf.add(hdr + 1)).store(word1(0, safepoints), Relaxed);
         }
-        self.fp.store(top, Relaxed);
         self.top.store(new_top, Relaxed);
     }
 
@@ -370,19 +353,14 @@ impl ManagedStack {
     /// If the stack is empty.
     #[inline]
     pub fn pop(&self) {
-        let fp = self.top_frame("pop");
+        let top = self.top.load(Relaxed);
+        if top == 0 {
+            self.fail_empty("pop");
+        }
         let buf = self.buf.load(Relaxed);
-        // SAFETY: `fp` is the top frame's header, below `top <= capacity`.
-        let link = (unsafe { &*buf.add(fp) }.load(Relaxed) >> 32) as u32;
-        self.top.store(fp, Relaxed);
-        self.fp.store(
-            if link == NO_LINK {
-                NO_FRAME
-            } else {
-                link as usize
-            },
-            Relaxed,
-        );
+        // SAFETY: `2 <= top <= capacity`: the top frame's header is the two words below.
+        let slots = unsafe { &*buf.add(top - 2) }.load(Relaxed) >> 32;
+        self.top.store(top - HEADER - slots, Relaxed);
     }
 
     /// Records that the top frame now stands at safepoint `sp`: from now on a walk yields the
@@ -393,10 +371,13 @@ impl ManagedStack {
     /// If the stack is empty or `sp` is not below the function's safepoint count.
     #[inline]
     pub fn set_safepoint(&self, sp: u32) {
-        let fp = self.top_frame("set_safepoint");
+        let top = self.top.load(Relaxed);
+        if top == 0 {
+            self.fail_empty("set_safepoint");
+        }
         let buf = self.buf.load(Relaxed);
-        // SAFETY: `fp + 1 < top <= capacity`: the top frame's header is in the buffer.
-        let w1 = unsafe { &*buf.add(fp + 1) };
+        // SAFETY: `2 <= top <= capacity`: the top frame's header is the two words below.
+        let w1 = unsafe { &*buf.add(top - 1) };
         let cur = w1.load(Relaxed);
         let count = (cur >> 32) as u32;
         if sp >= count {
@@ -445,25 +426,25 @@ impl ManagedStack {
     /// move at the next push, so this never leaves the module).
     #[inline(always)]
     fn slot(&self, i: usize) -> &AtomicUsize {
-        let fp = self.top_frame("slot access");
-        let at = fp + HEADER + i;
-        if at >= self.top.load(Relaxed) {
-            self.fail(format_args!(
-                "slot {i} out of range: the top frame has {} slots",
-                self.top.load(Relaxed) - fp - HEADER
-            ));
+        let top = self.top.load(Relaxed);
+        if top == 0 {
+            self.fail_empty("slot access");
         }
         let buf = self.buf.load(Relaxed);
-        // SAFETY: `at < top <= capacity`. The reference is used at once by `get`/`set`, before
-        // anything can move the buffer.
-        unsafe { &*buf.add(at) }
+        // SAFETY: `2 <= top <= capacity`: the top frame's header is the two words below.
+        let slots = unsafe { &*buf.add(top - 2) }.load(Relaxed) >> 32;
+        if i >= slots {
+            self.fail(format_args!("slot {i} out of range: the top frame has {slots} slots"));
+        }
+        // SAFETY: `top - 2 - slots + i < top - 2 <= capacity`. The reference is used at once
+        // by `get`/`set`, before anything can move the buffer.
+        unsafe { &*buf.add(top - HEADER - slots + i) }
     }
 
     /// Empties the stack for reuse (a new goroutine in a pooled G): no frames, no pending
     /// request. Keeps the buffer.
     pub fn reset(&self) {
         self.top.store(0, Relaxed);
-        self.fp.store(NO_FRAME, Relaxed);
         self.guard.unpoison();
     }
 
@@ -498,10 +479,7 @@ impl ManagedStack {
     /// Moves the buffer to one with room for `new_top` words.
     fn grow(&self, new_top: usize) {
         if new_top > self.limit_words {
-            self.fail(format_args!(
-                "managed stack exceeds {}",
-                format_bytes(self.limit_bytes)
-            ));
+            self.fail(format_args!("managed stack exceeds {}", format_bytes(self.limit_bytes)));
         }
         let cap = self.capacity_words();
         let mut new_cap = (cap * 2).max(MIN_WORDS);

@@ -104,10 +104,7 @@ unsafe impl Send for Stopped {}
 #[test]
 fn empty_stack_has_no_buffer() {
     let ms = ManagedStack::new(1, config());
-    assert_eq!(
-        (ms.capacity_words(), ms.used_words(), ms.depth()),
-        (0, 0, 0)
-    );
+    assert_eq!((ms.capacity_words(), ms.used_words(), ms.depth()), (0, 0, 0));
     assert!(ms.is_empty());
     assert_eq!(ms.guard().limit_words(), 0);
 }
@@ -148,9 +145,7 @@ fn push_with_args_fills_the_first_slots() {
     let ms = ManagedStack::new(1, config());
     ms.push_with_args(f, &[7, 8]);
     assert_eq!((0..4).map(|i| ms.get(i)).collect::<Vec<_>>(), [7, 8, 0, 0]);
-    let m = panic_message(catch_unwind(AssertUnwindSafe(|| {
-        ms.push_with_args(f, &[1; 5])
-    })));
+    let m = panic_message(catch_unwind(AssertUnwindSafe(|| ms.push_with_args(f, &[1; 5]))));
     assert_eq!(m, "goroutine 1: 5 arguments pushed into a frame of 4 slots");
     assert_eq!(ms.depth(), 1);
 }
@@ -192,9 +187,7 @@ fn owner_misuse_panics_with_the_goroutine_id() {
         "goroutine 43: slot 5 out of range: the top frame has 2 slots"
     );
     assert_eq!(
-        m(catch_unwind(AssertUnwindSafe(
-            || ms.push_handles(MAX_FRAME_SLOTS + 1)
-        ))),
+        m(catch_unwind(AssertUnwindSafe(|| ms.push_handles(MAX_FRAME_SLOTS + 1)))),
         "goroutine 43: handle frame of 1048577 slots is larger than the maximum of 1048576"
     );
     // Nothing changed.
@@ -206,9 +199,7 @@ fn owner_misuse_panics_with_the_goroutine_id() {
 #[test]
 fn growth_doubles_and_preserves_every_slot() {
     let reg = Registry::new();
-    let f = reg
-        .register(FuncDesc::new("f", 5, 0, 1).refs_at(0, &[0, 4]))
-        .unwrap();
+    let f = reg.register(FuncDesc::new("f", 5, 0, 1).refs_at(0, &[0, 4])).unwrap();
     let mut ms = ManagedStack::new(1, config());
     let depth = if cfg!(miri) { 60 } else { 1000 };
     let mut caps = vec![];
@@ -226,10 +217,7 @@ fn growth_doubles_and_preserves_every_slot() {
     assert_eq!(s.refs.len(), 2 * depth);
     for (k, &(dep, slot, v)) in s.refs.iter().enumerate() {
         let d = depth - 1 - dep;
-        assert_eq!(
-            (dep, slot, v),
-            (k / 2, [0, 4][k % 2], d * 10 + [0, 4][k % 2])
-        );
+        assert_eq!((dep, slot, v), (k / 2, [0, 4][k % 2], d * 10 + [0, 4][k % 2]));
     }
     for d in (0..depth).rev() {
         assert_eq!(
@@ -254,9 +242,7 @@ fn a_large_frame_grows_past_doubling() {
 #[test]
 fn shrink_halves_when_under_a_quarter_and_keeps_slots() {
     let reg = Registry::new();
-    let f = reg
-        .register(FuncDesc::new("f", 30, 0, 1).refs_at(0, &[1, 29]))
-        .unwrap();
+    let f = reg.register(FuncDesc::new("f", 30, 0, 1).refs_at(0, &[1, 29])).unwrap();
     let mut ms = ManagedStack::new(1, config());
     for d in 0..40 {
         ms.push(f);
@@ -274,20 +260,14 @@ fn shrink_halves_when_under_a_quarter_and_keeps_slots() {
     assert_eq!(ms.capacity_words(), 1024);
     assert!(!ms.shrink(), "448 of 1024 is not under a quarter");
     let s = seen(&mut ms, &reg);
-    let expect: Vec<_> = (0..14)
-        .rev()
-        .flat_map(|d| [(13 - d, 1, d), (13 - d, 29, 1000 + d)])
-        .collect();
+    let expect: Vec<_> =
+        (0..14).rev().flat_map(|d| [(13 - d, 1, d), (13 - d, 29, 1000 + d)]).collect();
     assert_eq!(s.refs, expect);
     while !ms.is_empty() {
         ms.pop();
     }
     while ms.shrink() {}
-    assert_eq!(
-        ms.capacity_words(),
-        MIN_WORDS,
-        "never below the first buffer"
-    );
+    assert_eq!(ms.capacity_words(), MIN_WORDS, "never below the first buffer");
 }
 
 #[test]
@@ -304,10 +284,7 @@ fn release_frees_and_the_next_push_allocates() {
     assert_eq!(ms.capacity_words(), MIN_WORDS);
     ms.set_id(9);
     ms.reset();
-    assert_eq!(
-        (ms.capacity_words(), ms.depth(), ms.id()),
-        (MIN_WORDS, 0, 9)
-    );
+    assert_eq!((ms.capacity_words(), ms.depth(), ms.id()), (MIN_WORDS, 0, 9));
 }
 
 #[test]
@@ -324,9 +301,7 @@ fn exceeding_the_limit_panics() {
 #[test]
 fn the_limit_panic_leaves_the_stack_usable() {
     let reg = Registry::new();
-    let f = reg
-        .register(FuncDesc::new("f", 10, 0, 1).refs_at(0, &[3]))
-        .unwrap();
+    let f = reg.register(FuncDesc::new("f", 10, 0, 1).refs_at(0, &[3])).unwrap();
     let mut ms = ManagedStack::new(3, StackConfig::default().limit_bytes(1000).validate(true));
     let mut pushed = 0;
     let m = panic_message(catch_unwind(AssertUnwindSafe(|| {
@@ -401,27 +376,9 @@ fn walker_yields_live_slots_of_the_current_safepoint() {
     assert_eq!(
         s.frames,
         [
-            Frame {
-                depth: 0,
-                offset: 10,
-                func: Some(f),
-                safepoint: 2,
-                slots: 4
-            },
-            Frame {
-                depth: 1,
-                offset: 6,
-                func: None,
-                safepoint: 0,
-                slots: 2
-            },
-            Frame {
-                depth: 2,
-                offset: 0,
-                func: Some(f),
-                safepoint: 1,
-                slots: 4
-            },
+            Frame { depth: 0, offset: 10, func: Some(f), safepoint: 2, slots: 4 },
+            Frame { depth: 1, offset: 6, func: None, safepoint: 0, slots: 2 },
+            Frame { depth: 2, offset: 0, func: Some(f), safepoint: 1, slots: 4 },
         ]
     );
     assert_eq!(s.refs, [(1, 0, 7), (1, 1, 8), (2, 0, 100), (2, 2, 102)]);
@@ -431,9 +388,7 @@ fn walker_yields_live_slots_of_the_current_safepoint() {
 #[test]
 fn walk_yields_slots_that_can_be_updated() {
     let reg = Registry::new();
-    let f = reg
-        .register(FuncDesc::new("f", 2, 0, 1).refs_at(0, &[1]))
-        .unwrap();
+    let f = reg.register(FuncDesc::new("f", 2, 0, 1).refs_at(0, &[1])).unwrap();
     let mut ms = ManagedStack::new(1, config());
     ms.push(f);
     ms.set(1, 5);
@@ -464,9 +419,7 @@ fn poke(ms: &ManagedStack, i: usize, v: usize) {
 }
 
 fn two_frames(reg: &Registry, validate: bool) -> ManagedStack {
-    let f = reg
-        .register(FuncDesc::new("f", 3, 0, 2).refs_at(1, &[0]).line(1, 17))
-        .unwrap();
+    let f = reg.register(FuncDesc::new("f", 3, 0, 2).refs_at(1, &[0]).line(1, 17)).unwrap();
     let ms = ManagedStack::new(11, StackConfig::default().validate(validate));
     ms.push(f);
     ms.set_safepoint(1);
@@ -485,38 +438,33 @@ fn walker_catches_an_unknown_function_in_either_mode() {
     for validate in [false, true] {
         let reg = Registry::new();
         let mut ms = two_frames(&reg, validate);
-        poke(&ms, 5, crate::stack::word0(9, 0));
+        poke(&ms, 8, crate::stack::word0(9, 3));
         let m = corrupted_walk(&mut ms, &reg);
         assert!(
             m.starts_with(
-                "goroutine 11: managed stack corrupted: frame 0 at word 5: function index"
+                "goroutine 11: managed stack corrupted: frame 0 at word 8: function index"
             ),
             "{m}"
         );
         let e = ms.check(&reg).unwrap_err();
-        assert_eq!((e.offset, e.depth), (5, 0));
-        assert_eq!(
-            e.reason,
-            "function index 9 not in the registry (1 functions)"
-        );
+        assert_eq!((e.offset, e.depth), (8, 0));
+        assert_eq!(e.reason, "function index 9 not in the registry (1 functions)");
     }
 }
 
 #[test]
-fn walker_catches_a_bad_safepoint_link_and_size() {
-    use crate::stack::{HANDLE_BIT, NO_LINK, word0, word1};
-    let cases: [(usize, usize, &str); 4] = [
+fn walker_catches_a_bad_safepoint_size_or_handle() {
+    use crate::stack::{HANDLE_BIT, word0, word1};
+    // Two frames of "f" (3 slots): slots 0..3, header 3..5; slots 5..8, header 8..10.
+    let cases: [(usize, usize, &str); 5] = [
+        (9, word1(2, 2), "\"f\" at safepoint 2 of 2, but it has 2 safepoints"),
+        (8, word0(0, 4), "\"f\" has 3 slots but its frame has 4"),
+        (3, word0(0, 1), "\"f\" has 3 slots but its frame has 1"),
+        (8, word0(0, 20), "frame of 20 slots reaches below word 0"),
         (
-            6,
-            word1(2, 2),
-            "\"f\" at safepoint 2 of 2, but it has 2 safepoints",
-        ),
-        (5, word0(0, 7), "caller link 7 does not point down"),
-        (5, word0(0, NO_LINK), "bottom frame not at word 0"),
-        (
-            5,
-            word0(HANDLE_BIT | 4, 0),
-            "handle frame of 4 slots at safepoint 0/2 in a space of 3 slots",
+            8,
+            word0(HANDLE_BIT | 4, 3),
+            "handle frame with function field 0x80000004 at safepoint 0/2",
         ),
     ];
     for (i, v, reason) in cases {
@@ -526,10 +474,7 @@ fn walker_catches_a_bad_safepoint_link_and_size() {
         let e = ms.check(&reg).unwrap_err();
         assert_eq!(e.reason, reason, "poking word {i}");
         let m = corrupted_walk(&mut ms, &reg);
-        assert!(
-            m.starts_with("goroutine 11: managed stack corrupted: frame "),
-            "{m}"
-        );
+        assert!(m.starts_with("goroutine 11: managed stack corrupted: frame "), "{m}");
         // The traceback does not panic: it lists what it could and says what is wrong.
         let t = ms.traceback(&reg);
         assert_eq!(t.error.as_ref().map(|e| e.reason.as_str()), Some(reason));
@@ -542,15 +487,14 @@ fn a_funcid_from_another_registry_is_caught() {
     let r1 = Registry::new();
     let r2 = Registry::new();
     let f1 = r1.register(FuncDesc::new("f", 6, 0, 1)).unwrap();
-    r2.register(FuncDesc::new("g", 2, 0, 1).refs_at(0, &[1]))
-        .unwrap();
+    r2.register(FuncDesc::new("g", 2, 0, 1).refs_at(0, &[1])).unwrap();
     // Release mode (no validation): the cheap checks still catch it before any slot is read.
     let mut ms = ManagedStack::new(2, StackConfig::default().validate(false));
     ms.push(f1);
     let m = corrupted_walk(&mut ms, &r2);
     assert_eq!(
         m,
-        "goroutine 2: managed stack corrupted: frame 0 at word 0: frame size does not reach the frame above"
+        "goroutine 2: managed stack corrupted: frame 0 at word 6: frame size differs from the function's"
     );
 }
 
@@ -559,13 +503,10 @@ fn dump_shows_the_words_of_the_bad_frame() {
     let reg = Registry::new();
     let ms = two_frames(&reg, true);
     ms.set(2, 0xdead);
-    let d = ms.dump(&reg, 5);
-    assert!(
-        d.starts_with("managed stack of goroutine 11: top 10, top frame at 5, capacity 128 words"),
-        "{d}"
-    );
-    assert!(d.contains("[       5] 0x0000000000000000 <-"), "{d}");
-    assert!(d.contains("[       9] 0x000000000000dead"), "{d}");
+    let d = ms.dump(&reg, 8);
+    assert!(d.starts_with("managed stack of goroutine 11: top 10, capacity 128 words"), "{d}");
+    assert!(d.contains("[       8] 0x0000000300000000 <-"), "{d}");
+    assert!(d.contains("[       7] 0x000000000000dead"), "{d}");
     assert!(d.contains("f at safepoint 1, line 17"), "{d}");
 }
 
@@ -574,12 +515,8 @@ fn dump_shows_the_words_of_the_bad_frame() {
 #[test]
 fn traceback_names_functions_safepoints_and_lines() {
     let reg = Registry::new();
-    let main = reg
-        .register(FuncDesc::new("main", 1, 0, 2).line(1, 3))
-        .unwrap();
-    let fib = reg
-        .register(FuncDesc::new("fib", 2, 1, 2).line(1, 12))
-        .unwrap();
+    let main = reg.register(FuncDesc::new("main", 1, 0, 2).line(1, 3)).unwrap();
+    let fib = reg.register(FuncDesc::new("fib", 2, 1, 2).line(1, 12)).unwrap();
     let ms = ManagedStack::new(7, config());
     ms.push(main);
     ms.set_safepoint(1);
@@ -610,10 +547,7 @@ fn deep_tracebacks_keep_both_ends() {
         ms.push(a);
     }
     let t = ms.traceback(&reg);
-    assert_eq!(
-        (t.frames.len(), t.elided, t.tail.len(), t.depth()),
-        (50, 51, 50, 151)
-    );
+    assert_eq!((t.frames.len(), t.elided, t.tail.len(), t.depth()), (50, 51, 50, 151));
     assert_eq!(t.tail.last().unwrap().name, "b");
     assert!(t.to_string().contains("    ...51 frames elided...\n"));
 }
@@ -648,10 +582,7 @@ fn a_poisoned_guard_calls_preempt_on_push_and_poll() {
     ms.push(f);
     ms.push(f);
     ms.poll();
-    assert_eq!(
-        (calls()[0], ms.depth(), ms.guard().is_poisoned()),
-        (3, 5, false)
-    );
+    assert_eq!((calls()[0], ms.depth(), ms.guard().is_poisoned()), (3, 5, false));
 }
 
 #[test]
@@ -676,10 +607,7 @@ fn a_collector_scans_and_shrinks_while_the_owner_is_in_the_hook() {
     let reg = Arc::new(Registry::new());
     let f = reg
         .register(
-            FuncDesc::new("f", 6, 0, 2)
-                .refs_at(0, &[0])
-                .refs_at(1, &[0, 5])
-                .tagged_at(1, &[3]),
+            FuncDesc::new("f", 6, 0, 2).refs_at(0, &[0]).refs_at(1, &[0, 5]).tagged_at(1, &[3]),
         )
         .unwrap();
     let ms = ManagedStack::new(9, config());
@@ -724,10 +652,8 @@ fn a_collector_scans_and_shrinks_while_the_owner_is_in_the_hook() {
     let (seen, shrunk) = result.lock().unwrap().take().expect("the collector ran");
     assert!(shrunk);
     assert_eq!(ms.capacity_words(), cap_before / 2);
-    let expect_refs: Vec<_> = (0..5)
-        .rev()
-        .flat_map(|d| [(4 - d, 0, d), (4 - d, 5, d + 1000)])
-        .collect();
+    let expect_refs: Vec<_> =
+        (0..5).rev().flat_map(|d| [(4 - d, 0, d), (4 - d, 5, d + 1000)]).collect();
     let expect_tagged: Vec<_> = (0..5).rev().map(|d| (4 - d, 3, 2 * d + 1)).collect();
     assert_eq!((seen.refs, seen.tagged), (expect_refs, expect_tagged));
     // The push landed in the new buffer, on top of intact frames.
@@ -748,4 +674,40 @@ fn poison_from_another_thread_reaches_the_owner() {
     });
     ms.poll();
     assert_eq!(calls()[0], 1);
+}
+
+#[test]
+fn walks_run_while_the_registry_grows() {
+    let reg = Registry::new();
+    let f = reg.register(FuncDesc::new("f", 3, 0, 1).refs_at(0, &[2])).unwrap();
+    let more = if cfg!(miri) { 140 } else { 2000 };
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            for i in 0..more {
+                reg.register(FuncDesc::new(format!("g{i}"), i % 5, 0, 1)).unwrap();
+            }
+        });
+        s.spawn(|| {
+            let mut ms = ManagedStack::new(1, config());
+            let mut depth = 0;
+            while reg.len() < more + 1 {
+                // Functions registered while this thread walks are pushed too.
+                let n = reg.len();
+                if n < 2 {
+                    std::thread::yield_now();
+                    continue;
+                }
+                let g = reg.by_index((n - 1) as u32).unwrap().id();
+                ms.push(f);
+                ms.set(2, depth);
+                ms.push(g);
+                depth += 1;
+                let s = seen(&mut ms, &reg);
+                assert_eq!(s.frames.len(), 2 * depth);
+                assert_eq!(s.refs.len(), depth);
+                assert_eq!(s.refs.last(), Some(&(2 * depth - 1, 2, 0)));
+                std::thread::yield_now();
+            }
+        });
+    });
 }

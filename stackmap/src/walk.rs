@@ -3,15 +3,15 @@
 use std::fmt::{self, Write as _};
 use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 
-use crate::registry::{FuncId, FuncInfo, Registry, for_each_bit};
-use crate::stack::{HANDLE_BIT, HEADER, ManagedStack, NO_FRAME, NO_LINK};
+use crate::registry::{FuncId, FuncInfo, Registry};
+use crate::stack::{HANDLE_BIT, HEADER, ManagedStack};
 
 /// One frame as the walker reports it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Frame {
     /// 0 for the top frame, counting down the stack.
     pub depth: usize,
-    /// Word offset of the frame's header in the buffer.
+    /// Word offset of the frame's first slot in the buffer (its header follows its slots).
     pub offset: usize,
     /// Its function, or `None` for a handle frame.
     pub func: Option<FuncId>,
@@ -55,11 +55,7 @@ pub struct Corruption {
 
 impl fmt::Display for Corruption {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "frame {} at word {}: {}",
-            self.depth, self.offset, self.reason
-        )
+        write!(f, "frame {} at word {}: {}", self.depth, self.offset, self.reason)
     }
 }
 
@@ -87,10 +83,11 @@ impl ManagedStack {
     /// one call of `v` per live slot.
     ///
     /// The walker always checks what keeps it in bounds (each frame's function is in `reg`,
-    /// its safepoint is in range, it ends where the frame above begins, links go down); with
-    /// [`StackConfig::validate`](crate::StackConfig::validate) on it checks every frame before
-    /// yielding anything. A failed check prints a dump of the stack to stderr and panics with
-    /// "goroutine N: managed stack corrupted: ..." (the runtime treats that as fatal).
+    /// its size matches the function's, its safepoint is in range, it does not reach below
+    /// word 0); with [`StackConfig::validate`](crate::StackConfig::validate) on it checks every
+    /// frame before yielding anything. A failed check prints a dump of the stack to stderr and
+    /// panics with "goroutine N: managed stack corrupted: ..." (the runtime treats that as
+    /// fatal).
     ///
     /// # Safety
     /// The owner is stopped at a safepoint (parked, in a blocking call with its stack frozen,
@@ -114,93 +111,72 @@ impl ManagedStack {
                 self.corrupt(reg, &c);
             }
         }
+        let view = reg.view();
         let buf = self.buf.load(Relaxed);
         let mut end = self.top.load(Relaxed);
-        let mut fp = self.fp.load(Relaxed);
         let mut depth = 0;
-        while fp != NO_FRAME {
-            // `end` is never above `top <= capacity`; checking the frame against it keeps
-            // every read below in the buffer.
-            if fp + HEADER > end {
-                self.corrupt_at(reg, fp, depth, "header past the frame above");
+        while end != 0 {
+            // `end` starts at `top <= capacity` and only decreases; checking each frame against
+            // it keeps every read below in the buffer.
+            if end < HEADER {
+                self.corrupt_at(reg, end, depth, "frame header below word 0");
             }
-            // SAFETY: `fp + 2 <= end <= top <= capacity`, and the buffer does not move (caller).
-            let (w0, w1) = unsafe {
-                (
-                    (*buf.add(fp)).load(Relaxed),
-                    (*buf.add(fp + 1)).load(Relaxed),
-                )
-            };
+            let hdr = end - HEADER;
+            // SAFETY: `hdr + 2 == end <= top <= capacity`, and the buffer does not move
+            // (caller).
+            let (w0, w1) =
+                unsafe { ((*buf.add(hdr)).load(Relaxed), (*buf.add(hdr + 1)).load(Relaxed)) };
             let func = w0 as u32;
-            let link = (w0 >> 32) as u32;
+            let n = w0 >> 32;
             let sp = w1 as u32;
-            let base = fp + HEADER;
+            if n > hdr {
+                self.corrupt_at(reg, hdr, depth, "frame size reaches below word 0");
+            }
+            let base = hdr - n;
             if func & HANDLE_BIT != 0 {
-                let n = (func & !HANDLE_BIT) as usize;
-                if base + n != end {
-                    self.corrupt_at(
-                        reg,
-                        fp,
-                        depth,
-                        "handle frame size does not reach the frame above",
-                    );
-                }
-                v.frame(&Frame {
-                    depth,
-                    offset: fp,
-                    func: None,
-                    safepoint: 0,
-                    slots: n,
-                });
+                v.frame(&Frame { depth, offset: base, func: None, safepoint: 0, slots: n });
                 for i in 0..n {
-                    // SAFETY: `base + i < end <= capacity`.
+                    // SAFETY: `base + i < hdr < capacity`.
                     v.reference(i, unsafe { &*buf.add(base + i) });
                 }
             } else {
-                let Some(info) = reg.by_index(func) else {
-                    self.corrupt_at(reg, fp, depth, "function index not in the registry")
+                let Some((slots, maps)) = view.get(func) else {
+                    self.corrupt_at(reg, hdr, depth, "function index not in the registry")
                 };
-                let n = info.frame_slots();
-                if base + n != end {
-                    self.corrupt_at(reg, fp, depth, "frame size does not reach the frame above");
+                if slots != n {
+                    self.corrupt_at(reg, hdr, depth, "frame size differs from the function's");
                 }
-                let Some(map) = info.maps.get(sp as usize) else {
-                    self.corrupt_at(reg, fp, depth, "safepoint out of range")
+                let Some(map) = maps.get(sp as usize) else {
+                    self.corrupt_at(reg, hdr, depth, "safepoint out of range")
                 };
                 v.frame(&Frame {
                     depth,
-                    offset: fp,
-                    func: Some(info.id()),
+                    offset: base,
+                    func: Some(FuncId {
+                        index: func,
+                        slots: n as u32,
+                        safepoints: maps.len() as u32,
+                    }),
                     safepoint: sp,
                     slots: n,
                 });
-                // Registration keeps every bit below the frame size.
-                for_each_bit(&map.refs, |i| {
-                    // SAFETY: `i < n`, so `base + i < end <= capacity`.
+                // Registration keeps every bit below the function's frame size, `n`.
+                map.each_ref(|i| {
+                    // SAFETY: `i < n`, so `base + i < hdr < capacity`.
                     v.reference(i, unsafe { &*buf.add(base + i) })
                 });
-                for_each_bit(&map.tagged, |i| {
+                map.each_tagged(|i| {
                     // SAFETY: as above.
                     v.tagged(i, unsafe { &*buf.add(base + i) })
                 });
             }
-            end = fp;
-            fp = if link == NO_LINK {
-                NO_FRAME
-            } else if (link as usize) < fp {
-                link as usize
-            } else {
-                self.corrupt_at(reg, fp, depth, "caller link does not point down")
-            };
+            end = base;
             depth += 1;
-        }
-        if end != 0 {
-            self.corrupt_at(reg, end, depth - 1, "bottom frame not at word 0");
         }
     }
 
     /// Checks every frame: function in `reg`, safepoint in range and its count matching the
-    /// function's, frames contiguous from word 0 up to `top`, links pointing down. Returns the
+    /// function's, sizes matching, frames contiguous from word 0 up to `top`. Returns the
     /// depth, or the first thing wrong. For the owner.
     pub fn check(&self, reg: &Registry) -> Result<usize, Corruption> {
         // SAFETY: `&self` on the owner's side of a `!Sync` type: no push can run meanwhile
@@ -246,51 +222,40 @@ impl ManagedStack {
         let top = self.top.load(Relaxed);
         let cap = self.capacity_words();
         let mut end = top;
-        let mut fp = self.fp.load(Relaxed);
         let mut depth = 0;
-        let bad = |offset: usize, depth: usize, reason: String| Corruption {
-            offset,
-            depth,
-            reason,
-        };
+        let bad =
+            |offset: usize, depth: usize, reason: String| Corruption { offset, depth, reason };
         if top > cap {
-            let e = bad(fp, 0, format!("top {top} is past the capacity {cap}"));
+            let e = bad(top, 0, format!("top {top} is past the capacity {cap}"));
             f(Err(e.clone()))?;
             return Err(e);
         }
-        if fp == NO_FRAME && top != 0 {
-            let e = bad(0, 0, format!("no frame but {top} words in use"));
-            f(Err(e.clone()))?;
-            return Err(e);
-        }
-        while fp != NO_FRAME {
+        while end != 0 {
             let r = (|| {
-                if fp + HEADER > end {
+                if end < HEADER {
+                    return Err(bad(end, depth, "frame header below word 0".into()));
+                }
+                let hdr = end - HEADER;
+                // SAFETY: `hdr + 2 == end <= top <= capacity`; the buffer does not move (caller).
+                let (w0, w1) =
+                    unsafe { ((*buf.add(hdr)).load(Relaxed), (*buf.add(hdr + 1)).load(Relaxed)) };
+                let (func, slots) = (w0 as u32, w0 >> 32);
+                let (sp, count) = (w1 as u32, (w1 >> 32) as u32);
+                if slots > hdr {
                     return Err(bad(
-                        fp,
+                        hdr,
                         depth,
-                        format!("header past the frame above (word {end})"),
+                        format!("frame of {slots} slots reaches below word 0"),
                     ));
                 }
-                // SAFETY: `fp + 2 <= end <= top <= capacity`; the buffer does not move (caller).
-                let (w0, w1) = unsafe {
-                    (
-                        (*buf.add(fp)).load(Relaxed),
-                        (*buf.add(fp + 1)).load(Relaxed),
-                    )
-                };
-                let (func, link) = (w0 as u32, (w0 >> 32) as u32);
-                let (sp, count) = (w1 as u32, (w1 >> 32) as u32);
-                let slots = end - fp - HEADER;
                 let (frame_func, info) = if func & HANDLE_BIT != 0 {
-                    let n = (func & !HANDLE_BIT) as usize;
-                    if n != slots || sp != 0 || count != 1 {
+                    if func != HANDLE_BIT || sp != 0 || count != 1 {
                         return Err(bad(
-                            fp,
+                            hdr,
                             depth,
                             format!(
-                                "handle frame of {n} slots at safepoint {sp}/{count} \
-                                 in a space of {slots} slots"
+                                "handle frame with function field {func:#x} at safepoint \
+                                 {sp}/{count}"
                             ),
                         ));
                     }
@@ -298,7 +263,7 @@ impl ManagedStack {
                 } else {
                     let Some(info) = reg.by_index(func) else {
                         return Err(bad(
-                            fp,
+                            hdr,
                             depth,
                             format!(
                                 "function index {func} not in the registry ({} functions)",
@@ -308,10 +273,10 @@ impl ManagedStack {
                     };
                     if info.frame_slots() != slots {
                         return Err(bad(
-                            fp,
+                            hdr,
                             depth,
                             format!(
-                                "{:?} has {} slots but its frame spans {slots}",
+                                "{:?} has {} slots but its frame has {slots}",
                                 info.name(),
                                 info.frame_slots()
                             ),
@@ -319,7 +284,7 @@ impl ManagedStack {
                     }
                     if count as usize != info.safepoints() || sp >= count {
                         return Err(bad(
-                            fp,
+                            hdr,
                             depth,
                             format!(
                                 "{:?} at safepoint {sp} of {count}, but it has {} safepoints",
@@ -330,41 +295,23 @@ impl ManagedStack {
                     }
                     (Some(info.id()), Some(info))
                 };
-                let next = if link == NO_LINK {
-                    if fp != 0 {
-                        return Err(bad(fp, depth, "bottom frame not at word 0".into()));
-                    }
-                    NO_FRAME
-                } else if (link as usize) < fp {
-                    link as usize
-                } else {
-                    return Err(bad(
-                        fp,
+                Ok(Checked {
+                    frame: Frame {
                         depth,
-                        format!("caller link {link} does not point down"),
-                    ));
-                };
-                Ok((
-                    Checked {
-                        frame: Frame {
-                            depth,
-                            offset: fp,
-                            func: frame_func,
-                            safepoint: sp,
-                            slots,
-                        },
-                        info,
+                        offset: hdr - slots,
+                        func: frame_func,
+                        safepoint: sp,
+                        slots,
                     },
-                    next,
-                ))
+                    info,
+                })
             })();
             match r {
-                Ok((c, next)) => {
+                Ok(c) => {
+                    end = c.frame.offset;
                     if !f(Ok(c))? {
                         return Ok(());
                     }
-                    end = fp;
-                    fp = next;
                     depth += 1;
                 }
                 Err(e) => {
@@ -430,13 +377,7 @@ impl ManagedStack {
             })
         };
         let elided = total - frames.len() - tail.len();
-        Traceback {
-            goroutine: self.id(),
-            frames,
-            elided,
-            tail: tail.into(),
-            error,
-        }
+        Traceback { goroutine: self.id(), frames, elided, tail: tail.into(), error }
     }
 
     /// A dump of the stack for a corruption report: sizes, the traceback, and the raw words of
@@ -450,18 +391,12 @@ impl ManagedStack {
     /// Nothing moves or frees the buffer until this returns.
     unsafe fn dump_impl(&self, reg: &Registry, offset: usize) -> String {
         let top = self.top.load(Relaxed);
-        let fp = self.fp.load(Relaxed);
         let cap = self.capacity_words();
         let mut s = String::new();
         let _ = writeln!(
             s,
-            "managed stack of goroutine {}: top {top}, top frame at {}, capacity {cap} words",
+            "managed stack of goroutine {}: top {top}, capacity {cap} words",
             self.id(),
-            if fp == NO_FRAME {
-                "none".to_string()
-            } else {
-                fp.to_string()
-            },
         );
         // SAFETY: passed on from our caller.
         let _ = write!(s, "{}", unsafe { self.traceback_impl(reg) });
@@ -481,14 +416,7 @@ impl ManagedStack {
     #[cold]
     #[inline(never)]
     fn corrupt_at(&self, reg: &Registry, offset: usize, depth: usize, reason: &str) -> ! {
-        self.corrupt(
-            reg,
-            &Corruption {
-                offset,
-                depth,
-                reason: reason.into(),
-            },
-        )
+        self.corrupt(reg, &Corruption { offset, depth, reason: reason.into() })
     }
 
     /// Prints a dump to stderr and panics: the stack cannot be scanned.
@@ -566,12 +494,7 @@ impl fmt::Display for TraceFrame {
 /// ```
 impl fmt::Display for Traceback {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        writeln!(
-            f,
-            "goroutine {} managed stack ({} frames):",
-            self.goroutine,
-            self.depth()
-        )?;
+        writeln!(f, "goroutine {} managed stack ({} frames):", self.goroutine, self.depth())?;
         for fr in &self.frames {
             writeln!(f, "    {fr}")?;
         }

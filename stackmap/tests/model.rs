@@ -77,12 +77,7 @@ fn expected(specs: &[Spec], model: &[MFrame]) -> Vec<(usize, usize, usize, bool)
     let mut out = vec![];
     for (depth, fr) in model.iter().rev().enumerate() {
         match fr.func {
-            None => out.extend(
-                fr.slots
-                    .iter()
-                    .enumerate()
-                    .map(|(i, &v)| (depth, i, v, false)),
-            ),
+            None => out.extend(fr.slots.iter().enumerate().map(|(i, &v)| (depth, i, v, false))),
             Some(f) => {
                 let kinds = &specs[f].kinds[fr.sp as usize];
                 for want in [1u8, 2] {
@@ -119,23 +114,13 @@ fn run(specs: Vec<Spec>, ops: Vec<Op>, small_limit: bool, validate: bool) {
             let mut d = FuncDesc::new(format!("f{n}"), s.slots, 0, s.kinds.len());
             for (sp, kinds) in s.kinds.iter().enumerate() {
                 let of = |k| (0..s.slots).filter(|&i| kinds[i] == k).collect::<Vec<_>>();
-                d = d
-                    .refs_at(sp, &of(1))
-                    .tagged_at(sp, &of(2))
-                    .line(sp, sp as u32 + 1);
+                d = d.refs_at(sp, &of(1)).tagged_at(sp, &of(2)).line(sp, sp as u32 + 1);
             }
             reg.register(d).expect("a valid description")
         })
         .collect();
-    let limit = if small_limit {
-        2048
-    } else {
-        StackConfig::DEFAULT_LIMIT
-    };
-    let mut ms = ManagedStack::new(
-        5,
-        StackConfig::default().limit_bytes(limit).validate(validate),
-    );
+    let limit = if small_limit { 2048 } else { StackConfig::DEFAULT_LIMIT };
+    let mut ms = ManagedStack::new(5, StackConfig::default().limit_bytes(limit).validate(validate));
     let mut model: Vec<MFrame> = vec![];
     let mut counter = 1usize;
     for op in ops {
@@ -155,11 +140,7 @@ fn run(specs: Vec<Spec>, ops: Vec<Op>, small_limit: bool, validate: bool) {
                     r.expect("push within the limit");
                     let mut slots = vec![0; n];
                     slots[..nargs].copy_from_slice(&args);
-                    model.push(MFrame {
-                        func: Some(f),
-                        sp: 0,
-                        slots,
-                    });
+                    model.push(MFrame { func: Some(f), sp: 0, slots });
                 } else {
                     let e = r.expect_err("push past the limit");
                     assert_eq!(
@@ -171,11 +152,7 @@ fn run(specs: Vec<Spec>, ops: Vec<Op>, small_limit: bool, validate: bool) {
             Op::PushHandles(n) => {
                 if (words(&model) + 2 + n) * 8 <= limit {
                     ms.push_handles(n);
-                    model.push(MFrame {
-                        func: None,
-                        sp: 0,
-                        slots: vec![0; n],
-                    });
+                    model.push(MFrame { func: None, sp: 0, slots: vec![0; n] });
                 }
             }
             Op::Pop => {
