@@ -338,8 +338,19 @@ impl ManagedStack {
         // SAFETY: `new_top <= capacity` (the guard admitted it, or `morestack` made room), and
         // only the owner, which we are, writes above `top`.
         unsafe {
-            for i in top..hdr {
+            // Four independent stores a round: most frames are a few rounds, and a
+            // one-store loop costs a loop branch per slot.
+            let mut i = top;
+            while i + 4 <= hdr {
                 (*buf.add(i)).store(0, Relaxed);
+                (*buf.add(i + 1)).store(0, Relaxed);
+                (*buf.add(i + 2)).store(0, Relaxed);
+                (*buf.add(i + 3)).store(0, Relaxed);
+                i += 4;
+            }
+            while i < hdr {
+                (*buf.add(i)).store(0, Relaxed);
+                i += 1;
             }
             (*buf.add(hdr)).store(word0(func, slots as u32), Relaxed);
             (*buf.add(hdr + 1)).store(word1(0, safepoints), Relaxed);
