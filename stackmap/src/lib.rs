@@ -126,6 +126,9 @@
 //! goroutine that panics gets its managed frames listed, and a corrupted frame ends the list
 //! with a note.
 
+/// The bitvec crate, whose bit slices [`FuncDesc::refs`] and [`FuncDesc::tagged`] take.
+pub use bitvec;
+
 mod guard;
 mod registry;
 mod stack;
