@@ -142,5 +142,17 @@ pub use registry::{
 pub use stack::{ManagedStack, StackConfig, format_bytes};
 pub use walk::{Corruption, Frame, TraceFrame, Traceback, Visitor};
 
+// What the scheduler relies on: a stack moves with its goroutine between threads, its guard
+// and the registry are shared. (That `ManagedStack` is not `Sync` is checked by a compile_fail
+// example on the type.)
+const _: () = {
+    const fn send<T: Send>() {}
+    const fn sync<T: Sync>() {}
+    send::<ManagedStack>();
+    sync::<StackGuard>();
+    sync::<Registry>();
+    send::<Registry>();
+};
+
 #[cfg(test)]
 mod tests;

@@ -116,6 +116,12 @@ impl Default for StackConfig {
 ///   the right to scan it (the G's `SCAN` bit). Everything those methods read is an atomic
 ///   word, so the only thing the contract has to rule out is the owner moving the buffer.
 ///
+/// ```compile_fail
+/// // The owner API is for one thread at a time: safe code cannot share a stack.
+/// fn shared<T: Sync>() {}
+/// shared::<safepoint_stackmap::ManagedStack>();
+/// ```
+///
 /// Slots are `AtomicUsize` accessed with `Relaxed` ordering (DESIGN §4: words a marker may
 /// read while a goroutine runs are atomics). The ordering between the owner's last writes and
 /// a scanner's reads comes from the scheduler's hand-off (the status CAS), not from here.
