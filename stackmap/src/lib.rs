@@ -55,8 +55,10 @@
 //!
 //! The caller link is the frame's own size, an offset rather than an address: the caller's
 //! frame ends `n + 2` words below this one's end, and the bottom frame starts at word 0. So a
-//! push writes the slots and header and moves `top`; a pop reads the slot count and moves
-//! `top` back; there is no separate frame pointer to keep. The function field is a registry
+//! push writes the slots and header and moves `top`; a pop moves `top` back by the top
+//! frame's size; there is no frame pointer to keep. (The owner also caches the top frame's
+//! size, so a pop does not wait on the header the push just wrote, and reads the caller's
+//! size from the caller's header, written long before.) The function field is a registry
 //! index, or for a *handle frame* (native Rust code rooting values: every slot a reference)
 //! the bit `1 << 31`. Keeping the slot and safepoint counts in the frame lets pop and
 //! [`ManagedStack::set_safepoint`] work without a table lookup; the walker still takes sizes

@@ -130,6 +130,10 @@ pub struct ManagedStack {
     /// Index one past the top frame's header (0: no frame). The only position the stack
     /// keeps: every frame's header sits at the end of the frame and gives its size.
     pub(crate) top: AtomicUsize,
+    /// Words of the top frame (slots + header; 0 with no frame): the owner's copy of what the
+    /// top header says, so that a pop does not wait for the header it just wrote and a slot
+    /// access needs no header read. Only the owner reads it.
+    top_size: Cell<usize>,
     /// The buffer of `guard.limit_words()` words (dangling while that is 0).
     pub(crate) buf: AtomicPtr<AtomicUsize>,
     id: AtomicU64,
@@ -185,6 +189,7 @@ impl ManagedStack {
         ManagedStack {
             guard: StackGuard::new(),
             top: AtomicUsize::new(0),
+            top_size: Cell::new(0),
             buf: AtomicPtr::new(dangling()),
             id: AtomicU64::new(id),
             limit_words: config.limit_bytes / 8,
@@ -362,6 +367,7 @@ impl ManagedStack {
             (*buf.add(hdr + 1)).store(word1(0, safepoints), Relaxed);
         }
         self.top.store(new_top, Relaxed);
+        self.top_size.set(HEADER + slots);
     }
 
     /// Pops the top frame.
@@ -374,10 +380,18 @@ impl ManagedStack {
         if top == 0 {
             self.fail_empty("pop");
         }
-        let buf = self.buf.load(Relaxed);
-        // SAFETY: `2 <= top <= capacity`: the top frame's header is the two words below.
-        let slots = unsafe { &*buf.add(top - 2) }.load(Relaxed) >> 32;
-        self.top.store(top - HEADER - slots, Relaxed);
+        let new_top = top - self.top_size.get();
+        self.top.store(new_top, Relaxed);
+        // The caller's size, from its header: written long ago, so reading it is off the
+        // path from one push to the next.
+        let size = if new_top == 0 {
+            0
+        } else {
+            let buf = self.buf.load(Relaxed);
+            // SAFETY: `2 <= new_top <= capacity`: the caller's header is the two words below.
+            HEADER + (unsafe { &*buf.add(new_top - 2) }.load(Relaxed) >> 32)
+        };
+        self.top_size.set(size);
     }
 
     /// Records that the top frame now stands at safepoint `sp`: from now on a walk yields the
@@ -447,21 +461,23 @@ impl ManagedStack {
         if top == 0 {
             self.fail_empty("slot access");
         }
-        let buf = self.buf.load(Relaxed);
-        // SAFETY: `2 <= top <= capacity`: the top frame's header is the two words below.
-        let slots = unsafe { &*buf.add(top - 2) }.load(Relaxed) >> 32;
-        if i >= slots {
+        let size = self.top_size.get();
+        if i + HEADER >= size {
+            let slots = size - HEADER;
             self.fail(format_args!("slot {i} out of range: the top frame has {slots} slots"));
         }
-        // SAFETY: `top - 2 - slots + i < top - 2 <= capacity`. The reference is used at once
-        // by `get`/`set`, before anything can move the buffer.
-        unsafe { &*buf.add(top - HEADER - slots + i) }
+        let buf = self.buf.load(Relaxed);
+        // SAFETY: `top - size + i < top - 2 <= capacity`, as `size <= top` is the top frame's
+        // size. The reference is used at once by `get`/`set`, before anything can move the
+        // buffer.
+        unsafe { &*buf.add(top - size + i) }
     }
 
     /// Empties the stack for reuse (a new goroutine in a pooled G): no frames, no pending
     /// request. Keeps the buffer.
     pub fn reset(&self) {
         self.top.store(0, Relaxed);
+        self.top_size.set(0);
         self.guard.unpoison();
     }
 
