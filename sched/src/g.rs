@@ -70,8 +70,23 @@ unsafe impl Sync for G {}
 unsafe impl Send for G {}
 
 /// Wait reasons, for dumps.
-pub(crate) const WAIT_REASONS: &[&str] =
-    &["", "park", "join", "sema", "waitgroup", "preempted", "sleep", "chan", "select", "mutex"];
+pub(crate) const WAIT_REASONS: &[&str] = &[
+    "",
+    "park",
+    "join",
+    "sema",
+    "waitgroup",
+    "preempted",
+    "sleep",
+    "chan",
+    "select",
+    "mutex",
+    // The sync primitives' finer reasons (issue 4).
+    "chan send",
+    "chan receive",
+    "rwlock",
+    "cond",
+];
 
 /// A `'static` G pointer that can ride run queues.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]

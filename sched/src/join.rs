@@ -149,7 +149,8 @@ impl<T> JoinHandle<T> {
     }
 
     /// Waits for the goroutine and returns its value, or the panic that ended it. A goroutine
-    /// parks; a thread outside the runtime sleeps.
+    /// parks; a thread outside the runtime sleeps, and panics with a deadlock report if every
+    /// goroutine deadlocks (see [`crate::Builder::deadlock_detection`]).
     pub fn join(self) -> Result<T, JoinError> {
         if crate::runtime::current_g().is_some() {
             crate::park(crate::WaitReason::Join, |r| {
@@ -166,8 +167,17 @@ impl<T> JoinHandle<T> {
                 let mut s = self.cell.lock();
                 if !s.done {
                     s.waiter = Waiter::Thread(note.clone());
+                    // Not done, so the goroutine still runs on its G, owned by its runtime.
+                    let sched =
+                        self.g.g.get().owner.lock().unwrap_or_else(|e| e.into_inner()).clone();
                     drop(s);
-                    note.sleep();
+                    // Issue 4: a deadlock of every goroutine wakes us with its report.
+                    let report = crate::deadlock::wait_outside(sched.as_deref(), &note);
+                    if let Some(report) = report
+                        && !self.cell.lock().done
+                    {
+                        panic!("{report}");
+                    }
                 }
             }
         }

@@ -84,6 +84,14 @@ pub mod status;
 mod stw;
 mod sync;
 mod sysmon;
+// Goroutine synchronisation (issue 4).
+mod chan;
+mod cond;
+mod deadlock;
+mod mutex;
+mod select;
+mod timer;
+mod wait;
 
 use std::sync::Arc;
 
@@ -91,7 +99,16 @@ pub use join::{JoinError, JoinHandle};
 pub use local::GoroutineLocal;
 pub use proc::{NoPreempt, blocking, goroutine_id, no_preempt, poll, yield_now};
 pub use stw::{Goroutine, Suspended, WorldStop, for_each_p, resume_g, stop_the_world, suspend_g};
-pub use sync::{Sema, WaitGroup};
+pub use sync::Sema;
+// Goroutine synchronisation (issue 4).
+pub use chan::{Chan, Iter, RecvError, TryRecvError, TrySendError};
+pub use cond::{Cond, Once, WaitGroup};
+pub use deadlock::DEADLOCK;
+pub use mutex::{
+    Mutex, MutexGuard, RawMutex, RawRwLock, RwLock, RwLockReadGuard, RwLockWriteGuard,
+};
+pub use select::Select;
+pub use timer::{Ticker, Timer, after, sleep, sleep_until};
 
 use g::GPtr;
 use runtime::Sched;
@@ -161,6 +178,9 @@ pub struct Config {
     pub stack_cache: usize,
     /// Whether sysmon runs (time slices, retaking blocked Ps).
     pub sysmon: bool,
+    /// Whether a deadlock of every goroutine makes `block_on` (and outside joins) panic with
+    /// "all goroutines are asleep - deadlock!" (issue 4; see [`DEADLOCK`]).
+    pub deadlock_detection: bool,
 }
 
 /// Builds a [`Runtime`].
@@ -171,6 +191,7 @@ pub struct Config {
 /// | `stack_size` | 256 KiB (virtual; committed as touched) |
 /// | `stack_cache` | 4096 stacks |
 /// | `sysmon` | on |
+/// | `deadlock_detection` | on |
 #[derive(Debug, Clone)]
 pub struct Builder {
     config: Config,
@@ -184,6 +205,7 @@ impl Default for Builder {
                 stack_size: safepoint_arch::stack::DEFAULT_STACK_SIZE,
                 stack_cache: 4096,
                 sysmon: true,
+                deadlock_detection: true,
             },
         }
     }
@@ -209,6 +231,17 @@ impl Builder {
     /// blocking calls).
     pub fn sysmon(mut self, on: bool) -> Builder {
         self.config.sysmon = on;
+        self
+    }
+    /// Whether to detect deadlocks (default on): when every goroutine is parked on a runtime
+    /// primitive (channel, select, mutex, rwlock, cond, WaitGroup, join) and no timer is
+    /// pending, a thread waiting in [`Runtime::block_on`] or [`JoinHandle::join`] panics with
+    /// "all goroutines are asleep - deadlock!" and a line per goroutine saying what it waits
+    /// on, instead of hanging. Turn it off if threads outside the runtime wake goroutines
+    /// through these primitives (send on their channels, unlock their mutexes...): detection
+    /// cannot see such threads coming.
+    pub fn deadlock_detection(mut self, on: bool) -> Builder {
+        self.config.deadlock_detection = on;
         self
     }
     /// Starts the runtime.
@@ -291,7 +324,8 @@ impl Runtime {
     }
 
     /// Runs `f` as a goroutine and waits (blocking this thread) for its result; a panic in it
-    /// is resumed here.
+    /// is resumed here. If every goroutine deadlocks (see [`Builder::deadlock_detection`]),
+    /// panics with a message starting "all goroutines are asleep - deadlock!".
     pub fn block_on<T, F>(&self, f: F) -> T
     where
         F: FnOnce() -> T + Send + 'static,
@@ -475,6 +509,14 @@ pub enum WaitReason {
     Select = 8,
     /// A mutex.
     Mutex = 9,
+    /// Sending on a channel (issue 4: the sync primitives' finer reasons, for deadlock dumps).
+    ChanSend = 10,
+    /// Receiving from a channel.
+    ChanRecv = 11,
+    /// A reader-writer lock.
+    RwLock = 12,
+    /// A condition variable.
+    Cond = 13,
 }
 
 /// The single-use wake-up token of one park of one goroutine: [`GoroutineRef::ready`] makes

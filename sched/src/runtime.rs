@@ -53,6 +53,8 @@ pub(crate) struct P {
     /// sysmon's last observation of (schedtick, syscalltick) and when it changed.
     pub sysmon_tick: AtomicU64,
     pub sysmon_when: AtomicU64,
+    /// This P's timer heap (issue 4: see `crate::timer`).
+    pub timers: crate::timer::PTimers,
 }
 
 // SAFETY: the UnsafeCell fields (`runq`, `gfree`) are touched only by the M that owns the P;
@@ -79,6 +81,7 @@ impl P {
             gfree: UnsafeCell::new(Vec::new()),
             sysmon_tick: AtomicU64::new(0),
             sysmon_when: AtomicU64::new(0),
+            timers: crate::timer::PTimers::new(),
         }
     }
 
@@ -289,6 +292,10 @@ pub(crate) struct Sched {
     pub config: crate::Config,
     /// Live goroutines (spawned, not yet exited).
     pub ngoroutines: AtomicUsize,
+    /// Issue 4: the timed sleeper and timers in flight (`crate::timer`), deadlock detection
+    /// (`crate::deadlock`).
+    pub timers: crate::timer::SchedTimers,
+    pub deadlock: crate::deadlock::Deadlock,
 }
 
 /// What the scheduler lock protects.
@@ -308,6 +315,7 @@ impl Sched {
         let procs = config.procs;
         let stacks = StackPool::new(config.stack_size, config.stack_cache)
             .map_err(|e| crate::Error::Stack(e.to_string()))?;
+        let deadlock_detection = config.deadlock_detection; // issue 4
         let sched = Arc::new(Sched {
             procs,
             ps: (0..procs).map(P::new).collect(),
@@ -337,6 +345,8 @@ impl Sched {
             sysmon_note: Note::new(),
             config,
             ngoroutines: AtomicUsize::new(0),
+            timers: crate::timer::SchedTimers::new(),
+            deadlock: crate::deadlock::Deadlock::new(deadlock_detection),
         });
         signal::install();
         Ok(sched)
@@ -627,6 +637,14 @@ const GCSTOP_SPIN_NS: u64 = 100_000;
 /// Parks this M until someone hands it a P, spinning first for up to `spin_ns`. Returns false
 /// at shutdown.
 fn stopm(m: &M, spin_ns: u64) -> bool {
+    stopm_until(m, spin_ns, None)
+}
+
+/// `stopm`, sleeping no later than `deadline` (nanotime) if given. Returns true without a P
+/// when the deadline passed or the M was woken without one (issue 4: a timer armed earlier than
+/// the deadline pokes the timed sleeper; such a wake-up can also arrive late, after the M has
+/// moved on, and must be harmless).
+fn stopm_until(m: &M, spin_ns: u64, deadline: Option<u64>) -> bool {
     let sched = m.sched();
     debug_assert!(m.p().is_none());
     {
@@ -644,17 +662,55 @@ fn stopm(m: &M, spin_ns: u64) -> bool {
             }
         }
     }
-    m.park.sleep();
-    m.park.clear();
-    let p = m.nextp.swap(0, Ordering::Acquire) as *const P;
-    // SAFETY: Ps live as long as the Sched.
-    match unsafe { p.as_ref() } {
-        Some(p) => {
-            acquirep(m, p);
-            true
+    match deadline {
+        None => m.park.sleep(),
+        Some(d) => {
+            m.park.sleep_timeout(d.saturating_sub(nanotime()));
         }
-        None => !sched.shutdown.load(Ordering::SeqCst),
     }
+    loop {
+        let p = m.nextp.swap(0, Ordering::Acquire) as *const P;
+        // SAFETY: Ps live as long as the Sched.
+        if let Some(p) = unsafe { p.as_ref() } {
+            m.park.clear();
+            acquirep(m, p);
+            return true;
+        }
+        // No P: a timeout, a timer poke or shutdown. Leave the idle list, unless whoever took
+        // us off it is about to hand us a P (startm stores `nextp` right after popping us).
+        let mut l = sched.locked();
+        if let Some(i) = l.midle.iter().position(|&x| ptr::eq(x, m)) {
+            l.midle.swap_remove(i);
+            drop(l);
+            m.park.clear();
+            return !sched.shutdown.load(Ordering::SeqCst);
+        }
+        drop(l);
+        if sched.shutdown.load(Ordering::SeqCst) {
+            return false;
+        }
+        safepoint_arch::cpu_relax();
+    }
+}
+
+/// Issue 4: parks this M (holding no P) until it is handed one — or, as the timed sleeper
+/// (`crate::timer`), until the next timer deadline, then takes an idle P and runs the due
+/// timers. Returns false at shutdown.
+fn idle_sleep(m: &M) -> bool {
+    let sched = m.sched();
+    let deadline = crate::timer::idle_deadline(sched, m);
+    let ok = stopm_until(m, 0, deadline);
+    if deadline.is_some() {
+        crate::timer::idle_done(sched, m);
+        if ok && m.p().is_none() && crate::timer::due(sched) {
+            let p = sched.pidleget(&mut sched.locked());
+            if let Some(p) = p {
+                acquirep(m, p);
+                crate::timer::check_all(sched);
+            }
+        }
+    }
+    ok
 }
 
 /// Stops this M's P for a pending stop-the-world, then parks the M.
@@ -682,7 +738,7 @@ fn schedule(m: &M) -> Option<(&'static G, bool)> {
             return None;
         }
         let Some(p) = m.p() else {
-            if !stopm(m, 0) {
+            if !idle_sleep(m) {
                 return None;
             }
             continue;
@@ -697,6 +753,8 @@ fn schedule(m: &M) -> Option<(&'static G, bool)> {
         if p.run_safe_point_fn.load(Ordering::Acquire) {
             crate::stw::run_safe_point_fn(sched, p);
         }
+        // Issue 4: this P's due timers first (they make goroutines runnable here).
+        crate::timer::check(sched, p);
         if let Some(g) = find_work(m, p, false) {
             resetspinning(m);
             return Some(g);
@@ -711,6 +769,8 @@ fn schedule(m: &M) -> Option<(&'static G, bool)> {
             let deadline = nanotime() + SPIN_NS;
             let mut round = 0u32;
             loop {
+                // Issue 4: a spinning M runs any P's due timers.
+                crate::timer::check_all(sched);
                 if let Some(g) = find_work(m, p, true) {
                     resetspinning(m);
                     return Some(g);
@@ -760,7 +820,9 @@ fn schedule(m: &M) -> Option<(&'static G, bool)> {
                 continue;
             }
         }
-        if !stopm(m, 0) {
+        // Issue 4: if this was the last busy P, someone outside may be waiting on a deadlock.
+        crate::deadlock::check(sched);
+        if !idle_sleep(m) {
             return None;
         }
     }

@@ -20,11 +20,17 @@ const MAX_DELAY_NS: u64 = 10_000_000;
 pub(crate) fn run(sched: Arc<Sched>) {
     let mut delay = MIN_DELAY_NS;
     let mut idle_rounds = 0u32;
+    // Issue 4: the earliest timer deadline (0: none), seen at the last look.
+    let mut next_timer = 0u64;
     loop {
         if sched.shutdown.load(Ordering::SeqCst) {
             return;
         }
-        if sched.sysmon_note.sleep_timeout(delay) {
+        let mut sleep = delay;
+        if next_timer != 0 {
+            sleep = sleep.min(next_timer.saturating_sub(nanotime()).max(MIN_DELAY_NS));
+        }
+        if sched.sysmon_note.sleep_timeout(sleep) {
             sched.sysmon_note.clear();
         }
         if sched.shutdown.load(Ordering::SeqCst) {
@@ -49,6 +55,8 @@ pub(crate) fn run(sched: Arc<Sched>) {
             idle_rounds = 0;
             continue;
         }
+        // Issue 4: run timers left due on busy Ps (see `crate::timer`).
+        next_timer = crate::timer::sysmon(&sched);
         if retake(&sched, nanotime()) {
             idle_rounds = 0;
             delay = MIN_DELAY_NS;

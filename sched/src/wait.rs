@@ -1,0 +1,242 @@
+//! What every synchronisation primitive of this crate stands on: a wake-up [`Token`] that is
+//! either a parked goroutine's or a sleeping OS thread's, [`park_current`] (park the goroutine,
+//! or sleep the thread when called from outside the runtime), and [`RawLock`], the short
+//! spin-then-futex lock that guards each primitive's wait queues (Go's runtime `mutex`).
+//!
+//! ## The park protocol, from both sides
+//!
+//! A waiter takes the primitive's `RawLock`, finds it cannot proceed, puts a node naming itself
+//! on the primitive's queue and calls [`park_current`] with a callback. The callback runs *after*
+//! the goroutine has switched away (on its M's g0; for a thread, right away): it stores the
+//! token in the node and releases the lock. A waker takes the same lock, finds the node, takes
+//! its token, releases the lock and calls [`Token::wake`]. Because the lock is released only
+//! after the token is stored, a waker that found the node always finds the token: no wake-up is
+//! lost, and nothing touches a waiter's node after waking it (the node lives on the waiter's
+//! stack, which is free to go once the waiter runs).
+//!
+//! Under `--cfg loom` the same code runs on loom threads: the goroutine branch is never taken
+//! (there is no runtime), so the thread branch, with loom's atomics and `park`/`unpark`, is what
+//! the `loom_*` models check.
+
+use core::cell::Cell;
+
+use crate::shim::{AtomicBool, AtomicU32, Ordering, spin_hint};
+
+#[cfg(loom)]
+use loom::sync::Arc;
+#[cfg(loom)]
+use loom::thread::{Thread, current as current_thread, park as park_thread};
+#[cfg(not(loom))]
+use std::sync::Arc;
+#[cfg(not(loom))]
+use std::thread::{Thread, current as current_thread, park as park_thread};
+
+/// How a waiter will be woken: a parked goroutine's single-use token, or a sleeping thread.
+#[derive(Debug)]
+pub(crate) enum Token {
+    /// A goroutine parked by [`crate::park`].
+    G(crate::GoroutineRef),
+    /// A thread outside the runtime sleeping in [`park_current`].
+    T(Arc<ThreadWaiter>),
+}
+
+/// A thread sleeping in [`park_current`]: it sleeps until `woken` is set.
+#[derive(Debug)]
+pub(crate) struct ThreadWaiter {
+    woken: AtomicBool,
+    thread: Thread,
+}
+
+impl Token {
+    /// Wakes the waiter. Everything the caller wrote before is visible to the waiter when it
+    /// runs (the goroutine's status CAS, or the Release store below, publishes it).
+    pub(crate) fn wake(self) {
+        match self {
+            Token::G(r) => r.ready(),
+            Token::T(w) => {
+                // Release: pairs with the Acquire load in `park_current`'s sleep loop.
+                w.woken.store(true, Ordering::Release);
+                w.thread.unpark();
+            }
+        }
+    }
+}
+
+/// Whether the caller is a goroutine (else a thread outside any runtime, or g0).
+#[inline]
+pub(crate) fn on_goroutine() -> bool {
+    #[cfg(loom)]
+    {
+        false
+    }
+    #[cfg(not(loom))]
+    {
+        crate::runtime::current_g().is_some()
+    }
+}
+
+/// Parks the caller until its token is woken: a goroutine parks (see [`crate::park`]); a
+/// thread outside the runtime sleeps. `f` gets the token, stores it where a waker will find it
+/// and returns true, or returns false to go on at once. As with [`crate::park`], `f` may borrow
+/// from the caller, must not block, and is where the caller's `RawLock` is released.
+pub(crate) fn park_current<F>(reason: crate::WaitReason, f: F)
+where
+    F: FnOnce(Token) -> bool,
+{
+    if on_goroutine() {
+        crate::park(reason, |r| f(Token::G(r)));
+        return;
+    }
+    let w = Arc::new(ThreadWaiter { woken: AtomicBool::new(false), thread: current_thread() });
+    if !f(Token::T(w.clone())) {
+        return;
+    }
+    // Acquire: pairs with the Release store in `Token::wake`.
+    while !w.woken.load(Ordering::Acquire) {
+        park_thread();
+    }
+}
+
+/// A lock for short critical sections that never park (Go's runtime `lock`): a compare-and-swap
+/// when free; spins a while when held (the holder is running on the other CPU); then sleeps on a
+/// futex. The guarded data sits next to it in an `UnsafeCell`; `lock`/`unlock` are not paired by
+/// a guard because a park callback releases locks its goroutine took (possibly several, in
+/// address order, for a select).
+#[derive(Debug, Default)]
+pub(crate) struct RawLock {
+    /// 0 free, 1 held, 2 held and someone may sleep on the futex.
+    state: AtomicU32,
+}
+
+const SPIN_LIMIT: u32 = 100;
+
+impl RawLock {
+    /// A free lock.
+    pub(crate) fn new() -> RawLock {
+        RawLock { state: AtomicU32::new(0) }
+    }
+
+    /// Takes the lock.
+    #[inline]
+    pub(crate) fn lock(&self) {
+        // Acquire: pairs with the Release swap in `unlock`: the previous holder's writes to the
+        // guarded data are visible.
+        if self.state.compare_exchange(0, 1, Ordering::Acquire, Ordering::Relaxed).is_err() {
+            self.lock_slow();
+        }
+    }
+
+    #[cold]
+    fn lock_slow(&self) {
+        let mut spins = 0;
+        loop {
+            let s = self.state.load(Ordering::Relaxed);
+            // Acquire: as in `lock`.
+            if s == 0
+                && self.state.compare_exchange(0, 1, Ordering::Acquire, Ordering::Relaxed).is_ok()
+            {
+                return;
+            }
+            if spins >= SPIN_LIMIT || s == 2 {
+                break;
+            }
+            spins += 1;
+            spin_hint();
+        }
+        // Mark "held with sleepers"; if it was free we now hold it (marked 2, which costs at
+        // most one needless wake at unlock).
+        // Acquire: as in `lock`.
+        while self.state.swap(2, Ordering::Acquire) != 0 {
+            futex_wait(&self.state, 2);
+        }
+    }
+
+    /// Releases the lock. The caller must hold it.
+    #[inline]
+    pub(crate) fn unlock(&self) {
+        // Release: pairs with the Acquire in `lock`/`lock_slow`.
+        if self.state.swap(0, Ordering::Release) == 2 {
+            futex_wake(&self.state);
+        }
+    }
+}
+
+#[cfg(not(loom))]
+fn futex_wait(key: &AtomicU32, expect: u32) {
+    // SAFETY: `key` is a live, aligned u32 for the duration of the call and the timeout pointer
+    // is null; a spurious return (EINTR, EAGAIN) is handled by the caller's loop.
+    unsafe {
+        libc::syscall(
+            libc::SYS_futex,
+            key.as_ptr(),
+            libc::FUTEX_WAIT | libc::FUTEX_PRIVATE_FLAG,
+            expect,
+            core::ptr::null::<libc::timespec>(),
+        );
+    }
+}
+
+#[cfg(not(loom))]
+fn futex_wake(key: &AtomicU32) {
+    // SAFETY: `key` is a live, aligned u32; FUTEX_WAKE only uses the address as a key.
+    unsafe {
+        libc::syscall(
+            libc::SYS_futex,
+            key.as_ptr(),
+            libc::FUTEX_WAKE | libc::FUTEX_PRIVATE_FLAG,
+            1,
+        );
+    }
+}
+
+#[cfg(loom)]
+fn futex_wait(_key: &AtomicU32, _expect: u32) {
+    loom::thread::yield_now();
+}
+
+#[cfg(loom)]
+fn futex_wake(_key: &AtomicU32) {}
+
+std::thread_local! {
+    static RAND: Cell<u64> = const { Cell::new(0) };
+}
+
+/// A cheap pseudo-random number (xorshift64*, one state per thread, seeded from the clock and
+/// the thread). Never inlined: the thread-local must be re-read after any goroutine switch (see
+/// the crate docs on thread identity); the read and write here happen with no switch between.
+#[inline(never)]
+pub(crate) fn fastrand() -> u64 {
+    RAND.with(|c| {
+        let mut x = c.get();
+        if x == 0 {
+            let seed = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_nanos() as u64)
+                .unwrap_or(1);
+            x = (seed ^ (c as *const Cell<u64> as u64).rotate_left(32)) | 1;
+        }
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        c.set(x);
+        x.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    })
+}
+
+/// A uniformly distributed number in `0..n` (n > 0), by Lemire's multiply-shift.
+pub(crate) fn fastrandn(n: usize) -> usize {
+    (((fastrand() >> 32) * n as u64) >> 32) as usize
+}
+
+/// Yields the processor if the caller is a goroutine that may switch (used after a direct
+/// hand-off, so the goroutine handed to runs now); otherwise does nothing.
+pub(crate) fn yield_if_goroutine() {
+    #[cfg(not(loom))]
+    if let Some(m) = crate::runtime::current_m()
+        && let Some(g) = m.curg()
+        && g.pins.get() == 0
+        && m.locks.load(Ordering::Relaxed) == 0
+    {
+        crate::yield_now();
+    }
+}
