@@ -6,3 +6,4 @@
 pub mod report;
 pub mod sched;
 pub mod stackmap;
+pub mod sync;

@@ -10,12 +10,17 @@ const USAGE: &str = "usage: stress WORKLOAD ARGS...
   parked N           N goroutines parked at once         -> rss_kb_per_g
   frames N           N push+set-safepoint+pop of 4 slots -> ns_per_op
   walk DEPTH         walk a stack DEPTH frames deep      -> ns_per_slot
+  pingpong N         N round trips over 2 unbuffered chans -> ns_per_op
+  chan N             N items through a 128-slot channel -> ns_per_op
+  mutex N            N lock+unlock, 4 goroutines, 2 Ps   -> ns_per_op
+  timers N           N sleeps of 1 ms released at once   -> p50_late_us p99_late_us max_late_us
   all                every workload above at default sizes";
 
 fn run(workload: &str, args: &[String]) -> bool {
     match workload {
         "spawn" | "yield" | "stw" | "parked" => b::sched::run(workload, args),
         "frames" | "walk" => b::stackmap::run(workload, args),
+        "pingpong" | "chan" | "mutex" | "timers" => b::sync::run(workload, args),
         _ => return false,
     }
     true
@@ -35,6 +40,10 @@ fn main() {
             ("parked", &["100000"][..]),
             ("frames", &["10000000"][..]),
             ("walk", &["10000"][..]),
+            ("pingpong", &["200000"][..]),
+            ("chan", &["2000000"][..]),
+            ("mutex", &["4000000"][..]),
+            ("timers", &["10000"][..]),
         ] {
             let a: Vec<String> = a.iter().map(|s| s.to_string()).collect();
             run(w, &a);
