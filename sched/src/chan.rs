@@ -38,7 +38,7 @@ use std::sync::Arc;
 
 use crate::WaitReason;
 use crate::shim::{AtomicBool, AtomicUsize, Ordering};
-use crate::wait::{RawLock, Token, park_current};
+use crate::wait::{RawLock, Token, check_can_park, park_current};
 
 /// What a parked goroutine (or thread) shares among its queue nodes: its wake-up token and, for
 /// a select, who won it.
@@ -472,6 +472,7 @@ impl<T: Send> Chan<T> {
             }
             SendTry::Block(v) => v,
         };
+        check_can_park(|| inner.lock.unlock());
         let mut slot = Some(v);
         let w = Waiter::new(false);
         let sg = Sudog::new(&w, 0, &mut slot);
@@ -529,6 +530,7 @@ impl<T: Send> Chan<T> {
             }
             RecvTry::Block => {}
         }
+        check_can_park(|| inner.lock.unlock());
         let mut slot: Option<T> = None;
         let w = Waiter::new(false);
         let sg = Sudog::new(&w, 0, &mut slot);
@@ -676,7 +678,7 @@ mod loom_tests {
     /// arrives exactly once and neither is left parked.
     #[test]
     fn loom_unbuffered_handoff() {
-        loom::model(|| {
+        crate::wait::loom_model(|| {
             let c = Chan::<u32>::new(0);
             let c2 = c.clone();
             let t = thread::spawn(move || c2.send(7));
@@ -690,7 +692,7 @@ mod loom_tests {
     /// value or "closed", never hangs.
     #[test]
     fn loom_close_wakes_receiver() {
-        loom::model(|| {
+        crate::wait::loom_model(|| {
             let c = Chan::<u32>::new(1);
             let c2 = c.clone();
             let t = thread::spawn(move || {

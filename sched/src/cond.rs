@@ -29,7 +29,7 @@ use std::collections::VecDeque;
 use crate::WaitReason;
 use crate::mutex::{MutexGuard, RawMutex, Sema};
 use crate::shim::{AtomicBool, AtomicU64, Ordering};
-use crate::wait::{RawLock, Token, park_current};
+use crate::wait::{RawLock, Token, check_can_park, park_current};
 
 struct CondWaiter {
     /// Set by the park callback under the cond lock; taken by the notifier under it.
@@ -121,6 +121,9 @@ impl Cond {
             self.lock.unlock();
             return;
         }
+        // A goroutine that may not park: its ticket stays unnotified-but-unqueued, which only
+        // makes a later `signal` find no waiter for it (a spurious wake-up's equivalent).
+        check_can_park(|| self.lock.unlock());
         let w = CondWaiter { token: Cell::new(None) };
         // Tickets are queued in order, except that a waiter may queue after a later one: keep
         // the queue sorted so `signal` finds the oldest first.

@@ -39,7 +39,7 @@ use std::collections::VecDeque;
 
 use crate::WaitReason;
 use crate::shim::{AtomicI32, AtomicU32, AtomicUsize, Ordering, spin_hint};
-use crate::wait::{RawLock, Token, park_current, yield_if_goroutine};
+use crate::wait::{RawLock, Token, check_can_park, park_current, yield_if_goroutine};
 
 /// A waiter parked on a [`Sema`]; lives on its stack.
 struct SemaWaiter {
@@ -85,8 +85,12 @@ impl Sema {
         }
     }
 
+    /// Takes a unit if there is one. The first read is a read-modify-write: in the Dekker pair
+    /// with `release` (module docs) both sides write their own word and then read the other's
+    /// with an RMW, which sees the latest value even under plain acquire/release (so the pair
+    /// holds as loom models it, not only under SeqCst).
     fn try_take(&self) -> bool {
-        let mut v = self.count.load(Ordering::SeqCst);
+        let mut v = self.count.fetch_add(0, Ordering::SeqCst);
         loop {
             if v == 0 {
                 return false;
@@ -102,7 +106,8 @@ impl Sema {
     /// Takes a unit, parking until one is free. `lifo`: queue at the front (a waiter that
     /// already waited once).
     pub(crate) fn acquire(&self, lifo: bool, reason: WaitReason) {
-        if self.try_take() {
+        // Fast path: a plain read is enough here (the re-check under the lock is the Dekker one).
+        if self.count.load(Ordering::Relaxed) != 0 && self.try_take() {
             return;
         }
         loop {
@@ -114,6 +119,10 @@ impl Sema {
                 self.lock.unlock();
                 return;
             }
+            check_can_park(|| {
+                self.nwait.fetch_sub(1, Ordering::SeqCst);
+                self.lock.unlock();
+            });
             let w = SemaWaiter {
                 token: core::cell::Cell::new(None),
                 ticket: core::cell::Cell::new(false),
@@ -142,7 +151,8 @@ impl Sema {
     pub(crate) fn release(&self, handoff: bool) {
         // SeqCst: the Dekker pair with `acquire`.
         self.count.fetch_add(1, Ordering::SeqCst);
-        if self.nwait.load(Ordering::SeqCst) == 0 {
+        // An RMW read: see `try_take`.
+        if self.nwait.fetch_add(0, Ordering::SeqCst) == 0 {
             return;
         }
         self.lock.lock();
@@ -787,7 +797,7 @@ mod loom_tests {
     /// Two threads increment under the mutex: no lost update, nobody left parked.
     #[test]
     fn loom_mutex_excludes() {
-        loom::model(|| {
+        crate::wait::loom_model(|| {
             let m = Arc::new(Mutex::new(0u32));
             let m2 = m.clone();
             let t = thread::spawn(move || *m2.lock() += 1);

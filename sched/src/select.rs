@@ -26,7 +26,7 @@
 use std::time::{Duration, Instant};
 
 use crate::chan::{Chan, RecvError, RecvTry, SEND_CLOSED, SendTry, Sudog, Waiter};
-use crate::wait::{Token, fastrandn, park_current};
+use crate::wait::{Token, check_can_park, fastrandn, park_current};
 
 /// One case, type-erased over its channel's element type.
 trait Case<R> {
@@ -313,6 +313,7 @@ impl<'a, R> Select<'a, R> {
                 return d();
             }
             // Go's `select {}`: block forever (the token is dropped: nobody can wake us).
+            check_can_park(|| ());
             park_current(crate::WaitReason::Select, |_t| true);
             crate::throw!("select with no cases woke up");
         }
@@ -359,6 +360,7 @@ impl<'a, R> Select<'a, R> {
                 i
             }
             None => {
+                check_can_park(|| unlock_all(cases));
                 // Pass 2.
                 let w = Waiter::new(true);
                 for &i in poll.iter() {
@@ -398,7 +400,7 @@ mod loom_tests {
     /// never left parked (no lost wake-up) nor fired twice.
     #[test]
     fn loom_select_two_senders() {
-        loom::model(|| {
+        crate::wait::loom_model(|| {
             let a = Chan::<u32>::new(1);
             let b = Chan::<u32>::new(1);
             let (a2, b2) = (a.clone(), b.clone());
@@ -417,7 +419,7 @@ mod loom_tests {
     /// if it came first) completes the select with "closed", and no node is left behind.
     #[test]
     fn loom_select_close_wakes() {
-        loom::model(|| {
+        crate::wait::loom_model(|| {
             let a = Chan::<u32>::new(0);
             let b = Chan::<u32>::new(0);
             let a2 = a.clone();

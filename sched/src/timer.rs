@@ -161,11 +161,6 @@ impl PTimers {
             None
         })
     }
-
-    /// Live entries (for deadlock detection).
-    pub(crate) fn live(&self) -> usize {
-        self.with(|heap| heap.iter().filter(|e| e.live()).count())
-    }
 }
 
 /// The runtime-wide timer state.
@@ -354,9 +349,12 @@ pub(crate) fn sysmon(sched: &Sched) -> u64 {
 /// How long a due timer is left to its own P before sysmon runs it.
 const SYSMON_GRACE_NS: u64 = 100_000;
 
-/// Live timers on every heap, and whether any is being fired (deadlock detection).
+/// Whether any timer is armed or being fired (deadlock detection). A heap holding only zombies
+/// counts as pending until they reach their deadlines and are dropped (the M that drops them
+/// then goes idle and checks again): cheap, and never a false deadlock.
 pub(crate) fn pending(sched: &Sched) -> bool {
-    sched.ps.iter().any(|p| p.timers.live() > 0) || sched.timers.running.load(Ordering::SeqCst) != 0
+    sched.ps.iter().any(|p| p.timers.next() != 0)
+        || sched.timers.running.load(Ordering::SeqCst) != 0
 }
 
 /// The calling goroutine's runtime.

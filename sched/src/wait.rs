@@ -75,6 +75,34 @@ pub(crate) fn on_goroutine() -> bool {
     }
 }
 
+/// Why the caller may not park now, if it may not: a goroutine inside a `no_preempt` section
+/// or a runtime critical section. Blocking operations check this *before* they queue a node and
+/// take locks they would release while parking, so that the described panic leaves the
+/// primitive intact.
+pub(crate) fn cannot_park() -> Option<&'static str> {
+    #[cfg(not(loom))]
+    if let Some(m) = crate::runtime::current_m()
+        && let Some(g) = m.curg()
+    {
+        if g.pins.get() != 0 {
+            return Some("a blocking operation inside a no_preempt section");
+        }
+        if m.locks.load(Ordering::Relaxed) != 0 {
+            return Some("a blocking operation while the runtime holds this M");
+        }
+    }
+    None
+}
+
+/// Panics with [`cannot_park`]'s reason, if any, after `unlock` (which releases the locks the
+/// caller holds).
+pub(crate) fn check_can_park(unlock: impl FnOnce()) {
+    if let Some(why) = cannot_park() {
+        unlock();
+        panic!("{why}");
+    }
+}
+
 /// Parks the caller until its token is woken: a goroutine parks (see [`crate::park`]); a
 /// thread outside the runtime sleeps. `f` gets the token, stores it where a waker will find it
 /// and returns true, or returns false to go on at once. As with [`crate::park`], `f` may borrow
@@ -102,14 +130,18 @@ where
 /// futex. The guarded data sits next to it in an `UnsafeCell`; `lock`/`unlock` are not paired by
 /// a guard because a park callback releases locks its goroutine took (possibly several, in
 /// address order, for a select).
+#[cfg(not(loom))]
 #[derive(Debug, Default)]
 pub(crate) struct RawLock {
     /// 0 free, 1 held, 2 held and someone may sleep on the futex.
     state: AtomicU32,
 }
 
+/// Spins before sleeping on the futex.
+#[cfg(not(loom))]
 const SPIN_LIMIT: u32 = 100;
 
+#[cfg(not(loom))]
 impl RawLock {
     /// A free lock.
     pub(crate) fn new() -> RawLock {
@@ -189,13 +221,62 @@ fn futex_wake(key: &AtomicU32) {
     }
 }
 
+/// Under loom, the lock is loom's mutex with its guard kept inside, so that a blocked locker
+/// is a blocked loom thread (a spinning one would make every model explode into branches).
 #[cfg(loom)]
-fn futex_wait(_key: &AtomicU32, _expect: u32) {
-    loom::thread::yield_now();
+pub(crate) struct RawLock {
+    m: loom::sync::Mutex<()>,
+    guard: core::cell::UnsafeCell<Option<loom::sync::MutexGuard<'static, ()>>>,
+}
+
+// SAFETY: `guard` is only written by the thread holding `m`.
+#[cfg(loom)]
+unsafe impl Sync for RawLock {}
+
+#[cfg(loom)]
+impl core::fmt::Debug for RawLock {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        write!(f, "RawLock")
+    }
 }
 
 #[cfg(loom)]
-fn futex_wake(_key: &AtomicU32) {}
+impl Default for RawLock {
+    fn default() -> RawLock {
+        RawLock::new()
+    }
+}
+
+#[cfg(loom)]
+impl RawLock {
+    pub(crate) fn new() -> RawLock {
+        RawLock { m: loom::sync::Mutex::new(()), guard: core::cell::UnsafeCell::new(None) }
+    }
+
+    pub(crate) fn lock(&self) {
+        let g = self.m.lock().unwrap_or_else(|e| e.into_inner());
+        // SAFETY: only the lifetime is erased: the guard is dropped by `unlock`, before the
+        // lock (which owns the mutex) can go away.
+        let g: loom::sync::MutexGuard<'static, ()> = unsafe { core::mem::transmute(g) };
+        // SAFETY: we hold the mutex, so nobody else touches `guard`.
+        unsafe { *self.guard.get() = Some(g) };
+    }
+
+    pub(crate) fn unlock(&self) {
+        // SAFETY: the caller holds the mutex, so nobody else touches `guard`.
+        let g = unsafe { (*self.guard.get()).take() };
+        drop(g);
+    }
+}
+
+/// Runs a loom model with a preemption bound of 3 (enough for the hand-offs modelled here,
+/// and it keeps each model to a minute or so).
+#[cfg(all(test, loom))]
+pub(crate) fn loom_model(f: impl Fn() + Sync + Send + 'static) {
+    let mut b = loom::model::Builder::new();
+    b.preemption_bound = Some(3);
+    b.check(f);
+}
 
 std::thread_local! {
     static RAND: Cell<u64> = const { Cell::new(0) };

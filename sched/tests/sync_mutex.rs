@@ -34,8 +34,7 @@ fn mutex_excludes() {
             });
         }
         wg.wait();
-        let v = *m.lock();
-        v
+        *m.lock()
     });
     assert_eq!(n, 32_000);
 }

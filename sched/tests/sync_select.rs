@@ -167,9 +167,9 @@ fn concurrent_selects_conserve_values() {
             }));
         }
         let wg = Arc::new(WaitGroup::new());
-        for k in 0..4 {
+        for c in &chans {
             wg.add(1);
-            let (c, wg) = (chans[k].clone(), wg.clone());
+            let (c, wg) = (c.clone(), wg.clone());
             go(move || {
                 for i in 1..=N {
                     c.send(i);
