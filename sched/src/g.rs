@@ -10,8 +10,9 @@ use safepoint_arch::stack::Stack;
 use safepoint_arch::{Context, EntryFn};
 
 use crate::runtime::Sched;
-use crate::shim::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use crate::shim::{AtomicBool, AtomicU64, AtomicUsize, Ordering, fence};
 use crate::status::{Status, StatusWord};
+use safepoint_stackmap::{ManagedStack, StackConfig, StackGuard};
 
 /// A goroutine's body, type-erased.
 pub(crate) type Body = Box<dyn FnOnce() + Send + 'static>;
@@ -40,12 +41,16 @@ pub(crate) struct G {
     pub stack_info: UnsafeCell<StackInfo>,
     /// The body to run at start. Owner: the spawner, then the goroutine itself.
     pub body: UnsafeCell<Option<Body>>,
-    /// Preemption requested (the source of truth; `guard` is its fast-path copy).
+    /// Preemption requested (the source of truth; the managed stack's guard is its fast-path
+    /// copy).
     pub preempt: AtomicBool,
     /// Preemption requested by a suspender: park in `Preempted` rather than yield.
     pub preempt_stop: AtomicBool,
-    /// The word the fast path checks: nonzero means "enter the slow path".
-    pub guard: AtomicUsize,
+    /// The goroutine's managed stack. Its guard word is what every synchronous safepoint checks
+    /// (frame pushes and polls) and what preemption requests poison, from any thread. The rest
+    /// is the goroutine's own, or a suspender's while it holds SCAN; replaced only while the G
+    /// is owned exclusively (adoption).
+    pub mstack: UnsafeCell<ManagedStack>,
     /// M running this goroutine (null when not running). Racy hint for preemption requests.
     pub m: crate::shim::AtomicUsize,
     /// The runtime owning this G, for wake-ups from threads outside it. Cleared at shutdown.
@@ -126,7 +131,7 @@ impl G {
             body: UnsafeCell::new(None),
             preempt: AtomicBool::new(false),
             preempt_stop: AtomicBool::new(false),
-            guard: AtomicUsize::new(0),
+            mstack: UnsafeCell::new(ManagedStack::new(0, StackConfig::default())),
             m: AtomicUsize::new(0),
             owner: Mutex::new(None),
             sched: Cell::new(ptr::null()),
@@ -143,6 +148,8 @@ impl G {
             Some(g) => g.get(),
             None => Box::leak(Box::new(G::new())),
         };
+        // SAFETY: the G came from the pool or was just made: nobody else can see it.
+        unsafe { g.configure_mstack(sched.config.managed_stack) };
         *g.owner.lock().unwrap_or_else(|e| e.into_inner()) = Some(sched.clone());
         g.sched.set(Arc::as_ptr(sched));
         g
@@ -158,6 +165,7 @@ impl G {
         unsafe {
             *self.stack.get() = None;
             *self.body.get() = None;
+            self.mstack().release();
             (*self.locals.get()).clear();
         }
         let w = self.status.load();
@@ -203,7 +211,9 @@ impl G {
         self.id.store(id, Ordering::Relaxed);
         self.preempt.store(false, Ordering::Relaxed);
         self.preempt_stop.store(false, Ordering::Relaxed);
-        self.guard.store(0, Ordering::Relaxed);
+        let ms = self.mstack();
+        ms.set_id(id);
+        ms.reset();
         self.pins.set(0);
         self.wait_reason.store(0, Ordering::Relaxed);
         Ok(())
@@ -212,18 +222,47 @@ impl G {
     /// Asks this goroutine to stop at its next synchronous safepoint. Sound to call on any G at
     /// any time: a request to a G that moved on is a spurious yield, harmless.
     pub fn request_preempt(&self) {
-        // SeqCst store-store with SeqCst in `rearm_guard`: either the goroutine's re-arm sees
-        // `preempt` set, or our poison lands after its reset of `guard`.
+        // Dekker with `rearm_guard`: flag, fence, poison here; unpoison, fence, read the flag
+        // there. Either the re-arm sees `preempt` set, or our poison lands after its unpoison.
         self.preempt.store(true, Ordering::SeqCst);
-        self.guard.store(1, Ordering::SeqCst);
+        fence(Ordering::SeqCst);
+        self.guard().poison();
     }
 
     /// Sets the fast-path guard from `preempt`: called by the goroutine's M whenever the
     /// goroutine is about to run or leaves a critical section.
     pub fn rearm_guard(&self) {
-        self.guard.store(0, Ordering::SeqCst);
+        self.guard().unpoison();
+        fence(Ordering::SeqCst);
         if self.preempt.load(Ordering::SeqCst) {
-            self.guard.store(1, Ordering::SeqCst);
+            self.guard().poison();
+        }
+    }
+
+    /// The guard word of the managed stack (any thread may use it).
+    #[inline]
+    pub fn guard(&self) -> &StackGuard {
+        self.mstack().guard()
+    }
+
+    /// The managed stack. Only its guard may be used by a thread that does not own the G (see
+    /// the field's doc); `ManagedStack` being `!Sync` keeps the reference on this thread.
+    #[inline]
+    pub fn mstack(&self) -> &ManagedStack {
+        // SAFETY: the stack object is only replaced while the G is exclusively owned (adopt), so
+        // a shared reference is valid otherwise; what may be done through it is the field's
+        // contract.
+        unsafe { &*self.mstack.get() }
+    }
+
+    /// Gives the G a fresh managed stack with `config`, if its current one differs.
+    ///
+    /// # Safety
+    /// The caller owns the G exclusively (it is being adopted and nobody else can see it).
+    pub unsafe fn configure_mstack(&self, config: StackConfig) {
+        if self.mstack().limit_bytes() != config.limit() {
+            // SAFETY: exclusive ownership per the contract.
+            unsafe { *self.mstack.get() = ManagedStack::new(0, config) };
         }
     }
 }

@@ -49,6 +49,19 @@
 //! sysmon, a thread with no P, retakes Ps from goroutines stuck in blocking calls and asks
 //! goroutines that have run over 10 ms to yield.
 //!
+//! ## Goroutine synchronisation
+//!
+//! Go's vocabulary, parking goroutines (or sleeping threads outside the runtime), never
+//! spinning OS threads: [`Chan`] (buffered or not, close, direct hand-off), [`Select`] (uniform
+//! among ready cases, default, timeout), [`Mutex`] with Go's starvation mode, [`RwLock`],
+//! [`Cond`], [`Once`], [`WaitGroup`], and timers ([`sleep`], [`Timer`], [`Ticker`], [`after`])
+//! on per-P heaps run by the scheduler loop, by spinning Ms, by a *timed sleeper* M while the
+//! runtime is idle (so it sleeps exactly until the next deadline) and by sysmon as a backstop.
+//! Every primitive queues waiters under a short lock that the park callback releases after
+//! storing the wake-up token (see `wait.rs`). When every goroutine is blocked on them and no
+//! timer is pending, a thread waiting in [`Runtime::block_on`] gets "all goroutines are asleep -
+//! deadlock!" ([`Builder::deadlock_detection`]).
+//!
 //! ## Thread identity: what Rust code in a goroutine must not do
 //!
 //! A goroutine may continue on another OS thread after any safepoint: a yield, a park (join,
@@ -77,6 +90,8 @@
 mod g;
 mod join;
 mod local;
+#[cfg(all(test, loom))]
+mod loom_models;
 mod proc;
 mod runtime;
 mod shim;
@@ -97,7 +112,8 @@ use std::sync::Arc;
 
 pub use join::{JoinError, JoinHandle};
 pub use local::GoroutineLocal;
-pub use proc::{NoPreempt, blocking, goroutine_id, no_preempt, poll, yield_now};
+pub use proc::{NoPreempt, blocking, goroutine_id, no_preempt, poll, with_managed_stack, yield_now};
+pub use safepoint_stackmap as stackmap;
 pub use stw::{Goroutine, Suspended, WorldStop, for_each_p, resume_g, stop_the_world, suspend_g};
 pub use sync::Sema;
 // Goroutine synchronisation (issue 4).
@@ -178,6 +194,8 @@ pub struct Config {
     pub stack_cache: usize,
     /// Whether sysmon runs (time slices, retaking blocked Ps).
     pub sysmon: bool,
+    /// Managed stacks: size limit (a goroutine exceeding it panics) and validation mode.
+    pub managed_stack: safepoint_stackmap::StackConfig,
     /// Whether a deadlock of every goroutine makes `block_on` (and outside joins) panic with
     /// "all goroutines are asleep - deadlock!" (issue 4; see [`DEADLOCK`]).
     pub deadlock_detection: bool,
@@ -191,10 +209,12 @@ pub struct Config {
 /// | `stack_size` | 256 KiB (virtual; committed as touched) |
 /// | `stack_cache` | 4096 stacks |
 /// | `sysmon` | on |
+/// | `managed_stack_limit` | 1 GiB |
 /// | `deadlock_detection` | on |
 #[derive(Debug, Clone)]
 pub struct Builder {
     config: Config,
+    error: Option<String>,
 }
 
 impl Default for Builder {
@@ -205,8 +225,10 @@ impl Default for Builder {
                 stack_size: safepoint_arch::stack::DEFAULT_STACK_SIZE,
                 stack_cache: 4096,
                 sysmon: true,
+                managed_stack: safepoint_stackmap::StackConfig::default(),
                 deadlock_detection: true,
             },
+            error: None,
         }
     }
 }
@@ -244,8 +266,24 @@ impl Builder {
         self.config.deadlock_detection = on;
         self
     }
+    /// Size limit of each goroutine's managed stack, bytes (default 1 GiB): a goroutine that
+    /// grows past it panics with "goroutine N: managed stack exceeds LIMIT".
+    pub fn managed_stack_limit(mut self, bytes: usize) -> Builder {
+        if bytes > safepoint_stackmap::StackConfig::MAX_LIMIT {
+            self.error = Some(format!(
+                "managed stack limit {bytes} is over the maximum of {} bytes",
+                safepoint_stackmap::StackConfig::MAX_LIMIT
+            ));
+        } else {
+            self.config.managed_stack = self.config.managed_stack.limit_bytes(bytes);
+        }
+        self
+    }
     /// Starts the runtime.
     pub fn build(self) -> Result<Runtime, Error> {
+        if let Some(e) = self.error {
+            return Err(Error::Config(e));
+        }
         let c = self.config;
         if c.procs == 0 || c.procs > 1024 {
             return Err(Error::Config(format!("procs must be 1..=1024, got {}", c.procs)));

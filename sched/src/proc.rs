@@ -4,8 +4,11 @@ use core::ptr;
 
 use crate::g::{G, GPtr, goid};
 use crate::runtime::{After, M, P, PStatus, acquirep, current_g, current_m, mcall};
-use crate::shim::Ordering;
+use crate::shim::{Ordering, fence};
 use crate::status::Status;
+
+/// A dead goroutine keeps a managed-stack buffer up to this size for the next one.
+const MSTACK_KEEP_WORDS: usize = 64 * 1024;
 
 /// First code on a goroutine's stack (see `safepoint_arch::Context::new_on_stack`).
 ///
@@ -25,6 +28,14 @@ pub(crate) unsafe extern "C" fn g_entry(data: usize, _arg: usize) -> ! {
     }
     // Goroutine-locals are dropped on the goroutine itself, where their destructors may still
     // use the runtime.
+    // Leave the managed stack empty (frames a panic unwound past are dropped here), and give
+    // back a large buffer rather than keep it with the dead G.
+    let ms = g.mstack();
+    if ms.capacity_words() > MSTACK_KEEP_WORDS {
+        ms.release();
+    } else {
+        ms.reset();
+    }
     // A destructor may create new locals; a few rounds settle it, and `prepare` clears the rest.
     for _ in 0..4 {
         // SAFETY: the goroutine owns its locals; no borrow of them is live here.
@@ -147,11 +158,12 @@ pub(crate) fn poll_slow() {
     if m.locks.load(Ordering::Relaxed) != 0 || g.pins.get() != 0 || m.p().is_none() {
         // Not now: clear the fast-path word but keep `preempt`; release_m / the end of the
         // no_preempt section re-poisons it.
-        g.guard.store(0, Ordering::SeqCst);
+        g.guard().unpoison();
         return;
     }
     // Order matters: reset the guard, then consume the request (see G::request_preempt).
-    g.guard.store(0, Ordering::SeqCst);
+    g.guard().unpoison();
+    fence(Ordering::SeqCst);
     let p = m.p().expect("checked above");
     if p.run_safe_point_fn.load(Ordering::Acquire) {
         crate::stw::run_safe_point_fn(m.sched(), p);
@@ -176,7 +188,7 @@ pub(crate) fn poll_slow() {
 #[inline]
 pub fn poll() {
     if let Some(g) = current_g()
-        && g.guard.load(Ordering::Relaxed) != 0
+        && g.guard().is_poisoned()
     {
         poll_slow();
     }
@@ -303,4 +315,49 @@ impl Drop for NoPreempt {
             }
         }
     }
+}
+
+/// The managed-stack hook for growth: the goroutine's status is CopyStack while its buffer moves
+/// (no suspender may read it meanwhile).
+pub(crate) fn copy_begin() {
+    let Some(g) = current_g() else { return };
+    match g.status.load().base() {
+        Some(Status::Running) => g.status.cas(Status::Running, Status::CopyStack),
+        Some(Status::Syscall) => panic!(
+            "goroutine {}: managed stack used inside a blocking call (it must stay frozen there)",
+            goid(g)
+        ),
+        s => crate::throw!("managed stack growth in status {:?}", s),
+    }
+}
+
+/// The managed-stack hook after growth.
+pub(crate) fn copy_end() {
+    if let Some(g) = current_g() {
+        g.status.cas(Status::CopyStack, Status::Running);
+    }
+}
+
+/// The managed-stack hook for a poisoned guard: the poll slow path.
+pub(crate) fn stack_preempt() {
+    if let Some(g) = current_g() {
+        if g.status.load().base() == Some(Status::Syscall) {
+            // Blocking calls leave the managed stack frozen: a push or poll there is a bug.
+            g.guard().unpoison();
+            panic!(
+                "goroutine {}: managed stack used inside a blocking call (it must stay frozen there)",
+                goid(g)
+            );
+        }
+        poll_slow();
+    }
+}
+
+/// Runs `f` with the running goroutine's managed stack: push frames, set slots, poll. The
+/// borrow cannot outlive the call, so it cannot be handed to another goroutine.
+///
+/// Panics off a goroutine.
+pub fn with_managed_stack<R>(f: impl FnOnce(&safepoint_stackmap::ManagedStack) -> R) -> R {
+    let g = current_g().unwrap_or_else(|| panic!("with_managed_stack: not on a goroutine"));
+    f(g.mstack())
 }

@@ -65,7 +65,7 @@ unsafe impl Sync for P {}
 unsafe impl Send for P {}
 
 impl P {
-    fn new(id: usize) -> P {
+    pub(crate) fn new(id: usize) -> P {
         let w = Worker::new_fifo();
         let stealer = w.stealer();
         P {
@@ -114,6 +114,16 @@ impl P {
     unsafe fn runq(&self) -> &mut Worker<GPtr> {
         // SAFETY: the caller owns the P, so nobody else touches the worker end.
         unsafe { &mut *self.runq.get() }
+    }
+
+    /// Takes the duty of running the pending safe-point function for this P: true for exactly
+    /// one caller per request (the P's owner at a safepoint, or whoever handles it idle or
+    /// blocked).
+    pub fn claim_safe_point(&self) -> bool {
+        // AcqRel: one winner; Acquire pairs with the Release publication in for_each_p.
+        self.run_safe_point_fn
+            .compare_exchange(true, false, Ordering::AcqRel, Ordering::Relaxed)
+            .is_ok()
     }
 
     /// Whether this P has no queued goroutines (racy; fine as a hint).
@@ -349,6 +359,7 @@ impl Sched {
             deadlock: crate::deadlock::Deadlock::new(deadlock_detection),
         });
         signal::install();
+        install_stack_hooks()?;
         Ok(sched)
     }
 
@@ -589,6 +600,31 @@ impl Sched {
                 self.preemptone(p);
             }
         }
+    }
+}
+
+/// Points the managed stacks' hooks at this scheduler (process-wide, once; every runtime uses
+/// the same functions).
+fn install_stack_hooks() -> Result<(), crate::Error> {
+    let ours = safepoint_stackmap::Hooks {
+        preempt: crate::proc::stack_preempt,
+        copy_begin: crate::proc::copy_begin,
+        copy_end: crate::proc::copy_end,
+    };
+    match safepoint_stackmap::set_hooks(ours) {
+        Ok(()) => Ok(()),
+        Err(safepoint_stackmap::HooksAlreadySet(h))
+            if core::ptr::fn_addr_eq(h.preempt, ours.preempt)
+                && core::ptr::fn_addr_eq(h.copy_begin, ours.copy_begin)
+                && core::ptr::fn_addr_eq(h.copy_end, ours.copy_end) =>
+        {
+            Ok(())
+        }
+        Err(_) => Err(crate::Error::Config(
+            "the managed-stack hooks were set by someone else: preemption at frame pushes would \
+             not reach this scheduler"
+                .into(),
+        )),
     }
 }
 
@@ -918,7 +954,7 @@ fn execute(m: &M, g: &'static G, inherit: bool) {
     // answered; sysmon re-sends at the next slice. Plain stores suffice: a request racing with
     // them is at worst answered one retry later.
     g.preempt.store(false, Ordering::Relaxed);
-    g.guard.store(0, Ordering::Release);
+    g.guard().unpoison();
     // SAFETY: g's stack info lives in the type-stable G and is only rewritten by `prepare`, which
     // cannot run while g is current here (it runs on g0 for a dead G).
     unsafe { signal::set_current(g.stack_info.get()) };

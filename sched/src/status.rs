@@ -131,6 +131,12 @@ impl StatusWord {
     /// Reads the word. Acquire: pairs with the Release of every transition, so whoever sees a
     /// state also sees what its setter wrote before (a saved context, a scan's results).
     pub fn load(&self) -> Word {
+        // Under loom a plain load may keep returning a stale value, so a spin-wait on SCAN
+        // would branch without end; an RMW always reads the latest value. Every decision taken
+        // on a loaded word is re-validated by a CAS, so this loses no interleaving that matters.
+        #[cfg(loom)]
+        return Word::decode(self.0.fetch_add(0, Ordering::AcqRel));
+        #[cfg(not(loom))]
         Word::decode(self.0.load(Ordering::Acquire))
     }
 
@@ -293,6 +299,66 @@ impl StatusWord {
         let g = self.load().generation;
         // Release: pairs with `load`; the goroutine is not yet (or no longer) shared.
         self.0.store(Word { state: state as u32, generation: g }.encode(), Ordering::Release);
+    }
+}
+
+/// What one look at a goroutine's status word tells a suspender to do next (the state machine
+/// of [`crate::suspend_g`], kept here so that the loom models check the very same code).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SuspendStep {
+    /// The goroutine is dead (or never started): nothing to hold.
+    Dead,
+    /// Held: its SCAN bit is ours, on top of this scannable state.
+    Held(Status),
+    /// Someone else holds it, or its stack is being copied: wait and look again.
+    Wait,
+    /// It is running: ask it to stop (`request` was called with SCAN held, so it could not
+    /// leave Running meanwhile), then wait and look again.
+    Requested,
+    /// It was running and is not any more... or the request was not sent this time (`ask` was
+    /// false): wait and look again.
+    Running,
+    /// It had parked itself in Preempted; we moved it to Waiting and now owe it a ready.
+    /// Look again to hold it.
+    Claimed,
+}
+
+/// One step of suspending the goroutine whose status word is `w`. `ask` says whether to send a
+/// stop request if it is running (requests are re-sent only every so often); `request` sends
+/// it.
+pub fn suspend_step(w: &StatusWord, ask: bool, request: impl FnOnce()) -> SuspendStep {
+    let cur = w.load();
+    if cur.scanning() {
+        return SuspendStep::Wait;
+    }
+    match cur.base() {
+        Some(Status::Dead) | Some(Status::Idle) => SuspendStep::Dead,
+        Some(Status::CopyStack) => SuspendStep::Wait,
+        Some(Status::Preempted) => {
+            if w.cas_to_scan(Status::Preempted) {
+                w.cas_from_scan(Status::Preempted, Status::Waiting);
+                SuspendStep::Claimed
+            } else {
+                SuspendStep::Wait
+            }
+        }
+        Some(s @ (Status::Runnable | Status::Syscall | Status::Waiting)) => {
+            if w.cas_to_scan(s) {
+                SuspendStep::Held(s)
+            } else {
+                SuspendStep::Wait
+            }
+        }
+        Some(Status::Running) => {
+            if ask && w.cas_to_scan(Status::Running) {
+                request();
+                w.cas_from_scan(Status::Running, Status::Running);
+                SuspendStep::Requested
+            } else {
+                SuspendStep::Running
+            }
+        }
+        None => crate::throw!("suspend_g: invalid status {}", cur),
     }
 }
 

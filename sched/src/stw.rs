@@ -5,7 +5,8 @@ use crate::g::{G, GPtr, goid};
 use crate::proc::{acquire_m, ready_owned, release_m};
 use crate::runtime::{M, P, PStatus, Sched, current_m};
 use crate::shim::Ordering;
-use crate::status::{SCAN, Status, backoff};
+use crate::status::{SCAN, Status, SuspendStep, backoff, suspend_step};
+use safepoint_stackmap::{Corruption, Registry, Traceback, Visitor};
 
 /// How often a stopper re-sends its preemption requests: a request can race with a goroutine
 /// switch and be lost, so it is repeated (the seeds' 100 µs).
@@ -169,10 +170,7 @@ pub fn for_each_p(f: &(dyn Fn(usize) + Sync)) {
         let idle: Vec<usize> = l.pidle.clone();
         for id in idle {
             let p = &sched.ps[id];
-            if p.run_safe_point_fn
-                .compare_exchange(true, false, Ordering::AcqRel, Ordering::Relaxed)
-                .is_ok()
-            {
+            if p.claim_safe_point() {
                 f(p.id);
                 sched.safe_point_wait.fetch_sub(1, Ordering::SeqCst);
             }
@@ -216,11 +214,7 @@ pub fn for_each_p(f: &(dyn Fn(usize) + Sync)) {
 /// Runs the pending safe-point function for `p` if it has not run yet. Called by the M owning
 /// `p` at every safepoint, or by whoever takes an idle or blocked P.
 pub(crate) fn run_safe_point_fn(sched: &Sched, p: &P) {
-    // AcqRel: exactly one runner per request; Acquire pairs with the Release stores in for_each_p.
-    if p.run_safe_point_fn
-        .compare_exchange(true, false, Ordering::AcqRel, Ordering::Relaxed)
-        .is_err()
-    {
+    if !p.claim_safe_point() {
         return;
     }
     let f = sched.safe_point_fn.load(Ordering::Acquire) as *const *const (dyn Fn(usize) + Sync);
@@ -283,6 +277,43 @@ impl Suspended {
     pub fn held_state(&self) -> Status {
         self.base
     }
+
+    /// Walks the held goroutine's managed stack: every live reference (and tagged) slot of every
+    /// frame at its current safepoint, top frame first. Nothing for a dead goroutine.
+    pub fn walk_managed_stack<V: Visitor>(&self, reg: &Registry, v: &mut V) {
+        if let Some(g) = self.g {
+            // SAFETY: we hold the goroutine's SCAN bit in a scannable state (Runnable, Waiting
+            // or Syscall): it cannot run, grow its stack or move out of that state until we
+            // release it, and a goroutine in a blocking call may not touch its managed stack
+            // (a push or poll there panics; the stack is frozen).
+            unsafe { g.get().mstack().walk_stopped(reg, v) }
+        }
+    }
+
+    /// The held goroutine's traceback from its managed stack.
+    pub fn traceback(&self, reg: &Registry) -> Option<Traceback> {
+        // SAFETY: as in `walk_managed_stack`.
+        self.g.map(|g| unsafe { g.get().mstack().traceback_stopped(reg) })
+    }
+
+    /// Validates every frame of the held goroutine's managed stack; the number of frames.
+    pub fn check_managed_stack(&self, reg: &Registry) -> Result<usize, Corruption> {
+        match self.g {
+            // SAFETY: as in `walk_managed_stack`.
+            Some(g) => unsafe { g.get().mstack().check_stopped(reg) },
+            None => Ok(0),
+        }
+    }
+
+    /// Shrinks the held goroutine's managed-stack buffer to half if under a quarter is used
+    /// (what a collector does during its scan). Whether it moved.
+    pub fn shrink_managed_stack(&self) -> bool {
+        match self.g {
+            // SAFETY: as in `walk_managed_stack`: nothing else touches the stack while held.
+            Some(g) => unsafe { g.get().mstack().shrink_stopped() },
+            None => false,
+        }
+    }
 }
 
 /// Drives `target` to a safepoint and holds it there with its SCAN bit set: while held, it
@@ -302,10 +333,13 @@ pub fn suspend_g(target: Goroutine) -> Suspended {
     let mut spins = 0u32;
     let mut next_request = 0u64;
     loop {
-        let w = g.status.load();
-        match (w.base(), w.scanning()) {
-            (_, true) => {} // someone else holds it: wait
-            (Some(Status::Dead), false) | (Some(Status::Idle), false) => {
+        let now = safepoint_arch::nanotime();
+        let step = suspend_step(&g.status, now >= next_request, || {
+            g.preempt_stop.store(true, Ordering::SeqCst);
+            g.request_preempt();
+        });
+        match step {
+            SuspendStep::Dead => {
                 return Suspended {
                     g: None,
                     id: goid(g),
@@ -314,45 +348,19 @@ pub fn suspend_g(target: Goroutine) -> Suspended {
                     base: Status::Dead,
                 };
             }
-            (Some(Status::CopyStack), false) => {}
-            (Some(Status::Preempted), false) => {
-                // Claim it: from now on we owe it a ready.
-                if g.status.cas_to_scan(Status::Preempted) {
-                    g.status.cas_from_scan(Status::Preempted, Status::Waiting);
-                    stopped = true;
-                    continue;
-                }
+            SuspendStep::Held(s) => {
+                // Withdraw our request (it may not have been seen).
+                g.preempt_stop.store(false, Ordering::SeqCst);
+                g.preempt.store(false, Ordering::SeqCst);
+                g.guard().unpoison();
+                return Suspended { g: Some(target.g), id: goid(g), dead: false, stopped, base: s };
             }
-            (Some(s @ (Status::Runnable | Status::Syscall | Status::Waiting)), false) => {
-                if g.status.cas_to_scan(s) {
-                    // Held. Withdraw our request (it may not have been seen).
-                    g.preempt_stop.store(false, Ordering::SeqCst);
-                    g.preempt.store(false, Ordering::SeqCst);
-                    g.guard.store(0, Ordering::SeqCst);
-                    return Suspended {
-                        g: Some(target.g),
-                        id: goid(g),
-                        dead: false,
-                        stopped,
-                        base: s,
-                    };
-                }
+            SuspendStep::Claimed => {
+                stopped = true;
+                continue;
             }
-            (Some(Status::Running), false) => {
-                // Ask it to park itself in Preempted at its next safepoint. Hold SCAN while
-                // setting the request so it cannot slip out of Running between our check and
-                // the request.
-                let now = safepoint_arch::nanotime();
-                if now >= next_request && g.status.cas_to_scan(Status::Running) {
-                    g.preempt_stop.store(true, Ordering::SeqCst);
-                    g.request_preempt();
-                    g.status.cas_from_scan(Status::Running, Status::Running);
-                    next_request = now + RETRY_NS;
-                }
-            }
-            (None, false) => {
-                crate::throw!("suspend_g: goroutine {} has invalid status {}", goid(g), w)
-            }
+            SuspendStep::Requested => next_request = now + RETRY_NS,
+            SuspendStep::Wait | SuspendStep::Running => {}
         }
         wait_a_little(me, &mut spins);
     }

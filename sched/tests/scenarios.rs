@@ -3,8 +3,8 @@
 //! barrier reaching every kind of P, many parked goroutines, and concurrent stops.
 
 use safepoint_sched::{
-    Goroutine, Runtime, WaitGroup, WaitReason, blocking, for_each_p, go, park, poll, resume_g,
-    stop_the_world, suspend_g, yield_now,
+    Goroutine, Runtime, WaitReason, blocking, for_each_p, go, park, poll, resume_g, stop_the_world,
+    suspend_g, yield_now,
 };
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -331,7 +331,11 @@ fn suspend_g_races_every_transition() {
                 for _ in 0..200 {
                     std::hint::spin_loop();
                 }
-                assert_eq!(before, count.load(Ordering::SeqCst), "{b:?} ran while held ({state:?})");
+                assert_eq!(
+                    before,
+                    count.load(Ordering::SeqCst),
+                    "{b:?} ran while held ({state:?})"
+                );
                 stopped += s.stopped() as u64;
                 resume_g(s);
             }
