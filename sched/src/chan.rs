@@ -248,7 +248,7 @@ impl<T> Inner<T> {
 }
 
 /// A channel of `T` values between goroutines (and threads outside the runtime), buffered or
-/// not; cloning the handle shares the channel. See the [module docs](self) for the protocol.
+/// not; cloning the handle shares the channel. The protocol is described in `chan.rs`.
 ///
 /// Blocking operations park a goroutine (or, called outside the runtime, sleep the thread).
 pub struct Chan<T> {

@@ -252,3 +252,27 @@ fn send_on_closed_panics_only_that_goroutine() {
         assert_eq!(c.recv(), Err(RecvError));
     });
 }
+
+/// Blocking where a goroutine may not park (inside `no_preempt`) is a described panic that
+/// leaves the channel intact: nothing was queued, the lock was released.
+#[test]
+fn blocking_inside_no_preempt_panics_cleanly() {
+    let rt = rt(2);
+    rt.block_on(|| {
+        let c = Chan::<u32>::new(0);
+        let c2 = c.clone();
+        let e = go(move || {
+            let _np = safepoint_sched::no_preempt();
+            c2.recv()
+        })
+        .join()
+        .unwrap_err();
+        assert!(e.message().unwrap_or("").contains("no_preempt"), "{e}");
+        assert_eq!(c.waiting(), (0, 0));
+        // Still works.
+        let c3 = c.clone();
+        let h = go(move || c3.send(4));
+        assert_eq!(c.recv(), Ok(4));
+        h.join().unwrap();
+    });
+}
