@@ -238,7 +238,7 @@ fn fire(sched: &Sched, pi: usize, e: Entry, now: u64) {
 }
 
 /// Runs the due timers of `p`; returns how many fired.
-fn run_p(sched: &Sched, p: &P, now: u64) -> usize {
+fn run_p(sched: &Sched, p: &P, now: u64, max: usize) -> usize {
     let next = p.timers.next();
     if next == 0 || next > now {
         return 0;
@@ -247,7 +247,9 @@ fn run_p(sched: &Sched, p: &P, now: u64) -> usize {
     // looked is counted here until it has fired.
     sched.timers.running.fetch_add(1, Ordering::SeqCst);
     let mut n = 0;
-    while let Some(e) = p.timers.pop_due(now) {
+    while n < max
+        && let Some(e) = p.timers.pop_due(now)
+    {
         fire(sched, p.id, e, now);
         n += 1;
     }
@@ -270,7 +272,10 @@ pub(crate) fn check(sched: &Sched, p: &P) {
 fn check_slow(sched: &Sched, p: &P, next: u64) {
     let now = nanotime();
     if next <= now {
-        run_p(sched, p, now);
+        // One at a time: a woken goroutine goes to `runnext`, and readying a second would push
+        // the first to the back of a queue that may be long; the next due timer fires at the
+        // next schedule, a goroutine later (in deadline order), or on another P that steals.
+        run_p(sched, p, now, 1);
     }
 }
 
@@ -284,7 +289,7 @@ pub(crate) fn check_all(sched: &Sched) -> usize {
     if e > now {
         return 0;
     }
-    sched.ps.iter().map(|p| run_p(sched, p, now)).sum()
+    sched.ps.iter().map(|p| run_p(sched, p, now, usize::MAX)).sum()
 }
 
 /// Whether a timer is due now (on any P).
@@ -300,6 +305,7 @@ pub(crate) fn idle_deadline(sched: &Sched, m: &M) -> Option<u64> {
     if first == 0 {
         return None;
     }
+    precise_timeouts();
     let me = m as *const M as usize;
     // SeqCst: see `arm`.
     if sched.timers.sleeper.compare_exchange(0, me, Ordering::SeqCst, Ordering::SeqCst).is_err() {
@@ -318,6 +324,26 @@ pub(crate) fn idle_deadline(sched: &Sched, m: &M) -> Option<u64> {
     }
 }
 
+std::thread_local! {
+    static PRECISE: core::cell::Cell<bool> = const { core::cell::Cell::new(false) };
+}
+
+/// Asks the kernel to end this thread's timed sleeps on time: by default Linux lets a timeout
+/// of a normal thread run up to 50 us late (timer slack) to batch wake-ups; the timed sleeper's
+/// timeout is the timer deadline itself. Once per thread.
+///
+/// Runs on: g0 of an M (the thread-local is read and written with no switch in between).
+#[inline(never)]
+fn precise_timeouts() {
+    PRECISE.with(|p| {
+        if !p.replace(true) {
+            // SAFETY: PR_SET_TIMERSLACK takes one integer argument (nanoseconds) and only
+            // changes this thread's timer slack; failure leaves the default, which is harmless.
+            unsafe { libc::prctl(libc::PR_SET_TIMERSLACK, 1 as libc::c_ulong) };
+        }
+    });
+}
+
 /// Scheduler hook, after the timed sleeper wakes: gives up the role.
 pub(crate) fn idle_done(sched: &Sched, m: &M) {
     let me = m as *const M as usize;
@@ -334,13 +360,16 @@ pub(crate) fn sysmon(sched: &Sched) -> u64 {
     let now = nanotime();
     for p in sched.ps.iter() {
         let next = p.timers.next();
-        // Leave the P a grace period to run them itself: what sysmon readies goes to the
-        // global queue, which a busy P serves less often than its own.
+        // Only for a P stuck in one goroutine (no schedule since sysmon's last look, see
+        // `retake`), after a grace period: a P that schedules runs its own timers, and what
+        // sysmon readies goes to the global queue, which a busy P serves less often. (A P in a
+        // blocking call is retaken and handed off, and its new M runs them.)
         if next != 0
             && next + SYSMON_GRACE_NS <= now
-            && matches!(p.status(), PStatus::Running | PStatus::Syscall)
+            && p.status() == PStatus::Running
+            && p.sysmon_tick.load(Ordering::Relaxed) == p.schedtick.load(Ordering::Relaxed)
         {
-            run_p(sched, p, now);
+            run_p(sched, p, now, usize::MAX);
         }
     }
     earliest(sched)
