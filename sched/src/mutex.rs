@@ -270,11 +270,20 @@ impl RawMutex {
     /// Locks, parking while another goroutine holds it.
     #[inline]
     pub fn lock(&self) {
+        // Free (possibly with waiters parked, or one woken and not yet running): take it with
+        // one CAS — the first round of `lock_slow` would do exactly this.
+        let old = self.state.load(Ordering::Relaxed);
         // Acquire: pairs with the Release in `unlock`: the previous critical section's writes
         // are visible.
-        if self.state.compare_exchange(0, LOCKED, Ordering::Acquire, Ordering::Relaxed).is_err() {
-            self.lock_slow();
+        if old & (LOCKED | STARVING) == 0
+            && self
+                .state
+                .compare_exchange(old, old | LOCKED, Ordering::Acquire, Ordering::Relaxed)
+                .is_ok()
+        {
+            return;
         }
+        self.lock_slow();
     }
 
     /// Locks if free now.
@@ -383,9 +392,18 @@ impl RawMutex {
     pub fn unlock(&self) {
         // Release: pairs with the Acquire of the next lock.
         let new = self.state.fetch_sub(LOCKED, Ordering::Release) - LOCKED;
-        if new != 0 {
-            self.unlock_slow(new);
+        if new == 0 {
+            return;
         }
+        // Waiters, but none to wake now (one is already awake, or a newcomer has locked it) in
+        // normal mode: `unlock_slow` would return at once; skip the call.
+        if (new + LOCKED) & LOCKED != 0
+            && new & STARVING == 0
+            && (new >> WAITER_SHIFT == 0 || new & (LOCKED | WOKEN) != 0)
+        {
+            return;
+        }
+        self.unlock_slow(new);
     }
 
     #[cold]
