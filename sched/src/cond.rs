@@ -319,3 +319,55 @@ impl WaitGroup {
         }
     }
 }
+
+#[cfg(all(test, loom))]
+mod loom_tests {
+    use super::*;
+    use crate::mutex::Mutex;
+    use loom::sync::Arc;
+    use loom::thread;
+
+    /// Two `done`s race with a `wait`: the waiter always returns (never left parked), after
+    /// both.
+    #[test]
+    fn loom_waitgroup_wait_done() {
+        crate::wait::loom_model(|| {
+            let wg = Arc::new(WaitGroup::new());
+            let n = Arc::new(crate::shim::AtomicUsize::new(0));
+            wg.add(2);
+            let ts: Vec<_> = (0..2)
+                .map(|_| {
+                    let (wg, n) = (wg.clone(), n.clone());
+                    thread::spawn(move || {
+                        n.fetch_add(1, Ordering::Relaxed);
+                        wg.done();
+                    })
+                })
+                .collect();
+            wg.wait();
+            assert_eq!(n.load(Ordering::Relaxed), 2);
+            for t in ts {
+                t.join().unwrap();
+            }
+        });
+    }
+
+    /// A signal racing with a wait (between the waiter's unlock and its park): never lost.
+    #[test]
+    fn loom_cond_signal_not_lost() {
+        crate::wait::loom_model(|| {
+            let s = Arc::new((Mutex::new(false), Cond::new()));
+            let s2 = s.clone();
+            let t = thread::spawn(move || {
+                *s2.0.lock() = true;
+                s2.1.signal();
+            });
+            let mut g = s.0.lock();
+            while !*g {
+                g = s.1.wait(g);
+            }
+            drop(g);
+            t.join().unwrap();
+        });
+    }
+}
