@@ -161,9 +161,17 @@ impl G {
     /// # Safety
     /// No thread may be running on the G's stack, and nobody else may own it.
     pub unsafe fn retire(&'static self) {
+        // Issue 4: a goroutine abandoned while parked may have wait-queue nodes on its stack
+        // that a channel or lock still links (a thread outside the runtime may hold it and use
+        // it later). Leak that stack instead of unmapping it, so such a use reads valid memory
+        // and ends in ready()'s described "stale goroutine handle" panic.
+        let parked = self.status.load().base() == Some(Status::Waiting);
         // SAFETY: the caller guarantees exclusive ownership.
         unsafe {
-            *self.stack.get() = None;
+            let stack = (*self.stack.get()).take();
+            if parked {
+                core::mem::forget(stack);
+            }
             *self.body.get() = None;
             self.mstack().release();
             (*self.locals.get()).clear();

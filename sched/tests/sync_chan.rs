@@ -276,3 +276,22 @@ fn blocking_inside_no_preempt_panics_cleanly() {
         h.join().unwrap();
     });
 }
+
+/// A channel that outlives its runtime while a goroutine was parked on it: using it from a
+/// thread afterwards is a described panic ("stale goroutine handle"), not a wild read of the
+/// abandoned goroutine's stack (which the runtime keeps mapped for this reason).
+#[test]
+fn channel_outliving_its_runtime_fails_cleanly() {
+    let c = Chan::<u32>::new(0);
+    {
+        let rt = rt(1);
+        let c2 = c.clone();
+        drop(rt.spawn(move || c2.recv()).unwrap());
+        while c.waiting() != (0, 1) {
+            std::thread::yield_now();
+        }
+    }
+    let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| c.send(1)));
+    let msg = panic_text(&*r.expect_err("send to a goroutine of a dead runtime succeeded"));
+    assert!(msg.contains("stale goroutine handle"), "{msg}");
+}
