@@ -4,7 +4,7 @@
 use crate::g::{G, GPtr, goid};
 use crate::proc::{acquire_m, ready_owned, release_m};
 use crate::runtime::{M, P, PStatus, Sched, current_m};
-use crate::shim::Ordering;
+use crate::shim::{AtomicUsize, Ordering};
 use crate::status::{SCAN, Status, SuspendStep, backoff, suspend_step};
 use safepoint_stackmap::{Corruption, Registry, Traceback, Visitor};
 
@@ -17,6 +17,23 @@ const WAIT_SPINS: u32 = 2_000;
 fn running_m(what: &str) -> &'static M {
     let m = current_m().filter(|m| m.curg().is_some() && m.p().is_some());
     m.unwrap_or_else(|| panic!("{what} must be called from a goroutine of a safepoint runtime"))
+}
+
+/// Waits until `count` is zero: spins, then sleeps on `note` up to [`RETRY_NS`] at a time,
+/// calling `retry` (re-send the requests) after each sleep that timed out.
+///
+/// The count decides, the note is only a wake-up hint: whoever brings the count to zero wakes
+/// the note, but may do so *after* the waiter has already seen zero and left (the decrement and
+/// the wake-up are two steps, taken without the scheduler lock), so a note can arrive stale at
+/// the next wait. A stale wake-up here costs one extra look at the count.
+fn wait_for_zero(count: &AtomicUsize, note: &safepoint_arch::Note, mut retry: impl FnMut()) {
+    while count.load(Ordering::SeqCst) != 0 {
+        if note.spin_then_sleep(WAIT_SPINS, Some(RETRY_NS)) {
+            note.clear();
+        } else {
+            retry();
+        }
+    }
 }
 
 /// The world is stopped while this lives; dropping it (or [`WorldStop::start`]) starts it again.
@@ -88,16 +105,7 @@ pub fn stop_the_world(reason: &'static str) -> WorldStop {
             sched.stopwait.fetch_sub(1, Ordering::SeqCst);
         }
     }
-    if sched.stopwait.load(Ordering::SeqCst) > 0 {
-        loop {
-            if sched.stopnote.spin_then_sleep(WAIT_SPINS, Some(RETRY_NS)) {
-                break;
-            }
-            sched.preemptall();
-        }
-    }
-    sched.stopnote.clear();
-    debug_assert_eq!(sched.stopwait.load(Ordering::SeqCst), 0);
+    wait_for_zero(&sched.stopwait, &sched.stopnote, || sched.preemptall());
     for p in sched.ps.iter() {
         if p.status() != PStatus::GcStop {
             crate::throw!("stop_the_world: P{} is {:?}, not stopped", p.id, p.status());
@@ -183,23 +191,17 @@ pub fn for_each_p(f: &(dyn Fn(usize) + Sync)) {
         }
     }
     f(my_p.id);
-    if sched.safe_point_wait.load(Ordering::SeqCst) > 0 {
-        loop {
-            if sched.safe_point_note.spin_then_sleep(WAIT_SPINS, Some(RETRY_NS)) {
-                break;
+    wait_for_zero(&sched.safe_point_wait, &sched.safe_point_note, || {
+        for p in sched.ps.iter() {
+            if p.run_safe_point_fn.load(Ordering::Relaxed)
+                && p.status() == PStatus::Syscall
+                && p.cas_status(PStatus::Syscall, PStatus::Idle)
+            {
+                sched.handoffp(p);
             }
-            for p in sched.ps.iter() {
-                if p.run_safe_point_fn.load(Ordering::Relaxed)
-                    && p.status() == PStatus::Syscall
-                    && p.cas_status(PStatus::Syscall, PStatus::Idle)
-                {
-                    sched.handoffp(p);
-                }
-            }
-            sched.preemptall();
         }
-    }
-    sched.safe_point_note.clear();
+        sched.preemptall();
+    });
     for p in sched.ps.iter() {
         if p.run_safe_point_fn.load(Ordering::SeqCst) {
             crate::throw!("for_each_p: P{} did not run the safe-point function", p.id);
