@@ -61,16 +61,14 @@ fn loom_suspend_vs_self_park_vs_ready() {
         let waker = {
             let (w, token, readies) = (w.clone(), token.clone(), readies.clone());
             thread::spawn(move || {
-                // Wake the park if there was one (give up once the goroutine is not coming).
-                for _ in 0..3 {
-                    let t = token.load(Ordering::SeqCst);
-                    if t != 0 {
-                        if ready(&w, (t - 1) as u32) {
-                            readies.fetch_add(1, Ordering::SeqCst);
-                        }
-                        return;
-                    }
-                    thread::yield_now();
+                // Wake the park if it is complete by now (otherwise the cleanup below does): one
+                // attempt, no spinning, so the model stays finite.
+                let t = token.load(Ordering::SeqCst);
+                if t != 0
+                    && w.try_cas(Status::Waiting as u32, Status::Runnable as u32, Some((t - 1) as u32))
+                        == Cas::Ok
+                {
+                    readies.fetch_add(1, Ordering::SeqCst);
                 }
             })
         };
