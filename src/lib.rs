@@ -7,7 +7,25 @@
 //! * [`arch`]: context switch, goroutine stacks, notes, signals, clocks;
 //! * [`stackmap`]: managed stacks and their precise maps;
 //! * [`sched`]: goroutines, Ms and Ps, preemption, stop-the-world, the ragged barrier;
-//! * [`gc`]: the heap and the collector.
+//! * [`gc`]: the heap and the collector (not built yet).
+//!
+//! ```
+//! use safepoint::sched::{Chan, Runtime, go};
+//!
+//! fn main() -> Result<(), safepoint::sched::Error> {
+//!     let rt = Runtime::builder().procs(2).build()?;
+//!     let sum = rt.block_on(|| {
+//!         let ch = Chan::new(0);
+//!         for i in 0..10u64 {
+//!             let ch = ch.clone();
+//!             go(move || ch.send(i));
+//!         }
+//!         (0..10).map(|_| ch.recv().unwrap()).sum::<u64>()
+//!     });
+//!     assert_eq!(sum, 45);
+//!     Ok(())
+//! }
+//! ```
 
 pub use safepoint_arch as arch;
 pub use safepoint_gc as gc;

@@ -112,7 +112,9 @@ use std::sync::Arc;
 
 pub use join::{JoinError, JoinHandle};
 pub use local::GoroutineLocal;
-pub use proc::{NoPreempt, blocking, goroutine_id, no_preempt, poll, with_managed_stack, yield_now};
+pub use proc::{
+    NoPreempt, blocking, goroutine_id, no_preempt, poll, with_managed_stack, yield_now,
+};
 pub use safepoint_stackmap as stackmap;
 pub use stw::{Goroutine, Suspended, WorldStop, for_each_p, resume_g, stop_the_world, suspend_g};
 pub use sync::Sema;

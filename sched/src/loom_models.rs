@@ -65,8 +65,11 @@ fn loom_suspend_vs_self_park_vs_ready() {
                 // attempt, no spinning, so the model stays finite.
                 let t = token.load(Ordering::SeqCst);
                 if t != 0
-                    && w.try_cas(Status::Waiting as u32, Status::Runnable as u32, Some((t - 1) as u32))
-                        == Cas::Ok
+                    && w.try_cas(
+                        Status::Waiting as u32,
+                        Status::Runnable as u32,
+                        Some((t - 1) as u32),
+                    ) == Cas::Ok
                 {
                     readies.fetch_add(1, Ordering::SeqCst);
                 }
