@@ -201,7 +201,9 @@ pub(crate) struct M {
     /// P handed to this M by whoever woke it.
     nextp: AtomicUsize,
     /// Looking for work (counted in `Sched::nmspinning`).
-    spinning: Cell<bool>,
+    /// Written by whoever hands a parked M its P (ordered by `nextp`'s Release/Acquire), then
+    /// only by the M itself; Relaxed throughout.
+    spinning: AtomicBool,
     /// Runtime critical-section depth: no preemption while nonzero.
     pub locks: AtomicUsize,
     /// Where this M parks when idle.
@@ -423,7 +425,7 @@ impl Sched {
             drop(l);
             // SAFETY: idle Ms are owned by `allm` and live until shutdown.
             let m = unsafe { &*m };
-            m.spinning.set(spinning);
+            m.spinning.store(spinning, Ordering::Relaxed);
             // Release: the M acquires the P with the Acquire load in stopm.
             m.nextp.store(p as *const P as usize, Ordering::Release);
             m.park.wakeup();
@@ -444,7 +446,7 @@ impl Sched {
             curg: AtomicUsize::new(0),
             p: AtomicUsize::new(0),
             nextp: AtomicUsize::new(p as *const P as usize),
-            spinning: Cell::new(spinning),
+            spinning: AtomicBool::new(spinning),
             locks: AtomicUsize::new(0),
             park: Note::new(),
             after: Cell::new(After::Nothing),
@@ -752,8 +754,8 @@ fn idle_sleep(m: &M) -> bool {
 /// Stops this M's P for a pending stop-the-world, then parks the M.
 fn gcstopm(m: &M) {
     let sched = m.sched();
-    if m.spinning.get() {
-        m.spinning.set(false);
+    if m.spinning.load(Ordering::Relaxed) {
+        m.spinning.store(false, Ordering::Relaxed);
         sched.nmspinning.fetch_sub(1, Ordering::SeqCst);
     }
     let p = releasep(m);
@@ -797,11 +799,11 @@ fn schedule(m: &M) -> Option<(&'static G, bool)> {
         }
         // Steal, spinning, if not too many Ms already are.
         let busy = sched.procs - sched.npidle.load(Ordering::SeqCst);
-        if !m.spinning.get() && 2 * sched.nmspinning.load(Ordering::SeqCst) < busy.max(1) {
-            m.spinning.set(true);
+        if !m.spinning.load(Ordering::Relaxed) && 2 * sched.nmspinning.load(Ordering::SeqCst) < busy.max(1) {
+            m.spinning.store(true, Ordering::Relaxed);
             sched.nmspinning.fetch_add(1, Ordering::SeqCst);
         }
-        if m.spinning.get() {
+        if m.spinning.load(Ordering::Relaxed) {
             let deadline = nanotime() + SPIN_NS;
             let mut round = 0u32;
             loop {
@@ -834,7 +836,7 @@ fn schedule(m: &M) -> Option<(&'static G, bool)> {
         releasep(m);
         sched.pidleput(&mut l, p);
         drop(l);
-        let was_spinning = m.spinning.replace(false);
+        let was_spinning = m.spinning.swap(false, Ordering::Relaxed);
         if was_spinning {
             sched.nmspinning.fetch_sub(1, Ordering::SeqCst);
         }
@@ -850,7 +852,7 @@ fn schedule(m: &M) -> Option<(&'static G, bool)> {
                 drop(l);
                 acquirep(m, p);
                 if was_spinning {
-                    m.spinning.set(true);
+                    m.spinning.store(true, Ordering::Relaxed);
                     sched.nmspinning.fetch_add(1, Ordering::SeqCst);
                 }
                 continue;
@@ -931,7 +933,7 @@ fn steal_global(sched: &Sched, p: &P) -> Option<GPtr> {
 /// An M that was spinning found work: stop counting it, and if it was the last spinner, wake
 /// another so that one keeps looking while there may be more work.
 fn resetspinning(m: &M) {
-    if m.spinning.replace(false) {
+    if m.spinning.swap(false, Ordering::Relaxed) {
         let sched = m.sched();
         if sched.nmspinning.fetch_sub(1, Ordering::SeqCst) == 1 {
             sched.wakep();
