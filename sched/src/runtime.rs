@@ -767,6 +767,10 @@ fn gcstopm(m: &M) {
 /// futex wake costs more than this on these machines).
 const SPIN_NS: u64 = 20_000;
 
+/// How long a spinning M waits before it takes another P's `runnext` (Go waits 3 µs too: a
+/// channel hand-off takes well under that).
+const RUNNEXT_GRACE_NS: u64 = 3_000;
+
 /// Finds the next goroutine for `m` to run (and whether it inherits the time slice), or None
 /// at shutdown.
 fn schedule(m: &M) -> Option<(&'static G, bool)> {
@@ -793,7 +797,7 @@ fn schedule(m: &M) -> Option<(&'static G, bool)> {
         }
         // Issue 4: this P's due timers first (they make goroutines runnable here).
         crate::timer::check(sched, p);
-        if let Some(g) = find_work(m, p, false) {
+        if let Some(g) = find_work(m, p, false, false) {
             resetspinning(m);
             return Some(g);
         }
@@ -804,16 +808,19 @@ fn schedule(m: &M) -> Option<(&'static G, bool)> {
             sched.nmspinning.fetch_add(1, Ordering::SeqCst);
         }
         if m.spinning.load(Ordering::Relaxed) {
-            let deadline = nanotime() + SPIN_NS;
+            let start = nanotime();
+            let deadline = start + SPIN_NS;
             let mut round = 0u32;
+            let mut take_runnext = false;
             loop {
                 // Issue 4: a spinning M runs any P's due timers.
                 crate::timer::check_all(sched);
-                if let Some(g) = find_work(m, p, true) {
+                if let Some(g) = find_work(m, p, true, take_runnext) {
                     resetspinning(m);
                     return Some(g);
                 }
                 round += 1;
+                take_runnext = nanotime() >= start + RUNNEXT_GRACE_NS;
                 if sched.gcwaiting.load(Ordering::Relaxed)
                     || p.run_safe_point_fn.load(Ordering::Relaxed)
                     || sched.shutdown.load(Ordering::Relaxed)
@@ -868,7 +875,7 @@ fn schedule(m: &M) -> Option<(&'static G, bool)> {
 
 /// One look for work: local queue, global queue (first, every 61st tick, for fairness), and,
 /// if `steal`, the other Ps.
-fn find_work(m: &M, p: &P, steal: bool) -> Option<(&'static G, bool)> {
+fn find_work(m: &M, p: &P, steal: bool, take_runnext: bool) -> Option<(&'static G, bool)> {
     let sched = m.sched();
     let tick = p.schedtick.load(Ordering::Relaxed);
     if tick.is_multiple_of(61)
@@ -902,8 +909,13 @@ fn find_work(m: &M, p: &P, steal: bool) -> Option<(&'static G, bool)> {
                 Steal::Empty => break,
             }
         }
-        // Take the victim's runnext too: its M is busy running something else.
-        if victim.status() == PStatus::Running || victim.status() == PStatus::Syscall {
+        // Take the victim's runnext too, once we have spun a while: its M is busy running
+        // something else. Not at once: the goroutine in runnext was just readied by the one
+        // running there, which is usually about to block and run it (a channel hand-off), and
+        // stealing it at once would split a producer-consumer pair across CPUs.
+        if take_runnext
+            && (victim.status() == PStatus::Running || victim.status() == PStatus::Syscall)
+        {
             let g = victim.runnext.load(Ordering::Acquire);
             if g != 0
                 && victim
