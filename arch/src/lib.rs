@@ -39,4 +39,4 @@ pub mod signal;
 pub mod stack;
 
 pub use clock::{cpu_relax, nanotime, os_yield};
-pub use note::Note;
+pub use note::{Note, futex_wait, futex_wake};

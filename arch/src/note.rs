@@ -106,7 +106,9 @@ impl Note {
     }
 }
 
-fn futex_wait(key: &AtomicU32, expect: u32, timeout_ns: Option<u64>) {
+/// Sleeps in the kernel while `*key == expect`, for at most `timeout_ns` if given. Returns on a
+/// wake-up, a timeout, a signal or a changed word: the caller re-checks its condition.
+pub fn futex_wait(key: &AtomicU32, expect: u32, timeout_ns: Option<u64>) {
     let ts;
     let tsp = match timeout_ns {
         None => core::ptr::null(),
@@ -132,7 +134,9 @@ fn futex_wait(key: &AtomicU32, expect: u32, timeout_ns: Option<u64>) {
     }
 }
 
-fn futex_wake(key: &AtomicU32) {
+/// Wakes one thread sleeping in [`futex_wait`] on `key` (no system call is saved here: callers
+/// track whether anyone may be sleeping).
+pub fn futex_wake(key: &AtomicU32) {
     // SAFETY: `key` is a live, aligned u32; FUTEX_WAKE only reads the address as a key.
     unsafe {
         libc::syscall(

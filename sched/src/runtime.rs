@@ -803,7 +803,9 @@ fn schedule(m: &M) -> Option<(&'static G, bool)> {
         }
         // Steal, spinning, if not too many Ms already are.
         let busy = sched.procs - sched.npidle.load(Ordering::SeqCst);
-        if !m.spinning.load(Ordering::Relaxed) && 2 * sched.nmspinning.load(Ordering::SeqCst) < busy.max(1) {
+        if !m.spinning.load(Ordering::Relaxed)
+            && 2 * sched.nmspinning.load(Ordering::SeqCst) < busy.max(1)
+        {
             m.spinning.store(true, Ordering::Relaxed);
             sched.nmspinning.fetch_add(1, Ordering::SeqCst);
         }

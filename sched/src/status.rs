@@ -187,13 +187,19 @@ impl StatusWord {
         }
     }
 
-    /// `old -> new` and a new generation, returned (used when parking and dying).
+    /// `old -> new` and a new generation, returned (used when dying).
     pub fn cas_bump(&self, old: Status, new: Status) -> u32 {
+        self.cas_bump_raw(old, new as u32)
+    }
+
+    /// `old -> new` (raw state bits, possibly with SCAN) and a new generation, returned;
+    /// spinning while `old|SCAN` is held, fatal on any other state.
+    fn cas_bump_raw(&self, old: Status, new: u32) -> u32 {
         let mut spins = 0u32;
         loop {
             let cur = self.load();
             if cur.state == old as u32 {
-                let next = Word { state: new as u32, generation: cur.generation.wrapping_add(1) };
+                let next = Word { state: new, generation: cur.generation.wrapping_add(1) };
                 // AcqRel: as in `try_cas`.
                 if self
                     .0
@@ -211,7 +217,7 @@ impl StatusWord {
                 backoff(&mut spins);
             } else {
                 crate::throw!(
-                    "bad goroutine status transition {:?} -> {:?}: found {}",
+                    "bad goroutine status transition {:?} -> {:#x}: found {}",
                     old,
                     new,
                     cur
@@ -253,33 +259,7 @@ impl StatusWord {
     /// parker holds `SCAN` while its callback runs, so the token it hands out cannot wake the
     /// goroutine (and nobody can scan it) until the callback is done.
     pub fn park_begin(&self) -> u32 {
-        let mut spins = 0u32;
-        loop {
-            let cur = self.load();
-            if cur.state == Status::Running as u32 {
-                let next = Word {
-                    state: Status::Waiting as u32 | SCAN,
-                    generation: cur.generation.wrapping_add(1),
-                };
-                // AcqRel: as in `try_cas`.
-                if self
-                    .0
-                    .compare_exchange(
-                        cur.encode(),
-                        next.encode(),
-                        Ordering::AcqRel,
-                        Ordering::Acquire,
-                    )
-                    .is_ok()
-                {
-                    return next.generation;
-                }
-            } else if cur.state == Status::Running as u32 | SCAN {
-                backoff(&mut spins);
-            } else {
-                crate::throw!("park of a goroutine that is not running: {}", cur);
-            }
-        }
+        self.cas_bump_raw(Status::Running, Status::Waiting as u32 | SCAN)
     }
 
     /// Second half of a park whose callback declined: `Waiting|SCAN -> Runnable` with a new

@@ -179,7 +179,7 @@ impl RawLock {
         // most one needless wake at unlock).
         // Acquire: as in `lock`.
         while self.state.swap(2, Ordering::Acquire) != 0 {
-            futex_wait(&self.state, 2);
+            safepoint_arch::futex_wait(&self.state, 2, None);
         }
     }
 
@@ -188,36 +188,8 @@ impl RawLock {
     pub(crate) fn unlock(&self) {
         // Release: pairs with the Acquire in `lock`/`lock_slow`.
         if self.state.swap(0, Ordering::Release) == 2 {
-            futex_wake(&self.state);
+            safepoint_arch::futex_wake(&self.state);
         }
-    }
-}
-
-#[cfg(not(loom))]
-fn futex_wait(key: &AtomicU32, expect: u32) {
-    // SAFETY: `key` is a live, aligned u32 for the duration of the call and the timeout pointer
-    // is null; a spurious return (EINTR, EAGAIN) is handled by the caller's loop.
-    unsafe {
-        libc::syscall(
-            libc::SYS_futex,
-            key.as_ptr(),
-            libc::FUTEX_WAIT | libc::FUTEX_PRIVATE_FLAG,
-            expect,
-            core::ptr::null::<libc::timespec>(),
-        );
-    }
-}
-
-#[cfg(not(loom))]
-fn futex_wake(key: &AtomicU32) {
-    // SAFETY: `key` is a live, aligned u32; FUTEX_WAKE only uses the address as a key.
-    unsafe {
-        libc::syscall(
-            libc::SYS_futex,
-            key.as_ptr(),
-            libc::FUTEX_WAKE | libc::FUTEX_PRIVATE_FLAG,
-            1,
-        );
     }
 }
 
