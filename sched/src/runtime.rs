@@ -767,6 +767,9 @@ fn gcstopm(m: &M) {
 /// futex wake costs more than this on these machines).
 const SPIN_NS: u64 = 20_000;
 
+/// `pause` instructions between two looks of a spinning M at the other Ps.
+const SPIN_PAUSES: u32 = 16;
+
 /// How long a spinning M waits before it takes another P's `runnext` (Go waits 3 µs too: a
 /// channel hand-off takes well under that).
 const RUNNEXT_GRACE_NS: u64 = 3_000;
@@ -810,27 +813,34 @@ fn schedule(m: &M) -> Option<(&'static G, bool)> {
             sched.nmspinning.fetch_add(1, Ordering::SeqCst);
         }
         if m.spinning.load(Ordering::Relaxed) {
+            // Each round looks at every P's queue; between rounds it pauses, so that the
+            // spinner's reads do not keep pulling the busy Ps' queue lines away from them,
+            // and it reads the clock only every few rounds (a vDSO call is not free either).
             let start = nanotime();
             let deadline = start + SPIN_NS;
+            let mut now = start;
             let mut round = 0u32;
-            let mut take_runnext = false;
             loop {
                 // Issue 4: a spinning M runs any P's due timers.
                 crate::timer::check_all(sched);
-                if let Some(g) = find_work(m, p, true, take_runnext) {
+                if let Some(g) = find_work(m, p, true, now >= start + RUNNEXT_GRACE_NS) {
                     resetspinning(m);
                     return Some(g);
                 }
                 round += 1;
-                take_runnext = nanotime() >= start + RUNNEXT_GRACE_NS;
+                if round.is_multiple_of(4) {
+                    now = nanotime();
+                }
                 if sched.gcwaiting.load(Ordering::Relaxed)
                     || p.run_safe_point_fn.load(Ordering::Relaxed)
                     || sched.shutdown.load(Ordering::Relaxed)
-                    || (round >= 4 && nanotime() >= deadline)
+                    || (round >= 4 && now >= deadline)
                 {
                     break;
                 }
-                safepoint_arch::cpu_relax();
+                for _ in 0..SPIN_PAUSES {
+                    safepoint_arch::cpu_relax();
+                }
             }
         }
         // Nothing: give up the P.
