@@ -31,8 +31,11 @@
 //!
 //! ## Safepoints and preemption (DESIGN.md §2)
 //!
-//! 1. A preemption request sets `g.preempt` and poisons `g.guard`, the word every synchronous
-//!    safepoint checks ([`poll`], and — once managed stacks are wired in — every frame push).
+//! 1. A preemption request sets `g.preempt` and poisons the guard word of the goroutine's
+//!    managed stack, which every synchronous safepoint checks: every frame push and every
+//!    poll ([`poll`], or `ManagedStack::poll` in an interpreter's loop). A failed check enters
+//!    the managed stack's slow path, which tells a real overflow (grow the stack, with the
+//!    goroutine in `CopyStack`) from a request (the scheduler's hook: yield or park).
 //! 2. The slow path keeps the request if the M is in a runtime critical section
 //!    (`m.locks > 0`) or the goroutine is in a [`no_preempt`] section, and whatever ends that
 //!    section re-arms the guard from `g.preempt`: requests are never lost.
@@ -84,6 +87,13 @@
 //!   (asynchronous preemption, when it comes, holds a goroutine in place instead).
 //! * Reference-counted Gs: every park/ready would pay two atomic RMWs. Gs are type-stable
 //!   instead (never freed, recycled) and guarded by the status word's generation.
+//! * Go's placement of a preempted goroutine on the global queue: with hand-offs through
+//!   `runnext` ending their time slice in the local queue, the global queue is served far less
+//!   often, and a preempted goroutine would wait behind many slices; it goes to the back of the
+//!   local queue (stealable) instead.
+//! * Stealing another P's `runnext` at once: the goroutine there was just readied by the one
+//!   running on that P, which usually blocks right after and runs it; a thief waits 3 µs first,
+//!   as Go's does, so channel hand-off pairs stay on one CPU.
 
 #![cfg_attr(loom, allow(dead_code, unused_imports))]
 

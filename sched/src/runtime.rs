@@ -485,7 +485,7 @@ impl Sched {
 
     /// Hands a P whose M is leaving it (blocking call retaken, stop) to whoever should have it.
     pub fn handoffp(&self, p: &P) {
-        // SAFETY-free check: racy reads are hints; the lock below decides.
+        // Racy reads, as hints: the P is ours, and the locked section below decides the rest.
         if !p.runq_empty() || !self.global.is_empty() {
             self.startm(Some(p), false);
             return;
