@@ -11,7 +11,7 @@
 //!
 //! An M loops on g0: find a runnable G (its P's `runnext`, then its local queue, the global
 //! queue every 61st tick and whenever the local one is empty, then — spinning — the other Ps'
-//! queues), switch to it, and when it switches back do what it asked ([`runtime::After`]: put it
+//! queues), switch to it, and when it switches back do what it asked (`runtime::After`: put it
 //! back on a queue, park it, free it). Everything a goroutine asks of the scheduler happens on
 //! g0 *after* the switch, when the goroutine's registers are saved: nobody can resume a
 //! goroutine whose context is still being written (Go's `mcall`).
