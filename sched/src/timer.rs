@@ -38,7 +38,7 @@ use safepoint_arch::nanotime;
 
 use crate::chan::Chan;
 use crate::runtime::{M, P, PStatus, Sched, current_m};
-use crate::shim::{AtomicU64, AtomicUsize, Ordering};
+use crate::shim::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use crate::wait::{RawLock, Token};
 
 /// What an entry does when it fires.
@@ -96,6 +96,10 @@ pub(crate) struct PTimers {
     next: AtomicU64,
     /// Entries known to be stale (stopped or reset timers), for compaction.
     zombies: AtomicUsize,
+    /// Someone is firing this P's due timers. One runner at a time, so that a P's timers fire
+    /// in deadline order: two runners popping in turn could each fire (and timestamp) out of
+    /// order.
+    firing: AtomicBool,
 }
 
 // SAFETY: `heap` and `seq` are only touched with `lock` held; the rest are atomics.
@@ -111,6 +115,7 @@ impl PTimers {
             seq: Cell::new(0),
             next: AtomicU64::new(0),
             zombies: AtomicUsize::new(0),
+            firing: AtomicBool::new(false),
         }
     }
 
@@ -243,6 +248,12 @@ fn run_p(sched: &Sched, p: &P, now: u64, max: usize) -> usize {
     if next == 0 || next > now {
         return 0;
     }
+    // One runner per P (see `firing`); a P whose timers are being fired is skipped: the runner
+    // pops every due one it is allowed to. Acquire: pairs with the Release below.
+    if p.timers.firing.compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed).is_err()
+    {
+        return 0;
+    }
     // SeqCst: deadlock detection reads `running` after the heaps; an entry popped before it
     // looked is counted here until it has fired.
     sched.timers.running.fetch_add(1, Ordering::SeqCst);
@@ -254,6 +265,8 @@ fn run_p(sched: &Sched, p: &P, now: u64, max: usize) -> usize {
         n += 1;
     }
     sched.timers.running.fetch_sub(1, Ordering::SeqCst);
+    // Release: the next runner sees this one's pops and re-pushes.
+    p.timers.firing.store(false, Ordering::Release);
     n
 }
 

@@ -11,31 +11,44 @@ fn rt(procs: usize) -> Runtime {
 /// Timers armed in shuffled order fire in deadline order, each at or after its deadline: the
 /// time each one sends (taken when it fires) is never before its deadline, and never before the
 /// fire time of an earlier deadline. (Lateness >= 0 is a correctness property, not a speed one.)
+///
+/// Order is only promised among timers that were all pending at the earlier deadline: a timer
+/// armed after its deadline has passed fires at once, when it is armed. So each pair is judged
+/// only if both were armed before the earlier of the two deadlines (on a loaded machine the
+/// arming loop can take longer than the first deadlines), and the test checks that it judged
+/// some.
 #[test]
 fn timers_fire_in_order_and_never_early() {
     let rt = rt(2);
     rt.block_on(|| {
-        let t0 = Instant::now();
-        // 64 deadlines 0.1..6.4 ms out, armed in a scrambled order.
+        let t0 = Instant::now() + Duration::from_millis(2);
+        // 64 deadlines 2.1..8.4 ms out, armed in a scrambled order.
         let mut order: Vec<u64> = (1..=64).collect();
         for i in 0..order.len() {
             let j = (i * 37 + 11) % order.len();
             order.swap(i, j);
         }
-        let timers: Vec<(Instant, Timer)> = order
+        let timers: Vec<(Instant, Instant, Timer)> = order
             .iter()
             .map(|&k| {
                 let at = t0 + Duration::from_micros(100 * k);
-                (at, Timer::at(at))
+                let t = Timer::at(at);
+                (at, Instant::now(), t)
             })
             .collect();
-        let mut fired: Vec<(Instant, Instant)> =
-            timers.iter().map(|(at, t)| (*at, t.chan().recv().unwrap())).collect();
+        let mut fired: Vec<(Instant, Instant, Instant)> =
+            timers.iter().map(|(at, armed, t)| (*at, *armed, t.chan().recv().unwrap())).collect();
         fired.sort();
+        let mut judged = 0;
         for w in fired.windows(2) {
-            assert!(w[1].1 >= w[0].1, "a later deadline fired before an earlier one");
+            let ((at_a, armed_a, fire_a), (_, armed_b, fire_b)) = (w[0], w[1]);
+            if armed_a <= at_a && armed_b <= at_a {
+                judged += 1;
+                assert!(fire_b >= fire_a, "a later deadline fired before an earlier one");
+            }
         }
-        for (at, when) in fired {
+        assert!(judged > 0, "every timer was armed after its deadline: nothing to judge");
+        for (at, _, when) in fired {
             assert!(when >= at, "a timer fired {:?} early", at - when);
         }
     });
