@@ -502,6 +502,8 @@ where
     let c2 = cell.clone();
     let body: g::Body = Box::new(move || {
         let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f));
+        // Goroutine-locals go before the result is published: a joiner sees them dropped.
+        proc::drop_current_locals();
         c2.complete(goroutine_id().unwrap_or(0), r);
     });
     let g = sched.spawn(body)?;

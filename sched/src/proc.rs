@@ -10,6 +10,32 @@ use crate::status::Status;
 /// A dead goroutine keeps a managed-stack buffer up to this size for the next one.
 const MSTACK_KEEP_WORDS: usize = 64 * 1024;
 
+/// Drops the goroutine's locals, on the goroutine itself (their destructors may still use the
+/// runtime). A destructor may create new locals; a few rounds settle it, and `prepare` clears
+/// the rest. A panicking destructor is reported and the rest still dropped.
+fn drop_locals(g: &G) {
+    for _ in 0..4 {
+        // SAFETY: the goroutine owns its locals; no borrow of them is live here.
+        let locals = core::mem::take(unsafe { &mut *g.locals.get() });
+        if locals.is_empty() {
+            break;
+        }
+        for l in locals {
+            if std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || drop(l))).is_err() {
+                eprintln!("goroutine {}: a goroutine-local destructor panicked", goid(g));
+            }
+        }
+    }
+}
+
+/// Drops the running goroutine's locals now (before its result is published, so that whoever
+/// joins it sees them dropped).
+pub(crate) fn drop_current_locals() {
+    if let Some(g) = current_g() {
+        drop_locals(g);
+    }
+}
+
 /// First code on a goroutine's stack (see `safepoint_arch::Context::new_on_stack`).
 ///
 /// # Safety
@@ -36,15 +62,7 @@ pub(crate) unsafe extern "C" fn g_entry(data: usize, _arg: usize) -> ! {
     } else {
         ms.reset();
     }
-    // A destructor may create new locals; a few rounds settle it, and `prepare` clears the rest.
-    for _ in 0..4 {
-        // SAFETY: the goroutine owns its locals; no borrow of them is live here.
-        let locals = core::mem::take(unsafe { &mut *g.locals.get() });
-        if locals.is_empty() {
-            break;
-        }
-        drop(locals);
-    }
+    drop_locals(g);
     mcall(After::Exit);
     crate::throw!("dead goroutine {} resumed", goid(g));
 }
