@@ -1,0 +1,59 @@
+//! The few OS calls the heap makes: reserve, unmap, release.
+
+use std::ptr::NonNull;
+
+/// Maps `len` bytes of anonymous memory aligned to `align` (a power of two), readable and
+/// writable but `MAP_NORESERVE`: no page costs memory until it is first touched.
+pub(crate) fn map_aligned(len: usize, align: usize) -> Option<NonNull<u8>> {
+    debug_assert!(align.is_power_of_two() && len.is_multiple_of(4096));
+    let over = len.checked_add(align)?;
+    // SAFETY: an anonymous private mapping at an address of the kernel's choosing touches no
+    // existing memory.
+    let p = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            over,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
+            -1,
+            0,
+        )
+    };
+    if p == libc::MAP_FAILED {
+        return None;
+    }
+    let base = p as usize;
+    let aligned = (base + align - 1) & !(align - 1);
+    let head = aligned - base;
+    let tail = over - head - len;
+    // SAFETY: both trims lie inside the mapping just made, which nothing else knows of yet.
+    unsafe {
+        if head > 0 {
+            libc::munmap(p, head);
+        }
+        if tail > 0 {
+            libc::munmap((aligned + len) as *mut libc::c_void, tail);
+        }
+    }
+    NonNull::new(aligned as *mut u8)
+}
+
+/// Unmaps a mapping made by [`map_aligned`].
+///
+/// # Safety
+/// `[addr, addr + len)` is exactly one mapping from [`map_aligned`] and no reference into it
+/// outlives this call.
+pub(crate) unsafe fn unmap(addr: usize, len: usize) {
+    // SAFETY: the caller owns the whole range and nothing points into it any more.
+    unsafe { libc::munmap(addr as *mut libc::c_void, len) };
+}
+
+/// Gives the pages of `[addr, addr + len)` back to the OS; the next touch reads zeroes.
+///
+/// # Safety
+/// The range is page-aligned, inside a heap arena, and holds no live data (it is a free run).
+pub(crate) unsafe fn release(addr: usize, len: usize) {
+    // SAFETY: the caller guarantees the range is free heap memory; MADV_DONTNEED on private
+    // anonymous memory only drops contents nobody needs.
+    unsafe { libc::madvise(addr as *mut libc::c_void, len, libc::MADV_DONTNEED) };
+}

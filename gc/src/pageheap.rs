@@ -1,0 +1,325 @@
+//! Arenas, the page map, and the page heap: free page runs, best fit, coalescing, scavenging.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::ptr::NonNull;
+use std::sync::atomic::{AtomicPtr, Ordering};
+
+use crate::span::Span;
+use crate::{ARENA_PAGES, ARENA_SHIFT, ARENA_SIZE, PAGE_SHIFT, PAGE_SIZE, os};
+
+/// Address bits the page map covers (the user half of a 48-bit address space).
+const ADDR_BITS: usize = 48;
+const MAP_ENTRIES: usize = 1 << (ADDR_BITS - ARENA_SHIFT);
+
+/// Per-arena metadata: the span record of each page (null: free or never used).
+pub(crate) struct ArenaMeta {
+    pub(crate) base: usize,
+    pub(crate) pages: Box<[AtomicPtr<Span>]>,
+}
+
+/// Address -> arena, one entry per possible 64 MiB arena in the address space. The table is a
+/// `MAP_NORESERVE` mapping: untouched entries read as null and cost no memory.
+pub(crate) struct PageMap {
+    table: NonNull<AtomicPtr<ArenaMeta>>,
+}
+
+// SAFETY: the table is a private mapping of atomics; sharing it is sharing atomics.
+unsafe impl Send for PageMap {}
+// SAFETY: as above; every access is an atomic load or store.
+unsafe impl Sync for PageMap {}
+
+impl PageMap {
+    pub(crate) fn new() -> Option<Self> {
+        let bytes = MAP_ENTRIES * size_of::<AtomicPtr<ArenaMeta>>();
+        let table = os::map_aligned(bytes, PAGE_SIZE)?.cast();
+        Some(PageMap { table })
+    }
+
+    fn entry(&self, idx: usize) -> &AtomicPtr<ArenaMeta> {
+        debug_assert!(idx < MAP_ENTRIES);
+        // SAFETY: idx < MAP_ENTRIES, the table's length; zeroed memory is a valid null AtomicPtr.
+        unsafe { &*self.table.as_ptr().add(idx) }
+    }
+
+    /// Records `meta` as the arena at `meta.base`.
+    pub(crate) fn install(&self, meta: &ArenaMeta) {
+        // Release pairs with the Acquire in `arena`: a reader that finds the arena sees its
+        // initialised page table.
+        self.entry(meta.base >> ARENA_SHIFT).store(meta as *const _ as *mut _, Ordering::Release);
+    }
+
+    /// The arena containing `addr`, if any. O(1): one table load.
+    pub(crate) fn arena(&self, addr: usize) -> Option<&ArenaMeta> {
+        if addr >> ADDR_BITS != 0 {
+            return None;
+        }
+        // Acquire pairs with the Release in `install`.
+        let p = self.entry(addr >> ARENA_SHIFT).load(Ordering::Acquire);
+        // SAFETY: installed arenas' metadata lives until the heap (and this map) drops.
+        unsafe { p.as_ref() }
+    }
+
+    /// The span record covering `addr`'s page, if that page belongs to a span.
+    pub(crate) fn span(&self, addr: usize) -> Option<&Span> {
+        let arena = self.arena(addr)?;
+        let page = (addr - arena.base) >> PAGE_SHIFT;
+        // Acquire pairs with the Release in `set`: the record's fields were written before.
+        let p = arena.pages[page].load(Ordering::Acquire);
+        // SAFETY: span records are never freed while the heap lives.
+        unsafe { p.as_ref() }
+    }
+
+    /// Points every page of `[start, start + npages)` at `span` (or null).
+    pub(crate) fn set(&self, start: usize, npages: usize, span: *const Span) {
+        let arena = self.arena(start).expect("span outside every arena");
+        let first = (start - arena.base) >> PAGE_SHIFT;
+        for e in &arena.pages[first..first + npages] {
+            // Release pairs with the Acquire in `span`.
+            e.store(span as *mut _, Ordering::Release);
+        }
+    }
+}
+
+impl Drop for PageMap {
+    fn drop(&mut self) {
+        // SAFETY: the table is the one mapping made in `new`; the map is being dropped.
+        unsafe {
+            os::unmap(self.table.as_ptr() as usize, MAP_ENTRIES * size_of::<AtomicPtr<ArenaMeta>>())
+        };
+    }
+}
+
+#[derive(Clone, Copy, Debug)]
+struct FreeRun {
+    pages: usize,
+    /// The scavenge generation in which the run was last freed or merged.
+    freed_gen: u64,
+    /// Every page of the run has been released (so scavenging can skip it).
+    released: bool,
+}
+
+/// A span record pointer that may cross threads; records live as long as their heap.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(crate) struct SpanPtr(pub(crate) NonNull<Span>);
+// SAFETY: a Span is all atomics and lives as long as the heap that hands the pointer out.
+unsafe impl Send for SpanPtr {}
+
+impl SpanPtr {
+    /// # Safety
+    /// The heap that owns the record is alive for `'a`.
+    pub(crate) unsafe fn get<'a>(self) -> &'a Span {
+        // SAFETY: records are freed only when the heap drops, which the caller rules out.
+        unsafe { self.0.as_ref() }
+    }
+}
+
+/// Free page runs and the arenas they come from. Lives under one mutex.
+pub(crate) struct PageHeap {
+    by_addr: BTreeMap<usize, FreeRun>,
+    by_size: BTreeSet<(usize, usize)>,
+    /// Boxed: the page map points at each `ArenaMeta`, so it must not move when the Vec grows.
+    #[allow(clippy::vec_box)]
+    arenas: Vec<Box<ArenaMeta>>,
+    /// Per arena (by base address), one bit per page: the page has been given back to the OS
+    /// (or never touched) and reads as zeroes. Only free pages have their bit set.
+    released: BTreeMap<usize, Box<[u64]>>,
+    records: Vec<SpanPtr>,
+    pool: Vec<SpanPtr>,
+    generation: u64,
+    pub(crate) in_use_pages: usize,
+    pub(crate) free_pages: usize,
+    pub(crate) released_pages: usize,
+    limit_pages: usize,
+}
+
+/// Why the page heap could not hand out pages.
+pub(crate) enum Grow {
+    Limit,
+    Os,
+}
+
+impl PageHeap {
+    pub(crate) fn new(limit_bytes: usize) -> Self {
+        PageHeap {
+            by_addr: BTreeMap::new(),
+            by_size: BTreeSet::new(),
+            arenas: Vec::new(),
+            released: BTreeMap::new(),
+            records: Vec::new(),
+            pool: Vec::new(),
+            generation: 0,
+            in_use_pages: 0,
+            free_pages: 0,
+            released_pages: 0,
+            limit_pages: limit_bytes / PAGE_SIZE,
+        }
+    }
+
+    pub(crate) fn arena_count(&self) -> usize {
+        self.arenas.len()
+    }
+
+    /// Every span record ever made (for sweeping all spans).
+    pub(crate) fn records(&self) -> &[SpanPtr] {
+        &self.records
+    }
+
+    /// A span record: reused from the pool or newly made.
+    pub(crate) fn record(&mut self) -> SpanPtr {
+        if let Some(r) = self.pool.pop() {
+            return r;
+        }
+        let r = SpanPtr(NonNull::from(Box::leak(Box::new(Span::empty()))));
+        self.records.push(r);
+        r
+    }
+
+    /// Returns a record to the pool (its span has been freed).
+    pub(crate) fn retire(&mut self, r: SpanPtr) {
+        self.pool.push(r);
+    }
+
+    fn insert(&mut self, addr: usize, run: FreeRun) {
+        self.by_addr.insert(addr, run);
+        self.by_size.insert((run.pages, addr));
+    }
+
+    fn remove(&mut self, addr: usize) -> FreeRun {
+        let run = self.by_addr.remove(&addr).expect("free run missing");
+        self.by_size.remove(&(run.pages, addr));
+        run
+    }
+
+    /// Takes `npages` (1..=ARENA_PAGES) from the best-fitting free run, mapping a new arena if
+    /// none fits. Returns the address and whether all its pages read as zeroes.
+    pub(crate) fn alloc(&mut self, map: &PageMap, npages: usize) -> Result<(usize, bool), Grow> {
+        debug_assert!((1..=ARENA_PAGES).contains(&npages));
+        if self.in_use_pages + npages > self.limit_pages {
+            return Err(Grow::Limit);
+        }
+        let found = self.by_size.range((npages, 0)..).next().copied();
+        let addr = match found {
+            Some((_, addr)) => addr,
+            None => self.grow(map)?,
+        };
+        let run = self.remove(addr);
+        if run.pages > npages {
+            let rest = FreeRun { pages: run.pages - npages, ..run };
+            self.insert(addr + npages * PAGE_SIZE, rest);
+        }
+        self.free_pages -= npages;
+        self.in_use_pages += npages;
+        let released = self.take_released(addr, npages);
+        self.released_pages -= released;
+        Ok((addr, released == npages))
+    }
+
+    fn grow(&mut self, map: &PageMap) -> Result<usize, Grow> {
+        let base = os::map_aligned(ARENA_SIZE, ARENA_SIZE).ok_or(Grow::Os)?.as_ptr() as usize;
+        let pages = (0..ARENA_PAGES).map(|_| AtomicPtr::new(std::ptr::null_mut())).collect();
+        let meta = Box::new(ArenaMeta { base, pages });
+        map.install(&meta);
+        self.arenas.push(meta);
+        self.free_pages += ARENA_PAGES;
+        // Never touched: as good as released.
+        self.released.insert(base, vec![u64::MAX; ARENA_PAGES / 64].into_boxed_slice());
+        self.released_pages += ARENA_PAGES;
+        let run = FreeRun { pages: ARENA_PAGES, freed_gen: self.generation, released: true };
+        self.insert(base, run);
+        Ok(base)
+    }
+
+    /// Clears the released bits of `[addr, addr + npages)`; returns how many were set.
+    fn take_released(&mut self, addr: usize, npages: usize) -> usize {
+        let bits = self.released.get_mut(&(addr >> ARENA_SHIFT << ARENA_SHIFT)).unwrap();
+        let first = (addr & (ARENA_SIZE - 1)) >> PAGE_SHIFT;
+        let mut n = 0;
+        for p in first..first + npages {
+            let b = 1u64 << (p % 64);
+            if bits[p / 64] & b != 0 {
+                bits[p / 64] &= !b;
+                n += 1;
+            }
+        }
+        n
+    }
+
+    /// Returns `[addr, addr + npages)` to the free runs, merging with free neighbours in the
+    /// same arena.
+    pub(crate) fn free(&mut self, addr: usize, npages: usize) {
+        self.in_use_pages -= npages;
+        self.free_pages += npages;
+        let arena = addr >> ARENA_SHIFT;
+        let mut start = addr;
+        let mut run = FreeRun { pages: npages, freed_gen: self.generation, released: false };
+        let prev = self.by_addr.range(..addr).next_back().map(|(&a, r)| (a, r.pages));
+        if let Some((pa, pp)) = prev
+            && pa + pp * PAGE_SIZE == addr
+            && pa >> ARENA_SHIFT == arena
+        {
+            self.remove(pa);
+            start = pa;
+            run.pages += pp;
+        }
+        let next = start + run.pages * PAGE_SIZE;
+        if next >> ARENA_SHIFT == arena && self.by_addr.contains_key(&next) {
+            let n = self.remove(next);
+            run.pages += n.pages;
+        }
+        self.insert(start, run);
+    }
+
+    /// Releases to the OS every free run that was already free at the previous call (or every
+    /// free run, if `all`). Returns the bytes released.
+    pub(crate) fn scavenge(&mut self, all: bool) -> usize {
+        let generation = self.generation;
+        let victims: Vec<usize> = self
+            .by_addr
+            .iter()
+            .filter(|(_, r)| !r.released && (all || r.freed_gen < generation))
+            .map(|(&a, _)| a)
+            .collect();
+        let mut bytes = 0;
+        for addr in victims {
+            let mut run = self.remove(addr);
+            let bits = self.released.get_mut(&(addr >> ARENA_SHIFT << ARENA_SHIFT)).unwrap();
+            let first = (addr & (ARENA_SIZE - 1)) >> PAGE_SHIFT;
+            let mut p = first;
+            while p < first + run.pages {
+                if bits[p / 64] & (1 << (p % 64)) != 0 {
+                    p += 1;
+                    continue;
+                }
+                let from = p;
+                while p < first + run.pages && bits[p / 64] & (1 << (p % 64)) == 0 {
+                    bits[p / 64] |= 1 << (p % 64);
+                    p += 1;
+                }
+                let at = addr + (from - first) * PAGE_SIZE;
+                // SAFETY: the pages are part of a free run inside an arena, page-aligned;
+                // nothing lives in them.
+                unsafe { os::release(at, (p - from) * PAGE_SIZE) };
+                bytes += (p - from) * PAGE_SIZE;
+                self.released_pages += p - from;
+            }
+            run.released = true;
+            self.insert(addr, run);
+        }
+        self.generation += 1;
+        bytes
+    }
+}
+
+impl Drop for PageHeap {
+    fn drop(&mut self) {
+        for a in &self.arenas {
+            // SAFETY: each arena is one mapping from `grow`; the heap is dropping, so no
+            // object or span in it is reachable any more.
+            unsafe { os::unmap(a.base, ARENA_SIZE) };
+        }
+        for r in &self.records {
+            // SAFETY: every record came from Box::leak in `record` and is freed once, here.
+            drop(unsafe { Box::from_raw(r.0.as_ptr()) });
+        }
+    }
+}

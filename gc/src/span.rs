@@ -1,0 +1,149 @@
+//! Spans: runs of pages holding slots of one size class, or one large object.
+
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, AtomicUsize, Ordering};
+
+use crate::sizeclass::BITMAP_WORDS;
+
+/// Where a span record is in its life. Every change happens under the lock named here.
+///
+/// | state   | pages           | on a list            | who may set alloc bits | changed under |
+/// |---------|-----------------|----------------------|------------------------|---------------|
+/// | FREE    | in the page heap| record pool          | nobody                 | page heap     |
+/// | CACHED  | one size class  | one P's cache        | that cache only        | central[c]    |
+/// | PARTIAL | one size class  | central[c].partial   | nobody (swept only)    | central[c]    |
+/// | FULL    | one size class  | none                 | nobody (swept only)    | central[c]    |
+/// | LARGE   | one object      | none                 | nobody                 | page heap     |
+pub(crate) mod state {
+    pub(crate) const FREE: u8 = 0;
+    pub(crate) const CACHED: u8 = 1;
+    pub(crate) const PARTIAL: u8 = 2;
+    pub(crate) const FULL: u8 = 3;
+    pub(crate) const LARGE: u8 = 4;
+}
+
+/// A span record: one run of pages of the heap.
+///
+/// Records are never deallocated while their heap lives; a freed span's record goes back to a
+/// pool and is reused. Every field is atomic so that a lock-free lookup through the page map
+/// that races with a record's reuse reads stale numbers, never freed memory. The numbers are
+/// written before the page-map entries that publish the span (Release) and read after loading
+/// those entries (Acquire), so a lookup that does not race with reuse sees them consistent.
+pub struct Span {
+    pub(crate) start: AtomicUsize,
+    pub(crate) npages: AtomicUsize,
+    /// Size class, 0 for a large-object span.
+    pub(crate) class: AtomicUsize,
+    pub(crate) elem_size: AtomicUsize,
+    pub(crate) nelems: AtomicUsize,
+    pub(crate) state: AtomicU8,
+    /// Some free slot holds old data (or poison): allocation must zero it.
+    pub(crate) needzero: AtomicBool,
+    pub(crate) alloc: [AtomicU64; BITMAP_WORDS],
+    pub(crate) mark: [AtomicU64; BITMAP_WORDS],
+}
+
+impl Span {
+    pub(crate) fn empty() -> Self {
+        Span {
+            start: AtomicUsize::new(0),
+            npages: AtomicUsize::new(0),
+            class: AtomicUsize::new(0),
+            elem_size: AtomicUsize::new(0),
+            nelems: AtomicUsize::new(0),
+            state: AtomicU8::new(state::FREE),
+            needzero: AtomicBool::new(false),
+            alloc: [const { AtomicU64::new(0) }; BITMAP_WORDS],
+            mark: [const { AtomicU64::new(0) }; BITMAP_WORDS],
+        }
+    }
+
+    /// Address of the span's first byte.
+    pub fn start(&self) -> usize {
+        self.start.load(Ordering::Relaxed)
+    }
+
+    /// Length in pages.
+    pub fn pages(&self) -> usize {
+        self.npages.load(Ordering::Relaxed)
+    }
+
+    /// The size class (`1..NUM_CLASSES`), or 0 for a span holding one large object.
+    pub fn size_class(&self) -> usize {
+        self.class.load(Ordering::Relaxed)
+    }
+
+    /// Bytes per slot (for a large span: the object's size rounded up to a word).
+    pub fn elem_size(&self) -> usize {
+        self.elem_size.load(Ordering::Relaxed)
+    }
+
+    /// Slots in the span.
+    pub fn slots(&self) -> usize {
+        self.nelems.load(Ordering::Relaxed)
+    }
+
+    /// Whether the span holds one large object rather than slots of a size class.
+    pub fn is_large(&self) -> bool {
+        self.size_class() == 0
+    }
+
+    /// The slot index of `addr`, if `addr` lies inside one of the span's slots.
+    fn index_of(&self, addr: usize) -> Option<usize> {
+        let start = self.start();
+        let off = addr.checked_sub(start)?;
+        let idx = off / self.elem_size().max(1);
+        (idx < self.slots()).then_some(idx)
+    }
+
+    fn bit(idx: usize) -> (usize, u64) {
+        (idx / 64, 1u64 << (idx % 64))
+    }
+
+    /// Whether slot `idx` is allocated.
+    pub fn is_allocated(&self, idx: usize) -> bool {
+        let (w, b) = Self::bit(idx);
+        // Acquire pairs with the Release fetch_or in `Cache::take`: seeing the bit means seeing
+        // the slot zeroed.
+        idx < self.slots() && self.alloc[w].load(Ordering::Acquire) & b != 0
+    }
+
+    /// Whether slot `idx` is marked.
+    pub fn is_marked(&self, idx: usize) -> bool {
+        let (w, b) = Self::bit(idx);
+        // Relaxed: mark bits are only a set of flags; the collector's handshakes order them.
+        idx < self.slots() && self.mark[w].load(Ordering::Relaxed) & b != 0
+    }
+
+    /// Start of the allocated object containing `addr`, or `None` if `addr` is outside every
+    /// slot or its slot is free.
+    pub fn object_start(&self, addr: usize) -> Option<usize> {
+        let idx = self.index_of(addr)?;
+        self.is_allocated(idx).then(|| self.start() + idx * self.elem_size())
+    }
+
+    /// Marks the allocated object containing `addr`. Returns `Some(true)` if this call set the
+    /// mark, `Some(false)` if it was already set, `None` if `addr` is in no allocated object.
+    pub fn mark_object(&self, addr: usize) -> Option<bool> {
+        let idx = self.index_of(addr)?;
+        if !self.is_allocated(idx) {
+            return None;
+        }
+        let (w, b) = Self::bit(idx);
+        // Relaxed: marking is idempotent; the stop at mark termination orders every marker's
+        // fetch_or before the sweep that reads the bits.
+        Some(self.mark[w].fetch_or(b, Ordering::Relaxed) & b == 0)
+    }
+
+    /// Allocated slots, counted from the bitmap.
+    pub fn allocated(&self) -> usize {
+        let words = self.slots().div_ceil(64);
+        // Acquire: as in `is_allocated`.
+        self.alloc[..words].iter().map(|w| w.load(Ordering::Acquire).count_ones() as usize).sum()
+    }
+
+    /// The valid-slot mask of bitmap word `w`.
+    pub(crate) fn word_mask(&self, w: usize) -> u64 {
+        let n = self.slots() - w * 64;
+        if n >= 64 { u64::MAX } else { (1u64 << n) - 1 }
+    }
+}
