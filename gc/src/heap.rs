@@ -214,6 +214,7 @@ impl Heap {
         span.alloc[0].store(1, Ordering::Release);
         inner.map.set(addr, npages, span);
         drop(ph);
+        // Relaxed: statistics sums; nothing is published through them.
         inner.allocs.fetch_add(1, Ordering::Relaxed);
         inner.alloc_bytes.fetch_add(span.elem_size() as u64, Ordering::Relaxed);
         Ok(NonNull::new(addr as *mut u8).expect("arena at address 0"))
@@ -227,11 +228,14 @@ impl Heap {
     /// call); the freed objects must be unreachable.
     pub fn sweep(&self, span: &Span) -> Result<usize, SweepError> {
         let inner = &*self.inner;
+        // Acquire pairs with the Release state stores in `init_span`/`free_span`; a stale answer
+        // is harmless: both paths re-check the state under their lock.
         if span.is_large() && span.state.load(Ordering::Acquire) == state::LARGE {
             return inner.sweep_large(span);
         }
         let class = span.size_class();
         let mut central = lock(&inner.central[class]);
+        // Relaxed: a size-class span's state changes only under this lock, which we hold.
         match span.state.load(Ordering::Relaxed) {
             state::CACHED => return Err(SweepError::Cached),
             state::PARTIAL | state::FULL => {}
@@ -279,10 +283,13 @@ impl Heap {
         if freed == 0 {
             return Ok(0);
         }
+        // Relaxed: statistics sums.
         inner.frees.fetch_add(freed as u64, Ordering::Relaxed);
         inner.free_bytes.fetch_add((freed * size) as u64, Ordering::Relaxed);
+        // Relaxed: the cache that next takes this span takes it under the central lock we hold.
         span.needzero.store(true, Ordering::Relaxed);
         let rec = SpanPtr(NonNull::from(span));
+        // Relaxed: under the central lock, as above.
         let was = span.state.load(Ordering::Relaxed);
         if left == 0 {
             if was == state::PARTIAL {
@@ -323,6 +330,7 @@ impl Heap {
     pub fn stats(&self) -> HeapStats {
         let inner = &*self.inner;
         let ph = lock(&inner.pages);
+        // Relaxed: statistics sums; exact only once every cache has flushed.
         let allocs = inner.allocs.load(Ordering::Relaxed);
         let frees = inner.frees.load(Ordering::Relaxed);
         HeapStats {
@@ -390,6 +398,7 @@ impl Inner {
 
     fn sweep_large(&self, span: &Span) -> Result<usize, SweepError> {
         let mut ph = lock(&self.pages);
+        // Relaxed: a large span's state changes only under the page-heap lock, which we hold.
         if span.state.load(Ordering::Relaxed) != state::LARGE {
             return Err(SweepError::Free);
         }
@@ -397,6 +406,7 @@ impl Inner {
         if span.mark[0].swap(0, Ordering::Relaxed) & 1 != 0 {
             return Ok(0);
         }
+        // Relaxed: statistics sums.
         self.frees.fetch_add(1, Ordering::Relaxed);
         self.free_bytes.fetch_add(span.elem_size() as u64, Ordering::Relaxed);
         if self.config.poison {
@@ -428,6 +438,7 @@ impl Inner {
             // SAFETY: the pages were just taken from the page heap; nothing else uses them.
             unsafe { std::ptr::write_bytes(addr as *mut u8, POISON, c.pages * PAGE_SIZE) };
         }
+        // Relaxed: the span reaches its cache through this thread (we hold the central lock).
         span.needzero.store(!zeroed || self.config.poison, Ordering::Relaxed);
         self.map.set(addr, c.pages, span);
         Ok(rec)
@@ -513,7 +524,8 @@ impl Cache {
                 );
             }
         }
-        // Relaxed: only this cache's owner writes `needzero` while the span is cached.
+        // Relaxed: `needzero` is written only under the central lock while the span is not
+        // cached, and this cache took the span under that lock.
         if span.needzero.load(Ordering::Relaxed) {
             // SAFETY: as above: a free slot of our cached span.
             unsafe { std::ptr::write_bytes(addr as *mut u8, 0, size) };
@@ -565,6 +577,7 @@ impl Cache {
     }
 
     fn flush_stats(&mut self) {
+        // Relaxed: statistics sums.
         self.heap.allocs.fetch_add(self.allocs, Ordering::Relaxed);
         self.heap.alloc_bytes.fetch_add(self.alloc_bytes, Ordering::Relaxed);
         self.allocs = 0;

@@ -42,6 +42,8 @@ pub struct Span {
     pub(crate) mark: [AtomicU64; BITMAP_WORDS],
 }
 
+// The getters below load Relaxed: the fields are published by the page-map entry's Release
+// store (read with Acquire in `PageMap::span`) or by the lock under which the span was set up.
 impl Span {
     pub(crate) fn empty() -> Self {
         Span {

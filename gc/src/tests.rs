@@ -52,6 +52,26 @@ fn small_objects_are_distinct_aligned_zeroed_and_found_from_any_interior_address
 }
 
 #[test]
+fn the_page_map_covers_every_page_of_a_multi_page_span_and_nothing_past_it() {
+    let heap = heap();
+    let mut cache = heap.new_cache();
+    let class = (1..CLASSES.len()).find(|&c| CLASSES[c].pages >= 3).unwrap();
+    let p = cache.alloc(CLASSES[class].size).unwrap().as_ptr() as usize;
+    let span = heap.find_span(p).unwrap();
+    let (start, len) = (span.start(), span.pages() * PAGE_SIZE);
+    assert_eq!(span.pages(), CLASSES[class].pages);
+    for a in (start..start + len).step_by(PAGE_SIZE / 2).chain([start + len - 1]) {
+        assert!(std::ptr::eq(heap.find_span(a).unwrap(), span), "{a:#x}");
+    }
+    assert!(heap.find_span(start + len).is_none());
+    // The tail after the last slot is in the span but in no object.
+    let tail = start + CLASSES[class].objects * CLASSES[class].size;
+    if tail < start + len {
+        assert_eq!(span.object_start(tail), None);
+    }
+}
+
+#[test]
 fn lookups_outside_allocated_objects_find_nothing() {
     let heap = heap();
     let mut cache = heap.new_cache();
@@ -343,8 +363,11 @@ proptest! {
     #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
 
     #[test]
-    fn heap_matches_a_model_of_live_objects(ops in proptest::collection::vec(op(), 1..120)) {
-        let heap = heap();
+    fn heap_matches_a_model_of_live_objects(
+        ops in proptest::collection::vec(op(), 1..120),
+        poison in any::<bool>(),
+    ) {
+        let heap = Heap::new(HeapConfig { poison, ..HeapConfig::default() }).unwrap();
         let mut cache = heap.new_cache();
         let mut live: Vec<Obj> = Vec::new();
         let mut dead: Vec<Obj> = Vec::new();
