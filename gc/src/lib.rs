@@ -66,8 +66,18 @@
 //! Free runs remember the scavenge generation in which they were freed. [`Heap::scavenge`]
 //! gives back to the OS (`madvise(MADV_DONTNEED)`) every run that was already free at the
 //! previous call, so memory freed and soon reused is not released, and RSS falls once the
-//! heap has stayed smaller for one interval. Released pages read as zeroes, so spans carved
-//! only from released pages skip zeroing.
+//! heap has stayed smaller for one interval ([`Heap::scavenge_all`] releases everything now).
+//! Each arena keeps one bit per page saying "released" (never-touched pages count as
+//! released), so runs coalesce freely, only pages still resident are madvised, and
+//! [`HeapStats::released_bytes`] is exact. Released pages read as zeroes, so a span carved only
+//! from released pages skips zeroing.
+//!
+//! ## Known costs and limits
+//!
+//! * [`Span::object_start`] divides by the slot size (Go uses a magic multiplier).
+//! * Removing an emptied span from its class's partial list is a linear search.
+//! * No object may exceed one arena (64 MiB); the page map covers 48-bit addresses.
+//! * Nothing triggers sweeping or scavenging by itself: the collector (not built) will.
 
 mod heap;
 mod os;
