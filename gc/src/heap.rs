@@ -78,6 +78,8 @@ pub enum SweepError {
     Cached,
     /// The span has already been freed.
     Free,
+    /// The span belongs to another heap.
+    NotInThisHeap,
 }
 
 impl fmt::Display for SweepError {
@@ -87,6 +89,7 @@ impl fmt::Display for SweepError {
                 write!(f, "span is in a per-P cache; flush caches before sweeping")
             }
             SweepError::Free => write!(f, "span is free"),
+            SweepError::NotInThisHeap => write!(f, "span belongs to another heap"),
         }
     }
 }
@@ -228,6 +231,15 @@ impl Heap {
     /// call); the freed objects must be unreachable.
     pub fn sweep(&self, span: &Span) -> Result<usize, SweepError> {
         let inner = &*self.inner;
+        // A span of another heap would free its pages into ours: refuse it.
+        if !self.inner.map.span(span.start()).is_some_and(|s| std::ptr::eq(s, span)) {
+            // Acquire pairs with the Release state stores in `init_span`/`free_span`.
+            return Err(if span.state.load(Ordering::Acquire) == state::FREE {
+                SweepError::Free
+            } else {
+                SweepError::NotInThisHeap
+            });
+        }
         // Acquire pairs with the Release state stores in `init_span`/`free_span`; a stale answer
         // is harmless: both paths re-check the state under their lock.
         if span.is_large() && span.state.load(Ordering::Acquire) == state::LARGE {

@@ -132,6 +132,18 @@ fn sweeping_a_cached_span_is_an_error_and_an_empty_span_returns_to_the_page_heap
 }
 
 #[test]
+fn sweeping_another_heaps_span_is_an_error() {
+    let (a, b) = (heap(), heap());
+    let mut cache = a.new_cache();
+    let p = cache.alloc(100).unwrap().as_ptr() as usize;
+    cache.flush();
+    let span = a.find_span(p).unwrap();
+    assert_eq!(b.sweep(span), Err(SweepError::NotInThisHeap));
+    assert_eq!(a.object_start(p), Some(p));
+    assert_eq!(a.sweep(span), Ok(1));
+}
+
+#[test]
 fn large_objects_get_their_own_span() {
     let heap = heap();
     let mut cache = heap.new_cache();
