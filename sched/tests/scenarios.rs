@@ -13,6 +13,40 @@ fn rt(procs: usize) -> Runtime {
     Runtime::builder().procs(procs).build().unwrap()
 }
 
+/// `n` goroutines spinning in poll loops (each bumping `spins`) until [`Spinners::stop`].
+struct Spinners {
+    stop: Arc<AtomicBool>,
+    spins: Arc<AtomicU64>,
+    hs: Vec<safepoint_sched::JoinHandle<()>>,
+}
+
+impl Spinners {
+    /// Runs on: a goroutine.
+    fn start(n: usize) -> Spinners {
+        let stop = Arc::new(AtomicBool::new(false));
+        let spins = Arc::new(AtomicU64::new(0));
+        let hs = (0..n)
+            .map(|_| {
+                let (stop, spins) = (stop.clone(), spins.clone());
+                go(move || {
+                    while !stop.load(Ordering::Relaxed) {
+                        spins.fetch_add(1, Ordering::Relaxed);
+                        poll();
+                    }
+                })
+            })
+            .collect();
+        Spinners { stop, spins, hs }
+    }
+
+    fn stop(self) {
+        self.stop.store(true, Ordering::Relaxed);
+        for h in self.hs {
+            h.join().unwrap();
+        }
+    }
+}
+
 /// Go's TestPreemption: two goroutines take turns on an atomic; each spins with only poll points
 /// while waiting for its turn. At procs=1 the spinner must be preempted (sysmon's time slice)
 /// for the other to ever run.
@@ -46,19 +80,8 @@ fn turns_with_only_poll_points() {
 fn stop_the_world_with_poll_spinners() {
     let rt = rt(2);
     let stops = rt.block_on(|| {
-        let stop = Arc::new(AtomicBool::new(false));
-        let spins = Arc::new(AtomicU64::new(0));
-        let hs: Vec<_> = (0..2)
-            .map(|_| {
-                let (stop, spins) = (stop.clone(), spins.clone());
-                go(move || {
-                    while !stop.load(Ordering::Relaxed) {
-                        spins.fetch_add(1, Ordering::Relaxed);
-                        poll();
-                    }
-                })
-            })
-            .collect();
+        let spinners = Spinners::start(2);
+        let spins = spinners.spins.clone();
         let mut n = 0;
         for _ in 0..100 {
             let w = stop_the_world("test");
@@ -75,10 +98,7 @@ fn stop_the_world_with_poll_spinners() {
             w.start();
             n += 1;
         }
-        stop.store(true, Ordering::Relaxed);
-        for h in hs {
-            h.join().unwrap();
-        }
+        spinners.stop();
         n
     });
     assert_eq!(stops, 100);
@@ -131,26 +151,13 @@ fn stop_the_world_with_blocked_goroutines() {
 fn main_progresses_while_others_spin() {
     let rt = rt(1);
     rt.block_on(|| {
-        let stop = Arc::new(AtomicBool::new(false));
-        let hs: Vec<_> = (0..3)
-            .map(|_| {
-                let stop = stop.clone();
-                go(move || {
-                    while !stop.load(Ordering::Relaxed) {
-                        poll();
-                    }
-                })
-            })
-            .collect();
+        let spinners = Spinners::start(3);
         // Main yields 5 times: each time it must get the CPU back (through the spinners'
         // time slices).
         for _ in 0..5 {
             yield_now();
         }
-        stop.store(true, Ordering::Relaxed);
-        for h in hs {
-            h.join().unwrap();
-        }
+        spinners.stop();
     });
 }
 
@@ -393,15 +400,7 @@ impl Pair {
 fn for_each_p_reaches_idle_running_and_blocked_ps() {
     let rt = rt(4);
     rt.block_on(|| {
-        let stop = Arc::new(AtomicBool::new(false));
-        let spinner = {
-            let stop = stop.clone();
-            go(move || {
-                while !stop.load(Ordering::Relaxed) {
-                    poll();
-                }
-            })
-        };
+        let spinner = Spinners::start(1);
         let (tx, rx) = std::sync::mpsc::channel::<()>();
         let entered = Arc::new(AtomicBool::new(false));
         let blocker = {
@@ -428,8 +427,7 @@ fn for_each_p_reaches_idle_running_and_blocked_ps() {
         }
         tx.send(()).unwrap();
         blocker.join().unwrap();
-        stop.store(true, Ordering::Relaxed);
-        spinner.join().unwrap();
+        spinner.stop();
     });
 }
 
@@ -472,17 +470,7 @@ fn hundred_thousand_parked_goroutines() {
 fn stop_the_world_races_itself() {
     let rt = rt(2);
     let total = rt.block_on(|| {
-        let stop = Arc::new(AtomicBool::new(false));
-        let spinners: Vec<_> = (0..2)
-            .map(|_| {
-                let stop = stop.clone();
-                go(move || {
-                    while !stop.load(Ordering::Relaxed) {
-                        poll();
-                    }
-                })
-            })
-            .collect();
+        let spinners = Spinners::start(2);
         let inside = Arc::new(AtomicUsize::new(0));
         let stoppers: Vec<_> = (0..8)
             .map(|_| {
@@ -502,10 +490,7 @@ fn stop_the_world_races_itself() {
             })
             .collect();
         let n: usize = stoppers.into_iter().map(|h| h.join().unwrap()).sum();
-        stop.store(true, Ordering::Relaxed);
-        for h in spinners {
-            h.join().unwrap();
-        }
+        spinners.stop();
         n
     });
     assert_eq!(total, 200);
