@@ -1,6 +1,7 @@
 //! Output conventions shared by all workloads.
 
 use std::fmt::Write as _;
+use std::io::Write as _;
 
 /// A figure of a workload's result.
 #[derive(Debug, Clone)]
@@ -60,8 +61,15 @@ pub fn emit(workload: &str, args: &str, fields: &[(&str, Value)]) {
         }
     }
     json.push('}');
-    println!("{human}");
-    println!("{json}");
+    // A reader that went away (`stress all | head -1`) ends the run quietly, not with a panic.
+    let mut out = std::io::stdout().lock();
+    if writeln!(out, "{human}")
+        .and_then(|()| writeln!(out, "{json}"))
+        .and_then(|()| out.flush())
+        .is_err()
+    {
+        std::process::exit(0);
+    }
 }
 
 /// The `p`-th percentile (0..=100) of `v`, which it sorts.
