@@ -7,7 +7,7 @@
 //! * [`arch`]: context switch, goroutine stacks, notes, signals, clocks;
 //! * [`stackmap`]: managed stacks and their precise maps;
 //! * [`sched`]: goroutines, Ms and Ps, preemption, stop-the-world, the ragged barrier;
-//! * [`gc`]: the heap and the collector (not built yet).
+//! * [`gc`]: the heap (its allocation layer so far; the collector is not built yet).
 //!
 //! ```
 //! use safepoint::sched::{Chan, Runtime, go};
