@@ -11,6 +11,7 @@ use crate::GoroutineRef;
 pub struct JoinError {
     id: u64,
     payload: Box<dyn Any + Send + 'static>,
+    traceback: Option<String>,
 }
 
 impl JoinError {
@@ -22,6 +23,12 @@ impl JoinError {
     pub fn message(&self) -> Option<&str> {
         panic_message(&*self.payload)
     }
+    /// The goroutine's managed-stack traceback at the panic (when the runtime was given a
+    /// registry and the managed stack had frames).
+    pub fn traceback(&self) -> Option<&str> {
+        self.traceback.as_deref()
+    }
+
     /// The panic payload, to re-raise it with `std::panic::resume_unwind`.
     pub fn into_panic(self) -> Box<dyn Any + Send + 'static> {
         self.payload
@@ -46,7 +53,11 @@ impl core::fmt::Display for JoinError {
             "goroutine {} panicked: {}",
             self.id,
             self.message().unwrap_or("<non-string payload>")
-        )
+        )?;
+        if let Some(tb) = &self.traceback {
+            write!(f, "\n{}", tb.trim_end())?;
+        }
+        Ok(())
     }
 }
 
@@ -92,9 +103,9 @@ impl<T> Cell<T> {
     }
 
     /// Called by the finished goroutine.
-    pub fn complete(&self, id: u64, r: std::thread::Result<T>) {
+    pub fn complete(&self, id: u64, r: std::thread::Result<T>, traceback: Option<String>) {
         let mut s = self.lock();
-        let r = r.map_err(|payload| JoinError { id, payload });
+        let r = r.map_err(|payload| JoinError { id, payload, traceback });
         if s.detached {
             if let Err(e) = &r {
                 eprintln!("{e}");

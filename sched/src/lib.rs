@@ -211,6 +211,9 @@ pub struct Config {
     /// Whether a deadlock of every goroutine makes `block_on` (and outside joins) panic with
     /// "all goroutines are asleep - deadlock!" (issue 4; see [`DEADLOCK`]).
     pub deadlock_detection: bool,
+    /// The embedder's function registry, if it gives one: goroutine panics and goroutine dumps
+    /// then carry tracebacks of the managed stacks.
+    pub registry: Option<Arc<safepoint_stackmap::Registry>>,
 }
 
 /// Builds a [`Runtime`].
@@ -239,6 +242,7 @@ impl Default for Builder {
                 sysmon: true,
                 managed_stack: safepoint_stackmap::StackConfig::default(),
                 deadlock_detection: true,
+                registry: None,
             },
             error: None,
         }
@@ -278,6 +282,13 @@ impl Builder {
         self.config.deadlock_detection = on;
         self
     }
+    /// The function registry of the managed stacks: with it, a goroutine's panic (on its join
+    /// handle, or printed) and `Runtime::dump_goroutines` include managed-stack tracebacks.
+    pub fn registry(mut self, reg: Arc<safepoint_stackmap::Registry>) -> Builder {
+        self.config.registry = Some(reg);
+        self
+    }
+
     /// Size limit of each goroutine's managed stack, bytes (default 1 GiB): a goroutine that
     /// grows past it panics with "goroutine N: managed stack exceeds LIMIT".
     pub fn managed_stack_limit(mut self, bytes: usize) -> Builder {
@@ -420,6 +431,15 @@ impl Runtime {
                 if why.is_empty() { "" } else { ", " },
                 why
             ));
+            // A goroutine that is not running is held for an instant to read its managed stack;
+            // a running one is not stopped for a dump.
+            if let Some(reg) = &self.sched.config.registry
+                && let Some(held) = stw::try_hold(g)
+                && let Some(tb) = held.traceback(reg)
+                && tb.depth() > 0
+            {
+                out.push_str(&tb.to_string());
+            }
         }
         out
     }
@@ -502,9 +522,11 @@ where
     let c2 = cell.clone();
     let body: g::Body = Box::new(move || {
         let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f));
+        // A panic's managed-stack traceback, while the frames are still there.
+        let traceback = if r.is_err() { proc::managed_traceback() } else { None };
         // Goroutine-locals go before the result is published: a joiner sees them dropped.
         proc::drop_current_locals();
-        c2.complete(goroutine_id().unwrap_or(0), r);
+        c2.complete(goroutine_id().unwrap_or(0), r, traceback);
     });
     let g = sched.spawn(body)?;
     let id = g::goid(g);

@@ -379,3 +379,17 @@ pub fn with_managed_stack<R>(f: impl FnOnce(&safepoint_stackmap::ManagedStack) -
     let g = current_g().unwrap_or_else(|| panic!("with_managed_stack: not on a goroutine"));
     f(g.mstack())
 }
+
+/// The running goroutine's managed-stack traceback, if the runtime has a registry and the stack
+/// has frames.
+pub(crate) fn managed_traceback() -> Option<String> {
+    let g = current_g()?;
+    // SAFETY: the G belongs to the live runtime this goroutine runs on.
+    let sched = unsafe { &*g.sched.get() };
+    let reg = sched.config.registry.as_ref()?;
+    let ms = g.mstack();
+    if ms.is_empty() {
+        return None;
+    }
+    Some(ms.traceback(reg).to_string())
+}

@@ -368,6 +368,40 @@ pub fn suspend_g(target: Goroutine) -> Suspended {
     }
 }
 
+/// Holds `g` if it can be had without stopping it (Runnable, Waiting, Syscall, or parked in
+/// Preempted): a few attempts, no preemption request. For diagnostics of a live runtime.
+pub(crate) fn try_hold(g: &'static G) -> Option<Suspended> {
+    let mut stopped = false;
+    let mut spins = 0u32;
+    for _ in 0..64 {
+        match suspend_step(&g.status, false, || {}) {
+            SuspendStep::Held(s) => {
+                return Some(Suspended {
+                    g: Some(GPtr::from(g)),
+                    id: goid(g),
+                    dead: false,
+                    stopped,
+                    base: s,
+                });
+            }
+            SuspendStep::Claimed => stopped = true,
+            SuspendStep::Dead | SuspendStep::Running | SuspendStep::Requested => {
+                if stopped {
+                    // Cannot happen: a claimed goroutine is Waiting until readied, and only we can.
+                    crate::throw!("try_hold: goroutine {} left Waiting while claimed", goid(g));
+                }
+                return None;
+            }
+            SuspendStep::Wait => backoff(&mut spins),
+        }
+    }
+    if stopped {
+        // We claimed it (it had parked for a suspender) but could not hold it: give it back.
+        ready_owned(g);
+    }
+    None
+}
+
 /// Between attempts: a goroutine yields (it may itself be the target of a suspension, and its
 /// P may be needed by the goroutine it waits for); a foreign thread spins then yields the CPU.
 fn wait_a_little(me: Option<&'static G>, spins: &mut u32) {

@@ -210,3 +210,64 @@ fn managed_stack_use_inside_a_blocking_call_panics() {
         assert!(e.to_string().contains("managed stack used inside a blocking call"), "{e}");
     });
 }
+
+/// With the embedder's registry, a goroutine's panic carries its managed-stack traceback, and a
+/// goroutine dump shows the managed stacks of goroutines that are not running.
+#[test]
+fn panics_and_dumps_carry_managed_tracebacks() {
+    let (reg, f) = registry();
+    let rt = Runtime::builder().procs(2).registry(reg.clone()).build().unwrap();
+    let e = rt
+        .block_on(move || {
+            go(move || {
+                with_managed_stack(|ms| {
+                    ms.push(f);
+                    ms.push(f);
+                    panic!("bad opcode");
+                })
+            })
+            .join()
+        })
+        .unwrap_err();
+    let tb = e.traceback().expect("a traceback");
+    assert!(tb.contains("managed stack (2 frames)"), "{tb}");
+    assert!(tb.contains("f at safepoint 0, line 10"), "{tb}");
+    assert!(e.to_string().contains("panicked: bad opcode\ngoroutine"), "{e}");
+
+    let token = Arc::new(Mutex::new(None));
+    let t2 = token.clone();
+    let h = rt
+        .spawn(move || {
+            with_managed_stack(|ms| {
+                ms.push(f);
+                park(WaitReason::Park, |r| {
+                    *t2.lock().unwrap() = Some(r);
+                    true
+                });
+                ms.pop();
+            })
+        })
+        .unwrap();
+    while token.lock().unwrap().is_none() {
+        std::hint::spin_loop();
+    }
+    let dump = rt.dump_goroutines();
+    assert!(dump.contains(&format!("goroutine {} [Waiting", h.id())), "{dump}");
+    assert!(dump.contains("managed stack (1 frames)"), "{dump}");
+    token.lock().unwrap().take().unwrap().ready();
+    h.join().unwrap();
+    // Without a registry: no traceback.
+    let plain = Runtime::builder().procs(1).build().unwrap();
+    let e = plain
+        .block_on(move || {
+            go(move || {
+                with_managed_stack(|ms| {
+                    ms.push(f);
+                    panic!("x")
+                })
+            })
+            .join()
+        })
+        .unwrap_err();
+    assert!(e.traceback().is_none());
+}
