@@ -72,6 +72,16 @@
 //! [`HeapStats::released_bytes`] is exact. Released pages read as zeroes, so a span carved only
 //! from released pages skips zeroing.
 //!
+//! ## Types and the object header
+//!
+//! [`types`] holds the descriptors (records with a kind per word: reference, tagged value or
+//! raw; arrays of references, of tagged values, of bytes), the per-heap [`TypeRegistry`]
+//! (append-only, ids stable, names unique; lock-free lookup by id from a chunked table of
+//! `OnceLock`s, so the marker never waits on a registering embedder), the one-word
+//! [`Header`] (24-bit type id, 40-bit array length; id 0 never issued, so a zeroed word is no
+//! header), checked object sizes, and [`types::scan_refs`], which yields the references of an
+//! object for the marker. Nothing allocates objects with headers yet.
+//!
 //! ## Known costs and limits
 //!
 //! * [`Span::object_start`] divides by the slot size (Go uses a magic multiplier).
@@ -84,9 +94,11 @@ mod os;
 mod pageheap;
 pub mod sizeclass;
 mod span;
+pub mod types;
 
 pub use heap::{AllocError, Cache, Heap, HeapConfig, HeapStats, POISON, SweepError};
 pub use span::Span;
+pub use types::{Header, TagRule, TypeDesc, TypeError, TypeId, TypeRegistry, WordKind};
 
 /// Bytes per page.
 pub const PAGE_SIZE: usize = 1 << PAGE_SHIFT;
