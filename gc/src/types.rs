@@ -199,7 +199,8 @@ impl Default for RegistryConfig {
 }
 
 /// A registered type's id: an index into its [`TypeRegistry`], never zero, at most
-/// [`MAX_TYPES`].
+/// [`MAX_TYPES`]. An id means nothing outside the registry that issued it; nothing stops a
+/// caller from asking another registry about it (it gets that registry's type, or `None`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct TypeId(u32);
 
@@ -914,6 +915,15 @@ mod tests {
         let h = r.header(bytes, 16).unwrap();
         assert_eq!(r.scan(h, &atomics(&[0x1000, 0x2000])).unwrap().count(), 0);
         assert!(r.scan(h, &atomics(&[0x1000])).is_err());
+    }
+
+    #[test]
+    fn scan_refuses_a_record_header_with_a_length() {
+        let r = TypeRegistry::new();
+        let id = r.register(rec("r", &[WordKind::Ref])).unwrap();
+        let bad = Header::from_word((1 << ID_BITS) | id.get() as usize).unwrap();
+        let body = atomics(&[0x1000, 0x2000]);
+        assert_eq!(r.scan(bad, &body).err(), Some(TypeError::RecordWithLength { len: 1 }));
     }
 
     #[test]
