@@ -2,7 +2,7 @@
 
 use std::fmt;
 use std::ptr::NonNull;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use crate::pageheap::{Grow, PageHeap, PageMap, SpanPtr};
@@ -71,31 +71,6 @@ impl fmt::Display for AllocError {
 
 impl std::error::Error for AllocError {}
 
-/// Why a span could not be swept.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum SweepError {
-    /// The span is in a P's cache; flush the caches first.
-    Cached,
-    /// The span has already been freed.
-    Free,
-    /// The span belongs to another heap.
-    NotInThisHeap,
-}
-
-impl fmt::Display for SweepError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            SweepError::Cached => {
-                write!(f, "span is in a per-P cache; flush caches before sweeping")
-            }
-            SweepError::Free => write!(f, "span is free"),
-            SweepError::NotInThisHeap => write!(f, "span belongs to another heap"),
-        }
-    }
-}
-
-impl std::error::Error for SweepError {}
-
 /// A snapshot of the heap's sizes. Object counts include only what caches have flushed.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct HeapStats {
@@ -117,16 +92,44 @@ pub struct HeapStats {
     pub total_frees: u64,
 }
 
+/// Index of the partial (some free slot) and full lists in [`Central::lists`].
+const PARTIAL: usize = 0;
+const FULL: usize = 1;
+
+/// The parity of the lists holding swept spans in generation `sg`; the other parity holds
+/// the unswept ones. Adding 2 to `sg` (the end of marking) turns every swept list into an
+/// unswept one at once, whatever the heap's size.
+#[inline]
+fn swept_parity(sg: u32) -> usize {
+    ((sg >> 1) & 1) as usize
+}
+
 struct Central {
-    /// Spans of this class with free slots, not in any cache.
-    partial: Vec<SpanPtr>,
+    /// Spans of this class not in any cache, by sweep parity, then partial/full.
+    lists: [[Vec<SpanPtr>; 2]; 2],
+}
+
+/// A sweep of one span: what it freed and where the span went.
+struct Swept {
+    freed: usize,
+    /// The span, kept for the sweeper's caller (`take`), if it asked and the span has room.
+    taken: Option<SpanPtr>,
 }
 
 struct Inner {
     config: HeapConfig,
-    /// Lock order: a `central` lock, then `pages`.
+    /// Lock order: a `central` lock (or `large`), then `pages`.
     central: Box<[Mutex<Central>]>,
+    /// Large-object spans, by sweep parity.
+    large: Mutex<[Vec<SpanPtr>; 2]>,
     pages: Mutex<PageHeap>,
+    /// The heap's sweep generation: even, +2 when marking ends (see `Span::sweepgen`).
+    /// Written only with every P stopped; Acquire loads pair with that Release store.
+    sweepgen: AtomicU32,
+    /// Spans on the lists of each parity (changed under the list's lock; read anywhere).
+    listed: [AtomicUsize; 2],
+    /// Spans taken off an unswept list and not yet put back or freed.
+    pending: AtomicUsize,
     map: PageMap,
     // Statistics counters. Relaxed: they are sums; nothing is published through them.
     allocs: AtomicU64,
@@ -157,10 +160,14 @@ impl Heap {
     /// A new, empty heap; arenas are mapped on first use.
     pub fn new(config: HeapConfig) -> Result<Heap, AllocError> {
         let map = PageMap::new().ok_or(AllocError::OsRefused { bytes: 1 << 25 })?;
-        let central = (0..NUM_CLASSES).map(|_| Mutex::new(Central { partial: Vec::new() }));
+        let central = (0..NUM_CLASSES).map(|_| Mutex::new(Central { lists: Default::default() }));
         Ok(Heap {
             inner: Arc::new(Inner {
                 pages: Mutex::new(PageHeap::new(config.hard_limit)),
+                large: Mutex::new(Default::default()),
+                sweepgen: AtomicU32::new(2),
+                listed: [AtomicUsize::new(0), AtomicUsize::new(0)],
+                pending: AtomicUsize::new(0),
                 config,
                 central: central.collect(),
                 map,
@@ -203,6 +210,7 @@ impl Heap {
             return Err(AllocError::TooLarge { requested: size, max: ARENA_SIZE });
         }
         let npages = size.div_ceil(PAGE_SIZE);
+        let mut large = lock(&inner.large);
         let mut ph = lock(&inner.pages);
         let (addr, zeroed) = inner.page_alloc(&mut ph, npages, size)?;
         let rec = ph.record();
@@ -217,113 +225,94 @@ impl Heap {
         span.alloc[0].store(1, Ordering::Release);
         inner.map.set(addr, npages, span);
         drop(ph);
+        let sg = inner.sweepgen.load(Ordering::Acquire);
+        // Relaxed: published to sweepers by the `large` lock.
+        span.sweepgen.store(sg, Ordering::Relaxed);
+        let sp = swept_parity(sg);
+        large[sp].push(rec);
+        // Relaxed: a count changed under the list's lock (held); readers only compare with 0.
+        inner.listed[sp].fetch_add(1, Ordering::Relaxed);
+        drop(large);
         // Relaxed: statistics sums; nothing is published through them.
         inner.allocs.fetch_add(1, Ordering::Relaxed);
         inner.alloc_bytes.fetch_add(span.elem_size() as u64, Ordering::Relaxed);
         Ok(NonNull::new(addr as *mut u8).expect("arena at address 0"))
     }
 
-    /// Sweeps `span`: every allocated but unmarked object is freed (alloc bits := alloc & mark
-    /// bits), mark bits are cleared, and a span left empty goes back to the page heap. Returns
-    /// the number of objects freed.
+    /// Ends a cycle's marking: every span becomes unswept at once (O(1): the heap's sweep
+    /// generation grows by 2, which swaps the roles of the swept and unswept lists), so its
+    /// mark bits now decide which of its objects live. Returns the new generation.
     ///
-    /// Runs after marking has finished (the caller orders every marker's writes before this
-    /// call); the freed objects must be unreachable.
-    pub fn sweep(&self, span: &Span) -> Result<usize, SweepError> {
+    /// The caller must have flushed every [`Cache`] and ordered every marker's mark-bit writes
+    /// before this call, and no allocation or sweep may run during it (the collector calls it
+    /// with the world stopped).
+    ///
+    /// # Panics
+    /// If the previous cycle's sweep has not finished ([`Heap::sweep_done`]): its unswept
+    /// spans still carry marks from before that cycle.
+    pub fn finish_mark(&self) -> u32 {
         let inner = &*self.inner;
-        // A span of another heap would free its pages into ours: refuse it.
-        if !self.inner.map.span(span.start()).is_some_and(|s| std::ptr::eq(s, span)) {
-            // Acquire pairs with the Release state stores in `init_span`/`free_span`.
-            return Err(if span.state.load(Ordering::Acquire) == state::FREE {
-                SweepError::Free
-            } else {
-                SweepError::NotInThisHeap
-            });
-        }
-        // Acquire pairs with the Release state stores in `init_span`/`free_span`; a stale answer
-        // is harmless: both paths re-check the state under their lock.
-        if span.is_large() && span.state.load(Ordering::Acquire) == state::LARGE {
-            return inner.sweep_large(span);
-        }
-        let class = span.size_class();
-        let mut central = lock(&inner.central[class]);
-        // Relaxed: a size-class span's state changes only under this lock, which we hold.
-        match span.state.load(Ordering::Relaxed) {
-            state::CACHED => return Err(SweepError::Cached),
-            state::PARTIAL | state::FULL => {}
-            state::LARGE => {
-                drop(central);
-                return inner.sweep_large(span);
-            }
-            _ => return Err(SweepError::Free),
-        }
-        // The span's class may have changed between reading it and taking the lock only if the
-        // record was freed and reused; re-check under the lock.
-        if span.size_class() != class {
-            return Err(SweepError::Free);
-        }
-        let size = span.elem_size();
-        let mut freed = 0;
-        let mut left = 0;
-        for w in 0..span.slots().div_ceil(64) {
-            // Relaxed: the span is under the central lock and no cache owns it, so the last
-            // alloc-bit writer released it under this lock; marks are ordered by the stop.
-            let a = span.alloc[w].load(Ordering::Relaxed);
-            let m = span.mark[w].swap(0, Ordering::Relaxed);
-            let dead = a & !m;
-            if dead == 0 {
-                left += a.count_ones() as usize;
-                continue;
-            }
-            // Release pairs with the Acquire in `Span::is_allocated`.
-            span.alloc[w].store(a & m, Ordering::Release);
-            left += (a & m).count_ones() as usize;
-            freed += dead.count_ones() as usize;
-            if inner.config.poison {
-                let mut d = dead;
-                while d != 0 {
-                    let idx = w * 64 + d.trailing_zeros() as usize;
-                    d &= d - 1;
-                    // SAFETY: the slot lies inside this span and was just freed: it is
-                    // unreachable, and no cache can hand it out while we hold the lock.
-                    unsafe {
-                        std::ptr::write_bytes((span.start() + idx * size) as *mut u8, POISON, size)
-                    };
-                }
-            }
-        }
-        if freed == 0 {
-            return Ok(0);
-        }
-        // Relaxed: statistics sums.
-        inner.frees.fetch_add(freed as u64, Ordering::Relaxed);
-        inner.free_bytes.fetch_add((freed * size) as u64, Ordering::Relaxed);
-        // Relaxed: the cache that next takes this span takes it under the central lock we hold.
-        span.needzero.store(true, Ordering::Relaxed);
-        let rec = SpanPtr(NonNull::from(span));
-        // Relaxed: under the central lock, as above.
-        let was = span.state.load(Ordering::Relaxed);
-        if left == 0 {
-            if was == state::PARTIAL {
-                let pos = central.partial.iter().position(|&p| p == rec).expect("partial span");
-                central.partial.swap_remove(pos);
-            }
-            let mut ph = lock(&inner.pages);
-            inner.free_span(&mut ph, span, rec);
-        } else if was == state::FULL {
-            span.state.store(state::PARTIAL, Ordering::Release);
-            central.partial.push(rec);
-        }
-        Ok(freed)
+        assert!(self.sweep_done(), "finish_mark: the previous sweep has not finished");
+        // Relaxed: the caller's stop orders this with every allocation and sweep.
+        let sg = inner.sweepgen.load(Ordering::Relaxed) + 2;
+        // Release pairs with the Acquire loads in the allocation and sweep paths.
+        inner.sweepgen.store(sg, Ordering::Release);
+        sg
     }
 
-    /// Sweeps every span not in a cache. Returns the number of objects freed.
+    /// The heap's sweep generation (even; grows by 2 per [`Heap::finish_mark`]).
+    pub fn sweepgen(&self) -> u32 {
+        // Acquire pairs with the Release store in `finish_mark`.
+        self.inner.sweepgen.load(Ordering::Acquire)
+    }
+
+    /// Whether every span has been swept since the last [`Heap::finish_mark`].
+    pub fn sweep_done(&self) -> bool {
+        let inner = &*self.inner;
+        let un = 1 - swept_parity(self.sweepgen());
+        // SeqCst: a sweeper raises `pending` before it lowers `listed` (both under the list's
+        // lock), so reading `listed` first and `pending` second never misses a span in flight.
+        inner.listed[un].load(Ordering::SeqCst) == 0 && inner.pending.load(Ordering::SeqCst) == 0
+    }
+
+    /// Sweeps one unswept span, if any is left: every allocated but unmarked object in it is
+    /// freed, its mark bits are cleared, and an empty span returns to the page heap. Returns
+    /// the objects freed, or `None` when no unswept span was left to claim (others may still
+    /// be sweeping their last ones: see [`Heap::sweep_done`]).
+    ///
+    /// Safe to call from many threads at once and concurrently with allocation: each span is
+    /// claimed by one sweeper (a CAS of its sweep generation).
+    pub fn sweep_one(&self) -> Option<usize> {
+        let inner = &*self.inner;
+        let sg = self.sweepgen();
+        let un = 1 - swept_parity(sg);
+        // Relaxed: a hint; the pops below decide under the lists' locks.
+        if inner.listed[un].load(Ordering::Relaxed) == 0 {
+            return None;
+        }
+        if let Some(rec) = inner.pop(&inner.large, |l| l[un].pop(), un) {
+            return Some(inner.sweep_span(rec, sg, false).freed);
+        }
+        for class in 1..NUM_CLASSES {
+            let got = inner.pop(
+                &inner.central[class],
+                |c| c.lists[un][PARTIAL].pop().or_else(|| c.lists[un][FULL].pop()),
+                un,
+            );
+            if let Some(rec) = got {
+                return Some(inner.sweep_span(rec, sg, false).freed);
+            }
+        }
+        None
+    }
+
+    /// Sweeps every span left unswept. Returns the number of objects freed.
     pub fn sweep_all(&self) -> usize {
-        let recs: Vec<SpanPtr> = lock(&self.inner.pages).records().to_vec();
-        recs.into_iter()
-            // SAFETY: records live as long as the heap, which `self` keeps alive.
-            .map(|r| self.sweep(unsafe { r.get() }).unwrap_or(0))
-            .sum()
+        let mut freed = 0;
+        while let Some(n) = self.sweep_one() {
+            freed += n;
+        }
+        freed
     }
 
     /// Returns to the OS the free page runs that were already free at the previous call, so
@@ -336,6 +325,14 @@ impl Heap {
     /// Returns every free page run to the OS now. Returns the bytes released.
     pub fn scavenge_all(&self) -> usize {
         lock(&self.inner.pages).scavenge(true)
+    }
+
+    /// Bytes ever allocated (slot sizes), as far as caches have published them (each cache
+    /// publishes when it takes a new span). Lock-free: the pacer reads it on allocation's slow
+    /// path.
+    pub fn allocated_bytes(&self) -> u64 {
+        // Relaxed: a statistics sum.
+        self.inner.alloc_bytes.load(Ordering::Relaxed)
     }
 
     /// The heap's sizes now.
@@ -408,16 +405,128 @@ impl Inner {
         ph.retire(rec);
     }
 
-    fn sweep_large(&self, span: &Span) -> Result<usize, SweepError> {
-        let mut ph = lock(&self.pages);
-        // Relaxed: a large span's state changes only under the page-heap lock, which we hold.
-        if span.state.load(Ordering::Relaxed) != state::LARGE {
-            return Err(SweepError::Free);
+    /// Takes a span off a list for sweeping: pops under `m`'s lock and counts it pending.
+    fn pop<T>(
+        &self,
+        m: &Mutex<T>,
+        f: impl FnOnce(&mut T) -> Option<SpanPtr>,
+        parity: usize,
+    ) -> Option<SpanPtr> {
+        let mut l = lock(m);
+        let rec = f(&mut l)?;
+        // SeqCst: see `Heap::sweep_done` (pending rises before listed falls).
+        self.pending.fetch_add(1, Ordering::SeqCst);
+        self.listed[parity].fetch_sub(1, Ordering::SeqCst);
+        Some(rec)
+    }
+
+    /// Puts a span on a list of parity `p` (the caller holds that list's lock).
+    fn push(&self, list: &mut Vec<SpanPtr>, rec: SpanPtr, p: usize) {
+        list.push(rec);
+        // Relaxed: see `listed`; readers compare with 0 and re-check under the lock.
+        self.listed[p].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Sweeps a span just taken off an unswept list (counted in `pending`) in generation `sg`.
+    /// With `take`, a span left with free slots is handed to the caller (state CACHED) instead
+    /// of going back on a list.
+    fn sweep_span(&self, rec: SpanPtr, sg: u32, take: bool) -> Swept {
+        // SAFETY: records live as long as the heap, which `self` is part of.
+        let span = unsafe { rec.get() };
+        // Acquire/Relaxed: the claim only excludes other sweepers; the list pop under a lock
+        // already ordered the span's bits with their last writer.
+        let claimed = span
+            .sweepgen
+            .compare_exchange(sg - 2, sg - 1, Ordering::Acquire, Ordering::Relaxed)
+            .is_ok();
+        let out = if !claimed {
+            // Only a span on an unswept list has generation sg - 2; anything else is a bug in
+            // the list discipline, and sweeping it could free live objects.
+            panic!(
+                "heap: span at {:#x} on an unswept list has sweep generation {} (heap {sg})",
+                span.start(),
+                span.sweepgen.load(Ordering::Relaxed)
+            );
+        } else if span.is_large() {
+            self.sweep_large(span, rec, sg)
+        } else {
+            self.sweep_small(span, rec, sg, take)
+        };
+        // SeqCst: see `Heap::sweep_done`.
+        self.pending.fetch_sub(1, Ordering::SeqCst);
+        out
+    }
+
+    fn sweep_small(&self, span: &Span, rec: SpanPtr, sg: u32, take: bool) -> Swept {
+        let size = span.elem_size();
+        let mut freed = 0;
+        let mut left = 0;
+        for w in 0..span.slots().div_ceil(64) {
+            // Relaxed: the span is claimed (no list, no cache holds it), so the last alloc-bit
+            // writer released it under the list lock we popped it under; marks are ordered by
+            // the stop that ended marking.
+            let a = span.alloc[w].load(Ordering::Relaxed);
+            let m = span.mark[w].swap(0, Ordering::Relaxed);
+            let dead = a & !m;
+            left += (a & m).count_ones() as usize;
+            if dead == 0 {
+                continue;
+            }
+            // Release pairs with the Acquire in `Span::is_allocated`.
+            span.alloc[w].store(a & m, Ordering::Release);
+            freed += dead.count_ones() as usize;
+            if self.config.poison {
+                let mut d = dead;
+                while d != 0 {
+                    let idx = w * 64 + d.trailing_zeros() as usize;
+                    d &= d - 1;
+                    // SAFETY: the slot lies inside this span and was just freed: it is
+                    // unreachable, and no cache can hand it out while we hold the claim.
+                    unsafe {
+                        std::ptr::write_bytes((span.start() + idx * size) as *mut u8, POISON, size)
+                    };
+                }
+            }
         }
-        // Relaxed: marks are ordered by the stop that ends marking.
+        if freed > 0 {
+            // Relaxed: statistics sums.
+            self.frees.fetch_add(freed as u64, Ordering::Relaxed);
+            self.free_bytes.fetch_add((freed * size) as u64, Ordering::Relaxed);
+            // Relaxed: the span reaches its next cache under the central lock taken below.
+            span.needzero.store(true, Ordering::Relaxed);
+        }
+        let class = span.size_class();
+        let mut central = lock(&self.central[class]);
+        // Relaxed: published to the next claimer by the central lock.
+        span.sweepgen.store(sg, Ordering::Relaxed);
+        if left == 0 {
+            let mut ph = lock(&self.pages);
+            self.free_span(&mut ph, span, rec);
+            return Swept { freed, taken: None };
+        }
+        if take && left < span.slots() {
+            // Release pairs with the Acquire in `Heap::find_span`.
+            span.state.store(state::CACHED, Ordering::Release);
+            return Swept { freed, taken: Some(rec) };
+        }
+        let full = left == span.slots();
+        span.state.store(if full { state::FULL } else { state::PARTIAL }, Ordering::Release);
+        let sp = swept_parity(sg);
+        self.push(&mut central.lists[sp][if full { FULL } else { PARTIAL }], rec, sp);
+        Swept { freed, taken: None }
+    }
+
+    fn sweep_large(&self, span: &Span, rec: SpanPtr, sg: u32) -> Swept {
+        let mut large = lock(&self.large);
+        // Relaxed: published to the next claimer by the list lock.
+        span.sweepgen.store(sg, Ordering::Relaxed);
+        // Relaxed: marks are ordered by the stop that ended marking.
         if span.mark[0].swap(0, Ordering::Relaxed) & 1 != 0 {
-            return Ok(0);
+            let sp = swept_parity(sg);
+            self.push(&mut large[sp], rec, sp);
+            return Swept { freed: 0, taken: None };
         }
+        drop(large);
         // Relaxed: statistics sums.
         self.frees.fetch_add(1, Ordering::Relaxed);
         self.free_bytes.fetch_add(span.elem_size() as u64, Ordering::Relaxed);
@@ -425,19 +534,42 @@ impl Inner {
             // SAFETY: the object is unmarked, hence unreachable, and its pages are still ours.
             unsafe { std::ptr::write_bytes(span.start() as *mut u8, POISON, span.elem_size()) };
         }
-        self.free_span(&mut ph, span, SpanPtr(NonNull::from(span)));
-        Ok(1)
+        let mut ph = lock(&self.pages);
+        self.free_span(&mut ph, span, rec);
+        Swept { freed: 1, taken: None }
     }
 
-    /// A span of `class` for a cache: a partial one from the central list, or a new one.
+    /// A span of `class` for a cache: a swept partial one, else an unswept one swept now
+    /// (partial first, then up to `FULL_SWEEP_BUDGET` full ones), else a new one.
     fn take_span(&self, class: usize, requested: usize) -> Result<SpanPtr, AllocError> {
-        let mut central = lock(&self.central[class]);
-        if let Some(rec) = central.partial.pop() {
-            // SAFETY: records live as long as the heap, which `self` is part of.
-            let span = unsafe { rec.get() };
-            // Release pairs with the Acquire in `Heap::find_span`.
-            span.state.store(state::CACHED, Ordering::Release);
-            return Ok(rec);
+        const FULL_SWEEP_BUDGET: usize = 16;
+        let sg = self.sweepgen.load(Ordering::Acquire);
+        let (sp, un) = (swept_parity(sg), 1 - swept_parity(sg));
+        let mut budget = FULL_SWEEP_BUDGET;
+        loop {
+            let mut central = lock(&self.central[class]);
+            if let Some(rec) = central.lists[sp][PARTIAL].pop() {
+                // Relaxed: see `listed`.
+                self.listed[sp].fetch_sub(1, Ordering::Relaxed);
+                // SAFETY: records live as long as the heap, which `self` is part of.
+                let span = unsafe { rec.get() };
+                // Release pairs with the Acquire in `Heap::find_span`.
+                span.state.store(state::CACHED, Ordering::Release);
+                return Ok(rec);
+            }
+            let mut unswept = central.lists[un][PARTIAL].pop();
+            if unswept.is_none() && budget > 0 {
+                budget -= 1;
+                unswept = central.lists[un][FULL].pop();
+            }
+            let Some(rec) = unswept else { break };
+            // SeqCst: see `Heap::sweep_done`.
+            self.pending.fetch_add(1, Ordering::SeqCst);
+            self.listed[un].fetch_sub(1, Ordering::SeqCst);
+            drop(central);
+            if let Some(rec) = self.sweep_span(rec, sg, true).taken {
+                return Ok(rec);
+            }
         }
         let c = CLASSES[class];
         let mut ph = lock(&self.pages);
@@ -446,30 +578,40 @@ impl Inner {
         // SAFETY: as above.
         let span = unsafe { rec.get() };
         self.init_span(span, addr, c.pages, class, c.size, c.objects, state::CACHED);
+        // Relaxed: published with the span by the page-map Release store below and to its
+        // cache by this thread.
+        span.sweepgen.store(sg, Ordering::Relaxed);
         if self.config.poison {
             // SAFETY: the pages were just taken from the page heap; nothing else uses them.
             unsafe { std::ptr::write_bytes(addr as *mut u8, POISON, c.pages * PAGE_SIZE) };
         }
-        // Relaxed: the span reaches its cache through this thread (we hold the central lock).
+        // Relaxed: the span reaches its cache through this thread.
         span.needzero.store(!zeroed || self.config.poison, Ordering::Relaxed);
         self.map.set(addr, c.pages, span);
         Ok(rec)
     }
 
-    /// Gives a cached span back to the central list: partial if it has a free slot, else full.
+    /// Gives a cached span back to its class's lists: partial if it has a free slot, else
+    /// full; swept if it was swept in this generation, else (cached across the end of a
+    /// marking) unswept.
     fn release_span(&self, class: usize, rec: SpanPtr) {
+        let sg = self.sweepgen.load(Ordering::Acquire);
         let mut central = lock(&self.central[class]);
         // SAFETY: records live as long as the heap.
         let span = unsafe { rec.get() };
         let words = span.slots().div_ceil(64);
         // Relaxed: only this thread (the cache owner) wrote these bits.
         let full = (0..words).all(|w| span.alloc[w].load(Ordering::Relaxed) == span.word_mask(w));
-        if full {
-            span.state.store(state::FULL, Ordering::Release);
+        // Release pairs with the Acquire in `Heap::find_span`.
+        span.state.store(if full { state::FULL } else { state::PARTIAL }, Ordering::Release);
+        // Relaxed: written under the central lock by whoever last placed the span.
+        let p = if span.sweepgen.load(Ordering::Relaxed) == sg {
+            swept_parity(sg)
         } else {
-            span.state.store(state::PARTIAL, Ordering::Release);
-            central.partial.push(rec);
-        }
+            span.sweepgen.store(sg - 2, Ordering::Relaxed);
+            1 - swept_parity(sg)
+        };
+        self.push(&mut central.lists[p][if full { FULL } else { PARTIAL }], rec, p);
     }
 }
 

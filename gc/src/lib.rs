@@ -89,16 +89,27 @@
 //! * No object may exceed one arena (64 MiB); the page map covers 48-bit addresses.
 //! * Nothing triggers sweeping or scavenging by itself: the collector (not built) will.
 
+mod collector;
+mod debug;
+mod globals;
 mod heap;
+mod mark;
+mod mutator;
 mod os;
 mod pageheap;
 pub mod sizeclass;
 mod span;
 pub mod types;
 
-pub use heap::{AllocError, Cache, Heap, HeapConfig, HeapStats, POISON, SweepError};
+pub use collector::{Gc, GcBuilder, GcConfig, GcError, GcStats, Phase};
+pub use debug::DebugKnobs;
+pub use globals::{Global, RefChan};
+pub use heap::{AllocError, Cache, Heap, HeapConfig, HeapStats, POISON};
+pub use mutator::{Bytes, Mutator, Slot};
 pub use span::Span;
 pub use types::{Header, TagRule, TypeDesc, TypeError, TypeId, TypeRegistry, WordKind};
+
+pub(crate) use safepoint_sched::fatal;
 
 /// Bytes per page.
 pub const PAGE_SIZE: usize = 1 << PAGE_SHIFT;

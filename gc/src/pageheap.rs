@@ -159,11 +159,6 @@ impl PageHeap {
         self.arenas.len()
     }
 
-    /// Every span record ever made (for sweeping all spans).
-    pub(crate) fn records(&self) -> &[SpanPtr] {
-        &self.records
-    }
-
     /// A span record: reused from the pool or newly made.
     pub(crate) fn record(&mut self) -> SpanPtr {
         if let Some(r) = self.pool.pop() {

@@ -1,6 +1,6 @@
 //! Spans: runs of pages holding slots of one size class, or one large object.
 
-use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 
 use crate::sizeclass::BITMAP_WORDS;
 
@@ -10,9 +10,12 @@ use crate::sizeclass::BITMAP_WORDS;
 /// |---------|-----------------|----------------------|------------------------|---------------|
 /// | FREE    | in the page heap| record pool          | nobody                 | page heap     |
 /// | CACHED  | one size class  | one P's cache        | that cache only        | central[c]    |
-/// | PARTIAL | one size class  | central[c].partial   | nobody (swept only)    | central[c]    |
-/// | FULL    | one size class  | none                 | nobody (swept only)    | central[c]    |
-/// | LARGE   | one object      | none                 | nobody                 | page heap     |
+/// | PARTIAL | one size class  | central[c] partial   | nobody (swept only)    | central[c]    |
+/// | FULL    | one size class  | central[c] full      | nobody (swept only)    | central[c]    |
+/// | LARGE   | one object      | the large list       | nobody                 | page heap     |
+///
+/// A span on no list and not cached is being swept: its sweeper claimed it (see
+/// [`Span::sweepgen`](Span)) after taking it off a list, and puts it back or frees it.
 pub(crate) mod state {
     pub(crate) const FREE: u8 = 0;
     pub(crate) const CACHED: u8 = 1;
@@ -36,6 +39,10 @@ pub struct Span {
     pub(crate) elem_size: AtomicUsize,
     pub(crate) nelems: AtomicUsize,
     pub(crate) state: AtomicU8,
+    /// The sweep generation, relative to the heap's `sg` (which grows by 2 per cycle):
+    /// `sg - 2`: needs sweeping; `sg - 1`: being swept; `sg`: swept (or new this cycle).
+    /// A sweeper claims a span by a CAS from `sg - 2` to `sg - 1`.
+    pub(crate) sweepgen: AtomicU32,
     /// Some free slot holds old data (or poison): allocation must zero it.
     pub(crate) needzero: AtomicBool,
     pub(crate) alloc: [AtomicU64; BITMAP_WORDS],
@@ -53,6 +60,7 @@ impl Span {
             elem_size: AtomicUsize::new(0),
             nelems: AtomicUsize::new(0),
             state: AtomicU8::new(state::FREE),
+            sweepgen: AtomicU32::new(0),
             needzero: AtomicBool::new(false),
             alloc: [const { AtomicU64::new(0) }; BITMAP_WORDS],
             mark: [const { AtomicU64::new(0) }; BITMAP_WORDS],
@@ -134,6 +142,16 @@ impl Span {
         // Relaxed: marking is idempotent; the stop at mark termination orders every marker's
         // fetch_or before the sweep that reads the bits.
         Some(self.mark[w].fetch_or(b, Ordering::Relaxed) & b == 0)
+    }
+
+    /// Sets the mark bit of slot `idx` (in range); whether this call set it.
+    #[inline]
+    pub(crate) fn set_mark(&self, idx: usize) -> bool {
+        let (w, b) = Self::bit(idx);
+        // Relaxed load first: most references reach already-marked objects, and a plain load
+        // does not take the cache line exclusive. Relaxed fetch_or: as in `mark_object`.
+        self.mark[w].load(Ordering::Relaxed) & b == 0
+            && self.mark[w].fetch_or(b, Ordering::Relaxed) & b == 0
     }
 
     /// Allocated slots, counted from the bitmap.

@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, HashSet};
 use proptest::prelude::*;
 
 use crate::sizeclass::{CLASSES, MAX_SMALL, class_of};
-use crate::{ARENA_SIZE, AllocError, Heap, HeapConfig, PAGE_SIZE, POISON, SweepError};
+use crate::{ARENA_SIZE, AllocError, Heap, HeapConfig, PAGE_SIZE, POISON};
 
 fn heap() -> Heap {
     Heap::new(HeapConfig::default()).unwrap()
@@ -17,7 +17,10 @@ fn collect(heap: &Heap, cache: &mut crate::Cache, keep: &[usize]) -> usize {
     for &a in keep {
         assert_eq!(heap.find_span(a).unwrap().mark_object(a), Some(true));
     }
-    heap.sweep_all()
+    heap.finish_mark();
+    let freed = heap.sweep_all();
+    assert!(heap.sweep_done());
+    freed
 }
 
 fn resident_pages(addr: usize, len: usize) -> usize {
@@ -114,33 +117,67 @@ fn sweep_frees_unmarked_objects_and_their_slots_are_reused() {
 }
 
 #[test]
-fn sweeping_a_cached_span_is_an_error_and_an_empty_span_returns_to_the_page_heap() {
+fn an_empty_span_returns_to_the_page_heap_and_a_cached_one_waits_for_its_flush() {
     let heap = heap();
     let mut cache = heap.new_cache();
     let p = cache.alloc(100).unwrap().as_ptr() as usize;
-    let span = heap.find_span(p).unwrap();
-    assert_eq!(heap.sweep(span), Err(SweepError::Cached));
+    // Marking ends while the span is cached: nothing to sweep until the cache lets it go.
+    heap.finish_mark();
+    assert_eq!(heap.sweep_all(), 0);
+    assert!(heap.sweep_done());
     cache.flush();
+    assert!(!heap.sweep_done(), "a span cached across the end of marking must be swept");
     let in_use = heap.stats().in_use_bytes;
     assert_eq!(in_use, CLASSES[class_of(100).unwrap()].pages * PAGE_SIZE);
-    assert_eq!(heap.sweep(span), Ok(1));
+    assert_eq!(heap.sweep_all(), 1);
     let s = heap.stats();
     assert_eq!(s.in_use_bytes, 0);
     assert_eq!(s.free_bytes, s.mapped_bytes);
     assert!(heap.find_span(p).is_none());
-    assert_eq!(heap.sweep(span), Err(SweepError::Free));
+    assert_eq!(heap.sweep_one(), None);
 }
 
 #[test]
-fn sweeping_another_heaps_span_is_an_error() {
-    let (a, b) = (heap(), heap());
-    let mut cache = a.new_cache();
-    let p = cache.alloc(100).unwrap().as_ptr() as usize;
+#[should_panic(expected = "previous sweep has not finished")]
+fn ending_a_marking_before_the_sweep_finished_panics() {
+    let heap = heap();
+    let mut cache = heap.new_cache();
+    cache.alloc(100).unwrap();
     cache.flush();
-    let span = a.find_span(p).unwrap();
-    assert_eq!(b.sweep(span), Err(SweepError::NotInThisHeap));
-    assert_eq!(a.object_start(p), Some(p));
-    assert_eq!(a.sweep(span), Ok(1));
+    heap.finish_mark();
+    heap.finish_mark();
+}
+
+#[test]
+fn allocation_sweeps_the_spans_it_takes_and_concurrent_sweepers_claim_each_once() {
+    let heap = heap();
+    let mut cache = heap.new_cache();
+    let objs: Vec<usize> =
+        (0..20_000).map(|_| cache.alloc(48).unwrap().as_ptr() as usize).collect();
+    cache.flush();
+    for &o in objs.iter().step_by(3) {
+        heap.find_span(o).unwrap().mark_object(o);
+    }
+    heap.finish_mark();
+    // Allocation takes unswept spans and sweeps them first: it reuses dead slots, never
+    // live ones.
+    let live: HashSet<usize> = objs.iter().copied().step_by(3).collect();
+    for _ in 0..1000 {
+        let p = cache.alloc(48).unwrap().as_ptr() as usize;
+        assert!(!live.contains(&p), "allocation reused a live slot {p:#x}");
+    }
+    cache.flush();
+    std::thread::scope(|s| {
+        for _ in 0..4 {
+            s.spawn(|| heap.sweep_all());
+        }
+    });
+    assert!(heap.sweep_done());
+    let st = heap.stats();
+    assert_eq!(st.total_frees as usize, 20_000 - live.len());
+    for &o in &live {
+        assert_eq!(heap.object_start(o), Some(o));
+    }
 }
 
 #[test]

@@ -113,6 +113,7 @@ mod sysmon;
 mod chan;
 mod cond;
 mod deadlock;
+mod embed;
 mod mutex;
 mod select;
 mod timer;
@@ -132,6 +133,7 @@ pub use sync::Sema;
 pub use chan::{Chan, Iter, RecvError, TryRecvError, TrySendError};
 pub use cond::{Cond, Once, WaitGroup};
 pub use deadlock::DEADLOCK;
+pub use embed::{RuntimeHandle, current_p, in_no_preempt, with_managed_stack_of};
 pub use mutex::{
     Mutex, MutexGuard, RawMutex, RawRwLock, RwLock, RwLockReadGuard, RwLockWriteGuard,
 };
@@ -373,6 +375,11 @@ impl Runtime {
     /// Number of Ps.
     pub fn procs(&self) -> usize {
         self.sched.procs
+    }
+
+    /// A handle naming this runtime (for a collector that must know which goroutines are its).
+    pub fn handle(&self) -> RuntimeHandle {
+        RuntimeHandle::new(self.sched.clone())
     }
 
     /// Spawns a goroutine from any thread.

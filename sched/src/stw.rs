@@ -58,6 +58,11 @@ impl WorldStop {
         self.reason
     }
 
+    /// The runtime that is stopped.
+    pub(crate) fn sched(&self) -> &crate::runtime::Sched {
+        self.m.sched()
+    }
+
     /// Starts the world again.
     pub fn start(mut self) {
         self.restart();

@@ -453,6 +453,38 @@ impl ManagedStack {
         self.slot(i).store(v, Relaxed)
     }
 
+    /// Word `pos` of the stack, counted from the bottom (word 0), for an owner that remembers
+    /// where a frame it pushed begins: [`used_words`](Self::used_words) before a push is the
+    /// position of the new frame's slot 0.
+    ///
+    /// # Panics
+    /// If `pos` is at or above the top of the stack.
+    #[inline]
+    pub fn get_at(&self, pos: usize) -> usize {
+        self.word_at(pos).load(Relaxed)
+    }
+
+    /// Sets word `pos` of the stack (see [`get_at`](Self::get_at)) to `v`.
+    ///
+    /// # Panics
+    /// If `pos` is at or above the top of the stack.
+    #[inline]
+    pub fn set_at(&self, pos: usize, v: usize) {
+        self.word_at(pos).store(v, Relaxed)
+    }
+
+    #[inline(always)]
+    fn word_at(&self, pos: usize) -> &AtomicUsize {
+        let top = self.top.load(Relaxed);
+        if pos >= top {
+            self.fail(format_args!("word {pos} out of range: the stack has {top} words"));
+        }
+        let buf = self.buf.load(Relaxed);
+        // SAFETY: `pos < top <= capacity`. The reference is used at once by `get_at`/`set_at`,
+        // before anything can move the buffer.
+        unsafe { &*buf.add(pos) }
+    }
+
     /// The word of slot `i` of the top frame, for the instant of one access (the buffer may
     /// move at the next push, so this never leaves the module).
     #[inline(always)]

@@ -1,0 +1,710 @@
+//! The collector: configuration, the phase machine, one cycle, the background sweeper, the
+//! pacer, statistics.
+
+use std::cell::UnsafeCell;
+use std::fmt;
+use std::sync::atomic::{AtomicU8, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
+use std::time::{Duration, Instant};
+
+use crossbeam_deque::{Injector, Stealer};
+use crossbeam_utils::CachePadded;
+use safepoint_sched::{Chan, Runtime, RuntimeHandle, WorldStop};
+use safepoint_stackmap::{Frame, Registry, Visitor};
+
+use crate::debug::DebugKnobs;
+use crate::globals::Globals;
+use crate::heap::{AllocError, Cache, Heap, HeapConfig, HeapStats};
+use crate::mark::{MarkCtx, Marker, checkmark, shade_bit};
+use crate::types::{RegistryConfig, TagRule, TypeError, TypeRegistry};
+
+/// The collector's phase (DESIGN.md §4). A cycle goes `Off -> Quiesce -> Mark -> Stw ->
+/// Sweep -> Off`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Phase {
+    /// No marking. Sweeping of the last cycle may be finished or not.
+    Off = 0,
+    /// A ragged barrier brings every P to the cycle: each flushes its allocation cache.
+    Quiesce = 1,
+    /// Marking from the roots. (In this version, with the world stopped.)
+    Mark = 2,
+    /// Mark termination, inside the cycle's stop: verify (checkmark), end marking, pace.
+    Stw = 3,
+    /// Concurrent, lazy sweeping: allocation sweeps the spans it takes, a background
+    /// goroutine sweeps the rest.
+    Sweep = 4,
+}
+
+impl Phase {
+    fn from_u8(v: u8) -> Phase {
+        match v {
+            1 => Phase::Quiesce,
+            2 => Phase::Mark,
+            3 => Phase::Stw,
+            4 => Phase::Sweep,
+            _ => Phase::Off,
+        }
+    }
+}
+
+/// Why an operation of the collector or its [`Mutator`](crate::Mutator) failed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum GcError {
+    /// Allocation failed: the heap's hard limit, an object too large, or the OS.
+    Alloc(AllocError),
+    /// A bad type, header or length.
+    Type(TypeError),
+    /// The call must be made from a goroutine of the collector's runtime.
+    WrongRuntime,
+    /// Allocation inside a blocking call: the goroutine has handed off its P.
+    NoP,
+    /// The slot belongs to a scope that has ended (or to another mutator).
+    StaleSlot,
+    /// The slot or field holds no reference (null, or an immediate value).
+    NotAReference {
+        /// The word found.
+        found: usize,
+    },
+    /// The slot holds no immediate integer.
+    NotAnInteger {
+        /// The word found.
+        found: usize,
+    },
+    /// An integer too wide for an immediate value under the heap's tag rule.
+    IntegerOutOfRange {
+        /// The integer.
+        value: i64,
+    },
+    /// A field or element index past the object's end.
+    OutOfBounds {
+        /// The index asked for.
+        index: usize,
+        /// The number of fields or elements.
+        len: usize,
+    },
+    /// The operation does not fit the field's kind or the object's type.
+    WrongKind {
+        /// The object's type name.
+        type_name: String,
+        /// What was wrong.
+        what: &'static str,
+    },
+    /// A [`Global`](crate::Global) or [`RefChan`](crate::RefChan) of another collector.
+    WrongHeap,
+    /// This goroutine already has a live [`Mutator`](crate::Mutator).
+    MutatorActive,
+    /// The channel is closed.
+    Closed,
+}
+
+impl fmt::Display for GcError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            GcError::Alloc(e) => write!(f, "{e}"),
+            GcError::Type(e) => write!(f, "{e}"),
+            GcError::WrongRuntime => {
+                write!(f, "not on a goroutine of the runtime this collector was built for")
+            }
+            GcError::NoP => write!(f, "cannot allocate inside a blocking call"),
+            GcError::StaleSlot => write!(f, "slot of a scope that has ended"),
+            GcError::NotAReference { found } => write!(f, "not a reference: {found:#x}"),
+            GcError::NotAnInteger { found } => write!(f, "not an integer: {found:#x}"),
+            GcError::IntegerOutOfRange { value } => {
+                write!(f, "integer {value} does not fit an immediate value")
+            }
+            GcError::OutOfBounds { index, len } => {
+                write!(f, "index {index} out of range for length {len}")
+            }
+            GcError::WrongKind { type_name, what } => write!(f, "{type_name}: {what}"),
+            GcError::WrongHeap => write!(f, "handle belongs to another collector"),
+            GcError::MutatorActive => write!(f, "this goroutine already has a mutator"),
+            GcError::Closed => write!(f, "channel closed"),
+        }
+    }
+}
+
+impl std::error::Error for GcError {}
+
+impl From<AllocError> for GcError {
+    fn from(e: AllocError) -> Self {
+        GcError::Alloc(e)
+    }
+}
+
+impl From<TypeError> for GcError {
+    fn from(e: TypeError) -> Self {
+        GcError::Type(e)
+    }
+}
+
+/// The collector's settings; [`Default`] gives the documented defaults.
+#[derive(Clone, Debug)]
+pub struct GcConfig {
+    /// A cycle starts when the heap reaches `live * (1 + gc_percent / 100)`. Default 100.
+    pub gc_percent: u32,
+    /// The heap goal never goes below this many bytes. Default 4 MiB.
+    pub min_heap: usize,
+    /// Allocation past this many bytes of span pages fails with an out-of-memory error (after
+    /// a collection has tried to make room). Default: no limit.
+    pub hard_limit: usize,
+    /// Mark with the world stopped (`gcstoptheworld`). Default: on (the only mode so far).
+    pub stop_the_world: bool,
+    /// Verify each marking by re-marking from scratch (`gccheckmark`). Default off.
+    pub checkmark: bool,
+    /// Fill freed objects with a pattern and catch any use of one (`gcpoison`). Default off.
+    pub poison: bool,
+    /// One line on stderr per cycle (`gctrace`). Default off.
+    pub trace: bool,
+    /// How tagged words are read. Default [`TagRule::LOW_BIT`].
+    pub tag_rule: TagRule,
+}
+
+impl Default for GcConfig {
+    fn default() -> Self {
+        GcConfig {
+            gc_percent: 100,
+            min_heap: 4 << 20,
+            hard_limit: usize::MAX,
+            stop_the_world: true,
+            checkmark: false,
+            poison: false,
+            trace: false,
+            tag_rule: TagRule::LOW_BIT,
+        }
+    }
+}
+
+/// Builds a [`Gc`]; knobs set in `SAFEPOINT_DEBUG` are added to what the builder says.
+#[derive(Clone, Debug, Default)]
+pub struct GcBuilder {
+    config: GcConfig,
+    ignore_env: bool,
+}
+
+impl GcBuilder {
+    /// The `gc_percent` (see [`GcConfig::gc_percent`]).
+    pub fn gc_percent(mut self, p: u32) -> Self {
+        self.config.gc_percent = p;
+        self
+    }
+    /// The minimum heap goal in bytes.
+    pub fn min_heap(mut self, bytes: usize) -> Self {
+        self.config.min_heap = bytes;
+        self
+    }
+    /// The hard limit in bytes.
+    pub fn hard_limit(mut self, bytes: usize) -> Self {
+        self.config.hard_limit = bytes;
+        self
+    }
+    /// Stop-the-world marking.
+    pub fn stop_the_world(mut self, on: bool) -> Self {
+        self.config.stop_the_world = on;
+        self
+    }
+    /// Checkmark verification.
+    pub fn checkmark(mut self, on: bool) -> Self {
+        self.config.checkmark = on;
+        self
+    }
+    /// Poisoning of freed objects.
+    pub fn poison(mut self, on: bool) -> Self {
+        self.config.poison = on;
+        self
+    }
+    /// A trace line per cycle.
+    pub fn trace(mut self, on: bool) -> Self {
+        self.config.trace = on;
+        self
+    }
+    /// The tag rule for tagged words.
+    pub fn tag_rule(mut self, rule: TagRule) -> Self {
+        self.config.tag_rule = rule;
+        self
+    }
+    /// Do not read `SAFEPOINT_DEBUG` (tests that must not be changed by the environment).
+    pub fn ignore_env(mut self) -> Self {
+        self.ignore_env = true;
+        self
+    }
+
+    /// The collector for `rt`'s goroutines. It starts a background sweeper goroutine on `rt`.
+    ///
+    /// # Errors
+    /// [`GcError::Type`] for a bad tag rule, [`GcError::Alloc`] if the heap's tables cannot be
+    /// mapped.
+    pub fn build(self, rt: &Runtime) -> Result<Gc, GcError> {
+        let mut config = self.config;
+        if !self.ignore_env {
+            let k = DebugKnobs::from_env();
+            config.trace |= k.gctrace;
+            config.checkmark |= k.gccheckmark;
+            config.poison |= k.gcpoison;
+            config.stop_the_world |= k.gcstoptheworld;
+        }
+        let types = TypeRegistry::with_config(RegistryConfig {
+            tag_rule: config.tag_rule,
+            ..RegistryConfig::default()
+        })?;
+        let heap = Heap::new(HeapConfig { hard_limit: config.hard_limit, poison: config.poison })?;
+        let handle = rt.handle();
+        let procs = handle.procs();
+        let caches: Box<[_]> = (0..procs)
+            .map(|_| CachePadded::new(PCache(UnsafeCell::new(heap.new_cache()))))
+            .collect();
+        let reg = handle.registry().cloned().unwrap_or_else(|| Arc::new(Registry::new()));
+        let sweeper = Arc::new(Chan::new(1));
+        let inner = Arc::new(Inner {
+            trigger: AtomicU64::new(config.min_heap as u64),
+            config,
+            heap,
+            types,
+            rt: handle,
+            reg,
+            caches,
+            globals: Globals::new(),
+            phase: AtomicU8::new(Phase::Off as u8),
+            cycles: AtomicU64::new(0),
+            cycle_lock: safepoint_sched::Mutex::new(()),
+            stats: Mutex::new(CycleStats::default()),
+            pool: OnceLock::new(),
+            sweeper: sweeper.clone(),
+            start: Instant::now(),
+            sweeper_running: AtomicUsize::new(0),
+        });
+        let weak = Arc::downgrade(&inner);
+        rt.spawn(move || background_sweeper(weak, sweeper)).map_err(|_| GcError::WrongRuntime)?;
+        Ok(Gc { inner })
+    }
+}
+
+/// One P's allocation cache.
+pub(crate) struct PCache(pub(crate) UnsafeCell<Cache>);
+
+// SAFETY: cache `i` is touched only by the goroutine running on P `i` inside a `no_preempt`
+// section (it keeps the P for the whole section), by the ragged barrier's function for P `i`
+// (which runs when P `i`'s goroutine is at a safepoint, so not inside such a section), or with
+// the world stopped. These never overlap, and the scheduler's hand-offs order them.
+unsafe impl Sync for PCache {}
+
+pub(crate) struct Inner {
+    pub(crate) config: GcConfig,
+    pub(crate) heap: Heap,
+    pub(crate) types: TypeRegistry,
+    pub(crate) rt: RuntimeHandle,
+    reg: Arc<Registry>,
+    pub(crate) caches: Box<[CachePadded<PCache>]>,
+    pub(crate) globals: Globals,
+    phase: AtomicU8,
+    cycles: AtomicU64,
+    /// The heap's total allocated bytes at which the next cycle starts.
+    trigger: AtomicU64,
+    /// One cycle at a time; goroutines that want one meanwhile wait here (and find it done).
+    cycle_lock: safepoint_sched::Mutex<()>,
+    stats: Mutex<CycleStats>,
+    pool: OnceLock<rayon::ThreadPool>,
+    sweeper: Arc<Chan<()>>,
+    sweeper_running: AtomicUsize,
+    start: Instant,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        // The sweeper holds only a weak reference; closing its channel ends it.
+        self.sweeper.close();
+    }
+}
+
+/// A garbage-collected heap bound to one runtime. Cheap to clone (shared); `Send + Sync`.
+#[derive(Clone)]
+pub struct Gc {
+    pub(crate) inner: Arc<Inner>,
+}
+
+impl fmt::Debug for Gc {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Gc").field("phase", &self.phase()).field("cycles", &self.cycles()).finish()
+    }
+}
+
+/// A snapshot of the collector's counters.
+#[derive(Clone, Debug, Default)]
+pub struct GcStats {
+    /// Completed cycles.
+    pub cycles: u64,
+    /// Bytes found live by the last marking.
+    pub live_bytes: usize,
+    /// The heap goal set by the last cycle.
+    pub goal_bytes: usize,
+    /// The heap's sizes now.
+    pub heap: HeapStats,
+    /// Pause of each cycle (the stop), oldest first; the last 100 000 cycles.
+    pub pauses: Vec<Duration>,
+    /// Sum of all pauses.
+    pub total_pause: Duration,
+    /// Pauses by length: bucket `i` counts pauses of `2^i ..< 2^(i+1)` nanoseconds (the last
+    /// bucket also counts everything longer).
+    pub pause_histogram: [u64; 32],
+}
+
+impl GcStats {
+    /// The `p`-th percentile pause (0 to 100) of the recorded pauses; zero if none.
+    pub fn pause_percentile(&self, p: f64) -> Duration {
+        if self.pauses.is_empty() {
+            return Duration::ZERO;
+        }
+        let mut v = self.pauses.clone();
+        v.sort();
+        let i = ((p / 100.0) * (v.len() - 1) as f64).round() as usize;
+        v[i.min(v.len() - 1)]
+    }
+}
+
+#[derive(Default)]
+struct CycleStats {
+    live_bytes: usize,
+    goal_bytes: usize,
+    pauses: std::collections::VecDeque<Duration>,
+    total_pause: Duration,
+    hist: [u64; 32],
+}
+
+const MAX_PAUSES: usize = 100_000;
+
+impl Gc {
+    /// A builder with the defaults.
+    pub fn builder() -> GcBuilder {
+        GcBuilder::default()
+    }
+
+    /// A collector with the defaults (and `SAFEPOINT_DEBUG`) for `rt`.
+    pub fn new(rt: &Runtime) -> Result<Gc, GcError> {
+        GcBuilder::default().build(rt)
+    }
+
+    /// The heap's types: register descriptors here.
+    pub fn types(&self) -> &TypeRegistry {
+        &self.inner.types
+    }
+
+    /// The phase now.
+    pub fn phase(&self) -> Phase {
+        // Relaxed: a snapshot for diagnostics and tests.
+        Phase::from_u8(self.inner.phase.load(Ordering::Relaxed))
+    }
+
+    /// Completed cycles.
+    pub fn cycles(&self) -> u64 {
+        // Relaxed: a counter.
+        self.inner.cycles.load(Ordering::Relaxed)
+    }
+
+    /// The settings in force (builder plus `SAFEPOINT_DEBUG`).
+    pub fn config(&self) -> &GcConfig {
+        &self.inner.config
+    }
+
+    /// Counters and pause times.
+    pub fn stats(&self) -> GcStats {
+        let s = self.inner.stats.lock().unwrap_or_else(|e| e.into_inner());
+        GcStats {
+            cycles: self.cycles(),
+            live_bytes: s.live_bytes,
+            goal_bytes: s.goal_bytes,
+            heap: self.inner.heap.stats(),
+            pauses: s.pauses.iter().copied().collect(),
+            total_pause: s.total_pause,
+            pause_histogram: s.hist,
+        }
+    }
+
+    /// Runs a full cycle now and waits for it (and for its sweep) to finish.
+    ///
+    /// # Panics
+    /// Off a goroutine of the collector's runtime, or inside a `no_preempt` section.
+    pub fn collect(&self) {
+        assert!(self.inner.rt.is_current(), "Gc::collect: {}", GcError::WrongRuntime);
+        assert!(
+            !safepoint_sched::in_no_preempt(),
+            "Gc::collect: cannot collect inside a no_preempt section"
+        );
+        self.inner.cycle(None);
+        self.inner.finish_sweep();
+    }
+
+    /// Whether two handles name the same collector.
+    pub fn same(&self, other: &Gc) -> bool {
+        Arc::ptr_eq(&self.inner, &other.inner)
+    }
+}
+
+impl Inner {
+    /// Starts a cycle if the heap has reached the trigger, unless the caller cannot (inside a
+    /// `no_preempt` section: the next allocation tries again).
+    pub(crate) fn maybe_collect(&self) {
+        // Relaxed: a hint; the cycle re-checks under its lock.
+        if self.heap.allocated_bytes() < self.trigger.load(Ordering::Relaxed)
+            || safepoint_sched::in_no_preempt()
+        {
+            return;
+        }
+        self.cycle(Some(self.cycles.load(Ordering::Relaxed)));
+    }
+
+    /// Whether the heap is past its trigger.
+    fn over_trigger(&self) -> bool {
+        // Relaxed: see `maybe_collect`.
+        self.heap.allocated_bytes() >= self.trigger.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn phase_now(&self) -> Phase {
+        // Relaxed: see `set_phase`.
+        Phase::from_u8(self.phase.load(Ordering::Relaxed))
+    }
+
+    fn set_phase(&self, p: Phase) {
+        // Relaxed: the phase is published to other goroutines by the barrier or stop that
+        // follows each change.
+        self.phase.store(p as u8, Ordering::Relaxed);
+    }
+
+    /// Sweeps whatever the last cycle left unswept and waits for sweepers still at work.
+    pub(crate) fn finish_sweep(&self) {
+        while self.heap.sweep_one().is_some() {}
+        while !self.heap.sweep_done() {
+            safepoint_sched::yield_now();
+        }
+        // A cycle that starts later sets its own phase; only Sweep turns Off here.
+        let _ = self.phase.compare_exchange(
+            Phase::Sweep as u8,
+            Phase::Off as u8,
+            Ordering::Relaxed,
+            Ordering::Relaxed,
+        );
+    }
+
+    /// One cycle. `seen`: for a triggered cycle, the cycle count when the trigger was seen
+    /// (if a cycle completed since, this one is not needed); `None` forces a cycle.
+    pub(crate) fn cycle(&self, seen: Option<u64>) {
+        let _one = self.cycle_lock.lock();
+        if let Some(seen) = seen
+            && (self.cycles.load(Ordering::Relaxed) != seen || !self.over_trigger())
+        {
+            return;
+        }
+        let t0 = Instant::now();
+        let heap_before = self.heap.allocated_bytes() as usize;
+        // Sweep termination: the last cycle's mark bits must all be consumed first.
+        self.finish_sweep();
+        let t_sweep = Instant::now();
+
+        // Off -> Quiesce: a ragged barrier, not a stop: each P flushes its cache at its next
+        // safepoint (idle and blocked Ps are done by us).
+        self.set_phase(Phase::Quiesce);
+        let caches = &self.caches;
+        safepoint_sched::for_each_p(&|p| {
+            // SAFETY: the barrier runs this for P `p` while no goroutine of P `p` is inside an
+            // allocation (see `PCache`).
+            unsafe { (*caches[p].0.get()).flush() }
+        });
+        let t_quiesce = Instant::now();
+
+        // Quiesce -> Mark, inside the stop (this version marks with the world stopped).
+        let stop = safepoint_sched::stop_the_world("gc");
+        let t_stop = Instant::now();
+        self.set_phase(Phase::Mark);
+        for c in self.caches.iter() {
+            // SAFETY: the world is stopped: no goroutine is inside an allocation.
+            unsafe { (*c.0.get()).flush() };
+        }
+        let (marked_bytes, roots, nroots) = self.mark(&stop);
+        let t_mark = Instant::now();
+
+        // Mark -> Stw: mark termination.
+        self.set_phase(Phase::Stw);
+        let ctx = MarkCtx { heap: &self.heap, types: &self.types, rule: self.config.tag_rule };
+        let checked = self.config.checkmark.then(|| checkmark(&ctx, &roots));
+        self.heap.finish_mark();
+        let gp = self.config.gc_percent as usize;
+        let goal = (marked_bytes
+            .saturating_add(marked_bytes / 100 * gp + marked_bytes % 100 * gp / 100))
+        .max(self.config.min_heap);
+        let allocated = self.heap.allocated_bytes();
+        // The next cycle starts once `goal - live` more bytes are allocated.
+        self.trigger.store(allocated + (goal - marked_bytes.min(goal)) as u64, Ordering::Relaxed);
+        let n = self.cycles.fetch_add(1, Ordering::Relaxed) + 1;
+        self.set_phase(Phase::Sweep);
+        drop(stop);
+        let t_end = Instant::now();
+        let pause = t_end - t_stop;
+        {
+            let mut s = self.stats.lock().unwrap_or_else(|e| e.into_inner());
+            s.live_bytes = marked_bytes;
+            s.goal_bytes = goal;
+            if s.pauses.len() == MAX_PAUSES {
+                s.pauses.pop_front();
+            }
+            s.pauses.push_back(pause);
+            s.total_pause += pause;
+            let ns = pause.as_nanos().max(1) as u64;
+            s.hist[(63 - ns.leading_zeros() as usize).min(31)] += 1;
+        }
+        // Sweep: wake the background sweeper (a full channel means it is already awake).
+        let _ = self.sweeper.try_send(());
+        if self.config.trace {
+            let ms = |d: Duration| d.as_secs_f64() * 1e3;
+            eprintln!(
+                "gc {n} @{:.3}s: {:.3}+{:.3}+{:.3}+{:.3} ms clock (sweep term + quiesce + stop \
+                 + mark in stop), {}->{} MB heap, {} MB live, {} MB goal, {} roots{}, {} P (stop-the-world)",
+                (t0 - self.start).as_secs_f64(),
+                ms(t_sweep - t0),
+                ms(t_quiesce - t_sweep),
+                ms(t_stop - t_quiesce),
+                ms(t_mark - t_stop),
+                heap_before >> 20,
+                (allocated as usize - heap_before.min(allocated as usize) + marked_bytes) >> 20,
+                marked_bytes >> 20,
+                goal >> 20,
+                nroots,
+                checked.map(|c| format!(", checkmark ok ({c} objects)")).unwrap_or_default(),
+                self.rt.procs(),
+            );
+        }
+    }
+
+    /// Marks from the roots with the world stopped; returns the bytes marked, the roots (kept
+    /// only for checkmark) and the number of roots.
+    fn mark(&self, stop: &WorldStop) -> (usize, Vec<(usize, String)>, usize) {
+        let ctx = MarkCtx { heap: &self.heap, types: &self.types, rule: self.config.tag_rule };
+        let keep = self.config.checkmark;
+        let mut roots: Vec<(usize, String)> = Vec::new();
+        let injector = Injector::new();
+        let mut nroots = 0;
+        let mut marked = 0usize;
+        let mut push = |addr: usize, what: &dyn Fn() -> String| {
+            nroots += 1;
+            if keep {
+                roots.push((addr, what()));
+            }
+            if let Some(size) = shade_bit(&self.heap, addr) {
+                marked += size;
+                injector.push(addr);
+            }
+        };
+        let rule = self.config.tag_rule;
+        self.globals.for_each(|i, w| {
+            if rule.is_ref(w) {
+                push(w & !rule.mask, &|| format!("global {i}"));
+            }
+        });
+        for g in stop.goroutines() {
+            let mut v =
+                RootVisitor { rule, handle: false, goid: g.id(), frame: 0, push: &mut push };
+            stop.walk_managed_stack(g, &self.reg, &mut v);
+        }
+        let workers = self.rt.procs().max(1);
+        let idle = AtomicUsize::new(0);
+        let total = AtomicUsize::new(marked);
+        if workers == 1 {
+            let mut m = Marker::new(&ctx);
+            m.drain(&injector, &[], &idle, 1);
+            total.fetch_add(m.marked_bytes, Ordering::Relaxed);
+        } else {
+            let pool = self.pool.get_or_init(|| {
+                rayon::ThreadPoolBuilder::new()
+                    .num_threads(workers)
+                    .thread_name(|i| format!("safepoint-mark-{i}"))
+                    .build()
+                    .expect("mark worker threads")
+            });
+            let stealers: Mutex<Vec<Option<Stealer<usize>>>> = Mutex::new(vec![None; workers]);
+            let ready = AtomicUsize::new(0);
+            pool.broadcast(|b| {
+                let mut m = Marker::new(&ctx);
+                let me = b.index();
+                stealers.lock().unwrap_or_else(|e| e.into_inner())[me] = Some(m.stealer());
+                // Wait until every marker has published its stealer.
+                ready.fetch_add(1, Ordering::SeqCst);
+                while ready.load(Ordering::SeqCst) < workers {
+                    std::hint::spin_loop();
+                }
+                let others: Vec<Stealer<usize>> = stealers
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .iter()
+                    .enumerate()
+                    .filter(|&(i, _)| i != me)
+                    .filter_map(|(_, s)| s.clone())
+                    .collect();
+                m.drain(&injector, &others, &idle, workers);
+                total.fetch_add(m.marked_bytes, Ordering::Relaxed);
+            });
+        }
+        (total.load(Ordering::Relaxed), roots, nroots)
+    }
+}
+
+/// Shades what a goroutine's managed stack references.
+struct RootVisitor<'a, F: FnMut(usize, &dyn Fn() -> String)> {
+    rule: TagRule,
+    handle: bool,
+    goid: u64,
+    frame: usize,
+    push: &'a mut F,
+}
+
+impl<F: FnMut(usize, &dyn Fn() -> String)> Visitor for RootVisitor<'_, F> {
+    fn frame(&mut self, frame: &Frame) {
+        self.handle = frame.func.is_none();
+        self.frame = frame.depth;
+    }
+    fn reference(&mut self, slot: usize, word: &std::sync::atomic::AtomicUsize) {
+        // Relaxed: the world is stopped.
+        let w = word.load(Ordering::Relaxed);
+        // A handle frame's slots hold tagged values (the mutator's encoding); a function's
+        // reference slots hold plain addresses.
+        let r = if self.handle {
+            self.rule.is_ref(w).then_some(w & !self.rule.mask)
+        } else {
+            (w != 0).then_some(w)
+        };
+        if let Some(r) = r {
+            let (g, f) = (self.goid, self.frame);
+            (self.push)(r, &|| format!("goroutine {g} frame {f} slot {slot}"));
+        }
+    }
+    fn tagged(&mut self, slot: usize, word: &std::sync::atomic::AtomicUsize) {
+        // Relaxed: the world is stopped.
+        let w = word.load(Ordering::Relaxed);
+        if self.rule.is_ref(w) {
+            let (g, f) = (self.goid, self.frame);
+            (self.push)(w & !self.rule.mask, &|| format!("goroutine {g} frame {f} slot {slot}"));
+        }
+    }
+}
+
+/// The background sweeper: after each cycle, sweeps span by span, yielding between spans so
+/// it takes only idle time from the program.
+fn background_sweeper(gc: Weak<Inner>, wake: Arc<Chan<()>>) {
+    while wake.recv().is_ok() {
+        let Some(inner) = gc.upgrade() else { return };
+        inner.sweeper_running.fetch_add(1, Ordering::Relaxed);
+        let mut n = 0u32;
+        while inner.heap.sweep_one().is_some() {
+            n += 1;
+            if n.is_multiple_of(16) {
+                safepoint_sched::yield_now();
+            }
+        }
+        if inner.heap.sweep_done() {
+            let _ = inner.phase.compare_exchange(
+                Phase::Sweep as u8,
+                Phase::Off as u8,
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            );
+        }
+        inner.sweeper_running.fetch_sub(1, Ordering::Relaxed);
+    }
+}

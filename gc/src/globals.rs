@@ -1,0 +1,165 @@
+//! Global roots registered by the embedder, and the managed channel built on them.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+use safepoint_sched::Chan;
+
+use crate::collector::{Gc, GcError, Inner};
+
+const CHUNK: usize = 256;
+
+/// The table of global root slots: chunks that never move or shrink (so a [`Global`] keeps a
+/// plain pointer to its word), a free list, one mutex for registering and releasing.
+pub(crate) struct Globals {
+    inner: Mutex<GlobalsInner>,
+}
+
+struct GlobalsInner {
+    /// Boxed: a [`Global`] keeps a pointer into its chunk, which must not move as the list
+    /// grows.
+    #[allow(clippy::vec_box)]
+    chunks: Vec<Box<[AtomicUsize; CHUNK]>>,
+    free: Vec<usize>,
+    used: usize,
+}
+
+impl Globals {
+    pub(crate) fn new() -> Globals {
+        Globals {
+            inner: Mutex::new(GlobalsInner { chunks: Vec::new(), free: Vec::new(), used: 0 }),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, GlobalsInner> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// A fresh slot holding `value`: its index and its word.
+    fn register(&self, value: usize) -> (usize, *const AtomicUsize) {
+        let mut g = self.lock();
+        let i = match g.free.pop() {
+            Some(i) => i,
+            None => {
+                let i = g.used;
+                g.used += 1;
+                if i / CHUNK == g.chunks.len() {
+                    g.chunks.push(Box::new([const { AtomicUsize::new(0) }; CHUNK]));
+                }
+                i
+            }
+        };
+        let w: *const AtomicUsize = &g.chunks[i / CHUNK][i % CHUNK];
+        // SAFETY: `w` points into a chunk that lives as long as the table; Relaxed: the
+        // collector reads global slots with the world stopped (or, concurrently, through the
+        // write barrier's ordering).
+        unsafe { &*w }.store(value, Ordering::Relaxed);
+        (i, w)
+    }
+
+    fn release(&self, i: usize) {
+        let mut g = self.lock();
+        // Relaxed: as in `register`.
+        g.chunks[i / CHUNK][i % CHUNK].store(0, Ordering::Relaxed);
+        g.free.push(i);
+    }
+
+    /// Calls `f(index, word)` for every slot in use.
+    pub(crate) fn for_each(&self, mut f: impl FnMut(usize, usize)) {
+        let g = self.lock();
+        for i in 0..g.used {
+            // Relaxed: as in `register`.
+            let w = g.chunks[i / CHUNK][i % CHUNK].load(Ordering::Relaxed);
+            if w != 0 {
+                f(i, w);
+            }
+        }
+    }
+}
+
+/// A global root: one slot the collector always scans, holding a managed value (a reference,
+/// an immediate, or null) until it is dropped. `Send + Sync`: any goroutine may read or write
+/// it through its [`Mutator`](crate::Mutator) ([`Mutator::load_global`](crate::Mutator::load_global),
+/// [`Mutator::store_global`](crate::Mutator::store_global)).
+pub struct Global {
+    pub(crate) gc: Arc<Inner>,
+    index: usize,
+    word: *const AtomicUsize,
+}
+
+// SAFETY: `word` points into a chunk owned by `gc`'s table, which outlives this handle (the
+// handle keeps `gc` alive) and is only accessed atomically.
+unsafe impl Send for Global {}
+// SAFETY: as above.
+unsafe impl Sync for Global {}
+
+impl std::fmt::Debug for Global {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Global({})", self.index)
+    }
+}
+
+impl Global {
+    /// A new global root of `gc`, holding null.
+    pub fn new(gc: &Gc) -> Global {
+        Global::with_value(&gc.inner, 0)
+    }
+
+    pub(crate) fn with_value(gc: &Arc<Inner>, value: usize) -> Global {
+        let (index, word) = gc.globals.register(value);
+        Global { gc: gc.clone(), index, word }
+    }
+
+    pub(crate) fn word(&self) -> &AtomicUsize {
+        // SAFETY: see the `Send` impl: the chunk outlives `self`.
+        unsafe { &*self.word }
+    }
+
+    pub(crate) fn check(&self, gc: &Arc<Inner>) -> Result<(), GcError> {
+        if Arc::ptr_eq(&self.gc, gc) { Ok(()) } else { Err(GcError::WrongHeap) }
+    }
+}
+
+impl Drop for Global {
+    fn drop(&mut self) {
+        self.gc.globals.release(self.index);
+    }
+}
+
+/// A channel of managed values between goroutines: [`Mutator::send`](crate::Mutator::send)
+/// and [`Mutator::recv`](crate::Mutator::recv). A value in flight sits in a [`Global`], so a
+/// reference sent and not yet received stays alive. Cheap to clone (shared).
+#[derive(Clone)]
+pub struct RefChan {
+    pub(crate) gc: Arc<Inner>,
+    pub(crate) chan: Arc<Chan<Global>>,
+}
+
+impl std::fmt::Debug for RefChan {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "RefChan(len {}, cap {})", self.chan.len(), self.chan.cap())
+    }
+}
+
+impl RefChan {
+    /// A channel of `gc` with room for `cap` values (0: unbuffered).
+    pub fn new(gc: &Gc, cap: usize) -> RefChan {
+        let chan = if cap == 0 { Chan::unbuffered() } else { Chan::new(cap) };
+        RefChan { gc: gc.inner.clone(), chan: Arc::new(chan) }
+    }
+
+    /// Closes the channel: receivers drain what is buffered, then see it closed.
+    pub fn close(&self) {
+        self.chan.close();
+    }
+
+    /// Values buffered now.
+    pub fn len(&self) -> usize {
+        self.chan.len()
+    }
+
+    /// Whether no value is buffered now.
+    pub fn is_empty(&self) -> bool {
+        self.chan.is_empty()
+    }
+}

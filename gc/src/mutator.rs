@@ -1,0 +1,695 @@
+//! The embedding API: a goroutine's [`Mutator`], its [`Slot`]s, and borrowed [`Bytes`] views.
+
+use std::cell::Cell;
+use std::marker::PhantomData;
+use std::panic::{AssertUnwindSafe, catch_unwind, resume_unwind};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU8, AtomicU32, AtomicUsize, Ordering};
+
+use safepoint_sched::GoroutineLocal;
+
+use crate::collector::{Gc, GcError, Inner, Phase};
+use crate::globals::{Global, RefChan};
+use crate::mark::{body, header_of};
+use crate::types::{Header, TagRule, TypeDesc, TypeId, WORD, WordKind, object_size};
+
+/// Whether the running goroutine has a live [`Mutator`].
+static ACTIVE: GoroutineLocal<Cell<bool>> = GoroutineLocal::new(|| Cell::new(false));
+
+/// Scope epochs: unique across every mutator of the process, so a slot of an ended scope is
+/// never mistaken for a slot of a later one.
+static EPOCH: AtomicU32 = AtomicU32::new(1);
+
+/// A place a managed value lives: one word of a handle frame on the goroutine's managed stack,
+/// made by [`Mutator::scope`] and valid until that scope ends. Copy it freely; it is only a
+/// name. A slot holds null, a reference, or an immediate integer, encoded by the heap's
+/// [`TagRule`].
+///
+/// A slot cannot leave its goroutine (it is neither `Send` nor `Sync`):
+///
+/// ```compile_fail
+/// fn send<T: Send>(_: T) {}
+/// fn f(s: safepoint_gc::Slot) { send(s) }
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Slot {
+    depth: u32,
+    index: u32,
+    epoch: u32,
+    _not_send: PhantomData<*const ()>,
+}
+
+#[derive(Clone, Copy, Debug)]
+struct ScopeRec {
+    base: usize,
+    len: usize,
+    epoch: u32,
+}
+
+/// A goroutine's access to the managed heap.
+///
+/// Managed references never appear in Rust variables: they live in [`Slot`]s (handle frames
+/// on the goroutine's managed stack, which the collector scans precisely), in object fields
+/// and in [`Global`]s, and every operation names slots. Operations that can reach a safepoint
+/// (allocation, stores, channel operations, [`poll`](Mutator::poll), starting a scope) take
+/// `&mut self`; borrowed views of object contents ([`Mutator::bytes`]) borrow `&self`, so
+/// the borrow checker ends every view before the next such operation:
+///
+/// ```compile_fail
+/// # use safepoint_gc::{Mutator, Slot, TypeId};
+/// fn misuse(m: &mut Mutator, s: Slot, t: TypeId, other: Slot) {
+///     let view = m.bytes(s).unwrap();
+///     m.alloc(other, t).unwrap(); // a collection here could free what `view` shows
+///     let _ = view.len();
+/// }
+/// ```
+///
+/// One per goroutine at a time, bound to it (neither `Send` nor `Sync`):
+///
+/// ```compile_fail
+/// fn send<T: Send>(_: T) {}
+/// fn f(m: safepoint_gc::Mutator) { send(m) }
+/// ```
+///
+/// Every bad input is an `Err` ([`GcError`]): a stale slot, a field index out of range, a
+/// store of an immediate into a reference field, a wrong type. A slot that holds something
+/// that is not a managed object (only possible by writing the managed stack directly) or an
+/// object whose header is gone (a freed object, with `gcpoison`) is a described panic.
+pub struct Mutator {
+    gc: Arc<Inner>,
+    goid: u64,
+    rule: TagRule,
+    scopes: Vec<ScopeRec>,
+    _not_send: PhantomData<*const ()>,
+}
+
+impl std::fmt::Debug for Mutator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Mutator(goroutine {}, {} scopes)", self.goid, self.scopes.len())
+    }
+}
+
+impl Drop for Mutator {
+    fn drop(&mut self) {
+        if safepoint_sched::goroutine_id() == Some(self.goid) {
+            ACTIVE.with(|a| a.set(false));
+        }
+    }
+}
+
+/// A borrowed view of a byte array's contents, valid until the next operation of its mutator
+/// that can reach a safepoint. Reads are atomic byte loads: another goroutine may write the
+/// array meanwhile (you then see some of its bytes), never a data race.
+#[derive(Clone, Copy)]
+pub struct Bytes<'a> {
+    bytes: &'a [AtomicU8],
+}
+
+impl std::fmt::Debug for Bytes<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Bytes({:?})", String::from_utf8_lossy(&self.to_vec()))
+    }
+}
+
+impl Bytes<'_> {
+    /// Length in bytes.
+    pub fn len(&self) -> usize {
+        self.bytes.len()
+    }
+    /// Whether it is empty.
+    pub fn is_empty(&self) -> bool {
+        self.bytes.is_empty()
+    }
+    /// Byte `i`, if in range.
+    pub fn get(&self, i: usize) -> Option<u8> {
+        // Relaxed: see the type's documentation.
+        self.bytes.get(i).map(|b| b.load(Ordering::Relaxed))
+    }
+    /// A copy of the contents.
+    pub fn to_vec(&self) -> Vec<u8> {
+        // Relaxed: see the type's documentation.
+        self.bytes.iter().map(|b| b.load(Ordering::Relaxed)).collect()
+    }
+    /// The contents as a string (invalid UTF-8 replaced).
+    pub fn to_string_lossy(&self) -> String {
+        String::from_utf8_lossy(&self.to_vec()).into_owned()
+    }
+    /// Whether the contents equal `other`.
+    pub fn eq_bytes(&self, other: &[u8]) -> bool {
+        // Relaxed: see the type's documentation.
+        self.bytes.len() == other.len()
+            && self.bytes.iter().zip(other).all(|(a, &b)| a.load(Ordering::Relaxed) == b)
+    }
+}
+
+/// A validated object: its address, descriptor and length (array elements; record words).
+struct Obj<'a> {
+    addr: usize,
+    desc: &'a TypeDesc,
+    len: usize,
+    id: TypeId,
+}
+
+impl Mutator {
+    /// The running goroutine's mutator for `gc`.
+    ///
+    /// # Errors
+    /// [`GcError::WrongRuntime`] off a goroutine of `gc`'s runtime;
+    /// [`GcError::MutatorActive`] if this goroutine already has one.
+    pub fn new(gc: &Gc) -> Result<Mutator, GcError> {
+        if !gc.inner.rt.is_current() {
+            return Err(GcError::WrongRuntime);
+        }
+        let goid = safepoint_sched::goroutine_id().ok_or(GcError::WrongRuntime)?;
+        if ACTIVE.with(|a| a.replace(true)) {
+            return Err(GcError::MutatorActive);
+        }
+        Ok(Mutator {
+            rule: gc.inner.config.tag_rule,
+            gc: gc.inner.clone(),
+            goid,
+            scopes: Vec::new(),
+            _not_send: PhantomData,
+        })
+    }
+
+    /// The collector this mutator works on.
+    pub fn gc(&self) -> Gc {
+        Gc { inner: self.gc.clone() }
+    }
+
+    /// Runs `f` with `N` fresh slots (null) in a new handle frame, which ends when `f` returns
+    /// (or panics). Slots of enclosing scopes stay valid inside.
+    ///
+    /// # Panics
+    /// If `f` leaves frames of its own on the managed stack above the scope's frame, or as a
+    /// managed-stack push panics (the stack over its limit).
+    pub fn scope<const N: usize, R>(&mut self, f: impl FnOnce(&mut Mutator, [Slot; N]) -> R) -> R {
+        let (depth, epoch) = self.enter(N);
+        let slots =
+            std::array::from_fn(|i| Slot { depth, index: i as u32, epoch, _not_send: PhantomData });
+        self.run_scope(N, move |m| f(m, slots))
+    }
+
+    /// [`scope`](Mutator::scope) with a number of slots known only at run time.
+    pub fn scope_n<R>(&mut self, n: usize, f: impl FnOnce(&mut Mutator, &[Slot]) -> R) -> R {
+        let (depth, epoch) = self.enter(n);
+        let slots: Vec<Slot> = (0..n)
+            .map(|i| Slot { depth, index: i as u32, epoch, _not_send: PhantomData })
+            .collect();
+        self.run_scope(n, move |m| f(m, &slots))
+    }
+
+    fn enter(&mut self, n: usize) -> (u32, u32) {
+        let base = self
+            .with_stack(|ms| {
+                let b = ms.used_words();
+                ms.push_handles(n);
+                b
+            })
+            .unwrap_or_else(|e| panic!("Mutator::scope: {e}"));
+        // Relaxed: a unique number, nothing published with it.
+        let epoch = EPOCH.fetch_add(1, Ordering::Relaxed);
+        self.scopes.push(ScopeRec { base, len: n, epoch });
+        ((self.scopes.len() - 1) as u32, epoch)
+    }
+
+    fn run_scope<R>(&mut self, n: usize, f: impl FnOnce(&mut Mutator) -> R) -> R {
+        let r = catch_unwind(AssertUnwindSafe(|| f(self)));
+        let rec = self.scopes.pop().expect("scope record");
+        let ok = self.with_stack(|ms| {
+            let fits = ms.used_words() == rec.base + n + 2;
+            if fits {
+                ms.pop();
+            }
+            fits
+        });
+        match r {
+            Ok(v) => {
+                if ok != Ok(true) {
+                    panic!(
+                        "Mutator::scope: the managed stack is not as the scope left it \
+                         (frames pushed inside were not popped)"
+                    );
+                }
+                v
+            }
+            Err(p) => resume_unwind(p),
+        }
+    }
+
+    fn with_stack<R>(
+        &self,
+        f: impl FnOnce(&safepoint_stackmap::ManagedStack) -> R,
+    ) -> Result<R, GcError> {
+        safepoint_sched::with_managed_stack_of(self.goid, f).ok_or(GcError::WrongRuntime)
+    }
+
+    #[inline]
+    fn pos(&self, s: Slot) -> Result<usize, GcError> {
+        match self.scopes.get(s.depth as usize) {
+            Some(r) if r.epoch == s.epoch && (s.index as usize) < r.len => {
+                Ok(r.base + s.index as usize)
+            }
+            _ => Err(GcError::StaleSlot),
+        }
+    }
+
+    /// The raw word in slot `s` (the heap's tagged encoding).
+    #[inline]
+    pub fn word(&self, s: Slot) -> Result<usize, GcError> {
+        let p = self.pos(s)?;
+        self.with_stack(|ms| ms.get_at(p))
+    }
+
+    #[inline]
+    fn set_word(&mut self, s: Slot, w: usize) -> Result<(), GcError> {
+        let p = self.pos(s)?;
+        self.with_stack(|ms| ms.set_at(p, w))
+    }
+
+    /// The object slot `s` references, checked: a real object start, a known type.
+    fn obj(&self, s: Slot) -> Result<Obj<'_>, GcError> {
+        let w = self.word(s)?;
+        if !self.rule.is_ref(w) {
+            return Err(GcError::NotAReference { found: w });
+        }
+        self.obj_at(w & !self.rule.mask)
+    }
+
+    fn obj_at(&self, addr: usize) -> Result<Obj<'_>, GcError> {
+        let heap = &self.gc.heap;
+        if heap.object_start(addr) != Some(addr) {
+            panic!(
+                "safepoint: {addr:#x} is not a managed object (a slot or field was written \
+                 outside the mutator API, or the object was freed)"
+            );
+        }
+        // SAFETY: `addr` is the start of an allocated object (just checked), which stays
+        // allocated while this goroutine's slot holds it: nothing reachable is freed.
+        let word = unsafe { header_of(addr) };
+        let Some(h) = Header::from_word(word) else {
+            panic!("safepoint: object at {addr:#x} has no header (freed?)")
+        };
+        let Some(desc) = self.gc.types.get(h.type_id()) else {
+            panic!(
+                "safepoint: object at {addr:#x} has a corrupt header {word:#x}{}",
+                if word as u8 == crate::POISON {
+                    ": it was freed (gcpoison pattern): a use after free"
+                } else {
+                    ""
+                }
+            )
+        };
+        let len = match desc {
+            TypeDesc::Record { words, .. } => words.len(),
+            _ => h.len(),
+        };
+        Ok(Obj { addr, desc, len, id: h.type_id() })
+    }
+
+    fn field<'a>(&self, o: &Obj<'a>, i: usize) -> Result<(&'a AtomicUsize, WordKind), GcError> {
+        let kind = match o.desc {
+            TypeDesc::Record { words, .. } => words.get(i).copied(),
+            TypeDesc::RefArray { .. } => (i < o.len).then_some(WordKind::Ref),
+            TypeDesc::TaggedArray { .. } => (i < o.len).then_some(WordKind::Tagged),
+            TypeDesc::ByteArray { .. } => {
+                return Err(GcError::WrongKind {
+                    type_name: o.desc.name().to_owned(),
+                    what: "a byte array has no word fields",
+                });
+            }
+        };
+        let kind = kind.ok_or(GcError::OutOfBounds { index: i, len: o.len })?;
+        // SAFETY: `i < len` body words of an object kept alive by the slot that named it.
+        let b = unsafe { body(o.addr, o.len) };
+        Ok((&b[i], kind))
+    }
+
+    // ---- allocation ----
+
+    /// Allocates a record of type `ty` (fields zero: null references, zero raw words) into
+    /// `dst`.
+    ///
+    /// # Errors
+    /// [`GcError::StaleSlot`]; [`GcError::Type`] for an unknown type or an array type;
+    /// [`GcError::Alloc`] when the heap is over its hard limit even after a collection.
+    pub fn alloc(&mut self, dst: Slot, ty: TypeId) -> Result<(), GcError> {
+        self.alloc_len(dst, ty, 0)
+    }
+
+    /// Allocates an array of type `ty` with `len` elements (zeroed) into `dst`.
+    ///
+    /// # Errors
+    /// As [`alloc`](Mutator::alloc); [`GcError::Type`] for a record type or a length too long.
+    pub fn alloc_array(&mut self, dst: Slot, ty: TypeId, len: usize) -> Result<(), GcError> {
+        let desc = self.gc.types.get(ty).ok_or(crate::TypeError::UnknownType { id: ty.get() })?;
+        if !desc.is_array() {
+            return Err(GcError::WrongKind {
+                type_name: desc.name().to_owned(),
+                what: "alloc_array of a record type",
+            });
+        }
+        self.alloc_len(dst, ty, len)
+    }
+
+    /// Allocates a byte array of type `ty` holding `data` into `dst`.
+    ///
+    /// # Errors
+    /// As [`alloc_array`](Mutator::alloc_array), and [`GcError::WrongKind`] if `ty` is not a
+    /// byte array type.
+    pub fn alloc_bytes(&mut self, dst: Slot, ty: TypeId, data: &[u8]) -> Result<(), GcError> {
+        let desc = self.gc.types.get(ty).ok_or(crate::TypeError::UnknownType { id: ty.get() })?;
+        if !matches!(desc, TypeDesc::ByteArray { .. }) {
+            return Err(GcError::WrongKind {
+                type_name: desc.name().to_owned(),
+                what: "alloc_bytes of a type that is not a byte array",
+            });
+        }
+        self.alloc_len(dst, ty, data.len())?;
+        self.write_bytes(dst, 0, data)
+    }
+
+    fn alloc_len(&mut self, dst: Slot, ty: TypeId, len: usize) -> Result<(), GcError> {
+        self.pos(dst)?;
+        let header = self.gc.types.header(ty, len)?;
+        let desc = self.gc.types.get(ty).expect("header() checked the type");
+        let size = object_size(desc, len)?;
+        let addr = match self.gc.alloc(size, header) {
+            Ok(a) => a,
+            Err(GcError::Alloc(crate::AllocError::OutOfMemory { .. }))
+                if !safepoint_sched::in_no_preempt() =>
+            {
+                // Collect and try once more before reporting out of memory.
+                self.gc.cycle(None);
+                self.gc.finish_sweep();
+                self.gc.alloc(size, header)?
+            }
+            Err(e) => return Err(e),
+        };
+        self.set_word(dst, addr | self.rule.ref_tag)?;
+        self.gc.maybe_collect();
+        Ok(())
+    }
+
+    // ---- slots ----
+
+    /// Sets `dst` to null.
+    pub fn clear(&mut self, dst: Slot) -> Result<(), GcError> {
+        self.set_word(dst, 0)
+    }
+
+    /// Copies the value in `src` to `dst`.
+    pub fn copy(&mut self, dst: Slot, src: Slot) -> Result<(), GcError> {
+        let w = self.word(src)?;
+        self.set_word(dst, w)
+    }
+
+    /// Whether `s` holds null.
+    pub fn is_null(&self, s: Slot) -> Result<bool, GcError> {
+        Ok(self.word(s)? == 0)
+    }
+
+    /// Whether `s` holds a reference.
+    pub fn is_ref(&self, s: Slot) -> Result<bool, GcError> {
+        Ok(self.rule.is_ref(self.word(s)?))
+    }
+
+    /// Whether `a` and `b` hold the same value (for references: the same object).
+    pub fn same(&self, a: Slot, b: Slot) -> Result<bool, GcError> {
+        Ok(self.word(a)? == self.word(b)?)
+    }
+
+    fn int_shape(&self) -> (u32, usize) {
+        let shift = usize::BITS - self.rule.mask.leading_zeros();
+        let tag = (1..=7usize)
+            .chain([0])
+            .find(|&t| t & !self.rule.mask == 0 && t != self.rule.ref_tag)
+            .expect("a tag rule leaves some immediate tag");
+        (shift, tag)
+    }
+
+    /// Stores the immediate integer `v` in `dst`.
+    ///
+    /// # Errors
+    /// [`GcError::IntegerOutOfRange`] if `v` needs more bits than an immediate has (61 to 63,
+    /// depending on the tag rule).
+    pub fn set_int(&mut self, dst: Slot, v: i64) -> Result<(), GcError> {
+        let (shift, tag) = self.int_shape();
+        let w = ((v as usize) << shift) | tag;
+        if ((w as i64) >> shift) != v {
+            return Err(GcError::IntegerOutOfRange { value: v });
+        }
+        self.set_word(dst, w)
+    }
+
+    /// The immediate integer in `s`.
+    ///
+    /// # Errors
+    /// [`GcError::NotAnInteger`] for null or a reference.
+    pub fn int(&self, s: Slot) -> Result<i64, GcError> {
+        let w = self.word(s)?;
+        let (shift, tag) = self.int_shape();
+        if w & self.rule.mask != tag || (w == 0 && tag == 0) {
+            return Err(GcError::NotAnInteger { found: w });
+        }
+        Ok((w as i64) >> shift)
+    }
+
+    // ---- objects ----
+
+    /// The type of the object in `s`.
+    ///
+    /// # Errors
+    /// [`GcError::NotAReference`] if `s` holds null or an immediate.
+    pub fn type_of(&self, s: Slot) -> Result<TypeId, GcError> {
+        Ok(self.obj(s)?.id)
+    }
+
+    /// The length of the array in `s` (elements; bytes for a byte array), or the number of
+    /// words of a record.
+    pub fn len(&self, s: Slot) -> Result<usize, GcError> {
+        Ok(self.obj(s)?.len)
+    }
+
+    /// Loads field (or element) `i` of the object in `obj` into `dst`: a reference field or a
+    /// tagged field. Raw words are read with [`read_word`](Mutator::read_word).
+    pub fn load(&mut self, dst: Slot, obj: Slot, i: usize) -> Result<(), GcError> {
+        self.pos(dst)?;
+        let o = self.obj(obj)?;
+        let (w, kind) = self.field(&o, i)?;
+        // Relaxed: heap words are atomics; ordering comes from the collector's handshakes.
+        let v = w.load(Ordering::Relaxed);
+        let v = match kind {
+            WordKind::Ref if v != 0 => v | self.rule.ref_tag,
+            WordKind::Ref | WordKind::Tagged => v,
+            WordKind::Raw => return Err(self.wrong(&o, "raw word: use read_word")),
+        };
+        self.set_word(dst, v)
+    }
+
+    /// Stores the value in `src` into field (or element) `i` of the object in `obj`. A
+    /// reference field takes null or a reference; a tagged field takes any value.
+    pub fn store(&mut self, obj: Slot, i: usize, src: Slot) -> Result<(), GcError> {
+        let v = self.word(src)?;
+        let o = self.obj(obj)?;
+        let (w, kind) = self.field(&o, i)?;
+        let v = match kind {
+            WordKind::Ref if v == 0 => 0,
+            WordKind::Ref if self.rule.is_ref(v) => v & !self.rule.mask,
+            WordKind::Ref => return Err(GcError::NotAReference { found: v }),
+            WordKind::Tagged => v,
+            WordKind::Raw => return Err(self.wrong(&o, "raw word: use write_word")),
+        };
+        self.gc.write_barrier(w, v, kind);
+        // Relaxed: as in `load`.
+        w.store(v, Ordering::Relaxed);
+        Ok(())
+    }
+
+    fn wrong(&self, o: &Obj<'_>, what: &'static str) -> GcError {
+        GcError::WrongKind { type_name: o.desc.name().to_owned(), what }
+    }
+
+    /// Raw word `i` of the record in `obj`.
+    pub fn read_word(&self, obj: Slot, i: usize) -> Result<u64, GcError> {
+        let o = self.obj(obj)?;
+        match self.field(&o, i)? {
+            // Relaxed: as in `load`.
+            (w, WordKind::Raw) => Ok(w.load(Ordering::Relaxed) as u64),
+            _ => Err(self.wrong(&o, "not a raw word: use load")),
+        }
+    }
+
+    /// Sets raw word `i` of the record in `obj`.
+    pub fn write_word(&mut self, obj: Slot, i: usize, v: u64) -> Result<(), GcError> {
+        let o = self.obj(obj)?;
+        match self.field(&o, i)? {
+            // Relaxed: as in `load`.
+            (w, WordKind::Raw) => {
+                w.store(v as usize, Ordering::Relaxed);
+                Ok(())
+            }
+            _ => Err(self.wrong(&o, "not a raw word: use store")),
+        }
+    }
+
+    /// Raw word `i` of the record in `obj` as a float.
+    pub fn read_f64(&self, obj: Slot, i: usize) -> Result<f64, GcError> {
+        self.read_word(obj, i).map(f64::from_bits)
+    }
+
+    /// Sets raw word `i` of the record in `obj` to a float.
+    pub fn write_f64(&mut self, obj: Slot, i: usize, v: f64) -> Result<(), GcError> {
+        self.write_word(obj, i, v.to_bits())
+    }
+
+    fn byte_cells(&self, o: &Obj<'_>) -> Result<&[AtomicU8], GcError> {
+        if !matches!(o.desc, TypeDesc::ByteArray { .. }) {
+            return Err(self.wrong(o, "not a byte array"));
+        }
+        // SAFETY: a byte array of `len` bytes after its header, kept alive by the slot that
+        // names it for as long as the returned borrow of `self` lasts (every operation that
+        // could free it takes `&mut self`). Heap bytes are only accessed atomically.
+        Ok(unsafe { std::slice::from_raw_parts((o.addr + WORD) as *const AtomicU8, o.len) })
+    }
+
+    /// A view of the byte array in `s`, valid until the next `&mut self` operation.
+    pub fn bytes(&self, s: Slot) -> Result<Bytes<'_>, GcError> {
+        let o = self.obj(s)?;
+        Ok(Bytes { bytes: self.byte_cells(&o)? })
+    }
+
+    /// Writes `data` into the byte array in `s` from byte `offset`.
+    pub fn write_bytes(&mut self, s: Slot, offset: usize, data: &[u8]) -> Result<(), GcError> {
+        let o = self.obj(s)?;
+        let cells = self.byte_cells(&o)?;
+        let end = offset.checked_add(data.len()).filter(|&e| e <= cells.len());
+        let Some(end) = end else {
+            return Err(GcError::OutOfBounds {
+                index: offset.saturating_add(data.len()),
+                len: cells.len(),
+            });
+        };
+        for (c, &b) in cells[offset..end].iter().zip(data) {
+            // Relaxed: see `Bytes`.
+            c.store(b, Ordering::Relaxed);
+        }
+        Ok(())
+    }
+
+    // ---- globals and channels ----
+
+    /// A new global root holding the value in `src`.
+    pub fn new_global(&mut self, src: Slot) -> Result<Global, GcError> {
+        let v = self.word(src)?;
+        Ok(Global::with_value(&self.gc, v))
+    }
+
+    /// Loads the value of global `g` into `dst`.
+    pub fn load_global(&mut self, dst: Slot, g: &Global) -> Result<(), GcError> {
+        g.check(&self.gc)?;
+        // Relaxed: as in `load`.
+        let v = g.word().load(Ordering::Relaxed);
+        self.set_word(dst, v)
+    }
+
+    /// Stores the value in `src` into global `g`.
+    pub fn store_global(&mut self, g: &Global, src: Slot) -> Result<(), GcError> {
+        g.check(&self.gc)?;
+        let v = self.word(src)?;
+        self.gc.write_barrier(g.word(), v, WordKind::Tagged);
+        // Relaxed: as in `load`.
+        g.word().store(v, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Sends the value in `src` on `ch`, waiting for room (a safepoint). The value stays
+    /// alive while in flight.
+    ///
+    /// # Errors
+    /// [`GcError::Closed`] if the channel is closed when the send starts; a channel closed
+    /// while the send waits panics, as a Go send does.
+    pub fn send(&mut self, ch: &RefChan, src: Slot) -> Result<(), GcError> {
+        if !Arc::ptr_eq(&ch.gc, &self.gc) {
+            return Err(GcError::WrongHeap);
+        }
+        let v = self.word(src)?;
+        if ch.chan.is_closed() {
+            return Err(GcError::Closed);
+        }
+        ch.chan.send(Global::with_value(&self.gc, v));
+        Ok(())
+    }
+
+    /// Receives a value from `ch` into `dst`, waiting for one (a safepoint). `Ok(false)` (and
+    /// null in `dst`) once the channel is closed and drained.
+    pub fn recv(&mut self, ch: &RefChan, dst: Slot) -> Result<bool, GcError> {
+        if !Arc::ptr_eq(&ch.gc, &self.gc) {
+            return Err(GcError::WrongHeap);
+        }
+        self.pos(dst)?;
+        match ch.chan.recv() {
+            Ok(g) => {
+                // Relaxed: as in `load`.
+                let v = g.word().load(Ordering::Relaxed);
+                self.set_word(dst, v)?;
+                Ok(true)
+            }
+            Err(_) => {
+                self.set_word(dst, 0)?;
+                Ok(false)
+            }
+        }
+    }
+
+    // ---- the collector ----
+
+    /// A preemption point: lets a stop-the-world or a time slice end here.
+    pub fn poll(&mut self) {
+        safepoint_sched::poll();
+    }
+
+    /// Runs a full collection now.
+    pub fn collect(&mut self) {
+        self.gc().collect();
+    }
+}
+
+impl Inner {
+    /// Allocates `size` bytes from the running P's cache and writes `header`; the address.
+    pub(crate) fn alloc(&self, size: usize, header: Header) -> Result<usize, GcError> {
+        let np = safepoint_sched::no_preempt();
+        let p = safepoint_sched::current_p().ok_or(GcError::NoP)?;
+        let cache = &self.caches[p];
+        // SAFETY: we run on P `p` with preemption off, so nothing else touches its cache (see
+        // `PCache`).
+        let r = unsafe { (*cache.0.get()).alloc(size) };
+        let addr = r?.as_ptr() as usize;
+        // SAFETY: a fresh, zeroed object of at least one word. Relaxed: the object becomes
+        // visible to others only through a later store of its address, ordered by the
+        // collector's handshakes.
+        unsafe { &*(addr as *const AtomicUsize) }.store(header.to_word(), Ordering::Relaxed);
+        drop(np);
+        Ok(addr)
+    }
+
+    /// The write barrier: called before every reference store into the heap or a global.
+    /// With the world-stopped collector there is nothing to do (no marking runs while
+    /// goroutines do); the concurrent collector shades the old and the new value here while
+    /// marking.
+    #[inline(always)]
+    pub(crate) fn write_barrier(&self, _slot: &AtomicUsize, _new: usize, _kind: WordKind) {
+        debug_assert!(
+            self.config.stop_the_world || self.phase_now() != Phase::Mark,
+            "concurrent marking has no write barrier yet"
+        );
+    }
+}
+
+const _: () = {
+    const fn sync<T: Sync + Send>() {}
+    sync::<Gc>();
+    sync::<Global>();
+    sync::<RefChan>();
+};

@@ -1,0 +1,115 @@
+//! What a collector built on the runtime needs from it: the running goroutine's P (for per-P
+//! allocation caches), a handle naming a runtime, and, with the world stopped, the list of
+//! goroutines and their managed stacks.
+
+use std::sync::Arc;
+
+use safepoint_stackmap::{Registry, Visitor};
+
+use crate::runtime::{Sched, current_g, current_m};
+use crate::status::Status;
+use crate::stw::{Goroutine, WorldStop};
+
+/// The id (`0..procs`) of the P the running goroutine holds, or `None` off a goroutine or
+/// inside a blocking call (which has handed its P off).
+///
+/// The answer stays true only while the goroutine cannot switch: read it inside a
+/// [`no_preempt`](crate::no_preempt) section and use it before the section ends. That is how
+/// per-P data (an allocation cache) is used without a lock: with preemption off, the goroutine
+/// keeps its P, and a stop-the-world or ragged barrier waits for the section to end.
+pub fn current_p() -> Option<usize> {
+    let g = current_g()?;
+    if g.status.load().base() != Some(Status::Running) {
+        return None;
+    }
+    current_m()?.p().map(|p| p.id)
+}
+
+/// Names a runtime: lets a collector check that a goroutine belongs to the runtime whose
+/// stacks it scans. Cheap to clone; keeps the runtime's shared state (not its threads) alive.
+#[derive(Clone)]
+pub struct RuntimeHandle {
+    sched: Arc<Sched>,
+}
+
+impl core::fmt::Debug for RuntimeHandle {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        write!(f, "RuntimeHandle(procs {})", self.sched.procs)
+    }
+}
+
+impl RuntimeHandle {
+    pub(crate) fn new(sched: Arc<Sched>) -> RuntimeHandle {
+        RuntimeHandle { sched }
+    }
+
+    /// Whether the caller is a goroutine of this runtime.
+    pub fn is_current(&self) -> bool {
+        current_g().is_some_and(|g| core::ptr::eq(g.sched.get(), Arc::as_ptr(&self.sched)))
+    }
+
+    /// Number of Ps.
+    pub fn procs(&self) -> usize {
+        self.sched.procs
+    }
+
+    /// The embedder's function registry, if the runtime was built with one.
+    pub fn registry(&self) -> Option<&Arc<Registry>> {
+        self.sched.config.registry.as_ref()
+    }
+}
+
+impl WorldStop {
+    /// Every goroutine of the stopped runtime that is not dead, the caller's own included.
+    pub fn goroutines(&self) -> Vec<Goroutine> {
+        let sched = self.sched();
+        let gs = sched.allgs.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        gs.into_iter()
+            .filter(|g| !matches!(g.get().status.load().base(), Some(Status::Dead | Status::Idle)))
+            .map(|g| Goroutine { g })
+            .collect()
+    }
+
+    /// Walks `g`'s managed stack while the world is stopped: every live reference (and
+    /// tagged) slot of every frame at its current safepoint, top frame first. For the caller's
+    /// own goroutine, that is its stack as it is in this call.
+    ///
+    /// # Panics
+    /// If `g` belongs to another runtime, or (through the walker) if its stack is corrupted.
+    pub fn walk_managed_stack<V: Visitor>(&self, g: Goroutine, reg: &Registry, v: &mut V) {
+        let gr = g.g.get();
+        assert!(
+            core::ptr::eq(gr.sched.get(), self.sched() as *const Sched),
+            "walk_managed_stack: goroutine {} belongs to another runtime",
+            g.id()
+        );
+        match gr.status.load().base() {
+            Some(Status::Dead | Status::Idle) => {}
+            // SAFETY: the world is stopped (`self` proves it and is !Send, so we are the
+            // stopper): every other goroutine of this runtime is parked, queued, held at a safe
+            // point, or inside a blocking call (whose managed stack is frozen: a push or poll
+            // there panics), so nothing writes its managed stack during the walk. The caller's
+            // own goroutine is inside this call, which does not touch its stack.
+            _ => unsafe { gr.mstack().walk_stopped(reg, v) },
+        }
+    }
+}
+
+/// Runs `f` with the managed stack of the running goroutine if its id is `goid`; `None` if the
+/// caller is not that goroutine. For handles that are bound to one goroutine and must refuse to
+/// work anywhere else (one lookup of the running goroutine serves both the check and the
+/// access).
+#[inline]
+pub fn with_managed_stack_of<R>(
+    goid: u64,
+    f: impl FnOnce(&safepoint_stackmap::ManagedStack) -> R,
+) -> Option<R> {
+    let g = current_g()?;
+    (crate::g::goid(g) == goid).then(|| f(g.mstack()))
+}
+
+/// Whether the running goroutine is inside a [`no_preempt`](crate::no_preempt) section (it
+/// may not park, yield or stop the world there). False off a goroutine.
+pub fn in_no_preempt() -> bool {
+    current_g().is_some_and(|g| g.pins.get() > 0)
+}
