@@ -7,7 +7,8 @@
 //! * [`arch`]: context switch, goroutine stacks, notes, signals, clocks;
 //! * [`stackmap`]: managed stacks and their precise maps;
 //! * [`sched`]: goroutines, Ms and Ps, preemption, stop-the-world, the ragged barrier;
-//! * [`gc`]: the heap (its allocation layer so far; the collector is not built yet).
+//! * [`gc`]: the managed heap, the `Mutator` embedding API and the collector (marking with
+//!   the world stopped so far; concurrent marking is next).
 //!
 //! ```
 //! use safepoint::sched::{Chan, Runtime, go};

@@ -469,12 +469,14 @@ impl Inner {
         self.phase.store(p as u8, Ordering::Relaxed);
     }
 
-    /// Sweeps whatever the last cycle left unswept and waits for sweepers still at work.
+    /// Sweeps whatever the last cycle left unswept and waits for sweepers still at work; then
+    /// gives the OS the pages that have stayed free since the previous scavenge.
     pub(crate) fn finish_sweep(&self) {
         while self.heap.sweep_one().is_some() {}
         while !self.heap.sweep_done() {
             safepoint_sched::yield_now();
         }
+        self.heap.scavenge();
         // A cycle that starts later sets its own phase; only Sweep turns Off here.
         let _ = self.phase.compare_exchange(
             Phase::Sweep as u8,
@@ -494,9 +496,10 @@ impl Inner {
             return;
         }
         let t0 = Instant::now();
-        let heap_before = self.heap.allocated_bytes() as usize;
         // Sweep termination: the last cycle's mark bits must all be consumed first.
         self.finish_sweep();
+        // Bytes in allocated objects (exact but for what caches have not yet published).
+        let heap_before = self.heap.stats().live_bytes as usize;
         let t_sweep = Instant::now();
 
         // Off -> Quiesce: a ragged barrier, not a stop: each P flushes its cache at its next
@@ -520,6 +523,7 @@ impl Inner {
         }
         let (marked_bytes, roots, nroots) = self.mark(&stop);
         let t_mark = Instant::now();
+        let heap_after = if self.config.trace { self.heap.stats().live_bytes as usize } else { 0 };
 
         // Mark -> Stw: mark termination.
         self.set_phase(Phase::Stw);
@@ -563,7 +567,7 @@ impl Inner {
                 ms(t_stop - t_quiesce),
                 ms(t_mark - t_stop),
                 heap_before >> 20,
-                (allocated as usize - heap_before.min(allocated as usize) + marked_bytes) >> 20,
+                heap_after >> 20,
                 marked_bytes >> 20,
                 goal >> 20,
                 nroots,
@@ -698,6 +702,9 @@ fn background_sweeper(gc: Weak<Inner>, wake: Arc<Chan<()>>) {
             }
         }
         if inner.heap.sweep_done() {
+            // Pages free since the previous scavenge (a cycle ago, at least) go back to the
+            // OS: memory the heap stopped needing is released within about two cycles.
+            inner.heap.scavenge();
             let _ = inner.phase.compare_exchange(
                 Phase::Sweep as u8,
                 Phase::Off as u8,

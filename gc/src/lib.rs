@@ -1,10 +1,103 @@
-//! # safepoint-gc: the heap (the collector is not built yet)
+//! # safepoint-gc: the managed heap and its collector
 //!
-//! This crate will hold the whole collector of DESIGN.md §4. **Only the allocation layer
-//! exists so far**: arenas, pages, spans, size classes, per-P caches, sweeping given mark bits,
-//! and scavenging. There is no marking, no root scanning, no phase machine, no write barrier,
-//! no pacer and no `Mutator` API yet; the mark bits are set by whoever calls
-//! [`Span::mark_object`] (today: the tests).
+//! A non-moving mark-sweep heap for interpreters, scanned precisely: the roots are the
+//! embedder's [`Global`]s and every goroutine's managed stack (frames described by the
+//! stackmap registry, or handle frames of [`Mutator`] scopes), and every object carries a
+//! header naming its type descriptor, which says which of its words are references.
+//!
+//! ## The embedding API
+//!
+//! A goroutine works on the heap through its [`Mutator`]. Managed references never sit in
+//! Rust variables, where the collector could not see them: they live in [`Slot`]s (words of
+//! a handle frame on the goroutine's managed stack, made by [`Mutator::scope`]), in object
+//! fields and in globals, and each operation names slots:
+//!
+//! ```
+//! use safepoint_gc::{Gc, Mutator, TypeDesc, WordKind};
+//! let rt = safepoint_sched::Runtime::new().unwrap();
+//! let gc = Gc::new(&rt).unwrap();
+//! let pair = gc.types().register(TypeDesc::Record {
+//!     name: "pair".into(),
+//!     words: vec![WordKind::Ref, WordKind::Tagged],
+//! }).unwrap();
+//! let g = gc.clone();
+//! let n = rt.block_on(move || {
+//!     let mut m = Mutator::new(&g).unwrap();
+//!     m.scope(|m, [a, b, v]| {
+//!         m.alloc(a, pair).unwrap();        // a = new pair
+//!         m.alloc(b, pair).unwrap();        // b = new pair
+//!         m.store(a, 0, b).unwrap();        // a.0 = b
+//!         m.set_int(v, 42).unwrap();
+//!         m.store(b, 1, v).unwrap();        // b.1 = 42
+//!         m.clear(b).unwrap();              // b is reachable only through a now
+//!         m.collect();
+//!         m.load(b, a, 0).unwrap();         // b = a.0
+//!         m.load(v, b, 1).unwrap();
+//!         m.int(v).unwrap()
+//!     })
+//! });
+//! assert_eq!(n, 42);
+//! ```
+//!
+//! Operations that can reach a safepoint take `&mut Mutator`; borrowed views of an object's
+//! contents ([`Mutator::bytes`]) borrow `&Mutator`, so the borrow checker ends a view before
+//! anything can free or change what it shows (compile-fail examples on [`Mutator`]). Every
+//! bad input is a [`GcError`]; a slot or field holding something that is not an object
+//! (possible only by writing the managed stack around the API) is a described panic of that
+//! goroutine. Goroutines pass values to each other through [`RefChan`]s or [`Global`]s.
+//!
+//! Slots hold values in the heap's tagged encoding ([`TagRule`]): null (0), a reference
+//! (the object's address, with the rule's reference tag), or an immediate integer
+//! ([`Mutator::set_int`]). Reference fields hold plain addresses; tagged fields hold values as
+//! slots do; raw words and byte arrays are never scanned.
+//!
+//! ## The collector
+//!
+//! A cycle walks the phase machine of DESIGN.md §4, [`Phase`]:
+//!
+//! ```text
+//!   Off ──► Quiesce ──► Mark ──► Stw ──► Sweep ──► Off
+//!           ragged      (inside the stop       lazy: allocation and a
+//!           barrier:     in this version)      background goroutine
+//!           flush caches                       sweep span by span
+//! ```
+//!
+//! 1. **Sweep termination.** Whatever the last cycle left unswept is swept first: a span's
+//!    mark bits must be consumed before they are reused.
+//! 2. **Quiesce.** A ragged barrier ([`safepoint_sched::for_each_p`]), not a stop: each P
+//!    flushes its allocation cache at its next safepoint.
+//! 3. **Mark.** This version marks with the world stopped ([`GcConfig::stop_the_world`]; the
+//!    concurrent mode will keep it as a debugging mode, like Go's `gcstoptheworld`). The
+//!    roots are shaded (globals, then every goroutine's managed stack through the stackmap
+//!    walker), then one mark worker per P drains the grey objects with work stealing
+//!    (per-worker deques plus an injector for the roots; termination when all are idle at
+//!    once). The workers are the collector's own threads, running while the Ps are stopped.
+//! 4. **Stw (mark termination).** With `gccheckmark`, the heap is re-marked from the roots on
+//!    the side and the process aborts naming any reachable object left unmarked. Then the
+//!    heap's sweep generation grows by 2, which makes every span unswept at once, whatever
+//!    the heap's size, and the pacer sets the next goal.
+//! 5. **Sweep**, concurrent and lazy. A span is claimed by a CAS of its sweep generation
+//!    (`sg - 2` to `sg - 1`); allocation sweeps the spans it takes before using them, and a
+//!    background goroutine sweeps the rest, yielding as it goes, then returns to the OS the
+//!    pages that have stayed free since its previous pass.
+//!
+//! **Pacing.** The goal is `live * (1 + gc_percent / 100)` with a floor
+//! ([`GcConfig::min_heap`], 4 MiB); a cycle starts when the bytes allocated since the last
+//! marking would take the heap there. Allocation checks this on its slow path (a cache taking
+//! a new span), so the fast path has no test. [`Gc::collect`] forces a full cycle. An
+//! allocation that finds the heap at its hard limit collects once and retries before it
+//! reports out of memory.
+//!
+//! **Debugging knobs** come from `SAFEPOINT_DEBUG` ([`DebugKnobs`]): `gctrace=1` prints one
+//! line per cycle (cycle number, time since start, clock time of each phase, heap before and
+//! after, live, goal, procs), `gccheckmark=1`, `gcpoison=1` (freed objects are filled with
+//! [`POISON`]; a slot handed out again must still hold it, and a read through a stale
+//! reference finds a corrupt header and panics), `gcstoptheworld=1`.
+//!
+//! **Per-P caches without locks.** The allocating goroutine reads its P with preemption off
+//! ([`safepoint_sched::current_p`] inside `no_preempt`), so it keeps that P until the
+//! allocation is done; the ragged barrier and the stop run their cache flushes only at
+//! safepoints, which that section excludes.
 //!
 //! ## Layout
 //!
@@ -54,12 +147,13 @@
 //!
 //! ## Sweeping
 //!
-//! [`Heap::sweep`] takes a span that is not in a cache (caches are flushed first: the
-//! collector's Quiesce step will do it), and under the class's central lock sets each
-//! allocation word to `alloc & mark` and clears the mark word. Freed slots are filled with
-//! [`POISON`] when [`HeapConfig::poison`] is on, and a slot handed out again is checked to
-//! still hold the pattern, so a write to a freed object is caught. A span left empty returns
-//! to the page heap; a full span that gained free slots joins its class's partial list.
+//! Each class keeps its spans on lists by sweep parity (swept, unswept) and fullness;
+//! [`Heap::finish_mark`] swaps the parities in O(1). [`Heap::sweep_one`] pops an unswept
+//! span, claims it by CAS of its sweep generation, sets each allocation word to
+//! `alloc & mark`, clears the mark word, and puts the span on a swept list (or frees it).
+//! Freed slots are filled with [`POISON`] when [`HeapConfig::poison`] is on, and a slot
+//! handed out again is checked to still hold the pattern, so a write to a freed object is
+//! caught. A span left empty returns to the page heap.
 //!
 //! ## Scavenging
 //!
@@ -80,14 +174,15 @@
 //! `OnceLock`s, so the marker never waits on a registering embedder), the one-word
 //! [`Header`] (24-bit type id, 40-bit array length; id 0 never issued, so a zeroed word is no
 //! header), checked object sizes, and [`types::scan_refs`], which yields the references of an
-//! object for the marker. Nothing allocates objects with headers yet.
+//! object.
 //!
 //! ## Known costs and limits
 //!
 //! * [`Span::object_start`] divides by the slot size (Go uses a magic multiplier).
 //! * Removing an emptied span from its class's partial list is a linear search.
 //! * No object may exceed one arena (64 MiB); the page map covers 48-bit addresses.
-//! * Nothing triggers sweeping or scavenging by itself: the collector (not built) will.
+//! * Large allocations do not sweep in proportion to what they take (Go's sweep credit): the
+//!   background sweeper and the next cycle's sweep termination do that work.
 
 mod collector;
 mod debug;

@@ -97,3 +97,43 @@ fn goroutines_allocate_in_parallel_and_collections_keep_their_trees() {
     }
     assert!(gc.cycles() >= 3, "cycles {}", gc.cycles());
 }
+
+fn rss_bytes() -> usize {
+    let s = std::fs::read_to_string("/proc/self/statm").unwrap();
+    let pages: usize = s.split_whitespace().nth(1).unwrap().parse().unwrap();
+    pages * 4096
+}
+
+#[test]
+fn memory_goes_back_to_the_os_when_the_heap_shrinks() {
+    let rt = Runtime::builder().procs(2).build().unwrap();
+    let gc = Gc::builder().ignore_env().build(&rt).unwrap();
+    let arr = gc.types().register(TypeDesc::ByteArray { name: "bytes".into() }).unwrap();
+    let list = gc.types().register(TypeDesc::RefArray { name: "list".into() }).unwrap();
+    let g = gc.clone();
+    let (full, after) = rt.block_on(move || {
+        let mut m = Mutator::new(&g).unwrap();
+        m.scope(|m, [l, b]| {
+            // 128 MiB live, in 64 KiB byte arrays (large objects) and 16 KiB ones (small).
+            m.alloc_array(l, list, 2048).unwrap();
+            for i in 0..2048 {
+                let n = if i % 2 == 0 { 64 << 10 } else { 16 << 10 };
+                m.alloc_bytes(b, arr, &vec![7u8; n]).unwrap();
+                m.store(l, i, b).unwrap();
+            }
+            m.collect();
+            let full = rss_bytes();
+            m.clear(l).unwrap();
+            m.clear(b).unwrap();
+            // Freed by the first collection, given back at the scavenge one interval later.
+            m.collect();
+            m.collect();
+            m.collect();
+            (full, rss_bytes())
+        })
+    });
+    let s = gc.stats();
+    assert_eq!(s.heap.live_objects, 0);
+    assert!(s.heap.released_bytes >= 80 << 20, "{:?}", s.heap);
+    assert!(after + (64 << 20) < full, "RSS {full} -> {after}");
+}
