@@ -251,10 +251,17 @@ impl GcBuilder {
         let handle = rt.handle();
         let procs = handle.procs();
         let caches: Box<[_]> = (0..procs)
-            .map(|_| CachePadded::new(PCache(UnsafeCell::new(heap.new_cache()))))
+            .map(|_| {
+                CachePadded::new(PCache(UnsafeCell::new(PState {
+                    cache: heap.new_cache(),
+                    wbuf: Vec::with_capacity(crate::concurrent::WBUF_LEN),
+                    assist: Vec::new(),
+                })))
+            })
             .collect();
         let reg = handle.registry().cloned().unwrap_or_else(|| Arc::new(Registry::new()));
         let sweeper = Arc::new(Chan::new(1));
+        let driver = Arc::new(Chan::new(1));
         let inner = Arc::new(Inner {
             trigger: AtomicU64::new(config.min_heap as u64),
             config,
@@ -272,15 +279,44 @@ impl GcBuilder {
             sweeper: sweeper.clone(),
             start: Instant::now(),
             sweeper_running: AtomicUsize::new(0),
+            conc: crate::concurrent::Shared::new(),
+            driver: driver.clone(),
         });
+        let _ = inner.conc.me.set(Arc::downgrade(&inner));
         let weak = Arc::downgrade(&inner);
         rt.spawn(move || background_sweeper(weak, sweeper)).map_err(|_| GcError::WrongRuntime)?;
+        let weak = Arc::downgrade(&inner);
+        rt.spawn(move || crate::concurrent::driver(weak, driver))
+            .map_err(|_| GcError::WrongRuntime)?;
         Ok(Gc { inner })
     }
 }
 
-/// One P's allocation cache.
-pub(crate) struct PCache(pub(crate) UnsafeCell<Cache>);
+/// One P's allocation cache and write-barrier buffer.
+pub(crate) struct PState {
+    pub(crate) cache: Cache,
+    /// Addresses the write barrier shaded on this P and nobody has marked yet.
+    pub(crate) wbuf: Vec<usize>,
+    /// Grey objects of an assist in progress (empty between assists).
+    pub(crate) assist: Vec<usize>,
+}
+
+/// One P's state; see `PState`.
+pub(crate) struct PCache(pub(crate) UnsafeCell<PState>);
+
+impl PCache {
+    /// P `p`'s state.
+    ///
+    /// # Safety
+    /// The caller is P `p`'s goroutine inside a pinned section, or the ragged barrier's
+    /// function for P `p`, or the world is stopped (see the `Sync` impl).
+    #[allow(clippy::mut_from_ref)]
+    #[inline]
+    pub(crate) unsafe fn get(&self) -> &mut PState {
+        // SAFETY: per the contract, nobody else uses this P's state now.
+        unsafe { &mut *self.0.get() }
+    }
+}
 
 // SAFETY: cache `i` is touched only by the goroutine running on P `i` inside a `no_preempt`
 // section (it keeps the P for the whole section), by the ragged barrier's function for P `i`
@@ -293,11 +329,11 @@ pub(crate) struct Inner {
     pub(crate) heap: Heap,
     pub(crate) types: TypeRegistry,
     pub(crate) rt: RuntimeHandle,
-    reg: Arc<Registry>,
+    pub(crate) reg: Arc<Registry>,
     pub(crate) caches: Box<[CachePadded<PCache>]>,
     pub(crate) globals: Globals,
     phase: AtomicU8,
-    cycles: AtomicU64,
+    pub(crate) cycles: AtomicU64,
     /// The heap's total allocated bytes at which the next cycle starts.
     trigger: AtomicU64,
     /// One cycle at a time; goroutines that want one meanwhile wait here (and find it done).
@@ -306,13 +342,19 @@ pub(crate) struct Inner {
     pool: OnceLock<rayon::ThreadPool>,
     sweeper: Arc<Chan<()>>,
     sweeper_running: AtomicUsize,
-    start: Instant,
+    pub(crate) start: Instant,
+    /// Concurrent marking's shared state (see `concurrent`).
+    pub(crate) conc: crate::concurrent::Shared,
+    /// Wakes the background cycle driver (concurrent mode).
+    pub(crate) driver: Arc<Chan<()>>,
 }
 
 impl Drop for Inner {
     fn drop(&mut self) {
-        // The sweeper holds only a weak reference; closing its channel ends it.
+        // The sweeper and the driver hold only weak references; closing their channels ends
+        // them.
         self.sweeper.close();
+        self.driver.close();
     }
 }
 
@@ -358,6 +400,44 @@ impl GcStats {
         v.sort();
         let i = ((p / 100.0) * (v.len() - 1) as f64).round() as usize;
         v[i.min(v.len() - 1)]
+    }
+}
+
+/// Times and counts of one cycle, for the trace and the statistics.
+pub(crate) struct Timeline {
+    pub(crate) t0: Instant,
+    pub(crate) heap_before: usize,
+    pub(crate) heap_after: usize,
+    pub(crate) sweep_term: Duration,
+    pub(crate) quiesce: Duration,
+    pub(crate) stopping: Duration,
+    pub(crate) mark: Duration,
+    /// Pauses before the final one (termination stops that found work and let go).
+    pub(crate) term_pause: Duration,
+    pub(crate) worker_cpu: Duration,
+    pub(crate) assist_cpu: Duration,
+    pub(crate) roots: usize,
+    pub(crate) stacks: usize,
+    pub(crate) shades: usize,
+}
+
+impl Timeline {
+    fn new() -> Timeline {
+        Timeline {
+            t0: Instant::now(),
+            heap_before: 0,
+            heap_after: 0,
+            sweep_term: Duration::ZERO,
+            quiesce: Duration::ZERO,
+            stopping: Duration::ZERO,
+            mark: Duration::ZERO,
+            term_pause: Duration::ZERO,
+            worker_cpu: Duration::ZERO,
+            assist_cpu: Duration::ZERO,
+            roots: 0,
+            stacks: 0,
+            shades: 0,
+        }
     }
 }
 
@@ -449,13 +529,24 @@ impl Inner {
         {
             return;
         }
-        self.cycle(Some(self.cycles.load(Ordering::Relaxed)));
+        if self.config.stop_the_world {
+            self.cycle(Some(self.cycles.load(Ordering::Relaxed)));
+        } else if matches!(self.phase_now(), Phase::Off | Phase::Sweep) {
+            // The driver runs the cycle; a full channel means it is already asked.
+            let _ = self.driver.try_send(());
+        }
     }
 
     /// Whether the heap is past its trigger.
-    fn over_trigger(&self) -> bool {
+    pub(crate) fn over_trigger(&self) -> bool {
         // Relaxed: see `maybe_collect`.
         self.heap.allocated_bytes() >= self.trigger.load(Ordering::Relaxed)
+    }
+
+    /// The last cycle's live bytes and goal.
+    pub(crate) fn stats_snapshot(&self) -> (usize, usize) {
+        let s = self.stats.lock().unwrap_or_else(|e| e.into_inner());
+        (s.live_bytes, s.goal_bytes.max(self.config.min_heap))
     }
 
     pub(crate) fn phase_now(&self) -> Phase {
@@ -463,7 +554,7 @@ impl Inner {
         Phase::from_u8(self.phase.load(Ordering::Relaxed))
     }
 
-    fn set_phase(&self, p: Phase) {
+    pub(crate) fn set_phase(&self, p: Phase) {
         // Relaxed: the phase is published to other goroutines by the barrier or stop that
         // follows each change.
         self.phase.store(p as u8, Ordering::Relaxed);
@@ -495,53 +586,79 @@ impl Inner {
         {
             return;
         }
-        let t0 = Instant::now();
+        let mut tl = Timeline::new();
         // Sweep termination: the last cycle's mark bits must all be consumed first.
         self.finish_sweep();
         // Bytes in allocated objects (exact but for what caches have not yet published).
-        let heap_before = self.heap.stats().live_bytes as usize;
-        let t_sweep = Instant::now();
+        tl.heap_before = self.heap.stats().live_bytes as usize;
+        tl.sweep_term = tl.t0.elapsed();
+        if self.config.stop_the_world {
+            self.cycle_stw(tl);
+        } else {
+            self.cycle_concurrent(tl);
+        }
+    }
 
+    /// A cycle whose marking runs inside the stop.
+    fn cycle_stw(&self, mut tl: Timeline) {
         // Off -> Quiesce: a ragged barrier, not a stop: each P flushes its cache at its next
         // safepoint (idle and blocked Ps are done by us).
         self.set_phase(Phase::Quiesce);
+        let t = Instant::now();
         let caches = &self.caches;
         safepoint_sched::for_each_p(&|p| {
             // SAFETY: the barrier runs this for P `p` while no goroutine of P `p` is inside an
             // allocation (see `PCache`).
-            unsafe { (*caches[p].0.get()).flush() }
+            unsafe { caches[p].get().cache.flush() }
         });
-        let t_quiesce = Instant::now();
+        tl.quiesce = t.elapsed();
 
-        // Quiesce -> Mark, inside the stop (this version marks with the world stopped).
+        // Quiesce -> Mark, inside the stop.
+        let t = Instant::now();
         let stop = safepoint_sched::stop_the_world("gc");
         let t_stop = Instant::now();
+        tl.stopping = t_stop - t;
         self.set_phase(Phase::Mark);
         for c in self.caches.iter() {
             // SAFETY: the world is stopped: no goroutine is inside an allocation.
-            unsafe { (*c.0.get()).flush() };
+            unsafe { c.get().cache.flush() };
         }
-        let (marked_bytes, roots, nroots) = self.mark(&stop);
-        let t_mark = Instant::now();
-        let heap_after = if self.config.trace { self.heap.stats().live_bytes as usize } else { 0 };
-
-        // Mark -> Stw: mark termination.
+        let (marked, roots, nroots) = self.mark(&stop);
+        tl.mark = t_stop.elapsed();
+        tl.roots = nroots;
         self.set_phase(Phase::Stw);
+        self.terminate(stop, t_stop, marked, roots, tl);
+    }
+
+    /// Mark termination with the world stopped (`stop`, taken at `t_stop`): verify, end the
+    /// marking, pace the next cycle, restart the world, wake the sweeper.
+    pub(crate) fn terminate(
+        &self,
+        stop: WorldStop,
+        t_stop: Instant,
+        marked_bytes: usize,
+        roots: Vec<(usize, String)>,
+        mut tl: Timeline,
+    ) {
         let ctx = MarkCtx { heap: &self.heap, types: &self.types, rule: self.config.tag_rule };
         let checked = self.config.checkmark.then(|| checkmark(&ctx, &roots));
+        tl.heap_after = self.heap.stats().live_bytes as usize;
         self.heap.finish_mark();
         let gp = self.config.gc_percent as usize;
-        let goal = (marked_bytes
-            .saturating_add(marked_bytes / 100 * gp + marked_bytes % 100 * gp / 100))
-        .max(self.config.min_heap);
+        let goal = marked_bytes
+            .saturating_add(marked_bytes / 100 * gp + marked_bytes % 100 * gp / 100)
+            .max(self.config.min_heap);
         let allocated = self.heap.allocated_bytes();
-        // The next cycle starts once `goal - live` more bytes are allocated.
-        self.trigger.store(allocated + (goal - marked_bytes.min(goal)) as u64, Ordering::Relaxed);
+        // The next cycle starts once enough is allocated to reach the trigger point between
+        // live and goal: at the goal itself when marking is instant (stop-the-world), earlier
+        // when it runs alongside the program, by the fraction the pacer has learnt.
+        let frac = if self.config.stop_the_world { 1.0 } else { self.conc.trigger_frac() };
+        let room = ((goal - marked_bytes.min(goal)) as f64 * frac) as u64;
+        self.trigger.store(allocated + room, Ordering::Relaxed);
         let n = self.cycles.fetch_add(1, Ordering::Relaxed) + 1;
         self.set_phase(Phase::Sweep);
         drop(stop);
-        let t_end = Instant::now();
-        let pause = t_end - t_stop;
+        let pause = t_stop.elapsed() + tl.term_pause;
         {
             let mut s = self.stats.lock().unwrap_or_else(|e| e.into_inner());
             s.live_bytes = marked_bytes;
@@ -558,28 +675,49 @@ impl Inner {
         let _ = self.sweeper.try_send(());
         if self.config.trace {
             let ms = |d: Duration| d.as_secs_f64() * 1e3;
+            let mode = if self.config.stop_the_world {
+                format!(
+                    "{:.3}+{:.3}+{:.3}+{:.3} ms clock (sweep term + quiesce + stopping + mark \
+                     and termination in the stop), {} roots",
+                    ms(tl.sweep_term),
+                    ms(tl.quiesce),
+                    ms(tl.stopping),
+                    ms(pause),
+                    tl.roots
+                )
+            } else {
+                format!(
+                    "{:.3}+{:.3}+{:.3}+{:.3} ms clock (sweep term + quiesce + concurrent mark + \
+                     termination stop), {:.3}+{:.3} ms cpu (workers + assists), {} stacks, \
+                     {} barrier shades",
+                    ms(tl.sweep_term),
+                    ms(tl.quiesce),
+                    ms(tl.mark),
+                    ms(pause),
+                    ms(tl.worker_cpu),
+                    ms(tl.assist_cpu),
+                    tl.stacks,
+                    tl.shades
+                )
+            };
             eprintln!(
-                "gc {n} @{:.3}s: {:.3}+{:.3}+{:.3}+{:.3} ms clock (sweep term + quiesce + stop \
-                 + mark in stop), {}->{} MB heap, {} MB live, {} MB goal, {} roots{}, {} P (stop-the-world)",
-                (t0 - self.start).as_secs_f64(),
-                ms(t_sweep - t0),
-                ms(t_quiesce - t_sweep),
-                ms(t_stop - t_quiesce),
-                ms(t_mark - t_stop),
-                heap_before >> 20,
-                heap_after >> 20,
+                "gc {n} @{:.3}s: {mode}, {}->{}->{} MB heap (before, after, live), {} MB goal, \
+                 {} P{}{}",
+                (tl.t0 - self.start).as_secs_f64(),
+                tl.heap_before >> 20,
+                tl.heap_after >> 20,
                 marked_bytes >> 20,
                 goal >> 20,
-                nroots,
-                checked.map(|c| format!(", checkmark ok ({c} objects)")).unwrap_or_default(),
                 self.rt.procs(),
+                if self.config.stop_the_world { " (stop-the-world)" } else { "" },
+                checked.map(|c| format!(", checkmark ok ({c} objects)")).unwrap_or_default(),
             );
         }
     }
 
     /// Marks from the roots with the world stopped; returns the bytes marked, the roots (kept
     /// only for checkmark) and the number of roots.
-    fn mark(&self, stop: &WorldStop) -> (usize, Vec<(usize, String)>, usize) {
+    pub(crate) fn mark(&self, stop: &WorldStop) -> (usize, Vec<(usize, String)>, usize) {
         let ctx = MarkCtx { heap: &self.heap, types: &self.types, rule: self.config.tag_rule };
         let keep = self.config.checkmark;
         let mut roots: Vec<(usize, String)> = Vec::new();
@@ -650,12 +788,18 @@ impl Inner {
 }
 
 /// Shades what a goroutine's managed stack references.
-struct RootVisitor<'a, F: FnMut(usize, &dyn Fn() -> String)> {
+pub(crate) struct RootVisitor<'a, F: FnMut(usize, &dyn Fn() -> String)> {
     rule: TagRule,
     handle: bool,
     goid: u64,
     frame: usize,
     push: &'a mut F,
+}
+
+impl<'a, F: FnMut(usize, &dyn Fn() -> String)> RootVisitor<'a, F> {
+    pub(crate) fn new(rule: TagRule, goid: u64, push: &'a mut F) -> Self {
+        RootVisitor { rule, handle: false, goid, frame: 0, push }
+    }
 }
 
 impl<F: FnMut(usize, &dyn Fn() -> String)> Visitor for RootVisitor<'_, F> {

@@ -35,9 +35,18 @@ impl Globals {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// A fresh slot holding `value`: its index and its word.
-    fn register(&self, value: usize) -> (usize, *const AtomicUsize) {
+    /// Holds the table locked: registering and releasing wait (the end of marking holds it so
+    /// that their barrier shades fall on one side of it).
+    pub(crate) fn lock_all(&self) -> std::sync::MutexGuard<'_, impl Sized> {
+        self.lock()
+    }
+
+    /// A fresh slot holding `value`: its index and its word. `shade` runs under the table's
+    /// lock (the barrier for the new value).
+    fn register(&self, value: usize, shade: impl FnOnce()) -> (usize, *const AtomicUsize) {
+        let _np = safepoint_sched::no_preempt();
         let mut g = self.lock();
+        shade();
         let i = match g.free.pop() {
             Some(i) => i,
             None => {
@@ -57,10 +66,14 @@ impl Globals {
         (i, w)
     }
 
-    fn release(&self, i: usize) {
+    /// Frees slot `i`; `shade(old value)` runs under the table's lock (the barrier for the
+    /// value the slot loses).
+    fn release(&self, i: usize, shade: impl FnOnce(usize)) {
+        let _np = safepoint_sched::no_preempt();
         let mut g = self.lock();
         // Relaxed: as in `register`.
-        g.chunks[i / CHUNK][i % CHUNK].store(0, Ordering::Relaxed);
+        let old = g.chunks[i / CHUNK][i % CHUNK].swap(0, Ordering::Relaxed);
+        shade(old);
         g.free.push(i);
     }
 
@@ -106,7 +119,9 @@ impl Global {
     }
 
     pub(crate) fn with_value(gc: &Arc<Inner>, value: usize) -> Global {
-        let (index, word) = gc.globals.register(value);
+        let (index, word) = gc.globals.register(value, || {
+            gc.write_barrier(None, 0, gc.ref_in(crate::WordKind::Tagged, value))
+        });
         Global { gc: gc.clone(), index, word }
     }
 
@@ -122,7 +137,10 @@ impl Global {
 
 impl Drop for Global {
     fn drop(&mut self) {
-        self.gc.globals.release(self.index);
+        let gc = &self.gc;
+        gc.globals.release(self.index, |old| {
+            gc.write_barrier(None, gc.ref_in(crate::WordKind::Tagged, old), 0)
+        });
     }
 }
 

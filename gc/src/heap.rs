@@ -186,6 +186,9 @@ impl Heap {
             slots: [const { Slot { span: None, word: 0, free: 0 } }; NUM_CLASSES],
             allocs: 0,
             alloc_bytes: 0,
+            black: false,
+            black_bytes: 0,
+            refills: 0,
         }
     }
 
@@ -203,8 +206,9 @@ impl Heap {
         self.find_span(addr)?.object_start(addr)
     }
 
-    /// Allocates a large object (more than 32 KiB) on a span of its own; zeroed.
-    fn alloc_large(&self, size: usize) -> Result<NonNull<u8>, AllocError> {
+    /// Allocates a large object (more than 32 KiB) on a span of its own; zeroed; marked if
+    /// `black`.
+    fn alloc_large(&self, size: usize, black: bool) -> Result<NonNull<u8>, AllocError> {
         let inner = &*self.inner;
         if size > ARENA_SIZE {
             return Err(AllocError::TooLarge { requested: size, max: ARENA_SIZE });
@@ -220,6 +224,10 @@ impl Heap {
         if !zeroed {
             // SAFETY: the span's pages are ours alone: just taken from the page heap.
             unsafe { std::ptr::write_bytes(addr as *mut u8, 0, npages * PAGE_SIZE) };
+        }
+        if black {
+            // Relaxed: as any mark; published with the span by the page-map store below.
+            span.mark[0].store(1, Ordering::Relaxed);
         }
         // Release pairs with the Acquire in `Span::is_allocated`.
         span.alloc[0].store(1, Ordering::Release);
@@ -632,6 +640,12 @@ pub struct Cache {
     slots: [Slot; NUM_CLASSES],
     allocs: u64,
     alloc_bytes: u64,
+    /// Allocate black: mark each new object (while the collector marks).
+    black: bool,
+    /// Bytes allocated black since the last `take_black_bytes`.
+    black_bytes: u64,
+    /// Slow paths taken (new word of a span, new span, large object).
+    refills: u64,
 }
 
 impl fmt::Debug for Cache {
@@ -646,12 +660,35 @@ impl Cache {
     /// larger ones get a span of their own.
     pub fn alloc(&mut self, size: usize) -> Result<NonNull<u8>, AllocError> {
         let Some(class) = class_of(size) else {
-            return Heap { inner: self.heap.clone() }.alloc_large(size);
+            self.refills += 1;
+            let p = Heap { inner: self.heap.clone() }.alloc_large(size, self.black)?;
+            if self.black {
+                self.black_bytes += size.next_multiple_of(8) as u64;
+            }
+            return Ok(p);
         };
         if self.slots[class].free == 0 {
+            self.refills += 1;
             self.refill(class, size)?;
         }
         Ok(self.take(class))
+    }
+
+    /// Whether new objects are allocated marked ("black"): on while the collector marks, so
+    /// that what is allocated during marking survives it.
+    pub fn set_black(&mut self, on: bool) {
+        self.black = on;
+    }
+
+    /// Bytes allocated black since the last call.
+    pub fn take_black_bytes(&mut self) -> u64 {
+        std::mem::take(&mut self.black_bytes)
+    }
+
+    /// How many allocations took a slow path so far (a new bitmap word, a new span, a large
+    /// object): a cheap signal that enough was allocated to look at the pacer.
+    pub fn refills(&self) -> u64 {
+        self.refills
     }
 
     /// Fast path: the next free slot of the cached word.
@@ -683,6 +720,12 @@ impl Cache {
         if span.needzero.load(Ordering::Relaxed) {
             // SAFETY: as above: a free slot of our cached span.
             unsafe { std::ptr::write_bytes(addr as *mut u8, 0, size) };
+        }
+        if self.black {
+            // Before the alloc bit: nobody can reach the object yet, and a sweep cannot run
+            // while marking is on.
+            span.set_mark(idx);
+            self.black_bytes += size as u64;
         }
         // Release pairs with the Acquire in `Span::is_allocated`: whoever sees the bit sees the
         // zeroed slot.

@@ -185,6 +185,7 @@
 //!   background sweeper and the next cycle's sweep termination do that work.
 
 mod collector;
+mod concurrent;
 mod debug;
 mod globals;
 mod heap;

@@ -92,42 +92,7 @@ impl<'a> Marker<'a> {
     pub(crate) fn scan(&mut self, obj: usize) {
         self.scanned += 1;
         let ctx = self.ctx;
-        // SAFETY: `obj` was shaded, so it is an allocated object, and nothing is freed while
-        // marking runs (sweeping of this cycle starts after marking ends).
-        let word = unsafe { header_of(obj) };
-        let Some((desc, len)) = describe(ctx.types, obj, word) else { return };
-        let rule = ctx.rule;
-        match desc {
-            TypeDesc::Record { words, .. } => {
-                // SAFETY: a record of `words.len()` body words, live as above.
-                let b = unsafe { body(obj, words.len()) };
-                for (w, &k) in b.iter().zip(words.iter()) {
-                    if k == WordKind::Raw {
-                        continue;
-                    }
-                    // Relaxed: see `header_of`.
-                    if let Some(r) = ref_of(k, rule, w.load(Ordering::Relaxed)) {
-                        self.shade(r);
-                    }
-                }
-            }
-            TypeDesc::RefArray { .. } | TypeDesc::TaggedArray { .. } => {
-                let k = if matches!(desc, TypeDesc::RefArray { .. }) {
-                    WordKind::Ref
-                } else {
-                    WordKind::Tagged
-                };
-                // SAFETY: an array of `len` word elements, live as above.
-                let b = unsafe { body(obj, len) };
-                for w in b {
-                    // Relaxed: see `header_of`.
-                    if let Some(r) = ref_of(k, rule, w.load(Ordering::Relaxed)) {
-                        self.shade(r);
-                    }
-                }
-            }
-            TypeDesc::ByteArray { .. } => {}
-        }
+        scan_object(ctx, obj, |r| self.shade(r));
     }
 
     /// Scans until no work is left anywhere: this marker's queue, the injector, the other
@@ -183,6 +148,50 @@ impl<'a> Marker<'a> {
                 return None;
             }
         }
+    }
+}
+
+/// Calls `shade` with every reference held by the grey object at `obj`; returns the object's
+/// size in words (header included) as a measure of the scan work done.
+#[inline]
+pub(crate) fn scan_object(ctx: &MarkCtx<'_>, obj: usize, mut shade: impl FnMut(usize)) -> usize {
+    // SAFETY: `obj` was shaded, so it is an allocated object, and nothing is freed while
+    // marking runs (sweeping of this cycle starts after marking ends).
+    let word = unsafe { header_of(obj) };
+    let Some((desc, len)) = describe(ctx.types, obj, word) else { return 1 };
+    let rule = ctx.rule;
+    match desc {
+        TypeDesc::Record { words, .. } => {
+            // SAFETY: a record of `words.len()` body words, live as above.
+            let b = unsafe { body(obj, words.len()) };
+            for (w, &k) in b.iter().zip(words.iter()) {
+                if k == WordKind::Raw {
+                    continue;
+                }
+                // Relaxed: see `header_of`.
+                if let Some(r) = ref_of(k, rule, w.load(Ordering::Relaxed)) {
+                    shade(r);
+                }
+            }
+            1 + words.len()
+        }
+        TypeDesc::RefArray { .. } | TypeDesc::TaggedArray { .. } => {
+            let k = if matches!(desc, TypeDesc::RefArray { .. }) {
+                WordKind::Ref
+            } else {
+                WordKind::Tagged
+            };
+            // SAFETY: an array of `len` word elements, live as above.
+            let b = unsafe { body(obj, len) };
+            for w in b {
+                // Relaxed: see `header_of`.
+                if let Some(r) = ref_of(k, rule, w.load(Ordering::Relaxed)) {
+                    shade(r);
+                }
+            }
+            1 + len
+        }
+        TypeDesc::ByteArray { .. } => 1,
     }
 }
 

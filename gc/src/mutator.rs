@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicU8, AtomicU32, AtomicUsize, Ordering};
 
 use safepoint_sched::GoroutineLocal;
 
-use crate::collector::{Gc, GcError, Inner, Phase};
+use crate::collector::{Gc, GcError, Inner};
 use crate::globals::{Global, RefChan};
 use crate::mark::{body, header_of};
 use crate::types::{Header, TagRule, TypeDesc, TypeId, WORD, WordKind, object_size};
@@ -245,6 +245,15 @@ impl Mutator {
         safepoint_sched::with_managed_stack_of(self.goid, f).ok_or(GcError::WrongRuntime)
     }
 
+    /// Runs `f` pinned on this mutator's goroutine (see [`safepoint_sched::pinned`]).
+    #[inline]
+    fn pin<R>(
+        &self,
+        f: impl FnOnce(&safepoint_sched::Pinned) -> Result<R, GcError>,
+    ) -> Result<R, GcError> {
+        safepoint_sched::pinned(self.goid, f).ok_or(GcError::WrongRuntime)?
+    }
+
     #[inline]
     fn pos(&self, s: Slot) -> Result<usize, GcError> {
         match self.scopes.get(s.depth as usize) {
@@ -262,10 +271,16 @@ impl Mutator {
         self.with_stack(|ms| ms.get_at(p))
     }
 
+    /// Writes slot `s`. Refused inside a blocking call (the goroutine's managed stack is
+    /// frozen there: a collector may be reading it).
     #[inline]
     fn set_word(&mut self, s: Slot, w: usize) -> Result<(), GcError> {
-        let p = self.pos(s)?;
-        self.with_stack(|ms| ms.set_at(p, w))
+        let pos = self.pos(s)?;
+        self.pin(|pin| {
+            pin.p().ok_or(GcError::NoP)?;
+            pin.managed_stack().set_at(pos, w);
+            Ok(())
+        })
     }
 
     /// The object slot `s` references, checked: a real object start, a known type.
@@ -375,20 +390,34 @@ impl Mutator {
         let header = self.gc.types.header(ty, len)?;
         let desc = self.gc.types.get(ty).expect("header() checked the type");
         let size = object_size(desc, len)?;
-        let addr = match self.gc.alloc(size, header) {
-            Ok(a) => a,
+        let pos = self.pos(dst)?;
+        let tag = self.rule.ref_tag;
+        let gc = &self.gc;
+        // Allocate and store into the slot in one pinned section: no collection can come
+        // between the two and find the new object unrooted.
+        let attempt = || {
+            self.pin(|pin| {
+                let p = pin.p().ok_or(GcError::NoP)?;
+                let (addr, slow) = gc.alloc_on(p, size, header)?;
+                pin.managed_stack().set_at(pos, addr | tag);
+                Ok(slow)
+            })
+        };
+        let slow = match attempt() {
+            Ok(slow) => slow,
             Err(GcError::Alloc(crate::AllocError::OutOfMemory { .. }))
                 if !safepoint_sched::in_no_preempt() =>
             {
                 // Collect and try once more before reporting out of memory.
-                self.gc.cycle(None);
-                self.gc.finish_sweep();
-                self.gc.alloc(size, header)?
+                gc.cycle(None);
+                gc.finish_sweep();
+                attempt()?
             }
             Err(e) => return Err(e),
         };
-        self.set_word(dst, addr | self.rule.ref_tag)?;
-        self.gc.maybe_collect();
+        if slow {
+            gc.maybe_collect();
+        }
         Ok(())
     }
 
@@ -475,17 +504,23 @@ impl Mutator {
     /// Loads field (or element) `i` of the object in `obj` into `dst`: a reference field or a
     /// tagged field. Raw words are read with [`read_word`](Mutator::read_word).
     pub fn load(&mut self, dst: Slot, obj: Slot, i: usize) -> Result<(), GcError> {
-        self.pos(dst)?;
+        let pos = self.pos(dst)?;
         let o = self.obj(obj)?;
         let (w, kind) = self.field(&o, i)?;
-        // Relaxed: heap words are atomics; ordering comes from the collector's handshakes.
-        let v = w.load(Ordering::Relaxed);
-        let v = match kind {
-            WordKind::Ref if v != 0 => v | self.rule.ref_tag,
-            WordKind::Ref | WordKind::Tagged => v,
-            WordKind::Raw => return Err(self.wrong(&o, "raw word: use read_word")),
-        };
-        self.set_word(dst, v)
+        if kind == WordKind::Raw {
+            return Err(self.wrong(&o, "raw word: use read_word"));
+        }
+        let tag = self.rule.ref_tag;
+        // The load and the slot write in one pinned section: no collection between them can
+        // miss the value (its field may be overwritten meanwhile).
+        self.pin(|pin| {
+            pin.p().ok_or(GcError::NoP)?;
+            // Relaxed: heap words are atomics; ordering comes from the collector's handshakes.
+            let v = w.load(Ordering::Relaxed);
+            let v = if kind == WordKind::Ref && v != 0 { v | tag } else { v };
+            pin.managed_stack().set_at(pos, v);
+            Ok(())
+        })
     }
 
     /// Stores the value in `src` into field (or element) `i` of the object in `obj`. A
@@ -501,10 +536,16 @@ impl Mutator {
             WordKind::Tagged => v,
             WordKind::Raw => return Err(self.wrong(&o, "raw word: use write_word")),
         };
-        self.gc.write_barrier(w, v, kind);
-        // Relaxed: as in `load`.
-        w.store(v, Ordering::Relaxed);
-        Ok(())
+        let gc = &self.gc;
+        // The barrier and the store in one pinned section: no phase change between them.
+        self.pin(|pin| {
+            let p = pin.p().ok_or(GcError::NoP)?;
+            // Relaxed: as in `load`.
+            let old = w.load(Ordering::Relaxed);
+            gc.write_barrier(Some(p), gc.ref_in(kind, old), gc.ref_in(kind, v));
+            w.store(v, Ordering::Relaxed);
+            Ok(())
+        })
     }
 
     fn wrong(&self, o: &Obj<'_>, what: &'static str) -> GcError {
@@ -589,19 +630,31 @@ impl Mutator {
     /// Loads the value of global `g` into `dst`.
     pub fn load_global(&mut self, dst: Slot, g: &Global) -> Result<(), GcError> {
         g.check(&self.gc)?;
-        // Relaxed: as in `load`.
-        let v = g.word().load(Ordering::Relaxed);
-        self.set_word(dst, v)
+        let pos = self.pos(dst)?;
+        // Pinned, as in `load`.
+        self.pin(|pin| {
+            pin.p().ok_or(GcError::NoP)?;
+            // Relaxed: as in `load`.
+            let v = g.word().load(Ordering::Relaxed);
+            pin.managed_stack().set_at(pos, v);
+            Ok(())
+        })
     }
 
     /// Stores the value in `src` into global `g`.
     pub fn store_global(&mut self, g: &Global, src: Slot) -> Result<(), GcError> {
         g.check(&self.gc)?;
         let v = self.word(src)?;
-        self.gc.write_barrier(g.word(), v, WordKind::Tagged);
-        // Relaxed: as in `load`.
-        g.word().store(v, Ordering::Relaxed);
-        Ok(())
+        let gc = &self.gc;
+        self.pin(|pin| {
+            let p = pin.p().ok_or(GcError::NoP)?;
+            // Swap: another goroutine may store to the same global; each store's barrier
+            // shades the value it replaced. Relaxed: as in `load`.
+            let old = g.word().swap(v, Ordering::Relaxed);
+            let kind = WordKind::Tagged;
+            gc.write_barrier(Some(p), gc.ref_in(kind, old), gc.ref_in(kind, v));
+            Ok(())
+        })
     }
 
     /// Sends the value in `src` on `ch`, waiting for room (a safepoint). The value stays
@@ -657,33 +710,32 @@ impl Mutator {
 }
 
 impl Inner {
-    /// Allocates `size` bytes from the running P's cache and writes `header`; the address.
-    pub(crate) fn alloc(&self, size: usize, header: Header) -> Result<usize, GcError> {
-        let np = safepoint_sched::no_preempt();
-        let p = safepoint_sched::current_p().ok_or(GcError::NoP)?;
-        let cache = &self.caches[p];
-        // SAFETY: we run on P `p` with preemption off, so nothing else touches its cache (see
-        // `PCache`).
-        let r = unsafe { (*cache.0.get()).alloc(size) };
-        let addr = r?.as_ptr() as usize;
+    /// Allocates `size` bytes from P `p`'s cache and writes `header`: the address, and
+    /// whether the allocation took a slow path (time to look at the pacer). While marking, a
+    /// slow path also pays an assist.
+    ///
+    /// Runs pinned on P `p` (the caller's `pinned` section).
+    pub(crate) fn alloc_on(
+        &self,
+        p: usize,
+        size: usize,
+        header: Header,
+    ) -> Result<(usize, bool), GcError> {
+        // SAFETY: the caller is P `p`'s goroutine, pinned (see `PCache`).
+        let st = unsafe { self.caches[p].get() };
+        let before = st.cache.refills();
+        let addr = st.cache.alloc(size)?.as_ptr() as usize;
         // SAFETY: a fresh, zeroed object of at least one word. Relaxed: the object becomes
         // visible to others only through a later store of its address, ordered by the
-        // collector's handshakes.
+        // collector's handshakes (and allocated black while marking, so never scanned).
         unsafe { &*(addr as *const AtomicUsize) }.store(header.to_word(), Ordering::Relaxed);
-        drop(np);
-        Ok(addr)
-    }
-
-    /// The write barrier: called before every reference store into the heap or a global.
-    /// With the world-stopped collector there is nothing to do (no marking runs while
-    /// goroutines do); the concurrent collector shades the old and the new value here while
-    /// marking.
-    #[inline(always)]
-    pub(crate) fn write_barrier(&self, _slot: &AtomicUsize, _new: usize, _kind: WordKind) {
-        debug_assert!(
-            self.config.stop_the_world || self.phase_now() != Phase::Mark,
-            "concurrent marking has no write barrier yet"
-        );
+        let slow = st.cache.refills() != before;
+        // Relaxed: see `Shared::barrier_on`.
+        if slow && self.conc.barrier_on.load(Ordering::Relaxed) {
+            let bytes = if size > crate::sizeclass::MAX_SMALL { size } else { 64 * size };
+            self.assist(st, bytes);
+        }
+        Ok((addr, slow))
     }
 }
 

@@ -137,3 +137,44 @@ fn memory_goes_back_to_the_os_when_the_heap_shrinks() {
     assert!(s.heap.released_bytes >= 80 << 20, "{:?}", s.heap);
     assert!(after + (64 << 20) < full, "RSS {full} -> {after}");
 }
+
+#[test]
+fn concurrent_mode_keeps_trees_while_goroutines_mutate() {
+    let rt = Runtime::builder().procs(2).build().unwrap();
+    let gc = Gc::builder()
+        .stop_the_world(false)
+        .checkmark(true)
+        .poison(true)
+        .min_heap(512 << 10)
+        .build(&rt)
+        .unwrap();
+    let ty = node_type(&gc);
+    let hs: Vec<_> = (0..16)
+        .map(|i| {
+            let gc = gc.clone();
+            rt.spawn(move || {
+                let mut m = Mutator::new(&gc).unwrap();
+                m.scope(|m, [keep, tmp, sub]| {
+                    build(m, ty, 9, keep);
+                    for j in 0..60 {
+                        build(m, ty, 7, tmp);
+                        assert_eq!(check(m, tmp), expected(7));
+                        // Swap a subtree of the long-lived tree for a fresh one: the old one
+                        // becomes garbage while marking may be running.
+                        build(m, ty, 8, sub);
+                        m.store(keep, (i + j) % 2, sub).unwrap();
+                        assert_eq!(check(m, keep), expected(9));
+                    }
+                    if i == 0 {
+                        m.collect();
+                    }
+                });
+            })
+            .unwrap()
+        })
+        .collect();
+    for h in hs {
+        h.join().unwrap();
+    }
+    assert!(gc.cycles() >= 3, "cycles {}", gc.cycles());
+}

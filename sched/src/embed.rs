@@ -53,6 +53,16 @@ impl RuntimeHandle {
         self.sched.procs
     }
 
+    /// Every goroutine of the runtime that is not dead, for [`suspend_g`](crate::suspend_g)
+    /// scans. Goroutines spawned after the call are not in the list.
+    pub fn goroutines(&self) -> Vec<Goroutine> {
+        let gs = self.sched.allgs.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        gs.into_iter()
+            .filter(|g| !matches!(g.get().status.load().base(), Some(Status::Dead | Status::Idle)))
+            .map(|g| Goroutine { g })
+            .collect()
+    }
+
     /// The embedder's function registry, if the runtime was built with one.
     pub fn registry(&self) -> Option<&Arc<Registry>> {
         self.sched.config.registry.as_ref()
@@ -112,4 +122,80 @@ pub fn with_managed_stack_of<R>(
 /// may not park, yield or stop the world there). False off a goroutine.
 pub fn in_no_preempt() -> bool {
     current_g().is_some_and(|g| g.pins.get() > 0)
+}
+
+/// The running goroutine held on its P for the length of one short operation: see [`pinned`].
+pub struct Pinned {
+    g: &'static crate::g::G,
+    p: Option<usize>,
+    /// Bound to the goroutine's thread for the section.
+    _not_send: core::marker::PhantomData<*const ()>,
+}
+
+impl Pinned {
+    /// The goroutine's managed stack.
+    #[inline]
+    pub fn managed_stack(&self) -> &safepoint_stackmap::ManagedStack {
+        self.g.mstack()
+    }
+
+    /// The P it runs on (`0..procs`), or `None` inside a blocking call.
+    #[inline]
+    pub fn p(&self) -> Option<usize> {
+        self.p
+    }
+}
+
+/// Runs `f` on the running goroutine, if its id is `goid`, with preemption held off (as in a
+/// [`no_preempt`](crate::no_preempt) section): the goroutine keeps its P throughout, no stop,
+/// ragged barrier or asynchronous preemption can come between two of `f`'s steps, and `f`
+/// must not park, yield or push managed frames. `None` if the caller is not goroutine `goid`.
+///
+/// This is the collector's way into per-P state (allocation caches, write-barrier buffers):
+/// one lookup of the running goroutine serves the identity check, the P and the stack.
+#[inline]
+pub fn pinned<R>(goid: u64, f: impl FnOnce(&Pinned) -> R) -> Option<R> {
+    struct Unpin(&'static crate::g::G);
+    impl Drop for Unpin {
+        #[inline]
+        fn drop(&mut self) {
+            let g = self.0;
+            let n = g.pins.get() - 1;
+            g.pins.set(n);
+            // A request that came while pinned found the guard poisoned and left it for us
+            // only if a poll ran in the section (which `pinned` forbids); re-arm whenever a
+            // request is pending, as `NoPreempt` does. SeqCst pairs with the requester's
+            // SeqCst store of `preempt` (the Dekker pair of `rearm_guard`).
+            if n == 0
+                && g.preempt.load(crate::shim::Ordering::SeqCst)
+                && current_m().is_some_and(|m| m.locks.load(crate::shim::Ordering::Relaxed) == 0)
+            {
+                g.rearm_guard();
+            }
+        }
+    }
+    let g = current_g()?;
+    if crate::g::goid(g) != goid {
+        return None;
+    }
+    g.pins.set(g.pins.get() + 1);
+    let _unpin = Unpin(g);
+    let p = if g.status.load().base() == Some(Status::Running) {
+        current_m().and_then(|m| m.p()).map(|p| p.id)
+    } else {
+        None
+    };
+    Some(f(&Pinned { g, p, _not_send: core::marker::PhantomData }))
+}
+
+/// Walks the running goroutine's own managed stack (every live reference and tagged slot of
+/// every frame at its current safepoint), as a collector does for the goroutine that runs it.
+///
+/// # Panics
+/// Off a goroutine, or (through the walker) if the stack is corrupted.
+pub fn walk_own_managed_stack<V: Visitor>(reg: &Registry, v: &mut V) {
+    let g = current_g().unwrap_or_else(|| panic!("walk_own_managed_stack: not on a goroutine"));
+    // SAFETY: we are the stack's owner and stay inside this call for the whole walk, so nothing
+    // pushes, pops or moves the stack meanwhile; the walk only reads atomic words.
+    unsafe { g.mstack().walk_stopped(reg, v) }
 }

@@ -133,7 +133,10 @@ pub use sync::Sema;
 pub use chan::{Chan, Iter, RecvError, TryRecvError, TrySendError};
 pub use cond::{Cond, Once, WaitGroup};
 pub use deadlock::DEADLOCK;
-pub use embed::{RuntimeHandle, current_p, in_no_preempt, with_managed_stack_of};
+pub use embed::{
+    Pinned, RuntimeHandle, current_p, in_no_preempt, pinned, walk_own_managed_stack,
+    with_managed_stack_of,
+};
 pub use mutex::{
     Mutex, MutexGuard, RawMutex, RawRwLock, RwLock, RwLockReadGuard, RwLockWriteGuard,
 };

@@ -1,0 +1,530 @@
+//! Concurrent marking: the write barrier, mark workers, assists, stack scans one goroutine at
+//! a time, and mark termination by ragged barriers and one short stop.
+//!
+//! ## Why it is correct (the invariant)
+//!
+//! While marking, every reference store into the heap or a global shades the value it
+//! overwrites and the value it writes (the hybrid barrier), objects are allocated black, and
+//! managed-stack slots are written with no barrier at all. A goroutine's stack is scanned once,
+//! under `suspend_g`, and is black from then on. An object reachable at the end of marking
+//! was either reachable from the roots at the start (then the deletion half of the barrier
+//! keeps a path to it grey or black: cutting the last heap path shades it), or became
+//! reachable later through a store (the insertion half shades it) or an allocation (black).
+//! A reference can move from one stack to another only through the heap, a global or a
+//! managed channel (a global in flight), and each of those goes through the barrier; so no
+//! stack needs a second scan. Goroutines started during marking begin with empty stacks and
+//! are black from birth.
+//!
+//! ## Who marks
+//!
+//! * **Workers**: goroutines the cycle starts, `procs / 4` of them (at least one), each at
+//!   the front of its P's queue when it starts, then sharing its P like any goroutine (it
+//!   polls between batches). Below four Ps the one worker is the "fractional" one: it gets
+//!   its turn among the program's goroutines and all of an idle P.
+//! * **Assists**: an allocating goroutine pays for its allocation in scan work on its slow
+//!   path (a new bitmap word or span), first from the credit the workers have banked, then by
+//!   scanning itself. So allocation cannot outrun marking.
+//! * Every marker drains in **batches inside a pinned section**: no stop, barrier or
+//!   asynchronous preemption falls inside a batch, and a batch ends by pushing its leftover
+//!   grey objects to the shared queue. So at any safepoint no marker holds private work, and
+//!   a stop sees all of it.
+//!
+//! ## Termination
+//!
+//! When the workers find no work, a ragged barrier flushes every P's write-barrier buffer;
+//! if that found any grey object, the workers run again. When a round finds nothing, the
+//! world is stopped once: every buffer is flushed again; if the queue is still empty marking
+//! is done (the barrier goes off, caches stop allocating black, the heap's sweep generation
+//! advances). If the stop found work (mutators shaded objects since the last round), the
+//! world restarts and marking goes on, up to three times, after which the little that is
+//! left is drained inside the stop. The stop's length does not depend on the number of
+//! goroutines (no stack is scanned in it) or on the heap's size.
+
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::{Duration, Instant};
+
+use crossbeam_deque::{Injector, Steal};
+use safepoint_sched::{Chan, Goroutine, WaitGroup};
+
+use crate::collector::{Inner, PState, Phase, RootVisitor, Timeline};
+use crate::mark::{MarkCtx, scan_object, shade_bit};
+use crate::types::WordKind;
+
+/// Entries of a P's write-barrier buffer before it is flushed.
+pub(crate) const WBUF_LEN: usize = 256;
+
+/// Scan work (words) a worker does per pinned batch.
+const BATCH_WORDS: usize = 32 * 1024;
+
+/// Grey objects a marker keeps to itself before it shares half.
+const LOCAL_MAX: usize = 4096;
+
+/// The concurrent collector's shared state.
+pub(crate) struct Shared {
+    /// The write barrier is on (Quiesce through termination). Read Relaxed by the barrier:
+    /// it is turned on before the ragged barrier that starts marking and off inside the stop
+    /// that ends it, and both of those order it with every goroutine's next step.
+    pub(crate) barrier_on: AtomicBool,
+    /// Grey objects shared between markers.
+    pub(crate) work: Injector<usize>,
+    /// Goroutines whose stacks are still to scan this cycle.
+    stack_tasks: Mutex<Vec<Goroutine>>,
+    /// Scan work (words) done by workers and not yet claimed by assists.
+    bg_credit: AtomicI64,
+    /// Scan words an assist owes per allocated byte (an `f64`'s bits).
+    assist_ratio: AtomicU64,
+    /// Where between live and goal the next cycle starts (an `f64`'s bits, 0.3 ..= 0.95).
+    trigger_frac: AtomicU64,
+    /// Bytes shaded this cycle (workers, assists, barrier flushes, black allocation).
+    pub(crate) marked: AtomicUsize,
+    worker_ns: AtomicU64,
+    assist_ns: AtomicU64,
+    /// Stacks scanned this cycle; and in the last completed cycle.
+    stacks: AtomicUsize,
+    pub(crate) last_stacks: AtomicUsize,
+    shades: AtomicUsize,
+    /// A weak handle on the collector, for the worker goroutines a cycle starts.
+    pub(crate) me: std::sync::OnceLock<Weak<Inner>>,
+}
+
+impl Shared {
+    pub(crate) fn new() -> Shared {
+        Shared {
+            barrier_on: AtomicBool::new(false),
+            work: Injector::new(),
+            stack_tasks: Mutex::new(Vec::new()),
+            bg_credit: AtomicI64::new(0),
+            assist_ratio: AtomicU64::new(0.5f64.to_bits()),
+            trigger_frac: AtomicU64::new(0.7f64.to_bits()),
+            marked: AtomicUsize::new(0),
+            worker_ns: AtomicU64::new(0),
+            assist_ns: AtomicU64::new(0),
+            stacks: AtomicUsize::new(0),
+            last_stacks: AtomicUsize::new(0),
+            shades: AtomicUsize::new(0),
+            me: std::sync::OnceLock::new(),
+        }
+    }
+
+    /// The pacer's trigger fraction.
+    pub(crate) fn trigger_frac(&self) -> f64 {
+        // Relaxed: written by the cycle driver only, under the cycle lock.
+        f64::from_bits(self.trigger_frac.load(Ordering::Relaxed))
+    }
+
+    fn stack_tasks(&self) -> std::sync::MutexGuard<'_, Vec<Goroutine>> {
+        self.stack_tasks.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// The background cycle driver: runs a cycle each time allocation finds the heap past its
+/// trigger (concurrent mode; the stop-the-world mode collects on the allocating goroutine).
+pub(crate) fn driver(gc: Weak<Inner>, wake: Arc<Chan<()>>) {
+    while wake.recv().is_ok() {
+        let Some(inner) = gc.upgrade() else { return };
+        // Relaxed: a hint; `cycle` re-checks under its lock.
+        inner.cycle(Some(inner.cycles.load(Ordering::Relaxed)));
+    }
+}
+
+/// A grey-object stack private to one marker for one batch.
+struct Local<'a> {
+    inner: &'a Inner,
+    ctx: MarkCtx<'a>,
+    stack: &'a mut Vec<usize>,
+    marked: usize,
+}
+
+impl<'a> Local<'a> {
+    fn new(inner: &'a Inner, stack: &'a mut Vec<usize>) -> Local<'a> {
+        let ctx = MarkCtx { heap: &inner.heap, types: &inner.types, rule: inner.config.tag_rule };
+        Local { inner, ctx, stack, marked: 0 }
+    }
+
+    #[inline]
+    fn shade(&mut self, addr: usize) {
+        if let Some(size) = shade_bit(&self.inner.heap, addr) {
+            self.marked += size;
+            self.stack.push(addr);
+            if self.stack.len() > LOCAL_MAX {
+                for a in self.stack.drain(..LOCAL_MAX / 2) {
+                    self.inner.conc.work.push(a);
+                }
+            }
+        }
+    }
+
+    /// Scans grey objects until `budget` words are done or no work is left; returns the words
+    /// done. Leaves nothing private: what is left goes back to the shared queue.
+    fn drain(&mut self, budget: usize) -> usize {
+        let mut done = 0;
+        while done < budget {
+            let obj = match self.stack.pop() {
+                Some(o) => o,
+                None => match steal(&self.inner.conc.work) {
+                    Some(o) => o,
+                    None => break,
+                },
+            };
+            let ctx = MarkCtx { heap: self.ctx.heap, types: self.ctx.types, rule: self.ctx.rule };
+            done += scan_object(&ctx, obj, |r| self.shade(r));
+        }
+        self.finish();
+        done
+    }
+
+    fn finish(&mut self) {
+        for a in self.stack.drain(..) {
+            self.inner.conc.work.push(a);
+        }
+        // Relaxed: a sum, read after the stop that ends marking.
+        self.inner.conc.marked.fetch_add(std::mem::take(&mut self.marked), Ordering::Relaxed);
+    }
+}
+
+fn steal(q: &Injector<usize>) -> Option<usize> {
+    loop {
+        match q.steal() {
+            Steal::Success(o) => return Some(o),
+            Steal::Empty => return None,
+            Steal::Retry => std::hint::spin_loop(),
+        }
+    }
+}
+
+impl Inner {
+    /// The write barrier: called with the running goroutine pinned on P `p` (`None` off the
+    /// runtime's Ps) before a reference store that replaces `old` with `new` (plain addresses,
+    /// 0 for none). Costs one relaxed load when marking is off.
+    #[inline]
+    pub(crate) fn write_barrier(&self, p: Option<usize>, old: usize, new: usize) {
+        // Relaxed: see `Shared::barrier_on`.
+        if self.conc.barrier_on.load(Ordering::Relaxed) {
+            self.barrier_slow(p, old, new);
+        }
+    }
+
+    #[cold]
+    fn barrier_slow(&self, p: Option<usize>, old: usize, new: usize) {
+        let Some(p) = p else {
+            for a in [old, new] {
+                if a != 0 {
+                    self.shade_shared(a);
+                }
+            }
+            return;
+        };
+        // SAFETY: the caller is P `p`'s goroutine, pinned (see `PCache`).
+        let st = unsafe { self.caches[p].get() };
+        for a in [old, new] {
+            if a != 0 {
+                st.wbuf.push(a);
+            }
+        }
+        if st.wbuf.len() >= WBUF_LEN {
+            self.flush_wbuf(st);
+        }
+    }
+
+    /// Shades `addr` straight into the shared queue (no P buffer at hand); whether it was
+    /// white (and is now grey).
+    pub(crate) fn shade_shared(&self, addr: usize) -> bool {
+        if let Some(size) = shade_bit(&self.heap, addr) {
+            // Relaxed: a sum, read after the stop that ends marking.
+            self.conc.marked.fetch_add(size, Ordering::Relaxed);
+            self.conc.work.push(addr);
+            true
+        } else {
+            false
+        }
+    }
+
+    /// Shades every address in a P's barrier buffer; the number that were white (new grey
+    /// objects: shading what is already marked makes no work, so a busy program that keeps
+    /// storing does not keep marking from ending).
+    fn flush_wbuf(&self, st: &mut PState) -> usize {
+        // Relaxed: a counter for the trace.
+        self.conc.shades.fetch_add(st.wbuf.len(), Ordering::Relaxed);
+        let mut grey = 0;
+        for &a in &st.wbuf {
+            grey += self.shade_shared(a) as usize;
+        }
+        st.wbuf.clear();
+        grey
+    }
+
+    /// The plain address a stored value refers to, for the barrier: `kind` says how the word
+    /// is read (a global or tagged field by the tag rule, a reference field as an address).
+    #[inline]
+    pub(crate) fn ref_in(&self, kind: WordKind, w: usize) -> usize {
+        crate::mark::ref_of(kind, self.config.tag_rule, w).unwrap_or(0)
+    }
+
+    /// An assist: called on an allocation's slow path while marking, pinned on P `st`, for
+    /// roughly `bytes` allocated since the last one. Pays in scan work: credit banked by the
+    /// workers first, then scanning.
+    pub(crate) fn assist(&self, st: &mut PState, bytes: usize) {
+        let c = &self.conc;
+        // Relaxed: pacing numbers; being a little stale is fine.
+        let ratio = f64::from_bits(c.assist_ratio.load(Ordering::Relaxed));
+        let mut debt = (bytes as f64 * ratio) as i64;
+        let mut credit = c.bg_credit.load(Ordering::Relaxed);
+        while credit > 0 && debt > 0 {
+            let take = credit.min(debt);
+            match c.bg_credit.compare_exchange_weak(
+                credit,
+                credit - take,
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => {
+                    debt -= take;
+                    break;
+                }
+                Err(now) => credit = now,
+            }
+        }
+        if debt <= 0 || c.work.is_empty() {
+            return;
+        }
+        let t = Instant::now();
+        let mut stack = std::mem::take(&mut st.assist);
+        Local::new(self, &mut stack).drain(debt as usize);
+        st.assist = stack;
+        // Relaxed: a counter for the trace.
+        c.assist_ns.fetch_add(t.elapsed().as_nanos() as u64, Ordering::Relaxed);
+    }
+
+    /// A concurrent cycle (after sweep termination).
+    pub(crate) fn cycle_concurrent(&self, mut tl: Timeline) {
+        let c = &self.conc;
+        // Relaxed: the cycle's counters, reset by the only driver (under the cycle lock).
+        c.marked.store(0, Ordering::Relaxed);
+        c.bg_credit.store(0, Ordering::Relaxed);
+        c.worker_ns.store(0, Ordering::Relaxed);
+        c.assist_ns.store(0, Ordering::Relaxed);
+        c.stacks.store(0, Ordering::Relaxed);
+        c.shades.store(0, Ordering::Relaxed);
+        self.set_assist_ratio();
+
+        // Off -> Quiesce: barrier on, then a ragged barrier: each P flushes its cache and
+        // allocates black from its next safepoint on.
+        self.set_phase(Phase::Quiesce);
+        // SeqCst: ordered before the ragged barrier that publishes it to every P.
+        c.barrier_on.store(true, Ordering::SeqCst);
+        let t = Instant::now();
+        let caches = &self.caches;
+        safepoint_sched::for_each_p(&|p| {
+            // SAFETY: the barrier runs this for P `p` at a safepoint (see `PCache`).
+            let st = unsafe { caches[p].get() };
+            st.cache.flush();
+            st.cache.set_black(true);
+        });
+        tl.quiesce = t.elapsed();
+
+        // Quiesce -> Mark: globals, stacks, then the workers.
+        self.set_phase(Phase::Mark);
+        let t_mark = Instant::now();
+        self.globals.for_each(|_, w| {
+            let a = self.ref_in(WordKind::Tagged, w);
+            if a != 0 {
+                self.shade_shared(a);
+            }
+        });
+        let me = safepoint_sched::goroutine_id();
+        {
+            let mut tasks = c.stack_tasks();
+            *tasks = self.rt.goroutines().into_iter().filter(|g| Some(g.id()) != me).collect();
+        }
+        if me.is_some() {
+            self.scan_own_stack();
+        }
+        let mut rounds = 0;
+        loop {
+            self.run_workers();
+            // Termination, first the ragged way: every P flushes its barrier buffer.
+            let found = AtomicUsize::new(0);
+            safepoint_sched::for_each_p(&|p| {
+                // SAFETY: as above.
+                let st = unsafe { caches[p].get() };
+                found.fetch_add(self.flush_wbuf(st), Ordering::Relaxed);
+            });
+            if found.load(Ordering::Relaxed) > 0 || !c.work.is_empty() {
+                continue;
+            }
+            // Then the one stop.
+            let t = Instant::now();
+            let stop = safepoint_sched::stop_the_world("gc mark termination");
+            let t_stop = Instant::now();
+            tl.stopping = t_stop - t;
+            self.set_phase(Phase::Stw);
+            for pc in self.caches.iter() {
+                // SAFETY: the world is stopped.
+                self.flush_wbuf(unsafe { pc.get() });
+            }
+            // Globals released or made by threads outside the runtime shade under this lock;
+            // holding it to the end of marking keeps them on one side of it.
+            let globals = self.globals.lock_all();
+            if !c.work.is_empty() {
+                if rounds < 3 {
+                    rounds += 1;
+                    drop(globals);
+                    tl.term_pause += t_stop.elapsed();
+                    self.set_phase(Phase::Mark);
+                    drop(stop);
+                    continue;
+                }
+                // Little is left after three rounds: finish it here.
+                let mut stack = Vec::new();
+                Local::new(self, &mut stack).drain(usize::MAX);
+            }
+            let mut black = 0u64;
+            for pc in self.caches.iter() {
+                // SAFETY: the world is stopped.
+                let st = unsafe { pc.get() };
+                st.cache.flush();
+                st.cache.set_black(false);
+                black += st.cache.take_black_bytes();
+            }
+            // SeqCst: ordered before the restart of the world.
+            c.barrier_on.store(false, Ordering::SeqCst);
+            drop(globals);
+            tl.mark = t_stop - t_mark;
+            // Relaxed: the counters' last writers ran before the stop.
+            tl.worker_cpu = Duration::from_nanos(c.worker_ns.load(Ordering::Relaxed));
+            tl.assist_cpu = Duration::from_nanos(c.assist_ns.load(Ordering::Relaxed));
+            tl.stacks = c.stacks.load(Ordering::Relaxed);
+            tl.shades = c.shades.load(Ordering::Relaxed);
+            c.last_stacks.store(tl.stacks, Ordering::Relaxed);
+            let marked = c.marked.load(Ordering::Relaxed) + black as usize;
+            let roots =
+                if self.config.checkmark { self.checkmark_roots(&stop) } else { Vec::new() };
+            self.adapt_trigger(marked, &tl);
+            self.terminate(stop, t_stop, marked, roots, tl);
+            return;
+        }
+    }
+
+    /// Every root, gathered with the world stopped (for checkmark).
+    fn checkmark_roots(&self, stop: &safepoint_sched::WorldStop) -> Vec<(usize, String)> {
+        let rule = self.config.tag_rule;
+        let mut roots = Vec::new();
+        self.globals.for_each(|i, w| {
+            if rule.is_ref(w) {
+                roots.push((w & !rule.mask, format!("global {i}")));
+            }
+        });
+        let mut push = |a: usize, what: &dyn Fn() -> String| roots.push((a, what()));
+        for g in stop.goroutines() {
+            let mut v = RootVisitor::new(rule, g.id(), &mut push);
+            stop.walk_managed_stack(g, &self.reg, &mut v);
+        }
+        roots
+    }
+
+    /// Scans the running goroutine's own stack (the one that drives the cycle).
+    fn scan_own_stack(&self) {
+        let rule = self.config.tag_rule;
+        let goid = safepoint_sched::goroutine_id().unwrap_or(0);
+        let mut push = |a: usize, _: &dyn Fn() -> String| {
+            self.shade_shared(a);
+        };
+        let mut v = RootVisitor::new(rule, goid, &mut push);
+        safepoint_sched::walk_own_managed_stack(&self.reg, &mut v);
+        // Relaxed: a counter.
+        self.conc.stacks.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Suspends `g`, shades what its stack references, resumes it.
+    fn scan_stack(&self, g: Goroutine) {
+        let s = safepoint_sched::suspend_g(g);
+        if !s.dead() {
+            let rule = self.config.tag_rule;
+            let mut push = |a: usize, _: &dyn Fn() -> String| {
+                self.shade_shared(a);
+            };
+            let mut v = RootVisitor::new(rule, s.id(), &mut push);
+            s.walk_managed_stack(&self.reg, &mut v);
+            // Relaxed: a counter.
+            self.conc.stacks.fetch_add(1, Ordering::Relaxed);
+        }
+        safepoint_sched::resume_g(s);
+    }
+
+    /// Starts the cycle's mark workers and waits until they have run out of work.
+    fn run_workers(&self) {
+        let Some(me) = self.conc.me.get().and_then(Weak::upgrade) else { return };
+        let n = (self.rt.procs() / 4).max(1);
+        let wg = Arc::new(WaitGroup::new());
+        wg.add(n);
+        for _ in 0..n {
+            let (inner, wg2) = (me.clone(), wg.clone());
+            // A new goroutine goes to the front of this P's queue: it runs as soon as we wait.
+            let spawned = safepoint_sched::try_go(move || {
+                inner.mark_worker();
+                wg2.done();
+            });
+            if spawned.is_err() {
+                // No goroutine to spare: mark here instead.
+                self.mark_worker();
+                wg.done();
+            }
+        }
+        wg.wait();
+    }
+
+    /// A mark worker: stacks first, then grey objects, in pinned batches, until no work is
+    /// left. Between batches it polls, so the scheduler shares its P like any goroutine's
+    /// (below four Ps that is the "fractional" worker: it takes its turn with the program's
+    /// goroutines, and all of an idle P).
+    fn mark_worker(&self) {
+        let c = &self.conc;
+        let mut stack = Vec::with_capacity(LOCAL_MAX);
+        loop {
+            let task = c.stack_tasks().pop();
+            if let Some(g) = task {
+                self.scan_stack(g);
+                continue;
+            }
+            let t = Instant::now();
+            let done = {
+                let _pin = safepoint_sched::no_preempt();
+                Local::new(self, &mut stack).drain(BATCH_WORDS)
+            };
+            // Relaxed: counters.
+            c.worker_ns.fetch_add(t.elapsed().as_nanos() as u64, Ordering::Relaxed);
+            c.bg_credit.fetch_add(done as i64, Ordering::Relaxed);
+            if done == 0 && c.stack_tasks().is_empty() {
+                return;
+            }
+            safepoint_sched::poll();
+        }
+    }
+
+    /// Sets how much scan work an allocated byte owes: the work expected (the last live heap,
+    /// in words) over the room left before the goal.
+    fn set_assist_ratio(&self) {
+        let s = self.stats_snapshot();
+        let live_words = (s.0.max(self.config.min_heap / 2) / 8) as f64;
+        let heap_now = self.heap.stats().live_bytes as f64;
+        let room = (s.1 as f64 - heap_now).max(self.config.min_heap as f64 / 4.0);
+        // Relaxed: read by assists as a hint.
+        self.conc.assist_ratio.store((live_words / room).to_bits(), Ordering::Relaxed);
+    }
+
+    /// The pacer learns: a cycle that ended past its goal starts the next one earlier, one
+    /// that ended well short starts it later.
+    fn adapt_trigger(&self, _marked: usize, tl: &Timeline) {
+        let (_, goal) = self.stats_snapshot();
+        let end = tl.heap_before.max(self.heap.stats().live_bytes as usize);
+        let mut f = self.conc.trigger_frac();
+        if end > goal {
+            f -= 0.1;
+        } else if (end as f64) < 0.9 * goal as f64 {
+            f += 0.05;
+        }
+        // Relaxed: written here only, under the cycle lock.
+        self.conc.trigger_frac.store(f.clamp(0.3, 0.95).to_bits(), Ordering::Relaxed);
+    }
+}
