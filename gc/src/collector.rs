@@ -148,7 +148,8 @@ pub struct GcConfig {
     /// Allocation past this many bytes of span pages fails with an out-of-memory error (after
     /// a collection has tried to make room). Default: no limit.
     pub hard_limit: usize,
-    /// Mark with the world stopped (`gcstoptheworld`). Default: on (the only mode so far).
+    /// Mark with the world stopped (`gcstoptheworld`): the debugging mode. Default: off
+    /// (concurrent marking).
     pub stop_the_world: bool,
     /// Verify each marking by re-marking from scratch (`gccheckmark`). Default off.
     pub checkmark: bool,
@@ -166,7 +167,7 @@ impl Default for GcConfig {
             gc_percent: 100,
             min_heap: 4 << 20,
             hard_limit: usize::MAX,
-            stop_the_world: true,
+            stop_the_world: false,
             checkmark: false,
             poison: false,
             trace: false,
@@ -543,6 +544,17 @@ impl Inner {
         self.heap.allocated_bytes() >= self.trigger.load(Ordering::Relaxed)
     }
 
+    /// The collector's mark threads (one per P; made on first use).
+    pub(crate) fn mark_pool(&self) -> &rayon::ThreadPool {
+        self.pool.get_or_init(|| {
+            rayon::ThreadPoolBuilder::new()
+                .num_threads(self.rt.procs().max(1))
+                .thread_name(|i| format!("safepoint-mark-{i}"))
+                .build()
+                .expect("mark worker threads")
+        })
+    }
+
     /// The last cycle's live bytes and goal.
     pub(crate) fn stats_snapshot(&self) -> (usize, usize) {
         let s = self.stats.lock().unwrap_or_else(|e| e.into_inner());
@@ -581,6 +593,17 @@ impl Inner {
     /// (if a cycle completed since, this one is not needed); `None` forces a cycle.
     pub(crate) fn cycle(&self, seen: Option<u64>) {
         let _one = self.cycle_lock.lock();
+        // The cycle's goroutine waits on workers, barriers and stops; each time it is woken it
+        // must run at once, or marking stretches (and the heap with it, as what is allocated
+        // meanwhile is black).
+        safepoint_sched::set_urgent(true);
+        struct NotUrgent;
+        impl Drop for NotUrgent {
+            fn drop(&mut self) {
+                safepoint_sched::set_urgent(false);
+            }
+        }
+        let _u = NotUrgent;
         if let Some(seen) = seen
             && (self.cycles.load(Ordering::Relaxed) != seen || !self.over_trigger())
         {
@@ -658,7 +681,8 @@ impl Inner {
         let n = self.cycles.fetch_add(1, Ordering::Relaxed) + 1;
         self.set_phase(Phase::Sweep);
         drop(stop);
-        let pause = t_stop.elapsed() + tl.term_pause;
+        // A pause runs from the stop request to the restart.
+        let pause = tl.stopping + t_stop.elapsed() + tl.term_pause;
         {
             let mut s = self.stats.lock().unwrap_or_else(|e| e.into_inner());
             s.live_bytes = marked_bytes;
@@ -753,13 +777,7 @@ impl Inner {
             m.drain(&injector, &[], &idle, 1);
             total.fetch_add(m.marked_bytes, Ordering::Relaxed);
         } else {
-            let pool = self.pool.get_or_init(|| {
-                rayon::ThreadPoolBuilder::new()
-                    .num_threads(workers)
-                    .thread_name(|i| format!("safepoint-mark-{i}"))
-                    .build()
-                    .expect("mark worker threads")
-            });
+            let pool = self.mark_pool();
             let stealers: Mutex<Vec<Option<Stealer<usize>>>> = Mutex::new(vec![None; workers]);
             let ready = AtomicUsize::new(0);
             pool.broadcast(|b| {

@@ -17,17 +17,20 @@
 //!
 //! ## Who marks
 //!
-//! * **Workers**: goroutines the cycle starts, `procs / 4` of them (at least one), each at
-//!   the front of its P's queue when it starts, then sharing its P like any goroutine (it
-//!   polls between batches). Below four Ps the one worker is the "fractional" one: it gets
-//!   its turn among the program's goroutines and all of an idle P.
+//! * **Workers**: `procs / 4` of the collector's own threads (at least one), so about a
+//!   quarter of the CPU goes to marking while the program keeps every P. They are threads,
+//!   not goroutines, so that the scheduler's time slices among many runnable goroutines do
+//!   not starve marking (a starved marking lets the heap grow, since everything allocated
+//!   meanwhile is black). The cycle's driver parks while they work. A worker is never
+//!   stopped by a stop-the-world, so the driver stops the world only after every worker has
+//!   run out of work and returned: no worker holds private grey objects then.
 //! * **Assists**: an allocating goroutine pays for its allocation in scan work on its slow
 //!   path (a new bitmap word or span), first from the credit the workers have banked, then by
 //!   scanning itself. So allocation cannot outrun marking.
-//! * Every marker drains in **batches inside a pinned section**: no stop, barrier or
-//!   asynchronous preemption falls inside a batch, and a batch ends by pushing its leftover
-//!   grey objects to the shared queue. So at any safepoint no marker holds private work, and
-//!   a stop sees all of it.
+//! * An assist drains inside its allocation's pinned section: no stop, barrier or
+//!   asynchronous preemption falls inside it, and it ends by pushing its leftover grey
+//!   objects to the shared queue. So at any safepoint no marker holds private work, and a
+//!   stop sees all of it.
 //!
 //! ## Termination
 //!
@@ -41,11 +44,11 @@
 //! goroutines (no stack is scanned in it) or on the heap's size.
 
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Condvar, Mutex, Weak};
 use std::time::{Duration, Instant};
 
 use crossbeam_deque::{Injector, Steal};
-use safepoint_sched::{Chan, Goroutine, WaitGroup};
+use safepoint_sched::{Chan, Goroutine};
 
 use crate::collector::{Inner, PState, Phase, RootVisitor, Timeline};
 use crate::mark::{MarkCtx, scan_object, shade_bit};
@@ -452,32 +455,34 @@ impl Inner {
         safepoint_sched::resume_g(s);
     }
 
-    /// Starts the cycle's mark workers and waits until they have run out of work.
+    /// Starts the cycle's mark workers and waits until they have run out of work. It waits
+    /// inside a blocking call: its P goes to the program meanwhile, and the runtime knows the
+    /// goroutine will be woken from outside (so its deadlock detector does not count it as
+    /// asleep).
     fn run_workers(&self) {
         let Some(me) = self.conc.me.get().and_then(Weak::upgrade) else { return };
         let n = (self.rt.procs() / 4).max(1);
-        let wg = Arc::new(WaitGroup::new());
-        wg.add(n);
+        let latch = Arc::new((Mutex::new(n), Condvar::new()));
+        let pool = self.mark_pool();
         for _ in 0..n {
-            let (inner, wg2) = (me.clone(), wg.clone());
-            // A new goroutine goes to the front of this P's queue: it runs as soon as we wait.
-            let spawned = safepoint_sched::try_go(move || {
+            let (inner, latch) = (me.clone(), latch.clone());
+            pool.spawn(move || {
                 inner.mark_worker();
-                wg2.done();
+                let mut left = latch.0.lock().unwrap_or_else(|e| e.into_inner());
+                *left -= 1;
+                latch.1.notify_all();
             });
-            if spawned.is_err() {
-                // No goroutine to spare: mark here instead.
-                self.mark_worker();
-                wg.done();
-            }
         }
-        wg.wait();
+        safepoint_sched::blocking(|| {
+            let mut left = latch.0.lock().unwrap_or_else(|e| e.into_inner());
+            while *left > 0 {
+                left = latch.1.wait(left).unwrap_or_else(|e| e.into_inner());
+            }
+        });
     }
 
-    /// A mark worker: stacks first, then grey objects, in pinned batches, until no work is
-    /// left. Between batches it polls, so the scheduler shares its P like any goroutine's
-    /// (below four Ps that is the "fractional" worker: it takes its turn with the program's
-    /// goroutines, and all of an idle P).
+    /// A mark worker, on one of the collector's threads: stacks first (each under
+    /// `suspend_g`), then grey objects in batches, until no work is left.
     fn mark_worker(&self) {
         let c = &self.conc;
         let mut stack = Vec::with_capacity(LOCAL_MAX);
@@ -488,17 +493,13 @@ impl Inner {
                 continue;
             }
             let t = Instant::now();
-            let done = {
-                let _pin = safepoint_sched::no_preempt();
-                Local::new(self, &mut stack).drain(BATCH_WORDS)
-            };
+            let done = Local::new(self, &mut stack).drain(BATCH_WORDS);
             // Relaxed: counters.
             c.worker_ns.fetch_add(t.elapsed().as_nanos() as u64, Ordering::Relaxed);
             c.bg_credit.fetch_add(done as i64, Ordering::Relaxed);
             if done == 0 && c.stack_tasks().is_empty() {
                 return;
             }
-            safepoint_sched::poll();
         }
     }
 

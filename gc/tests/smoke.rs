@@ -71,9 +71,15 @@ fn trees_survive_collections_while_reachable_and_are_freed_after() {
 }
 
 #[test]
-fn goroutines_allocate_in_parallel_and_collections_keep_their_trees() {
+fn stop_the_world_mode_goroutines_allocate_in_parallel_and_collections_keep_their_trees() {
     let rt = Runtime::builder().procs(2).build().unwrap();
-    let gc = Gc::builder().checkmark(true).poison(true).min_heap(1 << 20).build(&rt).unwrap();
+    let gc = Gc::builder()
+        .stop_the_world(true)
+        .checkmark(true)
+        .poison(true)
+        .min_heap(1 << 20)
+        .build(&rt)
+        .unwrap();
     let ty = node_type(&gc);
     let hs: Vec<_> = (0..8)
         .map(|_| {

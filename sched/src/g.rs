@@ -61,6 +61,9 @@ pub(crate) struct G {
     pub syscall_p: Cell<*const crate::runtime::P>,
     /// Nesting depth of `no_preempt` sections. Owner: the goroutine.
     pub pins: Cell<u32>,
+    /// Readied ahead of everything else (`crate::set_urgent`): a collector's driver. Relaxed:
+    /// set by the goroutine itself, read when it is readied.
+    pub urgent: AtomicBool,
     /// Goroutine-local values (index = key). Owner: the goroutine.
     pub locals: UnsafeCell<Vec<Option<Box<dyn Any>>>>,
     /// Why it waits, for dumps. Relaxed: informational.
@@ -137,6 +140,7 @@ impl G {
             sched: Cell::new(ptr::null()),
             syscall_p: Cell::new(ptr::null()),
             pins: Cell::new(0),
+            urgent: AtomicBool::new(false),
             locals: UnsafeCell::new(Vec::new()),
             wait_reason: AtomicUsize::new(0),
         }
@@ -219,6 +223,7 @@ impl G {
         self.id.store(id, Ordering::Relaxed);
         self.preempt.store(false, Ordering::Relaxed);
         self.preempt_stop.store(false, Ordering::Relaxed);
+        self.urgent.store(false, Ordering::Relaxed);
         let ms = self.mstack();
         ms.set_id(id);
         ms.reset();

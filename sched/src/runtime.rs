@@ -278,6 +278,10 @@ pub(crate) struct Sched {
     pub ps: Box<[P]>,
     pub lock: Mutex<Locked>,
     pub global: Injector<GPtr>,
+    /// Urgent goroutines (see `crate::set_urgent`), taken before any other work; `nurgent`
+    /// counts them so the check is one load when there are none.
+    pub urgent: Injector<GPtr>,
+    pub nurgent: AtomicUsize,
     pub npidle: AtomicUsize,
     pub nmspinning: AtomicUsize,
     /// A stop-the-world is in progress: Ps stop at their next schedule.
@@ -337,6 +341,8 @@ impl Sched {
                 mcount: 0,
             }),
             global: Injector::new(),
+            urgent: Injector::new(),
+            nurgent: AtomicUsize::new(0),
             npidle: AtomicUsize::new(procs),
             nmspinning: AtomicUsize::new(0),
             gcwaiting: AtomicBool::new(false),
@@ -561,6 +567,22 @@ impl Sched {
     /// Queues a runnable goroutine: on the caller's P if it has one of this runtime, else
     /// globally; then makes sure someone will run it.
     pub fn enqueue(&self, g: GPtr, next: bool) {
+        // Relaxed: the goroutine set its own flag before it parked; the park/ready hand-off
+        // orders that store before this load.
+        if g.get().urgent.load(Ordering::Relaxed) {
+            self.urgent.push(g);
+            // SeqCst: pairs with the load in `find_work` (a P that misses the count misses
+            // the queue only until its next schedule, which the preemption below brings).
+            self.nurgent.fetch_add(1, Ordering::SeqCst);
+            self.wakep();
+            // No P idle to take it: end one running goroutine's slice so a P looks now.
+            if self.npidle.load(Ordering::SeqCst) == 0
+                && let Some(p) = self.ps.iter().find(|p| p.status() == PStatus::Running)
+            {
+                self.preemptone(p);
+            }
+            return;
+        }
         let m = current_m().filter(|m| ptr::eq(m.sched, self));
         // An M's `p` is set only while it owns that P (a blocking call clears it), so a local
         // push is to our own queue.
@@ -889,6 +911,19 @@ fn schedule(m: &M) -> Option<(&'static G, bool)> {
 /// if `steal`, the other Ps.
 fn find_work(m: &M, p: &P, steal: bool, take_runnext: bool) -> Option<(&'static G, bool)> {
     let sched = m.sched();
+    // SeqCst: pairs with the increment in `enqueue`.
+    if sched.nurgent.load(Ordering::SeqCst) > 0 {
+        loop {
+            match sched.urgent.steal() {
+                Steal::Success(g) => {
+                    sched.nurgent.fetch_sub(1, Ordering::SeqCst);
+                    return Some((g.get(), false));
+                }
+                Steal::Retry => continue,
+                Steal::Empty => break,
+            }
+        }
+    }
     let tick = p.schedtick.load(Ordering::Relaxed);
     if tick.is_multiple_of(61)
         && let Some(g) = steal_global(sched, p)
