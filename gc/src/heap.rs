@@ -193,6 +193,7 @@ impl Heap {
     }
 
     /// The span whose pages contain `addr`, if any. O(1): two table loads.
+    #[inline]
     pub fn find_span(&self, addr: usize) -> Option<&Span> {
         let s = self.inner.map.span(addr)?;
         // Acquire pairs with the Release stores of the state when a span is set up or freed.
@@ -204,6 +205,15 @@ impl Heap {
     /// Start of the allocated object containing `addr`, if any.
     pub fn object_start(&self, addr: usize) -> Option<usize> {
         self.find_span(addr)?.object_start(addr)
+    }
+
+    /// Whether `addr` is the start of an allocated object: `object_start(addr) == Some(addr)`,
+    /// without a division.
+    #[inline]
+    pub fn is_object(&self, addr: usize) -> bool {
+        self.find_span(addr)
+            .and_then(|s| s.start_index(addr).map(|i| s.is_allocated(i)))
+            .unwrap_or(false)
     }
 
     /// Allocates a large object (more than 32 KiB) on a span of its own; zeroed; marked if
@@ -393,6 +403,7 @@ impl Inner {
         span.npages.store(npages, Ordering::Relaxed);
         span.class.store(class, Ordering::Relaxed);
         span.elem_size.store(elem, Ordering::Relaxed);
+        span.div_mul.store((u32::MAX as usize / elem.max(1) + 1) as u32, Ordering::Relaxed);
         span.nelems.store(nelems, Ordering::Relaxed);
         span.needzero.store(false, Ordering::Relaxed);
         for w in span.alloc.iter().chain(span.mark.iter()) {

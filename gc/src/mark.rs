@@ -207,14 +207,12 @@ pub(crate) fn shade_bit(heap: &Heap, addr: usize) -> Option<usize> {
     let Some(span) = heap.find_span(addr) else {
         crate::fatal(format_args!("marking found a reference {addr:#x} outside the heap"))
     };
-    let size = span.elem_size();
-    let idx = (addr - span.start()) / size;
-    if span.start() + idx * size != addr || !span.is_allocated(idx) {
+    let Some(idx) = span.start_index(addr).filter(|&i| span.is_allocated(i)) else {
         crate::fatal(format_args!(
             "marking found a reference {addr:#x} that is not the start of an allocated object"
         ))
-    }
-    span.set_mark(idx).then_some(size)
+    };
+    span.set_mark(idx).then(|| span.elem_size())
 }
 
 /// The descriptor and array length of the object at `obj` whose header word is `word`.
@@ -277,7 +275,7 @@ pub(crate) fn checkmark(ctx: &MarkCtx<'_>, roots: &[(usize, String)]) -> usize {
                 "gccheckmark: reachable reference {obj:#x} is outside the heap"
             ))
         };
-        let idx = (obj - span.start()) / span.elem_size();
+        let idx = span.div(obj - span.start());
         if !span.is_marked(idx) {
             // Name the object and how it is reached.
             let mut path = vec![obj];

@@ -16,8 +16,8 @@ use crate::types::{Header, TagRule, TypeDesc, TypeId, WORD, WordKind, object_siz
 /// Whether the running goroutine has a live [`Mutator`].
 static ACTIVE: GoroutineLocal<Cell<bool>> = GoroutineLocal::new(|| Cell::new(false));
 
-/// Scope epochs: unique across every mutator of the process, so a slot of an ended scope is
-/// never mistaken for a slot of a later one.
+/// Where each mutator's scope epochs start. Within a mutator epochs count up (wrapping after
+/// 2^32 scopes), so a slot of an ended scope is not mistaken for one of a later scope.
 static EPOCH: AtomicU32 = AtomicU32::new(1);
 
 /// A place a managed value lives: one word of a handle frame on the goroutine's managed stack,
@@ -80,6 +80,8 @@ pub struct Mutator {
     goid: u64,
     rule: TagRule,
     scopes: Vec<ScopeRec>,
+    /// The next scope's epoch.
+    epoch: u32,
     _not_send: PhantomData<*const ()>,
 }
 
@@ -169,6 +171,9 @@ impl Mutator {
             gc: gc.inner.clone(),
             goid,
             scopes: Vec::new(),
+            // Relaxed: a unique number, nothing published with it. Each mutator takes a
+            // range of 2^20 epochs, so slots of different mutators rarely share one.
+            epoch: EPOCH.fetch_add(1 << 20, Ordering::Relaxed),
             _not_send: PhantomData,
         })
     }
@@ -208,8 +213,8 @@ impl Mutator {
                 b
             })
             .unwrap_or_else(|e| panic!("Mutator::scope: {e}"));
-        // Relaxed: a unique number, nothing published with it.
-        let epoch = EPOCH.fetch_add(1, Ordering::Relaxed);
+        let epoch = self.epoch;
+        self.epoch = self.epoch.wrapping_add(1);
         self.scopes.push(ScopeRec { base, len: n, epoch });
         ((self.scopes.len() - 1) as u32, epoch)
     }
@@ -268,7 +273,7 @@ impl Mutator {
     #[inline]
     pub fn word(&self, s: Slot) -> Result<usize, GcError> {
         let p = self.pos(s)?;
-        self.with_stack(|ms| ms.get_at(p))
+        self.pin(|pin| Ok(pin.managed_stack().get_at(p)))
     }
 
     /// Writes slot `s`. Refused inside a blocking call (the goroutine's managed stack is
@@ -285,16 +290,22 @@ impl Mutator {
 
     /// The object slot `s` references, checked: a real object start, a known type.
     fn obj(&self, s: Slot) -> Result<Obj<'_>, GcError> {
-        let w = self.word(s)?;
+        self.obj_of(self.word(s)?)
+    }
+
+    /// The object the slot value `w` references, checked.
+    #[inline]
+    fn obj_of(&self, w: usize) -> Result<Obj<'_>, GcError> {
         if !self.rule.is_ref(w) {
             return Err(GcError::NotAReference { found: w });
         }
         self.obj_at(w & !self.rule.mask)
     }
 
+    #[inline]
     fn obj_at(&self, addr: usize) -> Result<Obj<'_>, GcError> {
         let heap = &self.gc.heap;
-        if heap.object_start(addr) != Some(addr) {
+        if !heap.is_object(addr) {
             panic!(
                 "safepoint: {addr:#x} is not a managed object (a slot or field was written \
                  outside the mutator API, or the object was freed)"
@@ -323,6 +334,7 @@ impl Mutator {
         Ok(Obj { addr, desc, len, id: h.type_id() })
     }
 
+    #[inline]
     fn field<'a>(&self, o: &Obj<'a>, i: usize) -> Result<(&'a AtomicUsize, WordKind), GcError> {
         let kind = match o.desc {
             TypeDesc::Record { words, .. } => words.get(i).copied(),
@@ -504,21 +516,23 @@ impl Mutator {
     /// Loads field (or element) `i` of the object in `obj` into `dst`: a reference field or a
     /// tagged field. Raw words are read with [`read_word`](Mutator::read_word).
     pub fn load(&mut self, dst: Slot, obj: Slot, i: usize) -> Result<(), GcError> {
-        let pos = self.pos(dst)?;
-        let o = self.obj(obj)?;
-        let (w, kind) = self.field(&o, i)?;
-        if kind == WordKind::Raw {
-            return Err(self.wrong(&o, "raw word: use read_word"));
-        }
+        let (dpos, opos) = (self.pos(dst)?, self.pos(obj)?);
         let tag = self.rule.ref_tag;
-        // The load and the slot write in one pinned section: no collection between them can
-        // miss the value (its field may be overwritten meanwhile).
+        // One pinned section from reading `obj` to writing `dst`: no collection between the
+        // field's load and the slot's write can miss the value (the field may be overwritten
+        // meanwhile).
         self.pin(|pin| {
             pin.p().ok_or(GcError::NoP)?;
+            let ms = pin.managed_stack();
+            let o = self.obj_of(ms.get_at(opos))?;
+            let (w, kind) = self.field(&o, i)?;
+            if kind == WordKind::Raw {
+                return Err(self.wrong(&o, "raw word: use read_word"));
+            }
             // Relaxed: heap words are atomics; ordering comes from the collector's handshakes.
             let v = w.load(Ordering::Relaxed);
             let v = if kind == WordKind::Ref && v != 0 { v | tag } else { v };
-            pin.managed_stack().set_at(pos, v);
+            ms.set_at(dpos, v);
             Ok(())
         })
     }
@@ -526,20 +540,23 @@ impl Mutator {
     /// Stores the value in `src` into field (or element) `i` of the object in `obj`. A
     /// reference field takes null or a reference; a tagged field takes any value.
     pub fn store(&mut self, obj: Slot, i: usize, src: Slot) -> Result<(), GcError> {
-        let v = self.word(src)?;
-        let o = self.obj(obj)?;
-        let (w, kind) = self.field(&o, i)?;
-        let v = match kind {
-            WordKind::Ref if v == 0 => 0,
-            WordKind::Ref if self.rule.is_ref(v) => v & !self.rule.mask,
-            WordKind::Ref => return Err(GcError::NotAReference { found: v }),
-            WordKind::Tagged => v,
-            WordKind::Raw => return Err(self.wrong(&o, "raw word: use write_word")),
-        };
+        let (opos, spos) = (self.pos(obj)?, self.pos(src)?);
         let gc = &self.gc;
+        let rule = self.rule;
         // The barrier and the store in one pinned section: no phase change between them.
         self.pin(|pin| {
             let p = pin.p().ok_or(GcError::NoP)?;
+            let ms = pin.managed_stack();
+            let v = ms.get_at(spos);
+            let o = self.obj_of(ms.get_at(opos))?;
+            let (w, kind) = self.field(&o, i)?;
+            let v = match kind {
+                WordKind::Ref if v == 0 => 0,
+                WordKind::Ref if rule.is_ref(v) => v & !rule.mask,
+                WordKind::Ref => return Err(GcError::NotAReference { found: v }),
+                WordKind::Tagged => v,
+                WordKind::Raw => return Err(self.wrong(&o, "raw word: use write_word")),
+            };
             // Relaxed: as in `load`.
             let old = w.load(Ordering::Relaxed);
             gc.write_barrier(Some(p), gc.ref_in(kind, old), gc.ref_in(kind, v));

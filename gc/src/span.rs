@@ -37,6 +37,9 @@ pub struct Span {
     /// Size class, 0 for a large-object span.
     pub(crate) class: AtomicUsize,
     pub(crate) elem_size: AtomicUsize,
+    /// `u32::MAX / elem_size + 1`: `(off * div_mul) >> 32` is `off / elem_size` for every
+    /// offset inside a size-class span (checked for every class by a test), without a divide.
+    pub(crate) div_mul: AtomicU32,
     pub(crate) nelems: AtomicUsize,
     pub(crate) state: AtomicU8,
     /// The sweep generation, relative to the heap's `sg` (which grows by 2 per cycle):
@@ -58,6 +61,7 @@ impl Span {
             npages: AtomicUsize::new(0),
             class: AtomicUsize::new(0),
             elem_size: AtomicUsize::new(0),
+            div_mul: AtomicU32::new(0),
             nelems: AtomicUsize::new(0),
             state: AtomicU8::new(state::FREE),
             sweepgen: AtomicU32::new(0),
@@ -68,41 +72,67 @@ impl Span {
     }
 
     /// Address of the span's first byte.
+    #[inline]
     pub fn start(&self) -> usize {
         self.start.load(Ordering::Relaxed)
     }
 
     /// Length in pages.
+    #[inline]
     pub fn pages(&self) -> usize {
         self.npages.load(Ordering::Relaxed)
     }
 
     /// The size class (`1..NUM_CLASSES`), or 0 for a span holding one large object.
+    #[inline]
     pub fn size_class(&self) -> usize {
         self.class.load(Ordering::Relaxed)
     }
 
     /// Bytes per slot (for a large span: the object's size rounded up to a word).
+    #[inline]
     pub fn elem_size(&self) -> usize {
         self.elem_size.load(Ordering::Relaxed)
     }
 
     /// Slots in the span.
+    #[inline]
     pub fn slots(&self) -> usize {
         self.nelems.load(Ordering::Relaxed)
     }
 
     /// Whether the span holds one large object rather than slots of a size class.
+    #[inline]
     pub fn is_large(&self) -> bool {
         self.size_class() == 0
     }
 
     /// The slot index of `addr`, if `addr` lies inside one of the span's slots.
+    #[inline]
     fn index_of(&self, addr: usize) -> Option<usize> {
         let start = self.start();
         let off = addr.checked_sub(start)?;
-        let idx = off / self.elem_size().max(1);
+        let idx = self.div(off);
         (idx < self.slots()).then_some(idx)
+    }
+
+    /// `off / elem_size` for an offset inside the span.
+    #[inline]
+    pub(crate) fn div(&self, off: usize) -> usize {
+        if self.is_large() {
+            return if off < self.elem_size() { 0 } else { usize::MAX };
+        }
+        // Relaxed: as the other fields (see the impl's note).
+        ((off as u64 * self.div_mul.load(Ordering::Relaxed) as u64) >> 32) as usize
+    }
+
+    /// The index of the slot starting exactly at `addr`, if `addr` is a slot start inside the
+    /// span (allocated or not).
+    #[inline]
+    pub(crate) fn start_index(&self, addr: usize) -> Option<usize> {
+        let off = addr.checked_sub(self.start())?;
+        let idx = self.div(off);
+        (idx < self.slots() && idx * self.elem_size() == off).then_some(idx)
     }
 
     fn bit(idx: usize) -> (usize, u64) {
@@ -110,6 +140,7 @@ impl Span {
     }
 
     /// Whether slot `idx` is allocated.
+    #[inline]
     pub fn is_allocated(&self, idx: usize) -> bool {
         let (w, b) = Self::bit(idx);
         // Acquire pairs with the Release fetch_or in `Cache::take`: seeing the bit means seeing
@@ -118,6 +149,7 @@ impl Span {
     }
 
     /// Whether slot `idx` is marked.
+    #[inline]
     pub fn is_marked(&self, idx: usize) -> bool {
         let (w, b) = Self::bit(idx);
         // Relaxed: mark bits are only a set of flags; the collector's handshakes order them.

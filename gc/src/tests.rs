@@ -502,3 +502,16 @@ proptest! {
         prop_assert_eq!(heap.stats().mapped_bytes, mapped.max(ARENA_SIZE));
     }
 }
+
+#[test]
+fn the_division_by_multiplication_is_exact_for_every_class_and_offset() {
+    let heap = heap();
+    let mut cache = heap.new_cache();
+    for (class, &c) in CLASSES.iter().enumerate().skip(1) {
+        let p = cache.alloc(c.size).unwrap().as_ptr() as usize;
+        let span = heap.find_span(p).unwrap();
+        for off in 0..c.pages * PAGE_SIZE {
+            assert_eq!(span.div(off), off / c.size, "class {class} size {} offset {off}", c.size);
+        }
+    }
+}

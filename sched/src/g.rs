@@ -281,6 +281,7 @@ impl G {
 }
 
 /// A pointer to the id of G, for printing.
+#[inline]
 pub(crate) fn goid(g: &G) -> u64 {
     g.id.load(Ordering::Relaxed)
 }

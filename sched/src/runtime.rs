@@ -226,12 +226,14 @@ impl M {
         unsafe { &*self.sched }
     }
 
+    #[inline]
     pub fn p(&self) -> Option<&P> {
         let p = self.p.load(Ordering::Relaxed) as *const P;
         // SAFETY: Ps live as long as the Sched, which outlives the M.
         unsafe { p.as_ref() }
     }
 
+    #[inline]
     pub fn curg(&self) -> Option<&'static G> {
         let g = self.curg.load(Ordering::Acquire) as *const G;
         // SAFETY: Gs are type-stable (never freed).
@@ -269,7 +271,9 @@ pub(crate) fn current_m() -> Option<&'static M> {
 /// The goroutine running on this thread, if any. Not inlined, see [`current_m`].
 #[inline(never)]
 pub(crate) fn current_g() -> Option<&'static G> {
-    current_m().and_then(|m| m.curg())
+    let m = CURRENT_M.with(|c| c.get());
+    // SAFETY: as in `current_m`.
+    unsafe { m.as_ref() }.and_then(|m| m.curg())
 }
 
 /// Scheduler state shared by everything in one runtime.

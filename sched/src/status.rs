@@ -130,6 +130,7 @@ impl StatusWord {
 
     /// Reads the word. Acquire: pairs with the Release of every transition, so whoever sees a
     /// state also sees what its setter wrote before (a saved context, a scan's results).
+    #[inline]
     pub fn load(&self) -> Word {
         // Under loom a plain load may keep returning a stale value, so a spin-wait on SCAN
         // would branch without end; an RMW always reads the latest value. Every decision taken
