@@ -148,6 +148,9 @@ pub struct GcConfig {
     /// Allocation past this many bytes of span pages fails with an out-of-memory error (after
     /// a collection has tried to make room). Default: no limit.
     pub hard_limit: usize,
+    /// A soft limit on the heap: the goal never goes above it (while the live heap is below
+    /// it), so collections come more often as the heap nears it. Default: no limit.
+    pub memory_limit: usize,
     /// Mark with the world stopped (`gcstoptheworld`): the debugging mode. Default: off
     /// (concurrent marking).
     pub stop_the_world: bool,
@@ -167,6 +170,7 @@ impl Default for GcConfig {
             gc_percent: 100,
             min_heap: 4 << 20,
             hard_limit: usize::MAX,
+            memory_limit: usize::MAX,
             stop_the_world: false,
             checkmark: false,
             poison: false,
@@ -197,6 +201,11 @@ impl GcBuilder {
     /// The hard limit in bytes.
     pub fn hard_limit(mut self, bytes: usize) -> Self {
         self.config.hard_limit = bytes;
+        self
+    }
+    /// The soft memory limit in bytes.
+    pub fn memory_limit(mut self, bytes: usize) -> Self {
+        self.config.memory_limit = bytes;
         self
     }
     /// Stop-the-world marking.
@@ -386,6 +395,8 @@ pub struct GcStats {
     pub pauses: Vec<Duration>,
     /// Sum of all pauses.
     pub total_pause: Duration,
+    /// Goroutine stacks the last cycle scanned.
+    pub stacks_scanned: usize,
     /// Pauses by length: bucket `i` counts pauses of `2^i ..< 2^(i+1)` nanoseconds (the last
     /// bucket also counts everything longer).
     pub pause_histogram: [u64; 32],
@@ -497,6 +508,8 @@ impl Gc {
             pauses: s.pauses.iter().copied().collect(),
             total_pause: s.total_pause,
             pause_histogram: s.hist,
+            // Relaxed: a counter written before the stop that ended the last cycle.
+            stacks_scanned: self.inner.conc.last_stacks.load(Ordering::Relaxed),
         }
     }
 
@@ -670,7 +683,10 @@ impl Inner {
         let gp = self.config.gc_percent as usize;
         let goal = marked_bytes
             .saturating_add(marked_bytes / 100 * gp + marked_bytes % 100 * gp / 100)
-            .max(self.config.min_heap);
+            .max(self.config.min_heap)
+            // The soft limit caps the goal, but leaves at least 1/16 of the live heap to
+            // allocate before the next cycle (past the limit, collecting nonstop would not help).
+            .min(self.config.memory_limit.max(marked_bytes + marked_bytes / 16));
         let allocated = self.heap.allocated_bytes();
         // The next cycle starts once enough is allocated to reach the trigger point between
         // live and goal: at the goal itself when marking is instant (stop-the-world), earlier

@@ -87,6 +87,9 @@ pub(crate) struct Shared {
     stacks: AtomicUsize,
     pub(crate) last_stacks: AtomicUsize,
     shades: AtomicUsize,
+    /// With checkmark: the goroutines whose stacks this cycle scanned (a second scan of one
+    /// is a bug and aborts).
+    scanned: Mutex<std::collections::HashSet<u64>>,
     /// A weak handle on the collector, for the worker goroutines a cycle starts.
     pub(crate) me: std::sync::OnceLock<Weak<Inner>>,
 }
@@ -106,6 +109,7 @@ impl Shared {
             stacks: AtomicUsize::new(0),
             last_stacks: AtomicUsize::new(0),
             shades: AtomicUsize::new(0),
+            scanned: Mutex::new(std::collections::HashSet::new()),
             me: std::sync::OnceLock::new(),
         }
     }
@@ -309,6 +313,7 @@ impl Inner {
         c.assist_ns.store(0, Ordering::Relaxed);
         c.stacks.store(0, Ordering::Relaxed);
         c.shades.store(0, Ordering::Relaxed);
+        c.scanned.lock().unwrap_or_else(|e| e.into_inner()).clear();
         self.set_assist_ratio();
 
         // Off -> Quiesce: barrier on, then a ragged barrier: each P flushes its cache and
@@ -442,6 +447,12 @@ impl Inner {
     /// Suspends `g`, shades what its stack references, resumes it.
     fn scan_stack(&self, g: Goroutine) {
         let s = safepoint_sched::suspend_g(g);
+        if !s.dead() && self.config.checkmark {
+            let fresh = self.conc.scanned.lock().unwrap_or_else(|e| e.into_inner()).insert(s.id());
+            if !fresh {
+                crate::fatal(format_args!("gc: goroutine {}'s stack scanned twice", s.id()));
+            }
+        }
         if !s.dead() {
             let rule = self.config.tag_rule;
             let mut push = |a: usize, _: &dyn Fn() -> String| {
