@@ -504,7 +504,7 @@ impl Gc {
             cycles: self.cycles(),
             live_bytes: s.live_bytes,
             goal_bytes: s.goal_bytes,
-            heap: self.inner.heap.stats(),
+            heap: crate::np(|| self.inner.heap.stats()),
             pauses: s.pauses.iter().copied().collect(),
             total_pause: s.total_pause,
             pause_histogram: s.hist,
@@ -588,11 +588,11 @@ impl Inner {
     /// Sweeps whatever the last cycle left unswept and waits for sweepers still at work; then
     /// gives the OS the pages that have stayed free since the previous scavenge.
     pub(crate) fn finish_sweep(&self) {
-        while self.heap.sweep_one().is_some() {}
+        while crate::np(|| self.heap.sweep_one()).is_some() {}
         while !self.heap.sweep_done() {
             safepoint_sched::yield_now();
         }
-        self.heap.scavenge();
+        crate::np(|| self.heap.scavenge());
         // A cycle that starts later sets its own phase; only Sweep turns Off here.
         let _ = self.phase.compare_exchange(
             Phase::Sweep as u8,
@@ -626,7 +626,7 @@ impl Inner {
         // Sweep termination: the last cycle's mark bits must all be consumed first.
         self.finish_sweep();
         // Bytes in allocated objects (exact but for what caches have not yet published).
-        tl.heap_before = self.heap.stats().live_bytes as usize;
+        tl.heap_before = crate::np(|| self.heap.stats()).live_bytes as usize;
         tl.sweep_term = tl.t0.elapsed();
         if self.config.stop_the_world {
             self.cycle_stw(tl);
@@ -678,7 +678,7 @@ impl Inner {
     ) {
         let ctx = MarkCtx { heap: &self.heap, types: &self.types, rule: self.config.tag_rule };
         let checked = self.config.checkmark.then(|| checkmark(&ctx, &roots));
-        tl.heap_after = self.heap.stats().live_bytes as usize;
+        tl.heap_after = crate::np(|| self.heap.stats()).live_bytes as usize;
         self.heap.finish_mark();
         let gp = self.config.gc_percent as usize;
         let goal = marked_bytes
@@ -873,7 +873,7 @@ fn background_sweeper(gc: Weak<Inner>, wake: Arc<Chan<()>>) {
         let Some(inner) = gc.upgrade() else { return };
         inner.sweeper_running.fetch_add(1, Ordering::Relaxed);
         let mut n = 0u32;
-        while inner.heap.sweep_one().is_some() {
+        while crate::np(|| inner.heap.sweep_one()).is_some() {
             n += 1;
             if n.is_multiple_of(16) {
                 safepoint_sched::yield_now();
@@ -882,7 +882,7 @@ fn background_sweeper(gc: Weak<Inner>, wake: Arc<Chan<()>>) {
         if inner.heap.sweep_done() {
             // Pages free since the previous scavenge (a cycle ago, at least) go back to the
             // OS: memory the heap stopped needing is released within about two cycles.
-            inner.heap.scavenge();
+            crate::np(|| inner.heap.scavenge());
             let _ = inner.phase.compare_exchange(
                 Phase::Sweep as u8,
                 Phase::Off as u8,

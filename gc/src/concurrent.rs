@@ -519,7 +519,7 @@ impl Inner {
     fn set_assist_ratio(&self) {
         let s = self.stats_snapshot();
         let live_words = (s.0.max(self.config.min_heap / 2) / 8) as f64;
-        let heap_now = self.heap.stats().live_bytes as f64;
+        let heap_now = crate::np(|| self.heap.stats()).live_bytes as f64;
         let room = (s.1 as f64 - heap_now).max(self.config.min_heap as f64 / 4.0);
         // Relaxed: read by assists as a hint.
         self.conc.assist_ratio.store((live_words / room).to_bits(), Ordering::Relaxed);
@@ -529,7 +529,7 @@ impl Inner {
     /// that ended well short starts it later.
     fn adapt_trigger(&self, _marked: usize, tl: &Timeline) {
         let (_, goal) = self.stats_snapshot();
-        let end = tl.heap_before.max(self.heap.stats().live_bytes as usize);
+        let end = tl.heap_before.max(crate::np(|| self.heap.stats()).live_bytes as usize);
         let mut f = self.conc.trigger_frac();
         if end > goal {
             f -= 0.1;

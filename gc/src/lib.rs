@@ -207,6 +207,14 @@ pub use types::{Header, TagRule, TypeDesc, TypeError, TypeId, TypeRegistry, Word
 
 pub(crate) use safepoint_sched::fatal;
 
+/// Runs `f` with preemption off: for the heap's lock-taking calls made from goroutines, so that
+/// no goroutine is ever stopped (by a stop-the-world, or asynchronously) while it holds a heap
+/// lock that the stopper's cache flushes need.
+pub(crate) fn np<R>(f: impl FnOnce() -> R) -> R {
+    let _np = safepoint_sched::no_preempt();
+    f()
+}
+
 /// Bytes per page.
 pub const PAGE_SIZE: usize = 1 << PAGE_SHIFT;
 /// log2 of [`PAGE_SIZE`].
