@@ -362,6 +362,13 @@ impl Mutator {
     /// [`GcError::StaleSlot`]; [`GcError::Type`] for an unknown type or an array type;
     /// [`GcError::Alloc`] when the heap is over its hard limit even after a collection.
     pub fn alloc(&mut self, dst: Slot, ty: TypeId) -> Result<(), GcError> {
+        let desc = self.gc.types.get(ty).ok_or(crate::TypeError::UnknownType { id: ty.get() })?;
+        if desc.is_array() {
+            return Err(GcError::WrongKind {
+                type_name: desc.name().to_owned(),
+                what: "alloc of an array type: use alloc_array",
+            });
+        }
         self.alloc_len(dst, ty, 0)
     }
 
