@@ -7,8 +7,7 @@
 //! * [`arch`]: context switch, goroutine stacks, notes, signals, clocks;
 //! * [`stackmap`]: managed stacks and their precise maps;
 //! * [`sched`]: goroutines, Ms and Ps, preemption, stop-the-world, the ragged barrier;
-//! * [`gc`]: the managed heap, the `Mutator` embedding API and the collector (marking with
-//!   the world stopped so far; concurrent marking is next).
+//! * [`gc`]: the managed heap, the `Mutator` embedding API and the concurrent collector.
 //!
 //! ```
 //! use safepoint::sched::{Chan, Runtime, go};
@@ -26,6 +25,32 @@
 //!     assert_eq!(sum, 45);
 //!     Ok(())
 //! }
+//! ```
+//!
+//! The heap (the README's example):
+//!
+//! ```
+//! use safepoint::gc::{Gc, Mutator, TypeDesc, WordKind};
+//! use safepoint::sched::Runtime;
+//!
+//! let rt = Runtime::builder().procs(2).build().unwrap();
+//! let gc = Gc::new(&rt).unwrap();
+//! let pair = gc.types().register(TypeDesc::Record {
+//!     name: "pair".into(),
+//!     words: vec![WordKind::Ref, WordKind::Tagged],
+//! }).unwrap();
+//! let g = gc.clone();
+//! rt.block_on(move || {
+//!     let mut m = Mutator::new(&g).unwrap();
+//!     m.scope(|m, [a, b]| {
+//!         m.alloc(a, pair).unwrap();
+//!         m.set_int(b, 7).unwrap();
+//!         m.store(a, 1, b).unwrap();   // a.1 = 7 (through the write barrier)
+//!         m.collect();                 // a is a root: it survives
+//!         m.load(b, a, 1).unwrap();
+//!         assert_eq!(m.int(b).unwrap(), 7);
+//!     });
+//! });
 //! ```
 
 pub use safepoint_arch as arch;

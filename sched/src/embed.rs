@@ -174,17 +174,16 @@ pub fn pinned<R>(goid: u64, f: impl FnOnce(&Pinned) -> R) -> Option<R> {
             }
         }
     }
-    let g = current_g()?;
+    // One lookup of the thread's M serves the goroutine, the identity check and the P.
+    let m = current_m()?;
+    let g = m.curg()?;
     if crate::g::goid(g) != goid {
         return None;
     }
     g.pins.set(g.pins.get() + 1);
     let _unpin = Unpin(g);
-    let p = if g.status.load().base() == Some(Status::Running) {
-        current_m().and_then(|m| m.p()).map(|p| p.id)
-    } else {
-        None
-    };
+    let p =
+        if g.status.load().base() == Some(Status::Running) { m.p().map(|p| p.id) } else { None };
     Some(f(&Pinned { g, p, _not_send: core::marker::PhantomData }))
 }
 
