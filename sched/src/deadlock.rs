@@ -87,6 +87,15 @@ pub(crate) fn check(sched: &Sched) {
     if !d.enabled || d.nwaiters.load(Ordering::SeqCst) == 0 {
         return;
     }
+    let Some(report) = find(sched) else { return };
+    *d.report.lock().unwrap_or_else(|e| e.into_inner()) = Some(report);
+    for n in d.waiters.lock().unwrap_or_else(|e| e.into_inner()).iter() {
+        n.wakeup();
+    }
+}
+
+/// The deadlock report, if the runtime is deadlocked now (see the module docs).
+fn find(sched: &Sched) -> Option<String> {
     let l = sched.locked();
     if sched.npidle.load(Ordering::SeqCst) != sched.procs
         || sched.nmspinning.load(Ordering::SeqCst) != 0
@@ -94,7 +103,7 @@ pub(crate) fn check(sched: &Sched) {
         || sched.ps.iter().any(|p| !p.runq_empty())
         || crate::timer::pending(sched)
     {
-        return;
+        return None;
     }
     let gs = sched.allgs.lock().unwrap_or_else(|e| e.into_inner()).clone();
     let mut lines = Vec::new();
@@ -106,16 +115,16 @@ pub(crate) fn check(sched: &Sched) {
             Some(Status::Waiting) if !w.scanning() => {
                 let r = g.wait_reason.load(Ordering::Relaxed);
                 if !blocked_on_primitive(r) {
-                    return;
+                    return None;
                 }
                 let why = WAIT_REASONS.get(r).copied().unwrap_or("?");
                 lines.push((goid(g), why));
             }
-            _ => return,
+            _ => return None,
         }
     }
     if lines.is_empty() {
-        return;
+        return None;
     }
     lines.sort_unstable();
     let mut report = format!("{DEADLOCK}\n");
@@ -123,15 +132,23 @@ pub(crate) fn check(sched: &Sched) {
         report.push_str(&format!("\ngoroutine {id} [{why}]"));
     }
     drop(l);
-    *d.report.lock().unwrap_or_else(|e| e.into_inner()) = Some(report);
-    for n in d.waiters.lock().unwrap_or_else(|e| e.into_inner()).iter() {
-        n.wakeup();
-    }
+    Some(report)
 }
 
-/// A thread outside the runtime waits on `note` (woken when the goroutine it waits for is done).
-/// Returns the deadlock report if it was woken by a deadlock instead.
-pub(crate) fn wait_outside(sched: Option<&Sched>, note: &Arc<Note>) -> Option<String> {
+/// A thread outside the runtime waits on `note` until `done()` (its goroutine finished; that
+/// is set before the note is woken). Returns the deadlock report if the runtime deadlocked
+/// instead.
+///
+/// A report wakes every waiter, and a waiter trusts it only after finding the deadlock again
+/// itself: a deadlock is stable (nothing inside the runtime can end it), so a second look
+/// agrees, while a report raced by a goroutine that was just finishing or just readied (a
+/// moment when every P looked idle) does not survive it. A report that does not survive is
+/// cleared, and the waiter sleeps on.
+pub(crate) fn wait_outside(
+    sched: Option<&Sched>,
+    note: &Arc<Note>,
+    done: impl Fn() -> bool,
+) -> Option<String> {
     let Some(sched) = sched.filter(|s| s.deadlock.enabled) else {
         note.sleep();
         return None;
@@ -141,7 +158,23 @@ pub(crate) fn wait_outside(sched: Option<&Sched>, note: &Arc<Note>) -> Option<St
     d.nwaiters.fetch_add(1, Ordering::SeqCst);
     // The runtime may have gone idle before we registered: look now.
     check(sched);
-    note.sleep();
+    let report = loop {
+        note.sleep();
+        if done() {
+            break None;
+        }
+        let stored = d.report.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        if stored.is_some() {
+            match find(sched) {
+                Some(now) => break Some(now),
+                None => {
+                    d.report.lock().unwrap_or_else(|e| e.into_inner()).take();
+                }
+            }
+        }
+        // A stale wake-up (a report that did not survive, or a note woken late): the
+        // goroutine's completion will wake us again.
+    };
     {
         let mut ws = d.waiters.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(i) = ws.iter().position(|n| Arc::ptr_eq(n, note)) {
@@ -149,5 +182,5 @@ pub(crate) fn wait_outside(sched: Option<&Sched>, note: &Arc<Note>) -> Option<St
         }
     }
     d.nwaiters.fetch_sub(1, Ordering::SeqCst);
-    d.report.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    report
 }

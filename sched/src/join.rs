@@ -183,10 +183,10 @@ impl<T> JoinHandle<T> {
                         self.g.g.get().owner.lock().unwrap_or_else(|e| e.into_inner()).clone();
                     drop(s);
                     // Issue 4: a deadlock of every goroutine wakes us with its report.
-                    let report = crate::deadlock::wait_outside(sched.as_deref(), &note);
-                    if let Some(report) = report
-                        && !self.cell.lock().done
-                    {
+                    let report = crate::deadlock::wait_outside(sched.as_deref(), &note, || {
+                        self.cell.lock().done
+                    });
+                    if let Some(report) = report {
                         panic!("{report}");
                     }
                 }
