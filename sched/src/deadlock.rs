@@ -166,7 +166,10 @@ pub(crate) fn wait_outside(
         let stored = d.report.lock().unwrap_or_else(|e| e.into_inner()).clone();
         if stored.is_some() {
             match find(sched) {
-                Some(now) => break Some(now),
+                // Our goroutine may have finished between `done()` above and the look (a
+                // finished goroutine leaves the runtime idle): only a look that precedes a
+                // still-false `done()` proves the deadlock.
+                Some(now) => break if done() { None } else { Some(now) },
                 None => {
                     d.report.lock().unwrap_or_else(|e| e.into_inner()).take();
                 }
