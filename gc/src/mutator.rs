@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, AtomicU32, AtomicUsize, Ordering};
 
 use safepoint_sched::GoroutineLocal;
+use safepoint_stackmap::ManagedStack;
 
 use crate::collector::{Gc, GcError, Inner};
 use crate::globals::{Global, RefChan};
@@ -37,6 +38,14 @@ pub struct Slot {
     index: u32,
     epoch: u32,
     _not_send: PhantomData<*const ()>,
+}
+
+/// A slot's position: the word, and its scope frame's first slot and size.
+#[derive(Clone, Copy, Debug)]
+struct Pos {
+    at: usize,
+    base: usize,
+    len: usize,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -72,14 +81,19 @@ struct ScopeRec {
 /// ```
 ///
 /// Every bad input is an `Err` ([`GcError`]): a stale slot, a field index out of range, a
-/// store of an immediate into a reference field, a wrong type. A slot that holds something
-/// that is not a managed object (only possible by writing the managed stack directly) or an
-/// object whose header is gone (a freed object, with `gcpoison`) is a described panic.
+/// store of an immediate into a reference field, a wrong type. A scope's frame is a *sealed*
+/// handle frame: safe code cannot write its slots except through the mutator (the managed
+/// stack's `set` refuses it), and a slot whose frame was popped from under its scope is a
+/// [`GcError::StaleSlot`]; so every value a slot holds is one the mutator put there. With
+/// `gcpoison` or `gccheckmark`, every reference is also checked against the heap before use,
+/// and one that is no longer an allocated object (a collector bug) is a described panic.
 pub struct Mutator {
     gc: Arc<Inner>,
     goid: u64,
     rule: TagRule,
     scopes: Vec<ScopeRec>,
+    /// Check every reference against the heap before use (gcpoison, gccheckmark).
+    validate: bool,
     /// The next scope's epoch.
     epoch: u32,
     _not_send: PhantomData<*const ()>,
@@ -171,6 +185,7 @@ impl Mutator {
             gc: gc.inner.clone(),
             goid,
             scopes: Vec::new(),
+            validate: gc.inner.config.poison || gc.inner.config.checkmark,
             // Relaxed: a unique number, nothing published with it. Each mutator takes a
             // range of 2^20 epochs, so slots of different mutators rarely share one.
             epoch: EPOCH.fetch_add(1 << 20, Ordering::Relaxed),
@@ -207,11 +222,9 @@ impl Mutator {
 
     fn enter(&mut self, n: usize) -> (u32, u32) {
         let base = self
-            .with_stack(|ms| {
-                let b = ms.used_words();
-                ms.push_handles(n);
-                b
-            })
+            // SAFETY: the frame's slots are written only by `put`, with values a slot may hold,
+            // and `run_scope` pops it.
+            .with_stack(|ms| unsafe { ms.push_sealed_handles(n) })
             .unwrap_or_else(|e| panic!("Mutator::scope: {e}"));
         let epoch = self.epoch;
         self.epoch = self.epoch.wrapping_add(1);
@@ -223,7 +236,7 @@ impl Mutator {
         let r = catch_unwind(AssertUnwindSafe(|| f(self)));
         let rec = self.scopes.pop().expect("scope record");
         let ok = self.with_stack(|ms| {
-            let fits = ms.used_words() == rec.base + n + 2;
+            let fits = ms.used_words() == rec.base + n + 2 && ms.is_sealed_frame_at(rec.base, n);
             if fits {
                 ms.pop();
             }
@@ -260,20 +273,44 @@ impl Mutator {
     }
 
     #[inline]
-    fn pos(&self, s: Slot) -> Result<usize, GcError> {
+    fn pos(&self, s: Slot) -> Result<Pos, GcError> {
         match self.scopes.get(s.depth as usize) {
             Some(r) if r.epoch == s.epoch && (s.index as usize) < r.len => {
-                Ok(r.base + s.index as usize)
+                Ok(Pos { at: r.base + s.index as usize, base: r.base, len: r.len })
             }
             _ => Err(GcError::StaleSlot),
         }
+    }
+
+    /// Reads the slot at `p`, after checking that its scope's sealed frame is still on the
+    /// stack (code around the API may have popped it and pushed something else there).
+    #[inline]
+    fn get(ms: &ManagedStack, p: Pos) -> Result<usize, GcError> {
+        if !ms.is_sealed_frame_at(p.base, p.len) {
+            return Err(GcError::StaleSlot);
+        }
+        Ok(ms.get_at(p.at))
+    }
+
+    /// Writes the slot at `p` (checked as in `get`) with `v`, a value of this heap's encoding
+    /// that the caller got from a slot, a field, a global or an allocation.
+    #[inline]
+    fn put(ms: &ManagedStack, p: Pos, v: usize) -> Result<(), GcError> {
+        if !ms.is_sealed_frame_at(p.base, p.len) {
+            return Err(GcError::StaleSlot);
+        }
+        // SAFETY: `p.at` is a slot of this mutator's sealed frame (just checked), and every
+        // caller passes a value this heap's slots may hold (null, an immediate, a live object
+        // it read from a slot, a field, a global, or allocated in the same pinned section).
+        unsafe { ms.set_at(p.at, v) };
+        Ok(())
     }
 
     /// The raw word in slot `s` (the heap's tagged encoding).
     #[inline]
     pub fn word(&self, s: Slot) -> Result<usize, GcError> {
         let p = self.pos(s)?;
-        self.pin(|pin| Ok(pin.managed_stack().get_at(p)))
+        self.pin(|pin| Self::get(pin.managed_stack(), p))
     }
 
     /// Writes slot `s`. Refused inside a blocking call (the goroutine's managed stack is
@@ -283,8 +320,7 @@ impl Mutator {
         let pos = self.pos(s)?;
         self.pin(|pin| {
             pin.p().ok_or(GcError::NoP)?;
-            pin.managed_stack().set_at(pos, w);
-            Ok(())
+            Self::put(pin.managed_stack(), pos, w)
         })
     }
 
@@ -305,7 +341,11 @@ impl Mutator {
     #[inline]
     fn obj_at(&self, addr: usize) -> Result<Obj<'_>, GcError> {
         let heap = &self.gc.heap;
-        if !heap.is_object(addr) {
+        // Every reference a mutator sees came from its sealed slots, a field or a global,
+        // which only the API writes, from values it read or allocated: with a correct
+        // collector, a live object. Checking that costs a page-map walk per access, so it is
+        // done only in the debugging modes (where it catches a collector that freed too much).
+        if self.validate && !heap.is_object(addr) {
             panic!(
                 "safepoint: {addr:#x} is not a managed object (a slot or field was written \
                  outside the mutator API, or the object was freed)"
@@ -418,7 +458,7 @@ impl Mutator {
             self.pin(|pin| {
                 let p = pin.p().ok_or(GcError::NoP)?;
                 let (addr, slow) = gc.alloc_on(p, size, header)?;
-                pin.managed_stack().set_at(pos, addr | tag);
+                Self::put(pin.managed_stack(), pos, addr | tag)?;
                 Ok(slow)
             })
         };
@@ -531,7 +571,7 @@ impl Mutator {
         self.pin(|pin| {
             pin.p().ok_or(GcError::NoP)?;
             let ms = pin.managed_stack();
-            let o = self.obj_of(ms.get_at(opos))?;
+            let o = self.obj_of(Self::get(ms, opos)?)?;
             let (w, kind) = self.field(&o, i)?;
             if kind == WordKind::Raw {
                 return Err(self.wrong(&o, "raw word: use read_word"));
@@ -539,8 +579,7 @@ impl Mutator {
             // Relaxed: heap words are atomics; ordering comes from the collector's handshakes.
             let v = w.load(Ordering::Relaxed);
             let v = if kind == WordKind::Ref && v != 0 { v | tag } else { v };
-            ms.set_at(dpos, v);
-            Ok(())
+            Self::put(ms, dpos, v)
         })
     }
 
@@ -554,8 +593,8 @@ impl Mutator {
         self.pin(|pin| {
             let p = pin.p().ok_or(GcError::NoP)?;
             let ms = pin.managed_stack();
-            let v = ms.get_at(spos);
-            let o = self.obj_of(ms.get_at(opos))?;
+            let v = Self::get(ms, spos)?;
+            let o = self.obj_of(Self::get(ms, opos)?)?;
             let (w, kind) = self.field(&o, i)?;
             let v = match kind {
                 WordKind::Ref if v == 0 => 0,
@@ -660,8 +699,7 @@ impl Mutator {
             pin.p().ok_or(GcError::NoP)?;
             // Relaxed: as in `load`.
             let v = g.word().load(Ordering::Relaxed);
-            pin.managed_stack().set_at(pos, v);
-            Ok(())
+            Self::put(pin.managed_stack(), pos, v)
         })
     }
 

@@ -15,6 +15,8 @@ use crate::registry::{FuncId, MAX_FRAME_SLOTS};
 pub(crate) const HEADER: usize = 2;
 /// Set in the function field of a handle frame; the other bits are 0.
 pub(crate) const HANDLE_BIT: u32 = 1 << 31;
+/// With `HANDLE_BIT`: a sealed handle frame (see [`ManagedStack::push_sealed_handles`]).
+pub(crate) const SEALED_BIT: u32 = 1;
 /// The first buffer, in words (1 KiB), unless the limit is smaller.
 pub(crate) const MIN_WORDS: usize = 128;
 
@@ -335,6 +337,46 @@ impl ManagedStack {
         self.push_raw(HANDLE_BIT, n, 1);
     }
 
+    /// Pushes a *sealed* handle frame of `n` slots and returns the position of its slot 0
+    /// (for [`get_at`](Self::get_at)/[`set_at`](Self::set_at)). The collector scans it as any
+    /// handle frame, but safe code cannot write its slots: [`set`](Self::set) refuses a
+    /// sealed top frame, and [`set_at`](Self::set_at) is `unsafe`. This is how an embedding
+    /// layer (the collector's `Mutator`) keeps the promise that its slots hold only values it
+    /// put there. [`is_sealed_frame_at`](Self::is_sealed_frame_at) checks that the frame is
+    /// still on the stack.
+    ///
+    /// # Safety
+    /// The caller writes the frame's slots only with values the collector may scan as the
+    /// frame's kind says (null, immediates by the heap's tag rule, addresses of live objects),
+    /// and pops it with [`pop`](Self::pop) when done.
+    ///
+    /// # Panics
+    /// As [`push_handles`](Self::push_handles).
+    #[inline]
+    pub unsafe fn push_sealed_handles(&self, n: usize) -> usize {
+        if n > MAX_FRAME_SLOTS {
+            self.fail(format_args!(
+                "handle frame of {n} slots is larger than the maximum of {MAX_FRAME_SLOTS}"
+            ));
+        }
+        let base = self.top.load(Relaxed);
+        self.push_raw(HANDLE_BIT | SEALED_BIT, n, 1);
+        // `base` was read before the push, which may have moved the buffer but not positions.
+        base
+    }
+
+    /// Whether a sealed handle frame of `n` slots whose slot 0 is at `base` is on the stack.
+    #[inline]
+    pub fn is_sealed_frame_at(&self, base: usize, n: usize) -> bool {
+        let hdr = base + n;
+        if hdr + HEADER > self.top.load(Relaxed) {
+            return false;
+        }
+        let buf = self.buf.load(Relaxed);
+        // SAFETY: `hdr < top <= capacity`.
+        unsafe { &*buf.add(hdr) }.load(Relaxed) == word0(HANDLE_BIT | SEALED_BIT, n as u32)
+    }
+
     #[inline(always)]
     fn push_raw(&self, func: u32, slots: usize, safepoints: u32) {
         let top = self.top.load(Relaxed);
@@ -450,7 +492,18 @@ impl ManagedStack {
     /// If the stack is empty or `i` is past the top frame.
     #[inline]
     pub fn set(&self, i: usize, v: usize) {
-        self.slot(i).store(v, Relaxed)
+        let w = self.slot(i);
+        let top = self.top.load(Relaxed);
+        let buf = self.buf.load(Relaxed);
+        // SAFETY: `slot` checked that the stack has a top frame, whose header is the two
+        // words below `top <= capacity`.
+        if unsafe { &*buf.add(top - HEADER) }.load(Relaxed) as u32 == HANDLE_BIT | SEALED_BIT {
+            self.fail(format_args!(
+                "slot {i} of a sealed handle frame written directly (its owner, such as a \
+                 Mutator scope, writes it)"
+            ));
+        }
+        w.store(v, Relaxed)
     }
 
     /// Word `pos` of the stack, counted from the bottom (word 0), for an owner that remembers
@@ -466,10 +519,14 @@ impl ManagedStack {
 
     /// Sets word `pos` of the stack (see [`get_at`](Self::get_at)) to `v`.
     ///
+    /// # Safety
+    /// If `pos` is a slot of a sealed handle frame, the caller is the frame's owner (see
+    /// [`push_sealed_handles`](Self::push_sealed_handles)) and `v` a value it may hold.
+    ///
     /// # Panics
     /// If `pos` is at or above the top of the stack.
     #[inline]
-    pub fn set_at(&self, pos: usize, v: usize) {
+    pub unsafe fn set_at(&self, pos: usize, v: usize) {
         self.word_at(pos).store(v, Relaxed)
     }
 

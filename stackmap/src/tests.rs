@@ -711,3 +711,30 @@ fn walks_run_while_the_registry_grows() {
         });
     });
 }
+
+#[test]
+fn sealed_handle_frames_are_walked_but_not_written_by_safe_code() {
+    let reg = Registry::new();
+    let mut ms = ManagedStack::new(1, config());
+    ms.push_handles(1);
+    ms.set(0, 0x10);
+    // SAFETY: the test owns the frame and writes only the values it checks below.
+    let base = unsafe { ms.push_sealed_handles(3) };
+    assert_eq!(base, 3);
+    assert!(ms.is_sealed_frame_at(base, 3));
+    assert!(!ms.is_sealed_frame_at(base, 2));
+    assert!(!ms.is_sealed_frame_at(0, 1), "a plain handle frame is not sealed");
+    // SAFETY: as above.
+    unsafe { ms.set_at(base + 1, 0x20) };
+    assert_eq!(ms.get_at(base + 1), 0x20);
+    assert_eq!(ms.check(&reg), Ok(2));
+    let s = seen(&mut ms, &reg);
+    assert_eq!(s.refs, vec![(0, 0, 0), (0, 1, 0x20), (0, 2, 0), (1, 0, 0x10)]);
+    let r = catch_unwind(AssertUnwindSafe(|| ms.set(0, 0x30)));
+    assert!(panic_message(r).contains("sealed handle frame"));
+    assert_eq!(ms.get_at(base), 0, "the refused write changed nothing");
+    ms.pop();
+    assert!(!ms.is_sealed_frame_at(base, 3), "popped");
+    ms.push_handles(3);
+    assert!(!ms.is_sealed_frame_at(base, 3), "a plain frame in its place is not it");
+}

@@ -4,7 +4,7 @@ use std::fmt::{self, Write as _};
 use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 
 use crate::registry::{FuncId, FuncInfo, Registry};
-use crate::stack::{HANDLE_BIT, HEADER, ManagedStack};
+use crate::stack::{HANDLE_BIT, HEADER, ManagedStack, SEALED_BIT};
 
 /// One frame as the walker reports it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -249,7 +249,10 @@ impl ManagedStack {
                     ));
                 }
                 let (frame_func, info) = if func & HANDLE_BIT != 0 {
-                    if func != HANDLE_BIT || sp != 0 || count != 1 {
+                    if (func != HANDLE_BIT && func != HANDLE_BIT | SEALED_BIT)
+                        || sp != 0
+                        || count != 1
+                    {
                         return Err(bad(
                             hdr,
                             depth,
