@@ -201,6 +201,28 @@ fn steal(q: &Injector<usize>) -> Option<usize> {
 }
 
 impl Inner {
+    /// Holds back an allocating goroutine while marking runs and the heap is past its goal by
+    /// a tenth: it sleeps in short steps until marking ends (its P goes to the markers and to
+    /// goroutines that do not allocate). Assists pay for allocation with scan work when there
+    /// is work to take; this is for when there is none (marking waits on stack scans or
+    /// barriers), so that the heap cannot run away from a slow marking.
+    pub(crate) fn throttle(&self) {
+        // Relaxed: see `Shared::barrier_on`; a hint, re-read each step.
+        if !self.conc.barrier_on.load(Ordering::Relaxed) || safepoint_sched::in_no_preempt() {
+            return;
+        }
+        let (_, goal) = self.stats_snapshot();
+        let limit = (goal + goal / 10) as u64;
+        let mut waited = 0;
+        while self.conc.barrier_on.load(Ordering::Relaxed)
+            && self.heap.live_bytes_estimate() > limit
+            && waited < 2000
+        {
+            safepoint_sched::sleep(Duration::from_micros(50));
+            waited += 1;
+        }
+    }
+
     /// The write barrier: called with the running goroutine pinned on P `p` (`None` off the
     /// runtime's Ps) before a reference store that replaces `old` with `new` (plain addresses,
     /// 0 for none). Costs one relaxed load when marking is off.
@@ -405,7 +427,11 @@ impl Inner {
             tl.stacks = c.stacks.load(Ordering::Relaxed);
             tl.shades = c.shades.load(Ordering::Relaxed);
             c.last_stacks.store(tl.stacks, Ordering::Relaxed);
-            let marked = c.marked.load(Ordering::Relaxed) + black as usize;
+            // The next goal grows from what marking traced, not from what was allocated
+            // black meanwhile (most of that dies young; counting it would let one slow
+            // marking ratchet every later goal up).
+            let _ = black;
+            let marked = c.marked.load(Ordering::Relaxed);
             let roots =
                 if self.config.checkmark { self.checkmark_roots(&stop) } else { Vec::new() };
             self.adapt_trigger(marked, &tl);

@@ -353,6 +353,14 @@ impl Heap {
         self.inner.alloc_bytes.load(Ordering::Relaxed)
     }
 
+    /// Bytes in allocated objects, as far as caches have published them and sweeps have
+    /// freed (lock-free; a sweep in progress makes it an overestimate).
+    pub fn live_bytes_estimate(&self) -> u64 {
+        // Relaxed: statistics sums.
+        let a = self.inner.alloc_bytes.load(Ordering::Relaxed);
+        a.saturating_sub(self.inner.free_bytes.load(Ordering::Relaxed))
+    }
+
     /// The heap's sizes now.
     pub fn stats(&self) -> HeapStats {
         let inner = &*self.inner;

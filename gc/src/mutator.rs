@@ -476,6 +476,7 @@ impl Mutator {
         };
         if slow {
             gc.maybe_collect();
+            gc.throttle();
         }
         Ok(())
     }
