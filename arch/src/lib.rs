@@ -35,6 +35,7 @@ pub use x86_64::{Context, EntryFn, switch};
 
 mod clock;
 mod note;
+pub mod preempt;
 pub mod signal;
 pub mod stack;
 

@@ -162,6 +162,14 @@ pub unsafe fn set_current(info: *const StackInfo) {
     CURRENT.set(info);
 }
 
+/// The goroutine stack info current on this thread (null on g0), for the preemption handler.
+///
+/// Async-signal-safe: a plain thread-local load (see "Async-signal safety" above).
+#[inline]
+pub(crate) fn current_info() -> *const StackInfo {
+    CURRENT.get()
+}
+
 /// Installs the process-wide handler (idempotent) and this thread's alternate signal stack.
 ///
 /// Safe to call from any number of threads at once: the first call installs, the others wait

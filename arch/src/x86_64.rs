@@ -116,6 +116,12 @@ pub unsafe extern "C" fn switch(from: *mut Context, to: *const Context, arg: usi
         // The other side's `switch` returns `arg`; a fresh stack's trampoline reads it from rax.
         "mov rax, rdx",
         "ret",
+        // The end of the switch code, so that the preemption handler can tell an interrupted
+        // switch (half on one stack, half on the other) and decline it.
+        ".globl __safepoint_switch_end",
+        ".hidden __safepoint_switch_end",
+        "__safepoint_switch_end:",
+        "ud2",
     )
 }
 
@@ -129,6 +135,311 @@ unsafe extern "C" fn trampoline() -> ! {
         "call rbx",
         // entry never returns; trap if it does.
         "ud2",
+    )
+}
+
+// ---- Asynchronous preemption ----------------------------------------------------------------
+//
+// The preemption signal's handler (see `crate::preempt`) makes the interrupted goroutine call
+// `async_trampoline` as if the interrupted instruction had called it, by editing the signal
+// context: it moves the stack pointer below the red zone, pushes the interrupted pc there as a
+// return address and points pc at the trampoline. When the handler returns, the kernel restores
+// every register from the (edited) context and the goroutine runs the trampoline:
+//
+// ```text
+//  goroutine stack while held
+//
+//  | interrupted frames    |
+//  +-----------------------+ <- interrupted rsp (any alignment)
+//  | red zone, 128 bytes   |    untouched: the interrupted code may keep data there
+//  +-----------------------+
+//  | interrupted pc        |    pushed by the handler; `ret 128` pops it and skips the red zone
+//  | rflags                |
+//  | rax rbx rcx rdx       |
+//  | rsi rdi rbp           |
+//  | r8 ... r15            |    <- rbx (frame pointer of the trampoline, callee-saved)
+//  +-----------------------+
+//  | padding to 64 bytes   |
+//  | XSAVE area (or FXSAVE)|    x87, MXCSR, xmm/ymm/zmm, opmasks
+//  +-----------------------+ <- rsp at `call hold_entry` (64- or 16-byte aligned)
+//  | hold_entry's frames   |    the scheduler's hold: waits on the M's note, switches nothing
+// ```
+//
+// On return from the hold everything is restored in the reverse order and `ret 128` resumes the
+// interrupted instruction with every register, the flags and the stack pointer as they were.
+
+/// Bytes below the stack pointer that System V code may use without moving it: the handler
+/// must leave them alone.
+pub const RED_ZONE: usize = 128;
+
+/// State components the trampoline saves with XSAVE: x87 (0), SSE (1), AVX (2) and AVX-512's
+/// opmask, ZMM_Hi256 and Hi16_ZMM (5, 6, 7). AMX tile data (17, 18) is left out: a thread must
+/// ask the kernel before it may use tiles, and the runtime never does.
+const XSAVE_MASK: u32 = 0b1110_0111;
+
+/// Size of the XSAVE area for `XSAVE_MASK & XCR0`, rounded up to 64; 0 means the processor or OS
+/// lacks XSAVE and the trampoline uses FXSAVE (512 bytes). Written once by [`detect_save_area`]
+/// before the preemption handler is installed (the `sigaction` call orders it before any
+/// delivery); read by the trampoline with a plain load.
+static SAVE_AREA: core::sync::atomic::AtomicU32 = core::sync::atomic::AtomicU32::new(0);
+
+/// Words the trampoline pushes before its save area: the interrupted pc, rflags and 15
+/// general-purpose registers.
+const SAVED_WORDS: usize = 17;
+
+/// Reads CPUID and XCR0 to size the XSAVE area, and records it for the trampoline. Idempotent.
+pub(crate) fn detect_save_area() {
+    use core::arch::x86_64::{__cpuid, __cpuid_count};
+    #[allow(unused_unsafe)]
+    // SAFETY: CPUID exists on every x86_64 processor.
+    let leaf1 = unsafe { __cpuid(1) };
+    let osxsave = leaf1.ecx & (1 << 27) != 0;
+    if !osxsave {
+        return;
+    }
+    let (lo, hi): (u32, u32);
+    // SAFETY: OSXSAVE says the OS enabled XSAVE, so XGETBV with ecx = 0 (XCR0) is allowed.
+    unsafe {
+        core::arch::asm!("xgetbv", in("ecx") 0, out("eax") lo, out("edx") hi,
+            options(nomem, nostack, preserves_flags))
+    };
+    let _ = hi; // components above bit 31 are not in XSAVE_MASK
+    let rfbm = lo & XSAVE_MASK;
+    // AVX usable: the CPU has it (CPUID.1:ECX bit 28) and the OS saves ymm state (XCR0 bit 2).
+    HAS_AVX.store(
+        leaf1.ecx & (1 << 28) != 0 && lo & 0b110 == 0b110,
+        core::sync::atomic::Ordering::Relaxed,
+    );
+    // Legacy region (512) plus the XSAVE header (64); each extended component i lies at the
+    // offset CPUID.(0xD, i).EBX with size EAX.
+    let mut size = 576u32;
+    for i in 2..32 {
+        if rfbm & (1 << i) != 0 {
+            #[allow(unused_unsafe)]
+            // SAFETY: leaf 0xD exists when OSXSAVE is set.
+            let r = unsafe { __cpuid_count(0xD, i) };
+            size = size.max(r.ebx + r.eax);
+        }
+    }
+    SAVE_AREA.store(size.next_multiple_of(64), core::sync::atomic::Ordering::Relaxed);
+}
+
+/// Bytes of vector and x87 state the trampoline saves (the XSAVE area, or 512 for FXSAVE).
+pub(crate) fn save_area_bytes() -> usize {
+    match SAVE_AREA.load(core::sync::atomic::Ordering::Relaxed) {
+        0 => 512,
+        n => n as usize,
+    }
+}
+
+/// Bytes the trampoline takes below the interrupted stack pointer before it calls the hold: the
+/// red zone it skips, its saved registers, alignment and the save area.
+pub(crate) fn trampoline_frame_bytes() -> usize {
+    RED_ZONE + SAVED_WORDS * 8 + 64 + save_area_bytes()
+}
+
+unsafe extern "C" {
+    /// End of `switch`'s code (a label in its asm).
+    static __safepoint_switch_end: u8;
+    /// End of `async_trampoline`'s code (a label in its asm).
+    static __safepoint_async_trampoline_end: u8;
+}
+
+/// The code ranges `[start, end)` in which an interrupted thread is inside the runtime's own
+/// assembly: a context switch (its registers are half on one stack, half on the other) or the
+/// preemption trampoline itself (saving or restoring). The handler declines there.
+pub(crate) fn runtime_asm_ranges() -> [(usize, usize); 2] {
+    [
+        (switch as *const () as usize, (&raw const __safepoint_switch_end) as usize),
+        (
+            async_trampoline as *const () as usize,
+            (&raw const __safepoint_async_trampoline_end) as usize,
+        ),
+    ]
+}
+
+/// The interrupted program counter and stack pointer of a signal context.
+///
+/// # Safety
+/// `uc` must point to the `ucontext_t` of a signal being handled on this thread.
+pub(crate) unsafe fn interrupted_pc_sp(uc: *const libc::ucontext_t) -> (usize, usize) {
+    // SAFETY: per the contract.
+    let g = unsafe { &(*uc).uc_mcontext.gregs };
+    (g[libc::REG_RIP as usize] as usize, g[libc::REG_RSP as usize] as usize)
+}
+
+/// Edits a signal context so that, when the handler returns, the interrupted code calls
+/// `async_trampoline` as if from the interrupted instruction (see the drawing above).
+///
+/// # Safety
+/// `uc` must point to the `ucontext_t` of a signal being handled on this thread, whose
+/// interrupted stack pointer lies in a stack with at least [`trampoline_frame_bytes`] plus the
+/// hold's own needs writable below it, that nothing else uses while this thread runs.
+pub(crate) unsafe fn redirect_to_trampoline(uc: *mut libc::ucontext_t) {
+    // SAFETY: per the contract.
+    let g = unsafe { &mut (*uc).uc_mcontext.gregs };
+    let sp = g[libc::REG_RSP as usize] as usize;
+    let pc = g[libc::REG_RIP as usize];
+    let new_sp = sp - RED_ZONE - 8;
+    // SAFETY: below the red zone of the interrupted stack, which the caller guarantees is
+    // writable and unused; an unaligned write because the interrupted rsp may be anything.
+    unsafe { (new_sp as *mut i64).write_unaligned(pc) };
+    g[libc::REG_RSP as usize] = new_sp as i64;
+    g[libc::REG_RIP as usize] = async_trampoline as *const () as usize as i64;
+}
+
+/// Called by the trampoline with every register saved: runs the hold installed by
+/// [`crate::preempt::install`].
+extern "C" fn hold_entry() {
+    #[cfg(debug_assertions)]
+    scribble_registers();
+    crate::preempt::run_hold();
+}
+
+/// Whether the processor and OS support AVX (ymm registers). Set by [`detect_save_area`].
+static HAS_AVX: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(false);
+
+/// Debug builds: overwrite every vector register (whole ymm registers when AVX is on), the x87
+/// control word's neighbours aside, and the carry flag, so that a trampoline that failed to save
+/// something is caught by the tests that check registers across holds, whatever the hold itself
+/// happens to use.
+#[cfg(debug_assertions)]
+fn scribble_registers() {
+    if HAS_AVX.load(core::sync::atomic::Ordering::Relaxed) {
+        // SAFETY: AVX is present (checked above); only caller-saved registers are written,
+        // declared as clobbered.
+        unsafe {
+            core::arch::asm!(
+                "vpcmpeqd xmm0, xmm0, xmm0",
+                "vcmpeqps ymm0, ymm0, ymm0",
+                "vmovaps ymm1, ymm0", "vmovaps ymm2, ymm0", "vmovaps ymm3, ymm0",
+                "vmovaps ymm4, ymm0", "vmovaps ymm5, ymm0", "vmovaps ymm6, ymm0",
+                "vmovaps ymm7, ymm0", "vmovaps ymm8, ymm0", "vmovaps ymm9, ymm0",
+                "vmovaps ymm10, ymm0", "vmovaps ymm11, ymm0", "vmovaps ymm12, ymm0",
+                "vmovaps ymm13, ymm0", "vmovaps ymm14, ymm0", "vmovaps ymm15, ymm0",
+                "stc",
+                out("xmm0") _, out("xmm1") _, out("xmm2") _, out("xmm3") _, out("xmm4") _,
+                out("xmm5") _, out("xmm6") _, out("xmm7") _, out("xmm8") _, out("xmm9") _,
+                out("xmm10") _, out("xmm11") _, out("xmm12") _, out("xmm13") _,
+                out("xmm14") _, out("xmm15") _,
+                options(nomem, nostack),
+            )
+        };
+        // The upper halves stay dirty on purpose (no vzeroupper): the trampoline must restore
+        // them. (The legacy-SSE code of the hold that follows may run slower for it; debug only.)
+    } else {
+        // SAFETY: SSE2 is baseline on x86_64; only caller-saved registers are written.
+        unsafe {
+            core::arch::asm!(
+                "pcmpeqd xmm0, xmm0",
+                "movaps xmm1, xmm0", "movaps xmm2, xmm0", "movaps xmm3, xmm0",
+                "movaps xmm4, xmm0", "movaps xmm5, xmm0", "movaps xmm6, xmm0",
+                "movaps xmm7, xmm0", "movaps xmm8, xmm0", "movaps xmm9, xmm0",
+                "movaps xmm10, xmm0", "movaps xmm11, xmm0", "movaps xmm12, xmm0",
+                "movaps xmm13, xmm0", "movaps xmm14, xmm0", "movaps xmm15, xmm0",
+                "stc",
+                out("xmm0") _, out("xmm1") _, out("xmm2") _, out("xmm3") _, out("xmm4") _,
+                out("xmm5") _, out("xmm6") _, out("xmm7") _, out("xmm8") _, out("xmm9") _,
+                out("xmm10") _, out("xmm11") _, out("xmm12") _, out("xmm13") _,
+                out("xmm14") _, out("xmm15") _,
+                options(nomem, nostack),
+            )
+        };
+    }
+}
+
+/// Saves every register of the interrupted goroutine, calls the hold, restores every register
+/// and resumes the interrupted instruction. Entered only through [`redirect_to_trampoline`].
+#[unsafe(naked)]
+unsafe extern "C" fn async_trampoline() {
+    naked_asm!(
+        // rsp = interrupted rsp - 136, [rsp] = interrupted pc. Flags first: nothing may change
+        // them before they are saved.
+        "pushfq",
+        "push rax",
+        "push rbx",
+        "push rcx",
+        "push rdx",
+        "push rsi",
+        "push rdi",
+        "push rbp",
+        "push r8",
+        "push r9",
+        "push r10",
+        "push r11",
+        "push r12",
+        "push r13",
+        "push r14",
+        "push r15",
+        // rbx (callee-saved) remembers this frame across the call.
+        "mov rbx, rsp",
+        // The ABI wants the direction flag clear at a call; the saved rflags keep the old one.
+        "cld",
+        "mov eax, dword ptr [rip + {area}]",
+        "test eax, eax",
+        "jz 2f",
+        // XSAVE into a 64-byte aligned area whose header (bytes 512..576) starts zeroed:
+        // XSAVE writes only part of it and XRSTOR faults on reserved bits.
+        "sub rsp, rax",
+        "and rsp, -64",
+        "xor eax, eax",
+        "mov qword ptr [rsp + 512], rax",
+        "mov qword ptr [rsp + 520], rax",
+        "mov qword ptr [rsp + 528], rax",
+        "mov qword ptr [rsp + 536], rax",
+        "mov qword ptr [rsp + 544], rax",
+        "mov qword ptr [rsp + 552], rax",
+        "mov qword ptr [rsp + 560], rax",
+        "mov qword ptr [rsp + 568], rax",
+        "mov eax, {mask}",
+        "xor edx, edx",
+        "xsave64 [rsp]",
+        "jmp 3f",
+        // No XSAVE: FXSAVE covers x87, MXCSR and xmm0-15.
+        "2:",
+        "sub rsp, 512",
+        "and rsp, -16",
+        "fxsave64 [rsp]",
+        "3:",
+        // Hold the goroutine here; rsp is 16-byte aligned at the call.
+        "call {hold}",
+        "mov eax, dword ptr [rip + {area}]",
+        "test eax, eax",
+        "jz 4f",
+        "mov eax, {mask}",
+        "xor edx, edx",
+        "xrstor64 [rsp]",
+        "jmp 5f",
+        "4:",
+        "fxrstor64 [rsp]",
+        "5:",
+        "mov rsp, rbx",
+        "pop r15",
+        "pop r14",
+        "pop r13",
+        "pop r12",
+        "pop r11",
+        "pop r10",
+        "pop r9",
+        "pop r8",
+        "pop rbp",
+        "pop rdi",
+        "pop rsi",
+        "pop rdx",
+        "pop rcx",
+        "pop rbx",
+        "pop rax",
+        "popfq",
+        // Pop the interrupted pc and skip the red zone: rsp is exactly as interrupted.
+        "ret {red_zone}",
+        ".globl __safepoint_async_trampoline_end",
+        ".hidden __safepoint_async_trampoline_end",
+        "__safepoint_async_trampoline_end:",
+        "ud2",
+        area = sym SAVE_AREA,
+        mask = const XSAVE_MASK,
+        hold = sym hold_entry,
+        red_zone = const RED_ZONE,
     )
 }
 

@@ -1,0 +1,383 @@
+//! Asynchronous preemption: the signal that stops a goroutine which never polls.
+//!
+//! A scheduler that has asked a goroutine to stop and got no answer at a synchronous safepoint
+//! sends [`SIGPREEMPT`] to the goroutine's thread ([`signal_thread`], one `tgkill`). The handler
+//! runs on the thread's alternate signal stack and decides whether the interrupted point may be
+//! held in place:
+//!
+//! 1. **Arch's part** ([`classify`]): the thread is on a goroutine stack (the stack the
+//!    scheduler registered with [`crate::signal::set_current`], so not g0 and not a signal
+//!    stack); the interrupted pc is not inside the runtime's own assembly (a context switch, the
+//!    trampoline itself) nor inside the C library (malloc's arena locks, stdio's locks: a held
+//!    thread must not keep a lock its requester may need); and the stack has room below the red
+//!    zone for the trampoline's frame plus [`HOLD_STACK`] bytes for the hold.
+//! 2. **The scheduler's part** (the `decide` hook given to [`install`]): the verdict of step 1,
+//!    the M's runtime critical sections, the goroutine's status, whether anyone still waits.
+//!
+//! If both agree, the handler edits the signal context so that the goroutine, when the handler
+//! returns, calls a trampoline (see `x86_64.rs`) that saves every general-purpose register, the
+//! flags and the vector state on the goroutine's own stack and calls the `hold` hook; when the
+//! hold returns it restores everything and resumes the interrupted instruction. The hold runs
+//! on the goroutine's stack on the same thread, as an ordinary function call made by the
+//! interrupted code: no goroutine switch, no thread change.
+//!
+//! # Async-signal safety
+//!
+//! The handler allocates nothing and takes no lock. It reads the thread-local current-stack
+//! pointer (see [`crate::signal`]), statics written before the handler was installed, and calls
+//! the `decide` hook, which must be async-signal-safe too (atomics only). It saves and restores
+//! `errno`.
+//!
+//! # System calls
+//!
+//! The handler is installed with `SA_RESTART`, so most interrupted system calls restart by
+//! themselves. Those that do not (futex waits with a timeout, `nanosleep`, `epoll_wait`) return
+//! `EINTR`; the runtime's own waits ([`crate::Note`], [`crate::futex_wait`]) treat it as a
+//! spurious wake-up and re-check, and std's `thread::sleep` retries.
+
+use core::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Once;
+
+use libc::{c_int, c_void, siginfo_t};
+
+use crate::signal::StackInfo;
+
+/// The preemption signal. `SIGURG`, as Go uses: its default action is to ignore it, nothing in
+/// a normal program sends it to a thread, and debuggers pass it through.
+pub const SIGPREEMPT: c_int = libc::SIGURG;
+
+/// Stack the hold itself may use below the trampoline's frame. A goroutine interrupted with
+/// less room than the trampoline's frame, the red zone and this is not held.
+pub const HOLD_STACK: usize = 4096;
+
+/// Why the handler (its architecture part) declined to hold an interrupted thread.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Decline {
+    /// The thread is not on a goroutine stack: on g0 (the thread's own stack), on a signal
+    /// stack, or not a goroutine thread at all.
+    NotOnGoroutineStack,
+    /// Inside the runtime's own assembly: a context switch or the preemption trampoline.
+    InRuntimeAsm,
+    /// Inside the C library, which may hold a lock (malloc, stdio) the requester needs.
+    InLibc,
+    /// The goroutine stack lacks room for the trampoline and the hold.
+    NoRoom,
+    /// The kernel gave no context to edit.
+    NoContext,
+}
+
+/// What the scheduler provides: the decision and the hold.
+#[derive(Debug, Clone, Copy)]
+pub struct Hooks {
+    /// Called by the handler for every preemption signal this process sent itself, with the
+    /// architecture's verdict; returns whether to hold the goroutine. Runs in the signal
+    /// handler, on the alternate signal stack: it must be async-signal-safe (atomics and plain
+    /// loads only, no allocation, no lock).
+    pub decide: fn(Result<(), Decline>) -> bool,
+    /// Called on the goroutine's stack, with every register saved, when `decide` said yes.
+    /// Returning resumes the goroutine at the interrupted instruction. It runs inside whatever
+    /// the goroutine was doing: it must not switch goroutines, unwind, or take a lock that user
+    /// code may hold.
+    pub hold: fn(),
+}
+
+/// Returned by [`install`] when hooks other than the given ones are installed already.
+#[derive(Debug, Clone, Copy)]
+pub struct HooksAlreadySet;
+
+/// The hooks as function addresses: 0 until [`install`] stores them (Release, before the
+/// handler is installed; read with Acquire by the handler and the trampoline).
+static DECIDE: AtomicUsize = AtomicUsize::new(0);
+static HOLD: AtomicUsize = AtomicUsize::new(0);
+
+/// Executable ranges of the C library, found once at install (at most four; unused are (0, 0)).
+static LIBC_TEXT: [(AtomicUsize, AtomicUsize); 4] =
+    [const { (AtomicUsize::new(0), AtomicUsize::new(0)) }; 4];
+
+/// The `SIGPREEMPT` action that was in place before ours, for signals not sent by us.
+static PREVIOUS: std::sync::OnceLock<libc::sigaction> = std::sync::OnceLock::new();
+
+/// Installs the preemption handler (once per process) with `hooks`. A second call with the same
+/// hooks is a no-op; with other hooks it fails, because one handler serves every runtime of the
+/// process.
+///
+/// The handler is installed with `SA_SIGINFO | SA_ONSTACK | SA_RESTART`. Every thread that runs
+/// goroutines needs an alternate signal stack ([`crate::signal::ensure_altstack`]).
+pub fn install(hooks: Hooks) -> Result<(), HooksAlreadySet> {
+    static INSTALL: Once = Once::new();
+    INSTALL.call_once(|| {
+        crate::x86_64::detect_save_area();
+        find_libc_text();
+        // Release: pairs with the Acquire loads in the handler and `run_hold`.
+        DECIDE.store(hooks.decide as usize, Ordering::Release);
+        HOLD.store(hooks.hold as usize, Ordering::Release);
+        install_handler();
+    });
+    let same = DECIDE.load(Ordering::Acquire) == hooks.decide as usize
+        && HOLD.load(Ordering::Acquire) == hooks.hold as usize;
+    if same { Ok(()) } else { Err(HooksAlreadySet) }
+}
+
+fn install_handler() {
+    let mut old = core::mem::MaybeUninit::<libc::sigaction>::zeroed();
+    // SAFETY: all-zero is a valid sigaction (empty mask, no flags); we fill what we need.
+    let mut new: libc::sigaction = unsafe { core::mem::zeroed() };
+    new.sa_sigaction = handle_preempt as *const () as libc::sighandler_t;
+    new.sa_flags = libc::SA_SIGINFO | libc::SA_ONSTACK | libc::SA_RESTART;
+    // SAFETY: `new.sa_mask` is a valid sigset_t to write.
+    unsafe { libc::sigemptyset(&mut new.sa_mask) };
+    // SAFETY: `new` is a fully initialised action whose handler has the SA_SIGINFO signature;
+    // `old` is valid for a write.
+    let rc = unsafe { libc::sigaction(SIGPREEMPT, &new, old.as_mut_ptr()) };
+    assert_eq!(rc, 0, "sigaction(SIGURG) failed: {}", std::io::Error::last_os_error());
+    // SAFETY: the call succeeded, so the kernel filled `old`.
+    let _ = PREVIOUS.set(unsafe { old.assume_init() });
+}
+
+/// The calling thread's kernel id, for [`signal_thread`].
+pub fn current_tid() -> i32 {
+    // SAFETY: gettid takes no arguments and cannot fail.
+    unsafe { libc::gettid() }
+}
+
+/// Sends [`SIGPREEMPT`] to thread `tid` of this process. False if the thread does not exist
+/// (any more).
+pub fn signal_thread(tid: i32) -> bool {
+    // SAFETY: tgkill only sends a signal; with our own pid it cannot reach another process.
+    unsafe { libc::syscall(libc::SYS_tgkill, libc::getpid(), tid, SIGPREEMPT) == 0 }
+}
+
+/// Bytes of the interrupted stack the trampoline and the hold need below the stack pointer.
+pub fn headroom_needed() -> usize {
+    crate::x86_64::trampoline_frame_bytes() + HOLD_STACK
+}
+
+/// The architecture's verdict on holding a thread interrupted at `pc` with stack pointer `sp`,
+/// when the goroutine stack registered for the thread is `stack` (None on g0). `asm` are the
+/// runtime's assembly ranges, `libc` the C library's code, `needed` the headroom the hold takes.
+pub fn classify(
+    pc: usize,
+    sp: usize,
+    stack: Option<&StackInfo>,
+    asm: &[(usize, usize)],
+    libc: &[(usize, usize)],
+    needed: usize,
+) -> Result<(), Decline> {
+    let Some(stack) = stack else { return Err(Decline::NotOnGoroutineStack) };
+    let lo = stack.guard_hi;
+    let top = stack.guard_hi.saturating_add(stack.size);
+    if sp < lo || sp > top {
+        return Err(Decline::NotOnGoroutineStack);
+    }
+    if asm.iter().any(|&(a, b)| (a..b).contains(&pc)) {
+        return Err(Decline::InRuntimeAsm);
+    }
+    if libc.iter().any(|&(a, b)| (a..b).contains(&pc)) {
+        return Err(Decline::InLibc);
+    }
+    if sp - lo < needed {
+        return Err(Decline::NoRoom);
+    }
+    Ok(())
+}
+
+/// Records the executable segments of the C library (glibc's `libc.so.6`, found by name among
+/// the loaded objects). In a statically linked program nothing is found and nothing is declined
+/// for being in libc.
+fn find_libc_text() {
+    unsafe extern "C" fn each(
+        info: *mut libc::dl_phdr_info,
+        _size: libc::size_t,
+        _data: *mut c_void,
+    ) -> c_int {
+        // SAFETY: dl_iterate_phdr passes a valid info for the duration of the callback.
+        let info = unsafe { &*info };
+        if info.dlpi_name.is_null() {
+            return 0;
+        }
+        // SAFETY: a non-null dlpi_name is a NUL-terminated string owned by the loader.
+        let name = unsafe { core::ffi::CStr::from_ptr(info.dlpi_name) }.to_bytes();
+        let file = name.rsplit(|&b| b == b'/').next().unwrap_or(name);
+        if !file.starts_with(b"libc.so") {
+            return 0;
+        }
+        let mut slot = 0;
+        for i in 0..info.dlpi_phnum as usize {
+            // SAFETY: dlpi_phdr points to dlpi_phnum program headers.
+            let ph = unsafe { &*info.dlpi_phdr.add(i) };
+            if ph.p_type == libc::PT_LOAD && ph.p_flags & libc::PF_X != 0 && slot < LIBC_TEXT.len()
+            {
+                let start = info.dlpi_addr as usize + ph.p_vaddr as usize;
+                LIBC_TEXT[slot].0.store(start, Ordering::Relaxed);
+                LIBC_TEXT[slot].1.store(start + ph.p_memsz as usize, Ordering::Relaxed);
+                slot += 1;
+            }
+        }
+        1
+    }
+    // SAFETY: the callback only reads what the loader passes it and writes our statics.
+    unsafe { libc::dl_iterate_phdr(Some(each), core::ptr::null_mut()) };
+}
+
+fn libc_text() -> [(usize, usize); 4] {
+    core::array::from_fn(|i| {
+        (LIBC_TEXT[i].0.load(Ordering::Relaxed), LIBC_TEXT[i].1.load(Ordering::Relaxed))
+    })
+}
+
+/// Called by the trampoline (through `hold_entry`): runs the scheduler's hold.
+pub(crate) fn run_hold() {
+    // Acquire: pairs with the Release in `install`.
+    let f = HOLD.load(Ordering::Acquire);
+    if f != 0 {
+        // SAFETY: a nonzero HOLD was stored from a `fn()` in `install`.
+        let f: fn() = unsafe { core::mem::transmute::<usize, fn()>(f) };
+        f();
+    }
+}
+
+/// The preemption signal handler.
+///
+/// Runs on: the alternate signal stack. Allocates: no. Async-signal-safe.
+///
+/// # Safety
+/// Only the kernel calls it, as an `SA_SIGINFO` handler for [`SIGPREEMPT`].
+unsafe extern "C" fn handle_preempt(sig: c_int, info: *mut siginfo_t, ctx: *mut c_void) {
+    // SAFETY: __errno_location returns this thread's errno, valid for the thread's lifetime.
+    let saved_errno = unsafe { *libc::__errno_location() };
+    // SAFETY: `info` is null or this signal's siginfo.
+    let ours = !info.is_null() && unsafe { is_from_us(&*info) };
+    if ours {
+        // SAFETY: `ctx` is null or this signal's ucontext.
+        unsafe { preempt(ctx as *mut libc::ucontext_t) };
+    } else {
+        // SAFETY: forwarded as received.
+        unsafe { chain(sig, info, ctx) };
+    }
+    // SAFETY: as above.
+    unsafe { *libc::__errno_location() = saved_errno };
+}
+
+/// Whether this process sent the signal with `tgkill` (not the kernel, not another process).
+fn is_from_us(info: &siginfo_t) -> bool {
+    // SAFETY: for SI_TKILL the union holds the sender's pid; getpid is async-signal-safe.
+    info.si_code == libc::SI_TKILL && unsafe { info.si_pid() == libc::getpid() }
+}
+
+/// The decision and, if it says yes, the redirection to the trampoline.
+///
+/// # Safety
+/// `uc` is null or the ucontext of the signal being handled on this thread.
+unsafe fn preempt(uc: *mut libc::ucontext_t) {
+    let verdict = if uc.is_null() {
+        Err(Decline::NoContext)
+    } else {
+        // SAFETY: `uc` is this signal's ucontext.
+        let (pc, sp) = unsafe { crate::x86_64::interrupted_pc_sp(uc) };
+        let cur = crate::signal::current_info();
+        // SAFETY: set_current's contract: a current pointer is valid and unchanged while
+        // current, and only this thread changes it.
+        let stack = unsafe { cur.as_ref() };
+        let asm = crate::x86_64::runtime_asm_ranges();
+        classify(pc, sp, stack, &asm, &libc_text(), headroom_needed())
+    };
+    // Acquire: pairs with the Release in `install`.
+    let decide = DECIDE.load(Ordering::Acquire);
+    if decide == 0 {
+        return;
+    }
+    // SAFETY: a nonzero DECIDE was stored from a `fn(Result<(), Decline>) -> bool`.
+    let decide: fn(Result<(), Decline>) -> bool = unsafe { core::mem::transmute(decide) };
+    if decide(verdict) && verdict.is_ok() {
+        // SAFETY: classify checked that the interrupted stack pointer lies in the current
+        // goroutine's stack with the trampoline's frame and HOLD_STACK of room below it; the
+        // goroutine's stack is used by nothing but this thread while it runs.
+        unsafe { crate::x86_64::redirect_to_trampoline(uc) };
+    }
+}
+
+/// Hands a `SIGURG` we did not send to whoever handled it before; ignores it otherwise (the
+/// default action of `SIGURG` is to ignore it).
+///
+/// # Safety
+/// The arguments must be those of the signal being handled on this thread.
+unsafe fn chain(sig: c_int, info: *mut siginfo_t, ctx: *mut c_void) {
+    let Some(prev) = PREVIOUS.get() else { return };
+    let handler = prev.sa_sigaction;
+    if handler == libc::SIG_DFL || handler == libc::SIG_IGN {
+        return;
+    }
+    if prev.sa_flags & libc::SA_SIGINFO != 0 {
+        // SAFETY: installed with SA_SIGINFO, so it has the three-argument signature.
+        let f: unsafe extern "C" fn(c_int, *mut siginfo_t, *mut c_void) =
+            unsafe { core::mem::transmute(handler) };
+        // SAFETY: the handler receives what the kernel gave us.
+        unsafe { f(sig, info, ctx) };
+    } else {
+        // SAFETY: without SA_SIGINFO the handler takes the signal number.
+        let f: unsafe extern "C" fn(c_int) = unsafe { core::mem::transmute(handler) };
+        // SAFETY: as the kernel would have called it.
+        unsafe { f(sig) };
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const STACK: StackInfo =
+        StackInfo { guard_lo: 0x10_0000, guard_hi: 0x10_1000, size: 0x4_0000, goroutine: 3 };
+    const ASM: [(usize, usize); 1] = [(0x5000, 0x5100)];
+    const LIBC: [(usize, usize); 1] = [(0x9000, 0xA000)];
+    const NEED: usize = 0x2000;
+
+    fn v(pc: usize, sp: usize, s: Option<&StackInfo>) -> Result<(), Decline> {
+        classify(pc, sp, s, &ASM, &LIBC, NEED)
+    }
+
+    #[test]
+    fn user_code_on_a_goroutine_stack_with_room_is_accepted() {
+        assert_eq!(v(0x7000, 0x12_0000, Some(&STACK)), Ok(()));
+        assert_eq!(v(0x7000, STACK.guard_hi + NEED, Some(&STACK)), Ok(()));
+    }
+
+    #[test]
+    fn g0_and_signal_stacks_are_declined() {
+        // No current goroutine: g0.
+        assert_eq!(v(0x7000, 0x12_0000, None), Err(Decline::NotOnGoroutineStack));
+        // A goroutine is current but sp is elsewhere (the alternate signal stack, or g0
+        // between set_current and the switch).
+        assert_eq!(v(0x7000, 0x90_0000, Some(&STACK)), Err(Decline::NotOnGoroutineStack));
+        assert_eq!(v(0x7000, STACK.guard_lo + 8, Some(&STACK)), Err(Decline::NotOnGoroutineStack));
+    }
+
+    #[test]
+    fn runtime_asm_libc_and_low_stack_are_declined() {
+        assert_eq!(v(0x5000, 0x12_0000, Some(&STACK)), Err(Decline::InRuntimeAsm));
+        assert_eq!(v(0x50ff, 0x12_0000, Some(&STACK)), Err(Decline::InRuntimeAsm));
+        assert_eq!(v(0x5100, 0x12_0000, Some(&STACK)), Ok(()));
+        assert_eq!(v(0x9800, 0x12_0000, Some(&STACK)), Err(Decline::InLibc));
+        assert_eq!(v(0x7000, STACK.guard_hi + NEED - 8, Some(&STACK)), Err(Decline::NoRoom));
+    }
+
+    #[test]
+    fn real_ranges_cover_the_switch_and_the_trampoline_and_libc_is_found() {
+        let asm = crate::x86_64::runtime_asm_ranges();
+        for (a, b) in asm {
+            assert!(a < b && b - a < 4096, "{a:#x}..{b:#x}");
+        }
+        assert!(asm[0].0 == crate::switch as *const () as usize);
+        find_libc_text();
+        // A glibc test binary links libc.so.6 dynamically.
+        #[cfg(target_env = "gnu")]
+        assert!(libc_text()[0].1 > libc_text()[0].0, "libc's text not found");
+    }
+
+    #[test]
+    fn headroom_covers_the_save_area() {
+        crate::x86_64::detect_save_area();
+        let n = headroom_needed();
+        assert!(n >= 512 + 128 + 17 * 8 + HOLD_STACK, "{n}");
+        assert!(n < 64 * 1024, "{n}");
+    }
+}
