@@ -46,6 +46,10 @@ pub(crate) struct G {
     pub preempt: AtomicBool,
     /// Preemption requested by a suspender: park in `Preempted` rather than yield.
     pub preempt_stop: AtomicBool,
+    /// The last request this goroutine answered was answered by the preemption signal (it was
+    /// in code that does not poll): the next requester signals at once instead of waiting out
+    /// the grace period. Cleared when it answers at a synchronous safepoint. Relaxed: a hint.
+    pub async_prone: AtomicBool,
     /// The goroutine's managed stack. Its guard word is what every synchronous safepoint checks
     /// (frame pushes and polls) and what preemption requests poison, from any thread. The rest
     /// is the goroutine's own, or a suspender's while it holds SCAN; replaced only while the G
@@ -134,6 +138,7 @@ impl G {
             body: UnsafeCell::new(None),
             preempt: AtomicBool::new(false),
             preempt_stop: AtomicBool::new(false),
+            async_prone: AtomicBool::new(false),
             mstack: UnsafeCell::new(ManagedStack::new(0, StackConfig::default())),
             m: AtomicUsize::new(0),
             owner: Mutex::new(None),
@@ -224,6 +229,7 @@ impl G {
         self.preempt.store(false, Ordering::Relaxed);
         self.preempt_stop.store(false, Ordering::Relaxed);
         self.urgent.store(false, Ordering::Relaxed);
+        self.async_prone.store(false, Ordering::Relaxed);
         let ms = self.mstack();
         ms.set_id(id);
         ms.reset();

@@ -102,6 +102,7 @@ mod join;
 mod local;
 #[cfg(all(test, loom))]
 mod loom_models;
+mod preempt;
 mod proc;
 mod runtime;
 mod shim;
@@ -177,6 +178,39 @@ pub fn fatal(msg: core::fmt::Arguments<'_>) -> ! {
     std::process::abort()
 }
 
+/// The value of `key` in `SAFEPOINT_DEBUG` (`key=value,key=value`; a bare `key` reads as "1").
+/// Unknown keys are ignored: the variable is shared with the other parts of safepoint.
+fn debug_knob(key: &str) -> Option<String> {
+    let v = std::env::var("SAFEPOINT_DEBUG").ok()?;
+    parse_knob(&v, key)
+}
+
+fn parse_knob(list: &str, key: &str) -> Option<String> {
+    list.split(',').map(str::trim).filter(|kv| !kv.is_empty()).rev().find_map(|kv| {
+        let (k, v) = kv.split_once('=').unwrap_or((kv, "1"));
+        (k.trim() == key).then(|| v.trim().to_string())
+    })
+}
+
+#[cfg(all(test, not(loom)))]
+mod knob_tests {
+    use super::parse_knob;
+
+    #[test]
+    fn knobs_parse_comma_separated_and_ignore_unknown_keys() {
+        assert_eq!(parse_knob("asyncpreemptoff=1", "asyncpreemptoff").as_deref(), Some("1"));
+        assert_eq!(
+            parse_knob("gctrace=1, asyncpreemptoff=0 ,checkmark", "asyncpreemptoff").as_deref(),
+            Some("0")
+        );
+        assert_eq!(parse_knob("checkmark", "checkmark").as_deref(), Some("1"));
+        assert_eq!(parse_knob("gctrace=1,,poison=1", "asyncpreemptoff"), None);
+        assert_eq!(parse_knob("", "asyncpreemptoff"), None);
+        // The last setting wins.
+        assert_eq!(parse_knob("a=1,a=2", "a").as_deref(), Some("2"));
+    }
+}
+
 /// Errors from the runtime's API.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Error {
@@ -231,10 +265,20 @@ pub struct Config {
 /// | `sysmon` | on |
 /// | `managed_stack_limit` | 1 GiB |
 /// | `deadlock_detection` | on |
+/// | `async_preempt` | on, unless `SAFEPOINT_DEBUG` has `asyncpreemptoff=1` |
+///
+/// `SAFEPOINT_DEBUG` is read when the builder is made: a comma-separated list of `key=value`
+/// debugging knobs (unknown keys are ignored, they may be another part's). The scheduler's:
+///
+/// | key | meaning |
+/// |---|---|
+/// | `asyncpreemptoff=1` | never send the preemption signal: a goroutine that does not poll cannot be stopped |
 #[derive(Debug, Clone)]
 pub struct Builder {
     config: Config,
     error: Option<String>,
+    /// Asynchronous preemption (default on; `SAFEPOINT_DEBUG=asyncpreemptoff=1` turns it off).
+    async_preempt: bool,
 }
 
 impl Default for Builder {
@@ -250,6 +294,7 @@ impl Default for Builder {
                 registry: None,
             },
             error: None,
+            async_preempt: debug_knob("asyncpreemptoff").is_none_or(|v| v != "1"),
         }
     }
 }
@@ -287,6 +332,16 @@ impl Builder {
         self.config.deadlock_detection = on;
         self
     }
+    /// Whether to preempt asynchronously (default on): a preemption request for a stop, a
+    /// suspension or a ragged barrier that a goroutine does not answer at a synchronous
+    /// safepoint within a few microseconds is followed by a signal to its thread, which holds
+    /// the goroutine in place where it is (see the crate docs). Off, a goroutine in a loop that
+    /// never polls holds up every stop forever. `SAFEPOINT_DEBUG=asyncpreemptoff=1` sets the
+    /// default to off.
+    pub fn async_preempt(mut self, on: bool) -> Builder {
+        self.async_preempt = on;
+        self
+    }
     /// The function registry of the managed stacks: with it, a goroutine's panic (on its join
     /// handle, or printed) and `Runtime::dump_goroutines` include managed-stack tracebacks.
     pub fn registry(mut self, reg: Arc<safepoint_stackmap::Registry>) -> Builder {
@@ -316,7 +371,7 @@ impl Builder {
         if c.procs == 0 || c.procs > 1024 {
             return Err(Error::Config(format!("procs must be 1..=1024, got {}", c.procs)));
         }
-        let sched = Sched::new(c)?;
+        let sched = Sched::new(c, self.async_preempt)?;
         let sysmon = if sched.config.sysmon {
             let s = sched.clone();
             Some(
@@ -362,6 +417,14 @@ pub struct Stats {
     pub idle_procs: usize,
     /// Goroutines queued now.
     pub queued: usize,
+    /// Preemption signals sent (asynchronous preemption; at most one pending per M).
+    pub preempt_signals: u64,
+    /// Goroutines the signal held in place (asynchronous preemptions taken).
+    pub async_preemptions: u64,
+    /// Signals the handler declined: the thread was on g0 or a signal stack, in the runtime's
+    /// assembly or the C library, short of stack, in a runtime critical section or a
+    /// `no_preempt` section, or the request had been answered meanwhile.
+    pub async_declined: u64,
 }
 
 impl Runtime {
@@ -419,6 +482,9 @@ impl Runtime {
             procs: s.procs,
             idle_procs: s.npidle.load(Ordering::Relaxed),
             queued: runtime::queued(s),
+            preempt_signals: s.preempt_signals.load(Ordering::Relaxed),
+            async_preemptions: s.async_preemptions.load(Ordering::Relaxed),
+            async_declined: s.async_declined.load(Ordering::Relaxed),
         }
     }
 

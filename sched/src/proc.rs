@@ -1,6 +1,7 @@
 //! What a goroutine does to itself: start, exit, yield, park, poll, blocking calls.
 
 use core::ptr;
+use core::sync::atomic::compiler_fence;
 
 use crate::g::{G, GPtr, goid};
 use crate::runtime::{After, M, P, PStatus, acquirep, current_g, current_m, mcall};
@@ -123,6 +124,12 @@ where
 
 /// Makes a parked goroutine runnable.
 pub(crate) fn ready(r: crate::GoroutineRef) {
+    // The owner lock (a std mutex) and the run queues: a runtime critical section for the
+    // preemption handler.
+    crate::preempt::rt_section(|| ready_locked(r))
+}
+
+fn ready_locked(r: crate::GoroutineRef) {
     let g = r.g.get();
     let mut spins = 0u32;
     // Is the caller an M of g's runtime? Then the runtime is alive for the whole call.
@@ -189,6 +196,8 @@ pub(crate) fn poll_slow() {
     if !g.preempt.swap(false, Ordering::SeqCst) {
         return;
     }
+    // It answers requests here: the next one need not be followed by a signal at once.
+    g.async_prone.store(false, Ordering::Relaxed);
     if g.preempt_stop.load(Ordering::SeqCst) {
         mcall(After::PreemptPark);
         return;
@@ -216,11 +225,16 @@ pub fn poll() {
 pub(crate) fn acquire_m() -> Option<&'static M> {
     let m = current_m()?;
     m.locks.fetch_add(1, Ordering::Relaxed);
+    // The preemption handler reads `locks` on this thread: keep the section's accesses after
+    // the increment.
+    compiler_fence(Ordering::SeqCst);
     Some(m)
 }
 
 /// Leaves a runtime critical section; re-arms a preemption request that arrived meanwhile.
 pub(crate) fn release_m(m: &M) {
+    // As in `acquire_m`: the section's accesses stay before the decrement.
+    compiler_fence(Ordering::SeqCst);
     if m.locks.fetch_sub(1, Ordering::Relaxed) == 1
         && let Some(g) = m.curg()
         && g.pins.get() == 0
@@ -319,6 +333,9 @@ pub struct NoPreempt {
 pub fn no_preempt() -> NoPreempt {
     if let Some(g) = current_g() {
         g.pins.set(g.pins.get() + 1);
+        // The preemption handler reads `pins` on this thread: the section's accesses must not
+        // move above the increment (nor, in drop, below the decrement).
+        compiler_fence(Ordering::SeqCst);
     }
     NoPreempt { _not_send: core::marker::PhantomData }
 }
@@ -326,6 +343,7 @@ pub fn no_preempt() -> NoPreempt {
 impl Drop for NoPreempt {
     fn drop(&mut self) {
         if let Some(g) = current_g() {
+            compiler_fence(Ordering::SeqCst);
             let n = g.pins.get() - 1;
             g.pins.set(n);
             if n == 0 && current_m().is_some_and(|m| m.locks.load(Ordering::Relaxed) == 0) {

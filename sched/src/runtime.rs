@@ -2,6 +2,7 @@
 //! blocking calls, and the hand-off of Ps between Ms.
 
 use core::cell::{Cell, UnsafeCell};
+use core::mem::ManuallyDrop;
 use core::ptr;
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -10,7 +11,7 @@ use safepoint_arch::stack::StackPool;
 use safepoint_arch::{Context, Note, nanotime, signal};
 
 use crate::g::{Body, G, GPtr, goid};
-use crate::shim::{AtomicBool, AtomicU64, AtomicUsize, Ordering, fence};
+use crate::shim::{AtomicBool, AtomicI32, AtomicU32, AtomicU64, AtomicUsize, Ordering, fence};
 use crate::status::Status;
 
 /// P status: see DESIGN.md §2.
@@ -28,6 +29,12 @@ pub(crate) enum PStatus {
     /// Not in use (never, with a fixed number of Ps; kept for the state table).
     #[allow(dead_code)]
     Dead = 4,
+    /// Its M is holding its goroutine in place for an asynchronous preemption: the M still owns
+    /// the P (`p.m` stays set) but runs nothing until the goroutine resumes. A stopper or a
+    /// ragged barrier may borrow it by a CAS to GcStop (the P counts as stopped; the barrier's
+    /// function runs for it) and must give it back by storing Held and waking the M's
+    /// `hold_note`. Its M moves it back to Running by a CAS when it lets the goroutine go.
+    Held = 5,
 }
 
 /// A P: the right to run goroutines, with its run queue and caches.
@@ -91,6 +98,7 @@ impl P {
             1 => PStatus::Running,
             2 => PStatus::Syscall,
             3 => PStatus::GcStop,
+            5 => PStatus::Held,
             _ => PStatus::Dead,
         }
     }
@@ -206,8 +214,23 @@ pub(crate) struct M {
     spinning: AtomicBool,
     /// Runtime critical-section depth: no preemption while nonzero.
     pub locks: AtomicUsize,
+    /// Runtime locks held by this M (the scheduler lock, wait-queue locks, the spawn and ready
+    /// paths): the preemption handler declines while nonzero, because a goroutine held in place
+    /// with one of them would block whoever holds it. Unlike `locks` it does not forbid
+    /// parking (a park callback releases a wait-queue lock). Written by this M's thread only;
+    /// Relaxed with compiler fences (the only other reader is a signal handler on this thread).
+    pub rtlocks: AtomicU32,
     /// Where this M parks when idle.
     pub park: Note,
+    /// Where this M waits while it holds its goroutine in place (asynchronous preemption);
+    /// woken by whoever releases the goroutine or gives back its P.
+    pub hold_note: Note,
+    /// The M's kernel thread id, for the preemption signal; 0 until its thread starts. Written
+    /// once by the thread itself (Release), read by senders (Acquire).
+    pub tid: AtomicI32,
+    /// A preemption signal was sent to this M and its handler has not run yet: at most one is
+    /// pending per M. Set by the sender (swap), cleared by the handler.
+    pub signal_pending: AtomicBool,
     /// The g0 action requested by the goroutine switching away. Owner: this M's thread.
     after: Cell<After>,
     /// Random state for steal order.
@@ -316,6 +339,44 @@ pub(crate) struct Sched {
     /// (`crate::deadlock`).
     pub timers: crate::timer::SchedTimers,
     pub deadlock: crate::deadlock::Deadlock,
+    /// Whether preemption requests that go unanswered are followed by a signal
+    /// (`Builder::async_preempt`, `SAFEPOINT_DEBUG=asyncpreemptoff=1`).
+    pub async_preempt: bool,
+    /// Asynchronous preemption counters (Relaxed: statistics only): signals sent, goroutines
+    /// held by the handler, signals the handler declined.
+    pub preempt_signals: AtomicU64,
+    pub async_preemptions: AtomicU64,
+    pub async_declined: AtomicU64,
+}
+
+/// The scheduler lock, held. It counts as a runtime lock of the M that took it (`M::rtlocks`),
+/// so a goroutine that takes it (spawn, ready) is never held in place with it: the stopper
+/// needs it to start the world again.
+pub(crate) struct SchedLock<'a> {
+    guard: ManuallyDrop<MutexGuard<'a, Locked>>,
+    m: Option<&'static M>,
+}
+
+impl core::ops::Deref for SchedLock<'_> {
+    type Target = Locked;
+    fn deref(&self) -> &Locked {
+        &self.guard
+    }
+}
+
+impl core::ops::DerefMut for SchedLock<'_> {
+    fn deref_mut(&mut self) -> &mut Locked {
+        &mut self.guard
+    }
+}
+
+impl Drop for SchedLock<'_> {
+    fn drop(&mut self) {
+        // SAFETY: dropped once, here; the field is never used again.
+        unsafe { ManuallyDrop::drop(&mut self.guard) };
+        // Only after the mutex is released does the M leave its critical section.
+        crate::preempt::rtlock_exit(self.m);
+    }
 }
 
 /// What the scheduler lock protects.
@@ -331,7 +392,7 @@ unsafe impl Send for Locked {}
 const MAX_LOCAL_GFREE: usize = 64;
 
 impl Sched {
-    pub fn new(config: crate::Config) -> Result<Arc<Sched>, crate::Error> {
+    pub fn new(config: crate::Config, async_preempt: bool) -> Result<Arc<Sched>, crate::Error> {
         let procs = config.procs;
         let stacks = StackPool::new(config.stack_size, config.stack_cache)
             .map_err(|e| crate::Error::Stack(e.to_string()))?;
@@ -369,14 +430,23 @@ impl Sched {
             ngoroutines: AtomicUsize::new(0),
             timers: crate::timer::SchedTimers::new(),
             deadlock: crate::deadlock::Deadlock::new(deadlock_detection),
+            async_preempt,
+            preempt_signals: AtomicU64::new(0),
+            async_preemptions: AtomicU64::new(0),
+            async_declined: AtomicU64::new(0),
         });
         signal::install();
         install_stack_hooks()?;
+        crate::preempt::install()?;
         Ok(sched)
     }
 
-    pub fn locked(&self) -> MutexGuard<'_, Locked> {
-        self.lock.lock().unwrap_or_else(|e| e.into_inner())
+    /// Takes the scheduler lock. While it is held the M is in a runtime critical section for
+    /// the preemption handler (see [`SchedLock`]).
+    pub fn locked(&self) -> SchedLock<'_> {
+        let m = crate::preempt::rtlock_enter();
+        let guard = self.lock.lock().unwrap_or_else(|e| e.into_inner());
+        SchedLock { guard: ManuallyDrop::new(guard), m }
     }
 
     fn p_of(&self, id: usize) -> &P {
@@ -458,7 +528,11 @@ impl Sched {
             nextp: AtomicUsize::new(p as *const P as usize),
             spinning: AtomicBool::new(spinning),
             locks: AtomicUsize::new(0),
+            rtlocks: AtomicU32::new(0),
             park: Note::new(),
+            hold_note: Note::new(),
+            tid: AtomicI32::new(0),
+            signal_pending: AtomicBool::new(false),
             after: Cell::new(After::Nothing),
             rand: Cell::new(
                 0x9E37_79B9_7F4A_7C15 ^ (id as u64 + 1).wrapping_mul(0x2545_F491_4F6C_DD1D),
@@ -537,6 +611,12 @@ impl Sched {
 
     /// Makes a goroutine running `body`, queued on the caller's P (runnext) or globally.
     pub fn spawn(self: &Arc<Sched>, body: Body) -> Result<&'static G, crate::Error> {
+        // The free lists, the G list and the stack pool are std mutexes: a runtime critical
+        // section for the preemption handler.
+        crate::preempt::rt_section(|| self.spawn_locked(body))
+    }
+
+    fn spawn_locked(self: &Arc<Sched>, body: Body) -> Result<&'static G, crate::Error> {
         if self.shutdown.load(Ordering::Relaxed) {
             return Err(crate::Error::Shutdown);
         }
@@ -571,6 +651,10 @@ impl Sched {
     /// Queues a runnable goroutine: on the caller's P if it has one of this runtime, else
     /// globally; then makes sure someone will run it.
     pub fn enqueue(&self, g: GPtr, next: bool) {
+        crate::preempt::rt_section(|| self.enqueue_locked(g, next))
+    }
+
+    fn enqueue_locked(&self, g: GPtr, next: bool) {
         // Relaxed: the goroutine set its own flag before it parked; the park/ready hand-off
         // orders that store before this load.
         if g.get().urgent.load(Ordering::Relaxed) {
@@ -629,6 +713,52 @@ impl Sched {
             }
         }
     }
+
+    /// Follows up unanswered requests with the preemption signal: signals the M of every
+    /// running P (but `except`, the caller's) whose goroutine has a request pending (and, if
+    /// `prone_only`, whose goroutine needed the signal last time: see `G::async_prone`). The
+    /// handler decides whether it may hold the goroutine in place (see `crate::preempt`).
+    pub fn preemptall_async(&self, except: Option<&P>, prone_only: bool) {
+        if !self.async_preempt {
+            return;
+        }
+        for p in self.ps.iter() {
+            if except.is_some_and(|e| ptr::eq(e, p)) || p.status() != PStatus::Running {
+                continue;
+            }
+            let m = p.m.load(Ordering::Acquire) as *const M;
+            // SAFETY: Ms live until the runtime shuts down.
+            let Some(m) = (unsafe { m.as_ref() }) else { continue };
+            if m.curg().is_some_and(|g| {
+                g.preempt.load(Ordering::Relaxed)
+                    && (!prone_only || g.async_prone.load(Ordering::Relaxed))
+            }) {
+                self.signal_m(m);
+            }
+        }
+    }
+
+    /// Sends the preemption signal to `m` unless one is pending already.
+    pub fn signal_m(&self, m: &M) {
+        if !self.async_preempt {
+            return;
+        }
+        // Acquire: pairs with the Release in `mstart`.
+        let tid = m.tid.load(Ordering::Acquire);
+        if tid == 0 {
+            return;
+        }
+        // AcqRel: one sender per pending signal; the handler clears it (Release) before it
+        // looks at the request flags, so a request made after that gets a new signal.
+        if m.signal_pending.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        if safepoint_arch::preempt::signal_thread(tid) {
+            self.preempt_signals.fetch_add(1, Ordering::Relaxed);
+        } else {
+            m.signal_pending.store(false, Ordering::Release);
+        }
+    }
 }
 
 /// Points the managed stacks' hooks at this scheduler (process-wide, once; every runtime uses
@@ -660,6 +790,8 @@ fn install_stack_hooks() -> Result<(), crate::Error> {
 fn mstart(m: &'static M) {
     CURRENT_M.with(|c| c.set(m));
     signal::ensure_altstack();
+    // Release: pairs with the Acquire in `Sched::signal_m`.
+    m.tid.store(safepoint_arch::preempt::current_tid(), Ordering::Release);
     let sched = m.sched();
     // The P handed over by whoever started us.
     let p = m.nextp.swap(0, Ordering::Acquire) as *const P;
@@ -965,7 +1097,7 @@ fn find_work(m: &M, p: &P, steal: bool, take_runnext: bool) -> Option<(&'static 
         // running there, which is usually about to block and run it (a channel hand-off), and
         // stealing it at once would split a producer-consumer pair across CPUs.
         if take_runnext
-            && (victim.status() == PStatus::Running || victim.status() == PStatus::Syscall)
+            && matches!(victim.status(), PStatus::Running | PStatus::Syscall | PStatus::Held)
         {
             let g = victim.runnext.load(Ordering::Acquire);
             if g != 0

@@ -42,9 +42,17 @@ pub enum Status {
     /// nobody until a suspender CASes it to Waiting and so takes the duty of readying it. Then
     /// scannable.
     Preempted = 9,
+    /// Held in place by the preemption signal (asynchronous preemption): not running user code
+    /// (its M sits in the signal trampoline's hold, every register saved on the goroutine's
+    /// native stack), on no run queue, and its M runs nothing else meanwhile. The goroutine owns
+    /// its stacks; scannable by whoever sets `SCAN` (the innermost managed frame conservatively:
+    /// it was interrupted at an arbitrary instruction, so its safepoint index may be stale).
+    /// Moved out by the goroutine itself (back to Running) when nobody needs it held any more;
+    /// it waits while `SCAN` is held.
+    AsyncPreempted = 10,
 }
 
-/// Set on top of Runnable, Running, Syscall, Waiting or Preempted by whoever claims the right to
+/// Set on top of Runnable, Running, Syscall, Waiting, Preempted or AsyncPreempted by whoever claims the right to
 /// scan the goroutine's stacks; while set, no other transition can happen and the goroutine
 /// cannot start running. The claimer clears it.
 pub const SCAN: u32 = 0x1000;
@@ -63,6 +71,7 @@ impl Status {
             6 => Status::Dead,
             8 => Status::CopyStack,
             9 => Status::Preempted,
+            10 => Status::AsyncPreempted,
             _ => return None,
         })
     }
@@ -236,6 +245,7 @@ impl StatusWord {
                 | Status::Syscall
                 | Status::Waiting
                 | Status::Preempted
+                | Status::AsyncPreempted
         ));
         self.try_cas(s as u32, s as u32 | SCAN, None) == Cas::Ok
     }
@@ -289,7 +299,9 @@ impl StatusWord {
 pub enum SuspendStep {
     /// The goroutine is dead (or never started): nothing to hold.
     Dead,
-    /// Held: its SCAN bit is ours, on top of this scannable state.
+    /// Held: its SCAN bit is ours, on top of this scannable state (Runnable, Syscall, Waiting,
+    /// or AsyncPreempted: held in place by the preemption signal, which it leaves only once
+    /// SCAN is released).
     Held(Status),
     /// Someone else holds it, or its stack is being copied: wait and look again.
     Wait,
@@ -323,7 +335,9 @@ pub fn suspend_step(w: &StatusWord, ask: bool, request: impl FnOnce()) -> Suspen
                 SuspendStep::Wait
             }
         }
-        Some(s @ (Status::Runnable | Status::Syscall | Status::Waiting)) => {
+        Some(
+            s @ (Status::Runnable | Status::Syscall | Status::Waiting | Status::AsyncPreempted),
+        ) => {
             if w.cas_to_scan(s) {
                 SuspendStep::Held(s)
             } else {

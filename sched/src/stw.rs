@@ -11,28 +11,109 @@ use safepoint_stackmap::{Corruption, Registry, Traceback, Visitor};
 /// How often a stopper re-sends its preemption requests: a request can race with a goroutine
 /// switch and be lost, so it is repeated (the seeds' 100 µs).
 const RETRY_NS: u64 = 100_000;
-/// Spin this many iterations waiting before each sleep: the other side is usually running.
-const WAIT_SPINS: u32 = 2_000;
+/// How long a request may go unanswered at synchronous safepoints before the requester follows
+/// it with the preemption signal: a goroutine that polls answers within a microsecond or two,
+/// and a signal costs the target a kernel round trip, so only goroutines that do not poll
+/// should get one.
+pub(crate) const ASYNC_GRACE_NS: u64 = 10_000;
+/// How often the signal is repeated while a request stays unanswered (the handler may have
+/// declined: the goroutine was in a runtime critical section or a `no_preempt` section).
+const ASYNC_RETRY_NS: u64 = 50_000;
+/// How long a waiter spins, looking, before it sleeps between looks: the other side is usually
+/// running, and a futex wake-up costs tens of microseconds on these machines.
+const WAIT_SPIN_NS: u64 = 200_000;
 
 fn running_m(what: &str) -> &'static M {
     let m = current_m().filter(|m| m.curg().is_some() && m.p().is_some());
     m.unwrap_or_else(|| panic!("{what} must be called from a goroutine of a safepoint runtime"))
 }
 
-/// Waits until `count` is zero: spins, then sleeps on `note` up to [`RETRY_NS`] at a time,
-/// calling `retry` (re-send the requests) after each sleep that timed out.
+/// Waits until `count` is zero. At every look it first calls `look` (act for Ps whose M holds
+/// its goroutine in place); it re-sends the requests with `retry` every [`RETRY_NS`], and
+/// follows them with the preemption signal to the Ms of running Ps (all but `mine`) once they
+/// have gone unanswered for [`ASYNC_GRACE_NS`], then every [`ASYNC_RETRY_NS`]. It spins for
+/// [`WAIT_SPIN_NS`], then sleeps on `note` between looks.
 ///
 /// The count decides, the note is only a wake-up hint: whoever brings the count to zero wakes
 /// the note, but may do so *after* the waiter has already seen zero and left (the decrement and
 /// the wake-up are two steps, taken without the scheduler lock), so a note can arrive stale at
 /// the next wait. A stale wake-up here costs one extra look at the count.
-fn wait_for_zero(count: &AtomicUsize, note: &safepoint_arch::Note, mut retry: impl FnMut()) {
-    while count.load(Ordering::SeqCst) != 0 {
-        if note.spin_then_sleep(WAIT_SPINS, Some(RETRY_NS)) {
-            note.clear();
-        } else {
-            retry();
+fn wait_for_zero(
+    sched: &Sched,
+    mine: &P,
+    count: &AtomicUsize,
+    note: &safepoint_arch::Note,
+    mut look: impl FnMut(),
+    mut retry: impl FnMut(),
+) {
+    let start = safepoint_arch::nanotime();
+    let mut next_signal = start + ASYNC_GRACE_NS;
+    let mut next_retry = start + RETRY_NS;
+    // Goroutines that needed the signal last time (they do not poll) get it at once.
+    sched.preemptall_async(Some(mine), true);
+    loop {
+        look();
+        if count.load(Ordering::SeqCst) == 0 {
+            return;
         }
+        let now = safepoint_arch::nanotime();
+        if now >= next_retry {
+            retry();
+            next_retry = now + RETRY_NS;
+        }
+        if now >= next_signal {
+            sched.preemptall_async(Some(mine), false);
+            next_signal = now + ASYNC_RETRY_NS;
+        }
+        if now - start < WAIT_SPIN_NS {
+            for _ in 0..64 {
+                if note.is_woken() {
+                    break;
+                }
+                safepoint_arch::cpu_relax();
+            }
+            if note.is_woken() {
+                note.clear();
+            }
+        } else if note.sleep_timeout(next_retry.min(next_signal).saturating_sub(now).max(1_000)) {
+            note.clear();
+        }
+    }
+}
+
+/// Stops every P whose M holds its goroutine in place (`Held -> GcStop`), counting each in
+/// `stopwait`. Their Ms keep them (`p.m` stays set) and get them back in `start_the_world`.
+fn stop_held_ps(sched: &Sched) {
+    for p in sched.ps.iter() {
+        if p.status() == PStatus::Held && p.cas_status(PStatus::Held, PStatus::GcStop) {
+            sched.stopwait_done();
+        }
+    }
+}
+
+/// Runs the pending safe-point function for every P whose M holds its goroutine in place: the
+/// P is borrowed (`Held -> GcStop`) while the function runs for it, then given back and its M
+/// woken. The held goroutine was interrupted outside every runtime critical section and
+/// `no_preempt` section, so the P's state is consistent.
+fn run_for_held_ps(sched: &Sched) {
+    for p in sched.ps.iter() {
+        if p.run_safe_point_fn.load(Ordering::SeqCst)
+            && p.status() == PStatus::Held
+            && p.cas_status(PStatus::Held, PStatus::GcStop)
+        {
+            run_safe_point_fn(sched, p);
+            p.set_status(PStatus::Held);
+            wake_m_of(p);
+        }
+    }
+}
+
+/// Wakes the M that holds `p` (a P it holds while it holds its goroutine in place).
+fn wake_m_of(p: &P) {
+    let m = p.m.load(Ordering::Acquire) as *const M;
+    // SAFETY: Ms live until the runtime shuts down.
+    if let Some(m) = unsafe { m.as_ref() } {
+        crate::preempt::wake_held(m);
     }
 }
 
@@ -105,12 +186,21 @@ pub fn stop_the_world(reason: &'static str) -> WorldStop {
                 sched.stopwait.fetch_sub(1, Ordering::SeqCst);
             }
         }
+        // Ps whose M holds its goroutine in place (asynchronous preemption) count as stopped.
+        stop_held_ps(sched);
         while let Some(p) = sched.pidleget(&mut l) {
             p.set_status(PStatus::GcStop);
             sched.stopwait.fetch_sub(1, Ordering::SeqCst);
         }
     }
-    wait_for_zero(&sched.stopwait, &sched.stopnote, || sched.preemptall());
+    wait_for_zero(
+        sched,
+        my_p,
+        &sched.stopwait,
+        &sched.stopnote,
+        || stop_held_ps(sched),
+        || sched.preemptall(),
+    );
     for p in sched.ps.iter() {
         if p.status() != PStatus::GcStop {
             crate::throw!("stop_the_world: P{} is {:?}, not stopped", p.id, p.status());
@@ -128,6 +218,13 @@ fn start_the_world(m: &'static M) {
         sched.gcwaiting.store(false, Ordering::SeqCst);
         for p in sched.ps.iter() {
             if core::ptr::eq(p, my_p) {
+                continue;
+            }
+            // A P stopped while its M held its goroutine in place: the M still owns it (only
+            // such a P keeps `m` set when stopped). Give it back and wake the M.
+            if p.m.load(Ordering::Acquire) != 0 {
+                p.set_status(PStatus::Held);
+                wake_m_of(p);
                 continue;
             }
             if p.runq_empty() {
@@ -196,17 +293,24 @@ pub fn for_each_p(f: &(dyn Fn(usize) + Sync)) {
         }
     }
     f(my_p.id);
-    wait_for_zero(&sched.safe_point_wait, &sched.safe_point_note, || {
-        for p in sched.ps.iter() {
-            if p.run_safe_point_fn.load(Ordering::Relaxed)
-                && p.status() == PStatus::Syscall
-                && p.cas_status(PStatus::Syscall, PStatus::Idle)
-            {
-                sched.handoffp(p);
+    wait_for_zero(
+        sched,
+        my_p,
+        &sched.safe_point_wait,
+        &sched.safe_point_note,
+        || run_for_held_ps(sched),
+        || {
+            for p in sched.ps.iter() {
+                if p.run_safe_point_fn.load(Ordering::Relaxed)
+                    && p.status() == PStatus::Syscall
+                    && p.cas_status(PStatus::Syscall, PStatus::Idle)
+                {
+                    sched.handoffp(p);
+                }
             }
-        }
-        sched.preemptall();
-    });
+            sched.preemptall();
+        },
+    );
     for p in sched.ps.iter() {
         if p.run_safe_point_fn.load(Ordering::SeqCst) {
             crate::throw!("for_each_p: P{} did not run the safe-point function", p.id);
@@ -280,19 +384,40 @@ impl Suspended {
     pub fn id(&self) -> u64 {
         self.id
     }
-    /// The state it is held in (Runnable, Syscall or Waiting).
+    /// The state it is held in (Runnable, Syscall, Waiting, or AsyncPreempted: see
+    /// [`Suspended::async_stopped`]).
     pub fn held_state(&self) -> Status {
         self.base
     }
 
+    /// Whether the goroutine is held at an *asynchronous* point: it never reached a synchronous
+    /// safepoint, and the preemption signal stopped it at an arbitrary instruction (its status
+    /// is [`Status::AsyncPreempted`]; [`Suspended::stopped`] is false, as nobody readies it: it
+    /// resumes in place when released).
+    ///
+    /// For a collector this changes one thing: the innermost frame of the managed stack may be
+    /// at a stale safepoint index (the goroutine may have stored a reference into a slot that
+    /// the frame's current bitmap calls dead, or be between a frame push and its first
+    /// safepoint), so its slots must be scanned conservatively; every frame below it is at a
+    /// call, and is scanned precisely. The managed stack's frames themselves are always
+    /// consistent (a push writes the frame, then publishes the new top). Everything else the
+    /// goroutine's M was doing is untouched: it was in no runtime critical section (`m.locks`,
+    /// a runtime lock, a `no_preempt` section), so the collector's allocator and write barrier,
+    /// which run under `no_preempt`, were not interrupted.
+    pub fn async_stopped(&self) -> bool {
+        self.base == Status::AsyncPreempted
+    }
+
     /// Walks the held goroutine's managed stack: every live reference (and tagged) slot of every
-    /// frame at its current safepoint, top frame first. Nothing for a dead goroutine.
+    /// frame at its current safepoint, top frame first. Nothing for a dead goroutine. For a
+    /// goroutine held asynchronously ([`Suspended::async_stopped`]) the top frame's bitmap may be
+    /// stale: a collector scans that frame's slots conservatively instead.
     pub fn walk_managed_stack<V: Visitor>(&self, reg: &Registry, v: &mut V) {
         if let Some(g) = self.g {
-            // SAFETY: we hold the goroutine's SCAN bit in a scannable state (Runnable, Waiting
-            // or Syscall): it cannot run, grow its stack or move out of that state until we
-            // release it, and a goroutine in a blocking call may not touch its managed stack
-            // (a push or poll there panics; the stack is frozen).
+            // SAFETY: we hold the goroutine's SCAN bit in a scannable state (Runnable, Waiting,
+            // Syscall or AsyncPreempted): it cannot run, grow its stack or move out of that
+            // state until we release it, and a goroutine in a blocking call may not touch its
+            // managed stack (a push or poll there panics; the stack is frozen).
             unsafe { g.get().mstack().walk_stopped(reg, v) }
         }
     }
@@ -339,6 +464,8 @@ pub fn suspend_g(target: Goroutine) -> Suspended {
     let mut stopped = false;
     let mut spins = 0u32;
     let mut next_request = 0u64;
+    // When to follow the request with the preemption signal (0: not requested yet).
+    let mut next_signal = 0u64;
     loop {
         let now = safepoint_arch::nanotime();
         let step = suspend_step(&g.status, now >= next_request, || {
@@ -366,8 +493,25 @@ pub fn suspend_g(target: Goroutine) -> Suspended {
                 stopped = true;
                 continue;
             }
-            SuspendStep::Requested => next_request = now + RETRY_NS,
-            SuspendStep::Wait | SuspendStep::Running => {}
+            SuspendStep::Requested => {
+                next_request = now + RETRY_NS;
+                if next_signal == 0 {
+                    next_signal = now + ASYNC_GRACE_NS;
+                    // It needed the signal last time (it does not poll): send it at once.
+                    if g.async_prone.load(Ordering::Relaxed) {
+                        signal_m_of(g);
+                    }
+                }
+            }
+            SuspendStep::Running => {
+                // Unanswered past the grace period: it may never poll. Signal its M; the
+                // handler holds it in place (AsyncPreempted) if it can, which we then take.
+                if next_signal != 0 && now >= next_signal {
+                    signal_m_of(g);
+                    next_signal = now + ASYNC_RETRY_NS;
+                }
+            }
+            SuspendStep::Wait => {}
         }
         wait_a_little(me, &mut spins);
     }
@@ -443,7 +587,25 @@ fn release(g: &'static G, base: Status, stopped: bool) {
         crate::throw!("resume_g: goroutine {} is not held ({})", goid(g), w);
     }
     g.status.cas_from_scan(base, base);
+    if base == Status::AsyncPreempted {
+        // Its M waits in the hold for the SCAN bit to clear.
+        let m = g.m.load(Ordering::Acquire) as *const M;
+        // SAFETY: Ms live until the runtime shuts down; a held goroutine keeps its M.
+        if let Some(m) = unsafe { m.as_ref() } {
+            crate::preempt::wake_held(m);
+        }
+    }
     if stopped {
         ready_owned(g);
+    }
+}
+
+/// Sends the preemption signal to the M running `g`, if any (a racy hint: a signal reaching an
+/// M that moved on to another goroutine is declined by the handler).
+fn signal_m_of(g: &G) {
+    let m = g.m.load(Ordering::Acquire) as *const M;
+    // SAFETY: Ms live until the runtime shuts down.
+    if let Some(m) = unsafe { m.as_ref() } {
+        m.sched().signal_m(m);
     }
 }

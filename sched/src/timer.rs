@@ -379,7 +379,7 @@ pub(crate) fn sysmon(sched: &Sched) -> u64 {
         // blocking call is retaken and handed off, and its new M runs them.)
         if next != 0
             && next + SYSMON_GRACE_NS <= now
-            && p.status() == PStatus::Running
+            && matches!(p.status(), PStatus::Running | PStatus::Held)
             && p.sysmon_tick.load(Ordering::Relaxed) == p.schedtick.load(Ordering::Relaxed)
         {
             run_p(sched, p, now, usize::MAX);

@@ -148,9 +148,11 @@ impl RawLock {
         RawLock { state: AtomicU32::new(0) }
     }
 
-    /// Takes the lock.
+    /// Takes the lock. Until `unlock`, the M (if any) holds a runtime lock: the preemption
+    /// handler declines to hold it in place (see `crate::preempt`).
     #[inline]
     pub(crate) fn lock(&self) {
+        crate::preempt::rtlock_enter();
         // Acquire: pairs with the Release swap in `unlock`: the previous holder's writes to the
         // guarded data are visible.
         if self.state.compare_exchange(0, 1, Ordering::Acquire, Ordering::Relaxed).is_err() {
@@ -183,13 +185,15 @@ impl RawLock {
         }
     }
 
-    /// Releases the lock. The caller must hold it.
+    /// Releases the lock. The caller must hold it, on the thread that took it (a park callback
+    /// runs on the parking goroutine's M).
     #[inline]
     pub(crate) fn unlock(&self) {
         // Release: pairs with the Acquire in `lock`/`lock_slow`.
         if self.state.swap(0, Ordering::Release) == 2 {
             safepoint_arch::futex_wake(&self.state);
         }
+        crate::preempt::rtlock_exit(crate::runtime::current_m());
     }
 }
 

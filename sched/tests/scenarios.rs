@@ -331,6 +331,8 @@ fn suspend_g_races_every_transition() {
                         safepoint_sched::status::Status::Runnable
                             | safepoint_sched::status::Status::Waiting
                             | safepoint_sched::status::Status::Syscall
+                            // Held in place by the preemption signal (its poll came late).
+                            | safepoint_sched::status::Status::AsyncPreempted
                     ),
                     "{b:?} held in {state:?}"
                 );
