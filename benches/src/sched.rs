@@ -69,16 +69,24 @@ fn spin_body(x: &AtomicUsize) {
     x.fetch_add(1, Ordering::Relaxed);
 }
 
-/// K goroutines spinning (`poll`: calling `poll()` each iteration), 400 stops of the world:
-/// time from the request until every P is stopped.
+/// K goroutines spinning, 400 stops of the world: time from the request until every P is
+/// stopped. `poll`: each iteration calls `poll()` (a synchronous preemption point); `nopoll`:
+/// no calls at all (an atomic add and a flag load), stopped by asynchronous preemption.
+///
+/// A goroutine that never polls keeps its P until it ends (time slices end only at synchronous
+/// points), so in `nopoll` mode the stopper never yields: it waits by spinning, and only as
+/// many spinners run at once as there are other Ps (Go's twin runs them in turns, also at most
+/// GOMAXPROCS - 1 beside the stopper while it stops the world).
 fn stw(k: usize, mode: &str) {
     let args = format!("{k} {mode}");
-    if mode != "poll" {
-        // A goroutine that never polls can only be stopped by asynchronous preemption, which
-        // is not built yet: the stop would wait forever.
-        eprintln!("stw {mode}: needs asynchronous preemption (not built yet)");
-        return;
-    }
+    let nopoll = match mode {
+        "poll" => false,
+        "nopoll" => true,
+        _ => {
+            eprintln!("stw: mode must be poll or nopoll");
+            std::process::exit(2);
+        }
+    };
     let rt = Runtime::new().expect("runtime");
     let mut us = rt.block_on(move || {
         let stop = Arc::new(AtomicBool::new(false));
@@ -86,17 +94,29 @@ fn stw(k: usize, mode: &str) {
         let hs: Vec<_> = (0..k)
             .map(|_| {
                 let (stop, ctr) = (stop.clone(), ctr.clone());
-                go(move || {
-                    while !stop.load(Ordering::Relaxed) {
-                        spin_body(&ctr);
-                        poll();
-                    }
-                })
+                if nopoll {
+                    go(move || {
+                        while !stop.load(Ordering::Relaxed) {
+                            ctr.fetch_add(1, Ordering::Relaxed);
+                        }
+                    })
+                } else {
+                    go(move || {
+                        while !stop.load(Ordering::Relaxed) {
+                            spin_body(&ctr);
+                            poll();
+                        }
+                    })
+                }
             })
             .collect();
         // Let the spinners get going.
         while ctr.load(Ordering::Relaxed) < 10_000 {
-            yield_now();
+            if nopoll {
+                std::hint::spin_loop();
+            } else {
+                yield_now();
+            }
         }
         let mut us = Vec::with_capacity(400);
         for _ in 0..400 {
@@ -105,8 +125,21 @@ fn stw(k: usize, mode: &str) {
             us.push(t.elapsed().as_nanos() as f64 / 1000.0);
             w.start();
             // Let the world run a little between stops, as Go's twin does.
-            for _ in 0..3 {
-                yield_now();
+            if nopoll {
+                // Until a spinner has run again (a goroutine still held from this stop would be
+                // taken again at once, and the next stop would measure nothing), then 20 µs.
+                let (n, t) = (ctr.load(Ordering::Relaxed), Instant::now());
+                while ctr.load(Ordering::Relaxed) == n && t.elapsed().as_millis() < 100 {
+                    std::hint::spin_loop();
+                }
+                let t = Instant::now();
+                while t.elapsed().as_micros() < 20 {
+                    std::hint::spin_loop();
+                }
+            } else {
+                for _ in 0..3 {
+                    yield_now();
+                }
             }
         }
         stop.store(true, Ordering::Relaxed);
@@ -115,6 +148,9 @@ fn stw(k: usize, mode: &str) {
         }
         us
     });
+    if std::env::var_os("STW_STATS").is_some() {
+        eprintln!("{:?}", rt.stats());
+    }
     let p50 = percentile(&mut us, 50.0);
     let p99 = percentile(&mut us, 99.0);
     let max = percentile(&mut us, 100.0);
