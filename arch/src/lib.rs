@@ -12,10 +12,21 @@
 //!   goroutine's entry function. The per-target file (`x86_64.rs`) draws the layouts.
 //! * **Goroutine stacks** ([`stack`]). mmap'd, lazily committed, with a guard page at the low
 //!   end, pooled so that spawning a goroutine does not call mmap on its fast path.
-//! * **Signals** ([`signal`]). A SIGSEGV handler on an alternate signal stack recognises a hit
+//! * **Fault signals** ([`signal`]). A SIGSEGV handler on an alternate signal stack recognises a hit
 //!   on the current goroutine's guard page and dies with "goroutine N: native stack overflow"
 //!   instead of a bare segmentation fault; any other fault goes to the handler that was there
 //!   before.
+//! * **Asynchronous preemption** ([`preempt`]). The scheduler stops a goroutine that never
+//!   polls by sending its thread `SIGURG` (`tgkill`). The handler, on the alternate signal
+//!   stack, checks that the thread is on a goroutine stack (not g0, not a signal stack), outside
+//!   the context switch, the trampoline and the C library, with room below the red zone, then
+//!   asks the scheduler's `decide` hook. If both agree it edits the signal context so that the
+//!   goroutine "calls" a trampoline from the interrupted instruction: the trampoline saves every
+//!   general-purpose register, the flags and the vector state (XSAVE sized by CPUID, or FXSAVE)
+//!   on the goroutine's stack, calls the scheduler's `hold` hook, restores everything and
+//!   returns to the interrupted instruction with the stack pointer as it was (`ret 128` skips
+//!   the red zone it stepped over). Nothing switches stacks: the hold is an ordinary call on the
+//!   same thread. `x86_64.rs` draws the held stack.
 //! * **Notes** ([`Note`]). One-shot futex events for parking an M: sleep, sleep with a timeout,
 //!   wake-up, clear. A wake-up with no sleeper makes no system call.
 //! * **Clocks and spinning** ([`nanotime`], [`cpu_relax`], [`os_yield`]).

@@ -48,6 +48,30 @@
 //! 5. [`for_each_p`] runs a function on every P at that P's next safepoint without stopping
 //!    the world: the caller handles idle and blocked Ps; running Ps run it themselves before
 //!    they schedule again, go idle or enter a blocking call.
+//! 6. *Asynchronous preemption* (Go 1.14's, adapted; `preempt.rs`, and the signal and the
+//!    trampoline in `safepoint_arch::preempt`). A request of 3, 4 or 5 that has gone unanswered
+//!    for 10 µs is followed by `SIGURG` to the goroutine's M (at once for a goroutine that needed
+//!    it last time; again every 50 µs while unanswered; at most one pending per M). If the
+//!    handler finds the goroutine at an async-safe point — on its own stack, in user code, the M
+//!    in no runtime critical section (`m.locks`, a runtime lock: `m.rtlocks`), not in a
+//!    [`no_preempt`] section, with stack to spare, and someone still waiting — the goroutine
+//!    calls, through a trampoline that saves every register, the *hold*: it moves itself to
+//!    `AsyncPreempted` and its P to `Held`, and its M waits on a note, running nothing else.
+//!    To the requesters that is a goroutine stopped at a safepoint: a stopper moves a Held P to
+//!    GcStop and counts it (`start_the_world` gives it back to its M), a ragged barrier borrows
+//!    it the same way to run the function for it, a suspender claims `AsyncPreempted|SCAN`
+//!    ([`Suspended::async_stopped`]: the innermost managed frame must then be scanned
+//!    conservatively). When nothing needs it held it takes its goroutine and P back and resumes
+//!    at the interrupted instruction. It never switches goroutines there: an arbitrary
+//!    instruction of Rust code may be inside malloc, a thread-local borrow or a std lock, and
+//!    another goroutine on that thread would corrupt it. So time slices (sysmon's 10 ms rule)
+//!    still end only at synchronous safepoints, and sysmon never signals: a goroutine that never
+//!    polls keeps its P until it ends. `SAFEPOINT_DEBUG=asyncpreemptoff=1` (or
+//!    [`Builder::async_preempt`]) turns the signal off.
+//!
+//!    The requester must not, while it holds goroutines stopped, take a lock that user code may
+//!    hold (a std mutex, stdout's lock): a goroutine held in place keeps whatever it held. The
+//!    handler declines inside the C library, so malloc's and stdio's own locks are never held.
 //!
 //! sysmon, a thread with no P, retakes Ps from goroutines stuck in blocking calls and asks
 //! goroutines that have run over 10 ms to yield.
@@ -83,8 +107,14 @@
 //! * A global run queue under one lock: the common case (spawn, ready, yield) must touch only
 //!   the P's own queue.
 //! * Asynchronous switching at arbitrary instructions: an arbitrary point of Rust code may be
-//!   inside malloc or hold a thread-local borrow; goroutines switch only at synchronous points
-//!   (asynchronous preemption, when it comes, holds a goroutine in place instead).
+//!   inside malloc or hold a thread-local borrow; goroutines switch only at synchronous points,
+//!   and asynchronous preemption holds a goroutine in place instead.
+//! * Handing a held goroutine's P to another M (as for a blocking call), so that its other
+//!   goroutines run meanwhile: the goroutine would have to wait for a P when released, on its
+//!   own thread, and holds are short (a scan, a stop); its queue can be stolen anyway.
+//! * Signalling at once, as Go does: a goroutine that polls answers within a microsecond or
+//!   two, and a signal costs its thread a kernel round trip. The runtime waits 10 µs, except for
+//!   a goroutine that needed the signal last time.
 //! * Reference-counted Gs: every park/ready would pay two atomic RMWs. Gs are type-stable
 //!   instead (never freed, recycled) and guarded by the status word's generation.
 //! * Go's placement of a preempted goroutine on the global queue: with hand-offs through

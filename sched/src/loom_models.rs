@@ -2,13 +2,15 @@
 //! `RUSTFLAGS="--cfg loom" cargo test --release -p safepoint-sched --lib -- loom_`.
 //!
 //! They drive the runtime's own transition functions ([`crate::status`], [`P::cas_status`],
-//! [`P::claim_safe_point`]) from model threads that play the goroutine, a waker, a suspender,
+//! [`P::claim_safe_point`], the asynchronous hold's [`hold_begin`] and [`hold_try_leave`]) from
+//! model threads that play the goroutine, a waker, a suspender,
 //! the barrier's caller and a P's owner.
 
 use loom::sync::Arc;
 use loom::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use loom::thread;
 
+use crate::preempt::{hold_begin, hold_try_leave};
 use crate::runtime::{P, PStatus};
 use crate::status::{Cas, Status, StatusWord, SuspendStep, suspend_step};
 
@@ -181,5 +183,71 @@ fn loom_ragged_barrier_vs_blocking_call_return() {
         assert_eq!(owners.load(Ordering::SeqCst), 1);
         assert_eq!(runs.load(Ordering::SeqCst), 1);
         assert!(!p.run_safe_point_fn.load(Ordering::SeqCst));
+    });
+}
+
+/// Asynchronous preemption: a goroutine held in place by the signal (`AsyncPreempted`, its P
+/// `Held`) against a suspender that takes its SCAN bit and a stopper that borrows its P
+/// (`Held -> GcStop`) at any moment, including between the two CASes of its leaving, and
+/// gives it back. Whatever the interleaving: the goroutine never runs
+/// user code while the suspender holds it or while its P is borrowed, the suspender only ever
+/// holds it in AsyncPreempted, and in the end it runs again with its P Running and no SCAN bit.
+#[test]
+fn loom_async_hold_vs_suspender_vs_stopper() {
+    model(|| {
+        let w = Arc::new(StatusWord::new(Status::Running));
+        let p = Arc::new(P::new(1));
+        p.set_status(PStatus::Running);
+        // Set while the goroutine runs user code (after it left the hold).
+        let in_user = Arc::new(AtomicBool::new(false));
+        let released = Arc::new(AtomicUsize::new(0));
+
+        // The held goroutine's M: the signal's hold, then leaving once both others are done
+        // with it (in the runtime: gcwaiting and preempt_stop clear, woken by their release).
+        let goroutine = {
+            let (w, p, in_user, released) =
+                (w.clone(), p.clone(), in_user.clone(), released.clone());
+            thread::spawn(move || {
+                hold_begin(&w, &p);
+                while released.load(Ordering::SeqCst) < 1 || !hold_try_leave(&w, &p) {
+                    thread::yield_now();
+                }
+                in_user.store(true, Ordering::SeqCst);
+            })
+        };
+        // The stopper: one attempt, at any moment the model picks (before the hold, during
+        // it, between the two CASes of leaving, after): if it borrows the P, the goroutine
+        // does not run until it gives the P back.
+        let stopper = {
+            let (w, p, in_user) = (w.clone(), p.clone(), in_user.clone());
+            thread::spawn(move || {
+                if p.cas_status(PStatus::Held, PStatus::GcStop) {
+                    assert!(!in_user.load(Ordering::SeqCst), "ran while its P was stopped");
+                    assert_ne!(w.load().base(), Some(Status::Runnable));
+                    thread::yield_now();
+                    assert!(!in_user.load(Ordering::SeqCst), "ran while its P was stopped");
+                    p.set_status(PStatus::Held);
+                }
+            })
+        };
+        // The suspender.
+        let held = loop {
+            match suspend_step(&w, false, || unreachable!("never asked")) {
+                SuspendStep::Held(s) => break s,
+                SuspendStep::Wait | SuspendStep::Running => thread::yield_now(),
+                other => unreachable!("{other:?}"),
+            }
+        };
+        assert_eq!(held, Status::AsyncPreempted);
+        assert!(!in_user.load(Ordering::SeqCst), "ran while suspended");
+        w.cas_from_scan(held, held);
+        released.fetch_add(1, Ordering::SeqCst);
+        goroutine.join().unwrap();
+        stopper.join().unwrap();
+        assert!(in_user.load(Ordering::SeqCst));
+        assert_eq!(p.status(), PStatus::Running);
+        let end = w.load();
+        assert_eq!(end.base(), Some(Status::Running));
+        assert!(!end.scanning());
     });
 }

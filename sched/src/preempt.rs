@@ -54,9 +54,9 @@ use core::sync::atomic::compiler_fence;
 
 use safepoint_arch::preempt::{Decline, Hooks};
 
-use crate::runtime::{M, PStatus, current_m};
+use crate::runtime::{M, P, PStatus, current_m};
 use crate::shim::{Ordering, fence};
-use crate::status::{Cas, Status};
+use crate::status::{Cas, Status, StatusWord};
 
 /// How long the hold spins on its note before it sleeps in the kernel: a release usually comes
 /// within microseconds (the end of a scan or of a short stop), and waking a sleeping thread
@@ -126,14 +126,8 @@ fn hold() {
     let sched = m.sched();
     m.locks.fetch_add(1, Ordering::Relaxed);
     compiler_fence(Ordering::SeqCst);
-    // A suspender may hold SCAN on Running for an instant while it sends its request: `cas`
-    // waits it out.
-    g.status.cas(Status::Running, Status::AsyncPreempted);
+    hold_begin(&g.status, p);
     g.async_prone.store(true, Ordering::Relaxed);
-    // Only a P's M moves it out of Running.
-    if !p.cas_status(PStatus::Running, PStatus::Held) {
-        crate::throw!("async preemption: P{} is {:?}, not Running", p.id, p.status());
-    }
     // Dekker with stop_the_world, as in entersyscall: it sets gcwaiting and then looks for Held
     // Ps; we publish Held and then look at gcwaiting. The CAS decides who counts the P.
     fence(Ordering::SeqCst);
@@ -188,14 +182,34 @@ fn try_leave(m: &M) -> bool {
     {
         return false;
     }
-    if g.status.try_cas(Status::AsyncPreempted as u32, Status::Running as u32, None) != Cas::Ok {
+    hold_try_leave(&g.status, p)
+}
+
+/// The hold's first step, on the goroutine's status word `g` and its P: the goroutine
+/// `Running -> AsyncPreempted` (a suspender may hold SCAN on Running for an instant while it
+/// sends its request: `cas` waits it out), then the P `Running -> Held` (only a P's M moves it
+/// out of Running). Kept apart so that the loom models run this very code.
+pub(crate) fn hold_begin(g: &StatusWord, p: &P) {
+    g.cas(Status::Running, Status::AsyncPreempted);
+    if !p.cas_status(PStatus::Running, PStatus::Held) {
+        crate::throw!("async preemption: P{} is {:?}, not Running", p.id, p.status());
+    }
+}
+
+/// One attempt to get the goroutine (`g`) and its P back, once nothing else keeps it held:
+/// the goroutine first (`AsyncPreempted -> Running`; fails while a suspender holds SCAN),
+/// then the P (`Held -> Running`); if the P was borrowed in between (a stopper or a barrier
+/// moved it to GcStop), the goroutine goes back to AsyncPreempted and the attempt fails. The
+/// goroutine resumes user code only after a true return: while its P is borrowed, it does not
+/// run.
+pub(crate) fn hold_try_leave(g: &StatusWord, p: &P) -> bool {
+    if g.try_cas(Status::AsyncPreempted as u32, Status::Running as u32, None) != Cas::Ok {
         return false; // a suspender holds SCAN: its release wakes us
     }
     if p.cas_status(PStatus::Held, PStatus::Running) {
         return true;
     }
-    // Borrowed by a stopper or a barrier between our look and our CAS: back to held.
-    g.status.cas(Status::Running, Status::AsyncPreempted);
+    g.cas(Status::Running, Status::AsyncPreempted);
     false
 }
 

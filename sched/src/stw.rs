@@ -376,7 +376,9 @@ impl Suspended {
     pub fn dead(&self) -> bool {
         self.dead
     }
-    /// This suspension stopped a running goroutine (and will ready it on resume).
+    /// This suspension stopped a running goroutine at a synchronous safepoint (and will ready it
+    /// on resume). False for a goroutine held asynchronously ([`Suspended::async_stopped`]),
+    /// which nobody readies: it resumes in place.
     pub fn stopped(&self) -> bool {
         self.stopped
     }
