@@ -148,9 +148,6 @@ fn stw(k: usize, mode: &str) {
         }
         us
     });
-    if std::env::var_os("STW_STATS").is_some() {
-        eprintln!("{:?}", rt.stats());
-    }
     let p50 = percentile(&mut us, 50.0);
     let p99 = percentile(&mut us, 99.0);
     let max = percentile(&mut us, 100.0);
