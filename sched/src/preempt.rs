@@ -63,7 +63,7 @@ use crate::status::{Cas, Status, StatusWord};
 /// costs tens of microseconds on these machines, during which the goroutine stays held and a
 /// requester that comes back (the next scan, the next stop) takes it again without it having
 /// run at all.
-const HOLD_SPIN_NS: u64 = 100_000;
+const HOLD_SPIN_NS: u64 = 50_000;
 /// The longest a held M sleeps before it looks again (a safety net: every release wakes it).
 const HOLD_SLEEP_NS: u64 = 1_000_000;
 
@@ -81,14 +81,16 @@ pub(crate) fn install() -> Result<(), crate::Error> {
 /// with compiler fences around it); allocates nothing.
 fn decide(verdict: Result<(), Decline>) -> bool {
     let Some(m) = current_m() else { return false };
-    // Release: pairs with the AcqRel swap in `signal_m`: a request that comes after this point
-    // gets a signal of its own.
-    m.signal_pending.store(false, Ordering::Release);
     let sched = m.sched();
     let take = verdict.is_ok() && may_hold(m);
     if take {
+        // The pending flag stays set until the hold ends (see `hold`): no signal is sent to an
+        // M on its way into or out of a hold, where it would only be declined.
         sched.async_preemptions.fetch_add(1, Ordering::Relaxed);
     } else {
+        // Release: pairs with the AcqRel swap in `signal_m`: a request that comes after this
+        // point gets a signal of its own.
+        m.signal_pending.store(false, Ordering::Release);
         sched.async_declined.fetch_add(1, Ordering::Relaxed);
     }
     take
@@ -151,6 +153,8 @@ fn hold() {
     }
     compiler_fence(Ordering::SeqCst);
     crate::proc::release_m(m);
+    // Release: pairs with the AcqRel swap in `signal_m` (the flag was left set by `decide`).
+    m.signal_pending.store(false, Ordering::Release);
 }
 
 /// Waits for a wake-up of `note`: spins for up to [`HOLD_SPIN_NS`], then sleeps up to

@@ -228,8 +228,9 @@ pub(crate) struct M {
     /// The M's kernel thread id, for the preemption signal; 0 until its thread starts. Written
     /// once by the thread itself (Release), read by senders (Acquire).
     pub tid: AtomicI32,
-    /// A preemption signal was sent to this M and its handler has not run yet: at most one is
-    /// pending per M. Set by the sender (swap), cleared by the handler.
+    /// A preemption signal was sent to this M and has not been dealt with yet: at most one is
+    /// pending per M. Set by the sender (swap); cleared by the handler when it declines, or by
+    /// the hold when it ends (no signal is sent to an M on its way into or out of a hold).
     pub signal_pending: AtomicBool,
     /// The g0 action requested by the goroutine switching away. Owner: this M's thread.
     after: Cell<After>,

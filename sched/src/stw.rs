@@ -21,7 +21,7 @@ pub(crate) const ASYNC_GRACE_NS: u64 = 10_000;
 const ASYNC_RETRY_NS: u64 = 50_000;
 /// How long a waiter spins, looking, before it sleeps between looks: the other side is usually
 /// running, and a futex wake-up costs tens of microseconds on these machines.
-const WAIT_SPIN_NS: u64 = 200_000;
+const WAIT_SPIN_NS: u64 = 40_000;
 
 fn running_m(what: &str) -> &'static M {
     let m = current_m().filter(|m| m.curg().is_some() && m.p().is_some());
