@@ -80,9 +80,19 @@ impl WorldStop {
             .collect()
     }
 
+    /// Whether `g` is held at an asynchronous point in this stop (the preemption signal stopped
+    /// it at an arbitrary instruction: see [`Suspended::async_stopped`](crate::Suspended::async_stopped)).
+    /// Its innermost managed frame must then be scanned conservatively: its bitmap may be stale.
+    /// Stable while the world is stopped.
+    pub fn async_stopped(&self, g: Goroutine) -> bool {
+        g.g.get().status.load().base() == Some(Status::AsyncPreempted)
+    }
+
     /// Walks `g`'s managed stack while the world is stopped: every live reference (and
     /// tagged) slot of every frame at its current safepoint, top frame first. For the caller's
-    /// own goroutine, that is its stack as it is in this call.
+    /// own goroutine, that is its stack as it is in this call. For a goroutine held
+    /// asynchronously ([`WorldStop::async_stopped`]) the top frame's bitmap may be stale: a
+    /// collector scans that frame's slots conservatively instead.
     ///
     /// # Panics
     /// If `g` belongs to another runtime, or (through the walker) if its stack is corrupted.
@@ -97,7 +107,8 @@ impl WorldStop {
             Some(Status::Dead | Status::Idle) => {}
             // SAFETY: the world is stopped (`self` proves it and is !Send, so we are the
             // stopper): every other goroutine of this runtime is parked, queued, held at a safe
-            // point, or inside a blocking call (whose managed stack is frozen: a push or poll
+            // point, held in place by the preemption signal (its M runs nothing until the world
+            // starts), or inside a blocking call (whose managed stack is frozen: a push or poll
             // there panics), so nothing writes its managed stack during the walk. The caller's
             // own goroutine is inside this call, which does not touch its stack.
             _ => unsafe { gr.mstack().walk_stopped(reg, v) },
@@ -160,6 +171,7 @@ pub fn pinned<R>(goid: u64, f: impl FnOnce(&Pinned) -> R) -> Option<R> {
         #[inline]
         fn drop(&mut self) {
             let g = self.0;
+            core::sync::atomic::compiler_fence(core::sync::atomic::Ordering::SeqCst);
             let n = g.pins.get() - 1;
             g.pins.set(n);
             // A request that came while pinned found the guard poisoned and left it for us
@@ -181,6 +193,9 @@ pub fn pinned<R>(goid: u64, f: impl FnOnce(&Pinned) -> R) -> Option<R> {
         return None;
     }
     g.pins.set(g.pins.get() + 1);
+    // The preemption handler reads `pins` on this thread: keep `f`'s accesses after the
+    // increment (and, in `Unpin`, before the decrement).
+    core::sync::atomic::compiler_fence(core::sync::atomic::Ordering::SeqCst);
     let _unpin = Unpin(g);
     let p =
         if g.status.load().base() == Some(Status::Running) { m.p().map(|p| p.id) } else { None };

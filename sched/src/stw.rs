@@ -440,8 +440,14 @@ impl Suspended {
     }
 
     /// Shrinks the held goroutine's managed-stack buffer to half if under a quarter is used
-    /// (what a collector does during its scan). Whether it moved.
+    /// (what a collector does during its scan). Whether it moved. Never for a goroutine held
+    /// asynchronously ([`Suspended::async_stopped`]): it was interrupted at an arbitrary
+    /// instruction, possibly between loading the buffer's address and storing through it, so
+    /// the buffer must stay where it is.
     pub fn shrink_managed_stack(&self) -> bool {
+        if self.async_stopped() {
+            return false;
+        }
         match self.g {
             // SAFETY: as in `walk_managed_stack`: nothing else touches the stack while held.
             Some(g) => unsafe { g.get().mstack().shrink_stopped() },
