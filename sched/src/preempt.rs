@@ -149,7 +149,13 @@ fn hold() {
         if try_leave(m) {
             break;
         }
-        wait_note(&m.hold_note);
+        if sched.gcwaiting.load(Ordering::Relaxed) {
+            // A stop of the world lasts longer than a scan, and the stopper (just woken by
+            // us, perhaps) needs a CPU more than we need a quick restart: sleep at once.
+            m.hold_note.sleep_timeout(HOLD_SLEEP_NS);
+        } else {
+            wait_note(&m.hold_note);
+        }
     }
     compiler_fence(Ordering::SeqCst);
     crate::proc::release_m(m);

@@ -20,8 +20,11 @@ pub(crate) const ASYNC_GRACE_NS: u64 = 10_000;
 /// declined: the goroutine was in a runtime critical section or a `no_preempt` section).
 const ASYNC_RETRY_NS: u64 = 50_000;
 /// How long a waiter spins, looking, before it sleeps between looks: the other side is usually
-/// running, and a futex wake-up costs tens of microseconds on these machines.
-const WAIT_SPIN_NS: u64 = 40_000;
+/// running, and a futex wake-up costs tens of microseconds on these machines; 20 µs covers a
+/// goroutine that polls and one signalled at once (10-15 µs). Not longer: on a loaded machine
+/// the threads that must still stop need CPUs to handle their signals, and a sleeper woken by
+/// a futex gets a CPU sooner than a spinner that has used up its share.
+const WAIT_SPIN_NS: u64 = 20_000;
 
 fn running_m(what: &str) -> &'static M {
     let m = current_m().filter(|m| m.curg().is_some() && m.p().is_some());
