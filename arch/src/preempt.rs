@@ -373,6 +373,132 @@ mod tests {
         assert!(libc_text()[0].1 > libc_text()[0].0, "libc's text not found");
     }
 
+    /// End to end, with the real signal, handler and trampoline, and test hooks: a thread on
+    /// its own stack (g0) is declined; a "goroutine" on a stack registered with `set_current`
+    /// is held (the hold hook runs on its stack) and resumes; one registered with too little
+    /// room below its stack pointer is declined.
+    #[test]
+    fn the_real_handler_classifies_and_holds() {
+        use crate::signal::set_current;
+        use crate::{Context, switch};
+        use std::sync::atomic::Ordering::SeqCst;
+        use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU32, AtomicUsize};
+
+        // Last verdict: 0 none, 1 ok, 2 + Decline as usize.
+        static VERDICT: AtomicU32 = AtomicU32::new(0);
+        // Every verdict seen since the last reset, as a bit mask of the codes.
+        static SEEN: AtomicU32 = AtomicU32::new(0);
+        static HOLDS: AtomicUsize = AtomicUsize::new(0);
+        static HOLD_SP: AtomicUsize = AtomicUsize::new(0);
+        static SPINNING: AtomicBool = AtomicBool::new(false);
+        static TID: AtomicI32 = AtomicI32::new(0);
+        fn decide(v: Result<(), Decline>) -> bool {
+            let code = match v {
+                Ok(()) => 1,
+                Err(d) => 2 + d as u32,
+            };
+            VERDICT.store(code, SeqCst);
+            SEEN.fetch_or(1 << code, SeqCst);
+            v.is_ok()
+        }
+        fn hold() {
+            let probe = 0u8;
+            HOLD_SP.store(&probe as *const u8 as usize, SeqCst);
+            HOLDS.fetch_add(1, SeqCst);
+        }
+        install(Hooks { decide, hold }).expect("only this test installs hooks here");
+        crate::signal::ensure_altstack();
+
+        // g0: nothing is current on this thread.
+        VERDICT.store(0, SeqCst);
+        assert!(signal_thread(current_tid()));
+        assert_eq!(VERDICT.load(SeqCst), 2 + Decline::NotOnGoroutineStack as u32);
+
+        // A goroutine-like stack, spinning in Rust code until the hold has run.
+        thread_local! {
+            static MAIN: core::cell::Cell<*mut Context> = const { core::cell::Cell::new(core::ptr::null_mut()) };
+            static CO: core::cell::Cell<*mut Context> = const { core::cell::Cell::new(core::ptr::null_mut()) };
+        }
+        unsafe extern "C" fn spin(info: usize, _: usize) -> ! {
+            // SAFETY: `info` outlives this coroutine's run (the test owns it).
+            unsafe { set_current(info as *const StackInfo) };
+            SPINNING.store(true, SeqCst);
+            let t = std::time::Instant::now();
+            let mut x = 0u64;
+            let before = HOLDS.load(SeqCst);
+            while HOLDS.load(SeqCst) == before && t.elapsed().as_secs() < 10 {
+                x = std::hint::black_box(x.wrapping_mul(31).wrapping_add(7));
+            }
+            SPINNING.store(false, SeqCst);
+            // SAFETY: null is always allowed.
+            unsafe { set_current(core::ptr::null()) };
+            // SAFETY: both contexts belong to this thread and are valid for the test.
+            unsafe { switch(CO.get(), MAIN.get(), x as usize) };
+            unreachable!()
+        }
+        let run = |room_ok: bool| -> (u32, usize) {
+            let stack = crate::stack::Stack::new(256 * 1024).unwrap();
+            let mut info = StackInfo::for_stack(&stack, 1);
+            if !room_ok {
+                // Pretend the usable stack ends a little less than the headroom below the top,
+                // so below where the spinner runs.
+                let room = headroom_needed() - 256;
+                info.guard_hi = stack.top() - room;
+                info.size = room;
+            }
+            let mut main = Context::default();
+            // SAFETY: the stack outlives the coroutine, which ends by switching back once.
+            let mut co = unsafe {
+                Context::new_on_stack(stack.top(), spin, &info as *const StackInfo as usize)
+            };
+            MAIN.set(&mut main);
+            CO.set(&mut co);
+            TID.store(current_tid(), SeqCst);
+            VERDICT.store(0, SeqCst);
+            SEEN.store(0, SeqCst);
+            let holds = HOLDS.load(SeqCst);
+            let sender = std::thread::spawn(move || {
+                let t = std::time::Instant::now();
+                while !SPINNING.load(SeqCst) && t.elapsed().as_secs() < 10 {
+                    std::hint::spin_loop();
+                }
+                // Until held (or, when it must be declined, until a verdict has come).
+                while SPINNING.load(SeqCst) && t.elapsed().as_secs() < 10 {
+                    signal_thread(TID.load(SeqCst));
+                    std::thread::sleep(std::time::Duration::from_micros(200));
+                    if !room_ok && VERDICT.load(SeqCst) == 2 + Decline::NoRoom as u32 {
+                        break;
+                    }
+                }
+            });
+            if !room_ok {
+                // Declined: end the spinner by pretending a hold ran.
+                let t = std::time::Instant::now();
+                std::thread::spawn(move || {
+                    while VERDICT.load(SeqCst) != 2 + Decline::NoRoom as u32
+                        && t.elapsed().as_secs() < 10
+                    {
+                        std::hint::spin_loop();
+                    }
+                    HOLDS.fetch_add(1, SeqCst);
+                });
+            }
+            // SAFETY: `co` is fresh and its stack alive.
+            unsafe { switch(&mut main, &co, 0) };
+            sender.join().unwrap();
+            let sp = HOLD_SP.load(SeqCst);
+            let held_on_stack =
+                HOLDS.load(SeqCst) > holds && (stack.lo()..stack.top()).contains(&sp);
+            (SEEN.load(SeqCst), held_on_stack as usize)
+        };
+        let (seen, held) = run(true);
+        assert_ne!(seen & 1 << 1, 0, "never accepted: {seen:#b}");
+        assert_eq!(held, 1, "the hold did not run on the goroutine's stack");
+        let (seen, _) = run(false);
+        assert_ne!(seen & 1 << (2 + Decline::NoRoom as u32), 0, "never NoRoom: {seen:#b}");
+        assert_eq!(seen & 1 << 1, 0, "accepted without room: {seen:#b}");
+    }
+
     #[test]
     fn headroom_covers_the_save_area() {
         crate::x86_64::detect_save_area();
