@@ -107,7 +107,9 @@ impl Note {
 }
 
 /// Sleeps in the kernel while `*key == expect`, for at most `timeout_ns` if given. Returns on a
-/// wake-up, a timeout, a signal or a changed word: the caller re-checks its condition.
+/// wake-up, a timeout, a signal (`EINTR`: the preemption signal interrupts a waiting M now and
+/// then; a futex wait is not restarted by `SA_RESTART`) or a changed word: the caller re-checks
+/// its condition and waits again, with what is left of its timeout.
 pub fn futex_wait(key: &AtomicU32, expect: u32, timeout_ns: Option<u64>) {
     let ts;
     let tsp = match timeout_ns {
