@@ -781,8 +781,8 @@ impl Inner {
             }
         });
         for g in stop.goroutines() {
-            let mut v =
-                RootVisitor { rule, handle: false, goid: g.id(), frame: 0, push: &mut push };
+            let stale = stop.async_stopped(g);
+            let mut v = RootVisitor::new(rule, g.id(), &self.heap, stale, &mut push);
             stop.walk_managed_stack(g, &self.reg, &mut v);
         }
         let workers = self.rt.procs().max(1);
@@ -822,17 +822,30 @@ impl Inner {
 }
 
 /// Shades what a goroutine's managed stack references.
+///
+/// For a goroutine stopped asynchronously (`stale`), the innermost function frame's maps may
+/// be stale, so its slots are scanned conservatively: a word counts only if it is the start
+/// of an allocated object (plain, or with the tag rule's reference tag). Every other frame is
+/// scanned precisely.
 pub(crate) struct RootVisitor<'a, F: FnMut(usize, &dyn Fn() -> String)> {
     rule: TagRule,
     handle: bool,
     goid: u64,
     frame: usize,
+    heap: &'a Heap,
+    stale: bool,
     push: &'a mut F,
 }
 
 impl<'a, F: FnMut(usize, &dyn Fn() -> String)> RootVisitor<'a, F> {
-    pub(crate) fn new(rule: TagRule, goid: u64, push: &'a mut F) -> Self {
-        RootVisitor { rule, handle: false, goid, frame: 0, push }
+    pub(crate) fn new(
+        rule: TagRule,
+        goid: u64,
+        heap: &'a Heap,
+        stale: bool,
+        push: &'a mut F,
+    ) -> Self {
+        RootVisitor { rule, handle: false, goid, frame: 0, heap, stale, push }
     }
 }
 
@@ -862,6 +875,25 @@ impl<F: FnMut(usize, &dyn Fn() -> String)> Visitor for RootVisitor<'_, F> {
         if self.rule.is_ref(w) {
             let (g, f) = (self.goid, self.frame);
             (self.push)(w & !self.rule.mask, &|| format!("goroutine {g} frame {f} slot {slot}"));
+        }
+    }
+    fn stale_top(&self) -> bool {
+        self.stale
+    }
+    fn conservative(&mut self, slot: usize, word: &std::sync::atomic::AtomicUsize) {
+        // Relaxed: the goroutine is held.
+        let w = word.load(Ordering::Relaxed);
+        let untagged = w & !self.rule.mask;
+        let r = if self.heap.is_object(w) {
+            Some(w)
+        } else if self.rule.is_ref(w) && self.heap.is_object(untagged) {
+            Some(untagged)
+        } else {
+            None
+        };
+        if let Some(r) = r {
+            let (g, f) = (self.goid, self.frame);
+            (self.push)(r, &|| format!("goroutine {g} frame {f} slot {slot} (conservative)"));
         }
     }
 }

@@ -408,6 +408,9 @@ impl ManagedStack {
             (*buf.add(hdr)).store(word0(func, slots as u32), Relaxed);
             (*buf.add(hdr + 1)).store(word1(0, safepoints), Relaxed);
         }
+        // The frame's words before the new top, in program order: a goroutine stopped by a
+        // signal between two instructions must never show a top past an unwritten header.
+        std::sync::atomic::compiler_fence(std::sync::atomic::Ordering::Release);
         self.top.store(new_top, Relaxed);
         self.top_size.set(HEADER + slots);
     }

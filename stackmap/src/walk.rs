@@ -40,6 +40,19 @@ pub trait Visitor {
     fn tagged(&mut self, slot: usize, word: &AtomicUsize) {
         let _ = (slot, word);
     }
+    /// Whether the top frame's maps may be stale (its goroutine was stopped at an arbitrary
+    /// instruction, between two safepoints): then a function frame on top is reported slot by
+    /// slot through [`conservative`](Visitor::conservative) instead of by its maps.
+    #[inline(always)]
+    fn stale_top(&self) -> bool {
+        false
+    }
+    /// A slot of a top frame whose maps may be stale (see [`stale_top`](Visitor::stale_top)):
+    /// it may hold anything, and counts as a reference only if it is one.
+    #[inline(always)]
+    fn conservative(&mut self, slot: usize, word: &AtomicUsize) {
+        let _ = (slot, word);
+    }
 }
 
 /// What is wrong with a corrupted stack.
@@ -160,6 +173,15 @@ impl ManagedStack {
                     safepoint: sp,
                     slots: n,
                 });
+                if depth == 0 && v.stale_top() {
+                    for i in 0..n {
+                        // SAFETY: `base + i < hdr < capacity`.
+                        v.conservative(i, unsafe { &*buf.add(base + i) });
+                    }
+                    end = base;
+                    depth += 1;
+                    continue;
+                }
                 // Registration keeps every bit below the function's frame size, `n`.
                 map.each_ref(|i| {
                     // SAFETY: `i < n`, so `base + i < hdr < capacity`.
