@@ -1,0 +1,935 @@
+//! A reference model of the managed heap, shared by the state-machine test
+//! (`gc/tests/model.rs`) and the `heap_ops` fuzz target (`fuzz/fuzz_targets/heap_ops.rs`, which
+//! includes this file with `#[path]`).
+//!
+//! The model keeps its own object graph: objects with their own ids, types and contents, the
+//! values of the mutator's slots, of a few globals, of a channel of values in flight, and of
+//! goroutines that hold values. [`Runner::apply`] performs one [`Op`] on the real heap and on
+//! the model, and checks that the real operation succeeded or failed exactly as the model
+//! predicts. [`Runner::verify`] then walks everything the model says is reachable and
+//! compares it with the heap: type, length, every word and byte, and which object each
+//! reference names (objects do not move, so the model remembers each object's address).
+//! After a [`Op::Collect`] the heap must hold exactly the model's reachable objects.
+//!
+//! Ops name slots, fields and globals by small numbers taken modulo what exists, so every
+//! decoded op is meaningful; ops that would block (a receive on an empty channel) or exceed
+//! the model's bounds are skipped.
+
+#![allow(dead_code)]
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+
+use safepoint_gc::{Gc, GcError, Global, Mutator, RefChan, Slot, TypeDesc, TypeId, WordKind};
+use safepoint_sched::{Chan, JoinHandle};
+
+/// Slots of the main goroutine the ops name.
+pub const SLOTS: usize = 8;
+/// Globals the ops name.
+pub const GLOBALS: usize = 3;
+/// Most values in flight on the pending channel.
+pub const MAX_PENDING: usize = 6;
+/// Most goroutines holding values at once.
+pub const MAX_HOLDERS: usize = 3;
+/// Most values handed to one spawned goroutine.
+pub const MAX_HANDED: usize = 4;
+/// Longest byte array an op allocates.
+pub const MAX_BYTES: usize = 40_000;
+
+/// The record types: name and word kinds.
+pub const RECORDS: &[(&str, &[WordKind])] = &[
+    ("model.pair", &[WordKind::Ref, WordKind::Ref]),
+    ("model.mixed", &[WordKind::Ref, WordKind::Tagged, WordKind::Raw]),
+    ("model.raws", &[WordKind::Raw, WordKind::Raw]),
+    (
+        "model.wide",
+        &[
+            WordKind::Tagged,
+            WordKind::Ref,
+            WordKind::Raw,
+            WordKind::Tagged,
+            WordKind::Ref,
+            WordKind::Raw,
+            WordKind::Tagged,
+        ],
+    ),
+];
+
+/// One operation. Numbers naming slots, globals, fields or goroutines are taken modulo what
+/// exists.
+#[derive(Clone, Debug)]
+pub enum Op {
+    /// Allocate record type `RECORDS[rec]` into slot `dst`.
+    Alloc { dst: u8, rec: u8 },
+    /// Allocate an array of references (or of tagged values) of `len` elements.
+    AllocArray { dst: u8, tagged: bool, len: u8 },
+    /// Allocate a byte array of `len` bytes filled with a pattern from `seed`.
+    AllocBytes { dst: u8, len: u16, seed: u8 },
+    /// Store slot `src` into field `field` of the object in slot `obj`.
+    Store { obj: u8, field: u8, src: u8 },
+    /// Load field `field` of the object in slot `obj` into slot `dst`.
+    Load { dst: u8, obj: u8, field: u8 },
+    /// Copy slot `src` to slot `dst`.
+    Copy { dst: u8, src: u8 },
+    /// Set slot `dst` to null (drop what it held).
+    Clear { dst: u8 },
+    /// Store the immediate `v` in slot `dst` (out of range values must be refused).
+    SetInt { dst: u8, v: i64 },
+    /// Read the immediate in slot `src`.
+    ReadInt { src: u8 },
+    /// Write raw word `field` of the object in slot `obj`.
+    WriteWord { obj: u8, field: u8, v: u64 },
+    /// Read raw word `field` of the object in slot `obj`.
+    ReadWord { obj: u8, field: u8 },
+    /// Write `len` pattern bytes at `offset` into the byte array in slot `obj`.
+    WriteBytes { obj: u8, offset: u16, len: u8, seed: u8 },
+    /// Store slot `src` into global `g`.
+    StoreGlobal { g: u8, src: u8 },
+    /// Load global `g` into slot `dst`.
+    LoadGlobal { dst: u8, g: u8 },
+    /// Send slot `src` on the pending channel (stays in flight until a `Recv`).
+    Send { src: u8 },
+    /// Receive the oldest value in flight into slot `dst`.
+    Recv { dst: u8 },
+    /// Spawn a goroutine that receives the values of slots `srcs` over a channel, collects if
+    /// `collect`, stores the first into global `global` (if any) and exits; the main goroutine
+    /// clears `srcs` first if `take`.
+    SpawnExit { srcs: Vec<u8>, take: bool, collect: bool, global: Option<u8> },
+    /// Spawn a goroutine that receives the values of slots `srcs` (and loads global `global`,
+    /// if any) and keeps them until released; clears `srcs` in the main goroutine if `take`.
+    SpawnHold { srcs: Vec<u8>, take: bool, global: Option<u8> },
+    /// Release holder `h`: it drops its values and exits.
+    Release { h: u8 },
+    /// A full collection, then: the heap holds exactly the model's reachable objects.
+    Collect,
+}
+
+/// Decodes ops from fuzzer bytes (by hand, so the test crate needs no `arbitrary`).
+pub fn decode(data: &[u8]) -> Vec<Op> {
+    let mut r = Reader { data, pos: 0 };
+    let mut ops = Vec::new();
+    while r.pos < r.data.len() && ops.len() < 200 {
+        let op = match r.u8() % 21 {
+            0 | 1 => Op::Alloc { dst: r.u8(), rec: r.u8() },
+            2 => Op::AllocArray { dst: r.u8(), tagged: r.u8() & 1 == 1, len: r.u8() },
+            3 => {
+                let dst = r.u8();
+                let wide = r.u8();
+                let len = if wide & 0x80 != 0 { r.u16() } else { u16::from(wide & 0x7f) };
+                Op::AllocBytes { dst, len, seed: r.u8() }
+            }
+            4 | 5 => Op::Store { obj: r.u8(), field: r.u8(), src: r.u8() },
+            6 => Op::Load { dst: r.u8(), obj: r.u8(), field: r.u8() },
+            7 => Op::Copy { dst: r.u8(), src: r.u8() },
+            8 => Op::Clear { dst: r.u8() },
+            9 => Op::SetInt { dst: r.u8(), v: r.u64() as i64 },
+            10 => Op::ReadInt { src: r.u8() },
+            11 => Op::WriteWord { obj: r.u8(), field: r.u8(), v: r.u64() },
+            12 => Op::ReadWord { obj: r.u8(), field: r.u8() },
+            13 => Op::WriteBytes { obj: r.u8(), offset: r.u16(), len: r.u8(), seed: r.u8() },
+            14 => Op::StoreGlobal { g: r.u8(), src: r.u8() },
+            15 => Op::LoadGlobal { dst: r.u8(), g: r.u8() },
+            16 => Op::Send { src: r.u8() },
+            17 => Op::Recv { dst: r.u8() },
+            18 => {
+                let flags = r.u8();
+                let n = r.u8() as usize % (MAX_HANDED + 1);
+                let srcs = (0..n).map(|_| r.u8()).collect();
+                let g = r.u8();
+                let global = (flags & 4 != 0).then_some(g);
+                if flags & 8 != 0 {
+                    Op::SpawnHold { srcs, take: flags & 1 != 0, global }
+                } else {
+                    Op::SpawnExit { srcs, take: flags & 1 != 0, collect: flags & 2 != 0, global }
+                }
+            }
+            19 => Op::Release { h: r.u8() },
+            _ => Op::Collect,
+        };
+        ops.push(op);
+    }
+    ops
+}
+
+struct Reader<'a> {
+    data: &'a [u8],
+    pos: usize,
+}
+
+impl Reader<'_> {
+    fn u8(&mut self) -> u8 {
+        let b = self.data.get(self.pos).copied().unwrap_or(0);
+        self.pos += 1;
+        b
+    }
+    fn u16(&mut self) -> u16 {
+        u16::from_le_bytes([self.u8(), self.u8()])
+    }
+    fn u64(&mut self) -> u64 {
+        (0..8).fold(0, |a, i| a | (u64::from(self.u8()) << (8 * i)))
+    }
+}
+
+/// The byte pattern of a byte-array op.
+pub fn pattern(seed: u8, len: usize) -> Vec<u8> {
+    (0..len).map(|i| seed.wrapping_add((i as u8).wrapping_mul(31)) ^ (i >> 8) as u8).collect()
+}
+
+/// A value as the model sees it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MVal {
+    /// Null (the zero word).
+    Null,
+    /// An immediate integer.
+    Int(i64),
+    /// A reference to model object `id`.
+    Obj(u32),
+}
+
+/// A model object's type.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum MType {
+    Rec(usize),
+    RefArr,
+    TagArr,
+    Bytes,
+}
+
+/// One word of a model object.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum MWord {
+    Val(MVal),
+    Raw(u64),
+}
+
+#[derive(Clone, Debug)]
+struct MObj {
+    ty: MType,
+    words: Vec<MWord>,
+    bytes: Vec<u8>,
+    /// The real object's address (objects never move).
+    addr: usize,
+}
+
+impl MObj {
+    fn len(&self) -> usize {
+        if self.ty == MType::Bytes { self.bytes.len() } else { self.words.len() }
+    }
+    fn kind(&self, i: usize) -> Result<WordKind, &'static str> {
+        match self.ty {
+            MType::Bytes => Err("WrongKind"),
+            MType::Rec(r) => RECORDS[r].1.get(i).copied().ok_or("OutOfBounds"),
+            MType::RefArr if i < self.words.len() => Ok(WordKind::Ref),
+            MType::TagArr if i < self.words.len() => Ok(WordKind::Tagged),
+            _ => Err("OutOfBounds"),
+        }
+    }
+}
+
+/// The model's whole state.
+#[derive(Clone, Debug, Default)]
+struct Model {
+    objs: HashMap<u32, MObj>,
+    next: u32,
+    slots: Vec<MVal>,
+    globals: Vec<MVal>,
+    pending: VecDeque<MVal>,
+    holders: Vec<Vec<MVal>>,
+}
+
+impl Model {
+    fn obj(&self, v: MVal) -> Result<(u32, &MObj), &'static str> {
+        match v {
+            MVal::Obj(id) => Ok((id, &self.objs[&id])),
+            _ => Err("NotAReference"),
+        }
+    }
+
+    fn roots(&self) -> impl Iterator<Item = MVal> + '_ {
+        self.slots
+            .iter()
+            .chain(&self.globals)
+            .chain(&self.pending)
+            .chain(self.holders.iter().flatten())
+            .copied()
+    }
+
+    /// Drops every object not reachable from the roots; the number left.
+    fn prune(&mut self) -> usize {
+        let mut seen: HashMap<u32, ()> = HashMap::new();
+        let mut stack: Vec<u32> = self
+            .roots()
+            .filter_map(|v| if let MVal::Obj(id) = v { Some(id) } else { None })
+            .collect();
+        while let Some(id) = stack.pop() {
+            if seen.insert(id, ()).is_some() {
+                continue;
+            }
+            for w in &self.objs[&id].words {
+                if let MWord::Val(MVal::Obj(c)) = w {
+                    stack.push(*c);
+                }
+            }
+        }
+        self.objs.retain(|id, _| seen.contains_key(id));
+        self.objs.len()
+    }
+}
+
+/// The variant name of an error, to compare with the model's prediction.
+pub fn err_name(e: &GcError) -> &'static str {
+    match e {
+        GcError::Alloc(_) => "Alloc",
+        GcError::Type(_) => "Type",
+        GcError::WrongRuntime => "WrongRuntime",
+        GcError::NoP => "NoP",
+        GcError::StaleSlot => "StaleSlot",
+        GcError::NotAReference { .. } => "NotAReference",
+        GcError::NotAnInteger { .. } => "NotAnInteger",
+        GcError::IntegerOutOfRange { .. } => "IntegerOutOfRange",
+        GcError::OutOfBounds { .. } => "OutOfBounds",
+        GcError::WrongKind { .. } => "WrongKind",
+        GcError::WrongHeap => "WrongHeap",
+        GcError::MutatorActive => "MutatorActive",
+        GcError::Closed => "Closed",
+    }
+}
+
+/// The types the ops use, registered once per heap (looked up if already there).
+#[derive(Clone, Debug)]
+pub struct Types {
+    recs: Vec<TypeId>,
+    ref_arr: TypeId,
+    tag_arr: TypeId,
+    bytes: TypeId,
+}
+
+fn register(gc: &Gc, desc: TypeDesc) -> TypeId {
+    match gc.types().register(desc) {
+        Ok(id) => id,
+        Err(safepoint_gc::TypeError::DuplicateName { existing, .. }) => existing,
+        Err(e) => panic!("registering a model type: {e}"),
+    }
+}
+
+impl Types {
+    /// Registers (or finds) the model's types in `gc`.
+    pub fn new(gc: &Gc) -> Types {
+        Types {
+            recs: RECORDS
+                .iter()
+                .map(|(n, w)| {
+                    register(gc, TypeDesc::Record { name: (*n).into(), words: w.to_vec() })
+                })
+                .collect(),
+            ref_arr: register(gc, TypeDesc::RefArray { name: "model.refs".into() }),
+            tag_arr: register(gc, TypeDesc::TaggedArray { name: "model.tagged".into() }),
+            bytes: register(gc, TypeDesc::ByteArray { name: "model.bytes".into() }),
+        }
+    }
+
+    fn id(&self, t: MType) -> TypeId {
+        match t {
+            MType::Rec(r) => self.recs[r],
+            MType::RefArr => self.ref_arr,
+            MType::TagArr => self.tag_arr,
+            MType::Bytes => self.bytes,
+        }
+    }
+}
+
+enum HoldCmd {
+    Show,
+    Exit,
+}
+
+/// A goroutine keeping values in its slots.
+struct Holder {
+    cmd: Arc<Chan<HoldCmd>>,
+    back: RefChan,
+    join: Option<JoinHandle<()>>,
+}
+
+impl Drop for Holder {
+    fn drop(&mut self) {
+        // If the runner unwinds, the goroutine must not wait for a command forever.
+        self.cmd.close();
+    }
+}
+
+/// The real heap and the model side by side. Runs on a goroutine of the heap's runtime.
+pub struct Runner<'a> {
+    gc: Gc,
+    m: &'a mut Mutator,
+    slots: &'a [Slot],
+    types: Types,
+    globals: Vec<Arc<Global>>,
+    pending: RefChan,
+    holders: Vec<Holder>,
+    model: Model,
+    /// Collections run by `Collect` ops.
+    pub collections: usize,
+}
+
+/// Runs `ops` on a fresh mutator of the running goroutine, verifying after each one, and
+/// leaves nothing reachable behind (a last collection must find the heap empty of the
+/// model's objects).
+///
+/// # Panics
+/// At the first difference between the heap and the model, with the op's index.
+pub fn run(gc: &Gc, ops: &[Op]) -> usize {
+    let types = Types::new(gc);
+    let mut m = Mutator::new(gc).expect("a mutator for the model");
+    m.collect();
+    let base = gc.stats().heap.live_objects;
+    assert_eq!(base, 0, "the heap is not empty before the run");
+    let collections = m.scope_n(SLOTS, |m, slots| {
+        let mut r = Runner {
+            gc: gc.clone(),
+            globals: (0..GLOBALS).map(|_| Arc::new(Global::new(gc))).collect(),
+            pending: RefChan::new(gc, MAX_PENDING),
+            m,
+            slots,
+            types,
+            holders: Vec::new(),
+            model: Model {
+                slots: vec![MVal::Null; SLOTS],
+                globals: vec![MVal::Null; GLOBALS],
+                ..Model::default()
+            },
+            collections: 0,
+        };
+        for (i, op) in ops.iter().enumerate() {
+            r.apply(op).unwrap_or_else(|e| panic!("op {i} {op:?}: {e}"));
+            r.verify().unwrap_or_else(|e| panic!("after op {i} {op:?}: {e}"));
+        }
+        r.finish();
+        r.collections
+    });
+    drop(m);
+    collections
+}
+
+fn fits_immediate(v: i64) -> bool {
+    (v << 1) >> 1 == v
+}
+
+impl Runner<'_> {
+    fn slot(&self, i: u8) -> (Slot, usize) {
+        let i = i as usize % SLOTS;
+        (self.slots[i], i)
+    }
+
+    /// A field index for the object in model slot `obj`: sometimes one past the end.
+    fn field(&self, obj: usize, f: u8) -> usize {
+        match self.model.slots[obj] {
+            MVal::Obj(id) => f as usize % (self.model.objs[&id].len() + 2),
+            _ => f as usize % 4,
+        }
+    }
+
+    fn compare<T: std::fmt::Debug + PartialEq>(
+        what: &str,
+        want: Result<T, &'static str>,
+        got: Result<T, GcError>,
+    ) -> Result<(), String> {
+        let got_n = got.as_ref().map_err(err_name);
+        let same = match (&want, &got_n) {
+            (Ok(a), Ok(b)) => a == *b,
+            (Err(a), Err(b)) => a == b,
+            _ => false,
+        };
+        if same { Ok(()) } else { Err(format!("{what}: model says {want:?}, heap says {got:?}")) }
+    }
+
+    fn alloc_into(&mut self, dst: usize, ty: MType, words: Vec<MWord>, bytes: Vec<u8>) {
+        let addr = self.m.word(self.slots[dst]).expect("fresh object's word");
+        let id = self.model.next;
+        self.model.next += 1;
+        self.model.objs.insert(id, MObj { ty, words, bytes, addr });
+        self.model.slots[dst] = MVal::Obj(id);
+    }
+
+    /// Performs `op` on the heap and the model.
+    pub fn apply(&mut self, op: &Op) -> Result<(), String> {
+        match *op {
+            Op::Alloc { dst, rec } => {
+                let (s, d) = self.slot(dst);
+                let r = rec as usize % RECORDS.len();
+                self.m.alloc(s, self.types.recs[r]).map_err(|e| format!("alloc: {e}"))?;
+                let words =
+                    RECORDS[r]
+                        .1
+                        .iter()
+                        .map(|k| {
+                            if *k == WordKind::Raw { MWord::Raw(0) } else { MWord::Val(MVal::Null) }
+                        })
+                        .collect();
+                self.alloc_into(d, MType::Rec(r), words, Vec::new());
+            }
+            Op::AllocArray { dst, tagged, len } => {
+                let (s, d) = self.slot(dst);
+                let len = len as usize % 40;
+                let t = if tagged { MType::TagArr } else { MType::RefArr };
+                self.m
+                    .alloc_array(s, self.types.id(t), len)
+                    .map_err(|e| format!("alloc_array: {e}"))?;
+                self.alloc_into(d, t, vec![MWord::Val(MVal::Null); len], Vec::new());
+            }
+            Op::AllocBytes { dst, len, seed } => {
+                let (s, d) = self.slot(dst);
+                let data = pattern(seed, len as usize % (MAX_BYTES + 1));
+                self.m
+                    .alloc_bytes(s, self.types.bytes, &data)
+                    .map_err(|e| format!("alloc_bytes: {e}"))?;
+                self.alloc_into(d, MType::Bytes, Vec::new(), data);
+            }
+            Op::Store { obj, field, src } => {
+                let ((os, o), (ss, sv)) = (self.slot(obj), self.slot(src));
+                let i = self.field(o, field);
+                let v = self.model.slots[sv];
+                let want = self.model.obj(self.model.slots[o]).and_then(|(id, ob)| {
+                    match (ob.kind(i)?, v) {
+                        (WordKind::Raw, _) => Err("WrongKind"),
+                        (WordKind::Ref, MVal::Int(_)) => Err("NotAReference"),
+                        _ => Ok(id),
+                    }
+                });
+                let got = self.m.store(os, i, ss);
+                Self::compare("store", want.map(|_| ()), got)?;
+                if let Ok(id) = want {
+                    self.model.objs.get_mut(&id).unwrap().words[i] = MWord::Val(v);
+                }
+            }
+            Op::Load { dst, obj, field } => {
+                let ((ds, d), (os, o)) = (self.slot(dst), self.slot(obj));
+                let i = self.field(o, field);
+                let want =
+                    self.model.obj(self.model.slots[o]).and_then(|(_, ob)| match ob.kind(i)? {
+                        WordKind::Raw => Err("WrongKind"),
+                        _ => match ob.words[i] {
+                            MWord::Val(v) => Ok(v),
+                            MWord::Raw(_) => unreachable!("a raw word in a value field"),
+                        },
+                    });
+                let got = self.m.load(ds, os, i);
+                Self::compare("load", want.map(|_| ()), got)?;
+                if let Ok(v) = want {
+                    self.model.slots[d] = v;
+                }
+            }
+            Op::Copy { dst, src } => {
+                let ((ds, d), (ss, sv)) = (self.slot(dst), self.slot(src));
+                self.m.copy(ds, ss).map_err(|e| format!("copy: {e}"))?;
+                self.model.slots[d] = self.model.slots[sv];
+            }
+            Op::Clear { dst } => {
+                let (s, d) = self.slot(dst);
+                self.m.clear(s).map_err(|e| format!("clear: {e}"))?;
+                self.model.slots[d] = MVal::Null;
+            }
+            Op::SetInt { dst, v } => {
+                let (s, d) = self.slot(dst);
+                let want = if fits_immediate(v) { Ok(()) } else { Err("IntegerOutOfRange") };
+                Self::compare("set_int", want, self.m.set_int(s, v))?;
+                if want.is_ok() {
+                    self.model.slots[d] = MVal::Int(v);
+                }
+            }
+            Op::ReadInt { src } => {
+                let (s, sv) = self.slot(src);
+                let want = match self.model.slots[sv] {
+                    MVal::Int(i) => Ok(i),
+                    _ => Err("NotAnInteger"),
+                };
+                Self::compare("int", want, self.m.int(s))?;
+            }
+            Op::WriteWord { obj, field, v } => {
+                let (os, o) = self.slot(obj);
+                let i = self.field(o, field);
+                let want =
+                    self.model.obj(self.model.slots[o]).and_then(|(id, ob)| match ob.kind(i)? {
+                        WordKind::Raw => Ok(id),
+                        _ => Err("WrongKind"),
+                    });
+                Self::compare("write_word", want.map(|_| ()), self.m.write_word(os, i, v))?;
+                if let Ok(id) = want {
+                    self.model.objs.get_mut(&id).unwrap().words[i] = MWord::Raw(v);
+                }
+            }
+            Op::ReadWord { obj, field } => {
+                let (os, o) = self.slot(obj);
+                let i = self.field(o, field);
+                let want =
+                    self.model.obj(self.model.slots[o]).and_then(|(_, ob)| match ob.kind(i)? {
+                        WordKind::Raw => match ob.words[i] {
+                            MWord::Raw(v) => Ok(v),
+                            MWord::Val(_) => unreachable!("a value in a raw field"),
+                        },
+                        _ => Err("WrongKind"),
+                    });
+                Self::compare("read_word", want, self.m.read_word(os, i))?;
+            }
+            Op::WriteBytes { obj, offset, len, seed } => {
+                let (os, o) = self.slot(obj);
+                let data = pattern(seed, len as usize);
+                // Sometimes past the end.
+                let offset = match self.model.slots[o] {
+                    MVal::Obj(id) => offset as usize % (self.model.objs[&id].len() + 8),
+                    _ => offset as usize,
+                };
+                let want = self.model.obj(self.model.slots[o]).and_then(|(id, ob)| {
+                    if ob.ty != MType::Bytes {
+                        Err("WrongKind")
+                    } else if offset + data.len() > ob.bytes.len() {
+                        Err("OutOfBounds")
+                    } else {
+                        Ok(id)
+                    }
+                });
+                Self::compare(
+                    "write_bytes",
+                    want.map(|_| ()),
+                    self.m.write_bytes(os, offset, &data),
+                )?;
+                if let Ok(id) = want {
+                    self.model.objs.get_mut(&id).unwrap().bytes[offset..offset + data.len()]
+                        .copy_from_slice(&data);
+                }
+            }
+            Op::StoreGlobal { g, src } => {
+                let g = g as usize % GLOBALS;
+                let (s, sv) = self.slot(src);
+                self.m
+                    .store_global(&self.globals[g], s)
+                    .map_err(|e| format!("store_global: {e}"))?;
+                self.model.globals[g] = self.model.slots[sv];
+            }
+            Op::LoadGlobal { dst, g } => {
+                let g = g as usize % GLOBALS;
+                let (s, d) = self.slot(dst);
+                self.m.load_global(s, &self.globals[g]).map_err(|e| format!("load_global: {e}"))?;
+                self.model.slots[d] = self.model.globals[g];
+            }
+            Op::Send { src } => {
+                if self.model.pending.len() < MAX_PENDING {
+                    let (s, sv) = self.slot(src);
+                    self.m.send(&self.pending, s).map_err(|e| format!("send: {e}"))?;
+                    self.model.pending.push_back(self.model.slots[sv]);
+                }
+            }
+            Op::Recv { dst } => {
+                if let Some(v) = self.model.pending.pop_front() {
+                    let (s, d) = self.slot(dst);
+                    let got = self.m.recv(&self.pending, s).map_err(|e| format!("recv: {e}"))?;
+                    if !got {
+                        return Err("recv: the channel says closed".into());
+                    }
+                    self.model.slots[d] = v;
+                }
+            }
+            Op::SpawnExit { ref srcs, take, collect, global } => {
+                let srcs: Vec<(Slot, usize)> =
+                    srcs.iter().take(MAX_HANDED).map(|&s| self.slot(s)).collect();
+                let ch = self.hand_over(&srcs)?;
+                let vals: Vec<MVal> = srcs.iter().map(|&(_, i)| self.model.slots[i]).collect();
+                if take {
+                    self.take(&srcs)?;
+                }
+                let g = global.map(|g| g as usize % GLOBALS);
+                let gl = g.map(|g| self.globals[g].clone());
+                let gc = self.gc.clone();
+                let n = srcs.len();
+                let h = safepoint_sched::go(move || {
+                    let mut m = Mutator::new(&gc).expect("a mutator in the child");
+                    m.scope_n(n.max(1), |m, s| {
+                        for &slot in &s[..n] {
+                            assert!(m.recv(&ch, slot).expect("child recv"), "channel closed");
+                        }
+                        if collect {
+                            m.collect();
+                        }
+                        if let Some(gl) = &gl {
+                            m.store_global(gl, s[0]).expect("child store_global");
+                        }
+                    });
+                });
+                h.join().map_err(|e| format!("child goroutine panicked: {:?}", e.message()))?;
+                if let Some(g) = g {
+                    self.model.globals[g] = vals.first().copied().unwrap_or(MVal::Null);
+                }
+            }
+            Op::SpawnHold { ref srcs, take, global } => {
+                if self.holders.len() >= MAX_HOLDERS {
+                    return Ok(());
+                }
+                let srcs: Vec<(Slot, usize)> =
+                    srcs.iter().take(MAX_HANDED).map(|&s| self.slot(s)).collect();
+                let ch = self.hand_over(&srcs)?;
+                let mut vals: Vec<MVal> = srcs.iter().map(|&(_, i)| self.model.slots[i]).collect();
+                if take {
+                    self.take(&srcs)?;
+                }
+                let g = global.map(|g| g as usize % GLOBALS);
+                let gl = g.map(|g| self.globals[g].clone());
+                if let Some(g) = g {
+                    vals.push(self.model.globals[g]);
+                }
+                let gc = self.gc.clone();
+                let n = srcs.len();
+                let cmd: Arc<Chan<HoldCmd>> = Arc::new(Chan::new(1));
+                let ready: Arc<Chan<()>> = Arc::new(Chan::new(1));
+                let back = RefChan::new(&self.gc, vals.len().max(1));
+                let (cmd2, ready2, back2) = (cmd.clone(), ready.clone(), back.clone());
+                let join = safepoint_sched::go(move || {
+                    let mut m = Mutator::new(&gc).expect("a mutator in the holder");
+                    m.scope_n(n + 1, |m, s| {
+                        for &slot in &s[..n] {
+                            assert!(m.recv(&ch, slot).expect("holder recv"), "channel closed");
+                        }
+                        let mut held = n;
+                        if let Some(gl) = &gl {
+                            m.load_global(s[n], gl).expect("holder load_global");
+                            held += 1;
+                        }
+                        ready2.send(());
+                        while let Ok(c) = cmd2.recv() {
+                            match c {
+                                HoldCmd::Show => {
+                                    for &slot in &s[..held] {
+                                        m.send(&back2, slot).expect("holder send");
+                                    }
+                                }
+                                HoldCmd::Exit => return,
+                            }
+                        }
+                    });
+                });
+                ready.recv().map_err(|_| "the holder died before it was ready".to_string())?;
+                self.holders.push(Holder { cmd, back, join: Some(join) });
+                self.model.holders.push(vals);
+            }
+            Op::Release { h } => {
+                if !self.holders.is_empty() {
+                    let h = h as usize % self.holders.len();
+                    let mut holder = self.holders.remove(h);
+                    self.model.holders.remove(h);
+                    holder.cmd.send(HoldCmd::Exit);
+                    let j = holder.join.take().expect("a holder is joined once");
+                    j.join().map_err(|e| format!("holder panicked: {:?}", e.message()))?;
+                }
+            }
+            Op::Collect => {
+                self.m.collect();
+                self.collections += 1;
+                let want = self.model.prune() as u64;
+                let got = self.gc.stats().heap.live_objects;
+                if got != want {
+                    return Err(format!(
+                        "after collect(): {got} live objects in the heap, {want} reachable in \
+                         the model"
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Sends the values of `srcs` on a fresh channel with room for all of them.
+    fn hand_over(&mut self, srcs: &[(Slot, usize)]) -> Result<RefChan, String> {
+        let ch = RefChan::new(&self.gc, srcs.len().max(1));
+        for &(s, _) in srcs {
+            self.m.send(&ch, s).map_err(|e| format!("send to child: {e}"))?;
+        }
+        Ok(ch)
+    }
+
+    fn take(&mut self, srcs: &[(Slot, usize)]) -> Result<(), String> {
+        for &(s, i) in srcs {
+            self.m.clear(s).map_err(|e| format!("clear: {e}"))?;
+            self.model.slots[i] = MVal::Null;
+        }
+        Ok(())
+    }
+
+    /// Walks everything the model says is reachable and compares it with the heap.
+    pub fn verify(&mut self) -> Result<(), String> {
+        let n = self.model.prune() + 1;
+        let (m, slots, globals, pending, holders, model, types) = (
+            &mut *self.m,
+            self.slots,
+            &self.globals,
+            &self.pending,
+            &self.holders,
+            &self.model,
+            &self.types,
+        );
+        let extra = GLOBALS + MAX_PENDING + MAX_HOLDERS * (MAX_HANDED + 1);
+        m.scope_n(n + extra, |m, s| {
+            let (obj_slots, rest) = s.split_at(n);
+            let mut roots: Vec<(Slot, MVal, String)> = Vec::new();
+            for (i, &sl) in slots.iter().enumerate() {
+                roots.push((sl, model.slots[i], format!("slot {i}")));
+            }
+            // Roots outside the main goroutine's slots are fetched into scratch slots.
+            let mut k = 0;
+            for (g, gl) in globals.iter().enumerate() {
+                m.load_global(rest[k], gl).map_err(|e| format!("load_global: {e}"))?;
+                roots.push((rest[k], model.globals[g], format!("global {g}")));
+                k += 1;
+            }
+            // Rotate the pending channel once: receive every value, send it back in order.
+            let start = k;
+            for (i, v) in model.pending.iter().enumerate() {
+                if !m.recv(pending, rest[k]).map_err(|e| format!("recv: {e}"))? {
+                    return Err("pending channel closed".into());
+                }
+                roots.push((rest[k], *v, format!("value {i} in flight")));
+                k += 1;
+            }
+            for &sl in &rest[start..k] {
+                m.send(pending, sl).map_err(|e| format!("send: {e}"))?;
+            }
+            for (h, (holder, vals)) in holders.iter().zip(&model.holders).enumerate() {
+                holder.cmd.send(HoldCmd::Show);
+                for (i, v) in vals.iter().enumerate() {
+                    if !m.recv(&holder.back, rest[k]).map_err(|e| format!("recv: {e}"))? {
+                        return Err(format!("holder {h} closed its channel"));
+                    }
+                    roots.push((rest[k], *v, format!("holder {h} value {i}")));
+                    k += 1;
+                }
+            }
+            walk(m, model, types, obj_slots, rest[k], &roots)
+        })
+    }
+
+    /// Releases every holder, drains the channel, clears every root, collects, and checks
+    /// that the heap is empty.
+    fn finish(&mut self) {
+        for mut h in std::mem::take(&mut self.holders) {
+            h.cmd.send(HoldCmd::Exit);
+            if let Some(j) = h.join.take() {
+                j.join().unwrap_or_else(|e| panic!("holder panicked: {:?}", e.message()));
+            }
+        }
+        self.model.holders.clear();
+        self.pending.close();
+        let tmp = self.slots[0];
+        while self.m.recv(&self.pending, tmp).expect("drain") {}
+        self.model.pending.clear();
+        for &s in self.slots {
+            self.m.clear(s).expect("clear");
+        }
+        self.model.slots.iter_mut().for_each(|v| *v = MVal::Null);
+        for (g, gl) in self.globals.iter().enumerate() {
+            self.m.store_global(gl, self.slots[0]).expect("store_global");
+            self.model.globals[g] = MVal::Null;
+        }
+        self.m.collect();
+        self.m.collect();
+        let live = self.gc.stats().heap.live_objects;
+        assert_eq!(live, 0, "objects left alive with every root cleared");
+    }
+}
+
+/// Compares the value in slot `s` with the model's `v`.
+fn check_val(
+    m: &Mutator,
+    model: &Model,
+    s: Slot,
+    v: MVal,
+    what: &dyn Fn() -> String,
+) -> Result<(), String> {
+    let w = m.word(s).map_err(|e| format!("{}: {e}", what()))?;
+    let ok = match v {
+        MVal::Null => w == 0,
+        MVal::Int(i) => m.int(s) == Ok(i),
+        MVal::Obj(id) => w == model.objs[&id].addr,
+    };
+    if ok { Ok(()) } else { Err(format!("{}: holds {w:#x}, model says {v:?}", what())) }
+}
+
+/// Checks the roots' values and every object reachable from them, breadth first: each object
+/// is copied into a slot of its own in `obj_slots`; `tmp` takes loaded fields.
+fn walk(
+    m: &mut Mutator,
+    model: &Model,
+    types: &Types,
+    obj_slots: &[Slot],
+    tmp: Slot,
+    roots: &[(Slot, MVal, String)],
+) -> Result<(), String> {
+    let mut at: HashMap<u32, Slot> = HashMap::new();
+    let mut queue: VecDeque<u32> = VecDeque::new();
+    for (s, v, what) in roots {
+        check_val(m, model, *s, *v, &|| what.clone())?;
+        if let MVal::Obj(id) = *v {
+            enqueue(m, &mut at, &mut queue, obj_slots, id, *s)?;
+        }
+    }
+    let mut checked = 0;
+    while let Some(id) = queue.pop_front() {
+        checked += 1;
+        let s = at[&id];
+        let ob = &model.objs[&id];
+        let e = |what: String| format!("object {id} ({:?} at {:#x}): {what}", ob.ty, ob.addr);
+        let ty = m.type_of(s).map_err(|x| e(format!("type_of: {x}")))?;
+        if ty != types.id(ob.ty) {
+            return Err(e(format!("type {ty:?}, expected {:?}", types.id(ob.ty))));
+        }
+        let len = m.len(s).map_err(|x| e(format!("len: {x}")))?;
+        if len != ob.len() {
+            return Err(e(format!("length {len}, expected {}", ob.len())));
+        }
+        if ob.ty == MType::Bytes {
+            let b = m.bytes(s).map_err(|x| e(format!("bytes: {x}")))?;
+            if !b.eq_bytes(&ob.bytes) {
+                let got = b.to_vec();
+                let i = got.iter().zip(&ob.bytes).position(|(a, b)| a != b).unwrap_or(0);
+                return Err(e(format!("byte {i} is {:#x}, expected {:#x}", got[i], ob.bytes[i])));
+            }
+            continue;
+        }
+        for (i, w) in ob.words.iter().enumerate() {
+            match *w {
+                MWord::Raw(v) => {
+                    let got = m.read_word(s, i).map_err(|x| e(format!("read_word {i}: {x}")))?;
+                    if got != v {
+                        return Err(e(format!("raw word {i} is {got:#x}, expected {v:#x}")));
+                    }
+                }
+                MWord::Val(v) => {
+                    m.load(tmp, s, i).map_err(|x| e(format!("load {i}: {x}")))?;
+                    check_val(m, model, tmp, v, &|| e(format!("field {i}")))?;
+                    if let MVal::Obj(c) = v {
+                        enqueue(m, &mut at, &mut queue, obj_slots, c, tmp)?;
+                    }
+                }
+            }
+        }
+    }
+    if checked != model.objs.len() {
+        return Err(format!("walked {checked} objects, the model has {}", model.objs.len()));
+    }
+    Ok(())
+}
+
+/// Gives object `id` (whose reference is in `from`) a slot of its own and queues it, unless
+/// already seen.
+fn enqueue(
+    m: &mut Mutator,
+    at: &mut HashMap<u32, Slot>,
+    queue: &mut VecDeque<u32>,
+    obj_slots: &[Slot],
+    id: u32,
+    from: Slot,
+) -> Result<(), String> {
+    if !at.contains_key(&id) {
+        let s = obj_slots[at.len()];
+        m.copy(s, from).map_err(|e| format!("copy: {e}"))?;
+        at.insert(id, s);
+        queue.push_back(id);
+    }
+    Ok(())
+}
