@@ -1,0 +1,14 @@
+//! Compile-fail tests (trybuild): misuse of the rooting API that must not compile
+//! (DESIGN.md §5). A `Bytes` view borrows its mutator, so it cannot live across an operation
+//! that can reach a safepoint (allocation, store, collection); a `Mutator` and a `Slot` are
+//! bound to their goroutine (neither is `Send`). Each case's expected error is in
+//! `tests/ui/<case>.stderr` (regenerate with `TRYBUILD=overwrite` and review the diff).
+//!
+//! A slot escaping its scope closure does compile (a `Slot` is a plain `Copy` name); that
+//! misuse is caught at run time as `GcError::StaleSlot` (see `bad_input.rs`).
+
+#[test]
+fn misuse_of_the_rooting_api_does_not_compile() {
+    let t = trybuild::TestCases::new();
+    t.compile_fail("tests/ui/*.rs");
+}
