@@ -17,7 +17,7 @@
 
 #![allow(dead_code)]
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 
 use safepoint_gc::{Gc, GcError, Global, Mutator, RefChan, Slot, TypeDesc, TypeId, WordKind};
@@ -256,13 +256,13 @@ impl Model {
 
     /// Drops every object not reachable from the roots; the number left.
     fn prune(&mut self) -> usize {
-        let mut seen: HashMap<u32, ()> = HashMap::new();
+        let mut seen: HashSet<u32> = HashSet::new();
         let mut stack: Vec<u32> = self
             .roots()
             .filter_map(|v| if let MVal::Obj(id) = v { Some(id) } else { None })
             .collect();
         while let Some(id) = stack.pop() {
-            if seen.insert(id, ()).is_some() {
+            if !seen.insert(id) {
                 continue;
             }
             for w in &self.objs[&id].words {
@@ -271,7 +271,7 @@ impl Model {
                 }
             }
         }
-        self.objs.retain(|id, _| seen.contains_key(id));
+        self.objs.retain(|id, _| seen.contains(id));
         self.objs.len()
     }
 }
