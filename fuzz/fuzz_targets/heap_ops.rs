@@ -20,9 +20,7 @@ mod model;
 fn setup() -> &'static (Runtime, Gc) {
     static RT: OnceLock<(Runtime, Gc)> = OnceLock::new();
     RT.get_or_init(|| {
-        // Deadlock detection off: it can report a false deadlock when `block_on` is called
-        // thousands of times (sched/tests/block_on_false_deadlock.rs).
-        let rt = Runtime::builder().procs(2).deadlock_detection(false).build().expect("runtime");
+        let rt = Runtime::builder().procs(2).build().expect("runtime");
         let gc = Gc::builder()
             .checkmark(true)
             .poison(true)

@@ -7,7 +7,8 @@
 //! After every op every object the model can reach is checked word by word and byte by byte,
 //! and each error the heap returns must be the one the model predicts. After every
 //! `collect()` the heap must hold exactly the model's reachable objects. The heap runs with
-//! checkmark and poison on and a small heap goal, so collections also start by themselves.
+//! checkmark and poison on and a small heap goal, so collections also start by themselves,
+//! in the concurrent mode and in the stop-the-world mode.
 //!
 //! The state machine is written by hand on plain proptest rather than with
 //! `proptest-state-machine`: the same op interpreter must also run from the fuzz target's
@@ -55,14 +56,24 @@ fn op() -> impl Strategy<Value = Op> {
 }
 
 #[test]
-fn heap_matches_the_reference_model() {
+fn heap_matches_the_reference_model_concurrent() {
+    check_model(false);
+}
+
+#[test]
+fn heap_matches_the_reference_model_stop_the_world() {
+    check_model(true);
+}
+
+fn check_model(stop_the_world: bool) {
     let rt = Runtime::builder().procs(2).build().unwrap();
-    let cases = std::env::var("PROPTEST_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(256);
+    let cases = std::env::var("PROPTEST_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(160);
     let mut runner = TestRunner::new(Config { cases, ..Config::default() });
     let total_collections = std::sync::atomic::AtomicUsize::new(0);
     let result = runner.run(&vec(op(), 1..64), |ops| {
         // A heap per case: cases do not see each other's objects.
         let gc = Gc::builder()
+            .stop_the_world(stop_the_world)
             .checkmark(true)
             .poison(true)
             .min_heap(128 << 10)

@@ -1,6 +1,7 @@
 //! Stress: many goroutines on two Ps build trees, check them, and hand whole trees and
 //! subtrees of trees they keep to each other over one managed channel, while collections run
-//! often (a 256 KiB heap goal) with checkmark and poison on. Every tree's checksum, walked in
+//! often (a 256 KiB heap goal, and some goroutines call `collect()`) with checkmark and poison
+//! on, in the concurrent mode and in the stop-the-world mode. Every tree's checksum, walked in
 //! the heap, must equal the one computed from its seed: a lost object, a freed object still
 //! reachable, or a stale word would change it (or panic on a poisoned header).
 
@@ -11,10 +12,20 @@ use safepoint_sched::Runtime;
 use trees::{build, checksum, expected};
 
 #[test]
-fn goroutines_build_check_and_exchange_trees_under_frequent_collections() {
+fn goroutines_build_check_and_exchange_trees_under_frequent_collections_concurrent() {
+    stress(false);
+}
+
+#[test]
+fn goroutines_build_check_and_exchange_trees_under_frequent_collections_stop_the_world() {
+    stress(true);
+}
+
+fn stress(stop_the_world: bool) {
     let (goroutines, rounds) = if cfg!(debug_assertions) { (64, 25) } else { (512, 100) };
     let rt = Runtime::builder().procs(2).build().unwrap();
     let gc = Gc::builder()
+        .stop_the_world(stop_the_world)
         .checkmark(true)
         .poison(true)
         .min_heap(256 << 10)
@@ -65,6 +76,11 @@ fn goroutines_build_check_and_exchange_trees_under_frequent_collections() {
                         m.load(tmp, pair, 0).unwrap();
                         assert_eq!(checksum(m, t, tmp), want, "goroutine {g} round {round}");
                         received += 1;
+                        // Besides the pacer's cycles, one goroutine in 16 collects every
+                        // fifth round, so cycles are frequent whatever the pacing.
+                        if g % 16 == 0 && round % 5 == 4 {
+                            m.collect();
+                        }
                     }
                     assert_eq!(checksum(m, t, keep), expected(keep_seed, 6), "goroutine {g}");
                 });
@@ -79,7 +95,6 @@ fn goroutines_build_check_and_exchange_trees_under_frequent_collections() {
     }
     assert_eq!(total, goroutines * rounds as usize);
     assert!(gc.cycles() >= 5, "only {} cycles: collections were not frequent", gc.cycles());
-    eprintln!("{} cycles", gc.cycles());
     // Everything is garbage now.
     let g2 = gc.clone();
     rt.block_on(move || Mutator::new(&g2).unwrap().collect());
