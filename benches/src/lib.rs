@@ -3,6 +3,7 @@
 //! Every workload prints one readable line and then, last, one JSON line with its figures, so a
 //! person reads the first and a script (see `peers/compare`) parses the second.
 
+pub mod gc;
 pub mod report;
 pub mod sched;
 pub mod stackmap;

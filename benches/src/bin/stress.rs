@@ -14,6 +14,9 @@ const USAGE: &str = "usage: stress WORKLOAD ARGS...
   chan N             N items through a 128-slot channel -> ns_per_op
   mutex N            N lock+unlock, 4 goroutines, 2 Ps   -> ns_per_op
   timers N           N sleeps of 1 ms released at once   -> p50_late_us p99_late_us max_late_us
+  binary-trees N     Benchmarks Game binary-trees        -> wall_ms peak_rss_kb gc_cycles p99_pause_us max_pause_us
+  gcbench            Boehm's GCBench shape               -> (same)
+  churn G            G goroutines churning depth-8 trees -> (same) + check
   all                every workload above at default sizes";
 
 fn run(workload: &str, args: &[String]) -> bool {
@@ -21,6 +24,7 @@ fn run(workload: &str, args: &[String]) -> bool {
         "spawn" | "yield" | "stw" | "parked" => b::sched::run(workload, args),
         "frames" | "walk" => b::stackmap::run(workload, args),
         "pingpong" | "chan" | "mutex" | "timers" => b::sync::run(workload, args),
+        "binary-trees" | "gcbench" | "churn" => b::gc::run(workload, args),
         _ => return false,
     }
     true
