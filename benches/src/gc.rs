@@ -31,8 +31,9 @@
 //! `wall_ms` (the workload in process, runtime and collector already up, as the peers time
 //! it), `peak_rss_kb` (getrusage `ru_maxrss`: the process's peak, so within `stress all` it
 //! includes earlier workloads), `gc_cycles`, and `p99_pause_us` / `max_pause_us` over the
-//! recorded pauses of the run ([`GcStats::pauses`], one per cycle: the stop, which in this
-//! stop-the-world collector holds the whole marking).
+//! recorded pauses of the run ([`GcStats::pauses`], one per cycle, from the stop request to the
+//! restart: with concurrent marking, the default, the short mark-termination stop; with
+//! `SAFEPOINT_DEBUG=gcstoptheworld=1`, the whole marking).
 //!
 //! ## How trees are held
 //!
