@@ -38,7 +38,7 @@ fn main() {
         std::process::exit(2);
     };
     if workload == "all" {
-        // The GC workloads first, at sizes that keep `all` short (about 5 s together), each in a
+        // The GC workloads first, at sizes that keep `all` short (5 to 10 s together), each in a
         // child process as the Go peer runs every workload: `peak_rss_kb` is the process's peak
         // (getrusage), which the workloads below (parked's 100000 goroutines) would otherwise
         // set, and Linux carries a parent's peak into a child across exec, so the children must
