@@ -609,14 +609,14 @@ impl Inner {
         // The cycle's goroutine waits on workers, barriers and stops; each time it is woken it
         // must run at once, or marking stretches (and the heap with it, as what is allocated
         // meanwhile is black).
-        safepoint_sched::set_urgent(true);
-        struct NotUrgent;
-        impl Drop for NotUrgent {
+        let was = safepoint_sched::set_urgent(true);
+        struct Restore(bool);
+        impl Drop for Restore {
             fn drop(&mut self) {
-                safepoint_sched::set_urgent(false);
+                safepoint_sched::set_urgent(self.0);
             }
         }
-        let _u = NotUrgent;
+        let _u = Restore(was);
         if let Some(seen) = seen
             && (self.cycles.load(Ordering::Relaxed) != seen || !self.over_trigger())
         {

@@ -128,6 +128,9 @@ impl Shared {
 /// The background cycle driver: runs a cycle each time allocation finds the heap past its
 /// trigger (concurrent mode; the stop-the-world mode collects on the allocating goroutine).
 pub(crate) fn driver(gc: Weak<Inner>, wake: Arc<Chan<()>>) {
+    // Urgent for good: when allocation wakes it, it must not wait its turn behind every
+    // runnable goroutine (with a thousand of them, seconds) while the heap grows.
+    safepoint_sched::set_urgent(true);
     while wake.recv().is_ok() {
         let Some(inner) = gc.upgrade() else { return };
         // Relaxed: a hint; `cycle` re-checks under its lock.

@@ -218,10 +218,12 @@ pub fn walk_own_managed_stack<V: Visitor>(reg: &Registry, v: &mut V) {
 /// other runnable goroutines, and if no P is idle one running goroutine's time slice is ended
 /// so that a P picks it up within a safepoint or two. For short, latency-critical work such
 /// as a collector's driver; a goroutine that keeps running while urgent starves nobody (its
-/// time slice still ends), but one readied constantly would. Off a goroutine it does nothing.
-pub fn set_urgent(on: bool) {
-    if let Some(g) = current_g() {
+/// time slice still ends), but one readied constantly would. Returns the previous setting.
+/// Off a goroutine it does nothing (and returns false).
+pub fn set_urgent(on: bool) -> bool {
+    match current_g() {
         // Relaxed: read when this goroutine is next readied, after its park (which orders it).
-        g.urgent.store(on, crate::shim::Ordering::Relaxed);
+        Some(g) => g.urgent.swap(on, crate::shim::Ordering::Relaxed),
+        None => false,
     }
 }

@@ -609,6 +609,10 @@ fn no_preempt_sections_are_never_held() {
             let s = suspend_g(h.goroutine());
             bad += (!s.async_stopped() || inside.load(Ordering::SeqCst)) as u32;
             resume_g(s);
+            // Let it run again before the next request (a held goroutine can be re-taken
+            // before it runs, and then no signal is sent at all).
+            let seen = count.load(Ordering::Relaxed);
+            spin_until("the loop to go on", || count.load(Ordering::Relaxed) > seen);
         }
         stop.store(true, Ordering::Relaxed);
         h.join().unwrap();
