@@ -345,7 +345,9 @@ fn suspend_g_races_every_transition() {
                     count.load(Ordering::SeqCst),
                     "{b:?} ran while held ({state:?})"
                 );
-                stopped += s.stopped() as u64;
+                // Stopped at a safepoint, or held in place by the signal: either way a
+                // running goroutine had to be stopped.
+                stopped += (s.stopped() || s.async_stopped()) as u64;
                 resume_g(s);
             }
         }
