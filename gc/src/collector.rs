@@ -592,8 +592,14 @@ impl Inner {
         while !self.heap.sweep_done() {
             safepoint_sched::yield_now();
         }
+        self.swept();
+    }
+
+    /// The cycle's sweep is done: the pages free since the previous scavenge (a cycle ago, at
+    /// least) go back to the OS, so memory the heap stopped needing is released within about
+    /// two cycles; and Sweep turns Off (a cycle that started meanwhile has set its own phase).
+    fn swept(&self) {
         crate::np(|| self.heap.scavenge());
-        // A cycle that starts later sets its own phase; only Sweep turns Off here.
         let _ = self.phase.compare_exchange(
             Phase::Sweep as u8,
             Phase::Off as u8,
@@ -912,15 +918,7 @@ fn background_sweeper(gc: Weak<Inner>, wake: Arc<Chan<()>>) {
             }
         }
         if inner.heap.sweep_done() {
-            // Pages free since the previous scavenge (a cycle ago, at least) go back to the
-            // OS: memory the heap stopped needing is released within about two cycles.
-            crate::np(|| inner.heap.scavenge());
-            let _ = inner.phase.compare_exchange(
-                Phase::Sweep as u8,
-                Phase::Off as u8,
-                Ordering::Relaxed,
-                Ordering::Relaxed,
-            );
+            inner.swept();
         }
         inner.sweeper_running.fetch_sub(1, Ordering::Relaxed);
     }

@@ -5,49 +5,11 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
-use safepoint_gc::{Gc, Mutator, RefChan, Slot, TypeDesc, TypeId, WordKind};
+mod height;
+
+use height::{build, check, expected, node_type};
+use safepoint_gc::{Gc, Mutator, RefChan};
 use safepoint_sched::Runtime;
-
-fn node(gc: &Gc) -> TypeId {
-    gc.types()
-        .register(TypeDesc::Record {
-            name: "node".into(),
-            words: vec![WordKind::Ref, WordKind::Ref, WordKind::Tagged],
-        })
-        .unwrap()
-}
-
-/// A tree of depth `d` whose node at height h holds h.
-fn build(m: &mut Mutator, ty: TypeId, d: i64, dst: Slot) {
-    m.scope(|m, [l, r, v]| {
-        m.alloc(dst, ty).unwrap();
-        m.set_int(v, d).unwrap();
-        m.store(dst, 2, v).unwrap();
-        if d > 0 {
-            build(m, ty, d - 1, l);
-            build(m, ty, d - 1, r);
-            m.store(dst, 0, l).unwrap();
-            m.store(dst, 1, r).unwrap();
-        }
-    })
-}
-
-fn sum(m: &mut Mutator, t: Slot) -> i64 {
-    m.scope(|m, [l, r, v]| {
-        m.load(v, t, 2).unwrap();
-        let mut s = m.int(v).unwrap();
-        m.load(l, t, 0).unwrap();
-        if !m.is_null(l).unwrap() {
-            m.load(r, t, 1).unwrap();
-            s += sum(m, l) + sum(m, r);
-        }
-        s
-    })
-}
-
-fn tree_sum(d: i64) -> i64 {
-    if d == 0 { 0 } else { d + 2 * tree_sum(d - 1) }
-}
 
 #[test]
 fn collections_complete_while_goroutines_spin_in_poll_loops() {
@@ -69,7 +31,7 @@ fn collections_complete_while_goroutines_spin_in_poll_loops() {
         })
         .collect();
     let g = gc.clone();
-    let ty = node(&gc);
+    let ty = node_type(&gc);
     rt.block_on(move || {
         let mut m = Mutator::new(&g).unwrap();
         m.scope(|m, [t]| {
@@ -77,7 +39,7 @@ fn collections_complete_while_goroutines_spin_in_poll_loops() {
             for _ in 0..100 {
                 m.collect();
             }
-            assert_eq!(sum(m, t), tree_sum(6));
+            assert_eq!(check(m, t), expected(6));
         });
     });
     stop.store(true, Ordering::Relaxed);
@@ -94,7 +56,7 @@ fn thousands_of_stacks_are_scanned_while_their_goroutines_run() {
     // Checkmark: a stack scanned twice aborts; a stack missed leaves its object unmarked, and
     // the re-marking from the roots finds it.
     let gc = Gc::builder().checkmark(true).poison(true).build(&rt).unwrap();
-    let ty = node(&gc);
+    let ty = node_type(&gc);
     let stop = Arc::new(AtomicBool::new(false));
     let ready = Arc::new(AtomicUsize::new(0));
     let parked = RefChan::new(&gc, 0);
@@ -113,11 +75,11 @@ fn thousands_of_stacks_are_scanned_while_their_goroutines_run() {
                     } else {
                         // ... half keep running, checking their tree.
                         while !stop.load(Ordering::Relaxed) {
-                            assert_eq!(sum(m, t), tree_sum(3));
+                            assert_eq!(check(m, t), expected(3));
                             safepoint_sched::yield_now();
                         }
                     }
-                    assert_eq!(sum(m, t), tree_sum(3));
+                    assert_eq!(check(m, t), expected(3));
                 });
             })
             .unwrap()
@@ -157,7 +119,7 @@ fn program(stop_the_world: bool) -> (Vec<i64>, u64) {
         .min_heap(256 << 10)
         .build(&rt)
         .unwrap();
-    let ty = node(&gc);
+    let ty = node_type(&gc);
     let g = gc.clone();
     let sums = rt.block_on(move || {
         let mut m = Mutator::new(&g).unwrap();
@@ -175,7 +137,7 @@ fn program(stop_the_world: bool) -> (Vec<i64>, u64) {
                 if i % 20 == 0 {
                     m.collect();
                 }
-                sums.push(sum(m, root));
+                sums.push(check(m, root));
             }
             m.clear(t).unwrap();
             m.clear(u).unwrap();
@@ -201,7 +163,7 @@ fn a_soft_memory_limit_makes_collections_more_frequent() {
     fn cycles(limit: usize) -> u64 {
         let rt = Runtime::builder().procs(2).build().unwrap();
         let gc = Gc::builder().stop_the_world(true).memory_limit(limit).build(&rt).unwrap();
-        let ty = node(&gc);
+        let ty = node_type(&gc);
         let g = gc.clone();
         rt.block_on(move || {
             let mut m = Mutator::new(&g).unwrap();

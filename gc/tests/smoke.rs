@@ -1,49 +1,11 @@
 //! First end-to-end checks of the collector: trees built by goroutines survive collections
 //! while reachable and are freed when not.
 
-use safepoint_gc::{Gc, Mutator, TypeDesc, WordKind};
+mod height;
+
+use height::{build, check, expected, node_type};
+use safepoint_gc::{Gc, Mutator, TypeDesc};
 use safepoint_sched::Runtime;
-
-fn node_type(gc: &Gc) -> safepoint_gc::TypeId {
-    gc.types()
-        .register(TypeDesc::Record {
-            name: "node".into(),
-            words: vec![WordKind::Ref, WordKind::Ref, WordKind::Tagged],
-        })
-        .unwrap()
-}
-
-/// Builds a tree of depth `d` into `dst`.
-fn build(m: &mut Mutator, ty: safepoint_gc::TypeId, d: u32, dst: safepoint_gc::Slot) {
-    m.scope(|m, [l, r, v]| {
-        m.alloc(dst, ty).unwrap();
-        m.set_int(v, d as i64).unwrap();
-        m.store(dst, 2, v).unwrap();
-        if d > 0 {
-            build(m, ty, d - 1, l);
-            build(m, ty, d - 1, r);
-            m.store(dst, 0, l).unwrap();
-            m.store(dst, 1, r).unwrap();
-        }
-    })
-}
-
-fn check(m: &mut Mutator, t: safepoint_gc::Slot) -> i64 {
-    m.scope(|m, [l, r, v]| {
-        m.load(l, t, 0).unwrap();
-        m.load(r, t, 1).unwrap();
-        m.load(v, t, 2).unwrap();
-        let mut s = m.int(v).unwrap();
-        if !m.is_null(l).unwrap() {
-            s += check(m, l) + check(m, r);
-        }
-        s
-    })
-}
-
-fn expected(d: u32) -> i64 {
-    if d == 0 { 0 } else { d as i64 + 2 * expected(d - 1) }
-}
 
 #[test]
 fn trees_survive_collections_while_reachable_and_are_freed_after() {
