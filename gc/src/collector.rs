@@ -288,7 +288,6 @@ impl GcBuilder {
             pool: OnceLock::new(),
             sweeper: sweeper.clone(),
             start: Instant::now(),
-            sweeper_running: AtomicUsize::new(0),
             conc: crate::concurrent::Shared::new(),
             driver: driver.clone(),
         });
@@ -351,7 +350,6 @@ pub(crate) struct Inner {
     stats: Mutex<CycleStats>,
     pool: OnceLock<rayon::ThreadPool>,
     sweeper: Arc<Chan<()>>,
-    sweeper_running: AtomicUsize,
     pub(crate) start: Instant,
     /// Concurrent marking's shared state (see `concurrent`).
     pub(crate) conc: crate::concurrent::Shared,
@@ -909,7 +907,6 @@ impl<F: FnMut(usize, &dyn Fn() -> String)> Visitor for RootVisitor<'_, F> {
 fn background_sweeper(gc: Weak<Inner>, wake: Arc<Chan<()>>) {
     while wake.recv().is_ok() {
         let Some(inner) = gc.upgrade() else { return };
-        inner.sweeper_running.fetch_add(1, Ordering::Relaxed);
         let mut n = 0u32;
         while crate::np(|| inner.heap.sweep_one()).is_some() {
             n += 1;
@@ -920,6 +917,5 @@ fn background_sweeper(gc: Weak<Inner>, wake: Arc<Chan<()>>) {
         if inner.heap.sweep_done() {
             inner.swept();
         }
-        inner.sweeper_running.fetch_sub(1, Ordering::Relaxed);
     }
 }

@@ -141,15 +141,13 @@ pub(crate) fn driver(gc: Weak<Inner>, wake: Arc<Chan<()>>) {
 /// A grey-object stack private to one marker for one batch.
 struct Local<'a> {
     inner: &'a Inner,
-    ctx: MarkCtx<'a>,
     stack: &'a mut Vec<usize>,
     marked: usize,
 }
 
 impl<'a> Local<'a> {
     fn new(inner: &'a Inner, stack: &'a mut Vec<usize>) -> Local<'a> {
-        let ctx = MarkCtx { heap: &inner.heap, types: &inner.types, rule: inner.config.tag_rule };
-        Local { inner, ctx, stack, marked: 0 }
+        Local { inner, stack, marked: 0 }
     }
 
     #[inline]
@@ -168,6 +166,9 @@ impl<'a> Local<'a> {
     /// Scans grey objects until `budget` words are done or no work is left; returns the words
     /// done. Leaves nothing private: what is left goes back to the shared queue.
     fn drain(&mut self, budget: usize) -> usize {
+        // The context borrows the collector, not `self`, so the shading closure may.
+        let inner = self.inner;
+        let ctx = MarkCtx { heap: &inner.heap, types: &inner.types, rule: inner.config.tag_rule };
         let mut done = 0;
         while done < budget {
             let obj = match self.stack.pop() {
@@ -177,7 +178,6 @@ impl<'a> Local<'a> {
                     None => break,
                 },
             };
-            let ctx = MarkCtx { heap: self.ctx.heap, types: self.ctx.types, rule: self.ctx.rule };
             done += scan_object(&ctx, obj, |r| self.shade(r));
         }
         self.finish();

@@ -65,13 +65,11 @@ pub(crate) struct Marker<'a> {
     local: Worker<usize>,
     /// Bytes of the objects this marker shaded.
     pub marked_bytes: usize,
-    /// Objects this marker scanned.
-    pub scanned: usize,
 }
 
 impl<'a> Marker<'a> {
     pub(crate) fn new(ctx: &'a MarkCtx<'a>) -> Marker<'a> {
-        Marker { ctx, local: Worker::new_lifo(), marked_bytes: 0, scanned: 0 }
+        Marker { ctx, local: Worker::new_lifo(), marked_bytes: 0 }
     }
 
     pub(crate) fn stealer(&self) -> Stealer<usize> {
@@ -90,7 +88,6 @@ impl<'a> Marker<'a> {
 
     /// Scans one grey object: shades everything it references.
     pub(crate) fn scan(&mut self, obj: usize) {
-        self.scanned += 1;
         let ctx = self.ctx;
         scan_object(ctx, obj, |r| self.shade(r));
     }

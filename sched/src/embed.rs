@@ -10,21 +10,6 @@ use crate::runtime::{Sched, current_g, current_m};
 use crate::status::Status;
 use crate::stw::{Goroutine, WorldStop};
 
-/// The id (`0..procs`) of the P the running goroutine holds, or `None` off a goroutine or
-/// inside a blocking call (which has handed its P off).
-///
-/// The answer stays true only while the goroutine cannot switch: read it inside a
-/// [`no_preempt`](crate::no_preempt) section and use it before the section ends. That is how
-/// per-P data (an allocation cache) is used without a lock: with preemption off, the goroutine
-/// keeps its P, and a stop-the-world or ragged barrier waits for the section to end.
-pub fn current_p() -> Option<usize> {
-    let g = current_g()?;
-    if g.status.load().base() != Some(Status::Running) {
-        return None;
-    }
-    current_m()?.p().map(|p| p.id)
-}
-
 /// Names a runtime: lets a collector check that a goroutine belongs to the runtime whose
 /// stacks it scans. Cheap to clone; keeps the runtime's shared state (not its threads) alive.
 #[derive(Clone)]

@@ -165,7 +165,7 @@ pub use chan::{Chan, Iter, RecvError, TryRecvError, TrySendError};
 pub use cond::{Cond, Once, WaitGroup};
 pub use deadlock::DEADLOCK;
 pub use embed::{
-    Pinned, RuntimeHandle, current_p, in_no_preempt, pinned, set_urgent, walk_own_managed_stack,
+    Pinned, RuntimeHandle, in_no_preempt, pinned, set_urgent, walk_own_managed_stack,
     with_managed_stack_of,
 };
 pub use mutex::{
