@@ -299,6 +299,41 @@ impl ManagedStack {
         self.push_raw(f.index, f.slots as usize, f.safepoints);
     }
 
+    /// Pushes a frame of function `f` (as [`push`](Self::push)) only if that needs no slow
+    /// path: the buffer has room and no preemption request is pending. Returns whether it
+    /// pushed. This never runs the preempt hook and never moves the buffer, so an
+    /// interpreter can call it where it must not reach a safepoint (inside a pinned section),
+    /// and take the slow [`push`](Self::push) elsewhere when it answers false.
+    #[inline]
+    pub fn try_push(&self, f: FuncId) -> bool {
+        let new_top = self.top.load(Relaxed) + HEADER + f.slots as usize;
+        if !self.guard.admits(new_top) {
+            return false;
+        }
+        self.push_raw(f.index, f.slots as usize, f.safepoints);
+        true
+    }
+
+    /// Slot 0 of the top frame, as a pointer, for an interpreter that reads and writes its
+    /// registers without a bounds check per access. Null for an empty stack.
+    ///
+    /// The pointer is valid for the top frame's [`frame_slots`](Self::frame_slots) words
+    /// until the buffer can move: the next [`push`](Self::push), [`poll`](Self::poll) or
+    /// anything else that can reach the preempt hook (a collector may shrink the stack while
+    /// the hook holds the goroutine). [`try_push`](Self::try_push) and [`pop`](Self::pop) do
+    /// not move it. Dereferencing it is the caller's `unsafe` business, with those rules; the
+    /// slots are atomics (use `Relaxed` loads and stores, as [`get`](Self::get) does), and
+    /// what is written there is scanned as the frame's function says.
+    #[inline]
+    pub fn top_slots_ptr(&self) -> *const AtomicUsize {
+        let top = self.top.load(Relaxed);
+        if top == 0 {
+            return std::ptr::null();
+        }
+        // In bounds: `top - top_size` is the top frame's slot 0, at or above word 0.
+        self.buf.load(Relaxed).wrapping_add(top - self.top_size.get())
+    }
+
     /// Pushes a frame of function `f` whose first `args.len()` slots are `args` and the rest
     /// zero. As [`push`](Self::push); the values in `args` must stay reachable through the
     /// caller's frame until this returns (the push is a safepoint).

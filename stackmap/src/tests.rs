@@ -102,6 +102,46 @@ unsafe impl Send for Stopped {}
 // ---- basics ----
 
 #[test]
+fn try_push_takes_only_the_fast_path_and_the_slot_pointer_follows_the_top() {
+    install_hooks();
+    let reg = Registry::new();
+    let f = reg.register(FuncDesc::new("f", 3, 0, 1)).unwrap();
+    let ms = ManagedStack::new(1, config());
+    assert!(ms.top_slots_ptr().is_null());
+    // No buffer yet: the fast path has no room, so nothing is pushed and no hook ran.
+    assert!(!ms.try_push(f));
+    assert!(ms.is_empty());
+    ms.push(f);
+    ms.set(1, 7);
+    let p = ms.top_slots_ptr();
+    // SAFETY: the top frame has 3 slots and nothing moved the buffer since.
+    assert_eq!(unsafe { &*p.add(1) }.load(Relaxed), 7);
+    assert!(ms.try_push(f));
+    assert_eq!(ms.depth(), 2);
+    let q = ms.top_slots_ptr();
+    assert_eq!(q as usize - p as usize, 5 * 8, "the new frame starts past the old one's header");
+    // SAFETY: as above, for the new top frame.
+    unsafe { &*q.add(2) }.store(9, Relaxed);
+    assert_eq!(ms.get(2), 9);
+    // A pending request sends the caller to the slow path instead of being lost.
+    ms.guard().poison();
+    assert!(!ms.try_push(f));
+    assert_eq!((ms.depth(), calls()[0]), (2, 0));
+    ms.push(f);
+    assert_eq!(calls()[0], 1, "the slow push ran the preempt hook");
+    ms.guard().unpoison();
+    // Filling the buffer: try_push refuses at the edge, push grows.
+    while ms.try_push(f) {}
+    let cap = ms.capacity_words();
+    assert!(ms.used_words() + 5 > cap);
+    ms.push(f);
+    assert!(ms.capacity_words() > cap);
+    assert_eq!(ms.top_slots_ptr(), ms.top_slots_ptr());
+    ms.pop();
+    assert_eq!(ms.get(0), 0);
+}
+
+#[test]
 fn empty_stack_has_no_buffer() {
     let ms = ManagedStack::new(1, config());
     assert_eq!((ms.capacity_words(), ms.used_words(), ms.depth()), (0, 0, 0));
