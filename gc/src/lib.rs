@@ -214,6 +214,7 @@ mod mark;
 mod mutator;
 mod os;
 mod pageheap;
+mod raw;
 pub mod sizeclass;
 mod span;
 pub mod types;
@@ -223,6 +224,7 @@ pub use debug::DebugKnobs;
 pub use globals::{Global, RefChan};
 pub use heap::{AllocError, Cache, Heap, HeapConfig, HeapStats, POISON};
 pub use mutator::{Bytes, Mutator, Slot};
+pub use raw::{Pin, RawMutator, Shape};
 pub use span::Span;
 pub use types::{Header, TagRule, TypeDesc, TypeError, TypeId, TypeRegistry, WordKind};
 

@@ -15,7 +15,7 @@ use crate::mark::{body, header_of};
 use crate::types::{Header, TagRule, TypeDesc, TypeId, WORD, WordKind, object_size};
 
 /// Whether the running goroutine has a live [`Mutator`].
-static ACTIVE: GoroutineLocal<Cell<bool>> = GoroutineLocal::new(|| Cell::new(false));
+pub(crate) static ACTIVE: GoroutineLocal<Cell<bool>> = GoroutineLocal::new(|| Cell::new(false));
 
 /// Where each mutator's scope epochs start. Within a mutator epochs count up (wrapping after
 /// 2^32 scopes), so a slot of an ended scope is not mistaken for one of a later scope.

@@ -1,0 +1,379 @@
+//! Trusted heap access for compiled code: [`RawMutator`] and its pinned sections ([`Pin`]).
+//!
+//! The [`Mutator`](crate::Mutator) checks every operation, because it cannot know what the
+//! code around it does. An interpreter whose own frames are described by the stack maps its
+//! compiler emitted needs the opposite: values in its registers (managed-stack slots) read and
+//! written with plain loads and stores, objects allocated and their fields read and written
+//! without a scope or type check per access, and the checks done once, by its compiler and
+//! its own type tests. This module is that path.
+//!
+//! ## The contract
+//!
+//! * An interpreter runs its instructions inside [`RawMutator::enter`]: a pinned section
+//!   ([`safepoint_sched::pinned`]) in which the goroutine keeps its P and nothing can stop it:
+//!   no collection phase changes, no stack is scanned, no object is freed between two of its
+//!   steps. So a reference it holds in a Rust variable there stays valid until the section
+//!   ends; at the end, every reference it still needs must be in a slot that its frame's
+//!   current safepoint map names (or in an object field or a [`Global`]).
+//! * It leaves the section at every *safepoint*: a poll that finds a request
+//!   ([`ManagedStack::poll`](safepoint_stackmap::ManagedStack::poll)), a push that needs the
+//!   slow path ([`ManagedStack::try_push`](safepoint_stackmap::ManagedStack::try_push) said
+//!   no), an allocation whose answer says "slow" (then [`RawMutator::after_slow_alloc`]), or
+//!   anything that blocks. Before leaving, it records the frame's safepoint
+//!   ([`ManagedStack::set_safepoint`](safepoint_stackmap::ManagedStack::set_safepoint)).
+//! * Objects are read and written through the `unsafe` methods of [`Pin`], whose contract is
+//!   that the object is live (it came from a slot, a field or a global, or was allocated in
+//!   this section) and the word index is in its body. Values stored in tagged fields and
+//!   slots are values of this heap's encoding ([`TagRule`]).
+//!
+//! In the debugging modes (`gcpoison`, `gccheckmark`) every object access is also checked
+//! against the heap (a real object, a known type, the index in range), so a compiler or
+//! interpreter bug is a described panic there rather than a silent corruption. The
+//! collector's marker checks every reference it is handed in every mode, so a bad value in a
+//! slot kills the process with a description, never a scan of garbage.
+
+use std::marker::PhantomData;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU8, Ordering};
+
+use safepoint_sched::Pinned;
+use safepoint_stackmap::ManagedStack;
+
+use crate::collector::{Gc, GcError, Inner};
+use crate::globals::Global;
+use crate::mark::{body, header_of};
+use crate::mutator::ACTIVE;
+use crate::types::{Header, TagRule, TypeId, WORD, WordKind, body_words, object_size};
+
+/// The size and header of objects of one type and length, computed once
+/// ([`RawMutator::shape`]) so that an allocation looks nothing up.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Shape {
+    size: usize,
+    header: Header,
+}
+
+impl Shape {
+    /// The shape of an object of type `ty` with `len` elements (0 for a record) in `gc`'s
+    /// heap.
+    ///
+    /// # Errors
+    /// [`GcError::Type`] for an unknown type, a length given to a record or one too long.
+    pub fn new(gc: &Gc, ty: TypeId, len: usize) -> Result<Shape, GcError> {
+        Shape::of(&gc.inner, ty, len)
+    }
+
+    fn of(gc: &Inner, ty: TypeId, len: usize) -> Result<Shape, GcError> {
+        let header = gc.types.header(ty, len)?;
+        let desc = gc.types.get(ty).expect("header() checked the type");
+        Ok(Shape { size: object_size(desc, len)?, header })
+    }
+
+    /// Body words (the header excluded).
+    pub fn body_words(&self) -> usize {
+        self.size / WORD - 1
+    }
+}
+
+/// A goroutine's trusted access to the heap, for compiled code that keeps its references in
+/// frames described by its own stack maps (see the module documentation for the contract).
+/// One per goroutine, exclusive with a [`Mutator`](crate::Mutator); bound to the goroutine
+/// (neither `Send` nor `Sync`).
+pub struct RawMutator {
+    gc: Arc<Inner>,
+    goid: u64,
+    validate: bool,
+    _not_send: PhantomData<*const ()>,
+}
+
+impl std::fmt::Debug for RawMutator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "RawMutator(goroutine {})", self.goid)
+    }
+}
+
+impl Drop for RawMutator {
+    fn drop(&mut self) {
+        if safepoint_sched::goroutine_id() == Some(self.goid) {
+            ACTIVE.with(|a| a.set(false));
+        }
+    }
+}
+
+impl RawMutator {
+    /// The running goroutine's raw mutator for `gc`.
+    ///
+    /// # Errors
+    /// [`GcError::WrongRuntime`] off a goroutine of `gc`'s runtime;
+    /// [`GcError::MutatorActive`] if this goroutine already has a mutator of either kind.
+    pub fn new(gc: &Gc) -> Result<RawMutator, GcError> {
+        if !gc.inner.rt.is_current() {
+            return Err(GcError::WrongRuntime);
+        }
+        let goid = safepoint_sched::goroutine_id().ok_or(GcError::WrongRuntime)?;
+        if ACTIVE.with(|a| a.replace(true)) {
+            return Err(GcError::MutatorActive);
+        }
+        Ok(RawMutator {
+            validate: gc.inner.config.poison || gc.inner.config.checkmark,
+            gc: gc.inner.clone(),
+            goid,
+            _not_send: PhantomData,
+        })
+    }
+
+    /// The collector.
+    pub fn gc(&self) -> Gc {
+        Gc { inner: self.gc.clone() }
+    }
+
+    /// The heap's value encoding.
+    pub fn tag_rule(&self) -> TagRule {
+        self.gc.config.tag_rule
+    }
+
+    /// The shape of an object of type `ty` with `len` elements (0 for a record), as
+    /// [`Shape::new`].
+    ///
+    /// # Errors
+    /// [`GcError::Type`] for an unknown type, a length given to a record or one too long.
+    pub fn shape(&self, ty: TypeId, len: usize) -> Result<Shape, GcError> {
+        Shape::of(&self.gc, ty, len)
+    }
+
+    /// Runs `f` pinned on this goroutine's P (see the module documentation): the one place
+    /// compiled code touches the heap.
+    ///
+    /// # Errors
+    /// [`GcError::WrongRuntime`] if called on another goroutine than the mutator's;
+    /// [`GcError::NoP`] inside a blocking call (the goroutine has no P to allocate on).
+    #[inline]
+    pub fn enter<R>(&mut self, f: impl FnOnce(&mut Pin<'_>) -> R) -> Result<R, GcError> {
+        let gc = &*self.gc;
+        let validate = self.validate;
+        safepoint_sched::pinned(self.goid, |pinned| {
+            let p = pinned.p().ok_or(GcError::NoP)?;
+            Ok(f(&mut Pin { gc, p, pinned, validate }))
+        })
+        .ok_or(GcError::WrongRuntime)?
+    }
+
+    /// What an allocation that answered "slow" owes, outside the pinned section: starting a
+    /// cycle when the heap reached its trigger, and waiting while marking is far behind. A
+    /// safepoint: the caller's frames must be described by their current maps.
+    pub fn after_slow_alloc(&mut self) {
+        self.gc.maybe_collect();
+        self.gc.throttle();
+    }
+
+    /// Collects and finishes sweeping, for an allocation that failed with out-of-memory and
+    /// will be tried once more. A safepoint, as [`after_slow_alloc`](Self::after_slow_alloc).
+    pub fn collect_for_memory(&mut self) {
+        self.gc.cycle(None);
+        self.gc.finish_sweep();
+    }
+}
+
+/// A pinned section of a [`RawMutator`]: the goroutine's P, its managed stack, and the
+/// heap operations (see the module documentation).
+pub struct Pin<'a> {
+    gc: &'a Inner,
+    p: usize,
+    pinned: &'a Pinned,
+    validate: bool,
+}
+
+impl std::fmt::Debug for Pin<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Pin(P {})", self.p)
+    }
+}
+
+impl Pin<'_> {
+    /// The goroutine's managed stack.
+    #[inline]
+    pub fn stack(&self) -> &ManagedStack {
+        self.pinned.managed_stack()
+    }
+
+    /// The heap's value encoding.
+    #[inline]
+    pub fn tag_rule(&self) -> TagRule {
+        self.gc.config.tag_rule
+    }
+
+    /// The shape of an object of type `ty` with `len` elements, as [`Shape::new`].
+    ///
+    /// # Errors
+    /// As [`RawMutator::shape`].
+    pub fn shape(&self, ty: TypeId, len: usize) -> Result<Shape, GcError> {
+        Shape::of(self.gc, ty, len)
+    }
+
+    /// Allocates an object of `shape` (its body zeroed) and returns the reference (the
+    /// address with the reference tag) and whether the allocation took a slow path: then the
+    /// caller owes [`RawMutator::after_slow_alloc`] at its next safepoint, soon. The object is
+    /// reachable only through what the caller does with the value before the section ends.
+    ///
+    /// # Errors
+    /// [`GcError::Alloc`] when the heap is at its hard limit (collect with
+    /// [`RawMutator::collect_for_memory`] outside the section and try once more).
+    #[inline]
+    pub fn alloc(&mut self, shape: Shape) -> Result<(usize, bool), GcError> {
+        let (addr, slow) = self.gc.alloc_on(self.p, shape.size, shape.header)?;
+        Ok((addr | self.tag_rule().ref_tag, slow))
+    }
+
+    /// The object's address from a reference value, checked in the debugging modes.
+    #[inline(always)]
+    fn addr(&self, obj: usize) -> usize {
+        let rule = self.tag_rule();
+        if self.validate {
+            self.check(obj, None);
+        }
+        obj & !rule.mask
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn check(&self, obj: usize, index: Option<usize>) {
+        let rule = self.tag_rule();
+        let addr = obj & !rule.mask;
+        if !rule.is_ref(obj) || !self.gc.heap.is_object(addr) {
+            panic!(
+                "safepoint: {obj:#x} is not a reference to a managed object (freed, or never one)"
+            );
+        }
+        // SAFETY: `addr` is an allocated object (just checked).
+        let word = unsafe { header_of(addr) };
+        let desc =
+            Header::from_word(word).and_then(|h| self.gc.types.get(h.type_id()).map(|d| (d, h)));
+        let Some((desc, h)) = desc else {
+            panic!("safepoint: object at {addr:#x} has a corrupt header {word:#x}");
+        };
+        let words = body_words(desc, h.len()).unwrap_or(0);
+        if let Some(i) = index
+            && i >= words
+        {
+            panic!(
+                "safepoint: word {i} of a {} object of {words} words (past its end)",
+                desc.name()
+            );
+        }
+    }
+
+    /// The header of the object `obj` references.
+    ///
+    /// # Safety
+    /// `obj` is a reference (this heap's encoding) to a live object: one read from a slot, a
+    /// field or a global, or allocated in this section.
+    #[inline]
+    pub unsafe fn header(&self, obj: usize) -> Header {
+        let addr = self.addr(obj);
+        // SAFETY: per the contract, a live object; its first word is its header.
+        Header::from_word(unsafe { header_of(addr) })
+            .unwrap_or_else(|| panic!("safepoint: object at {addr:#x} has no header"))
+    }
+
+    /// Body word `i` of the object `obj` references, as stored (a tagged value, a raw word,
+    /// or a plain address for a reference field).
+    ///
+    /// # Safety
+    /// As [`header`](Self::header), and `i` is below the object's body words.
+    #[inline]
+    pub unsafe fn word(&self, obj: usize, i: usize) -> usize {
+        if self.validate {
+            self.check(obj, Some(i));
+        }
+        let addr = obj & !self.tag_rule().mask;
+        // SAFETY: per the contract, word `i` of a live object's body. Relaxed: heap words are
+        // atomics; ordering comes from the collector's handshakes (DESIGN §4).
+        unsafe { body(addr, i + 1)[i].load(Ordering::Relaxed) }
+    }
+
+    /// Stores `v` into body word `i` of the object `obj` references, a field of kind `kind`,
+    /// through the write barrier (a raw word has none).
+    ///
+    /// # Safety
+    /// As [`word`](Self::word); word `i` is of kind `kind`, and `v` is a value such a word
+    /// may hold: for a tagged word, null, an immediate or a reference to a live object; for a
+    /// reference word, 0 or the plain address of a live object.
+    #[inline]
+    pub unsafe fn set_word(&mut self, obj: usize, i: usize, kind: WordKind, v: usize) {
+        if self.validate {
+            self.check(obj, Some(i));
+            if let Some(r) = crate::mark::ref_of(kind, self.tag_rule(), v) {
+                self.check(r | self.tag_rule().ref_tag, None);
+            }
+        }
+        let addr = obj & !self.tag_rule().mask;
+        // SAFETY: as in `word`.
+        let w = unsafe { &body(addr, i + 1)[i] };
+        if kind != WordKind::Raw {
+            // Relaxed: as in `word`.
+            let old = w.load(Ordering::Relaxed);
+            self.gc.write_barrier(Some(self.p), self.gc.ref_in(kind, old), self.gc.ref_in(kind, v));
+        }
+        w.store(v, Ordering::Relaxed);
+    }
+
+    /// The bytes of the byte array `obj` references (its length from its header).
+    ///
+    /// # Safety
+    /// As [`header`](Self::header), for a byte array; the slice is used only inside this
+    /// section.
+    #[inline]
+    pub unsafe fn bytes(&self, obj: usize) -> &[AtomicU8] {
+        // SAFETY: per the contract.
+        let len = unsafe { self.header(obj) }.len();
+        let addr = obj & !self.tag_rule().mask;
+        // SAFETY: a byte array of `len` bytes after its header, live for the section (nothing
+        // is freed while pinned). Heap bytes are only accessed atomically.
+        unsafe { std::slice::from_raw_parts((addr + WORD) as *const AtomicU8, len) }
+    }
+
+    /// A new global root holding `v` (null, an immediate or a live reference), for a value
+    /// that must outlive the section somewhere else than a slot (in flight to another
+    /// goroutine, in a Rust structure).
+    pub fn new_global(&self, v: usize) -> Global {
+        Global::with_value(&self.gc_arc(), v)
+    }
+
+    /// The value in global `g`.
+    ///
+    /// # Errors
+    /// [`GcError::WrongHeap`] for a global of another collector.
+    #[inline]
+    pub fn global(&self, g: &Global) -> Result<usize, GcError> {
+        if !std::ptr::eq(Arc::as_ptr(&g.gc), self.gc) {
+            return Err(GcError::WrongHeap);
+        }
+        // Relaxed: as in `word`.
+        Ok(g.word().load(Ordering::Relaxed))
+    }
+
+    /// Stores `v` (as for [`new_global`](Self::new_global)) into global `g`, through the
+    /// write barrier.
+    ///
+    /// # Errors
+    /// [`GcError::WrongHeap`] for a global of another collector.
+    pub fn set_global(&mut self, g: &Global, v: usize) -> Result<(), GcError> {
+        if !std::ptr::eq(Arc::as_ptr(&g.gc), self.gc) {
+            return Err(GcError::WrongHeap);
+        }
+        // Relaxed: as in `word`; a swap, as in `Mutator::store_global`.
+        let old = g.word().swap(v, Ordering::Relaxed);
+        let kind = WordKind::Tagged;
+        self.gc.write_barrier(Some(self.p), self.gc.ref_in(kind, old), self.gc.ref_in(kind, v));
+        Ok(())
+    }
+
+    fn gc_arc(&self) -> Arc<Inner> {
+        self.gc.conc.me.get().and_then(std::sync::Weak::upgrade).expect("the collector is alive")
+    }
+}
+
+const _: () = {
+    const fn sync<T: Sync + Send>() {}
+    sync::<Shape>();
+};
