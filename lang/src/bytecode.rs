@@ -1,0 +1,245 @@
+//! The instruction set and compiled program.
+//!
+//! A function's frame is its registers, which are the slots of its managed-stack frame:
+//! parameters first, then captured values (for a closure), then locals and temporaries.
+//! Every instruction that can reach a safepoint carries `sp`, the first of two safepoint
+//! indices whose stack maps the compiler emitted: `sp` describes the registers before the
+//! instruction writes its result (what a call, a channel operation or a collection for memory
+//! sees), `sp + 1` after it (what the collector sees when an allocation's slow path is paid
+//! for once the instruction is done). Safepoint 0 is the function's entry.
+
+use safepoint_stackmap::FuncId;
+
+use crate::Pos;
+
+/// A register (frame slot) number.
+pub type Reg = u8;
+
+/// One instruction.
+#[derive(Clone, Copy, Debug, PartialEq)]
+#[allow(missing_docs)]
+pub enum Op {
+    /// `a = b`
+    Move { a: Reg, b: Reg },
+    /// `a = v` (a small integer)
+    Int { a: Reg, v: i32 },
+    /// `a = constant k`
+    Const { a: Reg, k: u16 },
+    /// `a = nil / true / false` (the word)
+    Imm { a: Reg, w: u8 },
+    /// `a = global g`
+    GetGlobal { a: Reg, g: u16 },
+    /// `global g = a`
+    SetGlobal { g: u16, a: Reg },
+    /// `a = b op c` (arithmetic may allocate: floats, string concatenation)
+    Arith { op: ArithOp, a: Reg, b: Reg, c: Reg, sp: u16 },
+    /// `a = b + v`
+    AddI { a: Reg, b: Reg, v: i16, sp: u16 },
+    /// `a = b cmp c`
+    Cmp { op: CmpOp, a: Reg, b: Reg, c: Reg },
+    /// `a = -b`
+    Neg { a: Reg, b: Reg, sp: u16 },
+    /// `a = not b`
+    Not { a: Reg, b: Reg },
+    /// Jump to `t`.
+    Jmp { t: u32 },
+    /// Jump to `t` if `a` is false or nil.
+    JmpF { a: Reg, t: u32 },
+    /// Jump to `t` if `a` is true (not false, not nil).
+    JmpT { a: Reg, t: u32 },
+    /// Jump to `t` unless `b cmp c` (a fused compare and branch).
+    CmpJmpF { op: CmpOp, b: Reg, c: Reg, t: u32 },
+    /// A loop's back-edge: poll for preemption at safepoint `sp`, then jump to `t`.
+    Loop { t: u32, sp: u16 },
+    /// `a = f(f+1 .. f+1+n)` where register `f` holds a closure.
+    Call { a: Reg, f: Reg, n: u8, sp: u16 },
+    /// `a = function p(base .. base+n)`, a top-level function called directly.
+    CallG { a: Reg, p: u16, base: Reg, n: u8, sp: u16 },
+    /// Return `a`.
+    Ret { a: Reg },
+    /// `a = [base .. base+n]`
+    NewVec { a: Reg, base: Reg, n: u8, sp: u16 },
+    /// `a = {}` with room for `n` entries.
+    NewMap { a: Reg, n: u8, sp: u16 },
+    /// `a = b[c]`
+    Index { a: Reg, b: Reg, c: Reg },
+    /// `a[b] = c` (a map insert may allocate)
+    SetIndex { a: Reg, b: Reg, c: Reg, sp: u16 },
+    /// `a = closure of function p capturing base .. base+n`
+    Closure { a: Reg, p: u16, base: Reg, n: u8, sp: u16 },
+    /// `go f(f+1 .. f+1+n)` where register `f` holds a closure.
+    Go { f: Reg, n: u8, sp: u16 },
+    /// `a = builtin id(base .. base+n)`
+    Builtin { a: Reg, id: Builtin, base: Reg, n: u8, sp: u16 },
+    /// `ch <- v`
+    Send { ch: Reg, v: Reg, sp: u16 },
+    /// `a = <-ch` (nil once closed and drained)
+    Recv { a: Reg, ch: Reg, sp: u16 },
+    /// `a = index of the select case that ran` (table `sel` of the function)
+    Select { a: Reg, sel: u16, sp: u16 },
+    /// Loop over `obj`: `x = next element`, jump to `t` when done; `it` holds the position.
+    IterNext { x: Reg, it: Reg, obj: Reg, t: u32, sp: u16 },
+}
+
+/// Arithmetic operators.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[allow(missing_docs)]
+pub enum ArithOp {
+    Add,
+    Sub,
+    Mul,
+    Div,
+    Mod,
+}
+
+/// Comparison operators (`>` and `>=` are compiled with swapped operands).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[allow(missing_docs)]
+pub enum CmpOp {
+    Eq,
+    Ne,
+    Lt,
+    Le,
+}
+
+/// The builtin functions.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[allow(missing_docs)]
+pub enum Builtin {
+    Print,
+    Len,
+    Push,
+    Pop,
+    Chan,
+    Close,
+    Str,
+    Int,
+    Float,
+    Keys,
+    Has,
+    Vec,
+    Type,
+    Error,
+    Gc,
+    Sleep,
+    Sqrt,
+    Cycles,
+    Args,
+}
+
+impl Builtin {
+    /// Every builtin with its name and allowed argument counts.
+    pub const ALL: &[(&'static str, Builtin, u8, u8)] = &[
+        ("print", Builtin::Print, 0, 255),
+        ("len", Builtin::Len, 1, 1),
+        ("push", Builtin::Push, 2, 2),
+        ("pop", Builtin::Pop, 1, 1),
+        ("chan", Builtin::Chan, 0, 1),
+        ("close", Builtin::Close, 1, 1),
+        ("str", Builtin::Str, 1, 1),
+        ("int", Builtin::Int, 1, 1),
+        ("float", Builtin::Float, 1, 1),
+        ("keys", Builtin::Keys, 1, 1),
+        ("has", Builtin::Has, 2, 2),
+        ("vec", Builtin::Vec, 1, 2),
+        ("type", Builtin::Type, 1, 1),
+        ("error", Builtin::Error, 1, 1),
+        ("gc", Builtin::Gc, 0, 0),
+        ("sleep", Builtin::Sleep, 1, 1),
+        ("sqrt", Builtin::Sqrt, 1, 1),
+        ("cycles", Builtin::Cycles, 0, 0),
+        ("args", Builtin::Args, 0, 0),
+    ];
+
+    /// The builtin called `name`.
+    pub fn find(name: &str) -> Option<(Builtin, u8, u8)> {
+        Builtin::ALL.iter().find(|b| b.0 == name).map(|b| (b.1, b.2, b.3))
+    }
+
+    /// Its name.
+    pub fn name(self) -> &'static str {
+        Builtin::ALL.iter().find(|b| b.1 == self).map(|b| b.0).unwrap_or("?")
+    }
+}
+
+/// One case of a select.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SelCase {
+    /// Receive from register `ch` into `dst` (if any).
+    Recv {
+        /// The channel.
+        ch: Reg,
+        /// Where the value goes.
+        dst: Option<Reg>,
+    },
+    /// Send register `v` on register `ch`.
+    Send {
+        /// The channel.
+        ch: Reg,
+        /// The value.
+        v: Reg,
+    },
+}
+
+/// A select's cases.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SelTable {
+    /// The cases, in source order (the result is the index; `cases.len()` for the default).
+    pub cases: Vec<SelCase>,
+    /// Whether there is a default.
+    pub default: bool,
+}
+
+/// A compiled function.
+#[derive(Clone, Debug)]
+pub struct Proto {
+    /// Its name (in tracebacks).
+    pub name: String,
+    /// Parameters.
+    pub params: u8,
+    /// Captured values (registers `params .. params + captures`).
+    pub captures: u8,
+    /// Frame size.
+    pub regs: u8,
+    /// The code.
+    pub code: Vec<Op>,
+    /// Each instruction's source position.
+    pub pos: Vec<Pos>,
+    /// Select tables.
+    pub sels: Vec<SelTable>,
+    /// Its entry in the stack-map registry.
+    pub func: FuncId,
+}
+
+/// A constant.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Const {
+    /// A string.
+    Str(String),
+    /// A float.
+    Float(f64),
+    /// An integer too large for an instruction's immediate.
+    Int(i64),
+    /// A top-level function, as a closure value.
+    Fn(u16),
+}
+
+/// A compiled program.
+#[derive(Debug)]
+pub struct Program {
+    /// The source file's name (in messages).
+    pub file: String,
+    /// Functions; the last is the top-level code.
+    pub protos: Vec<Proto>,
+    /// Constants.
+    pub consts: Vec<Const>,
+    /// Number of global variables.
+    pub globals: usize,
+}
+
+impl Program {
+    /// The top-level code.
+    pub fn main(&self) -> usize {
+        self.protos.len() - 1
+    }
+}

@@ -1,0 +1,1084 @@
+//! The compiler: syntax tree to register bytecode, with a liveness analysis per function that
+//! gives every safepoint exactly the registers live across it, registered as the function's
+//! stack maps.
+//!
+//! Registers are allocated as a stack: locals when declared, temporaries above them for the
+//! length of a statement. Liveness is the textbook backward data flow over the instructions
+//! (live-in = uses ∪ (live-out − defs)), iterated to a fixed point over the jumps. A safepoint
+//! inside an instruction sees the registers live out of it minus the ones it is about to
+//! write, plus the ones it reads (`sp`); once the instruction is done, the ones live out of
+//! it plus what it wrote and read (`sp + 1`; see [`crate::bytecode`]). A register outside a
+//! map may hold a stale reference: the collector never looks at it, and no instruction reads
+//! it before writing it.
+
+use std::collections::HashMap;
+
+use safepoint_stackmap::{FuncDesc, Registry};
+
+use crate::Pos;
+use crate::ast::*;
+use crate::bytecode::*;
+use crate::error::Error;
+use crate::value;
+
+type R<T> = Result<T, Error>;
+
+/// Compiles `src` (named `file` in messages), registering each function's stack maps in `reg`.
+///
+/// # Errors
+/// The first syntax or compile error (an unknown name, an assignment to a captured variable,
+/// a wrong argument count for a known function, a function too large).
+pub fn compile(file: &str, src: &str, reg: &Registry) -> R<Program> {
+    let tokens = crate::lexer::lex(src)?;
+    let stmts = crate::parser::parse(&tokens)?;
+    let mut c = Compiler {
+        reg,
+        protos: Vec::new(),
+        consts: Vec::new(),
+        const_idx: HashMap::new(),
+        fns: HashMap::new(),
+        globals: HashMap::new(),
+    };
+    // Top-level functions and globals first, so that code may name them before their
+    // declaration.
+    let mut fdefs = Vec::new();
+    for s in &stmts {
+        match &s.kind {
+            StmtKind::Fn(d) => {
+                if c.fns.contains_key(&d.name) || Builtin::find(&d.name).is_some() {
+                    return Err(Error::at(
+                        d.pos,
+                        format!("function {} is already defined", d.name),
+                    ));
+                }
+                let i = fdefs.len() as u16;
+                c.fns.insert(d.name.clone(), (i, d.params.len()));
+                c.protos.push(None);
+                fdefs.push(d.clone());
+            }
+            StmtKind::Let(n, _) => {
+                if c.fns.contains_key(n) {
+                    return Err(Error::at(s.pos, format!("{n} is a function")));
+                }
+                let g = c.globals.len() as u16;
+                c.globals.entry(n.clone()).or_insert(g);
+            }
+            _ => {}
+        }
+    }
+    for (i, d) in fdefs.iter().enumerate() {
+        let p = c.function(d, &[], false)?;
+        c.protos[i] = Some(p);
+    }
+    let main = FnDef {
+        name: "<main>".into(),
+        params: Vec::new(),
+        body: stmts,
+        pos: Pos { line: 1, col: 1 },
+    };
+    let p = c.function(&main, &[], true)?;
+    c.protos.push(Some(p));
+    Ok(Program {
+        file: file.to_owned(),
+        protos: c.protos.into_iter().map(|p| p.expect("every function compiled")).collect(),
+        consts: c.consts,
+        globals: c.globals.len(),
+    })
+}
+
+struct Compiler<'r> {
+    reg: &'r Registry,
+    protos: Vec<Option<Proto>>,
+    consts: Vec<Const>,
+    const_idx: HashMap<String, u16>,
+    /// Top-level functions: index and parameter count.
+    fns: HashMap<String, (u16, usize)>,
+    globals: HashMap<String, u16>,
+}
+
+#[derive(Clone)]
+struct Local {
+    name: String,
+    reg: Reg,
+    captured: bool,
+}
+
+struct LoopCx {
+    breaks: Vec<usize>,
+    continues: Vec<usize>,
+}
+
+struct Func {
+    code: Vec<Op>,
+    pos: Vec<Pos>,
+    sels: Vec<SelTable>,
+    scopes: Vec<Vec<Local>>,
+    next: usize,
+    max: usize,
+    loops: Vec<LoopCx>,
+    /// Source position of each safepoint index.
+    sp_pos: Vec<Pos>,
+    /// The top-level code: `let` outside any block makes a global.
+    top: bool,
+    at: Pos,
+}
+
+enum Name {
+    Local(Reg, bool),
+    Global(u16),
+    Fn(u16, usize),
+    Builtin(Builtin, u8, u8),
+}
+
+impl Compiler<'_> {
+    fn konst(&mut self, c: Const) -> R<u16> {
+        let key = format!("{c:?}");
+        if let Some(&i) = self.const_idx.get(&key) {
+            return Ok(i);
+        }
+        let i = self.consts.len();
+        if i > u16::MAX as usize {
+            return Err(Error::at(Pos::default(), "too many constants"));
+        }
+        self.consts.push(c);
+        self.const_idx.insert(key, i as u16);
+        Ok(i as u16)
+    }
+
+    /// Compiles one function; `captures` are its captured names (registers after the
+    /// parameters).
+    fn function(&mut self, d: &FnDef, captures: &[String], top: bool) -> R<Proto> {
+        let mut f = Func {
+            code: Vec::new(),
+            pos: Vec::new(),
+            sels: Vec::new(),
+            scopes: vec![Vec::new()],
+            next: 0,
+            max: 0,
+            loops: Vec::new(),
+            sp_pos: vec![d.pos],
+            top,
+            at: d.pos,
+        };
+        for p in &d.params {
+            let r = f.alloc(d.pos)?;
+            f.scopes[0].push(Local { name: p.clone(), reg: r, captured: false });
+        }
+        for n in captures {
+            let r = f.alloc(d.pos)?;
+            f.scopes[0].push(Local { name: n.clone(), reg: r, captured: true });
+        }
+        let inputs = f.next;
+        let mut cx = Cx { c: self, f };
+        cx.block_body(&d.body)?;
+        let end = cx.f.code.last().map(|_| cx.f.at).unwrap_or(d.pos);
+        let r = cx.f.alloc(end)?;
+        cx.emit(Op::Imm { a: r, w: value::NIL as u8 }, end);
+        cx.emit(Op::Ret { a: r }, end);
+        let f = cx.f;
+        let regs = f.max.max(1);
+        let maps = liveness(&f.code, regs, &f.sels);
+        let nsp = f.sp_pos.len();
+        if nsp > u16::MAX as usize {
+            return Err(Error::at(d.pos, format!("function {} is too large", d.name)));
+        }
+        let mut desc = FuncDesc::new(d.name.clone(), regs, d.params.len(), nsp)
+            .tagged_at(0, &(0..inputs).collect::<Vec<_>>());
+        for (sp, regs) in maps {
+            desc = desc.tagged_at(sp, &regs);
+        }
+        for (sp, p) in f.sp_pos.iter().enumerate() {
+            desc = desc.line(sp, p.line);
+        }
+        let func = self
+            .reg
+            .register(desc)
+            .map_err(|e| Error::at(d.pos, format!("cannot register {}: {e}", d.name)))?;
+        Ok(Proto {
+            name: d.name.clone(),
+            params: d.params.len() as u8,
+            captures: captures.len() as u8,
+            regs: regs as u8,
+            code: f.code,
+            pos: f.pos,
+            sels: f.sels,
+            func,
+        })
+    }
+}
+
+impl Func {
+    fn alloc(&mut self, at: Pos) -> R<Reg> {
+        let r = self.next;
+        if r >= 255 {
+            return Err(Error::at(at, "function needs more than 255 registers"));
+        }
+        self.next += 1;
+        self.max = self.max.max(self.next);
+        Ok(r as Reg)
+    }
+
+    fn lookup(&self, n: &str) -> Option<&Local> {
+        self.scopes.iter().rev().flat_map(|s| s.iter().rev()).find(|l| l.name == n)
+    }
+}
+
+struct Cx<'a, 'r> {
+    c: &'a mut Compiler<'r>,
+    f: Func,
+}
+
+impl Cx<'_, '_> {
+    fn emit(&mut self, op: Op, at: Pos) -> usize {
+        self.f.code.push(op);
+        self.f.pos.push(at);
+        self.f.at = at;
+        self.f.code.len() - 1
+    }
+
+    /// Two fresh safepoint indices (before and after) for an instruction at `at`.
+    fn sp(&mut self, at: Pos) -> u16 {
+        let sp = self.f.sp_pos.len();
+        self.f.sp_pos.push(at);
+        self.f.sp_pos.push(at);
+        sp as u16
+    }
+
+    fn here(&self) -> u32 {
+        self.f.code.len() as u32
+    }
+
+    fn patch(&mut self, at: usize, t: u32) {
+        match &mut self.f.code[at] {
+            Op::Jmp { t: x } | Op::JmpF { t: x, .. } | Op::JmpT { t: x, .. } => *x = t,
+            Op::CmpJmpF { t: x, .. } | Op::Loop { t: x, .. } | Op::IterNext { t: x, .. } => *x = t,
+            op => unreachable!("patching {op:?}"),
+        }
+    }
+
+    fn resolve(&self, n: &str, at: Pos) -> R<Name> {
+        if let Some(l) = self.f.lookup(n) {
+            return Ok(Name::Local(l.reg, l.captured));
+        }
+        if let Some(&(p, k)) = self.c.fns.get(n) {
+            return Ok(Name::Fn(p, k));
+        }
+        if let Some(&g) = self.c.globals.get(n) {
+            return Ok(Name::Global(g));
+        }
+        if let Some((b, lo, hi)) = Builtin::find(n) {
+            return Ok(Name::Builtin(b, lo, hi));
+        }
+        Err(Error::at(at, format!("unknown name {n}")))
+    }
+
+    fn block(&mut self, b: &[Stmt]) -> R<()> {
+        let mark = self.f.next;
+        self.f.scopes.push(Vec::new());
+        let r = self.block_body(b);
+        self.f.scopes.pop();
+        self.f.next = mark;
+        r
+    }
+
+    fn block_body(&mut self, b: &[Stmt]) -> R<()> {
+        for s in b {
+            self.stmt(s)?;
+        }
+        Ok(())
+    }
+
+    fn stmt(&mut self, s: &Stmt) -> R<()> {
+        let mark = self.f.next;
+        let at = s.pos;
+        match &s.kind {
+            StmtKind::Fn(_) => {} // compiled up front
+            StmtKind::Let(n, e) => {
+                if self.f.top && self.f.scopes.len() == 1 {
+                    let g = self.c.globals[n];
+                    let r = self.operand(e)?;
+                    self.emit(Op::SetGlobal { g, a: r }, at);
+                } else {
+                    let r = self.f.alloc(at)?;
+                    self.expr_into(e, r)?;
+                    self.f.next = r as usize + 1;
+                    self.f.scopes.last_mut().expect("a scope").push(Local {
+                        name: n.clone(),
+                        reg: r,
+                        captured: false,
+                    });
+                    return Ok(());
+                }
+            }
+            StmtKind::Assign(target, e) => self.assign(target, e, at)?,
+            StmtKind::Expr(e) => {
+                let r = self.f.alloc(at)?;
+                self.expr_into(e, r)?;
+            }
+            StmtKind::If(c, then, els) => {
+                let jf = self.cond_jump(c)?;
+                self.block(then)?;
+                if els.is_empty() {
+                    let h = self.here();
+                    self.patch(jf, h);
+                } else {
+                    let j = self.emit(Op::Jmp { t: 0 }, at);
+                    let h = self.here();
+                    self.patch(jf, h);
+                    self.block(els)?;
+                    let h = self.here();
+                    self.patch(j, h);
+                }
+            }
+            StmtKind::While(c, body) => {
+                let top = self.here();
+                let jf = self.cond_jump(c)?;
+                self.loop_body(body, None, top, at)?;
+                let h = self.here();
+                self.patch(jf, h);
+                self.end_loop();
+            }
+            StmtKind::ForRange(x, a, b, body) => {
+                let i = self.f.alloc(at)?;
+                let end = self.f.alloc(at)?;
+                self.expr_into(a, i)?;
+                self.expr_into(b, end)?;
+                let top = self.here();
+                let jf = self.emit(Op::CmpJmpF { op: CmpOp::Lt, b: i, c: end, t: 0 }, at);
+                self.f.scopes.push(Vec::new());
+                let xr = self.f.alloc(at)?;
+                self.emit(Op::Move { a: xr, b: i }, at);
+                self.f.scopes.last_mut().expect("a scope").push(Local {
+                    name: x.clone(),
+                    reg: xr,
+                    captured: false,
+                });
+                let sp = self.sp(at);
+                self.loop_body(body, Some(Op::AddI { a: i, b: i, v: 1, sp }), top, at)?;
+                self.f.scopes.pop();
+                let h = self.here();
+                self.patch(jf, h);
+                self.end_loop();
+            }
+            StmtKind::ForIn(x, e, body) => {
+                let obj = self.f.alloc(at)?;
+                self.expr_into(e, obj)?;
+                let it = self.f.alloc(at)?;
+                self.emit(Op::Int { a: it, v: 0 }, at);
+                self.f.scopes.push(Vec::new());
+                let xr = self.f.alloc(at)?;
+                let top = self.here();
+                let sp = self.sp(at);
+                let jn = self.emit(Op::IterNext { x: xr, it, obj, t: 0, sp }, at);
+                self.f.scopes.last_mut().expect("a scope").push(Local {
+                    name: x.clone(),
+                    reg: xr,
+                    captured: false,
+                });
+                self.loop_body(body, None, top, at)?;
+                self.f.scopes.pop();
+                let h = self.here();
+                self.patch(jn, h);
+                self.end_loop();
+            }
+            StmtKind::Return(e) => {
+                let r = match e {
+                    Some(e) => self.operand(e)?,
+                    None => {
+                        let r = self.f.alloc(at)?;
+                        self.emit(Op::Imm { a: r, w: value::NIL as u8 }, at);
+                        r
+                    }
+                };
+                self.emit(Op::Ret { a: r }, at);
+            }
+            StmtKind::Break | StmtKind::Continue => {
+                let j = self.emit(Op::Jmp { t: 0 }, at);
+                let Some(l) = self.f.loops.last_mut() else {
+                    return Err(Error::at(at, "break or continue outside a loop"));
+                };
+                if matches!(s.kind, StmtKind::Break) {
+                    l.breaks.push(j)
+                } else {
+                    l.continues.push(j)
+                }
+            }
+            StmtKind::Go(f, args) => {
+                let base = self.callee(f, at)?;
+                self.args(args, at)?;
+                let sp = self.sp(at);
+                self.emit(Op::Go { f: base, n: args.len() as u8, sp }, at);
+            }
+            StmtKind::Send(ch, v) => {
+                let ch = self.operand(ch)?;
+                let v = self.operand(v)?;
+                let sp = self.sp(at);
+                self.emit(Op::Send { ch, v, sp }, at);
+            }
+            StmtKind::Select(cases, default) => self.select(cases, default.as_deref(), at)?,
+        }
+        self.f.next = mark;
+        Ok(())
+    }
+
+    fn select(&mut self, cases: &[Case], default: Option<&[Stmt]>, at: Pos) -> R<()> {
+        let mut table = Vec::new();
+        let mut vars = Vec::new();
+        for c in cases {
+            match c {
+                Case::Recv(name, ch, _) => {
+                    let chr = self.f.alloc(at)?;
+                    self.expr_into(ch, chr)?;
+                    let dst = match name {
+                        Some(_) => Some(self.f.alloc(at)?),
+                        None => None,
+                    };
+                    vars.push(dst);
+                    table.push(SelCase::Recv { ch: chr, dst });
+                }
+                Case::Send(ch, v, _) => {
+                    let chr = self.f.alloc(at)?;
+                    self.expr_into(ch, chr)?;
+                    let vr = self.f.alloc(at)?;
+                    self.expr_into(v, vr)?;
+                    vars.push(None);
+                    table.push(SelCase::Send { ch: chr, v: vr });
+                }
+            }
+        }
+        let idx = self.f.alloc(at)?;
+        let k = self.f.alloc(at)?;
+        let sel = self.f.sels.len() as u16;
+        self.f.sels.push(SelTable { cases: table, default: default.is_some() });
+        let sp = self.sp(at);
+        self.emit(Op::Select { a: idx, sel, sp }, at);
+        let mut ends = Vec::new();
+        for (i, c) in cases.iter().enumerate() {
+            self.emit(Op::Int { a: k, v: i as i32 }, at);
+            let j = self.emit(Op::CmpJmpF { op: CmpOp::Eq, b: idx, c: k, t: 0 }, at);
+            let (name, body) = match c {
+                Case::Recv(n, _, b) => (n.clone(), b),
+                Case::Send(_, _, b) => (None, b),
+            };
+            self.f.scopes.push(Vec::new());
+            if let (Some(n), Some(r)) = (name, vars[i]) {
+                self.f.scopes.last_mut().expect("a scope").push(Local {
+                    name: n,
+                    reg: r,
+                    captured: false,
+                });
+            }
+            self.block(body)?;
+            self.f.scopes.pop();
+            ends.push(self.emit(Op::Jmp { t: 0 }, at));
+            let h = self.here();
+            self.patch(j, h);
+        }
+        if let Some(d) = default {
+            self.block(d)?;
+        }
+        let h = self.here();
+        for e in ends {
+            self.patch(e, h);
+        }
+        Ok(())
+    }
+
+    /// The body of a loop whose condition is at `top`; `step` runs before every back-edge
+    /// (where `continue` goes).
+    fn loop_body(&mut self, body: &[Stmt], step: Option<Op>, top: u32, at: Pos) -> R<()> {
+        self.f.loops.push(LoopCx { breaks: Vec::new(), continues: Vec::new() });
+        self.block(body)?;
+        let cont = self.here();
+        let l = self.f.loops.last_mut().expect("the loop");
+        for j in std::mem::take(&mut l.continues) {
+            self.patch(j, cont);
+        }
+        if let Some(op) = step {
+            self.emit(op, at);
+        }
+        let sp = self.sp(at);
+        self.emit(Op::Loop { t: top, sp }, at);
+        Ok(())
+    }
+
+    fn end_loop(&mut self) {
+        let l = self.f.loops.pop().expect("the loop");
+        let h = self.here();
+        for j in l.breaks {
+            self.patch(j, h);
+        }
+    }
+
+    /// Emits a jump taken when `c` is false; returns it for patching.
+    fn cond_jump(&mut self, c: &Expr) -> R<usize> {
+        let mark = self.f.next;
+        let j = match &c.kind {
+            ExprKind::Bin(
+                op @ (BinOp::Lt | BinOp::Le | BinOp::Gt | BinOp::Ge | BinOp::Eq | BinOp::Ne),
+                a,
+                b,
+            ) => {
+                let ra = self.operand(a)?;
+                let rb = self.operand(b)?;
+                let (op, x, y) = cmp_parts(*op, ra, rb);
+                self.emit(Op::CmpJmpF { op, b: x, c: y, t: 0 }, c.pos)
+            }
+            _ => {
+                let r = self.operand(c)?;
+                self.emit(Op::JmpF { a: r, t: 0 }, c.pos)
+            }
+        };
+        self.f.next = mark;
+        Ok(j)
+    }
+
+    fn assign(&mut self, target: &Expr, e: &Expr, at: Pos) -> R<()> {
+        match &target.kind {
+            ExprKind::Name(n) => match self.resolve(n, target.pos)? {
+                Name::Local(_, true) => {
+                    return Err(Error::at(
+                        target.pos,
+                        format!(
+                            "cannot assign to {n}: it is captured by this function (captures are copies)"
+                        ),
+                    ));
+                }
+                Name::Local(r, false) => {
+                    if matches!(e.kind, ExprKind::Logic(..)) {
+                        let t = self.operand(e)?;
+                        self.emit(Op::Move { a: r, b: t }, at);
+                    } else {
+                        self.expr_into(e, r)?;
+                    }
+                }
+                Name::Global(g) => {
+                    let r = self.operand(e)?;
+                    self.emit(Op::SetGlobal { g, a: r }, at);
+                }
+                Name::Fn(..) | Name::Builtin(..) => {
+                    return Err(Error::at(target.pos, format!("cannot assign to function {n}")));
+                }
+            },
+            ExprKind::Index(o, k) => {
+                let o = self.operand(o)?;
+                let k = self.operand(k)?;
+                let v = self.operand(e)?;
+                let sp = self.sp(at);
+                self.emit(Op::SetIndex { a: o, b: k, c: v, sp }, target.pos);
+            }
+            ExprKind::Field(o, name) => {
+                let o = self.operand(o)?;
+                let k = self.f.alloc(at)?;
+                let kc = self.c.konst(Const::Str(name.clone()))?;
+                self.emit(Op::Const { a: k, k: kc }, at);
+                let v = self.operand(e)?;
+                let sp = self.sp(at);
+                self.emit(Op::SetIndex { a: o, b: k, c: v, sp }, target.pos);
+            }
+            _ => return Err(Error::at(target.pos, "cannot assign to this")),
+        }
+        Ok(())
+    }
+
+    /// A register holding `e`'s value: a local's own register, or a new temporary.
+    fn operand(&mut self, e: &Expr) -> R<Reg> {
+        if let ExprKind::Name(n) = &e.kind
+            && let Name::Local(r, _) = self.resolve(n, e.pos)?
+        {
+            return Ok(r);
+        }
+        let r = self.f.alloc(e.pos)?;
+        self.expr_into(e, r)?;
+        Ok(r)
+    }
+
+    /// Puts the callee of a call in a new register (the base of its arguments).
+    fn callee(&mut self, f: &Expr, at: Pos) -> R<Reg> {
+        let base = self.f.alloc(at)?;
+        if let ExprKind::Name(n) = &f.kind
+            && let Name::Builtin(..) = self.resolve(n, f.pos)?
+        {
+            return Err(Error::at(f.pos, format!("{n} is a builtin: call it directly")));
+        }
+        self.expr_into(f, base)?;
+        Ok(base)
+    }
+
+    /// Evaluates `args` into consecutive new registers.
+    fn args(&mut self, args: &[Expr], at: Pos) -> R<Reg> {
+        if args.len() > 200 {
+            return Err(Error::at(at, "too many arguments"));
+        }
+        let base = self.f.next as Reg;
+        let regs: Vec<Reg> = (0..args.len()).map(|_| self.f.alloc(at)).collect::<R<_>>()?;
+        for (a, r) in args.iter().zip(regs) {
+            self.expr_into(a, r)?;
+        }
+        Ok(base)
+    }
+
+    fn expr_into(&mut self, e: &Expr, dst: Reg) -> R<()> {
+        let mark = self.f.next;
+        let at = e.pos;
+        match &e.kind {
+            ExprKind::Int(v) => {
+                if let Ok(v) = i32::try_from(*v) {
+                    self.emit(Op::Int { a: dst, v }, at);
+                } else {
+                    let k = self.c.konst(Const::Int(*v))?;
+                    self.emit(Op::Const { a: dst, k }, at);
+                }
+            }
+            ExprKind::Float(v) => {
+                let k = self.c.konst(Const::Float(*v))?;
+                self.emit(Op::Const { a: dst, k }, at);
+            }
+            ExprKind::Str(s) => {
+                let k = self.c.konst(Const::Str(s.clone()))?;
+                self.emit(Op::Const { a: dst, k }, at);
+            }
+            ExprKind::Bool(b) => {
+                self.emit(Op::Imm { a: dst, w: value::boolean(*b) as u8 }, at);
+            }
+            ExprKind::Nil => {
+                self.emit(Op::Imm { a: dst, w: value::NIL as u8 }, at);
+            }
+            ExprKind::Name(n) => match self.resolve(n, at)? {
+                Name::Local(r, _) => {
+                    if r != dst {
+                        self.emit(Op::Move { a: dst, b: r }, at);
+                    }
+                }
+                Name::Global(g) => {
+                    self.emit(Op::GetGlobal { a: dst, g }, at);
+                }
+                Name::Fn(p, _) => {
+                    let k = self.c.konst(Const::Fn(p))?;
+                    self.emit(Op::Const { a: dst, k }, at);
+                }
+                Name::Builtin(..) => {
+                    return Err(Error::at(at, format!("{n} is a builtin: call it directly")));
+                }
+            },
+            ExprKind::Bin(op, a, b) => {
+                if matches!(op, BinOp::Add | BinOp::Sub)
+                    && let ExprKind::Int(v) = b.kind
+                    && let Ok(v) = i16::try_from(if *op == BinOp::Sub { -v } else { v })
+                {
+                    let ra = self.operand(a)?;
+                    let sp = self.sp(at);
+                    self.emit(Op::AddI { a: dst, b: ra, v, sp }, at);
+                } else {
+                    let ra = self.operand(a)?;
+                    let rb = self.operand(b)?;
+                    let arith = match op {
+                        BinOp::Add => Some(ArithOp::Add),
+                        BinOp::Sub => Some(ArithOp::Sub),
+                        BinOp::Mul => Some(ArithOp::Mul),
+                        BinOp::Div => Some(ArithOp::Div),
+                        BinOp::Mod => Some(ArithOp::Mod),
+                        _ => None,
+                    };
+                    if let Some(op) = arith {
+                        let sp = self.sp(at);
+                        self.emit(Op::Arith { op, a: dst, b: ra, c: rb, sp }, at);
+                    } else {
+                        let (op, b, c) = cmp_parts(*op, ra, rb);
+                        self.emit(Op::Cmp { op, a: dst, b, c }, at);
+                    }
+                }
+            }
+            ExprKind::Logic(is_and, a, b) => {
+                self.expr_into(a, dst)?;
+                let j = if *is_and {
+                    self.emit(Op::JmpF { a: dst, t: 0 }, at)
+                } else {
+                    self.emit(Op::JmpT { a: dst, t: 0 }, at)
+                };
+                self.expr_into(b, dst)?;
+                let h = self.here();
+                self.patch(j, h);
+            }
+            ExprKind::Neg(a) => {
+                let r = self.operand(a)?;
+                let sp = self.sp(at);
+                self.emit(Op::Neg { a: dst, b: r, sp }, at);
+            }
+            ExprKind::Not(a) => {
+                let r = self.operand(a)?;
+                self.emit(Op::Not { a: dst, b: r }, at);
+            }
+            ExprKind::Call(f, args) => self.call(f, args, dst, at)?,
+            ExprKind::Index(o, k) => {
+                let o = self.operand(o)?;
+                let k = self.operand(k)?;
+                self.emit(Op::Index { a: dst, b: o, c: k }, at);
+            }
+            ExprKind::Field(o, name) => {
+                let o = self.operand(o)?;
+                let k = self.f.alloc(at)?;
+                let kc = self.c.konst(Const::Str(name.clone()))?;
+                self.emit(Op::Const { a: k, k: kc }, at);
+                self.emit(Op::Index { a: dst, b: o, c: k }, at);
+            }
+            ExprKind::Vec(items) => {
+                if items.len() > 200 {
+                    return Err(Error::at(at, "a vector literal has at most 200 items (use push)"));
+                }
+                let base = self.args(items, at)?;
+                let sp = self.sp(at);
+                self.emit(Op::NewVec { a: dst, base, n: items.len() as u8, sp }, at);
+            }
+            ExprKind::Map(items) => {
+                let t = self.f.alloc(at)?;
+                let sp = self.sp(at);
+                self.emit(Op::NewMap { a: t, n: items.len().min(255) as u8, sp }, at);
+                for (k, v) in items {
+                    let m = self.f.next;
+                    let k = self.operand(k)?;
+                    let v = self.operand(v)?;
+                    let sp = self.sp(at);
+                    self.emit(Op::SetIndex { a: t, b: k, c: v, sp }, at);
+                    self.f.next = m;
+                }
+                self.emit(Op::Move { a: dst, b: t }, at);
+            }
+            ExprKind::Lambda(d) => {
+                let caps = self.captures(d);
+                if caps.len() > 200 {
+                    return Err(Error::at(at, "a function captures at most 200 variables"));
+                }
+                let base = self.f.next as Reg;
+                for n in &caps {
+                    let r = self.f.alloc(at)?;
+                    let Some(l) = self.f.lookup(n) else { unreachable!("captures are locals") };
+                    let src = l.reg;
+                    self.emit(Op::Move { a: r, b: src }, at);
+                }
+                let p = self.c.function(d, &caps, false)?;
+                let pi = self.c.protos.len();
+                if pi > u16::MAX as usize {
+                    return Err(Error::at(at, "too many functions"));
+                }
+                self.c.protos.push(Some(p));
+                let sp = self.sp(at);
+                self.emit(Op::Closure { a: dst, p: pi as u16, base, n: caps.len() as u8, sp }, at);
+            }
+            ExprKind::Recv(ch) => {
+                let ch = self.operand(ch)?;
+                let sp = self.sp(at);
+                self.emit(Op::Recv { a: dst, ch, sp }, at);
+            }
+        }
+        self.f.next = mark;
+        Ok(())
+    }
+
+    fn call(&mut self, f: &Expr, args: &[Expr], dst: Reg, at: Pos) -> R<()> {
+        if let ExprKind::Name(n) = &f.kind {
+            match self.resolve(n, f.pos)? {
+                Name::Fn(p, k) => {
+                    if k != args.len() {
+                        return Err(Error::at(
+                            at,
+                            format!("{n} takes {k} arguments, given {}", args.len()),
+                        ));
+                    }
+                    let base = self.args(args, at)?;
+                    let sp = self.sp(at);
+                    self.emit(Op::CallG { a: dst, p, base, n: args.len() as u8, sp }, at);
+                    return Ok(());
+                }
+                Name::Builtin(b, lo, hi) => {
+                    if args.len() < lo as usize || args.len() > hi as usize {
+                        let want = if lo == hi { format!("{lo}") } else { format!("{lo} to {hi}") };
+                        return Err(Error::at(
+                            at,
+                            format!("{n} takes {want} arguments, given {}", args.len()),
+                        ));
+                    }
+                    let base = self.args(args, at)?;
+                    let sp = self.sp(at);
+                    self.emit(Op::Builtin { a: dst, id: b, base, n: args.len() as u8, sp }, at);
+                    return Ok(());
+                }
+                _ => {}
+            }
+        }
+        let base = self.callee(f, at)?;
+        self.args(args, at)?;
+        let sp = self.sp(at);
+        self.emit(Op::Call { a: dst, f: base, n: args.len() as u8, sp }, at);
+        Ok(())
+    }
+
+    /// The names a function literal uses that are locals here (its captures), in order of
+    /// first use.
+    fn captures(&self, d: &FnDef) -> Vec<String> {
+        let mut used = Vec::new();
+        for s in &d.body {
+            names_stmt(s, &mut used);
+        }
+        let mut out: Vec<String> = Vec::new();
+        for n in used {
+            if !d.params.contains(&n) && self.f.lookup(&n).is_some() && !out.contains(&n) {
+                out.push(n);
+            }
+        }
+        out
+    }
+}
+
+/// A comparison as one of the four kinds, operands swapped for `>` and `>=`.
+fn cmp_parts(op: BinOp, a: Reg, b: Reg) -> (CmpOp, Reg, Reg) {
+    match op {
+        BinOp::Eq => (CmpOp::Eq, a, b),
+        BinOp::Ne => (CmpOp::Ne, a, b),
+        BinOp::Lt => (CmpOp::Lt, a, b),
+        BinOp::Le => (CmpOp::Le, a, b),
+        BinOp::Gt => (CmpOp::Lt, b, a),
+        BinOp::Ge => (CmpOp::Le, b, a),
+        _ => unreachable!("not a comparison"),
+    }
+}
+
+fn names_stmt(s: &Stmt, out: &mut Vec<String>) {
+    match &s.kind {
+        StmtKind::Let(_, e) | StmtKind::Expr(e) => names_expr(e, out),
+        StmtKind::Assign(t, e) | StmtKind::Send(t, e) => {
+            names_expr(t, out);
+            names_expr(e, out);
+        }
+        StmtKind::If(c, a, b) => {
+            names_expr(c, out);
+            a.iter().chain(b).for_each(|s| names_stmt(s, out));
+        }
+        StmtKind::While(c, b) | StmtKind::ForIn(_, c, b) => {
+            names_expr(c, out);
+            b.iter().for_each(|s| names_stmt(s, out));
+        }
+        StmtKind::ForRange(_, a, b, body) => {
+            names_expr(a, out);
+            names_expr(b, out);
+            body.iter().for_each(|s| names_stmt(s, out));
+        }
+        StmtKind::Return(e) => e.iter().for_each(|e| names_expr(e, out)),
+        StmtKind::Go(f, args) => {
+            names_expr(f, out);
+            args.iter().for_each(|e| names_expr(e, out));
+        }
+        StmtKind::Select(cases, d) => {
+            for c in cases {
+                match c {
+                    Case::Recv(_, ch, b) => {
+                        names_expr(ch, out);
+                        b.iter().for_each(|s| names_stmt(s, out));
+                    }
+                    Case::Send(ch, v, b) => {
+                        names_expr(ch, out);
+                        names_expr(v, out);
+                        b.iter().for_each(|s| names_stmt(s, out));
+                    }
+                }
+            }
+            d.iter().flatten().for_each(|s| names_stmt(s, out));
+        }
+        StmtKind::Break | StmtKind::Continue | StmtKind::Fn(_) => {}
+    }
+}
+
+fn names_expr(e: &Expr, out: &mut Vec<String>) {
+    match &e.kind {
+        ExprKind::Name(n) => out.push(n.clone()),
+        ExprKind::Bin(_, a, b) | ExprKind::Logic(_, a, b) | ExprKind::Index(a, b) => {
+            names_expr(a, out);
+            names_expr(b, out);
+        }
+        ExprKind::Neg(a) | ExprKind::Not(a) | ExprKind::Field(a, _) | ExprKind::Recv(a) => {
+            names_expr(a, out)
+        }
+        ExprKind::Call(f, args) => {
+            names_expr(f, out);
+            args.iter().for_each(|e| names_expr(e, out));
+        }
+        ExprKind::Vec(items) => items.iter().for_each(|e| names_expr(e, out)),
+        ExprKind::Map(items) => items.iter().for_each(|(k, v)| {
+            names_expr(k, out);
+            names_expr(v, out);
+        }),
+        ExprKind::Lambda(d) => d.body.iter().for_each(|s| names_stmt(s, out)),
+        ExprKind::Int(_)
+        | ExprKind::Float(_)
+        | ExprKind::Str(_)
+        | ExprKind::Bool(_)
+        | ExprKind::Nil => {}
+    }
+}
+
+/// Register sets as four words (255 registers at most).
+#[derive(Clone, Copy, Default, PartialEq, Eq)]
+struct Set([u64; 4]);
+
+impl Set {
+    fn add(&mut self, r: Reg) {
+        self.0[r as usize / 64] |= 1 << (r % 64);
+    }
+    fn range(&mut self, base: Reg, n: u8) {
+        for r in base..base.saturating_add(n) {
+            self.add(r);
+        }
+    }
+    fn union(self, o: Set) -> Set {
+        Set(std::array::from_fn(|i| self.0[i] | o.0[i]))
+    }
+    fn minus(self, o: Set) -> Set {
+        Set(std::array::from_fn(|i| self.0[i] & !o.0[i]))
+    }
+    fn regs(self, limit: usize) -> Vec<usize> {
+        (0..limit).filter(|&r| self.0[r / 64] >> (r % 64) & 1 == 1).collect()
+    }
+}
+
+/// Uses, defs, successors and safepoint of one instruction.
+fn effects(op: &Op, i: usize, sels: &[SelTable]) -> (Set, Set, [Option<usize>; 2], Option<u16>) {
+    let (mut u, mut d) = (Set::default(), Set::default());
+    let next = Some(i + 1);
+    let mut succ = [next, None];
+    let mut sp = None;
+    match *op {
+        Op::Move { a, b } | Op::Not { a, b } => {
+            d.add(a);
+            u.add(b);
+        }
+        Op::Int { a, .. } | Op::Const { a, .. } | Op::Imm { a, .. } | Op::GetGlobal { a, .. } => {
+            d.add(a)
+        }
+        Op::SetGlobal { a, .. } => u.add(a),
+        Op::Arith { a, b, c, sp: s, .. } => {
+            d.add(a);
+            u.add(b);
+            u.add(c);
+            sp = Some(s);
+        }
+        Op::AddI { a, b, sp: s, .. } | Op::Neg { a, b, sp: s } => {
+            d.add(a);
+            u.add(b);
+            sp = Some(s);
+        }
+        Op::Cmp { a, b, c, .. } | Op::Index { a, b, c } => {
+            d.add(a);
+            u.add(b);
+            u.add(c);
+        }
+        Op::Jmp { t } => succ = [Some(t as usize), None],
+        Op::JmpF { a, t } | Op::JmpT { a, t } => {
+            u.add(a);
+            succ[1] = Some(t as usize);
+        }
+        Op::CmpJmpF { b, c, t, .. } => {
+            u.add(b);
+            u.add(c);
+            succ[1] = Some(t as usize);
+        }
+        Op::Loop { t, sp: s } => {
+            succ = [Some(t as usize), None];
+            sp = Some(s);
+        }
+        Op::Call { a, f, n, sp: s } => {
+            u.range(f, n + 1);
+            d.add(a);
+            sp = Some(s);
+        }
+        Op::CallG { a, base, n, sp: s, .. }
+        | Op::NewVec { a, base, n, sp: s }
+        | Op::Closure { a, base, n, sp: s, .. }
+        | Op::Builtin { a, base, n, sp: s, .. } => {
+            u.range(base, n);
+            d.add(a);
+            sp = Some(s);
+        }
+        Op::Ret { a } => {
+            u.add(a);
+            succ = [None, None];
+        }
+        Op::NewMap { a, sp: s, .. } => {
+            d.add(a);
+            sp = Some(s);
+        }
+        Op::SetIndex { a, b, c, sp: s } => {
+            u.add(a);
+            u.add(b);
+            u.add(c);
+            sp = Some(s);
+        }
+        Op::Go { f, n, sp: s } => {
+            u.range(f, n + 1);
+            sp = Some(s);
+        }
+        Op::Send { ch, v, sp: s } => {
+            u.add(ch);
+            u.add(v);
+            sp = Some(s);
+        }
+        Op::Recv { a, ch, sp: s } => {
+            u.add(ch);
+            d.add(a);
+            sp = Some(s);
+        }
+        Op::Select { a, sel, sp: s } => {
+            d.add(a);
+            for c in &sels[sel as usize].cases {
+                match *c {
+                    SelCase::Recv { ch, dst } => {
+                        u.add(ch);
+                        if let Some(r) = dst {
+                            d.add(r);
+                        }
+                    }
+                    SelCase::Send { ch, v } => {
+                        u.add(ch);
+                        u.add(v);
+                    }
+                }
+            }
+            sp = Some(s);
+        }
+        Op::IterNext { x, it, obj, t, sp: s } => {
+            u.add(it);
+            u.add(obj);
+            d.add(x);
+            d.add(it);
+            succ[1] = Some(t as usize);
+            sp = Some(s);
+        }
+    }
+    (u, d, succ, sp)
+}
+
+/// The stack maps of a function's safepoints (1 and up; 0 is the entry, done by the caller).
+fn liveness(code: &[Op], regs: usize, sels: &[SelTable]) -> Vec<(usize, Vec<usize>)> {
+    let eff: Vec<_> = code.iter().enumerate().map(|(i, op)| effects(op, i, sels)).collect();
+    let mut live_in = vec![Set::default(); code.len() + 1];
+    let mut changed = true;
+    while changed {
+        changed = false;
+        for i in (0..code.len()).rev() {
+            let (u, d, succ, _) = eff[i];
+            let out = succ.iter().flatten().fold(Set::default(), |s, &j| s.union(live_in[j]));
+            let inn = u.union(out.minus(d));
+            if inn != live_in[i] {
+                live_in[i] = inn;
+                changed = true;
+            }
+        }
+    }
+    let mut maps = Vec::new();
+    for &(u, d, succ, sp) in &eff {
+        let Some(sp) = sp else { continue };
+        let out = succ.iter().flatten().fold(Set::default(), |s, &j| s.union(live_in[j]));
+        maps.push((sp as usize, out.minus(d).union(u).regs(regs)));
+        maps.push((sp as usize + 1, out.union(d).union(u).regs(regs)));
+    }
+    maps
+}

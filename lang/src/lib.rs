@@ -1,0 +1,179 @@
+//! # Pebble: a small language on safepoint
+//!
+//! Pebble exists to prove safepoint's embedding API on a real interpreter. It has integers
+//! (immediate: no allocation), floats, strings, vectors, maps, closures, recursion,
+//! goroutines (`go f(x)`), channels of any value (send, receive, close, `select`, `for v in
+//! ch`) and `print`. It is run by the `safepoint` binary (`safepoint run FILE`).
+//!
+//! ```text
+//! fn fib(n) { if n < 2 { return n } return fib(n - 1) + fib(n - 2) }
+//! let ch = chan()
+//! go fn() { ch <- fib(20) }()
+//! print("fib(20) =", <-ch)
+//! ```
+//!
+//! ## How it sits on the runtime
+//!
+//! * **Goroutines are safepoint goroutines.** `go f(x)` is a [`safepoint_sched::go`]; the
+//!   scheduler multiplexes them on its Ps, preempts them at loop back-edges and calls, and
+//!   parks them on channel operations ([`safepoint_sched::Chan`], [`safepoint_sched::Select`]).
+//! * **Frames are managed-stack frames.** A Pebble call pushes a frame of the callee's
+//!   registers on the goroutine's managed stack; the compiler ([`compiler`]) registers each
+//!   function with the stack-map registry, and its liveness analysis gives every safepoint
+//!   (calls, allocations, back-edges, channel operations) exactly the registers that hold
+//!   live values there. So the collector scans interpreter frames precisely, and no value
+//!   is held anywhere it cannot see: registers (slots), object fields, the constants and
+//!   globals arrays (rooted in [`safepoint_gc::Global`]s), and values in flight on a channel
+//!   (each rooted in a `Global` while in flight).
+//! * **The heap is safepoint's.** Values are words in the collector's tagged encoding
+//!   ([`value`]); objects are allocated from the goroutine's P cache through the trusted
+//!   [`safepoint_gc::RawMutator`] path, fields are written through its write barrier, and the
+//!   interpreter runs in pinned sections between safepoints ([`vm`]).
+//!
+//! ## Errors
+//!
+//! A syntax or compile error (an unknown name, a wrong argument count to a known function,
+//! an assignment to a captured variable) prints `file:line:col: message` and exits 1. A
+//! runtime error (a type error, division by zero, an index out of range, `error(msg)`,
+//! sending on a closed channel, out of memory) prints `file:line:col: runtime error: message`
+//! and the goroutine's traceback, taken from its managed stack and the stack maps' line
+//! tables, and exits 2. So does a deadlock (every goroutine asleep).
+//!
+//! ## Limits, plainly
+//!
+//! Captured variables are copies (assigning to one inside the closure is a compile error).
+//! A function has at most 255 registers. A channel's Rust side is never freed: the heap has
+//! no finalizers yet, so a program that makes channels without bound leaks about a hundred
+//! bytes per channel.
+
+pub mod ast;
+pub mod bytecode;
+pub mod compiler;
+pub mod error;
+pub mod lexer;
+pub mod parser;
+pub mod value;
+mod vm;
+
+use std::sync::Arc;
+
+use safepoint_gc::Gc;
+use safepoint_sched::Runtime;
+use safepoint_stackmap::Registry;
+
+pub use error::Error;
+
+/// A position in the source: line and column, from 1.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Pos {
+    /// Line, from 1.
+    pub line: u32,
+    /// Column (in characters), from 1.
+    pub col: u32,
+}
+
+/// How to run a program.
+#[derive(Clone, Debug, Default)]
+pub struct Options {
+    /// Ps (0: one per CPU).
+    pub procs: usize,
+    /// Print the collector's statistics to standard error at the end.
+    pub stats: bool,
+    /// The program's arguments (`args()` in the program).
+    pub args: Vec<String>,
+}
+
+/// Runs a goroutine's entry and turns a runtime error into the process's end, as a Go panic
+/// does: the message and traceback on standard error, exit status 2.
+pub(crate) fn run_goroutine(sh: Arc<vm::Shared>, entry: vm::Entry) {
+    if let Err((e, tb)) = vm::Thread::run(sh.clone(), entry) {
+        sh.flush();
+        eprintln!("{}\n\n{tb}", e.msg);
+        std::process::exit(2);
+    }
+}
+
+/// Compiles and runs `src` (named `file` in messages). Returns the process exit status: 0,
+/// 1 for a compile error, 2 for a runtime error or a deadlock (the message is printed on
+/// standard error). Goroutines still running when the top-level code ends are abandoned, as
+/// in Go; the runtime is left to the process's exit.
+pub fn run(file: &str, src: &str, opts: &Options) -> i32 {
+    let reg = Arc::new(Registry::new());
+    let prog = match compiler::compile(file, src, &reg) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("{}", e.render(file));
+            return 1;
+        }
+    };
+    let procs = if opts.procs == 0 {
+        std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
+    } else {
+        opts.procs
+    };
+    let rt = match Runtime::builder().procs(procs).registry(reg.clone()).build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("safepoint: cannot start the runtime: {e}");
+            return 2;
+        }
+    };
+    let gc = match Gc::builder().tag_rule(value::RULE).build(&rt) {
+        Ok(gc) => gc,
+        Err(e) => {
+            eprintln!("safepoint: cannot start the collector: {e}");
+            return 2;
+        }
+    };
+    let sh = match vm::Shared::new(prog, gc.clone(), reg, opts.args.clone()) {
+        Ok(sh) => Arc::new(sh),
+        Err(e) => {
+            eprintln!("safepoint: {e}");
+            return 2;
+        }
+    };
+    let sh2 = sh.clone();
+    let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        rt.block_on(move || {
+            if let Err(m) = vm::init_heap(&sh2) {
+                return Err((m, String::new()));
+            }
+            vm::Thread::run(sh2, vm::Entry::Main).map_err(|(e, tb)| (e.msg, tb))
+        })
+    }));
+    sh.flush();
+    let code = match r {
+        Ok(Ok(())) => 0,
+        Ok(Err((msg, tb))) => {
+            eprintln!("{msg}\n\n{tb}");
+            2
+        }
+        Err(p) => {
+            let msg = p
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
+                .unwrap_or_else(|| "a goroutine panicked".into());
+            if msg.starts_with("all goroutines are asleep") {
+                eprintln!("fatal error: {}", msg.lines().next().unwrap_or(&msg));
+            } else {
+                eprintln!("fatal error: {msg}");
+            }
+            2
+        }
+    };
+    if opts.stats {
+        let s = gc.stats();
+        eprintln!(
+            "gc: {} cycles, {} objects allocated, heap in use {} KiB, p99 pause {:?}, max pause {:?}",
+            s.cycles,
+            s.heap.total_allocs,
+            s.heap.in_use_bytes / 1024,
+            s.pause_percentile(99.0),
+            s.pause_percentile(100.0)
+        );
+    }
+    // Goroutines may still be running or blocked: the process ends without waiting for them.
+    std::mem::forget(rt);
+    code
+}

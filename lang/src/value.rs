@@ -1,0 +1,68 @@
+//! How values are words: the tag rule shared by the compiler, the interpreter and the
+//! collector.
+//!
+//! ```text
+//!   ...value...00   integer (62 bits, two's complement, shifted left by 2)
+//!   ...address.01   reference to a heap object (string, float, vector, map, closure, channel)
+//!   0000...0010     nil          (tag 10: other immediates)
+//!   0000...0110     false
+//!   0000...1010     true
+//! ```
+//!
+//! Integers carry tag 00 so that adding two of them is one add (and an overflow check). The
+//! collector learns the rule from [`RULE`]: a word is a reference exactly when its low two
+//! bits are 01.
+
+use safepoint_gc::TagRule;
+
+/// The collector's view of the encoding.
+pub const RULE: TagRule = TagRule { mask: 3, ref_tag: 1 };
+/// `nil`.
+pub const NIL: usize = 2;
+/// `false`.
+pub const FALSE: usize = 6;
+/// `true`.
+pub const TRUE: usize = 10;
+
+/// Whether `v` fits an immediate integer.
+#[inline]
+pub fn int_fits(v: i64) -> bool {
+    (v << 2) >> 2 == v
+}
+
+/// The word for the integer `v` (which must fit).
+#[inline]
+pub fn int(v: i64) -> usize {
+    debug_assert!(int_fits(v));
+    (v << 2) as usize
+}
+
+/// Whether `w` is an integer.
+#[inline]
+pub fn is_int(w: usize) -> bool {
+    w & 3 == 0
+}
+
+/// The integer in `w` (which must be one).
+#[inline]
+pub fn as_int(w: usize) -> i64 {
+    (w as i64) >> 2
+}
+
+/// Whether `w` is a reference.
+#[inline]
+pub fn is_ref(w: usize) -> bool {
+    w & 3 == 1
+}
+
+/// The word for a boolean.
+#[inline]
+pub fn boolean(b: bool) -> usize {
+    if b { TRUE } else { FALSE }
+}
+
+/// Whether `w` counts as true in a condition (everything but `nil` and `false`).
+#[inline]
+pub fn truthy(w: usize) -> bool {
+    w != NIL && w != FALSE
+}

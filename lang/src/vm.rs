@@ -1,0 +1,1727 @@
+//! The interpreter: one per goroutine, running the bytecode on the goroutine's managed stack.
+//!
+//! Each goroutine runs its instructions in pinned sections of its [`RawMutator`] and leaves a
+//! section only at a safepoint: a back-edge that finds a preemption request, a call whose
+//! frame does not fit the stack's current buffer, an allocation whose slow path must be paid
+//! for, a channel operation, `go`, printing, sleeping, or a collection for memory. Before it
+//! leaves, it records the frame's safepoint, whose stack map (from the compiler's liveness
+//! analysis) names exactly the registers holding live values. Inside a section it keeps
+//! references in Rust variables freely: nothing can stop it there.
+
+use std::fmt::Write as _;
+use std::io::Write as _;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
+use std::time::Duration;
+
+use safepoint_gc::{Gc, GcError, Global, Pin, RawMutator, Shape, TypeDesc, TypeId, WordKind};
+use safepoint_sched::{Chan, Select};
+use safepoint_stackmap::{FuncId, Registry};
+
+use crate::bytecode::*;
+use crate::value::{NIL, as_int, boolean, int, int_fits, is_int, is_ref, truthy};
+
+/// A value in flight on a channel: an immediate as is, a reference rooted in a global.
+pub(crate) enum Msg {
+    Imm(usize),
+    Ref(Global),
+}
+
+/// The Rust side of a channel object.
+type ChanBox = Chan<Msg>;
+
+/// The language's heap types.
+pub(crate) struct Types {
+    pub str: TypeId,
+    pub float: TypeId,
+    pub vec: TypeId,
+    pub arr: TypeId,
+    pub map: TypeId,
+    pub closure: TypeId,
+    pub chan: TypeId,
+    float_shape: Shape,
+    vec_shape: Shape,
+    map_shape: Shape,
+    chan_shape: Shape,
+}
+
+impl Types {
+    fn register(gc: &Gc) -> Result<Types, GcError> {
+        let t = gc.types();
+        let rec = |name: &str, words: Vec<WordKind>| {
+            t.register(TypeDesc::Record { name: name.into(), words })
+        };
+        let tagged = WordKind::Tagged;
+        let str = t.register(TypeDesc::ByteArray { name: "string".into() })?;
+        let float = rec("float", vec![WordKind::Raw])?;
+        let vec = rec("vector", vec![tagged, tagged])?;
+        let arr = t.register(TypeDesc::TaggedArray { name: "array".into() })?;
+        let map = rec("map", vec![tagged, tagged, tagged])?;
+        let closure = t.register(TypeDesc::TaggedArray { name: "closure".into() })?;
+        let chan = rec("chan", vec![WordKind::Raw])?;
+        Ok(Types {
+            float_shape: Shape::new(gc, float, 0)?,
+            vec_shape: Shape::new(gc, vec, 0)?,
+            map_shape: Shape::new(gc, map, 0)?,
+            chan_shape: Shape::new(gc, chan, 0)?,
+            str,
+            float,
+            vec,
+            arr,
+            map,
+            closure,
+            chan,
+        })
+    }
+}
+
+/// What every goroutine of one program run shares.
+pub(crate) struct Shared {
+    pub prog: Program,
+    pub gc: Gc,
+    pub reg: Arc<Registry>,
+    pub types: Types,
+    /// The constants, a tagged array (set by the main goroutine before anything runs).
+    pub consts: Global,
+    /// The global variables, a tagged array.
+    pub globals: Global,
+    /// The program's arguments (`args()`).
+    pub args: Vec<String>,
+    /// Standard output, shared by all goroutines (a goroutine-aware lock).
+    pub out: safepoint_sched::Mutex<std::io::BufWriter<std::io::Stdout>>,
+}
+
+impl Shared {
+    pub(crate) fn new(
+        prog: Program,
+        gc: Gc,
+        reg: Arc<Registry>,
+        args: Vec<String>,
+    ) -> Result<Shared, GcError> {
+        Ok(Shared {
+            args,
+            types: Types::register(&gc)?,
+            consts: Global::new(&gc),
+            globals: Global::new(&gc),
+            out: safepoint_sched::Mutex::new(std::io::BufWriter::new(std::io::stdout())),
+            prog,
+            gc,
+            reg,
+        })
+    }
+
+    /// Writes `s` to standard output.
+    pub(crate) fn write_out(&self, s: &str) {
+        let mut o = self.out.lock();
+        let _ = o.write_all(s.as_bytes());
+    }
+
+    /// Flushes standard output.
+    pub(crate) fn flush(&self) {
+        let _ = self.out.lock().flush();
+    }
+}
+
+/// A goroutine's interpreter frame: the Rust side of one managed-stack frame.
+#[derive(Clone, Copy, Debug)]
+struct Frame {
+    proto: u32,
+    /// The next instruction (saved while a callee runs or the section is left).
+    pc: u32,
+    /// The caller's register that receives the result.
+    ret: Reg,
+}
+
+/// A runtime error: where (the instruction) and what.
+pub(crate) struct RtError {
+    pub msg: String,
+}
+
+/// Why a pinned section ended.
+enum Exit {
+    /// The entry frame returned.
+    Done,
+    /// A back-edge found a preemption request.
+    Poll,
+    /// A call's frame needs the slow push path (growth, or a request pending).
+    Grow(FuncId),
+    /// An allocation took its slow path: pay for it.
+    Slow,
+    /// An allocation failed at the hard limit: collect, then retry the instruction.
+    Oom,
+    /// Work to do outside the section (it may block).
+    Block(Block),
+    /// A runtime error at the current instruction.
+    Error(String),
+}
+
+enum Block {
+    Send(&'static ChanBox, Msg),
+    Recv {
+        ch: &'static ChanBox,
+        dst: Reg,
+    },
+    IterRecv {
+        ch: &'static ChanBox,
+        x: Reg,
+        t: u32,
+    },
+    Select {
+        sel: Vec<(&'static ChanBox, Option<Msg>)>,
+        default: bool,
+        a: Reg,
+        dsts: Vec<Option<Reg>>,
+    },
+    Go(Vec<Global>),
+    Print(String),
+    Sleep(i64),
+    Gc,
+}
+
+/// Work the next section starts with: a result that arrived while outside.
+enum Pending {
+    None,
+    Value { dst: Reg, msg: Option<Msg> },
+    Jump(u32),
+    Select { a: Reg, idx: usize, dst: Option<Reg>, msg: Option<Msg> },
+}
+
+/// One goroutine's interpreter.
+pub(crate) struct Thread {
+    sh: Arc<Shared>,
+    raw: RawMutator,
+    st: State,
+}
+
+struct State {
+    frames: Vec<Frame>,
+    pending: Pending,
+    /// Whether an allocation's slow path is still owed.
+    owe: bool,
+    /// Retries of the current instruction after a collection for memory.
+    oom_retry: bool,
+}
+
+/// How a goroutine starts.
+pub(crate) enum Entry {
+    /// The top-level code.
+    Main,
+    /// A closure (global 0) called with arguments (the rest).
+    Call(Vec<Global>),
+}
+
+impl Thread {
+    /// Runs `entry` to completion on the running goroutine.
+    pub(crate) fn run(sh: Arc<Shared>, entry: Entry) -> Result<(), (RtError, String)> {
+        let raw = RawMutator::new(&sh.gc).expect("a fresh goroutine of the program's runtime");
+        let mut t = Thread {
+            sh,
+            raw,
+            st: State { frames: Vec::new(), pending: Pending::None, owe: false, oom_retry: false },
+        };
+        t.start(entry).map_err(|e| (e, String::new()))?;
+        t.main_loop()
+    }
+
+    fn start(&mut self, entry: Entry) -> Result<(), RtError> {
+        let sh = self.sh.clone();
+        match entry {
+            Entry::Main => {
+                let p = sh.prog.main();
+                push_slow(sh.prog.protos[p].func);
+                self.st.frames.push(Frame { proto: p as u32, pc: 0, ret: 0 });
+                Ok(())
+            }
+            Entry::Call(gs) => {
+                // The closure and its arguments stay rooted in their globals until they are
+                // copied into the new frame, inside one section.
+                let clo = self
+                    .raw
+                    .enter(|pin| pin.global(&gs[0]).expect("our heap"))
+                    .map_err(|e| RtError { msg: e.to_string() })?;
+                let (p, _) = self
+                    .raw
+                    .enter(|pin| closure_proto(&sh, pin, clo))
+                    .map_err(|e| RtError { msg: e.to_string() })?
+                    .map_err(|msg| RtError { msg })?;
+                let proto = &sh.prog.protos[p];
+                if proto.params as usize != gs.len() - 1 {
+                    return Err(RtError {
+                        msg: format!(
+                            "{} takes {} arguments, given {}",
+                            proto.name,
+                            proto.params,
+                            gs.len() - 1
+                        ),
+                    });
+                }
+                push_slow(proto.func);
+                self.st.frames.push(Frame { proto: p as u32, pc: 0, ret: 0 });
+                self.raw
+                    .enter(|pin| {
+                        let regs = pin.stack().top_slots_ptr();
+                        let clo = pin.global(&gs[0]).expect("our heap");
+                        for (i, g) in gs[1..].iter().enumerate() {
+                            let v = pin.global(g).expect("our heap");
+                            // SAFETY: the frame just pushed has `regs >= params` slots, and
+                            // nothing moved the buffer since `top_slots_ptr`.
+                            unsafe { slot(regs, i) }.store(v, Relaxed);
+                        }
+                        copy_captures(pin, regs, clo, proto);
+                    })
+                    .map_err(|e| RtError { msg: e.to_string() })?;
+                drop(gs);
+                Ok(())
+            }
+        }
+    }
+
+    fn main_loop(&mut self) -> Result<(), (RtError, String)> {
+        loop {
+            let sh = &*self.sh;
+            let st = &mut self.st;
+            let exit = self.raw.enter(|pin| exec(sh, st, pin));
+            let exit = match exit {
+                Ok(e) => e,
+                Err(e) => Exit::Error(e.to_string()),
+            };
+            match exit {
+                Exit::Done => return Ok(()),
+                Exit::Poll => with_stack(|ms| ms.poll()),
+                Exit::Grow(f) => with_stack(|ms| {
+                    ms.push(f);
+                    ms.pop();
+                }),
+                Exit::Slow => self.raw.after_slow_alloc(),
+                Exit::Oom => {
+                    if self.st.oom_retry {
+                        return Err(
+                            self.error("out of memory: the heap is at its hard limit".into())
+                        );
+                    }
+                    self.st.oom_retry = true;
+                    self.raw.collect_for_memory();
+                }
+                Exit::Block(b) => {
+                    if let Err(m) = self.block(b) {
+                        // The instruction's pc was saved past it.
+                        if let Some(f) = self.st.frames.last_mut() {
+                            f.pc = f.pc.saturating_sub(1);
+                        }
+                        return Err(self.error(m));
+                    }
+                }
+                Exit::Error(m) => return Err(self.error(m)),
+            }
+        }
+    }
+
+    /// Does the blocking part of an instruction outside the section.
+    fn block(&mut self, b: Block) -> Result<(), String> {
+        match b {
+            Block::Send(ch, msg) => {
+                if ch.is_closed() {
+                    return Err("send on closed channel".into());
+                }
+                let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| ch.send(msg)));
+                r.map_err(|_| "send on closed channel".to_string())?;
+            }
+            Block::Recv { ch, dst } => {
+                self.st.pending = Pending::Value { dst, msg: ch.recv().ok() };
+            }
+            Block::IterRecv { ch, x, t } => {
+                self.st.pending = match ch.recv() {
+                    Ok(m) => Pending::Value { dst: x, msg: Some(m) },
+                    Err(_) => Pending::Jump(t),
+                };
+            }
+            Block::Select { sel, default, a, dsts } => {
+                let n = sel.len();
+                let mut s: Select<'_, (usize, Option<Msg>)> = Select::new();
+                for (i, (ch, msg)) in sel.into_iter().enumerate() {
+                    s = match msg {
+                        Some(m) => s.send(ch, m, move || (i, None)),
+                        None => s.recv(ch, move |r| (i, r.ok())),
+                    };
+                }
+                if default {
+                    s = s.default(move || (n, None));
+                }
+                let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| s.wait()));
+                let (idx, msg) = r.map_err(|_| "send on closed channel".to_string())?;
+                let dst = dsts.get(idx).copied().flatten();
+                self.st.pending = Pending::Select { a, idx, dst, msg };
+            }
+            Block::Go(gs) => {
+                let sh = self.sh.clone();
+                safepoint_sched::go(move || crate::run_goroutine(sh, Entry::Call(gs)));
+            }
+            Block::Print(s) => self.sh.write_out(&s),
+            Block::Sleep(ms) => safepoint_sched::sleep(Duration::from_millis(ms.max(0) as u64)),
+            Block::Gc => self.sh.gc.collect(),
+        }
+        Ok(())
+    }
+
+    /// The message and traceback of a runtime error at the current instruction.
+    fn error(&self, msg: String) -> (RtError, String) {
+        let prog = &self.sh.prog;
+        let where_ = self.st.frames.last().map(|f| {
+            let p = &prog.protos[f.proto as usize];
+            p.pos[(f.pc as usize).min(p.pos.len() - 1)]
+        });
+        let pos = where_.unwrap_or_default();
+        let mut tb = String::new();
+        let goid = safepoint_sched::goroutine_id().unwrap_or(0);
+        let _ = writeln!(tb, "goroutine {goid} [running]:");
+        // The traceback is the managed stack's, from the stack maps' line tables: the top
+        // frame's line is the failing instruction's (its recorded safepoint may be older).
+        let trace = with_stack(|ms| ms.traceback(&self.sh.reg));
+        for (i, f) in trace.frames.iter().chain(trace.tail.iter()).enumerate() {
+            let line = if i == 0 { Some(pos.line) } else { f.line };
+            match line {
+                Some(l) => {
+                    let _ = writeln!(tb, "  {}\n        {}:{l}", f.name, prog.file);
+                }
+                None => {
+                    let _ = writeln!(tb, "  {}", f.name);
+                }
+            }
+            if i + 1 == trace.frames.len() && trace.elided > 0 {
+                let _ = writeln!(tb, "  ...{} frames elided...", trace.elided);
+            }
+        }
+        (
+            RtError {
+                msg: format!("{}:{}:{}: runtime error: {msg}", prog.file, pos.line, pos.col),
+            },
+            tb,
+        )
+    }
+}
+
+/// Runs `f` with the running goroutine's managed stack.
+fn with_stack<R>(f: impl FnOnce(&safepoint_stackmap::ManagedStack) -> R) -> R {
+    let id = safepoint_sched::goroutine_id().expect("on a goroutine");
+    safepoint_sched::with_managed_stack_of(id, f).expect("on a goroutine")
+}
+
+/// Pushes a frame for `f` outside a section (the slow path may grow the stack or stop here).
+fn push_slow(f: FuncId) {
+    with_stack(|ms| ms.push(f));
+}
+
+/// Slot `i` of a frame whose slot 0 is `regs`.
+///
+/// # Safety
+/// `regs` is a frame's slot 0 from `top_slots_ptr`, the buffer has not moved since, and `i`
+/// is below the frame's slot count.
+#[inline(always)]
+unsafe fn slot<'a>(regs: *const AtomicUsize, i: usize) -> &'a AtomicUsize {
+    // SAFETY: per the contract.
+    unsafe { &*regs.add(i) }
+}
+
+/// The proto and arity of closure value `clo`, or a message.
+fn closure_proto(sh: &Shared, pin: &Pin<'_>, clo: usize) -> Result<(usize, usize), String> {
+    if !is_ref(clo) {
+        return Err(format!("cannot call {}", type_name(sh, pin, clo)));
+    }
+    // SAFETY: `clo` is a reference from a register or a global: a live object.
+    let h = unsafe { pin.header(clo) };
+    if h.type_id() != sh.types.closure {
+        return Err(format!("cannot call {}", type_name(sh, pin, clo)));
+    }
+    // SAFETY: a closure has at least its function word.
+    let p = as_int(unsafe { pin.word(clo, 0) }) as usize;
+    Ok((p, sh.prog.protos[p].params as usize))
+}
+
+/// Copies a closure's captured values into the registers after its parameters.
+fn copy_captures(pin: &Pin<'_>, regs: *const AtomicUsize, clo: usize, proto: &Proto) {
+    for i in 0..proto.captures as usize {
+        // SAFETY: a closure of `proto` has `1 + captures` words; the frame has
+        // `params + captures` slots at least, and `regs` is its fresh slot 0.
+        unsafe {
+            let v = pin.word(clo, 1 + i);
+            slot(regs, proto.params as usize + i).store(v, Relaxed);
+        }
+    }
+}
+
+/// A value's type name.
+fn type_name(sh: &Shared, pin: &Pin<'_>, v: usize) -> &'static str {
+    if is_int(v) {
+        return "int";
+    }
+    match v {
+        NIL => return "nil",
+        crate::value::TRUE | crate::value::FALSE => return "bool",
+        _ => {}
+    }
+    if !is_ref(v) {
+        return "?";
+    }
+    // SAFETY: a reference from a register, field or global: a live object.
+    let t = unsafe { pin.header(v) }.type_id();
+    let ty = &sh.types;
+    if t == ty.str {
+        "string"
+    } else if t == ty.float {
+        "float"
+    } else if t == ty.vec {
+        "vector"
+    } else if t == ty.map {
+        "map"
+    } else if t == ty.closure {
+        "function"
+    } else if t == ty.chan {
+        "channel"
+    } else {
+        "array"
+    }
+}
+
+/// The main loop of a section: runs instructions until something needs the outside.
+#[inline(never)]
+fn exec(sh: &Shared, st: &mut State, pin: &mut Pin<'_>) -> Exit {
+    let protos = &sh.prog.protos[..];
+    let fr = *st.frames.last().expect("a frame");
+    let mut proto = &protos[fr.proto as usize];
+    let mut code = &proto.code[..];
+    let mut pc = fr.pc as usize;
+    let mut regs = pin.stack().top_slots_ptr();
+
+    macro_rules! r {
+        ($i:expr) => {
+            // SAFETY: `regs` is the top frame's slot 0, refreshed after every push and pop
+            // (nothing else moves the buffer inside a section), and the compiler emits
+            // register numbers below the frame's size.
+            unsafe { slot(regs, $i as usize) }.load(Relaxed)
+        };
+    }
+    macro_rules! w {
+        ($i:expr, $v:expr) => {{
+            let v = $v;
+            // SAFETY: as in `r!`.
+            unsafe { slot(regs, $i as usize) }.store(v, Relaxed)
+        }};
+    }
+    macro_rules! save {
+        () => {
+            st.frames.last_mut().expect("a frame").pc = pc as u32
+        };
+    }
+    // Leaves the section at the current instruction (for errors and retries).
+    macro_rules! leave_here {
+        ($exit:expr) => {{
+            pc -= 1;
+            save!();
+            return $exit;
+        }};
+    }
+    macro_rules! fail {
+        ($($t:tt)*) => {{ leave_here!(Exit::Error(format!($($t)*))) }};
+    }
+    macro_rules! sp_before {
+        ($sp:expr) => {
+            pin.stack().set_safepoint($sp as u32)
+        };
+    }
+    // Allocates, or leaves to collect for memory and retry the instruction.
+    macro_rules! alloc {
+        ($shape:expr, $sp:expr) => {
+            match pin.alloc($shape) {
+                Ok((v, slow)) => {
+                    st.owe |= slow;
+                    v
+                }
+                Err(_) => {
+                    sp_before!($sp);
+                    leave_here!(Exit::Oom)
+                }
+            }
+        };
+    }
+    // After an allocating instruction: pay for a slow path at the "after" safepoint.
+    macro_rules! settle {
+        ($sp:expr) => {
+            st.oom_retry = false;
+            if st.owe {
+                st.owe = false;
+                pin.stack().set_safepoint($sp as u32 + 1);
+                save!();
+                return Exit::Slow;
+            }
+        };
+    }
+    macro_rules! tryv {
+        ($e:expr, $sp:expr) => {
+            match $e {
+                Ok(v) => {
+                    st.owe |= OWE.with(|o| o.replace(false));
+                    v
+                }
+                Err(Fault::Oom) => {
+                    OWE.with(|o| o.set(false));
+                    sp_before!($sp);
+                    leave_here!(Exit::Oom)
+                }
+                Err(Fault::Msg(m)) => {
+                    OWE.with(|o| o.set(false));
+                    leave_here!(Exit::Error(m))
+                }
+            }
+        };
+    }
+
+    // A result that arrived while we were outside.
+    match std::mem::replace(&mut st.pending, Pending::None) {
+        Pending::None => {}
+        Pending::Value { dst, msg } => {
+            let v = msg_value(pin, msg);
+            w!(dst, v);
+        }
+        Pending::Jump(t) => pc = t as usize,
+        Pending::Select { a, idx, dst, msg } => {
+            if let Some(d) = dst {
+                let v = msg_value(pin, msg);
+                w!(d, v);
+            }
+            w!(a, int(idx as i64));
+        }
+    }
+
+    loop {
+        let op = code[pc];
+        pc += 1;
+        match op {
+            Op::Move { a, b } => w!(a, r!(b)),
+            Op::Int { a, v } => w!(a, int(v as i64)),
+            Op::Imm { a, w } => w!(a, w as usize),
+            Op::Const { a, k } => {
+                let arr = pin.global(&sh.consts).expect("our heap");
+                // SAFETY: the constants array has one word per constant.
+                w!(a, unsafe { pin.word(arr, k as usize) });
+            }
+            Op::GetGlobal { a, g } => {
+                let arr = pin.global(&sh.globals).expect("our heap");
+                // SAFETY: the globals array has one word per global.
+                w!(a, unsafe { pin.word(arr, g as usize) });
+            }
+            Op::SetGlobal { g, a } => {
+                let arr = pin.global(&sh.globals).expect("our heap");
+                let v = r!(a);
+                // SAFETY: as above; a register holds a value of the heap's encoding.
+                unsafe { pin.set_word(arr, g as usize, WordKind::Tagged, v) };
+            }
+            Op::AddI { a, b, v, sp } => {
+                let x = r!(b);
+                if is_int(x) {
+                    match (x as i64).checked_add((v as i64) << 2) {
+                        Some(s) => w!(a, s as usize),
+                        None => fail!("integer overflow"),
+                    }
+                } else {
+                    let y = int(v as i64);
+                    let res = tryv!(arith_slow(sh, pin, ArithOp::Add, x, y), sp);
+                    w!(a, res);
+                    settle!(sp);
+                }
+            }
+            Op::Arith { op, a, b, c, sp } => {
+                let (x, y) = (r!(b), r!(c));
+                if is_int(x | y) {
+                    let (xi, yi) = (x as i64, y as i64);
+                    let res = match op {
+                        ArithOp::Add => xi.checked_add(yi),
+                        ArithOp::Sub => xi.checked_sub(yi),
+                        ArithOp::Mul => (xi >> 2).checked_mul(yi),
+                        ArithOp::Div | ArithOp::Mod => {
+                            if yi == 0 {
+                                fail!(
+                                    "{} by zero",
+                                    if op == ArithOp::Div { "division" } else { "modulo" }
+                                );
+                            }
+                            let (p, q) = (xi >> 2, yi >> 2);
+                            let v = if op == ArithOp::Div {
+                                p.wrapping_div(q)
+                            } else {
+                                p.wrapping_rem(q)
+                            };
+                            int_fits(v).then_some(v << 2)
+                        }
+                    };
+                    match res {
+                        Some(v) => w!(a, v as usize),
+                        None => fail!("integer overflow"),
+                    }
+                } else {
+                    let res = tryv!(arith_slow(sh, pin, op, x, y), sp);
+                    w!(a, res);
+                    settle!(sp);
+                }
+            }
+            Op::Cmp { op, a, b, c } => {
+                let (x, y) = (r!(b), r!(c));
+                let res = if is_int(x | y) {
+                    cmp_int(op, x, y)
+                } else {
+                    match compare(sh, pin, op, x, y) {
+                        Ok(v) => v,
+                        Err(m) => fail!("{m}"),
+                    }
+                };
+                w!(a, boolean(res));
+            }
+            Op::CmpJmpF { op, b, c, t } => {
+                let (x, y) = (r!(b), r!(c));
+                let res = if is_int(x | y) {
+                    cmp_int(op, x, y)
+                } else {
+                    match compare(sh, pin, op, x, y) {
+                        Ok(v) => v,
+                        Err(m) => fail!("{m}"),
+                    }
+                };
+                if !res {
+                    pc = t as usize;
+                }
+            }
+            Op::Neg { a, b, sp } => {
+                let x = r!(b);
+                if is_int(x) {
+                    match (x as i64).checked_neg() {
+                        Some(v) => w!(a, v as usize),
+                        None => fail!("integer overflow"),
+                    }
+                } else {
+                    let res = tryv!(arith_slow(sh, pin, ArithOp::Sub, int(0), x), sp);
+                    w!(a, res);
+                    settle!(sp);
+                }
+            }
+            Op::Not { a, b } => w!(a, boolean(!truthy(r!(b)))),
+            Op::Jmp { t } => pc = t as usize,
+            Op::JmpF { a, t } => {
+                if !truthy(r!(a)) {
+                    pc = t as usize;
+                }
+            }
+            Op::JmpT { a, t } => {
+                if truthy(r!(a)) {
+                    pc = t as usize;
+                }
+            }
+            Op::Loop { t, sp } => {
+                pc = t as usize;
+                if pin.stack().guard().is_poisoned() {
+                    sp_before!(sp);
+                    save!();
+                    return Exit::Poll;
+                }
+            }
+            Op::CallG { a, p, base, n, sp } => {
+                let callee = &protos[p as usize];
+                sp_before!(sp);
+                let ms = pin.stack();
+                if !ms.try_push(callee.func) {
+                    leave_here!(Exit::Grow(callee.func));
+                }
+                let new = ms.top_slots_ptr();
+                for i in 0..n as usize {
+                    // SAFETY: `new` is the fresh top frame (at least `n` slots: the compiler
+                    // checked the arity); `regs` is the caller's frame, still in place (a
+                    // fast push does not move the buffer).
+                    unsafe {
+                        slot(new, i).store(slot(regs, base as usize + i).load(Relaxed), Relaxed)
+                    };
+                }
+                save!();
+                st.frames.push(Frame { proto: p as u32, pc: 0, ret: a });
+                proto = callee;
+                code = &proto.code[..];
+                pc = 0;
+                regs = new;
+            }
+            Op::Call { a, f, n, sp } => {
+                let clo = r!(f);
+                let (p, params) = match closure_proto(sh, pin, clo) {
+                    Ok(x) => x,
+                    Err(m) => fail!("{m}"),
+                };
+                if params != n as usize {
+                    fail!("{} takes {params} arguments, given {n}", protos[p].name);
+                }
+                let callee = &protos[p];
+                sp_before!(sp);
+                let ms = pin.stack();
+                if !ms.try_push(callee.func) {
+                    leave_here!(Exit::Grow(callee.func));
+                }
+                let new = ms.top_slots_ptr();
+                for i in 0..n as usize {
+                    // SAFETY: as in `CallG`.
+                    unsafe {
+                        slot(new, i).store(slot(regs, f as usize + 1 + i).load(Relaxed), Relaxed)
+                    };
+                }
+                copy_captures(pin, new, clo, callee);
+                save!();
+                st.frames.push(Frame { proto: p as u32, pc: 0, ret: a });
+                proto = callee;
+                code = &proto.code[..];
+                pc = 0;
+                regs = new;
+            }
+            Op::Ret { a } => {
+                let v = r!(a);
+                let ms = pin.stack();
+                ms.pop();
+                let done = st.frames.pop().expect("the returning frame");
+                let Some(&caller) = st.frames.last() else {
+                    return Exit::Done;
+                };
+                proto = &protos[caller.proto as usize];
+                code = &proto.code[..];
+                pc = caller.pc as usize;
+                regs = ms.top_slots_ptr();
+                w!(done.ret, v);
+            }
+            Op::NewVec { a, base, n, sp } => {
+                let items = if n == 0 {
+                    NIL
+                } else {
+                    let shape = match pin.shape(sh.types.arr, n as usize) {
+                        Ok(s) => s,
+                        Err(e) => fail!("{e}"),
+                    };
+                    alloc!(shape, sp)
+                };
+                let v = alloc!(sh.types.vec_shape, sp);
+                for i in 0..n as usize {
+                    let x = r!(base as usize + i);
+                    // SAFETY: `items` is a fresh array of `n` tagged words; registers hold
+                    // values of the heap's encoding.
+                    unsafe { pin.set_word(items, i, WordKind::Tagged, x) };
+                }
+                // SAFETY: `v` is a fresh vector record (two tagged words).
+                unsafe {
+                    pin.set_word(v, 0, WordKind::Tagged, int(n as i64));
+                    pin.set_word(v, 1, WordKind::Tagged, items);
+                }
+                w!(a, v);
+                settle!(sp);
+            }
+            Op::NewMap { a, n, sp } => {
+                let cap = (n as usize * 2).next_power_of_two().max(8);
+                let m = tryv!(new_map(sh, pin, cap), sp);
+                w!(a, m);
+                settle!(sp);
+            }
+            Op::Index { a, b, c } => {
+                let (o, k) = (r!(b), r!(c));
+                match index(sh, pin, o, k) {
+                    Ok(v) => w!(a, v),
+                    Err(m) => fail!("{m}"),
+                }
+            }
+            Op::SetIndex { a, b, c, sp } => {
+                let (o, k, v) = (r!(a), r!(b), r!(c));
+                tryv!(set_index(sh, pin, o, k, v), sp);
+                settle!(sp);
+            }
+            Op::Closure { a, p, base, n, sp } => {
+                let shape = match pin.shape(sh.types.closure, 1 + n as usize) {
+                    Ok(s) => s,
+                    Err(e) => fail!("{e}"),
+                };
+                let c = alloc!(shape, sp);
+                // SAFETY: a fresh closure of `1 + n` tagged words.
+                unsafe { pin.set_word(c, 0, WordKind::Tagged, int(p as i64)) };
+                for i in 0..n as usize {
+                    let x = r!(base as usize + i);
+                    // SAFETY: as above; registers hold values of the heap's encoding.
+                    unsafe { pin.set_word(c, 1 + i, WordKind::Tagged, x) };
+                }
+                w!(a, c);
+                settle!(sp);
+            }
+            Op::Go { f, n, sp } => {
+                let clo = r!(f);
+                let (p, params) = match closure_proto(sh, pin, clo) {
+                    Ok(x) => x,
+                    Err(m) => fail!("go: {m}"),
+                };
+                if params != n as usize {
+                    fail!("{} takes {params} arguments, given {n}", protos[p].name);
+                }
+                let gs = (0..=n as usize).map(|i| pin.new_global(r!(f as usize + i))).collect();
+                sp_before!(sp + 1);
+                save!();
+                return Exit::Block(Block::Go(gs));
+            }
+            Op::Builtin { a, id, base, n, sp } => {
+                let arg = |i: usize| r!(base as usize + i);
+                let res = match id {
+                    Builtin::Print => {
+                        let mut s = String::new();
+                        for i in 0..n as usize {
+                            if i > 0 {
+                                s.push(' ');
+                            }
+                            show(sh, pin, arg(i), &mut s, 0, false);
+                        }
+                        s.push('\n');
+                        w!(a, NIL);
+                        sp_before!(sp + 1);
+                        save!();
+                        return Exit::Block(Block::Print(s));
+                    }
+                    Builtin::Sleep => {
+                        let ms = arg(0);
+                        if !is_int(ms) {
+                            fail!("sleep takes milliseconds (an int)");
+                        }
+                        w!(a, NIL);
+                        sp_before!(sp + 1);
+                        save!();
+                        return Exit::Block(Block::Sleep(as_int(ms)));
+                    }
+                    Builtin::Gc => {
+                        w!(a, NIL);
+                        sp_before!(sp + 1);
+                        save!();
+                        return Exit::Block(Block::Gc);
+                    }
+                    Builtin::Error => {
+                        let mut s = String::new();
+                        show(sh, pin, arg(0), &mut s, 0, false);
+                        fail!("{s}");
+                    }
+                    _ => tryv!(builtin(sh, pin, id, base, n, regs), sp),
+                };
+                w!(a, res);
+                settle!(sp);
+            }
+            Op::Send { ch, v, sp } => {
+                let c = match chan_of(sh, pin, r!(ch)) {
+                    Ok(c) => c,
+                    Err(m) => fail!("{m}"),
+                };
+                let msg = to_msg(pin, r!(v));
+                sp_before!(sp + 1);
+                save!();
+                return Exit::Block(Block::Send(c, msg));
+            }
+            Op::Recv { a, ch, sp } => {
+                let c = match chan_of(sh, pin, r!(ch)) {
+                    Ok(c) => c,
+                    Err(m) => fail!("{m}"),
+                };
+                sp_before!(sp);
+                save!();
+                return Exit::Block(Block::Recv { ch: c, dst: a });
+            }
+            Op::Select { a, sel, sp } => {
+                let table = &proto.sels[sel as usize];
+                let mut cases = Vec::with_capacity(table.cases.len());
+                let mut dsts = Vec::with_capacity(table.cases.len());
+                for c in &table.cases {
+                    let (ch, msg, dst) = match *c {
+                        SelCase::Recv { ch, dst } => (ch, None, dst),
+                        SelCase::Send { ch, v } => (ch, Some(to_msg(pin, r!(v))), None),
+                    };
+                    let c = match chan_of(sh, pin, r!(ch)) {
+                        Ok(c) => c,
+                        Err(m) => fail!("select: {m}"),
+                    };
+                    cases.push((c, msg));
+                    dsts.push(dst);
+                }
+                sp_before!(sp);
+                save!();
+                return Exit::Block(Block::Select { sel: cases, default: table.default, a, dsts });
+            }
+            Op::IterNext { x, it, obj, t, sp } => {
+                let o = r!(obj);
+                let i = as_int(r!(it)) as usize;
+                match iter_next(sh, pin, o, i) {
+                    Ok(Step::Item(v, next)) => {
+                        w!(x, v);
+                        w!(it, int(next as i64));
+                    }
+                    Ok(Step::Done) => pc = t as usize,
+                    Ok(Step::Chan(c)) => {
+                        sp_before!(sp);
+                        save!();
+                        return Exit::Block(Block::IterRecv { ch: c, x, t });
+                    }
+                    Err(m) => fail!("{m}"),
+                }
+            }
+        }
+    }
+}
+
+/// Why an operation outside the fast paths failed.
+enum Fault {
+    /// The heap is at its hard limit.
+    Oom,
+    /// A runtime error.
+    Msg(String),
+}
+
+impl From<String> for Fault {
+    fn from(m: String) -> Fault {
+        Fault::Msg(m)
+    }
+}
+
+type F<T> = Result<T, Fault>;
+
+fn alloc_in(pin: &mut Pin<'_>, shape: Shape, owe: &mut bool) -> F<usize> {
+    match pin.alloc(shape) {
+        Ok((v, slow)) => {
+            *owe |= slow;
+            Ok(v)
+        }
+        Err(GcError::Alloc(_)) => Err(Fault::Oom),
+        Err(e) => Err(Fault::Msg(e.to_string())),
+    }
+}
+
+thread_local! {
+    /// Whether an allocation inside a helper took its slow path: read and cleared by the
+    /// instruction (a goroutine's section never spans threads, so a thread-local is exact).
+    static OWE: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+fn alloc_h(pin: &mut Pin<'_>, shape: Shape) -> F<usize> {
+    let mut owe = false;
+    let r = alloc_in(pin, shape, &mut owe);
+    if owe {
+        OWE.with(|o| o.set(true));
+    }
+    r
+}
+
+fn new_float(sh: &Shared, pin: &mut Pin<'_>, f: f64) -> F<usize> {
+    let v = alloc_h(pin, sh.types.float_shape)?;
+    // SAFETY: a fresh float record: one raw word.
+    unsafe { pin.set_word(v, 0, WordKind::Raw, f.to_bits() as usize) };
+    Ok(v)
+}
+
+fn new_str(sh: &Shared, pin: &mut Pin<'_>, s: &[u8]) -> F<usize> {
+    let shape = pin.shape(sh.types.str, s.len()).map_err(|e| Fault::Msg(e.to_string()))?;
+    let v = alloc_h(pin, shape)?;
+    // SAFETY: a fresh byte array of `s.len()` bytes.
+    let cells = unsafe { pin.bytes(v) };
+    for (c, &b) in cells.iter().zip(s) {
+        c.store(b, Relaxed);
+    }
+    Ok(v)
+}
+
+fn new_map(sh: &Shared, pin: &mut Pin<'_>, cap: usize) -> F<usize> {
+    let arr = pin.shape(sh.types.arr, cap).map_err(|e| Fault::Msg(e.to_string()))?;
+    let keys = alloc_h(pin, arr)?;
+    let vals = alloc_h(pin, arr)?;
+    let m = alloc_h(pin, sh.types.map_shape)?;
+    // SAFETY: fresh objects: `cap` tagged words each, and a map record of three.
+    unsafe {
+        for i in 0..cap {
+            pin.set_word(keys, i, WordKind::Tagged, NIL);
+        }
+        pin.set_word(m, 0, WordKind::Tagged, int(0));
+        pin.set_word(m, 1, WordKind::Tagged, keys);
+        pin.set_word(m, 2, WordKind::Tagged, vals);
+    }
+    Ok(m)
+}
+
+/// The type id of a reference.
+#[inline]
+fn tid(pin: &Pin<'_>, v: usize) -> TypeId {
+    // SAFETY: callers pass references read from registers, fields or globals: live objects.
+    unsafe { pin.header(v) }.type_id()
+}
+
+fn float_of(sh: &Shared, pin: &Pin<'_>, v: usize) -> Option<f64> {
+    if is_int(v) {
+        Some(as_int(v) as f64)
+    } else if is_ref(v) && tid(pin, v) == sh.types.float {
+        // SAFETY: a float record has one raw word.
+        Some(f64::from_bits(unsafe { pin.word(v, 0) } as u64))
+    } else {
+        None
+    }
+}
+
+fn str_bytes(sh: &Shared, pin: &Pin<'_>, v: usize) -> Option<Vec<u8>> {
+    if is_ref(v) && tid(pin, v) == sh.types.str {
+        // SAFETY: a string is a byte array.
+        Some(unsafe { pin.bytes(v) }.iter().map(|b| b.load(Relaxed)).collect())
+    } else {
+        None
+    }
+}
+
+fn arith_slow(sh: &Shared, pin: &mut Pin<'_>, op: ArithOp, x: usize, y: usize) -> F<usize> {
+    if op == ArithOp::Add
+        && let (Some(a), Some(b)) = (str_bytes(sh, pin, x), str_bytes(sh, pin, y))
+    {
+        let mut s = a;
+        s.extend_from_slice(&b);
+        return new_str(sh, pin, &s);
+    }
+    let (Some(a), Some(b)) = (float_of(sh, pin, x), float_of(sh, pin, y)) else {
+        let sym = match op {
+            ArithOp::Add => "+",
+            ArithOp::Sub => "-",
+            ArithOp::Mul => "*",
+            ArithOp::Div => "/",
+            ArithOp::Mod => "%",
+        };
+        return Err(Fault::Msg(format!(
+            "cannot apply {sym} to {} and {}",
+            type_name(sh, pin, x),
+            type_name(sh, pin, y)
+        )));
+    };
+    let v = match op {
+        ArithOp::Add => a + b,
+        ArithOp::Sub => a - b,
+        ArithOp::Mul => a * b,
+        ArithOp::Div => a / b,
+        ArithOp::Mod => a % b,
+    };
+    new_float(sh, pin, v)
+}
+
+#[inline(always)]
+fn cmp_int(op: CmpOp, x: usize, y: usize) -> bool {
+    let (x, y) = (x as i64, y as i64);
+    match op {
+        CmpOp::Eq => x == y,
+        CmpOp::Ne => x != y,
+        CmpOp::Lt => x < y,
+        CmpOp::Le => x <= y,
+    }
+}
+
+/// Equality: by value for numbers and strings, by identity otherwise.
+fn equal(sh: &Shared, pin: &Pin<'_>, x: usize, y: usize) -> bool {
+    if x == y {
+        return true;
+    }
+    if !is_ref(x) && !is_ref(y) {
+        return false;
+    }
+    if let (Some(a), Some(b)) = (float_of(sh, pin, x), float_of(sh, pin, y)) {
+        return a == b;
+    }
+    if let (Some(a), Some(b)) = (str_bytes(sh, pin, x), str_bytes(sh, pin, y)) {
+        return a == b;
+    }
+    false
+}
+
+fn compare(sh: &Shared, pin: &Pin<'_>, op: CmpOp, x: usize, y: usize) -> Result<bool, String> {
+    match op {
+        CmpOp::Eq => return Ok(equal(sh, pin, x, y)),
+        CmpOp::Ne => return Ok(!equal(sh, pin, x, y)),
+        _ => {}
+    }
+    let ord = if let (Some(a), Some(b)) = (float_of(sh, pin, x), float_of(sh, pin, y)) {
+        a.partial_cmp(&b)
+    } else if let (Some(a), Some(b)) = (str_bytes(sh, pin, x), str_bytes(sh, pin, y)) {
+        Some(a.cmp(&b))
+    } else {
+        return Err(format!(
+            "cannot compare {} and {}",
+            type_name(sh, pin, x),
+            type_name(sh, pin, y)
+        ));
+    };
+    Ok(match (op, ord) {
+        (_, None) => false,
+        (CmpOp::Lt, Some(o)) => o.is_lt(),
+        (_, Some(o)) => o.is_le(),
+    })
+}
+
+fn chan_of(sh: &Shared, pin: &Pin<'_>, v: usize) -> Result<&'static ChanBox, String> {
+    if !is_ref(v) || tid(pin, v) != sh.types.chan {
+        return Err(format!("not a channel: {}", type_name(sh, pin, v)));
+    }
+    // SAFETY: a channel record's raw word is the address of its leaked `ChanBox` (see
+    // `Builtin::Chan`), which is never freed.
+    Ok(unsafe { &*(pin.word(v, 0) as *const ChanBox) })
+}
+
+fn to_msg(pin: &Pin<'_>, v: usize) -> Msg {
+    if is_ref(v) { Msg::Ref(pin.new_global(v)) } else { Msg::Imm(v) }
+}
+
+fn msg_value(pin: &Pin<'_>, m: Option<Msg>) -> usize {
+    match m {
+        None => NIL,
+        Some(Msg::Imm(v)) => v,
+        Some(Msg::Ref(g)) => pin.global(&g).expect("our heap"),
+    }
+}
+
+/// The vector `v`'s length and items array.
+fn vec_parts(pin: &Pin<'_>, v: usize) -> (usize, usize) {
+    // SAFETY: callers checked that `v` is a vector record (two tagged words).
+    unsafe { (as_int(pin.word(v, 0)) as usize, pin.word(v, 1)) }
+}
+
+fn arr_len(pin: &Pin<'_>, a: usize) -> usize {
+    if a == NIL {
+        0
+    } else {
+        // SAFETY: an array reference read from a vector or map record.
+        unsafe { pin.header(a) }.len()
+    }
+}
+
+fn hash(sh: &Shared, pin: &Pin<'_>, k: usize) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    let mut eat = |b: u8| {
+        h ^= b as u64;
+        h = h.wrapping_mul(0x100_0000_01b3);
+    };
+    if let Some(s) = str_bytes(sh, pin, k) {
+        s.iter().for_each(|&b| eat(b));
+    } else if let Some(f) = float_of(sh, pin, k).filter(|_| !is_int(k)) {
+        // Integral floats hash as the integer they equal.
+        if f.fract() == 0.0 && f.abs() < (1u64 << 61) as f64 {
+            (int(f as i64) as u64).to_le_bytes().iter().for_each(|&b| eat(b));
+        } else {
+            f.to_bits().to_le_bytes().iter().for_each(|&b| eat(b));
+        }
+    } else {
+        (k as u64).to_le_bytes().iter().for_each(|&b| eat(b));
+    }
+    h ^ (h >> 29)
+}
+
+/// The slot of key `k` in map `m`: `Ok(i)` if present, `Err(i)` the empty slot where it
+/// would go.
+fn map_find(sh: &Shared, pin: &Pin<'_>, m: usize, k: usize) -> Result<usize, usize> {
+    // SAFETY: `m` is a map record: count, keys, values.
+    let keys = unsafe { pin.word(m, 1) };
+    let cap = arr_len(pin, keys);
+    let mask = cap - 1;
+    let mut i = hash(sh, pin, k) as usize & mask;
+    loop {
+        // SAFETY: `i < cap`, the keys array's length.
+        let kk = unsafe { pin.word(keys, i) };
+        if kk == NIL {
+            return Err(i);
+        }
+        if equal(sh, pin, kk, k) {
+            return Ok(i);
+        }
+        i = (i + 1) & mask;
+    }
+}
+
+fn index(sh: &Shared, pin: &Pin<'_>, o: usize, k: usize) -> Result<usize, String> {
+    if !is_ref(o) {
+        return Err(format!("cannot index {}", type_name(sh, pin, o)));
+    }
+    let t = tid(pin, o);
+    if t == sh.types.vec {
+        let (len, items) = vec_parts(pin, o);
+        if !is_int(k) {
+            return Err(format!("vector index must be an int, not {}", type_name(sh, pin, k)));
+        }
+        let i = as_int(k);
+        if i < 0 || i as usize >= len {
+            return Err(format!("index {i} out of range (length {len})"));
+        }
+        // SAFETY: `i < len <= capacity` of the items array.
+        Ok(unsafe { pin.word(items, i as usize) })
+    } else if t == sh.types.map {
+        if k == NIL {
+            return Ok(NIL);
+        }
+        Ok(match map_find(sh, pin, o, k) {
+            // SAFETY: the values array is as long as the keys array.
+            Ok(i) => unsafe { pin.word(pin.word(o, 2), i) },
+            Err(_) => NIL,
+        })
+    } else if t == sh.types.str {
+        Err("strings are indexed by slicing: not supported (use len and str)".into())
+    } else {
+        Err(format!("cannot index {}", type_name(sh, pin, o)))
+    }
+}
+
+fn set_index(sh: &Shared, pin: &mut Pin<'_>, o: usize, k: usize, v: usize) -> F<()> {
+    if !is_ref(o) {
+        return Err(format!("cannot index {}", type_name(sh, pin, o)).into());
+    }
+    let t = tid(pin, o);
+    if t == sh.types.vec {
+        let (len, items) = vec_parts(pin, o);
+        if !is_int(k) {
+            return Err(
+                format!("vector index must be an int, not {}", type_name(sh, pin, k)).into()
+            );
+        }
+        let i = as_int(k);
+        if i < 0 || i as usize >= len {
+            return Err(format!("index {i} out of range (length {len})").into());
+        }
+        // SAFETY: `i < len <= capacity`; `v` is a register's value.
+        unsafe { pin.set_word(items, i as usize, WordKind::Tagged, v) };
+        Ok(())
+    } else if t == sh.types.map {
+        map_set(sh, pin, o, k, v)
+    } else {
+        Err(format!("cannot assign into {}", type_name(sh, pin, o)).into())
+    }
+}
+
+fn map_set(sh: &Shared, pin: &mut Pin<'_>, m: usize, k: usize, v: usize) -> F<()> {
+    if k == NIL {
+        return Err("nil map key".to_string().into());
+    }
+    match map_find(sh, pin, m, k) {
+        Ok(i) => {
+            // SAFETY: slot `i` of the values array.
+            unsafe { pin.set_word(pin.word(m, 2), i, WordKind::Tagged, v) };
+            Ok(())
+        }
+        Err(i) => {
+            // SAFETY: `m` is a map record.
+            let (count, keys) = unsafe { (as_int(pin.word(m, 0)) as usize, pin.word(m, 1)) };
+            let cap = arr_len(pin, keys);
+            if (count + 1) * 4 > cap * 3 {
+                map_grow(sh, pin, m, cap * 2)?;
+                return map_set(sh, pin, m, k, v);
+            }
+            // SAFETY: slot `i` of the key and value arrays; `m`'s count word.
+            unsafe {
+                pin.set_word(keys, i, WordKind::Tagged, k);
+                pin.set_word(pin.word(m, 2), i, WordKind::Tagged, v);
+                pin.set_word(m, 0, WordKind::Tagged, int(count as i64 + 1));
+            }
+            Ok(())
+        }
+    }
+}
+
+fn map_grow(sh: &Shared, pin: &mut Pin<'_>, m: usize, cap: usize) -> F<()> {
+    let fresh = new_map(sh, pin, cap)?;
+    // SAFETY: `m` is a map record.
+    let (keys, vals) = unsafe { (pin.word(m, 1), pin.word(m, 2)) };
+    for i in 0..arr_len(pin, keys) {
+        // SAFETY: `i` below the arrays' length.
+        let (k, v) = unsafe { (pin.word(keys, i), pin.word(vals, i)) };
+        if k != NIL {
+            map_set(sh, pin, fresh, k, v)?;
+        }
+    }
+    // SAFETY: both are map records; the fresh one's arrays move into `m`.
+    unsafe {
+        pin.set_word(m, 1, WordKind::Tagged, pin.word(fresh, 1));
+        pin.set_word(m, 2, WordKind::Tagged, pin.word(fresh, 2));
+    }
+    Ok(())
+}
+
+fn vec_push(sh: &Shared, pin: &mut Pin<'_>, v: usize, x: usize) -> F<()> {
+    let (len, items) = vec_parts(pin, v);
+    let cap = arr_len(pin, items);
+    let items = if len == cap {
+        let ncap = (cap * 2).max(4);
+        let shape = pin.shape(sh.types.arr, ncap).map_err(|e| Fault::Msg(e.to_string()))?;
+        let fresh = alloc_h(pin, shape)?;
+        for i in 0..len {
+            // SAFETY: `i < len <= both lengths`.
+            unsafe { pin.set_word(fresh, i, WordKind::Tagged, pin.word(items, i)) };
+        }
+        // SAFETY: `v` is a vector record.
+        unsafe { pin.set_word(v, 1, WordKind::Tagged, fresh) };
+        fresh
+    } else {
+        items
+    };
+    // SAFETY: `len < capacity` now; `v` is a vector record.
+    unsafe {
+        pin.set_word(items, len, WordKind::Tagged, x);
+        pin.set_word(v, 0, WordKind::Tagged, int(len as i64 + 1));
+    }
+    Ok(())
+}
+
+enum Step {
+    Item(usize, usize),
+    Done,
+    Chan(&'static ChanBox),
+}
+
+fn iter_next(sh: &Shared, pin: &Pin<'_>, o: usize, i: usize) -> Result<Step, String> {
+    if is_ref(o) {
+        let t = tid(pin, o);
+        if t == sh.types.vec {
+            let (len, items) = vec_parts(pin, o);
+            return Ok(if i < len {
+                // SAFETY: `i < len`.
+                Step::Item(unsafe { pin.word(items, i) }, i + 1)
+            } else {
+                Step::Done
+            });
+        }
+        if t == sh.types.map {
+            // SAFETY: a map record.
+            let keys = unsafe { pin.word(o, 1) };
+            let cap = arr_len(pin, keys);
+            for j in i..cap {
+                // SAFETY: `j < cap`.
+                let k = unsafe { pin.word(keys, j) };
+                if k != NIL {
+                    return Ok(Step::Item(k, j + 1));
+                }
+            }
+            return Ok(Step::Done);
+        }
+        if t == sh.types.chan {
+            return chan_of(sh, pin, o).map(Step::Chan);
+        }
+    }
+    Err(format!("cannot loop over {}", type_name(sh, pin, o)))
+}
+
+/// Formats `v` for `print` and `str` (strings bare at the top, quoted inside containers).
+fn show(sh: &Shared, pin: &Pin<'_>, v: usize, out: &mut String, depth: usize, quoted: bool) {
+    if is_int(v) {
+        let _ = write!(out, "{}", as_int(v));
+        return;
+    }
+    match v {
+        NIL => return out.push_str("nil"),
+        crate::value::TRUE => return out.push_str("true"),
+        crate::value::FALSE => return out.push_str("false"),
+        _ => {}
+    }
+    if depth > 8 {
+        return out.push_str("...");
+    }
+    let t = tid(pin, v);
+    let ty = &sh.types;
+    if t == ty.str {
+        let s = str_bytes(sh, pin, v).unwrap_or_default();
+        let s = String::from_utf8_lossy(&s);
+        if quoted {
+            let _ = write!(out, "{s:?}");
+        } else {
+            out.push_str(&s);
+        }
+    } else if t == ty.float {
+        let f = float_of(sh, pin, v).unwrap_or(0.0);
+        let s = format!("{f}");
+        out.push_str(&s);
+        if f.is_finite() && !s.contains(['.', 'e']) {
+            out.push_str(".0");
+        }
+    } else if t == ty.vec {
+        let (len, items) = vec_parts(pin, v);
+        out.push('[');
+        for i in 0..len {
+            if i > 0 {
+                out.push_str(", ");
+            }
+            // SAFETY: `i < len`.
+            show(sh, pin, unsafe { pin.word(items, i) }, out, depth + 1, true);
+        }
+        out.push(']');
+    } else if t == ty.map {
+        // SAFETY: a map record.
+        let (keys, vals) = unsafe { (pin.word(v, 1), pin.word(v, 2)) };
+        out.push('{');
+        let mut first = true;
+        for i in 0..arr_len(pin, keys) {
+            // SAFETY: `i` below the arrays' length.
+            let (k, x) = unsafe { (pin.word(keys, i), pin.word(vals, i)) };
+            if k == NIL {
+                continue;
+            }
+            if !first {
+                out.push_str(", ");
+            }
+            first = false;
+            show(sh, pin, k, out, depth + 1, true);
+            out.push_str(": ");
+            show(sh, pin, x, out, depth + 1, true);
+        }
+        out.push('}');
+    } else if t == ty.closure {
+        // SAFETY: a closure's first word is its function.
+        let p = as_int(unsafe { pin.word(v, 0) }) as usize;
+        let _ = write!(out, "<fn {}>", sh.prog.protos[p].name);
+    } else if t == ty.chan {
+        out.push_str("<chan>");
+    } else {
+        out.push_str("<?>");
+    }
+}
+
+fn builtin(
+    sh: &Shared,
+    pin: &mut Pin<'_>,
+    id: Builtin,
+    base: Reg,
+    n: u8,
+    regs: *const AtomicUsize,
+) -> F<usize> {
+    // SAFETY: the caller's frame registers `base..base+n`, as in `exec`'s `r!`.
+    let arg = |i: usize| unsafe { slot(regs, base as usize + i) }.load(Relaxed);
+    let ty = &sh.types;
+    let r = match id {
+        Builtin::Len => {
+            let v = arg(0);
+            if !is_ref(v) {
+                return Err(format!("len of {}", type_name(sh, pin, v)).into());
+            }
+            let t = tid(pin, v);
+            if t == ty.vec {
+                int(vec_parts(pin, v).0 as i64)
+            } else if t == ty.str {
+                // SAFETY: a string's header length is its byte count.
+                int(unsafe { pin.header(v) }.len() as i64)
+            } else if t == ty.map {
+                // SAFETY: a map record's count word.
+                unsafe { pin.word(v, 0) }
+            } else if t == ty.chan {
+                int(chan_of(sh, pin, v)?.len() as i64)
+            } else {
+                return Err(format!("len of {}", type_name(sh, pin, v)).into());
+            }
+        }
+        Builtin::Push => {
+            let v = arg(0);
+            if !is_ref(v) || tid(pin, v) != ty.vec {
+                return Err(format!("push onto {}", type_name(sh, pin, v)).into());
+            }
+            vec_push(sh, pin, v, arg(1))?;
+            NIL
+        }
+        Builtin::Pop => {
+            let v = arg(0);
+            if !is_ref(v) || tid(pin, v) != ty.vec {
+                return Err(format!("pop from {}", type_name(sh, pin, v)).into());
+            }
+            let (len, items) = vec_parts(pin, v);
+            if len == 0 {
+                return Err("pop from an empty vector".to_string().into());
+            }
+            // SAFETY: `len - 1 < len`; `v` is a vector record.
+            unsafe {
+                let x = pin.word(items, len - 1);
+                pin.set_word(items, len - 1, WordKind::Tagged, NIL);
+                pin.set_word(v, 0, WordKind::Tagged, int(len as i64 - 1));
+                x
+            }
+        }
+        Builtin::Chan => {
+            let cap = if n == 0 { 0 } else { arg(0) };
+            if !is_int(cap) || as_int(cap) < 0 {
+                return Err("chan takes a capacity (an int, 0 or more)".to_string().into());
+            }
+            let c = alloc_h(pin, ty.chan_shape)?;
+            let cap = as_int(cap) as usize;
+            let chan: ChanBox = if cap == 0 { Chan::unbuffered() } else { Chan::new(cap) };
+            // Never freed: the heap has no finalizers yet, so a channel's Rust side lives as
+            // long as the process (see the crate documentation).
+            let p = Box::into_raw(Box::new(chan)) as usize;
+            // SAFETY: a fresh channel record: one raw word.
+            unsafe { pin.set_word(c, 0, WordKind::Raw, p) };
+            c
+        }
+        Builtin::Close => {
+            let c = chan_of(sh, pin, arg(0))?;
+            if c.is_closed() {
+                return Err("close of closed channel".to_string().into());
+            }
+            c.close();
+            NIL
+        }
+        Builtin::Str => {
+            let v = arg(0);
+            if is_ref(v) && tid(pin, v) == ty.str {
+                v
+            } else {
+                let mut s = String::new();
+                show(sh, pin, v, &mut s, 0, false);
+                new_str(sh, pin, s.as_bytes())?
+            }
+        }
+        Builtin::Int => {
+            let v = arg(0);
+            if is_int(v) {
+                v
+            } else if let Some(f) = float_of(sh, pin, v) {
+                let i = f.trunc();
+                if !(i.is_finite() && int_fits(i as i64) && (i as i64) as f64 == i) {
+                    return Err(format!("int of {f}: out of range").into());
+                }
+                int(i as i64)
+            } else if let Some(s) = str_bytes(sh, pin, v) {
+                let s = String::from_utf8_lossy(&s);
+                match s.trim().parse::<i64>() {
+                    Ok(i) if int_fits(i) => int(i),
+                    _ => return Err(format!("int of {s:?}: not an integer").into()),
+                }
+            } else {
+                return Err(format!("int of {}", type_name(sh, pin, v)).into());
+            }
+        }
+        Builtin::Float => {
+            let v = arg(0);
+            match float_of(sh, pin, v) {
+                Some(f) => new_float(sh, pin, f)?,
+                None => return Err(format!("float of {}", type_name(sh, pin, v)).into()),
+            }
+        }
+        Builtin::Keys => {
+            let m = arg(0);
+            if !is_ref(m) || tid(pin, m) != ty.map {
+                return Err(format!("keys of {}", type_name(sh, pin, m)).into());
+            }
+            // Gather first: allocating the vector may not move anything (the heap does not
+            // move), but keep the reads in one place.
+            // SAFETY: a map record.
+            let keys = unsafe { pin.word(m, 1) };
+            let ks: Vec<usize> = (0..arr_len(pin, keys))
+                // SAFETY: `i` below the keys array's length.
+                .map(|i| unsafe { pin.word(keys, i) })
+                .filter(|&k| k != NIL)
+                .collect();
+            new_vec(sh, pin, &ks)?
+        }
+        Builtin::Has => {
+            let m = arg(0);
+            if !is_ref(m) || tid(pin, m) != ty.map {
+                return Err(format!("has of {}", type_name(sh, pin, m)).into());
+            }
+            boolean(arg(1) != NIL && map_find(sh, pin, m, arg(1)).is_ok())
+        }
+        Builtin::Vec => {
+            let len = arg(0);
+            if !is_int(len) || as_int(len) < 0 || as_int(len) > 1 << 32 {
+                return Err("vec takes a length (an int, 0 or more)".to_string().into());
+            }
+            let fill = if n > 1 { arg(1) } else { NIL };
+            new_vec(sh, pin, &vec![fill; as_int(len) as usize])?
+        }
+        Builtin::Type => {
+            let name = type_name(sh, pin, arg(0));
+            new_str(sh, pin, name.as_bytes())?
+        }
+        Builtin::Sqrt => match float_of(sh, pin, arg(0)) {
+            Some(f) => new_float(sh, pin, f.sqrt())?,
+            None => return Err(format!("sqrt of {}", type_name(sh, pin, arg(0))).into()),
+        },
+        Builtin::Cycles => int(sh.gc.cycles() as i64),
+        Builtin::Args => {
+            let mut items = Vec::with_capacity(sh.args.len());
+            for a in &sh.args {
+                // Each string is kept in `items` only within this section: nothing can
+                // free it before the vector holds it.
+                items.push(new_str(sh, pin, a.as_bytes())?);
+            }
+            new_vec(sh, pin, &items)?
+        }
+        Builtin::Print | Builtin::Sleep | Builtin::Gc | Builtin::Error => {
+            unreachable!("handled by the interpreter loop")
+        }
+    };
+    Ok(r)
+}
+
+/// A new vector holding `items` (values read in this section).
+fn new_vec(sh: &Shared, pin: &mut Pin<'_>, items: &[usize]) -> F<usize> {
+    let arr = if items.is_empty() {
+        NIL
+    } else {
+        let shape = pin.shape(sh.types.arr, items.len()).map_err(|e| Fault::Msg(e.to_string()))?;
+        let a = alloc_h(pin, shape)?;
+        for (i, &x) in items.iter().enumerate() {
+            // SAFETY: a fresh array of `items.len()` tagged words.
+            unsafe { pin.set_word(a, i, WordKind::Tagged, x) };
+        }
+        a
+    };
+    let v = alloc_h(pin, sh.types.vec_shape)?;
+    // SAFETY: a fresh vector record.
+    unsafe {
+        pin.set_word(v, 0, WordKind::Tagged, int(items.len() as i64));
+        pin.set_word(v, 1, WordKind::Tagged, arr);
+    }
+    Ok(v)
+}
+
+/// Makes the constants array and the globals array (run once, on the main goroutine, before
+/// the program starts).
+pub(crate) fn init_heap(sh: &Shared) -> Result<(), String> {
+    let mut raw = RawMutator::new(&sh.gc).map_err(|e| e.to_string())?;
+    let n = sh.prog.consts.len();
+    // Build inside one section: the arrays are rooted in their globals as soon as they exist,
+    // and every element is written before the section ends.
+    loop {
+        let r = raw
+            .enter(|pin| -> F<()> {
+                let arr =
+                    pin.shape(sh.types.arr, n.max(1)).map_err(|e| Fault::Msg(e.to_string()))?;
+                let consts = alloc_h(pin, arr)?;
+                pin.set_global(&sh.consts, consts).map_err(|e| Fault::Msg(e.to_string()))?;
+                for (i, c) in sh.prog.consts.iter().enumerate() {
+                    let v = match c {
+                        Const::Str(s) => new_str(sh, pin, s.as_bytes())?,
+                        Const::Float(f) => new_float(sh, pin, *f)?,
+                        Const::Int(v) => int(*v),
+                        Const::Fn(p) => {
+                            let shape = pin
+                                .shape(sh.types.closure, 1)
+                                .map_err(|e| Fault::Msg(e.to_string()))?;
+                            let c = alloc_h(pin, shape)?;
+                            // SAFETY: a fresh closure of one word.
+                            unsafe { pin.set_word(c, 0, WordKind::Tagged, int(*p as i64)) };
+                            c
+                        }
+                    };
+                    let consts = pin.global(&sh.consts).map_err(|e| Fault::Msg(e.to_string()))?;
+                    // SAFETY: `i < n`, the array's length.
+                    unsafe { pin.set_word(consts, i, WordKind::Tagged, v) };
+                }
+                let garr = pin
+                    .shape(sh.types.arr, sh.prog.globals.max(1))
+                    .map_err(|e| Fault::Msg(e.to_string()))?;
+                let globals = alloc_h(pin, garr)?;
+                for i in 0..sh.prog.globals {
+                    // SAFETY: a fresh array of `globals` words.
+                    unsafe { pin.set_word(globals, i, WordKind::Tagged, NIL) };
+                }
+                pin.set_global(&sh.globals, globals).map_err(|e| Fault::Msg(e.to_string()))?;
+                Ok(())
+            })
+            .map_err(|e| e.to_string())?;
+        OWE.with(|o| o.set(false));
+        match r {
+            Ok(()) => {
+                raw.after_slow_alloc();
+                return Ok(());
+            }
+            Err(Fault::Oom) => raw.collect_for_memory(),
+            Err(Fault::Msg(m)) => return Err(m),
+        }
+    }
+}
