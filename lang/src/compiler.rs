@@ -1082,3 +1082,84 @@ fn liveness(code: &[Op], regs: usize, sels: &[SelTable]) -> Vec<(usize, Vec<usiz
     }
     maps
 }
+
+#[cfg(test)]
+mod tests {
+    use safepoint_stackmap::{BitmapKind, Registry};
+
+    use super::*;
+
+    fn maps(src: &str, func: &str) -> (Proto, Vec<Vec<usize>>) {
+        let reg = Registry::new();
+        let prog = compile("t.pb", src, &reg).expect("compiles");
+        let p = prog.protos.iter().find(|p| p.name == func).expect("the function").clone();
+        let info = reg.get(p.func).expect("registered");
+        let all = (0..info.safepoints())
+            .map(|sp| info.live_slots(sp, BitmapKind::Tagged).unwrap_or_default())
+            .collect();
+        (p, all)
+    }
+
+    fn sp_of(p: &Proto, pick: impl Fn(&Op) -> Option<u16>) -> usize {
+        p.code.iter().find_map(pick).expect("the instruction") as usize
+    }
+
+    #[test]
+    fn a_call_sees_exactly_the_registers_live_across_it() {
+        let src = "fn g() { return 0 }\nfn f(a, b) {\n let x = [a]\n g()\n return x\n}\n";
+        let (p, maps) = maps(src, "f");
+        assert_eq!(maps[0], vec![0, 1], "entry: the parameters");
+        let call = sp_of(&p, |op| match op {
+            Op::CallG { sp, .. } => Some(*sp),
+            _ => None,
+        });
+        // a and b are dead after the vector is built; x (register 2) is live across g().
+        assert_eq!(maps[call], vec![2]);
+        let new = sp_of(&p, |op| match op {
+            Op::NewVec { sp, .. } => Some(*sp),
+            _ => None,
+        });
+        // Before the vector is written: its element (a copy of a, in register 3) is read
+        // after the allocation; x is not yet written. After: x and the element.
+        assert_eq!(maps[new], vec![3]);
+        assert_eq!(maps[new + 1], vec![2, 3]);
+    }
+
+    #[test]
+    fn a_back_edge_keeps_what_the_loop_and_the_code_after_it_need() {
+        let src = "fn h(v, dead) {\n let s = 0\n for i in 0..10 { s = s + i }\n return [s, v]\n}\n";
+        let (p, maps) = maps(src, "h");
+        let back = sp_of(&p, |op| match op {
+            Op::Loop { sp, .. } => Some(*sp),
+            _ => None,
+        });
+        let live = &maps[back];
+        assert!(live.contains(&0), "v is used after the loop: {live:?}");
+        assert!(!live.contains(&1), "dead is never used: {live:?}");
+        assert!(live.contains(&2), "s: {live:?}");
+    }
+
+    #[test]
+    fn a_receive_does_not_name_the_register_it_is_about_to_write() {
+        let src = "fn r(c, keep) {\n let x = keep\n x = <-c\n return x\n}\n";
+        let (p, maps) = maps(src, "r");
+        let recv = sp_of(&p, |op| match op {
+            Op::Recv { sp, .. } => Some(*sp),
+            _ => None,
+        });
+        // While blocked: c is read; x's old value (keep's) is dead, and keep itself too.
+        assert_eq!(maps[recv], vec![0]);
+    }
+
+    #[test]
+    fn closures_capture_copies_and_take_them_as_registers_after_the_parameters() {
+        let src =
+            "fn outer(a) {\n let k = a + 1\n let f = fn(x) { return x + k }\n return f(1)\n}\n";
+        let reg = Registry::new();
+        let prog = compile("t.pb", src, &reg).expect("compiles");
+        let lam = prog.protos.iter().find(|p| p.name.starts_with("fn@")).expect("the literal");
+        assert_eq!((lam.params, lam.captures), (1, 1));
+        let info = reg.get(lam.func).expect("registered");
+        assert_eq!(info.live_slots(0, BitmapKind::Tagged).unwrap_or_default(), vec![0, 1]);
+    }
+}

@@ -81,6 +81,10 @@ pub struct Options {
     pub stats: bool,
     /// The program's arguments (`args()` in the program).
     pub args: Vec<String>,
+    /// The heap's hard limit in bytes (0: none): past it an allocation is a runtime error.
+    pub max_heap: usize,
+    /// The managed stack's limit per goroutine in bytes (0: the runtime's default, 1 GiB).
+    pub max_stack: usize,
 }
 
 /// Runs a goroutine's entry and turns a runtime error into the process's end, as a Go panic
@@ -93,11 +97,34 @@ pub(crate) fn run_goroutine(sh: Arc<vm::Shared>, entry: vm::Entry) {
     }
 }
 
+/// A managed stack past its limit panics in the push that needed room; the interpreter
+/// catches that panic and reports a stack overflow with the program's traceback. The default
+/// panic hook would first print the Rust panic (and a Rust backtrace): keep it for every other
+/// panic, which is a bug.
+fn quiet_stack_overflow_panics() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let default = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            let msg = info
+                .payload()
+                .downcast_ref::<String>()
+                .map(String::as_str)
+                .or_else(|| info.payload().downcast_ref::<&str>().copied())
+                .unwrap_or("");
+            if !msg.contains("managed stack exceeds") {
+                default(info);
+            }
+        }));
+    });
+}
+
 /// Compiles and runs `src` (named `file` in messages). Returns the process exit status: 0,
 /// 1 for a compile error, 2 for a runtime error or a deadlock (the message is printed on
 /// standard error). Goroutines still running when the top-level code ends are abandoned, as
 /// in Go; the runtime is left to the process's exit.
 pub fn run(file: &str, src: &str, opts: &Options) -> i32 {
+    quiet_stack_overflow_panics();
     let reg = Arc::new(Registry::new());
     let prog = match compiler::compile(file, src, &reg) {
         Ok(p) => p,
@@ -111,14 +138,22 @@ pub fn run(file: &str, src: &str, opts: &Options) -> i32 {
     } else {
         opts.procs
     };
-    let rt = match Runtime::builder().procs(procs).registry(reg.clone()).build() {
+    let mut b = Runtime::builder().procs(procs).registry(reg.clone());
+    if opts.max_stack > 0 {
+        b = b.managed_stack_limit(opts.max_stack);
+    }
+    let rt = match b.build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("safepoint: cannot start the runtime: {e}");
             return 2;
         }
     };
-    let gc = match Gc::builder().tag_rule(value::RULE).build(&rt) {
+    let mut b = Gc::builder().tag_rule(value::RULE);
+    if opts.max_heap > 0 {
+        b = b.hard_limit(opts.max_heap);
+    }
+    let gc = match b.build(&rt) {
         Ok(gc) => gc,
         Err(e) => {
             eprintln!("safepoint: cannot start the collector: {e}");

@@ -1,7 +1,7 @@
 //! `safepoint`: runs Pebble programs (see the `safepoint_lang` crate documentation).
 //!
 //! ```text
-//! safepoint run FILE [ARGS...] [--procs N] [--stats]
+//! safepoint run FILE [ARGS...] [--procs N] [--stats] [--max-heap-mb N] [--max-stack-kb N]
 //! safepoint demo [--procs N]
 //! ```
 
@@ -9,7 +9,8 @@ const DEMO: &str = include_str!("../scripts/demo.pb");
 
 fn usage() -> ! {
     eprintln!(
-        "usage: safepoint run FILE [ARGS...] [--procs N] [--stats]\n       safepoint demo [--procs N]"
+        "usage: safepoint run FILE [ARGS...] [--procs N] [--stats] [--max-heap-mb N] \
+         [--max-stack-kb N]\n       safepoint demo [--procs N]"
     );
     std::process::exit(1)
 }
@@ -25,6 +26,14 @@ fn main() {
                 opts.procs = it.next().and_then(|n| n.parse().ok()).unwrap_or_else(|| usage());
             }
             "--stats" => opts.stats = true,
+            "--max-heap-mb" => {
+                let mb: usize = it.next().and_then(|n| n.parse().ok()).unwrap_or_else(|| usage());
+                opts.max_heap = mb << 20;
+            }
+            "--max-stack-kb" => {
+                let kb: usize = it.next().and_then(|n| n.parse().ok()).unwrap_or_else(|| usage());
+                opts.max_stack = kb << 10;
+            }
             _ => rest.push(a.clone()),
         }
     }

@@ -288,10 +288,23 @@ impl Thread {
             match exit {
                 Exit::Done => return Ok(()),
                 Exit::Poll => with_stack(|ms| ms.poll()),
-                Exit::Grow(f) => with_stack(|ms| {
-                    ms.push(f);
-                    ms.pop();
-                }),
+                Exit::Grow(f) => {
+                    // The slow push: grows the stack (or stops here for a request). Past the
+                    // limit it panics, which is the program's stack overflow.
+                    let r = std::panic::catch_unwind(|| {
+                        with_stack(|ms| {
+                            ms.push(f);
+                            ms.pop();
+                        })
+                    });
+                    if let Err(p) = r {
+                        let msg = p
+                            .downcast_ref::<String>()
+                            .cloned()
+                            .unwrap_or_else(|| "managed stack exhausted".into());
+                        return Err(self.error(format!("stack overflow ({msg})")));
+                    }
+                }
                 Exit::Slow => self.raw.after_slow_alloc(),
                 Exit::Oom => {
                     if self.st.oom_retry {
@@ -390,6 +403,9 @@ impl Thread {
             if i + 1 == trace.frames.len() && trace.elided > 0 {
                 let _ = writeln!(tb, "  ...{} frames elided...", trace.elided);
             }
+        }
+        if let Some(e) = &trace.error {
+            let _ = writeln!(tb, "  (the managed stack is corrupted here: {e})");
         }
         (
             RtError {

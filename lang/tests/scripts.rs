@@ -1,0 +1,97 @@
+//! The shipped scripts, run by the `safepoint` binary, checked for exact output; in both
+//! collector modes and with the collector's checks on.
+
+use std::process::{Command, Output};
+
+fn script(name: &str) -> String {
+    format!("{}/scripts/{name}", env!("CARGO_MANIFEST_DIR"))
+}
+
+fn run_with(env: &str, args: &[&str]) -> Output {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_safepoint"));
+    c.args(args);
+    if env.is_empty() {
+        c.env_remove("SAFEPOINT_DEBUG");
+    } else {
+        c.env("SAFEPOINT_DEBUG", env);
+    }
+    c.output().expect("the binary runs")
+}
+
+/// Runs `args` in the default mode, in the stop-the-world mode and with checkmark and poison
+/// on, expecting success and the same `stdout` each time.
+fn run_all_modes(args: &[&str], want: &str) {
+    for env in ["", "gcstoptheworld=1", "gccheckmark=1,gcpoison=1"] {
+        let out = run_with(env, args);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            out.status.success(),
+            "{args:?} with SAFEPOINT_DEBUG={env}: {:?}\n{stderr}",
+            out.status
+        );
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout),
+            want,
+            "{args:?} with SAFEPOINT_DEBUG={env}"
+        );
+    }
+}
+
+#[test]
+fn binary_trees_depth_10_prints_the_canonical_lines() {
+    let want = "stretch tree of depth 11\t check: 4095\n\
+                1024\t trees of depth 4\t check: 31744\n\
+                256\t trees of depth 6\t check: 32512\n\
+                64\t trees of depth 8\t check: 32704\n\
+                16\t trees of depth 10\t check: 32752\n\
+                long lived tree of depth 10\t check: 2047\n";
+    run_all_modes(&["run", &script("binary_trees.pb"), "10"], want);
+}
+
+#[test]
+fn the_sieve_prints_the_first_100_primes() {
+    let mut primes = Vec::new();
+    let mut n = 2;
+    while primes.len() < 100 {
+        if (2..n).all(|d| n % d != 0) {
+            primes.push(n);
+        }
+        n += 1;
+    }
+    let want: String = primes.iter().map(|p| format!("{p}\n")).collect();
+    run_all_modes(&["run", &script("sieve.pb")], &want);
+    // One P: the pipeline still runs (every goroutine parks on its channel in turn).
+    run_all_modes(&["run", &script("sieve.pb"), "--procs", "1"], &want);
+}
+
+#[test]
+fn ping_pong_and_select() {
+    let want =
+        "ball hit 10 times\nnothing ready\nb hello\nsent 42 on a\na holds 42\nclosed a gives nil\n";
+    run_all_modes(&["run", &script("pingpong.pb")], want);
+}
+
+#[test]
+fn churn_from_100_goroutines_with_every_cycle_checked() {
+    let out = run_with("gctrace=1,gccheckmark=1", &["run", &script("churn.pb")]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "100 goroutines, total 809600\n");
+    let cycles = stderr.lines().filter(|l| l.starts_with("gc ")).count();
+    assert!(cycles >= 3, "the churn should collect several times:\n{stderr}");
+    assert_eq!(
+        stderr.lines().filter(|l| l.starts_with("gc ") && l.contains("checkmark ok")).count(),
+        cycles,
+        "every cycle's checkmark passes:\n{stderr}"
+    );
+    run_all_modes(&["run", &script("churn.pb")], "100 goroutines, total 809600\n");
+}
+
+#[test]
+fn the_demo_runs() {
+    let out = run_with("", &["demo"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("nodes checked: 3275200"), "{stdout}");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cycles"));
+}
