@@ -360,9 +360,12 @@ pub(crate) struct Inner {
 impl Drop for Inner {
     fn drop(&mut self) {
         // The sweeper and the driver hold only weak references; closing their channels ends
-        // them.
-        self.sweeper.close();
-        self.driver.close();
+        // them. If the runtime is gone (a `Gc` or `Global` outlived it), so are they: a close
+        // would try to wake goroutines of a dead runtime.
+        if !self.rt.is_shut_down() {
+            self.sweeper.close();
+            self.driver.close();
+        }
     }
 }
 

@@ -510,6 +510,10 @@ impl Inner {
             let (inner, latch) = (me.clone(), latch.clone());
             pool.spawn(move || {
                 inner.mark_worker();
+                // Dropped before the latch lets the driver go on: the driver's own reference
+                // then outlives this one, so the collector is never torn down (its channels
+                // closed, its goroutines woken) from this thread after the program is gone.
+                drop(inner);
                 let mut left = latch.0.lock().unwrap_or_else(|e| e.into_inner());
                 *left -= 1;
                 latch.1.notify_all();

@@ -146,3 +146,21 @@ fn concurrent_mode_keeps_trees_while_goroutines_mutate() {
     }
     assert!(gc.cycles() >= 3, "cycles {}", gc.cycles());
 }
+
+/// A collector (and a global of it) that outlives its runtime drops quietly: its sweeper and
+/// driver goroutines were parked on its channels when the runtime shut down, and nobody is
+/// left to wake. (Closing those channels after the shutdown used to panic on the thread that
+/// dropped the last handle, which could be a mark worker: an abort.)
+#[test]
+fn a_collector_outliving_its_runtime_drops_quietly() {
+    for _ in 0..3 {
+        let rt = Runtime::builder().procs(2).build().unwrap();
+        let gc = Gc::new(&rt).unwrap();
+        let global = safepoint_gc::Global::new(&gc);
+        let g2 = gc.clone();
+        rt.block_on(move || g2.collect());
+        drop(rt);
+        drop(gc);
+        drop(global);
+    }
+}

@@ -38,6 +38,13 @@ impl RuntimeHandle {
         self.sched.procs
     }
 
+    /// Whether the runtime has begun shutting down (its `Runtime` was dropped): its goroutines
+    /// will not run again, so there is nobody left to wake.
+    pub fn is_shut_down(&self) -> bool {
+        // SeqCst: as the store in `Runtime::shutdown`.
+        self.sched.shutdown.load(crate::shim::Ordering::SeqCst)
+    }
+
     /// Every goroutine of the runtime that is not dead, for [`suspend_g`](crate::suspend_g)
     /// scans. Goroutines spawned after the call are not in the list.
     pub fn goroutines(&self) -> Vec<Goroutine> {
