@@ -143,7 +143,7 @@ impl Span {
     #[inline]
     pub fn is_allocated(&self, idx: usize) -> bool {
         let (w, b) = Self::bit(idx);
-        // Acquire pairs with the Release fetch_or in `Cache::take`: seeing the bit means seeing
+        // Acquire pairs with the Release store in `Cache::take`: seeing the bit means seeing
         // the slot zeroed.
         idx < self.slots() && self.alloc[w].load(Ordering::Acquire) & b != 0
     }
