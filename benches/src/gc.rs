@@ -75,6 +75,25 @@ pub fn run(w: &str, args: &[String]) {
             }
             Err(e) => fail(&e),
         },
+        "binary-trees-compiled" => {
+            let (lines, r) = crate::gc_compiled::binary_trees(arg_num(args, 0, 21) as u32);
+            for l in &lines {
+                println!("{l}");
+            }
+            emit("binary-trees-compiled", &args_str, &r.fields());
+        }
+        "gcbench-compiled" => match crate::gc_compiled::gcbench() {
+            Ok(r) => emit("gcbench-compiled", &args_str, &r.fields()),
+            Err(e) => fail(&e),
+        },
+        "churn-compiled" => match crate::gc_compiled::churn(arg_num(args, 0, 1000)) {
+            Ok((check, r)) => {
+                let mut f = r.fields();
+                f.push(("check", Value::Int(check)));
+                emit("churn-compiled", &args_str, &f);
+            }
+            Err(e) => fail(&e),
+        },
         _ => unreachable!("dispatched by stress"),
     }
 }
@@ -115,19 +134,19 @@ impl GcRun {
 }
 
 /// A workload's starting point: the clock and the collector's counters.
-struct Meter {
+pub(crate) struct Meter {
     t0: Instant,
     cycles: u64,
     pauses: usize,
 }
 
 impl Meter {
-    fn start(gc: &Gc) -> Meter {
+    pub(crate) fn start(gc: &Gc) -> Meter {
         let s = gc.stats();
         Meter { t0: Instant::now(), cycles: s.cycles, pauses: s.pauses.len() }
     }
 
-    fn finish(self, gc: &Gc) -> GcRun {
+    pub(crate) fn finish(self, gc: &Gc) -> GcRun {
         let wall_ms = self.t0.elapsed().as_secs_f64() * 1e3;
         let s: GcStats = gc.stats();
         let mut us: Vec<f64> = s.pauses[self.pauses.min(s.pauses.len())..]
@@ -268,11 +287,11 @@ pub fn binary_trees(n: u32) -> (Vec<String>, GcRun) {
 
 // ---- gcbench ------------------------------------------------------------------------------
 
-const GB_STRETCH_DEPTH: u32 = 18;
-const GB_LONG_LIVED_DEPTH: u32 = 16;
-const GB_ARRAY_SIZE: usize = 500_000;
-const GB_MIN_DEPTH: u32 = 4;
-const GB_MAX_DEPTH: u32 = 16;
+pub(crate) const GB_STRETCH_DEPTH: u32 = 18;
+pub(crate) const GB_LONG_LIVED_DEPTH: u32 = 16;
+pub(crate) const GB_ARRAY_SIZE: usize = 500_000;
+pub(crate) const GB_MIN_DEPTH: u32 = 4;
+pub(crate) const GB_MAX_DEPTH: u32 = 16;
 
 fn gb_tree_size(d: u32) -> u64 {
     (1 << (d + 1)) - 1
@@ -356,10 +375,10 @@ pub fn gcbench() -> Result<GcRun, String> {
 
 // ---- churn --------------------------------------------------------------------------------
 
-const CHURN_LONG_TREES: usize = 64;
-const CHURN_LONG_DEPTH: u32 = 14;
-const CHURN_TREES: u32 = 200;
-const CHURN_TREE_DEPTH: u32 = 8;
+pub(crate) const CHURN_LONG_TREES: usize = 64;
+pub(crate) const CHURN_LONG_DEPTH: u32 = 14;
+pub(crate) const CHURN_TREES: u32 = 200;
+pub(crate) const CHURN_TREE_DEPTH: u32 = 8;
 
 /// The sum of a churn tree of depth `h`: `sum(0) = 1`, `sum(h) = h + 2 sum(h - 1)`.
 pub fn ch_sum_formula(h: u32) -> i64 {

@@ -4,6 +4,7 @@
 //! person reads the first and a script (see `peers/compare`) parses the second.
 
 pub mod gc;
+pub mod gc_compiled;
 pub mod report;
 pub mod sched;
 pub mod stackmap;

@@ -189,10 +189,10 @@ impl std::fmt::Debug for Pin<'_> {
     }
 }
 
-impl Pin<'_> {
-    /// The goroutine's managed stack.
+impl<'a> Pin<'a> {
+    /// The goroutine's managed stack, for the whole section.
     #[inline]
-    pub fn stack(&self) -> &ManagedStack {
+    pub fn stack(&self) -> &'a ManagedStack {
         self.pinned.managed_stack()
     }
 

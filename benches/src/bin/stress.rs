@@ -25,7 +25,12 @@ fn run(workload: &str, args: &[String]) -> bool {
         "spawn" | "yield" | "stw" | "parked" => b::sched::run(workload, args),
         "frames" | "walk" => b::stackmap::run(workload, args),
         "pingpong" | "chan" | "mutex" | "timers" => b::sync::run(workload, args),
-        "binary-trees" | "gcbench" | "churn" => b::gc::run(workload, args),
+        "binary-trees"
+        | "gcbench"
+        | "churn"
+        | "binary-trees-compiled"
+        | "gcbench-compiled"
+        | "churn-compiled" => b::gc::run(workload, args),
         _ => return false,
     }
     true
