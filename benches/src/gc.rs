@@ -1,7 +1,9 @@
 //! GC workloads: `binary-trees N`, `gcbench`, `churn G`. Their twins are in
 //! `peers/go/gc.go` and `peers/boehm/stress-boehm.c`; each workload here does the same work as
 //! its twins (the same node shapes, the same trees in the same order, the same goroutines),
-//! written against the collector's [`Mutator`] API.
+//! written against the collector's checked [`Mutator`] API. Their compiled-code twins (frames
+//! with registered stack maps, the trusted `RawMutator` path, as a compiler or an interpreter
+//! embeds the collector) are in [`crate::gc_compiled`], named `…-compiled`.
 //!
 //! ## The workloads
 //!

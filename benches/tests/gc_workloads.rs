@@ -5,7 +5,16 @@ use std::process::Command;
 
 /// Runs `stress ARGS...`; its stdout lines (the run must succeed).
 fn stress(args: &[&str]) -> Vec<String> {
-    let out = Command::new(env!("CARGO_BIN_EXE_stress")).args(args).output().expect("run stress");
+    stress_env("", args)
+}
+
+/// Runs `stress ARGS...` with `SAFEPOINT_DEBUG=debug`; its stdout lines (it must succeed).
+fn stress_env(debug: &str, args: &[&str]) -> Vec<String> {
+    let out = Command::new(env!("CARGO_BIN_EXE_stress"))
+        .args(args)
+        .env("SAFEPOINT_DEBUG", debug)
+        .output()
+        .expect("run stress");
     assert!(
         out.status.success(),
         "stress {args:?}: {}\n{}",
@@ -51,4 +60,22 @@ fn churn_10_checks_g_times_200_times_sum_8() {
     let json = lines.last().expect("a JSON line");
     assert_eq!(json_int(json, "check"), 10 * 200 * sum8, "{json}");
     assert!(json.contains("\"gc_cycles\":"), "{json}");
+}
+
+/// The compiled-style twins (frames with stack maps, the collector's trusted path) print the
+/// same lines and checks, in both collector modes and with the collector's own checks on.
+#[test]
+fn compiled_workloads_match_the_checked_ones() {
+    let sum8 = (1..=8).fold(1i64, |s, h| h + 2 * s);
+    let want = stress(&["binary-trees", "10"]);
+    for debug in ["", "gcstoptheworld=1", "gccheckmark=1,gcpoison=1"] {
+        let lines = stress_env(debug, &["binary-trees-compiled", "10"]);
+        assert_eq!(&lines[..6], &want[..6], "{debug}: {lines:#?}");
+        let lines = stress_env(debug, &["churn-compiled", "10"]);
+        let json = lines.last().expect("a JSON line");
+        assert_eq!(json_int(json, "check"), 10 * 200 * sum8, "{debug}: {json}");
+    }
+    // gcbench exits 1 if its long-lived data is lost.
+    let lines = stress(&["gcbench-compiled"]);
+    assert!(lines.last().is_some_and(|l| l.contains("\"gc_cycles\":")), "{lines:?}");
 }

@@ -17,6 +17,9 @@ const USAGE: &str = "usage: stress WORKLOAD ARGS...
   binary-trees N     Benchmarks Game binary-trees        -> wall_ms peak_rss_kb gc_cycles p99_pause_us max_pause_us
   gcbench            Boehm's GCBench shape               -> (same)
   churn G            G goroutines churning depth-8 trees -> (same) + check
+  binary-trees-compiled N, gcbench-compiled, churn-compiled G
+                     the same, as compiled code runs them (frames with stack maps,
+                     the collector's trusted RawMutator path) -> (same)
   all                every workload above at default sizes (the GC ones first and
                      smaller: binary-trees 16, gcbench, churn 100; each in a child process)";
 
