@@ -1216,8 +1216,11 @@ fn after_switch(m: &M, g: &'static G) {
         }
         After::ExitSyscall => {
             g.status.cas(Status::Syscall, Status::Runnable);
-            sched.global.push(GPtr::from(g));
-            sched.wakep();
+            // Through `enqueue`: this M has no P, so the goroutine goes to the global queue,
+            // or, if it is urgent, to the urgent one (a collector's driver coming back from
+            // waiting for its mark workers must not wait behind every runnable goroutine: the
+            // global queue is looked at only every 61st schedule of a busy P).
+            sched.enqueue(GPtr::from(g), false);
         }
     }
 }
