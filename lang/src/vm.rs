@@ -1196,6 +1196,24 @@ fn vec_parts(pin: &Pin<'_>, v: usize) -> (usize, usize) {
     unsafe { (as_int(pin.word(v, 0)) as usize, pin.word(v, 1)) }
 }
 
+/// Element `i` of array `a` (an array reference, or nil for none), or `None` past its end.
+/// Bounds come from the array's own header: a vector or map that another goroutine changes
+/// meanwhile (a race in the program) reads nil or misses, never past an object.
+#[inline]
+fn arr_get(pin: &Pin<'_>, a: usize, i: usize) -> Option<usize> {
+    // SAFETY: `i` is checked against the array's own length.
+    (i < arr_len(pin, a)).then(|| unsafe { pin.word(a, i) })
+}
+
+/// Sets element `i` of array `a` to `v` if `i` is inside it (see [`arr_get`]).
+#[inline]
+fn arr_set(pin: &mut Pin<'_>, a: usize, i: usize, v: usize) {
+    if i < arr_len(pin, a) {
+        // SAFETY: as in `arr_get`; `v` is a value of the heap's encoding.
+        unsafe { pin.set_word(a, i, WordKind::Tagged, v) };
+    }
+}
+
 fn arr_len(pin: &Pin<'_>, a: usize) -> usize {
     if a == NIL {
         0
@@ -1226,25 +1244,26 @@ fn hash(sh: &Shared, pin: &Pin<'_>, k: usize) -> u64 {
     h ^ (h >> 29)
 }
 
-/// The slot of key `k` in map `m`: `Ok(i)` if present, `Err(i)` the empty slot where it
-/// would go.
-fn map_find(sh: &Shared, pin: &Pin<'_>, m: usize, k: usize) -> Result<usize, usize> {
+/// The slot of key `k` in map `m`: `Ok(i)` if present, `Err(Some(i))` the empty slot where
+/// it would go, `Err(None)` if the table has no empty slot (possible only when goroutines
+/// race on the map: then it grows).
+fn map_find(sh: &Shared, pin: &Pin<'_>, m: usize, k: usize) -> Result<usize, Option<usize>> {
     // SAFETY: `m` is a map record: count, keys, values.
     let keys = unsafe { pin.word(m, 1) };
     let cap = arr_len(pin, keys);
-    let mask = cap - 1;
+    let mask = cap.wrapping_sub(1);
     let mut i = hash(sh, pin, k) as usize & mask;
-    loop {
-        // SAFETY: `i < cap`, the keys array's length.
-        let kk = unsafe { pin.word(keys, i) };
+    for _ in 0..cap {
+        let Some(kk) = arr_get(pin, keys, i) else { break };
         if kk == NIL {
-            return Err(i);
+            return Err(Some(i));
         }
         if equal(sh, pin, kk, k) {
             return Ok(i);
         }
         i = (i + 1) & mask;
     }
+    Err(None)
 }
 
 fn index(sh: &Shared, pin: &Pin<'_>, o: usize, k: usize) -> Result<usize, String> {
@@ -1261,15 +1280,14 @@ fn index(sh: &Shared, pin: &Pin<'_>, o: usize, k: usize) -> Result<usize, String
         if i < 0 || i as usize >= len {
             return Err(format!("index {i} out of range (length {len})"));
         }
-        // SAFETY: `i < len <= capacity` of the items array.
-        Ok(unsafe { pin.word(items, i as usize) })
+        Ok(arr_get(pin, items, i as usize).unwrap_or(NIL))
     } else if t == sh.types.map {
         if k == NIL {
             return Ok(NIL);
         }
         Ok(match map_find(sh, pin, o, k) {
-            // SAFETY: the values array is as long as the keys array.
-            Ok(i) => unsafe { pin.word(pin.word(o, 2), i) },
+            // SAFETY: `o` is a map record.
+            Ok(i) => arr_get(pin, unsafe { pin.word(o, 2) }, i).unwrap_or(NIL),
             Err(_) => NIL,
         })
     } else if t == sh.types.str {
@@ -1295,8 +1313,7 @@ fn set_index(sh: &Shared, pin: &mut Pin<'_>, o: usize, k: usize, v: usize) -> F<
         if i < 0 || i as usize >= len {
             return Err(format!("index {i} out of range (length {len})").into());
         }
-        // SAFETY: `i < len <= capacity`; `v` is a register's value.
-        unsafe { pin.set_word(items, i as usize, WordKind::Tagged, v) };
+        arr_set(pin, items, i as usize, v);
         Ok(())
     } else if t == sh.types.map {
         map_set(sh, pin, o, k, v)
@@ -1311,24 +1328,24 @@ fn map_set(sh: &Shared, pin: &mut Pin<'_>, m: usize, k: usize, v: usize) -> F<()
     }
     match map_find(sh, pin, m, k) {
         Ok(i) => {
-            // SAFETY: slot `i` of the values array.
-            unsafe { pin.set_word(pin.word(m, 2), i, WordKind::Tagged, v) };
+            // SAFETY: `m` is a map record.
+            let vals = unsafe { pin.word(m, 2) };
+            arr_set(pin, vals, i, v);
             Ok(())
         }
-        Err(i) => {
+        Err(slot) => {
             // SAFETY: `m` is a map record.
-            let (count, keys) = unsafe { (as_int(pin.word(m, 0)) as usize, pin.word(m, 1)) };
+            let (count, keys, vals) =
+                unsafe { (as_int(pin.word(m, 0)).max(0) as usize, pin.word(m, 1), pin.word(m, 2)) };
             let cap = arr_len(pin, keys);
-            if (count + 1) * 4 > cap * 3 {
-                map_grow(sh, pin, m, cap * 2)?;
+            let Some(i) = slot.filter(|_| (count + 1) * 4 <= cap * 3) else {
+                map_grow(sh, pin, m, (cap * 2).max(8))?;
                 return map_set(sh, pin, m, k, v);
-            }
-            // SAFETY: slot `i` of the key and value arrays; `m`'s count word.
-            unsafe {
-                pin.set_word(keys, i, WordKind::Tagged, k);
-                pin.set_word(pin.word(m, 2), i, WordKind::Tagged, v);
-                pin.set_word(m, 0, WordKind::Tagged, int(count as i64 + 1));
-            }
+            };
+            arr_set(pin, keys, i, k);
+            arr_set(pin, vals, i, v);
+            // SAFETY: `m`'s count word.
+            unsafe { pin.set_word(m, 0, WordKind::Tagged, int(count as i64 + 1)) };
             Ok(())
         }
     }
@@ -1339,10 +1356,9 @@ fn map_grow(sh: &Shared, pin: &mut Pin<'_>, m: usize, cap: usize) -> F<()> {
     // SAFETY: `m` is a map record.
     let (keys, vals) = unsafe { (pin.word(m, 1), pin.word(m, 2)) };
     for i in 0..arr_len(pin, keys) {
-        // SAFETY: `i` below the arrays' length.
-        let (k, v) = unsafe { (pin.word(keys, i), pin.word(vals, i)) };
+        let k = arr_get(pin, keys, i).unwrap_or(NIL);
         if k != NIL {
-            map_set(sh, pin, fresh, k, v)?;
+            map_set(sh, pin, fresh, k, arr_get(pin, vals, i).unwrap_or(NIL))?;
         }
     }
     // SAFETY: both are map records; the fresh one's arrays move into `m`.
@@ -1356,13 +1372,13 @@ fn map_grow(sh: &Shared, pin: &mut Pin<'_>, m: usize, cap: usize) -> F<()> {
 fn vec_push(sh: &Shared, pin: &mut Pin<'_>, v: usize, x: usize) -> F<()> {
     let (len, items) = vec_parts(pin, v);
     let cap = arr_len(pin, items);
-    let items = if len == cap {
-        let ncap = (cap * 2).max(4);
+    let items = if len >= cap {
+        let ncap = (len * 2).max(4);
         let shape = pin.shape(sh.types.arr, ncap).map_err(|e| Fault::Msg(e.to_string()))?;
         let fresh = alloc_h(pin, shape)?;
-        for i in 0..len {
-            // SAFETY: `i < len <= both lengths`.
-            unsafe { pin.set_word(fresh, i, WordKind::Tagged, pin.word(items, i)) };
+        for i in 0..len.min(cap) {
+            let x = arr_get(pin, items, i).unwrap_or(NIL);
+            arr_set(pin, fresh, i, x);
         }
         // SAFETY: `v` is a vector record.
         unsafe { pin.set_word(v, 1, WordKind::Tagged, fresh) };
@@ -1370,11 +1386,9 @@ fn vec_push(sh: &Shared, pin: &mut Pin<'_>, v: usize, x: usize) -> F<()> {
     } else {
         items
     };
-    // SAFETY: `len < capacity` now; `v` is a vector record.
-    unsafe {
-        pin.set_word(items, len, WordKind::Tagged, x);
-        pin.set_word(v, 0, WordKind::Tagged, int(len as i64 + 1));
-    }
+    arr_set(pin, items, len, x);
+    // SAFETY: `v` is a vector record.
+    unsafe { pin.set_word(v, 0, WordKind::Tagged, int(len as i64 + 1)) };
     Ok(())
 }
 
@@ -1389,11 +1403,9 @@ fn iter_next(sh: &Shared, pin: &Pin<'_>, o: usize, i: usize) -> Result<Step, Str
         let t = tid(pin, o);
         if t == sh.types.vec {
             let (len, items) = vec_parts(pin, o);
-            return Ok(if i < len {
-                // SAFETY: `i < len`.
-                Step::Item(unsafe { pin.word(items, i) }, i + 1)
-            } else {
-                Step::Done
+            return Ok(match arr_get(pin, items, i).filter(|_| i < len) {
+                Some(x) => Step::Item(x, i + 1),
+                None => Step::Done,
             });
         }
         if t == sh.types.map {
@@ -1455,8 +1467,7 @@ fn show(sh: &Shared, pin: &Pin<'_>, v: usize, out: &mut String, depth: usize, qu
             if i > 0 {
                 out.push_str(", ");
             }
-            // SAFETY: `i < len`.
-            show(sh, pin, unsafe { pin.word(items, i) }, out, depth + 1, true);
+            show(sh, pin, arr_get(pin, items, i).unwrap_or(NIL), out, depth + 1, true);
         }
         out.push(']');
     } else if t == ty.map {
@@ -1465,8 +1476,8 @@ fn show(sh: &Shared, pin: &Pin<'_>, v: usize, out: &mut String, depth: usize, qu
         out.push('{');
         let mut first = true;
         for i in 0..arr_len(pin, keys) {
-            // SAFETY: `i` below the arrays' length.
-            let (k, x) = unsafe { (pin.word(keys, i), pin.word(vals, i)) };
+            let (k, x) =
+                (arr_get(pin, keys, i).unwrap_or(NIL), arr_get(pin, vals, i).unwrap_or(NIL));
             if k == NIL {
                 continue;
             }
@@ -1539,13 +1550,11 @@ fn builtin(
             if len == 0 {
                 return Err("pop from an empty vector".to_string().into());
             }
-            // SAFETY: `len - 1 < len`; `v` is a vector record.
-            unsafe {
-                let x = pin.word(items, len - 1);
-                pin.set_word(items, len - 1, WordKind::Tagged, NIL);
-                pin.set_word(v, 0, WordKind::Tagged, int(len as i64 - 1));
-                x
-            }
+            let x = arr_get(pin, items, len - 1).unwrap_or(NIL);
+            arr_set(pin, items, len - 1, NIL);
+            // SAFETY: `v` is a vector record.
+            unsafe { pin.set_word(v, 0, WordKind::Tagged, int(len as i64 - 1)) };
+            x
         }
         Builtin::Chan => {
             let cap = if n == 0 { 0 } else { arg(0) };
