@@ -500,6 +500,8 @@ impl Gc {
 
     /// Counters and pause times.
     pub fn stats(&self) -> GcStats {
+        // Without preemption, as in `stats_snapshot`.
+        let _np = safepoint_sched::no_preempt();
         let s = self.inner.stats.lock().unwrap_or_else(|e| e.into_inner());
         GcStats {
             cycles: self.cycles(),
@@ -571,8 +573,13 @@ impl Inner {
 
     /// The last cycle's live bytes and goal.
     pub(crate) fn stats_snapshot(&self) -> (usize, usize) {
-        let s = self.stats.lock().unwrap_or_else(|e| e.into_inner());
-        (s.live_bytes, s.goal_bytes.max(self.config.min_heap))
+        // Without preemption: the cycle's driver takes this lock with the world stopped, so a
+        // goroutine held (by a stop, or asynchronously) while holding it would deadlock the
+        // stop. (Allocation's throttle reads it from every goroutine.)
+        crate::np(|| {
+            let s = self.stats.lock().unwrap_or_else(|e| e.into_inner());
+            (s.live_bytes, s.goal_bytes.max(self.config.min_heap))
+        })
     }
 
     pub(crate) fn phase_now(&self) -> Phase {
@@ -707,6 +714,8 @@ impl Inner {
         // A pause runs from the stop request to the restart.
         let pause = tl.stopping + t_stop.elapsed() + tl.term_pause;
         {
+            // Without preemption, as in `stats_snapshot`.
+            let _np = safepoint_sched::no_preempt();
             let mut s = self.stats.lock().unwrap_or_else(|e| e.into_inner());
             s.live_bytes = marked_bytes;
             s.goal_bytes = goal;
