@@ -51,6 +51,19 @@
 //! ([`Mutator::set_int`]). Reference fields hold plain addresses; tagged fields hold values as
 //! slots do; raw words and byte arrays are never scanned.
 //!
+//! ## The trusted path for compiled code
+//!
+//! A compiler or interpreter whose frames are described by the stack maps it registered
+//! needs no slot checks: it keeps references in its own frames' slots and works on the heap
+//! through a [`RawMutator`]. It runs its instructions inside pinned sections
+//! ([`RawMutator::enter`], a [`Pin`]), where nothing can stop it, so a reference may sit in a
+//! Rust variable until the section ends; it allocates by a precomputed [`Shape`], reads and
+//! writes fields with `unsafe` methods whose contract is a live object and an index in range
+//! (checked in the debugging modes), and leaves the section at each safepoint after recording
+//! its frame's safepoint index. `raw.rs` states the contract; Pebble (`lang/`) is the
+//! interpreter built on it, and the `…-compiled` workloads of the stress tool use it as
+//! compiled code would.
+//!
 //! ## The collector
 //!
 //! A cycle walks the phase machine of DESIGN.md §4, [`Phase`]:

@@ -41,6 +41,8 @@ pub(crate) struct Types {
     pub chan: TypeId,
     float_shape: Shape,
     vec_shape: Shape,
+    /// Shapes of arrays of 0 to `SMALL_ARRAYS - 1` elements.
+    arr_shapes: Vec<Shape>,
     map_shape: Shape,
     chan_shape: Shape,
 }
@@ -62,6 +64,9 @@ impl Types {
         Ok(Types {
             float_shape: Shape::new(gc, float, 0)?,
             vec_shape: Shape::new(gc, vec, 0)?,
+            arr_shapes: (0..SMALL_ARRAYS)
+                .map(|n| Shape::new(gc, arr, n))
+                .collect::<Result<_, _>>()?,
             map_shape: Shape::new(gc, map, 0)?,
             chan_shape: Shape::new(gc, chan, 0)?,
             str,
@@ -72,6 +77,20 @@ impl Types {
             closure,
             chan,
         })
+    }
+}
+
+/// Arrays shorter than this have their shapes computed once.
+const SMALL_ARRAYS: usize = 64;
+
+impl Types {
+    /// The shape of an array of `n` elements.
+    #[inline]
+    fn arr(&self, pin: &Pin<'_>, n: usize) -> Result<Shape, String> {
+        match self.arr_shapes.get(n) {
+            Some(&s) => Ok(s),
+            None => pin.shape(self.arr, n).map_err(|e| e.to_string()),
+        }
     }
 }
 
@@ -809,7 +828,7 @@ fn exec(sh: &Shared, st: &mut State, pin: &mut Pin<'_>) -> Exit {
                 let items = if n == 0 {
                     NIL
                 } else {
-                    let shape = match pin.shape(sh.types.arr, n as usize) {
+                    let shape = match sh.types.arr(pin, n as usize) {
                         Ok(s) => s,
                         Err(e) => fail!("{e}"),
                     };
@@ -1042,7 +1061,7 @@ fn new_str(sh: &Shared, pin: &mut Pin<'_>, s: &[u8]) -> F<usize> {
 }
 
 fn new_map(sh: &Shared, pin: &mut Pin<'_>, cap: usize) -> F<usize> {
-    let arr = pin.shape(sh.types.arr, cap).map_err(|e| Fault::Msg(e.to_string()))?;
+    let arr = sh.types.arr(pin, cap)?;
     let keys = alloc_h(pin, arr)?;
     let vals = alloc_h(pin, arr)?;
     let m = alloc_h(pin, sh.types.map_shape)?;
@@ -1146,6 +1165,13 @@ fn equal(sh: &Shared, pin: &Pin<'_>, x: usize, y: usize) -> bool {
 }
 
 fn compare(sh: &Shared, pin: &Pin<'_>, op: CmpOp, x: usize, y: usize) -> Result<bool, String> {
+    if matches!(op, CmpOp::Eq | CmpOp::Ne) {
+        // nil and the booleans equal only themselves: no object to look at.
+        let imm = |w: usize| !is_ref(w) && !is_int(w);
+        if x == y || imm(x) || imm(y) {
+            return Ok((x == y) == (op == CmpOp::Eq));
+        }
+    }
     match op {
         CmpOp::Eq => return Ok(equal(sh, pin, x, y)),
         CmpOp::Ne => return Ok(!equal(sh, pin, x, y)),
@@ -1374,7 +1400,7 @@ fn vec_push(sh: &Shared, pin: &mut Pin<'_>, v: usize, x: usize) -> F<()> {
     let cap = arr_len(pin, items);
     let items = if len >= cap {
         let ncap = (len * 2).max(4);
-        let shape = pin.shape(sh.types.arr, ncap).map_err(|e| Fault::Msg(e.to_string()))?;
+        let shape = sh.types.arr(pin, ncap)?;
         let fresh = alloc_h(pin, shape)?;
         for i in 0..len.min(cap) {
             let x = arr_get(pin, items, i).unwrap_or(NIL);
@@ -1677,7 +1703,7 @@ fn new_vec(sh: &Shared, pin: &mut Pin<'_>, items: &[usize]) -> F<usize> {
     let arr = if items.is_empty() {
         NIL
     } else {
-        let shape = pin.shape(sh.types.arr, items.len()).map_err(|e| Fault::Msg(e.to_string()))?;
+        let shape = sh.types.arr(pin, items.len())?;
         let a = alloc_h(pin, shape)?;
         for (i, &x) in items.iter().enumerate() {
             // SAFETY: a fresh array of `items.len()` tagged words.
