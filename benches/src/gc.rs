@@ -480,13 +480,22 @@ pub fn churn(g: u64) -> Result<(i64, GcRun), String> {
         let r = meter.finish(&gc);
         drop(long);
         // Relaxed: the joins ordered every worker's add before this.
-        let check = total.load(Ordering::Relaxed);
-        if !intact {
-            Err("churn: long-lived tree corrupted".into())
-        } else if check != churn_expected(g) {
-            Err(format!("churn: wrong check {check}, want {}", churn_expected(g)))
-        } else {
-            Ok((check, r))
-        }
+        churn_verdict(intact, total.load(Ordering::Relaxed), g, r)
     })
+}
+
+/// Churn's result: the check and the figures, or what went wrong.
+pub(crate) fn churn_verdict(
+    intact: bool,
+    check: i64,
+    g: u64,
+    r: GcRun,
+) -> Result<(i64, GcRun), String> {
+    if !intact {
+        Err("churn: long-lived tree corrupted".into())
+    } else if check != churn_expected(g) {
+        Err(format!("churn: wrong check {check}, want {}", churn_expected(g)))
+    } else {
+        Ok((check, r))
+    }
 }

@@ -610,6 +610,38 @@ fn exec(sh: &Shared, st: &mut State, pin: &mut Pin<'_>) -> Exit {
         };
     }
 
+    // Pushes `callee`'s frame with the caller at safepoint `sp` (or leaves for the slow push)
+    // and copies the `n` arguments from the caller's registers from `from`; the new frame's
+    // slot 0.
+    macro_rules! push_frame {
+        ($callee:expr, $sp:expr, $from:expr, $n:expr) => {{
+            sp_before!($sp);
+            let ms = pin.stack();
+            if !ms.try_push($callee.func) {
+                leave_here!(Exit::Grow($callee.func));
+            }
+            let new = ms.top_slots_ptr();
+            for i in 0..$n as usize {
+                // SAFETY: `new` is the fresh top frame (at least `n` slots: the arity was
+                // checked); `regs` is the caller's frame, still in place (a fast push does not
+                // move the buffer).
+                unsafe { slot(new, i).store(slot(regs, $from + i).load(Relaxed), Relaxed) };
+            }
+            new
+        }};
+    }
+    // Switches to the callee's frame, whose result goes to the caller's register `a`.
+    macro_rules! enter {
+        ($callee:expr, $p:expr, $a:expr, $new:expr) => {
+            save!();
+            st.frames.push(Frame { proto: $p as u32, pc: 0, ret: $a });
+            proto = $callee;
+            code = &proto.code[..];
+            pc = 0;
+            regs = $new;
+        };
+    }
+
     // A result that arrived while we were outside.
     match std::mem::replace(&mut st.pending, Pending::None) {
         Pending::None => {}
@@ -759,26 +791,8 @@ fn exec(sh: &Shared, st: &mut State, pin: &mut Pin<'_>) -> Exit {
             }
             Op::CallG { a, p, base, n, sp } => {
                 let callee = &protos[p as usize];
-                sp_before!(sp);
-                let ms = pin.stack();
-                if !ms.try_push(callee.func) {
-                    leave_here!(Exit::Grow(callee.func));
-                }
-                let new = ms.top_slots_ptr();
-                for i in 0..n as usize {
-                    // SAFETY: `new` is the fresh top frame (at least `n` slots: the compiler
-                    // checked the arity); `regs` is the caller's frame, still in place (a
-                    // fast push does not move the buffer).
-                    unsafe {
-                        slot(new, i).store(slot(regs, base as usize + i).load(Relaxed), Relaxed)
-                    };
-                }
-                save!();
-                st.frames.push(Frame { proto: p as u32, pc: 0, ret: a });
-                proto = callee;
-                code = &proto.code[..];
-                pc = 0;
-                regs = new;
+                let new = push_frame!(callee, sp, base as usize, n);
+                enter!(callee, p, a, new);
             }
             Op::Call { a, f, n, sp } => {
                 let clo = r!(f);
@@ -790,25 +804,9 @@ fn exec(sh: &Shared, st: &mut State, pin: &mut Pin<'_>) -> Exit {
                     fail!("{} takes {params} arguments, given {n}", protos[p].name);
                 }
                 let callee = &protos[p];
-                sp_before!(sp);
-                let ms = pin.stack();
-                if !ms.try_push(callee.func) {
-                    leave_here!(Exit::Grow(callee.func));
-                }
-                let new = ms.top_slots_ptr();
-                for i in 0..n as usize {
-                    // SAFETY: as in `CallG`.
-                    unsafe {
-                        slot(new, i).store(slot(regs, f as usize + 1 + i).load(Relaxed), Relaxed)
-                    };
-                }
+                let new = push_frame!(callee, sp, f as usize + 1, n);
                 copy_captures(pin, new, clo, callee);
-                save!();
-                st.frames.push(Frame { proto: p as u32, pc: 0, ret: a });
-                proto = callee;
-                code = &proto.code[..];
-                pc = 0;
-                regs = new;
+                enter!(callee, p, a, new);
             }
             Op::Ret { a } => {
                 let v = r!(a);
