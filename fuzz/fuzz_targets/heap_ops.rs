@@ -1,9 +1,11 @@
 //! Arbitrary sequences of heap operations (decoded by hand from the input bytes) against the
 //! reference model of `gc/tests/support/model.rs`, the same interpreter the state-machine
 //! test runs: every reachable object intact after every op, every error the one the model
-//! predicts, exactly the reachable objects live after each collection. One runtime and one
-//! heap for the whole run (a heap's arenas are not returned until the process ends); each
-//! input starts and must end with an empty heap.
+//! predicts, exactly the reachable objects live after each collection. Each input runs twice,
+//! on a collector of each mode: concurrent marking (the default) and stop-the-world marking
+//! (the debugging mode), both with checkmark and poison on. One runtime and two heaps for the
+//! whole run (a heap's arenas are not returned until the process ends); each input starts and
+//! must end with an empty heap.
 
 #![no_main]
 
@@ -17,24 +19,31 @@ use safepoint_sched::Runtime;
 #[allow(dead_code, missing_docs)]
 mod model;
 
-fn setup() -> &'static (Runtime, Gc) {
-    static RT: OnceLock<(Runtime, Gc)> = OnceLock::new();
+/// The runtime, and a collector of each mode: concurrent, then stop-the-world.
+fn setup() -> &'static (Runtime, [Gc; 2]) {
+    static RT: OnceLock<(Runtime, [Gc; 2])> = OnceLock::new();
     RT.get_or_init(|| {
         let rt = Runtime::builder().procs(2).build().expect("runtime");
-        let gc = Gc::builder()
-            .checkmark(true)
-            .poison(true)
-            .min_heap(128 << 10)
-            .ignore_env()
-            .build(&rt)
-            .expect("gc");
-        (rt, gc)
+        let gc = |stw: bool| {
+            Gc::builder()
+                .stop_the_world(stw)
+                .checkmark(true)
+                .poison(true)
+                .min_heap(128 << 10)
+                .ignore_env()
+                .build(&rt)
+                .expect("gc")
+        };
+        let gcs = [gc(false), gc(true)];
+        (rt, gcs)
     })
 }
 
 fuzz_target!(|data: &[u8]| {
     let ops = model::decode(data);
-    let (rt, gc) = setup();
-    let gc = gc.clone();
-    rt.block_on(move || model::run(&gc, &ops));
+    let (rt, gcs) = setup();
+    for gc in gcs {
+        let (gc, ops) = (gc.clone(), ops.clone());
+        rt.block_on(move || model::run(&gc, &ops));
+    }
 });
