@@ -420,7 +420,8 @@ impl Builder {
 /// A goroutine runtime. Dropping it shuts it down: it waits for running goroutines to reach a
 /// safepoint and for blocking calls to return, joins every thread, and frees every goroutine
 /// (goroutines still parked or queued are abandoned without unwinding, as when a Go program's
-/// main returns).
+/// main returns; so is a goroutine stopping the world or running a ragged barrier, which would
+/// otherwise wait for Ps that have stopped answering).
 pub struct Runtime {
     sched: Arc<Sched>,
     sysmon: Option<std::thread::JoinHandle<()>>,

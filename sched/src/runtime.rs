@@ -194,6 +194,10 @@ pub(crate) enum After {
     PreemptPark,
     /// Blocking call returned but no P was free: queue the goroutine globally.
     ExitSyscall,
+    /// The runtime is shutting down and the goroutine waits for something that will never
+    /// come (a stop or ragged barrier whose Ps have exited): leave it where it is, never to
+    /// be resumed; shutdown retires it with the others.
+    Abandon,
 }
 
 /// An M: an OS thread running goroutines. Its own thread stack is g0.
@@ -1222,7 +1226,23 @@ fn after_switch(m: &M, g: &'static G) {
             // global queue is looked at only every 61st schedule of a busy P).
             sched.enqueue(GPtr::from(g), false);
         }
+        After::Abandon => {
+            if !sched.shutdown.load(Ordering::SeqCst) {
+                crate::throw!("goroutine {} abandoned while the runtime runs", goid(g));
+            }
+        }
     }
+}
+
+/// Leaves the running goroutine for good because the runtime is shutting down (its M goes on
+/// to exit); the goroutine stays Running, is never resumed, and shutdown retires it without
+/// unwinding it, as it does parked ones.
+///
+/// Runs on: a goroutine, possibly in a runtime critical section (a stopper or barrier waiting
+/// for Ps that are gone).
+pub(crate) fn abandon_for_shutdown() -> ! {
+    mcall(After::Abandon);
+    crate::throw!("a goroutine abandoned at shutdown was resumed");
 }
 
 /// If `g` was asked to give up the CPU (its time slice is over) and is leaving it anyway

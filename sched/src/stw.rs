@@ -37,6 +37,10 @@ fn running_m(what: &str) -> &'static M {
 /// have gone unanswered for [`ASYNC_GRACE_NS`], then every [`ASYNC_RETRY_NS`]. It spins for
 /// [`WAIT_SPIN_NS`], then sleeps on `note` between looks.
 ///
+/// If the runtime starts shutting down meanwhile, the Ps that have not answered never will
+/// (their Ms leave their loops): the caller's goroutine is abandoned where it waits (see
+/// [`crate::runtime::abandon_for_shutdown`]) so that its M can exit too; this never returns.
+///
 /// The count decides, the note is only a wake-up hint: whoever brings the count to zero wakes
 /// the note, but may do so *after* the waiter has already seen zero and left (the decrement and
 /// the wake-up are two steps, taken without the scheduler lock), so a note can arrive stale at
@@ -58,6 +62,9 @@ fn wait_for_zero(
         look();
         if count.load(Ordering::SeqCst) == 0 {
             return;
+        }
+        if sched.shutdown.load(Ordering::SeqCst) {
+            crate::runtime::abandon_for_shutdown();
         }
         let now = safepoint_arch::nanotime();
         if now >= next_retry {
