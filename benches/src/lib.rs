@@ -7,5 +7,6 @@ pub mod gc;
 pub mod gc_compiled;
 pub mod report;
 pub mod sched;
+pub mod soak;
 pub mod stackmap;
 pub mod sync;

@@ -20,7 +20,11 @@ const USAGE: &str = "usage: stress WORKLOAD ARGS...
   binary-trees-compiled N, gcbench-compiled, churn-compiled G
                      the same, as compiled code runs them (frames with stack maps,
                      the collector's trusted RawMutator path) -> (same)
-  all                every workload above at default sizes (the GC ones first and
+  soak --seconds S --goroutines G
+                     everything at once for S seconds, G workers, collections
+                     back to back with checkmark and poison -> cycles stops
+                     max_pause_us goroutines_run panics_caught failures (must be 0)
+  all                every workload above but soak at default sizes (the GC ones first and
                      smaller: binary-trees 16, gcbench, churn 100; each in a child process)";
 
 fn run(workload: &str, args: &[String]) -> bool {
@@ -34,6 +38,7 @@ fn run(workload: &str, args: &[String]) -> bool {
         | "binary-trees-compiled"
         | "gcbench-compiled"
         | "churn-compiled" => b::gc::run(workload, args),
+        "soak" => b::soak::run(args),
         _ => return false,
     }
     true

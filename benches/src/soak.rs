@@ -1,0 +1,423 @@
+//! `soak --seconds S --goroutines G`: the runtime and the collector under everything at once,
+//! for a given time, counting what went wrong instead of timing anything.
+//!
+//! One [`Runtime`] (a P per CPU) and one [`Gc`] with checkmark and poison on (every concurrent
+//! marking is re-checked with the world stopped; a freed object is filled with a pattern, and
+//! a read through a stale reference is caught) and the smallest pacing (`gc_percent` 1, a
+//! 256 KiB floor), plus a goroutine that calls [`Gc::collect`] in a loop: collections run back
+//! to back for the whole soak.
+//!
+//! `G` worker goroutines, each with its own [`Mutator`], loop until the time is up, picking
+//! one task at a time at random:
+//!
+//! * **alloc**: build a tree of 15 nodes, check its sum, and swap it with its long-lived
+//!   tree, which must be intact too;
+//! * **share**: store its tree into a slot of a global array of 64 trees shared by every
+//!   worker (through the write barrier), load another slot and check that tree;
+//! * **chan**: send a number on one of 32 shared buffered channels and receive from another,
+//!   each with a 2 ms timeout (so the worker parks, and never forever);
+//! * **sleep**: sleep up to 2 ms on the scheduler's timers;
+//! * **blocking**: a 100 µs sleep of the OS thread inside [`blocking`] (its P is handed off);
+//! * **spin**: about 200 µs of arithmetic in a tight loop that never polls, so stops and stack
+//!   scans must preempt it asynchronously (the preemption signal);
+//! * **mutex**: increment a counter under a shared goroutine [`Mutex`], yielding while holding
+//!   it now and then;
+//! * **spawn**: spawn a goroutine that builds and checks a tree, and join it;
+//! * **panic**: spawn a goroutine that builds a tree and panics holding it, and join it: the
+//!   join handle must report the panic.
+//!
+//! A wrong sum, a lost or extra panic, a wrong counter or a worker that panicked counts as a
+//! failure (a checkmark or poison finding aborts the process, which fails louder). At the end
+//! it prints one readable line and one JSON line with `seconds`, `goroutines`, `cycles`,
+//! `stops` (the collector's stop-the-world pauses), `max_pause_us`, `goroutines_run` (workers
+//! and the goroutines they spawned), `panics_caught`, `async_preemptions` (goroutines the
+//! preemption signal held in place) and `failures`, which must be 0; the exit status is 1
+//! otherwise.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use safepoint::gc::{Gc, GcError, Global, Mutator, Slot, TypeDesc, TypeId, WordKind};
+use safepoint::sched::{Chan, Mutex, Runtime, Select, blocking, go, sleep, yield_now};
+
+use crate::report::{Value, emit};
+
+/// The message of the deliberate panics (the soak's panic hook keeps them quiet).
+const SOAK_PANIC: &str = "soak: deliberate panic";
+/// Depth of every tree the soak builds: 15 nodes.
+const DEPTH: u32 = 3;
+/// Trees in the shared global array.
+const SHARED: usize = 64;
+/// Shared channels.
+const CHANS: usize = 32;
+
+/// What a soak found.
+#[derive(Clone, Debug, Default)]
+pub struct SoakReport {
+    /// Seconds it ran.
+    pub seconds: f64,
+    /// Worker goroutines.
+    pub goroutines: u64,
+    /// Collection cycles completed.
+    pub cycles: u64,
+    /// Stop-the-world pauses of the collector.
+    pub stops: u64,
+    /// Longest pause, microseconds.
+    pub max_pause_us: f64,
+    /// Goroutines run: the workers and every goroutine they spawned.
+    pub goroutines_run: u64,
+    /// Deliberate panics reported by join handles.
+    pub panics_caught: u64,
+    /// Goroutines held in place by the preemption signal.
+    pub async_preemptions: u64,
+    /// Anything that went wrong; must be 0.
+    pub failures: u64,
+}
+
+impl SoakReport {
+    /// The JSON fields.
+    pub fn fields(&self) -> Vec<(&'static str, Value)> {
+        vec![
+            ("seconds", self.seconds.into()),
+            ("goroutines", self.goroutines.into()),
+            ("cycles", self.cycles.into()),
+            ("stops", self.stops.into()),
+            ("max_pause_us", self.max_pause_us.into()),
+            ("goroutines_run", self.goroutines_run.into()),
+            ("panics_caught", self.panics_caught.into()),
+            ("async_preemptions", self.async_preemptions.into()),
+            ("failures", self.failures.into()),
+        ]
+    }
+}
+
+/// Runs `soak --seconds S --goroutines G`; exits 1 if anything failed.
+pub fn run(args: &[String]) {
+    let mut seconds = 10.0;
+    let mut goroutines = 1000;
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        let v = it.next().and_then(|v| v.parse::<f64>().ok());
+        match (a.as_str(), v) {
+            ("--seconds", Some(v)) if v > 0.0 => seconds = v,
+            ("--goroutines", Some(v)) if v >= 1.0 => goroutines = v as u64,
+            _ => {
+                eprintln!("usage: stress soak --seconds S --goroutines G");
+                std::process::exit(2);
+            }
+        }
+    }
+    let r = soak(Duration::from_secs_f64(seconds), goroutines);
+    emit("soak", &format!("{seconds}s {goroutines}g"), &r.fields());
+    if r.failures != 0 {
+        std::process::exit(1);
+    }
+}
+
+/// Counters the goroutines share.
+#[derive(Default)]
+struct Counts {
+    goroutines_run: AtomicU64,
+    panics_thrown: AtomicU64,
+    panics_caught: AtomicU64,
+    failures: AtomicU64,
+    mutex_adds: AtomicU64,
+}
+
+impl Counts {
+    fn fail(&self, what: &str) {
+        eprintln!("soak: failure: {what}");
+        self.failures.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// What every worker shares.
+struct World {
+    gc: Gc,
+    node: TypeId,
+    shared: Global,
+    chans: Vec<Chan<u64>>,
+    mutex: Mutex<u64>,
+    counts: Counts,
+    deadline: Instant,
+}
+
+/// Soaks for `d` with `g` workers.
+pub fn soak(d: Duration, g: u64) -> SoakReport {
+    quiet_deliberate_panics();
+    let rt = Runtime::new().expect("runtime");
+    let gc = Gc::builder()
+        .checkmark(true)
+        .poison(true)
+        .gc_percent(1)
+        .min_heap(256 << 10)
+        .build(&rt)
+        .unwrap_or_else(|e| panic!("gc: {e}"));
+    let node = gc
+        .types()
+        .register(TypeDesc::Record {
+            name: "soak.node".into(),
+            words: vec![WordKind::Ref, WordKind::Ref, WordKind::Raw],
+        })
+        .unwrap_or_else(|e| panic!("register soak.node: {e}"));
+    let array = gc
+        .types()
+        .register(TypeDesc::RefArray { name: "soak.shared".into() })
+        .unwrap_or_else(|e| panic!("register soak.shared: {e}"));
+    let t0 = Instant::now();
+    let mut r = rt.block_on(move || {
+        let (cycles0, stops0) = {
+            let s = gc.stats();
+            (s.cycles, s.pauses.len())
+        };
+        let mut m = ok(Mutator::new(&gc));
+        let shared = m.scope(|m, [a, t]| {
+            ok(m.alloc_array(a, array, SHARED));
+            for i in 0..SHARED {
+                build(m, node, DEPTH, t);
+                ok(m.store(a, i, t));
+            }
+            ok(m.new_global(a))
+        });
+        drop(m);
+        let world = Arc::new(World {
+            gc: gc.clone(),
+            node,
+            shared,
+            chans: (0..CHANS).map(|_| Chan::new(16)).collect(),
+            mutex: Mutex::new(0),
+            counts: Counts::default(),
+            deadline: Instant::now() + d,
+        });
+        let stop = Arc::new(AtomicBool::new(false));
+        let collector = {
+            let (gc, stop) = (gc.clone(), stop.clone());
+            go(move || {
+                // Relaxed: a flag polled between collections; the join orders the rest.
+                while !stop.load(Ordering::Relaxed) {
+                    gc.collect();
+                }
+            })
+        };
+        let workers: Vec<_> = (0..g)
+            .map(|i| {
+                let w = world.clone();
+                w.counts.goroutines_run.fetch_add(1, Ordering::Relaxed);
+                go(move || worker(&w, i))
+            })
+            .collect();
+        let c = &world.counts;
+        for h in workers {
+            if let Err(e) = h.join() {
+                c.fail(&format!("worker panicked: {e}"));
+            }
+        }
+        stop.store(true, Ordering::Relaxed);
+        if let Err(e) = collector.join() {
+            c.fail(&format!("collector panicked: {e}"));
+        }
+        // Every shared tree is still intact, every increment under the mutex is there, and
+        // every deliberate panic was reported.
+        let mut m = ok(Mutator::new(&gc));
+        m.scope(|m, [a, t]| {
+            ok(m.load_global(a, &world.shared));
+            for i in 0..SHARED {
+                ok(m.load(t, a, i));
+                if sum(m, t) != want_sum() {
+                    c.fail(&format!("shared tree {i} corrupt at the end"));
+                }
+            }
+        });
+        drop(m);
+        // Relaxed: every goroutine that counted was joined.
+        let adds = c.mutex_adds.load(Ordering::Relaxed);
+        let n = *world.mutex.lock();
+        if n != adds {
+            c.fail(&format!("the mutex counter is {n} after {adds} increments"));
+        }
+        let thrown = c.panics_thrown.load(Ordering::Relaxed);
+        let caught = c.panics_caught.load(Ordering::Relaxed);
+        if thrown != caught {
+            c.fail(&format!("{thrown} panics thrown, {caught} reported by join handles"));
+        }
+        let stats = gc.stats();
+        let pauses = &stats.pauses[stops0.min(stats.pauses.len())..];
+        SoakReport {
+            seconds: 0.0,
+            goroutines: g,
+            cycles: stats.cycles - cycles0,
+            stops: pauses.len() as u64,
+            max_pause_us: pauses.iter().map(|p| p.as_secs_f64() * 1e6).fold(0.0, f64::max),
+            goroutines_run: c.goroutines_run.load(Ordering::Relaxed),
+            panics_caught: caught,
+            async_preemptions: 0,
+            failures: c.failures.load(Ordering::Relaxed),
+        }
+    });
+    r.seconds = t0.elapsed().as_secs_f64();
+    r.async_preemptions = rt.stats().async_preemptions;
+    r
+}
+
+/// The deliberate panics would print a message each (thousands of them): print the others.
+fn quiet_deliberate_panics() {
+    let theirs = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        if info.payload().downcast_ref::<&str>() != Some(&SOAK_PANIC) {
+            theirs(info)
+        }
+    }));
+}
+
+/// A mutator operation that cannot fail here (slots live, types fixed, no hard limit).
+#[track_caller]
+fn ok<T>(r: Result<T, GcError>) -> T {
+    r.unwrap_or_else(|e| panic!("soak: {e}"))
+}
+
+/// Builds a tree of depth `h` into `dst`: a node of height `h` holds `h + 1`.
+fn build(m: &mut Mutator, ty: TypeId, h: u32, dst: Slot) {
+    if h == 0 {
+        ok(m.alloc(dst, ty));
+        return ok(m.write_word(dst, 2, 1));
+    }
+    m.scope(|m, [l, r]| {
+        build(m, ty, h - 1, l);
+        build(m, ty, h - 1, r);
+        ok(m.alloc(dst, ty));
+        ok(m.store(dst, 0, l));
+        ok(m.store(dst, 1, r));
+        ok(m.write_word(dst, 2, h as u64 + 1));
+    })
+}
+
+/// The sum of the values of the tree in `t` (0 for null).
+fn sum(m: &mut Mutator, t: Slot) -> u64 {
+    if ok(m.is_null(t)) {
+        return 0;
+    }
+    let v = ok(m.read_word(t, 2));
+    m.scope(|m, [c]| {
+        let mut s = v;
+        for i in 0..2 {
+            ok(m.load(c, t, i));
+            s += sum(m, c);
+        }
+        s
+    })
+}
+
+/// The sum of every tree the soak builds.
+fn want_sum() -> u64 {
+    (0..=DEPTH as u64).map(|h| (h + 1) << (DEPTH as u64 - h)).sum()
+}
+
+/// A small xorshift generator, one per worker.
+struct Rng(u64);
+
+impl Rng {
+    fn below(&mut self, n: u64) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0 % n
+    }
+}
+
+fn worker(w: &World, id: u64) {
+    let mut rng = Rng(0x9E37_79B9_7F4A_7C15 ^ (id + 1).wrapping_mul(0x2545_F491_4F6C_DD1D));
+    let mut m = ok(Mutator::new(&w.gc));
+    m.scope(|m, [long, t, a]| {
+        build(m, w.node, DEPTH, long);
+        while Instant::now() < w.deadline {
+            match rng.below(16) {
+                0..=3 => {
+                    build(m, w.node, DEPTH, t);
+                    if sum(m, t) != want_sum() || sum(m, long) != want_sum() {
+                        w.counts.fail("a worker's tree is corrupt");
+                    }
+                    ok(m.copy(long, t));
+                }
+                4..=5 => {
+                    ok(m.load_global(a, &w.shared));
+                    ok(m.store(a, rng.below(SHARED as u64) as usize, long));
+                    ok(m.load(t, a, rng.below(SHARED as u64) as usize));
+                    if sum(m, t) != want_sum() {
+                        w.counts.fail("a shared tree is corrupt");
+                    }
+                    ok(m.clear(a));
+                }
+                6..=7 => {
+                    let to = &w.chans[rng.below(CHANS as u64) as usize];
+                    let from = &w.chans[rng.below(CHANS as u64) as usize];
+                    let wait = Duration::from_millis(2);
+                    Select::new().send(to, id, || ()).timeout(wait, || ()).wait();
+                    Select::new().recv(from, |_| ()).timeout(wait, || ()).wait();
+                }
+                8 => sleep(Duration::from_micros(rng.below(2000))),
+                9 => blocking(|| std::thread::sleep(Duration::from_micros(100))),
+                10..=11 => spin(Duration::from_micros(200)),
+                12 => {
+                    let mut g = w.mutex.lock();
+                    *g += 1;
+                    if rng.below(4) == 0 {
+                        yield_now();
+                    }
+                    drop(g);
+                    w.counts.mutex_adds.fetch_add(1, Ordering::Relaxed);
+                }
+                13..=14 => {
+                    let (gc, node) = (w.gc.clone(), w.node);
+                    w.counts.goroutines_run.fetch_add(1, Ordering::Relaxed);
+                    let child = go(move || {
+                        let mut m = ok(Mutator::new(&gc));
+                        m.scope(|m, [t]| {
+                            build(m, node, DEPTH, t);
+                            sum(m, t)
+                        })
+                    });
+                    match child.join() {
+                        Ok(s) if s == want_sum() => {}
+                        Ok(s) => w.counts.fail(&format!("a child's tree summed to {s}")),
+                        Err(e) => w.counts.fail(&format!("a child panicked: {e}")),
+                    }
+                }
+                _ => {
+                    let (gc, node) = (w.gc.clone(), w.node);
+                    w.counts.goroutines_run.fetch_add(1, Ordering::Relaxed);
+                    w.counts.panics_thrown.fetch_add(1, Ordering::Relaxed);
+                    let child = go(move || {
+                        let mut m = ok(Mutator::new(&gc));
+                        m.scope(|m, [t]| {
+                            build(m, node, DEPTH, t);
+                            std::panic::panic_any(SOAK_PANIC);
+                        })
+                    });
+                    match child.join() {
+                        Err(e) if e.message() == Some(SOAK_PANIC) => {
+                            w.counts.panics_caught.fetch_add(1, Ordering::Relaxed);
+                        }
+                        Err(e) => w.counts.fail(&format!("a child panicked otherwise: {e}")),
+                        Ok(()) => w.counts.fail("a panicking child returned"),
+                    }
+                }
+            }
+        }
+        if sum(m, long) != want_sum() {
+            w.counts.fail("a worker's long-lived tree is corrupt at the end");
+        }
+    });
+}
+
+/// Arithmetic for about `d`, with no safepoint: only the preemption signal can stop it.
+fn spin(d: Duration) {
+    let t0 = Instant::now();
+    let mut x = 1u64;
+    while t0.elapsed() < d {
+        for _ in 0..1000 {
+            x = std::hint::black_box(x.wrapping_mul(6364136223846793005).wrapping_add(1));
+        }
+    }
+    std::hint::black_box(x);
+}
