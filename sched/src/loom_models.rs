@@ -2,14 +2,25 @@
 //! `RUSTFLAGS="--cfg loom" cargo test --release -p safepoint-sched --lib -- loom_`.
 //!
 //! They drive the runtime's own transition functions ([`crate::status`], [`P::cas_status`],
-//! [`P::claim_safe_point`], the asynchronous hold's [`hold_begin`] and [`hold_try_leave`]) from
-//! model threads that play the goroutine, a waker, a suspender,
-//! the barrier's caller and a P's owner.
+//! [`P::claim_safe_point`], the run queue's [`P::put`], [`P::get`] and [`P::steal_runnext`],
+//! the asynchronous hold's [`hold_begin`] and [`hold_try_leave`]) from model threads that play
+//! the goroutine, a waker, a suspender, the barrier's caller, a P's owner and a thief. One
+//! protocol is modelled rather than run, because its code needs a whole scheduler: the
+//! wake-up handshake between a readier and an M going idle ([`loom_wakep_vs_idle_m`]), written
+//! with the same atomics and orderings as `Sched::wakep` and `schedule`.
+//!
+//! | protocol | models |
+//! |---|---|
+//! | status word, SCAN bit, park generation | `suspend_vs_self_park_vs_ready`, `concurrent_suspenders_take_turns`, `park_cancel_vs_suspender`, `stale_token_vs_repark`, `copystack_and_exit_vs_suspender` |
+//! | run queue | `runnext_owner_vs_thief`, `wakep_vs_idle_m` |
+//! | ragged barrier | `ragged_barrier_vs_blocking_call_return`, `ragged_barrier_vs_async_hold` |
+//! | asynchronous hold | `async_hold_vs_suspender_vs_stopper` |
 
 use loom::sync::Arc;
 use loom::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use loom::thread;
 
+use crate::g::{G, GPtr};
 use crate::preempt::{hold_begin, hold_try_leave};
 use crate::runtime::{P, PStatus};
 use crate::status::{Cas, Status, StatusWord, SuspendStep, suspend_step};
@@ -249,5 +260,293 @@ fn loom_async_hold_vs_suspender_vs_stopper() {
         let end = w.load();
         assert_eq!(end.base(), Some(Status::Running));
         assert!(!end.scanning());
+    });
+}
+
+/// A park whose callback declines (`park_begin`, then `park_cancel`: the goroutine goes
+/// straight back to Runnable with a new generation) against a suspender: while the parker
+/// holds `Waiting|SCAN` the suspender waits; it then holds the goroutine Runnable or Running
+/// only in a scannable state, and the token handed to the callback is stale afterwards.
+#[test]
+fn loom_park_cancel_vs_suspender() {
+    model(|| {
+        let w = Arc::new(StatusWord::new(Status::Running));
+        let token = Arc::new(AtomicU64::new(0));
+        let goroutine = {
+            let (w, token) = (w.clone(), token.clone());
+            thread::spawn(move || {
+                let generation = w.park_begin();
+                token.store(generation as u64 + 1, Ordering::SeqCst);
+                // The callback declines: back to Runnable (then it would be queued and run).
+                w.park_cancel();
+            })
+        };
+        // Two looks while the goroutine parks and cancels (bounded, so that the model stays
+        // finite), then one after it has: a hold is only ever taken on Runnable.
+        let look = || match suspend_step(&w, false, || unreachable!("not asked")) {
+            SuspendStep::Held(s) => {
+                assert_eq!(s, Status::Runnable, "held a goroutine in the middle of its park");
+                w.cas_from_scan(s, s);
+                true
+            }
+            SuspendStep::Wait | SuspendStep::Running => false,
+            other => unreachable!("{other:?}"),
+        };
+        look();
+        thread::yield_now();
+        look();
+        goroutine.join().unwrap();
+        assert!(look(), "a goroutine back to Runnable must be holdable");
+        let t = token.load(Ordering::SeqCst) as u32 - 1;
+        assert!(
+            matches!(
+                w.try_cas(Status::Waiting as u32, Status::Runnable as u32, Some(t)),
+                Cas::Other(_)
+            ),
+            "a cancelled park's token still works"
+        );
+        let end = w.load();
+        assert_eq!(end.base(), Some(Status::Runnable));
+        assert!(!end.scanning());
+    });
+}
+
+/// A token is single-use across parks: the goroutine parks and is readied by its token; it
+/// then runs and parks again while a duplicate of the first token is tried at any moment. The
+/// duplicate never wakes the second park (its generation is stale), and the second park's own
+/// token does.
+#[test]
+fn loom_stale_token_vs_repark() {
+    model(|| {
+        let w = Arc::new(StatusWord::new(Status::Running));
+        let first = w.park_begin();
+        w.cas_from_scan(Status::Waiting, Status::Waiting);
+        assert!(ready(&w, first), "the first token wakes the first park");
+        let second = Arc::new(AtomicU64::new(0));
+        let goroutine = {
+            let (w, second) = (w.clone(), second.clone());
+            thread::spawn(move || {
+                // Dequeued and run, then parked again.
+                w.cas(Status::Runnable, Status::Running);
+                let generation = w.park_begin();
+                second.store(generation as u64 + 1, Ordering::SeqCst);
+                w.cas_from_scan(Status::Waiting, Status::Waiting);
+            })
+        };
+        let stale_woke = w.try_cas(Status::Waiting as u32, Status::Runnable as u32, Some(first));
+        goroutine.join().unwrap();
+        assert_ne!(stale_woke, Cas::Ok, "a stale token woke a later park");
+        let t = second.load(Ordering::SeqCst) as u32 - 1;
+        assert_ne!(t, first);
+        assert!(ready(&w, t), "the second park's own token must wake it");
+    });
+}
+
+/// A suspender against a goroutine that grows its managed stack (`CopyStack`, not
+/// scannable) and then exits (`Dead` with a new generation), answering a stop request at its
+/// one safepoint in between if it sees it: the suspender never holds it while its stack is
+/// being copied, and either holds it parked for it (Preempted, claimed, then Waiting) or
+/// finds it dead.
+#[test]
+fn loom_copystack_and_exit_vs_suspender() {
+    model(|| {
+        let w = Arc::new(StatusWord::new(Status::Running));
+        let stop_asked = Arc::new(AtomicBool::new(false));
+        let copying = Arc::new(AtomicBool::new(false));
+        let goroutine = {
+            let (w, stop_asked, copying) = (w.clone(), stop_asked.clone(), copying.clone());
+            thread::spawn(move || {
+                w.cas(Status::Running, Status::CopyStack);
+                copying.store(true, Ordering::SeqCst);
+                copying.store(false, Ordering::SeqCst);
+                w.cas(Status::CopyStack, Status::Running);
+                // Its safepoint: park for the suspender if asked (the suspender then owns it,
+                // and it never runs again in this model), else run to its end.
+                if stop_asked.load(Ordering::SeqCst) {
+                    w.cas(Status::Running, Status::Preempted);
+                } else {
+                    w.cas_bump(Status::Running, Status::Dead);
+                }
+            })
+        };
+        let mut owed = false;
+        let outcome = loop {
+            match suspend_step(&w, true, || stop_asked.store(true, Ordering::SeqCst)) {
+                SuspendStep::Held(s) => {
+                    assert!(!copying.load(Ordering::SeqCst), "held while copying its stack");
+                    w.cas_from_scan(s, s);
+                    break Some(s);
+                }
+                SuspendStep::Dead => break None,
+                SuspendStep::Claimed => owed = true,
+                _ => thread::yield_now(),
+            }
+        };
+        goroutine.join().unwrap();
+        match outcome {
+            Some(s) => {
+                assert!(owed, "held a goroutine that never parked for us");
+                assert_eq!(s, Status::Waiting);
+            }
+            None => assert_eq!(w.load().base(), Some(Status::Dead)),
+        }
+        assert!(!w.load().scanning());
+    });
+}
+
+/// A fake goroutine pointer, never dereferenced: the run queue only moves pointers.
+fn fake_g(i: usize) -> GPtr {
+    GPtr(core::ptr::NonNull::new((i * 64) as *mut G).expect("non-null"))
+}
+
+/// The run queue's `runnext` slot, owner against thief: the owner queues two goroutines in
+/// `runnext` one after the other (the second kicks the first to the back of its queue) and
+/// then takes whatever it has left; a thief (a spinning M that has waited out its grace)
+/// tries to take the victim's `runnext` twice at any moment. Every goroutine is taken exactly
+/// once: none lost, none run twice.
+#[test]
+fn loom_runnext_owner_vs_thief() {
+    model(|| {
+        let p = Arc::new(P::new(0));
+        let thief = {
+            let p = p.clone();
+            thread::spawn(move || {
+                let mut got = Vec::new();
+                for _ in 0..2 {
+                    if let Some(g) = p.steal_runnext() {
+                        got.push(g.0.as_ptr() as usize);
+                    }
+                    thread::yield_now();
+                }
+                got
+            })
+        };
+        let mut got = Vec::new();
+        // SAFETY: this thread plays the M owning the P; the thief only uses `steal_runnext`.
+        unsafe {
+            p.put(fake_g(1), true);
+            p.put(fake_g(2), true);
+            while let Some((g, _)) = p.get() {
+                got.push(g.0.as_ptr() as usize);
+            }
+        }
+        got.extend(thief.join().unwrap());
+        got.sort_unstable();
+        assert_eq!(got, [64, 128], "each goroutine taken exactly once");
+    });
+}
+
+/// The wake-up handshake that keeps work from sitting queued while every M sleeps (a model
+/// of `Sched::wakep` against `schedule`'s idle path, with their atomics and orderings): a
+/// readier queues work, then (`wakep`) fences and wakes an M if a P is idle and nobody spins;
+/// the last spinning M, finding nothing, puts its P on the idle list, stops counting itself
+/// spinning, fences, and looks at the queues once more. Whatever the interleaving, the work is
+/// found: either the readier wakes an M or the idling M sees the work.
+#[test]
+fn loom_wakep_vs_idle_m() {
+    use loom::sync::atomic::fence;
+    model(|| {
+        // One spinning M holding the only other P; the readier runs on a P of its own.
+        let npidle = Arc::new(AtomicUsize::new(0));
+        let nmspinning = Arc::new(AtomicUsize::new(1));
+        let queued = Arc::new(AtomicBool::new(false));
+        let readier = {
+            let (npidle, nmspinning, queued) = (npidle.clone(), nmspinning.clone(), queued.clone());
+            thread::spawn(move || {
+                // enqueue: the push (the queue's own ordering is irrelevant: the fences decide).
+                queued.store(true, Ordering::Relaxed);
+                // wakep
+                fence(Ordering::SeqCst);
+                if npidle.load(Ordering::SeqCst) == 0 {
+                    return false;
+                }
+                nmspinning.load(Ordering::SeqCst) == 0
+                    && nmspinning.compare_exchange(0, 1, Ordering::SeqCst, Ordering::SeqCst).is_ok()
+            })
+        };
+        // schedule(): the spinner found nothing; pidleput, drop the spinning count, fence,
+        // look again.
+        npidle.fetch_add(1, Ordering::SeqCst);
+        nmspinning.fetch_sub(1, Ordering::SeqCst);
+        fence(Ordering::SeqCst);
+        let saw_work = queued.load(Ordering::Relaxed);
+        let woke = readier.join().unwrap();
+        assert!(woke || saw_work, "work queued while every M went to sleep");
+    });
+}
+
+/// The ragged barrier against a P whose M holds its goroutine in place (asynchronous
+/// preemption), which may happen before or after the barrier's request: the caller borrows a
+/// Held P (`Held -> GcStop`), runs the function for it and gives it back; the M leaves the
+/// hold only when no request is pending (as `try_leave` does), and a P that is Running again
+/// runs the function at its next safepoint. Each side makes one attempt while the other runs
+/// (bounded, so that the model stays finite), then the rest happens in order. The function
+/// runs exactly once for the P, and the goroutine never leaves the hold while its P is
+/// borrowed.
+#[test]
+fn loom_ragged_barrier_vs_async_hold() {
+    model(|| {
+        let p = Arc::new(P::new(1));
+        p.set_status(PStatus::Running);
+        let w = Arc::new(StatusWord::new(Status::Running));
+        let runs = Arc::new(AtomicUsize::new(0));
+        let borrowed = Arc::new(AtomicBool::new(false));
+        // The M's attempt to leave the hold, then its goroutine's next safepoint.
+        let leave = {
+            let (p, w, runs, borrowed) = (p.clone(), w.clone(), runs.clone(), borrowed.clone());
+            move || {
+                if p.run_safe_point_fn.load(Ordering::SeqCst) || !hold_try_leave(&w, &p) {
+                    return false;
+                }
+                assert!(!borrowed.load(Ordering::SeqCst), "left the hold with its P borrowed");
+                if p.claim_safe_point() {
+                    runs.fetch_add(1, Ordering::SeqCst);
+                }
+                true
+            }
+        };
+        // The barrier caller's look at a held P (`run_for_held_ps`).
+        let look = {
+            let (p, runs, borrowed) = (p.clone(), runs.clone(), borrowed.clone());
+            move || {
+                if p.run_safe_point_fn.load(Ordering::SeqCst)
+                    && p.status() == PStatus::Held
+                    && p.cas_status(PStatus::Held, PStatus::GcStop)
+                {
+                    borrowed.store(true, Ordering::SeqCst);
+                    if p.claim_safe_point() {
+                        runs.fetch_add(1, Ordering::SeqCst);
+                    }
+                    borrowed.store(false, Ordering::SeqCst);
+                    p.set_status(PStatus::Held);
+                }
+            }
+        };
+        let owner = {
+            let (p, w, leave) = (p.clone(), w.clone(), leave.clone());
+            thread::spawn(move || {
+                // The signal holds the goroutine.
+                hold_begin(&w, &p);
+                leave()
+            })
+        };
+        // for_each_p publishes its request, then looks.
+        p.run_safe_point_fn.store(true, Ordering::SeqCst);
+        look();
+        let mut left = owner.join().unwrap();
+        // In order now: the caller looks until the function ran; the M leaves once it may, and
+        // its goroutine then reaches safepoints (where it runs the function if still pending).
+        while runs.load(Ordering::SeqCst) == 0 || !left {
+            look();
+            if !left {
+                left = leave();
+            } else if p.claim_safe_point() {
+                runs.fetch_add(1, Ordering::SeqCst);
+            }
+        }
+        assert_eq!(runs.load(Ordering::SeqCst), 1, "the function ran twice");
+        assert!(!p.run_safe_point_fn.load(Ordering::SeqCst));
+        assert_eq!(p.status(), PStatus::Running);
+        assert_eq!(w.load().base(), Some(Status::Running));
     });
 }

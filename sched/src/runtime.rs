@@ -134,6 +134,20 @@ impl P {
             .is_ok()
     }
 
+    /// A thief's attempt at this P's `runnext` (another M, while the owner may `put` or
+    /// `get` at the same moment): exactly one of them takes a given goroutine.
+    pub(crate) fn steal_runnext(&self) -> Option<GPtr> {
+        let g = self.runnext.load(Ordering::Acquire);
+        // AcqRel: Acquire takes the goroutine published by the owner's Release swap in `put`;
+        // the CAS fails if the owner (or another thief) took or replaced it meanwhile.
+        if g != 0
+            && self.runnext.compare_exchange(g, 0, Ordering::AcqRel, Ordering::Relaxed).is_ok()
+        {
+            return core::ptr::NonNull::new(g as *mut G).map(GPtr);
+        }
+        None
+    }
+
     /// Whether this P has no queued goroutines (racy; fine as a hint).
     pub fn runq_empty(&self) -> bool {
         self.stealer.is_empty() && self.runnext.load(Ordering::Acquire) == 0
@@ -143,7 +157,7 @@ impl P {
     ///
     /// # Safety
     /// Only the M owning this P may call it.
-    unsafe fn put(&self, g: GPtr, next: bool) {
+    pub(crate) unsafe fn put(&self, g: GPtr, next: bool) {
         // SAFETY: per the caller's contract.
         let q = unsafe { self.runq() };
         if next {
@@ -164,7 +178,7 @@ impl P {
     ///
     /// # Safety
     /// Only the M owning this P may call it.
-    unsafe fn get(&self) -> Option<(GPtr, bool)> {
+    pub(crate) unsafe fn get(&self) -> Option<(GPtr, bool)> {
         if self.runnext.load(Ordering::Relaxed) != 0 {
             // Acquire: pairs with the Release swap in `put`.
             let g = self.runnext.swap(0, Ordering::Acquire);
@@ -1103,16 +1117,9 @@ fn find_work(m: &M, p: &P, steal: bool, take_runnext: bool) -> Option<(&'static 
         // stealing it at once would split a producer-consumer pair across CPUs.
         if take_runnext
             && matches!(victim.status(), PStatus::Running | PStatus::Syscall | PStatus::Held)
+            && let Some(g) = victim.steal_runnext()
         {
-            let g = victim.runnext.load(Ordering::Acquire);
-            if g != 0
-                && victim
-                    .runnext
-                    .compare_exchange(g, 0, Ordering::AcqRel, Ordering::Relaxed)
-                    .is_ok()
-            {
-                return core::ptr::NonNull::new(g as *mut G).map(|g| (GPtr(g).get(), false));
-            }
+            return Some((g.get(), false));
         }
     }
     None

@@ -282,7 +282,13 @@ impl StatusWord {
             Word { state: Status::Runnable as u32, generation: cur.generation.wrapping_add(1) };
         // Release: publishes the parked context to whoever dequeues the goroutine; we hold SCAN
         // so nobody else can change the word.
+        #[cfg(not(loom))]
         self.0.store(next.encode(), Ordering::Release);
+        // Under loom every `load` is an RMW (see `load`), and loom may order this plain store
+        // before a concurrent one of them and let that RMW write back the old word: a swap is
+        // ordered with them as a real load is with a store.
+        #[cfg(loom)]
+        self.0.swap(next.encode(), Ordering::Release);
     }
 
     /// Unconditional store, for a goroutine nobody else can see (being set up or torn down).
