@@ -223,6 +223,8 @@ mod concurrent;
 mod debug;
 mod globals;
 mod heap;
+#[cfg(all(test, loom))]
+mod loom_models;
 mod mark;
 mod mutator;
 mod os;
