@@ -361,6 +361,10 @@ mod tests {
     }
 
     #[test]
+    #[cfg_attr(
+        miri,
+        ignore = "Miri cannot run it: it reads the addresses of the assembly's symbols (extern statics)"
+    )]
     fn real_ranges_cover_the_switch_and_the_trampoline_and_libc_is_found() {
         let asm = crate::x86_64::runtime_asm_ranges();
         for (a, b) in asm {
@@ -378,6 +382,7 @@ mod tests {
     /// is held (the hold hook runs on its stack) and resumes; one registered with too little
     /// room below its stack pointer is declined.
     #[test]
+    #[cfg_attr(miri, ignore = "Miri cannot run it: it runs the signal handler's assembly")]
     fn the_real_handler_classifies_and_holds() {
         use crate::signal::set_current;
         use crate::{Context, switch};
@@ -500,6 +505,10 @@ mod tests {
     }
 
     #[test]
+    #[cfg_attr(
+        miri,
+        ignore = "Miri cannot run it: it reads the CPU's save-area size with cpuid (inline assembly)"
+    )]
     fn headroom_covers_the_save_area() {
         crate::x86_64::detect_save_area();
         let n = headroom_needed();

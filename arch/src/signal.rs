@@ -613,6 +613,10 @@ mod tests {
     }
 
     #[test]
+    #[cfg_attr(
+        miri,
+        ignore = "Miri cannot run it: it maps a goroutine stack (mmap with MAP_NORESERVE, mprotect)"
+    )]
     fn for_stack_describes_the_stack() {
         let s = Stack::new(64 * 1024).unwrap();
         let info = StackInfo::for_stack(&s, 9);
@@ -623,6 +627,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg_attr(miri, ignore = "Miri cannot run it: it calls sigaltstack")]
     fn altstack_is_mapped_on_a_thread_without_one_and_unregistered_on_drop() {
         /// Registers `ss` (or disables the alternate stack) for this thread.
         fn set_altstack(ss: &libc::stack_t) {

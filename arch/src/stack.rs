@@ -186,6 +186,10 @@ mod tests {
     use super::*;
 
     #[test]
+    #[cfg_attr(
+        miri,
+        ignore = "Miri cannot run it: it maps goroutine stacks (mmap with MAP_NORESERVE, mprotect)"
+    )]
     fn bounds_are_consistent() {
         let s = Stack::new(DEFAULT_STACK_SIZE).unwrap();
         assert_eq!(s.size(), DEFAULT_STACK_SIZE);
@@ -207,6 +211,10 @@ mod tests {
     }
 
     #[test]
+    #[cfg_attr(
+        miri,
+        ignore = "Miri cannot run it: it maps goroutine stacks (mmap with MAP_NORESERVE, mprotect)"
+    )]
     fn pool_reuses() {
         let p = StackPool::new(64 * 1024, 2).unwrap();
         let a = p.get().unwrap();

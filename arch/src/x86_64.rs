@@ -480,6 +480,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg_attr(miri, ignore = "Miri cannot run it: it switches stacks in assembly")]
     fn ping_pong_with_values() {
         let mut stack = vec![0u8; 64 * 1024];
         let top = (stack.as_mut_ptr() as usize + stack.len()) & !15;
@@ -499,6 +500,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg_attr(miri, ignore = "Miri cannot run it: it switches stacks in assembly")]
     fn fresh_stack_is_aligned_for_sse() {
         unsafe extern "C" fn aligned(_: usize, _: usize) -> ! {
             // A 16-aligned local forces the compiler to rely on the ABI alignment.
