@@ -1,21 +1,41 @@
 //! Mark throughput of one worker: `cargo run --release -p safepoint-gc --example markrate --
-//! 256` builds 256 MB of small linked objects whose links follow a shuffled order (so each
-//! step of marking is a dependent load to a random place), then times the marking of a
-//! collection with the world stopped and one P. The stress tool's `markrate` is the measured
-//! version.
+//! 256 [chain|tree]` builds 256 MB of small objects (32 bytes: a header, two reference words
+//! and a raw word) at shuffled places, links them, then times the marking of a collection
+//! with the world stopped and one P (the pause of a `gcstoptheworld` cycle: roots, marking,
+//! termination), and prints one JSON line.
+//!
+//! * `chain` (the default): one linked list whose links follow a shuffled order. Each step of
+//!   marking is a load that depends on the one before, to a random place: the rate is bound
+//!   by the machine's memory latency, and no prefetching can overlap one object's miss with
+//!   the next.
+//! * `tree`: a binary tree over the same shuffled nodes (node `k` of the order links nodes
+//!   `2k + 1` and `2k + 2`). Every step is still a miss to a random place, but many objects
+//!   are known before they are needed, so a marker that prefetches can overlap their misses.
 
 use safepoint_gc::{Gc, Mutator, TypeDesc, WordKind};
 use safepoint_sched::Runtime;
 
+/// Elements per holder array (8 MiB each, well under the largest object).
+const CHUNK: usize = 1 << 20;
+
 fn main() {
     let mb: usize = std::env::args().nth(1).and_then(|a| a.parse().ok()).unwrap_or(64);
+    let shape = std::env::args().nth(2).unwrap_or_else(|| "chain".into());
+    let tree = match shape.as_str() {
+        "chain" => false,
+        "tree" => true,
+        other => {
+            eprintln!("markrate: unknown shape {other:?} (chain or tree)");
+            std::process::exit(2);
+        }
+    };
     let rt = Runtime::builder().procs(1).build().unwrap();
     let gc = Gc::builder().stop_the_world(true).build(&rt).unwrap();
     let node = gc
         .types()
         .register(TypeDesc::Record {
-            name: "link".into(),
-            words: vec![WordKind::Ref, WordKind::Raw, WordKind::Raw],
+            name: "node".into(),
+            words: vec![WordKind::Ref, WordKind::Ref, WordKind::Raw],
         })
         .unwrap();
     let arr = gc.types().register(TypeDesc::RefArray { name: "objects".into() }).unwrap();
@@ -23,17 +43,18 @@ fn main() {
     let g = gc.clone();
     let pause = rt.block_on(move || {
         let mut m = Mutator::new(&g).unwrap();
-        m.scope(|m, [all, a, b]| {
-            // Allocate every node (held by an array), then link them in a shuffled order
-            // and drop the array: only the chain from the first node keeps them alive.
-            let chunk = 1 << 20;
-            m.alloc_array(all, arr, n).unwrap();
-            for i in 0..n {
-                m.alloc(a, node).unwrap();
-                m.store(all, i, a).unwrap();
-                if i % chunk == 0 {
-                    m.poll();
+        m.scope(|m, [all, chunk, a, b]| {
+            // Allocate every node (held by chunked arrays), then link them in a shuffled
+            // order and drop the arrays: only the links from the first node keep them alive.
+            m.alloc_array(all, arr, n.div_ceil(CHUNK)).unwrap();
+            for c in 0..n.div_ceil(CHUNK) {
+                m.alloc_array(chunk, arr, CHUNK.min(n - c * CHUNK)).unwrap();
+                m.store(all, c, chunk).unwrap();
+                for i in 0..CHUNK.min(n - c * CHUNK) {
+                    m.alloc(a, node).unwrap();
+                    m.store(chunk, i, a).unwrap();
                 }
+                m.poll();
             }
             let mut order: Vec<usize> = (0..n).collect();
             let mut x = 0x9E3779B97F4A7C15u64;
@@ -43,15 +64,25 @@ fn main() {
                 x ^= x << 17;
                 order.swap(i, (x % (i as u64 + 1)) as usize);
             }
-            for w in order.windows(2) {
-                m.load(a, all, w[0]).unwrap();
-                m.load(b, all, w[1]).unwrap();
-                m.store(a, 0, b).unwrap();
+            let get = |m: &mut Mutator, dst, i: usize| {
+                m.load(chunk, all, i / CHUNK).unwrap();
+                m.load(dst, chunk, i % CHUNK).unwrap();
+            };
+            for k in 0..n {
+                let kids = if tree { [2 * k + 1, 2 * k + 2] } else { [k + 1, n] };
+                get(m, a, order[k]);
+                for (field, kid) in kids.into_iter().enumerate() {
+                    if kid < n {
+                        get(m, b, order[kid]);
+                        m.store(a, field, b).unwrap();
+                    }
+                }
             }
-            m.load(a, all, order[0]).unwrap();
+            get(m, a, order[0]);
             m.clear(all).unwrap();
+            m.clear(chunk).unwrap();
             m.clear(b).unwrap();
-            m.collect(); // frees the array; the chain stays
+            m.collect(); // frees the arrays; the nodes stay
             let before = g.stats().total_pause;
             m.collect();
             g.stats().total_pause - before
@@ -59,7 +90,7 @@ fn main() {
     });
     let live = gc.stats().live_bytes;
     println!(
-        "{{\"workload\":\"markrate\",\"args\":\"{mb}\",\"live_mb\":{:.1},\"mark_ms\":{:.2},\"mb_per_s\":{:.1}}}",
+        "{{\"workload\":\"markrate\",\"args\":\"{mb} {shape}\",\"live_mb\":{:.1},\"mark_ms\":{:.2},\"mb_per_s\":{:.1}}}",
         live as f64 / 1048576.0,
         pause.as_secs_f64() * 1e3,
         live as f64 / 1048576.0 / pause.as_secs_f64()
