@@ -825,7 +825,21 @@ fn mstart(m: &'static M) {
     // Shutdown: give back whatever P we hold so the count stays right.
     if let Some(p) = m.p() {
         releasep(m);
-        sched.pidleput(&mut sched.locked(), p);
+        let mut l = sched.locked();
+        // A goroutine still running on another M may be inside a ragged barrier or a stop
+        // (a collector's cycle): this P answers it as any P that goes idle does, or that
+        // goroutine waits for it for good, and shutdown, which joins its M, with it. Under the
+        // scheduler lock, which `for_each_p` and `stop_the_world` hold while they set their
+        // flags and take the idle Ps: either they see this P idle, or we see their flags.
+        if p.run_safe_point_fn.load(Ordering::SeqCst) {
+            crate::stw::run_safe_point_fn(sched, p);
+        }
+        if sched.gcwaiting.load(Ordering::SeqCst) {
+            p.set_status(PStatus::GcStop);
+            sched.stopwait_done();
+        } else {
+            sched.pidleput(&mut l, p);
+        }
     }
 }
 
