@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicU8, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::{Duration, Instant};
 
-use crossbeam_deque::{Injector, Stealer};
+use crossbeam_deque::Injector;
 use crossbeam_utils::CachePadded;
 use safepoint_sched::{Chan, Runtime, RuntimeHandle, WorldStop};
 use safepoint_stackmap::{Frame, Registry, Visitor};
@@ -15,7 +15,7 @@ use safepoint_stackmap::{Frame, Registry, Visitor};
 use crate::debug::DebugKnobs;
 use crate::globals::Globals;
 use crate::heap::{AllocError, Cache, Heap, HeapConfig, HeapStats};
-use crate::mark::{MarkCtx, Marker, checkmark, shade_bit};
+use crate::mark::{GREY, MarkCtx, Tracer, checkmark, shade_bit};
 use crate::types::{RegistryConfig, TagRule, TypeError, TypeRegistry};
 
 /// The collector's phase (DESIGN.md §4). A cycle goes `Off -> Quiesce -> Mark -> Stw ->
@@ -787,7 +787,7 @@ impl Inner {
             }
             if let Some(size) = shade_bit(&self.heap, addr) {
                 marked += size;
-                injector.push(addr);
+                injector.push(addr | GREY);
             }
         };
         let rule = self.config.tag_rule;
@@ -804,34 +804,16 @@ impl Inner {
         let workers = self.rt.procs().max(1);
         let idle = AtomicUsize::new(0);
         let total = AtomicUsize::new(marked);
+        let run = |balance: bool| {
+            let mut t = Tracer::new(ctx, &injector, Vec::with_capacity(1024), balance);
+            t.drain_to_termination(&idle, workers);
+            // Relaxed: a sum, read after every marker has returned.
+            total.fetch_add(t.marked_bytes, Ordering::Relaxed);
+        };
         if workers == 1 {
-            let mut m = Marker::new(&ctx);
-            m.drain(&injector, &[], &idle, 1);
-            total.fetch_add(m.marked_bytes, Ordering::Relaxed);
+            run(false);
         } else {
-            let pool = self.mark_pool();
-            let stealers: Mutex<Vec<Option<Stealer<usize>>>> = Mutex::new(vec![None; workers]);
-            let ready = AtomicUsize::new(0);
-            pool.broadcast(|b| {
-                let mut m = Marker::new(&ctx);
-                let me = b.index();
-                stealers.lock().unwrap_or_else(|e| e.into_inner())[me] = Some(m.stealer());
-                // Wait until every marker has published its stealer.
-                ready.fetch_add(1, Ordering::SeqCst);
-                while ready.load(Ordering::SeqCst) < workers {
-                    std::hint::spin_loop();
-                }
-                let others: Vec<Stealer<usize>> = stealers
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .iter()
-                    .enumerate()
-                    .filter(|&(i, _)| i != me)
-                    .filter_map(|(_, s)| s.clone())
-                    .collect();
-                m.drain(&injector, &others, &idle, workers);
-                total.fetch_add(m.marked_bytes, Ordering::Relaxed);
-            });
+            self.mark_pool().broadcast(|_| run(true));
         }
         (total.load(Ordering::Relaxed), roots, nroots)
     }

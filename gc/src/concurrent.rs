@@ -47,11 +47,11 @@ use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicUsize, Ordering}
 use std::sync::{Arc, Condvar, Mutex, Weak};
 use std::time::{Duration, Instant};
 
-use crossbeam_deque::{Injector, Steal};
+use crossbeam_deque::Injector;
 use safepoint_sched::{Chan, Goroutine};
 
 use crate::collector::{Inner, PState, Phase, RootVisitor, Timeline};
-use crate::mark::{MarkCtx, scan_object, shade_bit};
+use crate::mark::{GREY, MarkCtx, Tracer, shade_bit};
 use crate::types::WordKind;
 
 /// Entries of a P's write-barrier buffer before it is flushed.
@@ -59,9 +59,6 @@ pub(crate) const WBUF_LEN: usize = 256;
 
 /// Scan work (words) a worker does per pinned batch.
 const BATCH_WORDS: usize = 32 * 1024;
-
-/// Grey objects a marker keeps to itself before it shares half.
-const LOCAL_MAX: usize = 4096;
 
 /// The concurrent collector's shared state.
 pub(crate) struct Shared {
@@ -138,68 +135,18 @@ pub(crate) fn driver(gc: Weak<Inner>, wake: Arc<Chan<()>>) {
     }
 }
 
-/// A grey-object stack private to one marker for one batch.
-struct Local<'a> {
-    inner: &'a Inner,
-    stack: &'a mut Vec<usize>,
-    marked: usize,
-}
-
-impl<'a> Local<'a> {
-    fn new(inner: &'a Inner, stack: &'a mut Vec<usize>) -> Local<'a> {
-        Local { inner, stack, marked: 0 }
+impl Inner {
+    /// A tracer for this collector's concurrent marking (shared queue: `conc.work`), with
+    /// `stack` as its private stack.
+    fn tracer(&self, stack: Vec<usize>, balance: bool) -> Tracer<'_> {
+        let ctx = MarkCtx { heap: &self.heap, types: &self.types, rule: self.config.tag_rule };
+        Tracer::new(ctx, &self.conc.work, stack, balance)
     }
 
-    #[inline]
-    fn shade(&mut self, addr: usize) {
-        if let Some(size) = shade_bit(&self.inner.heap, addr) {
-            self.marked += size;
-            self.stack.push(addr);
-            if self.stack.len() > LOCAL_MAX {
-                for a in self.stack.drain(..LOCAL_MAX / 2) {
-                    self.inner.conc.work.push(a);
-                }
-            }
-        }
-    }
-
-    /// Scans grey objects until `budget` words are done or no work is left; returns the words
-    /// done. Leaves nothing private: what is left goes back to the shared queue.
-    fn drain(&mut self, budget: usize) -> usize {
-        // The context borrows the collector, not `self`, so the shading closure may.
-        let inner = self.inner;
-        let ctx = MarkCtx { heap: &inner.heap, types: &inner.types, rule: inner.config.tag_rule };
-        let mut done = 0;
-        while done < budget {
-            let obj = match self.stack.pop() {
-                Some(o) => o,
-                None => match steal(&self.inner.conc.work) {
-                    Some(o) => o,
-                    None => break,
-                },
-            };
-            done += scan_object(&ctx, obj, |r| self.shade(r));
-        }
-        self.finish();
-        done
-    }
-
-    fn finish(&mut self) {
-        for a in self.stack.drain(..) {
-            self.inner.conc.work.push(a);
-        }
+    /// Adds what `t` shaded to the cycle's sum.
+    fn count_marked(&self, t: &mut Tracer<'_>) {
         // Relaxed: a sum, read after the stop that ends marking.
-        self.inner.conc.marked.fetch_add(std::mem::take(&mut self.marked), Ordering::Relaxed);
-    }
-}
-
-fn steal(q: &Injector<usize>) -> Option<usize> {
-    loop {
-        match q.steal() {
-            Steal::Success(o) => return Some(o),
-            Steal::Empty => return None,
-            Steal::Retry => std::hint::spin_loop(),
-        }
+        self.conc.marked.fetch_add(std::mem::take(&mut t.marked_bytes), Ordering::Relaxed);
     }
 }
 
@@ -265,7 +212,7 @@ impl Inner {
         if let Some(size) = shade_bit(&self.heap, addr) {
             // Relaxed: a sum, read after the stop that ends marking.
             self.conc.marked.fetch_add(size, Ordering::Relaxed);
-            self.conc.work.push(addr);
+            self.conc.work.push(addr | GREY);
             true
         } else {
             false
@@ -321,9 +268,11 @@ impl Inner {
             return;
         }
         let t = Instant::now();
-        let mut stack = std::mem::take(&mut st.assist);
-        Local::new(self, &mut stack).drain(debt as usize);
-        st.assist = stack;
+        let mut tracer = self.tracer(std::mem::take(&mut st.assist), false);
+        tracer.drain(debt as usize);
+        self.count_marked(&mut tracer);
+        // Nothing stays private past the pinned section: the rest goes back to the queue.
+        st.assist = tracer.into_stack();
         // Relaxed: a counter for the trace.
         c.assist_ns.fetch_add(t.elapsed().as_nanos() as u64, Ordering::Relaxed);
     }
@@ -409,8 +358,9 @@ impl Inner {
                     continue;
                 }
                 // Little is left after three rounds: finish it here.
-                let mut stack = Vec::new();
-                Local::new(self, &mut stack).drain(usize::MAX);
+                let mut tracer = self.tracer(Vec::new(), false);
+                tracer.drain(usize::MAX);
+                self.count_marked(&mut tracer);
             }
             let mut black = 0u64;
             for pc in self.caches.iter() {
@@ -529,9 +479,12 @@ impl Inner {
 
     /// A mark worker, on one of the collector's threads: stacks first (each under
     /// `suspend_g`), then grey objects in batches, until no work is left.
+    ///
+    /// Between batches the worker keeps its private work (it is a thread: no stop waits for
+    /// it), sharing some when the queue runs dry ([`Tracer`]); it returns with none.
     fn mark_worker(&self) {
         let c = &self.conc;
-        let mut stack = Vec::with_capacity(LOCAL_MAX);
+        let mut tracer = self.tracer(Vec::with_capacity(1024), true);
         loop {
             let task = c.stack_tasks().pop();
             if let Some(g) = task {
@@ -539,11 +492,12 @@ impl Inner {
                 continue;
             }
             let t = Instant::now();
-            let done = Local::new(self, &mut stack).drain(BATCH_WORDS);
+            let done = tracer.drain(BATCH_WORDS);
+            self.count_marked(&mut tracer);
             // Relaxed: counters.
             c.worker_ns.fetch_add(t.elapsed().as_nanos() as u64, Ordering::Relaxed);
             c.bg_credit.fetch_add(done as i64, Ordering::Relaxed);
-            if done == 0 && c.stack_tasks().is_empty() {
+            if tracer.is_empty() && c.stack_tasks().is_empty() {
                 return;
             }
         }

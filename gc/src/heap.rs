@@ -195,11 +195,16 @@ impl Heap {
     /// The span whose pages contain `addr`, if any. O(1): two table loads.
     #[inline]
     pub fn find_span(&self, addr: usize) -> Option<&Span> {
-        let s = self.inner.map.span(addr)?;
-        // Acquire pairs with the Release stores of the state when a span is set up or freed.
-        let st = s.state.load(Ordering::Acquire);
-        let start = s.start();
-        (st != state::FREE && addr >= start && addr < start + s.pages() * PAGE_SIZE).then_some(s)
+        self.span_record(addr).filter(|s| s.holds(addr))
+    }
+
+    /// The span record the page map names for `addr`'s page, unchecked: the first half of
+    /// [`Heap::find_span`] (one load from the page map, none from the record), for the
+    /// marker, which looks a reference up, prefetches the record, and checks it
+    /// ([`Span::holds`]) a few objects later.
+    #[inline(always)]
+    pub(crate) fn span_record(&self, addr: usize) -> Option<&Span> {
+        self.inner.map.span(addr)
     }
 
     /// Start of the allocated object containing `addr`, if any.
@@ -237,10 +242,10 @@ impl Heap {
         }
         if black {
             // Relaxed: as any mark; published with the span by the page-map store below.
-            span.mark[0].store(1, Ordering::Relaxed);
+            span.mark_word(0).store(1, Ordering::Relaxed);
         }
         // Release pairs with the Acquire in `Span::is_allocated`.
-        span.alloc[0].store(1, Ordering::Release);
+        span.alloc_word(0).store(1, Ordering::Release);
         inner.map.set(addr, npages, span);
         drop(ph);
         let sg = inner.sweepgen.load(Ordering::Acquire);
@@ -414,9 +419,7 @@ impl Inner {
         span.div_mul.store((u32::MAX as usize / elem.max(1) + 1) as u32, Ordering::Relaxed);
         span.nelems.store(nelems, Ordering::Relaxed);
         span.needzero.store(false, Ordering::Relaxed);
-        for w in span.alloc.iter().chain(span.mark.iter()) {
-            w.store(0, Ordering::Relaxed);
-        }
+        span.clear_bits();
         // Release pairs with the Acquire in `Heap::find_span`.
         span.state.store(st, Ordering::Release);
     }
@@ -492,15 +495,15 @@ impl Inner {
             // Relaxed: the span is claimed (no list, no cache holds it), so the last alloc-bit
             // writer released it under the list lock we popped it under; marks are ordered by
             // the stop that ended marking.
-            let a = span.alloc[w].load(Ordering::Relaxed);
-            let m = span.mark[w].swap(0, Ordering::Relaxed);
+            let a = span.alloc_word(w).load(Ordering::Relaxed);
+            let m = span.mark_word(w).swap(0, Ordering::Relaxed);
             let dead = a & !m;
             left += (a & m).count_ones() as usize;
             if dead == 0 {
                 continue;
             }
             // Release pairs with the Acquire in `Span::is_allocated`.
-            span.alloc[w].store(a & m, Ordering::Release);
+            span.alloc_word(w).store(a & m, Ordering::Release);
             freed += dead.count_ones() as usize;
             if self.config.poison {
                 let mut d = dead;
@@ -548,7 +551,7 @@ impl Inner {
         // Relaxed: published to the next claimer by the list lock.
         span.sweepgen.store(sg, Ordering::Relaxed);
         // Relaxed: marks are ordered by the stop that ended marking.
-        if span.mark[0].swap(0, Ordering::Relaxed) & 1 != 0 {
+        if span.mark_word(0).swap(0, Ordering::Relaxed) & 1 != 0 {
             let sp = swept_parity(sg);
             self.push(&mut large[sp], rec, sp);
             return Swept { freed: 0, taken: None };
@@ -628,7 +631,8 @@ impl Inner {
         let span = unsafe { rec.get() };
         let words = span.slots().div_ceil(64);
         // Relaxed: only this thread (the cache owner) wrote these bits.
-        let full = (0..words).all(|w| span.alloc[w].load(Ordering::Relaxed) == span.word_mask(w));
+        let full =
+            (0..words).all(|w| span.alloc_word(w).load(Ordering::Relaxed) == span.word_mask(w));
         // Release pairs with the Acquire in `Heap::find_span`.
         span.state.store(if full { state::FULL } else { state::PARTIAL }, Ordering::Release);
         // Relaxed: written under the central lock by whoever last placed the span.
@@ -760,7 +764,7 @@ impl Cache {
         // the only writer of its alloc bits (a sweep writes only spans it claimed, which no
         // cache holds), so no bit can be lost, and the store is a plain move. Release pairs
         // with the Acquire in `Span::is_allocated`: whoever sees the bit sees the zeroed slot.
-        let a = &span.alloc[slot.word];
+        let a = span.alloc_word(slot.word);
         a.store(a.load(Ordering::Relaxed) | 1 << bit, Ordering::Release);
         self.allocs += 1;
         self.alloc_bytes += size as u64;
@@ -778,7 +782,7 @@ impl Cache {
                 slot.word += 1;
                 // Relaxed: only this cache writes the bits of its cached span.
                 slot.free =
-                    !span.alloc[slot.word].load(Ordering::Relaxed) & span.word_mask(slot.word);
+                    !span.alloc_word(slot.word).load(Ordering::Relaxed) & span.word_mask(slot.word);
                 if slot.free != 0 {
                     return Ok(());
                 }
@@ -795,7 +799,7 @@ impl Cache {
         for w in 0..span.slots().div_ceil(64) {
             // Relaxed: the span is now ours; its last writer released it under the central
             // lock we took in `take_span`.
-            let free = !span.alloc[w].load(Ordering::Relaxed) & span.word_mask(w);
+            let free = !span.alloc_word(w).load(Ordering::Relaxed) & span.word_mask(w);
             if free != 0 {
                 slot.word = w;
                 slot.free = free;

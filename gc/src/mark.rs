@@ -1,24 +1,33 @@
-//! Marking: shading objects grey, scanning them black, parallel draining with work stealing,
-//! and the checkmark verifier.
+//! Marking: shading objects grey, scanning them black, the tracer every marker runs (private
+//! stack, prefetching pipeline, shared queue), and the checkmark verifier.
 //!
-//! A grey object is one whose mark bit is set and whose address sits in some work queue; it
-//! turns black when a worker scans its words and shades what they reference. Each worker has
-//! a LIFO deque (depth-first order keeps a subtree's objects close in time, which is kind to
-//! the caches) and steals from the others' FIFO ends and from a shared injector that holds
-//! the roots. Marking ends when every worker is idle at once: a worker that finds nothing
-//! counts itself idle and keeps looking; it leaves the idle count before it steals again, so
-//! the count reaches the number of workers only when no queue holds work and no worker can
-//! make more.
+//! A grey object is one whose mark bit is set and that is still to be scanned; it turns black
+//! when a marker scans its words. Work sits in queues as entries: a grey object (flagged
+//! [`GREY`]: roots, barrier shades), or an *edge*, a reference a scan found, whose target the
+//! marker that takes the entry shades (tests and sets the mark bit) and, if it was white,
+//! scans at once. So an object reachable from a scanned one is never lost: until some marker
+//! takes the edge, the edge is work in a queue, and marking does not end while a queue holds
+//! any. Queuing edges rather than shaded objects lets the shading wait until the target's
+//! metadata has been prefetched ([`Tracer`]).
+//!
+//! Each marker keeps a private LIFO stack (depth-first order keeps a subtree's objects close in
+//! time) and shares through one injector: it spills half its stack there when the stack grows
+//! long, or when it finds the injector empty while others may be idle, and steals from it
+//! when its own stack is empty. Stop-the-world marking ends when every marker is idle at once
+//! ([`Tracer::drain_to_termination`]); concurrent marking ends by the collector's
+//! termination protocol (see the `concurrent` module).
 
 use std::collections::{HashMap, HashSet};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
-use crossbeam_deque::{Injector, Steal, Stealer, Worker};
+use crossbeam_deque::{Injector, Steal};
 
 use crate::heap::Heap;
+use crate::span::Span;
 use crate::types::{Header, TagRule, TypeDesc, TypeRegistry, WORD, WordKind};
 
 /// What a marker needs to know about the heap it marks.
+#[derive(Clone, Copy)]
 pub(crate) struct MarkCtx<'a> {
     pub heap: &'a Heap,
     pub types: &'a TypeRegistry,
@@ -59,64 +68,278 @@ pub(crate) unsafe fn header_of(obj: usize) -> usize {
     unsafe { &*(obj as *const AtomicUsize) }.load(Ordering::Relaxed)
 }
 
-/// One marker's state during a drain.
-pub(crate) struct Marker<'a> {
-    ctx: &'a MarkCtx<'a>,
-    local: Worker<usize>,
-    /// Bytes of the objects this marker shaded.
-    pub marked_bytes: usize,
+/// A queue entry's flag: the object's mark bit is already set (whoever queued it shaded it),
+/// so it only needs scanning. An entry without it is an *edge*: a reference read from a
+/// scanned object, whose target may still be white. Object addresses are 8-aligned, so the
+/// low bit is free.
+pub(crate) const GREY: usize = 1;
+
+/// Entries in a tracer's prefetch ring.
+const RING: usize = 32;
+/// Steps an entry spends in each of the ring's two stages (see [`Tracer`]).
+const STAGE: usize = RING / 2;
+/// Entries a tracer keeps to itself before it gives half to the shared queue.
+const LOCAL_MAX: usize = 4096;
+/// Objects scanned between two looks at whether the shared queue has run dry (when a
+/// tracer shares its work with idle ones).
+const BALANCE_EVERY: u32 = 256;
+
+/// Prefetches the cache line holding `addr` for reading. A hint: it never faults, whatever
+/// the address.
+#[inline(always)]
+pub(crate) fn prefetch(addr: usize) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: `prefetcht0` needs SSE, which every x86_64 target has; it reads nothing the
+    // program can observe and never faults, whatever the address.
+    unsafe {
+        core::arch::x86_64::_mm_prefetch::<{ core::arch::x86_64::_MM_HINT_T0 }>(addr as *const i8)
+    };
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = addr;
 }
 
-impl<'a> Marker<'a> {
-    pub(crate) fn new(ctx: &'a MarkCtx<'a>) -> Marker<'a> {
-        Marker { ctx, local: Worker::new_lifo(), marked_bytes: 0 }
-    }
+/// One entry of the prefetch ring.
+#[derive(Clone, Copy)]
+struct Slot {
+    /// The object (without the [`GREY`] flag).
+    obj: usize,
+    /// For an edge: the span record the page map names for it (checked in stage 2); null
+    /// for a grey object.
+    span: *const Span,
+    /// For an edge, after stage 2: the object's slot index in its span.
+    idx: usize,
+}
 
-    pub(crate) fn stealer(&self) -> Stealer<usize> {
-        self.local.stealer()
-    }
+const EMPTY: Slot = Slot { obj: 0, span: std::ptr::null(), idx: 0 };
 
-    /// Shades the object at `addr` (the start of an allocated object): sets its mark bit and,
-    /// if this call set it, queues it for scanning.
-    #[inline]
-    pub(crate) fn shade(&mut self, addr: usize) {
-        if let Some(size) = shade_bit(self.ctx.heap, addr) {
-            self.marked_bytes += size;
-            self.local.push(addr);
+/// One marker's engine: a private stack of queue entries and a prefetching pipeline between
+/// it and scanning, shared by every kind of marker (the stop-the-world markers, the
+/// concurrent workers, assists, and the drain inside the termination stop).
+///
+/// ## Why a pipeline
+///
+/// Marking a heap larger than the caches costs a few misses per object: the object itself
+/// (its header and references), and for each reference it holds, the page map, the target's
+/// span record and the word of its mark bitmap. Taken one after another they serialize: on a
+/// shuffled heap the marker would wait for memory at every step. So an entry goes through a
+/// FIFO ring of [`RING`] slots in three steps, [`STAGE`] entries apart, each step starting the
+/// loads the next one needs (as in Cher, Hosking and Vijaykumar, "Software prefetching for
+/// mark-sweep garbage collection", ASPLOS 2004, and Go's and MMTk's prefetch buffers):
+///
+/// 1. **In**: the object's line is prefetched; for an edge, the page map is read (a table
+///    that stays in cache) and the span record's first line prefetched.
+/// 2. **Stage 2** (an edge): the record is checked ([`Span::holds`], [`Span::start_index`])
+///    and the line with the object's allocation and mark words prefetched.
+/// 3. **Out**: an edge's target is checked allocated and its mark bit tested and set (a plain
+///    load first: most references reach marked objects); if this marker set it, or the entry
+///    was grey, the object is scanned and its references pushed on the stack as edges.
+///
+/// When the stack runs dry the ring empties without waiting, so a lone chain of objects pays
+/// no latency for the pipeline, only gains nothing from it.
+///
+/// ## Sharing
+///
+/// Everything private (stack and ring) is work only this tracer can see. [`Tracer::flush`]
+/// gives it all back to the shared queue; the concurrent collector does so before any
+/// safepoint (assists) and when a worker runs out, so that a stop never misses work. The
+/// stack spills half to the shared queue past [`LOCAL_MAX`] entries and, when `balance` is
+/// on, whenever the shared queue is found empty while the stack holds plenty, so idle markers
+/// find work.
+pub(crate) struct Tracer<'a> {
+    ctx: MarkCtx<'a>,
+    shared: &'a Injector<usize>,
+    stack: Vec<usize>,
+    ring: [Slot; RING],
+    /// Positions (counting up, taken modulo `RING`): entries in `[head, mid)` are past stage
+    /// 2, `[mid, tail)` past stage 1.
+    head: usize,
+    mid: usize,
+    tail: usize,
+    /// Share work with idle markers (there are others).
+    balance: bool,
+    since_balance: u32,
+    /// Bytes of the objects this tracer shaded (slot sizes).
+    pub(crate) marked_bytes: usize,
+}
+
+impl<'a> Tracer<'a> {
+    /// A tracer over `ctx`'s heap, taking and giving back shared work through `shared`, with
+    /// `stack` as its private stack (kept by the caller between uses for its capacity).
+    pub(crate) fn new(
+        ctx: MarkCtx<'a>,
+        shared: &'a Injector<usize>,
+        stack: Vec<usize>,
+        balance: bool,
+    ) -> Tracer<'a> {
+        Tracer {
+            ctx,
+            shared,
+            stack,
+            ring: [EMPTY; RING],
+            head: 0,
+            mid: 0,
+            tail: 0,
+            balance,
+            since_balance: 0,
+            marked_bytes: 0,
         }
     }
 
-    /// Scans one grey object: shades everything it references.
-    pub(crate) fn scan(&mut self, obj: usize) {
-        let ctx = self.ctx;
-        scan_object(ctx, obj, |r| self.shade(r));
+    /// Whether this tracer holds no private work.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.stack.is_empty() && self.head == self.tail
     }
 
-    /// Scans until no work is left anywhere: this marker's queue, the injector, the other
-    /// markers' queues; then waits, idle, until every marker is idle at once.
-    pub(crate) fn drain(
-        &mut self,
-        injector: &Injector<usize>,
-        others: &[Stealer<usize>],
-        idle: &AtomicUsize,
-        workers: usize,
-    ) {
+    /// Gives every private entry (ring and stack) to the shared queue.
+    pub(crate) fn flush(&mut self) {
+        while self.head != self.tail {
+            let s = self.ring[self.head % RING];
+            let grey = if s.span.is_null() { GREY } else { 0 };
+            self.shared.push(s.obj | grey);
+            self.head += 1;
+        }
+        self.mid = self.head;
+        for e in self.stack.drain(..) {
+            self.shared.push(e);
+        }
+    }
+
+    /// Flushes, and hands back the private stack (empty) for reuse.
+    pub(crate) fn into_stack(mut self) -> Vec<usize> {
+        self.flush();
+        std::mem::take(&mut self.stack)
+    }
+
+    /// Scans until `budget` words of objects are scanned or no work is left, here or in the
+    /// shared queue; returns the words scanned. Private work may remain when the budget runs
+    /// out (see [`Tracer::flush`]).
+    pub(crate) fn drain(&mut self, budget: usize) -> usize {
+        let mut done = 0;
         loop {
-            while let Some(obj) = self.local.pop() {
-                self.scan(obj);
+            // Keep the ring full: entries from the stack, else from the shared queue.
+            while self.tail - self.head < RING {
+                let Some(e) = self.stack.pop().or_else(|| steal(self.shared)) else { break };
+                self.stage_in(e);
+                if self.tail - self.mid > STAGE {
+                    self.stage_two();
+                }
             }
-            if let Some(obj) = self.steal(injector, others) {
-                self.scan(obj);
-                continue;
+            if self.head == self.tail {
+                return done;
             }
+            if self.mid == self.head {
+                // Nothing more came in: let the oldest through without waiting.
+                self.stage_two();
+            }
+            let s = self.ring[self.head % RING];
+            self.head += 1;
+            done += self.stage_out(s);
+            if done >= budget {
+                return done;
+            }
+        }
+    }
+
+    /// Step 1: an entry enters the ring.
+    #[inline(always)]
+    fn stage_in(&mut self, e: usize) {
+        let obj = e & !GREY;
+        prefetch(obj);
+        let span = if e & GREY != 0 {
+            std::ptr::null()
+        } else {
+            match self.ctx.heap.span_record(obj) {
+                Some(s) => {
+                    let p: *const Span = s;
+                    prefetch(p as usize);
+                    p
+                }
+                None => crate::fatal(format_args!(
+                    "marking found a reference {obj:#x} outside the heap"
+                )),
+            }
+        };
+        self.ring[self.tail % RING] = Slot { obj, span, idx: 0 };
+        self.tail += 1;
+    }
+
+    /// Step 2: the oldest entry past step 1 has its span record checked and its bitmap line
+    /// prefetched.
+    #[inline(always)]
+    fn stage_two(&mut self) {
+        let slot = &mut self.ring[self.mid % RING];
+        self.mid += 1;
+        // SAFETY: span records live as long as the heap (they are pooled, never freed), and
+        // the heap outlives the context.
+        let Some(span) = (unsafe { slot.span.as_ref() }) else { return };
+        let obj = slot.obj;
+        let Some(idx) = span.holds(obj).then(|| span.start_index(obj)).flatten() else {
+            not_an_object(obj)
+        };
+        slot.idx = idx;
+        prefetch(span.mark_word(idx / 64) as *const AtomicU64 as usize);
+    }
+
+    /// Step 3: shade an edge's target; scan it if this call made it grey (or it was grey).
+    /// Returns the words scanned.
+    #[inline(always)]
+    fn stage_out(&mut self, s: Slot) -> usize {
+        // SAFETY: as in `stage_two`.
+        if let Some(span) = unsafe { s.span.as_ref() } {
+            if !span.is_allocated(s.idx) {
+                not_an_object(s.obj)
+            }
+            if !span.set_mark(s.idx) {
+                return 0;
+            }
+            self.marked_bytes += span.elem_size();
+        }
+        let words = self.scan(s.obj);
+        if self.stack.len() > LOCAL_MAX {
+            for e in self.stack.drain(..LOCAL_MAX / 2) {
+                self.shared.push(e);
+            }
+        }
+        if self.balance {
+            self.since_balance += 1;
+            if self.since_balance >= BALANCE_EVERY {
+                self.since_balance = 0;
+                if self.stack.len() >= 64 && self.shared.is_empty() {
+                    let n = self.stack.len() / 2;
+                    for e in self.stack.drain(..n) {
+                        self.shared.push(e);
+                    }
+                }
+            }
+        }
+        words
+    }
+
+    /// Scans a grey object: pushes its references as edges.
+    #[inline(always)]
+    fn scan(&mut self, obj: usize) -> usize {
+        let stack = &mut self.stack;
+        scan_object(&self.ctx, obj, |r| stack.push(r))
+    }
+
+    /// Drains to the end of a stop-the-world marking with `workers` tracers: scans until no
+    /// work is left here or in the shared queue, then waits, idle, until every tracer is idle
+    /// at once (`idle` counts them).
+    pub(crate) fn drain_to_termination(&mut self, idle: &AtomicUsize, workers: usize) {
+        loop {
+            self.drain(usize::MAX);
+            debug_assert!(self.is_empty());
             // SeqCst on `idle`: its total order with the other markers' increments and
-            // decrements is what makes "everyone idle" a fact, not a race.
+            // decrements is what makes "everyone idle" a fact, not a race. A marker counts
+            // itself idle only with no private work and after finding the shared queue empty;
+            // private work is shared only by markers that are not idle. So when the count
+            // reaches `workers`, no marker holds work and the shared queue is empty.
             idle.fetch_add(1, Ordering::SeqCst);
             loop {
                 if idle.load(Ordering::SeqCst) == workers {
                     return;
                 }
-                if !injector.is_empty() || others.iter().any(|s| !s.is_empty()) {
+                if !self.shared.is_empty() {
                     idle.fetch_sub(1, Ordering::SeqCst);
                     break;
                 }
@@ -125,25 +348,24 @@ impl<'a> Marker<'a> {
             }
         }
     }
+}
 
-    fn steal(&mut self, injector: &Injector<usize>, others: &[Stealer<usize>]) -> Option<usize> {
-        loop {
-            let mut retry = false;
-            match injector.steal_batch_and_pop(&self.local) {
-                Steal::Success(o) => return Some(o),
-                Steal::Retry => retry = true,
-                Steal::Empty => {}
-            }
-            for s in others {
-                match s.steal_batch_and_pop(&self.local) {
-                    Steal::Success(o) => return Some(o),
-                    Steal::Retry => retry = true,
-                    Steal::Empty => {}
-                }
-            }
-            if !retry {
-                return None;
-            }
+/// Dies describing a reference that is not the start of an allocated object.
+#[cold]
+#[inline(never)]
+fn not_an_object(addr: usize) -> ! {
+    crate::fatal(format_args!(
+        "marking found a reference {addr:#x} that is not the start of an allocated object"
+    ))
+}
+
+/// Takes one entry from the shared queue, if any.
+pub(crate) fn steal(q: &Injector<usize>) -> Option<usize> {
+    loop {
+        match q.steal() {
+            Steal::Success(o) => return Some(o),
+            Steal::Empty => return None,
+            Steal::Retry => std::hint::spin_loop(),
         }
     }
 }

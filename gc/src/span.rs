@@ -27,29 +27,36 @@ pub(crate) mod state {
 /// A span record: one run of pages of the heap.
 ///
 /// Records are never deallocated while their heap lives; a freed span's record goes back to a
-/// pool and is reused. Every field is atomic so that a lock-free lookup through the page map
-/// that races with a record's reuse reads stale numbers, never freed memory. The numbers are
-/// written before the page-map entries that publish the span (Release) and read after loading
-/// those entries (Acquire), so a lookup that does not race with reuse sees them consistent.
+/// pool and is reused. Every field is atomic so that a lookup through the page map that races
+/// with a record's reuse reads stale numbers, never freed memory. The numbers are written
+/// before the page-map entries that publish the span (Release) and read after loading those
+/// entries (Acquire), so a lookup that does not race with reuse sees them consistent.
+///
+/// Layout, for the marker (each reference it shades reads the record): the fields a lookup
+/// and a mark need share the first cache line, and each allocation word sits next to its mark
+/// word, so that testing and setting one object's bits costs at most one more line.
+#[repr(C, align(64))]
 pub struct Span {
     pub(crate) start: AtomicUsize,
     pub(crate) npages: AtomicUsize,
+    pub(crate) elem_size: AtomicUsize,
+    pub(crate) nelems: AtomicUsize,
     /// Size class, 0 for a large-object span.
     pub(crate) class: AtomicUsize,
-    pub(crate) elem_size: AtomicUsize,
     /// `u32::MAX / elem_size + 1`: `(off * div_mul) >> 32` is `off / elem_size` for every
     /// offset inside a size-class span (checked for every class by a test), without a divide.
     pub(crate) div_mul: AtomicU32,
-    pub(crate) nelems: AtomicUsize,
-    pub(crate) state: AtomicU8,
     /// The sweep generation, relative to the heap's `sg` (which grows by 2 per cycle):
     /// `sg - 2`: needs sweeping; `sg - 1`: being swept; `sg`: swept (or new this cycle).
     /// A sweeper claims a span by a CAS from `sg - 2` to `sg - 1`.
     pub(crate) sweepgen: AtomicU32,
+    pub(crate) state: AtomicU8,
     /// Some free slot holds old data (or poison): allocation must zero it.
     pub(crate) needzero: AtomicBool,
-    pub(crate) alloc: [AtomicU64; BITMAP_WORDS],
-    pub(crate) mark: [AtomicU64; BITMAP_WORDS],
+    /// The allocation and mark bitmaps, interleaved: word `2w` holds allocation bits
+    /// `64w .. 64w + 64` (bit i: slot i allocated), word `2w + 1` the same slots' mark bits.
+    /// See [`Span::alloc_word`] and [`Span::mark_word`].
+    bits: [AtomicU64; 2 * BITMAP_WORDS],
 }
 
 // The getters below load Relaxed: the fields are published by the page-map entry's Release
@@ -66,8 +73,27 @@ impl Span {
             state: AtomicU8::new(state::FREE),
             sweepgen: AtomicU32::new(0),
             needzero: AtomicBool::new(false),
-            alloc: [const { AtomicU64::new(0) }; BITMAP_WORDS],
-            mark: [const { AtomicU64::new(0) }; BITMAP_WORDS],
+            bits: [const { AtomicU64::new(0) }; 2 * BITMAP_WORDS],
+        }
+    }
+
+    /// Allocation bitmap word `w` (slots `64w .. 64w + 64`).
+    #[inline(always)]
+    pub(crate) fn alloc_word(&self, w: usize) -> &AtomicU64 {
+        &self.bits[2 * w]
+    }
+
+    /// Mark bitmap word `w` (slots `64w .. 64w + 64`).
+    #[inline(always)]
+    pub(crate) fn mark_word(&self, w: usize) -> &AtomicU64 {
+        &self.bits[2 * w + 1]
+    }
+
+    /// Clears both bitmaps (a span being set up, not yet published).
+    pub(crate) fn clear_bits(&self) {
+        for w in &self.bits {
+            // Relaxed: published with the span by the Release store of its state.
+            w.store(0, Ordering::Relaxed);
         }
     }
 
@@ -105,6 +131,16 @@ impl Span {
     #[inline]
     pub fn is_large(&self) -> bool {
         self.size_class() == 0
+    }
+
+    /// Whether the span is in use and its pages contain `addr` (the second half of
+    /// [`Heap::find_span`](crate::Heap::find_span)).
+    #[inline(always)]
+    pub(crate) fn holds(&self, addr: usize) -> bool {
+        // Acquire pairs with the Release stores of the state when a span is set up or freed.
+        let st = self.state.load(Ordering::Acquire);
+        let start = self.start();
+        st != state::FREE && addr >= start && addr < start + self.pages() * crate::PAGE_SIZE
     }
 
     /// The slot index of `addr`, if `addr` lies inside one of the span's slots.
@@ -145,7 +181,7 @@ impl Span {
         let (w, b) = Self::bit(idx);
         // Acquire pairs with the Release store in `Cache::take`: seeing the bit means seeing
         // the slot zeroed.
-        idx < self.slots() && self.alloc[w].load(Ordering::Acquire) & b != 0
+        idx < self.slots() && self.alloc_word(w).load(Ordering::Acquire) & b != 0
     }
 
     /// Whether slot `idx` is marked.
@@ -153,7 +189,7 @@ impl Span {
     pub fn is_marked(&self, idx: usize) -> bool {
         let (w, b) = Self::bit(idx);
         // Relaxed: mark bits are only a set of flags; the collector's handshakes order them.
-        idx < self.slots() && self.mark[w].load(Ordering::Relaxed) & b != 0
+        idx < self.slots() && self.mark_word(w).load(Ordering::Relaxed) & b != 0
     }
 
     /// Start of the allocated object containing `addr`, or `None` if `addr` is outside every
@@ -173,7 +209,7 @@ impl Span {
         let (w, b) = Self::bit(idx);
         // Relaxed: marking is idempotent; the stop at mark termination orders every marker's
         // fetch_or before the sweep that reads the bits.
-        Some(self.mark[w].fetch_or(b, Ordering::Relaxed) & b == 0)
+        Some(self.mark_word(w).fetch_or(b, Ordering::Relaxed) & b == 0)
     }
 
     /// Sets the mark bit of slot `idx` (in range); whether this call set it.
@@ -182,15 +218,15 @@ impl Span {
         let (w, b) = Self::bit(idx);
         // Relaxed load first: most references reach already-marked objects, and a plain load
         // does not take the cache line exclusive. Relaxed fetch_or: as in `mark_object`.
-        self.mark[w].load(Ordering::Relaxed) & b == 0
-            && self.mark[w].fetch_or(b, Ordering::Relaxed) & b == 0
+        self.mark_word(w).load(Ordering::Relaxed) & b == 0
+            && self.mark_word(w).fetch_or(b, Ordering::Relaxed) & b == 0
     }
 
     /// Allocated slots, counted from the bitmap.
     pub fn allocated(&self) -> usize {
         let words = self.slots().div_ceil(64);
         // Acquire: as in `is_allocated`.
-        self.alloc[..words].iter().map(|w| w.load(Ordering::Acquire).count_ones() as usize).sum()
+        (0..words).map(|w| self.alloc_word(w).load(Ordering::Acquire).count_ones() as usize).sum()
     }
 
     /// The valid-slot mask of bitmap word `w`.
