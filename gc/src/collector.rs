@@ -425,8 +425,15 @@ pub(crate) struct Timeline {
     pub(crate) quiesce: Duration,
     pub(crate) stopping: Duration,
     pub(crate) mark: Duration,
-    /// Pauses before the final one (termination stops that found work and let go).
+    /// Pauses before the final one (termination stops that found work and let go), each
+    /// from its request to its restart.
     pub(crate) term_pause: Duration,
+    /// Stops in the cycle.
+    pub(crate) stops: usize,
+    /// In the final stop: flushing the barrier buffers (and any last drain); flushing the
+    /// allocation caches.
+    pub(crate) stop_flush: Duration,
+    pub(crate) stop_caches: Duration,
     pub(crate) worker_cpu: Duration,
     pub(crate) assist_cpu: Duration,
     pub(crate) roots: usize,
@@ -445,6 +452,9 @@ impl Timeline {
             stopping: Duration::ZERO,
             mark: Duration::ZERO,
             term_pause: Duration::ZERO,
+            stops: 0,
+            stop_flush: Duration::ZERO,
+            stop_caches: Duration::ZERO,
             worker_cpu: Duration::ZERO,
             assist_cpu: Duration::ZERO,
             roots: 0,
@@ -692,7 +702,8 @@ impl Inner {
     ) {
         let ctx = MarkCtx { heap: &self.heap, types: &self.types, rule: self.config.tag_rule };
         let checked = self.config.checkmark.then(|| checkmark(&ctx, &roots));
-        tl.heap_after = crate::np(|| self.heap.stats()).live_bytes as usize;
+        // Lock-free: every cache has just been flushed, so the counters are exact.
+        tl.heap_after = self.heap.live_bytes_estimate() as usize;
         self.heap.finish_mark();
         let gp = self.config.gc_percent as usize;
         let goal = marked_bytes
@@ -710,9 +721,12 @@ impl Inner {
         self.trigger.store(allocated + room, Ordering::Relaxed);
         let n = self.cycles.fetch_add(1, Ordering::Relaxed) + 1;
         self.set_phase(Phase::Sweep);
+        let t_end = Instant::now();
         drop(stop);
+        let restart = t_end.elapsed();
         // A pause runs from the stop request to the restart.
-        let pause = tl.stopping + t_stop.elapsed() + tl.term_pause;
+        let in_stop = t_stop.elapsed();
+        let pause = tl.stopping + in_stop + tl.term_pause;
         {
             // Without preemption, as in `stats_snapshot`.
             let _np = safepoint_sched::no_preempt();
@@ -742,14 +756,23 @@ impl Inner {
                     tl.roots
                 )
             } else {
+                let us = |d: Duration| d.as_secs_f64() * 1e6;
                 format!(
                     "{:.3}+{:.3}+{:.3}+{:.3} ms clock (sweep term + quiesce + concurrent mark + \
-                     termination stop), {:.3}+{:.3} ms cpu (workers + assists), {} stacks, \
-                     {} barrier shades",
+                     termination stop), stop {:.0}+{:.0}+{:.0}+{:.0}+{:.0}+{:.0} us (earlier \
+                     stops + stopping + flush + caches + end + restart; {} stops), {:.3}+{:.3} \
+                     ms cpu (workers + assists), {} stacks, {} barrier shades",
                     ms(tl.sweep_term),
                     ms(tl.quiesce),
                     ms(tl.mark),
                     ms(pause),
+                    us(tl.term_pause),
+                    us(tl.stopping),
+                    us(tl.stop_flush),
+                    us(tl.stop_caches),
+                    us(in_stop - tl.stop_flush - tl.stop_caches - restart),
+                    us(restart),
+                    tl.stops,
                     ms(tl.worker_cpu),
                     ms(tl.assist_cpu),
                     tl.stacks,

@@ -340,6 +340,7 @@ impl Inner {
             let stop = safepoint_sched::stop_the_world("gc mark termination");
             let t_stop = Instant::now();
             tl.stopping = t_stop - t;
+            tl.stops += 1;
             self.set_phase(Phase::Stw);
             for pc in self.caches.iter() {
                 // SAFETY: the world is stopped.
@@ -352,9 +353,10 @@ impl Inner {
                 if rounds < 3 {
                     rounds += 1;
                     drop(globals);
-                    tl.term_pause += t_stop.elapsed();
                     self.set_phase(Phase::Mark);
                     drop(stop);
+                    // Each stop counts whole, from its request to its restart.
+                    tl.term_pause += t.elapsed();
                     continue;
                 }
                 // Little is left after three rounds: finish it here.
@@ -362,6 +364,8 @@ impl Inner {
                 tracer.drain(usize::MAX);
                 self.count_marked(&mut tracer);
             }
+            let t_caches = Instant::now();
+            tl.stop_flush = t_caches - t_stop;
             let mut black = 0u64;
             for pc in self.caches.iter() {
                 // SAFETY: the world is stopped.
@@ -370,6 +374,7 @@ impl Inner {
                 st.cache.set_black(false);
                 black += st.cache.take_black_bytes();
             }
+            tl.stop_caches = t_caches.elapsed();
             // SeqCst: ordered before the restart of the world.
             c.barrier_on.store(false, Ordering::SeqCst);
             drop(globals);
