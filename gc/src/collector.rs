@@ -526,7 +526,8 @@ impl Gc {
         }
     }
 
-    /// Runs a full cycle now and waits for it (and for its sweep) to finish.
+    /// Runs a full cycle now and waits for it (and for its sweep) to finish; then gives the OS
+    /// the pages that have stayed free since the previous scavenge.
     ///
     /// # Panics
     /// Off a goroutine of the collector's runtime, or inside a `no_preempt` section.
@@ -538,6 +539,7 @@ impl Gc {
         );
         self.inner.cycle(None);
         self.inner.finish_sweep();
+        self.inner.scavenge();
     }
 
     /// Whether two handles name the same collector.
@@ -603,21 +605,43 @@ impl Inner {
         self.phase.store(p as u8, Ordering::Relaxed);
     }
 
-    /// Sweeps whatever the last cycle left unswept and waits for sweepers still at work; then
-    /// gives the OS the pages that have stayed free since the previous scavenge.
+    /// Sweeps whatever the last cycle left unswept and waits for sweepers still at work, and
+    /// turns Sweep Off. (The pages that stayed free go back to the OS from the background
+    /// sweeper and [`Gc::collect`], not here: a cycle starts with this, and must not wait for
+    /// the OS.)
     pub(crate) fn finish_sweep(&self) {
         while crate::np(|| self.heap.sweep_one()).is_some() {}
+        // Others finish the spans they claimed inside no_preempt sections, on other Ms, in
+        // microseconds: wait for them without giving up this goroutine's place (a goroutine
+        // yield would put it, the cycle's driver as often as not, behind every runnable
+        // goroutine, each of which may run a whole time slice first), yielding only the
+        // thread, in case the OS has descheduled theirs.
+        let mut spins = 0u32;
         while !self.heap.sweep_done() {
-            safepoint_sched::yield_now();
+            spins += 1;
+            if spins.is_multiple_of(64) {
+                std::thread::yield_now();
+            } else {
+                std::hint::spin_loop();
+            }
         }
-        self.swept();
+        self.sweep_off();
     }
 
-    /// The cycle's sweep is done: the pages free since the previous scavenge (a cycle ago, at
-    /// least) go back to the OS, so memory the heap stopped needing is released within about
-    /// two cycles; and Sweep turns Off (a cycle that started meanwhile has set its own phase).
-    fn swept(&self) {
-        crate::np(|| self.heap.scavenge());
+    /// Gives the OS the pages that have stayed free since the previous scavenge (a cycle
+    /// ago, at least), so memory the heap stopped needing is released within about two
+    /// cycles.
+    pub(crate) fn scavenge(&self) {
+        // In a blocking call: releasing a large heap's pages can take the OS milliseconds,
+        // which no stop or barrier should wait for (the scavenge holds the page-heap lock
+        // only briefly, and a goroutine in a blocking call is never stopped or held while it
+        // holds it).
+        safepoint_sched::blocking(|| self.heap.scavenge());
+    }
+
+    /// The cycle's sweep is done: Sweep turns Off (a cycle that started meanwhile has set its
+    /// own phase).
+    fn sweep_off(&self) {
         let _ = self.phase.compare_exchange(
             Phase::Sweep as u8,
             Phase::Off as u8,
@@ -927,12 +951,16 @@ fn background_sweeper(gc: Weak<Inner>, wake: Arc<Chan<()>>) {
         let mut n = 0u32;
         while crate::np(|| inner.heap.sweep_one()).is_some() {
             n += 1;
+            // A stop or a ragged barrier waits for the sweeper one span at most (sweeping
+            // runs in no_preempt sections, where even the preemption signal is declined).
+            safepoint_sched::poll();
             if n.is_multiple_of(16) {
                 safepoint_sched::yield_now();
             }
         }
         if inner.heap.sweep_done() {
-            inner.swept();
+            inner.sweep_off();
+            inner.scavenge();
         }
     }
 }

@@ -341,13 +341,30 @@ impl Heap {
     /// Returns to the OS the free page runs that were already free at the previous call, so
     /// memory stays mapped across one scavenge interval before it is given back. Returns the
     /// bytes released.
+    ///
+    /// The page-heap lock is held only to pick the pages and to put them back, not while the
+    /// OS releases them (which can take milliseconds for a large heap): allocation goes on
+    /// meanwhile (those pages are out of its reach until they are back).
     pub fn scavenge(&self) -> usize {
-        lock(&self.inner.pages).scavenge(false)
+        self.scavenge_pages(false)
     }
 
     /// Returns every free page run to the OS now. Returns the bytes released.
     pub fn scavenge_all(&self) -> usize {
-        lock(&self.inner.pages).scavenge(true)
+        self.scavenge_pages(true)
+    }
+
+    fn scavenge_pages(&self, all: bool) -> usize {
+        let taken = lock(&self.inner.pages).scavenge_take(all);
+        let mut bytes = 0;
+        for &(at, pages) in &taken {
+            // SAFETY: the range is page-aligned, inside an arena, and out of the page heap's
+            // free runs until `scavenge_finish`: nothing lives in it or can be put there.
+            unsafe { crate::os::release(at, pages * PAGE_SIZE) };
+            bytes += pages * PAGE_SIZE;
+        }
+        lock(&self.inner.pages).scavenge_finish(taken);
+        bytes
     }
 
     /// Bytes ever allocated (slot sizes), as far as caches have published them (each cache

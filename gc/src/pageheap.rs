@@ -244,29 +244,50 @@ impl PageHeap {
     pub(crate) fn free(&mut self, addr: usize, npages: usize) {
         self.in_use_pages -= npages;
         self.free_pages += npages;
+        let run = FreeRun { pages: npages, freed_gen: self.generation, released: false };
+        self.insert_merged(addr, run);
+    }
+
+    /// Inserts a free run, merging it with free neighbours in the same arena. The merged run
+    /// is released if every part was, and was freed in the latest generation of its parts
+    /// that were not released (so merging never makes a page look free for longer than it
+    /// was).
+    fn insert_merged(&mut self, addr: usize, mut run: FreeRun) {
         let arena = addr >> ARENA_SHIFT;
         let mut start = addr;
-        let mut run = FreeRun { pages: npages, freed_gen: self.generation, released: false };
+        let merge = |a: &mut FreeRun, b: FreeRun| {
+            a.pages += b.pages;
+            a.freed_gen = match (a.released, b.released) {
+                (true, false) => b.freed_gen,
+                (false, true) => a.freed_gen,
+                _ => a.freed_gen.max(b.freed_gen),
+            };
+            a.released &= b.released;
+        };
         let prev = self.by_addr.range(..addr).next_back().map(|(&a, r)| (a, r.pages));
         if let Some((pa, pp)) = prev
             && pa + pp * PAGE_SIZE == addr
             && pa >> ARENA_SHIFT == arena
         {
-            self.remove(pa);
+            let p = self.remove(pa);
             start = pa;
-            run.pages += pp;
+            merge(&mut run, p);
         }
         let next = start + run.pages * PAGE_SIZE;
         if next >> ARENA_SHIFT == arena && self.by_addr.contains_key(&next) {
             let n = self.remove(next);
-            run.pages += n.pages;
+            merge(&mut run, n);
         }
         self.insert(start, run);
     }
 
-    /// Releases to the OS every free run that was already free at the previous call (or every
-    /// free run, if `all`). Returns the bytes released.
-    pub(crate) fn scavenge(&mut self, all: bool) -> usize {
+    /// The first half of a scavenge: takes out of the free runs every page range to release
+    /// (the pages not yet released of each run that was already free at the previous
+    /// scavenge, or of every run if `all`), leaving the rest of those runs free, and starts a
+    /// new generation. Until [`PageHeap::scavenge_finish`] gives them back, nothing can
+    /// allocate the ranges taken, so the caller may release them without the lock. They
+    /// still count as free pages.
+    pub(crate) fn scavenge_take(&mut self, all: bool) -> Vec<(usize, usize)> {
         let generation = self.generation;
         let victims: Vec<usize> = self
             .by_addr
@@ -274,34 +295,48 @@ impl PageHeap {
             .filter(|(_, r)| !r.released && (all || r.freed_gen < generation))
             .map(|(&a, _)| a)
             .collect();
-        let mut bytes = 0;
+        let mut taken = Vec::new();
         for addr in victims {
-            let mut run = self.remove(addr);
-            let bits = self.released.get_mut(&(addr >> ARENA_SHIFT << ARENA_SHIFT)).unwrap();
+            let run = self.remove(addr);
+            let bits = &self.released[&(addr >> ARENA_SHIFT << ARENA_SHIFT)];
             let first = (addr & (ARENA_SIZE - 1)) >> PAGE_SHIFT;
+            let released = |p: usize| bits[p / 64] & (1 << (p % 64)) != 0;
+            // Split the run into ranges of released pages (they stay free, as released runs)
+            // and of pages to release (taken).
+            let mut pieces = Vec::new();
             let mut p = first;
             while p < first + run.pages {
-                if bits[p / 64] & (1 << (p % 64)) != 0 {
-                    p += 1;
-                    continue;
-                }
                 let from = p;
-                while p < first + run.pages && bits[p / 64] & (1 << (p % 64)) == 0 {
-                    bits[p / 64] |= 1 << (p % 64);
+                let r = released(p);
+                while p < first + run.pages && released(p) == r {
                     p += 1;
                 }
-                let at = addr + (from - first) * PAGE_SIZE;
-                // SAFETY: the pages are part of a free run inside an arena, page-aligned;
-                // nothing lives in them.
-                unsafe { os::release(at, (p - from) * PAGE_SIZE) };
-                bytes += (p - from) * PAGE_SIZE;
-                self.released_pages += p - from;
+                pieces.push((addr + (from - first) * PAGE_SIZE, p - from, r));
             }
-            run.released = true;
-            self.insert(addr, run);
+            for (at, pages, r) in pieces {
+                if r {
+                    self.insert(at, FreeRun { pages, freed_gen: run.freed_gen, released: true });
+                } else {
+                    taken.push((at, pages));
+                }
+            }
         }
         self.generation += 1;
-        bytes
+        taken
+    }
+
+    /// The second half of a scavenge: the ranges [`PageHeap::scavenge_take`] took have been
+    /// released to the OS; they become free runs again, marked released.
+    pub(crate) fn scavenge_finish(&mut self, taken: Vec<(usize, usize)>) {
+        for (at, pages) in taken {
+            let bits = self.released.get_mut(&(at >> ARENA_SHIFT << ARENA_SHIFT)).unwrap();
+            let first = (at & (ARENA_SIZE - 1)) >> PAGE_SHIFT;
+            for p in first..first + pages {
+                bits[p / 64] |= 1 << (p % 64);
+            }
+            self.released_pages += pages;
+            self.insert_merged(at, FreeRun { pages, freed_gen: self.generation, released: true });
+        }
     }
 }
 
