@@ -223,8 +223,6 @@ mod concurrent;
 mod debug;
 mod globals;
 mod heap;
-#[cfg(all(test, loom))]
-mod loom_models;
 mod mark;
 mod mutator;
 mod os;
@@ -266,6 +264,12 @@ pub const ARENA_PAGES: usize = ARENA_SIZE / PAGE_SIZE;
 
 // The collector's unit tests need a running scheduler (threads, stack switches in assembly,
 // signals), which Miri cannot run; the pure parts' tests (size classes, types, knobs) run
-// under Miri (scripts/test).
-#[cfg(all(test, not(miri)))]
+// under Miri (scripts/test). Under loom only the models build.
+#[cfg(all(test, not(miri), not(loom)))]
 mod tests;
+
+#[cfg(all(test, loom))]
+mod loom_models;
+
+#[cfg(all(test, loom))]
+mod loom_handshakes;
