@@ -1,5 +1,6 @@
 //! loom models of the concurrent collector's handshakes with the mutators, run with
-//! `RUSTFLAGS="--cfg loom" cargo test --release -p safepoint-gc --lib -- loom_`.
+//! `RUSTFLAGS="--cfg loom" cargo test --release -p safepoint-gc --lib -- loom_` (beside the
+//! sweep claim's model in `loom_models`).
 //!
 //! The collector's protocols span two crates (the scheduler's ragged barrier and stop, the
 //! collector's barrier buffers, caches and queue), so they are modelled here as one small
