@@ -28,9 +28,9 @@
 //!   path (a new bitmap word or span), first from the credit the workers have banked, then by
 //!   scanning itself. So allocation cannot outrun marking.
 //! * An assist drains inside its allocation's pinned section: no stop, barrier or
-//!   asynchronous preemption falls inside it, and it ends by pushing its leftover grey
-//!   objects to the shared queue. So at any safepoint no marker holds private work, and a
-//!   stop sees all of it.
+//!   asynchronous preemption falls inside it, and it ends by pushing its leftover work
+//!   (grey objects and edges, see the `mark` module) to the shared queue. So at any
+//!   safepoint no marker holds private work, and a stop sees all of it.
 //!
 //! ## Termination
 //!
