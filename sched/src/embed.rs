@@ -38,6 +38,13 @@ impl RuntimeHandle {
         self.sched.procs
     }
 
+    /// How many Ps are idle right now (no goroutine to run): a hint for work that may use a
+    /// processor nobody else wants, such as a collector's marking.
+    pub fn idle_procs(&self) -> usize {
+        // Relaxed: a hint, stale as soon as it is read.
+        self.sched.npidle.load(crate::shim::Ordering::Relaxed)
+    }
+
     /// Whether the runtime has begun shutting down (its `Runtime` was dropped): its goroutines
     /// will not run again, so there is nobody left to wake.
     pub fn is_shut_down(&self) -> bool {

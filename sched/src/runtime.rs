@@ -729,10 +729,21 @@ impl Sched {
         // Dekker with `execute`: the caller raised its flag (a stop, a ragged barrier) before
         // this fence; a goroutine published as current after it sees the flag there.
         fence(Ordering::SeqCst);
+        // Not the caller itself: it is the stopper (or the barrier's driver), at a safepoint
+        // by definition, and a request left pending on it would end its next time slice for
+        // nothing (behind every runnable goroutine of its P).
+        let me = current_g();
         for p in self.ps.iter() {
-            if p.status() == PStatus::Running {
-                self.preemptone(p);
+            if p.status() != PStatus::Running {
+                continue;
             }
+            let m = p.m.load(Ordering::Acquire) as *const M;
+            // SAFETY: Ms live until the runtime shuts down.
+            let cur = unsafe { m.as_ref() }.and_then(|m| m.curg());
+            if cur.is_some() && cur.map(|g| g as *const G) == me.map(|g| g as *const G) {
+                continue;
+            }
+            self.preemptone(p);
         }
     }
 
@@ -1217,15 +1228,13 @@ fn after_switch(m: &M, g: &'static G) {
             g.status.cas(Status::Running, Status::Runnable);
             let p = m.p().expect("yield without a P");
             end_slice_if_asked(p, g);
-            // SAFETY: m owns p.
-            unsafe { p.put(GPtr::from(g), false) };
+            requeue(sched, p, g);
         }
         After::YieldPreempted => {
             g.status.cas(Status::Running, Status::Runnable);
             let p = m.p().expect("preempted without a P");
             end_slice(p);
-            // SAFETY: m owns p.
-            unsafe { p.put(GPtr::from(g), false) };
+            requeue(sched, p, g);
         }
         After::Park(f) => {
             if let Some(p) = m.p() {
@@ -1269,6 +1278,26 @@ fn after_switch(m: &M, g: &'static G) {
                 crate::throw!("goroutine {} abandoned while the runtime runs", goid(g));
             }
         }
+    }
+}
+
+/// Puts `g`, which just yielded or was preempted on P `p` (owned by the running M), back in
+/// a queue: the back of `p`'s, or the urgent queue if `g` is urgent. An urgent goroutine (a
+/// collector's driver or mark worker) must not go behind every runnable goroutine of its P,
+/// each with a whole time slice: with four goroutines spinning on two Ps, each of a cycle's
+/// stack scans and handshakes waited for one or two 10 ms slices. The urgent queue, which
+/// every P's next schedule looks at first, takes it back at once (after the stop or barrier
+/// the switch gave way to). So an urgent goroutine keeps its P for as long as it runs, which
+/// is what a dedicated mark worker is for.
+fn requeue(sched: &Sched, p: &P, g: &'static G) {
+    // Relaxed: the goroutine's own flag, set by itself before this switch.
+    if g.urgent.load(Ordering::Relaxed) {
+        sched.urgent.push(GPtr::from(g));
+        // SeqCst: as in `enqueue_locked`.
+        sched.nurgent.fetch_add(1, Ordering::SeqCst);
+    } else {
+        // SAFETY: the caller's M owns p.
+        unsafe { p.put(GPtr::from(g), false) };
     }
 }
 
