@@ -107,7 +107,7 @@ impl Cx {
                 let (n, slow) = Self::alloc(node, p);
                 if valued {
                     // SAFETY: a fresh node with a raw value word.
-                    unsafe { p.set_word(n, VALUE, WordKind::Raw, 1) };
+                    unsafe { p.init_word(n, VALUE, WordKind::Raw, 1) };
                 }
                 let ms = p.stack();
                 ms.set(dst, n);
@@ -129,10 +129,10 @@ impl Cx {
             let (n, slow) = Self::alloc(node, p);
             // SAFETY: a fresh node; `l` and `r` are live nodes from this frame's slots.
             unsafe {
-                p.set_word(n, LEFT, WordKind::Ref, l);
-                p.set_word(n, RIGHT, WordKind::Ref, r);
+                p.init_word(n, LEFT, WordKind::Ref, l);
+                p.init_word(n, RIGHT, WordKind::Ref, r);
                 if valued {
-                    p.set_word(n, VALUE, WordKind::Raw, d as usize);
+                    p.init_word(n, VALUE, WordKind::Raw, d as usize);
                 }
             }
             ms.pop();

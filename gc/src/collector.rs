@@ -141,7 +141,9 @@ impl From<TypeError> for GcError {
 /// The collector's settings; [`Default`] gives the documented defaults.
 #[derive(Clone, Debug)]
 pub struct GcConfig {
-    /// A cycle starts when the heap reaches `live * (1 + gc_percent / 100)`. Default 100.
+    /// A cycle starts when the heap reaches `live * (1 + gc_percent / 100)`. Default 100;
+    /// `u32::MAX` turns triggered collection off. `SAFEPOINT_GC=N` (or `off`) in the
+    /// environment overrides it, as `GOGC` does Go's.
     pub gc_percent: u32,
     /// The heap goal never goes below this many bytes. Default 4 MiB.
     pub min_heap: usize,
@@ -252,6 +254,9 @@ impl GcBuilder {
             config.checkmark |= k.gccheckmark;
             config.poison |= k.gcpoison;
             config.stop_the_world |= k.gcstoptheworld;
+            if let Some(p) = crate::debug::gc_percent_from_env() {
+                config.gc_percent = p;
+            }
         }
         let types = TypeRegistry::with_config(RegistryConfig {
             tag_rule: config.tag_rule,
@@ -273,7 +278,11 @@ impl GcBuilder {
         let sweeper = Arc::new(Chan::new(1));
         let driver = Arc::new(Chan::new(1));
         let inner = Arc::new(Inner {
-            trigger: AtomicU64::new(config.min_heap as u64),
+            trigger: AtomicU64::new(if config.gc_percent == u32::MAX {
+                u64::MAX
+            } else {
+                config.min_heap as u64
+            }),
             config,
             heap,
             types,
@@ -537,9 +546,13 @@ impl Gc {
             !safepoint_sched::in_no_preempt(),
             "Gc::collect: cannot collect inside a no_preempt section"
         );
+        // Urgent throughout, as the cycle's driver is: back from the scavenge's blocking call
+        // it would otherwise wait in the global queue behind every busy P's time slices.
+        let was = safepoint_sched::set_urgent(true);
         self.inner.cycle(None);
         self.inner.finish_sweep();
         self.inner.scavenge();
+        safepoint_sched::set_urgent(was);
     }
 
     /// Whether two handles name the same collector.
@@ -731,7 +744,8 @@ impl Inner {
         self.heap.finish_mark();
         let gp = self.config.gc_percent as usize;
         let goal = marked_bytes
-            .saturating_add(marked_bytes / 100 * gp + marked_bytes % 100 * gp / 100)
+            .saturating_add((marked_bytes / 100).saturating_mul(gp))
+            .saturating_add(marked_bytes % 100 * gp / 100)
             .max(self.config.min_heap)
             // The soft limit caps the goal, but leaves at least 1/16 of the live heap to
             // allocate before the next cycle (past the limit, collecting nonstop would not help).
@@ -742,7 +756,7 @@ impl Inner {
         // when it runs alongside the program, by the fraction the pacer has learnt.
         let frac = if self.config.stop_the_world { 1.0 } else { self.conc.trigger_frac() };
         let room = ((goal - marked_bytes.min(goal)) as f64 * frac) as u64;
-        self.trigger.store(allocated + room, Ordering::Relaxed);
+        self.trigger.store(allocated.saturating_add(room), Ordering::Relaxed);
         let n = self.cycles.fetch_add(1, Ordering::Relaxed) + 1;
         self.set_phase(Phase::Sweep);
         let t_end = Instant::now();

@@ -44,7 +44,7 @@
 //! goroutines (no stack is scanned in it) or on the heap's size.
 
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Condvar, Mutex, Weak};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
 use crossbeam_deque::Injector;
@@ -57,8 +57,38 @@ use crate::types::WordKind;
 /// Entries of a P's write-barrier buffer before it is flushed.
 pub(crate) const WBUF_LEN: usize = 256;
 
-/// Scan work (words) a worker does per pinned batch.
-const BATCH_WORDS: usize = 32 * 1024;
+/// Scan work (words) a worker does between two looks at preemption requests: about 20-40 us
+/// of marking, the longest a stop or a stack scan waits for a worker.
+const BATCH_WORDS: usize = 4 * 1024;
+
+/// A fractional worker past its share rests at most this long at a time, in steps of
+/// [`REST_STEP`], after each of which it looks for an idle P to mark on.
+const MAX_REST: Duration = Duration::from_millis(2);
+const REST_STEP: Duration = Duration::from_micros(100);
+
+/// The mark workers for `procs` Ps: how many dedicated ones, and the fraction of one P's time
+/// a fractional one marks for (0 for none).
+///
+/// A quarter of the Ps, as in Go (rounded to whole dedicated workers unless that misses the
+/// quarter by more than 30%, the rest as a fraction), but with at least one dedicated worker
+/// once there are two Ps: Go gives 2 and 3 Ps a fractional worker only, and here that was
+/// slower. On `binary-trees-compiled 18` with 2 Ps, a worker marking for half of one P made
+/// marking outlast the allocation runway, so mutators paid in assists and waits and the run
+/// took 1.9 times as long as with one dedicated worker (4.6-5.9 s against 2.8-3.0 s). With
+/// one P the worker is fractional (a quarter), or the program would stop while marking.
+pub(crate) fn worker_shares(procs: usize) -> (usize, f64) {
+    let goal = procs as f64 * 0.25;
+    let mut dedicated = (goal + 0.5) as usize;
+    let err = dedicated as f64 / goal - 1.0;
+    if !(-0.3..=0.3).contains(&err) {
+        dedicated = if goal < 1.0 { 0 } else { dedicated - 1 };
+    }
+    let mut fraction = goal - dedicated as f64;
+    if procs >= 2 && dedicated == 0 {
+        (dedicated, fraction) = (1, 0.0);
+    }
+    (dedicated, if fraction < 0.05 { 0.0 } else { fraction })
+}
 
 /// The concurrent collector's shared state.
 pub(crate) struct Shared {
@@ -117,6 +147,7 @@ impl Shared {
         f64::from_bits(self.trigger_frac.load(Ordering::Relaxed))
     }
 
+    /// The stack-scan task list (take it without preemption: mark workers are goroutines).
     fn stack_tasks(&self) -> std::sync::MutexGuard<'_, Vec<Goroutine>> {
         self.stack_tasks.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -182,6 +213,36 @@ impl Inner {
         if self.conc.barrier_on.load(Ordering::Relaxed) {
             self.barrier_slow(p, old, new);
         }
+    }
+
+    /// Stores `v` into the heap word `w`, a field of kind `kind` (not raw), through the write
+    /// barrier, for the goroutine pinned on P `p`. The word's old value is read only while
+    /// the barrier is on: a store with marking off touches the word once, with a store, so a
+    /// fresh object's first touch of a new page never maps the shared zero page only to fault
+    /// again (copy-on-write and a TLB shootdown) at the store.
+    #[inline]
+    pub(crate) fn store_field(&self, p: usize, kind: WordKind, w: &AtomicUsize, v: usize) {
+        // Relaxed: see `Shared::barrier_on`.
+        if self.conc.barrier_on.load(Ordering::Relaxed) {
+            // Relaxed: heap words are atomics; ordering comes from the handshakes.
+            let old = w.load(Ordering::Relaxed);
+            self.barrier_slow(Some(p), self.ref_in(kind, old), self.ref_in(kind, v));
+        }
+        // Relaxed: as above.
+        w.store(v, Ordering::Relaxed);
+    }
+
+    /// Stores `v` into the heap word `w` of an object allocated in the running pinned
+    /// section and not yet published (its body still zero), a field of kind `kind`: the
+    /// old value is known to be null, so only the new one is shaded while marking.
+    #[inline]
+    pub(crate) fn init_field(&self, p: usize, kind: WordKind, w: &AtomicUsize, v: usize) {
+        // Relaxed: see `Shared::barrier_on`.
+        if kind != WordKind::Raw && self.conc.barrier_on.load(Ordering::Relaxed) {
+            self.barrier_slow(Some(p), 0, self.ref_in(kind, v));
+        }
+        // Relaxed: as in `store_field`.
+        w.store(v, Ordering::Relaxed);
     }
 
     #[cold]
@@ -316,8 +377,9 @@ impl Inner {
         });
         let me = safepoint_sched::goroutine_id();
         {
-            let mut tasks = c.stack_tasks();
-            *tasks = self.rt.goroutines().into_iter().filter(|g| Some(g.id()) != me).collect();
+            let gs: Vec<_> =
+                self.rt.goroutines().into_iter().filter(|g| Some(g.id()) != me).collect();
+            crate::np(|| *c.stack_tasks() = gs);
         }
         if me.is_some() {
             self.scan_own_stack();
@@ -433,7 +495,9 @@ impl Inner {
     fn scan_stack(&self, g: Goroutine) {
         let s = safepoint_sched::suspend_g(g);
         if !s.dead() && self.config.checkmark {
-            let fresh = self.conc.scanned.lock().unwrap_or_else(|e| e.into_inner()).insert(s.id());
+            let fresh = crate::np(|| {
+                self.conc.scanned.lock().unwrap_or_else(|e| e.into_inner()).insert(s.id())
+            });
             if !fresh {
                 crate::fatal(format_args!("gc: goroutine {}'s stack scanned twice", s.id()));
             }
@@ -452,59 +516,94 @@ impl Inner {
         safepoint_sched::resume_g(s);
     }
 
-    /// Starts the cycle's mark workers and waits until they have run out of work. It waits
-    /// inside a blocking call: its P goes to the program meanwhile, and the runtime knows the
-    /// goroutine will be woken from outside (so its deadlock detector does not count it as
-    /// asleep).
+    /// Runs the cycle's marking until no work is left: the mark workers are goroutines,
+    /// running on the runtime's Ps like the program's, so marking takes its share of the
+    /// processors from the program instead of adding threads the OS must time-slice against
+    /// it (on a machine with as many cores as Ps, an extra marking thread made every thread,
+    /// the cycle's driver in its stops included, wait milliseconds for a core).
+    ///
+    /// The share is a quarter of the Ps, as in Go: `procs / 4` rounded to the nearest whole
+    /// number of *dedicated* workers (which mark until the work runs out, giving way only to
+    /// preemption requests), unless rounding would miss the quarter by more than 30%; what is
+    /// left is one *fractional* worker, which marks for that fraction of the time of one P
+    /// (with 2 Ps: half of one P). The driver goroutine is the first worker itself; the others
+    /// are goroutines it starts and waits for. A fractional worker marks without pause while
+    /// some P is idle (the processor would otherwise go unused), as Go's idle workers do.
     fn run_workers(&self) {
         let Some(me) = self.conc.me.get().and_then(Weak::upgrade) else { return };
-        let n = (self.rt.procs() / 4).max(1);
-        let latch = Arc::new((Mutex::new(n), Condvar::new()));
-        let pool = self.mark_pool();
-        for _ in 0..n {
-            let (inner, latch) = (me.clone(), latch.clone());
-            pool.spawn(move || {
-                inner.mark_worker();
-                // Dropped before the latch lets the driver go on: the driver's own reference
-                // then outlives this one, so the collector is never torn down (its channels
-                // closed, its goroutines woken) from this thread after the program is gone.
-                drop(inner);
-                let mut left = latch.0.lock().unwrap_or_else(|e| e.into_inner());
-                *left -= 1;
-                latch.1.notify_all();
-            });
+        let (dedicated, fraction) = worker_shares(self.rt.procs());
+        let mut others = Vec::new();
+        // The driver is a dedicated worker if there is one, else the fractional one.
+        let extra = dedicated.saturating_sub(1);
+        let extra_fractional = dedicated > 0 && fraction > 0.0;
+        for i in 0..extra + usize::from(extra_fractional) {
+            let inner = me.clone();
+            let share = if i < extra { None } else { Some(fraction) };
+            others.push(safepoint_sched::go(move || {
+                safepoint_sched::set_urgent(true);
+                inner.mark_worker(share);
+            }));
         }
-        safepoint_sched::blocking(|| {
-            let mut left = latch.0.lock().unwrap_or_else(|e| e.into_inner());
-            while *left > 0 {
-                left = latch.1.wait(left).unwrap_or_else(|e| e.into_inner());
+        drop(me);
+        self.mark_worker(if dedicated > 0 { None } else { Some(fraction) });
+        for h in others {
+            if let Err(e) = h.join() {
+                crate::fatal(format_args!("gc: a mark worker failed: {e}"));
             }
-        });
+        }
     }
 
-    /// A mark worker, on one of the collector's threads: stacks first (each under
-    /// `suspend_g`), then grey objects in batches, until no work is left.
+    /// A mark worker, on a goroutine: stacks first (each under `suspend_g`), then grey
+    /// objects in batches, until no work is left. `share`: `None` for a dedicated worker,
+    /// else the fraction of one P's time this one may mark for.
     ///
-    /// Between batches the worker keeps its private work (it is a thread: no stop waits for
-    /// it), sharing some when the queue runs dry ([`Tracer`]); it returns with none.
-    fn mark_worker(&self) {
+    /// Between batches it answers preemption requests (a stop, a ragged barrier, a stack
+    /// scan, the end of its time slice) and keeps its private work; a fractional worker past
+    /// its share gives its private work to the shared queue (assists and other workers can
+    /// take it) and sleeps until it is back within its share. It returns with no private work.
+    fn mark_worker(&self, share: Option<f64>) {
         let c = &self.conc;
         let mut tracer = self.tracer(Vec::with_capacity(1024), true);
+        let start = Instant::now();
+        let mut busy = Duration::ZERO;
         loop {
-            let task = c.stack_tasks().pop();
+            let t = Instant::now();
+            let task = crate::np(|| c.stack_tasks().pop());
             if let Some(g) = task {
                 self.scan_stack(g);
-                continue;
+            } else {
+                let done = tracer.drain(BATCH_WORDS);
+                self.count_marked(&mut tracer);
+                // Relaxed: counters.
+                c.bg_credit.fetch_add(done as i64, Ordering::Relaxed);
+                if tracer.is_empty() && crate::np(|| c.stack_tasks().is_empty()) {
+                    // Relaxed: a counter.
+                    c.worker_ns.fetch_add(t.elapsed().as_nanos() as u64, Ordering::Relaxed);
+                    return;
+                }
             }
-            let t = Instant::now();
-            let done = tracer.drain(BATCH_WORDS);
-            self.count_marked(&mut tracer);
-            // Relaxed: counters.
-            c.worker_ns.fetch_add(t.elapsed().as_nanos() as u64, Ordering::Relaxed);
-            c.bg_credit.fetch_add(done as i64, Ordering::Relaxed);
-            if tracer.is_empty() && c.stack_tasks().is_empty() {
-                return;
+            let d = t.elapsed();
+            // Relaxed: a counter.
+            c.worker_ns.fetch_add(d.as_nanos() as u64, Ordering::Relaxed);
+            busy += d;
+            if let Some(f) = share
+                && self.rt.idle_procs() == 0
+            {
+                let allowed = start.elapsed().mul_f64(f);
+                if busy > allowed {
+                    // Rest in short steps, back to marking as soon as a P idles.
+                    tracer.flush();
+                    let until = Instant::now() + (busy - allowed).div_f64(f).min(MAX_REST);
+                    loop {
+                        safepoint_sched::sleep(REST_STEP);
+                        if Instant::now() >= until || self.rt.idle_procs() > 0 {
+                            break;
+                        }
+                    }
+                    continue;
+                }
             }
+            safepoint_sched::poll();
         }
     }
 
@@ -532,5 +631,21 @@ impl Inner {
         }
         // Relaxed: written here only, under the cycle lock.
         self.conc.trigger_frac.store(f.clamp(0.3, 0.95).to_bits(), Ordering::Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod shares_tests {
+    use super::worker_shares;
+
+    #[test]
+    fn a_quarter_of_the_ps_marks_with_at_least_one_dedicated_worker_from_two_ps() {
+        assert_eq!(worker_shares(1), (0, 0.25));
+        assert_eq!(worker_shares(2), (1, 0.0));
+        assert_eq!(worker_shares(3), (1, 0.0));
+        assert_eq!(worker_shares(4), (1, 0.0));
+        assert_eq!(worker_shares(6), (1, 0.5));
+        assert_eq!(worker_shares(8), (2, 0.0));
+        assert_eq!(worker_shares(16), (4, 0.0));
     }
 }

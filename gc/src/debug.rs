@@ -47,6 +47,21 @@ impl DebugKnobs {
     }
 }
 
+/// Reads `SAFEPOINT_GC`, the collector's `gc_percent` from the environment (as Go reads
+/// `GOGC`): a whole number of percent, or `off` for no triggered collection at all (forced
+/// ones and the hard limit still collect). `None` if it is unset or malformed.
+pub fn gc_percent_from_env() -> Option<u32> {
+    std::env::var("SAFEPOINT_GC").ok().and_then(|s| parse_gc_percent(&s))
+}
+
+/// Parses a `SAFEPOINT_GC` value (see [`gc_percent_from_env`]); `off` is `u32::MAX`.
+pub fn parse_gc_percent(s: &str) -> Option<u32> {
+    match s.trim() {
+        "off" => Some(u32::MAX),
+        n => n.parse().ok(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::DebugKnobs;
@@ -59,5 +74,15 @@ mod tests {
         let k = DebugKnobs::parse("gcpoison=1,gcstoptheworld=1,gcpoison=0");
         assert!(!k.gcpoison && k.gcstoptheworld);
         assert_eq!(DebugKnobs::parse(""), DebugKnobs::default());
+    }
+
+    #[test]
+    fn gc_percent_parses_numbers_and_off() {
+        use super::parse_gc_percent;
+        assert_eq!(parse_gc_percent("50"), Some(50));
+        assert_eq!(parse_gc_percent(" 400 "), Some(400));
+        assert_eq!(parse_gc_percent("off"), Some(u32::MAX));
+        assert_eq!(parse_gc_percent("-1"), None);
+        assert_eq!(parse_gc_percent("lots"), None);
     }
 }

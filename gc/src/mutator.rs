@@ -604,10 +604,7 @@ impl Mutator {
                 WordKind::Tagged => v,
                 WordKind::Raw => return Err(self.wrong(&o, "raw word: use write_word")),
             };
-            // Relaxed: as in `load`.
-            let old = w.load(Ordering::Relaxed);
-            gc.write_barrier(Some(p), gc.ref_in(kind, old), gc.ref_in(kind, v));
-            w.store(v, Ordering::Relaxed);
+            gc.store_field(p, kind, w, v);
             Ok(())
         })
     }

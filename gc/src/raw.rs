@@ -309,12 +309,38 @@ impl<'a> Pin<'a> {
         let addr = obj & !self.tag_rule().mask;
         // SAFETY: as in `word`.
         let w = unsafe { &body(addr, i + 1)[i] };
-        if kind != WordKind::Raw {
+        if kind == WordKind::Raw {
             // Relaxed: as in `word`.
-            let old = w.load(Ordering::Relaxed);
-            self.gc.write_barrier(Some(self.p), self.gc.ref_in(kind, old), self.gc.ref_in(kind, v));
+            w.store(v, Ordering::Relaxed);
+        } else {
+            self.gc.store_field(self.p, kind, w, v);
         }
-        w.store(v, Ordering::Relaxed);
+    }
+
+    /// Initializes body word `i` of an object allocated in this section and not yet stored
+    /// anywhere, as a compiler does for a fresh object's fields: like
+    /// [`set_word`](Self::set_word), but the barrier shades only `v` (the word is known to
+    /// hold null), so the store is all the word costs.
+    ///
+    /// # Safety
+    /// As [`set_word`](Self::set_word), and `obj` was returned by [`alloc`](Self::alloc) in
+    /// this section, and word `i` has not been stored since. (Stored since, the old value
+    /// would go unshaded while marking: a reachable object could be freed.)
+    #[inline]
+    pub unsafe fn init_word(&mut self, obj: usize, i: usize, kind: WordKind, v: usize) {
+        if self.validate {
+            self.check(obj, Some(i));
+            if let Some(r) = crate::mark::ref_of(kind, self.tag_rule(), v) {
+                self.check(r | self.tag_rule().ref_tag, None);
+            }
+        }
+        let addr = obj & !self.tag_rule().mask;
+        // SAFETY: as in `word`.
+        let w = unsafe { &body(addr, i + 1)[i] };
+        if self.validate && w.load(Ordering::Relaxed) != 0 {
+            panic!("safepoint: init_word on word {i} of {obj:#x}, which was already stored");
+        }
+        self.gc.init_field(self.p, kind, w, v);
     }
 
     /// The bytes of the byte array `obj` references (its length from its header).
