@@ -17,13 +17,16 @@
 //!
 //! ## Who marks
 //!
-//! * **Workers**: `procs / 4` of the collector's own threads (at least one), so about a
-//!   quarter of the CPU goes to marking while the program keeps every P. They are threads,
-//!   not goroutines, so that the scheduler's time slices among many runnable goroutines do
-//!   not starve marking (a starved marking lets the heap grow, since everything allocated
-//!   meanwhile is black). The cycle's driver parks while they work. A worker is never
-//!   stopped by a stop-the-world, so the driver stops the world only after every worker has
-//!   run out of work and returned: no worker holds private grey objects then.
+//! * **Workers** are goroutines on the runtime's Ps, the cycle's driver the first of them:
+//!   a quarter of the Ps, as in Go (one dedicated worker from two Ps on, more from eight; a
+//!   fractional one marking a quarter of the time with one P; see `worker_shares`). So
+//!   marking takes its share of the processors from the program rather than adding threads
+//!   the OS must time-slice against it: when the workers were threads beside the Ps, every
+//!   thread, the driver inside its termination stop included, waited milliseconds for a core.
+//!   They are urgent goroutines (a yield or an ended time slice puts them back ahead of the
+//!   program's goroutines), answer preemption requests between batches of
+//!   `BATCH_WORDS` words, and keep their private grey objects across those safepoints:
+//!   the driver stops the world only after every worker has run out of work and returned.
 //! * **Assists**: an allocating goroutine pays for its allocation in scan work on its slow
 //!   path (a new bitmap word or span), first from the credit the workers have banked, then by
 //!   scanning itself. So allocation cannot outrun marking.

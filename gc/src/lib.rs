@@ -86,8 +86,8 @@
 //! 3. **Mark**, concurrent with the program (the `concurrent` module explains why it is
 //!    correct): globals are shaded; each goroutine's managed stack is scanned under
 //!    `suspend_g` and the goroutine resumed at once (an asynchronously stopped goroutine's
-//!    innermost frame conservatively); mark workers (the collector's threads, a quarter of the
-//!    Ps) and assists (allocating goroutines, paying in scan work) drain the grey objects,
+//!    innermost frame conservatively); mark workers (goroutines on the Ps, a quarter of
+//!    them) and assists (allocating goroutines, paying in scan work) drain the grey objects,
 //!    each through a prefetching tracer (the `mark` module). Every reference store shades the
 //!    old and the new value into a per-P buffer.
 //! 4. **Stw (mark termination).** Ragged rounds flush the barrier buffers until one finds
