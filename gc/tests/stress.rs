@@ -1,4 +1,4 @@
-//! Stress: many goroutines on two Ps build trees, check them, and hand whole trees and
+//! Stress: many goroutines on one, two or four Ps build trees, check them, and hand whole trees and
 //! subtrees of trees they keep to each other over one managed channel, while collections run
 //! often (a 256 KiB heap goal, and some goroutines call `collect()`) with checkmark and poison
 //! on, in the concurrent mode and in the stop-the-world mode. Every tree's checksum, walked in
@@ -13,17 +13,30 @@ use trees::{build, checksum, expected};
 
 #[test]
 fn goroutines_build_check_and_exchange_trees_under_frequent_collections_concurrent() {
-    stress(false);
+    stress(false, 2);
 }
 
 #[test]
 fn goroutines_build_check_and_exchange_trees_under_frequent_collections_stop_the_world() {
-    stress(true);
+    stress(true, 2);
 }
 
-fn stress(stop_the_world: bool) {
+/// One P: the mark worker is fractional (it rests between batches, and marks whenever the P
+/// would idle), so marking and the program share the one processor.
+#[test]
+fn one_p_with_a_fractional_mark_worker() {
+    stress(false, 1);
+}
+
+/// Four Ps: a dedicated mark worker beside assists on three other Ps.
+#[test]
+fn four_ps_with_a_dedicated_mark_worker() {
+    stress(false, 4);
+}
+
+fn stress(stop_the_world: bool, procs: usize) {
     let (goroutines, rounds) = if cfg!(debug_assertions) { (64, 25) } else { (512, 100) };
-    let rt = Runtime::builder().procs(2).build().unwrap();
+    let rt = Runtime::builder().procs(procs).build().unwrap();
     let gc = Gc::builder()
         .stop_the_world(stop_the_world)
         .checkmark(true)
