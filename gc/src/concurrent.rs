@@ -542,10 +542,14 @@ impl Inner {
         for i in 0..extra + usize::from(extra_fractional) {
             let inner = me.clone();
             let share = if i < extra { None } else { Some(fraction) };
-            others.push(safepoint_sched::go(move || {
+            // If no goroutine can be started (the runtime is shutting down), the driver
+            // marks alone.
+            if let Ok(h) = safepoint_sched::try_go(move || {
                 safepoint_sched::set_urgent(true);
                 inner.mark_worker(share);
-            }));
+            }) {
+                others.push(h);
+            }
         }
         drop(me);
         self.mark_worker(if dedicated > 0 { None } else { Some(fraction) });

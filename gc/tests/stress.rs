@@ -1,4 +1,4 @@
-//! Stress: many goroutines on one, two or four Ps build trees, check them, and hand whole trees and
+//! Stress: many goroutines on one to eight Ps build trees, check them, and hand whole trees and
 //! subtrees of trees they keep to each other over one managed channel, while collections run
 //! often (a 256 KiB heap goal, and some goroutines call `collect()`) with checkmark and poison
 //! on, in the concurrent mode and in the stop-the-world mode. Every tree's checksum, walked in
@@ -32,6 +32,18 @@ fn one_p_with_a_fractional_mark_worker() {
 #[test]
 fn four_ps_with_a_dedicated_mark_worker() {
     stress(false, 4);
+}
+
+/// Six Ps: the driver marks as a dedicated worker beside a fractional worker goroutine.
+#[test]
+fn six_ps_with_a_dedicated_and_a_fractional_mark_worker() {
+    stress(false, 6);
+}
+
+/// Eight Ps: two dedicated workers, the driver and a goroutine it starts.
+#[test]
+fn eight_ps_with_two_dedicated_mark_workers() {
+    stress(false, 8);
 }
 
 fn stress(stop_the_world: bool, procs: usize) {
