@@ -87,9 +87,9 @@ impl Cx {
     }
 
     /// The goroutine's managed stack, outside a section (pushes there are safepoints).
+    #[inline]
     fn stack<R>(&self, f: impl FnOnce(&ManagedStack) -> R) -> R {
-        let id = safepoint::sched::goroutine_id().expect("on a goroutine");
-        safepoint::sched::with_managed_stack_of(id, f).expect("on a goroutine")
+        safepoint::sched::with_managed_stack(f)
     }
 
     /// Allocates a node in the section; `true` if the slow path is owed.
