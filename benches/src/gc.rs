@@ -34,7 +34,7 @@
 //! it), `peak_rss_kb` (getrusage `ru_maxrss`: the process's peak, so within `stress all` it
 //! includes earlier workloads), `gc_cycles`, and `p99_pause_us` / `max_pause_us` over the
 //! recorded pauses of the run ([`GcStats::pauses`], one per cycle, from the stop request to the
-//! restart: with concurrent marking, the default, the short mark-termination stop; with
+//! start of the restart, as Go counts its mark termination's: with concurrent marking, the default, the short mark-termination stop; with
 //! `SAFEPOINT_DEBUG=gcstoptheworld=1`, the whole marking).
 //!
 //! ## How trees are held

@@ -401,7 +401,9 @@ pub struct GcStats {
     pub goal_bytes: usize,
     /// The heap's sizes now.
     pub heap: HeapStats,
-    /// Pause of each cycle (the stop), oldest first; the last 100 000 cycles.
+    /// Pause of each cycle, oldest first; the last 100 000 cycles. A cycle's pause runs from
+    /// its stop's request to the start of the restart (as Go counts mark termination's), and
+    /// includes any earlier termination stops of the cycle that found work.
     pub pauses: Vec<Duration>,
     /// Sum of all pauses.
     pub total_pause: Duration,
@@ -435,7 +437,7 @@ pub(crate) struct Timeline {
     pub(crate) stopping: Duration,
     pub(crate) mark: Duration,
     /// Pauses before the final one (termination stops that found work and let go), each
-    /// from its request to its restart.
+    /// from its request to the start of its restart.
     pub(crate) term_pause: Duration,
     /// Stops in the cycle.
     pub(crate) stops: usize,
@@ -762,8 +764,14 @@ impl Inner {
         let t_end = Instant::now();
         drop(stop);
         let restart = t_end.elapsed();
-        // A pause runs from the stop request to the restart.
-        let in_stop = t_stop.elapsed();
+        // A pause runs from the stop request to the start of the restart, as Go counts its
+        // mark termination's (its `now` is read before `startTheWorldWithSema`): the restart
+        // hands every P back at once, and what follows is the OS running the woken threads.
+        // That is normally a few microseconds; rarely (about one cycle in a thousand on a
+        // 2-core machine) the woken thread takes the stopper's own core and the stopper
+        // resumes a millisecond later, while the program already runs. gctrace shows it as
+        // `restart`.
+        let in_stop = t_end - t_stop;
         let pause = tl.stopping + in_stop + tl.term_pause;
         {
             // Without preemption, as in `stats_snapshot`.
@@ -797,8 +805,8 @@ impl Inner {
                 let us = |d: Duration| d.as_secs_f64() * 1e6;
                 format!(
                     "{:.3}+{:.3}+{:.3}+{:.3} ms clock (sweep term + quiesce + concurrent mark + \
-                     termination stop), stop {:.0}+{:.0}+{:.0}+{:.0}+{:.0}+{:.0} us (earlier \
-                     stops + stopping + flush + caches + end + restart; {} stops), {:.3}+{:.3} \
+                     termination stop), stop {:.0}+{:.0}+{:.0}+{:.0}+{:.0} us (earlier stops + \
+                     stopping + flush + caches + end; {} stops), restart {:.0} us, {:.3}+{:.3} \
                      ms cpu (workers + assists), {} stacks, {} barrier shades",
                     ms(tl.sweep_term),
                     ms(tl.quiesce),
@@ -808,9 +816,9 @@ impl Inner {
                     us(tl.stopping),
                     us(tl.stop_flush),
                     us(tl.stop_caches),
-                    us(in_stop - tl.stop_flush - tl.stop_caches - restart),
-                    us(restart),
+                    us(in_stop - tl.stop_flush - tl.stop_caches),
                     tl.stops,
+                    us(restart),
                     ms(tl.worker_cpu),
                     ms(tl.assist_cpu),
                     tl.stacks,

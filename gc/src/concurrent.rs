@@ -419,9 +419,10 @@ impl Inner {
                     rounds += 1;
                     drop(globals);
                     self.set_phase(Phase::Mark);
-                    drop(stop);
-                    // Each stop counts whole, from its request to its restart.
+                    // Each stop counts from its request to the start of its restart (see
+                    // `terminate`).
                     tl.term_pause += t.elapsed();
+                    drop(stop);
                     continue;
                 }
                 // Little is left after three rounds: finish it here.
