@@ -11,6 +11,10 @@
 //! * `tree`: a binary tree over the same shuffled nodes (node `k` of the order links nodes
 //!   `2k + 1` and `2k + 2`). Every step is still a miss to a random place, but many objects
 //!   are known before they are needed, so a marker that prefetches can overlap their misses.
+//! * `ordered`: the same tree over the nodes in allocation order (node `k` of the allocation
+//!   links nodes `2k + 1` and `2k + 2`: the heap is laid out level by level). Addresses are
+//!   predictable and close together near the root, so the rate says how much of marking is
+//!   the marker's own work per object rather than waiting for memory.
 
 use safepoint_gc::{Gc, Mutator, TypeDesc, WordKind};
 use safepoint_sched::Runtime;
@@ -21,11 +25,12 @@ const CHUNK: usize = 1 << 20;
 fn main() {
     let mb: usize = std::env::args().nth(1).and_then(|a| a.parse().ok()).unwrap_or(64);
     let shape = std::env::args().nth(2).unwrap_or_else(|| "chain".into());
-    let tree = match shape.as_str() {
-        "chain" => false,
-        "tree" => true,
+    let (tree, shuffled) = match shape.as_str() {
+        "chain" => (false, true),
+        "tree" => (true, true),
+        "ordered" => (true, false),
         other => {
-            eprintln!("markrate: unknown shape {other:?} (chain or tree)");
+            eprintln!("markrate: unknown shape {other:?} (chain, tree or ordered)");
             std::process::exit(2);
         }
     };
@@ -58,7 +63,7 @@ fn main() {
             }
             let mut order: Vec<usize> = (0..n).collect();
             let mut x = 0x9E3779B97F4A7C15u64;
-            for i in (1..n).rev() {
+            for i in (1..n).rev().filter(|_| shuffled) {
                 x ^= x << 13;
                 x ^= x >> 7;
                 x ^= x << 17;
