@@ -213,12 +213,14 @@ pub fn walk_own_managed_stack<V: Visitor>(reg: &Registry, v: &mut V) {
     unsafe { g.mstack().walk_stopped(reg, v) }
 }
 
-/// Marks the running goroutine urgent (or not): whenever it is readied it goes ahead of all
-/// other runnable goroutines, and if no P is idle one running goroutine's time slice is ended
-/// so that a P picks it up within a safepoint or two. For short, latency-critical work such
-/// as a collector's driver; a goroutine that keeps running while urgent starves nobody (its
-/// time slice still ends), but one readied constantly would. Returns the previous setting.
-/// Off a goroutine it does nothing (and returns false).
+/// Marks the running goroutine urgent (or not): whenever it is readied, yields or has its
+/// time slice ended, it goes ahead of all other runnable goroutines, and if no P is idle when
+/// it is readied, one running goroutine's time slice is ended so that a P picks it up within
+/// a safepoint or two. For latency-critical work such as a collector's driver and mark
+/// workers. An urgent goroutine is not time-sliced: it keeps its P until it parks, sleeps or
+/// blocks (when its slice ends, the goroutines queued on its P move to the global queue for
+/// the other Ps). With one P, the others wait for it: keep urgent work short or parking
+/// often. Returns the previous setting. Off a goroutine it does nothing (and returns false).
 pub fn set_urgent(on: bool) -> bool {
     match current_g() {
         // Relaxed: read when this goroutine is next readied, after its park (which orders it).

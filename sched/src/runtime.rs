@@ -1228,13 +1228,13 @@ fn after_switch(m: &M, g: &'static G) {
             g.status.cas(Status::Running, Status::Runnable);
             let p = m.p().expect("yield without a P");
             end_slice_if_asked(p, g);
-            requeue(sched, p, g);
+            requeue(sched, p, g, false);
         }
         After::YieldPreempted => {
             g.status.cas(Status::Running, Status::Runnable);
             let p = m.p().expect("preempted without a P");
             end_slice(p);
-            requeue(sched, p, g);
+            requeue(sched, p, g, true);
         }
         After::Park(f) => {
             if let Some(p) = m.p() {
@@ -1281,24 +1281,45 @@ fn after_switch(m: &M, g: &'static G) {
     }
 }
 
-/// Puts `g`, which just yielded or was preempted on P `p` (owned by the running M), back in
-/// a queue: the back of `p`'s, or the urgent queue if `g` is urgent. An urgent goroutine (a
-/// collector's driver or mark worker) must not go behind every runnable goroutine of its P,
-/// each with a whole time slice: with four goroutines spinning on two Ps, each of a cycle's
-/// stack scans and handshakes waited for one or two 10 ms slices. The urgent queue, which
-/// every P's next schedule looks at first, takes it back at once (after the stop or barrier
-/// the switch gave way to). So an urgent goroutine keeps its P for as long as it runs, which
-/// is what a dedicated mark worker is for.
-fn requeue(sched: &Sched, p: &P, g: &'static G) {
+/// Puts `g`, which just yielded (or, if `preempted`, had its time slice ended) on P `p`
+/// (owned by the running M), back in a queue: the back of `p`'s, or the urgent queue if `g`
+/// is urgent.
+///
+/// An urgent goroutine (a collector's driver or mark worker) must not go behind every
+/// runnable goroutine of its P, each with a whole time slice: with four goroutines spinning on
+/// two Ps, each of a cycle's stack scans and handshakes waited for one or two 10 ms slices.
+/// The urgent queue, which every P's next schedule looks at first, takes it back at once
+/// (after the stop or barrier the switch gave way to). So an urgent goroutine is not
+/// time-sliced: it keeps its P for as long as it runs, which is what a dedicated mark worker
+/// is for. What waited in that P's queue is not left behind it: when its slice ends, the
+/// P's queued goroutines go to the global queue, where the other Ps take them (as Go does
+/// when its dedicated mark worker is preempted).
+fn requeue(sched: &Sched, p: &P, g: &'static G, preempted: bool) {
     // Relaxed: the goroutine's own flag, set by itself before this switch.
-    if g.urgent.load(Ordering::Relaxed) {
-        sched.urgent.push(GPtr::from(g));
-        // SeqCst: as in `enqueue_locked`.
-        sched.nurgent.fetch_add(1, Ordering::SeqCst);
-    } else {
+    if !g.urgent.load(Ordering::Relaxed) {
         // SAFETY: the caller's M owns p.
         unsafe { p.put(GPtr::from(g), false) };
+        return;
     }
+    if preempted {
+        let mut moved = false;
+        if let Some(x) = p.steal_runnext() {
+            sched.global.push(x);
+            moved = true;
+        }
+        // SAFETY: the caller's M owns p, hence the owner end of its queue.
+        let q = unsafe { p.runq() };
+        while let Some(x) = q.pop() {
+            sched.global.push(x);
+            moved = true;
+        }
+        if moved {
+            sched.wakep();
+        }
+    }
+    sched.urgent.push(GPtr::from(g));
+    // SeqCst: as in `enqueue_locked`.
+    sched.nurgent.fetch_add(1, Ordering::SeqCst);
 }
 
 /// Leaves the running goroutine for good because the runtime is shutting down (its M goes on

@@ -524,3 +524,46 @@ fn blocked_goroutine_hands_off_its_p() {
         waiter.join().unwrap();
     });
 }
+
+/// An urgent goroutine (a collector's mark worker, say) that yields or whose time slice ends
+/// goes back ahead of the others: on one P, a normal goroutine readied before the urgent one's
+/// loop does not run until that loop is done. And when it is done, the normal one runs.
+#[test]
+fn an_urgent_goroutine_keeps_its_p_through_yields() {
+    let rt = rt(1);
+    let ran_during = rt.block_on(|| {
+        safepoint_sched::set_urgent(true);
+        let flag = Arc::new(AtomicBool::new(false));
+        let f = flag.clone();
+        let h = go(move || f.store(true, Ordering::SeqCst));
+        let mut seen = false;
+        for _ in 0..1000 {
+            yield_now();
+            seen |= flag.load(Ordering::SeqCst);
+        }
+        safepoint_sched::set_urgent(false);
+        h.join().unwrap();
+        assert!(flag.load(Ordering::SeqCst));
+        seen
+    });
+    assert!(!ran_during, "a normal goroutine ran while the urgent one yielded");
+}
+
+/// A stop does not ask its own caller to stop: on one P, the stopper's first poll after the
+/// restart does not give the P away (it used to, and waited behind every runnable goroutine).
+#[test]
+fn the_stopper_is_not_left_a_preemption_request() {
+    let rt = rt(1);
+    let ran = rt.block_on(|| {
+        let flag = Arc::new(AtomicBool::new(false));
+        let f = flag.clone();
+        let h = go(move || f.store(true, Ordering::SeqCst));
+        drop(stop_the_world("test"));
+        for_each_p(&|_| {});
+        poll();
+        let ran = flag.load(Ordering::SeqCst);
+        h.join().unwrap();
+        ran
+    });
+    assert!(!ran, "the stopper's poll gave its P away");
+}
