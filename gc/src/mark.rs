@@ -160,6 +160,9 @@ pub(crate) struct Tracer<'a> {
     since_balance: u32,
     /// Bytes of the objects this tracer shaded (slot sizes).
     pub(crate) marked_bytes: usize,
+    /// The type of the last object scanned, and its descriptor (registered descriptors are
+    /// never removed or changed).
+    last_type: Option<(u32, &'a TypeDesc)>,
 }
 
 impl<'a> Tracer<'a> {
@@ -182,6 +185,7 @@ impl<'a> Tracer<'a> {
             balance,
             since_balance: 0,
             marked_bytes: 0,
+            last_type: None,
         }
     }
 
@@ -319,7 +323,24 @@ impl<'a> Tracer<'a> {
     #[inline(always)]
     fn scan(&mut self, obj: usize) -> usize {
         let stack = &mut self.stack;
-        scan_object(&self.ctx, obj, |r| stack.push(r))
+        // SAFETY: `obj` was shaded, so it is an allocated object, and nothing is freed while
+        // marking runs (sweeping of this cycle starts after marking ends).
+        let word = unsafe { header_of(obj) };
+        // Objects of one type tend to come in runs (a tree's nodes): the last type's
+        // descriptor is kept, and a header naming it skips the registry lookup.
+        if let Some(h) = Header::from_word(word) {
+            let id = h.type_id().get();
+            if let Some((last, desc)) = self.last_type
+                && last == id
+            {
+                return scan_described(&self.ctx, obj, desc, h.len(), |r| stack.push(r));
+            }
+        }
+        let Some((desc, len)) = describe(self.ctx.types, obj, word) else { return 1 };
+        if let Some(h) = Header::from_word(word) {
+            self.last_type = Some((h.type_id().get(), desc));
+        }
+        scan_described(&self.ctx, obj, desc, len, |r| stack.push(r))
     }
 
     /// Drains to the end of a stop-the-world marking with `workers` tracers: scans until no
@@ -370,14 +391,17 @@ pub(crate) fn steal(q: &Injector<usize>) -> Option<usize> {
     }
 }
 
-/// Calls `shade` with every reference held by the grey object at `obj`; returns the object's
-/// size in words (header included) as a measure of the scan work done.
-#[inline]
-pub(crate) fn scan_object(ctx: &MarkCtx<'_>, obj: usize, mut shade: impl FnMut(usize)) -> usize {
-    // SAFETY: `obj` was shaded, so it is an allocated object, and nothing is freed while
-    // marking runs (sweeping of this cycle starts after marking ends).
-    let word = unsafe { header_of(obj) };
-    let Some((desc, len)) = describe(ctx.types, obj, word) else { return 1 };
+/// Calls `shade` with every reference held by the grey object at `obj`, whose header gave
+/// its descriptor `desc` and length `len`; returns the object's size in words (header
+/// included) as a measure of the scan work done.
+#[inline(always)]
+fn scan_described(
+    ctx: &MarkCtx<'_>,
+    obj: usize,
+    desc: &TypeDesc,
+    len: usize,
+    mut shade: impl FnMut(usize),
+) -> usize {
     let rule = ctx.rule;
     match desc {
         TypeDesc::Record { words, .. } => {
