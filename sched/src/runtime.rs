@@ -1264,6 +1264,27 @@ fn after_switch(m: &M, g: &'static G) {
         After::PreemptPark => {
             g.wait_reason.store(5, Ordering::Relaxed);
             g.status.cas(Status::Running, Status::Preempted);
+            // The goroutine decided to park when it saw `preempt_stop`, but the suspender may
+            // have held it since in another way and withdrawn its request: the preemption
+            // signal can stop it between that look and this park (in `AsyncPreempted`, which
+            // a suspender holds and scans as well). Parked for a suspender that is gone, it
+            // would wait for good (a hang seen about once in a hundred runs of a collecting
+            // test under load). So it looks again, now that it is parked: if nobody asks any
+            // more, it takes itself back, unless a suspender has just claimed it (SCAN held:
+            // then that one readies it). A withdrawal is seen here: it was made while the
+            // suspender held SCAN, and our CAS into Preempted came after its release. A new
+            // request racing with this look is answered either way: its suspender finds us
+            // Preempted (and claims us, or loses that race to our CAS) or Runnable (and holds
+            // us), or asks us again at our next safepoint.
+            if !g.preempt_stop.load(Ordering::SeqCst)
+                && g.status.try_cas(Status::Preempted as u32, Status::Runnable as u32, None)
+                    == crate::status::Cas::Ok
+            {
+                match m.p() {
+                    Some(p) => requeue(sched, p, g, false),
+                    None => sched.enqueue(GPtr::from(g), false),
+                }
+            }
         }
         After::ExitSyscall => {
             g.status.cas(Status::Syscall, Status::Runnable);
