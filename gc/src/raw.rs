@@ -34,7 +34,7 @@
 
 use std::marker::PhantomData;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
 
 use safepoint_sched::Pinned;
 use safepoint_stackmap::ManagedStack;
@@ -300,6 +300,23 @@ impl<'a> Pin<'a> {
     /// reference word, 0 or the plain address of a live object.
     #[inline]
     pub unsafe fn set_word(&mut self, obj: usize, i: usize, kind: WordKind, v: usize) {
+        // SAFETY: the caller's contract is `field`'s.
+        let w = unsafe { self.field(obj, i, kind, v) };
+        if kind == WordKind::Raw {
+            // Relaxed: as in `word`.
+            w.store(v, Ordering::Relaxed);
+        } else {
+            self.gc.store_field(self.p, kind, w, v);
+        }
+    }
+
+    /// Body word `i` of `obj`, about to be given `v` (a field of kind `kind`): both checked
+    /// against the heap in the debugging modes.
+    ///
+    /// # Safety
+    /// As [`set_word`](Self::set_word).
+    #[inline(always)]
+    unsafe fn field(&self, obj: usize, i: usize, kind: WordKind, v: usize) -> &AtomicUsize {
         if self.validate {
             self.check(obj, Some(i));
             if let Some(r) = crate::mark::ref_of(kind, self.tag_rule(), v) {
@@ -307,14 +324,8 @@ impl<'a> Pin<'a> {
             }
         }
         let addr = obj & !self.tag_rule().mask;
-        // SAFETY: as in `word`.
-        let w = unsafe { &body(addr, i + 1)[i] };
-        if kind == WordKind::Raw {
-            // Relaxed: as in `word`.
-            w.store(v, Ordering::Relaxed);
-        } else {
-            self.gc.store_field(self.p, kind, w, v);
-        }
+        // SAFETY: per the contract, word `i` of a live object's body; heap words are atomics.
+        unsafe { &body(addr, i + 1)[i] }
     }
 
     /// Initializes body word `i` of an object allocated in this section and not yet stored
@@ -328,15 +339,8 @@ impl<'a> Pin<'a> {
     /// would go unshaded while marking: a reachable object could be freed.)
     #[inline]
     pub unsafe fn init_word(&mut self, obj: usize, i: usize, kind: WordKind, v: usize) {
-        if self.validate {
-            self.check(obj, Some(i));
-            if let Some(r) = crate::mark::ref_of(kind, self.tag_rule(), v) {
-                self.check(r | self.tag_rule().ref_tag, None);
-            }
-        }
-        let addr = obj & !self.tag_rule().mask;
-        // SAFETY: as in `word`.
-        let w = unsafe { &body(addr, i + 1)[i] };
+        // SAFETY: the caller's contract includes `field`'s.
+        let w = unsafe { self.field(obj, i, kind, v) };
         if self.validate && w.load(Ordering::Relaxed) != 0 {
             panic!("safepoint: init_word on word {i} of {obj:#x}, which was already stored");
         }
