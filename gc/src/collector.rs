@@ -960,7 +960,9 @@ impl<F: FnMut(usize, &dyn Fn() -> String)> Visitor for RootVisitor<'_, F> {
         };
         if let Some(r) = r {
             let (g, f) = (self.goid, self.frame);
-            (self.push)(r, &|| format!("goroutine {g} frame {f} slot {slot} (conservative)"));
+            (self.push)(r, &|| {
+                format!("goroutine {g} frame {f} slot {slot}{}", crate::mark::CONSERVATIVE_ROOT)
+            });
         }
     }
 }

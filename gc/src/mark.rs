@@ -498,6 +498,9 @@ fn refs_of(ctx: &MarkCtx<'_>, obj: usize) -> Vec<usize> {
         .collect()
 }
 
+/// How the description of a root from a conservatively scanned slot ends (see `checkmark`).
+pub(crate) const CONSERVATIVE_ROOT: &str = " (conservative)";
+
 /// `gccheckmark`: re-marks from `roots` on the side (a set, one thread, world stopped) and
 /// dies naming the first reachable object whose mark bit the real marking left clear.
 /// Returns the number of reachable objects.
@@ -506,7 +509,20 @@ pub(crate) fn checkmark(ctx: &MarkCtx<'_>, roots: &[(usize, String)]) -> usize {
     let mut parent: HashMap<usize, usize> = HashMap::new();
     let mut root_of: HashMap<usize, &str> = HashMap::new();
     let mut stack: Vec<usize> = Vec::new();
+    // A conservatively scanned slot (the innermost frame of a goroutine stopped by the
+    // preemption signal, whose stack map may be stale) may hold a dead value: a reference to
+    // garbage that marking rightly left white (the goroutine may have been scanned precisely
+    // while marking, at a safepoint where that slot was dead). Such a root proves nothing
+    // when unmarked, so it is followed only if marked (a marked object's references must all
+    // be marked); an object it reaches that is also reachable from an exact root is checked
+    // from there.
+    let marked = |obj: usize| {
+        ctx.heap.find_span(obj).is_some_and(|span| span.is_marked(span.div(obj - span.start())))
+    };
     for (r, what) in roots {
+        if what.ends_with(CONSERVATIVE_ROOT) && !marked(*r) {
+            continue;
+        }
         if seen.insert(*r) {
             root_of.insert(*r, what);
             stack.push(*r);
