@@ -526,13 +526,13 @@ impl Inner {
     /// it (on a machine with as many cores as Ps, an extra marking thread made every thread,
     /// the cycle's driver in its stops included, wait milliseconds for a core).
     ///
-    /// The share is a quarter of the Ps, as in Go: `procs / 4` rounded to the nearest whole
-    /// number of *dedicated* workers (which mark until the work runs out, giving way only to
-    /// preemption requests), unless rounding would miss the quarter by more than 30%; what is
-    /// left is one *fractional* worker, which marks for that fraction of the time of one P
-    /// (with 2 Ps: half of one P). The driver goroutine is the first worker itself; the others
-    /// are goroutines it starts and waits for. A fractional worker marks without pause while
-    /// some P is idle (the processor would otherwise go unused), as Go's idle workers do.
+    /// The share is a quarter of the Ps, as in Go ([`worker_shares`]): whole *dedicated*
+    /// workers (which mark until the work runs out, giving way only to preemption requests),
+    /// at least one from two Ps on, and what is left as one *fractional* worker, which marks
+    /// for that fraction of one P's time (with one P: a quarter). The driver goroutine is the
+    /// first worker itself; the others are goroutines it starts and waits for. A fractional
+    /// worker marks without pause while some P is idle (the processor would otherwise go
+    /// unused), as Go's idle workers do.
     fn run_workers(&self) {
         let Some(me) = self.conc.me.get().and_then(Weak::upgrade) else { return };
         let (dedicated, fraction) = worker_shares(self.rt.procs());
