@@ -326,21 +326,20 @@ impl<'a> Tracer<'a> {
         // SAFETY: `obj` was shaded, so it is an allocated object, and nothing is freed while
         // marking runs (sweeping of this cycle starts after marking ends).
         let word = unsafe { header_of(obj) };
+        // No header yet: allocated this instant, it holds no references (see `describe`).
+        let Some(h) = Header::from_word(word) else { return 1 };
         // Objects of one type tend to come in runs (a tree's nodes): the last type's
         // descriptor is kept, and a header naming it skips the registry lookup.
-        if let Some(h) = Header::from_word(word) {
-            let id = h.type_id().get();
-            if let Some((last, desc)) = self.last_type
-                && last == id
-            {
-                return scan_described(&self.ctx, obj, desc, h.len(), |r| stack.push(r));
+        let id = h.type_id().get();
+        let desc = match self.last_type {
+            Some((last, desc)) if last == id => desc,
+            _ => {
+                let Some((desc, _)) = describe(self.ctx.types, obj, word) else { return 1 };
+                self.last_type = Some((id, desc));
+                desc
             }
-        }
-        let Some((desc, len)) = describe(self.ctx.types, obj, word) else { return 1 };
-        if let Some(h) = Header::from_word(word) {
-            self.last_type = Some((h.type_id().get(), desc));
-        }
-        scan_described(&self.ctx, obj, desc, len, |r| stack.push(r))
+        };
+        scan_described(&self.ctx, obj, desc, h.len(), |r| stack.push(r))
     }
 
     /// Drains to the end of a stop-the-world marking with `workers` tracers: scans until no
