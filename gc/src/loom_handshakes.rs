@@ -161,9 +161,10 @@ impl World {
     /// A reference store into `A.f`, pinned: the barrier (shade old and new into the P's
     /// buffer when it is on, flushing a full buffer), then the store; no safepoint between.
     fn store_a(&self, new: usize) {
-        let old = self.field[A].load(Ordering::Relaxed);
-        // Relaxed: see `Shared::barrier_on`.
+        // Relaxed: see `Shared::barrier_on`. The old value is read only when the barrier is
+        // on, as `Inner::store_field` does.
         if self.barrier_on.load(Ordering::Relaxed) {
+            let old = self.field[A].load(Ordering::Relaxed);
             self.p.with_mut(|p| {
                 // SAFETY: the P's owner, between safepoints.
                 let p = unsafe { &mut *p };
