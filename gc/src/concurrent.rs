@@ -307,6 +307,8 @@ impl Inner {
     /// An assist: called on an allocation's slow path while marking, pinned on P `st`, for
     /// roughly `bytes` allocated since the last one. Pays in scan work: credit banked by the
     /// workers first, then scanning.
+    #[cold]
+    #[inline(never)]
     pub(crate) fn assist(&self, st: &mut PState, bytes: usize) {
         let c = &self.conc;
         // Relaxed: pacing numbers; being a little stale is fine.

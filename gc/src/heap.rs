@@ -183,7 +183,9 @@ impl Heap {
     pub fn new_cache(&self) -> Cache {
         Cache {
             heap: self.inner.clone(),
-            slots: [const { Slot { span: None, word: 0, free: 0 } }; NUM_CLASSES],
+            slots: [const { Slot { span: None, word: 0, free: 0, base: 0, size: 0, zero: false } };
+                NUM_CLASSES],
+            poison: self.inner.config.poison,
             allocs: 0,
             alloc_bytes: 0,
             black: false,
@@ -669,6 +671,31 @@ struct Slot {
     word: usize,
     /// Free slots left in that word (inverted alloc bits, masked to valid slots).
     free: u64,
+    /// Address of the first slot `word` covers: bit `b` of `free` is the slot at
+    /// `base + b * size`. (Copied out of the span record when the word is taken, so the fast
+    /// path reads only this cache.)
+    base: usize,
+    /// The class's slot size.
+    size: usize,
+    /// The span's `needzero`, as it was when the span was taken: it changes only under the
+    /// central lock while the span is in no cache.
+    zero: bool,
+}
+
+impl Slot {
+    /// Takes bitmap word `w` of `span` (slot size `size`) if it has a free slot.
+    fn take_word(&mut self, span: &Span, w: usize) -> bool {
+        // Relaxed: while a span is cached only its cache writes its alloc bits, and a span
+        // taken from the central lists was released under the lock we took to get it.
+        let free = !span.alloc_word(w).load(Ordering::Relaxed) & span.word_mask(w);
+        if free == 0 {
+            return false;
+        }
+        self.word = w;
+        self.free = free;
+        self.base = span.start() + w * 64 * self.size;
+        true
+    }
 }
 
 /// A per-P allocation cache: one span per size class, allocated from without any lock.
@@ -678,6 +705,8 @@ struct Slot {
 pub struct Cache {
     heap: Arc<Inner>,
     slots: [Slot; NUM_CLASSES],
+    /// The heap's `poison` mode (every allocation checks that its slot was left poisoned).
+    poison: bool,
     allocs: u64,
     alloc_bytes: u64,
     /// Allocate black: mark each new object (while the collector marks).
@@ -698,19 +727,27 @@ impl Cache {
     /// Allocates `size` bytes, zeroed and 8-byte aligned. Sizes up to 32 KiB come from a size
     /// class (a zero-byte request gets an 8-byte slot, so every object has its own address);
     /// larger ones get a span of their own.
+    #[inline]
     pub fn alloc(&mut self, size: usize) -> Result<NonNull<u8>, AllocError> {
+        match class_of(size) {
+            Some(class) if self.slots[class].free != 0 => Ok(self.take(class)),
+            _ => self.alloc_slow(size),
+        }
+    }
+
+    /// The slow path of [`alloc`](Self::alloc): a large object, or a refill first.
+    #[cold]
+    #[inline(never)]
+    fn alloc_slow(&mut self, size: usize) -> Result<NonNull<u8>, AllocError> {
+        self.refills += 1;
         let Some(class) = class_of(size) else {
-            self.refills += 1;
             let p = Heap { inner: self.heap.clone() }.alloc_large(size, self.black)?;
             if self.black {
                 self.black_bytes += size.next_multiple_of(8) as u64;
             }
             return Ok(p);
         };
-        if self.slots[class].free == 0 {
-            self.refills += 1;
-            self.refill(class, size)?;
-        }
+        self.refill(class, size)?;
         Ok(self.take(class))
     }
 
@@ -732,35 +769,22 @@ impl Cache {
     }
 
     /// Fast path: the next free slot of the cached word.
-    #[inline]
+    #[inline(always)]
     fn take(&mut self, class: usize) -> NonNull<u8> {
         let slot = &mut self.slots[class];
         debug_assert!(slot.free != 0);
         let bit = slot.free.trailing_zeros() as usize;
         slot.free &= slot.free - 1;
-        let rec = slot.span.expect("a slot with free bits has a span");
-        // SAFETY: records live as long as the heap, which `self.heap` keeps alive.
-        let span = unsafe { rec.get() };
-        let size = CLASSES[class].size;
-        let idx = slot.word * 64 + bit;
-        let addr = span.start() + idx * size;
-        if self.heap.config.poison {
-            // SAFETY: the slot is free and inside our cached span: nobody else reads or writes
-            // it (a free slot is unreachable).
-            let bytes = unsafe { std::slice::from_raw_parts(addr as *const u8, size) };
-            if let Some(i) = bytes.iter().position(|&b| b != POISON) {
-                panic!(
-                    "heap corruption: free object at {addr:#x} (size {size}) was written at \
-                     offset {i} after it was freed"
-                );
-            }
+        let size = slot.size;
+        let addr = slot.base + bit * size;
+        if self.poison {
+            check_poisoned(addr, size);
         }
-        // Relaxed: `needzero` is written only under the central lock while the span is not
-        // cached, and this cache took the span under that lock.
-        if span.needzero.load(Ordering::Relaxed) {
-            // SAFETY: as above: a free slot of our cached span, `size` bytes, 8-aligned (every
-            // class size is a multiple of 8). The common small sizes are zeroed with fixed-size
-            // stores rather than a call to memset.
+        if slot.zero {
+            // SAFETY: a free slot of our cached span, `size` bytes, 8-aligned (every class
+            // size is a multiple of 8): nobody else reads or writes it (a free slot is
+            // unreachable). The common small sizes are zeroed with fixed-size stores rather
+            // than a call to memset.
             unsafe {
                 match size {
                     16 => (addr as *mut [u64; 2]).write([0; 2]),
@@ -771,6 +795,10 @@ impl Cache {
                 }
             }
         }
+        let rec = slot.span.expect("a slot with free bits has a span");
+        // SAFETY: records live as long as the heap, which `self.heap` keeps alive.
+        let span = unsafe { rec.get() };
+        let idx = slot.word * 64 + bit;
         if self.black {
             // Before the alloc bit: nobody can reach the object yet, and a sweep cannot run
             // while marking is on.
@@ -796,15 +824,13 @@ impl Cache {
             let span = unsafe { rec.get() };
             let words = span.slots().div_ceil(64);
             while slot.word + 1 < words {
-                slot.word += 1;
-                // Relaxed: only this cache writes the bits of its cached span.
-                slot.free =
-                    !span.alloc_word(slot.word).load(Ordering::Relaxed) & span.word_mask(slot.word);
-                if slot.free != 0 {
+                if slot.take_word(span, slot.word + 1) {
                     return Ok(());
                 }
+                slot.word += 1;
             }
             slot.span = None;
+            slot.free = 0;
             self.heap.release_span(class, rec);
         }
         self.flush_stats();
@@ -813,13 +839,13 @@ impl Cache {
         let span = unsafe { rec.get() };
         let slot = &mut self.slots[class];
         slot.span = Some(rec);
+        slot.size = CLASSES[class].size;
+        debug_assert_eq!(slot.size, span.elem_size());
+        // Relaxed: `needzero` is written only under the central lock while the span is in no
+        // cache, and we took the span under that lock.
+        slot.zero = span.needzero.load(Ordering::Relaxed);
         for w in 0..span.slots().div_ceil(64) {
-            // Relaxed: the span is now ours; its last writer released it under the central
-            // lock we took in `take_span`.
-            let free = !span.alloc_word(w).load(Ordering::Relaxed) & span.word_mask(w);
-            if free != 0 {
-                slot.word = w;
-                slot.free = free;
+            if slot.take_word(span, w) {
                 return Ok(());
             }
         }
@@ -852,6 +878,22 @@ impl Cache {
 impl Drop for Cache {
     fn drop(&mut self) {
         self.flush();
+    }
+}
+
+/// Dies if the free slot at `addr` (`size` bytes) was written after it was freed: in poison
+/// mode every freed slot is filled with [`POISON`].
+#[cold]
+#[inline(never)]
+fn check_poisoned(addr: usize, size: usize) {
+    // SAFETY: a free slot inside a span its caller's cache holds: nobody else reads or writes
+    // it (a free slot is unreachable), and it is `size` readable bytes.
+    let bytes = unsafe { std::slice::from_raw_parts(addr as *const u8, size) };
+    if let Some(i) = bytes.iter().position(|&b| b != POISON) {
+        panic!(
+            "heap corruption: free object at {addr:#x} (size {size}) was written at offset {i} \
+             after it was freed"
+        );
     }
 }
 

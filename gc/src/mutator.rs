@@ -775,6 +775,7 @@ impl Inner {
     /// slow path also pays an assist.
     ///
     /// Runs pinned on P `p` (the caller's `pinned` section).
+    #[inline]
     pub(crate) fn alloc_on(
         &self,
         p: usize,
