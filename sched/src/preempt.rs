@@ -130,11 +130,18 @@ fn hold() {
     compiler_fence(Ordering::SeqCst);
     hold_begin(&g.status, p);
     g.async_prone.store(true, Ordering::Relaxed);
-    // Dekker with stop_the_world, as in entersyscall: it sets gcwaiting and then looks for Held
-    // Ps; we publish Held and then look at gcwaiting. The CAS decides who counts the P.
+    // Dekker with stop_the_world: it sets gcwaiting and then looks for Held Ps, again at every
+    // look while it waits; we publish Held and then look at gcwaiting, and if a stop is on,
+    // wake its stopper so that it looks now. The stopper counts the P itself (`stop_held_ps`):
+    // the hold must not. A hold that read gcwaiting set can be overtaken before its CAS by
+    // the stopper counting the P, the stop ending, and `start_the_world` giving the P back
+    // (`GcStop -> Held`); a `Held -> GcStop` CAS then would take the P again for a stop that
+    // is over, count it for a stop that has not begun, and leave the goroutine held for good.
+    // (That hung a test once, at runtime shutdown, with the P found GcStop after the last
+    // restart.) A stale wake-up costs the next stopper one extra look.
     fence(Ordering::SeqCst);
-    if sched.gcwaiting.load(Ordering::SeqCst) && p.cas_status(PStatus::Held, PStatus::GcStop) {
-        sched.stopwait_done();
+    if sched.gcwaiting.load(Ordering::SeqCst) {
+        sched.stopnote.wakeup();
     }
     if p.run_safe_point_fn.load(Ordering::SeqCst) {
         // The barrier's caller runs the function for us; tell it to look now.
