@@ -951,9 +951,9 @@ impl<F: FnMut(usize, &dyn Fn() -> String)> Visitor for RootVisitor<'_, F> {
         // Relaxed: the goroutine is held.
         let w = word.load(Ordering::Relaxed);
         let untagged = w & !self.rule.mask;
-        let r = if self.heap.is_object(w) {
+        let r = if self.heap.is_ref(w) {
             Some(w)
-        } else if self.rule.is_ref(w) && self.heap.is_object(untagged) {
+        } else if self.rule.is_ref(w) && self.heap.is_ref(untagged) {
             Some(untagged)
         } else {
             None

@@ -1,4 +1,22 @@
 //! The heap: central lists, per-P caches, large objects, sweeping, scavenging, statistics.
+//!
+//! ## Kinds: size classes and typed spans
+//!
+//! Small objects are allocated by *kind*, and each kind has its central lists and a slot in
+//! every cache. The first kinds are the size classes: slots of one size, for any object that
+//! brings its own header. Past them come [`TYPED_KINDS`] typed kinds, one per record type
+//! among the first registered ([`typed_kind`]): a typed span is one page of an arena that
+//! holds only typed spans, its first word the type's header and its slots the records'
+//! bodies, headerless. Typed spans are swept, cached and freed as any other; only their
+//! layout differs (`Span::typed`, and the slots start one word into the page).
+//!
+//! Why typed kinds rather than headers everywhere: a header is a word per object, half again
+//! the size of a two-reference tree node, paid in allocation, sweeping, marking and memory.
+//! Why only the first types, and a fixed number: each kind costs a cache slot per P and a
+//! partly filled page per P that allocates it, and a kind is found with no table (its type
+//! id is its index). An embedder registers its most common records first; the rest, and
+//! every array, keep their header. The page map tags typed arenas (one bit of the arena's
+//! entry), which is how a reference's header is found without reading a span record.
 
 use std::fmt;
 use std::ptr::NonNull;
@@ -8,6 +26,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use crate::pageheap::{Grow, PageHeap, PageMap, SpanPtr};
 use crate::sizeclass::{CLASSES, NUM_CLASSES, class_of};
 use crate::span::{Span, state};
+use crate::types::WORD;
 use crate::{ARENA_PAGES, ARENA_SIZE, PAGE_SIZE};
 
 /// The byte freed objects are filled with when [`HeapConfig::poison`] is on.
@@ -92,6 +111,24 @@ pub struct HeapStats {
     pub total_frees: u64,
 }
 
+/// Record types that get typed spans: the types with ids `1..=TYPED_KINDS`, whose objects
+/// fit [`MAX_TYPED_SIZE`].
+pub const TYPED_KINDS: usize = 64;
+/// The largest typed object, in bytes: a typed span is one page, and should hold at least 15.
+pub const MAX_TYPED_SIZE: usize = 512;
+/// Central lists and cache slots: one per size class, then one per typed kind.
+pub(crate) const NUM_KINDS: usize = NUM_CLASSES + TYPED_KINDS;
+
+/// The kind (the central list and cache slot) of headerless objects of record type `type_id`
+/// and `size` bytes, if they get typed spans: the first [`TYPED_KINDS`] types registered,
+/// when no larger than [`MAX_TYPED_SIZE`]. Others are allocated with a header, by size class.
+#[inline]
+pub fn typed_kind(type_id: u32, size: usize) -> Option<usize> {
+    let id = type_id as usize;
+    ((1..=TYPED_KINDS).contains(&id) && (1..=MAX_TYPED_SIZE).contains(&size))
+        .then(|| NUM_CLASSES + id - 1)
+}
+
 /// Index of the partial (some free slot) and full lists in [`Central::lists`].
 const PARTIAL: usize = 0;
 const FULL: usize = 1;
@@ -160,7 +197,7 @@ impl Heap {
     /// A new, empty heap; arenas are mapped on first use.
     pub fn new(config: HeapConfig) -> Result<Heap, AllocError> {
         let map = PageMap::new().ok_or(AllocError::OsRefused { bytes: 1 << 25 })?;
-        let central = (0..NUM_CLASSES).map(|_| Mutex::new(Central { lists: Default::default() }));
+        let central = (0..NUM_KINDS).map(|_| Mutex::new(Central { lists: Default::default() }));
         Ok(Heap {
             inner: Arc::new(Inner {
                 pages: Mutex::new(PageHeap::new(config.hard_limit)),
@@ -184,7 +221,7 @@ impl Heap {
         Cache {
             heap: self.inner.clone(),
             slots: [const { Slot { span: None, word: 0, free: 0, base: 0, size: 0, zero: false } };
-                NUM_CLASSES],
+                NUM_KINDS],
             poison: self.inner.config.poison,
             allocs: 0,
             alloc_bytes: 0,
@@ -223,6 +260,20 @@ impl Heap {
             .unwrap_or(false)
     }
 
+    /// Whether `r` is the reference of an allocated object: the address of its body, one word
+    /// past its slot's start for an object with a header, its slot's start in a typed span.
+    #[inline]
+    pub fn is_ref(&self, r: usize) -> bool {
+        self.find_span(r).and_then(|s| s.ref_index(r).map(|i| s.is_allocated(i))).unwrap_or(false)
+    }
+
+    /// Whether `addr` lies in a typed arena (whose spans' objects have no header: see the
+    /// module documentation). One load from the page map.
+    #[inline(always)]
+    pub fn is_typed(&self, addr: usize) -> bool {
+        self.inner.map.is_typed(addr)
+    }
+
     /// Allocates a large object (more than 32 KiB) on a span of its own; zeroed; marked if
     /// `black`.
     fn alloc_large(&self, size: usize, black: bool) -> Result<NonNull<u8>, AllocError> {
@@ -233,11 +284,11 @@ impl Heap {
         let npages = size.div_ceil(PAGE_SIZE);
         let mut large = lock(&inner.large);
         let mut ph = lock(&inner.pages);
-        let (addr, zeroed) = inner.page_alloc(&mut ph, npages, size)?;
+        let (addr, zeroed) = inner.page_alloc(&mut ph, npages, size, false)?;
         let rec = ph.record();
         // SAFETY: records live as long as the heap, which `self` keeps alive.
         let span = unsafe { rec.get() };
-        inner.init_span(span, addr, npages, 0, size.next_multiple_of(8), 1, state::LARGE);
+        inner.init_span(span, addr, npages, 0, size.next_multiple_of(8), 1, state::LARGE, 0);
         if !zeroed {
             // SAFETY: the span's pages are ours alone: just taken from the page heap.
             unsafe { std::ptr::write_bytes(addr as *mut u8, 0, npages * PAGE_SIZE) };
@@ -318,9 +369,9 @@ impl Heap {
         if let Some(rec) = inner.pop(&inner.large, |l| l[un].pop(), un) {
             return Some(inner.sweep_span(rec, sg, false).freed);
         }
-        for class in 1..NUM_CLASSES {
+        for kind in 1..NUM_KINDS {
             let got = inner.pop(
-                &inner.central[class],
+                &inner.central[kind],
                 |c| c.lists[un][PARTIAL].pop().or_else(|| c.lists[un][FULL].pop()),
                 un,
             );
@@ -412,8 +463,9 @@ impl Inner {
         ph: &mut PageHeap,
         npages: usize,
         requested: usize,
+        typed: bool,
     ) -> Result<(usize, bool), AllocError> {
-        ph.alloc(&self.map, npages).map_err(|e| match e {
+        ph.alloc(&self.map, npages, typed).map_err(|e| match e {
             Grow::Limit => AllocError::OutOfMemory { requested, limit: self.config.hard_limit },
             Grow::Os => AllocError::OsRefused { bytes: ARENA_SIZE },
         })
@@ -429,9 +481,11 @@ impl Inner {
         elem: usize,
         nelems: usize,
         st: u8,
+        typed: usize,
     ) {
         // Relaxed stores: the page-map Release stores in `PageMap::set` publish them.
         span.start.store(addr, Ordering::Relaxed);
+        span.typed.store(typed, Ordering::Relaxed);
         span.npages.store(npages, Ordering::Relaxed);
         span.class.store(class, Ordering::Relaxed);
         span.elem_size.store(elem, Ordering::Relaxed);
@@ -446,7 +500,7 @@ impl Inner {
     /// Frees an empty span's pages and its record. Caller holds the page-heap lock (and, for a
     /// size-class span, its central lock).
     fn free_span(&self, ph: &mut PageHeap, span: &Span, rec: SpanPtr) {
-        let (start, npages) = (span.start(), span.pages());
+        let (start, npages) = (span.base(), span.pages());
         // Release pairs with the Acquire in `Heap::find_span`.
         span.state.store(state::FREE, Ordering::Release);
         self.map.set(start, npages, std::ptr::null());
@@ -588,15 +642,22 @@ impl Inner {
         Swept { freed: 1, taken: None }
     }
 
-    /// A span of `class` for a cache: a swept partial one, else an unswept one swept now
-    /// (partial first, then up to `FULL_SWEEP_BUDGET` full ones), else a new one.
-    fn take_span(&self, class: usize, requested: usize) -> Result<SpanPtr, AllocError> {
+    /// A span of `kind` for a cache: a swept partial one, else an unswept one swept now
+    /// (partial first, then up to `FULL_SWEEP_BUDGET` full ones), else a new one. `kind` is
+    /// a size class with `typed` 0, or a typed kind (see [`typed_kind`]) with `typed` the
+    /// header of its objects' type and `requested` their size.
+    fn take_span(
+        &self,
+        kind: usize,
+        requested: usize,
+        typed: usize,
+    ) -> Result<SpanPtr, AllocError> {
         const FULL_SWEEP_BUDGET: usize = 16;
         let sg = self.sweepgen.load(Ordering::Acquire);
         let (sp, un) = (swept_parity(sg), 1 - swept_parity(sg));
         let mut budget = FULL_SWEEP_BUDGET;
         loop {
-            let mut central = lock(&self.central[class]);
+            let mut central = lock(&self.central[kind]);
             if let Some(rec) = central.lists[sp][PARTIAL].pop() {
                 // Relaxed: see `listed`.
                 self.listed[sp].fetch_sub(1, Ordering::Relaxed);
@@ -620,32 +681,46 @@ impl Inner {
                 return Ok(rec);
             }
         }
-        let c = CLASSES[class];
+        let (pages, first, size, slots) = if typed == 0 {
+            let c = CLASSES[kind];
+            (c.pages, 0, c.size, c.objects)
+        } else {
+            // One page: the type's header word, then the slots.
+            let size = CLASSES[class_of(requested).expect("typed objects are small")].size;
+            (1, WORD, size, (PAGE_SIZE - WORD) / size)
+        };
         let mut ph = lock(&self.pages);
-        let (addr, zeroed) = self.page_alloc(&mut ph, c.pages, requested)?;
+        let (addr, zeroed) = self.page_alloc(&mut ph, pages, requested, typed != 0)?;
         let rec = ph.record();
         // SAFETY: as above.
         let span = unsafe { rec.get() };
-        self.init_span(span, addr, c.pages, class, c.size, c.objects, state::CACHED);
+        self.init_span(span, addr + first, pages, kind, size, slots, state::CACHED, typed);
         // Relaxed: published with the span by the page-map Release store below and to its
         // cache by this thread.
         span.sweepgen.store(sg, Ordering::Relaxed);
         if self.config.poison {
             // SAFETY: the pages were just taken from the page heap; nothing else uses them.
-            unsafe { std::ptr::write_bytes(addr as *mut u8, POISON, c.pages * PAGE_SIZE) };
+            unsafe {
+                std::ptr::write_bytes((addr + first) as *mut u8, POISON, pages * PAGE_SIZE - first)
+            };
+        }
+        if typed != 0 {
+            // SAFETY: the span's first word, outside every slot: ours until the span is
+            // published. Relaxed: published with the span, as its record's fields are.
+            unsafe { &*(addr as *const AtomicUsize) }.store(typed, Ordering::Relaxed);
         }
         // Relaxed: the span reaches its cache through this thread.
         span.needzero.store(!zeroed || self.config.poison, Ordering::Relaxed);
-        self.map.set(addr, c.pages, span);
+        self.map.set(addr, pages, span);
         Ok(rec)
     }
 
     /// Gives a cached span back to its class's lists: partial if it has a free slot, else
     /// full; swept if it was swept in this generation, else (cached across the end of a
     /// marking) unswept.
-    fn release_span(&self, class: usize, rec: SpanPtr) {
+    fn release_span(&self, kind: usize, rec: SpanPtr) {
         let sg = self.sweepgen.load(Ordering::Acquire);
-        let mut central = lock(&self.central[class]);
+        let mut central = lock(&self.central[kind]);
         // SAFETY: records live as long as the heap.
         let span = unsafe { rec.get() };
         let words = span.slots().div_ceil(64);
@@ -704,7 +779,8 @@ impl Slot {
 /// flushes it.
 pub struct Cache {
     heap: Arc<Inner>,
-    slots: [Slot; NUM_CLASSES],
+    /// By kind: the size classes, then the typed kinds.
+    slots: [Slot; NUM_KINDS],
     /// The heap's `poison` mode (every allocation checks that its slot was left poisoned).
     poison: bool,
     allocs: u64,
@@ -747,8 +823,39 @@ impl Cache {
             }
             return Ok(p);
         };
-        self.refill(class, size)?;
+        self.refill(class, size, 0)?;
         Ok(self.take(class))
+    }
+
+    /// Allocates a headerless object of `size` bytes, zeroed, in a typed span of `kind` (from
+    /// [`typed_kind`] for its type) whose first word holds `header`, the type's header word.
+    /// Every call for one kind must give the same size and header (one type registry per
+    /// heap makes it so).
+    #[inline]
+    pub(crate) fn alloc_typed(
+        &mut self,
+        kind: usize,
+        size: usize,
+        header: usize,
+    ) -> Result<NonNull<u8>, AllocError> {
+        debug_assert!((NUM_CLASSES..NUM_KINDS).contains(&kind) && header != 0);
+        if self.slots[kind].free != 0 {
+            return Ok(self.take(kind));
+        }
+        self.alloc_typed_slow(kind, size, header)
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn alloc_typed_slow(
+        &mut self,
+        kind: usize,
+        size: usize,
+        header: usize,
+    ) -> Result<NonNull<u8>, AllocError> {
+        self.refills += 1;
+        self.refill(kind, size, header)?;
+        Ok(self.take(kind))
     }
 
     /// Whether new objects are allocated marked ("black"): on while the collector marks, so
@@ -817,8 +924,8 @@ impl Cache {
     }
 
     /// Slow path: the next word of the cached span, else a span from the central list.
-    fn refill(&mut self, class: usize, requested: usize) -> Result<(), AllocError> {
-        let slot = &mut self.slots[class];
+    fn refill(&mut self, kind: usize, requested: usize, typed: usize) -> Result<(), AllocError> {
+        let slot = &mut self.slots[kind];
         if let Some(rec) = slot.span {
             // SAFETY: records live as long as the heap.
             let span = unsafe { rec.get() };
@@ -831,16 +938,23 @@ impl Cache {
             }
             slot.span = None;
             slot.free = 0;
-            self.heap.release_span(class, rec);
+            self.heap.release_span(kind, rec);
         }
         self.flush_stats();
-        let rec = self.heap.take_span(class, requested)?;
+        let rec = self.heap.take_span(kind, requested, typed)?;
         // SAFETY: records live as long as the heap.
         let span = unsafe { rec.get() };
-        let slot = &mut self.slots[class];
+        if span.typed_header() != typed || requested > span.elem_size() {
+            crate::fatal(format_args!(
+                "heap: a span of kind {kind} holds objects of header {:#x} and {} bytes, not \
+                 {typed:#x} and {requested} (two type registries sharing one heap?)",
+                span.typed_header(),
+                span.elem_size()
+            ));
+        }
+        let slot = &mut self.slots[kind];
         slot.span = Some(rec);
-        slot.size = CLASSES[class].size;
-        debug_assert_eq!(slot.size, span.elem_size());
+        slot.size = span.elem_size();
         // Relaxed: `needzero` is written only under the central lock while the span is in no
         // cache, and we took the span under that lock.
         slot.zero = span.needzero.load(Ordering::Relaxed);
@@ -863,12 +977,12 @@ impl Cache {
     /// Gives every cached span back to the central lists and publishes the cache's counts.
     /// Spans in a cache cannot be swept, so the collector flushes every cache before sweeping.
     pub fn flush(&mut self) {
-        for class in 1..NUM_CLASSES {
-            let slot = &mut self.slots[class];
+        for kind in 1..NUM_KINDS {
+            let slot = &mut self.slots[kind];
             if let Some(rec) = slot.span.take() {
                 slot.free = 0;
                 slot.word = 0;
-                self.heap.release_span(class, rec);
+                self.heap.release_span(kind, rec);
             }
         }
         self.flush_stats();

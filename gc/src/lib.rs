@@ -2,8 +2,11 @@
 //!
 //! A non-moving mark-sweep heap for interpreters, scanned precisely: the roots are the
 //! embedder's [`Global`]s and every goroutine's managed stack (frames described by the
-//! stackmap registry, or handle frames of [`Mutator`] scopes), and every object carries a
-//! header naming its type descriptor, which says which of its words are references.
+//! stackmap registry, or handle frames of [`Mutator`] scopes), and every object has a header
+//! naming its type descriptor, which says which of its words are references: a word before
+//! the object's body, or, for records of the first 64 types registered, the first word of a
+//! *typed span* (a page of objects of that type only), shared by all its objects, so that a
+//! small record costs no more than its fields (the `types` module explains the layout).
 //!
 //! ## The embedding API
 //!
@@ -47,7 +50,7 @@
 //! goroutine. Goroutines pass values to each other through [`RefChan`]s or [`Global`]s.
 //!
 //! Slots hold values in the heap's tagged encoding ([`TagRule`]): null (0), a reference
-//! (the object's address, with the rule's reference tag), or an immediate integer
+//! (the address of the object's body, with the rule's reference tag), or an immediate integer
 //! ([`Mutator::set_int`]). Reference fields hold plain addresses; tagged fields hold values as
 //! slots do; raw words and byte arrays are never scanned.
 //!

@@ -44,28 +44,38 @@ pub(crate) fn ref_of(kind: WordKind, rule: TagRule, w: usize) -> Option<usize> {
     }
 }
 
-/// The object's body words (after the header), as atomics.
+/// The body words of the object whose reference is `obj` (a reference is the address of the
+/// body: past the header, where there is one), as atomics.
 ///
 /// # Safety
-/// `obj` is the start of an allocated object of at least `1 + n` words, which stays allocated
-/// for `'a`.
+/// `obj` is the reference of an allocated object of at least `n` body words, which stays
+/// allocated for `'a`.
 #[inline(always)]
 pub(crate) unsafe fn body<'a>(obj: usize, n: usize) -> &'a [AtomicUsize] {
     // SAFETY: per the contract, the words are inside one live allocation; every heap word is
     // accessed through atomics (DESIGN §4), so no access of ours is a data race.
-    unsafe { std::slice::from_raw_parts((obj + WORD) as *const AtomicUsize, n) }
+    unsafe { std::slice::from_raw_parts(obj as *const AtomicUsize, n) }
 }
 
-/// Loads the header of the object at `obj`, or dies describing the corruption.
+/// Where the header word of the object whose reference is `obj` lies: the word before the
+/// body, or for an object in a typed span, the span's first word (the page's), which all its
+/// objects share.
+#[inline(always)]
+pub(crate) fn header_addr(heap: &Heap, obj: usize) -> usize {
+    if heap.is_typed(obj) { obj & !(crate::PAGE_SIZE - 1) } else { obj - WORD }
+}
+
+/// Loads the header word of the object whose reference is `obj`.
 ///
 /// # Safety
-/// `obj` is the start of an allocated object.
+/// `obj` is the reference of an allocated object of `heap`.
 #[inline(always)]
-pub(crate) unsafe fn header_of(obj: usize) -> usize {
-    // SAFETY: per the contract the word is the first of a live object; Relaxed: the object was
-    // published to us by the store that put its reference where we found it, ordered by the
-    // collector's handshakes.
-    unsafe { &*(obj as *const AtomicUsize) }.load(Ordering::Relaxed)
+pub(crate) unsafe fn header_of(heap: &Heap, obj: usize) -> usize {
+    // SAFETY: per the contract the word is the header of a live object, or the first word of
+    // its typed span; Relaxed: the object was published to us by the store that put its
+    // reference where we found it, ordered by the collector's handshakes (and a typed span's
+    // word was written before the span was published).
+    unsafe { &*(header_addr(heap, obj) as *const AtomicUsize) }.load(Ordering::Relaxed)
 }
 
 /// A queue entry's flag: the object's mark bit is already set (whoever queued it shaded it),
@@ -297,7 +307,7 @@ impl<'a> Tracer<'a> {
         // the heap outlives the context.
         let Some(span) = (unsafe { slot.span.as_ref() }) else { return };
         let obj = slot.obj;
-        let Some(idx) = span.holds(obj).then(|| span.start_index(obj)).flatten() else {
+        let Some(idx) = span.holds(obj).then(|| span.ref_index(obj)).flatten() else {
             not_an_object(obj)
         };
         slot.idx = idx;
@@ -309,7 +319,8 @@ impl<'a> Tracer<'a> {
     #[inline(always)]
     fn stage_out(&mut self, s: Slot) -> usize {
         // SAFETY: as in `stage_two`.
-        if let Some(span) = unsafe { s.span.as_ref() } {
+        let span = unsafe { s.span.as_ref() };
+        if let Some(span) = span {
             if !span.is_allocated(s.idx) {
                 not_an_object(s.obj)
             }
@@ -318,7 +329,17 @@ impl<'a> Tracer<'a> {
             }
             self.marked_bytes += span.elem_size();
         }
-        let words = self.scan(s.obj);
+        let word = match span {
+            // A typed span's record names its objects' type: no header to read.
+            Some(span) if span.typed_header() != 0 => span.typed_header(),
+            // SAFETY: `s.obj` was shaded, so it is an allocated object, and nothing is freed
+            // while marking runs (sweeping of this cycle starts after marking ends). Relaxed:
+            // as in `header_of`.
+            Some(_) => unsafe { &*((s.obj - WORD) as *const AtomicUsize) }.load(Ordering::Relaxed),
+            // SAFETY: as above.
+            None => unsafe { header_of(self.ctx.heap, s.obj) },
+        };
+        let words = self.scan(s.obj, word);
         if self.stack.len() > LOCAL_MAX {
             for e in self.stack.drain(..LOCAL_MAX / 2) {
                 self.shared.push(e);
@@ -339,13 +360,10 @@ impl<'a> Tracer<'a> {
         words
     }
 
-    /// Scans a grey object: pushes its references as edges.
+    /// Scans a grey object whose header word is `word`: pushes its references as edges.
     #[inline(always)]
-    fn scan(&mut self, obj: usize) -> usize {
+    fn scan(&mut self, obj: usize, word: usize) -> usize {
         let stack = &mut self.stack;
-        // SAFETY: `obj` was shaded, so it is an allocated object, and nothing is freed while
-        // marking runs (sweeping of this cycle starts after marking ends).
-        let word = unsafe { header_of(obj) };
         // No header yet: allocated this instant, it holds no references (see `describe`).
         let Some(h) = Header::from_word(word) else { return 1 };
         // Objects of one type tend to come in runs (a tree's nodes): the last type's
@@ -469,7 +487,7 @@ pub(crate) fn shade_bit(heap: &Heap, addr: usize) -> Option<usize> {
     let Some(span) = heap.find_span(addr) else {
         crate::fatal(format_args!("marking found a reference {addr:#x} outside the heap"))
     };
-    let Some(idx) = span.start_index(addr).filter(|&i| span.is_allocated(i)) else {
+    let Some(idx) = span.ref_index(addr).filter(|&i| span.is_allocated(i)) else {
         crate::fatal(format_args!(
             "marking found a reference {addr:#x} that is not the start of an allocated object"
         ))
@@ -500,7 +518,7 @@ pub(crate) fn describe(
 /// The references held by the object at `obj` (for the checkmark pass).
 fn refs_of(ctx: &MarkCtx<'_>, obj: usize) -> Vec<usize> {
     // SAFETY: `obj` is reachable, hence allocated; the world is stopped.
-    let word = unsafe { header_of(obj) };
+    let word = unsafe { header_of(ctx.heap, obj) };
     let Some((desc, len)) = describe(ctx.types, obj, word) else { return Vec::new() };
     let kinds: Box<dyn Fn(usize) -> WordKind> = match desc {
         TypeDesc::Record { words, .. } => Box::new(move |i| words[i]),
@@ -563,7 +581,7 @@ pub(crate) fn checkmark(ctx: &MarkCtx<'_>, roots: &[(usize, String)]) -> usize {
                 at = p;
             }
             // SAFETY: reachable, hence allocated; the world is stopped.
-            let word = unsafe { header_of(obj) };
+            let word = unsafe { header_of(ctx.heap, obj) };
             let ty = describe(ctx.types, obj, word).map_or("<no header>", |(d, _)| d.name());
             crate::fatal(format_args!(
                 "gccheckmark: object {obj:#x} of type {ty} is reachable but was not marked \

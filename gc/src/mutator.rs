@@ -345,7 +345,7 @@ impl Mutator {
         // which only the API writes, from values it read or allocated: with a correct
         // collector, a live object. Checking that costs a page-map walk per access, so it is
         // done only in the debugging modes (where it catches a collector that freed too much).
-        if self.validate && !heap.is_object(addr) {
+        if self.validate && !heap.is_ref(addr) {
             panic!(
                 "safepoint: {addr:#x} is not a managed object (a slot or field was written \
                  outside the mutator API, or the object was freed)"
@@ -353,7 +353,7 @@ impl Mutator {
         }
         // SAFETY: `addr` is the start of an allocated object (just checked), which stays
         // allocated while this goroutine's slot holds it: nothing reachable is freed.
-        let word = unsafe { header_of(addr) };
+        let word = unsafe { header_of(heap, addr) };
         let Some(h) = Header::from_word(word) else {
             panic!("safepoint: object at {addr:#x} has no header (freed?)")
         };
@@ -448,7 +448,7 @@ impl Mutator {
         self.pos(dst)?;
         let header = self.gc.types.header(ty, len)?;
         let desc = self.gc.types.get(ty).expect("header() checked the type");
-        let size = object_size(desc, len)?;
+        let (size, kind) = alloc_plan(desc, header, object_size(desc, len)?);
         let pos = self.pos(dst)?;
         let tag = self.rule.ref_tag;
         let gc = &self.gc;
@@ -457,7 +457,7 @@ impl Mutator {
         let attempt = || {
             self.pin(|pin| {
                 let p = pin.p().ok_or(GcError::NoP)?;
-                let (addr, slow) = gc.alloc_on(p, size, header)?;
+                let (addr, slow) = gc.alloc_on(p, size, header, kind)?;
                 Self::put(pin.managed_stack(), pos, addr | tag)?;
                 Ok(slow)
             })
@@ -650,10 +650,10 @@ impl Mutator {
         if !matches!(o.desc, TypeDesc::ByteArray { .. }) {
             return Err(self.wrong(o, "not a byte array"));
         }
-        // SAFETY: a byte array of `len` bytes after its header, kept alive by the slot that
+        // SAFETY: a byte array of `len` bytes at its reference, kept alive by the slot that
         // names it for as long as the returned borrow of `self` lasts (every operation that
         // could free it takes `&mut self`). Heap bytes are only accessed atomically.
-        Ok(unsafe { std::slice::from_raw_parts((o.addr + WORD) as *const AtomicU8, o.len) })
+        Ok(unsafe { std::slice::from_raw_parts(o.addr as *const AtomicU8, o.len) })
     }
 
     /// A view of the byte array in `s`, valid until the next `&mut self` operation.
@@ -769,10 +769,25 @@ impl Mutator {
     }
 }
 
+/// How an object of type `desc` with header `header` and `full` bytes (header included, as
+/// [`object_size`] gives) is allocated: the bytes to ask the cache for and the typed kind
+/// (0: a header, by size class). A record of one of the first types registered lives in a
+/// typed span without a header (see the heap module); anything else keeps its header, in a
+/// slot of at least two words so that its reference (one word in) is inside its slot.
+#[inline]
+pub(crate) fn alloc_plan(desc: &TypeDesc, header: Header, full: usize) -> (usize, usize) {
+    if let TypeDesc::Record { .. } = desc
+        && let Some(kind) = crate::heap::typed_kind(header.type_id().get(), full - WORD)
+    {
+        return (full - WORD, kind);
+    }
+    (full.max(2 * WORD), 0)
+}
+
 impl Inner {
-    /// Allocates `size` bytes from P `p`'s cache and writes `header`: the address, and
-    /// whether the allocation took a slow path (time to look at the pacer). While marking, a
-    /// slow path also pays an assist.
+    /// Allocates an object of `size` bytes (as [`alloc_plan`] gives, with `kind`) with
+    /// header `header` from P `p`'s cache: its reference, and whether the allocation took a
+    /// slow path (time to look at the pacer). While marking, a slow path also pays an assist.
     ///
     /// Runs pinned on P `p` (the caller's `pinned` section).
     #[inline]
@@ -781,15 +796,21 @@ impl Inner {
         p: usize,
         size: usize,
         header: Header,
+        kind: usize,
     ) -> Result<(usize, bool), GcError> {
         // SAFETY: the caller is P `p`'s goroutine, pinned (see `PCache`).
         let st = unsafe { self.caches[p].get() };
         let before = st.cache.refills();
-        let addr = st.cache.alloc(size)?.as_ptr() as usize;
-        // SAFETY: a fresh, zeroed object of at least one word. Relaxed: the object becomes
-        // visible to others only through a later store of its address, ordered by the
-        // collector's handshakes (and allocated black while marking, so never scanned).
-        unsafe { &*(addr as *const AtomicUsize) }.store(header.to_word(), Ordering::Relaxed);
+        let addr = if kind != 0 {
+            st.cache.alloc_typed(kind, size, header.to_word())?.as_ptr() as usize
+        } else {
+            let slot = st.cache.alloc(size)?.as_ptr() as usize;
+            // SAFETY: a fresh, zeroed slot of at least two words. Relaxed: the object becomes
+            // visible to others only through a later store of its reference, ordered by the
+            // collector's handshakes (and allocated black while marking, so never scanned).
+            unsafe { &*(slot as *const AtomicUsize) }.store(header.to_word(), Ordering::Relaxed);
+            slot + WORD
+        };
         let slow = st.cache.refills() != before;
         // Relaxed: see `Shared::barrier_on`.
         if slow && self.conc.barrier_on.load(Ordering::Relaxed) {

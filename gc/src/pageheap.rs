@@ -15,10 +15,19 @@ const MAP_ENTRIES: usize = 1 << (ADDR_BITS - ARENA_SHIFT);
 pub(crate) struct ArenaMeta {
     pub(crate) base: usize,
     pub(crate) pages: Box<[AtomicPtr<Span>]>,
+    /// The arena holds only typed spans (see [`PageMap::is_typed`]).
+    pub(crate) typed: bool,
 }
+
+/// The bit of a page-map entry that marks a typed arena (`ArenaMeta` is 8-aligned).
+const TYPED_TAG: usize = 1;
 
 /// Address -> arena, one entry per possible 64 MiB arena in the address space. The table is a
 /// `MAP_NORESERVE` mapping: untouched entries read as null and cost no memory.
+///
+/// An entry's low bit says whether its arena is *typed*: every span in it holds objects of
+/// one record type and no headers (the heap module documentation explains why). So "is this
+/// address in a typed span" is one load from the table, with no page or span record read.
 pub(crate) struct PageMap {
     table: NonNull<AtomicPtr<ArenaMeta>>,
 }
@@ -45,7 +54,16 @@ impl PageMap {
     pub(crate) fn install(&self, meta: &ArenaMeta) {
         // Release pairs with the Acquire in `arena`: a reader that finds the arena sees its
         // initialised page table.
-        self.entry(meta.base >> ARENA_SHIFT).store(meta as *const _ as *mut _, Ordering::Release);
+        let p = (meta as *const ArenaMeta).map_addr(|a| if meta.typed { a | TYPED_TAG } else { a });
+        self.entry(meta.base >> ARENA_SHIFT).store(p.cast_mut(), Ordering::Release);
+    }
+
+    /// Whether `addr` lies in a typed arena. One Relaxed load: arenas are installed before
+    /// any object in them is handed out, and never change kind.
+    #[inline(always)]
+    pub(crate) fn is_typed(&self, addr: usize) -> bool {
+        addr >> ADDR_BITS == 0
+            && self.entry(addr >> ARENA_SHIFT).load(Ordering::Relaxed).addr() & TYPED_TAG != 0
     }
 
     /// The arena containing `addr`, if any. O(1): one table load.
@@ -54,7 +72,8 @@ impl PageMap {
             return None;
         }
         // Acquire pairs with the Release in `install`.
-        let p = self.entry(addr >> ARENA_SHIFT).load(Ordering::Acquire);
+        let p =
+            self.entry(addr >> ARENA_SHIFT).load(Ordering::Acquire).map_addr(|a| a & !TYPED_TAG);
         // SAFETY: installed arenas' metadata lives until the heap (and this map) drops.
         unsafe { p.as_ref() }
     }
@@ -116,7 +135,11 @@ impl SpanPtr {
 /// Free page runs and the arenas they come from. Lives under one mutex.
 pub(crate) struct PageHeap {
     by_addr: BTreeMap<usize, FreeRun>,
-    by_size: BTreeSet<(usize, usize)>,
+    /// Free runs by (pages, address): `[0]` of ordinary arenas, `[1]` of typed ones. A run
+    /// never spans two arenas, so it has one kind.
+    by_size: [BTreeSet<(usize, usize)>; 2],
+    /// Base addresses of the typed arenas.
+    typed_arenas: BTreeSet<usize>,
     /// Boxed: the page map points at each `ArenaMeta`, so it must not move when the Vec grows.
     #[allow(clippy::vec_box)]
     arenas: Vec<Box<ArenaMeta>>,
@@ -142,7 +165,8 @@ impl PageHeap {
     pub(crate) fn new(limit_bytes: usize) -> Self {
         PageHeap {
             by_addr: BTreeMap::new(),
-            by_size: BTreeSet::new(),
+            by_size: [BTreeSet::new(), BTreeSet::new()],
+            typed_arenas: BTreeSet::new(),
             arenas: Vec::new(),
             released: BTreeMap::new(),
             records: Vec::new(),
@@ -174,28 +198,41 @@ impl PageHeap {
         self.pool.push(r);
     }
 
+    /// `[1]` for a typed arena's address, `[0]` otherwise: which `by_size` set.
+    fn kind(&self, addr: usize) -> usize {
+        usize::from(self.typed_arenas.contains(&(addr >> ARENA_SHIFT << ARENA_SHIFT)))
+    }
+
     fn insert(&mut self, addr: usize, run: FreeRun) {
         self.by_addr.insert(addr, run);
-        self.by_size.insert((run.pages, addr));
+        let k = self.kind(addr);
+        self.by_size[k].insert((run.pages, addr));
     }
 
     fn remove(&mut self, addr: usize) -> FreeRun {
         let run = self.by_addr.remove(&addr).expect("free run missing");
-        self.by_size.remove(&(run.pages, addr));
+        let k = self.kind(addr);
+        self.by_size[k].remove(&(run.pages, addr));
         run
     }
 
-    /// Takes `npages` (1..=ARENA_PAGES) from the best-fitting free run, mapping a new arena if
-    /// none fits. Returns the address and whether all its pages read as zeroes.
-    pub(crate) fn alloc(&mut self, map: &PageMap, npages: usize) -> Result<(usize, bool), Grow> {
+    /// Takes `npages` (1..=ARENA_PAGES) from the best-fitting free run of a typed arena (if
+    /// `typed`) or an ordinary one, mapping a new arena of that kind if none fits. Returns the
+    /// address and whether all its pages read as zeroes.
+    pub(crate) fn alloc(
+        &mut self,
+        map: &PageMap,
+        npages: usize,
+        typed: bool,
+    ) -> Result<(usize, bool), Grow> {
         debug_assert!((1..=ARENA_PAGES).contains(&npages));
         if self.in_use_pages + npages > self.limit_pages {
             return Err(Grow::Limit);
         }
-        let found = self.by_size.range((npages, 0)..).next().copied();
+        let found = self.by_size[usize::from(typed)].range((npages, 0)..).next().copied();
         let addr = match found {
             Some((_, addr)) => addr,
-            None => self.grow(map)?,
+            None => self.grow(map, typed)?,
         };
         let run = self.remove(addr);
         if run.pages > npages {
@@ -209,11 +246,14 @@ impl PageHeap {
         Ok((addr, released == npages))
     }
 
-    fn grow(&mut self, map: &PageMap) -> Result<usize, Grow> {
+    fn grow(&mut self, map: &PageMap, typed: bool) -> Result<usize, Grow> {
         let base = os::map_aligned(ARENA_SIZE, ARENA_SIZE).ok_or(Grow::Os)?.as_ptr() as usize;
         let pages = (0..ARENA_PAGES).map(|_| AtomicPtr::new(std::ptr::null_mut())).collect();
-        let meta = Box::new(ArenaMeta { base, pages });
+        let meta = Box::new(ArenaMeta { base, pages, typed });
         map.install(&meta);
+        if typed {
+            self.typed_arenas.insert(base);
+        }
         self.arenas.push(meta);
         self.free_pages += ARENA_PAGES;
         // Never touched: as good as released.

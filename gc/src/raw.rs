@@ -51,6 +51,10 @@ use crate::types::{Header, TagRule, TypeId, WORD, WordKind, body_words, object_s
 pub struct Shape {
     size: usize,
     header: Header,
+    /// The typed kind its objects are allocated in (no header), or 0 (a header).
+    kind: usize,
+    /// Body words.
+    body: usize,
 }
 
 impl Shape {
@@ -66,12 +70,14 @@ impl Shape {
     fn of(gc: &Inner, ty: TypeId, len: usize) -> Result<Shape, GcError> {
         let header = gc.types.header(ty, len)?;
         let desc = gc.types.get(ty).expect("header() checked the type");
-        Ok(Shape { size: object_size(desc, len)?, header })
+        let full = object_size(desc, len)?;
+        let (size, kind) = crate::mutator::alloc_plan(desc, header, full);
+        Ok(Shape { size, header, kind, body: full / WORD - 1 })
     }
 
     /// Body words (the header excluded).
     pub fn body_words(&self) -> usize {
-        self.size / WORD - 1
+        self.body
     }
 }
 
@@ -220,7 +226,7 @@ impl<'a> Pin<'a> {
     /// [`RawMutator::collect_for_memory`] outside the section and try once more).
     #[inline]
     pub fn alloc(&mut self, shape: Shape) -> Result<(usize, bool), GcError> {
-        let (addr, slow) = self.gc.alloc_on(self.p, shape.size, shape.header)?;
+        let (addr, slow) = self.gc.alloc_on(self.p, shape.size, shape.header, shape.kind)?;
         Ok((addr | self.tag_rule().ref_tag, slow))
     }
 
@@ -239,13 +245,13 @@ impl<'a> Pin<'a> {
     fn check(&self, obj: usize, index: Option<usize>) {
         let rule = self.tag_rule();
         let addr = obj & !rule.mask;
-        if !rule.is_ref(obj) || !self.gc.heap.is_object(addr) {
+        if !rule.is_ref(obj) || !self.gc.heap.is_ref(addr) {
             panic!(
                 "safepoint: {obj:#x} is not a reference to a managed object (freed, or never one)"
             );
         }
         // SAFETY: `addr` is an allocated object (just checked).
-        let word = unsafe { header_of(addr) };
+        let word = unsafe { header_of(&self.gc.heap, addr) };
         let desc =
             Header::from_word(word).and_then(|h| self.gc.types.get(h.type_id()).map(|d| (d, h)));
         let Some((desc, h)) = desc else {
@@ -270,8 +276,8 @@ impl<'a> Pin<'a> {
     #[inline]
     pub unsafe fn header(&self, obj: usize) -> Header {
         let addr = self.addr(obj);
-        // SAFETY: per the contract, a live object; its first word is its header.
-        Header::from_word(unsafe { header_of(addr) })
+        // SAFETY: per the contract, a live object.
+        Header::from_word(unsafe { header_of(&self.gc.heap, addr) })
             .unwrap_or_else(|| panic!("safepoint: object at {addr:#x} has no header"))
     }
 
@@ -357,9 +363,9 @@ impl<'a> Pin<'a> {
         // SAFETY: per the contract.
         let len = unsafe { self.header(obj) }.len();
         let addr = obj & !self.tag_rule().mask;
-        // SAFETY: a byte array of `len` bytes after its header, live for the section (nothing
+        // SAFETY: a byte array of `len` bytes at its reference, live for the section (nothing
         // is freed while pinned). Heap bytes are only accessed atomically.
-        unsafe { std::slice::from_raw_parts((addr + WORD) as *const AtomicU8, len) }
+        unsafe { std::slice::from_raw_parts(addr as *const AtomicU8, len) }
     }
 
     /// A new global root holding `v` (null, an immediate or a live reference), for a value

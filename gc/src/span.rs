@@ -41,8 +41,13 @@ pub struct Span {
     pub(crate) npages: AtomicUsize,
     pub(crate) elem_size: AtomicUsize,
     pub(crate) nelems: AtomicUsize,
-    /// Size class, 0 for a large-object span.
+    /// Size class, 0 for a large-object span; for a typed span, its kind (a list index past
+    /// the size classes: see the heap module).
     pub(crate) class: AtomicUsize,
+    /// For a typed span, the header word of its objects' type (never zero); 0 for any other.
+    /// A typed span is one page whose first word holds this header and whose slots start at
+    /// the next word; its objects have no header of their own.
+    pub(crate) typed: AtomicUsize,
     /// `u32::MAX / elem_size + 1`: `(off * div_mul) >> 32` is `off / elem_size` for every
     /// offset inside a size-class span (checked for every class by a test), without a divide.
     pub(crate) div_mul: AtomicU32,
@@ -67,6 +72,7 @@ impl Span {
             start: AtomicUsize::new(0),
             npages: AtomicUsize::new(0),
             class: AtomicUsize::new(0),
+            typed: AtomicUsize::new(0),
             elem_size: AtomicUsize::new(0),
             div_mul: AtomicU32::new(0),
             nelems: AtomicUsize::new(0),
@@ -140,7 +146,34 @@ impl Span {
         // Acquire pairs with the Release stores of the state when a span is set up or freed.
         let st = self.state.load(Ordering::Acquire);
         let start = self.start();
-        st != state::FREE && addr >= start && addr < start + self.pages() * crate::PAGE_SIZE
+        st != state::FREE && addr >= start && addr < self.base() + self.pages() * crate::PAGE_SIZE
+    }
+
+    /// Address of the span's first page (its first slot's address, but for a typed span,
+    /// whose first word holds the type's header).
+    #[inline]
+    pub(crate) fn base(&self) -> usize {
+        self.start() & !(crate::PAGE_SIZE - 1)
+    }
+
+    /// The header word of a typed span's objects, or 0 for any other span.
+    #[inline(always)]
+    pub(crate) fn typed_header(&self) -> usize {
+        self.typed.load(Ordering::Relaxed)
+    }
+
+    /// How far an object's reference lies past its slot's start: 0 in a typed span (no
+    /// header), one word elsewhere (the reference points past the header, at the body).
+    #[inline(always)]
+    pub(crate) fn ref_offset(&self) -> usize {
+        if self.typed_header() != 0 { 0 } else { crate::types::WORD }
+    }
+
+    /// The slot index of the object whose reference is `r`, if `r` is such a reference for a
+    /// slot of this span (allocated or not).
+    #[inline]
+    pub(crate) fn ref_index(&self, r: usize) -> Option<usize> {
+        self.start_index(r.wrapping_sub(self.ref_offset()))
     }
 
     /// The slot index of `addr`, if `addr` lies inside one of the span's slots.

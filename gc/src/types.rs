@@ -1,7 +1,9 @@
 //! Type descriptors, the one-word object header, and precise scanning of an object's words.
 //!
-//! Every managed object starts with one [`Header`] word naming its [`TypeId`]; arrays also
-//! keep their element count there. The id indexes a [`TypeRegistry`] (one per heap/runtime,
+//! Every managed object has one [`Header`] word naming its [`TypeId`]; arrays also keep
+//! their element count there. It is the word before the object's body, except for records of
+//! the first types registered, which live in *typed spans* whose one header word serves all
+//! their objects (see "Where the header is" below). The id indexes a [`TypeRegistry`] (one per heap/runtime,
 //! never global) whose [`TypeDesc`] says, for each word of the body, whether it is a
 //! reference, a tagged value (a reference iff its tag says so, see [`TagRule`]) or raw data.
 //! [`scan_refs`] turns (descriptor, header, body words) into the references the marker must
@@ -28,9 +30,23 @@
 //!  record:        [header][w0][w1]...[wN-1]        N = descriptor words, 1 <= N <= 4095
 //!  ref/tagged []: [header][e0][e1]...[eLEN-1]      one word per element
 //!  byte array:    [header][bytes ... padded to a word]
+//!                         ^ the reference points here, at the body
 //! ```
 //!
 //! [`object_size`] gives the bytes including the header, with every step overflow-checked.
+//!
+//! ## Where the header is
+//!
+//! A reference is the address of the object's body (word 0 of a record, element 0 of an
+//! array), so a field is at the same place whatever else is true of the object. The header
+//! is the word before, except for a record whose type has one of the first 64 ids and whose
+//! body is at most 512 bytes (`TYPED_KINDS` and `MAX_TYPED_SIZE` in the heap): such a record is allocated in a
+//! *typed span*, a page of records of that type only, whose first word holds the type's
+//! header, and it has none of its own. A tree node of two references is then 16 bytes, not
+//! 24, as in a runtime whose compiler knows its types (Go's), and the heap is a third smaller.
+//! The page map says which arenas hold typed spans, so finding a header is one load from the
+//! page map and one from the heap either way; the marker, which reads the span record of every
+//! reference it shades anyway, finds the header there.
 //!
 //! ## Registry: why a chunked append-only table
 //!
