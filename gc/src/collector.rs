@@ -450,6 +450,8 @@ pub(crate) struct Timeline {
     pub(crate) roots: usize,
     pub(crate) stacks: usize,
     pub(crate) shades: usize,
+    /// Bytes allocated black while the cycle marked (0 for a stop-the-world marking).
+    pub(crate) black: usize,
 }
 
 impl Timeline {
@@ -469,6 +471,7 @@ impl Timeline {
             worker_cpu: Duration::ZERO,
             assist_cpu: Duration::ZERO,
             roots: 0,
+            black: 0,
             stacks: 0,
             shades: 0,
         }
@@ -745,10 +748,17 @@ impl Inner {
         tl.heap_after = self.heap.live_bytes_estimate() as usize;
         self.heap.finish_mark();
         let gp = self.config.gc_percent as usize;
+        // What was allocated black while marking cannot be freed before the next cycle ends,
+        // live or not: the goal makes room for it on top of `gc_percent` of what marking
+        // traced, so the program gets the room `gc_percent` promises. It is counted once, for
+        // the next goal only, never as live (most of it dies young; counting it as live, as
+        // Go does, would let one slow marking raise every later goal).
+        let black = tl.black;
         let goal = marked_bytes
             .saturating_add((marked_bytes / 100).saturating_mul(gp))
             .saturating_add(marked_bytes % 100 * gp / 100)
             .max(self.config.min_heap)
+            .saturating_add(black)
             // The soft limit caps the goal, but leaves at least 1/16 of the live heap to
             // allocate before the next cycle (past the limit, collecting nonstop would not help).
             .min(self.config.memory_limit.max(marked_bytes + marked_bytes / 16));
@@ -757,7 +767,7 @@ impl Inner {
         // live and goal: at the goal itself when marking is instant (stop-the-world), earlier
         // when it runs alongside the program, by the fraction the pacer has learnt.
         let frac = if self.config.stop_the_world { 1.0 } else { self.conc.trigger_frac() };
-        let room = ((goal - marked_bytes.min(goal)) as f64 * frac) as u64;
+        let room = ((goal - (marked_bytes + black).min(goal)) as f64 * frac) as u64;
         self.trigger.store(allocated.saturating_add(room), Ordering::Relaxed);
         let n = self.cycles.fetch_add(1, Ordering::Relaxed) + 1;
         self.set_phase(Phase::Sweep);

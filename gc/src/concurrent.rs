@@ -453,10 +453,8 @@ impl Inner {
             tl.stacks = c.stacks.load(Ordering::Relaxed);
             tl.shades = c.shades.load(Ordering::Relaxed);
             c.last_stacks.store(tl.stacks, Ordering::Relaxed);
-            // The next goal grows from what marking traced, not from what was allocated
-            // black meanwhile (most of that dies young; counting it would let one slow
-            // marking ratchet every later goal up).
-            let _ = black;
+            // The next goal makes room for what was allocated black (see `terminate`).
+            tl.black = black as usize;
             let marked = c.marked.load(Ordering::Relaxed);
             let roots =
                 if self.config.checkmark { self.checkmark_roots(&stop) } else { Vec::new() };

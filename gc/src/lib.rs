@@ -112,7 +112,9 @@
 //!
 //! **Pacing.** The goal is `live * (1 + gc_percent / 100)` with a floor
 //! ([`GcConfig::min_heap`], 4 MiB) and a soft cap ([`GcConfig::memory_limit`]); `live` is what
-//! the last marking traced. A concurrent cycle starts when the heap is a learnt fraction of
+//! the last marking traced, and the goal also makes room, once, for what was allocated
+//! (black) while it marked, which cannot be freed before the next cycle: so the program may
+//! allocate `gc_percent` of the live heap between two cycles, as the knob promises. A concurrent cycle starts when the heap is a learnt fraction of
 //! the way from live to goal (earlier after a cycle that overshot); allocation checks this on
 //! its slow path (a cache taking a new bitmap word or span), so the fast path has no test,
 //! and wakes the cycle's driver goroutine, which runs urgently (ahead of other goroutines
