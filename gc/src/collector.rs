@@ -164,6 +164,9 @@ pub struct GcConfig {
     pub trace: bool,
     /// How tagged words are read. Default [`TagRule::LOW_BIT`].
     pub tag_rule: TagRule,
+    /// Address space reserved for typed spans (see [`HeapConfig::typed_reserve`]). Default
+    /// 256 GiB, which costs no memory.
+    pub typed_reserve: usize,
 }
 
 impl Default for GcConfig {
@@ -178,6 +181,7 @@ impl Default for GcConfig {
             poison: false,
             trace: false,
             tag_rule: TagRule::LOW_BIT,
+            typed_reserve: HeapConfig::default().typed_reserve,
         }
     }
 }
@@ -218,6 +222,11 @@ impl GcBuilder {
     /// Checkmark verification.
     pub fn checkmark(mut self, on: bool) -> Self {
         self.config.checkmark = on;
+        self
+    }
+    /// The address space reserved for typed spans (see [`GcConfig::typed_reserve`]).
+    pub fn typed_reserve(mut self, bytes: usize) -> Self {
+        self.config.typed_reserve = bytes;
         self
     }
     /// Poisoning of freed objects.
@@ -262,7 +271,11 @@ impl GcBuilder {
             tag_rule: config.tag_rule,
             ..RegistryConfig::default()
         })?;
-        let heap = Heap::new(HeapConfig { hard_limit: config.hard_limit, poison: config.poison })?;
+        let heap = Heap::new(HeapConfig {
+            hard_limit: config.hard_limit,
+            poison: config.poison,
+            typed_reserve: config.typed_reserve,
+        })?;
         let handle = rt.handle();
         let procs = handle.procs();
         let caches: Box<[_]> = (0..procs)
@@ -284,6 +297,7 @@ impl GcBuilder {
                 config.min_heap as u64
             }),
             config,
+            typed: heap.typed_range(),
             heap,
             types,
             rt: handle,
@@ -345,6 +359,9 @@ unsafe impl Sync for PCache {}
 pub(crate) struct Inner {
     pub(crate) config: GcConfig,
     pub(crate) heap: Heap,
+    /// The heap's typed arenas (a copy: it never changes), for finding headers with no load
+    /// from the heap.
+    pub(crate) typed: crate::pageheap::TypedRange,
     pub(crate) types: TypeRegistry,
     pub(crate) rt: RuntimeHandle,
     pub(crate) reg: Arc<Registry>,

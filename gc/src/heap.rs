@@ -41,11 +41,19 @@ pub struct HeapConfig {
     /// Fill freed objects with [`POISON`] and check, when a slot is handed out again, that
     /// nothing wrote to it while it was free.
     pub poison: bool,
+    /// Address space reserved for typed arenas (rounded up to whole 64 MiB arenas, at least
+    /// one). Reserving costs no memory; once it is used up, records that would be typed are
+    /// allocated with a header instead. Default 256 GiB.
+    pub typed_reserve: usize,
 }
 
 impl Default for HeapConfig {
     fn default() -> Self {
-        HeapConfig { hard_limit: usize::MAX, poison: false }
+        HeapConfig {
+            hard_limit: usize::MAX,
+            poison: false,
+            typed_reserve: crate::pageheap::TYPED_RESERVE,
+        }
     }
 }
 
@@ -196,7 +204,8 @@ impl fmt::Debug for Heap {
 impl Heap {
     /// A new, empty heap; arenas are mapped on first use.
     pub fn new(config: HeapConfig) -> Result<Heap, AllocError> {
-        let map = PageMap::new().ok_or(AllocError::OsRefused { bytes: 1 << 25 })?;
+        let reserve = config.typed_reserve.clamp(ARENA_SIZE, 1 << 46).next_multiple_of(ARENA_SIZE);
+        let map = PageMap::new(reserve).ok_or(AllocError::OsRefused { bytes: reserve })?;
         let central = (0..NUM_KINDS).map(|_| Mutex::new(Central { lists: Default::default() }));
         Ok(Heap {
             inner: Arc::new(Inner {
@@ -268,10 +277,15 @@ impl Heap {
     }
 
     /// Whether `addr` lies in a typed arena (whose spans' objects have no header: see the
-    /// module documentation). One load from the page map.
+    /// module documentation). A range check.
     #[inline(always)]
     pub fn is_typed(&self, addr: usize) -> bool {
         self.inner.map.is_typed(addr)
+    }
+
+    /// The address range of the typed arenas, for callers that test many addresses.
+    pub(crate) fn typed_range(&self) -> crate::pageheap::TypedRange {
+        self.inner.map.typed_range()
     }
 
     /// Allocates a large object (more than 32 KiB) on a span of its own; zeroed; marked if

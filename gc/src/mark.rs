@@ -23,6 +23,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use crossbeam_deque::{Injector, Steal};
 
 use crate::heap::Heap;
+use crate::pageheap::TypedRange;
 use crate::span::Span;
 use crate::types::{Header, TagRule, TypeDesc, TypeRegistry, WORD, WordKind};
 
@@ -57,25 +58,35 @@ pub(crate) unsafe fn body<'a>(obj: usize, n: usize) -> &'a [AtomicUsize] {
     unsafe { std::slice::from_raw_parts(obj as *const AtomicUsize, n) }
 }
 
-/// Where the header word of the object whose reference is `obj` lies: the word before the
-/// body, or for an object in a typed span, the span's first word (the page's), which all its
-/// objects share.
+/// Where the header word of the object whose reference is `obj` lies, given its heap's
+/// typed arenas: the word before the body, or for an object in a typed span, the span's
+/// first word (the page's), which all its objects share.
 #[inline(always)]
-pub(crate) fn header_addr(heap: &Heap, obj: usize) -> usize {
-    if heap.is_typed(obj) { obj & !(crate::PAGE_SIZE - 1) } else { obj - WORD }
+pub(crate) fn header_addr(typed: TypedRange, obj: usize) -> usize {
+    if typed.contains(obj) { obj & !(crate::PAGE_SIZE - 1) } else { obj - WORD }
 }
 
 /// Loads the header word of the object whose reference is `obj`.
 ///
 /// # Safety
-/// `obj` is the reference of an allocated object of `heap`.
+/// `obj` is the reference of an allocated object of the heap whose typed arenas are `typed`.
 #[inline(always)]
-pub(crate) unsafe fn header_of(heap: &Heap, obj: usize) -> usize {
+pub(crate) unsafe fn header_in(typed: TypedRange, obj: usize) -> usize {
     // SAFETY: per the contract the word is the header of a live object, or the first word of
     // its typed span; Relaxed: the object was published to us by the store that put its
     // reference where we found it, ordered by the collector's handshakes (and a typed span's
     // word was written before the span was published).
-    unsafe { &*(header_addr(heap, obj) as *const AtomicUsize) }.load(Ordering::Relaxed)
+    unsafe { &*(header_addr(typed, obj) as *const AtomicUsize) }.load(Ordering::Relaxed)
+}
+
+/// [`header_in`] for `heap`.
+///
+/// # Safety
+/// `obj` is the reference of an allocated object of `heap`.
+#[inline(always)]
+pub(crate) unsafe fn header_of(heap: &Heap, obj: usize) -> usize {
+    // SAFETY: the caller's contract.
+    unsafe { header_in(heap.typed_range(), obj) }
 }
 
 /// A queue entry's flag: the object's mark bit is already set (whoever queued it shaded it),

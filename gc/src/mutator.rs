@@ -11,7 +11,7 @@ use safepoint_stackmap::ManagedStack;
 
 use crate::collector::{Gc, GcError, Inner};
 use crate::globals::{Global, RefChan};
-use crate::mark::{body, header_of};
+use crate::mark::{body, header_in};
 use crate::types::{Header, TagRule, TypeDesc, TypeId, WORD, WordKind, object_size};
 
 /// Whether the running goroutine has a live [`Mutator`].
@@ -353,7 +353,7 @@ impl Mutator {
         }
         // SAFETY: `addr` is the start of an allocated object (just checked), which stays
         // allocated while this goroutine's slot holds it: nothing reachable is freed.
-        let word = unsafe { header_of(heap, addr) };
+        let word = unsafe { header_in(self.gc.typed, addr) };
         let Some(h) = Header::from_word(word) else {
             panic!("safepoint: object at {addr:#x} has no header (freed?)")
         };
@@ -801,15 +801,30 @@ impl Inner {
         // SAFETY: the caller is P `p`'s goroutine, pinned (see `PCache`).
         let st = unsafe { self.caches[p].get() };
         let before = st.cache.refills();
-        let addr = if kind != 0 {
-            st.cache.alloc_typed(kind, size, header.to_word())?.as_ptr() as usize
+        let typed = if kind != 0 {
+            match st.cache.alloc_typed(kind, size, header.to_word()) {
+                Ok(p) => Some(p.as_ptr() as usize),
+                // The typed arenas' reservation is used up (or the OS refused to commit an
+                // arena of it): the object gets a header and a size-class slot instead.
+                Err(crate::AllocError::OsRefused { .. }) => None,
+                Err(e) => return Err(e.into()),
+            }
         } else {
-            let slot = st.cache.alloc(size)?.as_ptr() as usize;
-            // SAFETY: a fresh, zeroed slot of at least two words. Relaxed: the object becomes
-            // visible to others only through a later store of its reference, ordered by the
-            // collector's handshakes (and allocated black while marking, so never scanned).
-            unsafe { &*(slot as *const AtomicUsize) }.store(header.to_word(), Ordering::Relaxed);
-            slot + WORD
+            None
+        };
+        let addr = match typed {
+            Some(addr) => addr,
+            None => {
+                let size = if kind != 0 { size + WORD } else { size };
+                let slot = st.cache.alloc(size)?.as_ptr() as usize;
+                // SAFETY: a fresh, zeroed slot of at least two words. Relaxed: the object
+                // becomes visible to others only through a later store of its reference,
+                // ordered by the collector's handshakes (and allocated black while marking, so
+                // never scanned).
+                unsafe { &*(slot as *const AtomicUsize) }
+                    .store(header.to_word(), Ordering::Relaxed);
+                slot + WORD
+            }
         };
         let slow = st.cache.refills() != before;
         // Relaxed: see `Shared::barrier_on`.

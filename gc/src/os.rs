@@ -5,6 +5,10 @@ use std::ptr::NonNull;
 /// Maps `len` bytes of anonymous memory aligned to `align` (a power of two), readable and
 /// writable but `MAP_NORESERVE`: no page costs memory until it is first touched.
 pub(crate) fn map_aligned(len: usize, align: usize) -> Option<NonNull<u8>> {
+    map_aligned_prot(len, align, libc::PROT_READ | libc::PROT_WRITE)
+}
+
+fn map_aligned_prot(len: usize, align: usize, prot: libc::c_int) -> Option<NonNull<u8>> {
     debug_assert!(align.is_power_of_two() && len.is_multiple_of(4096));
     let over = len.checked_add(align)?;
     // SAFETY: an anonymous private mapping at an address of the kernel's choosing touches no
@@ -13,7 +17,7 @@ pub(crate) fn map_aligned(len: usize, align: usize) -> Option<NonNull<u8>> {
         libc::mmap(
             std::ptr::null_mut(),
             over,
-            libc::PROT_READ | libc::PROT_WRITE,
+            prot,
             libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
             -1,
             0,
@@ -36,6 +40,26 @@ pub(crate) fn map_aligned(len: usize, align: usize) -> Option<NonNull<u8>> {
         }
     }
     NonNull::new(aligned as *mut u8)
+}
+
+/// Reserves `len` bytes of address space aligned to `align` (a power of two): inaccessible
+/// (`PROT_NONE`) and `MAP_NORESERVE`, so it costs neither memory nor commit charge until
+/// parts of it are made accessible with [`commit`].
+pub(crate) fn reserve_aligned(len: usize, align: usize) -> Option<NonNull<u8>> {
+    map_aligned_prot(len, align, libc::PROT_NONE)
+}
+
+/// Makes `[addr, addr + len)` of a reservation from [`reserve_aligned`] readable and
+/// writable; whether the OS agreed.
+///
+/// # Safety
+/// The range is page-aligned and inside a reservation that nothing else uses yet.
+pub(crate) unsafe fn commit(addr: usize, len: usize) -> bool {
+    // SAFETY: per the contract, the range is ours and unused.
+    let r = unsafe {
+        libc::mprotect(addr as *mut libc::c_void, len, libc::PROT_READ | libc::PROT_WRITE)
+    };
+    r == 0
 }
 
 /// Unmaps a mapping made by [`map_aligned`].

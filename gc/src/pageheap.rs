@@ -19,17 +19,35 @@ pub(crate) struct ArenaMeta {
     pub(crate) typed: bool,
 }
 
-/// The bit of a page-map entry that marks a typed arena (`ArenaMeta` is 8-aligned).
-const TYPED_TAG: usize = 1;
+/// The default address space reserved per heap for its typed arenas: 4096 arenas, 256 GiB.
+/// Reserving costs no memory; past it, typed allocation fails over to headered objects.
+pub(crate) const TYPED_RESERVE: usize = 4096 * ARENA_SIZE;
+
+/// The address range of a heap's typed arenas: `contains` is the test for "is this object
+/// headerless", a subtraction and a compare, with no load from the heap.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct TypedRange {
+    base: usize,
+    len: usize,
+}
+
+impl TypedRange {
+    /// Whether `addr` lies in the range.
+    #[inline(always)]
+    pub(crate) fn contains(self, addr: usize) -> bool {
+        addr.wrapping_sub(self.base) < self.len
+    }
+}
 
 /// Address -> arena, one entry per possible 64 MiB arena in the address space. The table is a
 /// `MAP_NORESERVE` mapping: untouched entries read as null and cost no memory.
 ///
-/// An entry's low bit says whether its arena is *typed*: every span in it holds objects of
-/// one record type and no headers (the heap module documentation explains why). So "is this
-/// address in a typed span" is one load from the table, with no page or span record read.
+/// It also owns the reservation that typed arenas are carved from (every span in a typed
+/// arena holds objects of one record type and no headers: the heap module documentation
+/// explains why), so "is this address in a typed span" is a range check ([`TypedRange`]).
 pub(crate) struct PageMap {
     table: NonNull<AtomicPtr<ArenaMeta>>,
+    typed: TypedRange,
 }
 
 // SAFETY: the table is a private mapping of atomics; sharing it is sharing atomics.
@@ -38,10 +56,24 @@ unsafe impl Send for PageMap {}
 unsafe impl Sync for PageMap {}
 
 impl PageMap {
-    pub(crate) fn new() -> Option<Self> {
+    /// A page map, with `typed_reserve` bytes (a multiple of [`ARENA_SIZE`]) of address
+    /// space reserved for typed arenas.
+    pub(crate) fn new(typed_reserve: usize) -> Option<Self> {
         let bytes = MAP_ENTRIES * size_of::<AtomicPtr<ArenaMeta>>();
-        let table = os::map_aligned(bytes, PAGE_SIZE)?.cast();
-        Some(PageMap { table })
+        let table = os::map_aligned(bytes, PAGE_SIZE)?;
+        let Some(base) = os::reserve_aligned(typed_reserve, ARENA_SIZE) else {
+            // SAFETY: the table is the mapping just made; nothing points into it yet.
+            unsafe { os::unmap(table.as_ptr() as usize, bytes) };
+            return None;
+        };
+        let typed = TypedRange { base: base.as_ptr() as usize, len: typed_reserve };
+        Some(PageMap { table: table.cast(), typed })
+    }
+
+    /// The range of the typed arenas.
+    #[inline(always)]
+    pub(crate) fn typed_range(&self) -> TypedRange {
+        self.typed
     }
 
     fn entry(&self, idx: usize) -> &AtomicPtr<ArenaMeta> {
@@ -54,16 +86,14 @@ impl PageMap {
     pub(crate) fn install(&self, meta: &ArenaMeta) {
         // Release pairs with the Acquire in `arena`: a reader that finds the arena sees its
         // initialised page table.
-        let p = (meta as *const ArenaMeta).map_addr(|a| if meta.typed { a | TYPED_TAG } else { a });
-        self.entry(meta.base >> ARENA_SHIFT).store(p.cast_mut(), Ordering::Release);
+        self.entry(meta.base >> ARENA_SHIFT).store(meta as *const _ as *mut _, Ordering::Release);
     }
 
     /// Whether `addr` lies in a typed arena. One Relaxed load: arenas are installed before
     /// any object in them is handed out, and never change kind.
     #[inline(always)]
     pub(crate) fn is_typed(&self, addr: usize) -> bool {
-        addr >> ADDR_BITS == 0
-            && self.entry(addr >> ARENA_SHIFT).load(Ordering::Relaxed).addr() & TYPED_TAG != 0
+        self.typed.contains(addr)
     }
 
     /// The arena containing `addr`, if any. O(1): one table load.
@@ -72,8 +102,7 @@ impl PageMap {
             return None;
         }
         // Acquire pairs with the Release in `install`.
-        let p =
-            self.entry(addr >> ARENA_SHIFT).load(Ordering::Acquire).map_addr(|a| a & !TYPED_TAG);
+        let p = self.entry(addr >> ARENA_SHIFT).load(Ordering::Acquire);
         // SAFETY: installed arenas' metadata lives until the heap (and this map) drops.
         unsafe { p.as_ref() }
     }
@@ -101,9 +130,15 @@ impl PageMap {
 
 impl Drop for PageMap {
     fn drop(&mut self) {
-        // SAFETY: the table is the one mapping made in `new`; the map is being dropped.
+        // SAFETY: the table and the typed reservation are the mappings made in `new` (the
+        // typed arenas live inside the reservation, and the page heap leaves them to us); the
+        // map is being dropped, after the heap whose objects lived there.
         unsafe {
-            os::unmap(self.table.as_ptr() as usize, MAP_ENTRIES * size_of::<AtomicPtr<ArenaMeta>>())
+            os::unmap(
+                self.table.as_ptr() as usize,
+                MAP_ENTRIES * size_of::<AtomicPtr<ArenaMeta>>(),
+            );
+            os::unmap(self.typed.base, self.typed.len);
         };
     }
 }
@@ -247,7 +282,22 @@ impl PageHeap {
     }
 
     fn grow(&mut self, map: &PageMap, typed: bool) -> Result<usize, Grow> {
-        let base = os::map_aligned(ARENA_SIZE, ARENA_SIZE).ok_or(Grow::Os)?.as_ptr() as usize;
+        let base = if typed {
+            // The next arena of the typed reservation.
+            let n = self.typed_arenas.len();
+            if (n + 1) * ARENA_SIZE > map.typed.len {
+                return Err(Grow::Os);
+            }
+            let base = map.typed.base + n * ARENA_SIZE;
+            // SAFETY: an arena-aligned range of the reservation that no arena uses yet
+            // (typed arenas are taken in order and never given back while the heap lives).
+            if !unsafe { os::commit(base, ARENA_SIZE) } {
+                return Err(Grow::Os);
+            }
+            base
+        } else {
+            os::map_aligned(ARENA_SIZE, ARENA_SIZE).ok_or(Grow::Os)?.as_ptr() as usize
+        };
         let pages = (0..ARENA_PAGES).map(|_| AtomicPtr::new(std::ptr::null_mut())).collect();
         let meta = Box::new(ArenaMeta { base, pages, typed });
         map.install(&meta);
@@ -382,9 +432,10 @@ impl PageHeap {
 
 impl Drop for PageHeap {
     fn drop(&mut self) {
-        for a in &self.arenas {
-            // SAFETY: each arena is one mapping from `grow`; the heap is dropping, so no
-            // object or span in it is reachable any more.
+        for a in self.arenas.iter().filter(|a| !a.typed) {
+            // SAFETY: each ordinary arena is one mapping from `grow`; the heap is dropping, so
+            // no object or span in it is reachable any more. (Typed arenas are part of the
+            // page map's reservation, which the map unmaps.)
             unsafe { os::unmap(a.base, ARENA_SIZE) };
         }
         for r in &self.records {

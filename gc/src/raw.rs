@@ -41,7 +41,7 @@ use safepoint_stackmap::ManagedStack;
 
 use crate::collector::{Gc, GcError, Inner};
 use crate::globals::Global;
-use crate::mark::{body, header_of};
+use crate::mark::{body, header_in};
 use crate::mutator::ACTIVE;
 use crate::types::{Header, TagRule, TypeId, WORD, WordKind, body_words, object_size};
 
@@ -251,7 +251,7 @@ impl<'a> Pin<'a> {
             );
         }
         // SAFETY: `addr` is an allocated object (just checked).
-        let word = unsafe { header_of(&self.gc.heap, addr) };
+        let word = unsafe { header_in(self.gc.typed, addr) };
         let desc =
             Header::from_word(word).and_then(|h| self.gc.types.get(h.type_id()).map(|d| (d, h)));
         let Some((desc, h)) = desc else {
@@ -277,7 +277,7 @@ impl<'a> Pin<'a> {
     pub unsafe fn header(&self, obj: usize) -> Header {
         let addr = self.addr(obj);
         // SAFETY: per the contract, a live object.
-        Header::from_word(unsafe { header_of(&self.gc.heap, addr) })
+        Header::from_word(unsafe { header_in(self.gc.typed, addr) })
             .unwrap_or_else(|| panic!("safepoint: object at {addr:#x} has no header"))
     }
 

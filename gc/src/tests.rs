@@ -221,7 +221,7 @@ fn bad_sizes_are_errors() {
 #[test]
 fn the_hard_limit_is_an_error_not_a_panic() {
     let limit = 1 << 20;
-    let heap = Heap::new(HeapConfig { hard_limit: limit, poison: false }).unwrap();
+    let heap = Heap::new(HeapConfig { hard_limit: limit, ..HeapConfig::default() }).unwrap();
     let mut cache = heap.new_cache();
     assert_eq!(cache.alloc(2 << 20), Err(AllocError::OutOfMemory { requested: 2 << 20, limit }));
     let mut n = 0;

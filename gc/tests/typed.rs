@@ -136,3 +136,37 @@ fn a_typed_spans_header_word_is_no_object_a_described_panic_in_the_checking_mode
     let msg = format!("{e}");
     assert!(msg.contains("is not a reference to a managed object"), "{msg}");
 }
+
+#[test]
+fn records_fall_back_to_headers_once_the_typed_reservation_is_used_up() {
+    // One arena (64 MiB) of typed spans holds 122,880 records of 512 bytes (15 a page).
+    const N: u64 = 150_000;
+    let rt = Runtime::builder().procs(2).build().unwrap();
+    let gc = Gc::builder().typed_reserve(1).checkmark(true).ignore_env().build(&rt).unwrap();
+    let mut words = vec![WordKind::Ref];
+    words.resize(64, WordKind::Raw);
+    let big = gc.types().register(TypeDesc::Record { name: "big".into(), words }).unwrap();
+    let g = gc.clone();
+    let (sum, live) = rt.block_on(move || {
+        let mut m = Mutator::new(&g).unwrap();
+        m.scope(|m, [head, node]| {
+            for i in 0..N {
+                m.alloc(node, big).unwrap();
+                m.write_word(node, 63, i).unwrap();
+                m.store(node, 0, head).unwrap();
+                m.copy(head, node).unwrap();
+            }
+            m.collect();
+            let mut sum = 0;
+            while !m.is_null(node).unwrap() {
+                sum += m.read_word(node, 63).unwrap();
+                m.load(node, node, 0).unwrap();
+            }
+            (sum, g.stats().live_bytes)
+        })
+    });
+    assert_eq!(sum, N * (N - 1) / 2);
+    // Typed records take 512 bytes; those past the reservation take a header and a larger
+    // slot.
+    assert!(live > N as usize * 512, "{live}");
+}
