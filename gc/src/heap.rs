@@ -15,8 +15,9 @@
 //! Why only the first types, and a fixed number: each kind costs a cache slot per P and a
 //! partly filled page per P that allocates it, and a kind is found with no table (its type
 //! id is its index). An embedder registers its most common records first; the rest, and
-//! every array, keep their header. The page map tags typed arenas (one bit of the arena's
-//! entry), which is how a reference's header is found without reading a span record.
+//! every array, keep their header. Typed arenas are carved from one address range the page
+//! map reserves (`HeapConfig::typed_reserve`), so whether a reference's object has a header
+//! is a range check, with no load; past the range, records that would be typed get headers.
 
 use std::fmt;
 use std::ptr::NonNull;

@@ -44,9 +44,9 @@
 //! *typed span*, a page of records of that type only, whose first word holds the type's
 //! header, and it has none of its own. A tree node of two references is then 16 bytes, not
 //! 24, as in a runtime whose compiler knows its types (Go's), and the heap is a third smaller.
-//! The page map says which arenas hold typed spans, so finding a header is one load from the
-//! page map and one from the heap either way; the marker, which reads the span record of every
-//! reference it shades anyway, finds the header there.
+//! Typed spans live in one reserved address range, so which case applies is a range check,
+//! and finding a header costs one load either way; the marker, which reads the span record
+//! of every reference it shades anyway, finds the header there.
 //!
 //! ## Registry: why a chunked append-only table
 //!
