@@ -109,7 +109,8 @@ pub(crate) struct Shared {
     assist_ratio: AtomicU64,
     /// Where between live and goal the next cycle starts (an `f64`'s bits, 0.3 ..= 0.95).
     trigger_frac: AtomicU64,
-    /// Bytes shaded this cycle (workers, assists, barrier flushes, black allocation).
+    /// Bytes shaded this cycle by workers, assists and barrier flushes (what marking traced;
+    /// objects allocated black are not counted here).
     pub(crate) marked: AtomicUsize,
     worker_ns: AtomicU64,
     assist_ns: AtomicU64,
