@@ -111,10 +111,10 @@
 //! against.
 //!
 //! **Pacing.** The goal is `live * (1 + gc_percent / 100)` with a floor
-//! ([`GcConfig::min_heap`], 4 MiB) and a soft cap ([`GcConfig::memory_limit`]); `live` is what
-//! the last marking traced, and the goal also makes room, once, for what was allocated
-//! (black) while it marked, which cannot be freed before the next cycle: so the program may
-//! allocate `gc_percent` of the live heap between two cycles, as the knob promises. A concurrent cycle starts when the heap is a learnt fraction of
+//! ([`GcConfig::min_heap`], 4 MiB) and a soft cap ([`GcConfig::memory_limit`]); `live` is the
+//! heap the last cycle marked: what its marking traced and what was allocated (black) while
+//! it marked, none of which can be freed before the next cycle. This is Go's definition, so
+//! `SAFEPOINT_GC=N` sizes the heap as `GOGC=N` does. A concurrent cycle starts when the heap is a learnt fraction of
 //! the way from live to goal (earlier after a cycle that overshot); allocation checks this on
 //! its slow path (a cache taking a new bitmap word or span), so the fast path has no test,
 //! and wakes the cycle's driver goroutine, which runs urgently (ahead of other goroutines
