@@ -206,7 +206,7 @@ impl Heap {
     /// A new, empty heap; arenas are mapped on first use.
     pub fn new(config: HeapConfig) -> Result<Heap, AllocError> {
         let reserve = config.typed_reserve.clamp(ARENA_SIZE, 1 << 46).next_multiple_of(ARENA_SIZE);
-        let map = PageMap::new(reserve).ok_or(AllocError::OsRefused { bytes: reserve })?;
+        let map = PageMap::new(reserve).ok_or(AllocError::OsRefused { bytes: 1 << 25 })?;
         let central = (0..NUM_KINDS).map(|_| Mutex::new(Central { lists: Default::default() }));
         Ok(Heap {
             inner: Arc::new(Inner {

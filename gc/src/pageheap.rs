@@ -56,17 +56,23 @@ unsafe impl Send for PageMap {}
 unsafe impl Sync for PageMap {}
 
 impl PageMap {
-    /// A page map, with `typed_reserve` bytes (a multiple of [`ARENA_SIZE`]) of address
-    /// space reserved for typed arenas.
+    /// A page map, with up to `typed_reserve` bytes (a multiple of [`ARENA_SIZE`]) of address
+    /// space reserved for typed arenas: where the process may not map that much (a limit on
+    /// its address space), half as much, and so on down to one arena, or none (then every
+    /// record gets a header).
     pub(crate) fn new(typed_reserve: usize) -> Option<Self> {
         let bytes = MAP_ENTRIES * size_of::<AtomicPtr<ArenaMeta>>();
         let table = os::map_aligned(bytes, PAGE_SIZE)?;
-        let Some(base) = os::reserve_aligned(typed_reserve, ARENA_SIZE) else {
-            // SAFETY: the table is the mapping just made; nothing points into it yet.
-            unsafe { os::unmap(table.as_ptr() as usize, bytes) };
-            return None;
+        let mut len = typed_reserve;
+        let typed = loop {
+            if len < ARENA_SIZE {
+                break TypedRange { base: 0, len: 0 };
+            }
+            if let Some(base) = os::reserve_aligned(len, ARENA_SIZE) {
+                break TypedRange { base: base.as_ptr() as usize, len };
+            }
+            len = (len / 2) & !(ARENA_SIZE - 1);
         };
-        let typed = TypedRange { base: base.as_ptr() as usize, len: typed_reserve };
         Some(PageMap { table: table.cast(), typed })
     }
 
@@ -138,7 +144,9 @@ impl Drop for PageMap {
                 self.table.as_ptr() as usize,
                 MAP_ENTRIES * size_of::<AtomicPtr<ArenaMeta>>(),
             );
-            os::unmap(self.typed.base, self.typed.len);
+            if self.typed.len != 0 {
+                os::unmap(self.typed.base, self.typed.len);
+            }
         };
     }
 }
