@@ -90,7 +90,8 @@ pub enum GcError {
         /// What was wrong.
         what: &'static str,
     },
-    /// A [`Global`](crate::Global) or [`RefChan`](crate::RefChan) of another collector.
+    /// A [`Global`](crate::Global), [`RefChan`](crate::RefChan) or
+    /// [`Shape`](crate::Shape) of another collector.
     WrongHeap,
     /// This goroutine already has a live [`Mutator`](crate::Mutator).
     MutatorActive,
@@ -296,6 +297,11 @@ impl GcBuilder {
             } else {
                 config.min_heap as u64
             }),
+            id: {
+                static NEXT: AtomicU64 = AtomicU64::new(1);
+                // Relaxed: only uniqueness matters.
+                NEXT.fetch_add(1, Ordering::Relaxed)
+            },
             config,
             typed: heap.typed_range(),
             heap,
@@ -357,6 +363,8 @@ impl PCache {
 unsafe impl Sync for PCache {}
 
 pub(crate) struct Inner {
+    /// Unique among the process's collectors (for telling their shapes apart).
+    pub(crate) id: u64,
     pub(crate) config: GcConfig,
     pub(crate) heap: Heap,
     /// The heap's typed arenas (a copy: it never changes), for finding headers with no load

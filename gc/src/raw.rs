@@ -55,6 +55,9 @@ pub struct Shape {
     kind: usize,
     /// Body words.
     body: usize,
+    /// The collector it was made for (its unique id): a shape says how one heap lays out
+    /// one registry's type, and means nothing to another.
+    heap: u64,
 }
 
 impl Shape {
@@ -72,7 +75,7 @@ impl Shape {
         let desc = gc.types.get(ty).expect("header() checked the type");
         let full = object_size(desc, len)?;
         let (size, kind) = crate::mutator::alloc_plan(desc, header, full);
-        Ok(Shape { size, header, kind, body: full / WORD - 1 })
+        Ok(Shape { size, header, kind, body: full / WORD - 1, heap: gc.id })
     }
 
     /// Body words (the header excluded).
@@ -223,9 +226,13 @@ impl<'a> Pin<'a> {
     ///
     /// # Errors
     /// [`GcError::Alloc`] when the heap is at its hard limit (collect with
-    /// [`RawMutator::collect_for_memory`] outside the section and try once more).
+    /// [`RawMutator::collect_for_memory`] outside the section and try once more);
+    /// [`GcError::WrongHeap`] for a shape made for another collector.
     #[inline]
     pub fn alloc(&mut self, shape: Shape) -> Result<(usize, bool), GcError> {
+        if shape.heap != self.gc.id {
+            return Err(GcError::WrongHeap);
+        }
         let (addr, slow) = self.gc.alloc_on(self.p, shape.size, shape.header, shape.kind)?;
         Ok((addr | self.tag_rule().ref_tag, slow))
     }

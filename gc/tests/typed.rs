@@ -170,3 +170,20 @@ fn records_fall_back_to_headers_once_the_typed_reservation_is_used_up() {
     // slot.
     assert!(live > N as usize * 512, "{live}");
 }
+
+#[test]
+fn a_shape_of_another_collector_is_refused() {
+    let (rt, gc, ty) = setup(false);
+    let other = Gc::builder().ignore_env().build(&rt).unwrap();
+    other
+        .types()
+        .register(TypeDesc::Record { name: "wide".into(), words: vec![WordKind::Raw; 40] })
+        .unwrap();
+    // Type 1 of `gc` (a 16-byte typed record) means nothing to `other`, whose type 1 is wider.
+    let shape = Shape::new(&gc, ty.early, 0).unwrap();
+    let err = rt.block_on(move || {
+        let mut raw = RawMutator::new(&other).unwrap();
+        raw.enter(|p| p.alloc(shape).map(|_| ()).unwrap_err()).unwrap()
+    });
+    assert_eq!(err, safepoint_gc::GcError::WrongHeap);
+}
