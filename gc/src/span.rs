@@ -1,4 +1,5 @@
-//! Spans: runs of pages holding slots of one size class, or one large object.
+//! Spans: runs of pages holding slots of one size class, one page of records of one type
+//! (a typed span, its first word their header), or one large object.
 
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 
@@ -9,10 +10,12 @@ use crate::sizeclass::BITMAP_WORDS;
 /// | state   | pages           | on a list            | who may set alloc bits | changed under |
 /// |---------|-----------------|----------------------|------------------------|---------------|
 /// | FREE    | in the page heap| record pool          | nobody                 | page heap     |
-/// | CACHED  | one size class  | one P's cache        | that cache only        | central[c]    |
-/// | PARTIAL | one size class  | central[c] partial   | nobody (swept only)    | central[c]    |
-/// | FULL    | one size class  | central[c] full      | nobody (swept only)    | central[c]    |
+/// | CACHED  | one kind        | one P's cache        | that cache only        | central[k]    |
+/// | PARTIAL | one kind        | central[k] partial   | nobody (swept only)    | central[k]    |
+/// | FULL    | one kind        | central[k] full      | nobody (swept only)    | central[k]    |
 /// | LARGE   | one object      | the large list       | nobody                 | page heap     |
+///
+/// A kind is a size class or a typed kind (see the heap module); `central[k]` is its lists.
 ///
 /// A span on no list and not cached is being swept: its sweeper claimed it (see
 /// [`Span::sweepgen`](Span)) after taking it off a list, and puts it back or frees it.
