@@ -128,6 +128,11 @@ pub const MAX_TYPED_SIZE: usize = 512;
 /// Central lists and cache slots: one per size class, then one per typed kind.
 pub(crate) const NUM_KINDS: usize = NUM_CLASSES + TYPED_KINDS;
 
+// A typed page of the smallest slots (one word) fits the span's bitmaps; and the largest
+// typed record is one of a size class (so a class gives its slot size).
+const _: () = assert!((PAGE_SIZE - WORD) / WORD <= crate::sizeclass::MAX_OBJECTS);
+const _: () = assert!(MAX_TYPED_SIZE <= crate::sizeclass::MAX_SMALL);
+
 /// The kind (the central list and cache slot) of headerless objects of record type `type_id`
 /// and `size` bytes, if they get typed spans: the first [`TYPED_KINDS`] types registered,
 /// when no larger than [`MAX_TYPED_SIZE`]. Others are allocated with a header, by size class.

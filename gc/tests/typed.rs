@@ -10,6 +10,8 @@ use safepoint_sched::Runtime;
 struct Types {
     /// A two-word record registered first: typed.
     early: TypeId,
+    /// A one-word record (8-byte slots, 1023 to a typed page): typed.
+    tiny: TypeId,
     /// The same record shape, registered after 64 others: headered.
     late: TypeId,
     /// A 70-word record (560 bytes): too large for a typed span, headered.
@@ -27,7 +29,9 @@ fn setup(checking: bool) -> (Runtime, Gc, Types) {
     };
     let early = t.register(pair("early")).unwrap();
     assert_eq!(early.get(), 1);
-    for i in 0..64 {
+    let tiny =
+        t.register(TypeDesc::Record { name: "tiny".into(), words: vec![WordKind::Raw] }).unwrap();
+    for i in 0..63 {
         t.register(TypeDesc::RefArray { name: format!("filler {i}") }).unwrap();
     }
     let late = t.register(pair("late")).unwrap();
@@ -36,7 +40,7 @@ fn setup(checking: bool) -> (Runtime, Gc, Types) {
     words.resize(70, WordKind::Raw);
     let big = t.register(TypeDesc::Record { name: "big".into(), words }).unwrap();
     let bytes = t.register(TypeDesc::ByteArray { name: "bytes".into() }).unwrap();
-    (rt, gc, Types { early, late, big, bytes })
+    (rt, gc, Types { early, tiny, late, big, bytes })
 }
 
 #[test]
@@ -85,6 +89,7 @@ fn typed_and_headered_records_share_a_graph_through_checked_collections() {
 #[test]
 fn headers_are_found_for_typed_headered_and_array_objects() {
     let (rt, gc, ty) = setup(false);
+    let tiny = Shape::new(&gc, ty.tiny, 0).unwrap();
     let shapes = [
         Shape::new(&gc, ty.early, 0).unwrap(),
         Shape::new(&gc, ty.late, 0).unwrap(),
@@ -95,6 +100,8 @@ fn headers_are_found_for_typed_headered_and_array_objects() {
         let mut raw = RawMutator::new(&gc).unwrap();
         raw.enter(|p| {
             let objs: Vec<usize> = shapes.iter().map(|&s| p.alloc(s).unwrap().0).collect();
+            // Enough one-word records to fill two typed pages, each numbered.
+            let tinies: Vec<usize> = (0..2100).map(|_| p.alloc(tiny).unwrap().0).collect();
             // SAFETY: objects allocated in this section; word 1 of each record is raw, and
             // the last object is a byte array of 5 bytes.
             unsafe {
@@ -103,6 +110,14 @@ fn headers_are_found_for_typed_headered_and_array_objects() {
                 }
                 let ids: Vec<TypeId> = objs.iter().map(|&o| p.header(o).type_id()).collect();
                 let words: Vec<usize> = objs[..3].iter().map(|&o| p.word(o, 1)).collect();
+                for (i, &o) in tinies.iter().enumerate() {
+                    p.init_word(o, 0, WordKind::Raw, i);
+                }
+                let tiny_ok = tinies
+                    .iter()
+                    .enumerate()
+                    .all(|(i, &o)| p.word(o, 0) == i && p.header(o).type_id() == ty.tiny);
+                assert!(tiny_ok, "a one-word typed record lost its word or its type");
                 (ids, words, p.bytes(objs[3]).len(), p.header(objs[3]).len())
             }
         })
