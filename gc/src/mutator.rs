@@ -351,8 +351,9 @@ impl Mutator {
                  outside the mutator API, or the object was freed)"
             );
         }
-        // SAFETY: `addr` is the start of an allocated object (just checked), which stays
-        // allocated while this goroutine's slot holds it: nothing reachable is freed.
+        // SAFETY: `addr` is the reference of an allocated object (just checked, or held by a
+        // slot the API wrote), which stays allocated while this goroutine's slot holds it:
+        // nothing reachable is freed.
         let word = unsafe { header_in(self.gc.typed, addr) };
         let Some(h) = Header::from_word(word) else {
             panic!("safepoint: object at {addr:#x} has no header (freed?)")
