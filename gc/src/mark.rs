@@ -323,14 +323,6 @@ impl<'a> Tracer<'a> {
         };
         slot.idx = idx;
         prefetch(span.mark_word(idx / 64) as *const AtomicU64 as usize);
-        // Step 1 fetched the object's first line; a small object may run into the next one
-        // (a 24-byte slot does, one time in four), and scanning it would wait there. Now the
-        // record gives its size: fetch its last line too. (A reference points one word into
-        // a slot with a header, so this reaches one word past such an object: harmless.)
-        let last = obj + span.elem_size() - 1;
-        if last / 64 != obj / 64 && span.elem_size() <= 256 {
-            prefetch(last);
-        }
     }
 
     /// Step 3: shade an edge's target; scan it if this call made it grey (or it was grey).
