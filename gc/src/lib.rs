@@ -4,7 +4,7 @@
 //! embedder's [`Global`]s and every goroutine's managed stack (frames described by the
 //! stackmap registry, or handle frames of [`Mutator`] scopes), and every object has a header
 //! naming its type descriptor, which says which of its words are references: a word before
-//! the object's body, or, for records of the first 64 types registered, the first word of a
+//! the object's body, or, for records of the first 64 types registered, the last word of a
 //! *typed span* (a page of objects of that type only), shared by all its objects, so that a
 //! small record costs no more than its fields (the `types` module explains the layout).
 //!

@@ -59,11 +59,11 @@ pub(crate) unsafe fn body<'a>(obj: usize, n: usize) -> &'a [AtomicUsize] {
 }
 
 /// Where the header word of the object whose reference is `obj` lies, given its heap's
-/// typed arenas: the word before the body, or for an object in a typed span, the span's
-/// first word (the page's), which all its objects share.
+/// typed arenas: the word before the body, or for an object in a typed span, the last word of
+/// its page, which all its objects share.
 #[inline(always)]
 pub(crate) fn header_addr(typed: TypedRange, obj: usize) -> usize {
-    if typed.contains(obj) { obj & !(crate::PAGE_SIZE - 1) } else { obj - WORD }
+    if typed.contains(obj) { crate::heap::typed_header_addr(obj) } else { obj - WORD }
 }
 
 /// Loads the header word of the object whose reference is `obj`.
@@ -72,8 +72,8 @@ pub(crate) fn header_addr(typed: TypedRange, obj: usize) -> usize {
 /// `obj` is the reference of an allocated object of the heap whose typed arenas are `typed`.
 #[inline(always)]
 pub(crate) unsafe fn header_in(typed: TypedRange, obj: usize) -> usize {
-    // SAFETY: per the contract the word is the header of a live object, or the first word of
-    // its typed span; Relaxed: the object was published to us by the store that put its
+    // SAFETY: per the contract the word is the header of a live object, or the last word of
+    // its typed span's page; Relaxed: the object was published to us by the store that put its
     // reference where we found it, ordered by the collector's handshakes (and a typed span's
     // word was written before the span was published).
     unsafe { &*(header_addr(typed, obj) as *const AtomicUsize) }.load(Ordering::Relaxed)

@@ -1,5 +1,5 @@
 //! Spans: runs of pages holding slots of one size class, one page of records of one type
-//! (a typed span, its first word their header), or one large object.
+//! (a typed span, its last word their header), or one large object.
 
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 
@@ -48,8 +48,8 @@ pub struct Span {
     /// the size classes: see the heap module).
     pub(crate) class: AtomicUsize,
     /// For a typed span, the header word of its objects' type (never zero); 0 for any other.
-    /// A typed span is one page whose first word holds this header and whose slots start at
-    /// the next word; its objects have no header of their own.
+    /// A typed span is one page whose slots start at its first byte and whose last word
+    /// holds this header; its objects have no header of their own.
     pub(crate) typed: AtomicUsize,
     /// `u32::MAX / elem_size + 1`: `(off * div_mul) >> 32` is `off / elem_size` for every
     /// offset inside a size-class span (checked for every class by a test), without a divide.
@@ -152,8 +152,7 @@ impl Span {
         st != state::FREE && addr >= start && addr < self.base() + self.pages() * crate::PAGE_SIZE
     }
 
-    /// Address of the span's first page (its first slot's address, but for a typed span,
-    /// whose first word holds the type's header).
+    /// Address of the span's first page (its first slot's address).
     #[inline]
     pub(crate) fn base(&self) -> usize {
         self.start() & !(crate::PAGE_SIZE - 1)

@@ -41,7 +41,7 @@
 //! array), so a field is at the same place whatever else is true of the object. The header
 //! is the word before, except for a record whose type has one of the first 64 ids and whose
 //! body is at most 512 bytes (`TYPED_KINDS` and `MAX_TYPED_SIZE` in the heap): such a record is allocated in a
-//! *typed span*, a page of records of that type only, whose first word holds the type's
+//! *typed span*, a page of records of that type only, whose last word holds the type's
 //! header, and it has none of its own. A tree node of two references is then 16 bytes, not
 //! 24, as in a runtime whose compiler knows its types (Go's), and the heap is a third smaller.
 //! Typed spans live in one reserved address range, so which case applies is a range check,

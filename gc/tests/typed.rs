@@ -137,9 +137,9 @@ fn a_typed_spans_header_word_is_no_object_a_described_panic_in_the_checking_mode
             let mut raw = RawMutator::new(&gc).unwrap();
             raw.enter(|p| {
                 let (a, _) = p.alloc(shape).unwrap();
-                // The first word of the page holding `a`: its typed span's header word, which
+                // The last word of the page holding `a`: its typed span's header word, which
                 // looks like a header but is no object.
-                let page_word = (a & !(8192 - 1)) | (a & 7);
+                let page_word = ((a & !(8192 - 1)) + 8192 - 8) | (a & 7);
                 // SAFETY: deliberately broken (the checking modes catch it before any read).
                 unsafe { p.header(page_word) }
             })
