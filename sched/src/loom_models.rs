@@ -14,14 +14,14 @@
 //! | status word, SCAN bit, park generation | `suspend_vs_self_park_vs_ready`, `concurrent_suspenders_take_turns`, `park_cancel_vs_suspender`, `stale_token_vs_repark`, `copystack_and_exit_vs_suspender` |
 //! | run queue | `runnext_owner_vs_thief`, `wakep_vs_idle_m` |
 //! | ragged barrier | `ragged_barrier_vs_blocking_call_return`, `ragged_barrier_vs_async_hold` |
-//! | asynchronous hold | `async_hold_vs_suspender_vs_stopper` |
+//! | asynchronous hold | `async_hold_vs_suspender_vs_stopper`, `async_hold_vs_stop_and_restart` |
 
 use loom::sync::Arc;
 use loom::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use loom::thread;
 
 use crate::g::{G, GPtr};
-use crate::preempt::{hold_begin, hold_try_leave};
+use crate::preempt::{hold_announce, hold_begin, hold_try_leave};
 use crate::runtime::{P, PStatus};
 use crate::status::{Cas, Status, StatusWord, SuspendStep, suspend_step};
 
@@ -548,5 +548,75 @@ fn loom_ragged_barrier_vs_async_hold() {
         assert!(!p.run_safe_point_fn.load(Ordering::SeqCst));
         assert_eq!(p.status(), PStatus::Running);
         assert_eq!(w.load().base(), Some(Status::Running));
+    });
+}
+
+/// The hold's announcement against a whole stop of the world and its restart: the stopper
+/// sets gcwaiting, counts the P once it is Held (as `stop_held_ps` does), and restarts (clears
+/// gcwaiting, gives the P back Held), at any moment of the hold's first two steps. Whatever
+/// the interleaving: the stop counts the P exactly once, and after the restart the P is Held
+/// again and the goroutine leaves the hold with it. (A hold that counted its own P, with a CAS
+/// after reading gcwaiting, could take it back for a stop already over: the variant below.)
+#[test]
+fn loom_async_hold_vs_stop_and_restart() {
+    hold_vs_stop_and_restart(false);
+}
+
+/// The bug `hold_announce` fixed, planted: the hold CASes its own P `Held -> GcStop` after
+/// reading gcwaiting set. The model finds the interleaving that leaves the P stopped after the
+/// restart.
+#[test]
+#[should_panic(expected = "taken for a stop that was over")]
+fn loom_async_hold_vs_stop_and_restart_catches_a_hold_that_counts_itself() {
+    hold_vs_stop_and_restart(true);
+}
+
+fn hold_vs_stop_and_restart(count_self: bool) {
+    model(move || {
+        let w = Arc::new(StatusWord::new(Status::Running));
+        let p = Arc::new(P::new(1));
+        p.set_status(PStatus::Running);
+        let gcwaiting = Arc::new(AtomicBool::new(false));
+        // How many times the P was counted stopped, and whether the stop is over.
+        let counted = Arc::new(AtomicUsize::new(0));
+        let restarted = Arc::new(AtomicBool::new(false));
+        let holder = {
+            let (w, p, gcwaiting, counted) =
+                (w.clone(), p.clone(), gcwaiting.clone(), counted.clone());
+            thread::spawn(move || {
+                hold_begin(&w, &p);
+                if count_self {
+                    if gcwaiting.load(Ordering::SeqCst)
+                        && p.cas_status(PStatus::Held, PStatus::GcStop)
+                    {
+                        counted.fetch_add(1, Ordering::SeqCst);
+                    }
+                } else {
+                    hold_announce(&gcwaiting, || {});
+                }
+            })
+        };
+        // The stopper: stop, wait until the P is counted, restart.
+        gcwaiting.store(true, Ordering::SeqCst);
+        while counted.load(Ordering::SeqCst) == 0 {
+            if p.status() == PStatus::Held && p.cas_status(PStatus::Held, PStatus::GcStop) {
+                counted.fetch_add(1, Ordering::SeqCst);
+            }
+            thread::yield_now();
+        }
+        gcwaiting.store(false, Ordering::SeqCst);
+        // `start_the_world`: a P whose M holds its goroutine goes back to Held.
+        p.set_status(PStatus::Held);
+        restarted.store(true, Ordering::SeqCst);
+        holder.join().unwrap();
+        let (n, st) = (counted.load(Ordering::SeqCst), p.status());
+        assert!(
+            n == 1 && st == PStatus::Held,
+            "the P was taken for a stop that was over: counted {n} times, {st:?} after the restart"
+        );
+        // The M leaves the hold (nothing holds the goroutine any more).
+        assert!(hold_try_leave(&w, &p));
+        assert_eq!(p.status(), PStatus::Running);
+        assert!(restarted.load(Ordering::SeqCst));
     });
 }

@@ -55,7 +55,7 @@ use core::sync::atomic::compiler_fence;
 use safepoint_arch::preempt::{Decline, Hooks};
 
 use crate::runtime::{M, P, PStatus, current_m};
-use crate::shim::{Ordering, fence};
+use crate::shim::{AtomicBool, Ordering, fence};
 use crate::status::{Cas, Status, StatusWord};
 
 /// How long the hold spins on its note before it sleeps in the kernel: a release usually comes
@@ -130,19 +130,7 @@ fn hold() {
     compiler_fence(Ordering::SeqCst);
     hold_begin(&g.status, p);
     g.async_prone.store(true, Ordering::Relaxed);
-    // Dekker with stop_the_world: it sets gcwaiting and then looks for Held Ps, again at every
-    // look while it waits; we publish Held and then look at gcwaiting, and if a stop is on,
-    // wake its stopper so that it looks now. The stopper counts the P itself (`stop_held_ps`):
-    // the hold must not. A hold that read gcwaiting set can be overtaken before its CAS by
-    // the stopper counting the P, the stop ending, and `start_the_world` giving the P back
-    // (`GcStop -> Held`); a `Held -> GcStop` CAS then would take the P again for a stop that
-    // is over, count it for a stop that has not begun, and leave the goroutine held for good.
-    // (That hung a test once, at runtime shutdown, with the P found GcStop after the last
-    // restart.) A stale wake-up costs the next stopper one extra look.
-    fence(Ordering::SeqCst);
-    if sched.gcwaiting.load(Ordering::SeqCst) {
-        sched.stopnote.wakeup();
-    }
+    hold_announce(&sched.gcwaiting, || sched.stopnote.wakeup());
     if p.run_safe_point_fn.load(Ordering::SeqCst) {
         // The barrier's caller runs the function for us; tell it to look now.
         sched.safe_point_note.wakeup();
@@ -200,6 +188,26 @@ fn try_leave(m: &M) -> bool {
         return false;
     }
     hold_try_leave(&g.status, p)
+}
+
+/// The hold's second step, after [`hold_begin`]: if a stop of the world is pending
+/// (`gcwaiting`), wakes its stopper (`wake_stopper`) so that it looks at the Ps now.
+///
+/// Dekker with `stop_the_world`: it sets gcwaiting and then looks for Held Ps, again at every
+/// look while it waits; we published Held and now look at gcwaiting. The stopper counts the
+/// P itself (`stop_held_ps`): the hold must not. A hold that read gcwaiting set can be
+/// overtaken before a CAS of its own by the stopper counting the P, the stop ending, and
+/// `start_the_world` giving the P back (`GcStop -> Held`); a `Held -> GcStop` CAS then would
+/// take the P again for a stop that is over, count it for a stop that has not begun, and
+/// leave the goroutine held for good. (That hung a test once, at runtime shutdown, with the P
+/// found GcStop after the last restart; `loom_async_hold_vs_stop_and_restart` checks the
+/// protocol.) A stale wake-up costs the next stopper one extra look. Kept apart so that the
+/// loom models run this very code.
+pub(crate) fn hold_announce(gcwaiting: &AtomicBool, wake_stopper: impl FnOnce()) {
+    fence(Ordering::SeqCst);
+    if gcwaiting.load(Ordering::SeqCst) {
+        wake_stopper();
+    }
 }
 
 /// The hold's first step, on the goroutine's status word `g` and its P: the goroutine
