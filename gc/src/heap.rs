@@ -225,7 +225,7 @@ impl Heap {
         let central = (0..NUM_KINDS).map(|_| Mutex::new(Central { lists: Default::default() }));
         Ok(Heap {
             inner: Arc::new(Inner {
-                pages: Mutex::new(PageHeap::new(config.hard_limit)),
+                pages: Mutex::new(PageHeap::new(config.hard_limit, map.typed_range())),
                 large: Mutex::new(Default::default()),
                 sweepgen: AtomicU32::new(2),
                 listed: [AtomicUsize::new(0), AtomicUsize::new(0)],
@@ -296,7 +296,7 @@ impl Heap {
     /// module documentation). A range check.
     #[inline(always)]
     pub fn is_typed(&self, addr: usize) -> bool {
-        self.inner.map.is_typed(addr)
+        self.inner.map.typed_range().contains(addr)
     }
 
     /// The address range of the typed arenas, for callers that test many addresses.

@@ -15,8 +15,6 @@ const MAP_ENTRIES: usize = 1 << (ADDR_BITS - ARENA_SHIFT);
 pub(crate) struct ArenaMeta {
     pub(crate) base: usize,
     pub(crate) pages: Box<[AtomicPtr<Span>]>,
-    /// The arena holds only typed spans (see [`PageMap::is_typed`]).
-    pub(crate) typed: bool,
 }
 
 /// The default address space reserved per heap for its typed arenas: 4096 arenas, 256 GiB.
@@ -93,13 +91,6 @@ impl PageMap {
         // Release pairs with the Acquire in `arena`: a reader that finds the arena sees its
         // initialised page table.
         self.entry(meta.base >> ARENA_SHIFT).store(meta as *const _ as *mut _, Ordering::Release);
-    }
-
-    /// Whether `addr` lies in a typed arena. One Relaxed load: arenas are installed before
-    /// any object in them is handed out, and never change kind.
-    #[inline(always)]
-    pub(crate) fn is_typed(&self, addr: usize) -> bool {
-        self.typed.contains(addr)
     }
 
     /// The arena containing `addr`, if any. O(1): one table load.
@@ -181,8 +172,10 @@ pub(crate) struct PageHeap {
     /// Free runs by (pages, address): `[0]` of ordinary arenas, `[1]` of typed ones. A run
     /// never spans two arenas, so it has one kind.
     by_size: [BTreeSet<(usize, usize)>; 2],
-    /// Base addresses of the typed arenas.
-    typed_arenas: BTreeSet<usize>,
+    /// The page map's reservation for typed arenas (an arena is typed iff it lies there).
+    typed: TypedRange,
+    /// Typed arenas mapped so far: the first `typed_arenas` arenas of the reservation.
+    typed_arenas: usize,
     /// Boxed: the page map points at each `ArenaMeta`, so it must not move when the Vec grows.
     #[allow(clippy::vec_box)]
     arenas: Vec<Box<ArenaMeta>>,
@@ -205,11 +198,14 @@ pub(crate) enum Grow {
 }
 
 impl PageHeap {
-    pub(crate) fn new(limit_bytes: usize) -> Self {
+    /// A page heap of at most `limit_bytes` of pages in use, whose typed arenas come from
+    /// `typed` (the page map's reservation).
+    pub(crate) fn new(limit_bytes: usize, typed: TypedRange) -> Self {
         PageHeap {
             by_addr: BTreeMap::new(),
             by_size: [BTreeSet::new(), BTreeSet::new()],
-            typed_arenas: BTreeSet::new(),
+            typed,
+            typed_arenas: 0,
             arenas: Vec::new(),
             released: BTreeMap::new(),
             records: Vec::new(),
@@ -243,7 +239,7 @@ impl PageHeap {
 
     /// `[1]` for a typed arena's address, `[0]` otherwise: which `by_size` set.
     fn kind(&self, addr: usize) -> usize {
-        usize::from(self.typed_arenas.contains(&(addr >> ARENA_SHIFT << ARENA_SHIFT)))
+        usize::from(self.typed.contains(addr))
     }
 
     fn insert(&mut self, addr: usize, run: FreeRun) {
@@ -292,11 +288,11 @@ impl PageHeap {
     fn grow(&mut self, map: &PageMap, typed: bool) -> Result<usize, Grow> {
         let base = if typed {
             // The next arena of the typed reservation.
-            let n = self.typed_arenas.len();
-            if (n + 1) * ARENA_SIZE > map.typed.len {
+            let n = self.typed_arenas;
+            if (n + 1) * ARENA_SIZE > self.typed.len {
                 return Err(Grow::Os);
             }
-            let base = map.typed.base + n * ARENA_SIZE;
+            let base = self.typed.base + n * ARENA_SIZE;
             // SAFETY: an arena-aligned range of the reservation that no arena uses yet
             // (typed arenas are taken in order and never given back while the heap lives).
             if !unsafe { os::commit(base, ARENA_SIZE) } {
@@ -307,11 +303,9 @@ impl PageHeap {
             os::map_aligned(ARENA_SIZE, ARENA_SIZE).ok_or(Grow::Os)?.as_ptr() as usize
         };
         let pages = (0..ARENA_PAGES).map(|_| AtomicPtr::new(std::ptr::null_mut())).collect();
-        let meta = Box::new(ArenaMeta { base, pages, typed });
+        let meta = Box::new(ArenaMeta { base, pages });
         map.install(&meta);
-        if typed {
-            self.typed_arenas.insert(base);
-        }
+        self.typed_arenas += usize::from(typed);
         self.arenas.push(meta);
         self.free_pages += ARENA_PAGES;
         // Never touched: as good as released.
@@ -440,7 +434,7 @@ impl PageHeap {
 
 impl Drop for PageHeap {
     fn drop(&mut self) {
-        for a in self.arenas.iter().filter(|a| !a.typed) {
+        for a in self.arenas.iter().filter(|a| !self.typed.contains(a.base)) {
             // SAFETY: each ordinary arena is one mapping from `grow`; the heap is dropping, so
             // no object or span in it is reachable any more. (Typed arenas are part of the
             // page map's reservation, which the map unmaps.)
