@@ -803,7 +803,8 @@ impl Slot {
     }
 }
 
-/// A per-P allocation cache: one span per size class, allocated from without any lock.
+/// A per-P allocation cache: one span per kind (size class or typed kind), allocated from
+/// without any lock.
 ///
 /// Runs on: the thread that owns the P; `&mut self` makes it exclusive. Dropping the cache
 /// flushes it.
@@ -907,8 +908,8 @@ impl Cache {
 
     /// Fast path: the next free slot of the cached word.
     #[inline(always)]
-    fn take(&mut self, class: usize) -> NonNull<u8> {
-        let slot = &mut self.slots[class];
+    fn take(&mut self, kind: usize) -> NonNull<u8> {
+        let slot = &mut self.slots[kind];
         debug_assert!(slot.free != 0);
         let bit = slot.free.trailing_zeros() as usize;
         slot.free &= slot.free - 1;

@@ -425,12 +425,12 @@ impl<'a> Tracer<'a> {
     }
 }
 
-/// Dies describing a reference that is not the reference of an allocated object.
+/// Dies describing a reference that is not a reference to an allocated object.
 #[cold]
 #[inline(never)]
 fn not_an_object(addr: usize) -> ! {
     crate::fatal(format_args!(
-        "marking found a reference {addr:#x} that is not the reference of an allocated object"
+        "marking found a reference {addr:#x} that is not a reference to an allocated object"
     ))
 }
 
@@ -496,8 +496,8 @@ fn scan_described(
 /// `None` if it was set already.
 ///
 /// # Panics
-/// If `addr` is not the reference of an allocated object: a reference into nowhere means the heap
-/// is corrupted (or an embedder's stack map named a slot that holds no reference), and
+/// If `addr` is not a reference to an allocated object: a reference into nowhere means the
+/// heap is corrupted (or an embedder's stack map named a slot that holds no reference), and
 /// marking on would free or keep the wrong objects.
 #[inline]
 pub(crate) fn shade_bit(heap: &Heap, addr: usize) -> Option<usize> {
@@ -506,7 +506,7 @@ pub(crate) fn shade_bit(heap: &Heap, addr: usize) -> Option<usize> {
     };
     let Some(idx) = span.ref_index(addr).filter(|&i| span.is_allocated(i)) else {
         crate::fatal(format_args!(
-            "marking found a reference {addr:#x} that is not the reference of an allocated object"
+            "marking found a reference {addr:#x} that is not a reference to an allocated object"
         ))
     };
     span.set_mark(idx).then(|| span.elem_size())
