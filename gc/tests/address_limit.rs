@@ -3,7 +3,10 @@
 //! default), and records are still allocated, typed or not. Alone in its own test binary,
 //! since the limit is the whole process's.
 
-use safepoint_gc::{Gc, Mutator, TypeDesc, WordKind};
+#[path = "support/list.rs"]
+mod list;
+
+use safepoint_gc::{Gc, TypeDesc, WordKind};
 use safepoint_sched::Runtime;
 
 /// The process's mapped address space now, in bytes (`VmSize`).
@@ -30,25 +33,7 @@ fn a_heap_works_under_an_address_space_limit_far_below_its_typed_reservation() {
             words: vec![WordKind::Ref, WordKind::Raw],
         })
         .unwrap();
-    let g = gc.clone();
-    let (sum, live) = rt.block_on(move || {
-        let mut m = Mutator::new(&g).unwrap();
-        m.scope(|m, [head, node]| {
-            for i in 0..100_000u64 {
-                m.alloc(node, pair).unwrap();
-                m.write_word(node, 1, i).unwrap();
-                m.store(node, 0, head).unwrap();
-                m.copy(head, node).unwrap();
-            }
-            m.collect();
-            let mut sum = 0;
-            while !m.is_null(node).unwrap() {
-                sum += m.read_word(node, 1).unwrap();
-                m.load(node, node, 0).unwrap();
-            }
-            (sum, g.stats().live_bytes)
-        })
-    });
+    let (sum, live) = list::build_collect_sum(&rt, &gc, pair, 100_000, 1);
     assert_eq!(sum, 100_000 * 99_999 / 2);
     // Typed (no header): 16 bytes a pair.
     assert_eq!(live, 100_000 * 16);

@@ -4,6 +4,9 @@
 //! same, their headers are found by the same calls, and a word that is a typed span's header
 //! is no object.
 
+#[path = "support/list.rs"]
+mod list;
+
 use safepoint_gc::{Gc, Mutator, RawMutator, Shape, TypeDesc, TypeId, WordKind};
 use safepoint_sched::Runtime;
 
@@ -161,25 +164,7 @@ fn records_fall_back_to_headers_once_the_typed_reservation_is_used_up() {
     let mut words = vec![WordKind::Ref];
     words.resize(64, WordKind::Raw);
     let big = gc.types().register(TypeDesc::Record { name: "big".into(), words }).unwrap();
-    let g = gc.clone();
-    let (sum, live) = rt.block_on(move || {
-        let mut m = Mutator::new(&g).unwrap();
-        m.scope(|m, [head, node]| {
-            for i in 0..N {
-                m.alloc(node, big).unwrap();
-                m.write_word(node, 63, i).unwrap();
-                m.store(node, 0, head).unwrap();
-                m.copy(head, node).unwrap();
-            }
-            m.collect();
-            let mut sum = 0;
-            while !m.is_null(node).unwrap() {
-                sum += m.read_word(node, 63).unwrap();
-                m.load(node, node, 0).unwrap();
-            }
-            (sum, g.stats().live_bytes)
-        })
-    });
+    let (sum, live) = list::build_collect_sum(&rt, &gc, big, N, 63);
     assert_eq!(sum, N * (N - 1) / 2);
     // Typed records take 512 bytes; those past the reservation take a header and a larger
     // slot.
