@@ -245,8 +245,7 @@ impl Heap {
     pub fn new_cache(&self) -> Cache {
         Cache {
             heap: self.inner.clone(),
-            slots: [const { Slot { span: None, word: 0, free: 0, base: 0, size: 0, zero: false } };
-                NUM_KINDS],
+            slots: [const { Slot::EMPTY }; NUM_KINDS],
             poison: self.inner.config.poison,
             allocs: 0,
             alloc_bytes: 0,
@@ -776,6 +775,12 @@ struct Slot {
     word: usize,
     /// Free slots left in that word (inverted alloc bits, masked to valid slots).
     free: u64,
+    /// `free` as it was when the allocations since were last counted
+    /// ([`Cache::settle`]): the fast path counts nothing, the bits it cleared say how many.
+    counted: u64,
+    /// The allocation bitmap word `word` of `span` (its mark word follows it), or dangling
+    /// while `free` is 0.
+    bits: NonNull<AtomicU64>,
     /// Address of the first slot `word` covers: bit `b` of `free` is the slot at
     /// `base + b * size`. (Copied out of the span record when the word is taken, so the fast
     /// path reads only this cache.)
@@ -787,17 +792,37 @@ struct Slot {
     zero: bool,
 }
 
+// SAFETY: `bits` points into a span record, which lives as long as the heap the cache keeps
+// alive, and is an atomic; a `Slot` is only used by the cache that owns it.
+unsafe impl Send for Slot {}
+
 impl Slot {
-    /// Takes bitmap word `w` of `span` (slot size `size`) if it has a free slot.
+    const EMPTY: Slot = Slot {
+        span: None,
+        word: 0,
+        free: 0,
+        counted: 0,
+        bits: NonNull::dangling(),
+        base: 0,
+        size: 0,
+        zero: false,
+    };
+
+    /// Takes bitmap word `w` of `span` (slot size `size`) if it has a free slot. The
+    /// allocations from the word before must have been counted ([`Cache::settle`]).
     fn take_word(&mut self, span: &Span, w: usize) -> bool {
+        debug_assert_eq!(self.counted, self.free);
+        let a = span.alloc_word(w);
         // Relaxed: while a span is cached only its cache writes its alloc bits, and a span
         // taken from the central lists was released under the lock we took to get it.
-        let free = !span.alloc_word(w).load(Ordering::Relaxed) & span.word_mask(w);
+        let free = !a.load(Ordering::Relaxed) & span.word_mask(w);
         if free == 0 {
             return false;
         }
         self.word = w;
         self.free = free;
+        self.counted = free;
+        self.bits = NonNull::from(a);
         self.base = span.start() + w * 64 * self.size;
         true
     }
@@ -836,9 +861,9 @@ impl Cache {
     /// larger ones get a span of their own.
     #[inline]
     pub fn alloc(&mut self, size: usize) -> Result<NonNull<u8>, AllocError> {
-        match class_of(size) {
-            Some(class) if self.slots[class].free != 0 => Ok(self.take(class)),
-            _ => self.alloc_slow(size),
+        match class_of(size).and_then(|class| self.try_take(class)) {
+            Some(addr) => Ok(addr),
+            None => self.alloc_slow(size),
         }
     }
 
@@ -855,7 +880,7 @@ impl Cache {
             return Ok(p);
         };
         self.refill(class, size, 0)?;
-        Ok(self.take(class))
+        Ok(self.try_take(class).expect("a refilled slot has a free slot"))
     }
 
     /// Allocates a headerless object of `size` bytes, zeroed, in a typed span of `kind` (from
@@ -870,10 +895,10 @@ impl Cache {
         header: usize,
     ) -> Result<NonNull<u8>, AllocError> {
         debug_assert!((NUM_CLASSES..NUM_KINDS).contains(&kind) && header != 0);
-        if self.slots[kind].free != 0 {
-            return Ok(self.take(kind));
+        match self.try_take(kind) {
+            Some(addr) => Ok(addr),
+            None => self.alloc_typed_slow(kind, size, header),
         }
-        self.alloc_typed_slow(kind, size, header)
     }
 
     #[cold]
@@ -886,18 +911,41 @@ impl Cache {
     ) -> Result<NonNull<u8>, AllocError> {
         self.refills += 1;
         self.refill(kind, size, header)?;
-        Ok(self.take(kind))
+        Ok(self.try_take(kind).expect("a refilled slot has a free slot"))
     }
 
     /// Whether new objects are allocated marked ("black"): on while the collector marks, so
     /// that what is allocated during marking survives it.
     pub fn set_black(&mut self, on: bool) {
+        // What was allocated so far is counted under the old colour.
+        self.settle_all();
         self.black = on;
     }
 
     /// Bytes allocated black since the last call.
     pub fn take_black_bytes(&mut self) -> u64 {
+        self.settle_all();
         std::mem::take(&mut self.black_bytes)
+    }
+
+    /// Counts the allocations kind `kind`'s slot made since it was last counted: the fast
+    /// path leaves counting to this, at a refill, a flush or a change of colour.
+    fn settle(&mut self, kind: usize) {
+        let slot = &mut self.slots[kind];
+        let n = u64::from((slot.counted & !slot.free).count_ones());
+        slot.counted = slot.free;
+        let bytes = n * slot.size as u64;
+        self.allocs += n;
+        self.alloc_bytes += bytes;
+        if self.black {
+            self.black_bytes += bytes;
+        }
+    }
+
+    fn settle_all(&mut self) {
+        for kind in 1..NUM_KINDS {
+            self.settle(kind);
+        }
     }
 
     /// How many allocations took a slow path so far (a new bitmap word, a new span, a large
@@ -906,19 +954,24 @@ impl Cache {
         self.refills
     }
 
-    /// Fast path: the next free slot of the cached word.
+    /// Fast path: the next free slot of kind `kind`'s cached word, zeroed and marked
+    /// allocated (and black while marking), or `None` if the word has none left.
     #[inline(always)]
-    fn take(&mut self, kind: usize) -> NonNull<u8> {
+    pub(crate) fn try_take(&mut self, kind: usize) -> Option<NonNull<u8>> {
         let slot = &mut self.slots[kind];
-        debug_assert!(slot.free != 0);
-        let bit = slot.free.trailing_zeros() as usize;
-        slot.free &= slot.free - 1;
+        let free = slot.free;
+        if free == 0 {
+            return None;
+        }
+        let bit = free.trailing_zeros() as usize;
+        slot.free = free & (free - 1);
         let size = slot.size;
         let addr = slot.base + bit * size;
-        if self.poison {
-            check_poisoned(addr, size);
-        }
         if slot.zero {
+            // Poison mode makes every span need zeroing: its check rides on this branch.
+            if self.poison {
+                check_poisoned(addr, size);
+            }
             // SAFETY: a free slot of our cached span, `size` bytes, 8-aligned (every class
             // size is a multiple of 8): nobody else reads or writes it (a free slot is
             // unreachable). The common small sizes are zeroed with fixed-size stores rather
@@ -933,29 +986,25 @@ impl Cache {
                 }
             }
         }
-        let rec = slot.span.expect("a slot with free bits has a span");
-        // SAFETY: records live as long as the heap, which `self.heap` keeps alive.
-        let span = unsafe { rec.get() };
-        let idx = slot.word * 64 + bit;
+        // SAFETY: `free` was not 0, so `bits` is the cached span's allocation word `word`
+        // (set by `take_word`), followed by its mark word; records live as long as the heap.
+        let (a, m) = unsafe { (slot.bits.as_ref(), slot.bits.add(1).as_ref()) };
         if self.black {
             // Before the alloc bit: nobody can reach the object yet, and a sweep cannot run
-            // while marking is on.
-            span.set_mark(idx);
-            self.black_bytes += size as u64;
+            // while marking is on. Relaxed: as `Span::set_mark`.
+            m.fetch_or(1 << bit, Ordering::Relaxed);
         }
         // A load and a store, not a read-modify-write: while a span is cached, its cache is
         // the only writer of its alloc bits (a sweep writes only spans it claimed, which no
         // cache holds), so no bit can be lost, and the store is a plain move. Release pairs
         // with the Acquire in `Span::is_allocated`: whoever sees the bit sees the zeroed slot.
-        let a = span.alloc_word(slot.word);
         a.store(a.load(Ordering::Relaxed) | 1 << bit, Ordering::Release);
-        self.allocs += 1;
-        self.alloc_bytes += size as u64;
-        NonNull::new(addr as *mut u8).expect("arena at address 0")
+        NonNull::new(addr as *mut u8)
     }
 
     /// Slow path: the next word of the cached span, else a span from the central list.
     fn refill(&mut self, kind: usize, requested: usize, typed: usize) -> Result<(), AllocError> {
+        self.settle(kind);
         let slot = &mut self.slots[kind];
         if let Some(rec) = slot.span {
             // SAFETY: records live as long as the heap.
@@ -969,6 +1018,7 @@ impl Cache {
             }
             slot.span = None;
             slot.free = 0;
+            slot.counted = 0;
             self.heap.release_span(kind, rec);
         }
         self.flush_stats();
@@ -1008,10 +1058,12 @@ impl Cache {
     /// Gives every cached span back to the central lists and publishes the cache's counts.
     /// Spans in a cache cannot be swept, so the collector flushes every cache before sweeping.
     pub fn flush(&mut self) {
+        self.settle_all();
         for kind in 1..NUM_KINDS {
             let slot = &mut self.slots[kind];
             if let Some(rec) = slot.span.take() {
                 slot.free = 0;
+                slot.counted = 0;
                 slot.word = 0;
                 self.heap.release_span(kind, rec);
             }

@@ -791,8 +791,38 @@ impl Inner {
     /// slow path (time to look at the pacer). While marking, a slow path also pays an assist.
     ///
     /// Runs pinned on P `p` (the caller's `pinned` section).
-    #[inline]
+    #[inline(always)]
     pub(crate) fn alloc_on(
+        &self,
+        p: usize,
+        size: usize,
+        header: Header,
+        kind: usize,
+    ) -> Result<(usize, bool), GcError> {
+        // SAFETY: the caller is P `p`'s goroutine, pinned (see `PCache`).
+        let cache = &mut unsafe { self.caches[p].get() }.cache;
+        // The fast paths: a free slot in the cached word of the kind's span.
+        if kind != 0 {
+            if let Some(addr) = cache.try_take(kind) {
+                return Ok((addr.as_ptr() as usize, false));
+            }
+        } else if let Some(addr) =
+            crate::sizeclass::class_of(size).and_then(|class| cache.try_take(class))
+        {
+            let slot = addr.as_ptr() as usize;
+            // SAFETY: a fresh, zeroed slot of at least two words (`alloc_plan`). Relaxed: as
+            // in `alloc_slow_on`.
+            unsafe { &*(slot as *const AtomicUsize) }.store(header.to_word(), Ordering::Relaxed);
+            return Ok((slot + WORD, false));
+        }
+        self.alloc_slow_on(p, size, header, kind)
+    }
+
+    /// The slow path of [`alloc_on`](Self::alloc_on): a new word or span for the kind, a
+    /// large object, or a typed record that gets a header instead.
+    #[cold]
+    #[inline(never)]
+    fn alloc_slow_on(
         &self,
         p: usize,
         size: usize,

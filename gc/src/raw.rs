@@ -228,7 +228,7 @@ impl<'a> Pin<'a> {
     /// [`GcError::Alloc`] when the heap is at its hard limit (collect with
     /// [`RawMutator::collect_for_memory`] outside the section and try once more);
     /// [`GcError::WrongHeap`] for a shape made for another collector.
-    #[inline]
+    #[inline(always)]
     pub fn alloc(&mut self, shape: Shape) -> Result<(usize, bool), GcError> {
         if shape.heap != self.gc.id {
             return Err(GcError::WrongHeap);
