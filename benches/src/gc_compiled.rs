@@ -8,9 +8,12 @@
 //! [`crate::gc`] measure the checked API instead (`binary-trees-checked` and so on).
 //!
 //! The workloads, their shapes and their outputs are those of [`crate::gc`]; only how the
-//! program holds its references differs. Each pinned section is short (one node built, or a
-//! subtree of at most [`PIN_DEPTH`] levels walked), so stops and ragged barriers wait for at
-//! most a few microseconds.
+//! program holds its references differs. A subtree of at most [`BUILD_DEPTH`] levels is
+//! built or grown, and one of at most [`PIN_DEPTH`] levels walked, in one pinned section, its
+//! references held in locals as compiled code holds them in registers between safepoints;
+//! above that, every level is a function with a managed-stack frame. A section is short (at
+//! most 2^7 nodes built or 2^11 read, some microseconds), so stops and ragged barriers wait
+//! for it no longer than that.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
@@ -31,6 +34,10 @@ const VALUE: usize = 2;
 
 /// Subtrees at most this deep are walked in one pinned section (at most 2^11 nodes).
 pub const PIN_DEPTH: u32 = 10;
+
+/// Subtrees at most this deep are built or grown in one pinned section (at most 2^7 nodes):
+/// fewer than are walked, as building one takes longer and may assist the collector.
+pub const BUILD_DEPTH: u32 = 6;
 
 /// The functions' stack maps.
 #[derive(Clone, Copy)]
@@ -102,13 +109,10 @@ impl Cx {
     /// moves that frame to safepoint `after` (whose map includes `dst`).
     fn build(&mut self, d: u32, dst: usize, after: u32) {
         let (node, valued) = (self.node, self.valued);
-        if d == 0 {
+        if d <= BUILD_DEPTH {
             let slow = self.pin(|p| {
-                let (n, slow) = Self::alloc(node, p);
-                if valued {
-                    // SAFETY: a fresh node with a raw value word.
-                    unsafe { p.init_word(n, VALUE, WordKind::Raw, 1) };
-                }
+                let mut slow = false;
+                let n = build_pinned(p, node, valued, d, &mut slow);
                 let ms = p.stack();
                 ms.set(dst, n);
                 ms.set_safepoint(after);
@@ -182,6 +186,18 @@ impl Cx {
             return;
         }
         let node = self.node;
+        if d <= BUILD_DEPTH {
+            let slow = self.pin(|p| {
+                let mut slow = false;
+                let n = p.stack().get(0);
+                populate_pinned(p, node, n, d, &mut slow);
+                slow
+            });
+            if slow {
+                self.raw.after_slow_alloc();
+            }
+            return;
+        }
         let slow = self.pin(|p| {
             let (l, s1) = Self::alloc(node, p);
             let (r, s2) = Self::alloc(node, p);
@@ -219,6 +235,49 @@ impl Cx {
         self.stack(|ms| ms.pop());
         s
     }
+}
+
+/// A whole subtree of depth `d`, built bottom-up in one section (the nodes' references held
+/// in registers and locals, as compiled code holds them between safepoints): its root. Sets
+/// `slow` if an allocation took a slow path.
+fn build_pinned(p: &mut Pin<'_>, node: Shape, valued: bool, d: u32, slow: &mut bool) -> usize {
+    let (l, r) = if d == 0 {
+        (0, 0)
+    } else {
+        (build_pinned(p, node, valued, d - 1, slow), build_pinned(p, node, valued, d - 1, slow))
+    };
+    let (n, s) = Cx::alloc(node, p);
+    *slow |= s;
+    // SAFETY: a fresh node; `l` and `r` are nodes allocated in this section (nothing is freed
+    // while pinned, and they are black if marking is on).
+    unsafe {
+        if d > 0 {
+            p.init_word(n, LEFT, WordKind::Ref, l);
+            p.init_word(n, RIGHT, WordKind::Ref, r);
+        }
+        if valued {
+            p.init_word(n, VALUE, WordKind::Raw, if d == 0 { 1 } else { d as usize });
+        }
+    }
+    n
+}
+
+/// Grows a tree of depth `d` top-down under the node `n`, in one section.
+fn populate_pinned(p: &mut Pin<'_>, node: Shape, n: usize, d: u32, slow: &mut bool) {
+    if d == 0 {
+        return;
+    }
+    let (l, s1) = Cx::alloc(node, p);
+    let (r, s2) = Cx::alloc(node, p);
+    *slow |= s1 | s2;
+    // SAFETY: `n` is a live node (the caller's slot, or a node allocated in this section);
+    // `l` and `r` fresh ones.
+    unsafe {
+        p.set_word(n, LEFT, WordKind::Ref, l);
+        p.set_word(n, RIGHT, WordKind::Ref, r);
+    }
+    populate_pinned(p, node, l, d - 1, slow);
+    populate_pinned(p, node, r, d - 1, slow);
 }
 
 /// The walk of a whole subtree, in one section.
