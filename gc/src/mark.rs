@@ -158,6 +158,17 @@ const EMPTY: Slot = Slot { obj: 0, span: std::ptr::null(), idx: 0 };
 /// When the stack runs dry the ring empties without waiting, so a lone chain of objects pays
 /// no latency for the pipeline, only gains nothing from it.
 ///
+/// ## Within a typed span
+///
+/// The pipeline is for references that go anywhere. Most do not: objects allocated together
+/// are linked together, and a typed span is one page of one type's records. So when an object
+/// of a typed span is scanned, its references into the same span are shaded on the spot (the
+/// span record and bitmap are the ones in hand) and the objects they make grey are scanned
+/// next, depth first, before the tracer goes back to the ring ([`Tracer::scan_typed`]).
+/// Marking a tree built in order then walks page by page, as Go's span-at-a-time marking
+/// does. On binary-trees 21 this made marking about 2.5 times as fast; on a shuffled heap,
+/// where a reference almost never stays in its page, it costs the range check.
+///
 /// ## Sharing
 ///
 /// Everything private (stack and ring) is work only this tracer can see. [`Tracer::flush`]
@@ -186,6 +197,9 @@ pub(crate) struct Tracer<'a> {
     last_type: Option<(u32, &'a TypeDesc)>,
     /// The last steal found the shared queue empty, and the ring has not drained since.
     shared_dry: bool,
+    /// Grey objects of the typed span being scanned (see [`Tracer::scan_typed`]); empty
+    /// between calls, kept for its capacity.
+    local: Vec<usize>,
 }
 
 impl<'a> Tracer<'a> {
@@ -210,6 +224,7 @@ impl<'a> Tracer<'a> {
             marked_bytes: 0,
             last_type: None,
             shared_dry: false,
+            local: Vec::new(),
         }
     }
 
@@ -346,17 +361,27 @@ impl<'a> Tracer<'a> {
             }
             self.marked_bytes += span.elem_size();
         }
-        let word = match span {
+        let words = match span {
             // A typed span's record names its objects' type: no header to read.
-            Some(span) if span.typed_header() != 0 => span.typed_header(),
-            // SAFETY: `s.obj` was shaded, so it is an allocated object, and nothing is freed
-            // while marking runs (sweeping of this cycle starts after marking ends). Relaxed:
-            // as in `header_of`.
-            Some(_) => unsafe { &*((s.obj - WORD) as *const AtomicUsize) }.load(Ordering::Relaxed),
+            Some(span) if span.typed_header() != 0 => self.scan_typed(span, s.obj),
+            Some(_) => {
+                // SAFETY: `s.obj` was shaded, so it is an allocated object, and nothing is
+                // freed while marking runs (sweeping of this cycle starts after marking ends).
+                // Relaxed: as in `header_of`.
+                let word =
+                    unsafe { &*((s.obj - WORD) as *const AtomicUsize) }.load(Ordering::Relaxed);
+                self.scan(s.obj, word)
+            }
             // SAFETY: as above.
-            None => unsafe { header_of(self.ctx.heap, s.obj) },
+            None => self.scan(s.obj, unsafe { header_of(self.ctx.heap, s.obj) }),
         };
-        let words = self.scan(s.obj, word);
+        self.spill();
+        words
+    }
+
+    /// Keeps the private stack within bounds, and shares work with idle tracers.
+    #[inline(always)]
+    fn spill(&mut self) {
         if self.stack.len() > LOCAL_MAX {
             for e in self.stack.drain(..LOCAL_MAX / 2) {
                 self.shared.push(e);
@@ -374,6 +399,54 @@ impl<'a> Tracer<'a> {
                 }
             }
         }
+    }
+
+    /// Scans the grey object `obj` of the typed span `span` and, depth first, every object
+    /// of the same span that it makes grey, directly or through others of the span: those
+    /// are shaded and scanned here, without the ring. Their span record and bitmap are the
+    /// ones just used and their lines are near (a tree's nodes allocated together share a
+    /// page), so the pipeline's page-map reads and prefetches would only add work. References
+    /// out of the span are pushed as edges. Returns the words scanned.
+    #[inline(always)]
+    fn scan_typed(&mut self, span: &Span, obj: usize) -> usize {
+        let word = span.typed_header();
+        let Some(h) = Header::from_word(word) else { return 1 };
+        let id = h.type_id().get();
+        let desc = match self.last_type {
+            Some((last, desc)) if last == id => desc,
+            _ => {
+                let Some((desc, _)) = describe(self.ctx.types, obj, word) else { return 1 };
+                self.last_type = Some((id, desc));
+                desc
+            }
+        };
+        let (lo, size) = (span.start(), span.elem_size());
+        let len = span.slots() * size;
+        let (ctx, stack, local) = (&self.ctx, &mut self.stack, &mut self.local);
+        let mut marked = 0;
+        let mut words = 0;
+        let mut o = obj;
+        loop {
+            words += scan_described(ctx, o, desc, 0, |r| {
+                if r.wrapping_sub(lo) >= len {
+                    stack.push(r);
+                    return;
+                }
+                // A typed span's references are its slots' addresses.
+                let Some(idx) = span.start_index(r).filter(|&i| span.is_allocated(i)) else {
+                    not_an_object(r)
+                };
+                if span.set_mark(idx) {
+                    marked += size;
+                    local.push(r);
+                }
+            });
+            match local.pop() {
+                Some(next) => o = next,
+                None => break,
+            }
+        }
+        self.marked_bytes += marked;
         words
     }
 
