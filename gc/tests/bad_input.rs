@@ -630,36 +630,46 @@ fn garbage_in_a_slot_found_by_a_collection_is_fatal() {
     );
 }
 
-/// A reference into the middle of a slot of the very span the marker is scanning (which it
-/// shades without the page map, see `Tracer::scan_typed`) is caught as well: a fatal error
-/// naming the address, checked in a child process.
+/// A reference into the middle of a slot of the very span the marker is scanning is caught
+/// as well: in a typed span (whose references into itself the marker shades without the page
+/// map, see `Tracer::scan_typed`) and in a size class's (through the marker's ring). A fatal
+/// error naming the address, checked in a child process.
 #[test]
 fn a_reference_into_the_middle_of_a_slot_of_the_same_span_is_fatal() {
-    if std::env::var("SAFEPOINT_CHILD").as_deref() == Ok("mid-slot") {
+    const TEST: &str = "a_reference_into_the_middle_of_a_slot_of_the_same_span_is_fatal";
+    if let Ok(child) = std::env::var("SAFEPOINT_CHILD") {
+        let headered = match child.as_str() {
+            "mid-slot-typed" => false,
+            "mid-slot-headered" => true,
+            _ => return,
+        };
         let rt = Runtime::builder().procs(1).build().unwrap();
         let gc = Gc::builder().ignore_env().build(&rt).unwrap();
-        let pair = gc
-            .types()
+        let t = gc.types();
+        let pair = t
             .register(TypeDesc::Record {
                 name: "pair".into(),
                 words: vec![WordKind::Ref, WordKind::Raw],
             })
             .unwrap();
+        let refs = t.register(TypeDesc::RefArray { name: "refs".into() }).unwrap();
         rt.block_on(move || {
             let mut raw = safepoint_gc::RawMutator::new(&gc).unwrap();
-            let shape = raw.shape(pair, 0).unwrap();
+            // A typed record, or an array of one reference (its own header, a size class).
+            let shape = if headered { raw.shape(refs, 1) } else { raw.shape(pair, 0) }.unwrap();
+            let root_shape = raw.shape(pair, 0).unwrap();
             let (root, bad) = raw
                 .enter(|p| {
-                    // `root` (a global) -> `a` -> the middle of `b`, all in one typed span:
+                    // `root` (a global) -> `a` -> the middle of `b`, `a` and `b` in one span:
                     // `a` is reached as an edge, so the marker scans it in its span.
-                    let (root, _) = p.alloc(shape).unwrap();
+                    let (root, _) = p.alloc(root_shape).unwrap();
                     let (a, _) = p.alloc(shape).unwrap();
                     let (b, _) = p.alloc(shape).unwrap();
                     let bad = (b & !3) + 8;
-                    // SAFETY: `a` is a live object of this section. Then, deliberately not
-                    // upheld: `bad` is the second word of `b`'s slot, not an object's address.
-                    // The marker must catch it (a fatal error in this child process); the
-                    // store itself is an atomic write into `a`.
+                    // SAFETY: `root` and `a` are live objects of this section, word 0 of each
+                    // a reference. Then, deliberately not upheld: `bad` is inside `b`'s slot,
+                    // not an object's reference. The marker must catch it (a fatal error in
+                    // this child process); the store itself is an atomic write into `a`.
                     unsafe {
                         p.set_word(root, 0, WordKind::Ref, a & !3);
                         p.set_word(a, 0, WordKind::Ref, bad);
@@ -674,27 +684,22 @@ fn a_reference_into_the_middle_of_a_slot_of_the_same_span_is_fatal() {
         eprintln!("child: the collection survived the garbage");
         return;
     }
-    let out = Command::new(std::env::current_exe().unwrap())
-        .args([
-            "--exact",
-            "a_reference_into_the_middle_of_a_slot_of_the_same_span_is_fatal",
-            "--nocapture",
-            "--test-threads=1",
-        ])
-        .env("SAFEPOINT_CHILD", "mid-slot")
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    use std::os::unix::process::ExitStatusExt;
-    assert_eq!(out.status.signal(), Some(libc::SIGABRT), "stderr: {stderr}");
-    let planted = stderr
-        .lines()
-        .find_map(|l| l.strip_prefix("child: planted "))
-        .unwrap_or_else(|| panic!("no planted address: {stderr}"));
-    assert!(
-        stderr.contains(&format!(
+    for child in ["mid-slot-typed", "mid-slot-headered"] {
+        let out = Command::new(std::env::current_exe().unwrap())
+            .args(["--exact", TEST, "--nocapture", "--test-threads=1"])
+            .env("SAFEPOINT_CHILD", child)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        use std::os::unix::process::ExitStatusExt;
+        assert_eq!(out.status.signal(), Some(libc::SIGABRT), "{child}: stderr: {stderr}");
+        let planted = stderr
+            .lines()
+            .find_map(|l| l.strip_prefix("child: planted "))
+            .unwrap_or_else(|| panic!("{child}: no planted address: {stderr}"));
+        let want = format!(
             "marking found a reference {planted} that is not a reference to an allocated object"
-        )),
-        "stderr: {stderr}"
-    );
+        );
+        assert!(stderr.contains(&want), "{child}: stderr: {stderr}");
+    }
 }
