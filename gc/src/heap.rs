@@ -778,8 +778,8 @@ struct Slot {
     /// `free` as it was when the allocations since were last counted
     /// ([`Cache::settle`]): the fast path counts nothing, the bits it cleared say how many.
     counted: u64,
-    /// The allocation bitmap word `word` of `span` (its mark word follows it), or dangling
-    /// while `free` is 0.
+    /// The allocation bitmap word `word` of `span` and its mark word after it
+    /// ([`Span::bit_pair`]), or dangling while `free` is 0.
     bits: NonNull<AtomicU64>,
     /// Address of the first slot `word` covers: bit `b` of `free` is the slot at
     /// `base + b * size`. (Copied out of the span record when the word is taken, so the fast
@@ -812,17 +812,16 @@ impl Slot {
     /// allocations from the word before must have been counted ([`Cache::settle`]).
     fn take_word(&mut self, span: &Span, w: usize) -> bool {
         debug_assert_eq!(self.counted, self.free);
-        let a = span.alloc_word(w);
         // Relaxed: while a span is cached only its cache writes its alloc bits, and a span
         // taken from the central lists was released under the lock we took to get it.
-        let free = !a.load(Ordering::Relaxed) & span.word_mask(w);
+        let free = !span.alloc_word(w).load(Ordering::Relaxed) & span.word_mask(w);
         if free == 0 {
             return false;
         }
         self.word = w;
         self.free = free;
         self.counted = free;
-        self.bits = NonNull::from(a);
+        self.bits = span.bit_pair(w);
         self.base = span.start() + w * 64 * self.size;
         true
     }
@@ -986,8 +985,9 @@ impl Cache {
                 }
             }
         }
-        // SAFETY: `free` was not 0, so `bits` is the cached span's allocation word `word`
-        // (set by `take_word`), followed by its mark word; records live as long as the heap.
+        // SAFETY: `free` was not 0, so `bits` is the pair of the cached span's allocation and
+        // mark words `word` (set by `take_word` from `Span::bit_pair`, whose provenance covers
+        // both); span records live as long as the heap.
         let (a, m) = unsafe { (slot.bits.as_ref(), slot.bits.add(1).as_ref()) };
         if self.black {
             // Before the alloc bit: nobody can reach the object yet, and a sweep cannot run

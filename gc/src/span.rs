@@ -92,6 +92,13 @@ impl Span {
         &self.bits[2 * w]
     }
 
+    /// Allocation word `w` followed by mark word `w`, as one pointer whose provenance covers
+    /// both: the allocation fast path keeps it for the word it allocates from.
+    #[inline]
+    pub(crate) fn bit_pair(&self, w: usize) -> std::ptr::NonNull<AtomicU64> {
+        std::ptr::NonNull::from(&self.bits[2 * w..2 * w + 2]).cast()
+    }
+
     /// Mark bitmap word `w` (slots `64w .. 64w + 64`).
     #[inline(always)]
     pub(crate) fn mark_word(&self, w: usize) -> &AtomicU64 {
@@ -268,5 +275,28 @@ impl Span {
     pub(crate) fn word_mask(&self, w: usize) -> u64 {
         let n = self.slots() - w * 64;
         if n >= 64 { u64::MAX } else { (1u64 << n) - 1 }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The allocation fast path reaches a word's mark bits through the pointer to its
+    /// allocation word (`Cache::try_take`): the pointer must carry both words (Miri checks
+    /// the provenance), and they must be the words the other accessors name.
+    #[test]
+    fn a_bit_pair_reaches_the_allocation_and_mark_words_it_names() {
+        let span = Box::new(Span::empty());
+        for w in [0, BITMAP_WORDS - 1] {
+            let p = span.bit_pair(w);
+            // SAFETY: `bit_pair` points at two adjacent words of the live `span`, with the
+            // provenance of both.
+            let (a, m) = unsafe { (p.as_ref(), p.add(1).as_ref()) };
+            a.store(1 << 3, Ordering::Relaxed);
+            m.fetch_or(1 << 5, Ordering::Relaxed);
+            assert_eq!(span.alloc_word(w).load(Ordering::Relaxed), 1 << 3);
+            assert_eq!(span.mark_word(w).load(Ordering::Relaxed), 1 << 5);
+        }
     }
 }

@@ -116,6 +116,36 @@ fn sweep_frees_unmarked_objects_and_their_slots_are_reused() {
     assert_eq!(s.live_bytes, 100 * 24);
 }
 
+/// The fast path counts nothing per object: the counts come from the bitmap words it
+/// used, at refills, flushes and changes of colour. Across words, spans and two classes
+/// they must come out exact, black bytes included, and only the black objects are marked.
+#[test]
+fn allocation_counts_and_black_bytes_are_exact_across_words_and_colours() {
+    let heap = heap();
+    let mut cache = heap.new_cache();
+    let alloc = |cache: &mut crate::Cache, n: usize, size: usize| -> Vec<usize> {
+        (0..n).map(|_| cache.alloc(size).unwrap().as_ptr() as usize).collect()
+    };
+    // White, black (over more than one bitmap word and a span of 48-byte slots), white.
+    let white: Vec<usize> = [alloc(&mut cache, 70, 24), alloc(&mut cache, 5, 48)].concat();
+    cache.set_black(true);
+    let black: Vec<usize> = [alloc(&mut cache, 130, 24), alloc(&mut cache, 200, 48)].concat();
+    cache.set_black(false);
+    let later = alloc(&mut cache, 3, 24);
+    assert_eq!(cache.take_black_bytes(), 130 * 24 + 200 * 48);
+    assert_eq!(cache.take_black_bytes(), 0, "taken once");
+    let marked = |o: usize| {
+        let span = heap.find_span(o).unwrap();
+        span.is_marked((o - span.start()) / span.elem_size())
+    };
+    assert!(black.iter().all(|&o| marked(o)));
+    assert!(!white.iter().chain(&later).any(|&o| marked(o)));
+    cache.flush();
+    let s = heap.stats();
+    assert_eq!(s.total_allocs, 70 + 5 + 130 + 200 + 3);
+    assert_eq!(s.live_bytes, (70 + 130 + 3) * 24 + (5 + 200) * 48);
+}
+
 #[test]
 fn an_empty_span_returns_to_the_page_heap_and_a_cached_one_waits_for_its_flush() {
     let heap = heap();
