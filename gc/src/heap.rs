@@ -22,6 +22,7 @@
 //! map reserves (`HeapConfig::typed_reserve`), so whether a reference's object has a header
 //! is a range check, with no load; past the range, records that would be typed get headers.
 
+use std::collections::VecDeque;
 use std::fmt;
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
@@ -166,8 +167,9 @@ fn swept_parity(sg: u32) -> usize {
 }
 
 struct Central {
-    /// Spans of this class not in any cache, by sweep parity, then partial/full.
-    lists: [[Vec<SpanPtr>; 2]; 2],
+    /// Spans of this class not in any cache, by sweep parity, then partial/full, in the
+    /// order they were listed (see `take_span` for why the order matters).
+    lists: [[VecDeque<SpanPtr>; 2]; 2],
 }
 
 /// A sweep of one span: what it freed and where the span went.
@@ -182,7 +184,7 @@ struct Inner {
     /// Lock order: a `central` lock (or `large`), then `pages`.
     central: Box<[Mutex<Central>]>,
     /// Large-object spans, by sweep parity.
-    large: Mutex<[Vec<SpanPtr>; 2]>,
+    large: Mutex<[VecDeque<SpanPtr>; 2]>,
     pages: Mutex<PageHeap>,
     /// The heap's sweep generation: even, +2 when marking ends (see `Span::sweepgen`).
     /// Written only with every P stopped; Acquire loads pair with that Release store.
@@ -334,7 +336,7 @@ impl Heap {
         // Relaxed: published to sweepers by the `large` lock.
         span.sweepgen.store(sg, Ordering::Relaxed);
         let sp = swept_parity(sg);
-        large[sp].push(rec);
+        large[sp].push_back(rec);
         // Relaxed: a count changed under the list's lock (held); readers only compare with 0.
         inner.listed[sp].fetch_add(1, Ordering::Relaxed);
         drop(large);
@@ -395,13 +397,13 @@ impl Heap {
         if inner.listed[un].load(Ordering::Relaxed) == 0 {
             return None;
         }
-        if let Some(rec) = inner.pop(&inner.large, |l| l[un].pop(), un) {
+        if let Some(rec) = inner.pop(&inner.large, |l| l[un].pop_back(), un) {
             return Some(inner.sweep_span(rec, sg, false).freed);
         }
         for kind in 1..NUM_KINDS {
             let got = inner.pop(
                 &inner.central[kind],
-                |c| c.lists[un][PARTIAL].pop().or_else(|| c.lists[un][FULL].pop()),
+                |c| c.lists[un][PARTIAL].pop_back().or_else(|| c.lists[un][FULL].pop_back()),
                 un,
             );
             if let Some(rec) = got {
@@ -553,8 +555,8 @@ impl Inner {
     }
 
     /// Puts a span on a list of parity `p` (the caller holds that list's lock).
-    fn push(&self, list: &mut Vec<SpanPtr>, rec: SpanPtr, p: usize) {
-        list.push(rec);
+    fn push(&self, list: &mut VecDeque<SpanPtr>, rec: SpanPtr, p: usize) {
+        list.push_back(rec);
         // Relaxed: see `listed`; readers compare with 0 and re-check under the lock.
         self.listed[p].fetch_add(1, Ordering::Relaxed);
     }
@@ -687,7 +689,7 @@ impl Inner {
         let mut budget = FULL_SWEEP_BUDGET;
         loop {
             let mut central = lock(&self.central[kind]);
-            if let Some(rec) = central.lists[sp][PARTIAL].pop() {
+            if let Some(rec) = central.lists[sp][PARTIAL].pop_back() {
                 // Relaxed: see `listed`.
                 self.listed[sp].fetch_sub(1, Ordering::Relaxed);
                 // SAFETY: records live as long as the heap, which `self` is part of.
@@ -696,10 +698,14 @@ impl Inner {
                 span.state.store(state::CACHED, Ordering::Release);
                 return Ok(rec);
             }
-            let mut unswept = central.lists[un][PARTIAL].pop();
+            let mut unswept = central.lists[un][PARTIAL].pop_back();
             if unswept.is_none() && budget > 0 {
                 budget -= 1;
-                unswept = central.lists[un][FULL].pop();
+                // The oldest first: a span filled before the last marking began holds its
+                // garbage, while the newest were mostly filled during that marking, black, and
+                // sweeping them frees nothing (binary-trees swept 16 such spans, then took
+                // fresh pages, in most refills). The background sweeper takes the newest.
+                unswept = central.lists[un][FULL].pop_front();
             }
             let Some(rec) = unswept else { break };
             // SeqCst: see `Heap::sweep_done`.
