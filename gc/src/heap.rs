@@ -168,7 +168,7 @@ fn swept_parity(sg: u32) -> usize {
 
 struct Central {
     /// Spans of this class not in any cache, by sweep parity, then partial/full, in the
-    /// order they were listed (see `take_span` for why the order matters).
+    /// order they were listed.
     lists: [[VecDeque<SpanPtr>; 2]; 2],
 }
 
@@ -633,11 +633,13 @@ impl Inner {
         let mut central = lock(&self.central[class]);
         // Relaxed: published to the next claimer by the central lock.
         span.sweepgen.store(sg, Ordering::Relaxed);
-        if left == 0 {
+        if left == 0 && !take {
             let mut ph = lock(&self.pages);
             self.free_span(&mut ph, span, rec);
             return Swept { freed, taken: None };
         }
+        // A span left empty is taken as it is, rather than given back to the page heap for
+        // a fresh one to be carved right away (as Go's `sweep(preserve)` keeps it).
         if take && left < span.slots() {
             // Release pairs with the Acquire in `Heap::find_span`.
             span.state.store(state::CACHED, Ordering::Release);
@@ -701,10 +703,8 @@ impl Inner {
             let mut unswept = central.lists[un][PARTIAL].pop_back();
             if unswept.is_none() && budget > 0 {
                 budget -= 1;
-                // The oldest first: a span filled before the last marking began holds its
-                // garbage, while the newest were mostly filled during that marking, black, and
-                // sweeping them frees nothing (binary-trees swept 16 such spans, then took
-                // fresh pages, in most refills). The background sweeper takes the newest.
+                // The oldest first (the background sweeper takes the newest): the spans
+                // filled during the last marking, black, come last.
                 unswept = central.lists[un][FULL].pop_front();
             }
             let Some(rec) = unswept else { break };
