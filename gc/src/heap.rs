@@ -927,6 +927,11 @@ impl Cache {
         self.black = on;
     }
 
+    /// Whether new objects are allocated black (see [`set_black`](Self::set_black)).
+    pub fn is_black(&self) -> bool {
+        self.black
+    }
+
     /// Bytes allocated black since the last call.
     pub fn take_black_bytes(&mut self) -> u64 {
         self.settle_all();

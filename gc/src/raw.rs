@@ -25,6 +25,11 @@
 //!   that the object is live (it came from a slot, a field or a global, or was allocated in
 //!   this section) and the word index is in its body. Values stored in tagged fields and
 //!   slots are values of this heap's encoding ([`TagRule`]).
+//! * Stores go through the write barrier ([`Pin::set_word`]), except where the section
+//!   knows better: a fresh object's words need no shade of their old value
+//!   ([`Pin::init_word`]), and a link between two objects allocated in the same section needs
+//!   no barrier at all ([`Pin::init_link`]), because allocation cannot change colour inside a
+//!   section.
 //!
 //! In the debugging modes (`gcpoison`, `gccheckmark`) every object access is also checked
 //! against the heap (a real object, a known type, the index in range), so a compiler or
@@ -358,6 +363,55 @@ impl<'a> Pin<'a> {
             panic!("safepoint: init_word on word {i} of {obj:#x}, which was already stored");
         }
         self.gc.init_field(self.p, kind, w, v);
+    }
+
+    /// Initializes body word `i` of an object allocated in this section with `v`, a reference
+    /// to another object allocated in this section (or null): a plain store, no barrier at
+    /// all. This is how compiled code links the nodes of a structure it builds between two
+    /// safepoints.
+    ///
+    /// Why no barrier is needed: a P starts and stops allocating black only in the
+    /// collector's handshakes, which it passes at safepoints, never inside a section. So
+    /// while the collector marks, both objects were allocated black (marked, and a shade of
+    /// `v` would do nothing); otherwise both are white and this P has not let marking begin,
+    /// so no black object points at `v`, and the first one will be `obj` only once it is
+    /// scanned.
+    ///
+    /// # Safety
+    /// As [`init_word`](Self::init_word), and `v` is null or refers to an object allocated in
+    /// this section (an older one could be white while `obj` is black: the collector would
+    /// not see it through `obj`, and could free it). In the checking modes, a `v` that is not
+    /// marked while this section allocates black is a described panic.
+    #[inline]
+    pub unsafe fn init_link(&mut self, obj: usize, i: usize, kind: WordKind, v: usize) {
+        // SAFETY: the caller's contract includes `field`'s.
+        let w = unsafe { self.field(obj, i, kind, v) };
+        if self.validate {
+            self.check_link(obj, i, kind, w, v);
+        }
+        // Relaxed: as in `word`.
+        w.store(v, Ordering::Relaxed);
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn check_link(&self, obj: usize, i: usize, kind: WordKind, w: &AtomicUsize, v: usize) {
+        if w.load(Ordering::Relaxed) != 0 {
+            panic!("safepoint: init_link on word {i} of {obj:#x}, which was already stored");
+        }
+        let Some(r) = crate::mark::ref_of(kind, self.tag_rule(), v) else { return };
+        // SAFETY: the caller is P `p`'s goroutine, pinned (see `PCache`).
+        let black = unsafe { self.gc.caches[self.p].get() }.cache.is_black();
+        let marked = || {
+            let span = self.gc.heap.find_span(r).expect("checked by `field`");
+            span.ref_index(r).is_some_and(|idx| span.is_marked(idx))
+        };
+        if black && !marked() {
+            panic!(
+                "safepoint: init_link stored {v:#x} into word {i} of {obj:#x}, but {v:#x} was not \
+                 allocated in this section (it is unmarked while this section allocates black)"
+            );
+        }
     }
 
     /// The bytes of the byte array `obj` references (its length from its header).
