@@ -190,7 +190,7 @@ impl Cx {
             let slow = self.pin(|p| {
                 let mut slow = false;
                 let n = p.stack().get(0);
-                populate_pinned(p, node, n, d, &mut slow);
+                populate_pinned(p, node, n, d, false, &mut slow);
                 slow
             });
             if slow {
@@ -248,12 +248,11 @@ fn build_pinned(p: &mut Pin<'_>, node: Shape, valued: bool, d: u32, slow: &mut b
     };
     let (n, s) = Cx::alloc(node, p);
     *slow |= s;
-    // SAFETY: a fresh node; `l` and `r` are nodes allocated in this section (nothing is freed
-    // while pinned, and they are black if marking is on).
+    // SAFETY: a fresh node; `l` and `r` are nodes allocated in this section.
     unsafe {
         if d > 0 {
-            p.init_word(n, LEFT, WordKind::Ref, l);
-            p.init_word(n, RIGHT, WordKind::Ref, r);
+            p.init_link(n, LEFT, WordKind::Ref, l);
+            p.init_link(n, RIGHT, WordKind::Ref, r);
         }
         if valued {
             p.init_word(n, VALUE, WordKind::Raw, if d == 0 { 1 } else { d as usize });
@@ -262,22 +261,28 @@ fn build_pinned(p: &mut Pin<'_>, node: Shape, valued: bool, d: u32, slow: &mut b
     n
 }
 
-/// Grows a tree of depth `d` top-down under the node `n`, in one section.
-fn populate_pinned(p: &mut Pin<'_>, node: Shape, n: usize, d: u32, slow: &mut bool) {
+/// Grows a tree of depth `d` top-down under the node `n`, in one section. `fresh`: `n` was
+/// allocated in this section (and its children words not stored yet).
+fn populate_pinned(p: &mut Pin<'_>, node: Shape, n: usize, d: u32, fresh: bool, slow: &mut bool) {
     if d == 0 {
         return;
     }
     let (l, s1) = Cx::alloc(node, p);
     let (r, s2) = Cx::alloc(node, p);
     *slow |= s1 | s2;
-    // SAFETY: `n` is a live node (the caller's slot, or a node allocated in this section);
-    // `l` and `r` fresh ones.
+    // SAFETY: `n` is a live node: the caller's slot, or (`fresh`) a node allocated in this
+    // section whose children words are still null; `l` and `r` are fresh ones.
     unsafe {
-        p.set_word(n, LEFT, WordKind::Ref, l);
-        p.set_word(n, RIGHT, WordKind::Ref, r);
+        if fresh {
+            p.init_link(n, LEFT, WordKind::Ref, l);
+            p.init_link(n, RIGHT, WordKind::Ref, r);
+        } else {
+            p.set_word(n, LEFT, WordKind::Ref, l);
+            p.set_word(n, RIGHT, WordKind::Ref, r);
+        }
     }
-    populate_pinned(p, node, l, d - 1, slow);
-    populate_pinned(p, node, r, d - 1, slow);
+    populate_pinned(p, node, l, d - 1, true, slow);
+    populate_pinned(p, node, r, d - 1, true, slow);
 }
 
 /// The walk of a whole subtree, in one section.
