@@ -409,17 +409,7 @@ impl<'a> Tracer<'a> {
     /// out of the span are pushed as edges. Returns the words scanned.
     #[inline(always)]
     fn scan_typed(&mut self, span: &Span, obj: usize) -> usize {
-        let word = span.typed_header();
-        let Some(h) = Header::from_word(word) else { return 1 };
-        let id = h.type_id().get();
-        let desc = match self.last_type {
-            Some((last, desc)) if last == id => desc,
-            _ => {
-                let Some((desc, _)) = describe(self.ctx.types, obj, word) else { return 1 };
-                self.last_type = Some((id, desc));
-                desc
-            }
-        };
+        let Some((desc, _)) = self.describe(obj, span.typed_header()) else { return 1 };
         let (lo, size) = (span.start(), span.elem_size());
         let len = span.slots() * size;
         let (ctx, stack, local) = (&self.ctx, &mut self.stack, &mut self.local);
@@ -453,21 +443,28 @@ impl<'a> Tracer<'a> {
     /// Scans a grey object whose header word is `word`: pushes its references as edges.
     #[inline(always)]
     fn scan(&mut self, obj: usize, word: usize) -> usize {
+        let Some((desc, len)) = self.describe(obj, word) else { return 1 };
         let stack = &mut self.stack;
-        // No header yet: allocated this instant, it holds no references (see `describe`).
-        let Some(h) = Header::from_word(word) else { return 1 };
-        // Objects of one type tend to come in runs (a tree's nodes): the last type's
-        // descriptor is kept, and a header naming it skips the registry lookup.
+        scan_described(&self.ctx, obj, desc, len, |r| stack.push(r))
+    }
+
+    /// The descriptor and length of the object at `obj` whose header word is `word`, as
+    /// [`describe`] gives them; `None` for an object whose header is not yet written
+    /// (allocated this instant, it holds no references). Objects of one type tend to come in
+    /// runs (a tree's nodes): the last type's descriptor is kept, and a header naming it skips
+    /// the registry lookup.
+    #[inline(always)]
+    fn describe(&mut self, obj: usize, word: usize) -> Option<(&'a TypeDesc, usize)> {
+        let h = Header::from_word(word)?;
         let id = h.type_id().get();
-        let desc = match self.last_type {
-            Some((last, desc)) if last == id => desc,
+        match self.last_type {
+            Some((last, desc)) if last == id => Some((desc, h.len())),
             _ => {
-                let Some((desc, _)) = describe(self.ctx.types, obj, word) else { return 1 };
+                let (desc, len) = describe(self.ctx.types, obj, word)?;
                 self.last_type = Some((id, desc));
-                desc
+                Some((desc, len))
             }
-        };
-        scan_described(&self.ctx, obj, desc, h.len(), |r| stack.push(r))
+        }
     }
 
     /// Drains to the end of a stop-the-world marking with `workers` tracers: scans until no
