@@ -7,8 +7,8 @@
 use safepoint_gc::{Gc, RawMutator, Shape, TypeDesc, WordKind};
 use safepoint_sched::Runtime;
 
-fn setup(checking: bool) -> (Runtime, Gc, Shape) {
-    let rt = Runtime::builder().procs(1).build().unwrap();
+fn setup(checking: bool, procs: usize) -> (Runtime, Gc, Shape) {
+    let rt = Runtime::builder().procs(procs).build().unwrap();
     let gc = Gc::builder().checkmark(checking).poison(checking).ignore_env().build(&rt).unwrap();
     let ty = gc
         .types()
@@ -23,7 +23,7 @@ fn setup(checking: bool) -> (Runtime, Gc, Shape) {
 
 #[test]
 fn init_word_and_set_word_store_the_same_fields() {
-    let (rt, gc, shape) = setup(true);
+    let (rt, gc, shape) = setup(true, 1);
     let got = rt.block_on(move || {
         let mut raw = RawMutator::new(&gc).unwrap();
         raw.enter(|p| {
@@ -49,7 +49,7 @@ fn init_word_and_set_word_store_the_same_fields() {
 
 #[test]
 fn init_word_on_a_stored_word_is_a_described_panic_in_the_checking_modes() {
-    let (rt, gc, shape) = setup(true);
+    let (rt, gc, shape) = setup(true, 1);
     let r = rt.block_on(move || {
         let h = safepoint_sched::go(move || {
             let mut raw = RawMutator::new(&gc).unwrap();
@@ -79,16 +79,7 @@ fn init_word_on_a_stored_word_is_a_described_panic_in_the_checking_modes() {
 /// two sections, the link is refused.
 #[test]
 fn init_link_to_an_object_from_before_the_section_is_a_described_panic_while_marking() {
-    let rt = Runtime::builder().procs(2).build().unwrap();
-    let gc = Gc::builder().checkmark(true).poison(true).ignore_env().build(&rt).unwrap();
-    let ty = gc
-        .types()
-        .register(TypeDesc::Record {
-            name: "pair".into(),
-            words: vec![WordKind::Ref, WordKind::Raw],
-        })
-        .unwrap();
-    let shape = Shape::new(&gc, ty, 0).unwrap();
+    let (rt, gc, shape) = setup(true, 2);
     let r = rt.block_on(move || {
         let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
         let collector = {
