@@ -373,9 +373,9 @@ impl<'a> Pin<'a> {
     /// Why no barrier is needed: a P starts and stops allocating black only in the
     /// collector's handshakes, which it passes at safepoints, never inside a section. So
     /// while the collector marks, both objects were allocated black (marked, and a shade of
-    /// `v` would do nothing); otherwise both are white and this P has not let marking begin,
-    /// so no black object points at `v`, and the first one will be `obj` only once it is
-    /// scanned.
+    /// `v` would do nothing). Otherwise both are white and marking cannot begin before this
+    /// P has passed its next safepoint: the store makes no black object point at a white
+    /// one, and the marker will find `v` through `obj` like any other white object.
     ///
     /// # Safety
     /// As [`init_word`](Self::init_word), and `v` is null or refers to an object allocated in
