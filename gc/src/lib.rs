@@ -114,11 +114,11 @@
 //! ([`GcConfig::min_heap`], 4 MiB) and a soft cap ([`GcConfig::memory_limit`]); `live` is the
 //! heap the last cycle marked: what its marking traced and what was allocated (black) while
 //! it marked, none of which can be freed before the next cycle. This is Go's definition, so
-//! `SAFEPOINT_GC=N` sizes the heap as `GOGC=N` does. A concurrent cycle starts when the heap is a learnt fraction of
-//! the way from live to goal (earlier after a cycle that overshot); allocation checks this on
-//! its slow path (a cache taking a new bitmap word or span), so the fast path has no test,
-//! and wakes the cycle's driver goroutine, which runs urgently (ahead of other goroutines
-//! when it is readied). While marking, allocation that takes the heap a tenth past the goal
+//! `SAFEPOINT_GC=N` sizes the heap as `GOGC=N` does. A concurrent cycle starts when the heap
+//! is a learnt fraction of the way from live to goal (earlier after a cycle that overshot);
+//! allocation checks this on its slow path (a cache taking a new bitmap word or span), so the
+//! fast path has no test, and wakes the cycle's driver goroutine, which runs urgently (ahead
+//! of other goroutines when it is readied). While marking, allocation that takes the heap a tenth past the goal
 //! waits for marking to end. [`Gc::collect`] forces a full cycle. An allocation that finds
 //! the heap at its hard limit collects once and retries before it reports out of memory.
 //!

@@ -3,9 +3,10 @@
 //! Every managed object has one [`Header`] word naming its [`TypeId`]; arrays also keep
 //! their element count there. It is the word before the object's body, except for records of
 //! the first types registered, which live in *typed spans* whose one header word serves all
-//! their objects (see "Where the header is" below). The id indexes a [`TypeRegistry`] (one per heap/runtime,
-//! never global) whose [`TypeDesc`] says, for each word of the body, whether it is a
-//! reference, a tagged value (a reference iff its tag says so, see [`TagRule`]) or raw data.
+//! their objects (see "Where the header is" below). The id indexes a [`TypeRegistry`] (one
+//! per heap/runtime, never global) whose [`TypeDesc`] says, for each word of the body,
+//! whether it is a reference, a tagged value (a reference iff its tag says so, see
+//! [`TagRule`]) or raw data.
 //! [`scan_refs`] turns (descriptor, header, body words) into the references the marker must
 //! follow.
 //!
@@ -40,9 +41,9 @@
 //! A reference is the address of the object's body (word 0 of a record, element 0 of an
 //! array), so a field is at the same place whatever else is true of the object. The header
 //! is the word before, except for a record whose type has one of the first 64 ids and whose
-//! body is at most 512 bytes (`TYPED_KINDS` and `MAX_TYPED_SIZE` in the heap): such a record is allocated in a
-//! *typed span*, a page of records of that type only, whose last word holds the type's
-//! header, and it has none of its own. A tree node of two references is then 16 bytes, not
+//! body is at most 512 bytes (`TYPED_KINDS` and `MAX_TYPED_SIZE` in the heap): such a record
+//! is allocated in a *typed span*, a page of records of that type only, whose last word holds
+//! the type's header, and it has none of its own. A tree node of two references is then 16 bytes, not
 //! 24, as in a runtime whose compiler knows its types (Go's), and the heap is a third smaller.
 //! Typed spans live in one reserved address range, so which case applies is a range check,
 //! and finding a header costs one load either way; the marker, which reads the span record
