@@ -293,13 +293,6 @@ impl Heap {
         self.find_span(r).and_then(|s| s.ref_index(r).map(|i| s.is_allocated(i))).unwrap_or(false)
     }
 
-    /// Whether `addr` lies in a typed arena (whose spans' objects have no header: see the
-    /// module documentation). A range check.
-    #[inline(always)]
-    pub fn is_typed(&self, addr: usize) -> bool {
-        self.inner.map.typed_range().contains(addr)
-    }
-
     /// The address range of the typed arenas, for callers that test many addresses.
     pub(crate) fn typed_range(&self) -> crate::pageheap::TypedRange {
         self.inner.map.typed_range()
@@ -531,7 +524,7 @@ impl Inner {
     /// Frees an empty span's pages and its record. Caller holds the page-heap lock (and, for a
     /// size-class span, its central lock).
     fn free_span(&self, ph: &mut PageHeap, span: &Span, rec: SpanPtr) {
-        let (start, npages) = (span.base(), span.pages());
+        let (start, npages) = (span.start(), span.pages());
         // Release pairs with the Acquire in `Heap::find_span`.
         span.state.store(state::FREE, Ordering::Release);
         self.map.set(start, npages, std::ptr::null());

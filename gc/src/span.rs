@@ -113,7 +113,8 @@ impl Span {
         }
     }
 
-    /// Address of the span's first byte.
+    /// Address of the span's first byte: a page boundary, and its first slot (a typed span's
+    /// header word is its last word, not its first).
     #[inline]
     pub fn start(&self) -> usize {
         self.start.load(Ordering::Relaxed)
@@ -156,13 +157,7 @@ impl Span {
         // Acquire pairs with the Release stores of the state when a span is set up or freed.
         let st = self.state.load(Ordering::Acquire);
         let start = self.start();
-        st != state::FREE && addr >= start && addr < self.base() + self.pages() * crate::PAGE_SIZE
-    }
-
-    /// Address of the span's first page (its first slot's address).
-    #[inline]
-    pub(crate) fn base(&self) -> usize {
-        self.start() & !(crate::PAGE_SIZE - 1)
+        st != state::FREE && addr >= start && addr < start + self.pages() * crate::PAGE_SIZE
     }
 
     /// The header word of a typed span's objects, or 0 for any other span.
