@@ -882,10 +882,12 @@ impl Cache {
     }
 
     /// Allocates a headerless object of `size` bytes, zeroed, in a typed span of `kind` (from
-    /// [`typed_kind`] for its type) whose last word holds `header`, the type's header word.
-    /// Every call for one kind must give the same size and header (one type registry per
-    /// heap makes it so).
-    #[inline]
+    /// [`typed_kind`] for its type) whose last word holds `header`, the type's header word,
+    /// after [`try_take`](Self::try_take) found the kind's cached word used up (the collector
+    /// tries that inline first). Every call for one kind must give the same size and header
+    /// (one type registry per heap makes it so).
+    #[cold]
+    #[inline(never)]
     pub(crate) fn alloc_typed(
         &mut self,
         kind: usize,
@@ -893,20 +895,6 @@ impl Cache {
         header: usize,
     ) -> Result<NonNull<u8>, AllocError> {
         debug_assert!((NUM_CLASSES..NUM_KINDS).contains(&kind) && header != 0);
-        match self.try_take(kind) {
-            Some(addr) => Ok(addr),
-            None => self.alloc_typed_slow(kind, size, header),
-        }
-    }
-
-    #[cold]
-    #[inline(never)]
-    fn alloc_typed_slow(
-        &mut self,
-        kind: usize,
-        size: usize,
-        header: usize,
-    ) -> Result<NonNull<u8>, AllocError> {
         self.refills += 1;
         self.refill(kind, size, header)?;
         Ok(self.try_take(kind).expect("a refilled slot has a free slot"))
