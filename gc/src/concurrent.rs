@@ -454,7 +454,7 @@ impl Inner {
             tl.stacks = c.stacks.load(Ordering::Relaxed);
             tl.shades = c.shades.load(Ordering::Relaxed);
             c.last_stacks.store(tl.stacks, Ordering::Relaxed);
-            // The next goal makes room for what was allocated black (see `terminate`).
+            // The next goal makes room for what was allocated black (see `heap_goal`).
             tl.black = black as usize;
             let marked = c.marked.load(Ordering::Relaxed);
             let roots =

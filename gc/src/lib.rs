@@ -110,17 +110,20 @@
 //! stopped. It is the reference the concurrent mode is tested
 //! against.
 //!
-//! **Pacing.** The goal is `live * (1 + gc_percent / 100)` with a floor
-//! ([`GcConfig::min_heap`], 4 MiB) and a soft cap ([`GcConfig::memory_limit`]); `live` is the
-//! heap the last cycle marked: what its marking traced and what was allocated (black) while
-//! it marked, none of which can be freed before the next cycle. This is Go's definition, so
-//! `SAFEPOINT_GC=N` sizes the heap as `GOGC=N` does. A concurrent cycle starts when the heap
-//! is a learnt fraction of the way from live to goal (earlier after a cycle that overshot);
-//! allocation checks this on its slow path (a cache taking a new bitmap word or span), so the
-//! fast path has no test, and wakes the cycle's driver goroutine, which runs urgently (ahead
-//! of other goroutines when it is readied). While marking, allocation that takes the heap a tenth past the goal
-//! waits for marking to end. [`Gc::collect`] forces a full cycle. An allocation that finds
-//! the heap at its hard limit collects once and retries before it reports out of memory.
+//! **Pacing.** The goal is `live * (1 + gc_percent / 100)` with a floor ([`GcConfig::min_heap`],
+//! 4 MiB) and a soft cap ([`GcConfig::memory_limit`]); `live` is what the last cycle's marking
+//! traced. What was allocated (black) while it marked cannot be freed before the next cycle
+//! either, so the goal carries those bytes too, once. Go counts them as live, so its goal doubles
+//! them; ours does not, because a program that allocates fast while it is marked would otherwise
+//! run a heap well past what `gc_percent` promises (see `heap_goal` in `collector.rs`).
+//! `SAFEPOINT_GC=N` is read as `GOGC=N`. A concurrent cycle starts when the heap is a learnt
+//! fraction of the way from what the last cycle left to the goal (earlier after a cycle that
+//! overshot); allocation checks this on its slow path (a cache taking a new bitmap word or span),
+//! so the fast path has no test, and wakes the cycle's driver goroutine, which runs urgently
+//! (ahead of other goroutines when it is readied). While marking, allocation that takes the heap
+//! a tenth past the goal waits for marking to end. [`Gc::collect`] forces a full cycle. An
+//! allocation that finds the heap at its hard limit collects once and retries before it reports
+//! out of memory.
 //!
 //! **Debugging knobs** come from `SAFEPOINT_DEBUG` ([`DebugKnobs`]): `gctrace=1` prints one
 //! line per cycle (cycle number, time since start, clock time of each phase, the termination
