@@ -261,6 +261,11 @@ pub fn blocking<R>(f: impl FnOnce() -> R) -> R {
     let guard = Exit;
     let r = f();
     drop(guard);
+    // A blocking call may switch, so its return is a safepoint: it answers a request that
+    // came meanwhile. A goroutine that makes only short calls otherwise never yields its time
+    // slice (sysmon's request waits for a poll that never comes), and whatever waits in its
+    // P's queue waits for ever.
+    poll();
     r
 }
 

@@ -57,9 +57,14 @@ pub(crate) struct P {
     pub run_safe_point_fn: AtomicBool,
     /// Dead Gs kept with their stacks for the next spawn. Owner: the M holding the P.
     gfree: UnsafeCell<Vec<GPtr>>,
-    /// sysmon's last observation of (schedtick, syscalltick) and when it changed.
-    pub sysmon_tick: AtomicU64,
-    pub sysmon_when: AtomicU64,
+    /// sysmon's last look at `schedtick` (while the P runs a goroutine, in a blocking call or
+    /// not) and when it last changed: how long the goroutine has run.
+    pub sysmon_schedtick: AtomicU64,
+    pub sysmon_schedwhen: AtomicU64,
+    /// sysmon's last look at `syscalltick` (while the P is in a blocking call) and when it last
+    /// changed: how long the call has lasted.
+    pub sysmon_syscalltick: AtomicU64,
+    pub sysmon_syscallwhen: AtomicU64,
     /// This P's timer heap (issue 4: see `crate::timer`).
     pub timers: crate::timer::PTimers,
 }
@@ -86,8 +91,10 @@ impl P {
             syscalltick: AtomicU64::new(0),
             run_safe_point_fn: AtomicBool::new(false),
             gfree: UnsafeCell::new(Vec::new()),
-            sysmon_tick: AtomicU64::new(0),
-            sysmon_when: AtomicU64::new(0),
+            sysmon_schedtick: AtomicU64::new(0),
+            sysmon_schedwhen: AtomicU64::new(0),
+            sysmon_syscalltick: AtomicU64::new(0),
+            sysmon_syscallwhen: AtomicU64::new(0),
             timers: crate::timer::PTimers::new(),
         }
     }

@@ -78,39 +78,46 @@ fn retake(sched: &Sched, now: u64) -> bool {
     let mut acted = false;
     for p in sched.ps.iter() {
         let status = p.status();
-        let tick = match status {
-            PStatus::Running => p.schedtick.load(Ordering::Relaxed),
-            PStatus::Syscall => p.syscalltick.load(Ordering::Relaxed) | (1 << 63),
-            _ => continue,
-        };
-        if p.sysmon_tick.load(Ordering::Relaxed) != tick {
-            p.sysmon_tick.store(tick, Ordering::Relaxed);
-            p.sysmon_when.store(now, Ordering::Relaxed);
+        if !matches!(status, PStatus::Running | PStatus::Syscall) {
             continue;
         }
-        let since = now.saturating_sub(p.sysmon_when.load(Ordering::Relaxed));
-        match status {
-            PStatus::Running if since >= TIME_SLICE_NS => {
-                sched.preemptone(p);
-                p.sysmon_when.store(now, Ordering::Relaxed);
-            }
-            PStatus::Syscall => {
-                // Retake after one sysmon tick (~20 µs) if anyone could use the P: it has
-                // work, or nobody else is spinning or idle to pick up new work. Otherwise wait
-                // up to 10 ms.
-                let others_free = sched.nmspinning.load(Ordering::SeqCst)
-                    + sched.npidle.load(Ordering::SeqCst)
-                    > 0;
-                if p.runq_empty() && sched.global.is_empty() && others_free && since < MAX_DELAY_NS
-                {
-                    continue;
-                }
-                if p.cas_status(PStatus::Syscall, PStatus::Idle) {
-                    sched.handoffp(p);
-                    acted = true;
-                }
-            }
-            _ => {}
+        // The time slice, timed by `schedtick`, which a blocking call does not bump (as Go's
+        // is): a goroutine whose P flips between Running and Syscall many times a millisecond
+        // is timed across its calls. Timing it by whichever tick the P showed at each look
+        // restarted the slice at nearly every look, and such a goroutine was never asked to
+        // yield.
+        let tick = p.schedtick.load(Ordering::Relaxed);
+        if p.sysmon_schedtick.load(Ordering::Relaxed) != tick {
+            p.sysmon_schedtick.store(tick, Ordering::Relaxed);
+            p.sysmon_schedwhen.store(now, Ordering::Relaxed);
+        } else if now.saturating_sub(p.sysmon_schedwhen.load(Ordering::Relaxed)) >= TIME_SLICE_NS
+            // In a blocking call the P has no M to reach the goroutine through, and this
+            // fails: the slice stays over, and the next look that finds the goroutine back
+            // asks it (a blocking call's return answers; see `proc::blocking`).
+            && sched.preemptone(p)
+        {
+            p.sysmon_schedwhen.store(now, Ordering::Relaxed);
+        }
+        if status != PStatus::Syscall {
+            continue;
+        }
+        let tick = p.syscalltick.load(Ordering::Relaxed);
+        if p.sysmon_syscalltick.load(Ordering::Relaxed) != tick {
+            p.sysmon_syscalltick.store(tick, Ordering::Relaxed);
+            p.sysmon_syscallwhen.store(now, Ordering::Relaxed);
+            continue;
+        }
+        let since = now.saturating_sub(p.sysmon_syscallwhen.load(Ordering::Relaxed));
+        // Retake after one sysmon tick (~20 µs) if anyone could use the P: it has work, or
+        // nobody else is spinning or idle to pick up new work. Otherwise wait up to 10 ms.
+        let others_free =
+            sched.nmspinning.load(Ordering::SeqCst) + sched.npidle.load(Ordering::SeqCst) > 0;
+        if p.runq_empty() && sched.global.is_empty() && others_free && since < MAX_DELAY_NS {
+            continue;
+        }
+        if p.cas_status(PStatus::Syscall, PStatus::Idle) {
+            sched.handoffp(p);
+            acted = true;
         }
     }
     acted

@@ -380,7 +380,7 @@ pub(crate) fn sysmon(sched: &Sched) -> u64 {
         if next != 0
             && next + SYSMON_GRACE_NS <= now
             && matches!(p.status(), PStatus::Running | PStatus::Held)
-            && p.sysmon_tick.load(Ordering::Relaxed) == p.schedtick.load(Ordering::Relaxed)
+            && p.sysmon_schedtick.load(Ordering::Relaxed) == p.schedtick.load(Ordering::Relaxed)
         {
             run_p(sched, p, now, usize::MAX);
         }

@@ -567,3 +567,32 @@ fn the_stopper_is_not_left_a_preemption_request() {
     });
     assert!(!ran, "the stopper's poll gave its P away");
 }
+
+/// A goroutine that only makes short blocking calls, back to back, never polls: its P flips
+/// between Running and Syscall many times a millisecond, and no call lasts long enough for
+/// sysmon to retake the P. It must still lose its time slice: a blocking call's return
+/// answers sysmon's request. (Before, the goroutine spawned on its one P never ran; the same
+/// starvation hung `suspend_g_races_every_transition` once in CI, its suspenders queued on the
+/// P of the goroutine that loops on blocking calls.)
+#[test]
+fn a_goroutine_making_only_short_blocking_calls_still_yields_its_time_slice() {
+    let rt = rt(1);
+    rt.block_on(|| {
+        let done = Arc::new(AtomicBool::new(false));
+        let h = {
+            let done = done.clone();
+            go(move || done.store(true, Ordering::SeqCst))
+        };
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        let mut calls = 0u64;
+        while !done.load(Ordering::SeqCst) {
+            blocking(|| std::hint::black_box(0));
+            calls += 1;
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the queued goroutine never ran: {calls} blocking calls in 30 s"
+            );
+        }
+        h.join().unwrap();
+    });
+}
