@@ -193,6 +193,11 @@ struct Inner {
     listed: [AtomicUsize; 2],
     /// Spans taken off an unswept list and not yet put back or freed.
     pending: AtomicUsize,
+    /// The first kind whose unswept lists may be non-empty: [`Heap::sweep_one`] starts there,
+    /// not at kind 1, and moves it past each kind it finds empty. Unswept lists only shrink
+    /// within a generation, but for a span cached across the end of a marking and released
+    /// after it (`release_span` lowers the cursor again). Reset by `finish_mark`.
+    sweep_kind: AtomicUsize,
     map: PageMap,
     // Statistics counters. Relaxed: they are sums; nothing is published through them.
     allocs: AtomicU64,
@@ -232,6 +237,7 @@ impl Heap {
                 sweepgen: AtomicU32::new(2),
                 listed: [AtomicUsize::new(0), AtomicUsize::new(0)],
                 pending: AtomicUsize::new(0),
+                sweep_kind: AtomicUsize::new(1),
                 config,
                 central: central.collect(),
                 map,
@@ -355,6 +361,8 @@ impl Heap {
         assert!(self.sweep_done(), "finish_mark: the previous sweep has not finished");
         // Relaxed: the caller's stop orders this with every allocation and sweep.
         let sg = inner.sweepgen.load(Ordering::Relaxed) + 2;
+        // Relaxed: published with the new generation by the Release store below.
+        inner.sweep_kind.store(1, Ordering::Relaxed);
         // Release pairs with the Acquire loads in the allocation and sweep paths.
         inner.sweepgen.store(sg, Ordering::Release);
         sg
@@ -393,15 +401,33 @@ impl Heap {
         if let Some(rec) = inner.pop(&inner.large, |l| l[un].pop_back(), un) {
             return Some(inner.sweep_span(rec, sg, false).freed);
         }
-        for kind in 1..NUM_KINDS {
+        // Relaxed: a hint; a stale cursor costs a look at kinds already found empty.
+        let mut kind = inner.sweep_kind.load(Ordering::Relaxed);
+        while kind < NUM_KINDS {
             let got = inner.pop(
                 &inner.central[kind],
-                |c| c.lists[un][PARTIAL].pop_back().or_else(|| c.lists[un][FULL].pop_back()),
+                |c| {
+                    let got =
+                        c.lists[un][PARTIAL].pop_back().or_else(|| c.lists[un][FULL].pop_back());
+                    if got.is_none() {
+                        // Under the kind's lock, where `release_span` lowers the cursor and
+                        // pushes: it moves past this kind only if the kind is empty now, and
+                        // a span pushed later lowers it back. Relaxed: the lock orders both.
+                        let _ = inner.sweep_kind.compare_exchange(
+                            kind,
+                            kind + 1,
+                            Ordering::Relaxed,
+                            Ordering::Relaxed,
+                        );
+                    }
+                    got
+                },
                 un,
             );
             if let Some(rec) = got {
                 return Some(inner.sweep_span(rec, sg, false).freed);
             }
+            kind += 1;
         }
         None
     }
@@ -762,6 +788,10 @@ impl Inner {
             swept_parity(sg)
         } else {
             span.sweepgen.store(sg - 2, Ordering::Relaxed);
+            // Relaxed: under the kind's lock, as the sweepers' moves of the cursor are (see
+            // `Heap::sweep_one`). One that passed this kind already finds the span on its
+            // next call.
+            self.sweep_kind.fetch_min(kind, Ordering::Relaxed);
             1 - swept_parity(sg)
         };
         self.push(&mut central.lists[p][if full { FULL } else { PARTIAL }], rec, p);

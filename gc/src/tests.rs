@@ -167,6 +167,27 @@ fn an_empty_span_returns_to_the_page_heap_and_a_cached_one_waits_for_its_flush()
     assert_eq!(heap.sweep_one(), None);
 }
 
+/// The sweepers' cursor over the kinds (see `Inner::sweep_kind`) passes a kind once its
+/// unswept lists are empty; a span cached across the end of marking and released afterwards
+/// puts that kind back in its way.
+#[test]
+fn a_span_released_after_the_sweep_passed_its_kind_is_still_swept() {
+    let heap = heap();
+    let (mut low, mut high) = (heap.new_cache(), heap.new_cache());
+    assert!(class_of(16).unwrap() < class_of(1000).unwrap());
+    low.alloc(16).unwrap();
+    high.alloc(1000).unwrap();
+    high.flush();
+    heap.finish_mark();
+    // Sweeps the 1000-byte span: the cursor walks past the 16-byte kind, found empty.
+    assert_eq!(heap.sweep_all(), 1);
+    assert!(heap.sweep_done());
+    low.flush();
+    assert!(!heap.sweep_done());
+    assert_eq!(heap.sweep_all(), 1, "the 16-byte span was left unswept");
+    assert!(heap.sweep_done());
+}
+
 #[test]
 #[should_panic(expected = "previous sweep has not finished")]
 fn ending_a_marking_before_the_sweep_finished_panics() {
