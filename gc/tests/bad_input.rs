@@ -591,6 +591,21 @@ fn garbage_in_a_slot_is_a_described_panic_of_that_goroutine() {
     });
 }
 
+/// Runs this binary's test `test` alone in a child process with `SAFEPOINT_CHILD=child` (the
+/// test then plays the child's part), asserts that the child died of `SIGABRT` (the
+/// collector's fatal error), and returns its stderr.
+fn aborted_child(test: &str, child: &str) -> String {
+    let out = Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", test, "--nocapture", "--test-threads=1"])
+        .env("SAFEPOINT_CHILD", child)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    use std::os::unix::process::ExitStatusExt;
+    assert_eq!(out.status.signal(), Some(libc::SIGABRT), "{child}: stderr: {stderr}");
+    stderr
+}
+
 #[test]
 fn garbage_in_a_slot_found_by_a_collection_is_fatal() {
     if std::env::var("SAFEPOINT_CHILD").as_deref() == Ok("garbage") {
@@ -611,19 +626,7 @@ fn garbage_in_a_slot_found_by_a_collection_is_fatal() {
         eprintln!("child: the collection survived the garbage");
         return;
     }
-    let out = Command::new(std::env::current_exe().unwrap())
-        .args([
-            "--exact",
-            "garbage_in_a_slot_found_by_a_collection_is_fatal",
-            "--nocapture",
-            "--test-threads=1",
-        ])
-        .env("SAFEPOINT_CHILD", "garbage")
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    use std::os::unix::process::ExitStatusExt;
-    assert_eq!(out.status.signal(), Some(libc::SIGABRT), "stderr: {stderr}");
+    let stderr = aborted_child("garbage_in_a_slot_found_by_a_collection_is_fatal", "garbage");
     assert!(
         stderr.contains("marking found a reference 0x12345670 outside the heap"),
         "stderr: {stderr}"
@@ -685,14 +688,7 @@ fn a_reference_into_the_middle_of_a_slot_of_the_same_span_is_fatal() {
         return;
     }
     for child in ["mid-slot-typed", "mid-slot-headered"] {
-        let out = Command::new(std::env::current_exe().unwrap())
-            .args(["--exact", TEST, "--nocapture", "--test-threads=1"])
-            .env("SAFEPOINT_CHILD", child)
-            .output()
-            .unwrap();
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        use std::os::unix::process::ExitStatusExt;
-        assert_eq!(out.status.signal(), Some(libc::SIGABRT), "{child}: stderr: {stderr}");
+        let stderr = aborted_child(TEST, child);
         let planted = stderr
             .lines()
             .find_map(|l| l.strip_prefix("child: planted "))
