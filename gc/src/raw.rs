@@ -359,8 +359,8 @@ impl<'a> Pin<'a> {
     pub unsafe fn init_word(&mut self, obj: usize, i: usize, kind: WordKind, v: usize) {
         // SAFETY: the caller's contract includes `field`'s.
         let w = unsafe { self.field(obj, i, kind, v) };
-        if self.validate && w.load(Ordering::Relaxed) != 0 {
-            panic!("safepoint: init_word on word {i} of {obj:#x}, which was already stored");
+        if self.validate {
+            check_unstored("init_word", obj, i, w);
         }
         self.gc.init_field(self.p, kind, w, v);
     }
@@ -396,9 +396,7 @@ impl<'a> Pin<'a> {
     #[cold]
     #[inline(never)]
     fn check_link(&self, obj: usize, i: usize, kind: WordKind, w: &AtomicUsize, v: usize) {
-        if w.load(Ordering::Relaxed) != 0 {
-            panic!("safepoint: init_link on word {i} of {obj:#x}, which was already stored");
-        }
+        check_unstored("init_link", obj, i, w);
         let Some(r) = crate::mark::ref_of(kind, self.tag_rule(), v) else { return };
         // SAFETY: the caller is P `p`'s goroutine, pinned (see `PCache`).
         let black = unsafe { self.gc.caches[self.p].get() }.cache.is_black();
@@ -474,3 +472,14 @@ const _: () = {
     const fn sync<T: Sync + Send>() {}
     sync::<Shape>();
 };
+
+/// The checking modes' test that `op` (`init_word` or `init_link`) initializes word `i` of
+/// `obj` before anything was stored there: a stored word's old value would go unshaded.
+#[cold]
+#[inline(never)]
+fn check_unstored(op: &str, obj: usize, i: usize, w: &AtomicUsize) {
+    // Relaxed: the word is in an object of this section, written only by this goroutine.
+    if w.load(Ordering::Relaxed) != 0 {
+        panic!("safepoint: {op} on word {i} of {obj:#x}, which was already stored");
+    }
+}
