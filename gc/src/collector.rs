@@ -804,8 +804,9 @@ impl Inner {
         let goal = heap_goal(&self.config, marked_bytes, black);
         let allocated = self.heap.allocated_bytes();
         // The next cycle starts once enough is allocated to reach the trigger point between
-        // live and goal: at the goal itself when marking is instant (stop-the-world), earlier
-        // when it runs alongside the program, by the fraction the pacer has learnt.
+        // what this cycle left (`held`) and the goal: at the goal itself when marking is
+        // instant (stop-the-world), earlier when it runs alongside the program, by the
+        // fraction the pacer has learnt.
         let frac = if self.config.stop_the_world { 1.0 } else { self.conc.trigger_frac() };
         let room = ((goal - held.min(goal)) as f64 * frac) as u64;
         self.trigger.store(allocated.saturating_add(room), Ordering::Relaxed);

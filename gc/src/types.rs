@@ -43,8 +43,9 @@
 //! is the word before, except for a record whose type has one of the first 64 ids and whose
 //! body is at most 512 bytes (`TYPED_KINDS` and `MAX_TYPED_SIZE` in the heap): such a record
 //! is allocated in a *typed span*, a page of records of that type only, whose last word holds
-//! the type's header, and it has none of its own. A tree node of two references is then 16 bytes, not
-//! 24, as in a runtime whose compiler knows its types (Go's), and the heap is a third smaller.
+//! the type's header, and it has none of its own. A tree node of two references is then 16
+//! bytes, not 24, as in a runtime whose compiler knows its types (Go's), and the heap is a
+//! third smaller.
 //! Typed spans live in one reserved address range, so which case applies is a range check,
 //! and finding a header costs one load either way; the marker, which reads the span record
 //! of every reference it shades anyway, finds the header there.
