@@ -99,7 +99,7 @@ fn find(sched: &Sched) -> Option<String> {
     let l = sched.locked();
     if sched.npidle.load(Ordering::SeqCst) != sched.procs
         || sched.nmspinning.load(Ordering::SeqCst) != 0
-        || !sched.global.is_empty()
+        || sched.shared_work()
         || sched.ps.iter().any(|p| !p.runq_empty())
         || crate::timer::pending(sched)
     {

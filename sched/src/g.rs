@@ -72,6 +72,11 @@ pub(crate) struct G {
     pub locals: UnsafeCell<Vec<Option<Box<dyn Any>>>>,
     /// Why it waits, for dumps. Relaxed: informational.
     pub wait_reason: AtomicUsize,
+    /// Who holds its SCAN bit through `suspend_g` (`crate::stw::caller_token`), 0 if nobody:
+    /// set by the holder right after it takes the bit and cleared right before it releases it,
+    /// so a caller that reads its own token here while the bit is set holds it itself.
+    /// Relaxed: only the holder writes it, and a caller compares it only with its own token.
+    pub suspender: AtomicUsize,
 }
 
 // SAFETY: cross-thread fields are atomics or a Mutex; every UnsafeCell/Cell field is accessed only
@@ -148,6 +153,7 @@ impl G {
             urgent: AtomicBool::new(false),
             locals: UnsafeCell::new(Vec::new()),
             wait_reason: AtomicUsize::new(0),
+            suspender: AtomicUsize::new(0),
         }
     }
 

@@ -72,6 +72,12 @@
 //!    The requester must not, while it holds goroutines stopped, take a lock that user code may
 //!    hold (a std mutex, stdout's lock): a goroutine held in place keeps whatever it held. The
 //!    handler declines inside the C library, so malloc's and stdio's own locks are never held.
+//!    A goroutine held inside a Rust-level OS lock (`std::sync::Mutex`, standard error's
+//!    lock) can still hold up a *stop*: another goroutine blocked in the kernel on that lock
+//!    keeps its P Running and never answers. A stop that cannot finish within a millisecond
+//!    therefore gives its held goroutines back and exempts their Ms from the signal for a
+//!    while, so that they leave their critical sections and stop at a synchronous safepoint
+//!    (see "A stop that cannot finish" at [`stop_the_world`]): a deadlock becomes latency.
 //!
 //! sysmon, a thread with no P, retakes Ps from goroutines stuck in blocking calls and asks
 //! goroutines that have run over 10 ms to yield.
@@ -100,6 +106,23 @@
 //! [`no_preempt`]: inside one, preemption waits and any explicit switch panics with a
 //! description instead of silently migrating. The runtime's own functions read the current M
 //! through a never-inlined accessor for the same reason.
+//!
+//! What Rust code in a goroutine *may* do between two safepoints, exactly:
+//!
+//! * take an OS lock (`std::sync::Mutex`, `RwLock`, standard output's and error's locks, so
+//!   `println!` and `eprintln!`) for a critical section that reaches no safepoint, and
+//!   release it before the next one. Another goroutine waiting for that lock blocks its
+//!   thread meanwhile. A stop of the world that the lock holds up finishes anyway (see above);
+//!   the critical section's length is added to its latency;
+//! * make short system calls and call C code; a call that may block for long goes in
+//!   [`blocking`], so that its P is handed to another thread;
+//! * loop without polling: the preemption signal stops it for the collector and stops of the
+//!   world, though its time slice ends only at its next synchronous safepoint.
+//!
+//! It must not hold an OS lock across a safepoint (it may resume on another thread while
+//! another goroutine on this one waits for the lock: a deadlock no runtime can undo), nor wait
+//! in the kernel for something only another goroutine can do (an OS channel's `recv`, a
+//! `std::sync::Condvar`) outside [`blocking`].
 //!
 //! ## Rejected designs
 //!
@@ -456,6 +479,10 @@ pub struct Stats {
     /// assembly or the C library, short of stack, in a runtime critical section or a
     /// `no_preempt` section, or the request had been answered meanwhile.
     pub async_declined: u64,
+    /// Goroutines that a stop of the world gave back from an asynchronous hold because it could
+    /// not finish while holding them (one of them may hold an OS lock that a running P's
+    /// thread waits for in the kernel; see [`stop_the_world`]).
+    pub stop_givebacks: u64,
 }
 
 impl Runtime {
@@ -516,6 +543,7 @@ impl Runtime {
             preempt_signals: s.preempt_signals.load(Ordering::Relaxed),
             async_preemptions: s.async_preemptions.load(Ordering::Relaxed),
             async_declined: s.async_declined.load(Ordering::Relaxed),
+            stop_givebacks: s.stuck_givebacks.load(Ordering::Relaxed),
         }
     }
 

@@ -12,7 +12,7 @@
 //! | protocol | models |
 //! |---|---|
 //! | status word, SCAN bit, park generation | `suspend_vs_self_park_vs_ready`, `concurrent_suspenders_take_turns`, `park_cancel_vs_suspender`, `stale_token_vs_repark`, `copystack_and_exit_vs_suspender` |
-//! | run queue | `runnext_owner_vs_thief`, `wakep_vs_idle_m` |
+//! | run queue | `runnext_owner_vs_thief`, `wakep_vs_idle_m`, `urgent_vs_last_idle_m` |
 //! | ragged barrier | `ragged_barrier_vs_blocking_call_return`, `ragged_barrier_vs_async_hold` |
 //! | asynchronous hold | `async_hold_vs_suspender_vs_stopper`, `async_hold_vs_stop_and_restart` |
 
@@ -473,6 +473,59 @@ fn loom_wakep_vs_idle_m() {
         let woke = readier.join().unwrap();
         assert!(woke || saw_work, "work queued while every M went to sleep");
     });
+}
+
+/// Issue 18: the urgent queue against the last M going idle. An M without a P (a blocking
+/// call's return whose P sysmon retook) queues an urgent goroutine: the push, the SeqCst rise
+/// of `nurgent`, then `wakep`'s fence and look at the idle Ps (with none idle, its other
+/// resort, ending a running goroutine's slice, finds no goroutine running on the only P,
+/// whose M is in `schedule`). The only P's M, finding nothing, publishes its P idle, fences,
+/// and looks at the shared queues once more (`Sched::shared_work`). Whatever the interleaving,
+/// the goroutine is found: either the queuer wakes an M or the idling M sees the count. With
+/// `look_at_urgent` false, the idling M looks at the global queue only, as it did when the
+/// collector's driver was lost with one P.
+fn urgent_vs_last_idle_m(look_at_urgent: bool) {
+    use loom::sync::atomic::fence;
+    model(move || {
+        let npidle = Arc::new(AtomicUsize::new(0));
+        let nmspinning = Arc::new(AtomicUsize::new(0));
+        let nurgent = Arc::new(AtomicUsize::new(0));
+        let queuer = {
+            let (npidle, nmspinning, nurgent) =
+                (npidle.clone(), nmspinning.clone(), nurgent.clone());
+            thread::spawn(move || {
+                // enqueue_locked: push (the queue's own ordering is irrelevant), count it.
+                nurgent.fetch_add(1, Ordering::SeqCst);
+                // wakep
+                fence(Ordering::SeqCst);
+                if npidle.load(Ordering::SeqCst) == 0 {
+                    return false;
+                }
+                nmspinning.load(Ordering::SeqCst) == 0
+                    && nmspinning.compare_exchange(0, 1, Ordering::SeqCst, Ordering::SeqCst).is_ok()
+            })
+        };
+        // schedule(): nothing found; pidleput, fence, look at the shared queues (the global
+        // queue is empty throughout).
+        npidle.fetch_add(1, Ordering::SeqCst);
+        fence(Ordering::SeqCst);
+        let saw_work = look_at_urgent && nurgent.load(Ordering::SeqCst) > 0;
+        let woke = queuer.join().unwrap();
+        assert!(woke || saw_work, "an urgent goroutine queued while every M went to sleep");
+    });
+}
+
+#[test]
+fn loom_urgent_vs_last_idle_m() {
+    urgent_vs_last_idle_m(true);
+}
+
+/// The model finds the interleaving that lost the goroutine when the idle path did not look at
+/// the urgent queue.
+#[test]
+#[should_panic(expected = "an urgent goroutine queued while every M went to sleep")]
+fn loom_urgent_vs_last_idle_m_catches_an_idle_path_that_skips_the_urgent_queue() {
+    urgent_vs_last_idle_m(false);
 }
 
 /// The ragged barrier against a P whose M holds its goroutine in place (asynchronous

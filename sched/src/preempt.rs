@@ -102,6 +102,7 @@ fn may_hold(m: &M) -> bool {
     if !sched.async_preempt
         || m.locks.load(Ordering::Relaxed) != 0
         || m.rtlocks.load(Ordering::Relaxed) != 0
+        || m.hold_exempt()
     {
         return false;
     }
@@ -181,7 +182,7 @@ fn try_leave(m: &M) -> bool {
     let sched = m.sched();
     let (Some(g), Some(p)) = (m.curg(), m.p()) else { return true };
     if p.status() != PStatus::Held
-        || sched.gcwaiting.load(Ordering::SeqCst)
+        || (sched.gcwaiting.load(Ordering::SeqCst) && !m.hold_exempt())
         || g.preempt_stop.load(Ordering::SeqCst)
         || p.run_safe_point_fn.load(Ordering::SeqCst)
     {

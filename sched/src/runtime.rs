@@ -257,6 +257,12 @@ pub(crate) struct M {
     /// pending per M. Set by the sender (swap); cleared by the handler when it declines, or by
     /// the hold when it ends (no signal is sent to an M on its way into or out of a hold).
     pub signal_pending: AtomicBool,
+    /// Until when (nanotime) this M is not to be held in place: no preemption signal is sent
+    /// to it, the handler declines one already pending, and a hold in progress leaves even
+    /// though a stop is pending. Set by a stopper that could not finish and gave this M's
+    /// goroutine back (`crate::stw`, "A stop that cannot finish"); read by senders, the
+    /// handler and the hold. Relaxed: a stale read costs one declined signal or one more look.
+    pub hold_exempt_until: AtomicU64,
     /// The g0 action requested by the goroutine switching away. Owner: this M's thread.
     after: Cell<After>,
     /// Random state for steal order.
@@ -287,6 +293,13 @@ impl M {
         let g = self.curg.load(Ordering::Acquire) as *const G;
         // SAFETY: Gs are type-stable (never freed).
         unsafe { g.as_ref() }
+    }
+
+    /// Whether this M is, for now, not to be held in place (see `hold_exempt_until`).
+    /// Async-signal-safe (an atomic load and the vDSO clock).
+    pub fn hold_exempt(&self) -> bool {
+        let until = self.hold_exempt_until.load(Ordering::Relaxed);
+        until != 0 && nanotime() < until
     }
 
     fn fastrand(&self) -> u64 {
@@ -373,6 +386,9 @@ pub(crate) struct Sched {
     pub preempt_signals: AtomicU64,
     pub async_preemptions: AtomicU64,
     pub async_declined: AtomicU64,
+    /// Goroutines that a stop which could not finish gave back from an asynchronous hold
+    /// (`crate::stw`, "A stop that cannot finish"). Relaxed: statistics only.
+    pub stuck_givebacks: AtomicU64,
 }
 
 /// The scheduler lock, held. It counts as a runtime lock of the M that took it (`M::rtlocks`),
@@ -460,6 +476,7 @@ impl Sched {
             preempt_signals: AtomicU64::new(0),
             async_preemptions: AtomicU64::new(0),
             async_declined: AtomicU64::new(0),
+            stuck_givebacks: AtomicU64::new(0),
         });
         signal::install();
         install_stack_hooks()?;
@@ -559,6 +576,7 @@ impl Sched {
             hold_note: Note::new(),
             tid: AtomicI32::new(0),
             signal_pending: AtomicBool::new(false),
+            hold_exempt_until: AtomicU64::new(0),
             after: Cell::new(After::Nothing),
             rand: Cell::new(
                 0x9E37_79B9_7F4A_7C15 ^ (id as u64 + 1).wrapping_mul(0x2545_F491_4F6C_DD1D),
@@ -596,7 +614,7 @@ impl Sched {
     /// Hands a P whose M is leaving it (blocking call retaken, stop) to whoever should have it.
     pub fn handoffp(&self, p: &P) {
         // Racy reads, as hints: the P is ours, and the locked section below decides the rest.
-        if !p.runq_empty() || !self.global.is_empty() {
+        if !p.runq_empty() || self.shared_work() {
             self.startm(Some(p), false);
             return;
         }
@@ -619,12 +637,20 @@ impl Sched {
             crate::stw::run_safe_point_fn(self, p);
             l = self.locked();
         }
-        if !self.global.is_empty() {
+        if self.shared_work() {
             drop(l);
             self.startm(Some(p), false);
             return;
         }
         self.pidleput(&mut l, p);
+    }
+
+    /// Whether a goroutine waits on a queue that no P owns: the global queue or the urgent
+    /// one. Every path on which an M gives up its P checks this (see "No goroutine left
+    /// behind" at `schedule`). SeqCst: the urgent count is raised with SeqCst after the push
+    /// (`enqueue_locked`, `requeue`), and the caller has fenced after publishing its idle P.
+    pub fn shared_work(&self) -> bool {
+        !self.global.is_empty() || self.nurgent.load(Ordering::SeqCst) > 0
     }
 
     pub fn stopwait_done(&self) {
@@ -785,7 +811,7 @@ impl Sched {
         }
         // Acquire: pairs with the Release in `mstart`.
         let tid = m.tid.load(Ordering::Acquire);
-        if tid == 0 {
+        if tid == 0 || m.hold_exempt() {
             return;
         }
         // AcqRel: one sender per pending signal; the handler clears it (Release) before it
@@ -1056,10 +1082,22 @@ fn schedule(m: &M) -> Option<(&'static G, bool)> {
             }
         }
         // Nothing: give up the P.
+        //
+        // No goroutine left behind. A goroutine becomes runnable in one of these ways: on a
+        // P's own queue (spawn, ready and yield by that P's M; a steal), which only that P's M
+        // gives up, after this check; on the global queue (an M without a P: a blocking call's
+        // return, a ready from outside the runtime, a preempted urgent goroutine's P moving
+        // its queue); or on the urgent queue (`enqueue` and `requeue` of an urgent goroutine).
+        // Whoever queues on a shared queue then calls `wakep`, which fences and wakes an M if a
+        // P is idle. So every path that gives a P up (here, `handoffp`, an M stopping for a
+        // stop of the world keeps its P until the restart looks at both queues) looks at both
+        // shared queues after publishing the P idle and fencing: either the queuer sees the
+        // idle P, or we see its goroutine. Leaving the urgent queue out of this look lost a
+        // collector's driver with one P (issue 18); `loom_urgent_vs_last_idle_m` checks it.
         let mut l = sched.locked();
         if sched.gcwaiting.load(Ordering::SeqCst)
             || p.run_safe_point_fn.load(Ordering::SeqCst)
-            || !sched.global.is_empty()
+            || sched.shared_work()
             || !p.runq_empty()
         {
             continue;
@@ -1076,7 +1114,7 @@ fn schedule(m: &M) -> Option<(&'static G, bool)> {
         // us idle and wakes someone, or we see its work here.
         fence(Ordering::SeqCst);
         let work =
-            !sched.global.is_empty() || (was_spinning && sched.ps.iter().any(|q| !q.runq_empty()));
+            sched.shared_work() || (was_spinning && sched.ps.iter().any(|q| !q.runq_empty()));
         if work {
             let mut l = sched.locked();
             if let Some(p) = sched.pidleget(&mut l) {
@@ -1411,6 +1449,7 @@ pub(crate) fn drain_queues(sched: &Sched) {
 /// Thread-safe count of queued goroutines (racy), for dumps.
 pub(crate) fn queued(sched: &Sched) -> usize {
     sched.global.len()
+        + sched.urgent.len()
         + sched
             .ps
             .iter()

@@ -25,6 +25,13 @@ const ASYNC_RETRY_NS: u64 = 50_000;
 /// the threads that must still stop need CPUs to handle their signals, and a sleeper woken by
 /// a futex gets a CPU sooner than a spinner that has used up its share.
 const WAIT_SPIN_NS: u64 = 20_000;
+/// How long a stop waits before it first gives back the goroutines it holds in place (see
+/// "A stop that cannot finish" at [`stop_the_world`]); the wait doubles after each give-back,
+/// up to [`STUCK_MAX_NS`]. A stop takes microseconds when every goroutine answers, and
+/// milliseconds on a loaded machine, where a give-back costs only its latency.
+const STUCK_NS: u64 = 1_000_000;
+/// The longest wait between two give-backs of one stop.
+const STUCK_MAX_NS: u64 = 64_000_000;
 
 fn running_m(what: &str) -> &'static M {
     let m = current_m().filter(|m| m.curg().is_some() && m.p().is_some());
@@ -41,6 +48,10 @@ fn running_m(what: &str) -> &'static M {
 /// (their Ms leave their loops): the caller's goroutine is abandoned where it waits (see
 /// [`crate::runtime::abandon_for_shutdown`]) so that its M can exit too; this never returns.
 ///
+/// If the count has not reached zero after [`STUCK_NS`], it calls `unstick(window)`, then
+/// again after twice as long, and so on (up to [`STUCK_MAX_NS`] apart): a stop uses it to give
+/// back the goroutines it holds in place, each exempt from being held again for `window`.
+///
 /// The count decides, the note is only a wake-up hint: whoever brings the count to zero wakes
 /// the note, but may do so *after* the waiter has already seen zero and left (the decrement and
 /// the wake-up are two steps, taken without the scheduler lock), so a note can arrive stale at
@@ -52,10 +63,13 @@ fn wait_for_zero(
     note: &safepoint_arch::Note,
     mut look: impl FnMut(),
     mut retry: impl FnMut(),
+    mut unstick: impl FnMut(u64),
 ) {
     let start = safepoint_arch::nanotime();
     let mut next_signal = start + ASYNC_GRACE_NS;
     let mut next_retry = start + RETRY_NS;
+    let mut stuck_ns = STUCK_NS;
+    let mut next_unstick = start + stuck_ns;
     // Goroutines that needed the signal last time (they do not poll) get it at once.
     sched.preemptall_async(Some(mine), true);
     loop {
@@ -70,6 +84,11 @@ fn wait_for_zero(
         if now >= next_retry {
             retry();
             next_retry = now + RETRY_NS;
+        }
+        if now >= next_unstick {
+            unstick(stuck_ns / 2);
+            stuck_ns = (stuck_ns * 2).min(STUCK_MAX_NS);
+            next_unstick = now + stuck_ns;
         }
         if now >= next_signal {
             sched.preemptall_async(Some(mine), false);
@@ -93,12 +112,54 @@ fn wait_for_zero(
 
 /// Stops every P whose M holds its goroutine in place (`Held -> GcStop`), counting each in
 /// `stopwait`. Their Ms keep them (`p.m` stays set) and get them back in `start_the_world`.
+/// Not a P whose M this stop gave back ([`give_back_held_ps`]) while its exemption lasts: its
+/// goroutine is leaving the hold.
 fn stop_held_ps(sched: &Sched) {
     for p in sched.ps.iter() {
-        if p.status() == PStatus::Held && p.cas_status(PStatus::Held, PStatus::GcStop) {
+        if p.status() == PStatus::Held
+            && !m_of(p).is_some_and(|m| m.hold_exempt())
+            && p.cas_status(PStatus::Held, PStatus::GcStop)
+        {
             sched.stopwait_done();
         }
     }
+}
+
+/// A stop that cannot finish gives back every P it counted stopped because its M held its
+/// goroutine in place (`GcStop -> Held`, uncounted, the M woken), and exempts those Ms from
+/// being held again for `window_ns`: their goroutines run on to a synchronous safepoint,
+/// where they stop for good, releasing on the way whatever OS lock they held. Returns how
+/// many it gave back.
+///
+/// Runs on: the stopper, the only one who moves a P out of GcStop while the world is stopping.
+fn give_back_held_ps(sched: &Sched, mine: &P, window_ns: u64) -> usize {
+    let until = safepoint_arch::nanotime() + window_ns;
+    let mut n = 0;
+    for p in sched.ps.iter() {
+        // A stopped P that keeps its M is one held in place (as in `start_the_world`), but the
+        // stopper's own P.
+        if core::ptr::eq(p, mine) || p.status() != PStatus::GcStop {
+            continue;
+        }
+        let Some(m) = m_of(p) else { continue };
+        m.hold_exempt_until.store(until, Ordering::Relaxed);
+        // Uncounted before it can run: the stop must not complete while it does.
+        sched.stopwait.fetch_add(1, Ordering::SeqCst);
+        p.set_status(PStatus::Held);
+        crate::preempt::wake_held(m);
+        n += 1;
+    }
+    if n > 0 {
+        sched.stuck_givebacks.fetch_add(n as u64, Ordering::Relaxed);
+    }
+    n
+}
+
+/// The M that owns `p`, if any.
+fn m_of(p: &P) -> Option<&'static M> {
+    let m = p.m.load(Ordering::Acquire) as *const M;
+    // SAFETY: Ms live until the runtime shuts down.
+    unsafe { m.as_ref() }
 }
 
 /// Runs the pending safe-point function for every P whose M holds its goroutine in place: the
@@ -178,6 +239,21 @@ impl Drop for WorldStop {
 /// Runs on: a goroutine. Only one stop (or ragged barrier) at a time: concurrent callers park
 /// and take turns. The caller's goroutine is not preemptible and must not park while the world
 /// is stopped (a described panic if it tries).
+///
+/// # A stop that cannot finish
+///
+/// A goroutine that never polls is stopped by the preemption signal, which holds it in place
+/// at whatever instruction it was: possibly inside a short critical section of an OS lock (a
+/// `std::sync::Mutex`, standard error's lock behind `eprintln!`), which Rust code may take
+/// between safepoints. Another goroutine waiting for that lock blocks its M in the kernel with
+/// its P still Running: it never reaches a safepoint, and the signal is declined there (it is
+/// inside the C library). The held goroutine waits for the stop, the stop for the blocked P,
+/// the blocked P for the held goroutine. So a stop that has waited a millisecond gives back
+/// every goroutine it holds in place and exempts their Ms from the signal for a while: they
+/// run on to a synchronous safepoint (leaving their critical sections) and stop there, and the
+/// waiters they held up follow. The wait before the next give-back doubles. A deadlock becomes
+/// latency, bounded by the length of the critical sections ([`crate::Stats::stop_givebacks`]
+/// counts the give-backs).
 pub fn stop_the_world(reason: &'static str) -> WorldStop {
     let m = running_m("stop_the_world");
     let sched = m.sched();
@@ -210,6 +286,9 @@ pub fn stop_the_world(reason: &'static str) -> WorldStop {
         &sched.stopnote,
         || stop_held_ps(sched),
         || sched.preemptall(),
+        |window| {
+            give_back_held_ps(sched, my_p, window);
+        },
     );
     for p in sched.ps.iter() {
         if p.status() != PStatus::GcStop {
@@ -264,7 +343,27 @@ fn start_the_world(m: &'static M) {
 ///
 /// Runs on: a goroutine. `f` runs on many threads, possibly under the scheduler lock: it must be
 /// short, must not park, yield, spawn or stop the world.
+///
+/// # Panics
+/// If `f` panics for any P, the barrier still completes (the other Ps run `f`; the panicking
+/// P counts as done), and then the first panic resumes on the caller. A panic never unwinds
+/// through an M's scheduling loop or another goroutine.
 pub fn for_each_p(f: &(dyn Fn(usize) + Sync)) {
+    let caught: std::sync::Mutex<Option<Box<dyn core::any::Any + Send>>> =
+        std::sync::Mutex::new(None);
+    let guarded = |id: usize| {
+        if let Err(e) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(id))) {
+            caught.lock().unwrap_or_else(|e| e.into_inner()).get_or_insert(e);
+        }
+    };
+    for_each_p_caught(&guarded);
+    if let Some(e) = caught.into_inner().unwrap_or_else(|e| e.into_inner()) {
+        std::panic::resume_unwind(e);
+    }
+}
+
+/// [`for_each_p`] with an `f` that does not unwind.
+fn for_each_p_caught(f: &(dyn Fn(usize) + Sync)) {
     let m = running_m("for_each_p");
     let sched = m.sched();
     sched.world_sema.acquire();
@@ -320,6 +419,8 @@ pub fn for_each_p(f: &(dyn Fn(usize) + Sync)) {
             }
             sched.preemptall();
         },
+        // The barrier keeps no goroutine held: it gives each borrowed P back at once.
+        |_| {},
     );
     for p in sched.ps.iter() {
         if p.run_safe_point_fn.load(Ordering::SeqCst) {
@@ -479,6 +580,7 @@ pub fn suspend_g(target: Goroutine) -> Suspended {
     if me.is_some_and(|me| core::ptr::eq(me, g)) {
         panic!("suspend_g: goroutine {} cannot suspend itself", goid(g));
     }
+    let token = caller_token();
     let mut stopped = false;
     let mut spins = 0u32;
     let mut next_request = 0u64;
@@ -501,6 +603,7 @@ pub fn suspend_g(target: Goroutine) -> Suspended {
                 };
             }
             SuspendStep::Held(s) => {
+                g.suspender.store(token, Ordering::Relaxed);
                 // Withdraw our request (it may not have been seen).
                 g.preempt_stop.store(false, Ordering::SeqCst);
                 g.preempt.store(false, Ordering::SeqCst);
@@ -529,7 +632,16 @@ pub fn suspend_g(target: Goroutine) -> Suspended {
                     next_signal = now + ASYNC_RETRY_NS;
                 }
             }
-            SuspendStep::Wait => {}
+            SuspendStep::Wait => {
+                // Held by someone: if by this very caller, waiting would never end.
+                if g.suspender.load(Ordering::Relaxed) == token && g.status.load().scanning() {
+                    panic!(
+                        "suspend_g: goroutine {} is already suspended by this caller; resume \
+                         it (resume_g, or drop its Suspended) before suspending it again",
+                        goid(g)
+                    );
+                }
+            }
         }
         wait_a_little(me, &mut spins);
     }
@@ -543,6 +655,7 @@ pub(crate) fn try_hold(g: &'static G) -> Option<Suspended> {
     for _ in 0..64 {
         match suspend_step(&g.status, false, || {}) {
             SuspendStep::Held(s) => {
+                g.suspender.store(caller_token(), Ordering::Relaxed);
                 return Some(Suspended {
                     g: Some(GPtr::from(g)),
                     id: goid(g),
@@ -567,6 +680,19 @@ pub(crate) fn try_hold(g: &'static G) -> Option<Suspended> {
         ready_owned(g);
     }
     None
+}
+
+/// Who is calling, as [`G::suspender`] records it: the running goroutine's G (which stays its
+/// own while it holds a suspension), or for a thread outside the runtime the address of a
+/// thread-local (odd, so it never equals a G's address).
+fn caller_token() -> usize {
+    match crate::runtime::current_g() {
+        Some(g) => g as *const G as usize,
+        None => {
+            thread_local!(static ME: u8 = const { 0 });
+            ME.with(|b| b as *const u8 as usize) | 1
+        }
+    }
 }
 
 /// Between attempts: a goroutine yields (it may itself be the target of a suspension, and its
@@ -604,6 +730,7 @@ fn release(g: &'static G, base: Status, stopped: bool) {
     if w.state & SCAN == 0 {
         crate::throw!("resume_g: goroutine {} is not held ({})", goid(g), w);
     }
+    g.suspender.store(0, Ordering::Relaxed);
     g.status.cas_from_scan(base, base);
     if base == Status::AsyncPreempted {
         // Its M waits in the hold for the SCAN bit to clear.

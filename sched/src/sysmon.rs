@@ -112,7 +112,7 @@ fn retake(sched: &Sched, now: u64) -> bool {
         // nobody else is spinning or idle to pick up new work. Otherwise wait up to 10 ms.
         let others_free =
             sched.nmspinning.load(Ordering::SeqCst) + sched.npidle.load(Ordering::SeqCst) > 0;
-        if p.runq_empty() && sched.global.is_empty() && others_free && since < MAX_DELAY_NS {
+        if p.runq_empty() && !sched.shared_work() && others_free && since < MAX_DELAY_NS {
             continue;
         }
         if p.cas_status(PStatus::Syscall, PStatus::Idle) {

@@ -1,0 +1,278 @@
+//! Hangs found by programs nobody here wrote (issue 18), each as a scenario that ends by itself
+//! or fails at its own deadline with the runtime's goroutine dump: a runnable goroutine lost on
+//! the urgent queue, std locks held where the preemption signal stops a goroutine, and misuse
+//! of the stopping API that used to wait for ever.
+//!
+//! Tests that need load make it themselves (busy OS threads) and judge by events, never by
+//! timings.
+
+use safepoint_sched::{
+    Runtime, blocking, for_each_p, go, poll, set_urgent, stop_the_world, suspend_g,
+};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, mpsc};
+use std::time::Duration;
+
+/// How long a scenario may take before it counts as hung (they take well under a second
+/// each on an idle machine; the bound is for a loaded CI machine).
+const DEADLINE: Duration = Duration::from_secs(60);
+
+/// Runs `body` on a goroutine of `rt` from a helper thread; fails with the goroutine dump if it
+/// has not returned by [`DEADLINE`]. The runtime is leaked on a hang (its Ms are stuck).
+fn within_deadline<R: Send + 'static>(
+    rt: Runtime,
+    what: &str,
+    body: impl FnOnce() -> R + Send + 'static,
+) -> R {
+    let rt = Arc::new(rt);
+    let (tx, rx) = mpsc::channel();
+    let r2 = rt.clone();
+    std::thread::spawn(move || {
+        let out = r2.block_on(body);
+        let _ = tx.send(out);
+    });
+    match rx.recv_timeout(DEADLINE) {
+        Ok(out) => out,
+        Err(_) => {
+            let dump = rt.dump_goroutines();
+            let stats = rt.stats();
+            std::mem::forget(rt);
+            panic!("{what}: no progress within {DEADLINE:?}\n{stats:?}\n{dump}");
+        }
+    }
+}
+
+/// OS threads spinning until dropped, so that the runtime's Ms get descheduled at arbitrary
+/// points (the races below need the machine busy to show).
+struct Busy {
+    stop: Arc<AtomicBool>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl Busy {
+    fn start(n: usize) -> Busy {
+        let stop = Arc::new(AtomicBool::new(false));
+        let threads = (0..n)
+            .map(|_| {
+                let stop = stop.clone();
+                std::thread::spawn(move || {
+                    while !stop.load(Ordering::Relaxed) {
+                        std::hint::spin_loop();
+                    }
+                })
+            })
+            .collect();
+        Busy { stop, threads }
+    }
+}
+
+impl Drop for Busy {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Spins for about `ns` nanoseconds (a blocking call's body that keeps the thread on the CPU,
+/// so that sysmon sees the P in a call and retakes it).
+fn spin_for(ns: u64) {
+    let t = std::time::Instant::now();
+    while (t.elapsed().as_nanos() as u64) < ns {
+        std::hint::spin_loop();
+    }
+}
+
+/// Issue 18, item 1: an urgent goroutine (a collector's driver) coming back from a blocking
+/// call whose P sysmon retook goes to the urgent queue; the M that had taken the P, finding
+/// nothing, went to sleep without looking at that queue, and with one P nobody ever ran the
+/// goroutine again. Several runtimes at once on a busy machine make the window show.
+#[test]
+fn an_urgent_goroutine_returning_from_a_blocking_call_is_never_lost() {
+    let _busy = Busy::start(2);
+    let runs: Vec<_> = (0..3)
+        .map(|i| {
+            std::thread::spawn(move || {
+                let rt = Runtime::builder().procs(1).build().unwrap();
+                within_deadline(rt, "urgent goroutine in blocking calls", move || {
+                    set_urgent(true);
+                    let mut x = i as u64;
+                    for _ in 0..20_000u64 {
+                        // A goroutine queued behind it makes sysmon retake the P within a tick
+                        // of the call; it ends soon, and its M goes idle around the moment the
+                        // call returns (from a few to a hundred microseconds).
+                        go(|| spin_for(5_000));
+                        x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                        blocking(|| spin_for(2_000 + (x >> 33) % 100_000));
+                    }
+                    set_urgent(false);
+                })
+            })
+        })
+        .collect();
+    for r in runs {
+        r.join().unwrap();
+    }
+}
+
+/// What the goroutines of [`os_locks_under_stops`] hold across their short critical sections.
+#[derive(Clone, Copy, Debug)]
+enum OsLock {
+    /// A `std::sync::Mutex`, as any Rust library uses.
+    StdMutex,
+    /// Standard error's lock, as `eprintln!` takes it.
+    Stderr,
+}
+
+/// Issue 18, item 2: goroutines taking an OS lock for short critical sections (no safepoint
+/// inside, as the thread-identity contract allows) between polls, while another goroutine
+/// stops the world in a loop. The preemption signal may hold a goroutine in place inside its
+/// critical section; another goroutine then blocks its M in the kernel on that lock with its
+/// P still Running, never reaching a safepoint, and the stop used to wait for it for ever
+/// while keeping the holder held. Judged by events: every stop completes and every worker
+/// finishes its rounds.
+fn os_locks_under_stops(lock: OsLock) {
+    let _busy = Busy::start(1);
+    let rt = Runtime::builder().procs(3).build().unwrap();
+    let stops =
+        within_deadline(rt, &format!("{lock:?} critical sections under stops"), move || {
+            let m = Arc::new(std::sync::Mutex::new(0u64));
+            let done = Arc::new(AtomicBool::new(false));
+            let workers: Vec<_> = (0..4)
+                .map(|_| {
+                    let m = m.clone();
+                    go(move || {
+                        for _ in 0..3_000 {
+                            match lock {
+                                OsLock::StdMutex => {
+                                    let mut g = m.lock().unwrap();
+                                    *g += 1;
+                                    spin_for(20_000);
+                                }
+                                OsLock::Stderr => {
+                                    use std::io::Write;
+                                    let mut e = std::io::stderr().lock();
+                                    spin_for(20_000);
+                                    let _ = e.write_all(b"");
+                                }
+                            }
+                            poll();
+                            spin_for(5_000);
+                        }
+                    })
+                })
+                .collect();
+            let stopper = {
+                let done = done.clone();
+                go(move || {
+                    let mut n = 0u64;
+                    while !done.load(Ordering::Relaxed) {
+                        drop(stop_the_world("test"));
+                        n += 1;
+                        poll();
+                    }
+                    n
+                })
+            };
+            for w in workers {
+                w.join().unwrap();
+            }
+            done.store(true, Ordering::Relaxed);
+            stopper.join().unwrap()
+        });
+    assert!(stops > 0);
+}
+
+#[test]
+fn std_mutex_critical_sections_do_not_deadlock_a_stop() {
+    os_locks_under_stops(OsLock::StdMutex);
+}
+
+#[test]
+fn stderr_lock_held_by_goroutines_does_not_deadlock_a_stop() {
+    os_locks_under_stops(OsLock::Stderr);
+}
+
+/// Issue 18, item 6: a goroutine suspending a goroutine that it already holds suspended
+/// waited for itself for ever; it is a described panic of that goroutine.
+#[test]
+fn suspending_a_goroutine_twice_is_a_described_panic() {
+    let rt = Runtime::builder().procs(2).build().unwrap();
+    let msg = within_deadline(rt, "double suspension", || {
+        let stop = Arc::new(AtomicBool::new(false));
+        let target = {
+            let stop = stop.clone();
+            go(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    poll();
+                }
+            })
+        };
+        while target.goroutine().status().starts_with("Runnable") {
+            safepoint_sched::yield_now();
+        }
+        let first = suspend_g(target.goroutine());
+        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            let _again = suspend_g(target.goroutine());
+        }));
+        drop(first);
+        // Another caller may suspend it afterwards, and again once that is released.
+        let t = target.goroutine();
+        go(move || drop(suspend_g(t))).join().unwrap();
+        drop(suspend_g(target.goroutine()));
+        stop.store(true, Ordering::Relaxed);
+        target.join().unwrap();
+        let e = r.expect_err("the second suspension returned");
+        e.downcast_ref::<String>().cloned().unwrap_or_default()
+    });
+    assert!(msg.contains("already suspended by this caller"), "{msg}");
+}
+
+/// Issue 18, item 6: a panic inside the function given to `for_each_p` unwound the M that ran
+/// it for another P, and the barrier waited for that P for ever. The barrier completes, the
+/// panic reaches the caller, and the runtime goes on working.
+#[test]
+fn a_panic_inside_for_each_p_reaches_the_caller() {
+    let rt = Runtime::builder().procs(3).build().unwrap();
+    let (ran, caught) = within_deadline(rt, "panic in for_each_p", || {
+        let stop = Arc::new(AtomicBool::new(false));
+        let spinners: Vec<_> = (0..2)
+            .map(|_| {
+                let stop = stop.clone();
+                go(move || {
+                    while !stop.load(Ordering::Relaxed) {
+                        poll();
+                    }
+                })
+            })
+            .collect();
+        let mut caught = 0;
+        for round in 0..50usize {
+            let r = std::panic::catch_unwind(|| {
+                for_each_p(&|id| {
+                    if id == round % 3 {
+                        panic!("boom on P{id}");
+                    }
+                })
+            });
+            if let Err(e) = r {
+                let msg = e.downcast_ref::<String>().cloned().unwrap_or_default();
+                assert!(msg.starts_with("boom on P"), "{msg}");
+                caught += 1;
+            }
+        }
+        // Still working: every P runs a barrier's function.
+        let ran = AtomicU64::new(0);
+        for_each_p(&|_| {
+            ran.fetch_add(1, Ordering::Relaxed);
+        });
+        stop.store(true, Ordering::Relaxed);
+        for s in spinners {
+            s.join().unwrap();
+        }
+        (ran.into_inner(), caught)
+    });
+    assert_eq!(caught, 50);
+    assert_eq!(ran, 3);
+}
