@@ -28,6 +28,22 @@ impl RuntimeHandle {
         RuntimeHandle { sched }
     }
 
+    /// Registers a check for the watchdog ([`crate::Builder::schedcheck`]): with the watchdog
+    /// on, sysmon calls it every 100 ms with the time (`safepoint_arch::nanotime`), and a
+    /// `Some(description)` aborts the process with that description and the runtime's report.
+    /// Without the watchdog, nothing is registered. The check runs on sysmon's thread: it must
+    /// be quick and must not block on anything a goroutine holds.
+    pub fn add_watchdog_check(&self, check: crate::WatchdogCheck) {
+        if self.sched.config.schedcheck {
+            self.sched.watch_checks.add(check);
+        }
+    }
+
+    /// Whether the watchdog is on ([`crate::Builder::schedcheck`]).
+    pub fn schedcheck(&self) -> bool {
+        self.sched.config.schedcheck
+    }
+
     /// Whether the caller is a goroutine of this runtime.
     pub fn is_current(&self) -> bool {
         current_g().is_some_and(|g| core::ptr::eq(g.sched.get(), Arc::as_ptr(&self.sched)))

@@ -163,6 +163,7 @@ pub mod status;
 mod stw;
 mod sync;
 mod sysmon;
+mod watchdog;
 // Goroutine synchronisation (issue 4).
 mod chan;
 mod cond;
@@ -183,6 +184,7 @@ pub use proc::{
 pub use safepoint_stackmap as stackmap;
 pub use stw::{Goroutine, Suspended, WorldStop, for_each_p, resume_g, stop_the_world, suspend_g};
 pub use sync::Sema;
+pub use watchdog::WatchdogCheck;
 // Goroutine synchronisation (issue 4).
 pub use chan::{Chan, Iter, RecvError, TryRecvError, TrySendError};
 pub use cond::{Cond, Once, WaitGroup};
@@ -306,6 +308,11 @@ pub struct Config {
     /// The embedder's function registry, if it gives one: goroutine panics and goroutine dumps
     /// then carry tracebacks of the managed stacks.
     pub registry: Option<Arc<safepoint_stackmap::Registry>>,
+    /// The watchdog (`SAFEPOINT_DEBUG=schedcheck=1`): a runnable goroutine left on a queue for
+    /// a second while a P idles, a stop, barrier or suspension waiting a second, or a
+    /// registered check failing aborts the process with a report of every queue, P, M and
+    /// goroutine, instead of hanging.
+    pub schedcheck: bool,
 }
 
 /// Builds a [`Runtime`].
@@ -319,6 +326,7 @@ pub struct Config {
 /// | `managed_stack_limit` | 1 GiB |
 /// | `deadlock_detection` | on |
 /// | `async_preempt` | on, unless `SAFEPOINT_DEBUG` has `asyncpreemptoff=1` |
+/// | `schedcheck` | off, unless `SAFEPOINT_DEBUG` has `schedcheck=1` |
 ///
 /// `SAFEPOINT_DEBUG` is read when the builder is made: a comma-separated list of `key=value`
 /// debugging knobs (unknown keys are ignored, they may be another part's). The scheduler's:
@@ -326,6 +334,7 @@ pub struct Config {
 /// | key | meaning |
 /// |---|---|
 /// | `asyncpreemptoff=1` | never send the preemption signal: a goroutine that does not poll cannot be stopped |
+/// | `schedcheck=1` | the watchdog: abort with a report of every queue, P, M and goroutine instead of hanging ([`Builder::schedcheck`]) |
 #[derive(Debug, Clone)]
 pub struct Builder {
     config: Config,
@@ -345,6 +354,7 @@ impl Default for Builder {
                 managed_stack: safepoint_stackmap::StackConfig::default(),
                 deadlock_detection: true,
                 registry: None,
+                schedcheck: debug_knob("schedcheck").is_some_and(|v| v == "1"),
             },
             error: None,
             async_preempt: debug_knob("asyncpreemptoff").is_none_or(|v| v != "1"),
@@ -395,6 +405,18 @@ impl Builder {
         self.async_preempt = on;
         self
     }
+    /// Whether to run the watchdog (default off; `SAFEPOINT_DEBUG=schedcheck=1` sets the
+    /// default to on). It turns a hang into a described failure: sysmon aborts the process with
+    /// a report of every queue, every P and M and every goroutine's status when a runnable
+    /// goroutine has waited on a queue for a second while a P was idle, or a check registered
+    /// with [`RuntimeHandle::add_watchdog_check`] reports a problem (the collector's: a cycle
+    /// stuck in one phase for 10 s); a stop of the world, a ragged barrier or a [`suspend_g`]
+    /// called from a goroutine aborts the same way once it has waited a second. For tests and
+    /// soaks: the bounds are far above what a healthy runtime shows, even on a loaded machine.
+    pub fn schedcheck(mut self, on: bool) -> Builder {
+        self.config.schedcheck = on;
+        self
+    }
     /// The function registry of the managed stacks: with it, a goroutine's panic (on its join
     /// handle, or printed) and `Runtime::dump_goroutines` include managed-stack tracebacks.
     pub fn registry(mut self, reg: Arc<safepoint_stackmap::Registry>) -> Builder {
@@ -415,6 +437,12 @@ impl Builder {
         }
         self
     }
+    /// The configuration as built so far, for unit tests that make a `Sched` of their own.
+    #[cfg(test)]
+    pub(crate) fn config_for_tests(self) -> Config {
+        self.config
+    }
+
     /// Starts the runtime.
     pub fn build(self) -> Result<Runtime, Error> {
         if let Some(e) = self.error {

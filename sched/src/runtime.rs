@@ -155,6 +155,11 @@ impl P {
         None
     }
 
+    /// How many goroutines this P has queued, `runnext` included (racy; for reports).
+    pub fn runq_len(&self) -> usize {
+        self.stealer.len() + (self.runnext.load(Ordering::Relaxed) != 0) as usize
+    }
+
     /// Whether this P has no queued goroutines (racy; fine as a hint).
     pub fn runq_empty(&self) -> bool {
         self.stealer.is_empty() && self.runnext.load(Ordering::Acquire) == 0
@@ -389,6 +394,8 @@ pub(crate) struct Sched {
     /// Goroutines that a stop which could not finish gave back from an asynchronous hold
     /// (`crate::stw`, "A stop that cannot finish"). Relaxed: statistics only.
     pub stuck_givebacks: AtomicU64,
+    /// The watchdog's registered checks (`crate::watchdog`).
+    pub watch_checks: crate::watchdog::Checks,
 }
 
 /// The scheduler lock, held. It counts as a runtime lock of the M that took it (`M::rtlocks`),
@@ -477,6 +484,7 @@ impl Sched {
             async_preemptions: AtomicU64::new(0),
             async_declined: AtomicU64::new(0),
             stuck_givebacks: AtomicU64::new(0),
+            watch_checks: Default::default(),
         });
         signal::install();
         install_stack_hooks()?;
@@ -1448,11 +1456,5 @@ pub(crate) fn drain_queues(sched: &Sched) {
 
 /// Thread-safe count of queued goroutines (racy), for dumps.
 pub(crate) fn queued(sched: &Sched) -> usize {
-    sched.global.len()
-        + sched.urgent.len()
-        + sched
-            .ps
-            .iter()
-            .map(|p| p.stealer.len() + (p.runnext.load(Ordering::Relaxed) != 0) as usize)
-            .sum::<usize>()
+    sched.global.len() + sched.urgent.len() + sched.ps.iter().map(|p| p.runq_len()).sum::<usize>()
 }

@@ -58,9 +58,9 @@ fn running_m(what: &str) -> &'static M {
 /// the next wait. A stale wake-up here costs one extra look at the count.
 fn wait_for_zero(
     sched: &Sched,
+    what: &str,
     mine: &P,
-    count: &AtomicUsize,
-    note: &safepoint_arch::Note,
+    (count, note): (&AtomicUsize, &safepoint_arch::Note),
     mut look: impl FnMut(),
     mut retry: impl FnMut(),
     mut unstick: impl FnMut(u64),
@@ -81,6 +81,7 @@ fn wait_for_zero(
             crate::runtime::abandon_for_shutdown();
         }
         let now = safepoint_arch::nanotime();
+        crate::watchdog::waited(sched, start, now, || what.to_string());
         if now >= next_retry {
             retry();
             next_retry = now + RETRY_NS;
@@ -281,9 +282,9 @@ pub fn stop_the_world(reason: &'static str) -> WorldStop {
     }
     wait_for_zero(
         sched,
+        "stop_the_world",
         my_p,
-        &sched.stopwait,
-        &sched.stopnote,
+        (&sched.stopwait, &sched.stopnote),
         || stop_held_ps(sched),
         || sched.preemptall(),
         |window| {
@@ -404,9 +405,9 @@ fn for_each_p_caught(f: &(dyn Fn(usize) + Sync)) {
     f(my_p.id);
     wait_for_zero(
         sched,
+        "for_each_p",
         my_p,
-        &sched.safe_point_wait,
-        &sched.safe_point_note,
+        (&sched.safe_point_wait, &sched.safe_point_note),
         || run_for_held_ps(sched),
         || {
             for p in sched.ps.iter() {
@@ -581,6 +582,9 @@ pub fn suspend_g(target: Goroutine) -> Suspended {
         panic!("suspend_g: goroutine {} cannot suspend itself", goid(g));
     }
     let token = caller_token();
+    // The watchdog of the caller's runtime, if the caller is a goroutine.
+    let watcher = crate::runtime::current_m().map(|m| m.sched() as *const Sched);
+    let start = safepoint_arch::nanotime();
     let mut stopped = false;
     let mut spins = 0u32;
     let mut next_request = 0u64;
@@ -642,6 +646,13 @@ pub fn suspend_g(target: Goroutine) -> Suspended {
                     );
                 }
             }
+        }
+        if let Some(sched) = watcher {
+            // SAFETY: the caller is a goroutine of this runtime, which outlives its goroutines.
+            let sched = unsafe { &*sched };
+            crate::watchdog::waited(sched, start, now, || {
+                format!("suspend_g of goroutine {} ({})", goid(g), g.status.load())
+            });
         }
         wait_a_little(me, &mut spins);
     }

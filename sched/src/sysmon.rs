@@ -22,6 +22,7 @@ pub(crate) fn run(sched: Arc<Sched>) {
     let mut idle_rounds = 0u32;
     // Issue 4: the earliest timer deadline (0: none), seen at the last look.
     let mut next_timer = 0u64;
+    let mut watch = sched.config.schedcheck.then(crate::watchdog::Watch::new);
     loop {
         if sched.shutdown.load(Ordering::SeqCst) {
             return;
@@ -35,6 +36,9 @@ pub(crate) fn run(sched: Arc<Sched>) {
         }
         if sched.shutdown.load(Ordering::SeqCst) {
             return;
+        }
+        if let Some(why) = watch.as_mut().and_then(|w| w.look(&sched, nanotime())) {
+            crate::watchdog::fail(&sched, &why);
         }
         // Everything idle (or stopped): sleep until a P is taken.
         if sched.npidle.load(Ordering::SeqCst) == sched.procs

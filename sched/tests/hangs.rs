@@ -276,3 +276,81 @@ fn a_panic_inside_for_each_p_reaches_the_caller() {
     assert_eq!(caught, 50);
     assert_eq!(ran, 3);
 }
+
+// ---- the watchdog (SAFEPOINT_DEBUG=schedcheck=1) -------------------------------------------
+
+/// Names the scenario a child process must run.
+const CHILD_VAR: &str = "SAFEPOINT_SCHED_HANGS_CHILD";
+
+/// In the parent: runs test `name` in a child process and returns its status and stderr. In
+/// that child: runs `scenario`, then exits 0.
+fn run_in_child(name: &str, scenario: fn()) -> (std::process::ExitStatus, String) {
+    if std::env::var_os(CHILD_VAR).is_some_and(|v| v == name) {
+        let zero = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+        // SAFETY: setrlimit reads a valid rlimit; lowering our own limit is always allowed.
+        unsafe { libc::setrlimit(libc::RLIMIT_CORE, &zero) };
+        eprintln!("child: {name}");
+        scenario();
+        std::process::exit(0);
+    }
+    let out = std::process::Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", name, "--nocapture", "--test-threads=1"])
+        .env(CHILD_VAR, name)
+        .env_remove("SAFEPOINT_DEBUG")
+        .output()
+        .expect("cannot re-execute the test binary");
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(stderr.contains(&format!("child: {name}")), "the child did not run:\n{stderr}");
+    (out.status, stderr)
+}
+
+/// With the watchdog on, a stop that can never finish (a goroutine loops without polling and
+/// the signal is off) aborts after a second with the report, instead of hanging.
+#[test]
+fn the_watchdog_turns_a_stop_that_never_ends_into_a_described_abort() {
+    let (status, stderr) =
+        run_in_child("the_watchdog_turns_a_stop_that_never_ends_into_a_described_abort", || {
+            let rt =
+                Runtime::builder().procs(2).async_preempt(false).schedcheck(true).build().unwrap();
+            rt.block_on(|| {
+                let spinning = Arc::new(AtomicBool::new(false));
+                let s = spinning.clone();
+                go(move || {
+                    s.store(true, Ordering::SeqCst);
+                    let mut x = 0u64;
+                    loop {
+                        x = std::hint::black_box(x.wrapping_add(1));
+                    }
+                });
+                while !spinning.load(Ordering::SeqCst) {
+                    safepoint_sched::yield_now();
+                }
+                let _w = stop_the_world("never");
+            });
+        });
+    use std::os::unix::process::ExitStatusExt;
+    assert_eq!(status.signal(), Some(libc::SIGABRT), "{stderr}");
+    assert!(stderr.contains("fatal error: schedcheck: stop_the_world has waited"), "{stderr}");
+    assert!(stderr.contains("queues: global"), "{stderr}");
+    assert!(stderr.contains("P0: ") && stderr.contains("P1: "), "{stderr}");
+    assert!(stderr.contains("[Running"), "{stderr}");
+}
+
+/// A check registered for the watchdog that reports a problem aborts the process with it; with
+/// the watchdog off nothing is registered.
+#[test]
+fn a_registered_watchdog_check_that_fails_aborts_with_its_description() {
+    let (status, stderr) =
+        run_in_child("a_registered_watchdog_check_that_fails_aborts_with_its_description", || {
+            let off = Runtime::builder().procs(1).build().unwrap();
+            off.handle().add_watchdog_check(Box::new(|_| Some("never registered".into())));
+            let rt = Runtime::builder().procs(1).schedcheck(true).build().unwrap();
+            rt.handle().add_watchdog_check(Box::new(|_| Some("the test's check failed".into())));
+            // sysmon runs the checks even while every P idles.
+            std::thread::sleep(Duration::from_secs(30));
+        });
+    use std::os::unix::process::ExitStatusExt;
+    assert_eq!(status.signal(), Some(libc::SIGABRT), "{stderr}");
+    assert!(stderr.contains("fatal error: schedcheck: the test's check failed"), "{stderr}");
+    assert!(!stderr.contains("never registered"), "{stderr}");
+}
