@@ -27,7 +27,8 @@ pub enum Phase {
     Off = 0,
     /// A ragged barrier brings every P to the cycle: each flushes its allocation cache.
     Quiesce = 1,
-    /// Marking from the roots. (In this version, with the world stopped.)
+    /// Marking from the roots, while the program runs (with `gcstoptheworld=1`, inside the
+    /// cycle's stop).
     Mark = 2,
     /// Mark termination, inside the cycle's stop: verify (checkmark), end marking, pace.
     Stw = 3,
@@ -338,6 +339,10 @@ impl GcBuilder {
             caches,
             globals: Globals::new(),
             phase: AtomicU8::new(Phase::Off as u8),
+            phase_clock: Arc::new(PhaseClock {
+                phase: AtomicU8::new(Phase::Off as u8),
+                since: AtomicU64::new(0),
+            }),
             cycles: AtomicU64::new(0),
             cycle_lock: safepoint_sched::Mutex::new(()),
             stats: Mutex::new(CycleStats::default()),
@@ -348,12 +353,43 @@ impl GcBuilder {
             driver: driver.clone(),
         });
         let _ = inner.conc.me.set(Arc::downgrade(&inner));
+        // The watchdog's check (only with `schedcheck=1`): it holds the clock weakly, so a
+        // dropped collector is never reported.
+        let clock = Arc::downgrade(&inner.phase_clock);
+        inner.rt.add_watchdog_check(Box::new(move |now| clock.upgrade()?.stuck(now)));
         let weak = Arc::downgrade(&inner);
         rt.spawn(move || background_sweeper(weak, sweeper)).map_err(|_| GcError::WrongRuntime)?;
         let weak = Arc::downgrade(&inner);
         rt.spawn(move || crate::concurrent::driver(weak, driver))
             .map_err(|_| GcError::WrongRuntime)?;
         Ok(Gc { inner })
+    }
+}
+
+/// The phase and when it last changed, kept for the watchdog's check (written only with the
+/// watchdog on).
+struct PhaseClock {
+    phase: AtomicU8,
+    since: AtomicU64,
+}
+
+/// How long a cycle may stay in one of its marking phases before the watchdog reports it.
+const PHASE_STUCK_NS: u64 = 10_000_000_000;
+
+impl PhaseClock {
+    /// The watchdog's check: a cycle that has stayed in Quiesce, Mark or Stw for
+    /// [`PHASE_STUCK_NS`] (sweeping may last as long as nobody allocates).
+    fn stuck(&self, now: u64) -> Option<String> {
+        let phase = Phase::from_u8(self.phase.load(Ordering::Relaxed));
+        let since = self.since.load(Ordering::Relaxed);
+        (matches!(phase, Phase::Quiesce | Phase::Mark | Phase::Stw)
+            && now.saturating_sub(since) >= PHASE_STUCK_NS)
+            .then(|| {
+                format!(
+                    "the collector's phase has stayed {phase:?} for {} s",
+                    (now - since) / 1_000_000_000
+                )
+            })
     }
 }
 
@@ -403,6 +439,8 @@ pub(crate) struct Inner {
     pub(crate) caches: Box<[CachePadded<PCache>]>,
     pub(crate) globals: Globals,
     phase: AtomicU8,
+    /// When the phase last changed, for the watchdog (`SAFEPOINT_DEBUG=schedcheck=1`).
+    phase_clock: Arc<PhaseClock>,
     pub(crate) cycles: AtomicU64,
     /// The heap's total allocated bytes at which the next cycle starts.
     trigger: AtomicU64,
@@ -673,6 +711,11 @@ impl Inner {
         // Relaxed: the phase is published to other goroutines by the barrier or stop that
         // follows each change.
         self.phase.store(p as u8, Ordering::Relaxed);
+        if self.rt.schedcheck() {
+            // Relaxed: read only by the watchdog, for a report.
+            self.phase_clock.since.store(safepoint_arch::nanotime(), Ordering::Relaxed);
+            self.phase_clock.phase.store(p as u8, Ordering::Relaxed);
+        }
     }
 
     /// Sweeps whatever the last cycle left unswept and waits for sweepers still at work, and
@@ -1074,5 +1117,24 @@ mod goal_tests {
         assert_eq!(heap_goal(&c, usize::MAX / 2, usize::MAX / 2), usize::MAX);
         let c = GcConfig::default();
         assert_eq!(heap_goal(&c, usize::MAX, usize::MAX), usize::MAX);
+    }
+}
+
+#[cfg(test)]
+mod phase_clock_tests {
+    use super::*;
+
+    /// The watchdog's check reports a cycle stuck in a marking phase for 10 s, never one that
+    /// is off or sweeping.
+    #[test]
+    fn a_marking_phase_unchanged_for_ten_seconds_is_reported() {
+        let c = PhaseClock { phase: AtomicU8::new(Phase::Mark as u8), since: AtomicU64::new(5) };
+        assert_eq!(c.stuck(5 + PHASE_STUCK_NS - 1), None);
+        let why = c.stuck(5 + PHASE_STUCK_NS).unwrap();
+        assert_eq!(why, "the collector's phase has stayed Mark for 10 s");
+        for p in [Phase::Off, Phase::Sweep] {
+            c.phase.store(p as u8, Ordering::Relaxed);
+            assert_eq!(c.stuck(u64::MAX), None);
+        }
     }
 }

@@ -602,7 +602,7 @@ impl TypeRegistry {
 
     /// How many types are registered.
     pub fn len(&self) -> usize {
-        self.lock().count as usize
+        self.locked(|w| w.count as usize)
     }
 
     /// Whether no type is registered.
@@ -610,10 +610,16 @@ impl TypeRegistry {
         self.len() == 0
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Writer> {
-        // A panic while holding the lock cannot leave it inconsistent: the only panics
-        // possible are allocation failures, before anything is published.
-        self.writer.lock().unwrap_or_else(|p| p.into_inner())
+    /// Runs `f` with the writer lock held, as a section the preemption signal never stops
+    /// (`crate::np`): a goroutine held in place with the lock would block every other
+    /// registration, and with it a stop of the world, until the stop gave it back.
+    fn locked<R>(&self, f: impl FnOnce(&mut Writer) -> R) -> R {
+        crate::np(|| {
+            // A panic while holding the lock cannot leave it inconsistent: the only panics
+            // possible are allocation failures, before anything is published.
+            let mut w = self.writer.lock().unwrap_or_else(|p| p.into_inner());
+            f(&mut w)
+        })
     }
 
     /// Checks `desc` and adds it, returning its id; ids are issued 1, 2, 3, ... in order.
@@ -643,24 +649,26 @@ impl TypeRegistry {
                 });
             }
         }
-        let mut w = self.lock();
-        if let Some(&existing) = w.names.get(name) {
-            return Err(TypeError::DuplicateName { name: name.to_owned(), existing });
-        }
-        if w.count >= self.config.max_types {
-            return Err(TypeError::TooManyTypes { max: self.config.max_types });
-        }
-        let id = TypeId(w.count + 1);
-        let (b, off) = slot_of(id.0);
-        let bucket =
-            self.buckets[b].get_or_init(|| (0..bucket_len(b)).map(|_| OnceLock::new()).collect());
-        w.names.insert(name.to_owned(), id);
-        // Only the lock holder sets entries and each id is issued once, so the slot is empty.
-        // The set's Release pairs with the Acquire in `get`'s `OnceLock::get`.
-        let fresh = bucket[off].set(desc).is_ok();
-        debug_assert!(fresh, "type id {} issued twice", id.0);
-        w.count = id.0;
-        Ok(id)
+        self.locked(move |w| {
+            let name = desc.name();
+            if let Some(&existing) = w.names.get(name) {
+                return Err(TypeError::DuplicateName { name: name.to_owned(), existing });
+            }
+            if w.count >= self.config.max_types {
+                return Err(TypeError::TooManyTypes { max: self.config.max_types });
+            }
+            let id = TypeId(w.count + 1);
+            let (b, off) = slot_of(id.0);
+            let bucket = self.buckets[b]
+                .get_or_init(|| (0..bucket_len(b)).map(|_| OnceLock::new()).collect());
+            w.names.insert(name.to_owned(), id);
+            // Only the lock holder sets entries and each id is issued once, so the slot is empty.
+            // The set's Release pairs with the Acquire in `get`'s `OnceLock::get`.
+            let fresh = bucket[off].set(desc).is_ok();
+            debug_assert!(fresh, "type id {} issued twice", id.0);
+            w.count = id.0;
+            Ok(id)
+        })
     }
 
     /// The descriptor of `id`, if registered here. Lock-free; the reference lives as long as
@@ -672,7 +680,7 @@ impl TypeRegistry {
 
     /// The id of the type named `name`, if registered (takes the writer lock).
     pub fn lookup(&self, name: &str) -> Option<TypeId> {
-        self.lock().names.get(name).copied()
+        self.locked(|w| w.names.get(name).copied())
     }
 
     /// The header for a new object of type `id` with length `len` (0 for a record).
