@@ -24,22 +24,37 @@
 //!   it now and then;
 //! * **spawn**: spawn a goroutine that builds and checks a tree, and join it;
 //! * **panic**: spawn a goroutine that builds a tree and panics holding it, and join it: the
-//!   join handle must report the panic.
+//!   join handle must report the panic;
+//! * **oslock**: increment a counter under a shared `std::sync::Mutex`, spinning about 20 µs
+//!   inside the critical section (no safepoint there, as the scheduler's thread-identity
+//!   contract allows): the preemption signal may hold the goroutine in place with the lock,
+//!   while other goroutines block their threads on it;
+//! * **stderr**: the same with standard error's lock, as `eprintln!` takes it (writing nothing);
+//! * **register**: register a new type while collections run (up to 20,000 in all, then look
+//!   one up), and check that its id is found by its name;
+//! * **suspend**: suspend a goroutine it spawned, then try again without resuming it: the second
+//!   attempt must be a described panic, not a wait for itself.
 //!
 //! A wrong sum, a lost or extra panic, a wrong counter or a worker that panicked counts as a
 //! failure (a checkmark or poison finding aborts the process, which fails louder). At the end
 //! it prints one readable line and one JSON line with `seconds`, `goroutines`, `cycles`,
 //! `stops` (the collector's stop-the-world pauses), `max_pause_us`, `goroutines_run` (workers
 //! and the goroutines they spawned), `panics_caught`, `async_preemptions` (goroutines the
-//! preemption signal held in place) and `failures`, which must be 0; the exit status is 1
-//! otherwise.
+//! preemption signal held in place), `stop_givebacks` (goroutines a stop gave back from a hold
+//! because it could not finish: see `safepoint_sched::stop_the_world`) and `failures`, which
+//! must be 0; the exit status is 1 otherwise.
+//!
+//! The runtime runs with the watchdog on (`safepoint_sched::Builder::schedcheck`): a hang
+//! aborts the soak with a report of every queue, P, M and goroutine instead of stalling it.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use safepoint::gc::{Gc, GcError, Global, Mutator, Slot, TypeDesc, TypeId, WordKind};
-use safepoint::sched::{Chan, Mutex, Runtime, Select, blocking, go, sleep, yield_now};
+use safepoint::sched::{
+    Chan, Mutex, Runtime, Select, blocking, go, resume_g, sleep, suspend_g, yield_now,
+};
 
 use crate::report::{Value, emit};
 
@@ -71,6 +86,8 @@ pub struct SoakReport {
     pub panics_caught: u64,
     /// Goroutines held in place by the preemption signal.
     pub async_preemptions: u64,
+    /// Goroutines a stop that could not finish gave back from a hold.
+    pub stop_givebacks: u64,
     /// Anything that went wrong; must be 0.
     pub failures: u64,
 }
@@ -87,6 +104,7 @@ impl SoakReport {
             ("goroutines_run", self.goroutines_run.into()),
             ("panics_caught", self.panics_caught.into()),
             ("async_preemptions", self.async_preemptions.into()),
+            ("stop_givebacks", self.stop_givebacks.into()),
             ("failures", self.failures.into()),
         ]
     }
@@ -123,6 +141,8 @@ struct Counts {
     panics_caught: AtomicU64,
     failures: AtomicU64,
     mutex_adds: AtomicU64,
+    os_adds: AtomicU64,
+    registered: AtomicU64,
 }
 
 impl Counts {
@@ -139,6 +159,8 @@ struct World {
     shared: Global,
     chans: Vec<Chan<u64>>,
     mutex: Mutex<u64>,
+    /// An OS lock, taken for short critical sections with no safepoint inside.
+    os_lock: std::sync::Mutex<u64>,
     counts: Counts,
     deadline: Instant,
 }
@@ -146,7 +168,7 @@ struct World {
 /// Soaks for `d` with `g` workers.
 pub fn soak(d: Duration, g: u64) -> SoakReport {
     quiet_deliberate_panics();
-    let rt = Runtime::new().expect("runtime");
+    let rt = Runtime::builder().schedcheck(true).build().expect("runtime");
     let gc = Gc::builder()
         .checkmark(true)
         .poison(true)
@@ -187,6 +209,7 @@ pub fn soak(d: Duration, g: u64) -> SoakReport {
             shared,
             chans: (0..CHANS).map(|_| Chan::new(16)).collect(),
             mutex: Mutex::new(0),
+            os_lock: std::sync::Mutex::new(0),
             counts: Counts::default(),
             deadline: Instant::now() + d,
         });
@@ -236,6 +259,11 @@ pub fn soak(d: Duration, g: u64) -> SoakReport {
         if n != adds {
             c.fail(&format!("the mutex counter is {n} after {adds} increments"));
         }
+        let adds = c.os_adds.load(Ordering::Relaxed);
+        let n = *world.os_lock.lock().unwrap_or_else(|e| e.into_inner());
+        if n != adds {
+            c.fail(&format!("the OS lock's counter is {n} after {adds} increments"));
+        }
         let thrown = c.panics_thrown.load(Ordering::Relaxed);
         let caught = c.panics_caught.load(Ordering::Relaxed);
         if thrown != caught {
@@ -252,19 +280,26 @@ pub fn soak(d: Duration, g: u64) -> SoakReport {
             goroutines_run: c.goroutines_run.load(Ordering::Relaxed),
             panics_caught: caught,
             async_preemptions: 0,
+            stop_givebacks: 0,
             failures: c.failures.load(Ordering::Relaxed),
         }
     });
     r.seconds = t0.elapsed().as_secs_f64();
     r.async_preemptions = rt.stats().async_preemptions;
+    r.stop_givebacks = rt.stats().stop_givebacks;
     r
 }
 
-/// The deliberate panics would print a message each (thousands of them): print the others.
+/// The deliberate panics (and the described panics of the double suspensions) would print a
+/// message each, thousands of them: print the others.
 fn quiet_deliberate_panics() {
     let theirs = std::panic::take_hook();
     std::panic::set_hook(Box::new(move |info| {
-        if info.payload().downcast_ref::<&str>() != Some(&SOAK_PANIC) {
+        let p = info.payload();
+        let deliberate = p.downcast_ref::<&str>() == Some(&SOAK_PANIC)
+            || p.downcast_ref::<String>()
+                .is_some_and(|m| m.contains("already suspended by this caller"));
+        if !deliberate {
             theirs(info)
         }
     }));
@@ -331,7 +366,7 @@ fn worker(w: &World, id: u64) {
     m.scope(|m, [long, t, a]| {
         build(m, w.node, DEPTH, long);
         while Instant::now() < w.deadline {
-            match rng.below(16) {
+            match rng.below(21) {
                 0..=3 => {
                     build(m, w.node, DEPTH, t);
                     if sum(m, t) != want_sum() || sum(m, long) != want_sum() {
@@ -383,6 +418,23 @@ fn worker(w: &World, id: u64) {
                         Err(e) => w.counts.fail(&format!("a child panicked: {e}")),
                     }
                 }
+                16 => {
+                    let mut g = w.os_lock.lock().unwrap_or_else(|e| e.into_inner());
+                    *g += 1;
+                    spin(Duration::from_micros(20));
+                    drop(g);
+                    w.counts.os_adds.fetch_add(1, Ordering::Relaxed);
+                }
+                17 => {
+                    use std::io::Write;
+                    let mut e = std::io::stderr().lock();
+                    spin(Duration::from_micros(20));
+                    if e.write_all(b"").is_err() {
+                        w.counts.fail("standard error refused an empty write");
+                    }
+                }
+                18 => register(w, id, &mut rng),
+                19 => suspend_twice(w),
                 _ => {
                     let (gc, node) = (w.gc.clone(), w.node);
                     w.counts.goroutines_run.fetch_add(1, Ordering::Relaxed);
@@ -408,6 +460,59 @@ fn worker(w: &World, id: u64) {
             w.counts.fail("a worker's long-lived tree is corrupt at the end");
         }
     });
+}
+
+/// Registers a new type while collections run (or, past the soak's budget of types, looks
+/// one up) and checks that its name finds its id.
+fn register(w: &World, id: u64, rng: &mut Rng) {
+    const BUDGET: u64 = 20_000;
+    let types = w.gc.types();
+    let n = w.counts.registered.fetch_add(1, Ordering::Relaxed);
+    if n >= BUDGET {
+        let name = format!("soak.reg.{}", rng.below(BUDGET));
+        // Registered by now, or about to be by the worker that drew it: either is fine.
+        let _ = types.lookup(&name);
+        return;
+    }
+    let name = format!("soak.reg.{n}");
+    match types.register(TypeDesc::Record {
+        name: name.clone(),
+        words: vec![WordKind::Ref, WordKind::Tagged],
+    }) {
+        Ok(t) if types.lookup(&name) == Some(t) => {}
+        Ok(_) => w.counts.fail(&format!("worker {id}: type {name} not found by its name")),
+        Err(e) => w.counts.fail(&format!("worker {id}: registering {name}: {e}")),
+    }
+}
+
+/// Suspends a goroutine it spawned, then asks again while still holding it: the second
+/// attempt must be a described panic of this goroutine (it used to wait for itself for ever).
+fn suspend_twice(w: &World) {
+    let stop = Arc::new(AtomicBool::new(false));
+    let s = stop.clone();
+    w.counts.goroutines_run.fetch_add(1, Ordering::Relaxed);
+    let child = go(move || {
+        // Relaxed: a flag polled in a loop; the join orders the rest.
+        while !s.load(Ordering::Relaxed) {
+            safepoint::sched::poll();
+        }
+    });
+    let held = suspend_g(child.goroutine());
+    let again = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        drop(suspend_g(child.goroutine()));
+    }));
+    resume_g(held);
+    stop.store(true, Ordering::Relaxed);
+    match again {
+        Err(e)
+            if e.downcast_ref::<String>()
+                .is_some_and(|m| m.contains("already suspended by this caller")) => {}
+        Err(_) => w.counts.fail("a second suspension panicked otherwise"),
+        Ok(()) => w.counts.fail("a second suspension by the same caller returned"),
+    }
+    if child.join().is_err() {
+        w.counts.fail("a suspended goroutine panicked");
+    }
 }
 
 /// Arithmetic for about `d`, with no safepoint: only the preemption signal can stop it.

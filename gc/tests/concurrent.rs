@@ -13,7 +13,7 @@ use safepoint_sched::Runtime;
 
 #[test]
 fn collections_complete_while_goroutines_spin_in_poll_loops() {
-    let rt = Runtime::builder().procs(2).build().unwrap();
+    let rt = Runtime::builder().procs(2).schedcheck(true).build().unwrap();
     let gc = Gc::builder().checkmark(true).build(&rt).unwrap();
     let stop = Arc::new(AtomicBool::new(false));
     let spinners: Vec<_> = (0..3)
@@ -52,7 +52,7 @@ fn collections_complete_while_goroutines_spin_in_poll_loops() {
 #[test]
 fn thousands_of_stacks_are_scanned_while_their_goroutines_run() {
     const N: usize = 2000;
-    let rt = Runtime::builder().procs(2).build().unwrap();
+    let rt = Runtime::builder().procs(2).schedcheck(true).build().unwrap();
     // Checkmark: a stack scanned twice aborts; a stack missed leaves its object unmarked, and
     // the re-marking from the roots finds it.
     let gc = Gc::builder().checkmark(true).poison(true).build(&rt).unwrap();
@@ -111,7 +111,7 @@ fn thousands_of_stacks_are_scanned_while_their_goroutines_run() {
 /// A deterministic program: builds a graph, drops parts, rewires; returns its checksums and
 /// the live object count after a final collection.
 fn program(stop_the_world: bool) -> (Vec<i64>, u64) {
-    let rt = Runtime::builder().procs(2).build().unwrap();
+    let rt = Runtime::builder().procs(2).schedcheck(true).build().unwrap();
     let gc = Gc::builder()
         .stop_the_world(stop_the_world)
         .checkmark(true)
@@ -161,7 +161,7 @@ fn both_collector_modes_compute_the_same_and_free_the_same() {
 #[test]
 fn a_soft_memory_limit_makes_collections_more_frequent() {
     fn cycles(limit: usize) -> u64 {
-        let rt = Runtime::builder().procs(2).build().unwrap();
+        let rt = Runtime::builder().procs(2).schedcheck(true).build().unwrap();
         let gc = Gc::builder().stop_the_world(true).memory_limit(limit).build(&rt).unwrap();
         let ty = node_type(&gc);
         let g = gc.clone();

@@ -54,7 +54,7 @@ fn collector_loop(gc: &Gc, stop: &Arc<AtomicBool>) -> safepoint_sched::JoinHandl
 /// loop, at 3 Ps.
 #[test]
 fn types_registered_while_collections_run() {
-    let rt = Arc::new(Runtime::builder().procs(3).build().unwrap());
+    let rt = Arc::new(Runtime::builder().procs(3).schedcheck(true).build().unwrap());
     let gc = Gc::builder().build(&rt).unwrap();
     let cycles = within_deadline(rt, "registration under collections", move || {
         let stop = Arc::new(AtomicBool::new(false));
@@ -89,7 +89,7 @@ fn types_registered_while_collections_run() {
 /// collects in a loop (stacks scanned one goroutine at a time, one stop per cycle).
 #[test]
 fn os_locks_between_heap_operations_while_collections_run() {
-    let rt = Arc::new(Runtime::builder().procs(3).build().unwrap());
+    let rt = Arc::new(Runtime::builder().procs(3).schedcheck(true).build().unwrap());
     let gc = Gc::builder().build(&rt).unwrap();
     let pair = gc
         .types()
@@ -135,8 +135,8 @@ fn os_locks_between_heap_operations_while_collections_run() {
 /// collections running: the phase stayed Mark for minutes after some tens of cycles. At 3 and
 /// 4 Ps.
 fn allocation_loops_under_collections(procs: usize) {
-    const ROUNDS: u64 = 2_000;
-    let rt = Arc::new(Runtime::builder().procs(procs).build().unwrap());
+    const ROUNDS: u64 = 600;
+    let rt = Arc::new(Runtime::builder().procs(procs).schedcheck(true).build().unwrap());
     let gc = Gc::builder().checkmark(true).poison(true).build(&rt).unwrap();
     let pair = gc
         .types()

@@ -48,7 +48,7 @@ fn eight_ps_with_two_dedicated_mark_workers() {
 
 fn stress(stop_the_world: bool, procs: usize) {
     let (goroutines, rounds) = if cfg!(debug_assertions) { (64, 25) } else { (512, 100) };
-    let rt = Runtime::builder().procs(procs).build().unwrap();
+    let rt = Runtime::builder().procs(procs).schedcheck(true).build().unwrap();
     let gc = Gc::builder()
         .stop_the_world(stop_the_world)
         .checkmark(true)

@@ -95,7 +95,7 @@
 //! timer is pending, a thread waiting in [`Runtime::block_on`] gets "all goroutines are asleep -
 //! deadlock!" ([`Builder::deadlock_detection`]).
 //!
-//! ## Thread identity: what Rust code in a goroutine must not do
+//! ## Thread identity: what Rust code in a goroutine may and must not do
 //!
 //! A goroutine may continue on another OS thread after any safepoint: a yield, a park (join,
 //! semaphore, channel), a blocking call, a [`poll`]. Across a safepoint it must not hold a

@@ -94,7 +94,7 @@ fn an_urgent_goroutine_returning_from_a_blocking_call_is_never_lost() {
     let runs: Vec<_> = (0..3)
         .map(|i| {
             std::thread::spawn(move || {
-                let rt = Runtime::builder().procs(1).build().unwrap();
+                let rt = Runtime::builder().procs(1).schedcheck(true).build().unwrap();
                 within_deadline(rt, "urgent goroutine in blocking calls", move || {
                     set_urgent(true);
                     let mut x = i as u64;
@@ -134,7 +134,7 @@ enum OsLock {
 /// finishes its rounds.
 fn os_locks_under_stops(lock: OsLock) {
     let _busy = Busy::start(1);
-    let rt = Runtime::builder().procs(3).build().unwrap();
+    let rt = Runtime::builder().procs(3).schedcheck(true).build().unwrap();
     let stops =
         within_deadline(rt, &format!("{lock:?} critical sections under stops"), move || {
             let m = Arc::new(std::sync::Mutex::new(0u64));
@@ -198,7 +198,7 @@ fn stderr_lock_held_by_goroutines_does_not_deadlock_a_stop() {
 /// waited for itself for ever; it is a described panic of that goroutine.
 #[test]
 fn suspending_a_goroutine_twice_is_a_described_panic() {
-    let rt = Runtime::builder().procs(2).build().unwrap();
+    let rt = Runtime::builder().procs(2).schedcheck(true).build().unwrap();
     let msg = within_deadline(rt, "double suspension", || {
         let stop = Arc::new(AtomicBool::new(false));
         let target = {
@@ -234,7 +234,7 @@ fn suspending_a_goroutine_twice_is_a_described_panic() {
 /// panic reaches the caller, and the runtime goes on working.
 #[test]
 fn a_panic_inside_for_each_p_reaches_the_caller() {
-    let rt = Runtime::builder().procs(3).build().unwrap();
+    let rt = Runtime::builder().procs(3).schedcheck(true).build().unwrap();
     let (ran, caught) = within_deadline(rt, "panic in for_each_p", || {
         let stop = Arc::new(AtomicBool::new(false));
         let spinners: Vec<_> = (0..2)

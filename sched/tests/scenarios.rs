@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 fn rt(procs: usize) -> Runtime {
-    Runtime::builder().procs(procs).build().unwrap()
+    Runtime::builder().procs(procs).schedcheck(true).build().unwrap()
 }
 
 /// `n` goroutines spinning in poll loops (each bumping `spins`) until [`Spinners::stop`].
