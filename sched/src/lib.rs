@@ -497,7 +497,8 @@ pub struct Stats {
     pub procs: usize,
     /// Idle Ps now.
     pub idle_procs: usize,
-    /// Goroutines queued now.
+    /// Goroutines queued now: on the global queue, the urgent queue and every P's queue
+    /// (`runnext` included).
     pub queued: usize,
     /// Preemption signals sent (asynchronous preemption; at most one pending per M).
     pub preempt_signals: u64,
@@ -575,10 +576,16 @@ impl Runtime {
         }
     }
 
-    /// Every goroutine that is not dead, as `goroutine N [status, wait reason]` lines.
+    /// Every goroutine that is not dead, as `goroutine N [status, wait reason]` lines, after a
+    /// first line counting every run queue: `queued: global N, urgent N, P0 N, P1 N, ...`.
     pub fn dump_goroutines(&self) -> String {
         let gs = self.sched.allgs.lock().unwrap_or_else(|e| e.into_inner()).clone();
-        let mut out = String::new();
+        let s = &self.sched;
+        let mut out = format!("queued: global {}, urgent {}", s.global.len(), s.urgent.len());
+        for p in s.ps.iter() {
+            out.push_str(&format!(", P{} {}", p.id, p.runq_len()));
+        }
+        out.push('\n');
         for g in gs {
             let g = g.get();
             let w = g.status.load();

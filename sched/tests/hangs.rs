@@ -354,3 +354,32 @@ fn a_registered_watchdog_check_that_fails_aborts_with_its_description() {
     assert!(stderr.contains("fatal error: schedcheck: the test's check failed"), "{stderr}");
     assert!(!stderr.contains("never registered"), "{stderr}");
 }
+
+/// Issue 18: the counts that a hang report reads see every queue. Three goroutines spawned from
+/// outside while the only P runs a goroutine that never yields wait on the global queue.
+#[test]
+fn stats_and_the_goroutine_dump_count_every_queue() {
+    let rt = Arc::new(Runtime::builder().procs(1).build().unwrap());
+    let (release, running) = (Arc::new(AtomicBool::new(false)), Arc::new(AtomicBool::new(false)));
+    let (r2, rel, run) = (rt.clone(), release.clone(), running.clone());
+    let host = std::thread::spawn(move || {
+        r2.block_on(move || {
+            run.store(true, Ordering::SeqCst);
+            while !rel.load(Ordering::SeqCst) {
+                std::hint::spin_loop();
+            }
+        })
+    });
+    while !running.load(Ordering::SeqCst) {
+        std::thread::yield_now();
+    }
+    let hs: Vec<_> = (0..3).map(|_| rt.spawn(|| ()).unwrap()).collect();
+    let (stats, dump) = (rt.stats(), rt.dump_goroutines());
+    release.store(true, Ordering::SeqCst);
+    host.join().unwrap();
+    for h in hs {
+        h.join().unwrap();
+    }
+    assert_eq!(stats.queued, 3, "{stats:?}");
+    assert!(dump.starts_with("queued: global 3, urgent 0, P0 0\n"), "{dump}");
+}
