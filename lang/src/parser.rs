@@ -70,10 +70,22 @@ impl Parser<'_> {
             _ => Err(self.unexpected("a name")),
         }
     }
-    /// Whether the current token starts on the same line as the previous one ends (a call's
-    /// `(` or an index's `[` must: otherwise it starts a new statement).
+    /// Whether the current token starts on the same line as the previous one ends.
+    ///
+    /// Statement ends follow Go's rule: a line break after a token that can end a statement (a
+    /// name, a literal, `)`, `]`, `}`) ends it. So whatever continues an expression or a
+    /// statement after such a token must stand on its line: a call's `(`, an index's `[`, a
+    /// field's `.`, a binary operator, an assignment's `=` and a send's `<-`. A line break
+    /// after an operator, `(`, `[` or `,` does not end anything: a long expression breaks
+    /// after its operators. (`print("x")` then `<-c` on the next line is two statements, not
+    /// the send `print("x") <- c`.)
     fn same_line(&self) -> bool {
         self.i > 0 && self.t[self.i - 1].pos.line == self.t[self.i].pos.line
+    }
+
+    /// Whether the current token is the symbol `s`, on the line of the token before it.
+    fn is_here(&self, s: &str) -> bool {
+        self.is(s) && self.same_line()
     }
 
     fn block(&mut self) -> R<Vec<Stmt>> {
@@ -143,13 +155,15 @@ impl Parser<'_> {
             self.select_rest()?
         } else {
             let e = self.expr()?;
-            if self.eat("=") {
+            if self.is_here("=") {
+                self.i += 1;
                 if !matches!(e.kind, ExprKind::Name(_) | ExprKind::Index(..) | ExprKind::Field(..))
                 {
                     return Err(Error::at(e.pos, "cannot assign to this"));
                 }
                 StmtKind::Assign(e, self.expr()?)
-            } else if self.eat("<-") {
+            } else if self.is_here("<-") {
+                self.i += 1;
                 StmtKind::Send(e, self.expr()?)
             } else {
                 StmtKind::Expr(e)
@@ -233,7 +247,7 @@ impl Parser<'_> {
 
     fn or(&mut self) -> R<Expr> {
         let mut a = self.and()?;
-        while self.is("or") {
+        while self.is_here("or") {
             let pos = self.pos();
             self.i += 1;
             let b = self.and()?;
@@ -244,7 +258,7 @@ impl Parser<'_> {
 
     fn and(&mut self) -> R<Expr> {
         let mut a = self.cmp()?;
-        while self.is("and") {
+        while self.is_here("and") {
             let pos = self.pos();
             self.i += 1;
             let b = self.cmp()?;
@@ -255,6 +269,9 @@ impl Parser<'_> {
 
     fn cmp(&mut self) -> R<Expr> {
         let a = self.add()?;
+        if !self.same_line() {
+            return Ok(a);
+        }
         let op = match self.peek() {
             Tok::Sym("==") => BinOp::Eq,
             Tok::Sym("!=") => BinOp::Ne,
@@ -273,6 +290,9 @@ impl Parser<'_> {
     fn add(&mut self) -> R<Expr> {
         let mut a = self.mul()?;
         loop {
+            if !self.same_line() {
+                return Ok(a);
+            }
             let op = match self.peek() {
                 Tok::Sym("+") => BinOp::Add,
                 Tok::Sym("-") => BinOp::Sub,
@@ -288,6 +308,9 @@ impl Parser<'_> {
     fn mul(&mut self) -> R<Expr> {
         let mut a = self.unary()?;
         loop {
+            if !self.same_line() {
+                return Ok(a);
+            }
             let op = match self.peek() {
                 Tok::Sym("*") => BinOp::Mul,
                 Tok::Sym("/") => BinOp::Div,
@@ -335,7 +358,8 @@ impl Parser<'_> {
                 let i = self.expr()?;
                 self.expect("]")?;
                 e = Expr { kind: ExprKind::Index(Box::new(e), Box::new(i)), pos };
-            } else if self.eat(".") {
+            } else if self.is_here(".") {
+                self.i += 1;
                 let n = self.name()?;
                 e = Expr { kind: ExprKind::Field(Box::new(e), n), pos };
             } else {
@@ -413,5 +437,70 @@ impl Parser<'_> {
         };
         self.i += 1;
         Ok(Expr { kind, pos })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::lexer::lex;
+
+    fn parse_src(src: &str) -> Vec<Stmt> {
+        parse(&lex(src).unwrap()).unwrap_or_else(|e| panic!("{src:?}: {e:?}"))
+    }
+
+    /// The statement's shape, for comparing a statement parsed alone and after another.
+    fn shape(s: &Stmt) -> String {
+        format!("{:?}", s.kind).chars().filter(|c| !c.is_ascii_digit()).collect()
+    }
+
+    /// Every statement that can end with an expression, each followed on the next line by
+    /// every statement that can start with a token that also continues an expression (`<-`,
+    /// `-`, `(`, `[`, `.` cannot start one): each pair is two statements, the same two as
+    /// when parsed apart. (`print("x")` then `<-done` used to parse as a send.)
+    #[test]
+    fn a_line_break_ends_every_statement_before_every_statement() {
+        let firsts = [
+            "print(\"x\")",
+            "<-done",
+            "c <- 1",
+            "x = 2",
+            "let y = x + 1",
+            "v[0] = 3",
+            "m.k = 4",
+            "x",
+            "v[1]",
+            "m.k",
+            "go f(1)",
+            "f()",
+            "x == 1",
+            "x and y",
+        ];
+        let seconds = ["<-done", "-x", "print(1)", "x = 5", "c <- 6", "let z = 7", "f()", "x"];
+        for a in firsts {
+            for b in seconds {
+                let both = parse_src(&format!("{a}\n{b}"));
+                let (pa, pb) = (parse_src(a), parse_src(b));
+                assert_eq!(both.len(), 2, "{a:?} then {b:?}: {both:?}");
+                assert_eq!(shape(&both[0]), shape(&pa[0]), "{a:?} then {b:?}");
+                assert_eq!(shape(&both[1]), shape(&pb[0]), "{a:?} then {b:?}");
+            }
+        }
+    }
+
+    /// A line break after an operator, `(`, `[`, `,` or `=` continues the statement.
+    #[test]
+    fn a_line_break_after_an_operator_continues_the_expression() {
+        for src in [
+            "x = 1 +\n 2",
+            "x = f(1,\n 2)",
+            "x =\n 3",
+            "c <-\n 4",
+            "x = a and\n b",
+            "x = v[\n 0]",
+            "x = a ==\n b",
+        ] {
+            assert_eq!(parse_src(src).len(), 1, "{src:?}");
+        }
     }
 }
