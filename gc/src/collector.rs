@@ -358,7 +358,13 @@ impl GcBuilder {
         let clock = Arc::downgrade(&inner.phase_clock);
         inner.rt.add_watchdog_check(Box::new(move |now| clock.upgrade()?.stuck(now)));
         let weak = Arc::downgrade(&inner);
-        rt.spawn(move || background_sweeper(weak, sweeper)).map_err(|_| GcError::WrongRuntime)?;
+        // The collector's goroutines are the runtime's machinery, not the program's: a
+        // deadlock report leaves them out.
+        rt.spawn(move || {
+            safepoint_sched::set_system(true);
+            background_sweeper(weak, sweeper)
+        })
+        .map_err(|_| GcError::WrongRuntime)?;
         let weak = Arc::downgrade(&inner);
         rt.spawn(move || crate::concurrent::driver(weak, driver))
             .map_err(|_| GcError::WrongRuntime)?;

@@ -163,6 +163,7 @@ pub(crate) fn driver(gc: Weak<Inner>, wake: Arc<Chan<()>>) {
     // Urgent for good: when allocation wakes it, it must not wait its turn behind every
     // runnable goroutine (with a thousand of them, seconds) while the heap grows.
     safepoint_sched::set_urgent(true);
+    safepoint_sched::set_system(true);
     while wake.recv().is_ok() {
         let Some(inner) = gc.upgrade() else { return };
         // Relaxed: a hint; `cycle` re-checks under its lock.
@@ -548,6 +549,7 @@ impl Inner {
             // marks alone.
             if let Ok(h) = safepoint_sched::try_go(move || {
                 safepoint_sched::set_urgent(true);
+                safepoint_sched::set_system(true);
                 inner.mark_worker(share);
             }) {
                 others.push(h);

@@ -119,6 +119,27 @@ fn quiet_stack_overflow_panics() {
     });
 }
 
+/// A deadlock as Go prints one: the fatal line, then each of the program's goroutines (the
+/// collector's own are left out) with what it waits on and its traceback, a frame a line pair
+/// as in a runtime error's.
+fn deadlock_report(d: &safepoint_sched::DeadlockReport, file: &str) -> String {
+    let mut out = format!("fatal error: {}", safepoint_sched::DEADLOCK);
+    for g in &d.goroutines {
+        out.push_str(&format!("\n\ngoroutine {} [{}]:", g.id, g.wait_reason));
+        let Some(tb) = &g.traceback else { continue };
+        for (i, f) in tb.frames.iter().chain(tb.tail.iter()).enumerate() {
+            match f.line {
+                Some(l) => out.push_str(&format!("\n  {}\n        {file}:{l}", f.name)),
+                None => out.push_str(&format!("\n  {}", f.name)),
+            }
+            if i + 1 == tb.frames.len() && tb.elided > 0 {
+                out.push_str(&format!("\n  ...{} frames elided...", tb.elided));
+            }
+        }
+    }
+    out
+}
+
 /// Compiles and runs `src` (named `file` in messages). Returns the process exit status: 0,
 /// 1 for a compile error, 2 for a runtime error or a deadlock (the message is printed on
 /// standard error). Goroutines still running when the top-level code ends are abandoned, as
@@ -169,7 +190,7 @@ pub fn run(file: &str, src: &str, opts: &Options) -> i32 {
     };
     let sh2 = sh.clone();
     let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        rt.block_on(move || {
+        rt.block_on_or_deadlock(move || {
             if let Err(m) = vm::init_heap(&sh2) {
                 return Err((m, String::new()));
             }
@@ -178,9 +199,13 @@ pub fn run(file: &str, src: &str, opts: &Options) -> i32 {
     }));
     sh.flush();
     let code = match r {
-        Ok(Ok(())) => 0,
-        Ok(Err((msg, tb))) => {
+        Ok(Ok(Ok(()))) => 0,
+        Ok(Ok(Err((msg, tb)))) => {
             eprintln!("{msg}\n\n{tb}");
+            2
+        }
+        Ok(Err(deadlock)) => {
+            eprintln!("{}", deadlock_report(&deadlock, &sh.prog.file));
             2
         }
         Err(p) => {
@@ -189,11 +214,7 @@ pub fn run(file: &str, src: &str, opts: &Options) -> i32 {
                 .cloned()
                 .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
                 .unwrap_or_else(|| "a goroutine panicked".into());
-            if msg.starts_with("all goroutines are asleep") {
-                eprintln!("fatal error: {}", msg.lines().next().unwrap_or(&msg));
-            } else {
-                eprintln!("fatal error: {msg}");
-            }
+            eprintln!("fatal error: {msg}");
             2
         }
     };

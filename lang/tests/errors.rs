@@ -128,11 +128,28 @@ fn a_runtime_error_in_a_goroutine_ends_the_program_with_its_traceback() {
     assert!(!err.contains("spawn"), "{err}");
 }
 
+/// A deadlock prints what Go prints: the fatal line, then each of the program's goroutines
+/// (not the collector's own) with what it waits on and its traceback; exit 2, and nothing
+/// from Rust (no panic line, no backtrace even with `RUST_BACKTRACE=1`).
 #[test]
-fn deadlock_is_reported() {
-    let (code, _, err) = run_src("let c = chan()\n<-c\n", &[]);
-    assert_eq!(code, 2);
-    assert!(err.contains("fatal error: all goroutines are asleep - deadlock!"), "{err}");
+fn deadlock_is_reported_as_go_reports_it() {
+    let src = "let c = chan()\nfn w() {\n  <-c\n}\ngo w()\n<-c\n";
+    let mut f = tempfile(src);
+    f.flush().unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_safepoint"))
+        .args(["run", &f.path])
+        .env_remove("SAFEPOINT_DEBUG")
+        .env("RUST_BACKTRACE", "1")
+        .output()
+        .expect("the binary runs");
+    let err = String::from_utf8_lossy(&out.stderr).replace(&f.path, "t.pb");
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    let goroutines: Vec<&str> = err.split("\n\ngoroutine ").skip(1).collect();
+    assert!(err.starts_with("fatal error: all goroutines are asleep - deadlock!\n\n"), "{err}");
+    assert_eq!(goroutines.len(), 2, "{err}");
+    assert!(goroutines[0].ends_with(" [chan receive]:\n  <main>\n        t.pb:6"), "{err}");
+    assert!(goroutines[1].ends_with(" [chan receive]:\n  w\n        t.pb:3\n"), "{err}");
+    assert!(!err.contains("panicked") && !err.contains("backtrace"), "{err}");
 }
 
 #[test]

@@ -24,9 +24,13 @@
 //! [`Runtime::block_on`](crate::Runtime::block_on) or [`JoinHandle::join`](crate::JoinHandle).
 //! Such a thread registers its note before it sleeps and runs the check once itself; the last
 //! M to go idle runs it too (cheaply skipped while nobody is registered). On a deadlock, the
-//! report — the message and one line per goroutine with what it waits on — is stored and every
-//! registered thread is woken; their wait then panics with the report instead of hanging. The
-//! deadlocked goroutines stay parked (and are abandoned when the runtime is dropped).
+//! report ([`DeadlockReport`]: each of the program's goroutines with what it waits on and, if
+//! the runtime has a function registry, its managed-stack traceback; goroutines marked
+//! [`set_system`](crate::set_system), the collector's own, are left out as Go leaves out its
+//! system goroutines) is stored and every registered thread is woken; their wait then panics
+//! with the report instead of hanging, or returns it
+//! ([`Runtime::block_on_or_deadlock`](crate::Runtime::block_on_or_deadlock)). The deadlocked
+//! goroutines stay parked.
 
 use std::sync::{Arc, Mutex};
 
@@ -44,8 +48,46 @@ pub(crate) struct Deadlock {
     waiters: Mutex<Vec<Arc<Note>>>,
     nwaiters: AtomicUsize,
     /// The report, once a deadlock has been found.
-    report: Mutex<Option<String>>,
+    report: Mutex<Option<DeadlockReport>>,
 }
+
+/// What a deadlock left: every goroutine of the program (not those marked
+/// [`set_system`](crate::set_system)), each parked on a runtime primitive that nothing can
+/// signal any more. Its `Display` is Go's: [`DEADLOCK`], then a paragraph per goroutine.
+#[derive(Clone, Debug)]
+pub struct DeadlockReport {
+    /// The goroutines, by id.
+    pub goroutines: Vec<DeadlockedGoroutine>,
+}
+
+/// One goroutine of a [`DeadlockReport`].
+#[derive(Clone, Debug)]
+pub struct DeadlockedGoroutine {
+    /// Its id.
+    pub id: u64,
+    /// What it waits on (`chan receive`, `mutex`, ...).
+    pub wait_reason: &'static str,
+    /// Its managed stack's traceback, if the runtime has a function registry
+    /// ([`Builder::registry`](crate::Builder::registry)) and the stack has frames.
+    pub traceback: Option<safepoint_stackmap::Traceback>,
+}
+
+impl core::fmt::Display for DeadlockReport {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        write!(f, "{DEADLOCK}")?;
+        for g in &self.goroutines {
+            write!(f, "\n\ngoroutine {} [{}]:", g.id, g.wait_reason)?;
+            if let Some(tb) = &g.traceback {
+                for fr in tb.frames.iter().chain(tb.tail.iter()) {
+                    write!(f, "\n    {fr}")?;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for DeadlockReport {}
 
 /// The first line of the report (Go's words).
 pub const DEADLOCK: &str = "all goroutines are asleep - deadlock!";
@@ -95,7 +137,7 @@ pub(crate) fn check(sched: &Sched) {
 }
 
 /// The deadlock report, if the runtime is deadlocked now (see the module docs).
-fn find(sched: &Sched) -> Option<String> {
+fn find(sched: &Sched) -> Option<DeadlockReport> {
     let l = sched.locked();
     if sched.npidle.load(Ordering::SeqCst) != sched.procs
         || sched.nmspinning.load(Ordering::SeqCst) != 0
@@ -118,21 +160,31 @@ fn find(sched: &Sched) -> Option<String> {
                     return None;
                 }
                 let why = WAIT_REASONS.get(r).copied().unwrap_or("?");
-                lines.push((goid(g), why));
+                if !g.system.load(Ordering::Relaxed) {
+                    lines.push((goid(g), why, g));
+                }
             }
             _ => return None,
         }
     }
+    drop(l);
     if lines.is_empty() {
         return None;
     }
-    lines.sort_unstable();
-    let mut report = format!("{DEADLOCK}\n");
-    for (id, why) in lines {
-        report.push_str(&format!("\ngoroutine {id} [{why}]"));
-    }
-    drop(l);
-    Some(report)
+    lines.sort_unstable_by_key(|&(id, ..)| id);
+    // The deadlock is stable: nothing moves these goroutines while their stacks are read.
+    let goroutines = lines
+        .into_iter()
+        .map(|(id, wait_reason, g)| DeadlockedGoroutine {
+            id,
+            wait_reason,
+            traceback: sched.config.registry.as_ref().and_then(|reg| {
+                let held = crate::stw::try_hold(g)?;
+                held.traceback(reg).filter(|tb| tb.depth() > 0)
+            }),
+        })
+        .collect();
+    Some(DeadlockReport { goroutines })
 }
 
 /// A thread outside the runtime waits on `note` until `done()` (its goroutine finished; that
@@ -148,7 +200,7 @@ pub(crate) fn wait_outside(
     sched: Option<&Sched>,
     note: &Arc<Note>,
     done: impl Fn() -> bool,
-) -> Option<String> {
+) -> Option<DeadlockReport> {
     let Some(sched) = sched.filter(|s| s.deadlock.enabled) else {
         note.sleep();
         return None;

@@ -229,6 +229,17 @@ pub fn walk_own_managed_stack<V: Visitor>(reg: &Registry, v: &mut V) {
     unsafe { g.mstack().walk_stopped(reg, v) }
 }
 
+/// Marks the running goroutine as part of the runtime's machinery (or not): a collector's
+/// driver, sweeper or worker, which the program did not start. A deadlock report leaves it
+/// out (it still counts as blocked), as Go's leaves out its system goroutines. Returns the
+/// previous setting. Off a goroutine it does nothing (and returns false).
+pub fn set_system(on: bool) -> bool {
+    match current_g() {
+        Some(g) => g.system.swap(on, crate::shim::Ordering::Relaxed),
+        None => false,
+    }
+}
+
 /// Marks the running goroutine urgent (or not): whenever it is readied, yields or has its
 /// time slice ended, it goes ahead of all other runnable goroutines, and if no P is idle when
 /// it is readied, one running goroutine's time slice is ended so that a P picks it up within

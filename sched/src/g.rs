@@ -68,6 +68,9 @@ pub(crate) struct G {
     /// Readied ahead of everything else (`crate::set_urgent`): a collector's driver. Relaxed:
     /// set by the goroutine itself, read when it is readied.
     pub urgent: AtomicBool,
+    /// Part of the runtime's machinery (`crate::set_system`): left out of deadlock reports.
+    /// Relaxed: set by the goroutine itself, read in a report.
+    pub system: AtomicBool,
     /// Goroutine-local values (index = key). Owner: the goroutine.
     pub locals: UnsafeCell<Vec<Option<Box<dyn Any>>>>,
     /// Why it waits, for dumps. Relaxed: informational.
@@ -151,6 +154,7 @@ impl G {
             syscall_p: Cell::new(ptr::null()),
             pins: Cell::new(0),
             urgent: AtomicBool::new(false),
+            system: AtomicBool::new(false),
             locals: UnsafeCell::new(Vec::new()),
             wait_reason: AtomicUsize::new(0),
             suspender: AtomicUsize::new(0),
@@ -235,6 +239,7 @@ impl G {
         self.preempt.store(false, Ordering::Relaxed);
         self.preempt_stop.store(false, Ordering::Relaxed);
         self.urgent.store(false, Ordering::Relaxed);
+        self.system.store(false, Ordering::Relaxed);
         self.async_prone.store(false, Ordering::Relaxed);
         let ms = self.mstack();
         ms.set_id(id);

@@ -163,6 +163,13 @@ impl<T> JoinHandle<T> {
     /// parks; a thread outside the runtime sleeps, and panics with a deadlock report if every
     /// goroutine deadlocks (see [`crate::Builder::deadlock_detection`]).
     pub fn join(self) -> Result<T, JoinError> {
+        self.join_or_deadlock().unwrap_or_else(|report| panic!("{report}"))
+    }
+
+    /// [`JoinHandle::join`], with a deadlock seen by a thread outside the runtime returned as
+    /// an error instead of a panic (a goroutine that joins is itself part of any deadlock,
+    /// and never gets one).
+    pub fn join_or_deadlock(self) -> Result<Result<T, JoinError>, crate::DeadlockReport> {
         if crate::runtime::current_g().is_some() {
             crate::park(crate::WaitReason::Join, |r| {
                 let mut s = self.cell.lock();
@@ -187,14 +194,14 @@ impl<T> JoinHandle<T> {
                         self.cell.lock().done
                     });
                     if let Some(report) = report {
-                        panic!("{report}");
+                        return Err(report);
                     }
                 }
             }
         }
         let mut s = self.cell.lock();
         debug_assert!(s.done);
-        s.result.take().expect("join: result taken twice")
+        Ok(s.result.take().expect("join: result taken twice"))
     }
 }
 

@@ -188,9 +188,9 @@ pub use watchdog::WatchdogCheck;
 // Goroutine synchronisation (issue 4).
 pub use chan::{Chan, Iter, RecvError, TryRecvError, TrySendError};
 pub use cond::{Cond, Once, WaitGroup};
-pub use deadlock::DEADLOCK;
+pub use deadlock::{DEADLOCK, DeadlockReport, DeadlockedGoroutine};
 pub use embed::{
-    Pinned, RuntimeHandle, in_no_preempt, pinned, set_urgent, walk_own_managed_stack,
+    Pinned, RuntimeHandle, in_no_preempt, pinned, set_system, set_urgent, walk_own_managed_stack,
     with_managed_stack_of,
 };
 pub use mutex::{
@@ -555,6 +555,21 @@ impl Runtime {
         let h = self.spawn(f).unwrap_or_else(|e| panic!("block_on: {e}"));
         match h.join() {
             Ok(v) => v,
+            Err(e) => std::panic::resume_unwind(e.into_panic()),
+        }
+    }
+
+    /// [`Runtime::block_on`], returning a deadlock of every goroutine as an error instead of
+    /// panicking with it: an embedder reports it in its own words (Pebble prints each
+    /// goroutine's script traceback). A panic of `f` still resumes on the caller.
+    pub fn block_on_or_deadlock<T, F>(&self, f: F) -> Result<T, DeadlockReport>
+    where
+        F: FnOnce() -> T + Send + 'static,
+        T: Send + 'static,
+    {
+        let h = self.spawn(f).unwrap_or_else(|e| panic!("block_on: {e}"));
+        match h.join_or_deadlock()? {
+            Ok(v) => Ok(v),
             Err(e) => std::panic::resume_unwind(e.into_panic()),
         }
     }

@@ -134,3 +134,34 @@ fn detection_can_be_turned_off() {
     c.send(5);
     assert_eq!(h.join().unwrap(), Ok(5));
 }
+
+/// `block_on_or_deadlock` returns the deadlock instead of panicking; the report lists the
+/// program's goroutines by id with what each waits on, and leaves out the ones marked as the
+/// runtime's machinery (`set_system`, as the collector marks its driver and workers).
+#[test]
+fn block_on_or_deadlock_returns_the_report_without_system_goroutines() {
+    let rt = rt(2);
+    let r = rt.block_on_or_deadlock(|| {
+        let c = Chan::<u32>::new(0);
+        let (c1, c2) = (c.clone(), c.clone());
+        go(move || {
+            safepoint_sched::set_system(true);
+            c1.recv()
+        });
+        go(move || c2.recv());
+        sleep(Duration::from_millis(10));
+        c.recv()
+    });
+    let report = r.expect_err("a deadlocked program returned");
+    let ids: Vec<u64> = report.goroutines.iter().map(|g| g.id).collect();
+    assert_eq!(report.goroutines.len(), 2, "{report}");
+    assert!(ids.windows(2).all(|w| w[0] < w[1]), "{ids:?}");
+    assert!(report.goroutines.iter().all(|g| g.wait_reason == "chan receive"), "{report}");
+    // No registry: no traceback.
+    assert!(report.goroutines.iter().all(|g| g.traceback.is_none()));
+    let text = report.to_string();
+    assert!(text.starts_with(DEADLOCK), "{text}");
+    assert_eq!(text.matches("\n\ngoroutine ").count(), 2, "{text}");
+    // A program that finishes returns its value.
+    assert_eq!(rt.block_on_or_deadlock(|| 7).unwrap(), 7);
+}
