@@ -1,58 +1,122 @@
 //! `safepoint`: runs Pebble programs (see the `safepoint_lang` crate documentation).
 //!
 //! ```text
-//! safepoint run FILE [ARGS...] [--procs N] [--stats] [--max-heap-mb N] [--max-stack-kb N]
-//! safepoint demo [--procs N]
+//! safepoint [OPTIONS] run FILE [ARGS...]   FILE may be `-` (standard input)
+//! safepoint [OPTIONS] demo
 //! ```
+//!
+//! Options come before FILE (before or after `run`); everything after FILE is the program's
+//! own arguments, options included, and `--` ends the options early (for a FILE that starts
+//! with `-`). `--help` prints the usage and exits 0; a usage error exits 2.
+
+use std::io::Read;
 
 const DEMO: &str = include_str!("../scripts/demo.pb");
 
-fn usage() -> ! {
-    eprintln!(
-        "usage: safepoint run FILE [ARGS...] [--procs N] [--stats] [--max-heap-mb N] \
-         [--max-stack-kb N]\n       safepoint demo [--procs N]"
-    );
-    std::process::exit(1)
+const USAGE: &str = "\
+usage: safepoint [OPTIONS] run FILE [ARGS...]
+       safepoint [OPTIONS] demo
+
+Runs the Pebble program FILE (`-` reads it from standard input) with ARGS as its arguments:
+everything after FILE goes to the program. `--` ends the options.
+
+options:
+  --procs N          Ps to run goroutines on (default: the CPUs this process may use)
+  --stats            print the collector's statistics at the end
+  --max-heap-mb N    the heap's hard limit: running out of memory is a runtime error
+  --max-stack-kb N   the size limit of each goroutine's managed stack
+  -h, --help         print this and exit
+";
+
+/// What the command line asks for.
+enum Command {
+    Run { file: String, args: Vec<String> },
+    Demo,
+    Help,
+}
+
+fn parse(opts: &mut safepoint_lang::Options) -> Result<Command, lexopt::Error> {
+    use lexopt::prelude::*;
+    let mut p = lexopt::Parser::from_env();
+    let mut words = Vec::new();
+    // lexopt returns every argument after `--` as a value.
+    while let Some(arg) = p.next()? {
+        match arg {
+            Short('h') | Long("help") => return Ok(Command::Help),
+            Long("procs") => opts.procs = p.value()?.parse()?,
+            Long("stats") => opts.stats = true,
+            Long("max-heap-mb") => opts.max_heap = p.value()?.parse::<usize>()? << 20,
+            Long("max-stack-kb") => opts.max_stack = p.value()?.parse::<usize>()? << 10,
+            Value(v) => {
+                let v = v.string()?;
+                match (words.as_slice(), v.as_str()) {
+                    ([], "demo") => return no_more(&mut p, Command::Demo),
+                    ([], "run") => words.push(v),
+                    ([_run], _) => {
+                        // FILE: the rest is the program's, verbatim.
+                        let args = p.raw_args()?.map(|a| a.string()).collect::<Result<_, _>>()?;
+                        return Ok(Command::Run { file: v, args });
+                    }
+                    _ => return Err(lexopt::Error::UnexpectedArgument(v.into())),
+                }
+            }
+            _ => return Err(arg.unexpected()),
+        }
+    }
+    match words.as_slice() {
+        [] => Err(lexopt::Error::from("a command is needed: run FILE, or demo")),
+        _ => Err(lexopt::Error::MissingValue { option: Some("run FILE".into()) }),
+    }
+}
+
+/// `demo` takes nothing after it.
+fn no_more(p: &mut lexopt::Parser, c: Command) -> Result<Command, lexopt::Error> {
+    match p.next()? {
+        None => Ok(c),
+        Some(arg) => Err(arg.unexpected()),
+    }
 }
 
 fn main() {
-    let args: Vec<String> = std::env::args().skip(1).collect();
     let mut opts = safepoint_lang::Options::default();
-    let mut rest = Vec::new();
-    let mut it = args.iter();
-    while let Some(a) = it.next() {
-        match a.as_str() {
-            "--procs" => {
-                opts.procs = it.next().and_then(|n| n.parse().ok()).unwrap_or_else(|| usage());
-            }
-            "--stats" => opts.stats = true,
-            "--max-heap-mb" => {
-                let mb: usize = it.next().and_then(|n| n.parse().ok()).unwrap_or_else(|| usage());
-                opts.max_heap = mb << 20;
-            }
-            "--max-stack-kb" => {
-                let kb: usize = it.next().and_then(|n| n.parse().ok()).unwrap_or_else(|| usage());
-                opts.max_stack = kb << 10;
-            }
-            _ => rest.push(a.clone()),
+    let cmd = match parse(&mut opts) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("safepoint: {e}\n\n{USAGE}");
+            std::process::exit(2);
         }
-    }
-    let code = match rest.iter().map(String::as_str).collect::<Vec<_>>()[..] {
-        ["run", file, ref args @ ..] => match std::fs::read_to_string(file) {
-            Ok(src) => {
-                opts.args = args.iter().map(|s| s.to_string()).collect();
-                safepoint_lang::run(file, &src, &opts)
+    };
+    let code = match cmd {
+        Command::Help => {
+            print!("{USAGE}");
+            0
+        }
+        Command::Run { file, args } => {
+            let (name, src) = if file == "-" {
+                let mut s = String::new();
+                match std::io::stdin().read_to_string(&mut s) {
+                    Ok(_) => ("<stdin>".to_string(), Ok(s)),
+                    Err(e) => ("<stdin>".to_string(), Err(e)),
+                }
+            } else {
+                let r = std::fs::read_to_string(&file);
+                (file, r)
+            };
+            match src {
+                Ok(src) => {
+                    opts.args = args;
+                    safepoint_lang::run(&name, &src, &opts)
+                }
+                Err(e) => {
+                    eprintln!("safepoint: cannot read {name}: {e}");
+                    1
+                }
             }
-            Err(e) => {
-                eprintln!("safepoint: cannot read {file}: {e}");
-                1
-            }
-        },
-        ["demo"] => {
+        }
+        Command::Demo => {
             opts.stats = true;
             safepoint_lang::run("demo.pb", DEMO, &opts)
         }
-        _ => usage(),
     };
     std::process::exit(code);
 }

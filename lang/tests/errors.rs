@@ -9,8 +9,9 @@ fn run_src(src: &str, extra: &[&str]) -> (i32, String, String) {
     let mut f = tempfile(src);
     f.flush().unwrap();
     let path = f.path.clone();
-    let mut args = vec!["run".to_string(), path.clone()];
-    args.extend(extra.iter().map(|s| s.to_string()));
+    // Options go before FILE: what follows it is the program's.
+    let mut args: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
+    args.extend(["run".to_string(), path.clone()]);
     let out: Output = std::process::Command::new(env!("CARGO_BIN_EXE_safepoint"))
         .args(&args)
         .env_remove("SAFEPOINT_DEBUG")
@@ -180,4 +181,39 @@ fn spinning_goroutines_do_not_stop_collections_or_the_program() {
     let src = "let stop = false\nfor i in 0..4 {\n  go fn() {\n    let n = 0\n    while not stop { n = n + 1 }\n  }()\n}\nfor i in 0..100 { gc() }\nstop = true\nprint(\"done\", cycles() >= 100)\n";
     let (code, out, err) = run_src(src, &["--procs", "2"]);
     assert_eq!((code, out.as_str()), (0, "done true\n"), "{err}");
+}
+
+/// The command line: `--help` exits 0 with the usage on standard output; everything after
+/// FILE is the program's, options included; `--` ends the options; `-` reads the program from
+/// standard input; a usage error exits 2 with the usage.
+#[test]
+fn the_command_line_meets_conventions() {
+    let bin = env!("CARGO_BIN_EXE_safepoint");
+    let out = std::process::Command::new(bin).arg("--help").output().unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("usage: safepoint"));
+    let mut f = tempfile("print(args())\n");
+    f.flush().unwrap();
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new(bin).args(args).output().unwrap();
+        (out.status.code(), String::from_utf8_lossy(&out.stdout).into_owned())
+    };
+    let p = f.path.as_str();
+    assert_eq!(
+        run(&["--procs", "1", "run", p, "x", "--procs", "2"]).1,
+        "[\"x\", \"--procs\", \"2\"]\n"
+    );
+    assert_eq!(run(&["run", "--stats", "--", p, "--", "y"]).1, "[\"--\", \"y\"]\n");
+    assert_eq!(run(&["run"]).0, Some(2));
+    assert_eq!(run(&["--procs", "many", "run", p]).0, Some(2));
+    assert_eq!(run(&["demo", "extra"]).0, Some(2));
+    let mut child = std::process::Command::new(bin)
+        .args(["run", "-", "a"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(b"print(\"stdin\", args())\n").unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "stdin [\"a\"]\n");
 }

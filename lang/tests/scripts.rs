@@ -61,7 +61,7 @@ fn the_sieve_prints_the_first_100_primes() {
     let want: String = primes.iter().map(|p| format!("{p}\n")).collect();
     run_all_modes(&["run", &script("sieve.pb")], &want);
     // One P: the pipeline still runs (every goroutine parks on its channel in turn).
-    run_all_modes(&["run", &script("sieve.pb"), "--procs", "1"], &want);
+    run_all_modes(&["--procs", "1", "run", &script("sieve.pb")], &want);
 }
 
 #[test]
@@ -107,7 +107,7 @@ fn racing_goroutines_on_shared_containers_do_not_break_the_heap() {
     std::fs::write(&path, src).unwrap();
     let p = path.to_string_lossy().into_owned();
     for env in ["", "gccheckmark=1,gcpoison=1"] {
-        let out = run_with(env, &["run", &p, "--procs", "2"]);
+        let out = run_with(env, &["--procs", "2", "run", &p]);
         let stdout = String::from_utf8_lossy(&out.stdout);
         let stderr = String::from_utf8_lossy(&out.stderr);
         // A racing pop may empty the vector under another goroutine's v[0]: that is a
