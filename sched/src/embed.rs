@@ -71,7 +71,7 @@ impl RuntimeHandle {
     /// Every goroutine of the runtime that is not dead, for [`suspend_g`](crate::suspend_g)
     /// scans. Goroutines spawned after the call are not in the list.
     pub fn goroutines(&self) -> Vec<Goroutine> {
-        let gs = self.sched.allgs.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let gs = self.sched.all_gs();
         gs.into_iter()
             .filter(|g| !matches!(g.get().status.load().base(), Some(Status::Dead | Status::Idle)))
             .map(|g| Goroutine { g })
@@ -88,7 +88,7 @@ impl WorldStop {
     /// Every goroutine of the stopped runtime that is not dead, the caller's own included.
     pub fn goroutines(&self) -> Vec<Goroutine> {
         let sched = self.sched();
-        let gs = sched.allgs.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let gs = sched.all_gs();
         gs.into_iter()
             .filter(|g| !matches!(g.get().status.load().base(), Some(Status::Dead | Status::Idle)))
             .map(|g| Goroutine { g })

@@ -577,10 +577,11 @@ impl Runtime {
     /// Counters.
     pub fn stats(&self) -> Stats {
         let s = &self.sched;
+        let (gs, ms) = s.counts();
         Stats {
             goroutines: s.ngoroutines.load(Ordering::Relaxed),
-            gs: s.allgs.lock().unwrap_or_else(|e| e.into_inner()).len(),
-            ms: s.allm.lock().unwrap_or_else(|e| e.into_inner()).len(),
+            gs,
+            ms,
             procs: s.procs,
             idle_procs: s.npidle.load(Ordering::Relaxed),
             queued: runtime::queued(s),
@@ -594,7 +595,7 @@ impl Runtime {
     /// Every goroutine that is not dead, as `goroutine N [status, wait reason]` lines, after a
     /// first line counting every run queue: `queued: global N, urgent N, P0 N, P1 N, ...`.
     pub fn dump_goroutines(&self) -> String {
-        let gs = self.sched.allgs.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let gs = self.sched.all_gs();
         let s = &self.sched;
         let mut out = format!("queued: global {}, urgent {}", s.global.len(), s.urgent.len());
         for p in s.ps.iter() {
@@ -631,7 +632,7 @@ impl Runtime {
 
     /// Every goroutine that is not dead (for [`suspend_g`]-based scans).
     pub fn goroutines(&self) -> Vec<Goroutine> {
-        let gs = self.sched.allgs.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let gs = self.sched.all_gs();
         gs.into_iter()
             .filter(|g| {
                 !matches!(

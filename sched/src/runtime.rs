@@ -653,6 +653,23 @@ impl Sched {
         self.pidleput(&mut l, p);
     }
 
+    /// Every G ever made (a snapshot), taken as a runtime critical section: the preemption
+    /// signal never holds a goroutine with the list's lock, which spawning needs (a
+    /// goroutine held with it would block every spawn, and a stop with them).
+    pub fn all_gs(&self) -> Vec<GPtr> {
+        crate::preempt::rt_section(|| self.allgs.lock().unwrap_or_else(|e| e.into_inner()).clone())
+    }
+
+    /// How many Gs and Ms exist, as [`Sched::all_gs`] takes the lists.
+    pub fn counts(&self) -> (usize, usize) {
+        crate::preempt::rt_section(|| {
+            (
+                self.allgs.lock().unwrap_or_else(|e| e.into_inner()).len(),
+                self.allm.lock().unwrap_or_else(|e| e.into_inner()).len(),
+            )
+        })
+    }
+
     /// Whether a goroutine waits on a queue that no P owns: the global queue or the urgent
     /// one. Every path on which an M gives up its P checks this (see "No goroutine left
     /// behind" at `schedule`). SeqCst: the urgent count is raised with SeqCst after the push

@@ -404,7 +404,10 @@ fn running_sched() -> Weak<Sched> {
     current_m()
         .and_then(|m| m.curg())
         .and_then(|g| {
-            g.owner.lock().unwrap_or_else(|e| e.into_inner()).as_ref().map(Arc::downgrade)
+            // A runtime critical section: see `Sched::all_gs`.
+            crate::preempt::rt_section(|| {
+                g.owner.lock().unwrap_or_else(|e| e.into_inner()).as_ref().map(Arc::downgrade)
+            })
         })
         .unwrap_or_else(|| panic!("timers must be armed on a goroutine of a safepoint runtime"))
 }
