@@ -24,6 +24,16 @@ pub enum BinOp {
     Div,
     /// `%`
     Mod,
+    /// `&` (integers)
+    BitAnd,
+    /// `|` (integers)
+    BitOr,
+    /// `^` (integers)
+    BitXor,
+    /// `<<` (integers; shifting out a bit that differs from the sign is an integer overflow)
+    Shl,
+    /// `>>` (integers, arithmetic: a count of 64 or more gives 0 or -1)
+    Shr,
     /// `==`
     Eq,
     /// `!=`

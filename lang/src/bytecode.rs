@@ -90,6 +90,29 @@ pub enum ArithOp {
     Mul,
     Div,
     Mod,
+    BitAnd,
+    BitOr,
+    BitXor,
+    Shl,
+    Shr,
+}
+
+impl ArithOp {
+    /// Its operator as written.
+    pub fn symbol(self) -> &'static str {
+        match self {
+            ArithOp::Add => "+",
+            ArithOp::Sub => "-",
+            ArithOp::Mul => "*",
+            ArithOp::Div => "/",
+            ArithOp::Mod => "%",
+            ArithOp::BitAnd => "&",
+            ArithOp::BitOr => "|",
+            ArithOp::BitXor => "^",
+            ArithOp::Shl => "<<",
+            ArithOp::Shr => ">>",
+        }
+    }
 }
 
 /// Comparison operators (`>` and `>=` are compiled with swapped operands).
@@ -125,6 +148,11 @@ pub enum Builtin {
     Sqrt,
     Cycles,
     Args,
+    Write,
+    Format,
+    Cap,
+    Yield,
+    Exit,
 }
 
 impl Builtin {
@@ -149,6 +177,11 @@ impl Builtin {
         ("sqrt", Builtin::Sqrt, 1, 1),
         ("cycles", Builtin::Cycles, 0, 0),
         ("args", Builtin::Args, 0, 0),
+        ("write", Builtin::Write, 0, 255),
+        ("format", Builtin::Format, 1, 255),
+        ("cap", Builtin::Cap, 1, 1),
+        ("yield", Builtin::Yield, 0, 0),
+        ("exit", Builtin::Exit, 0, 1),
     ];
 
     /// The builtin called `name`.

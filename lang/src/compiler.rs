@@ -678,6 +678,11 @@ impl Cx<'_, '_> {
                         BinOp::Mul => Some(ArithOp::Mul),
                         BinOp::Div => Some(ArithOp::Div),
                         BinOp::Mod => Some(ArithOp::Mod),
+                        BinOp::BitAnd => Some(ArithOp::BitAnd),
+                        BinOp::BitOr => Some(ArithOp::BitOr),
+                        BinOp::BitXor => Some(ArithOp::BitXor),
+                        BinOp::Shl => Some(ArithOp::Shl),
+                        BinOp::Shr => Some(ArithOp::Shr),
                         _ => None,
                     };
                     if let Some(op) = arith {

@@ -34,10 +34,10 @@ const KEYWORDS: &[&str] = &[
     "case", "default", "true", "false", "nil", "and", "or", "not",
 ];
 
-// Longest first, so that "<-" wins over "<" and "..", "==" over ".", "=".
+// Longest first, so that "<-" and "<<" win over "<" and "..", "==" over ".", "=".
 const SYMBOLS: &[&str] = &[
-    "<-", "..", "==", "!=", "<=", ">=", "+", "-", "*", "/", "%", "<", ">", "=", "(", ")", "{", "}",
-    "[", "]", ",", ":", ".", ";", "!",
+    "<-", "<<", ">>", "..", "==", "!=", "<=", ">=", "+", "-", "*", "/", "%", "<", ">", "=", "&",
+    "|", "^", "(", ")", "{", "}", "[", "]", ",", ":", ".", ";", "!",
 ];
 
 /// Splits `src` into tokens; the last is [`Tok::Eof`].
@@ -73,9 +73,21 @@ pub fn lex(src: &str) -> Result<Vec<Token>, Error> {
             while i < b.len() && (b[i].is_ascii_digit() || b[i] == b'_') {
                 i += 1;
             }
-            let float = i + 1 < b.len() && b[i] == b'.' && b[i + 1].is_ascii_digit();
+            let mut float = i + 1 < b.len() && b[i] == b'.' && b[i + 1].is_ascii_digit();
             if float {
                 i += 1;
+                while i < b.len() && b[i].is_ascii_digit() {
+                    i += 1;
+                }
+            }
+            // An exponent: `1e9`, `2.5e-3`, `6E+23`.
+            let digit_at = |k: usize| b.get(k).is_some_and(u8::is_ascii_digit);
+            if matches!(b.get(i), Some(b'e' | b'E'))
+                && (digit_at(i + 1)
+                    || (matches!(b.get(i + 1), Some(b'+' | b'-')) && digit_at(i + 2)))
+            {
+                float = true;
+                i += 2;
                 while i < b.len() && b[i].is_ascii_digit() {
                     i += 1;
                 }

@@ -5,6 +5,15 @@
 //! goroutines (`go f(x)`), channels of any value (send, receive, close, `select`, `for v in
 //! ch`) and `print`. It is run by the `safepoint` binary (`safepoint run FILE`).
 //!
+//! Operators are Go's, with Go's precedence: arithmetic, comparisons, `and`/`or`/`not`, and
+//! on integers the bitwise `& | ^` and shifts `<< >>` (an integer operation that loses bits is
+//! a runtime error). A statement ends at the end of its line, as Go's semicolon insertion has
+//! it: a line may break after an operator or a comma, not before. The builtins: `print`,
+//! `write` (no separators, no newline), `format(f, args...)` (Go's verbs: [`format`]), `len`,
+//! `cap` (a channel's capacity), `push`, `pop`, `vec`, `keys`, `has`, `str`, `int`, `float`,
+//! `type`, `sqrt`, `chan`, `close`, `sleep` (milliseconds), `yield`, `exit(status)` (from any
+//! goroutine, as Go's `os.Exit`), `error(msg)`, `gc`, `cycles`, `args`.
+//!
 //! ```text
 //! fn fib(n) { if n < 2 { return n } return fib(n - 1) + fib(n - 2) }
 //! let ch = chan()
@@ -50,6 +59,7 @@ pub mod ast;
 pub mod bytecode;
 pub mod compiler;
 pub mod error;
+pub mod format;
 pub mod lexer;
 pub mod parser;
 pub mod value;

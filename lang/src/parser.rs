@@ -296,6 +296,8 @@ impl Parser<'_> {
             let op = match self.peek() {
                 Tok::Sym("+") => BinOp::Add,
                 Tok::Sym("-") => BinOp::Sub,
+                Tok::Sym("|") => BinOp::BitOr,
+                Tok::Sym("^") => BinOp::BitXor,
                 _ => return Ok(a),
             };
             let pos = self.pos();
@@ -315,6 +317,9 @@ impl Parser<'_> {
                 Tok::Sym("*") => BinOp::Mul,
                 Tok::Sym("/") => BinOp::Div,
                 Tok::Sym("%") => BinOp::Mod,
+                Tok::Sym("&") => BinOp::BitAnd,
+                Tok::Sym("<<") => BinOp::Shl,
+                Tok::Sym(">>") => BinOp::Shr,
                 _ => return Ok(a),
             };
             let pos = self.pos();

@@ -195,6 +195,8 @@ enum Block {
     Print(String),
     Sleep(i64),
     Gc,
+    Yield,
+    Exit(i32),
 }
 
 /// Work the next section starts with: a result that arrived while outside.
@@ -391,6 +393,13 @@ impl Thread {
             Block::Print(s) => self.sh.write_out(&s),
             Block::Sleep(ms) => safepoint_sched::sleep(Duration::from_millis(ms.max(0) as u64)),
             Block::Gc => self.sh.gc.collect(),
+            Block::Yield => safepoint_sched::yield_now(),
+            Block::Exit(code) => {
+                // As Go's os.Exit: the process ends now, from whichever goroutine; what was
+                // printed goes out first.
+                self.sh.flush();
+                std::process::exit(code);
+            }
         }
         Ok(())
     }
@@ -704,6 +713,15 @@ fn exec(sh: &Shared, st: &mut State, pin: &mut Pin<'_>) -> Exit {
                         ArithOp::Add => xi.checked_add(yi),
                         ArithOp::Sub => xi.checked_sub(yi),
                         ArithOp::Mul => (xi >> 2).checked_mul(yi),
+                        // Tagged ints are `v << 2`: and, or and xor of two are the tagged
+                        // result as they stand.
+                        ArithOp::BitAnd => Some(xi & yi),
+                        ArithOp::BitOr => Some(xi | yi),
+                        ArithOp::BitXor => Some(xi ^ yi),
+                        ArithOp::Shl | ArithOp::Shr => match shift(op, xi >> 2, yi >> 2) {
+                            Ok(v) => int_fits(v).then_some(v << 2),
+                            Err(m) => fail!("{m}"),
+                        },
                         ArithOp::Div | ArithOp::Mod => {
                             if yi == 0 {
                                 fail!(
@@ -898,15 +916,19 @@ fn exec(sh: &Shared, st: &mut State, pin: &mut Pin<'_>) -> Exit {
             Op::Builtin { a, id, base, n, sp } => {
                 let arg = |i: usize| r!(base as usize + i);
                 let res = match id {
-                    Builtin::Print => {
+                    Builtin::Print | Builtin::Write => {
+                        // print: separated by spaces, a newline at the end; write: neither.
+                        let print = id == Builtin::Print;
                         let mut s = String::new();
                         for i in 0..n as usize {
-                            if i > 0 {
+                            if i > 0 && print {
                                 s.push(' ');
                             }
                             show(sh, pin, arg(i), &mut s, 0, false);
                         }
-                        s.push('\n');
+                        if print {
+                            s.push('\n');
+                        }
                         w!(a, NIL);
                         sp_before!(sp + 1);
                         save!();
@@ -927,6 +949,21 @@ fn exec(sh: &Shared, st: &mut State, pin: &mut Pin<'_>) -> Exit {
                         sp_before!(sp + 1);
                         save!();
                         return Exit::Block(Block::Gc);
+                    }
+                    Builtin::Yield => {
+                        w!(a, NIL);
+                        sp_before!(sp + 1);
+                        save!();
+                        return Exit::Block(Block::Yield);
+                    }
+                    Builtin::Exit => {
+                        let code = if n == 0 { int(0) } else { arg(0) };
+                        if !is_int(code) || !(0..=255).contains(&as_int(code)) {
+                            fail!("exit takes a status from 0 to 255");
+                        }
+                        sp_before!(sp + 1);
+                        save!();
+                        return Exit::Block(Block::Exit(as_int(code) as i32));
                     }
                     Builtin::Error => {
                         let mut s = String::new();
@@ -1110,28 +1147,51 @@ fn arith_slow(sh: &Shared, pin: &mut Pin<'_>, op: ArithOp, x: usize, y: usize) -
         s.extend_from_slice(&b);
         return new_str(sh, pin, &s);
     }
-    let (Some(a), Some(b)) = (float_of(sh, pin, x), float_of(sh, pin, y)) else {
-        let sym = match op {
-            ArithOp::Add => "+",
-            ArithOp::Sub => "-",
-            ArithOp::Mul => "*",
-            ArithOp::Div => "/",
-            ArithOp::Mod => "%",
-        };
-        return Err(Fault::Msg(format!(
-            "cannot apply {sym} to {} and {}",
-            type_name(sh, pin, x),
-            type_name(sh, pin, y)
-        )));
-    };
-    let v = match op {
-        ArithOp::Add => a + b,
-        ArithOp::Sub => a - b,
-        ArithOp::Mul => a * b,
-        ArithOp::Div => a / b,
-        ArithOp::Mod => a % b,
+    let floats = (float_of(sh, pin, x), float_of(sh, pin, y));
+    let v = match (op, floats) {
+        (ArithOp::Add, (Some(a), Some(b))) => a + b,
+        (ArithOp::Sub, (Some(a), Some(b))) => a - b,
+        (ArithOp::Mul, (Some(a), Some(b))) => a * b,
+        (ArithOp::Div, (Some(a), Some(b))) => a / b,
+        (ArithOp::Mod, (Some(a), Some(b))) => a % b,
+        // The bitwise operators and shifts take integers only (the fast path's case).
+        _ => {
+            return Err(Fault::Msg(format!(
+                "cannot apply {} to {} and {}",
+                op.symbol(),
+                type_name(sh, pin, x),
+                type_name(sh, pin, y)
+            )));
+        }
     };
     new_float(sh, pin, v)
+}
+
+/// `x << n` or `x >> n` on integers: a negative count is an error (as in Go); `>>` is
+/// arithmetic, a count of 64 or more giving 0 or -1; `<<` that shifts out a bit differing from
+/// the sign is an integer overflow, as every Pebble integer operation that loses bits is. The
+/// caller checks that the result fits an integer.
+fn shift(op: ArithOp, x: i64, n: i64) -> Result<i64, &'static str> {
+    if n < 0 {
+        return Err("negative shift count");
+    }
+    let n = n.min(64) as u32;
+    Ok(match op {
+        ArithOp::Shl => {
+            if n >= 64 || (x << n) >> n != x {
+                // Bits shifted out: an overflow unless only zeros (or ones) went.
+                return if x == 0 { Ok(0) } else { Err("integer overflow") };
+            }
+            x << n
+        }
+        _ => {
+            if n >= 64 {
+                x >> 63
+            } else {
+                x >> n
+            }
+        }
+    })
 }
 
 #[inline(always)]
@@ -1143,6 +1203,26 @@ fn cmp_int(op: CmpOp, x: usize, y: usize) -> bool {
         CmpOp::Lt => x < y,
         CmpOp::Le => x <= y,
     }
+}
+
+/// A value as `format` takes it.
+fn format_arg(sh: &Shared, pin: &Pin<'_>, v: usize) -> crate::format::Arg {
+    use crate::format::Arg;
+    if is_int(v) {
+        return Arg::Int(as_int(v));
+    }
+    if v == crate::value::TRUE || v == crate::value::FALSE {
+        return Arg::Bool(v == crate::value::TRUE);
+    }
+    if let Some(f) = float_of(sh, pin, v) {
+        return Arg::Float(f);
+    }
+    if let Some(b) = str_bytes(sh, pin, v) {
+        return Arg::Str(String::from_utf8_lossy(&b).into_owned());
+    }
+    let mut s = String::new();
+    show(sh, pin, v, &mut s, 0, false);
+    Arg::Other(s)
 }
 
 /// Equality: by value for numbers and strings, by identity otherwise.
@@ -1478,12 +1558,7 @@ fn show(sh: &Shared, pin: &Pin<'_>, v: usize, out: &mut String, depth: usize, qu
             out.push_str(&s);
         }
     } else if t == ty.float {
-        let f = float_of(sh, pin, v).unwrap_or(0.0);
-        let s = format!("{f}");
-        out.push_str(&s);
-        if f.is_finite() && !s.contains(['.', 'e']) {
-            out.push_str(".0");
-        }
+        out.push_str(&crate::format::show_float(float_of(sh, pin, v).unwrap_or(0.0)));
     } else if t == ty.vec {
         let (len, items) = vec_parts(pin, v);
         out.push('[');
@@ -1689,7 +1764,32 @@ fn builtin(
             }
             new_vec(sh, pin, &items)?
         }
-        Builtin::Print | Builtin::Sleep | Builtin::Gc | Builtin::Error => {
+        Builtin::Format => {
+            let Some(f) = str_bytes(sh, pin, arg(0)) else {
+                return Err(format!(
+                    "format takes a format string, not {}",
+                    type_name(sh, pin, arg(0))
+                )
+                .into());
+            };
+            let args: Vec<crate::format::Arg> =
+                (1..n as usize).map(|i| format_arg(sh, pin, arg(i))).collect();
+            let s = crate::format::format(&String::from_utf8_lossy(&f), &args)?;
+            new_str(sh, pin, s.as_bytes())?
+        }
+        Builtin::Cap => {
+            let c = chan_of(sh, pin, arg(0)).map_err(|_| {
+                Fault::Msg(format!("cap of {} (a channel's capacity)", type_name(sh, pin, arg(0))))
+            })?;
+            int(c.cap() as i64)
+        }
+        Builtin::Print
+        | Builtin::Write
+        | Builtin::Sleep
+        | Builtin::Gc
+        | Builtin::Error
+        | Builtin::Yield
+        | Builtin::Exit => {
             unreachable!("handled by the interpreter loop")
         }
     };

@@ -217,3 +217,22 @@ fn the_command_line_meets_conventions() {
     let out = child.wait_with_output().unwrap();
     assert_eq!(String::from_utf8_lossy(&out.stdout), "stdin [\"a\"]\n");
 }
+
+/// `exit(code)` ends the program from any goroutine with that status, after what was printed;
+/// a status outside 0..=255 is a runtime error.
+#[test]
+fn exit_from_a_goroutine_ends_the_program_with_its_status() {
+    let src =
+        "print(\"before\")\ngo fn() {\n  exit(3)\n}()\nsleep(10000)\nprint(\"not reached\")\n";
+    let (code, out, err) = run_src(src, &[]);
+    assert_eq!((code, out.as_str()), (3, "before\n"), "{err}");
+    let (code, _, err) = run_src("exit(300)\n", &[]);
+    assert_eq!(code, 2);
+    assert!(err.contains("runtime error: exit takes a status from 0 to 255"), "{err}");
+    let (code, _, err) = run_src("print(1.5 & 1)\n", &[]);
+    assert_eq!(code, 2);
+    assert!(err.contains("runtime error: cannot apply & to float and int"), "{err}");
+    let (code, _, err) = run_src("print(format(\"%d\", \"x\"))\n", &[]);
+    assert_eq!(code, 2);
+    assert!(err.contains("runtime error: format: %d of string x"), "{err}");
+}
