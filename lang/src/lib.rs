@@ -9,7 +9,7 @@
 //! on integers the bitwise `& | ^` and shifts `<< >>` (an integer operation that loses bits is
 //! a runtime error). A statement ends at the end of its line, as Go's semicolon insertion has
 //! it: a line may break after an operator or a comma, not before. The builtins: `print`,
-//! `write` (no separators, no newline), `format(f, args...)` (Go's verbs: [`format`]), `len`,
+//! `write` (no separators, no newline), `format(f, args...)` (Go's verbs: [`mod@format`]), `len`,
 //! `cap` (a channel's capacity), `push`, `pop`, `vec`, `keys`, `has`, `str`, `int`, `float`,
 //! `type`, `sqrt`, `chan`, `close`, `sleep` (milliseconds), `yield`, `exit(status)` (from any
 //! goroutine, as Go's `os.Exit`), `error(msg)`, `gc`, `cycles`, `args`.
