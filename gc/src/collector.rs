@@ -636,6 +636,26 @@ impl Inner {
         }
     }
 
+    /// What an allocation that took its slow path (a new bitmap word or span) owes, paid by
+    /// the allocating goroutine at a safepoint of its own, outside any pinned section: start a
+    /// cycle if the heap reached its trigger, wait while marking is far behind
+    /// ([`throttle`](Self::throttle)), and answer any pending preemption request (a stop, a
+    /// ragged barrier, a stack scan, the end of its time slice).
+    ///
+    /// The poll is what makes the trigger hold for a goroutine that does nothing but allocate.
+    /// Waking the cycle's driver readies an urgent goroutine, and with no P idle that ends
+    /// one running goroutine's time slice (this one's, with one P); without a safepoint here
+    /// that request would wait for a poll or a push the allocator may never make, and the
+    /// driver, the cycle's stack scans and barriers, and every other goroutine of its P with
+    /// it. A refill comes at least once per 64 allocations, so the allocator answers within
+    /// that many. Inside a `no_preempt` section nothing here happens (the poll keeps the
+    /// request for the section's end; the next slow allocation tries the trigger again).
+    pub(crate) fn alloc_safepoint(&self) {
+        self.maybe_collect();
+        self.throttle();
+        safepoint_sched::poll();
+    }
+
     /// Whether the heap is past its trigger.
     pub(crate) fn over_trigger(&self) -> bool {
         // Relaxed: see `maybe_collect`.

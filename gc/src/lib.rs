@@ -120,7 +120,13 @@
 //! fraction of the way from what the last cycle left to the goal (earlier after a cycle that
 //! overshot); allocation checks this on its slow path (a cache taking a new bitmap word or span),
 //! so the fast path has no test, and wakes the cycle's driver goroutine, which runs urgently
-//! (ahead of other goroutines when it is readied). While marking, allocation that takes the heap
+//! (ahead of other goroutines when it is readied). The slow path then is a synchronous
+//! safepoint of the allocating goroutine, once the new object is in its slot (for compiled
+//! code, [`RawMutator::after_slow_alloc`] outside the pinned section): readying the urgent
+//! driver with no P idle ends one running goroutine's time slice, and the allocator's poll
+//! there answers that and any pending stop, stack scan or ragged barrier, at least once per
+//! 64 allocations. So a goroutine that does nothing but allocate still lets the cycle start
+//! and finish and the other goroutines of its P run (`tests/alloc_pacing.rs`). While marking, allocation that takes the heap
 //! a tenth past the goal waits for marking to end. [`Gc::collect`] forces a full cycle. An
 //! allocation that finds the heap at its hard limit collects once and retries before it reports
 //! out of memory.

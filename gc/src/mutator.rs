@@ -476,8 +476,8 @@ impl Mutator {
             Err(e) => return Err(e),
         };
         if slow {
-            gc.maybe_collect();
-            gc.throttle();
+            // The new object is in its slot: a safepoint is legal here.
+            gc.alloc_safepoint();
         }
         Ok(())
     }

@@ -173,11 +173,16 @@ impl RawMutator {
     }
 
     /// What an allocation that answered "slow" owes, outside the pinned section: starting a
-    /// cycle when the heap reached its trigger, and waiting while marking is far behind. A
-    /// safepoint: the caller's frames must be described by their current maps.
+    /// cycle when the heap reached its trigger, waiting while marking is far behind, and
+    /// answering a pending stop, stack scan or end of time slice. A synchronous safepoint:
+    /// the caller's frames must be described by their current maps.
+    ///
+    /// [`Pin::alloc`] never reaches a safepoint itself (a section may hold references in
+    /// Rust variables), so this is where a goroutine that only allocates lets a cycle start
+    /// and its P go: owed soon after each slow answer (at the latest at the next safepoint
+    /// the code reaches anyway), or the heap grows past its goal unchecked.
     pub fn after_slow_alloc(&mut self) {
-        self.gc.maybe_collect();
-        self.gc.throttle();
+        self.gc.alloc_safepoint();
     }
 
     /// Collects and finishes sweeping, for an allocation that failed with out-of-memory and
