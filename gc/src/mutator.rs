@@ -372,7 +372,7 @@ impl Mutator {
             TypeDesc::Record { words, .. } => words.len(),
             _ => h.len(),
         };
-        Ok(Obj { addr, desc, len, id: h.type_id() })
+        Ok(Obj { addr, desc, len, id: self.gc.types.bind(h.type_id()) })
     }
 
     #[inline]
@@ -403,7 +403,7 @@ impl Mutator {
     /// [`GcError::StaleSlot`]; [`GcError::Type`] for an unknown type or an array type;
     /// [`GcError::Alloc`] when the heap is over its hard limit even after a collection.
     pub fn alloc(&mut self, dst: Slot, ty: TypeId) -> Result<(), GcError> {
-        let desc = self.gc.types.get(ty).ok_or(crate::TypeError::UnknownType { id: ty.get() })?;
+        let desc = self.gc.types.desc(ty)?;
         if desc.is_array() {
             return Err(GcError::WrongKind {
                 type_name: desc.name().to_owned(),
@@ -418,7 +418,7 @@ impl Mutator {
     /// # Errors
     /// As [`alloc`](Mutator::alloc); [`GcError::Type`] for a record type or a length too long.
     pub fn alloc_array(&mut self, dst: Slot, ty: TypeId, len: usize) -> Result<(), GcError> {
-        let desc = self.gc.types.get(ty).ok_or(crate::TypeError::UnknownType { id: ty.get() })?;
+        let desc = self.gc.types.desc(ty)?;
         if !desc.is_array() {
             return Err(GcError::WrongKind {
                 type_name: desc.name().to_owned(),
@@ -434,7 +434,7 @@ impl Mutator {
     /// As [`alloc_array`](Mutator::alloc_array), and [`GcError::WrongKind`] if `ty` is not a
     /// byte array type.
     pub fn alloc_bytes(&mut self, dst: Slot, ty: TypeId, data: &[u8]) -> Result<(), GcError> {
-        let desc = self.gc.types.get(ty).ok_or(crate::TypeError::UnknownType { id: ty.get() })?;
+        let desc = self.gc.types.desc(ty)?;
         if !matches!(desc, TypeDesc::ByteArray { .. }) {
             return Err(GcError::WrongKind {
                 type_name: desc.name().to_owned(),

@@ -387,6 +387,45 @@ fn global_and_channel_of_another_heap_are_refused() {
 }
 
 #[test]
+fn a_type_id_of_another_heap_is_refused() {
+    let rt = Runtime::builder().procs(1).build().unwrap();
+    let gc = Gc::builder().ignore_env().build(&rt).unwrap();
+    let other = Gc::builder().ignore_env().build(&rt).unwrap();
+    let ours = types(&gc);
+    // The other heap registers the same layout under its own ids: the numbers coincide,
+    // so only the id's registry can tell them apart.
+    let theirs = types(&other);
+    assert_eq!(ours.rec.get(), theirs.rec.get());
+    fn foreign<T>(id: TypeId) -> Result<T, GcError> {
+        Err(GcError::Type(TypeError::ForeignType { id: id.get() }))
+    }
+    assert_eq!(gc.types().get(theirs.rec), None);
+    assert_eq!(gc.types().header(theirs.rec, 0), Err(TypeError::ForeignType { id: 1 }));
+    assert_eq!(safepoint_gc::Shape::new(&gc, theirs.rec, 0), foreign(theirs.rec));
+    // A number (or an id read from a header) names no registry and is taken as before.
+    let plain = TypeId::from_u32(ours.rec.get()).unwrap();
+    assert_eq!(plain, ours.rec);
+    assert!(gc.types().get(plain).is_some());
+    rt.block_on(move || {
+        let mut m = Mutator::new(&gc).unwrap();
+        m.scope(|m, [s]| {
+            assert_eq!(m.alloc(s, theirs.rec), foreign(theirs.rec));
+            assert_eq!(m.alloc_array(s, theirs.refs, 2), foreign(theirs.refs));
+            assert_eq!(m.alloc_bytes(s, theirs.bytes, b"x"), foreign(theirs.bytes));
+            assert!(m.is_null(s).unwrap(), "a refused allocation wrote the slot");
+            m.alloc(s, plain).unwrap();
+            assert_eq!(m.type_of(s), Ok(ours.rec));
+        });
+        let raw = {
+            drop(m);
+            safepoint_gc::RawMutator::new(&gc).unwrap()
+        };
+        assert_eq!(raw.shape(theirs.rec, 0), foreign(theirs.rec));
+        assert!(raw.shape(ours.rec, 0).is_ok());
+    });
+}
+
+#[test]
 fn recv_on_a_closed_channel_is_false_and_send_on_it_is_closed() {
     with_heap(|m, t| {
         let ch = RefChan::new(&m.gc(), 2);
