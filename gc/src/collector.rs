@@ -346,6 +346,7 @@ impl GcBuilder {
             start: Instant::now(),
             conc: crate::concurrent::Shared::new(),
             driver: driver.clone(),
+            requests: Mutex::new(Vec::new()),
         });
         let _ = inner.conc.me.set(Arc::downgrade(&inner));
         let weak = Arc::downgrade(&inner);
@@ -414,8 +415,12 @@ pub(crate) struct Inner {
     pub(crate) start: Instant,
     /// Concurrent marking's shared state (see `concurrent`).
     pub(crate) conc: crate::concurrent::Shared,
-    /// Wakes the background cycle driver (concurrent mode).
+    /// Wakes the background cycle driver: for a triggered cycle (concurrent mode), or for a
+    /// [`Gc::collect`] asked from outside the runtime (either mode).
     pub(crate) driver: Arc<Chan<()>>,
+    /// Collections asked for from outside the runtime: the driver runs one after its next
+    /// wake-up and answers each sender.
+    requests: Mutex<Vec<std::sync::mpsc::Sender<()>>>,
 }
 
 impl Drop for Inner {
@@ -595,10 +600,47 @@ impl Gc {
     /// Runs a full cycle now and waits for it (and for its sweep) to finish; then gives the OS
     /// the pages that have stayed free since the previous scavenge.
     ///
+    /// From a thread outside the runtime (or a goroutine of another runtime) the cycle runs on
+    /// the collector's driver goroutine and the caller waits for it.
+    ///
     /// # Panics
-    /// Off a goroutine of the collector's runtime, or inside a `no_preempt` section.
+    /// Inside a `no_preempt` section; off the collector's runtime, if that runtime has shut
+    /// down or shuts down before the cycle is done (nothing is left to run it).
     pub fn collect(&self) {
-        assert!(self.inner.rt.is_current(), "Gc::collect: {}", GcError::WrongRuntime);
+        if !self.inner.rt.is_current() {
+            assert!(
+                !self.inner.rt.is_shut_down(),
+                "Gc::collect: the collector's runtime has shut down"
+            );
+            assert!(
+                !safepoint_sched::in_no_preempt(),
+                "Gc::collect: cannot wait for a collection inside a no_preempt section"
+            );
+            let (tx, rx) = std::sync::mpsc::channel();
+            crate::np(|| self.inner.lock_requests().push(tx));
+            // A full channel means the driver is already woken, and it looks at the requests
+            // after every wake-up.
+            let _ = self.inner.driver.try_send(());
+            // The driver answers once the cycle, its sweep and the scavenge are done. The
+            // wait blocks the thread (on another runtime's goroutine, in a blocking call, so
+            // that runtime neither waits for it nor calls it deadlocked).
+            let answered = safepoint_sched::blocking(|| {
+                loop {
+                    match rx.recv_timeout(Duration::from_millis(10)) {
+                        Ok(()) => return true,
+                        // Looks every 10 ms whether the runtime is still there to answer.
+                        Err(std::sync::mpsc::RecvTimeoutError::Timeout)
+                            if !self.inner.rt.is_shut_down() => {}
+                        Err(_) => return false,
+                    }
+                }
+            });
+            assert!(
+                answered,
+                "Gc::collect: the collector's runtime shut down during the collection"
+            );
+            return;
+        }
         assert!(
             !safepoint_sched::in_no_preempt(),
             "Gc::collect: cannot collect inside a no_preempt section"
@@ -606,9 +648,7 @@ impl Gc {
         // Urgent throughout, as the cycle's driver is: back from the scavenge's blocking call
         // it would otherwise wait in the global queue behind every busy P's time slices.
         let was = safepoint_sched::set_urgent(true);
-        self.inner.cycle(None);
-        self.inner.finish_sweep();
-        self.inner.scavenge();
+        self.inner.collect_here();
         safepoint_sched::set_urgent(was);
     }
 
@@ -619,6 +659,33 @@ impl Gc {
 }
 
 impl Inner {
+    /// [`Gc::collect`]'s work, on a goroutine of the runtime: a full cycle, the rest of its
+    /// sweep, and a scavenge.
+    pub(crate) fn collect_here(&self) {
+        self.cycle(None);
+        self.finish_sweep();
+        self.scavenge();
+    }
+
+    /// The collections asked for from outside the runtime (take it without preemption).
+    fn lock_requests(&self) -> std::sync::MutexGuard<'_, Vec<std::sync::mpsc::Sender<()>>> {
+        self.requests.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Runs one collection for every request from outside the runtime made so far, if any,
+    /// and answers them (on the driver, after each wake-up).
+    pub(crate) fn serve_requests(&self) {
+        let waiting = crate::np(|| std::mem::take(&mut *self.lock_requests()));
+        if waiting.is_empty() {
+            return;
+        }
+        self.collect_here();
+        for tx in waiting {
+            // The asker may have given up (its thread unwound): nobody to tell.
+            let _ = tx.send(());
+        }
+    }
+
     /// Starts a cycle if the heap has reached the trigger, unless the caller cannot (inside a
     /// `no_preempt` section: the next allocation tries again).
     pub(crate) fn maybe_collect(&self) {

@@ -425,6 +425,56 @@ fn a_type_id_of_another_heap_is_refused() {
     });
 }
 
+/// `Gc::collect` from a thread outside the runtime (and from a goroutine of another runtime)
+/// runs a full cycle on the collector's driver and waits for it: the garbage is gone and what
+/// a global holds survives, in both collector modes.
+#[test]
+fn collect_from_a_host_thread_runs_a_cycle_and_waits_for_it() {
+    for stop_the_world in [false, true] {
+        let rt = Runtime::builder().procs(2).build().unwrap();
+        let other = Runtime::builder().procs(1).build().unwrap();
+        let gc = Gc::builder()
+            .stop_the_world(stop_the_world)
+            .checkmark(true)
+            .poison(true)
+            .gc_percent(u32::MAX)
+            .ignore_env()
+            .build(&rt)
+            .unwrap();
+        let t = types(&gc);
+        let g2 = gc.clone();
+        let kept = rt.block_on(move || {
+            let mut m = Mutator::new(&g2).unwrap();
+            m.scope(|m, [s]| {
+                for _ in 0..1000 {
+                    m.alloc_bytes(s, t.bytes, &[1; 100]).unwrap();
+                }
+                m.alloc_bytes(s, t.bytes, b"kept").unwrap();
+                m.new_global(s).unwrap()
+            })
+        });
+        let before = gc.cycles();
+        let objects = gc.stats().heap.live_objects;
+        assert!(objects > 100, "{objects} objects before the collection");
+        // From this thread, which is no goroutine.
+        gc.collect();
+        assert_eq!(gc.cycles(), before + 1, "stop_the_world {stop_the_world}");
+        assert_eq!(gc.stats().heap.live_objects, 1, "stop_the_world {stop_the_world}");
+        // From a goroutine of another runtime.
+        let g2 = gc.clone();
+        other.block_on(move || g2.collect());
+        assert_eq!(gc.cycles(), before + 2, "stop_the_world {stop_the_world}");
+        let g2 = gc.clone();
+        rt.block_on(move || {
+            let mut m = Mutator::new(&g2).unwrap();
+            m.scope(|m, [s]| {
+                m.load_global(s, &kept).unwrap();
+                assert!(m.bytes(s).unwrap().eq_bytes(b"kept"));
+            });
+        });
+    }
+}
+
 #[test]
 fn recv_on_a_closed_channel_is_false_and_send_on_it_is_closed() {
     with_heap(|m, t| {
