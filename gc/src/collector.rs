@@ -57,7 +57,8 @@ pub enum GcError {
     Type(TypeError),
     /// The call must be made from a goroutine of the collector's runtime.
     WrongRuntime,
-    /// Allocation inside a blocking call: the goroutine has handed off its P.
+    /// A heap operation inside a blocking call: the goroutine has handed off its P, and its
+    /// managed stack is frozen there (a collector may be reading it).
     NoP,
     /// The slot belongs to a scope that has ended (or to another mutator).
     StaleSlot,
@@ -107,7 +108,11 @@ impl fmt::Display for GcError {
             GcError::WrongRuntime => {
                 write!(f, "not on a goroutine of the runtime this collector was built for")
             }
-            GcError::NoP => write!(f, "cannot allocate inside a blocking call"),
+            GcError::NoP => write!(
+                f,
+                "not allowed inside a blocking call (the goroutine has no P, and its managed \
+                 stack is frozen)"
+            ),
             GcError::StaleSlot => write!(f, "slot of a scope that has ended"),
             GcError::NotAReference { found } => write!(f, "not a reference: {found:#x}"),
             GcError::NotAnInteger { found } => write!(f, "not an integer: {found:#x}"),

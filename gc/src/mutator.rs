@@ -202,8 +202,9 @@ impl Mutator {
     /// (or panics). Slots of enclosing scopes stay valid inside.
     ///
     /// # Panics
-    /// If `f` leaves frames of its own on the managed stack above the scope's frame, or as a
-    /// managed-stack push panics (the stack over its limit).
+    /// If `f` leaves frames of its own on the managed stack above the scope's frame; inside a
+    /// blocking call ([`GcError::NoP`], every time: the managed stack is frozen there); or as
+    /// a managed-stack push panics (the stack over its limit).
     pub fn scope<const N: usize, R>(&mut self, f: impl FnOnce(&mut Mutator, [Slot; N]) -> R) -> R {
         let (depth, epoch) = self.enter(N);
         let slots =
@@ -221,6 +222,15 @@ impl Mutator {
     }
 
     fn enter(&mut self, n: usize) -> (u32, u32) {
+        // Checked first: the push below would otherwise succeed inside a blocking call unless
+        // it happened to need its slow path (growth, or a pending preemption request), which
+        // panics there.
+        let has_p = self.pin(|pin| Ok(pin.p().is_some()));
+        match has_p {
+            Ok(true) => {}
+            Ok(false) => panic!("Mutator::scope: {}", GcError::NoP),
+            Err(e) => panic!("Mutator::scope: {e}"),
+        }
         let base = self
             // SAFETY: the frame's slots are written only by `put`, with values a slot may hold,
             // and `run_scope` pops it.

@@ -475,6 +475,59 @@ fn collect_from_a_host_thread_runs_a_cycle_and_waits_for_it() {
     }
 }
 
+/// Writing a scope's slot through the managed stack's safe `set` is refused with a panic of
+/// the goroutine that tried, every time; the scope, the heap and the other goroutines go on.
+#[test]
+fn set_on_a_sealed_scope_frame_is_a_described_panic() {
+    with_heap(|m, t| {
+        let g = m.gc();
+        m.scope(|m, [s]| {
+            m.alloc(s, t.rec).unwrap();
+            let g2 = g.clone();
+            let h = safepoint_sched::go(move || {
+                let mut m = Mutator::new(&g2).unwrap();
+                m.scope(|_, [_s]| safepoint_sched::with_managed_stack(|ms| ms.set(0, 0x1234_5670)))
+            });
+            let e = h.join().expect_err("set on a sealed frame must panic");
+            let msg = e.message().unwrap_or_default().to_owned();
+            assert!(msg.contains("sealed handle frame written directly"), "panic message: {msg:?}");
+            assert_eq!(m.type_of(s), Ok(t.rec));
+        });
+    });
+}
+
+/// A scope started inside a blocking call (where the goroutine's managed stack is frozen) is
+/// the same described panic every time, whether or not a preemption request is pending; an
+/// allocation there is `GcError::NoP`.
+#[test]
+fn scope_inside_a_blocking_call_is_refused_every_time() {
+    with_heap(|m, t| {
+        let g = m.gc();
+        m.scope(|m, [s]| {
+            assert_eq!(safepoint_sched::blocking(|| m.alloc(s, t.rec)), Err(GcError::NoP));
+            assert!(m.is_null(s).unwrap());
+        });
+        for nested in [false, true] {
+            for _ in 0..3 {
+                let g2 = g.clone();
+                let h = safepoint_sched::go(move || {
+                    let mut m = Mutator::new(&g2).unwrap();
+                    let body = |m: &mut Mutator| {
+                        safepoint_sched::blocking(|| m.scope(|_, [_s]| ()));
+                    };
+                    if nested { m.scope(|m, [_outer]| body(m)) } else { body(&mut m) }
+                });
+                let e = h.join().expect_err("a scope inside a blocking call must panic");
+                let msg = e.message().unwrap_or_default().to_owned();
+                assert!(
+                    msg.contains("Mutator::scope: not allowed inside a blocking call"),
+                    "panic message: {msg:?}"
+                );
+            }
+        }
+    });
+}
+
 #[test]
 fn recv_on_a_closed_channel_is_false_and_send_on_it_is_closed() {
     with_heap(|m, t| {
