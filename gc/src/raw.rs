@@ -435,8 +435,26 @@ impl<'a> Pin<'a> {
     /// A new global root holding `v` (null, an immediate or a live reference), for a value
     /// that must outlive the section somewhere else than a slot (in flight to another
     /// goroutine, in a Rust structure).
-    pub fn new_global(&self, v: usize) -> Global {
-        Global::with_value(&self.gc_arc(), v)
+    ///
+    /// # Errors
+    /// [`GcError::NotAReference`] if `v` has the reference tag but is not the reference of an
+    /// object of this heap that the sweep will keep (never one, freed, or found unreachable by
+    /// the last marking): kept in a global, it would be a root the marker cannot scan.
+    pub fn new_global(&self, v: usize) -> Result<Global, GcError> {
+        self.check_value(v)?;
+        Ok(Global::with_value(&self.gc_arc(), v))
+    }
+
+    /// The check of a value that a safe method is about to make a root: null, an immediate,
+    /// or the reference of an object no sweep of this cycle will free (exact here: no cycle
+    /// can advance while the section runs). A page-map walk: for globals, which take a lock
+    /// or a swap anyway, not for fields.
+    fn check_value(&self, v: usize) -> Result<(), GcError> {
+        let rule = self.tag_rule();
+        if rule.is_ref(v) && !self.gc.heap.holds_live(v & !rule.mask) {
+            return Err(GcError::NotAReference { found: v });
+        }
+        Ok(())
     }
 
     /// The value in global `g`.
@@ -456,11 +474,14 @@ impl<'a> Pin<'a> {
     /// write barrier.
     ///
     /// # Errors
-    /// [`GcError::WrongHeap`] for a global of another collector.
+    /// [`GcError::WrongHeap`] for a global of another collector;
+    /// [`GcError::NotAReference`] for a `v` that [`new_global`](Self::new_global) refuses
+    /// (the global is left as it was).
     pub fn set_global(&mut self, g: &Global, v: usize) -> Result<(), GcError> {
         if !std::ptr::eq(Arc::as_ptr(&g.gc), self.gc) {
             return Err(GcError::WrongHeap);
         }
+        self.check_value(v)?;
         // Relaxed: as in `word`; a swap, as in `Mutator::store_global`.
         let old = g.word().swap(v, Ordering::Relaxed);
         let kind = WordKind::Tagged;

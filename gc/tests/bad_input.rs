@@ -528,6 +528,69 @@ fn scope_inside_a_blocking_call_is_refused_every_time() {
     });
 }
 
+/// `Pin::new_global` and `Pin::set_global` are safe, so a value that is not the reference of
+/// a live object of this heap is an error there, not a root that aborts the next marking:
+/// garbage with the reference tag, an address outside the heap, a reference into the middle
+/// of an object, an object of another heap, and a freed object.
+#[test]
+fn a_global_of_a_value_that_is_not_a_live_reference_is_refused() {
+    let rt = Runtime::builder().procs(2).build().unwrap();
+    let gc = Gc::builder().checkmark(true).gc_percent(u32::MAX).ignore_env().build(&rt).unwrap();
+    let other = Gc::builder().ignore_env().build(&rt).unwrap();
+    let t = types(&gc);
+    let ot = types(&other);
+    let (g2, o2) = (gc.clone(), other.clone());
+    rt.block_on(move || {
+        // An object of the other heap.
+        let foreign = {
+            let mut raw = safepoint_gc::RawMutator::new(&o2).unwrap();
+            let shape = raw.shape(ot.rec, 0).unwrap();
+            let (v, keep) = raw
+                .enter(|p| {
+                    let (v, _) = p.alloc(shape).unwrap();
+                    (v, p.new_global(v).unwrap())
+                })
+                .unwrap();
+            std::mem::forget(keep);
+            v
+        };
+        let mut raw = safepoint_gc::RawMutator::new(&g2).unwrap();
+        let shape = raw.shape(t.rec, 0).unwrap();
+        let rule = raw.tag_rule();
+        // An object that dies: unreachable once its section ends. One collection marks it
+        // unreachable (the sweep is finished by `collect`, so it is then freed); the value is
+        // kept only as a number.
+        let dead = raw.enter(|p| p.alloc(shape).unwrap().0).unwrap();
+        let live = raw
+            .enter(|p| {
+                let (v, _) = p.alloc(shape).unwrap();
+                p.new_global(v).unwrap()
+            })
+            .unwrap();
+        g2.collect();
+        let live_v = raw.enter(|p| p.global(&live).unwrap()).unwrap();
+        let bad =
+            [0x1234_5670 | rule.ref_tag, ((live_v & !rule.mask) + 8) | rule.ref_tag, foreign, dead];
+        raw.enter(|p| {
+            for &v in &bad {
+                assert_eq!(p.new_global(v).map(drop), Err(GcError::NotAReference { found: v }));
+                assert_eq!(p.set_global(&live, v), Err(GcError::NotAReference { found: v }));
+                assert_eq!(p.global(&live), Ok(live_v), "a refused set_global changed the global");
+            }
+            // Null, an immediate and a live reference are taken.
+            for v in [0, (7 << 3) | 1, live_v] {
+                drop(p.new_global(v).unwrap());
+            }
+        })
+        .unwrap();
+        // None of the refused values became a root: the next marking (with checkmark) is clean.
+        g2.collect();
+    });
+    // (An object found unreachable and not yet swept is refused too: `Gc::collect` sweeps
+    // before it returns, so that case is the heap's unit test `holds_live_follows_...`.)
+    drop(other);
+}
+
 #[test]
 fn recv_on_a_closed_channel_is_false_and_send_on_it_is_closed() {
     with_heap(|m, t| {
@@ -819,7 +882,7 @@ fn a_reference_into_the_middle_of_a_slot_of_the_same_span_is_fatal() {
                         p.set_word(root, 0, WordKind::Ref, a & !3);
                         p.set_word(a, 0, WordKind::Ref, bad);
                     }
-                    (p.new_global(root), bad)
+                    (p.new_global(root).unwrap(), bad)
                 })
                 .unwrap();
             eprintln!("child: planted {bad:#x}");
