@@ -605,14 +605,20 @@ impl Gc {
     /// Runs a full cycle now and waits for it (and for its sweep) to finish; then gives the OS
     /// the pages that have stayed free since the previous scavenge.
     ///
-    /// From a thread outside the runtime (or a goroutine of another runtime) the cycle runs on
-    /// the collector's driver goroutine and the caller waits for it.
+    /// From a thread outside the runtime, a goroutine of another runtime, or inside a
+    /// blocking call (where the goroutine has no P to run a cycle on), the cycle runs on the
+    /// collector's driver goroutine and the caller waits for it.
     ///
     /// # Panics
     /// Inside a `no_preempt` section; off the collector's runtime, if that runtime has shut
     /// down or shuts down before the cycle is done (nothing is left to run it).
     pub fn collect(&self) {
-        if !self.inner.rt.is_current() {
+        // Inside a blocking call the goroutine is as a thread outside the runtime: its P is
+        // handed off and its managed stack frozen.
+        let in_blocking = safepoint_sched::goroutine_id()
+            .and_then(|id| safepoint_sched::pinned(id, |pin| pin.p().is_none()))
+            .unwrap_or(false);
+        if in_blocking || !self.inner.rt.is_current() {
             assert!(
                 !self.inner.rt.is_shut_down(),
                 "Gc::collect: the collector's runtime has shut down"
@@ -629,7 +635,7 @@ impl Gc {
             // The driver answers once the cycle, its sweep and the scavenge are done. The
             // wait blocks the thread (on another runtime's goroutine, in a blocking call, so
             // that runtime neither waits for it nor calls it deadlocked).
-            let answered = safepoint_sched::blocking(|| {
+            let wait = || {
                 loop {
                     match rx.recv_timeout(Duration::from_millis(10)) {
                         Ok(()) => return true,
@@ -639,7 +645,8 @@ impl Gc {
                         Err(_) => return false,
                     }
                 }
-            });
+            };
+            let answered = if in_blocking { wait() } else { safepoint_sched::blocking(wait) };
             assert!(
                 answered,
                 "Gc::collect: the collector's runtime shut down during the collection"

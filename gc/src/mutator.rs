@@ -273,6 +273,12 @@ impl Mutator {
         safepoint_sched::with_managed_stack_of(self.goid, f).ok_or(GcError::WrongRuntime)
     }
 
+    /// [`GcError::NoP`] inside a blocking call, where the goroutine may not wait on a channel
+    /// (or touch its managed stack).
+    fn need_p(&self) -> Result<(), GcError> {
+        self.pin(|pin| pin.p().map(drop).ok_or(GcError::NoP))
+    }
+
     /// Runs `f` pinned on this mutator's goroutine (see [`safepoint_sched::pinned`]).
     #[inline]
     fn pin<R>(
@@ -733,11 +739,13 @@ impl Mutator {
     ///
     /// # Errors
     /// [`GcError::Closed`] if the channel is closed when the send starts; a channel closed
-    /// while the send waits panics, as a Go send does.
+    /// while the send waits panics, as a Go send does. [`GcError::NoP`] inside a blocking
+    /// call; [`GcError::WrongHeap`] for a channel of another collector.
     pub fn send(&mut self, ch: &RefChan, src: Slot) -> Result<(), GcError> {
         if !Arc::ptr_eq(&ch.gc, &self.gc) {
             return Err(GcError::WrongHeap);
         }
+        self.need_p()?;
         let v = self.word(src)?;
         if ch.chan.is_closed() {
             return Err(GcError::Closed);
@@ -748,10 +756,15 @@ impl Mutator {
 
     /// Receives a value from `ch` into `dst`, waiting for one (a safepoint). `Ok(false)` (and
     /// null in `dst`) once the channel is closed and drained.
+    ///
+    /// # Errors
+    /// [`GcError::NoP`] inside a blocking call; [`GcError::WrongHeap`] for a channel of
+    /// another collector.
     pub fn recv(&mut self, ch: &RefChan, dst: Slot) -> Result<bool, GcError> {
         if !Arc::ptr_eq(&ch.gc, &self.gc) {
             return Err(GcError::WrongHeap);
         }
+        self.need_p()?;
         self.pos(dst)?;
         match ch.chan.recv() {
             Ok(g) => {

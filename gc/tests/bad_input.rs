@@ -498,7 +498,8 @@ fn set_on_a_sealed_scope_frame_is_a_described_panic() {
 
 /// A scope started inside a blocking call (where the goroutine's managed stack is frozen) is
 /// the same described panic every time, whether or not a preemption request is pending; an
-/// allocation there is `GcError::NoP`.
+/// allocation or a channel operation there is `GcError::NoP`; a collection works (on the
+/// driver, as from a host thread).
 #[test]
 fn scope_inside_a_blocking_call_is_refused_every_time() {
     with_heap(|m, t| {
@@ -507,6 +508,19 @@ fn scope_inside_a_blocking_call_is_refused_every_time() {
             assert_eq!(safepoint_sched::blocking(|| m.alloc(s, t.rec)), Err(GcError::NoP));
             assert!(m.is_null(s).unwrap());
         });
+        // A channel operation there, which would park the goroutine, is refused too.
+        let ch = RefChan::new(&g, 1);
+        m.scope(|m, [s]| {
+            m.alloc(s, t.rec).unwrap();
+            assert_eq!(safepoint_sched::blocking(|| m.send(&ch, s)), Err(GcError::NoP));
+            assert_eq!(safepoint_sched::blocking(|| m.recv(&ch, s)), Err(GcError::NoP));
+            assert!(ch.is_empty());
+        });
+        // A collection asked for there runs on the collector's driver, as one from a thread
+        // outside the runtime does, and is waited for.
+        let before = g.cycles();
+        safepoint_sched::blocking(|| m.collect());
+        assert!(g.cycles() > before, "no cycle ran for a collect inside a blocking call");
         for nested in [false, true] {
             for _ in 0..3 {
                 let g2 = g.clone();
