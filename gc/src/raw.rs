@@ -186,10 +186,14 @@ impl RawMutator {
     }
 
     /// Collects and finishes sweeping, for an allocation that failed with out-of-memory and
-    /// will be tried once more. A safepoint, as [`after_slow_alloc`](Self::after_slow_alloc).
+    /// will be tried once more: [`Gc::collect`] (which also gives free pages back to the OS).
+    /// A safepoint, as [`after_slow_alloc`](Self::after_slow_alloc). Inside a blocking call
+    /// the cycle runs on the collector's driver, as `Gc::collect` does there.
+    ///
+    /// # Panics
+    /// As [`Gc::collect`]: inside a `no_preempt` section.
     pub fn collect_for_memory(&mut self) {
-        self.gc.cycle(None);
-        self.gc.finish_sweep();
+        self.gc().collect();
     }
 }
 

@@ -605,6 +605,29 @@ fn a_global_of_a_value_that_is_not_a_live_reference_is_refused() {
     drop(other);
 }
 
+/// `RawMutator::collect_for_memory` inside a blocking call (no P to run a cycle on) runs the
+/// cycle on the driver, as `Gc::collect` does there, and the collector stays usable.
+#[test]
+fn collect_for_memory_inside_a_blocking_call_leaves_the_heap_working() {
+    with_heap(|m, t| {
+        let g = m.gc();
+        let before = g.cycles();
+        let g2 = g.clone();
+        safepoint_sched::go(move || {
+            let mut raw = safepoint_gc::RawMutator::new(&g2).unwrap();
+            safepoint_sched::blocking(|| raw.collect_for_memory());
+        })
+        .join()
+        .unwrap();
+        assert!(g.cycles() > before);
+        m.scope(|m, [s]| {
+            m.alloc(s, t.rec).unwrap();
+            m.collect();
+            assert_eq!(m.type_of(s), Ok(t.rec));
+        });
+    });
+}
+
 #[test]
 fn recv_on_a_closed_channel_is_false_and_send_on_it_is_closed() {
     with_heap(|m, t| {
