@@ -381,7 +381,7 @@ pub fn gcbench() -> Result<GcRun, String> {
                     bytes[i * 8 + k].store(b, Ordering::Relaxed);
                 }
             }
-            p.new_global(a)
+            p.new_global(a).expect("a fresh array")
         });
         cx.raw.after_slow_alloc();
 
@@ -437,7 +437,7 @@ pub fn churn(g: u64) -> Result<(i64, GcRun), String> {
         let set_shape = cx.raw.shape(set_ty, CHURN_LONG_TREES).expect("set shape");
         let long = cx.pin(|p| {
             let (s, _) = p.alloc(set_shape).expect("set");
-            p.new_global(s)
+            p.new_global(s).expect("a fresh set")
         });
         cx.raw.after_slow_alloc();
         cx.stack(|ms| ms.push(f.root));

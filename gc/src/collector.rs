@@ -58,7 +58,8 @@ pub enum GcError {
     Type(TypeError),
     /// The call must be made from a goroutine of the collector's runtime.
     WrongRuntime,
-    /// Allocation inside a blocking call: the goroutine has handed off its P.
+    /// A heap operation inside a blocking call: the goroutine has handed off its P, and its
+    /// managed stack is frozen there (a collector may be reading it).
     NoP,
     /// The slot belongs to a scope that has ended (or to another mutator).
     StaleSlot,
@@ -108,7 +109,11 @@ impl fmt::Display for GcError {
             GcError::WrongRuntime => {
                 write!(f, "not on a goroutine of the runtime this collector was built for")
             }
-            GcError::NoP => write!(f, "cannot allocate inside a blocking call"),
+            GcError::NoP => write!(
+                f,
+                "not allowed inside a blocking call (the goroutine has no P, and its managed \
+                 stack is frozen)"
+            ),
             GcError::StaleSlot => write!(f, "slot of a scope that has ended"),
             GcError::NotAReference { found } => write!(f, "not a reference: {found:#x}"),
             GcError::NotAnInteger { found } => write!(f, "not an integer: {found:#x}"),
@@ -351,6 +356,7 @@ impl GcBuilder {
             start: Instant::now(),
             conc: crate::concurrent::Shared::new(),
             driver: driver.clone(),
+            requests: Mutex::new(Vec::new()),
         });
         let _ = inner.conc.me.set(Arc::downgrade(&inner));
         // The watchdog's check (only with `schedcheck=1`): it holds the clock weakly, so a
@@ -458,8 +464,12 @@ pub(crate) struct Inner {
     pub(crate) start: Instant,
     /// Concurrent marking's shared state (see `concurrent`).
     pub(crate) conc: crate::concurrent::Shared,
-    /// Wakes the background cycle driver (concurrent mode).
+    /// Wakes the background cycle driver: for a triggered cycle (concurrent mode), or for a
+    /// [`Gc::collect`] asked from outside the runtime (either mode).
     pub(crate) driver: Arc<Chan<()>>,
+    /// Collections asked for from outside the runtime: the driver runs one after its next
+    /// wake-up and answers each sender.
+    requests: Mutex<Vec<std::sync::mpsc::Sender<()>>>,
 }
 
 impl Drop for Inner {
@@ -639,10 +649,54 @@ impl Gc {
     /// Runs a full cycle now and waits for it (and for its sweep) to finish; then gives the OS
     /// the pages that have stayed free since the previous scavenge.
     ///
+    /// From a thread outside the runtime, a goroutine of another runtime, or inside a
+    /// blocking call (where the goroutine has no P to run a cycle on), the cycle runs on the
+    /// collector's driver goroutine and the caller waits for it.
+    ///
     /// # Panics
-    /// Off a goroutine of the collector's runtime, or inside a `no_preempt` section.
+    /// Inside a `no_preempt` section; off the collector's runtime, if that runtime has shut
+    /// down or shuts down before the cycle is done (nothing is left to run it).
     pub fn collect(&self) {
-        assert!(self.inner.rt.is_current(), "Gc::collect: {}", GcError::WrongRuntime);
+        // Inside a blocking call the goroutine is as a thread outside the runtime: its P is
+        // handed off and its managed stack frozen.
+        let in_blocking = safepoint_sched::goroutine_id()
+            .and_then(|id| safepoint_sched::pinned(id, |pin| pin.p().is_none()))
+            .unwrap_or(false);
+        if in_blocking || !self.inner.rt.is_current() {
+            assert!(
+                !self.inner.rt.is_shut_down(),
+                "Gc::collect: the collector's runtime has shut down"
+            );
+            assert!(
+                !safepoint_sched::in_no_preempt(),
+                "Gc::collect: cannot wait for a collection inside a no_preempt section"
+            );
+            let (tx, rx) = std::sync::mpsc::channel();
+            crate::np(|| self.inner.lock_requests().push(tx));
+            // A full channel means the driver is already woken, and it looks at the requests
+            // after every wake-up.
+            let _ = self.inner.driver.try_send(());
+            // The driver answers once the cycle, its sweep and the scavenge are done. The
+            // wait blocks the thread (on another runtime's goroutine, in a blocking call, so
+            // that runtime neither waits for it nor calls it deadlocked).
+            let wait = || {
+                loop {
+                    match rx.recv_timeout(Duration::from_millis(10)) {
+                        Ok(()) => return true,
+                        // Looks every 10 ms whether the runtime is still there to answer.
+                        Err(std::sync::mpsc::RecvTimeoutError::Timeout)
+                            if !self.inner.rt.is_shut_down() => {}
+                        Err(_) => return false,
+                    }
+                }
+            };
+            let answered = if in_blocking { wait() } else { safepoint_sched::blocking(wait) };
+            assert!(
+                answered,
+                "Gc::collect: the collector's runtime shut down during the collection"
+            );
+            return;
+        }
         assert!(
             !safepoint_sched::in_no_preempt(),
             "Gc::collect: cannot collect inside a no_preempt section"
@@ -650,9 +704,7 @@ impl Gc {
         // Urgent throughout, as the cycle's driver is: back from the scavenge's blocking call
         // it would otherwise wait in the global queue behind every busy P's time slices.
         let was = safepoint_sched::set_urgent(true);
-        self.inner.cycle(None);
-        self.inner.finish_sweep();
-        self.inner.scavenge();
+        self.inner.collect_here();
         safepoint_sched::set_urgent(was);
     }
 
@@ -663,6 +715,33 @@ impl Gc {
 }
 
 impl Inner {
+    /// [`Gc::collect`]'s work, on a goroutine of the runtime: a full cycle, the rest of its
+    /// sweep, and a scavenge.
+    pub(crate) fn collect_here(&self) {
+        self.cycle(None);
+        self.finish_sweep();
+        self.scavenge();
+    }
+
+    /// The collections asked for from outside the runtime (take it without preemption).
+    fn lock_requests(&self) -> std::sync::MutexGuard<'_, Vec<std::sync::mpsc::Sender<()>>> {
+        self.requests.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Runs one collection for every request from outside the runtime made so far, if any,
+    /// and answers them (on the driver, after each wake-up).
+    pub(crate) fn serve_requests(&self) {
+        let waiting = crate::np(|| std::mem::take(&mut *self.lock_requests()));
+        if waiting.is_empty() {
+            return;
+        }
+        self.collect_here();
+        for tx in waiting {
+            // The asker may have given up (its thread unwound): nobody to tell.
+            let _ = tx.send(());
+        }
+    }
+
     /// Starts a cycle if the heap has reached the trigger, unless the caller cannot (inside a
     /// `no_preempt` section: the next allocation tries again).
     pub(crate) fn maybe_collect(&self) {
@@ -678,6 +757,26 @@ impl Inner {
             // The driver runs the cycle; a full channel means it is already asked.
             let _ = self.driver.try_send(());
         }
+    }
+
+    /// What an allocation that took its slow path (a new bitmap word or span) owes, paid by
+    /// the allocating goroutine at a safepoint of its own, outside any pinned section: start a
+    /// cycle if the heap reached its trigger, wait while marking is far behind
+    /// ([`throttle`](Self::throttle)), and answer any pending preemption request (a stop, a
+    /// ragged barrier, a stack scan, the end of its time slice).
+    ///
+    /// The poll is what makes the trigger hold for a goroutine that does nothing but allocate.
+    /// Waking the cycle's driver readies an urgent goroutine, and with no P idle that ends
+    /// one running goroutine's time slice (this one's, with one P); without a safepoint here
+    /// that request would wait for a poll or a push the allocator may never make, and the
+    /// driver, the cycle's stack scans and barriers, and every other goroutine of its P with
+    /// it. A refill comes at least once per 64 allocations, so the allocator answers within
+    /// that many. Inside a `no_preempt` section nothing here happens (the poll keeps the
+    /// request for the section's end; the next slow allocation tries the trigger again).
+    pub(crate) fn alloc_safepoint(&self) {
+        self.maybe_collect();
+        self.throttle();
+        safepoint_sched::poll();
     }
 
     /// Whether the heap is past its trigger.

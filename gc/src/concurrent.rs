@@ -158,7 +158,10 @@ impl Shared {
 }
 
 /// The background cycle driver: runs a cycle each time allocation finds the heap past its
-/// trigger (concurrent mode; the stop-the-world mode collects on the allocating goroutine).
+/// trigger (concurrent mode; the stop-the-world mode collects on the allocating goroutine),
+/// and the collections that threads outside the runtime ask for ([`Gc::collect`]).
+///
+/// [`Gc::collect`]: crate::Gc::collect
 pub(crate) fn driver(gc: Weak<Inner>, wake: Arc<Chan<()>>) {
     // Urgent for good: when allocation wakes it, it must not wait its turn behind every
     // runnable goroutine (with a thousand of them, seconds) while the heap grows.
@@ -168,6 +171,7 @@ pub(crate) fn driver(gc: Weak<Inner>, wake: Arc<Chan<()>>) {
         let Some(inner) = gc.upgrade() else { return };
         // Relaxed: a hint; `cycle` re-checks under its lock.
         inner.cycle(Some(inner.cycles.load(Ordering::Relaxed)));
+        inner.serve_requests();
     }
 }
 

@@ -299,6 +299,40 @@ impl Heap {
         self.find_span(r).and_then(|s| s.ref_index(r).map(|i| s.is_allocated(i))).unwrap_or(false)
     }
 
+    /// Whether `r` is the reference of an object that no sweep of the current cycle will free:
+    /// allocated and, in a span not yet swept since marking last ended, marked. An unmarked
+    /// object there is garbage the sweep will free, though its allocation bit is still set.
+    ///
+    /// Exact for a caller that no cycle can overtake (a goroutine in a pinned section: the
+    /// heap's generation moves only inside a stop). A span being swept right now is waited
+    /// for (a sweep of one span takes microseconds and runs without preemption).
+    pub(crate) fn holds_live(&self, r: usize) -> bool {
+        let Some(span) = self.find_span(r) else { return false };
+        let Some(i) = span.ref_index(r) else { return false };
+        let sg = self.sweepgen();
+        loop {
+            // Acquire pairs with the sweeper's claim and the Release of its final store of
+            // the span's generation: what it wrote to the bits before is seen.
+            let g = span.sweepgen.load(Ordering::Acquire);
+            if g == sg {
+                return span.is_allocated(i);
+            }
+            if g == sg.wrapping_sub(2) {
+                let live = span.is_allocated(i) && span.is_marked(i);
+                // Unchanged across the reads: no sweeper claimed the span meanwhile, so the
+                // bits were the marking's. The fence pairs with the one after the sweeper's
+                // claim (`sweep_span`): a read above that saw a write of its sweep makes this
+                // load see the claim.
+                std::sync::atomic::fence(Ordering::Acquire);
+                if span.sweepgen.load(Ordering::Relaxed) == g {
+                    return live;
+                }
+                continue;
+            }
+            std::hint::spin_loop();
+        }
+    }
+
     /// The address range of the typed arenas, for callers that test many addresses.
     pub(crate) fn typed_range(&self) -> crate::pageheap::TypedRange {
         self.inner.map.typed_range()
@@ -592,6 +626,10 @@ impl Inner {
             .sweepgen
             .compare_exchange(sg - 2, sg - 1, Ordering::Acquire, Ordering::Relaxed)
             .is_ok();
+        // The claim before the sweep's writes to the bits, for `Heap::holds_live`, which
+        // reads the bits between two loads of the generation (a reader that sees a write of
+        // this sweep sees the claim on its second load).
+        std::sync::atomic::fence(Ordering::Release);
         let out = if !claimed {
             // Only a span on an unswept list has generation sg - 2; anything else is a bug in
             // the list discipline, and sweeping it could free live objects.
@@ -650,8 +688,9 @@ impl Inner {
         }
         let class = span.size_class();
         let mut central = lock(&self.central[class]);
-        // Relaxed: published to the next claimer by the central lock.
-        span.sweepgen.store(sg, Ordering::Relaxed);
+        // Published to the next claimer by the central lock; Release for `Heap::holds_live`,
+        // which reads the allocation bits after seeing the span swept.
+        span.sweepgen.store(sg, Ordering::Release);
         if left == 0 && !take {
             let mut ph = lock(&self.pages);
             self.free_span(&mut ph, span, rec);
@@ -673,8 +712,8 @@ impl Inner {
 
     fn sweep_large(&self, span: &Span, rec: SpanPtr, sg: u32) -> Swept {
         let mut large = lock(&self.large);
-        // Relaxed: published to the next claimer by the list lock.
-        span.sweepgen.store(sg, Ordering::Relaxed);
+        // Published to the next claimer by the list lock; Release as in `sweep_small`.
+        span.sweepgen.store(sg, Ordering::Release);
         // Relaxed: marks are ordered by the stop that ended marking.
         if span.mark_word(0).swap(0, Ordering::Relaxed) & 1 != 0 {
             let sp = swept_parity(sg);

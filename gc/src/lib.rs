@@ -45,9 +45,12 @@
 //! Operations that can reach a safepoint take `&mut Mutator`; borrowed views of an object's
 //! contents ([`Mutator::bytes`]) borrow `&Mutator`, so the borrow checker ends a view before
 //! anything can free or change what it shows (compile-fail examples on [`Mutator`]). Every
-//! bad input is a [`GcError`]; a slot or field holding something that is not an object
-//! (possible only by writing the managed stack around the API) is a described panic of that
-//! goroutine. Goroutines pass values to each other through [`RefChan`]s or [`Global`]s.
+//! bad input is a [`GcError`] (a [`TypeId`] issued by another heap's registry included, and
+//! any heap operation inside a blocking call, [`GcError::NoP`]; a scope there, which returns
+//! no `Result`, is a described panic); a slot or field holding something that is not an
+//! object (possible only by writing the managed stack around the API) is a described panic
+//! of that goroutine. Goroutines pass values to each other through [`RefChan`]s or
+//! [`Global`]s.
 //!
 //! Slots hold values in the heap's tagged encoding ([`TagRule`]): null (0), a reference
 //! (the address of the object's body, with the rule's reference tag), or an immediate integer
@@ -120,10 +123,18 @@
 //! fraction of the way from what the last cycle left to the goal (earlier after a cycle that
 //! overshot); allocation checks this on its slow path (a cache taking a new bitmap word or span),
 //! so the fast path has no test, and wakes the cycle's driver goroutine, which runs urgently
-//! (ahead of other goroutines when it is readied). While marking, allocation that takes the heap
-//! a tenth past the goal waits for marking to end. [`Gc::collect`] forces a full cycle. An
-//! allocation that finds the heap at its hard limit collects once and retries before it reports
-//! out of memory.
+//! (ahead of other goroutines when it is readied). The slow path then is a synchronous
+//! safepoint of the allocating goroutine, once the new object is in its slot (for compiled
+//! code, [`RawMutator::after_slow_alloc`] outside the pinned section): readying the urgent
+//! driver with no P idle ends one running goroutine's time slice, and the allocator's poll
+//! there answers that and any pending stop, stack scan or ragged barrier, at least once per
+//! 64 allocations. So a goroutine that does nothing but allocate still lets the cycle start
+//! and finish and the other goroutines of its P run (`tests/alloc_pacing.rs`). While marking,
+//! allocation that takes the heap a tenth past the goal waits for marking to end (at most 2000
+//! steps of 50 us: past that the heap grows unchecked). [`Gc::collect`] forces a full cycle,
+//! from any thread: off the runtime or inside a blocking call the driver runs it and the
+//! caller waits. An allocation that finds the heap at its hard limit collects once and
+//! retries before it reports out of memory.
 //!
 //! **Debugging knobs** come from `SAFEPOINT_DEBUG` ([`DebugKnobs`]): `gctrace=1` prints one
 //! line per cycle (cycle number, time since start, clock time of each phase, the termination

@@ -202,8 +202,9 @@ impl Mutator {
     /// (or panics). Slots of enclosing scopes stay valid inside.
     ///
     /// # Panics
-    /// If `f` leaves frames of its own on the managed stack above the scope's frame, or as a
-    /// managed-stack push panics (the stack over its limit).
+    /// If `f` leaves frames of its own on the managed stack above the scope's frame; inside a
+    /// blocking call ([`GcError::NoP`], every time: the managed stack is frozen there); or as
+    /// a managed-stack push panics (the stack over its limit).
     pub fn scope<const N: usize, R>(&mut self, f: impl FnOnce(&mut Mutator, [Slot; N]) -> R) -> R {
         let (depth, epoch) = self.enter(N);
         let slots =
@@ -221,6 +222,15 @@ impl Mutator {
     }
 
     fn enter(&mut self, n: usize) -> (u32, u32) {
+        // Checked first: the push below would otherwise succeed inside a blocking call unless
+        // it happened to need its slow path (growth, or a pending preemption request), which
+        // panics there.
+        let has_p = self.pin(|pin| Ok(pin.p().is_some()));
+        match has_p {
+            Ok(true) => {}
+            Ok(false) => panic!("Mutator::scope: {}", GcError::NoP),
+            Err(e) => panic!("Mutator::scope: {e}"),
+        }
         let base = self
             // SAFETY: the frame's slots are written only by `put`, with values a slot may hold,
             // and `run_scope` pops it.
@@ -261,6 +271,12 @@ impl Mutator {
         f: impl FnOnce(&safepoint_stackmap::ManagedStack) -> R,
     ) -> Result<R, GcError> {
         safepoint_sched::with_managed_stack_of(self.goid, f).ok_or(GcError::WrongRuntime)
+    }
+
+    /// [`GcError::NoP`] inside a blocking call, where the goroutine may not wait on a channel
+    /// (or touch its managed stack).
+    fn need_p(&self) -> Result<(), GcError> {
+        self.pin(|pin| pin.p().map(drop).ok_or(GcError::NoP))
     }
 
     /// Runs `f` pinned on this mutator's goroutine (see [`safepoint_sched::pinned`]).
@@ -372,7 +388,7 @@ impl Mutator {
             TypeDesc::Record { words, .. } => words.len(),
             _ => h.len(),
         };
-        Ok(Obj { addr, desc, len, id: h.type_id() })
+        Ok(Obj { addr, desc, len, id: self.gc.types.bind(h.type_id()) })
     }
 
     #[inline]
@@ -403,7 +419,7 @@ impl Mutator {
     /// [`GcError::StaleSlot`]; [`GcError::Type`] for an unknown type or an array type;
     /// [`GcError::Alloc`] when the heap is over its hard limit even after a collection.
     pub fn alloc(&mut self, dst: Slot, ty: TypeId) -> Result<(), GcError> {
-        let desc = self.gc.types.get(ty).ok_or(crate::TypeError::UnknownType { id: ty.get() })?;
+        let desc = self.gc.types.desc(ty)?;
         if desc.is_array() {
             return Err(GcError::WrongKind {
                 type_name: desc.name().to_owned(),
@@ -418,7 +434,7 @@ impl Mutator {
     /// # Errors
     /// As [`alloc`](Mutator::alloc); [`GcError::Type`] for a record type or a length too long.
     pub fn alloc_array(&mut self, dst: Slot, ty: TypeId, len: usize) -> Result<(), GcError> {
-        let desc = self.gc.types.get(ty).ok_or(crate::TypeError::UnknownType { id: ty.get() })?;
+        let desc = self.gc.types.desc(ty)?;
         if !desc.is_array() {
             return Err(GcError::WrongKind {
                 type_name: desc.name().to_owned(),
@@ -434,7 +450,7 @@ impl Mutator {
     /// As [`alloc_array`](Mutator::alloc_array), and [`GcError::WrongKind`] if `ty` is not a
     /// byte array type.
     pub fn alloc_bytes(&mut self, dst: Slot, ty: TypeId, data: &[u8]) -> Result<(), GcError> {
-        let desc = self.gc.types.get(ty).ok_or(crate::TypeError::UnknownType { id: ty.get() })?;
+        let desc = self.gc.types.desc(ty)?;
         if !matches!(desc, TypeDesc::ByteArray { .. }) {
             return Err(GcError::WrongKind {
                 type_name: desc.name().to_owned(),
@@ -476,8 +492,8 @@ impl Mutator {
             Err(e) => return Err(e),
         };
         if slow {
-            gc.maybe_collect();
-            gc.throttle();
+            // The new object is in its slot: a safepoint is legal here.
+            gc.alloc_safepoint();
         }
         Ok(())
     }
@@ -723,11 +739,13 @@ impl Mutator {
     ///
     /// # Errors
     /// [`GcError::Closed`] if the channel is closed when the send starts; a channel closed
-    /// while the send waits panics, as a Go send does.
+    /// while the send waits panics, as a Go send does. [`GcError::NoP`] inside a blocking
+    /// call; [`GcError::WrongHeap`] for a channel of another collector.
     pub fn send(&mut self, ch: &RefChan, src: Slot) -> Result<(), GcError> {
         if !Arc::ptr_eq(&ch.gc, &self.gc) {
             return Err(GcError::WrongHeap);
         }
+        self.need_p()?;
         let v = self.word(src)?;
         if ch.chan.is_closed() {
             return Err(GcError::Closed);
@@ -738,10 +756,15 @@ impl Mutator {
 
     /// Receives a value from `ch` into `dst`, waiting for one (a safepoint). `Ok(false)` (and
     /// null in `dst`) once the channel is closed and drained.
+    ///
+    /// # Errors
+    /// [`GcError::NoP`] inside a blocking call; [`GcError::WrongHeap`] for a channel of
+    /// another collector.
     pub fn recv(&mut self, ch: &RefChan, dst: Slot) -> Result<bool, GcError> {
         if !Arc::ptr_eq(&ch.gc, &self.gc) {
             return Err(GcError::WrongHeap);
         }
+        self.need_p()?;
         self.pos(dst)?;
         match ch.chan.recv() {
             Ok(g) => {

@@ -173,18 +173,27 @@ impl RawMutator {
     }
 
     /// What an allocation that answered "slow" owes, outside the pinned section: starting a
-    /// cycle when the heap reached its trigger, and waiting while marking is far behind. A
-    /// safepoint: the caller's frames must be described by their current maps.
+    /// cycle when the heap reached its trigger, waiting while marking is far behind, and
+    /// answering a pending stop, stack scan or end of time slice. A synchronous safepoint:
+    /// the caller's frames must be described by their current maps.
+    ///
+    /// [`Pin::alloc`] never reaches a safepoint itself (a section may hold references in
+    /// Rust variables), so this is where a goroutine that only allocates lets a cycle start
+    /// and its P go: owed soon after each slow answer (at the latest at the next safepoint
+    /// the code reaches anyway), or the heap grows past its goal unchecked.
     pub fn after_slow_alloc(&mut self) {
-        self.gc.maybe_collect();
-        self.gc.throttle();
+        self.gc.alloc_safepoint();
     }
 
     /// Collects and finishes sweeping, for an allocation that failed with out-of-memory and
-    /// will be tried once more. A safepoint, as [`after_slow_alloc`](Self::after_slow_alloc).
+    /// will be tried once more: [`Gc::collect`] (which also gives free pages back to the OS).
+    /// A safepoint, as [`after_slow_alloc`](Self::after_slow_alloc). Inside a blocking call
+    /// the cycle runs on the collector's driver, as `Gc::collect` does there.
+    ///
+    /// # Panics
+    /// As [`Gc::collect`]: inside a `no_preempt` section.
     pub fn collect_for_memory(&mut self) {
-        self.gc.cycle(None);
-        self.gc.finish_sweep();
+        self.gc().collect();
     }
 }
 
@@ -430,8 +439,26 @@ impl<'a> Pin<'a> {
     /// A new global root holding `v` (null, an immediate or a live reference), for a value
     /// that must outlive the section somewhere else than a slot (in flight to another
     /// goroutine, in a Rust structure).
-    pub fn new_global(&self, v: usize) -> Global {
-        Global::with_value(&self.gc_arc(), v)
+    ///
+    /// # Errors
+    /// [`GcError::NotAReference`] if `v` has the reference tag but is not the reference of an
+    /// object of this heap that the sweep will keep (never one, freed, or found unreachable by
+    /// the last marking): kept in a global, it would be a root the marker cannot scan.
+    pub fn new_global(&self, v: usize) -> Result<Global, GcError> {
+        self.check_value(v)?;
+        Ok(Global::with_value(&self.gc_arc(), v))
+    }
+
+    /// The check of a value that a safe method is about to make a root: null, an immediate,
+    /// or the reference of an object no sweep of this cycle will free (exact here: no cycle
+    /// can advance while the section runs). A page-map walk: for globals, which take a lock
+    /// or a swap anyway, not for fields.
+    fn check_value(&self, v: usize) -> Result<(), GcError> {
+        let rule = self.tag_rule();
+        if rule.is_ref(v) && !self.gc.heap.holds_live(v & !rule.mask) {
+            return Err(GcError::NotAReference { found: v });
+        }
+        Ok(())
     }
 
     /// The value in global `g`.
@@ -451,11 +478,14 @@ impl<'a> Pin<'a> {
     /// write barrier.
     ///
     /// # Errors
-    /// [`GcError::WrongHeap`] for a global of another collector.
+    /// [`GcError::WrongHeap`] for a global of another collector;
+    /// [`GcError::NotAReference`] for a `v` that [`new_global`](Self::new_global) refuses
+    /// (the global is left as it was).
     pub fn set_global(&mut self, g: &Global, v: usize) -> Result<(), GcError> {
         if !std::ptr::eq(Arc::as_ptr(&g.gc), self.gc) {
             return Err(GcError::WrongHeap);
         }
+        self.check_value(v)?;
         // Relaxed: as in `word`; a swap, as in `Mutator::store_global`.
         let old = g.word().swap(v, Ordering::Relaxed);
         let kind = WordKind::Tagged;

@@ -116,6 +116,30 @@ fn sweep_frees_unmarked_objects_and_their_slots_are_reused() {
     assert_eq!(s.live_bytes, 100 * 24);
 }
 
+/// `holds_live` answers what the sweep will do: an unmarked object in a span not yet swept
+/// since marking ended is garbage though still allocated; marked ones and, once swept, the
+/// allocated ones are live; the slot's start of a headered object is no reference.
+#[test]
+fn holds_live_follows_the_last_marking_until_the_sweep() {
+    let heap = heap();
+    let mut cache = heap.new_cache();
+    let a = cache.alloc(24).unwrap().as_ptr() as usize;
+    let b = cache.alloc(24).unwrap().as_ptr() as usize;
+    // Headered objects: the reference is one word past the slot's start.
+    let (ra, rb) = (a + 8, b + 8);
+    assert!(heap.holds_live(ra) && heap.holds_live(rb));
+    assert!(!heap.holds_live(a), "a slot's start is not a headered object's reference");
+    cache.flush();
+    assert_eq!(heap.find_span(a).unwrap().mark_object(a), Some(true));
+    heap.finish_mark();
+    assert!(heap.is_ref(rb), "still allocated before the sweep");
+    assert!(!heap.holds_live(rb), "unmarked in an unswept span: garbage");
+    assert!(heap.holds_live(ra));
+    heap.sweep_all();
+    assert!(!heap.is_ref(rb) && !heap.holds_live(rb));
+    assert!(heap.holds_live(ra));
+}
+
 /// The fast path counts nothing per object: the counts come from the bitmap words it
 /// used, at refills, flushes and changes of colour. Across words, spans and two classes
 /// they must come out exact, black bytes included, and only the black objects are marked.

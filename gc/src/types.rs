@@ -77,7 +77,7 @@
 
 use std::collections::HashMap;
 use std::fmt;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 use std::sync::{Mutex, OnceLock};
 
 use crate::sizeclass::MAX_SMALL;
@@ -217,21 +217,63 @@ impl Default for RegistryConfig {
 }
 
 /// A registered type's id: an index into its [`TypeRegistry`], never zero, at most
-/// [`MAX_TYPES`]. An id means nothing outside the registry that issued it; nothing stops a
-/// caller from asking another registry about it (it gets that registry's type, or `None`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct TypeId(u32);
+/// [`MAX_TYPES`].
+///
+/// An id means nothing outside the registry that issued it, so an id returned by
+/// [`TypeRegistry::register`] or [`TypeRegistry::lookup`] remembers its registry, and another
+/// registry refuses it ([`TypeRegistry::get`] answers `None`, [`TypeRegistry::header`]
+/// [`TypeError::ForeignType`]; so do a collector's allocations and shapes). An id made from a
+/// number ([`TypeId::from_u32`]) or read from an object's [`Header`] names no registry and is
+/// taken by any. Equality, order and hashing look at the number only, so an id read from a
+/// header equals the registered id it was made from.
+#[derive(Clone, Copy, Debug)]
+pub struct TypeId {
+    n: u32,
+    /// The issuing registry's number ([`TypeRegistry`]'s `tag`), or 0 for none.
+    reg: u32,
+}
+
+impl PartialEq for TypeId {
+    fn eq(&self, other: &Self) -> bool {
+        self.n == other.n
+    }
+}
+
+impl Eq for TypeId {}
+
+impl std::hash::Hash for TypeId {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.n.hash(state)
+    }
+}
+
+impl PartialOrd for TypeId {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for TypeId {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.n.cmp(&other.n)
+    }
+}
 
 impl TypeId {
     /// The id as a number (`1..=MAX_TYPES`).
     pub fn get(self) -> u32 {
-        self.0
+        self.n
     }
 
-    /// The id numbered `n`, if `n` is in `1..=MAX_TYPES`. Whether a registry holds it is a
-    /// separate question ([`TypeRegistry::get`]).
+    /// The id numbered `n`, if `n` is in `1..=MAX_TYPES`, bound to no registry. Whether a
+    /// registry holds it is a separate question ([`TypeRegistry::get`]).
     pub fn from_u32(n: u32) -> Option<TypeId> {
-        (1..=MAX_TYPES).contains(&n).then_some(TypeId(n))
+        (1..=MAX_TYPES).contains(&n).then_some(TypeId { n, reg: 0 })
+    }
+
+    /// Id `n`, bound to no registry (from a header: `n` is in range by construction).
+    fn unbound(n: u32) -> TypeId {
+        TypeId { n, reg: 0 }
     }
 }
 
@@ -298,6 +340,11 @@ pub enum TypeError {
         /// The raw id.
         id: u32,
     },
+    /// An id issued by another registry (see [`TypeId`]).
+    ForeignType {
+        /// The raw id.
+        id: u32,
+    },
     /// Fewer body words were given than the header and descriptor say the object has.
     ObjectTooShort {
         /// Body words the object has.
@@ -315,7 +362,7 @@ impl fmt::Display for TypeError {
                 write!(f, "type name is {len} bytes long; the limit is {MAX_NAME_LEN}")
             }
             TypeError::DuplicateName { name, existing } => {
-                write!(f, "type name {name:?} is already registered as type id {}", existing.0)
+                write!(f, "type name {name:?} is already registered as type id {}", existing.n)
             }
             TypeError::EmptyRecord { name } => write!(f, "record type {name:?} has no words"),
             TypeError::RecordTooLarge { name, words, max_words } => write!(
@@ -338,6 +385,9 @@ impl fmt::Display for TypeError {
                 write!(f, "a record has no length, but length {len} was given")
             }
             TypeError::UnknownType { id } => write!(f, "header names unregistered type id {id}"),
+            TypeError::ForeignType { id } => {
+                write!(f, "type id {id} was issued by another type registry")
+            }
             TypeError::ObjectTooShort { needed, got } => {
                 write!(f, "object has {needed} body words but only {got} were given")
             }
@@ -354,7 +404,7 @@ pub struct Header(usize);
 impl Header {
     /// The header of a record of type `id`.
     pub fn new_record(id: TypeId) -> Header {
-        Header(id.0 as usize)
+        Header(id.n as usize)
     }
 
     /// The header of an array of type `id` with `len` elements (bytes for a byte array).
@@ -365,7 +415,7 @@ impl Header {
         if len > MAX_ARRAY_LEN {
             return Err(TypeError::ArrayTooLong { len });
         }
-        Ok(Header(len << ID_BITS | id.0 as usize))
+        Ok(Header(len << ID_BITS | id.n as usize))
     }
 
     /// Reads a header word; `None` if its id bits are zero (no header was ever written).
@@ -380,7 +430,7 @@ impl Header {
 
     /// The type id.
     pub fn type_id(self) -> TypeId {
-        TypeId((self.0 & ID_MASK) as u32)
+        TypeId::unbound((self.0 & ID_MASK) as u32)
     }
 
     /// The array length (0 for a record).
@@ -533,6 +583,8 @@ struct Writer {
 /// insertion); `get` and `scan` take no lock and never block.
 pub struct TypeRegistry {
     config: RegistryConfig,
+    /// This registry's number, unique in the process (never 0): the ids it issues carry it.
+    tag: u32,
     max_words: usize,
     buckets: [OnceLock<Bucket>; BUCKETS],
     writer: Mutex<Writer>,
@@ -577,8 +629,16 @@ impl TypeRegistry {
     }
 
     fn build(config: RegistryConfig) -> TypeRegistry {
+        static NEXT: AtomicU32 = AtomicU32::new(1);
+        // Relaxed: only uniqueness matters. After 2^32 registries the numbers wrap (skipping
+        // 0, "no registry"), and one may be shared: then a foreign id goes unnoticed.
+        let mut tag = NEXT.fetch_add(1, Ordering::Relaxed);
+        if tag == 0 {
+            tag = NEXT.fetch_add(1, Ordering::Relaxed);
+        }
         TypeRegistry {
             config,
+            tag,
             max_words: (config.max_record_bytes / WORD - 1).min(MAX_RECORD_WORDS),
             buckets: std::array::from_fn(|_| OnceLock::new()),
             writer: Mutex::new(Writer { names: HashMap::new(), count: 0 }),
@@ -657,25 +717,45 @@ impl TypeRegistry {
             if w.count >= self.config.max_types {
                 return Err(TypeError::TooManyTypes { max: self.config.max_types });
             }
-            let id = TypeId(w.count + 1);
-            let (b, off) = slot_of(id.0);
+            let id = TypeId { n: w.count + 1, reg: self.tag };
+            let (b, off) = slot_of(id.n);
             let bucket = self.buckets[b]
                 .get_or_init(|| (0..bucket_len(b)).map(|_| OnceLock::new()).collect());
             w.names.insert(name.to_owned(), id);
             // Only the lock holder sets entries and each id is issued once, so the slot is empty.
             // The set's Release pairs with the Acquire in `get`'s `OnceLock::get`.
             let fresh = bucket[off].set(desc).is_ok();
-            debug_assert!(fresh, "type id {} issued twice", id.0);
-            w.count = id.0;
+            debug_assert!(fresh, "type id {} issued twice", id.n);
+            w.count = id.n;
             Ok(id)
         })
     }
 
-    /// The descriptor of `id`, if registered here. Lock-free; the reference lives as long as
-    /// the registry, since descriptors never move or change.
+    /// The descriptor of `id`, if registered here (`None` for an id issued by another
+    /// registry). Lock-free; the reference lives as long as the registry, since descriptors
+    /// never move or change.
+    #[inline]
     pub fn get(&self, id: TypeId) -> Option<&TypeDesc> {
-        let (b, off) = slot_of(id.0);
+        if id.reg != 0 && id.reg != self.tag {
+            return None;
+        }
+        let (b, off) = slot_of(id.n);
         self.buckets.get(b)?.get()?.get(off)?.get()
+    }
+
+    /// `id` as an id of this registry (for one read from a header of this registry's heap).
+    #[inline]
+    pub(crate) fn bind(&self, id: TypeId) -> TypeId {
+        TypeId { n: id.n, reg: self.tag }
+    }
+
+    /// The descriptor of `id`, or why there is none: [`TypeError::ForeignType`] for an id of
+    /// another registry, [`TypeError::UnknownType`] for one not registered here.
+    pub(crate) fn desc(&self, id: TypeId) -> Result<&TypeDesc, TypeError> {
+        if id.reg != 0 && id.reg != self.tag {
+            return Err(TypeError::ForeignType { id: id.n });
+        }
+        self.get(id).ok_or(TypeError::UnknownType { id: id.n })
     }
 
     /// The id of the type named `name`, if registered (takes the writer lock).
@@ -686,10 +766,11 @@ impl TypeRegistry {
     /// The header for a new object of type `id` with length `len` (0 for a record).
     ///
     /// # Errors
-    /// [`TypeError::UnknownType`]; [`TypeError::RecordWithLength`] for a record with
-    /// `len != 0`; [`TypeError::ArrayTooLong`].
+    /// [`TypeError::UnknownType`]; [`TypeError::ForeignType`] for an id of another registry;
+    /// [`TypeError::RecordWithLength`] for a record with `len != 0`;
+    /// [`TypeError::ArrayTooLong`].
     pub fn header(&self, id: TypeId, len: usize) -> Result<Header, TypeError> {
-        let desc = self.get(id).ok_or(TypeError::UnknownType { id: id.0 })?;
+        let desc = self.desc(id)?;
         body_words(desc, len)?;
         if desc.is_array() { Header::new_array(id, len) } else { Ok(Header::new_record(id)) }
     }
@@ -706,7 +787,7 @@ impl TypeRegistry {
         body: &'a [AtomicUsize],
     ) -> Result<Refs<'a>, TypeError> {
         let id = header.type_id();
-        let desc = self.get(id).ok_or(TypeError::UnknownType { id: id.0 })?;
+        let desc = self.get(id).ok_or(TypeError::UnknownType { id: id.n })?;
         scan_refs(desc, self.config.tag_rule, header, body)
     }
 }

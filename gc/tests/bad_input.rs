@@ -387,6 +387,248 @@ fn global_and_channel_of_another_heap_are_refused() {
 }
 
 #[test]
+fn a_type_id_of_another_heap_is_refused() {
+    let rt = Runtime::builder().procs(1).build().unwrap();
+    let gc = Gc::builder().ignore_env().build(&rt).unwrap();
+    let other = Gc::builder().ignore_env().build(&rt).unwrap();
+    let ours = types(&gc);
+    // The other heap registers the same layout under its own ids: the numbers coincide,
+    // so only the id's registry can tell them apart.
+    let theirs = types(&other);
+    assert_eq!(ours.rec.get(), theirs.rec.get());
+    fn foreign<T>(id: TypeId) -> Result<T, GcError> {
+        Err(GcError::Type(TypeError::ForeignType { id: id.get() }))
+    }
+    assert_eq!(gc.types().get(theirs.rec), None);
+    assert_eq!(gc.types().header(theirs.rec, 0), Err(TypeError::ForeignType { id: 1 }));
+    assert_eq!(safepoint_gc::Shape::new(&gc, theirs.rec, 0), foreign(theirs.rec));
+    // A number (or an id read from a header) names no registry and is taken as before.
+    let plain = TypeId::from_u32(ours.rec.get()).unwrap();
+    assert_eq!(plain, ours.rec);
+    assert!(gc.types().get(plain).is_some());
+    rt.block_on(move || {
+        let mut m = Mutator::new(&gc).unwrap();
+        m.scope(|m, [s]| {
+            assert_eq!(m.alloc(s, theirs.rec), foreign(theirs.rec));
+            assert_eq!(m.alloc_array(s, theirs.refs, 2), foreign(theirs.refs));
+            assert_eq!(m.alloc_bytes(s, theirs.bytes, b"x"), foreign(theirs.bytes));
+            assert!(m.is_null(s).unwrap(), "a refused allocation wrote the slot");
+            m.alloc(s, plain).unwrap();
+            assert_eq!(m.type_of(s), Ok(ours.rec));
+        });
+        let raw = {
+            drop(m);
+            safepoint_gc::RawMutator::new(&gc).unwrap()
+        };
+        assert_eq!(raw.shape(theirs.rec, 0), foreign(theirs.rec));
+        assert!(raw.shape(ours.rec, 0).is_ok());
+    });
+}
+
+/// `Gc::collect` from a thread outside the runtime (and from a goroutine of another runtime)
+/// runs a full cycle on the collector's driver and waits for it: the garbage is gone and what
+/// a global holds survives, in both collector modes.
+#[test]
+fn collect_from_a_host_thread_runs_a_cycle_and_waits_for_it() {
+    for stop_the_world in [false, true] {
+        let rt = Runtime::builder().procs(2).build().unwrap();
+        let other = Runtime::builder().procs(1).build().unwrap();
+        let gc = Gc::builder()
+            .stop_the_world(stop_the_world)
+            .checkmark(true)
+            .poison(true)
+            .gc_percent(u32::MAX)
+            .ignore_env()
+            .build(&rt)
+            .unwrap();
+        let t = types(&gc);
+        let g2 = gc.clone();
+        let kept = rt.block_on(move || {
+            let mut m = Mutator::new(&g2).unwrap();
+            m.scope(|m, [s]| {
+                for _ in 0..1000 {
+                    m.alloc_bytes(s, t.bytes, &[1; 100]).unwrap();
+                }
+                m.alloc_bytes(s, t.bytes, b"kept").unwrap();
+                m.new_global(s).unwrap()
+            })
+        });
+        let before = gc.cycles();
+        let objects = gc.stats().heap.live_objects;
+        assert!(objects > 100, "{objects} objects before the collection");
+        // From this thread, which is no goroutine.
+        gc.collect();
+        assert_eq!(gc.cycles(), before + 1, "stop_the_world {stop_the_world}");
+        assert_eq!(gc.stats().heap.live_objects, 1, "stop_the_world {stop_the_world}");
+        // From a goroutine of another runtime.
+        let g2 = gc.clone();
+        other.block_on(move || g2.collect());
+        assert_eq!(gc.cycles(), before + 2, "stop_the_world {stop_the_world}");
+        let g2 = gc.clone();
+        rt.block_on(move || {
+            let mut m = Mutator::new(&g2).unwrap();
+            m.scope(|m, [s]| {
+                m.load_global(s, &kept).unwrap();
+                assert!(m.bytes(s).unwrap().eq_bytes(b"kept"));
+            });
+        });
+    }
+}
+
+/// Writing a scope's slot through the managed stack's safe `set` is refused with a panic of
+/// the goroutine that tried, every time; the scope, the heap and the other goroutines go on.
+#[test]
+fn set_on_a_sealed_scope_frame_is_a_described_panic() {
+    with_heap(|m, t| {
+        let g = m.gc();
+        m.scope(|m, [s]| {
+            m.alloc(s, t.rec).unwrap();
+            let g2 = g.clone();
+            let h = safepoint_sched::go(move || {
+                let mut m = Mutator::new(&g2).unwrap();
+                m.scope(|_, [_s]| safepoint_sched::with_managed_stack(|ms| ms.set(0, 0x1234_5670)))
+            });
+            let e = h.join().expect_err("set on a sealed frame must panic");
+            let msg = e.message().unwrap_or_default().to_owned();
+            assert!(msg.contains("sealed handle frame written directly"), "panic message: {msg:?}");
+            assert_eq!(m.type_of(s), Ok(t.rec));
+        });
+    });
+}
+
+/// A scope started inside a blocking call (where the goroutine's managed stack is frozen) is
+/// the same described panic every time, whether or not a preemption request is pending; an
+/// allocation or a channel operation there is `GcError::NoP`; a collection works (on the
+/// driver, as from a host thread).
+#[test]
+fn scope_inside_a_blocking_call_is_refused_every_time() {
+    with_heap(|m, t| {
+        let g = m.gc();
+        m.scope(|m, [s]| {
+            assert_eq!(safepoint_sched::blocking(|| m.alloc(s, t.rec)), Err(GcError::NoP));
+            assert!(m.is_null(s).unwrap());
+        });
+        // A channel operation there, which would park the goroutine, is refused too.
+        let ch = RefChan::new(&g, 1);
+        m.scope(|m, [s]| {
+            m.alloc(s, t.rec).unwrap();
+            assert_eq!(safepoint_sched::blocking(|| m.send(&ch, s)), Err(GcError::NoP));
+            assert_eq!(safepoint_sched::blocking(|| m.recv(&ch, s)), Err(GcError::NoP));
+            assert!(ch.is_empty());
+        });
+        // A collection asked for there runs on the collector's driver, as one from a thread
+        // outside the runtime does, and is waited for.
+        let before = g.cycles();
+        safepoint_sched::blocking(|| m.collect());
+        assert!(g.cycles() > before, "no cycle ran for a collect inside a blocking call");
+        for nested in [false, true] {
+            for _ in 0..3 {
+                let g2 = g.clone();
+                let h = safepoint_sched::go(move || {
+                    let mut m = Mutator::new(&g2).unwrap();
+                    let body = |m: &mut Mutator| {
+                        safepoint_sched::blocking(|| m.scope(|_, [_s]| ()));
+                    };
+                    if nested { m.scope(|m, [_outer]| body(m)) } else { body(&mut m) }
+                });
+                let e = h.join().expect_err("a scope inside a blocking call must panic");
+                let msg = e.message().unwrap_or_default().to_owned();
+                assert!(
+                    msg.contains("Mutator::scope: not allowed inside a blocking call"),
+                    "panic message: {msg:?}"
+                );
+            }
+        }
+    });
+}
+
+/// `Pin::new_global` and `Pin::set_global` are safe, so a value that is not the reference of
+/// a live object of this heap is an error there, not a root that aborts the next marking:
+/// garbage with the reference tag, an address outside the heap, a reference into the middle
+/// of an object, an object of another heap, and a freed object.
+#[test]
+fn a_global_of_a_value_that_is_not_a_live_reference_is_refused() {
+    let rt = Runtime::builder().procs(2).build().unwrap();
+    let gc = Gc::builder().checkmark(true).gc_percent(u32::MAX).ignore_env().build(&rt).unwrap();
+    let other = Gc::builder().ignore_env().build(&rt).unwrap();
+    let t = types(&gc);
+    let ot = types(&other);
+    let (g2, o2) = (gc.clone(), other.clone());
+    rt.block_on(move || {
+        // An object of the other heap.
+        let foreign = {
+            let mut raw = safepoint_gc::RawMutator::new(&o2).unwrap();
+            let shape = raw.shape(ot.rec, 0).unwrap();
+            let (v, keep) = raw
+                .enter(|p| {
+                    let (v, _) = p.alloc(shape).unwrap();
+                    (v, p.new_global(v).unwrap())
+                })
+                .unwrap();
+            std::mem::forget(keep);
+            v
+        };
+        let mut raw = safepoint_gc::RawMutator::new(&g2).unwrap();
+        let shape = raw.shape(t.rec, 0).unwrap();
+        let rule = raw.tag_rule();
+        // An object that dies: unreachable once its section ends. One collection marks it
+        // unreachable (the sweep is finished by `collect`, so it is then freed); the value is
+        // kept only as a number.
+        let dead = raw.enter(|p| p.alloc(shape).unwrap().0).unwrap();
+        let live = raw
+            .enter(|p| {
+                let (v, _) = p.alloc(shape).unwrap();
+                p.new_global(v).unwrap()
+            })
+            .unwrap();
+        g2.collect();
+        let live_v = raw.enter(|p| p.global(&live).unwrap()).unwrap();
+        let bad =
+            [0x1234_5670 | rule.ref_tag, ((live_v & !rule.mask) + 8) | rule.ref_tag, foreign, dead];
+        raw.enter(|p| {
+            for &v in &bad {
+                assert_eq!(p.new_global(v).map(drop), Err(GcError::NotAReference { found: v }));
+                assert_eq!(p.set_global(&live, v), Err(GcError::NotAReference { found: v }));
+                assert_eq!(p.global(&live), Ok(live_v), "a refused set_global changed the global");
+            }
+            // Null, an immediate and a live reference are taken.
+            for v in [0, (7 << 3) | 1, live_v] {
+                drop(p.new_global(v).unwrap());
+            }
+        })
+        .unwrap();
+        // None of the refused values became a root: the next marking (with checkmark) is clean.
+        g2.collect();
+    });
+    // (An object found unreachable and not yet swept is refused too: `Gc::collect` sweeps
+    // before it returns, so that case is the heap's unit test `holds_live_follows_...`.)
+    drop(other);
+}
+
+/// `RawMutator::collect_for_memory` inside a blocking call (no P to run a cycle on) runs the
+/// cycle on the driver, as `Gc::collect` does there, and the collector stays usable.
+#[test]
+fn collect_for_memory_inside_a_blocking_call_leaves_the_heap_working() {
+    with_heap(|m, t| {
+        let g = m.gc();
+        let before = g.cycles();
+        let g2 = g.clone();
+        safepoint_sched::go(move || {
+            let mut raw = safepoint_gc::RawMutator::new(&g2).unwrap();
+            safepoint_sched::blocking(|| raw.collect_for_memory());
+        })
+        .join()
+        .unwrap();
+        assert!(g.cycles() > before);
+        m.scope(|m, [s]| {
+            m.alloc(s, t.rec).unwrap();
+            m.collect();
+            assert_eq!(m.type_of(s), Ok(t.rec));
+        });
+    });
+}
+
+#[test]
 fn recv_on_a_closed_channel_is_false_and_send_on_it_is_closed() {
     with_heap(|m, t| {
         let ch = RefChan::new(&m.gc(), 2);
@@ -677,7 +919,7 @@ fn a_reference_into_the_middle_of_a_slot_of_the_same_span_is_fatal() {
                         p.set_word(root, 0, WordKind::Ref, a & !3);
                         p.set_word(a, 0, WordKind::Ref, bad);
                     }
-                    (p.new_global(root), bad)
+                    (p.new_global(root).unwrap(), bad)
                 })
                 .unwrap();
             eprintln!("child: planted {bad:#x}");

@@ -908,7 +908,9 @@ fn exec(sh: &Shared, st: &mut State, pin: &mut Pin<'_>) -> Exit {
                 if params != n as usize {
                     fail!("{} takes {params} arguments, given {n}", protos[p].name);
                 }
-                let gs = (0..=n as usize).map(|i| pin.new_global(r!(f as usize + i))).collect();
+                let gs = (0..=n as usize)
+                    .map(|i| pin.new_global(r!(f as usize + i)).expect("registers hold values"))
+                    .collect();
                 sp_before!(sp + 1);
                 save!();
                 return Exit::Block(Block::Go(gs));
@@ -1283,7 +1285,11 @@ fn chan_of(sh: &Shared, pin: &Pin<'_>, v: usize) -> Result<&'static ChanBox, Str
 }
 
 fn to_msg(pin: &Pin<'_>, v: usize) -> Msg {
-    if is_ref(v) { Msg::Ref(pin.new_global(v)) } else { Msg::Imm(v) }
+    if is_ref(v) {
+        Msg::Ref(pin.new_global(v).expect("registers hold values"))
+    } else {
+        Msg::Imm(v)
+    }
 }
 
 fn msg_value(pin: &Pin<'_>, m: Option<Msg>) -> usize {

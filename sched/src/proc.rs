@@ -79,8 +79,15 @@ fn running() -> (&'static M, &'static G) {
 }
 
 /// Checks that the running goroutine may switch away: not inside `no_preempt`, not holding the
-/// world stopped. A described panic otherwise.
+/// world stopped, not inside a blocking call (its P is handed off: parking there would find
+/// the goroutine in `Syscall`, not `Running`). A described panic otherwise.
 fn check_may_switch(m: &M, g: &G, what: &str) {
+    if g.status.load().base() == Some(Status::Syscall) {
+        panic!(
+            "goroutine {}: {what} inside a blocking call (the goroutine has handed off its P)",
+            goid(g)
+        );
+    }
     if g.pins.get() != 0 {
         panic!(
             "goroutine {}: {what} inside a no_preempt section (a thread-bound borrow may be live)",

@@ -145,6 +145,19 @@ fn misuse_inside_the_runtime_panics_that_goroutine_only() {
         .join()
         .unwrap_err();
         assert!(r.to_string().contains("while the runtime holds this M"), "{r}");
+        // Switching inside a blocking call (the goroutine has handed off its P): a yield, a
+        // nested blocking call. (A wait on a channel or lock there still aborts: it queues
+        // its waiter before the park that would refuse.)
+        for nested in [false, true] {
+            let r = go(move || {
+                safepoint_sched::blocking(|| {
+                    if nested { safepoint_sched::blocking(|| ()) } else { yield_now() }
+                })
+            })
+            .join()
+            .unwrap_err();
+            assert!(r.to_string().contains("inside a blocking call"), "nested {nested}: {r}");
+        }
         let done: Vec<u32> = (0..10).map(|i| go(move || i).join().unwrap()).collect();
         assert_eq!(done.len(), 10);
     });
