@@ -32,3 +32,16 @@ go fn() {
   }
 }()
 print(<-turns, <-turns, <-turns)
+
+// A select case on a nil channel is never ready: it turns the case off.
+let ready = chan(1)
+ready <- "ready"
+let off = nil
+select {
+case v = <-off { print("nil channel received", v) }
+case v = <-ready { print("select:", v) }
+}
+select {
+case off <- 1 { print("nil channel sent") }
+default { print("nothing ready but nil") }
+}

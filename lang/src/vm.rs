@@ -186,7 +186,9 @@ enum Block {
         t: u32,
     },
     Select {
-        sel: Vec<(&'static ChanBox, Option<Msg>)>,
+        /// Each case's channel and message; `None` for a case on a nil channel, which is never
+        /// ready (as in Go).
+        sel: Vec<Option<(&'static ChanBox, Option<Msg>)>>,
         default: bool,
         a: Reg,
         dsts: Vec<Option<Reg>>,
@@ -372,10 +374,11 @@ impl Thread {
             Block::Select { sel, default, a, dsts } => {
                 let n = sel.len();
                 let mut s: Select<'_, (usize, Option<Msg>)> = Select::new();
-                for (i, (ch, msg)) in sel.into_iter().enumerate() {
-                    s = match msg {
-                        Some(m) => s.send(ch, m, move || (i, None)),
-                        None => s.recv(ch, move |r| (i, r.ok())),
+                for (i, case) in sel.into_iter().enumerate() {
+                    s = match case {
+                        None => s,
+                        Some((ch, Some(m))) => s.send(ch, m, move || (i, None)),
+                        Some((ch, None)) => s.recv(ch, move |r| (i, r.ok())),
                     };
                 }
                 if default {
@@ -1001,16 +1004,21 @@ fn exec(sh: &Shared, st: &mut State, pin: &mut Pin<'_>) -> Exit {
                 let mut cases = Vec::with_capacity(table.cases.len());
                 let mut dsts = Vec::with_capacity(table.cases.len());
                 for c in &table.cases {
-                    let (ch, msg, dst) = match *c {
+                    let (ch, send, dst) = match *c {
                         SelCase::Recv { ch, dst } => (ch, None, dst),
-                        SelCase::Send { ch, v } => (ch, Some(to_msg(pin, r!(v))), None),
+                        SelCase::Send { ch, v } => (ch, Some(v), None),
                     };
+                    dsts.push(dst);
+                    // A nil channel's case is never ready (Go's rule, for turning a case off).
+                    if r!(ch) == NIL {
+                        cases.push(None);
+                        continue;
+                    }
                     let c = match chan_of(sh, pin, r!(ch)) {
                         Ok(c) => c,
                         Err(m) => fail!("select: {m}"),
                     };
-                    cases.push((c, msg));
-                    dsts.push(dst);
+                    cases.push(Some((c, send.map(|v| to_msg(pin, r!(v))))));
                 }
                 sp_before!(sp);
                 save!();

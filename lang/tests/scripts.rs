@@ -123,11 +123,12 @@ fn racing_goroutines_on_shared_containers_do_not_break_the_heap() {
 }
 
 /// The language features of `features.pb` (operators, literals, write, format, statement
-/// ends, cap, yield), in every collector mode at 1 and 2 Ps.
+/// ends, cap, yield, select on a nil channel), in every collector mode at 1 and 2 Ps.
 #[test]
 fn the_features_script_prints_its_exact_output() {
     let want = "2 7 5 1024 -4 -1 11 4\ntrue 15\n1000.0 0.0025 600.0 30.0\nx=1, y=2.5\n\
-                3.141592654|   42|ab  |ff|[1, 2]|-02.5|\"hi\"\ngot\nempty again: 0 of 1\n0 1 2\n";
+                3.141592654|   42|ab  |ff|[1, 2]|-02.5|\"hi\"\ngot\nempty again: 0 of 1\n0 1 2\n\
+                select: ready\nnothing ready but nil\n";
     for procs in ["1", "2"] {
         run_all_modes(&["--procs", procs, "run", &script("features.pb")], want);
     }
