@@ -45,3 +45,15 @@ select {
 case off <- 1 { print("nil channel sent") }
 default { print("nothing ready but nil") }
 }
+
+// Strings: bytes by index, slices (of vectors too), and the string builtins.
+let s = "hello, world"
+print(s[0], s[1:5], s[:5], s[7:], len(s[:]), [1, 2, 3, 4][1:3])
+print(ord("A"), chr(955), find(s, "world"), find(s, "xyz"))
+print(split("a,b,,c", ","), split("héj", ""), join(["x", "y", "z"], "-"))
+print(bytes("Hi"), from_bytes([80, 101, 98]), float("2.5") * 2, float(" 1e3 "))
+let v = [3, 1.5, 2, -7]
+sort(v)
+let w = ["pear", "apple", "fig"]
+sort(w)
+print(v, w)

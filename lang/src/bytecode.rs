@@ -153,6 +153,15 @@ pub enum Builtin {
     Cap,
     Yield,
     Exit,
+    Slice,
+    Ord,
+    Chr,
+    Find,
+    Split,
+    Join,
+    Bytes,
+    FromBytes,
+    Sort,
 }
 
 impl Builtin {
@@ -182,6 +191,16 @@ impl Builtin {
         ("cap", Builtin::Cap, 1, 1),
         ("yield", Builtin::Yield, 0, 0),
         ("exit", Builtin::Exit, 0, 1),
+        // `x[a:b]` (the parser's; a name no program can write).
+        ("$slice", Builtin::Slice, 3, 3),
+        ("ord", Builtin::Ord, 1, 1),
+        ("chr", Builtin::Chr, 1, 1),
+        ("find", Builtin::Find, 2, 2),
+        ("split", Builtin::Split, 2, 2),
+        ("join", Builtin::Join, 2, 2),
+        ("bytes", Builtin::Bytes, 1, 1),
+        ("from_bytes", Builtin::FromBytes, 1, 1),
+        ("sort", Builtin::Sort, 1, 1),
     ];
 
     /// The builtin called `name`.

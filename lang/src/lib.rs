@@ -12,7 +12,11 @@
 //! `write` (no separators, no newline), `format(f, args...)` (Go's verbs: [`mod@format`]), `len`,
 //! `cap` (a channel's capacity), `push`, `pop`, `vec`, `keys`, `has`, `str`, `int`, `float`,
 //! `type`, `sqrt`, `chan`, `close`, `sleep` (milliseconds), `yield`, `exit(status)` (from any
-//! goroutine, as Go's `os.Exit`), `error(msg)`, `gc`, `cycles`, `args`.
+//! goroutine, as Go's `os.Exit`), `error(msg)`, `gc`, `cycles`, `args`; for strings `ord`,
+//! `chr`, `find` (a byte offset, or -1), `split`, `join`, `bytes`, `from_bytes`, and
+//! `float("2.5")`; `sort(v)` sorts a vector of numbers or of strings in place (no comparator
+//! yet). `s[i]` is a string's byte `i`; `x[a:b]` (either bound may be left out) is a new
+//! string or vector holding that part of `x` (a copy: vectors do not share storage).
 //!
 //! ```text
 //! fn fib(n) { if n < 2 { return n } return fib(n - 1) + fib(n - 2) }

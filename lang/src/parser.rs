@@ -360,8 +360,19 @@ impl Parser<'_> {
                 e = Expr { kind: ExprKind::Call(Box::new(e), args), pos };
             } else if self.is("[") && self.same_line() {
                 self.i += 1;
-                let i = self.expr()?;
+                // `x[i]`, or a slice `x[a:b]` with either bound left out.
+                let lo = if self.is(":") { None } else { Some(self.expr()?) };
+                if self.eat(":") {
+                    let hi = if self.is("]") { None } else { Some(self.expr()?) };
+                    self.expect("]")?;
+                    let nil = || Expr { kind: ExprKind::Nil, pos };
+                    let f = Expr { kind: ExprKind::Name("$slice".into()), pos };
+                    let args = vec![e, lo.unwrap_or_else(nil), hi.unwrap_or_else(nil)];
+                    e = Expr { kind: ExprKind::Call(Box::new(f), args), pos };
+                    continue;
+                }
                 self.expect("]")?;
+                let i = lo.expect("parsed above");
                 e = Expr { kind: ExprKind::Index(Box::new(e), Box::new(i)), pos };
             } else if self.is_here(".") {
                 self.i += 1;

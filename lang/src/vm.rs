@@ -1215,6 +1215,21 @@ fn cmp_int(op: CmpOp, x: usize, y: usize) -> bool {
     }
 }
 
+/// A string argument of builtin `what`, or an error naming it.
+fn string_arg(sh: &Shared, pin: &Pin<'_>, v: usize, what: &str) -> Result<String, Fault> {
+    match str_bytes(sh, pin, v) {
+        Some(b) => Ok(String::from_utf8_lossy(&b).into_owned()),
+        None => Err(format!("{what} takes strings, not {}", type_name(sh, pin, v)).into()),
+    }
+}
+
+/// A value as an error message shows it.
+fn describe(sh: &Shared, pin: &Pin<'_>, v: usize) -> String {
+    let mut s = String::new();
+    show(sh, pin, v, &mut s, 0, true);
+    s
+}
+
 /// A value as `format` takes it.
 fn format_arg(sh: &Shared, pin: &Pin<'_>, v: usize) -> crate::format::Arg {
     use crate::format::Arg;
@@ -1409,7 +1424,16 @@ fn index(sh: &Shared, pin: &Pin<'_>, o: usize, k: usize) -> Result<usize, String
             Err(_) => NIL,
         })
     } else if t == sh.types.str {
-        Err("strings are indexed by slicing: not supported (use len and str)".into())
+        // A byte, as Go's `s[i]`.
+        let b = str_bytes(sh, pin, o).unwrap_or_default();
+        if !is_int(k) {
+            return Err(format!("string index must be an int, not {}", type_name(sh, pin, k)));
+        }
+        let i = as_int(k);
+        match usize::try_from(i).ok().and_then(|i| b.get(i)) {
+            Some(&c) => Ok(int(c as i64)),
+            None => Err(format!("index {i} out of range (length {})", b.len())),
+        }
     } else {
         Err(format!("cannot index {}", type_name(sh, pin, o)))
     }
@@ -1726,7 +1750,16 @@ fn builtin(
             let v = arg(0);
             match float_of(sh, pin, v) {
                 Some(f) => new_float(sh, pin, f)?,
-                None => return Err(format!("float of {}", type_name(sh, pin, v)).into()),
+                None => match str_bytes(sh, pin, v) {
+                    Some(b) => {
+                        let s = String::from_utf8_lossy(&b);
+                        match s.trim().parse::<f64>() {
+                            Ok(f) => new_float(sh, pin, f)?,
+                            Err(_) => return Err(format!("float of {s:?}: not a number").into()),
+                        }
+                    }
+                    None => return Err(format!("float of {}", type_name(sh, pin, v)).into()),
+                },
             }
         }
         Builtin::Keys => {
@@ -1796,6 +1829,162 @@ fn builtin(
                 Fault::Msg(format!("cap of {} (a channel's capacity)", type_name(sh, pin, arg(0))))
             })?;
             int(c.cap() as i64)
+        }
+        Builtin::Slice => {
+            let (o, lo, hi) = (arg(0), arg(1), arg(2));
+            let (len, bytes) = match str_bytes(sh, pin, o) {
+                Some(b) => (b.len(), Some(b)),
+                None if is_ref(o) && tid(pin, o) == ty.vec => (vec_parts(pin, o).0, None),
+                None => return Err(format!("cannot slice {}", type_name(sh, pin, o)).into()),
+            };
+            let bound = |v: usize, default: usize| -> Result<usize, Fault> {
+                if v == NIL {
+                    return Ok(default);
+                }
+                if !is_int(v) {
+                    return Err(format!(
+                        "slice bound must be an int, not {}",
+                        type_name(sh, pin, v)
+                    )
+                    .into());
+                }
+                usize::try_from(as_int(v)).ok().filter(|&b| b <= len).ok_or_else(|| {
+                    format!("slice bound {} out of range (length {len})", as_int(v)).into()
+                })
+            };
+            let (a, b) = (bound(lo, 0)?, bound(hi, len)?);
+            if a > b {
+                return Err(format!("slice bounds {a}:{b} are inverted").into());
+            }
+            match bytes {
+                Some(bytes) => new_str(sh, pin, &bytes[a..b])?,
+                None => {
+                    let items = vec_parts(pin, o).1;
+                    let xs: Vec<usize> =
+                        (a..b).map(|i| arr_get(pin, items, i).unwrap_or(NIL)).collect();
+                    new_vec(sh, pin, &xs)?
+                }
+            }
+        }
+        Builtin::Ord => {
+            let s = string_arg(sh, pin, arg(0), "ord")?;
+            let mut cs = s.chars();
+            match (cs.next(), cs.next()) {
+                (Some(c), None) => int(c as i64),
+                _ => return Err(format!("ord of {s:?}: not one character").into()),
+            }
+        }
+        Builtin::Chr => {
+            let v = arg(0);
+            let c = (is_int(v))
+                .then(|| u32::try_from(as_int(v)).ok().and_then(char::from_u32))
+                .flatten()
+                .ok_or_else(|| format!("chr of {}: not a code point", describe(sh, pin, v)))?;
+            new_str(sh, pin, c.to_string().as_bytes())?
+        }
+        Builtin::Find => {
+            let s = str_bytes(sh, pin, arg(0));
+            let sub = str_bytes(sh, pin, arg(1));
+            let (Some(s), Some(sub)) = (s, sub) else {
+                return Err("find takes two strings".to_string().into());
+            };
+            let at = if sub.is_empty() {
+                Some(0)
+            } else {
+                s.windows(sub.len()).position(|w| w == sub.as_slice())
+            };
+            int(at.map_or(-1, |i| i as i64))
+        }
+        Builtin::Split => {
+            let s = string_arg(sh, pin, arg(0), "split")?;
+            let sep = string_arg(sh, pin, arg(1), "split")?;
+            let parts: Vec<String> = if sep.is_empty() {
+                s.chars().map(String::from).collect()
+            } else {
+                s.split(sep.as_str()).map(String::from).collect()
+            };
+            // The new strings are held in Rust only inside this pinned section: allocation
+            // here never reaches a safepoint, and objects made while marking are black.
+            let mut vs = Vec::with_capacity(parts.len());
+            for p in &parts {
+                vs.push(new_str(sh, pin, p.as_bytes())?);
+            }
+            new_vec(sh, pin, &vs)?
+        }
+        Builtin::Join => {
+            let v = arg(0);
+            if !is_ref(v) || tid(pin, v) != ty.vec {
+                return Err(format!("join of {}: not a vector", type_name(sh, pin, v)).into());
+            }
+            let sep = str_bytes(sh, pin, arg(1)).ok_or_else(|| {
+                format!("join's separator is {}, not a string", type_name(sh, pin, arg(1)))
+            })?;
+            let (len, items) = vec_parts(pin, v);
+            let mut out = Vec::new();
+            for i in 0..len {
+                let x = arr_get(pin, items, i).unwrap_or(NIL);
+                let b = str_bytes(sh, pin, x).ok_or_else(|| {
+                    format!("join: element {i} is {}, not a string", type_name(sh, pin, x))
+                })?;
+                if i > 0 {
+                    out.extend_from_slice(&sep);
+                }
+                out.extend_from_slice(&b);
+            }
+            new_str(sh, pin, &out)?
+        }
+        Builtin::Bytes => {
+            let b = str_bytes(sh, pin, arg(0))
+                .ok_or_else(|| format!("bytes of {}: not a string", type_name(sh, pin, arg(0))))?;
+            let xs: Vec<usize> = b.iter().map(|&c| int(c as i64)).collect();
+            new_vec(sh, pin, &xs)?
+        }
+        Builtin::FromBytes => {
+            let v = arg(0);
+            if !is_ref(v) || tid(pin, v) != ty.vec {
+                return Err(format!("from_bytes of {}: not a vector", type_name(sh, pin, v)).into());
+            }
+            let (len, items) = vec_parts(pin, v);
+            let mut out = Vec::with_capacity(len);
+            for i in 0..len {
+                let x = arr_get(pin, items, i).unwrap_or(NIL);
+                match (is_int(x)).then(|| u8::try_from(as_int(x)).ok()).flatten() {
+                    Some(b) => out.push(b),
+                    None => {
+                        return Err(
+                            format!("from_bytes: element {i} is not a byte (0 to 255)").into()
+                        );
+                    }
+                }
+            }
+            new_str(sh, pin, &out)?
+        }
+        Builtin::Sort => {
+            let v = arg(0);
+            if !is_ref(v) || tid(pin, v) != ty.vec {
+                return Err(format!("sort of {}: not a vector", type_name(sh, pin, v)).into());
+            }
+            let (len, items) = vec_parts(pin, v);
+            let mut xs: Vec<usize> =
+                (0..len).map(|i| arr_get(pin, items, i).unwrap_or(NIL)).collect();
+            // Check every pair the sort may compare up front: an order that fails halfway
+            // would leave the vector half sorted.
+            for w in xs.windows(2) {
+                compare(sh, pin, CmpOp::Lt, w[0], w[1])?;
+            }
+            xs.sort_by(|&a, &b| {
+                if compare(sh, pin, CmpOp::Lt, a, b).unwrap_or(false) {
+                    std::cmp::Ordering::Less
+                } else if compare(sh, pin, CmpOp::Lt, b, a).unwrap_or(false) {
+                    std::cmp::Ordering::Greater
+                } else {
+                    std::cmp::Ordering::Equal
+                }
+            });
+            for (i, &x) in xs.iter().enumerate() {
+                arr_set(pin, items, i, x);
+            }
+            NIL
         }
         Builtin::Print
         | Builtin::Write

@@ -123,12 +123,16 @@ fn racing_goroutines_on_shared_containers_do_not_break_the_heap() {
 }
 
 /// The language features of `features.pb` (operators, literals, write, format, statement
-/// ends, cap, yield, select on a nil channel), in every collector mode at 1 and 2 Ps.
+/// ends, cap, yield, select on a nil channel, string indexing and slicing, the string and
+/// vector builtins), in every collector mode at 1 and 2 Ps.
 #[test]
 fn the_features_script_prints_its_exact_output() {
     let want = "2 7 5 1024 -4 -1 11 4\ntrue 15\n1000.0 0.0025 600.0 30.0\nx=1, y=2.5\n\
                 3.141592654|   42|ab  |ff|[1, 2]|-02.5|\"hi\"\ngot\nempty again: 0 of 1\n0 1 2\n\
-                select: ready\nnothing ready but nil\n";
+                select: ready\nnothing ready but nil\n\
+                104 ello hello world 12 [2, 3]\n65 λ 7 -1\n\
+                [\"a\", \"b\", \"\", \"c\"] [\"h\", \"é\", \"j\"] x-y-z\n\
+                [72, 105] Peb 5.0 1000.0\n[-7, 1.5, 2, 3] [\"apple\", \"fig\", \"pear\"]\n";
     for procs in ["1", "2"] {
         run_all_modes(&["--procs", procs, "run", &script("features.pb")], want);
     }
