@@ -72,6 +72,23 @@ pub(crate) struct G {
     pub locals: UnsafeCell<Vec<Option<Box<dyn Any>>>>,
     /// Why it waits, for dumps. Relaxed: informational.
     pub wait_reason: AtomicUsize,
+    /// Parked where shutdown may end the park (`proc::park_cancellable`): nothing of the
+    /// goroutine's stays linked anywhere that it cannot unlink when it resumes. Set by the
+    /// goroutine before it switches away to park, cleared when it resumes; read by shutdown
+    /// after it has seen the goroutine Waiting (the status word's Release/Acquire orders it).
+    pub cancellable: AtomicBool,
+    /// Shutdown ended this goroutine's park: it resumes in the parking primitive, which cleans
+    /// up and unwinds. Set by shutdown before it queues the goroutine (the queue publishes it);
+    /// read and cleared by the goroutine.
+    pub cancelled: AtomicBool,
+    /// The goroutine has been sent the shutdown unwind (once at most: a goroutine that parks
+    /// again while unwinding, or after catching it, is left parked). Written by the goroutine,
+    /// read by shutdown. Relaxed: shutdown looks again until every goroutine is settled.
+    pub unwound: AtomicBool,
+    /// Depth of runtime sections that must not be unwound by shutdown although they switch
+    /// (a suspender's wait: its request must be withdrawn before it goes). Owner: the
+    /// goroutine.
+    pub no_unwind: Cell<u32>,
 }
 
 // SAFETY: cross-thread fields are atomics or a Mutex; every UnsafeCell/Cell field is accessed only
@@ -148,6 +165,10 @@ impl G {
             urgent: AtomicBool::new(false),
             locals: UnsafeCell::new(Vec::new()),
             wait_reason: AtomicUsize::new(0),
+            cancellable: AtomicBool::new(false),
+            cancelled: AtomicBool::new(false),
+            unwound: AtomicBool::new(false),
+            no_unwind: Cell::new(0),
         }
     }
 
@@ -230,6 +251,10 @@ impl G {
         self.preempt_stop.store(false, Ordering::Relaxed);
         self.urgent.store(false, Ordering::Relaxed);
         self.async_prone.store(false, Ordering::Relaxed);
+        self.cancellable.store(false, Ordering::Relaxed);
+        self.cancelled.store(false, Ordering::Relaxed);
+        self.unwound.store(false, Ordering::Relaxed);
+        self.no_unwind.set(0);
         let ms = self.mstack();
         ms.set_id(id);
         ms.reset();

@@ -417,11 +417,18 @@ impl Builder {
     }
 }
 
-/// A goroutine runtime. Dropping it shuts it down: it waits for running goroutines to reach a
-/// safepoint and for blocking calls to return, joins every thread, and frees every goroutine
-/// (goroutines still parked or queued are abandoned without unwinding, as when a Go program's
-/// main returns; so is a goroutine stopping the world or running a ragged barrier, which would
-/// otherwise wait for Ps that have stopped answering).
+/// A goroutine runtime. Dropping it shuts it down and gives back everything its goroutines
+/// held: every live goroutine is unwound with the [`RuntimeShutdown`] payload at its next
+/// safepoint (a poll or frame push, a yield, a park, the start or end of a blocking call), so
+/// the destructors of what it captured run; a goroutine that never started has its closure
+/// dropped without running it; then every M exits, every thread is joined and every stack is
+/// freed. See "Shutdown" in the crate docs for what cannot be unwound (and is abandoned
+/// instead).
+///
+/// Dropping the last handle from inside one of the runtime's own goroutines (an
+/// `Arc<Runtime>` captured by a goroutine) cannot wait for that goroutine's own M to exit: it
+/// is a described panic of that goroutine, and the shutdown runs to its end on a thread of its
+/// own.
 pub struct Runtime {
     sched: Arc<Sched>,
     sysmon: Option<std::thread::JoinHandle<()>>,
@@ -566,7 +573,99 @@ impl Runtime {
     }
 
     fn shutdown(&mut self) {
-        let sched = &self.sched;
+        shutdown(&self.sched, self.sysmon.take());
+    }
+}
+
+/// The payload a goroutine is unwound with when its runtime shuts down (see [`Runtime`]): a
+/// [`JoinHandle::join`] of such a goroutine returns it as the error's
+/// [`JoinError::into_panic`]. It is raised with `std::panic::resume_unwind`, so no panic
+/// message is printed. Code that catches it should let the goroutine end: it is not sent
+/// twice, and a goroutine that blocks again after it is abandoned where it blocks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RuntimeShutdown {
+    /// The id of the unwound goroutine.
+    pub goroutine: u64,
+}
+
+impl core::fmt::Display for RuntimeShutdown {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        write!(f, "goroutine {} unwound: its runtime shut down", self.goroutine)
+    }
+}
+
+/// How often shutdown looks at the goroutines while they unwind (and asks the running ones to
+/// reach a safepoint again).
+const DRAIN_LOOK: std::time::Duration = std::time::Duration::from_micros(200);
+
+/// Whether every goroutine of `sched` has ended or is parked where shutdown leaves it (a park
+/// shutdown cannot end, or one made after the goroutine was unwound).
+fn settled(sched: &Sched) -> bool {
+    let gs = sched.allgs.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    gs.iter().all(|g| {
+        let g = g.get();
+        let w = g.status.load();
+        match w.base() {
+            Some(status::Status::Dead) | Some(status::Status::Idle) => true,
+            Some(status::Status::Waiting) if !w.scanning() => {
+                !g.cancellable.load(Ordering::Relaxed) || g.unwound.load(Ordering::Relaxed)
+            }
+            _ => false,
+        }
+    })
+}
+
+/// Ends every park that shutdown may end (see `proc::park_cancellable`): the goroutine is made
+/// runnable with `cancelled` set, and its parking primitive unlinks what it linked and unwinds.
+fn cancel_parks(sched: &Sched) {
+    let gs = sched.allgs.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    for g in gs {
+        let gr = g.get();
+        let w = gr.status.load();
+        if w.state != status::Status::Waiting as u32
+            || !gr.cancellable.load(Ordering::Relaxed)
+            || gr.unwound.load(Ordering::Relaxed)
+        {
+            continue;
+        }
+        // The generation read with the state: if the goroutine has resumed and parked again
+        // since (where shutdown may not end the park, perhaps), the generation has moved on
+        // and the CAS fails. So `cancellable` above was that of this very park.
+        if gr.status.try_cas(
+            status::Status::Waiting as u32,
+            status::Status::Runnable as u32,
+            Some(w.generation),
+        ) == status::Cas::Ok
+        {
+            // Relaxed: the queue hand-off below publishes it to the goroutine.
+            gr.cancelled.store(true, Ordering::Relaxed);
+            sched.enqueue(g, false);
+        }
+    }
+}
+
+/// Shuts `sched` down (see [`Runtime`]): drains, then stops every M and frees every G.
+fn shutdown(sched: &Arc<Sched>, sysmon: Option<std::thread::JoinHandle<()>>) {
+    // Phase 1, draining. SeqCst: pairs with the loads in spawn (a goroutine spawned after we
+    // set it was refused, so the G list we look at is complete but for refused spawns) and in
+    // `proc::draining`.
+    sched.draining.store(true, Ordering::SeqCst);
+    // Two looks in a row must find everything settled: a look is not a snapshot (a goroutine
+    // seen parked may be readied by one seen later, which then parks).
+    let mut quiet = 0;
+    while quiet < 2 {
+        // Running goroutines unwind at their next safepoint: ask them to reach one.
+        sched.preemptall();
+        cancel_parks(sched);
+        if settled(sched) {
+            quiet += 1;
+        } else {
+            quiet = 0;
+        }
+        std::thread::sleep(DRAIN_LOOK);
+    }
+    // Phase 2: the Ms leave their loops.
+    {
         sched.shutdown.store(true, Ordering::SeqCst);
         sched.preemptall();
         sched.sysmon_note.wakeup();
@@ -599,7 +698,7 @@ impl Runtime {
                 let _ = t.join();
             }
         }
-        if let Some(t) = self.sysmon.take() {
+        if let Some(t) = sysmon {
             let _ = t.join();
         }
         runtime::drain_queues(sched);
@@ -616,7 +715,34 @@ impl Runtime {
 
 impl Drop for Runtime {
     fn drop(&mut self) {
-        self.shutdown();
+        let own = runtime::current_m()
+            .filter(|m| core::ptr::eq(m.sched, Arc::as_ptr(&self.sched)))
+            .and_then(|m| m.curg());
+        let Some(g) = own else {
+            self.shutdown();
+            return;
+        };
+        // Inside one of our own goroutines: its M cannot wait for itself to exit. The shutdown
+        // runs on a thread of its own; this goroutine unwinds (with this panic, or with the
+        // unwind it is already in) and its M exits with the others.
+        let id = g::goid(g);
+        let sched = self.sched.clone();
+        let sysmon = self.sysmon.take();
+        let started = std::thread::Builder::new()
+            .name("safepoint-shutdown".into())
+            .spawn(move || shutdown(&sched, sysmon));
+        if started.is_err() {
+            // No thread to finish it: at least every goroutine unwinds. SeqCst: as in
+            // `shutdown`.
+            self.sched.draining.store(true, Ordering::SeqCst);
+        }
+        if !std::thread::panicking() {
+            panic!(
+                "goroutine {id}: the runtime was dropped inside one of its own goroutines; it \
+                 cannot wait there for its own threads to exit, so it shuts down on a thread of \
+                 its own (drop the last handle outside the runtime)"
+            );
+        }
     }
 }
 
@@ -628,7 +754,13 @@ where
     let cell = join::Cell::new();
     let c2 = cell.clone();
     let body: g::Body = Box::new(move || {
-        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f));
+        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || {
+            // Started after shutdown began: `f` is dropped without running.
+            if let Some(g) = runtime::current_g() {
+                proc::unwind_if_draining(g);
+            }
+            f()
+        }));
         // A panic's managed-stack traceback, while the frames are still there.
         let traceback = if r.is_err() { proc::managed_traceback() } else { None };
         // Goroutine-locals go before the result is published: a joiner sees them dropped.
