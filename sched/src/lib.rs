@@ -101,6 +101,47 @@
 //! description instead of silently migrating. The runtime's own functions read the current M
 //! through a never-inlined accessor for the same reason.
 //!
+//! ## Shutdown
+//!
+//! Dropping a [`Runtime`] gives back everything: threads, stacks, and what the goroutines
+//! captured. It runs in two phases.
+//!
+//! 1. **Draining.** Spawns are refused, and every live goroutine is *unwound* with the
+//!    [`RuntimeShutdown`] payload at its next safepoint: a poll or frame push (shutdown
+//!    keeps asking running goroutines to reach one), a yield, the start or end of a blocking
+//!    call, a park. Parks shutdown can end are ended: those whose callback leaves only a
+//!    token somewhere ([`park`], [`Sema`], a join, [`sleep`]: a stale token is refused by its
+//!    generation, and while the runtime drains its wake-up is ignored) and channel sends and
+//!    receives, which unlink their queue node under the channel's lock before they unwind (if
+//!    a waker took the node first, the operation completed and returns normally). A goroutine
+//!    that never started has its closure dropped without running it. The Ms keep scheduling
+//!    meanwhile, so unwinding code runs as goroutine code always does (it may lock, send, stop
+//!    the world), and a collection under way ends or unwinds with its driver.
+//! 2. **Exit**, once two looks in a row find every goroutine ended or parked where shutdown
+//!    leaves it: the Ms leave their loops, every thread is joined, every G is retired (its
+//!    stack unmapped) into the process-wide pool.
+//!
+//! Why unwind rather than drop a goroutine's state without running it further: a goroutine
+//! that has started keeps its captures in frames on its stack, and only unwinding can drop
+//! them; not dropping them leaks, and a leaked `Gc` clone keeps a heap's whole reservation
+//! (issue 25: about 890 runtimes with heaps exhausted the address space). Unwinding runs user
+//! `Drop` code at shutdown, but only at safepoints, where the goroutine may run any code
+//! anyway: never at an arbitrary instruction (a goroutine held by the preemption signal is let
+//! go first and unwinds at its next synchronous safepoint). The unwind is sent once: a
+//! goroutine that catches it, or blocks again while it unwinds, is left where it blocks.
+//!
+//! What is abandoned instead (its stack kept mapped when parked, its captures leaked), because
+//! ending it could hang or leave memory reachable that is no longer valid: a goroutine parked
+//! on a [`Mutex`], [`RwLock`], [`Cond`], [`WaitGroup`] or in a [`Select`] (their queue nodes
+//! live on its stack and these primitives do not yet unlink them on shutdown); one that blocks
+//! again after its unwind; one inside a [`no_preempt`] section or a runtime critical section
+//! that never ends. A goroutine that never reaches a safepoint (a loop that does not poll) or
+//! a blocking call that never returns holds the drop, as it holds every stop of the world.
+//!
+//! Dropping the last handle from inside one of the runtime's own goroutines cannot wait for
+//! that goroutine's M to exit: the shutdown runs on a thread of its own, and the dropping
+//! goroutine gets a described panic (unless it is already unwinding).
+//!
 //! ## Rejected designs
 //!
 //! * One OS thread per goroutine: no M:N, no cheap spawn, no control of preemption.
@@ -115,6 +156,9 @@
 //! * Signalling at once, as Go does: a goroutine that polls answers within a microsecond or
 //!   two, and a signal costs its thread a kernel round trip. The runtime waits 10 µs, except for
 //!   a goroutine that needed the signal last time.
+//! * Shutdown that abandons every goroutine where it stands (what this runtime did first, and
+//!   what a Go program's exit does): the process lives on after a runtime here, and what the
+//!   goroutines captured leaked with their stacks, heaps included.
 //! * Reference-counted Gs: every park/ready would pay two atomic RMWs. Gs are type-stable
 //!   instead (never freed, recycled) and guarded by the status word's generation.
 //! * Go's placement of a preempted goroutine on the global queue: with hand-offs through
@@ -860,6 +904,10 @@ impl GoroutineRef {
 /// `f` runs on another stack while the goroutine is held (it cannot be readied or scanned
 /// until `f` returns), so `f` may borrow from the caller. `f` must not park, yield, or ready the
 /// goroutine it is parking (return false instead): that would wait for itself.
+///
+/// When the runtime shuts down, the park may be ended without the token: the goroutine is
+/// then unwound with [`RuntimeShutdown`] (see "Shutdown" in the crate docs); the token it gave
+/// out is stale from then on, and readying it while the runtime shuts down does nothing.
 ///
 /// Runs on: a goroutine (a described panic otherwise, or inside a `no_preempt` section).
 pub fn park<F>(reason: WaitReason, f: F)
