@@ -243,6 +243,39 @@ fn pairs_keep_memory_flat(pairs: usize) {
     });
 }
 
+/// Issue 25: a heap whose last `Gc` is dropped unmaps its whole reservation (the typed
+/// arenas' 256 GiB of address space, the page map, the arenas), with its runtime still alive.
+#[test]
+fn a_heap_whose_last_gc_is_dropped_unmaps_its_reservation() {
+    let rt = Runtime::builder().procs(2).build().unwrap();
+    let before = vm().0;
+    let gc = heap(&rt);
+    let ty = record(&gc);
+    let reserved = vm().0.saturating_sub(before);
+    assert!(reserved >= 1 << 30, "the heap reserved only {reserved} bytes");
+    let g2 = gc.clone();
+    rt.block_on(move || {
+        let mut m = Mutator::new(&g2).unwrap();
+        m.scope(|m, [head, node]| {
+            for i in 0..10_000 {
+                m.alloc(node, ty).unwrap();
+                m.write_word(node, 1, i).unwrap();
+                m.store(node, 0, head).unwrap();
+                m.copy(head, node).unwrap();
+            }
+        });
+        m.collect();
+    });
+    drop(gc);
+    // The background sweeper may hold the heap for a moment longer: wait for the unmapping.
+    must_finish("the heap's unmapping", 60, move || {
+        while vm().0 > before + reserved / 2 {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    });
+    drop(rt);
+}
+
 #[test]
 fn a_thousand_pairs_dropped_with_live_goroutines_keep_memory_flat() {
     pairs_keep_memory_flat(1_000);
