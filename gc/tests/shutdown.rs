@@ -281,8 +281,8 @@ fn a_thousand_pairs_dropped_with_live_goroutines_keep_memory_flat() {
     pairs_keep_memory_flat(1_000);
 }
 
-/// The full count of the issue; too long for the suite on a 2-core machine (run it with
-/// `cargo nextest run -p safepoint-gc --test shutdown --run-ignored only`).
+/// The full count of the issue; too long for the suite on a 2-core machine, and for nextest's
+/// 5-minute limit (run it with `cargo test -p safepoint-gc --test shutdown -- --ignored`).
 #[test]
 #[ignore = "long: about ten times the 1,000-pair test"]
 fn ten_thousand_pairs_dropped_with_live_goroutines_keep_memory_flat() {

@@ -111,12 +111,13 @@
 //!    keeps asking running goroutines to reach one), a yield, the start or end of a blocking
 //!    call, a park. Parks shutdown can end are ended: those whose callback leaves only a
 //!    token somewhere ([`park`], [`Sema`], a join, [`sleep`]: a stale token is refused by its
-//!    generation, and while the runtime drains its wake-up is ignored) and channel sends and
-//!    receives, which unlink their queue node under the channel's lock before they unwind (if
-//!    a waker took the node first, the operation completed and returns normally). A goroutine
-//!    that never started has its closure dropped without running it. The Ms keep scheduling
-//!    meanwhile, so unwinding code runs as goroutine code always does (it may lock, send, stop
-//!    the world), and a collection under way ends or unwinds with its driver.
+//!    generation, and while the runtime drains its wake-up is ignored), channel sends and
+//!    receives and [`Cond`] waits, which unlink their queue node under the primitive's lock
+//!    before they unwind (if a waker took the node first, the operation completed and returns
+//!    normally). A goroutine that never started has its closure dropped without running it.
+//!    The Ms keep scheduling meanwhile, so unwinding code runs as goroutine code always does
+//!    (it may lock, send, stop the world), and a collection under way ends or unwinds with
+//!    its driver.
 //! 2. **Exit**, once two looks in a row find every goroutine ended or parked where shutdown
 //!    leaves it: the Ms leave their loops, every thread is joined, every G is retired (its
 //!    stack unmapped) into the process-wide pool.
@@ -132,11 +133,14 @@
 //!
 //! What is abandoned instead (its stack kept mapped when parked, its captures leaked), because
 //! ending it could hang or leave memory reachable that is no longer valid: a goroutine parked
-//! on a [`Mutex`], [`RwLock`], [`Cond`], [`WaitGroup`] or in a [`Select`] (their queue nodes
-//! live on its stack and these primitives do not yet unlink them on shutdown); one that blocks
-//! again after its unwind; one inside a [`no_preempt`] section or a runtime critical section
-//! that never ends. A goroutine that never reaches a safepoint (a loop that does not poll) or
-//! a blocking call that never returns holds the drop, as it holds every stop of the world.
+//! on a [`Mutex`], [`RwLock`], [`WaitGroup`] or [`Once`], or in a [`Select`] (their queue
+//! nodes live on its stack and these primitives do not yet unlink them on shutdown: the
+//! mutexes' hand-off protocol counts each waiter in the lock word, and a waiter leaving it
+//! uncounted needs more care than was given here); one that blocks again after its unwind;
+//! one inside a [`no_preempt`] section or a runtime critical section that never ends. A
+//! goroutine that never reaches a safepoint (a loop that does not poll), one that catches the
+//! unwind and loops on, or a blocking call that never returns holds the drop, as it would
+//! hold every stop of the world: no thread can be made to leave code that never yields.
 //!
 //! Dropping the last handle from inside one of the runtime's own goroutines cannot wait for
 //! that goroutine's M to exit: the shutdown runs on a thread of its own, and the dropping

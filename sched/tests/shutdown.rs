@@ -11,8 +11,8 @@ use std::sync::{Arc, mpsc};
 use std::time::Duration;
 
 use safepoint_sched::{
-    Chan, JoinHandle, Runtime, RuntimeShutdown, Sema, WaitReason, blocking, go, park, poll, sleep,
-    yield_now,
+    Chan, Cond, JoinHandle, Mutex, Runtime, RuntimeShutdown, Sema, WaitReason, blocking, go, park,
+    poll, sleep, yield_now,
 };
 
 /// Runs `f` on a thread and fails if it has not returned within a minute (it would hang).
@@ -76,7 +76,7 @@ fn dropping_runtimes_with_goroutines_in_loops_of_blocking_calls_returns() {
 
 /// Issue 25: what live goroutines captured is dropped when the runtime is: each goroutine is
 /// unwound at a safepoint (parked on a channel, a semaphore, a join or a sleep; parked with
-/// `park` and a token nobody keeps; spinning with polls; looping on blocking calls), and one
+/// `park` and a token nobody keeps; waiting on a `Cond`; spinning with polls; looping on blocking calls), and one
 /// that never started has its closure dropped without running.
 #[test]
 fn dropping_a_runtime_drops_what_its_live_goroutines_captured() {
@@ -85,7 +85,7 @@ fn dropping_a_runtime_drops_what_its_live_goroutines_captured() {
     let rt = Runtime::builder().procs(2).build().unwrap();
     let ch = Chan::<u32>::new(0);
     let sema = Arc::new(Sema::new(0));
-    let n = 8;
+    let n = 9;
     let spawn = |f: Box<dyn FnOnce() + Send>| {
         let t = Token(drops.clone());
         let s = started.clone();
@@ -105,6 +105,11 @@ fn dropping_a_runtime_drops_what_its_live_goroutines_captured() {
     let s2 = sema.clone();
     spawn(Box::new(move || s2.acquire()));
     spawn(Box::new(|| sleep(Duration::from_secs(3600))));
+    spawn(Box::new(|| {
+        let (m, c) = (Mutex::new(()), Cond::new());
+        let g = m.lock();
+        let _g = c.wait(g);
+    }));
     spawn(Box::new(|| park(WaitReason::Park, |_token| true)));
     spawn(Box::new(|| {
         let forever: JoinHandle<()> = go(|| park(WaitReason::Park, |_| true));
