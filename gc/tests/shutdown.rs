@@ -81,18 +81,24 @@ fn dropping_a_runtime_in_the_middle_of_a_collection_returns() {
             let gc = heap(&rt);
             let ty = record(&gc);
             let started = Arc::new(AtomicUsize::new(0));
-            for _ in 0..2 {
+            for i in 0..3 {
                 let (g, s) = (gc.clone(), started.clone());
                 rt.spawn(move || {
                     s.fetch_add(1, Ordering::SeqCst);
+                    if i == 0 {
+                        loop {
+                            g.collect();
+                        }
+                    }
                     churn(&g, ty)
                 })
                 .unwrap();
             }
-            wait_for(&started, 2);
-            // Catch a cycle under way (the allocating goroutines trigger them one after the
-            // other); give up on catching one after a while: the drop must return either way.
-            for _ in 0..2_000_000 {
+            wait_for(&started, 3);
+            // Catch a cycle under way (one goroutine collects in a loop, two allocate and
+            // trigger cycles); give up on catching one after a while: the drop must return
+            // either way.
+            for _ in 0..1_000_000 {
                 if !matches!(gc.phase(), Phase::Off | Phase::Sweep) {
                     break;
                 }

@@ -51,11 +51,11 @@ fn start_together(started: &AtomicUsize, n: usize) {
 
 /// Issue 18: goroutines that loop on short blocking calls never reach the scheduler's loop,
 /// so a shutdown that waited for Ms to come back to it waited for ever (stuck by the 8th to
-/// 10th of 200 runtimes). Dropped with such loops running, every runtime returns.
+/// 10th of 200 runtimes). Dropped with such loops running, all 200 runtimes return.
 #[test]
 fn dropping_runtimes_with_goroutines_in_loops_of_blocking_calls_returns() {
     must_finish("dropping runtimes with blocking loops", || {
-        for round in 0..40 {
+        for round in 0..200 {
             let rt = Runtime::builder().procs(1 + round % 2).build().unwrap();
             let started = Arc::new(AtomicUsize::new(0));
             for _ in 0..3 {
