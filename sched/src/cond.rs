@@ -324,7 +324,7 @@ impl WaitGroup {
             // AcqRel: as in `add_delta`.
             match self.state.compare_exchange(s, s + 1, Ordering::AcqRel, Ordering::Acquire) {
                 Ok(_) => {
-                    self.sema.acquire(false, WaitReason::WaitGroup);
+                    self.sema.acquire(false, WaitReason::WaitGroup, false);
                     if self.state.load(Ordering::Acquire) >> 32 != 0 {
                         panic!("sync: WaitGroup is reused before previous wait has returned");
                     }

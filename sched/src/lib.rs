@@ -112,9 +112,10 @@
 //!    call, a park. Parks shutdown can end are ended: those whose callback leaves only a
 //!    token somewhere ([`park`], [`Sema`], a join, [`sleep`]: a stale token is refused by its
 //!    generation, and while the runtime drains its wake-up is ignored), channel sends and
-//!    receives and [`Cond`] waits, which unlink their queue node under the primitive's lock
-//!    before they unwind (if a waker took the node first, the operation completed and returns
-//!    normally). A goroutine that never started has its closure dropped without running it.
+//!    receives, [`Cond`] waits and [`Mutex`] locks, which unlink their queue node under the
+//!    primitive's lock before they unwind (if a waker took the node first, the operation
+//!    completed and returns normally; a mutex waiter also takes itself off the lock word's
+//!    waiter count). A goroutine that never started has its closure dropped without running it.
 //!    The Ms keep scheduling meanwhile, so unwinding code runs as goroutine code always does
 //!    (it may lock, send, stop the world), and a collection under way ends or unwinds with
 //!    its driver.
@@ -133,10 +134,9 @@
 //!
 //! What is abandoned instead (its stack kept mapped when parked, its captures leaked), because
 //! ending it could hang or leave memory reachable that is no longer valid: a goroutine parked
-//! on a [`Mutex`], [`RwLock`], [`WaitGroup`] or [`Once`], or in a [`Select`] (their queue
-//! nodes live on its stack and these primitives do not yet unlink them on shutdown: the
-//! mutexes' hand-off protocol counts each waiter in the lock word, and a waiter leaving it
-//! uncounted needs more care than was given here); one that blocks again after its unwind;
+//! on a [`RwLock`]'s reader or writer semaphore, on a [`WaitGroup`], or in a [`Select`]
+//! (their queue nodes live on its stack, and their counters, which count each waiter, are not
+//! yet taught that a waiter may leave without being woken); one that blocks again after its unwind;
 //! one inside a [`no_preempt`] section or a runtime critical section that never ends. A
 //! goroutine that never reaches a safepoint (a loop that does not poll), one that catches the
 //! unwind and loops on, or a blocking call that never returns holds the drop, as it would

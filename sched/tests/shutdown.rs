@@ -205,3 +205,45 @@ fn dropping_the_last_handle_inside_its_own_goroutine_is_a_described_panic() {
         }
     });
 }
+
+/// A goroutine parked on a [`Mutex`] that a thread outside the runtime holds is unwound at
+/// shutdown (it leaves the mutex's queue and its waiter count), and the mutex stays usable:
+/// the thread unlocks it and locks it again, and a new waiter can wait for it.
+#[test]
+fn a_goroutine_parked_on_a_held_mutex_is_unwound_and_the_mutex_stays_usable() {
+    let drops = Arc::new(AtomicUsize::new(0));
+    let m = Arc::new(Mutex::new(0u32));
+    let held = m.lock();
+    let rt = Runtime::builder().procs(2).build().unwrap();
+    let started = Arc::new(AtomicUsize::new(0));
+    for _ in 0..3 {
+        let (m2, s, t) = (m.clone(), started.clone(), Token(drops.clone()));
+        rt.spawn(move || {
+            let _t = t;
+            s.fetch_add(1, Ordering::SeqCst);
+            *m2.lock() += 1;
+        })
+        .unwrap();
+    }
+    wait_for(&started, 3);
+    // All three are counted as waiters once parked.
+    while !format!("{:?}", m).contains("waiters: 3") {
+        std::thread::yield_now();
+    }
+    must_finish("dropping the runtime", move || drop(rt));
+    assert_eq!(drops.load(Ordering::SeqCst), 3, "the waiters' captures are dropped");
+    assert!(format!("{:?}", m).contains("waiters: 0"), "{m:?}");
+    drop(held);
+    // Usable: from this thread, and with a waiter of a new runtime parked on it.
+    *m.lock() += 10;
+    let held = m.lock();
+    let rt = Runtime::builder().procs(1).build().unwrap();
+    let m2 = m.clone();
+    let h = rt.spawn(move || *m2.lock() += 100).unwrap();
+    while !format!("{:?}", m).contains("waiters: 1") {
+        std::thread::yield_now();
+    }
+    drop(held);
+    must_finish("the new waiter", move || h.join().unwrap());
+    assert_eq!(*m.lock(), 110);
+}
