@@ -629,7 +629,8 @@ impl Runtime {
 /// [`JoinHandle::join`] of such a goroutine returns it as the error's
 /// [`JoinError::into_panic`]. It is raised with `std::panic::resume_unwind`, so no panic
 /// message is printed. Code that catches it should let the goroutine end: it is not sent
-/// twice, and a goroutine that blocks again after it is abandoned where it blocks.
+/// twice, so a goroutine that blocks again after it is abandoned where it blocks, and one that
+/// runs on holds the drop until it ends.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RuntimeShutdown {
     /// The id of the unwound goroutine.
