@@ -159,6 +159,19 @@
 //! with transparent huge pages (`MADV_HUGEPAGE`) both would gain about a fifth to a half,
 //! at a cost in memory and in page-fault latency not yet weighed.
 //!
+//! ## Lifetime
+//!
+//! A heap lives until its last handle ([`Gc`], [`Global`], [`RefChan`], [`Mutator`]) is
+//! dropped, and then unmaps everything it mapped: its arenas, its page map and its typed
+//! reservation (256 GiB of address space by default, so a heap that is never dropped costs
+//! the process a good share of its address space). The collector's own goroutines (the cycle
+//! driver and the background sweeper) hold it weakly and end when it goes. Handles captured
+//! by goroutines go when those goroutines end; when the runtime is dropped first, its shutdown
+//! unwinds its live goroutines (safepoint-sched's crate docs, "Shutdown"), so their handles,
+//! and with the last of them the heap, go too. A goroutine that shutdown has to abandon
+//! instead (parked on a scheduler `Mutex`, for one) keeps its handles, and the heap with
+//! them.
+//!
 //! ## Layout
 //!
 //! ```text

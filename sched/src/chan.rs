@@ -38,7 +38,7 @@ use std::sync::Arc;
 
 use crate::WaitReason;
 use crate::shim::{AtomicBool, AtomicUsize, Ordering};
-use crate::wait::{RawLock, Token, check_can_park, park_current};
+use crate::wait::{RawLock, Token, check_can_park, park_current_cancellable};
 
 /// What a parked goroutine (or thread) shares among its queue nodes: its wake-up token and, for
 /// a select, who won it.
@@ -242,6 +242,29 @@ impl<T> Inner<T> {
     }
 
     /// Address, for lock ordering in select.
+    /// After shutdown ended the park of `sg`'s waiter (`w`, not a select's): unlinks `sg` from
+    /// its queue if a waker has not taken it. True if it was still linked (the operation did
+    /// not happen: the caller unwinds); false if a waker completed it (or a close failed it)
+    /// first, as if the park had ended normally (the waker's wake-up is then ignored).
+    pub(crate) fn cancel(
+        &self,
+        sg: &Sudog<T>,
+        w: &Waiter,
+        queue: impl FnOnce(&mut State<T>) -> &mut WaitQ<T>,
+    ) -> bool {
+        self.lock.lock();
+        let linked = sg.linked.get();
+        if linked {
+            // SAFETY: we hold the lock, and `sg` is valid (our caller's frame).
+            unsafe { queue(self.state()).remove(sg) };
+        }
+        // Our token, if no waker took it: stale now (the goroutine is running).
+        let t = w.token.take();
+        self.lock.unlock();
+        drop(t);
+        linked
+    }
+
     pub(crate) fn addr(&self) -> usize {
         self as *const Inner<T> as usize
     }
@@ -479,11 +502,15 @@ impl<T: Send> Chan<T> {
         // SAFETY: we hold the lock; `sg` stays on this frame until a waker has unlinked it and
         // woken us (we cannot return before that).
         unsafe { inner.state().sendq.enqueue(&sg) };
-        park_current(WaitReason::ChanSend, |t| {
+        let cancelled = park_current_cancellable(WaitReason::ChanSend, |t| {
             w.set_token(t);
             inner.lock.unlock();
             true
         });
+        if cancelled && inner.cancel(&sg, &w, |st| &mut st.sendq) {
+            drop(slot);
+            crate::proc::shutdown_unwind_current();
+        }
         // Woken: the waker unlinked `sg` and set its outcome before waking us.
         if !sg.success.get() {
             drop(slot);
@@ -536,11 +563,14 @@ impl<T: Send> Chan<T> {
         let sg = Sudog::new(&w, 0, &mut slot);
         // SAFETY: as in `send`.
         unsafe { inner.state().recvq.enqueue(&sg) };
-        park_current(WaitReason::ChanRecv, |t| {
+        let cancelled = park_current_cancellable(WaitReason::ChanRecv, |t| {
             w.set_token(t);
             inner.lock.unlock();
             true
         });
+        if cancelled && inner.cancel(&sg, &w, |st| &mut st.recvq) {
+            crate::proc::shutdown_unwind_current();
+        }
         if sg.success.get() {
             Ok(slot.unwrap_or_else(|| crate::throw!("channel receive woken without a value")))
         } else {

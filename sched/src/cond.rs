@@ -29,7 +29,7 @@ use std::collections::VecDeque;
 use crate::WaitReason;
 use crate::mutex::{MutexGuard, RawMutex, Sema};
 use crate::shim::{AtomicBool, AtomicU64, Ordering};
-use crate::wait::{RawLock, Token, check_can_park, park_current};
+use crate::wait::{RawLock, Token, check_can_park, park_current_cancellable};
 
 struct CondWaiter {
     /// Set by the park callback under the cond lock; taken by the notifier under it.
@@ -129,11 +129,27 @@ impl Cond {
         // the queue sorted so `signal` finds the oldest first.
         let pos = st.queue.iter().position(|&(t, _)| t > ticket).unwrap_or(st.queue.len());
         st.queue.insert(pos, (ticket, &w));
-        park_current(WaitReason::Cond, |t| {
+        let cancelled = park_current_cancellable(WaitReason::Cond, |t| {
             w.token.set(Some(t));
             self.lock.unlock();
             true
         });
+        if cancelled {
+            // Shutdown ended the park: leave the queue, unless a signal took us off it first
+            // (then we were woken, and return as such). The ticket stays unnotified and
+            // unqueued, as for a waiter that may not park: a later signal finds no waiter.
+            let queued = self.with(|st| {
+                let me = &w as *const CondWaiter;
+                let pos = st.queue.iter().position(|&(_, x)| core::ptr::eq(x, me));
+                if let Some(i) = pos {
+                    st.queue.remove(i);
+                }
+                pos.is_some()
+            });
+            if queued {
+                crate::proc::shutdown_unwind_current();
+            }
+        }
     }
 
     /// Wakes the goroutine waiting longest, if any.
@@ -308,7 +324,7 @@ impl WaitGroup {
             // AcqRel: as in `add_delta`.
             match self.state.compare_exchange(s, s + 1, Ordering::AcqRel, Ordering::Acquire) {
                 Ok(_) => {
-                    self.sema.acquire(false, WaitReason::WaitGroup);
+                    self.sema.acquire(false, WaitReason::WaitGroup, false);
                     if self.state.load(Ordering::Acquire) >> 32 != 0 {
                         panic!("sync: WaitGroup is reused before previous wait has returned");
                     }

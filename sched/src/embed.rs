@@ -61,8 +61,10 @@ impl RuntimeHandle {
         self.sched.npidle.load(crate::shim::Ordering::Relaxed)
     }
 
-    /// Whether the runtime has begun shutting down (its `Runtime` was dropped): its goroutines
-    /// will not run again, so there is nobody left to wake.
+    /// Whether the runtime's shutdown has reached its last phase (its `Runtime` was dropped and
+    /// its goroutines have been unwound or abandoned): its Ms are exiting and no goroutine will
+    /// run again, so there is nobody left to wake. While the drop still unwinds goroutines
+    /// this is false: they run, and may be woken (see "Shutdown" in the crate docs).
     pub fn is_shut_down(&self) -> bool {
         // SeqCst: as the store in `Runtime::shutdown`.
         self.sched.shutdown.load(crate::shim::Ordering::SeqCst)

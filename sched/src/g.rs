@@ -80,6 +80,23 @@ pub(crate) struct G {
     /// so a caller that reads its own token here while the bit is set holds it itself.
     /// Relaxed: only the holder writes it, and a caller compares it only with its own token.
     pub suspender: AtomicUsize,
+    /// Parked where shutdown may end the park (`proc::park_cancellable`): nothing of the
+    /// goroutine's stays linked anywhere that it cannot unlink when it resumes. Set by the
+    /// goroutine before it switches away to park, cleared when it resumes; read by shutdown
+    /// after it has seen the goroutine Waiting (the status word's Release/Acquire orders it).
+    pub cancellable: AtomicBool,
+    /// Shutdown ended this goroutine's park: it resumes in the parking primitive, which cleans
+    /// up and unwinds. Set by shutdown before it queues the goroutine (the queue publishes it);
+    /// read and cleared by the goroutine.
+    pub cancelled: AtomicBool,
+    /// The goroutine has been sent the shutdown unwind (once at most: a goroutine that parks
+    /// again while unwinding, or after catching it, is left parked). Written by the goroutine,
+    /// read by shutdown. Relaxed: shutdown looks again until every goroutine is settled.
+    pub unwound: AtomicBool,
+    /// Depth of runtime sections that must not be unwound by shutdown although they switch
+    /// (a suspender's wait: its request must be withdrawn before it goes). Owner: the
+    /// goroutine.
+    pub no_unwind: Cell<u32>,
 }
 
 // SAFETY: cross-thread fields are atomics or a Mutex; every UnsafeCell/Cell field is accessed only
@@ -158,6 +175,10 @@ impl G {
             locals: UnsafeCell::new(Vec::new()),
             wait_reason: AtomicUsize::new(0),
             suspender: AtomicUsize::new(0),
+            cancellable: AtomicBool::new(false),
+            cancelled: AtomicBool::new(false),
+            unwound: AtomicBool::new(false),
+            no_unwind: Cell::new(0),
         }
     }
 
@@ -241,6 +262,10 @@ impl G {
         self.urgent.store(false, Ordering::Relaxed);
         self.system.store(false, Ordering::Relaxed);
         self.async_prone.store(false, Ordering::Relaxed);
+        self.cancellable.store(false, Ordering::Relaxed);
+        self.cancelled.store(false, Ordering::Relaxed);
+        self.unwound.store(false, Ordering::Relaxed);
+        self.no_unwind.set(0);
         let ms = self.mstack();
         ms.set_id(id);
         ms.reset();

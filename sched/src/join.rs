@@ -29,6 +29,12 @@ impl JoinError {
         self.traceback.as_deref()
     }
 
+    /// Whether the goroutine did not panic but was unwound because its runtime shut down
+    /// (the payload is a [`crate::RuntimeShutdown`]).
+    pub fn is_shutdown(&self) -> bool {
+        self.payload.is::<crate::RuntimeShutdown>()
+    }
+
     /// The panic payload, to re-raise it with `std::panic::resume_unwind`.
     pub fn into_panic(self) -> Box<dyn Any + Send + 'static> {
         self.payload
@@ -48,6 +54,9 @@ impl core::fmt::Debug for JoinError {
 
 impl core::fmt::Display for JoinError {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        if let Some(s) = self.payload.downcast_ref::<crate::RuntimeShutdown>() {
+            return write!(f, "{s}");
+        }
         write!(
             f,
             "goroutine {} panicked: {}",
@@ -107,7 +116,10 @@ impl<T> Cell<T> {
         let mut s = self.lock();
         let r = r.map_err(|payload| JoinError { id, payload, traceback });
         if s.detached {
-            if let Err(e) = &r {
+            // A goroutine unwound by shutdown is not a failure to report.
+            if let Err(e) = &r
+                && !e.is_shutdown()
+            {
                 eprintln!("{e}");
             }
             s.done = true;
@@ -211,7 +223,9 @@ impl<T> Drop for JoinHandle<T> {
         if !s.done {
             // Detach: the goroutine reports a panic itself when it finishes.
             s.detached = true;
-        } else if let Some(Err(e)) = s.result.take() {
+        } else if let Some(Err(e)) = s.result.take()
+            && !e.is_shutdown()
+        {
             // Finished with a panic and dropped unjoined: nobody else will say so.
             eprintln!("{e}");
         }

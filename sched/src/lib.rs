@@ -124,6 +124,51 @@
 //! in the kernel for something only another goroutine can do (an OS channel's `recv`, a
 //! `std::sync::Condvar`) outside [`blocking`].
 //!
+//! ## Shutdown
+//!
+//! Dropping a [`Runtime`] gives back everything: threads, stacks, and what the goroutines
+//! captured. It runs in two phases.
+//!
+//! 1. **Draining.** Spawns are refused, and every live goroutine is *unwound* with the
+//!    [`RuntimeShutdown`] payload at its next safepoint: a poll or frame push (shutdown
+//!    keeps asking running goroutines to reach one), a yield, the start or end of a blocking
+//!    call, a park. Parks shutdown can end are ended: those whose callback leaves only a
+//!    token somewhere ([`park`], [`Sema`], a join, [`sleep`]: a stale token is refused by its
+//!    generation, and while the runtime drains its wake-up is ignored), channel sends and
+//!    receives, [`Cond`] waits and [`Mutex`] locks, which unlink their queue node under the
+//!    primitive's lock before they unwind (if a waker took the node first, the operation
+//!    completed and returns normally; a mutex waiter also takes itself off the lock word's
+//!    waiter count). A goroutine that never started has its closure dropped without running it.
+//!    The Ms keep scheduling meanwhile, so unwinding code runs as goroutine code always does
+//!    (it may lock, send, stop the world), and a collection under way ends or unwinds with
+//!    its driver.
+//! 2. **Exit**, once two looks in a row find every goroutine ended or parked where shutdown
+//!    leaves it: the Ms leave their loops, every thread is joined, every G is retired (its
+//!    stack unmapped) into the process-wide pool.
+//!
+//! Why unwind rather than drop a goroutine's state without running it further: a goroutine
+//! that has started keeps its captures in frames on its stack, and only unwinding can drop
+//! them; not dropping them leaks, and a leaked `Gc` clone keeps a heap's whole reservation
+//! (issue 25: about 890 runtimes with heaps exhausted the address space). Unwinding runs user
+//! `Drop` code at shutdown, but only at safepoints, where the goroutine may run any code
+//! anyway: never at an arbitrary instruction (a goroutine held by the preemption signal is let
+//! go first and unwinds at its next synchronous safepoint). The unwind is sent once: a
+//! goroutine that catches it, or blocks again while it unwinds, is left where it blocks.
+//!
+//! What is abandoned instead (its stack kept mapped when parked, its captures leaked), because
+//! ending it could hang or leave memory reachable that is no longer valid: a goroutine parked
+//! on a [`RwLock`]'s reader or writer semaphore, on a [`WaitGroup`], or in a [`Select`]
+//! (their queue nodes live on its stack, and their counters, which count each waiter, are not
+//! yet taught that a waiter may leave without being woken); one that blocks again after its unwind;
+//! one inside a [`no_preempt`] section or a runtime critical section that never ends. A
+//! goroutine that never reaches a safepoint (a loop that does not poll), one that catches the
+//! unwind and loops on, or a blocking call that never returns holds the drop, as it would
+//! hold every stop of the world: no thread can be made to leave code that never yields.
+//!
+//! Dropping the last handle from inside one of the runtime's own goroutines cannot wait for
+//! that goroutine's M to exit: the shutdown runs on a thread of its own, and the dropping
+//! goroutine gets a described panic (unless it is already unwinding).
+//!
 //! ## Rejected designs
 //!
 //! * One OS thread per goroutine: no M:N, no cheap spawn, no control of preemption.
@@ -138,6 +183,9 @@
 //! * Signalling at once, as Go does: a goroutine that polls answers within a microsecond or
 //!   two, and a signal costs its thread a kernel round trip. The runtime waits 10 µs, except for
 //!   a goroutine that needed the signal last time.
+//! * Shutdown that abandons every goroutine where it stands (what this runtime did first, and
+//!   what a Go program's exit does): the process lives on after a runtime here, and what the
+//!   goroutines captured leaked with their stacks, heaps included.
 //! * Reference-counted Gs: every park/ready would pay two atomic RMWs. Gs are type-stable
 //!   instead (never freed, recycled) and guarded by the status word's generation.
 //! * Go's placement of a preempted goroutine on the global queue: with hand-offs through
@@ -468,11 +516,18 @@ impl Builder {
     }
 }
 
-/// A goroutine runtime. Dropping it shuts it down: it waits for running goroutines to reach a
-/// safepoint and for blocking calls to return, joins every thread, and frees every goroutine
-/// (goroutines still parked or queued are abandoned without unwinding, as when a Go program's
-/// main returns; so is a goroutine stopping the world or running a ragged barrier, which would
-/// otherwise wait for Ps that have stopped answering).
+/// A goroutine runtime. Dropping it shuts it down and gives back everything its goroutines
+/// held: every live goroutine is unwound with the [`RuntimeShutdown`] payload at its next
+/// safepoint (a poll or frame push, a yield, a park, the start or end of a blocking call), so
+/// the destructors of what it captured run; a goroutine that never started has its closure
+/// dropped without running it; then every M exits, every thread is joined and every stack is
+/// freed. See "Shutdown" in the crate docs for what cannot be unwound (and is abandoned
+/// instead).
+///
+/// Dropping the last handle from inside one of the runtime's own goroutines (an
+/// `Arc<Runtime>` captured by a goroutine) cannot wait for that goroutine's own M to exit: it
+/// is a described panic of that goroutine, and the shutdown runs to its end on a thread of its
+/// own.
 pub struct Runtime {
     sched: Arc<Sched>,
     sysmon: Option<std::thread::JoinHandle<()>>,
@@ -645,7 +700,100 @@ impl Runtime {
     }
 
     fn shutdown(&mut self) {
-        let sched = &self.sched;
+        shutdown(&self.sched, self.sysmon.take());
+    }
+}
+
+/// The payload a goroutine is unwound with when its runtime shuts down (see [`Runtime`]): a
+/// [`JoinHandle::join`] of such a goroutine returns it as the error's
+/// [`JoinError::into_panic`]. It is raised with `std::panic::resume_unwind`, so no panic
+/// message is printed. Code that catches it should let the goroutine end: it is not sent
+/// twice, so a goroutine that blocks again after it is abandoned where it blocks, and one that
+/// runs on holds the drop until it ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RuntimeShutdown {
+    /// The id of the unwound goroutine.
+    pub goroutine: u64,
+}
+
+impl core::fmt::Display for RuntimeShutdown {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        write!(f, "goroutine {} unwound: its runtime shut down", self.goroutine)
+    }
+}
+
+/// How often shutdown looks at the goroutines while they unwind (and asks the running ones to
+/// reach a safepoint again).
+const DRAIN_LOOK: std::time::Duration = std::time::Duration::from_micros(200);
+
+/// Whether every goroutine of `sched` has ended or is parked where shutdown leaves it (a park
+/// shutdown cannot end, or one made after the goroutine was unwound).
+fn settled(sched: &Sched) -> bool {
+    let gs = sched.allgs.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    gs.iter().all(|g| {
+        let g = g.get();
+        let w = g.status.load();
+        match w.base() {
+            Some(status::Status::Dead) | Some(status::Status::Idle) => true,
+            Some(status::Status::Waiting) if !w.scanning() => {
+                !g.cancellable.load(Ordering::Relaxed) || g.unwound.load(Ordering::Relaxed)
+            }
+            _ => false,
+        }
+    })
+}
+
+/// Ends every park that shutdown may end (see `proc::park_cancellable`): the goroutine is made
+/// runnable with `cancelled` set, and its parking primitive unlinks what it linked and unwinds.
+fn cancel_parks(sched: &Sched) {
+    let gs = sched.allgs.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    for g in gs {
+        let gr = g.get();
+        let w = gr.status.load();
+        if w.state != status::Status::Waiting as u32
+            || !gr.cancellable.load(Ordering::Relaxed)
+            || gr.unwound.load(Ordering::Relaxed)
+        {
+            continue;
+        }
+        // The generation read with the state: if the goroutine has resumed and parked again
+        // since (where shutdown may not end the park, perhaps), the generation has moved on
+        // and the CAS fails. So `cancellable` above was that of this very park.
+        if gr.status.try_cas(
+            status::Status::Waiting as u32,
+            status::Status::Runnable as u32,
+            Some(w.generation),
+        ) == status::Cas::Ok
+        {
+            // Relaxed: the queue hand-off below publishes it to the goroutine.
+            gr.cancelled.store(true, Ordering::Relaxed);
+            sched.enqueue(g, false);
+        }
+    }
+}
+
+/// Shuts `sched` down (see [`Runtime`]): drains, then stops every M and frees every G.
+fn shutdown(sched: &Arc<Sched>, sysmon: Option<std::thread::JoinHandle<()>>) {
+    // Phase 1, draining. SeqCst: pairs with the loads in spawn (a goroutine spawned after we
+    // set it was refused, so the G list we look at is complete but for refused spawns) and in
+    // `proc::draining`.
+    sched.draining.store(true, Ordering::SeqCst);
+    // Two looks in a row must find everything settled: a look is not a snapshot (a goroutine
+    // seen parked may be readied by one seen later, which then parks).
+    let mut quiet = 0;
+    while quiet < 2 {
+        // Running goroutines unwind at their next safepoint: ask them to reach one.
+        sched.preemptall();
+        cancel_parks(sched);
+        if settled(sched) {
+            quiet += 1;
+        } else {
+            quiet = 0;
+        }
+        std::thread::sleep(DRAIN_LOOK);
+    }
+    // Phase 2: the Ms leave their loops.
+    {
         sched.shutdown.store(true, Ordering::SeqCst);
         sched.preemptall();
         sched.sysmon_note.wakeup();
@@ -678,7 +826,7 @@ impl Runtime {
                 let _ = t.join();
             }
         }
-        if let Some(t) = self.sysmon.take() {
+        if let Some(t) = sysmon {
             let _ = t.join();
         }
         runtime::drain_queues(sched);
@@ -695,7 +843,34 @@ impl Runtime {
 
 impl Drop for Runtime {
     fn drop(&mut self) {
-        self.shutdown();
+        let own = runtime::current_m()
+            .filter(|m| core::ptr::eq(m.sched, Arc::as_ptr(&self.sched)))
+            .and_then(|m| m.curg());
+        let Some(g) = own else {
+            self.shutdown();
+            return;
+        };
+        // Inside one of our own goroutines: its M cannot wait for itself to exit. The shutdown
+        // runs on a thread of its own; this goroutine unwinds (with this panic, or with the
+        // unwind it is already in) and its M exits with the others.
+        let id = g::goid(g);
+        let sched = self.sched.clone();
+        let sysmon = self.sysmon.take();
+        let started = std::thread::Builder::new()
+            .name("safepoint-shutdown".into())
+            .spawn(move || shutdown(&sched, sysmon));
+        if started.is_err() {
+            // No thread to finish it: at least every goroutine unwinds. SeqCst: as in
+            // `shutdown`.
+            self.sched.draining.store(true, Ordering::SeqCst);
+        }
+        if !std::thread::panicking() {
+            panic!(
+                "goroutine {id}: the runtime was dropped inside one of its own goroutines; it \
+                 cannot wait there for its own threads to exit, so it shuts down on a thread of \
+                 its own (drop the last handle outside the runtime)"
+            );
+        }
     }
 }
 
@@ -707,7 +882,13 @@ where
     let cell = join::Cell::new();
     let c2 = cell.clone();
     let body: g::Body = Box::new(move || {
-        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f));
+        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || {
+            // Started after shutdown began: `f` is dropped without running.
+            if let Some(g) = runtime::current_g() {
+                proc::unwind_if_draining(g);
+            }
+            f()
+        }));
         // A panic's managed-stack traceback, while the frames are still there.
         let traceback = if r.is_err() { proc::managed_traceback() } else { None };
         // Goroutine-locals go before the result is published: a joiner sees them dropped.
@@ -807,6 +988,10 @@ impl GoroutineRef {
 /// `f` runs on another stack while the goroutine is held (it cannot be readied or scanned
 /// until `f` returns), so `f` may borrow from the caller. `f` must not park, yield, or ready the
 /// goroutine it is parking (return false instead): that would wait for itself.
+///
+/// When the runtime shuts down, the park may be ended without the token: the goroutine is
+/// then unwound with [`RuntimeShutdown`] (see "Shutdown" in the crate docs); the token it gave
+/// out is stale from then on, and readying it while the runtime shuts down does nothing.
 ///
 /// Runs on: a goroutine (a described panic otherwise, or inside a `no_preempt` section).
 pub fn park<F>(reason: WaitReason, f: F)

@@ -13,6 +13,13 @@
 //! read and written sequentially consistently on both sides (a Dekker pair): either the releaser
 //! sees the waiter counted, or the waiter's re-check sees the released unit.
 //!
+//! At shutdown a [`Mutex`] waiter's park may be ended (see the crate docs): the waiter takes
+//! its node out of the queue under the lock, unless a release dequeued it first (then it was
+//! woken: the release writes the ticket under the lock too, so the waiter never reads it
+//! early and it is never written after the waiter left), and takes itself off the mutex's
+//! waiter count. An unlock that counted it meanwhile leaves a unit (and `WOKEN`, or
+//! starvation mode) that the next waiter takes as an ordinary wake-up or hand-off.
+//!
 //! ## Mutex (Go's `sync.Mutex`)
 //!
 //! One atomic word: `LOCKED | WOKEN | STARVING | waiters << 3`. Lock is one CAS when free.
@@ -39,13 +46,17 @@ use std::collections::VecDeque;
 
 use crate::WaitReason;
 use crate::shim::{AtomicI32, AtomicU32, AtomicUsize, Ordering, spin_hint};
-use crate::wait::{RawLock, Token, check_can_park, park_current, yield_if_goroutine};
+use crate::wait::{
+    RawLock, Token, check_can_park, park_current, park_current_cancellable, yield_if_goroutine,
+};
 
 /// A waiter parked on a [`Sema`]; lives on its stack.
 struct SemaWaiter {
     /// Set by the park callback under the queue lock; taken by the waker under it.
     token: core::cell::Cell<Option<Token>>,
-    /// Handed the unit directly by a `handoff` release. Written before the wake-up.
+    /// Handed the unit directly by a `handoff` release. Written under the queue lock, with the
+    /// dequeue (so a waiter whose park shutdown ended, and which finds itself dequeued, reads
+    /// it after taking that lock: it never reads it early, nor is it written after it left).
     ticket: core::cell::Cell<bool>,
 }
 
@@ -104,11 +115,13 @@ impl Sema {
     }
 
     /// Takes a unit, parking until one is free. `lifo`: queue at the front (a waiter that
-    /// already waited once).
-    pub(crate) fn acquire(&self, lifo: bool, reason: WaitReason) {
+    /// already waited once). `cancellable`: shutdown may end the park (see the crate docs);
+    /// then the waiter leaves the queue without a unit and this returns false, and the caller
+    /// must undo its own bookkeeping and unwind. Otherwise true: a unit was taken.
+    pub(crate) fn acquire(&self, lifo: bool, reason: WaitReason, cancellable: bool) -> bool {
         // Fast path: a plain read is enough here (the re-check under the lock is the Dekker one).
         if self.count.load(Ordering::Relaxed) != 0 && self.try_take() {
-            return;
+            return true;
         }
         loop {
             self.lock.lock();
@@ -117,7 +130,7 @@ impl Sema {
             if self.try_take() {
                 self.nwait.fetch_sub(1, Ordering::SeqCst);
                 self.lock.unlock();
-                return;
+                return true;
             }
             check_can_park(|| {
                 self.nwait.fetch_sub(1, Ordering::SeqCst);
@@ -135,15 +148,41 @@ impl Sema {
             } else {
                 q.push_back(&w);
             }
-            park_current(reason, |t| {
+            let park = |t| {
                 w.token.set(Some(t));
                 self.lock.unlock();
                 true
-            });
+            };
+            if cancellable {
+                if park_current_cancellable(reason, park) && self.leave(&w) {
+                    return false;
+                }
+            } else {
+                park_current(reason, park);
+            }
             if w.ticket.get() || self.try_take() {
-                return;
+                return true;
             }
         }
+    }
+
+    /// After shutdown ended the park of `w`: takes it out of the queue (true), unless a
+    /// release dequeued it first (false: it was woken, and its ticket is written).
+    fn leave(&self, w: &SemaWaiter) -> bool {
+        self.lock.lock();
+        // SAFETY: we hold the lock.
+        let q = unsafe { &mut *self.queue.get() };
+        let me = w as *const SemaWaiter;
+        let pos = q.iter().position(|&x| core::ptr::eq(x, me));
+        if let Some(i) = pos {
+            q.remove(i);
+            // SeqCst: as every update of `nwait` (the Dekker pair with `release`).
+            self.nwait.fetch_sub(1, Ordering::SeqCst);
+        }
+        let t = w.token.take();
+        self.lock.unlock();
+        drop(t);
+        pos.is_some()
     }
 
     /// Returns a unit and wakes the first waiter, if any. `handoff`: give the unit to that
@@ -168,13 +207,14 @@ impl Sema {
         };
         self.nwait.fetch_sub(1, Ordering::SeqCst);
         // SAFETY: a queued waiter is parked (its token stored before the lock was released)
-        // and stays so until we wake it.
+        // and stays so until we wake it, or (its park ended by shutdown) until it has taken
+        // this lock after us: we touch it only under the lock.
         let w = unsafe { &*w };
         let t = w.token.take();
-        self.lock.unlock();
-        let t = t.unwrap_or_else(|| crate::throw!("semaphore waiter queued without a token"));
         let ticket = handoff && self.try_take();
         w.ticket.set(ticket);
+        self.lock.unlock();
+        let t = t.unwrap_or_else(|| crate::throw!("semaphore waiter queued without a token"));
         t.wake();
         if ticket {
             // Let the waiter, now in our P's `runnext`, run at once.
@@ -362,7 +402,14 @@ impl RawMutex {
                     if wait_start == 0 {
                         wait_start = now_ns();
                     }
-                    self.sema.acquire(lifo, WaitReason::Mutex);
+                    if !self.sema.acquire(lifo, WaitReason::Mutex, true) {
+                        // Shutdown ended the wait: no longer a waiter. The count may have
+                        // been taken for us by an unlock meanwhile (it then set WOKEN or, in
+                        // starvation mode, released a unit: the next waiter to wake takes it
+                        // as an ordinary wake-up or hand-off, and the state stays consistent).
+                        self.leave_waiters();
+                        crate::proc::shutdown_unwind_current();
+                    }
                     starving = starving || now_ns() - wait_start > STARVATION_NS;
                     old = self.state.load(Ordering::Relaxed);
                     if old & STARVING != 0 {
@@ -382,6 +429,23 @@ impl RawMutex {
                     awoke = true;
                     iter = 0;
                 }
+                Err(x) => old = x,
+            }
+        }
+    }
+
+    /// Takes one waiter off the count, for a waiter that leaves without the mutex (its park
+    /// ended by shutdown), unless an unlock already took it off to wake it.
+    fn leave_waiters(&self) {
+        let mut old = self.state.load(Ordering::Relaxed);
+        while old >> WAITER_SHIFT != 0 {
+            match self.state.compare_exchange(
+                old,
+                old - (1 << WAITER_SHIFT),
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => return,
                 Err(x) => old = x,
             }
         }
@@ -590,7 +654,7 @@ impl RawRwLock {
         // what a pending writer counts.
         if self.reader_count.fetch_add(1, Ordering::AcqRel) + 1 < 0 {
             // A writer is pending: wait for it.
-            self.reader_sem.acquire(false, WaitReason::RwLock);
+            self.reader_sem.acquire(false, WaitReason::RwLock, false);
         }
     }
 
@@ -640,7 +704,7 @@ impl RawRwLock {
         let r = self.reader_count.fetch_sub(MAX_READERS, Ordering::AcqRel);
         // Wait for the active readers.
         if r != 0 && self.reader_wait.fetch_add(r, Ordering::AcqRel) + r != 0 {
-            self.writer_sem.acquire(false, WaitReason::RwLock);
+            self.writer_sem.acquire(false, WaitReason::RwLock, false);
         }
     }
 

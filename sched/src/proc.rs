@@ -106,16 +106,105 @@ fn check_may_switch(m: &M, g: &G, what: &str) {
 pub fn yield_now() {
     let (m, g) = running();
     check_may_switch(m, g, "yield");
+    unwind_if_draining(g);
     mcall(After::Yield);
 }
 
-/// Parks the running goroutine. See [`crate::park`].
+/// Whether `g`'s runtime is shutting down (draining: its goroutines are being unwound).
+///
+/// Runs on: `g`, or anyone while `g`'s runtime is alive.
+pub(crate) fn draining(g: &G) -> bool {
+    let sched = g.sched.get();
+    // SAFETY: a G's `sched` points at its live runtime while the G belongs to it, which the
+    // caller guarantees; null once retired.
+    // SeqCst: pairs with the store in `Runtime::shutdown`.
+    unsafe { sched.as_ref() }.is_some_and(|s| s.draining.load(Ordering::SeqCst))
+}
+
+/// Unwinds the running goroutine `g` with the [`crate::RuntimeShutdown`] payload if its
+/// runtime is shutting down and it has not been sent that unwind before (a goroutine gets it
+/// once: one that catches it, or blocks again while it unwinds, is not unwound twice).
+///
+/// Runs on: `g`, at a safepoint outside every runtime critical section and `no_preempt`
+/// section (the callers check: `check_may_switch` or `poll_slow`'s own test).
+pub(crate) fn unwind_if_draining(g: &G) {
+    if !g.unwound.load(Ordering::Relaxed) && g.no_unwind.get() == 0 && draining(g) {
+        shutdown_unwind(g);
+    }
+}
+
+/// Runs `f` (which may switch) without letting shutdown unwind the running goroutine inside
+/// it: for runtime waits that have a request out (a suspender's `preempt_stop`) that nobody
+/// else would withdraw. The goroutine unwinds at its next safepoint after.
+pub(crate) fn without_shutdown_unwind<R>(f: impl FnOnce() -> R) -> R {
+    let g = current_g();
+    if let Some(g) = g {
+        g.no_unwind.set(g.no_unwind.get() + 1);
+    }
+    let r = f();
+    // Re-read: the goroutine may have moved to another thread (the G is the same).
+    if let Some(g) = current_g() {
+        g.no_unwind.set(g.no_unwind.get() - 1);
+    }
+    r
+}
+
+/// Unwinds the running goroutine `g` with the shutdown payload. `resume_unwind`, not `panic!`:
+/// the panic hook is not run, so a shutdown prints nothing.
+fn shutdown_unwind(g: &G) -> ! {
+    g.unwound.store(true, Ordering::Relaxed);
+    std::panic::resume_unwind(Box::new(crate::RuntimeShutdown { goroutine: goid(g) }))
+}
+
+/// Unwinds the running goroutine with the shutdown payload: for a primitive whose cancellable
+/// park shutdown ended, once it has unlinked its node.
+///
+/// Runs on: a goroutine.
+pub(crate) fn shutdown_unwind_current() -> ! {
+    shutdown_unwind(current_g().expect("shutdown_unwind_current off a goroutine"))
+}
+
+/// Parks the running goroutine (see [`crate::park`]); if shutdown ends the park, unwinds it
+/// with the shutdown payload instead of returning. For parks whose callback leaves nothing on
+/// the goroutine's stack linked anywhere (a token in a queue or a cell is fine: a stale token
+/// is refused by its generation).
 pub(crate) fn park<F>(reason: usize, f: F)
+where
+    F: FnOnce(crate::GoroutineRef) -> bool,
+{
+    if park_cancellable(reason, f) {
+        let g = current_g().expect("resumed on a goroutine");
+        shutdown_unwind(g);
+    }
+}
+
+/// Parks the running goroutine. Shutdown may end the park (if the goroutine has not been
+/// unwound yet): then it returns true, and the caller must unlink whatever the callback linked
+/// before it unwinds or returns (see `wait::park_current_cancellable`).
+pub(crate) fn park_cancellable<F>(reason: usize, f: F) -> bool
+where
+    F: FnOnce(crate::GoroutineRef) -> bool,
+{
+    park_inner(reason, f, true)
+}
+
+/// Parks the running goroutine where shutdown must not end the park (a node on its stack
+/// stays linked where the parking code cannot unlink it): shutdown abandons it there.
+pub(crate) fn park_uncancellable<F>(reason: usize, f: F)
+where
+    F: FnOnce(crate::GoroutineRef) -> bool,
+{
+    park_inner(reason, f, false);
+}
+
+fn park_inner<F>(reason: usize, f: F, cancellable: bool) -> bool
 where
     F: FnOnce(crate::GoroutineRef) -> bool,
 {
     let (m, g) = running();
     check_may_switch(m, g, "park");
+    // Read by shutdown once it sees us Waiting (the status word's Release orders it).
+    g.cancellable.store(cancellable && !g.unwound.load(Ordering::Relaxed), Ordering::Relaxed);
     g.wait_reason.store(reason, Ordering::Relaxed);
     let mut f = Some(f);
     let mut call = move |r: crate::GoroutineRef| (f.take().expect("park callback called twice"))(r);
@@ -127,6 +216,9 @@ where
         unsafe { core::mem::transmute(dynf as *mut (dyn FnMut(crate::GoroutineRef) -> bool + '_)) };
     mcall(After::Park(dynf));
     g.wait_reason.store(0, Ordering::Relaxed);
+    g.cancellable.store(false, Ordering::Relaxed);
+    // Relaxed: shutdown stored it before it queued us; the queue hand-off orders it.
+    g.cancelled.swap(false, Ordering::Relaxed)
 }
 
 /// Makes a parked goroutine runnable.
@@ -142,9 +234,11 @@ fn ready_locked(r: crate::GoroutineRef) {
     // Is the caller an M of g's runtime? Then the runtime is alive for the whole call.
     let same = current_m().is_some_and(|m| ptr::eq(m.sched, g.sched.get()));
     if same {
-        cas_ready(g, r.generation, &mut spins);
         // SAFETY: same runtime, alive while its M runs.
-        unsafe { &*g.sched.get() }.enqueue(GPtr::from(g), true);
+        let sched = unsafe { &*g.sched.get() };
+        if cas_ready(sched, g, r.generation, &mut spins) {
+            sched.enqueue(GPtr::from(g), true);
+        }
         return;
     }
     // From elsewhere: hold the G's owner lock so its runtime cannot shut down under us.
@@ -152,15 +246,21 @@ fn ready_locked(r: crate::GoroutineRef) {
     let Some(sched) = owner.as_ref() else {
         panic!("ready: stale goroutine handle (its runtime has shut down)");
     };
-    cas_ready(g, r.generation, &mut spins);
-    sched.enqueue(GPtr::from(g), true);
+    if cas_ready(sched, g, r.generation, &mut spins) {
+        sched.enqueue(GPtr::from(g), true);
+    }
 }
 
-fn cas_ready(g: &G, generation: u32, spins: &mut u32) {
+/// `Waiting -> Runnable` for the park of `generation`: true if done. While the runtime shuts
+/// down, a token whose park shutdown already ended (the goroutine is unwinding, or parked
+/// again with a new generation) is ignored: false.
+fn cas_ready(sched: &crate::runtime::Sched, g: &G, generation: u32, spins: &mut u32) -> bool {
     loop {
         match g.status.try_cas(Status::Waiting as u32, Status::Runnable as u32, Some(generation)) {
-            crate::status::Cas::Ok => return,
+            crate::status::Cas::Ok => return true,
             crate::status::Cas::Scanning => crate::status::backoff(spins),
+            // SeqCst: as in `draining`. Shutdown ends a park only after it set the flag.
+            crate::status::Cas::Other(_) if sched.draining.load(Ordering::SeqCst) => return false,
             crate::status::Cas::Other(w) => panic!(
                 "ready: stale or duplicate goroutine handle (goroutine {}, token gen {}, status {})",
                 goid(g),
@@ -199,6 +299,11 @@ pub(crate) fn poll_slow() {
     let p = m.p().expect("checked above");
     if p.run_safe_point_fn.load(Ordering::Acquire) {
         crate::stw::run_safe_point_fn(m.sched(), p);
+    }
+    // The runtime is shutting down: unwind here (a suspender's request is answered first, at
+    // the park below; the unwind comes at the next safepoint).
+    if !g.preempt_stop.load(Ordering::SeqCst) {
+        unwind_if_draining(g);
     }
     if !g.preempt.swap(false, Ordering::SeqCst) {
         return;
@@ -258,6 +363,9 @@ pub fn blocking<R>(f: impl FnOnce() -> R) -> R {
     };
     let g = m.curg().expect("checked");
     check_may_switch(m, g, "blocking call");
+    // A goroutine that loops on blocking calls may never come back to the scheduler's loop
+    // otherwise (its P stays its own across short calls): at shutdown, it unwinds here.
+    unwind_if_draining(g);
     entersyscall(m, g);
     struct Exit;
     impl Drop for Exit {
@@ -268,6 +376,10 @@ pub fn blocking<R>(f: impl FnOnce() -> R) -> R {
     let guard = Exit;
     let r = f();
     drop(guard);
+    // Possibly on another M now: read the goroutine afresh (the G is the same).
+    if let Some(g) = current_g() {
+        unwind_if_draining(g);
+    }
     // A blocking call may switch, so its return is a safepoint: it answers a request that
     // came meanwhile. A goroutine that makes only short calls otherwise never yields its time
     // slice (sysmon's request waits for a poll that never comes), and whatever waits in its

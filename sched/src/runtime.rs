@@ -365,6 +365,11 @@ pub(crate) struct Sched {
     pub safe_point_note: Note,
     /// One stop-the-world or ragged barrier at a time.
     pub world_sema: crate::sync::Sema,
+    /// Shutdown has begun (`Runtime::shutdown`): spawns are refused, every goroutine unwinds at
+    /// its next safepoint and parks that can be ended are ended. The Ms keep running until
+    /// every goroutine is settled; then `shutdown` is set.
+    pub draining: AtomicBool,
+    /// The last phase of shutdown: the Ms leave their loops and exit.
     pub shutdown: AtomicBool,
     pub goid_gen: AtomicU64,
     pub stacks: StackPool,
@@ -466,6 +471,7 @@ impl Sched {
             safe_point_wait: AtomicUsize::new(0),
             safe_point_note: Note::new(),
             world_sema: crate::sync::Sema::new(1),
+            draining: AtomicBool::new(false),
             shutdown: AtomicBool::new(false),
             goid_gen: AtomicU64::new(0),
             stacks,
@@ -694,7 +700,9 @@ impl Sched {
     }
 
     fn spawn_locked(self: &Arc<Sched>, body: Body) -> Result<&'static G, crate::Error> {
-        if self.shutdown.load(Ordering::Relaxed) {
+        // SeqCst: pairs with the store in `Runtime::shutdown`, which then looks at every G: a
+        // goroutine spawned after it looked was refused here.
+        if self.draining.load(Ordering::SeqCst) {
             return Err(crate::Error::Shutdown);
         }
         let m = current_m().filter(|m| ptr::eq(m.sched, Arc::as_ptr(self)));

@@ -711,12 +711,16 @@ fn caller_token() -> usize {
 fn wait_a_little(me: Option<&'static G>, spins: &mut u32) {
     if me.is_some() && current_m().is_some_and(|m| m.locks.load(Ordering::Relaxed) == 0) {
         *spins += 1;
-        if (*spins).is_multiple_of(16) {
-            crate::proc::yield_now();
-        } else {
-            crate::proc::poll();
-            safepoint_arch::cpu_relax();
-        }
+        // Not unwound by shutdown here: the request out on the target (`preempt_stop`) would
+        // be left set, and the target held or parked for a suspender that is gone.
+        crate::proc::without_shutdown_unwind(|| {
+            if (*spins).is_multiple_of(16) {
+                crate::proc::yield_now();
+            } else {
+                crate::proc::poll();
+                safepoint_arch::cpu_relax();
+            }
+        });
     } else {
         backoff(spins);
     }

@@ -41,15 +41,28 @@ impl Sema {
                 return;
             }
         }
-        crate::park(crate::WaitReason::Sema, |r| {
+        let mut me = None;
+        let cancelled = crate::proc::park_cancellable(crate::WaitReason::Sema as usize, |r| {
             let mut s = self.lock();
             if s.permits > 0 {
                 s.permits -= 1;
                 return false;
             }
+            me = Some((r.g, r.generation));
             s.waiters.push_back(r);
             true
         });
+        if cancelled {
+            // Shutdown ended the park: take our token out of the queue, unless a release has
+            // already taken it and handed us its permit (then we have it, as if woken).
+            let mut s = self.lock();
+            let pos = s.waiters.iter().position(|w| Some((w.g, w.generation)) == me);
+            if let Some(i) = pos {
+                s.waiters.remove(i);
+                drop(s);
+                crate::proc::shutdown_unwind_current();
+            }
+        }
         // Woken by `release`, which handed its permit to us.
     }
 

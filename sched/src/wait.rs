@@ -107,14 +107,40 @@ pub(crate) fn check_can_park(unlock: impl FnOnce()) {
 /// thread outside the runtime sleeps. `f` gets the token, stores it where a waker will find it
 /// and returns true, or returns false to go on at once. As with [`crate::park`], `f` may borrow
 /// from the caller, must not block, and is where the caller's `RawLock` is released.
+///
+/// Shutdown never ends this park: the node the caller linked stays linked, so the goroutine is
+/// abandoned there (see [`park_current_cancellable`] for primitives that can unlink theirs).
 pub(crate) fn park_current<F>(reason: crate::WaitReason, f: F)
 where
     F: FnOnce(Token) -> bool,
 {
     if on_goroutine() {
-        crate::park(reason, |r| f(Token::G(r)));
+        crate::proc::park_uncancellable(reason as usize, |r| f(Token::G(r)));
         return;
     }
+    park_thread_until_woken(f);
+}
+
+/// [`park_current`], but shutdown may end a goroutine's park: then it returns true, and the
+/// caller must take its primitive's lock, unlink its node if a waker has not (if one has, the
+/// operation completed and its token's wake-up will be ignored), and unwind with
+/// `crate::proc::shutdown_unwind_current` unless the operation completed. A thread outside
+/// the runtime always gets false.
+pub(crate) fn park_current_cancellable<F>(reason: crate::WaitReason, f: F) -> bool
+where
+    F: FnOnce(Token) -> bool,
+{
+    if on_goroutine() {
+        return crate::proc::park_cancellable(reason as usize, |r| f(Token::G(r)));
+    }
+    park_thread_until_woken(f);
+    false
+}
+
+fn park_thread_until_woken<F>(f: F)
+where
+    F: FnOnce(Token) -> bool,
+{
     let w = Arc::new(ThreadWaiter { woken: AtomicBool::new(false), thread: current_thread() });
     if !f(Token::T(w.clone())) {
         return;

@@ -1,0 +1,296 @@
+//! Dropping a runtime with a heap never hangs and gives everything back (issues 18 and 25):
+//! goroutines in loops of `Gc::collect`, a collection in progress, goroutines parked, spinning,
+//! in blocking calls and held by the preemption signal are unwound; what they captured (`Gc`
+//! clones) is dropped; and a heap whose last `Gc` is dropped unmaps its whole reservation, so
+//! runtime-and-heap pairs made and dropped by the thousand keep the process's address space
+//! and resident memory flat.
+//!
+//! Scenarios that could hang run on a thread of their own and fail the test if they have not
+//! finished within a generous deadline (a failure guard only: nothing here measures time).
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, mpsc};
+use std::time::Duration;
+
+use safepoint_gc::{Gc, Mutator, Phase, TypeDesc, WordKind};
+use safepoint_sched::{Chan, Runtime, blocking, poll, yield_now};
+
+/// Runs `f` on a thread and fails if it has not returned within `secs` seconds (it would hang).
+fn must_finish<T: Send + 'static>(
+    what: &str,
+    secs: u64,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> T {
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(f());
+    });
+    rx.recv_timeout(Duration::from_secs(secs)).unwrap_or_else(|_| panic!("{what}: hung"))
+}
+
+fn heap(rt: &Runtime) -> Gc {
+    Gc::builder().min_heap(1 << 20).ignore_env().build(rt).unwrap()
+}
+
+fn wait_for(started: &AtomicUsize, n: usize) {
+    while started.load(Ordering::SeqCst) < n {
+        std::thread::yield_now();
+    }
+}
+
+/// Issue 18: runtimes dropped while goroutines loop on `Gc::collect` return (200 of them, as
+/// in the issue: before the fix, one hung within a few dozen).
+#[test]
+fn dropping_runtimes_with_goroutines_in_loops_of_collect_returns() {
+    must_finish("dropping runtimes with collect loops", 120, || {
+        for round in 0..200 {
+            // With one P, a goroutine alone in a loop of collections never parks or yields:
+            // its barriers and stops have no other P to wait for.
+            let procs = 1 + round % 2;
+            let rt = Runtime::builder().procs(procs).build().unwrap();
+            let gc = heap(&rt);
+            let started = Arc::new(AtomicUsize::new(0));
+            for _ in 0..procs {
+                let (g, s) = (gc.clone(), started.clone());
+                rt.spawn(move || {
+                    s.fetch_add(1, Ordering::SeqCst);
+                    loop {
+                        g.collect();
+                    }
+                })
+                .unwrap();
+            }
+            wait_for(&started, procs);
+            while gc.cycles() < 2 {
+                std::thread::yield_now();
+            }
+            drop(rt);
+            drop(gc);
+        }
+    });
+}
+
+/// Issue 18: a runtime dropped while a collection is in progress (its phase not Off: the
+/// driver in a ragged barrier, a stop, or waiting for its mark workers) returns.
+#[test]
+fn dropping_a_runtime_in_the_middle_of_a_collection_returns() {
+    must_finish("dropping runtimes mid-collection", 120, || {
+        let mut mid = 0;
+        for _ in 0..20 {
+            let rt = Runtime::builder().procs(2).build().unwrap();
+            let gc = heap(&rt);
+            let ty = record(&gc);
+            let started = Arc::new(AtomicUsize::new(0));
+            for i in 0..3 {
+                let (g, s) = (gc.clone(), started.clone());
+                rt.spawn(move || {
+                    s.fetch_add(1, Ordering::SeqCst);
+                    if i == 0 {
+                        loop {
+                            g.collect();
+                        }
+                    }
+                    churn(&g, ty)
+                })
+                .unwrap();
+            }
+            wait_for(&started, 3);
+            // Catch a cycle under way (one goroutine collects in a loop, two allocate and
+            // trigger cycles); give up on catching one after a while: the drop must return
+            // either way.
+            for _ in 0..1_000_000 {
+                if !matches!(gc.phase(), Phase::Off | Phase::Sweep) {
+                    break;
+                }
+                std::hint::spin_loop();
+            }
+            if !matches!(gc.phase(), Phase::Off | Phase::Sweep) {
+                mid += 1;
+            }
+            drop(rt);
+            drop(gc);
+        }
+        // Most drops (on a quiet machine, all) caught a cycle under way.
+        assert!(mid > 0, "no drop caught a collection under way");
+    });
+}
+
+fn record(gc: &Gc) -> safepoint_gc::TypeId {
+    gc.types()
+        .register(TypeDesc::Record {
+            name: "node".into(),
+            words: vec![WordKind::Ref, WordKind::Raw],
+        })
+        .unwrap()
+}
+
+/// Allocates garbage for ever (lists of 1,000 records, dropped), triggering cycle after cycle.
+fn churn(gc: &Gc, ty: safepoint_gc::TypeId) -> ! {
+    let mut m = Mutator::new(gc).unwrap();
+    loop {
+        m.scope(|m, [head, node]| {
+            for i in 0..1000 {
+                m.alloc(node, ty).unwrap();
+                m.write_word(node, 1, i).unwrap();
+                m.store(node, 0, head).unwrap();
+                m.copy(head, node).unwrap();
+            }
+        });
+    }
+}
+
+/// The process's mapped address space and resident memory now, in bytes.
+fn vm() -> (u64, u64) {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let field = |name: &str| -> u64 {
+        let line = status.lines().find(|l| l.starts_with(name)).unwrap();
+        line.split_whitespace().nth(1).unwrap().parse::<u64>().unwrap() * 1024
+    };
+    (field("VmSize:"), field("VmRSS:"))
+}
+
+/// What one goroutine of [`one_pair`] does with the heap it holds.
+type Kind = Box<dyn FnOnce(&Gc) + Send>;
+
+/// One runtime-and-heap pair with goroutines alive in every state, all holding a clone of the
+/// heap: parked on a channel, spinning with polls, spinning without (held by the preemption
+/// signal whenever a collection needs it stopped), looping on blocking calls, looping on
+/// collections, allocating; then the runtime is dropped, then the last `Gc`. Returns how many
+/// of the goroutines' captured values were dropped, of how many.
+fn one_pair() -> (usize, usize) {
+    let rt = Runtime::builder().procs(2).build().unwrap();
+    let gc = heap(&rt);
+    let ty = record(&gc);
+    let drops = Arc::new(AtomicUsize::new(0));
+    let started = Arc::new(AtomicUsize::new(0));
+    let ch = Chan::<u32>::new(0);
+    struct Held(#[allow(dead_code)] Gc, Arc<AtomicUsize>);
+    impl Drop for Held {
+        fn drop(&mut self) {
+            self.1.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+    let kinds: Vec<Kind> = vec![
+        {
+            let c = ch.clone();
+            Box::new(move |_| {
+                let _ = c.recv();
+            })
+        },
+        Box::new(|_| {
+            loop {
+                poll();
+            }
+        }),
+        Box::new(|_| {
+            loop {
+                // A stretch with no safepoint: a stop or a stack scan that comes meanwhile
+                // holds the goroutine with the preemption signal.
+                let mut x = 1u64;
+                for _ in 0..20_000 {
+                    x = std::hint::black_box(x.wrapping_mul(3).wrapping_add(1));
+                }
+                poll();
+            }
+        }),
+        Box::new(|_| {
+            loop {
+                blocking(|| std::thread::sleep(Duration::from_micros(50)));
+            }
+        }),
+        Box::new(|g| {
+            loop {
+                g.collect();
+            }
+        }),
+        Box::new(move |g| churn(g, ty)),
+    ];
+    let n = kinds.len();
+    for k in kinds {
+        let held = Held(gc.clone(), drops.clone());
+        let s = started.clone();
+        rt.spawn(move || {
+            // Yield until all have started (a goroutine looping on blocking calls keeps its
+            // P across short calls, and the others would wait behind it).
+            s.fetch_add(1, Ordering::SeqCst);
+            while s.load(Ordering::SeqCst) < n {
+                yield_now();
+            }
+            k(&held.0);
+            drop(held);
+        })
+        .unwrap();
+    }
+    wait_for(&started, n);
+    drop(rt);
+    drop(gc);
+    drop(ch);
+    (drops.load(Ordering::SeqCst), n)
+}
+
+/// Issue 25: pairs made and dropped with goroutines alive in every state. Each pair's
+/// goroutines are unwound (every captured `Gc` clone is dropped), and the heap's reservation
+/// (256 GiB of address space) and the runtime's stacks and threads go back: the address space
+/// and resident memory after the last pair are within twice what they were after the tenth.
+fn pairs_keep_memory_flat(pairs: usize) {
+    must_finish("making and dropping pairs", 1500, move || {
+        let mut at_ten = (0, 0);
+        for i in 1..=pairs {
+            let (dropped, of) = one_pair();
+            assert_eq!(dropped, of, "pair {i}: a goroutine's captured heap was not dropped");
+            if i == 10 {
+                at_ten = vm();
+            }
+        }
+        let end = vm();
+        eprintln!("VmSize/VmRSS after pair 10: {at_ten:?}; after pair {pairs}: {end:?}");
+        assert!(end.0 <= 2 * at_ten.0, "address space grew: {at_ten:?} -> {end:?}");
+        assert!(end.1 <= 2 * at_ten.1, "resident memory grew: {at_ten:?} -> {end:?}");
+    });
+}
+
+/// Issue 25: a heap whose last `Gc` is dropped unmaps its whole reservation (the typed
+/// arenas' 256 GiB of address space, the page map, the arenas), with its runtime still alive.
+#[test]
+fn a_heap_whose_last_gc_is_dropped_unmaps_its_reservation() {
+    let rt = Runtime::builder().procs(2).build().unwrap();
+    let before = vm().0;
+    let gc = heap(&rt);
+    let ty = record(&gc);
+    let reserved = vm().0.saturating_sub(before);
+    assert!(reserved >= 1 << 30, "the heap reserved only {reserved} bytes");
+    let g2 = gc.clone();
+    rt.block_on(move || {
+        let mut m = Mutator::new(&g2).unwrap();
+        m.scope(|m, [head, node]| {
+            for i in 0..10_000 {
+                m.alloc(node, ty).unwrap();
+                m.write_word(node, 1, i).unwrap();
+                m.store(node, 0, head).unwrap();
+                m.copy(head, node).unwrap();
+            }
+        });
+        m.collect();
+    });
+    drop(gc);
+    // The background sweeper may hold the heap for a moment longer: wait for the unmapping.
+    must_finish("the heap's unmapping", 60, move || {
+        while vm().0 > before + reserved / 2 {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    });
+    drop(rt);
+}
+
+#[test]
+fn a_thousand_pairs_dropped_with_live_goroutines_keep_memory_flat() {
+    pairs_keep_memory_flat(1_000);
+}
+
+/// The full count of the issue; too long for the suite on a 2-core machine, and for nextest's
+/// 5-minute limit (run it with `cargo test -p safepoint-gc --test shutdown -- --ignored`).
+#[test]
+#[ignore = "long: about ten times the 1,000-pair test"]
+fn ten_thousand_pairs_dropped_with_live_goroutines_keep_memory_flat() {
+    pairs_keep_memory_flat(10_000);
+}

@@ -1,0 +1,249 @@
+//! Dropping a runtime in any state returns, ends every M and gives back what its goroutines
+//! held (issues 18 and 25): goroutines in loops of blocking calls, parked on the runtime's
+//! primitives, sleeping, spinning, queued and never started; and dropping the last handle
+//! from inside one of the runtime's own goroutines is a described panic of that goroutine.
+//!
+//! Each scenario runs on a thread of its own and the test fails if it has not finished within
+//! a minute (a failure guard against a hang only: nothing here measures time).
+
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, mpsc};
+use std::time::Duration;
+
+use safepoint_sched::{
+    Chan, Cond, JoinHandle, Mutex, Runtime, RuntimeShutdown, Sema, WaitReason, blocking, go, park,
+    poll, sleep, yield_now,
+};
+
+/// Runs `f` on a thread and fails if it has not returned within a minute (it would hang).
+fn must_finish<T: Send + 'static>(what: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(f());
+    });
+    rx.recv_timeout(Duration::from_secs(60)).unwrap_or_else(|_| panic!("{what}: hung"))
+}
+
+/// Counts its drops: captured by goroutines, it says whether what they captured was dropped.
+struct Token(Arc<AtomicUsize>);
+impl Drop for Token {
+    fn drop(&mut self) {
+        self.0.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+/// Waits (on this thread, outside the runtime) until `n` goroutines have said they started.
+fn wait_for(started: &AtomicUsize, n: usize) {
+    while started.load(Ordering::SeqCst) < n {
+        std::thread::yield_now();
+    }
+}
+
+/// On a goroutine: says it started, and yields until `n` have, so that a goroutine that then
+/// loops on blocking calls (which keeps its P across short calls) does not keep the others
+/// queued behind it before the scenario is set up.
+fn start_together(started: &AtomicUsize, n: usize) {
+    started.fetch_add(1, Ordering::SeqCst);
+    while started.load(Ordering::SeqCst) < n {
+        yield_now();
+    }
+}
+
+/// Issue 18: goroutines that loop on short blocking calls never reach the scheduler's loop,
+/// so a shutdown that waited for Ms to come back to it waited for ever (stuck by the 8th to
+/// 10th of 200 runtimes). Dropped with such loops running, all 200 runtimes return.
+#[test]
+fn dropping_runtimes_with_goroutines_in_loops_of_blocking_calls_returns() {
+    must_finish("dropping runtimes with blocking loops", || {
+        for round in 0..200 {
+            let rt = Runtime::builder().procs(1 + round % 2).build().unwrap();
+            let started = Arc::new(AtomicUsize::new(0));
+            for _ in 0..3 {
+                let s = started.clone();
+                rt.spawn(move || {
+                    start_together(&s, 3);
+                    loop {
+                        blocking(|| std::thread::sleep(Duration::from_micros(50)));
+                    }
+                })
+                .unwrap();
+            }
+            wait_for(&started, 3);
+            drop(rt);
+        }
+    });
+}
+
+/// Issue 25: what live goroutines captured is dropped when the runtime is: each goroutine is
+/// unwound at a safepoint (parked on a channel, a semaphore, a join or a sleep; parked with
+/// `park` and a token nobody keeps; waiting on a `Cond`; spinning with polls; looping on blocking calls), and one
+/// that never started has its closure dropped without running.
+#[test]
+fn dropping_a_runtime_drops_what_its_live_goroutines_captured() {
+    let drops = Arc::new(AtomicUsize::new(0));
+    let started = Arc::new(AtomicUsize::new(0));
+    let rt = Runtime::builder().procs(2).build().unwrap();
+    let ch = Chan::<u32>::new(0);
+    let sema = Arc::new(Sema::new(0));
+    let n = 9;
+    let spawn = |f: Box<dyn FnOnce() + Send>| {
+        let t = Token(drops.clone());
+        let s = started.clone();
+        rt.spawn(move || {
+            let _t = t;
+            start_together(&s, n);
+            f();
+        })
+        .unwrap();
+    };
+    let c = ch.clone();
+    spawn(Box::new(move || {
+        let _ = c.recv();
+    }));
+    let c = ch.clone();
+    spawn(Box::new(move || c.send(1)));
+    let s2 = sema.clone();
+    spawn(Box::new(move || s2.acquire()));
+    spawn(Box::new(|| sleep(Duration::from_secs(3600))));
+    spawn(Box::new(|| {
+        let (m, c) = (Mutex::new(()), Cond::new());
+        let g = m.lock();
+        let _g = c.wait(g);
+    }));
+    spawn(Box::new(|| park(WaitReason::Park, |_token| true)));
+    spawn(Box::new(|| {
+        let forever: JoinHandle<()> = go(|| park(WaitReason::Park, |_| true));
+        let _ = forever.join();
+    }));
+    spawn(Box::new(|| {
+        loop {
+            poll();
+            std::hint::spin_loop();
+        }
+    }));
+    spawn(Box::new(|| {
+        loop {
+            blocking(|| std::thread::sleep(Duration::from_micros(100)));
+        }
+    }));
+    wait_for(&started, n);
+    // And one that never starts: both Ps are taken by the two loops... or not yet; either way
+    // its closure is dropped (run or not) by the time the drop returns.
+    let never = Token(drops.clone());
+    let ran = Arc::new(AtomicBool::new(false));
+    let r = ran.clone();
+    rt.spawn(move || {
+        let _t = never;
+        r.store(true, Ordering::SeqCst);
+        loop {
+            poll();
+        }
+    })
+    .unwrap();
+    std::thread::sleep(Duration::from_millis(10));
+    must_finish("dropping the runtime", move || drop(rt));
+    assert_eq!(drops.load(Ordering::SeqCst), n + 1, "every captured value is dropped");
+    drop(ch);
+}
+
+/// A goroutine unwound at shutdown ends with a [`RuntimeShutdown`] payload, on its join handle.
+#[test]
+fn a_goroutine_unwound_at_shutdown_joins_with_the_shutdown_payload() {
+    let rt = Runtime::builder().procs(1).build().unwrap();
+    let started = Arc::new(AtomicUsize::new(0));
+    let s = started.clone();
+    let h = rt
+        .spawn(move || {
+            s.fetch_add(1, Ordering::SeqCst);
+            park(WaitReason::Park, |_| true);
+        })
+        .unwrap();
+    wait_for(&started, 1);
+    must_finish("dropping the runtime", move || drop(rt));
+    let e = must_finish("joining the unwound goroutine", move || h.join())
+        .expect_err("unwound, not finished");
+    assert!(e.into_panic().is::<RuntimeShutdown>());
+}
+
+/// Issue 18: dropping the last `Arc<Runtime>` from inside one of its own goroutines waited
+/// for that goroutine's own M to exit. It is a described panic of that goroutine instead, and
+/// the runtime still shuts down (on a thread of its own): whatever the goroutines captured is
+/// dropped.
+#[test]
+fn dropping_the_last_handle_inside_its_own_goroutine_is_a_described_panic() {
+    let drops = Arc::new(AtomicUsize::new(0));
+    let rt = Arc::new(Runtime::builder().procs(2).build().unwrap());
+    let (tx, rx) = mpsc::channel();
+    let rt2 = rt.clone();
+    let t = Token(drops.clone());
+    // A parked goroutine too, to be unwound by the shutdown.
+    let t2 = Token(drops.clone());
+    rt.spawn(move || {
+        let _t2 = t2;
+        park(WaitReason::Park, |_| true);
+    })
+    .unwrap();
+    let h = rt
+        .spawn(move || {
+            let _t = t;
+            let rt = rt2;
+            // Wait until the thread outside has dropped its handle: ours is the last.
+            rx.recv().unwrap();
+            drop(rt);
+        })
+        .unwrap();
+    drop(rt);
+    tx.send(()).unwrap();
+    let e = must_finish("joining the goroutine that dropped its runtime", move || h.join())
+        .expect_err("the drop panics");
+    let msg = e.message().unwrap_or_default().to_string();
+    assert!(msg.contains("inside one of its own goroutines"), "{msg}");
+    // The shutdown completes on its own thread: both goroutines' captures are dropped.
+    must_finish("the shutdown after the goroutine's drop", move || {
+        while drops.load(Ordering::SeqCst) < 2 {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    });
+}
+
+/// A goroutine parked on a [`Mutex`] that a thread outside the runtime holds is unwound at
+/// shutdown (it leaves the mutex's queue and its waiter count), and the mutex stays usable:
+/// the thread unlocks it and locks it again, and a new waiter can wait for it.
+#[test]
+fn a_goroutine_parked_on_a_held_mutex_is_unwound_and_the_mutex_stays_usable() {
+    let drops = Arc::new(AtomicUsize::new(0));
+    let m = Arc::new(Mutex::new(0u32));
+    let held = m.lock();
+    let rt = Runtime::builder().procs(2).build().unwrap();
+    let started = Arc::new(AtomicUsize::new(0));
+    for _ in 0..3 {
+        let (m2, s, t) = (m.clone(), started.clone(), Token(drops.clone()));
+        rt.spawn(move || {
+            let _t = t;
+            s.fetch_add(1, Ordering::SeqCst);
+            *m2.lock() += 1;
+        })
+        .unwrap();
+    }
+    wait_for(&started, 3);
+    // All three are counted as waiters once parked.
+    while !format!("{:?}", m).contains("waiters: 3") {
+        std::thread::yield_now();
+    }
+    must_finish("dropping the runtime", move || drop(rt));
+    assert_eq!(drops.load(Ordering::SeqCst), 3, "the waiters' captures are dropped");
+    assert!(format!("{:?}", m).contains("waiters: 0"), "{m:?}");
+    drop(held);
+    // Usable: from this thread, and with a waiter of a new runtime parked on it.
+    *m.lock() += 10;
+    let held = m.lock();
+    let rt = Runtime::builder().procs(1).build().unwrap();
+    let m2 = m.clone();
+    let h = rt.spawn(move || *m2.lock() += 100).unwrap();
+    while !format!("{:?}", m).contains("waiters: 1") {
+        std::thread::yield_now();
+    }
+    drop(held);
+    must_finish("the new waiter", move || h.join().unwrap());
+    assert_eq!(*m.lock(), 110);
+}
