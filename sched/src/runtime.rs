@@ -1473,6 +1473,8 @@ pub(crate) fn mcall(after: After) {
 /// Runs one queued goroutine's body-less bookkeeping at shutdown: drains queues.
 pub(crate) fn drain_queues(sched: &Sched) {
     while let Steal::Success(_) | Steal::Retry = sched.global.steal() {}
+    while let Steal::Success(_) | Steal::Retry = sched.urgent.steal() {}
+    sched.nurgent.store(0, Ordering::SeqCst);
     for p in sched.ps.iter() {
         p.runnext.store(0, Ordering::Relaxed);
         while let Steal::Success(_) | Steal::Retry = p.stealer.steal() {}
