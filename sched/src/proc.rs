@@ -400,6 +400,8 @@ fn entersyscall(m: &M, g: &G) {
     g.status.cas(Status::Running, Status::Syscall);
     // Leave the P: it stays ours unless sysmon or a stop retakes it by CAS.
     m.p.store(0, Ordering::Relaxed);
+    // Release: pairs with the Acquire in `Sched::preempt_in_syscall` (sysmon).
+    p.syscall_m.store(m as *const M as usize, Ordering::Release);
     p.m.store(0, Ordering::Release);
     p.set_status(PStatus::Syscall);
     if sched.gcwaiting.load(Ordering::SeqCst) && p.cas_status(PStatus::Syscall, PStatus::GcStop) {

@@ -44,6 +44,10 @@ pub(crate) struct P {
     pub status: AtomicUsize,
     /// The M that owns this P (null when idle or stopped). Racy hint for preemption.
     pub m: AtomicUsize,
+    /// The M that left this P for a blocking call (its last one), so that sysmon can ask the
+    /// goroutine in the call to give up the P when the call returns (see `sysmon::retake`).
+    /// Racy hint, as `m`: written by the M entering the call (Release), read by sysmon.
+    pub syscall_m: AtomicUsize,
     /// Local run queue. Owner: the M holding the P.
     runq: UnsafeCell<Worker<GPtr>>,
     stealer: Stealer<GPtr>,
@@ -84,6 +88,7 @@ impl P {
             id,
             status: AtomicUsize::new(PStatus::Idle as usize),
             m: AtomicUsize::new(0),
+            syscall_m: AtomicUsize::new(0),
             runq: UnsafeCell::new(w),
             stealer,
             runnext: AtomicUsize::new(0),
@@ -783,7 +788,20 @@ impl Sched {
     /// Asks the goroutine running on `p` to stop at its next safepoint. Racy by design: a
     /// request that reaches a goroutine that has moved on is a spurious yield.
     pub fn preemptone(&self, p: &P) -> bool {
-        let m = p.m.load(Ordering::Acquire) as *const M;
+        self.preempt_m_of(p.m.load(Ordering::Acquire))
+    }
+
+    /// Asks the goroutine in `p`'s blocking call (if it is still in it) to give up the CPU
+    /// when the call returns: the return is a safepoint (`proc::blocking` polls). Racy as
+    /// `preemptone`.
+    pub fn preempt_in_syscall(&self, p: &P) -> bool {
+        self.preempt_m_of(p.syscall_m.load(Ordering::Acquire))
+    }
+
+    /// Asks the goroutine running on the M at `m` (an `M` address, or 0) to stop at its next
+    /// safepoint.
+    fn preempt_m_of(&self, m: usize) -> bool {
+        let m = m as *const M;
         // SAFETY: Ms live until the runtime shuts down.
         let Some(m) = (unsafe { m.as_ref() }) else { return false };
         let Some(g) = m.curg() else { return false };

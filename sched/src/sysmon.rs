@@ -95,10 +95,11 @@ fn retake(sched: &Sched, now: u64) -> bool {
             p.sysmon_schedtick.store(tick, Ordering::Relaxed);
             p.sysmon_schedwhen.store(now, Ordering::Relaxed);
         } else if now.saturating_sub(p.sysmon_schedwhen.load(Ordering::Relaxed)) >= TIME_SLICE_NS
-            // In a blocking call the P has no M to reach the goroutine through, and this
-            // fails: the slice stays over, and the next look that finds the goroutine back
-            // asks it (a blocking call's return answers; see `proc::blocking`).
-            && sched.preemptone(p)
+            // In a blocking call the P has no M: the goroutine in the call is asked through
+            // the M that entered it, and its return answers (`proc::blocking` polls). Asking
+            // only at a look that found the P Running let a goroutine that loops on short
+            // calls keep its P, and the goroutines queued on it, for seconds.
+            && (sched.preemptone(p) || (status == PStatus::Syscall && sched.preempt_in_syscall(p)))
         {
             p.sysmon_schedwhen.store(now, Ordering::Relaxed);
         }
