@@ -33,7 +33,11 @@
 //! * **register**: register a new type while collections run (up to 20,000 in all, then look
 //!   one up), and check that its id is found by its name;
 //! * **suspend**: suspend a goroutine it spawned, then try again without resuming it: the second
-//!   attempt must be a described panic, not a wait for itself.
+//!   attempt must be a described panic, not a wait for itself;
+//! * **shutdown**: inside a blocking call, make a second runtime with a heap, start goroutines
+//!   in every state (parked on a channel, polling, spinning between polls, looping on
+//!   blocking calls, collecting in a loop, allocating, sleeping), drop it, and check that every
+//!   goroutine's captures were dropped (one such runtime at a time).
 //!
 //! A wrong sum, a lost or extra panic, a wrong counter or a worker that panicked counts as a
 //! failure (a checkmark or poison finding aborts the process, which fails louder). At the end
@@ -88,6 +92,8 @@ pub struct SoakReport {
     pub async_preemptions: u64,
     /// Goroutines a stop that could not finish gave back from a hold.
     pub stop_givebacks: u64,
+    /// Second runtimes made, filled with goroutines in every state, and dropped.
+    pub runtimes_dropped: u64,
     /// Anything that went wrong; must be 0.
     pub failures: u64,
 }
@@ -105,6 +111,7 @@ impl SoakReport {
             ("panics_caught", self.panics_caught.into()),
             ("async_preemptions", self.async_preemptions.into()),
             ("stop_givebacks", self.stop_givebacks.into()),
+            ("runtimes_dropped", self.runtimes_dropped.into()),
             ("failures", self.failures.into()),
         ]
     }
@@ -143,6 +150,7 @@ struct Counts {
     mutex_adds: AtomicU64,
     os_adds: AtomicU64,
     registered: AtomicU64,
+    runtimes_dropped: AtomicU64,
 }
 
 impl Counts {
@@ -281,6 +289,7 @@ pub fn soak(d: Duration, g: u64) -> SoakReport {
             panics_caught: caught,
             async_preemptions: 0,
             stop_givebacks: 0,
+            runtimes_dropped: c.runtimes_dropped.load(Ordering::Relaxed),
             failures: c.failures.load(Ordering::Relaxed),
         }
     });
@@ -433,7 +442,13 @@ fn worker(w: &World, id: u64) {
                         w.counts.fail("standard error refused an empty write");
                     }
                 }
-                18 => register(w, id, &mut rng),
+                18 => {
+                    if rng.below(4) == 0 {
+                        runtime_dropped_alive(w);
+                    } else {
+                        register(w, id, &mut rng);
+                    }
+                }
                 19 => suspend_twice(w),
                 _ => {
                     let (gc, node) = (w.gc.clone(), w.node);
@@ -482,6 +497,103 @@ fn register(w: &World, id: u64, rng: &mut Rng) {
         Ok(t) if types.lookup(&name) == Some(t) => {}
         Ok(_) => w.counts.fail(&format!("worker {id}: type {name} not found by its name")),
         Err(e) => w.counts.fail(&format!("worker {id}: registering {name}: {e}")),
+    }
+}
+
+/// Makes a second runtime with a heap, starts goroutines in every state, each holding a value
+/// that counts its drop, and drops the runtime from a blocking call: the drop must return and
+/// every goroutine's captures must be dropped (the runtime unwinds them). One at a time: each
+/// runtime starts threads of its own.
+fn runtime_dropped_alive(w: &World) {
+    static IN_FLIGHT: AtomicU64 = AtomicU64::new(0);
+    if IN_FLIGHT.fetch_add(1, Ordering::Relaxed) != 0 {
+        IN_FLIGHT.fetch_sub(1, Ordering::Relaxed);
+        return;
+    }
+    struct Counted(Arc<AtomicU64>);
+    impl Drop for Counted {
+        fn drop(&mut self) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+    let r = blocking(move || {
+        let rt = Runtime::builder().procs(2).build().map_err(|e| e.to_string())?;
+        let gc = Gc::new(&rt).map_err(|e| e.to_string())?;
+        let node = gc
+            .types()
+            .register(TypeDesc::Record { name: "soak.node".into(), words: vec![WordKind::Ref; 2] })
+            .map_err(|e| e.to_string())?;
+        let dropped = Arc::new(AtomicU64::new(0));
+        let started = Arc::new(AtomicU64::new(0));
+        let ch = Chan::<u64>::new(0);
+        type Body = Box<dyn FnOnce(&Gc) + Send>;
+        let bodies: Vec<Body> = vec![
+            Box::new({
+                let ch = ch.clone();
+                move |_| {
+                    let _ = ch.recv();
+                }
+            }),
+            Box::new(|_| {
+                loop {
+                    safepoint::sched::poll();
+                }
+            }),
+            Box::new(|_| {
+                loop {
+                    spin(Duration::from_micros(100));
+                    safepoint::sched::poll();
+                }
+            }),
+            Box::new(|_| {
+                loop {
+                    blocking(|| std::thread::sleep(Duration::from_micros(50)));
+                }
+            }),
+            Box::new(|g| {
+                loop {
+                    g.collect();
+                }
+            }),
+            Box::new(move |g| {
+                let mut m = ok(Mutator::new(g));
+                m.scope(|m, [t]| {
+                    loop {
+                        ok(m.alloc(t, node));
+                        m.poll();
+                    }
+                })
+            }),
+            Box::new(|_| sleep(Duration::from_secs(3600))),
+        ];
+        let n = bodies.len() as u64;
+        for body in bodies {
+            let (gc, guard, started) = (gc.clone(), Counted(dropped.clone()), started.clone());
+            rt.spawn(move || {
+                let _guard = guard;
+                started.fetch_add(1, Ordering::SeqCst);
+                body(&gc);
+            })
+            .map_err(|e| e.to_string())?;
+        }
+        let t0 = Instant::now();
+        while started.load(Ordering::SeqCst) < n && t0.elapsed() < Duration::from_secs(10) {
+            std::thread::sleep(Duration::from_micros(200));
+        }
+        drop(gc);
+        drop(rt);
+        drop(ch);
+        Ok::<_, String>((dropped.load(Ordering::SeqCst), n))
+    });
+    IN_FLIGHT.fetch_sub(1, Ordering::Relaxed);
+    match r {
+        Ok((dropped, n)) if dropped == n => {
+            w.counts.runtimes_dropped.fetch_add(1, Ordering::Relaxed);
+        }
+        Ok((dropped, n)) => w
+            .counts
+            .fail(&format!("a dropped runtime dropped {dropped} of {n} goroutines' captures")),
+        Err(e) => w.counts.fail(&format!("a second runtime: {e}")),
     }
 }
 
