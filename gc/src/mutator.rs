@@ -222,20 +222,26 @@ impl Mutator {
     }
 
     fn enter(&mut self, n: usize) -> (u32, u32) {
-        // Checked first: the push below would otherwise succeed inside a blocking call unless
-        // it happened to need its slow path (growth, or a pending preemption request), which
-        // panics there.
-        let has_p = self.pin(|pin| Ok(pin.p().is_some()));
-        match has_p {
-            Ok(true) => {}
-            Ok(false) => panic!("Mutator::scope: {}", GcError::NoP),
-            Err(e) => panic!("Mutator::scope: {e}"),
-        }
-        let base = self
-            // SAFETY: the frame's slots are written only by `put`, with values a slot may hold,
-            // and `run_scope` pops it.
-            .with_stack(|ms| unsafe { ms.push_sealed_handles(n) })
+        // One look at the goroutine serves the P check and, usually, the push. The P first: a
+        // push inside a blocking call would otherwise succeed unless it happened to need its
+        // slow path (growth, or a pending preemption request), which panics there.
+        let fast = self
+            .pin(|pin| {
+                pin.p().ok_or(GcError::NoP)?;
+                // SAFETY: as for the push below. `try_push_sealed_handles` never reaches a
+                // safepoint, so it may run pinned.
+                Ok(unsafe { pin.managed_stack().try_push_sealed_handles(n) })
+            })
             .unwrap_or_else(|e| panic!("Mutator::scope: {e}"));
+        let base = match fast {
+            Some(base) => base,
+            // The slow path: growth, or a preemption request answered here.
+            None => self
+                // SAFETY: the frame's slots are written only by `put`, with values a slot may
+                // hold, and `run_scope` pops it.
+                .with_stack(|ms| unsafe { ms.push_sealed_handles(n) })
+                .unwrap_or_else(|e| panic!("Mutator::scope: {e}")),
+        };
         let epoch = self.epoch;
         self.epoch = self.epoch.wrapping_add(1);
         self.scopes.push(ScopeRec { base, len: n, epoch });
@@ -388,7 +394,7 @@ impl Mutator {
             TypeDesc::Record { words, .. } => words.len(),
             _ => h.len(),
         };
-        Ok(Obj { addr, desc, len, id: self.gc.types.bind(h.type_id()) })
+        Ok(Obj { addr, desc, len, id: h.type_id() })
     }
 
     #[inline]
@@ -569,7 +575,8 @@ impl Mutator {
     /// # Errors
     /// [`GcError::NotAReference`] if `s` holds null or an immediate.
     pub fn type_of(&self, s: Slot) -> Result<TypeId, GcError> {
-        Ok(self.obj(s)?.id)
+        // The header's id names no registry: this heap's is its registry.
+        Ok(self.gc.types.bind(self.obj(s)?.id))
     }
 
     /// The length of the array in `s` (elements; bytes for a byte array), or the number of

@@ -751,6 +751,7 @@ impl TypeRegistry {
 
     /// The descriptor of `id`, or why there is none: [`TypeError::ForeignType`] for an id of
     /// another registry, [`TypeError::UnknownType`] for one not registered here.
+    #[inline]
     pub(crate) fn desc(&self, id: TypeId) -> Result<&TypeDesc, TypeError> {
         if id.reg != 0 && id.reg != self.tag {
             return Err(TypeError::ForeignType { id: id.n });
@@ -769,6 +770,7 @@ impl TypeRegistry {
     /// [`TypeError::UnknownType`]; [`TypeError::ForeignType`] for an id of another registry;
     /// [`TypeError::RecordWithLength`] for a record with `len != 0`;
     /// [`TypeError::ArrayTooLong`].
+    #[inline]
     pub fn header(&self, id: TypeId, len: usize) -> Result<Header, TypeError> {
         let desc = self.desc(id)?;
         body_words(desc, len)?;

@@ -69,11 +69,18 @@ fn done(gc: &Gc, cycles0: u64, probes: &AtomicU64, probes0: u64) -> bool {
 }
 
 /// `goroutines` allocators on `procs` Ps, through the checked mutator (`raw`: false) or the
-/// raw one, with checkmark or not, and a prober goroutine.
+/// raw one, with checkmark or not, and a prober goroutine; concurrent marking.
 fn only_allocating(procs: usize, goroutines: usize, checkmark: bool, raw: bool) {
+    allocating_with(procs, goroutines, checkmark, raw, false)
+}
+
+/// As [`only_allocating`], with the collector's mode chosen (`stop_the_world`: marking inside
+/// the stop, run by the allocation that crosses the trigger).
+fn allocating_with(procs: usize, goroutines: usize, checkmark: bool, raw: bool, stw: bool) {
     must_finish(move || {
         let rt = Runtime::builder().procs(procs).build().unwrap();
         let gc = Gc::builder()
+            .stop_the_world(stw)
             .checkmark(checkmark)
             .min_heap(MIN_HEAP)
             .gc_percent(100)
@@ -114,7 +121,7 @@ fn only_allocating(procs: usize, goroutines: usize, checkmark: bool, raw: bool) 
         prober.join().unwrap();
         let (peak, goal) = (seen.peak.load(Ordering::Relaxed), seen.goal.load(Ordering::Relaxed));
         let mode = format!(
-            "{procs} P, {goroutines} allocators, {}, checkmark {checkmark}",
+            "{procs} P, {goroutines} allocators, {}, checkmark {checkmark}, stop-the-world {stw}",
             if raw { "raw" } else { "checked" }
         );
         eprintln!(
@@ -218,4 +225,14 @@ fn one_p_raw_allocator() {
 #[test]
 fn four_ps_raw_allocators_checkmark() {
     only_allocating(4, 4, true, true);
+}
+
+#[test]
+fn one_p_one_allocator_stop_the_world() {
+    allocating_with(1, 1, true, false, true);
+}
+
+#[test]
+fn four_ps_four_allocators_stop_the_world() {
+    allocating_with(4, 4, true, true, true);
 }

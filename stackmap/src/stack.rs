@@ -400,6 +400,33 @@ impl ManagedStack {
         base
     }
 
+    /// Pushes a sealed handle frame of `n` slots (as
+    /// [`push_sealed_handles`](Self::push_sealed_handles)) only if that needs no slow path:
+    /// the buffer has room and no preemption request is pending. Returns the position of its
+    /// slot 0, or `None` (nothing pushed). Like [`try_push`](Self::try_push) it never runs the
+    /// preempt hook and never moves the buffer, so it may be called where no safepoint may be
+    /// reached (a pinned section).
+    ///
+    /// # Safety
+    /// As [`push_sealed_handles`](Self::push_sealed_handles).
+    ///
+    /// # Panics
+    /// As [`push_handles`](Self::push_handles), if `n` is over [`MAX_FRAME_SLOTS`].
+    #[inline]
+    pub unsafe fn try_push_sealed_handles(&self, n: usize) -> Option<usize> {
+        if n > MAX_FRAME_SLOTS {
+            self.fail(format_args!(
+                "handle frame of {n} slots is larger than the maximum of {MAX_FRAME_SLOTS}"
+            ));
+        }
+        let base = self.top.load(Relaxed);
+        if !self.guard.admits(base + HEADER + n) {
+            return None;
+        }
+        self.push_raw(HANDLE_BIT | SEALED_BIT, n, 1);
+        Some(base)
+    }
+
     /// Whether a sealed handle frame of `n` slots whose slot 0 is at `base` is on the stack.
     #[inline]
     pub fn is_sealed_frame_at(&self, base: usize, n: usize) -> bool {
