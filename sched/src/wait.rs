@@ -87,6 +87,14 @@ pub(crate) fn cannot_park() -> Option<&'static str> {
         if g.pins.get() != 0 {
             return Some("a blocking operation inside a no_preempt section");
         }
+        // Checked before the primitive queues its waiter: a park refused after that would
+        // unwind and leave the waiter queued.
+        if g.status.load().base() == Some(crate::status::Status::Syscall) {
+            return Some(
+                "a blocking operation (channel, lock, select, wait) inside a blocking call: the \
+                 goroutine has handed off its P",
+            );
+        }
         if m.locks.load(Ordering::Relaxed) != 0 {
             return Some("a blocking operation while the runtime holds this M");
         }

@@ -146,8 +146,8 @@ fn misuse_inside_the_runtime_panics_that_goroutine_only() {
         .unwrap_err();
         assert!(r.to_string().contains("while the runtime holds this M"), "{r}");
         // Switching inside a blocking call (the goroutine has handed off its P): a yield, a
-        // nested blocking call. (A wait on a channel or lock there still aborts: it queues
-        // its waiter before the park that would refuse.)
+        // nested blocking call, and a wait on every primitive that queues its waiter before
+        // it parks (refused before it queues; each primitive still works afterwards).
         for nested in [false, true] {
             let r = go(move || {
                 safepoint_sched::blocking(|| {
@@ -158,6 +158,34 @@ fn misuse_inside_the_runtime_panics_that_goroutine_only() {
             .unwrap_err();
             assert!(r.to_string().contains("inside a blocking call"), "nested {nested}: {r}");
         }
+        let ch = safepoint_sched::Chan::<u32>::new(0);
+        let m = Arc::new(safepoint_sched::Mutex::new(0u32));
+        let cv = Arc::new(safepoint_sched::Cond::new());
+        for what in 0..4 {
+            let (ch, m, cv) = (ch.clone(), m.clone(), cv.clone());
+            let r = go(move || {
+                let held = if what == 2 { Some(m.lock()) } else { None };
+                let m2 = m.clone();
+                safepoint_sched::blocking(move || match what {
+                    0 => drop(ch.recv()),
+                    1 => ch.send(1),
+                    2 => drop(m2.lock()),
+                    _ => {
+                        let g = m2.lock();
+                        drop(cv.wait(g));
+                    }
+                });
+                drop(held);
+            })
+            .join()
+            .unwrap_err();
+            assert!(r.to_string().contains("inside a blocking call"), "wait {what}: {r}");
+        }
+        // Nothing was left queued: the channel and the lock still work.
+        let c2 = ch.clone();
+        go(move || c2.send(5));
+        assert_eq!(ch.recv().unwrap(), 5);
+        *m.lock() += 1;
         let done: Vec<u32> = (0..10).map(|i| go(move || i).join().unwrap()).collect();
         assert_eq!(done.len(), 10);
     });
