@@ -412,6 +412,20 @@ unsafe fn interrupted_sp(ctx: *mut c_void) -> Option<usize> {
     Some(uc.uc_mcontext.gregs[libc::REG_RSP as usize] as usize)
 }
 
+/// The stack pointer of the interrupted code.
+///
+/// # Safety
+/// `ctx` must be null or point to the `ucontext_t` of the signal being handled.
+#[cfg(all(target_arch = "aarch64", target_os = "linux"))]
+unsafe fn interrupted_sp(ctx: *mut c_void) -> Option<usize> {
+    if ctx.is_null() {
+        return None;
+    }
+    // SAFETY: the caller guarantees `ctx` is this signal's ucontext_t.
+    let uc = unsafe { &*(ctx as *const libc::ucontext_t) };
+    Some(uc.uc_mcontext.sp as usize)
+}
+
 /// Writes the overflow line to stderr and aborts.
 ///
 /// Runs on: the alternate signal stack. Allocates: no.
