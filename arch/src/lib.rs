@@ -10,8 +10,9 @@
 //!   the compiler is concerned, so caller-saved registers are already dead. A fresh stack is
 //!   laid out so that the first switch into it "returns" into a trampoline that calls the
 //!   goroutine's entry function. The per-target files (`x86_64.rs`, `aarch64.rs`) draw the layouts.
-//! * **Goroutine stacks** ([`stack`]). mmap'd, lazily committed, with a guard page at the low
-//!   end, pooled so that spawning a goroutine does not call mmap on its fast path.
+//! * **Goroutine stacks** ([`stack`]). mmap'd, lazily committed, with a guard page (of the
+//!   running kernel's page size) at the low end, pooled so that spawning a goroutine does not
+//!   call mmap on its fast path.
 //! * **Fault signals** ([`signal`]). A SIGSEGV handler on an alternate signal stack recognises a hit
 //!   on the current goroutine's guard page and dies with "goroutine N: native stack overflow"
 //!   instead of a bare segmentation fault; any other fault goes to the handler that was there
@@ -19,7 +20,8 @@
 //! * **Asynchronous preemption** ([`preempt`]). The scheduler stops a goroutine that never
 //!   polls by sending its thread `SIGURG` (`tgkill`). The handler, on the alternate signal
 //!   stack, checks that the thread is on a goroutine stack (not g0, not a signal stack), outside
-//!   the context switch, the trampoline and the C library, with room below the red zone, then
+//!   the context switch, the trampoline and the C library, with room below the stack pointer
+//!   (and, on x86_64, below the red zone), then
 //!   asks the scheduler's `decide` hook. If both agree it edits the signal context so that the
 //!   goroutine "calls" a trampoline from the interrupted instruction: the trampoline saves every
 //!   general-purpose register, the flags and the vector state (XSAVE sized by CPUID, or FXSAVE)
