@@ -12,8 +12,13 @@ pub fn nanotime() -> u64 {
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 
-/// Tells the processor that this is a spin-wait loop (`pause` on x86): it saves power and lets a
-/// sibling hyper-thread run. Call it once per iteration of a busy wait.
+/// Tells the processor that this is a spin-wait loop: it saves power and lets a sibling
+/// hardware thread run. Call it once per iteration of a busy wait.
+///
+/// `pause` on x86_64. On aarch64 the standard library emits `isb`, not `yield`: on the cores
+/// Linux servers run (Neoverse, Graviton) `yield` is a no-op that returns at once, so a spin
+/// loop built on it hammers the contended line, while `isb` stalls for tens of cycles, which is
+/// closer to what `pause` does.
 #[inline]
 pub fn cpu_relax() {
     core::hint::spin_loop();

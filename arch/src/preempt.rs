@@ -15,9 +15,12 @@
 //!    the M's runtime critical sections, the goroutine's status, whether anyone still waits.
 //!
 //! If both agree, the handler edits the signal context so that the goroutine, when the handler
-//! returns, calls a trampoline (see `x86_64.rs`) that saves every general-purpose register, the
-//! flags and the vector state on the goroutine's own stack and calls the `hold` hook; when the
-//! hold returns it restores everything and resumes the interrupted instruction. The hold runs
+//! returns, calls a trampoline (see `x86_64.rs` and `aarch64.rs`) with every general-purpose
+//! register, the flags and the vector state saved on the goroutine's own stack, which calls the
+//! `hold` hook; when the hold returns everything is restored and the interrupted instruction
+//! resumes. (On x86_64 the trampoline saves and restores the registers itself; on aarch64 the
+//! handler copies the kernel's signal frame to the goroutine's stack and the trampoline resumes
+//! with `rt_sigreturn` on it.) The hold runs
 //! on the goroutine's stack on the same thread, as an ordinary function call made by the
 //! interrupted code: no goroutine switch, no thread change.
 //!
@@ -64,6 +67,10 @@ pub enum Decline {
     NoRoom,
     /// The kernel gave no context to edit.
     NoContext,
+    /// The signal context holds state this target cannot carry onto the goroutine's stack
+    /// (aarch64: an `extra_context` record, or an enabled guarded control stack; see
+    /// `aarch64.rs`). Never on x86_64.
+    UnsupportedContext,
 }
 
 /// What the scheduler provides: the decision and the hold.
@@ -106,7 +113,7 @@ static PREVIOUS: std::sync::OnceLock<libc::sigaction> = std::sync::OnceLock::new
 pub fn install(hooks: Hooks) -> Result<(), HooksAlreadySet> {
     static INSTALL: Once = Once::new();
     INSTALL.call_once(|| {
-        crate::x86_64::detect_save_area();
+        crate::imp::detect_save_area();
         find_libc_text();
         // Release: pairs with the Acquire loads in the handler and `run_hold`.
         DECIDE.store(hooks.decide as usize, Ordering::Release);
@@ -149,7 +156,7 @@ pub fn signal_thread(tid: i32) -> bool {
 
 /// Bytes of the interrupted stack the trampoline and the hold need below the stack pointer.
 pub fn headroom_needed() -> usize {
-    crate::x86_64::trampoline_frame_bytes() + HOLD_STACK
+    crate::imp::trampoline_frame_bytes() + HOLD_STACK
 }
 
 /// The architecture's verdict on holding a thread interrupted at `pc` with stack pointer `sp`,
@@ -273,13 +280,20 @@ unsafe fn preempt(uc: *mut libc::ucontext_t) {
         Err(Decline::NoContext)
     } else {
         // SAFETY: `uc` is this signal's ucontext.
-        let (pc, sp) = unsafe { crate::x86_64::interrupted_pc_sp(uc) };
+        let (pc, sp) = unsafe { crate::imp::interrupted_pc_sp(uc) };
         let cur = crate::signal::current_info();
         // SAFETY: set_current's contract: a current pointer is valid and unchanged while
         // current, and only this thread changes it.
         let stack = unsafe { cur.as_ref() };
-        let asm = crate::x86_64::runtime_asm_ranges();
-        classify(pc, sp, stack, &asm, &libc_text(), headroom_needed())
+        let asm = crate::imp::runtime_asm_ranges();
+        classify(pc, sp, stack, &asm, &libc_text(), headroom_needed()).and_then(|()| {
+            // SAFETY: `uc` is this signal's ucontext.
+            if unsafe { crate::imp::context_movable(uc) } {
+                Ok(())
+            } else {
+                Err(Decline::UnsupportedContext)
+            }
+        })
     };
     // Acquire: pairs with the Release in `install`.
     let decide = DECIDE.load(Ordering::Acquire);
@@ -292,7 +306,7 @@ unsafe fn preempt(uc: *mut libc::ucontext_t) {
         // SAFETY: classify checked that the interrupted stack pointer lies in the current
         // goroutine's stack with the trampoline's frame and HOLD_STACK of room below it; the
         // goroutine's stack is used by nothing but this thread while it runs.
-        unsafe { crate::x86_64::redirect_to_trampoline(uc) };
+        unsafe { crate::imp::redirect_to_trampoline(uc) };
     }
 }
 
@@ -366,7 +380,7 @@ mod tests {
         ignore = "Miri cannot run it: it reads the addresses of the assembly's symbols (extern statics)"
     )]
     fn real_ranges_cover_the_switch_and_the_trampoline_and_libc_is_found() {
-        let asm = crate::x86_64::runtime_asm_ranges();
+        let asm = crate::imp::runtime_asm_ranges();
         for (a, b) in asm {
             assert!(a < b && b - a < 4096, "{a:#x}..{b:#x}");
         }
@@ -510,9 +524,14 @@ mod tests {
         ignore = "Miri cannot run it: it reads the CPU's save-area size with cpuid (inline assembly)"
     )]
     fn headroom_covers_the_save_area() {
-        crate::x86_64::detect_save_area();
+        crate::imp::detect_save_area();
         let n = headroom_needed();
+        // x86_64: the FXSAVE area at least, the red zone and 17 words; aarch64: the signal
+        // frame's siginfo and ucontext_t.
+        #[cfg(target_arch = "x86_64")]
         assert!(n >= 512 + 128 + 17 * 8 + HOLD_STACK, "{n}");
+        #[cfg(target_arch = "aarch64")]
+        assert!(n >= 128 + core::mem::size_of::<libc::ucontext_t>() + HOLD_STACK, "{n}");
         assert!(n < 64 * 1024, "{n}");
     }
 }

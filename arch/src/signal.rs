@@ -127,8 +127,9 @@ impl StackInfo {
 pub const GUARD_SLACK: usize = 64 * 1024;
 
 /// Usable size of the alternate signal stacks we map (a guard page comes on top). Generous: a
-/// signal frame with AVX-512 or AMX state takes up to ~11 KiB, and a chained handler (std's
-/// formats its message with `core::fmt`) needs room of its own.
+/// signal frame with AVX-512 or AMX state takes up to ~11 KiB (on aarch64, one with SVE state a
+/// few KiB, more with SME's ZA array), and a chained handler (std's formats its message with
+/// `core::fmt`) needs room of its own.
 pub const ALTSTACK_SIZE: usize = 64 * 1024;
 
 /// The signals we handle: a guard hit is a `SIGSEGV`; `SIGBUS` is handled alike, as std does.
@@ -410,6 +411,20 @@ unsafe fn interrupted_sp(ctx: *mut c_void) -> Option<usize> {
     // SAFETY: the caller guarantees `ctx` is this signal's ucontext_t.
     let uc = unsafe { &*(ctx as *const libc::ucontext_t) };
     Some(uc.uc_mcontext.gregs[libc::REG_RSP as usize] as usize)
+}
+
+/// The stack pointer of the interrupted code.
+///
+/// # Safety
+/// `ctx` must be null or point to the `ucontext_t` of the signal being handled.
+#[cfg(all(target_arch = "aarch64", target_os = "linux"))]
+unsafe fn interrupted_sp(ctx: *mut c_void) -> Option<usize> {
+    if ctx.is_null() {
+        return None;
+    }
+    // SAFETY: the caller guarantees `ctx` is this signal's ucontext_t.
+    let uc = unsafe { &*(ctx as *const libc::ucontext_t) };
+    Some(uc.uc_mcontext.sp as usize)
 }
 
 /// Writes the overflow line to stderr and aborts.

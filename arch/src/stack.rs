@@ -10,13 +10,27 @@
 //! The mapping is `MAP_NORESERVE`: a goroutine that touches two pages costs two pages of memory
 //! however large its virtual stack is. The guard is installed with `MADV_GUARD_INSTALL` (Linux
 //! 6.13 and later), which does not split the mapping into two VMAs, so a hundred thousand
-//! goroutines do not run into `vm.max_map_count`; older kernels fall back to `mprotect`.
+//! goroutines do not run into `vm.max_map_count`; older kernels fall back to `mprotect`, and so
+//! does an environment that accepts the advice without acting on it (qemu-user answers success
+//! to advice it does not know): the first guard installed with the advice is checked once.
 //! A [`StackPool`] keeps returned stacks for reuse.
+//!
+//! The guard is one page of the running kernel's size: 4 KiB on x86_64, and on aarch64 4, 16 or
+//! 64 KiB depending on how the kernel was built.
 
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicU8, Ordering};
 
-/// Size of a page on the target.
+/// The smallest page size of the targets (4 KiB); the guard is at least this large, and a whole
+/// page of the running kernel (see [`page_size`]).
 pub const PAGE_SIZE: usize = 4096;
+
+/// The running kernel's page size (`sysconf(_SC_PAGESIZE)`), at least [`PAGE_SIZE`].
+pub fn page_size() -> usize {
+    // SAFETY: sysconf only reads a system constant.
+    let n = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    (n.max(0) as usize).max(PAGE_SIZE)
+}
 
 /// Default usable size of a goroutine stack (virtual; committed only as touched).
 pub const DEFAULT_STACK_SIZE: usize = 256 * 1024;
@@ -71,7 +85,7 @@ impl Stack {
             return Err(StackError::BadSize(size));
         }
         let size = size.checked_next_multiple_of(PAGE_SIZE).ok_or(StackError::BadSize(size))?;
-        let guard = PAGE_SIZE;
+        let guard = page_size();
         let len = size.checked_add(guard).ok_or(StackError::BadSize(size))?;
         // SAFETY: an anonymous private mapping at an address of the kernel's choosing touches no
         // existing memory.
@@ -89,9 +103,7 @@ impl Stack {
             return Err(StackError::Os(errno()));
         }
         let stack = Stack { map: map as usize, len, guard };
-        // SAFETY: the guard range lies inside the mapping we own and holds nothing yet.
-        let rc = unsafe { libc::madvise(map, guard, MADV_GUARD_INSTALL) };
-        if rc != 0 {
+        if !guard_by_advice(map, guard) {
             // SAFETY: as above; the guard page becomes inaccessible, which is the point.
             let rc = unsafe { libc::mprotect(map, guard, libc::PROT_NONE) };
             if rc != 0 {
@@ -128,6 +140,50 @@ impl Drop for Stack {
         // drops it after the execution on it ended for good).
         unsafe { libc::munmap(self.map as *mut libc::c_void, self.len) };
     }
+}
+
+/// Whether `MADV_GUARD_INSTALL` is known to work: 0 not yet tried, 1 it guards, 2 it does not
+/// (refused, or accepted and ignored). Relaxed: a race only repeats the one-time check.
+static GUARD_ADVICE: AtomicU8 = AtomicU8::new(0);
+
+/// Installs the guard over `[map, map + guard)` with `MADV_GUARD_INSTALL`; false if the caller
+/// must use `mprotect` instead.
+fn guard_by_advice(map: *mut libc::c_void, guard: usize) -> bool {
+    if GUARD_ADVICE.load(Ordering::Relaxed) == 2 {
+        return false;
+    }
+    // SAFETY: the guard range lies inside a mapping the caller owns and that holds nothing yet.
+    if unsafe { libc::madvise(map, guard, MADV_GUARD_INSTALL) } != 0 {
+        GUARD_ADVICE.store(2, Ordering::Relaxed);
+        return false;
+    }
+    if GUARD_ADVICE.load(Ordering::Relaxed) == 1 {
+        return true;
+    }
+    let works = unreadable(map as usize);
+    GUARD_ADVICE.store(if works { 1 } else { 2 }, Ordering::Relaxed);
+    works
+}
+
+/// Whether the kernel refuses to read the byte at `addr`, found without touching it: a one-byte
+/// `write` from it into a pipe fails with `EFAULT` where the memory is unreadable. False when it
+/// cannot tell (no pipe), so that the caller falls back to the guard that always works.
+fn unreadable(addr: usize) -> bool {
+    let mut fds = [0 as libc::c_int; 2];
+    // SAFETY: `fds` is valid for two descriptors.
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+        return false;
+    }
+    // SAFETY: write does not dereference `addr` in this process: the kernel copies from it and
+    // reports EFAULT if it cannot.
+    let n = unsafe { libc::write(fds[1], addr as *const libc::c_void, 1) };
+    let err = errno();
+    // SAFETY: both descriptors were opened just above and are closed once.
+    unsafe {
+        libc::close(fds[0]);
+        libc::close(fds[1]);
+    }
+    n < 0 && err == libc::EFAULT
 }
 
 /// A pool of stacks of one size, so that spawning does not map on its fast path.
@@ -201,6 +257,19 @@ mod tests {
             (s.lo() as *mut u64).write(1);
             ((s.top() - 8) as *mut u64).write(2);
         }
+    }
+
+    #[test]
+    #[cfg_attr(
+        miri,
+        ignore = "Miri cannot run it: it maps goroutine stacks (mmap with MAP_NORESERVE, mprotect)"
+    )]
+    fn the_guard_is_unreadable_and_the_stack_readable() {
+        let s = Stack::new(MIN_STACK_SIZE).unwrap();
+        let (lo, hi) = s.guard_range();
+        assert_eq!(hi - lo, page_size());
+        assert!(unreadable(lo) && unreadable(hi - 1), "the guard can be read");
+        assert!(!unreadable(s.lo()) && !unreadable(s.top() - 1), "the stack cannot be read");
     }
 
     #[test]

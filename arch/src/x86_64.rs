@@ -268,6 +268,15 @@ pub(crate) unsafe fn interrupted_pc_sp(uc: *const libc::ucontext_t) -> (usize, u
     (g[libc::REG_RIP as usize] as usize, g[libc::REG_RSP as usize] as usize)
 }
 
+/// Whether the signal context can be carried into the trampoline: always on x86_64, whose
+/// trampoline saves what the processor has itself (aarch64 has cases it must decline).
+///
+/// # Safety
+/// `uc` must point to the `ucontext_t` of a signal being handled on this thread.
+pub(crate) unsafe fn context_movable(_uc: *const libc::ucontext_t) -> bool {
+    true
+}
+
 /// Edits a signal context so that, when the handler returns, the interrupted code calls
 /// `async_trampoline` as if from the interrupted instruction (see the drawing above).
 ///

@@ -1109,10 +1109,18 @@ fn schedule(m: &M) -> Option<(&'static G, bool)> {
             let deadline = start + SPIN_NS;
             let mut now = start;
             let mut round = 0u32;
+            // Whether a look has taken runnexts yet. The spin ends only after one has: on a
+            // slow machine (an emulator) the first clock reading can already be past the
+            // deadline, and a spinner that gave up before its first runnext look would find the
+            // runnext again after giving up its P, take the P back and spin the same way, for
+            // as long as the goroutine in runnext waited.
+            let mut runnext_looked = false;
             loop {
                 // Issue 4: a spinning M runs any P's due timers.
                 crate::timer::check_all(sched);
-                if let Some(g) = find_work(m, p, true, now >= start + RUNNEXT_GRACE_NS) {
+                let take_runnext = now >= start + RUNNEXT_GRACE_NS;
+                runnext_looked |= take_runnext;
+                if let Some(g) = find_work(m, p, true, take_runnext) {
                     resetspinning(m);
                     return Some(g);
                 }
@@ -1123,7 +1131,7 @@ fn schedule(m: &M) -> Option<(&'static G, bool)> {
                 if sched.gcwaiting.load(Ordering::Relaxed)
                     || p.run_safe_point_fn.load(Ordering::Relaxed)
                     || sched.shutdown.load(Ordering::Relaxed)
-                    || (round >= 4 && now >= deadline)
+                    || (runnext_looked && now >= deadline)
                 {
                     break;
                 }

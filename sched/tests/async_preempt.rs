@@ -13,6 +13,7 @@ use safepoint_sched::{
 };
 use std::cell::Cell;
 use std::hint::black_box;
+#[cfg(target_arch = "x86_64")]
 use std::mem::offset_of;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -47,7 +48,16 @@ fn nopoll_loop(stop: &AtomicBool, count: &AtomicU64) {
     }
 }
 
+#[cfg(target_arch = "aarch64")]
+#[path = "async_preempt/a64.rs"]
+mod a64;
+#[cfg(target_arch = "aarch64")]
+use a64::{Regs, int_vector_loop, int_vector_loop as register_loop};
+#[cfg(target_arch = "x86_64")]
+use int_xmm_loop as register_loop;
+
 /// What the register loops keep in registers, and their counters.
+#[cfg(target_arch = "x86_64")]
 #[repr(C, align(32))]
 struct Regs {
     /// xmm0..xmm14.
@@ -61,6 +71,7 @@ struct Regs {
     stop: AtomicBool,
 }
 
+#[cfg(target_arch = "x86_64")]
 impl Regs {
     fn new(seed: u64) -> Arc<Regs> {
         let mix = |i: u64| (seed ^ i).wrapping_mul(0x9E37_79B9_7F4A_7C15).rotate_left(17);
@@ -79,6 +90,7 @@ impl Regs {
 /// rsi, rdi and xmm0..xmm14 hold constants checked every iteration, and the carry flag is set
 /// (then cleared) across a long stretch of flag-preserving instructions and checked after it.
 /// Every mismatch counts in `r.fails`.
+#[cfg(target_arch = "x86_64")]
 fn int_xmm_loop(r: &Regs) {
     // SAFETY: reads `r` (alive for the call) and writes only its atomic counters with locked
     // instructions; every register it changes is declared clobbered.
@@ -334,6 +346,7 @@ fn int_xmm_loop(r: &Regs) {
 ///
 /// # Safety
 /// The processor must support AVX.
+#[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx")]
 unsafe fn ymm_loop(r: &Regs) {
     // SAFETY: as in `int_xmm_loop`; AVX is the caller's promise.
@@ -454,7 +467,7 @@ fn stop_suspend_and_barrier_complete_with_goroutines_that_never_poll() {
         };
         let hb = {
             let regs = regs.clone();
-            go(move || int_xmm_loop(&regs))
+            go(move || register_loop(&regs))
         };
         spin_until("the loops to start", || {
             count.load(Ordering::Relaxed) > 0 && regs.iters.load(Ordering::Relaxed) > 0
@@ -523,6 +536,14 @@ fn suspend_g_from_a_thread_holds_the_only_running_goroutine_at_procs_1() {
     assert!(rt.stats().async_preemptions >= 200);
 }
 
+/// aarch64: x0-x30 (x8 is the base pointer; x16 and x17 are checked as copies), sp, NZCV, FPCR,
+/// FPSR and v0-v31 survive thousands of asynchronous preemptions.
+#[test]
+#[cfg(target_arch = "aarch64")]
+fn integer_flag_fp_control_and_vector_registers_survive_async_preemption() {
+    registers_survive(int_vector_loop);
+}
+
 /// Every general-purpose, flag and vector register survives thousands of asynchronous
 /// preemptions (debug builds scribble over the vector registers and the carry flag inside the
 /// hold, so a trampoline that failed to restore one is caught).
@@ -558,11 +579,13 @@ fn registers_survive(run: fn(&Regs)) {
 }
 
 #[test]
+#[cfg(target_arch = "x86_64")]
 fn integer_flag_and_xmm_registers_survive_async_preemption() {
     registers_survive(int_xmm_loop);
 }
 
 #[test]
+#[cfg(target_arch = "x86_64")]
 fn ymm_registers_survive_async_preemption() {
     if !std::arch::is_x86_feature_detected!("avx") {
         eprintln!("no AVX: nothing to check");
