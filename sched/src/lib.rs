@@ -162,8 +162,12 @@
 //! yet taught that a waiter may leave without being woken); one that blocks again after its unwind;
 //! one inside a [`no_preempt`] section or a runtime critical section that never ends. A
 //! goroutine that never reaches a safepoint (a loop that does not poll), one that catches the
-//! unwind and loops on, or a blocking call that never returns holds the drop, as it would
-//! hold every stop of the world: no thread can be made to leave code that never yields.
+//! unwind and loops on, or a blocking call that never returns cannot be stopped: no thread can
+//! be made to leave code that never yields. The drop does not wait for it for ever: after
+//! five seconds of draining and five more for the threads to exit, it returns, leaving the
+//! threads still running such goroutines, and the runtime's memory with them (leaked, with
+//! what those goroutines hold), and says so in a line on standard error. A goroutine of
+//! theirs that reaches a safepoint later unwinds, and its thread exits.
 //!
 //! Dropping the last handle from inside one of the runtime's own goroutines cannot wait for
 //! that goroutine's M to exit: the shutdown runs on a thread of its own, and the dropping
@@ -726,6 +730,12 @@ impl core::fmt::Display for RuntimeShutdown {
 /// reach a safepoint again).
 const DRAIN_LOOK: std::time::Duration = std::time::Duration::from_micros(200);
 
+/// How long shutdown waits for the goroutines to settle, and then for each M to exit, before
+/// it leaves the rest running (see "Shutdown" in the crate docs): a goroutine that never
+/// reaches a safepoint (a loop that never polls, a blocking call that never returns) cannot be
+/// made to stop, and the drop must return anyway.
+const DRAIN_BOUND: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// Whether every goroutine of `sched` has ended or is parked where shutdown leaves it (a park
 /// shutdown cannot end, or one made after the goroutine was unwound).
 fn settled(sched: &Sched) -> bool {
@@ -781,6 +791,9 @@ fn shutdown(sched: &Arc<Sched>, sysmon: Option<std::thread::JoinHandle<()>>) {
     // Two looks in a row must find everything settled: a look is not a snapshot (a goroutine
     // seen parked may be readied by one seen later, which then parks).
     let mut quiet = 0;
+    let drain_start = std::time::Instant::now();
+    // Whether some goroutine never settled within the bound: its M is then left running.
+    let mut stuck = false;
     while quiet < 2 {
         // Running goroutines unwind at their next safepoint: ask them to reach one.
         sched.preemptall();
@@ -789,6 +802,10 @@ fn shutdown(sched: &Arc<Sched>, sysmon: Option<std::thread::JoinHandle<()>>) {
             quiet += 1;
         } else {
             quiet = 0;
+            if drain_start.elapsed() >= DRAIN_BOUND {
+                stuck = true;
+                break;
+            }
         }
         std::thread::sleep(DRAIN_LOOK);
     }
@@ -810,9 +827,14 @@ fn shutdown(sched: &Arc<Sched>, sysmon: Option<std::thread::JoinHandle<()>>) {
             if threads.is_empty() {
                 break;
             }
+            let exit_start = std::time::Instant::now();
+            let mut left = 0usize;
             for t in threads {
                 // Keep asking running goroutines to reach a safepoint while we wait.
                 while !t.is_finished() {
+                    if stuck && exit_start.elapsed() >= DRAIN_BOUND {
+                        break;
+                    }
                     sched.preemptall();
                     {
                         let mut l = sched.locked();
@@ -823,7 +845,29 @@ fn shutdown(sched: &Arc<Sched>, sysmon: Option<std::thread::JoinHandle<()>>) {
                     }
                     std::thread::park_timeout(std::time::Duration::from_micros(200));
                 }
-                let _ = t.join();
+                if t.is_finished() {
+                    let _ = t.join();
+                } else {
+                    // Detached: it runs a goroutine that never reaches a safepoint.
+                    left += 1;
+                }
+            }
+            if left > 0 {
+                // The runtime stays alive for the threads left running: they read its Ps, Ms
+                // and Gs, and a goroutine of theirs that reaches a safepoint later finds the
+                // runtime shut down and is abandoned there, its M exiting. What such
+                // goroutines hold (their stacks, their captures) is leaked with it.
+                eprintln!(
+                    "safepoint: a runtime was dropped with {left} thread(s) running goroutines \
+                     that never reached a safepoint within {DRAIN_BOUND:?} (a loop that does not \
+                     poll, or a blocking call that does not return); they are left running and \
+                     the runtime's memory with them"
+                );
+                core::mem::forget(sched.clone());
+                if let Some(t) = sysmon {
+                    let _ = t.join();
+                }
+                return;
             }
         }
         if let Some(t) = sysmon {

@@ -247,3 +247,50 @@ fn a_goroutine_parked_on_a_held_mutex_is_unwound_and_the_mutex_stays_usable() {
     must_finish("the new waiter", move || h.join().unwrap());
     assert_eq!(*m.lock(), 110);
 }
+
+/// A goroutine that never reaches a safepoint (a loop that does not poll, with the preemption
+/// signal off; a blocking call that does not return) cannot be stopped, and used to hold the
+/// drop for ever. The drop returns after its bound, leaving those threads (and the runtime's
+/// memory) to them; the other goroutines' captures are dropped as usual.
+#[test]
+fn dropping_a_runtime_with_goroutines_that_never_reach_a_safepoint_returns() {
+    let dropped = must_finish("drop with unstoppable goroutines", || {
+        let rt = Runtime::builder().procs(3).async_preempt(false).build().unwrap();
+        let dropped = Arc::new(AtomicUsize::new(0));
+        let started = Arc::new(AtomicUsize::new(0));
+        let (s1, s2, s3) = (started.clone(), started.clone(), started.clone());
+        let t = Token(dropped.clone());
+        rt.spawn(move || {
+            let _t = t;
+            s1.fetch_add(1, Ordering::SeqCst);
+            let mut x = 0u64;
+            loop {
+                x = std::hint::black_box(x.wrapping_add(1));
+            }
+        })
+        .unwrap();
+        rt.spawn(move || {
+            s2.fetch_add(1, Ordering::SeqCst);
+            blocking(|| {
+                loop {
+                    std::thread::park();
+                }
+            })
+        })
+        .unwrap();
+        let t = Token(dropped.clone());
+        rt.spawn(move || {
+            let _t = t;
+            s3.fetch_add(1, Ordering::SeqCst);
+            loop {
+                poll();
+            }
+        })
+        .unwrap();
+        wait_for(&started, 3);
+        drop(rt);
+        dropped.load(Ordering::SeqCst)
+    });
+    // The polling goroutine was unwound; the spinning one still runs.
+    assert_eq!(dropped, 1);
+}
