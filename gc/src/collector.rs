@@ -18,7 +18,7 @@ use crate::heap::{AllocError, Cache, Heap, HeapConfig, HeapStats};
 use crate::mark::{GREY, MarkCtx, Tracer, checkmark, shade_bit};
 use crate::types::{RegistryConfig, TagRule, TypeError, TypeRegistry};
 
-/// The collector's phase (DESIGN.md §4). A cycle goes `Off -> Quiesce -> Mark -> Stw ->
+/// The collector's phase (the crate essay, "The collector"). A cycle goes `Off -> Quiesce -> Mark -> Stw ->
 /// Sweep -> Off`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[repr(u8)]

@@ -72,7 +72,7 @@
 //!
 //! ## The collector
 //!
-//! A cycle walks the phase machine of DESIGN.md §4, [`Phase`]:
+//! A cycle walks the phase machine [`Phase`]:
 //!
 //! ```text
 //!   Off ──► Quiesce ──► Mark ──────────► Stw ──────► Sweep ──► Off

@@ -484,7 +484,7 @@ pub fn object_size(desc: &TypeDesc, len: usize) -> Result<usize, TypeError> {
 ///
 /// Each word is loaded once, `Relaxed`: the word may be written by a mutator while the marker
 /// reads it, and the ordering the marker needs comes from the write barrier and the phase
-/// handshakes, not from this load (DESIGN.md §4, "Shared words").
+/// handshakes, not from this load (the crate essay, "The collector").
 pub struct Refs<'a> {
     kinds: Kinds<'a>,
     rule: TagRule,

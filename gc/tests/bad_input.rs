@@ -1,4 +1,4 @@
-//! Every bad input an embedder can give the collector's API, one test each (DESIGN.md §5):
+//! Every bad input an embedder can give the collector's API, one test each:
 //! each is an `Err` naming what was wrong, or a described panic of the goroutine at fault,
 //! never undefined behaviour or a corrupted heap. After each error the heap still works.
 //! The one input that cannot be survived, garbage in a handle slot found by the marker, is a

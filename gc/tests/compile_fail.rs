@@ -1,5 +1,5 @@
-//! Compile-fail tests (trybuild): misuse of the rooting API that must not compile
-//! (DESIGN.md §5). A `Bytes` view borrows its mutator, so it cannot live across an operation
+//! Compile-fail tests (trybuild): misuse of the rooting API that must not compile.
+//! A `Bytes` view borrows its mutator, so it cannot live across an operation
 //! that can reach a safepoint (allocation, store, collection); a `Mutator` and a `Slot` are
 //! bound to their goroutine (neither is `Send`). Each case's expected error is in
 //! `tests/ui/<case>.stderr` (regenerate with `TRYBUILD=overwrite` and review the diff).

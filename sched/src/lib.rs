@@ -29,7 +29,7 @@
 //! set it the goroutine's stacks; a park generation in the high half makes wake-up tokens
 //! ([`GoroutineRef`]) single-use. Only a goroutine moves itself out of Running.
 //!
-//! ## Safepoints and preemption (DESIGN.md §2)
+//! ## Safepoints and preemption
 //!
 //! 1. A preemption request sets `g.preempt` and poisons the guard word of the goroutine's
 //!    managed stack, which every synchronous safepoint checks: every frame push and every

@@ -1,4 +1,4 @@
-//! Asynchronous preemption, the scheduler's side (DESIGN.md §2 item 6; the signal, the handler's
+//! Asynchronous preemption, the scheduler's side (the crate essay's "Safepoints and preemption", item 6; the signal, the handler's
 //! architecture checks and the register-saving trampoline are `safepoint_arch::preempt`).
 //!
 //! A goroutine that never polls cannot answer a stop, a suspension or a ragged barrier at a

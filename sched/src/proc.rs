@@ -281,7 +281,7 @@ pub(crate) fn ready_owned(g: &'static G) {
 /// The slow path of a poll: a preemption request (or a stale poison) is pending.
 ///
 /// Runs on: a goroutine. Keeps the request if the goroutine may not be preempted now; it is
-/// re-armed when the runtime critical section ends (DESIGN.md §2 item 2).
+/// re-armed when the runtime critical section ends (the crate essay, "Safepoints and preemption", item 2).
 #[cold]
 #[inline(never)]
 pub(crate) fn poll_slow() {

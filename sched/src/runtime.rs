@@ -14,7 +14,7 @@ use crate::g::{Body, G, GPtr, goid};
 use crate::shim::{AtomicBool, AtomicI32, AtomicU32, AtomicU64, AtomicUsize, Ordering, fence};
 use crate::status::Status;
 
-/// P status: see DESIGN.md §2.
+/// P status: see "Scheduling" and "Safepoints and preemption" in the crate essay.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[repr(usize)]
 pub(crate) enum PStatus {
@@ -1052,8 +1052,8 @@ fn gcstopm(m: &M) {
     sched.stopwait_done();
 }
 
-/// How long an M with nothing to do keeps looking before it gives up its P (DESIGN.md §2: a
-/// futex wake costs more than this on these machines).
+/// How long an M with nothing to do keeps looking before it gives up its P (a futex wake
+/// costs more than this on these machines).
 const SPIN_NS: u64 = 20_000;
 
 /// `pause` instructions between two looks of a spinning M at the other Ps.

@@ -5,8 +5,8 @@
 //! every time the goroutine parks and when it dies. A wake-up token ([`crate::GoroutineRef`])
 //! carries the generation it was issued for, and `ready` is a single compare-and-swap of the
 //! whole word from `(gen, Waiting)` to `(gen, Runnable)`: a stale or duplicated token can never
-//! wake a later park of the same (possibly reused) goroutine. DESIGN.md asks for an `AtomicU32`;
-//! the generation is why this one is twice as wide.
+//! wake a later park of the same (possibly reused) goroutine. A state alone would fit an
+//! `AtomicU32`; the generation is why this one is twice as wide.
 //!
 //! Every transition is a CAS. A transition that finds `SCAN` set on the state it expects spins
 //! until the bit clears: whoever set it owns the goroutine's stacks for now. A transition that

@@ -1,4 +1,4 @@
-//! Asynchronous preemption (DESIGN.md §2 item 6): goroutines that never poll are stopped by
+//! Asynchronous preemption (the sched crate essay, "Safepoints and preemption", item 6): goroutines that never poll are stopped by
 //! the preemption signal and held in place, for a stop of the world, a `suspend_g` and a
 //! ragged barrier; every register survives; the handler never holds a goroutine inside a
 //! runtime critical section or a `no_preempt` section; malloc-heavy code resumes intact.

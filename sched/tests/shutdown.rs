@@ -6,7 +6,7 @@
 //! Each scenario runs on a thread of its own and the test fails if it has not finished within
 //! a minute (a failure guard against a hang only: nothing here measures time).
 
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, mpsc};
 use std::time::Duration;
 
@@ -130,17 +130,13 @@ fn dropping_a_runtime_drops_what_its_live_goroutines_captured() {
     // And one that never starts: both Ps are taken by the two loops... or not yet; either way
     // its closure is dropped (run or not) by the time the drop returns.
     let never = Token(drops.clone());
-    let ran = Arc::new(AtomicBool::new(false));
-    let r = ran.clone();
     rt.spawn(move || {
         let _t = never;
-        r.store(true, Ordering::SeqCst);
         loop {
             poll();
         }
     })
     .unwrap();
-    std::thread::sleep(Duration::from_millis(10));
     must_finish("dropping the runtime", move || drop(rt));
     assert_eq!(drops.load(Ordering::SeqCst), n + 1, "every captured value is dropped");
     drop(ch);

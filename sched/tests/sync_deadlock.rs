@@ -149,7 +149,7 @@ fn block_on_or_deadlock_returns_the_report_without_system_goroutines() {
             c1.recv()
         });
         go(move || c2.recv());
-        sleep(Duration::from_millis(10));
+        // Detection waits until every goroutine is parked: no need to let these park first.
         c.recv()
     });
     let report = r.expect_err("a deadlocked program returned");
