@@ -14,9 +14,27 @@
 //! `type`, `sqrt`, `chan`, `close`, `sleep` (milliseconds), `yield`, `exit(status)` (from any
 //! goroutine, as Go's `os.Exit`), `error(msg)`, `gc`, `cycles`, `args`; for strings `ord`,
 //! `chr`, `find` (a byte offset, or -1), `split`, `join`, `bytes`, `from_bytes`, and
-//! `float("2.5")`; `sort(v)` sorts a vector of numbers or of strings in place (no comparator
-//! yet). `s[i]` is a string's byte `i`; `x[a:b]` (either bound may be left out) is a new
-//! string or vector holding that part of `x` (a copy: vectors do not share storage).
+//! `float("2.5")`; `sort(v)` sorts a vector of numbers or of strings in place, `sort(v, less)`
+//! by a comparator (a stable merge sort, written in Pebble in the compiler's prelude).
+//! `s[i]` is a string's byte `i`; `x[a:b]` (either bound may be left out) is a new string or
+//! vector holding that part of `x` (a copy: vectors do not share storage). `memstats()` is a
+//! map of the collector's figures (named as Go's `runtime.MemStats` names them);
+//! `read_line()` (nil at the end of input), `read_file(path)` and `write_file(path, s)` do I/O
+//! in a blocking call, which hands the goroutine's P to others while it waits.
+//!
+//! Closures capture variables, not values: a variable that a function literal captures and
+//! that anything assigns lives in a box (a one-word heap object) that the declaring frame and
+//! every closure share; other captures are copies. A `for` loop's variable is a new variable
+//! each iteration, as in Go 1.22. `v, ok = <-ch` (and `let v, ok = <-ch`, and `case v, ok =
+//! <-ch` in a `select`) receives with `ok` false once the channel is closed and drained.
+//!
+//! `try { ... } catch e { ... }` contains errors: a runtime error in the block, or in any
+//! function it calls on the same goroutine (stack overflow and running out of memory
+//! included), unwinds the frames above the block's and runs the handler with the message in
+//! `e` (a string). The liveness analysis treats the handler as a successor of every
+//! instruction of the block, so what the handler uses stays in the stack maps of every
+//! safepoint the error may come from. `break`, `continue` and `return` leave the block as
+//! usual. A goroutine's uncaught error still ends the program, as a Go panic does.
 //!
 //! ```text
 //! fn fib(n) { if n < 2 { return n } return fib(n - 1) + fib(n - 2) }
@@ -45,8 +63,8 @@
 //!
 //! ## Errors
 //!
-//! A syntax or compile error (an unknown name, a wrong argument count to a known function,
-//! an assignment to a captured variable) prints `file:line:col: message` and exits 1. A
+//! A syntax or compile error (an unknown name, a wrong argument count to a known function)
+//! prints `file:line:col: message` and exits 1. A
 //! runtime error (a type error, division by zero, an index out of range, `error(msg)`,
 //! sending on a closed channel, out of memory) prints `file:line:col: runtime error: message`
 //! and the goroutine's traceback, taken from its managed stack and the stack maps' line
@@ -54,7 +72,6 @@
 //!
 //! ## Limits, plainly
 //!
-//! Captured variables are copies (assigning to one inside the closure is a compile error).
 //! A function has at most 255 registers. A channel's Rust side is never freed: the heap has
 //! no finalizers yet, so a program that makes channels without bound leaks about a hundred
 //! bytes per channel.
@@ -136,14 +153,17 @@ fn quiet_stack_overflow_panics() {
 /// A deadlock as Go prints one: the fatal line, then each of the program's goroutines (the
 /// collector's own are left out) with what it waits on and its traceback, a frame a line pair
 /// as in a runtime error's.
-fn deadlock_report(d: &safepoint_sched::DeadlockReport, file: &str) -> String {
+fn deadlock_report(d: &safepoint_sched::DeadlockReport, prog: &bytecode::Program) -> String {
     let mut out = format!("fatal error: {}", safepoint_sched::DEADLOCK);
     for g in &d.goroutines {
         out.push_str(&format!("\n\ngoroutine {} [{}]:", g.id, g.wait_reason));
         let Some(tb) = &g.traceback else { continue };
         for (i, f) in tb.frames.iter().chain(tb.tail.iter()).enumerate() {
             match f.line {
-                Some(l) => out.push_str(&format!("\n  {}\n        {file}:{l}", f.name)),
+                Some(l) => {
+                    let file = prog.file_of(f.func);
+                    out.push_str(&format!("\n  {}\n        {file}:{l}", f.name))
+                }
                 None => out.push_str(&format!("\n  {}", f.name)),
             }
             if i + 1 == tb.frames.len() && tb.elided > 0 {
@@ -219,7 +239,7 @@ pub fn run(file: &str, src: &str, opts: &Options) -> i32 {
             2
         }
         Ok(Err(deadlock)) => {
-            eprintln!("{}", deadlock_report(&deadlock, &sh.prog.file));
+            eprintln!("{}", deadlock_report(&deadlock, &sh.prog));
             2
         }
         Err(p) => {

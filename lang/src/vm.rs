@@ -9,7 +9,7 @@
 //! references in Rust variables freely: nothing can stop it there.
 
 use std::fmt::Write as _;
-use std::io::Write as _;
+use std::io::{BufRead as _, Write as _};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 use std::time::Duration;
@@ -39,12 +39,15 @@ pub(crate) struct Types {
     pub map: TypeId,
     pub closure: TypeId,
     pub chan: TypeId,
+    /// A variable that closures share: one tagged word.
+    pub boxed: TypeId,
     float_shape: Shape,
     vec_shape: Shape,
     /// Shapes of arrays of 0 to `SMALL_ARRAYS - 1` elements.
     arr_shapes: Vec<Shape>,
     map_shape: Shape,
     chan_shape: Shape,
+    box_shape: Shape,
 }
 
 impl Types {
@@ -61,7 +64,10 @@ impl Types {
         let map = rec("map", vec![tagged, tagged, tagged])?;
         let closure = t.register(TypeDesc::TaggedArray { name: "closure".into() })?;
         let chan = rec("chan", vec![WordKind::Raw])?;
+        let boxed = rec("box", vec![tagged])?;
         Ok(Types {
+            box_shape: Shape::new(gc, boxed, 0)?,
+            boxed,
             float_shape: Shape::new(gc, float, 0)?,
             vec_shape: Shape::new(gc, vec, 0)?,
             arr_shapes: (0..SMALL_ARRAYS)
@@ -179,6 +185,7 @@ enum Block {
     Recv {
         ch: &'static ChanBox,
         dst: Reg,
+        ok: Option<Reg>,
     },
     IterRecv {
         ch: &'static ChanBox,
@@ -191,7 +198,20 @@ enum Block {
         sel: Vec<Option<(&'static ChanBox, Option<Msg>)>>,
         default: bool,
         a: Reg,
-        dsts: Vec<Option<Reg>>,
+        /// Each case's value and ok registers.
+        dsts: Vec<(Option<Reg>, Option<Reg>)>,
+    },
+    /// Read standard input's next line (`None`) or a file, into `dst` (safepoint `sp`).
+    Read {
+        file: Option<String>,
+        dst: Reg,
+        sp: u16,
+    },
+    WriteFile(String, Vec<u8>),
+    /// The collector's figures (read outside: they take the heap's locks), into `dst`.
+    Memstats {
+        dst: Reg,
+        sp: u16,
     },
     Go(Vec<Global>),
     Print(String),
@@ -204,9 +224,50 @@ enum Block {
 /// Work the next section starts with: a result that arrived while outside.
 enum Pending {
     None,
-    Value { dst: Reg, msg: Option<Msg> },
+    Value {
+        dst: Reg,
+        msg: Option<Msg>,
+        ok: Option<Reg>,
+    },
     Jump(u32),
-    Select { a: Reg, idx: usize, dst: Option<Reg>, msg: Option<Msg> },
+    Select {
+        a: Reg,
+        idx: usize,
+        dst: Option<Reg>,
+        ok: Option<Reg>,
+        msg: Option<Msg>,
+    },
+    /// Bytes read (nil at the end of input) for `dst`, a string made at safepoint `sp`.
+    Bytes {
+        dst: Reg,
+        bytes: Option<Vec<u8>>,
+        sp: u16,
+    },
+    /// `memstats()`'s map of these figures for `dst`, made at safepoint `sp`.
+    Stats {
+        dst: Reg,
+        fields: Vec<(&'static str, u64)>,
+        sp: u16,
+    },
+    /// A `try`'s handler starts: its message register `e` gets `msg` (at safepoint `sp`).
+    Caught {
+        e: Reg,
+        msg: String,
+        sp: u16,
+    },
+}
+
+/// An open `try` block.
+#[derive(Clone, Copy)]
+struct Handler {
+    /// The number of frames when it opened (its frame is the last of them).
+    depth: usize,
+    /// The handler's first instruction.
+    target: u32,
+    /// The message register.
+    e: Reg,
+    /// The handler's safepoint (see [`Op::Try`]).
+    sp: u16,
 }
 
 /// One goroutine's interpreter.
@@ -223,6 +284,8 @@ struct State {
     owe: bool,
     /// Retries of the current instruction after a collection for memory.
     oom_retry: bool,
+    /// Open `try` blocks, innermost last.
+    handlers: Vec<Handler>,
 }
 
 /// How a goroutine starts.
@@ -240,7 +303,13 @@ impl Thread {
         let mut t = Thread {
             sh,
             raw,
-            st: State { frames: Vec::new(), pending: Pending::None, owe: false, oom_retry: false },
+            st: State {
+                frames: Vec::new(),
+                pending: Pending::None,
+                owe: false,
+                oom_retry: false,
+                handlers: Vec::new(),
+            },
         };
         t.start(entry).map_err(|e| (e, String::new()))?;
         t.main_loop()
@@ -325,15 +394,15 @@ impl Thread {
                             .downcast_ref::<String>()
                             .cloned()
                             .unwrap_or_else(|| "managed stack exhausted".into());
-                        return Err(self.error(format!("stack overflow ({msg})")));
+                        self.catch(format!("stack overflow ({msg})"))?;
                     }
                 }
                 Exit::Slow => self.raw.after_slow_alloc(),
                 Exit::Oom => {
                     if self.st.oom_retry {
-                        return Err(
-                            self.error("out of memory: the heap is at its hard limit".into())
-                        );
+                        self.st.oom_retry = false;
+                        self.catch("out of memory: the heap is at its hard limit".into())?;
+                        continue;
                     }
                     self.st.oom_retry = true;
                     self.raw.collect_for_memory();
@@ -344,12 +413,38 @@ impl Thread {
                         if let Some(f) = self.st.frames.last_mut() {
                             f.pc = f.pc.saturating_sub(1);
                         }
-                        return Err(self.error(m));
+                        self.catch(m)?;
                     }
                 }
-                Exit::Error(m) => return Err(self.error(m)),
+                Exit::Error(m) => self.catch(m)?,
             }
         }
+    }
+
+    /// Unwinds to the innermost open `try` block with the message `msg`, or, with none open,
+    /// gives the runtime error at the current instruction.
+    fn catch(&mut self, msg: String) -> Result<(), (RtError, String)> {
+        let Some(h) = self.st.handlers.pop() else {
+            return Err(self.error(msg));
+        };
+        let n = self.st.frames.len() - h.depth;
+        // One section: no stack scan sees a frame popped but the handler's map not yet set.
+        // The handler's frame was at a safepoint of its `try` block, whose maps hold what the
+        // handler needs; its own map names exactly that.
+        let r = self.raw.enter(|pin| {
+            let ms = pin.stack();
+            for _ in 0..n {
+                ms.pop();
+            }
+            ms.set_safepoint(h.sp as u32);
+        });
+        if let Err(e) = r {
+            return Err(self.error(e.to_string()));
+        }
+        self.st.frames.truncate(h.depth);
+        self.st.frames.last_mut().expect("the handler's frame").pc = h.target;
+        self.st.pending = Pending::Caught { e: h.e, msg, sp: h.sp };
+        Ok(())
     }
 
     /// Does the blocking part of an instruction outside the section.
@@ -362,12 +457,12 @@ impl Thread {
                 let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| ch.send(msg)));
                 r.map_err(|_| "send on closed channel".to_string())?;
             }
-            Block::Recv { ch, dst } => {
-                self.st.pending = Pending::Value { dst, msg: ch.recv().ok() };
+            Block::Recv { ch, dst, ok } => {
+                self.st.pending = Pending::Value { dst, msg: ch.recv().ok(), ok };
             }
             Block::IterRecv { ch, x, t } => {
                 self.st.pending = match ch.recv() {
-                    Ok(m) => Pending::Value { dst: x, msg: Some(m) },
+                    Ok(m) => Pending::Value { dst: x, msg: Some(m), ok: None },
                     Err(_) => Pending::Jump(t),
                 };
             }
@@ -386,14 +481,64 @@ impl Thread {
                 }
                 let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| s.wait()));
                 let (idx, msg) = r.map_err(|_| "send on closed channel".to_string())?;
-                let dst = dsts.get(idx).copied().flatten();
-                self.st.pending = Pending::Select { a, idx, dst, msg };
+                let (dst, ok) = dsts.get(idx).copied().unwrap_or((None, None));
+                self.st.pending = Pending::Select { a, idx, dst, ok, msg };
             }
             Block::Go(gs) => {
                 let sh = self.sh.clone();
                 safepoint_sched::go(move || crate::run_goroutine(sh, Entry::Call(gs)));
             }
             Block::Print(s) => self.sh.write_out(&s),
+            Block::Read { file, dst, sp } => {
+                // Reads wait in the kernel: the P goes to other goroutines meanwhile.
+                let bytes = safepoint_sched::blocking(|| match &file {
+                    None => {
+                        let mut line = Vec::new();
+                        let n = std::io::stdin().lock().read_until(b'\n', &mut line);
+                        match n {
+                            Ok(0) => Ok(None),
+                            Ok(_) => {
+                                if line.last() == Some(&b'\n') {
+                                    line.pop();
+                                    if line.last() == Some(&b'\r') {
+                                        line.pop();
+                                    }
+                                }
+                                Ok(Some(line))
+                            }
+                            Err(e) => Err(format!("read_line: {e}")),
+                        }
+                    }
+                    Some(path) => std::fs::read(path)
+                        .map(Some)
+                        .map_err(|e| format!("read_file({path:?}): {e}")),
+                })?;
+                self.st.pending = Pending::Bytes { dst, bytes, sp };
+            }
+            Block::Memstats { dst, sp } => {
+                // As Go's runtime.MemStats names them, where they match.
+                let s = self.sh.gc.stats();
+                let h = &s.heap;
+                let fields = vec![
+                    ("num_gc", s.cycles),
+                    ("heap_live", s.live_bytes as u64),
+                    ("next_gc", s.goal_bytes as u64),
+                    ("heap_alloc", h.live_bytes),
+                    ("heap_objects", h.live_objects),
+                    ("mallocs", h.total_allocs),
+                    ("frees", h.total_frees),
+                    ("heap_sys", h.mapped_bytes as u64),
+                    ("heap_inuse", h.in_use_bytes as u64),
+                    ("heap_idle", h.free_bytes as u64),
+                    ("heap_released", h.released_bytes as u64),
+                    ("pause_total_ns", s.total_pause.as_nanos() as u64),
+                ];
+                self.st.pending = Pending::Stats { dst, fields, sp };
+            }
+            Block::WriteFile(path, data) => {
+                safepoint_sched::blocking(|| std::fs::write(&path, &data))
+                    .map_err(|e| format!("write_file({path:?}): {e}"))?;
+            }
             Block::Sleep(ms) => safepoint_sched::sleep(Duration::from_millis(ms.max(0) as u64)),
             Block::Gc => self.sh.gc.collect(),
             Block::Yield => safepoint_sched::yield_now(),
@@ -412,9 +557,9 @@ impl Thread {
         let prog = &self.sh.prog;
         let where_ = self.st.frames.last().map(|f| {
             let p = &prog.protos[f.proto as usize];
-            p.pos[(f.pc as usize).min(p.pos.len() - 1)]
+            (p.pos[(f.pc as usize).min(p.pos.len() - 1)], prog.file_of(Some(p.func)))
         });
-        let pos = where_.unwrap_or_default();
+        let (pos, file) = where_.unwrap_or((Default::default(), &prog.file));
         let mut tb = String::new();
         let goid = safepoint_sched::goroutine_id().unwrap_or(0);
         let _ = writeln!(tb, "goroutine {goid} [running]:");
@@ -425,7 +570,7 @@ impl Thread {
             let line = if i == 0 { Some(pos.line) } else { f.line };
             match line {
                 Some(l) => {
-                    let _ = writeln!(tb, "  {}\n        {}:{l}", f.name, prog.file);
+                    let _ = writeln!(tb, "  {}\n        {}:{l}", f.name, prog.file_of(f.func));
                 }
                 None => {
                     let _ = writeln!(tb, "  {}", f.name);
@@ -438,12 +583,7 @@ impl Thread {
         if let Some(e) = &trace.error {
             let _ = writeln!(tb, "  (the managed stack is corrupted here: {e})");
         }
-        (
-            RtError {
-                msg: format!("{}:{}:{}: runtime error: {msg}", prog.file, pos.line, pos.col),
-            },
-            tb,
-        )
+        (RtError { msg: format!("{file}:{}:{}: runtime error: {msg}", pos.line, pos.col) }, tb)
     }
 }
 
@@ -524,6 +664,8 @@ fn type_name(sh: &Shared, pin: &Pin<'_>, v: usize) -> &'static str {
         "function"
     } else if t == ty.chan {
         "channel"
+    } else if t == ty.boxed {
+        "box"
     } else {
         "array"
     }
@@ -657,18 +799,73 @@ fn exec(sh: &Shared, st: &mut State, pin: &mut Pin<'_>) -> Exit {
     // A result that arrived while we were outside.
     match std::mem::replace(&mut st.pending, Pending::None) {
         Pending::None => {}
-        Pending::Value { dst, msg } => {
+        Pending::Value { dst, msg, ok } => {
+            if let Some(o) = ok {
+                w!(o, boolean(msg.is_some()));
+            }
             let v = msg_value(pin, msg);
             w!(dst, v);
         }
         Pending::Jump(t) => pc = t as usize,
-        Pending::Select { a, idx, dst, msg } => {
+        Pending::Select { a, idx, dst, ok, msg } => {
+            if let Some(o) = ok {
+                w!(o, boolean(msg.is_some()));
+            }
             if let Some(d) = dst {
                 let v = msg_value(pin, msg);
                 w!(d, v);
             }
             w!(a, int(idx as i64));
         }
+        Pending::Bytes { dst, bytes: None, .. } => w!(dst, NIL),
+        Pending::Bytes { dst, bytes: Some(b), sp } => match new_str(sh, pin, &b) {
+            Ok(v) => {
+                st.owe |= OWE.with(|o| o.replace(false));
+                w!(dst, v);
+                settle!(sp);
+            }
+            Err(f) => {
+                OWE.with(|o| o.set(false));
+                if let Fault::Msg(m) = f {
+                    return Exit::Error(m);
+                }
+                st.pending = Pending::Bytes { dst, bytes: Some(b), sp };
+                sp_before!(sp);
+                return Exit::Oom;
+            }
+        },
+        Pending::Stats { dst, fields, sp } => match stats_map(sh, pin, &fields) {
+            Ok(v) => {
+                st.owe |= OWE.with(|o| o.replace(false));
+                w!(dst, v);
+                settle!(sp);
+            }
+            Err(f) => {
+                OWE.with(|o| o.set(false));
+                if let Fault::Msg(m) = f {
+                    return Exit::Error(m);
+                }
+                st.pending = Pending::Stats { dst, fields, sp };
+                sp_before!(sp);
+                return Exit::Oom;
+            }
+        },
+        Pending::Caught { e, msg, sp } => match new_str(sh, pin, msg.as_bytes()) {
+            Ok(v) => {
+                st.owe |= OWE.with(|o| o.replace(false));
+                w!(e, v);
+                settle!(sp);
+            }
+            Err(f) => {
+                OWE.with(|o| o.set(false));
+                if let Fault::Msg(m) = f {
+                    return Exit::Error(m);
+                }
+                st.pending = Pending::Caught { e, msg, sp };
+                sp_before!(sp);
+                return Exit::Oom;
+            }
+        },
     }
 
     loop {
@@ -831,6 +1028,10 @@ fn exec(sh: &Shared, st: &mut State, pin: &mut Pin<'_>) -> Exit {
             }
             Op::Ret { a } => {
                 let v = r!(a);
+                // The `try` blocks this frame left open end with it.
+                while st.handlers.last().is_some_and(|h| h.depth == st.frames.len()) {
+                    st.handlers.pop();
+                }
                 let ms = pin.stack();
                 ms.pop();
                 let done = st.frames.pop().expect("the returning frame");
@@ -955,6 +1156,40 @@ fn exec(sh: &Shared, st: &mut State, pin: &mut Pin<'_>) -> Exit {
                         save!();
                         return Exit::Block(Block::Gc);
                     }
+                    Builtin::Memstats => {
+                        sp_before!(sp);
+                        save!();
+                        return Exit::Block(Block::Memstats { dst: a, sp });
+                    }
+                    Builtin::ReadLine | Builtin::ReadFile => {
+                        let file = if id == Builtin::ReadFile {
+                            match str_bytes(sh, pin, arg(0)) {
+                                Some(b) => Some(String::from_utf8_lossy(&b).into_owned()),
+                                None => fail!(
+                                    "read_file takes a path, not {}",
+                                    type_name(sh, pin, arg(0))
+                                ),
+                            }
+                        } else {
+                            None
+                        };
+                        sp_before!(sp);
+                        save!();
+                        return Exit::Block(Block::Read { file, dst: a, sp });
+                    }
+                    Builtin::WriteFile => {
+                        let Some(path) = str_bytes(sh, pin, arg(0)) else {
+                            fail!("write_file takes a path, not {}", type_name(sh, pin, arg(0)));
+                        };
+                        let Some(data) = str_bytes(sh, pin, arg(1)) else {
+                            fail!("write_file writes a string, not {}", type_name(sh, pin, arg(1)));
+                        };
+                        w!(a, NIL);
+                        sp_before!(sp + 1);
+                        save!();
+                        let path = String::from_utf8_lossy(&path).into_owned();
+                        return Exit::Block(Block::WriteFile(path, data));
+                    }
                     Builtin::Yield => {
                         w!(a, NIL);
                         sp_before!(sp + 1);
@@ -997,7 +1232,43 @@ fn exec(sh: &Shared, st: &mut State, pin: &mut Pin<'_>) -> Exit {
                 };
                 sp_before!(sp);
                 save!();
-                return Exit::Block(Block::Recv { ch: c, dst: a });
+                return Exit::Block(Block::Recv { ch: c, dst: a, ok: None });
+            }
+            Op::RecvOk { a, ok, ch, sp } => {
+                let c = match chan_of(sh, pin, r!(ch)) {
+                    Ok(c) => c,
+                    Err(m) => fail!("{m}"),
+                };
+                sp_before!(sp);
+                save!();
+                return Exit::Block(Block::Recv { ch: c, dst: a, ok: Some(ok) });
+            }
+            Op::NewBox { a, b, sp } => {
+                let x = r!(b);
+                let bx = alloc!(sh.types.box_shape, sp);
+                // SAFETY: a fresh box record (one tagged word); registers hold values of the
+                // heap's encoding.
+                unsafe { pin.set_word(bx, 0, WordKind::Tagged, x) };
+                w!(a, bx);
+                settle!(sp);
+            }
+            Op::GetBox { a, b } => {
+                let bx = r!(b);
+                // SAFETY: the compiler gives a boxed variable's register only to box
+                // instructions, and it holds a box from `NewBox` on.
+                w!(a, unsafe { pin.word(bx, 0) });
+            }
+            Op::SetBox { a, b } => {
+                let (bx, x) = (r!(a), r!(b));
+                // SAFETY: as in `GetBox`; a register holds a value of the heap's encoding.
+                unsafe { pin.set_word(bx, 0, WordKind::Tagged, x) };
+            }
+            Op::Try { t, e, sp } => {
+                st.handlers.push(Handler { depth: st.frames.len(), target: t, e, sp });
+            }
+            Op::EndTry { n } => {
+                let k = st.handlers.len() - n as usize;
+                st.handlers.truncate(k);
             }
             Op::Select { a, sel, sp } => {
                 let table = &proto.sels[sel as usize];
@@ -1005,8 +1276,8 @@ fn exec(sh: &Shared, st: &mut State, pin: &mut Pin<'_>) -> Exit {
                 let mut dsts = Vec::with_capacity(table.cases.len());
                 for c in &table.cases {
                     let (ch, send, dst) = match *c {
-                        SelCase::Recv { ch, dst } => (ch, None, dst),
-                        SelCase::Send { ch, v } => (ch, Some(v), None),
+                        SelCase::Recv { ch, dst, ok } => (ch, None, (dst, ok)),
+                        SelCase::Send { ch, v } => (ch, Some(v), (None, None)),
                     };
                     dsts.push(dst);
                     // A nil channel's case is never ready (Go's rule, for turning a case off).
@@ -1988,6 +2259,10 @@ fn builtin(
         }
         Builtin::Print
         | Builtin::Write
+        | Builtin::ReadLine
+        | Builtin::ReadFile
+        | Builtin::WriteFile
+        | Builtin::Memstats
         | Builtin::Sleep
         | Builtin::Gc
         | Builtin::Error
@@ -1997,6 +2272,17 @@ fn builtin(
         }
     };
     Ok(r)
+}
+
+/// A new map of `fields`, names to integers.
+fn stats_map(sh: &Shared, pin: &mut Pin<'_>, fields: &[(&str, u64)]) -> F<usize> {
+    let m = new_map(sh, pin, (fields.len() * 2).next_power_of_two())?;
+    for &(k, v) in fields {
+        // The key is held only in this section, until the map holds it.
+        let k = new_str(sh, pin, k.as_bytes())?;
+        set_index(sh, pin, m, k, int(v.min(1 << 60) as i64))?;
+    }
+    Ok(m)
 }
 
 /// A new vector holding `items` (values read in this section).
