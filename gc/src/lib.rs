@@ -260,6 +260,7 @@
 mod collector;
 mod concurrent;
 mod debug;
+pub mod flonum;
 mod globals;
 mod heap;
 mod mark;

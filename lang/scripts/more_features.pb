@@ -139,3 +139,18 @@ print(split(read_file(path), "\n"))
 try { read_file(path + ".missing") } catch e { print("caught:", find(e, "read_file") == 0) }
 let m = memstats()
 print(type(m), m.num_gc > 0, m.heap_sys > 0, has(m, "mallocs"), has(m, "pause_total_ns"))
+
+// Floats: immediate words in 2^-255 ..< 2^257, heap objects outside it (and -0.0, infinities);
+// the same values either way, as numbers, map keys and text.
+let huge = 1e300
+let tiny = 1e-300
+print(huge * 10 > huge, tiny / 1e10 < tiny, 0.5 + 0.25, -0.0 == 0.0, 2 == 2.0, huge == huge * 1.0)
+let fm = {}
+fm[1.5] = "a"
+fm[huge] = "b"
+fm[2.0] = "c"
+print(fm[1.5], fm[1e300], fm[2], type(huge), type(0.5), 1e100 * 1e100 > 1e199, -0.0)
+let x = 1.0
+for i in 0..30 { x = x * 1e10 }
+for i in 0..30 { x = x / 1e10 }
+print(x, format("%.3f %.3e", 1e-200 * 1e200, 2.5e260 / 1e10), x * 1e400)

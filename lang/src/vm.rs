@@ -19,7 +19,9 @@ use safepoint_sched::{Chan, Select};
 use safepoint_stackmap::{FuncId, Registry};
 
 use crate::bytecode::*;
-use crate::value::{NIL, as_int, boolean, int, int_fits, is_int, is_ref, truthy};
+use crate::value::{
+    NIL, as_int, boolean, flo, flo_value, int, int_fits, is_flo, is_int, is_ref, truthy,
+};
 
 /// A value in flight on a channel: an immediate as is, a reference rooted in a global.
 pub(crate) enum Msg {
@@ -641,6 +643,9 @@ fn type_name(sh: &Shared, pin: &Pin<'_>, v: usize) -> &'static str {
     if is_int(v) {
         return "int";
     }
+    if is_flo(v) {
+        return "float";
+    }
     match v {
         NIL => return "nil",
         crate::value::TRUE | crate::value::FALSE => return "bool",
@@ -942,6 +947,13 @@ fn exec(sh: &Shared, st: &mut State, pin: &mut Pin<'_>) -> Exit {
                         Some(v) => w!(a, v as usize),
                         None => fail!("integer overflow"),
                     }
+                } else if let Some(v) = (is_flo(x & y))
+                    .then(|| flo_arith(op, flo_value(x), flo_value(y)))
+                    .flatten()
+                    .and_then(flo)
+                {
+                    // Two immediate floats and an immediate result: no allocation.
+                    w!(a, v);
                 } else {
                     let res = tryv!(arith_slow(sh, pin, op, x, y), sp);
                     w!(a, res);
@@ -952,6 +964,8 @@ fn exec(sh: &Shared, st: &mut State, pin: &mut Pin<'_>) -> Exit {
                 let (x, y) = (r!(b), r!(c));
                 let res = if is_int(x | y) {
                     cmp_int(op, x, y)
+                } else if is_flo(x & y) {
+                    cmp_flo(op, flo_value(x), flo_value(y))
                 } else {
                     match compare(sh, pin, op, x, y) {
                         Ok(v) => v,
@@ -964,6 +978,8 @@ fn exec(sh: &Shared, st: &mut State, pin: &mut Pin<'_>) -> Exit {
                 let (x, y) = (r!(b), r!(c));
                 let res = if is_int(x | y) {
                     cmp_int(op, x, y)
+                } else if is_flo(x & y) {
+                    cmp_flo(op, flo_value(x), flo_value(y))
                 } else {
                     match compare(sh, pin, op, x, y) {
                         Ok(v) => v,
@@ -1359,6 +1375,9 @@ fn alloc_h(pin: &mut Pin<'_>, shape: Shape) -> F<usize> {
 }
 
 fn new_float(sh: &Shared, pin: &mut Pin<'_>, f: f64) -> F<usize> {
+    if let Some(w) = flo(f) {
+        return Ok(w);
+    }
     let v = alloc_h(pin, sh.types.float_shape)?;
     // SAFETY: a fresh float record: one raw word.
     unsafe { pin.set_word(v, 0, WordKind::Raw, f.to_bits() as usize) };
@@ -1403,6 +1422,8 @@ fn tid(pin: &Pin<'_>, v: usize) -> TypeId {
 fn float_of(sh: &Shared, pin: &Pin<'_>, v: usize) -> Option<f64> {
     if is_int(v) {
         Some(as_int(v) as f64)
+    } else if is_flo(v) {
+        Some(flo_value(v))
     } else if is_ref(v) && tid(pin, v) == sh.types.float {
         // SAFETY: a float record has one raw word.
         Some(f64::from_bits(unsafe { pin.word(v, 0) } as u64))
@@ -1446,6 +1467,30 @@ fn arith_slow(sh: &Shared, pin: &mut Pin<'_>, op: ArithOp, x: usize, y: usize) -
         }
     };
     new_float(sh, pin, v)
+}
+
+/// `a op b` on two floats, for the operators that take floats.
+#[inline(always)]
+fn flo_arith(op: ArithOp, a: f64, b: f64) -> Option<f64> {
+    match op {
+        ArithOp::Add => Some(a + b),
+        ArithOp::Sub => Some(a - b),
+        ArithOp::Mul => Some(a * b),
+        ArithOp::Div => Some(a / b),
+        ArithOp::Mod => Some(a % b),
+        _ => None,
+    }
+}
+
+/// `a op b` on two floats (IEEE: a NaN compares false, and unequal).
+#[inline(always)]
+fn cmp_flo(op: CmpOp, a: f64, b: f64) -> bool {
+    match op {
+        CmpOp::Eq => a == b,
+        CmpOp::Ne => a != b,
+        CmpOp::Lt => a < b,
+        CmpOp::Le => a <= b,
+    }
 }
 
 /// `x << n` or `x >> n` on integers: a negative count is an error (as in Go); `>>` is
@@ -1521,12 +1566,18 @@ fn format_arg(sh: &Shared, pin: &Pin<'_>, v: usize) -> crate::format::Arg {
     Arg::Other(s)
 }
 
+/// nil, true or false: immediates that equal only themselves.
+#[inline]
+fn is_atom(w: usize) -> bool {
+    w & 3 == 2
+}
+
 /// Equality: by value for numbers and strings, by identity otherwise.
 fn equal(sh: &Shared, pin: &Pin<'_>, x: usize, y: usize) -> bool {
     if x == y {
         return true;
     }
-    if !is_ref(x) && !is_ref(y) {
+    if is_atom(x) || is_atom(y) || (is_int(x) && is_int(y)) {
         return false;
     }
     if let (Some(a), Some(b)) = (float_of(sh, pin, x), float_of(sh, pin, y)) {
@@ -1541,8 +1592,7 @@ fn equal(sh: &Shared, pin: &Pin<'_>, x: usize, y: usize) -> bool {
 fn compare(sh: &Shared, pin: &Pin<'_>, op: CmpOp, x: usize, y: usize) -> Result<bool, String> {
     if matches!(op, CmpOp::Eq | CmpOp::Ne) {
         // nil and the booleans equal only themselves: no object to look at.
-        let imm = |w: usize| !is_ref(w) && !is_int(w);
-        if x == y || imm(x) || imm(y) {
+        if x == y || is_atom(x) || is_atom(y) {
             return Ok((x == y) == (op == CmpOp::Eq));
         }
     }
@@ -1846,6 +1896,9 @@ fn show(sh: &Shared, pin: &Pin<'_>, v: usize, out: &mut String, depth: usize, qu
     if is_int(v) {
         let _ = write!(out, "{}", as_int(v));
         return;
+    }
+    if is_flo(v) {
+        return out.push_str(&crate::format::show_float(flo_value(v)));
     }
     match v {
         NIL => return out.push_str("nil"),
