@@ -1093,6 +1093,17 @@ fn exec(sh: &Shared, st: &mut State, pin: &mut Pin<'_>) -> Exit {
             }
             Op::Index { a, b, c } => {
                 let (o, k) = (r!(b), r!(c));
+                // A vector's element in range: inline. (A negative index is a huge `usize`.)
+                if is_ref(o)
+                    && is_int(k)
+                    && tid(pin, o) == sh.types.vec
+                    && let (len, items) = vec_parts(pin, o)
+                    && (as_int(k) as usize) < len
+                    && let Some(v) = arr_get(pin, items, as_int(k) as usize)
+                {
+                    w!(a, v);
+                    continue;
+                }
                 match index(sh, pin, o, k) {
                     Ok(v) => w!(a, v),
                     Err(m) => fail!("{m}"),
@@ -1100,6 +1111,18 @@ fn exec(sh: &Shared, st: &mut State, pin: &mut Pin<'_>) -> Exit {
             }
             Op::SetIndex { a, b, c, sp } => {
                 let (o, k, v) = (r!(a), r!(b), r!(c));
+                if is_ref(o)
+                    && is_int(k)
+                    && tid(pin, o) == sh.types.vec
+                    && let (len, items) = vec_parts(pin, o)
+                    && (as_int(k) as usize) < len
+                    && (as_int(k) as usize) < arr_len(pin, items)
+                {
+                    // SAFETY: `items` is the vector's array, the index below its own length;
+                    // `v` is a register's value of the heap's encoding.
+                    unsafe { pin.set_word(items, as_int(k) as usize, WordKind::Tagged, v) };
+                    continue;
+                }
                 tryv!(set_index(sh, pin, o, k, v), sp);
                 settle!(sp);
             }
