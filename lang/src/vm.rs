@@ -11,7 +11,7 @@
 use std::fmt::Write as _;
 use std::io::{BufRead as _, Write as _};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
+use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering::Relaxed};
 use std::time::Duration;
 
 use safepoint_gc::{Gc, GcError, Global, Pin, RawMutator, Shape, TypeDesc, TypeId, WordKind};
@@ -63,7 +63,8 @@ impl Types {
         let float = rec("float", vec![WordKind::Raw])?;
         let vec = rec("vector", vec![tagged, tagged])?;
         let arr = t.register(TypeDesc::TaggedArray { name: "array".into() })?;
-        let map = rec("map", vec![tagged, tagged, tagged])?;
+        // count, keys, values, and each key's hash (an int): a probe compares hashes first.
+        let map = rec("map", vec![tagged, tagged, tagged, tagged])?;
         let closure = t.register(TypeDesc::TaggedArray { name: "closure".into() })?;
         let chan = rec("chan", vec![WordKind::Raw])?;
         let boxed = rec("box", vec![tagged])?;
@@ -1422,8 +1423,10 @@ fn new_map(sh: &Shared, pin: &mut Pin<'_>, cap: usize) -> F<usize> {
     let arr = sh.types.arr(pin, cap)?;
     let keys = alloc_h(pin, arr)?;
     let vals = alloc_h(pin, arr)?;
+    let hashes = alloc_h(pin, arr)?;
     let m = alloc_h(pin, sh.types.map_shape)?;
-    // SAFETY: fresh objects: `cap` tagged words each, and a map record of three.
+    // SAFETY: fresh objects: `cap` tagged words each (a fresh word is 0, the int 0), and a
+    // map record of four.
     unsafe {
         for i in 0..cap {
             pin.set_word(keys, i, WordKind::Tagged, NIL);
@@ -1431,6 +1434,7 @@ fn new_map(sh: &Shared, pin: &mut Pin<'_>, cap: usize) -> F<usize> {
         pin.set_word(m, 0, WordKind::Tagged, int(0));
         pin.set_word(m, 1, WordKind::Tagged, keys);
         pin.set_word(m, 2, WordKind::Tagged, vals);
+        pin.set_word(m, 3, WordKind::Tagged, hashes);
     }
     Ok(m)
 }
@@ -1455,6 +1459,16 @@ fn float_of(sh: &Shared, pin: &Pin<'_>, v: usize) -> Option<f64> {
     }
 }
 
+/// A string's bytes where they are (no copy), or `None` for another value.
+fn str_cells<'p>(sh: &Shared, pin: &'p Pin<'_>, v: usize) -> Option<&'p [AtomicU8]> {
+    if is_ref(v) && tid(pin, v) == sh.types.str {
+        // SAFETY: a string is a byte array, live while the section runs.
+        Some(unsafe { pin.bytes(v) })
+    } else {
+        None
+    }
+}
+
 fn str_bytes(sh: &Shared, pin: &Pin<'_>, v: usize) -> Option<Vec<u8>> {
     if is_ref(v) && tid(pin, v) == sh.types.str {
         // SAFETY: a string is a byte array.
@@ -1466,10 +1480,10 @@ fn str_bytes(sh: &Shared, pin: &Pin<'_>, v: usize) -> Option<Vec<u8>> {
 
 fn arith_slow(sh: &Shared, pin: &mut Pin<'_>, op: ArithOp, x: usize, y: usize) -> F<usize> {
     if op == ArithOp::Add
-        && let (Some(a), Some(b)) = (str_bytes(sh, pin, x), str_bytes(sh, pin, y))
+        && let (Some(a), Some(b)) = (str_cells(sh, pin, x), str_cells(sh, pin, y))
     {
-        let mut s = a;
-        s.extend_from_slice(&b);
+        let mut s = Vec::with_capacity(a.len() + b.len());
+        s.extend(a.iter().chain(b).map(|c| c.load(Relaxed)));
         return new_str(sh, pin, &s);
     }
     let floats = (float_of(sh, pin, x), float_of(sh, pin, y));
@@ -1603,10 +1617,19 @@ fn equal(sh: &Shared, pin: &Pin<'_>, x: usize, y: usize) -> bool {
     if is_atom(x) || is_atom(y) || (is_int(x) && is_int(y)) {
         return false;
     }
-    if let (Some(a), Some(b)) = (float_of(sh, pin, x), float_of(sh, pin, y)) {
-        return a == b;
+    if is_ref(x) && is_ref(y) {
+        let (tx, ty) = (tid(pin, x), tid(pin, y));
+        if tx == sh.types.str && ty == sh.types.str {
+            // SAFETY: both are strings (byte arrays), live while the section runs.
+            let (a, b) = unsafe { (pin.bytes(x), pin.bytes(y)) };
+            return a.len() == b.len()
+                && a.iter().zip(b).all(|(p, q)| p.load(Relaxed) == q.load(Relaxed));
+        }
+        if tx != sh.types.float || ty != sh.types.float {
+            return false;
+        }
     }
-    if let (Some(a), Some(b)) = (str_bytes(sh, pin, x), str_bytes(sh, pin, y)) {
+    if let (Some(a), Some(b)) = (float_of(sh, pin, x), float_of(sh, pin, y)) {
         return a == b;
     }
     false
@@ -1706,8 +1729,8 @@ fn hash(sh: &Shared, pin: &Pin<'_>, k: usize) -> u64 {
         h ^= b as u64;
         h = h.wrapping_mul(0x100_0000_01b3);
     };
-    if let Some(s) = str_bytes(sh, pin, k) {
-        s.iter().for_each(|&b| eat(b));
+    if let Some(s) = str_cells(sh, pin, k) {
+        s.iter().for_each(|b| eat(b.load(Relaxed)));
     } else if let Some(f) = float_of(sh, pin, k).filter(|_| !is_int(k)) {
         // Integral floats hash as the integer they equal.
         if f.fract() == 0.0 && f.abs() < (1u64 << 61) as f64 {
@@ -1725,22 +1748,40 @@ fn hash(sh: &Shared, pin: &Pin<'_>, k: usize) -> u64 {
 /// it would go, `Err(None)` if the table has no empty slot (possible only when goroutines
 /// race on the map: then it grows).
 fn map_find(sh: &Shared, pin: &Pin<'_>, m: usize, k: usize) -> Result<usize, Option<usize>> {
-    // SAFETY: `m` is a map record: count, keys, values.
-    let keys = unsafe { pin.word(m, 1) };
+    map_probe(sh, pin, m, k).0
+}
+
+/// A key's hash as the int stored in a map's hashes array (its low bits pick the first slot).
+#[inline]
+fn hash_word(h: u64) -> usize {
+    int((h & ((1 << 60) - 1)) as i64)
+}
+
+/// Finds `k` in map `m`: its slot, or the empty slot where it would go (`None` if the map is
+/// full); and its hash word.
+fn map_probe(
+    sh: &Shared,
+    pin: &Pin<'_>,
+    m: usize,
+    k: usize,
+) -> (Result<usize, Option<usize>>, usize) {
+    // SAFETY: `m` is a map record: count, keys, values, hashes.
+    let (keys, hashes) = unsafe { (pin.word(m, 1), pin.word(m, 3)) };
     let cap = arr_len(pin, keys);
     let mask = cap.wrapping_sub(1);
-    let mut i = hash(sh, pin, k) as usize & mask;
+    let hw = hash_word(hash(sh, pin, k));
+    let mut i = as_int(hw) as usize & mask;
     for _ in 0..cap {
         let Some(kk) = arr_get(pin, keys, i) else { break };
         if kk == NIL {
-            return Err(Some(i));
+            return (Err(Some(i)), hw);
         }
-        if equal(sh, pin, kk, k) {
-            return Ok(i);
+        if arr_get(pin, hashes, i) == Some(hw) && (kk == k || equal(sh, pin, kk, k)) {
+            return (Ok(i), hw);
         }
         i = (i + 1) & mask;
     }
-    Err(None)
+    (Err(None), hw)
 }
 
 fn index(sh: &Shared, pin: &Pin<'_>, o: usize, k: usize) -> Result<usize, String> {
@@ -1812,7 +1853,8 @@ fn map_set(sh: &Shared, pin: &mut Pin<'_>, m: usize, k: usize, v: usize) -> F<()
     if k == NIL {
         return Err("nil map key".to_string().into());
     }
-    match map_find(sh, pin, m, k) {
+    let (found, hw) = map_probe(sh, pin, m, k);
+    match found {
         Ok(i) => {
             // SAFETY: `m` is a map record.
             let vals = unsafe { pin.word(m, 2) };
@@ -1821,8 +1863,14 @@ fn map_set(sh: &Shared, pin: &mut Pin<'_>, m: usize, k: usize, v: usize) -> F<()
         }
         Err(slot) => {
             // SAFETY: `m` is a map record.
-            let (count, keys, vals) =
-                unsafe { (as_int(pin.word(m, 0)).max(0) as usize, pin.word(m, 1), pin.word(m, 2)) };
+            let (count, keys, vals, hashes) = unsafe {
+                (
+                    as_int(pin.word(m, 0)).max(0) as usize,
+                    pin.word(m, 1),
+                    pin.word(m, 2),
+                    pin.word(m, 3),
+                )
+            };
             let cap = arr_len(pin, keys);
             let Some(i) = slot.filter(|_| (count + 1) * 4 <= cap * 3) else {
                 map_grow(sh, pin, m, (cap * 2).max(8))?;
@@ -1830,6 +1878,7 @@ fn map_set(sh: &Shared, pin: &mut Pin<'_>, m: usize, k: usize, v: usize) -> F<()
             };
             arr_set(pin, keys, i, k);
             arr_set(pin, vals, i, v);
+            arr_set(pin, hashes, i, hw);
             // SAFETY: `m`'s count word.
             unsafe { pin.set_word(m, 0, WordKind::Tagged, int(count as i64 + 1)) };
             Ok(())
@@ -1851,6 +1900,7 @@ fn map_grow(sh: &Shared, pin: &mut Pin<'_>, m: usize, cap: usize) -> F<()> {
     unsafe {
         pin.set_word(m, 1, WordKind::Tagged, pin.word(fresh, 1));
         pin.set_word(m, 2, WordKind::Tagged, pin.word(fresh, 2));
+        pin.set_word(m, 3, WordKind::Tagged, pin.word(fresh, 3));
     }
     Ok(())
 }
