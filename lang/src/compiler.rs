@@ -29,80 +29,177 @@ type R<T> = Result<T, Error>;
 /// The first syntax or compile error (an unknown name, a wrong argument count for a known
 /// function, a function too large).
 pub fn compile(file: &str, src: &str, reg: &Registry) -> R<Program> {
-    let tokens = crate::lexer::lex(src)?;
-    let stmts = crate::parser::parse(&tokens)?;
-    let mut c = Compiler {
-        reg,
-        protos: Vec::new(),
-        consts: Vec::new(),
-        const_idx: HashMap::new(),
-        fns: HashMap::new(),
-        globals: HashMap::new(),
-        prelude: false,
-    };
-    // The prelude's functions come first, under names no program can write; they see only
-    // their own locals and the builtins (a program's `let vec = ...` must not change them).
-    let prelude = crate::parser::parse(&crate::lexer::lex(PRELUDE)?)?;
-    let mut pdefs = Vec::new();
-    for s in prelude {
-        let StmtKind::Fn(d) = s.kind else { unreachable!("the prelude declares functions") };
-        c.fns.insert(format!("${}", d.name), (c.protos.len() as u16, d.params.len()));
-        c.protos.push(None);
-        pdefs.push(d);
-    }
-    c.prelude = true;
-    for (i, d) in pdefs.iter().enumerate() {
-        let p = c.function(d, &[], false)?;
-        c.protos[i] = Some(p);
-    }
-    c.prelude = false;
-    let first = c.protos.len();
-    // Top-level functions and globals first, so that code may name them before their
-    // declaration.
-    let mut fdefs = Vec::new();
-    for s in &stmts {
-        match &s.kind {
-            StmtKind::Fn(d) => {
-                if c.fns.contains_key(&d.name) || Builtin::find(&d.name).is_some() {
-                    return Err(Error::at(
-                        d.pos,
-                        format!("function {} is already defined", d.name),
-                    ));
-                }
-                let i = (first + fdefs.len()) as u16;
-                c.fns.insert(d.name.clone(), (i, d.params.len()));
-                c.protos.push(None);
-                fdefs.push(d.clone());
-            }
-            StmtKind::Let(n, _) => {
-                if c.fns.contains_key(n) {
-                    return Err(Error::at(s.pos, format!("{n} is a function")));
-                }
-                let g = c.globals.len() as u16;
-                c.globals.entry(n.clone()).or_insert(g);
-            }
-            _ => {}
+    Session::new(reg)?.compile(file, src, reg, false)
+}
+
+/// What the chunks compiled so far have declared (functions, globals, constants): one
+/// program grown chunk by chunk, as the REPL does. Each chunk's top-level code is a function
+/// of its own; the [`Program`] of a chunk holds every function and constant of the chunks
+/// before it, so code compiled earlier keeps running (its function and constant indices
+/// stay), and its globals are the same globals.
+pub struct Session {
+    protos: Vec<Option<Proto>>,
+    consts: Vec<Const>,
+    const_idx: HashMap<String, u16>,
+    fns: HashMap<String, (u16, usize)>,
+    globals: HashMap<String, u16>,
+    /// The prelude's functions (the first ones).
+    prelude: usize,
+    /// Chunks compiled with `echo` (the REPL's), tried or done: the suffix `@N` of the names
+    /// their functions are registered under (the registry wants every name once, and a
+    /// chunk that failed has registered some).
+    chunks: usize,
+}
+
+impl Session {
+    /// A session holding the prelude, its functions registered in `reg`.
+    ///
+    /// # Errors
+    /// None in practice: the prelude compiles.
+    pub fn new(reg: &Registry) -> R<Session> {
+        let mut c = Compiler {
+            reg,
+            protos: Vec::new(),
+            consts: Vec::new(),
+            const_idx: HashMap::new(),
+            fns: HashMap::new(),
+            globals: HashMap::new(),
+            prelude: false,
+            suffix: String::new(),
+        };
+        // The prelude's functions come first, under names no program can write; they see
+        // only their own locals and the builtins (a program's `let vec = ...` must not change
+        // them).
+        let prelude = crate::parser::parse(&crate::lexer::lex(PRELUDE)?)?;
+        let mut pdefs = Vec::new();
+        for s in prelude {
+            let StmtKind::Fn(d) = s.kind else { unreachable!("the prelude declares functions") };
+            c.fns.insert(format!("${}", d.name), (c.protos.len() as u16, d.params.len()));
+            c.protos.push(None);
+            pdefs.push(d);
         }
+        c.prelude = true;
+        for (i, d) in pdefs.iter().enumerate() {
+            let p = c.function(d, &[], false)?;
+            c.protos[i] = Some(p);
+        }
+        Ok(Session {
+            prelude: c.protos.len(),
+            protos: c.protos,
+            consts: c.consts,
+            const_idx: c.const_idx,
+            fns: c.fns,
+            globals: c.globals,
+            chunks: 0,
+        })
     }
-    for (i, d) in fdefs.iter().enumerate() {
-        let p = c.function(d, &[], false)?;
-        c.protos[first + i] = Some(p);
+
+    /// Compiles the next chunk `src` (named `file` in messages); with `echo` (the REPL's), a
+    /// chunk that is one expression prints its value unless it is nil, and the chunk's
+    /// functions are named `NAME@N` for the `N`th such chunk. A chunk that does not
+    /// compile leaves the session as it was (what it registered in `reg` stays unused).
+    ///
+    /// # Errors
+    /// As [`compile`].
+    pub fn compile(&mut self, file: &str, src: &str, reg: &Registry, echo: bool) -> R<Program> {
+        let tokens = crate::lexer::lex(src)?;
+        let mut stmts = crate::parser::parse(&tokens)?;
+        if echo && let [Stmt { kind: StmtKind::Expr(e), pos }] = stmts.as_slice() {
+            stmts = echoed(e.clone(), *pos);
+        }
+        let mut c = Compiler {
+            reg,
+            protos: self.protos.clone(),
+            consts: self.consts.clone(),
+            const_idx: self.const_idx.clone(),
+            fns: self.fns.clone(),
+            globals: self.globals.clone(),
+            prelude: false,
+            suffix: String::new(),
+        };
+        if echo {
+            self.chunks += 1;
+            c.suffix = format!("@{}", self.chunks);
+        }
+        let prog = c.chunk(file, stmts, self.prelude)?;
+        self.protos = c.protos;
+        self.consts = c.consts;
+        self.const_idx = c.const_idx;
+        self.fns = c.fns;
+        self.globals = c.globals;
+        Ok(prog)
     }
-    let main = FnDef {
-        name: "<main>".into(),
-        params: Vec::new(),
-        body: stmts,
-        pos: Pos { line: 1, col: 1 },
-    };
-    let p = c.function(&main, &[], true)?;
-    c.protos.push(Some(p));
-    Ok(Program {
-        file: file.to_owned(),
-        protos: c.protos.into_iter().map(|p| p.expect("every function compiled")).collect(),
-        consts: c.consts,
-        globals: c.globals.len(),
-        prelude: first,
-    })
+}
+
+/// `e` as statements that print its value unless it is nil.
+fn echoed(e: Expr, pos: Pos) -> Vec<Stmt> {
+    let at = |kind| Expr { kind, pos };
+    let v = || at(ExprKind::Name("$echo".into()));
+    let print = at(ExprKind::Call(Box::new(at(ExprKind::Name("print".into()))), vec![v()]));
+    let test = at(ExprKind::Bin(BinOp::Ne, Box::new(v()), Box::new(at(ExprKind::Nil))));
+    vec![
+        Stmt { kind: StmtKind::Let("$echo".into(), e), pos },
+        Stmt {
+            kind: StmtKind::If(test, vec![Stmt { kind: StmtKind::Expr(print), pos }], vec![]),
+            pos,
+        },
+    ]
+}
+
+impl Compiler<'_> {
+    /// Compiles a chunk's statements: its functions and globals first (so that code may name
+    /// them before their declaration), then its top-level code.
+    fn chunk(&mut self, file: &str, stmts: Vec<Stmt>, prelude: usize) -> R<Program> {
+        let c = self;
+        let first = c.protos.len();
+        let mut fdefs = Vec::new();
+        for s in &stmts {
+            match &s.kind {
+                StmtKind::Fn(d) => {
+                    if c.fns.contains_key(&d.name) || Builtin::find(&d.name).is_some() {
+                        return Err(Error::at(
+                            d.pos,
+                            format!("function {} is already defined", d.name),
+                        ));
+                    }
+                    let i = (first + fdefs.len()) as u16;
+                    c.fns.insert(d.name.clone(), (i, d.params.len()));
+                    c.protos.push(None);
+                    fdefs.push(d.clone());
+                }
+                StmtKind::Let(n, _) => {
+                    if c.fns.contains_key(n) {
+                        return Err(Error::at(s.pos, format!("{n} is a function")));
+                    }
+                    let g = c.globals.len() as u16;
+                    c.globals.entry(n.clone()).or_insert(g);
+                }
+                _ => {}
+            }
+        }
+        if c.protos.len() > u16::MAX as usize {
+            return Err(Error::at(Pos::default(), "too many functions"));
+        }
+        for (i, d) in fdefs.iter().enumerate() {
+            let p = c.function(d, &[], false)?;
+            c.protos[first + i] = Some(p);
+        }
+        let main = FnDef {
+            name: "<main>".into(),
+            params: Vec::new(),
+            body: stmts,
+            pos: Pos { line: 1, col: 1 },
+        };
+        let p = c.function(&main, &[], true)?;
+        c.protos.push(Some(p));
+        Ok(Program {
+            file: file.to_owned(),
+            protos: c.protos.iter().map(|p| p.clone().expect("every function compiled")).collect(),
+            consts: c.consts.clone(),
+            globals: c.globals.len(),
+            prelude,
+        })
+    }
 }
 
 struct Compiler<'r> {
@@ -115,6 +212,8 @@ struct Compiler<'r> {
     globals: HashMap<String, u16>,
     /// Compiling the prelude: names resolve to locals and builtins only.
     prelude: bool,
+    /// Appended to the name each function is registered under (see [`Session`]).
+    suffix: String,
 }
 
 /// Functions written in Pebble that builtins call: `sort(v, less)` is `$sort`. Their frames
@@ -281,8 +380,9 @@ impl Compiler<'_> {
         if nsp > u16::MAX as usize {
             return Err(Error::at(d.pos, format!("function {} is too large", d.name)));
         }
-        let mut desc = FuncDesc::new(d.name.clone(), regs, d.params.len(), nsp)
-            .tagged_at(0, &(0..inputs).collect::<Vec<_>>());
+        let mut desc =
+            FuncDesc::new(format!("{}{}", d.name, self.suffix), regs, d.params.len(), nsp)
+                .tagged_at(0, &(0..inputs).collect::<Vec<_>>());
         for (sp, regs) in maps {
             desc = desc.tagged_at(sp, &regs);
         }
@@ -294,7 +394,7 @@ impl Compiler<'_> {
             .register(desc)
             .map_err(|e| Error::at(d.pos, format!("cannot register {}: {e}", d.name)))?;
         Ok(Proto {
-            name: d.name.clone(),
+            name: format!("{}{}", d.name, self.suffix),
             params: d.params.len() as u8,
             captures: captures.len() as u8,
             regs: regs as u8,

@@ -3,7 +3,8 @@
 //! Pebble exists to prove safepoint's embedding API on a real interpreter. It has integers
 //! (immediate: no allocation), floats, strings, vectors, maps, closures, recursion,
 //! goroutines (`go f(x)`), channels of any value (send, receive, close, `select`, `for v in
-//! ch`) and `print`. It is run by the `safepoint` binary (`safepoint run FILE`).
+//! ch`) and `print`. It is run by the `safepoint` binary (`safepoint run FILE`; with no
+//! command, a REPL on standard input: [`repl`]).
 //!
 //! Operators are Go's, with Go's precedence: arithmetic, comparisons, `and`/`or`/`not`, and
 //! on integers the bitwise `& | ^` and shifts `<< >>` (an integer operation that loses bits is
@@ -174,6 +175,163 @@ fn deadlock_report(d: &safepoint_sched::DeadlockReport, prog: &bytecode::Program
     out
 }
 
+/// The runtime and heap a program runs on; a message and exit status 2 if they cannot start.
+fn start(opts: &Options, reg: &Arc<Registry>) -> Result<(Runtime, Gc), i32> {
+    let procs = if opts.procs == 0 {
+        std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
+    } else {
+        opts.procs
+    };
+    let mut b = Runtime::builder().procs(procs).registry(reg.clone());
+    if opts.max_stack > 0 {
+        b = b.managed_stack_limit(opts.max_stack);
+    }
+    let rt = b.build().map_err(|e| {
+        eprintln!("safepoint: cannot start the runtime: {e}");
+        2
+    })?;
+    let mut b = Gc::builder().tag_rule(value::RULE);
+    if opts.max_heap > 0 {
+        b = b.hard_limit(opts.max_heap);
+    }
+    let gc = b.build(&rt).map_err(|e| {
+        eprintln!("safepoint: cannot start the collector: {e}");
+        2
+    })?;
+    Ok((rt, gc))
+}
+
+/// Globals a REPL session may declare: its globals array has this many words from the start,
+/// so that goroutines of earlier chunks and later chunks share it without a copy.
+pub const REPL_GLOBALS: usize = 4096;
+
+/// Whether `src` has no bracket left open (outside strings and comments): a REPL chunk that
+/// is complete.
+fn complete(src: &str) -> bool {
+    let mut depth = 0i32;
+    let mut cs = src.chars().peekable();
+    while let Some(c) = cs.next() {
+        match c {
+            '"' => {
+                while let Some(c) = cs.next() {
+                    match c {
+                        '\\' => {
+                            cs.next();
+                        }
+                        '"' => break,
+                        _ => {}
+                    }
+                }
+            }
+            '/' if cs.peek() == Some(&'/') => {
+                for c in cs.by_ref() {
+                    if c == '\n' {
+                        break;
+                    }
+                }
+            }
+            '(' | '[' | '{' => depth += 1,
+            ')' | ']' | '}' => depth -= 1,
+            _ => {}
+        }
+    }
+    depth <= 0
+}
+
+/// The read-eval-print loop, on standard input: each chunk (a line, or the lines up to the
+/// one that closes every bracket) is compiled and run as it comes, on one runtime and heap;
+/// functions, globals and goroutines of earlier chunks stay. A chunk that is one expression
+/// prints its value (unless nil). A compile error or a runtime error of the chunk's top-level
+/// code is printed and the session goes on; a runtime error in a goroutine still ends the
+/// process, as in a program. The prompt is printed only when standard input is a terminal.
+/// Returns 0 at the end of input.
+pub fn repl(opts: &Options) -> i32 {
+    use std::io::{BufRead, IsTerminal, Write};
+    quiet_stack_overflow_panics();
+    let reg = Arc::new(Registry::new());
+    let mut session = match compiler::Session::new(&reg) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("{}", e.render("<prelude>"));
+            return 1;
+        }
+    };
+    let (rt, gc) = match start(opts, &reg) {
+        Ok(x) => x,
+        Err(code) => return code,
+    };
+    let stdin = std::io::stdin();
+    let tty = stdin.is_terminal();
+    let mut sh: Option<Arc<vm::Shared>> = None;
+    let mut chunk = String::new();
+    loop {
+        if tty {
+            print!("{}", if chunk.is_empty() { "> " } else { ". " });
+            let _ = std::io::stdout().flush();
+        }
+        let mut line = String::new();
+        match stdin.lock().read_line(&mut line) {
+            Ok(0) | Err(_) => break,
+            Ok(_) => {}
+        }
+        chunk.push_str(&line);
+        if !complete(&chunk) {
+            continue;
+        }
+        let src = std::mem::take(&mut chunk);
+        if src.trim().is_empty() {
+            continue;
+        }
+        let prog = match session.compile("<stdin>", &src, &reg, true) {
+            Ok(p) => p,
+            Err(e) => {
+                eprintln!("{}", e.render("<stdin>"));
+                continue;
+            }
+        };
+        if prog.globals > REPL_GLOBALS {
+            eprintln!("the REPL holds at most {REPL_GLOBALS} globals");
+            break;
+        }
+        let next = match &sh {
+            Some(s) => Arc::new(s.next(prog)),
+            None => match vm::Shared::new(prog, gc.clone(), reg.clone(), opts.args.clone()) {
+                Ok(mut s) => {
+                    s.globals_cap = REPL_GLOBALS;
+                    Arc::new(s)
+                }
+                Err(e) => {
+                    eprintln!("safepoint: {e}");
+                    return 2;
+                }
+            },
+        };
+        let run = next.clone();
+        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            rt.block_on_or_deadlock(move || {
+                if let Err(m) = vm::init_heap(&run) {
+                    return Err((m, String::new()));
+                }
+                vm::Thread::run(run, vm::Entry::Main).map_err(|(e, tb)| (e.msg, tb))
+            })
+        }));
+        next.flush();
+        match r {
+            Ok(Ok(Ok(()))) => {}
+            Ok(Ok(Err((msg, tb)))) => eprintln!("{msg}\n\n{tb}"),
+            Ok(Err(deadlock)) => eprintln!("{}", deadlock_report(&deadlock, &next.prog)),
+            Err(_) => eprintln!("fatal error: the chunk's goroutine panicked"),
+        }
+        sh = Some(next);
+    }
+    if let Some(s) = &sh {
+        s.flush();
+    }
+    // As after a program: goroutines still running are left to the process's exit.
+    std::mem::forget(rt);
+    0
+}
+
 /// Compiles and runs `src` (named `file` in messages). Returns the process exit status: 0,
 /// 1 for a compile error, 2 for a runtime error or a deadlock (the message is printed on
 /// standard error). Goroutines still running when the top-level code ends are abandoned, as
@@ -188,32 +346,9 @@ pub fn run(file: &str, src: &str, opts: &Options) -> i32 {
             return 1;
         }
     };
-    let procs = if opts.procs == 0 {
-        std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
-    } else {
-        opts.procs
-    };
-    let mut b = Runtime::builder().procs(procs).registry(reg.clone());
-    if opts.max_stack > 0 {
-        b = b.managed_stack_limit(opts.max_stack);
-    }
-    let rt = match b.build() {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("safepoint: cannot start the runtime: {e}");
-            return 2;
-        }
-    };
-    let mut b = Gc::builder().tag_rule(value::RULE);
-    if opts.max_heap > 0 {
-        b = b.hard_limit(opts.max_heap);
-    }
-    let gc = match b.build(&rt) {
-        Ok(gc) => gc,
-        Err(e) => {
-            eprintln!("safepoint: cannot start the collector: {e}");
-            return 2;
-        }
+    let (rt, gc) = match start(opts, &reg) {
+        Ok(x) => x,
+        Err(code) => return code,
     };
     let sh = match vm::Shared::new(prog, gc.clone(), reg, opts.args.clone()) {
         Ok(sh) => Arc::new(sh),

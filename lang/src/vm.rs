@@ -33,6 +33,7 @@ pub(crate) enum Msg {
 type ChanBox = Chan<Msg>;
 
 /// The language's heap types.
+#[derive(Clone)]
 pub(crate) struct Types {
     pub str: TypeId,
     pub float: TypeId,
@@ -111,12 +112,15 @@ pub(crate) struct Shared {
     pub types: Types,
     /// The constants, a tagged array (set by the main goroutine before anything runs).
     pub consts: Global,
-    /// The global variables, a tagged array.
-    pub globals: Global,
+    /// The global variables, a tagged array of `globals_cap` words (shared by the chunks of
+    /// a REPL session).
+    pub globals: Arc<Global>,
+    /// The globals array's length: the program's globals, or the REPL's fixed room.
+    pub globals_cap: usize,
     /// The program's arguments (`args()`).
     pub args: Vec<String>,
     /// Standard output, shared by all goroutines (a goroutine-aware lock).
-    pub out: safepoint_sched::Mutex<std::io::BufWriter<std::io::Stdout>>,
+    pub out: Arc<safepoint_sched::Mutex<std::io::BufWriter<std::io::Stdout>>>,
 }
 
 impl Shared {
@@ -130,12 +134,29 @@ impl Shared {
             args,
             types: Types::register(&gc)?,
             consts: Global::new(&gc),
-            globals: Global::new(&gc),
-            out: safepoint_sched::Mutex::new(std::io::BufWriter::new(std::io::stdout())),
+            globals: Arc::new(Global::new(&gc)),
+            globals_cap: prog.globals,
+            out: Arc::new(safepoint_sched::Mutex::new(std::io::BufWriter::new(std::io::stdout()))),
             prog,
             gc,
             reg,
         })
+    }
+
+    /// What the next chunk of a REPL session shares: this one's heap, types, globals and
+    /// output, with `prog` (which extends this one's program) and its own constants.
+    pub(crate) fn next(&self, prog: Program) -> Shared {
+        Shared {
+            args: self.args.clone(),
+            types: self.types.clone(),
+            consts: Global::new(&self.gc),
+            globals: self.globals.clone(),
+            globals_cap: self.globals_cap,
+            out: self.out.clone(),
+            prog,
+            gc: self.gc.clone(),
+            reg: self.reg.clone(),
+        }
     }
 
     /// Writes `s` to standard output.
@@ -2466,15 +2487,19 @@ pub(crate) fn init_heap(sh: &Shared) -> Result<(), String> {
                     // SAFETY: `i < n`, the array's length.
                     unsafe { pin.set_word(consts, i, WordKind::Tagged, v) };
                 }
-                let garr = pin
-                    .shape(sh.types.arr, sh.prog.globals.max(1))
-                    .map_err(|e| Fault::Msg(e.to_string()))?;
-                let globals = alloc_h(pin, garr)?;
-                for i in 0..sh.prog.globals {
-                    // SAFETY: a fresh array of `globals` words.
-                    unsafe { pin.set_word(globals, i, WordKind::Tagged, NIL) };
+                // The globals array: made by the first chunk (a REPL's later chunks share it).
+                if pin.global(&sh.globals).map_err(|e| Fault::Msg(e.to_string()))? == 0 {
+                    let cap = sh.globals_cap.max(sh.prog.globals);
+                    let garr = pin
+                        .shape(sh.types.arr, cap.max(1))
+                        .map_err(|e| Fault::Msg(e.to_string()))?;
+                    let globals = alloc_h(pin, garr)?;
+                    for i in 0..cap {
+                        // SAFETY: a fresh array of `cap` words.
+                        unsafe { pin.set_word(globals, i, WordKind::Tagged, NIL) };
+                    }
+                    pin.set_global(&sh.globals, globals).map_err(|e| Fault::Msg(e.to_string()))?;
                 }
-                pin.set_global(&sh.globals, globals).map_err(|e| Fault::Msg(e.to_string()))?;
                 Ok(())
             })
             .map_err(|e| e.to_string())?;

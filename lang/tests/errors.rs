@@ -266,3 +266,29 @@ fn errors_in_try_blocks_are_caught_and_uncaught_ones_keep_their_traceback() {
         "{err}"
     );
 }
+
+/// With no command, the binary is a REPL on standard input: chunks run as they come on one
+/// heap (functions, globals and goroutines stay), an expression's value is printed, and a
+/// compile or runtime error is reported without ending the session.
+#[test]
+fn the_repl_runs_chunks_as_they_come_and_survives_their_errors() {
+    use std::io::Write as _;
+    let input = "let x = 20\nx + 1\nfn f(a) {\n  return a * 2\n}\nf(x)\nlet c = chan(1)\n\
+                 go fn() { c <- f(100) }()\n<-c\nbad(\n)\n1 / 0\nlet g = fn() { x = x * 10 }\n\
+                 g()\ngc()\n[x, f(1), nil]\nnil\nprint(\"end\")\n";
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_safepoint"))
+        .env_remove("SAFEPOINT_DEBUG")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("the binary runs");
+    child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    let (stdout, stderr) =
+        (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "{stderr}");
+    assert_eq!(stdout, "21\n40\n200\n[200, 2, nil]\nend\n", "{stderr}");
+    assert!(stderr.starts_with("<stdin>:1:1: unknown name bad\n"), "{stderr}");
+    assert!(stderr.contains("<stdin>:1:3: runtime error: division by zero"), "{stderr}");
+}
