@@ -22,6 +22,10 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 
+/// The typed arenas' reservation: one arena, not the default 256 GiB, which qemu-user takes
+/// seconds to map and unmap (these tests run emulated in CI); the tests need a few MiB.
+const RESERVE: usize = 1 << 26;
+
 fn scale() -> usize {
     std::env::var("SAFEPOINT_LITMUS_SCALE").ok().and_then(|s| s.parse().ok()).unwrap_or(1).max(1)
 }
@@ -49,7 +53,8 @@ fn collect_until(gc: &Gc, stop: &Arc<AtomicBool>) -> safepoint_sched::JoinHandle
 fn a_published_object_is_seen_initialised_by_other_goroutines_and_the_marker() {
     let rounds = 20_000 * scale();
     let rt = Runtime::builder().procs(3).build().unwrap();
-    let gc = Gc::builder().poison(true).min_heap(1 << 20).build(&rt).unwrap();
+    let gc =
+        Gc::builder().poison(true).min_heap(1 << 20).typed_reserve(RESERVE).build(&rt).unwrap();
     // {n, 3n + 1, child} and the child {n, n, null}.
     let msg = gc
         .types()
@@ -166,7 +171,13 @@ fn objects_moved_while_marking_survive_through_the_barrier_buffers() {
     let rounds = 400 * scale();
     const N: usize = 8;
     let rt = Runtime::builder().procs(2).build().unwrap();
-    let gc = Gc::builder().poison(true).checkmark(true).min_heap(1 << 20).build(&rt).unwrap();
+    let gc = Gc::builder()
+        .poison(true)
+        .checkmark(true)
+        .min_heap(1 << 20)
+        .typed_reserve(RESERVE)
+        .build(&rt)
+        .unwrap();
     let item = gc
         .types()
         .register(TypeDesc::Record {
@@ -242,7 +253,9 @@ fn sweepers_claim_each_span_once_and_allocation_sees_their_writes() {
     let rounds = 150 * scale();
     const K: usize = 3000;
     const SIZE: usize = 48;
-    let heap = Heap::new(HeapConfig { poison: true, ..HeapConfig::default() }).unwrap();
+    let heap =
+        Heap::new(HeapConfig { poison: true, typed_reserve: RESERVE, ..HeapConfig::default() })
+            .unwrap();
     let mut cache = heap.new_cache();
     let mut alloc_cache = heap.new_cache();
     let pattern = |a: usize| (a as u64) ^ 0x5a5a_5a5a_0000_0000;
