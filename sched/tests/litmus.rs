@@ -88,7 +88,7 @@ fn status_word_and_scan_bit_order_a_goroutine_with_its_suspender() {
                     ts.write(i);
                 }
                 // A synchronous safepoint: the suspender's request (or a time slice) stops us here.
-                if i % 64 == 0 { yield_now() } else { poll() }
+                if i.is_multiple_of(64) { yield_now() } else { poll() }
             }
             last_seen
         });
@@ -105,7 +105,7 @@ fn status_word_and_scan_bit_order_a_goroutine_with_its_suspender() {
             last = v;
             to_goroutine.write(n);
             drop(s);
-            if n % 16 == 0 {
+            if n.is_multiple_of(16) {
                 yield_now();
             }
         }
