@@ -154,3 +154,9 @@ let x = 1.0
 for i in 0..30 { x = x * 1e10 }
 for i in 0..30 { x = x / 1e10 }
 print(x, format("%.3f %.3e", 1e-200 * 1e200, 2.5e260 / 1e10), x * 1e400)
+
+// Printing a graph of shared vectors is bounded (about a megabyte, then "...").
+let dag = [1]
+for i in 0..40 { dag = vec(30, dag) }
+let text = str(dag)
+print(len(text) < 1100000, text[0:12], text[len(text) - 3:])

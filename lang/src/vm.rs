@@ -1985,6 +1985,9 @@ fn iter_next(sh: &Shared, pin: &Pin<'_>, o: usize, i: usize) -> Result<Step, Str
     Err(format!("cannot loop over {}", type_name(sh, pin, o)))
 }
 
+/// The longest text `print` and `str` make of one value, in bytes (then `...`).
+const SHOW_MAX: usize = 1 << 20;
+
 /// Formats `v` for `print` and `str` (strings bare at the top, quoted inside containers).
 fn show(sh: &Shared, pin: &Pin<'_>, v: usize, out: &mut String, depth: usize, quoted: bool) {
     if is_int(v) {
@@ -2000,7 +2003,10 @@ fn show(sh: &Shared, pin: &Pin<'_>, v: usize, out: &mut String, depth: usize, qu
         crate::value::FALSE => return out.push_str("false"),
         _ => {}
     }
-    if depth > 8 {
+    // Nesting is cut at depth 8, and the whole text at SHOW_MAX bytes: a vector that holds
+    // itself, or a small graph of shared vectors (`v = [v, v]` thirty times), would
+    // otherwise print forever.
+    if depth > 8 || out.len() >= SHOW_MAX {
         return out.push_str("...");
     }
     let t = tid(pin, v);
