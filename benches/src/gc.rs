@@ -77,25 +77,31 @@ pub fn run(w: &str, args: &[String]) {
             }
             Err(e) => fail(&e),
         },
-        "binary-trees-compiled" => {
-            let (lines, r) = crate::gc_compiled::binary_trees(arg_num(args, 0, 21) as u32);
+        // The compiled twins per call, and (`-batched`) with small subtrees in one section.
+        w @ ("binary-trees-compiled" | "binary-trees-compiled-batched") => {
+            let batch = w.ends_with("-batched");
+            let (lines, r) = crate::gc_compiled::binary_trees(arg_num(args, 0, 21) as u32, batch);
             for l in &lines {
                 println!("{l}");
             }
-            emit("binary-trees-compiled", &args_str, &r.fields());
+            emit(w, &args_str, &r.fields());
         }
-        "gcbench-compiled" => match crate::gc_compiled::gcbench() {
-            Ok(r) => emit("gcbench-compiled", &args_str, &r.fields()),
-            Err(e) => fail(&e),
-        },
-        "churn-compiled" => match crate::gc_compiled::churn(arg_num(args, 0, 1000)) {
-            Ok((check, r)) => {
-                let mut f = r.fields();
-                f.push(("check", Value::Int(check)));
-                emit("churn-compiled", &args_str, &f);
+        w @ ("gcbench-compiled" | "gcbench-compiled-batched") => {
+            match crate::gc_compiled::gcbench(w.ends_with("-batched")) {
+                Ok(r) => emit(w, &args_str, &r.fields()),
+                Err(e) => fail(&e),
             }
-            Err(e) => fail(&e),
-        },
+        }
+        w @ ("churn-compiled" | "churn-compiled-batched") => {
+            match crate::gc_compiled::churn(arg_num(args, 0, 1000), w.ends_with("-batched")) {
+                Ok((check, r)) => {
+                    let mut f = r.fields();
+                    f.push(("check", Value::Int(check)));
+                    emit(w, &args_str, &f);
+                }
+                Err(e) => fail(&e),
+            }
+        }
         _ => unreachable!("dispatched by stress"),
     }
 }
