@@ -402,3 +402,23 @@ pub fn run(file: &str, src: &str, opts: &Options) -> i32 {
     std::mem::forget(rt);
     code
 }
+
+#[cfg(test)]
+mod tests {
+    /// A REPL chunk ends where every bracket outside strings and comments is closed.
+    #[test]
+    fn a_chunk_is_complete_when_its_brackets_close() {
+        for (src, want) in [
+            ("print(1)\n", true),
+            ("fn f(a) {\n", false),
+            ("fn f(a) {\n  return a\n}\n", true),
+            ("let s = \"{(\"\n", true),
+            ("let s = \"\\\"{\"\n", true),
+            ("let v = [1, // ]\n", false),
+            ("let v = [1, // ]\n2]\n", true),
+            ("}\n", true),
+        ] {
+            assert_eq!(super::complete(src), want, "{src:?}");
+        }
+    }
+}
