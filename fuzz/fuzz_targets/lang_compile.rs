@@ -25,7 +25,10 @@ fuzz_target!(|data: &[u8]| {
                     let (t, sp) = match *op {
                         Op::Jmp { t } | Op::JmpF { t, .. } | Op::JmpT { t, .. } => (Some(t), None),
                         Op::CmpJmpF { t, .. } => (Some(t), None),
-                        Op::Loop { t, sp } | Op::IterNext { t, sp, .. } | Op::Try { t, sp, .. } => {
+                        Op::Loop { t, sp }
+                        | Op::ForLoop { t, sp, .. }
+                        | Op::IterNext { t, sp, .. }
+                        | Op::Try { t, sp, .. } => {
                             (Some(t), Some(sp))
                         }
                         Op::Arith { sp, .. }

@@ -160,3 +160,11 @@ let dag = [1]
 for i in 0..40 { dag = vec(30, dag) }
 let text = str(dag)
 print(len(text) < 1100000, text[0:12], text[len(text) - 3:])
+
+// A range over floats steps by 1 through the slow add; `continue` goes to the step.
+let fl = []
+for f in 0.5..4 {
+  if f == 1.5 { continue }
+  push(fl, f)
+}
+print(fl)

@@ -51,6 +51,9 @@ pub enum Op {
     CmpJmpF { op: CmpOp, b: Reg, c: Reg, t: u32 },
     /// A loop's back-edge: poll for preemption at safepoint `sp`, then jump to `t`.
     Loop { t: u32, sp: u16 },
+    /// The back-edge of `for x in a..b`: `i = i + 1`; if `i < end`, poll (at `sp + 1`) and
+    /// jump to `t`. (Integers in one step; other numbers through the slow add, at `sp`.)
+    ForLoop { i: Reg, end: Reg, t: u32, sp: u16 },
     /// `a = f(f+1 .. f+1+n)` where register `f` holds a closure.
     Call { a: Reg, f: Reg, n: u8, sp: u16 },
     /// `a = function p(base .. base+n)`, a top-level function called directly.

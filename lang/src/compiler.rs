@@ -451,6 +451,7 @@ impl Cx<'_, '_> {
         match &mut self.f.code[at] {
             Op::Jmp { t: x } | Op::JmpF { t: x, .. } | Op::JmpT { t: x, .. } => *x = t,
             Op::CmpJmpF { t: x, .. } | Op::Loop { t: x, .. } | Op::IterNext { t: x, .. } => *x = t,
+            Op::ForLoop { t: x, .. } => *x = t,
             op => unreachable!("patching {op:?}"),
         }
     }
@@ -560,14 +561,15 @@ impl Cx<'_, '_> {
                 let end = self.f.alloc(at)?;
                 self.expr_into(a, i)?;
                 self.expr_into(b, end)?;
-                let top = self.here();
+                // The test once before the loop; then one `ForLoop` per iteration steps,
+                // tests, polls and jumps back.
                 let jf = self.emit(Op::CmpJmpF { op: CmpOp::Lt, b: i, c: end, t: 0 }, at);
+                let top = self.here();
                 self.f.scopes.push(Vec::new());
                 let xr = self.f.alloc(at)?;
                 self.emit(Op::Move { a: xr, b: i }, at);
                 self.declare(x, xr, at);
-                let sp = self.sp(at);
-                self.loop_body(body, Some(Op::AddI { a: i, b: i, v: 1, sp }), top, at)?;
+                self.for_body(body, i, end, top, at)?;
                 self.f.scopes.pop();
                 let h = self.here();
                 self.patch(jf, h);
@@ -768,6 +770,22 @@ impl Cx<'_, '_> {
         }
         let sp = self.sp(at);
         self.emit(Op::Loop { t: top, sp }, at);
+        Ok(())
+    }
+
+    /// The body of a `for x in a..b` loop starting at `top`, and its `ForLoop` back-edge
+    /// (where `continue` goes).
+    fn for_body(&mut self, body: &[Stmt], i: Reg, end: Reg, top: u32, at: Pos) -> R<()> {
+        let tries = self.f.tries;
+        self.f.loops.push(LoopCx { breaks: Vec::new(), continues: Vec::new(), tries });
+        self.block(body)?;
+        let cont = self.here();
+        let l = self.f.loops.last_mut().expect("the loop");
+        for j in std::mem::take(&mut l.continues) {
+            self.patch(j, cont);
+        }
+        let sp = self.sp(at);
+        self.emit(Op::ForLoop { i, end, t: top, sp }, at);
         Ok(())
     }
 
@@ -1439,6 +1457,13 @@ fn effects(op: &Op, i: usize, sels: &[SelTable]) -> (Set, Set, [Option<usize>; 2
             succ = [Some(t as usize), None];
             sp = Some(s);
         }
+        Op::ForLoop { i, end, t, sp: s } => {
+            u.add(i);
+            u.add(end);
+            d.add(i);
+            succ[1] = Some(t as usize);
+            sp = Some(s);
+        }
         Op::Call { a, f, n, sp: s } => {
             u.range(f, n + 1);
             d.add(a);
@@ -1635,10 +1660,11 @@ mod tests {
         let src = "fn h(v, dead) {\n let s = 0\n for i in 0..10 { s = s + i }\n return [s, v]\n}\n";
         let (p, maps) = maps(src, "h");
         let back = sp_of(&p, |op| match op {
-            Op::Loop { sp, .. } => Some(*sp),
+            Op::ForLoop { sp, .. } => Some(*sp),
             _ => None,
         });
-        let live = &maps[back];
+        // The poll's map (after the step).
+        let live = &maps[back + 1];
         assert!(live.contains(&0), "v is used after the loop: {live:?}");
         assert!(!live.contains(&1), "dead is never used: {live:?}");
         assert!(live.contains(&2), "s: {live:?}");

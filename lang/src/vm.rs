@@ -1045,6 +1045,36 @@ fn exec(sh: &Shared, st: &mut State, pin: &mut Pin<'_>) -> Exit {
                     return Exit::Poll;
                 }
             }
+            Op::ForLoop { i, end, t, sp } => {
+                let (x, e) = (r!(i), r!(end));
+                let go = if is_int(x | e) {
+                    // `x < e` held when the body began and neither register changed since,
+                    // so `x + 1` fits.
+                    let nx = x as i64 + (1 << 2);
+                    w!(i, nx as usize);
+                    nx < e as i64
+                } else {
+                    let nx = tryv!(arith_slow(sh, pin, ArithOp::Add, x, int(1)), sp);
+                    w!(i, nx);
+                    let go = match compare(sh, pin, CmpOp::Lt, nx, e) {
+                        Ok(v) => v,
+                        Err(m) => fail!("{m}"),
+                    };
+                    if go {
+                        pc = t as usize;
+                    }
+                    settle!(sp);
+                    go
+                };
+                if go {
+                    pc = t as usize;
+                    if pin.stack().guard().is_poisoned() {
+                        sp_before!(sp + 1);
+                        save!();
+                        return Exit::Poll;
+                    }
+                }
+            }
             Op::CallG { a, p, base, n, sp } => {
                 let callee = &protos[p as usize];
                 let new = push_frame!(callee, sp, base as usize, n);

@@ -154,7 +154,7 @@ fn the_more_features_script_prints_its_exact_output() {
                 996 993 0 300\n213 199 200 two hundred and eleven [212]\n\
                 [\"line one\", \"line two\", \"\"]\ncaught: true\nmap true true true true\n\
                 true true 0.75 true true true\na b c float float true -0.0\n\
-                0.9999999999999997 1.000 2.500e+250 inf\ntrue [[[[[[[[[... ..]\n";
+                0.9999999999999997 1.000 2.500e+250 inf\ntrue [[[[[[[[[... ..]\n[0.5, 2.5, 3.5]\n";
     let path = std::env::temp_dir().join(format!("pebble-more-{}.txt", std::process::id()));
     let path = path.to_string_lossy().into_owned();
     for procs in ["1", "2"] {
