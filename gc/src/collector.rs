@@ -507,10 +507,17 @@ pub struct GcStats {
     pub goal_bytes: usize,
     /// The heap's sizes now.
     pub heap: HeapStats,
-    /// Pause of each cycle, oldest first; the last 100 000 cycles. A cycle's pause runs from
-    /// its stop's request to the start of the restart (as Go counts mark termination's), and
-    /// includes any earlier termination stops of the cycle that found work.
+    /// Pauses of the last cycles (at most [`GcStats::RECENT_PAUSES`]), oldest first. A
+    /// cycle's pause runs from its stop's request to the start of the restart (as Go counts
+    /// mark termination's), and includes any earlier termination stops of the cycle that found
+    /// work. Older pauses, up to the last 100,000, are returned on request by
+    /// [`Gc::pauses_since`].
     pub pauses: Vec<Duration>,
+    /// Pauses recorded so far (one per cycle): the number of the next pause, for
+    /// [`Gc::pauses_since`].
+    pub pause_count: u64,
+    /// The longest pause so far.
+    pub max_pause: Duration,
     /// Sum of all pauses.
     pub total_pause: Duration,
     /// Goroutine stacks the last cycle scanned.
@@ -521,7 +528,11 @@ pub struct GcStats {
 }
 
 impl GcStats {
-    /// The `p`-th percentile pause (0 to 100) of the recorded pauses; zero if none.
+    /// How many of the last pauses [`GcStats::pauses`] holds.
+    pub const RECENT_PAUSES: usize = 256;
+
+    /// The `p`-th percentile pause (0 to 100) of the recent pauses ([`GcStats::pauses`]); zero
+    /// if none. For the whole run, see [`GcStats::pause_histogram`] and [`Gc::pauses_since`].
     pub fn pause_percentile(&self, p: f64) -> Duration {
         if self.pauses.is_empty() {
             return Duration::ZERO;
@@ -589,6 +600,9 @@ struct CycleStats {
     live_bytes: usize,
     goal_bytes: usize,
     pauses: std::collections::VecDeque<Duration>,
+    /// Pauses ever recorded (`pauses` holds the last `MAX_PAUSES` of them).
+    count: u64,
+    max: Duration,
     total_pause: Duration,
     hist: [u64; 32],
 }
@@ -638,12 +652,30 @@ impl Gc {
             live_bytes: s.live_bytes,
             goal_bytes: s.goal_bytes,
             heap: crate::np(|| self.inner.heap.stats()),
-            pauses: s.pauses.iter().copied().collect(),
+            pauses: s
+                .pauses
+                .range(s.pauses.len().saturating_sub(GcStats::RECENT_PAUSES)..)
+                .copied()
+                .collect(),
+            pause_count: s.count,
+            max_pause: s.max,
             total_pause: s.total_pause,
             pause_histogram: s.hist,
             // Relaxed: a counter written before the stop that ended the last cycle.
             stacks_scanned: self.inner.conc.last_stacks.load(Ordering::Relaxed),
         }
+    }
+
+    /// The pauses numbered `first` (counting from 0, in the order of [`GcStats::pause_count`])
+    /// onwards, oldest first, as far as they are kept (the last 100,000): a benchmark reads
+    /// `pause_count` before a workload and this after it.
+    pub fn pauses_since(&self, first: u64) -> Vec<Duration> {
+        // Without preemption, as in `stats_snapshot`.
+        let _np = safepoint_sched::no_preempt();
+        let s = self.inner.stats.lock().unwrap_or_else(|e| e.into_inner());
+        let kept_from = s.count - s.pauses.len() as u64;
+        let skip = first.saturating_sub(kept_from).min(s.pauses.len() as u64) as usize;
+        s.pauses.range(skip..).copied().collect()
     }
 
     /// Runs a full cycle now and waits for it (and for its sweep) to finish; then gives the OS
@@ -796,6 +828,16 @@ impl Inner {
         })
     }
 
+    /// For the metrics: the last cycle's live bytes and goal, the pause histogram (buckets of
+    /// `GcStats::pause_histogram`) and the pauses' sum.
+    pub(crate) fn collector_figures(&self) -> (usize, usize, [u64; 32], Duration) {
+        // Without preemption, as in `stats_snapshot`.
+        crate::np(|| {
+            let s = self.stats.lock().unwrap_or_else(|e| e.into_inner());
+            (s.live_bytes, s.goal_bytes, s.hist, s.total_pause)
+        })
+    }
+
     /// The last cycle's live bytes and goal.
     pub(crate) fn stats_snapshot(&self) -> (usize, usize) {
         // Without preemption: the cycle's driver takes this lock with the world stopped, so a
@@ -891,7 +933,7 @@ impl Inner {
         let mut tl = Timeline::new();
         // Sweep termination: the last cycle's mark bits must all be consumed first.
         self.finish_sweep();
-        // Bytes in allocated objects (exact but for what caches have not yet published).
+        // Bytes in allocated objects (exact: caches included).
         tl.heap_before = crate::np(|| self.heap.stats()).live_bytes as usize;
         tl.sweep_term = tl.t0.elapsed();
         if self.config.stop_the_world {
@@ -982,6 +1024,8 @@ impl Inner {
                 s.pauses.pop_front();
             }
             s.pauses.push_back(pause);
+            s.count += 1;
+            s.max = s.max.max(pause);
             s.total_pause += pause;
             let ns = pause.as_nanos().max(1) as u64;
             s.hist[(63 - ns.leading_zeros() as usize).min(31)] += 1;
