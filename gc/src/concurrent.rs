@@ -114,6 +114,11 @@ pub(crate) struct Shared {
     pub(crate) marked: AtomicUsize,
     worker_ns: AtomicU64,
     assist_ns: AtomicU64,
+    /// CPU time (as wall time of the marking goroutine) of every cycle so far, for the
+    /// metrics: dedicated workers, fractional workers, assists. Relaxed: counters.
+    pub(crate) total_dedicated_ns: AtomicU64,
+    pub(crate) total_fractional_ns: AtomicU64,
+    pub(crate) total_assist_ns: AtomicU64,
     /// Stacks scanned this cycle; and in the last completed cycle.
     stacks: AtomicUsize,
     pub(crate) last_stacks: AtomicUsize,
@@ -126,6 +131,14 @@ pub(crate) struct Shared {
 }
 
 impl Shared {
+    /// Counts `ns` of a mark worker's time, for the cycle and, by kind, for the metrics.
+    fn add_worker_ns(&self, ns: u64, dedicated: bool) {
+        // Relaxed: counters.
+        self.worker_ns.fetch_add(ns, Ordering::Relaxed);
+        let total = if dedicated { &self.total_dedicated_ns } else { &self.total_fractional_ns };
+        total.fetch_add(ns, Ordering::Relaxed);
+    }
+
     pub(crate) fn new() -> Shared {
         Shared {
             barrier_on: AtomicBool::new(false),
@@ -137,6 +150,9 @@ impl Shared {
             marked: AtomicUsize::new(0),
             worker_ns: AtomicU64::new(0),
             assist_ns: AtomicU64::new(0),
+            total_dedicated_ns: AtomicU64::new(0),
+            total_fractional_ns: AtomicU64::new(0),
+            total_assist_ns: AtomicU64::new(0),
             stacks: AtomicUsize::new(0),
             last_stacks: AtomicUsize::new(0),
             shades: AtomicUsize::new(0),
@@ -345,8 +361,10 @@ impl Inner {
         self.count_marked(&mut tracer);
         // Nothing stays private past the pinned section: the rest goes back to the queue.
         st.assist = tracer.into_stack();
-        // Relaxed: a counter for the trace.
-        c.assist_ns.fetch_add(t.elapsed().as_nanos() as u64, Ordering::Relaxed);
+        // Relaxed: counters for the trace and the metrics.
+        let ns = t.elapsed().as_nanos() as u64;
+        c.assist_ns.fetch_add(ns, Ordering::Relaxed);
+        c.total_assist_ns.fetch_add(ns, Ordering::Relaxed);
     }
 
     /// A concurrent cycle (after sweep termination).
@@ -592,14 +610,12 @@ impl Inner {
                 // Relaxed: counters.
                 c.bg_credit.fetch_add(done as i64, Ordering::Relaxed);
                 if tracer.is_empty() && crate::np(|| c.stack_tasks().is_empty()) {
-                    // Relaxed: a counter.
-                    c.worker_ns.fetch_add(t.elapsed().as_nanos() as u64, Ordering::Relaxed);
+                    c.add_worker_ns(t.elapsed().as_nanos() as u64, share.is_none());
                     return;
                 }
             }
             let d = t.elapsed();
-            // Relaxed: a counter.
-            c.worker_ns.fetch_add(d.as_nanos() as u64, Ordering::Relaxed);
+            c.add_worker_ns(d.as_nanos() as u64, share.is_none());
             busy += d;
             if let Some(f) = share
                 && self.rt.idle_procs() == 0

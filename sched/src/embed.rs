@@ -44,6 +44,29 @@ impl RuntimeHandle {
         self.sched.config.schedcheck
     }
 
+    /// Adds the scheduling-latency histogram to `out`: bucket `i` counts goroutines that
+    /// waited `2^i ..< 2^(i+1)` ns from becoming runnable to running (the last bucket also
+    /// longer waits). One wait in about eight is timed (a goroutine is sampled at one schedule
+    /// of its P in eight), as Go samples. Reads each P's counters; allocates nothing.
+    pub fn sched_latencies(&self, out: &mut [u64; 32]) {
+        for p in self.sched.ps.iter() {
+            for (o, b) in out.iter_mut().zip(p.latency.iter()) {
+                // Relaxed: statistics.
+                *o += b.load(crate::shim::Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// Goroutines now: `(live, queued)`: spawned and not yet exited, and waiting in a run
+    /// queue (every P's, the global and the urgent one). Racy snapshots; allocates nothing.
+    pub fn goroutine_counts(&self) -> (usize, usize) {
+        // Relaxed: a statistic.
+        (
+            self.sched.ngoroutines.load(crate::shim::Ordering::Relaxed),
+            crate::runtime::queued(&self.sched),
+        )
+    }
+
     /// Whether the caller is a goroutine of this runtime.
     pub fn is_current(&self) -> bool {
         current_g().is_some_and(|g| core::ptr::eq(g.sched.get(), Arc::as_ptr(&self.sched)))

@@ -71,6 +71,23 @@ pub(crate) struct P {
     pub sysmon_syscallwhen: AtomicU64,
     /// This P's timer heap (issue 4: see `crate::timer`).
     pub timers: crate::timer::PTimers,
+    /// Scheduling latencies of the sampled goroutines this P ran (from runnable to running):
+    /// bucket `i` counts waits of `2^i ..< 2^(i+1)` ns, the last also longer ones. Written by
+    /// the M owning the P (load and store: one writer); read by anyone (metrics), Relaxed.
+    pub latency: [AtomicU64; LATENCY_BUCKETS],
+}
+
+/// Buckets of the scheduling-latency histogram ([`P::latency`]).
+pub(crate) const LATENCY_BUCKETS: usize = 32;
+
+/// Times `g`'s wait in a run queue if it is sampled (see `G::track_latency`): called by
+/// whoever makes it runnable, before it queues it. A load and a predictable branch when not.
+#[inline]
+pub(crate) fn stamp_runnable(g: &G) {
+    // Relaxed: see `G::track_latency` and `G::runnable_since`.
+    if g.track_latency.load(Ordering::Relaxed) {
+        g.runnable_since.store(safepoint_arch::nanotime().max(1), Ordering::Relaxed);
+    }
 }
 
 // SAFETY: the UnsafeCell fields (`runq`, `gfree`) are touched only by the M that owns the P;
@@ -101,6 +118,7 @@ impl P {
             sysmon_syscalltick: AtomicU64::new(0),
             sysmon_syscallwhen: AtomicU64::new(0),
             timers: crate::timer::PTimers::new(),
+            latency: [(); LATENCY_BUCKETS].map(|_| AtomicU64::new(0)),
         }
     }
 
@@ -745,6 +763,7 @@ impl Sched {
     }
 
     fn enqueue_locked(&self, g: GPtr, next: bool) {
+        stamp_runnable(g.get());
         // Relaxed: the goroutine set its own flag before it parked; the park/ready hand-off
         // orders that store before this load.
         if g.get().urgent.load(Ordering::Relaxed) {
@@ -1310,6 +1329,16 @@ fn execute(m: &M, g: &'static G, inherit: bool) {
         // Only the owning M writes schedtick (sysmon reads it): no read-modify-write needed.
         p.schedtick.store(p.schedtick.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
     }
+    // Scheduling latency, for the sampled waits (see `G::track_latency`). Relaxed: see there.
+    let since = g.runnable_since.load(Ordering::Relaxed);
+    if since != 0 {
+        g.runnable_since.store(0, Ordering::Relaxed);
+        let ns = safepoint_arch::nanotime().saturating_sub(since).max(1);
+        let b = &p.latency[(63 - ns.leading_zeros() as usize).min(LATENCY_BUCKETS - 1)];
+        // Load and store: only the M owning p writes its buckets.
+        b.store(b.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
+    }
+    g.track_latency.store(p.schedtick.load(Ordering::Relaxed) % 8 == 0, Ordering::Relaxed);
     // SAFETY: g's stack info lives in the type-stable G and is only rewritten by `prepare`, which
     // cannot run while g is current here (it runs on g0 for a dead G).
     unsafe { signal::set_current(g.stack_info.get()) };
@@ -1353,6 +1382,7 @@ fn after_switch(m: &M, g: &'static G) {
             } else {
                 g.status.park_cancel();
                 let p = m.p().expect("park without a P");
+                stamp_runnable(g);
                 // SAFETY: m owns p.
                 unsafe { p.put(GPtr::from(g), true) };
             }
@@ -1420,6 +1450,7 @@ fn after_switch(m: &M, g: &'static G) {
 /// P's queued goroutines go to the global queue, where the other Ps take them (as Go does
 /// when its dedicated mark worker is preempted).
 fn requeue(sched: &Sched, p: &P, g: &'static G, preempted: bool) {
+    stamp_runnable(g);
     // Relaxed: the goroutine's own flag, set by itself before this switch.
     if !g.urgent.load(Ordering::Relaxed) {
         // SAFETY: the caller's M owns p.
