@@ -1068,7 +1068,7 @@ impl Inner {
                     tl.shades
                 )
             };
-            eprintln!(
+            safepoint_sched::message(format_args!(
                 "gc {n} @{:.3}s: {mode}, {}->{}->{} MB heap (before, after, live), {} MB goal, \
                  {} P{}{}",
                 (tl.t0 - self.start).as_secs_f64(),
@@ -1079,7 +1079,7 @@ impl Inner {
                 self.rt.procs(),
                 if self.config.stop_the_world { " (stop-the-world)" } else { "" },
                 checked.map(|c| format!(", checkmark ok ({c} objects)")).unwrap_or_default(),
-            );
+            ));
         }
     }
 

@@ -124,6 +124,15 @@
 //! in the kernel for something only another goroutine can do (an OS channel's `recv`, a
 //! `std::sync::Condvar`) outside [`blocking`].
 //!
+//! ## Messages
+//!
+//! What the runtime prints (the collector's `gctrace` lines, `schedtrace` lines, warnings,
+//! panics of goroutines nobody joins, fatal errors and the watchdog's report) goes through one
+//! sink, standard error by default, which an embedder may replace ([`set_message_sink`]). The
+//! default writes each message with a single `write(2)`, taking no Rust lock, because messages
+//! come from stoppers with the world stopped and from sysmon, where waiting on standard
+//! error's lock (held, perhaps, by a goroutine a stop holds in place) would deadlock.
+//!
 //! ## Shutdown
 //!
 //! Dropping a [`Runtime`] gives back everything: threads, stacks, and what the goroutines
@@ -207,6 +216,7 @@ mod join;
 mod local;
 #[cfg(all(test, loom))]
 mod loom_models;
+mod message;
 mod preempt;
 mod proc;
 mod runtime;
@@ -230,6 +240,7 @@ use std::sync::Arc;
 
 pub use join::{JoinError, JoinHandle};
 pub use local::GoroutineLocal;
+pub use message::{MessageSink, message, set_message_sink};
 pub use proc::{
     NoPreempt, blocking, goroutine_id, no_preempt, poll, with_managed_stack, yield_now,
 };
@@ -270,18 +281,18 @@ macro_rules! throw {
 pub fn fatal(msg: core::fmt::Arguments<'_>) -> ! {
     let g = runtime::current_g();
     let m = runtime::current_m();
-    eprintln!("fatal error: {msg}");
-    match (m, g) {
-        (Some(m), Some(g)) => eprintln!(
-            "  on goroutine {} ({}), M{}, P{:?}",
+    let wher = match (m, g) {
+        (Some(m), Some(g)) => format!(
+            "on goroutine {} ({}), M{}, P{:?}",
             g::goid(g),
             g.status.load(),
             m.id,
             m.p().map(|p| p.id)
         ),
-        (Some(m), None) => eprintln!("  on g0 of M{}", m.id),
-        _ => eprintln!("  off the runtime's threads"),
-    }
+        (Some(m), None) => format!("on g0 of M{}", m.id),
+        _ => "off the runtime's threads".to_string(),
+    };
+    message(format_args!("fatal error: {msg}\n  {wher}"));
     std::process::abort()
 }
 
@@ -857,12 +868,12 @@ fn shutdown(sched: &Arc<Sched>, sysmon: Option<std::thread::JoinHandle<()>>) {
                 // and Gs, and a goroutine of theirs that reaches a safepoint later finds the
                 // runtime shut down and is abandoned there, its M exiting. What such
                 // goroutines hold (their stacks, their captures) is leaked with it.
-                eprintln!(
+                message(format_args!(
                     "safepoint: a runtime was dropped with {left} thread(s) running goroutines \
                      that never reached a safepoint within {DRAIN_BOUND:?} (a loop that does not \
                      poll, or a blocking call that does not return); they are left running and \
                      the runtime's memory with them"
-                );
+                ));
                 core::mem::forget(sched.clone());
                 if let Some(t) = sysmon {
                     let _ = t.join();

@@ -23,7 +23,10 @@ fn drop_locals(g: &G) {
         }
         for l in locals {
             if std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || drop(l))).is_err() {
-                eprintln!("goroutine {}: a goroutine-local destructor panicked", goid(g));
+                crate::message(format_args!(
+                    "goroutine {}: a goroutine-local destructor panicked",
+                    goid(g)
+                ));
             }
         }
     }
