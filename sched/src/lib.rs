@@ -303,6 +303,11 @@ fn debug_knob(key: &str) -> Option<String> {
     parse_knob(&v, key)
 }
 
+/// The `schedtrace` interval from the knob's value: milliseconds, 0 or unparsable for none.
+fn schedtrace_knob(v: Option<&str>) -> Option<std::time::Duration> {
+    v?.parse::<u64>().ok().filter(|&ms| ms > 0).map(std::time::Duration::from_millis)
+}
+
 fn parse_knob(list: &str, key: &str) -> Option<String> {
     list.split(',').map(str::trim).filter(|kv| !kv.is_empty()).rev().find_map(|kv| {
         let (k, v) = kv.split_once('=').unwrap_or((kv, "1"));
@@ -312,7 +317,19 @@ fn parse_knob(list: &str, key: &str) -> Option<String> {
 
 #[cfg(all(test, not(loom)))]
 mod knob_tests {
-    use super::parse_knob;
+    use super::{parse_knob, schedtrace_knob};
+
+    #[test]
+    fn schedtrace_reads_milliseconds() {
+        use std::time::Duration;
+        let at = |list: &str| schedtrace_knob(parse_knob(list, "schedtrace").as_deref());
+        assert_eq!(at("schedtrace=1000"), Some(Duration::from_secs(1)));
+        assert_eq!(at("gctrace=1,schedtrace=5"), Some(Duration::from_millis(5)));
+        assert_eq!(at("schedtrace"), Some(Duration::from_millis(1)));
+        assert_eq!(at("schedtrace=0"), None);
+        assert_eq!(at("schedtrace=soon"), None);
+        assert_eq!(at("gctrace=1"), None);
+    }
 
     #[test]
     fn knobs_parse_comma_separated_and_ignore_unknown_keys() {
@@ -376,6 +393,10 @@ pub struct Config {
     /// registered check failing aborts the process with a report of every queue, P, M and
     /// goroutine, instead of hanging.
     pub schedcheck: bool,
+    /// Print a `schedtrace` line (as Go's `GODEBUG=schedtrace=MS`) this often, from sysmon,
+    /// through the message sink ([`set_message_sink`]); `None`: never. See
+    /// [`Builder::schedtrace`].
+    pub schedtrace: Option<std::time::Duration>,
 }
 
 /// Builds a [`Runtime`].
@@ -398,6 +419,7 @@ pub struct Config {
 /// |---|---|
 /// | `asyncpreemptoff=1` | never send the preemption signal: a goroutine that does not poll cannot be stopped |
 /// | `schedcheck=1` | the watchdog: abort with a report of every queue, P, M and goroutine instead of hanging ([`Builder::schedcheck`]) |
+/// | `schedtrace=MS` | every `MS` milliseconds, print a line of the scheduler's state ([`Builder::schedtrace`]) |
 #[derive(Debug, Clone)]
 pub struct Builder {
     config: Config,
@@ -418,6 +440,7 @@ impl Default for Builder {
                 deadlock_detection: true,
                 registry: None,
                 schedcheck: debug_knob("schedcheck").is_some_and(|v| v == "1"),
+                schedtrace: schedtrace_knob(debug_knob("schedtrace").as_deref()),
             },
             error: None,
             async_preempt: debug_knob("asyncpreemptoff").is_none_or(|v| v != "1"),
@@ -478,6 +501,23 @@ impl Builder {
     /// soaks: the bounds are far above what a healthy runtime shows, even on a loaded machine.
     pub fn schedcheck(mut self, on: bool) -> Builder {
         self.config.schedcheck = on;
+        self
+    }
+    /// Prints a line of the scheduler's state every `every` (`None`: never, the default;
+    /// `SAFEPOINT_DEBUG=schedtrace=MS` sets the default to `MS` milliseconds), as Go's
+    /// `GODEBUG=schedtrace=MS` does, from sysmon, through the message sink
+    /// ([`set_message_sink`]; standard error by default):
+    ///
+    /// ```text
+    /// SCHED 1004ms: gomaxprocs=2 idleprocs=0 threads=5 spinningthreads=0 idlethreads=2 runqueue=0 [0 1]
+    /// ```
+    ///
+    /// The time since the runtime started; the Ps, and how many are idle; the OS threads
+    /// running goroutines (Ms), how many look for work and how many sleep; the goroutines on
+    /// the global queue (and the urgent one), then on each P's queue. Needs sysmon (the
+    /// default); an interval under a millisecond is raised to one.
+    pub fn schedtrace(mut self, every: Option<std::time::Duration>) -> Builder {
+        self.config.schedtrace = every;
         self
     }
     /// The function registry of the managed stacks: with it, a goroutine's panic (on its join
