@@ -38,6 +38,17 @@ pub enum Phase {
 }
 
 impl Phase {
+    /// The phase's name in the execution trace.
+    pub fn name(self) -> &'static str {
+        match self {
+            Phase::Off => "off",
+            Phase::Quiesce => "quiesce",
+            Phase::Mark => "mark",
+            Phase::Stw => "mark termination",
+            Phase::Sweep => "sweep",
+        }
+    }
+
     fn from_u8(v: u8) -> Phase {
         match v {
             1 => Phase::Quiesce,
@@ -344,6 +355,7 @@ impl GcBuilder {
             caches,
             globals: Globals::new(),
             phase: AtomicU8::new(Phase::Off as u8),
+            trace_phase: Mutex::new(None),
             phase_clock: Arc::new(PhaseClock {
                 phase: AtomicU8::new(Phase::Off as u8),
                 since: AtomicU64::new(0),
@@ -453,6 +465,9 @@ pub(crate) struct Inner {
     phase: AtomicU8,
     /// When the phase last changed, for the watchdog (`SAFEPOINT_DEBUG=schedcheck=1`).
     phase_clock: Arc<PhaseClock>,
+    /// The phase being traced (with its cycle and start), when the runtime's execution trace
+    /// is on: each phase of each cycle becomes a span on the trace's GC track.
+    trace_phase: Mutex<Option<(Phase, u64, u64)>>,
     pub(crate) cycles: AtomicU64,
     /// The heap's total allocated bytes at which the next cycle starts.
     trigger: AtomicU64,
@@ -478,6 +493,10 @@ impl Drop for Inner {
         // them. If the runtime is gone (a `Gc` or `Global` outlived it), so are they: a close
         // would try to wake goroutines of a dead runtime.
         if !self.rt.is_shut_down() {
+            if self.rt.trace_on() {
+                // The phase still open (the last cycle's sweep) ends with the collector.
+                self.trace_phase(Phase::Off);
+            }
             self.sweeper.close();
             self.driver.close();
         }
@@ -858,6 +877,9 @@ impl Inner {
         // Relaxed: the phase is published to other goroutines by the barrier or stop that
         // follows each change.
         self.phase.store(p as u8, Ordering::Relaxed);
+        if self.rt.trace_on() {
+            self.trace_phase(p);
+        }
         if self.rt.schedcheck() {
             // Relaxed: read only by the watchdog, for a report.
             self.phase_clock.since.store(safepoint_arch::nanotime(), Ordering::Relaxed);
@@ -902,12 +924,43 @@ impl Inner {
     /// The cycle's sweep is done: Sweep turns Off (a cycle that started meanwhile has set its
     /// own phase).
     fn sweep_off(&self) {
-        let _ = self.phase.compare_exchange(
+        let off = self.phase.compare_exchange(
             Phase::Sweep as u8,
             Phase::Off as u8,
             Ordering::Relaxed,
             Ordering::Relaxed,
         );
+        if off.is_ok() && self.rt.trace_on() {
+            self.trace_phase(Phase::Off);
+        }
+    }
+
+    /// Execution trace: ends the span of the phase traced so far and starts `p`'s (none for
+    /// Off). A phase's cycle is the one its Quiesce began. Without preemption: a stopper calls
+    /// it with the world stopped, so no goroutine may be held with this lock.
+    fn trace_phase(&self, p: Phase) {
+        crate::np(|| {
+            let mut open = self.trace_phase.lock().unwrap_or_else(|e| e.into_inner());
+            let now = safepoint_arch::nanotime();
+            let mut cycle = self.cycles.load(Ordering::Relaxed) + 1;
+            if let Some((old, c, from)) = open.take() {
+                if old == p {
+                    // The same phase again (a termination stop that found work goes back to
+                    // Mark): the span goes on.
+                    *open = Some((old, c, from));
+                    return;
+                }
+                self.rt.trace_span(safepoint_sched::TraceTrack::Gc, old.name(), from, now, c);
+                cycle = c;
+            }
+            if p == Phase::Quiesce {
+                // Relaxed: a counter, written by the cycle's driver, which is the caller.
+                cycle = self.cycles.load(Ordering::Relaxed) + 1;
+            }
+            if p != Phase::Off {
+                *open = Some((p, cycle, now));
+            }
+        })
     }
 
     /// One cycle. `seen`: for a triggered cycle, the cycle count when the trigger was seen

@@ -356,6 +356,7 @@ impl Inner {
             return;
         }
         let t = Instant::now();
+        let t0 = if self.rt.trace_on() { safepoint_arch::nanotime() } else { 0 };
         let mut tracer = self.tracer(std::mem::take(&mut st.assist), false);
         tracer.drain(debt as usize);
         self.count_marked(&mut tracer);
@@ -365,6 +366,9 @@ impl Inner {
         let ns = t.elapsed().as_nanos() as u64;
         c.assist_ns.fetch_add(ns, Ordering::Relaxed);
         c.total_assist_ns.fetch_add(ns, Ordering::Relaxed);
+        if t0 != 0 {
+            self.rt.trace_nested("assist", t0, safepoint_sched::goroutine_id().unwrap_or(0));
+        }
     }
 
     /// A concurrent cycle (after sweep termination).
@@ -522,6 +526,7 @@ impl Inner {
     /// Suspends `g`, shades what its stack references, resumes it.
     fn scan_stack(&self, g: Goroutine) {
         let s = safepoint_sched::suspend_g(g);
+        let t0 = if self.rt.trace_on() { safepoint_arch::nanotime() } else { 0 };
         if !s.dead() && self.config.checkmark {
             let fresh = crate::np(|| {
                 self.conc.scanned.lock().unwrap_or_else(|e| e.into_inner()).insert(s.id())
@@ -540,6 +545,9 @@ impl Inner {
             s.walk_managed_stack(&self.reg, &mut v);
             // Relaxed: a counter.
             self.conc.stacks.fetch_add(1, Ordering::Relaxed);
+        }
+        if t0 != 0 {
+            self.rt.trace_nested("stack scan", t0, s.id());
         }
         safepoint_sched::resume_g(s);
     }

@@ -75,6 +75,8 @@ pub(crate) struct P {
     /// bucket `i` counts waits of `2^i ..< 2^(i+1)` ns, the last also longer ones. Written by
     /// the M owning the P (load and store: one writer); read by anyone (metrics), Relaxed.
     pub latency: [AtomicU64; LATENCY_BUCKETS],
+    /// This P's part of the execution trace. Owner: the M holding the P.
+    pub trace: crate::trace::PTraceCell,
 }
 
 /// Buckets of the scheduling-latency histogram ([`P::latency`]).
@@ -119,6 +121,7 @@ impl P {
             sysmon_syscallwhen: AtomicU64::new(0),
             timers: crate::timer::PTimers::new(),
             latency: [(); LATENCY_BUCKETS].map(|_| AtomicU64::new(0)),
+            trace: Default::default(),
         }
     }
 
@@ -422,6 +425,8 @@ pub(crate) struct Sched {
     /// Goroutines that a stop which could not finish gave back from an asynchronous hold
     /// (`crate::stw`, "A stop that cannot finish"). Relaxed: statistics only.
     pub stuck_givebacks: AtomicU64,
+    /// The execution trace, if on (`crate::trace`).
+    pub trace: Option<crate::trace::Trace>,
     /// The watchdog's registered checks (`crate::watchdog`).
     pub watch_checks: crate::watchdog::Checks,
 }
@@ -470,6 +475,7 @@ const MAX_LOCAL_GFREE: usize = 64;
 
 impl Sched {
     pub fn new(config: crate::Config, async_preempt: bool) -> Result<Arc<Sched>, crate::Error> {
+        let trace_file = config.trace.clone();
         let procs = config.procs;
         let stacks = StackPool::new(config.stack_size, config.stack_cache)
             .map_err(|e| crate::Error::Stack(e.to_string()))?;
@@ -513,6 +519,7 @@ impl Sched {
             async_preemptions: AtomicU64::new(0),
             async_declined: AtomicU64::new(0),
             stuck_givebacks: AtomicU64::new(0),
+            trace: trace_file.map(crate::trace::Trace::new),
             watch_checks: Default::default(),
         });
         signal::install();
@@ -1339,6 +1346,10 @@ fn execute(m: &M, g: &'static G, inherit: bool) {
         b.store(b.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
     }
     g.track_latency.store(p.schedtick.load(Ordering::Relaxed) % 8 == 0, Ordering::Relaxed);
+    if let Some(t) = &m.sched().trace {
+        // SAFETY: this M owns p.
+        t.run_begin(unsafe { p.trace.get() }, p.id, goid(g));
+    }
     // SAFETY: g's stack info lives in the type-stable G and is only rewritten by `prepare`, which
     // cannot run while g is current here (it runs on g0 for a dead G).
     unsafe { signal::set_current(g.stack_info.get()) };
@@ -1347,6 +1358,14 @@ fn execute(m: &M, g: &'static G, inherit: bool) {
     unsafe { safepoint_arch::switch(m.g0.get(), g.ctx.get(), 0) };
     // SAFETY: null is always allowed.
     unsafe { signal::set_current(ptr::null()) };
+    // The goroutine left its P (if it still has one: a blocking call ended its span when it
+    // handed the P on, and it may have come back on another).
+    if let Some(t) = &m.sched().trace
+        && let Some(p) = m.p()
+    {
+        // SAFETY: this M owns p.
+        t.run_end(unsafe { p.trace.get() }, p.id);
+    }
 }
 
 /// On g0, after `g` switched away: carry out what it asked.
