@@ -703,6 +703,34 @@ impl Runtime {
         }
     }
 
+    /// Ends the execution trace ([`Builder::trace`]) now and writes its file, rather than when
+    /// the runtime is dropped: for a program that leaves its runtime to the process's exit.
+    /// Nothing is recorded after it. Does nothing if the trace is off or already written.
+    ///
+    /// Stops the world for as long as it takes to collect every P's buffer (the file is
+    /// written after the restart). Runs a goroutine for it: call it from outside the runtime
+    /// or from a goroutine, as [`Runtime::block_on`].
+    pub fn stop_trace(&self) {
+        if self.sched.trace.is_none() {
+            return;
+        }
+        let sched = self.sched.clone();
+        let taken = self.block_on(move || {
+            let stop = stop_the_world("trace stop");
+            // SAFETY: every P is stopped and this goroutine's M owns its own: no other M
+            // writes a P's trace buffer until the restart.
+            let mut ps: Vec<_> = sched.ps.iter().map(|p| unsafe { p.trace.get() }).collect();
+            let t = sched.trace.as_ref().expect("checked above");
+            let taken = t.take(&mut ps);
+            drop(ps);
+            drop(stop);
+            taken
+        });
+        if let (Some(t), Some(taken)) = (&self.sched.trace, taken) {
+            t.write(taken);
+        }
+    }
+
     /// Counters.
     pub fn stats(&self) -> Stats {
         let s = &self.sched;
@@ -946,7 +974,9 @@ fn shutdown(sched: &Arc<Sched>, sysmon: Option<std::thread::JoinHandle<()>>) {
         if let Some(t) = &sched.trace {
             // SAFETY: every M has exited: nobody else owns a P.
             let mut ps: Vec<_> = sched.ps.iter().map(|p| unsafe { p.trace.get() }).collect();
-            t.write(&mut ps);
+            if let Some(taken) = t.take(&mut ps) {
+                t.write(taken);
+            }
         }
         runtime::drain_queues(sched);
         let gs = core::mem::take(&mut *sched.allgs.lock().unwrap_or_else(|e| e.into_inner()));

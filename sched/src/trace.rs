@@ -31,7 +31,7 @@ use std::cell::UnsafeCell;
 use std::io::Write;
 use std::path::PathBuf;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use safepoint_arch::nanotime;
 
@@ -107,6 +107,16 @@ pub(crate) struct Trace {
     /// Events recorded, and those left out past `MAX_EVENTS`. Relaxed: counters.
     recorded: AtomicU64,
     dropped: AtomicU64,
+    /// Set when the events were taken for the file (at the runtime's drop, or by
+    /// `Runtime::stop_trace`): nothing more is recorded. Relaxed: it is set with every P
+    /// stopped or every M gone, which orders it before any later recording.
+    done: AtomicBool,
+}
+
+/// The events taken for the file.
+pub(crate) struct Taken {
+    procs: usize,
+    events: Vec<Vec<Event>>,
 }
 
 impl Trace {
@@ -118,10 +128,15 @@ impl Trace {
             shared: Mutex::new(Vec::new()),
             recorded: AtomicU64::new(0),
             dropped: AtomicU64::new(0),
+            done: AtomicBool::new(false),
         }
     }
 
     fn admit(&self) -> bool {
+        // Relaxed: see `done`.
+        if self.done.load(Ordering::Relaxed) {
+            return false;
+        }
         // Relaxed: counters; the bound is approximate by design.
         if self.recorded.fetch_add(1, Ordering::Relaxed) < MAX_EVENTS {
             true
@@ -198,15 +213,29 @@ impl Trace {
         self.shared.lock().unwrap_or_else(|e| e.into_inner()).push(e);
     }
 
-    /// Writes the trace file: every P's buffer (`ps`, taken after every M exited), the full
-    /// chunks and the shared tracks. Reports a failure through the message sink.
-    pub(crate) fn write(&self, ps: &mut [&mut PTrace]) {
+    /// Takes every event for the file and stops recording: every P's buffer (`ps`: the caller
+    /// makes sure no M writes them, every P being stopped or every M gone), the full chunks
+    /// and the shared tracks. `None` if they were taken already.
+    pub(crate) fn take(&self, ps: &mut [&mut PTrace]) -> Option<Taken> {
+        // Relaxed: see `done`.
+        if self.done.swap(true, Ordering::Relaxed) {
+            return None;
+        }
         let end = nanotime();
+        let mut events = std::mem::take(&mut *self.full.lock().unwrap_or_else(|e| e.into_inner()));
         for (p, pt) in ps.iter_mut().enumerate() {
             if let Some((g, since)) = pt.open.take() {
-                self.run_end_at(pt, p, g, since, end);
+                // Straight into the buffer: recording is over.
+                pt.buf.push(self.ev("run", p as u32, since, end, g));
             }
+            events.push(std::mem::take(&mut pt.buf));
         }
+        events.push(std::mem::take(&mut *self.shared.lock().unwrap_or_else(|e| e.into_inner())));
+        Some(Taken { procs: ps.len(), events })
+    }
+
+    /// Writes `taken` to the trace's file. Reports a failure through the message sink.
+    pub(crate) fn write(&self, taken: Taken) {
         let r = std::fs::File::create(&self.path).and_then(|f| {
             let mut w = std::io::BufWriter::new(f);
             writeln!(w, "{{\"traceEvents\":[")?;
@@ -214,7 +243,7 @@ impl Trace {
                 w,
                 "{{\"name\":\"process_name\",\"ph\":\"M\",\"pid\":1,\"args\":{{\"name\":\"safepoint\"}}}}"
             )?;
-            for (i, _) in ps.iter().enumerate() {
+            for i in 0..taken.procs {
                 writeln!(
                     w,
                     ",{{\"name\":\"thread_name\",\"ph\":\"M\",\"pid\":1,\"tid\":{i},\"args\":{{\"name\":\"P{i}\"}}}}"
@@ -227,19 +256,13 @@ impl Trace {
                     t.tid()
                 )?;
             }
-            let full = std::mem::take(&mut *self.full.lock().unwrap_or_else(|e| e.into_inner()));
-            let shared =
-                std::mem::take(&mut *self.shared.lock().unwrap_or_else(|e| e.into_inner()));
-            for e in full.iter().flatten().chain(ps.iter().flat_map(|pt| pt.buf.iter())) {
-                write_event(&mut w, e)?;
-            }
-            for e in &shared {
+            for e in taken.events.iter().flatten() {
                 write_event(&mut w, e)?;
             }
             writeln!(
                 w,
                 "],\"displayTimeUnit\":\"ns\",\"otherData\":{{\"dropped\":{}}}}}",
-                // Relaxed: every recorder has exited.
+                // Relaxed: a counter; recording is over.
                 self.dropped.load(Ordering::Relaxed)
             )?;
             w.flush()
