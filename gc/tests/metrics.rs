@@ -162,7 +162,6 @@ fn metric_values_agree_with_the_statistics_and_every_listed_metric_reads() {
     // (A cycle may have ended since: later pauses may follow.)
     assert!(gc.pauses_since(0).len() as u64 >= stats.pause_count);
     assert_eq!(gc.pauses_since(stats.pause_count - 1)[0], *stats.pauses.last().unwrap());
-    assert_eq!(gc.pauses_since(1)[..], gc.pauses_since(0)[1..]);
     assert!(gc.pauses_since(u64::MAX).is_empty());
 }
 
