@@ -140,19 +140,25 @@ pub(crate) struct Meter {
     t0: Instant,
     cycles: u64,
     pauses: u64,
+    /// With `--plot DIR`: the heap's sampler (see `crate::plot`).
+    sampler: Option<crate::plot::Sampler>,
 }
 
 impl Meter {
     pub(crate) fn start(gc: &Gc) -> Meter {
         let s = gc.stats();
-        Meter { t0: Instant::now(), cycles: s.cycles, pauses: s.pause_count }
+        let sampler = crate::plot::start(gc);
+        Meter { t0: Instant::now(), cycles: s.cycles, pauses: s.pause_count, sampler }
     }
 
     pub(crate) fn finish(self, gc: &Gc) -> GcRun {
         let wall_ms = self.t0.elapsed().as_secs_f64() * 1e3;
         let s: GcStats = gc.stats();
-        let mut us: Vec<f64> =
-            gc.pauses_since(self.pauses).iter().map(|d| d.as_secs_f64() * 1e6).collect();
+        let pauses = gc.pauses_since(self.pauses);
+        let mut us: Vec<f64> = pauses.iter().map(|d| d.as_secs_f64() * 1e6).collect();
+        if let Some(sampler) = self.sampler {
+            crate::plot::finish(sampler, &pauses);
+        }
         GcRun {
             wall_ms,
             peak_rss_kb: peak_rss_kb(),
