@@ -124,7 +124,7 @@
 //! in the kernel for something only another goroutine can do (an OS channel's `recv`, a
 //! `std::sync::Condvar`) outside [`blocking`].
 //!
-//! ## Messages
+//! ## Messages, the execution trace, scheduling latency
 //!
 //! What the runtime prints (the collector's `gctrace` lines, `schedtrace` lines, warnings,
 //! panics of goroutines nobody joins, fatal errors and the watchdog's report) goes through one
@@ -132,6 +132,16 @@
 //! default writes each message with a single `write(2)`, taking no Rust lock, because messages
 //! come from stoppers with the world stopped and from sysmon, where waiting on standard
 //! error's lock (held, perhaps, by a goroutine a stop holds in place) would deadlock.
+//!
+//! With [`Builder::trace`] (`SAFEPOINT_TRACE=FILE`) each P records, in a buffer only its M
+//! writes, a span per stint of a goroutine on it (ended by a switch, or by a blocking call
+//! that hands the P on), and the collector adds its phases, stack scans and assists; stops of
+//! the world are recorded with their reason. The file (Chrome trace-event JSON) is written at
+//! the runtime's drop or [`Runtime::stop_trace`]. Off, a switch pays a load and a branch.
+//!
+//! One schedule in eight marks the goroutine it runs to be timed on its next wait in a run
+//! queue (`G::track_latency`): whoever readies it stamps the time, and the P that runs it
+//! next adds the wait to its histogram ([`RuntimeHandle::sched_latencies`]).
 //!
 //! ## Shutdown
 //!
