@@ -314,11 +314,19 @@ impl CacheCounts {
 
     /// Adds this cache's counts, settled and not, to `out`; consistent at one moment.
     fn read_into(&self, out: &mut AllocCounts) {
+        let mut spins = 0u32;
         loop {
             // Acquire pairs with the Release store in `end`.
             let s1 = self.seq.load(Ordering::Acquire);
             if s1 & 1 == 1 {
-                std::hint::spin_loop();
+                // A writer is in its few stores; if the OS took its thread off the CPU
+                // meanwhile, give the CPU up rather than spin through its time slice.
+                spins += 1;
+                if spins.is_multiple_of(64) {
+                    std::thread::yield_now();
+                } else {
+                    std::hint::spin_loop();
+                }
                 continue;
             }
             let mut by_class = [0u64; NUM_CLASSES];

@@ -251,7 +251,9 @@
 //! [`metrics`] (modelled on Go's `runtime/metrics`: allocations and frees in objects and
 //! bytes and by size class, cycles, the pause histogram, goroutines by state, the scheduling
 //! latency histogram, the marking's CPU time) read them. [`GcStats`] keeps the last pauses
-//! and a histogram of all; [`Gc::pauses_since`] returns the history on request.
+//! and a histogram of all; [`Gc::pauses_since`] returns the history on request. With the
+//! runtime's execution trace on (`SAFEPOINT_TRACE=FILE`), each phase of each cycle is a span
+//! on its GC track, and stack scans and assists are spans inside the goroutine that did them.
 //!
 //! ## Types and the object header
 //!
