@@ -38,8 +38,13 @@ fn a_traced_pebble_run_writes_every_phase_of_every_cycle_and_no_overlaps() {
     let file = dir.join("trace.json");
     // SAFETY: this test binary runs this one test; no other thread reads the environment.
     unsafe { std::env::set_var("SAFEPOINT_TRACE", &file) };
-    let mut opts = Options::default();
-    opts.procs = 2;
+    // Field by field, so that it builds whether or not `Options` is `#[non_exhaustive]`.
+    #[allow(clippy::field_reassign_with_default)]
+    let opts = {
+        let mut o = Options::default();
+        o.procs = 2;
+        o
+    };
     assert_eq!(run("trace.pb", PROGRAM, &opts), 0);
 
     let json: Value =

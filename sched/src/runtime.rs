@@ -1345,7 +1345,7 @@ fn execute(m: &M, g: &'static G, inherit: bool) {
         // Load and store: only the M owning p writes its buckets.
         b.store(b.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
     }
-    g.track_latency.store(p.schedtick.load(Ordering::Relaxed) % 8 == 0, Ordering::Relaxed);
+    g.track_latency.store(p.schedtick.load(Ordering::Relaxed).is_multiple_of(8), Ordering::Relaxed);
     if let Some(t) = &m.sched().trace {
         // SAFETY: this M owns p.
         t.run_begin(unsafe { p.trace.get() }, p.id, goid(g));
