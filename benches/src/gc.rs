@@ -33,7 +33,7 @@
 //! `wall_ms` (the workload in process, runtime and collector already up, as the peers time
 //! it), `peak_rss_kb` (`VmHWM`: the process's peak, so within `stress all` it
 //! includes earlier workloads), `gc_cycles`, and `p99_pause_us` / `max_pause_us` over the
-//! recorded pauses of the run ([`GcStats::pauses`], one per cycle, from the stop request to the
+//! recorded pauses of the run ([`Gc::pauses_since`], one per cycle, from the stop request to the
 //! start of the restart, as Go counts its mark termination's: with concurrent marking, the default, the short mark-termination stop; with
 //! `SAFEPOINT_DEBUG=gcstoptheworld=1`, the whole marking).
 //!
@@ -145,22 +145,26 @@ impl GcRun {
 pub(crate) struct Meter {
     t0: Instant,
     cycles: u64,
-    pauses: usize,
+    pauses: u64,
+    /// With `--plot DIR`: the heap's sampler (see `crate::plot`).
+    sampler: Option<crate::plot::Sampler>,
 }
 
 impl Meter {
     pub(crate) fn start(gc: &Gc) -> Meter {
         let s = gc.stats();
-        Meter { t0: Instant::now(), cycles: s.cycles, pauses: s.pauses.len() }
+        let sampler = crate::plot::start(gc);
+        Meter { t0: Instant::now(), cycles: s.cycles, pauses: s.pause_count, sampler }
     }
 
     pub(crate) fn finish(self, gc: &Gc) -> GcRun {
         let wall_ms = self.t0.elapsed().as_secs_f64() * 1e3;
         let s: GcStats = gc.stats();
-        let mut us: Vec<f64> = s.pauses[self.pauses.min(s.pauses.len())..]
-            .iter()
-            .map(|d| d.as_secs_f64() * 1e6)
-            .collect();
+        let pauses = gc.pauses_since(self.pauses);
+        let mut us: Vec<f64> = pauses.iter().map(|d| d.as_secs_f64() * 1e6).collect();
+        if let Some(sampler) = self.sampler {
+            crate::plot::finish(sampler, &pauses);
+        }
         GcRun {
             wall_ms,
             peak_rss_kb: peak_rss_kb(),

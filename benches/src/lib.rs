@@ -5,6 +5,7 @@
 
 pub mod gc;
 pub mod gc_compiled;
+pub mod plot;
 pub mod report;
 pub mod sched;
 pub mod soak;

@@ -199,7 +199,7 @@ pub fn soak(d: Duration, g: u64) -> SoakReport {
     let mut r = rt.block_on(move || {
         let (cycles0, stops0) = {
             let s = gc.stats();
-            (s.cycles, s.pauses.len())
+            (s.cycles, s.pause_count)
         };
         let mut m = ok(Mutator::new(&gc));
         let shared = m.scope(|m, [a, t]| {
@@ -278,7 +278,7 @@ pub fn soak(d: Duration, g: u64) -> SoakReport {
             c.fail(&format!("{thrown} panics thrown, {caught} reported by join handles"));
         }
         let stats = gc.stats();
-        let pauses = &stats.pauses[stops0.min(stats.pauses.len())..];
+        let pauses = &gc.pauses_since(stops0);
         SoakReport {
             seconds: 0.0,
             goroutines: g,

@@ -38,6 +38,17 @@ pub enum Phase {
 }
 
 impl Phase {
+    /// The phase's name in the execution trace.
+    pub fn name(self) -> &'static str {
+        match self {
+            Phase::Off => "off",
+            Phase::Quiesce => "quiesce",
+            Phase::Mark => "mark",
+            Phase::Stw => "mark termination",
+            Phase::Sweep => "sweep",
+        }
+    }
+
     fn from_u8(v: u8) -> Phase {
         match v {
             1 => Phase::Quiesce,
@@ -344,6 +355,7 @@ impl GcBuilder {
             caches,
             globals: Globals::new(),
             phase: AtomicU8::new(Phase::Off as u8),
+            trace_phase: Mutex::new(None),
             phase_clock: Arc::new(PhaseClock {
                 phase: AtomicU8::new(Phase::Off as u8),
                 since: AtomicU64::new(0),
@@ -453,6 +465,9 @@ pub(crate) struct Inner {
     phase: AtomicU8,
     /// When the phase last changed, for the watchdog (`SAFEPOINT_DEBUG=schedcheck=1`).
     phase_clock: Arc<PhaseClock>,
+    /// The phase being traced (with its cycle and start), when the runtime's execution trace
+    /// is on: each phase of each cycle becomes a span on the trace's GC track.
+    trace_phase: Mutex<Option<(Phase, u64, u64)>>,
     pub(crate) cycles: AtomicU64,
     /// The heap's total allocated bytes at which the next cycle starts.
     trigger: AtomicU64,
@@ -478,6 +493,10 @@ impl Drop for Inner {
         // them. If the runtime is gone (a `Gc` or `Global` outlived it), so are they: a close
         // would try to wake goroutines of a dead runtime.
         if !self.rt.is_shut_down() {
+            if self.rt.trace_on() {
+                // The phase still open (the last cycle's sweep) ends with the collector.
+                self.trace_phase(Phase::Off);
+            }
             self.sweeper.close();
             self.driver.close();
         }
@@ -507,10 +526,17 @@ pub struct GcStats {
     pub goal_bytes: usize,
     /// The heap's sizes now.
     pub heap: HeapStats,
-    /// Pause of each cycle, oldest first; the last 100 000 cycles. A cycle's pause runs from
-    /// its stop's request to the start of the restart (as Go counts mark termination's), and
-    /// includes any earlier termination stops of the cycle that found work.
+    /// Pauses of the last cycles (at most [`GcStats::RECENT_PAUSES`]), oldest first. A
+    /// cycle's pause runs from its stop's request to the start of the restart (as Go counts
+    /// mark termination's), and includes any earlier termination stops of the cycle that found
+    /// work. Older pauses, up to the last 100,000, are returned on request by
+    /// [`Gc::pauses_since`].
     pub pauses: Vec<Duration>,
+    /// Pauses recorded so far (one per cycle): the number of the next pause, for
+    /// [`Gc::pauses_since`].
+    pub pause_count: u64,
+    /// The longest pause so far.
+    pub max_pause: Duration,
     /// Sum of all pauses.
     pub total_pause: Duration,
     /// Goroutine stacks the last cycle scanned.
@@ -521,7 +547,11 @@ pub struct GcStats {
 }
 
 impl GcStats {
-    /// The `p`-th percentile pause (0 to 100) of the recorded pauses; zero if none.
+    /// How many of the last pauses [`GcStats::pauses`] holds.
+    pub const RECENT_PAUSES: usize = 256;
+
+    /// The `p`-th percentile pause (0 to 100) of the recent pauses ([`GcStats::pauses`]); zero
+    /// if none. For the whole run, see [`GcStats::pause_histogram`] and [`Gc::pauses_since`].
     pub fn pause_percentile(&self, p: f64) -> Duration {
         if self.pauses.is_empty() {
             return Duration::ZERO;
@@ -589,6 +619,9 @@ struct CycleStats {
     live_bytes: usize,
     goal_bytes: usize,
     pauses: std::collections::VecDeque<Duration>,
+    /// Pauses ever recorded (`pauses` holds the last `MAX_PAUSES` of them).
+    count: u64,
+    max: Duration,
     total_pause: Duration,
     hist: [u64; 32],
 }
@@ -638,12 +671,30 @@ impl Gc {
             live_bytes: s.live_bytes,
             goal_bytes: s.goal_bytes,
             heap: crate::np(|| self.inner.heap.stats()),
-            pauses: s.pauses.iter().copied().collect(),
+            pauses: s
+                .pauses
+                .range(s.pauses.len().saturating_sub(GcStats::RECENT_PAUSES)..)
+                .copied()
+                .collect(),
+            pause_count: s.count,
+            max_pause: s.max,
             total_pause: s.total_pause,
             pause_histogram: s.hist,
             // Relaxed: a counter written before the stop that ended the last cycle.
             stacks_scanned: self.inner.conc.last_stacks.load(Ordering::Relaxed),
         }
+    }
+
+    /// The pauses numbered `first` (counting from 0, in the order of [`GcStats::pause_count`])
+    /// onwards, oldest first, as far as they are kept (the last 100,000): a benchmark reads
+    /// `pause_count` before a workload and this after it.
+    pub fn pauses_since(&self, first: u64) -> Vec<Duration> {
+        // Without preemption, as in `stats_snapshot`.
+        let _np = safepoint_sched::no_preempt();
+        let s = self.inner.stats.lock().unwrap_or_else(|e| e.into_inner());
+        let kept_from = s.count - s.pauses.len() as u64;
+        let skip = first.saturating_sub(kept_from).min(s.pauses.len() as u64) as usize;
+        s.pauses.range(skip..).copied().collect()
     }
 
     /// Runs a full cycle now and waits for it (and for its sweep) to finish; then gives the OS
@@ -796,6 +847,16 @@ impl Inner {
         })
     }
 
+    /// For the metrics: the last cycle's live bytes and goal, the pause histogram (buckets of
+    /// `GcStats::pause_histogram`) and the pauses' sum.
+    pub(crate) fn collector_figures(&self) -> (usize, usize, [u64; 32], Duration) {
+        // Without preemption, as in `stats_snapshot`.
+        crate::np(|| {
+            let s = self.stats.lock().unwrap_or_else(|e| e.into_inner());
+            (s.live_bytes, s.goal_bytes, s.hist, s.total_pause)
+        })
+    }
+
     /// The last cycle's live bytes and goal.
     pub(crate) fn stats_snapshot(&self) -> (usize, usize) {
         // Without preemption: the cycle's driver takes this lock with the world stopped, so a
@@ -816,6 +877,9 @@ impl Inner {
         // Relaxed: the phase is published to other goroutines by the barrier or stop that
         // follows each change.
         self.phase.store(p as u8, Ordering::Relaxed);
+        if self.rt.trace_on() {
+            self.trace_phase(p);
+        }
         if self.rt.schedcheck() {
             // Relaxed: read only by the watchdog, for a report.
             self.phase_clock.since.store(safepoint_arch::nanotime(), Ordering::Relaxed);
@@ -860,12 +924,43 @@ impl Inner {
     /// The cycle's sweep is done: Sweep turns Off (a cycle that started meanwhile has set its
     /// own phase).
     fn sweep_off(&self) {
-        let _ = self.phase.compare_exchange(
+        let off = self.phase.compare_exchange(
             Phase::Sweep as u8,
             Phase::Off as u8,
             Ordering::Relaxed,
             Ordering::Relaxed,
         );
+        if off.is_ok() && self.rt.trace_on() {
+            self.trace_phase(Phase::Off);
+        }
+    }
+
+    /// Execution trace: ends the span of the phase traced so far and starts `p`'s (none for
+    /// Off). A phase's cycle is the one its Quiesce began. Without preemption: a stopper calls
+    /// it with the world stopped, so no goroutine may be held with this lock.
+    fn trace_phase(&self, p: Phase) {
+        crate::np(|| {
+            let mut open = self.trace_phase.lock().unwrap_or_else(|e| e.into_inner());
+            let now = safepoint_arch::nanotime();
+            let mut cycle = self.cycles.load(Ordering::Relaxed) + 1;
+            if let Some((old, c, from)) = open.take() {
+                if old == p {
+                    // The same phase again (a termination stop that found work goes back to
+                    // Mark): the span goes on.
+                    *open = Some((old, c, from));
+                    return;
+                }
+                self.rt.trace_span(safepoint_sched::TraceTrack::Gc, old.name(), from, now, c);
+                cycle = c;
+            }
+            if p == Phase::Quiesce {
+                // Relaxed: a counter, written by the cycle's driver, which is the caller.
+                cycle = self.cycles.load(Ordering::Relaxed) + 1;
+            }
+            if p != Phase::Off {
+                *open = Some((p, cycle, now));
+            }
+        })
     }
 
     /// One cycle. `seen`: for a triggered cycle, the cycle count when the trigger was seen
@@ -891,7 +986,7 @@ impl Inner {
         let mut tl = Timeline::new();
         // Sweep termination: the last cycle's mark bits must all be consumed first.
         self.finish_sweep();
-        // Bytes in allocated objects (exact but for what caches have not yet published).
+        // Bytes in allocated objects (exact: caches included).
         tl.heap_before = crate::np(|| self.heap.stats()).live_bytes as usize;
         tl.sweep_term = tl.t0.elapsed();
         if self.config.stop_the_world {
@@ -982,6 +1077,8 @@ impl Inner {
                 s.pauses.pop_front();
             }
             s.pauses.push_back(pause);
+            s.count += 1;
+            s.max = s.max.max(pause);
             s.total_pause += pause;
             let ns = pause.as_nanos().max(1) as u64;
             s.hist[(63 - ns.leading_zeros() as usize).min(31)] += 1;
@@ -1024,7 +1121,7 @@ impl Inner {
                     tl.shades
                 )
             };
-            eprintln!(
+            safepoint_sched::message(format_args!(
                 "gc {n} @{:.3}s: {mode}, {}->{}->{} MB heap (before, after, live), {} MB goal, \
                  {} P{}{}",
                 (tl.t0 - self.start).as_secs_f64(),
@@ -1035,7 +1132,7 @@ impl Inner {
                 self.rt.procs(),
                 if self.config.stop_the_world { " (stop-the-world)" } else { "" },
                 checked.map(|c| format!(", checkmark ok ({c} objects)")).unwrap_or_default(),
-            );
+            ));
         }
     }
 

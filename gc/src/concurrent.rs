@@ -114,6 +114,11 @@ pub(crate) struct Shared {
     pub(crate) marked: AtomicUsize,
     worker_ns: AtomicU64,
     assist_ns: AtomicU64,
+    /// CPU time (as wall time of the marking goroutine) of every cycle so far, for the
+    /// metrics: dedicated workers, fractional workers, assists. Relaxed: counters.
+    pub(crate) total_dedicated_ns: AtomicU64,
+    pub(crate) total_fractional_ns: AtomicU64,
+    pub(crate) total_assist_ns: AtomicU64,
     /// Stacks scanned this cycle; and in the last completed cycle.
     stacks: AtomicUsize,
     pub(crate) last_stacks: AtomicUsize,
@@ -126,6 +131,14 @@ pub(crate) struct Shared {
 }
 
 impl Shared {
+    /// Counts `ns` of a mark worker's time, for the cycle and, by kind, for the metrics.
+    fn add_worker_ns(&self, ns: u64, dedicated: bool) {
+        // Relaxed: counters.
+        self.worker_ns.fetch_add(ns, Ordering::Relaxed);
+        let total = if dedicated { &self.total_dedicated_ns } else { &self.total_fractional_ns };
+        total.fetch_add(ns, Ordering::Relaxed);
+    }
+
     pub(crate) fn new() -> Shared {
         Shared {
             barrier_on: AtomicBool::new(false),
@@ -137,6 +150,9 @@ impl Shared {
             marked: AtomicUsize::new(0),
             worker_ns: AtomicU64::new(0),
             assist_ns: AtomicU64::new(0),
+            total_dedicated_ns: AtomicU64::new(0),
+            total_fractional_ns: AtomicU64::new(0),
+            total_assist_ns: AtomicU64::new(0),
             stacks: AtomicUsize::new(0),
             last_stacks: AtomicUsize::new(0),
             shades: AtomicUsize::new(0),
@@ -345,13 +361,19 @@ impl Inner {
             return;
         }
         let t = Instant::now();
+        let t0 = if self.rt.trace_on() { safepoint_arch::nanotime() } else { 0 };
         let mut tracer = self.tracer(std::mem::take(&mut st.assist), false);
         tracer.drain(debt as usize);
         self.count_marked(&mut tracer);
         // Nothing stays private past the pinned section: the rest goes back to the queue.
         st.assist = tracer.into_stack();
-        // Relaxed: a counter for the trace.
-        c.assist_ns.fetch_add(t.elapsed().as_nanos() as u64, Ordering::Relaxed);
+        // Relaxed: counters for the trace and the metrics.
+        let ns = t.elapsed().as_nanos() as u64;
+        c.assist_ns.fetch_add(ns, Ordering::Relaxed);
+        c.total_assist_ns.fetch_add(ns, Ordering::Relaxed);
+        if t0 != 0 {
+            self.rt.trace_nested("assist", t0, safepoint_sched::goroutine_id().unwrap_or(0));
+        }
     }
 
     /// A concurrent cycle (after sweep termination).
@@ -509,6 +531,7 @@ impl Inner {
     /// Suspends `g`, shades what its stack references, resumes it.
     fn scan_stack(&self, g: Goroutine) {
         let s = safepoint_sched::suspend_g(g);
+        let t0 = if self.rt.trace_on() { safepoint_arch::nanotime() } else { 0 };
         if !s.dead() && self.config.checkmark {
             let fresh = crate::np(|| {
                 self.conc.scanned.lock().unwrap_or_else(|e| e.into_inner()).insert(s.id())
@@ -527,6 +550,9 @@ impl Inner {
             s.walk_managed_stack(&self.reg, &mut v);
             // Relaxed: a counter.
             self.conc.stacks.fetch_add(1, Ordering::Relaxed);
+        }
+        if t0 != 0 {
+            self.rt.trace_nested("stack scan", t0, s.id());
         }
         safepoint_sched::resume_g(s);
     }
@@ -597,14 +623,12 @@ impl Inner {
                 // Relaxed: counters.
                 c.bg_credit.fetch_add(done as i64, Ordering::Relaxed);
                 if tracer.is_empty() && crate::np(|| c.stack_tasks().is_empty()) {
-                    // Relaxed: a counter.
-                    c.worker_ns.fetch_add(t.elapsed().as_nanos() as u64, Ordering::Relaxed);
+                    c.add_worker_ns(t.elapsed().as_nanos() as u64, share.is_none());
                     return;
                 }
             }
             let d = t.elapsed();
-            // Relaxed: a counter.
-            c.worker_ns.fetch_add(d.as_nanos() as u64, Ordering::Relaxed);
+            c.add_worker_ns(d.as_nanos() as u64, share.is_none());
             busy += d;
             if let Some(f) = share
                 && self.rt.idle_procs() == 0

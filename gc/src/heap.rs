@@ -25,7 +25,7 @@
 use std::collections::VecDeque;
 use std::fmt;
 use std::ptr::NonNull;
-use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicPtr, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use crate::pageheap::{Grow, PageHeap, PageMap, SpanPtr};
@@ -103,7 +103,8 @@ impl fmt::Display for AllocError {
 
 impl std::error::Error for AllocError {}
 
-/// A snapshot of the heap's sizes. Object counts include only what caches have flushed.
+/// A snapshot of the heap's sizes. The object and byte counts are exact at the moment of the
+/// snapshot, allocations still in a cache's hands included (see [`Heap::alloc_counts`]).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct HeapStats {
     /// Bytes of arenas mapped.
@@ -200,10 +201,184 @@ struct Inner {
     sweep_kind: AtomicUsize,
     map: PageMap,
     // Statistics counters. Relaxed: they are sums; nothing is published through them.
+    // `allocs` and `alloc_bytes` count what caches have published (each when it takes a new
+    // span), for the pacer; the exact counts are `Heap::alloc_counts`'s.
     allocs: AtomicU64,
     alloc_bytes: AtomicU64,
     frees: AtomicU64,
     free_bytes: AtomicU64,
+    /// Objects freed by sweeping, by size class (class 0: large objects).
+    frees_by_class: [AtomicU64; NUM_CLASSES],
+    /// Large objects allocated (they bypass the caches).
+    large_allocs: AtomicU64,
+    large_alloc_bytes: AtomicU64,
+    /// The live caches' counts, and what dropped caches counted (folded in under this lock).
+    caches: Mutex<CacheRegistry>,
+}
+
+/// Every live cache's [`CacheCounts`], and the sums of the caches dropped so far.
+struct CacheRegistry {
+    live: Vec<Arc<CacheCounts>>,
+    retired: AllocCounts,
+}
+
+/// Exact allocation counts: objects and bytes ever allocated, by size class (class 0: large
+/// objects). A plain value, so that reading it allocates nothing.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AllocCounts {
+    /// Objects allocated, by size class (index 0: large objects); see [`crate::sizeclass`].
+    pub objects_by_class: [u64; NUM_CLASSES],
+    /// Objects freed by sweeping, by size class (index 0: large objects).
+    pub frees_by_class: [u64; NUM_CLASSES],
+    /// Bytes allocated (slot sizes, not request sizes).
+    pub bytes: u64,
+    /// Bytes freed by sweeping (slot sizes).
+    pub freed_bytes: u64,
+}
+
+impl Default for AllocCounts {
+    fn default() -> Self {
+        AllocCounts {
+            objects_by_class: [0; NUM_CLASSES],
+            frees_by_class: [0; NUM_CLASSES],
+            bytes: 0,
+            freed_bytes: 0,
+        }
+    }
+}
+
+impl AllocCounts {
+    /// Objects ever allocated.
+    pub fn objects(&self) -> u64 {
+        self.objects_by_class.iter().sum()
+    }
+
+    /// Objects ever freed.
+    pub fn frees(&self) -> u64 {
+        self.frees_by_class.iter().sum()
+    }
+}
+
+/// What one [`Cache`] has allocated, readable by any thread at any moment: the counts its
+/// slow paths have settled, and for each kind the allocation word the cache is taking slots
+/// from with the mask of slots that were free when it last counted. The fast path writes
+/// none of this: the allocations it made since the last count are the bits of that mask now
+/// set in the word (while a span is cached, only its cache sets its allocation bits, and no
+/// sweep touches it).
+///
+/// A sequence lock with one writer (the cache's owner, or a stopper flushing it for its
+/// stopped P): the writer makes `seq` odd, updates, makes it even again; a reader retries
+/// until it reads the same even `seq` before and after. The writer's sections are a few
+/// stores on slow paths, inside the P's pinned section (see `PCache` in the collector), so no
+/// preemption holds a writer inside one.
+struct CacheCounts {
+    seq: AtomicU64,
+    /// Allocations counted so far, by size class (index 0 unused: large objects bypass caches).
+    by_class: [AtomicU64; NUM_CLASSES],
+    bytes: AtomicU64,
+    /// By kind: `Slot::bits` (the allocation word), `Slot::counted` and `Slot::size`.
+    bits: [AtomicPtr<AtomicU64>; NUM_KINDS],
+    counted: [AtomicU64; NUM_KINDS],
+    size: [AtomicUsize; NUM_KINDS],
+}
+
+impl CacheCounts {
+    fn new() -> CacheCounts {
+        CacheCounts {
+            seq: AtomicU64::new(0),
+            by_class: [const { AtomicU64::new(0) }; NUM_CLASSES],
+            bytes: AtomicU64::new(0),
+            bits: [const { AtomicPtr::new(std::ptr::null_mut()) }; NUM_KINDS],
+            counted: [const { AtomicU64::new(0) }; NUM_KINDS],
+            size: [const { AtomicUsize::new(0) }; NUM_KINDS],
+        }
+    }
+
+    /// Starts a writer's section. Only the one writer calls it (see the type).
+    fn begin(&self) -> u64 {
+        // Relaxed: only this writer stores `seq`.
+        let s = self.seq.load(Ordering::Relaxed);
+        self.seq.store(s + 1, Ordering::Relaxed);
+        // Orders the odd `seq` before the section's stores: pairs with the reader's Acquire
+        // fence, so a reader that saw any store of the section sees `seq` odd or changed.
+        std::sync::atomic::fence(Ordering::Release);
+        s
+    }
+
+    /// Ends the section `begin` returned `s` for.
+    fn end(&self, s: u64) {
+        // Release pairs with the reader's first Acquire load: a reader that sees the even value
+        // sees every store of the section.
+        self.seq.store(s + 2, Ordering::Release);
+    }
+
+    /// Adds this cache's counts, settled and not, to `out`; consistent at one moment.
+    fn read_into(&self, out: &mut AllocCounts) {
+        let mut spins = 0u32;
+        loop {
+            // Acquire pairs with the Release store in `end`.
+            let s1 = self.seq.load(Ordering::Acquire);
+            if s1 & 1 == 1 {
+                // A writer is in its few stores; if the OS took its thread off the CPU
+                // meanwhile, give the CPU up rather than spin through its time slice.
+                spins += 1;
+                if spins.is_multiple_of(64) {
+                    std::thread::yield_now();
+                } else {
+                    std::hint::spin_loop();
+                }
+                continue;
+            }
+            let mut by_class = [0u64; NUM_CLASSES];
+            // Relaxed: validated by the sequence check below.
+            let mut bytes = self.bytes.load(Ordering::Relaxed);
+            for (c, n) in by_class.iter_mut().enumerate() {
+                *n = self.by_class[c].load(Ordering::Relaxed);
+            }
+            let mut torn = false;
+            for kind in 1..NUM_KINDS {
+                // Relaxed: validated by the sequence check below.
+                let counted = self.counted[kind].load(Ordering::Relaxed);
+                if counted == 0 {
+                    continue;
+                }
+                let bits = self.bits[kind].load(Ordering::Relaxed);
+                let size = self.size[kind].load(Ordering::Relaxed);
+                let Some(class) = class_of(size).filter(|_| !bits.is_null() && size != 0) else {
+                    torn = true;
+                    break;
+                };
+                // SAFETY: a non-null `bits` always points at an allocation word of a span
+                // record (`Span::bit_pair`), and span records live as long as the heap, which
+                // the reader's `Heap` keeps alive; if it is stale, the sequence check discards
+                // what it gave. Acquire pairs with the fast path's Release store of the bit.
+                let word = unsafe { &*bits }.load(Ordering::Acquire);
+                let n = u64::from((word & counted).count_ones());
+                by_class[class] += n;
+                bytes += n * size as u64;
+            }
+            // Orders the reads above before the second load of `seq`: pairs with the
+            // writer's Release fence in `begin`.
+            std::sync::atomic::fence(Ordering::Acquire);
+            if !torn && self.seq.load(Ordering::Relaxed) == s1 {
+                for (c, n) in by_class.iter().enumerate() {
+                    out.objects_by_class[c] += n;
+                }
+                out.bytes += bytes;
+                return;
+            }
+        }
+    }
+
+    /// Adds the settled counts to `out` (for a dropped cache, whose slots are all counted).
+    fn settled_into(&self, out: &mut AllocCounts) {
+        for c in 0..NUM_CLASSES {
+            // Relaxed: the cache is gone; its last writer's stores are ordered by the
+            // registry's lock.
+            out.objects_by_class[c] += self.by_class[c].load(Ordering::Relaxed);
+        }
+        out.bytes += self.bytes.load(Ordering::Relaxed);
+    }
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -245,13 +420,23 @@ impl Heap {
                 alloc_bytes: AtomicU64::new(0),
                 frees: AtomicU64::new(0),
                 free_bytes: AtomicU64::new(0),
+                frees_by_class: [const { AtomicU64::new(0) }; NUM_CLASSES],
+                large_allocs: AtomicU64::new(0),
+                large_alloc_bytes: AtomicU64::new(0),
+                caches: Mutex::new(CacheRegistry {
+                    live: Vec::new(),
+                    retired: AllocCounts::default(),
+                }),
             }),
         })
     }
 
     /// A per-P allocation cache for this heap.
     pub fn new_cache(&self) -> Cache {
+        let counts = Arc::new(CacheCounts::new());
+        lock(&self.inner.caches).live.push(counts.clone());
         Cache {
+            counts,
             heap: self.inner.clone(),
             slots: [const { Slot::EMPTY }; NUM_KINDS],
             poison: self.inner.config.poison,
@@ -376,6 +561,8 @@ impl Heap {
         // Relaxed: statistics sums; nothing is published through them.
         inner.allocs.fetch_add(1, Ordering::Relaxed);
         inner.alloc_bytes.fetch_add(span.elem_size() as u64, Ordering::Relaxed);
+        inner.large_allocs.fetch_add(1, Ordering::Relaxed);
+        inner.large_alloc_bytes.fetch_add(span.elem_size() as u64, Ordering::Relaxed);
         Ok(NonNull::new(addr as *mut u8).expect("arena at address 0"))
     }
 
@@ -520,21 +707,46 @@ impl Heap {
         a.saturating_sub(self.inner.free_bytes.load(Ordering::Relaxed))
     }
 
+    /// Objects and bytes allocated and freed so far, exact at the moment of the call: the
+    /// counts of every live cache (what its fast path allocated since it last counted
+    /// included), of the caches dropped, of large objects, and of every sweep done.
+    ///
+    /// Cost: one lock (the registry of caches, taken only by this and by creating and
+    /// dropping a cache) and, per cache, a few hundred loads; nothing is allocated and no
+    /// allocating thread waits for it. A writer in the middle of a slow path's few stores is
+    /// waited for (a spin of nanoseconds).
+    pub fn alloc_counts(&self) -> AllocCounts {
+        let inner = &*self.inner;
+        let reg = lock(&inner.caches);
+        let mut out = reg.retired;
+        for c in &reg.live {
+            c.read_into(&mut out);
+        }
+        drop(reg);
+        // Relaxed: statistics sums. Frees are read after the allocations, so that an object
+        // freed meanwhile is counted allocated too (frees never exceed allocations).
+        out.objects_by_class[0] += inner.large_allocs.load(Ordering::Relaxed);
+        out.bytes += inner.large_alloc_bytes.load(Ordering::Relaxed);
+        for c in 0..NUM_CLASSES {
+            out.frees_by_class[c] = inner.frees_by_class[c].load(Ordering::Relaxed);
+        }
+        out.freed_bytes = inner.free_bytes.load(Ordering::Relaxed);
+        out
+    }
+
     /// The heap's sizes now.
     pub fn stats(&self) -> HeapStats {
         let inner = &*self.inner;
+        let counts = self.alloc_counts();
         let ph = lock(&inner.pages);
-        // Relaxed: statistics sums; exact only once every cache has flushed.
-        let allocs = inner.allocs.load(Ordering::Relaxed);
-        let frees = inner.frees.load(Ordering::Relaxed);
+        let (allocs, frees) = (counts.objects(), counts.frees());
         HeapStats {
             mapped_bytes: ph.arena_count() * ARENA_SIZE,
             in_use_bytes: ph.in_use_pages * PAGE_SIZE,
             free_bytes: ph.free_pages * PAGE_SIZE,
             released_bytes: ph.released_pages * PAGE_SIZE,
-            live_bytes: inner.alloc_bytes.load(Ordering::Relaxed)
-                - inner.free_bytes.load(Ordering::Relaxed),
-            live_objects: allocs - frees,
+            live_bytes: counts.bytes.saturating_sub(counts.freed_bytes),
+            live_objects: allocs.saturating_sub(frees),
             total_allocs: allocs,
             total_frees: frees,
         }
@@ -683,6 +895,8 @@ impl Inner {
             // Relaxed: statistics sums.
             self.frees.fetch_add(freed as u64, Ordering::Relaxed);
             self.free_bytes.fetch_add((freed * size) as u64, Ordering::Relaxed);
+            let class = class_of(size).expect("a small span's slots are small");
+            self.frees_by_class[class].fetch_add(freed as u64, Ordering::Relaxed);
             // Relaxed: the span reaches its next cache under the central lock taken below.
             span.needzero.store(true, Ordering::Relaxed);
         }
@@ -724,6 +938,7 @@ impl Inner {
         // Relaxed: statistics sums.
         self.frees.fetch_add(1, Ordering::Relaxed);
         self.free_bytes.fetch_add(span.elem_size() as u64, Ordering::Relaxed);
+        self.frees_by_class[0].fetch_add(1, Ordering::Relaxed);
         if self.config.poison {
             // SAFETY: the object is unmarked, hence unreachable, and its pages are still ours.
             unsafe { std::ptr::write_bytes(span.start() as *mut u8, POISON, span.elem_size()) };
@@ -903,6 +1118,8 @@ impl Slot {
 /// flushes it.
 pub struct Cache {
     heap: Arc<Inner>,
+    /// The counts readers see (see `CacheCounts`); registered with the heap.
+    counts: Arc<CacheCounts>,
     /// By kind: the size classes, then the typed kinds.
     slots: [Slot; NUM_KINDS],
     /// The heap's `poison` mode (every allocation checks that its slot was left poisoned).
@@ -993,6 +1210,9 @@ impl Cache {
     /// path leaves counting to this, at a refill, a flush or a change of colour.
     fn settle(&mut self, kind: usize) {
         let slot = &mut self.slots[kind];
+        if slot.counted == slot.free {
+            return;
+        }
         let n = u64::from((slot.counted & !slot.free).count_ones());
         slot.counted = slot.free;
         let bytes = n * slot.size as u64;
@@ -1001,6 +1221,33 @@ impl Cache {
         if self.black {
             self.black_bytes += bytes;
         }
+        // The counted allocations move from the word's bits to the settled counts, at once
+        // for readers.
+        let c = &*self.counts;
+        let s = c.begin();
+        if n > 0 {
+            let class = class_of(slot.size).expect("cached slots are small");
+            // Relaxed, load and store: this is the only writer (see `CacheCounts`).
+            c.by_class[class]
+                .store(c.by_class[class].load(Ordering::Relaxed) + n, Ordering::Relaxed);
+            c.bytes.store(c.bytes.load(Ordering::Relaxed) + bytes, Ordering::Relaxed);
+        }
+        c.counted[kind].store(slot.counted, Ordering::Relaxed);
+        c.end(s);
+    }
+
+    /// Shows readers kind `kind`'s slot as it is now (its word, mask and size), after
+    /// `take_word` or the slot's emptying changed them.
+    fn publish_slot(&self, kind: usize) {
+        let slot = &self.slots[kind];
+        let c = &*self.counts;
+        let s = c.begin();
+        // Relaxed: inside the writer's section (see `CacheCounts`).
+        let bits = if slot.counted == 0 { std::ptr::null_mut() } else { slot.bits.as_ptr() };
+        c.bits[kind].store(bits, Ordering::Relaxed);
+        c.size[kind].store(slot.size, Ordering::Relaxed);
+        c.counted[kind].store(slot.counted, Ordering::Relaxed);
+        c.end(s);
     }
 
     fn settle_all(&mut self) {
@@ -1074,6 +1321,7 @@ impl Cache {
             let words = span.slots().div_ceil(64);
             while slot.word + 1 < words {
                 if slot.take_word(span, slot.word + 1) {
+                    self.publish_slot(kind);
                     return Ok(());
                 }
                 slot.word += 1;
@@ -1081,6 +1329,7 @@ impl Cache {
             slot.span = None;
             slot.free = 0;
             slot.counted = 0;
+            self.publish_slot(kind);
             self.heap.release_span(kind, rec);
         }
         self.flush_stats();
@@ -1103,6 +1352,7 @@ impl Cache {
         slot.zero = span.needzero.load(Ordering::Relaxed);
         for w in 0..span.slots().div_ceil(64) {
             if slot.take_word(span, w) {
+                self.publish_slot(kind);
                 return Ok(());
             }
         }
@@ -1127,6 +1377,7 @@ impl Cache {
                 slot.free = 0;
                 slot.counted = 0;
                 slot.word = 0;
+                self.publish_slot(kind);
                 self.heap.release_span(kind, rec);
             }
         }
@@ -1137,6 +1388,12 @@ impl Cache {
 impl Drop for Cache {
     fn drop(&mut self) {
         self.flush();
+        // Fold this cache's counts into the heap's, under the lock readers sum under, so that
+        // no reader sees them twice or not at all.
+        let mut reg = lock(&self.heap.caches);
+        let CacheRegistry { live, retired } = &mut *reg;
+        self.counts.settled_into(retired);
+        live.retain(|c| !Arc::ptr_eq(c, &self.counts));
     }
 }
 

@@ -263,6 +263,22 @@
 //! [`HeapStats::released_bytes`] is exact. Released pages read as zeroes, so a span carved only
 //! from released pages skips zeroing.
 //!
+//! ## Statistics and metrics
+//!
+//! The fast path of allocation counts nothing; a cache counts what it allocated from a word
+//! of a span's bitmap when it leaves that word (the word's cleared free bits say how many).
+//! The counts are still exact at any moment: each cache shows readers, through a sequence
+//! lock written only on its slow paths, its settled counts and, per kind, the allocation word
+//! it is taking slots from with the mask of slots that were free at its last count, so a
+//! reader adds the bits of that mask now set ([`Heap::alloc_counts`]; dropped caches' counts
+//! are folded into the heap's). [`HeapStats`], [`GcStats`] and the named samples of
+//! [`metrics`] (modelled on Go's `runtime/metrics`: allocations and frees in objects and
+//! bytes and by size class, cycles, the pause histogram, goroutines by state, the scheduling
+//! latency histogram, the marking's CPU time) read them. [`GcStats`] keeps the last pauses
+//! and a histogram of all; [`Gc::pauses_since`] returns the history on request. With the
+//! runtime's execution trace on (`SAFEPOINT_TRACE=FILE`), each phase of each cycle is a span
+//! on its GC track, and stack scans and assists are spans inside the goroutine that did them.
+//!
 //! ## Types and the object header
 //!
 //! [`types`] holds the descriptors (records with a kind per word: reference, tagged value or
@@ -288,6 +304,7 @@ pub mod flonum;
 mod globals;
 mod heap;
 mod mark;
+pub mod metrics;
 mod mutator;
 mod os;
 mod pageheap;
@@ -299,7 +316,7 @@ pub mod types;
 pub use collector::{Gc, GcBuilder, GcConfig, GcError, GcStats, Phase};
 pub use debug::DebugKnobs;
 pub use globals::{Global, RefChan};
-pub use heap::{AllocError, Cache, Heap, HeapConfig, HeapStats, POISON};
+pub use heap::{AllocCounts, AllocError, Cache, Heap, HeapConfig, HeapStats, POISON};
 pub use mutator::{Bytes, Mutator, Slot};
 pub use raw::{Pin, RawMutator, Shape};
 pub use span::Span;

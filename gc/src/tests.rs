@@ -590,3 +590,121 @@ fn the_division_by_multiplication_is_exact_for_every_class_and_offset() {
         }
     }
 }
+
+/// The exact counts of a model workload: `(size, keep)` allocations on two caches.
+struct CountModel {
+    by_class: [u64; crate::sizeclass::NUM_CLASSES],
+    bytes: u64,
+    frees_by_class: [u64; crate::sizeclass::NUM_CLASSES],
+    freed_bytes: u64,
+}
+
+impl CountModel {
+    fn slot(size: usize) -> (usize, u64) {
+        match class_of(size) {
+            Some(c) => (c, CLASSES[c].size as u64),
+            None => (0, size.next_multiple_of(8) as u64),
+        }
+    }
+
+    fn alloc(&mut self, size: usize) {
+        let (c, b) = Self::slot(size);
+        self.by_class[c] += 1;
+        self.bytes += b;
+    }
+
+    fn free(&mut self, size: usize) {
+        let (c, b) = Self::slot(size);
+        self.frees_by_class[c] += 1;
+        self.freed_bytes += b;
+    }
+
+    fn check(&self, heap: &Heap, when: &str) {
+        let got = heap.alloc_counts();
+        assert_eq!(got.objects_by_class, self.by_class, "{when}: objects by class");
+        assert_eq!(got.bytes, self.bytes, "{when}: bytes");
+        assert_eq!(got.frees_by_class, self.frees_by_class, "{when}: frees by class");
+        assert_eq!(got.freed_bytes, self.freed_bytes, "{when}: freed bytes");
+        let s = heap.stats();
+        assert_eq!(s.total_allocs, self.by_class.iter().sum::<u64>(), "{when}: stats allocs");
+        assert_eq!(s.total_frees, self.frees_by_class.iter().sum::<u64>(), "{when}: stats frees");
+        assert_eq!(s.live_bytes, self.bytes - self.freed_bytes, "{when}: stats live bytes");
+    }
+}
+
+#[test]
+fn allocation_counts_are_exact_with_caches_not_flushed() {
+    let heap = heap();
+    let mut model = CountModel {
+        by_class: [0; crate::sizeclass::NUM_CLASSES],
+        bytes: 0,
+        frees_by_class: [0; crate::sizeclass::NUM_CLASSES],
+        freed_bytes: 0,
+    };
+    let (mut a, mut b) = (heap.new_cache(), heap.new_cache());
+    let sizes = [8, 16, 24, 40, 100, 512, 4000, 33_000, 70_000];
+    let mut objects = Vec::new();
+    for round in 0..3 {
+        // 20,000 small pushes, as Pebble's vector test did, on two caches, plus large ones.
+        for i in 0..20_000usize {
+            let size = sizes[i % sizes.len()];
+            if size > MAX_SMALL && i % 97 != 0 {
+                continue;
+            }
+            let cache = if i % 3 == 0 { &mut b } else { &mut a };
+            let p = cache.alloc(size).unwrap().as_ptr() as usize;
+            model.alloc(size);
+            objects.push((p, size, i % 4 == 0));
+            if i % 5000 == 0 {
+                model.check(&heap, &format!("round {round}, allocation {i}"));
+            }
+        }
+        model.check(&heap, &format!("round {round}, before the collection"));
+        // A collection keeps every fourth object; the rest are freed by the sweep.
+        a.flush();
+        let keep: Vec<usize> =
+            objects.iter().filter(|o| o.2).map(|o| heap.object_start(o.0).unwrap()).collect();
+        for (_, size, kept) in &objects {
+            if !kept {
+                model.free(*size);
+            }
+        }
+        collect(&heap, &mut b, &keep);
+        model.check(&heap, &format!("round {round}, after the collection"));
+        objects.retain(|o| o.2);
+        for o in &mut objects {
+            o.2 = false;
+        }
+        // The survivors die in the next round's collection (they are not kept again).
+    }
+    // A dropped cache's counts stay counted.
+    drop(a);
+    model.check(&heap, "after a cache was dropped");
+}
+
+#[test]
+fn a_reader_of_the_counts_sees_them_grow_and_end_exact() {
+    let heap = heap();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let reader = {
+        let (heap, stop) = (heap.clone(), stop.clone());
+        std::thread::spawn(move || {
+            let mut last = 0;
+            let mut reads = 0u64;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let n = heap.alloc_counts().objects();
+                assert!(n >= last, "allocations went down: {last} then {n}");
+                last = n;
+                reads += 1;
+            }
+            reads
+        })
+    };
+    let mut cache = heap.new_cache();
+    for i in 0..200_000usize {
+        cache.alloc(8 + (i % 64) * 8).unwrap();
+    }
+    assert_eq!(heap.alloc_counts().objects(), 200_000);
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    assert!(reader.join().unwrap() > 0);
+}

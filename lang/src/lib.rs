@@ -398,6 +398,8 @@ pub fn run(file: &str, src: &str, opts: &Options) -> i32 {
             s.pause_percentile(100.0)
         );
     }
+    // The execution trace (SAFEPOINT_TRACE=FILE), if on, is written before the runtime is left.
+    rt.stop_trace();
     // Goroutines may still be running or blocked: the process ends without waiting for them.
     std::mem::forget(rt);
     code

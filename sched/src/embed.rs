@@ -44,6 +44,67 @@ impl RuntimeHandle {
         self.sched.config.schedcheck
     }
 
+    /// Adds the scheduling-latency histogram to `out`: bucket `i` counts goroutines that
+    /// waited `2^i ..< 2^(i+1)` ns from becoming runnable to running (the last bucket also
+    /// longer waits). One wait in about eight is timed (a goroutine is sampled at one schedule
+    /// of its P in eight), as Go samples. Reads each P's counters; allocates nothing.
+    pub fn sched_latencies(&self, out: &mut [u64; 32]) {
+        for p in self.sched.ps.iter() {
+            for (o, b) in out.iter_mut().zip(p.latency.iter()) {
+                // Relaxed: statistics.
+                *o += b.load(crate::shim::Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// Goroutines now: `(live, queued)`: spawned and not yet exited, and waiting in a run
+    /// queue (every P's, the global and the urgent one). Racy snapshots; allocates nothing.
+    pub fn goroutine_counts(&self) -> (usize, usize) {
+        // Relaxed: a statistic.
+        (
+            self.sched.ngoroutines.load(crate::shim::Ordering::Relaxed),
+            crate::runtime::queued(&self.sched),
+        )
+    }
+
+    /// Whether the execution trace is on ([`crate::Builder::trace`]).
+    pub fn trace_on(&self) -> bool {
+        self.sched.trace.is_some()
+    }
+
+    /// Records a span on a shared track of the execution trace (the collector's phases, a
+    /// stop), from `from` to `to` (`safepoint_arch::nanotime` readings); `arg` is shown as the
+    /// span's cycle. Nothing when the trace is off. Takes the trace's lock for the shared
+    /// tracks (held for a push): call it where a short lock is allowed.
+    pub fn trace_span(
+        &self,
+        track: crate::TraceTrack,
+        name: &'static str,
+        from: u64,
+        to: u64,
+        arg: u64,
+    ) {
+        if let Some(t) = &self.sched.trace {
+            t.shared(track, name, from, to, arg);
+        }
+    }
+
+    /// Records a span from `from` (a `safepoint_arch::nanotime` reading) to now inside the
+    /// calling goroutine's span on its P (a stack scan, an assist), if the trace is on and the
+    /// caller is a goroutine of this runtime holding a P; `arg` is shown as a goroutine id. No
+    /// lock (the P's own buffer); a span started on another P is clipped to this P's.
+    pub fn trace_nested(&self, name: &'static str, from: u64, arg: u64) {
+        let Some(t) = &self.sched.trace else { return };
+        // Without preemption: the P must stay this goroutine's while its buffer is written.
+        let _np = crate::no_preempt();
+        if let Some(m) = current_m().filter(|m| core::ptr::eq(m.sched, Arc::as_ptr(&self.sched)))
+            && let Some(p) = m.p()
+        {
+            // SAFETY: this M owns p, and the section above keeps it so.
+            t.nested(unsafe { p.trace.get() }, p.id, name, from, arg);
+        }
+    }
+
     /// Whether the caller is a goroutine of this runtime.
     pub fn is_current(&self) -> bool {
         current_g().is_some_and(|g| core::ptr::eq(g.sched.get(), Arc::as_ptr(&self.sched)))

@@ -68,6 +68,14 @@ pub(crate) struct G {
     /// Readied ahead of everything else (`crate::set_urgent`): a collector's driver. Relaxed:
     /// set by the goroutine itself, read when it is readied.
     pub urgent: AtomicBool,
+    /// Whether this goroutine's next wait in a run queue is timed for the scheduling-latency
+    /// histogram (one schedule in eight sets it, as Go samples). Relaxed: written by the M
+    /// that runs the goroutine, read by whoever readies it next, after the park/ready hand-off.
+    pub track_latency: AtomicBool,
+    /// When the tracked goroutine became runnable (`safepoint_arch::nanotime`), 0 if it is not
+    /// timed. Relaxed: written by the readier before it queues the goroutine, read by the M that
+    /// takes it off the queue (the queue's hand-off orders the two).
+    pub runnable_since: AtomicU64,
     /// Part of the runtime's machinery (`crate::set_system`): left out of deadlock reports.
     /// Relaxed: set by the goroutine itself, read in a report.
     pub system: AtomicBool,
@@ -171,6 +179,8 @@ impl G {
             syscall_p: Cell::new(ptr::null()),
             pins: Cell::new(0),
             urgent: AtomicBool::new(false),
+            track_latency: AtomicBool::new(false),
+            runnable_since: AtomicU64::new(0),
             system: AtomicBool::new(false),
             locals: UnsafeCell::new(Vec::new()),
             wait_reason: AtomicUsize::new(0),

@@ -120,7 +120,7 @@ impl<T> Cell<T> {
             if let Err(e) = &r
                 && !e.is_shutdown()
             {
-                eprintln!("{e}");
+                crate::message(format_args!("{e}"));
             }
             s.done = true;
             return;
@@ -227,7 +227,7 @@ impl<T> Drop for JoinHandle<T> {
             && !e.is_shutdown()
         {
             // Finished with a panic and dropped unjoined: nobody else will say so.
-            eprintln!("{e}");
+            crate::message(format_args!("{e}"));
         }
     }
 }

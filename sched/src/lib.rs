@@ -124,6 +124,25 @@
 //! in the kernel for something only another goroutine can do (an OS channel's `recv`, a
 //! `std::sync::Condvar`) outside [`blocking`].
 //!
+//! ## Messages, the execution trace, scheduling latency
+//!
+//! What the runtime prints (the collector's `gctrace` lines, `schedtrace` lines, warnings,
+//! panics of goroutines nobody joins, fatal errors and the watchdog's report) goes through one
+//! sink, standard error by default, which an embedder may replace ([`set_message_sink`]). The
+//! default writes each message with a single `write(2)`, taking no Rust lock, because messages
+//! come from stoppers with the world stopped and from sysmon, where waiting on standard
+//! error's lock (held, perhaps, by a goroutine a stop holds in place) would deadlock.
+//!
+//! With [`Builder::trace`] (`SAFEPOINT_TRACE=FILE`) each P records, in a buffer only its M
+//! writes, a span per stint of a goroutine on it (ended by a switch, or by a blocking call
+//! that hands the P on), and the collector adds its phases, stack scans and assists; stops of
+//! the world are recorded with their reason. The file (Chrome trace-event JSON) is written at
+//! the runtime's drop or [`Runtime::stop_trace`]. Off, a switch pays a load and a branch.
+//!
+//! One schedule in eight marks the goroutine it runs to be timed on its next wait in a run
+//! queue (`G::track_latency`): whoever readies it stamps the time, and the P that runs it
+//! next adds the wait to its histogram ([`RuntimeHandle::sched_latencies`]).
+//!
 //! ## Shutdown
 //!
 //! Dropping a [`Runtime`] gives back everything: threads, stacks, and what the goroutines
@@ -207,6 +226,7 @@ mod join;
 mod local;
 #[cfg(all(test, loom))]
 mod loom_models;
+mod message;
 mod preempt;
 mod proc;
 mod runtime;
@@ -215,6 +235,7 @@ pub mod status;
 mod stw;
 mod sync;
 mod sysmon;
+mod trace;
 mod watchdog;
 // Goroutine synchronisation (issue 4).
 mod chan;
@@ -230,12 +251,14 @@ use std::sync::Arc;
 
 pub use join::{JoinError, JoinHandle};
 pub use local::GoroutineLocal;
+pub use message::{MessageSink, message, set_message_sink};
 pub use proc::{
     NoPreempt, blocking, goroutine_id, no_preempt, poll, with_managed_stack, yield_now,
 };
 pub use safepoint_stackmap as stackmap;
 pub use stw::{Goroutine, Suspended, WorldStop, for_each_p, resume_g, stop_the_world, suspend_g};
 pub use sync::Sema;
+pub use trace::Track as TraceTrack;
 pub use watchdog::WatchdogCheck;
 // Goroutine synchronisation (issue 4).
 pub use chan::{Chan, Iter, RecvError, TryRecvError, TrySendError};
@@ -270,18 +293,18 @@ macro_rules! throw {
 pub fn fatal(msg: core::fmt::Arguments<'_>) -> ! {
     let g = runtime::current_g();
     let m = runtime::current_m();
-    eprintln!("fatal error: {msg}");
-    match (m, g) {
-        (Some(m), Some(g)) => eprintln!(
-            "  on goroutine {} ({}), M{}, P{:?}",
+    let wher = match (m, g) {
+        (Some(m), Some(g)) => format!(
+            "on goroutine {} ({}), M{}, P{:?}",
             g::goid(g),
             g.status.load(),
             m.id,
             m.p().map(|p| p.id)
         ),
-        (Some(m), None) => eprintln!("  on g0 of M{}", m.id),
-        _ => eprintln!("  off the runtime's threads"),
-    }
+        (Some(m), None) => format!("on g0 of M{}", m.id),
+        _ => "off the runtime's threads".to_string(),
+    };
+    message(format_args!("fatal error: {msg}\n  {wher}"));
     std::process::abort()
 }
 
@@ -290,6 +313,11 @@ pub fn fatal(msg: core::fmt::Arguments<'_>) -> ! {
 fn debug_knob(key: &str) -> Option<String> {
     let v = std::env::var("SAFEPOINT_DEBUG").ok()?;
     parse_knob(&v, key)
+}
+
+/// The `schedtrace` interval from the knob's value: milliseconds, 0 or unparsable for none.
+fn schedtrace_knob(v: Option<&str>) -> Option<std::time::Duration> {
+    v?.parse::<u64>().ok().filter(|&ms| ms > 0).map(std::time::Duration::from_millis)
 }
 
 fn parse_knob(list: &str, key: &str) -> Option<String> {
@@ -301,7 +329,19 @@ fn parse_knob(list: &str, key: &str) -> Option<String> {
 
 #[cfg(all(test, not(loom)))]
 mod knob_tests {
-    use super::parse_knob;
+    use super::{parse_knob, schedtrace_knob};
+
+    #[test]
+    fn schedtrace_reads_milliseconds() {
+        use std::time::Duration;
+        let at = |list: &str| schedtrace_knob(parse_knob(list, "schedtrace").as_deref());
+        assert_eq!(at("schedtrace=1000"), Some(Duration::from_secs(1)));
+        assert_eq!(at("gctrace=1,schedtrace=5"), Some(Duration::from_millis(5)));
+        assert_eq!(at("schedtrace"), Some(Duration::from_millis(1)));
+        assert_eq!(at("schedtrace=0"), None);
+        assert_eq!(at("schedtrace=soon"), None);
+        assert_eq!(at("gctrace=1"), None);
+    }
 
     #[test]
     fn knobs_parse_comma_separated_and_ignore_unknown_keys() {
@@ -365,6 +405,13 @@ pub struct Config {
     /// registered check failing aborts the process with a report of every queue, P, M and
     /// goroutine, instead of hanging.
     pub schedcheck: bool,
+    /// Print a `schedtrace` line (as Go's `GODEBUG=schedtrace=MS`) this often, from sysmon,
+    /// through the message sink ([`set_message_sink`]); `None`: never. See
+    /// [`Builder::schedtrace`].
+    pub schedtrace: Option<std::time::Duration>,
+    /// Record an execution trace and write it to this file when the runtime is dropped
+    /// (`SAFEPOINT_TRACE=FILE`); see [`Builder::trace`].
+    pub trace: Option<std::path::PathBuf>,
 }
 
 /// Builds a [`Runtime`].
@@ -387,6 +434,7 @@ pub struct Config {
 /// |---|---|
 /// | `asyncpreemptoff=1` | never send the preemption signal: a goroutine that does not poll cannot be stopped |
 /// | `schedcheck=1` | the watchdog: abort with a report of every queue, P, M and goroutine instead of hanging ([`Builder::schedcheck`]) |
+/// | `schedtrace=MS` | every `MS` milliseconds, print a line of the scheduler's state ([`Builder::schedtrace`]) |
 #[derive(Debug, Clone)]
 pub struct Builder {
     config: Config,
@@ -407,6 +455,10 @@ impl Default for Builder {
                 deadlock_detection: true,
                 registry: None,
                 schedcheck: debug_knob("schedcheck").is_some_and(|v| v == "1"),
+                schedtrace: schedtrace_knob(debug_knob("schedtrace").as_deref()),
+                trace: std::env::var_os("SAFEPOINT_TRACE")
+                    .filter(|v| !v.is_empty())
+                    .map(std::path::PathBuf::from),
             },
             error: None,
             async_preempt: debug_knob("asyncpreemptoff").is_none_or(|v| v != "1"),
@@ -467,6 +519,34 @@ impl Builder {
     /// soaks: the bounds are far above what a healthy runtime shows, even on a loaded machine.
     pub fn schedcheck(mut self, on: bool) -> Builder {
         self.config.schedcheck = on;
+        self
+    }
+    /// Prints a line of the scheduler's state every `every` (`None`: never, the default;
+    /// `SAFEPOINT_DEBUG=schedtrace=MS` sets the default to `MS` milliseconds), as Go's
+    /// `GODEBUG=schedtrace=MS` does, from sysmon, through the message sink
+    /// ([`set_message_sink`]; standard error by default):
+    ///
+    /// ```text
+    /// SCHED 1004ms: gomaxprocs=2 idleprocs=0 threads=5 spinningthreads=0 idlethreads=2 runqueue=0 [0 1]
+    /// ```
+    ///
+    /// The time since the runtime started; the Ps, and how many are idle; the OS threads
+    /// running goroutines (Ms), how many look for work and how many sleep; the goroutines on
+    /// the global queue (and the urgent one), then on each P's queue. Needs sysmon (the
+    /// default); an interval under a millisecond is raised to one.
+    pub fn schedtrace(mut self, every: Option<std::time::Duration>) -> Builder {
+        self.config.schedtrace = every;
+        self
+    }
+    /// Records an execution trace and writes it to `file` when the runtime is dropped (`None`:
+    /// no trace, the default unless `SAFEPOINT_TRACE=FILE` is set): every P's goroutine run
+    /// spans, the collector's phases, stack scans and assists, and the stops of the world, as
+    /// Chrome trace-event JSON, which Perfetto (ui.perfetto.dev) and `chrome://tracing` open.
+    /// One track per P, one for the collector's phases, one for the stops. Recording appends
+    /// to per-P buffers without a lock; off, it costs a predictable branch per goroutine
+    /// switch. A failure to write the file is reported through the message sink.
+    pub fn trace(mut self, file: Option<std::path::PathBuf>) -> Builder {
+        self.config.trace = file;
         self
     }
     /// The function registry of the managed stacks: with it, a goroutine's panic (on its join
@@ -630,6 +710,34 @@ impl Runtime {
         match h.join_or_deadlock()? {
             Ok(v) => Ok(v),
             Err(e) => std::panic::resume_unwind(e.into_panic()),
+        }
+    }
+
+    /// Ends the execution trace ([`Builder::trace`]) now and writes its file, rather than when
+    /// the runtime is dropped: for a program that leaves its runtime to the process's exit.
+    /// Nothing is recorded after it. Does nothing if the trace is off or already written.
+    ///
+    /// Stops the world for as long as it takes to collect every P's buffer (the file is
+    /// written after the restart). Runs a goroutine for it: call it from outside the runtime
+    /// or from a goroutine, as [`Runtime::block_on`].
+    pub fn stop_trace(&self) {
+        if self.sched.trace.is_none() {
+            return;
+        }
+        let sched = self.sched.clone();
+        let taken = self.block_on(move || {
+            let stop = stop_the_world("trace stop");
+            // SAFETY: every P is stopped and this goroutine's M owns its own: no other M
+            // writes a P's trace buffer until the restart.
+            let mut ps: Vec<_> = sched.ps.iter().map(|p| unsafe { p.trace.get() }).collect();
+            let t = sched.trace.as_ref().expect("checked above");
+            let taken = t.take(&mut ps);
+            drop(ps);
+            drop(stop);
+            taken
+        });
+        if let (Some(t), Some(taken)) = (&self.sched.trace, taken) {
+            t.write(taken);
         }
     }
 
@@ -857,12 +965,12 @@ fn shutdown(sched: &Arc<Sched>, sysmon: Option<std::thread::JoinHandle<()>>) {
                 // and Gs, and a goroutine of theirs that reaches a safepoint later finds the
                 // runtime shut down and is abandoned there, its M exiting. What such
                 // goroutines hold (their stacks, their captures) is leaked with it.
-                eprintln!(
+                message(format_args!(
                     "safepoint: a runtime was dropped with {left} thread(s) running goroutines \
                      that never reached a safepoint within {DRAIN_BOUND:?} (a loop that does not \
                      poll, or a blocking call that does not return); they are left running and \
                      the runtime's memory with them"
-                );
+                ));
                 core::mem::forget(sched.clone());
                 if let Some(t) = sysmon {
                     let _ = t.join();
@@ -872,6 +980,13 @@ fn shutdown(sched: &Arc<Sched>, sysmon: Option<std::thread::JoinHandle<()>>) {
         }
         if let Some(t) = sysmon {
             let _ = t.join();
+        }
+        if let Some(t) = &sched.trace {
+            // SAFETY: every M has exited: nobody else owns a P.
+            let mut ps: Vec<_> = sched.ps.iter().map(|p| unsafe { p.trace.get() }).collect();
+            if let Some(taken) = t.take(&mut ps) {
+                t.write(taken);
+            }
         }
         runtime::drain_queues(sched);
         let gs = core::mem::take(&mut *sched.allgs.lock().unwrap_or_else(|e| e.into_inner()));

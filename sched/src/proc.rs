@@ -23,7 +23,10 @@ fn drop_locals(g: &G) {
         }
         for l in locals {
             if std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || drop(l))).is_err() {
-                eprintln!("goroutine {}: a goroutine-local destructor panicked", goid(g));
+                crate::message(format_args!(
+                    "goroutine {}: a goroutine-local destructor panicked",
+                    goid(g)
+                ));
             }
         }
     }
@@ -395,6 +398,10 @@ fn entersyscall(m: &M, g: &G) {
     if p.run_safe_point_fn.load(Ordering::Acquire) {
         crate::stw::run_safe_point_fn(sched, p);
     }
+    if let Some(t) = &sched.trace {
+        // SAFETY: this M owns p until the status store below.
+        t.run_end(unsafe { p.trace.get() }, p.id);
+    }
     p.syscalltick.fetch_add(1, Ordering::Relaxed);
     g.syscall_p.set(p as *const P);
     g.status.cas(Status::Running, Status::Syscall);
@@ -423,6 +430,10 @@ fn exitsyscall() {
         m.p.store(oldp as *const P as usize, Ordering::Relaxed);
         oldp.m.store(m as *const M as usize, Ordering::Release);
         g.status.cas(Status::Syscall, Status::Running);
+        if let Some(t) = &sched.trace {
+            // SAFETY: the CAS made this M oldp's owner.
+            t.run_begin(unsafe { oldp.trace.get() }, oldp.id, goid(g));
+        }
         release_m(m);
         return;
     }
@@ -433,6 +444,10 @@ fn exitsyscall() {
             drop(l);
             acquirep(m, p);
             g.status.cas(Status::Syscall, Status::Running);
+            if let Some(t) = &sched.trace {
+                // SAFETY: this M has just acquired p.
+                t.run_begin(unsafe { p.trace.get() }, p.id, goid(g));
+            }
             release_m(m);
             return;
         }

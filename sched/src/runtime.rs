@@ -71,6 +71,25 @@ pub(crate) struct P {
     pub sysmon_syscallwhen: AtomicU64,
     /// This P's timer heap (issue 4: see `crate::timer`).
     pub timers: crate::timer::PTimers,
+    /// Scheduling latencies of the sampled goroutines this P ran (from runnable to running):
+    /// bucket `i` counts waits of `2^i ..< 2^(i+1)` ns, the last also longer ones. Written by
+    /// the M owning the P (load and store: one writer); read by anyone (metrics), Relaxed.
+    pub latency: [AtomicU64; LATENCY_BUCKETS],
+    /// This P's part of the execution trace. Owner: the M holding the P.
+    pub trace: crate::trace::PTraceCell,
+}
+
+/// Buckets of the scheduling-latency histogram ([`P::latency`]).
+pub(crate) const LATENCY_BUCKETS: usize = 32;
+
+/// Times `g`'s wait in a run queue if it is sampled (see `G::track_latency`): called by
+/// whoever makes it runnable, before it queues it. A load and a predictable branch when not.
+#[inline]
+pub(crate) fn stamp_runnable(g: &G) {
+    // Relaxed: see `G::track_latency` and `G::runnable_since`.
+    if g.track_latency.load(Ordering::Relaxed) {
+        g.runnable_since.store(safepoint_arch::nanotime().max(1), Ordering::Relaxed);
+    }
 }
 
 // SAFETY: the UnsafeCell fields (`runq`, `gfree`) are touched only by the M that owns the P;
@@ -101,6 +120,8 @@ impl P {
             sysmon_syscalltick: AtomicU64::new(0),
             sysmon_syscallwhen: AtomicU64::new(0),
             timers: crate::timer::PTimers::new(),
+            latency: [(); LATENCY_BUCKETS].map(|_| AtomicU64::new(0)),
+            trace: Default::default(),
         }
     }
 
@@ -404,6 +425,8 @@ pub(crate) struct Sched {
     /// Goroutines that a stop which could not finish gave back from an asynchronous hold
     /// (`crate::stw`, "A stop that cannot finish"). Relaxed: statistics only.
     pub stuck_givebacks: AtomicU64,
+    /// The execution trace, if on (`crate::trace`).
+    pub trace: Option<crate::trace::Trace>,
     /// The watchdog's registered checks (`crate::watchdog`).
     pub watch_checks: crate::watchdog::Checks,
 }
@@ -452,6 +475,7 @@ const MAX_LOCAL_GFREE: usize = 64;
 
 impl Sched {
     pub fn new(config: crate::Config, async_preempt: bool) -> Result<Arc<Sched>, crate::Error> {
+        let trace_file = config.trace.clone();
         let procs = config.procs;
         let stacks = StackPool::new(config.stack_size, config.stack_cache)
             .map_err(|e| crate::Error::Stack(e.to_string()))?;
@@ -495,6 +519,7 @@ impl Sched {
             async_preemptions: AtomicU64::new(0),
             async_declined: AtomicU64::new(0),
             stuck_givebacks: AtomicU64::new(0),
+            trace: trace_file.map(crate::trace::Trace::new),
             watch_checks: Default::default(),
         });
         signal::install();
@@ -745,6 +770,7 @@ impl Sched {
     }
 
     fn enqueue_locked(&self, g: GPtr, next: bool) {
+        stamp_runnable(g.get());
         // Relaxed: the goroutine set its own flag before it parked; the park/ready hand-off
         // orders that store before this load.
         if g.get().urgent.load(Ordering::Relaxed) {
@@ -1310,6 +1336,20 @@ fn execute(m: &M, g: &'static G, inherit: bool) {
         // Only the owning M writes schedtick (sysmon reads it): no read-modify-write needed.
         p.schedtick.store(p.schedtick.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
     }
+    // Scheduling latency, for the sampled waits (see `G::track_latency`). Relaxed: see there.
+    let since = g.runnable_since.load(Ordering::Relaxed);
+    if since != 0 {
+        g.runnable_since.store(0, Ordering::Relaxed);
+        let ns = safepoint_arch::nanotime().saturating_sub(since).max(1);
+        let b = &p.latency[(63 - ns.leading_zeros() as usize).min(LATENCY_BUCKETS - 1)];
+        // Load and store: only the M owning p writes its buckets.
+        b.store(b.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
+    }
+    g.track_latency.store(p.schedtick.load(Ordering::Relaxed).is_multiple_of(8), Ordering::Relaxed);
+    if let Some(t) = &m.sched().trace {
+        // SAFETY: this M owns p.
+        t.run_begin(unsafe { p.trace.get() }, p.id, goid(g));
+    }
     // SAFETY: g's stack info lives in the type-stable G and is only rewritten by `prepare`, which
     // cannot run while g is current here (it runs on g0 for a dead G).
     unsafe { signal::set_current(g.stack_info.get()) };
@@ -1318,6 +1358,14 @@ fn execute(m: &M, g: &'static G, inherit: bool) {
     unsafe { safepoint_arch::switch(m.g0.get(), g.ctx.get(), 0) };
     // SAFETY: null is always allowed.
     unsafe { signal::set_current(ptr::null()) };
+    // The goroutine left its P (if it still has one: a blocking call ended its span when it
+    // handed the P on, and it may have come back on another).
+    if let Some(t) = &m.sched().trace
+        && let Some(p) = m.p()
+    {
+        // SAFETY: this M owns p.
+        t.run_end(unsafe { p.trace.get() }, p.id);
+    }
 }
 
 /// On g0, after `g` switched away: carry out what it asked.
@@ -1353,6 +1401,7 @@ fn after_switch(m: &M, g: &'static G) {
             } else {
                 g.status.park_cancel();
                 let p = m.p().expect("park without a P");
+                stamp_runnable(g);
                 // SAFETY: m owns p.
                 unsafe { p.put(GPtr::from(g), true) };
             }
@@ -1420,6 +1469,7 @@ fn after_switch(m: &M, g: &'static G) {
 /// P's queued goroutines go to the global queue, where the other Ps take them (as Go does
 /// when its dedicated mark worker is preempted).
 fn requeue(sched: &Sched, p: &P, g: &'static G, preempted: bool) {
+    stamp_runnable(g);
     // Relaxed: the goroutine's own flag, set by itself before this switch.
     if !g.urgent.load(Ordering::Relaxed) {
         // SAFETY: the caller's M owns p.

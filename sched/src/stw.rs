@@ -194,6 +194,8 @@ fn wake_m_of(p: &P) {
 pub struct WorldStop {
     m: &'static M,
     reason: &'static str,
+    /// When the stop was asked for (`nanotime`), for the execution trace.
+    t0: u64,
     started: bool,
     /// It restarts the world with its goroutine's P: it must stay on that goroutine.
     _not_send: core::marker::PhantomData<*const ()>,
@@ -224,6 +226,10 @@ impl WorldStop {
     fn restart(&mut self) {
         if !self.started {
             self.started = true;
+            if let Some(t) = &self.m.sched().trace {
+                let now = safepoint_arch::nanotime();
+                t.shared(crate::trace::Track::Stops, self.reason, self.t0, now, 0);
+            }
             start_the_world(self.m);
         }
     }
@@ -256,6 +262,7 @@ impl Drop for WorldStop {
 /// latency, bounded by the length of the critical sections ([`crate::Stats::stop_givebacks`]
 /// counts the give-backs).
 pub fn stop_the_world(reason: &'static str) -> WorldStop {
+    let t0 = safepoint_arch::nanotime();
     let m = running_m("stop_the_world");
     let sched = m.sched();
     sched.world_sema.acquire();
@@ -296,7 +303,7 @@ pub fn stop_the_world(reason: &'static str) -> WorldStop {
             crate::throw!("stop_the_world: P{} is {:?}, not stopped", p.id, p.status());
         }
     }
-    WorldStop { m, reason, started: false, _not_send: core::marker::PhantomData }
+    WorldStop { m, reason, t0, started: false, _not_send: core::marker::PhantomData }
 }
 
 fn start_the_world(m: &'static M) {

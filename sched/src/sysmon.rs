@@ -23,13 +23,24 @@ pub(crate) fn run(sched: Arc<Sched>) {
     // Issue 4: the earliest timer deadline (0: none), seen at the last look.
     let mut next_timer = 0u64;
     let mut watch = sched.config.schedcheck.then(crate::watchdog::Watch::new);
+    // schedtrace: the interval, and when the next line is due (0: never).
+    let start = nanotime();
+    let trace_every = sched.config.schedtrace.map_or(0, |d| (d.as_nanos() as u64).max(1_000_000));
+    let mut next_trace = if trace_every == 0 { 0 } else { start + trace_every };
     loop {
         if sched.shutdown.load(Ordering::SeqCst) {
             return;
         }
+        if next_trace != 0 && nanotime() >= next_trace {
+            crate::message(format_args!("{}", schedtrace_line(&sched, nanotime() - start)));
+            next_trace += trace_every * ((nanotime() - next_trace) / trace_every + 1);
+        }
         let mut sleep = delay;
         if next_timer != 0 {
             sleep = sleep.min(next_timer.saturating_sub(nanotime()).max(MIN_DELAY_NS));
+        }
+        if next_trace != 0 {
+            sleep = sleep.min(next_trace.saturating_sub(nanotime()).max(MIN_DELAY_NS));
         }
         if sched.sysmon_note.sleep_timeout(sleep) {
             sched.sysmon_note.clear();
@@ -49,7 +60,12 @@ pub(crate) fn run(sched: Arc<Sched>) {
             if sched.npidle.load(Ordering::SeqCst) == sched.procs
                 || sched.gcwaiting.load(Ordering::SeqCst)
             {
-                sched.sysmon_note.sleep_timeout(MAX_DELAY_NS * 10);
+                let mut idle_sleep = MAX_DELAY_NS * 10;
+                if next_trace != 0 {
+                    // An idle runtime still gets its schedtrace lines, as in Go.
+                    idle_sleep = idle_sleep.min(next_trace.saturating_sub(nanotime()).max(1));
+                }
+                sched.sysmon_note.sleep_timeout(idle_sleep);
             }
             sched.sysmon_wait.store(false, Ordering::SeqCst);
             if sched.sysmon_note.is_woken() {
@@ -126,4 +142,31 @@ fn retake(sched: &Sched, now: u64) -> bool {
         }
     }
     acted
+}
+
+/// The `schedtrace` line (see [`crate::Builder::schedtrace`]), `since` nanoseconds after the
+/// runtime started. Racy reads of the counters, as Go's; the scheduler lock for the idle Ms.
+fn schedtrace_line(sched: &Sched, since: u64) -> String {
+    use std::fmt::Write;
+    let (_, threads) = sched.counts();
+    let idle_threads = crate::preempt::rt_section(|| {
+        sched.lock.lock().unwrap_or_else(|e| e.into_inner()).midle.len()
+    });
+    let mut line = format!(
+        "SCHED {}ms: gomaxprocs={} idleprocs={} threads={} spinningthreads={} idlethreads={} \
+         runqueue={} [",
+        since / 1_000_000,
+        sched.procs,
+        // Relaxed: counters read for a report.
+        sched.npidle.load(Ordering::Relaxed),
+        threads,
+        sched.nmspinning.load(Ordering::Relaxed),
+        idle_threads,
+        sched.global.len() + sched.urgent.len(),
+    );
+    for (i, p) in sched.ps.iter().enumerate() {
+        let _ = write!(line, "{}{}", if i == 0 { "" } else { " " }, p.runq_len());
+    }
+    line.push(']');
+    line
 }

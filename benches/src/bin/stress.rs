@@ -30,7 +30,9 @@ const USAGE: &str = "usage: stress WORKLOAD ARGS...
                      back to back with checkmark and poison -> cycles stops
                      max_pause_us goroutines_run panics_caught failures (must be 0)
   all                every workload above but soak at default sizes (the GC ones first and
-                     smaller: binary-trees 16, gcbench, churn 100; each in a child process)";
+                     smaller: binary-trees 16, gcbench, churn 100; each in a child process)
+Option (collector workloads): --plot DIR  draws DIR/WORKLOAD-heap.svg (the heap over time,
+                     sampled every ms) and DIR/WORKLOAD-pauses.svg (the pause histogram)";
 
 fn run(workload: &str, args: &[String]) -> bool {
     match workload {
@@ -53,7 +55,17 @@ fn run(workload: &str, args: &[String]) -> bool {
 }
 
 fn main() {
-    let argv: Vec<String> = std::env::args().skip(1).collect();
+    let mut argv: Vec<String> = std::env::args().skip(1).collect();
+    if let Some(i) = argv.iter().position(|a| a == "--plot") {
+        let Some(dir) = argv.get(i + 1).cloned() else {
+            eprintln!("--plot needs a directory\n{USAGE}");
+            std::process::exit(2);
+        };
+        argv.drain(i..i + 2);
+        if let Some(w) = argv.first() {
+            b::plot::set(dir.into(), w);
+        }
+    }
     let Some(workload) = argv.first() else {
         eprintln!("{USAGE}");
         std::process::exit(2);
