@@ -327,6 +327,8 @@ pub fn repl(opts: &Options) -> i32 {
     if let Some(s) = &sh {
         s.flush();
     }
+    // The execution trace, if one was asked for, is written now: the runtime is not dropped.
+    rt.stop_trace();
     // As after a program: goroutines still running are left to the process's exit.
     std::mem::forget(rt);
     0
