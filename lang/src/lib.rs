@@ -3,7 +3,7 @@
 //! Pebble exists to prove safepoint's embedding API on a real interpreter. It has integers
 //! (immediate: no allocation), floats, strings, vectors, maps, closures, recursion,
 //! goroutines (`go f(x)`), channels of any value (send, receive, close, `select`, `for v in
-//! ch`) and `print`. It is run by the `safepoint` binary (`safepoint run FILE`).
+//! ch`) and `print`. It is run by the `pebble` binary (`pebble run FILE`).
 //!
 //! Operators are Go's, with Go's precedence: arithmetic, comparisons, `and`/`or`/`not`, and
 //! on integers the bitwise `& | ^` and shifts `<< >>` (an integer operation that loses bits is
@@ -41,7 +41,7 @@
 //! * **The heap is safepoint's.** Values are words in the collector's tagged encoding
 //!   ([`value`]); objects are allocated from the goroutine's P cache through the trusted
 //!   [`safepoint_gc::RawMutator`] path, fields are written through its write barrier, and the
-//!   interpreter runs in pinned sections between safepoints ([`vm`]).
+//!   interpreter runs in pinned sections between safepoints (the private `vm` module).
 //!
 //! ## Errors
 //!
