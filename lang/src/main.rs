@@ -1,8 +1,8 @@
-//! `safepoint`: runs Pebble programs (see the `safepoint_lang` crate documentation).
+//! `pebble`: runs Pebble programs (see the `safepoint_lang` crate documentation).
 //!
 //! ```text
-//! safepoint [OPTIONS] run FILE [ARGS...]   FILE may be `-` (standard input)
-//! safepoint [OPTIONS] demo
+//! pebble [OPTIONS] run FILE [ARGS...]   FILE may be `-` (standard input)
+//! pebble [OPTIONS] demo
 //! ```
 //!
 //! Options come before FILE (before or after `run`); everything after FILE is the program's
@@ -14,8 +14,8 @@ use std::io::Read;
 const DEMO: &str = include_str!("../scripts/demo.pb");
 
 const USAGE: &str = "\
-usage: safepoint [OPTIONS] run FILE [ARGS...]
-       safepoint [OPTIONS] demo
+usage: pebble [OPTIONS] run FILE [ARGS...]
+       pebble [OPTIONS] demo
 
 Runs the Pebble program FILE (`-` reads it from standard input) with ARGS as its arguments:
 everything after FILE goes to the program. `--` ends the options.
@@ -82,7 +82,7 @@ fn main() {
     let cmd = match parse(&mut opts) {
         Ok(c) => c,
         Err(e) => {
-            eprintln!("safepoint: {e}\n\n{USAGE}");
+            eprintln!("pebble: {e}\n\n{USAGE}");
             std::process::exit(2);
         }
     };
@@ -108,7 +108,7 @@ fn main() {
                     safepoint_lang::run(&name, &src, &opts)
                 }
                 Err(e) => {
-                    eprintln!("safepoint: cannot read {name}: {e}");
+                    eprintln!("pebble: cannot read {name}: {e}");
                     1
                 }
             }

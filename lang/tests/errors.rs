@@ -12,7 +12,7 @@ fn run_src(src: &str, extra: &[&str]) -> (i32, String, String) {
     // Options go before FILE: what follows it is the program's.
     let mut args: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
     args.extend(["run".to_string(), path.clone()]);
-    let out: Output = std::process::Command::new(env!("CARGO_BIN_EXE_safepoint"))
+    let out: Output = std::process::Command::new(env!("CARGO_BIN_EXE_pebble"))
         .args(&args)
         .env_remove("SAFEPOINT_DEBUG")
         .output()
@@ -137,7 +137,7 @@ fn deadlock_is_reported_as_go_reports_it() {
     let src = "let c = chan()\nfn w() {\n  <-c\n}\ngo w()\n<-c\n";
     let mut f = tempfile(src);
     f.flush().unwrap();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_safepoint"))
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_pebble"))
         .args(["run", &f.path])
         .env_remove("SAFEPOINT_DEBUG")
         .env("RUST_BACKTRACE", "1")
@@ -188,10 +188,10 @@ fn spinning_goroutines_do_not_stop_collections_or_the_program() {
 /// standard input; a usage error exits 2 with the usage.
 #[test]
 fn the_command_line_meets_conventions() {
-    let bin = env!("CARGO_BIN_EXE_safepoint");
+    let bin = env!("CARGO_BIN_EXE_pebble");
     let out = std::process::Command::new(bin).arg("--help").output().unwrap();
     assert_eq!(out.status.code(), Some(0));
-    assert!(String::from_utf8_lossy(&out.stdout).starts_with("usage: safepoint"));
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("usage: pebble"));
     let mut f = tempfile("print(args())\n");
     f.flush().unwrap();
     let run = |args: &[&str]| {
