@@ -314,7 +314,8 @@ impl<'a> Pin<'a> {
         }
         let addr = obj & !self.tag_rule().mask;
         // SAFETY: per the contract, word `i` of a live object's body. Relaxed: heap words are
-        // atomics; ordering comes from the collector's handshakes (DESIGN §4).
+        // atomics; ordering comes from the collector's handshakes
+        // (`docs/ARCHITECTURE.md`, "Memory ordering").
         unsafe { body(addr, i + 1)[i].load(Ordering::Relaxed) }
     }
 

@@ -124,9 +124,10 @@ impl Default for StackConfig {
 /// shared::<safepoint_stackmap::ManagedStack>();
 /// ```
 ///
-/// Slots are `AtomicUsize` accessed with `Relaxed` ordering (DESIGN §4: words a marker may
-/// read while a goroutine runs are atomics). The ordering between the owner's last writes and
-/// a scanner's reads comes from the scheduler's hand-off (the status CAS), not from here.
+/// Slots are `AtomicUsize` accessed with `Relaxed` ordering (`docs/ARCHITECTURE.md`, "Memory
+/// ordering": words a marker may read while a goroutine runs are atomics). The ordering
+/// between the owner's last writes and a scanner's reads comes from the scheduler's hand-off
+/// (the status CAS), not from here.
 pub struct ManagedStack {
     guard: StackGuard,
     /// Index one past the top frame's header (0: no frame). The only position the stack
