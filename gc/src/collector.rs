@@ -131,7 +131,17 @@ impl fmt::Display for GcError {
     }
 }
 
-impl std::error::Error for GcError {}
+/// [`GcError::Alloc`] and [`GcError::Type`] give the error they wrap as their source (their
+/// message is also its message, so that printing a `GcError` alone still says why).
+impl std::error::Error for GcError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            GcError::Alloc(e) => Some(e),
+            GcError::Type(e) => Some(e),
+            _ => None,
+        }
+    }
+}
 
 impl From<AllocError> for GcError {
     fn from(e: AllocError) -> Self {
@@ -173,6 +183,7 @@ pub(crate) fn heap_goal(config: &GcConfig, traced: usize, black: usize) -> usize
 
 /// The collector's settings; [`Default`] gives the documented defaults.
 #[derive(Clone, Debug)]
+#[non_exhaustive]
 pub struct GcConfig {
     /// The heap goal is `live * (1 + gc_percent / 100)`, plus what the last marking allocated
     /// (see the crate's essay on pacing). Default 100;
@@ -185,7 +196,9 @@ pub struct GcConfig {
     /// a collection has tried to make room). Default: no limit.
     pub hard_limit: usize,
     /// A soft limit on the heap: the goal never goes above it (while the live heap is below
-    /// it), so collections come more often as the heap nears it. Default: no limit.
+    /// it), so collections come more often as the heap nears it. Default: no limit;
+    /// `SAFEPOINT_MEMLIMIT` (bytes, or with a suffix `KiB`, `MiB`, `GiB`, `TiB`) in the
+    /// environment overrides it, as `GOMEMLIMIT` does Go's.
     pub memory_limit: usize,
     /// Mark with the world stopped (`gcstoptheworld`): the debugging mode. Default: off
     /// (concurrent marking).
@@ -220,7 +233,8 @@ impl Default for GcConfig {
     }
 }
 
-/// Builds a [`Gc`]; knobs set in `SAFEPOINT_DEBUG` are added to what the builder says.
+/// Builds a [`Gc`]; knobs set in `SAFEPOINT_DEBUG` are added to what the builder says, and
+/// `SAFEPOINT_GC` and `SAFEPOINT_MEMLIMIT` override its `gc_percent` and `memory_limit`.
 #[derive(Clone, Debug, Default)]
 pub struct GcBuilder {
     config: GcConfig,
@@ -278,7 +292,8 @@ impl GcBuilder {
         self.config.tag_rule = rule;
         self
     }
-    /// Do not read `SAFEPOINT_DEBUG` (tests that must not be changed by the environment).
+    /// Do not read `SAFEPOINT_DEBUG`, `SAFEPOINT_GC` or `SAFEPOINT_MEMLIMIT` (tests that must
+    /// not be changed by the environment).
     pub fn ignore_env(mut self) -> Self {
         self.ignore_env = true;
         self
@@ -299,6 +314,9 @@ impl GcBuilder {
             config.stop_the_world |= k.gcstoptheworld;
             if let Some(p) = crate::debug::gc_percent_from_env() {
                 config.gc_percent = p;
+            }
+            if let Some(limit) = safepoint_sched::env::memlimit() {
+                config.memory_limit = limit;
             }
         }
         let types = TypeRegistry::with_config(RegistryConfig {
@@ -498,6 +516,7 @@ impl fmt::Debug for Gc {
 
 /// A snapshot of the collector's counters.
 #[derive(Clone, Debug, Default)]
+#[non_exhaustive]
 pub struct GcStats {
     /// Completed cycles.
     pub cycles: u64,
@@ -1241,5 +1260,24 @@ mod phase_clock_tests {
             c.phase.store(p as u8, Ordering::Relaxed);
             assert_eq!(c.stuck(u64::MAX), None);
         }
+    }
+}
+
+#[cfg(test)]
+mod error_tests {
+    use super::*;
+    use std::error::Error as _;
+
+    /// The errors a `GcError` wraps are its source; the others have none.
+    #[test]
+    fn wrapped_errors_are_the_source() {
+        let alloc = AllocError::OutOfMemory { requested: 64, limit: 32 };
+        let e = GcError::from(alloc.clone());
+        let src = e.source().expect("an allocation error is the source");
+        assert_eq!(src.to_string(), alloc.to_string());
+        let e = GcError::Type(TypeError::EmptyName);
+        assert_eq!(e.source().unwrap().to_string(), TypeError::EmptyName.to_string());
+        assert!(GcError::StaleSlot.source().is_none());
+        assert!(GcError::Closed.source().is_none());
     }
 }

@@ -196,6 +196,7 @@ impl Default for TagRule {
 
 /// A registry's settings; [`Default`] gives the documented defaults.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct RegistryConfig {
     /// How tagged words are read. Default [`TagRule::LOW_BIT`].
     pub tag_rule: TagRule,

@@ -88,8 +88,9 @@ pub struct Pos {
 
 /// How to run a program.
 #[derive(Clone, Debug, Default)]
+#[non_exhaustive]
 pub struct Options {
-    /// Ps (0: one per CPU).
+    /// Ps (0: `SAFEPOINT_MAXPROCS` if set, else one per CPU).
     pub procs: usize,
     /// Print the collector's statistics to standard error at the end.
     pub stats: bool,
@@ -169,7 +170,8 @@ pub fn run(file: &str, src: &str, opts: &Options) -> i32 {
         }
     };
     let procs = if opts.procs == 0 {
-        std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
+        safepoint_sched::env::maxprocs()
+            .unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1))
     } else {
         opts.procs
     };

@@ -21,7 +21,8 @@ Runs the Pebble program FILE (`-` reads it from standard input) with ARGS as its
 everything after FILE goes to the program. `--` ends the options.
 
 options:
-  --procs N          Ps to run goroutines on (default: the CPUs this process may use)
+  --procs N          Ps to run goroutines on (default: SAFEPOINT_MAXPROCS, else the CPUs
+                     this process may use)
   --stats            print the collector's statistics at the end
   --max-heap-mb N    the heap's hard limit: running out of memory is a runtime error
   --max-stack-kb N   the size limit of each goroutine's managed stack

@@ -221,6 +221,7 @@ mod chan;
 mod cond;
 mod deadlock;
 mod embed;
+pub mod env;
 mod mutex;
 mod select;
 mod timer;
@@ -285,39 +286,6 @@ pub fn fatal(msg: core::fmt::Arguments<'_>) -> ! {
     std::process::abort()
 }
 
-/// The value of `key` in `SAFEPOINT_DEBUG` (`key=value,key=value`; a bare `key` reads as "1").
-/// Unknown keys are ignored: the variable is shared with the other parts of safepoint.
-fn debug_knob(key: &str) -> Option<String> {
-    let v = std::env::var("SAFEPOINT_DEBUG").ok()?;
-    parse_knob(&v, key)
-}
-
-fn parse_knob(list: &str, key: &str) -> Option<String> {
-    list.split(',').map(str::trim).filter(|kv| !kv.is_empty()).rev().find_map(|kv| {
-        let (k, v) = kv.split_once('=').unwrap_or((kv, "1"));
-        (k.trim() == key).then(|| v.trim().to_string())
-    })
-}
-
-#[cfg(all(test, not(loom)))]
-mod knob_tests {
-    use super::parse_knob;
-
-    #[test]
-    fn knobs_parse_comma_separated_and_ignore_unknown_keys() {
-        assert_eq!(parse_knob("asyncpreemptoff=1", "asyncpreemptoff").as_deref(), Some("1"));
-        assert_eq!(
-            parse_knob("gctrace=1, asyncpreemptoff=0 ,checkmark", "asyncpreemptoff").as_deref(),
-            Some("0")
-        );
-        assert_eq!(parse_knob("checkmark", "checkmark").as_deref(), Some("1"));
-        assert_eq!(parse_knob("gctrace=1,,poison=1", "asyncpreemptoff"), None);
-        assert_eq!(parse_knob("", "asyncpreemptoff"), None);
-        // The last setting wins.
-        assert_eq!(parse_knob("a=1,a=2", "a").as_deref(), Some("2"));
-    }
-}
-
 /// Errors from the runtime's API.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Error {
@@ -343,6 +311,7 @@ impl std::error::Error for Error {}
 
 /// Runtime configuration; see [`Builder`] for the defaults.
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct Config {
     /// Number of Ps.
     pub procs: usize,
@@ -371,7 +340,7 @@ pub struct Config {
 ///
 /// | setting | default |
 /// |---|---|
-/// | `procs` | the number of CPUs this process may use |
+/// | `procs` | `SAFEPOINT_MAXPROCS` if set, else the number of CPUs this process may use |
 /// | `stack_size` | 256 KiB (virtual; committed as touched) |
 /// | `stack_cache` | 4096 stacks |
 /// | `sysmon` | on |
@@ -380,8 +349,10 @@ pub struct Config {
 /// | `async_preempt` | on, unless `SAFEPOINT_DEBUG` has `asyncpreemptoff=1` |
 /// | `schedcheck` | off, unless `SAFEPOINT_DEBUG` has `schedcheck=1` |
 ///
-/// `SAFEPOINT_DEBUG` is read when the builder is made: a comma-separated list of `key=value`
-/// debugging knobs (unknown keys are ignored, they may be another part's). The scheduler's:
+/// `SAFEPOINT_DEBUG` and `SAFEPOINT_MAXPROCS` are read when the builder is made (see [`env`]):
+/// `SAFEPOINT_DEBUG` is a comma-separated list of `key=value` debugging knobs shared with the
+/// collector (a bare `key` is `key=1`; an unknown key is reported once on standard error). The
+/// scheduler's:
 ///
 /// | key | meaning |
 /// |---|---|
@@ -397,19 +368,22 @@ pub struct Builder {
 
 impl Default for Builder {
     fn default() -> Builder {
+        let debug = env::DebugVars::from_env();
         Builder {
             config: Config {
-                procs: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
+                procs: env::maxprocs().unwrap_or_else(|| {
+                    std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
+                }),
                 stack_size: safepoint_arch::stack::DEFAULT_STACK_SIZE,
                 stack_cache: 4096,
                 sysmon: true,
                 managed_stack: safepoint_stackmap::StackConfig::default(),
                 deadlock_detection: true,
                 registry: None,
-                schedcheck: debug_knob("schedcheck").is_some_and(|v| v == "1"),
+                schedcheck: debug.flag("schedcheck") == Some(true),
             },
             error: None,
-            async_preempt: debug_knob("asyncpreemptoff").is_none_or(|v| v != "1"),
+            async_preempt: debug.flag("asyncpreemptoff") != Some(true),
         }
     }
 }
@@ -545,6 +519,7 @@ impl core::fmt::Debug for Runtime {
 
 /// A snapshot of the runtime's counters.
 #[derive(Debug, Clone, Copy)]
+#[non_exhaustive]
 pub struct Stats {
     /// Goroutines spawned and not yet exited.
     pub goroutines: usize,

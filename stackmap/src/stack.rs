@@ -47,6 +47,7 @@ pub fn format_bytes(n: usize) -> String {
 
 /// How a managed stack is made. Defaults: a 1 GiB limit, validation in debug builds.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct StackConfig {
     limit_bytes: usize,
     validate: bool,
