@@ -349,10 +349,10 @@ pub struct Config {
 /// | `async_preempt` | on, unless `SAFEPOINT_DEBUG` has `asyncpreemptoff=1` |
 /// | `schedcheck` | off, unless `SAFEPOINT_DEBUG` has `schedcheck=1` |
 ///
-/// `SAFEPOINT_DEBUG` and `SAFEPOINT_MAXPROCS` are read when the builder is made (see [`env`]):
-/// `SAFEPOINT_DEBUG` is a comma-separated list of `key=value` debugging knobs shared with the
-/// collector (a bare `key` is `key=1`; an unknown key is reported once on standard error). The
-/// scheduler's:
+/// `SAFEPOINT_DEBUG` and `SAFEPOINT_MAXPROCS` are read when the builder is made (see
+/// [`env`](mod@env)): `SAFEPOINT_DEBUG` is a comma-separated list of `key=value` debugging
+/// knobs shared with the collector (a bare `key` is `key=1`; an unknown key is reported once
+/// on standard error). The scheduler's:
 ///
 /// | key | meaning |
 /// |---|---|
