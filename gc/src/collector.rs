@@ -616,11 +616,29 @@ const MAX_PAUSES: usize = 100_000;
 
 impl Gc {
     /// A builder with the defaults.
+    ///
+    /// ```
+    /// use safepoint_gc::Gc;
+    /// let rt = safepoint_sched::Runtime::builder().procs(1).build().unwrap();
+    /// let gc = Gc::builder()
+    ///     .gc_percent(50)            // collect when the heap is 1.5 times the live heap
+    ///     .memory_limit(256 << 20)   // a soft limit the pacer stays under
+    ///     .hard_limit(1 << 30)       // past this, allocation fails with an error
+    ///     .build(&rt)
+    ///     .unwrap();
+    /// assert_eq!(gc.config().gc_percent, 50);
+    /// ```
     pub fn builder() -> GcBuilder {
         GcBuilder::default()
     }
 
     /// A collector with the defaults (and `SAFEPOINT_DEBUG`) for `rt`.
+    ///
+    /// ```
+    /// let rt = safepoint_sched::Runtime::new().unwrap();
+    /// let gc = safepoint_gc::Gc::new(&rt).unwrap();
+    /// assert_eq!(gc.cycles(), 0);
+    /// ```
     pub fn new(rt: &Runtime) -> Result<Gc, GcError> {
         GcBuilder::default().build(rt)
     }
@@ -648,6 +666,15 @@ impl Gc {
     }
 
     /// Counters and pause times.
+    ///
+    /// ```
+    /// let rt = safepoint_sched::Runtime::builder().procs(1).build().unwrap();
+    /// let gc = safepoint_gc::Gc::new(&rt).unwrap();
+    /// gc.collect();
+    /// let s = gc.stats();
+    /// assert!(s.cycles >= 1);
+    /// assert_eq!(s.pauses.len() as u64, s.cycles);
+    /// ```
     pub fn stats(&self) -> GcStats {
         // Without preemption, as in `stats_snapshot`.
         let _np = safepoint_sched::no_preempt();
@@ -675,6 +702,15 @@ impl Gc {
     /// # Panics
     /// Inside a `no_preempt` section; off the collector's runtime, if that runtime has shut
     /// down or shuts down before the cycle is done (nothing is left to run it).
+    ///
+    /// ```
+    /// let rt = safepoint_sched::Runtime::builder().procs(1).build().unwrap();
+    /// let gc = safepoint_gc::Gc::new(&rt).unwrap();
+    /// gc.collect(); // from a thread outside the runtime: the driver runs the cycle
+    /// let g = gc.clone();
+    /// rt.block_on(move || g.collect()); // or from a goroutine
+    /// assert!(gc.cycles() >= 2);
+    /// ```
     pub fn collect(&self) {
         // Inside a blocking call the goroutine is as a thread outside the runtime: its P is
         // handed off and its managed stack frozen.

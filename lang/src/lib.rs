@@ -159,6 +159,14 @@ fn deadlock_report(d: &safepoint_sched::DeadlockReport, file: &str) -> String {
 /// 1 for a compile error, 2 for a runtime error or a deadlock (the message is printed on
 /// standard error). Goroutines still running when the top-level code ends are abandoned, as
 /// in Go; the runtime is left to the process's exit.
+///
+/// ```
+/// let mut opts = safepoint_lang::Options::default();
+/// opts.procs = 2;
+/// let src = "let ch = chan()\ngo fn() { ch <- 6 * 7 }()\nprint(<-ch)";
+/// assert_eq!(safepoint_lang::run("answer.pb", src, &opts), 0); // prints 42
+/// assert_eq!(safepoint_lang::run("bad.pb", "let = 1", &opts), 1); // a compile error
+/// ```
 pub fn run(file: &str, src: &str, opts: &Options) -> i32 {
     quiet_stack_overflow_panics();
     let reg = Arc::new(Registry::new());

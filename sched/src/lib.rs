@@ -470,6 +470,20 @@ impl Builder {
     }
 
     /// Starts the runtime.
+    ///
+    /// # Errors
+    /// [`Error::Config`] for a setting out of range, [`Error::Stack`] if the first goroutine
+    /// stacks cannot be mapped.
+    ///
+    /// ```
+    /// use safepoint_sched::{Error, Runtime};
+    ///
+    /// let rt = Runtime::builder().procs(2).stack_size(64 * 1024).build()?;
+    /// assert_eq!(rt.procs(), 2);
+    /// // A bad setting is an error, not a panic.
+    /// assert!(matches!(Runtime::builder().procs(0).build(), Err(Error::Config(_))));
+    /// # Ok::<(), Error>(())
+    /// ```
     pub fn build(self) -> Result<Runtime, Error> {
         if let Some(e) = self.error {
             return Err(Error::Config(e));
@@ -550,6 +564,12 @@ pub struct Stats {
 
 impl Runtime {
     /// A runtime with the default configuration.
+    ///
+    /// ```
+    /// let rt = safepoint_sched::Runtime::new()?;
+    /// assert_eq!(rt.block_on(|| 6 * 7), 42);
+    /// # Ok::<(), safepoint_sched::Error>(())
+    /// ```
     pub fn new() -> Result<Runtime, Error> {
         Builder::default().build()
     }
@@ -570,6 +590,15 @@ impl Runtime {
     }
 
     /// Spawns a goroutine from any thread.
+    ///
+    /// ```
+    /// use safepoint_sched::Runtime;
+    ///
+    /// let rt = Runtime::builder().procs(1).build().unwrap();
+    /// // From a thread outside the runtime; the handle joins from anywhere.
+    /// let h = rt.spawn(|| (1..=10).sum::<u32>()).unwrap();
+    /// assert_eq!(h.join().unwrap(), 55);
+    /// ```
     pub fn spawn<T, F>(&self, f: F) -> Result<JoinHandle<T>, Error>
     where
         F: FnOnce() -> T + Send + 'static,
@@ -581,6 +610,19 @@ impl Runtime {
     /// Runs `f` as a goroutine and waits (blocking this thread) for its result; a panic in it
     /// is resumed here. If every goroutine deadlocks (see [`Builder::deadlock_detection`]),
     /// panics with a message starting "all goroutines are asleep - deadlock!".
+    ///
+    /// ```
+    /// use safepoint_sched::{Chan, Runtime, go};
+    ///
+    /// let rt = Runtime::builder().procs(2).build().unwrap();
+    /// let n = rt.block_on(|| {
+    ///     let ch = Chan::new(0);
+    ///     let tx = ch.clone();
+    ///     go(move || tx.send(21));
+    ///     ch.recv().unwrap() * 2
+    /// });
+    /// assert_eq!(n, 42);
+    /// ```
     pub fn block_on<T, F>(&self, f: F) -> T
     where
         F: FnOnce() -> T + Send + 'static,
@@ -609,6 +651,13 @@ impl Runtime {
     }
 
     /// Counters.
+    ///
+    /// ```
+    /// let rt = safepoint_sched::Runtime::builder().procs(2).build().unwrap();
+    /// rt.block_on(|| ());
+    /// let s = rt.stats();
+    /// assert_eq!(s.procs, 2);
+    /// ```
     pub fn stats(&self) -> Stats {
         let s = &self.sched;
         let (gs, ms) = s.counts();
@@ -922,6 +971,17 @@ where
 /// Spawns a goroutine on the calling goroutine's runtime (Go's `go` statement).
 ///
 /// Panics off a goroutine or if no stack can be had; [`try_go`] returns the error instead.
+///
+/// ```
+/// use safepoint_sched::{Runtime, go};
+///
+/// let rt = Runtime::builder().procs(2).build().unwrap();
+/// let total: u64 = rt.block_on(|| {
+///     let hs: Vec<_> = (0..10u64).map(|i| go(move || i * i)).collect();
+///     hs.into_iter().map(|h| h.join().unwrap()).sum()
+/// });
+/// assert_eq!(total, 285);
+/// ```
 pub fn go<T, F>(f: F) -> JoinHandle<T>
 where
     F: FnOnce() -> T + Send + 'static,
