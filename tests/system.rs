@@ -93,8 +93,7 @@ fn workers_build_lists_that_survive_collections_on_their_way_to_a_consumer() {
             wg.wait();
             lists.close();
             assert_eq!(consumer.join().unwrap(), JOBS);
-            let t = *total.lock();
-            t
+            *total.lock()
         })
     });
     // A list of length L sums to L(L+1)/2; the lengths are 10, 20, ..., 640.

@@ -84,6 +84,28 @@ pub fn lines(workload: &str, args: &str, fields: &[(&str, Value)]) -> (String, S
     (human, serde_json::Value::Object(json).to_string())
 }
 
+/// The `p`-th percentile (0..=100) of `v`, which it sorts.
+pub fn percentile(v: &mut [f64], p: f64) -> f64 {
+    if v.is_empty() {
+        return 0.0;
+    }
+    v.sort_by(|a, b| a.total_cmp(b));
+    let i = ((p / 100.0) * (v.len() - 1) as f64).round() as usize;
+    v[i.min(v.len() - 1)]
+}
+
+/// Resident set size of this process in KiB (from /proc/self/statm).
+pub fn rss_kb() -> u64 {
+    let s = std::fs::read_to_string("/proc/self/statm").unwrap_or_default();
+    let pages: u64 = s.split_whitespace().nth(1).and_then(|x| x.parse().ok()).unwrap_or(0);
+    pages * 4
+}
+
+/// Parses argument `i` as a number, or `default`.
+pub fn arg_num(args: &[String], i: usize, default: u64) -> u64 {
+    args.get(i).and_then(|s| s.parse().ok()).unwrap_or(default)
+}
+
 #[cfg(test)]
 mod tests {
     use super::{Value, lines};
@@ -109,26 +131,4 @@ mod tests {
         let keys: Vec<_> = v.as_object().unwrap().keys().cloned().collect();
         assert_eq!(keys, ["workload", "args", "n", "ms", "bad", "note"]);
     }
-}
-
-/// The `p`-th percentile (0..=100) of `v`, which it sorts.
-pub fn percentile(v: &mut [f64], p: f64) -> f64 {
-    if v.is_empty() {
-        return 0.0;
-    }
-    v.sort_by(|a, b| a.total_cmp(b));
-    let i = ((p / 100.0) * (v.len() - 1) as f64).round() as usize;
-    v[i.min(v.len() - 1)]
-}
-
-/// Resident set size of this process in KiB (from /proc/self/statm).
-pub fn rss_kb() -> u64 {
-    let s = std::fs::read_to_string("/proc/self/statm").unwrap_or_default();
-    let pages: u64 = s.split_whitespace().nth(1).and_then(|x| x.parse().ok()).unwrap_or(0);
-    pages * 4
-}
-
-/// Parses argument `i` as a number, or `default`.
-pub fn arg_num(args: &[String], i: usize, default: u64) -> u64 {
-    args.get(i).and_then(|s| s.parse().ok()).unwrap_or(default)
 }

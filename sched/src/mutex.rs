@@ -567,8 +567,7 @@ impl<T> Mutex<T> {
     ///         })
     ///         .collect();
     ///     hs.into_iter().for_each(|h| h.join().unwrap());
-    ///     let n = *m.lock();
-    ///     n
+    ///     *m.lock()
     /// });
     /// assert_eq!(n, 400);
     /// ```
