@@ -534,6 +534,22 @@ impl Mutator {
     /// # Errors
     /// As [`alloc_array`](Mutator::alloc_array), and [`GcError::WrongKind`] if `ty` is not a
     /// byte array type.
+    ///
+    /// ```
+    /// use safepoint_gc::{Gc, Mutator, TypeDesc};
+    /// let rt = safepoint_sched::Runtime::builder().procs(1).build().unwrap();
+    /// let gc = Gc::new(&rt).unwrap();
+    /// let text = gc.types().register(TypeDesc::ByteArray { name: "text".into() }).unwrap();
+    /// let g = gc.clone();
+    /// rt.block_on(move || {
+    ///     let mut m = Mutator::new(&g).unwrap();
+    ///     m.scope(|m, [s]| {
+    ///         m.alloc_bytes(s, text, b"hello").unwrap();
+    ///         m.write_bytes(s, 0, b"J").unwrap();
+    ///         assert_eq!(m.bytes(s).unwrap().to_vec(), b"Jello");
+    ///     });
+    /// });
+    /// ```
     pub fn alloc_bytes(&mut self, dst: Slot, ty: TypeId, data: &[u8]) -> Result<(), GcError> {
         let desc = self.gc.types.desc(ty)?;
         if !matches!(desc, TypeDesc::ByteArray { .. }) {
@@ -625,6 +641,22 @@ impl Mutator {
     /// # Errors
     /// [`GcError::IntegerOutOfRange`] if `v` needs more bits than an immediate has (61 to 63,
     /// depending on the tag rule).
+    ///
+    /// ```
+    /// use safepoint_gc::{Gc, GcError, Mutator};
+    /// let rt = safepoint_sched::Runtime::builder().procs(1).build().unwrap();
+    /// let gc = Gc::new(&rt).unwrap();
+    /// let g = gc.clone();
+    /// rt.block_on(move || {
+    ///     let mut m = Mutator::new(&g).unwrap();
+    ///     m.scope(|m, [v]| {
+    ///         m.set_int(v, -12345).unwrap();
+    ///         assert_eq!(m.int(v).unwrap(), -12345);
+    ///         assert!(!m.is_ref(v).unwrap()); // an immediate: no object
+    ///         assert!(matches!(m.set_int(v, i64::MAX), Err(GcError::IntegerOutOfRange { .. })));
+    ///     });
+    /// });
+    /// ```
     pub fn set_int(&mut self, dst: Slot, v: i64) -> Result<(), GcError> {
         let (shift, tag) = self.int_shape();
         let w = ((v as usize) << shift) | tag;

@@ -690,6 +690,21 @@ impl TypeRegistry {
     /// [`TypeError::EmptyName`], [`TypeError::NameTooLong`], [`TypeError::DuplicateName`],
     /// [`TypeError::EmptyRecord`], [`TypeError::RecordTooLarge`],
     /// [`TypeError::TooManyTypes`].
+    ///
+    /// ```
+    /// use safepoint_gc::{Gc, TypeDesc, TypeError, WordKind};
+    /// let rt = safepoint_sched::Runtime::builder().procs(1).build().unwrap();
+    /// let gc = Gc::new(&rt).unwrap();
+    /// let node = gc.types().register(TypeDesc::Record {
+    ///     name: "node".into(),
+    ///     words: vec![WordKind::Ref, WordKind::Ref, WordKind::Raw], // left, right, a raw word
+    /// }).unwrap();
+    /// let text = gc.types().register(TypeDesc::ByteArray { name: "text".into() }).unwrap();
+    /// assert_ne!(node, text);
+    /// // Names are unique; a bad descriptor is an error and nothing is stored.
+    /// let again = gc.types().register(TypeDesc::ByteArray { name: "text".into() });
+    /// assert!(matches!(again, Err(TypeError::DuplicateName { .. })));
+    /// ```
     pub fn register(&self, desc: TypeDesc) -> Result<TypeId, TypeError> {
         let name = desc.name();
         if name.is_empty() {
