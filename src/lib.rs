@@ -9,6 +9,9 @@
 //! * [`sched`]: goroutines, Ms and Ps, preemption, stop-the-world, the ragged barrier;
 //! * [`gc`]: the managed heap, the `Mutator` embedding API and the concurrent collector.
 //!
+//! `docs/ARCHITECTURE.md` in the repository maps the parts, their protocols and their states
+//! with diagrams; each crate's documentation opens with the essay on its own part.
+//!
 //! ```
 //! use safepoint::sched::{Chan, Runtime, go};
 //!

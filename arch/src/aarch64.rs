@@ -93,6 +93,9 @@ impl Context {
 /// must be valid for a write and stay valid until this side is resumed. Nothing on the
 /// suspended stack may be touched by anyone else until it is resumed.
 #[unsafe(naked)]
+// The end label is global on purpose (the preemption handler checks the pc against it);
+// compilers up to 1.89 deny the lint in naked functions too (rust-version is 1.88).
+#[allow(named_asm_labels)]
 pub unsafe extern "C" fn switch(from: *mut Context, to: *const Context, arg: usize) -> usize {
     naked_asm!(
         // Save the callee-saved registers of this side on its own stack (x0 = from, x1 = to,
@@ -385,6 +388,9 @@ fn scribble_registers() {
 /// Calls the hold on a copy of the interrupted signal frame, then resumes the interrupted code
 /// with `rt_sigreturn` on that copy. Entered only through [`redirect_to_trampoline`].
 #[unsafe(naked)]
+// The end label is global on purpose (the preemption handler checks the pc against it);
+// compilers up to 1.89 deny the lint in naked functions too (rust-version is 1.88).
+#[allow(named_asm_labels)]
 unsafe extern "C" fn async_trampoline() {
     naked_asm!(
         // sp = the copied signal frame, 16-aligned. x19 (callee-saved) remembers it across the

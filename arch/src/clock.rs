@@ -3,6 +3,12 @@
 /// Nanoseconds on the monotonic clock (`CLOCK_MONOTONIC`, served by the vDSO: no system call).
 ///
 /// Only differences between two readings mean anything.
+///
+/// ```
+/// let t0 = safepoint_arch::nanotime();
+/// std::thread::sleep(std::time::Duration::from_millis(1));
+/// assert!(safepoint_arch::nanotime() - t0 >= 1_000_000);
+/// ```
 #[inline]
 pub fn nanotime() -> u64 {
     let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };

@@ -21,6 +21,20 @@ pub struct Note {
 
 impl Note {
     /// A clear note.
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use safepoint_arch::Note;
+    ///
+    /// let note = Arc::new(Note::new());
+    /// let n = note.clone();
+    /// let t = std::thread::spawn(move || n.wakeup());
+    /// note.sleep(); // returns once woken (at once if the wake-up came first)
+    /// assert!(note.is_woken());
+    /// t.join().unwrap();
+    /// note.clear();
+    /// assert!(!note.sleep_timeout(1_000)); // nobody wakes it: times out
+    /// ```
     pub const fn new() -> Note {
         Note { key: AtomicU32::new(CLEAR) }
     }

@@ -87,6 +87,9 @@ impl Context {
 /// must be valid for a write and stay valid until this side is resumed. Nothing on the
 /// suspended stack may be touched by anyone else until it is resumed.
 #[unsafe(naked)]
+// The end label is global on purpose (the preemption handler checks the pc against it);
+// compilers up to 1.89 deny the lint in naked functions too (rust-version is 1.88).
+#[allow(named_asm_labels)]
 pub unsafe extern "C" fn switch(from: *mut Context, to: *const Context, arg: usize) -> usize {
     naked_asm!(
         // Save the callee-saved registers of this side on its own stack.
@@ -360,6 +363,9 @@ fn scribble_registers() {
 /// Saves every register of the interrupted goroutine, calls the hold, restores every register
 /// and resumes the interrupted instruction. Entered only through [`redirect_to_trampoline`].
 #[unsafe(naked)]
+// The end label is global on purpose (the preemption handler checks the pc against it);
+// compilers up to 1.89 deny the lint in naked functions too (rust-version is 1.88).
+#[allow(named_asm_labels)]
 unsafe extern "C" fn async_trampoline() {
     naked_asm!(
         // rsp = interrupted rsp - 136, [rsp] = interrupted pc. Flags first: nothing may change

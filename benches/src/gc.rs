@@ -21,12 +21,13 @@
 //!   never scanned, as C's `GC_MALLOC_ATOMIC`; first half set to `1/i`) kept to the end; then
 //!   for depth 4, 6, ..., 16: [`gb_num_iters`] trees built top-down and as many built
 //!   bottom-up, each dropped at once. Exits 1 if the long-lived data is lost.
-//! * `churn G`: 64 long-lived trees of depth 14 reachable from a [`Global`] (a reference
-//!   array) throughout; then G goroutines at once, each building 200 trees of depth 8 one after
-//!   another, summing each and dropping it. Nodes are records `{left, right, value}` (value a
-//!   raw word); a tree of depth `d` has `d + 1` levels, a leaf holds 1, a node of height
-//!   `h >= 1` holds `h`, so `sum(h) = h + 2 sum(h - 1)` ([`ch_sum_formula`]; 758 for depth 8)
-//!   and `check = G * 200 * 758`. The long-lived trees are verified at the end, not counted.
+//! * `churn G`: 64 long-lived trees of depth 14 reachable from a
+//!   [`Global`](safepoint::gc::Global) (a reference array) throughout; then G goroutines at
+//!   once, each building 200 trees of depth 8 one after another, summing each and dropping
+//!   it. Nodes are records `{left, right, value}` (value a raw word); a tree of depth `d`
+//!   has `d + 1` levels, a leaf holds 1, a node of height `h >= 1` holds `h`, so
+//!   `sum(h) = h + 2 sum(h - 1)` ([`ch_sum_formula`]; 758 for depth 8) and
+//!   `check = G * 200 * 758`. The long-lived trees are verified at the end, not counted.
 //!
 //! Every workload builds its own [`Runtime`] (one P per available CPU) and [`Gc`] (with
 //! [`Gc::new`], so `SAFEPOINT_DEBUG` knobs apply), then prints, last, a JSON line with

@@ -40,27 +40,11 @@ impl From<&str> for Value {
     }
 }
 
-/// Prints the readable line, then the JSON line (`{"workload": ..., fields...}`), last.
+/// Prints the readable line, then the JSON line (`{"workload": ..., fields...}`), last. The
+/// JSON goes through `serde_json`, so strings are escaped and the line always parses; fields
+/// keep their order; reals carry three decimals, and one that is not finite is `null`.
 pub fn emit(workload: &str, args: &str, fields: &[(&str, Value)]) {
-    let mut human = format!("{workload:<10} {args:<16}");
-    let mut json = format!("{{\"workload\":\"{workload}\",\"args\":\"{args}\"");
-    for (k, v) in fields {
-        match v {
-            Value::Int(i) => {
-                let _ = write!(human, "  {k}={i}");
-                let _ = write!(json, ",\"{k}\":{i}");
-            }
-            Value::Float(f) => {
-                let _ = write!(human, "  {k}={f:.2}");
-                let _ = write!(json, ",\"{k}\":{f:.3}");
-            }
-            Value::Str(s) => {
-                let _ = write!(human, "  {k}={s}");
-                let _ = write!(json, ",\"{k}\":\"{s}\"");
-            }
-        }
-    }
-    json.push('}');
+    let (human, json) = lines(workload, args, fields);
     // A reader that went away (`stress all | head -1`) ends the run quietly, not with a panic.
     let mut out = std::io::stdout().lock();
     if writeln!(out, "{human}")
@@ -70,6 +54,34 @@ pub fn emit(workload: &str, args: &str, fields: &[(&str, Value)]) {
     {
         std::process::exit(0);
     }
+}
+
+/// The readable line and the JSON line of [`emit`].
+pub fn lines(workload: &str, args: &str, fields: &[(&str, Value)]) -> (String, String) {
+    let mut human = format!("{workload:<10} {args:<16}");
+    let mut json = serde_json::Map::new();
+    json.insert("workload".into(), workload.into());
+    json.insert("args".into(), args.into());
+    for (k, v) in fields {
+        let j = match v {
+            Value::Int(i) => {
+                let _ = write!(human, "  {k}={i}");
+                serde_json::Value::from(*i)
+            }
+            Value::Float(f) => {
+                let _ = write!(human, "  {k}={f:.2}");
+                // from_f64 is None for NaN and infinities: null.
+                serde_json::Number::from_f64((f * 1000.0).round() / 1000.0)
+                    .map_or(serde_json::Value::Null, serde_json::Value::Number)
+            }
+            Value::Str(s) => {
+                let _ = write!(human, "  {k}={s}");
+                serde_json::Value::from(s.as_str())
+            }
+        };
+        json.insert((*k).to_string(), j);
+    }
+    (human, serde_json::Value::Object(json).to_string())
 }
 
 /// The `p`-th percentile (0..=100) of `v`, which it sorts.
@@ -92,4 +104,31 @@ pub fn rss_kb() -> u64 {
 /// Parses argument `i` as a number, or `default`.
 pub fn arg_num(args: &[String], i: usize, default: u64) -> u64 {
     args.get(i).and_then(|s| s.parse().ok()).unwrap_or(default)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Value, lines};
+
+    /// Quotes, backslashes and control characters in arguments and string figures are escaped,
+    /// not-finite reals are null, and the fields keep their order: the line parses.
+    #[test]
+    fn the_json_line_parses_whatever_the_strings_hold() {
+        let fields = [
+            ("n", Value::Int(-3)),
+            ("ms", Value::Float(1.23456)),
+            ("bad", Value::Float(f64::NAN)),
+            ("note", Value::Str("say \"hi\"\\\n\ttab".into())),
+        ];
+        let (_, json) = lines("w\"x", "a\\b", &fields);
+        let v: serde_json::Value = serde_json::from_str(&json).expect(&json);
+        assert_eq!(v["workload"], "w\"x");
+        assert_eq!(v["args"], "a\\b");
+        assert_eq!(v["n"], -3);
+        assert_eq!(v["ms"], 1.235);
+        assert!(v["bad"].is_null());
+        assert_eq!(v["note"], "say \"hi\"\\\n\ttab");
+        let keys: Vec<_> = v.as_object().unwrap().keys().cloned().collect();
+        assert_eq!(keys, ["workload", "args", "n", "ms", "bad", "note"]);
+    }
 }

@@ -40,8 +40,8 @@
 //!   goroutine's captures were dropped (one such runtime at a time).
 //!
 //! A wrong sum, a lost or extra panic, a wrong counter or a worker that panicked counts as a
-//! failure (a checkmark or poison finding aborts the process, which fails louder). At the end
-//! it prints one readable line and one JSON line with `seconds`, `goroutines`, `cycles`,
+//! failure (a checkmark or poison finding aborts the process, which fails louder). Every 10 s
+//! it prints a progress line on standard error (time, cycles so far). At the end it prints one readable line and one JSON line with `seconds`, `goroutines`, `cycles`,
 //! `stops` (the collector's stop-the-world pauses), `max_pause_us`, `goroutines_run` (workers
 //! and the goroutines they spawned), `panics_caught`, `async_preemptions` (goroutines the
 //! preemption signal held in place), `stop_givebacks` (goroutines a stop gave back from a hold
@@ -173,6 +173,46 @@ struct World {
     deadline: Instant,
 }
 
+/// How often a soak says how far it has come.
+const PROGRESS_EVERY: Duration = Duration::from_secs(10);
+
+/// Ends the progress thread of [`progress_lines`] (and waits for it) when dropped.
+struct Progress {
+    stop: Option<std::sync::mpsc::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Drop for Progress {
+    fn drop(&mut self) {
+        drop(self.stop.take());
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// A thread outside the runtime that prints a progress line on standard error every
+/// [`PROGRESS_EVERY`] until the returned guard is dropped, so that a long soak shows it is
+/// alive before its report: the time, and the cycles completed so far.
+fn progress_lines(gc: Gc, d: Duration) -> Progress {
+    let (stop, wait) = std::sync::mpsc::channel::<()>();
+    let t0 = Instant::now();
+    let cycles0 = gc.cycles();
+    let thread = std::thread::spawn(move || {
+        while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) =
+            wait.recv_timeout(PROGRESS_EVERY)
+        {
+            eprintln!(
+                "soak: {:.0} s of {:.0}: {} cycles",
+                t0.elapsed().as_secs_f64(),
+                d.as_secs_f64(),
+                gc.cycles() - cycles0
+            );
+        }
+    });
+    Progress { stop: Some(stop), thread: Some(thread) }
+}
+
 /// Soaks for `d` with `g` workers.
 pub fn soak(d: Duration, g: u64) -> SoakReport {
     quiet_deliberate_panics();
@@ -196,6 +236,7 @@ pub fn soak(d: Duration, g: u64) -> SoakReport {
         .register(TypeDesc::RefArray { name: "soak.shared".into() })
         .unwrap_or_else(|e| panic!("register soak.shared: {e}"));
     let t0 = Instant::now();
+    let progress = progress_lines(gc.clone(), d);
     let mut r = rt.block_on(move || {
         let (cycles0, stops0) = {
             let s = gc.stats();
@@ -293,6 +334,7 @@ pub fn soak(d: Duration, g: u64) -> SoakReport {
             failures: c.failures.load(Ordering::Relaxed),
         }
     });
+    drop(progress);
     r.seconds = t0.elapsed().as_secs_f64();
     r.async_preemptions = rt.stats().async_preemptions;
     r.stop_givebacks = rt.stats().stop_givebacks;

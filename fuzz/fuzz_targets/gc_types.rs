@@ -54,11 +54,10 @@ fn kind(k: &Kind) -> WordKind {
 }
 
 fuzz_target!(|input: Input| {
-    let config = RegistryConfig {
-        tag_rule: TagRule { mask: input.mask as usize, ref_tag: input.ref_tag as usize },
-        max_types: input.max_types % 80,
-        max_record_bytes: input.max_record_bytes as usize % 40_000,
-    };
+    let mut config = RegistryConfig::default();
+    config.tag_rule = TagRule { mask: input.mask as usize, ref_tag: input.ref_tag as usize };
+    config.max_types = input.max_types % 80;
+    config.max_record_bytes = input.max_record_bytes as usize % 40_000;
     let reg = match TypeRegistry::with_config(config) {
         Ok(r) => r,
         Err(TypeError::BadTagRule { .. } | TypeError::BadConfig { .. }) => return,

@@ -142,7 +142,17 @@ impl fmt::Display for GcError {
     }
 }
 
-impl std::error::Error for GcError {}
+/// [`GcError::Alloc`] and [`GcError::Type`] give the error they wrap as their source (their
+/// message is also its message, so that printing a `GcError` alone still says why).
+impl std::error::Error for GcError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            GcError::Alloc(e) => Some(e),
+            GcError::Type(e) => Some(e),
+            _ => None,
+        }
+    }
+}
 
 impl From<AllocError> for GcError {
     fn from(e: AllocError) -> Self {
@@ -184,6 +194,7 @@ pub(crate) fn heap_goal(config: &GcConfig, traced: usize, black: usize) -> usize
 
 /// The collector's settings; [`Default`] gives the documented defaults.
 #[derive(Clone, Debug)]
+#[non_exhaustive]
 pub struct GcConfig {
     /// The heap goal is `live * (1 + gc_percent / 100)`, plus what the last marking allocated
     /// (see the crate's essay on pacing). Default 100;
@@ -196,7 +207,9 @@ pub struct GcConfig {
     /// a collection has tried to make room). Default: no limit.
     pub hard_limit: usize,
     /// A soft limit on the heap: the goal never goes above it (while the live heap is below
-    /// it), so collections come more often as the heap nears it. Default: no limit.
+    /// it), so collections come more often as the heap nears it. Default: no limit;
+    /// `SAFEPOINT_MEMLIMIT` (bytes, or with a suffix `KiB`, `MiB`, `GiB`, `TiB`) in the
+    /// environment overrides it, as `GOMEMLIMIT` does Go's.
     pub memory_limit: usize,
     /// Mark with the world stopped (`gcstoptheworld`): the debugging mode. Default: off
     /// (concurrent marking).
@@ -231,7 +244,8 @@ impl Default for GcConfig {
     }
 }
 
-/// Builds a [`Gc`]; knobs set in `SAFEPOINT_DEBUG` are added to what the builder says.
+/// Builds a [`Gc`]; knobs set in `SAFEPOINT_DEBUG` are added to what the builder says, and
+/// `SAFEPOINT_GC` and `SAFEPOINT_MEMLIMIT` override its `gc_percent` and `memory_limit`.
 #[derive(Clone, Debug, Default)]
 pub struct GcBuilder {
     config: GcConfig,
@@ -289,7 +303,8 @@ impl GcBuilder {
         self.config.tag_rule = rule;
         self
     }
-    /// Do not read `SAFEPOINT_DEBUG` (tests that must not be changed by the environment).
+    /// Do not read `SAFEPOINT_DEBUG`, `SAFEPOINT_GC` or `SAFEPOINT_MEMLIMIT` (tests that must
+    /// not be changed by the environment).
     pub fn ignore_env(mut self) -> Self {
         self.ignore_env = true;
         self
@@ -310,6 +325,9 @@ impl GcBuilder {
             config.stop_the_world |= k.gcstoptheworld;
             if let Some(p) = crate::debug::gc_percent_from_env() {
                 config.gc_percent = p;
+            }
+            if let Some(limit) = safepoint_sched::env::memlimit() {
+                config.memory_limit = limit;
             }
         }
         let types = TypeRegistry::with_config(RegistryConfig {
@@ -517,6 +535,7 @@ impl fmt::Debug for Gc {
 
 /// A snapshot of the collector's counters.
 #[derive(Clone, Debug, Default)]
+#[non_exhaustive]
 pub struct GcStats {
     /// Completed cycles.
     pub cycles: u64,
@@ -630,11 +649,29 @@ const MAX_PAUSES: usize = 100_000;
 
 impl Gc {
     /// A builder with the defaults.
+    ///
+    /// ```
+    /// use safepoint_gc::Gc;
+    /// let rt = safepoint_sched::Runtime::builder().procs(1).build().unwrap();
+    /// let gc = Gc::builder()
+    ///     .gc_percent(50)            // collect when the heap is 1.5 times the live heap
+    ///     .memory_limit(256 << 20)   // a soft limit the pacer stays under
+    ///     .hard_limit(1 << 30)       // past this, allocation fails with an error
+    ///     .build(&rt)
+    ///     .unwrap();
+    /// assert_eq!(gc.config().gc_percent, 50);
+    /// ```
     pub fn builder() -> GcBuilder {
         GcBuilder::default()
     }
 
     /// A collector with the defaults (and `SAFEPOINT_DEBUG`) for `rt`.
+    ///
+    /// ```
+    /// let rt = safepoint_sched::Runtime::new().unwrap();
+    /// let gc = safepoint_gc::Gc::new(&rt).unwrap();
+    /// assert_eq!(gc.cycles(), 0);
+    /// ```
     pub fn new(rt: &Runtime) -> Result<Gc, GcError> {
         GcBuilder::default().build(rt)
     }
@@ -662,6 +699,15 @@ impl Gc {
     }
 
     /// Counters and pause times.
+    ///
+    /// ```
+    /// let rt = safepoint_sched::Runtime::builder().procs(1).build().unwrap();
+    /// let gc = safepoint_gc::Gc::new(&rt).unwrap();
+    /// gc.collect();
+    /// let s = gc.stats();
+    /// assert!(s.cycles >= 1);
+    /// assert_eq!(s.pauses.len() as u64, s.cycles);
+    /// ```
     pub fn stats(&self) -> GcStats {
         // Without preemption, as in `stats_snapshot`.
         let _np = safepoint_sched::no_preempt();
@@ -707,6 +753,15 @@ impl Gc {
     /// # Panics
     /// Inside a `no_preempt` section; off the collector's runtime, if that runtime has shut
     /// down or shuts down before the cycle is done (nothing is left to run it).
+    ///
+    /// ```
+    /// let rt = safepoint_sched::Runtime::builder().procs(1).build().unwrap();
+    /// let gc = safepoint_gc::Gc::new(&rt).unwrap();
+    /// gc.collect(); // from a thread outside the runtime: the driver runs the cycle
+    /// let g = gc.clone();
+    /// rt.block_on(move || g.collect()); // or from a goroutine
+    /// assert!(gc.cycles() >= 2);
+    /// ```
     pub fn collect(&self) {
         // Inside a blocking call the goroutine is as a thread outside the runtime: its P is
         // handed off and its managed stack frozen.
@@ -1338,5 +1393,24 @@ mod phase_clock_tests {
             c.phase.store(p as u8, Ordering::Relaxed);
             assert_eq!(c.stuck(u64::MAX), None);
         }
+    }
+}
+
+#[cfg(test)]
+mod error_tests {
+    use super::*;
+    use std::error::Error as _;
+
+    /// The errors a `GcError` wraps are its source; the others have none.
+    #[test]
+    fn wrapped_errors_are_the_source() {
+        let alloc = AllocError::OutOfMemory { requested: 64, limit: 32 };
+        let e = GcError::from(alloc.clone());
+        let src = e.source().expect("an allocation error is the source");
+        assert_eq!(src.to_string(), alloc.to_string());
+        let e = GcError::Type(TypeError::EmptyName);
+        assert_eq!(e.source().unwrap().to_string(), TypeError::EmptyName.to_string());
+        assert!(GcError::StaleSlot.source().is_none());
+        assert!(GcError::Closed.source().is_none());
     }
 }

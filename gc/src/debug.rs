@@ -1,13 +1,18 @@
-//! The `SAFEPOINT_DEBUG` environment variable: comma-separated `key=value` debugging knobs.
+//! The collector's environment: its knobs of `SAFEPOINT_DEBUG`, `SAFEPOINT_GC` and
+//! `SAFEPOINT_MEMLIMIT` (parsed by `safepoint_sched::env`, shared by every part).
+
+use safepoint_sched::env::DebugVars;
 
 /// The collector's debugging knobs, as read from `SAFEPOINT_DEBUG`.
 ///
-/// Keys (value `1` turns a knob on, `0` off): `gctrace` (one line per cycle on stderr),
-/// `gccheckmark` (verify every marking by re-marking from scratch), `gcpoison` (fill freed
-/// objects with a pattern and catch reads and writes of freed objects), `gcstoptheworld`
-/// (mark with the world stopped). Unknown keys are ignored (other parts of the runtime read
-/// the same variable), and so are malformed entries.
+/// Keys (`1`, or the bare key, turns a knob on; `0` off): `gctrace` (one line per cycle on
+/// stderr), `gccheckmark` (verify every marking by re-marking from scratch), `gcpoison` (fill
+/// freed objects with a pattern and catch reads and writes of freed objects),
+/// `gcstoptheworld` (mark with the world stopped). The list is parsed by the scheduler's
+/// [`safepoint_sched::env::DebugVars`], shared by every part of safepoint: keys that belong
+/// to the scheduler are its own, and a key nobody knows is reported once on standard error.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct DebugKnobs {
     /// `gctrace=1`.
     pub gctrace: bool,
@@ -20,38 +25,41 @@ pub struct DebugKnobs {
 }
 
 impl DebugKnobs {
-    /// The knobs set in `SAFEPOINT_DEBUG` (all off if it is unset).
+    /// The knobs set in `SAFEPOINT_DEBUG` (all off if it is unset); its problems are reported
+    /// on standard error, each once per process.
     pub fn from_env() -> DebugKnobs {
-        std::env::var("SAFEPOINT_DEBUG").map(|s| DebugKnobs::parse(&s)).unwrap_or_default()
+        DebugKnobs::from_vars(&DebugVars::from_env())
     }
 
-    /// The knobs set in `spec` (`"gctrace=1,gccheckmark=1"`).
+    /// The knobs set in `spec` (`"gctrace=1,gccheckmark"`), without reporting anything.
     pub fn parse(spec: &str) -> DebugKnobs {
-        let mut k = DebugKnobs::default();
-        for item in spec.split(',') {
-            let Some((key, value)) = item.trim().split_once('=') else { continue };
-            let on = match value.trim() {
-                "1" => true,
-                "0" => false,
-                _ => continue,
-            };
-            match key.trim() {
-                "gctrace" => k.gctrace = on,
-                "gccheckmark" => k.gccheckmark = on,
-                "gcpoison" => k.gcpoison = on,
-                "gcstoptheworld" => k.gcstoptheworld = on,
-                _ => {}
-            }
+        DebugKnobs::from_vars(&DebugVars::parse(spec))
+    }
+
+    fn from_vars(v: &DebugVars) -> DebugKnobs {
+        let on = |k| v.flag(k) == Some(true);
+        DebugKnobs {
+            gctrace: on("gctrace"),
+            gccheckmark: on("gccheckmark"),
+            gcpoison: on("gcpoison"),
+            gcstoptheworld: on("gcstoptheworld"),
         }
-        k
     }
 }
 
 /// Reads `SAFEPOINT_GC`, the collector's `gc_percent` from the environment (as Go reads
 /// `GOGC`): a whole number of percent, or `off` for no triggered collection at all (forced
-/// ones and the hard limit still collect). `None` if it is unset or malformed.
+/// ones and the hard limit still collect). `None` if it is unset or malformed (a malformed
+/// value is reported once on standard error).
 pub fn gc_percent_from_env() -> Option<u32> {
-    std::env::var("SAFEPOINT_GC").ok().and_then(|s| parse_gc_percent(&s))
+    let s = std::env::var("SAFEPOINT_GC").ok()?;
+    let p = parse_gc_percent(&s);
+    if p.is_none() {
+        safepoint_sched::env::warn_once(&format!(
+            "SAFEPOINT_GC={s:?} is not a whole number of percent or off; ignored"
+        ));
+    }
+    p
 }
 
 /// Parses a `SAFEPOINT_GC` value (see [`gc_percent_from_env`]); `off` is `u32::MAX`.
@@ -67,10 +75,12 @@ mod tests {
     use super::DebugKnobs;
 
     #[test]
-    fn knobs_parse_and_unknown_or_malformed_entries_are_ignored() {
+    fn knobs_parse_a_bare_key_is_on_and_unknown_or_malformed_entries_are_ignored() {
         let k = DebugKnobs::parse("gctrace=1, gccheckmark=1,asyncpreemptoff=1,gcpoison,x=2");
-        assert!(k.gctrace && k.gccheckmark);
-        assert!(!k.gcpoison && !k.gcstoptheworld);
+        assert!(k.gctrace && k.gccheckmark && k.gcpoison);
+        assert!(!k.gcstoptheworld);
+        let k = DebugKnobs::parse("gcstoptheworld=yes,gctrace=0");
+        assert_eq!(k, DebugKnobs::default());
         let k = DebugKnobs::parse("gcpoison=1,gcstoptheworld=1,gcpoison=0");
         assert!(!k.gcpoison && k.gcstoptheworld);
         assert_eq!(DebugKnobs::parse(""), DebugKnobs::default());

@@ -39,6 +39,7 @@ pub const POISON: u8 = 0xDE;
 
 /// Heap settings.
 #[derive(Clone, Debug)]
+#[non_exhaustive]
 pub struct HeapConfig {
     /// Most bytes of span pages in use at once; an allocation that would pass it fails with
     /// [`AllocError::OutOfMemory`].
@@ -106,6 +107,7 @@ impl std::error::Error for AllocError {}
 /// A snapshot of the heap's sizes. The object and byte counts are exact at the moment of the
 /// snapshot, allocations still in a cache's hands included (see [`Heap::alloc_counts`]).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct HeapStats {
     /// Bytes of arenas mapped.
     pub mapped_bytes: usize,

@@ -119,7 +119,8 @@
 //! either, so the goal carries those bytes too, once. Go counts them as live, so its goal doubles
 //! them; ours does not, because a program that allocates fast while it is marked would otherwise
 //! run a heap well past what `gc_percent` promises (see `heap_goal` in `collector.rs`).
-//! `SAFEPOINT_GC=N` is read as `GOGC=N`. A concurrent cycle starts when the heap is a learnt
+//! `SAFEPOINT_GC=N` is read as `GOGC=N`, and `SAFEPOINT_MEMLIMIT` (`512MiB`) as `GOMEMLIMIT`
+//! (the soft cap; `tests/env_knobs.rs`). A concurrent cycle starts when the heap is a learnt
 //! fraction of the way from what the last cycle left to the goal (earlier after a cycle that
 //! overshot); allocation checks this on its slow path (a cache taking a new bitmap word or span),
 //! so the fast path has no test, and wakes the cycle's driver goroutine, which runs urgently

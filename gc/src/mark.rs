@@ -54,7 +54,8 @@ pub(crate) fn ref_of(kind: WordKind, rule: TagRule, w: usize) -> Option<usize> {
 #[inline(always)]
 pub(crate) unsafe fn body<'a>(obj: usize, n: usize) -> &'a [AtomicUsize] {
     // SAFETY: per the contract, the words are inside one live allocation; every heap word is
-    // accessed through atomics (DESIGN §4), so no access of ours is a data race.
+    // accessed through atomics (`docs/ARCHITECTURE.md`, "Memory ordering"), so no access of
+    // ours is a data race.
     unsafe { std::slice::from_raw_parts(obj as *const AtomicUsize, n) }
 }
 

@@ -172,6 +172,21 @@ impl Mutator {
     /// # Errors
     /// [`GcError::WrongRuntime`] off a goroutine of `gc`'s runtime;
     /// [`GcError::MutatorActive`] if this goroutine already has one.
+    ///
+    /// ```
+    /// use safepoint_gc::{Gc, GcError, Mutator};
+    /// let rt = safepoint_sched::Runtime::builder().procs(1).build().unwrap();
+    /// let gc = Gc::new(&rt).unwrap();
+    /// // Off the runtime's goroutines there is no mutator.
+    /// assert!(matches!(Mutator::new(&gc), Err(GcError::WrongRuntime)));
+    /// let g = gc.clone();
+    /// rt.block_on(move || {
+    ///     let m = Mutator::new(&g).unwrap();
+    ///     // One per goroutine.
+    ///     assert!(matches!(Mutator::new(&g), Err(GcError::MutatorActive)));
+    ///     drop(m);
+    /// });
+    /// ```
     pub fn new(gc: &Gc) -> Result<Mutator, GcError> {
         if !gc.inner.rt.is_current() {
             return Err(GcError::WrongRuntime);
@@ -205,6 +220,29 @@ impl Mutator {
     /// If `f` leaves frames of its own on the managed stack above the scope's frame; inside a
     /// blocking call ([`GcError::NoP`], every time: the managed stack is frozen there); or as
     /// a managed-stack push panics (the stack over its limit).
+    ///
+    /// ```
+    /// use safepoint_gc::{Gc, Mutator, TypeDesc, WordKind};
+    /// let rt = safepoint_sched::Runtime::builder().procs(2).build().unwrap();
+    /// let gc = Gc::new(&rt).unwrap();
+    /// let pair = gc.types().register(TypeDesc::Record {
+    ///     name: "pair".into(),
+    ///     words: vec![WordKind::Ref, WordKind::Tagged],
+    /// }).unwrap();
+    /// let g = gc.clone();
+    /// rt.block_on(move || {
+    ///     let mut m = Mutator::new(&g).unwrap();
+    ///     m.scope(|m, [outer]| {
+    ///         m.alloc(outer, pair).unwrap();
+    ///         m.scope(|m, [inner]| {
+    ///             m.copy(inner, outer).unwrap(); // enclosing slots stay valid inside
+    ///             m.collect();
+    ///             assert!(m.same(inner, outer).unwrap());
+    ///         });
+    ///         assert!(m.is_ref(outer).unwrap());
+    ///     });
+    /// });
+    /// ```
     pub fn scope<const N: usize, R>(&mut self, f: impl FnOnce(&mut Mutator, [Slot; N]) -> R) -> R {
         let (depth, epoch) = self.enter(N);
         let slots =
@@ -424,6 +462,26 @@ impl Mutator {
     /// # Errors
     /// [`GcError::StaleSlot`]; [`GcError::Type`] for an unknown type or an array type;
     /// [`GcError::Alloc`] when the heap is over its hard limit even after a collection.
+    ///
+    /// ```
+    /// use safepoint_gc::{Gc, Mutator, TypeDesc, WordKind};
+    /// let rt = safepoint_sched::Runtime::builder().procs(2).build().unwrap();
+    /// let gc = Gc::new(&rt).unwrap();
+    /// let pair = gc.types().register(TypeDesc::Record {
+    ///     name: "pair".into(),
+    ///     words: vec![WordKind::Ref, WordKind::Tagged],
+    /// }).unwrap();
+    /// let g = gc.clone();
+    /// rt.block_on(move || {
+    ///     let mut m = Mutator::new(&g).unwrap();
+    ///     m.scope(|m, [p, f]| {
+    ///         m.alloc(p, pair).unwrap();
+    ///         m.load(f, p, 0).unwrap();
+    ///         assert!(m.is_null(f).unwrap()); // fields start null (or zero)
+    ///         assert_eq!(m.len(p).unwrap(), 2);
+    ///     });
+    /// });
+    /// ```
     pub fn alloc(&mut self, dst: Slot, ty: TypeId) -> Result<(), GcError> {
         let desc = self.gc.types.desc(ty)?;
         if desc.is_array() {
@@ -439,6 +497,27 @@ impl Mutator {
     ///
     /// # Errors
     /// As [`alloc`](Mutator::alloc); [`GcError::Type`] for a record type or a length too long.
+    ///
+    /// ```
+    /// use safepoint_gc::{Gc, Mutator, TypeDesc};
+    /// let rt = safepoint_sched::Runtime::builder().procs(1).build().unwrap();
+    /// let gc = Gc::new(&rt).unwrap();
+    /// let vec = gc.types().register(TypeDesc::TaggedArray { name: "vec".into() }).unwrap();
+    /// let g = gc.clone();
+    /// rt.block_on(move || {
+    ///     let mut m = Mutator::new(&g).unwrap();
+    ///     m.scope(|m, [a, v]| {
+    ///         m.alloc_array(a, vec, 3).unwrap();
+    ///         for i in 0..3 {
+    ///             m.set_int(v, i as i64 * 10).unwrap();
+    ///             m.store(a, i, v).unwrap();
+    ///         }
+    ///         m.load(v, a, 2).unwrap();
+    ///         assert_eq!(m.int(v).unwrap(), 20);
+    ///         assert!(m.load(v, a, 3).is_err()); // out of bounds: an error
+    ///     });
+    /// });
+    /// ```
     pub fn alloc_array(&mut self, dst: Slot, ty: TypeId, len: usize) -> Result<(), GcError> {
         let desc = self.gc.types.desc(ty)?;
         if !desc.is_array() {
@@ -455,6 +534,22 @@ impl Mutator {
     /// # Errors
     /// As [`alloc_array`](Mutator::alloc_array), and [`GcError::WrongKind`] if `ty` is not a
     /// byte array type.
+    ///
+    /// ```
+    /// use safepoint_gc::{Gc, Mutator, TypeDesc};
+    /// let rt = safepoint_sched::Runtime::builder().procs(1).build().unwrap();
+    /// let gc = Gc::new(&rt).unwrap();
+    /// let text = gc.types().register(TypeDesc::ByteArray { name: "text".into() }).unwrap();
+    /// let g = gc.clone();
+    /// rt.block_on(move || {
+    ///     let mut m = Mutator::new(&g).unwrap();
+    ///     m.scope(|m, [s]| {
+    ///         m.alloc_bytes(s, text, b"hello").unwrap();
+    ///         m.write_bytes(s, 0, b"J").unwrap();
+    ///         assert_eq!(m.bytes(s).unwrap().to_vec(), b"Jello");
+    ///     });
+    /// });
+    /// ```
     pub fn alloc_bytes(&mut self, dst: Slot, ty: TypeId, data: &[u8]) -> Result<(), GcError> {
         let desc = self.gc.types.desc(ty)?;
         if !matches!(desc, TypeDesc::ByteArray { .. }) {
@@ -546,6 +641,22 @@ impl Mutator {
     /// # Errors
     /// [`GcError::IntegerOutOfRange`] if `v` needs more bits than an immediate has (61 to 63,
     /// depending on the tag rule).
+    ///
+    /// ```
+    /// use safepoint_gc::{Gc, GcError, Mutator};
+    /// let rt = safepoint_sched::Runtime::builder().procs(1).build().unwrap();
+    /// let gc = Gc::new(&rt).unwrap();
+    /// let g = gc.clone();
+    /// rt.block_on(move || {
+    ///     let mut m = Mutator::new(&g).unwrap();
+    ///     m.scope(|m, [v]| {
+    ///         m.set_int(v, -12345).unwrap();
+    ///         assert_eq!(m.int(v).unwrap(), -12345);
+    ///         assert!(!m.is_ref(v).unwrap()); // an immediate: no object
+    ///         assert!(matches!(m.set_int(v, i64::MAX), Err(GcError::IntegerOutOfRange { .. })));
+    ///     });
+    /// });
+    /// ```
     pub fn set_int(&mut self, dst: Slot, v: i64) -> Result<(), GcError> {
         let (shift, tag) = self.int_shape();
         let w = ((v as usize) << shift) | tag;
@@ -587,6 +698,34 @@ impl Mutator {
 
     /// Loads field (or element) `i` of the object in `obj` into `dst`: a reference field or a
     /// tagged field. Raw words are read with [`read_word`](Mutator::read_word).
+    ///
+    /// ```
+    /// use safepoint_gc::{Gc, Mutator, TypeDesc, WordKind};
+    /// let rt = safepoint_sched::Runtime::builder().procs(2).build().unwrap();
+    /// let gc = Gc::new(&rt).unwrap();
+    /// let pair = gc.types().register(TypeDesc::Record {
+    ///     name: "pair".into(),
+    ///     words: vec![WordKind::Ref, WordKind::Tagged],
+    /// }).unwrap();
+    /// let g = gc.clone();
+    /// rt.block_on(move || {
+    ///     let mut m = Mutator::new(&g).unwrap();
+    ///     m.scope(|m, [a, b, v]| {
+    ///         m.alloc(a, pair).unwrap();
+    ///         m.alloc(b, pair).unwrap();
+    ///         m.store(a, 0, b).unwrap();        // a.0 = b (through the write barrier)
+    ///         m.set_int(v, 5).unwrap();
+    ///         m.store(a, 1, v).unwrap();        // a.1 = 5
+    ///         m.clear(b).unwrap();
+    ///         m.load(b, a, 0).unwrap();         // b = a.0
+    ///         assert!(m.is_ref(b).unwrap());
+    ///         m.load(v, a, 1).unwrap();
+    ///         assert_eq!(m.int(v).unwrap(), 5);
+    ///         // A reference field takes no integer.
+    ///         assert!(m.store(a, 0, v).is_err());
+    ///     });
+    /// });
+    /// ```
     pub fn load(&mut self, dst: Slot, obj: Slot, i: usize) -> Result<(), GcError> {
         let (dpos, opos) = (self.pos(dst)?, self.pos(obj)?);
         let tag = self.rule.ref_tag;
@@ -709,6 +848,33 @@ impl Mutator {
     // ---- globals and channels ----
 
     /// A new global root holding the value in `src`.
+    ///
+    /// ```
+    /// use safepoint_gc::{Gc, Mutator, TypeDesc, WordKind};
+    /// let rt = safepoint_sched::Runtime::builder().procs(2).build().unwrap();
+    /// let gc = Gc::new(&rt).unwrap();
+    /// let pair = gc.types().register(TypeDesc::Record {
+    ///     name: "pair".into(),
+    ///     words: vec![WordKind::Ref, WordKind::Tagged],
+    /// }).unwrap();
+    /// let g = gc.clone();
+    /// let global = rt.block_on(move || {
+    ///     let mut m = Mutator::new(&g).unwrap();
+    ///     m.scope(|m, [a]| {
+    ///         m.alloc(a, pair).unwrap();
+    ///         m.new_global(a).unwrap() // a root outliving the scope
+    ///     })
+    /// });
+    /// gc.collect();
+    /// let g = gc.clone();
+    /// rt.block_on(move || {
+    ///     let mut m = Mutator::new(&g).unwrap();
+    ///     m.scope(|m, [a]| {
+    ///         m.load_global(a, &global).unwrap();
+    ///         assert_eq!(m.type_of(a).unwrap(), pair);
+    ///     });
+    /// });
+    /// ```
     pub fn new_global(&mut self, src: Slot) -> Result<Global, GcError> {
         let v = self.word(src)?;
         Ok(Global::with_value(&self.gc, v))
@@ -751,6 +917,37 @@ impl Mutator {
     /// [`GcError::Closed`] if the channel is closed when the send starts; a channel closed
     /// while the send waits panics, as a Go send does. [`GcError::NoP`] inside a blocking
     /// call; [`GcError::WrongHeap`] for a channel of another collector.
+    ///
+    /// ```
+    /// use safepoint_gc::RefChan;
+    /// use safepoint_sched::go;
+    /// use safepoint_gc::{Gc, Mutator, TypeDesc, WordKind};
+    /// let rt = safepoint_sched::Runtime::builder().procs(2).build().unwrap();
+    /// let gc = Gc::new(&rt).unwrap();
+    /// let pair = gc.types().register(TypeDesc::Record {
+    ///     name: "pair".into(),
+    ///     words: vec![WordKind::Ref, WordKind::Tagged],
+    /// }).unwrap();
+    /// let g = gc.clone();
+    /// rt.block_on(move || {
+    ///     let ch = RefChan::new(&g, 0);
+    ///     let (g2, tx) = (g.clone(), ch.clone());
+    ///     go(move || {
+    ///         let mut m = Mutator::new(&g2).unwrap();
+    ///         m.scope(|m, [a]| {
+    ///             m.alloc(a, pair).unwrap();
+    ///             m.send(&tx, a).unwrap(); // alive while in flight
+    ///         });
+    ///         tx.close();
+    ///     });
+    ///     let mut m = Mutator::new(&g).unwrap();
+    ///     m.scope(|m, [a]| {
+    ///         assert!(m.recv(&ch, a).unwrap());
+    ///         assert_eq!(m.type_of(a).unwrap(), pair);
+    ///         assert!(!m.recv(&ch, a).unwrap()); // closed and drained
+    ///     });
+    /// });
+    /// ```
     pub fn send(&mut self, ch: &RefChan, src: Slot) -> Result<(), GcError> {
         if !Arc::ptr_eq(&ch.gc, &self.gc) {
             return Err(GcError::WrongHeap);
@@ -798,6 +995,27 @@ impl Mutator {
     }
 
     /// Runs a full collection now.
+    ///
+    /// ```
+    /// use safepoint_gc::{Gc, Mutator, TypeDesc, WordKind};
+    /// let rt = safepoint_sched::Runtime::builder().procs(2).build().unwrap();
+    /// let gc = Gc::new(&rt).unwrap();
+    /// let pair = gc.types().register(TypeDesc::Record {
+    ///     name: "pair".into(),
+    ///     words: vec![WordKind::Ref, WordKind::Tagged],
+    /// }).unwrap();
+    /// let g = gc.clone();
+    /// rt.block_on(move || {
+    ///     let mut m = Mutator::new(&g).unwrap();
+    ///     m.scope(|m, [a]| {
+    ///         m.alloc(a, pair).unwrap();
+    ///         let before = m.gc().cycles();
+    ///         m.collect(); // the slot is a root: the object survives
+    ///         assert!(m.gc().cycles() > before);
+    ///         assert!(m.is_ref(a).unwrap());
+    ///     });
+    /// });
+    /// ```
     pub fn collect(&mut self) {
         self.gc().collect();
     }

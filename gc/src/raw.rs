@@ -161,6 +161,46 @@ impl RawMutator {
     /// # Errors
     /// [`GcError::WrongRuntime`] if called on another goroutine than the mutator's;
     /// [`GcError::NoP`] inside a blocking call (the goroutine has no P to allocate on).
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use safepoint_gc::{Gc, RawMutator, TypeDesc, WordKind};
+    /// use safepoint_stackmap::{FuncDesc, Registry};
+    ///
+    /// // A function with one slot, live at safepoint 1.
+    /// let reg = Arc::new(Registry::new());
+    /// let f = reg.register(FuncDesc::new("f", 1, 0, 2).refs_at(1, &[0])).unwrap();
+    /// let rt = safepoint_sched::Runtime::builder().procs(1).registry(reg).build().unwrap();
+    /// let gc = Gc::new(&rt).unwrap();
+    /// let cell = gc.types().register(TypeDesc::Record {
+    ///     name: "cell".into(),
+    ///     words: vec![WordKind::Raw, WordKind::Ref],
+    /// }).unwrap();
+    /// let g = gc.clone();
+    /// let v = rt.block_on(move || {
+    ///     let mut raw = RawMutator::new(&g).unwrap();
+    ///     let shape = raw.shape(cell, 0).unwrap();
+    ///     safepoint_sched::with_managed_stack(|ms| ms.push(f));
+    ///     let slow = raw.enter(|p| {
+    ///         let (c, slow) = p.alloc(shape).unwrap();
+    ///         // SAFETY: `c` was allocated in this section; word 0 is in its body.
+    ///         unsafe { p.init_word(c, 0, WordKind::Raw, 99) };
+    ///         let ms = p.stack();
+    ///         ms.set(0, c);           // kept in the frame's slot...
+    ///         ms.set_safepoint(1);    // ...which the map of safepoint 1 names
+    ///         slow
+    ///     }).unwrap();
+    ///     if slow {
+    ///         raw.after_slow_alloc();
+    ///     }
+    ///     g.collect(); // the frame's map keeps the cell alive
+    ///     // SAFETY: the slot holds a live cell (a root at safepoint 1).
+    ///     let v = raw.enter(|p| unsafe { p.word(p.stack().get(0), 0) }).unwrap();
+    ///     safepoint_sched::with_managed_stack(|ms| ms.pop());
+    ///     v
+    /// });
+    /// assert_eq!(v, 99);
+    /// ```
     #[inline]
     pub fn enter<R>(&mut self, f: impl FnOnce(&mut Pin<'_>) -> R) -> Result<R, GcError> {
         let gc = &*self.gc;

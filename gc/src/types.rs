@@ -196,6 +196,7 @@ impl Default for TagRule {
 
 /// A registry's settings; [`Default`] gives the documented defaults.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct RegistryConfig {
     /// How tagged words are read. Default [`TagRule::LOW_BIT`].
     pub tag_rule: TagRule,
@@ -689,6 +690,21 @@ impl TypeRegistry {
     /// [`TypeError::EmptyName`], [`TypeError::NameTooLong`], [`TypeError::DuplicateName`],
     /// [`TypeError::EmptyRecord`], [`TypeError::RecordTooLarge`],
     /// [`TypeError::TooManyTypes`].
+    ///
+    /// ```
+    /// use safepoint_gc::{Gc, TypeDesc, TypeError, WordKind};
+    /// let rt = safepoint_sched::Runtime::builder().procs(1).build().unwrap();
+    /// let gc = Gc::new(&rt).unwrap();
+    /// let node = gc.types().register(TypeDesc::Record {
+    ///     name: "node".into(),
+    ///     words: vec![WordKind::Ref, WordKind::Ref, WordKind::Raw], // left, right, a raw word
+    /// }).unwrap();
+    /// let text = gc.types().register(TypeDesc::ByteArray { name: "text".into() }).unwrap();
+    /// assert_ne!(node, text);
+    /// // Names are unique; a bad descriptor is an error and nothing is stored.
+    /// let again = gc.types().register(TypeDesc::ByteArray { name: "text".into() });
+    /// assert!(matches!(again, Err(TypeError::DuplicateName { .. })));
+    /// ```
     pub fn register(&self, desc: TypeDesc) -> Result<TypeId, TypeError> {
         let name = desc.name();
         if name.is_empty() {

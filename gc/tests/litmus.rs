@@ -253,9 +253,10 @@ fn sweepers_claim_each_span_once_and_allocation_sees_their_writes() {
     let rounds = 150 * scale();
     const K: usize = 3000;
     const SIZE: usize = 48;
-    let heap =
-        Heap::new(HeapConfig { poison: true, typed_reserve: RESERVE, ..HeapConfig::default() })
-            .unwrap();
+    let mut config = HeapConfig::default();
+    config.poison = true;
+    config.typed_reserve = RESERVE;
+    let heap = Heap::new(config).unwrap();
     let mut cache = heap.new_cache();
     let mut alloc_cache = heap.new_cache();
     let pattern = |a: usize| (a as u64) ^ 0x5a5a_5a5a_0000_0000;

@@ -1,5 +1,5 @@
 // The benchmarks game's binary-trees: allocate and check many perfect binary trees.
-// safepoint run binary_trees.pb [DEPTH]   (default 10)
+// pebble run binary_trees.pb [DEPTH]   (default 10)
 
 fn bottom_up(d) {
     if d == 0 { return [nil, nil] }

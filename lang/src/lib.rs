@@ -3,7 +3,7 @@
 //! Pebble exists to prove safepoint's embedding API on a real interpreter. It has integers
 //! (immediate: no allocation), floats, strings, vectors, maps, closures, recursion,
 //! goroutines (`go f(x)`), channels of any value (send, receive, close, `select`, `for v in
-//! ch`) and `print`. It is run by the `safepoint` binary (`safepoint run FILE`; with no
+//! ch`) and `print`. It is run by the `pebble` binary (`pebble run FILE`; with no
 //! command, a REPL on standard input: [`repl`]).
 //!
 //! Operators are Go's, with Go's precedence: arithmetic, comparisons, `and`/`or`/`not`, and
@@ -60,7 +60,7 @@
 //! * **The heap is safepoint's.** Values are words in the collector's tagged encoding
 //!   ([`value`]); objects are allocated from the goroutine's P cache through the trusted
 //!   [`safepoint_gc::RawMutator`] path, fields are written through its write barrier, and the
-//!   interpreter runs in pinned sections between safepoints ([`vm`]).
+//!   interpreter runs in pinned sections between safepoints (the private `vm` module).
 //!
 //! ## Errors
 //!
@@ -106,8 +106,9 @@ pub struct Pos {
 
 /// How to run a program.
 #[derive(Clone, Debug, Default)]
+#[non_exhaustive]
 pub struct Options {
-    /// Ps (0: one per CPU).
+    /// Ps (0: `SAFEPOINT_MAXPROCS` if set, else one per CPU).
     pub procs: usize,
     /// Print the collector's statistics to standard error at the end.
     pub stats: bool,
@@ -178,7 +179,8 @@ fn deadlock_report(d: &safepoint_sched::DeadlockReport, prog: &bytecode::Program
 /// The runtime and heap a program runs on; a message and exit status 2 if they cannot start.
 fn start(opts: &Options, reg: &Arc<Registry>) -> Result<(Runtime, Gc), i32> {
     let procs = if opts.procs == 0 {
-        std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
+        safepoint_sched::env::maxprocs()
+            .unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1))
     } else {
         opts.procs
     };
@@ -338,6 +340,14 @@ pub fn repl(opts: &Options) -> i32 {
 /// 1 for a compile error, 2 for a runtime error or a deadlock (the message is printed on
 /// standard error). Goroutines still running when the top-level code ends are abandoned, as
 /// in Go; the runtime is left to the process's exit.
+///
+/// ```
+/// let mut opts = safepoint_lang::Options::default();
+/// opts.procs = 2;
+/// let src = "let ch = chan()\ngo fn() { ch <- 6 * 7 }()\nprint(<-ch)";
+/// assert_eq!(safepoint_lang::run("answer.pb", src, &opts), 0); // prints 42
+/// assert_eq!(safepoint_lang::run("bad.pb", "let = 1", &opts), 1); // a compile error
+/// ```
 pub fn run(file: &str, src: &str, opts: &Options) -> i32 {
     quiet_stack_overflow_panics();
     let reg = Arc::new(Registry::new());

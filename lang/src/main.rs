@@ -1,9 +1,9 @@
-//! `safepoint`: runs Pebble programs (see the `safepoint_lang` crate documentation).
+//! `pebble`: runs Pebble programs (see the `safepoint_lang` crate documentation).
 //!
 //! ```text
-//! safepoint [OPTIONS] run FILE [ARGS...]   FILE may be `-` (standard input)
-//! safepoint [OPTIONS] demo
-//! safepoint [OPTIONS]                      the REPL, on standard input
+//! pebble [OPTIONS] run FILE [ARGS...]      FILE may be `-` (standard input)
+//! pebble [OPTIONS] demo
+//! pebble [OPTIONS]                         the REPL, on standard input
 //! ```
 //!
 //! Options come before FILE (before or after `run`); everything after FILE is the program's
@@ -15,16 +15,17 @@ use std::io::Read;
 const DEMO: &str = include_str!("../scripts/demo.pb");
 
 const USAGE: &str = "\
-usage: safepoint [OPTIONS] run FILE [ARGS...]
-       safepoint [OPTIONS] demo
-       safepoint [OPTIONS]
+usage: pebble [OPTIONS] run FILE [ARGS...]
+       pebble [OPTIONS] demo
+       pebble [OPTIONS]
 
 Runs the Pebble program FILE (`-` reads it from standard input) with ARGS as its arguments:
 everything after FILE goes to the program. `--` ends the options. With no command, reads
 Pebble from standard input and runs it as it comes (a REPL): an expression's value is printed.
 
 options:
-  --procs N          Ps to run goroutines on (default: the CPUs this process may use)
+  --procs N          Ps to run goroutines on (default: SAFEPOINT_MAXPROCS, else the CPUs
+                     this process may use)
   --stats            print the collector's statistics at the end
   --max-heap-mb N    the heap's hard limit: running out of memory is a runtime error
   --max-stack-kb N   the size limit of each goroutine's managed stack
@@ -86,7 +87,7 @@ fn main() {
     let cmd = match parse(&mut opts) {
         Ok(c) => c,
         Err(e) => {
-            eprintln!("safepoint: {e}\n\n{USAGE}");
+            eprintln!("pebble: {e}\n\n{USAGE}");
             std::process::exit(2);
         }
     };
@@ -112,7 +113,7 @@ fn main() {
                     safepoint_lang::run(&name, &src, &opts)
                 }
                 Err(e) => {
-                    eprintln!("safepoint: cannot read {name}: {e}");
+                    eprintln!("pebble: cannot read {name}: {e}");
                     1
                 }
             }

@@ -12,7 +12,7 @@ fn run_src(src: &str, extra: &[&str]) -> (i32, String, String) {
     // Options go before FILE: what follows it is the program's.
     let mut args: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
     args.extend(["run".to_string(), path.clone()]);
-    let out: Output = std::process::Command::new(env!("CARGO_BIN_EXE_safepoint"))
+    let out: Output = std::process::Command::new(env!("CARGO_BIN_EXE_pebble"))
         .args(&args)
         .env_remove("SAFEPOINT_DEBUG")
         .output()
@@ -141,7 +141,7 @@ fn deadlock_is_reported_as_go_reports_it() {
     let src = "let c = chan()\nfn w() {\n  <-c\n}\ngo w()\n<-c\n";
     let mut f = tempfile(src);
     f.flush().unwrap();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_safepoint"))
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_pebble"))
         .args(["run", &f.path])
         .env_remove("SAFEPOINT_DEBUG")
         .env("RUST_BACKTRACE", "1")
@@ -192,10 +192,10 @@ fn spinning_goroutines_do_not_stop_collections_or_the_program() {
 /// standard input; a usage error exits 2 with the usage.
 #[test]
 fn the_command_line_meets_conventions() {
-    let bin = env!("CARGO_BIN_EXE_safepoint");
+    let bin = env!("CARGO_BIN_EXE_pebble");
     let out = std::process::Command::new(bin).arg("--help").output().unwrap();
     assert_eq!(out.status.code(), Some(0));
-    assert!(String::from_utf8_lossy(&out.stdout).starts_with("usage: safepoint"));
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("usage: pebble"));
     let mut f = tempfile("print(args())\n");
     f.flush().unwrap();
     let run = |args: &[&str]| {
@@ -276,7 +276,7 @@ fn the_repl_runs_chunks_as_they_come_and_survives_their_errors() {
     let input = "let x = 20\nx + 1\nfn f(a) {\n  return a * 2\n}\nf(x)\nlet c = chan(1)\n\
                  go fn() { c <- f(100) }()\n<-c\nbad(\n)\n1 / 0\nlet g = fn() { x = x * 10 }\n\
                  g()\ngc()\n[x, f(1), nil]\nnil\nprint(\"end\")\n";
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_safepoint"))
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_pebble"))
         .env_remove("SAFEPOINT_DEBUG")
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())

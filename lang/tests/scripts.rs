@@ -1,4 +1,4 @@
-//! The shipped scripts, run by the `safepoint` binary, checked for exact output; in both
+//! The shipped scripts, run by the `pebble` binary, checked for exact output; in both
 //! collector modes and with the collector's checks on.
 
 use std::process::{Command, Output};
@@ -8,7 +8,7 @@ fn script(name: &str) -> String {
 }
 
 fn run_with(env: &str, args: &[&str]) -> Output {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_safepoint"));
+    let mut c = Command::new(env!("CARGO_BIN_EXE_pebble"));
     c.args(args);
     if env.is_empty() {
         c.env_remove("SAFEPOINT_DEBUG");

@@ -452,6 +452,22 @@ impl<T> Inner<T> {
 
 impl<T: Send> Chan<T> {
     /// A channel with `cap` buffer slots (0: unbuffered — every send waits for a receiver).
+    ///
+    /// ```
+    /// use safepoint_sched::{Chan, Runtime, go};
+    ///
+    /// let rt = Runtime::builder().procs(2).build().unwrap();
+    /// rt.block_on(|| {
+    ///     let ch = Chan::new(2); // two slots: two sends need no receiver
+    ///     ch.send(1);
+    ///     ch.send(2);
+    ///     assert_eq!((ch.recv(), ch.recv()), (Ok(1), Ok(2)));
+    ///     let unbuffered = Chan::new(0); // a send waits for its receiver
+    ///     let tx = unbuffered.clone();
+    ///     go(move || tx.send("hello"));
+    ///     assert_eq!(unbuffered.recv(), Ok("hello"));
+    /// });
+    /// ```
     pub fn new(cap: usize) -> Chan<T> {
         Chan {
             inner: Arc::new(Inner {
@@ -601,6 +617,20 @@ impl<T: Send> Chan<T> {
     /// are drained, later receivers too), parked senders panic with `send on closed channel`.
     ///
     /// Panics if it is already closed (`close of closed channel`).
+    ///
+    /// ```
+    /// use safepoint_sched::{Chan, RecvError, Runtime};
+    ///
+    /// let rt = Runtime::builder().procs(1).build().unwrap();
+    /// rt.block_on(|| {
+    ///     let ch = Chan::new(4);
+    ///     ch.send(7);
+    ///     ch.close();
+    ///     assert_eq!(ch.recv(), Ok(7)); // buffered values are still delivered
+    ///     assert_eq!(ch.recv(), Err(RecvError)); // then: closed
+    ///     assert_eq!(ch.iter().count(), 0);
+    /// });
+    /// ```
     pub fn close(&self) {
         let inner = &*self.inner;
         inner.lock.lock();

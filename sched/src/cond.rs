@@ -268,6 +268,29 @@ impl Default for WaitGroup {
 
 impl WaitGroup {
     /// A group with count zero.
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use std::sync::atomic::{AtomicUsize, Ordering};
+    /// use safepoint_sched::{Runtime, WaitGroup, go};
+    ///
+    /// let rt = Runtime::builder().procs(2).build().unwrap();
+    /// let done = rt.block_on(|| {
+    ///     let wg = Arc::new(WaitGroup::new());
+    ///     let done = Arc::new(AtomicUsize::new(0));
+    ///     for _ in 0..8 {
+    ///         let (wg, done) = (wg.clone(), done.clone());
+    ///         wg.add(1);
+    ///         go(move || {
+    ///             done.fetch_add(1, Ordering::Relaxed);
+    ///             wg.done();
+    ///         });
+    ///     }
+    ///     wg.wait();
+    ///     done.load(Ordering::Relaxed)
+    /// });
+    /// assert_eq!(done, 8);
+    /// ```
     pub fn new() -> WaitGroup {
         WaitGroup { state: AtomicU64::new(0), sema: Sema::new(0) }
     }

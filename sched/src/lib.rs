@@ -242,6 +242,7 @@ mod chan;
 mod cond;
 mod deadlock;
 mod embed;
+pub mod env;
 mod mutex;
 mod select;
 mod timer;
@@ -308,53 +309,26 @@ pub fn fatal(msg: core::fmt::Arguments<'_>) -> ! {
     std::process::abort()
 }
 
-/// The value of `key` in `SAFEPOINT_DEBUG` (`key=value,key=value`; a bare `key` reads as "1").
-/// Unknown keys are ignored: the variable is shared with the other parts of safepoint.
-fn debug_knob(key: &str) -> Option<String> {
-    let v = std::env::var("SAFEPOINT_DEBUG").ok()?;
-    parse_knob(&v, key)
-}
-
 /// The `schedtrace` interval from the knob's value: milliseconds, 0 or unparsable for none.
 fn schedtrace_knob(v: Option<&str>) -> Option<std::time::Duration> {
     v?.parse::<u64>().ok().filter(|&ms| ms > 0).map(std::time::Duration::from_millis)
 }
 
-fn parse_knob(list: &str, key: &str) -> Option<String> {
-    list.split(',').map(str::trim).filter(|kv| !kv.is_empty()).rev().find_map(|kv| {
-        let (k, v) = kv.split_once('=').unwrap_or((kv, "1"));
-        (k.trim() == key).then(|| v.trim().to_string())
-    })
-}
-
 #[cfg(all(test, not(loom)))]
 mod knob_tests {
-    use super::{parse_knob, schedtrace_knob};
+    use super::schedtrace_knob;
+    use crate::env::DebugVars;
 
     #[test]
     fn schedtrace_reads_milliseconds() {
         use std::time::Duration;
-        let at = |list: &str| schedtrace_knob(parse_knob(list, "schedtrace").as_deref());
+        let at = |list: &str| schedtrace_knob(DebugVars::parse(list).get("schedtrace"));
         assert_eq!(at("schedtrace=1000"), Some(Duration::from_secs(1)));
         assert_eq!(at("gctrace=1,schedtrace=5"), Some(Duration::from_millis(5)));
         assert_eq!(at("schedtrace"), Some(Duration::from_millis(1)));
         assert_eq!(at("schedtrace=0"), None);
         assert_eq!(at("schedtrace=soon"), None);
         assert_eq!(at("gctrace=1"), None);
-    }
-
-    #[test]
-    fn knobs_parse_comma_separated_and_ignore_unknown_keys() {
-        assert_eq!(parse_knob("asyncpreemptoff=1", "asyncpreemptoff").as_deref(), Some("1"));
-        assert_eq!(
-            parse_knob("gctrace=1, asyncpreemptoff=0 ,checkmark", "asyncpreemptoff").as_deref(),
-            Some("0")
-        );
-        assert_eq!(parse_knob("checkmark", "checkmark").as_deref(), Some("1"));
-        assert_eq!(parse_knob("gctrace=1,,poison=1", "asyncpreemptoff"), None);
-        assert_eq!(parse_knob("", "asyncpreemptoff"), None);
-        // The last setting wins.
-        assert_eq!(parse_knob("a=1,a=2", "a").as_deref(), Some("2"));
     }
 }
 
@@ -383,6 +357,7 @@ impl std::error::Error for Error {}
 
 /// Runtime configuration; see [`Builder`] for the defaults.
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct Config {
     /// Number of Ps.
     pub procs: usize,
@@ -418,7 +393,7 @@ pub struct Config {
 ///
 /// | setting | default |
 /// |---|---|
-/// | `procs` | the number of CPUs this process may use |
+/// | `procs` | `SAFEPOINT_MAXPROCS` if set, else the number of CPUs this process may use |
 /// | `stack_size` | 256 KiB (virtual; committed as touched) |
 /// | `stack_cache` | 4096 stacks |
 /// | `sysmon` | on |
@@ -427,8 +402,10 @@ pub struct Config {
 /// | `async_preempt` | on, unless `SAFEPOINT_DEBUG` has `asyncpreemptoff=1` |
 /// | `schedcheck` | off, unless `SAFEPOINT_DEBUG` has `schedcheck=1` |
 ///
-/// `SAFEPOINT_DEBUG` is read when the builder is made: a comma-separated list of `key=value`
-/// debugging knobs (unknown keys are ignored, they may be another part's). The scheduler's:
+/// `SAFEPOINT_DEBUG` and `SAFEPOINT_MAXPROCS` are read when the builder is made (see
+/// [`env`](mod@env)): `SAFEPOINT_DEBUG` is a comma-separated list of `key=value` debugging
+/// knobs shared with the collector (a bare `key` is `key=1`; an unknown key is reported once
+/// on standard error). The scheduler's:
 ///
 /// | key | meaning |
 /// |---|---|
@@ -445,23 +422,26 @@ pub struct Builder {
 
 impl Default for Builder {
     fn default() -> Builder {
+        let debug = env::DebugVars::from_env();
         Builder {
             config: Config {
-                procs: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
+                procs: env::maxprocs().unwrap_or_else(|| {
+                    std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
+                }),
                 stack_size: safepoint_arch::stack::DEFAULT_STACK_SIZE,
                 stack_cache: 4096,
                 sysmon: true,
                 managed_stack: safepoint_stackmap::StackConfig::default(),
                 deadlock_detection: true,
                 registry: None,
-                schedcheck: debug_knob("schedcheck").is_some_and(|v| v == "1"),
-                schedtrace: schedtrace_knob(debug_knob("schedtrace").as_deref()),
+                schedcheck: debug.flag("schedcheck") == Some(true),
+                schedtrace: schedtrace_knob(debug.get("schedtrace")),
                 trace: std::env::var_os("SAFEPOINT_TRACE")
                     .filter(|v| !v.is_empty())
                     .map(std::path::PathBuf::from),
             },
             error: None,
-            async_preempt: debug_knob("asyncpreemptoff").is_none_or(|v| v != "1"),
+            async_preempt: debug.flag("asyncpreemptoff") != Some(true),
         }
     }
 }
@@ -576,6 +556,20 @@ impl Builder {
     }
 
     /// Starts the runtime.
+    ///
+    /// # Errors
+    /// [`Error::Config`] for a setting out of range, [`Error::Stack`] if the first goroutine
+    /// stacks cannot be mapped.
+    ///
+    /// ```
+    /// use safepoint_sched::{Error, Runtime};
+    ///
+    /// let rt = Runtime::builder().procs(2).stack_size(64 * 1024).build()?;
+    /// assert_eq!(rt.procs(), 2);
+    /// // A bad setting is an error, not a panic.
+    /// assert!(matches!(Runtime::builder().procs(0).build(), Err(Error::Config(_))));
+    /// # Ok::<(), Error>(())
+    /// ```
     pub fn build(self) -> Result<Runtime, Error> {
         if let Some(e) = self.error {
             return Err(Error::Config(e));
@@ -625,6 +619,7 @@ impl core::fmt::Debug for Runtime {
 
 /// A snapshot of the runtime's counters.
 #[derive(Debug, Clone, Copy)]
+#[non_exhaustive]
 pub struct Stats {
     /// Goroutines spawned and not yet exited.
     pub goroutines: usize,
@@ -655,6 +650,12 @@ pub struct Stats {
 
 impl Runtime {
     /// A runtime with the default configuration.
+    ///
+    /// ```
+    /// let rt = safepoint_sched::Runtime::new()?;
+    /// assert_eq!(rt.block_on(|| 6 * 7), 42);
+    /// # Ok::<(), safepoint_sched::Error>(())
+    /// ```
     pub fn new() -> Result<Runtime, Error> {
         Builder::default().build()
     }
@@ -675,6 +676,15 @@ impl Runtime {
     }
 
     /// Spawns a goroutine from any thread.
+    ///
+    /// ```
+    /// use safepoint_sched::Runtime;
+    ///
+    /// let rt = Runtime::builder().procs(1).build().unwrap();
+    /// // From a thread outside the runtime; the handle joins from anywhere.
+    /// let h = rt.spawn(|| (1..=10).sum::<u32>()).unwrap();
+    /// assert_eq!(h.join().unwrap(), 55);
+    /// ```
     pub fn spawn<T, F>(&self, f: F) -> Result<JoinHandle<T>, Error>
     where
         F: FnOnce() -> T + Send + 'static,
@@ -686,6 +696,19 @@ impl Runtime {
     /// Runs `f` as a goroutine and waits (blocking this thread) for its result; a panic in it
     /// is resumed here. If every goroutine deadlocks (see [`Builder::deadlock_detection`]),
     /// panics with a message starting "all goroutines are asleep - deadlock!".
+    ///
+    /// ```
+    /// use safepoint_sched::{Chan, Runtime, go};
+    ///
+    /// let rt = Runtime::builder().procs(2).build().unwrap();
+    /// let n = rt.block_on(|| {
+    ///     let ch = Chan::new(0);
+    ///     let tx = ch.clone();
+    ///     go(move || tx.send(21));
+    ///     ch.recv().unwrap() * 2
+    /// });
+    /// assert_eq!(n, 42);
+    /// ```
     pub fn block_on<T, F>(&self, f: F) -> T
     where
         F: FnOnce() -> T + Send + 'static,
@@ -742,6 +765,13 @@ impl Runtime {
     }
 
     /// Counters.
+    ///
+    /// ```
+    /// let rt = safepoint_sched::Runtime::builder().procs(2).build().unwrap();
+    /// rt.block_on(|| ());
+    /// let s = rt.stats();
+    /// assert_eq!(s.procs, 2);
+    /// ```
     pub fn stats(&self) -> Stats {
         let s = &self.sched;
         let (gs, ms) = s.counts();
@@ -1062,6 +1092,17 @@ where
 /// Spawns a goroutine on the calling goroutine's runtime (Go's `go` statement).
 ///
 /// Panics off a goroutine or if no stack can be had; [`try_go`] returns the error instead.
+///
+/// ```
+/// use safepoint_sched::{Runtime, go};
+///
+/// let rt = Runtime::builder().procs(2).build().unwrap();
+/// let total: u64 = rt.block_on(|| {
+///     let hs: Vec<_> = (0..10u64).map(|i| go(move || i * i)).collect();
+///     hs.into_iter().map(|h| h.join().unwrap()).sum()
+/// });
+/// assert_eq!(total, 285);
+/// ```
 pub fn go<T, F>(f: F) -> JoinHandle<T>
 where
     F: FnOnce() -> T + Send + 'static,

@@ -548,6 +548,29 @@ impl<T: ?Sized + core::fmt::Debug> core::fmt::Debug for MutexGuard<'_, T> {
 
 impl<T> Mutex<T> {
     /// An unlocked mutex holding `v`.
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use safepoint_sched::{Mutex, Runtime, go};
+    ///
+    /// let rt = Runtime::builder().procs(2).build().unwrap();
+    /// let n = rt.block_on(|| {
+    ///     let m = Arc::new(Mutex::new(0));
+    ///     let hs: Vec<_> = (0..4)
+    ///         .map(|_| {
+    ///             let m = m.clone();
+    ///             go(move || {
+    ///                 for _ in 0..100 {
+    ///                     *m.lock() += 1; // a waiter parks; its thread runs other goroutines
+    ///                 }
+    ///             })
+    ///         })
+    ///         .collect();
+    ///     hs.into_iter().for_each(|h| h.join().unwrap());
+    ///     *m.lock()
+    /// });
+    /// assert_eq!(n, 400);
+    /// ```
     pub fn new(v: T) -> Mutex<T> {
         Mutex { raw: RawMutex::new(), data: UnsafeCell::new(v) }
     }

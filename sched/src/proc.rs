@@ -360,6 +360,17 @@ pub(crate) fn release_m(m: &M) {
 
 /// Runs `f`, a call that may block in the kernel, without holding up other goroutines: the P is
 /// left in `Syscall` state and sysmon hands it to another M if the call lasts.
+///
+/// ```
+/// use safepoint_sched::{Runtime, blocking};
+///
+/// let rt = Runtime::builder().procs(1).build().unwrap();
+/// let len = rt.block_on(|| {
+///     // A system call that may block: the P can go to another thread meanwhile.
+///     blocking(|| std::fs::read_to_string("/proc/self/stat").map(|s| s.len()))
+/// });
+/// assert!(len.unwrap() > 0);
+/// ```
 pub fn blocking<R>(f: impl FnOnce() -> R) -> R {
     let Some(m) = current_m().filter(|m| m.curg().is_some()) else {
         return f();

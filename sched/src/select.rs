@@ -306,6 +306,27 @@ impl<'a, R> Select<'a, R> {
 
     /// Runs one case: a ready one chosen uniformly at random, else the default, else waits for
     /// the first to become ready.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use safepoint_sched::{Chan, Runtime, Select};
+    ///
+    /// let rt = Runtime::builder().procs(1).build().unwrap();
+    /// rt.block_on(|| {
+    ///     let a: Chan<u32> = Chan::new(1);
+    ///     let b: Chan<&str> = Chan::new(1);
+    ///     b.send("b is ready");
+    ///     let got = Select::new()
+    ///         .recv(&a, |v| format!("a: {v:?}"))
+    ///         .recv(&b, |v| format!("b: {v:?}"))
+    ///         .timeout(Duration::from_secs(5), || "timeout".to_string())
+    ///         .wait();
+    ///     assert_eq!(got, "b: Ok(\"b is ready\")");
+    ///     // Nothing ready: the default runs instead of waiting.
+    ///     let got = Select::new().recv(&a, |_| 1).default(|| 0).wait();
+    ///     assert_eq!(got, 0);
+    /// });
+    /// ```
     pub fn wait(mut self) -> R {
         let n = self.cases.len();
         if n == 0 {

@@ -419,6 +419,19 @@ fn deadline_of(at: Instant) -> u64 {
 
 /// Sleeps for at least `d`: the goroutine parks until its timer fires. Outside a runtime, the
 /// thread sleeps.
+///
+/// ```
+/// use std::time::{Duration, Instant};
+/// use safepoint_sched::{Runtime, sleep};
+///
+/// let rt = Runtime::builder().procs(1).build().unwrap();
+/// let waited = rt.block_on(|| {
+///     let t0 = Instant::now();
+///     sleep(Duration::from_millis(2)); // parks the goroutine, not the thread
+///     t0.elapsed()
+/// });
+/// assert!(waited >= Duration::from_millis(2));
+/// ```
 pub fn sleep(d: Duration) {
     let when = nanotime().saturating_add(d.as_nanos().min(u64::MAX as u128 / 2) as u64);
     sleep_until_nanos(when, d);

@@ -108,8 +108,8 @@
 //! never leaves one dangling. The type is `!Sync`: safe code cannot share it; the collector
 //! reaches it through the `unsafe` `…_stopped` methods, whose contract is that the owner is
 //! stopped at a safepoint and the caller holds the right to scan it. Slot words are atomics
-//! accessed `Relaxed` (DESIGN §4); the scheduler's status hand-off orders the owner's writes
-//! before the scanner's reads.
+//! accessed `Relaxed` (`docs/ARCHITECTURE.md`, "Memory ordering"); the scheduler's status
+//! hand-off orders the owner's writes before the scanner's reads.
 //!
 //! ## The walker
 //!

@@ -47,6 +47,7 @@ pub fn format_bytes(n: usize) -> String {
 
 /// How a managed stack is made. Defaults: a 1 GiB limit, validation in debug builds.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct StackConfig {
     limit_bytes: usize,
     validate: bool,
@@ -124,9 +125,10 @@ impl Default for StackConfig {
 /// shared::<safepoint_stackmap::ManagedStack>();
 /// ```
 ///
-/// Slots are `AtomicUsize` accessed with `Relaxed` ordering (DESIGN §4: words a marker may
-/// read while a goroutine runs are atomics). The ordering between the owner's last writes and
-/// a scanner's reads comes from the scheduler's hand-off (the status CAS), not from here.
+/// Slots are `AtomicUsize` accessed with `Relaxed` ordering (`docs/ARCHITECTURE.md`, "Memory
+/// ordering": words a marker may read while a goroutine runs are atomics). The ordering
+/// between the owner's last writes and a scanner's reads comes from the scheduler's hand-off
+/// (the status CAS), not from here.
 pub struct ManagedStack {
     guard: StackGuard,
     /// Index one past the top frame's header (0: no frame). The only position the stack
@@ -187,6 +189,21 @@ unsafe fn free_words(p: *mut AtomicUsize, words: usize) {
 impl ManagedStack {
     /// An empty stack for goroutine `id` (used in messages). Allocates nothing: the buffer
     /// is made by the first push.
+    ///
+    /// ```
+    /// use safepoint_stackmap::{FuncDesc, ManagedStack, Registry, StackConfig};
+    ///
+    /// let reg = Registry::new();
+    /// // `g(x)`: 3 slots, 1 argument, 1 safepoint at which slots 0 and 2 hold references.
+    /// let g = reg.register(FuncDesc::new("g", 3, 1, 1).refs_at(0, &[0, 2])).unwrap();
+    /// let ms = ManagedStack::new(7, StackConfig::default());
+    /// assert!(ms.is_empty());
+    /// ms.push_with_args(g, &[0x1000]);
+    /// ms.set(2, 0x2000);
+    /// assert_eq!((ms.get(0), ms.get(1), ms.get(2)), (0x1000, 0, 0x2000));
+    /// ms.pop();
+    /// assert!(ms.is_empty());
+    /// ```
     pub fn new(id: u64, config: StackConfig) -> Self {
         ManagedStack {
             guard: StackGuard::new(),

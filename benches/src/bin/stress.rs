@@ -76,13 +76,22 @@ fn main() {
         // (getrusage), which the workloads below (parked's 100000 goroutines) would otherwise
         // set, and Linux carries a parent's peak into a child across exec, so the children must
         // start while this process is still small.
+        // A child that fails is reported and the suite goes on; `all` then exits 1 at the end.
+        // (A workload run in this process that fails panics or exits non-zero at once.)
+        let mut failed = Vec::new();
         for (w, a) in [("binary-trees", &["16"][..]), ("gcbench", &[][..]), ("churn", &["100"][..])]
         {
             let exe = std::env::current_exe().expect("stress: own path");
             match std::process::Command::new(exe).arg(w).args(a).status() {
                 Ok(s) if s.success() => {}
-                Ok(s) => eprintln!("stress all: {w} {}: {s}", a.join(" ")),
-                Err(e) => eprintln!("stress all: {w}: {e}"),
+                Ok(s) => {
+                    eprintln!("stress all: {w} {}: {s}", a.join(" "));
+                    failed.push(w);
+                }
+                Err(e) => {
+                    eprintln!("stress all: {w}: {e}");
+                    failed.push(w);
+                }
             }
         }
         for (w, a) in [
@@ -99,6 +108,10 @@ fn main() {
         ] {
             let a: Vec<String> = a.iter().map(|s| s.to_string()).collect();
             run(w, &a);
+        }
+        if !failed.is_empty() {
+            eprintln!("stress all: failed: {}", failed.join(", "));
+            std::process::exit(1);
         }
         return;
     }
