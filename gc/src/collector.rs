@@ -374,6 +374,11 @@ impl GcBuilder {
         let weak = Arc::downgrade(&inner);
         rt.spawn(move || crate::concurrent::driver(weak, driver))
             .map_err(|_| GcError::WrongRuntime)?;
+        let cleanups = Arc::new(Chan::new(1));
+        inner.heap.specials().set_waker(cleanups.clone());
+        let weak = Arc::downgrade(&inner);
+        rt.spawn(move || crate::weak::cleanup_goroutine(weak, cleanups))
+            .map_err(|_| GcError::WrongRuntime)?;
         Ok(Gc { inner })
     }
 }
@@ -480,6 +485,7 @@ impl Drop for Inner {
         if !self.rt.is_shut_down() {
             self.sweeper.close();
             self.driver.close();
+            self.heap.specials().close();
         }
     }
 }
@@ -708,6 +714,11 @@ impl Gc {
         safepoint_sched::set_urgent(was);
     }
 
+    /// Counts of weak handles and cleanups.
+    pub fn weak_stats(&self) -> crate::WeakStats {
+        self.inner.heap.specials().stats()
+    }
+
     /// Whether two handles name the same collector.
     pub fn same(&self, other: &Gc) -> bool {
         Arc::ptr_eq(&self.inner, &other.inner)
@@ -860,6 +871,13 @@ impl Inner {
     /// The cycle's sweep is done: Sweep turns Off (a cycle that started meanwhile has set its
     /// own phase).
     fn sweep_off(&self) {
+        // Without preemption: no stop (which starts a new sweep) between the look and the
+        // store.
+        crate::np(|| {
+            if self.heap.sweep_done() {
+                self.heap.specials().sweep_ended();
+            }
+        });
         let _ = self.phase.compare_exchange(
             Phase::Sweep as u8,
             Phase::Off as u8,
@@ -946,6 +964,8 @@ impl Inner {
         let checked = self.config.checkmark.then(|| checkmark(&ctx, &roots));
         // Lock-free: every cache has just been flushed, so the counters are exact.
         tl.heap_after = self.heap.live_bytes_estimate() as usize;
+        // Weak cells of unmarked objects are doomed from here to their sweep.
+        self.heap.specials().marking_ended();
         self.heap.finish_mark();
         let black = tl.black;
         let held = marked_bytes.saturating_add(black);
@@ -1036,6 +1056,7 @@ impl Inner {
                 if self.config.stop_the_world { " (stop-the-world)" } else { "" },
                 checked.map(|c| format!(", checkmark ok ({c} objects)")).unwrap_or_default(),
             );
+            eprintln!("{}", self.heap.specials().trace_line(n));
         }
     }
 
@@ -1064,6 +1085,7 @@ impl Inner {
                 push(w & !rule.mask, &|| format!("global {i}"));
             }
         });
+        self.heap.specials().for_each_cell(|c| push(c, &|| format!("weak cell {c:#x}")));
         for g in stop.goroutines() {
             let stale = stop.async_stopped(g);
             let mut v = RootVisitor::new(rule, g.id(), &self.heap, stale, &mut push);

@@ -386,6 +386,10 @@ impl Inner {
                 self.shade_shared(a);
             }
         });
+        // Weak cells live as long as their objects (see the `weak` module).
+        self.heap.specials().for_each_cell(|c| {
+            self.shade_shared(c);
+        });
         let me = safepoint_sched::goroutine_id();
         {
             let gs: Vec<_> =
@@ -479,6 +483,7 @@ impl Inner {
                 roots.push((w & !rule.mask, format!("global {i}")));
             }
         });
+        self.heap.specials().for_each_cell(|c| roots.push((c, format!("weak cell {c:#x}"))));
         let mut push = |a: usize, what: &dyn Fn() -> String| roots.push((a, what()));
         for g in stop.goroutines() {
             let stale = stop.async_stopped(g);

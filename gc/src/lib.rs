@@ -270,6 +270,7 @@ mod raw;
 pub mod sizeclass;
 mod span;
 pub mod types;
+mod weak;
 
 pub use collector::{Gc, GcBuilder, GcConfig, GcError, GcStats, Phase};
 pub use debug::DebugKnobs;
@@ -279,6 +280,7 @@ pub use mutator::{Bytes, Mutator, Slot};
 pub use raw::{Pin, RawMutator, Shape};
 pub use span::Span;
 pub use types::{Header, TagRule, TypeDesc, TypeError, TypeId, TypeRegistry, WordKind};
+pub use weak::{Cleanup, WEAK_TYPE_NAME, WeakStats};
 
 pub(crate) use safepoint_sched::fatal;
 

@@ -39,7 +39,8 @@ pub(crate) struct MarkCtx<'a> {
 #[inline(always)]
 pub(crate) fn ref_of(kind: WordKind, rule: TagRule, w: usize) -> Option<usize> {
     match kind {
-        WordKind::Ref => (w != 0).then_some(w),
+        // A weak field holds a cell, which it keeps alive like any reference.
+        WordKind::Ref | WordKind::Weak => (w != 0).then_some(w),
         WordKind::Tagged => rule.is_ref(w).then_some(w & !rule.mask),
         WordKind::Raw => None,
     }

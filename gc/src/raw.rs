@@ -493,6 +493,59 @@ impl<'a> Pin<'a> {
         Ok(())
     }
 
+    /// The weak handle (cell) of the object `obj` references, made on the first call for
+    /// that object (see [`Mutator::weak`](crate::Mutator::weak)), as a reference value, and
+    /// whether making it took an allocation slow path (then the caller owes
+    /// [`RawMutator::after_slow_alloc`], as after [`alloc`](Self::alloc)).
+    ///
+    /// # Safety
+    /// As [`header`](Self::header).
+    ///
+    /// # Errors
+    /// [`GcError::Alloc`] if the cell cannot be allocated.
+    pub unsafe fn weak(&mut self, obj: usize) -> Result<(usize, bool), GcError> {
+        let addr = self.addr(obj);
+        let (cell, slow) = self.gc.cell_of(self.p, addr)?;
+        Ok((cell | self.tag_rule().ref_tag, slow))
+    }
+
+    /// Reads the weak handle `w`: the reference of its object while the object is
+    /// reachable, 0 (null) once a collection has found it unreachable (see
+    /// [`Mutator::deref`](crate::Mutator::deref)). While marking runs, the object returned is
+    /// shaded, so it may be kept in a slot like any reference read from a field.
+    ///
+    /// # Safety
+    /// `w` is a reference to a live weak handle (one [`weak`](Self::weak) returned, read
+    /// from a slot, a field or a global).
+    ///
+    /// # Panics
+    /// In the debugging modes, if `w` is not a weak handle.
+    #[inline]
+    pub unsafe fn deref(&mut self, w: usize) -> usize {
+        let addr = self.addr(w);
+        if self.validate && !self.gc.is_cell(addr) {
+            panic!("safepoint: {w:#x} is not a weak handle");
+        }
+        match self.gc.deref_cell(Some(self.p), addr) {
+            0 => 0,
+            t => t | self.tag_rule().ref_tag,
+        }
+    }
+
+    /// Attaches a cleanup to the object `obj` references (see
+    /// [`Mutator::add_cleanup`](crate::Mutator::add_cleanup)).
+    ///
+    /// # Safety
+    /// As [`header`](Self::header).
+    pub unsafe fn add_cleanup(
+        &mut self,
+        obj: usize,
+        f: impl FnOnce() + Send + 'static,
+    ) -> crate::Cleanup {
+        let addr = self.addr(obj);
+        self.gc_arc().add_cleanup_at(addr, Box::new(f))
+    }
+
     fn gc_arc(&self) -> Arc<Inner> {
         self.gc.conc.me.get().and_then(std::sync::Weak::upgrade).expect("the collector is alive")
     }

@@ -115,6 +115,12 @@ pub enum WordKind {
     Tagged,
     /// Raw data the collector never interprets.
     Raw,
+    /// A weak field: zero, or a reference to a weak cell (see
+    /// [`Mutator::weak`](crate::Mutator::weak)). The collector reads it as a reference (the
+    /// cell stays alive), never as a reference to the cell's object; the mutator stores an
+    /// object's cell into it and loads the object (or null, once it is found unreachable)
+    /// from it.
+    Weak,
 }
 
 /// A type descriptor, as given to [`TypeRegistry::register`].
@@ -514,7 +520,7 @@ impl Iterator for Refs<'_> {
             // Relaxed: see the type's documentation.
             let w = self.body[i].load(Ordering::Relaxed);
             let is_ref = match kind {
-                WordKind::Ref => w != 0,
+                WordKind::Ref | WordKind::Weak => w != 0,
                 WordKind::Tagged => self.rule.is_ref(w),
                 WordKind::Raw => false,
             };
@@ -1166,7 +1172,7 @@ mod tests {
                     let want: Vec<_> = (0..needed).filter_map(|i| {
                         let w = words[i];
                         let is_ref = match model_kind(shape, len, i).unwrap() {
-                            WordKind::Ref => w != 0,
+                            WordKind::Ref | WordKind::Weak => w != 0,
                             WordKind::Tagged => w != 0 && w & rule.mask == rule.ref_tag,
                             WordKind::Raw => false,
                         };

@@ -1,0 +1,476 @@
+//! Weak handles, weak fields and cleanups: references that do not keep an object alive, and
+//! functions run after an object is found unreachable.
+//!
+//! ## Weak handles: one cell per object
+//!
+//! A weak handle is a managed object of its own, the object's *cell*: a record of one raw word
+//! (type `safepoint.weak`, registered on first use) holding the object's address, which the
+//! marker never reads. One object has at most one cell (made on the first
+//! [`Mutator::weak`](crate::Mutator::weak) and found again by the next), so two handles to one
+//! object are the same reference, as Go's `weak.Pointer`s to one object compare equal. A cell
+//! is referenced like any object (from slots, fields, globals), and a *weak field* of a record
+//! ([`WordKind::Weak`](crate::WordKind::Weak)) is a reference field that holds a cell: storing
+//! an object there stores the object's cell, loading it reads the cell.
+//!
+//! The heap keeps a table of *specials* (as Go's spans keep theirs): for each object that has
+//! a cell or cleanups, an entry with the cell and the cleanups; the object's span is flagged.
+//! The table is a root set for the cells only: every marking shades every cell in the table
+//! (concurrently, with the globals; inside the stop in the stop-the-world mode), so a cell
+//! lives at least as long as its object. The object itself is not reached through its entry.
+//!
+//! ## The states of a cell, and who moves it
+//!
+//! | state   | word      | object is                                  | moved to the next by  |
+//! |---------|-----------|--------------------------------------------|-----------------------|
+//! | live    | address   | reachable, or unreachable but not yet found | mark termination     |
+//! | doomed  | address   | found unreachable: unmarked in an unswept span | the span's sweep |
+//! | cleared | 0         | freed (its slot may hold another object)   | (final)               |
+//!
+//! Clearing is lazy, done by the sweep, so the termination stop does no work per handle: the
+//! sweep of a flagged span looks each object it frees up in the table, stores 0 into its cell
+//! (Release) *before* the allocation word that frees the slot (Release), and queues its
+//! cleanups. Between the stop and that sweep a cell is doomed: its word still holds the
+//! address, and a read must say nil anyway.
+//!
+//! ## A read (`deref`), and why it is exact
+//!
+//! A read runs in a pinned section, so no cycle's stop (which alone moves the phase, turns
+//! the barrier on or off, and advances the sweep generation) falls inside it.
+//!
+//! 1. If the heap is *all swept* (a flag lowered inside each termination stop, raised once
+//!    the sweep of that cycle is done, Release, read Acquire here), no cell is doomed and no
+//!    sweep runs until the next stop: the word is the answer (one load more than a field's).
+//! 2. Otherwise: load the word `t`; 0 is nil. Ask the heap whether `t` is an object no sweep
+//!    of this cycle frees (`Heap::holds_live`: marked in an unswept span, or allocated in a
+//!    swept one, read between two loads of the span's generation); if not, nil. Then load the
+//!    word again: if it still holds `t`, `t` is the object (its sweep, had it happened, would
+//!    have cleared the word before the allocation bits `holds_live` read with Acquire, so a
+//!    slot freed and taken again by a new object is never mistaken for it); if it is 0 now,
+//!    nil.
+//! 3. While marking (the write barrier is on), the object read is shaded through the
+//!    barrier's buffer, as a stored reference's new value is: an object reachable only
+//!    through cells, read into a stack already scanned, would otherwise stay white and be
+//!    freed under the reader. The barrier's buffer is flushed by the termination protocol like
+//!    any other shade, so termination needs no extra step (Go blocks weak-to-strong
+//!    conversions during its mark termination instead; here the stop excludes every reader).
+//!    A read that sees the barrier off while a cycle starts is in a pinned section that ends
+//!    before its P passes the ragged barrier of Quiesce, so its result is in its stack when the
+//!    stack is scanned.
+//!
+//! Every goroutine gets the same answer: "nil" means the marking that ended found the object
+//! unreachable, a fact the whole heap agrees on from that stop on.
+//!
+//! ## Cleanups
+//!
+//! A cleanup (Go's `runtime.AddCleanup`) is a Rust `FnOnce() + Send` attached to an object:
+//! the sweep that frees the object moves its cleanups to a queue and wakes the heap's cleanup
+//! goroutine, which runs them one by one outside any pinned section or stop; a panic in one is
+//! reported on stderr and counted, and the others still run. The function cannot hold a
+//! managed reference (none lives in Rust variables), so it cannot resurrect the object; it
+//! may hold a [`Global`](crate::Global), and one that references the object keeps it alive
+//! for good (Go's rule: the argument must not reach the object). Cleanups of the objects a
+//! cycle frees are queued by that cycle's sweep, which the background sweeper finishes soon
+//! after the cycle (or the next cycle's sweep termination does), and run as soon as the
+//! cleanup goroutine is scheduled. An object may have several; their order is unspecified.
+//!
+//! ## Why no finalizers that resurrect
+//!
+//! A finalizer that receives the dying object (Go's `SetFinalizer`, Lua's `__gc`) resurrects
+//! it: the object and everything it reaches must be kept for one more cycle, a finalizer on
+//! an object in a cycle of finalizable objects can never run, and an object resurrected and
+//! dropped again is finalized once or again depending on re-registration. Cleanups have none
+//! of this: the object is gone when its cleanup runs, and whatever the cleanup needs (a file
+//! descriptor, the Rust side of a channel) is captured by the function itself.
+//!
+//! ## Costs
+//!
+//! A cell is one object (16 bytes in a typed span) and one table entry, shaded by every
+//! marking (concurrent work proportional to the live cells, never in a stop). A sweep pays
+//! only in flagged spans: one table lookup per freed object there.
+
+use std::collections::HashMap;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
+
+use safepoint_sched::Chan;
+
+use crate::collector::{GcError, Inner};
+use crate::mark::{body, header_in};
+use crate::types::{Header, TypeDesc, TypeId, WordKind, object_size};
+
+/// The name of the weak cells' type.
+pub const WEAK_TYPE_NAME: &str = "safepoint.weak";
+
+/// A function run after its object is found unreachable.
+type CleanupFn = Box<dyn FnOnce() + Send>;
+
+/// One object's specials.
+#[derive(Default)]
+struct Entry {
+    /// The object's cell (plain address), 0 for none.
+    cell: usize,
+    /// Its cleanups, with their ids.
+    cleanups: Vec<(u64, CleanupFn)>,
+}
+
+/// How the cells are allocated (computed once).
+#[derive(Clone, Copy)]
+pub(crate) struct CellShape {
+    pub(crate) ty: TypeId,
+    pub(crate) header: Header,
+    pub(crate) size: usize,
+    pub(crate) kind: usize,
+}
+
+/// The heap's weak cells and cleanups by object (see the module documentation).
+pub(crate) struct Specials {
+    /// Entries by the object's reference (plain address). Taken without preemption on
+    /// goroutines (the stop-the-world marking takes it inside the stop).
+    map: Mutex<HashMap<usize, Entry>>,
+    /// Cleanups whose objects were freed, waiting for the cleanup goroutine.
+    queue: Mutex<Vec<CleanupFn>>,
+    /// Wakes the cleanup goroutine (set by the collector; absent for a bare heap).
+    waker: OnceLock<Arc<Chan<()>>>,
+    /// No cell is doomed and no sweep runs before the next stop (see "A read").
+    all_swept: AtomicBool,
+    /// The cells' type and shape, registered on first use.
+    pub(crate) shape: OnceLock<CellShape>,
+    next_id: AtomicU64,
+    /// Counters (Relaxed: sums for statistics and the trace).
+    cells: AtomicUsize,
+    cleared: AtomicU64,
+    queued: AtomicU64,
+    run: AtomicU64,
+    panicked: AtomicU64,
+    /// What the trace line last printed (cleared, queued, run).
+    traced: Mutex<(u64, u64, u64)>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // Every update under these locks is complete before anything that can panic.
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Counts of the heap's weak handles and cleanups ([`Gc::weak_stats`](crate::Gc::weak_stats)).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct WeakStats {
+    /// Weak cells whose objects have not been freed.
+    pub handles: usize,
+    /// Cells cleared by sweeps (their objects freed), in all.
+    pub cleared: u64,
+    /// Cleanups queued by sweeps, in all.
+    pub cleanups_queued: u64,
+    /// Cleanups run (panicked or not), in all.
+    pub cleanups_run: u64,
+    /// Cleanups that panicked.
+    pub cleanups_panicked: u64,
+}
+
+impl Specials {
+    pub(crate) fn new() -> Specials {
+        Specials {
+            map: Mutex::new(HashMap::new()),
+            queue: Mutex::new(Vec::new()),
+            waker: OnceLock::new(),
+            all_swept: AtomicBool::new(true),
+            shape: OnceLock::new(),
+            next_id: AtomicU64::new(1),
+            cells: AtomicUsize::new(0),
+            cleared: AtomicU64::new(0),
+            queued: AtomicU64::new(0),
+            run: AtomicU64::new(0),
+            panicked: AtomicU64::new(0),
+            traced: Mutex::new((0, 0, 0)),
+        }
+    }
+
+    fn map(&self) -> MutexGuard<'_, HashMap<usize, Entry>> {
+        lock(&self.map)
+    }
+
+    /// The sweep found the objects `refs` (references, plain addresses) unreachable and is
+    /// about to free them: their cells are cleared and their cleanups queued.
+    ///
+    /// Runs on a sweeper (without preemption), before the sweep's Release store that frees
+    /// the slots.
+    pub(crate) fn died(&self, refs: impl Iterator<Item = usize>) {
+        let mut due = Vec::new();
+        let mut cleared = 0;
+        {
+            let mut map = self.map();
+            for r in refs {
+                let Some(e) = map.remove(&r) else { continue };
+                if e.cell != 0 {
+                    // SAFETY: a cell in the table is live: every marking shades it (see the
+                    // module documentation), so it was not freed by this cycle's sweep.
+                    // Release: pairs with the Acquire loads of a read (step 2), with the
+                    // allocation word's Release store after it.
+                    let w = unsafe { body(e.cell, 1) };
+                    w[0].store(0, Ordering::Release);
+                    cleared += 1;
+                }
+                due.extend(e.cleanups.into_iter().map(|(_, f)| f));
+            }
+        }
+        if cleared > 0 {
+            self.cells.fetch_sub(cleared, Ordering::Relaxed);
+            self.cleared.fetch_add(cleared as u64, Ordering::Relaxed);
+        }
+        if !due.is_empty() {
+            self.queued.fetch_add(due.len() as u64, Ordering::Relaxed);
+            lock(&self.queue).append(&mut due);
+            if let Some(w) = self.waker.get() {
+                // A full channel means the cleanup goroutine is already woken.
+                let _ = w.try_send(());
+            }
+        }
+    }
+
+    /// Calls `f` with every cell in the table (the marking's roots for them).
+    pub(crate) fn for_each_cell(&self, mut f: impl FnMut(usize)) {
+        let map = crate::np(|| self.map());
+        for e in map.values() {
+            if e.cell != 0 {
+                f(e.cell);
+            }
+        }
+    }
+
+    /// A cycle's marking has ended (called inside its stop): cells may be doomed from now on.
+    pub(crate) fn marking_ended(&self) {
+        // Relaxed: the stop's restart publishes it to every reader.
+        self.all_swept.store(false, Ordering::Relaxed);
+    }
+
+    /// The cycle's sweep is done (the caller saw `Heap::sweep_done` and no stop can fall
+    /// between that and this call: it runs without preemption).
+    pub(crate) fn sweep_ended(&self) {
+        // Release: pairs with the Acquire in `Inner::deref_cell`; the sweeps' clears were
+        // ordered before the caller's look at the sweep counters.
+        self.all_swept.store(true, Ordering::Release);
+    }
+
+    /// Sets the channel that wakes the cleanup goroutine.
+    pub(crate) fn set_waker(&self, ch: Arc<Chan<()>>) {
+        let _ = self.waker.set(ch);
+    }
+
+    /// Closes the cleanup goroutine's channel (the heap is going away).
+    pub(crate) fn close(&self) {
+        if let Some(w) = self.waker.get() {
+            w.close();
+        }
+    }
+
+    /// The counters.
+    pub(crate) fn stats(&self) -> WeakStats {
+        WeakStats {
+            handles: self.cells.load(Ordering::Relaxed),
+            cleared: self.cleared.load(Ordering::Relaxed),
+            cleanups_queued: self.queued.load(Ordering::Relaxed),
+            cleanups_run: self.run.load(Ordering::Relaxed),
+            cleanups_panicked: self.panicked.load(Ordering::Relaxed),
+        }
+    }
+
+    /// The trace's words for cycle `n`: handles, and what was cleared, queued and run since
+    /// the last trace line.
+    pub(crate) fn trace_line(&self, n: u64) -> String {
+        let s = self.stats();
+        let mut t = crate::np(|| lock(&self.traced));
+        let line = format!(
+            "gc {n} weak: {} handles; since the last cycle {} cleared, {} cleanups queued, {} \
+             run; 0 ephemeron rounds",
+            s.handles,
+            s.cleared - t.0,
+            s.cleanups_queued - t.1,
+            s.cleanups_run - t.2
+        );
+        *t = (s.cleared, s.cleanups_queued, s.cleanups_run);
+        line
+    }
+}
+
+/// A cleanup attached to an object ([`Mutator::add_cleanup`](crate::Mutator::add_cleanup)):
+/// it can be cancelled while its object lives.
+#[derive(Debug)]
+pub struct Cleanup {
+    gc: Weak<Inner>,
+    obj: usize,
+    id: u64,
+}
+
+impl Cleanup {
+    /// Cancels the cleanup if it has not been queued yet (its object not found unreachable);
+    /// whether it was cancelled. From any thread.
+    pub fn cancel(&self) -> bool {
+        let Some(gc) = self.gc.upgrade() else { return false };
+        let specials = gc.heap.specials();
+        let f = crate::np(|| {
+            let mut map = specials.map();
+            let e = map.get_mut(&self.obj)?;
+            let i = e.cleanups.iter().position(|(id, _)| *id == self.id)?;
+            let f = e.cleanups.swap_remove(i).1;
+            if e.cleanups.is_empty() && e.cell == 0 {
+                map.remove(&self.obj);
+            }
+            Some(f)
+        });
+        // Dropped outside the lock: the function's captures run their own drops.
+        f.is_some()
+    }
+}
+
+impl Inner {
+    /// The cells' shape, registering their type on first use.
+    pub(crate) fn cell_shape(&self) -> Result<CellShape, GcError> {
+        let sp = self.heap.specials();
+        if let Some(s) = sp.shape.get() {
+            return Ok(*s);
+        }
+        let desc = TypeDesc::Record { name: WEAK_TYPE_NAME.into(), words: vec![WordKind::Raw] };
+        let ty = match self.types.lookup(WEAK_TYPE_NAME) {
+            Some(ty) if self.types.get(ty) == Some(&desc) => ty,
+            Some(_) => {
+                return Err(GcError::WrongKind {
+                    type_name: WEAK_TYPE_NAME.into(),
+                    what: "this type name is reserved for weak handles",
+                });
+            }
+            None => match self.types.register(desc.clone()) {
+                Ok(ty) => ty,
+                // Registered by another goroutine meanwhile.
+                Err(_) => self.types.lookup(WEAK_TYPE_NAME).ok_or(GcError::WrongKind {
+                    type_name: WEAK_TYPE_NAME.into(),
+                    what: "cannot register the weak handles' type",
+                })?,
+            },
+        };
+        let header = self.types.header(ty, 0)?;
+        let full = object_size(&desc, 0)?;
+        let (size, kind) = crate::mutator::alloc_plan(&desc, header, full);
+        Ok(*sp.shape.get_or_init(|| CellShape { ty, header, size, kind }))
+    }
+
+    /// Whether `addr` (a live object) is a weak cell.
+    #[inline]
+    pub(crate) fn is_cell(&self, addr: usize) -> bool {
+        let Some(shape) = self.heap.specials().shape.get() else { return false };
+        // SAFETY: the caller's contract: a live object of this heap.
+        let word = unsafe { header_in(self.typed, addr) };
+        Header::from_word(word).is_some_and(|h| h.type_id() == shape.ty)
+    }
+
+    /// The cell of the live object `target` (a plain address), made if it has none, and
+    /// whether making it took an allocation slow path (the caller then owes
+    /// `alloc_safepoint` outside its pinned section).
+    ///
+    /// Runs pinned on P `p`.
+    pub(crate) fn cell_of(&self, p: usize, target: usize) -> Result<(usize, bool), GcError> {
+        let sp = self.heap.specials();
+        if let Some(e) = sp.map().get(&target)
+            && e.cell != 0
+        {
+            return Ok((e.cell, false));
+        }
+        let shape = self.cell_shape()?;
+        // Allocated outside the table's lock: the allocation may sweep, and the sweep takes it.
+        let (cell, slow) = self.alloc_on(p, shape.size, shape.header, shape.kind)?;
+        // SAFETY: a fresh cell of one body word. Relaxed: the cell becomes visible to others
+        // only through a later store of its reference (ordered by the collector's handshakes),
+        // or through the table's lock below.
+        let w = unsafe { body(cell, 1) };
+        w[0].store(target, Ordering::Relaxed);
+        let Some(span) = self.heap.find_span(target) else {
+            return Err(GcError::NotAReference { found: target });
+        };
+        // Relaxed: read by the sweep of a later cycle, after the stop that ends its marking.
+        span.specials.store(true, Ordering::Relaxed);
+        let mut map = sp.map();
+        let e = map.entry(target).or_default();
+        if e.cell == 0 {
+            e.cell = cell;
+            sp.cells.fetch_add(1, Ordering::Relaxed);
+        }
+        // Another goroutine's cell won the race: ours is garbage.
+        Ok((e.cell, slow))
+    }
+
+    /// Reads the cell `cell` (a live cell): its object's plain address, or 0 once the object
+    /// has been found unreachable (see "A read"). While marking, the object returned is
+    /// shaded.
+    ///
+    /// Runs pinned on P `p` (`None`: off the runtime's Ps).
+    #[inline]
+    pub(crate) fn deref_cell(&self, p: Option<usize>, cell: usize) -> usize {
+        // SAFETY: a live cell has one body word.
+        let w = &unsafe { body(cell, 1) }[0];
+        let sp = self.heap.specials();
+        // Acquire pairs with the Release in `Specials::sweep_ended`.
+        let t = if sp.all_swept.load(Ordering::Acquire) {
+            // Acquire: as below (a clear of an earlier cycle was ordered by the flag).
+            w.load(Ordering::Acquire)
+        } else {
+            self.deref_slow(w)
+        };
+        if t != 0 {
+            // Shade what the read returns while marking (a no-op, one load, otherwise).
+            self.write_barrier(p, 0, t);
+        }
+        t
+    }
+
+    #[cold]
+    fn deref_slow(&self, w: &std::sync::atomic::AtomicUsize) -> usize {
+        // Acquire pairs with the Release store of 0 in `Specials::died`.
+        let t = w.load(Ordering::Acquire);
+        if t == 0 || !self.heap.holds_live(t) {
+            return 0;
+        }
+        // Still the same object: a sweep that freed `t`'s slot cleared the word before the
+        // allocation bits `holds_live` read (Acquire), so that read would have seen 0 here.
+        if w.load(Ordering::Acquire) == t { t } else { 0 }
+    }
+
+    /// Attaches `f` to the live object `target` (a plain address).
+    ///
+    /// Runs pinned, or without preemption.
+    pub(crate) fn add_cleanup_at(self: &Arc<Self>, target: usize, f: CleanupFn) -> Cleanup {
+        let sp = self.heap.specials();
+        let id = sp.next_id.fetch_add(1, Ordering::Relaxed);
+        if let Some(span) = self.heap.find_span(target) {
+            // Relaxed: as in `cell_of`.
+            span.specials.store(true, Ordering::Relaxed);
+        }
+        sp.map().entry(target).or_default().cleanups.push((id, f));
+        Cleanup { gc: Arc::downgrade(self), obj: target, id }
+    }
+}
+
+/// The heap's cleanup goroutine: runs queued cleanups each time a sweep wakes it.
+pub(crate) fn cleanup_goroutine(gc: Weak<Inner>, wake: Arc<Chan<()>>) {
+    safepoint_sched::set_system(true);
+    while wake.recv().is_ok() {
+        let Some(inner) = gc.upgrade() else { return };
+        let sp = inner.heap.specials();
+        loop {
+            let batch = crate::np(|| std::mem::take(&mut *lock(&sp.queue)));
+            if batch.is_empty() {
+                break;
+            }
+            for f in batch {
+                if let Err(e) = catch_unwind(AssertUnwindSafe(f)) {
+                    let msg = e
+                        .downcast_ref::<&str>()
+                        .map(|s| s.to_string())
+                        .or_else(|| e.downcast_ref::<String>().cloned())
+                        .unwrap_or_else(|| "(a non-string payload)".into());
+                    eprintln!("safepoint: a cleanup panicked: {msg}");
+                    sp.panicked.fetch_add(1, Ordering::Relaxed);
+                }
+                sp.run.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+}
