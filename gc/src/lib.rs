@@ -314,3 +314,6 @@ mod loom_models;
 
 #[cfg(all(test, loom))]
 mod loom_handshakes;
+
+#[cfg(all(test, loom))]
+mod loom_weak;

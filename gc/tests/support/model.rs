@@ -14,6 +14,20 @@
 //! Ops name slots, fields and globals by small numbers taken modulo what exists, so every
 //! decoded op is meaningful; ops that would block (a receive on an empty channel) or exceed
 //! the model's bounds are skipped.
+//!
+//! ## Weak handles, weak fields and cleanups
+//!
+//! On a heap whose collections never start by themselves (`gc_percent` off: every cycle is
+//! one the ops ask for, so the model knows when marking happens), the runner also makes weak
+//! handles, reads them, stores into weak fields (the record type `model.weak`) and attaches
+//! cleanups; on other heaps those ops are skipped. The model keeps the heap's table of weak
+//! cells (target to cell) and the cleanups by target. Between collections an object reachable
+//! only through weak handles can still be read (and made strong again), so the walk after
+//! each op follows handles and weak fields to their targets. A collection keeps exactly what
+//! is strongly reachable from the roots and from the table's cells; each cell of a freed
+//! object reads nil from then on and leaves the table (and dies at the next collection unless
+//! referenced); each cleanup of a freed object must have run exactly once, on the cleanup
+//! goroutine, soon after; no other cleanup may run.
 
 #![allow(dead_code)]
 
@@ -41,6 +55,7 @@ pub const RECORDS: &[(&str, &[WordKind])] = &[
     ("model.pair", &[WordKind::Ref, WordKind::Ref]),
     ("model.mixed", &[WordKind::Ref, WordKind::Tagged, WordKind::Raw]),
     ("model.raws", &[WordKind::Raw, WordKind::Raw]),
+    // Last: only on heaps that model weak handles (see the module documentation).
     (
         "model.wide",
         &[
@@ -53,6 +68,7 @@ pub const RECORDS: &[(&str, &[WordKind])] = &[
             WordKind::Tagged,
         ],
     ),
+    ("model.weak", &[WordKind::Weak, WordKind::Ref, WordKind::Raw]),
 ];
 
 /// One operation. Numbers naming slots, globals, fields or goroutines are taken modulo what
@@ -102,6 +118,12 @@ pub enum Op {
     Release { h: u8 },
     /// A full collection, then: the heap holds exactly the model's reachable objects.
     Collect,
+    /// Put a weak handle to the object in slot `src` into slot `dst`.
+    Weak { dst: u8, src: u8 },
+    /// Read the weak handle in slot `w` into slot `dst`.
+    Deref { dst: u8, w: u8 },
+    /// Attach a cleanup to the object in slot `obj`.
+    AddCleanup { obj: u8 },
 }
 
 /// Decodes ops from fuzzer bytes (by hand, so the test crate needs no `arbitrary`).
@@ -109,7 +131,7 @@ pub fn decode(data: &[u8]) -> Vec<Op> {
     let mut r = Reader { data, pos: 0 };
     let mut ops = Vec::new();
     while r.pos < r.data.len() && ops.len() < 200 {
-        let op = match r.u8() % 21 {
+        let op = match r.u8() % 24 {
             0 | 1 => Op::Alloc { dst: r.u8(), rec: r.u8() },
             2 => Op::AllocArray { dst: r.u8(), tagged: r.u8() & 1 == 1, len: r.u8() },
             3 => {
@@ -144,6 +166,9 @@ pub fn decode(data: &[u8]) -> Vec<Op> {
                 }
             }
             19 => Op::Release { h: r.u8() },
+            21 => Op::Weak { dst: r.u8(), src: r.u8() },
+            22 => Op::Deref { dst: r.u8(), w: r.u8() },
+            23 => Op::AddCleanup { obj: r.u8() },
             _ => Op::Collect,
         };
         ops.push(op);
@@ -193,6 +218,8 @@ enum MType {
     RefArr,
     TagArr,
     Bytes,
+    /// A weak handle (the heap's cell): one raw word, the target's address or 0.
+    Cell,
 }
 
 /// One word of a model object.
@@ -209,11 +236,17 @@ struct MObj {
     bytes: Vec<u8>,
     /// The real object's address (objects never move).
     addr: usize,
+    /// For a cell: its target, until a collection frees it.
+    target: Option<u32>,
 }
 
 impl MObj {
     fn len(&self) -> usize {
-        if self.ty == MType::Bytes { self.bytes.len() } else { self.words.len() }
+        match self.ty {
+            MType::Bytes => self.bytes.len(),
+            MType::Cell => 1,
+            _ => self.words.len(),
+        }
     }
     fn kind(&self, i: usize) -> Result<WordKind, &'static str> {
         match self.ty {
@@ -221,6 +254,7 @@ impl MObj {
             MType::Rec(r) => RECORDS[r].1.get(i).copied().ok_or("OutOfBounds"),
             MType::RefArr if i < self.words.len() => Ok(WordKind::Ref),
             MType::TagArr if i < self.words.len() => Ok(WordKind::Tagged),
+            MType::Cell if i == 0 => Ok(WordKind::Raw),
             _ => Err("OutOfBounds"),
         }
     }
@@ -235,6 +269,13 @@ struct Model {
     globals: Vec<MVal>,
     pending: VecDeque<MVal>,
     holders: Vec<Vec<MVal>>,
+    /// The heap's weak cells by target.
+    cells: HashMap<u32, u32>,
+    /// Cleanups not yet due: id to target.
+    cleanups: HashMap<u32, u32>,
+    next_cleanup: u32,
+    /// Cleanups whose targets a collection freed: each must run exactly once.
+    due: HashSet<u32>,
 }
 
 impl Model {
@@ -254,12 +295,47 @@ impl Model {
             .copied()
     }
 
-    /// Drops every object not reachable from the roots; the number left.
-    fn prune(&mut self) -> usize {
+    /// The objects the mutator can reach: from the roots through reference and tagged
+    /// fields, and through weak handles and weak fields to their targets (not to the cells
+    /// in weak fields, which loads never return).
+    fn observable(&self) -> HashSet<u32> {
         let mut seen: HashSet<u32> = HashSet::new();
         let mut stack: Vec<u32> = self
             .roots()
             .filter_map(|v| if let MVal::Obj(id) = v { Some(id) } else { None })
+            .collect();
+        while let Some(id) = stack.pop() {
+            if !seen.insert(id) {
+                continue;
+            }
+            let ob = &self.objs[&id];
+            if let Some(t) = ob.target {
+                stack.push(t);
+            }
+            for (i, w) in ob.words.iter().enumerate() {
+                if let MWord::Val(MVal::Obj(c)) = *w {
+                    if ob.kind(i) == Ok(WordKind::Weak) {
+                        stack.extend(self.objs[&c].target);
+                    } else {
+                        stack.push(c);
+                    }
+                }
+            }
+        }
+        seen
+    }
+
+    /// A collection, with `extra` roots besides the model's (values held by a goroutine the
+    /// model does not track): keeps what is strongly reachable from the roots and the
+    /// table's cells, clears and unlists the cells of what it frees, and makes their
+    /// cleanups due. Returns the number of objects left.
+    fn collect(&mut self, extra: &[MVal]) -> usize {
+        let mut seen: HashSet<u32> = HashSet::new();
+        let mut stack: Vec<u32> = self
+            .roots()
+            .chain(extra.iter().copied())
+            .filter_map(|v| if let MVal::Obj(id) = v { Some(id) } else { None })
+            .chain(self.cells.values().copied())
             .collect();
         while let Some(id) = stack.pop() {
             if !seen.insert(id) {
@@ -272,6 +348,17 @@ impl Model {
             }
         }
         self.objs.retain(|id, _| seen.contains(id));
+        let dead: Vec<u32> = self.cells.keys().copied().filter(|t| !seen.contains(t)).collect();
+        for t in dead {
+            let c = self.cells.remove(&t).expect("listed");
+            self.objs.get_mut(&c).expect("a listed cell is marked").target = None;
+        }
+        let due: Vec<u32> =
+            self.cleanups.iter().filter(|(_, t)| !seen.contains(t)).map(|(&id, _)| id).collect();
+        for id in due {
+            self.cleanups.remove(&id);
+            self.due.insert(id);
+        }
         self.objs.len()
     }
 }
@@ -334,6 +421,7 @@ impl Types {
             MType::RefArr => self.ref_arr,
             MType::TagArr => self.tag_arr,
             MType::Bytes => self.bytes,
+            MType::Cell => unreachable!("the cells' type is looked up by name"),
         }
     }
 }
@@ -369,6 +457,11 @@ pub struct Runner<'a> {
     model: Model,
     /// Collections run by `Collect` ops.
     pub collections: usize,
+    /// Weak handles, weak fields and cleanups are modelled (the heap never collects by
+    /// itself).
+    weak: bool,
+    /// The ids of the cleanups that have run, in order.
+    ran: Arc<std::sync::Mutex<Vec<u32>>>,
 }
 
 /// Runs `ops` on a fresh mutator of the running goroutine, verifying after each one, and
@@ -398,6 +491,8 @@ pub fn run(gc: &Gc, ops: &[Op]) -> usize {
                 ..Model::default()
             },
             collections: 0,
+            weak: gc.config().gc_percent == u32::MAX,
+            ran: Arc::new(std::sync::Mutex::new(Vec::new())),
         };
         for (i, op) in ops.iter().enumerate() {
             r.apply(op).unwrap_or_else(|e| panic!("op {i} {op:?}: {e}"));
@@ -446,7 +541,7 @@ impl Runner<'_> {
         let addr = self.m.word(self.slots[dst]).expect("fresh object's word");
         let id = self.model.next;
         self.model.next += 1;
-        self.model.objs.insert(id, MObj { ty, words, bytes, addr });
+        self.model.objs.insert(id, MObj { ty, words, bytes, addr, target: None });
         self.model.slots[dst] = MVal::Obj(id);
     }
 
@@ -455,7 +550,8 @@ impl Runner<'_> {
         match *op {
             Op::Alloc { dst, rec } => {
                 let (s, d) = self.slot(dst);
-                let r = rec as usize % RECORDS.len();
+                let kinds = if self.weak { RECORDS.len() } else { RECORDS.len() - 1 };
+                let r = rec as usize % kinds;
                 self.m.alloc(s, self.types.recs[r]).map_err(|e| format!("alloc: {e}"))?;
                 let words =
                     RECORDS[r]
@@ -491,13 +587,18 @@ impl Runner<'_> {
                 let want = self.model.obj(self.model.slots[o]).and_then(|(id, ob)| {
                     match (ob.kind(i)?, v) {
                         (WordKind::Raw, _) => Err("WrongKind"),
-                        (WordKind::Ref, MVal::Int(_)) => Err("NotAReference"),
-                        _ => Ok(id),
+                        (WordKind::Ref | WordKind::Weak, MVal::Int(_)) => Err("NotAReference"),
+                        (k, _) => Ok((id, k)),
                     }
                 });
                 let got = self.m.store(os, i, ss);
                 Self::compare("store", want.map(|_| ()), got)?;
-                if let Ok(id) = want {
+                if let Ok((id, k)) = want {
+                    let v = match (k, v) {
+                        // A weak field holds the target's cell.
+                        (WordKind::Weak, MVal::Obj(t)) => MVal::Obj(self.cell_for(t, ss)?),
+                        _ => v,
+                    };
                     self.model.objs.get_mut(&id).unwrap().words[i] = MWord::Val(v);
                 }
             }
@@ -507,7 +608,10 @@ impl Runner<'_> {
                 let want =
                     self.model.obj(self.model.slots[o]).and_then(|(_, ob)| match ob.kind(i)? {
                         WordKind::Raw => Err("WrongKind"),
-                        _ => match ob.words[i] {
+                        k => match ob.words[i] {
+                            MWord::Val(MVal::Obj(c)) if k == WordKind::Weak => {
+                                Ok(self.model.objs[&c].target.map_or(MVal::Null, MVal::Obj))
+                            }
                             MWord::Val(v) => Ok(v),
                             MWord::Raw(_) => unreachable!("a raw word in a value field"),
                         },
@@ -546,6 +650,13 @@ impl Runner<'_> {
             }
             Op::WriteWord { obj, field, v } => {
                 let (os, o) = self.slot(obj);
+                if let MVal::Obj(id) = self.model.slots[o]
+                    && self.model.objs[&id].ty == MType::Cell
+                {
+                    // A handle's word is the collector's (writing it is not an API misuse the
+                    // mutator can catch: the cell is a plain record of one raw word).
+                    return Ok(());
+                }
                 let i = self.field(o, field);
                 let want =
                     self.model.obj(self.model.slots[o]).and_then(|(id, ob)| match ob.kind(i)? {
@@ -655,6 +766,11 @@ impl Runner<'_> {
                     });
                 });
                 h.join().map_err(|e| format!("child goroutine panicked: {:?}", e.message()))?;
+                if collect && self.weak {
+                    // The child's collection ran with its values as roots.
+                    self.model.collect(&vals);
+                    self.check_cleanups()?;
+                }
                 if let Some(g) = g {
                     self.model.globals[g] = vals.first().copied().unwrap_or(MVal::Null);
                 }
@@ -722,17 +838,146 @@ impl Runner<'_> {
             Op::Collect => {
                 self.m.collect();
                 self.collections += 1;
-                let want = self.model.prune() as u64;
-                let got = self.gc.stats().heap.live_objects;
-                if got != want {
-                    return Err(format!(
-                        "after collect(): {got} live objects in the heap, {want} reachable in \
-                         the model"
-                    ));
+                if self.weak {
+                    let want = self.model.collect(&[]) as u64;
+                    let got = self.gc.stats().heap.live_objects;
+                    if got != want {
+                        return Err(format!(
+                            "after collect(): {got} live objects in the heap, {want} in the model"
+                        ));
+                    }
+                    let handles = self.gc.weak_stats().handles;
+                    if handles != self.model.cells.len() {
+                        return Err(format!(
+                            "after collect(): {handles} weak handles listed, the model has {}",
+                            self.model.cells.len()
+                        ));
+                    }
+                    self.check_cleanups()?;
+                } else {
+                    // Without weak handles, what the model can reach is what is reachable.
+                    let want = self.model.observable();
+                    self.model.objs.retain(|id, _| want.contains(id));
+                    let got = self.gc.stats().heap.live_objects;
+                    if got != want.len() as u64 {
+                        return Err(format!(
+                            "after collect(): {got} live objects in the heap, {} reachable in \
+                             the model",
+                            want.len()
+                        ));
+                    }
+                }
+            }
+            Op::Weak { dst, src } => {
+                if !self.weak {
+                    return Ok(());
+                }
+                let ((ds, d), (ss, sv)) = (self.slot(dst), self.slot(src));
+                let want = match self.model.slots[sv] {
+                    MVal::Obj(t) => Ok(t),
+                    _ => Err("NotAReference"),
+                };
+                Self::compare("weak", want.map(|_| ()), self.m.weak(ds, ss))?;
+                if let Ok(t) = want {
+                    let known = self.model.cells.get(&t).copied();
+                    let c = match known {
+                        Some(c) => c,
+                        None => {
+                            self.alloc_into(d, MType::Cell, Vec::new(), Vec::new());
+                            let MVal::Obj(c) = self.model.slots[d] else { unreachable!() };
+                            self.model.objs.get_mut(&c).unwrap().target = Some(t);
+                            self.model.cells.insert(t, c);
+                            c
+                        }
+                    };
+                    self.model.slots[d] = MVal::Obj(c);
+                }
+            }
+            Op::Deref { dst, w } => {
+                if !self.weak {
+                    return Ok(());
+                }
+                let ((ds, d), (ws, wv)) = (self.slot(dst), self.slot(w));
+                let want = match self.model.slots[wv] {
+                    MVal::Obj(c) if self.model.objs[&c].ty == MType::Cell => {
+                        Ok(self.model.objs[&c].target)
+                    }
+                    MVal::Obj(_) => Err("WrongKind"),
+                    _ => Err("NotAReference"),
+                };
+                let got = self.m.deref(ds, ws);
+                Self::compare("deref", want.map(|t| t.is_some()), got)?;
+                if let Ok(t) = want {
+                    self.model.slots[d] = t.map_or(MVal::Null, MVal::Obj);
+                }
+            }
+            Op::AddCleanup { obj } => {
+                if !self.weak {
+                    return Ok(());
+                }
+                let (os, o) = self.slot(obj);
+                let want = match self.model.slots[o] {
+                    MVal::Obj(t) => Ok(t),
+                    _ => Err("NotAReference"),
+                };
+                let id = self.model.next_cleanup;
+                let ran = self.ran.clone();
+                let got = self.m.add_cleanup(os, move || ran.lock().unwrap().push(id));
+                Self::compare("add_cleanup", want.map(|_| ()), got.map(drop))?;
+                if let Ok(t) = want {
+                    self.model.next_cleanup += 1;
+                    self.model.cleanups.insert(id, t);
                 }
             }
         }
         Ok(())
+    }
+
+    /// The cell of model object `t`: the model's, or the heap's new one (read back through a
+    /// scratch handle, the slot of the op having been written already).
+    fn cell_for(&mut self, t: u32, src: Slot) -> Result<u32, String> {
+        if let Some(&c) = self.model.cells.get(&t) {
+            return Ok(c);
+        }
+        // The store made the cell: `weak` on the store's source finds it.
+        let addr = self.m.scope(|m, [w]| -> Result<usize, String> {
+            m.weak(w, src).map_err(|e| format!("weak: {e}"))?;
+            m.word(w).map_err(|e| format!("word: {e}"))
+        })?;
+        let c = self.model.next;
+        self.model.next += 1;
+        self.model.objs.insert(
+            c,
+            MObj { ty: MType::Cell, words: Vec::new(), bytes: Vec::new(), addr, target: Some(t) },
+        );
+        self.model.cells.insert(t, c);
+        Ok(c)
+    }
+
+    /// The cleanups that have run are exactly the due ones, each once: waits (10 s at most)
+    /// for the cleanup goroutine to run the due ones.
+    fn check_cleanups(&self) -> Result<(), String> {
+        let t = std::time::Instant::now();
+        loop {
+            let ran = self.ran.lock().unwrap().clone();
+            let set: HashSet<u32> = ran.iter().copied().collect();
+            if set.len() != ran.len() {
+                return Err(format!("a cleanup ran twice: {ran:?}"));
+            }
+            if let Some(x) = set.iter().find(|x| !self.model.due.contains(x)) {
+                return Err(format!("cleanup {x} ran, but its object is not freed"));
+            }
+            if set.len() == self.model.due.len() {
+                return Ok(());
+            }
+            if t.elapsed() > std::time::Duration::from_secs(10) {
+                return Err(format!(
+                    "cleanups {:?} are due and have not run",
+                    self.model.due.difference(&set).collect::<Vec<_>>()
+                ));
+            }
+            safepoint_sched::sleep(std::time::Duration::from_millis(1));
+        }
     }
 
     /// Sends the values of `srcs` on a fresh channel with room for all of them.
@@ -754,7 +999,12 @@ impl Runner<'_> {
 
     /// Walks everything the model says is reachable and compares it with the heap.
     pub fn verify(&mut self) -> Result<(), String> {
-        let n = self.model.prune() + 1;
+        let observable = self.model.observable();
+        if !self.weak {
+            // Nothing unobservable can come back: forget it.
+            self.model.objs.retain(|id, _| observable.contains(id));
+        }
+        let n = observable.len() + 1;
         let (m, slots, globals, pending, holders, model, types) = (
             &mut *self.m,
             self.slots,
@@ -800,7 +1050,7 @@ impl Runner<'_> {
                     k += 1;
                 }
             }
-            walk(m, model, types, obj_slots, rest[k], &roots)
+            walk(m, model, types, obj_slots, rest[k], &roots, observable.len())
         })
     }
 
@@ -828,6 +1078,21 @@ impl Runner<'_> {
         }
         self.m.collect();
         self.m.collect();
+        if self.weak {
+            self.model.collect(&[]);
+            self.model.collect(&[]);
+            // A handle to a handle lives while its target is listed: a chain of them goes one
+            // link per collection.
+            let mut rounds = 0;
+            while !self.model.objs.is_empty() {
+                rounds += 1;
+                assert!(rounds < 100, "the model's heap does not empty");
+                self.m.collect();
+                self.model.collect(&[]);
+            }
+            self.check_cleanups().unwrap_or_else(|e| panic!("at the end: {e}"));
+            assert!(self.model.cleanups.is_empty() && self.model.cells.is_empty());
+        }
         let live = self.gc.stats().heap.live_objects;
         assert_eq!(live, 0, "objects left alive with every root cleared");
     }
@@ -859,6 +1124,7 @@ fn walk(
     obj_slots: &[Slot],
     tmp: Slot,
     roots: &[(Slot, MVal, String)],
+    observable: usize,
 ) -> Result<(), String> {
     let mut at: HashMap<u32, Slot> = HashMap::new();
     let mut queue: VecDeque<u32> = VecDeque::new();
@@ -875,6 +1141,31 @@ fn walk(
         let ob = &model.objs[&id];
         let e = |what: String| format!("object {id} ({:?} at {:#x}): {what}", ob.ty, ob.addr);
         let ty = m.type_of(s).map_err(|x| e(format!("type_of: {x}")))?;
+        if ob.ty == MType::Cell {
+            if m.gc().types().lookup(safepoint_gc::WEAK_TYPE_NAME) != Some(ty) {
+                return Err(e(format!("type {ty:?}, expected the weak handles' type")));
+            }
+            if !m.is_weak(s).map_err(|x| e(format!("is_weak: {x}")))? {
+                return Err(e("not a weak handle".into()));
+            }
+            let want = ob.target.map_or(0, |t| model.objs[&t].addr);
+            let got = m.read_word(s, 0).map_err(|x| e(format!("read_word: {x}")))?;
+            // The word holds the plain address; the model's is the slot value (tagged).
+            let rule = m.gc().config().tag_rule;
+            if got as usize != want & !rule.mask {
+                return Err(e(format!("cell word {got:#x}, expected {want:#x}")));
+            }
+            let alive = m.deref(tmp, s).map_err(|x| e(format!("deref: {x}")))?;
+            let v = ob.target.map_or(MVal::Null, MVal::Obj);
+            if alive != ob.target.is_some() {
+                return Err(e(format!("deref says {alive}, model says {v:?}")));
+            }
+            check_val(m, model, tmp, v, &|| e("deref".into()))?;
+            if let MVal::Obj(c) = v {
+                enqueue(m, &mut at, &mut queue, obj_slots, c, tmp)?;
+            }
+            continue;
+        }
         if ty != types.id(ob.ty) {
             return Err(e(format!("type {ty:?}, expected {:?}", types.id(ob.ty))));
         }
@@ -901,6 +1192,13 @@ fn walk(
                 }
                 MWord::Val(v) => {
                     m.load(tmp, s, i).map_err(|x| e(format!("load {i}: {x}")))?;
+                    // A weak field loads its cell's target.
+                    let v = match v {
+                        MVal::Obj(c) if ob.kind(i) == Ok(WordKind::Weak) => {
+                            model.objs[&c].target.map_or(MVal::Null, MVal::Obj)
+                        }
+                        v => v,
+                    };
                     check_val(m, model, tmp, v, &|| e(format!("field {i}")))?;
                     if let MVal::Obj(c) = v {
                         enqueue(m, &mut at, &mut queue, obj_slots, c, tmp)?;
@@ -909,8 +1207,8 @@ fn walk(
             }
         }
     }
-    if checked != model.objs.len() {
-        return Err(format!("walked {checked} objects, the model has {}", model.objs.len()));
+    if checked != observable {
+        return Err(format!("walked {checked} objects, the model can reach {observable}"));
     }
     Ok(())
 }
