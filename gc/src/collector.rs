@@ -966,6 +966,7 @@ impl Inner {
         tl.heap_after = self.heap.live_bytes_estimate() as usize;
         // Weak cells of unmarked objects are doomed from here to their sweep.
         self.heap.specials().marking_ended();
+        self.heap.specials().drop_pending_ephemerons();
         self.heap.finish_mark();
         let black = tl.black;
         let held = marked_bytes.saturating_add(black);
@@ -1100,10 +1101,28 @@ impl Inner {
             // Relaxed: a sum, read after every marker has returned.
             total.fetch_add(t.marked_bytes, Ordering::Relaxed);
         };
-        if workers == 1 {
-            run(false);
-        } else {
-            self.mark_pool().broadcast(|_| run(true));
+        let specials = self.heap.specials();
+        specials.reset_ephemerons();
+        loop {
+            // SeqCst: as in `drain_to_termination`; every marker has returned.
+            idle.store(0, Ordering::SeqCst);
+            if workers == 1 {
+                run(false);
+            } else {
+                self.mark_pool().broadcast(|_| run(true));
+            }
+            // Ephemerons whose keys the marking reached: their values are marked in turn
+            // (see the `weak` module, "Ephemerons"), until a round finds none.
+            let shaded = specials.ephemeron_round(&self.heap, rule, |r| {
+                if let Some(size) = shade_bit(&self.heap, r) {
+                    // Relaxed: as above.
+                    total.fetch_add(size, Ordering::Relaxed);
+                    injector.push(r | GREY);
+                }
+            });
+            if shaded == 0 {
+                break;
+            }
         }
         (total.load(Ordering::Relaxed), roots, nroots)
     }

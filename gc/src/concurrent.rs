@@ -185,8 +185,17 @@ impl Inner {
 
     /// Adds what `t` shaded to the cycle's sum.
     fn count_marked(&self, t: &mut Tracer<'_>) {
-        // Relaxed: a sum, read after the stop that ends marking.
-        self.conc.marked.fetch_add(std::mem::take(&mut t.marked_bytes), Ordering::Relaxed);
+        // Release: after the mark bits counted, for the ephemeron rounds' Acquire loads (see
+        // `cycle_concurrent`); otherwise a sum, read after the stop that ends marking.
+        self.conc.marked.fetch_add(std::mem::take(&mut t.marked_bytes), Ordering::Release);
+    }
+
+    /// One ephemeron round (see the `weak` module): the values of pending ephemerons whose
+    /// keys are marked are shaded into the shared queue. Returns how many.
+    fn ephemeron_round(&self) -> usize {
+        self.heap.specials().ephemeron_round(&self.heap, self.config.tag_rule, |r| {
+            self.shade_shared(r);
+        })
     }
 }
 
@@ -280,8 +289,8 @@ impl Inner {
     /// white (and is now grey).
     pub(crate) fn shade_shared(&self, addr: usize) -> bool {
         if let Some(size) = shade_bit(&self.heap, addr) {
-            // Relaxed: a sum, read after the stop that ends marking.
-            self.conc.marked.fetch_add(size, Ordering::Relaxed);
+            // Release: as in `count_marked`.
+            self.conc.marked.fetch_add(size, Ordering::Release);
             self.conc.work.push(addr | GREY);
             true
         } else {
@@ -360,6 +369,7 @@ impl Inner {
         c.stacks.store(0, Ordering::Relaxed);
         c.shades.store(0, Ordering::Relaxed);
         c.scanned.lock().unwrap_or_else(|e| e.into_inner()).clear();
+        self.heap.specials().reset_ephemerons();
         self.set_assist_ratio();
 
         // Off -> Quiesce: barrier on, then a ragged barrier: each P flushes its cache and
@@ -400,8 +410,20 @@ impl Inner {
             self.scan_own_stack();
         }
         let mut rounds = 0;
+        // The cycle's marked bytes when an ephemeron round last found no key newly marked:
+        // while it has not changed, the pending ephemerons' keys are still white.
+        let mut eph_clean;
         loop {
             self.run_workers();
+            // Ephemerons whose keys are now marked give their values to the markers; the
+            // workers run again until a round finds none (see the `weak` module).
+            // Acquire: pairs with the Release of the markers' counts (`count_marked`,
+            // `shade_shared`), after their mark bits: the round sees the marks counted.
+            let m0 = c.marked.load(Ordering::Acquire);
+            if self.ephemeron_round() > 0 {
+                continue;
+            }
+            eph_clean = m0;
             // Termination, first the ragged way: every P flushes its barrier buffer.
             let found = AtomicUsize::new(0);
             safepoint_sched::for_each_p(&|p| {
@@ -426,7 +448,11 @@ impl Inner {
             // Globals released or made by threads outside the runtime shade under this lock;
             // holding it to the end of marking keeps them on one side of it.
             let globals = self.globals.lock_all();
-            if !c.work.is_empty() {
+            // Something marked since the last empty ephemeron round may be a pending key.
+            // Acquire: as above.
+            let eph_stale = c.marked.load(Ordering::Acquire) != eph_clean
+                && self.heap.specials().has_pending_ephemerons();
+            if !c.work.is_empty() || eph_stale {
                 if rounds < 3 {
                     rounds += 1;
                     drop(globals);
@@ -437,10 +463,17 @@ impl Inner {
                     drop(stop);
                     continue;
                 }
-                // Little is left after three rounds: finish it here.
-                let mut tracer = self.tracer(Vec::new(), false);
-                tracer.drain(usize::MAX);
-                self.count_marked(&mut tracer);
+                // Little is left after three rounds: finish it here (with the ephemeron
+                // rounds it needs: O(pending ephemerons) each).
+                loop {
+                    let mut tracer = self.tracer(Vec::new(), false);
+                    tracer.drain(usize::MAX);
+                    self.count_marked(&mut tracer);
+                    drop(tracer);
+                    if self.ephemeron_round() == 0 {
+                        break;
+                    }
+                }
             }
             let t_caches = Instant::now();
             tl.stop_flush = t_caches - t_stop;

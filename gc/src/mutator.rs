@@ -159,9 +159,9 @@ impl Bytes<'_> {
 }
 
 /// A validated object: its address, descriptor and length (array elements; record words).
-struct Obj<'a> {
-    addr: usize,
-    desc: &'a TypeDesc,
+pub(crate) struct Obj<'a> {
+    pub(crate) addr: usize,
+    pub(crate) desc: &'a TypeDesc,
     len: usize,
     id: TypeId,
 }
@@ -610,6 +610,8 @@ impl Mutator {
                     0 => 0,
                     t => t | tag,
                 },
+                // An ephemeron's value: null unless its key is still there.
+                WordKind::Ephemeron => self.gc.ephemeron_value(pin.p(), &o, v),
                 _ => v,
             };
             Self::put(ms, dpos, v)
@@ -642,9 +644,12 @@ impl Mutator {
                 WordKind::Ref | WordKind::Weak => {
                     return Err(GcError::NotAReference { found: v });
                 }
-                WordKind::Tagged => v,
+                WordKind::Tagged | WordKind::Ephemeron => v,
                 WordKind::Raw => return Err(self.wrong(&o, "raw word: use write_word")),
             };
+            if kind == WordKind::Weak {
+                gc.before_key_store(p, &o, i);
+            }
             gc.store_field(p, kind, w, v);
             Ok(slow)
         })?;

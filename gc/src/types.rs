@@ -121,6 +121,11 @@ pub enum WordKind {
     /// object's cell into it and loads the object (or null, once it is found unreachable)
     /// from it.
     Weak,
+    /// An ephemeron's value: a tagged value that the collector keeps alive only while the
+    /// record itself is reachable *and* the object of the record's first [`WordKind::Weak`]
+    /// word (its key) is reachable from elsewhere (see the `weak` module's "Ephemerons"). A
+    /// load reads null once the key is gone. A record with such a word must have a weak word.
+    Ephemeron,
 }
 
 /// A type descriptor, as given to [`TypeRegistry::register`].
@@ -351,6 +356,12 @@ pub enum TypeError {
         /// The raw id.
         id: u32,
     },
+    /// A record with an [`WordKind::Ephemeron`] word and no [`WordKind::Weak`] word (its
+    /// key).
+    EphemeronWithoutKey {
+        /// The record's name.
+        name: String,
+    },
     /// Fewer body words were given than the header and descriptor say the object has.
     ObjectTooShort {
         /// Body words the object has.
@@ -393,6 +404,9 @@ impl fmt::Display for TypeError {
             TypeError::UnknownType { id } => write!(f, "header names unregistered type id {id}"),
             TypeError::ForeignType { id } => {
                 write!(f, "type id {id} was issued by another type registry")
+            }
+            TypeError::EphemeronWithoutKey { name } => {
+                write!(f, "record type {name:?} has an ephemeron word but no weak word for its key")
             }
             TypeError::ObjectTooShort { needed, got } => {
                 write!(f, "object has {needed} body words but only {got} were given")
@@ -521,7 +535,7 @@ impl Iterator for Refs<'_> {
             let w = self.body[i].load(Ordering::Relaxed);
             let is_ref = match kind {
                 WordKind::Ref | WordKind::Weak => w != 0,
-                WordKind::Tagged => self.rule.is_ref(w),
+                WordKind::Tagged | WordKind::Ephemeron => self.rule.is_ref(w),
                 WordKind::Raw => false,
             };
             if is_ref {
@@ -713,6 +727,9 @@ impl TypeRegistry {
                     words: words.len(),
                     max_words: self.max_words,
                 });
+            }
+            if words.contains(&WordKind::Ephemeron) && !words.contains(&WordKind::Weak) {
+                return Err(TypeError::EphemeronWithoutKey { name: name.clone() });
             }
         }
         self.locked(move |w| {

@@ -145,6 +145,12 @@ pub(crate) struct Specials {
     panicked: AtomicU64,
     /// What the trace line last printed (cleared, queued, run).
     traced: Mutex<(u64, u64, u64)>,
+    /// Ephemerons scanned this cycle whose keys were white when scanned: (record, value
+    /// word, key word). Emptied at the start and end of each marking.
+    eph_pending: Mutex<Vec<(usize, usize, usize)>>,
+    /// Ephemeron rounds this cycle (for the trace), and values they shaded.
+    pub(crate) eph_rounds: AtomicUsize,
+    pub(crate) eph_shaded: AtomicUsize,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -182,6 +188,9 @@ impl Specials {
             run: AtomicU64::new(0),
             panicked: AtomicU64::new(0),
             traced: Mutex::new((0, 0, 0)),
+            eph_pending: Mutex::new(Vec::new()),
+            eph_rounds: AtomicUsize::new(0),
+            eph_shaded: AtomicUsize::new(0),
         }
     }
 
@@ -225,6 +234,69 @@ impl Specials {
                 let _ = w.try_send(());
             }
         }
+    }
+
+    /// Adds a tracer's ephemerons with white keys to the pending list (and empties `v`).
+    pub(crate) fn defer_ephemerons(&self, v: &mut Vec<(usize, usize, usize)>) {
+        crate::np(|| lock(&self.eph_pending).append(v));
+    }
+
+    /// Whether ephemerons wait for their keys.
+    pub(crate) fn has_pending_ephemerons(&self) -> bool {
+        !crate::np(|| lock(&self.eph_pending)).is_empty()
+    }
+
+    /// A marking has ended: the ephemerons still pending have dead keys (their records may
+    /// be freed by the sweep).
+    pub(crate) fn drop_pending_ephemerons(&self) {
+        crate::np(|| lock(&self.eph_pending)).clear();
+    }
+
+    /// A marking starts: no ephemeron is pending, no round has run.
+    pub(crate) fn reset_ephemerons(&self) {
+        crate::np(|| lock(&self.eph_pending)).clear();
+        self.eph_rounds.store(0, Ordering::Relaxed);
+        self.eph_shaded.store(0, Ordering::Relaxed);
+    }
+
+    /// One ephemeron round: every pending ephemeron whose key is marked now has its value
+    /// given to `shade` and leaves the list; one whose key is gone leaves it; the others stay.
+    /// Returns the number of values shaded. O(pending); runs while marking (concurrently, or
+    /// with the world stopped), on one goroutine at a time.
+    pub(crate) fn ephemeron_round(
+        &self,
+        heap: &crate::Heap,
+        rule: crate::TagRule,
+        mut shade: impl FnMut(usize),
+    ) -> usize {
+        let list = crate::np(|| std::mem::take(&mut *lock(&self.eph_pending)));
+        if list.is_empty() {
+            return 0;
+        }
+        self.eph_rounds.fetch_add(1, Ordering::Relaxed);
+        let mut keep = Vec::new();
+        let mut n = 0;
+        for (e, i, key) in list {
+            // SAFETY: a pending record is marked (it was scanned), so live through marking;
+            // `i` and `key` are words of its body.
+            let b = unsafe { body(e, i.max(key) + 1) };
+            match crate::mark::ephemeron_key(heap, b, key) {
+                crate::mark::Key::Gone => {}
+                crate::mark::Key::Unset | crate::mark::Key::Marked(_) => {
+                    // Relaxed: see `header_of` in the mark module.
+                    if let Some(r) =
+                        crate::mark::ref_of(WordKind::Ephemeron, rule, b[i].load(Ordering::Relaxed))
+                    {
+                        shade(r);
+                        n += 1;
+                    }
+                }
+                crate::mark::Key::White(_) => keep.push((e, i, key)),
+            }
+        }
+        self.eph_shaded.fetch_add(n, Ordering::Relaxed);
+        crate::np(|| lock(&self.eph_pending).append(&mut keep));
+        n
     }
 
     /// Calls `f` with every cell in the table (the marking's roots for them).
@@ -281,11 +353,13 @@ impl Specials {
         let mut t = crate::np(|| lock(&self.traced));
         let line = format!(
             "gc {n} weak: {} handles; since the last cycle {} cleared, {} cleanups queued, {} \
-             run; 0 ephemeron rounds",
+             run; this cycle {} ephemeron rounds shading {} values",
             s.handles,
             s.cleared - t.0,
             s.cleanups_queued - t.1,
-            s.cleanups_run - t.2
+            s.cleanups_run - t.2,
+            self.eph_rounds.load(Ordering::Relaxed),
+            self.eph_shaded.load(Ordering::Relaxed),
         );
         *t = (s.cleared, s.cleanups_queued, s.cleanups_run);
         line
@@ -419,6 +493,60 @@ impl Inner {
             self.write_barrier(p, 0, t);
         }
         t
+    }
+
+    /// The value `v` just loaded from an ephemeron word of the record `o`, or 0 (null) if the
+    /// record's key is gone (see "Ephemerons"). While marking, the value returned is shaded.
+    ///
+    /// Runs pinned on P `p`, in the section that loaded `v`.
+    pub(crate) fn ephemeron_value(
+        &self,
+        p: Option<usize>,
+        o: &crate::mutator::Obj<'_>,
+        v: usize,
+    ) -> usize {
+        let TypeDesc::Record { words, .. } = o.desc else { return 0 };
+        // SAFETY: the record is live (a slot of the caller holds it).
+        let b = unsafe { body(o.addr, words.len()) };
+        // Relaxed: heap words are atomics; ordering comes from the collector's handshakes.
+        let cell = b[crate::mark::key_word(words)].load(Ordering::Relaxed);
+        // No key yet: the value is held strongly.
+        if cell != 0 && self.deref_cell(p, cell) == 0 {
+            return 0;
+        }
+        // The key is there, so the value is (marking keeps it while the key is marked, and
+        // it was read in this section, which no stop falls inside).
+        let r = self.ref_in(WordKind::Ephemeron, v);
+        if r != 0 {
+            self.write_barrier(p, 0, r);
+        }
+        v
+    }
+
+    /// Before a store of a new key into weak word `i` of the record `o`: if `i` is the
+    /// record's key word and its old key is gone, its ephemeron words still name the values
+    /// that died with it, and are cleared (no barrier: those objects are unreachable), so the
+    /// new key does not revive them.
+    ///
+    /// Runs pinned on P `p`.
+    pub(crate) fn before_key_store(&self, p: usize, o: &crate::mutator::Obj<'_>, i: usize) {
+        let TypeDesc::Record { words, .. } = o.desc else { return };
+        if !words.contains(&WordKind::Ephemeron) || crate::mark::key_word(words) != i {
+            return;
+        }
+        // SAFETY: the record is live (a slot of the caller holds it).
+        let b = unsafe { body(o.addr, words.len()) };
+        // Relaxed: as in `ephemeron_value`.
+        let cell = b[i].load(Ordering::Relaxed);
+        if cell == 0 || self.deref_cell(Some(p), cell) != 0 {
+            return;
+        }
+        for (w, &k) in b.iter().zip(words) {
+            if k == WordKind::Ephemeron {
+                // Relaxed: as above.
+                w.store(0, Ordering::Relaxed);
+            }
+        }
     }
 
     #[cold]

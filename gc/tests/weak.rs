@@ -436,3 +436,202 @@ fn weak_reads_race_the_marker_and_the_sweeper() {
         assert_eq!(s.cleared as usize, N / 2, "{mode}");
     }
 }
+
+/// An ephemeron entry: a weak key and a value kept only while the key is reachable.
+fn entry_type(gc: &Gc) -> TypeId {
+    gc.types().lookup("entry").unwrap_or_else(|| {
+        gc.types()
+            .register(TypeDesc::Record {
+                name: "entry".into(),
+                words: vec![WordKind::Weak, WordKind::Ephemeron, WordKind::Ref],
+            })
+            .unwrap()
+    })
+}
+
+/// A record with an ephemeron word needs a weak word for its key.
+#[test]
+fn an_ephemeron_word_without_a_key_is_refused() {
+    let rt = Runtime::builder().procs(1).build().unwrap();
+    let gc = Gc::builder().build(&rt).unwrap();
+    let e = gc
+        .types()
+        .register(TypeDesc::Record {
+            name: "keyless".into(),
+            words: vec![WordKind::Ref, WordKind::Ephemeron],
+        })
+        .unwrap_err();
+    assert!(matches!(e, safepoint_gc::TypeError::EphemeronWithoutKey { .. }), "{e}");
+}
+
+/// An entry's value lives while its key is reachable from elsewhere, even when the value
+/// references the key (the cycle a plain weak-keyed map would leak), and reads null after.
+#[test]
+fn an_ephemeron_value_lives_exactly_as_long_as_its_key() {
+    let rt = Runtime::builder().procs(2).build().unwrap();
+    for (mode, gc) in heaps(&rt) {
+        let (ty, entry) = (pair(&gc), entry_type(&gc));
+        let g = gc.clone();
+        rt.block_on(move || {
+            let mut m = Mutator::new(&g).unwrap();
+            m.scope(|m, [e, k, v, wv, got, n]| {
+                m.alloc(e, entry).unwrap();
+                m.alloc(k, ty).unwrap();
+                m.alloc(v, ty).unwrap();
+                m.store(v, 1, k).unwrap(); // the value references its key
+                m.store(e, 0, k).unwrap();
+                m.store(e, 1, v).unwrap();
+                m.weak(wv, v).unwrap();
+                m.clear(v).unwrap();
+                m.collect();
+                assert!(m.deref(n, wv).unwrap(), "{mode}: the key is held, so the value is");
+                m.load(got, e, 1).unwrap();
+                assert!(m.same(got, n).unwrap(), "{mode}: and reads through the entry");
+                m.clear(n).unwrap();
+                m.clear(got).unwrap();
+                m.clear(k).unwrap();
+                m.collect();
+                assert!(!m.deref(got, wv).unwrap(), "{mode}: the key is gone, so the value is");
+                m.load(got, e, 1).unwrap();
+                assert!(m.is_null(got).unwrap(), "{mode}: the value reads null");
+                // A new key does not revive the dead value.
+                m.alloc(k, ty).unwrap();
+                m.store(e, 0, k).unwrap();
+                m.load(got, e, 1).unwrap();
+                assert!(m.is_null(got).unwrap(), "{mode}");
+                // A value stored before its key is held strongly until the key is set.
+                m.alloc(e, entry).unwrap();
+                m.alloc(v, ty).unwrap();
+                m.store(e, 1, v).unwrap();
+                m.weak(wv, v).unwrap();
+                m.clear(v).unwrap();
+                m.collect();
+                assert!(m.deref(got, wv).unwrap(), "{mode}: no key yet, held");
+            });
+        });
+    }
+}
+
+/// Lua's gc.lua ephemeron chains: entry i's value references key i + 1, and only key 0 is
+/// held. Entries are made in reverse so that one pass over them finds one key at a time:
+/// the marking must iterate to the fixed point and keep every value; once key 0 is dropped,
+/// every value goes.
+#[test]
+fn ephemeron_chains_reach_the_fixed_point() {
+    const N: usize = 200;
+    let rt = Runtime::builder().procs(2).build().unwrap();
+    for (mode, gc) in heaps(&rt) {
+        let (ty, entry) = (pair(&gc), entry_type(&gc));
+        let refs = gc.types().register(TypeDesc::RefArray { name: "entries".into() }).unwrap();
+        let g = gc.clone();
+        rt.block_on(move || {
+            let mut m = Mutator::new(&g).unwrap();
+            m.scope(|m, [table, keys, e, k, v, got, wv, vs]| {
+                m.alloc_array(table, refs, N).unwrap();
+                m.alloc_array(keys, refs, N + 1).unwrap();
+                m.alloc_array(vs, refs, N).unwrap();
+                for i in 0..=N {
+                    m.alloc(k, ty).unwrap();
+                    m.write_word(k, 0, i as u64).unwrap();
+                    m.store(keys, i, k).unwrap();
+                }
+                for i in (0..N).rev() {
+                    m.alloc(e, entry).unwrap();
+                    m.load(k, keys, i).unwrap();
+                    m.store(e, 0, k).unwrap();
+                    m.alloc(v, ty).unwrap();
+                    m.write_word(v, 0, 1000 + i as u64).unwrap();
+                    m.load(k, keys, i + 1).unwrap();
+                    m.store(v, 1, k).unwrap();
+                    m.store(e, 1, v).unwrap();
+                    m.weak(wv, v).unwrap();
+                    m.store(vs, i, wv).unwrap();
+                    m.store(table, i, e).unwrap();
+                }
+                // Hold key 0 only.
+                m.load(k, keys, 0).unwrap();
+                m.clear(keys).unwrap();
+                m.clear(v).unwrap();
+                m.clear(e).unwrap();
+                m.collect();
+                for i in 0..N {
+                    m.load(e, table, i).unwrap();
+                    m.load(got, e, 1).unwrap();
+                    assert_eq!(m.read_word(got, 0).unwrap(), 1000 + i as u64, "{mode}: value {i}");
+                }
+                m.clear(e).unwrap();
+                m.clear(got).unwrap();
+                m.clear(k).unwrap();
+                m.collect();
+                for i in 0..N {
+                    m.load(wv, vs, i).unwrap();
+                    assert!(!m.deref(got, wv).unwrap(), "{mode}: value {i} outlived its key");
+                    m.load(e, table, i).unwrap();
+                    m.load(got, e, 1).unwrap();
+                    assert!(m.is_null(got).unwrap());
+                }
+            });
+        });
+    }
+}
+
+/// Chains rebuilt and read while collections run by themselves (concurrent marking, with
+/// checkmark and poison): a value read through a held key must be intact.
+#[test]
+fn ephemeron_chains_survive_concurrent_marking() {
+    const N: usize = 300;
+    let rt = Runtime::builder().procs(4).build().unwrap();
+    let gc = Gc::builder().checkmark(true).poison(true).min_heap(256 << 10).build(&rt).unwrap();
+    let (ty, entry) = (pair(&gc), entry_type(&gc));
+    let refs = gc.types().register(TypeDesc::RefArray { name: "entries".into() }).unwrap();
+    let hs: Vec<_> = (0..3)
+        .map(|_| {
+            let g = gc.clone();
+            rt.spawn(move || {
+                let mut m = Mutator::new(&g).unwrap();
+                m.scope(|m, [table, keys, e, k, v, got, junk]| {
+                    for round in 0..8u64 {
+                        m.alloc_array(table, refs, N).unwrap();
+                        m.alloc_array(keys, refs, N + 1).unwrap();
+                        for i in 0..=N {
+                            m.alloc(k, ty).unwrap();
+                            m.store(keys, i, k).unwrap();
+                        }
+                        for i in (0..N).rev() {
+                            m.alloc(e, entry).unwrap();
+                            m.load(k, keys, i).unwrap();
+                            m.store(e, 0, k).unwrap();
+                            m.alloc(v, ty).unwrap();
+                            m.write_word(v, 0, round * 10_000 + i as u64).unwrap();
+                            m.load(k, keys, i + 1).unwrap();
+                            m.store(v, 1, k).unwrap();
+                            m.store(e, 1, v).unwrap();
+                            m.store(table, i, e).unwrap();
+                            for _ in 0..4 {
+                                m.alloc(junk, ty).unwrap();
+                            }
+                        }
+                        m.load(k, keys, 0).unwrap();
+                        m.clear(keys).unwrap();
+                        m.clear(v).unwrap();
+                        for _ in 0..3 {
+                            for i in 0..N {
+                                m.load(e, table, i).unwrap();
+                                m.load(got, e, 1).unwrap();
+                                assert_eq!(m.read_word(got, 0).unwrap(), round * 10_000 + i as u64);
+                                for _ in 0..4 {
+                                    m.alloc(junk, ty).unwrap();
+                                }
+                            }
+                        }
+                    }
+                });
+            })
+            .unwrap()
+        })
+        .collect();
+    for h in hs {
+        h.join().unwrap();
+    }
+    assert!(gc.cycles() > 3, "collections ran: {}", gc.cycles());
+}
