@@ -611,7 +611,7 @@ impl Mutator {
                     t => t | tag,
                 },
                 // An ephemeron's value: null unless its key is still there.
-                WordKind::Ephemeron => self.gc.ephemeron_value(pin.p(), &o, v),
+                WordKind::Ephemeron => self.gc.ephemeron_value(pin.p(), o.addr, o.desc, v),
                 _ => v,
             };
             Self::put(ms, dpos, v)

@@ -324,7 +324,10 @@ impl<'a> Pin<'a> {
     /// # Safety
     /// As [`word`](Self::word); word `i` is of kind `kind`, and `v` is a value such a word
     /// may hold: for a tagged word, null, an immediate or a reference to a live object; for a
-    /// reference word, 0 or the plain address of a live object.
+    /// reference word, 0 or the plain address of a live object; for a weak word, 0 or the
+    /// plain address of a weak handle ([`weak`](Self::weak)), and not a new key into an
+    /// ephemeron record whose old key is gone (its values died with it: store 0 into its
+    /// ephemeron words first); for an ephemeron word, as for a tagged word.
     #[inline]
     pub unsafe fn set_word(&mut self, obj: usize, i: usize, kind: WordKind, v: usize) {
         // SAFETY: the caller's contract is `field`'s.
@@ -530,6 +533,25 @@ impl<'a> Pin<'a> {
             0 => 0,
             t => t | self.tag_rule().ref_tag,
         }
+    }
+
+    /// Ephemeron word `i` of the record `obj` references: its value, or 0 (null) once the
+    /// record's key is gone (a plain [`word`](Self::word) would return a dead value). While
+    /// marking runs, the value returned is shaded.
+    ///
+    /// # Safety
+    /// As [`word`](Self::word), and word `i` is an ephemeron word.
+    pub unsafe fn ephemeron_value(&mut self, obj: usize, i: usize) -> usize {
+        // SAFETY: the caller's contract is `word`'s.
+        let v = unsafe { self.word(obj, i) };
+        let addr = obj & !self.tag_rule().mask;
+        // SAFETY: a live object (the contract).
+        let word = unsafe { header_in(self.gc.typed, addr) };
+        let Some(desc) = Header::from_word(word).and_then(|h| self.gc.types.get(h.type_id()))
+        else {
+            panic!("safepoint: object at {addr:#x} has a corrupt header {word:#x}");
+        };
+        self.gc.ephemeron_value(Some(self.p), addr, desc, v)
     }
 
     /// Attaches a cleanup to the object `obj` references (see

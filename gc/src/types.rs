@@ -1190,7 +1190,9 @@ mod tests {
                         let w = words[i];
                         let is_ref = match model_kind(shape, len, i).unwrap() {
                             WordKind::Ref | WordKind::Weak => w != 0,
-                            WordKind::Tagged => w != 0 && w & rule.mask == rule.ref_tag,
+                            WordKind::Tagged | WordKind::Ephemeron => {
+                                w != 0 && w & rule.mask == rule.ref_tag
+                            }
                             WordKind::Raw => false,
                         };
                         is_ref.then_some((i, w))

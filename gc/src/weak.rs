@@ -73,6 +73,44 @@
 //! after the cycle (or the next cycle's sweep termination does), and run as soon as the
 //! cleanup goroutine is scheduled. An object may have several; their order is unspecified.
 //!
+//! ## Ephemerons
+//!
+//! An ephemeron is a record with a weak word (its key: the first [`WordKind::Weak`] word)
+//! and one or more [`WordKind::Ephemeron`] words (its values): a value is kept alive only
+//! while the record is reachable *and* the key is reachable from elsewhere, so a value that
+//! references its own key does not keep the entry alive (Lua's weak-keyed tables, JavaScript's
+//! WeakMap; an embedder's table is an array or hash of such records). A load of an ephemeron
+//! word reads null once the key is gone; a value stored before any key is held strongly; a
+//! new key stored after the old one died clears the dead values first.
+//!
+//! **Marking.** Scanning an ephemeron record shades its key's cell (a weak word is a
+//! reference to the cell) and looks at the key: marked, the value is traced like any
+//! reference; white, the record goes on the tracer's list of pending ephemerons (given to the
+//! heap's list when the tracer is dropped); gone (cell cleared), the value is ignored.
+//!
+//! **The fixed point.** A key may be marked after its record was scanned, and marking a
+//! value may mark other keys (chains). So, in the concurrent mode, each time the mark workers
+//! run out of work the cycle's driver runs an *ephemeron round*: every pending record whose
+//! key is now marked has its value shaded (and leaves the list), one whose key is gone leaves
+//! it, the rest stay; if the round shaded anything the workers run again. A round that shades
+//! nothing is recorded with the cycle's marked-bytes count read before it (Acquire, pairing
+//! with the markers' Release counts after their mark bits). The termination stop, which
+//! already restarts the world when the barrier buffers held work, also restarts it when
+//! ephemerons are pending and that count has moved since the last empty round (a key may
+//! have been marked since): the stop itself does no per-ephemeron work. Only after three
+//! restarts does it finish inside the stop, draining and running rounds there, as it does
+//! for the last barrier work. Ephemerons allocated while marking are black and never
+//! pending: their values were shaded by the stores that put them there.
+//!
+//! **Cost per cycle.** Each ephemeron record is scanned once; each round costs O(pending);
+//! the number of rounds is at most the length of the longest chain of entries whose keys are
+//! reached only through other entries' values, plus one (a chain of n entries built in the
+//! worst order takes n rounds, each with a drain in between: O(n^2) look-ups in the worst
+//! case, as in Lua's collector, and O(n) when keys are reached directly). In the
+//! stop-the-world mode the rounds run inside the stop, after the markers go idle.
+//! Checkmark follows an ephemeron value once its key is reached, so it checks the fixed point.
+//! `gctrace` prints the rounds and the values they shaded.
+//!
 //! ## Why no finalizers that resurrect
 //!
 //! A finalizer that receives the dying object (Go's `SetFinalizer`, Lua's `__gc`) resurrects
@@ -84,9 +122,14 @@
 //!
 //! ## Costs
 //!
-//! A cell is one object (16 bytes in a typed span) and one table entry, shaded by every
-//! marking (concurrent work proportional to the live cells, never in a stop). A sweep pays
-//! only in flagged spans: one table lookup per freed object there.
+//! A cell is one object (8 bytes in a typed span, or 16 with a header) and one table entry,
+//! shaded by every marking (concurrent work proportional to the live cells; in a stop only in
+//! the stop-the-world mode). A sweep pays only in flagged spans: one table lookup per freed
+//! object there. A read costs, when the heap is all swept, one load of the flag and one of
+//! the cell more than a field load (and the barrier's one relaxed load); otherwise a page-map
+//! look-up. The table is one mutex-guarded hash map: making a handle or adding a cleanup
+//! takes its lock, and so does the sweep of a flagged span, so many goroutines making handles
+//! at once contend on it (Go keeps its specials per span; sharding by span would lift this).
 
 use std::collections::HashMap;
 use std::panic::{AssertUnwindSafe, catch_unwind};
@@ -495,19 +538,21 @@ impl Inner {
         t
     }
 
-    /// The value `v` just loaded from an ephemeron word of the record `o`, or 0 (null) if the
-    /// record's key is gone (see "Ephemerons"). While marking, the value returned is shaded.
+    /// The value `v` just loaded from an ephemeron word of the record at `addr` (type
+    /// `desc`), or 0 (null) if the record's key is gone (see "Ephemerons"). While marking,
+    /// the value returned is shaded.
     ///
     /// Runs pinned on P `p`, in the section that loaded `v`.
     pub(crate) fn ephemeron_value(
         &self,
         p: Option<usize>,
-        o: &crate::mutator::Obj<'_>,
+        addr: usize,
+        desc: &TypeDesc,
         v: usize,
     ) -> usize {
-        let TypeDesc::Record { words, .. } = o.desc else { return 0 };
-        // SAFETY: the record is live (a slot of the caller holds it).
-        let b = unsafe { body(o.addr, words.len()) };
+        let TypeDesc::Record { words, .. } = desc else { return 0 };
+        // SAFETY: the record is live (the caller holds it).
+        let b = unsafe { body(addr, words.len()) };
         // Relaxed: heap words are atomics; ordering comes from the collector's handshakes.
         let cell = b[crate::mark::key_word(words)].load(Ordering::Relaxed);
         // No key yet: the value is held strongly.
