@@ -1113,13 +1113,11 @@ impl Inner {
             }
             // Ephemerons whose keys the marking reached: their values are marked in turn
             // (see the `weak` module, "Ephemerons"), until a round finds none.
-            let shaded = specials.ephemeron_round(&self.heap, rule, |r| {
-                if let Some(size) = shade_bit(&self.heap, r) {
-                    // Relaxed: as above.
-                    total.fetch_add(size, Ordering::Relaxed);
-                    injector.push(r | GREY);
-                }
-            });
+            let mut t = Tracer::new(ctx, &injector, Vec::new(), false);
+            let shaded = specials.ephemeron_round(&self.heap, rule, &mut t);
+            // Relaxed: as above.
+            total.fetch_add(t.marked_bytes, Ordering::Relaxed);
+            drop(t);
             if shaded == 0 {
                 break;
             }

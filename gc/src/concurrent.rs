@@ -193,9 +193,10 @@ impl Inner {
     /// One ephemeron round (see the `weak` module): the values of pending ephemerons whose
     /// keys are marked are shaded into the shared queue. Returns how many.
     fn ephemeron_round(&self) -> usize {
-        self.heap.specials().ephemeron_round(&self.heap, self.config.tag_rule, |r| {
-            self.shade_shared(r);
-        })
+        let mut t = self.tracer(Vec::new(), false);
+        let n = self.heap.specials().ephemeron_round(&self.heap, self.config.tag_rule, &mut t);
+        self.count_marked(&mut t);
+        n
     }
 }
 

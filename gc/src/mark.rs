@@ -206,6 +206,9 @@ pub(crate) struct Tracer<'a> {
     /// Ephemerons scanned whose keys were white: (record, value word, key word), given to
     /// the heap's pending list when the tracer is dropped (see `weak.rs`, "Ephemerons").
     eph: Vec<(usize, usize, usize)>,
+    /// When set (an ephemeron round's tracer), every object this tracer marks from an edge is
+    /// logged here, so the round can find the ephemerons waiting for it.
+    log: Option<Vec<usize>>,
 }
 
 impl Drop for Tracer<'_> {
@@ -240,7 +243,23 @@ impl<'a> Tracer<'a> {
             shared_dry: false,
             local: Vec::new(),
             eph: Vec::new(),
+            log: None,
         }
+    }
+
+    /// Logs every object this tracer marks from now on (see [`Tracer::take_log`]).
+    pub(crate) fn log_marks(&mut self) {
+        self.log.get_or_insert_with(Vec::new);
+    }
+
+    /// The objects marked since the last call (when logging).
+    pub(crate) fn take_log(&mut self) -> Vec<usize> {
+        self.log.as_mut().map(std::mem::take).unwrap_or_default()
+    }
+
+    /// Queues `r` (a reference) as an edge: it will be shaded and, if white, scanned.
+    pub(crate) fn push_edge(&mut self, r: usize) {
+        self.stack.push(r);
     }
 
     /// Whether this tracer holds no private work.
@@ -375,6 +394,9 @@ impl<'a> Tracer<'a> {
                 return 0;
             }
             self.marked_bytes += span.elem_size();
+            if let Some(log) = &mut self.log {
+                log.push(s.obj);
+            }
         }
         let words = match span {
             // A typed span's record names its objects' type: no header to read.
@@ -427,7 +449,8 @@ impl<'a> Tracer<'a> {
         let Some((desc, _)) = self.describe(obj, span.typed_header()) else { return 1 };
         let (lo, size) = (span.start(), span.elem_size());
         let len = span.slots() * size;
-        let (ctx, stack, local, eph) = (&self.ctx, &mut self.stack, &mut self.local, &mut self.eph);
+        let (ctx, stack, local, eph, log) =
+            (&self.ctx, &mut self.stack, &mut self.local, &mut self.eph, &mut self.log);
         let mut marked = 0;
         let mut words = 0;
         let mut o = obj;
@@ -444,6 +467,9 @@ impl<'a> Tracer<'a> {
                 if span.set_mark(idx) {
                     marked += size;
                     local.push(r);
+                    if let Some(log) = log.as_mut() {
+                        log.push(r);
+                    }
                 }
             });
             match local.pop() {

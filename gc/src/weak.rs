@@ -90,26 +90,30 @@
 //!
 //! **The fixed point.** A key may be marked after its record was scanned, and marking a
 //! value may mark other keys (chains). So, in the concurrent mode, each time the mark workers
-//! run out of work the cycle's driver runs an *ephemeron round*: every pending record whose
-//! key is now marked has its value shaded (and leaves the list), one whose key is gone leaves
-//! it, the rest stay; if the round shaded anything the workers run again. A round that shades
-//! nothing is recorded with the cycle's marked-bytes count read before it (Acquire, pairing
-//! with the markers' Release counts after their mark bits). The termination stop, which
-//! already restarts the world when the barrier buffers held work, also restarts it when
-//! ephemerons are pending and that count has moved since the last empty round (a key may
-//! have been marked since): the stop itself does no per-ephemeron work. Only after three
+//! run out of work the cycle's driver runs an *ephemeron round*: it indexes the pending
+//! records by key, traces at once the values of those whose keys are now marked, with a
+//! tracer that logs every object it marks, and looks each logged object up in the index, so
+//! a value that marks another entry's key traces that entry's value in the same round:
+//! a chain is followed to its end in one round whatever the order of its entries (Lua's
+//! collector instead passes over its ephemeron list until nothing changes, one link per pass
+//! in the worst order). Records whose keys are gone leave the list, the rest stay for the next
+//! round. If the round traced anything the workers run again (objects marked by others
+//! meanwhile, assists or barrier flushes, are not logged, and are what a further round finds);
+//! a round that traces nothing is recorded with the cycle's marked-bytes count read before it
+//! (Acquire, pairing with the markers' Release counts after their mark bits). The termination
+//! stop, which already restarts the world when the barrier buffers held work, also restarts
+//! it when ephemerons are pending and that count has moved since the last empty round (a key
+//! may have been marked since): the stop itself does no per-ephemeron work. Only after three
 //! restarts does it finish inside the stop, draining and running rounds there, as it does
 //! for the last barrier work. Ephemerons allocated while marking are black and never
 //! pending: their values were shaded by the stores that put them there.
 //!
-//! **Cost per cycle.** Each ephemeron record is scanned once; each round costs O(pending);
-//! the number of rounds is at most the length of the longest chain of entries whose keys are
-//! reached only through other entries' values, plus one (a chain of n entries built in the
-//! worst order takes n rounds, each with a drain in between: O(n^2) look-ups in the worst
-//! case, as in Lua's collector, and O(n) when keys are reached directly). In the
-//! stop-the-world mode the rounds run inside the stop, after the markers go idle.
-//! Checkmark follows an ephemeron value once its key is reached, so it checks the fixed point.
-//! `gctrace` prints the rounds and the values they shaded.
+//! **Cost per cycle.** Each ephemeron record is scanned once; a round costs O(pending) hash
+//! inserts plus the marking it does; a cycle runs a round after each time the workers run dry,
+//! usually one or two (`ephemeron_chains_reach_the_fixed_point` bounds a 200-entry chain built
+//! in the worst order to a few). In the stop-the-world mode the rounds run inside the stop,
+//! after the markers go idle. Checkmark follows an ephemeron value once its key is reached, so
+//! it checks the fixed point. `gctrace` prints the rounds and the values they traced.
 //!
 //! ## Why no finalizers that resurrect
 //!
@@ -214,6 +218,8 @@ pub struct WeakStats {
     pub cleanups_run: u64,
     /// Cleanups that panicked.
     pub cleanups_panicked: u64,
+    /// Ephemeron rounds of the last (or current) cycle's marking.
+    pub ephemeron_rounds: usize,
 }
 
 impl Specials {
@@ -302,42 +308,68 @@ impl Specials {
         self.eph_shaded.store(0, Ordering::Relaxed);
     }
 
-    /// One ephemeron round: every pending ephemeron whose key is marked now has its value
-    /// given to `shade` and leaves the list; one whose key is gone leaves it; the others stay.
-    /// Returns the number of values shaded. O(pending); runs while marking (concurrently, or
+    /// One ephemeron round, on the tracer `t` (logging its marks): every pending ephemeron
+    /// whose key is marked has its value traced at once, and as that marks further keys (the
+    /// log, looked up in the pending ephemerons by key), their values are traced in turn, so
+    /// a chain is followed to its end in one round whatever the order of its entries. Entries
+    /// whose keys are gone leave the list; the rest stay. Returns the number of values traced.
+    /// O(pending + what it marks); runs while marking (concurrently, with the workers idle, or
     /// with the world stopped), on one goroutine at a time.
     pub(crate) fn ephemeron_round(
         &self,
         heap: &crate::Heap,
         rule: crate::TagRule,
-        mut shade: impl FnMut(usize),
+        t: &mut crate::mark::Tracer<'_>,
     ) -> usize {
         let list = crate::np(|| std::mem::take(&mut *lock(&self.eph_pending)));
         if list.is_empty() {
             return 0;
         }
         self.eph_rounds.fetch_add(1, Ordering::Relaxed);
-        let mut keep = Vec::new();
+        t.log_marks();
+        let mut waiting: HashMap<usize, Vec<(usize, usize, usize)>> = HashMap::new();
         let mut n = 0;
-        for (e, i, key) in list {
+        // Traces the value of ephemeron `(e, i, key)` if its key is marked (or unset); `None`
+        // when it is done with (traced, or its key gone), else its white key.
+        let mut take = |(e, i, key): (usize, usize, usize), t: &mut crate::mark::Tracer<'_>| {
             // SAFETY: a pending record is marked (it was scanned), so live through marking;
             // `i` and `key` are words of its body.
             let b = unsafe { body(e, i.max(key) + 1) };
             match crate::mark::ephemeron_key(heap, b, key) {
-                crate::mark::Key::Gone => {}
+                crate::mark::Key::Gone => None,
                 crate::mark::Key::Unset | crate::mark::Key::Marked(_) => {
                     // Relaxed: see `header_of` in the mark module.
-                    if let Some(r) =
-                        crate::mark::ref_of(WordKind::Ephemeron, rule, b[i].load(Ordering::Relaxed))
-                    {
-                        shade(r);
+                    let w = b[i].load(Ordering::Relaxed);
+                    if let Some(r) = crate::mark::ref_of(WordKind::Ephemeron, rule, w) {
+                        t.push_edge(r);
                         n += 1;
                     }
+                    None
                 }
-                crate::mark::Key::White(_) => keep.push((e, i, key)),
+                crate::mark::Key::White(k) => Some((k, (e, i, key))),
+            }
+        };
+        for x in list {
+            if let Some((k, x)) = take(x, t) {
+                waiting.entry(k).or_default().push(x);
+            }
+        }
+        loop {
+            t.drain(usize::MAX);
+            let log = t.take_log();
+            if log.is_empty() {
+                break;
+            }
+            for o in log {
+                for x in waiting.remove(&o).unwrap_or_default() {
+                    if let Some((k, x)) = take(x, t) {
+                        waiting.entry(k).or_default().push(x);
+                    }
+                }
             }
         }
         self.eph_shaded.fetch_add(n, Ordering::Relaxed);
+        let mut keep: Vec<_> = waiting.into_values().flatten().collect();
         crate::np(|| lock(&self.eph_pending).append(&mut keep));
         n
     }
@@ -386,6 +418,7 @@ impl Specials {
             cleanups_queued: self.queued.load(Ordering::Relaxed),
             cleanups_run: self.run.load(Ordering::Relaxed),
             cleanups_panicked: self.panicked.load(Ordering::Relaxed),
+            ephemeron_rounds: self.eph_rounds.load(Ordering::Relaxed),
         }
     }
 
