@@ -10,3 +10,4 @@ pub mod sched;
 pub mod soak;
 pub mod stackmap;
 pub mod sync;
+pub mod weak;

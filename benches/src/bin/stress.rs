@@ -20,6 +20,9 @@ const USAGE: &str = "usage: stress WORKLOAD ARGS...
   binary-trees-compiled N, gcbench-compiled, churn-compiled G
                      the same, as compiled code runs them (frames with stack maps,
                      the collector's trusted RawMutator path) -> (same)
+  weak N E           N weak-handle reads against N field loads (marking off), then an
+                     ephemeron table of E chained entries against plain values
+                     -> raw_ratio eph_extra_ms eph_rounds eph_max_stop_us
   soak --seconds S --goroutines G
                      everything at once for S seconds, G workers, collections
                      back to back with checkmark and poison -> cycles stops
@@ -39,6 +42,7 @@ fn run(workload: &str, args: &[String]) -> bool {
         | "gcbench-compiled"
         | "churn-compiled" => b::gc::run(workload, args),
         "soak" => b::soak::run(args),
+        "weak" => b::weak::run(args),
         _ => return false,
     }
     true

@@ -27,7 +27,10 @@
 //! is strongly reachable from the roots and from the table's cells; each cell of a freed
 //! object reads nil from then on and leaves the table (and dies at the next collection unless
 //! referenced); each cleanup of a freed object must have run exactly once, on the cleanup
-//! goroutine, soon after; no other cleanup may run.
+//! goroutine, soon after; no other cleanup may run. Ephemeron entries (the record type
+//! `model.eph`: a weak key, an ephemeron value) keep their values exactly while their keys
+//! are reachable (the model's collection iterates to the fixed point, chains included); a
+//! value reads null once its key is gone.
 
 #![allow(dead_code)]
 
@@ -55,7 +58,6 @@ pub const RECORDS: &[(&str, &[WordKind])] = &[
     ("model.pair", &[WordKind::Ref, WordKind::Ref]),
     ("model.mixed", &[WordKind::Ref, WordKind::Tagged, WordKind::Raw]),
     ("model.raws", &[WordKind::Raw, WordKind::Raw]),
-    // Last: only on heaps that model weak handles (see the module documentation).
     (
         "model.wide",
         &[
@@ -68,8 +70,13 @@ pub const RECORDS: &[(&str, &[WordKind])] = &[
             WordKind::Tagged,
         ],
     ),
+    // The last two: only on heaps that model weak handles (see the module documentation).
     ("model.weak", &[WordKind::Weak, WordKind::Ref, WordKind::Raw]),
+    ("model.eph", &[WordKind::Weak, WordKind::Ephemeron, WordKind::Raw]),
 ];
+
+/// Record types (at the end of [`RECORDS`]) used only on heaps that model weak handles.
+const WEAK_RECORDS: usize = 2;
 
 /// One operation. Numbers naming slots, globals, fields or goroutines are taken modulo what
 /// exists.
@@ -314,15 +321,38 @@ impl Model {
             }
             for (i, w) in ob.words.iter().enumerate() {
                 if let MWord::Val(MVal::Obj(c)) = *w {
-                    if ob.kind(i) == Ok(WordKind::Weak) {
-                        stack.extend(self.objs[&c].target);
-                    } else {
-                        stack.push(c);
+                    match ob.kind(i) {
+                        Ok(WordKind::Weak) => stack.extend(self.objs[&c].target),
+                        Ok(WordKind::Ephemeron) => {
+                            if self.eph_value(ob, i) != MVal::Null {
+                                stack.push(c);
+                            }
+                        }
+                        _ => stack.push(c),
                     }
                 }
             }
         }
         seen
+    }
+
+    /// What a load of ephemeron word `i` of `ob` reads: the value while the record's key
+    /// (word 0) is unset or its cell's target is there, else null.
+    fn eph_value(&self, ob: &MObj, i: usize) -> MVal {
+        let MWord::Val(v) = ob.words[i] else { unreachable!("an ephemeron word holds a value") };
+        match ob.words[0] {
+            MWord::Val(MVal::Obj(c)) if self.objs[&c].target.is_none() => MVal::Null,
+            _ => v,
+        }
+    }
+
+    /// The key an ephemeron word of `ob` waits for: `None` if it is unset (the value is
+    /// held strongly), `Some(None)` if gone, `Some(Some(t))` for target `t`.
+    fn eph_key(&self, ob: &MObj) -> Option<Option<u32>> {
+        match ob.words[0] {
+            MWord::Val(MVal::Obj(c)) => Some(self.objs[&c].target),
+            _ => None,
+        }
     }
 
     /// A collection, with `extra` roots besides the model's (values held by a goroutine the
@@ -337,13 +367,27 @@ impl Model {
             .filter_map(|v| if let MVal::Obj(id) = v { Some(id) } else { None })
             .chain(self.cells.values().copied())
             .collect();
+        // Ephemeron values by the key they wait for.
+        let mut waiting: HashMap<u32, Vec<u32>> = HashMap::new();
         while let Some(id) = stack.pop() {
             if !seen.insert(id) {
                 continue;
             }
-            for w in &self.objs[&id].words {
-                if let MWord::Val(MVal::Obj(c)) = w {
-                    stack.push(*c);
+            stack.extend(waiting.remove(&id).unwrap_or_default());
+            let ob = &self.objs[&id];
+            for (i, w) in ob.words.iter().enumerate() {
+                if let MWord::Val(MVal::Obj(c)) = *w {
+                    if ob.kind(i) == Ok(WordKind::Ephemeron) {
+                        match self.eph_key(ob) {
+                            Some(None) => {}
+                            Some(Some(t)) if !seen.contains(&t) => {
+                                waiting.entry(t).or_default().push(c)
+                            }
+                            _ => stack.push(c),
+                        }
+                    } else {
+                        stack.push(c);
+                    }
                 }
             }
         }
@@ -550,7 +594,7 @@ impl Runner<'_> {
         match *op {
             Op::Alloc { dst, rec } => {
                 let (s, d) = self.slot(dst);
-                let kinds = if self.weak { RECORDS.len() } else { RECORDS.len() - 1 };
+                let kinds = if self.weak { RECORDS.len() } else { RECORDS.len() - WEAK_RECORDS };
                 let r = rec as usize % kinds;
                 self.m.alloc(s, self.types.recs[r]).map_err(|e| format!("alloc: {e}"))?;
                 let words =
@@ -594,6 +638,20 @@ impl Runner<'_> {
                 let got = self.m.store(os, i, ss);
                 Self::compare("store", want.map(|_| ()), got)?;
                 if let Ok((id, k)) = want {
+                    // A new key into an ephemeron whose old key is gone clears its values.
+                    let ob = &self.model.objs[&id];
+                    if k == WordKind::Weak
+                        && i == 0
+                        && matches!(ob.ty, MType::Rec(r) if RECORDS[r].1.contains(&WordKind::Ephemeron))
+                        && self.model.eph_key(ob) == Some(None)
+                    {
+                        let ob = self.model.objs.get_mut(&id).unwrap();
+                        for j in 0..ob.words.len() {
+                            if ob.kind(j) == Ok(WordKind::Ephemeron) {
+                                ob.words[j] = MWord::Val(MVal::Null);
+                            }
+                        }
+                    }
                     let v = match (k, v) {
                         // A weak field holds the target's cell.
                         (WordKind::Weak, MVal::Obj(t)) => MVal::Obj(self.cell_for(t, ss)?),
@@ -611,6 +669,9 @@ impl Runner<'_> {
                         k => match ob.words[i] {
                             MWord::Val(MVal::Obj(c)) if k == WordKind::Weak => {
                                 Ok(self.model.objs[&c].target.map_or(MVal::Null, MVal::Obj))
+                            }
+                            MWord::Val(_) if k == WordKind::Ephemeron => {
+                                Ok(self.model.eph_value(ob, i))
                             }
                             MWord::Val(v) => Ok(v),
                             MWord::Raw(_) => unreachable!("a raw word in a value field"),
@@ -673,6 +734,10 @@ impl Runner<'_> {
                 let i = self.field(o, field);
                 let want =
                     self.model.obj(self.model.slots[o]).and_then(|(_, ob)| match ob.kind(i)? {
+                        // A handle's word: its target's plain address, or 0 once cleared.
+                        WordKind::Raw if ob.ty == MType::Cell => Ok(ob.target.map_or(0, |t| {
+                            (self.model.objs[&t].addr & !self.gc.config().tag_rule.mask) as u64
+                        })),
                         WordKind::Raw => match ob.words[i] {
                             MWord::Raw(v) => Ok(v),
                             MWord::Val(_) => unreachable!("a value in a raw field"),
@@ -1197,6 +1262,7 @@ fn walk(
                         MVal::Obj(c) if ob.kind(i) == Ok(WordKind::Weak) => {
                             model.objs[&c].target.map_or(MVal::Null, MVal::Obj)
                         }
+                        _ if ob.kind(i) == Ok(WordKind::Ephemeron) => model.eph_value(ob, i),
                         v => v,
                     };
                     check_val(m, model, tmp, v, &|| e(format!("field {i}")))?;
