@@ -88,37 +88,63 @@ fn a_weak_handle_reads_its_object_until_it_is_found_unreachable() {
 }
 
 /// Reading a handle before the sweep has reached the object's span says nil too: the object
-/// was found unreachable at mark termination.
+/// was found unreachable at mark termination, and its cell is "doomed" until its sweep. A
+/// stop-the-world heap with one P collects on the allocating goroutine and leaves the sweep
+/// to the background sweeper, which cannot run before this goroutine yields: the reads right
+/// after the cycle find the spans unswept.
 #[test]
 fn a_handle_is_nil_between_mark_termination_and_its_sweep() {
     let rt = Runtime::builder().procs(1).build().unwrap();
-    let gc = Gc::builder().checkmark(true).poison(true).build(&rt).unwrap();
+    let gc = Gc::builder()
+        .stop_the_world(true)
+        .checkmark(true)
+        .poison(true)
+        .min_heap(1 << 20)
+        .ignore_env()
+        .build(&rt)
+        .unwrap();
     let ty = pair(&gc);
     let g = gc.clone();
-    rt.block_on(move || {
+    let doomed_rounds = rt.block_on(move || {
         let mut m = Mutator::new(&g).unwrap();
-        m.scope(|m, [a, w, got, keep]| {
-            // Many objects with handles, in many spans, so the sweep takes a while.
-            let ws: Vec<Global> = (0..3000)
-                .map(|_| {
-                    m.alloc(a, ty).unwrap();
-                    m.weak(w, a).unwrap();
-                    m.new_global(w).unwrap()
-                })
-                .collect();
-            m.alloc(keep, ty).unwrap();
-            m.clear(a).unwrap();
-            m.clear(w).unwrap();
-            // A triggered cycle leaves its sweep to the background: collect by hand through
-            // the driver would sweep it all, so read right after `collect`'s own cycle
-            // instead, whatever is left.
-            m.collect();
-            for g in &ws {
-                m.load_global(w, g).unwrap();
-                assert!(!m.deref(got, w).unwrap());
+        let mut doomed_rounds = 0;
+        m.scope(|m, [a, w, got, junk]| {
+            for _ in 0..5 {
+                // Many objects with handles, in many spans; every other one kept.
+                let mut kept = Vec::new();
+                let handles: Vec<(Global, bool)> = (0..3000)
+                    .map(|i| {
+                        m.alloc(a, ty).unwrap();
+                        m.weak(w, a).unwrap();
+                        if i % 2 == 0 {
+                            kept.push(m.new_global(a).unwrap());
+                        }
+                        (m.new_global(w).unwrap(), i % 2 == 0)
+                    })
+                    .collect();
+                m.clear(a).unwrap();
+                m.clear(w).unwrap();
+                // Allocate until a cycle runs here, then read at once.
+                let c0 = g.cycles();
+                while g.cycles() == c0 {
+                    m.alloc(junk, ty).unwrap();
+                }
+                let unswept = g.phase() == safepoint_gc::Phase::Sweep;
+                for (h, keep) in &handles {
+                    m.load_global(w, h).unwrap();
+                    assert_eq!(m.deref(got, w).unwrap(), *keep, "kept: {keep}");
+                }
+                if unswept && g.phase() == safepoint_gc::Phase::Sweep {
+                    doomed_rounds += 1;
+                }
+                m.clear(got).unwrap();
+                drop(kept);
             }
         });
+        doomed_rounds
     });
+    // The point of the test: some rounds read while the sweep was still to come.
+    assert!(doomed_rounds > 0, "no round read before the sweep ended");
 }
 
 /// A weak field stores the object's handle and loads the object, or null once it is gone.
