@@ -47,7 +47,13 @@ fuzz_target!(|data: &[u8]| {
     let ops = model::decode(data);
     let (rt, gcs) = setup();
     let weak = ops.iter().any(|op| {
-        matches!(op, model::Op::Weak { .. } | model::Op::Deref { .. } | model::Op::AddCleanup { .. })
+        matches!(
+            op,
+            model::Op::Weak { .. }
+                | model::Op::Deref { .. }
+                | model::Op::AddCleanup { .. }
+                | model::Op::EphChain { .. }
+        )
     });
     for gc in &gcs[..if weak { 4 } else { 2 }] {
         let (gc, ops) = (gc.clone(), ops.clone());

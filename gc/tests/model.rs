@@ -55,6 +55,7 @@ fn op() -> impl Strategy<Value = Op> {
         2 => (slot(), slot()).prop_map(|(dst, src)| Op::Weak { dst, src }),
         2 => (slot(), slot()).prop_map(|(dst, w)| Op::Deref { dst, w }),
         1 => slot().prop_map(|obj| Op::AddCleanup { obj }),
+        1 => (slot(), 0u8..24).prop_map(|(at, len)| Op::EphChain { at, len }),
     ]
 }
 

@@ -131,6 +131,11 @@ pub enum Op {
     Deref { dst: u8, w: u8 },
     /// Attach a cleanup to the object in slot `obj`.
     AddCleanup { obj: u8 },
+    /// Build, from primitive ops on slots `at ..= at + 4` (mod [`SLOTS`]), a table (an array
+    /// of references) of `len` ephemeron entries, made last to first, whose value `i`
+    /// references key `i + 1`, and keep key 0 in slot `at + 4`: Lua's ephemeron chain, where
+    /// the marking must reach a fixed point.
+    EphChain { at: u8, len: u8 },
 }
 
 /// Decodes ops from fuzzer bytes (by hand, so the test crate needs no `arbitrary`).
@@ -138,7 +143,7 @@ pub fn decode(data: &[u8]) -> Vec<Op> {
     let mut r = Reader { data, pos: 0 };
     let mut ops = Vec::new();
     while r.pos < r.data.len() && ops.len() < 200 {
-        let op = match r.u8() % 24 {
+        let op = match r.u8() % 25 {
             0 | 1 => Op::Alloc { dst: r.u8(), rec: r.u8() },
             2 => Op::AllocArray { dst: r.u8(), tagged: r.u8() & 1 == 1, len: r.u8() },
             3 => {
@@ -176,6 +181,7 @@ pub fn decode(data: &[u8]) -> Vec<Op> {
             21 => Op::Weak { dst: r.u8(), src: r.u8() },
             22 => Op::Deref { dst: r.u8(), w: r.u8() },
             23 => Op::AddCleanup { obj: r.u8() },
+            24 => Op::EphChain { at: r.u8(), len: r.u8() },
             _ => Op::Collect,
         };
         ops.push(op);
@@ -974,6 +980,39 @@ impl Runner<'_> {
                 Self::compare("deref", want.map(|t| t.is_some()), got)?;
                 if let Ok(t) = want {
                     self.model.slots[d] = t.map_or(MVal::Null, MVal::Obj);
+                }
+            }
+            Op::EphChain { at, len } => {
+                if !self.weak {
+                    return Ok(());
+                }
+                let s = |k: u8| at.wrapping_add(k);
+                let (table, key, value, entry, next) = (s(0), s(1), s(2), s(3), s(4));
+                let n = len % 24;
+                let (pair, eph) = (0u8, (RECORDS.len() - 1) as u8);
+                let mut ops = vec![
+                    Op::AllocArray { dst: table, tagged: false, len: n },
+                    Op::Clear { dst: next },
+                ];
+                for i in (0..n).rev() {
+                    ops.extend([
+                        Op::Alloc { dst: key, rec: pair },
+                        Op::Alloc { dst: value, rec: pair },
+                        Op::Store { obj: value, field: 0, src: next },
+                        Op::Alloc { dst: entry, rec: eph },
+                        Op::Store { obj: entry, field: 0, src: key },
+                        Op::Store { obj: entry, field: 1, src: value },
+                        Op::Store { obj: table, field: i, src: entry },
+                        Op::Copy { dst: next, src: key },
+                    ]);
+                }
+                ops.extend([
+                    Op::Clear { dst: key },
+                    Op::Clear { dst: value },
+                    Op::Clear { dst: entry },
+                ]);
+                for op in &ops {
+                    self.apply(op)?;
                 }
             }
             Op::AddCleanup { obj } => {
