@@ -185,6 +185,8 @@ impl Inner {
 
     /// Adds what `t` shaded to the cycle's sum.
     fn count_marked(&self, t: &mut Tracer<'_>) {
+        // The ephemerons it found first: a round that sees this count sees them listed.
+        t.publish_ephemerons();
         // Release: after the mark bits counted, for the ephemeron rounds' Acquire loads (see
         // `cycle_concurrent`); otherwise a sum, read after the stop that ends marking.
         self.conc.marked.fetch_add(std::mem::take(&mut t.marked_bytes), Ordering::Release);
@@ -449,10 +451,11 @@ impl Inner {
             // Globals released or made by threads outside the runtime shade under this lock;
             // holding it to the end of marking keeps them on one side of it.
             let globals = self.globals.lock_all();
-            // Something marked since the last empty ephemeron round may be a pending key.
+            // Something marked since the last empty ephemeron round may be a pending key, and
+            // a record published since it took the list is one no round has looked at.
             // Acquire: as above.
-            let eph_stale = c.marked.load(Ordering::Acquire) != eph_clean
-                && self.heap.specials().has_pending_ephemerons();
+            let (pending, fresh) = self.heap.specials().pending_ephemerons();
+            let eph_stale = pending && (fresh || c.marked.load(Ordering::Acquire) != eph_clean);
             if !c.work.is_empty() || eph_stale {
                 if rounds < 3 {
                     rounds += 1;

@@ -257,6 +257,13 @@ impl<'a> Tracer<'a> {
         self.log.as_mut().map(std::mem::take).unwrap_or_default()
     }
 
+    /// Gives the ephemerons this tracer found with white keys to the heap's pending list.
+    pub(crate) fn publish_ephemerons(&mut self) {
+        if !self.eph.is_empty() {
+            self.ctx.heap.specials().defer_ephemerons(&mut self.eph);
+        }
+    }
+
     /// Queues `r` (a reference) as an edge: it will be shaded and, if white, scanned.
     pub(crate) fn push_edge(&mut self, r: usize) {
         self.stack.push(r);

@@ -100,10 +100,13 @@
 //! round. If the round traced anything the workers run again (objects marked by others
 //! meanwhile, assists or barrier flushes, are not logged, and are what a further round finds);
 //! a round that traces nothing is recorded with the cycle's marked-bytes count read before it
-//! (Acquire, pairing with the markers' Release counts after their mark bits). The termination
-//! stop, which already restarts the world when the barrier buffers held work, also restarts
-//! it when ephemerons are pending and that count has moved since the last empty round (a key
-//! may have been marked since): the stop itself does no per-ephemeron work. Only after three
+//! (Acquire, pairing with the markers' Release counts after their mark bits). A tracer gives
+//! its pending records to the list before it counts its marks, and the list counts these
+//! publications. The termination stop, which already restarts the world when the barrier
+//! buffers held work, also restarts it when ephemerons are pending and either the marked
+//! count has moved since the last empty round (a key may have been marked since) or records
+//! were published after that round took the list (records no round has looked at): the stop
+//! itself does no per-ephemeron work. Only after three
 //! restarts does it finish inside the stop, draining and running rounds there, as it does
 //! for the last barrier work. Ephemerons allocated while marking are black and never
 //! pending: their values were shaded by the stores that put them there.
@@ -195,6 +198,10 @@ pub(crate) struct Specials {
     /// Ephemerons scanned this cycle whose keys were white when scanned: (record, value
     /// word, key word). Emptied at the start and end of each marking.
     eph_pending: Mutex<Vec<(usize, usize, usize)>>,
+    /// Publications to `eph_pending` (changed under its lock), and the count the last round
+    /// saw when it took the list: a record published after that is one no round has seen.
+    eph_published: AtomicU64,
+    eph_taken: AtomicU64,
     /// Ephemeron rounds this cycle (for the trace), and values they shaded.
     pub(crate) eph_rounds: AtomicUsize,
     pub(crate) eph_shaded: AtomicUsize,
@@ -238,6 +245,8 @@ impl Specials {
             panicked: AtomicU64::new(0),
             traced: Mutex::new((0, 0, 0)),
             eph_pending: Mutex::new(Vec::new()),
+            eph_published: AtomicU64::new(0),
+            eph_taken: AtomicU64::new(0),
             eph_rounds: AtomicUsize::new(0),
             eph_shaded: AtomicUsize::new(0),
         }
@@ -287,12 +296,24 @@ impl Specials {
 
     /// Adds a tracer's ephemerons with white keys to the pending list (and empties `v`).
     pub(crate) fn defer_ephemerons(&self, v: &mut Vec<(usize, usize, usize)>) {
-        crate::np(|| lock(&self.eph_pending).append(v));
+        crate::np(|| {
+            let mut l = lock(&self.eph_pending);
+            l.append(v);
+            // Relaxed: changed and read under the list's lock.
+            self.eph_published.fetch_add(1, Ordering::Relaxed);
+        });
     }
 
-    /// Whether ephemerons wait for their keys.
-    pub(crate) fn has_pending_ephemerons(&self) -> bool {
-        !crate::np(|| lock(&self.eph_pending)).is_empty()
+    /// Whether ephemerons wait for their keys, and whether some were published since the
+    /// last round took the list.
+    pub(crate) fn pending_ephemerons(&self) -> (bool, bool) {
+        crate::np(|| {
+            let l = lock(&self.eph_pending);
+            // Relaxed: under the list's lock (`eph_taken` is written under it too).
+            let fresh = self.eph_published.load(Ordering::Relaxed)
+                != self.eph_taken.load(Ordering::Relaxed);
+            (!l.is_empty(), fresh)
+        })
     }
 
     /// A marking has ended: the ephemerons still pending have dead keys (their records may
@@ -321,7 +342,12 @@ impl Specials {
         rule: crate::TagRule,
         t: &mut crate::mark::Tracer<'_>,
     ) -> usize {
-        let list = crate::np(|| std::mem::take(&mut *lock(&self.eph_pending)));
+        let list = crate::np(|| {
+            let mut l = lock(&self.eph_pending);
+            // Relaxed: under the list's lock.
+            self.eph_taken.store(self.eph_published.load(Ordering::Relaxed), Ordering::Relaxed);
+            std::mem::take(&mut *l)
+        });
         if list.is_empty() {
             return 0;
         }
@@ -370,6 +396,7 @@ impl Specials {
         }
         self.eph_shaded.fetch_add(n, Ordering::Relaxed);
         let mut keep: Vec<_> = waiting.into_values().flatten().collect();
+        // Put back without counting a publication: the round has seen these.
         crate::np(|| lock(&self.eph_pending).append(&mut keep));
         n
     }
