@@ -1,4 +1,5 @@
-//! A loom model of a weak read against the collector (the `weak` module's "A read"), run with
+//! Loom models of a weak read against the collector (the `weak` module's "A read") and of
+//! the ephemeron termination check (its "The fixed point"), run with
 //! `RUSTFLAGS="--cfg loom" cargo test --release -p safepoint-gc --lib -- loom_`.
 //!
 //! As in `loom_models.rs`, the model keeps only the state the protocol uses, with the same
@@ -149,4 +150,127 @@ fn loom_weak_read_against_clear() {
 #[should_panic(expected = "freed")]
 fn loom_weak_read_against_clear_without_shading_fails() {
     run(false);
+}
+
+/// The ephemeron termination check (the `weak` module's "The fixed point"): one ephemeron
+/// record, scanned by a tracer (an assist) while another marker marks its key and the
+/// cycle's driver runs its last round and then stops the world.
+///
+/// The tracer reads the key (white or marked), and if white lists the record as pending
+/// and counts its marks; the other marker marks the key and counts. The driver's round reads
+/// the marked count, takes the list (noting the publications it has seen) and traces the
+/// values of records whose keys are marked. The stop (modelled by joining both: every
+/// marker is at a safepoint) restarts the round while records are pending and either the
+/// count moved or records were published after the round took the list. What must hold at
+/// the end: a marked key has its value marked.
+struct EphModel {
+    key_marked: AtomicBool,
+    value_marked: AtomicBool,
+    marked: AtomicUsize,
+    /// The pending list (0 or 1 record), the publications, the count the last round saw.
+    pending: Mutex<(usize, usize, usize)>,
+    /// The protocol as written: publish before counting, and restart on fresh records.
+    fixed: bool,
+}
+
+impl EphModel {
+    fn tracer(&self) {
+        if self.key_marked.load(Ordering::Relaxed) {
+            self.value_marked.store(true, Ordering::Relaxed);
+            // Release: as `count_marked`.
+            self.marked.fetch_add(1, Ordering::Release);
+            return;
+        }
+        let publish = || {
+            let mut p = self.pending.lock().unwrap();
+            p.0 += 1;
+            p.1 += 1;
+        };
+        if self.fixed {
+            publish();
+            self.marked.fetch_add(1, Ordering::Release);
+        } else {
+            self.marked.fetch_add(1, Ordering::Release);
+            publish();
+        }
+    }
+
+    fn key_marker(&self) {
+        self.key_marked.store(true, Ordering::Relaxed);
+        self.marked.fetch_add(1, Ordering::Release);
+    }
+
+    /// A round; returns the marked count read before it.
+    fn round(&self) -> usize {
+        let m0 = self.marked.load(Ordering::Acquire);
+        let taken = {
+            let mut p = self.pending.lock().unwrap();
+            p.2 = p.1;
+            std::mem::take(&mut p.0)
+        };
+        if taken > 0 {
+            if self.key_marked.load(Ordering::Relaxed) {
+                self.value_marked.store(true, Ordering::Relaxed);
+            } else {
+                self.pending.lock().unwrap().0 += taken;
+            }
+        }
+        m0
+    }
+}
+
+fn run_eph(fixed: bool) {
+    let mut b = loom::model::Builder::new();
+    b.preemption_bound = Some(3);
+    b.check(move || {
+        let m = Arc::new(EphModel {
+            key_marked: AtomicBool::new(false),
+            value_marked: AtomicBool::new(false),
+            marked: AtomicUsize::new(0),
+            pending: Mutex::new((0, 0, 0)),
+            fixed,
+        });
+        let t = {
+            let m = m.clone();
+            thread::spawn(move || m.tracer())
+        };
+        let k = {
+            let m = m.clone();
+            thread::spawn(move || m.key_marker())
+        };
+        let mut clean = m.round();
+        // The stop.
+        t.join().unwrap();
+        k.join().unwrap();
+        loop {
+            let (pending, fresh) = {
+                let p = m.pending.lock().unwrap();
+                (p.0 > 0, p.1 != p.2)
+            };
+            let moved = m.marked.load(Ordering::Acquire) != clean;
+            if !(pending && (moved || (fixed && fresh))) {
+                break;
+            }
+            // Restart: another round.
+            clean = m.round();
+        }
+        if m.key_marked.load(Ordering::Relaxed) {
+            assert!(m.value_marked.load(Ordering::Relaxed), "a marked key's value left white");
+        }
+    });
+}
+
+/// Publishing before counting, and restarting on records published after the round, leave
+/// no marked key with a white value.
+#[test]
+fn loom_ephemeron_termination() {
+    run_eph(true);
+}
+
+/// Counting before publishing, with no check for fresh records, lets the stop end the
+/// marking with a marked key's value white.
+#[test]
+#[should_panic(expected = "left white")]
+fn loom_ephemeron_termination_without_the_publication_check_fails() {
+    run_eph(false);
 }
