@@ -1,5 +1,6 @@
-//! Weak handles, weak fields and cleanups: references that do not keep an object alive, and
-//! functions run after an object is found unreachable.
+//! Weak handles, weak fields, cleanups and ephemerons: references that do not keep an object
+//! alive, functions run after an object is found unreachable, and values kept alive only
+//! while their key is.
 //!
 //! ## Weak handles: one cell per object
 //!
@@ -72,6 +73,8 @@
 //! cycle frees are queued by that cycle's sweep, which the background sweeper finishes soon
 //! after the cycle (or the next cycle's sweep termination does), and run as soon as the
 //! cleanup goroutine is scheduled. An object may have several; their order is unspecified.
+//! Cleanups still queued when the heap is dropped are dropped without running (as Go runs no
+//! cleanup at exit).
 //!
 //! ## Ephemerons
 //!
@@ -86,7 +89,8 @@
 //! **Marking.** Scanning an ephemeron record shades its key's cell (a weak word is a
 //! reference to the cell) and looks at the key: marked, the value is traced like any
 //! reference; white, the record goes on the tracer's list of pending ephemerons (given to the
-//! heap's list when the tracer is dropped); gone (cell cleared), the value is ignored.
+//! heap's list before the tracer's marks are counted, or when it is dropped); gone (cell
+//! cleared), the value is ignored.
 //!
 //! **The fixed point.** A key may be marked after its record was scanned, and marking a
 //! value may mark other keys (chains). So, in the concurrent mode, each time the mark workers
@@ -106,9 +110,8 @@
 //! buffers held work, also restarts it when ephemerons are pending and either the marked
 //! count has moved since the last empty round (a key may have been marked since) or records
 //! were published after that round took the list (records no round has looked at): the stop
-//! itself does no per-ephemeron work. Only after three
-//! restarts does it finish inside the stop, draining and running rounds there, as it does
-//! for the last barrier work. Ephemerons allocated while marking are black and never
+//! itself does no per-ephemeron work. Only after three restarts does it finish inside the
+//! stop, draining and running rounds there, as it does for the last barrier work. Ephemerons allocated while marking are black and never
 //! pending: their values were shaded by the stores that put them there.
 //!
 //! **Cost per cycle.** Each ephemeron record is scanned once; a round costs O(pending) hash
@@ -137,6 +140,8 @@
 //! look-up. The table is one mutex-guarded hash map: making a handle or adding a cleanup
 //! takes its lock, and so does the sweep of a flagged span, so many goroutines making handles
 //! at once contend on it (Go keeps its specials per span; sharding by span would lift this).
+//! The stress tool's `weak N E` workload measures a read against a field load and a chained
+//! ephemeron table against the same graph with plain values (`benches/src/weak.rs`).
 
 use std::collections::HashMap;
 use std::panic::{AssertUnwindSafe, catch_unwind};
