@@ -157,6 +157,62 @@ use crate::types::{Header, TypeDesc, TypeId, WordKind, object_size};
 /// The name of the weak cells' type.
 pub const WEAK_TYPE_NAME: &str = "safepoint.weak";
 
+/// Hashes object addresses (the specials table's keys, and the ephemeron round's): a
+/// multiply and a fold, since addresses are aligned (low bits zero) but otherwise spread,
+/// where the standard SipHash costs several times as much per look-up.
+#[derive(Clone, Copy, Default)]
+pub(crate) struct AddrHash(u64);
+
+impl std::hash::Hasher for AddrHash {
+    fn finish(&self) -> u64 {
+        let h = self.0.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        h ^ (h >> 29)
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0 << 8 | u64::from(b)).rotate_left(5);
+        }
+    }
+    fn write_usize(&mut self, n: usize) {
+        self.0 ^= n as u64;
+    }
+}
+
+/// A map keyed by object addresses.
+pub(crate) type AddrMap<V> = HashMap<usize, V, std::hash::BuildHasherDefault<AddrHash>>;
+
+/// No record (the end of a [`Waiting`] list).
+const NONE: u32 = u32::MAX;
+
+/// The ephemeron records of a round that wait for white keys: for each key, a list threaded
+/// through `recs` (no allocation per key).
+#[derive(Default)]
+struct Waiting {
+    head: AddrMap<u32>,
+    recs: Vec<((usize, usize, usize), u32)>,
+}
+
+impl Waiting {
+    fn add(&mut self, key: usize, x: (usize, usize, usize)) {
+        let at = self.recs.len() as u32;
+        let next = self.head.insert(key, at).unwrap_or(NONE);
+        self.recs.push((x, next));
+    }
+
+    /// The records still waiting.
+    fn into_records(self) -> Vec<(usize, usize, usize)> {
+        let mut out = Vec::new();
+        for (_, mut at) in self.head {
+            while at != NONE {
+                let (x, next) = self.recs[at as usize];
+                out.push(x);
+                at = next;
+            }
+        }
+        out
+    }
+}
+
 /// A function run after its object is found unreachable.
 type CleanupFn = Box<dyn FnOnce() + Send>;
 
@@ -182,7 +238,7 @@ pub(crate) struct CellShape {
 pub(crate) struct Specials {
     /// Entries by the object's reference (plain address). Taken without preemption on
     /// goroutines (the stop-the-world marking takes it inside the stop).
-    map: Mutex<HashMap<usize, Entry>>,
+    map: Mutex<AddrMap<Entry>>,
     /// Cleanups whose objects were freed, waiting for the cleanup goroutine.
     queue: Mutex<Vec<CleanupFn>>,
     /// Wakes the cleanup goroutine (set by the collector; absent for a bare heap).
@@ -237,7 +293,7 @@ pub struct WeakStats {
 impl Specials {
     pub(crate) fn new() -> Specials {
         Specials {
-            map: Mutex::new(HashMap::new()),
+            map: Mutex::new(AddrMap::default()),
             queue: Mutex::new(Vec::new()),
             waker: OnceLock::new(),
             all_swept: AtomicBool::new(true),
@@ -257,7 +313,7 @@ impl Specials {
         }
     }
 
-    fn map(&self) -> MutexGuard<'_, HashMap<usize, Entry>> {
+    fn map(&self) -> MutexGuard<'_, AddrMap<Entry>> {
         lock(&self.map)
     }
 
@@ -358,7 +414,8 @@ impl Specials {
         }
         self.eph_rounds.fetch_add(1, Ordering::Relaxed);
         t.log_marks();
-        let mut waiting: HashMap<usize, Vec<(usize, usize, usize)>> = HashMap::new();
+        // The records waiting for each white key: a list per key, threaded through `recs`.
+        let mut waiting = Waiting::default();
         let mut n = 0;
         // Traces the value of ephemeron `(e, i, key)` if its key is marked (or unset); `None`
         // when it is done with (traced, or its key gone), else its white key.
@@ -382,7 +439,7 @@ impl Specials {
         };
         for x in list {
             if let Some((k, x)) = take(x, t) {
-                waiting.entry(k).or_default().push(x);
+                waiting.add(k, x);
             }
         }
         loop {
@@ -392,15 +449,18 @@ impl Specials {
                 break;
             }
             for o in log {
-                for x in waiting.remove(&o).unwrap_or_default() {
+                let mut at = waiting.head.remove(&o).unwrap_or(NONE);
+                while at != NONE {
+                    let (x, next) = waiting.recs[at as usize];
+                    at = next;
                     if let Some((k, x)) = take(x, t) {
-                        waiting.entry(k).or_default().push(x);
+                        waiting.add(k, x);
                     }
                 }
             }
         }
         self.eph_shaded.fetch_add(n, Ordering::Relaxed);
-        let mut keep: Vec<_> = waiting.into_values().flatten().collect();
+        let mut keep = waiting.into_records();
         // Put back without counting a publication: the round has seen these.
         crate::np(|| lock(&self.eph_pending).append(&mut keep));
         n
