@@ -193,7 +193,8 @@ impl Inner {
     }
 
     /// One ephemeron round (see the `weak` module): the values of pending ephemerons whose
-    /// keys are marked are shaded into the shared queue. Returns how many.
+    /// keys are marked are traced, and those of the keys that tracing marks. Returns how many
+    /// values were traced.
     fn ephemeron_round(&self) -> usize {
         let mut t = self.tracer(Vec::new(), false);
         let n = self.heap.specials().ephemeron_round(&self.heap, self.config.tag_rule, &mut t);
@@ -413,8 +414,9 @@ impl Inner {
             self.scan_own_stack();
         }
         let mut rounds = 0;
-        // The cycle's marked bytes when an ephemeron round last found no key newly marked:
-        // while it has not changed, the pending ephemerons' keys are still white.
+        // The cycle's marked bytes read before the last ephemeron round that traced nothing:
+        // while it has not changed (and no record was published since), the pending
+        // ephemerons' keys are still white.
         let mut eph_clean;
         loop {
             self.run_workers();
