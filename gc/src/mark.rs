@@ -587,7 +587,8 @@ pub(crate) fn ephemeron_key(heap: &Heap, b: &[AtomicUsize], key: usize) -> Key {
         return Key::Unset;
     }
     // SAFETY: a live cell has one body word (above). Relaxed: written when the cell was made
-    // (published with it) or cleared by a sweep (ordered by the stop that began this marking).
+    // (published with it) or cleared by a sweep (ordered by the sweep termination and the
+    // ragged barrier that began this marking).
     let t = unsafe { body(cell, 1) }[0].load(Ordering::Relaxed);
     if t == 0 {
         return Key::Gone;
