@@ -11,3 +11,4 @@ pub mod sched;
 pub mod soak;
 pub mod stackmap;
 pub mod sync;
+pub mod weak;

@@ -17,6 +17,8 @@ enum Kind {
     Ref,
     Tagged,
     Raw,
+    Weak,
+    Ephemeron,
 }
 
 #[derive(Arbitrary, Debug)]
@@ -50,6 +52,8 @@ fn kind(k: &Kind) -> WordKind {
         Kind::Ref => WordKind::Ref,
         Kind::Tagged => WordKind::Tagged,
         Kind::Raw => WordKind::Raw,
+        Kind::Weak => WordKind::Weak,
+        Kind::Ephemeron => WordKind::Ephemeron,
     }
 }
 
@@ -100,6 +104,15 @@ fuzz_target!(|input: Input| {
                         assert!(!desc.is_array())
                     }
                     TypeError::TooManyTypes { max } => assert_eq!(before, *max as usize),
+                    TypeError::EphemeronWithoutKey { .. } => {
+                        let TypeDesc::Record { words, .. } = &desc else {
+                            panic!("an array refused for its ephemeron words")
+                        };
+                        assert!(
+                            words.contains(&WordKind::Ephemeron)
+                                && !words.contains(&WordKind::Weak)
+                        )
+                    }
                     other => panic!("register: unexpected error {other:?}"),
                 }
                 let _ = e.to_string();

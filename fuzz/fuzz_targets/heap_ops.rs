@@ -3,9 +3,11 @@
 //! test runs: every reachable object intact after every op, every error the one the model
 //! predicts, exactly the reachable objects live after each collection. Each input runs twice,
 //! on a collector of each mode: concurrent marking (the default) and stop-the-world marking
-//! (the debugging mode), both with checkmark and poison on. One runtime and two heaps for the
-//! whole run (a heap's arenas are not returned until the process ends); each input starts and
-//! must end with an empty heap.
+//! (the debugging mode), both with checkmark and poison on. An input with weak-handle or
+//! cleanup ops also runs on two more heaps, one of each mode, whose collections start only
+//! when an op asks (the model knows when marking happens only there; the first two skip those
+//! ops). One runtime and four heaps for the whole run (a heap's arenas are not returned until
+//! the process ends); each input starts and must end with an empty heap.
 
 #![no_main]
 
@@ -19,14 +21,16 @@ use safepoint_sched::Runtime;
 #[allow(dead_code, missing_docs)]
 mod model;
 
-/// The runtime, and a collector of each mode: concurrent, then stop-the-world.
-fn setup() -> &'static (Runtime, [Gc; 2]) {
-    static RT: OnceLock<(Runtime, [Gc; 2])> = OnceLock::new();
+/// The runtime, and a collector of each mode (concurrent, then stop-the-world), first with
+/// triggered collections, then without.
+fn setup() -> &'static (Runtime, [Gc; 4]) {
+    static RT: OnceLock<(Runtime, [Gc; 4])> = OnceLock::new();
     RT.get_or_init(|| {
         let rt = Runtime::builder().procs(2).build().expect("runtime");
-        let gc = |stw: bool| {
+        let gc = |stw: bool, weak: bool| {
             Gc::builder()
                 .stop_the_world(stw)
+                .gc_percent(if weak { u32::MAX } else { 100 })
                 .checkmark(true)
                 .poison(true)
                 .min_heap(128 << 10)
@@ -34,7 +38,7 @@ fn setup() -> &'static (Runtime, [Gc; 2]) {
                 .build(&rt)
                 .expect("gc")
         };
-        let gcs = [gc(false), gc(true)];
+        let gcs = [gc(false, false), gc(true, false), gc(false, true), gc(true, true)];
         (rt, gcs)
     })
 }
@@ -42,7 +46,16 @@ fn setup() -> &'static (Runtime, [Gc; 2]) {
 fuzz_target!(|data: &[u8]| {
     let ops = model::decode(data);
     let (rt, gcs) = setup();
-    for gc in gcs {
+    let weak = ops.iter().any(|op| {
+        matches!(
+            op,
+            model::Op::Weak { .. }
+                | model::Op::Deref { .. }
+                | model::Op::AddCleanup { .. }
+                | model::Op::EphChain { .. }
+        )
+    });
+    for gc in &gcs[..if weak { 4 } else { 2 }] {
         let (gc, ops) = (gc.clone(), ops.clone());
         rt.block_on(move || model::run(&gc, &ops));
     }

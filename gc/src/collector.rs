@@ -404,6 +404,11 @@ impl GcBuilder {
         let weak = Arc::downgrade(&inner);
         rt.spawn(move || crate::concurrent::driver(weak, driver))
             .map_err(|_| GcError::WrongRuntime)?;
+        let cleanups = Arc::new(Chan::new(1));
+        inner.heap.specials().set_waker(cleanups.clone());
+        let weak = Arc::downgrade(&inner);
+        rt.spawn(move || crate::weak::cleanup_goroutine(weak, cleanups))
+            .map_err(|_| GcError::WrongRuntime)?;
         Ok(Gc { inner })
     }
 }
@@ -517,6 +522,7 @@ impl Drop for Inner {
             }
             self.sweeper.close();
             self.driver.close();
+            self.heap.specials().close();
         }
     }
 }
@@ -814,6 +820,11 @@ impl Gc {
         safepoint_sched::set_urgent(was);
     }
 
+    /// Counts of weak handles and cleanups.
+    pub fn weak_stats(&self) -> crate::WeakStats {
+        self.inner.heap.specials().stats()
+    }
+
     /// Whether two handles name the same collector.
     pub fn same(&self, other: &Gc) -> bool {
         Arc::ptr_eq(&self.inner, &other.inner)
@@ -979,6 +990,13 @@ impl Inner {
     /// The cycle's sweep is done: Sweep turns Off (a cycle that started meanwhile has set its
     /// own phase).
     fn sweep_off(&self) {
+        // Without preemption: no stop (which starts a new sweep) between the look and the
+        // store.
+        crate::np(|| {
+            if self.heap.sweep_done() {
+                self.heap.specials().sweep_ended();
+            }
+        });
         let off = self.phase.compare_exchange(
             Phase::Sweep as u8,
             Phase::Off as u8,
@@ -1096,6 +1114,9 @@ impl Inner {
         let checked = self.config.checkmark.then(|| checkmark(&ctx, &roots));
         // Lock-free: every cache has just been flushed, so the counters are exact.
         tl.heap_after = self.heap.live_bytes_estimate() as usize;
+        // Weak cells of unmarked objects are doomed from here to their sweep.
+        self.heap.specials().marking_ended();
+        self.heap.specials().drop_pending_ephemerons();
         self.heap.finish_mark();
         let black = tl.black;
         let held = marked_bytes.saturating_add(black);
@@ -1188,6 +1209,7 @@ impl Inner {
                 if self.config.stop_the_world { " (stop-the-world)" } else { "" },
                 checked.map(|c| format!(", checkmark ok ({c} objects)")).unwrap_or_default(),
             ));
+            safepoint_sched::message(format_args!("{}", self.heap.specials().trace_line(n)));
         }
     }
 
@@ -1216,6 +1238,7 @@ impl Inner {
                 push(w & !rule.mask, &|| format!("global {i}"));
             }
         });
+        self.heap.specials().for_each_cell(|c| push(c, &|| format!("weak cell {c:#x}")));
         for g in stop.goroutines() {
             let stale = stop.async_stopped(g);
             let mut v = RootVisitor::new(rule, g.id(), &self.heap, stale, &mut push);
@@ -1230,10 +1253,26 @@ impl Inner {
             // Relaxed: a sum, read after every marker has returned.
             total.fetch_add(t.marked_bytes, Ordering::Relaxed);
         };
-        if workers == 1 {
-            run(false);
-        } else {
-            self.mark_pool().broadcast(|_| run(true));
+        let specials = self.heap.specials();
+        specials.reset_ephemerons();
+        loop {
+            // SeqCst: as in `drain_to_termination`; every marker has returned.
+            idle.store(0, Ordering::SeqCst);
+            if workers == 1 {
+                run(false);
+            } else {
+                self.mark_pool().broadcast(|_| run(true));
+            }
+            // Ephemerons whose keys the marking reached: their values are marked in turn
+            // (see the `weak` module, "Ephemerons"), until a round finds none.
+            let mut t = Tracer::new(ctx, &injector, Vec::new(), false);
+            let shaded = specials.ephemeron_round(&self.heap, rule, &mut t);
+            // Relaxed: as above.
+            total.fetch_add(t.marked_bytes, Ordering::Relaxed);
+            drop(t);
+            if shaded == 0 {
+                break;
+            }
         }
         (total.load(Ordering::Relaxed), roots, nroots)
     }

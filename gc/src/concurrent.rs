@@ -201,8 +201,21 @@ impl Inner {
 
     /// Adds what `t` shaded to the cycle's sum.
     fn count_marked(&self, t: &mut Tracer<'_>) {
-        // Relaxed: a sum, read after the stop that ends marking.
-        self.conc.marked.fetch_add(std::mem::take(&mut t.marked_bytes), Ordering::Relaxed);
+        // The ephemerons it found first: a round that sees this count sees them listed.
+        t.publish_ephemerons();
+        // Release: after the mark bits counted, for the ephemeron rounds' Acquire loads (see
+        // `cycle_concurrent`); otherwise a sum, read after the stop that ends marking.
+        self.conc.marked.fetch_add(std::mem::take(&mut t.marked_bytes), Ordering::Release);
+    }
+
+    /// One ephemeron round (see the `weak` module): the values of pending ephemerons whose
+    /// keys are marked are traced, and those of the keys that tracing marks. Returns how many
+    /// values were traced.
+    fn ephemeron_round(&self) -> usize {
+        let mut t = self.tracer(Vec::new(), false);
+        let n = self.heap.specials().ephemeron_round(&self.heap, self.config.tag_rule, &mut t);
+        self.count_marked(&mut t);
+        n
     }
 }
 
@@ -301,8 +314,8 @@ impl Inner {
     /// white (and is now grey).
     pub(crate) fn shade_shared(&self, addr: usize) -> bool {
         if let Some(size) = shade_bit(&self.heap, addr) {
-            // Relaxed: a sum, read after the stop that ends marking.
-            self.conc.marked.fetch_add(size, Ordering::Relaxed);
+            // Release: as in `count_marked`.
+            self.conc.marked.fetch_add(size, Ordering::Release);
             self.conc.work.push(addr | GREY);
             true
         } else {
@@ -387,6 +400,7 @@ impl Inner {
         c.stacks.store(0, Ordering::Relaxed);
         c.shades.store(0, Ordering::Relaxed);
         c.scanned.lock().unwrap_or_else(|e| e.into_inner()).clear();
+        self.heap.specials().reset_ephemerons();
         self.set_assist_ratio();
 
         // Off -> Quiesce: barrier on, then a ragged barrier: each P flushes its cache and
@@ -413,6 +427,10 @@ impl Inner {
                 self.shade_shared(a);
             }
         });
+        // Weak cells live as long as their objects (see the `weak` module).
+        self.heap.specials().for_each_cell(|c| {
+            self.shade_shared(c);
+        });
         let me = safepoint_sched::goroutine_id();
         {
             let gs: Vec<_> =
@@ -423,8 +441,21 @@ impl Inner {
             self.scan_own_stack();
         }
         let mut rounds = 0;
+        // The cycle's marked bytes read before the last ephemeron round that traced nothing:
+        // while it has not changed (and no record was published since), the pending
+        // ephemerons' keys are still white.
+        let mut eph_clean;
         loop {
             self.run_workers();
+            // Ephemerons whose keys are now marked give their values to the markers; the
+            // workers run again until a round finds none (see the `weak` module).
+            // Acquire: pairs with the Release of the markers' counts (`count_marked`,
+            // `shade_shared`), after their mark bits: the round sees the marks counted.
+            let m0 = c.marked.load(Ordering::Acquire);
+            if self.ephemeron_round() > 0 {
+                continue;
+            }
+            eph_clean = m0;
             // Termination, first the ragged way: every P flushes its barrier buffer.
             let found = AtomicUsize::new(0);
             safepoint_sched::for_each_p(&|p| {
@@ -449,7 +480,12 @@ impl Inner {
             // Globals released or made by threads outside the runtime shade under this lock;
             // holding it to the end of marking keeps them on one side of it.
             let globals = self.globals.lock_all();
-            if !c.work.is_empty() {
+            // Something marked since the last empty ephemeron round may be a pending key, and
+            // a record published since it took the list is one no round has looked at.
+            // Acquire: as above.
+            let (pending, fresh) = self.heap.specials().pending_ephemerons();
+            let eph_stale = pending && (fresh || c.marked.load(Ordering::Acquire) != eph_clean);
+            if !c.work.is_empty() || eph_stale {
                 if rounds < 3 {
                     rounds += 1;
                     drop(globals);
@@ -460,10 +496,17 @@ impl Inner {
                     drop(stop);
                     continue;
                 }
-                // Little is left after three rounds: finish it here.
-                let mut tracer = self.tracer(Vec::new(), false);
-                tracer.drain(usize::MAX);
-                self.count_marked(&mut tracer);
+                // Little is left after three rounds: finish it here (with the ephemeron
+                // rounds it needs: O(pending ephemerons) each).
+                loop {
+                    let mut tracer = self.tracer(Vec::new(), false);
+                    tracer.drain(usize::MAX);
+                    self.count_marked(&mut tracer);
+                    drop(tracer);
+                    if self.ephemeron_round() == 0 {
+                        break;
+                    }
+                }
             }
             let t_caches = Instant::now();
             tl.stop_flush = t_caches - t_stop;
@@ -506,6 +549,7 @@ impl Inner {
                 roots.push((w & !rule.mask, format!("global {i}")));
             }
         });
+        self.heap.specials().for_each_cell(|c| roots.push((c, format!("weak cell {c:#x}"))));
         let mut push = |a: usize, what: &dyn Fn() -> String| roots.push((a, what()));
         for g in stop.goroutines() {
             let stale = stop.async_stopped(g);

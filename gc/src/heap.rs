@@ -216,6 +216,9 @@ struct Inner {
     large_alloc_bytes: AtomicU64,
     /// The live caches' counts, and what dropped caches counted (folded in under this lock).
     caches: Mutex<CacheRegistry>,
+    /// Weak handles and cleanups by object (see the `weak` module): the sweep reports the
+    /// dead objects of spans flagged as having some.
+    specials: crate::weak::Specials,
 }
 
 /// Every live cache's [`CacheCounts`], and the sums of the caches dropped so far.
@@ -383,6 +386,21 @@ impl CacheCounts {
     }
 }
 
+/// The indices of the set bits of a word, lowest first.
+struct BitIter(u64);
+
+impl Iterator for BitIter {
+    type Item = usize;
+    fn next(&mut self) -> Option<usize> {
+        if self.0 == 0 {
+            return None;
+        }
+        let b = self.0.trailing_zeros() as usize;
+        self.0 &= self.0 - 1;
+        Some(b)
+    }
+}
+
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     // A panic while holding a heap lock leaves no half-done update the code relies on being
     // undone: every update that can panic checks before it mutates.
@@ -429,8 +447,14 @@ impl Heap {
                     live: Vec::new(),
                     retired: AllocCounts::default(),
                 }),
+                specials: crate::weak::Specials::new(),
             }),
         })
+    }
+
+    /// The weak handles and cleanups of the heap's objects.
+    pub(crate) fn specials(&self) -> &crate::weak::Specials {
+        &self.inner.specials
     }
 
     /// A per-P allocation cache for this heap.
@@ -790,6 +814,7 @@ impl Inner {
         span.div_mul.store((u32::MAX as usize / elem.max(1) + 1) as u32, Ordering::Relaxed);
         span.nelems.store(nelems, Ordering::Relaxed);
         span.needzero.store(false, Ordering::Relaxed);
+        span.specials.store(false, Ordering::Relaxed);
         span.clear_bits();
         // Release pairs with the Acquire in `Heap::find_span`.
         span.state.store(st, Ordering::Release);
@@ -877,6 +902,14 @@ impl Inner {
             if dead == 0 {
                 continue;
             }
+            // Relaxed: set (when a special is added) before the stop that ended this
+            // marking, or for an object that was live then, which this sweep does not free.
+            if span.specials.load(Ordering::Relaxed) {
+                let base = span.start() + span.ref_offset() + w * 64 * size;
+                // Before the allocation word's Release store below: a weak read that sees
+                // the slot freed (or taken again) then sees its handle cleared.
+                self.specials.died(BitIter(dead).map(|b| base + b * size));
+            }
             // Release pairs with the Acquire in `Span::is_allocated`.
             span.alloc_word(w).store(a & m, Ordering::Release);
             freed += dead.count_ones() as usize;
@@ -937,6 +970,11 @@ impl Inner {
             return Swept { freed: 0, taken: None };
         }
         drop(large);
+        // Relaxed: as in `sweep_small`.
+        if span.specials.load(Ordering::Relaxed) {
+            // Before the span is freed (the page heap's lock publishes it).
+            self.specials.died(std::iter::once(span.start() + span.ref_offset()));
+        }
         // Relaxed: statistics sums.
         self.frees.fetch_add(1, Ordering::Relaxed);
         self.free_bytes.fetch_add(span.elem_size() as u64, Ordering::Relaxed);

@@ -57,6 +57,19 @@
 //! ([`Mutator::set_int`]). Reference fields hold plain addresses; tagged fields hold values as
 //! slots do; raw words and byte arrays are never scanned.
 //!
+//! ## Weak references, cleanups and ephemerons
+//!
+//! [`Mutator::weak`] gives an object's weak handle (its *cell*, one per object, a managed
+//! record the marker does not follow); [`Mutator::deref`] reads the object while it is
+//! reachable and null once a collection has found it unreachable, the same answer on every
+//! goroutine (a read while marking shades what it returns). A [`WordKind::Weak`] field stores
+//! and loads through cells. [`Mutator::add_cleanup`] attaches a Rust function run on the
+//! heap's cleanup goroutine after the object is found unreachable (Go's `runtime.AddCleanup`:
+//! no resurrection), [`Mutator::attach`] a resource dropped then. A record with a weak key
+//! and [`WordKind::Ephemeron`] words is an ephemeron: its values live only while its key is
+//! reachable from elsewhere, chains included. Cells are cleared by the sweep, never in the
+//! stop; the `weak` module (`weak.rs`) states the protocol, its states and its costs.
+//!
 //! ## The trusted path for compiled code
 //!
 //! A compiler or interpreter whose frames are described by the stack maps it registered
@@ -139,7 +152,9 @@
 //!
 //! **Debugging knobs** come from `SAFEPOINT_DEBUG` ([`DebugKnobs`]): `gctrace=1` prints one
 //! line per cycle (cycle number, time since start, clock time of each phase, the termination
-//! stop's parts, heap before and after, live, goal, procs), `gccheckmark=1`, `gcpoison=1` (freed objects are filled with
+//! stop's parts, heap before and after, live, goal, procs) and a second for weak references
+//! (handles listed; cleared, cleanups queued and run since the last line; ephemeron rounds
+//! and the values they shaded), `gccheckmark=1`, `gcpoison=1` (freed objects are filled with
 //! [`POISON`]; a slot handed out again must still hold it, and a read through a stale
 //! reference finds a corrupt header and panics), `gcstoptheworld=1`.
 //!
@@ -288,7 +303,7 @@
 //! `OnceLock`s, so the marker never waits on a registering embedder), the one-word
 //! [`Header`] (24-bit type id, 40-bit array length; id 0 never issued, so a zeroed word is no
 //! header), checked object sizes, and [`types::scan_refs`], which yields the references of an
-//! object.
+//! object (an ephemeron's value among them, whatever its key).
 //!
 //! ## Known costs and limits
 //!
@@ -313,6 +328,7 @@ mod raw;
 pub mod sizeclass;
 mod span;
 pub mod types;
+mod weak;
 
 pub use collector::{Gc, GcBuilder, GcConfig, GcError, GcStats, Phase};
 pub use debug::DebugKnobs;
@@ -322,6 +338,7 @@ pub use mutator::{Bytes, Mutator, Slot};
 pub use raw::{Pin, RawMutator, Shape};
 pub use span::Span;
 pub use types::{Header, TagRule, TypeDesc, TypeError, TypeId, TypeRegistry, WordKind};
+pub use weak::{Cleanup, WEAK_TYPE_NAME, WeakStats};
 
 pub(crate) use safepoint_sched::fatal;
 
@@ -358,3 +375,5 @@ mod loom_handshakes;
 
 #[cfg(all(test, loom))]
 mod loom_publication;
+#[cfg(all(test, loom))]
+mod loom_weak;

@@ -39,8 +39,11 @@ pub(crate) struct MarkCtx<'a> {
 #[inline(always)]
 pub(crate) fn ref_of(kind: WordKind, rule: TagRule, w: usize) -> Option<usize> {
     match kind {
-        WordKind::Ref => (w != 0).then_some(w),
-        WordKind::Tagged => rule.is_ref(w).then_some(w & !rule.mask),
+        // A weak field holds a cell, which it keeps alive like any reference.
+        WordKind::Ref | WordKind::Weak => (w != 0).then_some(w),
+        // An ephemeron's value is a tagged value (the barrier shades it as one; the marker
+        // traces it only once its key is marked: see `scan_described`).
+        WordKind::Tagged | WordKind::Ephemeron => rule.is_ref(w).then_some(w & !rule.mask),
         WordKind::Raw => None,
     }
 }
@@ -203,6 +206,20 @@ pub(crate) struct Tracer<'a> {
     /// Grey objects of the typed span being scanned (see [`Tracer::scan_typed`]); empty
     /// between calls, kept for its capacity.
     local: Vec<usize>,
+    /// Ephemerons scanned whose keys were white: (record, value word, key word), given to
+    /// the heap's pending list when the tracer is dropped (see `weak.rs`, "Ephemerons").
+    eph: Vec<(usize, usize, usize)>,
+    /// When set (an ephemeron round's tracer), every object this tracer marks from an edge is
+    /// logged here, so the round can find the ephemerons waiting for it.
+    log: Option<Vec<usize>>,
+}
+
+impl Drop for Tracer<'_> {
+    fn drop(&mut self) {
+        if !self.eph.is_empty() {
+            self.ctx.heap.specials().defer_ephemerons(&mut self.eph);
+        }
+    }
 }
 
 impl<'a> Tracer<'a> {
@@ -228,7 +245,31 @@ impl<'a> Tracer<'a> {
             last_type: None,
             shared_dry: false,
             local: Vec::new(),
+            eph: Vec::new(),
+            log: None,
         }
+    }
+
+    /// Logs every object this tracer marks from now on (see [`Tracer::take_log`]).
+    pub(crate) fn log_marks(&mut self) {
+        self.log.get_or_insert_with(Vec::new);
+    }
+
+    /// The objects marked since the last call (when logging).
+    pub(crate) fn take_log(&mut self) -> Vec<usize> {
+        self.log.as_mut().map(std::mem::take).unwrap_or_default()
+    }
+
+    /// Gives the ephemerons this tracer found with white keys to the heap's pending list.
+    pub(crate) fn publish_ephemerons(&mut self) {
+        if !self.eph.is_empty() {
+            self.ctx.heap.specials().defer_ephemerons(&mut self.eph);
+        }
+    }
+
+    /// Queues `r` (a reference) as an edge: it will be shaded and, if white, scanned.
+    pub(crate) fn push_edge(&mut self, r: usize) {
+        self.stack.push(r);
     }
 
     /// Whether this tracer holds no private work.
@@ -363,6 +404,9 @@ impl<'a> Tracer<'a> {
                 return 0;
             }
             self.marked_bytes += span.elem_size();
+            if let Some(log) = &mut self.log {
+                log.push(s.obj);
+            }
         }
         let words = match span {
             // A typed span's record names its objects' type: no header to read.
@@ -415,12 +459,13 @@ impl<'a> Tracer<'a> {
         let Some((desc, _)) = self.describe(obj, span.typed_header()) else { return 1 };
         let (lo, size) = (span.start(), span.elem_size());
         let len = span.slots() * size;
-        let (ctx, stack, local) = (&self.ctx, &mut self.stack, &mut self.local);
+        let (ctx, stack, local, eph, log) =
+            (&self.ctx, &mut self.stack, &mut self.local, &mut self.eph, &mut self.log);
         let mut marked = 0;
         let mut words = 0;
         let mut o = obj;
         loop {
-            words += scan_described(ctx, o, desc, 0, |r| {
+            words += scan_described(ctx, o, desc, 0, eph, |r| {
                 if r.wrapping_sub(lo) >= len {
                     stack.push(r);
                     return;
@@ -432,6 +477,9 @@ impl<'a> Tracer<'a> {
                 if span.set_mark(idx) {
                     marked += size;
                     local.push(r);
+                    if let Some(log) = log.as_mut() {
+                        log.push(r);
+                    }
                 }
             });
             match local.pop() {
@@ -447,8 +495,8 @@ impl<'a> Tracer<'a> {
     #[inline(always)]
     fn scan(&mut self, obj: usize, word: usize) -> usize {
         let Some((desc, len)) = self.describe(obj, word) else { return 1 };
-        let stack = &mut self.stack;
-        scan_described(&self.ctx, obj, desc, len, |r| stack.push(r))
+        let (stack, eph) = (&mut self.stack, &mut self.eph);
+        scan_described(&self.ctx, obj, desc, len, eph, |r| stack.push(r))
     }
 
     /// The descriptor and length of the object at `obj` whose header word is `word`, as
@@ -518,15 +566,54 @@ pub(crate) fn steal(q: &Injector<usize>) -> Option<usize> {
     }
 }
 
+/// The state of an ephemeron's key during marking (or with the world stopped).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Key {
+    /// No key yet (a null weak word): the value is held strongly, as a tagged word's.
+    Unset,
+    /// The key's cell is cleared (the key was freed): the value is dead.
+    Gone,
+    /// The key is marked: the value is traced.
+    Marked(usize),
+    /// The key is white for now.
+    White(usize),
+}
+
+/// The key of an ephemeron whose body is `b`: the target of the cell in weak word `key`.
+///
+/// The record is live (being scanned), so its cell is (the record references it); a cell's
+/// word is non-zero only while its target is not freed, and no sweep runs while marking.
+pub(crate) fn ephemeron_key(heap: &Heap, b: &[AtomicUsize], key: usize) -> Key {
+    // Relaxed: see `header_of`.
+    let cell = b[key].load(Ordering::Relaxed);
+    if cell == 0 {
+        return Key::Unset;
+    }
+    // SAFETY: a live cell has one body word (above). Relaxed: written when the cell was made
+    // (published with it) or cleared by a sweep (ordered by the sweep termination and the
+    // ragged barrier that began this marking).
+    let t = unsafe { body(cell, 1) }[0].load(Ordering::Relaxed);
+    if t == 0 {
+        return Key::Gone;
+    }
+    match heap.find_span(t).and_then(|s| s.ref_index(t).map(|i| s.is_marked(i))) {
+        Some(true) => Key::Marked(t),
+        Some(false) => Key::White(t),
+        None => Key::Gone,
+    }
+}
+
 /// Calls `shade` with every reference held by the grey object at `obj`, whose header gave
 /// its descriptor `desc` and length `len`; returns the object's size in words (header
-/// included) as a measure of the scan work done.
+/// included) as a measure of the scan work done. An ephemeron value whose key is white is not
+/// shaded but pushed on `eph` as (record, value word, key word).
 #[inline(always)]
 fn scan_described(
     ctx: &MarkCtx<'_>,
     obj: usize,
     desc: &TypeDesc,
     len: usize,
+    eph: &mut Vec<(usize, usize, usize)>,
     mut shade: impl FnMut(usize),
 ) -> usize {
     let rule = ctx.rule;
@@ -534,8 +621,20 @@ fn scan_described(
         TypeDesc::Record { words, .. } => {
             // SAFETY: a record of `words.len()` body words, live as above.
             let b = unsafe { body(obj, words.len()) };
-            for (w, &k) in b.iter().zip(words.iter()) {
+            for (i, (w, &k)) in b.iter().zip(words.iter()).enumerate() {
                 if k == WordKind::Raw {
+                    continue;
+                }
+                if k == WordKind::Ephemeron {
+                    // Acquire: as below.
+                    if let Some(r) = ref_of(k, rule, w.load(Ordering::Acquire)) {
+                        let key = key_word(words);
+                        match ephemeron_key(ctx.heap, b, key) {
+                            Key::Gone => {}
+                            Key::Unset | Key::Marked(_) => shade(r),
+                            Key::White(_) => eph.push((obj, i, key)),
+                        }
+                    }
                     continue;
                 }
                 // Acquire pairs with the Release of `Inner::store_field`: the referent's
@@ -606,8 +705,16 @@ pub(crate) fn describe(
     }
 }
 
-/// The references held by the object at `obj` (for the checkmark pass).
-fn refs_of(ctx: &MarkCtx<'_>, obj: usize) -> Vec<usize> {
+/// The index of a record's key word (its first weak word), for its ephemeron words.
+#[inline]
+pub(crate) fn key_word(words: &[WordKind]) -> usize {
+    // The registry refuses a record with an ephemeron word and no weak word.
+    words.iter().position(|&k| k == WordKind::Weak).unwrap_or(0)
+}
+
+/// The references held by the object at `obj` (for the checkmark pass), each with the key
+/// it depends on (an ephemeron's value: reachable only if its key is).
+fn refs_of(ctx: &MarkCtx<'_>, obj: usize) -> Vec<(usize, Option<usize>)> {
     // SAFETY: `obj` is reachable, hence allocated; the world is stopped.
     let word = unsafe { header_of(ctx.heap, obj) };
     let Some((desc, len)) = describe(ctx.types, obj, word) else { return Vec::new() };
@@ -621,8 +728,20 @@ fn refs_of(ctx: &MarkCtx<'_>, obj: usize) -> Vec<usize> {
     // SAFETY: as above.
     let b = unsafe { body(obj, n) };
     (0..n)
-        // Relaxed: the world is stopped.
-        .filter_map(|i| ref_of(kinds(i), ctx.rule, b[i].load(Ordering::Relaxed)))
+        .filter_map(|i| {
+            let k = kinds(i);
+            // Relaxed: the world is stopped.
+            let r = ref_of(k, ctx.rule, b[i].load(Ordering::Relaxed))?;
+            if k != WordKind::Ephemeron {
+                return Some((r, None));
+            }
+            let TypeDesc::Record { words, .. } = desc else { return None };
+            match ephemeron_key(ctx.heap, b, key_word(words)) {
+                Key::Gone => None,
+                Key::Unset => Some((r, None)),
+                Key::Marked(key) | Key::White(key) => Some((r, Some(key))),
+            }
+        })
         .collect()
 }
 
@@ -637,6 +756,8 @@ pub(crate) fn checkmark(ctx: &MarkCtx<'_>, roots: &[(usize, String)]) -> usize {
     let mut parent: HashMap<usize, usize> = HashMap::new();
     let mut root_of: HashMap<usize, &str> = HashMap::new();
     let mut stack: Vec<usize> = Vec::new();
+    // Ephemeron values by the key they wait for, with the record that holds them.
+    let mut waiting: HashMap<usize, Vec<(usize, usize)>> = HashMap::new();
     // A conservatively scanned slot (the innermost frame of a goroutine stopped by the
     // preemption signal, whose stack map may be stale) may hold a dead value: a reference to
     // garbage that marking rightly left white (the goroutine may have been scanned precisely
@@ -681,10 +802,25 @@ pub(crate) fn checkmark(ctx: &MarkCtx<'_>, roots: &[(usize, String)]) -> usize {
                 path.iter().rev().map(|a| format!("{a:#x}")).collect::<Vec<_>>().join(" -> ")
             ));
         }
-        for r in refs_of(ctx, obj) {
+        for (r, key) in refs_of(ctx, obj) {
+            // An ephemeron's value is reachable once its key is: it waits for the key.
+            if let Some(key) = key
+                && !seen.contains(&key)
+            {
+                waiting.entry(key).or_default().push((r, obj));
+                continue;
+            }
             if seen.insert(r) {
                 parent.insert(r, obj);
                 stack.push(r);
+            }
+        }
+        if let Some(vals) = waiting.remove(&obj) {
+            for (r, from) in vals {
+                if seen.insert(r) {
+                    parent.insert(r, from);
+                    stack.push(r);
+                }
             }
         }
     }

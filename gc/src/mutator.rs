@@ -159,9 +159,9 @@ impl Bytes<'_> {
 }
 
 /// A validated object: its address, descriptor and length (array elements; record words).
-struct Obj<'a> {
-    addr: usize,
-    desc: &'a TypeDesc,
+pub(crate) struct Obj<'a> {
+    pub(crate) addr: usize,
+    pub(crate) desc: &'a TypeDesc,
     len: usize,
     id: TypeId,
 }
@@ -744,7 +744,17 @@ impl Mutator {
             // (`Inner::store_field`, a global's swap): the object it refers to is seen
             // initialised (the crate essay, "Publication").
             let v = w.load(Ordering::Acquire);
-            let v = if kind == WordKind::Ref && v != 0 { v | tag } else { v };
+            let v = match kind {
+                WordKind::Ref if v != 0 => v | tag,
+                // A weak field holds a cell: the value is the cell's object, or null.
+                WordKind::Weak if v != 0 => match self.gc.deref_cell(pin.p(), v) {
+                    0 => 0,
+                    t => t | tag,
+                },
+                // An ephemeron's value: null unless its key is still there.
+                WordKind::Ephemeron => self.gc.ephemeron_value(pin.p(), o.addr, o.desc, v),
+                _ => v,
+            };
             Self::put(ms, dpos, v)
         })
     }
@@ -756,22 +766,141 @@ impl Mutator {
         let gc = &self.gc;
         let rule = self.rule;
         // The barrier and the store in one pinned section: no phase change between them.
-        self.pin(|pin| {
+        let slow = self.pin(|pin| {
             let p = pin.p().ok_or(GcError::NoP)?;
             let ms = pin.managed_stack();
             let v = Self::get(ms, spos)?;
             let o = self.obj_of(Self::get(ms, opos)?)?;
             let (w, kind) = self.field(&o, i)?;
+            let mut slow = false;
             let v = match kind {
-                WordKind::Ref if v == 0 => 0,
+                WordKind::Ref | WordKind::Weak if v == 0 => 0,
                 WordKind::Ref if rule.is_ref(v) => v & !rule.mask,
-                WordKind::Ref => return Err(GcError::NotAReference { found: v }),
-                WordKind::Tagged => v,
+                // A weak field takes the object's cell (made if it has none).
+                WordKind::Weak if rule.is_ref(v) => {
+                    let (cell, s) = gc.cell_of(p, v & !rule.mask)?;
+                    slow = s;
+                    cell
+                }
+                WordKind::Ref | WordKind::Weak => {
+                    return Err(GcError::NotAReference { found: v });
+                }
+                WordKind::Tagged | WordKind::Ephemeron => v,
                 WordKind::Raw => return Err(self.wrong(&o, "raw word: use write_word")),
             };
+            if kind == WordKind::Weak {
+                gc.before_key_store(p, &o, i);
+            }
             gc.store_field(p, kind, w, v);
-            Ok(())
+            Ok(slow)
+        })?;
+        if slow {
+            // The cell is in its field: a safepoint is legal here.
+            gc.alloc_safepoint();
+        }
+        Ok(())
+    }
+
+    // ---- weak handles and cleanups (see the `weak` module) ----
+
+    /// Puts into `dst` a weak handle to the object in `src`: its cell, made on the first
+    /// call for that object and the same reference on every later one (so [`same`] compares
+    /// two handles by their objects). The handle does not keep the object alive; read it
+    /// with [`deref`](Mutator::deref). A handle is a managed object like any other: keep it
+    /// in slots, fields or globals; a [`WordKind::Weak`] field stores and loads through it.
+    ///
+    /// [`same`]: Mutator::same
+    ///
+    /// # Errors
+    /// [`GcError::NotAReference`] if `src` holds no reference; [`GcError::StaleSlot`],
+    /// [`GcError::NoP`]; [`GcError::Alloc`] if the cell cannot be allocated.
+    pub fn weak(&mut self, dst: Slot, src: Slot) -> Result<(), GcError> {
+        let (dpos, spos) = (self.pos(dst)?, self.pos(src)?);
+        let gc = &self.gc;
+        let tag = self.rule.ref_tag;
+        let slow = self.pin(|pin| {
+            let p = pin.p().ok_or(GcError::NoP)?;
+            let ms = pin.managed_stack();
+            let o = self.obj_of(Self::get(ms, spos)?)?;
+            let (cell, slow) = gc.cell_of(p, o.addr)?;
+            Self::put(ms, dpos, cell | tag)?;
+            Ok(slow)
+        })?;
+        if slow {
+            gc.alloc_safepoint();
+        }
+        Ok(())
+    }
+
+    /// Reads the weak handle in `w` into `dst`: its object while the object is reachable
+    /// (as a strong value: `dst` now keeps it alive), null once a collection has found it
+    /// unreachable; the same answer on every goroutine. Returns whether the object was there.
+    ///
+    /// # Errors
+    /// [`GcError::WrongKind`] if `w` holds an object that is not a weak handle;
+    /// [`GcError::NotAReference`] if it holds no reference; [`GcError::StaleSlot`],
+    /// [`GcError::NoP`].
+    pub fn deref(&mut self, dst: Slot, w: Slot) -> Result<bool, GcError> {
+        let (dpos, wpos) = (self.pos(dst)?, self.pos(w)?);
+        let gc = &self.gc;
+        let tag = self.rule.ref_tag;
+        self.pin(|pin| {
+            let p = pin.p().ok_or(GcError::NoP)?;
+            let ms = pin.managed_stack();
+            let o = self.obj_of(Self::get(ms, wpos)?)?;
+            if !gc.is_cell(o.addr) {
+                return Err(self.wrong(&o, "not a weak handle"));
+            }
+            let t = gc.deref_cell(Some(p), o.addr);
+            Self::put(ms, dpos, if t == 0 { 0 } else { t | tag })?;
+            Ok(t != 0)
         })
+    }
+
+    /// Whether `s` holds a weak handle (made by [`weak`](Mutator::weak)).
+    pub fn is_weak(&self, s: Slot) -> Result<bool, GcError> {
+        let w = self.word(s)?;
+        if !self.rule.is_ref(w) {
+            return Ok(false);
+        }
+        let o = self.obj_of(w)?;
+        Ok(self.gc.is_cell(o.addr))
+    }
+
+    /// Attaches a cleanup to the object in `obj`: `f` runs once, on the heap's cleanup
+    /// goroutine, after a collection has found the object unreachable (Go's
+    /// `runtime.AddCleanup`). An object may have several. `f` cannot reach the object (no
+    /// managed reference lives in a Rust value), so it cannot bring it back; but a
+    /// [`Global`] it captures that references the object keeps the object alive for good,
+    /// and `f` never runs. A panic in `f` is reported on stderr and does not stop the other
+    /// cleanups. Cleanups still queued when the heap is dropped are dropped without running.
+    ///
+    /// # Errors
+    /// [`GcError::NotAReference`] if `obj` holds no reference; [`GcError::StaleSlot`],
+    /// [`GcError::NoP`].
+    pub fn add_cleanup(
+        &mut self,
+        obj: Slot,
+        f: impl FnOnce() + Send + 'static,
+    ) -> Result<crate::Cleanup, GcError> {
+        let pos = self.pos(obj)?;
+        let gc = &self.gc;
+        let f: Box<dyn FnOnce() + Send> = Box::new(f);
+        self.pin(|pin| {
+            pin.p().ok_or(GcError::NoP)?;
+            let o = self.obj_of(Self::get(pin.managed_stack(), pos)?)?;
+            Ok(gc.add_cleanup_at(o.addr, f))
+        })
+    }
+
+    /// Hands `value` to the object in `obj`: it is dropped (on the heap's cleanup goroutine)
+    /// once a collection has found the object unreachable. The typed form of
+    /// [`add_cleanup`](Mutator::add_cleanup), for a Rust resource a managed object owns.
+    ///
+    /// # Errors
+    /// As [`add_cleanup`](Mutator::add_cleanup).
+    pub fn attach<T: Send + 'static>(&mut self, obj: Slot, value: T) -> Result<(), GcError> {
+        self.add_cleanup(obj, move || drop(value)).map(drop)
     }
 
     fn wrong(&self, o: &Obj<'_>, what: &'static str) -> GcError {

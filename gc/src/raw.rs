@@ -364,7 +364,10 @@ impl<'a> Pin<'a> {
     /// # Safety
     /// As [`word`](Self::word); word `i` is of kind `kind`, and `v` is a value such a word
     /// may hold: for a tagged word, null, an immediate or a reference to a live object; for a
-    /// reference word, 0 or the plain address of a live object.
+    /// reference word, 0 or the plain address of a live object; for a weak word, 0 or the
+    /// plain address of a weak handle ([`weak`](Self::weak)), and not a new key into an
+    /// ephemeron record whose old key is gone (its values died with it: store 0 into its
+    /// ephemeron words first); for an ephemeron word, as for a tagged word.
     #[inline]
     pub unsafe fn set_word(&mut self, obj: usize, i: usize, kind: WordKind, v: usize) {
         // SAFETY: the caller's contract is `field`'s.
@@ -531,6 +534,78 @@ impl<'a> Pin<'a> {
         let kind = WordKind::Tagged;
         self.gc.write_barrier(Some(self.p), self.gc.ref_in(kind, old), self.gc.ref_in(kind, v));
         Ok(())
+    }
+
+    /// The weak handle (cell) of the object `obj` references, made on the first call for
+    /// that object (see [`Mutator::weak`](crate::Mutator::weak)), as a reference value, and
+    /// whether making it took an allocation slow path (then the caller owes
+    /// [`RawMutator::after_slow_alloc`], as after [`alloc`](Self::alloc)).
+    ///
+    /// # Safety
+    /// As [`header`](Self::header).
+    ///
+    /// # Errors
+    /// [`GcError::Alloc`] if the cell cannot be allocated.
+    pub unsafe fn weak(&mut self, obj: usize) -> Result<(usize, bool), GcError> {
+        let addr = self.addr(obj);
+        let (cell, slow) = self.gc.cell_of(self.p, addr)?;
+        Ok((cell | self.tag_rule().ref_tag, slow))
+    }
+
+    /// Reads the weak handle `w`: the reference of its object while the object is
+    /// reachable, 0 (null) once a collection has found it unreachable (see
+    /// [`Mutator::deref`](crate::Mutator::deref)). While marking runs, the object returned is
+    /// shaded, so it may be kept in a slot like any reference read from a field.
+    ///
+    /// # Safety
+    /// `w` is a reference to a live weak handle (one [`weak`](Self::weak) returned, read
+    /// from a slot, a field or a global).
+    ///
+    /// # Panics
+    /// In the debugging modes, if `w` is not a weak handle.
+    #[inline]
+    pub unsafe fn deref(&mut self, w: usize) -> usize {
+        let addr = self.addr(w);
+        if self.validate && !self.gc.is_cell(addr) {
+            panic!("safepoint: {w:#x} is not a weak handle");
+        }
+        match self.gc.deref_cell(Some(self.p), addr) {
+            0 => 0,
+            t => t | self.tag_rule().ref_tag,
+        }
+    }
+
+    /// Ephemeron word `i` of the record `obj` references: its value, or 0 (null) once the
+    /// record's key is gone (a plain [`word`](Self::word) would return a dead value). While
+    /// marking runs, the value returned is shaded.
+    ///
+    /// # Safety
+    /// As [`word`](Self::word), and word `i` is an ephemeron word.
+    pub unsafe fn ephemeron_value(&mut self, obj: usize, i: usize) -> usize {
+        // SAFETY: the caller's contract is `word`'s.
+        let v = unsafe { self.word(obj, i) };
+        let addr = obj & !self.tag_rule().mask;
+        // SAFETY: a live object (the contract).
+        let word = unsafe { header_in(self.gc.typed, addr) };
+        let Some(desc) = Header::from_word(word).and_then(|h| self.gc.types.get(h.type_id()))
+        else {
+            panic!("safepoint: object at {addr:#x} has a corrupt header {word:#x}");
+        };
+        self.gc.ephemeron_value(Some(self.p), addr, desc, v)
+    }
+
+    /// Attaches a cleanup to the object `obj` references (see
+    /// [`Mutator::add_cleanup`](crate::Mutator::add_cleanup)).
+    ///
+    /// # Safety
+    /// As [`header`](Self::header).
+    pub unsafe fn add_cleanup(
+        &mut self,
+        obj: usize,
+        f: impl FnOnce() + Send + 'static,
+    ) -> crate::Cleanup {
+        let addr = self.addr(obj);
+        self.gc_arc().add_cleanup_at(addr, Box::new(f))
     }
 
     fn gc_arc(&self) -> Arc<Inner> {

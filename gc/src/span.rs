@@ -61,6 +61,10 @@ pub struct Span {
     pub(crate) state: AtomicU8,
     /// Some free slot holds old data (or poison): allocation must zero it.
     pub(crate) needzero: AtomicBool,
+    /// Some object of the span has had a special (a weak handle or a cleanup: see the
+    /// `weak` module): its sweep looks its dead objects up in the specials table. Set when
+    /// one is added, cleared when the span is set up.
+    pub(crate) specials: AtomicBool,
     /// The allocation and mark bitmaps, interleaved: word `2w` holds allocation bits
     /// `64w .. 64w + 64` (bit i: slot i allocated), word `2w + 1` the same slots' mark bits.
     /// See [`Span::alloc_word`] and [`Span::mark_word`].
@@ -82,6 +86,7 @@ impl Span {
             state: AtomicU8::new(state::FREE),
             sweepgen: AtomicU32::new(0),
             needzero: AtomicBool::new(false),
+            specials: AtomicBool::new(false),
             bits: [const { AtomicU64::new(0) }; 2 * BITMAP_WORDS],
         }
     }

@@ -115,6 +115,17 @@ pub enum WordKind {
     Tagged,
     /// Raw data the collector never interprets.
     Raw,
+    /// A weak field: zero, or a reference to a weak cell (see
+    /// [`Mutator::weak`](crate::Mutator::weak)). The collector reads it as a reference (the
+    /// cell stays alive), never as a reference to the cell's object; the mutator stores an
+    /// object's cell into it and loads the object (or null, once it is found unreachable)
+    /// from it.
+    Weak,
+    /// An ephemeron's value: a tagged value that the collector keeps alive only while the
+    /// record itself is reachable *and* the object of the record's first [`WordKind::Weak`]
+    /// word (its key) is reachable from elsewhere (see the `weak` module's "Ephemerons"). A
+    /// load reads null once the key is gone. A record with such a word must have a weak word.
+    Ephemeron,
 }
 
 /// A type descriptor, as given to [`TypeRegistry::register`].
@@ -346,6 +357,12 @@ pub enum TypeError {
         /// The raw id.
         id: u32,
     },
+    /// A record with an [`WordKind::Ephemeron`] word and no [`WordKind::Weak`] word (its
+    /// key).
+    EphemeronWithoutKey {
+        /// The record's name.
+        name: String,
+    },
     /// Fewer body words were given than the header and descriptor say the object has.
     ObjectTooShort {
         /// Body words the object has.
@@ -388,6 +405,9 @@ impl fmt::Display for TypeError {
             TypeError::UnknownType { id } => write!(f, "header names unregistered type id {id}"),
             TypeError::ForeignType { id } => {
                 write!(f, "type id {id} was issued by another type registry")
+            }
+            TypeError::EphemeronWithoutKey { name } => {
+                write!(f, "record type {name:?} has an ephemeron word but no weak word for its key")
             }
             TypeError::ObjectTooShort { needed, got } => {
                 write!(f, "object has {needed} body words but only {got} were given")
@@ -515,8 +535,8 @@ impl Iterator for Refs<'_> {
             // Acquire: see the type's documentation.
             let w = self.body[i].load(Ordering::Acquire);
             let is_ref = match kind {
-                WordKind::Ref => w != 0,
-                WordKind::Tagged => self.rule.is_ref(w),
+                WordKind::Ref | WordKind::Weak => w != 0,
+                WordKind::Tagged | WordKind::Ephemeron => self.rule.is_ref(w),
                 WordKind::Raw => false,
             };
             if is_ref {
@@ -723,6 +743,9 @@ impl TypeRegistry {
                     words: words.len(),
                     max_words: self.max_words,
                 });
+            }
+            if words.contains(&WordKind::Ephemeron) && !words.contains(&WordKind::Weak) {
+                return Err(TypeError::EphemeronWithoutKey { name: name.clone() });
             }
         }
         self.locked(move |w| {
@@ -1182,8 +1205,10 @@ mod tests {
                     let want: Vec<_> = (0..needed).filter_map(|i| {
                         let w = words[i];
                         let is_ref = match model_kind(shape, len, i).unwrap() {
-                            WordKind::Ref => w != 0,
-                            WordKind::Tagged => w != 0 && w & rule.mask == rule.ref_tag,
+                            WordKind::Ref | WordKind::Weak => w != 0,
+                            WordKind::Tagged | WordKind::Ephemeron => {
+                                w != 0 && w & rule.mask == rule.ref_tag
+                            }
                             WordKind::Raw => false,
                         };
                         is_ref.then_some((i, w))

@@ -52,20 +52,35 @@ fn op() -> impl Strategy<Value = Op> {
             .prop_map(|(srcs, take, global)| Op::SpawnHold { srcs, take, global }),
         1 => any::<u8>().prop_map(|h| Op::Release { h }),
         2 => Just(Op::Collect),
+        2 => (slot(), slot()).prop_map(|(dst, src)| Op::Weak { dst, src }),
+        2 => (slot(), slot()).prop_map(|(dst, w)| Op::Deref { dst, w }),
+        1 => slot().prop_map(|obj| Op::AddCleanup { obj }),
+        1 => (slot(), 0u8..24).prop_map(|(at, len)| Op::EphChain { at, len }),
     ]
 }
 
 #[test]
 fn heap_matches_the_reference_model_concurrent() {
-    check_model(false);
+    check_model(false, false);
 }
 
 #[test]
 fn heap_matches_the_reference_model_stop_the_world() {
-    check_model(true);
+    check_model(true, false);
 }
 
-fn check_model(stop_the_world: bool) {
+/// With weak handles, weak fields and cleanups modelled: collections only when the ops ask.
+#[test]
+fn heap_with_weak_handles_matches_the_reference_model_concurrent() {
+    check_model(false, true);
+}
+
+#[test]
+fn heap_with_weak_handles_matches_the_reference_model_stop_the_world() {
+    check_model(true, true);
+}
+
+fn check_model(stop_the_world: bool, weak: bool) {
     let rt = Runtime::builder().procs(2).build().unwrap();
     let cases = std::env::var("PROPTEST_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(160);
     let mut runner = TestRunner::new(Config { cases, ..Config::default() });
@@ -77,6 +92,7 @@ fn check_model(stop_the_world: bool) {
             .checkmark(true)
             .poison(true)
             .min_heap(128 << 10)
+            .gc_percent(if weak { u32::MAX } else { 100 })
             .ignore_env()
             .build(&rt)
             .map_err(|e| TestCaseError::fail(format!("build: {e}")))?;

@@ -123,3 +123,45 @@ fn init_link_to_an_object_from_before_the_section_is_a_described_panic_while_mar
     let e = r.expect_err("a cycle started between two sections within 20 s");
     assert!(format!("{e}").contains("was not allocated in this section"), "{e}");
 }
+
+/// The trusted path's weak handles and cleanups: `Pin::weak` gives the object's handle (the
+/// same one each time), `Pin::deref` the object until a collection finds it unreachable, then
+/// null; a cleanup added by `Pin::add_cleanup` runs after that collection.
+#[test]
+fn pin_weak_handles_and_cleanups_follow_the_object() {
+    let (rt, gc, shape) = setup(true, 2);
+    let ran = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let r = ran.clone();
+    let reads = rt.block_on(move || {
+        let ran = ran.clone();
+        let mut raw = RawMutator::new(&gc).unwrap();
+        let (ga, gw) = raw
+            .enter(|p| {
+                let (a, _) = p.alloc(shape).unwrap();
+                // SAFETY: `a` is a fresh object of this section; `w` a handle just made.
+                unsafe {
+                    let (w, _) = p.weak(a).unwrap();
+                    assert_eq!(p.weak(a).unwrap().0, w, "one handle per object");
+                    assert_eq!(p.deref(w), a);
+                    p.add_cleanup(a, move || r.store(true, std::sync::atomic::Ordering::SeqCst));
+                    (p.new_global(a).unwrap(), p.new_global(w).unwrap())
+                }
+            })
+            .unwrap();
+        gc.collect();
+        let mut reads = Vec::new();
+        // SAFETY: the global holds a live handle.
+        reads.push(raw.enter(|p| unsafe { p.deref(p.global(&gw).unwrap()) } != 0).unwrap());
+        raw.enter(|p| p.set_global(&ga, 0).unwrap()).unwrap();
+        gc.collect();
+        // SAFETY: as above.
+        reads.push(raw.enter(|p| unsafe { p.deref(p.global(&gw).unwrap()) } != 0).unwrap());
+        let t = std::time::Instant::now();
+        while !ran.load(std::sync::atomic::Ordering::SeqCst) {
+            assert!(t.elapsed() < std::time::Duration::from_secs(10), "the cleanup never ran");
+            safepoint_sched::sleep(std::time::Duration::from_millis(1));
+        }
+        reads
+    });
+    assert_eq!(reads, vec![true, false]);
+}

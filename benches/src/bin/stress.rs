@@ -25,6 +25,9 @@ const USAGE: &str = "usage: stress WORKLOAD ARGS...
                      the same, BATCHED: subtrees of up to 127 nodes built and 2,047
                      walked in one section with no frame or poll (not what a compiler
                      emits; shows what batching buys)
+  weak N E           N weak-handle reads against N field loads (marking off), then an
+                     ephemeron table of E chained entries against plain values
+                     -> raw_ratio eph_extra_ms eph_rounds eph_max_stop_us
   soak --seconds S --goroutines G
                      everything at once for S seconds, G workers, collections
                      back to back with checkmark and poison -> cycles stops
@@ -49,6 +52,7 @@ fn run(workload: &str, args: &[String]) -> bool {
         | "gcbench-compiled-batched"
         | "churn-compiled-batched" => b::gc::run(workload, args),
         "soak" => b::soak::run(args),
+        "weak" => b::weak::run(args),
         _ => return false,
     }
     true

@@ -14,6 +14,23 @@
 //! Ops name slots, fields and globals by small numbers taken modulo what exists, so every
 //! decoded op is meaningful; ops that would block (a receive on an empty channel) or exceed
 //! the model's bounds are skipped.
+//!
+//! ## Weak handles, weak fields and cleanups
+//!
+//! On a heap whose collections never start by themselves (`gc_percent` off: every cycle is
+//! one the ops ask for, so the model knows when marking happens), the runner also makes weak
+//! handles, reads them, stores into weak fields (the record type `model.weak`) and attaches
+//! cleanups; on other heaps those ops are skipped. The model keeps the heap's table of weak
+//! cells (target to cell) and the cleanups by target. Between collections an object reachable
+//! only through weak handles can still be read (and made strong again), so the walk after
+//! each op follows handles and weak fields to their targets. A collection keeps exactly what
+//! is strongly reachable from the roots and from the table's cells; each cell of a freed
+//! object reads nil from then on and leaves the table (and dies at the next collection unless
+//! referenced); each cleanup of a freed object must have run exactly once, on the cleanup
+//! goroutine, soon after; no other cleanup may run. Ephemeron entries (the record type
+//! `model.eph`: a weak key, an ephemeron value) keep their values exactly while their keys
+//! are reachable (the model's collection iterates to the fixed point, chains included); a
+//! value reads null once its key is gone.
 
 #![allow(dead_code)]
 
@@ -53,7 +70,13 @@ pub const RECORDS: &[(&str, &[WordKind])] = &[
             WordKind::Tagged,
         ],
     ),
+    // The last two: only on heaps that model weak handles (see the module documentation).
+    ("model.weak", &[WordKind::Weak, WordKind::Ref, WordKind::Raw]),
+    ("model.eph", &[WordKind::Weak, WordKind::Ephemeron, WordKind::Raw]),
 ];
+
+/// Record types (at the end of [`RECORDS`]) used only on heaps that model weak handles.
+const WEAK_RECORDS: usize = 2;
 
 /// One operation. Numbers naming slots, globals, fields or goroutines are taken modulo what
 /// exists.
@@ -102,6 +125,17 @@ pub enum Op {
     Release { h: u8 },
     /// A full collection, then: the heap holds exactly the model's reachable objects.
     Collect,
+    /// Put a weak handle to the object in slot `src` into slot `dst`.
+    Weak { dst: u8, src: u8 },
+    /// Read the weak handle in slot `w` into slot `dst`.
+    Deref { dst: u8, w: u8 },
+    /// Attach a cleanup to the object in slot `obj`.
+    AddCleanup { obj: u8 },
+    /// Build, from primitive ops on slots `at ..= at + 4` (mod [`SLOTS`]), a table (an array
+    /// of references) of `len` ephemeron entries, made last to first, whose value `i`
+    /// references key `i + 1`, and keep key 0 in slot `at + 4`: Lua's ephemeron chain, where
+    /// the marking must reach a fixed point.
+    EphChain { at: u8, len: u8 },
 }
 
 /// Decodes ops from fuzzer bytes (by hand, so the test crate needs no `arbitrary`).
@@ -109,7 +143,7 @@ pub fn decode(data: &[u8]) -> Vec<Op> {
     let mut r = Reader { data, pos: 0 };
     let mut ops = Vec::new();
     while r.pos < r.data.len() && ops.len() < 200 {
-        let op = match r.u8() % 21 {
+        let op = match r.u8() % 25 {
             0 | 1 => Op::Alloc { dst: r.u8(), rec: r.u8() },
             2 => Op::AllocArray { dst: r.u8(), tagged: r.u8() & 1 == 1, len: r.u8() },
             3 => {
@@ -144,6 +178,10 @@ pub fn decode(data: &[u8]) -> Vec<Op> {
                 }
             }
             19 => Op::Release { h: r.u8() },
+            21 => Op::Weak { dst: r.u8(), src: r.u8() },
+            22 => Op::Deref { dst: r.u8(), w: r.u8() },
+            23 => Op::AddCleanup { obj: r.u8() },
+            24 => Op::EphChain { at: r.u8(), len: r.u8() },
             _ => Op::Collect,
         };
         ops.push(op);
@@ -193,6 +231,8 @@ enum MType {
     RefArr,
     TagArr,
     Bytes,
+    /// A weak handle (the heap's cell): one raw word, the target's address or 0.
+    Cell,
 }
 
 /// One word of a model object.
@@ -209,11 +249,17 @@ struct MObj {
     bytes: Vec<u8>,
     /// The real object's address (objects never move).
     addr: usize,
+    /// For a cell: its target, until a collection frees it.
+    target: Option<u32>,
 }
 
 impl MObj {
     fn len(&self) -> usize {
-        if self.ty == MType::Bytes { self.bytes.len() } else { self.words.len() }
+        match self.ty {
+            MType::Bytes => self.bytes.len(),
+            MType::Cell => 1,
+            _ => self.words.len(),
+        }
     }
     fn kind(&self, i: usize) -> Result<WordKind, &'static str> {
         match self.ty {
@@ -221,6 +267,7 @@ impl MObj {
             MType::Rec(r) => RECORDS[r].1.get(i).copied().ok_or("OutOfBounds"),
             MType::RefArr if i < self.words.len() => Ok(WordKind::Ref),
             MType::TagArr if i < self.words.len() => Ok(WordKind::Tagged),
+            MType::Cell if i == 0 => Ok(WordKind::Raw),
             _ => Err("OutOfBounds"),
         }
     }
@@ -235,6 +282,13 @@ struct Model {
     globals: Vec<MVal>,
     pending: VecDeque<MVal>,
     holders: Vec<Vec<MVal>>,
+    /// The heap's weak cells by target.
+    cells: HashMap<u32, u32>,
+    /// Cleanups not yet due: id to target.
+    cleanups: HashMap<u32, u32>,
+    next_cleanup: u32,
+    /// Cleanups whose targets a collection freed: each must run exactly once.
+    due: HashSet<u32>,
 }
 
 impl Model {
@@ -254,8 +308,10 @@ impl Model {
             .copied()
     }
 
-    /// Drops every object not reachable from the roots; the number left.
-    fn prune(&mut self) -> usize {
+    /// The objects the mutator can reach: from the roots through reference and tagged
+    /// fields, and through weak handles and weak fields to their targets (not to the cells
+    /// in weak fields, which loads never return).
+    fn observable(&self) -> HashSet<u32> {
         let mut seen: HashSet<u32> = HashSet::new();
         let mut stack: Vec<u32> = self
             .roots()
@@ -265,13 +321,94 @@ impl Model {
             if !seen.insert(id) {
                 continue;
             }
-            for w in &self.objs[&id].words {
-                if let MWord::Val(MVal::Obj(c)) = w {
-                    stack.push(*c);
+            let ob = &self.objs[&id];
+            if let Some(t) = ob.target {
+                stack.push(t);
+            }
+            for (i, w) in ob.words.iter().enumerate() {
+                if let MWord::Val(MVal::Obj(c)) = *w {
+                    match ob.kind(i) {
+                        Ok(WordKind::Weak) => stack.extend(self.objs[&c].target),
+                        Ok(WordKind::Ephemeron) => {
+                            if self.eph_value(ob, i) != MVal::Null {
+                                stack.push(c);
+                            }
+                        }
+                        _ => stack.push(c),
+                    }
+                }
+            }
+        }
+        seen
+    }
+
+    /// What a load of ephemeron word `i` of `ob` reads: the value while the record's key
+    /// (word 0) is unset or its cell's target is there, else null.
+    fn eph_value(&self, ob: &MObj, i: usize) -> MVal {
+        let MWord::Val(v) = ob.words[i] else { unreachable!("an ephemeron word holds a value") };
+        match ob.words[0] {
+            MWord::Val(MVal::Obj(c)) if self.objs[&c].target.is_none() => MVal::Null,
+            _ => v,
+        }
+    }
+
+    /// The key an ephemeron word of `ob` waits for: `None` if it is unset (the value is
+    /// held strongly), `Some(None)` if gone, `Some(Some(t))` for target `t`.
+    fn eph_key(&self, ob: &MObj) -> Option<Option<u32>> {
+        match ob.words[0] {
+            MWord::Val(MVal::Obj(c)) => Some(self.objs[&c].target),
+            _ => None,
+        }
+    }
+
+    /// A collection, with `extra` roots besides the model's (values held by a goroutine the
+    /// model does not track): keeps what is strongly reachable from the roots and the
+    /// table's cells, clears and unlists the cells of what it frees, and makes their
+    /// cleanups due. Returns the number of objects left.
+    fn collect(&mut self, extra: &[MVal]) -> usize {
+        let mut seen: HashSet<u32> = HashSet::new();
+        let mut stack: Vec<u32> = self
+            .roots()
+            .chain(extra.iter().copied())
+            .filter_map(|v| if let MVal::Obj(id) = v { Some(id) } else { None })
+            .chain(self.cells.values().copied())
+            .collect();
+        // Ephemeron values by the key they wait for.
+        let mut waiting: HashMap<u32, Vec<u32>> = HashMap::new();
+        while let Some(id) = stack.pop() {
+            if !seen.insert(id) {
+                continue;
+            }
+            stack.extend(waiting.remove(&id).unwrap_or_default());
+            let ob = &self.objs[&id];
+            for (i, w) in ob.words.iter().enumerate() {
+                if let MWord::Val(MVal::Obj(c)) = *w {
+                    if ob.kind(i) == Ok(WordKind::Ephemeron) {
+                        match self.eph_key(ob) {
+                            Some(None) => {}
+                            Some(Some(t)) if !seen.contains(&t) => {
+                                waiting.entry(t).or_default().push(c)
+                            }
+                            _ => stack.push(c),
+                        }
+                    } else {
+                        stack.push(c);
+                    }
                 }
             }
         }
         self.objs.retain(|id, _| seen.contains(id));
+        let dead: Vec<u32> = self.cells.keys().copied().filter(|t| !seen.contains(t)).collect();
+        for t in dead {
+            let c = self.cells.remove(&t).expect("listed");
+            self.objs.get_mut(&c).expect("a listed cell is marked").target = None;
+        }
+        let due: Vec<u32> =
+            self.cleanups.iter().filter(|(_, t)| !seen.contains(t)).map(|(&id, _)| id).collect();
+        for id in due {
+            self.cleanups.remove(&id);
+            self.due.insert(id);
+        }
         self.objs.len()
     }
 }
@@ -334,6 +471,7 @@ impl Types {
             MType::RefArr => self.ref_arr,
             MType::TagArr => self.tag_arr,
             MType::Bytes => self.bytes,
+            MType::Cell => unreachable!("the cells' type is looked up by name"),
         }
     }
 }
@@ -369,6 +507,11 @@ pub struct Runner<'a> {
     model: Model,
     /// Collections run by `Collect` ops.
     pub collections: usize,
+    /// Weak handles, weak fields and cleanups are modelled (the heap never collects by
+    /// itself).
+    weak: bool,
+    /// The ids of the cleanups that have run, in order.
+    ran: Arc<std::sync::Mutex<Vec<u32>>>,
 }
 
 /// Runs `ops` on a fresh mutator of the running goroutine, verifying after each one, and
@@ -398,6 +541,8 @@ pub fn run(gc: &Gc, ops: &[Op]) -> usize {
                 ..Model::default()
             },
             collections: 0,
+            weak: gc.config().gc_percent == u32::MAX,
+            ran: Arc::new(std::sync::Mutex::new(Vec::new())),
         };
         for (i, op) in ops.iter().enumerate() {
             r.apply(op).unwrap_or_else(|e| panic!("op {i} {op:?}: {e}"));
@@ -446,7 +591,7 @@ impl Runner<'_> {
         let addr = self.m.word(self.slots[dst]).expect("fresh object's word");
         let id = self.model.next;
         self.model.next += 1;
-        self.model.objs.insert(id, MObj { ty, words, bytes, addr });
+        self.model.objs.insert(id, MObj { ty, words, bytes, addr, target: None });
         self.model.slots[dst] = MVal::Obj(id);
     }
 
@@ -455,7 +600,8 @@ impl Runner<'_> {
         match *op {
             Op::Alloc { dst, rec } => {
                 let (s, d) = self.slot(dst);
-                let r = rec as usize % RECORDS.len();
+                let kinds = if self.weak { RECORDS.len() } else { RECORDS.len() - WEAK_RECORDS };
+                let r = rec as usize % kinds;
                 self.m.alloc(s, self.types.recs[r]).map_err(|e| format!("alloc: {e}"))?;
                 let words =
                     RECORDS[r]
@@ -491,13 +637,32 @@ impl Runner<'_> {
                 let want = self.model.obj(self.model.slots[o]).and_then(|(id, ob)| {
                     match (ob.kind(i)?, v) {
                         (WordKind::Raw, _) => Err("WrongKind"),
-                        (WordKind::Ref, MVal::Int(_)) => Err("NotAReference"),
-                        _ => Ok(id),
+                        (WordKind::Ref | WordKind::Weak, MVal::Int(_)) => Err("NotAReference"),
+                        (k, _) => Ok((id, k)),
                     }
                 });
                 let got = self.m.store(os, i, ss);
                 Self::compare("store", want.map(|_| ()), got)?;
-                if let Ok(id) = want {
+                if let Ok((id, k)) = want {
+                    // A new key into an ephemeron whose old key is gone clears its values.
+                    let ob = &self.model.objs[&id];
+                    if k == WordKind::Weak
+                        && i == 0
+                        && matches!(ob.ty, MType::Rec(r) if RECORDS[r].1.contains(&WordKind::Ephemeron))
+                        && self.model.eph_key(ob) == Some(None)
+                    {
+                        let ob = self.model.objs.get_mut(&id).unwrap();
+                        for j in 0..ob.words.len() {
+                            if ob.kind(j) == Ok(WordKind::Ephemeron) {
+                                ob.words[j] = MWord::Val(MVal::Null);
+                            }
+                        }
+                    }
+                    let v = match (k, v) {
+                        // A weak field holds the target's cell.
+                        (WordKind::Weak, MVal::Obj(t)) => MVal::Obj(self.cell_for(t, ss)?),
+                        _ => v,
+                    };
                     self.model.objs.get_mut(&id).unwrap().words[i] = MWord::Val(v);
                 }
             }
@@ -507,7 +672,13 @@ impl Runner<'_> {
                 let want =
                     self.model.obj(self.model.slots[o]).and_then(|(_, ob)| match ob.kind(i)? {
                         WordKind::Raw => Err("WrongKind"),
-                        _ => match ob.words[i] {
+                        k => match ob.words[i] {
+                            MWord::Val(MVal::Obj(c)) if k == WordKind::Weak => {
+                                Ok(self.model.objs[&c].target.map_or(MVal::Null, MVal::Obj))
+                            }
+                            MWord::Val(_) if k == WordKind::Ephemeron => {
+                                Ok(self.model.eph_value(ob, i))
+                            }
                             MWord::Val(v) => Ok(v),
                             MWord::Raw(_) => unreachable!("a raw word in a value field"),
                         },
@@ -546,6 +717,13 @@ impl Runner<'_> {
             }
             Op::WriteWord { obj, field, v } => {
                 let (os, o) = self.slot(obj);
+                if let MVal::Obj(id) = self.model.slots[o]
+                    && self.model.objs[&id].ty == MType::Cell
+                {
+                    // A handle's word is the collector's (writing it is not an API misuse the
+                    // mutator can catch: the cell is a plain record of one raw word).
+                    return Ok(());
+                }
                 let i = self.field(o, field);
                 let want =
                     self.model.obj(self.model.slots[o]).and_then(|(id, ob)| match ob.kind(i)? {
@@ -562,6 +740,10 @@ impl Runner<'_> {
                 let i = self.field(o, field);
                 let want =
                     self.model.obj(self.model.slots[o]).and_then(|(_, ob)| match ob.kind(i)? {
+                        // A handle's word: its target's plain address, or 0 once cleared.
+                        WordKind::Raw if ob.ty == MType::Cell => Ok(ob.target.map_or(0, |t| {
+                            (self.model.objs[&t].addr & !self.gc.config().tag_rule.mask) as u64
+                        })),
                         WordKind::Raw => match ob.words[i] {
                             MWord::Raw(v) => Ok(v),
                             MWord::Val(_) => unreachable!("a value in a raw field"),
@@ -655,6 +837,11 @@ impl Runner<'_> {
                     });
                 });
                 h.join().map_err(|e| format!("child goroutine panicked: {:?}", e.message()))?;
+                if collect && self.weak {
+                    // The child's collection ran with its values as roots.
+                    self.model.collect(&vals);
+                    self.check_cleanups()?;
+                }
                 if let Some(g) = g {
                     self.model.globals[g] = vals.first().copied().unwrap_or(MVal::Null);
                 }
@@ -722,17 +909,179 @@ impl Runner<'_> {
             Op::Collect => {
                 self.m.collect();
                 self.collections += 1;
-                let want = self.model.prune() as u64;
-                let got = self.gc.stats().heap.live_objects;
-                if got != want {
-                    return Err(format!(
-                        "after collect(): {got} live objects in the heap, {want} reachable in \
-                         the model"
-                    ));
+                if self.weak {
+                    let want = self.model.collect(&[]) as u64;
+                    let got = self.gc.stats().heap.live_objects;
+                    if got != want {
+                        return Err(format!(
+                            "after collect(): {got} live objects in the heap, {want} in the model"
+                        ));
+                    }
+                    let handles = self.gc.weak_stats().handles;
+                    if handles != self.model.cells.len() {
+                        return Err(format!(
+                            "after collect(): {handles} weak handles listed, the model has {}",
+                            self.model.cells.len()
+                        ));
+                    }
+                    self.check_cleanups()?;
+                } else {
+                    // Without weak handles, what the model can reach is what is reachable.
+                    let want = self.model.observable();
+                    self.model.objs.retain(|id, _| want.contains(id));
+                    let got = self.gc.stats().heap.live_objects;
+                    if got != want.len() as u64 {
+                        return Err(format!(
+                            "after collect(): {got} live objects in the heap, {} reachable in \
+                             the model",
+                            want.len()
+                        ));
+                    }
+                }
+            }
+            Op::Weak { dst, src } => {
+                if !self.weak {
+                    return Ok(());
+                }
+                let ((ds, d), (ss, sv)) = (self.slot(dst), self.slot(src));
+                let want = match self.model.slots[sv] {
+                    MVal::Obj(t) => Ok(t),
+                    _ => Err("NotAReference"),
+                };
+                Self::compare("weak", want.map(|_| ()), self.m.weak(ds, ss))?;
+                if let Ok(t) = want {
+                    let known = self.model.cells.get(&t).copied();
+                    let c = match known {
+                        Some(c) => c,
+                        None => {
+                            self.alloc_into(d, MType::Cell, Vec::new(), Vec::new());
+                            let MVal::Obj(c) = self.model.slots[d] else { unreachable!() };
+                            self.model.objs.get_mut(&c).unwrap().target = Some(t);
+                            self.model.cells.insert(t, c);
+                            c
+                        }
+                    };
+                    self.model.slots[d] = MVal::Obj(c);
+                }
+            }
+            Op::Deref { dst, w } => {
+                if !self.weak {
+                    return Ok(());
+                }
+                let ((ds, d), (ws, wv)) = (self.slot(dst), self.slot(w));
+                let want = match self.model.slots[wv] {
+                    MVal::Obj(c) if self.model.objs[&c].ty == MType::Cell => {
+                        Ok(self.model.objs[&c].target)
+                    }
+                    MVal::Obj(_) => Err("WrongKind"),
+                    _ => Err("NotAReference"),
+                };
+                let got = self.m.deref(ds, ws);
+                Self::compare("deref", want.map(|t| t.is_some()), got)?;
+                if let Ok(t) = want {
+                    self.model.slots[d] = t.map_or(MVal::Null, MVal::Obj);
+                }
+            }
+            Op::EphChain { at, len } => {
+                if !self.weak {
+                    return Ok(());
+                }
+                let s = |k: u8| at.wrapping_add(k);
+                let (table, key, value, entry, next) = (s(0), s(1), s(2), s(3), s(4));
+                let n = len % 24;
+                let (pair, eph) = (0u8, (RECORDS.len() - 1) as u8);
+                let mut ops = vec![
+                    Op::AllocArray { dst: table, tagged: false, len: n },
+                    Op::Clear { dst: next },
+                ];
+                for i in (0..n).rev() {
+                    ops.extend([
+                        Op::Alloc { dst: key, rec: pair },
+                        Op::Alloc { dst: value, rec: pair },
+                        Op::Store { obj: value, field: 0, src: next },
+                        Op::Alloc { dst: entry, rec: eph },
+                        Op::Store { obj: entry, field: 0, src: key },
+                        Op::Store { obj: entry, field: 1, src: value },
+                        Op::Store { obj: table, field: i, src: entry },
+                        Op::Copy { dst: next, src: key },
+                    ]);
+                }
+                ops.extend([
+                    Op::Clear { dst: key },
+                    Op::Clear { dst: value },
+                    Op::Clear { dst: entry },
+                ]);
+                for op in &ops {
+                    self.apply(op)?;
+                }
+            }
+            Op::AddCleanup { obj } => {
+                if !self.weak {
+                    return Ok(());
+                }
+                let (os, o) = self.slot(obj);
+                let want = match self.model.slots[o] {
+                    MVal::Obj(t) => Ok(t),
+                    _ => Err("NotAReference"),
+                };
+                let id = self.model.next_cleanup;
+                let ran = self.ran.clone();
+                let got = self.m.add_cleanup(os, move || ran.lock().unwrap().push(id));
+                Self::compare("add_cleanup", want.map(|_| ()), got.map(drop))?;
+                if let Ok(t) = want {
+                    self.model.next_cleanup += 1;
+                    self.model.cleanups.insert(id, t);
                 }
             }
         }
         Ok(())
+    }
+
+    /// The cell of model object `t`: the model's, or the heap's new one (read back through a
+    /// scratch handle, the slot of the op having been written already).
+    fn cell_for(&mut self, t: u32, src: Slot) -> Result<u32, String> {
+        if let Some(&c) = self.model.cells.get(&t) {
+            return Ok(c);
+        }
+        // The store made the cell: `weak` on the store's source finds it.
+        let addr = self.m.scope(|m, [w]| -> Result<usize, String> {
+            m.weak(w, src).map_err(|e| format!("weak: {e}"))?;
+            m.word(w).map_err(|e| format!("word: {e}"))
+        })?;
+        let c = self.model.next;
+        self.model.next += 1;
+        self.model.objs.insert(
+            c,
+            MObj { ty: MType::Cell, words: Vec::new(), bytes: Vec::new(), addr, target: Some(t) },
+        );
+        self.model.cells.insert(t, c);
+        Ok(c)
+    }
+
+    /// The cleanups that have run are exactly the due ones, each once: waits (10 s at most)
+    /// for the cleanup goroutine to run the due ones.
+    fn check_cleanups(&self) -> Result<(), String> {
+        let t = std::time::Instant::now();
+        loop {
+            let ran = self.ran.lock().unwrap().clone();
+            let set: HashSet<u32> = ran.iter().copied().collect();
+            if set.len() != ran.len() {
+                return Err(format!("a cleanup ran twice: {ran:?}"));
+            }
+            if let Some(x) = set.iter().find(|x| !self.model.due.contains(x)) {
+                return Err(format!("cleanup {x} ran, but its object is not freed"));
+            }
+            if set.len() == self.model.due.len() {
+                return Ok(());
+            }
+            if t.elapsed() > std::time::Duration::from_secs(10) {
+                return Err(format!(
+                    "cleanups {:?} are due and have not run",
+                    self.model.due.difference(&set).collect::<Vec<_>>()
+                ));
+            }
+            safepoint_sched::sleep(std::time::Duration::from_millis(1));
+        }
     }
 
     /// Sends the values of `srcs` on a fresh channel with room for all of them.
@@ -754,7 +1103,12 @@ impl Runner<'_> {
 
     /// Walks everything the model says is reachable and compares it with the heap.
     pub fn verify(&mut self) -> Result<(), String> {
-        let n = self.model.prune() + 1;
+        let observable = self.model.observable();
+        if !self.weak {
+            // Nothing unobservable can come back: forget it.
+            self.model.objs.retain(|id, _| observable.contains(id));
+        }
+        let n = observable.len() + 1;
         let (m, slots, globals, pending, holders, model, types) = (
             &mut *self.m,
             self.slots,
@@ -800,7 +1154,7 @@ impl Runner<'_> {
                     k += 1;
                 }
             }
-            walk(m, model, types, obj_slots, rest[k], &roots)
+            walk(m, model, types, obj_slots, rest[k], &roots, observable.len())
         })
     }
 
@@ -828,6 +1182,21 @@ impl Runner<'_> {
         }
         self.m.collect();
         self.m.collect();
+        if self.weak {
+            self.model.collect(&[]);
+            self.model.collect(&[]);
+            // A handle to a handle lives while its target is listed: a chain of them goes one
+            // link per collection.
+            let mut rounds = 0;
+            while !self.model.objs.is_empty() {
+                rounds += 1;
+                assert!(rounds < 100, "the model's heap does not empty");
+                self.m.collect();
+                self.model.collect(&[]);
+            }
+            self.check_cleanups().unwrap_or_else(|e| panic!("at the end: {e}"));
+            assert!(self.model.cleanups.is_empty() && self.model.cells.is_empty());
+        }
         let live = self.gc.stats().heap.live_objects;
         assert_eq!(live, 0, "objects left alive with every root cleared");
     }
@@ -859,6 +1228,7 @@ fn walk(
     obj_slots: &[Slot],
     tmp: Slot,
     roots: &[(Slot, MVal, String)],
+    observable: usize,
 ) -> Result<(), String> {
     let mut at: HashMap<u32, Slot> = HashMap::new();
     let mut queue: VecDeque<u32> = VecDeque::new();
@@ -875,6 +1245,31 @@ fn walk(
         let ob = &model.objs[&id];
         let e = |what: String| format!("object {id} ({:?} at {:#x}): {what}", ob.ty, ob.addr);
         let ty = m.type_of(s).map_err(|x| e(format!("type_of: {x}")))?;
+        if ob.ty == MType::Cell {
+            if m.gc().types().lookup(safepoint_gc::WEAK_TYPE_NAME) != Some(ty) {
+                return Err(e(format!("type {ty:?}, expected the weak handles' type")));
+            }
+            if !m.is_weak(s).map_err(|x| e(format!("is_weak: {x}")))? {
+                return Err(e("not a weak handle".into()));
+            }
+            let want = ob.target.map_or(0, |t| model.objs[&t].addr);
+            let got = m.read_word(s, 0).map_err(|x| e(format!("read_word: {x}")))?;
+            // The word holds the plain address; the model's is the slot value (tagged).
+            let rule = m.gc().config().tag_rule;
+            if got as usize != want & !rule.mask {
+                return Err(e(format!("cell word {got:#x}, expected {want:#x}")));
+            }
+            let alive = m.deref(tmp, s).map_err(|x| e(format!("deref: {x}")))?;
+            let v = ob.target.map_or(MVal::Null, MVal::Obj);
+            if alive != ob.target.is_some() {
+                return Err(e(format!("deref says {alive}, model says {v:?}")));
+            }
+            check_val(m, model, tmp, v, &|| e("deref".into()))?;
+            if let MVal::Obj(c) = v {
+                enqueue(m, &mut at, &mut queue, obj_slots, c, tmp)?;
+            }
+            continue;
+        }
         if ty != types.id(ob.ty) {
             return Err(e(format!("type {ty:?}, expected {:?}", types.id(ob.ty))));
         }
@@ -901,6 +1296,14 @@ fn walk(
                 }
                 MWord::Val(v) => {
                     m.load(tmp, s, i).map_err(|x| e(format!("load {i}: {x}")))?;
+                    // A weak field loads its cell's target.
+                    let v = match v {
+                        MVal::Obj(c) if ob.kind(i) == Ok(WordKind::Weak) => {
+                            model.objs[&c].target.map_or(MVal::Null, MVal::Obj)
+                        }
+                        _ if ob.kind(i) == Ok(WordKind::Ephemeron) => model.eph_value(ob, i),
+                        v => v,
+                    };
                     check_val(m, model, tmp, v, &|| e(format!("field {i}")))?;
                     if let MVal::Obj(c) = v {
                         enqueue(m, &mut at, &mut queue, obj_slots, c, tmp)?;
@@ -909,8 +1312,8 @@ fn walk(
             }
         }
     }
-    if checked != model.objs.len() {
-        return Err(format!("walked {checked} objects, the model has {}", model.objs.len()));
+    if checked != observable {
+        return Err(format!("walked {checked} objects, the model can reach {observable}"));
     }
     Ok(())
 }
