@@ -183,6 +183,8 @@ pub enum Builtin {
     ReadLine,
     ReadFile,
     WriteFile,
+    Weak,
+    Deref,
 }
 
 impl Builtin {
@@ -227,6 +229,8 @@ impl Builtin {
         ("read_line", Builtin::ReadLine, 0, 0),
         ("read_file", Builtin::ReadFile, 1, 1),
         ("write_file", Builtin::WriteFile, 2, 2),
+        ("weak", Builtin::Weak, 1, 1),
+        ("deref", Builtin::Deref, 1, 1),
     ];
 
     /// The builtin called `name`.

@@ -21,7 +21,9 @@
 //! vector holding that part of `x` (a copy: vectors do not share storage). `memstats()` is a
 //! map of the collector's figures (named as Go's `runtime.MemStats` names them);
 //! `read_line()` (nil at the end of input), `read_file(path)` and `write_file(path, s)` do I/O
-//! in a blocking call, which hands the goroutine's P to others while it waits.
+//! in a blocking call, which hands the goroutine's P to others while it waits. `weak(x)` is a
+//! weak handle to the object `x` (the collector's, [`safepoint_gc::Pin::weak`]) and
+//! `deref(w)` its object, or nil once a collection has found the object unreachable.
 //!
 //! Closures capture variables, not values: a variable that a function literal captures and
 //! that anything assigns lives in a box (a one-word heap object) that the declaring frame and
@@ -73,9 +75,13 @@
 //!
 //! ## Limits, plainly
 //!
-//! A function has at most 255 registers. A channel's Rust side is never freed: the heap has
-//! no finalizers yet, so a program that makes channels without bound leaks about a hundred
-//! bytes per channel.
+//! A function has at most 255 registers. A channel's Rust side (its buffer and wait queues)
+//! is freed by a collector cleanup once its record is found unreachable; the pacer sees only
+//! the record's 16 bytes, so a program that makes channels fast holds the Rust side of a
+//! heap goal's worth of records between cycles (about 320 MB at the peak for a million
+//! channels made in a loop, 530 MB for ten million: bounded, not small). There is no
+//! weak-keyed map (`weakmap()`) yet: the collector has ephemerons, the language does not use
+//! them.
 
 pub mod ast;
 pub mod bytecode;

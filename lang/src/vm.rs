@@ -44,6 +44,9 @@ pub(crate) struct Types {
     pub chan: TypeId,
     /// A variable that closures share: one tagged word.
     pub boxed: TypeId,
+    /// The collector's weak handles (`weak(x)`): registered here with the collector's own
+    /// description, so that the collector finds it.
+    pub weak: TypeId,
     float_shape: Shape,
     vec_shape: Shape,
     /// Shapes of arrays of 0 to `SMALL_ARRAYS - 1` elements.
@@ -69,7 +72,9 @@ impl Types {
         let closure = t.register(TypeDesc::TaggedArray { name: "closure".into() })?;
         let chan = rec("chan", vec![WordKind::Raw])?;
         let boxed = rec("box", vec![tagged])?;
+        let weak = rec(safepoint_gc::WEAK_TYPE_NAME, vec![WordKind::Raw])?;
         Ok(Types {
+            weak,
             box_shape: Shape::new(gc, boxed, 0)?,
             boxed,
             float_shape: Shape::new(gc, float, 0)?,
@@ -693,6 +698,8 @@ fn type_name(sh: &Shared, pin: &Pin<'_>, v: usize) -> &'static str {
         "channel"
     } else if t == ty.boxed {
         "box"
+    } else if t == ty.weak {
+        "weak"
     } else {
         "array"
     }
@@ -1716,12 +1723,35 @@ fn compare(sh: &Shared, pin: &Pin<'_>, op: CmpOp, x: usize, y: usize) -> Result<
     })
 }
 
+/// The Rust side of a channel, as its cleanup holds it.
+struct ChanPtr(*mut ChanBox);
+
+// SAFETY: a `ChanBox` is `Send` and `Sync` (a runtime channel of `Send` messages); the pointer
+// is only dereferenced to free it, once, by the cleanup.
+unsafe impl Send for ChanPtr {}
+
+impl ChanPtr {
+    fn free(self) {
+        // SAFETY: `Builtin::Chan` made the pointer with `Box::into_raw`, and this cleanup is
+        // the one owner that frees it (it runs once).
+        drop(unsafe { Box::from_raw(self.0) });
+    }
+}
+
+/// The Rust side of the channel record `v`.
+///
+/// It lives until the collector finds the record unreachable (then a cleanup frees it), so
+/// the `'static` here is the caller's promise to use it only while it holds the record in a
+/// register: every instruction that uses a channel outside its section (send, receive,
+/// select, a `for` over a channel) names the channel's register among its uses, so the stack
+/// map of the safepoint it waits at keeps the record, and so the `ChanBox`, alive.
 fn chan_of(sh: &Shared, pin: &Pin<'_>, v: usize) -> Result<&'static ChanBox, String> {
     if !is_ref(v) || tid(pin, v) != sh.types.chan {
         return Err(format!("not a channel: {}", type_name(sh, pin, v)));
     }
-    // SAFETY: a channel record's raw word is the address of its leaked `ChanBox` (see
-    // `Builtin::Chan`), which is never freed.
+    // SAFETY: a channel record's raw word is the address of its `ChanBox` (see
+    // `Builtin::Chan`), freed only after the record is found unreachable; the caller holds the
+    // record (above).
     Ok(unsafe { &*(pin.word(v, 0) as *const ChanBox) })
 }
 
@@ -2087,6 +2117,8 @@ fn show(sh: &Shared, pin: &Pin<'_>, v: usize, out: &mut String, depth: usize, qu
         let _ = write!(out, "<fn {}>", sh.prog.protos[p].name);
     } else if t == ty.chan {
         out.push_str("<chan>");
+    } else if t == ty.weak {
+        out.push_str("<weak>");
     } else {
         out.push_str("<?>");
     }
@@ -2155,12 +2187,43 @@ fn builtin(
             let c = alloc_h(pin, ty.chan_shape)?;
             let cap = as_int(cap) as usize;
             let chan: ChanBox = if cap == 0 { Chan::unbuffered() } else { Chan::new(cap) };
-            // Never freed: the heap has no finalizers yet, so a channel's Rust side lives as
-            // long as the process (see the crate documentation).
-            let p = Box::into_raw(Box::new(chan)) as usize;
+            let p = Box::into_raw(Box::new(chan));
             // SAFETY: a fresh channel record: one raw word.
-            unsafe { pin.set_word(c, 0, WordKind::Raw, p) };
+            unsafe { pin.set_word(c, 0, WordKind::Raw, p as usize) };
+            // The Rust side is freed by a cleanup once the record is found unreachable (see
+            // `chan_of`). The cleanup holds only the pointer, nothing that reaches the record.
+            let rust_side = ChanPtr(p);
+            // SAFETY: `c` is a fresh, live object of this heap.
+            unsafe { pin.add_cleanup(c, move || rust_side.free()) };
             c
+        }
+        Builtin::Weak => {
+            let v = arg(0);
+            if !is_ref(v) {
+                return Err(format!("weak of {}: not an object", type_name(sh, pin, v)).into());
+            }
+            // SAFETY: `v` is a reference from a register: a live object.
+            match unsafe { pin.weak(v) } {
+                Ok((w, slow)) => {
+                    if slow {
+                        OWE.with(|o| o.set(true));
+                    }
+                    w
+                }
+                Err(GcError::Alloc(_)) => return Err(Fault::Oom),
+                Err(e) => return Err(Fault::Msg(e.to_string())),
+            }
+        }
+        Builtin::Deref => {
+            let w = arg(0);
+            if !is_ref(w) || tid(pin, w) != ty.weak {
+                return Err(format!("deref of {}: not a weak handle", type_name(sh, pin, w)).into());
+            }
+            // SAFETY: a live weak handle (checked above).
+            match unsafe { pin.deref(w) } {
+                0 => NIL,
+                t => t,
+            }
         }
         Builtin::Close => {
             let c = chan_of(sh, pin, arg(0))?;
