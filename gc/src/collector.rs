@@ -1209,7 +1209,9 @@ impl Inner {
                 if self.config.stop_the_world { " (stop-the-world)" } else { "" },
                 checked.map(|c| format!(", checkmark ok ({c} objects)")).unwrap_or_default(),
             ));
-            safepoint_sched::message(format_args!("{}", self.heap.specials().trace_line(n)));
+            if let Some(line) = self.heap.specials().trace_line(n) {
+                safepoint_sched::message(format_args!("{line}"));
+            }
         }
     }
 

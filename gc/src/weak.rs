@@ -517,9 +517,15 @@ impl Specials {
 
     /// The trace's words for cycle `n`: handles, and what was cleared, queued and run since
     /// the last trace line.
-    pub(crate) fn trace_line(&self, n: u64) -> String {
+    pub(crate) fn trace_line(&self, n: u64) -> Option<String> {
         let s = self.stats();
         let mut t = crate::np(|| lock(&self.traced));
+        let rounds = self.eph_rounds.load(Ordering::Relaxed);
+        if s.handles == 0 && (s.cleared, s.cleanups_queued, s.cleanups_run) == *t && rounds == 0 {
+            // Nothing weak in this heap, or nothing happened: no line (gctrace stays one line
+            // a cycle for a program that uses none of this).
+            return None;
+        }
         let line = format!(
             "gc {n} weak: {} handles; since the last cycle {} cleared, {} cleanups queued, {} \
              run; this cycle {} ephemeron rounds shading {} values",
@@ -531,7 +537,7 @@ impl Specials {
             self.eph_shaded.load(Ordering::Relaxed),
         );
         *t = (s.cleared, s.cleanups_queued, s.cleanups_run);
-        line
+        Some(line)
     }
 }
 
