@@ -185,26 +185,17 @@ pub(crate) fn park_cancellable<F>(reason: usize, f: F) -> bool
 where
     F: FnOnce(crate::GoroutineRef) -> bool,
 {
-    park_inner(reason, f, true)
+    park_inner(reason, f)
 }
 
-/// Parks the running goroutine where shutdown must not end the park (a node on its stack
-/// stays linked where the parking code cannot unlink it): shutdown abandons it there.
-pub(crate) fn park_uncancellable<F>(reason: usize, f: F)
-where
-    F: FnOnce(crate::GoroutineRef) -> bool,
-{
-    park_inner(reason, f, false);
-}
-
-fn park_inner<F>(reason: usize, f: F, cancellable: bool) -> bool
+fn park_inner<F>(reason: usize, f: F) -> bool
 where
     F: FnOnce(crate::GoroutineRef) -> bool,
 {
     let (m, g) = running();
     check_may_switch(m, g, "park");
     // Read by shutdown once it sees us Waiting (the status word's Release orders it).
-    g.cancellable.store(cancellable && !g.unwound.load(Ordering::Relaxed), Ordering::Relaxed);
+    g.cancellable.store(!g.unwound.load(Ordering::Relaxed), Ordering::Relaxed);
     g.wait_reason.store(reason, Ordering::Relaxed);
     let mut f = Some(f);
     let mut call = move |r: crate::GoroutineRef| (f.take().expect("park callback called twice"))(r);
