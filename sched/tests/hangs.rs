@@ -472,3 +472,38 @@ fn an_urgent_suspender_waiting_for_a_held_goroutine_lets_its_holder_run() {
         target.join().unwrap();
     });
 }
+
+/// A goroutine held by `suspend_g` while it waited in a run queue (held runnable) made the M
+/// that took it from the queue wait for the hold to end before anything else, for ever if
+/// the holder was queued behind it on the same P: with one P, a holder whose time slice
+/// ended while it held (it polls) never ran again. The M now puts a goroutine held that long
+/// back in its queue and runs the next one.
+#[test]
+fn a_goroutine_held_in_a_run_queue_does_not_stop_its_p() {
+    let rt = Runtime::builder().procs(1).build().unwrap();
+    within_deadline(rt, "a held runnable goroutine on one P", || {
+        let stop = Arc::new(AtomicBool::new(false));
+        let s2 = stop.clone();
+        // Polls: it is queued (runnable) whenever another goroutine runs.
+        let target = go(move || {
+            while !s2.load(Ordering::Relaxed) {
+                poll();
+            }
+        });
+        let t = target.goroutine();
+        let holder = go(move || {
+            for _ in 0..5 {
+                let held = suspend_g(t);
+                // Longer than a time slice: the holder is preempted while it holds.
+                let t0 = std::time::Instant::now();
+                while t0.elapsed() < Duration::from_millis(30) {
+                    poll();
+                }
+                drop(held);
+            }
+        });
+        holder.join().unwrap();
+        stop.store(true, Ordering::Relaxed);
+        target.join().unwrap();
+    });
+}
