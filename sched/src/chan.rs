@@ -78,7 +78,8 @@ impl Waiter {
     /// ended normally.
     pub(crate) fn cancel_select(&self) -> bool {
         // AcqRel: as the wakers' CAS in `WaitQ::dequeue` (one side wins).
-        let won = self.done.compare_exchange(false, true, Ordering::AcqRel, Ordering::Acquire).is_ok();
+        let won =
+            self.done.compare_exchange(false, true, Ordering::AcqRel, Ordering::Acquire).is_ok();
         if won {
             drop(self.token.take());
         }

@@ -1308,10 +1308,9 @@ fn execute(m: &M, g: &'static G, inherit: bool) -> bool {
                 unsafe { p.put(GPtr::from(g), false) };
                 return false;
             }
-            crate::status::Cas::Other(w) => crate::throw!(
-                "bad goroutine status transition Runnable -> Running: found {}",
-                w
-            ),
+            crate::status::Cas::Other(w) => {
+                crate::throw!("bad goroutine status transition Runnable -> Running: found {}", w)
+            }
         }
     }
     // A request pending from its last stint was for that stint: a stop, a barrier and a
