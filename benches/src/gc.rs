@@ -31,7 +31,7 @@
 //! Every workload builds its own [`Runtime`] (one P per available CPU) and [`Gc`] (with
 //! [`Gc::new`], so `SAFEPOINT_DEBUG` knobs apply), then prints, last, a JSON line with
 //! `wall_ms` (the workload in process, runtime and collector already up, as the peers time
-//! it), `peak_rss_kb` (getrusage `ru_maxrss`: the process's peak, so within `stress all` it
+//! it), `peak_rss_kb` (`VmHWM`: the process's peak, so within `stress all` it
 //! includes earlier workloads), `gc_cycles`, and `p99_pause_us` / `max_pause_us` over the
 //! recorded pauses of the run ([`GcStats::pauses`], one per cycle, from the stop request to the
 //! start of the restart, as Go counts its mark termination's: with concurrent marking, the default, the short mark-termination stop; with
@@ -77,25 +77,31 @@ pub fn run(w: &str, args: &[String]) {
             }
             Err(e) => fail(&e),
         },
-        "binary-trees-compiled" => {
-            let (lines, r) = crate::gc_compiled::binary_trees(arg_num(args, 0, 21) as u32);
+        // The compiled twins per call, and (`-batched`) with small subtrees in one section.
+        w @ ("binary-trees-compiled" | "binary-trees-compiled-batched") => {
+            let batch = w.ends_with("-batched");
+            let (lines, r) = crate::gc_compiled::binary_trees(arg_num(args, 0, 21) as u32, batch);
             for l in &lines {
                 println!("{l}");
             }
-            emit("binary-trees-compiled", &args_str, &r.fields());
+            emit(w, &args_str, &r.fields());
         }
-        "gcbench-compiled" => match crate::gc_compiled::gcbench() {
-            Ok(r) => emit("gcbench-compiled", &args_str, &r.fields()),
-            Err(e) => fail(&e),
-        },
-        "churn-compiled" => match crate::gc_compiled::churn(arg_num(args, 0, 1000)) {
-            Ok((check, r)) => {
-                let mut f = r.fields();
-                f.push(("check", Value::Int(check)));
-                emit("churn-compiled", &args_str, &f);
+        w @ ("gcbench-compiled" | "gcbench-compiled-batched") => {
+            match crate::gc_compiled::gcbench(w.ends_with("-batched")) {
+                Ok(r) => emit(w, &args_str, &r.fields()),
+                Err(e) => fail(&e),
             }
-            Err(e) => fail(&e),
-        },
+        }
+        w @ ("churn-compiled" | "churn-compiled-batched") => {
+            match crate::gc_compiled::churn(arg_num(args, 0, 1000), w.ends_with("-batched")) {
+                Ok((check, r)) => {
+                    let mut f = r.fields();
+                    f.push(("check", Value::Int(check)));
+                    emit(w, &args_str, &f);
+                }
+                Err(e) => fail(&e),
+            }
+        }
         _ => unreachable!("dispatched by stress"),
     }
 }
@@ -112,7 +118,7 @@ fn fail(msg: &str) -> ! {
 pub struct GcRun {
     /// Wall time of the workload, in process, in milliseconds.
     pub wall_ms: f64,
-    /// Peak resident set of the process (getrusage `ru_maxrss`), KiB.
+    /// Peak resident set of the process (`VmHWM`), KiB.
     pub peak_rss_kb: i64,
     /// Collection cycles completed during the workload.
     pub gc_cycles: u64,
@@ -165,16 +171,20 @@ impl Meter {
     }
 }
 
-/// Peak resident set size of this process in KiB (getrusage `ru_maxrss`, as the peers).
+/// Peak resident set size of this process in KiB: `VmHWM` of `/proc/self/status` (as the
+/// peers read it).
+///
+/// Not getrusage's `ru_maxrss`: Linux carries a process's peak across `exec`, so a program
+/// started by a large parent (the comparison scripts are Python) reports the parent's size as
+/// its own until it outgrows it. `VmHWM` is this address space's own peak.
 fn peak_rss_kb() -> i64 {
-    let mut ru = std::mem::MaybeUninit::<libc::rusage>::zeroed();
-    // SAFETY: `ru` is a valid, writable `rusage`; getrusage only writes it.
-    let rc = unsafe { libc::getrusage(libc::RUSAGE_SELF, ru.as_mut_ptr()) };
-    if rc != 0 {
-        return 0;
-    }
-    // SAFETY: zero-initialised (a valid `rusage`) and filled in by the successful call.
-    unsafe { ru.assume_init() }.ru_maxrss
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            let line = s.lines().find(|l| l.starts_with("VmHWM:"))?;
+            line.split_whitespace().nth(1)?.parse().ok()
+        })
+        .unwrap_or(0)
 }
 
 /// The runtime and collector of one workload.

@@ -8,12 +8,18 @@
 //! [`crate::gc`] measure the checked API instead (`binary-trees-checked` and so on).
 //!
 //! The workloads, their shapes and their outputs are those of [`crate::gc`]; only how the
-//! program holds its references differs. A subtree of at most [`BUILD_DEPTH`] levels is
-//! built or grown, and one of at most [`PIN_DEPTH`] levels walked, in one pinned section, its
-//! references held in locals as compiled code holds them in registers between safepoints;
-//! above that, every level is a function with a managed-stack frame. A section is short (at
-//! most 2^7 nodes built or 2^11 read; a walk of 2^11 nodes takes about 35 µs here), so stops
-//! and ragged barriers wait for it no longer than that.
+//! program holds its references differs. Each comes in two granularities:
+//!
+//! * **Per call** (`binary-trees-compiled`, `gcbench-compiled`, `churn-compiled`): what a
+//!   compiler targeting safepoint emits. Every call of `build`, `walk` and `populate`, leaves
+//!   included, pushes a managed-stack frame (the push is the call's safepoint: it polls for
+//!   preemption and stops), runs its heap code in a pinned section of its own, and pays an
+//!   allocation's slow path at its next safepoint; a loop polls at every back-edge.
+//! * **Batched** (the same names with `-batched`): a subtree of at most [`BUILD_DEPTH`]
+//!   levels is built or grown, and one of at most [`PIN_DEPTH`] levels walked, in one pinned
+//!   section, its references held in locals with no frame and no poll; above that, every
+//!   level is a function with a frame. Faster, and not what compiled code does: kept to show
+//!   what batching buys, labelled as such.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
@@ -79,13 +85,15 @@ struct Cx {
     node: Shape,
     /// Whether nodes carry a value word.
     valued: bool,
+    /// Build and walk small subtrees inside one section (the batched twins).
+    batch: bool,
 }
 
 impl Cx {
-    fn new(gc: &Gc, f: Funcs, ty: TypeId, valued: bool) -> Cx {
+    fn new(gc: &Gc, f: Funcs, ty: TypeId, valued: bool, batch: bool) -> Cx {
         let raw = RawMutator::new(gc).unwrap_or_else(|e| panic!("raw mutator: {e}"));
         let node = raw.shape(ty, 0).unwrap_or_else(|e| panic!("shape: {e}"));
-        Cx { raw, f, node, valued }
+        Cx { raw, f, node, valued, batch }
     }
 
     /// A pinned section.
@@ -110,7 +118,7 @@ impl Cx {
     /// moves that frame to safepoint `after` (whose map includes `dst`).
     fn build(&mut self, d: u32, dst: usize, after: u32) {
         let (node, valued) = (self.node, self.valued);
-        if d <= BUILD_DEPTH {
+        if self.batch && d <= BUILD_DEPTH {
             let slow = self.pin(|p| {
                 let mut slow = false;
                 let n = build_pinned(p, node, valued, d, &mut slow);
@@ -127,18 +135,23 @@ impl Cx {
         }
         let build = self.f.build;
         self.stack(|ms| ms.push(build));
-        self.build(d - 1, 0, 1);
-        self.build(d - 1, 1, 2);
+        if d > 0 {
+            self.build(d - 1, 0, 1);
+            self.build(d - 1, 1, 2);
+        }
         let slow = self.pin(|p| {
             let ms = p.stack();
-            let (l, r) = (ms.get(0), ms.get(1));
             let (n, slow) = Self::alloc(node, p);
-            // SAFETY: a fresh node; `l` and `r` are live nodes from this frame's slots.
+            // SAFETY: a fresh node; `l` and `r` are live nodes from this frame's slots (a
+            // leaf's children stay null).
             unsafe {
-                p.init_word(n, LEFT, WordKind::Ref, l);
-                p.init_word(n, RIGHT, WordKind::Ref, r);
+                if d > 0 {
+                    let (l, r) = (ms.get(0), ms.get(1));
+                    p.init_word(n, LEFT, WordKind::Ref, l);
+                    p.init_word(n, RIGHT, WordKind::Ref, r);
+                }
                 if valued {
-                    p.init_word(n, VALUE, WordKind::Raw, d as usize);
+                    p.init_word(n, VALUE, WordKind::Raw, if d == 0 { 1 } else { d as usize });
                 }
             }
             ms.pop();
@@ -156,7 +169,7 @@ impl Cx {
     /// frame (a `walk` or `root` frame holding it live).
     fn walk(&mut self, d: u32) -> i64 {
         let valued = self.valued;
-        if d <= PIN_DEPTH {
+        if self.batch && d <= PIN_DEPTH {
             return self.pin(|p| {
                 let t = p.stack().get(0);
                 walk_pinned(p, t, valued)
@@ -170,6 +183,9 @@ impl Cx {
                 (v, p.word(t, LEFT), p.word(t, RIGHT))
             }
         });
+        if l == 0 {
+            return v;
+        }
         let walk = self.f.walk;
         let mut s = v;
         for c in [l, r] {
@@ -190,7 +206,7 @@ impl Cx {
             return;
         }
         let node = self.node;
-        if d <= BUILD_DEPTH {
+        if self.batch && d <= BUILD_DEPTH {
             let slow = self.pin(|p| {
                 let mut slow = false;
                 let n = p.stack().get(0);
@@ -308,7 +324,7 @@ fn record(gc: &Gc, name: &str, words: Vec<WordKind>) -> TypeId {
 }
 
 /// `binary-trees n` in compiled style: the canonical lines and the figures.
-pub fn binary_trees(n: u32) -> (Vec<String>, GcRun) {
+pub fn binary_trees(n: u32, batch: bool) -> (Vec<String>, GcRun) {
     let (rt, gc, f) = setup();
     let ty = record(&gc, "bt.node", vec![WordKind::Ref, WordKind::Ref]);
     rt.block_on(move || {
@@ -316,7 +332,7 @@ pub fn binary_trees(n: u32) -> (Vec<String>, GcRun) {
         const MIN_DEPTH: u32 = 4;
         let max_depth = (MIN_DEPTH + 2).max(n);
         let stretch = max_depth + 1;
-        let mut cx = Cx::new(&gc, f, ty, false);
+        let mut cx = Cx::new(&gc, f, ty, false, batch);
         let mut lines = Vec::new();
         let c = cx.build_and_walk(stretch);
         lines.push(format!("stretch tree of depth {stretch}\t check: {c}"));
@@ -327,7 +343,7 @@ pub fn binary_trees(n: u32) -> (Vec<String>, GcRun) {
             .map(|d| {
                 let gc = gc.clone();
                 go(move || {
-                    let mut cx = Cx::new(&gc, f, ty, false);
+                    let mut cx = Cx::new(&gc, f, ty, false, batch);
                     let iters = 1u64 << (max_depth - d + MIN_DEPTH);
                     let chk: i64 = (0..iters).map(|_| cx.build_and_walk(d)).sum();
                     format!("{iters}\t trees of depth {d}\t check: {chk}")
@@ -346,7 +362,7 @@ pub fn binary_trees(n: u32) -> (Vec<String>, GcRun) {
 }
 
 /// `gcbench` in compiled style: the figures, or what was lost.
-pub fn gcbench() -> Result<GcRun, String> {
+pub fn gcbench(batch: bool) -> Result<GcRun, String> {
     let (rt, gc, f) = setup();
     let ty = record(&gc, "gb.node", vec![WordKind::Ref, WordKind::Ref, WordKind::Raw]);
     let doubles = gc
@@ -355,7 +371,7 @@ pub fn gcbench() -> Result<GcRun, String> {
         .unwrap_or_else(|e| panic!("register gb.doubles: {e}"));
     rt.block_on(move || {
         let meter = Meter::start(&gc);
-        let mut cx = Cx::new(&gc, f, ty, false);
+        let mut cx = Cx::new(&gc, f, ty, false, batch);
         let node = cx.node;
         // Slot 0 of a `populate` frame holds the long-lived tree; the array lives in a
         // global (the frame has no slot for it).
@@ -382,16 +398,30 @@ pub fn gcbench() -> Result<GcRun, String> {
         let shape = cx.raw.shape(doubles, GB_ARRAY_SIZE * 8).expect("array shape");
         let array = cx.pin(|p| {
             let (a, _) = p.alloc(shape).expect("array");
-            // SAFETY: a fresh byte array of GB_ARRAY_SIZE doubles.
-            let bytes = unsafe { p.bytes(a) };
-            for i in 0..GB_ARRAY_SIZE / 2 {
-                for (k, b) in (1.0 / i as f64).to_le_bytes().into_iter().enumerate() {
-                    bytes[i * 8 + k].store(b, Ordering::Relaxed);
-                }
-            }
             p.new_global(a).expect("a fresh array")
         });
         cx.raw.after_slow_alloc();
+        // The fill loop: per call, it polls at every back-edge (a compiled loop's check of the
+        // preemption flag) and leaves its section only when a stop or a time-slice end is
+        // pending; batched, it runs in one section.
+        let mut i = 0;
+        while i < GB_ARRAY_SIZE / 2 {
+            cx.pin(|p| {
+                let a = p.global(&array).expect("our heap");
+                // SAFETY: a live byte array of GB_ARRAY_SIZE doubles (our global).
+                let bytes = unsafe { p.bytes(a) };
+                while i < GB_ARRAY_SIZE / 2 {
+                    for (k, b) in (1.0 / i as f64).to_le_bytes().into_iter().enumerate() {
+                        bytes[i * 8 + k].store(b, Ordering::Relaxed);
+                    }
+                    i += 1;
+                    if !batch && p.stack().guard().is_poisoned() {
+                        break;
+                    }
+                }
+            });
+            cx.stack(|ms| ms.poll());
+        }
 
         for d in (GB_MIN_DEPTH..=GB_MAX_DEPTH).step_by(2) {
             let iters = gb_num_iters(d);
@@ -433,7 +463,7 @@ pub fn gcbench() -> Result<GcRun, String> {
 }
 
 /// `churn g` in compiled style: the check and the figures, or what went wrong.
-pub fn churn(g: u64) -> Result<(i64, GcRun), String> {
+pub fn churn(g: u64, batch: bool) -> Result<(i64, GcRun), String> {
     let (rt, gc, f) = setup();
     let ty = record(&gc, "ch.node", vec![WordKind::Ref, WordKind::Ref, WordKind::Raw]);
     let set_ty = gc
@@ -442,7 +472,7 @@ pub fn churn(g: u64) -> Result<(i64, GcRun), String> {
         .unwrap_or_else(|e| panic!("register ch.long: {e}"));
     rt.block_on(move || {
         let meter = Meter::start(&gc);
-        let mut cx = Cx::new(&gc, f, ty, true);
+        let mut cx = Cx::new(&gc, f, ty, true, batch);
         let set_shape = cx.raw.shape(set_ty, CHURN_LONG_TREES).expect("set shape");
         let long = cx.pin(|p| {
             let (s, _) = p.alloc(set_shape).expect("set");
@@ -465,7 +495,7 @@ pub fn churn(g: u64) -> Result<(i64, GcRun), String> {
             .map(|_| {
                 let (gc, total) = (gc.clone(), total.clone());
                 go(move || {
-                    let mut cx = Cx::new(&gc, f, ty, true);
+                    let mut cx = Cx::new(&gc, f, ty, true, batch);
                     let s: i64 =
                         (0..CHURN_TREES).map(|_| cx.build_and_walk(CHURN_TREE_DEPTH)).sum();
                     // Relaxed: read after every worker is joined.

@@ -62,20 +62,29 @@ fn churn_10_checks_g_times_200_times_sum_8() {
     assert!(json.contains("\"gc_cycles\":"), "{json}");
 }
 
-/// The compiled-style twins (frames with stack maps, the collector's trusted path) print the
-/// same lines and checks, in both collector modes and with the collector's own checks on.
+/// The compiled-style twins (frames with stack maps, the collector's trusted path), per call
+/// and batched, print the same lines and checks, in both collector modes and with the
+/// collector's own checks on.
 #[test]
 fn compiled_workloads_match_the_checked_ones() {
     let sum8 = (1..=8).fold(1i64, |s, h| h + 2 * s);
     let want = stress(&["binary-trees", "10"]);
-    for debug in ["", "gcstoptheworld=1", "gccheckmark=1,gcpoison=1"] {
-        let lines = stress_env(debug, &["binary-trees-compiled", "10"]);
-        assert_eq!(&lines[..6], &want[..6], "{debug}: {lines:#?}");
-        let lines = stress_env(debug, &["churn-compiled", "10"]);
-        let json = lines.last().expect("a JSON line");
-        assert_eq!(json_int(json, "check"), 10 * 200 * sum8, "{debug}: {json}");
+    // Per call in every mode; batched (the same code with small subtrees in one section) in
+    // the default one.
+    let runs =
+        [("", ""), ("gcstoptheworld=1", ""), ("gccheckmark=1,gcpoison=1", ""), ("", "-batched")];
+    for (debug, suffix) in runs {
+        {
+            let lines = stress_env(debug, &[&format!("binary-trees-compiled{suffix}"), "10"]);
+            assert_eq!(&lines[..6], &want[..6], "{debug} {suffix}: {lines:#?}");
+            let lines = stress_env(debug, &[&format!("churn-compiled{suffix}"), "10"]);
+            let json = lines.last().expect("a JSON line");
+            assert_eq!(json_int(json, "check"), 10 * 200 * sum8, "{debug} {suffix}: {json}");
+        }
     }
     // gcbench exits 1 if its long-lived data is lost.
-    let lines = stress(&["gcbench-compiled"]);
-    assert!(lines.last().is_some_and(|l| l.contains("\"gc_cycles\":")), "{lines:?}");
+    for w in ["gcbench-compiled", "gcbench-compiled-batched"] {
+        let lines = stress(&[w]);
+        assert!(lines.last().is_some_and(|l| l.contains("\"gc_cycles\":")), "{w}: {lines:?}");
+    }
 }

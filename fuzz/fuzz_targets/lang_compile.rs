@@ -25,7 +25,9 @@ fuzz_target!(|data: &[u8]| {
                     let (t, sp) = match *op {
                         Op::Jmp { t } | Op::JmpF { t, .. } | Op::JmpT { t, .. } => (Some(t), None),
                         Op::CmpJmpF { t, .. } => (Some(t), None),
-                        Op::Loop { t, sp } | Op::IterNext { t, sp, .. } => (Some(t), Some(sp)),
+                        Op::Loop { t, sp } | Op::IterNext { t, sp, .. } | Op::Try { t, sp, .. } => {
+                            (Some(t), Some(sp))
+                        }
                         Op::Arith { sp, .. }
                         | Op::AddI { sp, .. }
                         | Op::Neg { sp, .. }
@@ -39,6 +41,8 @@ fuzz_target!(|data: &[u8]| {
                         | Op::Builtin { sp, .. }
                         | Op::Send { sp, .. }
                         | Op::Recv { sp, .. }
+                        | Op::RecvOk { sp, .. }
+                        | Op::NewBox { sp, .. }
                         | Op::Select { sp, .. } => (None, Some(sp)),
                         _ => (None, None),
                     };

@@ -289,12 +289,16 @@ impl Inner {
     pub(crate) fn store_field(&self, p: usize, kind: WordKind, w: &AtomicUsize, v: usize) {
         // Relaxed: see `Shared::barrier_on`.
         if self.conc.barrier_on.load(Ordering::Relaxed) {
-            // Relaxed: heap words are atomics; ordering comes from the handshakes.
-            let old = w.load(Ordering::Relaxed);
+            // Acquire pairs with the Release of the store that wrote `old`: the barrier may
+            // shade it on this thread at once (`flush_wbuf`), which reads its allocation bit.
+            let old = w.load(Ordering::Acquire);
             self.barrier_slow(Some(p), self.ref_in(kind, old), self.ref_in(kind, v));
         }
-        // Relaxed: as above.
-        w.store(v, Ordering::Relaxed);
+        // Release publishes the object `v` refers to (its zeroing, header, allocation and
+        // mark bits, and the fields its goroutine initialised) to whoever loads this word
+        // with Acquire: the marker (`mark::scan_described`) and other goroutines' loads.
+        // A mov on x86_64, STLR on aarch64 (the crate essay, "Publication").
+        w.store(v, Ordering::Release);
     }
 
     /// Stores `v` into the heap word `w` of an object allocated in the running pinned
@@ -306,7 +310,8 @@ impl Inner {
         if kind != WordKind::Raw && self.conc.barrier_on.load(Ordering::Relaxed) {
             self.barrier_slow(Some(p), 0, self.ref_in(kind, v));
         }
-        // Relaxed: as in `store_field`.
+        // Relaxed: the object holding `w` is not yet published; the Release store that
+        // publishes it (`store_field`, a global's swap) publishes this word with it.
         w.store(v, Ordering::Relaxed);
     }
 

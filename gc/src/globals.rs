@@ -71,8 +71,9 @@ impl Globals {
     fn release(&self, i: usize, shade: impl FnOnce(usize)) {
         let _np = safepoint_sched::no_preempt();
         let mut g = self.lock();
-        // Relaxed: as in `register`.
-        let old = g.chunks[i / CHUNK][i % CHUNK].swap(0, Ordering::Relaxed);
+        // Acquire pairs with the Release of the swap that stored `old` (`store_global`):
+        // `shade` reads its allocation bit.
+        let old = g.chunks[i / CHUNK][i % CHUNK].swap(0, Ordering::Acquire);
         shade(old);
         g.free.push(i);
     }
@@ -81,8 +82,9 @@ impl Globals {
     pub(crate) fn for_each(&self, mut f: impl FnMut(usize, usize)) {
         let g = self.lock();
         for i in 0..g.used {
-            // Relaxed: as in `register`.
-            let w = g.chunks[i / CHUNK][i % CHUNK].load(Ordering::Relaxed);
+            // Acquire pairs with the Release of `store_global`'s swap, made outside this
+            // lock: the marker shading the value sees its object initialised.
+            let w = g.chunks[i / CHUNK][i % CHUNK].load(Ordering::Acquire);
             if w != 0 {
                 f(i, w);
             }

@@ -148,6 +148,30 @@
 //! barrier and its store; the ragged barrier and the stop touch a P's cache and buffer only
 //! at safepoints, which such a section excludes.
 //!
+//! **Publication (memory ordering on weakly ordered processors).** A new object is zeroed with
+//! plain stores, gets its header and, while marking, its mark bit with Relaxed stores, and its
+//! allocation bit with a Release store; its goroutine then fills its fields with Relaxed stores
+//! (`init_field`, `init_link`: nobody else can see it yet). It becomes visible to anyone else
+//! only when its reference is stored where another thread can load it: a field, a global, a
+//! channel (a global in flight), a goroutine's stack (read by a scan only after `suspend_g`'s
+//! status hand-off). Every such store into a field or a global is a Release store (a global's
+//! swap is AcqRel), and every load of a field or a global that may yield a reference, the
+//! marker's included, is an Acquire load: whoever finds the reference sees the object as its
+//! goroutine left it before the store (its zeroing, header, allocation and mark bits, and its
+//! fields), transitively through chains of such stores. On x86_64 (TSO) both are plain moves,
+//! so this costs nothing there; on aarch64 they are STLR and LDAR (or LDAPR). Without them an
+//! aarch64 marker could load a reference to an object allocated black during marking and not
+//! yet see its allocation bit (and die: "not a reference to an allocated object"), or another
+//! goroutine could read a published object's fields before their initial values. Go instead
+//! puts a store-store barrier at the end of `mallocgc` and relies on the hardware's address
+//! dependency on the reader's side; Rust has no dependency-ordered (consume) load, and the
+//! barrier would not cover the fields a goroutine initialises after the allocation returns, so
+//! here the publishing store itself releases. Everything else the marker reads is handed over
+//! by a lock or a handshake: the shared grey queue (crossbeam's Injector), the ragged barrier
+//! and the stop (each P's barrier buffer and cache), a stack scan (the status word), sweeping
+//! (the stop that ends marking, then each span's claim). `gc/tests/litmus.rs` checks these
+//! hand-offs as message-passing tests.
+//!
 //! **Known costs.** The embedding API pays per operation for its checks (a slot's scope and
 //! frame, the object's header and type): binary-trees runs about 3-4x slower than Go's on the
 //! same machine. Marking costs each object a miss for itself and one or two for its span's
@@ -261,6 +285,7 @@
 mod collector;
 mod concurrent;
 mod debug;
+pub mod flonum;
 mod globals;
 mod heap;
 mod mark;
@@ -313,3 +338,6 @@ mod loom_models;
 
 #[cfg(all(test, loom))]
 mod loom_handshakes;
+
+#[cfg(all(test, loom))]
+mod loom_publication;

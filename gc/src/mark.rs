@@ -73,9 +73,11 @@ pub(crate) fn header_addr(typed: TypedRange, obj: usize) -> usize {
 #[inline(always)]
 pub(crate) unsafe fn header_in(typed: TypedRange, obj: usize) -> usize {
     // SAFETY: per the contract the word is the header of a live object, or the last word of
-    // its typed span's page; Relaxed: the object was published to us by the store that put its
-    // reference where we found it, ordered by the collector's handshakes (and a typed span's
-    // word was written before the span was published).
+    // its typed span's page; Relaxed: the reference reached us through an Acquire load that
+    // pairs with the Release store that published it (a field, a global), through the shared
+    // queue, or through a handshake (a stack scan, the ragged barrier), each of which orders
+    // the header's write before this load (and a typed span's word was written before the
+    // span was published).
     unsafe { &*(header_addr(typed, obj) as *const AtomicUsize) }.load(Ordering::Relaxed)
 }
 
@@ -535,8 +537,9 @@ fn scan_described(
                 if k == WordKind::Raw {
                     continue;
                 }
-                // Relaxed: see `header_of`.
-                if let Some(r) = ref_of(k, rule, w.load(Ordering::Relaxed)) {
+                // Acquire pairs with the Release of `Inner::store_field`: the referent's
+                // allocation and mark bits and header are seen as its allocator left them.
+                if let Some(r) = ref_of(k, rule, w.load(Ordering::Acquire)) {
                     shade(r);
                 }
             }
@@ -551,8 +554,8 @@ fn scan_described(
             // SAFETY: an array of `len` word elements, live as above.
             let b = unsafe { body(obj, len) };
             for w in b {
-                // Relaxed: see `header_of`.
-                if let Some(r) = ref_of(k, rule, w.load(Ordering::Relaxed)) {
+                // Acquire: as for a record.
+                if let Some(r) = ref_of(k, rule, w.load(Ordering::Acquire)) {
                     shade(r);
                 }
             }

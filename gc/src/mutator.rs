@@ -601,8 +601,10 @@ impl Mutator {
             if kind == WordKind::Raw {
                 return Err(self.wrong(&o, "raw word: use read_word"));
             }
-            // Relaxed: heap words are atomics; ordering comes from the collector's handshakes.
-            let v = w.load(Ordering::Relaxed);
+            // Acquire pairs with the Release of the store that wrote the word
+            // (`Inner::store_field`, a global's swap): the object it refers to is seen
+            // initialised (the crate essay, "Publication").
+            let v = w.load(Ordering::Acquire);
             let v = if kind == WordKind::Ref && v != 0 { v | tag } else { v };
             Self::put(ms, dpos, v)
         })
@@ -719,8 +721,8 @@ impl Mutator {
         // Pinned, as in `load`.
         self.pin(|pin| {
             pin.p().ok_or(GcError::NoP)?;
-            // Relaxed: as in `load`.
-            let v = g.word().load(Ordering::Relaxed);
+            // Acquire: as in `load`.
+            let v = g.word().load(Ordering::Acquire);
             Self::put(pin.managed_stack(), pos, v)
         })
     }
@@ -733,8 +735,9 @@ impl Mutator {
         self.pin(|pin| {
             let p = pin.p().ok_or(GcError::NoP)?;
             // Swap: another goroutine may store to the same global; each store's barrier
-            // shades the value it replaced. Relaxed: as in `load`.
-            let old = g.word().swap(v, Ordering::Relaxed);
+            // shades the value it replaced. AcqRel: Release publishes `v`'s object, as in
+            // `Inner::store_field`; Acquire sees the replaced value's, which the barrier shades.
+            let old = g.word().swap(v, Ordering::AcqRel);
             let kind = WordKind::Tagged;
             gc.write_barrier(Some(p), gc.ref_in(kind, old), gc.ref_in(kind, v));
             Ok(())

@@ -313,9 +313,9 @@ impl<'a> Pin<'a> {
             self.check(obj, Some(i));
         }
         let addr = obj & !self.tag_rule().mask;
-        // SAFETY: per the contract, word `i` of a live object's body. Relaxed: heap words are
-        // atomics; ordering comes from the collector's handshakes (DESIGN §4).
-        unsafe { body(addr, i + 1)[i].load(Ordering::Relaxed) }
+        // SAFETY: per the contract, word `i` of a live object's body. Acquire: as in
+        // `Mutator::load` (a reference read here is seen initialised).
+        unsafe { body(addr, i + 1)[i].load(Ordering::Acquire) }
     }
 
     /// Stores `v` into body word `i` of the object `obj` references, a field of kind `kind`,
@@ -470,8 +470,8 @@ impl<'a> Pin<'a> {
         if !std::ptr::eq(Arc::as_ptr(&g.gc), self.gc) {
             return Err(GcError::WrongHeap);
         }
-        // Relaxed: as in `word`.
-        Ok(g.word().load(Ordering::Relaxed))
+        // Acquire: as in `word`.
+        Ok(g.word().load(Ordering::Acquire))
     }
 
     /// Stores `v` (as for [`new_global`](Self::new_global)) into global `g`, through the
@@ -486,8 +486,8 @@ impl<'a> Pin<'a> {
             return Err(GcError::WrongHeap);
         }
         self.check_value(v)?;
-        // Relaxed: as in `word`; a swap, as in `Mutator::store_global`.
-        let old = g.word().swap(v, Ordering::Relaxed);
+        // A swap, AcqRel, as in `Mutator::store_global`.
+        let old = g.word().swap(v, Ordering::AcqRel);
         let kind = WordKind::Tagged;
         self.gc.write_barrier(Some(self.p), self.gc.ref_in(kind, old), self.gc.ref_in(kind, v));
         Ok(())

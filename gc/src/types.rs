@@ -482,9 +482,9 @@ pub fn object_size(desc: &TypeDesc, len: usize) -> Result<usize, TypeError> {
 /// The references in one object: `(body index, value)` pairs, in index order, from
 /// [`scan_refs`] or [`TypeRegistry::scan`].
 ///
-/// Each word is loaded once, `Relaxed`: the word may be written by a mutator while the marker
-/// reads it, and the ordering the marker needs comes from the write barrier and the phase
-/// handshakes, not from this load (the crate essay, "The collector").
+/// Each word is loaded once, with `Acquire`, as the marker loads fields: the word may be
+/// written by a mutator meanwhile, with a Release store that publishes the object it refers
+/// to (the crate essay, "Publication").
 pub struct Refs<'a> {
     kinds: Kinds<'a>,
     rule: TagRule,
@@ -511,8 +511,8 @@ impl Iterator for Refs<'_> {
             if kind == WordKind::Raw {
                 continue;
             }
-            // Relaxed: see the type's documentation.
-            let w = self.body[i].load(Ordering::Relaxed);
+            // Acquire: see the type's documentation.
+            let w = self.body[i].load(Ordering::Acquire);
             let is_ref = match kind {
                 WordKind::Ref => w != 0,
                 WordKind::Tagged => self.rule.is_ref(w),

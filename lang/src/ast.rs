@@ -112,8 +112,9 @@ pub struct Stmt {
 /// A select case.
 #[derive(Clone, Debug)]
 pub enum Case {
-    /// `case v = <-ch { }` (with a name) or `case <-ch { }`.
-    Recv(Option<String>, Expr, Vec<Stmt>),
+    /// `case v = <-ch { }` (with a name), `case v, ok = <-ch { }` (and whether the value
+    /// came from a send, not a closed channel) or `case <-ch { }`.
+    Recv(Option<String>, Option<String>, Expr, Vec<Stmt>),
     /// `case ch <- v { }`.
     Send(Expr, Expr, Vec<Stmt>),
 }
@@ -149,4 +150,10 @@ pub enum StmtKind {
     Select(Vec<Case>, Option<Vec<Stmt>>),
     /// `fn name(params) { }` at the top level.
     Fn(Box<FnDef>),
+    /// `v, ok = <-ch` (targets as `Assign`'s), or `let v, ok = <-ch` (`true`): the value, and
+    /// whether it came from a send (false once the channel is closed and drained).
+    RecvOk(Expr, Expr, Expr, bool),
+    /// `try { } catch e { }`: a runtime error in the first block (or anything it calls)
+    /// unwinds to the second, with its message in `e` (if named).
+    Try(Vec<Stmt>, Option<String>, Vec<Stmt>),
 }

@@ -75,6 +75,20 @@ pub enum Op {
     Send { ch: Reg, v: Reg, sp: u16 },
     /// `a = <-ch` (nil once closed and drained)
     Recv { a: Reg, ch: Reg, sp: u16 },
+    /// `a, ok = <-ch`: `ok` is false once the channel is closed and drained
+    RecvOk { a: Reg, ok: Reg, ch: Reg, sp: u16 },
+    /// `a = a new box holding b` (a captured variable that is assigned: closures share it)
+    NewBox { a: Reg, b: Reg, sp: u16 },
+    /// `a = the value in box b`
+    GetBox { a: Reg, b: Reg },
+    /// `the value in box a = b`
+    SetBox { a: Reg, b: Reg },
+    /// Enter a `try` block: a runtime error until the matching `EndTry` (in this frame or a
+    /// callee) unwinds to `t`, with the message in `e`; `sp` (and `sp + 1`, once `e` is
+    /// written) is the handler's safepoint.
+    Try { t: u32, e: Reg, sp: u16 },
+    /// Leave `n` `try` blocks of this frame (their end, or a `break`/`continue` out of them).
+    EndTry { n: u8 },
     /// `a = index of the select case that ran` (table `sel` of the function)
     Select { a: Reg, sel: u16, sp: u16 },
     /// Loop over `obj`: `x = next element`, jump to `t` when done; `it` holds the position.
@@ -162,6 +176,10 @@ pub enum Builtin {
     Bytes,
     FromBytes,
     Sort,
+    Memstats,
+    ReadLine,
+    ReadFile,
+    WriteFile,
 }
 
 impl Builtin {
@@ -200,7 +218,12 @@ impl Builtin {
         ("join", Builtin::Join, 2, 2),
         ("bytes", Builtin::Bytes, 1, 1),
         ("from_bytes", Builtin::FromBytes, 1, 1),
-        ("sort", Builtin::Sort, 1, 1),
+        // `sort(v, less)` is the prelude's `sort` (see the compiler).
+        ("sort", Builtin::Sort, 1, 2),
+        ("memstats", Builtin::Memstats, 0, 0),
+        ("read_line", Builtin::ReadLine, 0, 0),
+        ("read_file", Builtin::ReadFile, 1, 1),
+        ("write_file", Builtin::WriteFile, 2, 2),
     ];
 
     /// The builtin called `name`.
@@ -223,6 +246,8 @@ pub enum SelCase {
         ch: Reg,
         /// Where the value goes.
         dst: Option<Reg>,
+        /// Where whether it came from a send goes (`case v, ok = <-ch`).
+        ok: Option<Reg>,
     },
     /// Send register `v` on register `ch`.
     Send {
@@ -287,9 +312,17 @@ pub struct Program {
     pub consts: Vec<Const>,
     /// Number of global variables.
     pub globals: usize,
+    /// The first `prelude` functions are the prelude's (see the compiler).
+    pub prelude: usize,
 }
 
 impl Program {
+    /// The file a function's lines are in: the program's, or the prelude's.
+    pub fn file_of(&self, func: Option<FuncId>) -> &str {
+        let prelude = self.protos[..self.prelude].iter().any(|p| Some(p.func) == func);
+        if prelude { crate::compiler::PRELUDE_FILE } else { &self.file }
+    }
+
     /// The top-level code.
     pub fn main(&self) -> usize {
         self.protos.len() - 1

@@ -11,7 +11,7 @@
 //! map may hold a stale reference: the collector never looks at it, and no instruction reads
 //! it before writing it.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use safepoint_stackmap::{FuncDesc, Registry};
 
@@ -26,64 +26,180 @@ type R<T> = Result<T, Error>;
 /// Compiles `src` (named `file` in messages), registering each function's stack maps in `reg`.
 ///
 /// # Errors
-/// The first syntax or compile error (an unknown name, an assignment to a captured variable,
-/// a wrong argument count for a known function, a function too large).
+/// The first syntax or compile error (an unknown name, a wrong argument count for a known
+/// function, a function too large).
 pub fn compile(file: &str, src: &str, reg: &Registry) -> R<Program> {
-    let tokens = crate::lexer::lex(src)?;
-    let stmts = crate::parser::parse(&tokens)?;
-    let mut c = Compiler {
-        reg,
-        protos: Vec::new(),
-        consts: Vec::new(),
-        const_idx: HashMap::new(),
-        fns: HashMap::new(),
-        globals: HashMap::new(),
-    };
-    // Top-level functions and globals first, so that code may name them before their
-    // declaration.
-    let mut fdefs = Vec::new();
-    for s in &stmts {
-        match &s.kind {
-            StmtKind::Fn(d) => {
-                if c.fns.contains_key(&d.name) || Builtin::find(&d.name).is_some() {
-                    return Err(Error::at(
-                        d.pos,
-                        format!("function {} is already defined", d.name),
-                    ));
-                }
-                let i = fdefs.len() as u16;
-                c.fns.insert(d.name.clone(), (i, d.params.len()));
-                c.protos.push(None);
-                fdefs.push(d.clone());
-            }
-            StmtKind::Let(n, _) => {
-                if c.fns.contains_key(n) {
-                    return Err(Error::at(s.pos, format!("{n} is a function")));
-                }
-                let g = c.globals.len() as u16;
-                c.globals.entry(n.clone()).or_insert(g);
-            }
-            _ => {}
+    Session::new(reg)?.compile(file, src, reg, false)
+}
+
+/// What the chunks compiled so far have declared (functions, globals, constants): one
+/// program grown chunk by chunk, as the REPL does. Each chunk's top-level code is a function
+/// of its own; the [`Program`] of a chunk holds every function and constant of the chunks
+/// before it, so code compiled earlier keeps running (its function and constant indices
+/// stay), and its globals are the same globals.
+pub struct Session {
+    protos: Vec<Option<Proto>>,
+    consts: Vec<Const>,
+    const_idx: HashMap<String, u16>,
+    fns: HashMap<String, (u16, usize)>,
+    globals: HashMap<String, u16>,
+    /// The prelude's functions (the first ones).
+    prelude: usize,
+    /// Chunks compiled with `echo` (the REPL's), tried or done: the suffix `@N` of the names
+    /// their functions are registered under (the registry wants every name once, and a
+    /// chunk that failed has registered some).
+    chunks: usize,
+}
+
+impl Session {
+    /// A session holding the prelude, its functions registered in `reg`.
+    ///
+    /// # Errors
+    /// None in practice: the prelude compiles.
+    pub fn new(reg: &Registry) -> R<Session> {
+        let mut c = Compiler {
+            reg,
+            protos: Vec::new(),
+            consts: Vec::new(),
+            const_idx: HashMap::new(),
+            fns: HashMap::new(),
+            globals: HashMap::new(),
+            prelude: false,
+            suffix: String::new(),
+        };
+        // The prelude's functions come first, under names no program can write; they see
+        // only their own locals and the builtins (a program's `let vec = ...` must not change
+        // them).
+        let prelude = crate::parser::parse(&crate::lexer::lex(PRELUDE)?)?;
+        let mut pdefs = Vec::new();
+        for s in prelude {
+            let StmtKind::Fn(d) = s.kind else { unreachable!("the prelude declares functions") };
+            c.fns.insert(format!("${}", d.name), (c.protos.len() as u16, d.params.len()));
+            c.protos.push(None);
+            pdefs.push(d);
         }
+        c.prelude = true;
+        for (i, d) in pdefs.iter().enumerate() {
+            let p = c.function(d, &[], false)?;
+            c.protos[i] = Some(p);
+        }
+        Ok(Session {
+            prelude: c.protos.len(),
+            protos: c.protos,
+            consts: c.consts,
+            const_idx: c.const_idx,
+            fns: c.fns,
+            globals: c.globals,
+            chunks: 0,
+        })
     }
-    for (i, d) in fdefs.iter().enumerate() {
-        let p = c.function(d, &[], false)?;
-        c.protos[i] = Some(p);
+
+    /// Compiles the next chunk `src` (named `file` in messages); with `echo` (the REPL's), a
+    /// chunk that is one expression prints its value unless it is nil, and the chunk's
+    /// functions are named `NAME@N` for the `N`th such chunk. A chunk that does not
+    /// compile leaves the session as it was (what it registered in `reg` stays unused).
+    ///
+    /// # Errors
+    /// As [`compile`].
+    pub fn compile(&mut self, file: &str, src: &str, reg: &Registry, echo: bool) -> R<Program> {
+        let tokens = crate::lexer::lex(src)?;
+        let mut stmts = crate::parser::parse(&tokens)?;
+        if echo && let [Stmt { kind: StmtKind::Expr(e), pos }] = stmts.as_slice() {
+            stmts = echoed(e.clone(), *pos);
+        }
+        let mut c = Compiler {
+            reg,
+            protos: self.protos.clone(),
+            consts: self.consts.clone(),
+            const_idx: self.const_idx.clone(),
+            fns: self.fns.clone(),
+            globals: self.globals.clone(),
+            prelude: false,
+            suffix: String::new(),
+        };
+        if echo {
+            self.chunks += 1;
+            c.suffix = format!("@{}", self.chunks);
+        }
+        let prog = c.chunk(file, stmts, self.prelude)?;
+        self.protos = c.protos;
+        self.consts = c.consts;
+        self.const_idx = c.const_idx;
+        self.fns = c.fns;
+        self.globals = c.globals;
+        Ok(prog)
     }
-    let main = FnDef {
-        name: "<main>".into(),
-        params: Vec::new(),
-        body: stmts,
-        pos: Pos { line: 1, col: 1 },
-    };
-    let p = c.function(&main, &[], true)?;
-    c.protos.push(Some(p));
-    Ok(Program {
-        file: file.to_owned(),
-        protos: c.protos.into_iter().map(|p| p.expect("every function compiled")).collect(),
-        consts: c.consts,
-        globals: c.globals.len(),
-    })
+}
+
+/// `e` as statements that print its value unless it is nil.
+fn echoed(e: Expr, pos: Pos) -> Vec<Stmt> {
+    let at = |kind| Expr { kind, pos };
+    let v = || at(ExprKind::Name("$echo".into()));
+    let print = at(ExprKind::Call(Box::new(at(ExprKind::Name("print".into()))), vec![v()]));
+    let test = at(ExprKind::Bin(BinOp::Ne, Box::new(v()), Box::new(at(ExprKind::Nil))));
+    vec![
+        Stmt { kind: StmtKind::Let("$echo".into(), e), pos },
+        Stmt {
+            kind: StmtKind::If(test, vec![Stmt { kind: StmtKind::Expr(print), pos }], vec![]),
+            pos,
+        },
+    ]
+}
+
+impl Compiler<'_> {
+    /// Compiles a chunk's statements: its functions and globals first (so that code may name
+    /// them before their declaration), then its top-level code.
+    fn chunk(&mut self, file: &str, stmts: Vec<Stmt>, prelude: usize) -> R<Program> {
+        let c = self;
+        let first = c.protos.len();
+        let mut fdefs = Vec::new();
+        for s in &stmts {
+            match &s.kind {
+                StmtKind::Fn(d) => {
+                    if c.fns.contains_key(&d.name) || Builtin::find(&d.name).is_some() {
+                        return Err(Error::at(
+                            d.pos,
+                            format!("function {} is already defined", d.name),
+                        ));
+                    }
+                    let i = (first + fdefs.len()) as u16;
+                    c.fns.insert(d.name.clone(), (i, d.params.len()));
+                    c.protos.push(None);
+                    fdefs.push(d.clone());
+                }
+                StmtKind::Let(n, _) => {
+                    if c.fns.contains_key(n) {
+                        return Err(Error::at(s.pos, format!("{n} is a function")));
+                    }
+                    let g = c.globals.len() as u16;
+                    c.globals.entry(n.clone()).or_insert(g);
+                }
+                _ => {}
+            }
+        }
+        if c.protos.len() > u16::MAX as usize {
+            return Err(Error::at(Pos::default(), "too many functions"));
+        }
+        for (i, d) in fdefs.iter().enumerate() {
+            let p = c.function(d, &[], false)?;
+            c.protos[first + i] = Some(p);
+        }
+        let main = FnDef {
+            name: "<main>".into(),
+            params: Vec::new(),
+            body: stmts,
+            pos: Pos { line: 1, col: 1 },
+        };
+        let p = c.function(&main, &[], true)?;
+        c.protos.push(Some(p));
+        Ok(Program {
+            file: file.to_owned(),
+            protos: c.protos.iter().map(|p| p.clone().expect("every function compiled")).collect(),
+            consts: c.consts.clone(),
+            globals: c.globals.len(),
+            prelude,
+        })
+    }
 }
 
 struct Compiler<'r> {
@@ -94,18 +210,70 @@ struct Compiler<'r> {
     /// Top-level functions: index and parameter count.
     fns: HashMap<String, (u16, usize)>,
     globals: HashMap<String, u16>,
+    /// Compiling the prelude: names resolve to locals and builtins only.
+    prelude: bool,
+    /// Appended to the name each function is registered under (see [`Session`]).
+    suffix: String,
 }
+
+/// Functions written in Pebble that builtins call: `sort(v, less)` is `$sort`. Their frames
+/// show in tracebacks as `<prelude>`.
+const PRELUDE: &str = r#"
+fn sort(v, less) {
+    if type(v) != "vector" { error("sort of " + type(v) + ": not a vector") }
+    if type(less) != "function" { error("sort's comparator is " + type(less) + ", not a function") }
+    let n = len(v)
+    let src = v[:]
+    let dst = vec(n)
+    let width = 1
+    while width < n {
+        let i = 0
+        while i < n {
+            let mid = i + width
+            if mid > n { mid = n }
+            let hi = mid + width
+            if hi > n { hi = n }
+            let a = i
+            let b = mid
+            for k in i..hi {
+                if a < mid and (b >= hi or not less(src[b], src[a])) {
+                    dst[k] = src[a]
+                    a = a + 1
+                } else {
+                    dst[k] = src[b]
+                    b = b + 1
+                }
+            }
+            i = hi
+        }
+        let t = src
+        src = dst
+        dst = t
+        width = width * 2
+    }
+    for k in 0..n { v[k] = src[k] }
+    return nil
+}
+"#;
+
+/// The file name of the prelude's functions, in tracebacks.
+pub const PRELUDE_FILE: &str = "<prelude>";
 
 #[derive(Clone)]
 struct Local {
     name: String,
     reg: Reg,
+    /// A captured value of a closure (a copy, or the shared box if `boxed`).
     captured: bool,
+    /// The register holds a box: a variable that a closure captures and someone assigns.
+    boxed: bool,
 }
 
 struct LoopCx {
     breaks: Vec<usize>,
     continues: Vec<usize>,
+    /// `try` blocks open where the loop starts (a `break` leaves the ones opened since).
+    tries: usize,
 }
 
 struct Func {
@@ -121,10 +289,28 @@ struct Func {
     /// The top-level code: `let` outside any block makes a global.
     top: bool,
     at: Pos,
+    /// Names of variables that need a box: captured by a function literal inside this one and
+    /// assigned somewhere (by name, so a shadowed name may box a variable that needs none).
+    boxed: HashSet<String>,
+    /// `try` blocks open at the current instruction.
+    tries: usize,
+    /// Each `try` block: its body's instructions, its handler, the handler's message register.
+    regions: Vec<TryRegion>,
+}
+
+/// A `try` block's extent for the liveness analysis: an error at any instruction in
+/// `start..end` may continue at `handler` (with `e` written).
+#[derive(Clone, Copy)]
+struct TryRegion {
+    start: usize,
+    end: usize,
+    handler: usize,
+    e: Reg,
 }
 
 enum Name {
-    Local(Reg, bool),
+    /// A local's register, whether it is a capture, and whether it holds a box.
+    Local(Reg, bool, bool),
     Global(u16),
     Fn(u16, usize),
     Builtin(Builtin, u8, u8),
@@ -145,9 +331,15 @@ impl Compiler<'_> {
         Ok(i as u16)
     }
 
-    /// Compiles one function; `captures` are its captured names (registers after the
-    /// parameters).
-    fn function(&mut self, d: &FnDef, captures: &[String], top: bool) -> R<Proto> {
+    /// Compiles one function; `captures` are its captured names, each with whether it is a
+    /// box (registers after the parameters).
+    fn function(&mut self, d: &FnDef, captures: &[(String, bool)], top: bool) -> R<Proto> {
+        let mut assigned = HashSet::new();
+        let mut in_lambdas = HashSet::new();
+        for s in &d.body {
+            boxing_stmt(s, &mut assigned, &mut in_lambdas);
+        }
+        let boxed = assigned.intersection(&in_lambdas).cloned().collect();
         let mut f = Func {
             code: Vec::new(),
             pos: Vec::new(),
@@ -159,17 +351,23 @@ impl Compiler<'_> {
             sp_pos: vec![d.pos],
             top,
             at: d.pos,
+            boxed,
+            tries: 0,
+            regions: Vec::new(),
         };
-        for p in &d.params {
-            let r = f.alloc(d.pos)?;
-            f.scopes[0].push(Local { name: p.clone(), reg: r, captured: false });
+        let mut params = Vec::new();
+        for _ in &d.params {
+            params.push(f.alloc(d.pos)?);
         }
-        for n in captures {
+        for (n, boxed) in captures {
             let r = f.alloc(d.pos)?;
-            f.scopes[0].push(Local { name: n.clone(), reg: r, captured: true });
+            f.scopes[0].push(Local { name: n.clone(), reg: r, captured: true, boxed: *boxed });
         }
         let inputs = f.next;
         let mut cx = Cx { c: self, f };
+        for (p, r) in d.params.iter().zip(params) {
+            cx.declare(p, r, d.pos);
+        }
         cx.block_body(&d.body)?;
         let end = cx.f.code.last().map(|_| cx.f.at).unwrap_or(d.pos);
         let r = cx.f.alloc(end)?;
@@ -177,13 +375,14 @@ impl Compiler<'_> {
         cx.emit(Op::Ret { a: r }, end);
         let f = cx.f;
         let regs = f.max.max(1);
-        let maps = liveness(&f.code, regs, &f.sels);
+        let maps = liveness(&f.code, regs, &f.sels, &f.regions);
         let nsp = f.sp_pos.len();
         if nsp > u16::MAX as usize {
             return Err(Error::at(d.pos, format!("function {} is too large", d.name)));
         }
-        let mut desc = FuncDesc::new(d.name.clone(), regs, d.params.len(), nsp)
-            .tagged_at(0, &(0..inputs).collect::<Vec<_>>());
+        let mut desc =
+            FuncDesc::new(format!("{}{}", d.name, self.suffix), regs, d.params.len(), nsp)
+                .tagged_at(0, &(0..inputs).collect::<Vec<_>>());
         for (sp, regs) in maps {
             desc = desc.tagged_at(sp, &regs);
         }
@@ -195,7 +394,7 @@ impl Compiler<'_> {
             .register(desc)
             .map_err(|e| Error::at(d.pos, format!("cannot register {}: {e}", d.name)))?;
         Ok(Proto {
-            name: d.name.clone(),
+            name: format!("{}{}", d.name, self.suffix),
             params: d.params.len() as u8,
             captures: captures.len() as u8,
             regs: regs as u8,
@@ -258,7 +457,13 @@ impl Cx<'_, '_> {
 
     fn resolve(&self, n: &str, at: Pos) -> R<Name> {
         if let Some(l) = self.f.lookup(n) {
-            return Ok(Name::Local(l.reg, l.captured));
+            return Ok(Name::Local(l.reg, l.captured, l.boxed));
+        }
+        if self.c.prelude {
+            if let Some((b, lo, hi)) = Builtin::find(n) {
+                return Ok(Name::Builtin(b, lo, hi));
+            }
+            return Err(Error::at(at, format!("the prelude names {n}")));
         }
         if let Some(&(p, k)) = self.c.fns.get(n) {
             return Ok(Name::Fn(p, k));
@@ -270,6 +475,22 @@ impl Cx<'_, '_> {
             return Ok(Name::Builtin(b, lo, hi));
         }
         Err(Error::at(at, format!("unknown name {n}")))
+    }
+
+    /// Makes register `r` (holding the variable's first value) the local `name` of the
+    /// innermost scope; a variable that needs a box gets it here, holding that value.
+    fn declare(&mut self, name: &str, r: Reg, at: Pos) {
+        let boxed = self.f.boxed.contains(name);
+        if boxed {
+            let sp = self.sp(at);
+            self.emit(Op::NewBox { a: r, b: r, sp }, at);
+        }
+        self.f.scopes.last_mut().expect("a scope").push(Local {
+            name: name.to_owned(),
+            reg: r,
+            captured: false,
+            boxed,
+        });
     }
 
     fn block(&mut self, b: &[Stmt]) -> R<()> {
@@ -302,11 +523,7 @@ impl Cx<'_, '_> {
                     let r = self.f.alloc(at)?;
                     self.expr_into(e, r)?;
                     self.f.next = r as usize + 1;
-                    self.f.scopes.last_mut().expect("a scope").push(Local {
-                        name: n.clone(),
-                        reg: r,
-                        captured: false,
-                    });
+                    self.declare(n, r, at);
                     return Ok(());
                 }
             }
@@ -348,11 +565,7 @@ impl Cx<'_, '_> {
                 self.f.scopes.push(Vec::new());
                 let xr = self.f.alloc(at)?;
                 self.emit(Op::Move { a: xr, b: i }, at);
-                self.f.scopes.last_mut().expect("a scope").push(Local {
-                    name: x.clone(),
-                    reg: xr,
-                    captured: false,
-                });
+                self.declare(x, xr, at);
                 let sp = self.sp(at);
                 self.loop_body(body, Some(Op::AddI { a: i, b: i, v: 1, sp }), top, at)?;
                 self.f.scopes.pop();
@@ -370,11 +583,7 @@ impl Cx<'_, '_> {
                 let top = self.here();
                 let sp = self.sp(at);
                 let jn = self.emit(Op::IterNext { x: xr, it, obj, t: 0, sp }, at);
-                self.f.scopes.last_mut().expect("a scope").push(Local {
-                    name: x.clone(),
-                    reg: xr,
-                    captured: false,
-                });
+                self.declare(x, xr, at);
                 self.loop_body(body, None, top, at)?;
                 self.f.scopes.pop();
                 let h = self.here();
@@ -393,10 +602,16 @@ impl Cx<'_, '_> {
                 self.emit(Op::Ret { a: r }, at);
             }
             StmtKind::Break | StmtKind::Continue => {
-                let j = self.emit(Op::Jmp { t: 0 }, at);
-                let Some(l) = self.f.loops.last_mut() else {
+                let Some(l) = self.f.loops.last() else {
                     return Err(Error::at(at, "break or continue outside a loop"));
                 };
+                // Leave the `try` blocks opened inside the loop.
+                let n = self.f.tries - l.tries;
+                if n > 0 {
+                    self.emit(Op::EndTry { n: n as u8 }, at);
+                }
+                let j = self.emit(Op::Jmp { t: 0 }, at);
+                let l = self.f.loops.last_mut().expect("checked above");
                 if matches!(s.kind, StmtKind::Break) {
                     l.breaks.push(j)
                 } else {
@@ -416,8 +631,58 @@ impl Cx<'_, '_> {
                 self.emit(Op::Send { ch, v, sp }, at);
             }
             StmtKind::Select(cases, default) => self.select(cases, default.as_deref(), at)?,
+            StmtKind::RecvOk(v, ok, ch, declare) => {
+                let (rv, rok) = (self.f.alloc(at)?, self.f.alloc(at)?);
+                let c = self.operand(ch)?;
+                let sp = self.sp(at);
+                self.emit(Op::RecvOk { a: rv, ok: rok, ch: c, sp }, at);
+                if *declare {
+                    self.f.next = rok as usize + 1;
+                    for (t, r) in [(v, rv), (ok, rok)] {
+                        let ExprKind::Name(n) = &t.kind else { unreachable!("the parser's") };
+                        self.declare(n, r, at);
+                    }
+                    return Ok(());
+                }
+                self.assign_reg(v, rv, at)?;
+                self.assign_reg(ok, rok, at)?;
+            }
+            StmtKind::Try(body, name, catch) => self.try_catch(body, name.as_deref(), catch, at)?,
         }
         self.f.next = mark;
+        Ok(())
+    }
+
+    /// `try { body } catch name { catch }`.
+    fn try_catch(&mut self, body: &[Stmt], name: Option<&str>, catch: &[Stmt], at: Pos) -> R<()> {
+        if self.f.tries >= u8::MAX as usize {
+            return Err(Error::at(at, "too many nested try blocks"));
+        }
+        let e = self.f.alloc(at)?;
+        let sp = self.sp(at);
+        let t = self.emit(Op::Try { t: 0, e, sp }, at);
+        let start = self.here() as usize;
+        self.f.tries += 1;
+        self.block(body)?;
+        self.f.tries -= 1;
+        let end = self.here() as usize;
+        self.emit(Op::EndTry { n: 1 }, at);
+        let j = self.emit(Op::Jmp { t: 0 }, at);
+        let handler = self.here();
+        match &mut self.f.code[t] {
+            Op::Try { t, .. } => *t = handler,
+            _ => unreachable!("emitted above"),
+        }
+        self.f.regions.push(TryRegion { start, end, handler: handler as usize, e });
+        self.f.scopes.push(Vec::new());
+        if let Some(n) = name {
+            self.declare(n, e, at);
+        }
+        let r = self.block(catch);
+        self.f.scopes.pop();
+        r?;
+        let h = self.here();
+        self.patch(j, h);
         Ok(())
     }
 
@@ -426,22 +691,26 @@ impl Cx<'_, '_> {
         let mut vars = Vec::new();
         for c in cases {
             match c {
-                Case::Recv(name, ch, _) => {
+                Case::Recv(name, ok, ch, _) => {
                     let chr = self.f.alloc(at)?;
                     self.expr_into(ch, chr)?;
                     let dst = match name {
                         Some(_) => Some(self.f.alloc(at)?),
                         None => None,
                     };
-                    vars.push(dst);
-                    table.push(SelCase::Recv { ch: chr, dst });
+                    let okr = match ok {
+                        Some(_) => Some(self.f.alloc(at)?),
+                        None => None,
+                    };
+                    vars.push((dst, okr));
+                    table.push(SelCase::Recv { ch: chr, dst, ok: okr });
                 }
                 Case::Send(ch, v, _) => {
                     let chr = self.f.alloc(at)?;
                     self.expr_into(ch, chr)?;
                     let vr = self.f.alloc(at)?;
                     self.expr_into(v, vr)?;
-                    vars.push(None);
+                    vars.push((None, None));
                     table.push(SelCase::Send { ch: chr, v: vr });
                 }
             }
@@ -456,17 +725,16 @@ impl Cx<'_, '_> {
         for (i, c) in cases.iter().enumerate() {
             self.emit(Op::Int { a: k, v: i as i32 }, at);
             let j = self.emit(Op::CmpJmpF { op: CmpOp::Eq, b: idx, c: k, t: 0 }, at);
-            let (name, body) = match c {
-                Case::Recv(n, _, b) => (n.clone(), b),
-                Case::Send(_, _, b) => (None, b),
+            let (name, ok, body) = match c {
+                Case::Recv(n, ok, _, b) => (n.as_deref(), ok.as_deref(), b),
+                Case::Send(_, _, b) => (None, None, b),
             };
             self.f.scopes.push(Vec::new());
-            if let (Some(n), Some(r)) = (name, vars[i]) {
-                self.f.scopes.last_mut().expect("a scope").push(Local {
-                    name: n,
-                    reg: r,
-                    captured: false,
-                });
+            if let (Some(n), Some(r)) = (name, vars[i].0) {
+                self.declare(n, r, at);
+            }
+            if let (Some(n), Some(r)) = (ok, vars[i].1) {
+                self.declare(n, r, at);
             }
             self.block(body)?;
             self.f.scopes.pop();
@@ -487,7 +755,8 @@ impl Cx<'_, '_> {
     /// The body of a loop whose condition is at `top`; `step` runs before every back-edge
     /// (where `continue` goes).
     fn loop_body(&mut self, body: &[Stmt], step: Option<Op>, top: u32, at: Pos) -> R<()> {
-        self.f.loops.push(LoopCx { breaks: Vec::new(), continues: Vec::new() });
+        let tries = self.f.tries;
+        self.f.loops.push(LoopCx { breaks: Vec::new(), continues: Vec::new(), tries });
         self.block(body)?;
         let cont = self.here();
         let l = self.f.loops.last_mut().expect("the loop");
@@ -536,15 +805,14 @@ impl Cx<'_, '_> {
     fn assign(&mut self, target: &Expr, e: &Expr, at: Pos) -> R<()> {
         match &target.kind {
             ExprKind::Name(n) => match self.resolve(n, target.pos)? {
-                Name::Local(_, true) => {
-                    return Err(Error::at(
-                        target.pos,
-                        format!(
-                            "cannot assign to {n}: it is captured by this function (captures are copies)"
-                        ),
-                    ));
+                Name::Local(r, _, true) => {
+                    let t = self.operand(e)?;
+                    self.emit(Op::SetBox { a: r, b: t }, at);
                 }
-                Name::Local(r, false) => {
+                Name::Local(_, true, false) => {
+                    unreachable!("a captured variable that is assigned is boxed")
+                }
+                Name::Local(r, false, false) => {
                     if matches!(e.kind, ExprKind::Logic(..)) {
                         let t = self.operand(e)?;
                         self.emit(Op::Move { a: r, b: t }, at);
@@ -581,10 +849,46 @@ impl Cx<'_, '_> {
         Ok(())
     }
 
+    /// Assigns register `v` to `target` (as `assign` does an expression).
+    fn assign_reg(&mut self, target: &Expr, v: Reg, at: Pos) -> R<()> {
+        match &target.kind {
+            ExprKind::Name(n) => match self.resolve(n, target.pos)? {
+                Name::Local(r, _, true) => {
+                    self.emit(Op::SetBox { a: r, b: v }, at);
+                }
+                Name::Local(r, _, false) => {
+                    self.emit(Op::Move { a: r, b: v }, at);
+                }
+                Name::Global(g) => {
+                    self.emit(Op::SetGlobal { g, a: v }, at);
+                }
+                Name::Fn(..) | Name::Builtin(..) => {
+                    return Err(Error::at(target.pos, format!("cannot assign to function {n}")));
+                }
+            },
+            ExprKind::Index(o, k) => {
+                let o = self.operand(o)?;
+                let k = self.operand(k)?;
+                let sp = self.sp(at);
+                self.emit(Op::SetIndex { a: o, b: k, c: v, sp }, target.pos);
+            }
+            ExprKind::Field(o, name) => {
+                let o = self.operand(o)?;
+                let k = self.f.alloc(at)?;
+                let kc = self.c.konst(Const::Str(name.clone()))?;
+                self.emit(Op::Const { a: k, k: kc }, at);
+                let sp = self.sp(at);
+                self.emit(Op::SetIndex { a: o, b: k, c: v, sp }, target.pos);
+            }
+            _ => return Err(Error::at(target.pos, "cannot assign to this")),
+        }
+        Ok(())
+    }
+
     /// A register holding `e`'s value: a local's own register, or a new temporary.
     fn operand(&mut self, e: &Expr) -> R<Reg> {
         if let ExprKind::Name(n) = &e.kind
-            && let Name::Local(r, _) = self.resolve(n, e.pos)?
+            && let Name::Local(r, _, false) = self.resolve(n, e.pos)?
         {
             return Ok(r);
         }
@@ -645,7 +949,10 @@ impl Cx<'_, '_> {
                 self.emit(Op::Imm { a: dst, w: value::NIL as u8 }, at);
             }
             ExprKind::Name(n) => match self.resolve(n, at)? {
-                Name::Local(r, _) => {
+                Name::Local(r, _, true) => {
+                    self.emit(Op::GetBox { a: dst, b: r }, at);
+                }
+                Name::Local(r, _, false) => {
                     if r != dst {
                         self.emit(Op::Move { a: dst, b: r }, at);
                     }
@@ -728,12 +1035,31 @@ impl Cx<'_, '_> {
                 self.emit(Op::Index { a: dst, b: o, c: k }, at);
             }
             ExprKind::Vec(items) => {
-                if items.len() > 200 {
-                    return Err(Error::at(at, "a vector literal has at most 200 items (use push)"));
+                if items.len() <= 200 {
+                    let base = self.args(items, at)?;
+                    let sp = self.sp(at);
+                    self.emit(Op::NewVec { a: dst, base, n: items.len() as u8, sp }, at);
+                    self.f.next = mark;
+                    return Ok(());
                 }
-                let base = self.args(items, at)?;
+                // The first items in one instruction, the rest pushed one at a time.
+                let (head, rest) = items.split_at(200);
+                let t = self.f.alloc(at)?;
+                let base = self.args(head, at)?;
                 let sp = self.sp(at);
-                self.emit(Op::NewVec { a: dst, base, n: items.len() as u8, sp }, at);
+                self.emit(Op::NewVec { a: t, base, n: head.len() as u8, sp }, at);
+                self.f.next = t as usize + 1;
+                for x in rest {
+                    let m = self.f.next;
+                    let b = self.f.alloc(at)?;
+                    self.emit(Op::Move { a: b, b: t }, at);
+                    let xr = self.f.alloc(at)?;
+                    self.expr_into(x, xr)?;
+                    let sp = self.sp(at);
+                    self.emit(Op::Builtin { a: b, id: Builtin::Push, base: b, n: 2, sp }, at);
+                    self.f.next = m;
+                }
+                self.emit(Op::Move { a: dst, b: t }, at);
             }
             ExprKind::Map(items) => {
                 let t = self.f.alloc(at)?;
@@ -755,13 +1081,16 @@ impl Cx<'_, '_> {
                     return Err(Error::at(at, "a function captures at most 200 variables"));
                 }
                 let base = self.f.next as Reg;
+                let mut boxes = Vec::new();
                 for n in &caps {
                     let r = self.f.alloc(at)?;
                     let Some(l) = self.f.lookup(n) else { unreachable!("captures are locals") };
-                    let src = l.reg;
+                    let (src, boxed) = (l.reg, l.boxed);
+                    // A box is shared: the closure gets the box itself.
                     self.emit(Op::Move { a: r, b: src }, at);
+                    boxes.push((n.clone(), boxed));
                 }
-                let p = self.c.function(d, &caps, false)?;
+                let p = self.c.function(d, &boxes, false)?;
                 let pi = self.c.protos.len();
                 if pi > u16::MAX as usize {
                     return Err(Error::at(at, "too many functions"));
@@ -805,6 +1134,12 @@ impl Cx<'_, '_> {
                     }
                     let base = self.args(args, at)?;
                     let sp = self.sp(at);
+                    if b == Builtin::Sort && args.len() == 2 {
+                        // `sort(v, less)`: the prelude's merge sort, which calls `less`.
+                        let p = self.c.fns["$sort"].0;
+                        self.emit(Op::CallG { a: dst, p, base, n: 2, sp }, at);
+                        return Ok(());
+                    }
                     self.emit(Op::Builtin { a: dst, id: b, base, n: args.len() as u8, sp }, at);
                     return Ok(());
                 }
@@ -848,6 +1183,114 @@ fn cmp_parts(op: BinOp, a: Reg, b: Reg) -> (CmpOp, Reg, Reg) {
     }
 }
 
+/// Gathers the names `s` assigns (anywhere, function literals included) and the names used
+/// inside function literals: a variable in both needs a box.
+fn boxing_stmt(s: &Stmt, assigned: &mut HashSet<String>, in_lambdas: &mut HashSet<String>) {
+    let mut target = |t: &Expr| {
+        if let ExprKind::Name(n) = &t.kind {
+            assigned.insert(n.clone());
+        }
+    };
+    match &s.kind {
+        StmtKind::Assign(t, _) => target(t),
+        StmtKind::RecvOk(v, ok, _, false) => {
+            target(v);
+            target(ok);
+        }
+        _ => {}
+    }
+    let mut lambdas = Vec::new();
+    each_lambda_stmt(s, &mut lambdas);
+    for d in lambdas {
+        let mut used = Vec::new();
+        for s in &d.body {
+            names_stmt(s, &mut used);
+            boxing_stmt(s, assigned, in_lambdas);
+        }
+        in_lambdas.extend(used);
+    }
+    // Statements nested in blocks.
+    let mut inner = |b: &[Stmt]| b.iter().for_each(|s| boxing_stmt(s, assigned, in_lambdas));
+    match &s.kind {
+        StmtKind::If(_, a, b) | StmtKind::Try(a, _, b) => {
+            inner(a);
+            inner(b);
+        }
+        StmtKind::While(_, b) | StmtKind::ForIn(_, _, b) | StmtKind::ForRange(_, _, _, b) => {
+            inner(b)
+        }
+        StmtKind::Select(cases, d) => {
+            for c in cases {
+                match c {
+                    Case::Recv(_, _, _, b) | Case::Send(_, _, b) => inner(b),
+                }
+            }
+            if let Some(d) = d {
+                inner(d);
+            }
+        }
+        _ => {}
+    }
+}
+
+/// The function literals in `s`'s own expressions (not in its nested blocks' statements,
+/// and not nested in other literals).
+fn each_lambda_stmt<'a>(s: &'a Stmt, out: &mut Vec<&'a FnDef>) {
+    let mut exprs: Vec<&Expr> = Vec::new();
+    match &s.kind {
+        StmtKind::Let(_, e) | StmtKind::Expr(e) => exprs.push(e),
+        StmtKind::Assign(a, b) | StmtKind::Send(a, b) => exprs.extend([a, b]),
+        StmtKind::RecvOk(a, b, c, _) => exprs.extend([a, b, c]),
+        StmtKind::If(c, _, _) | StmtKind::While(c, _) | StmtKind::ForIn(_, c, _) => exprs.push(c),
+        StmtKind::ForRange(_, a, b, _) => exprs.extend([a, b]),
+        StmtKind::Return(e) => exprs.extend(e),
+        StmtKind::Go(f, args) => {
+            exprs.push(f);
+            exprs.extend(args);
+        }
+        StmtKind::Select(cases, _) => {
+            for c in cases {
+                match c {
+                    Case::Recv(_, _, ch, _) => exprs.push(ch),
+                    Case::Send(ch, v, _) => exprs.extend([ch, v]),
+                }
+            }
+        }
+        StmtKind::Try(..) | StmtKind::Break | StmtKind::Continue | StmtKind::Fn(_) => {}
+    }
+    for e in exprs {
+        each_lambda_expr(e, out);
+    }
+}
+
+fn each_lambda_expr<'a>(e: &'a Expr, out: &mut Vec<&'a FnDef>) {
+    match &e.kind {
+        ExprKind::Lambda(d) => out.push(d),
+        ExprKind::Bin(_, a, b) | ExprKind::Logic(_, a, b) | ExprKind::Index(a, b) => {
+            each_lambda_expr(a, out);
+            each_lambda_expr(b, out);
+        }
+        ExprKind::Neg(a) | ExprKind::Not(a) | ExprKind::Field(a, _) | ExprKind::Recv(a) => {
+            each_lambda_expr(a, out)
+        }
+        ExprKind::Call(f, args) => {
+            each_lambda_expr(f, out);
+            args.iter().for_each(|e| each_lambda_expr(e, out));
+        }
+        ExprKind::Vec(items) => items.iter().for_each(|e| each_lambda_expr(e, out)),
+        ExprKind::Map(items) => items.iter().for_each(|(k, v)| {
+            each_lambda_expr(k, out);
+            each_lambda_expr(v, out);
+        }),
+        ExprKind::Int(_)
+        | ExprKind::Float(_)
+        | ExprKind::Str(_)
+        | ExprKind::Bool(_)
+        | ExprKind::Nil
+        | ExprKind::Name(_) => {}
+    }
+}
+
 fn names_stmt(s: &Stmt, out: &mut Vec<String>) {
     match &s.kind {
         StmtKind::Let(_, e) | StmtKind::Expr(e) => names_expr(e, out),
@@ -855,6 +1298,12 @@ fn names_stmt(s: &Stmt, out: &mut Vec<String>) {
             names_expr(t, out);
             names_expr(e, out);
         }
+        StmtKind::RecvOk(v, ok, ch, _) => {
+            names_expr(v, out);
+            names_expr(ok, out);
+            names_expr(ch, out);
+        }
+        StmtKind::Try(a, _, b) => a.iter().chain(b).for_each(|s| names_stmt(s, out)),
         StmtKind::If(c, a, b) => {
             names_expr(c, out);
             a.iter().chain(b).for_each(|s| names_stmt(s, out));
@@ -876,7 +1325,7 @@ fn names_stmt(s: &Stmt, out: &mut Vec<String>) {
         StmtKind::Select(cases, d) => {
             for c in cases {
                 match c {
-                    Case::Recv(_, ch, b) => {
+                    Case::Recv(_, _, ch, b) => {
                         names_expr(ch, out);
                         b.iter().for_each(|s| names_stmt(s, out));
                     }
@@ -1031,13 +1480,35 @@ fn effects(op: &Op, i: usize, sels: &[SelTable]) -> (Set, Set, [Option<usize>; 2
             d.add(a);
             sp = Some(s);
         }
+        Op::RecvOk { a, ok, ch, sp: s } => {
+            u.add(ch);
+            d.add(a);
+            d.add(ok);
+            sp = Some(s);
+        }
+        Op::NewBox { a, b, sp: s } => {
+            u.add(b);
+            d.add(a);
+            sp = Some(s);
+        }
+        Op::GetBox { a, b } => {
+            u.add(b);
+            d.add(a);
+        }
+        Op::SetBox { a, b } => {
+            u.add(a);
+            u.add(b);
+        }
+        // Its safepoints are the handler's (see `liveness`).
+        Op::Try { t, .. } => succ[1] = Some(t as usize),
+        Op::EndTry { .. } => {}
         Op::Select { a, sel, sp: s } => {
             d.add(a);
             for c in &sels[sel as usize].cases {
                 match *c {
-                    SelCase::Recv { ch, dst } => {
+                    SelCase::Recv { ch, dst, ok } => {
                         u.add(ch);
-                        if let Some(r) = dst {
+                        for r in [dst, ok].into_iter().flatten() {
                             d.add(r);
                         }
                     }
@@ -1062,16 +1533,36 @@ fn effects(op: &Op, i: usize, sels: &[SelTable]) -> (Set, Set, [Option<usize>; 2
 }
 
 /// The stack maps of a function's safepoints (1 and up; 0 is the entry, done by the caller).
-fn liveness(code: &[Op], regs: usize, sels: &[SelTable]) -> Vec<(usize, Vec<usize>)> {
+///
+/// An instruction inside a `try` block may fail before it writes anything and continue at the
+/// handler: so what the handler needs (but the message register, which the unwinding writes)
+/// is live out of it, and live across its safepoints even where the instruction writes it.
+/// A `try`'s own two safepoints are its handler's, before and after the message is written.
+fn liveness(
+    code: &[Op],
+    regs: usize,
+    sels: &[SelTable],
+    regions: &[TryRegion],
+) -> Vec<(usize, Vec<usize>)> {
     let eff: Vec<_> = code.iter().enumerate().map(|(i, op)| effects(op, i, sels)).collect();
     let mut live_in = vec![Set::default(); code.len() + 1];
+    // What the handlers of the `try` blocks around instruction `i` need.
+    let handlers = |live_in: &[Set], i: usize| {
+        regions.iter().filter(|r| (r.start..r.end).contains(&i)).fold(Set::default(), |s, r| {
+            let mut e = Set::default();
+            e.add(r.e);
+            s.union(live_in[r.handler].minus(e))
+        })
+    };
     let mut changed = true;
     while changed {
         changed = false;
         for i in (0..code.len()).rev() {
             let (u, d, succ, _) = eff[i];
             let out = succ.iter().flatten().fold(Set::default(), |s, &j| s.union(live_in[j]));
-            let inn = u.union(out.minus(d));
+            let h = handlers(&live_in, i);
+            let out = out.union(h);
+            let inn = u.union(out.minus(d)).union(h);
             if inn != live_in[i] {
                 live_in[i] = inn;
                 changed = true;
@@ -1079,10 +1570,19 @@ fn liveness(code: &[Op], regs: usize, sels: &[SelTable]) -> Vec<(usize, Vec<usiz
         }
     }
     let mut maps = Vec::new();
-    for &(u, d, succ, sp) in &eff {
+    for (i, &(u, d, succ, sp)) in eff.iter().enumerate() {
+        if let Op::Try { t, e, sp } = code[i] {
+            let mut er = Set::default();
+            er.add(e);
+            let h = live_in[t as usize];
+            maps.push((sp as usize, h.minus(er).regs(regs)));
+            maps.push((sp as usize + 1, h.union(er).regs(regs)));
+            continue;
+        }
         let Some(sp) = sp else { continue };
-        let out = succ.iter().flatten().fold(Set::default(), |s, &j| s.union(live_in[j]));
-        maps.push((sp as usize, out.minus(d).union(u).regs(regs)));
+        let h = handlers(&live_in, i);
+        let out = succ.iter().flatten().fold(Set::default(), |s, &j| s.union(live_in[j])).union(h);
+        maps.push((sp as usize, out.minus(d).union(u).union(h).regs(regs)));
         maps.push((sp as usize + 1, out.union(d).union(u).regs(regs)));
     }
     maps

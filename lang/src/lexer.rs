@@ -31,7 +31,7 @@ pub struct Token {
 
 const KEYWORDS: &[&str] = &[
     "fn", "let", "if", "else", "while", "for", "in", "return", "break", "continue", "go", "select",
-    "case", "default", "true", "false", "nil", "and", "or", "not",
+    "case", "default", "true", "false", "nil", "and", "or", "not", "try", "catch",
 ];
 
 // Longest first, so that "<-" and "<<" win over "<" and "..", "==" over ".", "=".

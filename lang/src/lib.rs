@@ -3,7 +3,8 @@
 //! Pebble exists to prove safepoint's embedding API on a real interpreter. It has integers
 //! (immediate: no allocation), floats, strings, vectors, maps, closures, recursion,
 //! goroutines (`go f(x)`), channels of any value (send, receive, close, `select`, `for v in
-//! ch`) and `print`. It is run by the `safepoint` binary (`safepoint run FILE`).
+//! ch`) and `print`. It is run by the `safepoint` binary (`safepoint run FILE`; with no
+//! command, a REPL on standard input: [`repl`]).
 //!
 //! Operators are Go's, with Go's precedence: arithmetic, comparisons, `and`/`or`/`not`, and
 //! on integers the bitwise `& | ^` and shifts `<< >>` (an integer operation that loses bits is
@@ -14,9 +15,27 @@
 //! `type`, `sqrt`, `chan`, `close`, `sleep` (milliseconds), `yield`, `exit(status)` (from any
 //! goroutine, as Go's `os.Exit`), `error(msg)`, `gc`, `cycles`, `args`; for strings `ord`,
 //! `chr`, `find` (a byte offset, or -1), `split`, `join`, `bytes`, `from_bytes`, and
-//! `float("2.5")`; `sort(v)` sorts a vector of numbers or of strings in place (no comparator
-//! yet). `s[i]` is a string's byte `i`; `x[a:b]` (either bound may be left out) is a new
-//! string or vector holding that part of `x` (a copy: vectors do not share storage).
+//! `float("2.5")`; `sort(v)` sorts a vector of numbers or of strings in place, `sort(v, less)`
+//! by a comparator (a stable merge sort, written in Pebble in the compiler's prelude).
+//! `s[i]` is a string's byte `i`; `x[a:b]` (either bound may be left out) is a new string or
+//! vector holding that part of `x` (a copy: vectors do not share storage). `memstats()` is a
+//! map of the collector's figures (named as Go's `runtime.MemStats` names them);
+//! `read_line()` (nil at the end of input), `read_file(path)` and `write_file(path, s)` do I/O
+//! in a blocking call, which hands the goroutine's P to others while it waits.
+//!
+//! Closures capture variables, not values: a variable that a function literal captures and
+//! that anything assigns lives in a box (a one-word heap object) that the declaring frame and
+//! every closure share; other captures are copies. A `for` loop's variable is a new variable
+//! each iteration, as in Go 1.22. `v, ok = <-ch` (and `let v, ok = <-ch`, and `case v, ok =
+//! <-ch` in a `select`) receives with `ok` false once the channel is closed and drained.
+//!
+//! `try { ... } catch e { ... }` contains errors: a runtime error in the block, or in any
+//! function it calls on the same goroutine (stack overflow and running out of memory
+//! included), unwinds the frames above the block's and runs the handler with the message in
+//! `e` (a string). The liveness analysis treats the handler as a successor of every
+//! instruction of the block, so what the handler uses stays in the stack maps of every
+//! safepoint the error may come from. `break`, `continue` and `return` leave the block as
+//! usual. A goroutine's uncaught error still ends the program, as a Go panic does.
 //!
 //! ```text
 //! fn fib(n) { if n < 2 { return n } return fib(n - 1) + fib(n - 2) }
@@ -45,8 +64,8 @@
 //!
 //! ## Errors
 //!
-//! A syntax or compile error (an unknown name, a wrong argument count to a known function,
-//! an assignment to a captured variable) prints `file:line:col: message` and exits 1. A
+//! A syntax or compile error (an unknown name, a wrong argument count to a known function)
+//! prints `file:line:col: message` and exits 1. A
 //! runtime error (a type error, division by zero, an index out of range, `error(msg)`,
 //! sending on a closed channel, out of memory) prints `file:line:col: runtime error: message`
 //! and the goroutine's traceback, taken from its managed stack and the stack maps' line
@@ -54,7 +73,6 @@
 //!
 //! ## Limits, plainly
 //!
-//! Captured variables are copies (assigning to one inside the closure is a compile error).
 //! A function has at most 255 registers. A channel's Rust side is never freed: the heap has
 //! no finalizers yet, so a program that makes channels without bound leaks about a hundred
 //! bytes per channel.
@@ -136,14 +154,17 @@ fn quiet_stack_overflow_panics() {
 /// A deadlock as Go prints one: the fatal line, then each of the program's goroutines (the
 /// collector's own are left out) with what it waits on and its traceback, a frame a line pair
 /// as in a runtime error's.
-fn deadlock_report(d: &safepoint_sched::DeadlockReport, file: &str) -> String {
+fn deadlock_report(d: &safepoint_sched::DeadlockReport, prog: &bytecode::Program) -> String {
     let mut out = format!("fatal error: {}", safepoint_sched::DEADLOCK);
     for g in &d.goroutines {
         out.push_str(&format!("\n\ngoroutine {} [{}]:", g.id, g.wait_reason));
         let Some(tb) = &g.traceback else { continue };
         for (i, f) in tb.frames.iter().chain(tb.tail.iter()).enumerate() {
             match f.line {
-                Some(l) => out.push_str(&format!("\n  {}\n        {file}:{l}", f.name)),
+                Some(l) => {
+                    let file = prog.file_of(f.func);
+                    out.push_str(&format!("\n  {}\n        {file}:{l}", f.name))
+                }
                 None => out.push_str(&format!("\n  {}", f.name)),
             }
             if i + 1 == tb.frames.len() && tb.elided > 0 {
@@ -152,6 +173,163 @@ fn deadlock_report(d: &safepoint_sched::DeadlockReport, file: &str) -> String {
         }
     }
     out
+}
+
+/// The runtime and heap a program runs on; a message and exit status 2 if they cannot start.
+fn start(opts: &Options, reg: &Arc<Registry>) -> Result<(Runtime, Gc), i32> {
+    let procs = if opts.procs == 0 {
+        std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
+    } else {
+        opts.procs
+    };
+    let mut b = Runtime::builder().procs(procs).registry(reg.clone());
+    if opts.max_stack > 0 {
+        b = b.managed_stack_limit(opts.max_stack);
+    }
+    let rt = b.build().map_err(|e| {
+        eprintln!("safepoint: cannot start the runtime: {e}");
+        2
+    })?;
+    let mut b = Gc::builder().tag_rule(value::RULE);
+    if opts.max_heap > 0 {
+        b = b.hard_limit(opts.max_heap);
+    }
+    let gc = b.build(&rt).map_err(|e| {
+        eprintln!("safepoint: cannot start the collector: {e}");
+        2
+    })?;
+    Ok((rt, gc))
+}
+
+/// Globals a REPL session may declare: its globals array has this many words from the start,
+/// so that goroutines of earlier chunks and later chunks share it without a copy.
+pub const REPL_GLOBALS: usize = 4096;
+
+/// Whether `src` has no bracket left open (outside strings and comments): a REPL chunk that
+/// is complete.
+fn complete(src: &str) -> bool {
+    let mut depth = 0i32;
+    let mut cs = src.chars().peekable();
+    while let Some(c) = cs.next() {
+        match c {
+            '"' => {
+                while let Some(c) = cs.next() {
+                    match c {
+                        '\\' => {
+                            cs.next();
+                        }
+                        '"' => break,
+                        _ => {}
+                    }
+                }
+            }
+            '/' if cs.peek() == Some(&'/') => {
+                for c in cs.by_ref() {
+                    if c == '\n' {
+                        break;
+                    }
+                }
+            }
+            '(' | '[' | '{' => depth += 1,
+            ')' | ']' | '}' => depth -= 1,
+            _ => {}
+        }
+    }
+    depth <= 0
+}
+
+/// The read-eval-print loop, on standard input: each chunk (a line, or the lines up to the
+/// one that closes every bracket) is compiled and run as it comes, on one runtime and heap;
+/// functions, globals and goroutines of earlier chunks stay. A chunk that is one expression
+/// prints its value (unless nil). A compile error or a runtime error of the chunk's top-level
+/// code is printed and the session goes on; a runtime error in a goroutine still ends the
+/// process, as in a program. The prompt is printed only when standard input is a terminal.
+/// Returns 0 at the end of input.
+pub fn repl(opts: &Options) -> i32 {
+    use std::io::{BufRead, IsTerminal, Write};
+    quiet_stack_overflow_panics();
+    let reg = Arc::new(Registry::new());
+    let mut session = match compiler::Session::new(&reg) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("{}", e.render("<prelude>"));
+            return 1;
+        }
+    };
+    let (rt, gc) = match start(opts, &reg) {
+        Ok(x) => x,
+        Err(code) => return code,
+    };
+    let stdin = std::io::stdin();
+    let tty = stdin.is_terminal();
+    let mut sh: Option<Arc<vm::Shared>> = None;
+    let mut chunk = String::new();
+    loop {
+        if tty {
+            print!("{}", if chunk.is_empty() { "> " } else { ". " });
+            let _ = std::io::stdout().flush();
+        }
+        let mut line = String::new();
+        match stdin.lock().read_line(&mut line) {
+            Ok(0) | Err(_) => break,
+            Ok(_) => {}
+        }
+        chunk.push_str(&line);
+        if !complete(&chunk) {
+            continue;
+        }
+        let src = std::mem::take(&mut chunk);
+        if src.trim().is_empty() {
+            continue;
+        }
+        let prog = match session.compile("<stdin>", &src, &reg, true) {
+            Ok(p) => p,
+            Err(e) => {
+                eprintln!("{}", e.render("<stdin>"));
+                continue;
+            }
+        };
+        if prog.globals > REPL_GLOBALS {
+            eprintln!("the REPL holds at most {REPL_GLOBALS} globals");
+            break;
+        }
+        let next = match &sh {
+            Some(s) => Arc::new(s.next(prog)),
+            None => match vm::Shared::new(prog, gc.clone(), reg.clone(), opts.args.clone()) {
+                Ok(mut s) => {
+                    s.globals_cap = REPL_GLOBALS;
+                    Arc::new(s)
+                }
+                Err(e) => {
+                    eprintln!("safepoint: {e}");
+                    return 2;
+                }
+            },
+        };
+        let run = next.clone();
+        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            rt.block_on_or_deadlock(move || {
+                if let Err(m) = vm::init_heap(&run) {
+                    return Err((m, String::new()));
+                }
+                vm::Thread::run(run, vm::Entry::Main).map_err(|(e, tb)| (e.msg, tb))
+            })
+        }));
+        next.flush();
+        match r {
+            Ok(Ok(Ok(()))) => {}
+            Ok(Ok(Err((msg, tb)))) => eprintln!("{msg}\n\n{tb}"),
+            Ok(Err(deadlock)) => eprintln!("{}", deadlock_report(&deadlock, &next.prog)),
+            Err(_) => eprintln!("fatal error: the chunk's goroutine panicked"),
+        }
+        sh = Some(next);
+    }
+    if let Some(s) = &sh {
+        s.flush();
+    }
+    // As after a program: goroutines still running are left to the process's exit.
+    std::mem::forget(rt);
+    0
 }
 
 /// Compiles and runs `src` (named `file` in messages). Returns the process exit status: 0,
@@ -168,32 +346,9 @@ pub fn run(file: &str, src: &str, opts: &Options) -> i32 {
             return 1;
         }
     };
-    let procs = if opts.procs == 0 {
-        std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
-    } else {
-        opts.procs
-    };
-    let mut b = Runtime::builder().procs(procs).registry(reg.clone());
-    if opts.max_stack > 0 {
-        b = b.managed_stack_limit(opts.max_stack);
-    }
-    let rt = match b.build() {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("safepoint: cannot start the runtime: {e}");
-            return 2;
-        }
-    };
-    let mut b = Gc::builder().tag_rule(value::RULE);
-    if opts.max_heap > 0 {
-        b = b.hard_limit(opts.max_heap);
-    }
-    let gc = match b.build(&rt) {
-        Ok(gc) => gc,
-        Err(e) => {
-            eprintln!("safepoint: cannot start the collector: {e}");
-            return 2;
-        }
+    let (rt, gc) = match start(opts, &reg) {
+        Ok(x) => x,
+        Err(code) => return code,
     };
     let sh = match vm::Shared::new(prog, gc.clone(), reg, opts.args.clone()) {
         Ok(sh) => Arc::new(sh),
@@ -219,7 +374,7 @@ pub fn run(file: &str, src: &str, opts: &Options) -> i32 {
             2
         }
         Ok(Err(deadlock)) => {
-            eprintln!("{}", deadlock_report(&deadlock, &sh.prog.file));
+            eprintln!("{}", deadlock_report(&deadlock, &sh.prog));
             2
         }
         Err(p) => {
@@ -246,4 +401,24 @@ pub fn run(file: &str, src: &str, opts: &Options) -> i32 {
     // Goroutines may still be running or blocked: the process ends without waiting for them.
     std::mem::forget(rt);
     code
+}
+
+#[cfg(test)]
+mod tests {
+    /// A REPL chunk ends where every bracket outside strings and comments is closed.
+    #[test]
+    fn a_chunk_is_complete_when_its_brackets_close() {
+        for (src, want) in [
+            ("print(1)\n", true),
+            ("fn f(a) {\n", false),
+            ("fn f(a) {\n  return a\n}\n", true),
+            ("let s = \"{(\"\n", true),
+            ("let s = \"\\\"{\"\n", true),
+            ("let v = [1, // ]\n", false),
+            ("let v = [1, // ]\n2]\n", true),
+            ("}\n", true),
+        ] {
+            assert_eq!(super::complete(src), want, "{src:?}");
+        }
+    }
 }

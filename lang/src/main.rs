@@ -3,6 +3,7 @@
 //! ```text
 //! safepoint [OPTIONS] run FILE [ARGS...]   FILE may be `-` (standard input)
 //! safepoint [OPTIONS] demo
+//! safepoint [OPTIONS]                      the REPL, on standard input
 //! ```
 //!
 //! Options come before FILE (before or after `run`); everything after FILE is the program's
@@ -16,9 +17,11 @@ const DEMO: &str = include_str!("../scripts/demo.pb");
 const USAGE: &str = "\
 usage: safepoint [OPTIONS] run FILE [ARGS...]
        safepoint [OPTIONS] demo
+       safepoint [OPTIONS]
 
 Runs the Pebble program FILE (`-` reads it from standard input) with ARGS as its arguments:
-everything after FILE goes to the program. `--` ends the options.
+everything after FILE goes to the program. `--` ends the options. With no command, reads
+Pebble from standard input and runs it as it comes (a REPL): an expression's value is printed.
 
 options:
   --procs N          Ps to run goroutines on (default: the CPUs this process may use)
@@ -33,6 +36,7 @@ enum Command {
     Run { file: String, args: Vec<String> },
     Demo,
     Help,
+    Repl,
 }
 
 fn parse(opts: &mut safepoint_lang::Options) -> Result<Command, lexopt::Error> {
@@ -64,7 +68,7 @@ fn parse(opts: &mut safepoint_lang::Options) -> Result<Command, lexopt::Error> {
         }
     }
     match words.as_slice() {
-        [] => Err(lexopt::Error::from("a command is needed: run FILE, or demo")),
+        [] => Ok(Command::Repl),
         _ => Err(lexopt::Error::MissingValue { option: Some("run FILE".into()) }),
     }
 }
@@ -113,6 +117,7 @@ fn main() {
                 }
             }
         }
+        Command::Repl => safepoint_lang::repl(&opts),
         Command::Demo => {
             opts.stats = true;
             safepoint_lang::run("demo.pb", DEMO, &opts)

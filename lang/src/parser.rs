@@ -105,8 +105,23 @@ impl Parser<'_> {
         while self.eat(";") {}
         let kind = if self.eat("let") {
             let n = self.name()?;
-            self.expect("=")?;
-            StmtKind::Let(n, self.expr()?)
+            if self.is_here(",") {
+                // `let v, ok = <-ch`
+                self.i += 1;
+                let npos = self.pos();
+                let ok = self.name()?;
+                self.expect("=")?;
+                let rpos = self.pos();
+                self.expect("<-").map_err(|_| {
+                    Error::at(rpos, "a `let` of two names takes a receive: `let v, ok = <-ch`")
+                })?;
+                let ch = self.expr()?;
+                let name = |n: String, pos| Expr { kind: ExprKind::Name(n), pos };
+                StmtKind::RecvOk(name(n, pos), name(ok, npos), ch, true)
+            } else {
+                self.expect("=")?;
+                StmtKind::Let(n, self.expr()?)
+            }
         } else if self.is("fn")
             && matches!(self.t.get(self.i + 1).map(|t| &t.tok), Some(Tok::Name(_)))
         {
@@ -153,9 +168,33 @@ impl Parser<'_> {
             }
         } else if self.eat("select") {
             self.select_rest()?
+        } else if self.eat("try") {
+            let body = self.block()?;
+            self.expect("catch")?;
+            let name = if self.is("{") { None } else { Some(self.name()?) };
+            StmtKind::Try(body, name, self.block()?)
         } else {
             let e = self.expr()?;
-            if self.is_here("=") {
+            if self.is_here(",") {
+                // `v, ok = <-ch`
+                self.i += 1;
+                let ok = self.expr()?;
+                self.expect("=")?;
+                let rpos = self.pos();
+                self.expect("<-").map_err(|_| {
+                    Error::at(rpos, "an assignment to two targets takes a receive: `v, ok = <-ch`")
+                })?;
+                let ch = self.expr()?;
+                for t in [&e, &ok] {
+                    if !matches!(
+                        t.kind,
+                        ExprKind::Name(_) | ExprKind::Index(..) | ExprKind::Field(..)
+                    ) {
+                        return Err(Error::at(t.pos, "cannot assign to this"));
+                    }
+                }
+                StmtKind::RecvOk(e, ok, ch, false)
+            } else if self.is_here("=") {
                 self.i += 1;
                 if !matches!(e.kind, ExprKind::Name(_) | ExprKind::Index(..) | ExprKind::Field(..))
                 {
@@ -202,17 +241,23 @@ impl Parser<'_> {
                 continue;
             }
             self.expect("case")?;
+            let tok = |k: usize| self.t.get(self.i + k).map(|t| &t.tok);
+            let named = matches!(self.peek(), Tok::Name(_))
+                && (matches!(tok(1), Some(Tok::Sym("=")))
+                    || matches!(
+                        (tok(1), tok(2), tok(3)),
+                        (Some(Tok::Sym(",")), Some(Tok::Name(_)), Some(Tok::Sym("=")))
+                    ));
             if self.eat("<-") {
                 let ch = self.expr()?;
-                cases.push(Case::Recv(None, ch, self.block()?));
-            } else if matches!(self.peek(), Tok::Name(_))
-                && matches!(self.t.get(self.i + 1).map(|t| &t.tok), Some(Tok::Sym("=")))
-            {
+                cases.push(Case::Recv(None, None, ch, self.block()?));
+            } else if named {
                 let n = self.name()?;
+                let ok = if self.eat(",") { Some(self.name()?) } else { None };
                 self.expect("=")?;
                 self.expect("<-")?;
                 let ch = self.expr()?;
-                cases.push(Case::Recv(Some(n), ch, self.block()?));
+                cases.push(Case::Recv(Some(n), ok, ch, self.block()?));
             } else {
                 let ch = self.postfix()?;
                 self.expect("<-")?;
@@ -488,11 +533,15 @@ mod tests {
             "v[1]",
             "m.k",
             "go f(1)",
+            "v, ok = <-c",
+            "let v, ok = <-c",
+            "try { f() } catch e { g(e) }",
             "f()",
             "x == 1",
             "x and y",
         ];
-        let seconds = ["<-done", "-x", "print(1)", "x = 5", "c <- 6", "let z = 7", "f()", "x"];
+        let seconds =
+            ["<-done", "-x", "print(1)", "x = 5", "c <- 6", "let z = 7", "f()", "x", "v, ok = <-c"];
         for a in firsts {
             for b in seconds {
                 let both = parse_src(&format!("{a}\n{b}"));

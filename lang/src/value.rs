@@ -7,13 +7,17 @@
 //!   0000...0010     nil          (tag 10: other immediates)
 //!   0000...0110     false
 //!   0000...1010     true
+//!   ...double...11  float in [`safepoint_gc::flonum`]'s encoding (no allocation)
 //! ```
 //!
 //! Integers carry tag 00 so that adding two of them is one add (and an overflow check). The
 //! collector learns the rule from [`RULE`]: a word is a reference exactly when its low two
-//! bits are 01.
+//! bits are 01. A float whose magnitude is outside `2^-255 ..< 2^257` (or that is `-0.0`, an
+//! infinity or a NaN) does not fit the immediate encoding and is a heap object holding its
+//! bits; every float operation tries the immediate first, so each value has one form.
 
 use safepoint_gc::TagRule;
+pub use safepoint_gc::flonum::{decode as flo_value, encode as flo, is_flonum as is_flo};
 
 /// The collector's view of the encoding.
 pub const RULE: TagRule = TagRule { mask: 3, ref_tag: 1 };

@@ -9,9 +9,9 @@
 //! references in Rust variables freely: nothing can stop it there.
 
 use std::fmt::Write as _;
-use std::io::Write as _;
+use std::io::{BufRead as _, Write as _};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
+use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering::Relaxed};
 use std::time::Duration;
 
 use safepoint_gc::{Gc, GcError, Global, Pin, RawMutator, Shape, TypeDesc, TypeId, WordKind};
@@ -19,7 +19,9 @@ use safepoint_sched::{Chan, Select};
 use safepoint_stackmap::{FuncId, Registry};
 
 use crate::bytecode::*;
-use crate::value::{NIL, as_int, boolean, int, int_fits, is_int, is_ref, truthy};
+use crate::value::{
+    NIL, as_int, boolean, flo, flo_value, int, int_fits, is_flo, is_int, is_ref, truthy,
+};
 
 /// A value in flight on a channel: an immediate as is, a reference rooted in a global.
 pub(crate) enum Msg {
@@ -31,6 +33,7 @@ pub(crate) enum Msg {
 type ChanBox = Chan<Msg>;
 
 /// The language's heap types.
+#[derive(Clone)]
 pub(crate) struct Types {
     pub str: TypeId,
     pub float: TypeId,
@@ -39,12 +42,15 @@ pub(crate) struct Types {
     pub map: TypeId,
     pub closure: TypeId,
     pub chan: TypeId,
+    /// A variable that closures share: one tagged word.
+    pub boxed: TypeId,
     float_shape: Shape,
     vec_shape: Shape,
     /// Shapes of arrays of 0 to `SMALL_ARRAYS - 1` elements.
     arr_shapes: Vec<Shape>,
     map_shape: Shape,
     chan_shape: Shape,
+    box_shape: Shape,
 }
 
 impl Types {
@@ -58,10 +64,14 @@ impl Types {
         let float = rec("float", vec![WordKind::Raw])?;
         let vec = rec("vector", vec![tagged, tagged])?;
         let arr = t.register(TypeDesc::TaggedArray { name: "array".into() })?;
-        let map = rec("map", vec![tagged, tagged, tagged])?;
+        // count, keys, values, and each key's hash (an int): a probe compares hashes first.
+        let map = rec("map", vec![tagged, tagged, tagged, tagged])?;
         let closure = t.register(TypeDesc::TaggedArray { name: "closure".into() })?;
         let chan = rec("chan", vec![WordKind::Raw])?;
+        let boxed = rec("box", vec![tagged])?;
         Ok(Types {
+            box_shape: Shape::new(gc, boxed, 0)?,
+            boxed,
             float_shape: Shape::new(gc, float, 0)?,
             vec_shape: Shape::new(gc, vec, 0)?,
             arr_shapes: (0..SMALL_ARRAYS)
@@ -102,12 +112,15 @@ pub(crate) struct Shared {
     pub types: Types,
     /// The constants, a tagged array (set by the main goroutine before anything runs).
     pub consts: Global,
-    /// The global variables, a tagged array.
-    pub globals: Global,
+    /// The global variables, a tagged array of `globals_cap` words (shared by the chunks of
+    /// a REPL session).
+    pub globals: Arc<Global>,
+    /// The globals array's length: the program's globals, or the REPL's fixed room.
+    pub globals_cap: usize,
     /// The program's arguments (`args()`).
     pub args: Vec<String>,
     /// Standard output, shared by all goroutines (a goroutine-aware lock).
-    pub out: safepoint_sched::Mutex<std::io::BufWriter<std::io::Stdout>>,
+    pub out: Arc<safepoint_sched::Mutex<std::io::BufWriter<std::io::Stdout>>>,
 }
 
 impl Shared {
@@ -121,12 +134,29 @@ impl Shared {
             args,
             types: Types::register(&gc)?,
             consts: Global::new(&gc),
-            globals: Global::new(&gc),
-            out: safepoint_sched::Mutex::new(std::io::BufWriter::new(std::io::stdout())),
+            globals: Arc::new(Global::new(&gc)),
+            globals_cap: prog.globals,
+            out: Arc::new(safepoint_sched::Mutex::new(std::io::BufWriter::new(std::io::stdout()))),
             prog,
             gc,
             reg,
         })
+    }
+
+    /// What the next chunk of a REPL session shares: this one's heap, types, globals and
+    /// output, with `prog` (which extends this one's program) and its own constants.
+    pub(crate) fn next(&self, prog: Program) -> Shared {
+        Shared {
+            args: self.args.clone(),
+            types: self.types.clone(),
+            consts: Global::new(&self.gc),
+            globals: self.globals.clone(),
+            globals_cap: self.globals_cap,
+            out: self.out.clone(),
+            prog,
+            gc: self.gc.clone(),
+            reg: self.reg.clone(),
+        }
     }
 
     /// Writes `s` to standard output.
@@ -179,6 +209,7 @@ enum Block {
     Recv {
         ch: &'static ChanBox,
         dst: Reg,
+        ok: Option<Reg>,
     },
     IterRecv {
         ch: &'static ChanBox,
@@ -191,7 +222,20 @@ enum Block {
         sel: Vec<Option<(&'static ChanBox, Option<Msg>)>>,
         default: bool,
         a: Reg,
-        dsts: Vec<Option<Reg>>,
+        /// Each case's value and ok registers.
+        dsts: Vec<(Option<Reg>, Option<Reg>)>,
+    },
+    /// Read standard input's next line (`None`) or a file, into `dst` (safepoint `sp`).
+    Read {
+        file: Option<String>,
+        dst: Reg,
+        sp: u16,
+    },
+    WriteFile(String, Vec<u8>),
+    /// The collector's figures (read outside: they take the heap's locks), into `dst`.
+    Memstats {
+        dst: Reg,
+        sp: u16,
     },
     Go(Vec<Global>),
     Print(String),
@@ -204,9 +248,50 @@ enum Block {
 /// Work the next section starts with: a result that arrived while outside.
 enum Pending {
     None,
-    Value { dst: Reg, msg: Option<Msg> },
+    Value {
+        dst: Reg,
+        msg: Option<Msg>,
+        ok: Option<Reg>,
+    },
     Jump(u32),
-    Select { a: Reg, idx: usize, dst: Option<Reg>, msg: Option<Msg> },
+    Select {
+        a: Reg,
+        idx: usize,
+        dst: Option<Reg>,
+        ok: Option<Reg>,
+        msg: Option<Msg>,
+    },
+    /// Bytes read (nil at the end of input) for `dst`, a string made at safepoint `sp`.
+    Bytes {
+        dst: Reg,
+        bytes: Option<Vec<u8>>,
+        sp: u16,
+    },
+    /// `memstats()`'s map of these figures for `dst`, made at safepoint `sp`.
+    Stats {
+        dst: Reg,
+        fields: Vec<(&'static str, u64)>,
+        sp: u16,
+    },
+    /// A `try`'s handler starts: its message register `e` gets `msg` (at safepoint `sp`).
+    Caught {
+        e: Reg,
+        msg: String,
+        sp: u16,
+    },
+}
+
+/// An open `try` block.
+#[derive(Clone, Copy)]
+struct Handler {
+    /// The number of frames when it opened (its frame is the last of them).
+    depth: usize,
+    /// The handler's first instruction.
+    target: u32,
+    /// The message register.
+    e: Reg,
+    /// The handler's safepoint (see [`Op::Try`]).
+    sp: u16,
 }
 
 /// One goroutine's interpreter.
@@ -223,6 +308,8 @@ struct State {
     owe: bool,
     /// Retries of the current instruction after a collection for memory.
     oom_retry: bool,
+    /// Open `try` blocks, innermost last.
+    handlers: Vec<Handler>,
 }
 
 /// How a goroutine starts.
@@ -240,7 +327,13 @@ impl Thread {
         let mut t = Thread {
             sh,
             raw,
-            st: State { frames: Vec::new(), pending: Pending::None, owe: false, oom_retry: false },
+            st: State {
+                frames: Vec::new(),
+                pending: Pending::None,
+                owe: false,
+                oom_retry: false,
+                handlers: Vec::new(),
+            },
         };
         t.start(entry).map_err(|e| (e, String::new()))?;
         t.main_loop()
@@ -325,15 +418,15 @@ impl Thread {
                             .downcast_ref::<String>()
                             .cloned()
                             .unwrap_or_else(|| "managed stack exhausted".into());
-                        return Err(self.error(format!("stack overflow ({msg})")));
+                        self.catch(format!("stack overflow ({msg})"))?;
                     }
                 }
                 Exit::Slow => self.raw.after_slow_alloc(),
                 Exit::Oom => {
                     if self.st.oom_retry {
-                        return Err(
-                            self.error("out of memory: the heap is at its hard limit".into())
-                        );
+                        self.st.oom_retry = false;
+                        self.catch("out of memory: the heap is at its hard limit".into())?;
+                        continue;
                     }
                     self.st.oom_retry = true;
                     self.raw.collect_for_memory();
@@ -344,12 +437,38 @@ impl Thread {
                         if let Some(f) = self.st.frames.last_mut() {
                             f.pc = f.pc.saturating_sub(1);
                         }
-                        return Err(self.error(m));
+                        self.catch(m)?;
                     }
                 }
-                Exit::Error(m) => return Err(self.error(m)),
+                Exit::Error(m) => self.catch(m)?,
             }
         }
+    }
+
+    /// Unwinds to the innermost open `try` block with the message `msg`, or, with none open,
+    /// gives the runtime error at the current instruction.
+    fn catch(&mut self, msg: String) -> Result<(), (RtError, String)> {
+        let Some(h) = self.st.handlers.pop() else {
+            return Err(self.error(msg));
+        };
+        let n = self.st.frames.len() - h.depth;
+        // One section: no stack scan sees a frame popped but the handler's map not yet set.
+        // The handler's frame was at a safepoint of its `try` block, whose maps hold what the
+        // handler needs; its own map names exactly that.
+        let r = self.raw.enter(|pin| {
+            let ms = pin.stack();
+            for _ in 0..n {
+                ms.pop();
+            }
+            ms.set_safepoint(h.sp as u32);
+        });
+        if let Err(e) = r {
+            return Err(self.error(e.to_string()));
+        }
+        self.st.frames.truncate(h.depth);
+        self.st.frames.last_mut().expect("the handler's frame").pc = h.target;
+        self.st.pending = Pending::Caught { e: h.e, msg, sp: h.sp };
+        Ok(())
     }
 
     /// Does the blocking part of an instruction outside the section.
@@ -362,12 +481,12 @@ impl Thread {
                 let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| ch.send(msg)));
                 r.map_err(|_| "send on closed channel".to_string())?;
             }
-            Block::Recv { ch, dst } => {
-                self.st.pending = Pending::Value { dst, msg: ch.recv().ok() };
+            Block::Recv { ch, dst, ok } => {
+                self.st.pending = Pending::Value { dst, msg: ch.recv().ok(), ok };
             }
             Block::IterRecv { ch, x, t } => {
                 self.st.pending = match ch.recv() {
-                    Ok(m) => Pending::Value { dst: x, msg: Some(m) },
+                    Ok(m) => Pending::Value { dst: x, msg: Some(m), ok: None },
                     Err(_) => Pending::Jump(t),
                 };
             }
@@ -386,14 +505,64 @@ impl Thread {
                 }
                 let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| s.wait()));
                 let (idx, msg) = r.map_err(|_| "send on closed channel".to_string())?;
-                let dst = dsts.get(idx).copied().flatten();
-                self.st.pending = Pending::Select { a, idx, dst, msg };
+                let (dst, ok) = dsts.get(idx).copied().unwrap_or((None, None));
+                self.st.pending = Pending::Select { a, idx, dst, ok, msg };
             }
             Block::Go(gs) => {
                 let sh = self.sh.clone();
                 safepoint_sched::go(move || crate::run_goroutine(sh, Entry::Call(gs)));
             }
             Block::Print(s) => self.sh.write_out(&s),
+            Block::Read { file, dst, sp } => {
+                // Reads wait in the kernel: the P goes to other goroutines meanwhile.
+                let bytes = safepoint_sched::blocking(|| match &file {
+                    None => {
+                        let mut line = Vec::new();
+                        let n = std::io::stdin().lock().read_until(b'\n', &mut line);
+                        match n {
+                            Ok(0) => Ok(None),
+                            Ok(_) => {
+                                if line.last() == Some(&b'\n') {
+                                    line.pop();
+                                    if line.last() == Some(&b'\r') {
+                                        line.pop();
+                                    }
+                                }
+                                Ok(Some(line))
+                            }
+                            Err(e) => Err(format!("read_line: {e}")),
+                        }
+                    }
+                    Some(path) => std::fs::read(path)
+                        .map(Some)
+                        .map_err(|e| format!("read_file({path:?}): {e}")),
+                })?;
+                self.st.pending = Pending::Bytes { dst, bytes, sp };
+            }
+            Block::Memstats { dst, sp } => {
+                // As Go's runtime.MemStats names them, where they match.
+                let s = self.sh.gc.stats();
+                let h = &s.heap;
+                let fields = vec![
+                    ("num_gc", s.cycles),
+                    ("heap_live", s.live_bytes as u64),
+                    ("next_gc", s.goal_bytes as u64),
+                    ("heap_alloc", h.live_bytes),
+                    ("heap_objects", h.live_objects),
+                    ("mallocs", h.total_allocs),
+                    ("frees", h.total_frees),
+                    ("heap_sys", h.mapped_bytes as u64),
+                    ("heap_inuse", h.in_use_bytes as u64),
+                    ("heap_idle", h.free_bytes as u64),
+                    ("heap_released", h.released_bytes as u64),
+                    ("pause_total_ns", s.total_pause.as_nanos() as u64),
+                ];
+                self.st.pending = Pending::Stats { dst, fields, sp };
+            }
+            Block::WriteFile(path, data) => {
+                safepoint_sched::blocking(|| std::fs::write(&path, &data))
+                    .map_err(|e| format!("write_file({path:?}): {e}"))?;
+            }
             Block::Sleep(ms) => safepoint_sched::sleep(Duration::from_millis(ms.max(0) as u64)),
             Block::Gc => self.sh.gc.collect(),
             Block::Yield => safepoint_sched::yield_now(),
@@ -412,9 +581,9 @@ impl Thread {
         let prog = &self.sh.prog;
         let where_ = self.st.frames.last().map(|f| {
             let p = &prog.protos[f.proto as usize];
-            p.pos[(f.pc as usize).min(p.pos.len() - 1)]
+            (p.pos[(f.pc as usize).min(p.pos.len() - 1)], prog.file_of(Some(p.func)))
         });
-        let pos = where_.unwrap_or_default();
+        let (pos, file) = where_.unwrap_or((Default::default(), &prog.file));
         let mut tb = String::new();
         let goid = safepoint_sched::goroutine_id().unwrap_or(0);
         let _ = writeln!(tb, "goroutine {goid} [running]:");
@@ -425,7 +594,7 @@ impl Thread {
             let line = if i == 0 { Some(pos.line) } else { f.line };
             match line {
                 Some(l) => {
-                    let _ = writeln!(tb, "  {}\n        {}:{l}", f.name, prog.file);
+                    let _ = writeln!(tb, "  {}\n        {}:{l}", f.name, prog.file_of(f.func));
                 }
                 None => {
                     let _ = writeln!(tb, "  {}", f.name);
@@ -438,12 +607,7 @@ impl Thread {
         if let Some(e) = &trace.error {
             let _ = writeln!(tb, "  (the managed stack is corrupted here: {e})");
         }
-        (
-            RtError {
-                msg: format!("{}:{}:{}: runtime error: {msg}", prog.file, pos.line, pos.col),
-            },
-            tb,
-        )
+        (RtError { msg: format!("{file}:{}:{}: runtime error: {msg}", pos.line, pos.col) }, tb)
     }
 }
 
@@ -501,6 +665,9 @@ fn type_name(sh: &Shared, pin: &Pin<'_>, v: usize) -> &'static str {
     if is_int(v) {
         return "int";
     }
+    if is_flo(v) {
+        return "float";
+    }
     match v {
         NIL => return "nil",
         crate::value::TRUE | crate::value::FALSE => return "bool",
@@ -524,6 +691,8 @@ fn type_name(sh: &Shared, pin: &Pin<'_>, v: usize) -> &'static str {
         "function"
     } else if t == ty.chan {
         "channel"
+    } else if t == ty.boxed {
+        "box"
     } else {
         "array"
     }
@@ -657,18 +826,73 @@ fn exec(sh: &Shared, st: &mut State, pin: &mut Pin<'_>) -> Exit {
     // A result that arrived while we were outside.
     match std::mem::replace(&mut st.pending, Pending::None) {
         Pending::None => {}
-        Pending::Value { dst, msg } => {
+        Pending::Value { dst, msg, ok } => {
+            if let Some(o) = ok {
+                w!(o, boolean(msg.is_some()));
+            }
             let v = msg_value(pin, msg);
             w!(dst, v);
         }
         Pending::Jump(t) => pc = t as usize,
-        Pending::Select { a, idx, dst, msg } => {
+        Pending::Select { a, idx, dst, ok, msg } => {
+            if let Some(o) = ok {
+                w!(o, boolean(msg.is_some()));
+            }
             if let Some(d) = dst {
                 let v = msg_value(pin, msg);
                 w!(d, v);
             }
             w!(a, int(idx as i64));
         }
+        Pending::Bytes { dst, bytes: None, .. } => w!(dst, NIL),
+        Pending::Bytes { dst, bytes: Some(b), sp } => match new_str(sh, pin, &b) {
+            Ok(v) => {
+                st.owe |= OWE.with(|o| o.replace(false));
+                w!(dst, v);
+                settle!(sp);
+            }
+            Err(f) => {
+                OWE.with(|o| o.set(false));
+                if let Fault::Msg(m) = f {
+                    return Exit::Error(m);
+                }
+                st.pending = Pending::Bytes { dst, bytes: Some(b), sp };
+                sp_before!(sp);
+                return Exit::Oom;
+            }
+        },
+        Pending::Stats { dst, fields, sp } => match stats_map(sh, pin, &fields) {
+            Ok(v) => {
+                st.owe |= OWE.with(|o| o.replace(false));
+                w!(dst, v);
+                settle!(sp);
+            }
+            Err(f) => {
+                OWE.with(|o| o.set(false));
+                if let Fault::Msg(m) = f {
+                    return Exit::Error(m);
+                }
+                st.pending = Pending::Stats { dst, fields, sp };
+                sp_before!(sp);
+                return Exit::Oom;
+            }
+        },
+        Pending::Caught { e, msg, sp } => match new_str(sh, pin, msg.as_bytes()) {
+            Ok(v) => {
+                st.owe |= OWE.with(|o| o.replace(false));
+                w!(e, v);
+                settle!(sp);
+            }
+            Err(f) => {
+                OWE.with(|o| o.set(false));
+                if let Fault::Msg(m) = f {
+                    return Exit::Error(m);
+                }
+                st.pending = Pending::Caught { e, msg, sp };
+                sp_before!(sp);
+                return Exit::Oom;
+            }
+        },
     }
 
     loop {
@@ -745,6 +969,13 @@ fn exec(sh: &Shared, st: &mut State, pin: &mut Pin<'_>) -> Exit {
                         Some(v) => w!(a, v as usize),
                         None => fail!("integer overflow"),
                     }
+                } else if let Some(v) = (is_flo(x & y))
+                    .then(|| flo_arith(op, flo_value(x), flo_value(y)))
+                    .flatten()
+                    .and_then(flo)
+                {
+                    // Two immediate floats and an immediate result: no allocation.
+                    w!(a, v);
                 } else {
                     let res = tryv!(arith_slow(sh, pin, op, x, y), sp);
                     w!(a, res);
@@ -755,6 +986,8 @@ fn exec(sh: &Shared, st: &mut State, pin: &mut Pin<'_>) -> Exit {
                 let (x, y) = (r!(b), r!(c));
                 let res = if is_int(x | y) {
                     cmp_int(op, x, y)
+                } else if is_flo(x & y) {
+                    cmp_flo(op, flo_value(x), flo_value(y))
                 } else {
                     match compare(sh, pin, op, x, y) {
                         Ok(v) => v,
@@ -767,6 +1000,8 @@ fn exec(sh: &Shared, st: &mut State, pin: &mut Pin<'_>) -> Exit {
                 let (x, y) = (r!(b), r!(c));
                 let res = if is_int(x | y) {
                     cmp_int(op, x, y)
+                } else if is_flo(x & y) {
+                    cmp_flo(op, flo_value(x), flo_value(y))
                 } else {
                     match compare(sh, pin, op, x, y) {
                         Ok(v) => v,
@@ -831,6 +1066,10 @@ fn exec(sh: &Shared, st: &mut State, pin: &mut Pin<'_>) -> Exit {
             }
             Op::Ret { a } => {
                 let v = r!(a);
+                // The `try` blocks this frame left open end with it.
+                while st.handlers.last().is_some_and(|h| h.depth == st.frames.len()) {
+                    st.handlers.pop();
+                }
                 let ms = pin.stack();
                 ms.pop();
                 let done = st.frames.pop().expect("the returning frame");
@@ -876,6 +1115,17 @@ fn exec(sh: &Shared, st: &mut State, pin: &mut Pin<'_>) -> Exit {
             }
             Op::Index { a, b, c } => {
                 let (o, k) = (r!(b), r!(c));
+                // A vector's element in range: inline. (A negative index is a huge `usize`.)
+                if is_ref(o)
+                    && is_int(k)
+                    && tid(pin, o) == sh.types.vec
+                    && let (len, items) = vec_parts(pin, o)
+                    && (as_int(k) as usize) < len
+                    && let Some(v) = arr_get(pin, items, as_int(k) as usize)
+                {
+                    w!(a, v);
+                    continue;
+                }
                 match index(sh, pin, o, k) {
                     Ok(v) => w!(a, v),
                     Err(m) => fail!("{m}"),
@@ -883,6 +1133,18 @@ fn exec(sh: &Shared, st: &mut State, pin: &mut Pin<'_>) -> Exit {
             }
             Op::SetIndex { a, b, c, sp } => {
                 let (o, k, v) = (r!(a), r!(b), r!(c));
+                if is_ref(o)
+                    && is_int(k)
+                    && tid(pin, o) == sh.types.vec
+                    && let (len, items) = vec_parts(pin, o)
+                    && (as_int(k) as usize) < len
+                    && (as_int(k) as usize) < arr_len(pin, items)
+                {
+                    // SAFETY: `items` is the vector's array, the index below its own length;
+                    // `v` is a register's value of the heap's encoding.
+                    unsafe { pin.set_word(items, as_int(k) as usize, WordKind::Tagged, v) };
+                    continue;
+                }
                 tryv!(set_index(sh, pin, o, k, v), sp);
                 settle!(sp);
             }
@@ -955,6 +1217,40 @@ fn exec(sh: &Shared, st: &mut State, pin: &mut Pin<'_>) -> Exit {
                         save!();
                         return Exit::Block(Block::Gc);
                     }
+                    Builtin::Memstats => {
+                        sp_before!(sp);
+                        save!();
+                        return Exit::Block(Block::Memstats { dst: a, sp });
+                    }
+                    Builtin::ReadLine | Builtin::ReadFile => {
+                        let file = if id == Builtin::ReadFile {
+                            match str_bytes(sh, pin, arg(0)) {
+                                Some(b) => Some(String::from_utf8_lossy(&b).into_owned()),
+                                None => fail!(
+                                    "read_file takes a path, not {}",
+                                    type_name(sh, pin, arg(0))
+                                ),
+                            }
+                        } else {
+                            None
+                        };
+                        sp_before!(sp);
+                        save!();
+                        return Exit::Block(Block::Read { file, dst: a, sp });
+                    }
+                    Builtin::WriteFile => {
+                        let Some(path) = str_bytes(sh, pin, arg(0)) else {
+                            fail!("write_file takes a path, not {}", type_name(sh, pin, arg(0)));
+                        };
+                        let Some(data) = str_bytes(sh, pin, arg(1)) else {
+                            fail!("write_file writes a string, not {}", type_name(sh, pin, arg(1)));
+                        };
+                        w!(a, NIL);
+                        sp_before!(sp + 1);
+                        save!();
+                        let path = String::from_utf8_lossy(&path).into_owned();
+                        return Exit::Block(Block::WriteFile(path, data));
+                    }
                     Builtin::Yield => {
                         w!(a, NIL);
                         sp_before!(sp + 1);
@@ -997,7 +1293,43 @@ fn exec(sh: &Shared, st: &mut State, pin: &mut Pin<'_>) -> Exit {
                 };
                 sp_before!(sp);
                 save!();
-                return Exit::Block(Block::Recv { ch: c, dst: a });
+                return Exit::Block(Block::Recv { ch: c, dst: a, ok: None });
+            }
+            Op::RecvOk { a, ok, ch, sp } => {
+                let c = match chan_of(sh, pin, r!(ch)) {
+                    Ok(c) => c,
+                    Err(m) => fail!("{m}"),
+                };
+                sp_before!(sp);
+                save!();
+                return Exit::Block(Block::Recv { ch: c, dst: a, ok: Some(ok) });
+            }
+            Op::NewBox { a, b, sp } => {
+                let x = r!(b);
+                let bx = alloc!(sh.types.box_shape, sp);
+                // SAFETY: a fresh box record (one tagged word); registers hold values of the
+                // heap's encoding.
+                unsafe { pin.set_word(bx, 0, WordKind::Tagged, x) };
+                w!(a, bx);
+                settle!(sp);
+            }
+            Op::GetBox { a, b } => {
+                let bx = r!(b);
+                // SAFETY: the compiler gives a boxed variable's register only to box
+                // instructions, and it holds a box from `NewBox` on.
+                w!(a, unsafe { pin.word(bx, 0) });
+            }
+            Op::SetBox { a, b } => {
+                let (bx, x) = (r!(a), r!(b));
+                // SAFETY: as in `GetBox`; a register holds a value of the heap's encoding.
+                unsafe { pin.set_word(bx, 0, WordKind::Tagged, x) };
+            }
+            Op::Try { t, e, sp } => {
+                st.handlers.push(Handler { depth: st.frames.len(), target: t, e, sp });
+            }
+            Op::EndTry { n } => {
+                let k = st.handlers.len() - n as usize;
+                st.handlers.truncate(k);
             }
             Op::Select { a, sel, sp } => {
                 let table = &proto.sels[sel as usize];
@@ -1005,8 +1337,8 @@ fn exec(sh: &Shared, st: &mut State, pin: &mut Pin<'_>) -> Exit {
                 let mut dsts = Vec::with_capacity(table.cases.len());
                 for c in &table.cases {
                     let (ch, send, dst) = match *c {
-                        SelCase::Recv { ch, dst } => (ch, None, dst),
-                        SelCase::Send { ch, v } => (ch, Some(v), None),
+                        SelCase::Recv { ch, dst, ok } => (ch, None, (dst, ok)),
+                        SelCase::Send { ch, v } => (ch, Some(v), (None, None)),
                     };
                     dsts.push(dst);
                     // A nil channel's case is never ready (Go's rule, for turning a case off).
@@ -1088,6 +1420,9 @@ fn alloc_h(pin: &mut Pin<'_>, shape: Shape) -> F<usize> {
 }
 
 fn new_float(sh: &Shared, pin: &mut Pin<'_>, f: f64) -> F<usize> {
+    if let Some(w) = flo(f) {
+        return Ok(w);
+    }
     let v = alloc_h(pin, sh.types.float_shape)?;
     // SAFETY: a fresh float record: one raw word.
     unsafe { pin.set_word(v, 0, WordKind::Raw, f.to_bits() as usize) };
@@ -1109,8 +1444,10 @@ fn new_map(sh: &Shared, pin: &mut Pin<'_>, cap: usize) -> F<usize> {
     let arr = sh.types.arr(pin, cap)?;
     let keys = alloc_h(pin, arr)?;
     let vals = alloc_h(pin, arr)?;
+    let hashes = alloc_h(pin, arr)?;
     let m = alloc_h(pin, sh.types.map_shape)?;
-    // SAFETY: fresh objects: `cap` tagged words each, and a map record of three.
+    // SAFETY: fresh objects: `cap` tagged words each (a fresh word is 0, the int 0), and a
+    // map record of four.
     unsafe {
         for i in 0..cap {
             pin.set_word(keys, i, WordKind::Tagged, NIL);
@@ -1118,6 +1455,7 @@ fn new_map(sh: &Shared, pin: &mut Pin<'_>, cap: usize) -> F<usize> {
         pin.set_word(m, 0, WordKind::Tagged, int(0));
         pin.set_word(m, 1, WordKind::Tagged, keys);
         pin.set_word(m, 2, WordKind::Tagged, vals);
+        pin.set_word(m, 3, WordKind::Tagged, hashes);
     }
     Ok(m)
 }
@@ -1132,9 +1470,21 @@ fn tid(pin: &Pin<'_>, v: usize) -> TypeId {
 fn float_of(sh: &Shared, pin: &Pin<'_>, v: usize) -> Option<f64> {
     if is_int(v) {
         Some(as_int(v) as f64)
+    } else if is_flo(v) {
+        Some(flo_value(v))
     } else if is_ref(v) && tid(pin, v) == sh.types.float {
         // SAFETY: a float record has one raw word.
         Some(f64::from_bits(unsafe { pin.word(v, 0) } as u64))
+    } else {
+        None
+    }
+}
+
+/// A string's bytes where they are (no copy), or `None` for another value.
+fn str_cells<'p>(sh: &Shared, pin: &'p Pin<'_>, v: usize) -> Option<&'p [AtomicU8]> {
+    if is_ref(v) && tid(pin, v) == sh.types.str {
+        // SAFETY: a string is a byte array, live while the section runs.
+        Some(unsafe { pin.bytes(v) })
     } else {
         None
     }
@@ -1151,10 +1501,10 @@ fn str_bytes(sh: &Shared, pin: &Pin<'_>, v: usize) -> Option<Vec<u8>> {
 
 fn arith_slow(sh: &Shared, pin: &mut Pin<'_>, op: ArithOp, x: usize, y: usize) -> F<usize> {
     if op == ArithOp::Add
-        && let (Some(a), Some(b)) = (str_bytes(sh, pin, x), str_bytes(sh, pin, y))
+        && let (Some(a), Some(b)) = (str_cells(sh, pin, x), str_cells(sh, pin, y))
     {
-        let mut s = a;
-        s.extend_from_slice(&b);
+        let mut s = Vec::with_capacity(a.len() + b.len());
+        s.extend(a.iter().chain(b).map(|c| c.load(Relaxed)));
         return new_str(sh, pin, &s);
     }
     let floats = (float_of(sh, pin, x), float_of(sh, pin, y));
@@ -1175,6 +1525,30 @@ fn arith_slow(sh: &Shared, pin: &mut Pin<'_>, op: ArithOp, x: usize, y: usize) -
         }
     };
     new_float(sh, pin, v)
+}
+
+/// `a op b` on two floats, for the operators that take floats.
+#[inline(always)]
+fn flo_arith(op: ArithOp, a: f64, b: f64) -> Option<f64> {
+    match op {
+        ArithOp::Add => Some(a + b),
+        ArithOp::Sub => Some(a - b),
+        ArithOp::Mul => Some(a * b),
+        ArithOp::Div => Some(a / b),
+        ArithOp::Mod => Some(a % b),
+        _ => None,
+    }
+}
+
+/// `a op b` on two floats (IEEE: a NaN compares false, and unequal).
+#[inline(always)]
+fn cmp_flo(op: CmpOp, a: f64, b: f64) -> bool {
+    match op {
+        CmpOp::Eq => a == b,
+        CmpOp::Ne => a != b,
+        CmpOp::Lt => a < b,
+        CmpOp::Le => a <= b,
+    }
 }
 
 /// `x << n` or `x >> n` on integers: a negative count is an error (as in Go); `>>` is
@@ -1250,18 +1624,33 @@ fn format_arg(sh: &Shared, pin: &Pin<'_>, v: usize) -> crate::format::Arg {
     Arg::Other(s)
 }
 
+/// nil, true or false: immediates that equal only themselves.
+#[inline]
+fn is_atom(w: usize) -> bool {
+    w & 3 == 2
+}
+
 /// Equality: by value for numbers and strings, by identity otherwise.
 fn equal(sh: &Shared, pin: &Pin<'_>, x: usize, y: usize) -> bool {
     if x == y {
         return true;
     }
-    if !is_ref(x) && !is_ref(y) {
+    if is_atom(x) || is_atom(y) || (is_int(x) && is_int(y)) {
         return false;
     }
-    if let (Some(a), Some(b)) = (float_of(sh, pin, x), float_of(sh, pin, y)) {
-        return a == b;
+    if is_ref(x) && is_ref(y) {
+        let (tx, ty) = (tid(pin, x), tid(pin, y));
+        if tx == sh.types.str && ty == sh.types.str {
+            // SAFETY: both are strings (byte arrays), live while the section runs.
+            let (a, b) = unsafe { (pin.bytes(x), pin.bytes(y)) };
+            return a.len() == b.len()
+                && a.iter().zip(b).all(|(p, q)| p.load(Relaxed) == q.load(Relaxed));
+        }
+        if tx != sh.types.float || ty != sh.types.float {
+            return false;
+        }
     }
-    if let (Some(a), Some(b)) = (str_bytes(sh, pin, x), str_bytes(sh, pin, y)) {
+    if let (Some(a), Some(b)) = (float_of(sh, pin, x), float_of(sh, pin, y)) {
         return a == b;
     }
     false
@@ -1270,8 +1659,7 @@ fn equal(sh: &Shared, pin: &Pin<'_>, x: usize, y: usize) -> bool {
 fn compare(sh: &Shared, pin: &Pin<'_>, op: CmpOp, x: usize, y: usize) -> Result<bool, String> {
     if matches!(op, CmpOp::Eq | CmpOp::Ne) {
         // nil and the booleans equal only themselves: no object to look at.
-        let imm = |w: usize| !is_ref(w) && !is_int(w);
-        if x == y || imm(x) || imm(y) {
+        if x == y || is_atom(x) || is_atom(y) {
             return Ok((x == y) == (op == CmpOp::Eq));
         }
     }
@@ -1362,8 +1750,8 @@ fn hash(sh: &Shared, pin: &Pin<'_>, k: usize) -> u64 {
         h ^= b as u64;
         h = h.wrapping_mul(0x100_0000_01b3);
     };
-    if let Some(s) = str_bytes(sh, pin, k) {
-        s.iter().for_each(|&b| eat(b));
+    if let Some(s) = str_cells(sh, pin, k) {
+        s.iter().for_each(|b| eat(b.load(Relaxed)));
     } else if let Some(f) = float_of(sh, pin, k).filter(|_| !is_int(k)) {
         // Integral floats hash as the integer they equal.
         if f.fract() == 0.0 && f.abs() < (1u64 << 61) as f64 {
@@ -1381,22 +1769,40 @@ fn hash(sh: &Shared, pin: &Pin<'_>, k: usize) -> u64 {
 /// it would go, `Err(None)` if the table has no empty slot (possible only when goroutines
 /// race on the map: then it grows).
 fn map_find(sh: &Shared, pin: &Pin<'_>, m: usize, k: usize) -> Result<usize, Option<usize>> {
-    // SAFETY: `m` is a map record: count, keys, values.
-    let keys = unsafe { pin.word(m, 1) };
+    map_probe(sh, pin, m, k).0
+}
+
+/// A key's hash as the int stored in a map's hashes array (its low bits pick the first slot).
+#[inline]
+fn hash_word(h: u64) -> usize {
+    int((h & ((1 << 60) - 1)) as i64)
+}
+
+/// Finds `k` in map `m`: its slot, or the empty slot where it would go (`None` if the map is
+/// full); and its hash word.
+fn map_probe(
+    sh: &Shared,
+    pin: &Pin<'_>,
+    m: usize,
+    k: usize,
+) -> (Result<usize, Option<usize>>, usize) {
+    // SAFETY: `m` is a map record: count, keys, values, hashes.
+    let (keys, hashes) = unsafe { (pin.word(m, 1), pin.word(m, 3)) };
     let cap = arr_len(pin, keys);
     let mask = cap.wrapping_sub(1);
-    let mut i = hash(sh, pin, k) as usize & mask;
+    let hw = hash_word(hash(sh, pin, k));
+    let mut i = as_int(hw) as usize & mask;
     for _ in 0..cap {
         let Some(kk) = arr_get(pin, keys, i) else { break };
         if kk == NIL {
-            return Err(Some(i));
+            return (Err(Some(i)), hw);
         }
-        if equal(sh, pin, kk, k) {
-            return Ok(i);
+        if arr_get(pin, hashes, i) == Some(hw) && (kk == k || equal(sh, pin, kk, k)) {
+            return (Ok(i), hw);
         }
         i = (i + 1) & mask;
     }
-    Err(None)
+    (Err(None), hw)
 }
 
 fn index(sh: &Shared, pin: &Pin<'_>, o: usize, k: usize) -> Result<usize, String> {
@@ -1468,7 +1874,8 @@ fn map_set(sh: &Shared, pin: &mut Pin<'_>, m: usize, k: usize, v: usize) -> F<()
     if k == NIL {
         return Err("nil map key".to_string().into());
     }
-    match map_find(sh, pin, m, k) {
+    let (found, hw) = map_probe(sh, pin, m, k);
+    match found {
         Ok(i) => {
             // SAFETY: `m` is a map record.
             let vals = unsafe { pin.word(m, 2) };
@@ -1477,8 +1884,14 @@ fn map_set(sh: &Shared, pin: &mut Pin<'_>, m: usize, k: usize, v: usize) -> F<()
         }
         Err(slot) => {
             // SAFETY: `m` is a map record.
-            let (count, keys, vals) =
-                unsafe { (as_int(pin.word(m, 0)).max(0) as usize, pin.word(m, 1), pin.word(m, 2)) };
+            let (count, keys, vals, hashes) = unsafe {
+                (
+                    as_int(pin.word(m, 0)).max(0) as usize,
+                    pin.word(m, 1),
+                    pin.word(m, 2),
+                    pin.word(m, 3),
+                )
+            };
             let cap = arr_len(pin, keys);
             let Some(i) = slot.filter(|_| (count + 1) * 4 <= cap * 3) else {
                 map_grow(sh, pin, m, (cap * 2).max(8))?;
@@ -1486,6 +1899,7 @@ fn map_set(sh: &Shared, pin: &mut Pin<'_>, m: usize, k: usize, v: usize) -> F<()
             };
             arr_set(pin, keys, i, k);
             arr_set(pin, vals, i, v);
+            arr_set(pin, hashes, i, hw);
             // SAFETY: `m`'s count word.
             unsafe { pin.set_word(m, 0, WordKind::Tagged, int(count as i64 + 1)) };
             Ok(())
@@ -1507,6 +1921,7 @@ fn map_grow(sh: &Shared, pin: &mut Pin<'_>, m: usize, cap: usize) -> F<()> {
     unsafe {
         pin.set_word(m, 1, WordKind::Tagged, pin.word(fresh, 1));
         pin.set_word(m, 2, WordKind::Tagged, pin.word(fresh, 2));
+        pin.set_word(m, 3, WordKind::Tagged, pin.word(fresh, 3));
     }
     Ok(())
 }
@@ -1570,11 +1985,17 @@ fn iter_next(sh: &Shared, pin: &Pin<'_>, o: usize, i: usize) -> Result<Step, Str
     Err(format!("cannot loop over {}", type_name(sh, pin, o)))
 }
 
+/// The longest text `print` and `str` make of one value, in bytes (then `...`).
+const SHOW_MAX: usize = 1 << 20;
+
 /// Formats `v` for `print` and `str` (strings bare at the top, quoted inside containers).
 fn show(sh: &Shared, pin: &Pin<'_>, v: usize, out: &mut String, depth: usize, quoted: bool) {
     if is_int(v) {
         let _ = write!(out, "{}", as_int(v));
         return;
+    }
+    if is_flo(v) {
+        return out.push_str(&crate::format::show_float(flo_value(v)));
     }
     match v {
         NIL => return out.push_str("nil"),
@@ -1582,7 +2003,10 @@ fn show(sh: &Shared, pin: &Pin<'_>, v: usize, out: &mut String, depth: usize, qu
         crate::value::FALSE => return out.push_str("false"),
         _ => {}
     }
-    if depth > 8 {
+    // Nesting is cut at depth 8, and the whole text at SHOW_MAX bytes: a vector that holds
+    // itself, or a small graph of shared vectors (`v = [v, v]` thirty times), would
+    // otherwise print forever.
+    if depth > 8 || out.len() >= SHOW_MAX {
         return out.push_str("...");
     }
     let t = tid(pin, v);
@@ -1988,6 +2412,10 @@ fn builtin(
         }
         Builtin::Print
         | Builtin::Write
+        | Builtin::ReadLine
+        | Builtin::ReadFile
+        | Builtin::WriteFile
+        | Builtin::Memstats
         | Builtin::Sleep
         | Builtin::Gc
         | Builtin::Error
@@ -1997,6 +2425,17 @@ fn builtin(
         }
     };
     Ok(r)
+}
+
+/// A new map of `fields`, names to integers.
+fn stats_map(sh: &Shared, pin: &mut Pin<'_>, fields: &[(&str, u64)]) -> F<usize> {
+    let m = new_map(sh, pin, (fields.len() * 2).next_power_of_two())?;
+    for &(k, v) in fields {
+        // The key is held only in this section, until the map holds it.
+        let k = new_str(sh, pin, k.as_bytes())?;
+        set_index(sh, pin, m, k, int(v.min(1 << 60) as i64))?;
+    }
+    Ok(m)
 }
 
 /// A new vector holding `items` (values read in this section).
@@ -2054,15 +2493,19 @@ pub(crate) fn init_heap(sh: &Shared) -> Result<(), String> {
                     // SAFETY: `i < n`, the array's length.
                     unsafe { pin.set_word(consts, i, WordKind::Tagged, v) };
                 }
-                let garr = pin
-                    .shape(sh.types.arr, sh.prog.globals.max(1))
-                    .map_err(|e| Fault::Msg(e.to_string()))?;
-                let globals = alloc_h(pin, garr)?;
-                for i in 0..sh.prog.globals {
-                    // SAFETY: a fresh array of `globals` words.
-                    unsafe { pin.set_word(globals, i, WordKind::Tagged, NIL) };
+                // The globals array: made by the first chunk (a REPL's later chunks share it).
+                if pin.global(&sh.globals).map_err(|e| Fault::Msg(e.to_string()))? == 0 {
+                    let cap = sh.globals_cap.max(sh.prog.globals);
+                    let garr = pin
+                        .shape(sh.types.arr, cap.max(1))
+                        .map_err(|e| Fault::Msg(e.to_string()))?;
+                    let globals = alloc_h(pin, garr)?;
+                    for i in 0..cap {
+                        // SAFETY: a fresh array of `cap` words.
+                        unsafe { pin.set_word(globals, i, WordKind::Tagged, NIL) };
+                    }
+                    pin.set_global(&sh.globals, globals).map_err(|e| Fault::Msg(e.to_string()))?;
                 }
-                pin.set_global(&sh.globals, globals).map_err(|e| Fault::Msg(e.to_string()))?;
                 Ok(())
             })
             .map_err(|e| e.to_string())?;

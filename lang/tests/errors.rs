@@ -70,9 +70,13 @@ fn compile_errors_name_file_line_and_column() {
     assert_eq!((code, err.trim()), (1, "t.pb:2:10: unknown name y"));
     let (code, _, err) = run_src("fn f(a) { return a }\nprint(f(1, 2))\n", &[]);
     assert_eq!((code, err.trim()), (1, "t.pb:2:8: f takes 1 arguments, given 2"));
-    let (code, _, err) = run_src("fn f() {\n let x = 1\n let g = fn() { x = 2 }\n}\n", &[]);
+    let (code, _, err) = run_src("let a, b = 5\n", &[]);
     assert_eq!(code, 1);
-    assert!(err.starts_with("t.pb:3:17: cannot assign to x: it is captured"), "{err}");
+    assert_eq!(err.trim(), "t.pb:1:12: a `let` of two names takes a receive: `let v, ok = <-ch`");
+    let (code, _, err) = run_src("let a = 1\na, 2 = <-c\n", &[]);
+    assert_eq!((code, err.trim()), (1, "t.pb:2:4: cannot assign to this"));
+    let (code, _, err) = run_src("try { }\n", &[]);
+    assert_eq!((code, err.trim()), (1, "t.pb:2:1: expected 'catch', found end of file"));
     let (code, _, err) = run_src("break\n", &[]);
     assert_eq!((code, err.trim()), (1, "t.pb:1:1: break or continue outside a loop"));
 }
@@ -235,4 +239,56 @@ fn exit_from_a_goroutine_ends_the_program_with_its_status() {
     let (code, _, err) = run_src("print(format(\"%d\", \"x\"))\n", &[]);
     assert_eq!(code, 2);
     assert!(err.contains("runtime error: format: %d of string x"), "{err}");
+}
+
+/// An error that no `try` catches ends the program as before, its traceback through the
+/// prelude's `sort` naming the prelude; caught errors include stack overflow and running out
+/// of memory.
+#[test]
+fn errors_in_try_blocks_are_caught_and_uncaught_ones_keep_their_traceback() {
+    let src = "let v = [3, 1, 2]\nsort(v, fn(a, b) {\n  return a < nil\n})\n";
+    let (code, _, err) = run_src(src, &[]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.starts_with("t.pb:3:12: runtime error: cannot compare int and nil"), "{err}");
+    assert!(err.contains("  sort\n        <prelude>:"), "{err}");
+    assert!(err.contains("  <main>\n        t.pb:2"), "{err}");
+
+    let src = "fn f(n) {\n  return f(n + 1) + 1\n}\ntry { f(0) } catch e { print(find(e, \"stack overflow\") == 0) }\nprint(f(0) == 0 or true)\n";
+    let (code, out, err) = run_src(src, &["--max-stack-kb", "256"]);
+    assert_eq!((code, out.as_str()), (2, "true\n"), "{err}");
+    assert!(err.starts_with("t.pb:2:11: runtime error: stack overflow"), "{err}");
+
+    let src = "let keep = []\ntry {\n  while true { push(keep, vec(1000, 1)) }\n} catch e {\n  keep = []\n  print(e)\n}\ngc()\npush(keep, vec(1000, 1))\nprint(len(keep))\n";
+    let (code, out, err) = run_src(src, &["--max-heap-mb", "16"]);
+    assert_eq!(
+        (code, out.as_str()),
+        (0, "out of memory: the heap is at its hard limit\n1\n"),
+        "{err}"
+    );
+}
+
+/// With no command, the binary is a REPL on standard input: chunks run as they come on one
+/// heap (functions, globals and goroutines stay), an expression's value is printed, and a
+/// compile or runtime error is reported without ending the session.
+#[test]
+fn the_repl_runs_chunks_as_they_come_and_survives_their_errors() {
+    use std::io::Write as _;
+    let input = "let x = 20\nx + 1\nfn f(a) {\n  return a * 2\n}\nf(x)\nlet c = chan(1)\n\
+                 go fn() { c <- f(100) }()\n<-c\nbad(\n)\n1 / 0\nlet g = fn() { x = x * 10 }\n\
+                 g()\ngc()\n[x, f(1), nil]\nnil\nprint(\"end\")\n";
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_safepoint"))
+        .env_remove("SAFEPOINT_DEBUG")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("the binary runs");
+    child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    let (stdout, stderr) =
+        (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "{stderr}");
+    assert_eq!(stdout, "21\n40\n200\n[200, 2, nil]\nend\n", "{stderr}");
+    assert!(stderr.starts_with("<stdin>:1:1: unknown name bad\n"), "{stderr}");
+    assert!(stderr.contains("<stdin>:1:3: runtime error: division by zero"), "{stderr}");
 }

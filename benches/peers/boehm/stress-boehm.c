@@ -6,8 +6,8 @@
  * Same output convention as benches/src/report.rs: one readable line, then,
  * last, exactly one JSON line {"workload":...,"args":...,fields...}.
  *
- * Fields: wall_ms (the workload, in process), peak_rss_kb (getrusage
- * ru_maxrss), gc_cycles (GC_get_gc_no() difference), p99_pause_us and
+ * Fields: wall_ms (the workload, in process), peak_rss_kb (VmHWM,
+ * this process's own peak), gc_cycles (GC_get_gc_no() difference), p99_pause_us and
  * max_pause_us. libgc is used as distributed (non-incremental, default
  * heap growth, parallel marking with its default marker count: one per
  * online CPU, or GC_MARKERS), so a collection stops the
@@ -71,10 +71,17 @@ static double now_ms(void) {
     return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
 }
 
+/* VmHWM of /proc/self/status, KiB: this address space's own peak (getrusage's
+ * ru_maxrss would carry a large parent's peak across exec). */
 static long long peak_rss_kb(void) {
-    struct rusage ru;
-    getrusage(RUSAGE_SELF, &ru);
-    return ru.ru_maxrss; /* KiB on Linux */
+    FILE *f = fopen("/proc/self/status", "r");
+    char line[256];
+    long long kb = 0;
+    if (!f) return 0;
+    while (fgets(line, sizeof line, f))
+        if (sscanf(line, "VmHWM: %lld", &kb) == 1) break;
+    fclose(f);
+    return kb;
 }
 
 /* ---- pauses ----------------------------------------------------------- */

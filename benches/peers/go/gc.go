@@ -32,8 +32,8 @@ func startGCRun() gcRun {
 	return gcRun{t0: time.Now(), pauses: readHist(pauseMetric), cycles: readUint("/gc/cycles/total:gc-cycles")}
 }
 
-// fields: wall_ms (this workload, in process), peak_rss_kb (getrusage
-// ru_maxrss), gc_cycles (completed GC cycles: /gc/cycles/total, which is
+// fields: wall_ms (this workload, in process), peak_rss_kb (VmHWM, this
+// process's own peak), gc_cycles (completed GC cycles: /gc/cycles/total, which is
 // MemStats.NumGC without the extra stop ReadMemStats would cost),
 // p99_pause_us and max_pause_us over the individual GC pauses of the run
 // (pauseMetric; bucket upper bounds, see hist.percentileUs: up to 25% coarse).

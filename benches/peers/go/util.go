@@ -9,7 +9,6 @@ import (
 	"sort"
 	"strconv"
 	"strings"
-	"syscall"
 	"time"
 )
 
@@ -42,13 +41,20 @@ func rssKB() int64 {
 	return pages * int64(os.Getpagesize()) / 1024
 }
 
-// peakRSSKB is getrusage(RUSAGE_SELF).ru_maxrss, which Linux gives in KiB.
+// peakRSSKB is VmHWM of /proc/self/status, KiB: this address space's own
+// peak (getrusage's ru_maxrss would carry a large parent's peak across exec).
 func peakRSSKB() int64 {
-	var ru syscall.Rusage
-	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+	b, err := os.ReadFile("/proc/self/status")
+	if err != nil {
 		return 0
 	}
-	return int64(ru.Maxrss)
+	for _, l := range strings.Split(string(b), "\n") {
+		if f := strings.Fields(l); len(f) >= 2 && f[0] == "VmHWM:" {
+			v, _ := strconv.ParseInt(f[1], 10, 64)
+			return v
+		}
+	}
+	return 0
 }
 
 // percentile is report.rs's percentile: the nearest-rank element

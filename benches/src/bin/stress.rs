@@ -18,8 +18,13 @@ const USAGE: &str = "usage: stress WORKLOAD ARGS...
   gcbench            Boehm's GCBench shape               -> (same)
   churn G            G goroutines churning depth-8 trees -> (same) + check
   binary-trees-compiled N, gcbench-compiled, churn-compiled G
-                     the same, as compiled code runs them (frames with stack maps,
-                     the collector's trusted RawMutator path) -> (same)
+                     the same, as compiled code runs them: a managed frame with stack
+                     maps, a safepoint and a pinned section per call, a poll per loop
+                     back-edge, the collector's trusted RawMutator path -> (same)
+  binary-trees-compiled-batched N, gcbench-compiled-batched, churn-compiled-batched G
+                     the same, BATCHED: subtrees of up to 127 nodes built and 2,047
+                     walked in one section with no frame or poll (not what a compiler
+                     emits; shows what batching buys)
   soak --seconds S --goroutines G
                      everything at once for S seconds, G workers, collections
                      back to back with checkmark and poison -> cycles stops
@@ -37,7 +42,10 @@ fn run(workload: &str, args: &[String]) -> bool {
         | "churn"
         | "binary-trees-compiled"
         | "gcbench-compiled"
-        | "churn-compiled" => b::gc::run(workload, args),
+        | "churn-compiled"
+        | "binary-trees-compiled-batched"
+        | "gcbench-compiled-batched"
+        | "churn-compiled-batched" => b::gc::run(workload, args),
         "soak" => b::soak::run(args),
         _ => return false,
     }
