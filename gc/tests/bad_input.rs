@@ -515,7 +515,8 @@ fn garbage_through_the_safe_stack_writes_is_a_described_panic() {
             let f = reg
                 .register(safepoint_stackmap::FuncDesc::new("f", 2, 1, 1).refs_at(0, &[0]))
                 .unwrap();
-            let tries: [(&str, Box<dyn FnOnce(&safepoint_stackmap::ManagedStack) + Send>); 2] = [
+            type Try = Box<dyn FnOnce(&safepoint_stackmap::ManagedStack) + Send>;
+            let tries: [(&str, Try); 2] = [
                 (
                     "handle frame's slot",
                     Box::new({
