@@ -235,7 +235,11 @@ fn ready_locked(r: crate::GoroutineRef) {
     // From elsewhere: hold the G's owner lock so its runtime cannot shut down under us.
     let owner = g.owner.lock().unwrap_or_else(|e| e.into_inner());
     let Some(sched) = owner.as_ref() else {
-        panic!("ready: stale goroutine handle (its runtime has shut down)");
+        // Its runtime has shut down, and shutdown ended every park, this one's too: a thread
+        // outside the runtime that took the token from a lock's or channel's queue before the
+        // park was ended (its node was gone when the goroutine looked) wakes it here, after the
+        // runtime went. Nothing is left to wake.
+        return;
     };
     if cas_ready(sched, g, r.generation, &mut spins) {
         sched.enqueue(GPtr::from(g), true);
