@@ -30,12 +30,10 @@ fuzz_target!(
     init: {
         if let Ok(path) = std::env::var("PEBBLE_FUZZ_CHILD") {
             let src = std::fs::read_to_string(&path).expect("the program");
-            let opts = safepoint_lang::Options {
-                procs: 2,
-                max_heap: 64 << 20,
-                max_stack: 256 << 10,
-                ..Default::default()
-            };
+            let mut opts = safepoint_lang::Options::default();
+            opts.procs = 2;
+            opts.max_heap = 64 << 20;
+            opts.max_stack = 256 << 10;
             std::process::exit(safepoint_lang::run("gen.pb", &src, &opts));
         }
     },
