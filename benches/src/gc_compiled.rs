@@ -123,8 +123,7 @@ impl Cx {
                 let mut slow = false;
                 let n = build_pinned(p, node, valued, d, &mut slow);
                 let ms = p.stack();
-                // SAFETY: a live node of this heap (allocated here, or held by our frame), in a slot the frame's maps name a reference.
-                unsafe { ms.set(dst, n) };
+                ms.set(dst, n);
                 ms.set_safepoint(after);
                 slow
             });
@@ -155,8 +154,7 @@ impl Cx {
                 }
             }
             ms.pop();
-            // SAFETY: a live node of this heap (allocated here, or held by our frame), in a slot the frame's maps name a reference.
-            unsafe { ms.set(dst, n) };
+            ms.set(dst, n);
             ms.set_safepoint(after);
             slow
         });
@@ -191,8 +189,7 @@ impl Cx {
         for c in [l, r] {
             // `c` stays reachable through the node in our slot 0 (trees are not changed while
             // walked), so it may cross the push, a safepoint.
-            // SAFETY: a live node of this heap (allocated here, or held by our frame), in a slot the frame's maps name a reference.
-            self.stack(|ms| unsafe { ms.push_with_args(walk, &[c]) });
+            self.stack(|ms| ms.push_with_args(walk, &[c]));
             s += self.walk(d - 1);
             self.stack(|ms| ms.pop());
         }
@@ -228,10 +225,8 @@ impl Cx {
                 p.set_word(n, LEFT, WordKind::Ref, l);
                 p.set_word(n, RIGHT, WordKind::Ref, r);
             }
-            // SAFETY: a live node of this heap (allocated here, or held by our frame), in a slot the frame's maps name a reference.
-            unsafe { ms.set(1, l) };
-            // SAFETY: a live node of this heap (allocated here, or held by our frame), in a slot the frame's maps name a reference.
-            unsafe { ms.set(2, r) };
+            ms.set(1, l);
+            ms.set(2, r);
             ms.set_safepoint(1);
             s1 | s2
         });
@@ -242,8 +237,7 @@ impl Cx {
         for i in [1, 2] {
             let c = self.stack(|ms| ms.get(i));
             // `c` is in our slot `i`, live at safepoint 1: it may cross the push.
-            // SAFETY: a live node of this heap (allocated here, or held by our frame), in a slot the frame's maps name a reference.
-            self.stack(|ms| unsafe { ms.push_with_args(populate, &[c]) });
+            self.stack(|ms| ms.push_with_args(populate, &[c]));
             self.populate(d - 1);
             self.stack(|ms| ms.pop());
         }
@@ -382,8 +376,7 @@ pub fn gcbench(batch: bool) -> Result<GcRun, String> {
         cx.stack(|ms| ms.push(f.root));
         let slow = cx.pin(|p| {
             let (n, slow) = Cx::alloc(node, p);
-            // SAFETY: a live node of this heap (allocated here, or held by our frame), in a slot the frame's maps name a reference.
-            unsafe { p.stack().set(0, n) };
+            p.stack().set(0, n);
             p.stack().set_safepoint(1);
             slow
         });
@@ -391,8 +384,7 @@ pub fn gcbench(batch: bool) -> Result<GcRun, String> {
             cx.raw.after_slow_alloc();
         }
         let long = cx.stack(|ms| ms.get(0));
-        // SAFETY: a live node of this heap (allocated here, or held by our frame), in a slot the frame's maps name a reference.
-        cx.stack(|ms| unsafe { ms.push_with_args(f.populate, &[long]) });
+        cx.stack(|ms| ms.push_with_args(f.populate, &[long]));
         cx.populate(GB_LONG_LIVED_DEPTH);
         cx.stack(|ms| ms.pop());
         let shape = cx.raw.shape(doubles, GB_ARRAY_SIZE * 8).expect("array shape");
@@ -429,8 +421,7 @@ pub fn gcbench(batch: bool) -> Result<GcRun, String> {
                 cx.stack(|ms| ms.push(f.populate));
                 let slow = cx.pin(|p| {
                     let (n, slow) = Cx::alloc(node, p);
-                    // SAFETY: a live node of this heap (allocated here, or held by our frame), in a slot the frame's maps name a reference.
-                    unsafe { p.stack().set(0, n) };
+                    p.stack().set(0, n);
                     slow
                 });
                 if slow {
@@ -514,8 +505,7 @@ pub fn churn(g: u64, batch: bool) -> Result<(i64, GcRun), String> {
                 unsafe { p.word(set, i) }
             });
             // `t` stays reachable through the set (a global) while it is walked.
-            // SAFETY: a live node of this heap (allocated here, or held by our frame), in a slot the frame's maps name a reference.
-            cx.stack(|ms| unsafe { ms.push_with_args(f.walk, &[t]) });
+            cx.stack(|ms| ms.push_with_args(f.walk, &[t]));
             let s = cx.walk(CHURN_LONG_DEPTH);
             cx.stack(|ms| ms.pop());
             s == want
