@@ -72,6 +72,12 @@
 //!    The requester must not, while it holds goroutines stopped, take a lock that user code may
 //!    hold (a std mutex, stdout's lock): a goroutine held in place keeps whatever it held. The
 //!    handler declines inside the C library, so malloc's and stdio's own locks are never held.
+//!    The runtime allocates while it holds goroutines (a stop's work, a scan), so the global
+//!    allocator's lock must never be held either: a program that sets a `#[global_allocator]`
+//!    (jemalloc, mimalloc) wraps it in [`PreemptSafe`], inside whose calls the handler
+//!    declines; and where `malloc` itself is not the C library's (AddressSanitizer, an
+//!    allocator linked in or preloaded, a static C library) the runtime does not hold
+//!    goroutines in place at all and says so once, as if `asyncpreemptoff=1` were set.
 //!    A goroutine held inside a Rust-level OS lock (`std::sync::Mutex`, standard error's
 //!    lock) can still hold up a *stop*: another goroutine blocked in the kernel on that lock
 //!    keeps its P Running and never answers. A stop that cannot finish within a millisecond
@@ -256,6 +262,7 @@ pub use message::{MessageSink, message, set_message_sink};
 pub use proc::{
     NoPreempt, blocking, goroutine_id, no_preempt, poll, with_managed_stack, yield_now,
 };
+pub use safepoint_arch::preempt::PreemptSafe;
 pub use safepoint_stackmap as stackmap;
 pub use stw::{Goroutine, Suspended, WorldStop, for_each_p, resume_g, stop_the_world, suspend_g};
 pub use sync::Sema;

@@ -473,6 +473,22 @@ unsafe impl Send for Locked {}
 
 const MAX_LOCAL_GFREE: usize = 64;
 
+/// True (after a warning, once per process) when `malloc` is not the C library's: the
+/// preemption signal could then hold a goroutine inside it, holding its lock, while the stop or
+/// scan that asked for the hold allocates, so goroutines are not held in place (see "Async
+/// preemption" in the crate essay).
+fn malloc_outside_libc_warning() -> bool {
+    let outside = safepoint_arch::preempt::malloc_outside_libc();
+    if outside {
+        crate::env::warn_once(
+            "async preemption is off: malloc is not the C library's (a sanitizer, or an \
+             allocator linked in or preloaded), and a goroutine held inside it would keep its \
+             lock from the runtime",
+        );
+    }
+    outside
+}
+
 impl Sched {
     pub fn new(config: crate::Config, async_preempt: bool) -> Result<Arc<Sched>, crate::Error> {
         let trace_file = config.trace.clone();
@@ -480,6 +496,10 @@ impl Sched {
         let stacks = StackPool::new(config.stack_size, config.stack_cache)
             .map_err(|e| crate::Error::Stack(e.to_string()))?;
         let deadlock_detection = config.deadlock_detection; // issue 4
+        signal::install();
+        install_stack_hooks()?;
+        crate::preempt::install()?;
+        let async_preempt = async_preempt && !malloc_outside_libc_warning();
         let sched = Arc::new(Sched {
             procs,
             ps: (0..procs).map(P::new).collect(),
@@ -522,9 +542,6 @@ impl Sched {
             trace: trace_file.map(crate::trace::Trace::new),
             watch_checks: Default::default(),
         });
-        signal::install();
-        install_stack_hooks()?;
-        crate::preempt::install()?;
         Ok(sched)
     }
 
