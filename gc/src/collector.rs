@@ -611,6 +611,8 @@ pub(crate) struct Timeline {
     pub(crate) roots: usize,
     pub(crate) stacks: usize,
     pub(crate) shades: usize,
+    /// Full barrier buffers that mutators flushed themselves while the cycle marked.
+    pub(crate) self_flushes: usize,
     /// Bytes allocated black while the cycle marked (0 for a stop-the-world marking).
     pub(crate) black: usize,
 }
@@ -635,6 +637,7 @@ impl Timeline {
             black: 0,
             stacks: 0,
             shades: 0,
+            self_flushes: 0,
         }
     }
 }
@@ -1179,7 +1182,8 @@ impl Inner {
                     "{:.3}+{:.3}+{:.3}+{:.3} ms clock (sweep term + quiesce + concurrent mark + \
                      termination stop), stop {:.0}+{:.0}+{:.0}+{:.0}+{:.0} us (earlier stops + \
                      stopping + flush + caches + end; {} stops), restart {:.0} us, {:.3}+{:.3} \
-                     ms cpu (workers + assists), {} stacks, {} barrier shades",
+                     ms cpu (workers + assists), {} stacks, {} barrier shades ({} full buffers \
+                     flushed by mutators)",
                     ms(tl.sweep_term),
                     ms(tl.quiesce),
                     ms(tl.mark),
@@ -1194,7 +1198,8 @@ impl Inner {
                     ms(tl.worker_cpu),
                     ms(tl.assist_cpu),
                     tl.stacks,
-                    tl.shades
+                    tl.shades,
+                    tl.self_flushes
                 )
             };
             safepoint_sched::message(format_args!(

@@ -110,8 +110,8 @@
 //! buffers held work, also restarts it when ephemerons are pending and either the marked
 //! count has moved since the last empty round (a key may have been marked since) or records
 //! were published after that round took the list (records no round has looked at): the stop
-//! itself does no per-ephemeron work. Only after three restarts does it finish inside the
-//! stop, draining and running rounds there, as it does for the last barrier work. Ephemerons allocated while marking are black and never
+//! itself does no per-ephemeron work, ever: a stop whose bounded drain marked anything while
+//! ephemerons are pending lets the world go for another round. Ephemerons allocated while marking are black and never
 //! pending: their values were shaded by the stores that put them there.
 //!
 //! **Cost per cycle.** Each ephemeron record is scanned once; a round costs O(pending) hash
