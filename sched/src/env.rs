@@ -5,7 +5,8 @@
 //!   keys and values are ignored. The scheduler and the collector read the same list through
 //!   [`DebugVars`], so a key means the same in both. A key that no part of safepoint knows
 //!   ([`DEBUG_KEYS`]), and a flag whose value is not a whole number, is reported once per
-//!   process on standard error (a typo must not silently do nothing) and otherwise ignored.
+//!   process through the message sink ([`crate::set_message_sink`]; standard error by
+//!   default), since a typo must not silently do nothing, and otherwise ignored.
 //! * `SAFEPOINT_MAXPROCS`: the number of Ps of a runtime built without an explicit
 //!   [`crate::Builder::procs`], as `GOMAXPROCS` is Go's ([`maxprocs`]).
 //! * `SAFEPOINT_MEMLIMIT`: the collector's soft heap limit, as `GOMEMLIMIT` is Go's: bytes,
@@ -13,8 +14,8 @@
 //!   the collector reads it).
 //! * `SAFEPOINT_GC`: the collector's `gc_percent`, as `GOGC` (read by the collector).
 //!
-//! A malformed value is never a panic: it is reported once on standard error and the default
-//! stays in force.
+//! A malformed value is never a panic: it is reported once through the message sink and the
+//! default stays in force.
 
 use std::collections::HashSet;
 use std::sync::Mutex;
@@ -90,14 +91,15 @@ impl DebugVars {
         out
     }
 
-    /// Prints each of [`DebugVars::problems`] on standard error unless this process has
-    /// printed it before; returns how many it printed.
+    /// Writes each of [`DebugVars::problems`] through the message sink (standard error by
+    /// default) unless this process has written it before; returns how many it wrote.
     pub fn report(&self) -> usize {
         self.problems().into_iter().filter(|m| warn_once(m)).count()
     }
 }
 
-/// Prints `msg` on standard error the first time this process sees it; whether it printed.
+/// Writes `msg` through the message sink ([`crate::set_message_sink`]; standard error by
+/// default) the first time this process sees it; whether it wrote it.
 pub fn warn_once(msg: &str) -> bool {
     static SEEN: Mutex<Option<HashSet<String>>> = Mutex::new(None);
     let first = SEEN
@@ -106,7 +108,7 @@ pub fn warn_once(msg: &str) -> bool {
         .get_or_insert_with(HashSet::new)
         .insert(msg.to_string());
     if first {
-        eprintln!("safepoint: {msg}");
+        crate::message(format_args!("safepoint: {msg}"));
     }
     first
 }
@@ -191,6 +193,34 @@ mod tests {
         assert_eq!(d.report(), 1);
         assert_eq!(d.report(), 0);
         assert_eq!(DebugVars::parse("knob_only_this_test_uses").report(), 0);
+    }
+
+    /// The warning goes through the message sink an embedder sets, once.
+    #[test]
+    // The sink set is leaked by design (kept for the process's life), which Miri counts as a
+    // leak.
+    #[cfg_attr(miri, ignore)]
+    fn an_unknown_key_is_reported_once_through_the_message_sink() {
+        use std::sync::{Arc, Mutex as StdMutex};
+        let got = Arc::new(StdMutex::new(Vec::<String>::new()));
+        let g = got.clone();
+        crate::set_message_sink(Some(Box::new(move |m: &str| {
+            g.lock().unwrap().push(m.to_string())
+        })));
+        let first = DebugVars::parse("gctrace,knob_the_sink_test_uses=1").report();
+        let again = DebugVars::parse("knob_the_sink_test_uses").report();
+        crate::set_message_sink(None);
+        assert_eq!((first, again), (1, 0));
+        let got = got.lock().unwrap();
+        let ours: Vec<&String> =
+            got.iter().filter(|m| m.contains("knob_the_sink_test_uses")).collect();
+        assert_eq!(ours.len(), 1, "{got:?}");
+        assert!(
+            ours[0]
+                .starts_with("safepoint: SAFEPOINT_DEBUG: unknown key \"knob_the_sink_test_uses\""),
+            "{}",
+            ours[0]
+        );
     }
 
     #[test]

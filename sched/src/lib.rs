@@ -185,7 +185,7 @@
 //! be made to leave code that never yields. The drop does not wait for it for ever: after
 //! five seconds of draining and five more for the threads to exit, it returns, leaving the
 //! threads still running such goroutines, and the runtime's memory with them (leaked, with
-//! what those goroutines hold), and says so in a line on standard error. A goroutine of
+//! what those goroutines hold), and says so in a line through the message sink. A goroutine of
 //! theirs that reaches a safepoint later unwinds, and its thread exits.
 //!
 //! Dropping the last handle from inside one of the runtime's own goroutines cannot wait for
@@ -226,7 +226,6 @@ mod join;
 mod local;
 #[cfg(all(test, loom))]
 mod loom_models;
-mod message;
 mod preempt;
 mod proc;
 mod runtime;
@@ -252,10 +251,12 @@ use std::sync::Arc;
 
 pub use join::{JoinError, JoinHandle};
 pub use local::GoroutineLocal;
-pub use message::{MessageSink, message, set_message_sink};
+// The sink lives in the bottom crate, so that every crate reports through it; the scheduler's
+// documentation and embedders know it from here.
 pub use proc::{
     NoPreempt, blocking, goroutine_id, no_preempt, poll, with_managed_stack, yield_now,
 };
+pub use safepoint_arch::{MessageSink, message, set_message_sink};
 pub use safepoint_stackmap as stackmap;
 pub use stw::{Goroutine, Suspended, WorldStop, for_each_p, resume_g, stop_the_world, suspend_g};
 pub use sync::Sema;
@@ -333,10 +334,25 @@ mod knob_tests {
 }
 
 /// Errors from the runtime's API.
+///
+/// [`Error::Stack`] wraps the error of the stack layer, which [`source`] gives:
+///
+/// ```
+/// use std::error::Error as _;
+/// use safepoint_sched::{Error, Runtime};
+///
+/// let e = Runtime::builder().stack_size(100).build().unwrap_err();
+/// assert!(matches!(e, Error::Stack(safepoint_arch::stack::StackError::BadSize(100))));
+/// assert_eq!(e.source().unwrap().to_string(), e.to_string());
+/// assert!(Runtime::builder().procs(0).build().unwrap_err().source().is_none());
+/// ```
+///
+/// [`source`]: std::error::Error::source
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Error {
-    /// A goroutine stack could not be had (bad size or the kernel refused).
-    Stack(String),
+    /// A goroutine stack could not be had (bad size or the kernel refused); the error is also
+    /// the [`source`](std::error::Error::source).
+    Stack(safepoint_arch::stack::StackError),
     /// A configuration value is out of range.
     Config(String),
     /// The runtime is shutting down.
@@ -346,14 +362,23 @@ pub enum Error {
 impl core::fmt::Display for Error {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         match self {
-            Error::Stack(s) => write!(f, "{s}"),
+            Error::Stack(e) => write!(f, "{e}"),
             Error::Config(s) => write!(f, "bad runtime configuration: {s}"),
             Error::Shutdown => write!(f, "the runtime is shutting down"),
         }
     }
 }
 
-impl std::error::Error for Error {}
+/// [`Error::Stack`] gives the stack layer's error as its source (its message is also this
+/// error's, so that printing an `Error` alone still says why).
+impl std::error::Error for Error {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Error::Stack(e) => Some(e),
+            _ => None,
+        }
+    }
+}
 
 /// Runtime configuration; see [`Builder`] for the defaults.
 #[derive(Debug, Clone)]
@@ -405,7 +430,7 @@ pub struct Config {
 /// `SAFEPOINT_DEBUG` and `SAFEPOINT_MAXPROCS` are read when the builder is made (see
 /// [`env`](mod@env)): `SAFEPOINT_DEBUG` is a comma-separated list of `key=value` debugging
 /// knobs shared with the collector (a bare `key` is `key=1`; an unknown key is reported once
-/// on standard error). The scheduler's:
+/// through the message sink). The scheduler's:
 ///
 /// | key | meaning |
 /// |---|---|

@@ -98,9 +98,9 @@ impl ManagedStack {
     /// The walker always checks what keeps it in bounds (each frame's function is in `reg`,
     /// its size matches the function's, its safepoint is in range, it does not reach below
     /// word 0); with [`StackConfig::validate`](crate::StackConfig::validate) on it checks every
-    /// frame before yielding anything. A failed check prints a dump of the stack to stderr and
-    /// panics with "goroutine N: managed stack corrupted: ..." (the runtime treats that as
-    /// fatal).
+    /// frame before yielding anything. A failed check reports a dump of the stack through the
+    /// message sink ([`safepoint_arch::set_message_sink`]) and panics with "goroutine N:
+    /// managed stack corrupted: ..." (the runtime treats that as fatal).
     ///
     /// # Safety
     /// The owner is stopped at a safepoint (parked, in a blocking call with its stack frozen,
@@ -444,13 +444,14 @@ impl ManagedStack {
         self.corrupt(reg, &Corruption { offset, depth, reason: reason.into() })
     }
 
-    /// Prints a dump to stderr and panics: the stack cannot be scanned.
+    /// Reports a dump through the message sink ([`safepoint_arch::set_message_sink`], standard
+    /// error by default) and panics: the stack cannot be scanned.
     #[cold]
     #[inline(never)]
     fn corrupt(&self, reg: &Registry, c: &Corruption) -> ! {
         // SAFETY: every caller is inside a walk, whose own contract keeps the buffer still.
         let dump = unsafe { self.dump_impl(reg, c.offset) };
-        eprintln!("fatal: managed stack corrupted: {c}\n{dump}");
+        safepoint_arch::message(format_args!("fatal: managed stack corrupted: {c}\n{dump}"));
         panic!("goroutine {}: managed stack corrupted: {c}", self.id())
     }
 }
