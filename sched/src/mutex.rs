@@ -590,7 +590,7 @@ impl<T: ?Sized> Mutex<T> {
 
     /// Locks if free now.
     pub fn try_lock(&self) -> Option<MutexGuard<'_, T>> {
-        self.raw.try_lock().then_some(MutexGuard { m: self })
+        self.raw.try_lock().then(|| MutexGuard { m: self })
     }
 
     /// The value, through exclusive access (no locking needed).
@@ -836,12 +836,12 @@ impl<T: ?Sized> RwLock<T> {
 
     /// Locks for reading if possible now.
     pub fn try_read(&self) -> Option<RwLockReadGuard<'_, T>> {
-        self.raw.try_read_lock().then_some(RwLockReadGuard { l: self })
+        self.raw.try_read_lock().then(|| RwLockReadGuard { l: self })
     }
 
     /// Locks for writing if possible now.
     pub fn try_write(&self) -> Option<RwLockWriteGuard<'_, T>> {
-        self.raw.try_write_lock().then_some(RwLockWriteGuard { l: self })
+        self.raw.try_write_lock().then(|| RwLockWriteGuard { l: self })
     }
 
     /// The value, through exclusive access.
