@@ -28,11 +28,25 @@ pub struct DebugKnobs {
 impl DebugKnobs {
     /// The knobs set in `SAFEPOINT_DEBUG` (all off if it is unset); its problems are reported
     /// through the message sink, each once per process.
+    ///
+    /// ```
+    /// use safepoint_gc::DebugKnobs;
+    /// let k = DebugKnobs::from_env(); // all off unless SAFEPOINT_DEBUG sets them
+    /// if std::env::var_os("SAFEPOINT_DEBUG").is_none() {
+    ///     assert_eq!(k, DebugKnobs::default());
+    /// }
+    /// ```
     pub fn from_env() -> DebugKnobs {
         DebugKnobs::from_vars(&DebugVars::from_env())
     }
 
     /// The knobs set in `spec` (`"gctrace=1,gccheckmark"`), without reporting anything.
+    ///
+    /// ```
+    /// use safepoint_gc::DebugKnobs;
+    /// let k = DebugKnobs::parse("gctrace,gcpoison=0,schedtrace=100");
+    /// assert!(k.gctrace && !k.gcpoison); // the scheduler's keys are not the collector's
+    /// ```
     pub fn parse(spec: &str) -> DebugKnobs {
         DebugKnobs::from_vars(&DebugVars::parse(spec))
     }

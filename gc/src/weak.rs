@@ -553,6 +553,27 @@ pub struct Cleanup {
 impl Cleanup {
     /// Cancels the cleanup if it has not been queued yet (its object not found unreachable);
     /// whether it was cancelled. From any thread.
+    ///
+    /// ```
+    /// # use safepoint_gc::{Gc, Mutator, TypeDesc, WordKind};
+    /// # let rt = safepoint_sched::Runtime::builder().procs(1).build().unwrap();
+    /// # let gc = Gc::new(&rt).unwrap();
+    /// # let pair = gc.types().register(TypeDesc::Record {
+    /// #     name: "pair".into(),
+    /// #     words: vec![WordKind::Ref, WordKind::Tagged],
+    /// # }).unwrap();
+    /// # let g = gc.clone();
+    /// # rt.block_on(move || {
+    /// # let mut m = Mutator::new(&g).unwrap();
+    /// m.scope(|m, [obj]| {
+    ///     m.alloc(obj, pair).unwrap();
+    ///     let c = m.add_cleanup(obj, || unreachable!("cancelled")).unwrap();
+    ///     assert!(c.cancel());
+    ///     assert!(!c.cancel()); // already cancelled
+    /// });
+    /// m.collect();
+    /// # });
+    /// ```
     pub fn cancel(&self) -> bool {
         let Some(gc) = self.gc.upgrade() else { return false };
         let specials = gc.heap.specials();
