@@ -142,6 +142,12 @@ fn install_handler() {
 }
 
 /// The calling thread's kernel id, for [`signal_thread`].
+///
+/// ```
+/// let main = safepoint_arch::preempt::current_tid();
+/// let other = std::thread::spawn(safepoint_arch::preempt::current_tid).join().unwrap();
+/// assert!(main > 0 && other > 0 && main != other);
+/// ```
 pub fn current_tid() -> i32 {
     // SAFETY: gettid takes no arguments and cannot fail.
     unsafe { libc::gettid() }
@@ -155,6 +161,13 @@ pub fn signal_thread(tid: i32) -> bool {
 }
 
 /// Bytes of the interrupted stack the trampoline and the hold need below the stack pointer.
+///
+/// ```
+/// // The trampoline's frame and the hold: a goroutine stack must keep this much below its
+/// // stack pointer for an asynchronous preemption to be taken.
+/// let n = safepoint_arch::preempt::headroom_needed();
+/// assert!(n > 0 && n < safepoint_arch::stack::MIN_STACK_SIZE);
+/// ```
 pub fn headroom_needed() -> usize {
     crate::imp::trampoline_frame_bytes() + HOLD_STACK
 }

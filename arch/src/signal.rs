@@ -199,6 +199,12 @@ pub fn install() {
 ///
 /// # Panics
 /// If the kernel refuses the mapping or `sigaltstack` (out of memory).
+///
+/// ```
+/// // Once per thread that runs goroutines; later calls do nothing.
+/// safepoint_arch::signal::ensure_altstack();
+/// safepoint_arch::signal::ensure_altstack();
+/// ```
 pub fn ensure_altstack() {
     // Allocate this thread's TLS block for CURRENT now, outside any handler (matters only for a
     // dlopen'ed shared object; see the module docs).
