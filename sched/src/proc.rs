@@ -598,6 +598,21 @@ pub(crate) fn stack_preempt() {
 /// borrow cannot outlive the call, so it cannot be handed to another goroutine.
 ///
 /// Panics off a goroutine.
+///
+/// ```
+/// use safepoint_sched::stackmap::{FuncDesc, Registry};
+/// use safepoint_sched::{Runtime, with_managed_stack};
+/// let reg = Registry::new();
+/// let f = reg.register(FuncDesc::new("f", 2, 0, 1)).unwrap();
+/// # let rt = Runtime::builder().procs(1).build().unwrap();
+/// let depth = rt.block_on(move || {
+///     with_managed_stack(|ms| ms.push(f)); // the running goroutine's own stack
+///     let d = with_managed_stack(|ms| ms.depth());
+///     with_managed_stack(|ms| ms.pop());
+///     d
+/// });
+/// assert_eq!(depth, 1);
+/// ```
 pub fn with_managed_stack<R>(f: impl FnOnce(&safepoint_stackmap::ManagedStack) -> R) -> R {
     let g = current_g().unwrap_or_else(|| panic!("with_managed_stack: not on a goroutine"));
     f(g.mstack())
