@@ -67,7 +67,9 @@ pub fn set_message_sink(sink: Option<Box<MessageSink>>) {
 /// use std::sync::{Arc, Mutex};
 /// let got = Arc::new(Mutex::new(Vec::new()));
 /// let g = got.clone();
-/// safepoint_arch::set_message_sink(Some(Box::new(move |m: &str| g.lock().unwrap().push(m.to_string()))));
+/// safepoint_arch::set_message_sink(Some(Box::new(move |m: &str| {
+///     g.lock().unwrap().push(m.to_string())
+/// })));
 /// safepoint_arch::message(format_args!("myvm: {} goroutines left", 3));
 /// safepoint_arch::set_message_sink(None);
 /// assert!(got.lock().unwrap().contains(&"myvm: 3 goroutines left".to_string()));

@@ -90,7 +90,8 @@ impl Stack {
     /// use safepoint_arch::stack::{MIN_STACK_SIZE, Stack, StackError};
     /// let s = Stack::new(64 * 1024).unwrap();
     /// assert_eq!(s.size(), 64 * 1024);
-    /// assert_eq!(Stack::new(MIN_STACK_SIZE - 1).unwrap_err(), StackError::BadSize(MIN_STACK_SIZE - 1));
+    /// let small = MIN_STACK_SIZE - 1;
+    /// assert_eq!(Stack::new(small).unwrap_err(), StackError::BadSize(small));
     /// ```
     pub fn new(size: usize) -> Result<Stack, StackError> {
         if size < MIN_STACK_SIZE {

@@ -75,6 +75,10 @@ pub enum GcError {
     Type(TypeError),
     /// The call must be made from a goroutine of the collector's runtime.
     WrongRuntime,
+    /// The runtime would not start one of the collector's goroutines (it is shutting down, or
+    /// no goroutine stack could be had); the runtime's error is also the
+    /// [`source`](std::error::Error::source).
+    Runtime(safepoint_sched::Error),
     /// A heap operation inside a blocking call: the goroutine has handed off its P, and its
     /// managed stack is frozen there (a collector may be reading it).
     NoP,
@@ -126,6 +130,7 @@ impl fmt::Display for GcError {
             GcError::WrongRuntime => {
                 write!(f, "not on a goroutine of the runtime this collector was built for")
             }
+            GcError::Runtime(e) => write!(f, "cannot start the collector's goroutines: {e}"),
             GcError::NoP => write!(
                 f,
                 "not allowed inside a blocking call (the goroutine has no P, and its managed \
@@ -148,13 +153,27 @@ impl fmt::Display for GcError {
     }
 }
 
-/// [`GcError::Alloc`] and [`GcError::Type`] give the error they wrap as their source (their
-/// message is also its message, so that printing a `GcError` alone still says why).
+/// [`GcError::Alloc`], [`GcError::Type`] and [`GcError::Runtime`] give the error they wrap as
+/// their source (its message is also in theirs, so that printing a `GcError` alone still says
+/// why).
+///
+/// ```
+/// use std::error::Error as _;
+/// use safepoint_gc::{GcError, TypeDesc, TypeRegistry};
+///
+/// let reg = TypeRegistry::new();
+/// let e = GcError::from(reg.register(TypeDesc::RefArray { name: String::new() }).unwrap_err());
+/// assert_eq!(e.source().unwrap().to_string(), e.to_string());
+/// let e = GcError::Runtime(safepoint_sched::Error::Shutdown);
+/// assert_eq!(e.source().unwrap().to_string(), "the runtime is shutting down");
+/// assert!(GcError::NoP.source().is_none());
+/// ```
 impl std::error::Error for GcError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
             GcError::Alloc(e) => Some(e),
             GcError::Type(e) => Some(e),
+            GcError::Runtime(e) => Some(e),
             _ => None,
         }
     }
@@ -224,7 +243,7 @@ pub struct GcConfig {
     pub checkmark: bool,
     /// Fill freed objects with a pattern and catch any use of one (`gcpoison`). Default off.
     pub poison: bool,
-    /// One line on stderr per cycle (`gctrace`). Default off.
+    /// One line per cycle through the message sink (`gctrace`). Default off.
     pub trace: bool,
     /// How tagged words are read. Default [`TagRule::LOW_BIT`].
     pub tag_rule: TagRule,
@@ -413,7 +432,7 @@ impl GcBuilder {
     ///
     /// # Errors
     /// [`GcError::Type`] for a bad tag rule, [`GcError::Alloc`] if the heap's tables cannot be
-    /// mapped.
+    /// mapped, [`GcError::Runtime`] if `rt` will not start the collector's goroutines.
     ///
     /// ```
     /// use safepoint_gc::Gc;
@@ -506,15 +525,14 @@ impl GcBuilder {
             safepoint_sched::set_system(true);
             background_sweeper(weak, sweeper)
         })
-        .map_err(|_| GcError::WrongRuntime)?;
+        .map_err(GcError::Runtime)?;
         let weak = Arc::downgrade(&inner);
-        rt.spawn(move || crate::concurrent::driver(weak, driver))
-            .map_err(|_| GcError::WrongRuntime)?;
+        rt.spawn(move || crate::concurrent::driver(weak, driver)).map_err(GcError::Runtime)?;
         let cleanups = Arc::new(Chan::new(1));
         inner.heap.specials().set_waker(cleanups.clone());
         let weak = Arc::downgrade(&inner);
         rt.spawn(move || crate::weak::cleanup_goroutine(weak, cleanups))
-            .map_err(|_| GcError::WrongRuntime)?;
+            .map_err(GcError::Runtime)?;
         Ok(Gc { inner })
     }
 }

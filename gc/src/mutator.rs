@@ -219,7 +219,8 @@ impl Bytes<'_> {
     /// # let mut m = Mutator::new(&g).unwrap();
     /// m.scope(|m, [s]| {
     ///     m.alloc_bytes(s, text, &[b'o', b'k', 0xff]).unwrap();
-    ///     assert_eq!(m.bytes(s).unwrap().to_string_lossy(), "ok\u{fffd}"); // invalid UTF-8 replaced
+    ///     // Invalid UTF-8 is replaced.
+    ///     assert_eq!(m.bytes(s).unwrap().to_string_lossy(), "ok\u{fffd}");
     /// });
     /// # });
     /// ```
@@ -1260,8 +1261,9 @@ impl Mutator {
     /// `runtime.AddCleanup`). An object may have several. `f` cannot reach the object (no
     /// managed reference lives in a Rust value), so it cannot bring it back; but a
     /// [`Global`] it captures that references the object keeps the object alive for good,
-    /// and `f` never runs. A panic in `f` is reported on stderr and does not stop the other
-    /// cleanups. Cleanups still queued when the heap is dropped are dropped without running.
+    /// and `f` never runs. A panic in `f` is reported through the message sink and does not
+    /// stop the other cleanups. Cleanups still queued when the heap is dropped are dropped
+    /// without running.
     ///
     /// # Errors
     /// [`GcError::NotAReference`] if `obj` holds no reference; [`GcError::StaleSlot`],
@@ -1328,7 +1330,8 @@ impl Mutator {
     /// let resource = Arc::new(());
     /// m.scope(|m, [obj]| {
     ///     m.alloc(obj, pair).unwrap();
-    ///     m.attach(obj, resource.clone()).unwrap(); // dropped once the object is found unreachable
+    ///     // Dropped once the object is found unreachable.
+    ///     m.attach(obj, resource.clone()).unwrap();
     /// });
     /// assert_eq!(Arc::strong_count(&resource), 2);
     /// # });

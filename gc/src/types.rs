@@ -461,7 +461,8 @@ impl Header {
     /// use safepoint_gc::{TypeDesc, TypeRegistry, WordKind};
     /// let reg = TypeRegistry::new();
     /// use safepoint_gc::Header;
-    /// let t = reg.register(TypeDesc::Record { name: "r".into(), words: vec![WordKind::Ref] }).unwrap();
+    /// let desc = TypeDesc::Record { name: "r".into(), words: vec![WordKind::Ref] };
+    /// let t = reg.register(desc).unwrap();
     /// let h = Header::new_record(t);
     /// assert_eq!((h.type_id(), h.len()), (t, 0));
     /// ```
@@ -667,7 +668,8 @@ impl Iterator for Refs<'_> {
 /// use std::sync::atomic::AtomicUsize;
 /// use safepoint_gc::{Header, TagRule, TypeDesc, TypeRegistry, WordKind, types::scan_refs};
 /// let reg = TypeRegistry::new();
-/// let desc = TypeDesc::Record { name: "r".into(), words: vec![WordKind::Ref, WordKind::Tagged, WordKind::Raw] };
+/// let words = vec![WordKind::Ref, WordKind::Tagged, WordKind::Raw];
+/// let desc = TypeDesc::Record { name: "r".into(), words };
 /// let t = reg.register(desc.clone()).unwrap();
 /// let body = [AtomicUsize::new(0x1000), AtomicUsize::new(0x2000), AtomicUsize::new(0x3000)];
 /// let refs: Vec<(usize, usize)> =
@@ -993,7 +995,8 @@ impl TypeRegistry {
     /// ```
     /// use safepoint_gc::{TypeDesc, TypeRegistry, WordKind};
     /// let reg = TypeRegistry::new();
-    /// let r = reg.register(TypeDesc::Record { name: "r".into(), words: vec![WordKind::Ref] }).unwrap();
+    /// let desc = TypeDesc::Record { name: "r".into(), words: vec![WordKind::Ref] };
+    /// let r = reg.register(desc).unwrap();
     /// assert_eq!(reg.header(r, 0).unwrap().type_id(), r);
     /// assert!(reg.header(r, 2).is_err()); // a record has no length
     /// ```

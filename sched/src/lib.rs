@@ -607,7 +607,8 @@ impl Builder {
     /// let lines = Arc::new(Mutex::new(Vec::<String>::new()));
     /// let l = lines.clone();
     /// set_message_sink(Some(Box::new(move |m: &str| l.lock().unwrap().push(m.to_string()))));
-    /// let rt = Runtime::builder().procs(1).schedtrace(Some(Duration::from_millis(1))).build().unwrap();
+    /// let every = Some(Duration::from_millis(1));
+    /// let rt = Runtime::builder().procs(1).schedtrace(every).build().unwrap();
     /// while !lines.lock().unwrap().iter().any(|m| m.starts_with("SCHED ")) {
     ///     std::thread::sleep(Duration::from_millis(1));
     /// }
@@ -664,7 +665,8 @@ impl Builder {
     /// let f = reg.register(FuncDesc::new("f", 1000, 0, 1)).unwrap();
     /// let rt = Runtime::builder().procs(1).managed_stack_limit(64 * 1024).build().unwrap();
     /// // 8 KiB frames: the ninth push passes 64 KiB and panics in that goroutine.
-    /// let r = rt.spawn(move || with_managed_stack(|ms| (0..100).for_each(|_| ms.push(f)))).unwrap();
+    /// let deep = move || with_managed_stack(|ms| (0..100).for_each(|_| ms.push(f)));
+    /// let r = rt.spawn(deep).unwrap();
     /// let e = r.join().unwrap_err();
     /// assert!(e.message().unwrap().contains("managed stack exceeds"), "{e}");
     /// ```
@@ -880,7 +882,8 @@ impl Runtime {
     /// assert_eq!(rt.block_on_or_deadlock(|| 7).unwrap(), 7);
     /// let ch = Chan::<u8>::new(0);
     /// let report = rt.block_on_or_deadlock(move || ch.recv()).unwrap_err();
-    /// assert!(report.to_string().starts_with("all goroutines are asleep - deadlock!"), "{report}");
+    /// let text = report.to_string();
+    /// assert!(text.starts_with("all goroutines are asleep - deadlock!"), "{text}");
     /// ```
     pub fn block_on_or_deadlock<T, F>(&self, f: F) -> Result<T, DeadlockReport>
     where

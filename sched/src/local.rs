@@ -32,7 +32,8 @@ impl<T: 'static> GoroutineLocal<T> {
     ///
     /// ```
     /// use safepoint_sched::{GoroutineLocal, Runtime, go};
-    /// static DEPTH: GoroutineLocal<std::cell::Cell<u32>> = GoroutineLocal::new(|| std::cell::Cell::new(0));
+    /// use std::cell::Cell;
+    /// static DEPTH: GoroutineLocal<Cell<u32>> = GoroutineLocal::new(|| Cell::new(0));
     /// # let rt = Runtime::builder().procs(1).build().unwrap();
     /// rt.block_on(|| {
     ///     DEPTH.with(|d| d.set(5));
@@ -63,7 +64,8 @@ impl<T: 'static> GoroutineLocal<T> {
     /// ```
     /// use std::cell::RefCell;
     /// use safepoint_sched::{GoroutineLocal, Runtime};
-    /// static LOG: GoroutineLocal<RefCell<Vec<u32>>> = GoroutineLocal::new(|| RefCell::new(Vec::new()));
+    /// type Log = RefCell<Vec<u32>>;
+    /// static LOG: GoroutineLocal<Log> = GoroutineLocal::new(|| RefCell::new(vec![]));
     /// # let rt = Runtime::builder().procs(1).build().unwrap();
     /// let n = rt.block_on(|| {
     ///     LOG.with(|l| l.borrow_mut().push(1));

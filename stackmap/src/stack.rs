@@ -90,7 +90,8 @@ impl StackConfig {
     /// let big = reg.register(FuncDesc::new("big", 1000, 0, 1)).unwrap(); // 8 KiB frames
     /// let ms = ManagedStack::new(7, StackConfig::default().limit_bytes(32 << 10));
     /// ms.push(big);
-    /// let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| (0..10).for_each(|_| ms.push(big))));
+    /// let deep = std::panic::AssertUnwindSafe(|| (0..10).for_each(|_| ms.push(big)));
+    /// let r = std::panic::catch_unwind(deep);
     /// let msg = r.unwrap_err().downcast::<String>().unwrap();
     /// assert_eq!(*msg, "goroutine 7: managed stack exceeds 32 KiB");
     /// ```
@@ -451,7 +452,8 @@ impl ManagedStack {
     /// let f = reg.register(FuncDesc::new("f", 3, 0, 2).refs_at(1, &[0])).unwrap();
     /// let ms = ManagedStack::new(1, StackConfig::default());
     /// ms.push(f);
-    /// assert_eq!((ms.depth(), ms.get(0), ms.top_frame_info().1), (1, 0, 0)); // zeroed, safepoint 0
+    /// // One frame, its slots zeroed, at safepoint 0.
+    /// assert_eq!((ms.depth(), ms.get(0), ms.top_frame_info().1), (1, 0, 0));
     /// ms.pop();
     /// ```
     #[inline]

@@ -47,7 +47,8 @@ pub trait Visitor {
     ///     }
     /// }
     /// let reg = Registry::new();
-    /// let f = reg.register(FuncDesc::new("f", 3, 0, 2).refs_at(1, &[0]).tagged_at(1, &[2])).unwrap();
+    /// let desc = FuncDesc::new("f", 3, 0, 2).refs_at(1, &[0]).tagged_at(1, &[2]);
+    /// let f = reg.register(desc).unwrap();
     /// let ms = ManagedStack::new(1, StackConfig::default());
     /// ms.push(f);
     /// ms.set_safepoint(1);
@@ -79,7 +80,8 @@ pub trait Visitor {
     ///     }
     /// }
     /// let reg = Registry::new();
-    /// let f = reg.register(FuncDesc::new("f", 3, 0, 2).refs_at(1, &[0]).tagged_at(1, &[2])).unwrap();
+    /// let desc = FuncDesc::new("f", 3, 0, 2).refs_at(1, &[0]).tagged_at(1, &[2]);
+    /// let f = reg.register(desc).unwrap();
     /// let ms = ManagedStack::new(1, StackConfig::default());
     /// ms.push(f);
     /// ms.set_safepoint(1);
@@ -108,7 +110,8 @@ pub trait Visitor {
     ///     }
     /// }
     /// let reg = Registry::new();
-    /// let f = reg.register(FuncDesc::new("f", 3, 0, 2).refs_at(1, &[0]).tagged_at(1, &[2])).unwrap();
+    /// let desc = FuncDesc::new("f", 3, 0, 2).refs_at(1, &[0]).tagged_at(1, &[2]);
+    /// let f = reg.register(desc).unwrap();
     /// let ms = ManagedStack::new(1, StackConfig::default());
     /// ms.push(f);
     /// ms.set_safepoint(1);
@@ -231,7 +234,8 @@ impl ManagedStack {
     ///     }
     /// }
     /// let reg = Registry::new();
-    /// let f = reg.register(FuncDesc::new("f", 3, 0, 2).refs_at(1, &[0]).tagged_at(1, &[2])).unwrap();
+    /// let desc = FuncDesc::new("f", 3, 0, 2).refs_at(1, &[0]).tagged_at(1, &[2]);
+    /// let f = reg.register(desc).unwrap();
     /// let ms = ManagedStack::new(1, StackConfig::default());
     /// ms.push(f);
     /// ms.set_safepoint(1);
@@ -239,7 +243,11 @@ impl ManagedStack {
     /// ms.push_handles(1);
     /// let mut v = Seen::default();
     /// ms.walk(&reg, &mut v); // top frame first
-    /// assert_eq!(v.0, ["frame 0 at safepoint 0", "ref 0", "frame 1 at safepoint 1", "ref 0", "tagged 2"]);
+    /// let want = [
+    ///     "frame 0 at safepoint 0", "ref 0", // the handle frame
+    ///     "frame 1 at safepoint 1", "ref 0", "tagged 2",
+    /// ];
+    /// assert_eq!(v.0, want);
     /// ```
     pub fn walk<V: Visitor>(&mut self, reg: &Registry, v: &mut V) {
         // SAFETY: `&mut self`: the owner itself, and nothing can move the buffer meanwhile.
@@ -283,7 +291,8 @@ impl ManagedStack {
     ///     }
     /// }
     /// let reg = Registry::new();
-    /// let f = reg.register(FuncDesc::new("f", 3, 0, 2).refs_at(1, &[0]).tagged_at(1, &[2])).unwrap();
+    /// let desc = FuncDesc::new("f", 3, 0, 2).refs_at(1, &[0]).tagged_at(1, &[2]);
+    /// let f = reg.register(desc).unwrap();
     /// let ms = ManagedStack::new(1, StackConfig::default());
     /// ms.push(f);
     /// ms.set_safepoint(1);
