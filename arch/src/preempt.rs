@@ -110,6 +110,25 @@ static PREVIOUS: std::sync::OnceLock<libc::sigaction> = std::sync::OnceLock::new
 ///
 /// The handler is installed with `SA_SIGINFO | SA_ONSTACK | SA_RESTART`. Every thread that runs
 /// goroutines needs an alternate signal stack ([`crate::signal::ensure_altstack`]).
+///
+/// ```
+/// use std::sync::atomic::{AtomicUsize, Ordering};
+/// use safepoint_arch::preempt::{Decline, Hooks, current_tid, install, signal_thread};
+/// static ASKED: AtomicUsize = AtomicUsize::new(0);
+/// fn decide(verdict: Result<(), Decline>) -> bool {
+///     // The main thread is on no goroutine stack: the architecture's part declines.
+///     assert_eq!(verdict, Err(Decline::NotOnGoroutineStack));
+///     ASKED.fetch_add(1, Ordering::Relaxed);
+///     false
+/// }
+/// fn hold() {}
+/// safepoint_arch::signal::ensure_altstack();
+/// install(Hooks { decide, hold }).unwrap();
+/// install(Hooks { decide, hold }).unwrap(); // the same hooks again: nothing to do
+/// assert!(signal_thread(current_tid()));
+/// // A signal a thread sends itself is handled before the system call returns.
+/// assert_eq!(ASKED.load(Ordering::Relaxed), 1);
+/// ```
 pub fn install(hooks: Hooks) -> Result<(), HooksAlreadySet> {
     static INSTALL: Once = Once::new();
     INSTALL.call_once(|| {
@@ -155,6 +174,15 @@ pub fn current_tid() -> i32 {
 
 /// Sends [`SIGPREEMPT`] to thread `tid` of this process. False if the thread does not exist
 /// (any more).
+///
+/// ```
+/// use safepoint_arch::preempt::{current_tid, signal_thread};
+/// // Without the handler installed the signal is ignored (SIGURG's default action).
+/// assert!(signal_thread(current_tid()));
+/// let gone = std::thread::spawn(current_tid).join().unwrap();
+/// std::thread::sleep(std::time::Duration::from_millis(10));
+/// assert!(!signal_thread(gone)); // that thread has exited
+/// ```
 pub fn signal_thread(tid: i32) -> bool {
     // SAFETY: tgkill only sends a signal; with our own pid it cannot reach another process.
     unsafe { libc::syscall(libc::SYS_tgkill, libc::getpid(), tid, SIGPREEMPT) == 0 }
@@ -175,6 +203,21 @@ pub fn headroom_needed() -> usize {
 /// The architecture's verdict on holding a thread interrupted at `pc` with stack pointer `sp`,
 /// when the goroutine stack registered for the thread is `stack` (None on g0). `asm` are the
 /// runtime's assembly ranges, `libc` the C library's code, `needed` the headroom the hold takes.
+///
+/// ```
+/// use safepoint_arch::preempt::{Decline, classify, headroom_needed};
+/// use safepoint_arch::signal::StackInfo;
+/// use safepoint_arch::stack::Stack;
+/// let stack = Stack::new(64 * 1024).unwrap();
+/// let info = StackInfo::for_stack(&stack, 1);
+/// let need = headroom_needed();
+/// let sp = stack.top() - 1024; // on the goroutine's stack, with room below
+/// assert_eq!(classify(0x1000, sp, Some(&info), &[], &[], need), Ok(()));
+/// assert_eq!(classify(0x1000, sp, None, &[], &[], need), Err(Decline::NotOnGoroutineStack));
+/// let libc = [(0x1000, 0x2000)];
+/// assert_eq!(classify(0x1800, sp, Some(&info), &[], &libc, need), Err(Decline::InLibc));
+/// assert_eq!(classify(0x1000, stack.lo() + 8, Some(&info), &[], &[], need), Err(Decline::NoRoom));
+/// ```
 pub fn classify(
     pc: usize,
     sp: usize,
