@@ -92,6 +92,14 @@ pub struct Hooks {
 #[derive(Debug, Clone, Copy)]
 pub struct HooksAlreadySet;
 
+impl core::fmt::Display for HooksAlreadySet {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str("the preemption signal's handler is installed already, with other hooks")
+    }
+}
+
+impl std::error::Error for HooksAlreadySet {}
+
 /// The hooks as function addresses: 0 until [`install`] stores them (Release, before the
 /// handler is installed; read with Acquire by the handler and the trampoline).
 static DECIDE: AtomicUsize = AtomicUsize::new(0);
