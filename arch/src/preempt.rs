@@ -98,6 +98,14 @@ pub struct Hooks {
 #[derive(Debug, Clone, Copy)]
 pub struct HooksAlreadySet;
 
+impl core::fmt::Display for HooksAlreadySet {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str("the preemption signal's handler is installed already, with other hooks")
+    }
+}
+
+impl std::error::Error for HooksAlreadySet {}
+
 /// The hooks as function addresses: 0 until [`install`] stores them (Release, before the
 /// handler is installed; read with Acquire by the handler and the trampoline).
 static DECIDE: AtomicUsize = AtomicUsize::new(0);
@@ -116,6 +124,25 @@ static PREVIOUS: std::sync::OnceLock<libc::sigaction> = std::sync::OnceLock::new
 ///
 /// The handler is installed with `SA_SIGINFO | SA_ONSTACK | SA_RESTART`. Every thread that runs
 /// goroutines needs an alternate signal stack ([`crate::signal::ensure_altstack`]).
+///
+/// ```
+/// use std::sync::atomic::{AtomicUsize, Ordering};
+/// use safepoint_arch::preempt::{Decline, Hooks, current_tid, install, signal_thread};
+/// static ASKED: AtomicUsize = AtomicUsize::new(0);
+/// fn decide(verdict: Result<(), Decline>) -> bool {
+///     // The main thread is on no goroutine stack: the architecture's part declines.
+///     assert_eq!(verdict, Err(Decline::NotOnGoroutineStack));
+///     ASKED.fetch_add(1, Ordering::Relaxed);
+///     false
+/// }
+/// fn hold() {}
+/// safepoint_arch::signal::ensure_altstack();
+/// install(Hooks { decide, hold }).unwrap();
+/// install(Hooks { decide, hold }).unwrap(); // the same hooks again: nothing to do
+/// assert!(signal_thread(current_tid()));
+/// // A signal a thread sends itself is handled before the system call returns.
+/// assert_eq!(ASKED.load(Ordering::Relaxed), 1);
+/// ```
 pub fn install(hooks: Hooks) -> Result<(), HooksAlreadySet> {
     static INSTALL: Once = Once::new();
     INSTALL.call_once(|| {
@@ -149,6 +176,12 @@ fn install_handler() {
 }
 
 /// The calling thread's kernel id, for [`signal_thread`].
+///
+/// ```
+/// let main = safepoint_arch::preempt::current_tid();
+/// let other = std::thread::spawn(safepoint_arch::preempt::current_tid).join().unwrap();
+/// assert!(main > 0 && other > 0 && main != other);
+/// ```
 pub fn current_tid() -> i32 {
     // SAFETY: gettid takes no arguments and cannot fail.
     unsafe { libc::gettid() }
@@ -156,12 +189,28 @@ pub fn current_tid() -> i32 {
 
 /// Sends [`SIGPREEMPT`] to thread `tid` of this process. False if the thread does not exist
 /// (any more).
+///
+/// ```
+/// use safepoint_arch::preempt::{current_tid, signal_thread};
+/// // Without the handler installed the signal is ignored (SIGURG's default action).
+/// assert!(signal_thread(current_tid()));
+/// let gone = std::thread::spawn(current_tid).join().unwrap();
+/// std::thread::sleep(std::time::Duration::from_millis(10));
+/// assert!(!signal_thread(gone)); // that thread has exited
+/// ```
 pub fn signal_thread(tid: i32) -> bool {
     // SAFETY: tgkill only sends a signal; with our own pid it cannot reach another process.
     unsafe { libc::syscall(libc::SYS_tgkill, libc::getpid(), tid, SIGPREEMPT) == 0 }
 }
 
 /// Bytes of the interrupted stack the trampoline and the hold need below the stack pointer.
+///
+/// ```
+/// // The trampoline's frame and the hold: a goroutine stack must keep this much below its
+/// // stack pointer for an asynchronous preemption to be taken.
+/// let n = safepoint_arch::preempt::headroom_needed();
+/// assert!(n > 0 && n < safepoint_arch::stack::MIN_STACK_SIZE);
+/// ```
 pub fn headroom_needed() -> usize {
     crate::imp::trampoline_frame_bytes() + HOLD_STACK
 }
@@ -170,6 +219,25 @@ pub fn headroom_needed() -> usize {
 /// when the goroutine stack registered for the thread is `stack` (None on g0). `asm` are the
 /// runtime's assembly ranges, `libc` the C library's code, `in_allocator` whether the thread is
 /// inside a [`PreemptSafe`] allocator's call, `needed` the headroom the hold takes.
+///
+/// ```
+/// use safepoint_arch::preempt::{Decline, classify, headroom_needed};
+/// use safepoint_arch::signal::StackInfo;
+/// use safepoint_arch::stack::Stack;
+/// let stack = Stack::new(64 * 1024).unwrap();
+/// let info = StackInfo::for_stack(&stack, 1);
+/// let need = headroom_needed();
+/// let sp = stack.top() - 1024; // on the goroutine's stack, with room below
+/// assert_eq!(classify(0x1000, sp, Some(&info), &[], &[], false, need), Ok(()));
+/// assert_eq!(classify(0x1000, sp, None, &[], &[], false, need), Err(Decline::NotOnGoroutineStack));
+/// let libc = [(0x1000, 0x2000)];
+/// assert_eq!(classify(0x1800, sp, Some(&info), &[], &libc, false, need), Err(Decline::InLibc));
+/// assert_eq!(classify(0x1000, sp, Some(&info), &[], &[], true, need), Err(Decline::InAllocator));
+/// assert_eq!(
+///     classify(0x1000, stack.lo() + 8, Some(&info), &[], &[], false, need),
+///     Err(Decline::NoRoom)
+/// );
+/// ```
 pub fn classify(
     pc: usize,
     sp: usize,
@@ -257,6 +325,13 @@ fn find_malloc() {
 /// and a scheduler should not hold goroutines in place (the requester of a stop may call
 /// `malloc` while they are held). True under AddressSanitizer, with an allocator linked in
 /// statically or preloaded, and in a statically linked program.
+///
+/// ```
+/// use safepoint_arch::preempt::malloc_outside_libc;
+/// // A dynamically linked glibc program without a sanitizer uses glibc's malloc (the answer
+/// // is meaningful once the handler is installed, which a runtime does when it starts).
+/// let _ = malloc_outside_libc();
+/// ```
 pub fn malloc_outside_libc() -> bool {
     MALLOC_OUTSIDE_LIBC.load(Ordering::Relaxed)
 }

@@ -493,8 +493,8 @@ impl Sched {
     pub fn new(config: crate::Config, async_preempt: bool) -> Result<Arc<Sched>, crate::Error> {
         let trace_file = config.trace.clone();
         let procs = config.procs;
-        let stacks = StackPool::new(config.stack_size, config.stack_cache)
-            .map_err(|e| crate::Error::Stack(e.to_string()))?;
+        let stacks =
+            StackPool::new(config.stack_size, config.stack_cache).map_err(crate::Error::Stack)?;
         let deadlock_detection = config.deadlock_detection; // issue 4
         signal::install();
         install_stack_hooks()?;
@@ -772,7 +772,7 @@ impl Sched {
         // SAFETY: g is Idle or Dead and on no list, so we own it; g_entry is our entry.
         if let Err(e) = unsafe { g.prepare(id, body, &self.stacks, crate::proc::g_entry) } {
             self.gfree.lock().unwrap_or_else(|e| e.into_inner()).push(GPtr::from(g));
-            return Err(crate::Error::Stack(e.to_string()));
+            return Err(crate::Error::Stack(e));
         }
         self.ngoroutines.fetch_add(1, Ordering::Relaxed);
         g.status.store_private(Status::Runnable);
