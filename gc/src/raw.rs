@@ -565,13 +565,23 @@ impl<'a> Pin<'a> {
     /// In the debugging modes, if `w` is not a weak handle.
     #[inline]
     pub unsafe fn deref(&mut self, w: usize) -> usize {
-        let addr = self.addr(w);
-        if self.validate && !self.gc.is_cell(addr) {
-            panic!("safepoint: {w:#x} is not a weak handle");
+        if self.validate {
+            self.check_cell(w);
         }
-        match self.gc.deref_cell(Some(self.p), addr) {
+        let rule = self.tag_rule();
+        match self.gc.deref_cell(Some(self.p), w & !rule.mask) {
             0 => 0,
-            t => t | self.tag_rule().ref_tag,
+            t => t | rule.ref_tag,
+        }
+    }
+
+    /// The debugging modes' check that `w` is a reference to a weak handle.
+    #[cold]
+    #[inline(never)]
+    fn check_cell(&self, w: usize) {
+        self.check(w, None);
+        if !self.gc.is_cell(w & !self.tag_rule().mask) {
+            panic!("safepoint: {w:#x} is not a weak handle");
         }
     }
 
