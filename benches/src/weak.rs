@@ -173,21 +173,18 @@ unsafe fn field_loads(p: &mut Pin<'_>, a: usize, n: usize) -> usize {
     sum
 }
 
-/// `n` reads of the object named by the holder `a`'s weak field (load the field, read the
-/// handle), summed as plain addresses, as [`field_loads`] sums them.
+/// `n` reads of the object named by the holder `a`'s weak field (`Pin::weak_word`: load the
+/// field, read the handle), summed as plain addresses, as [`field_loads`] sums them.
 ///
 /// # Safety
 /// `a` is a live holder (word 1 a weak field holding a handle).
 #[inline(never)]
 unsafe fn weak_reads(p: &mut Pin<'_>, a: usize, n: usize) -> usize {
-    let rule = p.tag_rule();
+    let mask = p.tag_rule().mask;
     let mut sum = 0usize;
     for _ in 0..n {
-        // SAFETY: per the contract: word 1 holds the handle (a plain address), live while
-        // `a` references it.
-        let w = unsafe { p.word(std::hint::black_box(a), 1) } | rule.ref_tag;
-        // SAFETY: as above.
-        sum = sum.wrapping_add(unsafe { p.deref(w) } & !rule.mask);
+        // SAFETY: per the contract.
+        sum = sum.wrapping_add(unsafe { p.weak_word(std::hint::black_box(a), 1) } & !mask);
     }
     sum
 }

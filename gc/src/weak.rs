@@ -721,6 +721,7 @@ impl Inner {
     }
 
     /// A read while a cell may be doomed or marking may run (`state`, nonzero).
+    #[cold]
     #[inline(never)]
     fn deref_marking(&self, p: Option<usize>, w: &AtomicUsize, state: u8) -> usize {
         let t = if state & UNSWEPT == 0 {

@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use safepoint_gc::{Gc, GcError, Global, Mutator, TypeDesc, TypeId, WordKind};
+use safepoint_gc::{Gc, GcError, Global, Mutator, RawMutator, Shape, TypeDesc, TypeId, WordKind};
 use safepoint_sched::{Chan, Runtime, Select};
 
 /// Both modes, each with checkmark and poison (a read that returned a freed object would
@@ -206,6 +206,60 @@ fn a_weak_field_loads_its_object_or_null() {
                 m.load(got, h, 0).unwrap();
                 assert!(m.is_null(got).unwrap());
             });
+        });
+    }
+}
+
+/// The trusted path's read of a weak field (`Pin::weak_word`, as compiled code reads one):
+/// null for a null word, the object while it is reachable, null once a collection has found
+/// it unreachable.
+#[test]
+fn a_weak_word_reads_on_the_trusted_path() {
+    let rt = Runtime::builder().procs(2).build().unwrap();
+    for (mode, gc) in heaps(&rt) {
+        let ty = pair(&gc);
+        let holder = gc
+            .types()
+            .register(TypeDesc::Record {
+                name: "raw.holder".into(),
+                words: vec![WordKind::Weak, WordKind::Ref],
+            })
+            .unwrap();
+        let (hs, ts) = (Shape::new(&gc, holder, 0).unwrap(), Shape::new(&gc, ty, 0).unwrap());
+        let g = gc.clone();
+        rt.block_on(move || {
+            let mut raw = RawMutator::new(&g).unwrap();
+            let (hg, ag) = raw
+                .enter(|p| {
+                    let (h, _) = p.alloc(hs).unwrap();
+                    let (a, _) = p.alloc(ts).unwrap();
+                    // SAFETY: `h` and `a` are objects of this section; word 0 of `h` is weak.
+                    unsafe {
+                        assert_eq!(p.weak_word(h, 0), 0, "{mode}: a null weak word");
+                        let (w, _) = p.weak(a).unwrap();
+                        p.set_word(h, 0, WordKind::Weak, w & !p.tag_rule().mask);
+                        assert_eq!(p.weak_word(h, 0), a, "{mode}");
+                    }
+                    (p.new_global(h).unwrap(), p.new_global(a).unwrap())
+                })
+                .unwrap();
+            raw.after_slow_alloc();
+            g.collect();
+            raw.enter(|p| {
+                let (h, a) = (p.global(&hg).unwrap(), p.global(&ag).unwrap());
+                // SAFETY: `h` is held by a global.
+                assert_eq!(unsafe { p.weak_word(h, 0) }, a, "{mode}: still held");
+            })
+            .unwrap();
+            drop(ag);
+            g.collect();
+            g.collect();
+            raw.enter(|p| {
+                let h = p.global(&hg).unwrap();
+                // SAFETY: as above.
+                assert_eq!(unsafe { p.weak_word(h, 0) }, 0, "{mode}: found unreachable");
+            })
+            .unwrap();
         });
     }
 }
