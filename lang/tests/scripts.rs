@@ -233,3 +233,26 @@ fn weakmap_entries_live_exactly_as_long_as_their_keys() {
         run_all_modes(&["--procs", procs, "run", &script("weakmap.pb")], &want);
     }
 }
+
+/// Goroutines each fill a weak-keyed map of their own while the others allocate and cycles
+/// mark concurrently: entries whose keys are held always read back (their values reference
+/// their keys, which must not keep them), and after collections only those remain.
+#[test]
+fn weakmaps_filled_by_goroutines_while_cycles_run() {
+    let src = "let done = chan(4)\n\
+               for g in 0..4 {\n  go fn() {\n    let wm = weakmap()\n    let mine = []\n\
+               \x20   for i in 0..4000 {\n      let k = [g, i]\n      wm[k] = [k, i]\n\
+               \x20     if i % 10 == 0 { push(mine, k) }\n\
+               \x20     let x = wm[mine[len(mine) - 1]]\n\
+               \x20     if x == nil or x[1] != (i - i % 10) { error(\"lost a held entry\") }\n\
+               \x20   }\n    for k in mine { if wm[k][0] != k { error(\"a wrong value\") } }\n\
+               \x20   gc()\n    gc()\n    done <- [len(mine), len(wm)]\n  }()\n}\n\
+               let out = []\nfor g in 0..4 { push(out, <-done) }\nprint(out)\n";
+    let path = std::env::temp_dir().join(format!("pebble-wm-race-{}.pb", std::process::id()));
+    std::fs::write(&path, src).unwrap();
+    run_all_modes(
+        &["--procs", "2", "run", &path.to_string_lossy()],
+        "[[400, 400], [400, 400], [400, 400], [400, 400]]\n",
+    );
+    let _ = std::fs::remove_file(&path);
+}
