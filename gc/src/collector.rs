@@ -512,6 +512,7 @@ impl GcBuilder {
             conc: crate::concurrent::Shared::new(),
             driver: driver.clone(),
             requests: Mutex::new(Vec::new()),
+            weak_read: Default::default(),
         });
         let _ = inner.conc.me.set(Arc::downgrade(&inner));
         // The watchdog's check (only with `schedcheck=1`): it holds the clock weakly, so a
@@ -632,6 +633,8 @@ pub(crate) struct Inner {
     /// Collections asked for from outside the runtime: the driver runs one after its next
     /// wake-up and answers each sender.
     requests: Mutex<Vec<std::sync::mpsc::Sender<()>>>,
+    /// What a weak read must do besides loading its cell (the `weak` module's "A read").
+    pub(crate) weak_read: crate::weak::ReadState,
 }
 
 impl Drop for Inner {
@@ -1188,7 +1191,7 @@ impl Inner {
         // store.
         crate::np(|| {
             if self.heap.sweep_done() {
-                self.heap.specials().sweep_ended();
+                self.weak_read.sweep_ended();
             }
         });
         let off = self.phase.compare_exchange(
@@ -1309,7 +1312,7 @@ impl Inner {
         // Lock-free: every cache has just been flushed, so the counters are exact.
         tl.heap_after = self.heap.live_bytes_estimate() as usize;
         // Weak cells of unmarked objects are doomed from here to their sweep.
-        self.heap.specials().marking_ended();
+        self.weak_read.marking_ended();
         self.heap.specials().drop_pending_ephemerons();
         self.heap.finish_mark();
         let black = tl.black;
@@ -1452,7 +1455,7 @@ impl Inner {
             total.fetch_add(t.marked_bytes, Ordering::Relaxed);
         };
         let specials = self.heap.specials();
-        specials.reset_ephemerons();
+        self.weak_marking_starts();
         loop {
             // SeqCst: as in `drain_to_termination`; every marker has returned.
             idle.store(0, Ordering::SeqCst);

@@ -413,7 +413,7 @@ impl Inner {
         c.shades.store(0, Ordering::Relaxed);
         c.self_flushes.store(0, Ordering::Relaxed);
         c.scanned.lock().unwrap_or_else(|e| e.into_inner()).clear();
-        self.heap.specials().reset_ephemerons();
+        self.weak_marking_starts();
         self.set_assist_ratio();
 
         // Off -> Quiesce: barrier on, then a ragged barrier: each P flushes its cache and

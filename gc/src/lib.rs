@@ -63,7 +63,8 @@
 //! record the marker does not follow); [`Mutator::deref`] reads the object while it is
 //! reachable and null once a collection has found it unreachable, the same answer on every
 //! goroutine (a read while marking shades what it returns). A [`WordKind::Weak`] field stores
-//! and loads through cells. [`Mutator::add_cleanup`] attaches a Rust function run on the
+//! and loads through cells ([`Pin::weak_word`] on the trusted path: with the heap swept and
+//! no marking, two loads more than a field load). [`Mutator::add_cleanup`] attaches a Rust function run on the
 //! heap's cleanup goroutine after the object is found unreachable (Go's `runtime.AddCleanup`:
 //! no resurrection), [`Mutator::attach`] a resource dropped then. A record with a weak key
 //! and [`WordKind::Ephemeron`] words is an ephemeron: its values live only while its key is
@@ -158,8 +159,8 @@
 //! **Debugging knobs** come from `SAFEPOINT_DEBUG` ([`DebugKnobs`]): `gctrace=1` prints one
 //! line per cycle (cycle number, time since start, clock time of each phase, the termination
 //! stop's parts, heap before and after, live, goal, procs) and a second for weak references
-//! (handles listed; cleared, cleanups queued and run since the last line; ephemeron rounds
-//! and the values they shaded), `gccheckmark=1`, `gcpoison=1` (freed objects are filled with
+//! (handles listed; cleared, cleanups queued and run since the last line; ephemeron rounds,
+//! the values they shaded and their time), `gccheckmark=1`, `gcpoison=1` (freed objects are filled with
 //! [`POISON`]; a slot handed out again must still hold it, and a read through a stale
 //! reference finds a corrupt header and panics), `gcstoptheworld=1`.
 //!

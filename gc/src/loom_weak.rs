@@ -8,27 +8,32 @@
 //! * one object `X`, reachable only through its cell; its mark bit, and whether the sweep has
 //!   freed it;
 //! * the cell's word (`X` or 0), the barrier flag, the reader's P's barrier buffer, the
-//!   heap's "all swept" flag;
+//!   collector's read state (`ReadState`: the UNSWEPT and MARKING bits);
 //! * the reader's stack slot, which the marker scans once (stacks have no barrier);
 //! * exclusion: a reader's pinned section against a stop or a stack scan (`suspend_g`), as a
 //!   read-write lock (sections read, the stop and the scan write).
 //!
-//! The collector scans the reader's stack, then stops the world: flushes the buffer (shades
-//! what it holds), turns the barrier off and lowers "all swept"; then, with the world running,
-//! sweeps: an unmarked `X` has its cell cleared (Release) and is freed, and "all swept" rises
-//! (Release). The reader, in pinned sections, reads the cell into its slot, then reads it
-//! again. What must hold: whatever a reader holds in its slot is never freed, and a read
-//! never returns `X` once it is freed.
+//! The collector (optionally first starting the cycle: MARKING set, the barrier on, a ragged
+//! barrier that waits out the reader's section) scans the reader's stack, then stops the
+//! world: flushes the buffer (shades what it holds), turns the barrier off and sets the state
+//! to UNSWEPT; then, with the world running, sweeps: an unmarked `X` has its cell cleared
+//! (Release) and is freed, and the UNSWEPT bit is cleared (Release). The reader, in pinned
+//! sections, reads the cell into its slot, then reads it again; a read that finds the state
+//! 0 returns the cell's word with no other step. What must hold: whatever a reader holds in
+//! its slot is never freed, and a read never returns `X` once it is freed.
 //!
 //! The twin without the shading step must fail: a read after the stack scan puts the white
 //! `X` into a black stack, and the sweep frees it under the reader.
 
-use loom::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use loom::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering};
 use loom::sync::{Arc, Mutex, RwLock};
 use loom::thread;
 
 /// The object's address in the model.
 const X: usize = 8;
+/// The read state's bits, as in the `weak` module.
+const UNSWEPT: u8 = 1;
+const MARKING: u8 = 2;
 
 struct Model {
     /// Exclusion between pinned sections (read) and stops or stack scans (write).
@@ -36,33 +41,41 @@ struct Model {
     cell: AtomicUsize,
     barrier_on: AtomicBool,
     wbuf: Mutex<Vec<usize>>,
-    all_swept: AtomicBool,
+    read_state: AtomicU8,
     marked: AtomicBool,
     freed: AtomicBool,
     slot: AtomicUsize,
     /// The read shades what it returns while marking (the step under test).
     shade: bool,
+    /// The collector starts the cycle (the reader may read before it does).
+    start: bool,
 }
 
 impl Model {
-    /// During marking: the barrier is on, the last sweep is done, `X` is white.
-    fn new(shade: bool) -> Model {
+    /// During marking (the barrier is on, the last sweep is done, `X` is white), or before
+    /// the cycle starts if `start`.
+    fn new(shade: bool, start: bool) -> Model {
         Model {
             world: RwLock::new(()),
             cell: AtomicUsize::new(X),
-            barrier_on: AtomicBool::new(true),
+            barrier_on: AtomicBool::new(!start),
             wbuf: Mutex::new(Vec::new()),
-            all_swept: AtomicBool::new(true),
+            read_state: AtomicU8::new(if start { 0 } else { MARKING }),
             marked: AtomicBool::new(false),
             freed: AtomicBool::new(false),
             slot: AtomicUsize::new(0),
             shade,
+            start,
         }
     }
 
     /// `Inner::deref_cell`, inside a pinned section.
     fn deref(&self) -> usize {
-        let t = if self.all_swept.load(Ordering::Acquire) {
+        let state = self.read_state.load(Ordering::Acquire);
+        if state == 0 {
+            return self.cell.load(Ordering::Acquire);
+        }
+        let t = if state & UNSWEPT == 0 {
             self.cell.load(Ordering::Acquire)
         } else {
             // `deref_slow`: `holds_live` is the mark bit here (after the stop, only an
@@ -95,8 +108,15 @@ impl Model {
         }
     }
 
-    /// The collector: stack scan, termination stop, sweep.
+    /// The collector: (the cycle's start,) stack scan, termination stop, sweep.
     fn collector(&self) {
+        if self.start {
+            // `ReadState::marking_starts`, the barrier on, and the ragged barrier: the
+            // reader's P passes it between two sections.
+            self.read_state.fetch_or(MARKING, Ordering::Relaxed);
+            self.barrier_on.store(true, Ordering::SeqCst);
+            drop(self.world.write().unwrap());
+        }
         {
             // `suspend_g`: the reader is at a safepoint.
             let _scan = self.world.write().unwrap();
@@ -112,22 +132,22 @@ impl Model {
                 }
             }
             self.barrier_on.store(false, Ordering::Relaxed);
-            self.all_swept.store(false, Ordering::Relaxed);
+            self.read_state.store(UNSWEPT, Ordering::Relaxed);
         }
         // The sweep, concurrent with the reader.
         if !self.marked.load(Ordering::Relaxed) {
             self.cell.store(0, Ordering::Release);
             self.freed.store(true, Ordering::Release);
         }
-        self.all_swept.store(true, Ordering::Release);
+        self.read_state.fetch_and(!UNSWEPT, Ordering::Release);
     }
 }
 
-fn run(shade: bool) {
+fn run(shade: bool, start: bool) {
     let mut b = loom::model::Builder::new();
     b.preemption_bound = Some(3);
     b.check(move || {
-        let m = Arc::new(Model::new(shade));
+        let m = Arc::new(Model::new(shade, start));
         let r = {
             let m = m.clone();
             thread::spawn(move || m.reader())
@@ -142,14 +162,28 @@ fn run(shade: bool) {
 /// With the shading step, whatever a read returns survives the cycle.
 #[test]
 fn loom_weak_read_against_clear() {
-    run(true);
+    run(true, false);
+}
+
+/// And so it does when the reader may read before the cycle starts (its fast path, which
+/// neither checks nor shades, taken until the MARKING bit reaches it).
+#[test]
+fn loom_weak_read_across_the_cycle_start() {
+    run(true, true);
 }
 
 /// Without it, the model finds a read that keeps a freed object.
 #[test]
 #[should_panic(expected = "freed")]
 fn loom_weak_read_against_clear_without_shading_fails() {
-    run(false);
+    run(false, false);
+}
+
+/// And from before the cycle's start too.
+#[test]
+#[should_panic(expected = "freed")]
+fn loom_weak_read_across_the_cycle_start_without_shading_fails() {
+    run(false, true);
 }
 
 /// The ephemeron termination check (the `weak` module's "The fixed point"): one ephemeron

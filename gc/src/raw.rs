@@ -1016,13 +1016,75 @@ impl<'a> Pin<'a> {
     /// ```
     #[inline]
     pub unsafe fn deref(&mut self, w: usize) -> usize {
-        let addr = self.addr(w);
-        if self.validate && !self.gc.is_cell(addr) {
-            panic!("safepoint: {w:#x} is not a weak handle");
+        if self.validate {
+            self.check_cell(w);
         }
-        match self.gc.deref_cell(Some(self.p), addr) {
+        let rule = self.tag_rule();
+        match self.gc.deref_cell(Some(self.p), w & !rule.mask) {
             0 => 0,
-            t => t | self.tag_rule().ref_tag,
+            t => t | rule.ref_tag,
+        }
+    }
+
+    /// Weak word `i` of the object `obj` references (a weak field, as compiled code reads
+    /// one): the reference of the object its handle names, or 0 (null) if the word is null or
+    /// the object has been found unreachable; shaded while marking, as [`deref`](Self::deref)
+    /// does. One call for the field's load and the handle's read, as [`word`](Self::word) is
+    /// for a reference field.
+    ///
+    /// # Safety
+    /// As [`word`](Self::word), and word `i` is a weak word.
+    ///
+    /// # Panics
+    /// In the debugging modes, if the word holds something else than a weak handle.
+    #[inline]
+    pub unsafe fn weak_word(&mut self, obj: usize, i: usize) -> usize {
+        if self.validate {
+            // SAFETY: the caller's contract.
+            return unsafe { self.weak_word_checked(obj, i) };
+        }
+        let rule = self.tag_rule();
+        // SAFETY: per the contract, word `i` of a live object's body. Acquire: as in `word`
+        // (the handle it names is seen initialised).
+        let cell = unsafe { body(obj & !rule.mask, i + 1)[i].load(Ordering::Acquire) };
+        if cell == 0 {
+            return 0;
+        }
+        match self.gc.deref_cell(Some(self.p), cell) {
+            0 => 0,
+            t => t | rule.ref_tag,
+        }
+    }
+
+    /// [`weak_word`](Self::weak_word) in the debugging modes: the object and the handle
+    /// checked first.
+    ///
+    /// # Safety
+    /// As [`weak_word`](Self::weak_word).
+    #[cold]
+    #[inline(never)]
+    unsafe fn weak_word_checked(&mut self, obj: usize, i: usize) -> usize {
+        self.check(obj, Some(i));
+        let rule = self.tag_rule();
+        // SAFETY: as in `weak_word`.
+        let cell = unsafe { body(obj & !rule.mask, i + 1)[i].load(Ordering::Acquire) };
+        if cell == 0 {
+            return 0;
+        }
+        self.check_cell(cell | rule.ref_tag);
+        match self.gc.deref_cell(Some(self.p), cell) {
+            0 => 0,
+            t => t | rule.ref_tag,
+        }
+    }
+
+    /// The debugging modes' check that `w` is a reference to a weak handle.
+    #[cold]
+    #[inline(never)]
+    fn check_cell(&self, w: usize) {
+        self.check(w, None);
+        if !self.gc.is_cell(w & !self.tag_rule().mask) {
+            panic!("safepoint: {w:#x} is not a weak handle");
         }
     }
 

@@ -38,9 +38,13 @@
 //! A read runs in a pinned section, so no cycle's stop (which alone moves the phase, turns
 //! the barrier on or off, and advances the sweep generation) falls inside it.
 //!
-//! 1. If the heap is *all swept* (a flag lowered inside each termination stop, raised once
-//!    the sweep of that cycle is done, Release, read Acquire here), no cell is doomed and no
-//!    sweep runs until the next stop: the word is the answer (one load more than a field's).
+//! 0. First the collector's *read state* (one byte in the collector itself, read Acquire): its
+//!    UNSWEPT bit is set inside each termination stop and cleared once the sweep of that
+//!    cycle is done (Release); its MARKING bit is set before the barrier turns on and cleared
+//!    inside the stop that turns it off. If the state is 0, no cell is doomed, no sweep runs
+//!    until the next stop and no marking runs: the word is the answer, with no other step
+//!    (two loads more than a field load: the state and the word).
+//! 1. If UNSWEPT is clear, no cell is doomed: the word is the object (or 0, nil); go to 3.
 //! 2. Otherwise: load the word `t`; 0 is nil. Ask the heap whether `t` is an object no sweep
 //!    of this cycle frees (`Heap::holds_live`: marked in an unswept span, or allocated in a
 //!    swept one, read between two loads of the span's generation); if not, nil. Then load the
@@ -48,15 +52,19 @@
 //!    have cleared the word before the allocation bits `holds_live` read with Acquire, so a
 //!    slot freed and taken again by a new object is never mistaken for it); if it is 0 now,
 //!    nil.
-//! 3. While marking (the write barrier is on), the object read is shaded through the
+//! 3. While marking (the write barrier is on: MARKING is set), the object read is shaded
+//!    through the
 //!    barrier's buffer, as a stored reference's new value is: an object reachable only
 //!    through cells, read into a stack already scanned, would otherwise stay white and be
 //!    freed under the reader. The barrier's buffer is flushed by the termination protocol like
 //!    any other shade, so termination needs no extra step (Go blocks weak-to-strong
 //!    conversions during its mark termination instead; here the stop excludes every reader).
-//!    A read that sees the barrier off while a cycle starts is in a pinned section that ends
-//!    before its P passes the ragged barrier of Quiesce, so its result is in its stack when the
-//!    stack is scanned.
+//!    A read that sees the barrier off (or the MARKING bit clear, which is set before the
+//!    barrier turns on) while a cycle starts is in a pinned section that ends before its P
+//!    passes the ragged barrier of Quiesce, so its result is in its stack when the stack is
+//!    scanned. A sweep that ends while the next cycle marks clears only UNSWEPT, so the state
+//!    stays nonzero while the barrier is on. The loom model `loom_weak` checks this protocol,
+//!    from before a cycle's start to its sweep, and fails without the shading step.
 //!
 //! Every goroutine gets the same answer: "nil" means the marking that ended found the object
 //! unreachable, a fact the whole heap agrees on from that stop on.
@@ -119,7 +127,8 @@
 //! usually one or two (`ephemeron_chains_reach_the_fixed_point` bounds a 200-entry chain built
 //! in the worst order to a few). In the stop-the-world mode the rounds run inside the stop,
 //! after the markers go idle. Checkmark follows an ephemeron value once its key is reached, so
-//! it checks the fixed point. `gctrace` prints the rounds and the values they traced.
+//! it checks the fixed point. `gctrace` prints the rounds, the values they traced and the time
+//! they took (also in [`WeakStats::ephemeron_time`]).
 //!
 //! ## Why no finalizers that resurrect
 //!
@@ -135,8 +144,9 @@
 //! A cell is one object (8 bytes in a typed span, or 16 with a header) and one table entry,
 //! shaded by every marking (concurrent work proportional to the live cells; in a stop only in
 //! the stop-the-world mode). A sweep pays only in flagged spans: one table lookup per freed
-//! object there. A read costs, when the heap is all swept, one load of the flag and one of
-//! the cell more than a field load (and the barrier's one relaxed load); otherwise a page-map
+//! object there. A read costs, when the state is 0 (the heap all swept and no marking), one
+//! load of the state and one of the cell more than a field load; while marking, the
+//! barrier's load and a shade; between a cycle's stop and the end of its sweep, a page-map
 //! look-up. The table is one mutex-guarded hash map: making a handle or adding a cleanup
 //! takes its lock, and so does the sweep of a flagged span, so many goroutines making handles
 //! at once contend on it (Go keeps its specials per span; sharding by span would lift this).
@@ -145,7 +155,7 @@
 
 use std::collections::HashMap;
 use std::panic::{AssertUnwindSafe, catch_unwind};
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
 
 use safepoint_sched::Chan;
@@ -180,6 +190,49 @@ impl std::hash::Hasher for AddrHash {
 
 /// A map keyed by object addresses.
 pub(crate) type AddrMap<V> = HashMap<usize, V, std::hash::BuildHasherDefault<AddrHash>>;
+
+/// A bit of [`ReadState`]: a cycle's marking has ended and its sweep has not, so a cell may
+/// be doomed.
+const UNSWEPT: u8 = 1;
+/// A bit of [`ReadState`]: a cycle's marking may be running, so a read shades what it
+/// returns (set before the barrier turns on, cleared in the stop that turns it off).
+const MARKING: u8 = 2;
+
+/// What a read must do besides loading the cell's word (see "A read"): 0, nothing;
+/// [`UNSWEPT`], check that the object is not doomed; [`MARKING`], shade what it returns. Kept
+/// in the collector itself (not with the specials, behind the heap's pointer), so that the
+/// common read loads it with no load before.
+#[derive(Debug, Default)]
+pub(crate) struct ReadState(AtomicU8);
+
+impl ReadState {
+    /// A marking starts (before the barrier turns on; in the stop-the-world mode, inside the
+    /// stop): reads shade what they return.
+    pub(crate) fn marking_starts(&self) {
+        // Relaxed: before the barrier turns on (SeqCst), published to every P with it by the
+        // ragged barrier that starts the marking; a read that still sees the bit clear is in
+        // a pinned section that ends before its P passes that barrier, as one that sees the
+        // barrier off (see "A read").
+        self.0.fetch_or(MARKING, Ordering::Relaxed);
+    }
+
+    /// A cycle's marking has ended (called inside its stop, after the barrier turned off):
+    /// cells may be doomed from now on, and reads shade nothing.
+    pub(crate) fn marking_ended(&self) {
+        // Relaxed: the stop's restart publishes it to every reader. One store: nothing else
+        // changes the state while the world is stopped.
+        self.0.store(UNSWEPT, Ordering::Relaxed);
+    }
+
+    /// The cycle's sweep is done (the caller saw `Heap::sweep_done` and no stop can fall
+    /// between that and this call: it runs without preemption).
+    pub(crate) fn sweep_ended(&self) {
+        // Release: pairs with the Acquire in `Inner::deref_cell`; the sweeps' clears were
+        // ordered before the caller's look at the sweep counters. Only the UNSWEPT bit: a
+        // cycle that has started meanwhile keeps its MARKING bit.
+        self.0.fetch_and(!UNSWEPT, Ordering::Release);
+    }
+}
 
 /// No record (the end of a [`Waiting`] list).
 const NONE: u32 = u32::MAX;
@@ -243,8 +296,6 @@ pub(crate) struct Specials {
     queue: Mutex<Vec<CleanupFn>>,
     /// Wakes the cleanup goroutine (set by the collector; absent for a bare heap).
     waker: OnceLock<Arc<Chan<()>>>,
-    /// No cell is doomed and no sweep runs before the next stop (see "A read").
-    all_swept: AtomicBool,
     /// The cells' type and shape, registered on first use.
     pub(crate) shape: OnceLock<CellShape>,
     next_id: AtomicU64,
@@ -266,6 +317,8 @@ pub(crate) struct Specials {
     /// Ephemeron rounds this cycle (for the trace), and values they shaded.
     pub(crate) eph_rounds: AtomicUsize,
     pub(crate) eph_shaded: AtomicUsize,
+    /// Nanoseconds in this cycle's rounds.
+    eph_ns: AtomicU64,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -288,6 +341,9 @@ pub struct WeakStats {
     pub cleanups_panicked: u64,
     /// Ephemeron rounds of the last (or current) cycle's marking.
     pub ephemeron_rounds: usize,
+    /// The time those rounds took (the marking the ephemerons added after the workers ran
+    /// dry; the scan that found the records pending is not counted).
+    pub ephemeron_time: std::time::Duration,
 }
 
 impl Specials {
@@ -296,7 +352,6 @@ impl Specials {
             map: Mutex::new(AddrMap::default()),
             queue: Mutex::new(Vec::new()),
             waker: OnceLock::new(),
-            all_swept: AtomicBool::new(true),
             shape: OnceLock::new(),
             next_id: AtomicU64::new(1),
             cells: AtomicUsize::new(0),
@@ -310,6 +365,7 @@ impl Specials {
             eph_taken: AtomicU64::new(0),
             eph_rounds: AtomicUsize::new(0),
             eph_shaded: AtomicUsize::new(0),
+            eph_ns: AtomicU64::new(0),
         }
     }
 
@@ -384,10 +440,11 @@ impl Specials {
     }
 
     /// A marking starts: no ephemeron is pending, no round has run.
-    pub(crate) fn reset_ephemerons(&self) {
+    fn reset_ephemerons(&self) {
         crate::np(|| lock(&self.eph_pending)).clear();
         self.eph_rounds.store(0, Ordering::Relaxed);
         self.eph_shaded.store(0, Ordering::Relaxed);
+        self.eph_ns.store(0, Ordering::Relaxed);
     }
 
     /// One ephemeron round, on the tracer `t` (logging its marks): every pending ephemeron
@@ -413,6 +470,7 @@ impl Specials {
             return 0;
         }
         self.eph_rounds.fetch_add(1, Ordering::Relaxed);
+        let start = std::time::Instant::now();
         t.log_marks();
         // The records waiting for each white key: a list per key, threaded through `recs`.
         let mut waiting = Waiting::default();
@@ -464,6 +522,8 @@ impl Specials {
         let mut keep = waiting.into_records();
         // Put back without counting a publication: the round has seen these.
         crate::np(|| lock(&self.eph_pending).append(&mut keep));
+        // Relaxed: a sum for the statistics.
+        self.eph_ns.fetch_add(start.elapsed().as_nanos() as u64, Ordering::Relaxed);
         n
     }
 
@@ -475,20 +535,6 @@ impl Specials {
                 f(e.cell);
             }
         }
-    }
-
-    /// A cycle's marking has ended (called inside its stop): cells may be doomed from now on.
-    pub(crate) fn marking_ended(&self) {
-        // Relaxed: the stop's restart publishes it to every reader.
-        self.all_swept.store(false, Ordering::Relaxed);
-    }
-
-    /// The cycle's sweep is done (the caller saw `Heap::sweep_done` and no stop can fall
-    /// between that and this call: it runs without preemption).
-    pub(crate) fn sweep_ended(&self) {
-        // Release: pairs with the Acquire in `Inner::deref_cell`; the sweeps' clears were
-        // ordered before the caller's look at the sweep counters.
-        self.all_swept.store(true, Ordering::Release);
     }
 
     /// Sets the channel that wakes the cleanup goroutine.
@@ -512,6 +558,7 @@ impl Specials {
             cleanups_run: self.run.load(Ordering::Relaxed),
             cleanups_panicked: self.panicked.load(Ordering::Relaxed),
             ephemeron_rounds: self.eph_rounds.load(Ordering::Relaxed),
+            ephemeron_time: std::time::Duration::from_nanos(self.eph_ns.load(Ordering::Relaxed)),
         }
     }
 
@@ -528,13 +575,14 @@ impl Specials {
         }
         let line = format!(
             "gc {n} weak: {} handles; since the last cycle {} cleared, {} cleanups queued, {} \
-             run; this cycle {} ephemeron rounds shading {} values",
+             run; this cycle {} ephemeron rounds shading {} values in {:.3} ms",
             s.handles,
             s.cleared - t.0,
             s.cleanups_queued - t.1,
             s.cleanups_run - t.2,
             self.eph_rounds.load(Ordering::Relaxed),
             self.eph_shaded.load(Ordering::Relaxed),
+            s.ephemeron_time.as_secs_f64() * 1e3,
         );
         *t = (s.cleared, s.cleanups_queued, s.cleanups_run);
         Some(line)
@@ -593,6 +641,13 @@ impl Cleanup {
 }
 
 impl Inner {
+    /// A marking starts (before the barrier turns on; in the stop-the-world mode, inside the
+    /// stop): reads shade what they return, no ephemeron is pending, no round has run.
+    pub(crate) fn weak_marking_starts(&self) {
+        self.weak_read.marking_starts();
+        self.heap.specials().reset_ephemerons();
+    }
+
     /// The cells' shape, registering their type on first use.
     pub(crate) fn cell_shape(&self) -> Result<CellShape, GcError> {
         let sp = self.heap.specials();
@@ -676,10 +731,22 @@ impl Inner {
     pub(crate) fn deref_cell(&self, p: Option<usize>, cell: usize) -> usize {
         // SAFETY: a live cell has one body word.
         let w = &unsafe { body(cell, 1) }[0];
-        let sp = self.heap.specials();
-        // Acquire pairs with the Release in `Specials::sweep_ended`.
-        let t = if sp.all_swept.load(Ordering::Acquire) {
-            // Acquire: as below (a clear of an earlier cycle was ordered by the flag).
+        // Acquire pairs with the Release in `ReadState::sweep_ended`.
+        let state = self.weak_read.0.load(Ordering::Acquire);
+        if state == 0 {
+            // All swept and not marking: the word is the answer. Acquire: as in
+            // `deref_marking` (a clear of an earlier cycle was ordered by the state).
+            return w.load(Ordering::Acquire);
+        }
+        self.deref_marking(p, w, state)
+    }
+
+    /// A read while a cell may be doomed or marking may run (`state`, nonzero).
+    #[cold]
+    #[inline(never)]
+    fn deref_marking(&self, p: Option<usize>, w: &AtomicUsize, state: u8) -> usize {
+        let t = if state & UNSWEPT == 0 {
+            // Acquire: the object is seen initialised (as a field load).
             w.load(Ordering::Acquire)
         } else {
             self.deref_slow(w)
@@ -749,7 +816,7 @@ impl Inner {
     }
 
     #[cold]
-    fn deref_slow(&self, w: &std::sync::atomic::AtomicUsize) -> usize {
+    fn deref_slow(&self, w: &AtomicUsize) -> usize {
         // Acquire pairs with the Release store of 0 in `Specials::died`.
         let t = w.load(Ordering::Acquire);
         if t == 0 || !self.heap.holds_live(t) {

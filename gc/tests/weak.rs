@@ -6,8 +6,8 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use safepoint_gc::{Gc, GcError, Global, Mutator, TypeDesc, TypeId, WordKind};
-use safepoint_sched::Runtime;
+use safepoint_gc::{Gc, GcError, Global, Mutator, RawMutator, Shape, TypeDesc, TypeId, WordKind};
+use safepoint_sched::{Chan, Runtime, Select};
 
 /// Both modes, each with checkmark and poison (a read that returned a freed object would
 /// find the poison pattern and panic; a reachable object left unmarked aborts checkmark).
@@ -38,12 +38,29 @@ fn pair(gc: &Gc) -> TypeId {
     })
 }
 
-/// Waits (yielding) until `f` holds; panics after 10 s, naming `what`.
-fn wait_for(what: &str, mut f: impl FnMut() -> bool) {
-    let t = Instant::now();
-    while !f() {
-        assert!(t.elapsed() < Duration::from_secs(10), "timed out waiting for {what}");
-        safepoint_sched::sleep(Duration::from_millis(1));
+/// Events that cleanups (or goroutines) raise and a goroutine waits for: a channel with room
+/// for every raise of a test, so a raise never blocks the cleanup goroutine.
+#[derive(Clone)]
+struct Events(Chan<()>);
+
+impl Events {
+    fn new() -> Events {
+        Events(Chan::new(1024))
+    }
+
+    fn raise(&self) {
+        self.0.send(());
+    }
+
+    /// Waits for `n` raises (on a goroutine); the deadline (10 s) only turns a hang into a
+    /// failure naming `what`.
+    fn wait(&self, n: usize, what: &str) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        for i in 0..n {
+            let got =
+                Select::new().recv(&self.0, |r| r.is_ok()).deadline(deadline, || false).wait();
+            assert!(got, "timed out waiting for {what} ({i} of {n} seen)");
+        }
     }
 }
 
@@ -193,6 +210,60 @@ fn a_weak_field_loads_its_object_or_null() {
     }
 }
 
+/// The trusted path's read of a weak field (`Pin::weak_word`, as compiled code reads one):
+/// null for a null word, the object while it is reachable, null once a collection has found
+/// it unreachable.
+#[test]
+fn a_weak_word_reads_on_the_trusted_path() {
+    let rt = Runtime::builder().procs(2).build().unwrap();
+    for (mode, gc) in heaps(&rt) {
+        let ty = pair(&gc);
+        let holder = gc
+            .types()
+            .register(TypeDesc::Record {
+                name: "raw.holder".into(),
+                words: vec![WordKind::Weak, WordKind::Ref],
+            })
+            .unwrap();
+        let (hs, ts) = (Shape::new(&gc, holder, 0).unwrap(), Shape::new(&gc, ty, 0).unwrap());
+        let g = gc.clone();
+        rt.block_on(move || {
+            let mut raw = RawMutator::new(&g).unwrap();
+            let (hg, ag) = raw
+                .enter(|p| {
+                    let (h, _) = p.alloc(hs).unwrap();
+                    let (a, _) = p.alloc(ts).unwrap();
+                    // SAFETY: `h` and `a` are objects of this section; word 0 of `h` is weak.
+                    unsafe {
+                        assert_eq!(p.weak_word(h, 0), 0, "{mode}: a null weak word");
+                        let (w, _) = p.weak(a).unwrap();
+                        p.set_word(h, 0, WordKind::Weak, w & !p.tag_rule().mask);
+                        assert_eq!(p.weak_word(h, 0), a, "{mode}");
+                    }
+                    (p.new_global(h).unwrap(), p.new_global(a).unwrap())
+                })
+                .unwrap();
+            raw.after_slow_alloc();
+            g.collect();
+            raw.enter(|p| {
+                let (h, a) = (p.global(&hg).unwrap(), p.global(&ag).unwrap());
+                // SAFETY: `h` is held by a global.
+                assert_eq!(unsafe { p.weak_word(h, 0) }, a, "{mode}: still held");
+            })
+            .unwrap();
+            drop(ag);
+            g.collect();
+            g.collect();
+            raw.enter(|p| {
+                let h = p.global(&hg).unwrap();
+                // SAFETY: as above.
+                assert_eq!(unsafe { p.weak_word(h, 0) }, 0, "{mode}: found unreachable");
+            })
+            .unwrap();
+        });
+    }
+}
+
 /// Misuse is an error: a handle read from an object that is no handle, a handle of an
 /// immediate, the reserved name taken by another type.
 #[test]
@@ -229,9 +300,9 @@ fn bad_weak_inputs_are_errors() {
     });
 }
 
-/// Go's TestCleanup and TestCleanupMultiple: each cleanup of an object runs exactly once
-/// after it is found unreachable, never before; one that panics does not stop the others;
-/// a cancelled one never runs.
+/// Go's TestCleanup, TestCleanupMultiple and TestCleanupStop*: each cleanup of an object runs
+/// exactly once after it is found unreachable, never before; one that panics does not stop
+/// the others; a cancelled one never runs, and one that ran cannot be cancelled.
 #[test]
 fn cleanups_run_once_after_their_object_is_unreachable() {
     let rt = Runtime::builder().procs(2).build().unwrap();
@@ -241,27 +312,36 @@ fn cleanups_run_once_after_their_object_is_unreachable() {
         let g = gc.clone();
         let r = ran.clone();
         rt.block_on(move || {
+            let ev = Events::new();
             let mut m = Mutator::new(&g).unwrap();
             m.scope(|m, [a, b]| {
                 m.alloc(a, ty).unwrap();
                 m.alloc(b, ty).unwrap();
-                for i in 0..3 {
-                    let r = r.clone();
-                    m.add_cleanup(a, move || r.lock().unwrap().push(i)).unwrap();
+                let push = |i: u32| {
+                    let (r, ev) = (r.clone(), ev.clone());
+                    move || {
+                        r.lock().unwrap().push(i);
+                        ev.raise();
+                    }
+                };
+                let ran_one = m.add_cleanup(a, push(0)).unwrap();
+                for i in 1..3 {
+                    m.add_cleanup(a, push(i)).unwrap();
                 }
                 m.add_cleanup(a, || panic!("a cleanup that panics")).unwrap();
-                let r2 = r.clone();
-                let cancelled = m.add_cleanup(a, move || r2.lock().unwrap().push(99)).unwrap();
-                let r3 = r.clone();
-                m.add_cleanup(b, move || r3.lock().unwrap().push(10)).unwrap();
+                let cancelled = m.add_cleanup(a, push(99)).unwrap();
+                m.add_cleanup(b, push(10)).unwrap();
                 assert!(cancelled.cancel());
                 assert!(!cancelled.cancel(), "cancelled once only");
                 m.collect();
+                // No event can show that a cleanup does not run: give a wrong one time to.
                 safepoint_sched::sleep(Duration::from_millis(20));
                 assert!(r.lock().unwrap().is_empty(), "{mode}: both objects are reachable");
                 m.clear(a).unwrap();
                 m.collect();
-                wait_for("the cleanups of `a`", || r.lock().unwrap().len() == 3);
+                ev.wait(3, "the cleanups of `a`");
+                // Go's TestCleanupStopAfterCleanupRuns: too late to cancel one that ran.
+                assert!(!ran_one.cancel(), "{mode}: a cleanup that ran was cancelled");
                 let mut got = r.lock().unwrap().clone();
                 got.sort();
                 assert_eq!(got, vec![0, 1, 2], "{mode}");
@@ -272,9 +352,16 @@ fn cleanups_run_once_after_their_object_is_unreachable() {
                 assert_eq!(r.lock().unwrap().len(), 3, "{mode}");
                 m.clear(b).unwrap();
                 m.collect();
-                wait_for("the cleanup of `b`", || r.lock().unwrap().len() == 4);
+                ev.wait(1, "the cleanup of `b`");
+                assert_eq!(r.lock().unwrap().len(), 4, "{mode}");
             });
         });
+        // The cleanup goroutine counts a cleanup as run just after it returns (after its
+        // event): the count may trail the event by that one step.
+        let t = Instant::now();
+        while gc.weak_stats().cleanups_run < 5 && t.elapsed() < Duration::from_secs(10) {
+            std::thread::yield_now();
+        }
         let s = gc.weak_stats();
         assert_eq!(s.cleanups_queued, 5, "{mode}");
         assert_eq!(s.cleanups_run, 5, "{mode}");
@@ -285,10 +372,11 @@ fn cleanups_run_once_after_their_object_is_unreachable() {
 /// The typed form: a Rust resource owned by a managed object is dropped after the object.
 #[test]
 fn an_attached_resource_is_dropped_when_its_owner_dies() {
-    struct Resource(Arc<AtomicUsize>);
+    struct Resource(Arc<AtomicUsize>, Events);
     impl Drop for Resource {
         fn drop(&mut self) {
             self.0.fetch_add(1, Ordering::SeqCst);
+            self.1.raise();
         }
     }
     let rt = Runtime::builder().procs(2).build().unwrap();
@@ -297,17 +385,19 @@ fn an_attached_resource_is_dropped_when_its_owner_dies() {
     let dropped = Arc::new(AtomicUsize::new(0));
     let d = dropped.clone();
     rt.block_on(move || {
+        let ev = Events::new();
         let mut m = Mutator::new(&gc).unwrap();
         m.scope(|m, [a]| {
             for _ in 0..100 {
                 m.alloc(a, ty).unwrap();
-                m.attach(a, Resource(d.clone())).unwrap();
+                m.attach(a, Resource(d.clone(), ev.clone())).unwrap();
             }
             m.collect();
-            wait_for("99 resources dropped", || d.load(Ordering::SeqCst) == 99);
+            ev.wait(99, "99 resources dropped");
+            assert_eq!(d.load(Ordering::SeqCst), 99, "the held object's resource stays");
             m.clear(a).unwrap();
             m.collect();
-            wait_for("all resources dropped", || d.load(Ordering::SeqCst) == 100);
+            ev.wait(1, "the last resource dropped");
         });
     });
     assert_eq!(dropped.load(Ordering::SeqCst), 100);
@@ -324,11 +414,13 @@ fn cleanups_may_allocate_add_cleanups_and_make_weak_handles() {
         let g = gc.clone();
         let s = second.clone();
         rt.block_on(move || {
+            let (first, again) = (Events::new(), Events::new());
             let mut m = Mutator::new(&g).unwrap();
             m.scope(|m, [a]| {
                 for _ in 0..20 {
                     m.alloc(a, ty).unwrap();
                     let (g2, s2) = (g.clone(), s.clone());
+                    let (first, again) = (first.clone(), again.clone());
                     m.add_cleanup(a, move || {
                         let mut m = Mutator::new(&g2).unwrap();
                         m.scope(|m, [x, w, got]| {
@@ -338,17 +430,19 @@ fn cleanups_may_allocate_add_cleanups_and_make_weak_handles() {
                             let s3 = s2.clone();
                             m.add_cleanup(x, move || {
                                 s3.fetch_add(1, Ordering::SeqCst);
+                                again.raise();
                             })
                             .unwrap();
                         });
+                        first.raise();
                     })
                     .unwrap();
                 }
                 m.clear(a).unwrap();
                 m.collect();
-                wait_for("the first cleanups", || g.weak_stats().cleanups_run >= 20);
+                first.wait(20, "the first cleanups");
                 m.collect();
-                wait_for("the cleanups the cleanups added", || s.load(Ordering::SeqCst) == 20);
+                again.wait(20, "the cleanups the cleanups added");
             });
         });
         assert_eq!(second.load(Ordering::SeqCst), 20, "{mode}");
@@ -390,10 +484,13 @@ fn weak_reads_race_the_marker_and_the_sweeper() {
             Arc::new((0..N).map(|_| AtomicBool::new(false)).collect());
         let seen_nil: Arc<Vec<AtomicBool>> =
             Arc::new((0..N).map(|_| AtomicBool::new(false)).collect());
+        // Raised by each reader once its slots hold no object.
+        let done = Events::new();
         let readers: Vec<_> = (0..3)
             .map(|k| {
                 let (gc, handles, stop, dropped, seen_nil) =
                     (gc.clone(), handles.clone(), stop.clone(), dropped.clone(), seen_nil.clone());
+                let done = done.clone();
                 rt.spawn(move || {
                     let mut m = Mutator::new(&gc).unwrap();
                     let mut reads = 0u64;
@@ -421,6 +518,7 @@ fn weak_reads_race_the_marker_and_the_sweeper() {
                         }
                         m.clear(got).unwrap();
                     });
+                    done.raise();
                     reads
                 })
                 .unwrap()
@@ -444,8 +542,8 @@ fn weak_reads_race_the_marker_and_the_sweeper() {
                     }
                 }
                 st.store(true, Ordering::SeqCst);
-                // The readers' slots may still hold some: let them end first.
-                safepoint_sched::sleep(Duration::from_millis(50));
+                // The readers' slots may still hold some: wait until they are cleared.
+                done.wait(3, "the readers to stop");
                 m.collect();
                 m.collect();
                 for (i, hd) in h.iter().enumerate() {

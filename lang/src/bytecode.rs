@@ -185,6 +185,8 @@ pub enum Builtin {
     WriteFile,
     Weak,
     Deref,
+    WeakMap,
+    Delete,
 }
 
 impl Builtin {
@@ -231,6 +233,8 @@ impl Builtin {
         ("write_file", Builtin::WriteFile, 2, 2),
         ("weak", Builtin::Weak, 1, 1),
         ("deref", Builtin::Deref, 1, 1),
+        ("weakmap", Builtin::WeakMap, 0, 0),
+        ("delete", Builtin::Delete, 2, 2),
     ];
 
     /// The builtin called `name`.

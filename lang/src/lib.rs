@@ -11,7 +11,8 @@
 //! a runtime error). A statement ends at the end of its line, as Go's semicolon insertion has
 //! it: a line may break after an operator or a comma, not before. The builtins: `print`,
 //! `write` (no separators, no newline), `format(f, args...)` (Go's verbs: [`mod@format`]), `len`,
-//! `cap` (a channel's capacity), `push`, `pop`, `vec`, `keys`, `has`, `str`, `int`, `float`,
+//! `cap` (a channel's capacity), `push`, `pop`, `vec`, `keys`, `has`, `delete(m, k)` (whether
+//! `k` was there), `str`, `int`, `float`,
 //! `type`, `sqrt`, `chan`, `close`, `sleep` (milliseconds), `yield`, `exit(status)` (from any
 //! goroutine, as Go's `os.Exit`), `error(msg)`, `gc`, `cycles`, `args`; for strings `ord`,
 //! `chr`, `find` (a byte offset, or -1), `split`, `join`, `bytes`, `from_bytes`, and
@@ -24,6 +25,24 @@
 //! in a blocking call, which hands the goroutine's P to others while it waits. `weak(x)` is a
 //! weak handle to the object `x` (the collector's, [`safepoint_gc::Pin::weak`]) and
 //! `deref(w)` its object, or nil once a collection has found the object unreachable.
+//!
+//! `weakmap()` is a weak-keyed map (Lua's weak-keyed tables, JavaScript's `WeakMap`): an entry
+//! lives only while its key is reachable from elsewhere, and its value is kept alive only by
+//! that, so a value that references its own key (or a chain of entries whose values reach
+//! other entries' keys) keeps nothing alive that the keys do not. It is used as a map is
+//! (`wm[k]`, `wm[k] = v`, `has`, `delete`, `len`, `keys`, `for k in wm`), and shows only the
+//! entries whose keys are alive: once a collection has found a key unreachable, its entry is
+//! gone from every goroutine's view. Keys are objects compared by identity: vectors, maps,
+//! weak-keyed maps, functions, channels, weak handles. Any other key (an int, a bool, nil, a
+//! float, and also a string, which Pebble compares by value, so that identity would surprise)
+//! is a runtime error in every operation, reads included, as a misuse rather than a miss.
+//! Each entry is an ephemeron record of the collector (the key's weak handle and the value:
+//! the `safepoint_gc::weak` module's "Ephemerons"), so the collector finds the entries whose
+//! keys became reachable through other entries' values in its ephemeron rounds, concurrently.
+//! The table is hashed on the key's address (the heap does not move objects); a dead entry's
+//! slot is reused by the next insertion that passes it, and a full table is rebuilt from its
+//! live entries. `len`, `keys` and iteration visit every slot (O(capacity)). A key gets a
+//! weak handle when it is first stored; looking one up makes none.
 //!
 //! Closures capture variables, not values: a variable that a function literal captures and
 //! that anything assigns lives in a box (a one-word heap object) that the declaring frame and
@@ -79,9 +98,7 @@
 //! is freed by a collector cleanup once its record is found unreachable; the pacer sees only
 //! the record's 16 bytes, so a program that makes channels fast holds the Rust side of a
 //! heap goal's worth of records between cycles (about 320 MB at the peak for a million
-//! channels made in a loop, 530 MB for ten million: bounded, not small). There is no
-//! weak-keyed map (`weakmap()`) yet: the collector has ephemerons, the language does not use
-//! them.
+//! channels made in a loop, 530 MB for ten million: bounded, not small).
 
 pub mod ast;
 pub mod bytecode;

@@ -47,6 +47,11 @@ pub(crate) struct Types {
     /// The collector's weak handles (`weak(x)`): registered here with the collector's own
     /// description, so that the collector finds it.
     pub weak: TypeId,
+    /// A weak-keyed map (`weakmap()`): see [`wm_probe`].
+    pub weakmap: TypeId,
+    weakmap_shape: Shape,
+    /// One entry of a weak-keyed map: an ephemeron (its key's weak handle, its value).
+    wm_entry_shape: Shape,
     float_shape: Shape,
     vec_shape: Shape,
     /// Shapes of arrays of 0 to `SMALL_ARRAYS - 1` elements.
@@ -73,8 +78,15 @@ impl Types {
         let chan = rec("chan", vec![WordKind::Raw])?;
         let boxed = rec("box", vec![tagged])?;
         let weak = rec(safepoint_gc::WEAK_TYPE_NAME, vec![WordKind::Raw])?;
+        // slots used (live, dead or deleted entries), and the entries array.
+        let weakmap = rec("weakmap", vec![tagged, tagged])?;
+        // The key's weak handle and the value, kept only while the key is reachable.
+        let wm_entry = rec("weakmap.entry", vec![WordKind::Weak, WordKind::Ephemeron])?;
         Ok(Types {
             weak,
+            weakmap,
+            weakmap_shape: Shape::new(gc, weakmap, 0)?,
+            wm_entry_shape: Shape::new(gc, wm_entry, 0)?,
             box_shape: Shape::new(gc, boxed, 0)?,
             boxed,
             float_shape: Shape::new(gc, float, 0)?,
@@ -700,6 +712,8 @@ fn type_name(sh: &Shared, pin: &Pin<'_>, v: usize) -> &'static str {
         "box"
     } else if t == ty.weak {
         "weak"
+    } else if t == ty.weakmap {
+        "weakmap"
     } else {
         "array"
     }
@@ -1865,7 +1879,7 @@ fn map_probe(
     (Err(None), hw)
 }
 
-fn index(sh: &Shared, pin: &Pin<'_>, o: usize, k: usize) -> Result<usize, String> {
+fn index(sh: &Shared, pin: &mut Pin<'_>, o: usize, k: usize) -> Result<usize, String> {
     if !is_ref(o) {
         return Err(format!("cannot index {}", type_name(sh, pin, o)));
     }
@@ -1889,6 +1903,8 @@ fn index(sh: &Shared, pin: &Pin<'_>, o: usize, k: usize) -> Result<usize, String
             Ok(i) => arr_get(pin, unsafe { pin.word(o, 2) }, i).unwrap_or(NIL),
             Err(_) => NIL,
         })
+    } else if t == sh.types.weakmap {
+        wm_get(sh, pin, o, k)
     } else if t == sh.types.str {
         // A byte, as Go's `s[i]`.
         let b = str_bytes(sh, pin, o).unwrap_or_default();
@@ -1925,6 +1941,8 @@ fn set_index(sh: &Shared, pin: &mut Pin<'_>, o: usize, k: usize, v: usize) -> F<
         Ok(())
     } else if t == sh.types.map {
         map_set(sh, pin, o, k, v)
+    } else if t == sh.types.weakmap {
+        wm_set(sh, pin, o, k, v)
     } else {
         Err(format!("cannot assign into {}", type_name(sh, pin, o)).into())
     }
@@ -1986,6 +2004,281 @@ fn map_grow(sh: &Shared, pin: &mut Pin<'_>, m: usize, cap: usize) -> F<()> {
     Ok(())
 }
 
+/// Removes key `k` from map `m`; whether it was there. Linear probing, so the entries after
+/// it in its run move back into the hole when their own first slot allows (no tombstones:
+/// a later probe still finds every key).
+fn map_delete(sh: &Shared, pin: &mut Pin<'_>, m: usize, k: usize) -> bool {
+    if k == NIL {
+        return false;
+    }
+    let Ok(mut hole) = map_find(sh, pin, m, k) else { return false };
+    // SAFETY: `m` is a map record: count, keys, values, hashes.
+    let (count, keys, vals, hashes) = unsafe {
+        (as_int(pin.word(m, 0)).max(0) as usize, pin.word(m, 1), pin.word(m, 2), pin.word(m, 3))
+    };
+    let cap = arr_len(pin, keys);
+    let mask = cap.wrapping_sub(1);
+    let mut j = hole;
+    for _ in 1..cap {
+        j = (j + 1) & mask;
+        let kk = arr_get(pin, keys, j).unwrap_or(NIL);
+        if kk == NIL {
+            break;
+        }
+        let home = as_int(arr_get(pin, hashes, j).unwrap_or(int(0))) as usize & mask;
+        // The entry at `j` may fill the hole if its first slot is not strictly between the
+        // hole and `j` (cyclically): its probe then passes the hole.
+        if (j.wrapping_sub(home) & mask) >= (j.wrapping_sub(hole) & mask) {
+            let (v, h) = (arr_get(pin, vals, j).unwrap_or(NIL), arr_get(pin, hashes, j));
+            arr_set(pin, keys, hole, kk);
+            arr_set(pin, vals, hole, v);
+            arr_set(pin, hashes, hole, h.unwrap_or(int(0)));
+            hole = j;
+        }
+    }
+    arr_set(pin, keys, hole, NIL);
+    arr_set(pin, vals, hole, NIL);
+    // SAFETY: `m`'s count word.
+    unsafe { pin.set_word(m, 0, WordKind::Tagged, int(count.saturating_sub(1) as i64)) };
+    true
+}
+
+// A weak-keyed map (`weakmap()`) is a record of two words: the number of slots used (by
+// live entries, entries whose key died, and deleted ones) and an array of slots, each nil
+// (never used), `false` (deleted) or an entry. An entry is an ephemeron record: the key's
+// weak handle and the value, which the collector keeps alive only while the key is reachable
+// from elsewhere (the `safepoint_gc::weak` module's "Ephemerons"). Keys are objects compared
+// by identity, so a key's hash is its address (the heap does not move objects). The slots
+// are probed linearly from that hash; an entry whose key has died is skipped like a deleted
+// slot and reused by the next insertion that passes it, and a table with no free slot left is
+// rebuilt from its live entries (which drops the dead ones).
+
+/// A deleted slot of a weak-keyed map.
+const WM_DELETED: usize = crate::value::FALSE;
+
+fn new_weakmap(sh: &Shared, pin: &mut Pin<'_>, cap: usize) -> F<usize> {
+    let entries = wm_slots(sh, pin, cap)?;
+    let m = alloc_h(pin, sh.types.weakmap_shape)?;
+    // SAFETY: a fresh weakmap record of two tagged words.
+    unsafe {
+        pin.init_word(m, 0, WordKind::Tagged, int(0));
+        pin.init_word(m, 1, WordKind::Tagged, entries);
+    }
+    Ok(m)
+}
+
+/// A fresh slots array of `cap` (a power of two) empty slots.
+fn wm_slots(sh: &Shared, pin: &mut Pin<'_>, cap: usize) -> F<usize> {
+    let arr = sh.types.arr(pin, cap)?;
+    let entries = alloc_h(pin, arr)?;
+    for i in 0..cap {
+        // SAFETY: a fresh array of `cap` tagged words, none stored yet.
+        unsafe { pin.init_word(entries, i, WordKind::Tagged, NIL) };
+    }
+    Ok(entries)
+}
+
+/// The key of a weak-keyed map as its plain address, or an error for a value that cannot be
+/// one: keys are compared by identity, so only objects that have one qualify (strings and
+/// floats are compared by value everywhere else, and an immediate is never collected).
+fn wm_key(sh: &Shared, pin: &Pin<'_>, k: usize) -> Result<usize, String> {
+    if !is_ref(k) || tid(pin, k) == sh.types.str || tid(pin, k) == sh.types.float {
+        return Err(format!(
+            "weakmap key must be an object (vector, map, function, channel...), not {}",
+            type_name(sh, pin, k)
+        ));
+    }
+    Ok(k & !crate::value::RULE.mask)
+}
+
+/// The plain address of entry `e`'s key as its handle's word holds it: 0 once the key has
+/// been freed. No shading: the callers only compare it with a key they hold or hash it.
+///
+/// A nonzero word equal to a key `k` the caller holds is `k` itself, not an older object
+/// freed at the same address: the sweep that freed that object cleared its handle's word
+/// before it freed the slot that `k` was then allocated in, and `k` reached the caller after
+/// that.
+fn wm_entry_key(pin: &Pin<'_>, e: usize) -> usize {
+    // SAFETY: `e` is an entry record read from a weakmap's array: word 0 is the key's weak
+    // handle (a plain address, set when the entry was made), which the entry keeps alive.
+    let cell = unsafe { pin.word(e, 0) };
+    if cell == 0 {
+        return 0;
+    }
+    // SAFETY: a live weak handle, one raw word: its object's plain address, or 0.
+    unsafe { pin.word(cell | crate::value::RULE.ref_tag, 0) }
+}
+
+/// The key of slot value `e` (nil, deleted, or an entry) if its key is alive, as a value
+/// (shaded while marking, so it may be kept), read exactly as `deref` reads a handle.
+fn wm_live_key(pin: &mut Pin<'_>, e: usize) -> Option<usize> {
+    if !is_ref(e) {
+        return None;
+    }
+    // SAFETY: an entry record: word 0 is its key's weak handle.
+    let cell = unsafe { pin.word(e, 0) };
+    if cell == 0 {
+        return None;
+    }
+    // SAFETY: a live weak handle (the entry references it).
+    match unsafe { pin.deref(cell | crate::value::RULE.ref_tag) } {
+        0 => None,
+        k => Some(k),
+    }
+}
+
+/// The live keys of weak-keyed map `m`.
+fn wm_live_keys(pin: &mut Pin<'_>, m: usize) -> Vec<usize> {
+    // SAFETY: a weakmap record.
+    let entries = unsafe { pin.word(m, 1) };
+    (0..arr_len(pin, entries))
+        .filter_map(|i| wm_live_key(pin, arr_get(pin, entries, i).unwrap_or(NIL)))
+        .collect()
+}
+
+fn wm_hash(addr: usize) -> usize {
+    let h = (addr as u64 >> 3).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    (h ^ (h >> 32)) as usize
+}
+
+/// Where key `addr` is in weak-keyed map `m`: `Ok(slot)`, or `Err` with the slot an
+/// insertion would take (the first deleted or dead one on the probe, else the empty slot that
+/// ends it; `None` if there is none) and whether that slot is empty (never used).
+fn wm_probe(pin: &Pin<'_>, m: usize, addr: usize) -> Result<usize, Option<(usize, bool)>> {
+    // SAFETY: a weakmap record.
+    let entries = unsafe { pin.word(m, 1) };
+    let cap = arr_len(pin, entries);
+    let mask = cap.wrapping_sub(1);
+    let mut i = wm_hash(addr) & mask;
+    let mut reuse = None;
+    for _ in 0..cap {
+        let e = arr_get(pin, entries, i).unwrap_or(NIL);
+        if e == NIL {
+            return Err(Some(reuse.unwrap_or((i, true))));
+        }
+        if e == WM_DELETED {
+            reuse.get_or_insert((i, false));
+        } else {
+            match wm_entry_key(pin, e) {
+                k if k == addr => return Ok(i),
+                0 => {
+                    reuse.get_or_insert((i, false));
+                }
+                _ => {}
+            }
+        }
+        i = (i + 1) & mask;
+    }
+    Err(reuse)
+}
+
+/// The entry of key `k` in weak-keyed map `m`, if it has one.
+fn wm_find(sh: &Shared, pin: &Pin<'_>, m: usize, k: usize) -> Result<Option<usize>, String> {
+    let addr = wm_key(sh, pin, k)?;
+    Ok(wm_probe(pin, m, addr).ok().map(|i| {
+        // SAFETY: a weakmap record.
+        let entries = unsafe { pin.word(m, 1) };
+        arr_get(pin, entries, i).unwrap_or(NIL)
+    }))
+}
+
+fn wm_get(sh: &Shared, pin: &mut Pin<'_>, m: usize, k: usize) -> Result<usize, String> {
+    match wm_find(sh, pin, m, k)? {
+        // SAFETY: an entry record, whose word 1 is its ephemeron value; its key (`k`) is
+        // alive, so the value is there (shaded while marking, as a value read must be).
+        Some(e) if is_ref(e) => Ok(unsafe { pin.ephemeron_value(e, 1) }),
+        _ => Ok(NIL),
+    }
+}
+
+fn wm_set(sh: &Shared, pin: &mut Pin<'_>, m: usize, k: usize, v: usize) -> F<()> {
+    let addr = wm_key(sh, pin, k)?;
+    // SAFETY: a weakmap record.
+    let (used, entries) = unsafe { (as_int(pin.word(m, 0)).max(0) as usize, pin.word(m, 1)) };
+    let cap = arr_len(pin, entries);
+    match wm_probe(pin, m, addr) {
+        Ok(i) => {
+            let e = arr_get(pin, entries, i).unwrap_or(NIL);
+            // SAFETY: an entry record (its key `k` is alive); `v` is a register's value.
+            unsafe { pin.set_word(e, 1, WordKind::Ephemeron, v) };
+            Ok(())
+        }
+        Err(Some((i, empty))) if !empty || (used + 1) * 4 <= cap * 3 => {
+            // The key's handle first: it may allocate, as the entry does.
+            // SAFETY: `k` is a reference from a register: a live object.
+            let (cell, slow) = match unsafe { pin.weak(k) } {
+                Ok(x) => x,
+                Err(GcError::Alloc(_)) => return Err(Fault::Oom),
+                Err(e) => return Err(Fault::Msg(e.to_string())),
+            };
+            if slow {
+                OWE.with(|o| o.set(true));
+            }
+            let e = alloc_h(pin, sh.types.wm_entry_shape)?;
+            // SAFETY: a fresh entry record: its weak word gets the key's handle (plain), its
+            // ephemeron word the value.
+            unsafe {
+                pin.init_word(e, 0, WordKind::Weak, cell & !crate::value::RULE.mask);
+                pin.init_word(e, 1, WordKind::Ephemeron, v);
+            }
+            arr_set(pin, entries, i, e);
+            if empty {
+                // SAFETY: `m`'s used-slots word.
+                unsafe { pin.set_word(m, 0, WordKind::Tagged, int(used as i64 + 1)) };
+            }
+            Ok(())
+        }
+        Err(_) => {
+            wm_rebuild(sh, pin, m)?;
+            wm_set(sh, pin, m, k, v)
+        }
+    }
+}
+
+/// Rebuilds weak-keyed map `m` from its entries whose keys are alive, in a table at most
+/// half full.
+fn wm_rebuild(sh: &Shared, pin: &mut Pin<'_>, m: usize) -> F<()> {
+    // SAFETY: a weakmap record.
+    let old = unsafe { pin.word(m, 1) };
+    let live: Vec<(usize, usize)> = (0..arr_len(pin, old))
+        .filter_map(|i| {
+            let e = arr_get(pin, old, i).unwrap_or(NIL);
+            if !is_ref(e) {
+                return None;
+            }
+            match wm_entry_key(pin, e) {
+                0 => None,
+                k => Some((k, e)),
+            }
+        })
+        .collect();
+    let cap = (live.len() * 2).next_power_of_two().max(8);
+    let entries = wm_slots(sh, pin, cap)?;
+    for (k, e) in &live {
+        let mut i = wm_hash(*k) & (cap - 1);
+        while arr_get(pin, entries, i) != Some(NIL) {
+            i = (i + 1) & (cap - 1);
+        }
+        arr_set(pin, entries, i, *e);
+    }
+    // SAFETY: `m` is a weakmap record; the fresh one's array moves into it.
+    unsafe {
+        pin.set_word(m, 0, WordKind::Tagged, int(live.len() as i64));
+        pin.set_word(m, 1, WordKind::Tagged, entries);
+    }
+    Ok(())
+}
+
+/// Removes key `k` from weak-keyed map `m`; whether it was there.
+fn wm_delete(sh: &Shared, pin: &mut Pin<'_>, m: usize, k: usize) -> Result<bool, String> {
+    let addr = wm_key(sh, pin, k)?;
+    let Ok(i) = wm_probe(pin, m, addr) else { return Ok(false) };
+    // SAFETY: a weakmap record.
+    let entries = unsafe { pin.word(m, 1) };
+    arr_set(pin, entries, i, WM_DELETED);
+    Ok(true)
+}
+
 fn vec_push(sh: &Shared, pin: &mut Pin<'_>, v: usize, x: usize) -> F<()> {
     let (len, items) = vec_parts(pin, v);
     let cap = arr_len(pin, items);
@@ -2015,7 +2308,7 @@ enum Step {
     Chan(&'static ChanBox),
 }
 
-fn iter_next(sh: &Shared, pin: &Pin<'_>, o: usize, i: usize) -> Result<Step, String> {
+fn iter_next(sh: &Shared, pin: &mut Pin<'_>, o: usize, i: usize) -> Result<Step, String> {
     if is_ref(o) {
         let t = tid(pin, o);
         if t == sh.types.vec {
@@ -2040,6 +2333,16 @@ fn iter_next(sh: &Shared, pin: &Pin<'_>, o: usize, i: usize) -> Result<Step, Str
         }
         if t == sh.types.chan {
             return chan_of(sh, pin, o).map(Step::Chan);
+        }
+        if t == sh.types.weakmap {
+            // SAFETY: a weak-keyed map record.
+            let entries = unsafe { pin.word(o, 1) };
+            for j in i..arr_len(pin, entries) {
+                if let Some(k) = wm_live_key(pin, arr_get(pin, entries, j).unwrap_or(NIL)) {
+                    return Ok(Step::Item(k, j + 1));
+                }
+            }
+            return Ok(Step::Done);
         }
     }
     Err(format!("cannot loop over {}", type_name(sh, pin, o)))
@@ -2119,6 +2422,8 @@ fn show(sh: &Shared, pin: &Pin<'_>, v: usize, out: &mut String, depth: usize, qu
         out.push_str("<chan>");
     } else if t == ty.weak {
         out.push_str("<weak>");
+    } else if t == ty.weakmap {
+        out.push_str("<weakmap>");
     } else {
         out.push_str("<?>");
     }
@@ -2152,6 +2457,8 @@ fn builtin(
                 unsafe { pin.word(v, 0) }
             } else if t == ty.chan {
                 int(chan_of(sh, pin, v)?.len() as i64)
+            } else if t == ty.weakmap {
+                int(wm_live_keys(pin, v).len() as i64)
             } else {
                 return Err(format!("len of {}", type_name(sh, pin, v)).into());
             }
@@ -2212,6 +2519,17 @@ fn builtin(
                 }
                 Err(GcError::Alloc(_)) => return Err(Fault::Oom),
                 Err(e) => return Err(Fault::Msg(e.to_string())),
+            }
+        }
+        Builtin::WeakMap => new_weakmap(sh, pin, 8)?,
+        Builtin::Delete => {
+            let (m, k) = (arg(0), arg(1));
+            if is_ref(m) && tid(pin, m) == ty.weakmap {
+                boolean(wm_delete(sh, pin, m, k)?)
+            } else if is_ref(m) && tid(pin, m) == ty.map {
+                boolean(map_delete(sh, pin, m, k))
+            } else {
+                return Err(format!("delete from {}", type_name(sh, pin, m)).into());
             }
         }
         Builtin::Deref => {
@@ -2281,6 +2599,10 @@ fn builtin(
         }
         Builtin::Keys => {
             let m = arg(0);
+            if is_ref(m) && tid(pin, m) == ty.weakmap {
+                let ks = wm_live_keys(pin, m);
+                return new_vec(sh, pin, &ks);
+            }
             if !is_ref(m) || tid(pin, m) != ty.map {
                 return Err(format!("keys of {}", type_name(sh, pin, m)).into());
             }
@@ -2297,6 +2619,9 @@ fn builtin(
         }
         Builtin::Has => {
             let m = arg(0);
+            if is_ref(m) && tid(pin, m) == ty.weakmap {
+                return Ok(boolean(wm_find(sh, pin, m, arg(1))?.is_some()));
+            }
             if !is_ref(m) || tid(pin, m) != ty.map {
                 return Err(format!("has of {}", type_name(sh, pin, m)).into());
             }
