@@ -328,6 +328,7 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 
 /// Counts of the heap's weak handles and cleanups ([`Gc::weak_stats`](crate::Gc::weak_stats)).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct WeakStats {
     /// Weak cells whose objects have not been freed.
     pub handles: usize,
