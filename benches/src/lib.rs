@@ -6,6 +6,7 @@
 pub mod gc;
 pub mod gc_compiled;
 pub mod plot;
+pub mod refchan;
 pub mod report;
 pub mod sched;
 pub mod soak;
