@@ -11,8 +11,8 @@
 //! keeps a path to it grey or black: cutting the last heap path shades it), or became
 //! reachable later through a store (the insertion half shades it) or an allocation (black).
 //! A reference can move from one stack to another only through the heap, a global or a
-//! managed channel (a global in flight), and each of those goes through the barrier; so no
-//! stack needs a second scan. Goroutines started during marking begin with empty stacks and
+//! managed channel (a root slot in flight, `globals.rs`), and each of those goes through the
+//! barrier; so no stack needs a second scan. Goroutines started during marking begin with empty stacks and
 //! are black from birth.
 //!
 //! ## Who marks
@@ -477,8 +477,9 @@ impl Inner {
                 // SAFETY: the world is stopped.
                 self.flush_wbuf(unsafe { pc.get() });
             }
-            // Globals released or made by threads outside the runtime shade under this lock;
-            // holding it to the end of marking keeps them on one side of it.
+            // Root slots made or released off the Ps (threads outside the runtime, blocking
+            // calls) shade under this lock; holding it to the end of marking keeps them on one
+            // side of it (on a P they are pinned, and shade into the buffers just flushed).
             let globals = self.globals.lock_all();
             // Something marked since the last empty ephemeron round may be a pending key, and
             // a record published since it took the list is one no round has looked at.
