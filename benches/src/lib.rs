@@ -5,6 +5,7 @@
 
 pub mod gc;
 pub mod gc_compiled;
+pub mod gpause;
 pub mod plot;
 pub mod refchan;
 pub mod report;

@@ -19,6 +19,9 @@ const USAGE: &str = "usage: stress WORKLOAD ARGS...
   binary-trees N     Benchmarks Game binary-trees        -> wall_ms peak_rss_kb gc_cycles p99_pause_us max_pause_us
   gcbench            Boehm's GCBench shape               -> (same)
   churn G            G goroutines churning depth-8 trees -> (same) + check
+  gpause G           G goroutines parked holding depth-3 trees, one churning depth-6
+                     trees, 50 forced collections -> cycle_ms cycle_us_per_g p50_pause_us
+                     p99_pause_us max_pause_us gc_cycles
   binary-trees-compiled N, gcbench-compiled, churn-compiled G
                      the same, as compiled code runs them: a managed frame with stack
                      maps, a safepoint and a pinned section per call, a poll per loop
@@ -56,6 +59,7 @@ fn run(workload: &str, args: &[String]) -> bool {
         "soak" => b::soak::run(args),
         "weak" => b::weak::run(args),
         "refchan" => b::refchan::run(args),
+        "gpause" => b::gpause::run(args),
         _ => return false,
     }
     true
