@@ -5,7 +5,9 @@
 
 pub mod gc;
 pub mod gc_compiled;
+pub mod gpause;
 pub mod plot;
+pub mod refchan;
 pub mod report;
 pub mod sched;
 pub mod soak;

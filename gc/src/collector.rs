@@ -496,7 +496,7 @@ impl GcBuilder {
             rt: handle,
             reg,
             caches,
-            globals: Globals::new(),
+            globals: Globals::new(procs),
             phase: AtomicU8::new(Phase::Off as u8),
             trace_phase: Mutex::new(None),
             phase_clock: Arc::new(PhaseClock {

@@ -11,8 +11,8 @@
 //! keeps a path to it grey or black: cutting the last heap path shades it), or became
 //! reachable later through a store (the insertion half shades it) or an allocation (black).
 //! A reference can move from one stack to another only through the heap, a global or a
-//! managed channel (a global in flight), and each of those goes through the barrier; so no
-//! stack needs a second scan. Goroutines started during marking begin with empty stacks and
+//! managed channel (a root slot in flight, `globals.rs`), and each of those goes through the
+//! barrier; so no stack needs a second scan. Goroutines started during marking begin with empty stacks and
 //! are black from birth.
 //!
 //! ## Who marks
@@ -27,6 +27,8 @@
 //!   program's goroutines), answer preemption requests between batches of
 //!   `BATCH_WORDS` words, and keep their private grey objects across those safepoints:
 //!   the driver stops the world only after every worker has run out of work and returned.
+//!   They scan the stacks first: the goroutines listed once at the start of marking, each
+//!   claimed by an atomic index (Go's root jobs), so no lock is taken per stack.
 //! * **Assists**: an allocating goroutine pays for its allocation in scan work on its slow
 //!   path (a new bitmap word or span), first from the credit the workers have banked, then by
 //!   scanning itself. So allocation cannot outrun marking.
@@ -107,8 +109,13 @@ pub(crate) struct Shared {
     pub(crate) barrier_on: AtomicBool,
     /// Grey objects shared between markers.
     pub(crate) work: Injector<usize>,
-    /// Goroutines whose stacks are still to scan this cycle.
-    stack_tasks: Mutex<Vec<Goroutine>>,
+    /// The goroutines whose stacks this cycle scans, listed once at the start of marking;
+    /// a worker takes the list (one lock per worker, not per stack) and claims its stacks
+    /// one at a time by `next_stack`, as Go hands out root jobs by an atomic index.
+    stack_jobs: Mutex<Arc<[Goroutine]>>,
+    /// The next job of `stack_jobs` to claim. Relaxed: the list it indexes is handed to the
+    /// workers by the lock above (and their start), and a claim publishes nothing.
+    next_stack: AtomicUsize,
     /// Scan work (words) done by workers and not yet claimed by assists.
     bg_credit: AtomicI64,
     /// Scan words an assist owes per allocated byte (an `f64`'s bits).
@@ -152,7 +159,8 @@ impl Shared {
         Shared {
             barrier_on: AtomicBool::new(false),
             work: Injector::new(),
-            stack_tasks: Mutex::new(Vec::new()),
+            stack_jobs: Mutex::new(Arc::new([])),
+            next_stack: AtomicUsize::new(0),
             bg_credit: AtomicI64::new(0),
             assist_ratio: AtomicU64::new(0.5f64.to_bits()),
             trigger_frac: AtomicU64::new(0.7f64.to_bits()),
@@ -177,9 +185,23 @@ impl Shared {
         f64::from_bits(self.trigger_frac.load(Ordering::Relaxed))
     }
 
-    /// The stack-scan task list (take it without preemption: mark workers are goroutines).
-    fn stack_tasks(&self) -> std::sync::MutexGuard<'_, Vec<Goroutine>> {
-        self.stack_tasks.lock().unwrap_or_else(|e| e.into_inner())
+    /// This cycle's stack-scan jobs (taken without preemption: mark workers are goroutines).
+    fn stack_jobs(&self) -> Arc<[Goroutine]> {
+        crate::np(|| self.stack_jobs.lock().unwrap_or_else(|e| e.into_inner()).clone())
+    }
+
+    /// Claims the next stack to scan in `jobs` (this cycle's list), if any is left.
+    fn claim_stack(&self, jobs: &[Goroutine]) -> Option<Goroutine> {
+        // Relaxed: see `next_stack`. Past the end, the index only grows (a few times per
+        // worker), far from overflowing.
+        let i = self.next_stack.fetch_add(1, Ordering::Relaxed);
+        jobs.get(i).copied()
+    }
+
+    /// Whether every stack of `jobs` has been claimed.
+    fn stacks_claimed(&self, jobs: &[Goroutine]) -> bool {
+        // Relaxed: see `next_stack`.
+        self.next_stack.load(Ordering::Relaxed) >= jobs.len()
     }
 }
 
@@ -448,7 +470,10 @@ impl Inner {
         {
             let gs: Vec<_> =
                 self.rt.goroutines().into_iter().filter(|g| Some(g.id()) != me).collect();
-            crate::np(|| *c.stack_tasks() = gs);
+            // No worker runs now (the last cycle's were joined): the new list and index
+            // reach this cycle's workers through the lock and their start.
+            c.next_stack.store(0, Ordering::Relaxed);
+            crate::np(|| *c.stack_jobs.lock().unwrap_or_else(|e| e.into_inner()) = gs.into());
         }
         if me.is_some() {
             self.scan_own_stack();
@@ -489,8 +514,9 @@ impl Inner {
                 // SAFETY: the world is stopped.
                 self.flush_wbuf(unsafe { pc.get() });
             }
-            // Globals released or made by threads outside the runtime shade under this lock;
-            // holding it to the end of marking keeps them on one side of it.
+            // Root slots made or released off the Ps (threads outside the runtime, blocking
+            // calls) shade under this lock; holding it to the end of marking keeps them on one
+            // side of it (on a P they are pinned, and shade into the buffers just flushed).
             let globals = self.globals.lock_all();
             // Something marked since the last empty ephemeron round may be a pending key, and
             // a record published since it took the list is one no round has looked at.
@@ -672,17 +698,17 @@ impl Inner {
         let mut tracer = self.tracer(Vec::with_capacity(1024), true);
         let start = Instant::now();
         let mut busy = Duration::ZERO;
+        let jobs = c.stack_jobs();
         loop {
             let t = Instant::now();
-            let task = crate::np(|| c.stack_tasks().pop());
-            if let Some(g) = task {
+            if let Some(g) = c.claim_stack(&jobs) {
                 self.scan_stack(g);
             } else {
                 let done = tracer.drain(BATCH_WORDS);
                 self.count_marked(&mut tracer);
                 // Relaxed: counters.
                 c.bg_credit.fetch_add(done as i64, Ordering::Relaxed);
-                if tracer.is_empty() && crate::np(|| c.stack_tasks().is_empty()) {
+                if tracer.is_empty() && c.stacks_claimed(&jobs) {
                     c.add_worker_ns(t.elapsed().as_nanos() as u64, share.is_none());
                     return;
                 }

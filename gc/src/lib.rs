@@ -170,12 +170,20 @@
 //! barrier and its store; the ragged barrier and the stop touch a P's cache and buffer only
 //! at safepoints, which such a section excludes.
 //!
+//! **Root slots without a heap-wide lock.** Every [`Global`], every reference in flight on a
+//! [`RefChan`] (and so every reference a Pebble program sends on a channel or passes to `go`)
+//! is a root slot of one table whose segments never move; a goroutine takes and returns slots
+//! from its P's free list, pinned, and its barrier shades go to its P's buffer like a field
+//! store's; the marker reads the slots without a lock. Only callers off the Ps take the table's
+//! mutex, which the termination stop holds. An integer sent on a [`RefChan`] takes no slot.
+//! The `globals` module (`globals.rs`) gives the argument that the marker stays exact.
+//!
 //! **Publication (memory ordering on weakly ordered processors).** A new object is zeroed with
 //! plain stores, gets its header and, while marking, its mark bit with Relaxed stores, and its
 //! allocation bit with a Release store; its goroutine then fills its fields with Relaxed stores
 //! (`init_field`, `init_link`: nobody else can see it yet). It becomes visible to anyone else
 //! only when its reference is stored where another thread can load it: a field, a global, a
-//! channel (a global in flight), a goroutine's stack (read by a scan only after `suspend_g`'s
+//! channel (a root slot in flight), a goroutine's stack (read by a scan only after `suspend_g`'s
 //! status hand-off). Every such store into a field or a global is a Release store (a global's
 //! swap is AcqRel), and every load of a field or a global that may yield a reference, the
 //! marker's included, is an Acquire load: whoever finds the reference sees the object as its

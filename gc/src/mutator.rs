@@ -1674,15 +1674,20 @@ impl Mutator {
     /// });
     /// ```
     pub fn send(&mut self, ch: &RefChan, src: Slot) -> Result<(), GcError> {
-        if !Arc::ptr_eq(&ch.gc, &self.gc) {
+        if !Arc::ptr_eq(&ch.chan.gc, &self.gc) {
             return Err(GcError::WrongHeap);
         }
-        self.need_p()?;
-        let v = self.word(src)?;
-        if ch.chan.is_closed() {
+        let pos = self.pos(src)?;
+        if ch.chan.chan.is_closed() {
             return Err(GcError::Closed);
         }
-        ch.chan.send(Global::with_value(&self.gc, v));
+        // A reference goes in a root slot of this P, pinned (see the `globals` module).
+        let msg = self.pin(|pin| {
+            let p = pin.p().ok_or(GcError::NoP)?;
+            let v = Self::get(pin.managed_stack(), pos)?;
+            Ok(ch.chan.message(p, v))
+        })?;
+        ch.chan.chan.send(msg);
         Ok(())
     }
 
@@ -1717,18 +1722,20 @@ impl Mutator {
     /// # });
     /// ```
     pub fn recv(&mut self, ch: &RefChan, dst: Slot) -> Result<bool, GcError> {
-        if !Arc::ptr_eq(&ch.gc, &self.gc) {
+        if !Arc::ptr_eq(&ch.chan.gc, &self.gc) {
             return Err(GcError::WrongHeap);
         }
         self.need_p()?;
-        self.pos(dst)?;
-        match ch.chan.recv() {
-            Ok(g) => {
-                // Relaxed: as in `load`.
-                let v = g.word().load(Ordering::Relaxed);
-                self.set_word(dst, v)?;
+        let pos = self.pos(dst)?;
+        match ch.chan.chan.recv() {
+            Ok(msg) => self.pin(|pin| {
+                let p = pin.p().ok_or(GcError::NoP)?;
+                // The value goes to `dst` and its root slot is released in one pinned
+                // section: it is never only in a Rust variable at a safepoint. (On an error,
+                // `msg` is dropped and releases its slot.)
+                Self::put(pin.managed_stack(), pos, msg.take(p))?;
                 Ok(true)
-            }
+            }),
             Err(_) => {
                 self.set_word(dst, 0)?;
                 Ok(false)

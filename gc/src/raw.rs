@@ -850,7 +850,7 @@ impl<'a> Pin<'a> {
     /// ```
     pub fn new_global(&self, v: usize) -> Result<Global, GcError> {
         self.check_value(v)?;
-        Ok(Global::with_value(&self.gc_arc(), v))
+        Ok(Global::with_value_on(&self.gc_arc(), Some(self.p), v))
     }
 
     /// The check of a value that a safe method is about to make a root: null, an immediate,

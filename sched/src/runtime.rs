@@ -472,6 +472,8 @@ pub(crate) struct Locked {
 unsafe impl Send for Locked {}
 
 const MAX_LOCAL_GFREE: usize = 64;
+/// Dead Gs a P takes from the runtime's list at once when its own is empty (Go's 32).
+const GFREE_BATCH: usize = 32;
 
 /// True (after a warning, once per process) when `malloc` is not the C library's: the
 /// preemption signal could then hold a goroutine inside it, holding its lock, while the stop or
@@ -754,12 +756,23 @@ impl Sched {
         }
         let m = current_m().filter(|m| ptr::eq(m.sched, Arc::as_ptr(self)));
         let p = m.and_then(|m| m.p());
-        // A dead G from this P, else from the runtime, else a new one.
-        let g = p
-            // SAFETY: we are the M owning p.
-            .and_then(|p| unsafe { (*p.gfree.get()).pop() })
-            .or_else(|| self.gfree.lock().unwrap_or_else(|e| e.into_inner()).pop())
-            .map(|g| g.get());
+        // A dead G from this P, else from the runtime (a batch of up to `GFREE_BATCH` moved
+        // to the P at once, as Go's gfget does, so a burst of spawns takes the runtime's lock
+        // once per batch), else a new one.
+        let g = match p {
+            Some(p) => {
+                // SAFETY: we are the M owning p.
+                let free = unsafe { &mut *p.gfree.get() };
+                if free.is_empty() {
+                    let mut global = self.gfree.lock().unwrap_or_else(|e| e.into_inner());
+                    let at = global.len().saturating_sub(GFREE_BATCH);
+                    free.extend(global.drain(at..));
+                }
+                free.pop()
+            }
+            None => self.gfree.lock().unwrap_or_else(|e| e.into_inner()).pop(),
+        }
+        .map(|g| g.get());
         let g = match g {
             Some(g) => g,
             None => {

@@ -375,3 +375,100 @@ func markrateChild(mb int64) {
 	runtime.KeepAlive(root)
 	fmt.Printf("markrate-child gc_ms=%.3f\n", gcMs)
 }
+
+// ---- gpause ---------------------------------------------------------------
+
+// gpNode is gpause's tree node: two children, no payload (binary-trees' node).
+type gpNode struct{ left, right *gpNode }
+
+func gpBuild(d int) *gpNode {
+	if d == 0 {
+		return &gpNode{}
+	}
+	return &gpNode{left: gpBuild(d - 1), right: gpBuild(d - 1)}
+}
+
+func (n *gpNode) count() int64 {
+	if n.left == nil {
+		return 1
+	}
+	return 1 + n.left.count() + n.right.count()
+}
+
+const (
+	gpCycles       = 50
+	gpParkedDepth  = 3
+	gpChurnDepth   = 6
+	gpParkedNodes  = 1<<(gpParkedDepth+1) - 1
+	gpChurnedNodes = 1<<(gpChurnDepth+1) - 1
+)
+
+// gpause G: G goroutines each build a tree of depth 3 (15 nodes, kept in a
+// local variable) and park receiving on one channel; one more goroutine
+// builds, counts and drops trees of depth 6 in a loop. When all G are
+// parked, 50 runtime.GC() calls in a row (each returns once the cycle and
+// its sweep are done), each timed; then the channel is closed and every
+// parked goroutine checks its tree. cycle_ms is the median of the 50 wall
+// times, cycle_us_per_g that over G in microseconds; the pause percentiles
+// are over every GC stop-the-world recorded while the 50 ran (pauseMetric:
+// two per cycle, bucket upper bounds); gc_cycles counts those cycles.
+// GOMAXPROCS default.
+func gpause(args []string) {
+	g := argNum(args, 0, 10000)
+	park := make(chan struct{})
+	var ready, bad atomic.Int64
+	var wg sync.WaitGroup
+	for i := int64(0); i < g; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			t := gpBuild(gpParkedDepth)
+			ready.Add(1)
+			<-park
+			if t.count() != gpParkedNodes {
+				bad.Add(1)
+			}
+		}()
+	}
+	for ready.Load() < g {
+		time.Sleep(time.Millisecond)
+	}
+	var stop atomic.Bool
+	done := make(chan struct{})
+	go func() {
+		for !stop.Load() {
+			if gpBuild(gpChurnDepth).count() != gpChurnedNodes {
+				fmt.Fprintln(os.Stderr, "gpause: churned tree corrupted")
+				os.Exit(1)
+			}
+		}
+		close(done)
+	}()
+	p0 := readHist(pauseMetric)
+	c0 := readUint("/gc/cycles/total:gc-cycles")
+	times := make([]float64, 0, gpCycles)
+	for i := 0; i < gpCycles; i++ {
+		t := time.Now()
+		runtime.GC()
+		times = append(times, msSince(t))
+	}
+	h := readHist(pauseMetric).since(p0)
+	cycles := readUint("/gc/cycles/total:gc-cycles") - c0
+	stop.Store(true)
+	<-done
+	close(park)
+	wg.Wait()
+	if bad.Load() != 0 {
+		fmt.Fprintln(os.Stderr, "gpause: a parked goroutine's tree changed")
+		os.Exit(1)
+	}
+	cycleMs := percentile(times, 50)
+	emit("gpause", args, []field{
+		{"cycle_ms", cycleMs},
+		{"cycle_us_per_g", cycleMs * 1e3 / float64(max(g, 1))},
+		{"p50_pause_us", h.percentileUs(50)},
+		{"p99_pause_us", h.percentileUs(99)},
+		{"max_pause_us", h.percentileUs(100)},
+		{"gc_cycles", cycles},
+	})
+}

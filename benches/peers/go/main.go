@@ -28,6 +28,8 @@ const usage = `usage: stress-go WORKLOAD ARGS...
   binary-trees N     Benchmarks Game binary-trees            -> wall_ms peak_rss_kb gc_cycles p99_pause_us max_pause_us
   gcbench            Boehm's GCBench shape                   -> (same as binary-trees)
   churn G            G goroutines churning depth-8 trees     -> (same) + check
+  gpause G           G parked goroutines holding small trees, one churning, 50 collections
+                     -> cycle_ms cycle_us_per_g p50_pause_us p99_pause_us max_pause_us gc_cycles
   markrate MB        mark MB of shuffled small objects       -> mb_per_s mark_ms
   all                every workload above at default sizes`
 
@@ -99,6 +101,7 @@ var workloads = map[string]func(args []string){
 	"binary-trees": binaryTrees,
 	"gcbench":      gcbench,
 	"churn":        churn,
+	"gpause":       gpause,
 	"markrate":     markrate,
 }
 

@@ -14,9 +14,14 @@ const USAGE: &str = "usage: stress WORKLOAD ARGS...
   chan N             N items through a 128-slot channel -> ns_per_op
   mutex N            N lock+unlock, 4 goroutines, 2 Ps   -> ns_per_op
   timers N           N sleeps of 1 ms released at once   -> p50_late_us p99_late_us max_late_us
+  refchan N          N round trips of a reference over 2 unbuffered RefChans, and N of an
+                     integer, alternated             -> ref_ns_per_rt int_ns_per_rt ratio
   binary-trees N     Benchmarks Game binary-trees        -> wall_ms peak_rss_kb gc_cycles p99_pause_us max_pause_us
   gcbench            Boehm's GCBench shape               -> (same)
   churn G            G goroutines churning depth-8 trees -> (same) + check
+  gpause G           G goroutines parked holding depth-3 trees, one churning depth-6
+                     trees, 50 forced collections -> cycle_ms cycle_us_per_g p50_pause_us
+                     p99_pause_us max_pause_us gc_cycles
   binary-trees-compiled N, gcbench-compiled, churn-compiled G
                      the same, as compiled code runs them: a managed frame with stack
                      maps, a safepoint and a pinned section per call, a poll per loop
@@ -57,6 +62,8 @@ fn run(workload: &str, args: &[String]) -> bool {
         | "churn-compiled-batched" => b::gc::run(workload, args),
         "soak" => b::soak::run(args),
         "weak" => b::weak::run(args),
+        "refchan" => b::refchan::run(args),
+        "gpause" => b::gpause::run(args),
         _ => return false,
     }
     true
