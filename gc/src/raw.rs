@@ -1037,6 +1037,41 @@ impl<'a> Pin<'a> {
     ///
     /// # Panics
     /// In the debugging modes, if the word holds something else than a weak handle.
+    ///
+    /// ```
+    /// # use safepoint_gc::{Gc, RawMutator, TypeDesc, WordKind};
+    /// # let rt = safepoint_sched::Runtime::builder().procs(1).build().unwrap();
+    /// # let gc = Gc::new(&rt).unwrap();
+    /// let holder = gc.types().register(TypeDesc::Record {
+    ///     name: "holder".into(),
+    ///     words: vec![WordKind::Weak],
+    /// }).unwrap();
+    /// # let cell = gc.types().register(TypeDesc::Record {
+    /// #     name: "cell".into(),
+    /// #     words: vec![WordKind::Raw],
+    /// # }).unwrap();
+    /// # let g = gc.clone();
+    /// # rt.block_on(move || {
+    /// # let mut raw = RawMutator::new(&g).unwrap();
+    /// # let (hs, cs) = (raw.shape(holder, 0).unwrap(), raw.shape(cell, 0).unwrap());
+    /// let global = raw.enter(|p| {
+    ///     let (h, _) = p.alloc(hs).unwrap();
+    ///     let (obj, _) = p.alloc(cs).unwrap();
+    ///     // SAFETY: both allocated in this section; word 0 of `h` is a weak word.
+    ///     unsafe {
+    ///         assert_eq!(p.weak_word(h, 0), 0); // a null weak word reads null
+    ///         let (w, _) = p.weak(obj).unwrap();
+    ///         p.set_word(h, 0, WordKind::Weak, w & !p.tag_rule().mask);
+    ///         assert_eq!(p.weak_word(h, 0), obj); // the object, while it is reachable
+    ///     }
+    ///     p.new_global(h).unwrap() // keep the holder, not the object
+    /// }).unwrap();
+    /// gc.collect();
+    /// // SAFETY: the global holds the holder, whose word 0 is weak.
+    /// let v = raw.enter(|p| unsafe { p.weak_word(p.global(&global).unwrap(), 0) }).unwrap();
+    /// assert_eq!(v, 0); // the object was unreachable
+    /// # });
+    /// ```
     #[inline]
     pub unsafe fn weak_word(&mut self, obj: usize, i: usize) -> usize {
         if self.validate {
