@@ -151,13 +151,21 @@
 //! 1. **Draining.** Spawns are refused, and every live goroutine is *unwound* with the
 //!    [`RuntimeShutdown`] payload at its next safepoint: a poll or frame push (shutdown
 //!    keeps asking running goroutines to reach one), a yield, the start or end of a blocking
-//!    call, a park. Parks shutdown can end are ended: those whose callback leaves only a
-//!    token somewhere ([`park`], [`Sema`], a join, [`sleep`]: a stale token is refused by its
-//!    generation, and while the runtime drains its wake-up is ignored), channel sends and
+//!    call, a park. Every park is ended: those whose callback leaves only a token somewhere
+//!    ([`park`] with any reason, [`Sema`], a join, [`sleep`]: a stale token is refused by its
+//!    generation, and while the runtime drains its wake-up is ignored); channel sends and
 //!    receives, [`Cond`] waits and [`Mutex`] locks, which unlink their queue node under the
 //!    primitive's lock before they unwind (if a waker took the node first, the operation
 //!    completed and returns normally; a mutex waiter also takes itself off the lock word's
-//!    waiter count). A goroutine that never started has its closure dropped without running it.
+//!    waiter count); a [`Select`], which locks its channels and races the wakers for its
+//!    `done` flag (if it wins, no case fired: it unlinks its nodes and unwinds); and
+//!    [`RwLock`] readers and writers and [`WaitGroup`] waiters, whose counters count each
+//!    waiter and owe it a wake-up: the waiter leaves a *ghost* in its semaphore's count, the
+//!    wake-up owed to it goes to the ghost, and whoever gives it completes the operation for
+//!    it (a read-unlock, a write-unlock, nothing for a WaitGroup), so the lock and the group
+//!    stay usable (`mutex.rs` explains it). A goroutine held by [`suspend_g`] unwinds once its
+//!    suspender lets it go (a suspender that is a goroutine lets go when it unwinds). A
+//!    goroutine that never started has its closure dropped without running it.
 //!    The Ms keep scheduling meanwhile, so unwinding code runs as goroutine code always does
 //!    (it may lock, send, stop the world), and a collection under way ends or unwinds with
 //!    its driver.
@@ -174,12 +182,11 @@
 //! go first and unwinds at its next synchronous safepoint). The unwind is sent once: a
 //! goroutine that catches it, or blocks again while it unwinds, is left where it blocks.
 //!
-//! What is abandoned instead (its stack kept mapped when parked, its captures leaked), because
-//! ending it could hang or leave memory reachable that is no longer valid: a goroutine parked
-//! on a [`RwLock`]'s reader or writer semaphore, on a [`WaitGroup`], or in a [`Select`]
-//! (their queue nodes live on its stack, and their counters, which count each waiter, are not
-//! yet taught that a waiter may leave without being woken); one that blocks again after its unwind;
-//! one inside a [`no_preempt`] section or a runtime critical section that never ends. A
+//! What is abandoned instead (its stack kept mapped when parked, its captures leaked): a
+//! goroutine that blocks again after its unwind (it was sent the unwind once, and caught it or
+//! waits in its `Drop` code); one inside a [`no_preempt`] section or a runtime critical
+//! section that never ends; one held by a [`suspend_g`] of a thread outside the runtime that
+//! never resumes it. A
 //! goroutine that never reaches a safepoint (a loop that does not poll), one that catches the
 //! unwind and loops on, or a blocking call that never returns cannot be stopped: no thread can
 //! be made to leave code that never yields. The drop does not wait for it for ever: after

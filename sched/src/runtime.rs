@@ -943,8 +943,9 @@ fn mstart(m: &'static M) {
         acquirep(m, p);
     }
     while let Some((g, inherit)) = schedule(m) {
-        execute(m, g, inherit);
-        after_switch(m, g);
+        if execute(m, g, inherit) {
+            after_switch(m, g);
+        }
     }
     // Shutdown: give back whatever P we hold so the count stays right.
     if let Some(p) = m.p() {
@@ -1306,10 +1307,38 @@ fn resetspinning(m: &M) {
     }
 }
 
-/// Switches to `g` and back. Unless `inherit`, `g` starts a new time slice.
-fn execute(m: &M, g: &'static G, inherit: bool) {
+/// How long `execute` waits for a scanner to let go of a goroutine it took from a queue
+/// (in `status::backoff` steps: 64 spins, then OS yields) before it puts it back.
+const HELD_SPINS: u32 = 256;
+
+/// Switches to `g` and back. Unless `inherit`, `g` starts a new time slice. False if it did
+/// not: `g` is held (`Runnable|SCAN`) for longer than a scan takes, and it is put back at the
+/// end of this P's queue.
+///
+/// A scan holds a queued goroutine for microseconds, and waiting for it is cheaper than
+/// anything else; but [`crate::suspend_g`] may hold one as long as its caller likes, and that
+/// caller may be queued on this very P (its time slice ended while it held): waiting for good
+/// would stop the P, and with one P the runtime.
+fn execute(m: &M, g: &'static G, inherit: bool) -> bool {
     let p = m.p().expect("execute without a P");
-    g.status.cas(Status::Runnable, Status::Running);
+    let mut spins = 0u32;
+    loop {
+        match g.status.try_cas(Status::Runnable as u32, Status::Running as u32, None) {
+            crate::status::Cas::Ok => break,
+            crate::status::Cas::Scanning if spins < HELD_SPINS => {
+                crate::status::backoff(&mut spins)
+            }
+            crate::status::Cas::Scanning => {
+                // SAFETY: this M owns p. Still `Runnable` (held): a queue is where it belongs,
+                // and its holder's release does not ready it (only one that it stopped).
+                unsafe { p.put(GPtr::from(g), false) };
+                return false;
+            }
+            crate::status::Cas::Other(w) => {
+                crate::throw!("bad goroutine status transition Runnable -> Running: found {}", w)
+            }
+        }
+    }
     // A request pending from its last stint was for that stint: a stop, a barrier and a
     // suspension check their own flags at schedule time and re-send their requests until
     // answered; sysmon re-sends at the next slice. Cleared before the goroutine is published
@@ -1366,6 +1395,7 @@ fn execute(m: &M, g: &'static G, inherit: bool) {
         // SAFETY: this M owns p.
         t.run_end(unsafe { p.trace.get() }, p.id);
     }
+    true
 }
 
 /// On g0, after `g` switched away: carry out what it asked.

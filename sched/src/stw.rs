@@ -722,7 +722,15 @@ fn wait_a_little(me: Option<&'static G>, spins: &mut u32) {
         // be left set, and the target held or parked for a suspender that is gone.
         crate::proc::without_shutdown_unwind(|| {
             if (*spins).is_multiple_of(16) {
+                // As an ordinary goroutine, also if it is urgent (a collector's mark worker):
+                // an urgent yield goes to the urgent queue, which its P serves first, and the
+                // holder we wait for (queued on that P behind it, its own P perhaps stuck in
+                // the target's asynchronous hold) would never run again to let go.
+                let me = me.expect("checked above");
+                // Relaxed: our own flag, read by our own switch (as in `set_urgent`).
+                let was = me.urgent.swap(false, Ordering::Relaxed);
                 crate::proc::yield_now();
+                me.urgent.store(was, Ordering::Relaxed);
             } else {
                 crate::proc::poll();
                 safepoint_arch::cpu_relax();

@@ -420,3 +420,90 @@ fn a_goroutine_looping_on_short_blocking_calls_lets_the_queued_ones_run() {
     });
     assert!(rounds > 0);
 }
+
+/// An urgent goroutine (a collector's mark worker scanning stacks) that waits in `suspend_g`
+/// for a goroutine another goroutine holds took its P back at every yield (urgent goroutines
+/// are requeued on the urgent queue, served first), so the holder, queued on the same P,
+/// never ran again to let go: with the held goroutine's own P stuck in its asynchronous hold,
+/// nothing else could run. The waiting urgent goroutine now yields as an ordinary one.
+#[test]
+fn an_urgent_suspender_waiting_for_a_held_goroutine_lets_its_holder_run() {
+    let rt = Runtime::builder().procs(2).build().unwrap();
+    within_deadline(rt, "urgent suspend_g behind a holder", || {
+        let started = Arc::new(AtomicBool::new(false));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (s2, stop2) = (started.clone(), stop.clone());
+        // Never polls: the holder's suspension holds it with the preemption signal, and its M
+        // and P wait in the hold.
+        let target = go(move || {
+            s2.store(true, Ordering::SeqCst);
+            while !stop2.load(Ordering::Relaxed) {
+                std::hint::spin_loop();
+            }
+        });
+        while !started.load(Ordering::SeqCst) {
+            std::thread::yield_now();
+        }
+        let t = target.goroutine();
+        let holding = Arc::new(AtomicBool::new(false));
+        let h2 = holding.clone();
+        // The holder: holds the target a while, polling (so its time slice ends and the
+        // urgent goroutine gets the P), then lets go.
+        let holder = go(move || {
+            let held = suspend_g(t);
+            h2.store(true, Ordering::SeqCst);
+            let t0 = std::time::Instant::now();
+            while t0.elapsed() < Duration::from_millis(50) {
+                poll();
+            }
+            drop(held);
+        });
+        while !holding.load(Ordering::SeqCst) {
+            poll();
+        }
+        let urgent = go(move || {
+            set_urgent(true);
+            let held = suspend_g(t);
+            drop(held);
+        });
+        urgent.join().unwrap();
+        holder.join().unwrap();
+        stop.store(true, Ordering::Relaxed);
+        target.join().unwrap();
+    });
+}
+
+/// A goroutine held by `suspend_g` while it waited in a run queue (held runnable) made the M
+/// that took it from the queue wait for the hold to end before anything else, for ever if
+/// the holder was queued behind it on the same P: with one P, a holder whose time slice
+/// ended while it held (it polls) never ran again. The M now puts a goroutine held that long
+/// back in its queue and runs the next one.
+#[test]
+fn a_goroutine_held_in_a_run_queue_does_not_stop_its_p() {
+    let rt = Runtime::builder().procs(1).build().unwrap();
+    within_deadline(rt, "a held runnable goroutine on one P", || {
+        let stop = Arc::new(AtomicBool::new(false));
+        let s2 = stop.clone();
+        // Polls: it is queued (runnable) whenever another goroutine runs.
+        let target = go(move || {
+            while !s2.load(Ordering::Relaxed) {
+                poll();
+            }
+        });
+        let t = target.goroutine();
+        let holder = go(move || {
+            for _ in 0..5 {
+                let held = suspend_g(t);
+                // Longer than a time slice: the holder is preempted while it holds.
+                let t0 = std::time::Instant::now();
+                while t0.elapsed() < Duration::from_millis(30) {
+                    poll();
+                }
+                drop(held);
+            }
+        });
+        holder.join().unwrap();
+        stop.store(true, Ordering::Relaxed);
+        target.join().unwrap();
+    });
+}

@@ -290,3 +290,26 @@ fn waitgroup_releases_every_waiter() {
     let e = rt.spawn(|| WaitGroup::new().done()).unwrap().join().unwrap_err();
     assert_eq!(e.message(), Some("sync: negative WaitGroup counter"));
 }
+
+/// `try_lock`, `try_read` and `try_write` on a lock they cannot take made the guard anyway
+/// (`bool::then_some` builds its value eagerly) and dropped it, unlocking a lock they did not
+/// hold: a panic ("unlock of unlocked mutex"), or another holder's lock released under it.
+/// They return `None` and leave the lock as it was.
+#[test]
+fn try_lock_of_a_held_lock_is_none_and_leaves_it_held() {
+    let m = safepoint_sched::Mutex::new(1u32);
+    let g = m.lock();
+    assert!(m.try_lock().is_none());
+    assert!(m.raw().is_locked(), "still held by its guard");
+    drop(g);
+    assert!(m.try_lock().is_some());
+    let rw = safepoint_sched::RwLock::new(1u32);
+    let w = rw.write();
+    assert!(rw.try_read().is_none() && rw.try_write().is_none());
+    drop(w);
+    let r = rw.read();
+    assert!(rw.try_write().is_none());
+    assert!(rw.try_read().is_some());
+    drop(r);
+    assert!(rw.try_write().is_some());
+}

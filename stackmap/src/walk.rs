@@ -21,6 +21,43 @@ pub struct Frame {
     pub slots: usize,
 }
 
+/// A live slot as a [`Visitor`] sees it: its word, to read. Read-only, so that safe code
+/// cannot store through a walk what the collector would later take for a reference (see
+/// [`ManagedStack::set`](crate::ManagedStack::set)).
+///
+/// ```compile_fail
+/// use std::sync::atomic::Ordering::Relaxed;
+/// struct Writer;
+/// impl safepoint_stackmap::Visitor for Writer {
+///     fn reference(&mut self, _: usize, w: &safepoint_stackmap::SlotWord) {
+///         w.store(0x1234_5670, Relaxed); // no such method: a walk cannot plant a word
+///     }
+/// }
+/// ```
+#[repr(transparent)]
+pub struct SlotWord(AtomicUsize);
+
+impl SlotWord {
+    #[inline(always)]
+    fn of(w: &AtomicUsize) -> &SlotWord {
+        // SAFETY: `SlotWord` is a `repr(transparent)` wrapper of `AtomicUsize`.
+        unsafe { &*(w as *const AtomicUsize as *const SlotWord) }
+    }
+
+    /// The word, read with `order` (walkers use `Relaxed`: the hand-off that stopped the
+    /// owner orders its writes).
+    #[inline(always)]
+    pub fn load(&self, order: std::sync::atomic::Ordering) -> usize {
+        self.0.load(order)
+    }
+}
+
+impl core::fmt::Debug for SlotWord {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        write!(f, "{:#x}", self.0.load(std::sync::atomic::Ordering::Relaxed))
+    }
+}
+
 /// What a walk calls, frame by frame from the top: [`frame`](Visitor::frame), then
 /// [`reference`](Visitor::reference) for each live reference slot in increasing slot order,
 /// then [`tagged`](Visitor::tagged) for each live tagged slot.
@@ -34,10 +71,10 @@ pub trait Visitor {
         let _ = frame;
     }
     /// A live reference slot.
-    fn reference(&mut self, slot: usize, word: &AtomicUsize);
+    fn reference(&mut self, slot: usize, word: &SlotWord);
     /// A live tagged slot (a reference only if its tag says so).
     #[inline(always)]
-    fn tagged(&mut self, slot: usize, word: &AtomicUsize) {
+    fn tagged(&mut self, slot: usize, word: &SlotWord) {
         let _ = (slot, word);
     }
     /// Whether the top frame's maps may be stale (its goroutine was stopped at an arbitrary
@@ -50,7 +87,7 @@ pub trait Visitor {
     /// A slot of a top frame whose maps may be stale (see [`stale_top`](Visitor::stale_top)):
     /// it may hold anything, and counts as a reference only if it is one.
     #[inline(always)]
-    fn conservative(&mut self, slot: usize, word: &AtomicUsize) {
+    fn conservative(&mut self, slot: usize, word: &SlotWord) {
         let _ = (slot, word);
     }
 }
@@ -150,7 +187,7 @@ impl ManagedStack {
                 v.frame(&Frame { depth, offset: base, func: None, safepoint: 0, slots: n });
                 for i in 0..n {
                     // SAFETY: `base + i < hdr < capacity`.
-                    v.reference(i, unsafe { &*buf.add(base + i) });
+                    v.reference(i, SlotWord::of(unsafe { &*buf.add(base + i) }));
                 }
             } else {
                 let Some((slots, maps)) = view.get(func) else {
@@ -176,7 +213,7 @@ impl ManagedStack {
                 if depth == 0 && v.stale_top() {
                     for i in 0..n {
                         // SAFETY: `base + i < hdr < capacity`.
-                        v.conservative(i, unsafe { &*buf.add(base + i) });
+                        v.conservative(i, SlotWord::of(unsafe { &*buf.add(base + i) }));
                     }
                     end = base;
                     depth += 1;
@@ -185,11 +222,11 @@ impl ManagedStack {
                 // Registration keeps every bit below the function's frame size, `n`.
                 map.each_ref(|i| {
                     // SAFETY: `i < n`, so `base + i < hdr < capacity`.
-                    v.reference(i, unsafe { &*buf.add(base + i) })
+                    v.reference(i, SlotWord::of(unsafe { &*buf.add(base + i) }))
                 });
                 map.each_tagged(|i| {
                     // SAFETY: as above.
-                    v.tagged(i, unsafe { &*buf.add(base + i) })
+                    v.tagged(i, SlotWord::of(unsafe { &*buf.add(base + i) }))
                 });
             }
             end = base;
