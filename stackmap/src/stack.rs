@@ -211,8 +211,12 @@ impl ManagedStack {
     /// let g = reg.register(FuncDesc::new("g", 3, 1, 1).refs_at(0, &[0, 2])).unwrap();
     /// let ms = ManagedStack::new(7, StackConfig::default());
     /// assert!(ms.is_empty());
-    /// ms.push_with_args(g, &[0x1000]);
-    /// ms.set(2, 0x2000);
+    /// // SAFETY: no collector ever scans this stack (it belongs to no runtime), so the words
+    /// // in its reference slots are never taken for objects.
+    /// unsafe {
+    ///     ms.push_with_args(g, &[0x1000]);
+    ///     ms.set(2, 0x2000);
+    /// }
     /// assert_eq!((ms.get(0), ms.get(1), ms.get(2)), (0x1000, 0, 0x2000));
     /// ms.pop();
     /// assert!(ms.is_empty());
