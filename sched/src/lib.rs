@@ -79,8 +79,10 @@
 //!    while, so that they leave their critical sections and stop at a synchronous safepoint
 //!    (see "A stop that cannot finish" at [`stop_the_world`]): a deadlock becomes latency.
 //!
-//! sysmon, a thread with no P, retakes Ps from goroutines stuck in blocking calls and asks
-//! goroutines that have run over 10 ms to yield.
+//! sysmon, a thread with no P, retakes Ps from goroutines stuck in blocking calls, asks
+//! goroutines that have run over 10 ms to yield, and moves the goroutines queued on a P held in
+//! place for over a millisecond to the global queue (a hold runs nothing else, and it may be
+//! waiting for a suspender queued behind it: see `sysmon::unstrand`).
 //!
 //! ## Goroutine synchronisation
 //!
@@ -653,6 +655,11 @@ pub struct Stats {
     /// not finish while holding them (one of them may hold an OS lock that a running P's
     /// thread waits for in the kernel; see [`stop_the_world`]).
     pub stop_givebacks: u64,
+    /// Times sysmon moved the goroutines queued on a P to the global queue because the P's
+    /// thread had held its goroutine in place (the preemption signal's hold) for over a
+    /// millisecond: they would otherwise wait for the hold to end, and the hold may be waiting
+    /// for one of them (a suspender that asked and was queued there).
+    pub held_queue_handoffs: u64,
 }
 
 impl Runtime {
@@ -793,6 +800,7 @@ impl Runtime {
             async_preemptions: s.async_preemptions.load(Ordering::Relaxed),
             async_declined: s.async_declined.load(Ordering::Relaxed),
             stop_givebacks: s.stuck_givebacks.load(Ordering::Relaxed),
+            held_queue_handoffs: s.unstranded.load(Ordering::Relaxed),
         }
     }
 

@@ -113,6 +113,18 @@ pub fn yield_now() {
     mcall(After::Yield);
 }
 
+/// Yields the processor to the goroutines queued on this P: the running goroutine goes to the
+/// back of its P's run queue even if it is urgent (an urgent goroutine's [`yield_now`] goes to
+/// the urgent queue, which its P serves first, so nothing queued on its P would run). It
+/// stays urgent: if it is moved from this queue (stolen, or handed off by sysmon) it is
+/// queued as urgent again.
+pub(crate) fn yield_local() {
+    let (m, g) = running();
+    check_may_switch(m, g, "yield");
+    unwind_if_draining(g);
+    mcall(After::YieldLocal);
+}
+
 /// Whether `g`'s runtime is shutting down (draining: its goroutines are being unwound).
 ///
 /// Runs on: `g`, or anyone while `g`'s runtime is alive.

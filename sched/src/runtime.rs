@@ -69,6 +69,10 @@ pub(crate) struct P {
     /// changed: how long the call has lasted.
     pub sysmon_syscalltick: AtomicU64,
     pub sysmon_syscallwhen: AtomicU64,
+    /// When sysmon first saw this P in its current asynchronous hold (`Held`, at the same
+    /// `schedtick`), 0 if it was not Held at its last look: how long the hold has lasted (see
+    /// `sysmon::unstrand`). Only sysmon reads and writes it (Relaxed).
+    pub sysmon_heldwhen: AtomicU64,
     /// This P's timer heap (issue 4: see `crate::timer`).
     pub timers: crate::timer::PTimers,
     /// Scheduling latencies of the sampled goroutines this P ran (from runnable to running):
@@ -119,6 +123,7 @@ impl P {
             sysmon_schedwhen: AtomicU64::new(0),
             sysmon_syscalltick: AtomicU64::new(0),
             sysmon_syscallwhen: AtomicU64::new(0),
+            sysmon_heldwhen: AtomicU64::new(0),
             timers: crate::timer::PTimers::new(),
             latency: [(); LATENCY_BUCKETS].map(|_| AtomicU64::new(0)),
             trace: Default::default(),
@@ -238,6 +243,8 @@ pub(crate) enum After {
     Yield,
     /// Back of the local run queue, and the time slice ends (preempted).
     YieldPreempted,
+    /// Back of the local run queue even if the goroutine is urgent (`proc::yield_local`).
+    YieldLocal,
     /// Park: run the callback with the wake-up token.
     Park(*mut (dyn FnMut(crate::GoroutineRef) -> bool + 'static)),
     /// The goroutine is done.
@@ -425,6 +432,9 @@ pub(crate) struct Sched {
     /// Goroutines that a stop which could not finish gave back from an asynchronous hold
     /// (`crate::stw`, "A stop that cannot finish"). Relaxed: statistics only.
     pub stuck_givebacks: AtomicU64,
+    /// Times sysmon moved the queue of a P held in place for long to the global queue
+    /// (`sysmon::unstrand`). Relaxed: statistics only.
+    pub unstranded: AtomicU64,
     /// The execution trace, if on (`crate::trace`).
     pub trace: Option<crate::trace::Trace>,
     /// The watchdog's registered checks (`crate::watchdog`).
@@ -519,6 +529,7 @@ impl Sched {
             async_preemptions: AtomicU64::new(0),
             async_declined: AtomicU64::new(0),
             stuck_givebacks: AtomicU64::new(0),
+            unstranded: AtomicU64::new(0),
             trace: trace_file.map(crate::trace::Trace::new),
             watch_checks: Default::default(),
         });
@@ -796,6 +807,30 @@ impl Sched {
             None => self.global.push(g),
         }
         self.wakep();
+    }
+
+    /// Moves every goroutine queued on `p` (its `runnext` too) to the global queue (or, if
+    /// urgent, to the urgent queue), from a thread that does not own `p`: sysmon, for a P whose
+    /// M has been holding its goroutine in place for long (see `sysmon::unstrand`). True if
+    /// it moved any.
+    pub(crate) fn unstrand(&self, p: &P) -> bool {
+        let mut moved = false;
+        // Oldest first, so that they keep their order: `runnext` is the newest.
+        loop {
+            match p.stealer.steal() {
+                Steal::Success(g) => {
+                    self.enqueue(g, false);
+                    moved = true;
+                }
+                Steal::Retry => continue,
+                Steal::Empty => break,
+            }
+        }
+        if let Some(g) = p.steal_runnext() {
+            self.enqueue(g, false);
+            moved = true;
+        }
+        moved
     }
 
     /// Frees a dead goroutine into the P's cache (or the runtime's).
@@ -1411,6 +1446,14 @@ fn after_switch(m: &M, g: &'static G) {
             let p = m.p().expect("yield without a P");
             end_slice_if_asked(p, g);
             requeue(sched, p, g, false);
+        }
+        After::YieldLocal => {
+            g.status.cas(Status::Running, Status::Runnable);
+            let p = m.p().expect("yield without a P");
+            end_slice_if_asked(p, g);
+            stamp_runnable(g);
+            // SAFETY: this M owns p.
+            unsafe { p.put(GPtr::from(g), false) };
         }
         After::YieldPreempted => {
             g.status.cas(Status::Running, Status::Runnable);

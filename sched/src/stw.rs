@@ -597,7 +597,24 @@ pub fn suspend_g(target: Goroutine) -> Suspended {
     let mut next_request = 0u64;
     // When to follow the request with the preemption signal (0: not requested yet).
     let mut next_signal = 0u64;
+    // For dumps: which goroutine we wait for, cleared however we leave (a panic included).
+    struct Suspending(Option<&'static G>);
+    impl Drop for Suspending {
+        fn drop(&mut self) {
+            if let Some(me) = self.0 {
+                // Relaxed: informational (see `G::suspending`).
+                me.suspending.store(0, Ordering::Relaxed);
+            }
+        }
+    }
+    if let Some(me) = me {
+        // Relaxed: as above.
+        me.suspending.store(goid(g), Ordering::Relaxed);
+    }
+    let _suspending = Suspending(me);
     loop {
+        // Whether the target is held by another suspender at this look (see `wait_a_little`).
+        let mut held_by_other = false;
         let now = safepoint_arch::nanotime();
         let step = suspend_step(&g.status, now >= next_request, || {
             g.preempt_stop.store(true, Ordering::SeqCst);
@@ -652,6 +669,7 @@ pub fn suspend_g(target: Goroutine) -> Suspended {
                         goid(g)
                     );
                 }
+                held_by_other = true;
             }
         }
         if let Some(sched) = watcher {
@@ -661,7 +679,7 @@ pub fn suspend_g(target: Goroutine) -> Suspended {
                 format!("suspend_g of goroutine {} ({})", goid(g), g.status.load())
             });
         }
-        wait_a_little(me, &mut spins);
+        wait_a_little(me, &mut spins, held_by_other);
     }
 }
 
@@ -715,22 +733,29 @@ fn caller_token() -> usize {
 
 /// Between attempts: a goroutine yields (it may itself be the target of a suspension, and its
 /// P may be needed by the goroutine it waits for); a foreign thread spins then yields the CPU.
-fn wait_a_little(me: Option<&'static G>, spins: &mut u32) {
+///
+/// `held_by_other`: the target is held by another suspender, which must run to let it go. An
+/// urgent goroutine (a collector's mark worker) then yields to the goroutines queued on its
+/// P, not to the urgent queue, which its P serves first: the holder, queued on that P behind
+/// it, would never run again (with the target's own P in its asynchronous hold, nothing else
+/// could). Only then: an urgent goroutine queued behind its P's goroutines waits for all of
+/// them, each with its time slice, and while it waits for a target that is running (its
+/// request is out) its place is the urgent queue, from which any P takes it first. Sent to
+/// the back of a long queue at every yield, a mark worker took seconds a stack and a cycle's
+/// marking stalled (and if its target then came to run on that same P and was held there
+/// for it, the P's whole queue waited on the hold: see `sysmon::unstrand`).
+fn wait_a_little(me: Option<&'static G>, spins: &mut u32, held_by_other: bool) {
     if me.is_some() && current_m().is_some_and(|m| m.locks.load(Ordering::Relaxed) == 0) {
         *spins += 1;
         // Not unwound by shutdown here: the request out on the target (`preempt_stop`) would
         // be left set, and the target held or parked for a suspender that is gone.
         crate::proc::without_shutdown_unwind(|| {
             if (*spins).is_multiple_of(16) {
-                // As an ordinary goroutine, also if it is urgent (a collector's mark worker):
-                // an urgent yield goes to the urgent queue, which its P serves first, and the
-                // holder we wait for (queued on that P behind it, its own P perhaps stuck in
-                // the target's asynchronous hold) would never run again to let go.
-                let me = me.expect("checked above");
-                // Relaxed: our own flag, read by our own switch (as in `set_urgent`).
-                let was = me.urgent.swap(false, Ordering::Relaxed);
-                crate::proc::yield_now();
-                me.urgent.store(was, Ordering::Relaxed);
+                if held_by_other {
+                    crate::proc::yield_local();
+                } else {
+                    crate::proc::yield_now();
+                }
             } else {
                 crate::proc::poll();
                 safepoint_arch::cpu_relax();

@@ -24,7 +24,15 @@ fn within_deadline<R: Send + 'static>(
     what: &str,
     body: impl FnOnce() -> R + Send + 'static,
 ) -> R {
-    let rt = Arc::new(rt);
+    within_deadline_shared(&Arc::new(rt), what, body)
+}
+
+/// [`within_deadline`] with a runtime the caller keeps (to read its stats after).
+fn within_deadline_shared<R: Send + 'static>(
+    rt: &Arc<Runtime>,
+    what: &str,
+    body: impl FnOnce() -> R + Send + 'static,
+) -> R {
     let (tx, rx) = mpsc::channel();
     let r2 = rt.clone();
     std::thread::spawn(move || {
@@ -36,7 +44,7 @@ fn within_deadline<R: Send + 'static>(
         Err(_) => {
             let dump = rt.dump_goroutines();
             let stats = rt.stats();
-            std::mem::forget(rt);
+            std::mem::forget(rt.clone());
             panic!("{what}: no progress within {DEADLINE:?}\n{stats:?}\n{dump}");
         }
     }
@@ -505,5 +513,167 @@ fn a_goroutine_held_in_a_run_queue_does_not_stop_its_p() {
         holder.join().unwrap();
         stop.store(true, Ordering::Relaxed);
         target.join().unwrap();
+    });
+}
+
+/// The scenario of a collector's stalled marking in the soak (the phase stayed Mark for 10 s):
+/// a suspender `S` asks a running goroutine `T` to stop and yields while it waits; `T` moves
+/// to the P where `S` is queued and runs there without polling; any preemption signal (here a
+/// stop of the world from a goroutine on the other P) holds `T` in place, and the hold goes on
+/// waiting for `S`, whose request is out (`preempt_stop`), while `S` waits in the held P's
+/// queue, which nothing runs: the other P always has a goroutine of its own, so it never
+/// steals. sysmon now moves the queue of a P held for over a millisecond to the global queue,
+/// where the other P finds `S`.
+///
+/// The placement is made, not hoped for: `T` holds one P in a `no_preempt` section (so every
+/// other goroutine runs on the other P) until `R` lets it go on. `S` (spawned last, so in
+/// `runnext`) asks `T` from the other P and yields behind `R`; `R` lets `T` go on, and `T`
+/// spawns the stopper `Z` (on its own P, which `Z` keeps busy from then on) and parks; `R`
+/// readies it into its own P's `runnext`, ahead of `S`, and exits.
+#[test]
+fn a_suspender_queued_behind_its_held_target_is_not_stranded() {
+    use safepoint_sched::{GoroutineRef, WaitReason, no_preempt, park, yield_now};
+    let rt = Arc::new(Runtime::builder().procs(2).build().unwrap());
+    within_deadline_shared(&rt, "a suspender queued behind its held target", move || {
+        let started = Arc::new(AtomicBool::new(false));
+        let go_on = Arc::new(AtomicBool::new(false));
+        let end = Arc::new(AtomicBool::new(false));
+        let token: Arc<std::sync::Mutex<Option<GoroutineRef>>> = Arc::default();
+        let z_handle: Arc<std::sync::Mutex<Option<safepoint_sched::JoinHandle<()>>>> =
+            Arc::default();
+        let t = {
+            let (started, go_on, end, token, z_handle) =
+                (started.clone(), go_on.clone(), end.clone(), token.clone(), z_handle.clone());
+            go(move || {
+                {
+                    let _np = no_preempt();
+                    started.store(true, Ordering::SeqCst);
+                    while !go_on.load(Ordering::SeqCst) {
+                        std::hint::spin_loop();
+                    }
+                    // The stopper, on this P (its runnext).
+                    let end = end.clone();
+                    let z = go(move || {
+                        while !end.load(Ordering::SeqCst) {
+                            drop(stop_the_world("test: hold the target"));
+                            yield_now();
+                        }
+                    });
+                    *z_handle.lock().unwrap() = Some(z);
+                }
+                // No safepoint between the section's end and the park: the request stays out.
+                park(WaitReason::Park, |r| {
+                    *token.lock().unwrap() = Some(r);
+                    true
+                });
+                // Readied on the other P: never polls again.
+                while !end.load(Ordering::SeqCst) {
+                    std::hint::spin_loop();
+                }
+            })
+        };
+        while !started.load(Ordering::SeqCst) {
+            yield_now();
+        }
+        // From here on this goroutine, and all it spawns, run on the P `T` does not hold.
+        let tg = t.goroutine();
+        let r = {
+            let (go_on, token) = (go_on.clone(), token.clone());
+            go(move || {
+                // `S` has asked (it ran first, from runnext, and yielded behind us).
+                go_on.store(true, Ordering::SeqCst);
+                let tok = loop {
+                    if let Some(tok) = token.lock().unwrap().take() {
+                        break tok;
+                    }
+                    std::hint::spin_loop();
+                };
+                tok.ready();
+            })
+        };
+        let s = go(move || drop(suspend_g(tg)));
+        s.join().unwrap();
+        end.store(true, Ordering::SeqCst);
+        r.join().unwrap();
+        t.join().unwrap();
+        let z = z_handle.lock().unwrap().take().expect("the stopper was spawned");
+        z.join().unwrap();
+    });
+    // The scenario did strand it (else this test proves nothing).
+    assert!(rt.stats().held_queue_handoffs > 0, "the suspender was never stranded");
+}
+
+/// An urgent suspender (a collector's mark worker) whose target is running keeps its place
+/// on the urgent queue while it waits: it yields behind the goroutines of its P only while
+/// another suspender holds the target (as `an_urgent_suspender_waiting_for_a_held_goroutine_
+/// lets_its_holder_run` needs). Yielding behind them at every wait, it waited behind every
+/// goroutine of its P, each with its time slice, at every yield, and could be stranded as in
+/// `a_suspender_queued_behind_its_held_target_is_not_stranded`: the soak's marking stalled.
+///
+/// `T` holds one P in a `no_preempt` section (the signal is declined there), so `S` waits
+/// for it on the other P, where `R` is queued behind `S`; `T` parks 100 ms after `S` has
+/// started, and `S` takes it there. `R` must not have run meanwhile (nothing else could
+/// run it: the other P is `T`'s). Without sysmon, whose time slices would move the queue.
+#[test]
+fn an_urgent_suspender_whose_target_runs_keeps_its_place() {
+    use safepoint_sched::{WaitReason, no_preempt, park, yield_now};
+    let rt = Runtime::builder().procs(2).sysmon(false).build().unwrap();
+    within_deadline(rt, "an urgent suspender whose target runs", move || {
+        let started = Arc::new(AtomicBool::new(false));
+        let s_started = Arc::new(AtomicBool::new(false));
+        let r_ran = Arc::new(AtomicBool::new(false));
+        let token: Arc<std::sync::Mutex<Option<safepoint_sched::GoroutineRef>>> = Arc::default();
+        let t = {
+            let (started, s_started, token) = (started.clone(), s_started.clone(), token.clone());
+            go(move || {
+                {
+                    let _np = no_preempt();
+                    started.store(true, Ordering::SeqCst);
+                    while !s_started.load(Ordering::SeqCst) {
+                        std::hint::spin_loop();
+                    }
+                    let t0 = std::time::Instant::now();
+                    while t0.elapsed() < Duration::from_millis(100) {
+                        std::hint::spin_loop();
+                    }
+                }
+                park(WaitReason::Park, |r| {
+                    *token.lock().unwrap() = Some(r);
+                    true
+                });
+            })
+        };
+        while !started.load(Ordering::SeqCst) {
+            yield_now();
+        }
+        let tg = t.goroutine();
+        let r = {
+            let r_ran = r_ran.clone();
+            go(move || r_ran.store(true, Ordering::SeqCst))
+        };
+        let s = {
+            let (s_started, r_ran) = (s_started.clone(), r_ran.clone());
+            go(move || {
+                set_urgent(true);
+                s_started.store(true, Ordering::SeqCst);
+                drop(suspend_g(tg));
+                set_urgent(false);
+                r_ran.load(Ordering::SeqCst)
+            })
+        };
+        let r_ran_first = s.join().unwrap();
+        r.join().unwrap();
+        let tok = loop {
+            if let Some(tok) = token.lock().unwrap().take() {
+                break tok;
+            }
+            yield_now();
+        };
+        tok.ready();
+        t.join().unwrap();
+        assert!(
+            !r_ran_first,
+            "the urgent suspender yielded its P to the goroutines queued behind it"
+        );
     });
 }
