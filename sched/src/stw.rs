@@ -327,6 +327,16 @@ fn start_the_world(m: &'static M) {
             if p.runq_empty() {
                 sched.pidleput(&mut l, p);
             } else {
+                // Out of GcStop now, under the lock, not when its new M takes it: until then
+                // the next stop (which may begin as soon as we return) must not find it
+                // stopped. `acquirep` sets the P's `m` before its status, so a P still in
+                // GcStop would show a stopped P with an M for a moment, which is what a P
+                // held in place looks like: that stop's give-back (`give_back_held_ps`) took
+                // it for one, counted it unstopped again and marked it Held, and the M then
+                // stopped it once, for one count of two: the stop waited for ever with every
+                // P stopped (the OS-lock stop tests' rare "stop_the_world has waited 1000
+                // ms"). Idle and off the idle list, as a P that `handoffp` hands on is.
+                p.set_status(PStatus::Idle);
                 with_work.push(p as *const P);
             }
         }
@@ -807,5 +817,55 @@ fn signal_m_of(g: &G) {
     // SAFETY: Ms live until the runtime shuts down.
     if let Some(m) = unsafe { m.as_ref() } {
         m.sched().signal_m(m);
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    use crate::runtime::{PStatus, current_m};
+
+    /// After a restart no P is left in GcStop: a stopped P that keeps an M is what a P held
+    /// in place looks like to the next stop's give-back. A P with queued goroutines stayed in
+    /// GcStop until the M it was handed to took it, and `acquirep` sets the P's M before its
+    /// status: a stop that began meanwhile and had to give back its held goroutines took the
+    /// P for a held one and was left waiting for ever with every P stopped. (The OS-lock stop
+    /// tests' rare "stop_the_world has waited 1000 ms"; here the P is looked at right after
+    /// the restart, before its new M can have taken it.)
+    #[test]
+    #[cfg_attr(miri, ignore = "makes a scheduler: signal handlers and mapped stacks")]
+    fn a_restart_leaves_no_p_stopped() {
+        let rt = crate::Runtime::builder().procs(3).build().unwrap();
+        rt.block_on(|| {
+            let stop = Arc::new(AtomicBool::new(false));
+            // Goroutines that poll and yield: every P has some queued.
+            let busy: Vec<_> = (0..8)
+                .map(|_| {
+                    let stop = stop.clone();
+                    crate::go(move || {
+                        while !stop.load(Ordering::Relaxed) {
+                            crate::yield_now();
+                        }
+                    })
+                })
+                .collect();
+            let sched = current_m().expect("on a goroutine").sched();
+            let mut seen = None;
+            for _ in 0..500 {
+                drop(super::stop_the_world("test"));
+                if let Some(p) = sched.ps.iter().find(|p| p.status() == PStatus::GcStop) {
+                    seen = Some(p.id);
+                    break;
+                }
+                crate::yield_now();
+            }
+            stop.store(true, Ordering::Relaxed);
+            for b in busy {
+                b.join().unwrap();
+            }
+            assert_eq!(seen, None, "a P was still stopped after a restart");
+        });
     }
 }
