@@ -612,8 +612,9 @@ fn a_suspender_queued_behind_its_held_target_is_not_stranded() {
 ///
 /// `T` holds one P in a `no_preempt` section (the signal is declined there), so `S` waits
 /// for it on the other P, where `R` is queued behind `S`; `T` parks 100 ms after `S` has
-/// started, and `S` takes it there. `R` must not have run meanwhile (nothing else could
-/// run it: the other P is `T`'s). Without sysmon, whose time slices would move the queue.
+/// started, and `S` takes it there. `R` must not have run before `T` left its section
+/// (until then only `S`'s P could run it; after, `T`'s P may steal it). Without sysmon, whose
+/// time slices would move the queue.
 #[test]
 fn an_urgent_suspender_whose_target_runs_keeps_its_place() {
     use safepoint_sched::{WaitReason, no_preempt, park, yield_now};
@@ -621,10 +622,13 @@ fn an_urgent_suspender_whose_target_runs_keeps_its_place() {
     within_deadline(rt, "an urgent suspender whose target runs", move || {
         let started = Arc::new(AtomicBool::new(false));
         let s_started = Arc::new(AtomicBool::new(false));
-        let r_ran = Arc::new(AtomicBool::new(false));
+        // Set by `T` just before it leaves its section: until then the other P is `T`'s.
+        let leaving = Arc::new(AtomicBool::new(false));
+        let r_ran_early = Arc::new(AtomicBool::new(false));
         let token: Arc<std::sync::Mutex<Option<safepoint_sched::GoroutineRef>>> = Arc::default();
         let t = {
-            let (started, s_started, token) = (started.clone(), s_started.clone(), token.clone());
+            let (started, s_started, leaving, token) =
+                (started.clone(), s_started.clone(), leaving.clone(), token.clone());
             go(move || {
                 {
                     let _np = no_preempt();
@@ -636,6 +640,7 @@ fn an_urgent_suspender_whose_target_runs_keeps_its_place() {
                     while t0.elapsed() < Duration::from_millis(100) {
                         std::hint::spin_loop();
                     }
+                    leaving.store(true, Ordering::SeqCst);
                 }
                 park(WaitReason::Park, |r| {
                     *token.lock().unwrap() = Some(r);
@@ -648,20 +653,20 @@ fn an_urgent_suspender_whose_target_runs_keeps_its_place() {
         }
         let tg = t.goroutine();
         let r = {
-            let r_ran = r_ran.clone();
-            go(move || r_ran.store(true, Ordering::SeqCst))
+            let (leaving, r_ran_early) = (leaving.clone(), r_ran_early.clone());
+            // Run before `T` leaves its section: then on `S`'s P, which `S` yielded to us.
+            go(move || r_ran_early.store(!leaving.load(Ordering::SeqCst), Ordering::SeqCst))
         };
         let s = {
-            let (s_started, r_ran) = (s_started.clone(), r_ran.clone());
+            let s_started = s_started.clone();
             go(move || {
                 set_urgent(true);
                 s_started.store(true, Ordering::SeqCst);
                 drop(suspend_g(tg));
                 set_urgent(false);
-                r_ran.load(Ordering::SeqCst)
             })
         };
-        let r_ran_first = s.join().unwrap();
+        s.join().unwrap();
         r.join().unwrap();
         let tok = loop {
             if let Some(tok) = token.lock().unwrap().take() {
@@ -672,7 +677,7 @@ fn an_urgent_suspender_whose_target_runs_keeps_its_place() {
         tok.ready();
         t.join().unwrap();
         assert!(
-            !r_ran_first,
+            !r_ran_early.load(Ordering::SeqCst),
             "the urgent suspender yielded its P to the goroutines queued behind it"
         );
     });
