@@ -66,6 +66,36 @@ impl Context {
     /// `top` must be 16-byte aligned and the 176 bytes below it writable; the memory between the
     /// stack's low end and `top` must stay valid, and be used by nothing else, for as long as the
     /// execution that starts on it may run or be resumed.
+    ///
+    /// ```
+    /// use safepoint_arch::stack::Stack;
+    /// use safepoint_arch::{Context, switch};
+    ///
+    /// // A coroutine that doubles what it is given, on a stack of its own.
+    /// struct Pair {
+    ///     main: Context,
+    ///     coro: Context,
+    /// }
+    /// unsafe extern "C" fn doubler(data: usize, mut x: usize) -> ! {
+    ///     let p = data as *mut Pair;
+    ///     loop {
+    ///         // SAFETY: `main` was saved by the switch that resumed us and is resumed once; the
+    ///         // `Pair` outlives every switch.
+    ///         x = unsafe { switch(&raw mut (*p).coro, &raw const (*p).main, x * 2) };
+    ///     }
+    /// }
+    /// let stack = Stack::new(64 * 1024).unwrap();
+    /// let p = Box::into_raw(Box::new(Pair { main: Context { sp: 0 }, coro: Context { sp: 0 } }));
+    /// // SAFETY: the stack's top is 16-byte aligned, and the stack and the `Pair` stay valid while
+    /// // the coroutine runs; each context is resumed once per save.
+    /// unsafe {
+    ///     (*p).coro = Context::new_on_stack(stack.top(), doubler, p as usize);
+    ///     assert_eq!(switch(&raw mut (*p).main, &raw const (*p).coro, 21), 42);
+    ///     assert_eq!(switch(&raw mut (*p).main, &raw const (*p).coro, 5), 10);
+    ///     // Left suspended for good: nothing resumes it again, so its stack may go.
+    ///     drop(Box::from_raw(p));
+    /// }
+    /// ```
     pub unsafe fn new_on_stack(top: usize, entry: EntryFn, data: usize) -> Context {
         debug_assert_eq!(top % 16, 0, "stack top must be 16-byte aligned");
         let mut words = [0usize; SWITCH_FRAME / 8];
@@ -92,6 +122,36 @@ impl Context {
 /// not been resumed since, whose stack is still valid and not in use by any other thread; `from`
 /// must be valid for a write and stay valid until this side is resumed. Nothing on the
 /// suspended stack may be touched by anyone else until it is resumed.
+///
+/// ```
+/// use safepoint_arch::stack::Stack;
+/// use safepoint_arch::{Context, switch};
+///
+/// // A coroutine that doubles what it is given, on a stack of its own.
+/// struct Pair {
+///     main: Context,
+///     coro: Context,
+/// }
+/// unsafe extern "C" fn doubler(data: usize, mut x: usize) -> ! {
+///     let p = data as *mut Pair;
+///     loop {
+///         // SAFETY: `main` was saved by the switch that resumed us and is resumed once; the
+///         // `Pair` outlives every switch.
+///         x = unsafe { switch(&raw mut (*p).coro, &raw const (*p).main, x * 2) };
+///     }
+/// }
+/// let stack = Stack::new(64 * 1024).unwrap();
+/// let p = Box::into_raw(Box::new(Pair { main: Context { sp: 0 }, coro: Context { sp: 0 } }));
+/// // SAFETY: the stack's top is 16-byte aligned, and the stack and the `Pair` stay valid while
+/// // the coroutine runs; each context is resumed once per save.
+/// unsafe {
+///     (*p).coro = Context::new_on_stack(stack.top(), doubler, p as usize);
+///     assert_eq!(switch(&raw mut (*p).main, &raw const (*p).coro, 21), 42);
+///     assert_eq!(switch(&raw mut (*p).main, &raw const (*p).coro, 5), 10);
+///     // Left suspended for good: nothing resumes it again, so its stack may go.
+///     drop(Box::from_raw(p));
+/// }
+/// ```
 #[unsafe(naked)]
 // The end label is global on purpose (the preemption handler checks the pc against it);
 // compilers up to 1.89 deny the lint in naked functions too (rust-version is 1.88).

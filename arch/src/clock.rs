@@ -25,12 +25,26 @@ pub fn nanotime() -> u64 {
 /// Linux servers run (Neoverse, Graviton) `yield` is a no-op that returns at once, so a spin
 /// loop built on it hammers the contended line, while `isb` stalls for tens of cycles, which is
 /// closer to what `pause` does.
+///
+/// ```
+/// use std::sync::atomic::{AtomicBool, Ordering};
+/// let flag = AtomicBool::new(true);
+/// while !flag.load(Ordering::Relaxed) {
+///     safepoint_arch::cpu_relax(); // a spin loop's pause
+/// }
+/// ```
 #[inline]
 pub fn cpu_relax() {
     core::hint::spin_loop();
 }
 
 /// Gives the rest of this thread's time slice to another runnable thread (`sched_yield`).
+///
+/// ```
+/// let t0 = safepoint_arch::nanotime();
+/// safepoint_arch::os_yield(); // lets another thread of this CPU run
+/// assert!(safepoint_arch::nanotime() >= t0);
+/// ```
 pub fn os_yield() {
     // SAFETY: sched_yield takes no arguments and cannot fail in a way that matters here.
     unsafe {

@@ -35,6 +35,12 @@
 //! * **Notes** ([`Note`]). One-shot futex events for parking an M: sleep, sleep with a timeout,
 //!   wake-up, clear. A wake-up with no sleeper makes no system call.
 //! * **Clocks and spinning** ([`nanotime`], [`cpu_relax`], [`os_yield`]).
+//! * **Messages** ([`message`], [`set_message_sink`]). The one place every crate above writes
+//!   its diagnostics and fatal reports, standard error by default; here, at the bottom, so that
+//!   the managed-stack walker reports a corrupted stack through the same sink as the scheduler
+//!   and the collector. (The guard-page handler's "native stack overflow" alone writes to file
+//!   descriptor 2 directly: it runs in a signal handler, where a sink that may allocate or lock
+//!   cannot be called.)
 //!
 //! One file per target exports the same items: `x86_64.rs` and `aarch64.rs`, both for Linux.
 //! The two differ in how a held goroutine resumes: x86_64's trampoline saves and restores every
@@ -64,10 +70,12 @@ use aarch64 as imp;
 pub use imp::{Context, EntryFn, switch};
 
 mod clock;
+mod message;
 mod note;
 pub mod preempt;
 pub mod signal;
 pub mod stack;
 
 pub use clock::{cpu_relax, nanotime, os_yield};
+pub use message::{MessageSink, message, set_message_sink};
 pub use note::{Note, futex_wait, futex_wake};

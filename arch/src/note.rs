@@ -40,12 +40,29 @@ impl Note {
     }
 
     /// Re-arms a woken note. Nobody may be sleeping on it.
+    ///
+    /// ```
+    /// use safepoint_arch::Note;
+    /// let n = Note::new();
+    /// n.wakeup();
+    /// assert!(n.is_woken());
+    /// n.clear(); // ready for the next sleep
+    /// assert!(!n.is_woken());
+    /// ```
     pub fn clear(&self) {
         debug_assert_ne!(self.key.load(Ordering::Relaxed), SLEEPING, "Note::clear with a sleeper");
         self.key.store(CLEAR, Ordering::Relaxed);
     }
 
     /// Whether the note has been woken.
+    ///
+    /// ```
+    /// use safepoint_arch::Note;
+    /// let n = Note::new();
+    /// assert!(!n.is_woken());
+    /// n.wakeup();
+    /// assert!(n.is_woken());
+    /// ```
     pub fn is_woken(&self) -> bool {
         // Acquire: pairs with the Release swap in `wakeup`, so what the waker wrote before is
         // visible once this returns true.
@@ -53,6 +70,18 @@ impl Note {
     }
 
     /// Wakes the note, and its sleeper if one is parked in the kernel.
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use safepoint_arch::Note;
+    /// let n = Arc::new(Note::new());
+    /// let waker = {
+    ///     let n = n.clone();
+    ///     std::thread::spawn(move || n.wakeup())
+    /// };
+    /// n.sleep(); // returns once woken (at once if the wake-up came first)
+    /// waker.join().unwrap();
+    /// ```
     pub fn wakeup(&self) {
         // Release: pairs with the Acquire loads in `sleep`/`is_woken`.
         let old = self.key.swap(WOKEN, Ordering::Release);
@@ -62,12 +91,33 @@ impl Note {
     }
 
     /// Sleeps until the note is woken.
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use safepoint_arch::Note;
+    /// let n = Arc::new(Note::new());
+    /// let m = n.clone();
+    /// let t = std::thread::spawn(move || {
+    ///     m.sleep();
+    ///     "woken"
+    /// });
+    /// n.wakeup();
+    /// assert_eq!(t.join().unwrap(), "woken");
+    /// ```
     pub fn sleep(&self) {
         while !self.sleep_until(None) {}
     }
 
     /// Sleeps until the note is woken or `ns` nanoseconds have passed; returns whether it was
     /// woken.
+    ///
+    /// ```
+    /// use safepoint_arch::Note;
+    /// let n = Note::new();
+    /// assert!(!n.sleep_timeout(100_000)); // 0.1 ms, nobody wakes it
+    /// n.wakeup();
+    /// assert!(n.sleep_timeout(100_000)); // already woken: at once
+    /// ```
     pub fn sleep_timeout(&self, ns: u64) -> bool {
         let deadline = crate::nanotime().saturating_add(ns);
         self.sleep_until(Some(deadline))
@@ -76,6 +126,16 @@ impl Note {
     /// Spins for about `spins` iterations waiting for a wake-up before sleeping in the kernel
     /// (up to `ns` nanoseconds if given). Used where the waker is likely running on the other
     /// CPU and a kernel round trip would cost more than the wait.
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use safepoint_arch::Note;
+    /// let n = Arc::new(Note::new());
+    /// let m = n.clone();
+    /// let t = std::thread::spawn(move || m.wakeup());
+    /// assert!(n.spin_then_sleep(1000, None));
+    /// t.join().unwrap();
+    /// ```
     pub fn spin_then_sleep(&self, spins: u32, ns: Option<u64>) -> bool {
         for _ in 0..spins {
             if self.is_woken() {
@@ -124,6 +184,23 @@ impl Note {
 /// wake-up, a timeout, a signal (`EINTR`: the preemption signal interrupts a waiting M now and
 /// then; a futex wait is not restarted by `SA_RESTART`) or a changed word: the caller re-checks
 /// its condition and waits again, with what is left of its timeout.
+///
+/// ```
+/// use std::sync::Arc;
+/// use std::sync::atomic::{AtomicU32, Ordering};
+/// use safepoint_arch::{futex_wait, futex_wake};
+/// let word = Arc::new(AtomicU32::new(0));
+/// let w = word.clone();
+/// let t = std::thread::spawn(move || {
+///     w.store(1, Ordering::Release);
+///     futex_wake(&w);
+/// });
+/// // Wait while the word is 0, re-checking after every return (wake-ups may be spurious).
+/// while word.load(Ordering::Acquire) == 0 {
+///     futex_wait(&word, 0, Some(1_000_000));
+/// }
+/// t.join().unwrap();
+/// ```
 pub fn futex_wait(key: &AtomicU32, expect: u32, timeout_ns: Option<u64>) {
     let ts;
     let tsp = match timeout_ns {
@@ -152,6 +229,12 @@ pub fn futex_wait(key: &AtomicU32, expect: u32, timeout_ns: Option<u64>) {
 
 /// Wakes one thread sleeping in [`futex_wait`] on `key` (no system call is saved here: callers
 /// track whether anyone may be sleeping).
+///
+/// ```
+/// use std::sync::atomic::AtomicU32;
+/// // Nobody sleeping: a wake-up is harmless.
+/// safepoint_arch::futex_wake(&AtomicU32::new(0));
+/// ```
 pub fn futex_wake(key: &AtomicU32) {
     // SAFETY: `key` is a live, aligned u32; FUTEX_WAKE only reads the address as a key.
     unsafe {

@@ -9,8 +9,9 @@
 //!    scheduler registered with [`crate::signal::set_current`], so not g0 and not a signal
 //!    stack); the interrupted pc is not inside the runtime's own assembly (a context switch, the
 //!    trampoline itself) nor inside the C library (malloc's arena locks, stdio's locks: a held
-//!    thread must not keep a lock its requester may need); and the stack has room below the red
-//!    zone for the trampoline's frame plus [`HOLD_STACK`] bytes for the hold.
+//!    thread must not keep a lock its requester may need) nor inside a call to a global
+//!    allocator wrapped in [`PreemptSafe`]; and the stack has room below the red zone for the
+//!    trampoline's frame plus [`HOLD_STACK`] bytes for the hold.
 //! 2. **The scheduler's part** (the `decide` hook given to [`install`]): the verdict of step 1,
 //!    the M's runtime critical sections, the goroutine's status, whether anyone still waits.
 //!
@@ -38,7 +39,9 @@
 //! `EINTR`; the runtime's own waits ([`crate::Note`], [`crate::futex_wait`]) treat it as a
 //! spurious wake-up and re-check, and std's `thread::sleep` retries.
 
-use core::sync::atomic::{AtomicUsize, Ordering};
+use core::alloc::{GlobalAlloc, Layout};
+use core::cell::Cell;
+use core::sync::atomic::{AtomicBool, AtomicUsize, Ordering, compiler_fence};
 use std::sync::Once;
 
 use libc::{c_int, c_void, siginfo_t};
@@ -63,6 +66,9 @@ pub enum Decline {
     InRuntimeAsm,
     /// Inside the C library, which may hold a lock (malloc, stdio) the requester needs.
     InLibc,
+    /// Inside a call to a global allocator wrapped in [`PreemptSafe`], which may hold the
+    /// allocator's lock.
+    InAllocator,
     /// The goroutine stack lacks room for the trampoline and the hold.
     NoRoom,
     /// The kernel gave no context to edit.
@@ -92,6 +98,14 @@ pub struct Hooks {
 #[derive(Debug, Clone, Copy)]
 pub struct HooksAlreadySet;
 
+impl core::fmt::Display for HooksAlreadySet {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str("the preemption signal's handler is installed already, with other hooks")
+    }
+}
+
+impl std::error::Error for HooksAlreadySet {}
+
 /// The hooks as function addresses: 0 until [`install`] stores them (Release, before the
 /// handler is installed; read with Acquire by the handler and the trampoline).
 static DECIDE: AtomicUsize = AtomicUsize::new(0);
@@ -110,11 +124,31 @@ static PREVIOUS: std::sync::OnceLock<libc::sigaction> = std::sync::OnceLock::new
 ///
 /// The handler is installed with `SA_SIGINFO | SA_ONSTACK | SA_RESTART`. Every thread that runs
 /// goroutines needs an alternate signal stack ([`crate::signal::ensure_altstack`]).
+///
+/// ```
+/// use std::sync::atomic::{AtomicUsize, Ordering};
+/// use safepoint_arch::preempt::{Decline, Hooks, current_tid, install, signal_thread};
+/// static ASKED: AtomicUsize = AtomicUsize::new(0);
+/// fn decide(verdict: Result<(), Decline>) -> bool {
+///     // The main thread is on no goroutine stack: the architecture's part declines.
+///     assert_eq!(verdict, Err(Decline::NotOnGoroutineStack));
+///     ASKED.fetch_add(1, Ordering::Relaxed);
+///     false
+/// }
+/// fn hold() {}
+/// safepoint_arch::signal::ensure_altstack();
+/// install(Hooks { decide, hold }).unwrap();
+/// install(Hooks { decide, hold }).unwrap(); // the same hooks again: nothing to do
+/// assert!(signal_thread(current_tid()));
+/// // A signal a thread sends itself is handled before the system call returns.
+/// assert_eq!(ASKED.load(Ordering::Relaxed), 1);
+/// ```
 pub fn install(hooks: Hooks) -> Result<(), HooksAlreadySet> {
     static INSTALL: Once = Once::new();
     INSTALL.call_once(|| {
         crate::imp::detect_save_area();
         find_libc_text();
+        find_malloc();
         // Release: pairs with the Acquire loads in the handler and `run_hold`.
         DECIDE.store(hooks.decide as usize, Ordering::Release);
         HOLD.store(hooks.hold as usize, Ordering::Release);
@@ -142,6 +176,12 @@ fn install_handler() {
 }
 
 /// The calling thread's kernel id, for [`signal_thread`].
+///
+/// ```
+/// let main = safepoint_arch::preempt::current_tid();
+/// let other = std::thread::spawn(safepoint_arch::preempt::current_tid).join().unwrap();
+/// assert!(main > 0 && other > 0 && main != other);
+/// ```
 pub fn current_tid() -> i32 {
     // SAFETY: gettid takes no arguments and cannot fail.
     unsafe { libc::gettid() }
@@ -149,25 +189,62 @@ pub fn current_tid() -> i32 {
 
 /// Sends [`SIGPREEMPT`] to thread `tid` of this process. False if the thread does not exist
 /// (any more).
+///
+/// ```
+/// use safepoint_arch::preempt::{current_tid, signal_thread};
+/// // Without the handler installed the signal is ignored (SIGURG's default action).
+/// assert!(signal_thread(current_tid()));
+/// let gone = std::thread::spawn(current_tid).join().unwrap();
+/// std::thread::sleep(std::time::Duration::from_millis(10));
+/// assert!(!signal_thread(gone)); // that thread has exited
+/// ```
 pub fn signal_thread(tid: i32) -> bool {
     // SAFETY: tgkill only sends a signal; with our own pid it cannot reach another process.
     unsafe { libc::syscall(libc::SYS_tgkill, libc::getpid(), tid, SIGPREEMPT) == 0 }
 }
 
 /// Bytes of the interrupted stack the trampoline and the hold need below the stack pointer.
+///
+/// ```
+/// // The trampoline's frame and the hold: a goroutine stack must keep this much below its
+/// // stack pointer for an asynchronous preemption to be taken.
+/// let n = safepoint_arch::preempt::headroom_needed();
+/// assert!(n > 0 && n < safepoint_arch::stack::MIN_STACK_SIZE);
+/// ```
 pub fn headroom_needed() -> usize {
     crate::imp::trampoline_frame_bytes() + HOLD_STACK
 }
 
 /// The architecture's verdict on holding a thread interrupted at `pc` with stack pointer `sp`,
 /// when the goroutine stack registered for the thread is `stack` (None on g0). `asm` are the
-/// runtime's assembly ranges, `libc` the C library's code, `needed` the headroom the hold takes.
+/// runtime's assembly ranges, `libc` the C library's code, `in_allocator` whether the thread is
+/// inside a [`PreemptSafe`] allocator's call, `needed` the headroom the hold takes.
+///
+/// ```
+/// use safepoint_arch::preempt::{Decline, classify, headroom_needed};
+/// use safepoint_arch::signal::StackInfo;
+/// use safepoint_arch::stack::Stack;
+/// let stack = Stack::new(64 * 1024).unwrap();
+/// let info = StackInfo::for_stack(&stack, 1);
+/// let need = headroom_needed();
+/// let sp = stack.top() - 1024; // on the goroutine's stack, with room below
+/// assert_eq!(classify(0x1000, sp, Some(&info), &[], &[], false, need), Ok(()));
+/// assert_eq!(classify(0x1000, sp, None, &[], &[], false, need), Err(Decline::NotOnGoroutineStack));
+/// let libc = [(0x1000, 0x2000)];
+/// assert_eq!(classify(0x1800, sp, Some(&info), &[], &libc, false, need), Err(Decline::InLibc));
+/// assert_eq!(classify(0x1000, sp, Some(&info), &[], &[], true, need), Err(Decline::InAllocator));
+/// assert_eq!(
+///     classify(0x1000, stack.lo() + 8, Some(&info), &[], &[], false, need),
+///     Err(Decline::NoRoom)
+/// );
+/// ```
 pub fn classify(
     pc: usize,
     sp: usize,
     stack: Option<&StackInfo>,
     asm: &[(usize, usize)],
     libc: &[(usize, usize)],
+    in_allocator: bool,
     needed: usize,
 ) -> Result<(), Decline> {
     let Some(stack) = stack else { return Err(Decline::NotOnGoroutineStack) };
@@ -181,6 +258,9 @@ pub fn classify(
     }
     if libc.iter().any(|&(a, b)| (a..b).contains(&pc)) {
         return Err(Decline::InLibc);
+    }
+    if in_allocator {
+        return Err(Decline::InAllocator);
     }
     if sp - lo < needed {
         return Err(Decline::NoRoom);
@@ -224,6 +304,129 @@ fn find_libc_text() {
     }
     // SAFETY: the callback only reads what the loader passes it and writes our statics.
     unsafe { libc::dl_iterate_phdr(Some(each), core::ptr::null_mut()) };
+}
+
+/// Set by [`install`] when the process's `malloc` is not the C library's: a sanitizer's
+/// (AddressSanitizer intercepts it inside the executable), an allocator linked statically or
+/// preloaded, or a statically linked C library.
+static MALLOC_OUTSIDE_LIBC: AtomicBool = AtomicBool::new(false);
+
+/// Looks up the `malloc` that calls in this process resolve to and records whether it lies
+/// outside the C library's code (see [`malloc_outside_libc`]).
+fn find_malloc() {
+    // SAFETY: dlsym with RTLD_DEFAULT and a NUL-terminated name only looks the symbol up.
+    let addr = unsafe { libc::dlsym(libc::RTLD_DEFAULT, c"malloc".as_ptr()) } as usize;
+    let inside = libc_text().iter().any(|&(a, b)| (a..b).contains(&addr));
+    MALLOC_OUTSIDE_LIBC.store(addr != 0 && !inside, Ordering::Relaxed);
+}
+
+/// Whether `malloc` lives outside the C library (valid after [`install`]): then the handler's
+/// check "not inside the C library" does not keep a held thread from holding malloc's lock,
+/// and a scheduler should not hold goroutines in place (the requester of a stop may call
+/// `malloc` while they are held). True under AddressSanitizer, with an allocator linked in
+/// statically or preloaded, and in a statically linked program.
+///
+/// ```
+/// use safepoint_arch::preempt::malloc_outside_libc;
+/// // A dynamically linked glibc program without a sanitizer uses glibc's malloc (the answer
+/// // is meaningful once the handler is installed, which a runtime does when it starts).
+/// let _ = malloc_outside_libc();
+/// ```
+pub fn malloc_outside_libc() -> bool {
+    MALLOC_OUTSIDE_LIBC.load(Ordering::Relaxed)
+}
+
+thread_local! {
+    /// How many [`PreemptSafe`] allocator calls this thread is inside (nested only if an
+    /// allocator allocates). `const`-initialised and without a destructor, like the current
+    /// stack (see "Async-signal safety" in [`crate::signal`]): the handler may read it, and
+    /// the allocator may use it while the thread is being torn down.
+    static ALLOC_DEPTH: Cell<u32> = const { Cell::new(0) };
+}
+
+/// A global allocator wrapper that keeps the preemption signal from holding a goroutine inside
+/// the allocator.
+///
+/// A goroutine held in place by the preemption signal stays at the interrupted instruction
+/// while the runtime that asked for it (a stop of the world, a stack scan) goes on, and that
+/// runtime allocates. If the goroutine was inside the allocator and holding its lock, the
+/// runtime would wait for that lock for ever. The handler declines inside the C library, which
+/// covers the default allocator (glibc's `malloc`); an allocator linked into the program
+/// (jemalloc, mimalloc, a sanitizer's) is code the handler cannot tell from the program's own.
+/// Wrap it, and the handler declines while any call into it is under way:
+///
+/// ```
+/// use safepoint_arch::preempt::PreemptSafe;
+/// use std::alloc::System;
+///
+/// // In the program's root: `#[global_allocator] static ALLOC: ... = PreemptSafe(System);`
+/// static ALLOC: PreemptSafe<System> = PreemptSafe(System);
+///
+/// use std::alloc::{GlobalAlloc, Layout};
+/// let layout = Layout::from_size_align(64, 8).unwrap();
+/// // SAFETY: the layout has a nonzero size, and the block is freed with the same layout.
+/// unsafe {
+///     let p = ALLOC.alloc(layout);
+///     assert!(!p.is_null());
+///     ALLOC.dealloc(p, layout);
+/// }
+/// ```
+///
+/// The cost is a thread-local increment and decrement around each call.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct PreemptSafe<A>(pub A);
+
+/// Marks the calling thread as inside the allocator while it lives.
+struct InAllocator;
+
+impl InAllocator {
+    #[inline(always)]
+    fn enter() -> InAllocator {
+        ALLOC_DEPTH.with(|d| d.set(d.get() + 1));
+        // The handler runs on this thread: a compiler fence orders the mark before the call.
+        compiler_fence(Ordering::SeqCst);
+        InAllocator
+    }
+}
+
+impl Drop for InAllocator {
+    #[inline(always)]
+    fn drop(&mut self) {
+        compiler_fence(Ordering::SeqCst);
+        ALLOC_DEPTH.with(|d| d.set(d.get() - 1));
+    }
+}
+
+// SAFETY: every method forwards to the wrapped allocator with the same arguments and returns
+// its result, so `A`'s guarantees are this type's; the depth count changes nothing it returns.
+unsafe impl<A: GlobalAlloc> GlobalAlloc for PreemptSafe<A> {
+    #[inline]
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        let _in = InAllocator::enter();
+        // SAFETY: the caller's contract for `alloc` is `A::alloc`'s.
+        unsafe { self.0.alloc(layout) }
+    }
+
+    #[inline]
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        let _in = InAllocator::enter();
+        // SAFETY: the caller's contract for `alloc_zeroed` is `A::alloc_zeroed`'s.
+        unsafe { self.0.alloc_zeroed(layout) }
+    }
+
+    #[inline]
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        let _in = InAllocator::enter();
+        // SAFETY: the caller's contract for `dealloc` is `A::dealloc`'s.
+        unsafe { self.0.dealloc(ptr, layout) }
+    }
+
+    #[inline]
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        let _in = InAllocator::enter();
+        // SAFETY: the caller's contract for `realloc` is `A::realloc`'s.
+        unsafe { self.0.realloc(ptr, layout, new_size) }
+    }
 }
 
 fn libc_text() -> [(usize, usize); 4] {
@@ -286,14 +489,17 @@ unsafe fn preempt(uc: *mut libc::ucontext_t) {
         // current, and only this thread changes it.
         let stack = unsafe { cur.as_ref() };
         let asm = crate::imp::runtime_asm_ranges();
-        classify(pc, sp, stack, &asm, &libc_text(), headroom_needed()).and_then(|()| {
-            // SAFETY: `uc` is this signal's ucontext.
-            if unsafe { crate::imp::context_movable(uc) } {
-                Ok(())
-            } else {
-                Err(Decline::UnsupportedContext)
-            }
-        })
+        let in_allocator = ALLOC_DEPTH.with(Cell::get) != 0;
+        classify(pc, sp, stack, &asm, &libc_text(), in_allocator, headroom_needed()).and_then(
+            |()| {
+                // SAFETY: `uc` is this signal's ucontext.
+                if unsafe { crate::imp::context_movable(uc) } {
+                    Ok(())
+                } else {
+                    Err(Decline::UnsupportedContext)
+                }
+            },
+        )
     };
     // Acquire: pairs with the Release in `install`.
     let decide = DECIDE.load(Ordering::Acquire);
@@ -346,7 +552,7 @@ mod tests {
     const NEED: usize = 0x2000;
 
     fn v(pc: usize, sp: usize, s: Option<&StackInfo>) -> Result<(), Decline> {
-        classify(pc, sp, s, &ASM, &LIBC, NEED)
+        classify(pc, sp, s, &ASM, &LIBC, false, NEED)
     }
 
     #[test]
@@ -389,6 +595,67 @@ mod tests {
         // A glibc test binary links libc.so.6 dynamically.
         #[cfg(target_env = "gnu")]
         assert!(libc_text()[0].1 > libc_text()[0].0, "libc's text not found");
+        // And its malloc is the C library's (no sanitizer, no interposed allocator).
+        find_malloc();
+        #[cfg(target_env = "gnu")]
+        assert!(!malloc_outside_libc(), "this test binary's malloc is glibc's");
+    }
+
+    #[test]
+    fn inside_a_wrapped_allocator_is_declined() {
+        let at = |in_alloc| classify(0x7000, 0x12_0000, Some(&STACK), &ASM, &LIBC, in_alloc, NEED);
+        assert_eq!(at(true), Err(Decline::InAllocator));
+        assert_eq!(at(false), Ok(()));
+    }
+
+    /// The wrapper marks the thread for exactly the length of each call into the allocator it
+    /// wraps, nested calls included.
+    #[test]
+    fn the_wrapper_marks_the_thread_during_each_call() {
+        struct Probe(Cell<[u32; 4]>);
+        // SAFETY: test-only; every method forwards to System.
+        unsafe impl GlobalAlloc for Probe {
+            unsafe fn alloc(&self, l: Layout) -> *mut u8 {
+                self.record(0);
+                // SAFETY: forwarded contract.
+                unsafe { std::alloc::System.alloc(l) }
+            }
+            unsafe fn alloc_zeroed(&self, l: Layout) -> *mut u8 {
+                self.record(1);
+                // SAFETY: forwarded contract.
+                unsafe { std::alloc::System.alloc_zeroed(l) }
+            }
+            unsafe fn dealloc(&self, p: *mut u8, l: Layout) {
+                self.record(2);
+                // SAFETY: forwarded contract.
+                unsafe { std::alloc::System.dealloc(p, l) }
+            }
+            unsafe fn realloc(&self, p: *mut u8, l: Layout, n: usize) -> *mut u8 {
+                self.record(3);
+                // SAFETY: forwarded contract.
+                unsafe { std::alloc::System.realloc(p, l, n) }
+            }
+        }
+        impl Probe {
+            fn record(&self, i: usize) {
+                let mut seen = self.0.get();
+                seen[i] = ALLOC_DEPTH.with(Cell::get);
+                self.0.set(seen);
+            }
+        }
+        let a = PreemptSafe(Probe(Cell::new([0; 4])));
+        let l = Layout::from_size_align(32, 8).unwrap();
+        assert_eq!(ALLOC_DEPTH.with(Cell::get), 0);
+        // SAFETY: nonzero sizes; each block is freed once with the layout it has.
+        unsafe {
+            let p = a.alloc(l);
+            let q = a.alloc_zeroed(l);
+            let p = a.realloc(p, l, 64);
+            a.dealloc(p, Layout::from_size_align(64, 8).unwrap());
+            a.dealloc(q, l);
+        }
+        assert_eq!(a.0.0.get(), [1, 1, 1, 1], "the depth seen inside each call");
+        assert_eq!(ALLOC_DEPTH.with(Cell::get), 0, "and none after");
     }
 
     /// End to end, with the real signal, handler and trampoline, and test hooks: a thread on

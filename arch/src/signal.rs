@@ -116,6 +116,14 @@ pub struct StackInfo {
 
 impl StackInfo {
     /// The description of `stack` when goroutine `goroutine` runs on it.
+    ///
+    /// ```
+    /// use safepoint_arch::{signal::StackInfo, stack::Stack};
+    /// let stack = Stack::new(64 * 1024).unwrap();
+    /// let info = StackInfo::for_stack(&stack, 9);
+    /// assert_eq!((info.guard_lo, info.guard_hi), stack.guard_range());
+    /// assert_eq!((info.size, info.goroutine), (64 * 1024, 9));
+    /// ```
     pub fn for_stack(stack: &Stack, goroutine: u64) -> StackInfo {
         let (guard_lo, guard_hi) = stack.guard_range();
         StackInfo { guard_lo, guard_hi, size: stack.size(), goroutine }
@@ -158,6 +166,18 @@ thread_local! {
 /// # Safety
 /// `info` is null or points at a `StackInfo` that stays valid and unchanged while it is current
 /// on this thread (until the next `set_current` here): the fault handler dereferences it.
+///
+/// ```
+/// use safepoint_arch::signal::{StackInfo, set_current};
+/// use safepoint_arch::stack::Stack;
+/// let stack = Stack::new(64 * 1024).unwrap();
+/// let info = StackInfo::for_stack(&stack, 3);
+/// // SAFETY: `info` is not moved or changed while it is current; cleared before it goes.
+/// unsafe { set_current(&info) };
+/// // ... switch into goroutine 3's stack, run it, switch back ...
+/// // SAFETY: null: this thread is on its own stack again.
+/// unsafe { set_current(std::ptr::null()) };
+/// ```
 #[inline]
 pub unsafe fn set_current(info: *const StackInfo) {
     CURRENT.set(info);
@@ -178,6 +198,14 @@ pub(crate) fn current_info() -> *const StackInfo {
 ///
 /// # Panics
 /// If `sigaction` refuses (it cannot for these signals) or [`ensure_altstack`] panics.
+///
+/// ```
+/// // Once per process (later calls only give the calling thread its alternate signal stack):
+/// // from then on a hit on a registered goroutine stack's guard page ends the process with
+/// // "goroutine N: native stack overflow" instead of a bare SIGSEGV.
+/// safepoint_arch::signal::install();
+/// safepoint_arch::signal::install();
+/// ```
 pub fn install() {
     static INSTALL: Once = Once::new();
     INSTALL.call_once(|| {
@@ -199,6 +227,12 @@ pub fn install() {
 ///
 /// # Panics
 /// If the kernel refuses the mapping or `sigaltstack` (out of memory).
+///
+/// ```
+/// // Once per thread that runs goroutines; later calls do nothing.
+/// safepoint_arch::signal::ensure_altstack();
+/// safepoint_arch::signal::ensure_altstack();
+/// ```
 pub fn ensure_altstack() {
     // Allocate this thread's TLS block for CURRENT now, outside any handler (matters only for a
     // dlopen'ed shared object; see the module docs).

@@ -26,6 +26,11 @@ use std::sync::atomic::{AtomicU8, Ordering};
 pub const PAGE_SIZE: usize = 4096;
 
 /// The running kernel's page size (`sysconf(_SC_PAGESIZE)`), at least [`PAGE_SIZE`].
+///
+/// ```
+/// let p = safepoint_arch::stack::page_size();
+/// assert!(p.is_power_of_two() && p >= 4096);
+/// ```
 pub fn page_size() -> usize {
     // SAFETY: sysconf only reads a system constant.
     let n = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
@@ -80,6 +85,14 @@ unsafe impl Sync for Stack {}
 
 impl Stack {
     /// Maps a stack with `size` usable bytes (rounded up to pages) and one guard page below.
+    ///
+    /// ```
+    /// use safepoint_arch::stack::{MIN_STACK_SIZE, Stack, StackError};
+    /// let s = Stack::new(64 * 1024).unwrap();
+    /// assert_eq!(s.size(), 64 * 1024);
+    /// let small = MIN_STACK_SIZE - 1;
+    /// assert_eq!(Stack::new(small).unwrap_err(), StackError::BadSize(small));
+    /// ```
     pub fn new(size: usize) -> Result<Stack, StackError> {
         if size < MIN_STACK_SIZE {
             return Err(StackError::BadSize(size));
@@ -114,21 +127,43 @@ impl Stack {
     }
 
     /// One past the highest usable byte; 16-byte aligned. Stacks grow down from here.
+    ///
+    /// ```
+    /// let s = safepoint_arch::stack::Stack::new(64 * 1024).unwrap();
+    /// assert_eq!(s.top() % 16, 0);
+    /// assert_eq!(s.top() - s.lo(), s.size());
+    /// ```
     pub fn top(&self) -> usize {
         self.map + self.len
     }
 
     /// The lowest usable byte (just above the guard).
+    ///
+    /// ```
+    /// let s = safepoint_arch::stack::Stack::new(64 * 1024).unwrap();
+    /// assert_eq!(s.lo(), s.guard_range().1); // just above the guard
+    /// ```
     pub fn lo(&self) -> usize {
         self.map + self.guard
     }
 
     /// Usable size in bytes.
+    ///
+    /// ```
+    /// let s = safepoint_arch::stack::Stack::new(32 * 1024).unwrap();
+    /// assert_eq!(s.size(), 32 * 1024);
+    /// ```
     pub fn size(&self) -> usize {
         self.len - self.guard
     }
 
     /// The guard region `[start, end)`: any access there is a stack overflow.
+    ///
+    /// ```
+    /// let s = safepoint_arch::stack::Stack::new(64 * 1024).unwrap();
+    /// let (lo, hi) = s.guard_range();
+    /// assert_eq!(hi - lo, safepoint_arch::stack::page_size()); // one page, below the stack
+    /// ```
     pub fn guard_range(&self) -> (usize, usize) {
         (self.map, self.map + self.guard)
     }
@@ -197,6 +232,13 @@ pub struct StackPool {
 impl StackPool {
     /// A pool handing out stacks of `size` usable bytes, keeping at most `max_cached` returned
     /// stacks (the rest are unmapped).
+    ///
+    /// ```
+    /// use safepoint_arch::stack::StackPool;
+    /// let pool = StackPool::new(64 * 1024, 8).unwrap();
+    /// assert_eq!(pool.stack_size(), 64 * 1024);
+    /// assert!(StackPool::new(100, 8).is_err()); // below the minimum size
+    /// ```
     pub fn new(size: usize, max_cached: usize) -> Result<StackPool, StackError> {
         if size < MIN_STACK_SIZE {
             return Err(StackError::BadSize(size));
@@ -206,11 +248,24 @@ impl StackPool {
     }
 
     /// The usable size of this pool's stacks.
+    ///
+    /// ```
+    /// let pool = safepoint_arch::stack::StackPool::new(128 * 1024, 1).unwrap();
+    /// assert_eq!(pool.get().unwrap().size(), pool.stack_size());
+    /// ```
     pub fn stack_size(&self) -> usize {
         self.size
     }
 
     /// A stack from the pool, or a new one.
+    ///
+    /// ```
+    /// let pool = safepoint_arch::stack::StackPool::new(64 * 1024, 4).unwrap();
+    /// let s = pool.get().unwrap(); // mapped now: the cache is empty
+    /// let top = s.top();
+    /// pool.put(s);
+    /// assert_eq!(pool.get().unwrap().top(), top); // the same stack, reused
+    /// ```
     pub fn get(&self) -> Result<Stack, StackError> {
         if let Some(s) = self.free.lock().unwrap_or_else(|e| e.into_inner()).pop() {
             return Ok(s);
@@ -219,6 +274,14 @@ impl StackPool {
     }
 
     /// Returns a stack for reuse. Its memory stays committed (warm for the next goroutine).
+    ///
+    /// ```
+    /// let pool = safepoint_arch::stack::StackPool::new(64 * 1024, 1).unwrap();
+    /// let (a, b) = (pool.get().unwrap(), pool.get().unwrap());
+    /// pool.put(a);
+    /// pool.put(b); // over the cache's bound: unmapped
+    /// assert_eq!(pool.cached(), 1);
+    /// ```
     pub fn put(&self, s: Stack) {
         debug_assert_eq!(s.size(), self.size);
         let mut free = self.free.lock().unwrap_or_else(|e| e.into_inner());
@@ -228,6 +291,13 @@ impl StackPool {
     }
 
     /// How many stacks are cached.
+    ///
+    /// ```
+    /// let pool = safepoint_arch::stack::StackPool::new(64 * 1024, 4).unwrap();
+    /// assert_eq!(pool.cached(), 0);
+    /// pool.put(pool.get().unwrap());
+    /// assert_eq!(pool.cached(), 1);
+    /// ```
     pub fn cached(&self) -> usize {
         self.free.lock().unwrap_or_else(|e| e.into_inner()).len()
     }

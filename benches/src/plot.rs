@@ -202,6 +202,11 @@ fn axes(
         );
         v += xs;
     }
+    y_axis(svg, ymax, ys, y);
+}
+
+/// The y axis's labels, with a light grid line at each, every `ys` from 0 to `ymax`.
+fn y_axis(svg: &mut String, ymax: f64, ys: f64, y: &dyn Fn(f64) -> f64) {
     let mut v = 0.0;
     while v <= ymax + ys / 2.0 {
         let _ = writeln!(
@@ -248,20 +253,7 @@ fn pauses_svg(name: &str, pauses: &[Duration]) -> String {
     let ymax = (cmax / ys).ceil() * ys;
     let bw = (W - L - R) / nb as f64;
     let y = |v: f64| H - B - v / ymax * (H - T - B);
-    let mut v = 0.0;
-    while v <= ymax + ys / 2.0 {
-        let _ = writeln!(
-            svg,
-            r##"<text x="{}" y="{:.1}" text-anchor="end">{}</text><line x1="{L}" y1="{:.1}" x2="{}" y2="{:.1}" stroke="#eee"/>"##,
-            L - 6.0,
-            y(v) + 4.0,
-            trim(v),
-            y(v),
-            W - R,
-            y(v)
-        );
-        v += ys;
-    }
+    y_axis(&mut svg, ymax, ys, &y);
     for (k, c) in counts.iter().enumerate() {
         let (i, x0) = (k + lo, L + k as f64 * bw);
         let label = if i == 0 { "&lt;1".to_string() } else { format!("{}", 1u64 << (i - 1)) };

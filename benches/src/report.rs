@@ -101,9 +101,17 @@ pub fn rss_kb() -> u64 {
     pages * 4
 }
 
-/// Parses argument `i` as a number, or `default`.
+/// Parses argument `i` as a whole number, or `default` if it is not given. An argument that
+/// is given but is not a whole number ends the process with status 2 and says why: a typo
+/// must not silently run the default size.
 pub fn arg_num(args: &[String], i: usize, default: u64) -> u64 {
-    args.get(i).and_then(|s| s.parse().ok()).unwrap_or(default)
+    match args.get(i) {
+        None => default,
+        Some(s) => s.parse().unwrap_or_else(|_| {
+            eprintln!("stress: argument {} is {s:?}, not a whole number", i + 1);
+            std::process::exit(2)
+        }),
+    }
 }
 
 #[cfg(test)]

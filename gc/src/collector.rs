@@ -39,6 +39,12 @@ pub enum Phase {
 
 impl Phase {
     /// The phase's name in the execution trace.
+    ///
+    /// ```
+    /// use safepoint_gc::Phase;
+    /// assert_eq!(Phase::Mark.name(), "mark");
+    /// assert_eq!(Phase::Sweep.name(), "sweep");
+    /// ```
     pub fn name(self) -> &'static str {
         match self {
             Phase::Off => "off",
@@ -69,6 +75,10 @@ pub enum GcError {
     Type(TypeError),
     /// The call must be made from a goroutine of the collector's runtime.
     WrongRuntime,
+    /// The runtime would not start one of the collector's goroutines (it is shutting down, or
+    /// no goroutine stack could be had); the runtime's error is also the
+    /// [`source`](std::error::Error::source).
+    Runtime(safepoint_sched::Error),
     /// A heap operation inside a blocking call: the goroutine has handed off its P, and its
     /// managed stack is frozen there (a collector may be reading it).
     NoP,
@@ -120,6 +130,7 @@ impl fmt::Display for GcError {
             GcError::WrongRuntime => {
                 write!(f, "not on a goroutine of the runtime this collector was built for")
             }
+            GcError::Runtime(e) => write!(f, "cannot start the collector's goroutines: {e}"),
             GcError::NoP => write!(
                 f,
                 "not allowed inside a blocking call (the goroutine has no P, and its managed \
@@ -142,13 +153,27 @@ impl fmt::Display for GcError {
     }
 }
 
-/// [`GcError::Alloc`] and [`GcError::Type`] give the error they wrap as their source (their
-/// message is also its message, so that printing a `GcError` alone still says why).
+/// [`GcError::Alloc`], [`GcError::Type`] and [`GcError::Runtime`] give the error they wrap as
+/// their source (its message is also in theirs, so that printing a `GcError` alone still says
+/// why).
+///
+/// ```
+/// use std::error::Error as _;
+/// use safepoint_gc::{GcError, TypeDesc, TypeRegistry};
+///
+/// let reg = TypeRegistry::new();
+/// let e = GcError::from(reg.register(TypeDesc::RefArray { name: String::new() }).unwrap_err());
+/// assert_eq!(e.source().unwrap().to_string(), e.to_string());
+/// let e = GcError::Runtime(safepoint_sched::Error::Shutdown);
+/// assert_eq!(e.source().unwrap().to_string(), "the runtime is shutting down");
+/// assert!(GcError::NoP.source().is_none());
+/// ```
 impl std::error::Error for GcError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
             GcError::Alloc(e) => Some(e),
             GcError::Type(e) => Some(e),
+            GcError::Runtime(e) => Some(e),
             _ => None,
         }
     }
@@ -218,7 +243,7 @@ pub struct GcConfig {
     pub checkmark: bool,
     /// Fill freed objects with a pattern and catch any use of one (`gcpoison`). Default off.
     pub poison: bool,
-    /// One line on stderr per cycle (`gctrace`). Default off.
+    /// One line per cycle through the message sink (`gctrace`). Default off.
     pub trace: bool,
     /// How tagged words are read. Default [`TagRule::LOW_BIT`].
     pub tag_rule: TagRule,
@@ -254,57 +279,150 @@ pub struct GcBuilder {
 
 impl GcBuilder {
     /// The `gc_percent` (see [`GcConfig::gc_percent`]).
+    ///
+    /// ```
+    /// use safepoint_gc::Gc;
+    /// # let rt = safepoint_sched::Runtime::builder().procs(1).build().unwrap();
+    /// let gc = Gc::builder().ignore_env().gc_percent(50).build(&rt).unwrap();
+    /// assert_eq!(gc.config().gc_percent, 50);
+    /// ```
     pub fn gc_percent(mut self, p: u32) -> Self {
         self.config.gc_percent = p;
         self
     }
     /// The minimum heap goal in bytes.
+    ///
+    /// ```
+    /// use safepoint_gc::Gc;
+    /// # let rt = safepoint_sched::Runtime::builder().procs(1).build().unwrap();
+    /// let gc = Gc::builder().ignore_env().min_heap(64 << 20).build(&rt).unwrap();
+    /// assert_eq!(gc.config().min_heap, 64 << 20);
+    /// ```
     pub fn min_heap(mut self, bytes: usize) -> Self {
         self.config.min_heap = bytes;
         self
     }
     /// The hard limit in bytes.
+    ///
+    /// ```
+    /// use safepoint_gc::{Gc, GcError, Mutator, TypeDesc};
+    /// # let rt = safepoint_sched::Runtime::builder().procs(1).build().unwrap();
+    /// let gc = Gc::builder().hard_limit(8 << 20).build(&rt).unwrap();
+    /// let bytes = gc.types().register(TypeDesc::ByteArray { name: "bytes".into() }).unwrap();
+    /// let g = gc.clone();
+    /// rt.block_on(move || {
+    ///     let mut m = Mutator::new(&g).unwrap();
+    ///     m.scope(|m, [a]| {
+    ///         // Past the limit, even after a collection: an error, not an abort.
+    ///         let e = m.alloc_array(a, bytes, 16 << 20).unwrap_err();
+    ///         assert!(matches!(e, GcError::Alloc(_)), "{e}");
+    ///     });
+    /// });
+    /// ```
     pub fn hard_limit(mut self, bytes: usize) -> Self {
         self.config.hard_limit = bytes;
         self
     }
     /// The soft memory limit in bytes.
+    ///
+    /// ```
+    /// use safepoint_gc::Gc;
+    /// # let rt = safepoint_sched::Runtime::builder().procs(1).build().unwrap();
+    /// let gc = Gc::builder().ignore_env().memory_limit(256 << 20).build(&rt).unwrap();
+    /// assert_eq!(gc.config().memory_limit, 256 << 20);
+    /// ```
     pub fn memory_limit(mut self, bytes: usize) -> Self {
         self.config.memory_limit = bytes;
         self
     }
     /// Stop-the-world marking.
+    ///
+    /// ```
+    /// use safepoint_gc::Gc;
+    /// # let rt = safepoint_sched::Runtime::builder().procs(1).build().unwrap();
+    /// let gc = Gc::builder().stop_the_world(true).build(&rt).unwrap();
+    /// assert!(gc.config().stop_the_world);
+    /// gc.collect(); // marks inside the cycle's stop
+    /// ```
     pub fn stop_the_world(mut self, on: bool) -> Self {
         self.config.stop_the_world = on;
         self
     }
     /// Checkmark verification.
+    ///
+    /// ```
+    /// use safepoint_gc::Gc;
+    /// # let rt = safepoint_sched::Runtime::builder().procs(1).build().unwrap();
+    /// let gc = Gc::builder().checkmark(true).build(&rt).unwrap();
+    /// assert!(gc.config().checkmark);
+    /// gc.collect(); // verified by marking again from scratch
+    /// ```
     pub fn checkmark(mut self, on: bool) -> Self {
         self.config.checkmark = on;
         self
     }
     /// The address space reserved for typed spans (see [`GcConfig::typed_reserve`]).
+    ///
+    /// ```
+    /// use safepoint_gc::Gc;
+    /// # let rt = safepoint_sched::Runtime::builder().procs(1).build().unwrap();
+    /// let gc = Gc::builder().typed_reserve(1 << 30).build(&rt).unwrap();
+    /// assert_eq!(gc.config().typed_reserve, 1 << 30);
+    /// ```
     pub fn typed_reserve(mut self, bytes: usize) -> Self {
         self.config.typed_reserve = bytes;
         self
     }
     /// Poisoning of freed objects.
+    ///
+    /// ```
+    /// use safepoint_gc::Gc;
+    /// # let rt = safepoint_sched::Runtime::builder().procs(1).build().unwrap();
+    /// let gc = Gc::builder().poison(true).build(&rt).unwrap();
+    /// assert!(gc.config().poison);
+    /// ```
     pub fn poison(mut self, on: bool) -> Self {
         self.config.poison = on;
         self
     }
     /// A trace line per cycle.
+    ///
+    /// ```
+    /// use safepoint_gc::Gc;
+    /// # let rt = safepoint_sched::Runtime::builder().procs(1).build().unwrap();
+    /// let gc = Gc::builder().trace(true).build(&rt).unwrap();
+    /// assert!(gc.config().trace);
+    /// gc.collect(); // prints a `gc 1 @...` line through the message sink
+    /// ```
     pub fn trace(mut self, on: bool) -> Self {
         self.config.trace = on;
         self
     }
     /// The tag rule for tagged words.
+    ///
+    /// ```
+    /// use safepoint_gc::{Gc, TagRule};
+    /// # let rt = safepoint_sched::Runtime::builder().procs(1).build().unwrap();
+    /// // References are words whose low bit is 1 (other tagged words are immediates).
+    /// let rule = TagRule { mask: 1, ref_tag: 1 };
+    /// let gc = Gc::builder().tag_rule(rule).build(&rt).unwrap();
+    /// assert_eq!(gc.config().tag_rule, rule);
+    /// ```
     pub fn tag_rule(mut self, rule: TagRule) -> Self {
         self.config.tag_rule = rule;
         self
     }
     /// Do not read `SAFEPOINT_DEBUG`, `SAFEPOINT_GC` or `SAFEPOINT_MEMLIMIT` (tests that must
     /// not be changed by the environment).
+    ///
+    /// ```
+    /// use safepoint_gc::Gc;
+    /// # let rt = safepoint_sched::Runtime::builder().procs(1).build().unwrap();
+    /// // SAFEPOINT_GC, SAFEPOINT_MEMLIMIT and SAFEPOINT_DEBUG make no difference to this one.
+    /// let gc = Gc::builder().ignore_env().build(&rt).unwrap();
+    /// assert_eq!(gc.config().gc_percent, 100);
+    /// assert!(!gc.config().trace);
+    /// ```
     pub fn ignore_env(mut self) -> Self {
         self.ignore_env = true;
         self
@@ -314,7 +432,14 @@ impl GcBuilder {
     ///
     /// # Errors
     /// [`GcError::Type`] for a bad tag rule, [`GcError::Alloc`] if the heap's tables cannot be
-    /// mapped.
+    /// mapped, [`GcError::Runtime`] if `rt` will not start the collector's goroutines.
+    ///
+    /// ```
+    /// use safepoint_gc::Gc;
+    /// # let rt = safepoint_sched::Runtime::builder().procs(1).build().unwrap();
+    /// let gc = Gc::builder().gc_percent(200).build(&rt).unwrap();
+    /// assert_eq!(gc.cycles(), 0);
+    /// ```
     pub fn build(self, rt: &Runtime) -> Result<Gc, GcError> {
         let mut config = self.config;
         if !self.ignore_env {
@@ -400,15 +525,14 @@ impl GcBuilder {
             safepoint_sched::set_system(true);
             background_sweeper(weak, sweeper)
         })
-        .map_err(|_| GcError::WrongRuntime)?;
+        .map_err(GcError::Runtime)?;
         let weak = Arc::downgrade(&inner);
-        rt.spawn(move || crate::concurrent::driver(weak, driver))
-            .map_err(|_| GcError::WrongRuntime)?;
+        rt.spawn(move || crate::concurrent::driver(weak, driver)).map_err(GcError::Runtime)?;
         let cleanups = Arc::new(Chan::new(1));
         inner.heap.specials().set_waker(cleanups.clone());
         let weak = Arc::downgrade(&inner);
         rt.spawn(move || crate::weak::cleanup_goroutine(weak, cleanups))
-            .map_err(|_| GcError::WrongRuntime)?;
+            .map_err(GcError::Runtime)?;
         Ok(Gc { inner })
     }
 }
@@ -577,6 +701,16 @@ impl GcStats {
 
     /// The `p`-th percentile pause (0 to 100) of the recent pauses ([`GcStats::pauses`]); zero
     /// if none. For the whole run, see [`GcStats::pause_histogram`] and [`Gc::pauses_since`].
+    ///
+    /// ```
+    /// use safepoint_gc::Gc;
+    /// # let rt = safepoint_sched::Runtime::builder().procs(1).build().unwrap();
+    /// let gc = Gc::new(&rt).unwrap();
+    /// gc.collect();
+    /// gc.collect();
+    /// let s = gc.stats();
+    /// assert!(s.pause_percentile(50.0) <= s.pause_percentile(100.0));
+    /// ```
     pub fn pause_percentile(&self, p: f64) -> Duration {
         if self.pauses.is_empty() {
             return Duration::ZERO;
@@ -611,6 +745,8 @@ pub(crate) struct Timeline {
     pub(crate) roots: usize,
     pub(crate) stacks: usize,
     pub(crate) shades: usize,
+    /// Full barrier buffers that mutators flushed themselves while the cycle marked.
+    pub(crate) self_flushes: usize,
     /// Bytes allocated black while the cycle marked (0 for a stop-the-world marking).
     pub(crate) black: usize,
 }
@@ -635,6 +771,7 @@ impl Timeline {
             black: 0,
             stacks: 0,
             shades: 0,
+            self_flushes: 0,
         }
     }
 }
@@ -683,23 +820,54 @@ impl Gc {
     }
 
     /// The heap's types: register descriptors here.
+    ///
+    /// ```
+    /// use safepoint_gc::{Gc, TypeDesc};
+    /// # let rt = safepoint_sched::Runtime::builder().procs(1).build().unwrap();
+    /// let gc = Gc::new(&rt).unwrap();
+    /// let t = gc.types().register(TypeDesc::RefArray { name: "list".into() }).unwrap();
+    /// assert_eq!(gc.types().lookup("list"), Some(t));
+    /// ```
     pub fn types(&self) -> &TypeRegistry {
         &self.inner.types
     }
 
     /// The phase now.
+    ///
+    /// ```
+    /// use safepoint_gc::Gc;
+    /// # let rt = safepoint_sched::Runtime::builder().procs(1).build().unwrap();
+    /// use safepoint_gc::Phase;
+    /// let gc = Gc::new(&rt).unwrap();
+    /// assert_eq!(gc.phase(), Phase::Off); // no cycle yet
+    /// ```
     pub fn phase(&self) -> Phase {
         // Relaxed: a snapshot for diagnostics and tests.
         Phase::from_u8(self.inner.phase.load(Ordering::Relaxed))
     }
 
     /// Completed cycles.
+    ///
+    /// ```
+    /// use safepoint_gc::Gc;
+    /// # let rt = safepoint_sched::Runtime::builder().procs(1).build().unwrap();
+    /// let gc = Gc::new(&rt).unwrap();
+    /// gc.collect();
+    /// assert!(gc.cycles() >= 1);
+    /// ```
     pub fn cycles(&self) -> u64 {
         // Relaxed: a counter.
         self.inner.cycles.load(Ordering::Relaxed)
     }
 
     /// The settings in force (builder plus `SAFEPOINT_DEBUG`).
+    ///
+    /// ```
+    /// use safepoint_gc::Gc;
+    /// # let rt = safepoint_sched::Runtime::builder().procs(1).build().unwrap();
+    /// let gc = Gc::builder().ignore_env().build(&rt).unwrap();
+    /// assert_eq!(gc.config().gc_percent, 100); // the default, as GOGC's
+    /// ```
     pub fn config(&self) -> &GcConfig {
         &self.inner.config
     }
@@ -740,6 +908,16 @@ impl Gc {
     /// The pauses numbered `first` (counting from 0, in the order of [`GcStats::pause_count`])
     /// onwards, oldest first, as far as they are kept (the last 100,000): a benchmark reads
     /// `pause_count` before a workload and this after it.
+    ///
+    /// ```
+    /// use safepoint_gc::Gc;
+    /// # let rt = safepoint_sched::Runtime::builder().procs(1).build().unwrap();
+    /// let gc = Gc::new(&rt).unwrap();
+    /// let before = gc.stats().pause_count;
+    /// gc.collect();
+    /// gc.collect();
+    /// assert!(gc.pauses_since(before).len() >= 2); // one pause per cycle
+    /// ```
     pub fn pauses_since(&self, first: u64) -> Vec<Duration> {
         // Without preemption, as in `stats_snapshot`.
         let _np = safepoint_sched::no_preempt();
@@ -821,11 +999,27 @@ impl Gc {
     }
 
     /// Counts of weak handles and cleanups.
+    ///
+    /// ```
+    /// use safepoint_gc::Gc;
+    /// # let rt = safepoint_sched::Runtime::builder().procs(1).build().unwrap();
+    /// let gc = Gc::new(&rt).unwrap();
+    /// assert_eq!(gc.weak_stats().handles, 0);
+    /// ```
     pub fn weak_stats(&self) -> crate::WeakStats {
         self.inner.heap.specials().stats()
     }
 
     /// Whether two handles name the same collector.
+    ///
+    /// ```
+    /// use safepoint_gc::Gc;
+    /// # let rt = safepoint_sched::Runtime::builder().procs(1).build().unwrap();
+    /// let gc = Gc::new(&rt).unwrap();
+    /// let other = Gc::new(&rt).unwrap();
+    /// assert!(gc.same(&gc.clone()));
+    /// assert!(!gc.same(&other));
+    /// ```
     pub fn same(&self, other: &Gc) -> bool {
         Arc::ptr_eq(&self.inner, &other.inner)
     }
@@ -1179,7 +1373,8 @@ impl Inner {
                     "{:.3}+{:.3}+{:.3}+{:.3} ms clock (sweep term + quiesce + concurrent mark + \
                      termination stop), stop {:.0}+{:.0}+{:.0}+{:.0}+{:.0} us (earlier stops + \
                      stopping + flush + caches + end; {} stops), restart {:.0} us, {:.3}+{:.3} \
-                     ms cpu (workers + assists), {} stacks, {} barrier shades",
+                     ms cpu (workers + assists), {} stacks, {} barrier shades ({} full buffers \
+                     flushed by mutators)",
                     ms(tl.sweep_term),
                     ms(tl.quiesce),
                     ms(tl.mark),
@@ -1194,7 +1389,8 @@ impl Inner {
                     ms(tl.worker_cpu),
                     ms(tl.assist_cpu),
                     tl.stacks,
-                    tl.shades
+                    tl.shades,
+                    tl.self_flushes
                 )
             };
             safepoint_sched::message(format_args!(

@@ -65,6 +65,12 @@ use crate::types::WordKind;
 /// Entries of a P's write-barrier buffer before it is flushed.
 pub(crate) const WBUF_LEN: usize = 256;
 
+/// Scan work (words) the termination stop may do per P when it finds marking unfinished (what
+/// the Ps' last barrier buffers shaded, and what that reaches): about 20-40 us of marking per
+/// P. Past it, the stop lets the world go and marking goes on concurrently, so the stop's work
+/// is bounded by the number of Ps, whatever the program does.
+const STOP_DRAIN_WORDS: usize = 4096;
+
 /// Scan work (words) a worker does between two looks at preemption requests: about 20-40 us
 /// of marking, the longest a stop or a stack scan waits for a worker.
 const BATCH_WORDS: usize = 4 * 1024;
@@ -135,6 +141,9 @@ pub(crate) struct Shared {
     stacks: AtomicUsize,
     pub(crate) last_stacks: AtomicUsize,
     shades: AtomicUsize,
+    /// Full barrier buffers that mutators flushed themselves this cycle (the ragged rounds
+    /// flush the rest).
+    self_flushes: AtomicUsize,
     /// With checkmark: the goroutines whose stacks this cycle scanned (a second scan of one
     /// is a bug and aborts).
     scanned: Mutex<std::collections::HashSet<u64>>,
@@ -170,6 +179,7 @@ impl Shared {
             stacks: AtomicUsize::new(0),
             last_stacks: AtomicUsize::new(0),
             shades: AtomicUsize::new(0),
+            self_flushes: AtomicUsize::new(0),
             scanned: Mutex::new(std::collections::HashSet::new()),
             me: std::sync::OnceLock::new(),
         }
@@ -362,6 +372,8 @@ impl Inner {
             }
         }
         if st.wbuf.len() >= WBUF_LEN {
+            // Relaxed: a counter for the trace.
+            self.conc.self_flushes.fetch_add(1, Ordering::Relaxed);
             self.flush_wbuf(st);
         }
     }
@@ -473,6 +485,7 @@ impl Inner {
         c.assist_ns.store(0, Ordering::Relaxed);
         c.stacks.store(0, Ordering::Relaxed);
         c.shades.store(0, Ordering::Relaxed);
+        c.self_flushes.store(0, Ordering::Relaxed);
         c.scanned.lock().unwrap_or_else(|e| e.into_inner()).clear();
         self.heap.specials().reset_ephemerons();
         self.set_assist_ratio();
@@ -514,7 +527,6 @@ impl Inner {
         if me.is_some() {
             self.scan_own_stack();
         }
-        let mut rounds = 0;
         // The cycle's marked bytes read before the last ephemeron round that traced nothing:
         // while it has not changed (and no record was published since), the pending
         // ephemerons' keys are still white.
@@ -560,8 +572,22 @@ impl Inner {
             let (pending, fresh) = self.heap.specials().pending_ephemerons();
             let eph_stale = pending && (fresh || c.marked.load(Ordering::Acquire) != eph_clean);
             if !c.work.is_empty() || eph_stale {
-                if rounds < 3 {
-                    rounds += 1;
+                // Marking is not finished: do a bounded share of what is left here, and if
+                // that does not end it, let the world go and go on marking concurrently. An
+                // ephemeron round (O(pending ephemerons)) never runs in the stop. The rounds
+                // end: each stop that lets go has found objects white until then, and an
+                // object is shaded once per cycle.
+                let finished = !eph_stale && {
+                    let m0 = c.marked.load(Ordering::Acquire);
+                    let mut tracer = self.tracer(Vec::new(), false);
+                    tracer.drain(STOP_DRAIN_WORDS * self.rt.procs());
+                    self.count_marked(&mut tracer);
+                    // What the budget left goes back to the shared queue.
+                    drop(tracer.into_stack());
+                    // Acquire: as above. Newly marked objects may be pending keys.
+                    c.work.is_empty() && !(pending && c.marked.load(Ordering::Acquire) != m0)
+                };
+                if !finished {
                     drop(globals);
                     self.set_phase(Phase::Mark);
                     // Each stop counts from its request to the start of its restart (see
@@ -569,17 +595,6 @@ impl Inner {
                     tl.term_pause += t.elapsed();
                     drop(stop);
                     continue;
-                }
-                // Little is left after three rounds: finish it here (with the ephemeron
-                // rounds it needs: O(pending ephemerons) each).
-                loop {
-                    let mut tracer = self.tracer(Vec::new(), false);
-                    tracer.drain(usize::MAX);
-                    self.count_marked(&mut tracer);
-                    drop(tracer);
-                    if self.ephemeron_round() == 0 {
-                        break;
-                    }
                 }
             }
             let t_caches = Instant::now();
@@ -602,6 +617,7 @@ impl Inner {
             tl.assist_cpu = Duration::from_nanos(c.assist_ns.load(Ordering::Relaxed));
             tl.stacks = c.stacks.load(Ordering::Relaxed);
             tl.shades = c.shades.load(Ordering::Relaxed);
+            tl.self_flushes = c.self_flushes.load(Ordering::Relaxed);
             c.last_stacks.store(tl.stacks, Ordering::Relaxed);
             // The next goal makes room for what was allocated black (see `heap_goal`).
             tl.black = black as usize;
@@ -784,7 +800,9 @@ impl Inner {
     /// that ended well short starts it later.
     fn adapt_trigger(&self, _marked: usize, tl: &Timeline) {
         let (_, goal) = self.stats_snapshot();
-        let end = tl.heap_before.max(crate::np(|| self.heap.stats()).live_bytes as usize);
+        // Lock-free, as it runs in the stop (the page heap's lock, which `Heap::stats` takes,
+        // is held by the scavenger for whole walks); the caches were just flushed.
+        let end = tl.heap_before.max(self.heap.live_bytes_estimate() as usize);
         let mut f = self.conc.trigger_frac();
         if end > goal {
             f -= 0.1;

@@ -5,12 +5,13 @@ use safepoint_sched::env::DebugVars;
 
 /// The collector's debugging knobs, as read from `SAFEPOINT_DEBUG`.
 ///
-/// Keys (`1`, or the bare key, turns a knob on; `0` off): `gctrace` (one line per cycle on
-/// stderr), `gccheckmark` (verify every marking by re-marking from scratch), `gcpoison` (fill
-/// freed objects with a pattern and catch reads and writes of freed objects),
-/// `gcstoptheworld` (mark with the world stopped). The list is parsed by the scheduler's
-/// [`safepoint_sched::env::DebugVars`], shared by every part of safepoint: keys that belong
-/// to the scheduler are its own, and a key nobody knows is reported once on standard error.
+/// Keys (`1`, or the bare key, turns a knob on; `0` off): `gctrace` (one line per cycle
+/// through the message sink), `gccheckmark` (verify every marking by re-marking from
+/// scratch), `gcpoison` (fill freed objects with a pattern and catch reads and writes of freed
+/// objects), `gcstoptheworld` (mark with the world stopped). The list is parsed by the
+/// scheduler's [`safepoint_sched::env::DebugVars`], shared by every part of safepoint: keys
+/// that belong to the scheduler are its own, and a key nobody knows is reported once through
+/// the message sink ([`safepoint_sched::set_message_sink`]; standard error by default).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct DebugKnobs {
@@ -26,12 +27,26 @@ pub struct DebugKnobs {
 
 impl DebugKnobs {
     /// The knobs set in `SAFEPOINT_DEBUG` (all off if it is unset); its problems are reported
-    /// on standard error, each once per process.
+    /// through the message sink, each once per process.
+    ///
+    /// ```
+    /// use safepoint_gc::DebugKnobs;
+    /// let k = DebugKnobs::from_env(); // all off unless SAFEPOINT_DEBUG sets them
+    /// if std::env::var_os("SAFEPOINT_DEBUG").is_none() {
+    ///     assert_eq!(k, DebugKnobs::default());
+    /// }
+    /// ```
     pub fn from_env() -> DebugKnobs {
         DebugKnobs::from_vars(&DebugVars::from_env())
     }
 
     /// The knobs set in `spec` (`"gctrace=1,gccheckmark"`), without reporting anything.
+    ///
+    /// ```
+    /// use safepoint_gc::DebugKnobs;
+    /// let k = DebugKnobs::parse("gctrace,gcpoison=0,schedtrace=100");
+    /// assert!(k.gctrace && !k.gcpoison); // the scheduler's keys are not the collector's
+    /// ```
     pub fn parse(spec: &str) -> DebugKnobs {
         DebugKnobs::from_vars(&DebugVars::parse(spec))
     }
@@ -50,7 +65,7 @@ impl DebugKnobs {
 /// Reads `SAFEPOINT_GC`, the collector's `gc_percent` from the environment (as Go reads
 /// `GOGC`): a whole number of percent, or `off` for no triggered collection at all (forced
 /// ones and the hard limit still collect). `None` if it is unset or malformed (a malformed
-/// value is reported once on standard error).
+/// value is reported once through the message sink).
 pub fn gc_percent_from_env() -> Option<u32> {
     let s = std::env::var("SAFEPOINT_GC").ok()?;
     let p = parse_gc_percent(&s);

@@ -36,12 +36,24 @@ pub const TAG_MASK: usize = 0b11;
 pub const ZERO: usize = 0x8000_0000_0000_0003;
 
 /// Whether word `w` is an encoded double.
+///
+/// ```
+/// use safepoint_gc::flonum;
+/// let w = flonum::encode(2.5).unwrap();
+/// assert!(flonum::is_flonum(w));
+/// assert!(!flonum::is_flonum(0));
+/// ```
 #[inline(always)]
 pub fn is_flonum(w: usize) -> bool {
     w & TAG_MASK == TAG
 }
 
 /// `x` as an immediate word, or `None` if it must be boxed (see the module docs).
+///
+/// ```
+/// use safepoint_gc::flonum;
+/// assert_eq!(flonum::decode(flonum::encode(0.1).unwrap()), 0.1);
+/// ```
 #[inline(always)]
 pub fn encode(x: f64) -> Option<usize> {
     let b = x.to_bits();
@@ -56,6 +68,13 @@ pub fn encode(x: f64) -> Option<usize> {
 }
 
 /// The double that [`encode`] made `w` (which must be an encoded double).
+///
+/// ```
+/// use safepoint_gc::flonum;
+/// for x in [1.0, -3.75, 1e10] {
+///     assert_eq!(flonum::decode(flonum::encode(x).unwrap()), x);
+/// }
+/// ```
 #[inline(always)]
 pub fn decode(w: usize) -> f64 {
     debug_assert!(is_flonum(w));

@@ -116,6 +116,26 @@ impl std::fmt::Debug for Global {
 
 impl Global {
     /// A new global root of `gc`, holding null.
+    ///
+    /// ```
+    /// # use safepoint_gc::{Gc, Mutator, TypeDesc, WordKind};
+    /// # let rt = safepoint_sched::Runtime::builder().procs(1).build().unwrap();
+    /// # let gc = Gc::new(&rt).unwrap();
+    /// # let pair = gc.types().register(TypeDesc::Record {
+    /// #     name: "pair".into(),
+    /// #     words: vec![WordKind::Ref, WordKind::Tagged],
+    /// # }).unwrap();
+    /// # let g = gc.clone();
+    /// # rt.block_on(move || {
+    /// # let mut m = Mutator::new(&g).unwrap();
+    /// use safepoint_gc::Global;
+    /// let root = Global::new(&gc); // holds null until a value is stored
+    /// m.scope(|m, [a]| {
+    ///     m.load_global(a, &root).unwrap();
+    ///     assert!(m.is_null(a).unwrap());
+    /// });
+    /// # });
+    /// ```
     pub fn new(gc: &Gc) -> Global {
         Global::with_value(&gc.inner, 0)
     }
@@ -163,22 +183,112 @@ impl std::fmt::Debug for RefChan {
 
 impl RefChan {
     /// A channel of `gc` with room for `cap` values (0: unbuffered).
+    ///
+    /// ```
+    /// # use safepoint_gc::{Gc, Mutator, TypeDesc, WordKind};
+    /// # let rt = safepoint_sched::Runtime::builder().procs(1).build().unwrap();
+    /// # let gc = Gc::new(&rt).unwrap();
+    /// # let pair = gc.types().register(TypeDesc::Record {
+    /// #     name: "pair".into(),
+    /// #     words: vec![WordKind::Ref, WordKind::Tagged],
+    /// # }).unwrap();
+    /// # let g = gc.clone();
+    /// # rt.block_on(move || {
+    /// # let mut m = Mutator::new(&g).unwrap();
+    /// use safepoint_gc::RefChan;
+    /// let ch = RefChan::new(&gc, 2);
+    /// m.scope(|m, [a, b]| {
+    ///     m.alloc(a, pair).unwrap();
+    ///     m.send(&ch, a).unwrap();
+    ///     m.collect(); // a value in flight is a root
+    ///     m.recv(&ch, b).unwrap();
+    ///     assert_eq!(m.type_of(b).unwrap(), pair);
+    /// });
+    /// # });
+    /// ```
     pub fn new(gc: &Gc, cap: usize) -> RefChan {
         let chan = if cap == 0 { Chan::unbuffered() } else { Chan::new(cap) };
         RefChan { gc: gc.inner.clone(), chan: Arc::new(chan) }
     }
 
     /// Closes the channel: receivers drain what is buffered, then see it closed.
+    ///
+    /// ```
+    /// # use safepoint_gc::{Gc, Mutator, TypeDesc, WordKind};
+    /// # let rt = safepoint_sched::Runtime::builder().procs(1).build().unwrap();
+    /// # let gc = Gc::new(&rt).unwrap();
+    /// # let pair = gc.types().register(TypeDesc::Record {
+    /// #     name: "pair".into(),
+    /// #     words: vec![WordKind::Ref, WordKind::Tagged],
+    /// # }).unwrap();
+    /// # let g = gc.clone();
+    /// # rt.block_on(move || {
+    /// # let mut m = Mutator::new(&g).unwrap();
+    /// use safepoint_gc::RefChan;
+    /// let ch = RefChan::new(&gc, 1);
+    /// m.scope(|m, [a]| {
+    ///     m.set_int(a, 3).unwrap();
+    ///     m.send(&ch, a).unwrap();
+    ///     ch.close();
+    ///     assert!(m.recv(&ch, a).unwrap()); // drained first
+    ///     assert!(!m.recv(&ch, a).unwrap());
+    /// });
+    /// # });
+    /// ```
     pub fn close(&self) {
         self.chan.close();
     }
 
     /// Values buffered now.
+    ///
+    /// ```
+    /// # use safepoint_gc::{Gc, Mutator, TypeDesc, WordKind};
+    /// # let rt = safepoint_sched::Runtime::builder().procs(1).build().unwrap();
+    /// # let gc = Gc::new(&rt).unwrap();
+    /// # let pair = gc.types().register(TypeDesc::Record {
+    /// #     name: "pair".into(),
+    /// #     words: vec![WordKind::Ref, WordKind::Tagged],
+    /// # }).unwrap();
+    /// # let g = gc.clone();
+    /// # rt.block_on(move || {
+    /// # let mut m = Mutator::new(&g).unwrap();
+    /// use safepoint_gc::RefChan;
+    /// let ch = RefChan::new(&gc, 4);
+    /// m.scope(|m, [a]| {
+    ///     m.set_int(a, 1).unwrap();
+    ///     m.send(&ch, a).unwrap();
+    ///     m.send(&ch, a).unwrap();
+    /// });
+    /// assert_eq!(ch.len(), 2);
+    /// # });
+    /// ```
     pub fn len(&self) -> usize {
         self.chan.len()
     }
 
     /// Whether no value is buffered now.
+    ///
+    /// ```
+    /// # use safepoint_gc::{Gc, Mutator, TypeDesc, WordKind};
+    /// # let rt = safepoint_sched::Runtime::builder().procs(1).build().unwrap();
+    /// # let gc = Gc::new(&rt).unwrap();
+    /// # let pair = gc.types().register(TypeDesc::Record {
+    /// #     name: "pair".into(),
+    /// #     words: vec![WordKind::Ref, WordKind::Tagged],
+    /// # }).unwrap();
+    /// # let g = gc.clone();
+    /// # rt.block_on(move || {
+    /// # let mut m = Mutator::new(&g).unwrap();
+    /// use safepoint_gc::RefChan;
+    /// let ch = RefChan::new(&gc, 1);
+    /// assert!(ch.is_empty());
+    /// m.scope(|m, [a]| {
+    ///     m.set_int(a, 1).unwrap();
+    ///     m.send(&ch, a).unwrap();
+    /// });
+    /// assert!(!ch.is_empty());
+    /// # });
+    /// ```
     pub fn is_empty(&self) -> bool {
         self.chan.is_empty()
     }

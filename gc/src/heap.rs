@@ -254,11 +254,30 @@ impl Default for AllocCounts {
 
 impl AllocCounts {
     /// Objects ever allocated.
+    ///
+    /// ```
+    /// use safepoint_gc::{Heap, HeapConfig};
+    /// let heap = Heap::new(HeapConfig::default()).unwrap();
+    /// let mut cache = heap.new_cache();
+    /// (0..10).for_each(|_| { cache.alloc(24).unwrap(); });
+    /// assert_eq!(heap.alloc_counts().objects(), 10); // exact: the cache was not flushed
+    /// ```
     pub fn objects(&self) -> u64 {
         self.objects_by_class.iter().sum()
     }
 
     /// Objects ever freed.
+    ///
+    /// ```
+    /// use safepoint_gc::{Heap, HeapConfig};
+    /// let heap = Heap::new(HeapConfig::default()).unwrap();
+    /// let mut cache = heap.new_cache();
+    /// (0..10).for_each(|_| { cache.alloc(24).unwrap(); });
+    /// cache.flush();
+    /// heap.finish_mark(); // nothing was marked: everything is garbage
+    /// heap.sweep_all();
+    /// assert_eq!(heap.alloc_counts().frees(), 10);
+    /// ```
     pub fn frees(&self) -> u64 {
         self.frees_by_class.iter().sum()
     }
@@ -421,6 +440,12 @@ impl fmt::Debug for Heap {
 
 impl Heap {
     /// A new, empty heap; arenas are mapped on first use.
+    ///
+    /// ```
+    /// use safepoint_gc::{Heap, HeapConfig};
+    /// let heap = Heap::new(HeapConfig::default()).unwrap();
+    /// assert_eq!(heap.stats().in_use_bytes, 0);
+    /// ```
     pub fn new(config: HeapConfig) -> Result<Heap, AllocError> {
         let reserve = config.typed_reserve.clamp(ARENA_SIZE, 1 << 46).next_multiple_of(ARENA_SIZE);
         let map = PageMap::new(reserve).ok_or(AllocError::OsRefused { bytes: 1 << 25 })?;
@@ -458,6 +483,14 @@ impl Heap {
     }
 
     /// A per-P allocation cache for this heap.
+    ///
+    /// ```
+    /// use safepoint_gc::{Heap, HeapConfig};
+    /// let heap = Heap::new(HeapConfig::default()).unwrap();
+    /// let mut cache = heap.new_cache();
+    /// let p = cache.alloc(100).unwrap();
+    /// assert!(heap.is_object(p.as_ptr() as usize));
+    /// ```
     pub fn new_cache(&self) -> Cache {
         let counts = Arc::new(CacheCounts::new());
         lock(&self.inner.caches).live.push(counts.clone());
@@ -475,6 +508,16 @@ impl Heap {
     }
 
     /// The span whose pages contain `addr`, if any. O(1): two table loads.
+    ///
+    /// ```
+    /// use safepoint_gc::{Heap, HeapConfig};
+    /// let heap = Heap::new(HeapConfig::default()).unwrap();
+    /// let mut cache = heap.new_cache();
+    /// let p = cache.alloc(64).unwrap().as_ptr() as usize;
+    /// let span = heap.find_span(p).unwrap();
+    /// assert_eq!(span.elem_size(), 64);
+    /// assert!(heap.find_span(8).is_none()); // not the heap's memory
+    /// ```
     #[inline]
     pub fn find_span(&self, addr: usize) -> Option<&Span> {
         self.span_record(addr).filter(|s| s.holds(addr))
@@ -490,12 +533,29 @@ impl Heap {
     }
 
     /// Start of the allocated object containing `addr`, if any.
+    ///
+    /// ```
+    /// use safepoint_gc::{Heap, HeapConfig};
+    /// let heap = Heap::new(HeapConfig::default()).unwrap();
+    /// let mut cache = heap.new_cache();
+    /// let p = cache.alloc(64).unwrap().as_ptr() as usize;
+    /// assert_eq!(heap.object_start(p + 40), Some(p)); // an interior address
+    /// ```
     pub fn object_start(&self, addr: usize) -> Option<usize> {
         self.find_span(addr)?.object_start(addr)
     }
 
     /// Whether `addr` is the start of an allocated object: `object_start(addr) == Some(addr)`,
     /// without a division.
+    ///
+    /// ```
+    /// use safepoint_gc::{Heap, HeapConfig};
+    /// let heap = Heap::new(HeapConfig::default()).unwrap();
+    /// let mut cache = heap.new_cache();
+    /// let p = cache.alloc(64).unwrap().as_ptr() as usize;
+    /// assert!(heap.is_object(p));
+    /// assert!(!heap.is_object(p + 8));
+    /// ```
     #[inline]
     pub fn is_object(&self, addr: usize) -> bool {
         self.find_span(addr)
@@ -505,6 +565,16 @@ impl Heap {
 
     /// Whether `r` is the reference of an allocated object: the address of its body, one word
     /// past its slot's start for an object with a header, its slot's start in a typed span.
+    ///
+    /// ```
+    /// use safepoint_gc::{Heap, HeapConfig};
+    /// let heap = Heap::new(HeapConfig::default()).unwrap();
+    /// let mut cache = heap.new_cache();
+    /// let p = cache.alloc(64).unwrap().as_ptr() as usize;
+    /// assert!(heap.is_ref(p + 8)); // the body, past the header word at the slot's start
+    /// assert!(!heap.is_ref(p));
+    /// assert!(!heap.is_ref(16));
+    /// ```
     #[inline]
     pub fn is_ref(&self, r: usize) -> bool {
         self.find_span(r).and_then(|s| s.ref_index(r).map(|i| s.is_allocated(i))).unwrap_or(false)
@@ -603,6 +673,18 @@ impl Heap {
     /// # Panics
     /// If the previous cycle's sweep has not finished ([`Heap::sweep_done`]): its unswept
     /// spans still carry marks from before that cycle.
+    ///
+    /// ```
+    /// use safepoint_gc::{Heap, HeapConfig};
+    /// let heap = Heap::new(HeapConfig::default()).unwrap();
+    /// let mut cache = heap.new_cache();
+    /// cache.alloc(16).unwrap();
+    /// cache.flush();
+    /// let sg = heap.sweepgen();
+    /// assert_eq!(heap.finish_mark(), sg + 2);
+    /// assert!(!heap.sweep_done());
+    /// heap.sweep_all();
+    /// ```
     pub fn finish_mark(&self) -> u32 {
         let inner = &*self.inner;
         assert!(self.sweep_done(), "finish_mark: the previous sweep has not finished");
@@ -616,12 +698,34 @@ impl Heap {
     }
 
     /// The heap's sweep generation (even; grows by 2 per [`Heap::finish_mark`]).
+    ///
+    /// ```
+    /// use safepoint_gc::{Heap, HeapConfig};
+    /// let heap = Heap::new(HeapConfig::default()).unwrap();
+    /// let mut cache = heap.new_cache();
+    /// let sg = heap.sweepgen();
+    /// assert_eq!(sg % 2, 0);
+    /// heap.finish_mark();
+    /// assert_eq!(heap.sweepgen(), sg + 2);
+    /// ```
     pub fn sweepgen(&self) -> u32 {
         // Acquire pairs with the Release store in `finish_mark`.
         self.inner.sweepgen.load(Ordering::Acquire)
     }
 
     /// Whether every span has been swept since the last [`Heap::finish_mark`].
+    ///
+    /// ```
+    /// use safepoint_gc::{Heap, HeapConfig};
+    /// let heap = Heap::new(HeapConfig::default()).unwrap();
+    /// let mut cache = heap.new_cache();
+    /// cache.alloc(16).unwrap();
+    /// cache.flush();
+    /// heap.finish_mark();
+    /// assert!(!heap.sweep_done());
+    /// heap.sweep_all();
+    /// assert!(heap.sweep_done());
+    /// ```
     pub fn sweep_done(&self) -> bool {
         let inner = &*self.inner;
         let un = 1 - swept_parity(self.sweepgen());
@@ -637,6 +741,20 @@ impl Heap {
     ///
     /// Safe to call from many threads at once and concurrently with allocation: each span is
     /// claimed by one sweeper (a CAS of its sweep generation).
+    ///
+    /// ```
+    /// use safepoint_gc::{Heap, HeapConfig};
+    /// let heap = Heap::new(HeapConfig::default()).unwrap();
+    /// let mut cache = heap.new_cache();
+    /// (0..3).for_each(|_| { cache.alloc(16).unwrap(); });
+    /// cache.flush();
+    /// heap.finish_mark();
+    /// let mut freed = 0;
+    /// while let Some(n) = heap.sweep_one() {
+    ///     freed += n;
+    /// }
+    /// assert_eq!(freed, 3);
+    /// ```
     pub fn sweep_one(&self) -> Option<usize> {
         let inner = &*self.inner;
         let sg = self.sweepgen();
@@ -680,6 +798,16 @@ impl Heap {
     }
 
     /// Sweeps every span left unswept. Returns the number of objects freed.
+    ///
+    /// ```
+    /// use safepoint_gc::{Heap, HeapConfig};
+    /// let heap = Heap::new(HeapConfig::default()).unwrap();
+    /// let mut cache = heap.new_cache();
+    /// (0..5).for_each(|_| { cache.alloc(16).unwrap(); });
+    /// cache.flush();
+    /// heap.finish_mark();
+    /// assert_eq!(heap.sweep_all(), 5); // nothing was marked
+    /// ```
     pub fn sweep_all(&self) -> usize {
         let mut freed = 0;
         while let Some(n) = self.sweep_one() {
@@ -695,11 +823,30 @@ impl Heap {
     /// The page-heap lock is held only to pick the pages and to put them back, not while the
     /// OS releases them (which can take milliseconds for a large heap): allocation goes on
     /// meanwhile (those pages are out of its reach until they are back).
+    ///
+    /// ```
+    /// use safepoint_gc::{Heap, HeapConfig};
+    /// let heap = Heap::new(HeapConfig::default()).unwrap();
+    /// let mut cache = heap.new_cache();
+    /// let _ = heap.scavenge(); // gives back pages free for a while; none yet
+    /// assert_eq!(heap.stats().in_use_bytes, 0);
+    /// ```
     pub fn scavenge(&self) -> usize {
         self.scavenge_pages(false)
     }
 
     /// Returns every free page run to the OS now. Returns the bytes released.
+    ///
+    /// ```
+    /// use safepoint_gc::{Heap, HeapConfig};
+    /// let heap = Heap::new(HeapConfig::default()).unwrap();
+    /// let mut cache = heap.new_cache();
+    /// cache.alloc(64 << 10).unwrap(); // a large object: a span of its own
+    /// cache.flush();
+    /// heap.finish_mark();
+    /// heap.sweep_all();
+    /// assert!(heap.scavenge_all() >= 64 << 10); // its pages, back to the OS
+    /// ```
     pub fn scavenge_all(&self) -> usize {
         self.scavenge_pages(true)
     }
@@ -720,6 +867,15 @@ impl Heap {
     /// Bytes ever allocated (slot sizes), as far as caches have published them (each cache
     /// publishes when it takes a new span). Lock-free: the pacer reads it on allocation's slow
     /// path.
+    ///
+    /// ```
+    /// use safepoint_gc::{Heap, HeapConfig};
+    /// let heap = Heap::new(HeapConfig::default()).unwrap();
+    /// let mut cache = heap.new_cache();
+    /// cache.alloc(24).unwrap();
+    /// cache.flush(); // publishes the cache's counts
+    /// assert!(heap.allocated_bytes() >= 24);
+    /// ```
     pub fn allocated_bytes(&self) -> u64 {
         // Relaxed: a statistics sum.
         self.inner.alloc_bytes.load(Ordering::Relaxed)
@@ -727,6 +883,15 @@ impl Heap {
 
     /// Bytes in allocated objects, as far as caches have published them and sweeps have
     /// freed (lock-free; a sweep in progress makes it an overestimate).
+    ///
+    /// ```
+    /// use safepoint_gc::{Heap, HeapConfig};
+    /// let heap = Heap::new(HeapConfig::default()).unwrap();
+    /// let mut cache = heap.new_cache();
+    /// cache.alloc(24).unwrap();
+    /// cache.flush();
+    /// assert!(heap.live_bytes_estimate() >= 24);
+    /// ```
     pub fn live_bytes_estimate(&self) -> u64 {
         // Relaxed: statistics sums.
         let a = self.inner.alloc_bytes.load(Ordering::Relaxed);
@@ -741,6 +906,16 @@ impl Heap {
     /// dropping a cache) and, per cache, a few hundred loads; nothing is allocated and no
     /// allocating thread waits for it. A writer in the middle of a slow path's few stores is
     /// waited for (a spin of nanoseconds).
+    ///
+    /// ```
+    /// use safepoint_gc::{Heap, HeapConfig};
+    /// let heap = Heap::new(HeapConfig::default()).unwrap();
+    /// let mut cache = heap.new_cache();
+    /// cache.alloc(24).unwrap();
+    /// cache.alloc(24).unwrap();
+    /// let c = heap.alloc_counts();
+    /// assert_eq!((c.objects(), c.bytes), (2, 48));
+    /// ```
     pub fn alloc_counts(&self) -> AllocCounts {
         let inner = &*self.inner;
         let reg = lock(&inner.caches);
@@ -761,6 +936,14 @@ impl Heap {
     }
 
     /// The heap's sizes now.
+    ///
+    /// ```
+    /// use safepoint_gc::{Heap, HeapConfig};
+    /// let heap = Heap::new(HeapConfig::default()).unwrap();
+    /// let mut cache = heap.new_cache();
+    /// cache.alloc(24).unwrap();
+    /// assert_eq!(heap.stats().total_allocs, 1);
+    /// ```
     pub fn stats(&self) -> HeapStats {
         let inner = &*self.inner;
         let counts = self.alloc_counts();
@@ -1184,6 +1367,16 @@ impl Cache {
     /// Allocates `size` bytes, zeroed and 8-byte aligned. Sizes up to 32 KiB come from a size
     /// class (a zero-byte request gets an 8-byte slot, so every object has its own address);
     /// larger ones get a span of their own.
+    ///
+    /// ```
+    /// use safepoint_gc::{Heap, HeapConfig};
+    /// let heap = Heap::new(HeapConfig::default()).unwrap();
+    /// let mut cache = heap.new_cache();
+    /// let a = cache.alloc(0).unwrap(); // its own 8-byte slot
+    /// let b = cache.alloc(0).unwrap();
+    /// assert_ne!(a, b);
+    /// assert_eq!(a.as_ptr() as usize % 8, 0);
+    /// ```
     #[inline]
     pub fn alloc(&mut self, size: usize) -> Result<NonNull<u8>, AllocError> {
         match class_of(size).and_then(|class| self.try_take(class)) {
@@ -1229,6 +1422,17 @@ impl Cache {
 
     /// Whether new objects are allocated marked ("black"): on while the collector marks, so
     /// that what is allocated during marking survives it.
+    ///
+    /// ```
+    /// use safepoint_gc::{Heap, HeapConfig};
+    /// let heap = Heap::new(HeapConfig::default()).unwrap();
+    /// let mut cache = heap.new_cache();
+    /// cache.set_black(true); // the collector marks: new objects survive this cycle
+    /// assert!(cache.is_black());
+    /// cache.alloc(32).unwrap();
+    /// assert_eq!(cache.take_black_bytes(), 32);
+    /// cache.set_black(false);
+    /// ```
     pub fn set_black(&mut self, on: bool) {
         // What was allocated so far is counted under the old colour.
         self.settle_all();
@@ -1236,11 +1440,28 @@ impl Cache {
     }
 
     /// Whether new objects are allocated black (see [`set_black`](Self::set_black)).
+    ///
+    /// ```
+    /// use safepoint_gc::{Heap, HeapConfig};
+    /// let heap = Heap::new(HeapConfig::default()).unwrap();
+    /// let mut cache = heap.new_cache();
+    /// assert!(!cache.is_black());
+    /// ```
     pub fn is_black(&self) -> bool {
         self.black
     }
 
     /// Bytes allocated black since the last call.
+    ///
+    /// ```
+    /// use safepoint_gc::{Heap, HeapConfig};
+    /// let heap = Heap::new(HeapConfig::default()).unwrap();
+    /// let mut cache = heap.new_cache();
+    /// cache.set_black(true);
+    /// cache.alloc(16).unwrap();
+    /// assert_eq!(cache.take_black_bytes(), 16);
+    /// assert_eq!(cache.take_black_bytes(), 0); // since the last call
+    /// ```
     pub fn take_black_bytes(&mut self) -> u64 {
         self.settle_all();
         std::mem::take(&mut self.black_bytes)
@@ -1298,6 +1519,15 @@ impl Cache {
 
     /// How many allocations took a slow path so far (a new bitmap word, a new span, a large
     /// object): a cheap signal that enough was allocated to look at the pacer.
+    ///
+    /// ```
+    /// use safepoint_gc::{Heap, HeapConfig};
+    /// let heap = Heap::new(HeapConfig::default()).unwrap();
+    /// let mut cache = heap.new_cache();
+    /// let r0 = cache.refills();
+    /// cache.alloc(16).unwrap(); // the first allocation takes a span: a slow path
+    /// assert!(cache.refills() > r0);
+    /// ```
     pub fn refills(&self) -> u64 {
         self.refills
     }
@@ -1409,6 +1639,16 @@ impl Cache {
 
     /// Gives every cached span back to the central lists and publishes the cache's counts.
     /// Spans in a cache cannot be swept, so the collector flushes every cache before sweeping.
+    ///
+    /// ```
+    /// use safepoint_gc::{Heap, HeapConfig};
+    /// let heap = Heap::new(HeapConfig::default()).unwrap();
+    /// let mut cache = heap.new_cache();
+    /// cache.alloc(16).unwrap();
+    /// cache.flush(); // its spans go back: now they can be swept
+    /// heap.finish_mark();
+    /// assert_eq!(heap.sweep_all(), 1);
+    /// ```
     pub fn flush(&mut self) {
         self.settle_all();
         for kind in 1..NUM_KINDS {

@@ -110,7 +110,12 @@
 //!    each through a prefetching tracer (the `mark` module). Every reference store shades the
 //!    old and the new value into a per-P buffer.
 //! 4. **Stw (mark termination).** Ragged rounds flush the barrier buffers until one finds
-//!    nothing new; then one stop flushes them again and, finding no work, turns the barrier
+//!    nothing new; then one stop flushes them again. Work found there is drained in the stop
+//!    only up to a budget per P (a few tens of microseconds each); past it, or with
+//!    ephemerons to revisit, the stop lets the world go and marking resumes, so a stop's work
+//!    is bounded by the number of Ps whatever the program does (each such round finds objects
+//!    that were white, and an object is shaded once a cycle, so the rounds end). Finding no
+//!    work, the stop turns the barrier
 //!    and black allocation off (with `gccheckmark`, it first re-marks the heap from the roots
 //!    on the side and aborts naming any reachable object left unmarked). The heap's sweep
 //!    generation grows by 2, which makes every span unswept at once, whatever the heap's

@@ -317,7 +317,8 @@ impl World {
 
     /// Mark termination: ragged rounds until one finds no work (and the queue is empty),
     /// then the stop, which flushes the buffer again; work found there is drained inside the
-    /// stop (the collector does so after three restarts; the model goes straight to it).
+    /// stop (the collector drains a bounded share there and restarts the world if that does
+    /// not finish it; the model's work is small enough to drain at once).
     /// Ends with the check and the barrier and black allocation switched off.
     fn terminate(&self) {
         loop {

@@ -112,6 +112,19 @@ pub struct Sample {
 
 impl Sample {
     /// A sample of metric `name`, not yet read.
+    ///
+    /// ```
+    /// use safepoint_gc::Gc;
+    /// # let rt = safepoint_sched::Runtime::builder().procs(1).build().unwrap();
+    /// use safepoint_gc::metrics::{self, Sample, Value};
+    /// let gc = Gc::new(&rt).unwrap();
+    /// let mut s = [Sample::new("/gc/cycles/total:gc-cycles"), Sample::new("/no/such:metric")];
+    /// assert_eq!(s[0].value, Value::Bad); // until read
+    /// gc.collect();
+    /// metrics::read(&gc, &mut s);
+    /// assert!(matches!(s[0].value, Value::U64(n) if n >= 1));
+    /// assert_eq!(s[1].value, Value::Bad); // an unknown name
+    /// ```
     pub fn new(name: impl Into<String>) -> Sample {
         Sample { name: name.into(), value: Value::Bad }
     }
@@ -203,6 +216,13 @@ metrics! {
 }
 
 /// Every metric [`read`] knows.
+///
+/// ```
+/// use safepoint_gc::metrics;
+/// let names: Vec<&str> = metrics::all().iter().map(|d| d.name).collect();
+/// assert!(names.contains(&"/gc/heap/allocs:objects"));
+/// assert!(names.contains(&"/sched/latencies:seconds"));
+/// ```
 pub fn all() -> &'static [Description] {
     ALL
 }
@@ -226,6 +246,24 @@ fn by_size(a: &[u64; NUM_CLASSES]) -> impl ExactSizeIterator<Item = u64> + '_ {
 
 /// Reads every sample's metric (an unknown name gives [`Value::Bad`]). Stops nothing; after the
 /// first read of a histogram sample, allocates nothing (see the module's "Cost").
+///
+/// ```
+/// use safepoint_gc::metrics::{self, Sample, Value};
+/// use safepoint_gc::{Gc, Mutator, TypeDesc};
+/// # let rt = safepoint_sched::Runtime::builder().procs(1).build().unwrap();
+/// let gc = Gc::builder().min_heap(64 << 20).build(&rt).unwrap();
+/// let t = gc.types().register(TypeDesc::RefArray { name: "v".into() }).unwrap();
+/// let mut s = [Sample::new("/gc/heap/allocs:objects")];
+/// metrics::read(&gc, &mut s);
+/// let Value::U64(before) = s[0].value else { unreachable!() };
+/// let g = gc.clone();
+/// rt.block_on(move || {
+///     let mut m = Mutator::new(&g).unwrap();
+///     m.scope(|m, [a]| (0..100).for_each(|_| m.alloc_array(a, t, 2).unwrap()));
+/// });
+/// metrics::read(&gc, &mut s); // exact, though the allocation caches were not flushed
+/// assert_eq!(s[0].value, Value::U64(before + 100));
+/// ```
 pub fn read(gc: &Gc, samples: &mut [Sample]) {
     let inner = &*gc.inner;
     let heap_wanted = samples.iter().any(|s| s.name.starts_with("/gc/heap/"));

@@ -129,28 +129,121 @@ impl std::fmt::Debug for Bytes<'_> {
 
 impl Bytes<'_> {
     /// Length in bytes.
+    ///
+    /// ```
+    /// # use safepoint_gc::{Gc, Mutator, TypeDesc};
+    /// # let rt = safepoint_sched::Runtime::builder().procs(1).build().unwrap();
+    /// # let gc = Gc::new(&rt).unwrap();
+    /// let text = gc.types().register(TypeDesc::ByteArray { name: "text".into() }).unwrap();
+    /// # let g = gc.clone();
+    /// # rt.block_on(move || {
+    /// # let mut m = Mutator::new(&g).unwrap();
+    /// m.scope(|m, [s]| {
+    ///     m.alloc_bytes(s, text, b"four").unwrap();
+    ///     assert_eq!(m.bytes(s).unwrap().len(), 4);
+    /// });
+    /// # });
+    /// ```
     pub fn len(&self) -> usize {
         self.bytes.len()
     }
     /// Whether it is empty.
+    ///
+    /// ```
+    /// # use safepoint_gc::{Gc, Mutator, TypeDesc};
+    /// # let rt = safepoint_sched::Runtime::builder().procs(1).build().unwrap();
+    /// # let gc = Gc::new(&rt).unwrap();
+    /// let text = gc.types().register(TypeDesc::ByteArray { name: "text".into() }).unwrap();
+    /// # let g = gc.clone();
+    /// # rt.block_on(move || {
+    /// # let mut m = Mutator::new(&g).unwrap();
+    /// m.scope(|m, [s]| {
+    ///     m.alloc_bytes(s, text, b"").unwrap();
+    ///     assert!(m.bytes(s).unwrap().is_empty());
+    /// });
+    /// # });
+    /// ```
     pub fn is_empty(&self) -> bool {
         self.bytes.is_empty()
     }
     /// Byte `i`, if in range.
+    ///
+    /// ```
+    /// # use safepoint_gc::{Gc, Mutator, TypeDesc};
+    /// # let rt = safepoint_sched::Runtime::builder().procs(1).build().unwrap();
+    /// # let gc = Gc::new(&rt).unwrap();
+    /// let text = gc.types().register(TypeDesc::ByteArray { name: "text".into() }).unwrap();
+    /// # let g = gc.clone();
+    /// # rt.block_on(move || {
+    /// # let mut m = Mutator::new(&g).unwrap();
+    /// m.scope(|m, [s]| {
+    ///     m.alloc_bytes(s, text, b"ab").unwrap();
+    ///     let b = m.bytes(s).unwrap();
+    ///     assert_eq!((b.get(1), b.get(2)), (Some(b'b'), None));
+    /// });
+    /// # });
+    /// ```
     pub fn get(&self, i: usize) -> Option<u8> {
         // Relaxed: see the type's documentation.
         self.bytes.get(i).map(|b| b.load(Ordering::Relaxed))
     }
     /// A copy of the contents.
+    ///
+    /// ```
+    /// # use safepoint_gc::{Gc, Mutator, TypeDesc};
+    /// # let rt = safepoint_sched::Runtime::builder().procs(1).build().unwrap();
+    /// # let gc = Gc::new(&rt).unwrap();
+    /// let text = gc.types().register(TypeDesc::ByteArray { name: "text".into() }).unwrap();
+    /// # let g = gc.clone();
+    /// # rt.block_on(move || {
+    /// # let mut m = Mutator::new(&g).unwrap();
+    /// m.scope(|m, [s]| {
+    ///     m.alloc_bytes(s, text, &[1, 2, 3]).unwrap();
+    ///     assert_eq!(m.bytes(s).unwrap().to_vec(), [1, 2, 3]);
+    /// });
+    /// # });
+    /// ```
     pub fn to_vec(&self) -> Vec<u8> {
         // Relaxed: see the type's documentation.
         self.bytes.iter().map(|b| b.load(Ordering::Relaxed)).collect()
     }
     /// The contents as a string (invalid UTF-8 replaced).
+    ///
+    /// ```
+    /// # use safepoint_gc::{Gc, Mutator, TypeDesc};
+    /// # let rt = safepoint_sched::Runtime::builder().procs(1).build().unwrap();
+    /// # let gc = Gc::new(&rt).unwrap();
+    /// let text = gc.types().register(TypeDesc::ByteArray { name: "text".into() }).unwrap();
+    /// # let g = gc.clone();
+    /// # rt.block_on(move || {
+    /// # let mut m = Mutator::new(&g).unwrap();
+    /// m.scope(|m, [s]| {
+    ///     m.alloc_bytes(s, text, &[b'o', b'k', 0xff]).unwrap();
+    ///     // Invalid UTF-8 is replaced.
+    ///     assert_eq!(m.bytes(s).unwrap().to_string_lossy(), "ok\u{fffd}");
+    /// });
+    /// # });
+    /// ```
     pub fn to_string_lossy(&self) -> String {
         String::from_utf8_lossy(&self.to_vec()).into_owned()
     }
     /// Whether the contents equal `other`.
+    ///
+    /// ```
+    /// # use safepoint_gc::{Gc, Mutator, TypeDesc};
+    /// # let rt = safepoint_sched::Runtime::builder().procs(1).build().unwrap();
+    /// # let gc = Gc::new(&rt).unwrap();
+    /// let text = gc.types().register(TypeDesc::ByteArray { name: "text".into() }).unwrap();
+    /// # let g = gc.clone();
+    /// # rt.block_on(move || {
+    /// # let mut m = Mutator::new(&g).unwrap();
+    /// m.scope(|m, [s]| {
+    ///     m.alloc_bytes(s, text, b"key").unwrap();
+    ///     assert!(m.bytes(s).unwrap().eq_bytes(b"key"));
+    ///     assert!(!m.bytes(s).unwrap().eq_bytes(b"keys"));
+    /// });
+    /// # });
+    /// ```
     pub fn eq_bytes(&self, other: &[u8]) -> bool {
         // Relaxed: see the type's documentation.
         self.bytes.len() == other.len()
@@ -209,6 +302,21 @@ impl Mutator {
     }
 
     /// The collector this mutator works on.
+    ///
+    /// ```
+    /// # use safepoint_gc::{Gc, Mutator, TypeDesc, WordKind};
+    /// # let rt = safepoint_sched::Runtime::builder().procs(1).build().unwrap();
+    /// # let gc = Gc::new(&rt).unwrap();
+    /// # let pair = gc.types().register(TypeDesc::Record {
+    /// #     name: "pair".into(),
+    /// #     words: vec![WordKind::Ref, WordKind::Tagged],
+    /// # }).unwrap();
+    /// # let g = gc.clone();
+    /// # rt.block_on(move || {
+    /// # let mut m = Mutator::new(&g).unwrap();
+    /// assert!(m.gc().same(&gc));
+    /// # });
+    /// ```
     pub fn gc(&self) -> Gc {
         Gc { inner: self.gc.clone() }
     }
@@ -251,6 +359,28 @@ impl Mutator {
     }
 
     /// [`scope`](Mutator::scope) with a number of slots known only at run time.
+    ///
+    /// ```
+    /// # use safepoint_gc::{Gc, Mutator, TypeDesc, WordKind};
+    /// # let rt = safepoint_sched::Runtime::builder().procs(1).build().unwrap();
+    /// # let gc = Gc::new(&rt).unwrap();
+    /// # let pair = gc.types().register(TypeDesc::Record {
+    /// #     name: "pair".into(),
+    /// #     words: vec![WordKind::Ref, WordKind::Tagged],
+    /// # }).unwrap();
+    /// # let g = gc.clone();
+    /// # rt.block_on(move || {
+    /// # let mut m = Mutator::new(&g).unwrap();
+    /// // As many slots as a function's frame needs, chosen at run time.
+    /// let sum = m.scope_n(3, |m, s| {
+    ///     for (i, &slot) in s.iter().enumerate() {
+    ///         m.set_int(slot, i as i64 + 1).unwrap();
+    ///     }
+    ///     s.iter().map(|&slot| m.int(slot).unwrap()).sum::<i64>()
+    /// });
+    /// assert_eq!(sum, 6);
+    /// # });
+    /// ```
     pub fn scope_n<R>(&mut self, n: usize, f: impl FnOnce(&mut Mutator, &[Slot]) -> R) -> R {
         let (depth, epoch) = self.enter(n);
         let slots: Vec<Slot> = (0..n)
@@ -367,6 +497,25 @@ impl Mutator {
     }
 
     /// The raw word in slot `s` (the heap's tagged encoding).
+    ///
+    /// ```
+    /// # use safepoint_gc::{Gc, Mutator, TypeDesc, WordKind};
+    /// # let rt = safepoint_sched::Runtime::builder().procs(1).build().unwrap();
+    /// # let gc = Gc::new(&rt).unwrap();
+    /// # let pair = gc.types().register(TypeDesc::Record {
+    /// #     name: "pair".into(),
+    /// #     words: vec![WordKind::Ref, WordKind::Tagged],
+    /// # }).unwrap();
+    /// # let g = gc.clone();
+    /// # rt.block_on(move || {
+    /// # let mut m = Mutator::new(&g).unwrap();
+    /// m.scope(|m, [a]| {
+    ///     assert_eq!(m.word(a).unwrap(), 0); // a fresh slot holds null
+    ///     m.alloc(a, pair).unwrap();
+    ///     assert_ne!(m.word(a).unwrap(), 0); // now the object's address
+    /// });
+    /// # });
+    /// ```
     #[inline]
     pub fn word(&self, s: Slot) -> Result<usize, GcError> {
         let p = self.pos(s)?;
@@ -602,27 +751,125 @@ impl Mutator {
     // ---- slots ----
 
     /// Sets `dst` to null.
+    ///
+    /// ```
+    /// # use safepoint_gc::{Gc, Mutator, TypeDesc, WordKind};
+    /// # let rt = safepoint_sched::Runtime::builder().procs(1).build().unwrap();
+    /// # let gc = Gc::new(&rt).unwrap();
+    /// # let pair = gc.types().register(TypeDesc::Record {
+    /// #     name: "pair".into(),
+    /// #     words: vec![WordKind::Ref, WordKind::Tagged],
+    /// # }).unwrap();
+    /// # let g = gc.clone();
+    /// # rt.block_on(move || {
+    /// # let mut m = Mutator::new(&g).unwrap();
+    /// m.scope(|m, [a]| {
+    ///     m.alloc(a, pair).unwrap();
+    ///     m.clear(a).unwrap(); // no longer a root of the object
+    ///     assert!(m.is_null(a).unwrap());
+    /// });
+    /// # });
+    /// ```
     pub fn clear(&mut self, dst: Slot) -> Result<(), GcError> {
         self.set_word(dst, 0)
     }
 
     /// Copies the value in `src` to `dst`.
+    ///
+    /// ```
+    /// # use safepoint_gc::{Gc, Mutator, TypeDesc, WordKind};
+    /// # let rt = safepoint_sched::Runtime::builder().procs(1).build().unwrap();
+    /// # let gc = Gc::new(&rt).unwrap();
+    /// # let pair = gc.types().register(TypeDesc::Record {
+    /// #     name: "pair".into(),
+    /// #     words: vec![WordKind::Ref, WordKind::Tagged],
+    /// # }).unwrap();
+    /// # let g = gc.clone();
+    /// # rt.block_on(move || {
+    /// # let mut m = Mutator::new(&g).unwrap();
+    /// m.scope(|m, [a, b]| {
+    ///     m.alloc(a, pair).unwrap();
+    ///     m.copy(b, a).unwrap();
+    ///     assert!(m.same(a, b).unwrap());
+    /// });
+    /// # });
+    /// ```
     pub fn copy(&mut self, dst: Slot, src: Slot) -> Result<(), GcError> {
         let w = self.word(src)?;
         self.set_word(dst, w)
     }
 
     /// Whether `s` holds null.
+    ///
+    /// ```
+    /// # use safepoint_gc::{Gc, Mutator, TypeDesc, WordKind};
+    /// # let rt = safepoint_sched::Runtime::builder().procs(1).build().unwrap();
+    /// # let gc = Gc::new(&rt).unwrap();
+    /// # let pair = gc.types().register(TypeDesc::Record {
+    /// #     name: "pair".into(),
+    /// #     words: vec![WordKind::Ref, WordKind::Tagged],
+    /// # }).unwrap();
+    /// # let g = gc.clone();
+    /// # rt.block_on(move || {
+    /// # let mut m = Mutator::new(&g).unwrap();
+    /// m.scope(|m, [a]| {
+    ///     assert!(m.is_null(a).unwrap());
+    ///     m.set_int(a, 0).unwrap();
+    ///     assert!(!m.is_null(a).unwrap()); // the integer 0 is not null
+    /// });
+    /// # });
+    /// ```
     pub fn is_null(&self, s: Slot) -> Result<bool, GcError> {
         Ok(self.word(s)? == 0)
     }
 
     /// Whether `s` holds a reference.
+    ///
+    /// ```
+    /// # use safepoint_gc::{Gc, Mutator, TypeDesc, WordKind};
+    /// # let rt = safepoint_sched::Runtime::builder().procs(1).build().unwrap();
+    /// # let gc = Gc::new(&rt).unwrap();
+    /// # let pair = gc.types().register(TypeDesc::Record {
+    /// #     name: "pair".into(),
+    /// #     words: vec![WordKind::Ref, WordKind::Tagged],
+    /// # }).unwrap();
+    /// # let g = gc.clone();
+    /// # rt.block_on(move || {
+    /// # let mut m = Mutator::new(&g).unwrap();
+    /// m.scope(|m, [a, b]| {
+    ///     m.alloc(a, pair).unwrap();
+    ///     m.set_int(b, 5).unwrap();
+    ///     assert!(m.is_ref(a).unwrap());
+    ///     assert!(!m.is_ref(b).unwrap());
+    /// });
+    /// # });
+    /// ```
     pub fn is_ref(&self, s: Slot) -> Result<bool, GcError> {
         Ok(self.rule.is_ref(self.word(s)?))
     }
 
     /// Whether `a` and `b` hold the same value (for references: the same object).
+    ///
+    /// ```
+    /// # use safepoint_gc::{Gc, Mutator, TypeDesc, WordKind};
+    /// # let rt = safepoint_sched::Runtime::builder().procs(1).build().unwrap();
+    /// # let gc = Gc::new(&rt).unwrap();
+    /// # let pair = gc.types().register(TypeDesc::Record {
+    /// #     name: "pair".into(),
+    /// #     words: vec![WordKind::Ref, WordKind::Tagged],
+    /// # }).unwrap();
+    /// # let g = gc.clone();
+    /// # rt.block_on(move || {
+    /// # let mut m = Mutator::new(&g).unwrap();
+    /// m.scope(|m, [a, b, c]| {
+    ///     m.alloc(a, pair).unwrap();
+    ///     m.alloc(b, pair).unwrap();
+    ///     m.copy(c, a).unwrap();
+    ///     assert!(m.same(a, c).unwrap());
+    ///     assert!(!m.same(a, b).unwrap()); // two objects, equal contents or not
+    /// });
+    /// # });
+    /// ```
     pub fn same(&self, a: Slot, b: Slot) -> Result<bool, GcError> {
         Ok(self.word(a)? == self.word(b)?)
     }
@@ -670,6 +917,26 @@ impl Mutator {
     ///
     /// # Errors
     /// [`GcError::NotAnInteger`] for null or a reference.
+    ///
+    /// ```
+    /// # use safepoint_gc::{Gc, Mutator, TypeDesc, WordKind};
+    /// # let rt = safepoint_sched::Runtime::builder().procs(1).build().unwrap();
+    /// # let gc = Gc::new(&rt).unwrap();
+    /// # let pair = gc.types().register(TypeDesc::Record {
+    /// #     name: "pair".into(),
+    /// #     words: vec![WordKind::Ref, WordKind::Tagged],
+    /// # }).unwrap();
+    /// # let g = gc.clone();
+    /// # rt.block_on(move || {
+    /// # let mut m = Mutator::new(&g).unwrap();
+    /// m.scope(|m, [a, b]| {
+    ///     m.set_int(a, -12).unwrap();
+    ///     assert_eq!(m.int(a).unwrap(), -12);
+    ///     m.alloc(b, pair).unwrap();
+    ///     assert!(m.int(b).is_err()); // a reference is not an integer
+    /// });
+    /// # });
+    /// ```
     pub fn int(&self, s: Slot) -> Result<i64, GcError> {
         let w = self.word(s)?;
         let (shift, tag) = self.int_shape();
@@ -685,6 +952,24 @@ impl Mutator {
     ///
     /// # Errors
     /// [`GcError::NotAReference`] if `s` holds null or an immediate.
+    ///
+    /// ```
+    /// # use safepoint_gc::{Gc, Mutator, TypeDesc, WordKind};
+    /// # let rt = safepoint_sched::Runtime::builder().procs(1).build().unwrap();
+    /// # let gc = Gc::new(&rt).unwrap();
+    /// # let pair = gc.types().register(TypeDesc::Record {
+    /// #     name: "pair".into(),
+    /// #     words: vec![WordKind::Ref, WordKind::Tagged],
+    /// # }).unwrap();
+    /// # let g = gc.clone();
+    /// # rt.block_on(move || {
+    /// # let mut m = Mutator::new(&g).unwrap();
+    /// m.scope(|m, [a]| {
+    ///     m.alloc(a, pair).unwrap();
+    ///     assert_eq!(m.type_of(a).unwrap(), pair);
+    /// });
+    /// # });
+    /// ```
     pub fn type_of(&self, s: Slot) -> Result<TypeId, GcError> {
         // The header's id names no registry: this heap's is its registry.
         Ok(self.gc.types.bind(self.obj(s)?.id))
@@ -692,6 +977,21 @@ impl Mutator {
 
     /// The length of the array in `s` (elements; bytes for a byte array), or the number of
     /// words of a record.
+    ///
+    /// ```
+    /// # use safepoint_gc::{Gc, Mutator, TypeDesc};
+    /// # let rt = safepoint_sched::Runtime::builder().procs(1).build().unwrap();
+    /// # let gc = Gc::new(&rt).unwrap();
+    /// let vec = gc.types().register(TypeDesc::RefArray { name: "vec".into() }).unwrap();
+    /// # let g = gc.clone();
+    /// # rt.block_on(move || {
+    /// # let mut m = Mutator::new(&g).unwrap();
+    /// m.scope(|m, [a]| {
+    ///     m.alloc_array(a, vec, 10).unwrap();
+    ///     assert_eq!(m.len(a).unwrap(), 10);
+    /// });
+    /// # });
+    /// ```
     pub fn len(&self, s: Slot) -> Result<usize, GcError> {
         Ok(self.obj(s)?.len)
     }
@@ -761,6 +1061,28 @@ impl Mutator {
 
     /// Stores the value in `src` into field (or element) `i` of the object in `obj`. A
     /// reference field takes null or a reference; a tagged field takes any value.
+    ///
+    /// ```
+    /// # use safepoint_gc::{Gc, Mutator, TypeDesc, WordKind};
+    /// # let rt = safepoint_sched::Runtime::builder().procs(1).build().unwrap();
+    /// # let gc = Gc::new(&rt).unwrap();
+    /// # let pair = gc.types().register(TypeDesc::Record {
+    /// #     name: "pair".into(),
+    /// #     words: vec![WordKind::Ref, WordKind::Tagged],
+    /// # }).unwrap();
+    /// # let g = gc.clone();
+    /// # rt.block_on(move || {
+    /// # let mut m = Mutator::new(&g).unwrap();
+    /// m.scope(|m, [a, b, c]| {
+    ///     m.alloc(a, pair).unwrap();
+    ///     m.alloc(b, pair).unwrap();
+    ///     m.store(a, 0, b).unwrap(); // a.0 = b, through the write barrier
+    ///     m.load(c, a, 0).unwrap();
+    ///     assert!(m.same(b, c).unwrap());
+    ///     assert!(m.store(a, 2, b).is_err()); // a pair has two words
+    /// });
+    /// # });
+    /// ```
     pub fn store(&mut self, obj: Slot, i: usize, src: Slot) -> Result<(), GcError> {
         let (opos, spos) = (self.pos(obj)?, self.pos(src)?);
         let gc = &self.gc;
@@ -814,6 +1136,33 @@ impl Mutator {
     /// # Errors
     /// [`GcError::NotAReference`] if `src` holds no reference; [`GcError::StaleSlot`],
     /// [`GcError::NoP`]; [`GcError::Alloc`] if the cell cannot be allocated.
+    ///
+    /// ```
+    /// # use safepoint_gc::{Gc, Mutator, TypeDesc, WordKind};
+    /// # let rt = safepoint_sched::Runtime::builder().procs(1).build().unwrap();
+    /// # let gc = Gc::new(&rt).unwrap();
+    /// # let pair = gc.types().register(TypeDesc::Record {
+    /// #     name: "pair".into(),
+    /// #     words: vec![WordKind::Ref, WordKind::Tagged],
+    /// # }).unwrap();
+    /// # let g = gc.clone();
+    /// # rt.block_on(move || {
+    /// # let mut m = Mutator::new(&g).unwrap();
+    /// m.scope(|m, [obj, w, w2, out]| {
+    ///     m.alloc(obj, pair).unwrap();
+    ///     m.weak(w, obj).unwrap();
+    ///     m.weak(w2, obj).unwrap();
+    ///     assert!(m.same(w, w2).unwrap()); // one handle per object
+    ///     m.collect();
+    ///     assert!(m.deref(out, w).unwrap()); // `obj` still roots it
+    ///     m.clear(obj).unwrap();
+    ///     m.clear(out).unwrap();
+    ///     m.collect();
+    ///     assert!(!m.deref(out, w).unwrap()); // unreachable: the handle reads null
+    ///     assert!(m.is_null(out).unwrap());
+    /// });
+    /// # });
+    /// ```
     pub fn weak(&mut self, dst: Slot, src: Slot) -> Result<(), GcError> {
         let (dpos, spos) = (self.pos(dst)?, self.pos(src)?);
         let gc = &self.gc;
@@ -840,6 +1189,26 @@ impl Mutator {
     /// [`GcError::WrongKind`] if `w` holds an object that is not a weak handle;
     /// [`GcError::NotAReference`] if it holds no reference; [`GcError::StaleSlot`],
     /// [`GcError::NoP`].
+    ///
+    /// ```
+    /// # use safepoint_gc::{Gc, Mutator, TypeDesc, WordKind};
+    /// # let rt = safepoint_sched::Runtime::builder().procs(1).build().unwrap();
+    /// # let gc = Gc::new(&rt).unwrap();
+    /// # let pair = gc.types().register(TypeDesc::Record {
+    /// #     name: "pair".into(),
+    /// #     words: vec![WordKind::Ref, WordKind::Tagged],
+    /// # }).unwrap();
+    /// # let g = gc.clone();
+    /// # rt.block_on(move || {
+    /// # let mut m = Mutator::new(&g).unwrap();
+    /// m.scope(|m, [obj, w, out]| {
+    ///     m.alloc(obj, pair).unwrap();
+    ///     m.weak(w, obj).unwrap();
+    ///     assert!(m.deref(out, w).unwrap());
+    ///     assert!(m.same(out, obj).unwrap());
+    /// });
+    /// # });
+    /// ```
     pub fn deref(&mut self, dst: Slot, w: Slot) -> Result<bool, GcError> {
         let (dpos, wpos) = (self.pos(dst)?, self.pos(w)?);
         let gc = &self.gc;
@@ -858,6 +1227,26 @@ impl Mutator {
     }
 
     /// Whether `s` holds a weak handle (made by [`weak`](Mutator::weak)).
+    ///
+    /// ```
+    /// # use safepoint_gc::{Gc, Mutator, TypeDesc, WordKind};
+    /// # let rt = safepoint_sched::Runtime::builder().procs(1).build().unwrap();
+    /// # let gc = Gc::new(&rt).unwrap();
+    /// # let pair = gc.types().register(TypeDesc::Record {
+    /// #     name: "pair".into(),
+    /// #     words: vec![WordKind::Ref, WordKind::Tagged],
+    /// # }).unwrap();
+    /// # let g = gc.clone();
+    /// # rt.block_on(move || {
+    /// # let mut m = Mutator::new(&g).unwrap();
+    /// m.scope(|m, [obj, w]| {
+    ///     m.alloc(obj, pair).unwrap();
+    ///     m.weak(w, obj).unwrap();
+    ///     assert!(m.is_weak(w).unwrap());
+    ///     assert!(!m.is_weak(obj).unwrap());
+    /// });
+    /// # });
+    /// ```
     pub fn is_weak(&self, s: Slot) -> Result<bool, GcError> {
         let w = self.word(s)?;
         if !self.rule.is_ref(w) {
@@ -872,12 +1261,38 @@ impl Mutator {
     /// `runtime.AddCleanup`). An object may have several. `f` cannot reach the object (no
     /// managed reference lives in a Rust value), so it cannot bring it back; but a
     /// [`Global`] it captures that references the object keeps the object alive for good,
-    /// and `f` never runs. A panic in `f` is reported on stderr and does not stop the other
-    /// cleanups. Cleanups still queued when the heap is dropped are dropped without running.
+    /// and `f` never runs. A panic in `f` is reported through the message sink and does not
+    /// stop the other cleanups. Cleanups still queued when the heap is dropped are dropped
+    /// without running.
     ///
     /// # Errors
     /// [`GcError::NotAReference`] if `obj` holds no reference; [`GcError::StaleSlot`],
     /// [`GcError::NoP`].
+    ///
+    /// ```
+    /// # use safepoint_gc::{Gc, Mutator, TypeDesc, WordKind};
+    /// # let rt = safepoint_sched::Runtime::builder().procs(1).build().unwrap();
+    /// # let gc = Gc::new(&rt).unwrap();
+    /// # let pair = gc.types().register(TypeDesc::Record {
+    /// #     name: "pair".into(),
+    /// #     words: vec![WordKind::Ref, WordKind::Tagged],
+    /// # }).unwrap();
+    /// # let g = gc.clone();
+    /// # rt.block_on(move || {
+    /// # let mut m = Mutator::new(&g).unwrap();
+    /// use std::sync::Arc;
+    /// use std::sync::atomic::{AtomicBool, Ordering};
+    /// let ran = Arc::new(AtomicBool::new(false));
+    /// m.scope(|m, [obj]| {
+    ///     m.alloc(obj, pair).unwrap();
+    ///     let r = ran.clone();
+    ///     let c = m.add_cleanup(obj, move || r.store(true, Ordering::SeqCst)).unwrap();
+    ///     assert!(c.cancel()); // cancelled while the object lives: it will never run
+    /// });
+    /// m.collect();
+    /// assert!(!ran.load(Ordering::SeqCst));
+    /// # });
+    /// ```
     pub fn add_cleanup(
         &mut self,
         obj: Slot,
@@ -899,6 +1314,28 @@ impl Mutator {
     ///
     /// # Errors
     /// As [`add_cleanup`](Mutator::add_cleanup).
+    ///
+    /// ```
+    /// # use safepoint_gc::{Gc, Mutator, TypeDesc, WordKind};
+    /// # let rt = safepoint_sched::Runtime::builder().procs(1).build().unwrap();
+    /// # let gc = Gc::new(&rt).unwrap();
+    /// # let pair = gc.types().register(TypeDesc::Record {
+    /// #     name: "pair".into(),
+    /// #     words: vec![WordKind::Ref, WordKind::Tagged],
+    /// # }).unwrap();
+    /// # let g = gc.clone();
+    /// # rt.block_on(move || {
+    /// # let mut m = Mutator::new(&g).unwrap();
+    /// use std::sync::Arc;
+    /// let resource = Arc::new(());
+    /// m.scope(|m, [obj]| {
+    ///     m.alloc(obj, pair).unwrap();
+    ///     // Dropped once the object is found unreachable.
+    ///     m.attach(obj, resource.clone()).unwrap();
+    /// });
+    /// assert_eq!(Arc::strong_count(&resource), 2);
+    /// # });
+    /// ```
     pub fn attach<T: Send + 'static>(&mut self, obj: Slot, value: T) -> Result<(), GcError> {
         self.add_cleanup(obj, move || drop(value)).map(drop)
     }
@@ -908,6 +1345,26 @@ impl Mutator {
     }
 
     /// Raw word `i` of the record in `obj`.
+    ///
+    /// ```
+    /// # use safepoint_gc::{Gc, Mutator, TypeDesc, WordKind};
+    /// # let rt = safepoint_sched::Runtime::builder().procs(1).build().unwrap();
+    /// # let gc = Gc::new(&rt).unwrap();
+    /// let point = gc.types().register(TypeDesc::Record {
+    ///     name: "point".into(),
+    ///     words: vec![WordKind::Raw, WordKind::Raw],
+    /// }).unwrap();
+    /// # let g = gc.clone();
+    /// # rt.block_on(move || {
+    /// # let mut m = Mutator::new(&g).unwrap();
+    /// m.scope(|m, [p]| {
+    ///     m.alloc(p, point).unwrap();
+    ///     assert_eq!(m.read_word(p, 0).unwrap(), 0); // fresh objects are zeroed
+    ///     m.write_word(p, 0, u64::MAX).unwrap();
+    ///     assert_eq!(m.read_word(p, 0).unwrap(), u64::MAX);
+    /// });
+    /// # });
+    /// ```
     pub fn read_word(&self, obj: Slot, i: usize) -> Result<u64, GcError> {
         let o = self.obj(obj)?;
         match self.field(&o, i)? {
@@ -918,6 +1375,26 @@ impl Mutator {
     }
 
     /// Sets raw word `i` of the record in `obj`.
+    ///
+    /// ```
+    /// # use safepoint_gc::{Gc, Mutator, TypeDesc, WordKind};
+    /// # let rt = safepoint_sched::Runtime::builder().procs(1).build().unwrap();
+    /// # let gc = Gc::new(&rt).unwrap();
+    /// let point = gc.types().register(TypeDesc::Record {
+    ///     name: "point".into(),
+    ///     words: vec![WordKind::Raw, WordKind::Raw],
+    /// }).unwrap();
+    /// # let g = gc.clone();
+    /// # rt.block_on(move || {
+    /// # let mut m = Mutator::new(&g).unwrap();
+    /// m.scope(|m, [p]| {
+    ///     m.alloc(p, point).unwrap();
+    ///     m.write_word(p, 1, 0xdead_beef).unwrap(); // raw: never taken for a reference
+    ///     m.collect();
+    ///     assert_eq!(m.read_word(p, 1).unwrap(), 0xdead_beef);
+    /// });
+    /// # });
+    /// ```
     pub fn write_word(&mut self, obj: Slot, i: usize, v: u64) -> Result<(), GcError> {
         let o = self.obj(obj)?;
         match self.field(&o, i)? {
@@ -931,11 +1408,49 @@ impl Mutator {
     }
 
     /// Raw word `i` of the record in `obj` as a float.
+    ///
+    /// ```
+    /// # use safepoint_gc::{Gc, Mutator, TypeDesc, WordKind};
+    /// # let rt = safepoint_sched::Runtime::builder().procs(1).build().unwrap();
+    /// # let gc = Gc::new(&rt).unwrap();
+    /// let point = gc.types().register(TypeDesc::Record {
+    ///     name: "point".into(),
+    ///     words: vec![WordKind::Raw, WordKind::Raw],
+    /// }).unwrap();
+    /// # let g = gc.clone();
+    /// # rt.block_on(move || {
+    /// # let mut m = Mutator::new(&g).unwrap();
+    /// m.scope(|m, [p]| {
+    ///     m.alloc(p, point).unwrap();
+    ///     m.write_f64(p, 0, 1.5).unwrap();
+    ///     assert_eq!(m.read_f64(p, 0).unwrap(), 1.5);
+    /// });
+    /// # });
+    /// ```
     pub fn read_f64(&self, obj: Slot, i: usize) -> Result<f64, GcError> {
         self.read_word(obj, i).map(f64::from_bits)
     }
 
     /// Sets raw word `i` of the record in `obj` to a float.
+    ///
+    /// ```
+    /// # use safepoint_gc::{Gc, Mutator, TypeDesc, WordKind};
+    /// # let rt = safepoint_sched::Runtime::builder().procs(1).build().unwrap();
+    /// # let gc = Gc::new(&rt).unwrap();
+    /// let point = gc.types().register(TypeDesc::Record {
+    ///     name: "point".into(),
+    ///     words: vec![WordKind::Raw, WordKind::Raw],
+    /// }).unwrap();
+    /// # let g = gc.clone();
+    /// # rt.block_on(move || {
+    /// # let mut m = Mutator::new(&g).unwrap();
+    /// m.scope(|m, [p]| {
+    ///     m.alloc(p, point).unwrap();
+    ///     m.write_f64(p, 1, -0.25).unwrap();
+    ///     assert_eq!(m.read_f64(p, 1).unwrap(), -0.25);
+    /// });
+    /// # });
+    /// ```
     pub fn write_f64(&mut self, obj: Slot, i: usize, v: f64) -> Result<(), GcError> {
         self.write_word(obj, i, v.to_bits())
     }
@@ -951,12 +1466,44 @@ impl Mutator {
     }
 
     /// A view of the byte array in `s`, valid until the next `&mut self` operation.
+    ///
+    /// ```
+    /// # use safepoint_gc::{Gc, Mutator, TypeDesc};
+    /// # let rt = safepoint_sched::Runtime::builder().procs(1).build().unwrap();
+    /// # let gc = Gc::new(&rt).unwrap();
+    /// let text = gc.types().register(TypeDesc::ByteArray { name: "text".into() }).unwrap();
+    /// # let g = gc.clone();
+    /// # rt.block_on(move || {
+    /// # let mut m = Mutator::new(&g).unwrap();
+    /// m.scope(|m, [s]| {
+    ///     m.alloc_bytes(s, text, b"hello").unwrap();
+    ///     assert_eq!(m.bytes(s).unwrap().to_vec(), b"hello");
+    /// });
+    /// # });
+    /// ```
     pub fn bytes(&self, s: Slot) -> Result<Bytes<'_>, GcError> {
         let o = self.obj(s)?;
         Ok(Bytes { bytes: self.byte_cells(&o)? })
     }
 
     /// Writes `data` into the byte array in `s` from byte `offset`.
+    ///
+    /// ```
+    /// # use safepoint_gc::{Gc, Mutator, TypeDesc};
+    /// # let rt = safepoint_sched::Runtime::builder().procs(1).build().unwrap();
+    /// # let gc = Gc::new(&rt).unwrap();
+    /// let text = gc.types().register(TypeDesc::ByteArray { name: "text".into() }).unwrap();
+    /// # let g = gc.clone();
+    /// # rt.block_on(move || {
+    /// # let mut m = Mutator::new(&g).unwrap();
+    /// m.scope(|m, [s]| {
+    ///     m.alloc_bytes(s, text, b"hello").unwrap();
+    ///     m.write_bytes(s, 1, b"ip").unwrap();
+    ///     assert!(m.bytes(s).unwrap().eq_bytes(b"hiplo"));
+    ///     assert!(m.write_bytes(s, 4, b"!!").is_err()); // past the end
+    /// });
+    /// # });
+    /// ```
     pub fn write_bytes(&mut self, s: Slot, offset: usize, data: &[u8]) -> Result<(), GcError> {
         let o = self.obj(s)?;
         let cells = self.byte_cells(&o)?;
@@ -1010,6 +1557,30 @@ impl Mutator {
     }
 
     /// Loads the value of global `g` into `dst`.
+    ///
+    /// ```
+    /// # use safepoint_gc::{Gc, Mutator, TypeDesc, WordKind};
+    /// # let rt = safepoint_sched::Runtime::builder().procs(1).build().unwrap();
+    /// # let gc = Gc::new(&rt).unwrap();
+    /// # let pair = gc.types().register(TypeDesc::Record {
+    /// #     name: "pair".into(),
+    /// #     words: vec![WordKind::Ref, WordKind::Tagged],
+    /// # }).unwrap();
+    /// # let g = gc.clone();
+    /// # rt.block_on(move || {
+    /// # let mut m = Mutator::new(&g).unwrap();
+    /// use safepoint_gc::Global;
+    /// let global = Global::new(&gc);
+    /// m.scope(|m, [a, b]| {
+    ///     m.load_global(a, &global).unwrap();
+    ///     assert!(m.is_null(a).unwrap()); // a new global holds null
+    ///     m.alloc(b, pair).unwrap();
+    ///     m.store_global(&global, b).unwrap();
+    ///     m.load_global(a, &global).unwrap();
+    ///     assert!(m.same(a, b).unwrap());
+    /// });
+    /// # });
+    /// ```
     pub fn load_global(&mut self, dst: Slot, g: &Global) -> Result<(), GcError> {
         g.check(&self.gc)?;
         let pos = self.pos(dst)?;
@@ -1023,6 +1594,31 @@ impl Mutator {
     }
 
     /// Stores the value in `src` into global `g`.
+    ///
+    /// ```
+    /// # use safepoint_gc::{Gc, Mutator, TypeDesc, WordKind};
+    /// # let rt = safepoint_sched::Runtime::builder().procs(1).build().unwrap();
+    /// # let gc = Gc::new(&rt).unwrap();
+    /// # let pair = gc.types().register(TypeDesc::Record {
+    /// #     name: "pair".into(),
+    /// #     words: vec![WordKind::Ref, WordKind::Tagged],
+    /// # }).unwrap();
+    /// # let g = gc.clone();
+    /// # rt.block_on(move || {
+    /// # let mut m = Mutator::new(&g).unwrap();
+    /// use safepoint_gc::Global;
+    /// let global = Global::new(&gc);
+    /// m.scope(|m, [a]| {
+    ///     m.alloc(a, pair).unwrap();
+    ///     m.store_global(&global, a).unwrap(); // a root now: it survives the scope
+    /// });
+    /// m.collect();
+    /// m.scope(|m, [a]| {
+    ///     m.load_global(a, &global).unwrap();
+    ///     assert_eq!(m.type_of(a).unwrap(), pair);
+    /// });
+    /// # });
+    /// ```
     pub fn store_global(&mut self, g: &Global, src: Slot) -> Result<(), GcError> {
         g.check(&self.gc)?;
         let v = self.word(src)?;
@@ -1096,6 +1692,30 @@ impl Mutator {
     /// # Errors
     /// [`GcError::NoP`] inside a blocking call; [`GcError::WrongHeap`] for a channel of
     /// another collector.
+    ///
+    /// ```
+    /// # use safepoint_gc::{Gc, Mutator, TypeDesc, WordKind};
+    /// # let rt = safepoint_sched::Runtime::builder().procs(1).build().unwrap();
+    /// # let gc = Gc::new(&rt).unwrap();
+    /// # let pair = gc.types().register(TypeDesc::Record {
+    /// #     name: "pair".into(),
+    /// #     words: vec![WordKind::Ref, WordKind::Tagged],
+    /// # }).unwrap();
+    /// # let g = gc.clone();
+    /// # rt.block_on(move || {
+    /// # let mut m = Mutator::new(&g).unwrap();
+    /// use safepoint_gc::RefChan;
+    /// let ch = RefChan::new(&gc, 1);
+    /// m.scope(|m, [a, b]| {
+    ///     m.alloc(a, pair).unwrap();
+    ///     m.send(&ch, a).unwrap();
+    ///     assert!(m.recv(&ch, b).unwrap());
+    ///     assert!(m.same(a, b).unwrap());
+    ///     ch.close();
+    ///     assert!(!m.recv(&ch, b).unwrap()); // closed and empty
+    /// });
+    /// # });
+    /// ```
     pub fn recv(&mut self, ch: &RefChan, dst: Slot) -> Result<bool, GcError> {
         if !Arc::ptr_eq(&ch.gc, &self.gc) {
             return Err(GcError::WrongHeap);
@@ -1119,6 +1739,26 @@ impl Mutator {
     // ---- the collector ----
 
     /// A preemption point: lets a stop-the-world or a time slice end here.
+    ///
+    /// ```
+    /// # use safepoint_gc::{Gc, Mutator, TypeDesc, WordKind};
+    /// # let rt = safepoint_sched::Runtime::builder().procs(1).build().unwrap();
+    /// # let gc = Gc::new(&rt).unwrap();
+    /// # let pair = gc.types().register(TypeDesc::Record {
+    /// #     name: "pair".into(),
+    /// #     words: vec![WordKind::Ref, WordKind::Tagged],
+    /// # }).unwrap();
+    /// # let g = gc.clone();
+    /// # rt.block_on(move || {
+    /// # let mut m = Mutator::new(&g).unwrap();
+    /// m.scope(|m, [a]| {
+    ///     for _ in 0..1000 {
+    ///         m.alloc(a, pair).unwrap();
+    ///         m.poll(); // a loop back-edge: a safepoint for stops and scans
+    ///     }
+    /// });
+    /// # });
+    /// ```
     pub fn poll(&mut self) {
         safepoint_sched::poll();
     }

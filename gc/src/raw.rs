@@ -71,6 +71,15 @@ impl Shape {
     ///
     /// # Errors
     /// [`GcError::Type`] for an unknown type, a length given to a record or one too long.
+    ///
+    /// ```
+    /// use safepoint_gc::{Gc, Shape, TypeDesc};
+    /// # let rt = safepoint_sched::Runtime::builder().procs(1).build().unwrap();
+    /// let gc = Gc::new(&rt).unwrap();
+    /// let vec = gc.types().register(TypeDesc::RefArray { name: "vec".into() }).unwrap();
+    /// let s = Shape::new(&gc, vec, 5).unwrap(); // made once, used for every allocation
+    /// assert_eq!(s.body_words(), 5);
+    /// ```
     pub fn new(gc: &Gc, ty: TypeId, len: usize) -> Result<Shape, GcError> {
         Shape::of(&gc.inner, ty, len)
     }
@@ -84,6 +93,18 @@ impl Shape {
     }
 
     /// Body words (the header excluded).
+    ///
+    /// ```
+    /// use safepoint_gc::{Gc, Shape, TypeDesc, WordKind};
+    /// # let rt = safepoint_sched::Runtime::builder().procs(1).build().unwrap();
+    /// let gc = Gc::new(&rt).unwrap();
+    /// let pair = gc.types().register(TypeDesc::Record {
+    ///     name: "pair".into(),
+    ///     words: vec![WordKind::Ref, WordKind::Ref],
+    /// }).unwrap();
+    /// assert_eq!(Shape::new(&gc, pair, 0).unwrap().body_words(), 2);
+    /// assert!(Shape::new(&gc, pair, 3).is_err()); // a record has no length
+    /// ```
     pub fn body_words(&self) -> usize {
         self.body
     }
@@ -120,6 +141,20 @@ impl RawMutator {
     /// # Errors
     /// [`GcError::WrongRuntime`] off a goroutine of `gc`'s runtime;
     /// [`GcError::MutatorActive`] if this goroutine already has a mutator of either kind.
+    ///
+    /// ```
+    /// use safepoint_gc::{Gc, GcError, Mutator, RawMutator};
+    /// # let rt = safepoint_sched::Runtime::builder().procs(1).build().unwrap();
+    /// let gc = Gc::new(&rt).unwrap();
+    /// assert!(matches!(RawMutator::new(&gc), Err(GcError::WrongRuntime))); // not on a goroutine
+    /// let g = gc.clone();
+    /// rt.block_on(move || {
+    ///     let raw = RawMutator::new(&g).unwrap();
+    ///     // One mutator of either kind per goroutine.
+    ///     assert!(matches!(Mutator::new(&g), Err(GcError::MutatorActive)));
+    ///     drop(raw);
+    /// });
+    /// ```
     pub fn new(gc: &Gc) -> Result<RawMutator, GcError> {
         if !gc.inner.rt.is_current() {
             return Err(GcError::WrongRuntime);
@@ -137,11 +172,44 @@ impl RawMutator {
     }
 
     /// The collector.
+    ///
+    /// ```
+    /// # use safepoint_gc::{Gc, RawMutator, TypeDesc, WordKind};
+    /// # let rt = safepoint_sched::Runtime::builder().procs(1).build().unwrap();
+    /// # let gc = Gc::new(&rt).unwrap();
+    /// # let cell = gc.types().register(TypeDesc::Record {
+    /// #     name: "cell".into(),
+    /// #     words: vec![WordKind::Raw, WordKind::Ref],
+    /// # }).unwrap();
+    /// # let g = gc.clone();
+    /// # rt.block_on(move || {
+    /// # let mut raw = RawMutator::new(&g).unwrap();
+    /// # let shape = raw.shape(cell, 0).unwrap();
+    /// assert!(raw.gc().same(&gc));
+    /// # });
+    /// ```
     pub fn gc(&self) -> Gc {
         Gc { inner: self.gc.clone() }
     }
 
     /// The heap's value encoding.
+    ///
+    /// ```
+    /// # use safepoint_gc::{Gc, RawMutator, TypeDesc, WordKind};
+    /// # let rt = safepoint_sched::Runtime::builder().procs(1).build().unwrap();
+    /// # let gc = Gc::new(&rt).unwrap();
+    /// # let cell = gc.types().register(TypeDesc::Record {
+    /// #     name: "cell".into(),
+    /// #     words: vec![WordKind::Raw, WordKind::Ref],
+    /// # }).unwrap();
+    /// # let g = gc.clone();
+    /// # rt.block_on(move || {
+    /// # let mut raw = RawMutator::new(&g).unwrap();
+    /// # let shape = raw.shape(cell, 0).unwrap();
+    /// use safepoint_gc::TagRule;
+    /// assert_eq!(raw.tag_rule(), TagRule::default()); // what the heap was built with
+    /// # });
+    /// ```
     pub fn tag_rule(&self) -> TagRule {
         self.gc.config.tag_rule
     }
@@ -151,6 +219,23 @@ impl RawMutator {
     ///
     /// # Errors
     /// [`GcError::Type`] for an unknown type, a length given to a record or one too long.
+    ///
+    /// ```
+    /// # use safepoint_gc::{Gc, RawMutator, TypeDesc, WordKind};
+    /// # let rt = safepoint_sched::Runtime::builder().procs(1).build().unwrap();
+    /// # let gc = Gc::new(&rt).unwrap();
+    /// # let cell = gc.types().register(TypeDesc::Record {
+    /// #     name: "cell".into(),
+    /// #     words: vec![WordKind::Raw, WordKind::Ref],
+    /// # }).unwrap();
+    /// # let g = gc.clone();
+    /// # rt.block_on(move || {
+    /// # let mut raw = RawMutator::new(&g).unwrap();
+    /// # let shape = raw.shape(cell, 0).unwrap();
+    /// assert_eq!(shape.body_words(), 2);
+    /// assert!(raw.shape(cell, 1).is_err()); // a record has no length
+    /// # });
+    /// ```
     pub fn shape(&self, ty: TypeId, len: usize) -> Result<Shape, GcError> {
         Shape::of(&self.gc, ty, len)
     }
@@ -222,6 +307,27 @@ impl RawMutator {
     /// Rust variables), so this is where a goroutine that only allocates lets a cycle start
     /// and its P go: owed soon after each slow answer (at the latest at the next safepoint
     /// the code reaches anyway), or the heap grows past its goal unchecked.
+    ///
+    /// ```
+    /// # use safepoint_gc::{Gc, RawMutator, TypeDesc, WordKind};
+    /// # let rt = safepoint_sched::Runtime::builder().procs(1).build().unwrap();
+    /// # let gc = Gc::new(&rt).unwrap();
+    /// # let cell = gc.types().register(TypeDesc::Record {
+    /// #     name: "cell".into(),
+    /// #     words: vec![WordKind::Raw, WordKind::Ref],
+    /// # }).unwrap();
+    /// # let g = gc.clone();
+    /// # rt.block_on(move || {
+    /// # let mut raw = RawMutator::new(&g).unwrap();
+    /// # let shape = raw.shape(cell, 0).unwrap();
+    /// for _ in 0..10_000 {
+    ///     let slow = raw.enter(|p| p.alloc(shape).unwrap().1).unwrap();
+    ///     if slow {
+    ///         raw.after_slow_alloc(); // a safepoint: a cycle may start here
+    ///     }
+    /// }
+    /// # });
+    /// ```
     pub fn after_slow_alloc(&mut self) {
         self.gc.alloc_safepoint();
     }
@@ -233,6 +339,24 @@ impl RawMutator {
     ///
     /// # Panics
     /// As [`Gc::collect`]: inside a `no_preempt` section.
+    ///
+    /// ```
+    /// # use safepoint_gc::{Gc, RawMutator, TypeDesc, WordKind};
+    /// # let rt = safepoint_sched::Runtime::builder().procs(1).build().unwrap();
+    /// # let gc = Gc::new(&rt).unwrap();
+    /// # let cell = gc.types().register(TypeDesc::Record {
+    /// #     name: "cell".into(),
+    /// #     words: vec![WordKind::Raw, WordKind::Ref],
+    /// # }).unwrap();
+    /// # let g = gc.clone();
+    /// # rt.block_on(move || {
+    /// # let mut raw = RawMutator::new(&g).unwrap();
+    /// # let shape = raw.shape(cell, 0).unwrap();
+    /// let c0 = gc.cycles();
+    /// raw.collect_for_memory();
+    /// assert!(gc.cycles() > c0);
+    /// # });
+    /// ```
     pub fn collect_for_memory(&mut self) {
         self.gc().collect();
     }
@@ -255,12 +379,49 @@ impl std::fmt::Debug for Pin<'_> {
 
 impl<'a> Pin<'a> {
     /// The goroutine's managed stack, for the whole section.
+    ///
+    /// ```
+    /// # use safepoint_gc::{Gc, RawMutator, TypeDesc, WordKind};
+    /// # let rt = safepoint_sched::Runtime::builder().procs(1).build().unwrap();
+    /// # let gc = Gc::new(&rt).unwrap();
+    /// # let cell = gc.types().register(TypeDesc::Record {
+    /// #     name: "cell".into(),
+    /// #     words: vec![WordKind::Raw, WordKind::Ref],
+    /// # }).unwrap();
+    /// # let g = gc.clone();
+    /// # rt.block_on(move || {
+    /// # let mut raw = RawMutator::new(&g).unwrap();
+    /// # let shape = raw.shape(cell, 0).unwrap();
+    /// let depth = raw.enter(|p| p.stack().depth()).unwrap();
+    /// assert_eq!(depth, 0); // no managed frame pushed yet
+    /// # });
+    /// ```
     #[inline]
     pub fn stack(&self) -> &'a ManagedStack {
         self.pinned.managed_stack()
     }
 
     /// The heap's value encoding.
+    ///
+    /// ```
+    /// # use safepoint_gc::{Gc, RawMutator, TypeDesc, WordKind};
+    /// # let rt = safepoint_sched::Runtime::builder().procs(1).build().unwrap();
+    /// # let gc = Gc::new(&rt).unwrap();
+    /// # let cell = gc.types().register(TypeDesc::Record {
+    /// #     name: "cell".into(),
+    /// #     words: vec![WordKind::Raw, WordKind::Ref],
+    /// # }).unwrap();
+    /// # let g = gc.clone();
+    /// # rt.block_on(move || {
+    /// # let mut raw = RawMutator::new(&g).unwrap();
+    /// # let shape = raw.shape(cell, 0).unwrap();
+    /// let ok = raw.enter(|p| {
+    ///     let (obj, _) = p.alloc(shape).unwrap();
+    ///     p.tag_rule().is_ref(obj) // what alloc returns is a reference in the heap's encoding
+    /// }).unwrap();
+    /// assert!(ok);
+    /// # });
+    /// ```
     #[inline]
     pub fn tag_rule(&self) -> TagRule {
         self.gc.config.tag_rule
@@ -270,6 +431,23 @@ impl<'a> Pin<'a> {
     ///
     /// # Errors
     /// As [`RawMutator::shape`].
+    ///
+    /// ```
+    /// # use safepoint_gc::{Gc, RawMutator, TypeDesc, WordKind};
+    /// # let rt = safepoint_sched::Runtime::builder().procs(1).build().unwrap();
+    /// # let gc = Gc::new(&rt).unwrap();
+    /// # let cell = gc.types().register(TypeDesc::Record {
+    /// #     name: "cell".into(),
+    /// #     words: vec![WordKind::Raw, WordKind::Ref],
+    /// # }).unwrap();
+    /// # let g = gc.clone();
+    /// # rt.block_on(move || {
+    /// # let mut raw = RawMutator::new(&g).unwrap();
+    /// # let shape = raw.shape(cell, 0).unwrap();
+    /// let n = raw.enter(|p| p.shape(cell, 0).unwrap().body_words()).unwrap();
+    /// assert_eq!(n, 2);
+    /// # });
+    /// ```
     pub fn shape(&self, ty: TypeId, len: usize) -> Result<Shape, GcError> {
         Shape::of(self.gc, ty, len)
     }
@@ -283,6 +461,31 @@ impl<'a> Pin<'a> {
     /// [`GcError::Alloc`] when the heap is at its hard limit (collect with
     /// [`RawMutator::collect_for_memory`] outside the section and try once more);
     /// [`GcError::WrongHeap`] for a shape made for another collector.
+    ///
+    /// ```
+    /// # use safepoint_gc::{Gc, RawMutator, TypeDesc, WordKind};
+    /// # let rt = safepoint_sched::Runtime::builder().procs(1).build().unwrap();
+    /// # let gc = Gc::new(&rt).unwrap();
+    /// # let cell = gc.types().register(TypeDesc::Record {
+    /// #     name: "cell".into(),
+    /// #     words: vec![WordKind::Raw, WordKind::Ref],
+    /// # }).unwrap();
+    /// # let g = gc.clone();
+    /// # rt.block_on(move || {
+    /// # let mut raw = RawMutator::new(&g).unwrap();
+    /// # let shape = raw.shape(cell, 0).unwrap();
+    /// raw.enter(|p| {
+    ///     let (a, _slow) = p.alloc(shape).unwrap();
+    ///     let (b, _) = p.alloc(shape).unwrap();
+    ///     assert_ne!(a, b);
+    ///     // SAFETY: both were allocated in this section; words 0 and 1 are in their bodies.
+    ///     unsafe {
+    ///         assert_eq!(p.word(a, 0), 0); // zeroed
+    ///         p.init_link(a, 1, WordKind::Ref, b);
+    ///     }
+    /// }).unwrap();
+    /// # });
+    /// ```
     #[inline(always)]
     pub fn alloc(&mut self, shape: Shape) -> Result<(usize, bool), GcError> {
         if shape.heap != self.gc.id {
@@ -335,6 +538,27 @@ impl<'a> Pin<'a> {
     /// # Safety
     /// `obj` is a reference (this heap's encoding) to a live object: one read from a slot, a
     /// field or a global, or allocated in this section.
+    ///
+    /// ```
+    /// # use safepoint_gc::{Gc, RawMutator, TypeDesc, WordKind};
+    /// # let rt = safepoint_sched::Runtime::builder().procs(1).build().unwrap();
+    /// # let gc = Gc::new(&rt).unwrap();
+    /// # let cell = gc.types().register(TypeDesc::Record {
+    /// #     name: "cell".into(),
+    /// #     words: vec![WordKind::Raw, WordKind::Ref],
+    /// # }).unwrap();
+    /// # let g = gc.clone();
+    /// # rt.block_on(move || {
+    /// # let mut raw = RawMutator::new(&g).unwrap();
+    /// # let shape = raw.shape(cell, 0).unwrap();
+    /// raw.enter(|p| {
+    ///     let (obj, _) = p.alloc(shape).unwrap();
+    ///     // SAFETY: allocated in this section.
+    ///     let h = unsafe { p.header(obj) };
+    ///     assert_eq!(h.type_id(), cell);
+    /// }).unwrap();
+    /// # });
+    /// ```
     #[inline]
     pub unsafe fn header(&self, obj: usize) -> Header {
         let addr = self.addr(obj);
@@ -348,6 +572,29 @@ impl<'a> Pin<'a> {
     ///
     /// # Safety
     /// As [`header`](Self::header), and `i` is below the object's body words.
+    ///
+    /// ```
+    /// # use safepoint_gc::{Gc, RawMutator, TypeDesc, WordKind};
+    /// # let rt = safepoint_sched::Runtime::builder().procs(1).build().unwrap();
+    /// # let gc = Gc::new(&rt).unwrap();
+    /// # let cell = gc.types().register(TypeDesc::Record {
+    /// #     name: "cell".into(),
+    /// #     words: vec![WordKind::Raw, WordKind::Ref],
+    /// # }).unwrap();
+    /// # let g = gc.clone();
+    /// # rt.block_on(move || {
+    /// # let mut raw = RawMutator::new(&g).unwrap();
+    /// # let shape = raw.shape(cell, 0).unwrap();
+    /// raw.enter(|p| {
+    ///     let (obj, _) = p.alloc(shape).unwrap();
+    ///     // SAFETY: allocated in this section; word 0 is in its body, never stored before.
+    ///     unsafe {
+    ///         p.init_word(obj, 0, WordKind::Raw, 7);
+    ///         assert_eq!(p.word(obj, 0), 7);
+    ///     }
+    /// }).unwrap();
+    /// # });
+    /// ```
     #[inline]
     pub unsafe fn word(&self, obj: usize, i: usize) -> usize {
         if self.validate {
@@ -369,6 +616,31 @@ impl<'a> Pin<'a> {
     /// plain address of a weak handle ([`weak`](Self::weak)), and not a new key into an
     /// ephemeron record whose old key is gone (its values died with it: store 0 into its
     /// ephemeron words first); for an ephemeron word, as for a tagged word.
+    ///
+    /// ```
+    /// # use safepoint_gc::{Gc, RawMutator, TypeDesc, WordKind};
+    /// # let rt = safepoint_sched::Runtime::builder().procs(1).build().unwrap();
+    /// # let gc = Gc::new(&rt).unwrap();
+    /// # let cell = gc.types().register(TypeDesc::Record {
+    /// #     name: "cell".into(),
+    /// #     words: vec![WordKind::Raw, WordKind::Ref],
+    /// # }).unwrap();
+    /// # let g = gc.clone();
+    /// # rt.block_on(move || {
+    /// # let mut raw = RawMutator::new(&g).unwrap();
+    /// # let shape = raw.shape(cell, 0).unwrap();
+    /// raw.enter(|p| {
+    ///     let (a, _) = p.alloc(shape).unwrap();
+    ///     let (b, _) = p.alloc(shape).unwrap();
+    ///     // SAFETY: both live (allocated in this section); word 1 of `a` is its Ref word.
+    ///     unsafe {
+    ///         p.set_word(a, 1, WordKind::Ref, b); // through the write barrier
+    ///         p.set_word(a, 1, WordKind::Ref, 0);
+    ///         assert_eq!(p.word(a, 1), 0);
+    ///     }
+    /// }).unwrap();
+    /// # });
+    /// ```
     #[inline]
     pub unsafe fn set_word(&mut self, obj: usize, i: usize, kind: WordKind, v: usize) {
         // SAFETY: the caller's contract is `field`'s.
@@ -408,6 +680,28 @@ impl<'a> Pin<'a> {
     /// As [`set_word`](Self::set_word), and `obj` was returned by [`alloc`](Self::alloc) in
     /// this section, and word `i` has not been stored since. (Stored since, the old value
     /// would go unshaded while marking: a reachable object could be freed.)
+    ///
+    /// ```
+    /// # use safepoint_gc::{Gc, RawMutator, TypeDesc, WordKind};
+    /// # let rt = safepoint_sched::Runtime::builder().procs(1).build().unwrap();
+    /// # let gc = Gc::new(&rt).unwrap();
+    /// # let cell = gc.types().register(TypeDesc::Record {
+    /// #     name: "cell".into(),
+    /// #     words: vec![WordKind::Raw, WordKind::Ref],
+    /// # }).unwrap();
+    /// # let g = gc.clone();
+    /// # rt.block_on(move || {
+    /// # let mut raw = RawMutator::new(&g).unwrap();
+    /// # let shape = raw.shape(cell, 0).unwrap();
+    /// raw.enter(|p| {
+    ///     let (obj, _) = p.alloc(shape).unwrap();
+    ///     // SAFETY: fresh from `alloc` in this section; word 0 not stored since.
+    ///     unsafe { p.init_word(obj, 0, WordKind::Raw, 42) };
+    ///     // SAFETY: as above.
+    ///     assert_eq!(unsafe { p.word(obj, 0) }, 42);
+    /// }).unwrap();
+    /// # });
+    /// ```
     #[inline]
     pub unsafe fn init_word(&mut self, obj: usize, i: usize, kind: WordKind, v: usize) {
         // SAFETY: the caller's contract includes `field`'s.
@@ -435,6 +729,30 @@ impl<'a> Pin<'a> {
     /// this section (an older one could be white while `obj` is black: the collector would
     /// not see it through `obj`, and could free it). In the checking modes, a `v` that is not
     /// marked while this section allocates black is a described panic.
+    ///
+    /// ```
+    /// # use safepoint_gc::{Gc, RawMutator, TypeDesc, WordKind};
+    /// # let rt = safepoint_sched::Runtime::builder().procs(1).build().unwrap();
+    /// # let gc = Gc::new(&rt).unwrap();
+    /// # let cell = gc.types().register(TypeDesc::Record {
+    /// #     name: "cell".into(),
+    /// #     words: vec![WordKind::Raw, WordKind::Ref],
+    /// # }).unwrap();
+    /// # let g = gc.clone();
+    /// # rt.block_on(move || {
+    /// # let mut raw = RawMutator::new(&g).unwrap();
+    /// # let shape = raw.shape(cell, 0).unwrap();
+    /// raw.enter(|p| {
+    ///     let (head, _) = p.alloc(shape).unwrap();
+    ///     let (next, _) = p.alloc(shape).unwrap();
+    ///     // SAFETY: both allocated in this section; word 1 of `head` not stored since.
+    ///     unsafe { p.init_link(head, 1, WordKind::Ref, next) };
+    ///     // SAFETY: as above. (A Ref word holds the plain address.)
+    ///     let linked = unsafe { p.word(head, 1) };
+    ///     assert_eq!(linked, next & !p.tag_rule().mask);
+    /// }).unwrap();
+    /// # });
+    /// ```
     #[inline]
     pub unsafe fn init_link(&mut self, obj: usize, i: usize, kind: WordKind, v: usize) {
         // SAFETY: the caller's contract includes `field`'s.
@@ -470,6 +788,27 @@ impl<'a> Pin<'a> {
     /// # Safety
     /// As [`header`](Self::header), for a byte array; the slice is used only inside this
     /// section.
+    ///
+    /// ```
+    /// use std::sync::atomic::Ordering;
+    /// use safepoint_gc::{Gc, RawMutator, TypeDesc};
+    /// # let rt = safepoint_sched::Runtime::builder().procs(1).build().unwrap();
+    /// let gc = Gc::new(&rt).unwrap();
+    /// let text = gc.types().register(TypeDesc::ByteArray { name: "text".into() }).unwrap();
+    /// let g = gc.clone();
+    /// rt.block_on(move || {
+    ///     let mut raw = RawMutator::new(&g).unwrap();
+    ///     let shape = raw.shape(text, 3).unwrap();
+    ///     raw.enter(|p| {
+    ///         let (s, _) = p.alloc(shape).unwrap();
+    ///         // SAFETY: a byte array allocated in this section; the slice stays inside it.
+    ///         let b = unsafe { p.bytes(s) };
+    ///         assert_eq!(b.len(), 3);
+    ///         b[0].store(b'x', Ordering::Relaxed);
+    ///         assert_eq!(b[0].load(Ordering::Relaxed), b'x');
+    ///     }).unwrap();
+    /// });
+    /// ```
     #[inline]
     pub unsafe fn bytes(&self, obj: usize) -> &[AtomicU8] {
         // SAFETY: per the contract.
@@ -488,6 +827,28 @@ impl<'a> Pin<'a> {
     /// [`GcError::NotAReference`] if `v` has the reference tag but is not the reference of an
     /// object of this heap that the sweep will keep (never one, freed, or found unreachable by
     /// the last marking): kept in a global, it would be a root the marker cannot scan.
+    ///
+    /// ```
+    /// # use safepoint_gc::{Gc, RawMutator, TypeDesc, WordKind};
+    /// # let rt = safepoint_sched::Runtime::builder().procs(1).build().unwrap();
+    /// # let gc = Gc::new(&rt).unwrap();
+    /// # let cell = gc.types().register(TypeDesc::Record {
+    /// #     name: "cell".into(),
+    /// #     words: vec![WordKind::Raw, WordKind::Ref],
+    /// # }).unwrap();
+    /// # let g = gc.clone();
+    /// # rt.block_on(move || {
+    /// # let mut raw = RawMutator::new(&g).unwrap();
+    /// # let shape = raw.shape(cell, 0).unwrap();
+    /// let global = raw.enter(|p| {
+    ///     let (obj, _) = p.alloc(shape).unwrap();
+    ///     p.new_global(obj).unwrap() // a root that outlives the section
+    /// }).unwrap();
+    /// gc.collect();
+    /// let v = raw.enter(|p| p.global(&global).unwrap()).unwrap();
+    /// assert_ne!(v, 0);
+    /// # });
+    /// ```
     pub fn new_global(&self, v: usize) -> Result<Global, GcError> {
         self.check_value(v)?;
         Ok(Global::with_value(&self.gc_arc(), v))
@@ -509,6 +870,24 @@ impl<'a> Pin<'a> {
     ///
     /// # Errors
     /// [`GcError::WrongHeap`] for a global of another collector.
+    ///
+    /// ```
+    /// # use safepoint_gc::{Gc, RawMutator, TypeDesc, WordKind};
+    /// # let rt = safepoint_sched::Runtime::builder().procs(1).build().unwrap();
+    /// # let gc = Gc::new(&rt).unwrap();
+    /// # let cell = gc.types().register(TypeDesc::Record {
+    /// #     name: "cell".into(),
+    /// #     words: vec![WordKind::Raw, WordKind::Ref],
+    /// # }).unwrap();
+    /// # let g = gc.clone();
+    /// # rt.block_on(move || {
+    /// # let mut raw = RawMutator::new(&g).unwrap();
+    /// # let shape = raw.shape(cell, 0).unwrap();
+    /// use safepoint_gc::Global;
+    /// let global = Global::new(&gc);
+    /// assert_eq!(raw.enter(|p| p.global(&global).unwrap()).unwrap(), 0); // null
+    /// # });
+    /// ```
     #[inline]
     pub fn global(&self, g: &Global) -> Result<usize, GcError> {
         if !std::ptr::eq(Arc::as_ptr(&g.gc), self.gc) {
@@ -525,6 +904,29 @@ impl<'a> Pin<'a> {
     /// [`GcError::WrongHeap`] for a global of another collector;
     /// [`GcError::NotAReference`] for a `v` that [`new_global`](Self::new_global) refuses
     /// (the global is left as it was).
+    ///
+    /// ```
+    /// # use safepoint_gc::{Gc, RawMutator, TypeDesc, WordKind};
+    /// # let rt = safepoint_sched::Runtime::builder().procs(1).build().unwrap();
+    /// # let gc = Gc::new(&rt).unwrap();
+    /// # let cell = gc.types().register(TypeDesc::Record {
+    /// #     name: "cell".into(),
+    /// #     words: vec![WordKind::Raw, WordKind::Ref],
+    /// # }).unwrap();
+    /// # let g = gc.clone();
+    /// # rt.block_on(move || {
+    /// # let mut raw = RawMutator::new(&g).unwrap();
+    /// # let shape = raw.shape(cell, 0).unwrap();
+    /// use safepoint_gc::Global;
+    /// let global = Global::new(&gc);
+    /// raw.enter(|p| {
+    ///     let (obj, _) = p.alloc(shape).unwrap();
+    ///     p.set_global(&global, obj).unwrap();
+    ///     assert_eq!(p.global(&global).unwrap(), obj);
+    ///     assert!(p.set_global(&global, obj + 8).is_err()); // not an object's reference
+    /// }).unwrap();
+    /// # });
+    /// ```
     pub fn set_global(&mut self, g: &Global, v: usize) -> Result<(), GcError> {
         if !std::ptr::eq(Arc::as_ptr(&g.gc), self.gc) {
             return Err(GcError::WrongHeap);
@@ -547,6 +949,30 @@ impl<'a> Pin<'a> {
     ///
     /// # Errors
     /// [`GcError::Alloc`] if the cell cannot be allocated.
+    ///
+    /// ```
+    /// # use safepoint_gc::{Gc, RawMutator, TypeDesc, WordKind};
+    /// # let rt = safepoint_sched::Runtime::builder().procs(1).build().unwrap();
+    /// # let gc = Gc::new(&rt).unwrap();
+    /// # let cell = gc.types().register(TypeDesc::Record {
+    /// #     name: "cell".into(),
+    /// #     words: vec![WordKind::Raw, WordKind::Ref],
+    /// # }).unwrap();
+    /// # let g = gc.clone();
+    /// # rt.block_on(move || {
+    /// # let mut raw = RawMutator::new(&g).unwrap();
+    /// # let shape = raw.shape(cell, 0).unwrap();
+    /// raw.enter(|p| {
+    ///     let (obj, _) = p.alloc(shape).unwrap();
+    ///     // SAFETY: `obj` was allocated in this section; `w` is its live weak handle.
+    ///     unsafe {
+    ///         let (w, _slow) = p.weak(obj).unwrap();
+    ///         assert_eq!(p.weak(obj).unwrap().0, w); // one handle per object
+    ///         assert_eq!(p.deref(w), obj);
+    ///     }
+    /// }).unwrap();
+    /// # });
+    /// ```
     pub unsafe fn weak(&mut self, obj: usize) -> Result<(usize, bool), GcError> {
         let addr = self.addr(obj);
         let (cell, slow) = self.gc.cell_of(self.p, addr)?;
@@ -564,6 +990,31 @@ impl<'a> Pin<'a> {
     ///
     /// # Panics
     /// In the debugging modes, if `w` is not a weak handle.
+    ///
+    /// ```
+    /// # use safepoint_gc::{Gc, RawMutator, TypeDesc, WordKind};
+    /// # let rt = safepoint_sched::Runtime::builder().procs(1).build().unwrap();
+    /// # let gc = Gc::new(&rt).unwrap();
+    /// # let cell = gc.types().register(TypeDesc::Record {
+    /// #     name: "cell".into(),
+    /// #     words: vec![WordKind::Raw, WordKind::Ref],
+    /// # }).unwrap();
+    /// # let g = gc.clone();
+    /// # rt.block_on(move || {
+    /// # let mut raw = RawMutator::new(&g).unwrap();
+    /// # let shape = raw.shape(cell, 0).unwrap();
+    /// let global = raw.enter(|p| {
+    ///     let (obj, _) = p.alloc(shape).unwrap();
+    ///     // SAFETY: allocated in this section.
+    ///     let (w, _) = unsafe { p.weak(obj) }.unwrap();
+    ///     p.new_global(w).unwrap() // keep the handle, not the object
+    /// }).unwrap();
+    /// gc.collect();
+    /// // SAFETY: the global holds a live weak handle.
+    /// let v = raw.enter(|p| unsafe { p.deref(p.global(&global).unwrap()) }).unwrap();
+    /// assert_eq!(v, 0); // the object was unreachable: the handle reads null
+    /// # });
+    /// ```
     #[inline]
     pub unsafe fn deref(&mut self, w: usize) -> usize {
         let addr = self.addr(w);
@@ -582,6 +1033,33 @@ impl<'a> Pin<'a> {
     ///
     /// # Safety
     /// As [`word`](Self::word), and word `i` is an ephemeron word.
+    ///
+    /// ```
+    /// use safepoint_gc::{Gc, RawMutator, TypeDesc, WordKind};
+    /// # let rt = safepoint_sched::Runtime::builder().procs(1).build().unwrap();
+    /// let gc = Gc::new(&rt).unwrap();
+    /// let entry = gc.types().register(TypeDesc::Record {
+    ///     name: "entry".into(),
+    ///     words: vec![WordKind::Weak, WordKind::Ephemeron],
+    /// }).unwrap();
+    /// let g = gc.clone();
+    /// rt.block_on(move || {
+    ///     let mut raw = RawMutator::new(&g).unwrap();
+    ///     let shape = raw.shape(entry, 0).unwrap();
+    ///     raw.enter(|p| {
+    ///         let (key, _) = p.alloc(shape).unwrap();
+    ///         let (e, _) = p.alloc(shape).unwrap();
+    ///         // SAFETY: all allocated in this section; word 0 of `e` is its Weak word and word 1
+    ///         // its Ephemeron word, neither stored before.
+    ///         unsafe {
+    ///             let (w, _) = p.weak(key).unwrap();
+    ///             p.init_word(e, 0, WordKind::Weak, w);
+    ///             p.init_word(e, 1, WordKind::Ephemeron, 5 << 1); // an immediate value
+    ///             assert_eq!(p.ephemeron_value(e, 1), 5 << 1); // the key lives: the value reads
+    ///         }
+    ///     }).unwrap();
+    /// });
+    /// ```
     pub unsafe fn ephemeron_value(&mut self, obj: usize, i: usize) -> usize {
         // SAFETY: the caller's contract is `word`'s.
         let v = unsafe { self.word(obj, i) };
@@ -600,6 +1078,27 @@ impl<'a> Pin<'a> {
     ///
     /// # Safety
     /// As [`header`](Self::header).
+    ///
+    /// ```
+    /// # use safepoint_gc::{Gc, RawMutator, TypeDesc, WordKind};
+    /// # let rt = safepoint_sched::Runtime::builder().procs(1).build().unwrap();
+    /// # let gc = Gc::new(&rt).unwrap();
+    /// # let cell = gc.types().register(TypeDesc::Record {
+    /// #     name: "cell".into(),
+    /// #     words: vec![WordKind::Raw, WordKind::Ref],
+    /// # }).unwrap();
+    /// # let g = gc.clone();
+    /// # rt.block_on(move || {
+    /// # let mut raw = RawMutator::new(&g).unwrap();
+    /// # let shape = raw.shape(cell, 0).unwrap();
+    /// let c = raw.enter(|p| {
+    ///     let (obj, _) = p.alloc(shape).unwrap();
+    ///     // SAFETY: allocated in this section.
+    ///     unsafe { p.add_cleanup(obj, Box::new(|| ())) }
+    /// }).unwrap();
+    /// assert!(c.cancel());
+    /// # });
+    /// ```
     pub unsafe fn add_cleanup(
         &mut self,
         obj: usize,

@@ -110,6 +110,13 @@ static LOOKUP: [u8; LOOKUP_LEN] = build_lookup();
 
 /// The class for a request of `size` bytes, or `None` if it is larger than [`MAX_SMALL`] and
 /// needs a large span. A zero-byte request gets the smallest class.
+///
+/// ```
+/// use safepoint_gc::sizeclass::class_of;
+/// assert_eq!(class_of(8), class_of(1)); // the smallest class holds both
+/// assert!(class_of(24) < class_of(4096));
+/// assert_eq!(class_of(1 << 30), None); // a large object: no class
+/// ```
 #[inline]
 pub fn class_of(size: usize) -> Option<usize> {
     if size > MAX_SMALL {

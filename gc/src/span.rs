@@ -120,36 +120,93 @@ impl Span {
 
     /// Address of the span's first byte: a page boundary, and its first slot (a typed span's
     /// header word is its last word, not its first).
+    ///
+    /// ```
+    /// use safepoint_gc::{Heap, HeapConfig};
+    /// let heap = Heap::new(HeapConfig::default()).unwrap();
+    /// let mut cache = heap.new_cache();
+    /// let p = cache.alloc(48).unwrap().as_ptr() as usize;
+    /// let span = heap.find_span(p).unwrap();
+    /// assert!(span.start() <= p && span.start() % 4096 == 0);
+    /// ```
     #[inline]
     pub fn start(&self) -> usize {
         self.start.load(Ordering::Relaxed)
     }
 
     /// Length in pages.
+    ///
+    /// ```
+    /// use safepoint_gc::{Heap, HeapConfig};
+    /// let heap = Heap::new(HeapConfig::default()).unwrap();
+    /// let mut cache = heap.new_cache();
+    /// let p = cache.alloc(48).unwrap().as_ptr() as usize;
+    /// let span = heap.find_span(p).unwrap();
+    /// assert!(span.pages() >= 1);
+    /// ```
     #[inline]
     pub fn pages(&self) -> usize {
         self.npages.load(Ordering::Relaxed)
     }
 
     /// The size class (`1..NUM_CLASSES`), or 0 for a span holding one large object.
+    ///
+    /// ```
+    /// use safepoint_gc::{Heap, HeapConfig};
+    /// let heap = Heap::new(HeapConfig::default()).unwrap();
+    /// let mut cache = heap.new_cache();
+    /// let p = cache.alloc(48).unwrap().as_ptr() as usize;
+    /// let span = heap.find_span(p).unwrap();
+    /// use safepoint_gc::sizeclass::class_of;
+    /// assert_eq!(Some(span.size_class()), class_of(48));
+    /// ```
     #[inline]
     pub fn size_class(&self) -> usize {
         self.class.load(Ordering::Relaxed)
     }
 
     /// Bytes per slot (for a large span: the object's size rounded up to a word).
+    ///
+    /// ```
+    /// use safepoint_gc::{Heap, HeapConfig};
+    /// let heap = Heap::new(HeapConfig::default()).unwrap();
+    /// let mut cache = heap.new_cache();
+    /// let p = cache.alloc(48).unwrap().as_ptr() as usize;
+    /// let span = heap.find_span(p).unwrap();
+    /// assert!(span.elem_size() >= 48);
+    /// ```
     #[inline]
     pub fn elem_size(&self) -> usize {
         self.elem_size.load(Ordering::Relaxed)
     }
 
     /// Slots in the span.
+    ///
+    /// ```
+    /// use safepoint_gc::{Heap, HeapConfig};
+    /// let heap = Heap::new(HeapConfig::default()).unwrap();
+    /// let mut cache = heap.new_cache();
+    /// let p = cache.alloc(48).unwrap().as_ptr() as usize;
+    /// let span = heap.find_span(p).unwrap();
+    /// assert!(span.slots() * span.elem_size() <= span.pages() * 8192);
+    /// ```
     #[inline]
     pub fn slots(&self) -> usize {
         self.nelems.load(Ordering::Relaxed)
     }
 
     /// Whether the span holds one large object rather than slots of a size class.
+    ///
+    /// ```
+    /// use safepoint_gc::{Heap, HeapConfig};
+    /// let heap = Heap::new(HeapConfig::default()).unwrap();
+    /// let mut cache = heap.new_cache();
+    /// let p = cache.alloc(48).unwrap().as_ptr() as usize;
+    /// let span = heap.find_span(p).unwrap();
+    /// assert!(!span.is_large());
+    /// let big = cache.alloc(1 << 20).unwrap().as_ptr() as usize;
+    /// assert!(heap.find_span(big).unwrap().is_large());
+    /// ```
     #[inline]
     pub fn is_large(&self) -> bool {
         self.size_class() == 0
@@ -218,6 +275,16 @@ impl Span {
     }
 
     /// Whether slot `idx` is allocated.
+    ///
+    /// ```
+    /// use safepoint_gc::{Heap, HeapConfig};
+    /// let heap = Heap::new(HeapConfig::default()).unwrap();
+    /// let mut cache = heap.new_cache();
+    /// let p = cache.alloc(48).unwrap().as_ptr() as usize;
+    /// let span = heap.find_span(p).unwrap();
+    /// let idx = (heap.object_start(p).unwrap() - span.start()) / span.elem_size();
+    /// assert!(span.is_allocated(idx));
+    /// ```
     #[inline]
     pub fn is_allocated(&self, idx: usize) -> bool {
         let (w, b) = Self::bit(idx);
@@ -227,6 +294,18 @@ impl Span {
     }
 
     /// Whether slot `idx` is marked.
+    ///
+    /// ```
+    /// use safepoint_gc::{Heap, HeapConfig};
+    /// let heap = Heap::new(HeapConfig::default()).unwrap();
+    /// let mut cache = heap.new_cache();
+    /// let p = cache.alloc(48).unwrap().as_ptr() as usize;
+    /// let span = heap.find_span(p).unwrap();
+    /// let idx = (heap.object_start(p).unwrap() - span.start()) / span.elem_size();
+    /// assert!(!span.is_marked(idx));
+    /// span.mark_object(p);
+    /// assert!(span.is_marked(idx));
+    /// ```
     #[inline]
     pub fn is_marked(&self, idx: usize) -> bool {
         let (w, b) = Self::bit(idx);
@@ -236,6 +315,16 @@ impl Span {
 
     /// Start of the allocated object containing `addr`, or `None` if `addr` is outside every
     /// slot or its slot is free.
+    ///
+    /// ```
+    /// use safepoint_gc::{Heap, HeapConfig};
+    /// let heap = Heap::new(HeapConfig::default()).unwrap();
+    /// let mut cache = heap.new_cache();
+    /// let p = cache.alloc(48).unwrap().as_ptr() as usize;
+    /// let span = heap.find_span(p).unwrap();
+    /// let start = heap.object_start(p).unwrap();
+    /// assert_eq!(span.object_start(p + 16), Some(start));
+    /// ```
     pub fn object_start(&self, addr: usize) -> Option<usize> {
         let idx = self.index_of(addr)?;
         self.is_allocated(idx).then(|| self.start() + idx * self.elem_size())
@@ -243,6 +332,16 @@ impl Span {
 
     /// Marks the allocated object containing `addr`. Returns `Some(true)` if this call set the
     /// mark, `Some(false)` if it was already set, `None` if `addr` is in no allocated object.
+    ///
+    /// ```
+    /// use safepoint_gc::{Heap, HeapConfig};
+    /// let heap = Heap::new(HeapConfig::default()).unwrap();
+    /// let mut cache = heap.new_cache();
+    /// let p = cache.alloc(48).unwrap().as_ptr() as usize;
+    /// let span = heap.find_span(p).unwrap();
+    /// assert_eq!(span.mark_object(p), Some(true)); // this call set the mark
+    /// assert_eq!(span.mark_object(p), Some(false)); // already set
+    /// ```
     pub fn mark_object(&self, addr: usize) -> Option<bool> {
         let idx = self.index_of(addr)?;
         if !self.is_allocated(idx) {
@@ -265,6 +364,16 @@ impl Span {
     }
 
     /// Allocated slots, counted from the bitmap.
+    ///
+    /// ```
+    /// use safepoint_gc::{Heap, HeapConfig};
+    /// let heap = Heap::new(HeapConfig::default()).unwrap();
+    /// let mut cache = heap.new_cache();
+    /// let p = cache.alloc(48).unwrap().as_ptr() as usize;
+    /// let span = heap.find_span(p).unwrap();
+    /// cache.alloc(48).unwrap();
+    /// assert!(span.allocated() >= 2);
+    /// ```
     pub fn allocated(&self) -> usize {
         let words = self.slots().div_ceil(64);
         // Acquire: as in `is_allocated`.

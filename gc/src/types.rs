@@ -157,6 +157,11 @@ pub enum TypeDesc {
 
 impl TypeDesc {
     /// The type's name.
+    ///
+    /// ```
+    /// use safepoint_gc::TypeDesc;
+    /// assert_eq!(TypeDesc::ByteArray { name: "str".into() }.name(), "str");
+    /// ```
     pub fn name(&self) -> &str {
         match self {
             TypeDesc::Record { name, .. }
@@ -167,6 +172,12 @@ impl TypeDesc {
     }
 
     /// Whether objects of this type carry a length in their header.
+    ///
+    /// ```
+    /// use safepoint_gc::{TypeDesc, WordKind};
+    /// assert!(TypeDesc::RefArray { name: "v".into() }.is_array());
+    /// assert!(!TypeDesc::Record { name: "r".into(), words: vec![WordKind::Raw] }.is_array());
+    /// ```
     pub fn is_array(&self) -> bool {
         !matches!(self, TypeDesc::Record { .. })
     }
@@ -186,6 +197,14 @@ impl TagRule {
     pub const LOW_BIT: TagRule = TagRule { mask: 1, ref_tag: 0 };
 
     /// Whether the tagged `word` is a reference to follow.
+    ///
+    /// ```
+    /// use safepoint_gc::TagRule;
+    /// let rule = TagRule::default(); // low bit 0: pointer; low bit 1: small integer
+    /// assert!(rule.is_ref(0x1000));
+    /// assert!(!rule.is_ref(0x1001));
+    /// assert!(!rule.is_ref(0)); // null
+    /// ```
     #[inline]
     pub fn is_ref(self, word: usize) -> bool {
         word != 0 && word & self.mask == self.ref_tag
@@ -273,12 +292,25 @@ impl Ord for TypeId {
 
 impl TypeId {
     /// The id as a number (`1..=MAX_TYPES`).
+    ///
+    /// ```
+    /// use safepoint_gc::{TypeDesc, TypeRegistry, WordKind};
+    /// let reg = TypeRegistry::new();
+    /// let t = reg.register(TypeDesc::RefArray { name: "v".into() }).unwrap();
+    /// assert_eq!(safepoint_gc::TypeId::from_u32(t.get()), Some(t));
+    /// ```
     pub fn get(self) -> u32 {
         self.n
     }
 
     /// The id numbered `n`, if `n` is in `1..=MAX_TYPES`, bound to no registry. Whether a
     /// registry holds it is a separate question ([`TypeRegistry::get`]).
+    ///
+    /// ```
+    /// use safepoint_gc::TypeId;
+    /// assert_eq!(TypeId::from_u32(0), None); // ids start at 1
+    /// assert_eq!(TypeId::from_u32(3).unwrap().get(), 3);
+    /// ```
     pub fn from_u32(n: u32) -> Option<TypeId> {
         (1..=MAX_TYPES).contains(&n).then_some(TypeId { n, reg: 0 })
     }
@@ -424,6 +456,16 @@ pub struct Header(usize);
 
 impl Header {
     /// The header of a record of type `id`.
+    ///
+    /// ```
+    /// use safepoint_gc::{TypeDesc, TypeRegistry, WordKind};
+    /// let reg = TypeRegistry::new();
+    /// use safepoint_gc::Header;
+    /// let desc = TypeDesc::Record { name: "r".into(), words: vec![WordKind::Ref] };
+    /// let t = reg.register(desc).unwrap();
+    /// let h = Header::new_record(t);
+    /// assert_eq!((h.type_id(), h.len()), (t, 0));
+    /// ```
     pub fn new_record(id: TypeId) -> Header {
         Header(id.n as usize)
     }
@@ -432,6 +474,15 @@ impl Header {
     ///
     /// # Errors
     /// [`TypeError::ArrayTooLong`] if `len > MAX_ARRAY_LEN`.
+    ///
+    /// ```
+    /// use safepoint_gc::{TypeDesc, TypeRegistry, WordKind};
+    /// let reg = TypeRegistry::new();
+    /// use safepoint_gc::Header;
+    /// let t = reg.register(TypeDesc::RefArray { name: "v".into() }).unwrap();
+    /// let h = Header::new_array(t, 12).unwrap();
+    /// assert_eq!(h.len(), 12);
+    /// ```
     pub fn new_array(id: TypeId, len: usize) -> Result<Header, TypeError> {
         if len > MAX_ARRAY_LEN {
             return Err(TypeError::ArrayTooLong { len });
@@ -440,26 +491,68 @@ impl Header {
     }
 
     /// Reads a header word; `None` if its id bits are zero (no header was ever written).
+    ///
+    /// ```
+    /// use safepoint_gc::{TypeDesc, TypeRegistry, WordKind};
+    /// let reg = TypeRegistry::new();
+    /// use safepoint_gc::Header;
+    /// let t = reg.register(TypeDesc::RefArray { name: "v".into() }).unwrap();
+    /// let h = Header::new_array(t, 3).unwrap();
+    /// assert_eq!(Header::from_word(h.to_word()), Some(h));
+    /// assert_eq!(Header::from_word(0), None); // not a header
+    /// ```
     pub fn from_word(word: usize) -> Option<Header> {
         (word & ID_MASK != 0).then_some(Header(word))
     }
 
     /// The word to store.
+    ///
+    /// ```
+    /// use safepoint_gc::{TypeDesc, TypeRegistry, WordKind};
+    /// let reg = TypeRegistry::new();
+    /// use safepoint_gc::Header;
+    /// let t = reg.register(TypeDesc::RefArray { name: "v".into() }).unwrap();
+    /// let w = Header::new_array(t, 3).unwrap().to_word();
+    /// assert_eq!(Header::from_word(w).unwrap().len(), 3);
+    /// ```
     pub fn to_word(self) -> usize {
         self.0
     }
 
     /// The type id.
+    ///
+    /// ```
+    /// use safepoint_gc::{TypeDesc, TypeRegistry, WordKind};
+    /// let reg = TypeRegistry::new();
+    /// use safepoint_gc::Header;
+    /// let t = reg.register(TypeDesc::RefArray { name: "v".into() }).unwrap();
+    /// assert_eq!(Header::new_array(t, 1).unwrap().type_id(), t);
+    /// ```
     pub fn type_id(self) -> TypeId {
         TypeId::unbound((self.0 & ID_MASK) as u32)
     }
 
     /// The array length (0 for a record).
+    ///
+    /// ```
+    /// use safepoint_gc::{TypeDesc, TypeRegistry, WordKind};
+    /// let reg = TypeRegistry::new();
+    /// let t = reg.register(TypeDesc::TaggedArray { name: "a".into() }).unwrap();
+    /// assert_eq!(reg.header(t, 9).unwrap().len(), 9);
+    /// ```
     pub fn len(self) -> usize {
         self.0 >> ID_BITS
     }
 
     /// Whether the length is zero (always so for a record).
+    ///
+    /// ```
+    /// use safepoint_gc::{TypeDesc, TypeRegistry, WordKind};
+    /// let reg = TypeRegistry::new();
+    /// let t = reg.register(TypeDesc::TaggedArray { name: "a".into() }).unwrap();
+    /// assert!(reg.header(t, 0).unwrap().is_empty());
+    /// assert!(!reg.header(t, 1).unwrap().is_empty());
+    /// ```
     pub fn is_empty(self) -> bool {
         self.len() == 0
     }
@@ -470,6 +563,14 @@ impl Header {
 /// # Errors
 /// [`TypeError::RecordWithLength`] if `desc` is a record and `len != 0`;
 /// [`TypeError::ArrayTooLong`] if `len > MAX_ARRAY_LEN`.
+///
+/// ```
+/// use safepoint_gc::{TypeDesc, WordKind, types::body_words};
+/// let rec = TypeDesc::Record { name: "r".into(), words: vec![WordKind::Ref; 3] };
+/// assert_eq!(body_words(&rec, 0).unwrap(), 3);
+/// assert_eq!(body_words(&TypeDesc::ByteArray { name: "b".into() }, 9).unwrap(), 2); // padded
+/// assert!(body_words(&rec, 1).is_err()); // a record has no length
+/// ```
 pub fn body_words(desc: &TypeDesc, len: usize) -> Result<usize, TypeError> {
     if desc.is_array() && len > MAX_ARRAY_LEN {
         return Err(TypeError::ArrayTooLong { len });
@@ -493,6 +594,12 @@ pub fn body_words(desc: &TypeDesc, len: usize) -> Result<usize, TypeError> {
 ///
 /// # Errors
 /// As [`body_words`]; [`TypeError::ArrayTooLong`] also if the size overflows a `usize`.
+///
+/// ```
+/// use safepoint_gc::{TypeDesc, types::object_size};
+/// // A header word and four element words.
+/// assert_eq!(object_size(&TypeDesc::RefArray { name: "v".into() }, 4).unwrap(), 40);
+/// ```
 pub fn object_size(desc: &TypeDesc, len: usize) -> Result<usize, TypeError> {
     body_words(desc, len)?
         .checked_add(1)
@@ -556,6 +663,19 @@ impl Iterator for Refs<'_> {
 /// [`TypeError::RecordWithLength`] or [`TypeError::ArrayTooLong`] if the header's length
 /// does not fit the descriptor; [`TypeError::ObjectTooShort`] if `body` is shorter than the
 /// object. The header's type id is not checked against `desc` (the caller looked it up).
+///
+/// ```
+/// use std::sync::atomic::AtomicUsize;
+/// use safepoint_gc::{Header, TagRule, TypeDesc, TypeRegistry, WordKind, types::scan_refs};
+/// let reg = TypeRegistry::new();
+/// let words = vec![WordKind::Ref, WordKind::Tagged, WordKind::Raw];
+/// let desc = TypeDesc::Record { name: "r".into(), words };
+/// let t = reg.register(desc.clone()).unwrap();
+/// let body = [AtomicUsize::new(0x1000), AtomicUsize::new(0x2000), AtomicUsize::new(0x3000)];
+/// let refs: Vec<(usize, usize)> =
+///     scan_refs(&desc, TagRule::default(), Header::new_record(t), &body).unwrap().collect();
+/// assert_eq!(refs, [(0, 0x1000), (1, 0x2000)]); // the raw word is never a reference
+/// ```
 pub fn scan_refs<'a>(
     desc: &'a TypeDesc,
     rule: TagRule,
@@ -628,6 +748,14 @@ impl Default for TypeRegistry {
 
 impl TypeRegistry {
     /// An empty registry with the default [`RegistryConfig`].
+    ///
+    /// ```
+    /// use safepoint_gc::{TypeDesc, TypeRegistry, WordKind};
+    /// let reg = TypeRegistry::new();
+    /// assert!(reg.is_empty());
+    /// reg.register(TypeDesc::RefArray { name: "v".into() }).unwrap();
+    /// assert_eq!(reg.len(), 1);
+    /// ```
     pub fn new() -> TypeRegistry {
         Self::build(RegistryConfig::default())
     }
@@ -636,6 +764,14 @@ impl TypeRegistry {
     ///
     /// # Errors
     /// [`TypeError::BadTagRule`] or [`TypeError::BadConfig`] if `config` is out of range.
+    ///
+    /// ```
+    /// use safepoint_gc::{TypeRegistry, types::RegistryConfig};
+    /// let mut c = RegistryConfig::default();
+    /// c.max_types = 10;
+    /// let reg = TypeRegistry::with_config(c).unwrap();
+    /// assert_eq!(reg.config().max_types, 10);
+    /// ```
     pub fn with_config(config: RegistryConfig) -> Result<TypeRegistry, TypeError> {
         config.tag_rule.validate()?;
         if config.max_types == 0 || config.max_types > MAX_TYPES {
@@ -667,26 +803,57 @@ impl TypeRegistry {
     }
 
     /// The configuration.
+    ///
+    /// ```
+    /// use safepoint_gc::TypeRegistry;
+    /// let reg = TypeRegistry::new();
+    /// assert_eq!(reg.config().tag_rule, reg.tag_rule());
+    /// ```
     pub fn config(&self) -> RegistryConfig {
         self.config
     }
 
     /// The tag rule for tagged words.
+    ///
+    /// ```
+    /// use safepoint_gc::{TagRule, TypeRegistry};
+    /// assert_eq!(TypeRegistry::new().tag_rule(), TagRule::default());
+    /// ```
     pub fn tag_rule(&self) -> TagRule {
         self.config.tag_rule
     }
 
     /// The most words a record may have here.
+    ///
+    /// ```
+    /// use safepoint_gc::{TypeDesc, TypeRegistry, WordKind};
+    /// let reg = TypeRegistry::new();
+    /// let max = reg.max_record_words();
+    /// let too_big = TypeDesc::Record { name: "big".into(), words: vec![WordKind::Raw; max + 1] };
+    /// assert!(reg.register(too_big).is_err());
+    /// ```
     pub fn max_record_words(&self) -> usize {
         self.max_words
     }
 
     /// How many types are registered.
+    ///
+    /// ```
+    /// use safepoint_gc::{TypeDesc, TypeRegistry, WordKind};
+    /// let reg = TypeRegistry::new();
+    /// reg.register(TypeDesc::RefArray { name: "a".into() }).unwrap();
+    /// reg.register(TypeDesc::RefArray { name: "b".into() }).unwrap();
+    /// assert_eq!(reg.len(), 2);
+    /// ```
     pub fn len(&self) -> usize {
         self.locked(|w| w.count as usize)
     }
 
     /// Whether no type is registered.
+    ///
+    /// ```
+    /// assert!(safepoint_gc::TypeRegistry::new().is_empty());
+    /// ```
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
@@ -773,6 +940,13 @@ impl TypeRegistry {
     /// The descriptor of `id`, if registered here (`None` for an id issued by another
     /// registry). Lock-free; the reference lives as long as the registry, since descriptors
     /// never move or change.
+    ///
+    /// ```
+    /// use safepoint_gc::{TypeDesc, TypeRegistry, WordKind};
+    /// let reg = TypeRegistry::new();
+    /// let t = reg.register(TypeDesc::ByteArray { name: "s".into() }).unwrap();
+    /// assert_eq!(reg.get(t).unwrap().name(), "s");
+    /// ```
     #[inline]
     pub fn get(&self, id: TypeId) -> Option<&TypeDesc> {
         if id.reg != 0 && id.reg != self.tag {
@@ -799,6 +973,14 @@ impl TypeRegistry {
     }
 
     /// The id of the type named `name`, if registered (takes the writer lock).
+    ///
+    /// ```
+    /// use safepoint_gc::{TypeDesc, TypeRegistry, WordKind};
+    /// let reg = TypeRegistry::new();
+    /// let t = reg.register(TypeDesc::ByteArray { name: "s".into() }).unwrap();
+    /// assert_eq!(reg.lookup("s"), Some(t));
+    /// assert_eq!(reg.lookup("t"), None);
+    /// ```
     pub fn lookup(&self, name: &str) -> Option<TypeId> {
         self.locked(|w| w.names.get(name).copied())
     }
@@ -809,6 +991,15 @@ impl TypeRegistry {
     /// [`TypeError::UnknownType`]; [`TypeError::ForeignType`] for an id of another registry;
     /// [`TypeError::RecordWithLength`] for a record with `len != 0`;
     /// [`TypeError::ArrayTooLong`].
+    ///
+    /// ```
+    /// use safepoint_gc::{TypeDesc, TypeRegistry, WordKind};
+    /// let reg = TypeRegistry::new();
+    /// let desc = TypeDesc::Record { name: "r".into(), words: vec![WordKind::Ref] };
+    /// let r = reg.register(desc).unwrap();
+    /// assert_eq!(reg.header(r, 0).unwrap().type_id(), r);
+    /// assert!(reg.header(r, 2).is_err()); // a record has no length
+    /// ```
     #[inline]
     pub fn header(&self, id: TypeId, len: usize) -> Result<Header, TypeError> {
         let desc = self.desc(id)?;
@@ -822,6 +1013,18 @@ impl TypeRegistry {
     /// # Errors
     /// [`TypeError::UnknownType`] if the header's id is not registered; otherwise as
     /// [`scan_refs`].
+    ///
+    /// ```
+    /// use std::sync::atomic::AtomicUsize;
+    /// use safepoint_gc::{TypeDesc, TypeRegistry};
+    /// let reg = TypeRegistry::new();
+    /// let v = reg.register(TypeDesc::TaggedArray { name: "v".into() }).unwrap();
+    /// let h = reg.header(v, 2).unwrap();
+    /// // An immediate (low bit 1) and a reference.
+    /// let body = [AtomicUsize::new(0x7), AtomicUsize::new(0x5000)];
+    /// let refs: Vec<_> = reg.scan(h, &body).unwrap().map(|(_, w)| w).collect();
+    /// assert_eq!(refs, [0x5000]);
+    /// ```
     pub fn scan<'a>(
         &'a self,
         header: Header,

@@ -66,10 +66,10 @@
 //! A cleanup (Go's `runtime.AddCleanup`) is a Rust `FnOnce() + Send` attached to an object:
 //! the sweep that frees the object moves its cleanups to a queue and wakes the heap's cleanup
 //! goroutine, which runs them one by one outside any pinned section or stop; a panic in one is
-//! reported on stderr and counted, and the others still run. The function cannot hold a
-//! managed reference (none lives in Rust variables), so it cannot resurrect the object; it
-//! may hold a [`Global`](crate::Global), and one that references the object keeps it alive
-//! for good (Go's rule: the argument must not reach the object). Cleanups of the objects a
+//! reported through the message sink and counted, and the others still run. The function
+//! cannot hold a managed reference (none lives in Rust variables), so it cannot resurrect the
+//! object; it may hold a [`Global`](crate::Global), and one that references the object keeps
+//! it alive for good (Go's rule: the argument must not reach the object). Cleanups of the objects a
 //! cycle frees are queued by that cycle's sweep, which the background sweeper finishes soon
 //! after the cycle (or the next cycle's sweep termination does), and run as soon as the
 //! cleanup goroutine is scheduled. An object may have several; their order is unspecified.
@@ -110,8 +110,8 @@
 //! buffers held work, also restarts it when ephemerons are pending and either the marked
 //! count has moved since the last empty round (a key may have been marked since) or records
 //! were published after that round took the list (records no round has looked at): the stop
-//! itself does no per-ephemeron work. Only after three restarts does it finish inside the
-//! stop, draining and running rounds there, as it does for the last barrier work. Ephemerons allocated while marking are black and never
+//! itself does no per-ephemeron work, ever: a stop whose bounded drain marked anything while
+//! ephemerons are pending lets the world go for another round. Ephemerons allocated while marking are black and never
 //! pending: their values were shaded by the stores that put them there.
 //!
 //! **Cost per cycle.** Each ephemeron record is scanned once; a round costs O(pending) hash
@@ -553,6 +553,27 @@ pub struct Cleanup {
 impl Cleanup {
     /// Cancels the cleanup if it has not been queued yet (its object not found unreachable);
     /// whether it was cancelled. From any thread.
+    ///
+    /// ```
+    /// # use safepoint_gc::{Gc, Mutator, TypeDesc, WordKind};
+    /// # let rt = safepoint_sched::Runtime::builder().procs(1).build().unwrap();
+    /// # let gc = Gc::new(&rt).unwrap();
+    /// # let pair = gc.types().register(TypeDesc::Record {
+    /// #     name: "pair".into(),
+    /// #     words: vec![WordKind::Ref, WordKind::Tagged],
+    /// # }).unwrap();
+    /// # let g = gc.clone();
+    /// # rt.block_on(move || {
+    /// # let mut m = Mutator::new(&g).unwrap();
+    /// m.scope(|m, [obj]| {
+    ///     m.alloc(obj, pair).unwrap();
+    ///     let c = m.add_cleanup(obj, || unreachable!("cancelled")).unwrap();
+    ///     assert!(c.cancel());
+    ///     assert!(!c.cancel()); // already cancelled
+    /// });
+    /// m.collect();
+    /// # });
+    /// ```
     pub fn cancel(&self) -> bool {
         let Some(gc) = self.gc.upgrade() else { return false };
         let specials = gc.heap.specials();

@@ -1,6 +1,7 @@
 //! The metrics (`safepoint_gc::metrics`): exact allocation counts with caches not flushed,
 //! values consistent with the collector's and scheduler's statistics, and reads every
-//! millisecond that do not hold a workload up.
+//! millisecond that do not hold a workload up, goroutines by state against a known arrangement,
+//! and assist time from goroutines that allocate while the collector marks.
 
 mod height;
 
@@ -243,4 +244,116 @@ fn reader(gc: &Gc, progress: &AtomicU64, stop: &AtomicBool) -> (u64, bool) {
         }
     }
     (reads, moved)
+}
+
+/// Goroutines by state, against a known arrangement on one P: 50 parked on a channel
+/// (waiting), one spinning without a safepoint (running: nothing can take its P, since a time
+/// slice ends only at a safepoint), and 10 spawned behind it (runnable).
+#[test]
+fn goroutines_by_state_count_a_known_arrangement() {
+    use safepoint_sched::Chan;
+    let rt = Runtime::builder().procs(1).build().unwrap();
+    let gc = Gc::builder().min_heap(1 << 20).build(&rt).unwrap();
+    let names = [
+        "/sched/goroutines:goroutines",
+        "/sched/goroutines/running:goroutines",
+        "/sched/goroutines/runnable:goroutines",
+        "/sched/goroutines/waiting:goroutines",
+    ];
+    let deadline = Instant::now() + Duration::from_secs(60);
+    // The runtime's own goroutines (the collector's), parked once it has started.
+    let base = loop {
+        let got = read_u64(&gc, &names);
+        if got[1..3] == [0, 0] && got[0] == got[3] {
+            break got[0];
+        }
+        assert!(Instant::now() < deadline, "the runtime never settled: {got:?}");
+        std::thread::sleep(Duration::from_millis(1));
+    };
+    let ch: Chan<u64> = Chan::new(0);
+    let parked = Arc::new(AtomicU64::new(0));
+    let parkers: Vec<_> = (0..50)
+        .map(|_| {
+            let (ch, parked) = (ch.clone(), parked.clone());
+            rt.spawn(move || {
+                parked.fetch_add(1, Ordering::SeqCst);
+                ch.recv().unwrap()
+            })
+            .unwrap()
+        })
+        .collect();
+    while parked.load(Ordering::SeqCst) < 50 {
+        assert!(Instant::now() < deadline, "the parkers did not run");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let started = Arc::new(AtomicBool::new(false));
+    let release = Arc::new(AtomicBool::new(false));
+    let spinner = {
+        let (s, r) = (started.clone(), release.clone());
+        rt.spawn(move || {
+            s.store(true, Ordering::SeqCst);
+            // No safepoint until released (a guard of 60 s turns a test bug into a failure).
+            let t0 = Instant::now();
+            while !r.load(Ordering::SeqCst) && t0.elapsed() < Duration::from_secs(60) {
+                std::hint::spin_loop();
+            }
+        })
+        .unwrap()
+    };
+    while !started.load(Ordering::SeqCst) {
+        assert!(Instant::now() < deadline, "the spinner did not start");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let queued: Vec<_> = (0..10).map(|_| rt.spawn(|| ()).unwrap()).collect();
+    // The values are racy snapshots: a parker that counted itself may not have parked yet, so
+    // read until the arrangement has settled (it then holds until the spinner is released).
+    let (mut got, want) = (Vec::new(), [base + 61, 1, 10, base + 50]);
+    while got != want {
+        assert!(Instant::now() < deadline, "goroutines by state read {got:?}, not {want:?}");
+        got = read_u64(&gc, &names);
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    release.store(true, Ordering::SeqCst);
+    spinner.join().unwrap();
+    for q in queued {
+        q.join().unwrap();
+    }
+    for i in 0..50 {
+        rt.block_on({
+            let ch = ch.clone();
+            move || ch.send(i)
+        });
+    }
+    let sum: u64 = parkers.into_iter().map(|p| p.join().unwrap()).sum();
+    assert_eq!(sum, (0..50).sum());
+    // Each exits a moment after its joiner is woken: read until all have.
+    while read_u64(&gc, &names[..1]) != [base] {
+        assert!(Instant::now() < deadline, "goroutines left: {:?}", read_u64(&gc, &names));
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
+/// Assists: a goroutine that allocates on one P while the collector marks pays for its
+/// allocation by marking, and the time shows in the assist CPU metric.
+#[test]
+fn assist_cpu_counts_marking_by_allocating_goroutines() {
+    let rt = Runtime::builder().procs(1).build().unwrap();
+    let gc = Gc::builder().min_heap(1 << 20).build(&rt).unwrap();
+    let ty = node_type(&gc);
+    let g = gc.clone();
+    rt.block_on(move || {
+        let mut m = Mutator::new(&g).unwrap();
+        m.scope(|m, [keep, t]| {
+            build(m, ty, 14, keep);
+            for _ in 0..100 {
+                build(m, ty, 10, t);
+            }
+            assert_eq!(check(m, keep), expected(14));
+        });
+    });
+    let mut s = [Sample::new("/cpu/classes/gc/mark/assist:cpu-seconds")];
+    metrics::read(&gc, &mut s);
+    let Value::F64(assist) = s[0].value else { panic!("{:?}", s[0].value) };
+    assert!(gc.cycles() >= 5, "{} cycles", gc.cycles());
+    assert!(assist > 0.0, "no assist time over {} cycles", gc.cycles());
 }

@@ -353,6 +353,15 @@ pub enum TrySendError<T> {
 
 impl<T> TrySendError<T> {
     /// The value that was not sent.
+    ///
+    /// ```
+    /// use safepoint_sched::{Chan, TrySendError};
+    /// let ch = Chan::new(1);
+    /// ch.try_send(1).unwrap();
+    /// let e = ch.try_send(2).unwrap_err();
+    /// assert!(matches!(e, TrySendError::Full(2)));
+    /// assert_eq!(e.into_inner(), 2);
+    /// ```
     pub fn into_inner(self) -> T {
         match self {
             TrySendError::Full(v) | TrySendError::Closed(v) => v,
@@ -499,6 +508,19 @@ impl<T: Send> Chan<T> {
     }
 
     /// An unbuffered channel.
+    ///
+    /// ```
+    /// use safepoint_sched::{Chan, Runtime, go};
+    /// # let rt = Runtime::builder().procs(1).build().unwrap();
+    /// let got = rt.block_on(|| {
+    ///     let ch = Chan::unbuffered();
+    ///     assert_eq!(ch.cap(), 0);
+    ///     let tx = ch.clone();
+    ///     go(move || tx.send("hi"));
+    ///     ch.recv().unwrap()
+    /// });
+    /// assert_eq!(got, "hi");
+    /// ```
     pub fn unbuffered() -> Chan<T> {
         Chan::new(0)
     }
@@ -507,6 +529,18 @@ impl<T: Send> Chan<T> {
     ///
     /// Panics (a described panic of the calling goroutine) if the channel is closed, or is
     /// closed while the send waits — as Go's `ch <- v`.
+    ///
+    /// ```
+    /// use safepoint_sched::{Chan, Runtime, go};
+    /// # let rt = Runtime::builder().procs(2).build().unwrap();
+    /// let sum = rt.block_on(|| {
+    ///     let ch = Chan::new(2);
+    ///     let tx = ch.clone();
+    ///     go(move || (1..=4).for_each(|i| tx.send(i))); // parks while the buffer is full
+    ///     (0..4).map(|_| ch.recv().unwrap()).sum::<i32>()
+    /// });
+    /// assert_eq!(sum, 10);
+    /// ```
     pub fn send(&self, v: T) {
         let inner = &*self.inner;
         inner.lock.lock();
@@ -550,6 +584,15 @@ impl<T: Send> Chan<T> {
     }
 
     /// Sends `v` if that needs no wait: a receiver is parked or a buffer slot is free.
+    ///
+    /// ```
+    /// use safepoint_sched::{Chan, TrySendError};
+    /// let ch = Chan::new(1);
+    /// assert!(ch.try_send('a').is_ok());
+    /// assert!(matches!(ch.try_send('b'), Err(TrySendError::Full('b'))));
+    /// ch.close();
+    /// assert!(matches!(ch.try_send('c'), Err(TrySendError::Closed('c'))));
+    /// ```
     pub fn try_send(&self, v: T) -> Result<(), TrySendError<T>> {
         let inner = &*self.inner;
         inner.lock.lock();
@@ -570,6 +613,15 @@ impl<T: Send> Chan<T> {
 
     /// Receives a value, parking until one comes; `Err(RecvError)` once the channel is closed
     /// and empty (Go's `v, ok := <-ch` with `ok == false`).
+    ///
+    /// ```
+    /// use safepoint_sched::{Chan, RecvError};
+    /// let ch = Chan::new(4);
+    /// ch.send(7);
+    /// ch.close();
+    /// assert_eq!(ch.recv(), Ok(7)); // what was buffered comes out first
+    /// assert_eq!(ch.recv(), Err(RecvError));
+    /// ```
     pub fn recv(&self) -> Result<T, RecvError> {
         let inner = &*self.inner;
         inner.lock.lock();
@@ -610,6 +662,16 @@ impl<T: Send> Chan<T> {
     }
 
     /// Receives a value if one is there now (buffered, or from a parked sender).
+    ///
+    /// ```
+    /// use safepoint_sched::{Chan, TryRecvError};
+    /// let ch = Chan::new(1);
+    /// assert_eq!(ch.try_recv(), Err(TryRecvError::Empty));
+    /// ch.send(3);
+    /// assert_eq!(ch.try_recv(), Ok(3));
+    /// ch.close();
+    /// assert_eq!(ch.try_recv(), Err(TryRecvError::Closed));
+    /// ```
     pub fn try_recv(&self) -> Result<T, TryRecvError> {
         let inner = &*self.inner;
         inner.lock.lock();
@@ -675,26 +737,67 @@ impl<T: Send> Chan<T> {
     }
 
     /// Whether the channel has been closed.
+    ///
+    /// ```
+    /// let ch = safepoint_sched::Chan::<u8>::new(0);
+    /// assert!(!ch.is_closed());
+    /// ch.close();
+    /// assert!(ch.is_closed());
+    /// ```
     pub fn is_closed(&self) -> bool {
         self.with_state(|st| st.closed)
     }
 
     /// Values buffered now.
+    ///
+    /// ```
+    /// let ch = safepoint_sched::Chan::new(3);
+    /// ch.send(1);
+    /// ch.send(2);
+    /// assert_eq!(ch.len(), 2);
+    /// ```
     pub fn len(&self) -> usize {
         self.with_state(|st| st.buf.len())
     }
 
     /// Whether no value is buffered now.
+    ///
+    /// ```
+    /// let ch = safepoint_sched::Chan::new(1);
+    /// assert!(ch.is_empty());
+    /// ch.send(());
+    /// assert!(!ch.is_empty());
+    /// ```
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
 
     /// Buffer slots (0 for an unbuffered channel).
+    ///
+    /// ```
+    /// assert_eq!(safepoint_sched::Chan::<u8>::new(8).cap(), 8);
+    /// ```
     pub fn cap(&self) -> usize {
         self.inner.cap
     }
 
     /// Goroutines (or threads) parked sending and receiving now, for tests and dumps.
+    ///
+    /// ```
+    /// use safepoint_sched::{Chan, Runtime, go, yield_now};
+    /// # let rt = Runtime::builder().procs(1).build().unwrap();
+    /// rt.block_on(|| {
+    ///     let ch = Chan::<u8>::new(0);
+    ///     let rx = ch.clone();
+    ///     let h = go(move || rx.recv().unwrap());
+    ///     while ch.waiting() != (0, 1) {
+    ///         yield_now(); // until the receiver has parked
+    ///     }
+    ///     ch.send(5);
+    ///     assert_eq!(h.join().unwrap(), 5);
+    ///     assert_eq!(ch.waiting(), (0, 0));
+    /// });
+    /// ```
     pub fn waiting(&self) -> (usize, usize) {
         fn count<T>(q: &WaitQ<T>) -> usize {
             let mut n = 0;
@@ -718,6 +821,13 @@ impl<T: Send> Chan<T> {
     }
 
     /// An iterator receiving until the channel is closed and empty (Go's `for v := range ch`).
+    ///
+    /// ```
+    /// let ch = safepoint_sched::Chan::new(3);
+    /// (1..=3).for_each(|i| ch.send(i));
+    /// ch.close();
+    /// assert_eq!(ch.iter().collect::<Vec<_>>(), [1, 2, 3]);
+    /// ```
     pub fn iter(&self) -> Iter<'_, T> {
         Iter { chan: self }
     }

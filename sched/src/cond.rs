@@ -72,6 +72,26 @@ impl Default for Cond {
 
 impl Cond {
     /// A condition variable with no waiters.
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use safepoint_sched::{Cond, Mutex, Runtime, go};
+    /// # let rt = Runtime::builder().procs(2).build().unwrap();
+    /// let v = rt.block_on(|| {
+    ///     let state = Arc::new((Mutex::new(None), Cond::new()));
+    ///     let s = state.clone();
+    ///     go(move || {
+    ///         *s.0.lock() = Some(42);
+    ///         s.1.signal();
+    ///     });
+    ///     let mut g = state.0.lock();
+    ///     while g.is_none() {
+    ///         g = state.1.wait(g);
+    ///     }
+    ///     g.unwrap()
+    /// });
+    /// assert_eq!(v, 42);
+    /// ```
     pub fn new() -> Cond {
         Cond {
             lock: RawLock::new(),
@@ -89,6 +109,27 @@ impl Cond {
 
     /// Unlocks the guard's mutex, parks until signalled, and locks it again. As with Go's,
     /// the condition must be re-checked in a loop: another goroutine may get there first.
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use safepoint_sched::{Cond, Mutex, Runtime, go};
+    /// # let rt = Runtime::builder().procs(2).build().unwrap();
+    /// rt.block_on(|| {
+    ///     let pair = Arc::new((Mutex::new(0), Cond::new()));
+    ///     for _ in 0..3 {
+    ///         let p = pair.clone();
+    ///         go(move || {
+    ///             *p.0.lock() += 1;
+    ///             p.1.broadcast();
+    ///         });
+    ///     }
+    ///     let mut n = pair.0.lock();
+    ///     while *n < 3 {
+    ///         n = pair.1.wait(n); // unlocks, parks, locks again
+    ///     }
+    ///     assert_eq!(*n, 3);
+    /// });
+    /// ```
     pub fn wait<'a, T: ?Sized>(&self, guard: MutexGuard<'a, T>) -> MutexGuard<'a, T> {
         let m = guard.mutex();
         let ticket = self.with(|st| {
@@ -102,6 +143,29 @@ impl Cond {
     }
 
     /// Like [`wait`](Cond::wait), for a [`RawMutex`] the caller holds.
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use std::sync::atomic::{AtomicBool, Ordering};
+    /// use safepoint_sched::{Cond, RawMutex, Runtime, go};
+    /// # let rt = Runtime::builder().procs(2).build().unwrap();
+    /// rt.block_on(|| {
+    ///     let shared = Arc::new((RawMutex::new(), Cond::new(), AtomicBool::new(false)));
+    ///     let s = shared.clone();
+    ///     go(move || {
+    ///         s.0.lock();
+    ///         s.2.store(true, Ordering::Relaxed);
+    ///         s.0.unlock();
+    ///         s.1.signal();
+    ///     });
+    ///     let (m, c, ready) = &*shared;
+    ///     m.lock();
+    ///     while !ready.load(Ordering::Relaxed) {
+    ///         c.wait_raw(m);
+    ///     }
+    ///     m.unlock();
+    /// });
+    /// ```
     pub fn wait_raw(&self, m: &RawMutex) {
         let ticket = self.with(|st| {
             let t = st.wait;
@@ -153,6 +217,25 @@ impl Cond {
     }
 
     /// Wakes the goroutine waiting longest, if any.
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use safepoint_sched::{Cond, Mutex, Runtime, go};
+    /// # let rt = Runtime::builder().procs(2).build().unwrap();
+    /// rt.block_on(|| {
+    ///     let q = Arc::new((Mutex::new(Vec::new()), Cond::new()));
+    ///     let p = q.clone();
+    ///     go(move || {
+    ///         p.0.lock().push("job");
+    ///         p.1.signal(); // wakes one waiter
+    ///     });
+    ///     let mut jobs = q.0.lock();
+    ///     while jobs.is_empty() {
+    ///         jobs = q.1.wait(jobs);
+    ///     }
+    ///     assert_eq!(jobs.pop(), Some("job"));
+    /// });
+    /// ```
     pub fn signal(&self) {
         let t = self.with(|st| {
             if st.wait == st.notify {
@@ -176,6 +259,29 @@ impl Cond {
     }
 
     /// Wakes every waiting goroutine.
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use safepoint_sched::{Cond, Mutex, Runtime, go};
+    /// # let rt = Runtime::builder().procs(2).build().unwrap();
+    /// rt.block_on(|| {
+    ///     let gate = Arc::new((Mutex::new(false), Cond::new()));
+    ///     let waiters: Vec<_> = (0..4)
+    ///         .map(|_| {
+    ///             let g = gate.clone();
+    ///             go(move || {
+    ///                 let mut open = g.0.lock();
+    ///                 while !*open {
+    ///                     open = g.1.wait(open);
+    ///                 }
+    ///             })
+    ///         })
+    ///         .collect();
+    ///     *gate.0.lock() = true;
+    ///     gate.1.broadcast(); // wakes every waiter
+    ///     waiters.into_iter().for_each(|w| w.join().unwrap());
+    /// });
+    /// ```
     pub fn broadcast(&self) {
         let ts: Vec<Token> = self.with(|st| {
             st.notify = st.wait;
@@ -206,12 +312,37 @@ impl core::fmt::Debug for Once {
 
 impl Once {
     /// A Once that has not run.
+    ///
+    /// ```
+    /// let once = safepoint_sched::Once::new();
+    /// assert!(!once.is_completed());
+    /// ```
     pub fn new() -> Once {
         Once { done: AtomicBool::new(false), m: RawMutex::new() }
     }
 
     /// Runs `f` if no call has run (or is running) one; otherwise waits for the one that ran to
     /// finish. If `f` panics, the Once still counts as done (as Go's).
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use std::sync::atomic::{AtomicUsize, Ordering};
+    /// use safepoint_sched::{Once, Runtime, go};
+    /// # let rt = Runtime::builder().procs(2).build().unwrap();
+    /// let runs = rt.block_on(|| {
+    ///     let once = Arc::new(Once::new());
+    ///     let runs = Arc::new(AtomicUsize::new(0));
+    ///     let hs: Vec<_> = (0..4)
+    ///         .map(|_| {
+    ///             let (once, runs) = (once.clone(), runs.clone());
+    ///             go(move || once.call_once(|| { runs.fetch_add(1, Ordering::Relaxed); }))
+    ///         })
+    ///         .collect();
+    ///     hs.into_iter().for_each(|h| h.join().unwrap());
+    ///     runs.load(Ordering::Relaxed)
+    /// });
+    /// assert_eq!(runs, 1);
+    /// ```
     pub fn call_once(&self, f: impl FnOnce()) {
         // Acquire: pairs with the Release store below: `f`'s effects are visible.
         if !self.done.load(Ordering::Acquire) {
@@ -241,6 +372,12 @@ impl Once {
     }
 
     /// Whether a call has completed.
+    ///
+    /// ```
+    /// let once = safepoint_sched::Once::new();
+    /// once.call_once(|| ());
+    /// assert!(once.is_completed());
+    /// ```
     pub fn is_completed(&self) -> bool {
         self.done.load(Ordering::Acquire)
     }
@@ -296,12 +433,26 @@ impl WaitGroup {
     }
 
     /// Adds `n` to the count.
+    ///
+    /// ```
+    /// let wg = safepoint_sched::WaitGroup::new();
+    /// wg.add(2);
+    /// assert_eq!(wg.count(), 2);
+    /// ```
     pub fn add(&self, n: usize) {
         let n = i32::try_from(n).unwrap_or_else(|_| panic!("sync: WaitGroup counter overflow"));
         self.add_delta(n);
     }
 
     /// Subtracts one; at zero, wakes every waiter. Panics if the count was already zero.
+    ///
+    /// ```
+    /// let wg = safepoint_sched::WaitGroup::new();
+    /// wg.add(1);
+    /// wg.done();
+    /// assert_eq!(wg.count(), 0);
+    /// wg.wait(); // returns at once: the count is zero
+    /// ```
     pub fn done(&self) {
         self.add_delta(-1);
     }
@@ -334,11 +485,35 @@ impl WaitGroup {
     }
 
     /// The current count.
+    ///
+    /// ```
+    /// let wg = safepoint_sched::WaitGroup::new();
+    /// assert_eq!(wg.count(), 0);
+    /// wg.add(3);
+    /// wg.done();
+    /// assert_eq!(wg.count(), 2);
+    /// ```
     pub fn count(&self) -> usize {
         ((self.state.load(Ordering::Acquire) >> 32) as i32).max(0) as usize
     }
 
     /// Parks until the count is zero (off a goroutine, the thread sleeps).
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use safepoint_sched::{Runtime, WaitGroup, go};
+    /// # let rt = Runtime::builder().procs(2).build().unwrap();
+    /// rt.block_on(|| {
+    ///     let wg = Arc::new(WaitGroup::new());
+    ///     wg.add(4);
+    ///     for _ in 0..4 {
+    ///         let wg = wg.clone();
+    ///         go(move || wg.done());
+    ///     }
+    ///     wg.wait();
+    ///     assert_eq!(wg.count(), 0);
+    /// });
+    /// ```
     pub fn wait(&self) {
         let mut s = self.state.load(Ordering::Acquire);
         loop {

@@ -16,26 +16,64 @@ pub struct JoinError {
 
 impl JoinError {
     /// The id of the goroutine that panicked.
+    ///
+    /// ```
+    /// use safepoint_sched::Runtime;
+    /// # let rt = Runtime::builder().procs(1).build().unwrap();
+    /// let h = rt.spawn(|| panic!("boom")).unwrap();
+    /// let id = h.id();
+    /// assert_eq!(h.join().unwrap_err().id(), id);
+    /// ```
     pub fn id(&self) -> u64 {
         self.id
     }
     /// The panic message, if it was a string.
+    ///
+    /// ```
+    /// use safepoint_sched::Runtime;
+    /// # let rt = Runtime::builder().procs(1).build().unwrap();
+    /// let e = rt.spawn(|| panic!("boom {}", 7)).unwrap().join().unwrap_err();
+    /// assert_eq!(e.message(), Some("boom 7"));
+    /// ```
     pub fn message(&self) -> Option<&str> {
         panic_message(&*self.payload)
     }
     /// The goroutine's managed-stack traceback at the panic (when the runtime was given a
     /// registry and the managed stack had frames).
+    ///
+    /// ```
+    /// use safepoint_sched::Runtime;
+    /// # let rt = Runtime::builder().procs(1).build().unwrap();
+    /// // No registry was given to the runtime, so no managed-stack traceback.
+    /// let e = rt.spawn(|| panic!("boom")).unwrap().join().unwrap_err();
+    /// assert_eq!(e.traceback(), None);
+    /// ```
     pub fn traceback(&self) -> Option<&str> {
         self.traceback.as_deref()
     }
 
     /// Whether the goroutine did not panic but was unwound because its runtime shut down
     /// (the payload is a [`crate::RuntimeShutdown`]).
+    ///
+    /// ```
+    /// use safepoint_sched::Runtime;
+    /// # let rt = Runtime::builder().procs(1).build().unwrap();
+    /// let e = rt.spawn(|| panic!("boom")).unwrap().join().unwrap_err();
+    /// assert!(!e.is_shutdown()); // a panic of its own, not the runtime's shutdown
+    /// ```
     pub fn is_shutdown(&self) -> bool {
         self.payload.is::<crate::RuntimeShutdown>()
     }
 
     /// The panic payload, to re-raise it with `std::panic::resume_unwind`.
+    ///
+    /// ```
+    /// use safepoint_sched::Runtime;
+    /// # let rt = Runtime::builder().procs(1).build().unwrap();
+    /// let e = rt.spawn(|| std::panic::panic_any(17u32)).unwrap().join().unwrap_err();
+    /// assert_eq!(e.message(), None); // not a string
+    /// assert_eq!(*e.into_panic().downcast::<u32>().unwrap(), 17);
+    /// ```
     pub fn into_panic(self) -> Box<dyn Any + Send + 'static> {
         self.payload
     }
@@ -157,16 +195,48 @@ impl<T> JoinHandle<T> {
     }
 
     /// The goroutine's id.
+    ///
+    /// ```
+    /// use safepoint_sched::{Runtime, goroutine_id};
+    /// # let rt = Runtime::builder().procs(1).build().unwrap();
+    /// let h = rt.spawn(goroutine_id).unwrap();
+    /// let id = h.id();
+    /// assert_eq!(h.join().unwrap(), Some(id));
+    /// ```
     pub fn id(&self) -> u64 {
         self.id
     }
 
     /// The goroutine, for [`crate::suspend_g`] (valid while it has not finished).
+    ///
+    /// ```
+    /// use safepoint_sched::{Chan, Runtime};
+    /// # let rt = Runtime::builder().procs(1).build().unwrap();
+    /// let ch = Chan::<()>::new(0);
+    /// let rx = ch.clone();
+    /// let h = rt.spawn(move || rx.recv()).unwrap();
+    /// assert_eq!(h.goroutine().id(), h.id());
+    /// ch.close();
+    /// h.join().unwrap().unwrap_err();
+    /// ```
     pub fn goroutine(&self) -> crate::Goroutine {
         self.g
     }
 
     /// Whether it has finished.
+    ///
+    /// ```
+    /// use safepoint_sched::{Chan, Runtime};
+    /// # let rt = Runtime::builder().procs(1).build().unwrap();
+    /// let ch = Chan::<()>::new(0);
+    /// let rx = ch.clone();
+    /// let h = rt.spawn(move || rx.recv()).unwrap();
+    /// assert!(!h.is_finished()); // parked on the channel
+    /// ch.close();
+    /// while !h.is_finished() {
+    ///     std::thread::yield_now();
+    /// }
+    /// ```
     pub fn is_finished(&self) -> bool {
         self.cell.lock().done
     }
@@ -174,6 +244,15 @@ impl<T> JoinHandle<T> {
     /// Waits for the goroutine and returns its value, or the panic that ended it. A goroutine
     /// parks; a thread outside the runtime sleeps, and panics with a deadlock report if every
     /// goroutine deadlocks (see [`crate::Builder::deadlock_detection`]).
+    ///
+    /// ```
+    /// use safepoint_sched::{Runtime, go};
+    /// # let rt = Runtime::builder().procs(2).build().unwrap();
+    /// // From a thread outside the runtime, and from a goroutine.
+    /// assert_eq!(rt.spawn(|| 6 * 7).unwrap().join().unwrap(), 42);
+    /// let v = rt.block_on(|| go(|| "inner").join().unwrap());
+    /// assert_eq!(v, "inner");
+    /// ```
     pub fn join(self) -> Result<T, JoinError> {
         self.join_or_deadlock().unwrap_or_else(|report| panic!("{report}"))
     }
@@ -181,6 +260,16 @@ impl<T> JoinHandle<T> {
     /// [`JoinHandle::join`], with a deadlock seen by a thread outside the runtime returned as
     /// an error instead of a panic (a goroutine that joins is itself part of any deadlock,
     /// and never gets one).
+    ///
+    /// ```
+    /// use safepoint_sched::{Chan, Runtime};
+    /// # let rt = Runtime::builder().procs(1).build().unwrap();
+    /// // A goroutine that waits for a value nobody will send: every goroutine is asleep.
+    /// let ch = Chan::<u8>::new(0);
+    /// let h = rt.spawn(move || ch.recv()).unwrap();
+    /// let report = h.join_or_deadlock().unwrap_err();
+    /// assert!(report.to_string().contains("deadlock"), "{report}");
+    /// ```
     pub fn join_or_deadlock(self) -> Result<Result<T, JoinError>, crate::DeadlockReport> {
         if crate::runtime::current_g().is_some() {
             crate::park(crate::WaitReason::Join, |r| {

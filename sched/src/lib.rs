@@ -72,6 +72,12 @@
 //!    The requester must not, while it holds goroutines stopped, take a lock that user code may
 //!    hold (a std mutex, stdout's lock): a goroutine held in place keeps whatever it held. The
 //!    handler declines inside the C library, so malloc's and stdio's own locks are never held.
+//!    The runtime allocates while it holds goroutines (a stop's work, a scan), so the global
+//!    allocator's lock must never be held either: a program that sets a `#[global_allocator]`
+//!    (jemalloc, mimalloc) wraps it in [`PreemptSafe`], inside whose calls the handler
+//!    declines; and where `malloc` itself is not the C library's (AddressSanitizer, an
+//!    allocator linked in or preloaded, a static C library) the runtime does not hold
+//!    goroutines in place at all and says so once, as if `asyncpreemptoff=1` were set.
 //!    A goroutine held inside a Rust-level OS lock (`std::sync::Mutex`, standard error's
 //!    lock) can still hold up a *stop*: another goroutine blocked in the kernel on that lock
 //!    keeps its P Running and never answers. A stop that cannot finish within a millisecond
@@ -194,7 +200,7 @@
 //! be made to leave code that never yields. The drop does not wait for it for ever: after
 //! five seconds of draining and five more for the threads to exit, it returns, leaving the
 //! threads still running such goroutines, and the runtime's memory with them (leaked, with
-//! what those goroutines hold), and says so in a line on standard error. A goroutine of
+//! what those goroutines hold), and says so in a line through the message sink. A goroutine of
 //! theirs that reaches a safepoint later unwinds, and its thread exits.
 //!
 //! Dropping the last handle from inside one of the runtime's own goroutines cannot wait for
@@ -235,7 +241,6 @@ mod join;
 mod local;
 #[cfg(all(test, loom))]
 mod loom_models;
-mod message;
 mod preempt;
 mod proc;
 mod runtime;
@@ -261,10 +266,13 @@ use std::sync::Arc;
 
 pub use join::{JoinError, JoinHandle};
 pub use local::GoroutineLocal;
-pub use message::{MessageSink, message, set_message_sink};
+// The sink lives in the bottom crate, so that every crate reports through it; the scheduler's
+// documentation and embedders know it from here.
 pub use proc::{
     NoPreempt, blocking, goroutine_id, no_preempt, poll, with_managed_stack, yield_now,
 };
+pub use safepoint_arch::preempt::PreemptSafe;
+pub use safepoint_arch::{MessageSink, message, set_message_sink};
 pub use safepoint_stackmap as stackmap;
 pub use stw::{Goroutine, Suspended, WorldStop, for_each_p, resume_g, stop_the_world, suspend_g};
 pub use sync::Sema;
@@ -342,10 +350,25 @@ mod knob_tests {
 }
 
 /// Errors from the runtime's API.
+///
+/// [`Error::Stack`] wraps the error of the stack layer, which [`source`] gives:
+///
+/// ```
+/// use std::error::Error as _;
+/// use safepoint_sched::{Error, Runtime};
+///
+/// let e = Runtime::builder().stack_size(100).build().unwrap_err();
+/// assert!(matches!(e, Error::Stack(safepoint_arch::stack::StackError::BadSize(100))));
+/// assert_eq!(e.source().unwrap().to_string(), e.to_string());
+/// assert!(Runtime::builder().procs(0).build().unwrap_err().source().is_none());
+/// ```
+///
+/// [`source`]: std::error::Error::source
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Error {
-    /// A goroutine stack could not be had (bad size or the kernel refused).
-    Stack(String),
+    /// A goroutine stack could not be had (bad size or the kernel refused); the error is also
+    /// the [`source`](std::error::Error::source).
+    Stack(safepoint_arch::stack::StackError),
     /// A configuration value is out of range.
     Config(String),
     /// The runtime is shutting down.
@@ -355,14 +378,23 @@ pub enum Error {
 impl core::fmt::Display for Error {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         match self {
-            Error::Stack(s) => write!(f, "{s}"),
+            Error::Stack(e) => write!(f, "{e}"),
             Error::Config(s) => write!(f, "bad runtime configuration: {s}"),
             Error::Shutdown => write!(f, "the runtime is shutting down"),
         }
     }
 }
 
-impl std::error::Error for Error {}
+/// [`Error::Stack`] gives the stack layer's error as its source (its message is also this
+/// error's, so that printing an `Error` alone still says why).
+impl std::error::Error for Error {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Error::Stack(e) => Some(e),
+            _ => None,
+        }
+    }
+}
 
 /// Runtime configuration; see [`Builder`] for the defaults.
 #[derive(Debug, Clone)]
@@ -414,7 +446,7 @@ pub struct Config {
 /// `SAFEPOINT_DEBUG` and `SAFEPOINT_MAXPROCS` are read when the builder is made (see
 /// [`env`](mod@env)): `SAFEPOINT_DEBUG` is a comma-separated list of `key=value` debugging
 /// knobs shared with the collector (a bare `key` is `key=1`; an unknown key is reported once
-/// on standard error). The scheduler's:
+/// through the message sink). The scheduler's:
 ///
 /// | key | meaning |
 /// |---|---|
@@ -457,22 +489,52 @@ impl Default for Builder {
 
 impl Builder {
     /// Number of Ps (1..=1024).
+    ///
+    /// ```
+    /// let rt = safepoint_sched::Runtime::builder().procs(3).build().unwrap();
+    /// assert_eq!(rt.procs(), 3);
+    /// assert!(safepoint_sched::Runtime::builder().procs(0).build().is_err());
+    /// ```
     pub fn procs(mut self, n: usize) -> Builder {
         self.config.procs = n;
         self
     }
     /// Usable native stack size per goroutine, bytes (at least 16 KiB).
+    ///
+    /// ```
+    /// use safepoint_sched::Runtime;
+    /// let rt = Runtime::builder().procs(1).stack_size(1 << 20).build().unwrap();
+    /// // 1 MiB of native stack for each goroutine: room for deep recursion with big frames.
+    /// fn depth(d: usize) -> usize {
+    ///     let a = std::hint::black_box([1u8; 1024]);
+    ///     if d == 0 { 0 } else { depth(d - 1) + a[0] as usize }
+    /// }
+    /// assert_eq!(rt.block_on(|| depth(300)), 300);
+    /// assert!(Runtime::builder().stack_size(1024).build().is_err()); // under 16 KiB
+    /// ```
     pub fn stack_size(mut self, bytes: usize) -> Builder {
         self.config.stack_size = bytes;
         self
     }
     /// How many unused stacks to keep for reuse.
+    ///
+    /// ```
+    /// let rt = safepoint_sched::Runtime::builder().procs(1).stack_cache(16).build().unwrap();
+    /// for _ in 0..64 {
+    ///     rt.spawn(|| ()).unwrap().join().unwrap(); // stacks come back to the cache
+    /// }
+    /// ```
     pub fn stack_cache(mut self, n: usize) -> Builder {
         self.config.stack_cache = n;
         self
     }
     /// Whether to run sysmon (off only for experiments: no time slices, no retaking of Ps from
     /// blocking calls).
+    ///
+    /// ```
+    /// let rt = safepoint_sched::Runtime::builder().procs(1).sysmon(false).build().unwrap();
+    /// assert_eq!(rt.block_on(|| 2 + 2), 4);
+    /// ```
     pub fn sysmon(mut self, on: bool) -> Builder {
         self.config.sysmon = on;
         self
@@ -484,6 +546,14 @@ impl Builder {
     /// on, instead of hanging. Turn it off if threads outside the runtime wake goroutines
     /// through these primitives (send on their channels, unlock their mutexes...): detection
     /// cannot see such threads coming.
+    ///
+    /// ```
+    /// use safepoint_sched::{Chan, Runtime};
+    /// let rt = Runtime::builder().procs(1).deadlock_detection(true).build().unwrap();
+    /// let ch = Chan::<u8>::new(0);
+    /// let r = rt.block_on_or_deadlock(move || ch.recv()); // nobody will ever send
+    /// assert!(r.is_err());
+    /// ```
     pub fn deadlock_detection(mut self, on: bool) -> Builder {
         self.config.deadlock_detection = on;
         self
@@ -494,6 +564,23 @@ impl Builder {
     /// the goroutine in place where it is (see the crate docs). Off, a goroutine in a loop that
     /// never polls holds up every stop forever. `SAFEPOINT_DEBUG=asyncpreemptoff=1` sets the
     /// default to off.
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use std::sync::atomic::{AtomicBool, Ordering};
+    /// use safepoint_sched::{Runtime, go, stop_the_world};
+    /// let rt = Runtime::builder().procs(2).async_preempt(true).build().unwrap();
+    /// rt.block_on(|| {
+    ///     let stop = Arc::new(AtomicBool::new(false));
+    ///     let s = stop.clone();
+    ///     // A loop with no safepoint at all: only the preemption signal can stop it.
+    ///     let spinner = go(move || while !s.load(Ordering::Relaxed) { std::hint::spin_loop() });
+    ///     let w = stop_the_world("example");
+    ///     w.start();
+    ///     stop.store(true, Ordering::Relaxed);
+    ///     spinner.join().unwrap();
+    /// });
+    /// ```
     pub fn async_preempt(mut self, on: bool) -> Builder {
         self.async_preempt = on;
         self
@@ -506,6 +593,11 @@ impl Builder {
     /// stuck in one phase for 10 s); a stop of the world, a ragged barrier or a [`suspend_g`]
     /// called from a goroutine aborts the same way once it has waited a second. For tests and
     /// soaks: the bounds are far above what a healthy runtime shows, even on a loaded machine.
+    ///
+    /// ```
+    /// let rt = safepoint_sched::Runtime::builder().procs(1).schedcheck(true).build().unwrap();
+    /// assert!(rt.handle().schedcheck());
+    /// ```
     pub fn schedcheck(mut self, on: bool) -> Builder {
         self.config.schedcheck = on;
         self
@@ -523,6 +615,22 @@ impl Builder {
     /// running goroutines (Ms), how many look for work and how many sleep; the goroutines on
     /// the global queue (and the urgent one), then on each P's queue. Needs sysmon (the
     /// default); an interval under a millisecond is raised to one.
+    ///
+    /// ```
+    /// use std::sync::{Arc, Mutex};
+    /// use std::time::Duration;
+    /// use safepoint_sched::{Runtime, set_message_sink};
+    /// let lines = Arc::new(Mutex::new(Vec::<String>::new()));
+    /// let l = lines.clone();
+    /// set_message_sink(Some(Box::new(move |m: &str| l.lock().unwrap().push(m.to_string()))));
+    /// let every = Some(Duration::from_millis(1));
+    /// let rt = Runtime::builder().procs(1).schedtrace(every).build().unwrap();
+    /// while !lines.lock().unwrap().iter().any(|m| m.starts_with("SCHED ")) {
+    ///     std::thread::sleep(Duration::from_millis(1));
+    /// }
+    /// drop(rt);
+    /// set_message_sink(None);
+    /// ```
     pub fn schedtrace(mut self, every: Option<std::time::Duration>) -> Builder {
         self.config.schedtrace = every;
         self
@@ -534,12 +642,31 @@ impl Builder {
     /// One track per P, one for the collector's phases, one for the stops. Recording appends
     /// to per-P buffers without a lock; off, it costs a predictable branch per goroutine
     /// switch. A failure to write the file is reported through the message sink.
+    ///
+    /// ```
+    /// use safepoint_sched::Runtime;
+    /// let file = std::env::temp_dir().join(format!("example-trace-{}.json", std::process::id()));
+    /// let rt = Runtime::builder().procs(1).trace(Some(file.clone())).build().unwrap();
+    /// rt.block_on(|| ());
+    /// drop(rt); // writes the file
+    /// let json = std::fs::read_to_string(&file).unwrap();
+    /// assert!(json.starts_with("{\"traceEvents\":["));
+    /// std::fs::remove_file(file).unwrap();
+    /// ```
     pub fn trace(mut self, file: Option<std::path::PathBuf>) -> Builder {
         self.config.trace = file;
         self
     }
     /// The function registry of the managed stacks: with it, a goroutine's panic (on its join
     /// handle, or printed) and `Runtime::dump_goroutines` include managed-stack tracebacks.
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use safepoint_sched::{Runtime, stackmap::Registry};
+    /// let reg = Arc::new(Registry::new());
+    /// let rt = Runtime::builder().procs(1).registry(reg.clone()).build().unwrap();
+    /// assert!(Arc::ptr_eq(rt.handle().registry().unwrap(), &reg));
+    /// ```
     pub fn registry(mut self, reg: Arc<safepoint_stackmap::Registry>) -> Builder {
         self.config.registry = Some(reg);
         self
@@ -547,6 +674,18 @@ impl Builder {
 
     /// Size limit of each goroutine's managed stack, bytes (default 1 GiB): a goroutine that
     /// grows past it panics with "goroutine N: managed stack exceeds LIMIT".
+    ///
+    /// ```
+    /// use safepoint_sched::{Runtime, stackmap::{FuncDesc, Registry}, with_managed_stack};
+    /// let reg = Registry::new();
+    /// let f = reg.register(FuncDesc::new("f", 1000, 0, 1)).unwrap();
+    /// let rt = Runtime::builder().procs(1).managed_stack_limit(64 * 1024).build().unwrap();
+    /// // 8 KiB frames: the ninth push passes 64 KiB and panics in that goroutine.
+    /// let deep = move || with_managed_stack(|ms| (0..100).for_each(|_| ms.push(f)));
+    /// let r = rt.spawn(deep).unwrap();
+    /// let e = r.join().unwrap_err();
+    /// assert!(e.message().unwrap().contains("managed stack exceeds"), "{e}");
+    /// ```
     pub fn managed_stack_limit(mut self, bytes: usize) -> Builder {
         if bytes > safepoint_stackmap::StackConfig::MAX_LIMIT {
             self.error = Some(format!(
@@ -675,16 +814,35 @@ impl Runtime {
     }
 
     /// A builder with the defaults.
+    ///
+    /// ```
+    /// use safepoint_sched::Runtime;
+    /// let rt = Runtime::builder().procs(2).build().unwrap();
+    /// assert_eq!(rt.procs(), 2);
+    /// ```
     pub fn builder() -> Builder {
         Builder::default()
     }
 
     /// Number of Ps.
+    ///
+    /// ```
+    /// let rt = safepoint_sched::Runtime::builder().procs(4).build().unwrap();
+    /// assert_eq!(rt.procs(), 4);
+    /// ```
     pub fn procs(&self) -> usize {
         self.sched.procs
     }
 
     /// A handle naming this runtime (for a collector that must know which goroutines are its).
+    ///
+    /// ```
+    /// use safepoint_sched::Runtime;
+    /// let rt = Runtime::builder().procs(1).build().unwrap();
+    /// let h = rt.handle();
+    /// assert!(!h.is_current()); // this thread is not one of its goroutines
+    /// assert!(rt.block_on(move || h.is_current()));
+    /// ```
     pub fn handle(&self) -> RuntimeHandle {
         RuntimeHandle::new(self.sched.clone())
     }
@@ -738,6 +896,16 @@ impl Runtime {
     /// [`Runtime::block_on`], returning a deadlock of every goroutine as an error instead of
     /// panicking with it: an embedder reports it in its own words (Pebble prints each
     /// goroutine's script traceback). A panic of `f` still resumes on the caller.
+    ///
+    /// ```
+    /// use safepoint_sched::{Chan, Runtime};
+    /// let rt = Runtime::builder().procs(1).build().unwrap();
+    /// assert_eq!(rt.block_on_or_deadlock(|| 7).unwrap(), 7);
+    /// let ch = Chan::<u8>::new(0);
+    /// let report = rt.block_on_or_deadlock(move || ch.recv()).unwrap_err();
+    /// let text = report.to_string();
+    /// assert!(text.starts_with("all goroutines are asleep - deadlock!"), "{text}");
+    /// ```
     pub fn block_on_or_deadlock<T, F>(&self, f: F) -> Result<T, DeadlockReport>
     where
         F: FnOnce() -> T + Send + 'static,
@@ -757,6 +925,16 @@ impl Runtime {
     /// Stops the world for as long as it takes to collect every P's buffer (the file is
     /// written after the restart). Runs a goroutine for it: call it from outside the runtime
     /// or from a goroutine, as [`Runtime::block_on`].
+    ///
+    /// ```
+    /// use safepoint_sched::Runtime;
+    /// let file = std::env::temp_dir().join(format!("stop-trace-{}.json", std::process::id()));
+    /// let rt = Runtime::builder().procs(1).trace(Some(file.clone())).build().unwrap();
+    /// rt.block_on(|| ());
+    /// rt.stop_trace(); // written now, though the runtime lives on
+    /// assert!(std::fs::read_to_string(&file).unwrap().contains("traceEvents"));
+    /// std::fs::remove_file(file).unwrap();
+    /// ```
     pub fn stop_trace(&self) {
         if self.sched.trace.is_none() {
             return;
@@ -806,6 +984,22 @@ impl Runtime {
 
     /// Every goroutine that is not dead, as `goroutine N [status, wait reason]` lines, after a
     /// first line counting every run queue: `queued: global N, urgent N, P0 N, P1 N, ...`.
+    ///
+    /// ```
+    /// use safepoint_sched::{Chan, Runtime};
+    /// let rt = Runtime::builder().procs(1).build().unwrap();
+    /// let ch = Chan::<u8>::new(0);
+    /// let rx = ch.clone();
+    /// let h = rt.spawn(move || rx.recv()).unwrap();
+    /// while ch.waiting() != (0, 1) {
+    ///     std::thread::yield_now();
+    /// }
+    /// let dump = rt.dump_goroutines();
+    /// assert!(dump.starts_with("queued: global "), "{dump}");
+    /// assert!(dump.contains(&format!("goroutine {} [", h.id())), "{dump}");
+    /// ch.close();
+    /// h.join().unwrap().unwrap_err();
+    /// ```
     pub fn dump_goroutines(&self) -> String {
         let gs = self.sched.all_gs();
         let s = &self.sched;
@@ -843,6 +1037,17 @@ impl Runtime {
     }
 
     /// Every goroutine that is not dead (for [`suspend_g`]-based scans).
+    ///
+    /// ```
+    /// use safepoint_sched::{Chan, Runtime};
+    /// let rt = Runtime::builder().procs(1).build().unwrap();
+    /// let ch = Chan::<u8>::new(0);
+    /// let rx = ch.clone();
+    /// let h = rt.spawn(move || rx.recv()).unwrap();
+    /// assert!(rt.goroutines().iter().any(|g| g.id() == h.id()));
+    /// ch.close();
+    /// h.join().unwrap().unwrap_err();
+    /// ```
     pub fn goroutines(&self) -> Vec<Goroutine> {
         let gs = self.sched.all_gs();
         gs.into_iter()
@@ -1127,6 +1332,13 @@ where
 }
 
 /// Spawns a goroutine on the calling goroutine's runtime, or says why it cannot.
+///
+/// ```
+/// use safepoint_sched::{Runtime, try_go};
+/// let rt = Runtime::builder().procs(1).build().unwrap();
+/// let v = rt.block_on(|| try_go(|| 5).unwrap().join().unwrap());
+/// assert_eq!(v, 5);
+/// ```
 pub fn try_go<T, F>(f: F) -> Result<JoinHandle<T>, Error>
 where
     F: FnOnce() -> T + Send + 'static,
@@ -1186,11 +1398,49 @@ pub struct GoroutineRef {
 
 impl GoroutineRef {
     /// Makes the goroutine runnable.
+    ///
+    /// ```
+    /// use std::sync::{Arc, Mutex};
+    /// use safepoint_sched::{GoroutineRef, Runtime, WaitReason, go, park, yield_now};
+    /// let rt = Runtime::builder().procs(1).build().unwrap();
+    /// rt.block_on(|| {
+    ///     let slot: Arc<Mutex<Option<GoroutineRef>>> = Arc::default();
+    ///     let s = slot.clone();
+    ///     let sleeper = go(move || {
+    ///         park(WaitReason::Park, |token| {
+    ///             *s.lock().unwrap() = Some(token); // where the waker finds it
+    ///             true
+    ///         });
+    ///         "woken"
+    ///     });
+    ///     let token = loop {
+    ///         if let Some(t) = slot.lock().unwrap().take() {
+    ///             break t;
+    ///         }
+    ///         yield_now();
+    ///     };
+    ///     assert_eq!(token.id(), sleeper.id());
+    ///     token.ready();
+    ///     assert_eq!(sleeper.join().unwrap(), "woken");
+    /// });
+    /// ```
     pub fn ready(self) {
         proc::ready(self)
     }
 
     /// The parked goroutine's id.
+    ///
+    /// ```
+    /// use safepoint_sched::{Runtime, WaitReason, goroutine_id, park};
+    /// let rt = Runtime::builder().procs(1).build().unwrap();
+    /// rt.block_on(|| {
+    ///     let me = goroutine_id().unwrap();
+    ///     park(WaitReason::Park, |token| {
+    ///         assert_eq!(token.id(), me);
+    ///         false // cancel the park: continue at once
+    ///     });
+    /// });
+    /// ```
     pub fn id(&self) -> u64 {
         g::goid(self.g.get())
     }
@@ -1209,6 +1459,30 @@ impl GoroutineRef {
 /// out is stale from then on, and readying it while the runtime shuts down does nothing.
 ///
 /// Runs on: a goroutine (a described panic otherwise, or inside a `no_preempt` section).
+///
+/// ```
+/// use std::sync::{Arc, Mutex};
+/// use safepoint_sched::{GoroutineRef, Runtime, WaitReason, go, park, yield_now};
+/// let rt = Runtime::builder().procs(2).build().unwrap();
+/// rt.block_on(|| {
+///     let waiter: Arc<Mutex<Option<GoroutineRef>>> = Arc::default();
+///     let w = waiter.clone();
+///     let h = go(move || {
+///         park(WaitReason::Park, |t| {
+///             *w.lock().unwrap() = Some(t);
+///             true
+///         });
+///     });
+///     loop {
+///         if let Some(t) = waiter.lock().unwrap().take() {
+///             t.ready();
+///             break;
+///         }
+///         yield_now();
+///     }
+///     h.join().unwrap();
+/// });
+/// ```
 pub fn park<F>(reason: WaitReason, f: F)
 where
     F: FnOnce(GoroutineRef) -> bool,

@@ -29,6 +29,19 @@ impl<T: 'static> core::fmt::Debug for GoroutineLocal<T> {
 
 impl<T: 'static> GoroutineLocal<T> {
     /// A key whose value starts as `init()` in each goroutine.
+    ///
+    /// ```
+    /// use safepoint_sched::{GoroutineLocal, Runtime, go};
+    /// use std::cell::Cell;
+    /// static DEPTH: GoroutineLocal<Cell<u32>> = GoroutineLocal::new(|| Cell::new(0));
+    /// # let rt = Runtime::builder().procs(1).build().unwrap();
+    /// rt.block_on(|| {
+    ///     DEPTH.with(|d| d.set(5));
+    ///     // Each goroutine has its own value, made by `init` on its first use.
+    ///     assert_eq!(go(|| DEPTH.with(|d| d.get())).join().unwrap(), 0);
+    ///     assert_eq!(DEPTH.with(|d| d.get()), 5);
+    /// });
+    /// ```
     pub const fn new(init: fn() -> T) -> GoroutineLocal<T> {
         GoroutineLocal { key: AtomicUsize::new(0), init }
     }
@@ -47,6 +60,20 @@ impl<T: 'static> GoroutineLocal<T> {
     }
 
     /// Runs `f` with this goroutine's value. Panics off a goroutine.
+    ///
+    /// ```
+    /// use std::cell::RefCell;
+    /// use safepoint_sched::{GoroutineLocal, Runtime};
+    /// type Log = RefCell<Vec<u32>>;
+    /// static LOG: GoroutineLocal<Log> = GoroutineLocal::new(|| RefCell::new(vec![]));
+    /// # let rt = Runtime::builder().procs(1).build().unwrap();
+    /// let n = rt.block_on(|| {
+    ///     LOG.with(|l| l.borrow_mut().push(1));
+    ///     LOG.with(|l| l.borrow_mut().push(2));
+    ///     LOG.with(|l| l.borrow().len())
+    /// });
+    /// assert_eq!(n, 2);
+    /// ```
     pub fn with<R>(&'static self, f: impl FnOnce(&T) -> R) -> R {
         let g = crate::runtime::current_g()
             .unwrap_or_else(|| panic!("GoroutineLocal::with called outside a goroutine"));

@@ -350,11 +350,42 @@ fn now_ns() -> u64 {
 
 impl RawMutex {
     /// An unlocked mutex.
+    ///
+    /// ```
+    /// let m = safepoint_sched::RawMutex::new();
+    /// assert!(!m.is_locked());
+    /// ```
     pub fn new() -> RawMutex {
         RawMutex { state: AtomicI32::new(0), sema: Sema::new(0), starvations: AtomicUsize::new(0) }
     }
 
     /// Locks, parking while another goroutine holds it.
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use std::sync::atomic::{AtomicU64, Ordering};
+    /// use safepoint_sched::{RawMutex, Runtime, go};
+    /// # let rt = Runtime::builder().procs(2).build().unwrap();
+    /// let total = rt.block_on(|| {
+    ///     let m = Arc::new((RawMutex::new(), AtomicU64::new(0)));
+    ///     let hs: Vec<_> = (0..4)
+    ///         .map(|_| {
+    ///             let m = m.clone();
+    ///             go(move || {
+    ///                 for _ in 0..100 {
+    ///                     m.0.lock(); // parks the goroutine while another holds it
+    ///                     let v = m.1.load(Ordering::Relaxed);
+    ///                     m.1.store(v + 1, Ordering::Relaxed);
+    ///                     m.0.unlock();
+    ///                 }
+    ///             })
+    ///         })
+    ///         .collect();
+    ///     hs.into_iter().for_each(|h| h.join().unwrap());
+    ///     m.1.load(Ordering::Relaxed)
+    /// });
+    /// assert_eq!(total, 400);
+    /// ```
     #[inline]
     pub fn lock(&self) {
         // Free (possibly with waiters parked, or one woken and not yet running): take it with
@@ -374,6 +405,13 @@ impl RawMutex {
     }
 
     /// Locks if free now.
+    ///
+    /// ```
+    /// let m = safepoint_sched::RawMutex::new();
+    /// assert!(m.try_lock());
+    /// assert!(!m.try_lock()); // held
+    /// m.unlock();
+    /// ```
     pub fn try_lock(&self) -> bool {
         let mut old = self.state.load(Ordering::Relaxed);
         loop {
@@ -499,6 +537,13 @@ impl RawMutex {
     }
 
     /// Unlocks. Panics if it is not locked (Go throws; a described panic here).
+    ///
+    /// ```
+    /// let m = safepoint_sched::RawMutex::new();
+    /// m.lock();
+    /// m.unlock();
+    /// assert!(!m.is_locked());
+    /// ```
     #[inline]
     pub fn unlock(&self) {
         // Release: pairs with the Acquire of the next lock.
@@ -548,11 +593,25 @@ impl RawMutex {
     }
 
     /// Whether it is locked now (racy; for assertions and dumps).
+    ///
+    /// ```
+    /// let m = safepoint_sched::RawMutex::new();
+    /// m.lock();
+    /// assert!(m.is_locked());
+    /// m.unlock();
+    /// ```
     pub fn is_locked(&self) -> bool {
         self.state.load(Ordering::Relaxed) & LOCKED != 0
     }
 
     /// How many times this mutex has entered starvation mode.
+    ///
+    /// ```
+    /// let m = safepoint_sched::RawMutex::new();
+    /// m.lock();
+    /// m.unlock();
+    /// assert_eq!(m.starvation_count(), 0); // nobody waited at all
+    /// ```
     pub fn starvation_count(&self) -> usize {
         self.starvations.load(Ordering::Relaxed)
     }
@@ -619,11 +678,23 @@ impl<T> Mutex<T> {
     /// });
     /// assert_eq!(n, 400);
     /// ```
+    ///
+    /// ```
+    /// let m = safepoint_sched::Mutex::new(vec![1]);
+    /// m.lock().push(2);
+    /// assert_eq!(*m.lock(), [1, 2]);
+    /// ```
     pub fn new(v: T) -> Mutex<T> {
         Mutex { raw: RawMutex::new(), data: UnsafeCell::new(v) }
     }
 
     /// The value, consuming the mutex.
+    ///
+    /// ```
+    /// let m = safepoint_sched::Mutex::new(5);
+    /// *m.lock() += 1;
+    /// assert_eq!(m.into_inner(), 6);
+    /// ```
     pub fn into_inner(self) -> T {
         self.data.into_inner()
     }
@@ -631,22 +702,62 @@ impl<T> Mutex<T> {
 
 impl<T: ?Sized> Mutex<T> {
     /// Locks, parking while another holds it.
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use safepoint_sched::{Mutex, Runtime, go};
+    /// # let rt = Runtime::builder().procs(2).build().unwrap();
+    /// let n = rt.block_on(|| {
+    ///     let m = Arc::new(Mutex::new(0u32));
+    ///     let hs: Vec<_> = (0..4)
+    ///         .map(|_| {
+    ///             let m = m.clone();
+    ///             go(move || (0..100).for_each(|_| *m.lock() += 1))
+    ///         })
+    ///         .collect();
+    ///     hs.into_iter().for_each(|h| h.join().unwrap());
+    ///     *m.lock()
+    /// });
+    /// assert_eq!(n, 400);
+    /// ```
     pub fn lock(&self) -> MutexGuard<'_, T> {
         self.raw.lock();
         MutexGuard { m: self }
     }
 
     /// Locks if free now.
+    ///
+    /// ```
+    /// let m = safepoint_sched::Mutex::new(());
+    /// let g = m.try_lock().unwrap();
+    /// assert!(m.try_lock().is_none()); // held
+    /// drop(g);
+    /// assert!(m.try_lock().is_some());
+    /// ```
     pub fn try_lock(&self) -> Option<MutexGuard<'_, T>> {
         self.raw.try_lock().then(|| MutexGuard { m: self })
     }
 
     /// The value, through exclusive access (no locking needed).
+    ///
+    /// ```
+    /// let mut m = safepoint_sched::Mutex::new(1);
+    /// *m.get_mut() = 2; // no locking: the &mut proves nobody else can
+    /// assert_eq!(*m.lock(), 2);
+    /// ```
     pub fn get_mut(&mut self) -> &mut T {
         self.data.get_mut()
     }
 
     /// The raw lock (statistics, or to pair with a [`crate::Cond`]).
+    ///
+    /// ```
+    /// let m = safepoint_sched::Mutex::new(0);
+    /// let g = m.lock();
+    /// assert!(m.raw().is_locked());
+    /// drop(g);
+    /// assert!(!m.raw().is_locked());
+    /// ```
     pub fn raw(&self) -> &RawMutex {
         &self.raw
     }
@@ -709,6 +820,12 @@ impl Default for RawRwLock {
 
 impl RawRwLock {
     /// An unlocked lock.
+    ///
+    /// ```
+    /// let l = safepoint_sched::RawRwLock::new();
+    /// assert!(l.try_write_lock());
+    /// l.write_unlock();
+    /// ```
     pub fn new() -> RawRwLock {
         RawRwLock {
             w: RawMutex::new(),
@@ -720,6 +837,15 @@ impl RawRwLock {
     }
 
     /// Locks for reading, parking while a writer holds or waits for it.
+    ///
+    /// ```
+    /// let l = safepoint_sched::RawRwLock::new();
+    /// l.read_lock();
+    /// l.read_lock(); // readers share it
+    /// assert!(!l.try_write_lock());
+    /// l.read_unlock();
+    /// l.read_unlock();
+    /// ```
     pub fn read_lock(&self) {
         // AcqRel: Acquire pairs with the writer's Release in `write_unlock`; the increment is
         // what a pending writer counts.
@@ -734,6 +860,15 @@ impl RawRwLock {
     }
 
     /// Locks for reading if no writer holds or waits for it.
+    ///
+    /// ```
+    /// let l = safepoint_sched::RawRwLock::new();
+    /// l.write_lock();
+    /// assert!(!l.try_read_lock()); // a writer holds it
+    /// l.write_unlock();
+    /// assert!(l.try_read_lock());
+    /// l.read_unlock();
+    /// ```
     pub fn try_read_lock(&self) -> bool {
         let mut c = self.reader_count.load(Ordering::Relaxed);
         loop {
@@ -750,6 +885,14 @@ impl RawRwLock {
     }
 
     /// Unlocks a read lock.
+    ///
+    /// ```
+    /// let l = safepoint_sched::RawRwLock::new();
+    /// l.read_lock();
+    /// l.read_unlock();
+    /// assert!(l.try_write_lock()); // the last reader left
+    /// l.write_unlock();
+    /// ```
     pub fn read_unlock(&self) {
         // Release: the reader's reads happen before the writer's Acquire.
         let r = self.reader_count.fetch_sub(1, Ordering::Release) - 1;
@@ -775,6 +918,23 @@ impl RawRwLock {
     }
 
     /// Locks for writing, parking while readers or another writer hold it.
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use safepoint_sched::{RawRwLock, Runtime, go};
+    /// # let rt = Runtime::builder().procs(2).build().unwrap();
+    /// rt.block_on(|| {
+    ///     let l = Arc::new(RawRwLock::new());
+    ///     l.read_lock();
+    ///     let w = l.clone();
+    ///     let writer = go(move || {
+    ///         w.write_lock(); // parks until the reader leaves
+    ///         w.write_unlock();
+    ///     });
+    ///     l.read_unlock();
+    ///     writer.join().unwrap();
+    /// });
+    /// ```
     pub fn write_lock(&self) {
         self.w.lock();
         // Announce the pending writer to readers.
@@ -793,6 +953,13 @@ impl RawRwLock {
     }
 
     /// Locks for writing if free now.
+    ///
+    /// ```
+    /// let l = safepoint_sched::RawRwLock::new();
+    /// assert!(l.try_write_lock());
+    /// assert!(!l.try_write_lock());
+    /// l.write_unlock();
+    /// ```
     pub fn try_write_lock(&self) -> bool {
         if !self.w.try_lock() {
             return false;
@@ -810,6 +977,14 @@ impl RawRwLock {
     }
 
     /// Unlocks a write lock.
+    ///
+    /// ```
+    /// let l = safepoint_sched::RawRwLock::new();
+    /// l.write_lock();
+    /// l.write_unlock();
+    /// assert!(l.try_read_lock());
+    /// l.read_unlock();
+    /// ```
     pub fn write_unlock(&self) {
         // Release: the writer's writes happen before the readers' Acquire.
         let r = self.reader_count.fetch_add(MAX_READERS, Ordering::Release) + MAX_READERS;
@@ -876,11 +1051,23 @@ impl<T: ?Sized + core::fmt::Debug> core::fmt::Debug for RwLockWriteGuard<'_, T> 
 
 impl<T> RwLock<T> {
     /// An unlocked lock holding `v`.
+    ///
+    /// ```
+    /// let l = safepoint_sched::RwLock::new(String::from("a"));
+    /// l.write().push('b');
+    /// assert_eq!(*l.read(), "ab");
+    /// ```
     pub fn new(v: T) -> RwLock<T> {
         RwLock { raw: RawRwLock::new(), data: UnsafeCell::new(v) }
     }
 
     /// The value, consuming the lock.
+    ///
+    /// ```
+    /// let l = safepoint_sched::RwLock::new(vec![1]);
+    /// l.write().push(2);
+    /// assert_eq!(l.into_inner(), [1, 2]);
+    /// ```
     pub fn into_inner(self) -> T {
         self.data.into_inner()
     }
@@ -888,28 +1075,75 @@ impl<T> RwLock<T> {
 
 impl<T: ?Sized> RwLock<T> {
     /// Locks for reading.
+    ///
+    /// ```
+    /// let l = safepoint_sched::RwLock::new(7);
+    /// let (a, b) = (l.read(), l.read()); // two readers at once
+    /// assert_eq!(*a + *b, 14);
+    /// ```
     pub fn read(&self) -> RwLockReadGuard<'_, T> {
         self.raw.read_lock();
         RwLockReadGuard { l: self }
     }
 
     /// Locks for writing.
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use safepoint_sched::{Runtime, RwLock, go};
+    /// # let rt = Runtime::builder().procs(2).build().unwrap();
+    /// let v = rt.block_on(|| {
+    ///     let l = Arc::new(RwLock::new(0));
+    ///     let hs: Vec<_> = (0..4)
+    ///         .map(|_| {
+    ///             let l = l.clone();
+    ///             go(move || *l.write() += 1)
+    ///         })
+    ///         .collect();
+    ///     hs.into_iter().for_each(|h| h.join().unwrap());
+    ///     *l.read()
+    /// });
+    /// assert_eq!(v, 4);
+    /// ```
     pub fn write(&self) -> RwLockWriteGuard<'_, T> {
         self.raw.write_lock();
         RwLockWriteGuard { l: self }
     }
 
     /// Locks for reading if possible now.
+    ///
+    /// ```
+    /// let l = safepoint_sched::RwLock::new(1);
+    /// let w = l.write();
+    /// assert!(l.try_read().is_none());
+    /// drop(w);
+    /// assert_eq!(*l.try_read().unwrap(), 1);
+    /// ```
     pub fn try_read(&self) -> Option<RwLockReadGuard<'_, T>> {
         self.raw.try_read_lock().then(|| RwLockReadGuard { l: self })
     }
 
     /// Locks for writing if possible now.
+    ///
+    /// ```
+    /// let l = safepoint_sched::RwLock::new(1);
+    /// let r = l.read();
+    /// assert!(l.try_write().is_none());
+    /// drop(r);
+    /// *l.try_write().unwrap() = 2;
+    /// assert_eq!(*l.read(), 2);
+    /// ```
     pub fn try_write(&self) -> Option<RwLockWriteGuard<'_, T>> {
         self.raw.try_write_lock().then(|| RwLockWriteGuard { l: self })
     }
 
     /// The value, through exclusive access.
+    ///
+    /// ```
+    /// let mut l = safepoint_sched::RwLock::new(1);
+    /// *l.get_mut() += 1;
+    /// assert_eq!(*l.read(), 2);
+    /// ```
     pub fn get_mut(&mut self) -> &mut T {
         self.data.get_mut()
     }

@@ -106,6 +106,22 @@ fn check_may_switch(m: &M, g: &G, what: &str) {
 }
 
 /// Yields the processor: the goroutine goes to the back of its P's run queue.
+///
+/// ```
+/// use std::sync::Arc;
+/// use std::sync::atomic::{AtomicBool, Ordering};
+/// use safepoint_sched::{Runtime, go, yield_now};
+/// # let rt = Runtime::builder().procs(1).build().unwrap();
+/// rt.block_on(|| {
+///     let flag = Arc::new(AtomicBool::new(false));
+///     let f = flag.clone();
+///     go(move || f.store(true, Ordering::Relaxed));
+///     // One P: the other goroutine runs only when this one gives the P up.
+///     while !flag.load(Ordering::Relaxed) {
+///         yield_now();
+///     }
+/// });
+/// ```
 pub fn yield_now() {
     let (m, g) = running();
     check_may_switch(m, g, "yield");
@@ -334,6 +350,22 @@ pub(crate) fn poll_slow() {
 }
 
 /// Checks for a preemption request: call it at loop back-edges of code that may run long.
+///
+/// ```
+/// use safepoint_sched::{Runtime, poll};
+/// # let rt = Runtime::builder().procs(1).build().unwrap();
+/// let sum = rt.block_on(|| {
+///     let mut s = 0u64;
+///     for i in 0..100_000u64 {
+///         s += i;
+///         if i % 1024 == 0 {
+///             poll(); // a safepoint: a stop of the world or a time slice may take effect here
+///         }
+///     }
+///     s
+/// });
+/// assert_eq!(sum, 4_999_950_000);
+/// ```
 #[inline]
 pub fn poll() {
     if let Some(g) = current_g()
@@ -476,6 +508,14 @@ fn exitsyscall() {
 }
 
 /// The id of the running goroutine, or None off a goroutine.
+///
+/// ```
+/// use safepoint_sched::{Runtime, goroutine_id};
+/// # let rt = Runtime::builder().procs(1).build().unwrap();
+/// assert_eq!(goroutine_id(), None); // not on a goroutine
+/// let id = rt.block_on(goroutine_id);
+/// assert!(id.is_some());
+/// ```
 pub fn goroutine_id() -> Option<u64> {
     current_g().map(goid)
 }
@@ -489,6 +529,19 @@ pub struct NoPreempt {
 }
 
 /// Starts a [`NoPreempt`] section (nests). Off a goroutine it does nothing.
+///
+/// ```
+/// use safepoint_sched::{Runtime, in_no_preempt, no_preempt};
+/// # let rt = Runtime::builder().procs(1).build().unwrap();
+/// rt.block_on(|| {
+///     {
+///         let _np = no_preempt();
+///         assert!(in_no_preempt());
+///         // ... code that must not be stopped or moved to another thread ...
+///     }
+///     assert!(!in_no_preempt());
+/// });
+/// ```
 pub fn no_preempt() -> NoPreempt {
     if let Some(g) = current_g() {
         g.pins.set(g.pins.get() + 1);
@@ -552,6 +605,21 @@ pub(crate) fn stack_preempt() {
 /// borrow cannot outlive the call, so it cannot be handed to another goroutine.
 ///
 /// Panics off a goroutine.
+///
+/// ```
+/// use safepoint_sched::stackmap::{FuncDesc, Registry};
+/// use safepoint_sched::{Runtime, with_managed_stack};
+/// let reg = Registry::new();
+/// let f = reg.register(FuncDesc::new("f", 2, 0, 1)).unwrap();
+/// # let rt = Runtime::builder().procs(1).build().unwrap();
+/// let depth = rt.block_on(move || {
+///     with_managed_stack(|ms| ms.push(f)); // the running goroutine's own stack
+///     let d = with_managed_stack(|ms| ms.depth());
+///     with_managed_stack(|ms| ms.pop());
+///     d
+/// });
+/// assert_eq!(depth, 1);
+/// ```
 pub fn with_managed_stack<R>(f: impl FnOnce(&safepoint_stackmap::ManagedStack) -> R) -> R {
     let g = current_g().unwrap_or_else(|| panic!("with_managed_stack: not on a goroutine"));
     f(g.mstack())

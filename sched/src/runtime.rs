@@ -483,13 +483,33 @@ unsafe impl Send for Locked {}
 
 const MAX_LOCAL_GFREE: usize = 64;
 
+/// True (after a warning, once per process) when `malloc` is not the C library's: the
+/// preemption signal could then hold a goroutine inside it, holding its lock, while the stop or
+/// scan that asked for the hold allocates, so goroutines are not held in place (see "Async
+/// preemption" in the crate essay).
+fn malloc_outside_libc_warning() -> bool {
+    let outside = safepoint_arch::preempt::malloc_outside_libc();
+    if outside {
+        crate::env::warn_once(
+            "async preemption is off: malloc is not the C library's (a sanitizer, or an \
+             allocator linked in or preloaded), and a goroutine held inside it would keep its \
+             lock from the runtime",
+        );
+    }
+    outside
+}
+
 impl Sched {
     pub fn new(config: crate::Config, async_preempt: bool) -> Result<Arc<Sched>, crate::Error> {
         let trace_file = config.trace.clone();
         let procs = config.procs;
-        let stacks = StackPool::new(config.stack_size, config.stack_cache)
-            .map_err(|e| crate::Error::Stack(e.to_string()))?;
+        let stacks =
+            StackPool::new(config.stack_size, config.stack_cache).map_err(crate::Error::Stack)?;
         let deadlock_detection = config.deadlock_detection; // issue 4
+        signal::install();
+        install_stack_hooks()?;
+        crate::preempt::install()?;
+        let async_preempt = async_preempt && !malloc_outside_libc_warning();
         let sched = Arc::new(Sched {
             procs,
             ps: (0..procs).map(P::new).collect(),
@@ -533,9 +553,6 @@ impl Sched {
             trace: trace_file.map(crate::trace::Trace::new),
             watch_checks: Default::default(),
         });
-        signal::install();
-        install_stack_hooks()?;
-        crate::preempt::install()?;
         Ok(sched)
     }
 
@@ -766,7 +783,7 @@ impl Sched {
         // SAFETY: g is Idle or Dead and on no list, so we own it; g_entry is our entry.
         if let Err(e) = unsafe { g.prepare(id, body, &self.stacks, crate::proc::g_entry) } {
             self.gfree.lock().unwrap_or_else(|e| e.into_inner()).push(GPtr::from(g));
-            return Err(crate::Error::Stack(e.to_string()));
+            return Err(crate::Error::Stack(e));
         }
         self.ngoroutines.fetch_add(1, Ordering::Relaxed);
         g.status.store_private(Status::Runnable);

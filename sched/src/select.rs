@@ -242,11 +242,36 @@ impl<'a, R> Default for Select<'a, R> {
 
 impl<'a, R> Select<'a, R> {
     /// A select with no cases.
+    ///
+    /// ```
+    /// use safepoint_sched::{Chan, Runtime, Select};
+    /// # let rt = Runtime::builder().procs(1).build().unwrap();
+    /// rt.block_on(|| {
+    ///     let (a, b) = (Chan::new(1), Chan::<&str>::new(1));
+    ///     b.send("b");
+    ///     let got = Select::new()
+    ///         .recv(&a, |v: Result<i32, _>| format!("a {v:?}"))
+    ///         .recv(&b, |v| format!("b {}", v.unwrap()))
+    ///         .wait();
+    ///     assert_eq!(got, "b b");
+    /// });
+    /// ```
     pub fn new() -> Select<'a, R> {
         Select { cases: Vec::new(), default: None, timer: None }
     }
 
     /// A receive case: `f` gets the value, or `Err(RecvError)` if the channel is closed.
+    ///
+    /// ```
+    /// use safepoint_sched::{Chan, RecvError, Runtime, Select};
+    /// # let rt = Runtime::builder().procs(1).build().unwrap();
+    /// rt.block_on(|| {
+    ///     let ch = Chan::<u8>::new(0);
+    ///     ch.close();
+    ///     let r = Select::new().recv(&ch, |v| v).wait();
+    ///     assert_eq!(r, Err(RecvError)); // closed: the case gets the error
+    /// });
+    /// ```
     pub fn recv<T: Send + 'a>(
         mut self,
         chan: &'a Chan<T>,
@@ -265,6 +290,17 @@ impl<'a, R> Select<'a, R> {
 
     /// A send case: if chosen, `value` is sent and `f` runs. If the channel is (or gets) closed
     /// and this case is chosen, the select panics with `send on closed channel`, as Go's.
+    ///
+    /// ```
+    /// use safepoint_sched::{Chan, Runtime, Select};
+    /// # let rt = Runtime::builder().procs(1).build().unwrap();
+    /// rt.block_on(|| {
+    ///     let ch = Chan::new(1);
+    ///     let sent = Select::new().send(&ch, 9, || true).default(|| false).wait();
+    ///     assert!(sent);
+    ///     assert_eq!(ch.recv(), Ok(9));
+    /// });
+    /// ```
     pub fn send<T: Send + 'a>(
         mut self,
         chan: &'a Chan<T>,
@@ -283,17 +319,53 @@ impl<'a, R> Select<'a, R> {
     }
 
     /// Runs `f` instead of waiting when no case is ready.
+    ///
+    /// ```
+    /// use safepoint_sched::{Chan, Runtime, Select};
+    /// # let rt = Runtime::builder().procs(1).build().unwrap();
+    /// rt.block_on(|| {
+    ///     let ch = Chan::<u8>::new(0);
+    ///     let r = Select::new().recv(&ch, |_| "received").default(|| "nothing ready").wait();
+    ///     assert_eq!(r, "nothing ready");
+    /// });
+    /// ```
     pub fn default(mut self, f: impl FnOnce() -> R + 'a) -> Select<'a, R> {
         self.default = Some(Box::new(f));
         self
     }
 
     /// A case that fires after `d` (Go's `case <-time.After(d)`); one per select.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use safepoint_sched::{Chan, Runtime, Select};
+    /// # let rt = Runtime::builder().procs(1).build().unwrap();
+    /// rt.block_on(|| {
+    ///     let ch = Chan::<u8>::new(0);
+    ///     let r = Select::new()
+    ///         .recv(&ch, |_| "received")
+    ///         .timeout(Duration::from_millis(2), || "timed out")
+    ///         .wait();
+    ///     assert_eq!(r, "timed out");
+    /// });
+    /// ```
     pub fn timeout(self, d: Duration, f: impl FnOnce() -> R + 'a) -> Select<'a, R> {
         self.deadline(Instant::now() + d, f)
     }
 
     /// A case that fires at `at`; one per select.
+    ///
+    /// ```
+    /// use std::time::{Duration, Instant};
+    /// use safepoint_sched::{Chan, Runtime, Select};
+    /// # let rt = Runtime::builder().procs(1).build().unwrap();
+    /// rt.block_on(|| {
+    ///     let ch = Chan::<u8>::new(0);
+    ///     let at = Instant::now() + Duration::from_millis(2);
+    ///     let r = Select::new().recv(&ch, |_| false).deadline(at, || true).wait();
+    ///     assert!(r && Instant::now() >= at);
+    /// });
+    /// ```
     pub fn deadline(mut self, at: Instant, f: impl FnOnce() -> R + 'a) -> Select<'a, R> {
         assert!(self.timer.is_none(), "Select: only one timeout or deadline per select");
         let timer = crate::timer::Timer::at(at);

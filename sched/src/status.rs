@@ -61,6 +61,12 @@ const STATE_MASK: u64 = 0xffff_ffff;
 
 impl Status {
     /// The state for a raw value without the scan bit.
+    ///
+    /// ```
+    /// use safepoint_sched::status::{SCAN, Status};
+    /// assert_eq!(Status::from_raw(Status::Waiting as u32), Some(Status::Waiting));
+    /// assert_eq!(Status::from_raw(Status::Waiting as u32 | SCAN), None); // the bit is not a state
+    /// ```
     pub fn from_raw(v: u32) -> Option<Status> {
         Some(match v {
             0 => Status::Idle,
@@ -94,10 +100,27 @@ impl Word {
         ((self.generation as u64) << 32) | self.state as u64
     }
     /// The base state, without `SCAN`.
+    ///
+    /// ```
+    /// use safepoint_sched::status::{Status, StatusWord};
+    /// let w = StatusWord::new(Status::Runnable);
+    /// assert!(w.cas_to_scan(Status::Runnable));
+    /// assert_eq!(w.load().base(), Some(Status::Runnable)); // the state under the SCAN bit
+    /// w.cas_from_scan(Status::Runnable, Status::Runnable);
+    /// ```
     pub fn base(self) -> Option<Status> {
         Status::from_raw(self.state & !SCAN)
     }
     /// Whether `SCAN` is set.
+    ///
+    /// ```
+    /// use safepoint_sched::status::{Status, StatusWord};
+    /// let w = StatusWord::new(Status::Waiting);
+    /// assert!(!w.load().scanning());
+    /// assert!(w.cas_to_scan(Status::Waiting));
+    /// assert!(w.load().scanning());
+    /// w.cas_from_scan(Status::Waiting, Status::Waiting);
+    /// ```
     pub fn scanning(self) -> bool {
         self.state & SCAN != 0
     }
@@ -133,12 +156,26 @@ pub enum Cas {
 
 impl StatusWord {
     /// A word in `state` at generation 0.
+    ///
+    /// ```
+    /// use safepoint_sched::status::{Status, StatusWord};
+    /// let w = StatusWord::new(Status::Idle);
+    /// assert_eq!((w.load().base(), w.load().generation), (Some(Status::Idle), 0));
+    /// ```
     pub fn new(state: Status) -> StatusWord {
         StatusWord(AtomicU64::new(state as u64))
     }
 
     /// Reads the word. Acquire: pairs with the Release of every transition, so whoever sees a
     /// state also sees what its setter wrote before (a saved context, a scan's results).
+    ///
+    /// ```
+    /// use safepoint_sched::status::{Status, StatusWord};
+    /// let w = StatusWord::new(Status::Running);
+    /// let now = w.load();
+    /// assert_eq!(now.base(), Some(Status::Running));
+    /// assert!(now.to_string().starts_with("Running (gen 0"));
+    /// ```
     #[inline]
     pub fn load(&self) -> Word {
         // Under loom a plain load may keep returning a stale value, so a spin-wait on SCAN
@@ -151,6 +188,15 @@ impl StatusWord {
     }
 
     /// One attempt at `old -> new`, keeping the generation (or requiring `gen` if given).
+    ///
+    /// ```
+    /// use safepoint_sched::status::{Cas, Status, StatusWord};
+    /// let w = StatusWord::new(Status::Waiting);
+    /// let (waiting, runnable) = (Status::Waiting as u32, Status::Runnable as u32);
+    /// assert_eq!(w.try_cas(waiting, runnable, Some(1)), Cas::Other(w.load())); // wrong generation
+    /// assert_eq!(w.try_cas(waiting, runnable, Some(0)), Cas::Ok); // a wake-up token's check
+    /// assert!(matches!(w.try_cas(waiting, runnable, None), Cas::Other(_))); // not Waiting now
+    /// ```
     pub fn try_cas(&self, old: u32, new: u32, generation: Option<u32>) -> Cas {
         let cur = self.load();
         if generation.is_some_and(|g| g != cur.generation) {
@@ -181,6 +227,13 @@ impl StatusWord {
     }
 
     /// `old -> new`, spinning while `old|SCAN` is held. Any other state is a runtime bug: fatal.
+    ///
+    /// ```
+    /// use safepoint_sched::status::{Status, StatusWord};
+    /// let w = StatusWord::new(Status::Runnable);
+    /// w.cas(Status::Runnable, Status::Running); // spins while a scanner holds Runnable|SCAN
+    /// assert_eq!(w.load().base(), Some(Status::Running));
+    /// ```
     pub fn cas(&self, old: Status, new: Status) {
         let mut spins = 0u32;
         loop {
@@ -198,6 +251,14 @@ impl StatusWord {
     }
 
     /// `old -> new` and a new generation, returned (used when dying).
+    ///
+    /// ```
+    /// use safepoint_sched::status::{Status, StatusWord};
+    /// let w = StatusWord::new(Status::Running);
+    /// let generation = w.cas_bump(Status::Running, Status::Dead); // tokens of earlier parks go stale
+    /// assert_eq!(generation, 1);
+    /// assert_eq!(w.load().generation, 1);
+    /// ```
     pub fn cas_bump(&self, old: Status, new: Status) -> u32 {
         self.cas_bump_raw(old, new as u32)
     }
@@ -237,6 +298,14 @@ impl StatusWord {
     }
 
     /// Claims the scan right: `s -> s|SCAN`, one attempt. Only for scannable states.
+    ///
+    /// ```
+    /// use safepoint_sched::status::{Status, StatusWord};
+    /// let w = StatusWord::new(Status::Waiting);
+    /// assert!(w.cas_to_scan(Status::Waiting)); // the scan right is ours
+    /// assert!(!w.cas_to_scan(Status::Waiting)); // and no one else's
+    /// w.cas_from_scan(Status::Waiting, Status::Waiting);
+    /// ```
     pub fn cas_to_scan(&self, s: Status) -> bool {
         debug_assert!(matches!(
             s,
@@ -252,6 +321,14 @@ impl StatusWord {
 
     /// Releases the scan right: `s|SCAN -> new`. Must succeed: nobody else may change a word
     /// whose `SCAN` we hold.
+    ///
+    /// ```
+    /// use safepoint_sched::status::{Status, StatusWord};
+    /// let w = StatusWord::new(Status::Runnable);
+    /// assert!(w.cas_to_scan(Status::Runnable));
+    /// w.cas_from_scan(Status::Runnable, Status::Runnable); // scanned: released as it was
+    /// assert!(!w.load().scanning());
+    /// ```
     pub fn cas_from_scan(&self, s: Status, new: Status) {
         if self.try_cas(s as u32 | SCAN, new as u32, None) != Cas::Ok {
             crate::throw!("releasing scan of {:?} found {}", s, self.load());
@@ -259,6 +336,13 @@ impl StatusWord {
     }
 
     /// Bumps the generation of a goroutine nobody else can see.
+    ///
+    /// ```
+    /// use safepoint_sched::status::{Status, StatusWord};
+    /// let w = StatusWord::new(Status::Idle);
+    /// w.bump_private();
+    /// assert_eq!(w.load().generation, 1);
+    /// ```
     pub fn bump_private(&self) {
         let w = self.load();
         let next = Word { state: w.state, generation: w.generation.wrapping_add(1) };
@@ -269,12 +353,30 @@ impl StatusWord {
     /// `Running -> Waiting|SCAN` with a new generation, returned: the first half of a park. The
     /// parker holds `SCAN` while its callback runs, so the token it hands out cannot wake the
     /// goroutine (and nobody can scan it) until the callback is done.
+    ///
+    /// ```
+    /// use safepoint_sched::status::{Status, StatusWord};
+    /// let w = StatusWord::new(Status::Running);
+    /// let generation = w.park_begin(); // Running -> Waiting|SCAN, a new generation
+    /// assert!(w.load().scanning() && w.load().base() == Some(Status::Waiting));
+    /// w.cas_from_scan(Status::Waiting, Status::Waiting); // the park's callback kept the token
+    /// assert_eq!(w.load().generation, generation);
+    /// ```
     pub fn park_begin(&self) -> u32 {
         self.cas_bump_raw(Status::Running, Status::Waiting as u32 | SCAN)
     }
 
     /// Second half of a park whose callback declined: `Waiting|SCAN -> Runnable` with a new
     /// generation, so a token the callback gave out is stale.
+    ///
+    /// ```
+    /// use safepoint_sched::status::{Status, StatusWord};
+    /// let w = StatusWord::new(Status::Running);
+    /// let generation = w.park_begin();
+    /// w.park_cancel(); // the callback declined: Runnable, and its token is stale
+    /// assert_eq!(w.load().base(), Some(Status::Runnable));
+    /// assert!(w.load().generation != generation);
+    /// ```
     pub fn park_cancel(&self) {
         let cur = self.load();
         debug_assert_eq!(cur.state, Status::Waiting as u32 | SCAN);
@@ -292,6 +394,13 @@ impl StatusWord {
     }
 
     /// Unconditional store, for a goroutine nobody else can see (being set up or torn down).
+    ///
+    /// ```
+    /// use safepoint_sched::status::{Status, StatusWord};
+    /// let w = StatusWord::new(Status::Dead);
+    /// w.store_private(Status::Idle); // a G being reused, seen by nobody yet
+    /// assert_eq!(w.load().base(), Some(Status::Idle));
+    /// ```
     pub fn store_private(&self, state: Status) {
         let g = self.load().generation;
         // Release: pairs with `load`; the goroutine is not yet (or no longer) shared.
@@ -325,6 +434,17 @@ pub enum SuspendStep {
 /// One step of suspending the goroutine whose status word is `w`. `ask` says whether to send a
 /// stop request if it is running (requests are re-sent only every so often); `request` sends
 /// it.
+///
+/// ```
+/// use safepoint_sched::status::{Status, StatusWord, SuspendStep, suspend_step};
+/// let w = StatusWord::new(Status::Waiting);
+/// assert_eq!(suspend_step(&w, true, || unreachable!()), SuspendStep::Held(Status::Waiting));
+/// w.cas_from_scan(Status::Waiting, Status::Waiting);
+/// let running = StatusWord::new(Status::Running);
+/// let mut asked = false;
+/// assert_eq!(suspend_step(&running, true, || asked = true), SuspendStep::Requested);
+/// assert!(asked);
+/// ```
 pub fn suspend_step(w: &StatusWord, ask: bool, request: impl FnOnce()) -> SuspendStep {
     let cur = w.load();
     if cur.scanning() {

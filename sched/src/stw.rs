@@ -209,6 +209,16 @@ impl core::fmt::Debug for WorldStop {
 
 impl WorldStop {
     /// Why the world was stopped.
+    ///
+    /// ```
+    /// use safepoint_sched::{Runtime, stop_the_world};
+    /// # let rt = Runtime::builder().procs(1).build().unwrap();
+    /// rt.block_on(|| {
+    ///     let w = stop_the_world("my reason");
+    ///     assert_eq!(w.reason(), "my reason");
+    ///     w.start();
+    /// });
+    /// ```
     pub fn reason(&self) -> &'static str {
         self.reason
     }
@@ -219,6 +229,17 @@ impl WorldStop {
     }
 
     /// Starts the world again.
+    ///
+    /// ```
+    /// use safepoint_sched::{Runtime, go, stop_the_world};
+    /// # let rt = Runtime::builder().procs(2).build().unwrap();
+    /// rt.block_on(|| {
+    ///     let w = stop_the_world("example");
+    ///     // Every other goroutine is held at a safepoint here.
+    ///     w.start(); // (dropping the stop starts the world too)
+    ///     assert_eq!(go(|| 1).join().unwrap(), 1);
+    /// });
+    /// ```
     pub fn start(mut self) {
         self.restart();
     }
@@ -261,6 +282,34 @@ impl Drop for WorldStop {
 /// waiters they held up follow. The wait before the next give-back doubles. A deadlock becomes
 /// latency, bounded by the length of the critical sections ([`crate::Stats::stop_givebacks`]
 /// counts the give-backs).
+///
+/// ```
+/// use std::sync::Arc;
+/// use std::sync::atomic::{AtomicU64, Ordering};
+/// use safepoint_sched::{Runtime, go, poll, stop_the_world};
+/// # let rt = Runtime::builder().procs(2).build().unwrap();
+/// rt.block_on(|| {
+///     let counter = Arc::new(AtomicU64::new(0));
+///     let done = Arc::new(AtomicU64::new(0));
+///     let (c, d) = (counter.clone(), done.clone());
+///     let worker = go(move || {
+///         while d.load(Ordering::Relaxed) == 0 {
+///             c.fetch_add(1, Ordering::Relaxed);
+///             poll();
+///         }
+///     });
+///     while counter.load(Ordering::Relaxed) == 0 {
+///         safepoint_sched::yield_now();
+///     }
+///     let w = stop_the_world("example");
+///     let a = counter.load(Ordering::Relaxed);
+///     std::thread::sleep(std::time::Duration::from_millis(2));
+///     assert_eq!(counter.load(Ordering::Relaxed), a); // the worker is held
+///     w.start();
+///     done.store(1, Ordering::Relaxed);
+///     worker.join().unwrap();
+/// });
+/// ```
 pub fn stop_the_world(reason: &'static str) -> WorldStop {
     let t0 = safepoint_arch::nanotime();
     let m = running_m("stop_the_world");
@@ -366,6 +415,20 @@ fn start_the_world(m: &'static M) {
 /// If `f` panics for any P, the barrier still completes (the other Ps run `f`; the panicking
 /// P counts as done), and then the first panic resumes on the caller. A panic never unwinds
 /// through an M's scheduling loop or another goroutine.
+///
+/// ```
+/// use std::sync::Mutex;
+/// use safepoint_sched::{Runtime, for_each_p};
+/// # let rt = Runtime::builder().procs(3).build().unwrap();
+/// let seen = rt.block_on(|| {
+///     let seen = Mutex::new(Vec::new());
+///     for_each_p(&|p| seen.lock().unwrap().push(p)); // once on each P
+///     let mut v = seen.into_inner().unwrap();
+///     v.sort();
+///     v
+/// });
+/// assert_eq!(seen, [0, 1, 2]);
+/// ```
 pub fn for_each_p(f: &(dyn Fn(usize) + Sync)) {
     let caught: std::sync::Mutex<Option<Box<dyn core::any::Any + Send>>> =
         std::sync::Mutex::new(None);
@@ -474,16 +537,38 @@ pub struct Goroutine {
 
 impl Goroutine {
     /// The running goroutine, if the caller is one.
+    ///
+    /// ```
+    /// use safepoint_sched::{Goroutine, Runtime, goroutine_id};
+    /// assert!(Goroutine::current().is_none());
+    /// # let rt = Runtime::builder().procs(1).build().unwrap();
+    /// rt.block_on(|| assert_eq!(Goroutine::current().unwrap().id(), goroutine_id().unwrap()));
+    /// ```
     pub fn current() -> Option<Goroutine> {
         crate::runtime::current_g().map(|g| Goroutine { g: GPtr::from(g) })
     }
 
     /// Its current goroutine id (changes if the G is reused by a later goroutine).
+    ///
+    /// ```
+    /// use safepoint_sched::Runtime;
+    /// # let rt = Runtime::builder().procs(1).build().unwrap();
+    /// let h = rt.spawn(|| ()).unwrap();
+    /// assert_eq!(h.goroutine().id(), h.id());
+    /// h.join().unwrap();
+    /// ```
     pub fn id(&self) -> u64 {
         goid(self.g.get())
     }
 
     /// A snapshot of its status, for diagnostics.
+    ///
+    /// ```
+    /// use safepoint_sched::{Goroutine, Runtime};
+    /// # let rt = Runtime::builder().procs(1).build().unwrap();
+    /// let s = rt.block_on(|| Goroutine::current().unwrap().status());
+    /// assert!(s.contains("Running"), "{s}");
+    /// ```
     pub fn status(&self) -> String {
         self.g.get().status.load().to_string()
     }
@@ -502,21 +587,77 @@ pub struct Suspended {
 
 impl Suspended {
     /// The goroutine had exited: nothing was suspended (its G may already run someone else).
+    ///
+    /// ```
+    /// use safepoint_sched::{Runtime, resume_g, suspend_g};
+    /// # let rt = Runtime::builder().procs(1).build().unwrap();
+    /// let h = rt.spawn(|| ()).unwrap();
+    /// let g = h.goroutine();
+    /// h.join().unwrap();
+    /// let s = suspend_g(g); // it has exited: nothing to hold
+    /// assert!(s.dead());
+    /// resume_g(s);
+    /// ```
     pub fn dead(&self) -> bool {
         self.dead
     }
     /// This suspension stopped a running goroutine at a synchronous safepoint (and will ready it
     /// on resume). False for a goroutine held asynchronously ([`Suspended::async_stopped`]),
     /// which nobody readies: it resumes in place.
+    ///
+    /// ```
+    /// use safepoint_sched::{Chan, Runtime, resume_g, suspend_g};
+    /// # let rt = Runtime::builder().procs(1).build().unwrap();
+    /// let ch = Chan::<u8>::new(0);
+    /// let rx = ch.clone();
+    /// let h = rt.spawn(move || rx.recv()).unwrap();
+    /// while ch.waiting() != (0, 1) {
+    ///     std::thread::yield_now();
+    /// }
+    /// let s = suspend_g(h.goroutine());
+    /// assert!(!s.stopped()); // it was parked, not running: nothing to ready on resume
+    /// resume_g(s);
+    /// ch.close();
+    /// h.join().unwrap().unwrap_err();
+    /// ```
     pub fn stopped(&self) -> bool {
         self.stopped
     }
     /// The id of the goroutine that is held.
+    ///
+    /// ```
+    /// use safepoint_sched::{Chan, Runtime, resume_g, suspend_g};
+    /// # let rt = Runtime::builder().procs(1).build().unwrap();
+    /// let ch = Chan::<u8>::new(0);
+    /// let rx = ch.clone();
+    /// let h = rt.spawn(move || rx.recv()).unwrap();
+    /// let s = suspend_g(h.goroutine());
+    /// assert_eq!(s.id(), h.id());
+    /// resume_g(s);
+    /// ch.close();
+    /// h.join().unwrap().unwrap_err();
+    /// ```
     pub fn id(&self) -> u64 {
         self.id
     }
     /// The state it is held in (Runnable, Syscall, Waiting, or AsyncPreempted: see
     /// [`Suspended::async_stopped`]).
+    ///
+    /// ```
+    /// use safepoint_sched::{Chan, Runtime, resume_g, status::Status, suspend_g};
+    /// # let rt = Runtime::builder().procs(1).build().unwrap();
+    /// let ch = Chan::<u8>::new(0);
+    /// let rx = ch.clone();
+    /// let h = rt.spawn(move || rx.recv()).unwrap();
+    /// while ch.waiting() != (0, 1) {
+    ///     std::thread::yield_now();
+    /// }
+    /// let s = suspend_g(h.goroutine());
+    /// assert_eq!(s.held_state(), Status::Waiting);
+    /// resume_g(s);
+    /// ch.close();
+    /// h.join().unwrap().unwrap_err();
+    /// ```
     pub fn held_state(&self) -> Status {
         self.base
     }
@@ -535,6 +676,22 @@ impl Suspended {
     /// goroutine's M was doing is untouched: it was in no runtime critical section (`m.locks`,
     /// a runtime lock, a `no_preempt` section), so the collector's allocator and write barrier,
     /// which run under `no_preempt`, were not interrupted.
+    ///
+    /// ```
+    /// use safepoint_sched::{Chan, Runtime, resume_g, suspend_g};
+    /// # let rt = Runtime::builder().procs(1).build().unwrap();
+    /// let ch = Chan::<u8>::new(0);
+    /// let rx = ch.clone();
+    /// let h = rt.spawn(move || rx.recv()).unwrap();
+    /// while ch.waiting() != (0, 1) {
+    ///     std::thread::yield_now();
+    /// }
+    /// let s = suspend_g(h.goroutine());
+    /// assert!(!s.async_stopped()); // parked at a synchronous safepoint
+    /// resume_g(s);
+    /// ch.close();
+    /// h.join().unwrap().unwrap_err();
+    /// ```
     pub fn async_stopped(&self) -> bool {
         self.base == Status::AsyncPreempted
     }
@@ -543,6 +700,37 @@ impl Suspended {
     /// frame at its current safepoint, top frame first. Nothing for a dead goroutine. For a
     /// goroutine held asynchronously ([`Suspended::async_stopped`]) the top frame's bitmap may be
     /// stale: a collector scans that frame's slots conservatively instead.
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use safepoint_sched::stackmap::{FuncDesc, Registry, SlotWord, Visitor};
+    /// use safepoint_sched::{Chan, Runtime, resume_g, suspend_g, with_managed_stack};
+    /// struct Count(usize);
+    /// impl Visitor for Count {
+    ///     fn reference(&mut self, _slot: usize, _word: &SlotWord) {
+    ///         self.0 += 1;
+    ///     }
+    /// }
+    /// let reg = Arc::new(Registry::new());
+    /// let f = reg.register(FuncDesc::new("f", 2, 0, 1).refs_at(0, &[0, 1])).unwrap();
+    /// # let rt = Runtime::builder().procs(1).build().unwrap();
+    /// let ch = Chan::<u8>::new(0);
+    /// let rx = ch.clone();
+    /// let h = rt.spawn(move || {
+    ///     with_managed_stack(|ms| ms.push(f));
+    ///     rx.recv()
+    /// }).unwrap();
+    /// while ch.waiting() != (0, 1) {
+    ///     std::thread::yield_now();
+    /// }
+    /// let s = suspend_g(h.goroutine());
+    /// let mut c = Count(0);
+    /// s.walk_managed_stack(&reg, &mut c);
+    /// resume_g(s);
+    /// assert_eq!(c.0, 2);
+    /// ch.close();
+    /// h.join().unwrap().unwrap_err();
+    /// ```
     pub fn walk_managed_stack<V: Visitor>(&self, reg: &Registry, v: &mut V) {
         if let Some(g) = self.g {
             // SAFETY: we hold the goroutine's SCAN bit in a scannable state (Runnable, Waiting,
@@ -554,12 +742,60 @@ impl Suspended {
     }
 
     /// The held goroutine's traceback from its managed stack.
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use safepoint_sched::stackmap::{FuncDesc, Registry};
+    /// use safepoint_sched::{Chan, Runtime, resume_g, suspend_g, with_managed_stack};
+    /// let reg = Arc::new(Registry::new());
+    /// let f = reg.register(FuncDesc::new("handler", 1, 0, 1).line(0, 12)).unwrap();
+    /// # let rt = Runtime::builder().procs(1).build().unwrap();
+    /// let ch = Chan::<u8>::new(0);
+    /// let rx = ch.clone();
+    /// let h = rt.spawn(move || {
+    ///     with_managed_stack(|ms| ms.push(f));
+    ///     rx.recv()
+    /// }).unwrap();
+    /// while ch.waiting() != (0, 1) {
+    ///     std::thread::yield_now();
+    /// }
+    /// let s = suspend_g(h.goroutine());
+    /// let tb = s.traceback(&reg).unwrap();
+    /// resume_g(s);
+    /// assert_eq!(tb.frames[0].name, "handler");
+    /// assert_eq!(tb.frames[0].line, Some(12));
+    /// ch.close();
+    /// h.join().unwrap().unwrap_err();
+    /// ```
     pub fn traceback(&self, reg: &Registry) -> Option<Traceback> {
         // SAFETY: as in `walk_managed_stack`.
         self.g.map(|g| unsafe { g.get().mstack().traceback_stopped(reg) })
     }
 
     /// Validates every frame of the held goroutine's managed stack; the number of frames.
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use safepoint_sched::stackmap::{FuncDesc, Registry};
+    /// use safepoint_sched::{Chan, Runtime, resume_g, suspend_g, with_managed_stack};
+    /// let reg = Arc::new(Registry::new());
+    /// let f = reg.register(FuncDesc::new("f", 1, 0, 1)).unwrap();
+    /// # let rt = Runtime::builder().procs(1).build().unwrap();
+    /// let ch = Chan::<u8>::new(0);
+    /// let rx = ch.clone();
+    /// let h = rt.spawn(move || {
+    ///     with_managed_stack(|ms| { ms.push(f); ms.push(f); });
+    ///     rx.recv()
+    /// }).unwrap();
+    /// while ch.waiting() != (0, 1) {
+    ///     std::thread::yield_now();
+    /// }
+    /// let s = suspend_g(h.goroutine());
+    /// assert_eq!(s.check_managed_stack(&reg), Ok(2)); // two valid frames
+    /// resume_g(s);
+    /// ch.close();
+    /// h.join().unwrap().unwrap_err();
+    /// ```
     pub fn check_managed_stack(&self, reg: &Registry) -> Result<usize, Corruption> {
         match self.g {
             // SAFETY: as in `walk_managed_stack`.
@@ -573,6 +809,22 @@ impl Suspended {
     /// asynchronously ([`Suspended::async_stopped`]): it was interrupted at an arbitrary
     /// instruction, possibly between loading the buffer's address and storing through it, so
     /// the buffer must stay where it is.
+    ///
+    /// ```
+    /// use safepoint_sched::{Chan, Runtime, resume_g, suspend_g};
+    /// # let rt = Runtime::builder().procs(1).build().unwrap();
+    /// let ch = Chan::<u8>::new(0);
+    /// let rx = ch.clone();
+    /// let h = rt.spawn(move || rx.recv()).unwrap();
+    /// while ch.waiting() != (0, 1) {
+    ///     std::thread::yield_now();
+    /// }
+    /// let s = suspend_g(h.goroutine());
+    /// let _moved = s.shrink_managed_stack(); // true only if the buffer was under a quarter used
+    /// resume_g(s);
+    /// ch.close();
+    /// h.join().unwrap().unwrap_err();
+    /// ```
     pub fn shrink_managed_stack(&self) -> bool {
         if self.async_stopped() {
             return false;
@@ -592,6 +844,27 @@ impl Suspended {
 /// Runs on: a goroutine (it yields while waiting, so two goroutines suspending each other cannot
 /// deadlock) or a thread outside the runtime (it spins). A goroutine must not suspend itself
 /// (a described panic) and must not hold the world stopped.
+///
+/// ```
+/// use std::sync::Arc;
+/// use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+/// use safepoint_sched::{Runtime, poll, resume_g, suspend_g};
+/// # let rt = Runtime::builder().procs(2).build().unwrap();
+/// let count = Arc::new(AtomicU64::new(0));
+/// let stop = Arc::new(AtomicBool::new(false));
+/// let (c, s) = (count.clone(), stop.clone());
+/// let h = rt.spawn(move || while !s.load(Ordering::Relaxed) {
+///     c.fetch_add(1, Ordering::Relaxed);
+///     poll();
+/// }).unwrap();
+/// let held = suspend_g(h.goroutine()); // from a thread outside the runtime: it spins
+/// let a = count.load(Ordering::Relaxed);
+/// std::thread::sleep(std::time::Duration::from_millis(2));
+/// assert_eq!(count.load(Ordering::Relaxed), a); // it cannot run while held
+/// resume_g(held);
+/// stop.store(true, Ordering::Relaxed);
+/// h.join().unwrap();
+/// ```
 pub fn suspend_g(target: Goroutine) -> Suspended {
     let g = target.g.get();
     let me = crate::runtime::current_g();
@@ -778,6 +1051,18 @@ fn wait_a_little(me: Option<&'static G>, spins: &mut u32, held_by_other: bool) {
 
 /// Releases a goroutine held by [`suspend_g`], readying it if the suspension stopped it.
 /// (Dropping the [`Suspended`] does the same.)
+///
+/// ```
+/// use safepoint_sched::{Chan, Runtime, resume_g, suspend_g};
+/// # let rt = Runtime::builder().procs(1).build().unwrap();
+/// let ch = Chan::new(1);
+/// let rx = ch.clone();
+/// let h = rt.spawn(move || rx.recv().unwrap() + 1).unwrap();
+/// let held = suspend_g(h.goroutine());
+/// resume_g(held); // it carries on as if nothing happened
+/// ch.send(41);
+/// assert_eq!(h.join().unwrap(), 42);
+/// ```
 pub fn resume_g(s: Suspended) {
     drop(s)
 }

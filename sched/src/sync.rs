@@ -22,6 +22,12 @@ struct SemaState {
 
 impl Sema {
     /// A semaphore with `permits` permits.
+    ///
+    /// ```
+    /// let s = safepoint_sched::Sema::new(2);
+    /// assert!(s.try_acquire() && s.try_acquire());
+    /// assert!(!s.try_acquire());
+    /// ```
     pub fn new(permits: usize) -> Sema {
         Sema { state: Mutex::new(SemaState { permits, waiters: VecDeque::new() }) }
     }
@@ -33,6 +39,18 @@ impl Sema {
     /// Takes a permit, parking the goroutine until one is free.
     ///
     /// Runs on: a goroutine.
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use safepoint_sched::{Runtime, Sema, go};
+    /// # let rt = Runtime::builder().procs(2).build().unwrap();
+    /// rt.block_on(|| {
+    ///     let s = Arc::new(Sema::new(0));
+    ///     let r = s.clone();
+    ///     go(move || r.release());
+    ///     s.acquire(); // parks until the release
+    /// });
+    /// ```
     pub fn acquire(&self) {
         {
             let mut s = self.lock();
@@ -67,6 +85,12 @@ impl Sema {
     }
 
     /// Takes a permit if one is free.
+    ///
+    /// ```
+    /// let s = safepoint_sched::Sema::new(1);
+    /// assert!(s.try_acquire());
+    /// assert!(!s.try_acquire());
+    /// ```
     pub fn try_acquire(&self) -> bool {
         let mut s = self.lock();
         if s.permits > 0 {
@@ -78,6 +102,13 @@ impl Sema {
     }
 
     /// Returns a permit: to the first waiter if there is one.
+    ///
+    /// ```
+    /// let s = safepoint_sched::Sema::new(0);
+    /// assert!(!s.try_acquire());
+    /// s.release();
+    /// assert!(s.try_acquire());
+    /// ```
     pub fn release(&self) {
         let w = {
             let mut s = self.lock();

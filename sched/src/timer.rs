@@ -438,6 +438,15 @@ pub fn sleep(d: Duration) {
 }
 
 /// Sleeps until `at` (returns at once if it has passed).
+///
+/// ```
+/// use std::time::{Duration, Instant};
+/// use safepoint_sched::{Runtime, sleep_until};
+/// # let rt = Runtime::builder().procs(1).build().unwrap();
+/// let at = Instant::now() + Duration::from_millis(5);
+/// rt.block_on(move || sleep_until(at));
+/// assert!(Instant::now() >= at);
+/// ```
 pub fn sleep_until(at: Instant) {
     let d = at.saturating_duration_since(Instant::now());
     sleep_until_nanos(deadline_of(at), d);
@@ -546,11 +555,29 @@ impl core::fmt::Debug for Timer {
 
 impl Timer {
     /// A timer firing after `d`. Runs on: a goroutine (a described panic otherwise).
+    ///
+    /// ```
+    /// use std::time::{Duration, Instant};
+    /// use safepoint_sched::{Runtime, Timer};
+    /// # let rt = Runtime::builder().procs(1).build().unwrap();
+    /// let t0 = Instant::now();
+    /// let fired = rt.block_on(|| Timer::new(Duration::from_millis(2)).chan().recv().unwrap());
+    /// assert!(fired >= t0 + Duration::from_millis(2));
+    /// ```
     pub fn new(d: Duration) -> Timer {
         Timer::at(Instant::now() + d)
     }
 
     /// A timer firing at `at`. Runs on: a goroutine.
+    ///
+    /// ```
+    /// use std::time::{Duration, Instant};
+    /// use safepoint_sched::{Runtime, Timer};
+    /// # let rt = Runtime::builder().procs(1).build().unwrap();
+    /// let at = Instant::now() + Duration::from_millis(2);
+    /// let fired = rt.block_on(move || Timer::at(at).chan().recv().unwrap());
+    /// assert!(fired >= at);
+    /// ```
     pub fn at(at: Instant) -> Timer {
         let (shared, chan) = Shared::new(0);
         {
@@ -561,16 +588,50 @@ impl Timer {
     }
 
     /// The channel the timer fires into.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use safepoint_sched::{Runtime, Timer};
+    /// # let rt = Runtime::builder().procs(1).build().unwrap();
+    /// rt.block_on(|| {
+    ///     let t = Timer::new(Duration::from_millis(1));
+    ///     assert!(t.chan().recv().is_ok());
+    ///     assert!(t.chan().try_recv().is_err()); // it fires once
+    /// });
+    /// ```
     pub fn chan(&self) -> &Chan<Instant> {
         &self.chan
     }
 
     /// Stops the timer; returns whether it was still pending.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use safepoint_sched::{Runtime, Timer};
+    /// # let rt = Runtime::builder().procs(1).build().unwrap();
+    /// rt.block_on(|| {
+    ///     let t = Timer::new(Duration::from_secs(3600));
+    ///     assert!(t.stop()); // stopped before it fired
+    ///     assert!(!t.stop());
+    ///     assert!(t.chan().try_recv().is_err());
+    /// });
+    /// ```
     pub fn stop(&self) -> bool {
         self.shared.stop()
     }
 
     /// Re-arms the timer to fire after `d`; returns whether it was still pending.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use safepoint_sched::{Runtime, Timer};
+    /// # let rt = Runtime::builder().procs(1).build().unwrap();
+    /// rt.block_on(|| {
+    ///     let t = Timer::new(Duration::from_secs(3600));
+    ///     assert!(t.reset(Duration::from_millis(1))); // it was pending
+    ///     assert!(t.chan().recv().is_ok());
+    /// });
+    /// ```
     pub fn reset(&self, d: Duration) -> bool {
         self.shared.reset(deadline_of(Instant::now() + d), None)
     }
@@ -586,6 +647,15 @@ impl Drop for Timer {
 
 /// A channel that receives the time once, after `d` (Go's `time.After`). The timer cannot be
 /// stopped; use [`Timer`] for that. Runs on: a goroutine.
+///
+/// ```
+/// use std::time::{Duration, Instant};
+/// use safepoint_sched::{Runtime, after};
+/// # let rt = Runtime::builder().procs(1).build().unwrap();
+/// let t0 = Instant::now();
+/// let fired = rt.block_on(|| after(Duration::from_millis(2)).recv().unwrap());
+/// assert!(fired >= t0 + Duration::from_millis(2));
+/// ```
 pub fn after(d: Duration) -> Chan<Instant> {
     let mut t = Timer::new(d);
     t.stop_on_drop = false;
@@ -607,6 +677,17 @@ impl core::fmt::Debug for Ticker {
 
 impl Ticker {
     /// A ticker with `period` (non-zero). Runs on: a goroutine.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use safepoint_sched::{Runtime, Ticker};
+    /// # let rt = Runtime::builder().procs(1).build().unwrap();
+    /// let ticks = rt.block_on(|| {
+    ///     let t = Ticker::new(Duration::from_millis(1));
+    ///     (0..3).map(|_| t.chan().recv().unwrap()).collect::<Vec<_>>()
+    /// });
+    /// assert!(ticks[0] < ticks[1] && ticks[1] < ticks[2]);
+    /// ```
     pub fn new(period: Duration) -> Ticker {
         let p = period.as_nanos().min(u64::MAX as u128 / 4) as u64;
         assert!(p > 0, "Ticker::new: non-positive period");
@@ -619,16 +700,52 @@ impl Ticker {
     }
 
     /// The channel the ticks arrive on.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use safepoint_sched::{Runtime, Ticker};
+    /// # let rt = Runtime::builder().procs(1).build().unwrap();
+    /// rt.block_on(|| {
+    ///     let t = Ticker::new(Duration::from_millis(1));
+    ///     assert!(t.chan().recv().is_ok());
+    ///     assert!(t.chan().recv().is_ok());
+    /// });
+    /// ```
     pub fn chan(&self) -> &Chan<Instant> {
         &self.chan
     }
 
     /// Stops the ticker.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use safepoint_sched::{Runtime, Ticker, sleep};
+    /// # let rt = Runtime::builder().procs(1).build().unwrap();
+    /// rt.block_on(|| {
+    ///     let t = Ticker::new(Duration::from_millis(1));
+    ///     t.chan().recv().unwrap();
+    ///     t.stop();
+    ///     let _ = t.chan().try_recv(); // at most one tick was left waiting
+    ///     sleep(Duration::from_millis(5));
+    ///     assert!(t.chan().try_recv().is_err());
+    /// });
+    /// ```
     pub fn stop(&self) {
         self.shared.stop();
     }
 
     /// Restarts the ticker with a new period, the next tick `period` from now.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use safepoint_sched::{Runtime, Ticker};
+    /// # let rt = Runtime::builder().procs(1).build().unwrap();
+    /// rt.block_on(|| {
+    ///     let t = Ticker::new(Duration::from_secs(3600));
+    ///     t.reset(Duration::from_millis(1));
+    ///     assert!(t.chan().recv().is_ok());
+    /// });
+    /// ```
     pub fn reset(&self, period: Duration) {
         let p = period.as_nanos().min(u64::MAX as u128 / 4) as u64;
         assert!(p > 0, "Ticker::reset: non-positive period");

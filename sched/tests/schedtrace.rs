@@ -1,7 +1,7 @@
 //! `schedtrace`: sysmon prints a line of the scheduler's state at the interval set, through the
 //! message sink. (Its own binary: the sink is process-wide.)
 
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use safepoint_sched::{Runtime, go, set_message_sink, yield_now};
@@ -25,9 +25,14 @@ fn fields(line: &str) -> (Vec<(String, u64)>, Vec<u64>) {
 
 #[test]
 fn schedtrace_is_off_by_default_and_prints_a_line_at_each_interval_through_the_sink() {
-    let lines = Arc::new(Mutex::new(Vec::<String>::new()));
-    let l = lines.clone();
-    set_message_sink(Some(Box::new(move |m: &str| l.lock().unwrap().push(m.to_string()))));
+    // The lines, and a condition variable the sink signals at each (the test waits on it).
+    let sink = Arc::new((Mutex::new(Vec::<String>::new()), Condvar::new()));
+    let lines = &sink.0;
+    let s = sink.clone();
+    set_message_sink(Some(Box::new(move |m: &str| {
+        s.0.lock().unwrap().push(m.to_string());
+        s.1.notify_all();
+    })));
     // Off by default (unless the environment asks for it).
     if !std::env::var("SAFEPOINT_DEBUG").is_ok_and(|v| v.contains("schedtrace")) {
         let rt = Runtime::builder().procs(1).build().unwrap();
@@ -53,11 +58,15 @@ fn schedtrace_is_off_by_default_and_prints_a_line_at_each_interval_through_the_s
             h.join().unwrap();
         }
     });
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while lines.lock().unwrap().iter().filter(|l| l.starts_with("SCHED ")).count() < 12 {
-        assert!(Instant::now() < deadline, "fewer than 12 SCHED lines in 30 s");
-        std::thread::sleep(Duration::from_millis(5));
-    }
+    // Wait for a dozen lines; the deadline only turns a hang into a failure.
+    let (got, timeout) = sink
+        .1
+        .wait_timeout_while(lines.lock().unwrap(), Duration::from_secs(30), |l| {
+            l.iter().filter(|l| l.starts_with("SCHED ")).count() < 12
+        })
+        .unwrap();
+    assert!(!timeout.timed_out(), "fewer than 12 SCHED lines in 30 s");
+    drop(got);
     drop(rt);
     set_message_sink(None);
     let got = lines.lock().unwrap().clone();

@@ -36,6 +36,14 @@ impl StackGuard {
 
     /// Asks the owning goroutine to stop at its next frame push or poll, where the slow path
     /// calls the [`Hooks::preempt`] hook. May be called from any thread; idempotent.
+    ///
+    /// ```
+    /// use safepoint_stackmap::{ManagedStack, StackConfig};
+    /// let ms = ManagedStack::new(1, StackConfig::default());
+    /// ms.guard().poison();
+    /// ms.guard().poison(); // idempotent
+    /// assert!(ms.guard().is_poisoned());
+    /// ```
     #[inline]
     pub fn poison(&self) {
         // Release: pairs with the Acquire load in the slow path (`ManagedStack::morestack`,
@@ -47,6 +55,14 @@ impl StackGuard {
     /// Withdraws a preemption request (the scheduler does this when the goroutine has
     /// stopped, or when the request cannot be honoured now and is kept elsewhere). The limit is
     /// left as it is. May be called from any thread.
+    ///
+    /// ```
+    /// use safepoint_stackmap::{ManagedStack, StackConfig};
+    /// let ms = ManagedStack::new(1, StackConfig::default());
+    /// ms.guard().poison();
+    /// ms.guard().unpoison();
+    /// assert!(!ms.guard().is_poisoned());
+    /// ```
     #[inline]
     pub fn unpoison(&self) {
         // Release: ordering for the scheduler's own flags, as for `poison`; the limit half is
@@ -55,6 +71,12 @@ impl StackGuard {
     }
 
     /// Whether a preemption request is pending.
+    ///
+    /// ```
+    /// use safepoint_stackmap::{ManagedStack, StackConfig};
+    /// let ms = ManagedStack::new(1, StackConfig::default());
+    /// assert!(!ms.guard().is_poisoned());
+    /// ```
     #[inline]
     pub fn is_poisoned(&self) -> bool {
         // Acquire: pairs with the Release of `poison`.
@@ -62,6 +84,16 @@ impl StackGuard {
     }
 
     /// The current limit: the stack's capacity in words (0 before its first push).
+    ///
+    /// ```
+    /// use safepoint_stackmap::{FuncDesc, ManagedStack, Registry, StackConfig};
+    /// let reg = Registry::new();
+    /// let f = reg.register(FuncDesc::new("f", 1, 0, 1)).unwrap();
+    /// let ms = ManagedStack::new(1, StackConfig::default());
+    /// assert_eq!(ms.guard().limit_words(), 0); // before the first push
+    /// ms.push(f);
+    /// assert_eq!(ms.guard().limit_words(), ms.capacity_words());
+    /// ```
     #[inline]
     pub fn limit_words(&self) -> usize {
         self.word.load(Ordering::Relaxed) & !POISON
@@ -158,6 +190,16 @@ impl std::fmt::Display for HooksAlreadySet {
 impl std::error::Error for HooksAlreadySet {}
 
 /// Registers the process's hooks. Only the first call takes effect.
+///
+/// ```
+/// use safepoint_stackmap::{Hooks, set_hooks};
+/// fn preempt() {}
+/// fn nothing() {}
+/// let hooks = Hooks { preempt, copy_begin: nothing, copy_end: nothing };
+/// // Once per process (a runtime sets the scheduler's): a second call is refused.
+/// let _ = set_hooks(hooks);
+/// assert!(set_hooks(hooks).is_err());
+/// ```
 pub fn set_hooks(hooks: Hooks) -> Result<(), HooksAlreadySet> {
     HOOKS.set(hooks).map_err(|_| HooksAlreadySet(*HOOKS.get().expect("set")))
 }

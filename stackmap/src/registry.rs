@@ -65,14 +65,35 @@ pub struct FuncId {
 
 impl FuncId {
     /// The function's index in its registry (dense, from 0, in registration order).
+    ///
+    /// ```
+    /// use safepoint_stackmap::{FuncDesc, Registry};
+    /// let reg = Registry::new();
+    /// let a = reg.register(FuncDesc::new("a", 1, 0, 1)).unwrap();
+    /// let b = reg.register(FuncDesc::new("b", 1, 0, 1)).unwrap();
+    /// assert_eq!((a.index(), b.index()), (0, 1));
+    /// assert_eq!(reg.by_index(1).unwrap().name(), "b");
+    /// ```
     pub fn index(self) -> u32 {
         self.index
     }
     /// Frame size in slots (not counting the two header words).
+    ///
+    /// ```
+    /// use safepoint_stackmap::{FuncDesc, Registry};
+    /// let f = Registry::new().register(FuncDesc::new("f", 6, 2, 1)).unwrap();
+    /// assert_eq!(f.frame_slots(), 6); // carried in the id: no lookup
+    /// ```
     pub fn frame_slots(self) -> usize {
         self.slots as usize
     }
     /// Number of safepoints; valid safepoint indices are `0..safepoints()`.
+    ///
+    /// ```
+    /// use safepoint_stackmap::{FuncDesc, Registry};
+    /// let f = Registry::new().register(FuncDesc::new("f", 1, 0, 4)).unwrap();
+    /// assert_eq!(f.safepoints(), 4);
+    /// ```
     pub fn safepoints(self) -> usize {
         self.safepoints as usize
     }
@@ -144,6 +165,13 @@ pub struct FuncDesc {
 impl FuncDesc {
     /// A function called `name` (unique within its registry) whose frame has `frame_slots`
     /// slots, the first `args` of which are its arguments, with safepoints `0..safepoints`.
+    ///
+    /// ```
+    /// use safepoint_stackmap::{FuncDesc, Registry};
+    /// // `add(a, b)`: four slots, two of them its arguments, three safepoints.
+    /// let f = Registry::new().register(FuncDesc::new("add", 4, 2, 3)).unwrap();
+    /// assert_eq!((f.frame_slots(), f.safepoints()), (4, 3));
+    /// ```
     pub fn new(
         name: impl Into<String>,
         frame_slots: usize,
@@ -166,6 +194,15 @@ impl FuncDesc {
     /// bitvec is used here, at the edge, and nowhere inside: bitvec 1 makes zero-sized
     /// references that Miri's Stacked Borrows rejects, so the stored form is plain words and
     /// Miri runs every test except those of this conversion.
+    ///
+    /// ```
+    /// # if cfg!(miri) { return; } // bitvec 1's zero-sized references, which Miri rejects
+    /// use safepoint_stackmap::bitvec::prelude::*;
+    /// use safepoint_stackmap::{BitmapKind, FuncDesc, Registry};
+    /// let reg = Registry::new();
+    /// let f = reg.register(FuncDesc::new("f", 4, 0, 1).refs(0, bits![0, 1, 0, 1])).unwrap();
+    /// assert_eq!(reg.get(f).unwrap().live_slots(0, BitmapKind::Refs), Some(vec![1, 3]));
+    /// ```
     pub fn refs<T: BitStore, O: BitOrder>(
         mut self,
         safepoint: usize,
@@ -177,6 +214,15 @@ impl FuncDesc {
     }
 
     /// The slots holding live tagged values at `safepoint`, as for [`FuncDesc::refs`].
+    ///
+    /// ```
+    /// # if cfg!(miri) { return; } // bitvec 1's zero-sized references, which Miri rejects
+    /// use safepoint_stackmap::bitvec::prelude::*;
+    /// use safepoint_stackmap::{BitmapKind, FuncDesc, Registry};
+    /// let reg = Registry::new();
+    /// let f = reg.register(FuncDesc::new("f", 3, 0, 1).tagged(0, bits![1, 0, 0])).unwrap();
+    /// assert_eq!(reg.get(f).unwrap().live_slots(0, BitmapKind::Tagged), Some(vec![0]));
+    /// ```
     pub fn tagged<T: BitStore, O: BitOrder>(
         mut self,
         safepoint: usize,
@@ -188,24 +234,56 @@ impl FuncDesc {
     }
 
     /// The slots holding live references at `safepoint`, as a list of slot indices.
+    ///
+    /// ```
+    /// use safepoint_stackmap::{BitmapKind, FuncDesc, Registry};
+    /// let reg = Registry::new();
+    /// let f = reg.register(FuncDesc::new("f", 4, 0, 2).refs_at(1, &[2, 0])).unwrap();
+    /// let info = reg.get(f).unwrap();
+    /// assert_eq!(info.live_slots(0, BitmapKind::Refs), Some(vec![])); // none given: nothing live
+    /// assert_eq!(info.live_slots(1, BitmapKind::Refs), Some(vec![0, 2]));
+    /// ```
     pub fn refs_at(mut self, safepoint: usize, slots: &[usize]) -> Self {
         self.maps.push((safepoint, BitmapKind::Refs, MapSpec::Slots(slots.to_vec())));
         self
     }
 
     /// The slots holding live tagged values at `safepoint`, as a list of slot indices.
+    ///
+    /// ```
+    /// use safepoint_stackmap::{BitmapKind, FuncDesc, Registry};
+    /// let reg = Registry::new();
+    /// let f = reg.register(FuncDesc::new("f", 2, 0, 1).tagged_at(0, &[1])).unwrap();
+    /// assert_eq!(reg.get(f).unwrap().live_slots(0, BitmapKind::Tagged), Some(vec![1]));
+    /// // A slot cannot be both.
+    /// let both = FuncDesc::new("g", 2, 0, 1).refs_at(0, &[1]).tagged_at(0, &[1]);
+    /// assert!(reg.register(both).is_err());
+    /// ```
     pub fn tagged_at(mut self, safepoint: usize, slots: &[usize]) -> Self {
         self.maps.push((safepoint, BitmapKind::Tagged, MapSpec::Slots(slots.to_vec())));
         self
     }
 
     /// The source line of `safepoint`, for tracebacks.
+    ///
+    /// ```
+    /// use safepoint_stackmap::{FuncDesc, Registry};
+    /// let reg = Registry::new();
+    /// let f = reg.register(FuncDesc::new("f", 1, 0, 2).line(1, 42)).unwrap();
+    /// assert_eq!(reg.get(f).unwrap().line(1), Some(42));
+    /// assert_eq!(reg.get(f).unwrap().line(0), None);
+    /// ```
     pub fn line(mut self, safepoint: usize, line: u32) -> Self {
         self.lines.push((safepoint, line));
         self
     }
 
     /// The name this description was made with.
+    ///
+    /// ```
+    /// use safepoint_stackmap::FuncDesc;
+    /// assert_eq!(FuncDesc::new("main", 1, 0, 1).name(), "main");
+    /// ```
     pub fn name(&self) -> &str {
         &self.name
     }
@@ -443,27 +521,76 @@ pub struct FuncInfo {
 
 impl FuncInfo {
     /// Its id.
+    ///
+    /// ```
+    /// use safepoint_stackmap::{BitmapKind, FuncDesc, Registry};
+    /// let reg = Registry::new();
+    /// let f = reg.register(FuncDesc::new("f", 4, 1, 2).refs_at(1, &[0, 3]).line(1, 9)).unwrap();
+    /// let info = reg.get(f).unwrap();
+    /// assert_eq!(info.id(), f);
+    /// ```
     pub fn id(&self) -> FuncId {
         self.id
     }
     /// Its name.
+    ///
+    /// ```
+    /// use safepoint_stackmap::{BitmapKind, FuncDesc, Registry};
+    /// let reg = Registry::new();
+    /// let f = reg.register(FuncDesc::new("f", 4, 1, 2).refs_at(1, &[0, 3]).line(1, 9)).unwrap();
+    /// let info = reg.get(f).unwrap();
+    /// assert_eq!(info.name(), "f");
+    /// ```
     pub fn name(&self) -> &str {
         &self.name
     }
     /// Frame size in slots.
+    ///
+    /// ```
+    /// use safepoint_stackmap::{BitmapKind, FuncDesc, Registry};
+    /// let reg = Registry::new();
+    /// let f = reg.register(FuncDesc::new("f", 4, 1, 2).refs_at(1, &[0, 3]).line(1, 9)).unwrap();
+    /// let info = reg.get(f).unwrap();
+    /// assert_eq!(info.frame_slots(), 4);
+    /// ```
     pub fn frame_slots(&self) -> usize {
         self.id.slots as usize
     }
     /// Argument count (the first slots of the frame).
+    ///
+    /// ```
+    /// use safepoint_stackmap::{BitmapKind, FuncDesc, Registry};
+    /// let reg = Registry::new();
+    /// let f = reg.register(FuncDesc::new("f", 4, 1, 2).refs_at(1, &[0, 3]).line(1, 9)).unwrap();
+    /// let info = reg.get(f).unwrap();
+    /// assert_eq!(info.args(), 1);
+    /// ```
     pub fn args(&self) -> usize {
         self.args as usize
     }
     /// Safepoint count.
+    ///
+    /// ```
+    /// use safepoint_stackmap::{BitmapKind, FuncDesc, Registry};
+    /// let reg = Registry::new();
+    /// let f = reg.register(FuncDesc::new("f", 4, 1, 2).refs_at(1, &[0, 3]).line(1, 9)).unwrap();
+    /// let info = reg.get(f).unwrap();
+    /// assert_eq!(info.safepoints(), 2);
+    /// ```
     pub fn safepoints(&self) -> usize {
         self.maps.len()
     }
     /// The slots of `kind` live at `safepoint`, in increasing order, or `None` if there is no
     /// such safepoint.
+    ///
+    /// ```
+    /// use safepoint_stackmap::{BitmapKind, FuncDesc, Registry};
+    /// let reg = Registry::new();
+    /// let f = reg.register(FuncDesc::new("f", 4, 1, 2).refs_at(1, &[0, 3]).line(1, 9)).unwrap();
+    /// let info = reg.get(f).unwrap();
+    /// assert_eq!(info.live_slots(1, BitmapKind::Refs), Some(vec![0, 3]));
+    /// assert_eq!(info.live_slots(2, BitmapKind::Refs), None); // no safepoint 2
+    /// ```
     pub fn live_slots(&self, safepoint: usize, kind: BitmapKind) -> Option<Vec<usize>> {
         let map = self.maps.get(safepoint)?;
         let mut v = Vec::new();
@@ -478,11 +605,29 @@ impl FuncInfo {
     }
 
     /// The source line of `safepoint`, if one was given.
+    ///
+    /// ```
+    /// use safepoint_stackmap::{BitmapKind, FuncDesc, Registry};
+    /// let reg = Registry::new();
+    /// let f = reg.register(FuncDesc::new("f", 4, 1, 2).refs_at(1, &[0, 3]).line(1, 9)).unwrap();
+    /// let info = reg.get(f).unwrap();
+    /// assert_eq!(info.line(1), Some(9));
+    /// ```
     pub fn line(&self, safepoint: usize) -> Option<u32> {
         self.lines.as_ref()?.get(safepoint).copied().flatten()
     }
     /// The slots of `kind` live at `safepoint`, as a bitmap of `frame_slots()` bits, or `None`
     /// if there is no such safepoint.
+    ///
+    /// ```
+    /// use safepoint_stackmap::{BitmapKind, FuncDesc, Registry};
+    /// let reg = Registry::new();
+    /// let f = reg.register(FuncDesc::new("f", 4, 1, 2).refs_at(1, &[0, 3]).line(1, 9)).unwrap();
+    /// let info = reg.get(f).unwrap();
+    /// # if cfg!(miri) { return; } // bitvec 1's zero-sized references, which Miri rejects
+    /// let b = info.bitmap(1, BitmapKind::Refs).unwrap();
+    /// assert_eq!(b.iter().map(|bit| *bit).collect::<Vec<bool>>(), [true, false, false, true]);
+    /// ```
     pub fn bitmap(&self, safepoint: usize, kind: BitmapKind) -> Option<BitVec> {
         let map = self.maps.get(safepoint)?;
         let words = match kind {
@@ -632,6 +777,12 @@ fn locate(i: usize) -> (usize, usize) {
 
 impl Registry {
     /// An empty registry.
+    ///
+    /// ```
+    /// use safepoint_stackmap::Registry;
+    /// let reg = Registry::new();
+    /// assert!(reg.is_empty());
+    /// ```
     pub fn new() -> Self {
         Registry {
             len: AtomicUsize::new(0),
@@ -642,22 +793,53 @@ impl Registry {
     }
 
     /// Number of functions registered.
+    ///
+    /// ```
+    /// use safepoint_stackmap::{FuncDesc, Registry};
+    /// let reg = Registry::new();
+    /// reg.register(FuncDesc::new("a", 1, 0, 1)).unwrap();
+    /// assert_eq!(reg.len(), 1);
+    /// ```
     pub fn len(&self) -> usize {
         // Acquire: pairs with the Release store in `register`, like every reader.
         self.len.load(Ordering::Acquire)
     }
 
     /// Whether no function is registered.
+    ///
+    /// ```
+    /// use safepoint_stackmap::{FuncDesc, Registry};
+    /// let reg = Registry::new();
+    /// assert!(reg.is_empty());
+    /// reg.register(FuncDesc::new("a", 1, 0, 1)).unwrap();
+    /// assert!(!reg.is_empty());
+    /// ```
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
 
     /// The function `id`, if it belongs to this registry.
+    ///
+    /// ```
+    /// use safepoint_stackmap::{FuncDesc, Registry};
+    /// let reg = Registry::new();
+    /// let f = reg.register(FuncDesc::new("a", 1, 0, 1)).unwrap();
+    /// assert_eq!(reg.get(f).unwrap().name(), "a");
+    /// assert!(Registry::new().get(f).is_none()); // another registry's id
+    /// ```
     pub fn get(&self, id: FuncId) -> Option<&FuncInfo> {
         self.by_index(id.index).filter(|f| f.id == id)
     }
 
     /// The function of index `index`, if registered.
+    ///
+    /// ```
+    /// use safepoint_stackmap::{FuncDesc, Registry};
+    /// let reg = Registry::new();
+    /// reg.register(FuncDesc::new("a", 1, 0, 1)).unwrap();
+    /// assert_eq!(reg.by_index(0).unwrap().name(), "a");
+    /// assert!(reg.by_index(1).is_none());
+    /// ```
     #[inline]
     pub fn by_index(&self, index: u32) -> Option<&FuncInfo> {
         let i = index as usize;
@@ -686,12 +868,29 @@ impl Registry {
     }
 
     /// The function called `name`.
+    ///
+    /// ```
+    /// use safepoint_stackmap::{FuncDesc, Registry};
+    /// let reg = Registry::new();
+    /// let f = reg.register(FuncDesc::new("main", 1, 0, 1)).unwrap();
+    /// assert_eq!(reg.find("main"), Some(f));
+    /// assert_eq!(reg.find("other"), None);
+    /// ```
     pub fn find(&self, name: &str) -> Option<FuncId> {
         self.lock().names.get(name).copied()
     }
 
     /// How many distinct bitmaps are stored (identical bitmaps, of any function, safepoint or
     /// kind, are stored once; the all-empty bitmap counts as one).
+    ///
+    /// ```
+    /// use safepoint_stackmap::{FuncDesc, Registry};
+    /// let reg = Registry::new();
+    /// reg.register(FuncDesc::new("a", 2, 0, 2).refs_at(0, &[1]).refs_at(1, &[1])).unwrap();
+    /// reg.register(FuncDesc::new("b", 2, 0, 1).refs_at(0, &[1])).unwrap();
+    /// let n = reg.distinct_bitmaps();
+    /// assert!(n >= 1 && n <= 3); // equal bitmaps are stored once
+    /// ```
     pub fn distinct_bitmaps(&self) -> usize {
         self.lock().bitmaps.len()
     }
@@ -706,6 +905,17 @@ impl Registry {
     /// otherwise.
     ///
     /// Allocates; takes the registry's writer lock (readers never take it).
+    ///
+    /// ```
+    /// use safepoint_stackmap::{FuncDesc, Registry};
+    /// let reg = Registry::new();
+    /// let f = reg.register(FuncDesc::new("f", 2, 0, 1).refs_at(0, &[1])).unwrap();
+    /// assert_eq!(f.frame_slots(), 2);
+    /// // Refused, and nothing stored: a map naming a slot past the frame, a name used twice.
+    /// assert!(reg.register(FuncDesc::new("g", 2, 0, 1).refs_at(0, &[2])).is_err());
+    /// assert!(reg.register(FuncDesc::new("f", 1, 0, 1)).is_err());
+    /// assert_eq!(reg.len(), 1);
+    /// ```
     pub fn register(&self, desc: FuncDesc) -> Result<FuncId, RegisterError> {
         let mut w = self.lock();
         let checked = check(&desc)?;

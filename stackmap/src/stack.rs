@@ -48,6 +48,13 @@ fn may_hold_reference(info: &crate::FuncInfo, i: usize) -> Option<crate::BitmapK
 
 /// Formats a byte count the way the limit panic prints it: in the largest binary unit that
 /// divides it exactly (`1 GiB`, `512 KiB`), else in bytes (`1000 bytes`).
+///
+/// ```
+/// use safepoint_stackmap::format_bytes;
+/// assert_eq!(format_bytes(1 << 30), "1 GiB");
+/// assert_eq!(format_bytes(512 << 10), "512 KiB");
+/// assert_eq!(format_bytes(1000), "1000 bytes");
+/// ```
 pub fn format_bytes(n: usize) -> String {
     const UNITS: [(usize, &str); 3] = [(1 << 30, "GiB"), (1 << 20, "MiB"), (1 << 10, "KiB")];
     for (u, name) in UNITS {
@@ -73,6 +80,12 @@ impl StackConfig {
     pub const MAX_LIMIT: usize = (u32::MAX as usize) * 8;
 
     /// The defaults.
+    ///
+    /// ```
+    /// use safepoint_stackmap::StackConfig;
+    /// const C: StackConfig = StackConfig::new(); // usable in constants
+    /// assert_eq!(C.limit(), StackConfig::DEFAULT_LIMIT);
+    /// ```
     pub const fn new() -> Self {
         StackConfig { limit_bytes: Self::DEFAULT_LIMIT, validate: cfg!(debug_assertions) }
     }
@@ -83,6 +96,18 @@ impl StackConfig {
     ///
     /// # Panics
     /// If `bytes` is over [`StackConfig::MAX_LIMIT`].
+    ///
+    /// ```
+    /// use safepoint_stackmap::{FuncDesc, ManagedStack, Registry, StackConfig};
+    /// let reg = Registry::new();
+    /// let big = reg.register(FuncDesc::new("big", 1000, 0, 1)).unwrap(); // 8 KiB frames
+    /// let ms = ManagedStack::new(7, StackConfig::default().limit_bytes(32 << 10));
+    /// ms.push(big);
+    /// let deep = std::panic::AssertUnwindSafe(|| (0..10).for_each(|_| ms.push(big)));
+    /// let r = std::panic::catch_unwind(deep);
+    /// let msg = r.unwrap_err().downcast::<String>().unwrap();
+    /// assert_eq!(*msg, "goroutine 7: managed stack exceeds 32 KiB");
+    /// ```
     pub fn limit_bytes(mut self, bytes: usize) -> Self {
         assert!(
             bytes <= Self::MAX_LIMIT,
@@ -96,17 +121,34 @@ impl StackConfig {
     /// Whether every walk first checks every frame (function id, safepoint, links and sizes
     /// in bounds) before yielding any slot. The walker's cheap checks, enough to keep it in
     /// bounds, run either way. Default: on in debug builds.
+    ///
+    /// ```
+    /// use safepoint_stackmap::StackConfig;
+    /// assert!(StackConfig::default().validate(true).validates());
+    /// assert!(!StackConfig::default().validate(false).validates());
+    /// ```
     pub fn validate(mut self, on: bool) -> Self {
         self.validate = on;
         self
     }
 
     /// The limit in bytes.
+    ///
+    /// ```
+    /// use safepoint_stackmap::StackConfig;
+    /// assert_eq!(StackConfig::default().limit_bytes(1 << 20).limit(), 1 << 20);
+    /// ```
     pub fn limit(&self) -> usize {
         self.limit_bytes
     }
 
     /// Whether validation is on.
+    ///
+    /// ```
+    /// use safepoint_stackmap::StackConfig;
+    /// // On in debug builds, off in release ones, unless set.
+    /// assert_eq!(StackConfig::default().validates(), cfg!(debug_assertions));
+    /// ```
     pub fn validates(&self) -> bool {
         self.validate
     }
@@ -236,43 +278,112 @@ impl ManagedStack {
     }
 
     /// The goroutine id the stack reports in messages.
+    ///
+    /// ```
+    /// use safepoint_stackmap::{ManagedStack, StackConfig};
+    /// assert_eq!(ManagedStack::new(42, StackConfig::default()).id(), 42);
+    /// ```
     pub fn id(&self) -> u64 {
         self.id.load(Relaxed)
     }
 
     /// Gives the stack to another goroutine (a pooled G reused).
+    ///
+    /// ```
+    /// use safepoint_stackmap::{ManagedStack, StackConfig};
+    /// let ms = ManagedStack::new(1, StackConfig::default());
+    /// ms.set_id(2); // reused by goroutine 2
+    /// assert_eq!(ms.id(), 2);
+    /// ```
     pub fn set_id(&self, id: u64) {
         self.id.store(id, Relaxed);
     }
 
     /// The guard word shared with the scheduler. Its address is stable while `self` is not
     /// moved; poisoning it from any thread asks the owner to stop at its next push or poll.
+    ///
+    /// ```
+    /// use safepoint_stackmap::{FuncDesc, ManagedStack, Registry, StackConfig};
+    /// let reg = Registry::new();
+    /// let f = reg.register(FuncDesc::new("f", 3, 0, 2).refs_at(1, &[0])).unwrap();
+    /// let ms = ManagedStack::new(1, StackConfig::default());
+    /// ms.push(f);
+    /// ms.guard().poison(); // from any thread: "stop at your next push or poll"
+    /// assert!(ms.guard().is_poisoned());
+    /// ms.guard().unpoison();
+    /// ```
     #[inline]
     pub fn guard(&self) -> &StackGuard {
         &self.guard
     }
 
     /// The limit in bytes.
+    ///
+    /// ```
+    /// use safepoint_stackmap::{ManagedStack, StackConfig};
+    /// let ms = ManagedStack::new(1, StackConfig::default().limit_bytes(1 << 20));
+    /// assert_eq!(ms.limit_bytes(), 1 << 20);
+    /// ```
     pub fn limit_bytes(&self) -> usize {
         self.limit_bytes
     }
 
     /// Words in use (headers and slots of every frame).
+    ///
+    /// ```
+    /// use safepoint_stackmap::{FuncDesc, ManagedStack, Registry, StackConfig};
+    /// let reg = Registry::new();
+    /// let f = reg.register(FuncDesc::new("f", 3, 0, 2).refs_at(1, &[0])).unwrap();
+    /// let ms = ManagedStack::new(1, StackConfig::default());
+    /// assert_eq!(ms.used_words(), 0);
+    /// ms.push(f);
+    /// assert_eq!(ms.used_words(), 3 + 2); // three slots and the two header words
+    /// ```
     pub fn used_words(&self) -> usize {
         self.top.load(Relaxed)
     }
 
     /// Words in the buffer (0 before the first push or after [`release`](Self::release)).
+    ///
+    /// ```
+    /// use safepoint_stackmap::{FuncDesc, ManagedStack, Registry, StackConfig};
+    /// let reg = Registry::new();
+    /// let f = reg.register(FuncDesc::new("f", 3, 0, 2).refs_at(1, &[0])).unwrap();
+    /// let ms = ManagedStack::new(1, StackConfig::default());
+    /// assert_eq!(ms.capacity_words(), 0); // no buffer before the first push
+    /// ms.push(f);
+    /// assert!(ms.capacity_words() >= ms.used_words());
+    /// ```
     pub fn capacity_words(&self) -> usize {
         self.guard.limit_words()
     }
 
     /// Whether no frame is on the stack.
+    ///
+    /// ```
+    /// use safepoint_stackmap::{FuncDesc, ManagedStack, Registry, StackConfig};
+    /// let reg = Registry::new();
+    /// let f = reg.register(FuncDesc::new("f", 3, 0, 2).refs_at(1, &[0])).unwrap();
+    /// let ms = ManagedStack::new(1, StackConfig::default());
+    /// assert!(ms.is_empty());
+    /// ms.push(f);
+    /// assert!(!ms.is_empty());
+    /// ```
     pub fn is_empty(&self) -> bool {
         self.top.load(Relaxed) == 0
     }
 
     /// Number of frames (follows every link: O(depth)).
+    ///
+    /// ```
+    /// use safepoint_stackmap::{FuncDesc, ManagedStack, Registry, StackConfig};
+    /// let reg = Registry::new();
+    /// let f = reg.register(FuncDesc::new("f", 3, 0, 2).refs_at(1, &[0])).unwrap();
+    /// let ms = ManagedStack::new(1, StackConfig::default());
+    /// ms.push(f);
+    /// ms.push_handles(2);
+    /// assert_eq!(ms.depth(), 2);
+    /// ```
     pub fn depth(&self) -> usize {
         let buf = self.buf.load(Relaxed);
         let mut end = self.top.load(Relaxed);
@@ -291,6 +402,17 @@ impl ManagedStack {
     ///
     /// # Panics
     /// If the stack is empty.
+    ///
+    /// ```
+    /// use safepoint_stackmap::{FuncDesc, ManagedStack, Registry, StackConfig};
+    /// let reg = Registry::new();
+    /// let f = reg.register(FuncDesc::new("f", 3, 0, 2).refs_at(1, &[0])).unwrap();
+    /// let ms = ManagedStack::new(1, StackConfig::default());
+    /// ms.push(f);
+    /// assert_eq!(ms.frame_slots(), 3);
+    /// ms.push_handles(5);
+    /// assert_eq!(ms.frame_slots(), 5);
+    /// ```
     #[inline]
     pub fn frame_slots(&self) -> usize {
         let (w0, _) = self.top_header("frame_slots");
@@ -301,6 +423,18 @@ impl ManagedStack {
     ///
     /// # Panics
     /// If the stack is empty.
+    ///
+    /// ```
+    /// use safepoint_stackmap::{FuncDesc, ManagedStack, Registry, StackConfig};
+    /// let reg = Registry::new();
+    /// let f = reg.register(FuncDesc::new("f", 3, 0, 2).refs_at(1, &[0])).unwrap();
+    /// let ms = ManagedStack::new(1, StackConfig::default());
+    /// ms.push(f);
+    /// ms.set_safepoint(1);
+    /// assert_eq!(ms.top_frame_info(), (Some(f.index()), 1));
+    /// ms.push_handles(1);
+    /// assert_eq!(ms.top_frame_info().0, None); // a handle frame
+    /// ```
     pub fn top_frame_info(&self) -> (Option<u32>, u32) {
         let (w0, w1) = self.top_header("top_frame_info");
         let func = w0 as u32;
@@ -328,6 +462,17 @@ impl ManagedStack {
     /// # Panics
     /// "goroutine N: managed stack exceeds LIMIT" if the frame does not fit in the limit; the
     /// stack is left as it was.
+    ///
+    /// ```
+    /// use safepoint_stackmap::{FuncDesc, ManagedStack, Registry, StackConfig};
+    /// let reg = Registry::new();
+    /// let f = reg.register(FuncDesc::new("f", 3, 0, 2).refs_at(1, &[0])).unwrap();
+    /// let ms = ManagedStack::new(1, StackConfig::default());
+    /// ms.push(f);
+    /// // One frame, its slots zeroed, at safepoint 0.
+    /// assert_eq!((ms.depth(), ms.get(0), ms.top_frame_info().1), (1, 0, 0));
+    /// ms.pop();
+    /// ```
     #[inline]
     pub fn push(&self, f: FuncId) {
         self.push_raw(f.index, f.slots as usize, f.safepoints);
@@ -338,6 +483,19 @@ impl ManagedStack {
     /// pushed. This never runs the preempt hook and never moves the buffer, so an
     /// interpreter can call it where it must not reach a safepoint (inside a pinned section),
     /// and take the slow [`push`](Self::push) elsewhere when it answers false.
+    ///
+    /// ```
+    /// use safepoint_stackmap::{FuncDesc, ManagedStack, Registry, StackConfig};
+    /// let reg = Registry::new();
+    /// let f = reg.register(FuncDesc::new("f", 3, 0, 2).refs_at(1, &[0])).unwrap();
+    /// let ms = ManagedStack::new(1, StackConfig::default());
+    /// assert!(!ms.try_push(f)); // no buffer yet: that is the slow path
+    /// ms.push(f);
+    /// assert!(ms.try_push(f)); // room, and no request pending
+    /// ms.guard().poison();
+    /// assert!(!ms.try_push(f)); // a request pending: the caller takes the slow push
+    /// assert_eq!(ms.depth(), 2);
+    /// ```
     #[inline]
     pub fn try_push(&self, f: FuncId) -> bool {
         let new_top = self.top.load(Relaxed) + HEADER + f.slots as usize;
@@ -358,6 +516,21 @@ impl ManagedStack {
     /// not move it. Dereferencing it is the caller's `unsafe` business, with those rules; the
     /// slots are atomics (use `Relaxed` loads and stores, as [`get`](Self::get) does), and
     /// what is written there is scanned as the frame's function says.
+    ///
+    /// ```
+    /// use safepoint_stackmap::{FuncDesc, ManagedStack, Registry, StackConfig};
+    /// let reg = Registry::new();
+    /// let f = reg.register(FuncDesc::new("f", 3, 0, 2).refs_at(1, &[0])).unwrap();
+    /// let ms = ManagedStack::new(1, StackConfig::default());
+    /// use std::sync::atomic::Ordering;
+    /// assert!(ms.top_slots_ptr().is_null());
+    /// ms.push(f);
+    /// let p = ms.top_slots_ptr();
+    /// // SAFETY: slot 2 of the top frame (3 slots); nothing can move the buffer until the next
+    /// // push or poll. A plain number in a slot the maps never call a reference.
+    /// unsafe { (*p.add(2)).store(77, Ordering::Relaxed) };
+    /// assert_eq!(ms.get(2), 77);
+    /// ```
     #[inline]
     pub fn top_slots_ptr(&self) -> *const AtomicUsize {
         let top = self.top.load(Relaxed);
@@ -432,6 +605,16 @@ impl ManagedStack {
     ///
     /// # Panics
     /// As [`push`](Self::push), and if `n` is over [`MAX_FRAME_SLOTS`].
+    ///
+    /// ```
+    /// use safepoint_stackmap::{FuncDesc, ManagedStack, Registry, StackConfig};
+    /// let reg = Registry::new();
+    /// let f = reg.register(FuncDesc::new("f", 3, 0, 2).refs_at(1, &[0])).unwrap();
+    /// let ms = ManagedStack::new(1, StackConfig::default());
+    /// ms.push_handles(2);
+    /// assert_eq!((ms.depth(), ms.frame_slots()), (1, 2)); // every slot a reference
+    /// ms.pop();
+    /// ```
     #[inline]
     pub fn push_handles(&self, n: usize) {
         if n > MAX_FRAME_SLOTS {
@@ -457,6 +640,19 @@ impl ManagedStack {
     ///
     /// # Panics
     /// As [`push_handles`](Self::push_handles).
+    ///
+    /// ```
+    /// use safepoint_stackmap::{FuncDesc, ManagedStack, Registry, StackConfig};
+    /// let reg = Registry::new();
+    /// let f = reg.register(FuncDesc::new("f", 3, 0, 2).refs_at(1, &[0])).unwrap();
+    /// let ms = ManagedStack::new(1, StackConfig::default());
+    /// // SAFETY: this code alone writes the frame's slots, with null only, and pops it.
+    /// let base = unsafe { ms.push_sealed_handles(2) };
+    /// assert!(ms.is_sealed_frame_at(base, 2));
+    /// assert_eq!(ms.get_at(base), 0);
+    /// ms.pop();
+    /// assert!(!ms.is_sealed_frame_at(base, 2));
+    /// ```
     #[inline]
     pub unsafe fn push_sealed_handles(&self, n: usize) -> usize {
         if n > MAX_FRAME_SLOTS {
@@ -482,6 +678,18 @@ impl ManagedStack {
     ///
     /// # Panics
     /// As [`push_handles`](Self::push_handles), if `n` is over [`MAX_FRAME_SLOTS`].
+    ///
+    /// ```
+    /// use safepoint_stackmap::{FuncDesc, ManagedStack, Registry, StackConfig};
+    /// let reg = Registry::new();
+    /// let f = reg.register(FuncDesc::new("f", 3, 0, 2).refs_at(1, &[0])).unwrap();
+    /// let ms = ManagedStack::new(1, StackConfig::default());
+    /// ms.push(f); // a buffer, with room
+    /// // SAFETY: as for `push_sealed_handles`: only null is ever written here, and it is popped.
+    /// let base = unsafe { ms.try_push_sealed_handles(1) }.unwrap();
+    /// assert!(ms.is_sealed_frame_at(base, 1));
+    /// ms.pop();
+    /// ```
     #[inline]
     pub unsafe fn try_push_sealed_handles(&self, n: usize) -> Option<usize> {
         if n > MAX_FRAME_SLOTS {
@@ -498,6 +706,19 @@ impl ManagedStack {
     }
 
     /// Whether a sealed handle frame of `n` slots whose slot 0 is at `base` is on the stack.
+    ///
+    /// ```
+    /// use safepoint_stackmap::{FuncDesc, ManagedStack, Registry, StackConfig};
+    /// let reg = Registry::new();
+    /// let f = reg.register(FuncDesc::new("f", 3, 0, 2).refs_at(1, &[0])).unwrap();
+    /// let ms = ManagedStack::new(1, StackConfig::default());
+    /// ms.push(f);
+    /// let base = ms.used_words();
+    /// // SAFETY: only null is written to the frame, and it is popped.
+    /// assert_eq!(unsafe { ms.push_sealed_handles(3) }, base);
+    /// assert!(ms.is_sealed_frame_at(base, 3));
+    /// assert!(!ms.is_sealed_frame_at(base, 2)); // another size
+    /// ```
     #[inline]
     pub fn is_sealed_frame_at(&self, base: usize, n: usize) -> bool {
         let hdr = base + n;
@@ -551,6 +772,17 @@ impl ManagedStack {
     ///
     /// # Panics
     /// If the stack is empty.
+    ///
+    /// ```
+    /// use safepoint_stackmap::{FuncDesc, ManagedStack, Registry, StackConfig};
+    /// let reg = Registry::new();
+    /// let f = reg.register(FuncDesc::new("f", 3, 0, 2).refs_at(1, &[0])).unwrap();
+    /// let ms = ManagedStack::new(1, StackConfig::default());
+    /// ms.push(f);
+    /// ms.push(f);
+    /// ms.pop();
+    /// assert_eq!(ms.depth(), 1);
+    /// ```
     #[inline]
     pub fn pop(&self) {
         let top = self.top.load(Relaxed);
@@ -577,6 +809,16 @@ impl ManagedStack {
     ///
     /// # Panics
     /// If the stack is empty or `sp` is not below the function's safepoint count.
+    ///
+    /// ```
+    /// use safepoint_stackmap::{FuncDesc, ManagedStack, Registry, StackConfig};
+    /// let reg = Registry::new();
+    /// let f = reg.register(FuncDesc::new("f", 3, 0, 2).refs_at(1, &[0])).unwrap();
+    /// let ms = ManagedStack::new(1, StackConfig::default());
+    /// ms.push(f);
+    /// ms.set_safepoint(1); // slot 0 is a live reference from here on
+    /// assert_eq!(ms.top_frame_info().1, 1);
+    /// ```
     #[inline]
     pub fn set_safepoint(&self, sp: u32) {
         let top = self.top.load(Relaxed);
@@ -597,6 +839,17 @@ impl ManagedStack {
     }
 
     /// Preemption check for loop back-edges: if the guard is poisoned, runs the preempt hook.
+    ///
+    /// ```
+    /// use safepoint_stackmap::{FuncDesc, ManagedStack, Registry, StackConfig};
+    /// let reg = Registry::new();
+    /// let f = reg.register(FuncDesc::new("f", 3, 0, 2).refs_at(1, &[0])).unwrap();
+    /// let ms = ManagedStack::new(1, StackConfig::default());
+    /// ms.push(f);
+    /// for _ in 0..1000 {
+    ///     ms.poll(); // a loop back-edge: one load and a branch unless a request is pending
+    /// }
+    /// ```
     #[inline]
     pub fn poll(&self) {
         if self.guard.poisoned_relaxed() {
@@ -616,6 +869,15 @@ impl ManagedStack {
     ///
     /// # Panics
     /// If the stack is empty or `i` is past the top frame.
+    ///
+    /// ```
+    /// use safepoint_stackmap::{FuncDesc, ManagedStack, Registry, StackConfig};
+    /// let reg = Registry::new();
+    /// let f = reg.register(FuncDesc::new("f", 3, 0, 2).refs_at(1, &[0])).unwrap();
+    /// let ms = ManagedStack::new(1, StackConfig::default());
+    /// ms.push(f);
+    /// assert_eq!(ms.get(1), 0);
+    /// ```
     #[inline]
     pub fn get(&self, i: usize) -> usize {
         self.slot(i).load(Relaxed)
@@ -702,6 +964,17 @@ impl ManagedStack {
     ///
     /// # Panics
     /// If `pos` is at or above the top of the stack.
+    ///
+    /// ```
+    /// use safepoint_stackmap::{FuncDesc, ManagedStack, Registry, StackConfig};
+    /// let reg = Registry::new();
+    /// let f = reg.register(FuncDesc::new("f", 3, 0, 2).refs_at(1, &[0])).unwrap();
+    /// let ms = ManagedStack::new(1, StackConfig::default());
+    /// ms.push(f);
+    /// let base = ms.used_words(); // the position of the next frame's slot 0
+    /// ms.push(f);
+    /// assert_eq!(ms.get_at(base), ms.get(0));
+    /// ```
     #[inline]
     pub fn get_at(&self, pos: usize) -> usize {
         self.word_at(pos).load(Relaxed)
@@ -754,6 +1027,18 @@ impl ManagedStack {
 
     /// Empties the stack for reuse (a new goroutine in a pooled G): no frames, no pending
     /// request. Keeps the buffer.
+    ///
+    /// ```
+    /// use safepoint_stackmap::{FuncDesc, ManagedStack, Registry, StackConfig};
+    /// let reg = Registry::new();
+    /// let f = reg.register(FuncDesc::new("f", 3, 0, 2).refs_at(1, &[0])).unwrap();
+    /// let ms = ManagedStack::new(1, StackConfig::default());
+    /// ms.push(f);
+    /// ms.guard().poison();
+    /// ms.reset();
+    /// assert!(ms.is_empty() && !ms.guard().is_poisoned());
+    /// assert!(ms.capacity_words() > 0); // the buffer is kept
+    /// ```
     pub fn reset(&self) {
         self.top.store(0, Relaxed);
         self.top_size.set(0);
@@ -762,6 +1047,17 @@ impl ManagedStack {
 
     /// Empties the stack as [`reset`](Self::reset) does and frees its buffer, so that an
     /// idle G costs no buffer. The next push allocates again.
+    ///
+    /// ```
+    /// use safepoint_stackmap::{FuncDesc, ManagedStack, Registry, StackConfig};
+    /// let reg = Registry::new();
+    /// let f = reg.register(FuncDesc::new("f", 3, 0, 2).refs_at(1, &[0])).unwrap();
+    /// let ms = ManagedStack::new(1, StackConfig::default());
+    /// ms.push(f);
+    /// ms.release();
+    /// assert!(ms.is_empty());
+    /// assert_eq!(ms.capacity_words(), 0);
+    /// ```
     pub fn release(&self) {
         self.reset();
         let cap = self.capacity_words();
@@ -808,6 +1104,20 @@ impl ManagedStack {
     /// Shrinks the buffer to half its size if less than a quarter of it is used (and it is
     /// larger than the first buffer). Returns whether it moved. For the owner itself; a
     /// collector uses [`shrink_stopped`](Self::shrink_stopped).
+    ///
+    /// ```
+    /// use safepoint_stackmap::{FuncDesc, ManagedStack, Registry, StackConfig};
+    /// let reg = Registry::new();
+    /// let f = reg.register(FuncDesc::new("f", 3, 0, 2).refs_at(1, &[0])).unwrap();
+    /// let ms = ManagedStack::new(1, StackConfig::default());
+    /// let big = reg.register(FuncDesc::new("big", 5000, 0, 1)).unwrap();
+    /// ms.push(f);
+    /// ms.push(big);
+    /// ms.pop();
+    /// let before = ms.capacity_words();
+    /// assert!(ms.shrink()); // under a quarter used
+    /// assert!(ms.capacity_words() < before);
+    /// ```
     pub fn shrink(&self) -> bool {
         let cap = self.capacity_words();
         let top = self.top.load(Relaxed);
@@ -824,6 +1134,19 @@ impl ManagedStack {
     /// The owner is stopped at a safepoint (parked, or inside the preempt hook of a push or
     /// poll) and the caller holds the right to scan it, so nothing else touches the stack until
     /// this returns.
+    ///
+    /// ```
+    /// use safepoint_stackmap::{FuncDesc, ManagedStack, Registry, StackConfig};
+    /// let reg = Registry::new();
+    /// let f = reg.register(FuncDesc::new("f", 3, 0, 2).refs_at(1, &[0])).unwrap();
+    /// let ms = ManagedStack::new(1, StackConfig::default());
+    /// let big = reg.register(FuncDesc::new("big", 5000, 0, 1)).unwrap();
+    /// ms.push(f);
+    /// ms.push(big);
+    /// ms.pop();
+    /// // SAFETY: the owner (this code) is not running any other stack operation meanwhile.
+    /// assert!(unsafe { ms.shrink_stopped() });
+    /// ```
     pub unsafe fn shrink_stopped(&self) -> bool {
         self.shrink()
     }

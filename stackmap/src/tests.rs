@@ -494,6 +494,36 @@ fn walker_catches_an_unknown_function_in_either_mode() {
     }
 }
 
+/// The corrupted-stack report (the dump the panic is too short for) goes through the message
+/// sink an embedder sets, not straight to standard error.
+#[test]
+// The sink set is leaked by design (kept for the process's life), which Miri counts as a leak.
+#[cfg_attr(miri, ignore)]
+fn a_corrupted_stack_is_reported_through_the_message_sink() {
+    use std::sync::{Arc, Mutex};
+    let got = Arc::new(Mutex::new(Vec::<String>::new()));
+    let g = got.clone();
+    safepoint_arch::set_message_sink(Some(Box::new(move |m: &str| {
+        g.lock().unwrap().push(m.to_string())
+    })));
+    let reg = Registry::new();
+    let mut ms = two_frames(&reg, false);
+    poke(&ms, 8, crate::stack::word0(9, 3));
+    let m = corrupted_walk(&mut ms, &reg);
+    safepoint_arch::set_message_sink(None);
+    assert!(m.contains("managed stack corrupted"), "{m}");
+    // Other tests of this process may write meanwhile: find ours among what was caught.
+    let got = got.lock().unwrap();
+    let ours: Vec<&String> = got.iter().filter(|l| l.contains("goroutine 11: top")).collect();
+    assert_eq!(ours.len(), 1, "{got:?}");
+    assert!(
+        ours[0].starts_with("fatal: managed stack corrupted: frame 0 at word 8"),
+        "{}",
+        ours[0]
+    );
+    assert!(ours[0].contains("words 0..") && ours[0].contains("<-"), "the dump: {}", ours[0]);
+}
+
 #[test]
 fn walker_catches_a_bad_safepoint_size_or_handle() {
     use crate::stack::{HANDLE_BIT, word0, word1};

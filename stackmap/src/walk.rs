@@ -66,13 +66,97 @@ impl core::fmt::Debug for SlotWord {
 /// loads it, and may store to it if it ever needs to).
 pub trait Visitor {
     /// A frame begins.
+    ///
+    /// ```
+    /// use safepoint_stackmap::SlotWord;
+    /// use safepoint_stackmap::{Frame, FuncDesc, ManagedStack, Registry, StackConfig, Visitor};
+    /// #[derive(Default)]
+    /// struct Seen(Vec<String>);
+    /// impl Visitor for Seen {
+    ///     fn frame(&mut self, fr: &Frame) {
+    ///         self.0.push(format!("frame {} at safepoint {}", fr.depth, fr.safepoint));
+    ///     }
+    ///     fn reference(&mut self, slot: usize, _w: &SlotWord) {
+    ///         self.0.push(format!("ref {slot}"));
+    ///     }
+    ///     fn tagged(&mut self, slot: usize, _w: &SlotWord) {
+    ///         self.0.push(format!("tagged {slot}"));
+    ///     }
+    /// }
+    /// let reg = Registry::new();
+    /// let desc = FuncDesc::new("f", 3, 0, 2).refs_at(1, &[0]).tagged_at(1, &[2]);
+    /// let f = reg.register(desc).unwrap();
+    /// let ms = ManagedStack::new(1, StackConfig::default());
+    /// ms.push(f);
+    /// ms.set_safepoint(1);
+    /// let mut ms = ms;
+    /// let mut v = Seen::default();
+    /// ms.walk(&reg, &mut v);
+    /// assert_eq!(v.0, ["frame 0 at safepoint 1", "ref 0", "tagged 2"]);
+    /// ```
     #[inline(always)]
     fn frame(&mut self, frame: &Frame) {
         let _ = frame;
     }
     /// A live reference slot.
+    ///
+    /// ```
+    /// use safepoint_stackmap::SlotWord;
+    /// use safepoint_stackmap::{Frame, FuncDesc, ManagedStack, Registry, StackConfig, Visitor};
+    /// #[derive(Default)]
+    /// struct Seen(Vec<String>);
+    /// impl Visitor for Seen {
+    ///     fn frame(&mut self, fr: &Frame) {
+    ///         self.0.push(format!("frame {} at safepoint {}", fr.depth, fr.safepoint));
+    ///     }
+    ///     fn reference(&mut self, slot: usize, _w: &SlotWord) {
+    ///         self.0.push(format!("ref {slot}"));
+    ///     }
+    ///     fn tagged(&mut self, slot: usize, _w: &SlotWord) {
+    ///         self.0.push(format!("tagged {slot}"));
+    ///     }
+    /// }
+    /// let reg = Registry::new();
+    /// let desc = FuncDesc::new("f", 3, 0, 2).refs_at(1, &[0]).tagged_at(1, &[2]);
+    /// let f = reg.register(desc).unwrap();
+    /// let ms = ManagedStack::new(1, StackConfig::default());
+    /// ms.push(f);
+    /// ms.set_safepoint(1);
+    /// let mut ms = ms;
+    /// let mut v = Seen::default();
+    /// ms.walk(&reg, &mut v);
+    /// assert!(v.0.contains(&"ref 0".to_string()));
+    /// ```
     fn reference(&mut self, slot: usize, word: &SlotWord);
     /// A live tagged slot (a reference only if its tag says so).
+    ///
+    /// ```
+    /// use safepoint_stackmap::SlotWord;
+    /// use safepoint_stackmap::{Frame, FuncDesc, ManagedStack, Registry, StackConfig, Visitor};
+    /// #[derive(Default)]
+    /// struct Seen(Vec<String>);
+    /// impl Visitor for Seen {
+    ///     fn frame(&mut self, fr: &Frame) {
+    ///         self.0.push(format!("frame {} at safepoint {}", fr.depth, fr.safepoint));
+    ///     }
+    ///     fn reference(&mut self, slot: usize, _w: &SlotWord) {
+    ///         self.0.push(format!("ref {slot}"));
+    ///     }
+    ///     fn tagged(&mut self, slot: usize, _w: &SlotWord) {
+    ///         self.0.push(format!("tagged {slot}"));
+    ///     }
+    /// }
+    /// let reg = Registry::new();
+    /// let desc = FuncDesc::new("f", 3, 0, 2).refs_at(1, &[0]).tagged_at(1, &[2]);
+    /// let f = reg.register(desc).unwrap();
+    /// let ms = ManagedStack::new(1, StackConfig::default());
+    /// ms.push(f);
+    /// ms.set_safepoint(1);
+    /// let mut ms = ms;
+    /// let mut v = Seen::default();
+    /// ms.walk(&reg, &mut v);
+    /// assert!(v.0.contains(&"tagged 2".to_string()));
+    /// ```
     #[inline(always)]
     fn tagged(&mut self, slot: usize, word: &SlotWord) {
         let _ = (slot, word);
@@ -80,12 +164,59 @@ pub trait Visitor {
     /// Whether the top frame's maps may be stale (its goroutine was stopped at an arbitrary
     /// instruction, between two safepoints): then a function frame on top is reported slot by
     /// slot through [`conservative`](Visitor::conservative) instead of by its maps.
+    ///
+    /// ```
+    /// use safepoint_stackmap::SlotWord;
+    /// use safepoint_stackmap::{FuncDesc, ManagedStack, Registry, StackConfig, Visitor};
+    /// // A collector scanning a goroutine stopped between two safepoints.
+    /// struct Conservative(Vec<usize>);
+    /// impl Visitor for Conservative {
+    ///     fn reference(&mut self, slot: usize, _w: &SlotWord) {
+    ///         self.0.push(slot);
+    ///     }
+    ///     fn stale_top(&self) -> bool {
+    ///         true
+    ///     }
+    ///     fn conservative(&mut self, slot: usize, _w: &SlotWord) {
+    ///         self.0.push(100 + slot);
+    ///     }
+    /// }
+    /// let reg = Registry::new();
+    /// let f = reg.register(FuncDesc::new("f", 2, 0, 1).refs_at(0, &[1])).unwrap();
+    /// let mut ms = ManagedStack::new(1, StackConfig::default());
+    /// ms.push(f);
+    /// let mut v = Conservative(Vec::new());
+    /// ms.walk(&reg, &mut v);
+    /// assert_eq!(v.0, [100, 101]); // every slot of the top frame, not only its map's
+    /// ```
     #[inline(always)]
     fn stale_top(&self) -> bool {
         false
     }
     /// A slot of a top frame whose maps may be stale (see [`stale_top`](Visitor::stale_top)):
     /// it may hold anything, and counts as a reference only if it is one.
+    ///
+    /// ```
+    /// use safepoint_stackmap::SlotWord;
+    /// use safepoint_stackmap::{FuncDesc, ManagedStack, Registry, StackConfig, Visitor};
+    /// struct Count(usize);
+    /// impl Visitor for Count {
+    ///     fn reference(&mut self, _slot: usize, _w: &SlotWord) {}
+    ///     fn stale_top(&self) -> bool {
+    ///         true
+    ///     }
+    ///     fn conservative(&mut self, _slot: usize, _w: &SlotWord) {
+    ///         self.0 += 1;
+    ///     }
+    /// }
+    /// let reg = Registry::new();
+    /// let f = reg.register(FuncDesc::new("f", 4, 0, 1)).unwrap();
+    /// let mut ms = ManagedStack::new(1, StackConfig::default());
+    /// ms.push(f);
+    /// let mut v = Count(0);
+    /// ms.walk(&reg, &mut v);
+    /// assert_eq!(v.0, 4);
+    /// ```
     #[inline(always)]
     fn conservative(&mut self, slot: usize, word: &SlotWord) {
         let _ = (slot, word);
@@ -122,6 +253,39 @@ impl ManagedStack {
     ///
     /// # Panics
     /// If the stack is corrupted (see [`walk_stopped`](Self::walk_stopped)).
+    ///
+    /// ```
+    /// use safepoint_stackmap::SlotWord;
+    /// use safepoint_stackmap::{Frame, FuncDesc, ManagedStack, Registry, StackConfig, Visitor};
+    /// #[derive(Default)]
+    /// struct Seen(Vec<String>);
+    /// impl Visitor for Seen {
+    ///     fn frame(&mut self, fr: &Frame) {
+    ///         self.0.push(format!("frame {} at safepoint {}", fr.depth, fr.safepoint));
+    ///     }
+    ///     fn reference(&mut self, slot: usize, _w: &SlotWord) {
+    ///         self.0.push(format!("ref {slot}"));
+    ///     }
+    ///     fn tagged(&mut self, slot: usize, _w: &SlotWord) {
+    ///         self.0.push(format!("tagged {slot}"));
+    ///     }
+    /// }
+    /// let reg = Registry::new();
+    /// let desc = FuncDesc::new("f", 3, 0, 2).refs_at(1, &[0]).tagged_at(1, &[2]);
+    /// let f = reg.register(desc).unwrap();
+    /// let ms = ManagedStack::new(1, StackConfig::default());
+    /// ms.push(f);
+    /// ms.set_safepoint(1);
+    /// let mut ms = ms;
+    /// ms.push_handles(1);
+    /// let mut v = Seen::default();
+    /// ms.walk(&reg, &mut v); // top frame first
+    /// let want = [
+    ///     "frame 0 at safepoint 0", "ref 0", // the handle frame
+    ///     "frame 1 at safepoint 1", "ref 0", "tagged 2",
+    /// ];
+    /// assert_eq!(v.0, want);
+    /// ```
     pub fn walk<V: Visitor>(&mut self, reg: &Registry, v: &mut V) {
         // SAFETY: `&mut self`: the owner itself, and nothing can move the buffer meanwhile.
         unsafe { self.walk_impl(reg, v) }
@@ -135,9 +299,9 @@ impl ManagedStack {
     /// The walker always checks what keeps it in bounds (each frame's function is in `reg`,
     /// its size matches the function's, its safepoint is in range, it does not reach below
     /// word 0); with [`StackConfig::validate`](crate::StackConfig::validate) on it checks every
-    /// frame before yielding anything. A failed check prints a dump of the stack to stderr and
-    /// panics with "goroutine N: managed stack corrupted: ..." (the runtime treats that as
-    /// fatal).
+    /// frame before yielding anything. A failed check reports a dump of the stack through the
+    /// message sink ([`safepoint_arch::set_message_sink`]) and panics with "goroutine N:
+    /// managed stack corrupted: ..." (the runtime treats that as fatal).
     ///
     /// # Safety
     /// The owner is stopped at a safepoint (parked, in a blocking call with its stack frozen,
@@ -146,6 +310,34 @@ impl ManagedStack {
     /// this call. `ManagedStack` is `!Sync`; this may nevertheless be called from any thread
     /// through a pointer, because everything it reads is an atomic word and the contract rules
     /// out the one thing that could break it, the buffer moving.
+    ///
+    /// ```
+    /// use safepoint_stackmap::SlotWord;
+    /// use safepoint_stackmap::{Frame, FuncDesc, ManagedStack, Registry, StackConfig, Visitor};
+    /// #[derive(Default)]
+    /// struct Seen(Vec<String>);
+    /// impl Visitor for Seen {
+    ///     fn frame(&mut self, fr: &Frame) {
+    ///         self.0.push(format!("frame {} at safepoint {}", fr.depth, fr.safepoint));
+    ///     }
+    ///     fn reference(&mut self, slot: usize, _w: &SlotWord) {
+    ///         self.0.push(format!("ref {slot}"));
+    ///     }
+    ///     fn tagged(&mut self, slot: usize, _w: &SlotWord) {
+    ///         self.0.push(format!("tagged {slot}"));
+    ///     }
+    /// }
+    /// let reg = Registry::new();
+    /// let desc = FuncDesc::new("f", 3, 0, 2).refs_at(1, &[0]).tagged_at(1, &[2]);
+    /// let f = reg.register(desc).unwrap();
+    /// let ms = ManagedStack::new(1, StackConfig::default());
+    /// ms.push(f);
+    /// ms.set_safepoint(1);
+    /// let mut v = Seen::default();
+    /// // SAFETY: the owner (this code) does nothing else with the stack during the walk.
+    /// unsafe { ms.walk_stopped(&reg, &mut v) };
+    /// assert_eq!(v.0.len(), 3);
+    /// ```
     pub unsafe fn walk_stopped<V: Visitor>(&self, reg: &Registry, v: &mut V) {
         // SAFETY: the caller guarantees the owner is stopped and nobody else moves the buffer.
         unsafe { self.walk_impl(reg, v) }
@@ -237,6 +429,17 @@ impl ManagedStack {
     /// Checks every frame: function in `reg`, safepoint in range and its count matching the
     /// function's, sizes matching, frames contiguous from word 0 up to `top`. Returns the
     /// depth, or the first thing wrong. For the owner.
+    ///
+    /// ```
+    /// use safepoint_stackmap::{FuncDesc, ManagedStack, Registry, StackConfig};
+    /// let reg = Registry::new();
+    /// let f = reg.register(FuncDesc::new("f", 2, 0, 1)).unwrap();
+    /// let ms = ManagedStack::new(1, StackConfig::default());
+    /// ms.push(f);
+    /// ms.push(f);
+    /// assert_eq!(ms.check(&reg), Ok(2));
+    /// assert!(ms.check(&Registry::new()).is_err()); // another registry does not know `f`
+    /// ```
     pub fn check(&self, reg: &Registry) -> Result<usize, Corruption> {
         // SAFETY: `&self` on the owner's side of a `!Sync` type: no push can run meanwhile
         // (`check_impl` calls nothing that pushes).
@@ -247,6 +450,16 @@ impl ManagedStack {
     ///
     /// # Safety
     /// As for [`walk_stopped`](Self::walk_stopped).
+    ///
+    /// ```
+    /// use safepoint_stackmap::{FuncDesc, ManagedStack, Registry, StackConfig};
+    /// let reg = Registry::new();
+    /// let f = reg.register(FuncDesc::new("f", 2, 0, 1)).unwrap();
+    /// let ms = ManagedStack::new(1, StackConfig::default());
+    /// ms.push(f);
+    /// // SAFETY: the owner (this code) does nothing else with the stack meanwhile.
+    /// assert_eq!(unsafe { ms.check_stopped(&reg) }, Ok(1));
+    /// ```
     pub unsafe fn check_stopped(&self, reg: &Registry) -> Result<usize, Corruption> {
         // SAFETY: the caller guarantees the owner is stopped.
         unsafe { self.check_impl(reg) }
@@ -387,6 +600,20 @@ impl ManagedStack {
 
     /// A traceback of the stack: each frame's function, safepoint and line. For the owner (a
     /// goroutine panic). Never panics: a corrupted frame ends it with a note.
+    ///
+    /// ```
+    /// use safepoint_stackmap::{FuncDesc, ManagedStack, Registry, StackConfig};
+    /// let reg = Registry::new();
+    /// let main = reg.register(FuncDesc::new("main", 1, 0, 1).line(0, 3)).unwrap();
+    /// let helper = reg.register(FuncDesc::new("helper", 1, 0, 1).line(0, 10)).unwrap();
+    /// let ms = ManagedStack::new(5, StackConfig::default());
+    /// ms.push(main);
+    /// ms.push(helper);
+    /// let tb = ms.traceback(&reg);
+    /// let names: Vec<&str> = tb.frames.iter().map(|f| f.name.as_str()).collect();
+    /// assert_eq!(names, ["helper", "main"]);
+    /// assert_eq!(tb.frames[0].line, Some(10));
+    /// ```
     pub fn traceback(&self, reg: &Registry) -> Traceback {
         // SAFETY: `&self` on the owner's side: nothing can push meanwhile.
         unsafe { self.traceback_impl(reg) }
@@ -396,6 +623,17 @@ impl ManagedStack {
     ///
     /// # Safety
     /// As for [`walk_stopped`](Self::walk_stopped).
+    ///
+    /// ```
+    /// use safepoint_stackmap::{FuncDesc, ManagedStack, Registry, StackConfig};
+    /// let reg = Registry::new();
+    /// let f = reg.register(FuncDesc::new("f", 1, 0, 1)).unwrap();
+    /// let ms = ManagedStack::new(5, StackConfig::default());
+    /// ms.push(f);
+    /// // SAFETY: the owner (this code) does nothing else with the stack meanwhile.
+    /// let tb = unsafe { ms.traceback_stopped(&reg) };
+    /// assert_eq!((tb.goroutine, tb.depth()), (5, 1));
+    /// ```
     pub unsafe fn traceback_stopped(&self, reg: &Registry) -> Traceback {
         // SAFETY: the caller guarantees the owner is stopped.
         unsafe { self.traceback_impl(reg) }
@@ -444,6 +682,16 @@ impl ManagedStack {
 
     /// A dump of the stack for a corruption report: sizes, the traceback, and the raw words of
     /// the frame at `offset` and around it. For the owner.
+    ///
+    /// ```
+    /// use safepoint_stackmap::{FuncDesc, ManagedStack, Registry, StackConfig};
+    /// let reg = Registry::new();
+    /// let f = reg.register(FuncDesc::new("f", 2, 0, 1)).unwrap();
+    /// let ms = ManagedStack::new(3, StackConfig::default());
+    /// ms.push(f);
+    /// let d = ms.dump(&reg, 0);
+    /// assert!(d.starts_with("managed stack of goroutine 3: top 4"), "{d}");
+    /// ```
     pub fn dump(&self, reg: &Registry, offset: usize) -> String {
         // SAFETY: `&self` on the owner's side: nothing can push meanwhile.
         unsafe { self.dump_impl(reg, offset) }
@@ -481,13 +729,14 @@ impl ManagedStack {
         self.corrupt(reg, &Corruption { offset, depth, reason: reason.into() })
     }
 
-    /// Prints a dump to stderr and panics: the stack cannot be scanned.
+    /// Reports a dump through the message sink ([`safepoint_arch::set_message_sink`], standard
+    /// error by default) and panics: the stack cannot be scanned.
     #[cold]
     #[inline(never)]
     fn corrupt(&self, reg: &Registry, c: &Corruption) -> ! {
         // SAFETY: every caller is inside a walk, whose own contract keeps the buffer still.
         let dump = unsafe { self.dump_impl(reg, c.offset) };
-        eprintln!("fatal: managed stack corrupted: {c}\n{dump}");
+        safepoint_arch::message(format_args!("fatal: managed stack corrupted: {c}\n{dump}"));
         panic!("goroutine {}: managed stack corrupted: {c}", self.id())
     }
 }
@@ -530,6 +779,15 @@ impl Traceback {
     pub const KEEP: usize = 50;
 
     /// Total frames seen.
+    ///
+    /// ```
+    /// use safepoint_stackmap::{FuncDesc, ManagedStack, Registry, StackConfig};
+    /// let reg = Registry::new();
+    /// let f = reg.register(FuncDesc::new("f", 1, 0, 1)).unwrap();
+    /// let ms = ManagedStack::new(1, StackConfig::default());
+    /// (0..3).for_each(|_| ms.push(f));
+    /// assert_eq!(ms.traceback(&reg).depth(), 3);
+    /// ```
     pub fn depth(&self) -> usize {
         self.frames.len() + self.elided + self.tail.len()
     }

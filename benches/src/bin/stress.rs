@@ -34,6 +34,10 @@ const USAGE: &str = "usage: stress WORKLOAD ARGS...
                      max_pause_us goroutines_run panics_caught failures (must be 0)
   all                every workload above but soak at default sizes (the GC ones first and
                      smaller: binary-trees 16, gcbench, churn 100; each in a child process)
+  all W[:ARG,...]... only the workloads named, each with its arguments, each in a child
+                     process (`stress all binary-trees:12 spawn:1000`)
+  A number argument that is not a whole number is an error (status 2). `all` runs on
+  after a workload fails, then exits 1 naming each that failed.
 Option (collector workloads): --plot DIR  draws DIR/WORKLOAD-heap.svg (the heap over time,
                      sampled every ms) and DIR/WORKLOAD-pauses.svg (the pause histogram)";
 
@@ -58,6 +62,22 @@ fn run(workload: &str, args: &[String]) -> bool {
     true
 }
 
+/// Runs `stress W ARGS` in a child process; whether it succeeded (a failure is reported).
+fn child(w: &str, a: &[&str]) -> bool {
+    let exe = std::env::current_exe().expect("stress: own path");
+    match std::process::Command::new(exe).arg(w).args(a).status() {
+        Ok(s) if s.success() => true,
+        Ok(s) => {
+            eprintln!("stress all: {w} {}: {s}", a.join(" "));
+            false
+        }
+        Err(e) => {
+            eprintln!("stress all: {w}: {e}");
+            false
+        }
+    }
+}
+
 fn main() {
     let mut argv: Vec<String> = std::env::args().skip(1).collect();
     if let Some(i) = argv.iter().position(|a| a == "--plot") {
@@ -74,6 +94,22 @@ fn main() {
         eprintln!("{USAGE}");
         std::process::exit(2);
     };
+    if workload == "all" && argv.len() > 1 {
+        // A chosen list, each workload in a child process, in the order given.
+        let mut failed = Vec::new();
+        for spec in &argv[1..] {
+            let (w, a) = spec.split_once(':').unwrap_or((spec, ""));
+            let a: Vec<&str> = a.split(',').filter(|x| !x.is_empty()).collect();
+            if !child(w, &a) {
+                failed.push(spec.as_str());
+            }
+        }
+        if !failed.is_empty() {
+            eprintln!("stress all: failed: {}", failed.join(" "));
+            std::process::exit(1);
+        }
+        return;
+    }
     if workload == "all" {
         // The GC workloads first, at sizes that keep `all` short (5 to 10 s together), each in a
         // child process as the Go peer runs every workload: `peak_rss_kb` is the process's peak
@@ -85,17 +121,8 @@ fn main() {
         let mut failed = Vec::new();
         for (w, a) in [("binary-trees", &["16"][..]), ("gcbench", &[][..]), ("churn", &["100"][..])]
         {
-            let exe = std::env::current_exe().expect("stress: own path");
-            match std::process::Command::new(exe).arg(w).args(a).status() {
-                Ok(s) if s.success() => {}
-                Ok(s) => {
-                    eprintln!("stress all: {w} {}: {s}", a.join(" "));
-                    failed.push(w);
-                }
-                Err(e) => {
-                    eprintln!("stress all: {w}: {e}");
-                    failed.push(w);
-                }
+            if !child(w, a) {
+                failed.push(w);
             }
         }
         for (w, a) in [

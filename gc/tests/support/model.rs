@@ -419,6 +419,7 @@ pub fn err_name(e: &GcError) -> &'static str {
         GcError::Alloc(_) => "Alloc",
         GcError::Type(_) => "Type",
         GcError::WrongRuntime => "WrongRuntime",
+        GcError::Runtime(_) => "Runtime",
         GcError::NoP => "NoP",
         GcError::StaleSlot => "StaleSlot",
         GcError::NotAReference { .. } => "NotAReference",
