@@ -123,7 +123,8 @@ impl Cx {
                 let mut slow = false;
                 let n = build_pinned(p, node, valued, d, &mut slow);
                 let ms = p.stack();
-                ms.set(dst, n);
+                // SAFETY: a live node of this heap (allocated here, or held by our frame), in a slot the frame's maps name a reference.
+                unsafe { ms.set(dst, n) };
                 ms.set_safepoint(after);
                 slow
             });
@@ -154,7 +155,8 @@ impl Cx {
                 }
             }
             ms.pop();
-            ms.set(dst, n);
+            // SAFETY: a live node of this heap (allocated here, or held by our frame), in a slot the frame's maps name a reference.
+            unsafe { ms.set(dst, n) };
             ms.set_safepoint(after);
             slow
         });
@@ -189,7 +191,8 @@ impl Cx {
         for c in [l, r] {
             // `c` stays reachable through the node in our slot 0 (trees are not changed while
             // walked), so it may cross the push, a safepoint.
-            self.stack(|ms| ms.push_with_args(walk, &[c]));
+            // SAFETY: a live node of this heap (allocated here, or held by our frame), in a slot the frame's maps name a reference.
+            self.stack(|ms| unsafe { ms.push_with_args(walk, &[c]) });
             s += self.walk(d - 1);
             self.stack(|ms| ms.pop());
         }
@@ -225,8 +228,10 @@ impl Cx {
                 p.set_word(n, LEFT, WordKind::Ref, l);
                 p.set_word(n, RIGHT, WordKind::Ref, r);
             }
-            ms.set(1, l);
-            ms.set(2, r);
+            // SAFETY: a live node of this heap (allocated here, or held by our frame), in a slot the frame's maps name a reference.
+            unsafe { ms.set(1, l) };
+            // SAFETY: a live node of this heap (allocated here, or held by our frame), in a slot the frame's maps name a reference.
+            unsafe { ms.set(2, r) };
             ms.set_safepoint(1);
             s1 | s2
         });
@@ -237,7 +242,8 @@ impl Cx {
         for i in [1, 2] {
             let c = self.stack(|ms| ms.get(i));
             // `c` is in our slot `i`, live at safepoint 1: it may cross the push.
-            self.stack(|ms| ms.push_with_args(populate, &[c]));
+            // SAFETY: a live node of this heap (allocated here, or held by our frame), in a slot the frame's maps name a reference.
+            self.stack(|ms| unsafe { ms.push_with_args(populate, &[c]) });
             self.populate(d - 1);
             self.stack(|ms| ms.pop());
         }
@@ -376,7 +382,8 @@ pub fn gcbench(batch: bool) -> Result<GcRun, String> {
         cx.stack(|ms| ms.push(f.root));
         let slow = cx.pin(|p| {
             let (n, slow) = Cx::alloc(node, p);
-            p.stack().set(0, n);
+            // SAFETY: a live node of this heap (allocated here, or held by our frame), in a slot the frame's maps name a reference.
+            unsafe { p.stack().set(0, n) };
             p.stack().set_safepoint(1);
             slow
         });
@@ -384,7 +391,8 @@ pub fn gcbench(batch: bool) -> Result<GcRun, String> {
             cx.raw.after_slow_alloc();
         }
         let long = cx.stack(|ms| ms.get(0));
-        cx.stack(|ms| ms.push_with_args(f.populate, &[long]));
+        // SAFETY: a live node of this heap (allocated here, or held by our frame), in a slot the frame's maps name a reference.
+        cx.stack(|ms| unsafe { ms.push_with_args(f.populate, &[long]) });
         cx.populate(GB_LONG_LIVED_DEPTH);
         cx.stack(|ms| ms.pop());
         let shape = cx.raw.shape(doubles, GB_ARRAY_SIZE * 8).expect("array shape");
@@ -421,7 +429,8 @@ pub fn gcbench(batch: bool) -> Result<GcRun, String> {
                 cx.stack(|ms| ms.push(f.populate));
                 let slow = cx.pin(|p| {
                     let (n, slow) = Cx::alloc(node, p);
-                    p.stack().set(0, n);
+                    // SAFETY: a live node of this heap (allocated here, or held by our frame), in a slot the frame's maps name a reference.
+                    unsafe { p.stack().set(0, n) };
                     slow
                 });
                 if slow {
@@ -505,7 +514,8 @@ pub fn churn(g: u64, batch: bool) -> Result<(i64, GcRun), String> {
                 unsafe { p.word(set, i) }
             });
             // `t` stays reachable through the set (a global) while it is walked.
-            cx.stack(|ms| ms.push_with_args(f.walk, &[t]));
+            // SAFETY: a live node of this heap (allocated here, or held by our frame), in a slot the frame's maps name a reference.
+            cx.stack(|ms| unsafe { ms.push_with_args(f.walk, &[t]) });
             let s = cx.walk(CHURN_LONG_DEPTH);
             cx.stack(|ms| ms.pop());
             s == want

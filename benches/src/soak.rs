@@ -45,7 +45,9 @@
 //! `stops` (the collector's stop-the-world pauses), `max_pause_us`, `goroutines_run` (workers
 //! and the goroutines they spawned), `panics_caught`, `async_preemptions` (goroutines the
 //! preemption signal held in place), `stop_givebacks` (goroutines a stop gave back from a hold
-//! because it could not finish: see `safepoint_sched::stop_the_world`) and `failures`, which
+//! because it could not finish: see `safepoint_sched::stop_the_world`), `held_queue_handoffs`
+//! (times sysmon moved a held P's queue to the global queue: see
+//! `safepoint_sched::Stats::held_queue_handoffs`) and `failures`, which
 //! must be 0; the exit status is 1 otherwise.
 //!
 //! The runtime runs with the watchdog on (`safepoint_sched::Builder::schedcheck`): a hang
@@ -92,6 +94,8 @@ pub struct SoakReport {
     pub async_preemptions: u64,
     /// Goroutines a stop that could not finish gave back from a hold.
     pub stop_givebacks: u64,
+    /// Times sysmon moved the queue of a P held in place for long to the global queue.
+    pub held_queue_handoffs: u64,
     /// Second runtimes made, filled with goroutines in every state, and dropped.
     pub runtimes_dropped: u64,
     /// Anything that went wrong; must be 0.
@@ -111,6 +115,7 @@ impl SoakReport {
             ("panics_caught", self.panics_caught.into()),
             ("async_preemptions", self.async_preemptions.into()),
             ("stop_givebacks", self.stop_givebacks.into()),
+            ("held_queue_handoffs", self.held_queue_handoffs.into()),
             ("runtimes_dropped", self.runtimes_dropped.into()),
             ("failures", self.failures.into()),
         ]
@@ -330,6 +335,7 @@ pub fn soak(d: Duration, g: u64) -> SoakReport {
             panics_caught: caught,
             async_preemptions: 0,
             stop_givebacks: 0,
+            held_queue_handoffs: 0,
             runtimes_dropped: c.runtimes_dropped.load(Ordering::Relaxed),
             failures: c.failures.load(Ordering::Relaxed),
         }
@@ -338,6 +344,7 @@ pub fn soak(d: Duration, g: u64) -> SoakReport {
     r.seconds = t0.elapsed().as_secs_f64();
     r.async_preemptions = rt.stats().async_preemptions;
     r.stop_givebacks = rt.stats().stop_givebacks;
+    r.held_queue_handoffs = rt.stats().held_queue_handoffs;
     r
 }
 

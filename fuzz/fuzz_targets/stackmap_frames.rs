@@ -5,7 +5,7 @@
 
 #![no_main]
 
-use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
+use std::sync::atomic::Ordering::Relaxed;
 
 use arbitrary::Arbitrary;
 use libfuzzer_sys::fuzz_target;
@@ -53,10 +53,10 @@ impl Visitor for Yield {
     fn frame(&mut self, f: &Frame) {
         self.1 = f.depth;
     }
-    fn reference(&mut self, slot: usize, w: &AtomicUsize) {
+    fn reference(&mut self, slot: usize, w: &safepoint_stackmap::SlotWord) {
         self.0.push((self.1, slot, w.load(Relaxed), false));
     }
-    fn tagged(&mut self, slot: usize, w: &AtomicUsize) {
+    fn tagged(&mut self, slot: usize, w: &safepoint_stackmap::SlotWord) {
         self.0.push((self.1, slot, w.load(Relaxed), true));
     }
 }
@@ -112,7 +112,8 @@ fuzz_target!(|inp: Input| {
                     Op::PushArgs(_, a) => a.into_iter().take(n).collect(),
                     _ => vec![],
                 };
-                ms.push_with_args(ids[f], &args);
+                // SAFETY: no collector scans this stack: only the target's walks read it.
+                unsafe { ms.push_with_args(ids[f], &args) };
                 let mut slots = vec![0; n];
                 slots[..args.len()].copy_from_slice(&args);
                 model.push(MFrame { func: Some(f), sp: 0, slots });
@@ -144,7 +145,8 @@ fuzz_target!(|inp: Input| {
                 {
                     let s = s as usize % top.slots.len();
                     top.slots[s] = v;
-                    ms.set(s, v);
+                    // SAFETY: as for the push above.
+                    unsafe { ms.set(s, v) };
                 }
             }
             Op::Poll => ms.poll(),

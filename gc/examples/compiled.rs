@@ -65,8 +65,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                     p.init_word(c, VALUE, WordKind::Raw, i);
                     p.init_word(c, NEXT, WordKind::Ref, head);
                 }
-                ms.set(LIST, c);
-                ms.set(SCRATCH, c); // dead at SP_LOOP: not a root, whatever it holds
+                // SAFETY: `c` is a live cell of this heap (allocated in this section), and
+                // both are reference slots of the top frame.
+                unsafe {
+                    ms.set(LIST, c);
+                    ms.set(SCRATCH, c); // dead at SP_LOOP: not a root, whatever it holds
+                }
                 // Before leaving the section, say which map describes the frame now.
                 ms.set_safepoint(SP_LOOP);
                 slow

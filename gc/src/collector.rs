@@ -1512,7 +1512,7 @@ impl<F: FnMut(usize, &dyn Fn() -> String)> Visitor for RootVisitor<'_, F> {
         self.handle = frame.func.is_none();
         self.frame = frame.depth;
     }
-    fn reference(&mut self, slot: usize, word: &std::sync::atomic::AtomicUsize) {
+    fn reference(&mut self, slot: usize, word: &safepoint_stackmap::SlotWord) {
         // Relaxed: the world is stopped.
         let w = word.load(Ordering::Relaxed);
         // A handle frame's slots hold tagged values (the mutator's encoding); a function's
@@ -1527,7 +1527,7 @@ impl<F: FnMut(usize, &dyn Fn() -> String)> Visitor for RootVisitor<'_, F> {
             (self.push)(r, &|| format!("goroutine {g} frame {f} slot {slot}"));
         }
     }
-    fn tagged(&mut self, slot: usize, word: &std::sync::atomic::AtomicUsize) {
+    fn tagged(&mut self, slot: usize, word: &safepoint_stackmap::SlotWord) {
         // Relaxed: the world is stopped.
         let w = word.load(Ordering::Relaxed);
         if self.rule.is_ref(w) {
@@ -1538,7 +1538,7 @@ impl<F: FnMut(usize, &dyn Fn() -> String)> Visitor for RootVisitor<'_, F> {
     fn stale_top(&self) -> bool {
         self.stale
     }
-    fn conservative(&mut self, slot: usize, word: &std::sync::atomic::AtomicUsize) {
+    fn conservative(&mut self, slot: usize, word: &safepoint_stackmap::SlotWord) {
         // Relaxed: the goroutine is held.
         let w = word.load(Ordering::Relaxed);
         let untagged = w & !self.rule.mask;

@@ -31,7 +31,12 @@
 //!   claimed by an atomic index (Go's root jobs), so no lock is taken per stack.
 //! * **Assists**: an allocating goroutine pays for its allocation in scan work on its slow
 //!   path (a new bitmap word or span), first from the credit the workers have banked, then by
-//!   scanning itself. So allocation cannot outrun marking.
+//!   scanning itself. What it cannot pay (the shared queue is empty while marking waits on
+//!   stack scans or barriers) is owed, not forgiven: the allocators' shared debt, which the
+//!   workers' later credit pays down; an allocation whose slow path finds the debt over
+//!   `DEBT_SLACK`'s worth (1 MiB of allocation) waits there, at a safepoint, until it is paid
+//!   or marking ends. So allocation cannot outrun marking by more than a bounded number of
+//!   bytes (the slack, plus one slow path's allocation per allocating goroutine).
 //! * An assist drains inside its allocation's pinned section: no stop, barrier or
 //!   asynchronous preemption falls inside it, and it ends by pushing its leftover work
 //!   (grey objects and edges, see the `mark` module) to the shared queue. So at any
@@ -118,6 +123,13 @@ pub(crate) struct Shared {
     next_stack: AtomicUsize,
     /// Scan work (words) done by workers and not yet claimed by assists.
     bg_credit: AtomicI64,
+    /// Scan work (words) that allocations owe this cycle and neither their assists (no work
+    /// to take) nor the workers' credit have paid: the allocators' debt, which
+    /// [`Inner::throttle`] keeps under [`DEBT_SLACK`]'s worth.
+    pub(crate) debt: AtomicI64,
+    /// The largest `debt` an assist has left in any cycle of this heap, in bytes of
+    /// allocation (`debt` over the assist ratio): what the bound is checked against.
+    pub(crate) debt_peak_bytes: AtomicU64,
     /// Scan words an assist owes per allocated byte (an `f64`'s bits).
     assist_ratio: AtomicU64,
     /// Where between live and goal the next cycle starts (an `f64`'s bits, 0.3 ..= 0.95).
@@ -162,6 +174,8 @@ impl Shared {
             stack_jobs: Mutex::new(Arc::new([])),
             next_stack: AtomicUsize::new(0),
             bg_credit: AtomicI64::new(0),
+            debt: AtomicI64::new(0),
+            debt_peak_bytes: AtomicU64::new(0),
             assist_ratio: AtomicU64::new(0.5f64.to_bits()),
             trigger_frac: AtomicU64::new(0.7f64.to_bits()),
             marked: AtomicUsize::new(0),
@@ -251,27 +265,69 @@ impl Inner {
     }
 }
 
+/// Bytes of allocation that the allocators, all together, may be ahead of the marker during a
+/// cycle (their unpaid scan work over the assist ratio): past it, an allocation's slow path
+/// waits for the markers to pay the debt down (see [`Inner::throttle`]).
+pub(crate) const DEBT_SLACK: usize = 1 << 20;
+
 impl Inner {
-    /// Holds back an allocating goroutine while marking runs and the heap is past its goal by
-    /// a tenth: it sleeps in short steps until marking ends (its P goes to the markers and to
-    /// goroutines that do not allocate). Assists pay for allocation with scan work when there
-    /// is work to take; this is for when there is none (marking waits on stack scans or
-    /// barriers), so that the heap cannot run away from a slow marking.
+    /// Holds back an allocating goroutine, at its allocation slow path, while marking runs and
+    /// either the allocators' unpaid scan work is over [`DEBT_SLACK`]'s worth, or the heap is
+    /// past its goal by a tenth. It sleeps in short steps (its P goes to the markers and to
+    /// goroutines that do not allocate), paying the debt down with the credit the workers
+    /// bank meanwhile, until the debt is back under the slack or marking ends.
+    ///
+    /// This is the bound on the allocators' debt in bytes (Go's assist queue, where an
+    /// assist that found no work parks until background credit pays it): an assist pays for
+    /// its allocation with scan work when there is work to take, and what it cannot pay (the
+    /// queue is empty while marking waits on stack scans or barriers) is added to the shared
+    /// debt instead of forgiven; so between two looks here, the allocation of a cycle not
+    /// matched by scan work is at most the slack plus what each allocating goroutine
+    /// allocates between two slow paths (64 objects, or one large one). The goal rule is
+    /// bounded in time (100 ms a call) as before: the heap's size also counts what marking
+    /// cannot free, and waiting for good on it could stall a program whose live heap grew.
     pub(crate) fn throttle(&self) {
+        let c = &self.conc;
         // Relaxed: see `Shared::barrier_on`; a hint, re-read each step.
-        if !self.conc.barrier_on.load(Ordering::Relaxed) || safepoint_sched::in_no_preempt() {
+        if !c.barrier_on.load(Ordering::Relaxed) || safepoint_sched::in_no_preempt() {
             return;
         }
         let (_, goal) = self.stats_snapshot();
         let limit = (goal + goal / 10) as u64;
         let mut waited = 0;
-        while self.conc.barrier_on.load(Ordering::Relaxed)
-            && self.heap.live_bytes_estimate() > limit
-            && waited < 2000
-        {
+        while c.barrier_on.load(Ordering::Relaxed) {
+            let ratio = f64::from_bits(c.assist_ratio.load(Ordering::Relaxed));
+            let slack = (DEBT_SLACK as f64 * ratio) as i64;
+            let over_debt = self.pay_debt() > slack;
+            let over_goal = waited < 2000 && self.heap.live_bytes_estimate() > limit;
+            if !over_debt && !over_goal {
+                return;
+            }
             safepoint_sched::sleep(Duration::from_micros(50));
             waited += 1;
         }
+    }
+
+    /// Pays the allocators' debt with the workers' banked credit, as far as it goes; the debt
+    /// left (words).
+    fn pay_debt(&self) -> i64 {
+        let c = &self.conc;
+        // Relaxed, all: pacing numbers (each update is one atomic step; a stale read only
+        // moves a wait by one step).
+        let mut debt = c.debt.load(Ordering::Relaxed);
+        if debt <= 0 {
+            return debt;
+        }
+        let credit = c.bg_credit.load(Ordering::Relaxed);
+        let take = credit.min(debt);
+        if take > 0
+            && c.bg_credit
+                .compare_exchange(credit, credit - take, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+        {
+            debt = c.debt.fetch_sub(take, Ordering::Relaxed) - take;
+        }
+        debt
     }
 
     /// The write barrier: called with the running goroutine pinned on P `p` (`None` off the
@@ -404,14 +460,20 @@ impl Inner {
                 Err(now) => credit = now,
             }
         }
-        if debt <= 0 || c.work.is_empty() {
+        if debt <= 0 {
+            return;
+        }
+        if c.work.is_empty() {
+            self.owe(debt, ratio);
             return;
         }
         let t = Instant::now();
         let t0 = if self.rt.trace_on() { safepoint_arch::nanotime() } else { 0 };
         let mut tracer = self.tracer(std::mem::take(&mut st.assist), false);
-        tracer.drain(debt as usize);
+        let done = tracer.drain(debt as usize);
         self.count_marked(&mut tracer);
+        // What the queue did not have is owed, not forgiven.
+        self.owe(debt - done as i64, ratio);
         // Nothing stays private past the pinned section: the rest goes back to the queue.
         st.assist = tracer.into_stack();
         // Relaxed: counters for the trace and the metrics.
@@ -423,12 +485,24 @@ impl Inner {
         }
     }
 
+    /// Adds `words` of unpaid scan work to the allocators' debt (see `throttle`).
+    fn owe(&self, words: i64, ratio: f64) {
+        if words <= 0 {
+            return;
+        }
+        let c = &self.conc;
+        // Relaxed: pacing numbers, as in `pay_debt`.
+        let debt = c.debt.fetch_add(words, Ordering::Relaxed) + words;
+        c.debt_peak_bytes.fetch_max((debt as f64 / ratio.max(1e-9)) as u64, Ordering::Relaxed);
+    }
+
     /// A concurrent cycle (after sweep termination).
     pub(crate) fn cycle_concurrent(&self, mut tl: Timeline) {
         let c = &self.conc;
         // Relaxed: the cycle's counters, reset by the only driver (under the cycle lock).
         c.marked.store(0, Ordering::Relaxed);
         c.bg_credit.store(0, Ordering::Relaxed);
+        c.debt.store(0, Ordering::Relaxed);
         c.worker_ns.store(0, Ordering::Relaxed);
         c.assist_ns.store(0, Ordering::Relaxed);
         c.stacks.store(0, Ordering::Relaxed);
@@ -779,5 +853,57 @@ mod shares_tests {
         assert_eq!(worker_shares(6), (1, 0.5));
         assert_eq!(worker_shares(8), (2, 0.0));
         assert_eq!(worker_shares(16), (4, 0.0));
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod debt_tests {
+    use std::sync::atomic::Ordering;
+
+    use crate::{Gc, Mutator, TypeDesc, WordKind};
+
+    /// Issue 25: an allocator ahead of the marker paid only when the shared queue had work
+    /// and was forgiven the rest, so its debt was bounded only by the throttle's time limit.
+    /// The unpaid part is owed now, and an allocation's slow path waits while the debt is
+    /// over the slack: goroutines that do nothing but allocate, on 1, 2 and 4 Ps, never leave
+    /// more than the slack plus one slow path's allocation per goroutine unpaid.
+    #[test]
+    #[cfg_attr(miri, ignore = "needs a running scheduler")]
+    fn the_allocators_debt_stays_within_the_slack() {
+        for procs in [1, 2, 4] {
+            let rt = safepoint_sched::Runtime::builder().procs(procs).build().unwrap();
+            let gc = Gc::builder().min_heap(4 << 20).ignore_env().build(&rt).unwrap();
+            let ty = gc
+                .types()
+                .register(TypeDesc::Record {
+                    name: "pair".into(),
+                    words: vec![WordKind::Ref, WordKind::Raw],
+                })
+                .unwrap();
+            let hs: Vec<_> = (0..procs)
+                .map(|_| {
+                    let g = gc.clone();
+                    rt.spawn(move || {
+                        let mut m = Mutator::new(&g).unwrap();
+                        let c0 = g.cycles();
+                        m.scope(|m, [s]| {
+                            while g.cycles() < c0 + 8 {
+                                m.alloc(s, ty).unwrap();
+                            }
+                        });
+                    })
+                    .unwrap()
+                })
+                .collect();
+            for h in hs {
+                h.join().unwrap();
+            }
+            let peak = gc.inner.conc.debt_peak_bytes.load(Ordering::Relaxed) as usize;
+            // One slow path's allocation per goroutine: 64 objects of 24 bytes (in the
+            // 32-byte class), with room for the header.
+            let bound = super::DEBT_SLACK + procs * 64 * 32;
+            eprintln!("{procs} P: peak unpaid debt {peak} bytes (bound {bound})");
+            assert!(peak <= bound, "{procs} P: the allocators owed {peak} bytes (bound {bound})");
+        }
     }
 }

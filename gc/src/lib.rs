@@ -222,9 +222,10 @@
 //! driver and the background sweeper) hold it weakly and end when it goes. Handles captured
 //! by goroutines go when those goroutines end; when the runtime is dropped first, its shutdown
 //! unwinds its live goroutines (safepoint-sched's crate docs, "Shutdown"), so their handles,
-//! and with the last of them the heap, go too. A goroutine that shutdown has to abandon
-//! instead (parked on a scheduler `Mutex`, for one) keeps its handles, and the heap with
-//! them.
+//! and with the last of them the heap, go too: every kind of park is ended (a lock, a
+//! group, a select, a sleep...). A goroutine that shutdown has to abandon instead (one that
+//! never reaches a safepoint, or blocks again after its unwind) keeps its handles, and the
+//! heap with them.
 //!
 //! ## Layout
 //!

@@ -271,8 +271,9 @@ impl RawMutator {
     ///         // SAFETY: `c` was allocated in this section; word 0 is in its body.
     ///         unsafe { p.init_word(c, 0, WordKind::Raw, 99) };
     ///         let ms = p.stack();
-    ///         ms.set(0, c);           // kept in the frame's slot...
-    ///         ms.set_safepoint(1);    // ...which the map of safepoint 1 names
+    ///         // SAFETY: `c` is a live object of this heap; slot 0 is a reference slot.
+    ///         unsafe { ms.set(0, c) }; // kept in the frame's slot...
+    ///         ms.set_safepoint(1);     // ...which the map of safepoint 1 names
     ///         slow
     ///     }).unwrap();
     ///     if slow {

@@ -486,12 +486,70 @@ fn set_on_a_sealed_scope_frame_is_a_described_panic() {
             let g2 = g.clone();
             let h = safepoint_sched::go(move || {
                 let mut m = Mutator::new(&g2).unwrap();
-                m.scope(|_, [_s]| safepoint_sched::with_managed_stack(|ms| ms.set(0, 0x1234_5670)))
+                // Even null, through the safe checked form: the frame is sealed.
+                let reg = safepoint_stackmap::Registry::new();
+                m.scope(|_, [_s]| {
+                    safepoint_sched::with_managed_stack(|ms| ms.set_checked(&reg, 0, 0))
+                })
             });
             let e = h.join().expect_err("set on a sealed frame must panic");
             let msg = e.message().unwrap_or_default().to_owned();
             assert!(msg.contains("sealed handle frame written directly"), "panic message: {msg:?}");
             assert_eq!(m.type_of(s), Ok(t.rec));
+        });
+    });
+}
+
+/// Issue 25: safe code could plant a word the marker then died on ("marking found a
+/// reference ... outside the heap"): `ManagedStack::set` on a handle frame or a function's
+/// reference slot, `push_with_args`. Those are `unsafe` now; their safe forms refuse any
+/// word but null in a slot a collector scans, with a described panic of the goroutine, and
+/// the heap collects on.
+#[test]
+fn garbage_through_the_safe_stack_writes_is_a_described_panic() {
+    with_heap(|m, t| {
+        let g = m.gc();
+        m.scope(|m, [s]| {
+            m.alloc(s, t.rec).unwrap();
+            let reg = std::sync::Arc::new(safepoint_stackmap::Registry::new());
+            let f = reg
+                .register(safepoint_stackmap::FuncDesc::new("f", 2, 1, 1).refs_at(0, &[0]))
+                .unwrap();
+            type Try = Box<dyn FnOnce(&safepoint_stackmap::ManagedStack) + Send>;
+            let tries: [(&str, Try); 2] = [
+                (
+                    "handle frame's slot",
+                    Box::new({
+                        let reg = reg.clone();
+                        move |ms| {
+                            ms.push_handles(2);
+                            ms.set_checked(&reg, 1, 0x1234_5670);
+                        }
+                    }),
+                ),
+                (
+                    "reference slot",
+                    Box::new({
+                        let reg = reg.clone();
+                        move |ms| ms.push_with_args_checked(&reg, f, &[0x1234_5670])
+                    }),
+                ),
+            ];
+            for (what, bad) in tries {
+                let g2 = g.clone();
+                let h = safepoint_sched::go(move || {
+                    let _m = Mutator::new(&g2).unwrap();
+                    safepoint_sched::with_managed_stack(bad);
+                });
+                let e = h.join().expect_err("a garbage word in a scanned slot must be refused");
+                let msg = e.message().unwrap_or_default().to_owned();
+                assert!(
+                    msg.contains("0x12345670") && msg.contains(what) && msg.contains("only null"),
+                    "panic message: {msg:?}"
+                );
+                m.collect();
+                assert_eq!(m.type_of(s), Ok(t.rec));
+            }
         });
     });
 }

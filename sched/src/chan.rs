@@ -21,7 +21,7 @@
 //!   `Err(RecvError)`, senders panic with `send on closed channel`.
 //!
 //! A waiter's node (a *sudog*) lives on the waiter's own stack and is linked into the queue
-//! while the lock is held; the waiter parks through [`park_current`], whose callback stores the
+//! while the lock is held; the waiter parks through [`park_current_cancellable`], whose callback stores the
 //! wake-up token in the node's [`Waiter`] and only then releases the lock. A waker holding the
 //! lock therefore always finds the token; it unlinks the node, writes the outcome into it,
 //! releases the lock and wakes the waiter, and never touches the node again.
@@ -69,6 +69,21 @@ impl Waiter {
     /// queued on.
     pub(crate) fn set_token(&self, t: Token) {
         self.token.set(Some(t));
+    }
+
+    /// After shutdown ended the park of this select's goroutine, with the lock of every
+    /// channel it is queued on held: wins `done` as a waker would, so that no waker completes a
+    /// case from now on, and drops the (stale) token. False if a waker won first: it completed
+    /// its case under the lock of its channel (which the caller now holds), as if the park had
+    /// ended normally.
+    pub(crate) fn cancel_select(&self) -> bool {
+        // AcqRel: as the wakers' CAS in `WaitQ::dequeue` (one side wins).
+        let won =
+            self.done.compare_exchange(false, true, Ordering::AcqRel, Ordering::Acquire).is_ok();
+        if won {
+            drop(self.token.take());
+        }
+        won
     }
 
     /// The case that completed this select (after it woke).

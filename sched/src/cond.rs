@@ -27,7 +27,7 @@ use core::cell::{Cell, UnsafeCell};
 use std::collections::VecDeque;
 
 use crate::WaitReason;
-use crate::mutex::{MutexGuard, RawMutex, Sema};
+use crate::mutex::{MutexGuard, OnShutdown, RawMutex, Sema};
 use crate::shim::{AtomicBool, AtomicU64, Ordering};
 use crate::wait::{RawLock, Token, check_can_park, park_current_cancellable};
 
@@ -479,7 +479,8 @@ impl WaitGroup {
         }
         self.state.store(0, Ordering::Release);
         for _ in 0..w {
-            self.sema.release(false);
+            // A ghost (a waiter whose park shutdown ended) has nothing to complete.
+            let _ = self.sema.release(false);
         }
     }
 
@@ -522,7 +523,11 @@ impl WaitGroup {
             // AcqRel: as in `add_delta`.
             match self.state.compare_exchange(s, s + 1, Ordering::AcqRel, Ordering::Acquire) {
                 Ok(_) => {
-                    self.sema.acquire(false, WaitReason::WaitGroup, false);
+                    // If shutdown ends the wait, a ghost stands in for us and takes the unit
+                    // the last `done` owes us (see `crate::mutex`).
+                    if !self.sema.acquire(false, WaitReason::WaitGroup, OnShutdown::Ghost) {
+                        crate::proc::shutdown_unwind_current();
+                    }
                     if self.state.load(Ordering::Acquire) >> 32 != 0 {
                         panic!("sync: WaitGroup is reused before previous wait has returned");
                     }

@@ -317,12 +317,11 @@ impl WorldStop {
     ///
     /// ```
     /// use std::sync::Arc;
-    /// use std::sync::atomic::AtomicUsize;
-    /// use safepoint_sched::stackmap::{FuncDesc, Registry, Visitor};
+    /// use safepoint_sched::stackmap::{FuncDesc, Registry, SlotWord, Visitor};
     /// use safepoint_sched::{Goroutine, Runtime, stop_the_world, with_managed_stack};
     /// struct Count(usize);
     /// impl Visitor for Count {
-    ///     fn reference(&mut self, _slot: usize, _word: &AtomicUsize) {
+    ///     fn reference(&mut self, _slot: usize, _word: &SlotWord) {
     ///         self.0 += 1;
     ///     }
     /// }
@@ -504,12 +503,11 @@ pub fn pinned<R>(goid: u64, f: impl FnOnce(&Pinned) -> R) -> Option<R> {
 ///
 /// ```
 /// use std::sync::Arc;
-/// use std::sync::atomic::AtomicUsize;
-/// use safepoint_sched::stackmap::{FuncDesc, Registry, Visitor};
+/// use safepoint_sched::stackmap::{FuncDesc, Registry, SlotWord, Visitor};
 /// use safepoint_sched::{Runtime, walk_own_managed_stack, with_managed_stack};
 /// struct Slots(Vec<usize>);
 /// impl Visitor for Slots {
-///     fn reference(&mut self, slot: usize, _word: &AtomicUsize) {
+///     fn reference(&mut self, slot: usize, _word: &SlotWord) {
 ///         self.0.push(slot);
 ///     }
 /// }

@@ -88,6 +88,9 @@ pub(crate) struct G {
     /// so a caller that reads its own token here while the bit is set holds it itself.
     /// Relaxed: only the holder writes it, and a caller compares it only with its own token.
     pub suspender: AtomicUsize,
+    /// The id of the goroutine this one waits for in `suspend_g`, 0 if none: for dumps.
+    /// Relaxed: informational, written only by this goroutine.
+    pub suspending: AtomicU64,
     /// Parked where shutdown may end the park (`proc::park_cancellable`): nothing of the
     /// goroutine's stays linked anywhere that it cannot unlink when it resumes. Set by the
     /// goroutine before it switches away to park, cleared when it resumes; read by shutdown
@@ -185,6 +188,7 @@ impl G {
             locals: UnsafeCell::new(Vec::new()),
             wait_reason: AtomicUsize::new(0),
             suspender: AtomicUsize::new(0),
+            suspending: AtomicU64::new(0),
             cancellable: AtomicBool::new(false),
             cancelled: AtomicBool::new(false),
             unwound: AtomicBool::new(false),

@@ -85,8 +85,10 @@
 //!    while, so that they leave their critical sections and stop at a synchronous safepoint
 //!    (see "A stop that cannot finish" at [`stop_the_world`]): a deadlock becomes latency.
 //!
-//! sysmon, a thread with no P, retakes Ps from goroutines stuck in blocking calls and asks
-//! goroutines that have run over 10 ms to yield.
+//! sysmon, a thread with no P, retakes Ps from goroutines stuck in blocking calls, asks
+//! goroutines that have run over 10 ms to yield, and moves the goroutines queued on a P held in
+//! place for over a millisecond to the global queue (a hold runs nothing else, and it may be
+//! waiting for a suspender queued behind it: see `sysmon::unstrand`).
 //!
 //! ## Goroutine synchronisation
 //!
@@ -157,13 +159,21 @@
 //! 1. **Draining.** Spawns are refused, and every live goroutine is *unwound* with the
 //!    [`RuntimeShutdown`] payload at its next safepoint: a poll or frame push (shutdown
 //!    keeps asking running goroutines to reach one), a yield, the start or end of a blocking
-//!    call, a park. Parks shutdown can end are ended: those whose callback leaves only a
-//!    token somewhere ([`park`], [`Sema`], a join, [`sleep`]: a stale token is refused by its
-//!    generation, and while the runtime drains its wake-up is ignored), channel sends and
+//!    call, a park. Every park is ended: those whose callback leaves only a token somewhere
+//!    ([`park`] with any reason, [`Sema`], a join, [`sleep`]: a stale token is refused by its
+//!    generation, and while the runtime drains its wake-up is ignored); channel sends and
 //!    receives, [`Cond`] waits and [`Mutex`] locks, which unlink their queue node under the
 //!    primitive's lock before they unwind (if a waker took the node first, the operation
 //!    completed and returns normally; a mutex waiter also takes itself off the lock word's
-//!    waiter count). A goroutine that never started has its closure dropped without running it.
+//!    waiter count); a [`Select`], which locks its channels and races the wakers for its
+//!    `done` flag (if it wins, no case fired: it unlinks its nodes and unwinds); and
+//!    [`RwLock`] readers and writers and [`WaitGroup`] waiters, whose counters count each
+//!    waiter and owe it a wake-up: the waiter leaves a *ghost* in its semaphore's count, the
+//!    wake-up owed to it goes to the ghost, and whoever gives it completes the operation for
+//!    it (a read-unlock, a write-unlock, nothing for a WaitGroup), so the lock and the group
+//!    stay usable (`mutex.rs` explains it). A goroutine held by [`suspend_g`] unwinds once its
+//!    suspender lets it go (a suspender that is a goroutine lets go when it unwinds). A
+//!    goroutine that never started has its closure dropped without running it.
 //!    The Ms keep scheduling meanwhile, so unwinding code runs as goroutine code always does
 //!    (it may lock, send, stop the world), and a collection under way ends or unwinds with
 //!    its driver.
@@ -180,12 +190,11 @@
 //! go first and unwinds at its next synchronous safepoint). The unwind is sent once: a
 //! goroutine that catches it, or blocks again while it unwinds, is left where it blocks.
 //!
-//! What is abandoned instead (its stack kept mapped when parked, its captures leaked), because
-//! ending it could hang or leave memory reachable that is no longer valid: a goroutine parked
-//! on a [`RwLock`]'s reader or writer semaphore, on a [`WaitGroup`], or in a [`Select`]
-//! (their queue nodes live on its stack, and their counters, which count each waiter, are not
-//! yet taught that a waiter may leave without being woken); one that blocks again after its unwind;
-//! one inside a [`no_preempt`] section or a runtime critical section that never ends. A
+//! What is abandoned instead (its stack kept mapped when parked, its captures leaked): a
+//! goroutine that blocks again after its unwind (it was sent the unwind once, and caught it or
+//! waits in its `Drop` code); one inside a [`no_preempt`] section or a runtime critical
+//! section that never ends; one held by a [`suspend_g`] of a thread outside the runtime that
+//! never resumes it. A
 //! goroutine that never reaches a safepoint (a loop that does not poll), one that catches the
 //! unwind and loops on, or a blocking call that never returns cannot be stopped: no thread can
 //! be made to leave code that never yields. The drop does not wait for it for ever: after
@@ -785,6 +794,11 @@ pub struct Stats {
     /// not finish while holding them (one of them may hold an OS lock that a running P's
     /// thread waits for in the kernel; see [`stop_the_world`]).
     pub stop_givebacks: u64,
+    /// Times sysmon moved the goroutines queued on a P to the global queue because the P's
+    /// thread had held its goroutine in place (the preemption signal's hold) for over a
+    /// millisecond: they would otherwise wait for the hold to end, and the hold may be waiting
+    /// for one of them (a suspender that asked and was queued there).
+    pub held_queue_handoffs: u64,
 }
 
 impl Runtime {
@@ -964,6 +978,7 @@ impl Runtime {
             async_preemptions: s.async_preemptions.load(Ordering::Relaxed),
             async_declined: s.async_declined.load(Ordering::Relaxed),
             stop_givebacks: s.stuck_givebacks.load(Ordering::Relaxed),
+            held_queue_handoffs: s.unstranded.load(Ordering::Relaxed),
         }
     }
 

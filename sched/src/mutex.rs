@@ -13,12 +13,29 @@
 //! read and written sequentially consistently on both sides (a Dekker pair): either the releaser
 //! sees the waiter counted, or the waiter's re-check sees the released unit.
 //!
-//! At shutdown a [`Mutex`] waiter's park may be ended (see the crate docs): the waiter takes
-//! its node out of the queue under the lock, unless a release dequeued it first (then it was
-//! woken: the release writes the ticket under the lock too, so the waiter never reads it
-//! early and it is never written after the waiter left), and takes itself off the mutex's
-//! waiter count. An unlock that counted it meanwhile leaves a unit (and `WOKEN`, or
-//! starvation mode) that the next waiter takes as an ordinary wake-up or hand-off.
+//! At shutdown every waiter's park may be ended (see the crate docs), in one of two ways the
+//! user of the semaphore chooses ([`OnShutdown`]):
+//!
+//! * **Leave** (a [`Mutex`] waiter): the waiter takes its node out of the queue under the
+//!   lock, unless a release dequeued it first (then it was woken: the release writes the ticket
+//!   under the lock too, so the waiter never reads it early and it is never written after the
+//!   waiter left), and takes itself off the mutex's waiter count. An unlock that counted it
+//!   meanwhile leaves a unit (and `WOKEN`, or starvation mode) that the next waiter takes as an
+//!   ordinary wake-up or hand-off.
+//! * **Ghost** (an [`RwLock`]'s readers and writer, a [`crate::WaitGroup`]'s waiters): their
+//!   counters count each waiter, and a release is owed to each, so a waiter cannot just leave
+//!   (its unit would be left for a later waiter it does not belong to, or its count would hold
+//!   up a writer for ever). The waiter takes its node out of the queue under the lock and
+//!   leaves a *ghost* in its place: a count, under the same lock, still counted in `nwait`.
+//!   A release that finds a ghost and a unit gives the unit to the ghost (before any queued
+//!   waiter: units are interchangeable among the waiters of one semaphore) and returns true,
+//!   and the releaser then does what the waiter would have done on waking, at once: an RwLock
+//!   reader's `read_unlock`, a writer's `write_unlock`, nothing for a WaitGroup. Every release
+//!   is owed to a counted waiter, queued, a ghost or not yet queued, and each takes one unit,
+//!   so a ghost is never left without one: the release whose unit it is either finds the ghost
+//!   (a ghost is made under the lock from a queued waiter, which the release's Dekker read of
+//!   `nwait` sees) or finds its unit taken by a waiter not yet queued, whose own release is
+//!   still to come.
 //!
 //! ## Mutex (Go's `sync.Mutex`)
 //!
@@ -46,9 +63,7 @@ use std::collections::VecDeque;
 
 use crate::WaitReason;
 use crate::shim::{AtomicI32, AtomicU32, AtomicUsize, Ordering, spin_hint};
-use crate::wait::{
-    RawLock, Token, check_can_park, park_current, park_current_cancellable, yield_if_goroutine,
-};
+use crate::wait::{RawLock, Token, check_can_park, park_current_cancellable, yield_if_goroutine};
 
 /// A waiter parked on a [`Sema`]; lives on its stack.
 struct SemaWaiter {
@@ -60,10 +75,24 @@ struct SemaWaiter {
     ticket: core::cell::Cell<bool>,
 }
 
+/// What a [`Sema`] waiter does when shutdown ends its park (see the module docs).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum OnShutdown {
+    /// Leave the queue; the caller undoes its own count of itself.
+    Leave,
+    /// Leave a ghost in the queue's count: the release owed to the waiter goes to the ghost,
+    /// and its releaser completes the waiter's operation for it.
+    Ghost,
+}
+
 /// A goroutine semaphore with LIFO re-queueing and direct hand-off (see the module docs).
 pub(crate) struct Sema {
     count: AtomicU32,
+    /// Queued waiters and ghosts.
     nwait: AtomicU32,
+    /// Waiters whose park shutdown ended, owed a unit (see the module docs). Read and written
+    /// only under `lock` (an atomic for `Sync`; Relaxed: the lock orders it).
+    ghosts: AtomicU32,
     lock: RawLock,
     /// Guarded by `lock`.
     queue: UnsafeCell<VecDeque<*const SemaWaiter>>,
@@ -91,6 +120,7 @@ impl Sema {
         Sema {
             count: AtomicU32::new(n),
             nwait: AtomicU32::new(0),
+            ghosts: AtomicU32::new(0),
             lock: RawLock::new(),
             queue: UnsafeCell::new(VecDeque::new()),
         }
@@ -115,10 +145,11 @@ impl Sema {
     }
 
     /// Takes a unit, parking until one is free. `lifo`: queue at the front (a waiter that
-    /// already waited once). `cancellable`: shutdown may end the park (see the crate docs);
-    /// then the waiter leaves the queue without a unit and this returns false, and the caller
-    /// must undo its own bookkeeping and unwind. Otherwise true: a unit was taken.
-    pub(crate) fn acquire(&self, lifo: bool, reason: WaitReason, cancellable: bool) -> bool {
+    /// already waited once). Shutdown may end the park (see the crate docs): then the waiter
+    /// leaves the queue without a unit as `on_shutdown` says and this returns false, and the
+    /// caller must (for [`OnShutdown::Leave`]) undo its own count of itself, then unwind.
+    /// Otherwise true: a unit was taken.
+    pub(crate) fn acquire(&self, lifo: bool, reason: WaitReason, on_shutdown: OnShutdown) -> bool {
         // Fast path: a plain read is enough here (the re-check under the lock is the Dekker one).
         if self.count.load(Ordering::Relaxed) != 0 && self.try_take() {
             return true;
@@ -153,12 +184,8 @@ impl Sema {
                 self.lock.unlock();
                 true
             };
-            if cancellable {
-                if park_current_cancellable(reason, park) && self.leave(&w) {
-                    return false;
-                }
-            } else {
-                park_current(reason, park);
+            if park_current_cancellable(reason, park) && self.leave(&w, on_shutdown) {
+                return false;
             }
             if w.ticket.get() || self.try_take() {
                 return true;
@@ -166,9 +193,10 @@ impl Sema {
         }
     }
 
-    /// After shutdown ended the park of `w`: takes it out of the queue (true), unless a
-    /// release dequeued it first (false: it was woken, and its ticket is written).
-    fn leave(&self, w: &SemaWaiter) -> bool {
+    /// After shutdown ended the park of `w`: takes it out of the queue (true), leaving a ghost
+    /// in its place for [`OnShutdown::Ghost`], unless a release dequeued it first (false: it
+    /// was woken, and its ticket is written).
+    fn leave(&self, w: &SemaWaiter, on_shutdown: OnShutdown) -> bool {
         self.lock.lock();
         // SAFETY: we hold the lock.
         let q = unsafe { &mut *self.queue.get() };
@@ -176,8 +204,13 @@ impl Sema {
         let pos = q.iter().position(|&x| core::ptr::eq(x, me));
         if let Some(i) = pos {
             q.remove(i);
-            // SeqCst: as every update of `nwait` (the Dekker pair with `release`).
-            self.nwait.fetch_sub(1, Ordering::SeqCst);
+            match on_shutdown {
+                // SeqCst: as every update of `nwait` (the Dekker pair with `release`).
+                OnShutdown::Leave => drop(self.nwait.fetch_sub(1, Ordering::SeqCst)),
+                // Still counted in `nwait`: a release owed to us finds the ghost. Relaxed: under
+                // the lock.
+                OnShutdown::Ghost => drop(self.ghosts.fetch_add(1, Ordering::Relaxed)),
+            }
         }
         let t = w.token.take();
         self.lock.unlock();
@@ -186,24 +219,37 @@ impl Sema {
     }
 
     /// Returns a unit and wakes the first waiter, if any. `handoff`: give the unit to that
-    /// waiter directly and yield to it.
-    pub(crate) fn release(&self, handoff: bool) {
+    /// waiter directly and yield to it (never with ghosts: a [`Mutex`]'s waiters leave).
+    ///
+    /// True if the unit went to a ghost (see the module docs): the caller must then complete
+    /// the operation of the waiter the ghost stands for.
+    #[must_use = "a ghost that took the unit must have its operation completed"]
+    pub(crate) fn release(&self, handoff: bool) -> bool {
         // SeqCst: the Dekker pair with `acquire`.
         self.count.fetch_add(1, Ordering::SeqCst);
         // An RMW read: see `try_take`.
         if self.nwait.fetch_add(0, Ordering::SeqCst) == 0 {
-            return;
+            return false;
         }
         self.lock.lock();
         if self.nwait.load(Ordering::SeqCst) == 0 {
             self.lock.unlock();
-            return;
+            return false;
+        }
+        // Relaxed: under the lock.
+        let ghosts = self.ghosts.load(Ordering::Relaxed);
+        if ghosts != 0 && self.try_take() {
+            debug_assert!(!handoff, "a ghost on a semaphore that hands off");
+            self.ghosts.store(ghosts - 1, Ordering::Relaxed);
+            self.nwait.fetch_sub(1, Ordering::SeqCst);
+            self.lock.unlock();
+            return true;
         }
         // SAFETY: we hold the lock.
         let w = unsafe { &mut *self.queue.get() }.pop_front();
         let Some(w) = w else {
             self.lock.unlock();
-            return;
+            return false;
         };
         self.nwait.fetch_sub(1, Ordering::SeqCst);
         // SAFETY: a queued waiter is parked (its token stored before the lock was released)
@@ -220,6 +266,7 @@ impl Sema {
             // Let the waiter, now in our P's `runnext`, run at once.
             yield_if_goroutine();
         }
+        false
     }
 }
 
@@ -440,7 +487,7 @@ impl RawMutex {
                     if wait_start == 0 {
                         wait_start = now_ns();
                     }
-                    if !self.sema.acquire(lifo, WaitReason::Mutex, true) {
+                    if !self.sema.acquire(lifo, WaitReason::Mutex, OnShutdown::Leave) {
                         // Shutdown ended the wait: no longer a waiter. The count may have
                         // been taken for us by an unlock meanwhile (it then set WOKEN or, in
                         // starvation mode, released a unit: the next waiter to wake takes it
@@ -532,7 +579,8 @@ impl RawMutex {
                 let new = (old - (1 << WAITER_SHIFT)) | WOKEN;
                 match self.state.compare_exchange(old, new, Ordering::Relaxed, Ordering::Relaxed) {
                     Ok(_) => {
-                        self.sema.release(false);
+                        // Never a ghost: a mutex's waiters leave.
+                        let _ = self.sema.release(false);
                         return;
                     }
                     Err(x) => old = x,
@@ -540,7 +588,7 @@ impl RawMutex {
             }
         } else {
             // Starvation mode: hand the mutex to the first waiter and let it run.
-            self.sema.release(true);
+            let _ = self.sema.release(true);
         }
     }
 
@@ -802,8 +850,12 @@ impl RawRwLock {
         // AcqRel: Acquire pairs with the writer's Release in `write_unlock`; the increment is
         // what a pending writer counts.
         if self.reader_count.fetch_add(1, Ordering::AcqRel) + 1 < 0 {
-            // A writer is pending: wait for it.
-            self.reader_sem.acquire(false, WaitReason::RwLock, false);
+            // A writer is pending: wait for it. If shutdown ends the wait, a ghost stands in
+            // for us and takes the unit the writer's unlock owes us, then its releaser
+            // read-unlocks for us (see the module docs).
+            if !self.reader_sem.acquire(false, WaitReason::RwLock, OnShutdown::Ghost) {
+                crate::proc::shutdown_unwind_current();
+            }
         }
     }
 
@@ -857,8 +909,11 @@ impl RawRwLock {
         }
         // A writer is pending; the last departing reader wakes it.
         // AcqRel: the departing readers' Releases are gathered into the writer's wake-up.
-        if self.reader_wait.fetch_sub(1, Ordering::AcqRel) - 1 == 0 {
-            self.writer_sem.release(false);
+        if self.reader_wait.fetch_sub(1, Ordering::AcqRel) - 1 == 0
+            && self.writer_sem.release(false)
+        {
+            // The writer's park was ended by shutdown: its ghost has the lock now; unlock for it.
+            self.write_unlock();
         }
     }
 
@@ -886,8 +941,14 @@ impl RawRwLock {
         // AcqRel: Acquire takes the readers' Releases; later readers see the negative count.
         let r = self.reader_count.fetch_sub(MAX_READERS, Ordering::AcqRel);
         // Wait for the active readers.
-        if r != 0 && self.reader_wait.fetch_add(r, Ordering::AcqRel) + r != 0 {
-            self.writer_sem.acquire(false, WaitReason::RwLock, false);
+        if r != 0
+            && self.reader_wait.fetch_add(r, Ordering::AcqRel) + r != 0
+            // If shutdown ends the wait, a ghost stands in for us: we stay the pending writer
+            // (holding `w`) until the last active reader leaves, whose release goes to the
+            // ghost, and that reader write-unlocks for us (see the module docs).
+            && !self.writer_sem.acquire(false, WaitReason::RwLock, OnShutdown::Ghost)
+        {
+            crate::proc::shutdown_unwind_current();
         }
     }
 
@@ -933,7 +994,11 @@ impl RawRwLock {
         }
         // Release the readers that queued behind us.
         for _ in 0..r {
-            self.reader_sem.release(false);
+            if self.reader_sem.release(false) {
+                // A reader's park was ended by shutdown: its ghost holds a read lock now
+                // (`w` is still ours, so no writer is pending); unlock it.
+                self.read_unlock();
+            }
         }
         self.w.unlock();
     }

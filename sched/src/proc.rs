@@ -129,6 +129,18 @@ pub fn yield_now() {
     mcall(After::Yield);
 }
 
+/// Yields the processor to the goroutines queued on this P: the running goroutine goes to the
+/// back of its P's run queue even if it is urgent (an urgent goroutine's [`yield_now`] goes to
+/// the urgent queue, which its P serves first, so nothing queued on its P would run). It
+/// stays urgent: if it is moved from this queue (stolen, or handed off by sysmon) it is
+/// queued as urgent again.
+pub(crate) fn yield_local() {
+    let (m, g) = running();
+    check_may_switch(m, g, "yield");
+    unwind_if_draining(g);
+    mcall(After::YieldLocal);
+}
+
 /// Whether `g`'s runtime is shutting down (draining: its goroutines are being unwound).
 ///
 /// Runs on: `g`, or anyone while `g`'s runtime is alive.
@@ -204,26 +216,17 @@ pub(crate) fn park_cancellable<F>(reason: usize, f: F) -> bool
 where
     F: FnOnce(crate::GoroutineRef) -> bool,
 {
-    park_inner(reason, f, true)
+    park_inner(reason, f)
 }
 
-/// Parks the running goroutine where shutdown must not end the park (a node on its stack
-/// stays linked where the parking code cannot unlink it): shutdown abandons it there.
-pub(crate) fn park_uncancellable<F>(reason: usize, f: F)
-where
-    F: FnOnce(crate::GoroutineRef) -> bool,
-{
-    park_inner(reason, f, false);
-}
-
-fn park_inner<F>(reason: usize, f: F, cancellable: bool) -> bool
+fn park_inner<F>(reason: usize, f: F) -> bool
 where
     F: FnOnce(crate::GoroutineRef) -> bool,
 {
     let (m, g) = running();
     check_may_switch(m, g, "park");
     // Read by shutdown once it sees us Waiting (the status word's Release orders it).
-    g.cancellable.store(cancellable && !g.unwound.load(Ordering::Relaxed), Ordering::Relaxed);
+    g.cancellable.store(!g.unwound.load(Ordering::Relaxed), Ordering::Relaxed);
     g.wait_reason.store(reason, Ordering::Relaxed);
     let mut f = Some(f);
     let mut call = move |r: crate::GoroutineRef| (f.take().expect("park callback called twice"))(r);
@@ -263,7 +266,11 @@ fn ready_locked(r: crate::GoroutineRef) {
     // From elsewhere: hold the G's owner lock so its runtime cannot shut down under us.
     let owner = g.owner.lock().unwrap_or_else(|e| e.into_inner());
     let Some(sched) = owner.as_ref() else {
-        panic!("ready: stale goroutine handle (its runtime has shut down)");
+        // Its runtime has shut down, and shutdown ended every park, this one's too: a thread
+        // outside the runtime that took the token from a lock's or channel's queue before the
+        // park was ended (its node was gone when the goroutine looked) wakes it here, after the
+        // runtime went. Nothing is left to wake.
+        return;
     };
     if cas_ready(sched, g, r.generation, &mut spins) {
         sched.enqueue(GPtr::from(g), true);

@@ -69,6 +69,10 @@ pub(crate) struct P {
     /// changed: how long the call has lasted.
     pub sysmon_syscalltick: AtomicU64,
     pub sysmon_syscallwhen: AtomicU64,
+    /// When sysmon first saw this P in its current asynchronous hold (`Held`, at the same
+    /// `schedtick`), 0 if it was not Held at its last look: how long the hold has lasted (see
+    /// `sysmon::unstrand`). Only sysmon reads and writes it (Relaxed).
+    pub sysmon_heldwhen: AtomicU64,
     /// This P's timer heap (issue 4: see `crate::timer`).
     pub timers: crate::timer::PTimers,
     /// Scheduling latencies of the sampled goroutines this P ran (from runnable to running):
@@ -119,6 +123,7 @@ impl P {
             sysmon_schedwhen: AtomicU64::new(0),
             sysmon_syscalltick: AtomicU64::new(0),
             sysmon_syscallwhen: AtomicU64::new(0),
+            sysmon_heldwhen: AtomicU64::new(0),
             timers: crate::timer::PTimers::new(),
             latency: [(); LATENCY_BUCKETS].map(|_| AtomicU64::new(0)),
             trace: Default::default(),
@@ -238,6 +243,8 @@ pub(crate) enum After {
     Yield,
     /// Back of the local run queue, and the time slice ends (preempted).
     YieldPreempted,
+    /// Back of the local run queue even if the goroutine is urgent (`proc::yield_local`).
+    YieldLocal,
     /// Park: run the callback with the wake-up token.
     Park(*mut (dyn FnMut(crate::GoroutineRef) -> bool + 'static)),
     /// The goroutine is done.
@@ -425,6 +432,9 @@ pub(crate) struct Sched {
     /// Goroutines that a stop which could not finish gave back from an asynchronous hold
     /// (`crate::stw`, "A stop that cannot finish"). Relaxed: statistics only.
     pub stuck_givebacks: AtomicU64,
+    /// Times sysmon moved the queue of a P held in place for long to the global queue
+    /// (`sysmon::unstrand`). Relaxed: statistics only.
+    pub unstranded: AtomicU64,
     /// The execution trace, if on (`crate::trace`).
     pub trace: Option<crate::trace::Trace>,
     /// The watchdog's registered checks (`crate::watchdog`).
@@ -541,6 +551,7 @@ impl Sched {
             async_preemptions: AtomicU64::new(0),
             async_declined: AtomicU64::new(0),
             stuck_givebacks: AtomicU64::new(0),
+            unstranded: AtomicU64::new(0),
             trace: trace_file.map(crate::trace::Trace::new),
             watch_checks: Default::default(),
         });
@@ -828,6 +839,30 @@ impl Sched {
         self.wakep();
     }
 
+    /// Moves every goroutine queued on `p` (its `runnext` too) to the global queue (or, if
+    /// urgent, to the urgent queue), from a thread that does not own `p`: sysmon, for a P whose
+    /// M has been holding its goroutine in place for long (see `sysmon::unstrand`). True if
+    /// it moved any.
+    pub(crate) fn unstrand(&self, p: &P) -> bool {
+        let mut moved = false;
+        // Oldest first, so that they keep their order: `runnext` is the newest.
+        loop {
+            match p.stealer.steal() {
+                Steal::Success(g) => {
+                    self.enqueue(g, false);
+                    moved = true;
+                }
+                Steal::Retry => continue,
+                Steal::Empty => break,
+            }
+        }
+        if let Some(g) = p.steal_runnext() {
+            self.enqueue(g, false);
+            moved = true;
+        }
+        moved
+    }
+
     /// Frees a dead goroutine into the P's cache (or the runtime's).
     fn gfput(&self, p: &P, g: GPtr) {
         // SAFETY: we are the M owning p.
@@ -973,8 +1008,9 @@ fn mstart(m: &'static M) {
         acquirep(m, p);
     }
     while let Some((g, inherit)) = schedule(m) {
-        execute(m, g, inherit);
-        after_switch(m, g);
+        if execute(m, g, inherit) {
+            after_switch(m, g);
+        }
     }
     // Shutdown: give back whatever P we hold so the count stays right.
     if let Some(p) = m.p() {
@@ -1336,10 +1372,38 @@ fn resetspinning(m: &M) {
     }
 }
 
-/// Switches to `g` and back. Unless `inherit`, `g` starts a new time slice.
-fn execute(m: &M, g: &'static G, inherit: bool) {
+/// How long `execute` waits for a scanner to let go of a goroutine it took from a queue
+/// (in `status::backoff` steps: 64 spins, then OS yields) before it puts it back.
+const HELD_SPINS: u32 = 256;
+
+/// Switches to `g` and back. Unless `inherit`, `g` starts a new time slice. False if it did
+/// not: `g` is held (`Runnable|SCAN`) for longer than a scan takes, and it is put back at the
+/// end of this P's queue.
+///
+/// A scan holds a queued goroutine for microseconds, and waiting for it is cheaper than
+/// anything else; but [`crate::suspend_g`] may hold one as long as its caller likes, and that
+/// caller may be queued on this very P (its time slice ended while it held): waiting for good
+/// would stop the P, and with one P the runtime.
+fn execute(m: &M, g: &'static G, inherit: bool) -> bool {
     let p = m.p().expect("execute without a P");
-    g.status.cas(Status::Runnable, Status::Running);
+    let mut spins = 0u32;
+    loop {
+        match g.status.try_cas(Status::Runnable as u32, Status::Running as u32, None) {
+            crate::status::Cas::Ok => break,
+            crate::status::Cas::Scanning if spins < HELD_SPINS => {
+                crate::status::backoff(&mut spins)
+            }
+            crate::status::Cas::Scanning => {
+                // SAFETY: this M owns p. Still `Runnable` (held): a queue is where it belongs,
+                // and its holder's release does not ready it (only one that it stopped).
+                unsafe { p.put(GPtr::from(g), false) };
+                return false;
+            }
+            crate::status::Cas::Other(w) => {
+                crate::throw!("bad goroutine status transition Runnable -> Running: found {}", w)
+            }
+        }
+    }
     // A request pending from its last stint was for that stint: a stop, a barrier and a
     // suspension check their own flags at schedule time and re-send their requests until
     // answered; sysmon re-sends at the next slice. Cleared before the goroutine is published
@@ -1396,6 +1460,7 @@ fn execute(m: &M, g: &'static G, inherit: bool) {
         // SAFETY: this M owns p.
         t.run_end(unsafe { p.trace.get() }, p.id);
     }
+    true
 }
 
 /// On g0, after `g` switched away: carry out what it asked.
@@ -1411,6 +1476,14 @@ fn after_switch(m: &M, g: &'static G) {
             let p = m.p().expect("yield without a P");
             end_slice_if_asked(p, g);
             requeue(sched, p, g, false);
+        }
+        After::YieldLocal => {
+            g.status.cas(Status::Running, Status::Runnable);
+            let p = m.p().expect("yield without a P");
+            end_slice_if_asked(p, g);
+            stamp_runnable(g);
+            // SAFETY: this M owns p.
+            unsafe { p.put(GPtr::from(g), false) };
         }
         After::YieldPreempted => {
             g.status.cas(Status::Running, Status::Runnable);

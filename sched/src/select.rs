@@ -20,13 +20,19 @@
 //! 6. Pass 3: woken, lock every channel again and unlink the nodes still linked (nobody else
 //!    touches them once `done` is won); unlock; run the fired case.
 //!
+//! At shutdown the park of pass 2 may be ended (see the crate docs): the selecting goroutine
+//! locks every channel and races the wakers for `done`. If it wins, no case fired: it unlinks
+//! every node and unwinds. If a waker won, that waker completed its case under its channel's
+//! lock, and the select goes on as if woken (its case runs, then the goroutine unwinds at its
+//! next safepoint).
+//!
 //! A select with no cases and no default parks forever (Go's `select {}`); the deadlock
 //! detector counts it as blocked on a runtime primitive.
 
 use std::time::{Duration, Instant};
 
 use crate::chan::{Chan, RecvError, RecvTry, SEND_CLOSED, SendTry, Sudog, Waiter};
-use crate::wait::{Token, check_can_park, fastrandn, park_current};
+use crate::wait::{Token, check_can_park, fastrandn, park_current_cancellable};
 
 /// One case, type-erased over its channel's element type.
 trait Case<R> {
@@ -405,9 +411,12 @@ impl<'a, R> Select<'a, R> {
             if let Some(d) = self.default.take() {
                 return d();
             }
-            // Go's `select {}`: block forever (the token is dropped: nobody can wake us).
+            // Go's `select {}`: block forever (the token is dropped: nobody can wake us), or
+            // until shutdown ends the park (nothing is linked anywhere).
             check_can_park(|| ());
-            park_current(crate::WaitReason::Select, |_t| true);
+            if park_current_cancellable(crate::WaitReason::Select, |_t| true) {
+                crate::proc::shutdown_unwind_current();
+            }
             crate::throw!("select with no cases woke up");
         }
         // Poll order: a uniform shuffle (Fisher-Yates).
@@ -459,17 +468,26 @@ impl<'a, R> Select<'a, R> {
                 for &i in poll.iter() {
                     cases[i].enqueue(&w, i);
                 }
-                park_current(crate::WaitReason::Select, |t| {
+                let cancelled = park_current_cancellable(crate::WaitReason::Select, |t| {
                     w.set_token(t);
                     unlock_all(cases);
                     true
                 });
                 // Pass 3.
+                lock_all(cases);
+                if cancelled && w.cancel_select() {
+                    // Shutdown ended the park and no waker completed a case: unlink every
+                    // node (nobody else touches them now that `done` is ours) and unwind.
+                    for c in cases.iter_mut() {
+                        c.dequeue(false);
+                    }
+                    unlock_all(cases);
+                    crate::proc::shutdown_unwind_current();
+                }
                 let fired = w.fired();
                 if fired >= n {
                     crate::throw!("select woken without a fired case");
                 }
-                lock_all(cases);
                 for (i, c) in cases.iter_mut().enumerate() {
                     c.dequeue(i == fired);
                 }

@@ -376,6 +376,16 @@ fn start_the_world(m: &'static M) {
             if p.runq_empty() {
                 sched.pidleput(&mut l, p);
             } else {
+                // Out of GcStop now, under the lock, not when its new M takes it: until then
+                // the next stop (which may begin as soon as we return) must not find it
+                // stopped. `acquirep` sets the P's `m` before its status, so a P still in
+                // GcStop would show a stopped P with an M for a moment, which is what a P
+                // held in place looks like: that stop's give-back (`give_back_held_ps`) took
+                // it for one, counted it unstopped again and marked it Held, and the M then
+                // stopped it once, for one count of two: the stop waited for ever with every
+                // P stopped (the OS-lock stop tests' rare "stop_the_world has waited 1000
+                // ms"). Idle and off the idle list, as a P that `handoffp` hands on is.
+                p.set_status(PStatus::Idle);
                 with_work.push(p as *const P);
             }
         }
@@ -693,12 +703,11 @@ impl Suspended {
     ///
     /// ```
     /// use std::sync::Arc;
-    /// use std::sync::atomic::AtomicUsize;
-    /// use safepoint_sched::stackmap::{FuncDesc, Registry, Visitor};
+    /// use safepoint_sched::stackmap::{FuncDesc, Registry, SlotWord, Visitor};
     /// use safepoint_sched::{Chan, Runtime, resume_g, suspend_g, with_managed_stack};
     /// struct Count(usize);
     /// impl Visitor for Count {
-    ///     fn reference(&mut self, _slot: usize, _word: &AtomicUsize) {
+    ///     fn reference(&mut self, _slot: usize, _word: &SlotWord) {
     ///         self.0 += 1;
     ///     }
     /// }
@@ -871,7 +880,24 @@ pub fn suspend_g(target: Goroutine) -> Suspended {
     let mut next_request = 0u64;
     // When to follow the request with the preemption signal (0: not requested yet).
     let mut next_signal = 0u64;
+    // For dumps: which goroutine we wait for, cleared however we leave (a panic included).
+    struct Suspending(Option<&'static G>);
+    impl Drop for Suspending {
+        fn drop(&mut self) {
+            if let Some(me) = self.0 {
+                // Relaxed: informational (see `G::suspending`).
+                me.suspending.store(0, Ordering::Relaxed);
+            }
+        }
+    }
+    if let Some(me) = me {
+        // Relaxed: as above.
+        me.suspending.store(goid(g), Ordering::Relaxed);
+    }
+    let _suspending = Suspending(me);
     loop {
+        // Whether the target is held by another suspender at this look (see `wait_a_little`).
+        let mut held_by_other = false;
         let now = safepoint_arch::nanotime();
         let step = suspend_step(&g.status, now >= next_request, || {
             g.preempt_stop.store(true, Ordering::SeqCst);
@@ -926,6 +952,7 @@ pub fn suspend_g(target: Goroutine) -> Suspended {
                         goid(g)
                     );
                 }
+                held_by_other = true;
             }
         }
         if let Some(sched) = watcher {
@@ -935,7 +962,7 @@ pub fn suspend_g(target: Goroutine) -> Suspended {
                 format!("suspend_g of goroutine {} ({})", goid(g), g.status.load())
             });
         }
-        wait_a_little(me, &mut spins);
+        wait_a_little(me, &mut spins, held_by_other);
     }
 }
 
@@ -989,14 +1016,29 @@ fn caller_token() -> usize {
 
 /// Between attempts: a goroutine yields (it may itself be the target of a suspension, and its
 /// P may be needed by the goroutine it waits for); a foreign thread spins then yields the CPU.
-fn wait_a_little(me: Option<&'static G>, spins: &mut u32) {
+///
+/// `held_by_other`: the target is held by another suspender, which must run to let it go. An
+/// urgent goroutine (a collector's mark worker) then yields to the goroutines queued on its
+/// P, not to the urgent queue, which its P serves first: the holder, queued on that P behind
+/// it, would never run again (with the target's own P in its asynchronous hold, nothing else
+/// could). Only then: an urgent goroutine queued behind its P's goroutines waits for all of
+/// them, each with its time slice, and while it waits for a target that is running (its
+/// request is out) its place is the urgent queue, from which any P takes it first. Sent to
+/// the back of a long queue at every yield, a mark worker took seconds a stack and a cycle's
+/// marking stalled (and if its target then came to run on that same P and was held there
+/// for it, the P's whole queue waited on the hold: see `sysmon::unstrand`).
+fn wait_a_little(me: Option<&'static G>, spins: &mut u32, held_by_other: bool) {
     if me.is_some() && current_m().is_some_and(|m| m.locks.load(Ordering::Relaxed) == 0) {
         *spins += 1;
         // Not unwound by shutdown here: the request out on the target (`preempt_stop`) would
         // be left set, and the target held or parked for a suspender that is gone.
         crate::proc::without_shutdown_unwind(|| {
             if (*spins).is_multiple_of(16) {
-                crate::proc::yield_now();
+                if held_by_other {
+                    crate::proc::yield_local();
+                } else {
+                    crate::proc::yield_now();
+                }
             } else {
                 crate::proc::poll();
                 safepoint_arch::cpu_relax();
@@ -1060,5 +1102,55 @@ fn signal_m_of(g: &G) {
     // SAFETY: Ms live until the runtime shuts down.
     if let Some(m) = unsafe { m.as_ref() } {
         m.sched().signal_m(m);
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    use crate::runtime::{PStatus, current_m};
+
+    /// After a restart no P is left in GcStop: a stopped P that keeps an M is what a P held
+    /// in place looks like to the next stop's give-back. A P with queued goroutines stayed in
+    /// GcStop until the M it was handed to took it, and `acquirep` sets the P's M before its
+    /// status: a stop that began meanwhile and had to give back its held goroutines took the
+    /// P for a held one and was left waiting for ever with every P stopped. (The OS-lock stop
+    /// tests' rare "stop_the_world has waited 1000 ms"; here the P is looked at right after
+    /// the restart, before its new M can have taken it.)
+    #[test]
+    #[cfg_attr(miri, ignore = "makes a scheduler: signal handlers and mapped stacks")]
+    fn a_restart_leaves_no_p_stopped() {
+        let rt = crate::Runtime::builder().procs(3).build().unwrap();
+        rt.block_on(|| {
+            let stop = Arc::new(AtomicBool::new(false));
+            // Goroutines that poll and yield: every P has some queued.
+            let busy: Vec<_> = (0..8)
+                .map(|_| {
+                    let stop = stop.clone();
+                    crate::go(move || {
+                        while !stop.load(Ordering::Relaxed) {
+                            crate::yield_now();
+                        }
+                    })
+                })
+                .collect();
+            let sched = current_m().expect("on a goroutine").sched();
+            let mut seen = None;
+            for _ in 0..500 {
+                drop(super::stop_the_world("test"));
+                if let Some(p) = sched.ps.iter().find(|p| p.status() == PStatus::GcStop) {
+                    seen = Some(p.id);
+                    break;
+                }
+                crate::yield_now();
+            }
+            stop.store(true, Ordering::Relaxed);
+            for b in busy {
+                b.join().unwrap();
+            }
+            assert_eq!(seen, None, "a P was still stopped after a restart");
+        });
     }
 }

@@ -1,7 +1,8 @@
 //! sysmon: a thread with no P that watches the Ps.
 //!
-//! It retakes Ps from goroutines stuck in blocking calls and asks goroutines that have run
-//! over their time slice to yield. It sleeps 20 µs between looks, doubling (up to 10 ms) once it
+//! It retakes Ps from goroutines stuck in blocking calls, asks goroutines that have run over
+//! their time slice to yield, and moves the queue of a P held in place for long to the global
+//! queue ([`unstrand`]). It sleeps 20 µs between looks, doubling (up to 10 ms) once it
 //! has found nothing to do for a while, and sleeps without a deadline when every P is idle (the
 //! first P to be taken wakes it): an idle runtime uses no CPU.
 
@@ -98,6 +99,12 @@ fn retake(sched: &Sched, now: u64) -> bool {
     let mut acted = false;
     for p in sched.ps.iter() {
         let status = p.status();
+        if status == PStatus::Held {
+            unstrand(sched, p, now);
+            continue;
+        }
+        // Relaxed: sysmon's own field.
+        p.sysmon_heldwhen.store(0, Ordering::Relaxed);
         if !matches!(status, PStatus::Running | PStatus::Syscall) {
             continue;
         }
@@ -142,6 +149,36 @@ fn retake(sched: &Sched, now: u64) -> bool {
         }
     }
     acted
+}
+
+/// How long a P may stay in one asynchronous hold, as sysmon sees it, before the goroutines
+/// queued on it are moved to the global queue ([`unstrand`]).
+pub(crate) const HELD_HANDOFF_NS: u64 = 1_000_000;
+
+/// A P whose M holds its goroutine in place (`Held`: the preemption signal stopped it for a
+/// stop, a barrier or a suspender) runs nothing else until the hold ends, and the goroutines
+/// queued on it wait, unless another P runs out of work and steals them. A hold lasts a scan's
+/// microseconds, but a suspender may keep its goroutine for as long as it likes, and the hold
+/// itself waits for a suspender that has asked and not yet come back (`preempt_stop`): if that
+/// suspender is one of the goroutines queued on this very P (it yielded there while it
+/// waited, and its target came to run on the P afterwards), the hold never ends while the
+/// other Ps have work of their own. That stalled a collection's marking (its driver in
+/// `suspend_g`, queued behind its target's hold) in the soak. So once sysmon has seen the P in
+/// the same hold for [`HELD_HANDOFF_NS`], it moves the P's queue to the global one, where
+/// every P looks at least every 61st schedule (as Go's sysmon hands off the P of a goroutine
+/// stuck in a system call). The P's M, still holding, is not disturbed; only the queue's
+/// stealing end and `runnext`'s thief CAS are used.
+fn unstrand(sched: &Sched, p: &crate::runtime::P, now: u64) {
+    // Relaxed, both: sysmon's own field, and a hint (a P that left its hold and came back to
+    // one between two looks is taken for one hold: its queue moves a little early).
+    let since = p.sysmon_heldwhen.load(Ordering::Relaxed);
+    if since == 0 {
+        p.sysmon_heldwhen.store(now.max(1), Ordering::Relaxed);
+        return;
+    }
+    if now.saturating_sub(since) >= HELD_HANDOFF_NS && !p.runq_empty() && sched.unstrand(p) {
+        sched.unstranded.fetch_add(1, Ordering::Relaxed);
+    }
 }
 
 /// The `schedtrace` line (see [`crate::Builder::schedtrace`]), `since` nanoseconds after the

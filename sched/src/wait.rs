@@ -1,12 +1,12 @@
 //! What every synchronisation primitive of this crate stands on: a wake-up [`Token`] that is
-//! either a parked goroutine's or a sleeping OS thread's, [`park_current`] (park the goroutine,
+//! either a parked goroutine's or a sleeping OS thread's, [`park_current_cancellable`] (park the goroutine,
 //! or sleep the thread when called from outside the runtime), and [`RawLock`], the short
 //! spin-then-futex lock that guards each primitive's wait queues (Go's runtime `mutex`).
 //!
 //! ## The park protocol, from both sides
 //!
 //! A waiter takes the primitive's `RawLock`, finds it cannot proceed, puts a node naming itself
-//! on the primitive's queue and calls [`park_current`] with a callback. The callback runs *after*
+//! on the primitive's queue and calls [`park_current_cancellable`] with a callback. The callback runs *after*
 //! the goroutine has switched away (on its M's g0; for a thread, right away): it stores the
 //! token in the node and releases the lock. A waker takes the same lock, finds the node, takes
 //! its token, releases the lock and calls [`Token::wake`]. Because the lock is released only
@@ -36,11 +36,11 @@ use std::thread::{Thread, current as current_thread, park as park_thread};
 pub(crate) enum Token {
     /// A goroutine parked by [`crate::park`].
     G(crate::GoroutineRef),
-    /// A thread outside the runtime sleeping in [`park_current`].
+    /// A thread outside the runtime sleeping in [`park_current_cancellable`].
     T(Arc<ThreadWaiter>),
 }
 
-/// A thread sleeping in [`park_current`]: it sleeps until `woken` is set.
+/// A thread sleeping in [`park_current_cancellable`]: it sleeps until `woken` is set.
 #[derive(Debug)]
 pub(crate) struct ThreadWaiter {
     woken: AtomicBool,
@@ -54,7 +54,7 @@ impl Token {
         match self {
             Token::G(r) => r.ready(),
             Token::T(w) => {
-                // Release: pairs with the Acquire load in `park_current`'s sleep loop.
+                // Release: pairs with the Acquire load in `park_thread_until_woken`'s sleep loop.
                 w.woken.store(true, Ordering::Release);
                 w.thread.unpark();
             }
@@ -116,24 +116,12 @@ pub(crate) fn check_can_park(unlock: impl FnOnce()) {
 /// and returns true, or returns false to go on at once. As with [`crate::park`], `f` may borrow
 /// from the caller, must not block, and is where the caller's `RawLock` is released.
 ///
-/// Shutdown never ends this park: the node the caller linked stays linked, so the goroutine is
-/// abandoned there (see [`park_current_cancellable`] for primitives that can unlink theirs).
-pub(crate) fn park_current<F>(reason: crate::WaitReason, f: F)
-where
-    F: FnOnce(Token) -> bool,
-{
-    if on_goroutine() {
-        crate::proc::park_uncancellable(reason as usize, |r| f(Token::G(r)));
-        return;
-    }
-    park_thread_until_woken(f);
-}
-
-/// [`park_current`], but shutdown may end a goroutine's park: then it returns true, and the
-/// caller must take its primitive's lock, unlink its node if a waker has not (if one has, the
-/// operation completed and its token's wake-up will be ignored), and unwind with
-/// `crate::proc::shutdown_unwind_current` unless the operation completed. A thread outside
-/// the runtime always gets false.
+/// Shutdown may end a goroutine's park: then this returns true, and the caller must take its
+/// primitive's lock, unlink its node if a waker has not (if one has, the operation completed
+/// and its token's wake-up will be ignored), and unwind with
+/// `crate::proc::shutdown_unwind_current` unless the operation completed. Every primitive
+/// parks this way, so that no goroutine is left parked at shutdown (see "Shutdown" in the
+/// crate docs). A thread outside the runtime always gets false.
 pub(crate) fn park_current_cancellable<F>(reason: crate::WaitReason, f: F) -> bool
 where
     F: FnOnce(Token) -> bool,

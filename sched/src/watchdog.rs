@@ -20,7 +20,7 @@
 use std::fmt::Write as _;
 use std::sync::Mutex;
 
-use crate::g::goid;
+use crate::g::{G, goid};
 use crate::runtime::{M, Sched};
 use crate::shim::Ordering;
 
@@ -148,7 +148,7 @@ pub(crate) fn report(sched: &Sched) -> String {
         }
     }
     let gs = sched.allgs.lock().unwrap_or_else(|e| e.into_inner()).clone();
-    for g in gs {
+    for g in gs.iter() {
         let g = g.get();
         let w = g.status.load();
         if matches!(w.base(), Some(crate::status::Status::Dead) | Some(crate::status::Status::Idle))
@@ -159,6 +159,27 @@ pub(crate) fn report(sched: &Sched) -> String {
             .get(g.wait_reason.load(Ordering::Relaxed))
             .copied()
             .unwrap_or("");
+        let mut extra = String::new();
+        // Relaxed, all: a racy picture for a report.
+        if g.urgent.load(Ordering::Relaxed) {
+            extra.push_str(" urgent");
+        }
+        if g.preempt_stop.load(Ordering::Relaxed) {
+            extra.push_str(" (a suspender asked it to stop)");
+        }
+        let holder = g.suspender.load(Ordering::Relaxed);
+        if w.scanning() && holder != 0 {
+            match gs.iter().find(|h| h.get() as *const G as usize == holder) {
+                Some(h) => {
+                    let _ = write!(extra, " (held by goroutine {})", goid(h.get()));
+                }
+                None => extra.push_str(" (held by a thread outside the runtime)"),
+            }
+        }
+        let target = g.suspending.load(Ordering::Relaxed);
+        if target != 0 {
+            let _ = write!(extra, " (in suspend_g of goroutine {target})");
+        }
         let _ = writeln!(
             out,
             "goroutine {} [{}{}{}]{}",
@@ -166,7 +187,7 @@ pub(crate) fn report(sched: &Sched) -> String {
             w,
             if why.is_empty() { "" } else { ", " },
             why,
-            if g.urgent.load(Ordering::Relaxed) { " urgent" } else { "" },
+            extra,
         );
     }
     out

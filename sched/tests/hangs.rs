@@ -24,7 +24,15 @@ fn within_deadline<R: Send + 'static>(
     what: &str,
     body: impl FnOnce() -> R + Send + 'static,
 ) -> R {
-    let rt = Arc::new(rt);
+    within_deadline_shared(&Arc::new(rt), what, body)
+}
+
+/// [`within_deadline`] with a runtime the caller keeps (to read its stats after).
+fn within_deadline_shared<R: Send + 'static>(
+    rt: &Arc<Runtime>,
+    what: &str,
+    body: impl FnOnce() -> R + Send + 'static,
+) -> R {
     let (tx, rx) = mpsc::channel();
     let r2 = rt.clone();
     std::thread::spawn(move || {
@@ -36,7 +44,7 @@ fn within_deadline<R: Send + 'static>(
         Err(_) => {
             let dump = rt.dump_goroutines();
             let stats = rt.stats();
-            std::mem::forget(rt);
+            std::mem::forget(rt.clone());
             panic!("{what}: no progress within {DEADLINE:?}\n{stats:?}\n{dump}");
         }
     }
@@ -419,4 +427,258 @@ fn a_goroutine_looping_on_short_blocking_calls_lets_the_queued_ones_run() {
         looper.join().unwrap()
     });
     assert!(rounds > 0);
+}
+
+/// An urgent goroutine (a collector's mark worker scanning stacks) that waits in `suspend_g`
+/// for a goroutine another goroutine holds took its P back at every yield (urgent goroutines
+/// are requeued on the urgent queue, served first), so the holder, queued on the same P,
+/// never ran again to let go: with the held goroutine's own P stuck in its asynchronous hold,
+/// nothing else could run. The waiting urgent goroutine now yields as an ordinary one.
+#[test]
+fn an_urgent_suspender_waiting_for_a_held_goroutine_lets_its_holder_run() {
+    let rt = Runtime::builder().procs(2).build().unwrap();
+    within_deadline(rt, "urgent suspend_g behind a holder", || {
+        let started = Arc::new(AtomicBool::new(false));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (s2, stop2) = (started.clone(), stop.clone());
+        // Never polls: the holder's suspension holds it with the preemption signal, and its M
+        // and P wait in the hold.
+        let target = go(move || {
+            s2.store(true, Ordering::SeqCst);
+            while !stop2.load(Ordering::Relaxed) {
+                std::hint::spin_loop();
+            }
+        });
+        while !started.load(Ordering::SeqCst) {
+            std::thread::yield_now();
+        }
+        let t = target.goroutine();
+        let holding = Arc::new(AtomicBool::new(false));
+        let h2 = holding.clone();
+        // The holder: holds the target a while, polling (so its time slice ends and the
+        // urgent goroutine gets the P), then lets go.
+        let holder = go(move || {
+            let held = suspend_g(t);
+            h2.store(true, Ordering::SeqCst);
+            let t0 = std::time::Instant::now();
+            while t0.elapsed() < Duration::from_millis(50) {
+                poll();
+            }
+            drop(held);
+        });
+        while !holding.load(Ordering::SeqCst) {
+            poll();
+        }
+        let urgent = go(move || {
+            set_urgent(true);
+            let held = suspend_g(t);
+            drop(held);
+        });
+        urgent.join().unwrap();
+        holder.join().unwrap();
+        stop.store(true, Ordering::Relaxed);
+        target.join().unwrap();
+    });
+}
+
+/// A goroutine held by `suspend_g` while it waited in a run queue (held runnable) made the M
+/// that took it from the queue wait for the hold to end before anything else, for ever if
+/// the holder was queued behind it on the same P: with one P, a holder whose time slice
+/// ended while it held (it polls) never ran again. The M now puts a goroutine held that long
+/// back in its queue and runs the next one.
+#[test]
+fn a_goroutine_held_in_a_run_queue_does_not_stop_its_p() {
+    let rt = Runtime::builder().procs(1).build().unwrap();
+    within_deadline(rt, "a held runnable goroutine on one P", || {
+        let stop = Arc::new(AtomicBool::new(false));
+        let s2 = stop.clone();
+        // Polls: it is queued (runnable) whenever another goroutine runs.
+        let target = go(move || {
+            while !s2.load(Ordering::Relaxed) {
+                poll();
+            }
+        });
+        let t = target.goroutine();
+        let holder = go(move || {
+            for _ in 0..5 {
+                let held = suspend_g(t);
+                // Longer than a time slice: the holder is preempted while it holds.
+                let t0 = std::time::Instant::now();
+                while t0.elapsed() < Duration::from_millis(30) {
+                    poll();
+                }
+                drop(held);
+            }
+        });
+        holder.join().unwrap();
+        stop.store(true, Ordering::Relaxed);
+        target.join().unwrap();
+    });
+}
+
+/// The scenario of a collector's stalled marking in the soak (the phase stayed Mark for 10 s):
+/// a suspender `S` asks a running goroutine `T` to stop and yields while it waits; `T` moves
+/// to the P where `S` is queued and runs there without polling; any preemption signal (here a
+/// stop of the world from a goroutine on the other P) holds `T` in place, and the hold goes on
+/// waiting for `S`, whose request is out (`preempt_stop`), while `S` waits in the held P's
+/// queue, which nothing runs: the other P always has a goroutine of its own, so it never
+/// steals. sysmon now moves the queue of a P held for over a millisecond to the global queue,
+/// where the other P finds `S`.
+///
+/// The placement is made, not hoped for: `T` holds one P in a `no_preempt` section (so every
+/// other goroutine runs on the other P) until `R` lets it go on. `S` (spawned last, so in
+/// `runnext`) asks `T` from the other P and yields behind `R`; `R` lets `T` go on, and `T`
+/// spawns the stopper `Z` (on its own P, which `Z` keeps busy from then on) and parks; `R`
+/// readies it into its own P's `runnext`, ahead of `S`, and exits.
+#[test]
+fn a_suspender_queued_behind_its_held_target_is_not_stranded() {
+    use safepoint_sched::{GoroutineRef, WaitReason, no_preempt, park, yield_now};
+    let rt = Arc::new(Runtime::builder().procs(2).build().unwrap());
+    within_deadline_shared(&rt, "a suspender queued behind its held target", move || {
+        let started = Arc::new(AtomicBool::new(false));
+        let go_on = Arc::new(AtomicBool::new(false));
+        let end = Arc::new(AtomicBool::new(false));
+        let token: Arc<std::sync::Mutex<Option<GoroutineRef>>> = Arc::default();
+        let z_handle: Arc<std::sync::Mutex<Option<safepoint_sched::JoinHandle<()>>>> =
+            Arc::default();
+        let t = {
+            let (started, go_on, end, token, z_handle) =
+                (started.clone(), go_on.clone(), end.clone(), token.clone(), z_handle.clone());
+            go(move || {
+                {
+                    let _np = no_preempt();
+                    started.store(true, Ordering::SeqCst);
+                    while !go_on.load(Ordering::SeqCst) {
+                        std::hint::spin_loop();
+                    }
+                    // The stopper, on this P (its runnext).
+                    let end = end.clone();
+                    let z = go(move || {
+                        while !end.load(Ordering::SeqCst) {
+                            drop(stop_the_world("test: hold the target"));
+                            yield_now();
+                        }
+                    });
+                    *z_handle.lock().unwrap() = Some(z);
+                }
+                // No safepoint between the section's end and the park: the request stays out.
+                park(WaitReason::Park, |r| {
+                    *token.lock().unwrap() = Some(r);
+                    true
+                });
+                // Readied on the other P: never polls again.
+                while !end.load(Ordering::SeqCst) {
+                    std::hint::spin_loop();
+                }
+            })
+        };
+        while !started.load(Ordering::SeqCst) {
+            yield_now();
+        }
+        // From here on this goroutine, and all it spawns, run on the P `T` does not hold.
+        let tg = t.goroutine();
+        let r = {
+            let (go_on, token) = (go_on.clone(), token.clone());
+            go(move || {
+                // `S` has asked (it ran first, from runnext, and yielded behind us).
+                go_on.store(true, Ordering::SeqCst);
+                let tok = loop {
+                    if let Some(tok) = token.lock().unwrap().take() {
+                        break tok;
+                    }
+                    std::hint::spin_loop();
+                };
+                tok.ready();
+            })
+        };
+        let s = go(move || drop(suspend_g(tg)));
+        s.join().unwrap();
+        end.store(true, Ordering::SeqCst);
+        r.join().unwrap();
+        t.join().unwrap();
+        let z = z_handle.lock().unwrap().take().expect("the stopper was spawned");
+        z.join().unwrap();
+    });
+    // The scenario did strand it (else this test proves nothing).
+    assert!(rt.stats().held_queue_handoffs > 0, "the suspender was never stranded");
+}
+
+/// An urgent suspender (a collector's mark worker) whose target is running keeps its place
+/// on the urgent queue while it waits: it yields behind the goroutines of its P only while
+/// another suspender holds the target (as `an_urgent_suspender_waiting_for_a_held_goroutine_
+/// lets_its_holder_run` needs). Yielding behind them at every wait, it waited behind every
+/// goroutine of its P, each with its time slice, at every yield, and could be stranded as in
+/// `a_suspender_queued_behind_its_held_target_is_not_stranded`: the soak's marking stalled.
+///
+/// `T` holds one P in a `no_preempt` section (the signal is declined there), so `S` waits
+/// for it on the other P, where `R` is queued behind `S`; `T` parks 100 ms after `S` has
+/// started, and `S` takes it there. `R` must not have run before `T` left its section
+/// (until then only `S`'s P could run it; after, `T`'s P may steal it). Without sysmon, whose
+/// time slices would move the queue.
+#[test]
+fn an_urgent_suspender_whose_target_runs_keeps_its_place() {
+    use safepoint_sched::{WaitReason, no_preempt, park, yield_now};
+    let rt = Runtime::builder().procs(2).sysmon(false).build().unwrap();
+    within_deadline(rt, "an urgent suspender whose target runs", move || {
+        let started = Arc::new(AtomicBool::new(false));
+        let s_started = Arc::new(AtomicBool::new(false));
+        // Set by `T` just before it leaves its section: until then the other P is `T`'s.
+        let leaving = Arc::new(AtomicBool::new(false));
+        let r_ran_early = Arc::new(AtomicBool::new(false));
+        let token: Arc<std::sync::Mutex<Option<safepoint_sched::GoroutineRef>>> = Arc::default();
+        let t = {
+            let (started, s_started, leaving, token) =
+                (started.clone(), s_started.clone(), leaving.clone(), token.clone());
+            go(move || {
+                {
+                    let _np = no_preempt();
+                    started.store(true, Ordering::SeqCst);
+                    while !s_started.load(Ordering::SeqCst) {
+                        std::hint::spin_loop();
+                    }
+                    let t0 = std::time::Instant::now();
+                    while t0.elapsed() < Duration::from_millis(100) {
+                        std::hint::spin_loop();
+                    }
+                    leaving.store(true, Ordering::SeqCst);
+                }
+                park(WaitReason::Park, |r| {
+                    *token.lock().unwrap() = Some(r);
+                    true
+                });
+            })
+        };
+        while !started.load(Ordering::SeqCst) {
+            yield_now();
+        }
+        let tg = t.goroutine();
+        let r = {
+            let (leaving, r_ran_early) = (leaving.clone(), r_ran_early.clone());
+            // Run before `T` leaves its section: then on `S`'s P, which `S` yielded to us.
+            go(move || r_ran_early.store(!leaving.load(Ordering::SeqCst), Ordering::SeqCst))
+        };
+        let s = {
+            let s_started = s_started.clone();
+            go(move || {
+                set_urgent(true);
+                s_started.store(true, Ordering::SeqCst);
+                drop(suspend_g(tg));
+                set_urgent(false);
+            })
+        };
+        s.join().unwrap();
+        r.join().unwrap();
+        let tok = loop {
+            if let Some(tok) = token.lock().unwrap().take() {
+                break tok;
+            }
+            yield_now();
+        };
+        tok.ready();
+        t.join().unwrap();
+        assert!(
+            !r_ran_early.load(Ordering::SeqCst),
+            "the urgent suspender yielded its P to the goroutines queued behind it"
+        );
+    });
 }

@@ -7,7 +7,7 @@ use safepoint_sched::{
     Runtime, WaitReason, blocking, go, park, resume_g, stop_the_world, suspend_g,
     with_managed_stack, yield_now,
 };
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 fn rt(procs: usize) -> Runtime {
@@ -37,7 +37,8 @@ fn frame_pushes_are_preemption_points() {
                     with_managed_stack(|ms| {
                         while !stop.load(Ordering::Relaxed) {
                             ms.push(f);
-                            ms.set(1, 7);
+                            // SAFETY: no collector scans this stack: only the test's walks read it.
+                            unsafe { ms.set(1, 7) };
                             ms.pop();
                         }
                     })
@@ -57,7 +58,7 @@ fn frame_pushes_are_preemption_points() {
 
 struct Collect(Vec<(usize, usize, usize)>);
 impl Visitor for Collect {
-    fn reference(&mut self, slot: usize, word: &AtomicUsize) {
+    fn reference(&mut self, slot: usize, word: &safepoint_stackmap::SlotWord) {
         self.0.push((0, slot, word.load(Ordering::Relaxed)));
     }
 }
@@ -74,13 +75,18 @@ fn held_goroutine_stack_is_walked_precisely() {
         let h = go(move || {
             with_managed_stack(|ms| {
                 ms.push(f); // outer frame, safepoint 1: slot 3 live
-                ms.set(3, 0x3003);
-                ms.set(0, 0xdead); // dead at safepoint 1: must not be reported
+                // SAFETY: no collector scans this stack: only the test's walks read it.
+                unsafe { ms.set(3, 0x3003) };
+                // SAFETY: no collector scans this stack: only the test's walks read it.
+                unsafe { ms.set(0, 0xdead) }; // dead at safepoint 1: must not be reported
                 ms.set_safepoint(1);
                 ms.push(f); // inner frame, safepoint 0: slots 0 and 2 live
-                ms.set(0, 0x1000);
-                ms.set(1, 0xbeef);
-                ms.set(2, 0x1002);
+                // SAFETY: no collector scans this stack: only the test's walks read it.
+                unsafe { ms.set(0, 0x1000) };
+                // SAFETY: no collector scans this stack: only the test's walks read it.
+                unsafe { ms.set(1, 0xbeef) };
+                // SAFETY: no collector scans this stack: only the test's walks read it.
+                unsafe { ms.set(2, 0x1002) };
                 park(WaitReason::Park, |r| {
                     *t2.lock().unwrap() = Some(r);
                     true
@@ -124,8 +130,10 @@ fn suspension_waits_out_stack_growth() {
                     while !stop.load(Ordering::Relaxed) {
                         for i in 0..2000 {
                             ms.push(f);
-                            ms.set(0, i);
-                            ms.set(2, i + 1);
+                            // SAFETY: no collector scans this stack: only the test's walks read it.
+                            unsafe { ms.set(0, i) };
+                            // SAFETY: no collector scans this stack: only the test's walks read it.
+                            unsafe { ms.set(2, i + 1) };
                         }
                         for _ in 0..2000 {
                             ms.pop();

@@ -11,8 +11,8 @@ use std::sync::{Arc, mpsc};
 use std::time::Duration;
 
 use safepoint_sched::{
-    Chan, Cond, JoinHandle, Mutex, Runtime, RuntimeShutdown, Sema, WaitReason, blocking, go, park,
-    poll, sleep, yield_now,
+    Chan, Cond, JoinHandle, Mutex, Runtime, RuntimeShutdown, RwLock, Select, Sema, WaitGroup,
+    WaitReason, blocking, go, park, poll, resume_g, sleep, suspend_g, yield_now,
 };
 
 /// Runs `f` on a thread and fails if it has not returned within a minute (it would hang).
@@ -140,6 +140,119 @@ fn dropping_a_runtime_drops_what_its_live_goroutines_captured() {
     must_finish("dropping the runtime", move || drop(rt));
     assert_eq!(drops.load(Ordering::SeqCst), n + 1, "every captured value is dropped");
     drop(ch);
+}
+
+/// Waits until the goroutine of `h` is parked (`Waiting`, not held).
+fn wait_parked<T>(h: &JoinHandle<T>) {
+    while !h.goroutine().status().starts_with("Waiting ") {
+        std::thread::yield_now();
+    }
+}
+
+/// Issue 25: goroutines parked on an `RwLock` (a reader behind a pending writer, the pending
+/// writer waiting for a reader, a second writer waiting for the first), on a `WaitGroup`, in a
+/// `Select` with cases and in an empty one, with `park` and every other reason, held by
+/// `suspend_g` (its suspender parked), and waiting on a timer's channel were abandoned at
+/// drop: what they captured was never dropped. Every one is unwound now, and the lock and the
+/// group stay usable: the owed wake-ups complete the abandoned operations.
+#[test]
+fn dropping_a_runtime_unwinds_goroutines_parked_on_every_kind_of_wait() {
+    let drops = Arc::new(AtomicUsize::new(0));
+    let rt = Runtime::builder().procs(2).build().unwrap();
+    let rw = Arc::new(RwLock::new(0u32));
+    // A reader outside the runtime: the first writer waits for it.
+    let read = rw.read();
+    let wg = Arc::new(WaitGroup::new());
+    wg.add(1);
+    // `b` is full: a select's send on it waits.
+    let (a, b, c) = (Chan::<u32>::new(0), Chan::<u32>::new(1), Chan::<u32>::new(0));
+    b.send(0);
+    let mut handles = Vec::new();
+    let mut spawn = |f: Box<dyn FnOnce() + Send>| {
+        let t = Token(drops.clone());
+        let h = rt
+            .spawn(move || {
+                let _t = t;
+                f();
+            })
+            .unwrap();
+        wait_parked(&h);
+        handles.push(h);
+    };
+    // The pending writer (on the writer semaphore), then a reader behind it (on the reader
+    // semaphore), then a second writer (on the writers' mutex).
+    let r = rw.clone();
+    spawn(Box::new(move || *r.write() += 1));
+    let r = rw.clone();
+    spawn(Box::new(move || {
+        let _v = *r.read();
+    }));
+    let r = rw.clone();
+    spawn(Box::new(move || *r.write() += 1));
+    let w = wg.clone();
+    spawn(Box::new(move || w.wait()));
+    let (a2, b2) = (a.clone(), b.clone());
+    spawn(Box::new(move || {
+        Select::new()
+            .recv(&a2, |_| ())
+            .send(&b2, 1, || ())
+            .send(&b2, 2, || ())
+            .recv(&a2, |_| ())
+            .wait();
+    }));
+    let c2 = c.clone();
+    spawn(Box::new(move || {
+        Select::new().recv(&c2, |_| ()).timeout(Duration::from_secs(3600), || ()).wait();
+    }));
+    spawn(Box::new(|| Select::<()>::new().wait()));
+    for reason in [WaitReason::Chan, WaitReason::Mutex, WaitReason::RwLock, WaitReason::Select] {
+        spawn(Box::new(move || park(reason, |_token| true)));
+    }
+    spawn(Box::new(|| {
+        let _ = safepoint_sched::after(Duration::from_secs(3600)).recv();
+    }));
+    // Held by `suspend_g`: a goroutine spinning with polls, held by one that then parks.
+    let spinning = {
+        let t = Token(drops.clone());
+        rt.spawn(move || {
+            let _t = t;
+            loop {
+                poll();
+            }
+        })
+        .unwrap()
+    };
+    let target = spinning.goroutine();
+    spawn(Box::new(move || {
+        let held = suspend_g(target);
+        park(WaitReason::Park, |_| true);
+        resume_g(held);
+    }));
+    let n = handles.len() + 1;
+    must_finish("dropping the runtime", move || drop(rt));
+    assert_eq!(drops.load(Ordering::SeqCst), n, "every parked goroutine's capture is dropped");
+    for h in handles {
+        let e = h.join().expect_err("unwound");
+        assert!(e.is_shutdown(), "{e:?}");
+    }
+    // The owed wake-ups complete what the ghosts stand for: the reader's leaving lets the
+    // first writer's ghost have the lock, which it gives back (and the reader ghost's read
+    // lock with it); the lock is then free.
+    drop(read);
+    *rw.try_write().expect("the RwLock is free after its waiters' ghosts completed") += 10;
+    assert_eq!(*rw.read(), 10);
+    // The WaitGroup's `done` wakes the ghost; the group is usable again.
+    wg.done();
+    wg.wait();
+    wg.add(1);
+    wg.done();
+    wg.wait();
+    // The selects' nodes were unlinked: nobody waits on the channels, and they work.
+    assert_eq!((a.waiting(), b.waiting(), c.waiting()), ((0, 0), (0, 0), (0, 0)));
+    assert_eq!(b.recv(), Ok(0));
+    b.send(7);
+    assert_eq!(b.recv(), Ok(7));
+    drop(spinning);
 }
 
 /// A goroutine unwound at shutdown ends with a [`RuntimeShutdown`] payload, on its join handle.
@@ -289,4 +402,63 @@ fn dropping_a_runtime_with_goroutines_that_never_reach_a_safepoint_returns() {
     });
     // The polling goroutine was unwound; the spinning one still runs.
     assert_eq!(dropped, 1);
+}
+
+/// An `RwLock` in heavy use by goroutines and by threads outside the runtime while the runtime
+/// is dropped: the goroutines parked on it at that moment leave ghosts, whose owed wake-ups
+/// complete their operations; once every user is gone the lock is free (a write lock is had),
+/// round after round.
+#[test]
+fn an_rwlock_in_use_when_its_runtime_is_dropped_stays_consistent() {
+    must_finish("rwlock rounds", || {
+        let rw = Arc::new(RwLock::new(0u64));
+        for round in 0..30 {
+            let rt = Runtime::builder().procs(2).build().unwrap();
+            let stop = Arc::new(AtomicUsize::new(0));
+            for i in 0..8 {
+                let r = rw.clone();
+                rt.spawn(move || {
+                    loop {
+                        if i % 3 == 0 {
+                            *r.write() += 1;
+                        } else {
+                            let _v = *r.read();
+                        }
+                        if i % 2 == 0 {
+                            yield_now();
+                        } else {
+                            poll();
+                        }
+                    }
+                })
+                .unwrap();
+            }
+            let threads: Vec<_> = (0..2)
+                .map(|i| {
+                    let (r, s) = (rw.clone(), stop.clone());
+                    std::thread::spawn(move || {
+                        while s.load(Ordering::SeqCst) == 0 {
+                            if i == 0 {
+                                *r.write() += 1;
+                            } else {
+                                let _v = *r.read();
+                            }
+                        }
+                    })
+                })
+                .collect();
+            std::thread::sleep(Duration::from_millis(5 + round % 7));
+            drop(rt);
+            stop.store(1, Ordering::SeqCst);
+            for t in threads {
+                t.join().unwrap();
+            }
+            // Usable: a write lock, then a read lock, are had (a blocking lock, not a try: a
+            // writers' mutex whose starving waiter left at shutdown stays in starvation mode,
+            // refusing `try_lock`, until its next locker takes the hand-off it left).
+            *rw.write() += 1;
+            drop(rw.read());
+            assert!(rw.try_write().is_some(), "round {round}: the lock is left held: {rw:?}");
+        }
+    });
 }

@@ -72,12 +72,24 @@
 //! let reg = Registry::new();
 //! let f = reg.register(FuncDesc::new("f", 4, 1, 2).refs_at(0, &[0]).refs_at(1, &[0, 2])).unwrap();
 //! let ms = ManagedStack::new(1, StackConfig::default());
-//! ms.push_with_args(f, &[0x1000]); // the caller's safepoint was set before the call
-//! ms.set(2, 0x2000);
+//! // SAFETY: no collector scans this stack (a collector would need these words to be
+//! // references to live objects of its heap: see `ManagedStack::set`).
+//! unsafe { ms.push_with_args(f, &[0x1000]) }; // the caller's safepoint was set before the call
+//! unsafe { ms.set(2, 0x2000) };
 //! ms.set_safepoint(1);             // before anything that can reach a safepoint
 //! ms.poll();                       // a loop back-edge
 //! ms.pop();
 //! ```
+//!
+//! What a slot holds is the writer's word: a collector scanning the stack takes a reference
+//! slot's word for a reference, and one that is not (a reference to no live object of its
+//! heap) is garbage it cannot survive. So the writes that store a caller's word into a slot
+//! ([`ManagedStack::set`], [`ManagedStack::push_with_args`], [`ManagedStack::set_at`],
+//! through [`ManagedStack::top_slots_ptr`]) are `unsafe`, for an interpreter whose compiler
+//! keeps the promise; their safe forms ([`ManagedStack::set_checked`],
+//! [`ManagedStack::push_with_args_checked`]) take anything into a raw slot and only null
+//! where a collector looks, and a [`Visitor`] reads slots, never writes them. A reference is
+//! stored by a layer that knows the heap (the collector's `Mutator`).
 //!
 //! ## The guard protocol
 //!
@@ -142,7 +154,7 @@ pub use registry::{
     RegisterError, Registry,
 };
 pub use stack::{ManagedStack, StackConfig, format_bytes};
-pub use walk::{Corruption, Frame, TraceFrame, Traceback, Visitor};
+pub use walk::{Corruption, Frame, SlotWord, TraceFrame, Traceback, Visitor};
 
 // What the scheduler relies on: a stack moves with its goroutine between threads, its guard
 // and the registry are shared. (That `ManagedStack` is not `Sync` is checked by a compile_fail

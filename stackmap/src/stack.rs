@@ -33,6 +33,19 @@ pub(crate) fn word1(sp: u32, count: u32) -> usize {
     sp as usize | (count as usize) << 32
 }
 
+/// Whether slot `i` of a frame of `info` is a reference or a tagged slot at any of its
+/// safepoints (which kind, if so).
+fn may_hold_reference(info: &crate::FuncInfo, i: usize) -> Option<crate::BitmapKind> {
+    for kind in [crate::BitmapKind::Refs, crate::BitmapKind::Tagged] {
+        for sp in 0..info.safepoints() {
+            if info.bitmap(sp, kind).is_some_and(|b| b.get(i).is_some_and(|bit| *bit)) {
+                return Some(kind);
+            }
+        }
+    }
+    None
+}
+
 /// Formats a byte count the way the limit panic prints it: in the largest binary unit that
 /// divides it exactly (`1 GiB`, `512 KiB`), else in bytes (`1000 bytes`).
 ///
@@ -240,8 +253,12 @@ impl ManagedStack {
     /// let g = reg.register(FuncDesc::new("g", 3, 1, 1).refs_at(0, &[0, 2])).unwrap();
     /// let ms = ManagedStack::new(7, StackConfig::default());
     /// assert!(ms.is_empty());
-    /// ms.push_with_args(g, &[0x1000]);
-    /// ms.set(2, 0x2000);
+    /// // SAFETY: no collector ever scans this stack (it belongs to no runtime), so the words
+    /// // in its reference slots are never taken for objects.
+    /// unsafe {
+    ///     ms.push_with_args(g, &[0x1000]);
+    ///     ms.set(2, 0x2000);
+    /// }
     /// assert_eq!((ms.get(0), ms.get(1), ms.get(2)), (0x1000, 0, 0x2000));
     /// ms.pop();
     /// assert!(ms.is_empty());
@@ -527,10 +544,16 @@ impl ManagedStack {
     /// Pushes a frame of function `f` whose first `args.len()` slots are `args` and the rest
     /// zero. As [`push`](Self::push); the values in `args` must stay reachable through the
     /// caller's frame until this returns (the push is a safepoint).
+    /// [`push_with_args_checked`](Self::push_with_args_checked) is the safe form.
+    ///
+    /// # Safety
+    /// As for [`set`](Self::set), for each argument and its slot: a collector scanning this
+    /// stack takes what a reference or tagged slot holds for what the slot says, and one that
+    /// finds a word that is not (a reference to no live object of its heap) ends the process.
     ///
     /// # Panics
     /// As [`push`](Self::push), and if `args` has more values than the frame has slots.
-    pub fn push_with_args(&self, f: FuncId, args: &[usize]) {
+    pub unsafe fn push_with_args(&self, f: FuncId, args: &[usize]) {
         if args.len() > f.slots as usize {
             self.fail(format_args!(
                 "{} arguments pushed into a frame of {} slots",
@@ -545,6 +568,36 @@ impl ManagedStack {
             // SAFETY: the frame just pushed has `f.slots >= args.len()` slots below `top`.
             unsafe { &*buf.add(base + i) }.store(a, Relaxed);
         }
+    }
+
+    /// Pushes a frame of function `f` whose first `args.len()` slots are `args` (as
+    /// [`push_with_args`](Self::push_with_args)), checking first that no argument could be
+    /// taken for a reference: each is 0 (null), or goes into a slot that is neither a
+    /// reference nor a tagged slot at any safepoint of `f` (see
+    /// [`set_checked`](Self::set_checked)). References are for an embedding layer that knows
+    /// the heap (the collector's `Mutator`), or for the `unsafe` form.
+    ///
+    /// # Panics
+    /// With a description, before pushing anything: if `f` is not a function of `reg`, or an
+    /// argument is refused; otherwise as [`push_with_args`](Self::push_with_args).
+    pub fn push_with_args_checked(&self, reg: &crate::Registry, f: FuncId, args: &[usize]) {
+        let Some(info) = reg.get(f) else {
+            self.fail(format_args!("push_with_args_checked: function {f:?} is not in the registry"))
+        };
+        for (i, &a) in args.iter().enumerate() {
+            if a != 0
+                && let Some(kind) = may_hold_reference(info, i)
+            {
+                self.fail(format_args!(
+                    "argument {i} of {} is {a:#x}, but slot {i} is a {kind} slot at a safepoint \
+                     of the function: only null may be stored there by safe code (a collector \
+                     would take the word for a reference)",
+                    info.name()
+                ));
+            }
+        }
+        // SAFETY: every non-null argument goes into a slot no safepoint of `f` scans.
+        unsafe { self.push_with_args(f, args) }
     }
 
     /// Pushes a handle frame of `n` slots, every one a reference, for native Rust code to keep
@@ -830,12 +883,29 @@ impl ManagedStack {
         self.slot(i).load(Relaxed)
     }
 
-    /// Sets slot `i` of the top frame to `v`.
+    /// Sets slot `i` of the top frame to `v`, for an interpreter that keeps the invariant
+    /// below itself (its compiler's stack maps say what each slot holds). The safe form is
+    /// [`set_checked`](Self::set_checked).
+    ///
+    /// # Safety
+    /// While `v` is in the slot, at every safepoint the frame stands at where the slot is a
+    /// reference slot (of a function's map, or any slot of a handle frame), `v` is null or a
+    /// reference to a live object of the heap whose collector scans this stack, and where it
+    /// is a tagged slot, `v` is that, or an immediate by that heap's tag rule. A collector
+    /// that finds anything else there cannot tell garbage from a reference and ends the
+    /// process (a fatal error). With no collector scanning the stack, any word may be stored.
+    ///
+    /// ```compile_fail
+    /// let ms = safepoint_stackmap::ManagedStack::new(1, Default::default());
+    /// ms.push_handles(1);
+    /// ms.set(0, 0x1234_5670); // unsafe: safe code stores through `set_checked`
+    /// ```
     ///
     /// # Panics
-    /// If the stack is empty or `i` is past the top frame.
+    /// If the stack is empty or `i` is past the top frame, or the top frame is a sealed handle
+    /// frame (see [`push_sealed_handles`](Self::push_sealed_handles)).
     #[inline]
-    pub fn set(&self, i: usize, v: usize) {
+    pub unsafe fn set(&self, i: usize, v: usize) {
         let w = self.slot(i);
         let top = self.top.load(Relaxed);
         let buf = self.buf.load(Relaxed);
@@ -848,6 +918,44 @@ impl ManagedStack {
             ));
         }
         w.store(v, Relaxed)
+    }
+
+    /// Sets slot `i` of the top frame to `v`, as [`set`](Self::set) does, if that cannot plant
+    /// a word a collector would take for a reference: `v` is 0 (null), or the top frame is a
+    /// function frame (of `reg`) whose maps make slot `i` neither a reference nor a tagged
+    /// slot at any of its safepoints. A reference is stored by an embedding layer that knows
+    /// the heap (the collector's `Mutator`), or with the `unsafe` form. Costs a look at every
+    /// safepoint's maps: for code off the hot path.
+    ///
+    /// # Panics
+    /// With a description, storing nothing: as [`set`](Self::set), and if `v` is refused, or
+    /// the top frame's function is not in `reg`.
+    pub fn set_checked(&self, reg: &crate::Registry, i: usize, v: usize) {
+        // Bounds first (the same panics as `set`).
+        let _ = self.slot(i);
+        if v != 0 {
+            let (func, _) = self.top_frame_info();
+            let refused = match func {
+                None => Some("handle frame's".to_string()),
+                Some(index) => {
+                    let Some(info) = reg.by_index(index) else {
+                        self.fail(format_args!(
+                            "set_checked: the top frame's function {index} is not in the registry"
+                        ))
+                    };
+                    may_hold_reference(info, i).map(|k| format!("{k}"))
+                }
+            };
+            if let Some(kind) = refused {
+                self.fail(format_args!(
+                    "slot {i} of the top frame set to {v:#x}, but it is a {kind} slot: only null \
+                     may be stored there by safe code (a collector would take the word for a \
+                     reference)"
+                ));
+            }
+        }
+        // SAFETY: `v` is null, or the slot is one no safepoint of the frame's function scans.
+        unsafe { self.set(i, v) }
     }
 
     /// Word `pos` of the stack, counted from the bottom (word 0), for an owner that remembers

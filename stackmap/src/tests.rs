@@ -3,7 +3,7 @@
 
 use std::cell::{Cell, RefCell};
 use std::panic::{AssertUnwindSafe, catch_unwind};
-use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
+use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Once};
 
 use crate::stack::MIN_WORDS;
@@ -24,10 +24,10 @@ impl Visitor for Seen {
         self.depth = f.depth;
         self.frames.push(*f);
     }
-    fn reference(&mut self, slot: usize, word: &AtomicUsize) {
+    fn reference(&mut self, slot: usize, word: &crate::SlotWord) {
         self.refs.push((self.depth, slot, word.load(Relaxed)));
     }
-    fn tagged(&mut self, slot: usize, word: &AtomicUsize) {
+    fn tagged(&mut self, slot: usize, word: &crate::SlotWord) {
         self.tagged.push((self.depth, slot, word.load(Relaxed)));
     }
 }
@@ -112,7 +112,8 @@ fn try_push_takes_only_the_fast_path_and_the_slot_pointer_follows_the_top() {
     assert!(!ms.try_push(f));
     assert!(ms.is_empty());
     ms.push(f);
-    ms.set(1, 7);
+    // SAFETY: no collector scans this stack: only the test's own walks read it.
+    unsafe { ms.set(1, 7) };
     let p = ms.top_slots_ptr();
     // SAFETY: the top frame has 3 slots and nothing moved the buffer since.
     assert_eq!(unsafe { &*p.add(1) }.load(Relaxed), 7);
@@ -157,13 +158,17 @@ fn push_zeroes_and_pop_restores() {
     let ms = ManagedStack::new(1, config());
     ms.push(f);
     assert_eq!(ms.capacity_words(), MIN_WORDS);
-    ms.set(0, 10);
-    ms.set(2, 12);
+    // SAFETY: no collector scans this stack: only the test's own walks read it.
+    unsafe { ms.set(0, 10) };
+    // SAFETY: no collector scans this stack: only the test's own walks read it.
+    unsafe { ms.set(2, 12) };
     ms.set_safepoint(1);
     ms.push(g);
     assert_eq!((ms.get(0), ms.get(1), ms.frame_slots()), (0, 0, 2));
-    ms.set(0, 99);
-    ms.set(1, 98);
+    // SAFETY: no collector scans this stack: only the test's own walks read it.
+    unsafe { ms.set(0, 99) };
+    // SAFETY: no collector scans this stack: only the test's own walks read it.
+    unsafe { ms.set(1, 98) };
     assert_eq!(ms.depth(), 2);
     assert_eq!(ms.used_words(), 2 + 3 + 2 + 2);
     ms.pop();
@@ -183,9 +188,12 @@ fn push_with_args_fills_the_first_slots() {
     let reg = Registry::new();
     let f = reg.register(FuncDesc::new("f", 4, 2, 1)).unwrap();
     let ms = ManagedStack::new(1, config());
-    ms.push_with_args(f, &[7, 8]);
+    // SAFETY: no collector scans this stack: only the test's own walks read it.
+    unsafe { ms.push_with_args(f, &[7, 8]) };
     assert_eq!((0..4).map(|i| ms.get(i)).collect::<Vec<_>>(), [7, 8, 0, 0]);
-    let m = panic_message(catch_unwind(AssertUnwindSafe(|| ms.push_with_args(f, &[1; 5]))));
+    // SAFETY: no collector scans this stack: only the test's own walks read it.
+    let m =
+        panic_message(catch_unwind(AssertUnwindSafe(|| unsafe { ms.push_with_args(f, &[1; 5]) })));
     assert_eq!(m, "goroutine 1: 5 arguments pushed into a frame of 4 slots");
     assert_eq!(ms.depth(), 1);
 }
@@ -216,7 +224,8 @@ fn owner_misuse_panics_with_the_goroutine_id() {
         "goroutine 42: safepoint 3 out of range: the top frame has safepoints 0..3"
     );
     assert_eq!(
-        m(catch_unwind(AssertUnwindSafe(|| ms.set(2, 1)))),
+        // SAFETY: no collector scans this stack: only the test's own walks read it.
+        m(catch_unwind(AssertUnwindSafe(|| unsafe { ms.set(2, 1) }))),
         "goroutine 42: slot 2 out of range: the top frame has 2 slots"
     );
     ms.set_id(43);
@@ -246,7 +255,8 @@ fn growth_doubles_and_preserves_every_slot() {
     for d in 0..depth {
         ms.push(f);
         for i in 0..5 {
-            ms.set(i, d * 10 + i);
+            // SAFETY: no collector scans this stack: only the test's own walks read it.
+            unsafe { ms.set(i, d * 10 + i) };
         }
         if caps.last() != Some(&ms.capacity_words()) {
             caps.push(ms.capacity_words());
@@ -275,7 +285,8 @@ fn a_large_frame_grows_past_doubling() {
     let ms = ManagedStack::new(1, config());
     ms.push(f);
     assert_eq!(ms.capacity_words(), 1024);
-    ms.set(999, 5);
+    // SAFETY: no collector scans this stack: only the test's own walks read it.
+    unsafe { ms.set(999, 5) };
     assert_eq!(ms.get(999), 5);
 }
 
@@ -286,8 +297,10 @@ fn shrink_halves_when_under_a_quarter_and_keeps_slots() {
     let mut ms = ManagedStack::new(1, config());
     for d in 0..40 {
         ms.push(f);
-        ms.set(1, d);
-        ms.set(29, 1000 + d);
+        // SAFETY: no collector scans this stack: only the test's own walks read it.
+        unsafe { ms.set(1, d) };
+        // SAFETY: no collector scans this stack: only the test's own walks read it.
+        unsafe { ms.set(29, 1000 + d) };
     }
     let cap = ms.capacity_words();
     assert_eq!(cap, 2048);
@@ -347,7 +360,8 @@ fn the_limit_panic_leaves_the_stack_usable() {
     let m = panic_message(catch_unwind(AssertUnwindSafe(|| {
         loop {
             ms.push(f);
-            ms.set(3, 0xabc);
+            // SAFETY: no collector scans this stack: only the test's own walks read it.
+            unsafe { ms.set(3, 0xabc) };
             pushed += 1;
         }
     })));
@@ -399,19 +413,24 @@ fn walker_yields_live_slots_of_the_current_safepoint() {
         )
         .unwrap();
     let mut ms = ManagedStack::new(1, config());
-    ms.push_with_args(f, &[100]);
+    // SAFETY: no collector scans this stack: only the test's own walks read it.
+    unsafe { ms.push_with_args(f, &[100]) };
     for i in 1..4 {
-        ms.set(i, 100 + i);
+        // SAFETY: no collector scans this stack: only the test's own walks read it.
+        unsafe { ms.set(i, 100 + i) };
     }
     let s = seen(&mut ms, &reg);
     assert_eq!((s.refs, s.tagged), (vec![(0, 0, 100)], vec![]));
     ms.set_safepoint(1);
     ms.push_handles(2);
-    ms.set(0, 7);
-    ms.set(1, 8);
+    // SAFETY: no collector scans this stack: only the test's own walks read it.
+    unsafe { ms.set(0, 7) };
+    // SAFETY: no collector scans this stack: only the test's own walks read it.
+    unsafe { ms.set(1, 8) };
     ms.push(f);
     ms.set_safepoint(2);
-    ms.set(1, 55);
+    // SAFETY: no collector scans this stack: only the test's own walks read it.
+    unsafe { ms.set(1, 55) };
     let s = seen(&mut ms, &reg);
     assert_eq!(
         s.frames,
@@ -423,23 +442,6 @@ fn walker_yields_live_slots_of_the_current_safepoint() {
     );
     assert_eq!(s.refs, [(1, 0, 7), (1, 1, 8), (2, 0, 100), (2, 2, 102)]);
     assert_eq!(s.tagged, [(0, 1, 55), (2, 3, 103)]);
-}
-
-#[test]
-fn walk_yields_slots_that_can_be_updated() {
-    let reg = Registry::new();
-    let f = reg.register(FuncDesc::new("f", 2, 0, 1).refs_at(0, &[1])).unwrap();
-    let mut ms = ManagedStack::new(1, config());
-    ms.push(f);
-    ms.set(1, 5);
-    struct Bump;
-    impl Visitor for Bump {
-        fn reference(&mut self, _: usize, w: &AtomicUsize) {
-            w.fetch_add(1, Relaxed);
-        }
-    }
-    ms.walk(&reg, &mut Bump);
-    assert_eq!(ms.get(1), 6);
 }
 
 #[test]
@@ -572,7 +574,8 @@ fn a_funcid_from_another_registry_is_caught() {
 fn dump_shows_the_words_of_the_bad_frame() {
     let reg = Registry::new();
     let ms = two_frames(&reg, true);
-    ms.set(2, 0xdead);
+    // SAFETY: no collector scans this stack: only the test's own walks read it.
+    unsafe { ms.set(2, 0xdead) };
     let d = ms.dump(&reg, 8);
     assert!(d.starts_with("managed stack of goroutine 11: top 10, capacity 128 words"), "{d}");
     assert!(d.contains("[       8] 0x0000000300000000 <-"), "{d}");
@@ -684,9 +687,12 @@ fn a_collector_scans_and_shrinks_while_the_owner_is_in_the_hook() {
     let depth = if cfg!(miri) { 40 } else { 400 };
     for d in 0..depth {
         ms.push(f);
-        ms.set(0, d);
-        ms.set(3, 2 * d + 1);
-        ms.set(5, d + 1000);
+        // SAFETY: no collector scans this stack: only the test's own walks read it.
+        unsafe { ms.set(0, d) };
+        // SAFETY: no collector scans this stack: only the test's own walks read it.
+        unsafe { ms.set(3, 2 * d + 1) };
+        // SAFETY: no collector scans this stack: only the test's own walks read it.
+        unsafe { ms.set(5, d + 1000) };
         ms.set_safepoint(1);
     }
     for _ in 0..depth - 5 {
@@ -769,7 +775,8 @@ fn walks_run_while_the_registry_grows() {
                 }
                 let g = reg.by_index((n - 1) as u32).unwrap().id();
                 ms.push(f);
-                ms.set(2, depth);
+                // SAFETY: no collector scans this stack: only the test's own walks read it.
+                unsafe { ms.set(2, depth) };
                 ms.push(g);
                 depth += 1;
                 let s = seen(&mut ms, &reg);
@@ -787,7 +794,8 @@ fn sealed_handle_frames_are_walked_but_not_written_by_safe_code() {
     let reg = Registry::new();
     let mut ms = ManagedStack::new(1, config());
     ms.push_handles(1);
-    ms.set(0, 0x10);
+    // SAFETY: no collector scans this stack: only the test's own walks read it.
+    unsafe { ms.set(0, 0x10) };
     // SAFETY: the test owns the frame and writes only the values it checks below.
     let base = unsafe { ms.push_sealed_handles(3) };
     assert_eq!(base, 3);
@@ -800,11 +808,51 @@ fn sealed_handle_frames_are_walked_but_not_written_by_safe_code() {
     assert_eq!(ms.check(&reg), Ok(2));
     let s = seen(&mut ms, &reg);
     assert_eq!(s.refs, vec![(0, 0, 0), (0, 1, 0x20), (0, 2, 0), (1, 0, 0x10)]);
-    let r = catch_unwind(AssertUnwindSafe(|| ms.set(0, 0x30)));
+    // SAFETY: no collector scans this stack: only the test's own walks read it.
+    let r = catch_unwind(AssertUnwindSafe(|| unsafe { ms.set(0, 0x30) }));
     assert!(panic_message(r).contains("sealed handle frame"));
     assert_eq!(ms.get_at(base), 0, "the refused write changed nothing");
     ms.pop();
     assert!(!ms.is_sealed_frame_at(base, 3), "popped");
     ms.push_handles(3);
     assert!(!ms.is_sealed_frame_at(base, 3), "a plain frame in its place is not it");
+}
+
+/// Issue 25: the safe slot writes refuse any word but null in a slot a collector would scan
+/// (a reference or tagged slot at any safepoint of the frame's function, or any slot of a
+/// handle frame), with a described panic, storing nothing; raw slots take anything.
+#[test]
+fn checked_slot_writes_refuse_words_in_scanned_slots() {
+    let reg = Registry::new();
+    let f = reg.register(FuncDesc::new("f", 3, 0, 2).refs_at(1, &[0]).tagged_at(0, &[1])).unwrap();
+    let ms = ManagedStack::new(4, config());
+    ms.push(f);
+    ms.set_checked(&reg, 2, 0xdead);
+    ms.set_checked(&reg, 0, 0);
+    assert_eq!(ms.get(2), 0xdead);
+    for (slot, kind) in [(0, "reference"), (1, "tagged")] {
+        let m = panic_message(catch_unwind(AssertUnwindSafe(|| ms.set_checked(&reg, slot, 0x50))));
+        assert!(
+            m.starts_with(&format!("goroutine 4: slot {slot} of the top frame set to 0x50")),
+            "{m}"
+        );
+        assert!(m.contains(&format!("a {kind} slot")) && m.contains("only null"), "{m}");
+        assert_eq!(ms.get(slot), 0, "nothing stored");
+    }
+    let m = panic_message(catch_unwind(AssertUnwindSafe(|| {
+        ms.push_with_args_checked(&reg, f, &[0x50])
+    })));
+    assert!(m.contains("argument 0 of f is 0x50") && m.contains("reference slot"), "{m}");
+    assert_eq!(ms.depth(), 1, "nothing pushed");
+    ms.push_with_args_checked(&reg, f, &[0, 0, 7]);
+    assert_eq!(ms.get(2), 7);
+    ms.push_handles(1);
+    let m = panic_message(catch_unwind(AssertUnwindSafe(|| ms.set_checked(&reg, 0, 0x50))));
+    assert!(m.contains("handle frame's slot"), "{m}");
+    ms.set_checked(&reg, 0, 0);
+    // A function of another registry is refused, not guessed at.
+    let other = Registry::new();
+    let m =
+        panic_message(catch_unwind(AssertUnwindSafe(|| ms.push_with_args_checked(&other, f, &[]))));
+    assert!(m.contains("is not in the registry"), "{m}");
 }

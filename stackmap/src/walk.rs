@@ -21,6 +21,43 @@ pub struct Frame {
     pub slots: usize,
 }
 
+/// A live slot as a [`Visitor`] sees it: its word, to read. Read-only, so that safe code
+/// cannot store through a walk what the collector would later take for a reference (see
+/// [`ManagedStack::set`](crate::ManagedStack::set)).
+///
+/// ```compile_fail
+/// use std::sync::atomic::Ordering::Relaxed;
+/// struct Writer;
+/// impl safepoint_stackmap::Visitor for Writer {
+///     fn reference(&mut self, _: usize, w: &safepoint_stackmap::SlotWord) {
+///         w.store(0x1234_5670, Relaxed); // no such method: a walk cannot plant a word
+///     }
+/// }
+/// ```
+#[repr(transparent)]
+pub struct SlotWord(AtomicUsize);
+
+impl SlotWord {
+    #[inline(always)]
+    fn of(w: &AtomicUsize) -> &SlotWord {
+        // SAFETY: `SlotWord` is a `repr(transparent)` wrapper of `AtomicUsize`.
+        unsafe { &*(w as *const AtomicUsize as *const SlotWord) }
+    }
+
+    /// The word, read with `order` (walkers use `Relaxed`: the hand-off that stopped the
+    /// owner orders its writes).
+    #[inline(always)]
+    pub fn load(&self, order: std::sync::atomic::Ordering) -> usize {
+        self.0.load(order)
+    }
+}
+
+impl core::fmt::Debug for SlotWord {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        write!(f, "{:#x}", self.0.load(std::sync::atomic::Ordering::Relaxed))
+    }
+}
+
 /// What a walk calls, frame by frame from the top: [`frame`](Visitor::frame), then
 /// [`reference`](Visitor::reference) for each live reference slot in increasing slot order,
 /// then [`tagged`](Visitor::tagged) for each live tagged slot.
@@ -31,7 +68,7 @@ pub trait Visitor {
     /// A frame begins.
     ///
     /// ```
-    /// use std::sync::atomic::AtomicUsize;
+    /// use safepoint_stackmap::SlotWord;
     /// use safepoint_stackmap::{Frame, FuncDesc, ManagedStack, Registry, StackConfig, Visitor};
     /// #[derive(Default)]
     /// struct Seen(Vec<String>);
@@ -39,10 +76,10 @@ pub trait Visitor {
     ///     fn frame(&mut self, fr: &Frame) {
     ///         self.0.push(format!("frame {} at safepoint {}", fr.depth, fr.safepoint));
     ///     }
-    ///     fn reference(&mut self, slot: usize, _w: &AtomicUsize) {
+    ///     fn reference(&mut self, slot: usize, _w: &SlotWord) {
     ///         self.0.push(format!("ref {slot}"));
     ///     }
-    ///     fn tagged(&mut self, slot: usize, _w: &AtomicUsize) {
+    ///     fn tagged(&mut self, slot: usize, _w: &SlotWord) {
     ///         self.0.push(format!("tagged {slot}"));
     ///     }
     /// }
@@ -64,7 +101,7 @@ pub trait Visitor {
     /// A live reference slot.
     ///
     /// ```
-    /// use std::sync::atomic::AtomicUsize;
+    /// use safepoint_stackmap::SlotWord;
     /// use safepoint_stackmap::{Frame, FuncDesc, ManagedStack, Registry, StackConfig, Visitor};
     /// #[derive(Default)]
     /// struct Seen(Vec<String>);
@@ -72,10 +109,10 @@ pub trait Visitor {
     ///     fn frame(&mut self, fr: &Frame) {
     ///         self.0.push(format!("frame {} at safepoint {}", fr.depth, fr.safepoint));
     ///     }
-    ///     fn reference(&mut self, slot: usize, _w: &AtomicUsize) {
+    ///     fn reference(&mut self, slot: usize, _w: &SlotWord) {
     ///         self.0.push(format!("ref {slot}"));
     ///     }
-    ///     fn tagged(&mut self, slot: usize, _w: &AtomicUsize) {
+    ///     fn tagged(&mut self, slot: usize, _w: &SlotWord) {
     ///         self.0.push(format!("tagged {slot}"));
     ///     }
     /// }
@@ -90,11 +127,11 @@ pub trait Visitor {
     /// ms.walk(&reg, &mut v);
     /// assert!(v.0.contains(&"ref 0".to_string()));
     /// ```
-    fn reference(&mut self, slot: usize, word: &AtomicUsize);
+    fn reference(&mut self, slot: usize, word: &SlotWord);
     /// A live tagged slot (a reference only if its tag says so).
     ///
     /// ```
-    /// use std::sync::atomic::AtomicUsize;
+    /// use safepoint_stackmap::SlotWord;
     /// use safepoint_stackmap::{Frame, FuncDesc, ManagedStack, Registry, StackConfig, Visitor};
     /// #[derive(Default)]
     /// struct Seen(Vec<String>);
@@ -102,10 +139,10 @@ pub trait Visitor {
     ///     fn frame(&mut self, fr: &Frame) {
     ///         self.0.push(format!("frame {} at safepoint {}", fr.depth, fr.safepoint));
     ///     }
-    ///     fn reference(&mut self, slot: usize, _w: &AtomicUsize) {
+    ///     fn reference(&mut self, slot: usize, _w: &SlotWord) {
     ///         self.0.push(format!("ref {slot}"));
     ///     }
-    ///     fn tagged(&mut self, slot: usize, _w: &AtomicUsize) {
+    ///     fn tagged(&mut self, slot: usize, _w: &SlotWord) {
     ///         self.0.push(format!("tagged {slot}"));
     ///     }
     /// }
@@ -121,7 +158,7 @@ pub trait Visitor {
     /// assert!(v.0.contains(&"tagged 2".to_string()));
     /// ```
     #[inline(always)]
-    fn tagged(&mut self, slot: usize, word: &AtomicUsize) {
+    fn tagged(&mut self, slot: usize, word: &SlotWord) {
         let _ = (slot, word);
     }
     /// Whether the top frame's maps may be stale (its goroutine was stopped at an arbitrary
@@ -129,18 +166,18 @@ pub trait Visitor {
     /// slot through [`conservative`](Visitor::conservative) instead of by its maps.
     ///
     /// ```
-    /// use std::sync::atomic::AtomicUsize;
+    /// use safepoint_stackmap::SlotWord;
     /// use safepoint_stackmap::{FuncDesc, ManagedStack, Registry, StackConfig, Visitor};
     /// // A collector scanning a goroutine stopped between two safepoints.
     /// struct Conservative(Vec<usize>);
     /// impl Visitor for Conservative {
-    ///     fn reference(&mut self, slot: usize, _w: &AtomicUsize) {
+    ///     fn reference(&mut self, slot: usize, _w: &SlotWord) {
     ///         self.0.push(slot);
     ///     }
     ///     fn stale_top(&self) -> bool {
     ///         true
     ///     }
-    ///     fn conservative(&mut self, slot: usize, _w: &AtomicUsize) {
+    ///     fn conservative(&mut self, slot: usize, _w: &SlotWord) {
     ///         self.0.push(100 + slot);
     ///     }
     /// }
@@ -160,15 +197,15 @@ pub trait Visitor {
     /// it may hold anything, and counts as a reference only if it is one.
     ///
     /// ```
-    /// use std::sync::atomic::AtomicUsize;
+    /// use safepoint_stackmap::SlotWord;
     /// use safepoint_stackmap::{FuncDesc, ManagedStack, Registry, StackConfig, Visitor};
     /// struct Count(usize);
     /// impl Visitor for Count {
-    ///     fn reference(&mut self, _slot: usize, _w: &AtomicUsize) {}
+    ///     fn reference(&mut self, _slot: usize, _w: &SlotWord) {}
     ///     fn stale_top(&self) -> bool {
     ///         true
     ///     }
-    ///     fn conservative(&mut self, _slot: usize, _w: &AtomicUsize) {
+    ///     fn conservative(&mut self, _slot: usize, _w: &SlotWord) {
     ///         self.0 += 1;
     ///     }
     /// }
@@ -181,7 +218,7 @@ pub trait Visitor {
     /// assert_eq!(v.0, 4);
     /// ```
     #[inline(always)]
-    fn conservative(&mut self, slot: usize, word: &AtomicUsize) {
+    fn conservative(&mut self, slot: usize, word: &SlotWord) {
         let _ = (slot, word);
     }
 }
@@ -218,7 +255,7 @@ impl ManagedStack {
     /// If the stack is corrupted (see [`walk_stopped`](Self::walk_stopped)).
     ///
     /// ```
-    /// use std::sync::atomic::AtomicUsize;
+    /// use safepoint_stackmap::SlotWord;
     /// use safepoint_stackmap::{Frame, FuncDesc, ManagedStack, Registry, StackConfig, Visitor};
     /// #[derive(Default)]
     /// struct Seen(Vec<String>);
@@ -226,10 +263,10 @@ impl ManagedStack {
     ///     fn frame(&mut self, fr: &Frame) {
     ///         self.0.push(format!("frame {} at safepoint {}", fr.depth, fr.safepoint));
     ///     }
-    ///     fn reference(&mut self, slot: usize, _w: &AtomicUsize) {
+    ///     fn reference(&mut self, slot: usize, _w: &SlotWord) {
     ///         self.0.push(format!("ref {slot}"));
     ///     }
-    ///     fn tagged(&mut self, slot: usize, _w: &AtomicUsize) {
+    ///     fn tagged(&mut self, slot: usize, _w: &SlotWord) {
     ///         self.0.push(format!("tagged {slot}"));
     ///     }
     /// }
@@ -275,7 +312,7 @@ impl ManagedStack {
     /// out the one thing that could break it, the buffer moving.
     ///
     /// ```
-    /// use std::sync::atomic::AtomicUsize;
+    /// use safepoint_stackmap::SlotWord;
     /// use safepoint_stackmap::{Frame, FuncDesc, ManagedStack, Registry, StackConfig, Visitor};
     /// #[derive(Default)]
     /// struct Seen(Vec<String>);
@@ -283,10 +320,10 @@ impl ManagedStack {
     ///     fn frame(&mut self, fr: &Frame) {
     ///         self.0.push(format!("frame {} at safepoint {}", fr.depth, fr.safepoint));
     ///     }
-    ///     fn reference(&mut self, slot: usize, _w: &AtomicUsize) {
+    ///     fn reference(&mut self, slot: usize, _w: &SlotWord) {
     ///         self.0.push(format!("ref {slot}"));
     ///     }
-    ///     fn tagged(&mut self, slot: usize, _w: &AtomicUsize) {
+    ///     fn tagged(&mut self, slot: usize, _w: &SlotWord) {
     ///         self.0.push(format!("tagged {slot}"));
     ///     }
     /// }
@@ -342,7 +379,7 @@ impl ManagedStack {
                 v.frame(&Frame { depth, offset: base, func: None, safepoint: 0, slots: n });
                 for i in 0..n {
                     // SAFETY: `base + i < hdr < capacity`.
-                    v.reference(i, unsafe { &*buf.add(base + i) });
+                    v.reference(i, SlotWord::of(unsafe { &*buf.add(base + i) }));
                 }
             } else {
                 let Some((slots, maps)) = view.get(func) else {
@@ -368,7 +405,7 @@ impl ManagedStack {
                 if depth == 0 && v.stale_top() {
                     for i in 0..n {
                         // SAFETY: `base + i < hdr < capacity`.
-                        v.conservative(i, unsafe { &*buf.add(base + i) });
+                        v.conservative(i, SlotWord::of(unsafe { &*buf.add(base + i) }));
                     }
                     end = base;
                     depth += 1;
@@ -377,11 +414,11 @@ impl ManagedStack {
                 // Registration keeps every bit below the function's frame size, `n`.
                 map.each_ref(|i| {
                     // SAFETY: `i < n`, so `base + i < hdr < capacity`.
-                    v.reference(i, unsafe { &*buf.add(base + i) })
+                    v.reference(i, SlotWord::of(unsafe { &*buf.add(base + i) }))
                 });
                 map.each_tagged(|i| {
                     // SAFETY: as above.
-                    v.tagged(i, unsafe { &*buf.add(base + i) })
+                    v.tagged(i, SlotWord::of(unsafe { &*buf.add(base + i) }))
                 });
             }
             end = base;
