@@ -553,6 +553,16 @@ impl ManagedStack {
     ///
     /// # Panics
     /// As [`push`](Self::push), and if `args` has more values than the frame has slots.
+    ///
+    /// ```
+    /// use safepoint_stackmap::{FuncDesc, ManagedStack, Registry, StackConfig};
+    /// let reg = Registry::new();
+    /// let f = reg.register(FuncDesc::new("f", 3, 0, 2).refs_at(1, &[0])).unwrap();
+    /// let ms = ManagedStack::new(1, StackConfig::default());
+    /// // SAFETY: no collector scans this stack, so any word may be stored.
+    /// unsafe { ms.push_with_args(f, &[0, 7]) };
+    /// assert_eq!((ms.get(0), ms.get(1), ms.get(2)), (0, 7, 0)); // the rest zero
+    /// ```
     pub unsafe fn push_with_args(&self, f: FuncId, args: &[usize]) {
         if args.len() > f.slots as usize {
             self.fail(format_args!(
@@ -904,6 +914,17 @@ impl ManagedStack {
     /// # Panics
     /// If the stack is empty or `i` is past the top frame, or the top frame is a sealed handle
     /// frame (see [`push_sealed_handles`](Self::push_sealed_handles)).
+    ///
+    /// ```
+    /// use safepoint_stackmap::{FuncDesc, ManagedStack, Registry, StackConfig};
+    /// let reg = Registry::new();
+    /// let f = reg.register(FuncDesc::new("f", 3, 0, 2).refs_at(1, &[0])).unwrap();
+    /// let ms = ManagedStack::new(1, StackConfig::default());
+    /// ms.push(f);
+    /// // SAFETY: no collector scans this stack, so any word may be stored.
+    /// unsafe { ms.set(1, 42) };
+    /// assert_eq!(ms.get(1), 42);
+    /// ```
     #[inline]
     pub unsafe fn set(&self, i: usize, v: usize) {
         let w = self.slot(i);
@@ -983,11 +1004,25 @@ impl ManagedStack {
     /// Sets word `pos` of the stack (see [`get_at`](Self::get_at)) to `v`.
     ///
     /// # Safety
-    /// If `pos` is a slot of a sealed handle frame, the caller is the frame's owner (see
+    /// As for [`set`](Self::set), for the slot at `pos`; and if `pos` is a slot of a sealed
+    /// handle frame, the caller is the frame's owner (see
     /// [`push_sealed_handles`](Self::push_sealed_handles)) and `v` a value it may hold.
     ///
     /// # Panics
     /// If `pos` is at or above the top of the stack.
+    ///
+    /// ```
+    /// use safepoint_stackmap::{FuncDesc, ManagedStack, Registry, StackConfig};
+    /// let reg = Registry::new();
+    /// let f = reg.register(FuncDesc::new("f", 3, 0, 2).refs_at(1, &[0])).unwrap();
+    /// let ms = ManagedStack::new(1, StackConfig::default());
+    /// ms.push(f);
+    /// let base = ms.used_words(); // the position of the next frame's slot 0
+    /// ms.push(f);
+    /// // SAFETY: no collector scans this stack, so any word may be stored.
+    /// unsafe { ms.set_at(base + 1, 9) };
+    /// assert_eq!(ms.get(1), 9);
+    /// ```
     #[inline]
     pub unsafe fn set_at(&self, pos: usize, v: usize) {
         self.word_at(pos).store(v, Relaxed)
