@@ -38,6 +38,18 @@ fn pair(gc: &Gc) -> TypeId {
     })
 }
 
+/// A record type with a weak word and a strong one, registered once per heap.
+fn holder(gc: &Gc) -> TypeId {
+    gc.types().lookup("wholder").unwrap_or_else(|| {
+        gc.types()
+            .register(TypeDesc::Record {
+                name: "wholder".into(),
+                words: vec![WordKind::Weak, WordKind::Ref],
+            })
+            .unwrap()
+    })
+}
+
 /// Events that cleanups (or goroutines) raise and a goroutine waits for: a channel with room
 /// for every raise of a test, so a raise never blocks the cleanup goroutine.
 #[derive(Clone)]
@@ -169,14 +181,7 @@ fn a_handle_is_nil_between_mark_termination_and_its_sweep() {
 fn a_weak_field_loads_its_object_or_null() {
     let rt = Runtime::builder().procs(2).build().unwrap();
     for (mode, gc) in heaps(&rt) {
-        let ty = pair(&gc);
-        let holder = gc
-            .types()
-            .register(TypeDesc::Record {
-                name: "holder".into(),
-                words: vec![WordKind::Weak, WordKind::Ref],
-            })
-            .unwrap();
+        let (ty, holder) = (pair(&gc), holder(&gc));
         let g = gc.clone();
         rt.block_on(move || {
             let mut m = Mutator::new(&g).unwrap();
@@ -217,14 +222,7 @@ fn a_weak_field_loads_its_object_or_null() {
 fn a_weak_word_reads_on_the_trusted_path() {
     let rt = Runtime::builder().procs(2).build().unwrap();
     for (mode, gc) in heaps(&rt) {
-        let ty = pair(&gc);
-        let holder = gc
-            .types()
-            .register(TypeDesc::Record {
-                name: "raw.holder".into(),
-                words: vec![WordKind::Weak, WordKind::Ref],
-            })
-            .unwrap();
+        let (ty, holder) = (pair(&gc), holder(&gc));
         let (hs, ts) = (Shape::new(&gc, holder, 0).unwrap(), Shape::new(&gc, ty, 0).unwrap());
         let g = gc.clone();
         rt.block_on(move || {
