@@ -36,9 +36,15 @@ pub(crate) fn word1(sp: u32, count: u32) -> usize {
 /// Whether slot `i` of a frame of `info` is a reference or a tagged slot at any of its
 /// safepoints (which kind, if so).
 fn may_hold_reference(info: &crate::FuncInfo, i: usize) -> Option<crate::BitmapKind> {
+    const W: usize = usize::BITS as usize;
     for kind in [crate::BitmapKind::Refs, crate::BitmapKind::Tagged] {
         for sp in 0..info.safepoints() {
-            if info.bitmap(sp, kind).is_some_and(|b| b.get(i).is_some_and(|bit| *bit)) {
+            // Read from the words (the bitmaps are Lsb0 over usize): a bit reference of
+            // bitvec's (`get`) is a zero-sized retag that Miri's Stacked Borrows rejects.
+            if info
+                .bitmap(sp, kind)
+                .is_some_and(|b| i < b.len() && b.as_raw_slice()[i / W] >> (i % W) & 1 == 1)
+            {
                 return Some(kind);
             }
         }
