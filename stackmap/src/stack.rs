@@ -37,16 +37,18 @@ pub(crate) fn word1(sp: u32, count: u32) -> usize {
 /// safepoints (which kind, if so).
 fn may_hold_reference(info: &crate::FuncInfo, i: usize) -> Option<crate::BitmapKind> {
     const W: usize = usize::BITS as usize;
-    for kind in [crate::BitmapKind::Refs, crate::BitmapKind::Tagged] {
-        for sp in 0..info.safepoints() {
-            // Read from the words (the bitmaps are Lsb0 over usize): a bit reference of
-            // bitvec's (`get`) is a zero-sized retag that Miri's Stacked Borrows rejects.
-            if info
-                .bitmap(sp, kind)
-                .is_some_and(|b| i < b.len() && b.as_raw_slice()[i / W] >> (i % W) & 1 == 1)
-            {
-                return Some(kind);
-            }
+    // The maps' words themselves (bit `i` of a map is bit `i % W` of word `i / W`), not a
+    // bitvec copy: bitvec's bit references and its drop after a raw view are retags that
+    // Miri's Stacked Borrows rejects.
+    let bit = |words: &[usize]| words.get(i / W).is_some_and(|w| w >> (i % W) & 1 == 1);
+    for map in info.maps.iter() {
+        if bit(&map.refs) {
+            return Some(crate::BitmapKind::Refs);
+        }
+    }
+    for map in info.maps.iter() {
+        if bit(&map.tagged) {
+            return Some(crate::BitmapKind::Tagged);
         }
     }
     None
