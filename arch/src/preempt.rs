@@ -316,8 +316,10 @@ static MALLOC_OUTSIDE_LIBC: AtomicBool = AtomicBool::new(false);
 fn find_malloc() {
     // SAFETY: dlsym with RTLD_DEFAULT and a NUL-terminated name only looks the symbol up.
     let addr = unsafe { libc::dlsym(libc::RTLD_DEFAULT, c"malloc".as_ptr()) } as usize;
-    let inside = libc_text().iter().any(|&(a, b)| (a..b).contains(&addr));
-    MALLOC_OUTSIDE_LIBC.store(addr != 0 && !inside, Ordering::Relaxed);
+    // Not found (a static program without a dynamic symbol table) counts as outside: with no
+    // C library's text known, the handler's check protects no malloc.
+    let inside = addr != 0 && libc_text().iter().any(|&(a, b)| (a..b).contains(&addr));
+    MALLOC_OUTSIDE_LIBC.store(!inside, Ordering::Relaxed);
 }
 
 /// Whether `malloc` lives outside the C library (valid after [`install`]): then the handler's
