@@ -610,8 +610,12 @@ impl Inner {
                     self.count_marked(&mut tracer);
                     // What the budget left goes back to the shared queue.
                     drop(tracer.into_stack());
-                    // Acquire: as above. Newly marked objects may be pending keys.
-                    c.work.is_empty() && !(pending && c.marked.load(Ordering::Acquire) != m0)
+                    // Acquire: as above. Newly marked objects may be pending keys, and the
+                    // drain may have found ephemerons of its own (listed before it counted):
+                    // read the list again.
+                    let marked_more = c.marked.load(Ordering::Acquire) != m0;
+                    c.work.is_empty()
+                        && !(marked_more && self.heap.specials().pending_ephemerons().0)
                 };
                 if !finished {
                     drop(globals);
