@@ -594,7 +594,16 @@ impl Suspended {
     /// let h = rt.spawn(|| ()).unwrap();
     /// let g = h.goroutine();
     /// h.join().unwrap();
-    /// let s = suspend_g(g); // it has exited: nothing to hold
+    /// // Its result is delivered before it has quite exited: a suspension may still catch it
+    /// // on its way out (and hold it at that safepoint), so ask until it is gone.
+    /// let s = loop {
+    ///     let s = suspend_g(g);
+    ///     if s.dead() {
+    ///         break s; // it has exited: nothing is held
+    ///     }
+    ///     resume_g(s);
+    ///     std::thread::yield_now();
+    /// };
     /// assert!(s.dead());
     /// resume_g(s);
     /// ```
