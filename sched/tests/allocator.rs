@@ -101,7 +101,8 @@ fn goroutines_held_by_the_signal_never_hold_the_allocator() {
                         std::hint::black_box(v);
                         drop(w);
                         stops.fetch_add(1, Ordering::Relaxed);
-                        std::thread::sleep(Duration::from_micros(200));
+                        // Give the workers their Ps back before the next stop.
+                        safepoint_sched::yield_now();
                     }
                 })
             };
