@@ -236,6 +236,7 @@
 
 #![cfg_attr(loom, allow(dead_code, unused_imports))]
 
+mod allgs;
 mod g;
 mod join;
 mod local;
@@ -1097,7 +1098,7 @@ const DRAIN_BOUND: std::time::Duration = std::time::Duration::from_secs(5);
 /// Whether every goroutine of `sched` has ended or is parked where shutdown leaves it (a park
 /// shutdown cannot end, or one made after the goroutine was unwound).
 fn settled(sched: &Sched) -> bool {
-    let gs = sched.allgs.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    let gs = sched.all_gs();
     gs.iter().all(|g| {
         let g = g.get();
         let w = g.status.load();
@@ -1114,7 +1115,7 @@ fn settled(sched: &Sched) -> bool {
 /// Ends every park that shutdown may end (see `proc::park_cancellable`): the goroutine is made
 /// runnable with `cancelled` set, and its parking primitive unlinks what it linked and unwinds.
 fn cancel_parks(sched: &Sched) {
-    let gs = sched.allgs.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    let gs = sched.all_gs();
     for g in gs {
         let gr = g.get();
         let w = gr.status.load();
@@ -1239,7 +1240,7 @@ fn shutdown(sched: &Arc<Sched>, sysmon: Option<std::thread::JoinHandle<()>>) {
             }
         }
         runtime::drain_queues(sched);
-        let gs = core::mem::take(&mut *sched.allgs.lock().unwrap_or_else(|e| e.into_inner()));
+        let gs = sched.allgs.take();
         for g in gs {
             // SAFETY: every M has exited, so nothing runs on any G's stack and nobody else owns
             // them.
