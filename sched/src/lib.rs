@@ -800,6 +800,10 @@ pub struct Stats {
     /// millisecond: they would otherwise wait for the hold to end, and the hold may be waiting
     /// for one of them (a suspender that asked and was queued there).
     pub held_queue_handoffs: u64,
+    /// Times sysmon found a timer 10 ms overdue with every P idle and woke an M to run it:
+    /// the backstop of the M that sleeps until the next deadline (see the timer module). Each
+    /// is a timer that fired late; on a machine with cores to spare it stays 0.
+    pub timer_backstops: u64,
 }
 
 impl Runtime {
@@ -980,6 +984,7 @@ impl Runtime {
             async_declined: s.async_declined.load(Ordering::Relaxed),
             stop_givebacks: s.stuck_givebacks.load(Ordering::Relaxed),
             held_queue_handoffs: s.unstranded.load(Ordering::Relaxed),
+            timer_backstops: s.timers.backstops.load(Ordering::Relaxed),
         }
     }
 

@@ -20,7 +20,11 @@
 //!   one while there is no timed sleeper wakes an idle M (`wakep`) if there is one, which becomes
 //!   it. So an otherwise idle runtime sleeps exactly until the next deadline and uses no CPU.
 //! * sysmon, as a backstop, runs timers that are due on a P whose goroutine has kept it busy,
-//!   and bounds its own sleep by the earliest deadline while any P runs.
+//!   and bounds its own sleep by the earliest deadline while any P runs. With every P idle it
+//!   still wakes shortly after the earliest deadline, and if the timer is still pending 10 ms
+//!   past it (no timed sleeper ran it) it wakes an M for it (`Stats::timer_backstops`), as
+//!   Go's sysmon starts an M for timers that should have run: a timed sleeper lost to a bug
+//!   costs a late timer, not a goroutine asleep for good.
 //!
 //! A timer fires at or after its deadline, never before (deadlines and the clock are both
 //! `CLOCK_MONOTONIC`, the clock of [`Instant`]), and the timers of one heap fire in deadline
@@ -176,6 +180,12 @@ pub(crate) struct SchedTimers {
     until: AtomicU64,
     /// Timer entries popped and not yet fired (deadlock detection must not miss them).
     pub(crate) running: AtomicUsize,
+    /// How often sysmon found a timer overdue with every P idle (see [`sysmon_idle`]).
+    pub(crate) backstops: AtomicU64,
+    /// Tests: no M may become the timed sleeper (the role lost), so that only sysmon's
+    /// backstop can run a timer of an idle runtime.
+    #[cfg(test)]
+    pub(crate) lose_sleeper: AtomicBool,
 }
 
 impl SchedTimers {
@@ -184,12 +194,15 @@ impl SchedTimers {
             sleeper: AtomicUsize::new(0),
             until: AtomicU64::new(u64::MAX),
             running: AtomicUsize::new(0),
+            backstops: AtomicU64::new(0),
+            #[cfg(test)]
+            lose_sleeper: AtomicBool::new(false),
         }
     }
 }
 
 /// The earliest deadline over every P (0: none).
-fn earliest(sched: &Sched) -> u64 {
+pub(crate) fn earliest(sched: &Sched) -> u64 {
     sched.ps.iter().map(|p| p.timers.next()).filter(|&w| w != 0).min().unwrap_or(0)
 }
 
@@ -318,6 +331,10 @@ pub(crate) fn idle_deadline(sched: &Sched, m: &M) -> Option<u64> {
     if first == 0 {
         return None;
     }
+    #[cfg(test)]
+    if sched.timers.lose_sleeper.load(Ordering::Relaxed) {
+        return None;
+    }
     precise_timeouts();
     let me = m as *const M as usize;
     // SeqCst: see `arm`.
@@ -387,6 +404,24 @@ pub(crate) fn sysmon(sched: &Sched) -> u64 {
     }
     earliest(sched)
 }
+
+/// sysmon hook, when every P is idle: a timer overdue by [`IDLE_BACKSTOP_NS`] means no M is
+/// on its way to run it (the timed sleeper runs a timer at its deadline, and an M woken for it
+/// takes microseconds): wake one (`wakep`), which, spinning, runs every P's due timers. The
+/// backstop of the timed sleeper, as Go's sysmon starts an M for timers that should have run:
+/// a lost timed sleeper costs a late timer, never a goroutine asleep for good. Counted in
+/// `Stats::timer_backstops`.
+pub(crate) fn sysmon_idle(sched: &Sched) {
+    let next = earliest(sched);
+    if next != 0 && next + IDLE_BACKSTOP_NS <= nanotime() {
+        // Relaxed: a counter.
+        sched.timers.backstops.fetch_add(1, Ordering::Relaxed);
+        sched.wakep();
+    }
+}
+
+/// How late a timer may be, with every P idle, before sysmon wakes an M for it.
+pub(crate) const IDLE_BACKSTOP_NS: u64 = 10_000_000;
 
 /// How long a due timer is left to its own P before sysmon runs it.
 const SYSMON_GRACE_NS: u64 = 100_000;
@@ -756,5 +791,36 @@ impl Ticker {
 impl Drop for Ticker {
     fn drop(&mut self) {
         self.shared.stop();
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod backstop_tests {
+    use std::sync::mpsc;
+    use std::time::{Duration, Instant};
+
+    use crate::Runtime;
+
+    /// With the timed sleeper's role lost, every M of an idle runtime sleeps with no deadline:
+    /// a goroutine's `sleep` would never end but for sysmon's backstop, which wakes an M for
+    /// the overdue timer.
+    #[test]
+    #[cfg_attr(miri, ignore = "runs a runtime (context switches in assembly)")]
+    fn a_timer_of_an_idle_runtime_fires_even_with_no_timed_sleeper() {
+        let rt = Runtime::builder().procs(2).build().unwrap();
+        rt.sched.timers.lose_sleeper.store(true, crate::shim::Ordering::Relaxed);
+        let (tx, rx) = mpsc::channel();
+        let h = rt
+            .spawn(move || {
+                let t0 = Instant::now();
+                crate::sleep(Duration::from_millis(5));
+                tx.send(t0.elapsed()).unwrap();
+            })
+            .unwrap();
+        // A deadline, so that a lost timer fails the test instead of hanging it.
+        let slept = rx.recv_timeout(Duration::from_secs(30)).expect("the sleep never ended");
+        h.join().unwrap();
+        assert!(slept >= Duration::from_millis(5));
+        assert!(rt.stats().timer_backstops > 0, "woken without the backstop?");
     }
 }
