@@ -186,6 +186,12 @@ pub(crate) struct SchedTimers {
     /// backstop can run a timer of an idle runtime.
     #[cfg(test)]
     pub(crate) lose_sleeper: AtomicBool,
+    /// Tests: how long a runner that is not an M (sysmon) waits between a ticker's fire and
+    /// the push of its next tick (0: not at all), and whether one did.
+    #[cfg(test)]
+    pub(crate) repush_delay_ms: AtomicU64,
+    #[cfg(test)]
+    pub(crate) repush_delayed: AtomicBool,
 }
 
 impl SchedTimers {
@@ -197,6 +203,10 @@ impl SchedTimers {
             backstops: AtomicU64::new(0),
             #[cfg(test)]
             lose_sleeper: AtomicBool::new(false),
+            #[cfg(test)]
+            repush_delay_ms: AtomicU64::new(0),
+            #[cfg(test)]
+            repush_delayed: AtomicBool::new(false),
         }
     }
 }
@@ -212,6 +222,14 @@ fn arm(sched: &Sched, when: u64, kind: Kind) -> usize {
     let p = current_m().filter(|m| core::ptr::eq(m.sched, sched)).and_then(|m| m.p());
     let pi = p.map_or(0, |p| p.id);
     sched.ps[pi].timers.push(when, kind);
+    wake_for(sched, when);
+    pi
+}
+
+/// After an entry due at `when` was pushed on a heap: makes sure someone will be awake to run
+/// it. Every push but the one `idle_deadline` itself makes must be followed by this: an M going
+/// idle just before the push found no timer and sleeps with no deadline.
+fn wake_for(sched: &Sched, when: u64) {
     // SeqCst: Dekker with `idle_deadline`: it announces `until` then reads the heaps; we wrote
     // the heap's `next` then read `until`. One of us sees the other.
     let until = sched.timers.until.load(Ordering::SeqCst);
@@ -224,7 +242,6 @@ fn arm(sched: &Sched, when: u64, kind: Kind) -> usize {
             None => sched.wakep(),
         }
     }
-    pi
 }
 
 /// Fires one due entry. Runs on any thread (an M with or without a P, or sysmon).
@@ -247,7 +264,15 @@ fn fire(sched: &Sched, pi: usize, e: Entry, now: u64) {
                 st.when = next;
                 st.p = pi;
                 drop(st);
+                #[cfg(test)]
+                if current_m().is_none() {
+                    test_hooks::off_m_repush(sched);
+                }
                 sched.ps[pi].timers.push(next, Kind::Timer(s.clone(), generation));
+                // The runner may be sysmon, which never goes idle: without a wake-up, the Ms
+                // that went idle while the tick was off the heap (each found no timer
+                // pending) would all sleep past it.
+                wake_for(sched, next);
             } else {
                 st.when = 0;
             }
@@ -794,6 +819,21 @@ impl Drop for Ticker {
     }
 }
 
+#[cfg(test)]
+mod test_hooks {
+    use super::*;
+
+    /// A ticker's next tick about to be pushed by a runner that is not an M: waits as long
+    /// as the test asked, widening the window in which every M goes idle finding no timer.
+    pub(super) fn off_m_repush(sched: &Sched) {
+        let ms = sched.timers.repush_delay_ms.load(Ordering::Relaxed);
+        if ms > 0 {
+            sched.timers.repush_delayed.store(true, Ordering::Relaxed);
+            std::thread::sleep(Duration::from_millis(ms));
+        }
+    }
+}
+
 #[cfg(all(test, not(loom)))]
 mod backstop_tests {
     use std::sync::mpsc;
@@ -822,5 +862,43 @@ mod backstop_tests {
         h.join().unwrap();
         assert!(slept >= Duration::from_millis(5));
         assert!(rt.stats().timer_backstops > 0, "woken without the backstop?");
+    }
+
+    /// sysmon fires the tick of a ticker whose P is kept busy, and pushes its next tick; the
+    /// P's goroutine then parks, and its M goes idle before that push, finding no timer, so
+    /// it sleeps with no deadline. The push must wake someone: the next tick is received with
+    /// no help from the backstop. (Without the wake-up, as a sched test hung under qemu.)
+    #[test]
+    #[cfg_attr(miri, ignore = "runs a runtime (context switches in assembly)")]
+    fn a_tick_pushed_by_sysmon_wakes_an_idle_runtime() {
+        // sysmon must catch the busy P with its tick due; on a loaded machine it may not get
+        // a core in time, so an attempt in which it did not counts for nothing.
+        for _attempt in 0..20 {
+            let rt = Runtime::builder().procs(1).build().unwrap();
+            rt.sched.timers.repush_delay_ms.store(30, crate::shim::Ordering::Relaxed);
+            let (tx, rx) = mpsc::channel();
+            let h = rt
+                .spawn(move || {
+                    let tk = crate::Ticker::new(Duration::from_millis(2));
+                    // Busy, never scheduling, past the first tick: sysmon fires it.
+                    let t0 = Instant::now();
+                    while t0.elapsed() < Duration::from_millis(6) {
+                        core::hint::spin_loop();
+                    }
+                    tk.chan().recv().unwrap();
+                    tk.chan().recv().unwrap();
+                    tx.send(()).unwrap();
+                    tk.stop();
+                })
+                .unwrap();
+            rx.recv_timeout(Duration::from_secs(30)).expect("the second tick never came");
+            h.join().unwrap();
+            if !rt.sched.timers.repush_delayed.load(crate::shim::Ordering::Relaxed) {
+                continue;
+            }
+            assert_eq!(rt.stats().timer_backstops, 0, "the tick came only through the backstop");
+            return;
+        }
+        panic!("sysmon never fired a busy P's tick in 20 attempts");
     }
 }
