@@ -48,9 +48,7 @@ use crate::collector::{Gc, GcError, Inner};
 use crate::globals::Global;
 use crate::mark::{body, header_in};
 use crate::mutator::ACTIVE;
-use crate::types::{
-    Header, TagRule, TypeDesc, TypeId, WORD, WordKind, body_words, object_size,
-};
+use crate::types::{Header, TagRule, TypeDesc, TypeId, WORD, WordKind, body_words, object_size};
 
 /// The size and header of objects of one type and length, computed once
 /// ([`RawMutator::shape`]) so that an allocation looks nothing up.

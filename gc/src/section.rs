@@ -345,8 +345,7 @@ impl SectionMutator {
         let active = Active(&self.active);
         let (rule, int_shift, int_tag) = (self.rule, self.int_shift, self.int_tag);
         let (r, slow) = self.raw.with_pin(|pin| {
-            let mut s =
-                Section { pin, rule, int_shift, int_tag, slow: false, _brand: PhantomData };
+            let mut s = Section { pin, rule, int_shift, int_tag, slow: false, _brand: PhantomData };
             let r = f(&mut s);
             (r, s.slow)
         })?;
@@ -392,7 +391,8 @@ impl SectionMutator {
         // SAFETY (both pushes): the frame's slots are written only by `Section::set_slot`,
         // with branded values of this heap's encoding, and popped by `pop_frame`.
         // `try_push_sealed_handles` never reaches a safepoint, so it may run pinned.
-        let fast = self.raw.with_pin(|pin| unsafe { pin.stack().try_push_sealed_handles(slots) })?;
+        let fast =
+            self.raw.with_pin(|pin| unsafe { pin.stack().try_push_sealed_handles(slots) })?;
         if fast.is_none() {
             // The slow path (growth, or a pending request answered here), unpinned.
             safepoint_sched::with_managed_stack_of(self.raw.goid(), |ms| {
@@ -901,7 +901,9 @@ impl<'s> Section<'s> {
             WordKind::Tagged => Ok(v.bits),
             WordKind::Ref if v.bits == 0 => Ok(0),
             WordKind::Ref if self.rule.is_ref(v.bits) => Ok(v.bits & !self.rule.mask),
-            WordKind::Ref => Err(self.wrong_kind(shape, "an immediate stored into a reference word")),
+            WordKind::Ref => {
+                Err(self.wrong_kind(shape, "an immediate stored into a reference word"))
+            }
             _ => Err(self.wrong_kind(shape, "not a reference or tagged word")),
         }
     }
@@ -1183,7 +1185,13 @@ impl<'s> Section<'s> {
     /// # });
     /// ```
     #[inline]
-    pub fn set_raw(&mut self, obj: Ref<'s>, shape: &Shape, i: usize, v: u64) -> Result<(), GcError> {
+    pub fn set_raw(
+        &mut self,
+        obj: Ref<'s>,
+        shape: &Shape,
+        i: usize,
+        v: u64,
+    ) -> Result<(), GcError> {
         match self.word_of(obj, shape, i)? {
             // Relaxed: raw data, as in `Mutator::write_word`.
             (WordKind::Raw, w) => {
