@@ -404,6 +404,64 @@ impl SectionMutator {
         Ok(())
     }
 
+    /// Pushes a section frame of `slots` slots whose first `args.len()` slots are copies of
+    /// the slots `args` names in the current top section frame (the caller's), the rest null:
+    /// a call passing arguments. A safepoint, as [`push_frame`](Self::push_frame); the
+    /// arguments stay alive through it in the caller's frame.
+    ///
+    /// # Errors
+    /// As [`push_frame`](Self::push_frame); [`GcError::OutOfBounds`] for more arguments
+    /// than slots; [`GcError::NoFrame`] (with arguments) if the top frame is not a section
+    /// frame; [`GcError::SlotOutOfFrame`] for an argument past the caller's slots. Nothing is
+    /// pushed then.
+    ///
+    /// ```
+    /// # use safepoint_gc::{Gc, GcError, SectionMutator};
+    /// # let rt = safepoint_sched::Runtime::builder().procs(1).build().unwrap();
+    /// # let gc = Gc::new(&rt).unwrap();
+    /// # let g = gc.clone();
+    /// # rt.block_on(move || {
+    /// let mut m = SectionMutator::new(&g).unwrap();
+    /// m.push_frame(2).unwrap(); // the caller: slot 1 holds 5
+    /// m.enter(|s| s.set_slot(1, s.int(5).unwrap())).unwrap().unwrap();
+    /// m.push_frame_args(1, &[1]).unwrap(); // the callee's slot 0 = the caller's slot 1
+    /// assert_eq!(m.enter(|s| s.as_int(s.slot(0).unwrap())).unwrap(), Some(5));
+    /// assert_eq!(m.push_frame_args(1, &[4]), Err(GcError::SlotOutOfFrame { index: 4, slots: 1 }));
+    /// # });
+    /// ```
+    #[inline]
+    pub fn push_frame_args(&mut self, slots: usize, args: &[usize]) -> Result<(), GcError> {
+        if slots > MAX_FRAME_SLOTS || args.len() > slots {
+            return Err(GcError::OutOfBounds { index: args.len().max(slots), len: slots });
+        }
+        // The caller's frame, checked; positions (not addresses) survive the buffer's moves.
+        let pushed = self.raw.with_pin(|pin| -> Result<Result<(), usize>, GcError> {
+            let ms = pin.stack();
+            let caller = caller_frame(ms, args)?;
+            // SAFETY: as in `push_frame`; the copies below are values of the caller's frame.
+            let Some(base) = (unsafe { ms.try_push_sealed_handles(slots) }) else {
+                return Ok(Err(caller));
+            };
+            copy_args(ms, caller, base, args);
+            Ok(Ok(()))
+        })??;
+        if let Err(caller) = pushed {
+            // The slow path, unpinned: the arguments stay in the caller's frame, a root.
+            let goid = self.raw.goid();
+            safepoint_sched::with_managed_stack_of(goid, |ms| {
+                // SAFETY: as in `push_frame`.
+                unsafe { ms.push_sealed_handles(slots) };
+            })
+            .ok_or(GcError::WrongRuntime)?;
+            self.raw.with_pin(|pin| {
+                let ms = pin.stack();
+                let (base, _) = ms.sealed_top().expect("the frame just pushed");
+                copy_args(ms, caller, base, args);
+            })?;
+        }
+        Ok(())
+    }
+
     /// Pops the top section frame (the return of the call that pushed it).
     ///
     /// # Errors
@@ -468,6 +526,30 @@ impl SectionMutator {
     /// ```
     pub fn collect(&mut self) {
         self.raw.collect_for_memory();
+    }
+}
+
+/// The position of the top section frame's slot 0, if every slot `args` names is in it.
+#[inline(always)]
+fn caller_frame(ms: &ManagedStack, args: &[usize]) -> Result<usize, GcError> {
+    if args.is_empty() {
+        return Ok(0);
+    }
+    let (base, n) = ms.sealed_top().ok_or(GcError::NoFrame)?;
+    match args.iter().find(|&&i| i >= n) {
+        Some(&index) => Err(GcError::SlotOutOfFrame { index, slots: n }),
+        None => Ok(base),
+    }
+}
+
+/// Copies the caller's slots `args` (its frame at `caller`) into the new frame at `base`.
+#[inline(always)]
+fn copy_args(ms: &ManagedStack, caller: usize, base: usize, args: &[usize]) {
+    for (j, &i) in args.iter().enumerate() {
+        // SAFETY: `base + j` is a slot of the section frame just pushed (`j < slots`), and
+        // the value is one of the caller's section frame's, which hold only values the
+        // section API wrote (null, immediates, live references: a root until now).
+        unsafe { ms.set_at(base + j, ms.get_at(caller + i)) };
     }
 }
 
