@@ -27,7 +27,7 @@ fn build(m: &mut SectionMutator, node: &Shape, d: u32, dst: usize) {
     }
     m.enter(|s| -> Result<(), safepoint::gc::GcError> {
         let n = if d > 0 {
-            let (l, r) = (s.slot(LEFT)?, s.slot(RIGHT)?);
+            let [l, r] = s.slots()?;
             s.alloc_init(node, &[l, r])?
         } else {
             s.alloc(node)?

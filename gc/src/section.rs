@@ -69,6 +69,23 @@ type Brand<'s> = PhantomData<(fn(&'s ()) -> &'s (), *const ())>;
 
 const ID_MASK: usize = (1 << ID_BITS) - 1;
 
+/// Why a field access failed, as the hot paths carry it: a small `Copy` value with nothing
+/// to drop, turned into a [`GcError`] (which may own a type name) only on the way out.
+#[derive(Clone, Copy, Debug)]
+enum Fault {
+    WrongHeap,
+    /// The object's header word, which is not the shape's.
+    NotOfShape(usize),
+    OutOfBounds {
+        index: usize,
+        len: usize,
+    },
+    Kind(&'static str),
+}
+
+const BYTES: &str = "a byte array has no words to read";
+const NOT_A_VALUE: &str = "not a reference or tagged word";
+
 /// A value of the heap's tagged encoding ([`TagRule`]) inside the section `'s`: null, an
 /// immediate integer, a reference, or another immediate (a flonum, with a tag rule that
 /// leaves room for one). Read it with [`Section::as_ref`], [`Section::as_int`],
@@ -465,8 +482,8 @@ impl SectionMutator {
     /// Pops the top section frame (the return of the call that pushed it).
     ///
     /// # Errors
-    /// [`GcError::NoFrame`] if the top frame is not a section frame; [`GcError::NoP`] inside a
-    /// blocking call; [`GcError::WrongRuntime`] on another goroutine.
+    /// [`GcError::NoFrame`] if the top frame is not a section frame;
+    /// [`GcError::WrongRuntime`] on another goroutine.
     ///
     /// ```
     /// # use safepoint_gc::{Gc, GcError, SectionMutator};
@@ -482,7 +499,10 @@ impl SectionMutator {
     /// ```
     #[inline]
     pub fn pop_frame(&mut self) -> Result<(), GcError> {
-        self.raw.with_pin(|pin| pop_section_frame(pin.stack()))?
+        // No P needed (as a `Mutator` scope's end pops): a pop only lowers the stack's top,
+        // and a collector scanning the stack meanwhile reads roots either way.
+        safepoint_sched::with_managed_stack_of(self.raw.goid(), pop_section_frame)
+            .ok_or(GcError::WrongRuntime)?
     }
 
     /// A safepoint poll, for a loop's back-edge between sections: answers a pending stop,
@@ -554,11 +574,25 @@ fn copy_args(ms: &ManagedStack, caller: usize, base: usize, args: &[usize]) {
 }
 
 /// Pops the top frame if it is a section frame.
-#[inline]
+#[inline(always)]
 fn pop_section_frame(ms: &ManagedStack) -> Result<(), GcError> {
-    ms.sealed_top().ok_or(GcError::NoFrame)?;
+    if ms.sealed_top().is_none() {
+        return Err(no_frame());
+    }
     ms.pop();
     Ok(())
+}
+
+#[cold]
+#[inline(never)]
+fn no_frame() -> GcError {
+    GcError::NoFrame
+}
+
+#[cold]
+#[inline(never)]
+fn out_of_frame(index: usize, slots: usize) -> GcError {
+    GcError::SlotOutOfFrame { index, slots }
 }
 
 /// A running section of a [`SectionMutator`] (see the module documentation): the heap's
@@ -718,7 +752,10 @@ impl<'s> Section<'s> {
     /// The top section frame's slot 0 position and slot count, checked.
     #[inline(always)]
     fn frame(&self) -> Result<(usize, usize), GcError> {
-        self.pin.stack().sealed_top().ok_or(GcError::NoFrame)
+        match self.pin.stack().sealed_top() {
+            Some(f) => Ok(f),
+            None => Err(no_frame()),
+        }
     }
 
     /// The number of slots of the top section frame.
@@ -763,13 +800,44 @@ impl<'s> Section<'s> {
     /// }).unwrap();
     /// # });
     /// ```
-    #[inline]
+    #[inline(always)]
     pub fn slot(&self, i: usize) -> Result<Value<'s>, GcError> {
         let (base, slots) = self.frame()?;
         if i >= slots {
-            return Err(GcError::SlotOutOfFrame { index: i, slots });
+            return Err(out_of_frame(i, slots));
         }
         Ok(Value::from_bits(self.pin.stack().get_at(base + i)))
+    }
+
+    /// Slots `0..N` of the top section frame, with one check of the frame: how compiled code
+    /// loads its registers at the start of a section.
+    ///
+    /// # Errors
+    /// As [`slot`](Self::slot), for slot `N - 1`.
+    ///
+    /// ```
+    /// # use safepoint_gc::{Gc, GcError, SectionMutator};
+    /// # let rt = safepoint_sched::Runtime::builder().procs(1).build().unwrap();
+    /// # let gc = Gc::new(&rt).unwrap();
+    /// # let g = gc.clone();
+    /// # rt.block_on(move || {
+    /// let mut m = SectionMutator::new(&g).unwrap();
+    /// m.push_frame(2).unwrap();
+    /// m.enter(|s| {
+    ///     let [a, b] = s.slots().unwrap();
+    ///     assert!(a.is_nil() && b.is_nil());
+    ///     assert!(s.slots::<3>().is_err()); // past the frame
+    /// }).unwrap();
+    /// # });
+    /// ```
+    #[inline(always)]
+    pub fn slots<const N: usize>(&self) -> Result<[Value<'s>; N], GcError> {
+        let (base, slots) = self.frame()?;
+        if N > slots {
+            return Err(out_of_frame(N - 1, slots));
+        }
+        let ms = self.pin.stack();
+        Ok(std::array::from_fn(|i| Value::from_bits(ms.get_at(base + i))))
     }
 
     /// Writes slot `i` of the top section frame: `v` stays alive (a root) while it is there.
@@ -790,11 +858,11 @@ impl<'s> Section<'s> {
     /// assert_eq!(n, Some(9));
     /// # });
     /// ```
-    #[inline]
+    #[inline(always)]
     pub fn set_slot(&mut self, i: usize, v: Value<'s>) -> Result<(), GcError> {
         let (base, slots) = self.frame()?;
         if i >= slots {
-            return Err(GcError::SlotOutOfFrame { index: i, slots });
+            return Err(out_of_frame(i, slots));
         }
         // SAFETY: `base + i` is a slot of a section frame (a sealed handle frame on top, just
         // checked), whose owner this mutator is; `v` is a value of this heap's encoding that
@@ -828,7 +896,7 @@ impl<'s> Section<'s> {
     /// assert_eq!(m.enter(|s| s.as_int(s.slot(0).unwrap())).unwrap(), Some(3));
     /// # });
     /// ```
-    #[inline]
+    #[inline(always)]
     pub fn pop_frame(&mut self) -> Result<(), GcError> {
         pop_section_frame(self.pin.stack())
     }
@@ -912,16 +980,18 @@ impl<'s> Section<'s> {
         }
         // Check every word first, so that a refused store allocates nothing.
         for (i, v) in init.iter().enumerate() {
-            let kind = self.kind_at(shape, i)?;
-            self.encode(kind, *v, shape)?;
+            if let Err(f) = self.kind_at(shape, i).and_then(|k| self.encode(k, *v)) {
+                return Err(self.raise(f, shape));
+            }
         }
         let obj = self.alloc(shape)?;
         let addr = obj.bits & !self.rule.mask;
         // SAFETY: a fresh object of `shape`, whose body has at least `init.len()` words.
         let words = unsafe { body(addr, init.len()) };
         for (i, v) in init.iter().enumerate() {
-            let kind = self.kind_at(shape, i)?;
-            let w = self.encode(kind, *v, shape)?;
+            // Checked above: neither fails here.
+            let kind = self.kind_at(shape, i).unwrap_or(WordKind::Raw);
+            let w = self.encode(kind, *v).unwrap_or(0);
             // A word of an object allocated in this section, never stored: it holds null.
             self.pin.gc.init_field(self.pin.p, kind, &words[i], w);
         }
@@ -931,7 +1001,7 @@ impl<'s> Section<'s> {
     /// The kind of word `i` of objects of `shape` (its length for arrays checked by the
     /// caller).
     #[inline(always)]
-    fn kind_at(&self, shape: &Shape, i: usize) -> Result<WordKind, GcError> {
+    fn kind_at(&self, shape: &Shape, i: usize) -> Result<WordKind, Fault> {
         match shape.words {
             ShapeWords::Record { refs, tagged, raw } if i < 64 => {
                 let bit = 1u64 << i;
@@ -948,7 +1018,7 @@ impl<'s> Section<'s> {
             ShapeWords::Record { .. } => self.record_kind(shape, i),
             ShapeWords::RefArray => Ok(WordKind::Ref),
             ShapeWords::TaggedArray => Ok(WordKind::Tagged),
-            ShapeWords::Bytes => Err(self.wrong_kind(shape, "a byte array has no words to read")),
+            ShapeWords::Bytes => Err(Fault::Kind(BYTES)),
         }
     }
 
@@ -956,13 +1026,25 @@ impl<'s> Section<'s> {
     /// reference, tagged nor raw word.
     #[cold]
     #[inline(never)]
-    fn record_kind(&self, shape: &Shape, i: usize) -> Result<WordKind, GcError> {
+    fn record_kind(&self, shape: &Shape, i: usize) -> Result<WordKind, Fault> {
         let types = &self.pin.gc.types;
         match types.get(types.bind(shape.header.type_id())) {
             Some(crate::TypeDesc::Record { words, .. }) => {
-                words.get(i).copied().ok_or(GcError::OutOfBounds { index: i, len: words.len() })
+                words.get(i).copied().ok_or(Fault::OutOfBounds { index: i, len: words.len() })
             }
-            _ => Err(self.wrong_kind(shape, "not a record")),
+            _ => Err(Fault::Kind("not a record")),
+        }
+    }
+
+    /// The error for `f`, met on an access with `shape`.
+    #[cold]
+    #[inline(never)]
+    fn raise(&self, f: Fault, shape: &Shape) -> GcError {
+        match f {
+            Fault::WrongHeap => GcError::WrongHeap,
+            Fault::OutOfBounds { index, len } => GcError::OutOfBounds { index, len },
+            Fault::Kind(what) => self.wrong_kind(shape, what),
+            Fault::NotOfShape(hw) => self.not_of_shape(hw),
         }
     }
 
@@ -978,15 +1060,13 @@ impl<'s> Section<'s> {
 
     /// `v` as a word of kind `kind`: a reference word holds a plain address.
     #[inline(always)]
-    fn encode(&self, kind: WordKind, v: Value<'s>, shape: &Shape) -> Result<usize, GcError> {
+    fn encode(&self, kind: WordKind, v: Value<'s>) -> Result<usize, Fault> {
         match kind {
             WordKind::Tagged => Ok(v.bits),
             WordKind::Ref if v.bits == 0 => Ok(0),
             WordKind::Ref if self.rule.is_ref(v.bits) => Ok(v.bits & !self.rule.mask),
-            WordKind::Ref => {
-                Err(self.wrong_kind(shape, "an immediate stored into a reference word"))
-            }
-            _ => Err(self.wrong_kind(shape, "not a reference or tagged word")),
+            WordKind::Ref => Err(Fault::Kind("an immediate stored into a reference word")),
+            _ => Err(Fault::Kind(NOT_A_VALUE)),
         }
     }
 
@@ -997,10 +1077,10 @@ impl<'s> Section<'s> {
         obj: Ref<'s>,
         shape: &Shape,
         i: usize,
-    ) -> Result<(WordKind, &AtomicUsize), GcError> {
+    ) -> Result<(WordKind, &AtomicUsize), Fault> {
         let gc = self.pin.gc;
         if shape.heap != gc.id {
-            return Err(GcError::WrongHeap);
+            return Err(Fault::WrongHeap);
         }
         if self.pin.validate {
             self.pin.check(obj.bits, None);
@@ -1015,10 +1095,11 @@ impl<'s> Section<'s> {
             ShapeWords::RefArray | ShapeWords::TaggedArray if (hw ^ sh) & ID_MASK == 0 => {
                 Header::from_word(hw).map_or(0, Header::len)
             }
-            _ => return Err(self.not_of_shape(hw, shape)),
+            ShapeWords::Bytes => return Err(Fault::Kind(BYTES)),
+            _ => return Err(Fault::NotOfShape(hw)),
         };
         if i >= len {
-            return Err(GcError::OutOfBounds { index: i, len });
+            return Err(Fault::OutOfBounds { index: i, len });
         }
         let kind = self.kind_at(shape, i)?;
         // SAFETY: word `i` of a live object's body (`i` is below its body words, by its header).
@@ -1027,10 +1108,7 @@ impl<'s> Section<'s> {
 
     #[cold]
     #[inline(never)]
-    fn not_of_shape(&self, hw: usize, shape: &Shape) -> GcError {
-        if matches!(shape.words, ShapeWords::Bytes) {
-            return self.wrong_kind(shape, "a byte array has no words to read");
-        }
+    fn not_of_shape(&self, hw: usize) -> GcError {
         let types = &self.pin.gc.types;
         let found = Header::from_word(hw)
             .and_then(|h| types.get(types.bind(h.type_id())))
@@ -1156,14 +1234,17 @@ impl<'s> Section<'s> {
     /// ```
     #[inline(always)]
     pub fn get(&self, obj: Ref<'s>, shape: &Shape, i: usize) -> Result<Value<'s>, GcError> {
-        let (kind, w) = self.word_of(obj, shape, i)?;
+        let (kind, w) = match self.word_of(obj, shape, i) {
+            Ok(kw) => kw,
+            Err(f) => return Err(self.raise(f, shape)),
+        };
         // Acquire: as in `Pin::word` (a reference read here is seen initialised).
         let v = w.load(Ordering::Acquire);
         match kind {
             WordKind::Ref if v == 0 => Ok(Value::nil()),
             WordKind::Ref => Ok(Value::from_bits(v | self.rule.ref_tag)),
             WordKind::Tagged => Ok(Value::from_bits(v)),
-            _ => Err(self.wrong_kind(shape, "not a reference or tagged word")),
+            _ => Err(self.raise(Fault::Kind(NOT_A_VALUE), shape)),
         }
     }
 
@@ -1202,8 +1283,11 @@ impl<'s> Section<'s> {
         i: usize,
         v: Value<'s>,
     ) -> Result<(), GcError> {
-        let (kind, w) = self.word_of(obj, shape, i)?;
-        let word = self.encode(kind, v, shape)?;
+        let (kind, w, word) =
+            match self.word_of(obj, shape, i).and_then(|(k, w)| Ok((k, w, self.encode(k, v)?))) {
+                Ok(t) => t,
+                Err(f) => return Err(self.raise(f, shape)),
+            };
         self.pin.gc.store_field(self.pin.p, kind, w, word);
         Ok(())
     }
@@ -1235,10 +1319,11 @@ impl<'s> Section<'s> {
     /// ```
     #[inline]
     pub fn get_raw(&self, obj: Ref<'s>, shape: &Shape, i: usize) -> Result<u64, GcError> {
-        match self.word_of(obj, shape, i)? {
+        match self.word_of(obj, shape, i) {
             // Relaxed: raw data, as in `Mutator::read_word`.
-            (WordKind::Raw, w) => Ok(w.load(Ordering::Relaxed) as u64),
-            _ => Err(self.wrong_kind(shape, "not a raw word")),
+            Ok((WordKind::Raw, w)) => Ok(w.load(Ordering::Relaxed) as u64),
+            Ok(_) => Err(self.raise(Fault::Kind("not a raw word"), shape)),
+            Err(f) => Err(self.raise(f, shape)),
         }
     }
 
@@ -1274,13 +1359,14 @@ impl<'s> Section<'s> {
         i: usize,
         v: u64,
     ) -> Result<(), GcError> {
-        match self.word_of(obj, shape, i)? {
+        match self.word_of(obj, shape, i) {
             // Relaxed: raw data, as in `Mutator::write_word`.
-            (WordKind::Raw, w) => {
+            Ok((WordKind::Raw, w)) => {
                 w.store(v as usize, Ordering::Relaxed);
                 Ok(())
             }
-            _ => Err(self.wrong_kind(shape, "not a raw word")),
+            Ok(_) => Err(self.raise(Fault::Kind("not a raw word"), shape)),
+            Err(f) => Err(self.raise(f, shape)),
         }
     }
 
