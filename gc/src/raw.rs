@@ -332,11 +332,16 @@ impl RawMutator {
     pub(crate) fn with_pin<R>(&self, f: impl FnOnce(Pin<'_>) -> R) -> Result<R, GcError> {
         let gc = &*self.gc;
         let validate = self.validate;
-        safepoint_sched::pinned(self.goid, |pinned| {
-            let p = pinned.p().ok_or(GcError::NoP)?;
-            Ok(f(Pin { gc, p, pinned, validate }))
-        })
-        .ok_or(GcError::WrongRuntime)?
+        // Matches, not `ok_or(GcError::…)`: that builds the error on every call and drops it
+        // (a call of `GcError`'s drop glue, which owns strings in some variants).
+        let r = safepoint_sched::pinned(self.goid, |pinned| match pinned.p() {
+            Some(p) => Ok(f(Pin { gc, p, pinned, validate })),
+            None => Err(GcError::NoP),
+        });
+        match r {
+            Some(r) => r,
+            None => Err(GcError::WrongRuntime),
+        }
     }
 
     /// The goroutine this mutator belongs to.

@@ -501,8 +501,10 @@ impl SectionMutator {
     pub fn pop_frame(&mut self) -> Result<(), GcError> {
         // No P needed (as a `Mutator` scope's end pops): a pop only lowers the stack's top,
         // and a collector scanning the stack meanwhile reads roots either way.
-        safepoint_sched::with_managed_stack_of(self.raw.goid(), pop_section_frame)
-            .ok_or(GcError::WrongRuntime)?
+        match safepoint_sched::with_managed_stack_of(self.raw.goid(), pop_section_frame) {
+            Some(r) => r,
+            None => Err(GcError::WrongRuntime),
+        }
     }
 
     /// A safepoint poll, for a loop's back-edge between sections: answers a pending stop,
@@ -555,7 +557,7 @@ fn caller_frame(ms: &ManagedStack, args: &[usize]) -> Result<usize, GcError> {
     if args.is_empty() {
         return Ok(0);
     }
-    let (base, n) = ms.sealed_top().ok_or(GcError::NoFrame)?;
+    let Some((base, n)) = ms.sealed_top() else { return Err(no_frame()) };
     match args.iter().find(|&&i| i >= n) {
         Some(&index) => Err(GcError::SlotOutOfFrame { index, slots: n }),
         None => Ok(base),
@@ -1195,7 +1197,11 @@ impl<'s> Section<'s> {
     /// # let g = gc.clone();
     /// # rt.block_on(move || {
     /// # let m = SectionMutator::new(&g).unwrap();
-    /// assert_eq!(m.enter(|s| s.len(s.alloc(&v4).unwrap())).unwrap(), 4);
+    /// let n = m.enter(|s| {
+    ///     let a = s.alloc(&v4).unwrap();
+    ///     s.len(a)
+    /// }).unwrap();
+    /// assert_eq!(n, 4);
     /// # });
     /// ```
     #[inline]
