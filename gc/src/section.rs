@@ -226,7 +226,13 @@ pub struct SectionMutator {
     raw: RawMutator,
     /// A section is running (refuses a nested one).
     active: Cell<bool>,
+    enc: Enc,
+}
+
+/// The heap's value encoding, as the sections' accessors use it.
+struct Enc {
     rule: TagRule,
+    /// Immediate integers are `(n << int_shift) | int_tag`.
     int_shift: u32,
     int_tag: usize,
 }
@@ -269,7 +275,7 @@ impl SectionMutator {
         let raw = RawMutator::new(gc)?;
         let rule = gc.inner.config.tag_rule;
         let (int_shift, int_tag) = int_shape(rule);
-        Ok(SectionMutator { raw, active: Cell::new(false), rule, int_shift, int_tag })
+        Ok(SectionMutator { raw, active: Cell::new(false), enc: Enc { rule, int_shift, int_tag } })
     }
 
     /// The collector.
@@ -360,9 +366,9 @@ impl SectionMutator {
             return Err(GcError::NestedSection);
         }
         let active = Active(&self.active);
-        let (rule, int_shift, int_tag) = (self.rule, self.int_shift, self.int_tag);
+        let enc = &self.enc;
         let (r, slow) = self.raw.with_pin(|pin| {
-            let mut s = Section { pin, rule, int_shift, int_tag, slow: false, _brand: PhantomData };
+            let mut s = Section { pin, enc, slow: false, _brand: PhantomData };
             let r = f(&mut s);
             (r, s.slow)
         })?;
@@ -601,9 +607,7 @@ fn out_of_frame(index: usize, slots: usize) -> GcError {
 /// operations, on values branded with the section's lifetime `'s`.
 pub struct Section<'s> {
     pin: Pin<'s>,
-    rule: TagRule,
-    int_shift: u32,
-    int_tag: usize,
+    enc: &'s Enc,
     /// An allocation took the slow path: the section's end owes a safepoint.
     slow: bool,
     _brand: Brand<'s>,
@@ -640,8 +644,8 @@ impl<'s> Section<'s> {
     /// ```
     #[inline]
     pub fn int(&self, n: i64) -> Result<Value<'s>, GcError> {
-        let w = ((n as usize) << self.int_shift) | self.int_tag;
-        if ((w as i64) >> self.int_shift) != n || w == 0 {
+        let w = ((n as usize) << self.enc.int_shift) | self.enc.int_tag;
+        if ((w as i64) >> self.enc.int_shift) != n || w == 0 {
             return Err(GcError::IntegerOutOfRange { value: n });
         }
         Ok(Value::from_bits(w))
@@ -664,8 +668,8 @@ impl<'s> Section<'s> {
     /// ```
     #[inline]
     pub fn as_int(&self, v: Value<'s>) -> Option<i64> {
-        (v.bits != 0 && v.bits & self.rule.mask == self.int_tag)
-            .then(|| (v.bits as i64) >> self.int_shift)
+        (v.bits != 0 && v.bits & self.enc.rule.mask == self.enc.int_tag)
+            .then(|| (v.bits as i64) >> self.enc.int_shift)
     }
 
     /// The reference `v` holds, if it holds one.
@@ -691,14 +695,14 @@ impl<'s> Section<'s> {
     /// ```
     #[inline]
     pub fn as_ref(&self, v: Value<'s>) -> Option<Ref<'s>> {
-        self.rule.is_ref(v.bits).then_some(Ref { bits: v.bits, _brand: PhantomData })
+        self.enc.rule.is_ref(v.bits).then_some(Ref { bits: v.bits, _brand: PhantomData })
     }
 
     /// Whether the heap's tag rule leaves room for immediate doubles ([`crate::flonum`]): its
     /// mask covers the low two bits and its reference tag is not `11` there.
     fn flonums(&self) -> bool {
-        self.rule.mask & crate::flonum::TAG_MASK == crate::flonum::TAG_MASK
-            && self.rule.ref_tag & crate::flonum::TAG_MASK != crate::flonum::TAG
+        self.enc.rule.mask & crate::flonum::TAG_MASK == crate::flonum::TAG_MASK
+            && self.enc.rule.ref_tag & crate::flonum::TAG_MASK != crate::flonum::TAG
     }
 
     /// The double `x` as an immediate ([`crate::flonum`]), if the heap's tag rule has room
@@ -987,7 +991,7 @@ impl<'s> Section<'s> {
             }
         }
         let obj = self.alloc(shape)?;
-        let addr = obj.bits & !self.rule.mask;
+        let addr = obj.bits & !self.enc.rule.mask;
         // SAFETY: a fresh object of `shape`, whose body has at least `init.len()` words.
         let words = unsafe { body(addr, init.len()) };
         for (i, v) in init.iter().enumerate() {
@@ -1066,7 +1070,7 @@ impl<'s> Section<'s> {
         match kind {
             WordKind::Tagged => Ok(v.bits),
             WordKind::Ref if v.bits == 0 => Ok(0),
-            WordKind::Ref if self.rule.is_ref(v.bits) => Ok(v.bits & !self.rule.mask),
+            WordKind::Ref if self.enc.rule.is_ref(v.bits) => Ok(v.bits & !self.enc.rule.mask),
             WordKind::Ref => Err(Fault::Kind("an immediate stored into a reference word")),
             _ => Err(Fault::Kind(NOT_A_VALUE)),
         }
@@ -1087,7 +1091,7 @@ impl<'s> Section<'s> {
         if self.pin.validate {
             self.pin.check(obj.bits, None);
         }
-        let addr = obj.bits & !self.rule.mask;
+        let addr = obj.bits & !self.enc.rule.mask;
         // SAFETY: `obj` is a live object of this heap: a `Ref` comes only from an allocation
         // or a load in this section, and nothing is freed while it runs.
         let hw = unsafe { header_in(gc.typed, addr) };
@@ -1148,7 +1152,7 @@ impl<'s> Section<'s> {
             return false;
         }
         // SAFETY: as in `word_of`.
-        let hw = unsafe { header_in(self.pin.gc.typed, obj.bits & !self.rule.mask) };
+        let hw = unsafe { header_in(self.pin.gc.typed, obj.bits & !self.enc.rule.mask) };
         match shape.words {
             ShapeWords::Record { .. } => hw == shape.header.to_word(),
             _ => (hw ^ shape.header.to_word()) & ID_MASK == 0,
@@ -1179,7 +1183,7 @@ impl<'s> Section<'s> {
     #[inline]
     pub fn type_of(&self, obj: Ref<'s>) -> TypeId {
         // SAFETY: as in `word_of`.
-        let hw = unsafe { header_in(self.pin.gc.typed, obj.bits & !self.rule.mask) };
+        let hw = unsafe { header_in(self.pin.gc.typed, obj.bits & !self.enc.rule.mask) };
         let h = Header::from_word(hw).unwrap_or_else(|| {
             panic!("safepoint: object at {:#x} has a corrupt header {hw:#x}", obj.bits)
         });
@@ -1207,7 +1211,7 @@ impl<'s> Section<'s> {
     #[inline]
     pub fn len(&self, obj: Ref<'s>) -> usize {
         // SAFETY: as in `word_of`.
-        let hw = unsafe { header_in(self.pin.gc.typed, obj.bits & !self.rule.mask) };
+        let hw = unsafe { header_in(self.pin.gc.typed, obj.bits & !self.enc.rule.mask) };
         Header::from_word(hw).map_or(0, Header::len)
     }
 
@@ -1248,7 +1252,7 @@ impl<'s> Section<'s> {
         let v = w.load(Ordering::Acquire);
         match kind {
             WordKind::Ref if v == 0 => Ok(Value::nil()),
-            WordKind::Ref => Ok(Value::from_bits(v | self.rule.ref_tag)),
+            WordKind::Ref => Ok(Value::from_bits(v | self.enc.rule.ref_tag)),
             WordKind::Tagged => Ok(Value::from_bits(v)),
             _ => Err(self.raise(Fault::Kind(NOT_A_VALUE), shape)),
         }
