@@ -45,8 +45,8 @@
 //!
 //! What sections do not cover: weak and ephemeron words (use the checked [`Mutator`] or the
 //! raw path), byte arrays' contents, channels, and function frames described by the
-//! embedder's stack maps (a section frame's slots are all roots; see "Known limits" in the
-//! crate essay).
+//! embedder's stack maps (a section frame's slots are all roots; see "Branded sections" in
+//! the crate essay).
 //!
 //! [`RawMutator`]: crate::RawMutator
 //! [`Mutator`]: crate::Mutator
