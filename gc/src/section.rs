@@ -411,15 +411,17 @@ impl SectionMutator {
         if slots > MAX_FRAME_SLOTS {
             return Err(GcError::OutOfBounds { index: slots, len: MAX_FRAME_SLOTS });
         }
-        // SAFETY (both pushes): the frame's slots are written only by `Section::set_slot`,
-        // with branded values of this heap's encoding, and popped by `pop_frame`.
-        // `try_push_sealed_handles` never reaches a safepoint, so it may run pinned.
-        let fast =
-            self.raw.with_pin(|pin| unsafe { pin.stack().try_push_sealed_handles(slots) })?;
+        let fast = self.raw.with_pin(|pin| {
+            // SAFETY: the frame's slots are written only by `Section::set_slot` (and
+            // `push_frame_args`), with values of this heap's encoding, and popped by
+            // `pop_frame`. `try_push_sealed_handles` never reaches a safepoint, so it may run
+            // pinned.
+            unsafe { pin.stack().try_push_sealed_handles(slots) }
+        })?;
         if fast.is_none() {
             // The slow path (growth, or a pending request answered here), unpinned.
             safepoint_sched::with_managed_stack_of(self.raw.goid(), |ms| {
-                // SAFETY: as above.
+                // SAFETY: as for the fast push above.
                 unsafe { ms.push_sealed_handles(slots) };
             })
             .ok_or(GcError::WrongRuntime)?;
