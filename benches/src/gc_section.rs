@@ -6,8 +6,9 @@
 //! section's end. It is the safe twin of `binary-trees-compiled` ([`crate::gc_compiled`],
 //! the trusted `RawMutator` path, per call): same tree, same calls, same frames per call;
 //! the differences are what safety costs: each slot and field access checks its frame or
-//! the node's header, and the walk keeps a node's children in its frame's slots (compiled
-//! code passing them in registers across the call cannot, in safe code).
+//! the node's header, and the walk keeps a node's right child in its frame's slot while it
+//! walks the left one (the raw twin passes both as values across the calls, which safe code
+//! cannot: a value does not survive its section).
 
 use safepoint::gc::{Gc, SectionMutator, Shape, TypeDesc, WordKind};
 use safepoint::sched::{Runtime, go};
@@ -39,37 +40,52 @@ fn build(m: &mut SectionMutator, node: &Shape, d: u32, dst: usize) {
     .unwrap_or_else(|e| panic!("build: {e}"));
 }
 
-/// Counts the nodes of the tree in slot 0 of the top frame (a `[t, l, r]` walk frame, or a
-/// root frame whose slot 0 holds the tree).
+/// Counts the nodes of the tree in slot 0 of the top frame (a `[t, r]` walk frame, or a root
+/// frame whose slot 0 holds the tree). One section per call: it reads the node, keeps its
+/// right child in slot 1 and, when the push needs no safepoint, pushes the left child's
+/// frame with the child as its argument (a call's fast path); otherwise the left child goes
+/// into slot 0 (the node is needed no more) and the call takes the slow push outside.
 fn walk(m: &mut SectionMutator, node: &Shape) -> i64 {
-    let leaf = m
-        .enter(|s| -> Result<bool, safepoint::gc::GcError> {
+    enum Step {
+        Leaf,
+        Called,
+        Slow,
+    }
+    let step = m
+        .enter(|s| -> Result<Step, safepoint::gc::GcError> {
             let t = s.as_ref(s.slot(0)?).expect("a node");
             let (l, r) = (s.get(t, node, LEFT)?, s.get(t, node, RIGHT)?);
             if l.is_nil() {
-                return Ok(true);
+                return Ok(Step::Leaf);
             }
-            s.set_slot(1, l)?;
-            s.set_slot(2, r)?;
-            Ok(false)
+            s.set_slot(1, r)?;
+            if s.push_frame_with(2, &[l])? {
+                return Ok(Step::Called);
+            }
+            s.set_slot(0, l)?;
+            Ok(Step::Slow)
         })
         .and_then(|r| r)
         .unwrap_or_else(|e| panic!("walk: {e}"));
-    if leaf {
-        return 1;
+    let called = match step {
+        Step::Leaf => return 1,
+        Step::Called => true,
+        Step::Slow => false,
+    };
+    if !called {
+        m.push_frame_args(2, &[0]).unwrap_or_else(|e| panic!("call: {e}"));
     }
-    let mut n = 1;
-    for child in [1, 2] {
-        m.push_frame_args(3, &[child]).unwrap_or_else(|e| panic!("call: {e}"));
-        n += walk(m, node);
-        m.pop_frame().unwrap_or_else(|e| panic!("return: {e}"));
-    }
+    let mut n = 1 + walk(m, node);
+    m.pop_frame().unwrap_or_else(|e| panic!("return: {e}"));
+    m.push_frame_args(2, &[1]).unwrap_or_else(|e| panic!("call: {e}"));
+    n += walk(m, node);
+    m.pop_frame().unwrap_or_else(|e| panic!("return: {e}"));
     n
 }
 
 /// Builds a tree of depth `d` into a fresh root frame, returns its walk, pops.
 fn build_and_walk(m: &mut SectionMutator, node: &Shape, d: u32) -> i64 {
-    m.push_frame(3).unwrap_or_else(|e| panic!("push: {e}"));
+    m.push_frame(2).unwrap_or_else(|e| panic!("push: {e}"));
     build(m, node, d, 0);
     let c = walk(m, node);
     m.pop_frame().unwrap_or_else(|e| panic!("pop: {e}"));
@@ -97,7 +113,7 @@ pub fn binary_trees(n: u32) -> (Vec<String>, GcRun) {
         let mut lines = Vec::new();
         let c = build_and_walk(&mut m, &node, stretch);
         lines.push(format!("stretch tree of depth {stretch}\t check: {c}"));
-        m.push_frame(3).unwrap_or_else(|e| panic!("push: {e}"));
+        m.push_frame(2).unwrap_or_else(|e| panic!("push: {e}"));
         build(&mut m, &node, max_depth, 0);
         let workers: Vec<_> = (MIN_DEPTH..=max_depth)
             .step_by(2)

@@ -880,6 +880,59 @@ impl<'s> Section<'s> {
         Ok(())
     }
 
+    /// Pushes a section frame of `slots` slots whose first slots are `args` (the rest null),
+    /// inside the section, if that needs no safepoint: a call's fast path, as compiled code
+    /// takes it between two instructions. `Ok(false)` when the push needs its slow path (the
+    /// stack must grow, or a stop or preemption is pending): nothing is pushed, and the
+    /// caller keeps the arguments in its own frame, leaves the section and calls
+    /// [`SectionMutator::push_frame_args`], the safepoint.
+    ///
+    /// # Errors
+    /// [`GcError::OutOfBounds`] for more arguments than slots, or more slots than
+    /// [`MAX_FRAME_SLOTS`].
+    ///
+    /// ```
+    /// # use safepoint_gc::{Gc, SectionMutator};
+    /// # let rt = safepoint_sched::Runtime::builder().procs(1).build().unwrap();
+    /// # let gc = Gc::new(&rt).unwrap();
+    /// # let g = gc.clone();
+    /// # rt.block_on(move || {
+    /// let mut m = SectionMutator::new(&g).unwrap();
+    /// m.push_frame(1).unwrap(); // the caller (the stack has room from here on)
+    /// let pushed = m.enter(|s| {
+    ///     let seven = s.int(7).unwrap();
+    ///     if !s.push_frame_with(2, &[seven]).unwrap() {
+    ///         s.set_slot(0, seven).unwrap(); // the slow path: keep it, push outside
+    ///         return false;
+    ///     }
+    ///     true
+    /// }).unwrap();
+    /// if !pushed {
+    ///     m.push_frame_args(2, &[0]).unwrap();
+    /// }
+    /// assert_eq!(m.enter(|s| s.as_int(s.slot(0).unwrap())).unwrap(), Some(7));
+    /// # });
+    /// ```
+    #[inline(always)]
+    pub fn push_frame_with(&mut self, slots: usize, args: &[Value<'s>]) -> Result<bool, GcError> {
+        if slots > MAX_FRAME_SLOTS || args.len() > slots {
+            return Err(GcError::OutOfBounds { index: args.len().max(slots), len: slots });
+        }
+        let ms = self.pin.stack();
+        // SAFETY: as in `SectionMutator::push_frame`: the frame is written only with values of
+        // this heap's encoding (the branded `args`, live until the section ends and roots in
+        // the frame from then on), and popped by `pop_frame`. `try_push_sealed_handles` never
+        // reaches a safepoint.
+        let Some(base) = (unsafe { ms.try_push_sealed_handles(slots) }) else {
+            return Ok(false);
+        };
+        for (j, v) in args.iter().enumerate() {
+            // SAFETY: slot `j < slots` of the section frame just pushed; `v` as above.
+            unsafe { ms.set_at(base + j, v.bits) };
+        }
+        Ok(true)
+    }
+
     /// Pops the top section frame inside the section, as a compiled function's return does
     /// before it writes its result into its caller's frame. (Values read from the popped
     /// frame stay valid until the section ends.)

@@ -413,3 +413,38 @@ fn trees_built_through_sections_survive_concurrent_collections() {
     assert_eq!(done, (1 << 13) - 1);
     assert!(gc.cycles() > 0, "the workload ran no collection");
 }
+
+/// A call's fast push inside a section: refused arguments are an error; with a request
+/// pending (here a poisoned guard), the push answers `false`, pushes nothing, and the call
+/// takes the slow push outside, where the request is answered.
+#[test]
+fn a_push_inside_a_section_takes_no_safepoint() {
+    with_sections(|m, _, _| {
+        m.push_frame(1).unwrap();
+        m.enter(|s| {
+            let v = s.int(1).unwrap();
+            assert!(matches!(s.push_frame_with(1, &[v, v]), Err(GcError::OutOfBounds { .. })));
+            assert!(s.push_frame_with(2, &[v]).unwrap()); // room, no request: pushed
+            assert_eq!(s.frame_slots(), Ok(2));
+            assert_eq!(s.as_int(s.slot(0).unwrap()), Some(1));
+            s.pop_frame().unwrap();
+        })
+        .unwrap();
+        safepoint_sched::with_managed_stack(|ms| ms.guard().poison());
+        let pushed = m
+            .enter(|s| {
+                let v = s.int(2).unwrap();
+                let pushed = s.push_frame_with(2, &[v]).unwrap();
+                assert_eq!(s.frame_slots(), Ok(1)); // nothing pushed
+                s.set_slot(0, v).unwrap();
+                pushed
+            })
+            .unwrap();
+        assert!(!pushed);
+        m.push_frame_args(2, &[0]).unwrap(); // the slow push answers the "request"
+        assert!(!safepoint_sched::with_managed_stack(|ms| ms.guard().is_poisoned()));
+        assert_eq!(m.enter(|s| s.as_int(s.slot(0).unwrap())).unwrap(), Some(2));
+        m.pop_frame().unwrap();
+        m.pop_frame().unwrap();
+    });
+}
