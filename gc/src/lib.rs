@@ -114,9 +114,9 @@
 //! binary trees this way; the `binary-trees-section` workload of the stress tool measures it
 //! against its raw twin. Its cost today: about 1.5 times the raw twin's instructions at depth
 //! 10 (a header compare, a bound, a kind test per field access; a frame check per slot
-//! access; a P check per frame push; three-slot-wide work where the raw walk passes children
-//! as bare words across its calls), and 1.3 to 1.5 times its wall time on a loaded machine:
-//! not yet the raw path's speed.
+//! access; a P check per frame push; a child kept in a frame slot where the raw walk passes
+//! children as bare words across its calls), and 1.3 to 1.5 times its wall time on a loaded
+//! machine: not yet the raw path's speed.
 //!
 //! ## The trusted path for compiled code
 //!
