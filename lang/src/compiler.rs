@@ -29,7 +29,9 @@ type R<T> = Result<T, Error>;
 /// The first syntax or compile error (an unknown name, a wrong argument count for a known
 /// function, a function too large).
 pub fn compile(file: &str, src: &str, reg: &Registry) -> R<Program> {
-    Session::new(reg)?.compile(file, src, reg, false)
+    let mut s = Session::new(reg)?;
+    s.whole = true;
+    s.compile(file, src, reg, false)
 }
 
 /// What the chunks compiled so far have declared (functions, globals, constants): one
@@ -49,6 +51,10 @@ pub struct Session {
     /// their functions are registered under (the registry wants every name once, and a
     /// chunk that failed has registered some).
     chunks: usize,
+    /// The chunk is the whole program (not a REPL's): a top-level variable that no function
+    /// names may live in a register of the top-level code instead of a global (see
+    /// [`Compiler::chunk`]).
+    whole: bool,
 }
 
 impl Session {
@@ -91,6 +97,7 @@ impl Session {
             fns: c.fns,
             globals: c.globals,
             chunks: 0,
+            whole: false,
         })
     }
 
@@ -121,7 +128,7 @@ impl Session {
             self.chunks += 1;
             c.suffix = format!("@{}", self.chunks);
         }
-        let prog = c.chunk(file, stmts, self.prelude)?;
+        let prog = c.chunk(file, stmts, self.prelude, self.whole)?;
         self.protos = c.protos;
         self.consts = c.consts;
         self.const_idx = c.const_idx;
@@ -149,10 +156,19 @@ fn echoed(e: Expr, pos: Pos) -> Vec<Stmt> {
 impl Compiler<'_> {
     /// Compiles a chunk's statements: its functions and globals first (so that code may name
     /// them before their declaration), then its top-level code.
-    fn chunk(&mut self, file: &str, stmts: Vec<Stmt>, prelude: usize) -> R<Program> {
+    ///
+    /// In a `whole` program, a top-level `let` whose name no named function mentions, that
+    /// is the only `let` of its name at the top level, and whose name no top-level code
+    /// mentions before it (its own initializer included) makes a local of the top-level code
+    /// instead of a global: a register, as Lua's `local` at a chunk's top is. Nothing can
+    /// tell the difference (only the top-level code and the function literals in it can name
+    /// it, after its declaration, and literals capture it as any local), and a register costs
+    /// a load where a global costs a load of the globals array and a write barrier.
+    fn chunk(&mut self, file: &str, stmts: Vec<Stmt>, prelude: usize, whole: bool) -> R<Program> {
         let c = self;
         let first = c.protos.len();
         let mut fdefs = Vec::new();
+        let locals = if whole { top_level_locals(&stmts) } else { HashSet::new() };
         for s in &stmts {
             match &s.kind {
                 StmtKind::Fn(d) => {
@@ -170,6 +186,9 @@ impl Compiler<'_> {
                 StmtKind::Let(n, _) => {
                     if c.fns.contains_key(n) {
                         return Err(Error::at(s.pos, format!("{n} is a function")));
+                    }
+                    if locals.contains(n) {
+                        continue;
                     }
                     let g = c.globals.len() as u16;
                     c.globals.entry(n.clone()).or_insert(g);
@@ -286,7 +305,8 @@ struct Func {
     loops: Vec<LoopCx>,
     /// Source position of each safepoint index.
     sp_pos: Vec<Pos>,
-    /// The top-level code: `let` outside any block makes a global.
+    /// The top-level code: `let` outside any block makes a global, or a kept register (see
+    /// [`Compiler::chunk`]).
     top: bool,
     at: Pos,
     /// Names of variables that need a box: captured by a function literal inside this one and
@@ -294,6 +314,11 @@ struct Func {
     boxed: HashSet<String>,
     /// `try` blocks open at the current instruction.
     tries: usize,
+    /// The top-level code's variables in registers, each with the first instruction after
+    /// its declaration: from there on its register is live, as a global would be (a value
+    /// a top-level variable holds stays reachable while the program runs, for weak handles
+    /// and weak maps to see).
+    kept: Vec<(Reg, usize)>,
     /// Each `try` block: its body's instructions, its handler, the handler's message register.
     regions: Vec<TryRegion>,
 }
@@ -354,6 +379,7 @@ impl Compiler<'_> {
             boxed,
             tries: 0,
             regions: Vec::new(),
+            kept: Vec::new(),
         };
         let mut params = Vec::new();
         for _ in &d.params {
@@ -375,7 +401,7 @@ impl Compiler<'_> {
         cx.emit(Op::Ret { a: r }, end);
         let f = cx.f;
         let regs = f.max.max(1);
-        let maps = liveness(&f.code, regs, &f.sels, &f.regions);
+        let maps = liveness(&f.code, regs, &f.sels, &f.regions, &f.kept);
         let nsp = f.sp_pos.len();
         if nsp > u16::MAX as usize {
             return Err(Error::at(d.pos, format!("function {} is too large", d.name)));
@@ -516,7 +542,7 @@ impl Cx<'_, '_> {
         match &s.kind {
             StmtKind::Fn(_) => {} // compiled up front
             StmtKind::Let(n, e) => {
-                if self.f.top && self.f.scopes.len() == 1 {
+                if self.f.top && self.f.scopes.len() == 1 && self.c.globals.contains_key(n) {
                     let g = self.c.globals[n];
                     let r = self.operand(e)?;
                     self.emit(Op::SetGlobal { g, a: r }, at);
@@ -525,6 +551,10 @@ impl Cx<'_, '_> {
                     self.expr_into(e, r)?;
                     self.f.next = r as usize + 1;
                     self.declare(n, r, at);
+                    if self.f.top && self.f.scopes.len() == 1 {
+                        // Straight-line code at the top: everything after this runs after it.
+                        self.f.kept.push((r, self.f.code.len()));
+                    }
                     return Ok(());
                 }
             }
@@ -1251,6 +1281,41 @@ fn boxing_stmt(s: &Stmt, assigned: &mut HashSet<String>, in_lambdas: &mut HashSe
     }
 }
 
+/// The top-level `let`s of a whole program that may be locals of its top-level code (see
+/// [`Compiler::chunk`]): at most [`TOP_LOCALS`], so that the top-level code keeps registers
+/// for its temporaries.
+fn top_level_locals(stmts: &[Stmt]) -> HashSet<String> {
+    let mut in_fns = Vec::new();
+    let mut lets: HashMap<&str, usize> = HashMap::new();
+    for s in stmts {
+        match &s.kind {
+            StmtKind::Fn(d) => d.body.iter().for_each(|s| names_stmt(s, &mut in_fns)),
+            StmtKind::Let(n, _) => *lets.entry(n).or_default() += 1,
+            _ => {}
+        }
+    }
+    let in_fns: HashSet<String> = in_fns.into_iter().collect();
+    let mut seen = HashSet::new();
+    let mut out = HashSet::new();
+    for s in stmts {
+        let mut names = Vec::new();
+        names_stmt(s, &mut names);
+        seen.extend(names);
+        if let StmtKind::Let(n, _) = &s.kind
+            && lets[n.as_str()] == 1
+            && !in_fns.contains(n)
+            && !seen.contains(n)
+            && out.len() < TOP_LOCALS
+        {
+            out.insert(n.clone());
+        }
+    }
+    out
+}
+
+/// The most top-level variables a program keeps in registers (of 255).
+const TOP_LOCALS: usize = 128;
+
 /// The function literals in `s`'s own expressions (not in its nested blocks' statements,
 /// and not nested in other literals).
 fn each_lambda_stmt<'a>(s: &'a Stmt, out: &mut Vec<&'a FnDef>) {
@@ -1568,8 +1633,15 @@ fn liveness(
     regs: usize,
     sels: &[SelTable],
     regions: &[TryRegion],
+    kept: &[(Reg, usize)],
 ) -> Vec<(usize, Vec<usize>)> {
-    let eff: Vec<_> = code.iter().enumerate().map(|(i, op)| effects(op, i, sels)).collect();
+    let mut eff: Vec<_> = code.iter().enumerate().map(|(i, op)| effects(op, i, sels)).collect();
+    // A kept register counts as read by every instruction from its first on.
+    for &(r, from) in kept {
+        for e in &mut eff[from..] {
+            e.0.add(r);
+        }
+    }
     let mut live_in = vec![Set::default(); code.len() + 1];
     // What the handlers of the `try` blocks around instruction `i` need.
     let handlers = |live_in: &[Set], i: usize| {
@@ -1692,5 +1764,18 @@ mod tests {
         assert_eq!((lam.params, lam.captures), (1, 1));
         let info = reg.get(lam.func).expect("registered");
         assert_eq!(info.live_slots(0, BitmapKind::Tagged).unwrap_or_default(), vec![0, 1]);
+    }
+
+    #[test]
+    fn top_level_variables_no_function_names_are_registers() {
+        let src = "print(c)\nlet a = 1\nfn g() { return b }\nlet b = 2\nlet c = 3\n\
+                   let d = 4\nlet d = 5\nlet h = fn() { return a }\nprint(a, b, c, d, h())\n";
+        let reg = Registry::new();
+        let prog = compile("t.pb", src, &reg).expect("compiles");
+        // b: a function names it; c: named before its `let`; d: two `let`s. a and h: locals.
+        assert_eq!(prog.globals, 3);
+        let main = &prog.protos[prog.main()];
+        let sets = main.code.iter().filter(|op| matches!(op, Op::SetGlobal { .. })).count();
+        assert_eq!(sets, 4, "{:?}", main.code);
     }
 }

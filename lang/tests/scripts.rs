@@ -171,6 +171,14 @@ fn the_more_features_script_prints_its_exact_output() {
 /// successor of every instruction in the block. (Without that, checkmark and poison caught a
 /// freed object read in the handler.)
 #[test]
+fn top_level_variables_in_registers_behave_as_globals_do() {
+    let want = "nil\n1\n2\n499500 502390\n51\nbx\n100\n2\n";
+    for procs in ["1", "2"] {
+        run_all_modes(&["--procs", procs, "run", &script("top_level.pb")], want);
+    }
+}
+
+#[test]
 fn try_handlers_keep_their_values_alive_through_collections() {
     for procs in ["1", "2"] {
         run_all_modes(&["--procs", procs, "run", &script("try_gc.pb"), "300"], "2590 3 10\n");
