@@ -568,11 +568,11 @@ impl Cx<'_, '_> {
                 self.block(then)?;
                 if els.is_empty() {
                     let h = self.here();
-                    self.patch(jf, h);
+                    self.patch_all(jf, h);
                 } else {
                     let j = self.emit(Op::Jmp { t: 0 }, at);
                     let h = self.here();
-                    self.patch(jf, h);
+                    self.patch_all(jf, h);
                     self.block(els)?;
                     let h = self.here();
                     self.patch(j, h);
@@ -583,7 +583,7 @@ impl Cx<'_, '_> {
                 let jf = self.cond_jump(c)?;
                 self.loop_body(body, None, top, at)?;
                 let h = self.here();
-                self.patch(jf, h);
+                self.patch_all(jf, h);
                 self.end_loop();
             }
             StmtKind::ForRange(x, a, b, body) => {
@@ -828,7 +828,10 @@ impl Cx<'_, '_> {
     }
 
     /// Emits a jump taken when `c` is false; returns it for patching.
-    fn cond_jump(&mut self, c: &Expr) -> R<usize> {
+    /// The jumps (to be patched) taken when `c` is false; the code falls through when it is
+    /// true. `and`, `or` and `not` become jumps rather than values, and a comparison a fused
+    /// compare and branch, as a condition needs no boolean.
+    fn cond_jump(&mut self, c: &Expr) -> R<Vec<usize>> {
         let mark = self.f.next;
         let j = match &c.kind {
             ExprKind::Bin(
@@ -839,15 +842,61 @@ impl Cx<'_, '_> {
                 let ra = self.operand(a)?;
                 let rb = self.operand(b)?;
                 let (op, x, y) = cmp_parts(*op, ra, rb);
-                self.emit(Op::CmpJmpF { op, b: x, c: y, t: 0 }, c.pos)
+                vec![self.emit(Op::CmpJmpF { op, b: x, c: y, t: 0 }, c.pos)]
             }
+            ExprKind::Bool(true) => Vec::new(),
+            ExprKind::Logic(true, a, b) => {
+                let mut j = self.cond_jump(a)?;
+                j.extend(self.cond_jump(b)?);
+                j
+            }
+            ExprKind::Logic(false, a, b) => {
+                let jt = self.true_jump(a)?;
+                let j = self.cond_jump(b)?;
+                let h = self.here();
+                self.patch_all(jt, h);
+                j
+            }
+            ExprKind::Not(a) => self.true_jump(a)?,
             _ => {
                 let r = self.operand(c)?;
-                self.emit(Op::JmpF { a: r, t: 0 }, c.pos)
+                vec![self.emit(Op::JmpF { a: r, t: 0 }, c.pos)]
             }
         };
         self.f.next = mark;
         Ok(j)
+    }
+
+    /// The jumps taken when `c` is true; the code falls through when it is false.
+    fn true_jump(&mut self, c: &Expr) -> R<Vec<usize>> {
+        let mark = self.f.next;
+        let j = match &c.kind {
+            ExprKind::Logic(false, a, b) => {
+                let mut j = self.true_jump(a)?;
+                j.extend(self.true_jump(b)?);
+                j
+            }
+            ExprKind::Logic(true, a, b) => {
+                let jf = self.cond_jump(a)?;
+                let j = self.true_jump(b)?;
+                let h = self.here();
+                self.patch_all(jf, h);
+                j
+            }
+            ExprKind::Not(a) => self.cond_jump(a)?,
+            _ => {
+                let r = self.operand(c)?;
+                vec![self.emit(Op::JmpT { a: r, t: 0 }, c.pos)]
+            }
+        };
+        self.f.next = mark;
+        Ok(j)
+    }
+
+    fn patch_all(&mut self, js: Vec<usize>, t: u32) {
+        for j in js {
+            self.patch(j, t);
+        }
     }
 
     fn assign(&mut self, target: &Expr, e: &Expr, at: Pos) -> R<()> {

@@ -179,6 +179,13 @@ fn top_level_variables_in_registers_behave_as_globals_do() {
 }
 
 #[test]
+fn conditions_jump_as_their_values_say() {
+    let want = "216 combinations\nand stops at nil true ab\nand skips b true a\n\
+                or stops at 0 true a\nnot false true a\nnan 2\n5 3\n";
+    run_all_modes(&["--procs", "1", "run", &script("conditions.pb")], want);
+}
+
+#[test]
 fn try_handlers_keep_their_values_alive_through_collections() {
     for procs in ["1", "2"] {
         run_all_modes(&["--procs", procs, "run", &script("try_gc.pb"), "300"], "2590 3 10\n");
