@@ -46,3 +46,13 @@ while true {
 let j = 0
 while j < 10 and (j != 3 or i == 0) { j = j + 1 }
 print(i, j)
+// A `for` loop's variable: assigned in the body, it is a copy (the loop still counts);
+// captured, each iteration's own.
+let steps = 0
+for k in 0..5 {
+    k = k * 100
+    steps = steps + k
+}
+let fs = []
+for k in 0..3 { push(fs, fn() { return k }) }
+print(steps, fs[0](), fs[1](), fs[2]())

@@ -596,9 +596,18 @@ impl Cx<'_, '_> {
                 let jf = self.emit(Op::CmpJmpF { op: CmpOp::Lt, b: i, c: end, t: 0 }, at);
                 let top = self.here();
                 self.f.scopes.push(Vec::new());
-                let xr = self.f.alloc(at)?;
-                self.emit(Op::Move { a: xr, b: i }, at);
-                self.declare(x, xr, at);
+                // Each iteration's variable is a new one (Go 1.22's rule), a copy of the
+                // counter, unless the body never assigns it (nor boxes a variable of its
+                // name): then no one can tell it from the counter, which it is.
+                let mut assigned = HashSet::new();
+                body.iter().for_each(|s| boxing_stmt(s, &mut assigned, &mut HashSet::new()));
+                if assigned.contains(x) || self.f.boxed.contains(x) {
+                    let xr = self.f.alloc(at)?;
+                    self.emit(Op::Move { a: xr, b: i }, at);
+                    self.declare(x, xr, at);
+                } else {
+                    self.declare(x, i, at);
+                }
                 self.for_body(body, i, end, top, at)?;
                 self.f.scopes.pop();
                 let h = self.here();
@@ -1826,5 +1835,22 @@ mod tests {
         let main = &prog.protos[prog.main()];
         let sets = main.code.iter().filter(|op| matches!(op, Op::SetGlobal { .. })).count();
         assert_eq!(sets, 4, "{:?}", main.code);
+    }
+
+    #[test]
+    fn a_for_variable_the_body_never_assigns_is_the_counter() {
+        let moves = |src: &str| {
+            let reg = Registry::new();
+            let prog = compile("t.pb", src, &reg).expect("compiles");
+            let f = prog.protos.iter().find(|p| p.name == "f").expect("f");
+            let Some(&Op::ForLoop { i, .. }) =
+                f.code.iter().find(|op| matches!(op, Op::ForLoop { .. }))
+            else {
+                panic!("no ForLoop in {:?}", f.code)
+            };
+            f.code.iter().filter(|op| matches!(op, Op::Move { b, .. } if *b == i)).count()
+        };
+        assert_eq!(moves("fn f(v) { for i in 0..3 { v[i] = 1 } }\n"), 0);
+        assert_eq!(moves("fn f(v) { for i in 0..3 { i = i + 1 } }\n"), 1);
     }
 }

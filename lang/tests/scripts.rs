@@ -181,7 +181,7 @@ fn top_level_variables_in_registers_behave_as_globals_do() {
 #[test]
 fn conditions_jump_as_their_values_say() {
     let want = "216 combinations\nand stops at nil true ab\nand skips b true a\n\
-                or stops at 0 true a\nnot false true a\nnan 2\n5 3\n";
+                or stops at 0 true a\nnot false true a\nnan 2\n5 3\n1000 0 1 2\n";
     run_all_modes(&["--procs", "1", "run", &script("conditions.pb")], want);
 }
 
