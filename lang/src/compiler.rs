@@ -477,6 +477,7 @@ impl Cx<'_, '_> {
         match &mut self.f.code[at] {
             Op::Jmp { t: x } | Op::JmpF { t: x, .. } | Op::JmpT { t: x, .. } => *x = t,
             Op::CmpJmpF { t: x, .. } | Op::Loop { t: x, .. } | Op::IterNext { t: x, .. } => *x = t,
+            Op::CmpJmpFK { t: x, .. } => *x = t,
             Op::ForLoop { t: x, .. } => *x = t,
             op => unreachable!("patching {op:?}"),
         }
@@ -848,10 +849,24 @@ impl Cx<'_, '_> {
                 a,
                 b,
             ) => {
-                let ra = self.operand(a)?;
-                let rb = self.operand(b)?;
-                let (op, x, y) = cmp_parts(*op, ra, rb);
-                vec![self.emit(Op::CmpJmpF { op, b: x, c: y, t: 0 }, c.pos)]
+                // A literal operand that is an immediate is read from the constants (the other
+                // operand's evaluation is all the code runs, in source order either way).
+                let (cop, x, _) = cmp_parts(*op, 0, 1);
+                let swapped = x == 1;
+                if let Some(k) = self.imm_const(b)? {
+                    let r = self.operand(a)?;
+                    let (b, kl) = (r, swapped);
+                    vec![self.emit(Op::CmpJmpFK { op: cop, b, k, kl, t: 0 }, c.pos)]
+                } else if let Some(k) = self.imm_const(a)? {
+                    let r = self.operand(b)?;
+                    let (b, kl) = (r, !swapped);
+                    vec![self.emit(Op::CmpJmpFK { op: cop, b, k, kl, t: 0 }, c.pos)]
+                } else {
+                    let ra = self.operand(a)?;
+                    let rb = self.operand(b)?;
+                    let (op, x, y) = cmp_parts(*op, ra, rb);
+                    vec![self.emit(Op::CmpJmpF { op, b: x, c: y, t: 0 }, c.pos)]
+                }
             }
             ExprKind::Bool(true) => Vec::new(),
             ExprKind::Logic(true, a, b) => {
@@ -992,6 +1007,20 @@ impl Cx<'_, '_> {
     }
 
     /// A register holding `e`'s value: a local's own register, or a new temporary.
+    /// The constant index of `e` if it is a literal whose value is an immediate (see
+    /// [`Program::imm`]).
+    fn imm_const(&mut self, e: &Expr) -> R<Option<u16>> {
+        let c = match e.kind {
+            ExprKind::Int(v) => Const::Int(v),
+            ExprKind::Float(f) => Const::Float(f),
+            _ => return Ok(None),
+        };
+        if Program::imm(&c).is_none() {
+            return Ok(None);
+        }
+        Ok(Some(self.c.konst(c)?))
+    }
+
     fn operand(&mut self, e: &Expr) -> R<Reg> {
         if let ExprKind::Name(n) = &e.kind
             && let Name::Local(r, _, false) = self.resolve(n, e.pos)?
@@ -1082,22 +1111,19 @@ impl Cx<'_, '_> {
                     let ra = self.operand(a)?;
                     let sp = self.sp(at);
                     self.emit(Op::AddI { a: dst, b: ra, v, sp }, at);
+                } else if let Some(op) = arith_op(*op)
+                    && let Some((k, kl, x)) = match self.imm_const(b)? {
+                        Some(k) => Some((k, false, a)),
+                        None => self.imm_const(a)?.map(|k| (k, true, b)),
+                    }
+                {
+                    let rb = self.operand(x)?;
+                    let sp = self.sp(at);
+                    self.emit(Op::ArithK { op, a: dst, b: rb, k, kl, sp }, at);
                 } else {
                     let ra = self.operand(a)?;
                     let rb = self.operand(b)?;
-                    let arith = match op {
-                        BinOp::Add => Some(ArithOp::Add),
-                        BinOp::Sub => Some(ArithOp::Sub),
-                        BinOp::Mul => Some(ArithOp::Mul),
-                        BinOp::Div => Some(ArithOp::Div),
-                        BinOp::Mod => Some(ArithOp::Mod),
-                        BinOp::BitAnd => Some(ArithOp::BitAnd),
-                        BinOp::BitOr => Some(ArithOp::BitOr),
-                        BinOp::BitXor => Some(ArithOp::BitXor),
-                        BinOp::Shl => Some(ArithOp::Shl),
-                        BinOp::Shr => Some(ArithOp::Shr),
-                        _ => None,
-                    };
+                    let arith = arith_op(*op);
                     if let Some(op) = arith {
                         let sp = self.sp(at);
                         self.emit(Op::Arith { op, a: dst, b: ra, c: rb, sp }, at);
@@ -1277,6 +1303,23 @@ impl Cx<'_, '_> {
 }
 
 /// A comparison as one of the four kinds, operands swapped for `>` and `>=`.
+/// The arithmetic operator of `op`, if it is one.
+fn arith_op(op: BinOp) -> Option<ArithOp> {
+    Some(match op {
+        BinOp::Add => ArithOp::Add,
+        BinOp::Sub => ArithOp::Sub,
+        BinOp::Mul => ArithOp::Mul,
+        BinOp::Div => ArithOp::Div,
+        BinOp::Mod => ArithOp::Mod,
+        BinOp::BitAnd => ArithOp::BitAnd,
+        BinOp::BitOr => ArithOp::BitOr,
+        BinOp::BitXor => ArithOp::BitXor,
+        BinOp::Shl => ArithOp::Shl,
+        BinOp::Shr => ArithOp::Shr,
+        _ => return None,
+    })
+}
+
 fn cmp_parts(op: BinOp, a: Reg, b: Reg) -> (CmpOp, Reg, Reg) {
     match op {
         BinOp::Eq => (CmpOp::Eq, a, b),
@@ -1556,7 +1599,7 @@ fn effects(op: &Op, i: usize, sels: &[SelTable]) -> (Set, Set, [Option<usize>; 2
             u.add(c);
             sp = Some(s);
         }
-        Op::AddI { a, b, sp: s, .. } | Op::Neg { a, b, sp: s } => {
+        Op::AddI { a, b, sp: s, .. } | Op::Neg { a, b, sp: s } | Op::ArithK { a, b, sp: s, .. } => {
             d.add(a);
             u.add(b);
             sp = Some(s);
@@ -1574,6 +1617,10 @@ fn effects(op: &Op, i: usize, sels: &[SelTable]) -> (Set, Set, [Option<usize>; 2
         Op::CmpJmpF { b, c, t, .. } => {
             u.add(b);
             u.add(c);
+            succ[1] = Some(t as usize);
+        }
+        Op::CmpJmpFK { b, t, .. } => {
+            u.add(b);
             succ[1] = Some(t as usize);
         }
         Op::Loop { t, sp: s } => {

@@ -129,6 +129,9 @@ pub(crate) struct Shared {
     pub types: Types,
     /// The constants, a tagged array (set by the main goroutine before anything runs).
     pub consts: Global,
+    /// Each constant's word if it is an immediate ([`Program::imm`]), else [`NOT_IMM`]: read
+    /// without touching the heap.
+    pub kwords: Vec<usize>,
     /// The global variables, a tagged array of `globals_cap` words (shared by the chunks of
     /// a REPL session).
     pub globals: Arc<Global>,
@@ -151,6 +154,7 @@ impl Shared {
             args,
             types: Types::register(&gc)?,
             consts: Global::new(&gc),
+            kwords: kwords(&prog),
             globals: Arc::new(Global::new(&gc)),
             globals_cap: prog.globals,
             out: Arc::new(safepoint_sched::Mutex::new(std::io::BufWriter::new(std::io::stdout()))),
@@ -167,6 +171,7 @@ impl Shared {
             args: self.args.clone(),
             types: self.types.clone(),
             consts: Global::new(&self.gc),
+            kwords: kwords(&prog),
             globals: self.globals.clone(),
             globals_cap: self.globals_cap,
             out: self.out.clone(),
@@ -186,6 +191,14 @@ impl Shared {
     pub(crate) fn flush(&self) {
         let _ = self.out.lock().flush();
     }
+}
+
+/// The word in [`Shared::kwords`] of a constant that is not an immediate (a reference tag
+/// with no address: never a value).
+const NOT_IMM: usize = 1;
+
+fn kwords(prog: &Program) -> Vec<usize> {
+    prog.consts.iter().map(|c| Program::imm(c).unwrap_or(NOT_IMM)).collect()
 }
 
 /// A goroutine's interpreter frame: the Rust side of one managed-stack frame.
@@ -728,6 +741,7 @@ fn exec(sh: &Shared, st: &mut State, pin: &mut Pin<'_>) -> Exit {
     let mut code = &proto.code[..];
     let mut pc = fr.pc as usize;
     let mut regs = pin.stack().top_slots_ptr();
+    let kw = &sh.kwords[..];
 
     macro_rules! r {
         ($i:expr) => {
@@ -844,6 +858,63 @@ fn exec(sh: &Shared, st: &mut State, pin: &mut Pin<'_>) -> Exit {
         };
     }
 
+    // `a = x op y`: integers and immediate floats inline, the rest in `arith_slow`.
+    macro_rules! arith {
+        ($op:expr, $a:expr, $x:expr, $y:expr, $sp:expr) => {{
+            let (op, a, x, y, sp) = ($op, $a, $x, $y, $sp);
+            if is_int(x | y) {
+                let (xi, yi) = (x as i64, y as i64);
+                let res = match op {
+                    ArithOp::Add => xi.checked_add(yi),
+                    ArithOp::Sub => xi.checked_sub(yi),
+                    ArithOp::Mul => (xi >> 2).checked_mul(yi),
+                    // Tagged ints are `v << 2`: and, or and xor of two are the tagged
+                    // result as they stand.
+                    ArithOp::BitAnd => Some(xi & yi),
+                    ArithOp::BitOr => Some(xi | yi),
+                    ArithOp::BitXor => Some(xi ^ yi),
+                    ArithOp::Shl | ArithOp::Shr => match shift(op, xi >> 2, yi >> 2) {
+                        Ok(v) => int_fits(v).then_some(v << 2),
+                        Err(m) => fail!("{m}"),
+                    },
+                    ArithOp::Div | ArithOp::Mod => {
+                        if yi == 0 {
+                            fail!(
+                                "{} by zero",
+                                if op == ArithOp::Div { "division" } else { "modulo" }
+                            );
+                        }
+                        let (p, q) = (xi >> 2, yi >> 2);
+                        let v = if op == ArithOp::Div {
+                            p.wrapping_div(q)
+                        } else {
+                            p.wrapping_rem(q)
+                        };
+                        int_fits(v).then_some(v << 2)
+                    }
+                };
+                match res {
+                    Some(v) => w!(a, v as usize),
+                    None => fail!("integer overflow"),
+                }
+            } else if is_flo(x & y)
+                && let Some(v) = flo_arith(op, flo_value(x), flo_value(y)).and_then(flo)
+            {
+                // Two immediate floats and an immediate result: no allocation.
+                w!(a, v);
+            } else if let (Some(fx), Some(fy)) = (num_imm(x), num_imm(y))
+                && let Some(v) = flo_arith(op, fx, fy).and_then(flo)
+            {
+                // An integer and an immediate float, and an immediate result: as above.
+                w!(a, v);
+            } else {
+                let res = tryv!(arith_slow(sh, pin, op, x, y), sp);
+                w!(a, res);
+                settle!(sp);
+            }
+        }};
+    }
+
     // A result that arrived while we were outside.
     match std::mem::replace(&mut st.pending, Pending::None) {
         Pending::None => {}
@@ -923,6 +994,7 @@ fn exec(sh: &Shared, st: &mut State, pin: &mut Pin<'_>) -> Exit {
             Op::Move { a, b } => w!(a, r!(b)),
             Op::Int { a, v } => w!(a, int(v as i64)),
             Op::Imm { a, w } => w!(a, w as usize),
+            Op::Const { a, k } if kw[k as usize] != NOT_IMM => w!(a, kw[k as usize]),
             Op::Const { a, k } => {
                 let arr = pin.global(&sh.consts).expect("our heap");
                 // SAFETY: the constants array has one word per constant.
@@ -955,53 +1027,11 @@ fn exec(sh: &Shared, st: &mut State, pin: &mut Pin<'_>) -> Exit {
             }
             Op::Arith { op, a, b, c, sp } => {
                 let (x, y) = (r!(b), r!(c));
-                if is_int(x | y) {
-                    let (xi, yi) = (x as i64, y as i64);
-                    let res = match op {
-                        ArithOp::Add => xi.checked_add(yi),
-                        ArithOp::Sub => xi.checked_sub(yi),
-                        ArithOp::Mul => (xi >> 2).checked_mul(yi),
-                        // Tagged ints are `v << 2`: and, or and xor of two are the tagged
-                        // result as they stand.
-                        ArithOp::BitAnd => Some(xi & yi),
-                        ArithOp::BitOr => Some(xi | yi),
-                        ArithOp::BitXor => Some(xi ^ yi),
-                        ArithOp::Shl | ArithOp::Shr => match shift(op, xi >> 2, yi >> 2) {
-                            Ok(v) => int_fits(v).then_some(v << 2),
-                            Err(m) => fail!("{m}"),
-                        },
-                        ArithOp::Div | ArithOp::Mod => {
-                            if yi == 0 {
-                                fail!(
-                                    "{} by zero",
-                                    if op == ArithOp::Div { "division" } else { "modulo" }
-                                );
-                            }
-                            let (p, q) = (xi >> 2, yi >> 2);
-                            let v = if op == ArithOp::Div {
-                                p.wrapping_div(q)
-                            } else {
-                                p.wrapping_rem(q)
-                            };
-                            int_fits(v).then_some(v << 2)
-                        }
-                    };
-                    match res {
-                        Some(v) => w!(a, v as usize),
-                        None => fail!("integer overflow"),
-                    }
-                } else if let Some(v) = (is_flo(x & y))
-                    .then(|| flo_arith(op, flo_value(x), flo_value(y)))
-                    .flatten()
-                    .and_then(flo)
-                {
-                    // Two immediate floats and an immediate result: no allocation.
-                    w!(a, v);
-                } else {
-                    let res = tryv!(arith_slow(sh, pin, op, x, y), sp);
-                    w!(a, res);
-                    settle!(sp);
-                }
+                arith!(op, a, x, y, sp);
+            }
+            Op::ArithK { op, a, b, k, kl, sp } => {
+                let (x, y) = if kl { (kw[k as usize], r!(b)) } else { (r!(b), kw[k as usize]) };
+                arith!(op, a, x, y, sp);
             }
             Op::Cmp { op, a, b, c } => {
                 let (x, y) = (r!(b), r!(c));
@@ -1016,6 +1046,22 @@ fn exec(sh: &Shared, st: &mut State, pin: &mut Pin<'_>) -> Exit {
                     }
                 };
                 w!(a, boolean(res));
+            }
+            Op::CmpJmpFK { op, b, k, kl, t } => {
+                let (x, y) = if kl { (kw[k as usize], r!(b)) } else { (r!(b), kw[k as usize]) };
+                let res = if is_int(x | y) {
+                    cmp_int(op, x, y)
+                } else if is_flo(x & y) {
+                    cmp_flo(op, flo_value(x), flo_value(y))
+                } else {
+                    match compare(sh, pin, op, x, y) {
+                        Ok(v) => v,
+                        Err(m) => fail!("{m}"),
+                    }
+                };
+                if !res {
+                    pc = t as usize;
+                }
             }
             Op::CmpJmpF { op, b, c, t } => {
                 let (x, y) = (r!(b), r!(c));
@@ -1576,6 +1622,18 @@ fn arith_slow(sh: &Shared, pin: &mut Pin<'_>, op: ArithOp, x: usize, y: usize) -
         }
     };
     new_float(sh, pin, v)
+}
+
+/// An immediate float's value, or an integer's as a float (as `arith_slow` takes them).
+#[inline(always)]
+fn num_imm(w: usize) -> Option<f64> {
+    if is_flo(w) {
+        Some(flo_value(w))
+    } else if is_int(w) {
+        Some(as_int(w) as f64)
+    } else {
+        None
+    }
 }
 
 /// `a op b` on two floats, for the operators that take floats.

@@ -186,6 +186,14 @@ fn conditions_jump_as_their_values_say() {
 }
 
 #[test]
+fn literal_operands_compute_what_register_operands_do() {
+    // The expected output is the interpreter's from before literal operands were read from
+    // the constants (every operand then was a register).
+    let want = include_str!("../scripts/constants.out");
+    run_all_modes(&["--procs", "1", "run", &script("constants.pb")], want);
+}
+
+#[test]
 fn try_handlers_keep_their_values_alive_through_collections() {
     for procs in ["1", "2"] {
         run_all_modes(&["--procs", procs, "run", &script("try_gc.pb"), "300"], "2590 3 10\n");
