@@ -11,7 +11,7 @@
 use std::fmt::Write as _;
 use std::io::{BufRead as _, Write as _};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering::Relaxed};
+use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 use std::time::Duration;
 
 use safepoint_gc::{Gc, GcError, Global, Pin, RawMutator, Shape, TypeDesc, TypeId, WordKind};
@@ -1535,9 +1535,11 @@ fn new_str(sh: &Shared, pin: &mut Pin<'_>, s: &[u8]) -> F<usize> {
     let v = alloc_h(pin, shape)?;
     // SAFETY: a fresh byte array of `s.len()` bytes.
     let cells = unsafe { pin.bytes(v) };
-    for (c, &b) in cells.iter().zip(s) {
-        c.store(b, Relaxed);
-    }
+    debug_assert_eq!(cells.len(), s.len());
+    // SAFETY: `AtomicU8` has `u8`'s layout and its cells allow writes through a shared
+    // reference; the object is this section's, not yet stored anywhere, so nothing else
+    // reads or writes its bytes while they are copied.
+    unsafe { std::ptr::copy_nonoverlapping(s.as_ptr(), cells.as_ptr() as *mut u8, s.len()) };
     Ok(v)
 }
 
@@ -1582,30 +1584,35 @@ fn float_of(sh: &Shared, pin: &Pin<'_>, v: usize) -> Option<f64> {
 }
 
 /// A string's bytes where they are (no copy), or `None` for another value.
-fn str_cells<'p>(sh: &Shared, pin: &'p Pin<'_>, v: usize) -> Option<&'p [AtomicU8]> {
+///
+/// A string's bytes are written once, by [`new_str`], before its reference leaves the
+/// section that made it, and never again; so reading them as plain bytes races with no
+/// write, and a slice compares, hashes and copies as bytes do (a byte at a time through
+/// atomics, it did not vectorize).
+#[inline]
+fn str_view<'p>(sh: &Shared, pin: &'p Pin<'_>, v: usize) -> Option<&'p [u8]> {
     if is_ref(v) && tid(pin, v) == sh.types.str {
         // SAFETY: a string is a byte array, live while the section runs.
-        Some(unsafe { pin.bytes(v) })
+        let cells = unsafe { pin.bytes(v) };
+        // SAFETY: `AtomicU8` has `u8`'s size, alignment and bit validity; nothing writes a
+        // string's bytes once it is made (above), so no write races with these reads.
+        Some(unsafe { std::slice::from_raw_parts(cells.as_ptr() as *const u8, cells.len()) })
     } else {
         None
     }
 }
 
 fn str_bytes(sh: &Shared, pin: &Pin<'_>, v: usize) -> Option<Vec<u8>> {
-    if is_ref(v) && tid(pin, v) == sh.types.str {
-        // SAFETY: a string is a byte array.
-        Some(unsafe { pin.bytes(v) }.iter().map(|b| b.load(Relaxed)).collect())
-    } else {
-        None
-    }
+    str_view(sh, pin, v).map(<[u8]>::to_vec)
 }
 
 fn arith_slow(sh: &Shared, pin: &mut Pin<'_>, op: ArithOp, x: usize, y: usize) -> F<usize> {
     if op == ArithOp::Add
-        && let (Some(a), Some(b)) = (str_cells(sh, pin, x), str_cells(sh, pin, y))
+        && let (Some(a), Some(b)) = (str_view(sh, pin, x), str_view(sh, pin, y))
     {
         let mut s = Vec::with_capacity(a.len() + b.len());
-        s.extend(a.iter().chain(b).map(|c| c.load(Relaxed)));
+        s.extend_from_slice(a);
+        s.extend_from_slice(b);
         return new_str(sh, pin, &s);
     }
     let floats = (float_of(sh, pin, x), float_of(sh, pin, y));
@@ -1754,10 +1761,7 @@ fn equal(sh: &Shared, pin: &Pin<'_>, x: usize, y: usize) -> bool {
     if is_ref(x) && is_ref(y) {
         let (tx, ty) = (tid(pin, x), tid(pin, y));
         if tx == sh.types.str && ty == sh.types.str {
-            // SAFETY: both are strings (byte arrays), live while the section runs.
-            let (a, b) = unsafe { (pin.bytes(x), pin.bytes(y)) };
-            return a.len() == b.len()
-                && a.iter().zip(b).all(|(p, q)| p.load(Relaxed) == q.load(Relaxed));
+            return str_view(sh, pin, x) == str_view(sh, pin, y);
         }
         if tx != sh.types.float || ty != sh.types.float {
             return false;
@@ -1783,8 +1787,8 @@ fn compare(sh: &Shared, pin: &Pin<'_>, op: CmpOp, x: usize, y: usize) -> Result<
     }
     let ord = if let (Some(a), Some(b)) = (float_of(sh, pin, x), float_of(sh, pin, y)) {
         a.partial_cmp(&b)
-    } else if let (Some(a), Some(b)) = (str_bytes(sh, pin, x), str_bytes(sh, pin, y)) {
-        Some(a.cmp(&b))
+    } else if let (Some(a), Some(b)) = (str_view(sh, pin, x), str_view(sh, pin, y)) {
+        Some(a.cmp(b))
     } else {
         return Err(format!(
             "cannot compare {} and {}",
@@ -1886,8 +1890,8 @@ fn hash(sh: &Shared, pin: &Pin<'_>, k: usize) -> u64 {
         h ^= b as u64;
         h = h.wrapping_mul(0x100_0000_01b3);
     };
-    if let Some(s) = str_cells(sh, pin, k) {
-        s.iter().for_each(|b| eat(b.load(Relaxed)));
+    if let Some(s) = str_view(sh, pin, k) {
+        s.iter().for_each(|&b| eat(b));
     } else if let Some(f) = float_of(sh, pin, k).filter(|_| !is_int(k)) {
         // Integral floats hash as the integer they equal.
         if f.fract() == 0.0 && f.abs() < (1u64 << 61) as f64 {
@@ -2787,15 +2791,15 @@ fn builtin(
             new_str(sh, pin, c.to_string().as_bytes())?
         }
         Builtin::Find => {
-            let s = str_bytes(sh, pin, arg(0));
-            let sub = str_bytes(sh, pin, arg(1));
+            let s = str_view(sh, pin, arg(0));
+            let sub = str_view(sh, pin, arg(1));
             let (Some(s), Some(sub)) = (s, sub) else {
                 return Err("find takes two strings".to_string().into());
             };
             let at = if sub.is_empty() {
                 Some(0)
             } else {
-                s.windows(sub.len()).position(|w| w == sub.as_slice())
+                s.windows(sub.len()).position(|w| w == sub)
             };
             int(at.map_or(-1, |i| i as i64))
         }
