@@ -664,6 +664,7 @@ unsafe fn slot<'a>(regs: *const AtomicUsize, i: usize) -> &'a AtomicUsize {
 }
 
 /// The proto and arity of closure value `clo`, or a message.
+#[inline]
 fn closure_proto(sh: &Shared, pin: &Pin<'_>, clo: usize) -> Result<(usize, usize), String> {
     if !is_ref(clo) {
         return Err(format!("cannot call {}", type_name(sh, pin, clo)));
@@ -1283,6 +1284,25 @@ fn exec(sh: &Shared, st: &mut State, pin: &mut Pin<'_>) -> Exit {
             }
             Op::Builtin { a, id, base, n, sp } => {
                 let arg = |i: usize| r!(base as usize + i);
+                // `push` onto a vector with room: inline (as `vec_push` does it, without the
+                // growth).
+                if id == Builtin::Push
+                    && let v = arg(0)
+                    && is_ref(v)
+                    && tid(pin, v) == sh.types.vec
+                    && let (len, items) = vec_parts(pin, v)
+                    && len < arr_len(pin, items)
+                {
+                    // SAFETY: `items` is the vector's array, `len` below its length, and `v`
+                    // a vector record (two tagged words); registers hold values of the
+                    // heap's encoding.
+                    unsafe {
+                        pin.set_word(items, len, WordKind::Tagged, arg(1));
+                        pin.set_word(v, 0, WordKind::Tagged, int(len as i64 + 1));
+                    }
+                    w!(a, NIL);
+                    continue;
+                }
                 let res = match id {
                     Builtin::Print | Builtin::Write => {
                         // print: separated by spaces, a newline at the end; write: neither.
