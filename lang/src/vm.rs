@@ -886,11 +886,8 @@ fn exec(sh: &Shared, st: &mut State, pin: &mut Pin<'_>) -> Exit {
                             );
                         }
                         let (p, q) = (xi >> 2, yi >> 2);
-                        let v = if op == ArithOp::Div {
-                            p.wrapping_div(q)
-                        } else {
-                            p.wrapping_rem(q)
-                        };
+                        let v =
+                            if op == ArithOp::Div { p.wrapping_div(q) } else { p.wrapping_rem(q) };
                         int_fits(v).then_some(v << 2)
                     }
                 };
@@ -2816,11 +2813,8 @@ fn builtin(
             let (Some(s), Some(sub)) = (s, sub) else {
                 return Err("find takes two strings".to_string().into());
             };
-            let at = if sub.is_empty() {
-                Some(0)
-            } else {
-                s.windows(sub.len()).position(|w| w == sub)
-            };
+            let at =
+                if sub.is_empty() { Some(0) } else { s.windows(sub.len()).position(|w| w == sub) };
             int(at.map_or(-1, |i| i as i64))
         }
         Builtin::Split => {
