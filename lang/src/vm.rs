@@ -1027,6 +1027,24 @@ fn exec(sh: &Shared, st: &mut State, pin: &mut Pin<'_>) -> Exit {
                     settle!(sp);
                 }
             }
+            // The four operators floats take, each an arm of its own, so that the operator
+            // is a constant in it (no second dispatch on it per instruction).
+            Op::Arith { op: ArithOp::Add, a, b, c, sp } => {
+                let (x, y) = (r!(b), r!(c));
+                arith!(ArithOp::Add, a, x, y, sp);
+            }
+            Op::Arith { op: ArithOp::Sub, a, b, c, sp } => {
+                let (x, y) = (r!(b), r!(c));
+                arith!(ArithOp::Sub, a, x, y, sp);
+            }
+            Op::Arith { op: ArithOp::Mul, a, b, c, sp } => {
+                let (x, y) = (r!(b), r!(c));
+                arith!(ArithOp::Mul, a, x, y, sp);
+            }
+            Op::Arith { op: ArithOp::Div, a, b, c, sp } => {
+                let (x, y) = (r!(b), r!(c));
+                arith!(ArithOp::Div, a, x, y, sp);
+            }
             Op::Arith { op, a, b, c, sp } => {
                 let (x, y) = (r!(b), r!(c));
                 arith!(op, a, x, y, sp);
