@@ -1414,8 +1414,9 @@ fn top_level_locals(stmts: &[Stmt]) -> HashSet<String> {
     out
 }
 
-/// The most top-level variables a program keeps in registers (of 255).
-const TOP_LOCALS: usize = 128;
+/// The most top-level variables a program keeps in registers (of 255: the rest stay for
+/// the top-level code's temporaries and block variables, as before there were any).
+const TOP_LOCALS: usize = 64;
 
 /// The function literals in `s`'s own expressions (not in its nested blocks' statements,
 /// and not nested in other literals).
