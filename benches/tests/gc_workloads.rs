@@ -62,32 +62,57 @@ fn churn_10_checks_g_times_200_times_sum_8() {
     assert!(json.contains("\"gc_cycles\":"), "{json}");
 }
 
-/// The compiled-style twins (frames with stack maps, the collector's trusted path), per call
-/// and batched, and the safe one on branded sections, print the same lines and checks, in both collector modes and with the
-/// collector's own checks on.
-#[test]
-fn compiled_workloads_match_the_checked_ones() {
+// The compiled-style twins (frames with stack maps, the collector's trusted path), per call
+// and batched, and the safe one on branded sections, print the same lines and checks, in both
+// collector modes and with the collector's own checks on. One test a mode (each runs debug
+// builds of the workloads, which take tens of seconds each on a loaded machine, and together
+// passed three minutes): nextest runs them side by side, each far from its time limit.
+
+/// The per-call twins of binary-trees and churn in the `SAFEPOINT_DEBUG` mode `debug`, or the
+/// batched ones (`suffix` "-batched").
+fn compiled_twins_match(debug: &str, suffix: &str) {
     let sum8 = (1..=8).fold(1i64, |s, h| h + 2 * s);
     let want = stress(&["binary-trees", "10"]);
-    // Per call in every mode; batched (the same code with small subtrees in one section) in
-    // the default one.
-    let runs =
-        [("", ""), ("gcstoptheworld=1", ""), ("gccheckmark=1,gcpoison=1", ""), ("", "-batched")];
-    for (debug, suffix) in runs {
-        {
-            let lines = stress_env(debug, &[&format!("binary-trees-compiled{suffix}"), "10"]);
-            assert_eq!(&lines[..6], &want[..6], "{debug} {suffix}: {lines:#?}");
-            let lines = stress_env(debug, &[&format!("churn-compiled{suffix}"), "10"]);
-            let json = lines.last().expect("a JSON line");
-            assert_eq!(json_int(json, "check"), 10 * 200 * sum8, "{debug} {suffix}: {json}");
-        }
-    }
-    // The safe twin on branded sections, with the collector's checks on too.
+    let lines = stress_env(debug, &[&format!("binary-trees-compiled{suffix}"), "10"]);
+    assert_eq!(&lines[..6], &want[..6], "{debug} {suffix}: {lines:#?}");
+    let lines = stress_env(debug, &[&format!("churn-compiled{suffix}"), "10"]);
+    let json = lines.last().expect("a JSON line");
+    assert_eq!(json_int(json, "check"), 10 * 200 * sum8, "{debug} {suffix}: {json}");
+}
+
+#[test]
+fn compiled_twins_match_the_checked_ones() {
+    compiled_twins_match("", "");
+}
+
+#[test]
+fn compiled_twins_match_the_checked_ones_stopping_the_world() {
+    compiled_twins_match("gcstoptheworld=1", "");
+}
+
+#[test]
+fn compiled_twins_match_the_checked_ones_under_checkmark_and_poison() {
+    compiled_twins_match("gccheckmark=1,gcpoison=1", "");
+}
+
+#[test]
+fn batched_compiled_twins_match_the_checked_ones() {
+    compiled_twins_match("", "-batched");
+}
+
+/// The safe twin on branded sections, with the collector's checks off and on.
+#[test]
+fn the_section_twin_matches_the_checked_one() {
+    let want = stress(&["binary-trees", "10"]);
     for debug in ["", "gccheckmark=1,gcpoison=1"] {
         let lines = stress_env(debug, &["binary-trees-section", "10"]);
         assert_eq!(&lines[..6], &want[..6], "{debug} section: {lines:#?}");
     }
-    // gcbench exits 1 if its long-lived data is lost.
+}
+
+/// gcbench exits 1 if its long-lived data is lost.
+#[test]
+fn compiled_gcbench_keeps_its_long_lived_data() {
     for w in ["gcbench-compiled", "gcbench-compiled-batched"] {
         let lines = stress(&[w]);
         assert!(lines.last().is_some_and(|l| l.contains("\"gc_cycles\":")), "{w}: {lines:?}");
