@@ -87,6 +87,12 @@ fn churn_from_100_goroutines_with_every_cycle_checked() {
         cycles,
         "every cycle's checkmark passes:\n{stderr}"
     );
+}
+
+/// The same churn in every mode (a test of its own: together with the checked run above, a
+/// debug build on a loaded machine passed nextest's time limit).
+#[test]
+fn churn_from_100_goroutines_in_every_mode() {
     run_all_modes(&["run", &script("churn.pb")], "100 goroutines, total 809600\n");
 }
 
