@@ -21,6 +21,20 @@ pub(crate) static ACTIVE: GoroutineLocal<Cell<bool>> = GoroutineLocal::new(|| Ce
 /// 2^32 scopes), so a slot of an ended scope is not mistaken for one of a later scope.
 static EPOCH: AtomicU32 = AtomicU32::new(1);
 
+/// [`GcError::NoP`], built only when it is returned: `ok_or(GcError::NoP)` on a hot path
+/// builds the error on every call and runs its drop glue (`GcError` owns strings in some
+/// variants), a measurable share of a checked operation.
+#[cold]
+fn no_p<T>() -> Result<T, GcError> {
+    Err(GcError::NoP)
+}
+
+/// [`GcError::WrongRuntime`], built only when it is returned (see [`no_p`]).
+#[cold]
+fn wrong_runtime<T>() -> Result<T, GcError> {
+    Err(GcError::WrongRuntime)
+}
+
 /// A place a managed value lives: one word of a handle frame on the goroutine's managed stack,
 /// made by [`Mutator::scope`] and valid until that scope ends. Copy it freely; it is only a
 /// name. A slot holds null, a reference, or an immediate integer, encoded by the heap's
@@ -284,7 +298,7 @@ impl Mutator {
         if !gc.inner.rt.is_current() {
             return Err(GcError::WrongRuntime);
         }
-        let goid = safepoint_sched::goroutine_id().ok_or(GcError::WrongRuntime)?;
+        let goid = safepoint_sched::goroutine_id().map_or_else(wrong_runtime, Ok)?;
         if ACTIVE.with(|a| a.replace(true)) {
             return Err(GcError::MutatorActive);
         }
@@ -395,7 +409,7 @@ impl Mutator {
         // slow path (growth, or a pending preemption request), which panics there.
         let fast = self
             .pin(|pin| {
-                pin.p().ok_or(GcError::NoP)?;
+                pin.p().map_or_else(no_p, Ok)?;
                 // SAFETY: as for the push below. `try_push_sealed_handles` never reaches a
                 // safepoint, so it may run pinned.
                 Ok(unsafe { pin.managed_stack().try_push_sealed_handles(n) })
@@ -444,13 +458,13 @@ impl Mutator {
         &self,
         f: impl FnOnce(&safepoint_stackmap::ManagedStack) -> R,
     ) -> Result<R, GcError> {
-        safepoint_sched::with_managed_stack_of(self.goid, f).ok_or(GcError::WrongRuntime)
+        safepoint_sched::with_managed_stack_of(self.goid, f).map_or_else(wrong_runtime, Ok)
     }
 
     /// [`GcError::NoP`] inside a blocking call, where the goroutine may not wait on a channel
     /// (or touch its managed stack).
     fn need_p(&self) -> Result<(), GcError> {
-        self.pin(|pin| pin.p().map(drop).ok_or(GcError::NoP))
+        self.pin(|pin| pin.p().map(drop).map_or_else(no_p, Ok))
     }
 
     /// Runs `f` pinned on this mutator's goroutine (see [`safepoint_sched::pinned`]).
@@ -459,7 +473,7 @@ impl Mutator {
         &self,
         f: impl FnOnce(&safepoint_sched::Pinned) -> Result<R, GcError>,
     ) -> Result<R, GcError> {
-        safepoint_sched::pinned(self.goid, f).ok_or(GcError::WrongRuntime)?
+        safepoint_sched::pinned(self.goid, f).map_or_else(wrong_runtime, Ok)?
     }
 
     #[inline]
@@ -528,7 +542,7 @@ impl Mutator {
     fn set_word(&mut self, s: Slot, w: usize) -> Result<(), GcError> {
         let pos = self.pos(s)?;
         self.pin(|pin| {
-            pin.p().ok_or(GcError::NoP)?;
+            pin.p().map_or_else(no_p, Ok)?;
             Self::put(pin.managed_stack(), pos, w)
         })
     }
@@ -597,7 +611,10 @@ impl Mutator {
                 });
             }
         };
-        let kind = kind.ok_or(GcError::OutOfBounds { index: i, len: o.len })?;
+        let kind = match kind {
+            Some(k) => k,
+            None => return Err(GcError::OutOfBounds { index: i, len: o.len }),
+        };
         // SAFETY: `i < len` body words of an object kept alive by the slot that named it.
         let b = unsafe { body(o.addr, o.len) };
         Ok((&b[i], kind))
@@ -723,7 +740,7 @@ impl Mutator {
         // between the two and find the new object unrooted.
         let attempt = || {
             self.pin(|pin| {
-                let p = pin.p().ok_or(GcError::NoP)?;
+                let p = pin.p().map_or_else(no_p, Ok)?;
                 let (addr, slow) = gc.alloc_on(p, size, header, kind)?;
                 Self::put(pin.managed_stack(), pos, addr | tag)?;
                 Ok(slow)
@@ -1033,7 +1050,7 @@ impl Mutator {
         // field's load and the slot's write can miss the value (the field may be overwritten
         // meanwhile).
         self.pin(|pin| {
-            pin.p().ok_or(GcError::NoP)?;
+            pin.p().map_or_else(no_p, Ok)?;
             let ms = pin.managed_stack();
             let o = self.obj_of(Self::get(ms, opos)?)?;
             let (w, kind) = self.field(&o, i)?;
@@ -1089,7 +1106,7 @@ impl Mutator {
         let rule = self.rule;
         // The barrier and the store in one pinned section: no phase change between them.
         let slow = self.pin(|pin| {
-            let p = pin.p().ok_or(GcError::NoP)?;
+            let p = pin.p().map_or_else(no_p, Ok)?;
             let ms = pin.managed_stack();
             let v = Self::get(ms, spos)?;
             let o = self.obj_of(Self::get(ms, opos)?)?;
@@ -1168,7 +1185,7 @@ impl Mutator {
         let gc = &self.gc;
         let tag = self.rule.ref_tag;
         let slow = self.pin(|pin| {
-            let p = pin.p().ok_or(GcError::NoP)?;
+            let p = pin.p().map_or_else(no_p, Ok)?;
             let ms = pin.managed_stack();
             let o = self.obj_of(Self::get(ms, spos)?)?;
             let (cell, slow) = gc.cell_of(p, o.addr)?;
@@ -1214,7 +1231,7 @@ impl Mutator {
         let gc = &self.gc;
         let tag = self.rule.ref_tag;
         self.pin(|pin| {
-            let p = pin.p().ok_or(GcError::NoP)?;
+            let p = pin.p().map_or_else(no_p, Ok)?;
             let ms = pin.managed_stack();
             let o = self.obj_of(Self::get(ms, wpos)?)?;
             if !gc.is_cell(o.addr) {
@@ -1302,7 +1319,7 @@ impl Mutator {
         let gc = &self.gc;
         let f: Box<dyn FnOnce() + Send> = Box::new(f);
         self.pin(|pin| {
-            pin.p().ok_or(GcError::NoP)?;
+            pin.p().map_or_else(no_p, Ok)?;
             let o = self.obj_of(Self::get(pin.managed_stack(), pos)?)?;
             Ok(gc.add_cleanup_at(o.addr, f))
         })
@@ -1586,7 +1603,7 @@ impl Mutator {
         let pos = self.pos(dst)?;
         // Pinned, as in `load`.
         self.pin(|pin| {
-            pin.p().ok_or(GcError::NoP)?;
+            pin.p().map_or_else(no_p, Ok)?;
             // Acquire: as in `load`.
             let v = g.word().load(Ordering::Acquire);
             Self::put(pin.managed_stack(), pos, v)
@@ -1624,7 +1641,7 @@ impl Mutator {
         let v = self.word(src)?;
         let gc = &self.gc;
         self.pin(|pin| {
-            let p = pin.p().ok_or(GcError::NoP)?;
+            let p = pin.p().map_or_else(no_p, Ok)?;
             // Swap: another goroutine may store to the same global; each store's barrier
             // shades the value it replaced. AcqRel: Release publishes `v`'s object, as in
             // `Inner::store_field`; Acquire sees the replaced value's, which the barrier shades.
@@ -1683,7 +1700,7 @@ impl Mutator {
         }
         // A reference goes in a root slot of this P, pinned (see the `globals` module).
         let msg = self.pin(|pin| {
-            let p = pin.p().ok_or(GcError::NoP)?;
+            let p = pin.p().map_or_else(no_p, Ok)?;
             let v = Self::get(pin.managed_stack(), pos)?;
             Ok(ch.chan.message(p, v))
         })?;
@@ -1729,7 +1746,7 @@ impl Mutator {
         let pos = self.pos(dst)?;
         match ch.chan.chan.recv() {
             Ok(msg) => self.pin(|pin| {
-                let p = pin.p().ok_or(GcError::NoP)?;
+                let p = pin.p().map_or_else(no_p, Ok)?;
                 // The value goes to `dst` and its root slot is released in one pinned
                 // section: it is never only in a Rust variable at a safepoint. (On an error,
                 // `msg` is dropped and releases its slot.)
