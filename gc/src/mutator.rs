@@ -110,7 +110,21 @@ pub struct Mutator {
     validate: bool,
     /// The next scope's epoch.
     epoch: u32,
+    /// The last record type [`alloc`](Mutator::alloc) took, by [`TypeId::key`], and its
+    /// allocation plan, so a run of allocations of one type looks the registry up once: the
+    /// registry is append-only and a type's descriptor never changes, so the plan of a key
+    /// this heap once accepted stays right.
+    last_alloc: Option<(u64, Plan)>,
     _not_send: PhantomData<*const ()>,
+}
+
+/// How to allocate an object of one type and length: its size and kind as [`alloc_plan`]
+/// gives them, and its header.
+#[derive(Clone, Copy, Debug)]
+struct Plan {
+    size: usize,
+    kind: usize,
+    header: Header,
 }
 
 impl std::fmt::Debug for Mutator {
@@ -311,6 +325,7 @@ impl Mutator {
             // Relaxed: a unique number, nothing published with it. Each mutator takes a
             // range of 2^20 epochs, so slots of different mutators rarely share one.
             epoch: EPOCH.fetch_add(1 << 20, Ordering::Relaxed),
+            last_alloc: None,
             _not_send: PhantomData,
         })
     }
@@ -649,14 +664,22 @@ impl Mutator {
     /// });
     /// ```
     pub fn alloc(&mut self, dst: Slot, ty: TypeId) -> Result<(), GcError> {
-        let desc = self.gc.types.desc(ty)?;
-        if desc.is_array() {
-            return Err(GcError::WrongKind {
-                type_name: desc.name().to_owned(),
-                what: "alloc of an array type: use alloc_array",
-            });
-        }
-        self.alloc_len(dst, ty, 0)
+        let plan = match self.last_alloc {
+            Some((key, plan)) if key == ty.key() => plan,
+            _ => {
+                let desc = self.gc.types.desc(ty)?;
+                if desc.is_array() {
+                    return Err(GcError::WrongKind {
+                        type_name: desc.name().to_owned(),
+                        what: "alloc of an array type: use alloc_array",
+                    });
+                }
+                let plan = self.plan(ty, 0)?;
+                self.last_alloc = Some((ty.key(), plan));
+                plan
+            }
+        };
+        self.alloc_planned(dst, plan)
     }
 
     /// Allocates an array of type `ty` with `len` elements (zeroed) into `dst`.
@@ -730,9 +753,21 @@ impl Mutator {
 
     fn alloc_len(&mut self, dst: Slot, ty: TypeId, len: usize) -> Result<(), GcError> {
         self.pos(dst)?;
+        let plan = self.plan(ty, len)?;
+        self.alloc_planned(dst, plan)
+    }
+
+    /// The allocation plan of type `ty` with length `len`, or why there is none (a type of
+    /// another registry or none, a length the type refuses).
+    fn plan(&self, ty: TypeId, len: usize) -> Result<Plan, GcError> {
         let header = self.gc.types.header(ty, len)?;
         let desc = self.gc.types.get(ty).expect("header() checked the type");
         let (size, kind) = alloc_plan(desc, header, object_size(desc, len)?);
+        Ok(Plan { size, kind, header })
+    }
+
+    fn alloc_planned(&mut self, dst: Slot, plan: Plan) -> Result<(), GcError> {
+        let Plan { size, kind, header } = plan;
         let pos = self.pos(dst)?;
         let tag = self.rule.ref_tag;
         let gc = &self.gc;

@@ -315,6 +315,14 @@ impl TypeId {
         (1..=MAX_TYPES).contains(&n).then_some(TypeId { n, reg: 0 })
     }
 
+    /// The number and the issuing registry's tag together: unlike `==`, which compares
+    /// numbers only, equal keys name the same type of the same registry (or, with tag 0, the
+    /// same number taken by any registry).
+    #[inline]
+    pub(crate) fn key(self) -> u64 {
+        (u64::from(self.reg) << 32) | u64::from(self.n)
+    }
+
     /// Id `n`, bound to no registry (from a header: `n` is in range by construction).
     fn unbound(n: u32) -> TypeId {
         TypeId { n, reg: 0 }
