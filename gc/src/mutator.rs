@@ -3,6 +3,7 @@
 use std::cell::Cell;
 use std::marker::PhantomData;
 use std::panic::{AssertUnwindSafe, catch_unwind, resume_unwind};
+use std::ptr::NonNull;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, AtomicU32, AtomicUsize, Ordering};
 
@@ -115,6 +116,9 @@ pub struct Mutator {
     /// registry is append-only and a type's descriptor never changes, so the plan of a key
     /// this heap once accepted stays right.
     last_alloc: Option<(u64, Plan)>,
+    /// The type number an object access last read from a header, and its descriptor, so a
+    /// run of accesses to objects of one type looks the registry up once.
+    last_type: Cell<Option<(u32, NonNull<TypeDesc>)>>,
     _not_send: PhantomData<*const ()>,
 }
 
@@ -326,6 +330,7 @@ impl Mutator {
             // range of 2^20 epochs, so slots of different mutators rarely share one.
             epoch: EPOCH.fetch_add(1 << 20, Ordering::Relaxed),
             last_alloc: None,
+            last_type: Cell::new(None),
             _not_send: PhantomData,
         })
     }
@@ -596,6 +601,24 @@ impl Mutator {
         let Some(h) = Header::from_word(word) else {
             panic!("safepoint: object at {addr:#x} has no header (freed?)")
         };
+        let desc = match self.last_type.get() {
+            // SAFETY: the pointer is to a descriptor of this heap's registry (set below),
+            // which `self.gc` keeps alive; the registry is append-only and a registered
+            // descriptor never moves or changes (it sits in a bucket that is never replaced).
+            Some((n, d)) if n == h.type_id().get() => unsafe { d.as_ref() },
+            _ => self.lookup_type(addr, word, h),
+        };
+        let len = match desc {
+            TypeDesc::Record { words, .. } => words.len(),
+            _ => h.len(),
+        };
+        Ok(Obj { addr, desc, len, id: h.type_id() })
+    }
+
+    /// The descriptor of the type of the object at `addr` (header word `word`, `h`), looked
+    /// up in the registry and remembered for the next access.
+    #[inline(never)]
+    fn lookup_type(&self, addr: usize, word: usize, h: Header) -> &TypeDesc {
         let Some(desc) = self.gc.types.get(h.type_id()) else {
             panic!(
                 "safepoint: object at {addr:#x} has a corrupt header {word:#x}{}",
@@ -606,11 +629,8 @@ impl Mutator {
                 }
             )
         };
-        let len = match desc {
-            TypeDesc::Record { words, .. } => words.len(),
-            _ => h.len(),
-        };
-        Ok(Obj { addr, desc, len, id: h.type_id() })
+        self.last_type.set(Some((h.type_id().get(), NonNull::from(desc))));
+        desc
     }
 
     #[inline]
