@@ -3,7 +3,6 @@
 use std::cell::Cell;
 use std::marker::PhantomData;
 use std::panic::{AssertUnwindSafe, catch_unwind, resume_unwind};
-use std::ptr::NonNull;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, AtomicU32, AtomicUsize, Ordering};
 
@@ -116,9 +115,10 @@ pub struct Mutator {
     /// registry is append-only and a type's descriptor never changes, so the plan of a key
     /// this heap once accepted stays right.
     last_alloc: Option<(u64, Plan)>,
-    /// The type number an object access last read from a header, and its descriptor, so a
-    /// run of accesses to objects of one type looks the registry up once.
-    last_type: Cell<Option<(u32, NonNull<TypeDesc>)>>,
+    /// The type number an object access last read from a header, and its descriptor's
+    /// address (exposed, so the field adds no reason of its own for the mutator not to be
+    /// `Send`), so a run of accesses to objects of one type looks the registry up once.
+    last_type: Cell<Option<(u32, usize)>>,
     _not_send: PhantomData<*const ()>,
 }
 
@@ -602,10 +602,12 @@ impl Mutator {
             panic!("safepoint: object at {addr:#x} has no header (freed?)")
         };
         let desc = match self.last_type.get() {
-            // SAFETY: the pointer is to a descriptor of this heap's registry (set below),
-            // which `self.gc` keeps alive; the registry is append-only and a registered
+            // SAFETY: `d` is the exposed address of a descriptor of this heap's registry (set
+            // below), which `self.gc` keeps alive; the registry is append-only and a registered
             // descriptor never moves or changes (it sits in a bucket that is never replaced).
-            Some((n, d)) if n == h.type_id().get() => unsafe { d.as_ref() },
+            Some((n, d)) if n == h.type_id().get() => unsafe {
+                &*std::ptr::with_exposed_provenance::<TypeDesc>(d)
+            },
             _ => self.lookup_type(addr, word, h),
         };
         let len = match desc {
@@ -629,7 +631,8 @@ impl Mutator {
                 }
             )
         };
-        self.last_type.set(Some((h.type_id().get(), NonNull::from(desc))));
+        let at = std::ptr::from_ref(desc).expose_provenance();
+        self.last_type.set(Some((h.type_id().get(), at)));
         desc
     }
 
