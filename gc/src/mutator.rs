@@ -488,15 +488,20 @@ impl Mutator {
     }
 
     /// Runs `f` pinned on this mutator's goroutine (see [`safepoint_sched::pinned`]).
-    #[inline]
+    #[inline(always)]
     fn pin<R>(
         &self,
         f: impl FnOnce(&safepoint_sched::Pinned) -> Result<R, GcError>,
     ) -> Result<R, GcError> {
-        safepoint_sched::pinned(self.goid, f).map_or_else(wrong_runtime, Ok)?
+        // A match, not `map_or_else(..)?`: that nests the closure's result in another
+        // `Result` and copies the (large) value through both, on every operation.
+        match safepoint_sched::pinned(self.goid, f) {
+            Some(r) => r,
+            None => wrong_runtime(),
+        }
     }
 
-    #[inline]
+    #[inline(always)]
     fn pos(&self, s: Slot) -> Result<Pos, GcError> {
         match self.scopes.get(s.depth as usize) {
             Some(r) if r.epoch == s.epoch && (s.index as usize) < r.len => {
@@ -508,7 +513,7 @@ impl Mutator {
 
     /// Reads the slot at `p`, after checking that its scope's sealed frame is still on the
     /// stack (code around the API may have popped it and pushed something else there).
-    #[inline]
+    #[inline(always)]
     fn get(ms: &ManagedStack, p: Pos) -> Result<usize, GcError> {
         if !ms.is_sealed_frame_at(p.base, p.len) {
             return Err(GcError::StaleSlot);
@@ -518,7 +523,7 @@ impl Mutator {
 
     /// Writes the slot at `p` (checked as in `get`) with `v`, a value of this heap's encoding
     /// that the caller got from a slot, a field, a global or an allocation.
-    #[inline]
+    #[inline(always)]
     fn put(ms: &ManagedStack, p: Pos, v: usize) -> Result<(), GcError> {
         if !ms.is_sealed_frame_at(p.base, p.len) {
             return Err(GcError::StaleSlot);
@@ -550,7 +555,7 @@ impl Mutator {
     /// });
     /// # });
     /// ```
-    #[inline]
+    #[inline(always)]
     pub fn word(&self, s: Slot) -> Result<usize, GcError> {
         let p = self.pos(s)?;
         self.pin(|pin| Self::get(pin.managed_stack(), p))
@@ -558,7 +563,7 @@ impl Mutator {
 
     /// Writes slot `s`. Refused inside a blocking call (the goroutine's managed stack is
     /// frozen there: a collector may be reading it).
-    #[inline]
+    #[inline(always)]
     fn set_word(&mut self, s: Slot, w: usize) -> Result<(), GcError> {
         let pos = self.pos(s)?;
         self.pin(|pin| {
@@ -573,7 +578,7 @@ impl Mutator {
     }
 
     /// The object the slot value `w` references, checked.
-    #[inline]
+    #[inline(always)]
     fn obj_of(&self, w: usize) -> Result<Obj<'_>, GcError> {
         if !self.rule.is_ref(w) {
             return Err(GcError::NotAReference { found: w });
@@ -581,7 +586,7 @@ impl Mutator {
         self.obj_at(w & !self.rule.mask)
     }
 
-    #[inline]
+    #[inline(always)]
     fn obj_at(&self, addr: usize) -> Result<Obj<'_>, GcError> {
         let heap = &self.gc.heap;
         // Every reference a mutator sees came from its sealed slots, a field or a global,
@@ -636,7 +641,7 @@ impl Mutator {
         desc
     }
 
-    #[inline]
+    #[inline(always)]
     fn field<'a>(&self, o: &Obj<'a>, i: usize) -> Result<(&'a AtomicUsize, WordKind), GcError> {
         let kind = match o.desc {
             TypeDesc::Record { words, .. } => words.get(i).copied(),
