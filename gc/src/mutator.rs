@@ -21,6 +21,20 @@ pub(crate) static ACTIVE: GoroutineLocal<Cell<bool>> = GoroutineLocal::new(|| Ce
 /// 2^32 scopes), so a slot of an ended scope is not mistaken for one of a later scope.
 static EPOCH: AtomicU32 = AtomicU32::new(1);
 
+/// [`GcError::NoP`], built only when it is returned: `ok_or(GcError::NoP)` on a hot path
+/// builds the error on every call and runs its drop glue (`GcError` owns strings in some
+/// variants), a measurable share of a checked operation.
+#[cold]
+fn no_p<T>() -> Result<T, GcError> {
+    Err(GcError::NoP)
+}
+
+/// [`GcError::WrongRuntime`], built only when it is returned (see [`no_p`]).
+#[cold]
+fn wrong_runtime<T>() -> Result<T, GcError> {
+    Err(GcError::WrongRuntime)
+}
+
 /// A place a managed value lives: one word of a handle frame on the goroutine's managed stack,
 /// made by [`Mutator::scope`] and valid until that scope ends. Copy it freely; it is only a
 /// name. A slot holds null, a reference, or an immediate integer, encoded by the heap's
@@ -96,7 +110,25 @@ pub struct Mutator {
     validate: bool,
     /// The next scope's epoch.
     epoch: u32,
+    /// The last record type [`alloc`](Mutator::alloc) took, by [`TypeId::key`], and its
+    /// allocation plan, so a run of allocations of one type looks the registry up once: the
+    /// registry is append-only and a type's descriptor never changes, so the plan of a key
+    /// this heap once accepted stays right.
+    last_alloc: Option<(u64, Plan)>,
+    /// The type number an object access last read from a header, and its descriptor's
+    /// address (exposed, so the field adds no reason of its own for the mutator not to be
+    /// `Send`), so a run of accesses to objects of one type looks the registry up once.
+    last_type: Cell<Option<(u32, usize)>>,
     _not_send: PhantomData<*const ()>,
+}
+
+/// How to allocate an object of one type and length: its size and kind as [`alloc_plan`]
+/// gives them, and its header.
+#[derive(Clone, Copy, Debug)]
+struct Plan {
+    size: usize,
+    kind: usize,
+    header: Header,
 }
 
 impl std::fmt::Debug for Mutator {
@@ -284,7 +316,7 @@ impl Mutator {
         if !gc.inner.rt.is_current() {
             return Err(GcError::WrongRuntime);
         }
-        let goid = safepoint_sched::goroutine_id().ok_or(GcError::WrongRuntime)?;
+        let goid = safepoint_sched::goroutine_id().map_or_else(wrong_runtime, Ok)?;
         if ACTIVE.with(|a| a.replace(true)) {
             return Err(GcError::MutatorActive);
         }
@@ -297,6 +329,8 @@ impl Mutator {
             // Relaxed: a unique number, nothing published with it. Each mutator takes a
             // range of 2^20 epochs, so slots of different mutators rarely share one.
             epoch: EPOCH.fetch_add(1 << 20, Ordering::Relaxed),
+            last_alloc: None,
+            last_type: Cell::new(None),
             _not_send: PhantomData,
         })
     }
@@ -395,7 +429,7 @@ impl Mutator {
         // slow path (growth, or a pending preemption request), which panics there.
         let fast = self
             .pin(|pin| {
-                pin.p().ok_or(GcError::NoP)?;
+                pin.p().map_or_else(no_p, Ok)?;
                 // SAFETY: as for the push below. `try_push_sealed_handles` never reaches a
                 // safepoint, so it may run pinned.
                 Ok(unsafe { pin.managed_stack().try_push_sealed_handles(n) })
@@ -444,25 +478,30 @@ impl Mutator {
         &self,
         f: impl FnOnce(&safepoint_stackmap::ManagedStack) -> R,
     ) -> Result<R, GcError> {
-        safepoint_sched::with_managed_stack_of(self.goid, f).ok_or(GcError::WrongRuntime)
+        safepoint_sched::with_managed_stack_of(self.goid, f).map_or_else(wrong_runtime, Ok)
     }
 
     /// [`GcError::NoP`] inside a blocking call, where the goroutine may not wait on a channel
     /// (or touch its managed stack).
     fn need_p(&self) -> Result<(), GcError> {
-        self.pin(|pin| pin.p().map(drop).ok_or(GcError::NoP))
+        self.pin(|pin| pin.p().map(drop).map_or_else(no_p, Ok))
     }
 
     /// Runs `f` pinned on this mutator's goroutine (see [`safepoint_sched::pinned`]).
-    #[inline]
+    #[inline(always)]
     fn pin<R>(
         &self,
         f: impl FnOnce(&safepoint_sched::Pinned) -> Result<R, GcError>,
     ) -> Result<R, GcError> {
-        safepoint_sched::pinned(self.goid, f).ok_or(GcError::WrongRuntime)?
+        // A match, not `map_or_else(..)?`: that nests the closure's result in another
+        // `Result` and copies the (large) value through both, on every operation.
+        match safepoint_sched::pinned(self.goid, f) {
+            Some(r) => r,
+            None => wrong_runtime(),
+        }
     }
 
-    #[inline]
+    #[inline(always)]
     fn pos(&self, s: Slot) -> Result<Pos, GcError> {
         match self.scopes.get(s.depth as usize) {
             Some(r) if r.epoch == s.epoch && (s.index as usize) < r.len => {
@@ -474,7 +513,7 @@ impl Mutator {
 
     /// Reads the slot at `p`, after checking that its scope's sealed frame is still on the
     /// stack (code around the API may have popped it and pushed something else there).
-    #[inline]
+    #[inline(always)]
     fn get(ms: &ManagedStack, p: Pos) -> Result<usize, GcError> {
         if !ms.is_sealed_frame_at(p.base, p.len) {
             return Err(GcError::StaleSlot);
@@ -484,7 +523,7 @@ impl Mutator {
 
     /// Writes the slot at `p` (checked as in `get`) with `v`, a value of this heap's encoding
     /// that the caller got from a slot, a field, a global or an allocation.
-    #[inline]
+    #[inline(always)]
     fn put(ms: &ManagedStack, p: Pos, v: usize) -> Result<(), GcError> {
         if !ms.is_sealed_frame_at(p.base, p.len) {
             return Err(GcError::StaleSlot);
@@ -516,7 +555,7 @@ impl Mutator {
     /// });
     /// # });
     /// ```
-    #[inline]
+    #[inline(always)]
     pub fn word(&self, s: Slot) -> Result<usize, GcError> {
         let p = self.pos(s)?;
         self.pin(|pin| Self::get(pin.managed_stack(), p))
@@ -524,11 +563,11 @@ impl Mutator {
 
     /// Writes slot `s`. Refused inside a blocking call (the goroutine's managed stack is
     /// frozen there: a collector may be reading it).
-    #[inline]
+    #[inline(always)]
     fn set_word(&mut self, s: Slot, w: usize) -> Result<(), GcError> {
         let pos = self.pos(s)?;
         self.pin(|pin| {
-            pin.p().ok_or(GcError::NoP)?;
+            pin.p().map_or_else(no_p, Ok)?;
             Self::put(pin.managed_stack(), pos, w)
         })
     }
@@ -539,7 +578,7 @@ impl Mutator {
     }
 
     /// The object the slot value `w` references, checked.
-    #[inline]
+    #[inline(always)]
     fn obj_of(&self, w: usize) -> Result<Obj<'_>, GcError> {
         if !self.rule.is_ref(w) {
             return Err(GcError::NotAReference { found: w });
@@ -547,7 +586,7 @@ impl Mutator {
         self.obj_at(w & !self.rule.mask)
     }
 
-    #[inline]
+    #[inline(always)]
     fn obj_at(&self, addr: usize) -> Result<Obj<'_>, GcError> {
         let heap = &self.gc.heap;
         // Every reference a mutator sees came from its sealed slots, a field or a global,
@@ -567,6 +606,26 @@ impl Mutator {
         let Some(h) = Header::from_word(word) else {
             panic!("safepoint: object at {addr:#x} has no header (freed?)")
         };
+        let desc = match self.last_type.get() {
+            // SAFETY: `d` is the exposed address of a descriptor of this heap's registry (set
+            // below), which `self.gc` keeps alive; the registry is append-only and a registered
+            // descriptor never moves or changes (it sits in a bucket that is never replaced).
+            Some((n, d)) if n == h.type_id().get() => unsafe {
+                &*std::ptr::with_exposed_provenance::<TypeDesc>(d)
+            },
+            _ => self.lookup_type(addr, word, h),
+        };
+        let len = match desc {
+            TypeDesc::Record { words, .. } => words.len(),
+            _ => h.len(),
+        };
+        Ok(Obj { addr, desc, len, id: h.type_id() })
+    }
+
+    /// The descriptor of the type of the object at `addr` (header word `word`, `h`), looked
+    /// up in the registry and remembered for the next access.
+    #[inline(never)]
+    fn lookup_type(&self, addr: usize, word: usize, h: Header) -> &TypeDesc {
         let Some(desc) = self.gc.types.get(h.type_id()) else {
             panic!(
                 "safepoint: object at {addr:#x} has a corrupt header {word:#x}{}",
@@ -577,14 +636,12 @@ impl Mutator {
                 }
             )
         };
-        let len = match desc {
-            TypeDesc::Record { words, .. } => words.len(),
-            _ => h.len(),
-        };
-        Ok(Obj { addr, desc, len, id: h.type_id() })
+        let at = std::ptr::from_ref(desc).expose_provenance();
+        self.last_type.set(Some((h.type_id().get(), at)));
+        desc
     }
 
-    #[inline]
+    #[inline(always)]
     fn field<'a>(&self, o: &Obj<'a>, i: usize) -> Result<(&'a AtomicUsize, WordKind), GcError> {
         let kind = match o.desc {
             TypeDesc::Record { words, .. } => words.get(i).copied(),
@@ -597,7 +654,10 @@ impl Mutator {
                 });
             }
         };
-        let kind = kind.ok_or(GcError::OutOfBounds { index: i, len: o.len })?;
+        let kind = match kind {
+            Some(k) => k,
+            None => return Err(GcError::OutOfBounds { index: i, len: o.len }),
+        };
         // SAFETY: `i < len` body words of an object kept alive by the slot that named it.
         let b = unsafe { body(o.addr, o.len) };
         Ok((&b[i], kind))
@@ -632,14 +692,22 @@ impl Mutator {
     /// });
     /// ```
     pub fn alloc(&mut self, dst: Slot, ty: TypeId) -> Result<(), GcError> {
-        let desc = self.gc.types.desc(ty)?;
-        if desc.is_array() {
-            return Err(GcError::WrongKind {
-                type_name: desc.name().to_owned(),
-                what: "alloc of an array type: use alloc_array",
-            });
-        }
-        self.alloc_len(dst, ty, 0)
+        let plan = match self.last_alloc {
+            Some((key, plan)) if key == ty.key() => plan,
+            _ => {
+                let desc = self.gc.types.desc(ty)?;
+                if desc.is_array() {
+                    return Err(GcError::WrongKind {
+                        type_name: desc.name().to_owned(),
+                        what: "alloc of an array type: use alloc_array",
+                    });
+                }
+                let plan = self.plan(ty, 0)?;
+                self.last_alloc = Some((ty.key(), plan));
+                plan
+            }
+        };
+        self.alloc_planned(dst, plan)
     }
 
     /// Allocates an array of type `ty` with `len` elements (zeroed) into `dst`.
@@ -713,9 +781,21 @@ impl Mutator {
 
     fn alloc_len(&mut self, dst: Slot, ty: TypeId, len: usize) -> Result<(), GcError> {
         self.pos(dst)?;
+        let plan = self.plan(ty, len)?;
+        self.alloc_planned(dst, plan)
+    }
+
+    /// The allocation plan of type `ty` with length `len`, or why there is none (a type of
+    /// another registry or none, a length the type refuses).
+    fn plan(&self, ty: TypeId, len: usize) -> Result<Plan, GcError> {
         let header = self.gc.types.header(ty, len)?;
         let desc = self.gc.types.get(ty).expect("header() checked the type");
         let (size, kind) = alloc_plan(desc, header, object_size(desc, len)?);
+        Ok(Plan { size, kind, header })
+    }
+
+    fn alloc_planned(&mut self, dst: Slot, plan: Plan) -> Result<(), GcError> {
+        let Plan { size, kind, header } = plan;
         let pos = self.pos(dst)?;
         let tag = self.rule.ref_tag;
         let gc = &self.gc;
@@ -723,7 +803,7 @@ impl Mutator {
         // between the two and find the new object unrooted.
         let attempt = || {
             self.pin(|pin| {
-                let p = pin.p().ok_or(GcError::NoP)?;
+                let p = pin.p().map_or_else(no_p, Ok)?;
                 let (addr, slow) = gc.alloc_on(p, size, header, kind)?;
                 Self::put(pin.managed_stack(), pos, addr | tag)?;
                 Ok(slow)
@@ -1033,7 +1113,7 @@ impl Mutator {
         // field's load and the slot's write can miss the value (the field may be overwritten
         // meanwhile).
         self.pin(|pin| {
-            pin.p().ok_or(GcError::NoP)?;
+            pin.p().map_or_else(no_p, Ok)?;
             let ms = pin.managed_stack();
             let o = self.obj_of(Self::get(ms, opos)?)?;
             let (w, kind) = self.field(&o, i)?;
@@ -1089,7 +1169,7 @@ impl Mutator {
         let rule = self.rule;
         // The barrier and the store in one pinned section: no phase change between them.
         let slow = self.pin(|pin| {
-            let p = pin.p().ok_or(GcError::NoP)?;
+            let p = pin.p().map_or_else(no_p, Ok)?;
             let ms = pin.managed_stack();
             let v = Self::get(ms, spos)?;
             let o = self.obj_of(Self::get(ms, opos)?)?;
@@ -1168,7 +1248,7 @@ impl Mutator {
         let gc = &self.gc;
         let tag = self.rule.ref_tag;
         let slow = self.pin(|pin| {
-            let p = pin.p().ok_or(GcError::NoP)?;
+            let p = pin.p().map_or_else(no_p, Ok)?;
             let ms = pin.managed_stack();
             let o = self.obj_of(Self::get(ms, spos)?)?;
             let (cell, slow) = gc.cell_of(p, o.addr)?;
@@ -1214,7 +1294,7 @@ impl Mutator {
         let gc = &self.gc;
         let tag = self.rule.ref_tag;
         self.pin(|pin| {
-            let p = pin.p().ok_or(GcError::NoP)?;
+            let p = pin.p().map_or_else(no_p, Ok)?;
             let ms = pin.managed_stack();
             let o = self.obj_of(Self::get(ms, wpos)?)?;
             if !gc.is_cell(o.addr) {
@@ -1302,7 +1382,7 @@ impl Mutator {
         let gc = &self.gc;
         let f: Box<dyn FnOnce() + Send> = Box::new(f);
         self.pin(|pin| {
-            pin.p().ok_or(GcError::NoP)?;
+            pin.p().map_or_else(no_p, Ok)?;
             let o = self.obj_of(Self::get(pin.managed_stack(), pos)?)?;
             Ok(gc.add_cleanup_at(o.addr, f))
         })
@@ -1586,7 +1666,7 @@ impl Mutator {
         let pos = self.pos(dst)?;
         // Pinned, as in `load`.
         self.pin(|pin| {
-            pin.p().ok_or(GcError::NoP)?;
+            pin.p().map_or_else(no_p, Ok)?;
             // Acquire: as in `load`.
             let v = g.word().load(Ordering::Acquire);
             Self::put(pin.managed_stack(), pos, v)
@@ -1624,7 +1704,7 @@ impl Mutator {
         let v = self.word(src)?;
         let gc = &self.gc;
         self.pin(|pin| {
-            let p = pin.p().ok_or(GcError::NoP)?;
+            let p = pin.p().map_or_else(no_p, Ok)?;
             // Swap: another goroutine may store to the same global; each store's barrier
             // shades the value it replaced. AcqRel: Release publishes `v`'s object, as in
             // `Inner::store_field`; Acquire sees the replaced value's, which the barrier shades.
@@ -1683,7 +1763,7 @@ impl Mutator {
         }
         // A reference goes in a root slot of this P, pinned (see the `globals` module).
         let msg = self.pin(|pin| {
-            let p = pin.p().ok_or(GcError::NoP)?;
+            let p = pin.p().map_or_else(no_p, Ok)?;
             let v = Self::get(pin.managed_stack(), pos)?;
             Ok(ch.chan.message(p, v))
         })?;
@@ -1729,7 +1809,7 @@ impl Mutator {
         let pos = self.pos(dst)?;
         match ch.chan.chan.recv() {
             Ok(msg) => self.pin(|pin| {
-                let p = pin.p().ok_or(GcError::NoP)?;
+                let p = pin.p().map_or_else(no_p, Ok)?;
                 // The value goes to `dst` and its root slot is released in one pinned
                 // section: it is never only in a Rust variable at a safepoint. (On an error,
                 // `msg` is dropped and releases its slot.)

@@ -315,6 +315,14 @@ impl TypeId {
         (1..=MAX_TYPES).contains(&n).then_some(TypeId { n, reg: 0 })
     }
 
+    /// The number and the issuing registry's tag together: unlike `==`, which compares
+    /// numbers only, equal keys name the same type of the same registry (or, with tag 0, the
+    /// same number taken by any registry).
+    #[inline]
+    pub(crate) fn key(self) -> u64 {
+        (u64::from(self.reg) << 32) | u64::from(self.n)
+    }
+
     /// Id `n`, bound to no registry (from a header: `n` is in range by construction).
     fn unbound(n: u32) -> TypeId {
         TypeId { n, reg: 0 }
@@ -584,9 +592,10 @@ pub fn body_words(desc: &TypeDesc, len: usize) -> Result<usize, TypeError> {
         }
         TypeDesc::RefArray { .. } | TypeDesc::TaggedArray { .. } => Ok(len),
         // len <= MAX_ARRAY_LEN < 2^40, so this cannot overflow; checked anyway.
-        TypeDesc::ByteArray { .. } => {
-            len.checked_add(WORD - 1).map(|b| b / WORD).ok_or(TypeError::ArrayTooLong { len })
-        }
+        TypeDesc::ByteArray { .. } => match len.checked_add(WORD - 1) {
+            Some(b) => Ok(b / WORD),
+            None => Err(TypeError::ArrayTooLong { len }),
+        },
     }
 }
 
@@ -601,10 +610,10 @@ pub fn body_words(desc: &TypeDesc, len: usize) -> Result<usize, TypeError> {
 /// assert_eq!(object_size(&TypeDesc::RefArray { name: "v".into() }, 4).unwrap(), 40);
 /// ```
 pub fn object_size(desc: &TypeDesc, len: usize) -> Result<usize, TypeError> {
-    body_words(desc, len)?
-        .checked_add(1)
-        .and_then(|w| w.checked_mul(WORD))
-        .ok_or(TypeError::ArrayTooLong { len })
+    match body_words(desc, len)?.checked_add(1).and_then(|w| w.checked_mul(WORD)) {
+        Some(size) => Ok(size),
+        None => Err(TypeError::ArrayTooLong { len }),
+    }
 }
 
 /// The references in one object: `(body index, value)` pairs, in index order, from
@@ -969,7 +978,11 @@ impl TypeRegistry {
         if id.reg != 0 && id.reg != self.tag {
             return Err(TypeError::ForeignType { id: id.n });
         }
-        self.get(id).ok_or(TypeError::UnknownType { id: id.n })
+        match self.get(id) {
+            Some(d) => Ok(d),
+            // Built only here: `ok_or` would build and drop it on every call.
+            None => Err(TypeError::UnknownType { id: id.n }),
+        }
     }
 
     /// The id of the type named `name`, if registered (takes the writer lock).
@@ -1031,7 +1044,11 @@ impl TypeRegistry {
         body: &'a [AtomicUsize],
     ) -> Result<Refs<'a>, TypeError> {
         let id = header.type_id();
-        let desc = self.get(id).ok_or(TypeError::UnknownType { id: id.n })?;
+        let desc = match self.get(id) {
+            Some(d) => Ok(d),
+            // Built only here: `ok_or` would build and drop it on every call.
+            None => Err(TypeError::UnknownType { id: id.n }),
+        }?;
         scan_refs(desc, self.config.tag_rule, header, body)
     }
 }

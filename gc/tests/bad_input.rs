@@ -98,7 +98,10 @@ fn alloc_array_of_a_record_type_is_refused() {
 #[test]
 fn alloc_of_an_array_type_with_the_record_api_is_refused() {
     with_heap(|m, t| {
-        m.scope(|m, [s]| {
+        m.scope(|m, [s, rec]| {
+            // A record allocated first: the mutator remembers its plan, and must not take an
+            // array type for it.
+            m.alloc(rec, t.rec).unwrap();
             for ty in [t.refs, t.tagged, t.bytes] {
                 let r = m.alloc(s, ty);
                 assert!(
@@ -414,6 +417,12 @@ fn a_type_id_of_another_heap_is_refused() {
             assert_eq!(m.alloc_bytes(s, theirs.bytes, b"x"), foreign(theirs.bytes));
             assert!(m.is_null(s).unwrap(), "a refused allocation wrote the slot");
             m.alloc(s, plain).unwrap();
+            assert_eq!(m.type_of(s), Ok(ours.rec));
+            // The mutator remembers the last record type it allocated: an id of the same
+            // number from another registry is still refused after ours was allocated.
+            m.alloc(s, ours.rec).unwrap();
+            m.alloc(s, ours.rec).unwrap();
+            assert_eq!(m.alloc(s, theirs.rec), foreign(theirs.rec));
             assert_eq!(m.type_of(s), Ok(ours.rec));
         });
         let raw = {
