@@ -201,7 +201,9 @@
 //! five seconds of draining and five more for the threads to exit, it returns, leaving the
 //! threads still running such goroutines, and the runtime's memory with them (leaked, with
 //! what those goroutines hold), and says so in a line through the message sink. A goroutine of
-//! theirs that reaches a safepoint later unwinds, and its thread exits.
+//! theirs that reaches a safepoint later unwinds, and its thread exits. A drain that reaches
+//! its bound says so as well (how many goroutines it abandons), even when every thread then
+//! exits: the goroutines still parked then keep their stacks and captures.
 //!
 //! Dropping the last handle from inside one of the runtime's own goroutines cannot wait for
 //! that goroutine's M to exit: the shutdown runs on a thread of its own, and the dropping
@@ -1098,17 +1100,19 @@ const DRAIN_BOUND: std::time::Duration = std::time::Duration::from_secs(5);
 /// shutdown cannot end, or one made after the goroutine was unwound).
 fn settled(sched: &Sched) -> bool {
     let gs = sched.allgs.lock().unwrap_or_else(|e| e.into_inner()).clone();
-    gs.iter().all(|g| {
-        let g = g.get();
-        let w = g.status.load();
-        match w.base() {
-            Some(status::Status::Dead) | Some(status::Status::Idle) => true,
-            Some(status::Status::Waiting) if !w.scanning() => {
-                !g.cancellable.load(Ordering::Relaxed) || g.unwound.load(Ordering::Relaxed)
-            }
-            _ => false,
+    gs.iter().all(|g| g_settled(g.get()))
+}
+
+/// Whether `g` has ended or is parked where shutdown leaves it (see [`settled`]).
+fn g_settled(g: &g::G) -> bool {
+    let w = g.status.load();
+    match w.base() {
+        Some(status::Status::Dead) | Some(status::Status::Idle) => true,
+        Some(status::Status::Waiting) if !w.scanning() => {
+            !g.cancellable.load(Ordering::Relaxed) || g.unwound.load(Ordering::Relaxed)
         }
-    })
+        _ => false,
+    }
 }
 
 /// Ends every park that shutdown may end (see `proc::park_cancellable`): the goroutine is made
@@ -1166,6 +1170,17 @@ fn shutdown(sched: &Arc<Sched>, sysmon: Option<std::thread::JoinHandle<()>>) {
             }
         }
         std::thread::sleep(DRAIN_LOOK);
+    }
+    if stuck {
+        // Goroutines that had not unwound or settled within the bound are abandoned where
+        // they are (parked ones keep their stacks mapped, and what they captured leaks): say
+        // so, whether or not their threads then exit.
+        let gs = sched.allgs.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let left = gs.iter().filter(|g| !g_settled(g.get())).count();
+        message(format_args!(
+            "safepoint: a runtime was dropped with {left} goroutine(s) that did not unwind \
+             within {DRAIN_BOUND:?}; they are abandoned where they are, with what they hold"
+        ));
     }
     // Phase 2: the Ms leave their loops.
     {
