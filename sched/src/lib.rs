@@ -1176,10 +1176,21 @@ fn shutdown(sched: &Arc<Sched>, sysmon: Option<std::thread::JoinHandle<()>>) {
         // they are (parked ones keep their stacks mapped, and what they captured leaks): say
         // so, whether or not their threads then exit.
         let gs = sched.allgs.lock().unwrap_or_else(|e| e.into_inner()).clone();
-        let left = gs.iter().filter(|g| !g_settled(g.get())).count();
+        let left: Vec<&g::G> = gs.iter().map(|g| g.get()).filter(|g| !g_settled(g)).collect();
+        // The first few, with their states (where each was when the drain gave up on it).
+        let mut which = String::new();
+        for g in left.iter().take(8) {
+            let why = g::WAIT_REASONS.get(g.wait_reason.load(Ordering::Relaxed)).copied();
+            which += &format!("; goroutine {} ({}", g::goid(g), g.status.load());
+            if let Some(why) = why.filter(|w| !w.is_empty()) {
+                which += &format!(", {why}");
+            }
+            which += ")";
+        }
         message(format_args!(
-            "safepoint: a runtime was dropped with {left} goroutine(s) that did not unwind \
-             within {DRAIN_BOUND:?}; they are abandoned where they are, with what they hold"
+            "safepoint: a runtime was dropped with {} goroutine(s) that did not unwind within \
+             {DRAIN_BOUND:?}; they are abandoned where they are, with what they hold{which}",
+            left.len()
         ));
     }
     // Phase 2: the Ms leave their loops.
