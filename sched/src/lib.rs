@@ -47,7 +47,9 @@
 //!    suspender CASes `Preempted -> Waiting` to take the duty of readying it again.
 //! 5. [`for_each_p`] runs a function on every P at that P's next safepoint without stopping
 //!    the world: the caller handles idle and blocked Ps; running Ps run it themselves before
-//!    they schedule again, go idle or enter a blocking call.
+//!    they schedule again, go idle or enter a blocking call. A stop and a barrier take the
+//!    idle list once, when they begin, so whoever puts a P idle looks at their flags first,
+//!    under the scheduler lock; their retries take any P found idle since, as a defence.
 //! 6. *Asynchronous preemption* (Go 1.14's, adapted; `preempt.rs`, and the signal and the
 //!    trampoline in `safepoint_arch::preempt`). A request of 3, 4 or 5 that has gone unanswered
 //!    for 10 µs is followed by `SIGURG` to the goroutine's M (at once for a goroutine that needed

@@ -1745,15 +1745,95 @@ pub(crate) mod tests {
             // The first barrier: the hand-off runs its function for the P, then pauses until
             // the second has begun.
             crate::for_each_p(&|_| {});
-            crate::for_each_p(&|_| {});
+            // The second: the hand-off itself must answer it for the P (a barrier's retry
+            // also answers for an idle P left owing, as a defence, on the caller's thread).
+            let answered_by = Mutex::new(None);
+            crate::for_each_p(&|id| {
+                if id == p.id {
+                    *answered_by.lock().unwrap() = Some(std::thread::current().id());
+                }
+            });
             PAUSE_AT.store(0, Ordering::SeqCst);
-            let _ = tx.send(handoff);
+            let by = answered_by.into_inner().unwrap();
+            let _ = tx.send((handoff, by));
         })
         .unwrap();
-        let handoff = rx
+        let (handoff, by) = rx
             .recv_timeout(Duration::from_secs(30))
             .expect("the second barrier never ended: the handed-off P did not answer it");
+        let handoff_thread = handoff.thread().id();
         handoff.join().unwrap();
         drop(rt);
+        assert_eq!(by, Some(handoff_thread), "the hand-off left the second barrier to its retry");
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod left_behind {
+    use std::sync::atomic::Ordering;
+    use std::time::Duration;
+
+    use super::{P, Sched, current_m};
+
+    /// Takes an idle P off the list (as a hand-off holds one), starts `begin` on a goroutine,
+    /// and once `begun` says it has begun, puts the P back on the idle list without answering
+    /// it: what a path that idles a P without looking at the flags under the lock does. The
+    /// stop's or the barrier's retry must answer for it; true if `begin` returned.
+    fn idle_p_put_back_during(begin: fn(), begun: fn(&Sched, &P) -> bool) -> bool {
+        let rt = crate::Runtime::builder().procs(3).build().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        rt.spawn(move || {
+            let sched = current_m().expect("on a goroutine").sched();
+            while sched.npidle.load(Ordering::SeqCst) < 2 {
+                crate::yield_now();
+            }
+            let p = sched.pidleget(&mut sched.locked()).expect("an idle P");
+            let (s, addr) = (sched as *const Sched as usize, p as *const P as usize);
+            let t = std::thread::spawn(move || {
+                // SAFETY: the runtime outlives this thread: the goroutine joins it.
+                let (sched, p) = unsafe { (&*(s as *const Sched), &*(addr as *const P)) };
+                while !begun(sched, p) {
+                    std::thread::yield_now();
+                }
+                sched.pidleput(&mut sched.locked(), p);
+            });
+            begin();
+            let _ = tx.send(());
+            crate::blocking(|| t.join().unwrap());
+        })
+        .unwrap();
+        let done = rx.recv_timeout(Duration::from_secs(30)).is_ok();
+        if done {
+            drop(rt);
+        } else {
+            // It hangs: leave the runtime to it rather than wait for its shutdown's bounds.
+            core::mem::forget(rt);
+        }
+        done
+    }
+
+    /// A barrier whose retry finds a P on the idle list still owing its function runs it for
+    /// the P: a path that idles a P without answering the barrier costs latency, not a hang.
+    #[test]
+    fn a_barrier_answers_for_an_idle_p_left_owing_it() {
+        assert!(
+            idle_p_put_back_during(
+                || crate::for_each_p(&|_| {}),
+                |_, p| p.run_safe_point_fn.load(Ordering::SeqCst)
+            ),
+            "the barrier waited for an idle P"
+        );
+    }
+
+    /// A stop whose retry finds a P on the idle list stops and counts it.
+    #[test]
+    fn a_stop_counts_an_idle_p_it_missed() {
+        assert!(
+            idle_p_put_back_during(
+                || drop(crate::stop_the_world("test")),
+                |sched, _| sched.gcwaiting.load(Ordering::SeqCst)
+            ),
+            "the stop waited for an idle P"
+        );
     }
 }
