@@ -362,6 +362,41 @@ fn pairs_keep_memory_flat(pairs: usize) {
     assert!(end.1 <= 2 * at_ten.1, "resident memory grew: {at_ten:?} -> {end:?}");
 }
 
+/// A cleanup that waits (here on a channel nobody else holds) when its runtime is dropped is
+/// unwound with the rest: the heap's cleanup goroutine passed the shutdown's unwind to its
+/// catch of panicking cleanups, counted it as one ("a cleanup panicked") and went on to wait
+/// for more cleanups, where it was abandoned.
+#[test]
+fn a_cleanup_waiting_when_its_runtime_is_dropped_is_unwound_not_counted_as_a_panic() {
+    must_finish("a cleanup waiting at shutdown", 120, || {
+        let rt = Runtime::builder().procs(2).build().unwrap();
+        let gc = heap(&rt);
+        let ty = record(&gc);
+        let waiting = Arc::new(AtomicUsize::new(0));
+        let (g, w) = (gc.clone(), waiting.clone());
+        rt.block_on(move || {
+            let mut m = Mutator::new(&g).unwrap();
+            m.scope(|m, [a]| {
+                m.alloc(a, ty).unwrap();
+                let ch = Chan::<()>::new(0);
+                m.add_cleanup(a, move || {
+                    w.fetch_add(1, Ordering::SeqCst);
+                    let _ = ch.recv();
+                })
+                .unwrap();
+            });
+        });
+        // The object is unreachable: a cycle queues its cleanup, which the cleanup goroutine
+        // runs (and which then waits for good).
+        while waiting.load(Ordering::SeqCst) == 0 {
+            gc.collect();
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        drop(rt);
+        assert_eq!(gc.weak_stats().cleanups_panicked, 0, "the shutdown's unwind was counted");
+    });
+}
+
 /// Issue 25: a heap whose last `Gc` is dropped unmaps its whole reservation (the typed
 /// arenas' 256 GiB of address space, the page map, the arenas), with its runtime still alive.
 #[test]
