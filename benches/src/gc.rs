@@ -3,7 +3,8 @@
 //! its twins (the same node shapes, the same trees in the same order, the same goroutines),
 //! written against the collector's checked [`Mutator`] API. Their compiled-code twins (frames
 //! with registered stack maps, the trusted `RawMutator` path, as a compiler or an interpreter
-//! embeds the collector) are in [`crate::gc_compiled`], named `…-compiled`.
+//! embeds the collector) are in [`crate::gc_compiled`], named `…-compiled`; binary-trees' twin
+//! on the safe branded sections is [`crate::gc_section`], `binary-trees-section`.
 //!
 //! ## The workloads
 //!
@@ -82,6 +83,14 @@ pub fn run(w: &str, args: &[String]) {
         w @ ("binary-trees-compiled" | "binary-trees-compiled-batched") => {
             let batch = w.ends_with("-batched");
             let (lines, r) = crate::gc_compiled::binary_trees(arg_num(args, 0, 21) as u32, batch);
+            for l in &lines {
+                println!("{l}");
+            }
+            emit(w, &args_str, &r.fields());
+        }
+        // The compiled twin per call on the safe branded sections.
+        "binary-trees-section" => {
+            let (lines, r) = crate::gc_section::binary_trees(arg_num(args, 0, 21) as u32);
             for l in &lines {
                 println!("{l}");
             }

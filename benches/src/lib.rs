@@ -5,6 +5,7 @@
 
 pub mod gc;
 pub mod gc_compiled;
+pub mod gc_section;
 pub mod gpause;
 pub mod plot;
 pub mod refchan;

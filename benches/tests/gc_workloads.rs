@@ -63,7 +63,7 @@ fn churn_10_checks_g_times_200_times_sum_8() {
 }
 
 /// The compiled-style twins (frames with stack maps, the collector's trusted path), per call
-/// and batched, print the same lines and checks, in both collector modes and with the
+/// and batched, and the safe one on branded sections, print the same lines and checks, in both collector modes and with the
 /// collector's own checks on.
 #[test]
 fn compiled_workloads_match_the_checked_ones() {
@@ -81,6 +81,11 @@ fn compiled_workloads_match_the_checked_ones() {
             let json = lines.last().expect("a JSON line");
             assert_eq!(json_int(json, "check"), 10 * 200 * sum8, "{debug} {suffix}: {json}");
         }
+    }
+    // The safe twin on branded sections, with the collector's checks on too.
+    for debug in ["", "gccheckmark=1,gcpoison=1"] {
+        let lines = stress_env(debug, &["binary-trees-section", "10"]);
+        assert_eq!(&lines[..6], &want[..6], "{debug} section: {lines:#?}");
     }
     // gcbench exits 1 if its long-lived data is lost.
     for w in ["gcbench-compiled", "gcbench-compiled-batched"] {

@@ -24,7 +24,7 @@ fuzz_target!(|data: &[u8]| {
                 for op in &p.code {
                     let (t, sp) = match *op {
                         Op::Jmp { t } | Op::JmpF { t, .. } | Op::JmpT { t, .. } => (Some(t), None),
-                        Op::CmpJmpF { t, .. } => (Some(t), None),
+                        Op::CmpJmpF { t, .. } | Op::CmpJmpFK { t, .. } => (Some(t), None),
                         Op::Loop { t, sp }
                         | Op::ForLoop { t, sp, .. }
                         | Op::IterNext { t, sp, .. }
@@ -32,6 +32,7 @@ fuzz_target!(|data: &[u8]| {
                             (Some(t), Some(sp))
                         }
                         Op::Arith { sp, .. }
+                        | Op::ArithK { sp, .. }
                         | Op::AddI { sp, .. }
                         | Op::Neg { sp, .. }
                         | Op::Call { sp, .. }

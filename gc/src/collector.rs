@@ -120,6 +120,20 @@ pub enum GcError {
     MutatorActive,
     /// The channel is closed.
     Closed,
+    /// A [`Section`](crate::Section) entered while another section of the same goroutine is
+    /// running (sections do not nest: the outer one's references must not cross the inner
+    /// one's safepoints).
+    NestedSection,
+    /// A section's frame operation found no section frame on top of the goroutine's managed
+    /// stack (none pushed, or another kind of frame pushed over it).
+    NoFrame,
+    /// A slot index past the top section frame's slots.
+    SlotOutOfFrame {
+        /// The slot asked for.
+        index: usize,
+        /// The frame's slot count.
+        slots: usize,
+    },
 }
 
 impl fmt::Display for GcError {
@@ -149,6 +163,13 @@ impl fmt::Display for GcError {
             GcError::WrongHeap => write!(f, "handle belongs to another collector"),
             GcError::MutatorActive => write!(f, "this goroutine already has a mutator"),
             GcError::Closed => write!(f, "channel closed"),
+            GcError::NestedSection => {
+                write!(f, "a section entered inside another section of the same goroutine")
+            }
+            GcError::NoFrame => write!(f, "no section frame on top of the managed stack"),
+            GcError::SlotOutOfFrame { index, slots } => {
+                write!(f, "slot {index} outside the top section frame ({slots} slots)")
+            }
         }
     }
 }

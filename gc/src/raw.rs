@@ -48,21 +48,38 @@ use crate::collector::{Gc, GcError, Inner};
 use crate::globals::Global;
 use crate::mark::{body, header_in};
 use crate::mutator::ACTIVE;
-use crate::types::{Header, TagRule, TypeId, WORD, WordKind, body_words, object_size};
+use crate::types::{Header, TagRule, TypeDesc, TypeId, WORD, WordKind, body_words, object_size};
 
 /// The size and header of objects of one type and length, computed once
 /// ([`RawMutator::shape`]) so that an allocation looks nothing up.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Shape {
     size: usize,
-    header: Header,
+    pub(crate) header: Header,
     /// The typed kind its objects are allocated in (no header), or 0 (a header).
     kind: usize,
     /// Body words.
     body: usize,
     /// The collector it was made for (its unique id): a shape says how one heap lays out
     /// one registry's type, and means nothing to another.
-    heap: u64,
+    pub(crate) heap: u64,
+    /// What its words are, for the checks of [`Section`](crate::Section) accesses.
+    pub(crate) words: ShapeWords,
+}
+
+/// The word kinds of a [`Shape`]'s objects, in a form a field access checks with a shift and
+/// a mask: records' first 64 words by bitmask (later words are looked up in the registry),
+/// arrays by their element kind (`raw`: bit `i` set if word `i` is a `Raw` word).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum ShapeWords {
+    /// A record: bit `i` of `refs` (`tagged`) set if word `i` is a `Ref` (`Tagged`) word.
+    Record { refs: u64, tagged: u64, raw: u64 },
+    /// An array of `Ref` words.
+    RefArray,
+    /// An array of `Tagged` words.
+    TaggedArray,
+    /// An array of bytes (no words to read as values).
+    Bytes,
 }
 
 impl Shape {
@@ -89,7 +106,24 @@ impl Shape {
         let desc = gc.types.get(ty).expect("header() checked the type");
         let full = object_size(desc, len)?;
         let (size, kind) = crate::mutator::alloc_plan(desc, header, full);
-        Ok(Shape { size, header, kind, body: full / WORD - 1, heap: gc.id })
+        let words = match desc {
+            TypeDesc::Record { words, .. } => {
+                let (mut refs, mut tagged, mut raw) = (0u64, 0u64, 0u64);
+                for (i, k) in words.iter().take(64).enumerate() {
+                    match k {
+                        WordKind::Ref => refs |= 1 << i,
+                        WordKind::Tagged => tagged |= 1 << i,
+                        WordKind::Raw => raw |= 1 << i,
+                        WordKind::Weak | WordKind::Ephemeron => {}
+                    }
+                }
+                ShapeWords::Record { refs, tagged, raw }
+            }
+            TypeDesc::RefArray { .. } => ShapeWords::RefArray,
+            TypeDesc::TaggedArray { .. } => ShapeWords::TaggedArray,
+            TypeDesc::ByteArray { .. } => ShapeWords::Bytes,
+        };
+        Ok(Shape { size, header, kind, body: full / WORD - 1, heap: gc.id, words })
     }
 
     /// Body words (the header excluded).
@@ -115,9 +149,9 @@ impl Shape {
 /// One per goroutine, exclusive with a [`Mutator`](crate::Mutator); bound to the goroutine
 /// (neither `Send` nor `Sync`).
 pub struct RawMutator {
-    gc: Arc<Inner>,
+    pub(crate) gc: Arc<Inner>,
     goid: u64,
-    validate: bool,
+    pub(crate) validate: bool,
     _not_send: PhantomData<*const ()>,
 }
 
@@ -289,13 +323,30 @@ impl RawMutator {
     /// ```
     #[inline]
     pub fn enter<R>(&mut self, f: impl FnOnce(&mut Pin<'_>) -> R) -> Result<R, GcError> {
+        self.with_pin(|mut p| f(&mut p))
+    }
+
+    /// [`enter`](Self::enter) for the crate's safe layers, which take the section's [`Pin`]
+    /// by value (and keep it from reaching a safepoint themselves).
+    #[inline(always)]
+    pub(crate) fn with_pin<R>(&self, f: impl FnOnce(Pin<'_>) -> R) -> Result<R, GcError> {
         let gc = &*self.gc;
         let validate = self.validate;
-        safepoint_sched::pinned(self.goid, |pinned| {
-            let p = pinned.p().ok_or(GcError::NoP)?;
-            Ok(f(&mut Pin { gc, p, pinned, validate }))
-        })
-        .ok_or(GcError::WrongRuntime)?
+        // Matches, not `ok_or(GcError::…)`: that builds the error on every call and drops it
+        // (a call of `GcError`'s drop glue, which owns strings in some variants).
+        let r = safepoint_sched::pinned(self.goid, |pinned| match pinned.p() {
+            Some(p) => Ok(f(Pin { gc, p, pinned, validate })),
+            None => Err(GcError::NoP),
+        });
+        match r {
+            Some(r) => r,
+            None => Err(GcError::WrongRuntime),
+        }
+    }
+
+    /// The goroutine this mutator belongs to.
+    pub(crate) fn goid(&self) -> u64 {
+        self.goid
     }
 
     /// What an allocation that answered "slow" owes, outside the pinned section: starting a
@@ -365,10 +416,10 @@ impl RawMutator {
 /// A pinned section of a [`RawMutator`]: the goroutine's P, its managed stack, and the
 /// heap operations (see the module documentation).
 pub struct Pin<'a> {
-    gc: &'a Inner,
-    p: usize,
+    pub(crate) gc: &'a Inner,
+    pub(crate) p: usize,
     pinned: &'a Pinned,
-    validate: bool,
+    pub(crate) validate: bool,
 }
 
 impl std::fmt::Debug for Pin<'_> {
@@ -507,7 +558,7 @@ impl<'a> Pin<'a> {
 
     #[cold]
     #[inline(never)]
-    fn check(&self, obj: usize, index: Option<usize>) {
+    pub(crate) fn check(&self, obj: usize, index: Option<usize>) {
         let rule = self.tag_rule();
         let addr = obj & !rule.mask;
         if !rule.is_ref(obj) || !self.gc.heap.is_ref(addr) {

@@ -35,6 +35,9 @@ pub enum Op {
     Arith { op: ArithOp, a: Reg, b: Reg, c: Reg, sp: u16 },
     /// `a = b + v`
     AddI { a: Reg, b: Reg, v: i16, sp: u16 },
+    /// `a = b op constant k`, or `a = constant k op b` if `kl`; the constant is an immediate
+    /// (an integer or a float without allocation: see [`Program::imm`]).
+    ArithK { op: ArithOp, a: Reg, b: Reg, k: u16, kl: bool, sp: u16 },
     /// `a = b cmp c`
     Cmp { op: CmpOp, a: Reg, b: Reg, c: Reg },
     /// `a = -b`
@@ -49,6 +52,9 @@ pub enum Op {
     JmpT { a: Reg, t: u32 },
     /// Jump to `t` unless `b cmp c` (a fused compare and branch).
     CmpJmpF { op: CmpOp, b: Reg, c: Reg, t: u32 },
+    /// Jump to `t` unless `b cmp constant k` (`constant k cmp b` if `kl`), an immediate as in
+    /// `ArithK`.
+    CmpJmpFK { op: CmpOp, b: Reg, k: u16, kl: bool, t: u32 },
     /// A loop's back-edge: poll for preemption at safepoint `sp`, then jump to `t`.
     Loop { t: u32, sp: u16 },
     /// The back-edge of `for x in a..b`: `i = i + 1`; if `i < end`, poll (at `sp + 1`) and
@@ -332,6 +338,16 @@ impl Program {
     pub fn file_of(&self, func: Option<FuncId>) -> &str {
         let prelude = self.protos[..self.prelude].iter().any(|p| Some(p.func) == func);
         if prelude { crate::compiler::PRELUDE_FILE } else { &self.file }
+    }
+
+    /// Each constant's word if it is an immediate (an integer, or a float that needs no
+    /// allocation), else `None`: what `ArithK` and `CmpJmpFK` read, with no heap access.
+    pub fn imm(c: &Const) -> Option<usize> {
+        match *c {
+            Const::Int(v) if crate::value::int_fits(v) => Some(crate::value::int(v)),
+            Const::Float(f) => crate::value::flo(f),
+            _ => None,
+        }
     }
 
     /// The top-level code.

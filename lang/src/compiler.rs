@@ -29,7 +29,9 @@ type R<T> = Result<T, Error>;
 /// The first syntax or compile error (an unknown name, a wrong argument count for a known
 /// function, a function too large).
 pub fn compile(file: &str, src: &str, reg: &Registry) -> R<Program> {
-    Session::new(reg)?.compile(file, src, reg, false)
+    let mut s = Session::new(reg)?;
+    s.whole = true;
+    s.compile(file, src, reg, false)
 }
 
 /// What the chunks compiled so far have declared (functions, globals, constants): one
@@ -49,6 +51,10 @@ pub struct Session {
     /// their functions are registered under (the registry wants every name once, and a
     /// chunk that failed has registered some).
     chunks: usize,
+    /// The chunk is the whole program (not a REPL's): a top-level variable that no function
+    /// names may live in a register of the top-level code instead of a global (see
+    /// [`Compiler::chunk`]).
+    whole: bool,
 }
 
 impl Session {
@@ -91,6 +97,7 @@ impl Session {
             fns: c.fns,
             globals: c.globals,
             chunks: 0,
+            whole: false,
         })
     }
 
@@ -121,7 +128,7 @@ impl Session {
             self.chunks += 1;
             c.suffix = format!("@{}", self.chunks);
         }
-        let prog = c.chunk(file, stmts, self.prelude)?;
+        let prog = c.chunk(file, stmts, self.prelude, self.whole)?;
         self.protos = c.protos;
         self.consts = c.consts;
         self.const_idx = c.const_idx;
@@ -149,10 +156,19 @@ fn echoed(e: Expr, pos: Pos) -> Vec<Stmt> {
 impl Compiler<'_> {
     /// Compiles a chunk's statements: its functions and globals first (so that code may name
     /// them before their declaration), then its top-level code.
-    fn chunk(&mut self, file: &str, stmts: Vec<Stmt>, prelude: usize) -> R<Program> {
+    ///
+    /// In a `whole` program, a top-level `let` whose name no named function mentions, that
+    /// is the only `let` of its name at the top level, and whose name no top-level code
+    /// mentions before it (its own initializer included) makes a local of the top-level code
+    /// instead of a global: a register, as Lua's `local` at a chunk's top is. Nothing can
+    /// tell the difference (only the top-level code and the function literals in it can name
+    /// it, after its declaration, and literals capture it as any local), and a register costs
+    /// a load where a global costs a load of the globals array and a write barrier.
+    fn chunk(&mut self, file: &str, stmts: Vec<Stmt>, prelude: usize, whole: bool) -> R<Program> {
         let c = self;
         let first = c.protos.len();
         let mut fdefs = Vec::new();
+        let locals = if whole { top_level_locals(&stmts) } else { HashSet::new() };
         for s in &stmts {
             match &s.kind {
                 StmtKind::Fn(d) => {
@@ -170,6 +186,9 @@ impl Compiler<'_> {
                 StmtKind::Let(n, _) => {
                     if c.fns.contains_key(n) {
                         return Err(Error::at(s.pos, format!("{n} is a function")));
+                    }
+                    if locals.contains(n) {
+                        continue;
                     }
                     let g = c.globals.len() as u16;
                     c.globals.entry(n.clone()).or_insert(g);
@@ -286,7 +305,8 @@ struct Func {
     loops: Vec<LoopCx>,
     /// Source position of each safepoint index.
     sp_pos: Vec<Pos>,
-    /// The top-level code: `let` outside any block makes a global.
+    /// The top-level code: `let` outside any block makes a global, or a kept register (see
+    /// [`Compiler::chunk`]).
     top: bool,
     at: Pos,
     /// Names of variables that need a box: captured by a function literal inside this one and
@@ -294,6 +314,11 @@ struct Func {
     boxed: HashSet<String>,
     /// `try` blocks open at the current instruction.
     tries: usize,
+    /// The top-level code's variables in registers, each with the first instruction after
+    /// its declaration: from there on its register is live, as a global would be (a value
+    /// a top-level variable holds stays reachable while the program runs, for weak handles
+    /// and weak maps to see).
+    kept: Vec<(Reg, usize)>,
     /// Each `try` block: its body's instructions, its handler, the handler's message register.
     regions: Vec<TryRegion>,
 }
@@ -354,6 +379,7 @@ impl Compiler<'_> {
             boxed,
             tries: 0,
             regions: Vec::new(),
+            kept: Vec::new(),
         };
         let mut params = Vec::new();
         for _ in &d.params {
@@ -375,7 +401,7 @@ impl Compiler<'_> {
         cx.emit(Op::Ret { a: r }, end);
         let f = cx.f;
         let regs = f.max.max(1);
-        let maps = liveness(&f.code, regs, &f.sels, &f.regions);
+        let maps = liveness(&f.code, regs, &f.sels, &f.regions, &f.kept);
         let nsp = f.sp_pos.len();
         if nsp > u16::MAX as usize {
             return Err(Error::at(d.pos, format!("function {} is too large", d.name)));
@@ -451,6 +477,7 @@ impl Cx<'_, '_> {
         match &mut self.f.code[at] {
             Op::Jmp { t: x } | Op::JmpF { t: x, .. } | Op::JmpT { t: x, .. } => *x = t,
             Op::CmpJmpF { t: x, .. } | Op::Loop { t: x, .. } | Op::IterNext { t: x, .. } => *x = t,
+            Op::CmpJmpFK { t: x, .. } => *x = t,
             Op::ForLoop { t: x, .. } => *x = t,
             op => unreachable!("patching {op:?}"),
         }
@@ -516,7 +543,7 @@ impl Cx<'_, '_> {
         match &s.kind {
             StmtKind::Fn(_) => {} // compiled up front
             StmtKind::Let(n, e) => {
-                if self.f.top && self.f.scopes.len() == 1 {
+                if self.f.top && self.f.scopes.len() == 1 && self.c.globals.contains_key(n) {
                     let g = self.c.globals[n];
                     let r = self.operand(e)?;
                     self.emit(Op::SetGlobal { g, a: r }, at);
@@ -525,6 +552,10 @@ impl Cx<'_, '_> {
                     self.expr_into(e, r)?;
                     self.f.next = r as usize + 1;
                     self.declare(n, r, at);
+                    if self.f.top && self.f.scopes.len() == 1 {
+                        // Straight-line code at the top: everything after this runs after it.
+                        self.f.kept.push((r, self.f.code.len()));
+                    }
                     return Ok(());
                 }
             }
@@ -538,11 +569,11 @@ impl Cx<'_, '_> {
                 self.block(then)?;
                 if els.is_empty() {
                     let h = self.here();
-                    self.patch(jf, h);
+                    self.patch_all(jf, h);
                 } else {
                     let j = self.emit(Op::Jmp { t: 0 }, at);
                     let h = self.here();
-                    self.patch(jf, h);
+                    self.patch_all(jf, h);
                     self.block(els)?;
                     let h = self.here();
                     self.patch(j, h);
@@ -553,7 +584,7 @@ impl Cx<'_, '_> {
                 let jf = self.cond_jump(c)?;
                 self.loop_body(body, None, top, at)?;
                 let h = self.here();
-                self.patch(jf, h);
+                self.patch_all(jf, h);
                 self.end_loop();
             }
             StmtKind::ForRange(x, a, b, body) => {
@@ -566,9 +597,18 @@ impl Cx<'_, '_> {
                 let jf = self.emit(Op::CmpJmpF { op: CmpOp::Lt, b: i, c: end, t: 0 }, at);
                 let top = self.here();
                 self.f.scopes.push(Vec::new());
-                let xr = self.f.alloc(at)?;
-                self.emit(Op::Move { a: xr, b: i }, at);
-                self.declare(x, xr, at);
+                // Each iteration's variable is a new one (Go 1.22's rule), a copy of the
+                // counter, unless the body never assigns it (nor boxes a variable of its
+                // name): then no one can tell it from the counter, which it is.
+                let mut assigned = HashSet::new();
+                body.iter().for_each(|s| boxing_stmt(s, &mut assigned, &mut HashSet::new()));
+                if assigned.contains(x) || self.f.boxed.contains(x) {
+                    let xr = self.f.alloc(at)?;
+                    self.emit(Op::Move { a: xr, b: i }, at);
+                    self.declare(x, xr, at);
+                } else {
+                    self.declare(x, i, at);
+                }
                 self.for_body(body, i, end, top, at)?;
                 self.f.scopes.pop();
                 let h = self.here();
@@ -798,7 +838,10 @@ impl Cx<'_, '_> {
     }
 
     /// Emits a jump taken when `c` is false; returns it for patching.
-    fn cond_jump(&mut self, c: &Expr) -> R<usize> {
+    /// The jumps (to be patched) taken when `c` is false; the code falls through when it is
+    /// true. `and`, `or` and `not` become jumps rather than values, and a comparison a fused
+    /// compare and branch, as a condition needs no boolean.
+    fn cond_jump(&mut self, c: &Expr) -> R<Vec<usize>> {
         let mark = self.f.next;
         let j = match &c.kind {
             ExprKind::Bin(
@@ -806,18 +849,78 @@ impl Cx<'_, '_> {
                 a,
                 b,
             ) => {
-                let ra = self.operand(a)?;
-                let rb = self.operand(b)?;
-                let (op, x, y) = cmp_parts(*op, ra, rb);
-                self.emit(Op::CmpJmpF { op, b: x, c: y, t: 0 }, c.pos)
+                // A literal operand that is an immediate is read from the constants (the other
+                // operand's evaluation is all the code runs, in source order either way).
+                let (cop, x, _) = cmp_parts(*op, 0, 1);
+                let swapped = x == 1;
+                if let Some(k) = self.imm_const(b)? {
+                    let r = self.operand(a)?;
+                    let (b, kl) = (r, swapped);
+                    vec![self.emit(Op::CmpJmpFK { op: cop, b, k, kl, t: 0 }, c.pos)]
+                } else if let Some(k) = self.imm_const(a)? {
+                    let r = self.operand(b)?;
+                    let (b, kl) = (r, !swapped);
+                    vec![self.emit(Op::CmpJmpFK { op: cop, b, k, kl, t: 0 }, c.pos)]
+                } else {
+                    let ra = self.operand(a)?;
+                    let rb = self.operand(b)?;
+                    let (op, x, y) = cmp_parts(*op, ra, rb);
+                    vec![self.emit(Op::CmpJmpF { op, b: x, c: y, t: 0 }, c.pos)]
+                }
             }
+            ExprKind::Bool(true) => Vec::new(),
+            ExprKind::Logic(true, a, b) => {
+                let mut j = self.cond_jump(a)?;
+                j.extend(self.cond_jump(b)?);
+                j
+            }
+            ExprKind::Logic(false, a, b) => {
+                let jt = self.true_jump(a)?;
+                let j = self.cond_jump(b)?;
+                let h = self.here();
+                self.patch_all(jt, h);
+                j
+            }
+            ExprKind::Not(a) => self.true_jump(a)?,
             _ => {
                 let r = self.operand(c)?;
-                self.emit(Op::JmpF { a: r, t: 0 }, c.pos)
+                vec![self.emit(Op::JmpF { a: r, t: 0 }, c.pos)]
             }
         };
         self.f.next = mark;
         Ok(j)
+    }
+
+    /// The jumps taken when `c` is true; the code falls through when it is false.
+    fn true_jump(&mut self, c: &Expr) -> R<Vec<usize>> {
+        let mark = self.f.next;
+        let j = match &c.kind {
+            ExprKind::Logic(false, a, b) => {
+                let mut j = self.true_jump(a)?;
+                j.extend(self.true_jump(b)?);
+                j
+            }
+            ExprKind::Logic(true, a, b) => {
+                let jf = self.cond_jump(a)?;
+                let j = self.true_jump(b)?;
+                let h = self.here();
+                self.patch_all(jf, h);
+                j
+            }
+            ExprKind::Not(a) => self.cond_jump(a)?,
+            _ => {
+                let r = self.operand(c)?;
+                vec![self.emit(Op::JmpT { a: r, t: 0 }, c.pos)]
+            }
+        };
+        self.f.next = mark;
+        Ok(j)
+    }
+
+    fn patch_all(&mut self, js: Vec<usize>, t: u32) {
+        for j in js {
+            self.patch(j, t);
+        }
     }
 
     fn assign(&mut self, target: &Expr, e: &Expr, at: Pos) -> R<()> {
@@ -904,6 +1007,20 @@ impl Cx<'_, '_> {
     }
 
     /// A register holding `e`'s value: a local's own register, or a new temporary.
+    /// The constant index of `e` if it is a literal whose value is an immediate (see
+    /// [`Program::imm`]).
+    fn imm_const(&mut self, e: &Expr) -> R<Option<u16>> {
+        let c = match e.kind {
+            ExprKind::Int(v) => Const::Int(v),
+            ExprKind::Float(f) => Const::Float(f),
+            _ => return Ok(None),
+        };
+        if Program::imm(&c).is_none() {
+            return Ok(None);
+        }
+        Ok(Some(self.c.konst(c)?))
+    }
+
     fn operand(&mut self, e: &Expr) -> R<Reg> {
         if let ExprKind::Name(n) = &e.kind
             && let Name::Local(r, _, false) = self.resolve(n, e.pos)?
@@ -994,22 +1111,19 @@ impl Cx<'_, '_> {
                     let ra = self.operand(a)?;
                     let sp = self.sp(at);
                     self.emit(Op::AddI { a: dst, b: ra, v, sp }, at);
+                } else if let Some(op) = arith_op(*op)
+                    && let Some((k, kl, x)) = match self.imm_const(b)? {
+                        Some(k) => Some((k, false, a)),
+                        None => self.imm_const(a)?.map(|k| (k, true, b)),
+                    }
+                {
+                    let rb = self.operand(x)?;
+                    let sp = self.sp(at);
+                    self.emit(Op::ArithK { op, a: dst, b: rb, k, kl, sp }, at);
                 } else {
                     let ra = self.operand(a)?;
                     let rb = self.operand(b)?;
-                    let arith = match op {
-                        BinOp::Add => Some(ArithOp::Add),
-                        BinOp::Sub => Some(ArithOp::Sub),
-                        BinOp::Mul => Some(ArithOp::Mul),
-                        BinOp::Div => Some(ArithOp::Div),
-                        BinOp::Mod => Some(ArithOp::Mod),
-                        BinOp::BitAnd => Some(ArithOp::BitAnd),
-                        BinOp::BitOr => Some(ArithOp::BitOr),
-                        BinOp::BitXor => Some(ArithOp::BitXor),
-                        BinOp::Shl => Some(ArithOp::Shl),
-                        BinOp::Shr => Some(ArithOp::Shr),
-                        _ => None,
-                    };
+                    let arith = arith_op(*op);
                     if let Some(op) = arith {
                         let sp = self.sp(at);
                         self.emit(Op::Arith { op, a: dst, b: ra, c: rb, sp }, at);
@@ -1189,6 +1303,23 @@ impl Cx<'_, '_> {
 }
 
 /// A comparison as one of the four kinds, operands swapped for `>` and `>=`.
+/// The arithmetic operator of `op`, if it is one.
+fn arith_op(op: BinOp) -> Option<ArithOp> {
+    Some(match op {
+        BinOp::Add => ArithOp::Add,
+        BinOp::Sub => ArithOp::Sub,
+        BinOp::Mul => ArithOp::Mul,
+        BinOp::Div => ArithOp::Div,
+        BinOp::Mod => ArithOp::Mod,
+        BinOp::BitAnd => ArithOp::BitAnd,
+        BinOp::BitOr => ArithOp::BitOr,
+        BinOp::BitXor => ArithOp::BitXor,
+        BinOp::Shl => ArithOp::Shl,
+        BinOp::Shr => ArithOp::Shr,
+        _ => return None,
+    })
+}
+
 fn cmp_parts(op: BinOp, a: Reg, b: Reg) -> (CmpOp, Reg, Reg) {
     match op {
         BinOp::Eq => (CmpOp::Eq, a, b),
@@ -1250,6 +1381,42 @@ fn boxing_stmt(s: &Stmt, assigned: &mut HashSet<String>, in_lambdas: &mut HashSe
         _ => {}
     }
 }
+
+/// The top-level `let`s of a whole program that may be locals of its top-level code (see
+/// [`Compiler::chunk`]): at most [`TOP_LOCALS`], so that the top-level code keeps registers
+/// for its temporaries.
+fn top_level_locals(stmts: &[Stmt]) -> HashSet<String> {
+    let mut in_fns = Vec::new();
+    let mut lets: HashMap<&str, usize> = HashMap::new();
+    for s in stmts {
+        match &s.kind {
+            StmtKind::Fn(d) => d.body.iter().for_each(|s| names_stmt(s, &mut in_fns)),
+            StmtKind::Let(n, _) => *lets.entry(n).or_default() += 1,
+            _ => {}
+        }
+    }
+    let in_fns: HashSet<String> = in_fns.into_iter().collect();
+    let mut seen = HashSet::new();
+    let mut out = HashSet::new();
+    for s in stmts {
+        let mut names = Vec::new();
+        names_stmt(s, &mut names);
+        seen.extend(names);
+        if let StmtKind::Let(n, _) = &s.kind
+            && lets[n.as_str()] == 1
+            && !in_fns.contains(n)
+            && !seen.contains(n)
+            && out.len() < TOP_LOCALS
+        {
+            out.insert(n.clone());
+        }
+    }
+    out
+}
+
+/// The most top-level variables a program keeps in registers (of 255: the rest stay for
+/// the top-level code's temporaries and block variables, as before there were any).
+const TOP_LOCALS: usize = 64;
 
 /// The function literals in `s`'s own expressions (not in its nested blocks' statements,
 /// and not nested in other literals).
@@ -1433,7 +1600,7 @@ fn effects(op: &Op, i: usize, sels: &[SelTable]) -> (Set, Set, [Option<usize>; 2
             u.add(c);
             sp = Some(s);
         }
-        Op::AddI { a, b, sp: s, .. } | Op::Neg { a, b, sp: s } => {
+        Op::AddI { a, b, sp: s, .. } | Op::Neg { a, b, sp: s } | Op::ArithK { a, b, sp: s, .. } => {
             d.add(a);
             u.add(b);
             sp = Some(s);
@@ -1451,6 +1618,10 @@ fn effects(op: &Op, i: usize, sels: &[SelTable]) -> (Set, Set, [Option<usize>; 2
         Op::CmpJmpF { b, c, t, .. } => {
             u.add(b);
             u.add(c);
+            succ[1] = Some(t as usize);
+        }
+        Op::CmpJmpFK { b, t, .. } => {
+            u.add(b);
             succ[1] = Some(t as usize);
         }
         Op::Loop { t, sp: s } => {
@@ -1568,8 +1739,15 @@ fn liveness(
     regs: usize,
     sels: &[SelTable],
     regions: &[TryRegion],
+    kept: &[(Reg, usize)],
 ) -> Vec<(usize, Vec<usize>)> {
-    let eff: Vec<_> = code.iter().enumerate().map(|(i, op)| effects(op, i, sels)).collect();
+    let mut eff: Vec<_> = code.iter().enumerate().map(|(i, op)| effects(op, i, sels)).collect();
+    // A kept register counts as read by every instruction from its first on.
+    for &(r, from) in kept {
+        for e in &mut eff[from..] {
+            e.0.add(r);
+        }
+    }
     let mut live_in = vec![Set::default(); code.len() + 1];
     // What the handlers of the `try` blocks around instruction `i` need.
     let handlers = |live_in: &[Set], i: usize| {
@@ -1692,5 +1870,35 @@ mod tests {
         assert_eq!((lam.params, lam.captures), (1, 1));
         let info = reg.get(lam.func).expect("registered");
         assert_eq!(info.live_slots(0, BitmapKind::Tagged).unwrap_or_default(), vec![0, 1]);
+    }
+
+    #[test]
+    fn top_level_variables_no_function_names_are_registers() {
+        let src = "print(c)\nlet a = 1\nfn g() { return b }\nlet b = 2\nlet c = 3\n\
+                   let d = 4\nlet d = 5\nlet h = fn() { return a }\nprint(a, b, c, d, h())\n";
+        let reg = Registry::new();
+        let prog = compile("t.pb", src, &reg).expect("compiles");
+        // b: a function names it; c: named before its `let`; d: two `let`s. a and h: locals.
+        assert_eq!(prog.globals, 3);
+        let main = &prog.protos[prog.main()];
+        let sets = main.code.iter().filter(|op| matches!(op, Op::SetGlobal { .. })).count();
+        assert_eq!(sets, 4, "{:?}", main.code);
+    }
+
+    #[test]
+    fn a_for_variable_the_body_never_assigns_is_the_counter() {
+        let moves = |src: &str| {
+            let reg = Registry::new();
+            let prog = compile("t.pb", src, &reg).expect("compiles");
+            let f = prog.protos.iter().find(|p| p.name == "f").expect("f");
+            let Some(&Op::ForLoop { i, .. }) =
+                f.code.iter().find(|op| matches!(op, Op::ForLoop { .. }))
+            else {
+                panic!("no ForLoop in {:?}", f.code)
+            };
+            f.code.iter().filter(|op| matches!(op, Op::Move { b, .. } if *b == i)).count()
+        };
+        assert_eq!(moves("fn f(v) { for i in 0..3 { v[i] = 1 } }\n"), 0);
+        assert_eq!(moves("fn f(v) { for i in 0..3 { i = i + 1 } }\n"), 1);
     }
 }

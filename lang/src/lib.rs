@@ -94,7 +94,11 @@
 //!
 //! ## Limits, plainly
 //!
-//! A function has at most 255 registers. A channel's Rust side (its buffer and wait queues)
+//! A function has at most 255 registers. A top-level variable that no named function
+//! names, declared once and named nowhere before its declaration, is a register of the
+//! top-level code (up to 64 of them; a REPL's are all globals): it reads and writes faster
+//! than a global and behaves the same (its value stays reachable to the end, as a global's
+//! does). A channel's Rust side (its buffer and wait queues)
 //! is freed by a collector cleanup once its record is found unreachable; the pacer sees only
 //! the record's 16 bytes, so a program that makes channels fast holds the Rust side of a
 //! heap goal's worth of records between cycles (about 320 MB at the peak for a million

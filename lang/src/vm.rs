@@ -11,7 +11,7 @@
 use std::fmt::Write as _;
 use std::io::{BufRead as _, Write as _};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering::Relaxed};
+use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 use std::time::Duration;
 
 use safepoint_gc::{Gc, GcError, Global, Pin, RawMutator, Shape, TypeDesc, TypeId, WordKind};
@@ -129,6 +129,9 @@ pub(crate) struct Shared {
     pub types: Types,
     /// The constants, a tagged array (set by the main goroutine before anything runs).
     pub consts: Global,
+    /// Each constant's word if it is an immediate ([`Program::imm`]), else [`NOT_IMM`]: read
+    /// without touching the heap.
+    pub kwords: Vec<usize>,
     /// The global variables, a tagged array of `globals_cap` words (shared by the chunks of
     /// a REPL session).
     pub globals: Arc<Global>,
@@ -151,6 +154,7 @@ impl Shared {
             args,
             types: Types::register(&gc)?,
             consts: Global::new(&gc),
+            kwords: kwords(&prog),
             globals: Arc::new(Global::new(&gc)),
             globals_cap: prog.globals,
             out: Arc::new(safepoint_sched::Mutex::new(std::io::BufWriter::new(std::io::stdout()))),
@@ -167,6 +171,7 @@ impl Shared {
             args: self.args.clone(),
             types: self.types.clone(),
             consts: Global::new(&self.gc),
+            kwords: kwords(&prog),
             globals: self.globals.clone(),
             globals_cap: self.globals_cap,
             out: self.out.clone(),
@@ -186,6 +191,14 @@ impl Shared {
     pub(crate) fn flush(&self) {
         let _ = self.out.lock().flush();
     }
+}
+
+/// The word in [`Shared::kwords`] of a constant that is not an immediate (a reference tag
+/// with no address: never a value).
+const NOT_IMM: usize = 1;
+
+fn kwords(prog: &Program) -> Vec<usize> {
+    prog.consts.iter().map(|c| Program::imm(c).unwrap_or(NOT_IMM)).collect()
 }
 
 /// A goroutine's interpreter frame: the Rust side of one managed-stack frame.
@@ -651,6 +664,7 @@ unsafe fn slot<'a>(regs: *const AtomicUsize, i: usize) -> &'a AtomicUsize {
 }
 
 /// The proto and arity of closure value `clo`, or a message.
+#[inline]
 fn closure_proto(sh: &Shared, pin: &Pin<'_>, clo: usize) -> Result<(usize, usize), String> {
     if !is_ref(clo) {
         return Err(format!("cannot call {}", type_name(sh, pin, clo)));
@@ -728,6 +742,7 @@ fn exec(sh: &Shared, st: &mut State, pin: &mut Pin<'_>) -> Exit {
     let mut code = &proto.code[..];
     let mut pc = fr.pc as usize;
     let mut regs = pin.stack().top_slots_ptr();
+    let kw = &sh.kwords[..];
 
     macro_rules! r {
         ($i:expr) => {
@@ -844,6 +859,60 @@ fn exec(sh: &Shared, st: &mut State, pin: &mut Pin<'_>) -> Exit {
         };
     }
 
+    // `a = x op y`: integers and immediate floats inline, the rest in `arith_slow`.
+    macro_rules! arith {
+        ($op:expr, $a:expr, $x:expr, $y:expr, $sp:expr) => {{
+            let (op, a, x, y, sp) = ($op, $a, $x, $y, $sp);
+            if is_int(x | y) {
+                let (xi, yi) = (x as i64, y as i64);
+                let res = match op {
+                    ArithOp::Add => xi.checked_add(yi),
+                    ArithOp::Sub => xi.checked_sub(yi),
+                    ArithOp::Mul => (xi >> 2).checked_mul(yi),
+                    // Tagged ints are `v << 2`: and, or and xor of two are the tagged
+                    // result as they stand.
+                    ArithOp::BitAnd => Some(xi & yi),
+                    ArithOp::BitOr => Some(xi | yi),
+                    ArithOp::BitXor => Some(xi ^ yi),
+                    ArithOp::Shl | ArithOp::Shr => match shift(op, xi >> 2, yi >> 2) {
+                        Ok(v) => int_fits(v).then_some(v << 2),
+                        Err(m) => fail!("{m}"),
+                    },
+                    ArithOp::Div | ArithOp::Mod => {
+                        if yi == 0 {
+                            fail!(
+                                "{} by zero",
+                                if op == ArithOp::Div { "division" } else { "modulo" }
+                            );
+                        }
+                        let (p, q) = (xi >> 2, yi >> 2);
+                        let v =
+                            if op == ArithOp::Div { p.wrapping_div(q) } else { p.wrapping_rem(q) };
+                        int_fits(v).then_some(v << 2)
+                    }
+                };
+                match res {
+                    Some(v) => w!(a, v as usize),
+                    None => fail!("integer overflow"),
+                }
+            } else if is_flo(x & y)
+                && let Some(v) = flo_arith(op, flo_value(x), flo_value(y)).and_then(flo)
+            {
+                // Two immediate floats and an immediate result: no allocation.
+                w!(a, v);
+            } else if let (Some(fx), Some(fy)) = (num_imm(x), num_imm(y))
+                && let Some(v) = flo_arith(op, fx, fy).and_then(flo)
+            {
+                // An integer and an immediate float, and an immediate result: as above.
+                w!(a, v);
+            } else {
+                let res = tryv!(arith_slow(sh, pin, op, x, y), sp);
+                w!(a, res);
+                settle!(sp);
+            }
+        }};
+    }
+
     // A result that arrived while we were outside.
     match std::mem::replace(&mut st.pending, Pending::None) {
         Pending::None => {}
@@ -917,12 +986,17 @@ fn exec(sh: &Shared, st: &mut State, pin: &mut Pin<'_>) -> Exit {
     }
 
     loop {
-        let op = code[pc];
+        debug_assert!(pc < code.len(), "pc {pc} past the code of {}", proto.name);
+        // SAFETY: the compiler ends every function with `Ret` and jumps only to instructions
+        // of the same function, so `pc` stays below the code's length (no bounds check here,
+        // as none on registers: the compiler's output is the only code there is).
+        let op = unsafe { *code.get_unchecked(pc) };
         pc += 1;
         match op {
             Op::Move { a, b } => w!(a, r!(b)),
             Op::Int { a, v } => w!(a, int(v as i64)),
             Op::Imm { a, w } => w!(a, w as usize),
+            Op::Const { a, k } if kw[k as usize] != NOT_IMM => w!(a, kw[k as usize]),
             Op::Const { a, k } => {
                 let arr = pin.global(&sh.consts).expect("our heap");
                 // SAFETY: the constants array has one word per constant.
@@ -953,55 +1027,31 @@ fn exec(sh: &Shared, st: &mut State, pin: &mut Pin<'_>) -> Exit {
                     settle!(sp);
                 }
             }
+            // The four operators floats take, each an arm of its own, so that the operator
+            // is a constant in it (no second dispatch on it per instruction).
+            Op::Arith { op: ArithOp::Add, a, b, c, sp } => {
+                let (x, y) = (r!(b), r!(c));
+                arith!(ArithOp::Add, a, x, y, sp);
+            }
+            Op::Arith { op: ArithOp::Sub, a, b, c, sp } => {
+                let (x, y) = (r!(b), r!(c));
+                arith!(ArithOp::Sub, a, x, y, sp);
+            }
+            Op::Arith { op: ArithOp::Mul, a, b, c, sp } => {
+                let (x, y) = (r!(b), r!(c));
+                arith!(ArithOp::Mul, a, x, y, sp);
+            }
+            Op::Arith { op: ArithOp::Div, a, b, c, sp } => {
+                let (x, y) = (r!(b), r!(c));
+                arith!(ArithOp::Div, a, x, y, sp);
+            }
             Op::Arith { op, a, b, c, sp } => {
                 let (x, y) = (r!(b), r!(c));
-                if is_int(x | y) {
-                    let (xi, yi) = (x as i64, y as i64);
-                    let res = match op {
-                        ArithOp::Add => xi.checked_add(yi),
-                        ArithOp::Sub => xi.checked_sub(yi),
-                        ArithOp::Mul => (xi >> 2).checked_mul(yi),
-                        // Tagged ints are `v << 2`: and, or and xor of two are the tagged
-                        // result as they stand.
-                        ArithOp::BitAnd => Some(xi & yi),
-                        ArithOp::BitOr => Some(xi | yi),
-                        ArithOp::BitXor => Some(xi ^ yi),
-                        ArithOp::Shl | ArithOp::Shr => match shift(op, xi >> 2, yi >> 2) {
-                            Ok(v) => int_fits(v).then_some(v << 2),
-                            Err(m) => fail!("{m}"),
-                        },
-                        ArithOp::Div | ArithOp::Mod => {
-                            if yi == 0 {
-                                fail!(
-                                    "{} by zero",
-                                    if op == ArithOp::Div { "division" } else { "modulo" }
-                                );
-                            }
-                            let (p, q) = (xi >> 2, yi >> 2);
-                            let v = if op == ArithOp::Div {
-                                p.wrapping_div(q)
-                            } else {
-                                p.wrapping_rem(q)
-                            };
-                            int_fits(v).then_some(v << 2)
-                        }
-                    };
-                    match res {
-                        Some(v) => w!(a, v as usize),
-                        None => fail!("integer overflow"),
-                    }
-                } else if let Some(v) = (is_flo(x & y))
-                    .then(|| flo_arith(op, flo_value(x), flo_value(y)))
-                    .flatten()
-                    .and_then(flo)
-                {
-                    // Two immediate floats and an immediate result: no allocation.
-                    w!(a, v);
-                } else {
-                    let res = tryv!(arith_slow(sh, pin, op, x, y), sp);
-                    w!(a, res);
-                    settle!(sp);
-                }
+                arith!(op, a, x, y, sp);
+            }
+            Op::ArithK { op, a, b, k, kl, sp } => {
+                let (x, y) = if kl { (kw[k as usize], r!(b)) } else { (r!(b), kw[k as usize]) };
+                arith!(op, a, x, y, sp);
             }
             Op::Cmp { op, a, b, c } => {
                 let (x, y) = (r!(b), r!(c));
@@ -1016,6 +1066,22 @@ fn exec(sh: &Shared, st: &mut State, pin: &mut Pin<'_>) -> Exit {
                     }
                 };
                 w!(a, boolean(res));
+            }
+            Op::CmpJmpFK { op, b, k, kl, t } => {
+                let (x, y) = if kl { (kw[k as usize], r!(b)) } else { (r!(b), kw[k as usize]) };
+                let res = if is_int(x | y) {
+                    cmp_int(op, x, y)
+                } else if is_flo(x & y) {
+                    cmp_flo(op, flo_value(x), flo_value(y))
+                } else {
+                    match compare(sh, pin, op, x, y) {
+                        Ok(v) => v,
+                        Err(m) => fail!("{m}"),
+                    }
+                };
+                if !res {
+                    pc = t as usize;
+                }
             }
             Op::CmpJmpF { op, b, c, t } => {
                 let (x, y) = (r!(b), r!(c));
@@ -1233,6 +1299,25 @@ fn exec(sh: &Shared, st: &mut State, pin: &mut Pin<'_>) -> Exit {
             }
             Op::Builtin { a, id, base, n, sp } => {
                 let arg = |i: usize| r!(base as usize + i);
+                // `push` onto a vector with room: inline (as `vec_push` does it, without the
+                // growth).
+                if id == Builtin::Push
+                    && let v = arg(0)
+                    && is_ref(v)
+                    && tid(pin, v) == sh.types.vec
+                    && let (len, items) = vec_parts(pin, v)
+                    && len < arr_len(pin, items)
+                {
+                    // SAFETY: `items` is the vector's array, `len` below its length, and `v`
+                    // a vector record (two tagged words); registers hold values of the
+                    // heap's encoding.
+                    unsafe {
+                        pin.set_word(items, len, WordKind::Tagged, arg(1));
+                        pin.set_word(v, 0, WordKind::Tagged, int(len as i64 + 1));
+                    }
+                    w!(a, NIL);
+                    continue;
+                }
                 let res = match id {
                     Builtin::Print | Builtin::Write => {
                         // print: separated by spaces, a newline at the end; write: neither.
@@ -1485,9 +1570,11 @@ fn new_str(sh: &Shared, pin: &mut Pin<'_>, s: &[u8]) -> F<usize> {
     let v = alloc_h(pin, shape)?;
     // SAFETY: a fresh byte array of `s.len()` bytes.
     let cells = unsafe { pin.bytes(v) };
-    for (c, &b) in cells.iter().zip(s) {
-        c.store(b, Relaxed);
-    }
+    debug_assert_eq!(cells.len(), s.len());
+    // SAFETY: `AtomicU8` has `u8`'s layout and its cells allow writes through a shared
+    // reference; the object is this section's, not yet stored anywhere, so nothing else
+    // reads or writes its bytes while they are copied.
+    unsafe { std::ptr::copy_nonoverlapping(s.as_ptr(), cells.as_ptr() as *mut u8, s.len()) };
     Ok(v)
 }
 
@@ -1532,30 +1619,35 @@ fn float_of(sh: &Shared, pin: &Pin<'_>, v: usize) -> Option<f64> {
 }
 
 /// A string's bytes where they are (no copy), or `None` for another value.
-fn str_cells<'p>(sh: &Shared, pin: &'p Pin<'_>, v: usize) -> Option<&'p [AtomicU8]> {
+///
+/// A string's bytes are written once, by [`new_str`], before its reference leaves the
+/// section that made it, and never again; so reading them as plain bytes races with no
+/// write, and a slice compares, hashes and copies as bytes do (a byte at a time through
+/// atomics, it did not vectorize).
+#[inline]
+fn str_view<'p>(sh: &Shared, pin: &'p Pin<'_>, v: usize) -> Option<&'p [u8]> {
     if is_ref(v) && tid(pin, v) == sh.types.str {
         // SAFETY: a string is a byte array, live while the section runs.
-        Some(unsafe { pin.bytes(v) })
+        let cells = unsafe { pin.bytes(v) };
+        // SAFETY: `AtomicU8` has `u8`'s size, alignment and bit validity; nothing writes a
+        // string's bytes once it is made (above), so no write races with these reads.
+        Some(unsafe { std::slice::from_raw_parts(cells.as_ptr() as *const u8, cells.len()) })
     } else {
         None
     }
 }
 
 fn str_bytes(sh: &Shared, pin: &Pin<'_>, v: usize) -> Option<Vec<u8>> {
-    if is_ref(v) && tid(pin, v) == sh.types.str {
-        // SAFETY: a string is a byte array.
-        Some(unsafe { pin.bytes(v) }.iter().map(|b| b.load(Relaxed)).collect())
-    } else {
-        None
-    }
+    str_view(sh, pin, v).map(<[u8]>::to_vec)
 }
 
 fn arith_slow(sh: &Shared, pin: &mut Pin<'_>, op: ArithOp, x: usize, y: usize) -> F<usize> {
     if op == ArithOp::Add
-        && let (Some(a), Some(b)) = (str_cells(sh, pin, x), str_cells(sh, pin, y))
+        && let (Some(a), Some(b)) = (str_view(sh, pin, x), str_view(sh, pin, y))
     {
         let mut s = Vec::with_capacity(a.len() + b.len());
-        s.extend(a.iter().chain(b).map(|c| c.load(Relaxed)));
+        s.extend_from_slice(a);
+        s.extend_from_slice(b);
         return new_str(sh, pin, &s);
     }
     let floats = (float_of(sh, pin, x), float_of(sh, pin, y));
@@ -1576,6 +1668,18 @@ fn arith_slow(sh: &Shared, pin: &mut Pin<'_>, op: ArithOp, x: usize, y: usize) -
         }
     };
     new_float(sh, pin, v)
+}
+
+/// An immediate float's value, or an integer's as a float (as `arith_slow` takes them).
+#[inline(always)]
+fn num_imm(w: usize) -> Option<f64> {
+    if is_flo(w) {
+        Some(flo_value(w))
+    } else if is_int(w) {
+        Some(as_int(w) as f64)
+    } else {
+        None
+    }
 }
 
 /// `a op b` on two floats, for the operators that take floats.
@@ -1692,10 +1796,7 @@ fn equal(sh: &Shared, pin: &Pin<'_>, x: usize, y: usize) -> bool {
     if is_ref(x) && is_ref(y) {
         let (tx, ty) = (tid(pin, x), tid(pin, y));
         if tx == sh.types.str && ty == sh.types.str {
-            // SAFETY: both are strings (byte arrays), live while the section runs.
-            let (a, b) = unsafe { (pin.bytes(x), pin.bytes(y)) };
-            return a.len() == b.len()
-                && a.iter().zip(b).all(|(p, q)| p.load(Relaxed) == q.load(Relaxed));
+            return str_view(sh, pin, x) == str_view(sh, pin, y);
         }
         if tx != sh.types.float || ty != sh.types.float {
             return false;
@@ -1721,8 +1822,8 @@ fn compare(sh: &Shared, pin: &Pin<'_>, op: CmpOp, x: usize, y: usize) -> Result<
     }
     let ord = if let (Some(a), Some(b)) = (float_of(sh, pin, x), float_of(sh, pin, y)) {
         a.partial_cmp(&b)
-    } else if let (Some(a), Some(b)) = (str_bytes(sh, pin, x), str_bytes(sh, pin, y)) {
-        Some(a.cmp(&b))
+    } else if let (Some(a), Some(b)) = (str_view(sh, pin, x), str_view(sh, pin, y)) {
+        Some(a.cmp(b))
     } else {
         return Err(format!(
             "cannot compare {} and {}",
@@ -1824,8 +1925,8 @@ fn hash(sh: &Shared, pin: &Pin<'_>, k: usize) -> u64 {
         h ^= b as u64;
         h = h.wrapping_mul(0x100_0000_01b3);
     };
-    if let Some(s) = str_cells(sh, pin, k) {
-        s.iter().for_each(|b| eat(b.load(Relaxed)));
+    if let Some(s) = str_view(sh, pin, k) {
+        s.iter().for_each(|&b| eat(b));
     } else if let Some(f) = float_of(sh, pin, k).filter(|_| !is_int(k)) {
         // Integral floats hash as the integer they equal.
         if f.fract() == 0.0 && f.abs() < (1u64 << 61) as f64 {
@@ -2725,16 +2826,13 @@ fn builtin(
             new_str(sh, pin, c.to_string().as_bytes())?
         }
         Builtin::Find => {
-            let s = str_bytes(sh, pin, arg(0));
-            let sub = str_bytes(sh, pin, arg(1));
+            let s = str_view(sh, pin, arg(0));
+            let sub = str_view(sh, pin, arg(1));
             let (Some(s), Some(sub)) = (s, sub) else {
                 return Err("find takes two strings".to_string().into());
             };
-            let at = if sub.is_empty() {
-                Some(0)
-            } else {
-                s.windows(sub.len()).position(|w| w == sub.as_slice())
-            };
+            let at =
+                if sub.is_empty() { Some(0) } else { s.windows(sub.len()).position(|w| w == sub) };
             int(at.map_or(-1, |i| i as i64))
         }
         Builtin::Split => {

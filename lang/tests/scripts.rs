@@ -171,6 +171,29 @@ fn the_more_features_script_prints_its_exact_output() {
 /// successor of every instruction in the block. (Without that, checkmark and poison caught a
 /// freed object read in the handler.)
 #[test]
+fn top_level_variables_in_registers_behave_as_globals_do() {
+    let want = "nil\n1\n2\n499500 502390\n51\nbx\n100\n2\n";
+    for procs in ["1", "2"] {
+        run_all_modes(&["--procs", procs, "run", &script("top_level.pb")], want);
+    }
+}
+
+#[test]
+fn conditions_jump_as_their_values_say() {
+    let want = "216 combinations\nand stops at nil true ab\nand skips b true a\n\
+                or stops at 0 true a\nnot false true a\nnan 2\n5 3\n1000 0 1 2\n";
+    run_all_modes(&["--procs", "1", "run", &script("conditions.pb")], want);
+}
+
+#[test]
+fn literal_operands_compute_what_register_operands_do() {
+    // The expected output is the interpreter's from before literal operands were read from
+    // the constants (every operand then was a register).
+    let want = include_str!("../scripts/constants.out");
+    run_all_modes(&["--procs", "1", "run", &script("constants.pb")], want);
+}
+
+#[test]
 fn try_handlers_keep_their_values_alive_through_collections() {
     for procs in ["1", "2"] {
         run_all_modes(&["--procs", procs, "run", &script("try_gc.pb"), "300"], "2590 3 10\n");

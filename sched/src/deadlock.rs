@@ -147,7 +147,7 @@ fn find(sched: &Sched) -> Option<DeadlockReport> {
     {
         return None;
     }
-    let gs = sched.allgs.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    let gs = sched.all_gs();
     let mut lines = Vec::new();
     for g in gs {
         let g = g.get();

@@ -159,6 +159,12 @@ impl GPtr {
 static G_POOL: Mutex<Vec<GPtr>> = Mutex::new(Vec::new());
 
 impl G {
+    /// A fresh G of no runtime, for unit tests of the lists that hold Gs.
+    #[cfg(test)]
+    pub(crate) fn for_tests() -> G {
+        G::new()
+    }
+
     fn new() -> G {
         G {
             status: StatusWord::new(Status::Idle),

@@ -240,6 +240,7 @@
 
 #![cfg_attr(loom, allow(dead_code, unused_imports))]
 
+mod allgs;
 mod g;
 mod join;
 mod local;
@@ -803,6 +804,10 @@ pub struct Stats {
     /// millisecond: they would otherwise wait for the hold to end, and the hold may be waiting
     /// for one of them (a suspender that asked and was queued there).
     pub held_queue_handoffs: u64,
+    /// Times sysmon found a timer 10 ms overdue with every P idle and woke an M to run it:
+    /// the backstop of the M that sleeps until the next deadline (see the timer module). Each
+    /// is a timer that fired late; on a machine with cores to spare it stays 0.
+    pub timer_backstops: u64,
 }
 
 impl Runtime {
@@ -983,6 +988,7 @@ impl Runtime {
             async_declined: s.async_declined.load(Ordering::Relaxed),
             stop_givebacks: s.stuck_givebacks.load(Ordering::Relaxed),
             held_queue_handoffs: s.unstranded.load(Ordering::Relaxed),
+            timer_backstops: s.timers.backstops.load(Ordering::Relaxed),
         }
     }
 
@@ -1101,7 +1107,7 @@ const DRAIN_BOUND: std::time::Duration = std::time::Duration::from_secs(5);
 /// Whether every goroutine of `sched` has ended or is parked where shutdown leaves it (a park
 /// shutdown cannot end, or one made after the goroutine was unwound).
 fn settled(sched: &Sched) -> bool {
-    let gs = sched.allgs.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    let gs = sched.all_gs();
     gs.iter().all(|g| g_settled(g.get()))
 }
 
@@ -1120,7 +1126,7 @@ fn g_settled(g: &g::G) -> bool {
 /// Ends every park that shutdown may end (see `proc::park_cancellable`): the goroutine is made
 /// runnable with `cancelled` set, and its parking primitive unlinks what it linked and unwinds.
 fn cancel_parks(sched: &Sched) {
-    let gs = sched.allgs.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    let gs = sched.all_gs();
     for g in gs {
         let gr = g.get();
         let w = gr.status.load();
@@ -1177,7 +1183,7 @@ fn shutdown(sched: &Arc<Sched>, sysmon: Option<std::thread::JoinHandle<()>>) {
         // Goroutines that had not unwound or settled within the bound are abandoned where
         // they are (parked ones keep their stacks mapped, and what they captured leaks): say
         // so, whether or not their threads then exit.
-        let gs = sched.allgs.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let gs = sched.all_gs();
         let left: Vec<&g::G> = gs.iter().map(|g| g.get()).filter(|g| !g_settled(g)).collect();
         // The first few, with their states (where each was when the drain gave up on it).
         let mut which = String::new();
@@ -1267,7 +1273,7 @@ fn shutdown(sched: &Arc<Sched>, sysmon: Option<std::thread::JoinHandle<()>>) {
             }
         }
         runtime::drain_queues(sched);
-        let gs = core::mem::take(&mut *sched.allgs.lock().unwrap_or_else(|e| e.into_inner()));
+        let gs = sched.allgs.take();
         for g in gs {
             // SAFETY: every M has exited, so nothing runs on any G's stack and nobody else owns
             // them.

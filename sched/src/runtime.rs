@@ -406,7 +406,8 @@ pub(crate) struct Sched {
     pub shutdown: AtomicBool,
     pub goid_gen: AtomicU64,
     pub stacks: StackPool,
-    pub allgs: Mutex<Vec<GPtr>>,
+    /// Every G made, listed without a lock (see the `allgs` module).
+    pub allgs: crate::allgs::AllGs,
     /// Boxed: an M's address must not move when the list grows (threads hold it).
     #[allow(clippy::vec_box)]
     pub allm: Mutex<Vec<Box<M>>>,
@@ -536,7 +537,7 @@ impl Sched {
             shutdown: AtomicBool::new(false),
             goid_gen: AtomicU64::new(0),
             stacks,
-            allgs: Mutex::new(Vec::new()),
+            allgs: crate::allgs::AllGs::new(),
             allm: Mutex::new(Vec::new()),
             threads: Mutex::new(Vec::new()),
             gfree: Mutex::new(Vec::new()),
@@ -733,20 +734,15 @@ impl Sched {
         self.pidleput(&mut l, p);
     }
 
-    /// Every G ever made (a snapshot), taken as a runtime critical section: the preemption
-    /// signal never holds a goroutine with the list's lock, which spawning needs (a
-    /// goroutine held with it would block every spawn, and a stop with them).
+    /// Every G ever made (a snapshot, read without a lock: see the `allgs` module).
     pub fn all_gs(&self) -> Vec<GPtr> {
-        crate::preempt::rt_section(|| self.allgs.lock().unwrap_or_else(|e| e.into_inner()).clone())
+        self.allgs.to_vec()
     }
 
     /// How many Gs and Ms exist, as [`Sched::all_gs`] takes the lists.
     pub fn counts(&self) -> (usize, usize) {
         crate::preempt::rt_section(|| {
-            (
-                self.allgs.lock().unwrap_or_else(|e| e.into_inner()).len(),
-                self.allm.lock().unwrap_or_else(|e| e.into_inner()).len(),
-            )
+            (self.allgs.len(), self.allm.lock().unwrap_or_else(|e| e.into_inner()).len())
         })
     }
 
@@ -802,7 +798,7 @@ impl Sched {
             Some(g) => g,
             None => {
                 let g = G::adopt(self);
-                self.allgs.lock().unwrap_or_else(|e| e.into_inner()).push(GPtr::from(g));
+                self.allgs.push(g);
                 g
             }
         };

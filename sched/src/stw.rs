@@ -1073,6 +1073,12 @@ fn caller_token() -> usize {
 /// the back of a long queue at every yield, a mark worker took seconds a stack and a cycle's
 /// marking stalled (and if its target then came to run on that same P and was held there
 /// for it, the P's whole queue waited on the hold: see `sysmon::unstrand`).
+///
+/// After each goroutine yield the thread also yields its CPU to the OS. The target usually
+/// runs on another M; on a machine with more runnable threads than cores, that M may be
+/// waiting for a core, and a suspender that only spins (its P has nothing else to run) keeps
+/// one from it: with the CPU given back, binary-trees-compiled 16 beside other busy processes
+/// took 0.92x the CPU time and 0.89x the wall time (medians of 8 alternating runs each).
 fn wait_a_little(me: Option<&'static G>, spins: &mut u32, held_by_other: bool) {
     if me.is_some() && current_m().is_some_and(|m| m.locks.load(Ordering::Relaxed) == 0) {
         *spins += 1;
@@ -1085,6 +1091,8 @@ fn wait_a_little(me: Option<&'static G>, spins: &mut u32, held_by_other: bool) {
                 } else {
                     crate::proc::yield_now();
                 }
+                // See above: the target's M may be waiting for this core.
+                safepoint_arch::os_yield();
             } else {
                 crate::proc::poll();
                 safepoint_arch::cpu_relax();

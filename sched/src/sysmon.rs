@@ -62,6 +62,12 @@ pub(crate) fn run(sched: Arc<Sched>) {
                 || sched.gcwaiting.load(Ordering::SeqCst)
             {
                 let mut idle_sleep = MAX_DELAY_NS * 10;
+                // Timers pending: wake in time to see one left overdue (below).
+                let next = crate::timer::earliest(&sched);
+                if next != 0 {
+                    idle_sleep = idle_sleep
+                        .min(next.saturating_sub(nanotime()) + crate::timer::IDLE_BACKSTOP_NS);
+                }
                 if next_trace != 0 {
                     // An idle runtime still gets its schedtrace lines, as in Go.
                     idle_sleep = idle_sleep.min(next_trace.saturating_sub(nanotime()).max(1));
@@ -72,6 +78,7 @@ pub(crate) fn run(sched: Arc<Sched>) {
             if sched.sysmon_note.is_woken() {
                 sched.sysmon_note.clear();
             }
+            crate::timer::sysmon_idle(&sched);
             delay = MIN_DELAY_NS;
             idle_rounds = 0;
             continue;

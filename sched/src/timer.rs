@@ -20,7 +20,11 @@
 //!   one while there is no timed sleeper wakes an idle M (`wakep`) if there is one, which becomes
 //!   it. So an otherwise idle runtime sleeps exactly until the next deadline and uses no CPU.
 //! * sysmon, as a backstop, runs timers that are due on a P whose goroutine has kept it busy,
-//!   and bounds its own sleep by the earliest deadline while any P runs.
+//!   and bounds its own sleep by the earliest deadline while any P runs. With every P idle it
+//!   still wakes shortly after the earliest deadline, and if the timer is still pending 10 ms
+//!   past it (no timed sleeper ran it) it wakes an M for it (`Stats::timer_backstops`), as
+//!   Go's sysmon starts an M for timers that should have run: a timed sleeper lost to a bug
+//!   costs a late timer, not a goroutine asleep for good.
 //!
 //! A timer fires at or after its deadline, never before (deadlines and the clock are both
 //! `CLOCK_MONOTONIC`, the clock of [`Instant`]), and the timers of one heap fire in deadline
@@ -176,6 +180,18 @@ pub(crate) struct SchedTimers {
     until: AtomicU64,
     /// Timer entries popped and not yet fired (deadlock detection must not miss them).
     pub(crate) running: AtomicUsize,
+    /// How often sysmon found a timer overdue with every P idle (see [`sysmon_idle`]).
+    pub(crate) backstops: AtomicU64,
+    /// Tests: no M may become the timed sleeper (the role lost), so that only sysmon's
+    /// backstop can run a timer of an idle runtime.
+    #[cfg(test)]
+    pub(crate) lose_sleeper: AtomicBool,
+    /// Tests: how long a runner that is not an M (sysmon) waits between a ticker's fire and
+    /// the push of its next tick (0: not at all), and whether one did.
+    #[cfg(test)]
+    pub(crate) repush_delay_ms: AtomicU64,
+    #[cfg(test)]
+    pub(crate) repush_delayed: AtomicBool,
 }
 
 impl SchedTimers {
@@ -184,12 +200,19 @@ impl SchedTimers {
             sleeper: AtomicUsize::new(0),
             until: AtomicU64::new(u64::MAX),
             running: AtomicUsize::new(0),
+            backstops: AtomicU64::new(0),
+            #[cfg(test)]
+            lose_sleeper: AtomicBool::new(false),
+            #[cfg(test)]
+            repush_delay_ms: AtomicU64::new(0),
+            #[cfg(test)]
+            repush_delayed: AtomicBool::new(false),
         }
     }
 }
 
 /// The earliest deadline over every P (0: none).
-fn earliest(sched: &Sched) -> u64 {
+pub(crate) fn earliest(sched: &Sched) -> u64 {
     sched.ps.iter().map(|p| p.timers.next()).filter(|&w| w != 0).min().unwrap_or(0)
 }
 
@@ -199,6 +222,14 @@ fn arm(sched: &Sched, when: u64, kind: Kind) -> usize {
     let p = current_m().filter(|m| core::ptr::eq(m.sched, sched)).and_then(|m| m.p());
     let pi = p.map_or(0, |p| p.id);
     sched.ps[pi].timers.push(when, kind);
+    wake_for(sched, when);
+    pi
+}
+
+/// After an entry due at `when` was pushed on a heap: makes sure someone will be awake to run
+/// it. Every push but the one `idle_deadline` itself makes must be followed by this: an M going
+/// idle just before the push found no timer and sleeps with no deadline.
+fn wake_for(sched: &Sched, when: u64) {
     // SeqCst: Dekker with `idle_deadline`: it announces `until` then reads the heaps; we wrote
     // the heap's `next` then read `until`. One of us sees the other.
     let until = sched.timers.until.load(Ordering::SeqCst);
@@ -211,7 +242,6 @@ fn arm(sched: &Sched, when: u64, kind: Kind) -> usize {
             None => sched.wakep(),
         }
     }
-    pi
 }
 
 /// Fires one due entry. Runs on any thread (an M with or without a P, or sysmon).
@@ -234,7 +264,15 @@ fn fire(sched: &Sched, pi: usize, e: Entry, now: u64) {
                 st.when = next;
                 st.p = pi;
                 drop(st);
+                #[cfg(test)]
+                if current_m().is_none() {
+                    test_hooks::off_m_repush(sched);
+                }
                 sched.ps[pi].timers.push(next, Kind::Timer(s.clone(), generation));
+                // The runner may be sysmon, which never goes idle: without a wake-up, the Ms
+                // that went idle while the tick was off the heap (each found no timer
+                // pending) would all sleep past it.
+                wake_for(sched, next);
             } else {
                 st.when = 0;
             }
@@ -318,6 +356,10 @@ pub(crate) fn idle_deadline(sched: &Sched, m: &M) -> Option<u64> {
     if first == 0 {
         return None;
     }
+    #[cfg(test)]
+    if sched.timers.lose_sleeper.load(Ordering::Relaxed) {
+        return None;
+    }
     precise_timeouts();
     let me = m as *const M as usize;
     // SeqCst: see `arm`.
@@ -387,6 +429,24 @@ pub(crate) fn sysmon(sched: &Sched) -> u64 {
     }
     earliest(sched)
 }
+
+/// sysmon hook, when every P is idle: a timer overdue by [`IDLE_BACKSTOP_NS`] means no M is
+/// on its way to run it (the timed sleeper runs a timer at its deadline, and an M woken for it
+/// takes microseconds): wake one (`wakep`), which, spinning, runs every P's due timers. The
+/// backstop of the timed sleeper, as Go's sysmon starts an M for timers that should have run:
+/// a lost timed sleeper costs a late timer, never a goroutine asleep for good. Counted in
+/// `Stats::timer_backstops`.
+pub(crate) fn sysmon_idle(sched: &Sched) {
+    let next = earliest(sched);
+    if next != 0 && next + IDLE_BACKSTOP_NS <= nanotime() {
+        // Relaxed: a counter.
+        sched.timers.backstops.fetch_add(1, Ordering::Relaxed);
+        sched.wakep();
+    }
+}
+
+/// How late a timer may be, with every P idle, before sysmon wakes an M for it.
+pub(crate) const IDLE_BACKSTOP_NS: u64 = 10_000_000;
 
 /// How long a due timer is left to its own P before sysmon runs it.
 const SYSMON_GRACE_NS: u64 = 100_000;
@@ -756,5 +816,89 @@ impl Ticker {
 impl Drop for Ticker {
     fn drop(&mut self) {
         self.shared.stop();
+    }
+}
+
+#[cfg(test)]
+mod test_hooks {
+    use super::*;
+
+    /// A ticker's next tick about to be pushed by a runner that is not an M: waits as long
+    /// as the test asked, widening the window in which every M goes idle finding no timer.
+    pub(super) fn off_m_repush(sched: &Sched) {
+        let ms = sched.timers.repush_delay_ms.load(Ordering::Relaxed);
+        if ms > 0 {
+            sched.timers.repush_delayed.store(true, Ordering::Relaxed);
+            std::thread::sleep(Duration::from_millis(ms));
+        }
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod backstop_tests {
+    use std::sync::mpsc;
+    use std::time::{Duration, Instant};
+
+    use crate::Runtime;
+
+    /// With the timed sleeper's role lost, every M of an idle runtime sleeps with no deadline:
+    /// a goroutine's `sleep` would never end but for sysmon's backstop, which wakes an M for
+    /// the overdue timer.
+    #[test]
+    #[cfg_attr(miri, ignore = "runs a runtime (context switches in assembly)")]
+    fn a_timer_of_an_idle_runtime_fires_even_with_no_timed_sleeper() {
+        let rt = Runtime::builder().procs(2).build().unwrap();
+        rt.sched.timers.lose_sleeper.store(true, crate::shim::Ordering::Relaxed);
+        let (tx, rx) = mpsc::channel();
+        let h = rt
+            .spawn(move || {
+                let t0 = Instant::now();
+                crate::sleep(Duration::from_millis(5));
+                tx.send(t0.elapsed()).unwrap();
+            })
+            .unwrap();
+        // A deadline, so that a lost timer fails the test instead of hanging it.
+        let slept = rx.recv_timeout(Duration::from_secs(30)).expect("the sleep never ended");
+        h.join().unwrap();
+        assert!(slept >= Duration::from_millis(5));
+        assert!(rt.stats().timer_backstops > 0, "woken without the backstop?");
+    }
+
+    /// sysmon fires the tick of a ticker whose P is kept busy, and pushes its next tick; the
+    /// P's goroutine then parks, and its M goes idle before that push, finding no timer, so
+    /// it sleeps with no deadline. The push must wake someone: the next tick is received with
+    /// no help from the backstop. (Without the wake-up, as a sched test hung under qemu.)
+    #[test]
+    #[cfg_attr(miri, ignore = "runs a runtime (context switches in assembly)")]
+    fn a_tick_pushed_by_sysmon_wakes_an_idle_runtime() {
+        // sysmon must catch the busy P with its tick due; on a loaded machine it may not get
+        // a core in time, so an attempt in which it did not counts for nothing.
+        for _attempt in 0..20 {
+            let rt = Runtime::builder().procs(1).build().unwrap();
+            rt.sched.timers.repush_delay_ms.store(30, crate::shim::Ordering::Relaxed);
+            let (tx, rx) = mpsc::channel();
+            let h = rt
+                .spawn(move || {
+                    let tk = crate::Ticker::new(Duration::from_millis(2));
+                    // Busy, never scheduling, past the first tick: sysmon fires it.
+                    let t0 = Instant::now();
+                    while t0.elapsed() < Duration::from_millis(6) {
+                        core::hint::spin_loop();
+                    }
+                    tk.chan().recv().unwrap();
+                    tk.chan().recv().unwrap();
+                    tx.send(()).unwrap();
+                    tk.stop();
+                })
+                .unwrap();
+            rx.recv_timeout(Duration::from_secs(30)).expect("the second tick never came");
+            h.join().unwrap();
+            if !rt.sched.timers.repush_delayed.load(crate::shim::Ordering::Relaxed) {
+                continue;
+            }
+            assert_eq!(rt.stats().timer_backstops, 0, "the tick came only through the backstop");
+            return;
+        }
+        panic!("sysmon never fired a busy P's tick in 20 attempts");
     }
 }

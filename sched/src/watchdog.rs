@@ -147,7 +147,7 @@ pub(crate) fn report(sched: &Sched) -> String {
             );
         }
     }
-    let gs = sched.allgs.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    let gs = sched.all_gs();
     for g in gs.iter() {
         let g = g.get();
         let w = g.status.load();

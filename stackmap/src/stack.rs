@@ -723,6 +723,38 @@ impl ManagedStack {
         Some(base)
     }
 
+    /// The position of slot 0 (for [`get_at`](Self::get_at)) and the slot count of the top
+    /// frame, if it is a sealed handle frame (see
+    /// [`push_sealed_handles`](Self::push_sealed_handles)); `None` for an empty stack or any
+    /// other top frame. A few loads: for an embedding layer that checks, at every slot access,
+    /// that the top frame is one of its own.
+    ///
+    /// ```
+    /// use safepoint_stackmap::{FuncDesc, ManagedStack, Registry, StackConfig};
+    /// let reg = Registry::new();
+    /// let f = reg.register(FuncDesc::new("f", 3, 0, 2).refs_at(1, &[0])).unwrap();
+    /// let ms = ManagedStack::new(1, StackConfig::default());
+    /// assert_eq!(ms.sealed_top(), None); // empty
+    /// ms.push(f);
+    /// assert_eq!(ms.sealed_top(), None); // a function frame
+    /// // SAFETY: only null is written to the frame, and it is popped.
+    /// let base = unsafe { ms.push_sealed_handles(2) };
+    /// assert_eq!(ms.sealed_top(), Some((base, 2)));
+    /// ms.pop();
+    /// ```
+    #[inline]
+    pub fn sealed_top(&self) -> Option<(usize, usize)> {
+        let top = self.top.load(Relaxed);
+        if top == 0 {
+            return None;
+        }
+        let size = self.top_size.get();
+        let buf = self.buf.load(Relaxed);
+        // SAFETY: `2 <= top <= capacity`: the top frame's header is the two words below `top`.
+        let w0 = unsafe { &*buf.add(top - HEADER) }.load(Relaxed);
+        (w0 as u32 == HANDLE_BIT | SEALED_BIT).then(|| (top - size, size - HEADER))
+    }
+
     /// Whether a sealed handle frame of `n` slots whose slot 0 is at `base` is on the stack.
     ///
     /// ```

@@ -30,6 +30,10 @@ const USAGE: &str = "usage: stress WORKLOAD ARGS...
                      the same, BATCHED: subtrees of up to 127 nodes built and 2,047
                      walked in one section with no frame or poll (not what a compiler
                      emits; shows what batching buys)
+  binary-trees-section N
+                     binary-trees as compiled code would run it on the safe branded
+                     sections (SectionMutator): a section frame, a safepoint and a section
+                     per call, every field access checked against the node's shape -> (same)
   weak N E           N weak-handle reads against N field loads (marking off), then an
                      ephemeron table of E chained entries against plain values
                      -> raw_ratio eph_extra_ms eph_rounds eph_max_stop_us
@@ -59,7 +63,8 @@ fn run(workload: &str, args: &[String]) -> bool {
         | "churn-compiled"
         | "binary-trees-compiled-batched"
         | "gcbench-compiled-batched"
-        | "churn-compiled-batched" => b::gc::run(workload, args),
+        | "churn-compiled-batched"
+        | "binary-trees-section" => b::gc::run(workload, args),
         "soak" => b::soak::run(args),
         "weak" => b::weak::run(args),
         "refchan" => b::refchan::run(args),

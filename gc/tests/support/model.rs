@@ -430,6 +430,9 @@ pub fn err_name(e: &GcError) -> &'static str {
         GcError::WrongHeap => "WrongHeap",
         GcError::MutatorActive => "MutatorActive",
         GcError::Closed => "Closed",
+        GcError::NestedSection => "NestedSection",
+        GcError::NoFrame => "NoFrame",
+        GcError::SlotOutOfFrame { .. } => "SlotOutOfFrame",
     }
 }
 

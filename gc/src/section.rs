@@ -1,0 +1,1509 @@
+//! Safe heap access at the trusted path's speed: branded sections ([`SectionMutator`],
+//! [`Section`], [`Value`], [`Ref`]).
+//!
+//! The [`RawMutator`] is fast because a pinned section cannot reach a safepoint, so nothing is
+//! freed or moved while it runs and a reference may sit in a Rust variable; it is `unsafe`
+//! because nothing stops such a reference from outliving its section, or a word from being
+//! read as the wrong kind. This module keeps the first property and makes the second a type
+//! error or a cheap check:
+//!
+//! * **The brand.** [`SectionMutator::enter`] runs a closure `for<'s> FnOnce(&mut Section<'s>)`.
+//!   Every reference ([`Ref<'s>`]) and value ([`Value<'s>`]) the section hands out carries the
+//!   section's lifetime `'s`, *invariant* (a `PhantomData<fn(&'s ()) -> &'s ()>`, the trick of
+//!   gc-arena's `'gc`), and the closure must accept every `'s`. So the compiler refuses a value
+//!   returned from the closure, kept in a variable or a `Vec` declared outside it, stored in a
+//!   `static`, or moved into another goroutine (`go` wants `'static` and `Send`; values are
+//!   neither): each would need `'s` to be a lifetime chosen outside the closure
+//!   (`tests/ui/section_*.rs`). Values cannot be made from integers (their fields are private,
+//!   and no constructor takes a word): a [`Ref`] comes only from an allocation or a load (a
+//!   field, a slot of a section frame, a global), each of which yields a live object.
+//! * **Cheap checks.** A field access names the [`Shape`] the caller expects (as compiled code
+//!   knows its static types): the access compares the object's header word with the shape's
+//!   (one load, one compare; for arrays the type bits, and the length from the header), checks
+//!   the index against the body, and reads the word's kind from the shape's bitmasks (a shift
+//!   and a mask). No registry lookup, no page-map walk. Stores go through the write barrier;
+//!   [`Section::alloc_init`] stores a fresh object's words with the initialising barrier
+//!   (only the new value shaded), as [`Pin::init_word`](crate::Pin::init_word) does.
+//! * **Frames and safepoints.** A section cannot reach a safepoint (the scheduler refuses to
+//!   park, yield or be preempted while pinned, and the collector's own entry points refuse
+//!   too), so it is left at each one: the closure returns, and the [`SectionMutator`] (which
+//!   a running section borrows, so none of its `&mut self` methods can be called inside)
+//!   pushes frames ([`push_frame`](SectionMutator::push_frame), a call's safepoint), polls
+//!   ([`poll`](SectionMutator::poll)), and pays an allocation's slow path
+//!   ([`enter`](SectionMutator::enter) does that itself after a section whose allocation
+//!   answered "slow"). Between sections, references live in slots of *section frames*: sealed
+//!   handle frames of the managed stack, every slot a tagged root, written only through
+//!   [`Section::set_slot`] with branded values, so the collector never finds a raw word there
+//!   and needs no stack map (and no function registry) to scan them.
+//! * **Misuse is an error.** A section entered inside another ([`GcError::NestedSection`]), a
+//!   slot past the top frame ([`GcError::SlotOutOfFrame`]), a slot access with no section
+//!   frame on top ([`GcError::NoFrame`]), a shape of another heap ([`GcError::WrongHeap`]), an
+//!   object of another type than the shape's or a word of another kind
+//!   ([`GcError::WrongKind`]), an index past the body ([`GcError::OutOfBounds`]), a section
+//!   off the mutator's goroutine ([`GcError::WrongRuntime`]) or inside a blocking call
+//!   ([`GcError::NoP`]).
+//!
+//! What sections do not cover: weak and ephemeron words (use the checked [`Mutator`] or the
+//! raw path), byte arrays' contents, channels, and function frames described by the
+//! embedder's stack maps (a section frame's slots are all roots; see "Branded sections" in
+//! the crate essay).
+//!
+//! [`RawMutator`]: crate::RawMutator
+//! [`Mutator`]: crate::Mutator
+
+use std::cell::Cell;
+use std::marker::PhantomData;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use safepoint_stackmap::{MAX_FRAME_SLOTS, ManagedStack};
+
+use crate::collector::{Gc, GcError};
+use crate::globals::Global;
+use crate::mark::{body, header_in};
+use crate::raw::{Pin, RawMutator, Shape, ShapeWords};
+use crate::types::{Header, ID_BITS, TagRule, TypeId, WordKind};
+
+/// The brand: invariant in `'s` (so no value of one section passes for another's, or for a
+/// longer-lived one), neither `Send` nor `Sync` (a value names its goroutine's section).
+type Brand<'s> = PhantomData<(fn(&'s ()) -> &'s (), *const ())>;
+
+const ID_MASK: usize = (1 << ID_BITS) - 1;
+
+/// Why a field access failed, as the hot paths carry it: a small `Copy` value with nothing
+/// to drop, turned into a [`GcError`] (which may own a type name) only on the way out.
+#[derive(Clone, Copy, Debug)]
+enum Fault {
+    WrongHeap,
+    /// The object's header word, which is not the shape's.
+    NotOfShape(usize),
+    OutOfBounds {
+        index: usize,
+        len: usize,
+    },
+    Kind(&'static str),
+}
+
+const BYTES: &str = "a byte array has no words to read";
+const NOT_A_VALUE: &str = "not a reference or tagged word";
+
+/// A value of the heap's tagged encoding ([`TagRule`]) inside the section `'s`: null, an
+/// immediate integer, a reference, or another immediate (a flonum, with a tag rule that
+/// leaves room for one). Read it with [`Section::as_ref`], [`Section::as_int`],
+/// [`Section::as_f64`] or [`Value::is_nil`]. It cannot outlive its section, and cannot be
+/// made from a word:
+///
+/// ```compile_fail
+/// fn forge<'s>() -> safepoint_gc::Value<'s> {
+///     safepoint_gc::Value { bits: 0x1000, _brand: std::marker::PhantomData }
+/// }
+/// ```
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct Value<'s> {
+    bits: usize,
+    _brand: Brand<'s>,
+}
+
+impl std::fmt::Debug for Value<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Value({:#x})", self.bits)
+    }
+}
+
+impl<'s> Value<'s> {
+    #[inline(always)]
+    fn from_bits(bits: usize) -> Value<'s> {
+        Value { bits, _brand: PhantomData }
+    }
+
+    /// Null.
+    ///
+    /// ```
+    /// use safepoint_gc::Value;
+    /// assert!(Value::nil().is_nil());
+    /// ```
+    #[inline]
+    pub fn nil() -> Value<'s> {
+        Value::from_bits(0)
+    }
+
+    /// Whether the value is null.
+    ///
+    /// ```
+    /// # use safepoint_gc::{Gc, SectionMutator, Shape, TypeDesc, WordKind};
+    /// # let rt = safepoint_sched::Runtime::builder().procs(1).build().unwrap();
+    /// # let gc = Gc::new(&rt).unwrap();
+    /// # let pair = gc.types().register(TypeDesc::Record {
+    /// #     name: "pair".into(),
+    /// #     words: vec![WordKind::Ref, WordKind::Tagged, WordKind::Raw],
+    /// # }).unwrap();
+    /// # let shape = Shape::new(&gc, pair, 0).unwrap();
+    /// # let g = gc.clone();
+    /// # rt.block_on(move || {
+    /// # let m = SectionMutator::new(&g).unwrap();
+    /// m.enter(|s| {
+    ///     let p = s.alloc(&shape).unwrap();
+    ///     assert!(s.get(p, &shape, 0).unwrap().is_nil()); // a fresh object's words are null
+    ///     assert!(!p.value().is_nil());
+    /// }).unwrap();
+    /// # });
+    /// ```
+    #[inline]
+    pub fn is_nil(self) -> bool {
+        self.bits == 0
+    }
+}
+
+/// A reference to a live object inside the section `'s`: made only by an allocation, or by a
+/// load of a [`Value`] that holds one ([`Section::as_ref`]). Nothing it refers to can be freed
+/// before the section ends, and it cannot outlive the section.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct Ref<'s> {
+    /// The reference in the heap's encoding (the address with the reference tag).
+    bits: usize,
+    _brand: Brand<'s>,
+}
+
+impl std::fmt::Debug for Ref<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Ref({:#x})", self.bits)
+    }
+}
+
+impl<'s> Ref<'s> {
+    /// The reference as a value (to store it, or keep it in a slot).
+    ///
+    /// ```
+    /// # use safepoint_gc::{Gc, SectionMutator, Shape, TypeDesc, WordKind};
+    /// # let rt = safepoint_sched::Runtime::builder().procs(1).build().unwrap();
+    /// # let gc = Gc::new(&rt).unwrap();
+    /// # let pair = gc.types().register(TypeDesc::Record {
+    /// #     name: "pair".into(),
+    /// #     words: vec![WordKind::Ref, WordKind::Tagged, WordKind::Raw],
+    /// # }).unwrap();
+    /// # let shape = Shape::new(&gc, pair, 0).unwrap();
+    /// # let g = gc.clone();
+    /// # rt.block_on(move || {
+    /// # let m = SectionMutator::new(&g).unwrap();
+    /// m.enter(|s| {
+    ///     let p = s.alloc(&shape).unwrap();
+    ///     assert_eq!(s.as_ref(p.value()), Some(p));
+    /// }).unwrap();
+    /// # });
+    /// ```
+    #[inline]
+    pub fn value(self) -> Value<'s> {
+        Value::from_bits(self.bits)
+    }
+}
+
+impl<'s> From<Ref<'s>> for Value<'s> {
+    #[inline]
+    fn from(r: Ref<'s>) -> Value<'s> {
+        r.value()
+    }
+}
+
+/// The shift and tag of immediate integers under `rule`: `(n << shift) | tag`.
+pub(crate) fn int_shape(rule: TagRule) -> (u32, usize) {
+    let shift = usize::BITS - rule.mask.leading_zeros();
+    let tag = (1..=7usize)
+        .chain([0])
+        .find(|&t| t & !rule.mask == 0 && t != rule.ref_tag)
+        .expect("a tag rule leaves some immediate tag");
+    (shift, tag)
+}
+
+/// A goroutine's safe access to the heap through branded sections (see the module
+/// documentation). One per goroutine, exclusive with a [`Mutator`](crate::Mutator) or a
+/// [`RawMutator`] (it is built on the latter), bound to its goroutine (neither `Send` nor
+/// `Sync`):
+///
+/// ```compile_fail
+/// fn send<T: Send>(_: T) {}
+/// fn f(m: safepoint_gc::SectionMutator) { send(m) }
+/// ```
+pub struct SectionMutator {
+    raw: RawMutator,
+    /// A section is running (refuses a nested one).
+    active: Cell<bool>,
+    enc: Enc,
+}
+
+/// The heap's value encoding, as the sections' accessors use it.
+struct Enc {
+    rule: TagRule,
+    /// Immediate integers are `(n << int_shift) | int_tag`.
+    int_shift: u32,
+    int_tag: usize,
+}
+
+impl std::fmt::Debug for SectionMutator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "SectionMutator(goroutine {})", self.raw.goid())
+    }
+}
+
+/// Clears the "section running" flag when a section ends, by return or by panic.
+struct Active<'a>(&'a Cell<bool>);
+
+impl Drop for Active<'_> {
+    fn drop(&mut self) {
+        self.0.set(false);
+    }
+}
+
+impl SectionMutator {
+    /// The running goroutine's section mutator for `gc`.
+    ///
+    /// # Errors
+    /// [`GcError::WrongRuntime`] off a goroutine of `gc`'s runtime;
+    /// [`GcError::MutatorActive`] if this goroutine already has a mutator of any kind.
+    ///
+    /// ```
+    /// use safepoint_gc::{Gc, GcError, Mutator, SectionMutator};
+    /// # let rt = safepoint_sched::Runtime::builder().procs(1).build().unwrap();
+    /// let gc = Gc::new(&rt).unwrap();
+    /// assert!(matches!(SectionMutator::new(&gc), Err(GcError::WrongRuntime))); // no goroutine
+    /// let g = gc.clone();
+    /// rt.block_on(move || {
+    ///     let m = SectionMutator::new(&g).unwrap();
+    ///     assert!(matches!(Mutator::new(&g), Err(GcError::MutatorActive)));
+    ///     drop(m);
+    /// });
+    /// ```
+    pub fn new(gc: &Gc) -> Result<SectionMutator, GcError> {
+        let raw = RawMutator::new(gc)?;
+        let rule = gc.inner.config.tag_rule;
+        let (int_shift, int_tag) = int_shape(rule);
+        Ok(SectionMutator { raw, active: Cell::new(false), enc: Enc { rule, int_shift, int_tag } })
+    }
+
+    /// The collector.
+    ///
+    /// ```
+    /// # use safepoint_gc::{Gc, SectionMutator};
+    /// # let rt = safepoint_sched::Runtime::builder().procs(1).build().unwrap();
+    /// # let gc = Gc::new(&rt).unwrap();
+    /// # let g = gc.clone();
+    /// # rt.block_on(move || {
+    /// let m = SectionMutator::new(&g).unwrap();
+    /// assert!(m.gc().same(&g));
+    /// # });
+    /// ```
+    pub fn gc(&self) -> Gc {
+        self.raw.gc()
+    }
+
+    /// The shape of an object of type `ty` with `len` elements (0 for a record), as
+    /// [`Shape::new`].
+    ///
+    /// # Errors
+    /// As [`Shape::new`].
+    ///
+    /// ```
+    /// # use safepoint_gc::{Gc, SectionMutator, TypeDesc};
+    /// # let rt = safepoint_sched::Runtime::builder().procs(1).build().unwrap();
+    /// # let gc = Gc::new(&rt).unwrap();
+    /// let vec = gc.types().register(TypeDesc::TaggedArray { name: "vec".into() }).unwrap();
+    /// # let g = gc.clone();
+    /// # rt.block_on(move || {
+    /// let m = SectionMutator::new(&g).unwrap();
+    /// assert_eq!(m.shape(vec, 3).unwrap().body_words(), 3);
+    /// # });
+    /// ```
+    pub fn shape(&self, ty: TypeId, len: usize) -> Result<Shape, GcError> {
+        self.raw.shape(ty, len)
+    }
+
+    /// Runs `f` in a pinned section of this goroutine (see the module documentation): the
+    /// one place the heap is read and written. Everything `f` gets from the section is
+    /// branded with the section's lifetime and cannot leave it; what must survive goes into a
+    /// slot of a section frame, an object's field or a [`Global`] before `f` returns. If an
+    /// allocation in the section took the allocator's slow path, the safepoint it owes (a
+    /// cycle may start, the goroutine may stop) is paid here, after the section.
+    ///
+    /// # Errors
+    /// [`GcError::NestedSection`] inside another section of this goroutine;
+    /// [`GcError::WrongRuntime`] on another goroutine than the mutator's; [`GcError::NoP`]
+    /// inside a blocking call.
+    ///
+    /// ```
+    /// use safepoint_gc::{Gc, GcError, SectionMutator, Shape, TypeDesc, WordKind};
+    /// let rt = safepoint_sched::Runtime::builder().procs(1).build().unwrap();
+    /// let gc = Gc::new(&rt).unwrap();
+    /// let pair = gc.types().register(TypeDesc::Record {
+    ///     name: "pair".into(),
+    ///     words: vec![WordKind::Ref, WordKind::Tagged],
+    /// }).unwrap();
+    /// let shape = Shape::new(&gc, pair, 0).unwrap();
+    /// let g = gc.clone();
+    /// let n = rt.block_on(move || {
+    ///     let mut m = SectionMutator::new(&g).unwrap();
+    ///     m.push_frame(1).unwrap(); // a frame of one slot: a root between sections
+    ///     m.enter(|s| {
+    ///         let forty_two = s.int(42).unwrap();
+    ///         let inner = s.alloc_init(&shape, &[Value::nil(), forty_two]).unwrap();
+    ///         let outer = s.alloc_init(&shape, &[inner.value()]).unwrap();
+    ///         s.set_slot(0, outer.value()).unwrap();
+    ///         // Sections do not nest.
+    ///         assert_eq!(m.enter(|_| ()), Err(GcError::NestedSection));
+    ///     }).unwrap();
+    ///     m.collect(); // a safepoint between sections: the slot keeps both objects
+    ///     let n = m.enter(|s| {
+    ///         let outer = s.as_ref(s.slot(0).unwrap()).unwrap();
+    ///         let inner = s.as_ref(s.get(outer, &shape, 0).unwrap()).unwrap();
+    ///         s.as_int(s.get(inner, &shape, 1).unwrap())
+    ///     }).unwrap();
+    ///     m.pop_frame().unwrap();
+    ///     n
+    /// });
+    /// # use safepoint_gc::Value;
+    /// assert_eq!(n, Some(42));
+    /// ```
+    #[inline]
+    pub fn enter<R>(&self, f: impl for<'s> FnOnce(&mut Section<'s>) -> R) -> Result<R, GcError> {
+        if self.active.replace(true) {
+            return Err(GcError::NestedSection);
+        }
+        let active = Active(&self.active);
+        let enc = &self.enc;
+        let (r, slow) = self.raw.with_pin(|pin| {
+            let mut s = Section { pin, enc, slow: false, _brand: PhantomData };
+            let r = f(&mut s);
+            (r, s.slow)
+        })?;
+        drop(active);
+        if slow {
+            // Outside the pinned section: a synchronous safepoint.
+            self.raw.gc.alloc_safepoint();
+        }
+        Ok(r)
+    }
+
+    /// Pushes a section frame of `slots` slots (null) on the goroutine's managed stack: the
+    /// frame a compiled function's call makes, whose slots [`Section::slot`] and
+    /// [`Section::set_slot`] read and write and the collector scans as roots (tagged) until
+    /// it is popped. A safepoint (the push polls for a pending stop, and may grow the stack).
+    ///
+    /// # Errors
+    /// [`GcError::OutOfBounds`] for more than [`MAX_FRAME_SLOTS`] slots;
+    /// [`GcError::NoP`] inside a blocking call; [`GcError::WrongRuntime`] on another
+    /// goroutine.
+    ///
+    /// # Panics
+    /// As a managed-stack push: the stack past its limit is a described panic of the
+    /// goroutine.
+    ///
+    /// ```
+    /// # use safepoint_gc::{Gc, SectionMutator};
+    /// # let rt = safepoint_sched::Runtime::builder().procs(1).build().unwrap();
+    /// # let gc = Gc::new(&rt).unwrap();
+    /// # let g = gc.clone();
+    /// # rt.block_on(move || {
+    /// let mut m = SectionMutator::new(&g).unwrap();
+    /// m.push_frame(3).unwrap();
+    /// assert_eq!(m.enter(|s| s.frame_slots()).unwrap(), Ok(3));
+    /// m.pop_frame().unwrap();
+    /// # });
+    /// ```
+    #[inline]
+    pub fn push_frame(&mut self, slots: usize) -> Result<(), GcError> {
+        if slots > MAX_FRAME_SLOTS {
+            return Err(GcError::OutOfBounds { index: slots, len: MAX_FRAME_SLOTS });
+        }
+        let fast = self.raw.with_pin(|pin| {
+            // SAFETY: the frame's slots are written only by `Section::set_slot` (and
+            // `push_frame_args`), with values of this heap's encoding, and popped by
+            // `pop_frame`. `try_push_sealed_handles` never reaches a safepoint, so it may run
+            // pinned.
+            unsafe { pin.stack().try_push_sealed_handles(slots) }
+        })?;
+        if fast.is_none() {
+            // The slow path (growth, or a pending request answered here), unpinned.
+            safepoint_sched::with_managed_stack_of(self.raw.goid(), |ms| {
+                // SAFETY: as for the fast push above.
+                unsafe { ms.push_sealed_handles(slots) };
+            })
+            .ok_or(GcError::WrongRuntime)?;
+        }
+        Ok(())
+    }
+
+    /// Pushes a section frame of `slots` slots whose first `args.len()` slots are copies of
+    /// the slots `args` names in the current top section frame (the caller's), the rest null:
+    /// a call passing arguments. A safepoint, as [`push_frame`](Self::push_frame); the
+    /// arguments stay alive through it in the caller's frame.
+    ///
+    /// # Errors
+    /// As [`push_frame`](Self::push_frame); [`GcError::OutOfBounds`] for more arguments
+    /// than slots; [`GcError::NoFrame`] (with arguments) if the top frame is not a section
+    /// frame; [`GcError::SlotOutOfFrame`] for an argument past the caller's slots. Nothing is
+    /// pushed then.
+    ///
+    /// ```
+    /// # use safepoint_gc::{Gc, GcError, SectionMutator};
+    /// # let rt = safepoint_sched::Runtime::builder().procs(1).build().unwrap();
+    /// # let gc = Gc::new(&rt).unwrap();
+    /// # let g = gc.clone();
+    /// # rt.block_on(move || {
+    /// let mut m = SectionMutator::new(&g).unwrap();
+    /// m.push_frame(2).unwrap(); // the caller: slot 1 holds 5
+    /// m.enter(|s| s.set_slot(1, s.int(5).unwrap())).unwrap().unwrap();
+    /// m.push_frame_args(1, &[1]).unwrap(); // the callee's slot 0 = the caller's slot 1
+    /// assert_eq!(m.enter(|s| s.as_int(s.slot(0).unwrap())).unwrap(), Some(5));
+    /// assert_eq!(m.push_frame_args(1, &[4]), Err(GcError::SlotOutOfFrame { index: 4, slots: 1 }));
+    /// # });
+    /// ```
+    #[inline]
+    pub fn push_frame_args(&mut self, slots: usize, args: &[usize]) -> Result<(), GcError> {
+        if slots > MAX_FRAME_SLOTS || args.len() > slots {
+            return Err(GcError::OutOfBounds { index: args.len().max(slots), len: slots });
+        }
+        // The caller's frame, checked; positions (not addresses) survive the buffer's moves.
+        let pushed = self.raw.with_pin(|pin| -> Result<Result<(), usize>, GcError> {
+            let ms = pin.stack();
+            let caller = caller_frame(ms, args)?;
+            // SAFETY: as in `push_frame`; the copies below are values of the caller's frame.
+            let Some(base) = (unsafe { ms.try_push_sealed_handles(slots) }) else {
+                return Ok(Err(caller));
+            };
+            copy_args(ms, caller, base, args);
+            Ok(Ok(()))
+        })??;
+        if let Err(caller) = pushed {
+            // The slow path, unpinned: the arguments stay in the caller's frame, a root.
+            let goid = self.raw.goid();
+            safepoint_sched::with_managed_stack_of(goid, |ms| {
+                // SAFETY: as in `push_frame`.
+                unsafe { ms.push_sealed_handles(slots) };
+            })
+            .ok_or(GcError::WrongRuntime)?;
+            self.raw.with_pin(|pin| {
+                let ms = pin.stack();
+                let (base, _) = ms.sealed_top().expect("the frame just pushed");
+                copy_args(ms, caller, base, args);
+            })?;
+        }
+        Ok(())
+    }
+
+    /// Pops the top section frame (the return of the call that pushed it).
+    ///
+    /// # Errors
+    /// [`GcError::NoFrame`] if the top frame is not a section frame;
+    /// [`GcError::WrongRuntime`] on another goroutine.
+    ///
+    /// ```
+    /// # use safepoint_gc::{Gc, GcError, SectionMutator};
+    /// # let rt = safepoint_sched::Runtime::builder().procs(1).build().unwrap();
+    /// # let gc = Gc::new(&rt).unwrap();
+    /// # let g = gc.clone();
+    /// # rt.block_on(move || {
+    /// let mut m = SectionMutator::new(&g).unwrap();
+    /// m.push_frame(1).unwrap();
+    /// m.pop_frame().unwrap();
+    /// assert_eq!(m.pop_frame(), Err(GcError::NoFrame)); // nothing left to pop
+    /// # });
+    /// ```
+    #[inline]
+    pub fn pop_frame(&mut self) -> Result<(), GcError> {
+        // No P needed (as a `Mutator` scope's end pops): a pop only lowers the stack's top,
+        // and a collector scanning the stack meanwhile reads roots either way.
+        match safepoint_sched::with_managed_stack_of(self.raw.goid(), pop_section_frame) {
+            Some(r) => r,
+            None => Err(GcError::WrongRuntime),
+        }
+    }
+
+    /// A safepoint poll, for a loop's back-edge between sections: answers a pending stop,
+    /// stack scan or end of time slice.
+    ///
+    /// ```
+    /// # use safepoint_gc::{Gc, SectionMutator};
+    /// # let rt = safepoint_sched::Runtime::builder().procs(1).build().unwrap();
+    /// # let gc = Gc::new(&rt).unwrap();
+    /// # let g = gc.clone();
+    /// # rt.block_on(move || {
+    /// let mut m = SectionMutator::new(&g).unwrap();
+    /// for _ in 0..1000 {
+    ///     m.enter(|_s| { /* one iteration's heap work */ }).unwrap();
+    ///     m.poll(); // the back-edge
+    /// }
+    /// # });
+    /// ```
+    #[inline]
+    pub fn poll(&mut self) {
+        safepoint_sched::poll();
+    }
+
+    /// A full collection ([`Gc::collect`]), at a safepoint between sections: what to do after
+    /// an allocation failed with [`GcError::Alloc`] before trying once more.
+    ///
+    /// # Panics
+    /// As [`Gc::collect`].
+    ///
+    /// ```
+    /// # use safepoint_gc::{Gc, SectionMutator};
+    /// # let rt = safepoint_sched::Runtime::builder().procs(1).build().unwrap();
+    /// # let gc = Gc::new(&rt).unwrap();
+    /// # let g = gc.clone();
+    /// # rt.block_on(move || {
+    /// let mut m = SectionMutator::new(&g).unwrap();
+    /// let c0 = g.cycles();
+    /// m.collect();
+    /// assert!(g.cycles() > c0);
+    /// # });
+    /// ```
+    pub fn collect(&mut self) {
+        self.raw.collect_for_memory();
+    }
+}
+
+/// The position of the top section frame's slot 0, if every slot `args` names is in it.
+#[inline(always)]
+fn caller_frame(ms: &ManagedStack, args: &[usize]) -> Result<usize, GcError> {
+    if args.is_empty() {
+        return Ok(0);
+    }
+    let Some((base, n)) = ms.sealed_top() else { return Err(no_frame()) };
+    match args.iter().find(|&&i| i >= n) {
+        Some(&index) => Err(GcError::SlotOutOfFrame { index, slots: n }),
+        None => Ok(base),
+    }
+}
+
+/// Copies the caller's slots `args` (its frame at `caller`) into the new frame at `base`.
+#[inline(always)]
+fn copy_args(ms: &ManagedStack, caller: usize, base: usize, args: &[usize]) {
+    for (j, &i) in args.iter().enumerate() {
+        // SAFETY: `base + j` is a slot of the section frame just pushed (`j < slots`), and
+        // the value is one of the caller's section frame's, which hold only values the
+        // section API wrote (null, immediates, live references: a root until now).
+        unsafe { ms.set_at(base + j, ms.get_at(caller + i)) };
+    }
+}
+
+/// Pops the top frame if it is a section frame.
+#[inline(always)]
+fn pop_section_frame(ms: &ManagedStack) -> Result<(), GcError> {
+    if ms.sealed_top().is_none() {
+        return Err(no_frame());
+    }
+    ms.pop();
+    Ok(())
+}
+
+#[cold]
+#[inline(never)]
+fn no_frame() -> GcError {
+    GcError::NoFrame
+}
+
+#[cold]
+#[inline(never)]
+fn out_of_frame(index: usize, slots: usize) -> GcError {
+    GcError::SlotOutOfFrame { index, slots }
+}
+
+/// A running section of a [`SectionMutator`] (see the module documentation): the heap's
+/// operations, on values branded with the section's lifetime `'s`.
+pub struct Section<'s> {
+    pin: Pin<'s>,
+    enc: &'s Enc,
+    /// An allocation took the slow path: the section's end owes a safepoint.
+    slow: bool,
+    _brand: Brand<'s>,
+}
+
+impl std::fmt::Debug for Section<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Section(P {})", self.pin.p)
+    }
+}
+
+impl<'s> Section<'s> {
+    // ---- values ----
+
+    /// The immediate integer `n`.
+    ///
+    /// # Errors
+    /// [`GcError::IntegerOutOfRange`] if `n` needs more bits than an immediate has (63 with
+    /// the default tag rule).
+    ///
+    /// ```
+    /// # use safepoint_gc::{Gc, GcError, SectionMutator};
+    /// # let rt = safepoint_sched::Runtime::builder().procs(1).build().unwrap();
+    /// # let gc = Gc::new(&rt).unwrap();
+    /// # let g = gc.clone();
+    /// # rt.block_on(move || {
+    /// # let m = SectionMutator::new(&g).unwrap();
+    /// m.enter(|s| {
+    ///     let v = s.int(-7).unwrap();
+    ///     assert_eq!(s.as_int(v), Some(-7));
+    ///     assert!(matches!(s.int(i64::MAX), Err(GcError::IntegerOutOfRange { .. })));
+    /// }).unwrap();
+    /// # });
+    /// ```
+    #[inline]
+    pub fn int(&self, n: i64) -> Result<Value<'s>, GcError> {
+        let w = ((n as usize) << self.enc.int_shift) | self.enc.int_tag;
+        if ((w as i64) >> self.enc.int_shift) != n || w == 0 {
+            return Err(GcError::IntegerOutOfRange { value: n });
+        }
+        Ok(Value::from_bits(w))
+    }
+
+    /// The integer `v` holds, if it is an immediate integer.
+    ///
+    /// ```
+    /// # use safepoint_gc::{Gc, SectionMutator, Value};
+    /// # let rt = safepoint_sched::Runtime::builder().procs(1).build().unwrap();
+    /// # let gc = Gc::new(&rt).unwrap();
+    /// # let g = gc.clone();
+    /// # rt.block_on(move || {
+    /// # let m = SectionMutator::new(&g).unwrap();
+    /// m.enter(|s| {
+    ///     assert_eq!(s.as_int(s.int(5).unwrap()), Some(5));
+    ///     assert_eq!(s.as_int(Value::nil()), None);
+    /// }).unwrap();
+    /// # });
+    /// ```
+    #[inline]
+    pub fn as_int(&self, v: Value<'s>) -> Option<i64> {
+        (v.bits != 0 && v.bits & self.enc.rule.mask == self.enc.int_tag)
+            .then(|| (v.bits as i64) >> self.enc.int_shift)
+    }
+
+    /// The reference `v` holds, if it holds one.
+    ///
+    /// ```
+    /// # use safepoint_gc::{Gc, SectionMutator, Shape, TypeDesc, WordKind};
+    /// # let rt = safepoint_sched::Runtime::builder().procs(1).build().unwrap();
+    /// # let gc = Gc::new(&rt).unwrap();
+    /// # let pair = gc.types().register(TypeDesc::Record {
+    /// #     name: "pair".into(),
+    /// #     words: vec![WordKind::Ref, WordKind::Tagged, WordKind::Raw],
+    /// # }).unwrap();
+    /// # let shape = Shape::new(&gc, pair, 0).unwrap();
+    /// # let g = gc.clone();
+    /// # rt.block_on(move || {
+    /// # let m = SectionMutator::new(&g).unwrap();
+    /// m.enter(|s| {
+    ///     let p = s.alloc(&shape).unwrap();
+    ///     assert_eq!(s.as_ref(p.value()), Some(p));
+    ///     assert_eq!(s.as_ref(s.int(1).unwrap()), None);
+    /// }).unwrap();
+    /// # });
+    /// ```
+    #[inline]
+    pub fn as_ref(&self, v: Value<'s>) -> Option<Ref<'s>> {
+        self.enc.rule.is_ref(v.bits).then_some(Ref { bits: v.bits, _brand: PhantomData })
+    }
+
+    /// Whether the heap's tag rule leaves room for immediate doubles ([`crate::flonum`]): its
+    /// mask covers the low two bits and its reference tag is not `11` there.
+    fn flonums(&self) -> bool {
+        self.enc.rule.mask & crate::flonum::TAG_MASK == crate::flonum::TAG_MASK
+            && self.enc.rule.ref_tag & crate::flonum::TAG_MASK != crate::flonum::TAG
+    }
+
+    /// The double `x` as an immediate ([`crate::flonum`]), if the heap's tag rule has room
+    /// for flonums (a mask covering the low two bits, references not tagged `11`) and `x` is
+    /// encodable; `None` otherwise (box it in an object).
+    ///
+    /// ```
+    /// use safepoint_gc::{Gc, SectionMutator, TagRule};
+    /// # let rt = safepoint_sched::Runtime::builder().procs(1).build().unwrap();
+    /// let rule = TagRule { mask: 3, ref_tag: 1 };
+    /// let gc = Gc::builder().tag_rule(rule).build(&rt).unwrap();
+    /// let g = gc.clone();
+    /// rt.block_on(move || {
+    ///     let m = SectionMutator::new(&g).unwrap();
+    ///     m.enter(|s| {
+    ///         let v = s.float(1.5).unwrap();
+    ///         assert_eq!(s.as_f64(v), Some(1.5));
+    ///         assert_eq!(s.as_int(v), None);
+    ///     }).unwrap();
+    /// });
+    /// ```
+    #[inline]
+    pub fn float(&self, x: f64) -> Option<Value<'s>> {
+        if !self.flonums() {
+            return None;
+        }
+        crate::flonum::encode(x).map(Value::from_bits)
+    }
+
+    /// The double `v` holds, if it is an immediate double (see [`float`](Self::float)).
+    ///
+    /// ```
+    /// # use safepoint_gc::{Gc, SectionMutator};
+    /// # let rt = safepoint_sched::Runtime::builder().procs(1).build().unwrap();
+    /// # let gc = Gc::new(&rt).unwrap();
+    /// # let g = gc.clone();
+    /// # rt.block_on(move || {
+    /// # let m = SectionMutator::new(&g).unwrap();
+    /// m.enter(|s| {
+    ///     // The default tag rule (low bit) has no room for flonums.
+    ///     assert_eq!(s.float(1.5), None);
+    ///     assert_eq!(s.as_f64(s.int(3).unwrap()), None);
+    /// }).unwrap();
+    /// # });
+    /// ```
+    #[inline]
+    pub fn as_f64(&self, v: Value<'s>) -> Option<f64> {
+        (self.flonums() && crate::flonum::is_flonum(v.bits)).then(|| crate::flonum::decode(v.bits))
+    }
+
+    // ---- frames ----
+
+    /// The top section frame's slot 0 position and slot count, checked.
+    #[inline(always)]
+    fn frame(&self) -> Result<(usize, usize), GcError> {
+        match self.pin.stack().sealed_top() {
+            Some(f) => Ok(f),
+            None => Err(no_frame()),
+        }
+    }
+
+    /// The number of slots of the top section frame.
+    ///
+    /// # Errors
+    /// [`GcError::NoFrame`] if the top frame is not a section frame.
+    ///
+    /// ```
+    /// # use safepoint_gc::{Gc, GcError, SectionMutator};
+    /// # let rt = safepoint_sched::Runtime::builder().procs(1).build().unwrap();
+    /// # let gc = Gc::new(&rt).unwrap();
+    /// # let g = gc.clone();
+    /// # rt.block_on(move || {
+    /// let mut m = SectionMutator::new(&g).unwrap();
+    /// assert_eq!(m.enter(|s| s.frame_slots()).unwrap(), Err(GcError::NoFrame));
+    /// m.push_frame(2).unwrap();
+    /// assert_eq!(m.enter(|s| s.frame_slots()).unwrap(), Ok(2));
+    /// # });
+    /// ```
+    #[inline]
+    pub fn frame_slots(&self) -> Result<usize, GcError> {
+        Ok(self.frame()?.1)
+    }
+
+    /// Slot `i` of the top section frame.
+    ///
+    /// # Errors
+    /// [`GcError::NoFrame`] if the top frame is not a section frame;
+    /// [`GcError::SlotOutOfFrame`] for `i` past its slots.
+    ///
+    /// ```
+    /// # use safepoint_gc::{Gc, GcError, SectionMutator};
+    /// # let rt = safepoint_sched::Runtime::builder().procs(1).build().unwrap();
+    /// # let gc = Gc::new(&rt).unwrap();
+    /// # let g = gc.clone();
+    /// # rt.block_on(move || {
+    /// let mut m = SectionMutator::new(&g).unwrap();
+    /// m.push_frame(1).unwrap();
+    /// m.enter(|s| {
+    ///     assert!(s.slot(0).unwrap().is_nil()); // a fresh frame's slots are null
+    ///     assert_eq!(s.slot(1), Err(GcError::SlotOutOfFrame { index: 1, slots: 1 }));
+    /// }).unwrap();
+    /// # });
+    /// ```
+    #[inline(always)]
+    pub fn slot(&self, i: usize) -> Result<Value<'s>, GcError> {
+        let (base, slots) = self.frame()?;
+        if i >= slots {
+            return Err(out_of_frame(i, slots));
+        }
+        Ok(Value::from_bits(self.pin.stack().get_at(base + i)))
+    }
+
+    /// Slots `0..N` of the top section frame, with one check of the frame: how compiled code
+    /// loads its registers at the start of a section.
+    ///
+    /// # Errors
+    /// As [`slot`](Self::slot), for slot `N - 1`.
+    ///
+    /// ```
+    /// # use safepoint_gc::{Gc, GcError, SectionMutator};
+    /// # let rt = safepoint_sched::Runtime::builder().procs(1).build().unwrap();
+    /// # let gc = Gc::new(&rt).unwrap();
+    /// # let g = gc.clone();
+    /// # rt.block_on(move || {
+    /// let mut m = SectionMutator::new(&g).unwrap();
+    /// m.push_frame(2).unwrap();
+    /// m.enter(|s| {
+    ///     let [a, b] = s.slots().unwrap();
+    ///     assert!(a.is_nil() && b.is_nil());
+    ///     assert!(s.slots::<3>().is_err()); // past the frame
+    /// }).unwrap();
+    /// # });
+    /// ```
+    #[inline(always)]
+    pub fn slots<const N: usize>(&self) -> Result<[Value<'s>; N], GcError> {
+        let (base, slots) = self.frame()?;
+        if N > slots {
+            return Err(out_of_frame(N - 1, slots));
+        }
+        let ms = self.pin.stack();
+        Ok(std::array::from_fn(|i| Value::from_bits(ms.get_at(base + i))))
+    }
+
+    /// Writes slot `i` of the top section frame: `v` stays alive (a root) while it is there.
+    ///
+    /// # Errors
+    /// As [`slot`](Self::slot).
+    ///
+    /// ```
+    /// # use safepoint_gc::{Gc, SectionMutator};
+    /// # let rt = safepoint_sched::Runtime::builder().procs(1).build().unwrap();
+    /// # let gc = Gc::new(&rt).unwrap();
+    /// # let g = gc.clone();
+    /// # rt.block_on(move || {
+    /// let mut m = SectionMutator::new(&g).unwrap();
+    /// m.push_frame(1).unwrap();
+    /// m.enter(|s| s.set_slot(0, s.int(9).unwrap())).unwrap().unwrap();
+    /// let n = m.enter(|s| s.as_int(s.slot(0).unwrap())).unwrap();
+    /// assert_eq!(n, Some(9));
+    /// # });
+    /// ```
+    #[inline(always)]
+    pub fn set_slot(&mut self, i: usize, v: Value<'s>) -> Result<(), GcError> {
+        let (base, slots) = self.frame()?;
+        if i >= slots {
+            return Err(out_of_frame(i, slots));
+        }
+        // SAFETY: `base + i` is a slot of a section frame (a sealed handle frame on top, just
+        // checked), whose owner this mutator is; `v` is a value of this heap's encoding that
+        // the section made or loaded (null, an immediate, or a live object: branded values
+        // come from nowhere else).
+        unsafe { self.pin.stack().set_at(base + i, v.bits) };
+        Ok(())
+    }
+
+    /// Pushes a section frame of `slots` slots whose first slots are `args` (the rest null),
+    /// inside the section, if that needs no safepoint: a call's fast path, as compiled code
+    /// takes it between two instructions. `Ok(false)` when the push needs its slow path (the
+    /// stack must grow, or a stop or preemption is pending): nothing is pushed, and the
+    /// caller keeps the arguments in its own frame, leaves the section and calls
+    /// [`SectionMutator::push_frame_args`], the safepoint.
+    ///
+    /// # Errors
+    /// [`GcError::OutOfBounds`] for more arguments than slots, or more slots than
+    /// [`MAX_FRAME_SLOTS`].
+    ///
+    /// ```
+    /// # use safepoint_gc::{Gc, SectionMutator};
+    /// # let rt = safepoint_sched::Runtime::builder().procs(1).build().unwrap();
+    /// # let gc = Gc::new(&rt).unwrap();
+    /// # let g = gc.clone();
+    /// # rt.block_on(move || {
+    /// let mut m = SectionMutator::new(&g).unwrap();
+    /// m.push_frame(1).unwrap(); // the caller (the stack has room from here on)
+    /// let pushed = m.enter(|s| {
+    ///     let seven = s.int(7).unwrap();
+    ///     if !s.push_frame_with(2, &[seven]).unwrap() {
+    ///         s.set_slot(0, seven).unwrap(); // the slow path: keep it, push outside
+    ///         return false;
+    ///     }
+    ///     true
+    /// }).unwrap();
+    /// if !pushed {
+    ///     m.push_frame_args(2, &[0]).unwrap();
+    /// }
+    /// assert_eq!(m.enter(|s| s.as_int(s.slot(0).unwrap())).unwrap(), Some(7));
+    /// # });
+    /// ```
+    #[inline(always)]
+    pub fn push_frame_with(&mut self, slots: usize, args: &[Value<'s>]) -> Result<bool, GcError> {
+        if slots > MAX_FRAME_SLOTS || args.len() > slots {
+            return Err(GcError::OutOfBounds { index: args.len().max(slots), len: slots });
+        }
+        let ms = self.pin.stack();
+        // SAFETY: as in `SectionMutator::push_frame`: the frame is written only with values of
+        // this heap's encoding (the branded `args`, live until the section ends and roots in
+        // the frame from then on), and popped by `pop_frame`. `try_push_sealed_handles` never
+        // reaches a safepoint.
+        let Some(base) = (unsafe { ms.try_push_sealed_handles(slots) }) else {
+            return Ok(false);
+        };
+        for (j, v) in args.iter().enumerate() {
+            // SAFETY: slot `j < slots` of the section frame just pushed; `v` as above.
+            unsafe { ms.set_at(base + j, v.bits) };
+        }
+        Ok(true)
+    }
+
+    /// Pops the top section frame inside the section, as a compiled function's return does
+    /// before it writes its result into its caller's frame. (Values read from the popped
+    /// frame stay valid until the section ends.)
+    ///
+    /// # Errors
+    /// [`GcError::NoFrame`] if the top frame is not a section frame.
+    ///
+    /// ```
+    /// # use safepoint_gc::{Gc, SectionMutator};
+    /// # let rt = safepoint_sched::Runtime::builder().procs(1).build().unwrap();
+    /// # let gc = Gc::new(&rt).unwrap();
+    /// # let g = gc.clone();
+    /// # rt.block_on(move || {
+    /// let mut m = SectionMutator::new(&g).unwrap();
+    /// m.push_frame(1).unwrap(); // the caller's frame
+    /// m.push_frame(1).unwrap(); // the callee's
+    /// m.enter(|s| {
+    ///     let result = s.int(3).unwrap();
+    ///     s.pop_frame().unwrap();          // return...
+    ///     s.set_slot(0, result).unwrap();  // ...into the caller's slot 0
+    /// }).unwrap();
+    /// assert_eq!(m.enter(|s| s.as_int(s.slot(0).unwrap())).unwrap(), Some(3));
+    /// # });
+    /// ```
+    #[inline(always)]
+    pub fn pop_frame(&mut self) -> Result<(), GcError> {
+        pop_section_frame(self.pin.stack())
+    }
+
+    // ---- objects ----
+
+    /// Allocates an object of `shape`, its body zeroed (null words).
+    ///
+    /// # Errors
+    /// [`GcError::WrongHeap`] for a shape of another collector; [`GcError::Alloc`] at the
+    /// heap's hard limit (leave the section, [`collect`](SectionMutator::collect), and try
+    /// once more).
+    ///
+    /// ```
+    /// # use safepoint_gc::{Gc, GcError, SectionMutator, Shape, TypeDesc, WordKind};
+    /// # let rt = safepoint_sched::Runtime::builder().procs(1).build().unwrap();
+    /// # let gc = Gc::new(&rt).unwrap();
+    /// # let pair = gc.types().register(TypeDesc::Record {
+    /// #     name: "pair".into(),
+    /// #     words: vec![WordKind::Ref, WordKind::Tagged, WordKind::Raw],
+    /// # }).unwrap();
+    /// # let shape = Shape::new(&gc, pair, 0).unwrap();
+    /// # let g = gc.clone();
+    /// # rt.block_on(move || {
+    /// # let m = SectionMutator::new(&g).unwrap();
+    /// let other = Gc::new(&safepoint_sched::Runtime::builder().procs(1).build().unwrap()).unwrap();
+    /// let t = other.types().register(TypeDesc::Record {
+    ///     name: "t".into(),
+    ///     words: vec![WordKind::Raw],
+    /// }).unwrap();
+    /// let foreign = Shape::new(&other, t, 0).unwrap();
+    /// m.enter(|s| {
+    ///     let p = s.alloc(&shape).unwrap();
+    ///     assert_eq!(s.get_raw(p, &shape, 2), Ok(0));
+    ///     assert_eq!(s.alloc(&foreign), Err(GcError::WrongHeap));
+    /// }).unwrap();
+    /// # });
+    /// ```
+    #[inline(always)]
+    pub fn alloc(&mut self, shape: &Shape) -> Result<Ref<'s>, GcError> {
+        let (r, slow) = self.pin.alloc(*shape)?;
+        self.slow |= slow;
+        Ok(Ref { bits: r, _brand: PhantomData })
+    }
+
+    /// Allocates an object of `shape` and initialises its first `init.len()` words (the rest
+    /// stay null): the store of a fresh object's words, which needs only the new value shaded
+    /// while marking (the word held null).
+    ///
+    /// # Errors
+    /// As [`alloc`](Self::alloc); [`GcError::OutOfBounds`] if `init` is longer than the
+    /// body; [`GcError::WrongKind`] for a word that is not a reference or tagged word, or an
+    /// immediate given to a reference word (then nothing is allocated).
+    ///
+    /// ```
+    /// # use safepoint_gc::{Gc, GcError, SectionMutator, Shape, TypeDesc, Value, WordKind};
+    /// # let rt = safepoint_sched::Runtime::builder().procs(1).build().unwrap();
+    /// # let gc = Gc::new(&rt).unwrap();
+    /// # let pair = gc.types().register(TypeDesc::Record {
+    /// #     name: "pair".into(),
+    /// #     words: vec![WordKind::Ref, WordKind::Tagged, WordKind::Raw],
+    /// # }).unwrap();
+    /// # let shape = Shape::new(&gc, pair, 0).unwrap();
+    /// # let g = gc.clone();
+    /// # rt.block_on(move || {
+    /// # let m = SectionMutator::new(&g).unwrap();
+    /// m.enter(|s| {
+    ///     let leaf = s.alloc(&shape).unwrap();
+    ///     let n = s.alloc_init(&shape, &[leaf.value(), s.int(1).unwrap()]).unwrap();
+    ///     assert_eq!(s.get(n, &shape, 0), Ok(leaf.value()));
+    ///     let one = s.int(1).unwrap();
+    ///     // An immediate into a reference word:
+    ///     assert!(matches!(s.alloc_init(&shape, &[one]), Err(GcError::WrongKind { .. })));
+    /// }).unwrap();
+    /// # });
+    /// ```
+    #[inline(always)]
+    pub fn alloc_init(&mut self, shape: &Shape, init: &[Value<'s>]) -> Result<Ref<'s>, GcError> {
+        if init.len() > shape.body_words() {
+            return Err(GcError::OutOfBounds { index: init.len(), len: shape.body_words() });
+        }
+        // Check every word first, so that a refused store allocates nothing.
+        for (i, v) in init.iter().enumerate() {
+            if let Err(f) = self.kind_at(shape, i).and_then(|k| self.encode(k, *v)) {
+                return Err(self.raise(f, shape));
+            }
+        }
+        let obj = self.alloc(shape)?;
+        let addr = obj.bits & !self.enc.rule.mask;
+        // SAFETY: a fresh object of `shape`, whose body has at least `init.len()` words.
+        let words = unsafe { body(addr, init.len()) };
+        for (i, v) in init.iter().enumerate() {
+            // Checked above: neither fails here.
+            let kind = self.kind_at(shape, i).unwrap_or(WordKind::Raw);
+            let w = self.encode(kind, *v).unwrap_or(0);
+            // A word of an object allocated in this section, never stored: it holds null.
+            self.pin.gc.init_field(self.pin.p, kind, &words[i], w);
+        }
+        Ok(obj)
+    }
+
+    /// The kind of word `i` of objects of `shape` (its length for arrays checked by the
+    /// caller).
+    #[inline(always)]
+    fn kind_at(&self, shape: &Shape, i: usize) -> Result<WordKind, Fault> {
+        match shape.words {
+            ShapeWords::Record { refs, tagged, raw } if i < 64 => {
+                let bit = 1u64 << i;
+                if refs & bit != 0 {
+                    Ok(WordKind::Ref)
+                } else if tagged & bit != 0 {
+                    Ok(WordKind::Tagged)
+                } else if raw & bit != 0 {
+                    Ok(WordKind::Raw)
+                } else {
+                    self.record_kind(shape, i)
+                }
+            }
+            ShapeWords::Record { .. } => self.record_kind(shape, i),
+            ShapeWords::RefArray => Ok(WordKind::Ref),
+            ShapeWords::TaggedArray => Ok(WordKind::Tagged),
+            ShapeWords::Bytes => Err(Fault::Kind(BYTES)),
+        }
+    }
+
+    /// Word `i`'s kind from the registry: past the shape's first 64 words, or neither a
+    /// reference, tagged nor raw word.
+    #[cold]
+    #[inline(never)]
+    fn record_kind(&self, shape: &Shape, i: usize) -> Result<WordKind, Fault> {
+        let types = &self.pin.gc.types;
+        match types.get(types.bind(shape.header.type_id())) {
+            Some(crate::TypeDesc::Record { words, .. }) => {
+                words.get(i).copied().ok_or(Fault::OutOfBounds { index: i, len: words.len() })
+            }
+            _ => Err(Fault::Kind("not a record")),
+        }
+    }
+
+    /// The error for `f`, met on an access with `shape`.
+    #[cold]
+    #[inline(never)]
+    fn raise(&self, f: Fault, shape: &Shape) -> GcError {
+        match f {
+            Fault::WrongHeap => GcError::WrongHeap,
+            Fault::OutOfBounds { index, len } => GcError::OutOfBounds { index, len },
+            Fault::Kind(what) => self.wrong_kind(shape, what),
+            Fault::NotOfShape(hw) => self.not_of_shape(hw),
+        }
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn wrong_kind(&self, shape: &Shape, what: &'static str) -> GcError {
+        let types = &self.pin.gc.types;
+        let type_name = types
+            .get(types.bind(shape.header.type_id()))
+            .map_or_else(|| "?".to_string(), |d| d.name().to_string());
+        GcError::WrongKind { type_name, what }
+    }
+
+    /// `v` as a word of kind `kind`: a reference word holds a plain address.
+    #[inline(always)]
+    fn encode(&self, kind: WordKind, v: Value<'s>) -> Result<usize, Fault> {
+        match kind {
+            WordKind::Tagged => Ok(v.bits),
+            WordKind::Ref if v.bits == 0 => Ok(0),
+            WordKind::Ref if self.enc.rule.is_ref(v.bits) => Ok(v.bits & !self.enc.rule.mask),
+            WordKind::Ref => Err(Fault::Kind("an immediate stored into a reference word")),
+            _ => Err(Fault::Kind(NOT_A_VALUE)),
+        }
+    }
+
+    /// Word `i` of `obj`, checked against `shape`: the header, the index, and the kind.
+    #[inline(always)]
+    fn word_of(
+        &self,
+        obj: Ref<'s>,
+        shape: &Shape,
+        i: usize,
+    ) -> Result<(WordKind, &AtomicUsize), Fault> {
+        let gc = self.pin.gc;
+        if shape.heap != gc.id {
+            return Err(Fault::WrongHeap);
+        }
+        if self.pin.validate {
+            self.pin.check(obj.bits, None);
+        }
+        let addr = obj.bits & !self.enc.rule.mask;
+        // SAFETY: `obj` is a live object of this heap: a `Ref` comes only from an allocation
+        // or a load in this section, and nothing is freed while it runs.
+        let hw = unsafe { header_in(gc.typed, addr) };
+        let sh = shape.header.to_word();
+        let len = match shape.words {
+            ShapeWords::Record { .. } if hw == sh => shape.body_words(),
+            ShapeWords::RefArray | ShapeWords::TaggedArray if (hw ^ sh) & ID_MASK == 0 => {
+                Header::from_word(hw).map_or(0, Header::len)
+            }
+            ShapeWords::Bytes => return Err(Fault::Kind(BYTES)),
+            _ => return Err(Fault::NotOfShape(hw)),
+        };
+        if i >= len {
+            return Err(Fault::OutOfBounds { index: i, len });
+        }
+        let kind = self.kind_at(shape, i)?;
+        // SAFETY: word `i` of a live object's body (`i` is below its body words, by its header).
+        Ok((kind, unsafe { &body(addr, i + 1)[i] }))
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn not_of_shape(&self, hw: usize) -> GcError {
+        let types = &self.pin.gc.types;
+        let found = Header::from_word(hw)
+            .and_then(|h| types.get(types.bind(h.type_id())))
+            .map_or_else(|| "?".to_string(), |d| d.name().to_string());
+        GcError::WrongKind { type_name: found, what: "an object of another type than the shape's" }
+    }
+
+    /// Whether `obj` is an object of `shape`'s type (of any length, for an array): the
+    /// dynamic type test before a field access.
+    ///
+    /// ```
+    /// # use safepoint_gc::{Gc, SectionMutator, Shape, TypeDesc, WordKind};
+    /// # let rt = safepoint_sched::Runtime::builder().procs(1).build().unwrap();
+    /// # let gc = Gc::new(&rt).unwrap();
+    /// # let pair = gc.types().register(TypeDesc::Record {
+    /// #     name: "pair".into(),
+    /// #     words: vec![WordKind::Ref, WordKind::Tagged, WordKind::Raw],
+    /// # }).unwrap();
+    /// # let shape = Shape::new(&gc, pair, 0).unwrap();
+    /// let vec = gc.types().register(TypeDesc::RefArray { name: "vec".into() }).unwrap();
+    /// let (v2, v5) = (Shape::new(&gc, vec, 2).unwrap(), Shape::new(&gc, vec, 5).unwrap());
+    /// # let g = gc.clone();
+    /// # rt.block_on(move || {
+    /// # let m = SectionMutator::new(&g).unwrap();
+    /// m.enter(|s| {
+    ///     let a = s.alloc(&v2).unwrap();
+    ///     assert!(s.is(a, &v5)); // the same type, another length
+    ///     assert!(!s.is(a, &shape));
+    /// }).unwrap();
+    /// # });
+    /// ```
+    #[inline]
+    pub fn is(&self, obj: Ref<'s>, shape: &Shape) -> bool {
+        if shape.heap != self.pin.gc.id {
+            return false;
+        }
+        // SAFETY: as in `word_of`.
+        let hw = unsafe { header_in(self.pin.gc.typed, obj.bits & !self.enc.rule.mask) };
+        match shape.words {
+            ShapeWords::Record { .. } => hw == shape.header.to_word(),
+            _ => (hw ^ shape.header.to_word()) & ID_MASK == 0,
+        }
+    }
+
+    /// The type of `obj`.
+    ///
+    /// ```
+    /// # use safepoint_gc::{Gc, SectionMutator, Shape, TypeDesc, WordKind};
+    /// # let rt = safepoint_sched::Runtime::builder().procs(1).build().unwrap();
+    /// # let gc = Gc::new(&rt).unwrap();
+    /// # let pair = gc.types().register(TypeDesc::Record {
+    /// #     name: "pair".into(),
+    /// #     words: vec![WordKind::Ref, WordKind::Tagged, WordKind::Raw],
+    /// # }).unwrap();
+    /// # let shape = Shape::new(&gc, pair, 0).unwrap();
+    /// # let g = gc.clone();
+    /// # rt.block_on(move || {
+    /// # let m = SectionMutator::new(&g).unwrap();
+    /// let t = m.enter(|s| {
+    ///     let p = s.alloc(&shape).unwrap();
+    ///     s.type_of(p)
+    /// }).unwrap();
+    /// assert_eq!(t, pair);
+    /// # });
+    /// ```
+    #[inline]
+    pub fn type_of(&self, obj: Ref<'s>) -> TypeId {
+        // SAFETY: as in `word_of`.
+        let hw = unsafe { header_in(self.pin.gc.typed, obj.bits & !self.enc.rule.mask) };
+        let h = Header::from_word(hw).unwrap_or_else(|| {
+            panic!("safepoint: object at {:#x} has a corrupt header {hw:#x}", obj.bits)
+        });
+        self.pin.gc.types.bind(h.type_id())
+    }
+
+    /// The length of the array `obj` (its elements; 0 for a record).
+    ///
+    /// ```
+    /// # use safepoint_gc::{Gc, SectionMutator, Shape, TypeDesc};
+    /// # let rt = safepoint_sched::Runtime::builder().procs(1).build().unwrap();
+    /// # let gc = Gc::new(&rt).unwrap();
+    /// let vec = gc.types().register(TypeDesc::TaggedArray { name: "vec".into() }).unwrap();
+    /// let v4 = Shape::new(&gc, vec, 4).unwrap();
+    /// # let g = gc.clone();
+    /// # rt.block_on(move || {
+    /// # let m = SectionMutator::new(&g).unwrap();
+    /// let n = m.enter(|s| {
+    ///     let a = s.alloc(&v4).unwrap();
+    ///     s.len(a)
+    /// }).unwrap();
+    /// assert_eq!(n, 4);
+    /// # });
+    /// ```
+    #[inline]
+    pub fn len(&self, obj: Ref<'s>) -> usize {
+        // SAFETY: as in `word_of`.
+        let hw = unsafe { header_in(self.pin.gc.typed, obj.bits & !self.enc.rule.mask) };
+        Header::from_word(hw).map_or(0, Header::len)
+    }
+
+    /// Word `i` of `obj`, a reference or tagged word of an object of `shape`'s type.
+    ///
+    /// # Errors
+    /// [`GcError::WrongHeap`] for a shape of another collector; [`GcError::WrongKind`] for an
+    /// object of another type, or a word that is neither a reference nor a tagged word;
+    /// [`GcError::OutOfBounds`] for `i` past the body.
+    ///
+    /// ```
+    /// # use safepoint_gc::{Gc, GcError, SectionMutator, Shape, TypeDesc, WordKind};
+    /// # let rt = safepoint_sched::Runtime::builder().procs(1).build().unwrap();
+    /// # let gc = Gc::new(&rt).unwrap();
+    /// # let pair = gc.types().register(TypeDesc::Record {
+    /// #     name: "pair".into(),
+    /// #     words: vec![WordKind::Ref, WordKind::Tagged, WordKind::Raw],
+    /// # }).unwrap();
+    /// # let shape = Shape::new(&gc, pair, 0).unwrap();
+    /// # let g = gc.clone();
+    /// # rt.block_on(move || {
+    /// # let m = SectionMutator::new(&g).unwrap();
+    /// m.enter(|s| {
+    ///     let p = s.alloc(&shape).unwrap();
+    ///     assert!(s.get(p, &shape, 1).unwrap().is_nil());
+    ///     assert!(matches!(s.get(p, &shape, 2), Err(GcError::WrongKind { .. }))); // raw
+    ///     assert_eq!(s.get(p, &shape, 3), Err(GcError::OutOfBounds { index: 3, len: 3 }));
+    /// }).unwrap();
+    /// # });
+    /// ```
+    #[inline(always)]
+    pub fn get(&self, obj: Ref<'s>, shape: &Shape, i: usize) -> Result<Value<'s>, GcError> {
+        let (kind, w) = match self.word_of(obj, shape, i) {
+            Ok(kw) => kw,
+            Err(f) => return Err(self.raise(f, shape)),
+        };
+        // Acquire: as in `Pin::word` (a reference read here is seen initialised).
+        let v = w.load(Ordering::Acquire);
+        match kind {
+            WordKind::Ref if v == 0 => Ok(Value::nil()),
+            WordKind::Ref => Ok(Value::from_bits(v | self.enc.rule.ref_tag)),
+            WordKind::Tagged => Ok(Value::from_bits(v)),
+            _ => Err(self.raise(Fault::Kind(NOT_A_VALUE), shape)),
+        }
+    }
+
+    /// Stores `v` into word `i` of `obj`, through the write barrier.
+    ///
+    /// # Errors
+    /// As [`get`](Self::get), and [`GcError::WrongKind`] for an immediate stored into a
+    /// reference word.
+    ///
+    /// ```
+    /// # use safepoint_gc::{Gc, SectionMutator, Shape, TypeDesc, WordKind};
+    /// # let rt = safepoint_sched::Runtime::builder().procs(1).build().unwrap();
+    /// # let gc = Gc::new(&rt).unwrap();
+    /// # let pair = gc.types().register(TypeDesc::Record {
+    /// #     name: "pair".into(),
+    /// #     words: vec![WordKind::Ref, WordKind::Tagged, WordKind::Raw],
+    /// # }).unwrap();
+    /// # let shape = Shape::new(&gc, pair, 0).unwrap();
+    /// # let g = gc.clone();
+    /// # rt.block_on(move || {
+    /// # let m = SectionMutator::new(&g).unwrap();
+    /// m.enter(|s| {
+    ///     let (a, b) = (s.alloc(&shape).unwrap(), s.alloc(&shape).unwrap());
+    ///     s.set(a, &shape, 0, b.value()).unwrap();
+    ///     s.set(a, &shape, 1, s.int(3).unwrap()).unwrap();
+    ///     assert_eq!(s.get(a, &shape, 0), Ok(b.value()));
+    ///     assert!(s.set(a, &shape, 0, s.int(3).unwrap()).is_err()); // not a reference
+    /// }).unwrap();
+    /// # });
+    /// ```
+    #[inline(always)]
+    pub fn set(
+        &mut self,
+        obj: Ref<'s>,
+        shape: &Shape,
+        i: usize,
+        v: Value<'s>,
+    ) -> Result<(), GcError> {
+        let (kind, w, word) =
+            match self.word_of(obj, shape, i).and_then(|(k, w)| Ok((k, w, self.encode(k, v)?))) {
+                Ok(t) => t,
+                Err(f) => return Err(self.raise(f, shape)),
+            };
+        self.pin.gc.store_field(self.pin.p, kind, w, word);
+        Ok(())
+    }
+
+    /// Raw word `i` of `obj` (never scanned: a plain number).
+    ///
+    /// # Errors
+    /// As [`get`](Self::get), for a word that is not raw.
+    ///
+    /// ```
+    /// # use safepoint_gc::{Gc, SectionMutator, Shape, TypeDesc, WordKind};
+    /// # let rt = safepoint_sched::Runtime::builder().procs(1).build().unwrap();
+    /// # let gc = Gc::new(&rt).unwrap();
+    /// # let pair = gc.types().register(TypeDesc::Record {
+    /// #     name: "pair".into(),
+    /// #     words: vec![WordKind::Ref, WordKind::Tagged, WordKind::Raw],
+    /// # }).unwrap();
+    /// # let shape = Shape::new(&gc, pair, 0).unwrap();
+    /// # let g = gc.clone();
+    /// # rt.block_on(move || {
+    /// # let m = SectionMutator::new(&g).unwrap();
+    /// m.enter(|s| {
+    ///     let p = s.alloc(&shape).unwrap();
+    ///     s.set_raw(p, &shape, 2, 0xdead_beef).unwrap();
+    ///     assert_eq!(s.get_raw(p, &shape, 2), Ok(0xdead_beef));
+    ///     assert!(s.get_raw(p, &shape, 0).is_err()); // a reference word
+    /// }).unwrap();
+    /// # });
+    /// ```
+    #[inline]
+    pub fn get_raw(&self, obj: Ref<'s>, shape: &Shape, i: usize) -> Result<u64, GcError> {
+        match self.word_of(obj, shape, i) {
+            // Relaxed: raw data, as in `Mutator::read_word`.
+            Ok((WordKind::Raw, w)) => Ok(w.load(Ordering::Relaxed) as u64),
+            Ok(_) => Err(self.raise(Fault::Kind("not a raw word"), shape)),
+            Err(f) => Err(self.raise(f, shape)),
+        }
+    }
+
+    /// Stores the number `v` into raw word `i` of `obj` (no barrier: never scanned).
+    ///
+    /// # Errors
+    /// As [`get_raw`](Self::get_raw).
+    ///
+    /// ```
+    /// # use safepoint_gc::{Gc, SectionMutator, Shape, TypeDesc, WordKind};
+    /// # let rt = safepoint_sched::Runtime::builder().procs(1).build().unwrap();
+    /// # let gc = Gc::new(&rt).unwrap();
+    /// # let pair = gc.types().register(TypeDesc::Record {
+    /// #     name: "pair".into(),
+    /// #     words: vec![WordKind::Ref, WordKind::Tagged, WordKind::Raw],
+    /// # }).unwrap();
+    /// # let shape = Shape::new(&gc, pair, 0).unwrap();
+    /// # let g = gc.clone();
+    /// # rt.block_on(move || {
+    /// # let m = SectionMutator::new(&g).unwrap();
+    /// m.enter(|s| {
+    ///     let p = s.alloc(&shape).unwrap();
+    ///     s.set_raw(p, &shape, 2, 7).unwrap();
+    ///     assert!(s.set_raw(p, &shape, 1, 7).is_err()); // a tagged word
+    /// }).unwrap();
+    /// # });
+    /// ```
+    #[inline]
+    pub fn set_raw(
+        &mut self,
+        obj: Ref<'s>,
+        shape: &Shape,
+        i: usize,
+        v: u64,
+    ) -> Result<(), GcError> {
+        match self.word_of(obj, shape, i) {
+            // Relaxed: raw data, as in `Mutator::write_word`.
+            Ok((WordKind::Raw, w)) => {
+                w.store(v as usize, Ordering::Relaxed);
+                Ok(())
+            }
+            Ok(_) => Err(self.raise(Fault::Kind("not a raw word"), shape)),
+            Err(f) => Err(self.raise(f, shape)),
+        }
+    }
+
+    // ---- globals ----
+
+    /// The value in global `g`.
+    ///
+    /// # Errors
+    /// [`GcError::WrongHeap`] for a global of another collector.
+    ///
+    /// ```
+    /// # use safepoint_gc::{Gc, Global, SectionMutator};
+    /// # let rt = safepoint_sched::Runtime::builder().procs(1).build().unwrap();
+    /// # let gc = Gc::new(&rt).unwrap();
+    /// let global = Global::new(&gc);
+    /// # let g = gc.clone();
+    /// # rt.block_on(move || {
+    /// # let m = SectionMutator::new(&g).unwrap();
+    /// assert!(m.enter(|s| s.global(&global).unwrap().is_nil()).unwrap());
+    /// # });
+    /// ```
+    #[inline]
+    pub fn global(&self, g: &Global) -> Result<Value<'s>, GcError> {
+        // A global holds only values of its heap's encoding (its API checks what it stores).
+        Ok(Value::from_bits(self.pin.global(g)?))
+    }
+
+    /// Stores `v` into global `g`, through the write barrier: how a value outlives the
+    /// section somewhere other than a frame (for another goroutine, say).
+    ///
+    /// # Errors
+    /// [`GcError::WrongHeap`] for a global of another collector.
+    ///
+    /// ```
+    /// # use safepoint_gc::{Gc, Global, SectionMutator, Shape, TypeDesc, WordKind};
+    /// # let rt = safepoint_sched::Runtime::builder().procs(1).build().unwrap();
+    /// # let gc = Gc::new(&rt).unwrap();
+    /// # let pair = gc.types().register(TypeDesc::Record {
+    /// #     name: "pair".into(),
+    /// #     words: vec![WordKind::Ref, WordKind::Tagged, WordKind::Raw],
+    /// # }).unwrap();
+    /// # let shape = Shape::new(&gc, pair, 0).unwrap();
+    /// let global = Global::new(&gc);
+    /// # let g = gc.clone();
+    /// # rt.block_on(move || {
+    /// # let mut m = SectionMutator::new(&g).unwrap();
+    /// m.enter(|s| {
+    ///     let p = s.alloc(&shape).unwrap();
+    ///     s.set_global(&global, p.value()).unwrap();
+    /// }).unwrap();
+    /// m.collect(); // the global keeps the object
+    /// assert!(m.enter(|s| s.as_ref(s.global(&global).unwrap()).is_some()).unwrap());
+    /// # });
+    /// ```
+    pub fn set_global(&mut self, g: &Global, v: Value<'s>) -> Result<(), GcError> {
+        self.pin.set_global(g, v.bits)
+    }
+
+    /// A new global root holding `v`.
+    ///
+    /// ```
+    /// # use safepoint_gc::{Gc, SectionMutator};
+    /// # let rt = safepoint_sched::Runtime::builder().procs(1).build().unwrap();
+    /// # let gc = Gc::new(&rt).unwrap();
+    /// # let g = gc.clone();
+    /// # rt.block_on(move || {
+    /// # let m = SectionMutator::new(&g).unwrap();
+    /// let global = m.enter(|s| s.new_global(s.int(4).unwrap())).unwrap();
+    /// assert_eq!(m.enter(|s| s.as_int(s.global(&global).unwrap())).unwrap(), Some(4));
+    /// # });
+    /// ```
+    pub fn new_global(&self, v: Value<'s>) -> Global {
+        self.pin.new_global(v.bits).expect("a branded value is null, an immediate or live")
+    }
+}
