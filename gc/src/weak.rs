@@ -856,6 +856,12 @@ pub(crate) fn cleanup_goroutine(gc: Weak<Inner>, wake: Arc<Chan<()>>) {
             }
             for f in batch {
                 if let Err(e) = catch_unwind(AssertUnwindSafe(f)) {
+                    if e.is::<safepoint_sched::RuntimeShutdown>() {
+                        // The runtime is shutting down and unwound this goroutine at a
+                        // safepoint inside the cleanup: not the cleanup's panic. Let the
+                        // unwind end the goroutine, or it would park again and be abandoned.
+                        std::panic::resume_unwind(e);
+                    }
                     let msg = e
                         .downcast_ref::<&str>()
                         .map(|s| s.to_string())

@@ -142,8 +142,15 @@ fn churn(gc: &Gc, ty: safepoint_gc::TypeId) -> ! {
     }
 }
 
-/// The process's mapped address space and resident memory now, in bytes.
+/// The process's mapped address space and resident memory now, in bytes, after the C
+/// allocator has given back the free memory it can (`malloc_trim`). Without that, resident
+/// memory measures the allocator's caches too: each pair's threads allocate in glibc's
+/// per-thread arenas, which keep freed memory: over 10,000 pairs resident memory went from
+/// 4.6 to 9.4 MB, and in a run of 1,250 pairs the bytes in use stayed between 117 and 128 KB
+/// while the free bytes the allocator kept grew from 1.2 to 3.2 MB (`mallinfo2`).
 fn vm() -> (u64, u64) {
+    // SAFETY: malloc_trim only returns free memory to the OS; it is safe to call at any time.
+    unsafe { libc::malloc_trim(0) };
     let status = std::fs::read_to_string("/proc/self/status").unwrap();
     let field = |name: &str| -> u64 {
         let line = status.lines().find(|l| l.starts_with(name)).unwrap();
@@ -163,16 +170,17 @@ type Kind = Box<dyn FnOnce(&Gc) + Send>;
 /// whenever a collection needs it stopped), held by `suspend_g` (by a goroutine that holds
 /// it, polling, and lets it go a moment, over and over),
 /// looping on blocking calls, looping on collections, allocating; then the runtime is
-/// dropped, then the last `Gc`. Returns how many of the goroutines' captured values were
-/// dropped, of how many.
-fn one_pair() -> (usize, usize) {
+/// dropped, then the last `Gc`. Returns the goroutines whose captured values were not
+/// dropped, by their place in the list of kinds below (none if all were).
+fn one_pair() -> Vec<usize> {
     // The goroutines that park (and stay parked): every waiting kind below, the two the RwLock
     // kind spawns and the join's target.
     const PARKED: usize = 17;
     let rt = Runtime::builder().procs(2).build().unwrap();
     let gc = heap(&rt);
     let ty = record(&gc);
-    let drops = Arc::new(AtomicUsize::new(0));
+    // Bit i: the captures of the goroutine of kind i were dropped.
+    let drops = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let started = Arc::new(AtomicUsize::new(0));
     let ch = Chan::<u32>::new(0);
     // Held by the goroutines that wait on them first, so that later ones park: the mutex by
@@ -182,10 +190,10 @@ fn one_pair() -> (usize, usize) {
     let rw = Arc::new(RwLock::new(()));
     let wg = Arc::new(WaitGroup::new());
     wg.add(1);
-    struct Held(#[allow(dead_code)] Gc, Arc<AtomicUsize>);
+    struct Held(#[allow(dead_code)] Gc, Arc<std::sync::atomic::AtomicU64>, usize);
     impl Drop for Held {
         fn drop(&mut self) {
-            self.1.fetch_add(1, Ordering::SeqCst);
+            self.1.fetch_or(1 << self.2, Ordering::SeqCst);
         }
     }
     // A spinning goroutine, for one that suspends it: its id, once known.
@@ -302,8 +310,8 @@ fn one_pair() -> (usize, usize) {
         Box::new(move |g| churn(g, ty)),
     ];
     let n = kinds.len();
-    for k in kinds {
-        let held = Held(gc.clone(), drops.clone());
+    for (i, k) in kinds.into_iter().enumerate() {
+        let held = Held(gc.clone(), drops.clone(), i);
         let s = started.clone();
         rt.spawn(move || {
             // Yield until all have started (a goroutine looping on blocking calls keeps its
@@ -329,7 +337,8 @@ fn one_pair() -> (usize, usize) {
     drop(rt);
     drop(gc);
     drop((ch, mutex, rw, wg));
-    (drops.load(Ordering::SeqCst), n)
+    let dropped = drops.load(Ordering::SeqCst);
+    (0..n).filter(|i| dropped & (1 << i) == 0).collect()
 }
 
 /// Issue 25: pairs made and dropped with goroutines alive in every state. Each pair's
@@ -342,8 +351,11 @@ fn pairs_keep_memory_flat(pairs: usize) {
         // The hang guard is per pair: the run's length grows with the pairs and with the
         // machine's load (a release build made 500 pairs in about 5 minutes on a 2-core
         // machine at a load average near 20, so the 10,000 outlived a whole-run bound).
-        let (dropped, of) = must_finish(&format!("pair {i}"), 300, one_pair);
-        assert_eq!(dropped, of, "pair {i}: a goroutine's captured heap was not dropped");
+        let missed = must_finish(&format!("pair {i}"), 300, one_pair);
+        assert!(
+            missed.is_empty(),
+            "pair {i}: the captured heap of the goroutines of kinds {missed:?} was not dropped"
+        );
         if i == 10 {
             at_ten = vm();
         }
@@ -355,6 +367,41 @@ fn pairs_keep_memory_flat(pairs: usize) {
     eprintln!("VmSize/VmRSS after pair 10: {at_ten:?}; after pair {pairs}: {end:?}");
     assert!(end.0 <= 2 * at_ten.0, "address space grew: {at_ten:?} -> {end:?}");
     assert!(end.1 <= 2 * at_ten.1, "resident memory grew: {at_ten:?} -> {end:?}");
+}
+
+/// A cleanup that waits (here on a channel nobody else holds) when its runtime is dropped is
+/// unwound with the rest: the heap's cleanup goroutine passed the shutdown's unwind to its
+/// catch of panicking cleanups, counted it as one ("a cleanup panicked") and went on to wait
+/// for more cleanups, where it was abandoned.
+#[test]
+fn a_cleanup_waiting_when_its_runtime_is_dropped_is_unwound_not_counted_as_a_panic() {
+    must_finish("a cleanup waiting at shutdown", 120, || {
+        let rt = Runtime::builder().procs(2).build().unwrap();
+        let gc = heap(&rt);
+        let ty = record(&gc);
+        let waiting = Arc::new(AtomicUsize::new(0));
+        let (g, w) = (gc.clone(), waiting.clone());
+        rt.block_on(move || {
+            let mut m = Mutator::new(&g).unwrap();
+            m.scope(|m, [a]| {
+                m.alloc(a, ty).unwrap();
+                let ch = Chan::<()>::new(0);
+                m.add_cleanup(a, move || {
+                    w.fetch_add(1, Ordering::SeqCst);
+                    let _ = ch.recv();
+                })
+                .unwrap();
+            });
+        });
+        // The object is unreachable: a cycle queues its cleanup, which the cleanup goroutine
+        // runs (and which then waits for good).
+        while waiting.load(Ordering::SeqCst) == 0 {
+            gc.collect();
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        drop(rt);
+        assert_eq!(gc.weak_stats().cleanups_panicked, 0, "the shutdown's unwind was counted");
+    });
 }
 
 /// Issue 25: a heap whose last `Gc` is dropped unmaps its whole reservation (the typed

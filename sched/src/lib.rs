@@ -47,7 +47,9 @@
 //!    suspender CASes `Preempted -> Waiting` to take the duty of readying it again.
 //! 5. [`for_each_p`] runs a function on every P at that P's next safepoint without stopping
 //!    the world: the caller handles idle and blocked Ps; running Ps run it themselves before
-//!    they schedule again, go idle or enter a blocking call.
+//!    they schedule again, go idle or enter a blocking call. A stop and a barrier take the
+//!    idle list once, when they begin, so whoever puts a P idle looks at their flags first,
+//!    under the scheduler lock; their retries take any P found idle since, as a defence.
 //! 6. *Asynchronous preemption* (Go 1.14's, adapted; `preempt.rs`, and the signal and the
 //!    trampoline in `safepoint_arch::preempt`). A request of 3, 4 or 5 that has gone unanswered
 //!    for 10 µs is followed by `SIGURG` to the goroutine's M (at once for a goroutine that needed
@@ -201,7 +203,9 @@
 //! five seconds of draining and five more for the threads to exit, it returns, leaving the
 //! threads still running such goroutines, and the runtime's memory with them (leaked, with
 //! what those goroutines hold), and says so in a line through the message sink. A goroutine of
-//! theirs that reaches a safepoint later unwinds, and its thread exits.
+//! theirs that reaches a safepoint later unwinds, and its thread exits. A drain that reaches
+//! its bound says so as well (how many goroutines it abandons), even when every thread then
+//! exits: the goroutines still parked then keep their stacks and captures.
 //!
 //! Dropping the last handle from inside one of the runtime's own goroutines cannot wait for
 //! that goroutine's M to exit: the shutdown runs on a thread of its own, and the dropping
@@ -1104,17 +1108,19 @@ const DRAIN_BOUND: std::time::Duration = std::time::Duration::from_secs(5);
 /// shutdown cannot end, or one made after the goroutine was unwound).
 fn settled(sched: &Sched) -> bool {
     let gs = sched.all_gs();
-    gs.iter().all(|g| {
-        let g = g.get();
-        let w = g.status.load();
-        match w.base() {
-            Some(status::Status::Dead) | Some(status::Status::Idle) => true,
-            Some(status::Status::Waiting) if !w.scanning() => {
-                !g.cancellable.load(Ordering::Relaxed) || g.unwound.load(Ordering::Relaxed)
-            }
-            _ => false,
+    gs.iter().all(|g| g_settled(g.get()))
+}
+
+/// Whether `g` has ended or is parked where shutdown leaves it (see [`settled`]).
+fn g_settled(g: &g::G) -> bool {
+    let w = g.status.load();
+    match w.base() {
+        Some(status::Status::Dead) | Some(status::Status::Idle) => true,
+        Some(status::Status::Waiting) if !w.scanning() => {
+            !g.cancellable.load(Ordering::Relaxed) || g.unwound.load(Ordering::Relaxed)
         }
-    })
+        _ => false,
+    }
 }
 
 /// Ends every park that shutdown may end (see `proc::park_cancellable`): the goroutine is made
@@ -1172,6 +1178,28 @@ fn shutdown(sched: &Arc<Sched>, sysmon: Option<std::thread::JoinHandle<()>>) {
             }
         }
         std::thread::sleep(DRAIN_LOOK);
+    }
+    if stuck {
+        // Goroutines that had not unwound or settled within the bound are abandoned where
+        // they are (parked ones keep their stacks mapped, and what they captured leaks): say
+        // so, whether or not their threads then exit.
+        let gs = sched.all_gs();
+        let left: Vec<&g::G> = gs.iter().map(|g| g.get()).filter(|g| !g_settled(g)).collect();
+        // The first few, with their states (where each was when the drain gave up on it).
+        let mut which = String::new();
+        for g in left.iter().take(8) {
+            let why = g::WAIT_REASONS.get(g.wait_reason.load(Ordering::Relaxed)).copied();
+            which += &format!("; goroutine {} ({}", g::goid(g), g.status.load());
+            if let Some(why) = why.filter(|w| !w.is_empty()) {
+                which += &format!(", {why}");
+            }
+            which += ")";
+        }
+        message(format_args!(
+            "safepoint: a runtime was dropped with {} goroutine(s) that did not unwind within \
+             {DRAIN_BOUND:?}; they are abandoned where they are, with what they hold{which}",
+            left.len()
+        ));
     }
     // Phase 2: the Ms leave their loops.
     {

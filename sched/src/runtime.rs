@@ -700,16 +700,30 @@ impl Sched {
             return;
         }
         let mut l = self.locked();
-        if self.gcwaiting.load(Ordering::SeqCst) {
-            p.m.store(0, Ordering::Relaxed);
-            p.set_status(PStatus::GcStop);
-            drop(l);
-            self.stopwait_done();
-            return;
-        }
-        if p.run_safe_point_fn.load(Ordering::Acquire) {
+        // The P is Idle and on no list: nobody but us answers a stop or a barrier for it. So
+        // both flags are looked at again under the lock each time it was dropped, until the
+        // P is on the idle list (where a stop or a barrier that begins later finds it). A
+        // barrier that began while the lock was dropped to run the last one's function for
+        // this P (its caller done with the last, on to the next) set this P's flag and took
+        // the idle list without it: a P put idle without a second look owed that barrier its
+        // function with nobody to run it, and the barrier waited for ever (the soak's rare
+        // "for_each_p has waited 1000 ms"; likewise a stop, for a P it never counted).
+        loop {
+            if self.gcwaiting.load(Ordering::SeqCst) {
+                p.m.store(0, Ordering::Relaxed);
+                p.set_status(PStatus::GcStop);
+                drop(l);
+                self.stopwait_done();
+                return;
+            }
+            // SeqCst: as in `schedule`'s give-up, the flag is set under this lock.
+            if !p.run_safe_point_fn.load(Ordering::SeqCst) {
+                break;
+            }
             drop(l);
             crate::stw::run_safe_point_fn(self, p);
+            #[cfg(all(test, not(loom)))]
+            tests::after_handoff_safe_point(p);
             l = self.locked();
         }
         if self.shared_work() {
@@ -1659,4 +1673,163 @@ pub(crate) fn drain_queues(sched: &Sched) {
 /// Thread-safe count of queued goroutines (racy), for dumps.
 pub(crate) fn queued(sched: &Sched) -> usize {
     sched.global.len() + sched.urgent.len() + sched.ps.iter().map(|p| p.runq_len()).sum::<usize>()
+}
+
+#[cfg(all(test, not(loom)))]
+pub(crate) mod tests {
+    use std::sync::Mutex;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::time::Duration;
+
+    use super::{P, current_m};
+
+    /// A test's pause in `handoffp`, right after it ran a barrier's function for the P at this
+    /// address (0: none), before it takes the scheduler lock again.
+    static PAUSE_AT: AtomicUsize = AtomicUsize::new(0);
+    /// Serialises the tests that set [`PAUSE_AT`].
+    static PAUSING: Mutex<()> = Mutex::new(());
+
+    /// Called by `handoffp` after it ran the safe-point function for `p`: for the P a test
+    /// named, once, waits until the next barrier has asked it again (its flag is set anew),
+    /// or a few seconds.
+    pub(crate) fn after_handoff_safe_point(p: &P) {
+        // Once: the hand-off then runs the second barrier's function too (with the fix).
+        let me = p as *const P as usize;
+        if PAUSE_AT.compare_exchange(me, 0, Ordering::SeqCst, Ordering::SeqCst).is_err() {
+            return;
+        }
+        let t0 = std::time::Instant::now();
+        while !p.run_safe_point_fn.load(Ordering::SeqCst) && t0.elapsed() < Duration::from_secs(5) {
+            std::thread::sleep(Duration::from_micros(50));
+        }
+    }
+
+    /// A P handed off (by sysmon retaking it from a blocking call, say) owes a ragged barrier
+    /// its function while it is Idle and on no list. `handoffp` ran it, dropping the scheduler
+    /// lock to do so; meanwhile the barrier ended and the next one began, which set the P's
+    /// flag again and took the idle list without it. `handoffp` then put the P idle without
+    /// looking at the flag again: nobody owed the second barrier the function for it, and it
+    /// waited for ever (the soak's rare "for_each_p has waited 1000 ms" under load). Here the
+    /// hand-off is paused at that point until the second barrier has begun.
+    #[test]
+    fn a_barrier_that_begins_while_a_handoff_runs_the_last_one_is_answered() {
+        let _one = PAUSING.lock().unwrap_or_else(|e| e.into_inner());
+        // Three Ps: the barriers' caller on one, one handed off by the thread below, and one
+        // idle, so that the hand-off does not give its P to an M (no P idle, nobody spinning)
+        // but puts it on the idle list.
+        let rt = crate::Runtime::builder().procs(3).build().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        rt.spawn(move || {
+            let sched = current_m().expect("on a goroutine").sched();
+            // Let the other Ps go idle (nothing else runs), then take one off the idle list,
+            // as sysmon takes a P out of a blocking call: Idle, on no list, ours to hand off.
+            while sched.npidle.load(Ordering::SeqCst) < 2 {
+                crate::yield_now();
+            }
+            let p = sched.pidleget(&mut sched.locked()).expect("an idle P");
+            let addr = p as *const P as usize;
+            PAUSE_AT.store(addr, Ordering::SeqCst);
+            let s = sched as *const super::Sched as usize;
+            let handoff = std::thread::spawn(move || {
+                // SAFETY: the runtime outlives this thread: the test joins it before the drop.
+                let (sched, p) = unsafe { (&*(s as *const super::Sched), &*(addr as *const P)) };
+                while !p.run_safe_point_fn.load(Ordering::SeqCst) {
+                    std::thread::yield_now();
+                }
+                sched.handoffp(p);
+            });
+            // The first barrier: the hand-off runs its function for the P, then pauses until
+            // the second has begun.
+            crate::for_each_p(&|_| {});
+            // The second: the hand-off itself must answer it for the P (a barrier's retry
+            // also answers for an idle P left owing, as a defence, on the caller's thread).
+            let answered_by = Mutex::new(None);
+            crate::for_each_p(&|id| {
+                if id == p.id {
+                    *answered_by.lock().unwrap() = Some(std::thread::current().id());
+                }
+            });
+            PAUSE_AT.store(0, Ordering::SeqCst);
+            let by = answered_by.into_inner().unwrap();
+            let _ = tx.send((handoff, by));
+        })
+        .unwrap();
+        let (handoff, by) = rx
+            .recv_timeout(Duration::from_secs(30))
+            .expect("the second barrier never ended: the handed-off P did not answer it");
+        let handoff_thread = handoff.thread().id();
+        handoff.join().unwrap();
+        drop(rt);
+        assert_eq!(by, Some(handoff_thread), "the hand-off left the second barrier to its retry");
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod left_behind {
+    use std::sync::atomic::Ordering;
+    use std::time::Duration;
+
+    use super::{P, Sched, current_m};
+
+    /// Takes an idle P off the list (as a hand-off holds one), starts `begin` on a goroutine,
+    /// and once `begun` says it has begun, puts the P back on the idle list without answering
+    /// it: what a path that idles a P without looking at the flags under the lock does. The
+    /// stop's or the barrier's retry must answer for it; true if `begin` returned.
+    fn idle_p_put_back_during(begin: fn(), begun: fn(&Sched, &P) -> bool) -> bool {
+        let rt = crate::Runtime::builder().procs(3).build().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        rt.spawn(move || {
+            let sched = current_m().expect("on a goroutine").sched();
+            while sched.npidle.load(Ordering::SeqCst) < 2 {
+                crate::yield_now();
+            }
+            let p = sched.pidleget(&mut sched.locked()).expect("an idle P");
+            let (s, addr) = (sched as *const Sched as usize, p as *const P as usize);
+            let t = std::thread::spawn(move || {
+                // SAFETY: the runtime outlives this thread: the goroutine joins it.
+                let (sched, p) = unsafe { (&*(s as *const Sched), &*(addr as *const P)) };
+                while !begun(sched, p) {
+                    std::thread::yield_now();
+                }
+                sched.pidleput(&mut sched.locked(), p);
+            });
+            begin();
+            let _ = tx.send(());
+            crate::blocking(|| t.join().unwrap());
+        })
+        .unwrap();
+        let done = rx.recv_timeout(Duration::from_secs(30)).is_ok();
+        if done {
+            drop(rt);
+        } else {
+            // It hangs: leave the runtime to it rather than wait for its shutdown's bounds.
+            core::mem::forget(rt);
+        }
+        done
+    }
+
+    /// A barrier whose retry finds a P on the idle list still owing its function runs it for
+    /// the P: a path that idles a P without answering the barrier costs latency, not a hang.
+    #[test]
+    fn a_barrier_answers_for_an_idle_p_left_owing_it() {
+        assert!(
+            idle_p_put_back_during(
+                || crate::for_each_p(&|_| {}),
+                |_, p| p.run_safe_point_fn.load(Ordering::SeqCst)
+            ),
+            "the barrier waited for an idle P"
+        );
+    }
+
+    /// A stop whose retry finds a P on the idle list stops and counts it.
+    #[test]
+    fn a_stop_counts_an_idle_p_it_missed() {
+        assert!(
+            idle_p_put_back_during(
+                || drop(crate::stop_the_world("test")),
+                |sched, _| sched.gcwaiting.load(Ordering::SeqCst)
+            ),
+            "the stop waited for an idle P"
+        );
+    }
 }

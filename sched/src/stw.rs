@@ -342,7 +342,17 @@ pub fn stop_the_world(reason: &'static str) -> WorldStop {
         my_p,
         (&sched.stopwait, &sched.stopnote),
         || stop_held_ps(sched),
-        || sched.preemptall(),
+        || {
+            // An idle P the stop did not count (see `idle_ps_left_behind`): stop it now.
+            let mut l = sched.locked();
+            while let Some(p) = sched.pidleget(&mut l) {
+                idle_ps_left_behind(sched, p, "stop_the_world");
+                p.set_status(PStatus::GcStop);
+                sched.stopwait.fetch_sub(1, Ordering::SeqCst);
+            }
+            drop(l);
+            sched.preemptall();
+        },
         |window| {
             give_back_held_ps(sched, my_p, window);
         },
@@ -490,6 +500,19 @@ fn for_each_p_caught(f: &(dyn Fn(usize) + Sync)) {
         (&sched.safe_point_wait, &sched.safe_point_note),
         || run_for_held_ps(sched),
         || {
+            {
+                // An idle P still owing the function (see `idle_ps_left_behind`): nobody else
+                // will run it for it. Under the lock that keeps it idle, as at the start.
+                let l = sched.locked();
+                for &id in l.pidle.iter() {
+                    let p = &sched.ps[id];
+                    if p.claim_safe_point() {
+                        idle_ps_left_behind(sched, p, "for_each_p");
+                        f(p.id);
+                        sched.safe_point_wait.fetch_sub(1, Ordering::SeqCst);
+                    }
+                }
+            }
             for p in sched.ps.iter() {
                 if p.run_safe_point_fn.load(Ordering::Relaxed)
                     && p.status() == PStatus::Syscall
@@ -512,6 +535,20 @@ fn for_each_p_caught(f: &(dyn Fn(usize) + Sync)) {
     drop(boxed);
     release_m(m);
     sched.world_sema.release();
+}
+
+/// Called by a stop or a barrier whose retry found `p` on the idle list although it took the
+/// idle Ps when it began: whoever put the P idle since did not look at the stop's or the
+/// barrier's flag under the scheduler lock first (as every path that idles a P must). The
+/// retry answers for the P, so this costs latency, not a hang; a debug build says so, since
+/// it is a bug of the path that idled it.
+fn idle_ps_left_behind(sched: &Sched, p: &P, what: &str) {
+    if cfg!(debug_assertions) && !sched.shutdown.load(Ordering::Relaxed) {
+        crate::message(format_args!(
+            "safepoint: {what}: P{} was put idle after the {what} began, without answering it",
+            p.id
+        ));
+    }
 }
 
 /// Runs the pending safe-point function for `p` if it has not run yet. Called by the M owning

@@ -360,9 +360,15 @@ fn a_goroutine_parked_on_a_held_mutex_is_unwound_and_the_mutex_stays_usable() {
 /// A goroutine that never reaches a safepoint (a loop that does not poll, with the preemption
 /// signal off; a blocking call that does not return) cannot be stopped, and used to hold the
 /// drop for ever. The drop returns after its bound, leaving those threads (and the runtime's
-/// memory) to them; the other goroutines' captures are dropped as usual.
+/// memory) to them, and says so: the goroutines it abandons, then the threads it leaves; the
+/// other goroutines' captures are dropped as usual.
 #[test]
 fn dropping_a_runtime_with_goroutines_that_never_reach_a_safepoint_returns() {
+    let said = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let s = said.clone();
+    safepoint_sched::set_message_sink(Some(Box::new(move |m: &str| {
+        s.lock().unwrap().push(m.to_string())
+    })));
     let dropped = must_finish("drop with unstoppable goroutines", || {
         let rt = Runtime::builder().procs(3).async_preempt(false).build().unwrap();
         let dropped = Arc::new(AtomicUsize::new(0));
@@ -400,8 +406,18 @@ fn dropping_a_runtime_with_goroutines_that_never_reach_a_safepoint_returns() {
         drop(rt);
         dropped.load(Ordering::SeqCst)
     });
+    safepoint_sched::set_message_sink(None);
     // The polling goroutine was unwound; the spinning one still runs.
     assert_eq!(dropped, 1);
+    let said = said.lock().unwrap();
+    assert!(
+        said.iter().any(|m| m.contains("2 goroutine(s) that did not unwind")),
+        "no line about the abandoned goroutines: {said:?}"
+    );
+    assert!(
+        said.iter().any(|m| m.contains("2 thread(s) running goroutines")),
+        "no line about the threads left running: {said:?}"
+    );
 }
 
 /// An `RwLock` in heavy use by goroutines and by threads outside the runtime while the runtime
