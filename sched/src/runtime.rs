@@ -1712,6 +1712,7 @@ pub(crate) mod tests {
     /// waited for ever (the soak's rare "for_each_p has waited 1000 ms" under load). Here the
     /// hand-off is paused at that point until the second barrier has begun.
     #[test]
+    #[cfg_attr(miri, ignore = "makes a scheduler: signal handlers and mapped stacks")]
     fn a_barrier_that_begins_while_a_handoff_runs_the_last_one_is_answered() {
         let _one = PAUSING.lock().unwrap_or_else(|e| e.into_inner());
         // Three Ps: the barriers' caller on one, one handed off by the thread below, and one
@@ -1811,6 +1812,7 @@ mod left_behind {
     /// A barrier whose retry finds a P on the idle list still owing its function runs it for
     /// the P: a path that idles a P without answering the barrier costs latency, not a hang.
     #[test]
+    #[cfg_attr(miri, ignore = "makes a scheduler: signal handlers and mapped stacks")]
     fn a_barrier_answers_for_an_idle_p_left_owing_it() {
         assert!(
             idle_p_put_back_during(
@@ -1823,6 +1825,7 @@ mod left_behind {
 
     /// A stop whose retry finds a P on the idle list stops and counts it.
     #[test]
+    #[cfg_attr(miri, ignore = "makes a scheduler: signal handlers and mapped stacks")]
     fn a_stop_counts_an_idle_p_it_missed() {
         assert!(
             idle_p_put_back_during(
