@@ -395,9 +395,10 @@ fn a_cleanup_waiting_when_its_runtime_is_dropped_is_unwound_not_counted_as_a_pan
         });
         // The object is unreachable: a cycle queues its cleanup, which the cleanup goroutine
         // runs (and which then waits for good).
+        // Each collection waits for its cycle; the cleanup's own count is the event.
         while waiting.load(Ordering::SeqCst) == 0 {
             gc.collect();
-            std::thread::sleep(Duration::from_millis(1));
+            std::thread::yield_now();
         }
         drop(rt);
         assert_eq!(gc.weak_stats().cleanups_panicked, 0, "the shutdown's unwind was counted");

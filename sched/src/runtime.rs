@@ -1700,7 +1700,7 @@ pub(crate) mod tests {
         }
         let t0 = std::time::Instant::now();
         while !p.run_safe_point_fn.load(Ordering::SeqCst) && t0.elapsed() < Duration::from_secs(5) {
-            std::thread::sleep(Duration::from_micros(50));
+            std::thread::yield_now();
         }
     }
 
