@@ -32,7 +32,15 @@ fuzz_target!(|data: &[u8]| {
                             (Some(t), Some(sp))
                         }
                         Op::Arith { sp, .. }
+                        | Op::Add { sp, .. }
+                        | Op::Sub { sp, .. }
+                        | Op::Mul { sp, .. }
+                        | Op::Div { sp, .. }
                         | Op::ArithK { sp, .. }
+                        | Op::AddK { sp, .. }
+                        | Op::SubK { sp, .. }
+                        | Op::MulK { sp, .. }
+                        | Op::DivK { sp, .. }
                         | Op::AddI { sp, .. }
                         | Op::Neg { sp, .. }
                         | Op::Call { sp, .. }

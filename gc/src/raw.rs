@@ -870,6 +870,44 @@ impl<'a> Pin<'a> {
         unsafe { std::slice::from_raw_parts(addr as *const AtomicU8, len) }
     }
 
+    /// [`bytes`](Self::bytes) given the header that [`header`](Self::header) read for `obj`:
+    /// an interpreter that checks an object's type before it reads its bytes reads the
+    /// header once.
+    ///
+    /// # Safety
+    /// As [`bytes`](Self::bytes), and `h` is `obj`'s header.
+    ///
+    /// ```
+    /// use safepoint_gc::{Gc, RawMutator, TypeDesc};
+    /// # let rt = safepoint_sched::Runtime::builder().procs(1).build().unwrap();
+    /// let gc = Gc::new(&rt).unwrap();
+    /// let text = gc.types().register(TypeDesc::ByteArray { name: "text".into() }).unwrap();
+    /// let g = gc.clone();
+    /// rt.block_on(move || {
+    ///     let mut raw = RawMutator::new(&g).unwrap();
+    ///     let shape = raw.shape(text, 5).unwrap();
+    ///     raw.enter(|p| {
+    ///         let (s, _) = p.alloc(shape).unwrap();
+    ///         // SAFETY: a byte array allocated in this section; `h` is its header.
+    ///         let h = unsafe { p.header(s) };
+    ///         assert_eq!(h.type_id(), text);
+    ///         // SAFETY: as above; the slice stays inside the section.
+    ///         assert_eq!(unsafe { p.bytes_of(s, h) }.len(), 5);
+    ///     }).unwrap();
+    /// });
+    /// ```
+    #[inline(always)]
+    pub unsafe fn bytes_of(&self, obj: usize, h: Header) -> &[AtomicU8] {
+        debug_assert_eq!(
+            // SAFETY: per the contract, a live object.
+            Some(h),
+            Header::from_word(unsafe { header_in(self.gc.typed, obj & !self.tag_rule().mask) })
+        );
+        let addr = obj & !self.tag_rule().mask;
+        // SAFETY: as in `bytes`: a byte array of `h.len()` bytes (its header, the contract).
+        unsafe { std::slice::from_raw_parts(addr as *const AtomicU8, h.len()) }
+    }
+
     /// A new global root holding `v` (null, an immediate or a live reference), for a value
     /// that must outlive the section somewhere else than a slot (in flight to another
     /// goroutine, in a Rust structure).

@@ -31,13 +31,33 @@ pub enum Op {
     GetGlobal { a: Reg, g: u16 },
     /// `global g = a`
     SetGlobal { g: u16, a: Reg },
-    /// `a = b op c` (arithmetic may allocate: floats, string concatenation)
+    /// `a = b op c` for the operators without an instruction of their own (`%`, the bitwise
+    /// operators and shifts). Arithmetic may allocate: a boxed float, a string concatenation.
     Arith { op: ArithOp, a: Reg, b: Reg, c: Reg, sp: u16 },
+    /// `a = b + c` (numbers, or strings concatenated). The four operators floats take have
+    /// an instruction each, as `Arith` with its operator fixed (see [`Op::arith`]), so that
+    /// the interpreter dispatches once, on the instruction.
+    Add { a: Reg, b: Reg, c: Reg, sp: u16 },
+    /// `a = b - c`
+    Sub { a: Reg, b: Reg, c: Reg, sp: u16 },
+    /// `a = b * c`
+    Mul { a: Reg, b: Reg, c: Reg, sp: u16 },
+    /// `a = b / c`
+    Div { a: Reg, b: Reg, c: Reg, sp: u16 },
     /// `a = b + v`
     AddI { a: Reg, b: Reg, v: i16, sp: u16 },
     /// `a = b op constant k`, or `a = constant k op b` if `kl`; the constant is an immediate
-    /// (an integer or a float without allocation: see [`Program::imm`]).
+    /// (an integer or a float without allocation: see [`Program::imm`]). For the operators
+    /// without an instruction of their own, as in `Arith`.
     ArithK { op: ArithOp, a: Reg, b: Reg, k: u16, kl: bool, sp: u16 },
+    /// `ArithK` with `+` (see [`Op::arith_k`]).
+    AddK { a: Reg, b: Reg, k: u16, kl: bool, sp: u16 },
+    /// `ArithK` with `-`.
+    SubK { a: Reg, b: Reg, k: u16, kl: bool, sp: u16 },
+    /// `ArithK` with `*`.
+    MulK { a: Reg, b: Reg, k: u16, kl: bool, sp: u16 },
+    /// `ArithK` with `/`.
+    DivK { a: Reg, b: Reg, k: u16, kl: bool, sp: u16 },
     /// `a = b cmp c`
     Cmp { op: CmpOp, a: Reg, b: Reg, c: Reg },
     /// `a = -b`
@@ -102,6 +122,31 @@ pub enum Op {
     Select { a: Reg, sel: u16, sp: u16 },
     /// Loop over `obj`: `x = next element`, jump to `t` when done; `it` holds the position.
     IterNext { x: Reg, it: Reg, obj: Reg, t: u32, sp: u16 },
+}
+
+impl Op {
+    /// `a = b op c`: the operator's own instruction if it has one, else `Arith`.
+    pub fn arith(op: ArithOp, a: Reg, b: Reg, c: Reg, sp: u16) -> Op {
+        match op {
+            ArithOp::Add => Op::Add { a, b, c, sp },
+            ArithOp::Sub => Op::Sub { a, b, c, sp },
+            ArithOp::Mul => Op::Mul { a, b, c, sp },
+            ArithOp::Div => Op::Div { a, b, c, sp },
+            _ => Op::Arith { op, a, b, c, sp },
+        }
+    }
+
+    /// `a = b op constant k` (`constant k op b` if `kl`): the operator's own instruction if
+    /// it has one, else `ArithK`.
+    pub fn arith_k(op: ArithOp, a: Reg, b: Reg, k: u16, kl: bool, sp: u16) -> Op {
+        match op {
+            ArithOp::Add => Op::AddK { a, b, k, kl, sp },
+            ArithOp::Sub => Op::SubK { a, b, k, kl, sp },
+            ArithOp::Mul => Op::MulK { a, b, k, kl, sp },
+            ArithOp::Div => Op::DivK { a, b, k, kl, sp },
+            _ => Op::ArithK { op, a, b, k, kl, sp },
+        }
+    }
 }
 
 /// Arithmetic operators.

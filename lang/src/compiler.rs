@@ -1119,14 +1119,14 @@ impl Cx<'_, '_> {
                 {
                     let rb = self.operand(x)?;
                     let sp = self.sp(at);
-                    self.emit(Op::ArithK { op, a: dst, b: rb, k, kl, sp }, at);
+                    self.emit(Op::arith_k(op, dst, rb, k, kl, sp), at);
                 } else {
                     let ra = self.operand(a)?;
                     let rb = self.operand(b)?;
                     let arith = arith_op(*op);
                     if let Some(op) = arith {
                         let sp = self.sp(at);
-                        self.emit(Op::Arith { op, a: dst, b: ra, c: rb, sp }, at);
+                        self.emit(Op::arith(op, dst, ra, rb, sp), at);
                     } else {
                         let (op, b, c) = cmp_parts(*op, ra, rb);
                         self.emit(Op::Cmp { op, a: dst, b, c }, at);
@@ -1594,13 +1594,23 @@ fn effects(op: &Op, i: usize, sels: &[SelTable]) -> (Set, Set, [Option<usize>; 2
             d.add(a)
         }
         Op::SetGlobal { a, .. } => u.add(a),
-        Op::Arith { a, b, c, sp: s, .. } => {
+        Op::Arith { a, b, c, sp: s, .. }
+        | Op::Add { a, b, c, sp: s }
+        | Op::Sub { a, b, c, sp: s }
+        | Op::Mul { a, b, c, sp: s }
+        | Op::Div { a, b, c, sp: s } => {
             d.add(a);
             u.add(b);
             u.add(c);
             sp = Some(s);
         }
-        Op::AddI { a, b, sp: s, .. } | Op::Neg { a, b, sp: s } | Op::ArithK { a, b, sp: s, .. } => {
+        Op::AddI { a, b, sp: s, .. }
+        | Op::Neg { a, b, sp: s }
+        | Op::ArithK { a, b, sp: s, .. }
+        | Op::AddK { a, b, sp: s, .. }
+        | Op::SubK { a, b, sp: s, .. }
+        | Op::MulK { a, b, sp: s, .. }
+        | Op::DivK { a, b, sp: s, .. } => {
             d.add(a);
             u.add(b);
             sp = Some(s);

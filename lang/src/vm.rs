@@ -56,6 +56,9 @@ pub(crate) struct Types {
     vec_shape: Shape,
     /// Shapes of arrays of 0 to `SMALL_ARRAYS - 1` elements.
     arr_shapes: Vec<Shape>,
+    /// Shapes of strings of 0 to `SMALL_STRINGS - 1` bytes (a shape is a type lookup
+    /// otherwise, which cost more than the rest of a short string's making).
+    str_shapes: Vec<Shape>,
     map_shape: Shape,
     chan_shape: Shape,
     box_shape: Shape,
@@ -94,6 +97,9 @@ impl Types {
             arr_shapes: (0..SMALL_ARRAYS)
                 .map(|n| Shape::new(gc, arr, n))
                 .collect::<Result<_, _>>()?,
+            str_shapes: (0..SMALL_STRINGS)
+                .map(|n| Shape::new(gc, str, n))
+                .collect::<Result<_, _>>()?,
             map_shape: Shape::new(gc, map, 0)?,
             chan_shape: Shape::new(gc, chan, 0)?,
             str,
@@ -109,6 +115,8 @@ impl Types {
 
 /// Arrays shorter than this have their shapes computed once.
 const SMALL_ARRAYS: usize = 64;
+/// Strings shorter than this have their shapes computed once.
+const SMALL_STRINGS: usize = 128;
 
 impl Types {
     /// The shape of an array of `n` elements.
@@ -117,6 +125,15 @@ impl Types {
         match self.arr_shapes.get(n) {
             Some(&s) => Ok(s),
             None => pin.shape(self.arr, n).map_err(|e| e.to_string()),
+        }
+    }
+
+    /// The shape of a string of `n` bytes.
+    #[inline]
+    fn str(&self, pin: &Pin<'_>, n: usize) -> Result<Shape, String> {
+        match self.str_shapes.get(n) {
+            Some(&s) => Ok(s),
+            None => pin.shape(self.str, n).map_err(|e| e.to_string()),
         }
     }
 }
@@ -1027,27 +1044,43 @@ fn exec(sh: &Shared, st: &mut State, pin: &mut Pin<'_>) -> Exit {
                     settle!(sp);
                 }
             }
-            // The four operators floats take, each an arm of its own, so that the operator
-            // is a constant in it (no second dispatch on it per instruction).
-            Op::Arith { op: ArithOp::Add, a, b, c, sp } => {
+            // The four operators floats take are instructions of their own, so that the
+            // operator is a constant in each arm (no second dispatch on it per instruction).
+            Op::Add { a, b, c, sp } => {
                 let (x, y) = (r!(b), r!(c));
                 arith!(ArithOp::Add, a, x, y, sp);
             }
-            Op::Arith { op: ArithOp::Sub, a, b, c, sp } => {
+            Op::Sub { a, b, c, sp } => {
                 let (x, y) = (r!(b), r!(c));
                 arith!(ArithOp::Sub, a, x, y, sp);
             }
-            Op::Arith { op: ArithOp::Mul, a, b, c, sp } => {
+            Op::Mul { a, b, c, sp } => {
                 let (x, y) = (r!(b), r!(c));
                 arith!(ArithOp::Mul, a, x, y, sp);
             }
-            Op::Arith { op: ArithOp::Div, a, b, c, sp } => {
+            Op::Div { a, b, c, sp } => {
                 let (x, y) = (r!(b), r!(c));
                 arith!(ArithOp::Div, a, x, y, sp);
             }
             Op::Arith { op, a, b, c, sp } => {
                 let (x, y) = (r!(b), r!(c));
                 arith!(op, a, x, y, sp);
+            }
+            Op::AddK { a, b, k, kl, sp } => {
+                let (x, y) = if kl { (kw[k as usize], r!(b)) } else { (r!(b), kw[k as usize]) };
+                arith!(ArithOp::Add, a, x, y, sp);
+            }
+            Op::SubK { a, b, k, kl, sp } => {
+                let (x, y) = if kl { (kw[k as usize], r!(b)) } else { (r!(b), kw[k as usize]) };
+                arith!(ArithOp::Sub, a, x, y, sp);
+            }
+            Op::MulK { a, b, k, kl, sp } => {
+                let (x, y) = if kl { (kw[k as usize], r!(b)) } else { (r!(b), kw[k as usize]) };
+                arith!(ArithOp::Mul, a, x, y, sp);
+            }
+            Op::DivK { a, b, k, kl, sp } => {
+                let (x, y) = if kl { (kw[k as usize], r!(b)) } else { (r!(b), kw[k as usize]) };
+                arith!(ArithOp::Div, a, x, y, sp);
             }
             Op::ArithK { op, a, b, k, kl, sp } => {
                 let (x, y) = if kl { (kw[k as usize], r!(b)) } else { (r!(b), kw[k as usize]) };
@@ -1566,15 +1599,35 @@ fn new_float(sh: &Shared, pin: &mut Pin<'_>, f: f64) -> F<usize> {
 }
 
 fn new_str(sh: &Shared, pin: &mut Pin<'_>, s: &[u8]) -> F<usize> {
-    let shape = pin.shape(sh.types.str, s.len()).map_err(|e| Fault::Msg(e.to_string()))?;
+    let (ptr, len) = (s.as_ptr(), s.len());
+    // SAFETY: `s` is a Rust slice, alive for the call.
+    unsafe { new_str_of(sh, pin, &[(ptr, len)]) }
+}
+
+/// A new string of the bytes at `parts`, one after the other.
+///
+/// # Safety
+/// Each part is `len` readable bytes that stay in place while the string is made: a Rust
+/// buffer, or the bytes of a string object of this section (nothing is freed while pinned,
+/// and a string's bytes are never written once it is made: see [`str_view`]).
+unsafe fn new_str_of(sh: &Shared, pin: &mut Pin<'_>, parts: &[(*const u8, usize)]) -> F<usize> {
+    let len = parts.iter().map(|p| p.1).sum();
+    let shape = sh.types.str(pin, len)?;
     let v = alloc_h(pin, shape)?;
-    // SAFETY: a fresh byte array of `s.len()` bytes.
+    // SAFETY: a fresh byte array of `len` bytes.
     let cells = unsafe { pin.bytes(v) };
-    debug_assert_eq!(cells.len(), s.len());
-    // SAFETY: `AtomicU8` has `u8`'s layout and its cells allow writes through a shared
-    // reference; the object is this section's, not yet stored anywhere, so nothing else
-    // reads or writes its bytes while they are copied.
-    unsafe { std::ptr::copy_nonoverlapping(s.as_ptr(), cells.as_ptr() as *mut u8, s.len()) };
+    debug_assert_eq!(cells.len(), len);
+    let mut at = cells.as_ptr() as *mut u8;
+    for &(p, n) in parts {
+        // SAFETY: `AtomicU8` has `u8`'s layout and its cells allow writes through a shared
+        // reference; the object is this section's, not yet stored anywhere, so nothing else
+        // reads or writes its bytes while they are copied; the parts are readable (the
+        // contract) and are not this fresh object; `at + n` stays inside its `len` bytes.
+        unsafe {
+            std::ptr::copy_nonoverlapping(p, at, n);
+            at = at.add(n);
+        }
+    }
     Ok(v)
 }
 
@@ -1624,11 +1677,16 @@ fn float_of(sh: &Shared, pin: &Pin<'_>, v: usize) -> Option<f64> {
 /// section that made it, and never again; so reading them as plain bytes races with no
 /// write, and a slice compares, hashes and copies as bytes do (a byte at a time through
 /// atomics, it did not vectorize).
-#[inline]
+#[inline(always)]
 fn str_view<'p>(sh: &Shared, pin: &'p Pin<'_>, v: usize) -> Option<&'p [u8]> {
-    if is_ref(v) && tid(pin, v) == sh.types.str {
-        // SAFETY: a string is a byte array, live while the section runs.
-        let cells = unsafe { pin.bytes(v) };
+    if !is_ref(v) {
+        return None;
+    }
+    // SAFETY: a reference from a register, field or global: a live object.
+    let h = unsafe { pin.header(v) };
+    if h.type_id() == sh.types.str {
+        // SAFETY: a string is a byte array, live while the section runs; `h` is its header.
+        let cells = unsafe { pin.bytes_of(v, h) };
         // SAFETY: `AtomicU8` has `u8`'s size, alignment and bit validity; nothing writes a
         // string's bytes once it is made (above), so no write races with these reads.
         Some(unsafe { std::slice::from_raw_parts(cells.as_ptr() as *const u8, cells.len()) })
@@ -1645,10 +1703,9 @@ fn arith_slow(sh: &Shared, pin: &mut Pin<'_>, op: ArithOp, x: usize, y: usize) -
     if op == ArithOp::Add
         && let (Some(a), Some(b)) = (str_view(sh, pin, x), str_view(sh, pin, y))
     {
-        let mut s = Vec::with_capacity(a.len() + b.len());
-        s.extend_from_slice(a);
-        s.extend_from_slice(b);
-        return new_str(sh, pin, &s);
+        let parts = [(a.as_ptr(), a.len()), (b.as_ptr(), b.len())];
+        // SAFETY: both are the bytes of strings of this section, which stay in place.
+        return unsafe { new_str_of(sh, pin, &parts) };
     }
     let floats = (float_of(sh, pin, x), float_of(sh, pin, y));
     let v = match (op, floats) {
@@ -1919,24 +1976,39 @@ fn arr_len(pin: &Pin<'_>, a: usize) -> usize {
     }
 }
 
-fn hash(sh: &Shared, pin: &Pin<'_>, k: usize) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    let mut eat = |b: u8| {
+/// FNV-1a's offset basis and prime.
+const FNV_BASIS: u64 = 0xcbf2_9ce4_8422_2325;
+const FNV_PRIME: u64 = 0x100_0000_01b3;
+
+/// FNV-1a over `bytes`, from `h`.
+#[inline]
+fn fnv(mut h: u64, bytes: &[u8]) -> u64 {
+    for &b in bytes {
         h ^= b as u64;
-        h = h.wrapping_mul(0x100_0000_01b3);
-    };
-    if let Some(s) = str_view(sh, pin, k) {
-        s.iter().for_each(|&b| eat(b));
-    } else if let Some(f) = float_of(sh, pin, k).filter(|_| !is_int(k)) {
+        h = h.wrapping_mul(FNV_PRIME);
+    }
+    h
+}
+
+/// A map key's hash, given its bytes if it is a string (`ks`, from [`str_view`]): a string
+/// hashes its bytes, a float equal to an integer hashes as that integer, anything else its
+/// word.
+#[inline]
+fn hash_of(sh: &Shared, pin: &Pin<'_>, k: usize, ks: Option<&[u8]>) -> u64 {
+    let h = if let Some(s) = ks {
+        fnv(FNV_BASIS, s)
+    } else if !is_int(k)
+        && let Some(f) = float_of(sh, pin, k)
+    {
         // Integral floats hash as the integer they equal.
         if f.fract() == 0.0 && f.abs() < (1u64 << 61) as f64 {
-            (int(f as i64) as u64).to_le_bytes().iter().for_each(|&b| eat(b));
+            fnv(FNV_BASIS, &(int(f as i64) as u64).to_le_bytes())
         } else {
-            f.to_bits().to_le_bytes().iter().for_each(|&b| eat(b));
+            fnv(FNV_BASIS, &f.to_bits().to_le_bytes())
         }
     } else {
-        (k as u64).to_le_bytes().iter().for_each(|&b| eat(b));
-    }
+        fnv(FNV_BASIS, &(k as u64).to_le_bytes())
+    };
     h ^ (h >> 29)
 }
 
@@ -1963,17 +2035,32 @@ fn map_probe(
 ) -> (Result<usize, Option<usize>>, usize) {
     // SAFETY: `m` is a map record: count, keys, values, hashes.
     let (keys, hashes) = unsafe { (pin.word(m, 1), pin.word(m, 3)) };
-    let cap = arr_len(pin, keys);
+    // Each array's own length bounds its reads (see `arr_get`); they are equal unless
+    // goroutines race on the map.
+    let (cap, hcap) = (arr_len(pin, keys), arr_len(pin, hashes));
     let mask = cap.wrapping_sub(1);
-    let hw = hash_word(hash(sh, pin, k));
+    // A string key's bytes are looked up once, for the hash and every comparison.
+    let ks = str_view(sh, pin, k);
+    let hw = hash_word(hash_of(sh, pin, k, ks));
     let mut i = as_int(hw) as usize & mask;
     for _ in 0..cap {
-        let Some(kk) = arr_get(pin, keys, i) else { break };
+        // SAFETY: `i` is masked by `cap - 1`, so below the keys array's length (the loop
+        // does not run when it is empty).
+        let kk = unsafe { pin.word(keys, i) };
         if kk == NIL {
             return (Err(Some(i)), hw);
         }
-        if arr_get(pin, hashes, i) == Some(hw) && (kk == k || equal(sh, pin, kk, k)) {
-            return (Ok(i), hw);
+        // SAFETY: `i` is below the hashes array's own length.
+        if i < hcap && unsafe { pin.word(hashes, i) } == hw {
+            let same = kk == k
+                || match ks {
+                    // A string equals only a string of the same bytes (as `equal` has it).
+                    Some(s) => str_view(sh, pin, kk) == Some(s),
+                    None => equal(sh, pin, kk, k),
+                };
+            if same {
+                return (Ok(i), hw);
+            }
         }
         i = (i + 1) & mask;
     }
