@@ -681,19 +681,26 @@ unsafe fn slot<'a>(regs: *const AtomicUsize, i: usize) -> &'a AtomicUsize {
 }
 
 /// The proto and arity of closure value `clo`, or a message.
-#[inline]
+#[inline(always)]
 fn closure_proto(sh: &Shared, pin: &Pin<'_>, clo: usize) -> Result<(usize, usize), String> {
     if !is_ref(clo) {
-        return Err(format!("cannot call {}", type_name(sh, pin, clo)));
+        return Err(not_callable(sh, pin, clo));
     }
     // SAFETY: `clo` is a reference from a register or a global: a live object.
     let h = unsafe { pin.header(clo) };
     if h.type_id() != sh.types.closure {
-        return Err(format!("cannot call {}", type_name(sh, pin, clo)));
+        return Err(not_callable(sh, pin, clo));
     }
     // SAFETY: a closure has at least its function word.
     let p = as_int(unsafe { pin.word(clo, 0) }) as usize;
     Ok((p, sh.prog.protos[p].params as usize))
+}
+
+/// The message for a call of `v`, which is not a function.
+#[cold]
+#[inline(never)]
+fn not_callable(sh: &Shared, pin: &Pin<'_>, v: usize) -> String {
+    format!("cannot call {}", type_name(sh, pin, v))
 }
 
 /// Copies a closure's captured values into the registers after its parameters.
