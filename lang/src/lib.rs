@@ -101,8 +101,11 @@
 //! does). A channel's Rust side (its buffer and wait queues)
 //! is freed by a collector cleanup once its record is found unreachable; the pacer sees only
 //! the record's 16 bytes, so a program that makes channels fast holds the Rust side of a
-//! heap goal's worth of records between cycles (about 320 MB at the peak for a million
-//! channels made in a loop, 530 MB for ten million: bounded, not small).
+//! heap goal's worth of records between cycles (about 110 MB at the peak for a million
+//! channels made in a loop, 145 MB for ten million: bounded, not small).
+//!
+//! The heap goal's floor is 1 MiB ([`MIN_HEAP`]), not the collector's default of 4 MiB: a
+//! script's live data is often a few hundred kilobytes, and its peak then follows it.
 
 pub mod ast;
 pub mod bytecode;
@@ -203,6 +206,13 @@ fn deadlock_report(d: &safepoint_sched::DeadlockReport, prog: &bytecode::Program
     out
 }
 
+/// The heap goal's floor: the collector's default is Go's 4 MiB, which a script whose live data
+/// is a few hundred kilobytes fills with garbage before its first cycle (peak RSS twice
+/// Lua's on such programs). At 1 MiB such a program runs a few more cycles, each short (its
+/// live heap is small), and its peak follows its live data sooner; a large live heap is paced
+/// by `gc_percent` as before.
+pub const MIN_HEAP: usize = 1 << 20;
+
 /// The runtime and heap a program runs on; a message and exit status 2 if they cannot start.
 fn start(opts: &Options, reg: &Arc<Registry>) -> Result<(Runtime, Gc), i32> {
     let procs = if opts.procs == 0 {
@@ -219,7 +229,7 @@ fn start(opts: &Options, reg: &Arc<Registry>) -> Result<(Runtime, Gc), i32> {
         eprintln!("safepoint: cannot start the runtime: {e}");
         2
     })?;
-    let mut b = Gc::builder().tag_rule(value::RULE);
+    let mut b = Gc::builder().tag_rule(value::RULE).min_heap(MIN_HEAP);
     if opts.max_heap > 0 {
         b = b.hard_limit(opts.max_heap);
     }
