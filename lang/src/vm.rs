@@ -1808,6 +1808,41 @@ fn cmp_int(op: CmpOp, x: usize, y: usize) -> bool {
     }
 }
 
+/// The decimal digits of `v` (with its sign), written at the end of `buf`.
+fn int_digits(v: i64, buf: &mut [u8; 24]) -> &[u8] {
+    let mut n = v.unsigned_abs();
+    let mut at = buf.len();
+    loop {
+        at -= 1;
+        buf[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    if v < 0 {
+        at -= 1;
+        buf[at] = b'-';
+    }
+    &buf[at..]
+}
+
+/// Where `sub` first occurs in `s` (0 for an empty `sub`).
+fn find_bytes(s: &[u8], sub: &[u8]) -> Option<usize> {
+    let Some((&first, rest)) = sub.split_first() else { return Some(0) };
+    let last = s.len().checked_sub(sub.len())?;
+    let mut i = 0;
+    while i <= last {
+        // The first byte by a scan, then the rest compared.
+        i += s[i..=last].iter().position(|&b| b == first)?;
+        if &s[i + 1..i + sub.len()] == rest {
+            return Some(i);
+        }
+        i += 1;
+    }
+    None
+}
+
 /// A string argument of builtin `what`, or an error naming it.
 fn string_arg(sh: &Shared, pin: &Pin<'_>, v: usize, what: &str) -> Result<String, Fault> {
     match str_bytes(sh, pin, v) {
@@ -2750,6 +2785,10 @@ fn builtin(
             let v = arg(0);
             if is_ref(v) && tid(pin, v) == ty.str {
                 v
+            } else if is_int(v) {
+                let mut buf = [0u8; 24];
+                let d = int_digits(as_int(v), &mut buf);
+                new_str(sh, pin, d)?
             } else {
                 let mut s = String::new();
                 show(sh, pin, v, &mut s, 0, false);
@@ -2766,6 +2805,14 @@ fn builtin(
                     return Err(format!("int of {f}: out of range").into());
                 }
                 int(i as i64)
+            } else if let Some(Ok(i)) = str_view(sh, pin, v)
+                .and_then(|b| std::str::from_utf8(b).ok())
+                .map(|t| t.trim().parse::<i64>())
+                && int_fits(i)
+            {
+                // The common case, read in place; anything else takes the path below, which
+                // also words the error.
+                int(i)
             } else if let Some(s) = str_bytes(sh, pin, v) {
                 let s = String::from_utf8_lossy(&s);
                 match s.trim().parse::<i64>() {
@@ -2917,7 +2964,8 @@ fn builtin(
                 .then(|| u32::try_from(as_int(v)).ok().and_then(char::from_u32))
                 .flatten()
                 .ok_or_else(|| format!("chr of {}: not a code point", describe(sh, pin, v)))?;
-            new_str(sh, pin, c.to_string().as_bytes())?
+            let mut buf = [0u8; 4];
+            new_str(sh, pin, c.encode_utf8(&mut buf).as_bytes())?
         }
         Builtin::Find => {
             let s = str_view(sh, pin, arg(0));
@@ -2925,9 +2973,31 @@ fn builtin(
             let (Some(s), Some(sub)) = (s, sub) else {
                 return Err("find takes two strings".to_string().into());
             };
-            let at =
-                if sub.is_empty() { Some(0) } else { s.windows(sub.len()).position(|w| w == sub) };
-            int(at.map_or(-1, |i| i as i64))
+            int(find_bytes(s, sub).map_or(-1, |i| i as i64))
+        }
+        Builtin::Split
+            if let (Some(s), Some(sep)) =
+                (str_view(sh, pin, arg(0)), str_view(sh, pin, arg(1)))
+                && !sep.is_empty()
+                && std::str::from_utf8(s).is_ok()
+                && std::str::from_utf8(sep).is_ok() =>
+        {
+            // Valid UTF-8 split by a non-empty separator: where `str::split` cuts, found on
+            // the bytes (UTF-8 is self-synchronising), and each part copied from the string
+            // in place (its bytes stay put and unwritten while the section runs).
+            let mut parts = Vec::new();
+            let mut from = 0;
+            while let Some(i) = find_bytes(&s[from..], sep) {
+                parts.push((s[from..].as_ptr(), i));
+                from += i + sep.len();
+            }
+            parts.push((s[from..].as_ptr(), s.len() - from));
+            let mut vs = Vec::with_capacity(parts.len());
+            for part in parts {
+                // SAFETY: a part of a string of this section (see above).
+                vs.push(unsafe { new_str_of(sh, pin, &[part]) }?);
+            }
+            new_vec(sh, pin, &vs)?
         }
         Builtin::Split => {
             let s = string_arg(sh, pin, arg(0), "split")?;
@@ -2954,18 +3024,21 @@ fn builtin(
                 format!("join's separator is {}, not a string", type_name(sh, pin, arg(1)))
             })?;
             let (len, items) = vec_parts(pin, v);
-            let mut out = Vec::new();
+            // The parts where they are (strings of this section stay put and unwritten), then
+            // one string made of them.
+            let mut parts = Vec::with_capacity(2 * len);
             for i in 0..len {
                 let x = arr_get(pin, items, i).unwrap_or(NIL);
-                let b = str_bytes(sh, pin, x).ok_or_else(|| {
+                let b = str_view(sh, pin, x).ok_or_else(|| {
                     format!("join: element {i} is {}, not a string", type_name(sh, pin, x))
                 })?;
                 if i > 0 {
-                    out.extend_from_slice(&sep);
+                    parts.push((sep.as_ptr(), sep.len()));
                 }
-                out.extend_from_slice(&b);
+                parts.push((b.as_ptr(), b.len()));
             }
-            new_str(sh, pin, &out)?
+            // SAFETY: `sep` is a Rust buffer and the rest are strings of this section.
+            unsafe { new_str_of(sh, pin, &parts) }?
         }
         Builtin::Bytes => {
             let b = str_bytes(sh, pin, arg(0))

@@ -200,6 +200,14 @@ fn literal_operands_compute_what_register_operands_do() {
 }
 
 #[test]
+fn string_builtins_read_strings_in_place_and_agree_with_the_text_path() {
+    // The expected output is the interpreter's from before split, join, str, int, find and
+    // chr read their strings in place (they converted them to Rust strings first).
+    let want = include_str!("../scripts/strings.out");
+    run_all_modes(&["--procs", "1", "run", &script("strings.pb")], want);
+}
+
+#[test]
 fn try_handlers_keep_their_values_alive_through_collections() {
     for procs in ["1", "2"] {
         run_all_modes(&["--procs", procs, "run", &script("try_gc.pb"), "300"], "2590 3 10\n");
