@@ -24,7 +24,14 @@ fuzz_target!(|data: &[u8]| {
                 for op in &p.code {
                     let (t, sp) = match *op {
                         Op::Jmp { t } | Op::JmpF { t, .. } | Op::JmpT { t, .. } => (Some(t), None),
-                        Op::CmpJmpF { t, .. } | Op::CmpJmpFK { t, .. } => (Some(t), None),
+                        Op::LtJmpF { t, .. }
+                        | Op::LeJmpF { t, .. }
+                        | Op::EqJmpF { t, .. }
+                        | Op::NeJmpF { t, .. }
+                        | Op::LtJmpFK { t, .. }
+                        | Op::LeJmpFK { t, .. }
+                        | Op::EqJmpFK { t, .. }
+                        | Op::NeJmpFK { t, .. } => (Some(t), None),
                         Op::Loop { t, sp }
                         | Op::ForLoop { t, sp, .. }
                         | Op::IterNext { t, sp, .. }

@@ -70,11 +70,24 @@ pub enum Op {
     JmpF { a: Reg, t: u32 },
     /// Jump to `t` if `a` is true (not false, not nil).
     JmpT { a: Reg, t: u32 },
-    /// Jump to `t` unless `b cmp c` (a fused compare and branch).
-    CmpJmpF { op: CmpOp, b: Reg, c: Reg, t: u32 },
-    /// Jump to `t` unless `b cmp constant k` (`constant k cmp b` if `kl`), an immediate as in
-    /// `ArithK`.
-    CmpJmpFK { op: CmpOp, b: Reg, k: u16, kl: bool, t: u32 },
+    /// Jump to `t` unless `b < c` (a fused compare and branch; one instruction per operator,
+    /// made by [`Op::cmp_jmp_f`], so that the interpreter dispatches once).
+    LtJmpF { b: Reg, c: Reg, t: u32 },
+    /// Jump to `t` unless `b <= c`.
+    LeJmpF { b: Reg, c: Reg, t: u32 },
+    /// Jump to `t` unless `b == c`.
+    EqJmpF { b: Reg, c: Reg, t: u32 },
+    /// Jump to `t` unless `b != c`.
+    NeJmpF { b: Reg, c: Reg, t: u32 },
+    /// Jump to `t` unless `b < constant k` (`constant k < b` if `kl`), an immediate as in
+    /// `ArithK` (made by [`Op::cmp_jmp_fk`]).
+    LtJmpFK { b: Reg, k: u16, kl: bool, t: u32 },
+    /// `LtJmpFK` with `<=`.
+    LeJmpFK { b: Reg, k: u16, kl: bool, t: u32 },
+    /// `LtJmpFK` with `==`.
+    EqJmpFK { b: Reg, k: u16, kl: bool, t: u32 },
+    /// `LtJmpFK` with `!=`.
+    NeJmpFK { b: Reg, k: u16, kl: bool, t: u32 },
     /// A loop's back-edge: poll for preemption at safepoint `sp`, then jump to `t`.
     Loop { t: u32, sp: u16 },
     /// The back-edge of `for x in a..b`: `i = i + 1`; if `i < end`, poll (at `sp + 1`) and
@@ -145,6 +158,44 @@ impl Op {
             ArithOp::Mul => Op::MulK { a, b, k, kl, sp },
             ArithOp::Div => Op::DivK { a, b, k, kl, sp },
             _ => Op::ArithK { op, a, b, k, kl, sp },
+        }
+    }
+}
+
+impl Op {
+    /// Jump to `t` unless `b op c`: the operator's instruction.
+    pub fn cmp_jmp_f(op: CmpOp, b: Reg, c: Reg, t: u32) -> Op {
+        match op {
+            CmpOp::Lt => Op::LtJmpF { b, c, t },
+            CmpOp::Le => Op::LeJmpF { b, c, t },
+            CmpOp::Eq => Op::EqJmpF { b, c, t },
+            CmpOp::Ne => Op::NeJmpF { b, c, t },
+        }
+    }
+
+    /// Jump to `t` unless `b op constant k` (`constant k op b` if `kl`): the operator's
+    /// instruction.
+    pub fn cmp_jmp_fk(op: CmpOp, b: Reg, k: u16, kl: bool, t: u32) -> Op {
+        match op {
+            CmpOp::Lt => Op::LtJmpFK { b, k, kl, t },
+            CmpOp::Le => Op::LeJmpFK { b, k, kl, t },
+            CmpOp::Eq => Op::EqJmpFK { b, k, kl, t },
+            CmpOp::Ne => Op::NeJmpFK { b, k, kl, t },
+        }
+    }
+
+    /// The jump target of a conditional compare-and-branch, to patch.
+    pub fn cmp_jmp_target(&mut self) -> Option<&mut u32> {
+        match self {
+            Op::LtJmpF { t, .. }
+            | Op::LeJmpF { t, .. }
+            | Op::EqJmpF { t, .. }
+            | Op::NeJmpF { t, .. }
+            | Op::LtJmpFK { t, .. }
+            | Op::LeJmpFK { t, .. }
+            | Op::EqJmpFK { t, .. }
+            | Op::NeJmpFK { t, .. } => Some(t),
+            _ => None,
         }
     }
 }
@@ -386,7 +437,7 @@ impl Program {
     }
 
     /// Each constant's word if it is an immediate (an integer, or a float that needs no
-    /// allocation), else `None`: what `ArithK` and `CmpJmpFK` read, with no heap access.
+    /// allocation), else `None`: what `ArithK` and `LtJmpFK` (and the like) read, with no heap access.
     pub fn imm(c: &Const) -> Option<usize> {
         match *c {
             Const::Int(v) if crate::value::int_fits(v) => Some(crate::value::int(v)),

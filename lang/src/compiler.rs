@@ -476,10 +476,12 @@ impl Cx<'_, '_> {
     fn patch(&mut self, at: usize, t: u32) {
         match &mut self.f.code[at] {
             Op::Jmp { t: x } | Op::JmpF { t: x, .. } | Op::JmpT { t: x, .. } => *x = t,
-            Op::CmpJmpF { t: x, .. } | Op::Loop { t: x, .. } | Op::IterNext { t: x, .. } => *x = t,
-            Op::CmpJmpFK { t: x, .. } => *x = t,
+            Op::Loop { t: x, .. } | Op::IterNext { t: x, .. } => *x = t,
             Op::ForLoop { t: x, .. } => *x = t,
-            op => unreachable!("patching {op:?}"),
+            op => match op.cmp_jmp_target() {
+                Some(x) => *x = t,
+                None => unreachable!("patching {op:?}"),
+            },
         }
     }
 
@@ -594,7 +596,7 @@ impl Cx<'_, '_> {
                 self.expr_into(b, end)?;
                 // The test once before the loop; then one `ForLoop` per iteration steps,
                 // tests, polls and jumps back.
-                let jf = self.emit(Op::CmpJmpF { op: CmpOp::Lt, b: i, c: end, t: 0 }, at);
+                let jf = self.emit(Op::LtJmpF { b: i, c: end, t: 0 }, at);
                 let top = self.here();
                 self.f.scopes.push(Vec::new());
                 // Each iteration's variable is a new one (Go 1.22's rule), a copy of the
@@ -766,7 +768,7 @@ impl Cx<'_, '_> {
         let mut ends = Vec::new();
         for (i, c) in cases.iter().enumerate() {
             self.emit(Op::Int { a: k, v: i as i32 }, at);
-            let j = self.emit(Op::CmpJmpF { op: CmpOp::Eq, b: idx, c: k, t: 0 }, at);
+            let j = self.emit(Op::EqJmpF { b: idx, c: k, t: 0 }, at);
             let (name, ok, body) = match c {
                 Case::Recv(n, ok, _, b) => (n.as_deref(), ok.as_deref(), b),
                 Case::Send(_, _, b) => (None, None, b),
@@ -856,16 +858,16 @@ impl Cx<'_, '_> {
                 if let Some(k) = self.imm_const(b)? {
                     let r = self.operand(a)?;
                     let (b, kl) = (r, swapped);
-                    vec![self.emit(Op::CmpJmpFK { op: cop, b, k, kl, t: 0 }, c.pos)]
+                    vec![self.emit(Op::cmp_jmp_fk(cop, b, k, kl, 0), c.pos)]
                 } else if let Some(k) = self.imm_const(a)? {
                     let r = self.operand(b)?;
                     let (b, kl) = (r, !swapped);
-                    vec![self.emit(Op::CmpJmpFK { op: cop, b, k, kl, t: 0 }, c.pos)]
+                    vec![self.emit(Op::cmp_jmp_fk(cop, b, k, kl, 0), c.pos)]
                 } else {
                     let ra = self.operand(a)?;
                     let rb = self.operand(b)?;
                     let (op, x, y) = cmp_parts(*op, ra, rb);
-                    vec![self.emit(Op::CmpJmpF { op, b: x, c: y, t: 0 }, c.pos)]
+                    vec![self.emit(Op::cmp_jmp_f(op, x, y, 0), c.pos)]
                 }
             }
             ExprKind::Bool(true) => Vec::new(),
@@ -1625,12 +1627,18 @@ fn effects(op: &Op, i: usize, sels: &[SelTable]) -> (Set, Set, [Option<usize>; 2
             u.add(a);
             succ[1] = Some(t as usize);
         }
-        Op::CmpJmpF { b, c, t, .. } => {
+        Op::LtJmpF { b, c, t }
+        | Op::LeJmpF { b, c, t }
+        | Op::EqJmpF { b, c, t }
+        | Op::NeJmpF { b, c, t } => {
             u.add(b);
             u.add(c);
             succ[1] = Some(t as usize);
         }
-        Op::CmpJmpFK { b, t, .. } => {
+        Op::LtJmpFK { b, t, .. }
+        | Op::LeJmpFK { b, t, .. }
+        | Op::EqJmpFK { b, t, .. }
+        | Op::NeJmpFK { b, t, .. } => {
             u.add(b);
             succ[1] = Some(t as usize);
         }

@@ -937,6 +937,27 @@ fn exec(sh: &Shared, st: &mut State, pin: &mut Pin<'_>) -> Exit {
         }};
     }
 
+    // Jump to `t` unless `x op y`: integers and immediate floats inline, the rest in
+    // `compare`.
+    macro_rules! cmp_jmp {
+        ($op:expr, $x:expr, $y:expr, $t:expr) => {{
+            let (op, x, y, t) = ($op, $x, $y, $t);
+            let res = if is_int(x | y) {
+                cmp_int(op, x, y)
+            } else if is_flo(x & y) {
+                cmp_flo(op, flo_value(x), flo_value(y))
+            } else {
+                match compare(sh, pin, op, x, y) {
+                    Ok(v) => v,
+                    Err(m) => fail!("{m}"),
+                }
+            };
+            if !res {
+                pc = t as usize;
+            }
+        }};
+    }
+
     // A result that arrived while we were outside.
     match std::mem::replace(&mut st.pending, Pending::None) {
         Pending::None => {}
@@ -1107,37 +1128,26 @@ fn exec(sh: &Shared, st: &mut State, pin: &mut Pin<'_>) -> Exit {
                 };
                 w!(a, boolean(res));
             }
-            Op::CmpJmpFK { op, b, k, kl, t } => {
+            // Each comparison operator is an instruction of its own (see `Op::cmp_jmp_f`).
+            Op::LtJmpF { b, c, t } => cmp_jmp!(CmpOp::Lt, r!(b), r!(c), t),
+            Op::LeJmpF { b, c, t } => cmp_jmp!(CmpOp::Le, r!(b), r!(c), t),
+            Op::EqJmpF { b, c, t } => cmp_jmp!(CmpOp::Eq, r!(b), r!(c), t),
+            Op::NeJmpF { b, c, t } => cmp_jmp!(CmpOp::Ne, r!(b), r!(c), t),
+            Op::LtJmpFK { b, k, kl, t } => {
                 let (x, y) = if kl { (kw[k as usize], r!(b)) } else { (r!(b), kw[k as usize]) };
-                let res = if is_int(x | y) {
-                    cmp_int(op, x, y)
-                } else if is_flo(x & y) {
-                    cmp_flo(op, flo_value(x), flo_value(y))
-                } else {
-                    match compare(sh, pin, op, x, y) {
-                        Ok(v) => v,
-                        Err(m) => fail!("{m}"),
-                    }
-                };
-                if !res {
-                    pc = t as usize;
-                }
+                cmp_jmp!(CmpOp::Lt, x, y, t)
             }
-            Op::CmpJmpF { op, b, c, t } => {
-                let (x, y) = (r!(b), r!(c));
-                let res = if is_int(x | y) {
-                    cmp_int(op, x, y)
-                } else if is_flo(x & y) {
-                    cmp_flo(op, flo_value(x), flo_value(y))
-                } else {
-                    match compare(sh, pin, op, x, y) {
-                        Ok(v) => v,
-                        Err(m) => fail!("{m}"),
-                    }
-                };
-                if !res {
-                    pc = t as usize;
-                }
+            Op::LeJmpFK { b, k, kl, t } => {
+                let (x, y) = if kl { (kw[k as usize], r!(b)) } else { (r!(b), kw[k as usize]) };
+                cmp_jmp!(CmpOp::Le, x, y, t)
+            }
+            Op::EqJmpFK { b, k, kl, t } => {
+                let (x, y) = if kl { (kw[k as usize], r!(b)) } else { (r!(b), kw[k as usize]) };
+                cmp_jmp!(CmpOp::Eq, x, y, t)
+            }
+            Op::NeJmpFK { b, k, kl, t } => {
+                let (x, y) = if kl { (kw[k as usize], r!(b)) } else { (r!(b), kw[k as usize]) };
+                cmp_jmp!(CmpOp::Ne, x, y, t)
             }
             Op::Neg { a, b, sp } => {
                 let x = r!(b);
