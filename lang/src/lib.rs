@@ -104,8 +104,9 @@
 //! heap goal's worth of records between cycles (about 110 MB at the peak for a million
 //! channels made in a loop, 145 MB for ten million: bounded, not small).
 //!
-//! The heap goal's floor is 1 MiB ([`MIN_HEAP`]), not the collector's default of 4 MiB: a
-//! script's live data is often a few hundred kilobytes, and its peak then follows it.
+//! The heap goal's floor is 1 MiB ([`MIN_HEAP`]; `--min-heap-kb`), not the collector's
+//! default of 4 MiB: a script's live data is often a few hundred kilobytes, and its peak then
+//! follows it.
 
 pub mod ast;
 pub mod bytecode;
@@ -148,6 +149,8 @@ pub struct Options {
     pub max_heap: usize,
     /// The managed stack's limit per goroutine in bytes (0: the runtime's default, 1 GiB).
     pub max_stack: usize,
+    /// The heap goal's floor in bytes (0: [`MIN_HEAP`]).
+    pub min_heap: usize,
 }
 
 /// Runs a goroutine's entry and turns a runtime error into the process's end, as a Go panic
@@ -229,7 +232,8 @@ fn start(opts: &Options, reg: &Arc<Registry>) -> Result<(Runtime, Gc), i32> {
         eprintln!("safepoint: cannot start the runtime: {e}");
         2
     })?;
-    let mut b = Gc::builder().tag_rule(value::RULE).min_heap(MIN_HEAP);
+    let floor = if opts.min_heap > 0 { opts.min_heap } else { MIN_HEAP };
+    let mut b = Gc::builder().tag_rule(value::RULE).min_heap(floor);
     if opts.max_heap > 0 {
         b = b.hard_limit(opts.max_heap);
     }

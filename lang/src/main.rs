@@ -29,6 +29,8 @@ options:
   --stats            print the collector's statistics at the end
   --max-heap-mb N    the heap's hard limit: running out of memory is a runtime error
   --max-stack-kb N   the size limit of each goroutine's managed stack
+  --min-heap-kb N    the heap goal's floor (default 1024): a larger one runs fewer
+                     collections, each after more garbage
   -h, --help         print this and exit
 ";
 
@@ -52,6 +54,7 @@ fn parse(opts: &mut safepoint_lang::Options) -> Result<Command, lexopt::Error> {
             Long("stats") => opts.stats = true,
             Long("max-heap-mb") => opts.max_heap = p.value()?.parse::<usize>()? << 20,
             Long("max-stack-kb") => opts.max_stack = p.value()?.parse::<usize>()? << 10,
+            Long("min-heap-kb") => opts.min_heap = p.value()?.parse::<usize>()? << 10,
             Value(v) => {
                 let v = v.string()?;
                 match (words.as_slice(), v.as_str()) {
