@@ -904,12 +904,13 @@ impl<'a> Pin<'a> {
     /// ```
     #[inline(always)]
     pub unsafe fn bytes_of(&self, obj: usize, h: Header) -> &[AtomicU8] {
-        debug_assert_eq!(
-            // SAFETY: per the contract, a live object.
-            Some(h),
-            Header::from_word(unsafe { header_in(self.typed, obj & !self.tag_rule().mask) })
-        );
         let addr = obj & !self.tag_rule().mask;
+        #[cfg(debug_assertions)]
+        {
+            // SAFETY: per the contract, a live object.
+            let word = unsafe { header_in(self.typed, addr) };
+            debug_assert_eq!(Some(h), Header::from_word(word), "bytes_of: not {obj:#x}'s header");
+        }
         // SAFETY: as in `bytes`: a byte array of `h.len()` bytes (its header, the contract).
         unsafe { std::slice::from_raw_parts(addr as *const AtomicU8, h.len()) }
     }
