@@ -598,6 +598,22 @@ impl ManagedStack {
     /// # Panics
     /// With a description, before pushing anything: if `f` is not a function of `reg`, or an
     /// argument is refused; otherwise as [`push_with_args`](Self::push_with_args).
+    ///
+    /// ```
+    /// use safepoint_stackmap::{FuncDesc, ManagedStack, Registry, StackConfig};
+    /// use std::panic::{AssertUnwindSafe, catch_unwind};
+    /// let reg = Registry::new();
+    /// // Three slots: 0 a reference at safepoint 1, 1 and 2 plain words.
+    /// let f = reg.register(FuncDesc::new("f", 3, 0, 2).refs_at(1, &[0])).unwrap();
+    /// let ms = ManagedStack::new(1, StackConfig::default());
+    /// ms.push_with_args_checked(&reg, f, &[0, 7, 8]); // null into the reference slot
+    /// assert_eq!((ms.get(0), ms.get(1), ms.get(2)), (0, 7, 8));
+    /// ms.pop();
+    /// // A word that is not null, for a slot a safepoint scans: refused, nothing pushed.
+    /// let r = catch_unwind(AssertUnwindSafe(|| ms.push_with_args_checked(&reg, f, &[0x1000])));
+    /// assert!(r.is_err());
+    /// assert_eq!(ms.depth(), 0);
+    /// ```
     pub fn push_with_args_checked(&self, reg: &crate::Registry, f: FuncId, args: &[usize]) {
         let Some(info) = reg.get(f) else {
             self.fail(format_args!("push_with_args_checked: function {f:?} is not in the registry"))
@@ -991,6 +1007,26 @@ impl ManagedStack {
     /// # Panics
     /// With a description, storing nothing: as [`set`](Self::set), and if `v` is refused, or
     /// the top frame's function is not in `reg`.
+    ///
+    /// ```
+    /// use safepoint_stackmap::{FuncDesc, ManagedStack, Registry, StackConfig};
+    /// use std::panic::{AssertUnwindSafe, catch_unwind};
+    /// let reg = Registry::new();
+    /// // Slot 0 is a reference at safepoint 1, slot 1 a tagged slot; slot 2 is a plain word.
+    /// let f = reg.register(FuncDesc::new("f", 3, 0, 2).refs_at(1, &[0]).tagged_at(1, &[1]));
+    /// let f = f.unwrap();
+    /// let ms = ManagedStack::new(1, StackConfig::default());
+    /// ms.push(f);
+    /// ms.set_checked(&reg, 2, 42); // a plain word: any value
+    /// ms.set_checked(&reg, 0, 0); // null is always accepted
+    /// assert_eq!((ms.get(0), ms.get(2)), (0, 42));
+    /// // A non-null word into a slot a safepoint scans is refused, and the slot keeps its value.
+    /// for slot in [0, 1] {
+    ///     let r = catch_unwind(AssertUnwindSafe(|| ms.set_checked(&reg, slot, 0x1000)));
+    ///     assert!(r.is_err());
+    ///     assert_eq!(ms.get(slot), 0);
+    /// }
+    /// ```
     pub fn set_checked(&self, reg: &crate::Registry, i: usize, v: usize) {
         // Bounds first (the same panics as `set`).
         let _ = self.slot(i);

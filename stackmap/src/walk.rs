@@ -46,6 +46,28 @@ impl SlotWord {
 
     /// The word, read with `order` (walkers use `Relaxed`: the hand-off that stopped the
     /// owner orders its writes).
+    ///
+    /// ```
+    /// use safepoint_stackmap::{FuncDesc, ManagedStack, Registry, SlotWord, StackConfig, Visitor};
+    /// use std::sync::atomic::Ordering::Relaxed;
+    /// // A visitor that collects the words of the live reference slots.
+    /// struct Words(Vec<usize>);
+    /// impl Visitor for Words {
+    ///     fn reference(&mut self, _slot: usize, w: &SlotWord) {
+    ///         self.0.push(w.load(Relaxed));
+    ///     }
+    ///     fn tagged(&mut self, _slot: usize, _w: &SlotWord) {}
+    /// }
+    /// let reg = Registry::new();
+    /// let f = reg.register(FuncDesc::new("f", 2, 0, 2).refs_at(1, &[0, 1])).unwrap();
+    /// let mut ms = ManagedStack::new(1, StackConfig::default());
+    /// // SAFETY: no collector scans this stack, so any word may be stored.
+    /// unsafe { ms.push_with_args(f, &[0x10, 0x20]) };
+    /// ms.set_safepoint(1);
+    /// let mut v = Words(Vec::new());
+    /// ms.walk(&reg, &mut v);
+    /// assert_eq!(v.0, [0x10, 0x20]);
+    /// ```
     #[inline(always)]
     pub fn load(&self, order: std::sync::atomic::Ordering) -> usize {
         self.0.load(order)
