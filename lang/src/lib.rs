@@ -273,9 +273,32 @@ fn complete(src: &str) -> bool {
 /// prints its value (unless nil). A compile error or a runtime error of the chunk's top-level
 /// code is printed and the session goes on; a runtime error in a goroutine still ends the
 /// process, as in a program. The prompt is printed only when standard input is a terminal.
-/// Returns 0 at the end of input.
+/// Returns 0 at the end of input. [`repl_lines`] is the same loop over lines given to it.
 pub fn repl(opts: &Options) -> i32 {
-    use std::io::{BufRead, IsTerminal, Write};
+    use std::io::{BufRead, IsTerminal};
+    // Standard input is locked a line at a time: a chunk's program may read it too.
+    let lines = std::iter::from_fn(|| {
+        let mut line = String::new();
+        match std::io::stdin().lock().read_line(&mut line) {
+            Ok(0) | Err(_) => None,
+            Ok(_) => Some(line),
+        }
+    });
+    repl_lines(opts, lines, std::io::stdin().is_terminal())
+}
+
+/// The read-eval-print loop of [`repl`] over `lines` (each with or without its `\n`), asked
+/// for one at a time, after the prompt when `prompt` is set. Returns 0 when `lines` ends, as
+/// `repl` does at the end of input.
+///
+/// ```
+/// let opts = safepoint_lang::Options::default();
+/// let chunks = ["let x = 6\n", "fn times(a) {\n", "  return a * x\n", "}\n", "times(7)\n"];
+/// // Prints 42: the last chunk is an expression, and sees the earlier chunks' names.
+/// assert_eq!(safepoint_lang::repl_lines(&opts, chunks.map(String::from), false), 0);
+/// ```
+pub fn repl_lines(opts: &Options, lines: impl IntoIterator<Item = String>, prompt: bool) -> i32 {
+    use std::io::Write;
     quiet_stack_overflow_panics();
     let reg = Arc::new(Registry::new());
     let mut session = match compiler::Session::new(&reg) {
@@ -289,21 +312,19 @@ pub fn repl(opts: &Options) -> i32 {
         Ok(x) => x,
         Err(code) => return code,
     };
-    let stdin = std::io::stdin();
-    let tty = stdin.is_terminal();
+    let mut lines = lines.into_iter();
     let mut sh: Option<Arc<vm::Shared>> = None;
     let mut chunk = String::new();
     loop {
-        if tty {
+        if prompt {
             print!("{}", if chunk.is_empty() { "> " } else { ". " });
             let _ = std::io::stdout().flush();
         }
-        let mut line = String::new();
-        match stdin.lock().read_line(&mut line) {
-            Ok(0) | Err(_) => break,
-            Ok(_) => {}
-        }
+        let Some(line) = lines.next() else { break };
         chunk.push_str(&line);
+        if !line.ends_with('\n') {
+            chunk.push('\n');
+        }
         if !complete(&chunk) {
             continue;
         }
