@@ -202,6 +202,13 @@
 //! from any thread: off the runtime or inside a blocking call the driver runs it and the
 //! caller waits. An allocation that finds the heap at its hard limit collects once and
 //! retries before it reports out of memory.
+//! Memory outside the heap that objects own (a channel's Rust side, a foreign buffer freed
+//! by a cleanup) is invisible to all of this unless the embedder reports it through
+//! [`Gc::external`] ([`External`]): reported bytes count toward the trigger as allocation
+//! does, and those still held when a marking ends count as live in the next goal, so a
+//! program making small objects that own large buffers collects as if the buffers were on
+//! the heap (Pebble's channels; `tests/external.rs`). The check is the allocation slow path's,
+//! as above.
 //!
 //! **Debugging knobs** come from `SAFEPOINT_DEBUG` ([`DebugKnobs`]): `gctrace=1` prints one
 //! line per cycle (cycle number, time since start, clock time of each phase, the termination
@@ -378,6 +385,7 @@
 mod collector;
 mod concurrent;
 mod debug;
+mod external;
 pub mod flonum;
 mod globals;
 mod heap;
@@ -395,6 +403,7 @@ mod weak;
 
 pub use collector::{Gc, GcBuilder, GcConfig, GcError, GcStats, Phase};
 pub use debug::DebugKnobs;
+pub use external::External;
 pub use globals::{Global, RefChan};
 pub use heap::{AllocCounts, AllocError, Cache, Heap, HeapConfig, HeapStats, POISON};
 pub use mutator::{Bytes, Mutator, Slot};

@@ -98,11 +98,12 @@
 //! names, declared once and named nowhere before its declaration, is a register of the
 //! top-level code (up to 64 of them; a REPL's are all globals): it reads and writes faster
 //! than a global and behaves the same (its value stays reachable to the end, as a global's
-//! does). A channel's Rust side (its buffer and wait queues)
-//! is freed by a collector cleanup once its record is found unreachable; the pacer sees only
-//! the record's 16 bytes, so a program that makes channels fast holds the Rust side of a
-//! heap goal's worth of records between cycles (about 320 MB at the peak for a million
-//! channels made in a loop, 530 MB for ten million: bounded, not small).
+//! does). A channel's Rust side (its buffer and wait queues) is freed by a collector cleanup
+//! once its record is found unreachable, and its bytes are reported to the pacer meanwhile
+//! ([`safepoint_gc::External`]), so making channels starts cycles as allocating does: a
+//! million channels made in a loop peak at about 50 MB of resident memory, ten million at
+//! about 70 MB (`lang/scripts/chan_churn.pb`). Cleanups run on the collector's cleanup
+//! goroutine, so a program that makes channels faster than it runs them holds more.
 
 pub mod ast;
 pub mod bytecode;
@@ -273,7 +274,13 @@ fn complete(src: &str) -> bool {
 /// prints its value (unless nil). A compile error or a runtime error of the chunk's top-level
 /// code is printed and the session goes on; a runtime error in a goroutine still ends the
 /// process, as in a program. The prompt is printed only when standard input is a terminal.
-/// Returns 0 at the end of input. [`repl_lines`] is the same loop over lines given to it.
+/// Returns 0 at the end of input. [`repl_lines`] is the same loop over lines given to it
+/// (whose example runs; this one would wait for standard input).
+///
+/// ```no_run
+/// let opts = safepoint_lang::Options::default();
+/// std::process::exit(safepoint_lang::repl(&opts)); // what `pebble` with no command does
+/// ```
 pub fn repl(opts: &Options) -> i32 {
     use std::io::{BufRead, IsTerminal};
     // Standard input is locked a line at a time: a chunk's program may read it too.

@@ -141,6 +141,8 @@ pub(crate) struct Shared {
     pub args: Vec<String>,
     /// Standard output, shared by all goroutines (a goroutine-aware lock).
     pub out: Arc<safepoint_sched::Mutex<std::io::BufWriter<std::io::Stdout>>>,
+    /// Where channels report the memory of their Rust side, so that the collector paces it.
+    pub ext: safepoint_gc::External,
 }
 
 impl Shared {
@@ -158,6 +160,7 @@ impl Shared {
             globals: Arc::new(Global::new(&gc)),
             globals_cap: prog.globals,
             out: Arc::new(safepoint_sched::Mutex::new(std::io::BufWriter::new(std::io::stdout()))),
+            ext: gc.external(),
             prog,
             gc,
             reg,
@@ -175,6 +178,7 @@ impl Shared {
             globals: self.globals.clone(),
             globals_cap: self.globals_cap,
             out: self.out.clone(),
+            ext: self.ext.clone(),
             prog,
             gc: self.gc.clone(),
             reg: self.reg.clone(),
@@ -2599,10 +2603,21 @@ fn builtin(
             // SAFETY: a fresh channel record: one raw word.
             unsafe { pin.set_word(c, 0, WordKind::Raw, p as usize) };
             // The Rust side is freed by a cleanup once the record is found unreachable (see
-            // `chan_of`). The cleanup holds only the pointer, nothing that reaches the record.
+            // `chan_of`). The cleanup holds only the pointer and the pacer's counts, nothing
+            // that reaches the record. Its bytes are reported to the pacer meanwhile: the
+            // record is two words, so without them a heap goal of channels (megabytes of Rust
+            // sides) would build up between cycles.
             let rust_side = ChanPtr(p);
+            let bytes = ChanBox::footprint(cap) + std::mem::size_of::<ChanBox>();
+            sh.ext.add(bytes);
+            let ext = sh.ext.clone();
             // SAFETY: `c` is a fresh, live object of this heap.
-            unsafe { pin.add_cleanup(c, move || rust_side.free()) };
+            unsafe {
+                pin.add_cleanup(c, move || {
+                    rust_side.free();
+                    ext.sub(bytes);
+                })
+            };
             c
         }
         Builtin::Weak => {
