@@ -205,10 +205,9 @@
 //! Memory outside the heap that objects own (a channel's Rust side, a foreign buffer freed
 //! by a cleanup) is invisible to all of this unless the embedder reports it through
 //! [`Gc::external`] ([`External`]): reported bytes count toward the trigger as allocation
-//! does, and those still held when a marking ends count as live in the next goal, so a
-//! program making small objects that own large buffers collects as if the buffers were on
-//! the heap (Pebble's channels; `tests/external.rs`). The check is the allocation slow path's,
-//! as above.
+//! does (the goal stays the heap's: the module says why), so a program making small objects
+//! that own large buffers collects about as if the buffers were on the heap (Pebble's
+//! channels; `tests/external.rs`). The check is the allocation slow path's, as above.
 //!
 //! **Debugging knobs** come from `SAFEPOINT_DEBUG` ([`DebugKnobs`]): `gctrace=1` prints one
 //! line per cycle (cycle number, time since start, clock time of each phase, the termination
