@@ -441,12 +441,12 @@ impl Thread {
                 Exit::Grow(f) => {
                     // The slow push: grows the stack (or stops here for a request). Past the
                     // limit it panics, which is the program's stack overflow.
-                    let r = std::panic::catch_unwind(|| {
+                    let r = not_shutdown(std::panic::catch_unwind(|| {
                         with_stack(|ms| {
                             ms.push(f);
                             ms.pop();
                         })
-                    });
+                    }));
                     if let Err(p) = r {
                         let msg = p
                             .downcast_ref::<String>()
@@ -512,7 +512,10 @@ impl Thread {
                 if ch.is_closed() {
                     return Err("send on closed channel".into());
                 }
-                let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| ch.send(msg)));
+                let r =
+                    not_shutdown(std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                        ch.send(msg)
+                    })));
                 r.map_err(|_| "send on closed channel".to_string())?;
             }
             Block::Recv { ch, dst, ok } => {
@@ -537,7 +540,10 @@ impl Thread {
                 if default {
                     s = s.default(move || (n, None));
                 }
-                let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| s.wait()));
+                let r =
+                    not_shutdown(std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                        s.wait()
+                    })));
                 let (idx, msg) = r.map_err(|_| "send on closed channel".to_string())?;
                 let (dst, ok) = dsts.get(idx).copied().unwrap_or((None, None));
                 self.st.pending = Pending::Select { a, idx, dst, ok, msg };
@@ -1854,6 +1860,16 @@ impl ChanPtr {
         // SAFETY: `Builtin::Chan` made the pointer with `Box::into_raw`, and this cleanup is
         // the one owner that frees it (it runs once).
         drop(unsafe { Box::from_raw(self.0) });
+    }
+}
+
+/// `r`, a caught panic of a runtime call that the interpreter turns into a program error,
+/// unless it is the runtime's shutdown unwinding the goroutine: that one goes on unwinding
+/// (the shutdown is not the program's error, and the goroutine must not run on).
+fn not_shutdown<T>(r: std::thread::Result<T>) -> std::thread::Result<T> {
+    match r {
+        Err(p) if p.is::<safepoint_sched::RuntimeShutdown>() => std::panic::resume_unwind(p),
+        r => r,
     }
 }
 
