@@ -66,7 +66,7 @@ pub(crate) unsafe extern "C" fn g_entry(data: usize, _arg: usize) -> ! {
     if let Some(body) = body {
         // The body catches its own panics (see `spawn_with`); a panic escaping here would unwind
         // into the trampoline, so contain it.
-        if std::panic::catch_unwind(std::panic::AssertUnwindSafe(body)).is_err() {
+        if std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| body.call())).is_err() {
             crate::throw!("goroutine {}: panic escaped its body", goid(g));
         }
     }
