@@ -19,8 +19,8 @@ use safepoint_stackmap::{ManagedStack, StackConfig, StackGuard};
 const BODY_INLINE_WORDS: usize = 6;
 
 /// A goroutine's body, type-erased: a closure of up to `BODY_INLINE_WORDS` words (and no
-/// stricter alignment than a word) is kept in place, so that in the G, which lives in the top
-/// page of the goroutine's stack, it costs no allocation of its own; a larger one is boxed.
+/// stricter alignment than a word) is kept in place in the G, so that a spawn makes no
+/// allocation for it (the G is pooled and reused); a larger one is boxed.
 pub(crate) struct Body {
     repr: BodyRepr,
 }
