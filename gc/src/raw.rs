@@ -87,7 +87,11 @@ impl Shape {
     /// heap.
     ///
     /// # Errors
-    /// [`GcError::Type`] for an unknown type, a length given to a record or one too long.
+    /// [`GcError::Type`] for an unknown type, a length given to a record or one too long;
+    /// [`GcError::WrongKind`] for the weak handles' type ([`WEAK_TYPE_NAME`]), whose objects
+    /// only the collector makes.
+    ///
+    /// [`WEAK_TYPE_NAME`]: crate::WEAK_TYPE_NAME
     ///
     /// ```
     /// use safepoint_gc::{Gc, Shape, TypeDesc};
@@ -104,6 +108,7 @@ impl Shape {
     fn of(gc: &Inner, ty: TypeId, len: usize) -> Result<Shape, GcError> {
         let header = gc.types.header(ty, len)?;
         let desc = gc.types.get(ty).expect("header() checked the type");
+        crate::weak::not_the_cells_type(desc)?;
         let full = object_size(desc, len)?;
         let (size, kind) = crate::mutator::alloc_plan(desc, header, full);
         let words = match desc {

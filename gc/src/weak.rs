@@ -641,6 +641,19 @@ impl Cleanup {
     }
 }
 
+/// Refuses `desc` if it is (or could become) the weak handles' type: a cell made or written
+/// by anything but the collector could name any address, which a read would then return as
+/// a reference.
+pub(crate) fn not_the_cells_type(desc: &TypeDesc) -> Result<(), GcError> {
+    if desc.name() == WEAK_TYPE_NAME {
+        return Err(GcError::WrongKind {
+            type_name: WEAK_TYPE_NAME.into(),
+            what: "weak handles are made only by the collector (weak)",
+        });
+    }
+    Ok(())
+}
+
 impl Inner {
     /// A marking starts (before the barrier turns on; in the stop-the-world mode, inside the
     /// stop): reads shade what they return, no ephemeron is pending, no round has run.
