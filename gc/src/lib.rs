@@ -107,10 +107,12 @@
 //! [`SectionMutator::poll`]. Every misuse the compiler cannot see is a [`GcError`]: a nested
 //! section, a slot past the frame or no section frame on top, a shape of another heap, an
 //! object of another type or a word of another kind, an index out of bounds, the wrong
-//! goroutine, a blocking call (`tests/section.rs`). Not covered yet: weak and ephemeron words,
-//! byte arrays' contents, channels (use the checked path for those), and frames described by
-//! the embedder's own stack maps (a section frame keeps every slot alive: a liveness map that
-//! is wrong could otherwise make a slot hold a freed object). `examples/sections.rs` builds
+//! goroutine, a blocking call (`tests/section.rs`). Sections also read and write weak and
+//! ephemeron words, make and read weak handles, read and write byte arrays, and pass values
+//! on channels: without waiting inside a section, waiting (a safepoint) between sections from
+//! and into frame slots. Not covered yet: frames described by the embedder's own stack maps
+//! (a section frame keeps every slot alive: a liveness map that is wrong could otherwise
+//! make a slot hold a freed object). `examples/sections.rs` builds
 //! binary trees this way; the `binary-trees-section` workload of the stress tool measures it
 //! against its raw twin. Its cost today: about 1.5 times the raw twin's instructions at depth
 //! 10 (a header compare, a bound, a kind test per field access; a frame check per slot

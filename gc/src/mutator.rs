@@ -150,7 +150,7 @@ impl Drop for Mutator {
 /// array meanwhile (you then see some of its bytes), never a data race.
 #[derive(Clone, Copy)]
 pub struct Bytes<'a> {
-    bytes: &'a [AtomicU8],
+    pub(crate) bytes: &'a [AtomicU8],
 }
 
 impl std::fmt::Debug for Bytes<'_> {
@@ -1194,7 +1194,7 @@ impl Mutator {
                 WordKind::Raw => return Err(self.wrong(&o, "raw word: use write_word")),
             };
             if kind == WordKind::Weak {
-                gc.before_key_store(p, &o, i);
+                gc.before_key_store(p, o.addr, o.desc, i);
             }
             gc.store_field(p, kind, w, v);
             Ok(slow)
