@@ -110,9 +110,11 @@
 //! goroutine, a blocking call (`tests/section.rs`). Sections also read and write weak and
 //! ephemeron words, make and read weak handles, read and write byte arrays, and pass values
 //! on channels: without waiting inside a section, waiting (a safepoint) between sections from
-//! and into frame slots. Not covered yet: frames described by the embedder's own stack maps
-//! (a section frame keeps every slot alive: a liveness map that is wrong could otherwise
-//! make a slot hold a freed object). `examples/sections.rs` builds
+//! and into frame slots. A frame may also carry the embedder's own precise maps
+//! ([`SectionMutator::push_func_frame`], [`Section::set_safepoint`]): such a frame is sealed
+//! like a section frame (tagged values only, written only by the section API), and the stack
+//! scan clears every slot the current map calls dead, so a wrong map reads nil, never a
+//! freed object. `examples/sections.rs` builds
 //! binary trees this way; the `binary-trees-section` workload of the stress tool measures it
 //! against its raw twin. Its cost today: about 1.5 times the raw twin's instructions at depth
 //! 10 (a header compare, a bound, a kind test per field access; a frame check per slot

@@ -52,8 +52,20 @@
 //!   and into frame slots ([`SectionMutator::send`], [`SectionMutator::recv`], safepoints).
 //!   A weak handle's word is the collector's: no shape of the handles' type can be made.
 //!
-//! What sections do not cover: function frames described by the embedder's stack maps (a
-//! section frame's slots are all roots; see "Branded sections" in the crate essay).
+//! * **Frames with the embedder's maps.** A compiled function whose compiler emits precise
+//!   maps pushes a *function frame* of its registered function
+//!   ([`SectionMutator::push_func_frame`]) instead of a section frame, and records its
+//!   safepoint ([`Section::set_safepoint`]) before it leaves a section. Its slots are read
+//!   and written as a section frame's, and it is sealed as one (only the section API writes
+//!   it, so every slot holds a tagged value, and the marker never takes a raw word for a
+//!   reference, whatever the map calls the slot). The collector scans the slots the current
+//!   map calls live and *clears* the others: a wrong map (a live slot called dead) costs the
+//!   program a nil where it expected its object, never a freed object
+//!   (`tests/section.rs`, `a_wrong_stack_map_reads_nil_never_a_freed_object`). Why that
+//!   suffices: a slot is read only inside a section, after the safepoint at which a scan saw
+//!   it; that scan either kept its object (live in the map) or cleared it (dead), and an
+//!   object stored there after the scan is kept by the cycle's write barrier and black
+//!   allocation, as any value a goroutine holds.
 //!
 //! [`RawMutator`]: crate::RawMutator
 //! [`Mutator`]: crate::Mutator
@@ -64,7 +76,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
 
 use safepoint_sched::{TryRecvError, TrySendError};
-use safepoint_stackmap::{MAX_FRAME_SLOTS, ManagedStack};
+use safepoint_stackmap::{FuncId, MAX_FRAME_SLOTS, ManagedStack};
 
 use crate::collector::{Gc, GcError};
 use crate::globals::{Global, Msg, RefChan};
@@ -495,6 +507,70 @@ impl SectionMutator {
                 let (base, _) = ms.sealed_top().expect("the frame just pushed");
                 copy_args(ms, caller, base, args);
             })?;
+        }
+        Ok(())
+    }
+
+    /// Pushes a *function frame* of `f` (a function of the runtime's registry, with its
+    /// per-safepoint maps) on the goroutine's managed stack, its slots null, at safepoint 0:
+    /// the frame a compiled function's call makes when its compiler emits precise maps.
+    /// [`Section::slot`], [`Section::set_slot`] and [`Section::pop_frame`] work on it as on a
+    /// section frame, and [`Section::set_safepoint`] records where the function stands. The
+    /// collector scans the slots the current safepoint's map calls live (every one as a
+    /// tagged value, whatever the map calls it: only the section API writes the frame), and
+    /// *clears* the slots it calls dead: if the map is wrong and a dead slot still mattered,
+    /// the section reads nil there after the scan, never an object the collector freed. A
+    /// safepoint (as [`push_frame`](Self::push_frame)).
+    ///
+    /// # Errors
+    /// [`GcError::UnknownFunction`] if the runtime's registry does not hold `f` (the runtime
+    /// was built without one, or `f` is another registry's); [`GcError::NoP`] inside a
+    /// blocking call; [`GcError::WrongRuntime`] on another goroutine.
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use safepoint_gc::{Gc, GcError, SectionMutator};
+    /// use safepoint_stackmap::{FuncDesc, Registry};
+    /// let reg = Arc::new(Registry::new());
+    /// // Two slots; at safepoint 1 only slot 1 is live.
+    /// let f = reg.register(FuncDesc::new("f", 2, 0, 2).tagged_at(0, &[0, 1]).tagged_at(1, &[1]))
+    ///     .unwrap();
+    /// let rt = safepoint_sched::Runtime::builder().procs(1).registry(reg).build().unwrap();
+    /// let gc = Gc::new(&rt).unwrap();
+    /// let g = gc.clone();
+    /// rt.block_on(move || {
+    ///     let mut m = SectionMutator::new(&g).unwrap();
+    ///     m.push_func_frame(f).unwrap();
+    ///     m.enter(|s| {
+    ///         s.set_slot(0, s.int(1).unwrap()).unwrap();
+    ///         s.set_slot(1, s.int(2).unwrap()).unwrap();
+    ///         s.set_safepoint(1).unwrap(); // slot 0 is dead from here on
+    ///     }).unwrap();
+    ///     m.collect(); // the scan clears the dead slot
+    ///     let (a, b) = m.enter(|s| (s.slot(0).unwrap(), s.as_int(s.slot(1).unwrap()))).unwrap();
+    ///     assert!(a.is_nil());
+    ///     assert_eq!(b, Some(2));
+    ///     m.pop_frame().unwrap();
+    /// });
+    /// ```
+    pub fn push_func_frame(&mut self, f: FuncId) -> Result<(), GcError> {
+        if self.raw.gc.reg.get(f).is_none() {
+            return Err(GcError::UnknownFunction { index: f.index() });
+        }
+        let fast = self.raw.with_pin(|pin| {
+            // SAFETY: the frame's slots are written only by `Section::set_slot` (and
+            // `push_frame_args`), with values of this heap's encoding, and popped by
+            // `pop_frame`; `f` is a function of the registry the collector scans it by (just
+            // checked). `try_push_sealed` never reaches a safepoint, so it may run pinned.
+            unsafe { pin.stack().try_push_sealed(f) }
+        })?;
+        if !fast {
+            // The slow path (growth, or a pending request answered here), unpinned.
+            safepoint_sched::with_managed_stack_of(self.raw.goid(), |ms| {
+                // SAFETY: as for the fast push above.
+                unsafe { ms.push_sealed(f) };
+            })
+            .ok_or(GcError::WrongRuntime)?;
         }
         Ok(())
     }
@@ -1068,6 +1144,43 @@ impl<'s> Section<'s> {
             unsafe { ms.set_at(base + j, v.bits) };
         }
         Ok(true)
+    }
+
+    /// Records that the top frame, a function frame ([`SectionMutator::push_func_frame`]),
+    /// now stands at safepoint `sp` of its function: from the next safepoint the goroutine
+    /// reaches on, the collector scans the slots `sp`'s map calls live and clears the others.
+    /// Call it before leaving the section for a safepoint (a call, a poll, an allocation's
+    /// slow path, a channel operation). A section frame has one safepoint, 0.
+    ///
+    /// # Errors
+    /// [`GcError::NoFrame`] if the top frame is not a section's; [`GcError::OutOfBounds`]
+    /// for `sp` past the function's safepoints (nothing changes then).
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use safepoint_gc::{Gc, GcError, SectionMutator};
+    /// use safepoint_stackmap::{FuncDesc, Registry};
+    /// let reg = Arc::new(Registry::new());
+    /// let f = reg.register(FuncDesc::new("f", 1, 0, 3)).unwrap();
+    /// let rt = safepoint_sched::Runtime::builder().procs(1).registry(reg).build().unwrap();
+    /// let gc = Gc::new(&rt).unwrap();
+    /// let g = gc.clone();
+    /// rt.block_on(move || {
+    ///     let mut m = SectionMutator::new(&g).unwrap();
+    ///     m.push_func_frame(f).unwrap();
+    ///     m.enter(|s| {
+    ///         assert_eq!(s.set_safepoint(2), Ok(()));
+    ///         assert_eq!(s.set_safepoint(3), Err(GcError::OutOfBounds { index: 3, len: 3 }));
+    ///     }).unwrap();
+    /// });
+    /// ```
+    #[inline]
+    pub fn set_safepoint(&mut self, sp: u32) -> Result<(), GcError> {
+        self.frame()?;
+        match self.pin.stack().try_set_safepoint(sp) {
+            Ok(()) => Ok(()),
+            Err(count) => Err(GcError::OutOfBounds { index: sp as usize, len: count as usize }),
+        }
     }
 
     /// Pops the top section frame inside the section, as a compiled function's return does

@@ -740,3 +740,211 @@ fn channels_through_sections() {
     });
     assert_eq!(sum, 300 * 301 / 2);
 }
+
+/// A runtime with `reg` as its function registry, and a checked heap (poison, checkmark) in
+/// the given mode, with the `pair` shape.
+fn heap_with(reg: std::sync::Arc<Registry>, stw: bool) -> (Runtime, Gc, Shape) {
+    let rt = Runtime::builder().procs(2).registry(reg).build().unwrap();
+    let gc = Gc::builder()
+        .stop_the_world(stw)
+        .checkmark(true)
+        .poison(true)
+        .ignore_env()
+        .build(&rt)
+        .unwrap();
+    let pair = gc
+        .types()
+        .register(TypeDesc::Record {
+            name: "pair".into(),
+            words: vec![WordKind::Ref, WordKind::Tagged, WordKind::Raw],
+        })
+        .unwrap();
+    let shape = Shape::new(&gc, pair, 0).unwrap();
+    (rt, gc, shape)
+}
+
+/// A function frame carrying a deliberately wrong map: at safepoint 1 it calls slot 0 dead
+/// while the code still keeps its only reference to an object there. The collector frees
+/// the object, and the section reads nil in slot 0 afterwards (the scan cleared it), never
+/// the freed object: with poison on, a read of the freed object would find the poison
+/// pattern. Slot 1, live in the map, keeps its object. With the map right (safepoint 0), the
+/// same object survives. In both collector modes.
+#[test]
+fn a_wrong_stack_map_reads_nil_never_a_freed_object() {
+    for stw in [false, true] {
+        let reg = std::sync::Arc::new(Registry::new());
+        let f = reg
+            .register(FuncDesc::new("wrong", 2, 0, 2).tagged_at(0, &[0, 1]).tagged_at(1, &[1]))
+            .unwrap();
+        let (rt, gc, shape) = heap_with(reg, stw);
+        let g = gc.clone();
+        rt.block_on(move || {
+            let mut m = SectionMutator::new(&g).unwrap();
+            m.push_func_frame(f).unwrap();
+            let build = |m: &mut SectionMutator, sp: u32| {
+                m.enter(|s| {
+                    let a = s.alloc_init(&shape, &[Value::nil(), s.int(1).unwrap()]).unwrap();
+                    let b = s.alloc_init(&shape, &[Value::nil(), s.int(2).unwrap()]).unwrap();
+                    s.set_slot(0, a.value()).unwrap();
+                    s.set_slot(1, b.value()).unwrap();
+                    s.set_safepoint(sp).unwrap();
+                })
+                .unwrap();
+            };
+            // The wrong map: slot 0 is called dead at safepoint 1.
+            build(&mut m, 1);
+            let live0 = g.stats().heap.live_objects;
+            m.collect();
+            m.collect(); // the first cycle's sweep is done before the second's marking
+            assert!(g.stats().heap.live_objects < live0, "the object the map called dead lives");
+            let (a, b) = m
+                .enter(|s| {
+                    let a = s.slot(0).unwrap();
+                    let b = s.as_ref(s.slot(1).unwrap()).unwrap();
+                    (a.is_nil(), s.as_int(s.get(b, &shape, 1).unwrap()))
+                })
+                .unwrap();
+            assert!(a, "a slot the map called dead still holds a (freed) object");
+            assert_eq!(b, Some(2));
+            // The right map: both live.
+            build(&mut m, 0);
+            m.collect();
+            m.collect();
+            let (a, b) = m
+                .enter(|s| {
+                    let [a, b] = s.slots().unwrap();
+                    let (a, b) = (s.as_ref(a).unwrap(), s.as_ref(b).unwrap());
+                    (s.as_int(s.get(a, &shape, 1).unwrap()), s.as_int(s.get(b, &shape, 1).unwrap()))
+                })
+                .unwrap();
+            assert_eq!((a, b), (Some(1), Some(2)));
+            m.pop_frame().unwrap();
+        });
+        drop(rt);
+    }
+}
+
+/// Function frames among section frames: a map that calls a slot a *reference* slot still
+/// has it scanned as a tagged value (a section writes tagged values: an immediate there is
+/// not taken for an address), arguments pass from a section frame into a function frame
+/// and results back, and a tree built through function frames survives collections on
+/// goroutines running at once.
+#[test]
+fn function_frames_keep_their_live_slots_across_collections() {
+    let reg = std::sync::Arc::new(Registry::new());
+    // build(d): slot 0 the left child, 1 the right, 2 an immediate; all live at safepoint 1
+    // (slot 0 as a "reference" slot), nothing at safepoint 0 (the entry).
+    let f = reg
+        .register(FuncDesc::new("build", 3, 0, 2).refs_at(1, &[0]).tagged_at(1, &[1, 2]))
+        .unwrap();
+    let (rt, gc, _) = heap_with(reg, false);
+    let node = gc
+        .types()
+        .register(TypeDesc::Record {
+            name: "node".into(),
+            words: vec![WordKind::Ref, WordKind::Ref, WordKind::Tagged],
+        })
+        .unwrap();
+    let node = Shape::new(&gc, node, 0).unwrap();
+
+    fn build(
+        m: &mut SectionMutator,
+        f: safepoint_stackmap::FuncId,
+        node: &Shape,
+        d: i64,
+        dst: usize,
+    ) {
+        m.push_func_frame(f).unwrap();
+        m.enter(|s| {
+            s.set_slot(2, s.int(d).unwrap()).unwrap();
+            s.set_slot(0, s.int(-1).unwrap()).unwrap(); // an immediate in a "reference" slot
+            s.set_safepoint(1).unwrap();
+        })
+        .unwrap();
+        if d > 0 {
+            build(m, f, node, d - 1, 0);
+            build(m, f, node, d - 1, 1);
+        }
+        if d % 4 == 0 {
+            m.collect();
+        }
+        m.enter(|s| {
+            let [l, r, depth] = s.slots().unwrap();
+            let l = if d == 0 { Value::nil() } else { l };
+            let n = s.alloc_init(node, &[l, r, depth]).unwrap();
+            s.pop_frame().unwrap();
+            s.set_slot(dst, n.value()).unwrap();
+        })
+        .unwrap();
+    }
+    fn sum<'s>(s: &safepoint_gc::Section<'s>, node: &Shape, v: Value<'s>) -> i64 {
+        match s.as_ref(v) {
+            None => 0,
+            Some(n) => {
+                s.as_int(s.get(n, node, 2).unwrap()).unwrap()
+                    + sum(s, node, s.get(n, node, 0).unwrap())
+                    + sum(s, node, s.get(n, node, 1).unwrap())
+            }
+        }
+    }
+    let g = gc.clone();
+    let totals = rt.block_on(move || {
+        let workers: Vec<_> = (0..3)
+            .map(|_| {
+                let g = g.clone();
+                go(move || {
+                    let mut m = SectionMutator::new(&g).unwrap();
+                    m.push_frame(1).unwrap();
+                    build(&mut m, f, &node, 8, 0);
+                    let t = m.enter(|s| sum(s, &node, s.slot(0).unwrap())).unwrap();
+                    m.pop_frame().unwrap();
+                    t
+                })
+            })
+            .collect();
+        workers.into_iter().map(|w| w.join().unwrap()).collect::<Vec<_>>()
+    });
+    // Depths: 2^(8-k) nodes of depth k.
+    let want: i64 = (0..=8).map(|k| k << (8 - k)).sum();
+    assert_eq!(totals, vec![want; 3]);
+}
+
+/// Function frames' misuse: a runtime without a registry, an id of another registry, a
+/// safepoint out of range, a safepoint with no section frame on top; and the frame is
+/// sealed: code around the API cannot write its slots.
+#[test]
+fn function_frame_misuse_is_an_error() {
+    let other = Registry::new();
+    let stranger = other.register(FuncDesc::new("stranger", 7, 0, 1)).unwrap();
+    // No registry.
+    with_sections(move |m, _, _| {
+        assert_eq!(m.push_func_frame(stranger), Err(GcError::UnknownFunction { index: 0 }));
+    });
+    let reg = std::sync::Arc::new(Registry::new());
+    let f = reg.register(FuncDesc::new("f", 2, 0, 2).tagged_at(1, &[0])).unwrap();
+    let (rt, gc, _) = heap_with(reg, false);
+    rt.block_on(move || {
+        let mut m = SectionMutator::new(&gc).unwrap();
+        // Another registry's id (same index, another shape).
+        assert_eq!(m.push_func_frame(stranger), Err(GcError::UnknownFunction { index: 0 }));
+        assert_eq!(safepoint_sched::blocking(|| m.push_func_frame(f)), Err(GcError::NoP));
+        m.enter(|s| assert_eq!(s.set_safepoint(0), Err(GcError::NoFrame))).unwrap();
+        m.push_func_frame(f).unwrap();
+        m.enter(|s| {
+            assert_eq!(s.frame_slots(), Ok(2));
+            assert_eq!(s.set_safepoint(2), Err(GcError::OutOfBounds { index: 2, len: 2 }));
+            assert_eq!(s.slot(2), Err(GcError::SlotOutOfFrame { index: 2, slots: 2 }));
+            s.set_slot(0, s.int(5).unwrap()).unwrap();
+            s.set_safepoint(1).unwrap();
+        })
+        .unwrap();
+        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            safepoint_sched::with_managed_stack(|ms| ms.set_checked(&Registry::new(), 1, 0));
+        }));
+        assert!(r.is_err(), "safe code wrote a sealed function frame");
+        m.collect();
+        assert_eq!(m.enter(|s| s.as_int(s.slot(0).unwrap())).unwrap(), Some(5));
+        m.pop_frame().unwrap();
+        assert_eq!(m.pop_frame(), Err(GcError::NoFrame));
+    });
+}

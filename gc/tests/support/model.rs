@@ -161,8 +161,8 @@ pub enum Op {
 /// the object's own type, or (when it is a multiple of 4) one of another type.
 #[derive(Clone, Debug)]
 pub enum SecOp {
-    /// Allocate record type `RECORDS[rec]` into slot `dst`, its word 0 initialised from slot
-    /// `src` if `init` (`alloc_init`).
+    /// Allocate record type `RECORDS[rec]` into slot `dst` (the next slot if `dst` is `src`),
+    /// its word 0 initialised from slot `src` if `init` (`alloc_init`).
     Alloc { dst: u8, rec: u8, src: u8, init: bool },
     /// Allocate an array of references (or tagged values) of `len` elements.
     Array { dst: u8, tagged: bool, len: u8 },
@@ -516,6 +516,7 @@ pub fn err_name(e: &GcError) -> &'static str {
         GcError::NestedSection => "NestedSection",
         GcError::NoFrame => "NoFrame",
         GcError::SlotOutOfFrame { .. } => "SlotOutOfFrame",
+        GcError::UnknownFunction { .. } => "UnknownFunction",
     }
 }
 
@@ -1714,7 +1715,7 @@ impl Runner<'_> {
             self.sec = Some(SecWorker { jobs, done, to, from, join: Some(join) });
         }
         self.sec_ops += 1;
-        let wait = self.sec_ops % 3 == 0;
+        let wait = self.sec_ops.is_multiple_of(3);
         let w = self.sec.as_ref().expect("started");
         for &s in inputs {
             self.m.send(&w.to, s).map_err(|e| format!("send to the section goroutine: {e}"))?;
@@ -1740,7 +1741,7 @@ impl Runner<'_> {
     fn pick_shape(&self, ty: Option<MType>, pick: u8) -> (Shape, bool) {
         let n = self.shapes.len();
         match ty.and_then(|t| self.shapes.iter().position(|(u, _)| *u == t)) {
-            Some(k) if pick % 4 != 0 => (self.shapes[k].1, true),
+            Some(k) if !pick.is_multiple_of(4) => (self.shapes[k].1, true),
             Some(k) => (self.shapes[(k + 1 + (pick / 4) as usize % (n - 1)) % n].1, false),
             None => (self.shapes[pick as usize % n].1, false),
         }
@@ -1775,7 +1776,11 @@ impl Runner<'_> {
     fn apply_section(&mut self, op: &SecOp) -> Result<(), String> {
         match *op {
             SecOp::Alloc { dst, rec, src, init } => {
-                let ((ds, d), (ss, sv)) = (self.slot(dst), self.slot(src));
+                let (ss, sv) = self.slot(src);
+                // Not into the source's slot: the model finds a weak word's new handle through
+                // the source (see `cell_for`), which must still be there.
+                let dst = if dst as usize % SLOTS == sv { dst.wrapping_add(1) } else { dst };
+                let (ds, d) = self.slot(dst);
                 let kinds = if self.weak { RECORDS.len() } else { RECORDS.len() - WEAK_RECORDS };
                 let r = rec as usize % kinds;
                 let v = self.model.slots[sv];
@@ -1881,7 +1886,7 @@ impl Runner<'_> {
                     _ => offset as usize,
                 };
                 // A byte array's shape, or (a multiple of 4) a record's.
-                let (bytes_shape, wrong) = (shape % 4 != 0, self.shapes[0].1);
+                let (bytes_shape, wrong) = (!shape.is_multiple_of(4), self.shapes[0].1);
                 let shape = if bytes_shape {
                     self.shapes.iter().find(|(t, _)| *t == MType::Bytes).expect("bytes").1
                 } else {
