@@ -79,15 +79,15 @@
 //! | path | references live in | checked | `unsafe` | for |
 //! |---|---|---|---|---|
 //! | [`Mutator`] | [`Slot`]s of scopes; every operation names slots | everything, per operation (slot, scope, frame, type) | none | hosts, tools, tests: simple and slow |
-//! | [`SectionMutator`] | Rust values branded by a pinned section ([`Value`], [`Ref`]); section frames between sections | the brand at compile time; per access a header compare, an index and a word kind (a few instructions) | none | interpreters and compilers that want safety at near-raw speed |
+//! | [`SectionMutator`] | Rust values branded by a pinned section ([`Value`], [`Ref`]); between sections, section frames, or function frames with the embedder's maps | the brand at compile time; per access a header compare, an index and a word kind (a few instructions) | none | interpreters and compilers that want safety at near-raw speed |
 //! | [`RawMutator`] | bare words in Rust variables inside a pinned section ([`Pin`]); frames described by the embedder's stack maps | in the debugging modes only | every access | compiled code that proves its own invariants |
 //!
 //! The checked path is described above. The other two share one mechanism: a *pinned
 //! section*, in which the goroutine keeps its P and nothing can stop it, so nothing is freed
 //! or changes colour between two of its steps and a reference may sit in a Rust variable
 //! until the section ends; the code leaves the section at each safepoint (a call's frame push,
-//! a poll, an allocation's slow path), having put what it still needs in frame slots, fields
-//! or globals.
+//! a poll, an allocation's slow path, a channel operation that waits), having put what it
+//! still needs in frame slots, fields or globals.
 //!
 //! ## Branded sections
 //!
