@@ -547,9 +547,11 @@ impl SectionMutator {
     ///         s.set_safepoint(1).unwrap(); // slot 0 is dead from here on
     ///     }).unwrap();
     ///     m.collect(); // the scan clears the dead slot
-    ///     let (a, b) = m.enter(|s| (s.slot(0).unwrap(), s.as_int(s.slot(1).unwrap()))).unwrap();
-    ///     assert!(a.is_nil());
-    ///     assert_eq!(b, Some(2));
+    ///     let (dead, live) = m
+    ///         .enter(|s| (s.slot(0).unwrap().is_nil(), s.as_int(s.slot(1).unwrap())))
+    ///         .unwrap();
+    ///     assert!(dead);
+    ///     assert_eq!(live, Some(2));
     ///     m.pop_frame().unwrap();
     /// });
     /// ```
