@@ -134,6 +134,12 @@ pub enum GcError {
         /// The frame's slot count.
         slots: usize,
     },
+    /// A function id that the runtime's function registry does not hold (the runtime was
+    /// built without one, or the id is another registry's).
+    UnknownFunction {
+        /// The id's index.
+        index: u32,
+    },
 }
 
 impl fmt::Display for GcError {
@@ -170,6 +176,11 @@ impl fmt::Display for GcError {
             GcError::SlotOutOfFrame { index, slots } => {
                 write!(f, "slot {index} outside the top section frame ({slots} slots)")
             }
+            GcError::UnknownFunction { index } => write!(
+                f,
+                "function {index} is not in the runtime's function registry (built without \
+                 one, or the id is another registry's)"
+            ),
         }
     }
 }
@@ -1561,7 +1572,9 @@ impl<'a, F: FnMut(usize, &dyn Fn() -> String)> RootVisitor<'a, F> {
 
 impl<F: FnMut(usize, &dyn Fn() -> String)> Visitor for RootVisitor<'_, F> {
     fn frame(&mut self, frame: &Frame) {
-        self.handle = frame.func.is_none();
+        // A sealed function frame (a section's) holds tagged values in every slot, as a
+        // handle frame does, whatever its map calls them: only the section API writes it.
+        self.handle = frame.func.is_none() || frame.sealed;
         self.frame = frame.depth;
     }
     fn reference(&mut self, slot: usize, word: &safepoint_stackmap::SlotWord) {
@@ -1589,6 +1602,13 @@ impl<F: FnMut(usize, &dyn Fn() -> String)> Visitor for RootVisitor<'_, F> {
     }
     fn stale_top(&self) -> bool {
         self.stale
+    }
+    fn dead(&mut self, _slot: usize, word: &safepoint_stackmap::SlotWord) {
+        // A slot of a sealed function frame that its current map calls dead: not a root, so
+        // its object may be freed by this cycle; cleared, so that if the map was wrong the
+        // section reads null there, never the freed object. (The goroutine is stopped; its
+        // resumption orders this store before its next read.)
+        word.clear();
     }
     fn conservative(&mut self, slot: usize, word: &safepoint_stackmap::SlotWord) {
         // Relaxed: the goroutine is held.
