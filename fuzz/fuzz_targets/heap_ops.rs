@@ -1,9 +1,10 @@
 //! Arbitrary sequences of heap operations (decoded by hand from the input bytes) against the
 //! reference model of `gc/tests/support/model.rs`, the same interpreter the state-machine
 //! test runs: every reachable object intact after every op, every error the one the model
-//! predicts, exactly the reachable objects live after each collection. Each input runs twice,
-//! on a collector of each mode: concurrent marking (the default) and stop-the-world marking
-//! (the debugging mode), both with checkmark and poison on. An input with weak-handle or
+//! predicts, exactly the reachable objects live after each collection; the same ops through
+//! branded sections (an op byte of 250 or more), on the model's section goroutine. Each input
+//! runs twice, on a collector of each mode: concurrent marking (the default) and
+//! stop-the-world marking (the debugging mode), both with checkmark and poison on. An input with weak-handle or
 //! cleanup ops also runs on two more heaps, one of each mode, whose collections start only
 //! when an op asks (the model knows when marking happens only there; the first two skip those
 //! ops). One runtime and four heaps for the whole run (a heap's arenas are not returned until
@@ -53,6 +54,7 @@ fuzz_target!(|data: &[u8]| {
                 | model::Op::Deref { .. }
                 | model::Op::AddCleanup { .. }
                 | model::Op::EphChain { .. }
+                | model::Op::Section(model::SecOp::Weak { .. } | model::SecOp::Deref { .. })
         )
     });
     for gc in &gcs[..if weak { 4 } else { 2 }] {

@@ -134,6 +134,12 @@ pub enum GcError {
         /// The frame's slot count.
         slots: usize,
     },
+    /// A function id that the runtime's function registry does not hold (the runtime was
+    /// built without one, or the id is another registry's).
+    UnknownFunction {
+        /// The id's index.
+        index: u32,
+    },
 }
 
 impl fmt::Display for GcError {
@@ -170,6 +176,11 @@ impl fmt::Display for GcError {
             GcError::SlotOutOfFrame { index, slots } => {
                 write!(f, "slot {index} outside the top section frame ({slots} slots)")
             }
+            GcError::UnknownFunction { index } => write!(
+                f,
+                "function {index} is not in the runtime's function registry (built without \
+                 one, or the id is another registry's)"
+            ),
         }
     }
 }
@@ -534,6 +545,7 @@ impl GcBuilder {
             driver: driver.clone(),
             requests: Mutex::new(Vec::new()),
             weak_read: Default::default(),
+            external: Default::default(),
         });
         let _ = inner.conc.me.set(Arc::downgrade(&inner));
         // The watchdog's check (only with `schedcheck=1`): it holds the clock weakly, so a
@@ -656,6 +668,8 @@ pub(crate) struct Inner {
     requests: Mutex<Vec<std::sync::mpsc::Sender<()>>>,
     /// What a weak read must do besides loading its cell (the `weak` module's "A read").
     pub(crate) weak_read: crate::weak::ReadState,
+    /// Memory outside the heap that objects own, as the embedder reports it (`external`).
+    pub(crate) external: Arc<crate::external::Counts>,
 }
 
 impl Drop for Inner {
@@ -1034,6 +1048,22 @@ impl Gc {
         self.inner.heap.specials().stats()
     }
 
+    /// The handle for reporting memory outside the heap that this heap's objects own, so
+    /// that the pacer counts it (see [`External`](crate::External)).
+    ///
+    /// ```
+    /// use safepoint_gc::Gc;
+    /// # let rt = safepoint_sched::Runtime::builder().procs(1).build().unwrap();
+    /// let gc = Gc::new(&rt).unwrap();
+    /// let ext = gc.external();
+    /// ext.add(1000);
+    /// assert_eq!(gc.external().bytes(), 1000); // every handle shares the counts
+    /// # ext.sub(1000);
+    /// ```
+    pub fn external(&self) -> crate::External {
+        crate::External::new(self.inner.external.clone())
+    }
+
     /// Whether two handles name the same collector.
     ///
     /// ```
@@ -1081,7 +1111,7 @@ impl Inner {
     /// `no_preempt` section: the next allocation tries again).
     pub(crate) fn maybe_collect(&self) {
         // Relaxed: a hint; the cycle re-checks under its lock.
-        if self.heap.allocated_bytes() < self.trigger.load(Ordering::Relaxed)
+        if self.allocated_bytes() < self.trigger.load(Ordering::Relaxed)
             || safepoint_sched::in_no_preempt()
         {
             return;
@@ -1117,7 +1147,13 @@ impl Inner {
     /// Whether the heap is past its trigger.
     pub(crate) fn over_trigger(&self) -> bool {
         // Relaxed: see `maybe_collect`.
-        self.heap.allocated_bytes() >= self.trigger.load(Ordering::Relaxed)
+        self.allocated_bytes() >= self.trigger.load(Ordering::Relaxed)
+    }
+
+    /// What the trigger is measured in: the heap's total allocated bytes and the external
+    /// bytes ever reported (see `external`), each counted from the start.
+    pub(crate) fn allocated_bytes(&self) -> u64 {
+        self.heap.allocated_bytes().saturating_add(self.external.added())
     }
 
     /// The collector's mark threads (one per P; made on first use).
@@ -1339,7 +1375,9 @@ impl Inner {
         let black = tl.black;
         let held = marked_bytes.saturating_add(black);
         let goal = heap_goal(&self.config, marked_bytes, black);
-        let allocated = self.heap.allocated_bytes();
+        // External bytes reported since count toward the trigger as allocation does (see
+        // `external`); the goal is the heap's alone.
+        let allocated = self.allocated_bytes();
         // The next cycle starts once enough is allocated to reach the trigger point between
         // what this cycle left (`held`) and the goal: at the goal itself when marking is
         // instant (stop-the-world), earlier when it runs alongside the program, by the
@@ -1418,12 +1456,16 @@ impl Inner {
                 )
             };
             safepoint_sched::message(format_args!(
-                "gc {n} @{:.3}s: {mode}, {}->{}->{} MB heap (before, after, live), {} MB goal, \
+                "gc {n} @{:.3}s: {mode}, {}->{}->{} MB heap (before, after, live), {}{} MB goal, \
                  {} P{}{}",
                 (tl.t0 - self.start).as_secs_f64(),
                 tl.heap_before >> 20,
                 tl.heap_after >> 20,
                 marked_bytes >> 20,
+                match self.external.live() {
+                    0 => String::new(),
+                    ext => format!("{} MB external, ", ext >> 20),
+                },
                 goal >> 20,
                 self.rt.procs(),
                 if self.config.stop_the_world { " (stop-the-world)" } else { "" },
@@ -1530,7 +1572,9 @@ impl<'a, F: FnMut(usize, &dyn Fn() -> String)> RootVisitor<'a, F> {
 
 impl<F: FnMut(usize, &dyn Fn() -> String)> Visitor for RootVisitor<'_, F> {
     fn frame(&mut self, frame: &Frame) {
-        self.handle = frame.func.is_none();
+        // A sealed function frame (a section's) holds tagged values in every slot, as a
+        // handle frame does, whatever its map calls them: only the section API writes it.
+        self.handle = frame.func.is_none() || frame.sealed;
         self.frame = frame.depth;
     }
     fn reference(&mut self, slot: usize, word: &safepoint_stackmap::SlotWord) {
@@ -1558,6 +1602,13 @@ impl<F: FnMut(usize, &dyn Fn() -> String)> Visitor for RootVisitor<'_, F> {
     }
     fn stale_top(&self) -> bool {
         self.stale
+    }
+    fn dead(&mut self, _slot: usize, word: &safepoint_stackmap::SlotWord) {
+        // A slot of a sealed function frame that its current map calls dead: not a root, so
+        // its object may be freed by this cycle; cleared, so that if the map was wrong the
+        // section reads null there, never the freed object. (The goroutine is stopped; its
+        // resumption orders this store before its next read.)
+        word.clear();
     }
     fn conservative(&mut self, slot: usize, word: &safepoint_stackmap::SlotWord) {
         // Relaxed: the goroutine is held.

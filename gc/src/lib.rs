@@ -79,15 +79,15 @@
 //! | path | references live in | checked | `unsafe` | for |
 //! |---|---|---|---|---|
 //! | [`Mutator`] | [`Slot`]s of scopes; every operation names slots | everything, per operation (slot, scope, frame, type) | none | hosts, tools, tests: simple and slow |
-//! | [`SectionMutator`] | Rust values branded by a pinned section ([`Value`], [`Ref`]); section frames between sections | the brand at compile time; per access a header compare, an index and a word kind (a few instructions) | none | interpreters and compilers that want safety at near-raw speed |
+//! | [`SectionMutator`] | Rust values branded by a pinned section ([`Value`], [`Ref`]); between sections, section frames, or function frames with the embedder's maps | the brand at compile time; per access a header compare, an index and a word kind (a few instructions) | none | interpreters and compilers that want safety at near-raw speed |
 //! | [`RawMutator`] | bare words in Rust variables inside a pinned section ([`Pin`]); frames described by the embedder's stack maps | in the debugging modes only | every access | compiled code that proves its own invariants |
 //!
 //! The checked path is described above. The other two share one mechanism: a *pinned
 //! section*, in which the goroutine keeps its P and nothing can stop it, so nothing is freed
 //! or changes colour between two of its steps and a reference may sit in a Rust variable
 //! until the section ends; the code leaves the section at each safepoint (a call's frame push,
-//! a poll, an allocation's slow path), having put what it still needs in frame slots, fields
-//! or globals.
+//! a poll, an allocation's slow path, a channel operation that waits), having put what it
+//! still needs in frame slots, fields or globals.
 //!
 //! ## Branded sections
 //!
@@ -107,10 +107,14 @@
 //! [`SectionMutator::poll`]. Every misuse the compiler cannot see is a [`GcError`]: a nested
 //! section, a slot past the frame or no section frame on top, a shape of another heap, an
 //! object of another type or a word of another kind, an index out of bounds, the wrong
-//! goroutine, a blocking call (`tests/section.rs`). Not covered yet: weak and ephemeron words,
-//! byte arrays' contents, channels (use the checked path for those), and frames described by
-//! the embedder's own stack maps (a section frame keeps every slot alive: a liveness map that
-//! is wrong could otherwise make a slot hold a freed object). `examples/sections.rs` builds
+//! goroutine, a blocking call (`tests/section.rs`). Sections also read and write weak and
+//! ephemeron words, make and read weak handles, read and write byte arrays, and pass values
+//! on channels: without waiting inside a section, waiting (a safepoint) between sections from
+//! and into frame slots. A frame may also carry the embedder's own precise maps
+//! ([`SectionMutator::push_func_frame`], [`Section::set_safepoint`]): such a frame is sealed
+//! like a section frame (tagged values only, written only by the section API), and the stack
+//! scan clears every slot the current map calls dead, so a wrong map reads nil, never a
+//! freed object. `examples/sections.rs` builds
 //! binary trees this way; the `binary-trees-section` workload of the stress tool measures it
 //! against its raw twin. Its cost today: about 1.5 times the raw twin's instructions at depth
 //! 10 (a header compare, a bound, a kind test per field access; a frame check per slot
@@ -202,6 +206,12 @@
 //! from any thread: off the runtime or inside a blocking call the driver runs it and the
 //! caller waits. An allocation that finds the heap at its hard limit collects once and
 //! retries before it reports out of memory.
+//! Memory outside the heap that objects own (a channel's Rust side, a foreign buffer freed
+//! by a cleanup) is invisible to all of this unless the embedder reports it through
+//! [`Gc::external`] ([`External`]): reported bytes count toward the trigger as allocation
+//! does (the goal stays the heap's: the module says why), so a program making small objects
+//! that own large buffers collects about as if the buffers were on the heap (Pebble's
+//! channels; `tests/external.rs`). The check is the allocation slow path's, as above.
 //!
 //! **Debugging knobs** come from `SAFEPOINT_DEBUG` ([`DebugKnobs`]): `gctrace=1` prints one
 //! line per cycle (cycle number, time since start, clock time of each phase, the termination
@@ -378,6 +388,7 @@
 mod collector;
 mod concurrent;
 mod debug;
+mod external;
 pub mod flonum;
 mod globals;
 mod heap;
@@ -395,6 +406,7 @@ mod weak;
 
 pub use collector::{Gc, GcBuilder, GcConfig, GcError, GcStats, Phase};
 pub use debug::DebugKnobs;
+pub use external::External;
 pub use globals::{Global, RefChan};
 pub use heap::{AllocCounts, AllocError, Cache, Heap, HeapConfig, HeapStats, POISON};
 pub use mutator::{Bytes, Mutator, Slot};

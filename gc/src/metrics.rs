@@ -191,6 +191,8 @@ metrics! {
         "Heap objects allocated and not yet freed, by size class (as allocs-by-size).";
     "/gc/heap/live:bytes", U64, false, "Bytes the last cycle's marking found live.";
     "/gc/heap/goal:bytes", U64, false, "The heap goal the last cycle set.";
+    "/gc/heap/external:bytes", U64, false,
+        "Memory outside the heap that objects own, as reported through Gc::external.";
     "/gc/cycles/total:gc-cycles", U64, true, "Completed collection cycles.";
     "/gc/pauses:seconds", Histogram, true,
         "Stop-the-world pauses of the collector, one per cycle (bounds in seconds, powers of two of nanoseconds).";
@@ -309,6 +311,7 @@ pub fn read(gc: &Gc, samples: &mut [Sample]) {
             }
             "/gc/heap/live:bytes" => *v = Value::U64(live as u64),
             "/gc/heap/goal:bytes" => *v = Value::U64(goal.max(inner.config.min_heap) as u64),
+            "/gc/heap/external:bytes" => *v = Value::U64(inner.external.live()),
             // Relaxed: a counter.
             "/gc/cycles/total:gc-cycles" => *v = Value::U64(inner.cycles.load(Ordering::Relaxed)),
             "/gc/pauses:seconds" => fill(v, &POW2_SECONDS, hist.iter().copied()),

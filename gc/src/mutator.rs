@@ -150,7 +150,7 @@ impl Drop for Mutator {
 /// array meanwhile (you then see some of its bytes), never a data race.
 #[derive(Clone, Copy)]
 pub struct Bytes<'a> {
-    bytes: &'a [AtomicU8],
+    pub(crate) bytes: &'a [AtomicU8],
 }
 
 impl std::fmt::Debug for Bytes<'_> {
@@ -670,7 +670,9 @@ impl Mutator {
     ///
     /// # Errors
     /// [`GcError::StaleSlot`]; [`GcError::Type`] for an unknown type or an array type;
-    /// [`GcError::Alloc`] when the heap is over its hard limit even after a collection.
+    /// [`GcError::WrongKind`] for the weak handles' type (only [`weak`](Mutator::weak) makes
+    /// handles); [`GcError::Alloc`] when the heap is over its hard limit even after a
+    /// collection.
     ///
     /// ```
     /// use safepoint_gc::{Gc, Mutator, TypeDesc, WordKind};
@@ -702,6 +704,7 @@ impl Mutator {
                         what: "alloc of an array type: use alloc_array",
                     });
                 }
+                crate::weak::not_the_cells_type(desc)?;
                 let plan = self.plan(ty, 0)?;
                 self.last_alloc = Some((ty.key(), plan));
                 plan
@@ -1191,7 +1194,7 @@ impl Mutator {
                 WordKind::Raw => return Err(self.wrong(&o, "raw word: use write_word")),
             };
             if kind == WordKind::Weak {
-                gc.before_key_store(p, &o, i);
+                gc.before_key_store(p, o.addr, o.desc, i);
             }
             gc.store_field(p, kind, w, v);
             Ok(slow)
@@ -1456,6 +1459,11 @@ impl Mutator {
 
     /// Sets raw word `i` of the record in `obj`.
     ///
+    /// # Errors
+    /// [`GcError::WrongKind`] for a word that is not raw, or for a weak handle (its word, an
+    /// address the collector reads back as a reference, is the collector's);
+    /// [`GcError::OutOfBounds`]; [`GcError::StaleSlot`].
+    ///
     /// ```
     /// # use safepoint_gc::{Gc, Mutator, TypeDesc, WordKind};
     /// # let rt = safepoint_sched::Runtime::builder().procs(1).build().unwrap();
@@ -1477,6 +1485,10 @@ impl Mutator {
     /// ```
     pub fn write_word(&mut self, obj: Slot, i: usize, v: u64) -> Result<(), GcError> {
         let o = self.obj(obj)?;
+        if self.gc.is_cell(o.addr) {
+            // Its word is an address the collector reads back as a reference.
+            return Err(self.wrong(&o, "a weak handle's word is the collector's"));
+        }
         match self.field(&o, i)? {
             // Relaxed: as in `load`.
             (w, WordKind::Raw) => {

@@ -87,7 +87,11 @@ impl Shape {
     /// heap.
     ///
     /// # Errors
-    /// [`GcError::Type`] for an unknown type, a length given to a record or one too long.
+    /// [`GcError::Type`] for an unknown type, a length given to a record or one too long;
+    /// [`GcError::WrongKind`] for the weak handles' type ([`WEAK_TYPE_NAME`]), whose objects
+    /// only the collector makes.
+    ///
+    /// [`WEAK_TYPE_NAME`]: crate::WEAK_TYPE_NAME
     ///
     /// ```
     /// use safepoint_gc::{Gc, Shape, TypeDesc};
@@ -104,6 +108,7 @@ impl Shape {
     fn of(gc: &Inner, ty: TypeId, len: usize) -> Result<Shape, GcError> {
         let header = gc.types.header(ty, len)?;
         let desc = gc.types.get(ty).expect("header() checked the type");
+        crate::weak::not_the_cells_type(desc)?;
         let full = object_size(desc, len)?;
         let (size, kind) = crate::mutator::alloc_plan(desc, header, full);
         let words = match desc {
@@ -124,6 +129,23 @@ impl Shape {
             TypeDesc::ByteArray { .. } => ShapeWords::Bytes,
         };
         Ok(Shape { size, header, kind, body: full / WORD - 1, heap: gc.id, words })
+    }
+
+    /// The shape of an array of this shape's type with `len` elements (bytes, for a byte
+    /// array): no registry lookup.
+    pub(crate) fn with_len(&self, len: usize) -> Result<Shape, GcError> {
+        let body = match self.words {
+            ShapeWords::Record { .. } => {
+                return Err(crate::TypeError::RecordWithLength { len }.into());
+            }
+            // `len <= MAX_ARRAY_LEN < 2^40` once `new_array` accepts it: nothing overflows.
+            ShapeWords::Bytes => len.div_ceil(WORD),
+            ShapeWords::RefArray | ShapeWords::TaggedArray => len,
+        };
+        let header = Header::new_array(self.header.type_id(), len)?;
+        let full = (body + 1) * WORD;
+        // As `alloc_plan` for an array: a header, in a slot of at least two words.
+        Ok(Shape { size: full.max(2 * WORD), header, kind: 0, body, ..*self })
     }
 
     /// Body words (the header excluded).
@@ -1213,7 +1235,7 @@ impl<'a> Pin<'a> {
     /// The debugging modes' check that `w` is a reference to a weak handle.
     #[cold]
     #[inline(never)]
-    fn check_cell(&self, w: usize) {
+    pub(crate) fn check_cell(&self, w: usize) {
         self.check(w, None);
         if !self.gc.is_cell(w & !self.tag_rule().mask) {
             panic!("safepoint: {w:#x} is not a weak handle");

@@ -43,23 +43,45 @@
 //!   off the mutator's goroutine ([`GcError::WrongRuntime`]) or inside a blocking call
 //!   ([`GcError::NoP`]).
 //!
-//! What sections do not cover: weak and ephemeron words (use the checked [`Mutator`] or the
-//! raw path), byte arrays' contents, channels, and function frames described by the
-//! embedder's stack maps (a section frame's slots are all roots; see "Branded sections" in
-//! the crate essay).
+//! * **Weak words, bytes and channels.** Weak handles ([`Section::weak`],
+//!   [`Section::deref`]), weak and ephemeron words (through [`Section::get`] and
+//!   [`Section::set`], as the checked [`Mutator`]'s `load` and `store`), byte arrays'
+//!   contents ([`Section::bytes`], [`Section::write_bytes`], [`Section::alloc_bytes`]) and
+//!   channels of values: inside a section only what needs no wait
+//!   ([`Section::try_send`], [`Section::try_recv`]), between sections the waiting kind, from
+//!   and into frame slots ([`SectionMutator::send`], [`SectionMutator::recv`], safepoints).
+//!   A weak handle's word is the collector's: no shape of the handles' type can be made.
+//!
+//! * **Frames with the embedder's maps.** A compiled function whose compiler emits precise
+//!   maps pushes a *function frame* of its registered function
+//!   ([`SectionMutator::push_func_frame`]) instead of a section frame, and records its
+//!   safepoint ([`Section::set_safepoint`]) before it leaves a section. Its slots are read
+//!   and written as a section frame's, and it is sealed as one (only the section API writes
+//!   it, so every slot holds a tagged value, and the marker never takes a raw word for a
+//!   reference, whatever the map calls the slot). The collector scans the slots the current
+//!   map calls live and *clears* the others: a wrong map (a live slot called dead) costs the
+//!   program a nil where it expected its object, never a freed object
+//!   (`tests/section.rs`, `a_wrong_stack_map_reads_nil_never_a_freed_object`). Why that
+//!   suffices: a slot is read only inside a section, after the safepoint at which a scan saw
+//!   it; that scan either kept its object (live in the map) or cleared it (dead), and an
+//!   object stored there after the scan is kept by the cycle's write barrier and black
+//!   allocation, as any value a goroutine holds.
 //!
 //! [`RawMutator`]: crate::RawMutator
 //! [`Mutator`]: crate::Mutator
 
 use std::cell::Cell;
 use std::marker::PhantomData;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
 
-use safepoint_stackmap::{MAX_FRAME_SLOTS, ManagedStack};
+use safepoint_sched::{TryRecvError, TrySendError};
+use safepoint_stackmap::{FuncId, MAX_FRAME_SLOTS, ManagedStack};
 
 use crate::collector::{Gc, GcError};
-use crate::globals::Global;
+use crate::globals::{Global, Msg, RefChan};
 use crate::mark::{body, header_in};
+use crate::mutator::Bytes;
 use crate::raw::{Pin, RawMutator, Shape, ShapeWords};
 use crate::types::{Header, ID_BITS, TagRule, TypeId, WordKind};
 
@@ -84,7 +106,9 @@ enum Fault {
 }
 
 const BYTES: &str = "a byte array has no words to read";
-const NOT_A_VALUE: &str = "not a reference or tagged word";
+const NOT_A_VALUE: &str = "a raw word holds no value (get_raw, set_raw)";
+const IMMEDIATE_INTO_WEAK: &str = "an immediate stored into a weak word";
+const NOT_BYTES: &str = "not a byte array";
 
 /// A value of the heap's tagged encoding ([`TagRule`]) inside the section `'s`: null, an
 /// immediate integer, a reference, or another immediate (a flonum, with a tag rule that
@@ -487,6 +511,72 @@ impl SectionMutator {
         Ok(())
     }
 
+    /// Pushes a *function frame* of `f` (a function of the runtime's registry, with its
+    /// per-safepoint maps) on the goroutine's managed stack, its slots null, at safepoint 0:
+    /// the frame a compiled function's call makes when its compiler emits precise maps.
+    /// [`Section::slot`], [`Section::set_slot`] and [`Section::pop_frame`] work on it as on a
+    /// section frame, and [`Section::set_safepoint`] records where the function stands. The
+    /// collector scans the slots the current safepoint's map calls live (every one as a
+    /// tagged value, whatever the map calls it: only the section API writes the frame), and
+    /// *clears* the slots it calls dead: if the map is wrong and a dead slot still mattered,
+    /// the section reads nil there after the scan, never an object the collector freed. A
+    /// safepoint (as [`push_frame`](Self::push_frame)).
+    ///
+    /// # Errors
+    /// [`GcError::UnknownFunction`] if the runtime's registry does not hold `f` (the runtime
+    /// was built without one, or `f` is another registry's); [`GcError::NoP`] inside a
+    /// blocking call; [`GcError::WrongRuntime`] on another goroutine.
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use safepoint_gc::{Gc, GcError, SectionMutator};
+    /// use safepoint_stackmap::{FuncDesc, Registry};
+    /// let reg = Arc::new(Registry::new());
+    /// // Two slots; at safepoint 1 only slot 1 is live.
+    /// let f = reg.register(FuncDesc::new("f", 2, 0, 2).tagged_at(0, &[0, 1]).tagged_at(1, &[1]))
+    ///     .unwrap();
+    /// let rt = safepoint_sched::Runtime::builder().procs(1).registry(reg).build().unwrap();
+    /// let gc = Gc::new(&rt).unwrap();
+    /// let g = gc.clone();
+    /// rt.block_on(move || {
+    ///     let mut m = SectionMutator::new(&g).unwrap();
+    ///     m.push_func_frame(f).unwrap();
+    ///     m.enter(|s| {
+    ///         s.set_slot(0, s.int(1).unwrap()).unwrap();
+    ///         s.set_slot(1, s.int(2).unwrap()).unwrap();
+    ///         s.set_safepoint(1).unwrap(); // slot 0 is dead from here on
+    ///     }).unwrap();
+    ///     m.collect(); // the scan clears the dead slot
+    ///     let (dead, live) = m
+    ///         .enter(|s| (s.slot(0).unwrap().is_nil(), s.as_int(s.slot(1).unwrap())))
+    ///         .unwrap();
+    ///     assert!(dead);
+    ///     assert_eq!(live, Some(2));
+    ///     m.pop_frame().unwrap();
+    /// });
+    /// ```
+    pub fn push_func_frame(&mut self, f: FuncId) -> Result<(), GcError> {
+        if self.raw.gc.reg.get(f).is_none() {
+            return Err(GcError::UnknownFunction { index: f.index() });
+        }
+        let fast = self.raw.with_pin(|pin| {
+            // SAFETY: the frame's slots are written only by `Section::set_slot` (and
+            // `push_frame_args`), with values of this heap's encoding, and popped by
+            // `pop_frame`; `f` is a function of the registry the collector scans it by (just
+            // checked). `try_push_sealed` never reaches a safepoint, so it may run pinned.
+            unsafe { pin.stack().try_push_sealed(f) }
+        })?;
+        if !fast {
+            // The slow path (growth, or a pending request answered here), unpinned.
+            safepoint_sched::with_managed_stack_of(self.raw.goid(), |ms| {
+                // SAFETY: as for the fast push above.
+                unsafe { ms.push_sealed(f) };
+            })
+            .ok_or(GcError::WrongRuntime)?;
+        }
+        Ok(())
+    }
+
     /// Pops the top section frame (the return of the call that pushed it).
     ///
     /// # Errors
@@ -557,6 +647,121 @@ impl SectionMutator {
     pub fn collect(&mut self) {
         self.raw.collect_for_memory();
     }
+
+    /// Sends the value in slot `slot` of the top section frame on `ch`, waiting for room (a
+    /// safepoint, as [`Mutator::send`](crate::Mutator::send)): the channel operation a
+    /// section leaves for, after [`Section::try_send`] answered `false`. The value stays
+    /// alive while in flight.
+    ///
+    /// # Errors
+    /// [`GcError::WrongHeap`] for a channel of another collector; [`GcError::Closed`] if the
+    /// channel is closed when the send starts (one closed while the send waits panics, as a
+    /// Go send does); [`GcError::NoFrame`], [`GcError::SlotOutOfFrame`] as
+    /// [`Section::slot`]; [`GcError::NoP`] inside a blocking call.
+    ///
+    /// ```
+    /// use safepoint_gc::{Gc, RefChan, SectionMutator, Shape, TypeDesc, Value, WordKind};
+    /// use safepoint_sched::go;
+    /// let rt = safepoint_sched::Runtime::builder().procs(2).build().unwrap();
+    /// let gc = Gc::new(&rt).unwrap();
+    /// let pair = gc.types().register(TypeDesc::Record {
+    ///     name: "pair".into(),
+    ///     words: vec![WordKind::Ref, WordKind::Tagged],
+    /// }).unwrap();
+    /// let shape = Shape::new(&gc, pair, 0).unwrap();
+    /// let g = gc.clone();
+    /// rt.block_on(move || {
+    ///     let ch = RefChan::new(&g, 0); // unbuffered: every send waits for its receiver
+    ///     let (g2, tx) = (g.clone(), ch.clone());
+    ///     go(move || {
+    ///         let mut m = SectionMutator::new(&g2).unwrap();
+    ///         m.push_frame(1).unwrap();
+    ///         m.enter(|s| {
+    ///             let p = s.alloc_init(&shape, &[Value::nil(), s.int(5).unwrap()]).unwrap();
+    ///             s.set_slot(0, p.value()).unwrap();
+    ///         }).unwrap();
+    ///         m.send(&tx, 0).unwrap(); // alive while in flight
+    ///         tx.close();
+    ///     });
+    ///     let mut m = SectionMutator::new(&g).unwrap();
+    ///     m.push_frame(1).unwrap();
+    ///     assert!(m.recv(&ch, 0).unwrap());
+    ///     let n = m.enter(|s| {
+    ///         let p = s.as_ref(s.slot(0).unwrap()).unwrap();
+    ///         s.as_int(s.get(p, &shape, 1).unwrap())
+    ///     }).unwrap();
+    ///     assert_eq!(n, Some(5));
+    ///     assert!(!m.recv(&ch, 0).unwrap()); // closed and drained
+    /// });
+    /// ```
+    pub fn send(&mut self, ch: &RefChan, slot: usize) -> Result<(), GcError> {
+        if !Arc::ptr_eq(&ch.chan.gc, &self.raw.gc) {
+            return Err(GcError::WrongHeap);
+        }
+        if ch.chan.chan.is_closed() {
+            return Err(GcError::Closed);
+        }
+        // A reference goes in a root slot of this P, pinned (see the `globals` module); the
+        // send itself may park, unpinned.
+        let msg = self.raw.with_pin(|pin| -> Result<Msg, GcError> {
+            let ms = pin.stack();
+            let at = frame_slot(ms, slot)?;
+            Ok(ch.chan.message(pin.p, ms.get_at(at)))
+        })??;
+        ch.chan.chan.send(msg);
+        Ok(())
+    }
+
+    /// Receives a value from `ch` into slot `slot` of the top section frame, waiting for one
+    /// (a safepoint): the channel operation a section leaves for, after
+    /// [`Section::try_recv`] found nothing. `Ok(false)` (and nil in the slot) once the
+    /// channel is closed and drained.
+    ///
+    /// # Errors
+    /// [`GcError::WrongHeap`] for a channel of another collector; [`GcError::NoFrame`],
+    /// [`GcError::SlotOutOfFrame`] as [`Section::slot`] (checked before the wait);
+    /// [`GcError::NoP`] inside a blocking call.
+    ///
+    /// ```
+    /// # use safepoint_gc::{Gc, GcError, SectionMutator};
+    /// # let rt = safepoint_sched::Runtime::builder().procs(1).build().unwrap();
+    /// # let gc = Gc::new(&rt).unwrap();
+    /// # let g = gc.clone();
+    /// # rt.block_on(move || {
+    /// use safepoint_gc::RefChan;
+    /// let mut m = SectionMutator::new(&g).unwrap();
+    /// let ch = RefChan::new(&g, 1);
+    /// m.push_frame(1).unwrap();
+    /// m.enter(|s| s.try_send(&ch, s.int(3).unwrap())).unwrap().unwrap();
+    /// assert_eq!(m.recv(&ch, 1), Err(GcError::SlotOutOfFrame { index: 1, slots: 1 }));
+    /// assert!(m.recv(&ch, 0).unwrap());
+    /// assert_eq!(m.enter(|s| s.as_int(s.slot(0).unwrap())).unwrap(), Some(3));
+    /// # });
+    /// ```
+    pub fn recv(&mut self, ch: &RefChan, slot: usize) -> Result<bool, GcError> {
+        if !Arc::ptr_eq(&ch.chan.gc, &self.raw.gc) {
+            return Err(GcError::WrongHeap);
+        }
+        // The slot first (and a P: no waiting inside a blocking call).
+        self.raw.with_pin(|pin| frame_slot(pin.stack(), slot))??;
+        let msg = ch.chan.chan.recv().ok();
+        self.raw.with_pin(|pin| {
+            let ms = pin.stack();
+            let at = frame_slot(ms, slot)?;
+            // The value goes to the slot and its root slot is released in one pinned section:
+            // it is never only in a Rust variable at a safepoint. (On an error, `msg` is
+            // dropped and releases its root.)
+            let (v, got) = match msg {
+                Some(msg) => (msg.take(pin.p), true),
+                None => (0, false),
+            };
+            // SAFETY: `at` is a slot of the top section frame (just checked), which this
+            // mutator owns; `v` is null or a value of this heap's encoding that was a root
+            // (in flight) until now.
+            unsafe { ms.set_at(at, v) };
+            Ok(got)
+        })?
+    }
 }
 
 /// The position of the top section frame's slot 0, if every slot `args` names is in it.
@@ -570,6 +775,16 @@ fn caller_frame(ms: &ManagedStack, args: &[usize]) -> Result<usize, GcError> {
         Some(&index) => Err(GcError::SlotOutOfFrame { index, slots: n }),
         None => Ok(base),
     }
+}
+
+/// The position of slot `i` of the top section frame.
+#[inline(always)]
+fn frame_slot(ms: &ManagedStack, i: usize) -> Result<usize, GcError> {
+    let Some((base, n)) = ms.sealed_top() else { return Err(no_frame()) };
+    if i >= n {
+        return Err(out_of_frame(i, n));
+    }
+    Ok(base + i)
 }
 
 /// Copies the caller's slots `args` (its frame at `caller`) into the new frame at `base`.
@@ -933,6 +1148,43 @@ impl<'s> Section<'s> {
         Ok(true)
     }
 
+    /// Records that the top frame, a function frame ([`SectionMutator::push_func_frame`]),
+    /// now stands at safepoint `sp` of its function: from the next safepoint the goroutine
+    /// reaches on, the collector scans the slots `sp`'s map calls live and clears the others.
+    /// Call it before leaving the section for a safepoint (a call, a poll, an allocation's
+    /// slow path, a channel operation). A section frame has one safepoint, 0.
+    ///
+    /// # Errors
+    /// [`GcError::NoFrame`] if the top frame is not a section's; [`GcError::OutOfBounds`]
+    /// for `sp` past the function's safepoints (nothing changes then).
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use safepoint_gc::{Gc, GcError, SectionMutator};
+    /// use safepoint_stackmap::{FuncDesc, Registry};
+    /// let reg = Arc::new(Registry::new());
+    /// let f = reg.register(FuncDesc::new("f", 1, 0, 3)).unwrap();
+    /// let rt = safepoint_sched::Runtime::builder().procs(1).registry(reg).build().unwrap();
+    /// let gc = Gc::new(&rt).unwrap();
+    /// let g = gc.clone();
+    /// rt.block_on(move || {
+    ///     let mut m = SectionMutator::new(&g).unwrap();
+    ///     m.push_func_frame(f).unwrap();
+    ///     m.enter(|s| {
+    ///         assert_eq!(s.set_safepoint(2), Ok(()));
+    ///         assert_eq!(s.set_safepoint(3), Err(GcError::OutOfBounds { index: 3, len: 3 }));
+    ///     }).unwrap();
+    /// });
+    /// ```
+    #[inline]
+    pub fn set_safepoint(&mut self, sp: u32) -> Result<(), GcError> {
+        self.frame()?;
+        match self.pin.stack().try_set_safepoint(sp) {
+            Ok(()) => Ok(()),
+            Err(count) => Err(GcError::OutOfBounds { index: sp as usize, len: count as usize }),
+        }
+    }
+
     /// Pops the top section frame inside the section, as a compiled function's return does
     /// before it writes its result into its caller's frame. (Values read from the popped
     /// frame stay valid until the section ends.)
@@ -1041,7 +1293,14 @@ impl<'s> Section<'s> {
         }
         // Check every word first, so that a refused store allocates nothing.
         for (i, v) in init.iter().enumerate() {
-            if let Err(f) = self.kind_at(shape, i).and_then(|k| self.encode(k, *v)) {
+            let checked = self.kind_at(shape, i).and_then(|k| match k {
+                WordKind::Weak if v.bits != 0 && !self.enc.rule.is_ref(v.bits) => {
+                    Err(Fault::Kind(IMMEDIATE_INTO_WEAK))
+                }
+                WordKind::Weak => Ok(0),
+                _ => self.encode(k, *v),
+            });
+            if let Err(f) = checked {
                 return Err(self.raise(f, shape));
             }
         }
@@ -1050,9 +1309,15 @@ impl<'s> Section<'s> {
         // SAFETY: a fresh object of `shape`, whose body has at least `init.len()` words.
         let words = unsafe { body(addr, init.len()) };
         for (i, v) in init.iter().enumerate() {
-            // Checked above: neither fails here.
+            // Checked above: neither fails here (a weak word's cell may fail to allocate).
             let kind = self.kind_at(shape, i).unwrap_or(WordKind::Raw);
-            let w = self.encode(kind, *v).unwrap_or(0);
+            let w = if kind == WordKind::Weak {
+                let (cell, slow) = self.cell_for(*v, shape)?;
+                self.slow |= slow;
+                cell
+            } else {
+                self.encode(kind, *v).unwrap_or(0)
+            };
             // A word of an object allocated in this section, never stored: it holds null.
             self.pin.gc.init_field(self.pin.p, kind, &words[i], w);
         }
@@ -1123,7 +1388,7 @@ impl<'s> Section<'s> {
     #[inline(always)]
     fn encode(&self, kind: WordKind, v: Value<'s>) -> Result<usize, Fault> {
         match kind {
-            WordKind::Tagged => Ok(v.bits),
+            WordKind::Tagged | WordKind::Ephemeron => Ok(v.bits),
             WordKind::Ref if v.bits == 0 => Ok(0),
             WordKind::Ref if self.enc.rule.is_ref(v.bits) => Ok(v.bits & !self.enc.rule.mask),
             WordKind::Ref => Err(Fault::Kind("an immediate stored into a reference word")),
@@ -1270,12 +1535,14 @@ impl<'s> Section<'s> {
         Header::from_word(hw).map_or(0, Header::len)
     }
 
-    /// Word `i` of `obj`, a reference or tagged word of an object of `shape`'s type.
+    /// Word `i` of `obj`, an object of `shape`'s type: a reference or tagged word's value; a
+    /// weak word's object (nil if the word is null or the object was found unreachable, as
+    /// [`deref`](Self::deref)); an ephemeron word's value (nil once the record's key is
+    /// gone).
     ///
     /// # Errors
     /// [`GcError::WrongHeap`] for a shape of another collector; [`GcError::WrongKind`] for an
-    /// object of another type, or a word that is neither a reference nor a tagged word;
-    /// [`GcError::OutOfBounds`] for `i` past the body.
+    /// object of another type, or a raw word; [`GcError::OutOfBounds`] for `i` past the body.
     ///
     /// ```
     /// # use safepoint_gc::{Gc, GcError, SectionMutator, Shape, TypeDesc, WordKind};
@@ -1309,15 +1576,87 @@ impl<'s> Section<'s> {
             WordKind::Ref if v == 0 => Ok(Value::nil()),
             WordKind::Ref => Ok(Value::from_bits(v | self.enc.rule.ref_tag)),
             WordKind::Tagged => Ok(Value::from_bits(v)),
-            _ => Err(self.raise(Fault::Kind(NOT_A_VALUE), shape)),
+            WordKind::Weak | WordKind::Ephemeron => Ok(self.get_weak(obj, kind, v)),
+            WordKind::Raw => Err(self.raise(Fault::Kind(NOT_A_VALUE), shape)),
         }
     }
 
-    /// Stores `v` into word `i` of `obj`, through the write barrier.
+    /// What a weak or ephemeron word that holds `v` reads (see [`get`](Self::get)).
+    #[cold]
+    #[inline(never)]
+    fn get_weak(&self, obj: Ref<'s>, kind: WordKind, v: usize) -> Value<'s> {
+        let (gc, p, rule) = (self.pin.gc, self.pin.p, self.enc.rule);
+        if kind == WordKind::Ephemeron {
+            let desc = self.desc_of(obj);
+            return Value::from_bits(gc.ephemeron_value(Some(p), obj.bits & !rule.mask, desc, v));
+        }
+        if v == 0 {
+            return Value::nil();
+        }
+        if self.pin.validate {
+            self.pin.check_cell(v | rule.ref_tag);
+        }
+        match gc.deref_cell(Some(p), v) {
+            0 => Value::nil(),
+            t => Value::from_bits(t | rule.ref_tag),
+        }
+    }
+
+    /// The type of `obj`, as the registry describes it (for the rare accesses that need
+    /// more than a shape carries: ephemeron records).
+    #[cold]
+    #[inline(never)]
+    fn desc_of(&self, obj: Ref<'s>) -> &'s crate::TypeDesc {
+        let ty = self.type_of(obj);
+        self.pin.gc.types.get(ty).unwrap_or_else(|| {
+            panic!("safepoint: object at {:#x} has a type its heap does not know", obj.bits)
+        })
+    }
+
+    /// The word a weak word stores for `v`: null, or the cell of `v`'s object (made if it has
+    /// none), and whether making it took an allocation's slow path.
+    fn cell_for(&self, v: Value<'s>, shape: &Shape) -> Result<(usize, bool), GcError> {
+        let rule = self.enc.rule;
+        if v.bits == 0 {
+            return Ok((0, false));
+        }
+        if !rule.is_ref(v.bits) {
+            return Err(self.raise(Fault::Kind(IMMEDIATE_INTO_WEAK), shape));
+        }
+        self.pin.gc.cell_of(self.pin.p, v.bits & !rule.mask)
+    }
+
+    /// [`set`](Self::set) of a weak word: stores the cell of `v`'s object; a new key of an
+    /// ephemeron record first clears the values its old, dead key left.
+    #[cold]
+    #[inline(never)]
+    fn set_weak(
+        &mut self,
+        obj: Ref<'s>,
+        shape: &Shape,
+        i: usize,
+        v: Value<'s>,
+    ) -> Result<(), GcError> {
+        let (cell, slow) = self.cell_for(v, shape)?;
+        self.slow |= slow;
+        let (gc, p) = (self.pin.gc, self.pin.p);
+        let w = match self.word_of(obj, shape, i) {
+            Ok((_, w)) => w,
+            Err(f) => return Err(self.raise(f, shape)),
+        };
+        gc.before_key_store(p, obj.bits & !self.enc.rule.mask, self.desc_of(obj), i);
+        gc.store_field(p, WordKind::Weak, w, cell);
+        Ok(())
+    }
+
+    /// Stores `v` into word `i` of `obj`, through the write barrier. A weak word takes nil
+    /// or a reference, and stores the object's weak handle ([`weak`](Self::weak), made if it
+    /// has none: an allocation); a new key stored into an ephemeron record whose old key is
+    /// gone first clears the values that died with it. An ephemeron word takes any value.
     ///
     /// # Errors
     /// As [`get`](Self::get), and [`GcError::WrongKind`] for an immediate stored into a
-    /// reference word.
+    /// reference or weak word; [`GcError::Alloc`] if a weak handle cannot be allocated.
     ///
     /// ```
     /// # use safepoint_gc::{Gc, SectionMutator, Shape, TypeDesc, WordKind};
@@ -1348,11 +1687,15 @@ impl<'s> Section<'s> {
         i: usize,
         v: Value<'s>,
     ) -> Result<(), GcError> {
-        let (kind, w, word) =
-            match self.word_of(obj, shape, i).and_then(|(k, w)| Ok((k, w, self.encode(k, v)?))) {
-                Ok(t) => t,
-                Err(f) => return Err(self.raise(f, shape)),
-            };
+        let (kind, w) = match self.word_of(obj, shape, i) {
+            Ok(kw) => kw,
+            Err(f) => return Err(self.raise(f, shape)),
+        };
+        let word = match self.encode(kind, v) {
+            Ok(word) => word,
+            Err(_) if kind == WordKind::Weak => return self.set_weak(obj, shape, i, v),
+            Err(f) => return Err(self.raise(f, shape)),
+        };
         self.pin.gc.store_field(self.pin.p, kind, w, word);
         Ok(())
     }
@@ -1505,5 +1848,349 @@ impl<'s> Section<'s> {
     /// ```
     pub fn new_global(&self, v: Value<'s>) -> Global {
         self.pin.new_global(v.bits).expect("a branded value is null, an immediate or live")
+    }
+
+    // ---- weak handles ----
+
+    /// The weak handle of `obj`: its cell, made on the first call for that object and the
+    /// same reference on every later one (as [`Mutator::weak`](crate::Mutator::weak)). The
+    /// handle does not keep `obj` alive; read it with [`deref`](Self::deref). A handle is an
+    /// object like any other (keep it in slots, fields, globals); a weak word of a record
+    /// ([`WordKind::Weak`]) stores and loads through one ([`set`](Self::set),
+    /// [`get`](Self::get)).
+    ///
+    /// # Errors
+    /// [`GcError::Alloc`] if the cell cannot be allocated.
+    ///
+    /// ```
+    /// # use safepoint_gc::{Gc, SectionMutator, Shape, TypeDesc, WordKind};
+    /// # let rt = safepoint_sched::Runtime::builder().procs(1).build().unwrap();
+    /// # let gc = Gc::new(&rt).unwrap();
+    /// # let pair = gc.types().register(TypeDesc::Record {
+    /// #     name: "pair".into(),
+    /// #     words: vec![WordKind::Ref, WordKind::Tagged, WordKind::Raw],
+    /// # }).unwrap();
+    /// # let shape = Shape::new(&gc, pair, 0).unwrap();
+    /// # let g = gc.clone();
+    /// # rt.block_on(move || {
+    /// let mut m = SectionMutator::new(&g).unwrap();
+    /// m.push_frame(1).unwrap();
+    /// m.enter(|s| {
+    ///     let p = s.alloc(&shape).unwrap();
+    ///     let w = s.weak(p).unwrap();
+    ///     assert_eq!(s.weak(p), Ok(w)); // one handle per object
+    ///     assert_eq!(s.deref(w), Ok(p.value()));
+    ///     s.set_slot(0, w.value()).unwrap(); // keep the handle, not the object
+    /// }).unwrap();
+    /// m.collect();
+    /// let gone = m.enter(|s| {
+    ///     let w = s.as_ref(s.slot(0).unwrap()).unwrap();
+    ///     s.deref(w).unwrap().is_nil()
+    /// }).unwrap();
+    /// assert!(gone); // found unreachable: the handle reads nil
+    /// # });
+    /// ```
+    pub fn weak(&mut self, obj: Ref<'s>) -> Result<Ref<'s>, GcError> {
+        let (cell, slow) = self.pin.gc.cell_of(self.pin.p, obj.bits & !self.enc.rule.mask)?;
+        self.slow |= slow;
+        Ok(Ref { bits: cell | self.enc.rule.ref_tag, _brand: PhantomData })
+    }
+
+    /// Reads the weak handle `w`: its object while the object is reachable, nil once a
+    /// collection has found it unreachable (the same answer on every goroutine). While
+    /// marking runs, the object returned is shaded, so it may be kept like any loaded value.
+    ///
+    /// # Errors
+    /// [`GcError::WrongKind`] if `w` is not a weak handle.
+    ///
+    /// ```
+    /// # use safepoint_gc::{Gc, GcError, SectionMutator, Shape, TypeDesc, WordKind};
+    /// # let rt = safepoint_sched::Runtime::builder().procs(1).build().unwrap();
+    /// # let gc = Gc::new(&rt).unwrap();
+    /// # let pair = gc.types().register(TypeDesc::Record {
+    /// #     name: "pair".into(),
+    /// #     words: vec![WordKind::Ref, WordKind::Tagged, WordKind::Raw],
+    /// # }).unwrap();
+    /// # let shape = Shape::new(&gc, pair, 0).unwrap();
+    /// # let g = gc.clone();
+    /// # rt.block_on(move || {
+    /// # let mut m = SectionMutator::new(&g).unwrap();
+    /// m.enter(|s| {
+    ///     let p = s.alloc(&shape).unwrap();
+    ///     let w = s.weak(p).unwrap();
+    ///     assert_eq!(s.deref(w), Ok(p.value()));
+    ///     assert!(matches!(s.deref(p), Err(GcError::WrongKind { .. }))); // not a handle
+    /// }).unwrap();
+    /// # });
+    /// ```
+    pub fn deref(&self, w: Ref<'s>) -> Result<Value<'s>, GcError> {
+        let rule = self.enc.rule;
+        let addr = w.bits & !rule.mask;
+        if !self.pin.gc.is_cell(addr) {
+            let type_name = self.desc_of(w).name().to_string();
+            return Err(GcError::WrongKind { type_name, what: "not a weak handle" });
+        }
+        Ok(match self.pin.gc.deref_cell(Some(self.pin.p), addr) {
+            0 => Value::nil(),
+            t => Value::from_bits(t | rule.ref_tag),
+        })
+    }
+
+    /// Whether `r` is a weak handle (made by [`weak`](Self::weak), or loaded).
+    ///
+    /// ```
+    /// # use safepoint_gc::{Gc, SectionMutator, Shape, TypeDesc, WordKind};
+    /// # let rt = safepoint_sched::Runtime::builder().procs(1).build().unwrap();
+    /// # let gc = Gc::new(&rt).unwrap();
+    /// # let pair = gc.types().register(TypeDesc::Record {
+    /// #     name: "pair".into(),
+    /// #     words: vec![WordKind::Ref, WordKind::Tagged, WordKind::Raw],
+    /// # }).unwrap();
+    /// # let shape = Shape::new(&gc, pair, 0).unwrap();
+    /// # let g = gc.clone();
+    /// # rt.block_on(move || {
+    /// # let mut m = SectionMutator::new(&g).unwrap();
+    /// m.enter(|s| {
+    ///     let p = s.alloc(&shape).unwrap();
+    ///     let w = s.weak(p).unwrap();
+    ///     assert!(s.is_weak(w) && !s.is_weak(p));
+    /// }).unwrap();
+    /// # });
+    /// ```
+    #[inline]
+    pub fn is_weak(&self, r: Ref<'s>) -> bool {
+        self.pin.gc.is_cell(r.bits & !self.enc.rule.mask)
+    }
+
+    // ---- byte arrays ----
+
+    /// The byte array `obj`, checked against `shape` (a shape of its type, of any length).
+    #[inline]
+    fn byte_cells(&self, obj: Ref<'s>, shape: &Shape) -> Result<&'s [AtomicU8], GcError> {
+        let gc = self.pin.gc;
+        if shape.heap != gc.id {
+            return Err(GcError::WrongHeap);
+        }
+        if shape.words != ShapeWords::Bytes {
+            return Err(self.wrong_kind(shape, NOT_BYTES));
+        }
+        if self.pin.validate {
+            self.pin.check(obj.bits, None);
+        }
+        let addr = obj.bits & !self.enc.rule.mask;
+        // SAFETY: `obj` is a live object of this heap (as in `word_of`).
+        let hw = unsafe { header_in(gc.typed, addr) };
+        if (hw ^ shape.header.to_word()) & ID_MASK != 0 {
+            return Err(self.not_of_shape(hw));
+        }
+        let len = Header::from_word(hw).map_or(0, Header::len);
+        // SAFETY: a byte array of `len` bytes (its header, just read) at its reference, live
+        // until the section ends (nothing is freed while it runs: the slice is branded `'s`).
+        // Heap bytes are only accessed atomically.
+        Ok(unsafe { std::slice::from_raw_parts(addr as *const AtomicU8, len) })
+    }
+
+    /// The contents of the byte array `obj`, an object of `shape`'s type (of any length),
+    /// as a view that lasts until the section ends. Reads are atomic byte loads: another
+    /// goroutine may write the array meanwhile, never a data race.
+    ///
+    /// # Errors
+    /// [`GcError::WrongHeap`] for a shape of another collector; [`GcError::WrongKind`] for a
+    /// shape that is not a byte array's, or an object of another type.
+    ///
+    /// ```
+    /// # use safepoint_gc::{Gc, GcError, SectionMutator, Shape, TypeDesc};
+    /// # let rt = safepoint_sched::Runtime::builder().procs(1).build().unwrap();
+    /// # let gc = Gc::new(&rt).unwrap();
+    /// let text = gc.types().register(TypeDesc::ByteArray { name: "text".into() }).unwrap();
+    /// let shape = Shape::new(&gc, text, 0).unwrap(); // any length will do
+    /// # let g = gc.clone();
+    /// # rt.block_on(move || {
+    /// # let mut m = SectionMutator::new(&g).unwrap();
+    /// m.enter(|s| {
+    ///     let t = s.alloc_bytes(&shape, b"hello").unwrap();
+    ///     let b = s.bytes(t, &shape).unwrap();
+    ///     assert_eq!(b.len(), 5);
+    ///     assert!(b.eq_bytes(b"hello"));
+    /// }).unwrap();
+    /// # });
+    /// ```
+    #[inline]
+    pub fn bytes(&self, obj: Ref<'s>, shape: &Shape) -> Result<Bytes<'s>, GcError> {
+        Ok(Bytes { bytes: self.byte_cells(obj, shape)? })
+    }
+
+    /// Writes `data` into the byte array `obj` (an object of `shape`'s type) from byte
+    /// `offset`.
+    ///
+    /// # Errors
+    /// As [`bytes`](Self::bytes); [`GcError::OutOfBounds`] past the array's end (nothing is
+    /// written then).
+    ///
+    /// ```
+    /// # use safepoint_gc::{Gc, GcError, SectionMutator, Shape, TypeDesc};
+    /// # let rt = safepoint_sched::Runtime::builder().procs(1).build().unwrap();
+    /// # let gc = Gc::new(&rt).unwrap();
+    /// let text = gc.types().register(TypeDesc::ByteArray { name: "text".into() }).unwrap();
+    /// let shape = Shape::new(&gc, text, 0).unwrap();
+    /// # let g = gc.clone();
+    /// # rt.block_on(move || {
+    /// # let mut m = SectionMutator::new(&g).unwrap();
+    /// m.enter(|s| {
+    ///     let t = s.alloc_bytes(&shape, b"hello").unwrap();
+    ///     s.write_bytes(t, &shape, 1, b"ip").unwrap();
+    ///     assert_eq!(s.bytes(t, &shape).unwrap().to_vec(), b"hiplo");
+    ///     assert_eq!(s.write_bytes(t, &shape, 4, b"!!"), Err(GcError::OutOfBounds { index: 6, len: 5 }));
+    /// }).unwrap();
+    /// # });
+    /// ```
+    pub fn write_bytes(
+        &mut self,
+        obj: Ref<'s>,
+        shape: &Shape,
+        offset: usize,
+        data: &[u8],
+    ) -> Result<(), GcError> {
+        let cells = self.byte_cells(obj, shape)?;
+        let Some(end) = offset.checked_add(data.len()).filter(|&e| e <= cells.len()) else {
+            let index = offset.saturating_add(data.len());
+            return Err(GcError::OutOfBounds { index, len: cells.len() });
+        };
+        for (c, &b) in cells[offset..end].iter().zip(data) {
+            // Relaxed: see `Bytes`.
+            c.store(b, Ordering::Relaxed);
+        }
+        Ok(())
+    }
+
+    /// Allocates a byte array of `shape`'s type (a shape of any length: the array gets
+    /// `data.len()` bytes) holding `data`: a string's allocation, with no registry lookup.
+    ///
+    /// # Errors
+    /// As [`alloc`](Self::alloc); [`GcError::WrongKind`] for a shape that is not a byte
+    /// array's; [`GcError::Type`] for data longer than an array may be.
+    ///
+    /// ```
+    /// # use safepoint_gc::{Gc, GcError, SectionMutator, Shape, TypeDesc};
+    /// # let rt = safepoint_sched::Runtime::builder().procs(1).build().unwrap();
+    /// # let gc = Gc::new(&rt).unwrap();
+    /// let text = gc.types().register(TypeDesc::ByteArray { name: "text".into() }).unwrap();
+    /// let shape = Shape::new(&gc, text, 0).unwrap();
+    /// # let g = gc.clone();
+    /// # rt.block_on(move || {
+    /// # let mut m = SectionMutator::new(&g).unwrap();
+    /// m.enter(|s| {
+    ///     let t = s.alloc_bytes(&shape, "größer".as_bytes()).unwrap();
+    ///     assert_eq!(s.len(t), 8);
+    ///     assert_eq!(s.bytes(t, &shape).unwrap().to_string_lossy(), "größer");
+    /// }).unwrap();
+    /// # });
+    /// ```
+    pub fn alloc_bytes(&mut self, shape: &Shape, data: &[u8]) -> Result<Ref<'s>, GcError> {
+        if shape.heap != self.pin.gc.id {
+            return Err(GcError::WrongHeap);
+        }
+        if shape.words != ShapeWords::Bytes {
+            return Err(self.wrong_kind(shape, NOT_BYTES));
+        }
+        let sized = shape.with_len(data.len())?;
+        let obj = self.alloc(&sized)?;
+        let cells = self.byte_cells(obj, &sized)?;
+        for (c, &b) in cells.iter().zip(data) {
+            // Relaxed: the array is not yet published (the store that publishes it, a
+            // field's, a global's or a slot's at a safepoint, orders these).
+            c.store(b, Ordering::Relaxed);
+        }
+        Ok(obj)
+    }
+
+    // ---- channels ----
+
+    /// Sends `v` on `ch` if that needs no wait (a receiver is waiting, or the buffer has
+    /// room): `Ok(false)` otherwise, and nothing is sent; then keep `v` in a frame slot,
+    /// leave the section and call [`SectionMutator::send`], which waits (a safepoint). A
+    /// value in flight stays alive.
+    ///
+    /// # Errors
+    /// [`GcError::WrongHeap`] for a channel of another collector; [`GcError::Closed`] if the
+    /// channel is closed.
+    ///
+    /// ```
+    /// # use safepoint_gc::{Gc, GcError, SectionMutator};
+    /// # let rt = safepoint_sched::Runtime::builder().procs(1).build().unwrap();
+    /// # let gc = Gc::new(&rt).unwrap();
+    /// # let g = gc.clone();
+    /// # rt.block_on(move || {
+    /// # let mut m = SectionMutator::new(&g).unwrap();
+    /// use safepoint_gc::RefChan;
+    /// let ch = RefChan::new(&g, 1);
+    /// m.enter(|s| {
+    ///     let one = s.int(1).unwrap();
+    ///     assert_eq!(s.try_send(&ch, one), Ok(true));
+    ///     assert_eq!(s.try_send(&ch, one), Ok(false)); // full: nothing sent
+    ///     assert_eq!(s.try_recv(&ch), Ok(Some(one)));
+    ///     ch.close();
+    ///     assert_eq!(s.try_send(&ch, one), Err(GcError::Closed));
+    /// }).unwrap();
+    /// # });
+    /// ```
+    pub fn try_send(&mut self, ch: &RefChan, v: Value<'s>) -> Result<bool, GcError> {
+        let p = self.pin.p;
+        if !std::ptr::eq(Arc::as_ptr(&ch.chan.gc), self.pin.gc) {
+            return Err(GcError::WrongHeap);
+        }
+        // A reference goes in a root slot of this P (see the `globals` module); a message
+        // that is not sent gives it back here, pinned.
+        match ch.chan.chan.try_send(ch.chan.message(p, v.bits)) {
+            Ok(()) => Ok(true),
+            Err(TrySendError::Full(msg)) => {
+                msg.take(p);
+                Ok(false)
+            }
+            Err(TrySendError::Closed(msg)) => {
+                msg.take(p);
+                Err(GcError::Closed)
+            }
+        }
+    }
+
+    /// Receives a value from `ch` if one is there now (buffered, or from a waiting sender):
+    /// `Ok(None)` if none is; then leave the section and call [`SectionMutator::recv`], which
+    /// waits (a safepoint).
+    ///
+    /// # Errors
+    /// [`GcError::WrongHeap`] for a channel of another collector; [`GcError::Closed`] once
+    /// the channel is closed and drained.
+    ///
+    /// ```
+    /// # use safepoint_gc::{Gc, GcError, SectionMutator};
+    /// # let rt = safepoint_sched::Runtime::builder().procs(1).build().unwrap();
+    /// # let gc = Gc::new(&rt).unwrap();
+    /// # let g = gc.clone();
+    /// # rt.block_on(move || {
+    /// # let mut m = SectionMutator::new(&g).unwrap();
+    /// use safepoint_gc::RefChan;
+    /// let ch = RefChan::new(&g, 2);
+    /// m.enter(|s| {
+    ///     assert_eq!(s.try_recv(&ch), Ok(None)); // empty
+    ///     let seven = s.int(7).unwrap();
+    ///     s.try_send(&ch, seven).unwrap();
+    ///     ch.close();
+    ///     assert_eq!(s.try_recv(&ch), Ok(Some(seven))); // drained first
+    ///     assert_eq!(s.try_recv(&ch), Err(GcError::Closed));
+    /// }).unwrap();
+    /// # });
+    /// ```
+    pub fn try_recv(&mut self, ch: &RefChan) -> Result<Option<Value<'s>>, GcError> {
+        if !std::ptr::eq(Arc::as_ptr(&ch.chan.gc), self.pin.gc) {
+            return Err(GcError::WrongHeap);
+        }
+        match ch.chan.chan.try_recv() {
+            // The value's root slot is released here, pinned (shading it while marking): from
+            // now on the section's value keeps it, as a loaded one.
+            Ok(msg) => Ok(Some(Value::from_bits(msg.take(self.pin.p)))),
+            Err(TryRecvError::Empty) => Ok(None),
+            Err(TryRecvError::Closed) => Err(GcError::Closed),
+        }
     }
 }

@@ -641,6 +641,19 @@ impl Cleanup {
     }
 }
 
+/// Refuses `desc` if it is (or could become) the weak handles' type: a cell made or written
+/// by anything but the collector could name any address, which a read would then return as
+/// a reference.
+pub(crate) fn not_the_cells_type(desc: &TypeDesc) -> Result<(), GcError> {
+    if desc.name() == WEAK_TYPE_NAME {
+        return Err(GcError::WrongKind {
+            type_name: WEAK_TYPE_NAME.into(),
+            what: "weak handles are made only by the collector (weak)",
+        });
+    }
+    Ok(())
+}
+
 impl Inner {
     /// A marking starts (before the barrier turns on; in the stop-the-world mode, inside the
     /// stop): reads shade what they return, no ephemeron is pending, no round has run.
@@ -790,19 +803,19 @@ impl Inner {
         v
     }
 
-    /// Before a store of a new key into weak word `i` of the record `o`: if `i` is the
-    /// record's key word and its old key is gone, its ephemeron words still name the values
-    /// that died with it, and are cleared (no barrier: those objects are unreachable), so the
-    /// new key does not revive them.
+    /// Before a store of a new key into weak word `i` of the record at `addr` (type `desc`):
+    /// if `i` is the record's key word and its old key is gone, its ephemeron words still
+    /// name the values that died with it, and are cleared (no barrier: those objects are
+    /// unreachable), so the new key does not revive them.
     ///
     /// Runs pinned on P `p`.
-    pub(crate) fn before_key_store(&self, p: usize, o: &crate::mutator::Obj<'_>, i: usize) {
-        let TypeDesc::Record { words, .. } = o.desc else { return };
+    pub(crate) fn before_key_store(&self, p: usize, addr: usize, desc: &TypeDesc, i: usize) {
+        let TypeDesc::Record { words, .. } = desc else { return };
         if !words.contains(&WordKind::Ephemeron) || crate::mark::key_word(words) != i {
             return;
         }
-        // SAFETY: the record is live (a slot of the caller holds it).
-        let b = unsafe { body(o.addr, words.len()) };
+        // SAFETY: the record is live (the caller holds it: a slot, or a section's value).
+        let b = unsafe { body(addr, words.len()) };
         // Acquire: as in `ephemeron_value`.
         let cell = b[i].load(Ordering::Acquire);
         if cell == 0 || self.deref_cell(Some(p), cell) != 0 {

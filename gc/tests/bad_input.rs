@@ -503,7 +503,7 @@ fn set_on_a_sealed_scope_frame_is_a_described_panic() {
             });
             let e = h.join().expect_err("set on a sealed frame must panic");
             let msg = e.message().unwrap_or_default().to_owned();
-            assert!(msg.contains("sealed handle frame written directly"), "panic message: {msg:?}");
+            assert!(msg.contains("sealed frame written directly"), "panic message: {msg:?}");
             assert_eq!(m.type_of(s), Ok(t.rec));
         });
     });

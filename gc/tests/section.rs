@@ -5,7 +5,7 @@
 //! panic). The misuses the compiler refuses are in `tests/ui/section_*.rs`.
 
 use safepoint_gc::{
-    Gc, GcError, Global, Mutator, SectionMutator, Shape, TypeDesc, Value, WordKind,
+    Gc, GcError, Global, Mutator, RefChan, SectionMutator, Shape, TypeDesc, Value, WordKind,
 };
 use safepoint_sched::{Runtime, go};
 use safepoint_stackmap::{FuncDesc, Registry};
@@ -157,8 +157,37 @@ fn a_shape_of_another_heap_is_wrong_heap() {
             assert_eq!(s.set_global(&g, Value::nil()), Err(GcError::WrongHeap));
         })
         .unwrap();
+        // A byte array's shape of the other heap.
+        let other_text = other.types().register(TypeDesc::ByteArray { name: "t".into() });
+        let other_text = Shape::new(&other, other_text.unwrap(), 0).unwrap();
+        let text = gc_of(m).types().register(TypeDesc::ByteArray { name: "t".into() }).unwrap();
+        let text = Shape::new(&gc_of(m), text, 0).unwrap();
+        m.enter(|s| {
+            assert_eq!(s.alloc_bytes(&other_text, b"x"), Err(GcError::WrongHeap));
+            let t = s.alloc_bytes(&text, b"x").unwrap();
+            assert_eq!(s.bytes(t, &other_text).map(|b| b.len()), Err(GcError::WrongHeap));
+            assert_eq!(s.write_bytes(t, &other_text, 0, b"y"), Err(GcError::WrongHeap));
+            assert!(s.bytes(t, &text).unwrap().eq_bytes(b"x"));
+        })
+        .unwrap();
+        // A channel of the other heap.
+        let ch = RefChan::new(&other, 1);
+        m.push_frame(1).unwrap();
+        m.enter(|s| {
+            assert_eq!(s.try_send(&ch, Value::nil()), Err(GcError::WrongHeap));
+            assert_eq!(s.try_recv(&ch), Err(GcError::WrongHeap));
+        })
+        .unwrap();
+        assert_eq!(m.send(&ch, 0), Err(GcError::WrongHeap));
+        assert_eq!(m.recv(&ch, 0), Err(GcError::WrongHeap));
+        assert!(ch.is_empty());
+        m.pop_frame().unwrap();
     });
     drop(other_rt);
+}
+
+fn gc_of(m: &SectionMutator) -> Gc {
+    m.gc()
 }
 
 fn wrong_kind<T: std::fmt::Debug>(r: Result<T, GcError>, has: &str) {
@@ -200,13 +229,18 @@ fn an_object_of_another_type_or_a_word_of_another_kind_is_wrong_kind() {
             wrong_kind(s.set(p, shape, 0, one), "immediate");
             wrong_kind(s.alloc_init(shape, &[one]), "immediate");
             // A raw word read as a value, a value word read as raw.
-            wrong_kind(s.get(p, shape, 2), "not a reference or tagged");
-            wrong_kind(s.set(p, shape, 2, Value::nil()), "not a reference or tagged");
+            wrong_kind(s.get(p, shape, 2), "raw word");
+            wrong_kind(s.set(p, shape, 2, Value::nil()), "raw word");
             wrong_kind(s.get_raw(p, shape, 1), "not a raw word");
             wrong_kind(s.set_raw(p, shape, 0, 5), "not a raw word");
-            // A weak word (not covered by sections).
+            // An immediate into a weak word; a weak word read as raw.
             let w = s.alloc(&weak).unwrap();
-            wrong_kind(s.get(w, &weak, 0), "not a reference or tagged");
+            wrong_kind(s.set(w, &weak, 0, one), "immediate stored into a weak word");
+            wrong_kind(s.alloc_init(&weak, &[one]), "immediate stored into a weak word");
+            wrong_kind(s.get_raw(w, &weak, 0), "not a raw word");
+            assert!(s.get(w, &weak, 0).unwrap().is_nil());
+            // A handle is read through `deref` only, and only a handle is.
+            wrong_kind(s.deref(p), "not a weak handle");
             // A byte array has no words.
             let b = s.alloc(&b4).unwrap();
             wrong_kind(s.get(b, &b4, 0), "byte array");
@@ -264,6 +298,13 @@ fn a_section_inside_a_blocking_call_is_no_p() {
     with_sections(|m, _, _| {
         assert_eq!(safepoint_sched::blocking(|| m.enter(|_| ())), Err(GcError::NoP));
         assert_eq!(safepoint_sched::blocking(|| m.push_frame(1)), Err(GcError::NoP));
+        // Channel operations wait: not without a P.
+        let ch = RefChan::new(&m.gc(), 1);
+        m.push_frame(1).unwrap();
+        assert_eq!(safepoint_sched::blocking(|| m.send(&ch, 0)), Err(GcError::NoP));
+        assert_eq!(safepoint_sched::blocking(|| m.recv(&ch, 0)), Err(GcError::NoP));
+        assert!(ch.is_empty());
+        m.pop_frame().unwrap();
         // A pop only lowers the stack's top: allowed there, as a `Mutator` scope's end.
         m.push_frame(1).unwrap();
         assert_eq!(safepoint_sched::blocking(|| m.pop_frame()), Ok(()));
@@ -446,5 +487,464 @@ fn a_push_inside_a_section_takes_no_safepoint() {
         assert_eq!(m.enter(|s| s.as_int(s.slot(0).unwrap())).unwrap(), Some(2));
         m.pop_frame().unwrap();
         m.pop_frame().unwrap();
+    });
+}
+
+/// Weak handles and weak words through sections: a handle (and a weak word) reads its object
+/// while something else keeps it, nil once a collection found it unreachable; an ephemeron
+/// word's value lives exactly as long as its key, and a new key does not revive the values
+/// of a dead one. In both collector modes.
+#[test]
+fn weak_handles_and_ephemerons_through_sections() {
+    for stw in [false, true] {
+        let rt = Runtime::builder().procs(2).build().unwrap();
+        let gc = Gc::builder()
+            .stop_the_world(stw)
+            .checkmark(true)
+            .poison(true)
+            .ignore_env()
+            .build(&rt)
+            .unwrap();
+        let t = gc.types();
+        let rec = |name: &str, words| {
+            let ty = t.register(TypeDesc::Record { name: name.into(), words }).unwrap();
+            Shape::new(&gc, ty, 0).unwrap()
+        };
+        let pair = rec("pair", vec![WordKind::Ref, WordKind::Tagged]);
+        let holder = rec("holder", vec![WordKind::Weak, WordKind::Tagged]);
+        let entry = rec("entry", vec![WordKind::Weak, WordKind::Ephemeron]);
+        let g = gc.clone();
+        rt.block_on(move || {
+            let mut m = SectionMutator::new(&g).unwrap();
+            // Slots: 0 the object, 1 its handle, 2 a holder (weak word 0), 3 an ephemeron
+            // entry whose key is the object and whose value references the key.
+            m.push_frame(4).unwrap();
+            m.enter(|s| {
+                let obj = s.alloc(&pair).unwrap();
+                let w = s.weak(obj).unwrap();
+                assert!(s.is_weak(w) && !s.is_weak(obj));
+                assert_eq!(s.weak(obj), Ok(w));
+                let h = s.alloc_init(&holder, &[obj.value(), s.int(1).unwrap()]).unwrap();
+                assert_eq!(s.get(h, &holder, 0), Ok(obj.value()));
+                let value = s.alloc_init(&pair, &[obj.value()]).unwrap();
+                let e = s.alloc(&entry).unwrap();
+                s.set(e, &entry, 0, obj.value()).unwrap();
+                s.set(e, &entry, 1, value.value()).unwrap();
+                assert_eq!(s.get(e, &entry, 1), Ok(value.value()));
+                for (i, v) in [obj, w, h, e].into_iter().enumerate() {
+                    s.set_slot(i, v.value()).unwrap();
+                }
+            })
+            .unwrap();
+            m.collect();
+            // The object is kept by slot 0: everything reads it.
+            m.enter(|s| {
+                let [obj, w, h, e] = s.slots().unwrap();
+                let (w, h, e) = (s.as_ref(w).unwrap(), s.as_ref(h).unwrap(), s.as_ref(e).unwrap());
+                assert_eq!(s.deref(w), Ok(obj));
+                assert_eq!(s.get(h, &holder, 0), Ok(obj));
+                let value = s.as_ref(s.get(e, &entry, 1).unwrap()).unwrap();
+                assert_eq!(s.get(value, &pair, 0), Ok(obj));
+                s.set_slot(0, Value::nil()).unwrap();
+            })
+            .unwrap();
+            m.collect();
+            // Unreachable but for weak words and its own ephemeron value: gone.
+            m.enter(|s| {
+                let [obj, w, h, e] = s.slots().unwrap();
+                assert!(obj.is_nil());
+                let (w, h, e) = (s.as_ref(w).unwrap(), s.as_ref(h).unwrap(), s.as_ref(e).unwrap());
+                assert!(s.deref(w).unwrap().is_nil());
+                assert!(s.get(h, &holder, 0).unwrap().is_nil());
+                assert_eq!(s.as_int(s.get(h, &holder, 1).unwrap()), Some(1));
+                assert!(s.get(e, &entry, 1).unwrap().is_nil());
+                // A new key: the dead key's value stays gone; a new value is kept.
+                let key = s.alloc(&pair).unwrap();
+                s.set(e, &entry, 0, key.value()).unwrap();
+                assert!(s.get(e, &entry, 1).unwrap().is_nil());
+                s.set(e, &entry, 1, s.int(9).unwrap()).unwrap();
+                s.set_slot(0, key.value()).unwrap();
+                // A null weak word reads nil.
+                s.set(h, &holder, 0, Value::nil()).unwrap();
+                assert!(s.get(h, &holder, 0).unwrap().is_nil());
+            })
+            .unwrap();
+            m.collect();
+            let nine = m
+                .enter(|s| {
+                    let e = s.as_ref(s.slot(3).unwrap()).unwrap();
+                    assert_eq!(s.get(e, &entry, 0), s.slot(0));
+                    s.as_int(s.get(e, &entry, 1).unwrap())
+                })
+                .unwrap();
+            assert_eq!(nine, Some(9));
+            m.pop_frame().unwrap();
+        });
+    }
+}
+
+/// Byte arrays through sections: allocated from any shape of their type, read and written;
+/// a shape of another type or of a record, and writes past the end, are errors that change
+/// nothing. The contents survive collections.
+#[test]
+fn byte_arrays_through_sections() {
+    with_sections(|m, shape, gc| {
+        let t = gc.types();
+        let text =
+            Shape::new(gc, t.register(TypeDesc::ByteArray { name: "text".into() }).unwrap(), 3)
+                .unwrap();
+        let blob =
+            Shape::new(gc, t.register(TypeDesc::ByteArray { name: "blob".into() }).unwrap(), 0)
+                .unwrap();
+        let long: Vec<u8> = (0..20_000u32).map(|i| (i * 7) as u8).collect();
+        m.push_frame(2).unwrap();
+        m.enter(|s| {
+            let a = s.alloc_bytes(&text, b"hello").unwrap();
+            assert_eq!(s.len(a), 5);
+            let c = s.alloc(&text).unwrap();
+            assert_eq!(s.type_of(a), s.type_of(c));
+            let b = s.alloc_bytes(&text, &long).unwrap();
+            assert!(s.bytes(b, &text).unwrap().eq_bytes(&long));
+            let empty = s.alloc_bytes(&text, b"").unwrap();
+            assert!(s.bytes(empty, &text).unwrap().is_empty());
+            s.write_bytes(a, &text, 4, b"!").unwrap();
+            // Past the end, or an offset that overflows: refused, nothing written.
+            assert_eq!(
+                s.write_bytes(a, &text, 4, b"ab"),
+                Err(GcError::OutOfBounds { index: 6, len: 5 })
+            );
+            assert_eq!(
+                s.write_bytes(a, &text, usize::MAX, b"ab"),
+                Err(GcError::OutOfBounds { index: usize::MAX, len: 5 })
+            );
+            assert_eq!(
+                s.write_bytes(empty, &text, 0, b"x"),
+                Err(GcError::OutOfBounds { index: 1, len: 0 })
+            );
+            // Another byte type's shape; a record's; a record read as bytes.
+            wrong_kind(s.bytes(a, &blob).map(|b| b.len()), "another type");
+            wrong_kind(s.write_bytes(a, &blob, 0, b"x"), "another type");
+            wrong_kind(s.bytes(a, shape).map(|b| b.len()), "not a byte array");
+            wrong_kind(s.alloc_bytes(shape, b"x"), "not a byte array");
+            let p = s.alloc(shape).unwrap();
+            wrong_kind(s.bytes(p, &text).map(|b| b.len()), "another type");
+            s.set_slot(0, a.value()).unwrap();
+            s.set_slot(1, b.value()).unwrap();
+        })
+        .unwrap();
+        m.collect();
+        m.enter(|s| {
+            let [a, b] = s.slots().unwrap();
+            let (a, b) = (s.as_ref(a).unwrap(), s.as_ref(b).unwrap());
+            assert_eq!(s.bytes(a, &text).unwrap().to_vec(), b"hell!");
+            assert!(s.bytes(b, &text).unwrap().eq_bytes(&long));
+        })
+        .unwrap();
+        m.pop_frame().unwrap();
+    });
+}
+
+/// Channels through sections: inside a section only what needs no wait, between sections
+/// the waiting kind, from and into frame slots; values in flight survive collections while
+/// a producer and a consumer run on two goroutines. A closed channel, and a slot that is not
+/// there, are errors.
+#[test]
+fn channels_through_sections() {
+    let (rt, gc, shape) = heap();
+    let g = gc.clone();
+    let sum = rt.block_on(move || {
+        let ch = RefChan::new(&g, 4);
+        let (g2, tx) = (g.clone(), ch.clone());
+        let producer = go(move || {
+            let mut m = SectionMutator::new(&g2).unwrap();
+            m.push_frame(1).unwrap();
+            for i in 1..=300i64 {
+                // Build a two-object list [i, -i] and try to send it without waiting.
+                let sent = m
+                    .enter(|s| {
+                        let tail =
+                            s.alloc_init(&shape, &[Value::nil(), s.int(-i).unwrap()]).unwrap();
+                        let head =
+                            s.alloc_init(&shape, &[tail.value(), s.int(i).unwrap()]).unwrap();
+                        let sent = s.try_send(&tx, head.value()).unwrap();
+                        if !sent {
+                            s.set_slot(0, head.value()).unwrap();
+                        }
+                        sent
+                    })
+                    .unwrap();
+                if !sent {
+                    m.send(&tx, 0).unwrap(); // waits: a safepoint
+                }
+                if i % 100 == 0 {
+                    m.collect(); // values in flight are roots
+                }
+            }
+            m.pop_frame().unwrap();
+            tx.close();
+        });
+        let mut m = SectionMutator::new(&g).unwrap();
+        m.push_frame(1).unwrap();
+        let mut sum = 0;
+        loop {
+            let got = m
+                .enter(|s| match s.try_recv(&ch) {
+                    Ok(Some(v)) => {
+                        s.set_slot(0, v).unwrap();
+                        Ok(true)
+                    }
+                    Ok(None) => Ok(false),
+                    Err(e) => Err(e),
+                })
+                .unwrap();
+            match got {
+                Ok(true) => {}
+                Ok(false) => {
+                    if !m.recv(&ch, 0).unwrap() {
+                        break;
+                    }
+                }
+                Err(GcError::Closed) => break,
+                Err(e) => panic!("{e}"),
+            }
+            m.poll();
+            sum += m
+                .enter(|s| {
+                    let head = s.as_ref(s.slot(0).unwrap()).unwrap();
+                    let tail = s.as_ref(s.get(head, &shape, 0).unwrap()).unwrap();
+                    let (a, b) = (s.get(head, &shape, 1).unwrap(), s.get(tail, &shape, 1).unwrap());
+                    assert_eq!(s.as_int(a), s.as_int(b).map(|n| -n));
+                    s.as_int(a).unwrap()
+                })
+                .unwrap();
+        }
+        producer.join().unwrap();
+        // Closed and drained: the waiting receive says so and leaves nil; a send is refused.
+        assert_eq!(m.recv(&ch, 0), Ok(false));
+        assert!(m.enter(|s| s.slot(0).unwrap().is_nil()).unwrap());
+        assert_eq!(m.send(&ch, 0), Err(GcError::Closed));
+        m.enter(|s| {
+            assert_eq!(s.try_send(&ch, Value::nil()), Err(GcError::Closed));
+            assert_eq!(s.try_recv(&ch), Err(GcError::Closed));
+        })
+        .unwrap();
+        // A slot past the frame, or no section frame: refused before any wait.
+        let open = RefChan::new(&g, 1);
+        assert_eq!(m.send(&open, 1), Err(GcError::SlotOutOfFrame { index: 1, slots: 1 }));
+        assert_eq!(m.recv(&open, 1), Err(GcError::SlotOutOfFrame { index: 1, slots: 1 }));
+        m.pop_frame().unwrap();
+        assert_eq!(m.send(&open, 0), Err(GcError::NoFrame));
+        assert_eq!(m.recv(&open, 0), Err(GcError::NoFrame));
+        assert!(open.is_empty());
+        sum
+    });
+    assert_eq!(sum, 300 * 301 / 2);
+}
+
+/// A runtime with `reg` as its function registry, and a checked heap (poison, checkmark) in
+/// the given mode, with the `pair` shape.
+fn heap_with(reg: std::sync::Arc<Registry>, stw: bool) -> (Runtime, Gc, Shape) {
+    let rt = Runtime::builder().procs(2).registry(reg).build().unwrap();
+    let gc = Gc::builder()
+        .stop_the_world(stw)
+        .checkmark(true)
+        .poison(true)
+        .ignore_env()
+        .build(&rt)
+        .unwrap();
+    let pair = gc
+        .types()
+        .register(TypeDesc::Record {
+            name: "pair".into(),
+            words: vec![WordKind::Ref, WordKind::Tagged, WordKind::Raw],
+        })
+        .unwrap();
+    let shape = Shape::new(&gc, pair, 0).unwrap();
+    (rt, gc, shape)
+}
+
+/// A function frame carrying a deliberately wrong map: at safepoint 1 it calls slot 0 dead
+/// while the code still keeps its only reference to an object there. The collector frees
+/// the object, and the section reads nil in slot 0 afterwards (the scan cleared it), never
+/// the freed object: with poison on, a read of the freed object would find the poison
+/// pattern. Slot 1, live in the map, keeps its object. With the map right (safepoint 0), the
+/// same object survives. In both collector modes.
+#[test]
+fn a_wrong_stack_map_reads_nil_never_a_freed_object() {
+    for stw in [false, true] {
+        let reg = std::sync::Arc::new(Registry::new());
+        let f = reg
+            .register(FuncDesc::new("wrong", 2, 0, 2).tagged_at(0, &[0, 1]).tagged_at(1, &[1]))
+            .unwrap();
+        let (rt, gc, shape) = heap_with(reg, stw);
+        let g = gc.clone();
+        rt.block_on(move || {
+            let mut m = SectionMutator::new(&g).unwrap();
+            m.push_func_frame(f).unwrap();
+            let build = |m: &mut SectionMutator, sp: u32| {
+                m.enter(|s| {
+                    let a = s.alloc_init(&shape, &[Value::nil(), s.int(1).unwrap()]).unwrap();
+                    let b = s.alloc_init(&shape, &[Value::nil(), s.int(2).unwrap()]).unwrap();
+                    s.set_slot(0, a.value()).unwrap();
+                    s.set_slot(1, b.value()).unwrap();
+                    s.set_safepoint(sp).unwrap();
+                })
+                .unwrap();
+            };
+            // The wrong map: slot 0 is called dead at safepoint 1.
+            build(&mut m, 1);
+            let live0 = g.stats().heap.live_objects;
+            m.collect();
+            m.collect(); // the first cycle's sweep is done before the second's marking
+            assert!(g.stats().heap.live_objects < live0, "the object the map called dead lives");
+            let (a, b) = m
+                .enter(|s| {
+                    let a = s.slot(0).unwrap();
+                    let b = s.as_ref(s.slot(1).unwrap()).unwrap();
+                    (a.is_nil(), s.as_int(s.get(b, &shape, 1).unwrap()))
+                })
+                .unwrap();
+            assert!(a, "a slot the map called dead still holds a (freed) object");
+            assert_eq!(b, Some(2));
+            // The right map: both live.
+            build(&mut m, 0);
+            m.collect();
+            m.collect();
+            let (a, b) = m
+                .enter(|s| {
+                    let [a, b] = s.slots().unwrap();
+                    let (a, b) = (s.as_ref(a).unwrap(), s.as_ref(b).unwrap());
+                    (s.as_int(s.get(a, &shape, 1).unwrap()), s.as_int(s.get(b, &shape, 1).unwrap()))
+                })
+                .unwrap();
+            assert_eq!((a, b), (Some(1), Some(2)));
+            m.pop_frame().unwrap();
+        });
+        drop(rt);
+    }
+}
+
+/// Function frames among section frames: a map that calls a slot a *reference* slot still
+/// has it scanned as a tagged value (a section writes tagged values: an immediate there is
+/// not taken for an address), arguments pass from a section frame into a function frame
+/// and results back, and a tree built through function frames survives collections on
+/// goroutines running at once.
+#[test]
+fn function_frames_keep_their_live_slots_across_collections() {
+    let reg = std::sync::Arc::new(Registry::new());
+    // build(d): slot 0 the left child, 1 the right, 2 an immediate; all live at safepoint 1
+    // (slot 0 as a "reference" slot), nothing at safepoint 0 (the entry).
+    let f = reg
+        .register(FuncDesc::new("build", 3, 0, 2).refs_at(1, &[0]).tagged_at(1, &[1, 2]))
+        .unwrap();
+    let (rt, gc, _) = heap_with(reg, false);
+    let node = gc
+        .types()
+        .register(TypeDesc::Record {
+            name: "node".into(),
+            words: vec![WordKind::Ref, WordKind::Ref, WordKind::Tagged],
+        })
+        .unwrap();
+    let node = Shape::new(&gc, node, 0).unwrap();
+
+    fn build(
+        m: &mut SectionMutator,
+        f: safepoint_stackmap::FuncId,
+        node: &Shape,
+        d: i64,
+        dst: usize,
+    ) {
+        m.push_func_frame(f).unwrap();
+        m.enter(|s| {
+            s.set_slot(2, s.int(d).unwrap()).unwrap();
+            s.set_slot(0, s.int(-1).unwrap()).unwrap(); // an immediate in a "reference" slot
+            s.set_safepoint(1).unwrap();
+        })
+        .unwrap();
+        if d > 0 {
+            build(m, f, node, d - 1, 0);
+            build(m, f, node, d - 1, 1);
+        }
+        if d % 4 == 0 {
+            m.collect();
+        }
+        m.enter(|s| {
+            let [l, r, depth] = s.slots().unwrap();
+            let l = if d == 0 { Value::nil() } else { l };
+            let n = s.alloc_init(node, &[l, r, depth]).unwrap();
+            s.pop_frame().unwrap();
+            s.set_slot(dst, n.value()).unwrap();
+        })
+        .unwrap();
+    }
+    fn sum<'s>(s: &safepoint_gc::Section<'s>, node: &Shape, v: Value<'s>) -> i64 {
+        match s.as_ref(v) {
+            None => 0,
+            Some(n) => {
+                s.as_int(s.get(n, node, 2).unwrap()).unwrap()
+                    + sum(s, node, s.get(n, node, 0).unwrap())
+                    + sum(s, node, s.get(n, node, 1).unwrap())
+            }
+        }
+    }
+    let g = gc.clone();
+    let totals = rt.block_on(move || {
+        let workers: Vec<_> = (0..3)
+            .map(|_| {
+                let g = g.clone();
+                go(move || {
+                    let mut m = SectionMutator::new(&g).unwrap();
+                    m.push_frame(1).unwrap();
+                    build(&mut m, f, &node, 8, 0);
+                    let t = m.enter(|s| sum(s, &node, s.slot(0).unwrap())).unwrap();
+                    m.pop_frame().unwrap();
+                    t
+                })
+            })
+            .collect();
+        workers.into_iter().map(|w| w.join().unwrap()).collect::<Vec<_>>()
+    });
+    // Depths: 2^(8-k) nodes of depth k.
+    let want: i64 = (0..=8).map(|k| k << (8 - k)).sum();
+    assert_eq!(totals, vec![want; 3]);
+}
+
+/// Function frames' misuse: a runtime without a registry, an id of another registry, a
+/// safepoint out of range, a safepoint with no section frame on top; and the frame is
+/// sealed: code around the API cannot write its slots.
+#[test]
+fn function_frame_misuse_is_an_error() {
+    let other = Registry::new();
+    let stranger = other.register(FuncDesc::new("stranger", 7, 0, 1)).unwrap();
+    // No registry.
+    with_sections(move |m, _, _| {
+        assert_eq!(m.push_func_frame(stranger), Err(GcError::UnknownFunction { index: 0 }));
+    });
+    let reg = std::sync::Arc::new(Registry::new());
+    let f = reg.register(FuncDesc::new("f", 2, 0, 2).tagged_at(1, &[0])).unwrap();
+    let (rt, gc, _) = heap_with(reg, false);
+    rt.block_on(move || {
+        let mut m = SectionMutator::new(&gc).unwrap();
+        // Another registry's id (same index, another shape).
+        assert_eq!(m.push_func_frame(stranger), Err(GcError::UnknownFunction { index: 0 }));
+        assert_eq!(safepoint_sched::blocking(|| m.push_func_frame(f)), Err(GcError::NoP));
+        m.enter(|s| assert_eq!(s.set_safepoint(0), Err(GcError::NoFrame))).unwrap();
+        m.push_func_frame(f).unwrap();
+        m.enter(|s| {
+            assert_eq!(s.frame_slots(), Ok(2));
+            assert_eq!(s.set_safepoint(2), Err(GcError::OutOfBounds { index: 2, len: 2 }));
+            assert_eq!(s.slot(2), Err(GcError::SlotOutOfFrame { index: 2, slots: 2 }));
+            s.set_slot(0, s.int(5).unwrap()).unwrap();
+            s.set_safepoint(1).unwrap();
+        })
+        .unwrap();
+        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            safepoint_sched::with_managed_stack(|ms| ms.set_checked(&Registry::new(), 1, 0));
+        }));
+        assert!(r.is_err(), "safe code wrote a sealed function frame");
+        m.collect();
+        assert_eq!(m.enter(|s| s.as_int(s.slot(0).unwrap())).unwrap(), Some(5));
+        m.pop_frame().unwrap();
+        assert_eq!(m.pop_frame(), Err(GcError::NoFrame));
     });
 }

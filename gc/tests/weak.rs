@@ -301,6 +301,35 @@ fn bad_weak_inputs_are_errors() {
 /// Go's TestCleanup, TestCleanupMultiple and TestCleanupStop*: each cleanup of an object runs
 /// exactly once after it is found unreachable, never before; one that panics does not stop
 /// the others; a cancelled one never runs, and one that ran cannot be cancelled.
+/// A weak handle's word (its object's address) is the collector's: neither the checked path
+/// nor a shape (the sections' and the raw path's allocations) can write one or make an
+/// object of the handles' type, so no handle can be pointed at an address of the caller's
+/// choosing and then read as a reference to it.
+#[test]
+fn a_handle_cannot_be_forged_or_redirected() {
+    let rt = Runtime::builder().procs(1).build().unwrap();
+    let gc = Gc::builder().build(&rt).unwrap();
+    let ty = pair(&gc);
+    let g = gc.clone();
+    rt.block_on(move || {
+        let mut m = Mutator::new(&g).unwrap();
+        m.scope(|m, [a, w, out]| {
+            m.alloc(a, ty).unwrap();
+            m.weak(w, a).unwrap();
+            let cell = m.type_of(w).unwrap();
+            assert_eq!(g.types().lookup(safepoint_gc::WEAK_TYPE_NAME), Some(cell));
+            // Redirecting the handle to another address.
+            assert!(matches!(m.write_word(w, 0, 0x1000), Err(GcError::WrongKind { .. })));
+            assert!(matches!(m.write_f64(w, 0, 1.0), Err(GcError::WrongKind { .. })));
+            assert!(m.deref(out, w).unwrap());
+            assert!(m.same(out, a).unwrap()); // still its object
+            // A handle made by hand.
+            assert!(matches!(m.alloc(out, cell), Err(GcError::WrongKind { .. })));
+            assert!(matches!(Shape::new(&g, cell, 0), Err(GcError::WrongKind { .. })));
+        });
+    });
+}
+
 #[test]
 fn cleanups_run_once_after_their_object_is_unreachable() {
     let rt = Runtime::builder().procs(2).build().unwrap();

@@ -218,6 +218,10 @@ pub enum ArithOp {
 
 impl ArithOp {
     /// Its operator as written.
+    /// ```
+    /// use safepoint_lang::bytecode::ArithOp;
+    /// assert_eq!(ArithOp::Mul.symbol(), "*");
+    /// ```
     pub fn symbol(self) -> &'static str {
         match self {
             ArithOp::Add => "+",
@@ -340,11 +344,21 @@ impl Builtin {
     ];
 
     /// The builtin called `name`.
+    /// ```
+    /// use safepoint_lang::bytecode::Builtin;
+    /// let (b, min, max) = Builtin::find("len").unwrap();
+    /// assert_eq!((b.name(), min, max), ("len", 1, 1)); // its argument counts
+    /// assert!(Builtin::find("no_such_builtin").is_none());
+    /// ```
     pub fn find(name: &str) -> Option<(Builtin, u8, u8)> {
         Builtin::ALL.iter().find(|b| b.0 == name).map(|b| (b.1, b.2, b.3))
     }
 
     /// Its name.
+    /// ```
+    /// use safepoint_lang::bytecode::Builtin;
+    /// assert_eq!(Builtin::Print.name(), "print");
+    /// ```
     pub fn name(self) -> &'static str {
         Builtin::ALL.iter().find(|b| b.1 == self).map(|b| b.0).unwrap_or("?")
     }
@@ -431,13 +445,28 @@ pub struct Program {
 
 impl Program {
     /// The file a function's lines are in: the program's, or the prelude's.
+    /// ```
+    /// let reg = safepoint_stackmap::Registry::new();
+    /// let prog = safepoint_lang::compiler::compile("f.pb", "print(1)", &reg).unwrap();
+    /// let main = prog.protos[prog.main()].func;
+    /// assert_eq!(prog.file_of(Some(main)), "f.pb");
+    /// let first = prog.protos[0].func; // the prelude's functions come first
+    /// assert_ne!(prog.file_of(Some(first)), "f.pb");
+    /// ```
     pub fn file_of(&self, func: Option<FuncId>) -> &str {
         let prelude = self.protos[..self.prelude].iter().any(|p| Some(p.func) == func);
         if prelude { crate::compiler::PRELUDE_FILE } else { &self.file }
     }
 
     /// Each constant's word if it is an immediate (an integer, or a float that needs no
-    /// allocation), else `None`: what `ArithK` and `LtJmpFK` (and the like) read, with no heap access.
+    /// allocation), else `None`: what `ArithK` and `LtJmpFK` (and the like) read, with no heap
+    /// access.
+    /// ```
+    /// use safepoint_lang::bytecode::{Const, Program};
+    /// use safepoint_lang::value::int;
+    /// assert_eq!(Program::imm(&Const::Int(5)), Some(int(5)));
+    /// assert_eq!(Program::imm(&Const::Int(i64::MAX)), None); // boxed: too wide for a word's tag
+    /// ```
     pub fn imm(c: &Const) -> Option<usize> {
         match *c {
             Const::Int(v) if crate::value::int_fits(v) => Some(crate::value::int(v)),
@@ -447,6 +476,11 @@ impl Program {
     }
 
     /// The top-level code.
+    /// ```
+    /// let reg = safepoint_stackmap::Registry::new();
+    /// let prog = safepoint_lang::compiler::compile("f.pb", "print(1)", &reg).unwrap();
+    /// assert_eq!(prog.main(), prog.protos.len() - 1);
+    /// ```
     pub fn main(&self) -> usize {
         self.protos.len() - 1
     }

@@ -24,10 +24,25 @@ use crate::value;
 type R<T> = Result<T, Error>;
 
 /// Compiles `src` (named `file` in messages), registering each function's stack maps in `reg`.
+/// The prelude is compiled with it, so `reg` must not hold another program's prelude: compile
+/// each program into a registry of its own, or further chunks with a [`Session`].
 ///
 /// # Errors
 /// The first syntax or compile error (an unknown name, a wrong argument count for a known
 /// function, a function too large).
+///
+/// ```
+/// use safepoint_stackmap::Registry;
+/// let reg = Registry::new();
+/// let prog = safepoint_lang::compiler::compile("f.pb", "fn sq(x) { return x * x }\nprint(sq(4))", &reg).unwrap();
+/// assert!(prog.protos.iter().any(|p| p.name == "sq"));
+/// assert_eq!(prog.main(), prog.protos.len() - 1); // the top-level code is last
+/// // Every function's stack maps are in the registry.
+/// assert!(prog.protos.iter().all(|p| reg.get(p.func).is_some()));
+/// let reg = Registry::new(); // a registry holds one program's functions (and the prelude's)
+/// let e = safepoint_lang::compiler::compile("g.pb", "print(y)", &reg).unwrap_err();
+/// assert_eq!(e.render("g.pb"), "g.pb:1:7: unknown name y");
+/// ```
 pub fn compile(file: &str, src: &str, reg: &Registry) -> R<Program> {
     let mut s = Session::new(reg)?;
     s.whole = true;
@@ -62,6 +77,14 @@ impl Session {
     ///
     /// # Errors
     /// None in practice: the prelude compiles.
+    /// ```
+    /// use safepoint_lang::compiler::Session;
+    /// let reg = safepoint_stackmap::Registry::new();
+    /// let s = Session::new(&reg).unwrap();
+    /// // The prelude's functions are registered already.
+    /// assert!(reg.len() > 0);
+    /// drop(s);
+    /// ```
     pub fn new(reg: &Registry) -> R<Session> {
         let mut c = Compiler {
             reg,
@@ -108,6 +131,18 @@ impl Session {
     ///
     /// # Errors
     /// As [`compile`].
+    /// ```
+    /// use safepoint_lang::compiler::Session;
+    /// let reg = safepoint_stackmap::Registry::new();
+    /// let mut s = Session::new(&reg).unwrap();
+    /// s.compile("<1>", "let x = 1", &reg, true).unwrap();
+    /// // A later chunk sees what an earlier one declared.
+    /// let p = s.compile("<2>", "x + 1", &reg, true).unwrap();
+    /// assert!(p.protos.len() > p.prelude);
+    /// // A chunk that does not compile leaves the session as it was.
+    /// assert!(s.compile("<3>", "let = 2", &reg, true).is_err());
+    /// s.compile("<4>", "print(x)", &reg, true).unwrap();
+    /// ```
     pub fn compile(&mut self, file: &str, src: &str, reg: &Registry, echo: bool) -> R<Program> {
         let tokens = crate::lexer::lex(src)?;
         let mut stmts = crate::parser::parse(&tokens)?;

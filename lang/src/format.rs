@@ -55,6 +55,12 @@ impl Arg {
 
 /// How `print` shows a float: the shortest form that reads back the same, with `.0` added
 /// to a finite one that would otherwise look like an integer.
+/// ```
+/// use safepoint_lang::format::show_float;
+/// assert_eq!(show_float(2.0), "2.0");
+/// assert_eq!(show_float(0.1), "0.1");
+/// assert_eq!(show_float(f64::INFINITY), "inf");
+/// ```
 pub fn show_float(v: f64) -> String {
     let mut s = format!("{v}");
     if v.is_finite() && !s.contains(['.', 'e']) {
@@ -67,6 +73,13 @@ pub fn show_float(v: f64) -> String {
 ///
 /// # Errors
 /// A description of the first verb that does not fit, or of a missing or extra argument.
+///
+/// ```
+/// use safepoint_lang::format::{Arg, format};
+/// let s = format("%s is %05d", &[Arg::Str("x".into()), Arg::Int(42)]);
+/// assert_eq!(s.unwrap(), "x is 00042");
+/// assert_eq!(format("%d", &[]).unwrap_err(), "format: %d has no argument");
+/// ```
 pub fn format(f: &str, args: &[Arg]) -> Result<String, String> {
     let mut out = String::new();
     let mut next = 0usize;

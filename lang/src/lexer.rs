@@ -44,6 +44,16 @@ const SYMBOLS: &[&str] = &[
 ///
 /// # Errors
 /// An unknown character, an unterminated string, a bad escape, or a number out of range.
+///
+/// ```
+/// use safepoint_lang::lexer::{Tok, lex};
+/// let toks = lex("x = 1.5").unwrap();
+/// assert_eq!(toks.len(), 4); // x, =, 1.5 and the end
+/// assert!(matches!(toks[2].tok, Tok::Float(f) if f == 1.5));
+/// assert!(matches!(toks[3].tok, Tok::Eof));
+/// let e = lex("x = \"open").unwrap_err();
+/// assert_eq!(e.pos.line, 1);
+/// ```
 pub fn lex(src: &str) -> Result<Vec<Token>, Error> {
     let b = src.as_bytes();
     let (mut i, mut line, mut col) = (0usize, 1u32, 1u32);

@@ -98,11 +98,12 @@
 //! names, declared once and named nowhere before its declaration, is a register of the
 //! top-level code (up to 64 of them; a REPL's are all globals): it reads and writes faster
 //! than a global and behaves the same (its value stays reachable to the end, as a global's
-//! does). A channel's Rust side (its buffer and wait queues)
-//! is freed by a collector cleanup once its record is found unreachable; the pacer sees only
-//! the record's 16 bytes, so a program that makes channels fast holds the Rust side of a
-//! heap goal's worth of records between cycles (about 110 MB at the peak for a million
-//! channels made in a loop, 145 MB for ten million: bounded, not small).
+//! does). A channel's Rust side (its buffer and wait queues) is freed by a collector cleanup
+//! once its record is found unreachable, and its bytes are reported to the pacer meanwhile
+//! ([`safepoint_gc::External`]), so making channels starts cycles as allocating does: a
+//! million channels made in a loop peak at about 40 MB of resident memory, ten million at
+//! about 65 MB (`lang/scripts/chan_churn.pb`). Cleanups run on the collector's cleanup
+//! goroutine, so a program that makes channels faster than it runs them holds more.
 //!
 //! The heap goal's floor is 1 MiB ([`MIN_HEAP`]; `--min-heap-kb`), not the collector's
 //! default of 4 MiB: a script's live data is often a few hundred kilobytes, and its peak then
@@ -287,9 +288,38 @@ fn complete(src: &str) -> bool {
 /// prints its value (unless nil). A compile error or a runtime error of the chunk's top-level
 /// code is printed and the session goes on; a runtime error in a goroutine still ends the
 /// process, as in a program. The prompt is printed only when standard input is a terminal.
-/// Returns 0 at the end of input.
+/// Returns 0 at the end of input. [`repl_lines`] is the same loop over lines given to it
+/// (whose example runs; this one would wait for standard input).
+///
+/// ```no_run
+/// let opts = safepoint_lang::Options::default();
+/// std::process::exit(safepoint_lang::repl(&opts)); // what `pebble` with no command does
+/// ```
 pub fn repl(opts: &Options) -> i32 {
-    use std::io::{BufRead, IsTerminal, Write};
+    use std::io::{BufRead, IsTerminal};
+    // Standard input is locked a line at a time: a chunk's program may read it too.
+    let lines = std::iter::from_fn(|| {
+        let mut line = String::new();
+        match std::io::stdin().lock().read_line(&mut line) {
+            Ok(0) | Err(_) => None,
+            Ok(_) => Some(line),
+        }
+    });
+    repl_lines(opts, lines, std::io::stdin().is_terminal())
+}
+
+/// The read-eval-print loop of [`repl`] over `lines` (each with or without its `\n`), asked
+/// for one at a time, after the prompt when `prompt` is set. Returns 0 when `lines` ends, as
+/// `repl` does at the end of input.
+///
+/// ```
+/// let opts = safepoint_lang::Options::default();
+/// let chunks = ["let x = 6\n", "fn times(a) {\n", "  return a * x\n", "}\n", "times(7)\n"];
+/// // Prints 42: the last chunk is an expression, and sees the earlier chunks' names.
+/// assert_eq!(safepoint_lang::repl_lines(&opts, chunks.map(String::from), false), 0);
+/// ```
+pub fn repl_lines(opts: &Options, lines: impl IntoIterator<Item = String>, prompt: bool) -> i32 {
+    use std::io::Write;
     quiet_stack_overflow_panics();
     let reg = Arc::new(Registry::new());
     let mut session = match compiler::Session::new(&reg) {
@@ -303,21 +333,19 @@ pub fn repl(opts: &Options) -> i32 {
         Ok(x) => x,
         Err(code) => return code,
     };
-    let stdin = std::io::stdin();
-    let tty = stdin.is_terminal();
+    let mut lines = lines.into_iter();
     let mut sh: Option<Arc<vm::Shared>> = None;
     let mut chunk = String::new();
     loop {
-        if tty {
+        if prompt {
             print!("{}", if chunk.is_empty() { "> " } else { ". " });
             let _ = std::io::stdout().flush();
         }
-        let mut line = String::new();
-        match stdin.lock().read_line(&mut line) {
-            Ok(0) | Err(_) => break,
-            Ok(_) => {}
-        }
+        let Some(line) = lines.next() else { break };
         chunk.push_str(&line);
+        if !line.ends_with('\n') {
+            chunk.push('\n');
+        }
         if !complete(&chunk) {
             continue;
         }

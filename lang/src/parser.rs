@@ -9,6 +9,15 @@ use crate::lexer::{Tok, Token};
 ///
 /// # Errors
 /// The first syntax error, with its position.
+///
+/// ```
+/// use safepoint_lang::{ast::StmtKind, lexer::lex, parser::parse};
+/// let stmts = parse(&lex("let x = 1\nprint(x)").unwrap()).unwrap();
+/// assert_eq!(stmts.len(), 2);
+/// assert!(matches!(&stmts[0].kind, StmtKind::Let(name, _) if name == "x"));
+/// let e = parse(&lex("let = 1").unwrap()).unwrap_err();
+/// assert_eq!((e.pos.line, e.pos.col), (1, 5));
+/// ```
 pub fn parse(tokens: &[Token]) -> Result<Vec<Stmt>, Error> {
     let mut p = Parser { t: tokens, i: 0, lambdas: 0 };
     let mut out = Vec::new();

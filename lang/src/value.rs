@@ -29,12 +29,25 @@ pub const FALSE: usize = 6;
 pub const TRUE: usize = 10;
 
 /// Whether `v` fits an immediate integer.
+///
+/// ```
+/// use safepoint_lang::value::int_fits;
+/// assert!(int_fits(1 << 60) && int_fits(-(1 << 61)));
+/// assert!(!int_fits(1 << 61)); // two bits are the tag
+/// ```
 #[inline]
 pub fn int_fits(v: i64) -> bool {
     (v << 2) >> 2 == v
 }
 
 /// The word for the integer `v` (which must fit).
+///
+/// ```
+/// use safepoint_lang::value::{as_int, int, is_int};
+/// let w = int(-42);
+/// assert!(is_int(w));
+/// assert_eq!(as_int(w), -42);
+/// ```
 #[inline]
 pub fn int(v: i64) -> usize {
     debug_assert!(int_fits(v));
@@ -42,30 +55,58 @@ pub fn int(v: i64) -> usize {
 }
 
 /// Whether `w` is an integer.
+///
+/// ```
+/// use safepoint_lang::value::{NIL, int, is_int};
+/// assert!(is_int(int(7)));
+/// assert!(!is_int(NIL));
+/// ```
 #[inline]
 pub fn is_int(w: usize) -> bool {
     w & 3 == 0
 }
 
 /// The integer in `w` (which must be one).
+///
+/// ```
+/// use safepoint_lang::value::{as_int, int};
+/// assert_eq!(as_int(int(1 << 40)), 1 << 40);
+/// ```
 #[inline]
 pub fn as_int(w: usize) -> i64 {
     (w as i64) >> 2
 }
 
 /// Whether `w` is a reference.
+///
+/// ```
+/// use safepoint_lang::value::{NIL, TRUE, int, is_ref};
+/// // Integers, nil and the booleans are immediates, never references.
+/// assert!(![int(3), NIL, TRUE].into_iter().any(is_ref));
+/// ```
 #[inline]
 pub fn is_ref(w: usize) -> bool {
     w & 3 == 1
 }
 
 /// The word for a boolean.
+///
+/// ```
+/// use safepoint_lang::value::{FALSE, TRUE, boolean};
+/// assert_eq!((boolean(true), boolean(false)), (TRUE, FALSE));
+/// ```
 #[inline]
 pub fn boolean(b: bool) -> usize {
     if b { TRUE } else { FALSE }
 }
 
 /// Whether `w` counts as true in a condition (everything but `nil` and `false`).
+///
+/// ```
+/// use safepoint_lang::value::{FALSE, NIL, TRUE, int, truthy};
+/// assert!(truthy(TRUE) && truthy(int(0))); // 0 is true, as in Lua
+/// assert!(!truthy(NIL) && !truthy(FALSE));
+/// ```
 #[inline]
 pub fn truthy(w: usize) -> bool {
     w != NIL && w != FALSE

@@ -158,6 +158,8 @@ pub(crate) struct Shared {
     pub args: Vec<String>,
     /// Standard output, shared by all goroutines (a goroutine-aware lock).
     pub out: Arc<safepoint_sched::Mutex<std::io::BufWriter<std::io::Stdout>>>,
+    /// Where channels report the memory of their Rust side, so that the collector paces it.
+    pub ext: safepoint_gc::External,
 }
 
 impl Shared {
@@ -175,6 +177,7 @@ impl Shared {
             globals: Arc::new(Global::new(&gc)),
             globals_cap: prog.globals,
             out: Arc::new(safepoint_sched::Mutex::new(std::io::BufWriter::new(std::io::stdout()))),
+            ext: gc.external(),
             prog,
             gc,
             reg,
@@ -192,6 +195,7 @@ impl Shared {
             globals: self.globals.clone(),
             globals_cap: self.globals_cap,
             out: self.out.clone(),
+            ext: self.ext.clone(),
             prog,
             gc: self.gc.clone(),
             reg: self.reg.clone(),
@@ -454,12 +458,12 @@ impl Thread {
                 Exit::Grow(f) => {
                     // The slow push: grows the stack (or stops here for a request). Past the
                     // limit it panics, which is the program's stack overflow.
-                    let r = std::panic::catch_unwind(|| {
+                    let r = not_shutdown(std::panic::catch_unwind(|| {
                         with_stack(|ms| {
                             ms.push(f);
                             ms.pop();
                         })
-                    });
+                    }));
                     if let Err(p) = r {
                         let msg = p
                             .downcast_ref::<String>()
@@ -525,7 +529,10 @@ impl Thread {
                 if ch.is_closed() {
                     return Err("send on closed channel".into());
                 }
-                let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| ch.send(msg)));
+                let r =
+                    not_shutdown(std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                        ch.send(msg)
+                    })));
                 r.map_err(|_| "send on closed channel".to_string())?;
             }
             Block::Recv { ch, dst, ok } => {
@@ -550,7 +557,10 @@ impl Thread {
                 if default {
                     s = s.default(move || (n, None));
                 }
-                let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| s.wait()));
+                let r =
+                    not_shutdown(std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                        s.wait()
+                    })));
                 let (idx, msg) = r.map_err(|_| "send on closed channel".to_string())?;
                 let (dst, ok) = dsts.get(idx).copied().unwrap_or((None, None));
                 self.st.pending = Pending::Select { a, idx, dst, ok, msg };
@@ -1962,6 +1972,16 @@ impl ChanPtr {
     }
 }
 
+/// `r`, a caught panic of a runtime call that the interpreter turns into a program error,
+/// unless it is the runtime's shutdown unwinding the goroutine: that one goes on unwinding
+/// (the shutdown is not the program's error, and the goroutine must not run on).
+fn not_shutdown<T>(r: std::thread::Result<T>) -> std::thread::Result<T> {
+    match r {
+        Err(p) if p.is::<safepoint_sched::RuntimeShutdown>() => std::panic::resume_unwind(p),
+        r => r,
+    }
+}
+
 /// The Rust side of the channel record `v`.
 ///
 /// It lives until the collector finds the record unreachable (then a cleanup frees it), so
@@ -2738,10 +2758,21 @@ fn builtin(
             // SAFETY: a fresh channel record: one raw word.
             unsafe { pin.set_word(c, 0, WordKind::Raw, p as usize) };
             // The Rust side is freed by a cleanup once the record is found unreachable (see
-            // `chan_of`). The cleanup holds only the pointer, nothing that reaches the record.
+            // `chan_of`). The cleanup holds only the pointer and the pacer's counts, nothing
+            // that reaches the record. Its bytes are reported to the pacer meanwhile: the
+            // record is two words, so without them a heap goal of channels (megabytes of Rust
+            // sides) would build up between cycles.
             let rust_side = ChanPtr(p);
+            let bytes = ChanBox::footprint(cap) + std::mem::size_of::<ChanBox>();
+            sh.ext.add(bytes);
+            let ext = sh.ext.clone();
             // SAFETY: `c` is a fresh, live object of this heap.
-            unsafe { pin.add_cleanup(c, move || rust_side.free()) };
+            unsafe {
+                pin.add_cleanup(c, move || {
+                    rust_side.free();
+                    ext.sub(bytes);
+                })
+            };
             c
         }
         Builtin::Weak => {

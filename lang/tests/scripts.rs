@@ -240,6 +240,23 @@ fn dropped_channels_are_freed_by_cleanups() {
     assert!(run >= 9000, "cleanups run: {run}\n{stderr}");
 }
 
+/// A channel reports its Rust side to the pacer (`Gc::external`), so making channels starts
+/// cycles by itself: 200,000 channels are 3 MiB of records, under a 4 MiB heap floor (set
+/// here: Pebble's own is 1 MiB, which the records alone would pass), which alone would start
+/// no cycle; with their Rust sides they start several.
+#[test]
+fn channels_report_their_rust_side_to_the_pacer() {
+    let args = ["--min-heap-kb", "4096", "run", &script("chan_churn.pb"), "200000"];
+    let out = run_with("gctrace=1", &args);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "19999900000\n");
+    let cycles: Vec<&str> =
+        stderr.lines().filter(|l| l.starts_with("gc ") && !l.contains(" weak: ")).collect();
+    assert!(cycles.len() >= 3, "{} cycles\n{stderr}", cycles.len());
+    assert!(cycles.iter().any(|l| l.contains(" MB external, ")), "{stderr}");
+}
+
 /// `weak(x)` reads its object with `deref` until a collection finds the object unreachable,
 /// then nil; in every collector mode.
 #[test]

@@ -1,6 +1,7 @@
 //! G: a goroutine.
 
 use core::cell::{Cell, UnsafeCell};
+use core::mem::MaybeUninit;
 use core::ptr::{self, NonNull};
 use std::any::Any;
 use std::sync::{Arc, Mutex};
@@ -14,8 +15,88 @@ use crate::shim::{AtomicBool, AtomicU64, AtomicUsize, Ordering, fence};
 use crate::status::{Status, StatusWord};
 use safepoint_stackmap::{ManagedStack, StackConfig, StackGuard};
 
-/// A goroutine's body, type-erased.
-pub(crate) type Body = Box<dyn FnOnce() + Send + 'static>;
+/// Words of a goroutine body kept in the G itself rather than boxed (see [`Body`]).
+const BODY_INLINE_WORDS: usize = 6;
+
+/// A goroutine's body, type-erased: a closure of up to `BODY_INLINE_WORDS` words (and no
+/// stricter alignment than a word) is kept in place in the G, so that a spawn makes no
+/// allocation for it (the G is pooled and reused); a larger one is boxed.
+pub(crate) struct Body {
+    repr: BodyRepr,
+}
+
+enum BodyRepr {
+    Boxed(Box<dyn FnOnce() + Send + 'static>),
+    Inline {
+        /// The closure's bytes (a value of the type `call` and `drop` were made for).
+        data: [MaybeUninit<usize>; BODY_INLINE_WORDS],
+        /// Moves the closure out of `data` and calls it.
+        call: unsafe fn(*mut MaybeUninit<usize>),
+        /// Drops the closure in `data`.
+        drop: unsafe fn(*mut MaybeUninit<usize>),
+    },
+}
+
+// SAFETY: a Body only holds a closure that is `Send` (`Body::new` requires it).
+unsafe impl Send for Body {}
+
+/// # Safety
+/// `p` holds a valid `F`, which is not used again.
+unsafe fn call_inline<F: FnOnce()>(p: *mut MaybeUninit<usize>) {
+    // SAFETY: per the contract, `p` holds an `F` that nothing else will read or drop.
+    let f = unsafe { ptr::read(p.cast::<F>()) };
+    f()
+}
+
+/// # Safety
+/// `p` holds a valid `F`, which is not used again.
+unsafe fn drop_inline<F>(p: *mut MaybeUninit<usize>) {
+    // SAFETY: per the contract.
+    unsafe { ptr::drop_in_place(p.cast::<F>()) }
+}
+
+impl Body {
+    /// Wraps `f`, in place if it fits.
+    pub fn new<F: FnOnce() + Send + 'static>(f: F) -> Body {
+        let fits = core::mem::size_of::<F>() <= BODY_INLINE_WORDS * core::mem::size_of::<usize>()
+            && core::mem::align_of::<F>() <= core::mem::align_of::<usize>();
+        if !fits {
+            return Body { repr: BodyRepr::Boxed(Box::new(f)) };
+        }
+        let mut data = [MaybeUninit::<usize>::uninit(); BODY_INLINE_WORDS];
+        // SAFETY: `data` has room and alignment for an `F` (checked above); the value is moved
+        // into it and owned by the Body from here on.
+        unsafe { ptr::write(data.as_mut_ptr().cast::<F>(), f) };
+        Body { repr: BodyRepr::Inline { data, call: call_inline::<F>, drop: drop_inline::<F> } }
+    }
+
+    /// Runs the body (consuming it).
+    pub fn call(self) {
+        let mut this = core::mem::ManuallyDrop::new(self);
+        match &mut this.repr {
+            BodyRepr::Boxed(b) => {
+                // SAFETY: `this` is never used or dropped again, so the box is moved out once.
+                let b = unsafe { ptr::read(b) };
+                b()
+            }
+            BodyRepr::Inline { data, call, .. } => {
+                // SAFETY: `data` holds the closure `call` was made for; `this` is never dropped,
+                // so the closure is not dropped a second time.
+                unsafe { call(data.as_mut_ptr()) }
+            }
+        }
+    }
+}
+
+impl Drop for Body {
+    fn drop(&mut self) {
+        if let BodyRepr::Inline { data, drop, .. } = &mut self.repr {
+            // SAFETY: `data` holds the closure `drop` was made for, not yet run (a run consumes
+            // the Body without dropping it).
+            unsafe { drop(data.as_mut_ptr()) }
+        }
+    }
+}
 
 /// A goroutine.
 ///
@@ -346,4 +427,78 @@ impl G {
 #[inline]
 pub(crate) fn goid(g: &G) -> u64 {
     g.id.load(Ordering::Relaxed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Body, BodyRepr};
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    /// Counts its drops.
+    struct Tally(Arc<AtomicUsize>);
+    impl Drop for Tally {
+        fn drop(&mut self) {
+            self.0.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    fn inline(b: &Body) -> bool {
+        matches!(b.repr, BodyRepr::Inline { .. })
+    }
+
+    #[test]
+    fn a_small_body_is_kept_in_place_and_runs_once_and_drops_its_captures_once() {
+        let drops = Arc::new(AtomicUsize::new(0));
+        let ran = Arc::new(AtomicUsize::new(0));
+        let (t, r) = (Tally(drops.clone()), ran.clone());
+        let b = Body::new(move || {
+            let _t = t;
+            r.fetch_add(1, Ordering::Relaxed);
+        });
+        assert!(inline(&b));
+        b.call();
+        assert_eq!((ran.load(Ordering::Relaxed), drops.load(Ordering::Relaxed)), (1, 1));
+        // Dropped without running (a goroutine that never started).
+        let t = Tally(drops.clone());
+        let b = Body::new(move || drop(t));
+        assert!(inline(&b));
+        drop(b);
+        assert_eq!(drops.load(Ordering::Relaxed), 2);
+    }
+
+    #[test]
+    fn a_large_or_overaligned_body_is_boxed() {
+        let drops = Arc::new(AtomicUsize::new(0));
+        let (t, big) = (Tally(drops.clone()), [7u64; 16]);
+        let b = Body::new(move || {
+            assert_eq!(big.iter().sum::<u64>() + t.0.load(Ordering::Relaxed) as u64, 112)
+        });
+        assert!(!inline(&b));
+        b.call();
+        #[repr(align(64))]
+        struct Wide(u8);
+        let w = Wide(1);
+        let b = Body::new(move || {
+            let w = w; // the whole value, not the field alone
+            assert_eq!(w.0, 1)
+        });
+        assert!(!inline(&b));
+        drop(b);
+        assert_eq!(drops.load(Ordering::Relaxed), 1);
+    }
+
+    #[test]
+    fn a_body_that_panics_drops_its_captures_once() {
+        let drops = Arc::new(AtomicUsize::new(0));
+        let t = Tally(drops.clone());
+        let b = Body::new(move || {
+            let _t = t;
+            panic!("boom");
+        });
+        assert!(inline(&b));
+        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| b.call()));
+        assert!(r.is_err());
+        assert_eq!(drops.load(Ordering::Relaxed), 1);
+    }
 }

@@ -123,7 +123,8 @@ enum Waiter {
 }
 
 struct State<T> {
-    result: Option<Result<T, JoinError>>,
+    /// The error boxed: a goroutine's cell lives as long as it runs, and a panic is rare.
+    result: Option<Result<T, Box<JoinError>>>,
     done: bool,
     detached: bool,
     waiter: Waiter,
@@ -152,7 +153,7 @@ impl<T> Cell<T> {
     /// Called by the finished goroutine.
     pub fn complete(&self, id: u64, r: std::thread::Result<T>, traceback: Option<String>) {
         let mut s = self.lock();
-        let r = r.map_err(|payload| JoinError { id, payload, traceback });
+        let r = r.map_err(|payload| Box::new(JoinError { id, payload, traceback }));
         if s.detached {
             // A goroutine unwound by shutdown is not a failure to report.
             if let Err(e) = &r
@@ -302,7 +303,7 @@ impl<T> JoinHandle<T> {
         }
         let mut s = self.cell.lock();
         debug_assert!(s.done);
-        Ok(s.result.take().expect("join: result taken twice"))
+        Ok(s.result.take().expect("join: result taken twice").map_err(|e| *e))
     }
 }
 

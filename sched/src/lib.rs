@@ -1324,7 +1324,7 @@ where
 {
     let cell = join::Cell::new();
     let c2 = cell.clone();
-    let body: g::Body = Box::new(move || {
+    let body = g::Body::new(move || {
         let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || {
             // Started after shutdown began: `f` is dropped without running.
             if let Some(g) = runtime::current_g() {

@@ -14,7 +14,15 @@ const MSTACK_KEEP_WORDS: usize = 64 * 1024;
 /// Drops the goroutine's locals, on the goroutine itself (their destructors may still use the
 /// runtime). A destructor may create new locals; a few rounds settle it, and `prepare` clears
 /// the rest. A panicking destructor is reported and the rest still dropped.
+///
+/// While the runtime shuts down, a destructor that waits (a receive, a lock) is unwound with
+/// the shutdown payload, as any goroutine that waits then is, even if the goroutine's body
+/// was unwound already: here nothing else is unwinding (the body's unwind was caught), so a
+/// second one is safe, and it lets the other locals be dropped. That unwind is the shutdown
+/// at work, not a panic of the destructor, and is not reported.
 fn drop_locals(g: &G) {
+    // Relaxed: only the goroutine itself reads and writes its own flag.
+    let unwound_before = g.unwound.load(Ordering::Relaxed);
     for _ in 0..4 {
         // SAFETY: the goroutine owns its locals; no borrow of them is live here.
         let locals = core::mem::take(unsafe { &mut *g.locals.get() });
@@ -22,14 +30,20 @@ fn drop_locals(g: &G) {
             break;
         }
         for l in locals {
-            if std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || drop(l))).is_err() {
-                crate::message(format_args!(
+            g.unwound.store(false, Ordering::Relaxed);
+            match std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || drop(l))) {
+                Ok(()) => {}
+                Err(p) if p.is::<crate::RuntimeShutdown>() => {}
+                Err(_) => crate::message(format_args!(
                     "goroutine {}: a goroutine-local destructor panicked",
                     goid(g)
-                ));
+                )),
             }
         }
     }
+    // Unwound once, it stays so: what runs after must not be unwound again.
+    let now = g.unwound.load(Ordering::Relaxed);
+    g.unwound.store(unwound_before || now, Ordering::Relaxed);
 }
 
 /// Drops the running goroutine's locals now (before its result is published, so that whoever
@@ -52,7 +66,7 @@ pub(crate) unsafe extern "C" fn g_entry(data: usize, _arg: usize) -> ! {
     if let Some(body) = body {
         // The body catches its own panics (see `spawn_with`); a panic escaping here would unwind
         // into the trampoline, so contain it.
-        if std::panic::catch_unwind(std::panic::AssertUnwindSafe(body)).is_err() {
+        if std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| body.call())).is_err() {
             crate::throw!("goroutine {}: panic escaped its body", goid(g));
         }
     }

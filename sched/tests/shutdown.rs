@@ -478,3 +478,66 @@ fn an_rwlock_in_use_when_its_runtime_is_dropped_stays_consistent() {
         }
     });
 }
+
+/// Goroutine-locals whose destructors wait (on a channel nobody sends on) while the runtime
+/// is dropped, in a goroutine unwound by the drop and in one that had returned: the drain
+/// unwinds each waiting destructor with the shutdown payload, which is the shutdown at work,
+/// not a panic of the destructor. The first used to stop there, leaving its other locals
+/// undropped (the goroutine was unwound once only); the second was reported as "a
+/// goroutine-local destructor panicked". Now every local and capture is dropped and nothing
+/// is reported.
+#[test]
+fn local_destructors_that_wait_at_shutdown_are_unwound_and_not_reported() {
+    use safepoint_sched::GoroutineLocal;
+    use std::cell::RefCell;
+    /// Waits in its destructor, after saying so.
+    struct WaitsInDrop(Option<(Chan<()>, Arc<AtomicUsize>)>);
+    impl Drop for WaitsInDrop {
+        fn drop(&mut self) {
+            if let Some((ch, waiting)) = self.0.take() {
+                waiting.fetch_add(1, Ordering::SeqCst);
+                let _ = ch.recv();
+            }
+        }
+    }
+    static WAITER: GoroutineLocal<RefCell<WaitsInDrop>> =
+        GoroutineLocal::new(|| RefCell::new(WaitsInDrop(None)));
+    static OTHER: GoroutineLocal<RefCell<Option<Token>>> =
+        GoroutineLocal::new(|| RefCell::new(None));
+    let said = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let s = said.clone();
+    safepoint_sched::set_message_sink(Some(Box::new(move |m: &str| {
+        s.lock().unwrap().push(m.to_string())
+    })));
+    let dropped = must_finish("drop with waiting local destructors", || {
+        let rt = Runtime::builder().procs(2).build().unwrap();
+        let dropped = Arc::new(AtomicUsize::new(0));
+        let started = Arc::new(AtomicUsize::new(0));
+        let waiting = Arc::new(AtomicUsize::new(0));
+        for returns in [false, true] {
+            let (d, s1, w) = (dropped.clone(), started.clone(), waiting.clone());
+            let t = Token(dropped.clone());
+            rt.spawn(move || {
+                let _t = t;
+                WAITER.with(|x| x.borrow_mut().0 = Some((Chan::new(0), w)));
+                OTHER.with(|o| *o.borrow_mut() = Some(Token(d)));
+                s1.fetch_add(1, Ordering::SeqCst);
+                if !returns {
+                    // Parked until the drop unwinds it; then its locals are dropped, and the
+                    // waiter's destructor parks again.
+                    park(WaitReason::Park, |_| true);
+                }
+            })
+            .unwrap();
+        }
+        wait_for(&started, 2);
+        // The goroutine that returned is parked in its waiter's destructor.
+        wait_for(&waiting, 1);
+        drop(rt);
+        dropped.load(Ordering::SeqCst)
+    });
+    safepoint_sched::set_message_sink(None);
+    let said = said.lock().unwrap();
+    assert_eq!(dropped, 4, "both captures and both other locals are dropped: {said:?}");
+    assert!(!said.iter().any(|m| m.contains("destructor panicked")), "{said:?}");
+}

@@ -60,7 +60,11 @@
 //! size, so a pop does not wait on the header the push just wrote, and reads the caller's
 //! size from the caller's header, written long before.) The function field is a registry
 //! index, or for a *handle frame* (native Rust code rooting values: every slot a reference)
-//! the bit `1 << 31`. Keeping the slot and safepoint counts in the frame lets pop and
+//! the bit `1 << 31` (with bit 0 for a *sealed* one, whose slots only its owner writes), or
+//! for a *sealed function frame* ([`ManagedStack::push_sealed`]: a function's frame whose
+//! slots only its owner writes, and whose dead slots a walk reports to [`Visitor::dead`] so
+//! that a collector clears them) the index with the bit `1 << 30`; so a registry holds at
+//! most [`MAX_FUNCS`] = 2^30 functions. Keeping the slot and safepoint counts in the frame lets pop and
 //! [`ManagedStack::set_safepoint`] work without a table lookup; the walker still takes sizes
 //! and bitmaps from the registry and checks that they agree with the frame. Positions fit in
 //! 32 bits, which caps the limit at just under 32 GiB.

@@ -39,15 +39,15 @@ pub const MAX_FRAME_SLOTS: usize = 1 << 20;
 /// The most safepoints a function may declare.
 pub const MAX_SAFEPOINTS: usize = 1 << 24;
 
-/// The most functions one registry holds. Indices are below this, so the top bit of a frame's
-/// 32-bit function field is free to mark a handle frame.
-pub const MAX_FUNCS: usize = 1 << 31;
+/// The most functions one registry holds. Indices are below this, so the top two bits of a
+/// frame's 32-bit function field are free to mark a handle frame and a sealed function frame.
+pub const MAX_FUNCS: usize = 1 << 30;
 
 /// Entries in chunk 0; chunk `k` holds `CHUNK0 << k`.
 const CHUNK0_SHIFT: u32 = 6;
 const CHUNK0: usize = 1 << CHUNK0_SHIFT;
 /// Enough chunks for `MAX_FUNCS` entries: `CHUNK0 * (2^NUM_CHUNKS - 1) >= MAX_FUNCS`.
-const NUM_CHUNKS: usize = 26;
+const NUM_CHUNKS: usize = 25;
 const _: () = assert!(CHUNK0 * ((1 << NUM_CHUNKS) - 1) >= MAX_FUNCS);
 
 /// A registered function, as the frame push sees it: its index in the registry, its frame size
@@ -492,6 +492,25 @@ impl SafepointMap {
     #[inline(always)]
     pub(crate) fn each_tagged(&self, f: impl FnMut(usize)) {
         for_each_bit_split(self.tagged0, &self.tagged, f)
+    }
+
+    /// Calls `f` with every slot below `n` that is neither a live reference nor a live
+    /// tagged slot (a dead one), in increasing order.
+    pub(crate) fn each_dead(&self, n: usize, mut f: impl FnMut(usize)) {
+        let bits = usize::BITS as usize;
+        for w in 0..n.div_ceil(bits) {
+            let live =
+                self.refs.get(w).copied().unwrap_or(0) | self.tagged.get(w).copied().unwrap_or(0);
+            let mut dead = !live;
+            if n - w * bits < bits {
+                dead &= (1 << (n - w * bits)) - 1;
+            }
+            while dead != 0 {
+                let b = dead.trailing_zeros() as usize;
+                dead &= dead - 1;
+                f(w * bits + b);
+            }
+        }
     }
 }
 
@@ -1382,9 +1401,9 @@ mod tests {
 
     #[test]
     fn error_registry_full_message() {
-        // Filling 2^31 entries is out of reach of a test; the check itself is one comparison.
+        // Filling 2^30 entries is out of reach of a test; the check itself is one comparison.
         let e = RegisterError::RegistryFull { max: MAX_FUNCS };
-        assert_eq!(e.to_string(), "registry is full (2147483648 functions)");
+        assert_eq!(e.to_string(), "registry is full (1073741824 functions)");
     }
 
     #[test]

@@ -17,6 +17,17 @@ pub(crate) const HEADER: usize = 2;
 pub(crate) const HANDLE_BIT: u32 = 1 << 31;
 /// With `HANDLE_BIT`: a sealed handle frame (see [`ManagedStack::push_sealed_handles`]).
 pub(crate) const SEALED_BIT: u32 = 1;
+/// Without `HANDLE_BIT`: a sealed function frame (see [`ManagedStack::push_sealed`]); the
+/// function's index is the field's other bits (indices are below [`MAX_FUNCS`]).
+///
+/// [`MAX_FUNCS`]: crate::MAX_FUNCS
+pub(crate) const SEALED_FUNC_BIT: u32 = 1 << 30;
+
+/// Whether the function field `func` is a sealed frame's, of either kind.
+#[inline(always)]
+pub(crate) fn is_sealed(func: u32) -> bool {
+    func == HANDLE_BIT | SEALED_BIT || func & (HANDLE_BIT | SEALED_FUNC_BIT) == SEALED_FUNC_BIT
+}
 /// The first buffer, in words (1 KiB), unless the limit is smaller.
 pub(crate) const MIN_WORDS: usize = 128;
 
@@ -446,7 +457,7 @@ impl ManagedStack {
     pub fn top_frame_info(&self) -> (Option<u32>, u32) {
         let (w0, w1) = self.top_header("top_frame_info");
         let func = w0 as u32;
-        ((func & HANDLE_BIT == 0).then_some(func), w1 as u32)
+        ((func & HANDLE_BIT == 0).then_some(func & !SEALED_FUNC_BIT), w1 as u32)
     }
 
     /// The top frame's end (`top`) and its header words.
@@ -598,6 +609,22 @@ impl ManagedStack {
     /// # Panics
     /// With a description, before pushing anything: if `f` is not a function of `reg`, or an
     /// argument is refused; otherwise as [`push_with_args`](Self::push_with_args).
+    ///
+    /// ```
+    /// use safepoint_stackmap::{FuncDesc, ManagedStack, Registry, StackConfig};
+    /// use std::panic::{AssertUnwindSafe, catch_unwind};
+    /// let reg = Registry::new();
+    /// // Three slots: 0 a reference at safepoint 1, 1 and 2 plain words.
+    /// let f = reg.register(FuncDesc::new("f", 3, 0, 2).refs_at(1, &[0])).unwrap();
+    /// let ms = ManagedStack::new(1, StackConfig::default());
+    /// ms.push_with_args_checked(&reg, f, &[0, 7, 8]); // null into the reference slot
+    /// assert_eq!((ms.get(0), ms.get(1), ms.get(2)), (0, 7, 8));
+    /// ms.pop();
+    /// // A word that is not null, for a slot a safepoint scans: refused, nothing pushed.
+    /// let r = catch_unwind(AssertUnwindSafe(|| ms.push_with_args_checked(&reg, f, &[0x1000])));
+    /// assert!(r.is_err());
+    /// assert_eq!(ms.depth(), 0);
+    /// ```
     pub fn push_with_args_checked(&self, reg: &crate::Registry, f: FuncId, args: &[usize]) {
         let Some(info) = reg.get(f) else {
             self.fail(format_args!("push_with_args_checked: function {f:?} is not in the registry"))
@@ -684,6 +711,64 @@ impl ManagedStack {
         base
     }
 
+    /// Pushes a *sealed* frame of function `f`, its slots zeroed, at safepoint 0 (as
+    /// [`push`](Self::push), a preemption point): its slots are scanned by `f`'s maps at the
+    /// frame's current safepoint, as a function frame's, but safe code cannot write them
+    /// ([`set`](Self::set) and [`set_checked`](Self::set_checked) refuse a sealed top frame,
+    /// [`set_at`](Self::set_at) is `unsafe`), and a walk reports the slots the current
+    /// safepoint calls dead to [`Visitor::dead`](crate::Visitor::dead), where a collector
+    /// clears them. This is how an embedding layer (the collector's sections) lets a frame
+    /// carry the embedder's precise maps and still never hand out a word a wrong map let the
+    /// collector free: such a slot reads null after the scan that did not keep its object.
+    /// [`sealed_top`](Self::sealed_top) finds it.
+    ///
+    /// # Safety
+    /// As [`push_sealed_handles`](Self::push_sealed_handles).
+    ///
+    /// ```
+    /// use safepoint_stackmap::{FuncDesc, ManagedStack, Registry, StackConfig};
+    /// let reg = Registry::new();
+    /// let f = reg.register(FuncDesc::new("f", 3, 0, 2).tagged_at(1, &[0])).unwrap();
+    /// let ms = ManagedStack::new(1, StackConfig::default());
+    /// let base = ms.used_words();
+    /// // SAFETY: this code alone writes the frame's slots, with null only, and pops it.
+    /// unsafe { ms.push_sealed(f) };
+    /// assert_eq!(ms.sealed_top(), Some((base, 3)));
+    /// assert_eq!(ms.top_frame_info(), (Some(f.index()), 0));
+    /// ms.pop();
+    /// ```
+    #[inline]
+    pub unsafe fn push_sealed(&self, f: FuncId) {
+        self.push_raw(f.index | SEALED_FUNC_BIT, f.slots as usize, f.safepoints);
+    }
+
+    /// Pushes a sealed frame of function `f` (as [`push_sealed`](Self::push_sealed)) only if
+    /// that needs no slow path, as [`try_push`](Self::try_push): returns whether it pushed.
+    ///
+    /// # Safety
+    /// As [`push_sealed_handles`](Self::push_sealed_handles).
+    ///
+    /// ```
+    /// use safepoint_stackmap::{FuncDesc, ManagedStack, Registry, StackConfig};
+    /// let reg = Registry::new();
+    /// let f = reg.register(FuncDesc::new("f", 1, 0, 1)).unwrap();
+    /// let ms = ManagedStack::new(1, StackConfig::default());
+    /// // SAFETY: only null is written to the frames, and they are popped.
+    /// assert!(!unsafe { ms.try_push_sealed(f) }); // no buffer yet: the slow path
+    /// unsafe { ms.push_sealed(f) };
+    /// assert!(unsafe { ms.try_push_sealed(f) });
+    /// assert_eq!(ms.depth(), 2);
+    /// ```
+    #[inline]
+    pub unsafe fn try_push_sealed(&self, f: FuncId) -> bool {
+        let new_top = self.top.load(Relaxed) + HEADER + f.slots as usize;
+        if !self.guard.admits(new_top) {
+            return false;
+        }
+        self.push_raw(f.index | SEALED_FUNC_BIT, f.slots as usize, f.safepoints);
+        true
+    }
+
     /// Pushes a sealed handle frame of `n` slots (as
     /// [`push_sealed_handles`](Self::push_sealed_handles)) only if that needs no slow path:
     /// the buffer has room and no preemption request is pending. Returns the position of its
@@ -724,9 +809,10 @@ impl ManagedStack {
     }
 
     /// The position of slot 0 (for [`get_at`](Self::get_at)) and the slot count of the top
-    /// frame, if it is a sealed handle frame (see
-    /// [`push_sealed_handles`](Self::push_sealed_handles)); `None` for an empty stack or any
-    /// other top frame. A few loads: for an embedding layer that checks, at every slot access,
+    /// frame, if it is a sealed frame, of handles (see
+    /// [`push_sealed_handles`](Self::push_sealed_handles)) or of a function
+    /// ([`push_sealed`](Self::push_sealed)); `None` for an empty stack or any other top
+    /// frame. A few loads: for an embedding layer that checks, at every slot access,
     /// that the top frame is one of its own.
     ///
     /// ```
@@ -752,7 +838,7 @@ impl ManagedStack {
         let buf = self.buf.load(Relaxed);
         // SAFETY: `2 <= top <= capacity`: the top frame's header is the two words below `top`.
         let w0 = unsafe { &*buf.add(top - HEADER) }.load(Relaxed);
-        (w0 as u32 == HANDLE_BIT | SEALED_BIT).then(|| (top - size, size - HEADER))
+        is_sealed(w0 as u32).then(|| (top - size, size - HEADER))
     }
 
     /// Whether a sealed handle frame of `n` slots whose slot 0 is at `base` is on the stack.
@@ -888,6 +974,39 @@ impl ManagedStack {
         w1.store(word1(sp, count), Relaxed);
     }
 
+    /// [`set_safepoint`](Self::set_safepoint) without its panic for a safepoint out of range:
+    /// `Err(count)`, the top frame's safepoint count, and nothing changes.
+    ///
+    /// # Panics
+    /// If the stack is empty.
+    ///
+    /// ```
+    /// use safepoint_stackmap::{FuncDesc, ManagedStack, Registry, StackConfig};
+    /// let reg = Registry::new();
+    /// let f = reg.register(FuncDesc::new("f", 3, 0, 2)).unwrap();
+    /// let ms = ManagedStack::new(1, StackConfig::default());
+    /// ms.push(f);
+    /// assert_eq!(ms.try_set_safepoint(1), Ok(()));
+    /// assert_eq!(ms.try_set_safepoint(2), Err(2));
+    /// assert_eq!(ms.top_frame_info().1, 1);
+    /// ```
+    #[inline]
+    pub fn try_set_safepoint(&self, sp: u32) -> Result<(), u32> {
+        let top = self.top.load(Relaxed);
+        if top == 0 {
+            self.fail_empty("try_set_safepoint");
+        }
+        let buf = self.buf.load(Relaxed);
+        // SAFETY: `2 <= top <= capacity`: the top frame's header is the two words below.
+        let w1 = unsafe { &*buf.add(top - 1) };
+        let count = (w1.load(Relaxed) >> 32) as u32;
+        if sp >= count {
+            return Err(count);
+        }
+        w1.store(word1(sp, count), Relaxed);
+        Ok(())
+    }
+
     /// Preemption check for loop back-edges: if the guard is poisoned, runs the preempt hook.
     ///
     /// ```
@@ -952,8 +1071,8 @@ impl ManagedStack {
     /// ```
     ///
     /// # Panics
-    /// If the stack is empty or `i` is past the top frame, or the top frame is a sealed handle
-    /// frame (see [`push_sealed_handles`](Self::push_sealed_handles)).
+    /// If the stack is empty or `i` is past the top frame, or the top frame is sealed (see
+    /// [`push_sealed_handles`](Self::push_sealed_handles), [`push_sealed`](Self::push_sealed)).
     ///
     /// ```
     /// use safepoint_stackmap::{FuncDesc, ManagedStack, Registry, StackConfig};
@@ -972,10 +1091,10 @@ impl ManagedStack {
         let buf = self.buf.load(Relaxed);
         // SAFETY: `slot` checked that the stack has a top frame, whose header is the two
         // words below `top <= capacity`.
-        if unsafe { &*buf.add(top - HEADER) }.load(Relaxed) as u32 == HANDLE_BIT | SEALED_BIT {
+        if is_sealed(unsafe { &*buf.add(top - HEADER) }.load(Relaxed) as u32) {
             self.fail(format_args!(
-                "slot {i} of a sealed handle frame written directly (its owner, such as a \
-                 Mutator scope, writes it)"
+                "slot {i} of a sealed frame written directly (its owner, such as a Mutator \
+                 scope or a section, writes it)"
             ));
         }
         w.store(v, Relaxed)
@@ -991,6 +1110,26 @@ impl ManagedStack {
     /// # Panics
     /// With a description, storing nothing: as [`set`](Self::set), and if `v` is refused, or
     /// the top frame's function is not in `reg`.
+    ///
+    /// ```
+    /// use safepoint_stackmap::{FuncDesc, ManagedStack, Registry, StackConfig};
+    /// use std::panic::{AssertUnwindSafe, catch_unwind};
+    /// let reg = Registry::new();
+    /// // Slot 0 is a reference at safepoint 1, slot 1 a tagged slot; slot 2 is a plain word.
+    /// let f = reg.register(FuncDesc::new("f", 3, 0, 2).refs_at(1, &[0]).tagged_at(1, &[1]));
+    /// let f = f.unwrap();
+    /// let ms = ManagedStack::new(1, StackConfig::default());
+    /// ms.push(f);
+    /// ms.set_checked(&reg, 2, 42); // a plain word: any value
+    /// ms.set_checked(&reg, 0, 0); // null is always accepted
+    /// assert_eq!((ms.get(0), ms.get(2)), (0, 42));
+    /// // A non-null word into a slot a safepoint scans is refused, and the slot keeps its value.
+    /// for slot in [0, 1] {
+    ///     let r = catch_unwind(AssertUnwindSafe(|| ms.set_checked(&reg, slot, 0x1000)));
+    ///     assert!(r.is_err());
+    ///     assert_eq!(ms.get(slot), 0);
+    /// }
+    /// ```
     pub fn set_checked(&self, reg: &crate::Registry, i: usize, v: usize) {
         // Bounds first (the same panics as `set`).
         let _ = self.slot(i);

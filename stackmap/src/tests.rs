@@ -435,9 +435,9 @@ fn walker_yields_live_slots_of_the_current_safepoint() {
     assert_eq!(
         s.frames,
         [
-            Frame { depth: 0, offset: 10, func: Some(f), safepoint: 2, slots: 4 },
-            Frame { depth: 1, offset: 6, func: None, safepoint: 0, slots: 2 },
-            Frame { depth: 2, offset: 0, func: Some(f), safepoint: 1, slots: 4 },
+            Frame { depth: 0, offset: 10, func: Some(f), safepoint: 2, slots: 4, sealed: false },
+            Frame { depth: 1, offset: 6, func: None, safepoint: 0, slots: 2, sealed: false },
+            Frame { depth: 2, offset: 0, func: Some(f), safepoint: 1, slots: 4, sealed: false },
         ]
     );
     assert_eq!(s.refs, [(1, 0, 7), (1, 1, 8), (2, 0, 100), (2, 2, 102)]);
@@ -789,6 +789,73 @@ fn walks_run_while_the_registry_grows() {
     });
 }
 
+/// A sealed function frame is walked by its function's maps like any function frame, reports
+/// the slots its current safepoint calls dead (70 slots: two bitmap words), refuses safe
+/// writes, and passes the stack check; the safepoint moves with `try_set_safepoint`.
+#[test]
+fn sealed_function_frames_report_their_dead_slots() {
+    #[derive(Default)]
+    struct Dead(Vec<(usize, usize)>, usize);
+    impl Visitor for Dead {
+        fn frame(&mut self, f: &Frame) {
+            self.1 = f.depth;
+        }
+        fn reference(&mut self, _: usize, _: &crate::SlotWord) {}
+        fn dead(&mut self, slot: usize, w: &crate::SlotWord) {
+            self.0.push((self.1, slot));
+            w.clear();
+        }
+    }
+    let reg = Registry::new();
+    let f = reg
+        .register(
+            FuncDesc::new("sealed", 70, 0, 2)
+                .refs_at(0, &[0])
+                .tagged_at(0, &[1, 66])
+                .tagged_at(1, &[2, 69]),
+        )
+        .unwrap();
+    let mut ms = ManagedStack::new(1, config());
+    ms.push(f); // unsealed, below: no dead slots reported for it
+    // SAFETY: no collector scans this stack: only the test's own walks read it.
+    unsafe { ms.push_sealed(f) };
+    let (base, n) = ms.sealed_top().expect("a sealed top frame");
+    assert_eq!((base, n), (72, 70));
+    for i in 0..70 {
+        // SAFETY: as above.
+        unsafe { ms.set_at(base + i, 0x100 + i) };
+    }
+    assert_eq!(ms.check(&reg), Ok(2));
+    let s = seen(&mut ms, &reg);
+    assert!(s.frames[0].sealed && !s.frames[1].sealed);
+    assert_eq!(s.frames[0].func, Some(f));
+    assert_eq!(s.refs, vec![(0, 0, 0x100), (1, 0, 0)]);
+    assert_eq!(s.tagged, vec![(0, 1, 0x101), (0, 66, 0x100 + 66), (1, 1, 0), (1, 66, 0)]);
+    let mut d = Dead::default();
+    ms.walk(&reg, &mut d);
+    let want: Vec<(usize, usize)> = (2..70).filter(|&i| i != 66).map(|i| (0, i)).collect();
+    assert_eq!(d.0, want);
+    assert_eq!(
+        (ms.get(0), ms.get(1), ms.get(2), ms.get(66), ms.get(69)),
+        (0x100, 0x101, 0, 0x142, 0)
+    );
+    // Safepoint 1: other slots live, and out of range refused.
+    assert_eq!(ms.try_set_safepoint(2), Err(2));
+    assert_eq!(ms.try_set_safepoint(1), Ok(()));
+    assert_eq!(ms.top_frame_info(), (Some(f.index()), 1));
+    let mut d = Dead::default();
+    ms.walk(&reg, &mut d);
+    assert_eq!(d.0.len(), 68);
+    assert_eq!((ms.get(0), ms.get(1), ms.get(66)), (0, 0, 0));
+    // Safe writes are refused.
+    let r = catch_unwind(AssertUnwindSafe(|| ms.set_checked(&reg, 3, 0)));
+    assert!(panic_message(r).contains("sealed frame"));
+    assert_eq!(ms.traceback(&reg).frames[0].name, "sealed");
+    ms.pop();
+    ms.pop();
+    assert_eq!(ms.check(&reg), Ok(0));
+}
+
 #[test]
 fn sealed_handle_frames_are_walked_but_not_written_by_safe_code() {
     let reg = Registry::new();
@@ -810,7 +877,7 @@ fn sealed_handle_frames_are_walked_but_not_written_by_safe_code() {
     assert_eq!(s.refs, vec![(0, 0, 0), (0, 1, 0x20), (0, 2, 0), (1, 0, 0x10)]);
     // SAFETY: no collector scans this stack: only the test's own walks read it.
     let r = catch_unwind(AssertUnwindSafe(|| unsafe { ms.set(0, 0x30) }));
-    assert!(panic_message(r).contains("sealed handle frame"));
+    assert!(panic_message(r).contains("sealed frame"));
     assert_eq!(ms.get_at(base), 0, "the refused write changed nothing");
     ms.pop();
     assert!(!ms.is_sealed_frame_at(base, 3), "popped");

@@ -4,7 +4,7 @@ use std::fmt::{self, Write as _};
 use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 
 use crate::registry::{FuncId, FuncInfo, Registry};
-use crate::stack::{HANDLE_BIT, HEADER, ManagedStack, SEALED_BIT};
+use crate::stack::{HANDLE_BIT, HEADER, ManagedStack, SEALED_BIT, SEALED_FUNC_BIT};
 
 /// One frame as the walker reports it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -19,11 +19,15 @@ pub struct Frame {
     pub safepoint: u32,
     /// Its slot count.
     pub slots: usize,
+    /// A sealed frame (see [`ManagedStack::push_sealed`] and
+    /// [`ManagedStack::push_sealed_handles`]): only its owner writes its slots.
+    pub sealed: bool,
 }
 
-/// A live slot as a [`Visitor`] sees it: its word, to read. Read-only, so that safe code
-/// cannot store through a walk what the collector would later take for a reference (see
-/// [`ManagedStack::set`](crate::ManagedStack::set)).
+/// A live slot as a [`Visitor`] sees it: its word, to read, or to clear
+/// ([`clear`](SlotWord::clear), for a dead slot of a sealed frame). Nothing else can be
+/// stored, so that safe code cannot plant through a walk what the collector would later take
+/// for a reference (see [`ManagedStack::set`](crate::ManagedStack::set)).
 ///
 /// ```compile_fail
 /// use std::sync::atomic::Ordering::Relaxed;
@@ -46,9 +50,63 @@ impl SlotWord {
 
     /// The word, read with `order` (walkers use `Relaxed`: the hand-off that stopped the
     /// owner orders its writes).
+    ///
+    /// ```
+    /// use safepoint_stackmap::{FuncDesc, ManagedStack, Registry, SlotWord, StackConfig, Visitor};
+    /// use std::sync::atomic::Ordering::Relaxed;
+    /// // A visitor that collects the words of the live reference slots.
+    /// struct Words(Vec<usize>);
+    /// impl Visitor for Words {
+    ///     fn reference(&mut self, _slot: usize, w: &SlotWord) {
+    ///         self.0.push(w.load(Relaxed));
+    ///     }
+    ///     fn tagged(&mut self, _slot: usize, _w: &SlotWord) {}
+    /// }
+    /// let reg = Registry::new();
+    /// let f = reg.register(FuncDesc::new("f", 2, 0, 2).refs_at(1, &[0, 1])).unwrap();
+    /// let mut ms = ManagedStack::new(1, StackConfig::default());
+    /// // SAFETY: no collector scans this stack, so any word may be stored.
+    /// unsafe { ms.push_with_args(f, &[0x10, 0x20]) };
+    /// ms.set_safepoint(1);
+    /// let mut v = Words(Vec::new());
+    /// ms.walk(&reg, &mut v);
+    /// assert_eq!(v.0, [0x10, 0x20]);
+    /// ```
     #[inline(always)]
     pub fn load(&self, order: std::sync::atomic::Ordering) -> usize {
         self.0.load(order)
+    }
+
+    /// Stores null: what a collector does to a slot that a sealed frame's current safepoint
+    /// calls dead ([`Visitor::dead`]), so that the owner, if its map was wrong and the slot
+    /// still mattered, reads null rather than an object the collector did not keep. (Walkers
+    /// run while the owner is stopped; its resumption orders the store before its next read.)
+    ///
+    /// ```
+    /// use safepoint_stackmap::{FuncDesc, ManagedStack, Registry, SlotWord, StackConfig, Visitor};
+    /// struct Clear;
+    /// impl Visitor for Clear {
+    ///     fn reference(&mut self, _: usize, _: &SlotWord) {}
+    ///     fn dead(&mut self, _: usize, w: &SlotWord) {
+    ///         w.clear();
+    ///     }
+    /// }
+    /// let reg = Registry::new();
+    /// let f = reg.register(FuncDesc::new("f", 2, 0, 1).tagged_at(0, &[0])).unwrap();
+    /// let mut ms = ManagedStack::new(1, StackConfig::default());
+    /// // SAFETY: no collector scans this stack.
+    /// unsafe {
+    ///     ms.push_sealed(f);
+    ///     let base = ms.sealed_top().unwrap().0;
+    ///     ms.set_at(base, 7);
+    ///     ms.set_at(base + 1, 9); // slot 1 is dead at safepoint 0
+    /// }
+    /// ms.walk(&reg, &mut Clear);
+    /// assert_eq!((ms.get(0), ms.get(1)), (7, 0));
+    /// ```
+    #[inline(always)]
+    pub fn clear(&self) {
+        self.0.store(0, Relaxed);
     }
 }
 
@@ -221,6 +279,36 @@ pub trait Visitor {
     fn conservative(&mut self, slot: usize, word: &SlotWord) {
         let _ = (slot, word);
     }
+    /// A slot of a sealed function frame (see [`ManagedStack::push_sealed`]) that the frame's
+    /// current safepoint calls dead (neither a reference nor a tagged slot), after the frame's
+    /// live slots. A collector clears it ([`SlotWord::clear`]). Not called for a stale top
+    /// frame (every slot of which is [`conservative`](Visitor::conservative)).
+    ///
+    /// ```
+    /// use safepoint_stackmap::{FuncDesc, ManagedStack, Registry, SlotWord, StackConfig, Visitor};
+    /// #[derive(Default)]
+    /// struct Dead(Vec<usize>);
+    /// impl Visitor for Dead {
+    ///     fn reference(&mut self, _: usize, _: &SlotWord) {}
+    ///     fn dead(&mut self, slot: usize, _: &SlotWord) {
+    ///         self.0.push(slot);
+    ///     }
+    /// }
+    /// let reg = Registry::new();
+    /// let f = reg.register(FuncDesc::new("f", 4, 0, 2).tagged_at(1, &[1, 2])).unwrap();
+    /// let mut ms = ManagedStack::new(1, StackConfig::default());
+    /// ms.push(f); // not sealed: no dead slots reported
+    /// // SAFETY: only null is written to the frame.
+    /// unsafe { ms.push_sealed(f) };
+    /// ms.set_safepoint(1);
+    /// let mut v = Dead::default();
+    /// ms.walk(&reg, &mut v);
+    /// assert_eq!(v.0, [0, 3]);
+    /// ```
+    #[inline(always)]
+    fn dead(&mut self, slot: usize, word: &SlotWord) {
+        let _ = (slot, word);
+    }
 }
 
 /// What is wrong with a corrupted stack.
@@ -376,12 +464,15 @@ impl ManagedStack {
             }
             let base = hdr - n;
             if func & HANDLE_BIT != 0 {
-                v.frame(&Frame { depth, offset: base, func: None, safepoint: 0, slots: n });
+                let sealed = func == HANDLE_BIT | SEALED_BIT;
+                v.frame(&Frame { depth, offset: base, func: None, safepoint: 0, slots: n, sealed });
                 for i in 0..n {
                     // SAFETY: `base + i < hdr < capacity`.
                     v.reference(i, SlotWord::of(unsafe { &*buf.add(base + i) }));
                 }
             } else {
+                let sealed = func & SEALED_FUNC_BIT != 0;
+                let func = func & !SEALED_FUNC_BIT;
                 let Some((slots, maps)) = view.get(func) else {
                     self.corrupt_at(reg, hdr, depth, "function index not in the registry")
                 };
@@ -401,6 +492,7 @@ impl ManagedStack {
                     }),
                     safepoint: sp,
                     slots: n,
+                    sealed,
                 });
                 if depth == 0 && v.stale_top() {
                     for i in 0..n {
@@ -420,6 +512,12 @@ impl ManagedStack {
                     // SAFETY: as above.
                     v.tagged(i, SlotWord::of(unsafe { &*buf.add(base + i) }))
                 });
+                if sealed {
+                    map.each_dead(n, |i| {
+                        // SAFETY: as above.
+                        v.dead(i, SlotWord::of(unsafe { &*buf.add(base + i) }))
+                    });
+                }
             }
             end = base;
             depth += 1;
@@ -536,6 +634,7 @@ impl ManagedStack {
                     }
                     (None, None)
                 } else {
+                    let func = func & !SEALED_FUNC_BIT;
                     let Some(info) = reg.by_index(func) else {
                         return Err(bad(
                             hdr,
@@ -577,6 +676,7 @@ impl ManagedStack {
                         func: frame_func,
                         safepoint: sp,
                         slots,
+                        sealed: crate::stack::is_sealed(func),
                     },
                     info,
                 })

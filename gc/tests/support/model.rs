@@ -31,13 +31,30 @@
 //! `model.eph`: a weak key, an ephemeron value) keep their values exactly while their keys
 //! are reachable (the model's collection iterates to the fixed point, chains included); a
 //! value reads null once its key is gone.
+//!
+//! ## Sections
+//!
+//! [`Op::Section`] ops run through branded sections ([`SectionMutator`]) on a goroutine of
+//! their own, the *section goroutine*, which the main goroutine's checked mutator cannot
+//! share (one mutator per goroutine). The main goroutine sends the values an op needs over a
+//! channel; the section goroutine receives them into its section frame's slots (inside a
+//! section when one is there, [`Section::try_recv`], or waiting between sections,
+//! [`SectionMutator::recv`]), runs the op in one section (allocations, word stores and loads
+//! checked against a shape, sometimes a shape of another type, raw words, bytes, weak
+//! handles, globals, the pending channel), sends its result back the same two ways, and
+//! clears its frame before it answers, so between ops it holds nothing. The model predicts
+//! every result and every error, as for the checked ops; sections then meet the same checks
+//! after every op and every collection, in both collector modes.
 
 #![allow(dead_code)]
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 
-use safepoint_gc::{Gc, GcError, Global, Mutator, RefChan, Slot, TypeDesc, TypeId, WordKind};
+use safepoint_gc::{
+    Gc, GcError, Global, Mutator, RefChan, SectionMutator, Shape, Slot, TypeDesc, TypeId, Value,
+    WordKind,
+};
 use safepoint_sched::{Chan, JoinHandle};
 
 /// Slots of the main goroutine the ops name.
@@ -136,6 +153,42 @@ pub enum Op {
     /// references key `i + 1`, and keep key 0 in slot `at + 4`: Lua's ephemeron chain, where
     /// the marking must reach a fixed point.
     EphChain { at: u8, len: u8 },
+    /// An op through a section, on the section goroutine (see "Sections").
+    Section(SecOp),
+}
+
+/// An op through a branded section. A `shape` byte picks the shape the access names: that of
+/// the object's own type, or (when it is a multiple of 4) one of another type.
+#[derive(Clone, Debug)]
+pub enum SecOp {
+    /// Allocate record type `RECORDS[rec]` into slot `dst` (the next slot if `dst` is `src`),
+    /// its word 0 initialised from slot `src` if `init` (`alloc_init`).
+    Alloc { dst: u8, rec: u8, src: u8, init: bool },
+    /// Allocate an array of references (or tagged values) of `len` elements.
+    Array { dst: u8, tagged: bool, len: u8 },
+    /// Allocate a byte array of `len` pattern bytes (`alloc_bytes`, from a shape of length 0).
+    Bytes { dst: u8, len: u16, seed: u8 },
+    /// Store slot `src` into word `field` of the object in slot `obj`.
+    Store { obj: u8, field: u8, src: u8, shape: u8 },
+    /// Load word `field` of the object in slot `obj` into slot `dst`.
+    Load { dst: u8, obj: u8, field: u8, shape: u8 },
+    /// Write raw word `field` of the object in slot `obj`.
+    WriteWord { obj: u8, field: u8, v: u64, shape: u8 },
+    /// Write `len` pattern bytes at `offset` into the byte array in slot `obj`, and read the
+    /// whole array back.
+    WriteBytes { obj: u8, offset: u16, len: u8, seed: u8, shape: u8 },
+    /// Put the weak handle of the object in slot `src` into slot `dst`.
+    Weak { dst: u8, src: u8 },
+    /// Read the weak handle in slot `w` into slot `dst`.
+    Deref { dst: u8, w: u8 },
+    /// Send slot `src` on the pending channel.
+    Send { src: u8 },
+    /// Receive the oldest value in flight into slot `dst`.
+    Recv { dst: u8 },
+    /// Store slot `src` into global `g`.
+    StoreGlobal { g: u8, src: u8 },
+    /// Load global `g` into slot `dst`.
+    LoadGlobal { dst: u8, g: u8 },
 }
 
 /// Decodes ops from fuzzer bytes (by hand, so the test crate needs no `arbitrary`).
@@ -143,7 +196,12 @@ pub fn decode(data: &[u8]) -> Vec<Op> {
     let mut r = Reader { data, pos: 0 };
     let mut ops = Vec::new();
     while r.pos < r.data.len() && ops.len() < 200 {
-        let op = match r.u8() % 25 {
+        let code = r.u8();
+        if code >= 250 {
+            ops.push(Op::Section(decode_section(&mut r)));
+            continue;
+        }
+        let op = match code % 25 {
             0 | 1 => Op::Alloc { dst: r.u8(), rec: r.u8() },
             2 => Op::AllocArray { dst: r.u8(), tagged: r.u8() & 1 == 1, len: r.u8() },
             3 => {
@@ -187,6 +245,31 @@ pub fn decode(data: &[u8]) -> Vec<Op> {
         ops.push(op);
     }
     ops
+}
+
+/// Decodes a section op (after an op byte of 250 or more).
+fn decode_section(r: &mut Reader<'_>) -> SecOp {
+    match r.u8() % 13 {
+        0 => SecOp::Alloc { dst: r.u8(), rec: r.u8(), src: r.u8(), init: r.u8() & 1 == 1 },
+        1 => SecOp::Array { dst: r.u8(), tagged: r.u8() & 1 == 1, len: r.u8() },
+        2 => SecOp::Bytes { dst: r.u8(), len: r.u16(), seed: r.u8() },
+        3 => SecOp::Store { obj: r.u8(), field: r.u8(), src: r.u8(), shape: r.u8() },
+        4 => SecOp::Load { dst: r.u8(), obj: r.u8(), field: r.u8(), shape: r.u8() },
+        5 => SecOp::WriteWord { obj: r.u8(), field: r.u8(), v: r.u64(), shape: r.u8() },
+        6 => SecOp::WriteBytes {
+            obj: r.u8(),
+            offset: r.u16(),
+            len: r.u8(),
+            seed: r.u8(),
+            shape: r.u8(),
+        },
+        7 => SecOp::Weak { dst: r.u8(), src: r.u8() },
+        8 => SecOp::Deref { dst: r.u8(), w: r.u8() },
+        9 => SecOp::Send { src: r.u8() },
+        10 => SecOp::Recv { dst: r.u8() },
+        11 => SecOp::StoreGlobal { g: r.u8(), src: r.u8() },
+        _ => SecOp::LoadGlobal { dst: r.u8(), g: r.u8() },
+    }
 }
 
 struct Reader<'a> {
@@ -433,6 +516,7 @@ pub fn err_name(e: &GcError) -> &'static str {
         GcError::NestedSection => "NestedSection",
         GcError::NoFrame => "NoFrame",
         GcError::SlotOutOfFrame { .. } => "SlotOutOfFrame",
+        GcError::UnknownFunction { .. } => "UnknownFunction",
     }
 }
 
@@ -467,6 +551,13 @@ impl Types {
             tag_arr: register(gc, TypeDesc::TaggedArray { name: "model.tagged".into() }),
             bytes: register(gc, TypeDesc::ByteArray { name: "model.bytes".into() }),
         }
+    }
+
+    /// The shape of each model type (arrays' of length 0: any length will do).
+    fn shapes(&self, gc: &Gc) -> Vec<(MType, Shape)> {
+        let mut types: Vec<MType> = (0..RECORDS.len()).map(MType::Rec).collect();
+        types.extend([MType::RefArr, MType::TagArr, MType::Bytes]);
+        types.into_iter().map(|t| (t, Shape::new(gc, self.id(t), 0).expect("a shape"))).collect()
     }
 
     fn id(&self, t: MType) -> TypeId {
@@ -516,6 +607,13 @@ pub struct Runner<'a> {
     weak: bool,
     /// The ids of the cleanups that have run, in order.
     ran: Arc<std::sync::Mutex<Vec<u32>>>,
+    /// The section goroutine, started by the first section op.
+    sec: Option<SecWorker>,
+    /// The shapes section ops name: each model type's (length 0 for arrays).
+    shapes: Vec<(MType, Shape)>,
+    /// Section ops so far (every third one waits between sections instead of trying inside
+    /// one).
+    sec_ops: usize,
 }
 
 /// Runs `ops` on a fresh mutator of the running goroutine, verifying after each one, and
@@ -526,6 +624,7 @@ pub struct Runner<'a> {
 /// At the first difference between the heap and the model, with the op's index.
 pub fn run(gc: &Gc, ops: &[Op]) -> usize {
     let types = Types::new(gc);
+    let shapes = types.shapes(gc);
     let mut m = Mutator::new(gc).expect("a mutator for the model");
     m.collect();
     let base = gc.stats().heap.live_objects;
@@ -547,6 +646,9 @@ pub fn run(gc: &Gc, ops: &[Op]) -> usize {
             collections: 0,
             weak: gc.config().gc_percent == u32::MAX,
             ran: Arc::new(std::sync::Mutex::new(Vec::new())),
+            sec: None,
+            shapes,
+            sec_ops: 0,
         };
         for (i, op) in ops.iter().enumerate() {
             r.apply(op).unwrap_or_else(|e| panic!("op {i} {op:?}: {e}"));
@@ -648,26 +750,7 @@ impl Runner<'_> {
                 let got = self.m.store(os, i, ss);
                 Self::compare("store", want.map(|_| ()), got)?;
                 if let Ok((id, k)) = want {
-                    // A new key into an ephemeron whose old key is gone clears its values.
-                    let ob = &self.model.objs[&id];
-                    if k == WordKind::Weak
-                        && i == 0
-                        && matches!(ob.ty, MType::Rec(r) if RECORDS[r].1.contains(&WordKind::Ephemeron))
-                        && self.model.eph_key(ob) == Some(None)
-                    {
-                        let ob = self.model.objs.get_mut(&id).unwrap();
-                        for j in 0..ob.words.len() {
-                            if ob.kind(j) == Ok(WordKind::Ephemeron) {
-                                ob.words[j] = MWord::Val(MVal::Null);
-                            }
-                        }
-                    }
-                    let v = match (k, v) {
-                        // A weak field holds the target's cell.
-                        (WordKind::Weak, MVal::Obj(t)) => MVal::Obj(self.cell_for(t, ss)?),
-                        _ => v,
-                    };
-                    self.model.objs.get_mut(&id).unwrap().words[i] = MWord::Val(v);
+                    self.stored(id, k, i, v, ss)?;
                 }
             }
             Op::Load { dst, obj, field } => {
@@ -721,18 +804,14 @@ impl Runner<'_> {
             }
             Op::WriteWord { obj, field, v } => {
                 let (os, o) = self.slot(obj);
-                if let MVal::Obj(id) = self.model.slots[o]
-                    && self.model.objs[&id].ty == MType::Cell
-                {
-                    // A handle's word is the collector's (writing it is not an API misuse the
-                    // mutator can catch: the cell is a plain record of one raw word).
-                    return Ok(());
-                }
                 let i = self.field(o, field);
                 let want =
-                    self.model.obj(self.model.slots[o]).and_then(|(id, ob)| match ob.kind(i)? {
-                        WordKind::Raw => Ok(id),
-                        _ => Err("WrongKind"),
+                    self.model.obj(self.model.slots[o]).and_then(|(id, ob)| match ob.kind(i) {
+                        // A handle's word is the collector's: refused, whatever the index.
+                        _ if ob.ty == MType::Cell => Err("WrongKind"),
+                        Ok(WordKind::Raw) => Ok(id),
+                        Ok(_) => Err("WrongKind"),
+                        Err(e) => Err(e),
                     });
                 Self::compare("write_word", want.map(|_| ()), self.m.write_word(os, i, v))?;
                 if let Ok(id) = want {
@@ -1019,6 +1098,7 @@ impl Runner<'_> {
                     self.apply(op)?;
                 }
             }
+            Op::Section(ref sop) => self.apply_section(sop)?,
             Op::AddCleanup { obj } => {
                 if !self.weak {
                     return Ok(());
@@ -1038,6 +1118,32 @@ impl Runner<'_> {
                 }
             }
         }
+        Ok(())
+    }
+
+    /// The model's side of a store of `v` (from slot `src`) into word `i` (of kind `k`) of
+    /// object `id`, which the heap accepted.
+    fn stored(&mut self, id: u32, k: WordKind, i: usize, v: MVal, src: Slot) -> Result<(), String> {
+        // A new key into an ephemeron whose old key is gone clears its values.
+        let ob = &self.model.objs[&id];
+        if k == WordKind::Weak
+            && i == 0
+            && matches!(ob.ty, MType::Rec(r) if RECORDS[r].1.contains(&WordKind::Ephemeron))
+            && self.model.eph_key(ob) == Some(None)
+        {
+            let ob = self.model.objs.get_mut(&id).unwrap();
+            for j in 0..ob.words.len() {
+                if ob.kind(j) == Ok(WordKind::Ephemeron) {
+                    ob.words[j] = MWord::Val(MVal::Null);
+                }
+            }
+        }
+        let v = match (k, v) {
+            // A weak field holds the target's cell.
+            (WordKind::Weak, MVal::Obj(t)) => MVal::Obj(self.cell_for(t, src)?),
+            _ => v,
+        };
+        self.model.objs.get_mut(&id).unwrap().words[i] = MWord::Val(v);
         Ok(())
     }
 
@@ -1165,6 +1271,13 @@ impl Runner<'_> {
     /// Releases every holder, drains the channel, clears every root, collects, and checks
     /// that the heap is empty.
     fn finish(&mut self) {
+        if let Some(mut w) = self.sec.take() {
+            w.jobs.close();
+            if let Some(j) = w.join.take() {
+                j.join()
+                    .unwrap_or_else(|e| panic!("section goroutine panicked: {:?}", e.message()));
+            }
+        }
         for mut h in std::mem::take(&mut self.holders) {
             h.cmd.send(HoldCmd::Exit);
             if let Some(j) = h.join.take() {
@@ -1339,4 +1452,544 @@ fn enqueue(
         queue.push_back(id);
     }
     Ok(())
+}
+
+// ---- sections ----
+
+/// What the section goroutine does for one op, on the values it receives into slots 0 and 1
+/// of its frame; a value it gives back is in slot 2.
+enum Work {
+    Alloc { shape: Shape, init: bool },
+    AllocBytes { shape: Shape, data: Vec<u8> },
+    Store { shape: Shape, field: usize },
+    Load { shape: Shape, field: usize },
+    WriteWord { shape: Shape, field: usize, v: u64 },
+    WriteBytes { shape: Shape, offset: usize, data: Vec<u8> },
+    Weak,
+    Deref,
+    Send,
+    Recv,
+    StoreGlobal(Arc<Global>),
+    LoadGlobal(Arc<Global>),
+}
+
+impl Work {
+    /// The values it receives.
+    fn inputs(&self) -> usize {
+        match self {
+            Work::Alloc { init: true, .. } | Work::Load { .. } | Work::WriteWord { .. } => 1,
+            Work::WriteBytes { .. } | Work::Weak | Work::Deref | Work::Send => 1,
+            Work::StoreGlobal(_) => 1,
+            Work::Store { .. } => 2,
+            _ => 0,
+        }
+    }
+
+    /// Whether it gives a value back when it succeeds.
+    fn gives(&self) -> bool {
+        matches!(
+            self,
+            Work::Alloc { .. }
+                | Work::AllocBytes { .. }
+                | Work::Load { .. }
+                | Work::Weak
+                | Work::Deref
+                | Work::Recv
+                | Work::LoadGlobal(_)
+        )
+    }
+}
+
+/// One op for the section goroutine; `wait`: pass values by the waiting operations between
+/// sections, not by the ones inside.
+struct Job {
+    work: Work,
+    wait: bool,
+}
+
+/// The section goroutine's answer: the op's result, whether a value follows on its channel,
+/// and the bytes it read (`WriteBytes`).
+struct Done {
+    r: Result<(), GcError>,
+    value: bool,
+    bytes: Vec<u8>,
+}
+
+/// The section goroutine and its channels.
+struct SecWorker {
+    jobs: Arc<Chan<Job>>,
+    done: Arc<Chan<Done>>,
+    /// Values for it, and from it.
+    to: RefChan,
+    from: RefChan,
+    join: Option<JoinHandle<()>>,
+}
+
+impl Drop for SecWorker {
+    fn drop(&mut self) {
+        // If the runner unwinds, the goroutine must not wait for a job forever. (Only this
+        // goroutine closes it.)
+        if !self.jobs.is_closed() {
+            self.jobs.close();
+        }
+    }
+}
+
+/// Closes the answers' channel when the section goroutine ends, by return or panic, so the
+/// main goroutine never waits for an answer that cannot come.
+struct CloseOnDrop(Arc<Chan<Done>>);
+
+impl Drop for CloseOnDrop {
+    fn drop(&mut self) {
+        self.0.close();
+    }
+}
+
+/// A value the section goroutine names but that is no reference.
+fn no_ref() -> GcError {
+    GcError::NotAReference { found: 0 }
+}
+
+/// The section goroutine: one section mutator, one frame of three slots, cleared after
+/// every op.
+fn section_goroutine(
+    gc: Gc,
+    jobs: Arc<Chan<Job>>,
+    done: Arc<Chan<Done>>,
+    to: RefChan,
+    from: RefChan,
+    pending: RefChan,
+) {
+    let _close = CloseOnDrop(done.clone());
+    let mut m = SectionMutator::new(&gc).expect("a section mutator");
+    m.push_frame(3).expect("the section goroutine's frame");
+    while let Ok(job) = jobs.recv() {
+        for i in 0..job.work.inputs() {
+            take(&mut m, &to, i, job.wait);
+        }
+        let (r, bytes) = perform(&mut m, &job.work, &pending, job.wait);
+        let value = r.is_ok() && job.work.gives();
+        if value {
+            give(&mut m, &from, job.wait);
+        }
+        m.enter(|s| (0..3).try_for_each(|i| s.set_slot(i, Value::nil())))
+            .and_then(|r| r)
+            .expect("clear the frame");
+        done.send(Done { r, value, bytes });
+    }
+    m.pop_frame().expect("pop the frame");
+}
+
+/// Receives a value into slot `i`: inside a section if one is there, else waiting.
+fn take(m: &mut SectionMutator, ch: &RefChan, i: usize, wait: bool) {
+    let got = !wait
+        && m.enter(|s| match s.try_recv(ch).expect("try_recv") {
+            Some(v) => s.set_slot(i, v).map(|()| true),
+            None => Ok(false),
+        })
+        .and_then(|r| r)
+        .expect("a section");
+    if !got {
+        assert!(m.recv(ch, i).expect("recv"), "the value channel closed");
+    }
+}
+
+/// Sends the value in slot 2: inside a section if that needs no wait, else waiting.
+fn give(m: &mut SectionMutator, ch: &RefChan, wait: bool) {
+    let sent = !wait
+        && m.enter(|s| {
+            let v = s.slot(2)?;
+            s.try_send(ch, v)
+        })
+        .and_then(|r| r)
+        .expect("try_send");
+    if !sent {
+        m.send(ch, 2).expect("send");
+    }
+}
+
+/// Runs `work` on the values in the frame's slots.
+fn perform(
+    m: &mut SectionMutator,
+    work: &Work,
+    pending: &RefChan,
+    wait: bool,
+) -> (Result<(), GcError>, Vec<u8>) {
+    let mut bytes = Vec::new();
+    let r = match work {
+        Work::Alloc { shape, init } => m.enter(|s| {
+            let r = if *init { s.alloc_init(shape, &[s.slot(0)?])? } else { s.alloc(shape)? };
+            s.set_slot(2, r.value())
+        }),
+        Work::AllocBytes { shape, data } => m.enter(|s| {
+            let r = s.alloc_bytes(shape, data)?;
+            s.set_slot(2, r.value())
+        }),
+        Work::Store { shape, field } => m.enter(|s| {
+            let [o, v] = s.slots()?;
+            let o = s.as_ref(o).ok_or_else(no_ref)?;
+            s.set(o, shape, *field, v)
+        }),
+        Work::Load { shape, field } => m.enter(|s| {
+            let o = s.as_ref(s.slot(0)?).ok_or_else(no_ref)?;
+            let v = s.get(o, shape, *field)?;
+            s.set_slot(2, v)
+        }),
+        Work::WriteWord { shape, field, v } => m.enter(|s| {
+            let o = s.as_ref(s.slot(0)?).ok_or_else(no_ref)?;
+            s.set_raw(o, shape, *field, *v)?;
+            // Read back through the section too.
+            assert_eq!(s.get_raw(o, shape, *field), Ok(*v));
+            Ok(())
+        }),
+        Work::WriteBytes { shape, offset, data } => m.enter(|s| {
+            let o = s.as_ref(s.slot(0)?).ok_or_else(no_ref)?;
+            s.write_bytes(o, shape, *offset, data)?;
+            bytes = s.bytes(o, shape)?.to_vec();
+            Ok(())
+        }),
+        Work::Weak => m.enter(|s| {
+            let o = s.as_ref(s.slot(0)?).ok_or_else(no_ref)?;
+            let w = s.weak(o)?;
+            s.set_slot(2, w.value())
+        }),
+        Work::Deref => m.enter(|s| {
+            let w = s.as_ref(s.slot(0)?).ok_or_else(no_ref)?;
+            let v = s.deref(w)?;
+            s.set_slot(2, v)
+        }),
+        Work::Send => {
+            let sent = !wait
+                && m.enter(|s| {
+                    let v = s.slot(0)?;
+                    s.try_send(pending, v)
+                })
+                .and_then(|r| r)
+                .expect("try_send");
+            if sent { Ok(Ok(())) } else { Ok(m.send(pending, 0)) }
+        }
+        Work::Recv => {
+            let got = !wait
+                && m.enter(|s| match s.try_recv(pending)? {
+                    Some(v) => s.set_slot(2, v).map(|()| true),
+                    None => Ok(false),
+                })
+                .and_then(|r| r)
+                .expect("try_recv");
+            if got {
+                Ok(Ok(()))
+            } else {
+                Ok(m.recv(pending, 2)
+                    .and_then(|got| if got { Ok(()) } else { Err(GcError::Closed) }))
+            }
+        }
+        Work::StoreGlobal(g) => m.enter(|s| {
+            let v = s.slot(0)?;
+            s.set_global(g, v)
+        }),
+        Work::LoadGlobal(g) => m.enter(|s| {
+            let v = s.global(g)?;
+            s.set_slot(2, v)
+        }),
+    };
+    (r.and_then(|r| r), bytes)
+}
+
+impl Runner<'_> {
+    /// Runs `work` on the section goroutine with the values of `inputs`; a value it gives
+    /// back goes into `out`.
+    fn sec_run(&mut self, work: Work, inputs: &[Slot], out: Slot) -> Result<Done, String> {
+        if self.sec.is_none() {
+            let jobs = Arc::new(Chan::new(1));
+            let done = Arc::new(Chan::new(1));
+            let (to, from) = (RefChan::new(&self.gc, 2), RefChan::new(&self.gc, 1));
+            let (gc, j, d, t, f, p) = (
+                self.gc.clone(),
+                jobs.clone(),
+                done.clone(),
+                to.clone(),
+                from.clone(),
+                self.pending.clone(),
+            );
+            let join = safepoint_sched::go(move || section_goroutine(gc, j, d, t, f, p));
+            self.sec = Some(SecWorker { jobs, done, to, from, join: Some(join) });
+        }
+        self.sec_ops += 1;
+        let wait = self.sec_ops.is_multiple_of(3);
+        let w = self.sec.as_ref().expect("started");
+        for &s in inputs {
+            self.m.send(&w.to, s).map_err(|e| format!("send to the section goroutine: {e}"))?;
+        }
+        w.jobs.send(Job { work, wait });
+        let Ok(done) = w.done.recv() else {
+            let mut w = self.sec.take().expect("started");
+            let msg = match w.join.take().map(|j| j.join()) {
+                Some(Err(e)) => format!("{:?}", e.message()),
+                _ => "no message".into(),
+            };
+            return Err(format!("the section goroutine died: {msg}"));
+        };
+        if done.value && !self.m.recv(&w.from, out).map_err(|e| format!("recv: {e}"))? {
+            return Err("the section goroutine's channel closed".into());
+        }
+        Ok(done)
+    }
+
+    /// The shape a section access to an object of type `ty` names (see [`SecOp`]), and
+    /// whether it is the object's type's. A weak handle (or no object) gets another type's:
+    /// no shape of the handles' type can be made.
+    fn pick_shape(&self, ty: Option<MType>, pick: u8) -> (Shape, bool) {
+        let n = self.shapes.len();
+        match ty.and_then(|t| self.shapes.iter().position(|(u, _)| *u == t)) {
+            Some(k) if !pick.is_multiple_of(4) => (self.shapes[k].1, true),
+            Some(k) => (self.shapes[(k + 1 + (pick / 4) as usize % (n - 1)) % n].1, false),
+            None => (self.shapes[pick as usize % n].1, false),
+        }
+    }
+
+    /// A section access to word `i` of the object in model slot `o` through the shape
+    /// `pick` chooses: the shape, and the object and the word's kind, or the error the
+    /// section must return (before it looks at the value).
+    fn sec_word(
+        &self,
+        o: usize,
+        i: usize,
+        pick: u8,
+    ) -> (Shape, Result<(u32, WordKind), &'static str>) {
+        match self.model.obj(self.model.slots[o]) {
+            Err(e) => (self.shapes[0].1, Err(e)),
+            Ok((id, ob)) => {
+                let (shape, same) = self.pick_shape((ob.ty != MType::Cell).then_some(ob.ty), pick);
+                let r = if !same || ob.ty == MType::Bytes {
+                    Err("WrongKind")
+                } else if i >= ob.len() {
+                    Err("OutOfBounds")
+                } else {
+                    Ok((id, ob.kind(i).expect("in bounds")))
+                };
+                (shape, r)
+            }
+        }
+    }
+
+    /// Performs the section op `op` on the heap (on the section goroutine) and the model.
+    fn apply_section(&mut self, op: &SecOp) -> Result<(), String> {
+        match *op {
+            SecOp::Alloc { dst, rec, src, init } => {
+                let (ss, sv) = self.slot(src);
+                // Not into the source's slot: the model finds a weak word's new handle through
+                // the source (see `cell_for`), which must still be there.
+                let dst = if dst as usize % SLOTS == sv { dst.wrapping_add(1) } else { dst };
+                let (ds, d) = self.slot(dst);
+                let kinds = if self.weak { RECORDS.len() } else { RECORDS.len() - WEAK_RECORDS };
+                let r = rec as usize % kinds;
+                let v = self.model.slots[sv];
+                let k0 = RECORDS[r].1[0];
+                let want = match (init, k0, v) {
+                    (false, ..) => Ok(()),
+                    (true, WordKind::Raw, _) => Err("WrongKind"),
+                    (true, WordKind::Ref | WordKind::Weak, MVal::Int(_)) => Err("WrongKind"),
+                    _ => Ok(()),
+                };
+                let shape = self.shapes[r].1;
+                let inputs: &[Slot] = if init { &[ss] } else { &[] };
+                let done = self.sec_run(Work::Alloc { shape, init }, inputs, ds)?;
+                Self::compare("section alloc", want, done.r)?;
+                if want.is_ok() {
+                    let words = RECORDS[r]
+                        .1
+                        .iter()
+                        .map(|k| {
+                            if *k == WordKind::Raw { MWord::Raw(0) } else { MWord::Val(MVal::Null) }
+                        })
+                        .collect();
+                    self.alloc_into(d, MType::Rec(r), words, Vec::new());
+                    let MVal::Obj(id) = self.model.slots[d] else { unreachable!() };
+                    if init {
+                        self.stored(id, k0, 0, v, ss)?;
+                    }
+                }
+            }
+            SecOp::Array { dst, tagged, len } => {
+                let (ds, d) = self.slot(dst);
+                let len = len as usize % 40;
+                let t = if tagged { MType::TagArr } else { MType::RefArr };
+                let shape = Shape::new(&self.gc, self.types.id(t), len)
+                    .map_err(|e| format!("shape: {e}"))?;
+                let done = self.sec_run(Work::Alloc { shape, init: false }, &[], ds)?;
+                Self::compare("section alloc (array)", Ok(()), done.r)?;
+                self.alloc_into(d, t, vec![MWord::Val(MVal::Null); len], Vec::new());
+            }
+            SecOp::Bytes { dst, len, seed } => {
+                let (ds, d) = self.slot(dst);
+                let data = pattern(seed, len as usize % (MAX_BYTES + 1));
+                let shape = self.shapes.iter().find(|(t, _)| *t == MType::Bytes).expect("bytes").1;
+                let done = self.sec_run(Work::AllocBytes { shape, data: data.clone() }, &[], ds)?;
+                Self::compare("section alloc_bytes", Ok(()), done.r)?;
+                self.alloc_into(d, MType::Bytes, Vec::new(), data);
+            }
+            SecOp::Store { obj, field, src, shape } => {
+                let ((os, o), (ss, sv)) = (self.slot(obj), self.slot(src));
+                let i = self.field(o, field);
+                let v = self.model.slots[sv];
+                let (shape, at) = self.sec_word(o, i, shape);
+                let want = at.and_then(|(id, k)| match (k, v) {
+                    (WordKind::Raw, _) => Err("WrongKind"),
+                    (WordKind::Ref | WordKind::Weak, MVal::Int(_)) => Err("WrongKind"),
+                    _ => Ok((id, k)),
+                });
+                let done = self.sec_run(Work::Store { shape, field: i }, &[os, ss], os)?;
+                Self::compare("section set", want.map(|_| ()), done.r)?;
+                if let Ok((id, k)) = want {
+                    self.stored(id, k, i, v, ss)?;
+                }
+            }
+            SecOp::Load { dst, obj, field, shape } => {
+                let ((ds, d), (os, o)) = (self.slot(dst), self.slot(obj));
+                let i = self.field(o, field);
+                let (shape, at) = self.sec_word(o, i, shape);
+                let want = at.and_then(|(id, k)| {
+                    let ob = &self.model.objs[&id];
+                    match (k, ob.words[i]) {
+                        (WordKind::Raw, _) => Err("WrongKind"),
+                        (WordKind::Weak, MWord::Val(MVal::Obj(c))) => {
+                            Ok(self.model.objs[&c].target.map_or(MVal::Null, MVal::Obj))
+                        }
+                        (WordKind::Ephemeron, _) => Ok(self.model.eph_value(ob, i)),
+                        (_, MWord::Val(v)) => Ok(v),
+                        (_, MWord::Raw(_)) => unreachable!("a raw word in a value field"),
+                    }
+                });
+                let done = self.sec_run(Work::Load { shape, field: i }, &[os], ds)?;
+                Self::compare("section get", want.map(|_| ()), done.r)?;
+                if let Ok(v) = want {
+                    self.model.slots[d] = v;
+                }
+            }
+            SecOp::WriteWord { obj, field, v, shape } => {
+                let (os, o) = self.slot(obj);
+                let i = self.field(o, field);
+                let (shape, at) = self.sec_word(o, i, shape);
+                let want = at
+                    .and_then(|(id, k)| if k == WordKind::Raw { Ok(id) } else { Err("WrongKind") });
+                let done = self.sec_run(Work::WriteWord { shape, field: i, v }, &[os], os)?;
+                Self::compare("section set_raw", want.map(|_| ()), done.r)?;
+                if let Ok(id) = want {
+                    self.model.objs.get_mut(&id).unwrap().words[i] = MWord::Raw(v);
+                }
+            }
+            SecOp::WriteBytes { obj, offset, len, seed, shape } => {
+                let (os, o) = self.slot(obj);
+                let data = pattern(seed, len as usize);
+                let offset = match self.model.slots[o] {
+                    MVal::Obj(id) => offset as usize % (self.model.objs[&id].len() + 8),
+                    _ => offset as usize,
+                };
+                // A byte array's shape, or (a multiple of 4) a record's.
+                let (bytes_shape, wrong) = (!shape.is_multiple_of(4), self.shapes[0].1);
+                let shape = if bytes_shape {
+                    self.shapes.iter().find(|(t, _)| *t == MType::Bytes).expect("bytes").1
+                } else {
+                    wrong
+                };
+                let want = self.model.obj(self.model.slots[o]).and_then(|(id, ob)| {
+                    if !bytes_shape || ob.ty != MType::Bytes {
+                        Err("WrongKind")
+                    } else if offset + data.len() > ob.bytes.len() {
+                        Err("OutOfBounds")
+                    } else {
+                        Ok(id)
+                    }
+                });
+                let work = Work::WriteBytes { shape, offset, data: data.clone() };
+                let done = self.sec_run(work, &[os], os)?;
+                Self::compare("section write_bytes", want.map(|_| ()), done.r)?;
+                if let Ok(id) = want {
+                    let ob = self.model.objs.get_mut(&id).unwrap();
+                    ob.bytes[offset..offset + data.len()].copy_from_slice(&data);
+                    if done.bytes != ob.bytes {
+                        return Err(format!(
+                            "section bytes: {} bytes read back, not the model's {}",
+                            done.bytes.len(),
+                            ob.bytes.len()
+                        ));
+                    }
+                }
+            }
+            SecOp::Weak { dst, src } => {
+                if !self.weak {
+                    return Ok(());
+                }
+                let ((ds, d), (ss, sv)) = (self.slot(dst), self.slot(src));
+                let want = match self.model.slots[sv] {
+                    MVal::Obj(t) => Ok(t),
+                    _ => Err("NotAReference"),
+                };
+                let done = self.sec_run(Work::Weak, &[ss], ds)?;
+                Self::compare("section weak", want.map(|_| ()), done.r)?;
+                if let Ok(t) = want {
+                    let c = match self.model.cells.get(&t).copied() {
+                        Some(c) => c,
+                        None => {
+                            self.alloc_into(d, MType::Cell, Vec::new(), Vec::new());
+                            let MVal::Obj(c) = self.model.slots[d] else { unreachable!() };
+                            self.model.objs.get_mut(&c).unwrap().target = Some(t);
+                            self.model.cells.insert(t, c);
+                            c
+                        }
+                    };
+                    self.model.slots[d] = MVal::Obj(c);
+                }
+            }
+            SecOp::Deref { dst, w } => {
+                if !self.weak {
+                    return Ok(());
+                }
+                let ((ds, d), (ws, wv)) = (self.slot(dst), self.slot(w));
+                let want = match self.model.slots[wv] {
+                    MVal::Obj(c) if self.model.objs[&c].ty == MType::Cell => {
+                        Ok(self.model.objs[&c].target)
+                    }
+                    MVal::Obj(_) => Err("WrongKind"),
+                    _ => Err("NotAReference"),
+                };
+                let done = self.sec_run(Work::Deref, &[ws], ds)?;
+                Self::compare("section deref", want.map(|_| ()), done.r)?;
+                if let Ok(t) = want {
+                    self.model.slots[d] = t.map_or(MVal::Null, MVal::Obj);
+                }
+            }
+            SecOp::Send { src } => {
+                if self.model.pending.len() < MAX_PENDING {
+                    let (s, sv) = self.slot(src);
+                    let done = self.sec_run(Work::Send, &[s], s)?;
+                    Self::compare("section send", Ok(()), done.r)?;
+                    self.model.pending.push_back(self.model.slots[sv]);
+                }
+            }
+            SecOp::Recv { dst } => {
+                if let Some(v) = self.model.pending.pop_front() {
+                    let (s, d) = self.slot(dst);
+                    let done = self.sec_run(Work::Recv, &[], s)?;
+                    Self::compare("section recv", Ok(()), done.r)?;
+                    self.model.slots[d] = v;
+                }
+            }
+            SecOp::StoreGlobal { g, src } => {
+                let g = g as usize % GLOBALS;
+                let (s, sv) = self.slot(src);
+                let done = self.sec_run(Work::StoreGlobal(self.globals[g].clone()), &[s], s)?;
+                Self::compare("section set_global", Ok(()), done.r)?;
+                self.model.globals[g] = self.model.slots[sv];
+            }
+            SecOp::LoadGlobal { dst, g } => {
+                let g = g as usize % GLOBALS;
+                let (s, d) = self.slot(dst);
+                let done = self.sec_run(Work::LoadGlobal(self.globals[g].clone()), &[], s)?;
+                Self::compare("section global", Ok(()), done.r)?;
+                self.model.slots[d] = self.model.globals[g];
+            }
+        }
+        Ok(())
+    }
 }
