@@ -262,13 +262,17 @@
 //! **Known costs.** The embedding API pays per operation for its checks (a slot's scope and
 //! frame, the object's header and type): binary-trees runs about 3-4x slower than Go's on the
 //! same machine. Marking costs each object a miss for itself and one or two for its span's
-//! record and bitmap word; the tracer prefetches them a few objects ahead, so one worker
-//! marks a shuffled tree of 32-byte objects at about 0.9 GB/s (256 MB; 1.2 GB/s for 64 MB:
-//! `examples/markrate.rs`), but a shuffled linked list, where no object is known before the
-//! previous one is loaded, only at the machine's pointer-chasing speed (about 160 MB/s; a
-//! chase in C over the same layout does 170-210 MB/s). The heap's arenas use 4 KiB pages:
-//! with transparent huge pages (`MADV_HUGEPAGE`) both would gain about a fifth to a half,
-//! at a cost in memory and in page-fault latency not yet weighed.
+//! record and bitmap word, and on a heap far beyond the TLB's reach a page walk for the object
+//! and often one for the record; the tracer prefetches them a few dozen objects ahead, in
+//! bursts so that the walks overlap (the `mark` module, "Prefetches in bursts"). One worker
+//! marks a shuffled tree of 24-byte objects (`examples/markrate.rs`, `256 tree`: 192 MB
+//! live) at about 400 MB/s on this 2-core machine with other builds running (about 235 MB/s
+//! before the bursts and the record slabs, alternating runs), but a shuffled linked list,
+//! where no object is known before the previous one is loaded, only at the machine's
+//! pointer-chasing speed (about 160 MB/s quiet; a chase in C over the same layout does
+//! 170-210 MB/s). The heap's arenas use 4 KiB pages: hinted `MADV_HUGEPAGE`, the tree's
+//! marking took about 0.6 of its CPU time in a trial, at a cost in memory and in page-fault
+//! latency not yet weighed.
 //!
 //! ## Lifetime
 //!
@@ -305,7 +309,9 @@
 //! the object containing A is a subtraction, a division and one bitmap load
 //! ([`Span::object_start`]). Span records are never deallocated while the heap lives (freed
 //! spans' records are pooled and reused) and every field is atomic, so a lookup racing with a
-//! span's reuse reads stale numbers, never freed memory.
+//! span's reuse reads stale numbers, never freed memory. Records are carved one after another
+//! from 2 MiB slabs, every slab past the first hinted to be a huge page, so that the marker,
+//! which reads the record of nearly every reference it follows, walks few pages for them.
 //!
 //! ## Size classes
 //!

@@ -81,3 +81,17 @@ pub(crate) unsafe fn release(addr: usize, len: usize) {
     // anonymous memory only drops contents nobody needs.
     unsafe { libc::madvise(addr as *mut libc::c_void, len, libc::MADV_DONTNEED) };
 }
+
+/// Hints that `[addr, addr + len)`, part of a mapping from [`map_aligned`], be backed by
+/// transparent huge pages (`MADV_HUGEPAGE`). Only a hint: where the system has them off, or
+/// refuses, nothing changes.
+pub(crate) fn hint_huge(addr: usize, len: usize) {
+    // SAFETY: madvise with MADV_HUGEPAGE changes how the kernel backs the range, never its
+    // contents; the range is ours (the caller's mapping). Not under Miri, which has no madvise.
+    #[cfg(not(miri))]
+    unsafe {
+        libc::madvise(addr as *mut libc::c_void, len, libc::MADV_HUGEPAGE)
+    };
+    #[cfg(miri)]
+    let _ = (addr, len);
+}
