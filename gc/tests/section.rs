@@ -15,14 +15,7 @@ use safepoint_stackmap::{FuncDesc, Registry};
 fn heap() -> (Runtime, Gc, Shape) {
     let rt = Runtime::builder().procs(2).build().unwrap();
     let gc = Gc::builder().checkmark(true).poison(true).ignore_env().build(&rt).unwrap();
-    let pair = gc
-        .types()
-        .register(TypeDesc::Record {
-            name: "pair".into(),
-            words: vec![WordKind::Ref, WordKind::Tagged, WordKind::Raw],
-        })
-        .unwrap();
-    let shape = Shape::new(&gc, pair, 0).unwrap();
+    let shape = pair_shape(&gc);
     (rt, gc, shape)
 }
 
@@ -741,6 +734,18 @@ fn channels_through_sections() {
     assert_eq!(sum, 300 * 301 / 2);
 }
 
+/// The `pair` record (a reference word, a tagged word and a raw word), registered in `gc`.
+fn pair_shape(gc: &Gc) -> Shape {
+    let pair = gc
+        .types()
+        .register(TypeDesc::Record {
+            name: "pair".into(),
+            words: vec![WordKind::Ref, WordKind::Tagged, WordKind::Raw],
+        })
+        .unwrap();
+    Shape::new(gc, pair, 0).unwrap()
+}
+
 /// A runtime with `reg` as its function registry, and a checked heap (poison, checkmark) in
 /// the given mode, with the `pair` shape.
 fn heap_with(reg: std::sync::Arc<Registry>, stw: bool) -> (Runtime, Gc, Shape) {
@@ -752,14 +757,7 @@ fn heap_with(reg: std::sync::Arc<Registry>, stw: bool) -> (Runtime, Gc, Shape) {
         .ignore_env()
         .build(&rt)
         .unwrap();
-    let pair = gc
-        .types()
-        .register(TypeDesc::Record {
-            name: "pair".into(),
-            words: vec![WordKind::Ref, WordKind::Tagged, WordKind::Raw],
-        })
-        .unwrap();
-    let shape = Shape::new(&gc, pair, 0).unwrap();
+    let shape = pair_shape(&gc);
     (rt, gc, shape)
 }
 

@@ -947,12 +947,11 @@ fn exec(sh: &Shared, st: &mut State, pin: &mut Pin<'_>) -> Exit {
         }};
     }
 
-    // Jump to `t` unless `x op y`: integers and immediate floats inline, the rest in
-    // `compare`.
-    macro_rules! cmp_jmp {
-        ($op:expr, $x:expr, $y:expr, $t:expr) => {{
-            let (op, x, y, t) = ($op, $x, $y, $t);
-            let res = if is_int(x | y) {
+    // `x op y`: integers and immediate floats inline, the rest in `compare`.
+    macro_rules! cmp {
+        ($op:expr, $x:expr, $y:expr) => {{
+            let (op, x, y) = ($op, $x, $y);
+            if is_int(x | y) {
                 cmp_int(op, x, y)
             } else if is_flo(x & y) {
                 cmp_flo(op, flo_value(x), flo_value(y))
@@ -961,7 +960,15 @@ fn exec(sh: &Shared, st: &mut State, pin: &mut Pin<'_>) -> Exit {
                     Ok(v) => v,
                     Err(m) => fail!("{m}"),
                 }
-            };
+            }
+        }};
+    }
+
+    // Jump to `t` unless `x op y`.
+    macro_rules! cmp_jmp {
+        ($op:expr, $x:expr, $y:expr, $t:expr) => {{
+            let (op, x, y, t) = ($op, $x, $y, $t);
+            let res = cmp!(op, x, y);
             if !res {
                 pc = t as usize;
             }
@@ -1126,16 +1133,7 @@ fn exec(sh: &Shared, st: &mut State, pin: &mut Pin<'_>) -> Exit {
             }
             Op::Cmp { op, a, b, c } => {
                 let (x, y) = (r!(b), r!(c));
-                let res = if is_int(x | y) {
-                    cmp_int(op, x, y)
-                } else if is_flo(x & y) {
-                    cmp_flo(op, flo_value(x), flo_value(y))
-                } else {
-                    match compare(sh, pin, op, x, y) {
-                        Ok(v) => v,
-                        Err(m) => fail!("{m}"),
-                    }
-                };
+                let res = cmp!(op, x, y);
                 w!(a, boolean(res));
             }
             // Each comparison operator is an instruction of its own (see `Op::cmp_jmp_f`).

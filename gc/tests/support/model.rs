@@ -693,6 +693,31 @@ impl Runner<'_> {
         if same { Ok(()) } else { Err(format!("{what}: model says {want:?}, heap says {got:?}")) }
     }
 
+    /// What a weak read of the model slot `wv` gives: the cell's object (or `None` once it
+    /// is gone), or the error of a read of anything else.
+    fn want_deref(&self, wv: usize) -> Result<Option<u32>, &'static str> {
+        match self.model.slots[wv] {
+            MVal::Obj(c) if self.model.objs[&c].ty == MType::Cell => Ok(self.model.objs[&c].target),
+            MVal::Obj(_) => Err("WrongKind"),
+            _ => Err("NotAReference"),
+        }
+    }
+
+    /// Puts model object `t`'s weak handle in model slot `d`: its cell, made on first use.
+    fn weak_into(&mut self, d: usize, t: u32) {
+        let c = match self.model.cells.get(&t).copied() {
+            Some(c) => c,
+            None => {
+                self.alloc_into(d, MType::Cell, Vec::new(), Vec::new());
+                let MVal::Obj(c) = self.model.slots[d] else { unreachable!() };
+                self.model.objs.get_mut(&c).unwrap().target = Some(t);
+                self.model.cells.insert(t, c);
+                c
+            }
+        };
+        self.model.slots[d] = MVal::Obj(c);
+    }
+
     fn alloc_into(&mut self, dst: usize, ty: MType, words: Vec<MWord>, bytes: Vec<u8>) {
         let addr = self.m.word(self.slots[dst]).expect("fresh object's word");
         let id = self.model.next;
@@ -1033,18 +1058,7 @@ impl Runner<'_> {
                 };
                 Self::compare("weak", want.map(|_| ()), self.m.weak(ds, ss))?;
                 if let Ok(t) = want {
-                    let known = self.model.cells.get(&t).copied();
-                    let c = match known {
-                        Some(c) => c,
-                        None => {
-                            self.alloc_into(d, MType::Cell, Vec::new(), Vec::new());
-                            let MVal::Obj(c) = self.model.slots[d] else { unreachable!() };
-                            self.model.objs.get_mut(&c).unwrap().target = Some(t);
-                            self.model.cells.insert(t, c);
-                            c
-                        }
-                    };
-                    self.model.slots[d] = MVal::Obj(c);
+                    self.weak_into(d, t);
                 }
             }
             Op::Deref { dst, w } => {
@@ -1052,13 +1066,7 @@ impl Runner<'_> {
                     return Ok(());
                 }
                 let ((ds, d), (ws, wv)) = (self.slot(dst), self.slot(w));
-                let want = match self.model.slots[wv] {
-                    MVal::Obj(c) if self.model.objs[&c].ty == MType::Cell => {
-                        Ok(self.model.objs[&c].target)
-                    }
-                    MVal::Obj(_) => Err("WrongKind"),
-                    _ => Err("NotAReference"),
-                };
+                let want = self.want_deref(wv);
                 let got = self.m.deref(ds, ws);
                 Self::compare("deref", want.map(|t| t.is_some()), got)?;
                 if let Ok(t) = want {
@@ -1928,17 +1936,7 @@ impl Runner<'_> {
                 let done = self.sec_run(Work::Weak, &[ss], ds)?;
                 Self::compare("section weak", want.map(|_| ()), done.r)?;
                 if let Ok(t) = want {
-                    let c = match self.model.cells.get(&t).copied() {
-                        Some(c) => c,
-                        None => {
-                            self.alloc_into(d, MType::Cell, Vec::new(), Vec::new());
-                            let MVal::Obj(c) = self.model.slots[d] else { unreachable!() };
-                            self.model.objs.get_mut(&c).unwrap().target = Some(t);
-                            self.model.cells.insert(t, c);
-                            c
-                        }
-                    };
-                    self.model.slots[d] = MVal::Obj(c);
+                    self.weak_into(d, t);
                 }
             }
             SecOp::Deref { dst, w } => {
@@ -1946,13 +1944,7 @@ impl Runner<'_> {
                     return Ok(());
                 }
                 let ((ds, d), (ws, wv)) = (self.slot(dst), self.slot(w));
-                let want = match self.model.slots[wv] {
-                    MVal::Obj(c) if self.model.objs[&c].ty == MType::Cell => {
-                        Ok(self.model.objs[&c].target)
-                    }
-                    MVal::Obj(_) => Err("WrongKind"),
-                    _ => Err("NotAReference"),
-                };
+                let want = self.want_deref(wv);
                 let done = self.sec_run(Work::Deref, &[ws], ds)?;
                 Self::compare("section deref", want.map(|_| ()), done.r)?;
                 if let Ok(t) = want {
