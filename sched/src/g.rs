@@ -329,6 +329,20 @@ impl G {
         G_POOL.lock().unwrap_or_else(|e| e.into_inner()).push(GPtr::from(self));
     }
 
+    /// Takes the stack of a dead G, to unmap it (the G gets a new one when it is next
+    /// prepared). None if it has none.
+    ///
+    /// # Safety
+    /// The G is dead and owned by the caller (on no list but the caller's), and no thread runs
+    /// on its stack. A dead G's stack links nothing: its goroutine unlinked every wait node
+    /// before it returned (only a G abandoned while parked may still be linked, and such a G
+    /// is never dead: see [`retire`](Self::retire)).
+    pub unsafe fn take_stack(&self) -> Option<safepoint_arch::stack::Stack> {
+        debug_assert_eq!(self.status.load().base(), Some(Status::Dead));
+        // SAFETY: exclusive ownership per the caller's contract.
+        unsafe { (*self.stack.get()).take() }
+    }
+
     /// Prepares a fresh start of `body` on this G's stack (getting a stack if it has none).
     ///
     /// # Safety

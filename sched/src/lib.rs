@@ -5,7 +5,9 @@
 //! stack is *g0*, where the scheduling loop and every operation that must not run on a goroutine
 //! stack run. A **P** is the right to run goroutines: a local run queue (a crossbeam `Worker`
 //! plus a one-slot `runnext`), a cache of dead Gs with their stacks; `procs` of them exist and
-//! an M needs one to run a goroutine.
+//! an M needs one to run a goroutine. Dead Gs past a P's cache go to the runtime's list, which
+//! keeps the stacks of at most `stack_cache` of them ([`Builder::stack_cache`]) and unmaps the
+//! rest, so a burst of goroutines does not keep its stacks for the runtime's life.
 //!
 //! ## Scheduling
 //!
@@ -409,7 +411,9 @@ pub struct Config {
     pub procs: usize,
     /// Usable native stack size of each goroutine, bytes.
     pub stack_size: usize,
-    /// How many unused stacks the runtime keeps mapped for reuse.
+    /// How many unused stacks the runtime keeps mapped for reuse: a dead goroutine's G keeps
+    /// its stack for the next spawn; past this many (and the few each P keeps at hand), a dead
+    /// G gives its stack back to the OS.
     pub stack_cache: usize,
     /// Whether sysmon runs (time slices, retaking blocked Ps).
     pub sysmon: bool,
@@ -521,7 +525,9 @@ impl Builder {
         self.config.stack_size = bytes;
         self
     }
-    /// How many unused stacks to keep for reuse.
+    /// How many unused stacks to keep for reuse (see [`Config::stack_cache`]): after a burst
+    /// of goroutines ends, the stacks past this many (and the up to 64 each P keeps at hand)
+    /// are unmapped.
     ///
     /// ```
     /// let rt = safepoint_sched::Runtime::builder().procs(1).stack_cache(16).build().unwrap();

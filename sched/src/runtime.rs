@@ -879,9 +879,29 @@ impl Sched {
         let free = unsafe { &mut *p.gfree.get() };
         free.push(g);
         if free.len() > MAX_LOCAL_GFREE {
-            let mut global = self.gfree.lock().unwrap_or_else(|e| e.into_inner());
-            global.extend(free.drain(..MAX_LOCAL_GFREE / 2));
+            self.gfput_global(free.drain(..MAX_LOCAL_GFREE / 2));
         }
+    }
+
+    /// Moves dead goroutines to the runtime's free list. The list keeps the stacks of at most
+    /// `stack_cache` of its Gs (`Builder::stack_cache`): the Gs past that give theirs back to
+    /// the OS (a later spawn on such a G maps a new one), so a burst of goroutines does not
+    /// keep its stacks' memory for the runtime's life. The stacks are unmapped after the
+    /// list's lock is dropped.
+    pub(crate) fn gfput_global(&self, gs: impl IntoIterator<Item = GPtr>) {
+        let mut unmap = Vec::new();
+        {
+            let mut global = self.gfree.lock().unwrap_or_else(|e| e.into_inner());
+            for g in gs {
+                if global.len() >= self.config.stack_cache {
+                    // SAFETY: a dead G on no list but this one being filled, owned by us;
+                    // nothing runs on its stack (its M has switched off it to free it).
+                    unmap.extend(unsafe { g.get().take_stack() });
+                }
+                global.push(g);
+            }
+        }
+        drop(unmap);
     }
 
     // ---- preemption ----
@@ -1524,7 +1544,7 @@ fn after_switch(m: &M, g: &'static G) {
             sched.ngoroutines.fetch_sub(1, Ordering::Relaxed);
             match m.p() {
                 Some(p) => sched.gfput(p, GPtr::from(g)),
-                None => sched.gfree.lock().unwrap_or_else(|e| e.into_inner()).push(GPtr::from(g)),
+                None => sched.gfput_global([GPtr::from(g)]),
             }
         }
         After::PreemptPark => {
