@@ -139,6 +139,12 @@ pub enum Op {
 
 impl Op {
     /// `a = b op c`: the operator's own instruction if it has one, else `Arith`.
+    /// ```
+    /// use safepoint_lang::bytecode::{ArithOp, Op};
+    /// assert!(matches!(Op::arith(ArithOp::Add, 0, 1, 2, 0), Op::Add { a: 0, b: 1, c: 2, sp: 0 }));
+    /// // An operator without an instruction of its own goes through `Arith`.
+    /// assert!(matches!(Op::arith(ArithOp::Mod, 0, 1, 2, 0), Op::Arith { op: ArithOp::Mod, .. }));
+    /// ```
     pub fn arith(op: ArithOp, a: Reg, b: Reg, c: Reg, sp: u16) -> Op {
         match op {
             ArithOp::Add => Op::Add { a, b, c, sp },
@@ -151,6 +157,11 @@ impl Op {
 
     /// `a = b op constant k` (`constant k op b` if `kl`): the operator's own instruction if
     /// it has one, else `ArithK`.
+    /// ```
+    /// use safepoint_lang::bytecode::{ArithOp, Op};
+    /// assert!(matches!(Op::arith_k(ArithOp::Mul, 0, 1, 5, true, 0), Op::MulK { k: 5, kl: true, .. }));
+    /// assert!(matches!(Op::arith_k(ArithOp::Shl, 0, 1, 5, false, 0), Op::ArithK { .. }));
+    /// ```
     pub fn arith_k(op: ArithOp, a: Reg, b: Reg, k: u16, kl: bool, sp: u16) -> Op {
         match op {
             ArithOp::Add => Op::AddK { a, b, k, kl, sp },
@@ -164,6 +175,10 @@ impl Op {
 
 impl Op {
     /// Jump to `t` unless `b op c`: the operator's instruction.
+    /// ```
+    /// use safepoint_lang::bytecode::{CmpOp, Op};
+    /// assert!(matches!(Op::cmp_jmp_f(CmpOp::Lt, 1, 2, 9), Op::LtJmpF { b: 1, c: 2, t: 9 }));
+    /// ```
     pub fn cmp_jmp_f(op: CmpOp, b: Reg, c: Reg, t: u32) -> Op {
         match op {
             CmpOp::Lt => Op::LtJmpF { b, c, t },
@@ -175,6 +190,10 @@ impl Op {
 
     /// Jump to `t` unless `b op constant k` (`constant k op b` if `kl`): the operator's
     /// instruction.
+    /// ```
+    /// use safepoint_lang::bytecode::{CmpOp, Op};
+    /// assert!(matches!(Op::cmp_jmp_fk(CmpOp::Ne, 1, 3, false, 9), Op::NeJmpFK { k: 3, t: 9, .. }));
+    /// ```
     pub fn cmp_jmp_fk(op: CmpOp, b: Reg, k: u16, kl: bool, t: u32) -> Op {
         match op {
             CmpOp::Lt => Op::LtJmpFK { b, k, kl, t },
@@ -185,6 +204,13 @@ impl Op {
     }
 
     /// The jump target of a conditional compare-and-branch, to patch.
+    /// ```
+    /// use safepoint_lang::bytecode::{ArithOp, CmpOp, Op};
+    /// let mut j = Op::cmp_jmp_f(CmpOp::Le, 1, 2, 0);
+    /// *j.cmp_jmp_target().unwrap() = 42; // patched once the target is known
+    /// assert!(matches!(j, Op::LeJmpF { t: 42, .. }));
+    /// assert!(Op::arith(ArithOp::Add, 0, 1, 2, 0).cmp_jmp_target().is_none());
+    /// ```
     pub fn cmp_jmp_target(&mut self) -> Option<&mut u32> {
         match self {
             Op::LtJmpF { t, .. }
