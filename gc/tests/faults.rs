@@ -81,12 +81,15 @@ fn survivors_and_collector(
     let (gc, stop) = (gc.clone(), stop.clone());
     let collector = go(move || {
         let mut n = 0;
+        // At least one cycle, however late this goroutine first runs; then until `stop`.
         // Relaxed: a flag; the join orders the rest.
-        while !stop.load(Ordering::Relaxed) {
+        loop {
             gc.collect();
             n += 1;
+            if stop.load(Ordering::Relaxed) {
+                break n;
+            }
         }
-        n
     });
     (g, collector)
 }

@@ -42,11 +42,14 @@ fn collector_loop(gc: &Gc, stop: &Arc<AtomicBool>) -> safepoint_sched::JoinHandl
     let (gc, stop) = (gc.clone(), stop.clone());
     safepoint_sched::go(move || {
         let mut n = 0;
-        while !stop.load(Ordering::Relaxed) {
+        // At least one cycle, however late this goroutine first runs; then until `stop`.
+        loop {
             gc.collect();
             n += 1;
+            if stop.load(Ordering::Relaxed) {
+                break n;
+            }
         }
-        n
     })
 }
 

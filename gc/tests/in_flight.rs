@@ -69,14 +69,19 @@ fn checked_heap(rt: &Runtime) -> Gc {
     Gc::builder().checkmark(true).poison(true).ignore_env().build(rt).unwrap()
 }
 
-/// Runs `gc`'s cycles back to back on a goroutine until `stop`; returns how many ran.
+/// Runs `gc`'s cycles back to back on a goroutine until `stop` (at least one, however late
+/// the goroutine first runs); returns how many ran.
 fn collector(gc: &Gc, stop: &Arc<AtomicBool>) -> safepoint_sched::JoinHandle<u64> {
     let (gc, stop) = (gc.clone(), stop.clone());
     safepoint_sched::go(move || {
         let before = gc.cycles();
-        while !stop.load(Ordering::Relaxed) {
+        loop {
             gc.collect();
             safepoint_sched::yield_now();
+            // Relaxed: a flag; the join orders the rest.
+            if stop.load(Ordering::Relaxed) {
+                break;
+            }
         }
         gc.cycles() - before
     })
@@ -125,6 +130,7 @@ fn references_in_flight_survive_concurrent_cycles_buffered_and_unbuffered() {
     let g = gc.clone();
     let (received, cycles) = rt.block_on(move || {
         let stop = Arc::new(AtomicBool::new(false));
+        let start = g.cycles();
         let coll = collector(&g, &stop);
         // Senders alternate between an unbuffered and a buffered channel, two receivers on
         // each: references go on one P's root slots and come off on another's.
@@ -138,6 +144,13 @@ fn references_in_flight_survive_concurrent_cycles_buffered_and_unbuffered() {
                         send_tree(&mut m, t, &ch, s * 1000 + i, DEPTH);
                         if i % 4 == 0 {
                             safepoint_sched::yield_now();
+                        }
+                        // Halfway, wait for two whole cycles, so that they run with trees
+                        // in flight however the goroutines are scheduled.
+                        if i == EACH / 2 {
+                            while g.cycles() < start + 2 {
+                                safepoint_sched::yield_now();
+                            }
                         }
                     }
                 })

@@ -36,12 +36,15 @@ fn collect_until(gc: &Gc, stop: &Arc<AtomicBool>) -> safepoint_sched::JoinHandle
     let (gc, stop) = (gc.clone(), stop.clone());
     go(move || {
         let mut n = 0;
-        while !stop.load(Relaxed) {
+        // At least one cycle, however late this goroutine first runs; then until `stop`.
+        loop {
             gc.collect();
             n += 1;
             yield_now();
+            if stop.load(Relaxed) {
+                break n;
+            }
         }
-        n
     })
 }
 

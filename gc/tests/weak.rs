@@ -523,7 +523,8 @@ fn weak_reads_race_the_marker_and_the_sweeper() {
                     let mut reads = 0u64;
                     m.scope(|m, [w, got, junk]| {
                         let mut i = k;
-                        while !stop.load(Ordering::Relaxed) {
+                        // At least one read, however late this goroutine first runs.
+                        while reads == 0 || !stop.load(Ordering::Relaxed) {
                             let nil_before = seen_nil[i].load(Ordering::SeqCst);
                             m.load_global(w, &handles[i]).unwrap();
                             if m.deref(got, w).unwrap() {

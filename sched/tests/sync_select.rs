@@ -182,6 +182,15 @@ fn concurrent_selects_conserve_values() {
         for s in selectors {
             s.join().unwrap();
         }
+        // Every send has completed, but a selector that found `done` closed may have chosen
+        // it over a buffered value (a select picks among its ready cases at random): what is
+        // left in the buffers is drained here, and nothing may be lost or counted twice.
+        for c in &chans {
+            while let Ok(v) = c.try_recv() {
+                sum.fetch_add(v, Ordering::Relaxed);
+                count.fetch_add(1, Ordering::Relaxed);
+            }
+        }
         assert_eq!(count.load(Ordering::Relaxed), 4 * N);
         assert_eq!(sum.load(Ordering::Relaxed), 4 * N * (N + 1) / 2);
         for c in &chans {
