@@ -270,11 +270,11 @@ pub(crate) struct M {
     /// P held by this M (0 if none).
     pub p: AtomicUsize,
     /// P handed to this M by whoever woke it.
-    nextp: AtomicUsize,
+    pub(crate) nextp: AtomicUsize,
     /// Looking for work (counted in `Sched::nmspinning`).
     /// Written by whoever hands a parked M its P (ordered by `nextp`'s Release/Acquire), then
     /// only by the M itself; Relaxed throughout.
-    spinning: AtomicBool,
+    pub(crate) spinning: AtomicBool,
     /// Runtime critical-section depth: no preemption while nonzero.
     pub locks: AtomicUsize,
     /// Runtime locks held by this M (the scheduler lock, wait-queue locks, the spawn and ready

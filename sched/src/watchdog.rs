@@ -132,14 +132,35 @@ pub(crate) fn report(sched: &Sched) -> String {
             p.schedtick.load(Ordering::Relaxed),
         );
     }
+    // The idle lists, if the scheduler lock is free (a report must not wait on it: its holder
+    // may be what hangs): a P popped off the idle list but not yet running, or an M taken off
+    // the idle list and handed a P (`nextp`) that has not taken it, shows here.
+    let idle = sched.lock.try_lock().ok().map(|l| (l.pidle.clone(), l.midle.clone(), l.mcount));
+    match &idle {
+        Some((pidle, midle, mcount)) => {
+            let midle: Vec<_> = midle
+                .iter()
+                // SAFETY: idle Ms are owned by `allm` and live until shutdown.
+                .map(|&m| unsafe { &*m }.id)
+                .collect();
+            let _ = writeln!(out, "idle list: Ps {pidle:?}; Ms {midle:?}; Ms started {mcount}");
+        }
+        None => out.push_str("idle list: the scheduler lock is held\n"),
+    }
     {
         let ms = sched.allm.lock().unwrap_or_else(|e| e.into_inner());
         for m in ms.iter() {
+            let nextp = m.nextp.load(Ordering::Relaxed) as *const crate::runtime::P;
+            // SAFETY: Ps live as long as the Sched (a racy read of which one).
+            let nextp = unsafe { nextp.as_ref() }.map(|p| p.id);
             let _ = writeln!(
                 out,
-                "M{}: P{:?}, goroutine {:?}, locks {}, runtime locks {}, signal pending {}",
+                "M{}: P{:?}, handed P{:?}, spinning {}, goroutine {:?}, locks {}, runtime locks \
+                 {}, signal pending {}",
                 m.id,
                 m.p().map(|p| p.id),
+                nextp,
+                m.spinning.load(Ordering::Relaxed),
                 m.curg().map(goid),
                 m.locks.load(Ordering::Relaxed),
                 m.rtlocks.load(Ordering::Relaxed),
@@ -214,7 +235,13 @@ mod tests {
         assert_eq!(w.look(&sched, t0 + LOST_NS / 2), None);
         let why = w.look(&sched, t0 + 1 + LOST_NS).expect("not reported");
         assert!(why.contains("runnable goroutine has waited 1000 ms"), "{why}");
-        assert!(report(&sched).contains("queues: global 1, urgent 0"), "{}", report(&sched));
+        let r = report(&sched);
+        assert!(r.contains("queues: global 1, urgent 0"), "{r}");
+        // The idle lists, read under the scheduler lock when it is free.
+        assert!(r.contains("idle list: Ps [1, 0]; Ms []; Ms started 0"), "{r}");
+        let l = sched.lock.lock().unwrap();
+        assert!(report(&sched).contains("idle list: the scheduler lock is held"));
+        drop(l);
         // Taken off the queue: the clock starts again.
         assert!(sched.global.steal().is_success());
         assert_eq!(w.look(&sched, t0 + 2 * LOST_NS), None);
