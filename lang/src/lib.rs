@@ -74,7 +74,11 @@
 //!   registers on the goroutine's managed stack; the compiler ([`compiler`]) registers each
 //!   function with the stack-map registry, and its liveness analysis gives every safepoint
 //!   (calls, allocations, back-edges, channel operations) exactly the registers that hold
-//!   live values there. So the collector scans interpreter frames precisely, and no value
+//!   live values there. The frames are *sealed* function frames: the collector scans the
+//!   registers the current map calls live, each as a tagged value, and clears the others,
+//!   so a wrong map (a live register called dead) makes the register read as a cleared
+//!   word, never as an object the collector freed. So the collector scans interpreter
+//!   frames precisely, and no value
 //!   is held anywhere it cannot see: registers (slots), object fields, the constants and
 //!   globals arrays (rooted in [`safepoint_gc::Global`]s), and values in flight on a channel
 //!   (each rooted in a `Global` while in flight).
