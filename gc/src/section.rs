@@ -67,6 +67,14 @@
 //!   object stored there after the scan is kept by the cycle's write barrier and black
 //!   allocation, as any value a goroutine holds.
 //!
+//! * **An interpreter's hot path.** An interpreter calls between two instructions, inside
+//!   the section ([`Section::push_func_frame_with`], or [`Section::push_frame_with`] for a
+//!   section frame; each answers `false` when the push needs its safepoint, to be taken
+//!   outside), reads and writes its registers through a view of the top frame that checks
+//!   only the index ([`Section::regs`], which borrows the section, so nothing that pushes,
+//!   pops or allocates runs while the view lives), and makes immediates of its own encoding
+//!   from words ([`Section::imm`], which refuses a word with the reference tag).
+//!
 //! [`RawMutator`]: crate::RawMutator
 //! [`Mutator`]: crate::Mutator
 
