@@ -113,6 +113,10 @@
 //! default of 4 MiB: a script's live data is often a few hundred kilobytes, and its peak then
 //! follows it.
 
+// Every module but the interpreter forbids `unsafe` itself; the interpreter (`vm`) still
+// uses the trusted `RawMutator` path and allows it, until it runs on branded sections.
+#![deny(unsafe_code)]
+
 pub mod ast;
 pub mod bytecode;
 pub mod compiler;

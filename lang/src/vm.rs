@@ -9,6 +9,9 @@
 //! collector clears the registers that map calls dead). Inside a section it keeps
 //! references in Rust variables freely: nothing can stop it there.
 
+// The trusted `RawMutator` path: each `unsafe` block below says why it is sound.
+#![allow(unsafe_code)]
+
 use std::fmt::Write as _;
 use std::io::{BufRead as _, Write as _};
 use std::sync::Arc;
