@@ -2163,6 +2163,42 @@ impl<'s> Section<'s> {
         self.pin.gc.is_cell(r.bits & !self.enc.rule.mask)
     }
 
+    /// Attaches a cleanup to `obj`, as [`Mutator::add_cleanup`](crate::Mutator::add_cleanup):
+    /// `f` runs on the collector's cleanup goroutine after a cycle finds `obj` unreachable,
+    /// unless the returned [`Cleanup`](crate::Cleanup) is cancelled first. How an object owns
+    /// a Rust-side resource with no raw word: the embedder keeps the resource in a table of
+    /// its own, the object holds its index as an immediate, and the cleanup frees the entry
+    /// (a word overwritten by mistake then names another entry or none, never memory).
+    ///
+    /// ```
+    /// # use safepoint_gc::{Gc, SectionMutator, Shape, TypeDesc, WordKind};
+    /// # let rt = safepoint_sched::Runtime::builder().procs(1).build().unwrap();
+    /// # let gc = Gc::new(&rt).unwrap();
+    /// # let pair = gc.types().register(TypeDesc::Record {
+    /// #     name: "pair".into(),
+    /// #     words: vec![WordKind::Ref, WordKind::Tagged, WordKind::Raw],
+    /// # }).unwrap();
+    /// # let shape = Shape::new(&gc, pair, 0).unwrap();
+    /// # let g = gc.clone();
+    /// # rt.block_on(move || {
+    /// let m = SectionMutator::new(&g).unwrap();
+    /// let c = m.enter(|s| {
+    ///     let p = s.alloc(&shape).unwrap();
+    ///     s.add_cleanup(p, || println!("p is gone"))
+    /// }).unwrap();
+    /// assert!(c.cancel()); // it had not run
+    /// # });
+    /// ```
+    pub fn add_cleanup(
+        &mut self,
+        obj: Ref<'s>,
+        f: impl FnOnce() + Send + 'static,
+    ) -> crate::Cleanup {
+        // SAFETY: `obj` references a live object of this heap: a `Ref<'s>` comes only from an
+        // allocation or a load of this section.
+        unsafe { self.pin.add_cleanup(obj.bits, f) }
+    }
+
     // ---- byte arrays ----
 
     /// The byte array `obj`, checked against `shape` (a shape of its type, of any length).

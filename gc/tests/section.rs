@@ -1045,3 +1045,43 @@ fn calls_inside_a_section_registers_and_immediates() {
         drop(rt);
     }
 }
+
+/// A section's cleanup follows its object: it has not run while a frame slot holds the
+/// object across a collection, and runs (once) after a collection finds it unreachable; one
+/// cancelled first never runs.
+#[test]
+fn a_sections_cleanup_runs_after_its_object_is_unreachable() {
+    use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
+    with_sections(|m, shape, gc| {
+        let ran = std::sync::Arc::new(AtomicUsize::new(0));
+        let (r1, r2) = (ran.clone(), ran.clone());
+        m.push_frame(1).unwrap();
+        m.enter(|s| {
+            let p = s.alloc(shape).unwrap();
+            s.add_cleanup(p, move || {
+                r1.fetch_add(1, SeqCst);
+            });
+            let q = s.alloc(shape).unwrap();
+            assert!(
+                s.add_cleanup(q, move || {
+                    r2.fetch_add(100, SeqCst);
+                })
+                .cancel()
+            );
+            s.set_slot(0, p.value()).unwrap();
+        })
+        .unwrap();
+        gc.collect();
+        safepoint_sched::sleep(std::time::Duration::from_millis(20));
+        assert_eq!(ran.load(SeqCst), 0, "a cleanup ran while its object was in a frame slot");
+        m.pop_frame().unwrap();
+        let t = std::time::Instant::now();
+        while ran.load(SeqCst) == 0 {
+            assert!(t.elapsed() < std::time::Duration::from_secs(10), "the cleanup never ran");
+            gc.collect();
+            safepoint_sched::sleep(std::time::Duration::from_millis(1));
+        }
+        safepoint_sched::sleep(std::time::Duration::from_millis(20));
+        assert_eq!(ran.load(SeqCst), 1);
+    });
+}
