@@ -1058,11 +1058,10 @@ fn exec(sh: &Shared, st: &mut State, pin: &mut Pin<'_>) -> Exit {
     }
 
     loop {
-        debug_assert!(pc < code.len(), "pc {pc} past the code of {}", proto.name);
-        // SAFETY: the compiler ends every function with `Ret` and jumps only to instructions
-        // of the same function, so `pc` stays below the code's length (no bounds check here,
-        // as none on registers: the compiler's output is the only code there is).
-        let op = unsafe { *code.get_unchecked(pc) };
+        // Checked: the compiler ends every function with `Ret` and jumps only to instructions
+        // of the same function, so `pc` stays below the code's length, and the check is a
+        // compare the branch predictor never sees fail.
+        let op = code[pc];
         pc += 1;
         match op {
             Op::Move { a, b } => w!(a, r!(b)),
