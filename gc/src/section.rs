@@ -887,7 +887,10 @@ impl<'a, 's> Regs<'a, 's> {
             // Relaxed, as the managed stack's own slot stores (`ManagedStack::set_at`): the
             // owner alone writes them, and a scan reads them at a safepoint, which a section
             // never reaches (the stop orders the two).
-            Some(w) => Ok(w.store(v.bits, Ordering::Relaxed)),
+            Some(w) => {
+                w.store(v.bits, Ordering::Relaxed);
+                Ok(())
+            }
             None => Err(out_of_frame(i, self.slots.len())),
         }
     }

@@ -993,7 +993,7 @@ fn calls_inside_a_section_registers_and_immediates() {
                 build(m, f, shape, d - 1, 1);
                 build(m, f, shape, d - 1, 2);
             }
-            if d % 3 == 0 {
+            if d.is_multiple_of(3) {
                 m.collect();
             }
             m.enter(|s| {
