@@ -67,6 +67,14 @@
 //!   object stored there after the scan is kept by the cycle's write barrier and black
 //!   allocation, as any value a goroutine holds.
 //!
+//! * **An interpreter's hot path.** An interpreter calls between two instructions, inside
+//!   the section ([`Section::push_func_frame_with`], or [`Section::push_frame_with`] for a
+//!   section frame; each answers `false` when the push needs its safepoint, to be taken
+//!   outside), reads and writes its registers through a view of the top frame that checks
+//!   only the index ([`Section::regs`], which borrows the section, so nothing that pushes,
+//!   pops or allocates runs while the view lives), and makes immediates of its own encoding
+//!   from words ([`Section::imm`], which refuses a word with the reference tag).
+//!
 //! [`RawMutator`]: crate::RawMutator
 //! [`Mutator`]: crate::Mutator
 
@@ -174,6 +182,19 @@ impl<'s> Value<'s> {
     #[inline]
     pub fn is_nil(self) -> bool {
         self.bits == 0
+    }
+
+    /// The value's word in the heap's tagged encoding, to test its tag or compute with an
+    /// immediate the way an interpreter does (a word never becomes a value again except as an
+    /// immediate, through [`Section::imm`]).
+    ///
+    /// ```
+    /// use safepoint_gc::Value;
+    /// assert_eq!(Value::nil().word(), 0);
+    /// ```
+    #[inline(always)]
+    pub fn word(self) -> usize {
+        self.bits
     }
 }
 
@@ -820,6 +841,61 @@ fn out_of_frame(index: usize, slots: usize) -> GcError {
     GcError::SlotOutOfFrame { index, slots }
 }
 
+/// The slots of the top section frame, borrowed from a running section ([`Section::regs`]):
+/// an interpreter's register file, each access one bounds check. Writes take branded values
+/// only, so the frame holds tagged values and nothing else, as through
+/// [`Section::set_slot`].
+#[derive(Clone, Copy)]
+pub struct Regs<'a, 's> {
+    slots: &'a [AtomicUsize],
+    _brand: Brand<'s>,
+}
+
+impl std::fmt::Debug for Regs<'_, '_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Regs({} slots)", self.slots.len())
+    }
+}
+
+impl<'a, 's> Regs<'a, 's> {
+    /// The number of slots.
+    #[inline(always)]
+    #[allow(clippy::len_without_is_empty)] // a frame's size, not a collection
+    pub fn len(&self) -> usize {
+        self.slots.len()
+    }
+
+    /// Slot `i`.
+    ///
+    /// # Errors
+    /// [`GcError::SlotOutOfFrame`] for `i` past the frame.
+    #[inline(always)]
+    pub fn get(&self, i: usize) -> Result<Value<'s>, GcError> {
+        match self.slots.get(i) {
+            Some(w) => Ok(Value::from_bits(w.load(Ordering::Relaxed))),
+            None => Err(out_of_frame(i, self.slots.len())),
+        }
+    }
+
+    /// Writes slot `i`: `v` stays alive (a root) while it is there.
+    ///
+    /// # Errors
+    /// [`GcError::SlotOutOfFrame`] for `i` past the frame.
+    #[inline(always)]
+    pub fn set(&self, i: usize, v: Value<'s>) -> Result<(), GcError> {
+        match self.slots.get(i) {
+            // Relaxed, as the managed stack's own slot stores (`ManagedStack::set_at`): the
+            // owner alone writes them, and a scan reads them at a safepoint, which a section
+            // never reaches (the stop orders the two).
+            Some(w) => {
+                w.store(v.bits, Ordering::Relaxed);
+                Ok(())
+            }
+            None => Err(out_of_frame(i, self.slots.len())),
+        }
+    }
+}
+
 /// A running section of a [`SectionMutator`] (see the module documentation): the heap's
 /// operations, on values branded with the section's lifetime `'s`.
 pub struct Section<'s> {
@@ -913,6 +989,33 @@ impl<'s> Section<'s> {
     #[inline]
     pub fn as_ref(&self, v: Value<'s>) -> Option<Ref<'s>> {
         self.enc.rule.is_ref(v.bits).then_some(Ref { bits: v.bits, _brand: PhantomData })
+    }
+
+    /// The immediate `w`, a word of the heap's tagged encoding that is not a reference (an
+    /// integer, a flonum, or another immediate of the embedder's encoding: its own nil or
+    /// booleans); `None` for a word the tag rule calls a reference (a reference comes only
+    /// from an allocation or a load). For an embedder whose encoding of immediates is its own
+    /// (its integers' tag, its constants), with the tag rule the collector knows.
+    ///
+    /// ```
+    /// use safepoint_gc::{Gc, SectionMutator, TagRule};
+    /// # let rt = safepoint_sched::Runtime::builder().procs(1).build().unwrap();
+    /// // Integers `n << 2` (tag 00), references tag 01, nil the word 2.
+    /// let gc = Gc::builder().tag_rule(TagRule { mask: 3, ref_tag: 1 }).build(&rt).unwrap();
+    /// let g = gc.clone();
+    /// rt.block_on(move || {
+    ///     let m = SectionMutator::new(&g).unwrap();
+    ///     m.enter(|s| {
+    ///         let seven = s.imm(7 << 2).unwrap();
+    ///         assert_eq!(seven.word() >> 2, 7);
+    ///         assert!(s.as_ref(s.imm(2).unwrap()).is_none());
+    ///         assert!(s.imm(0x1001).is_none()); // a reference's tag: not from a word
+    ///     }).unwrap();
+    /// });
+    /// ```
+    #[inline(always)]
+    pub fn imm(&self, w: usize) -> Option<Value<'s>> {
+        (!self.enc.rule.is_ref(w)).then_some(Value::from_bits(w))
     }
 
     /// Whether the heap's tag rule leaves room for immediate doubles ([`crate::flonum`]): its
@@ -1063,6 +1166,44 @@ impl<'s> Section<'s> {
         Ok(std::array::from_fn(|i| Value::from_bits(ms.get_at(base + i))))
     }
 
+    /// The top section frame's slots as a register file ([`Regs`]): reads and writes of
+    /// them with one bounds check each, for an interpreter whose every instruction touches a
+    /// few. The view borrows the section, so nothing that may push, pop or allocate (every
+    /// `&mut self` method) runs while it lives: take it again after one.
+    ///
+    /// # Errors
+    /// [`GcError::NoFrame`] if the top frame is not a section frame.
+    ///
+    /// ```
+    /// # use safepoint_gc::{Gc, GcError, SectionMutator};
+    /// # let rt = safepoint_sched::Runtime::builder().procs(1).build().unwrap();
+    /// # let gc = Gc::new(&rt).unwrap();
+    /// # let g = gc.clone();
+    /// # rt.block_on(move || {
+    /// let mut m = SectionMutator::new(&g).unwrap();
+    /// m.push_frame(2).unwrap();
+    /// m.enter(|s| {
+    ///     let r = s.regs().unwrap();
+    ///     r.set(1, s.int(4).unwrap()).unwrap();
+    ///     assert_eq!(s.as_int(r.get(1).unwrap()), Some(4));
+    ///     assert_eq!(r.len(), 2);
+    ///     assert_eq!(r.get(2), Err(GcError::SlotOutOfFrame { index: 2, slots: 2 }));
+    /// }).unwrap();
+    /// # });
+    /// ```
+    #[inline(always)]
+    pub fn regs(&self) -> Result<Regs<'_, 's>, GcError> {
+        let (_, slots) = self.frame()?;
+        let ms = self.pin.stack();
+        // SAFETY: the top frame is a section frame of `slots` slots (just checked) whose slot
+        // 0 `top_slots_ptr` gives. The slice lives while the section is borrowed: no push,
+        // pop or allocation runs meanwhile (they take the section mutably), and nothing else
+        // moves or frees the buffer inside a pinned section (no safepoint is reached), so the
+        // words stay this frame's slots.
+        let slots = unsafe { std::slice::from_raw_parts(ms.top_slots_ptr(), slots) };
+        Ok(Regs { slots, _brand: PhantomData })
+    }
+
     /// Writes slot `i` of the top section frame: `v` stays alive (a root) while it is there.
     ///
     /// # Errors
@@ -1143,6 +1284,69 @@ impl<'s> Section<'s> {
         };
         for (j, v) in args.iter().enumerate() {
             // SAFETY: slot `j < slots` of the section frame just pushed; `v` as above.
+            unsafe { ms.set_at(base + j, v.bits) };
+        }
+        Ok(true)
+    }
+
+    /// Pushes a function frame of `f` (as [`SectionMutator::push_func_frame`]: its slots
+    /// scanned by `f`'s maps, the dead ones cleared) whose first slots are `args` and the rest
+    /// null, at safepoint 0, inside the section, if that needs no safepoint: the call of a
+    /// function with precise maps, between two instructions. `Ok(false)` when the push needs
+    /// its slow path (the stack must grow, or a stop or preemption is pending): nothing is
+    /// pushed, and the caller keeps the arguments in its own frame, leaves the section and
+    /// calls [`SectionMutator::push_func_frame`], the safepoint (then copies them in a
+    /// section).
+    ///
+    /// # Errors
+    /// [`GcError::UnknownFunction`] if the runtime's registry does not hold `f`;
+    /// [`GcError::OutOfBounds`] for more arguments than `f` has slots. Nothing is pushed
+    /// then.
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use safepoint_gc::{Gc, GcError, SectionMutator};
+    /// use safepoint_stackmap::{FuncDesc, Registry};
+    /// let reg = Arc::new(Registry::new());
+    /// let f = reg.register(FuncDesc::new("f", 2, 0, 1).tagged_at(0, &[0, 1])).unwrap();
+    /// let rt = safepoint_sched::Runtime::builder().procs(1).registry(reg).build().unwrap();
+    /// let gc = Gc::new(&rt).unwrap();
+    /// let g = gc.clone();
+    /// rt.block_on(move || {
+    ///     let mut m = SectionMutator::new(&g).unwrap();
+    ///     m.push_func_frame(f).unwrap(); // the caller (the stack has room from here on)
+    ///     let n = m.enter(|s| {
+    ///         let five = s.int(5).unwrap();
+    ///         assert!(s.push_func_frame_with(f, &[five]).unwrap());
+    ///         assert!(s.slot(1).unwrap().is_nil());
+    ///         assert!(s.push_func_frame_with(f, &[five; 3]).is_err()); // 3 args, 2 slots
+    ///         s.as_int(s.slot(0).unwrap())
+    ///     }).unwrap();
+    ///     assert_eq!(n, Some(5));
+    /// });
+    /// ```
+    #[inline(always)]
+    pub fn push_func_frame_with(&mut self, f: FuncId, args: &[Value<'s>]) -> Result<bool, GcError> {
+        if self.pin.gc.reg.get(f).is_none() {
+            return Err(GcError::UnknownFunction { index: f.index() });
+        }
+        let slots = f.frame_slots();
+        if args.len() > slots {
+            return Err(GcError::OutOfBounds { index: args.len(), len: slots });
+        }
+        let ms = self.pin.stack();
+        // The new frame's slot 0 is the old top (its header goes above its slots).
+        let base = ms.used_words();
+        // SAFETY: as in `SectionMutator::push_func_frame`: the frame is written only with
+        // values of this heap's encoding (the branded `args`, live until the section ends and
+        // roots in the frame from then on), and popped by `pop_frame`; `f` is a function of
+        // the registry the collector scans it by (just checked). `try_push_sealed` never
+        // reaches a safepoint.
+        if !unsafe { ms.try_push_sealed(f) } {
+            return Ok(false);
+        }
+        for (j, v) in args.iter().enumerate() {
+            // SAFETY: slot `j < slots` of the sealed frame just pushed; `v` as above.
             unsafe { ms.set_at(base + j, v.bits) };
         }
         Ok(true)
@@ -1960,6 +2164,42 @@ impl<'s> Section<'s> {
     #[inline]
     pub fn is_weak(&self, r: Ref<'s>) -> bool {
         self.pin.gc.is_cell(r.bits & !self.enc.rule.mask)
+    }
+
+    /// Attaches a cleanup to `obj`, as [`Mutator::add_cleanup`](crate::Mutator::add_cleanup):
+    /// `f` runs on the collector's cleanup goroutine after a cycle finds `obj` unreachable,
+    /// unless the returned [`Cleanup`](crate::Cleanup) is cancelled first. How an object owns
+    /// a Rust-side resource with no raw word: the embedder keeps the resource in a table of
+    /// its own, the object holds its index as an immediate, and the cleanup frees the entry
+    /// (a word overwritten by mistake then names another entry or none, never memory).
+    ///
+    /// ```
+    /// # use safepoint_gc::{Gc, SectionMutator, Shape, TypeDesc, WordKind};
+    /// # let rt = safepoint_sched::Runtime::builder().procs(1).build().unwrap();
+    /// # let gc = Gc::new(&rt).unwrap();
+    /// # let pair = gc.types().register(TypeDesc::Record {
+    /// #     name: "pair".into(),
+    /// #     words: vec![WordKind::Ref, WordKind::Tagged, WordKind::Raw],
+    /// # }).unwrap();
+    /// # let shape = Shape::new(&gc, pair, 0).unwrap();
+    /// # let g = gc.clone();
+    /// # rt.block_on(move || {
+    /// let m = SectionMutator::new(&g).unwrap();
+    /// let c = m.enter(|s| {
+    ///     let p = s.alloc(&shape).unwrap();
+    ///     s.add_cleanup(p, || println!("p is gone"))
+    /// }).unwrap();
+    /// assert!(c.cancel()); // it had not run
+    /// # });
+    /// ```
+    pub fn add_cleanup(
+        &mut self,
+        obj: Ref<'s>,
+        f: impl FnOnce() + Send + 'static,
+    ) -> crate::Cleanup {
+        // SAFETY: `obj` references a live object of this heap: a `Ref<'s>` comes only from an
+        // allocation or a load of this section.
+        unsafe { self.pin.add_cleanup(obj.bits, f) }
     }
 
     // ---- byte arrays ----

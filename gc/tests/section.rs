@@ -8,7 +8,7 @@ use safepoint_gc::{
     Gc, GcError, Global, Mutator, RefChan, SectionMutator, Shape, TypeDesc, Value, WordKind,
 };
 use safepoint_sched::{Runtime, go};
-use safepoint_stackmap::{FuncDesc, Registry};
+use safepoint_stackmap::{FuncDesc, FuncId, Registry};
 
 /// A checked heap (poison, checkmark) on a 2-P runtime, and the shape of `pair` (a reference
 /// word, a tagged word and a raw word).
@@ -944,5 +944,144 @@ fn function_frame_misuse_is_an_error() {
         assert_eq!(m.enter(|s| s.as_int(s.slot(0).unwrap())).unwrap(), Some(5));
         m.pop_frame().unwrap();
         assert_eq!(m.pop_frame(), Err(GcError::NoFrame));
+    });
+}
+
+/// What an interpreter with precise maps uses inside one section: function frames pushed
+/// between two instructions (`push_func_frame_with`, the slow push outside when it answers
+/// false), the register view (`regs`), and immediates of its own encoding (`imm`). A tree
+/// built that way survives collections in both collector modes; and each misuse is an error:
+/// an unknown function, more arguments than slots, a slot past the view, no section frame
+/// under the view, a reference's tag given as an immediate.
+#[test]
+fn calls_inside_a_section_registers_and_immediates() {
+    for stw in [false, true] {
+        let reg = std::sync::Arc::new(Registry::new());
+        // build(d): slot 0 the depth, 1 the left child, 2 the right; all live at safepoint 1.
+        let f = reg.register(FuncDesc::new("build", 3, 0, 2).tagged_at(1, &[0, 1, 2])).unwrap();
+        let other = Registry::new();
+        let _ = other.register(FuncDesc::new("a", 1, 0, 1)).unwrap();
+        let stranger = other.register(FuncDesc::new("b", 1, 0, 1)).unwrap();
+        // An interpreter's own encoding: integers `n << 2`, references tagged 01.
+        let rt = Runtime::builder().procs(2).registry(reg).build().unwrap();
+        let gc = Gc::builder()
+            .tag_rule(safepoint_gc::TagRule { mask: 3, ref_tag: 1 })
+            .stop_the_world(stw)
+            .checkmark(true)
+            .poison(true)
+            .ignore_env()
+            .build(&rt)
+            .unwrap();
+        let shape = pair_shape(&gc);
+        let g = gc.clone();
+
+        // Builds a tree of depth `d` into the caller's register `dst`: the call pushed inside
+        // the section when it can, outside when not.
+        fn build(m: &mut SectionMutator, f: FuncId, shape: &Shape, d: usize, dst: usize) {
+            let fast = m
+                .enter(|s| {
+                    let depth = s.imm(d << 2).unwrap();
+                    s.push_func_frame_with(f, &[depth]).unwrap()
+                })
+                .unwrap();
+            if !fast {
+                m.push_func_frame(f).unwrap();
+                m.enter(|s| s.regs().unwrap().set(0, s.imm(d << 2).unwrap()).unwrap()).unwrap();
+            }
+            m.enter(|s| s.set_safepoint(1).unwrap()).unwrap();
+            if d > 0 {
+                build(m, f, shape, d - 1, 1);
+                build(m, f, shape, d - 1, 2);
+            }
+            if d.is_multiple_of(3) {
+                m.collect();
+            }
+            m.enter(|s| {
+                let r = s.regs().unwrap();
+                let (depth, l, right) = (r.get(0).unwrap(), r.get(1).unwrap(), r.get(2).unwrap());
+                assert_eq!(r.get(3), Err(GcError::SlotOutOfFrame { index: 3, slots: 3 }));
+                let n = s.alloc_init(shape, &[l, depth]).unwrap();
+                // The right child rides in the raw word's place: keep it in a tagged one.
+                let n2 = s.alloc_init(shape, &[n.value(), right]).unwrap();
+                s.pop_frame().unwrap();
+                s.regs().unwrap().set(dst, n2.value()).unwrap();
+            })
+            .unwrap();
+        }
+        // Sums the depths of a tree `build` made.
+        fn sum<'s>(s: &safepoint_gc::Section<'s>, shape: &Shape, v: Value<'s>) -> usize {
+            let Some(n2) = s.as_ref(v) else { return 0 };
+            let n = s.as_ref(s.get(n2, shape, 0).unwrap()).unwrap();
+            let depth = s.get(n, shape, 1).unwrap().word() >> 2;
+            depth
+                + sum(s, shape, s.get(n, shape, 0).unwrap())
+                + sum(s, shape, s.get(n2, shape, 1).unwrap())
+        }
+
+        rt.block_on(move || {
+            let mut m = SectionMutator::new(&g).unwrap();
+            m.enter(|s| assert_eq!(s.regs().map(|r| r.len()), Err(GcError::NoFrame))).unwrap();
+            m.push_func_frame(f).unwrap();
+            m.enter(|s| {
+                assert!(s.imm(0x1001).is_none(), "a reference's tag made a value");
+                let one = s.imm(1 << 2).unwrap();
+                assert_eq!(
+                    s.push_func_frame_with(f, &[one; 4]),
+                    Err(GcError::OutOfBounds { index: 4, len: 3 })
+                );
+                assert_eq!(
+                    s.push_func_frame_with(stranger, &[]),
+                    Err(GcError::UnknownFunction { index: 1 })
+                );
+                assert_eq!(s.frame_slots(), Ok(3), "a refused push pushed");
+            })
+            .unwrap();
+            build(&mut m, f, &shape, 8, 0);
+            let total = m.enter(|s| sum(s, &shape, s.regs().unwrap().get(0).unwrap())).unwrap();
+            m.pop_frame().unwrap();
+            // 2^(8-k) nodes of depth k.
+            assert_eq!(total, (0..=8).map(|k| k << (8 - k)).sum::<usize>());
+        });
+        drop(rt);
+    }
+}
+
+/// A section's cleanup follows its object: it has not run while a frame slot holds the
+/// object across a collection, and runs (once) after a collection finds it unreachable; one
+/// cancelled first never runs.
+#[test]
+fn a_sections_cleanup_runs_after_its_object_is_unreachable() {
+    use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
+    with_sections(|m, shape, gc| {
+        let ran = std::sync::Arc::new(AtomicUsize::new(0));
+        let (r1, r2) = (ran.clone(), ran.clone());
+        m.push_frame(1).unwrap();
+        m.enter(|s| {
+            let p = s.alloc(shape).unwrap();
+            s.add_cleanup(p, move || {
+                r1.fetch_add(1, SeqCst);
+            });
+            let q = s.alloc(shape).unwrap();
+            assert!(
+                s.add_cleanup(q, move || {
+                    r2.fetch_add(100, SeqCst);
+                })
+                .cancel()
+            );
+            s.set_slot(0, p.value()).unwrap();
+        })
+        .unwrap();
+        gc.collect();
+        safepoint_sched::sleep(std::time::Duration::from_millis(20));
+        assert_eq!(ran.load(SeqCst), 0, "a cleanup ran while its object was in a frame slot");
+        m.pop_frame().unwrap();
+        let t = std::time::Instant::now();
+        while ran.load(SeqCst) == 0 {
+            assert!(t.elapsed() < std::time::Duration::from_secs(10), "the cleanup never ran");
+            gc.collect();
+            safepoint_sched::sleep(std::time::Duration::from_millis(1));
+        }
+        safepoint_sched::sleep(std::time::Duration::from_millis(20));
+        assert_eq!(ran.load(SeqCst), 1);
     });
 }

@@ -1,5 +1,7 @@
 //! The syntax tree.
 
+#![forbid(unsafe_code)]
+
 use crate::Pos;
 
 /// An expression and where it starts.

@@ -8,6 +8,8 @@
 //! sees), `sp + 1` after it (what the collector sees when an allocation's slow path is paid
 //! for once the instruction is done). Safepoint 0 is the function's entry.
 
+#![forbid(unsafe_code)]
+
 use safepoint_stackmap::FuncId;
 
 use crate::Pos;

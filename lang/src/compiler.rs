@@ -11,6 +11,8 @@
 //! map may hold a stale reference: the collector never looks at it, and no instruction reads
 //! it before writing it.
 
+#![forbid(unsafe_code)]
+
 use std::collections::{HashMap, HashSet};
 
 use safepoint_stackmap::{FuncDesc, Registry};

@@ -1,5 +1,7 @@
 //! Errors with a source position.
 
+#![forbid(unsafe_code)]
+
 use std::fmt;
 
 use crate::Pos;

@@ -18,6 +18,8 @@
 //! unknown verb is an error naming it (Go writes `%!d(string=x)` into the output instead; a
 //! runtime error is more use in a small language).
 
+#![forbid(unsafe_code)]
+
 /// One argument, as the interpreter hands it over.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Arg {

@@ -1,5 +1,7 @@
 //! The lexer: source text to tokens, each with its line and column.
 
+#![forbid(unsafe_code)]
+
 use crate::Pos;
 use crate::error::Error;
 

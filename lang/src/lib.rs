@@ -74,7 +74,11 @@
 //!   registers on the goroutine's managed stack; the compiler ([`compiler`]) registers each
 //!   function with the stack-map registry, and its liveness analysis gives every safepoint
 //!   (calls, allocations, back-edges, channel operations) exactly the registers that hold
-//!   live values there. So the collector scans interpreter frames precisely, and no value
+//!   live values there. The frames are *sealed* function frames: the collector scans the
+//!   registers the current map calls live, each as a tagged value, and clears the others,
+//!   so a wrong map (a live register called dead) makes the register read as a cleared
+//!   word, never as an object the collector freed. So the collector scans interpreter
+//!   frames precisely, and no value
 //!   is held anywhere it cannot see: registers (slots), object fields, the constants and
 //!   globals arrays (rooted in [`safepoint_gc::Global`]s), and values in flight on a channel
 //!   (each rooted in a `Global` while in flight).
@@ -108,6 +112,10 @@
 //! The heap goal's floor is 1 MiB ([`MIN_HEAP`]; `--min-heap-kb`), not the collector's
 //! default of 4 MiB: a script's live data is often a few hundred kilobytes, and its peak then
 //! follows it.
+
+// Every module but the interpreter forbids `unsafe` itself; the interpreter (`vm`) still
+// uses the trusted `RawMutator` path and allows it, until it runs on branded sections.
+#![deny(unsafe_code)]
 
 pub mod ast;
 pub mod bytecode;

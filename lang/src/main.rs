@@ -10,6 +10,8 @@
 //! own arguments, options included, and `--` ends the options early (for a FILE that starts
 //! with `-`). `--help` prints the usage and exits 0; a usage error exits 2.
 
+#![forbid(unsafe_code)]
+
 use std::io::Read;
 
 const DEMO: &str = include_str!("../scripts/demo.pb");

@@ -1,5 +1,7 @@
 //! The parser: tokens to a syntax tree, by recursive descent.
 
+#![forbid(unsafe_code)]
+
 use crate::Pos;
 use crate::ast::*;
 use crate::error::Error;

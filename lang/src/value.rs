@@ -16,6 +16,8 @@
 //! infinity or a NaN) does not fit the immediate encoding and is a heap object holding its
 //! bits; every float operation tries the immediate first, so each value has one form.
 
+#![forbid(unsafe_code)]
+
 use safepoint_gc::TagRule;
 pub use safepoint_gc::flonum::{decode as flo_value, encode as flo, is_flonum as is_flo};
 

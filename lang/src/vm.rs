@@ -5,8 +5,12 @@
 //! frame does not fit the stack's current buffer, an allocation whose slow path must be paid
 //! for, a channel operation, `go`, printing, sleeping, or a collection for memory. Before it
 //! leaves, it records the frame's safepoint, whose stack map (from the compiler's liveness
-//! analysis) names exactly the registers holding live values. Inside a section it keeps
+//! analysis) names exactly the registers holding live values (its frames are sealed: the
+//! collector clears the registers that map calls dead). Inside a section it keeps
 //! references in Rust variables freely: nothing can stop it there.
+
+// The trusted `RawMutator` path: each `unsafe` block below says why it is sound.
+#![allow(unsafe_code)]
 
 use std::fmt::Write as _;
 use std::io::{BufRead as _, Write as _};
@@ -674,9 +678,14 @@ fn with_stack<R>(f: impl FnOnce(&safepoint_stackmap::ManagedStack) -> R) -> R {
     safepoint_sched::with_managed_stack_of(id, f).expect("on a goroutine")
 }
 
-/// Pushes a frame for `f` outside a section (the slow path may grow the stack or stop here).
+/// Pushes a sealed frame for `f` outside a section (the slow path may grow the stack or stop
+/// here). Sealed: the collector scans the slots `f`'s current map calls live, each as a
+/// tagged value, and clears the others, so a register a wrong map called dead reads as a
+/// cleared word, never a freed object.
 fn push_slow(f: FuncId) {
-    with_stack(|ms| ms.push(f));
+    // SAFETY: the interpreter writes a frame's slots only with values of the heap's tagged
+    // encoding (every register holds one), and pops the frames it pushes.
+    with_stack(|ms| unsafe { ms.push_sealed(f) });
 }
 
 /// Slot `i` of a frame whose slot 0 is `regs`.
@@ -868,7 +877,8 @@ fn exec(sh: &Shared, st: &mut State, pin: &mut Pin<'_>) -> Exit {
         ($callee:expr, $sp:expr, $from:expr, $n:expr) => {{
             sp_before!($sp);
             let ms = pin.stack();
-            if !ms.try_push($callee.func) {
+            // SAFETY: as in `push_slow`.
+            if !unsafe { ms.try_push_sealed($callee.func) } {
                 leave_here!(Exit::Grow($callee.func));
             }
             let new = ms.top_slots_ptr();
@@ -1048,11 +1058,10 @@ fn exec(sh: &Shared, st: &mut State, pin: &mut Pin<'_>) -> Exit {
     }
 
     loop {
-        debug_assert!(pc < code.len(), "pc {pc} past the code of {}", proto.name);
-        // SAFETY: the compiler ends every function with `Ret` and jumps only to instructions
-        // of the same function, so `pc` stays below the code's length (no bounds check here,
-        // as none on registers: the compiler's output is the only code there is).
-        let op = unsafe { *code.get_unchecked(pc) };
+        // Checked: the compiler ends every function with `Ret` and jumps only to instructions
+        // of the same function, so `pc` stays below the code's length, and the check is a
+        // compare the branch predictor never sees fail.
+        let op = code[pc];
         pc += 1;
         match op {
             Op::Move { a, b } => w!(a, r!(b)),

@@ -39,9 +39,10 @@
 //! share (one mutator per goroutine). The main goroutine sends the values an op needs over a
 //! channel; the section goroutine receives them into its section frame's slots (inside a
 //! section when one is there, [`Section::try_recv`], or waiting between sections,
-//! [`SectionMutator::recv`]), runs the op in one section (allocations, word stores and loads
-//! checked against a shape, sometimes a shape of another type, raw words, bytes, weak
-//! handles, globals, the pending channel), sends its result back the same two ways, and
+//! [`SectionMutator::recv`]), runs the op in one section (its frame read and written through
+//! the slot accessors and the register view, [`Section::regs`]; allocations, word stores
+//! and loads checked against a shape, sometimes a shape of another type, raw words, bytes,
+//! weak handles, globals, the pending channel), sends its result back the same two ways, and
 //! clears its frame before it answers, so between ops it holds nothing. The model predicts
 //! every result and every error, as for the checked ops; sections then meet the same checks
 //! after every op and every collection, in both collector modes.
@@ -1580,7 +1581,7 @@ fn section_goroutine(
         if value {
             give(&mut m, &from, job.wait);
         }
-        m.enter(|s| (0..3).try_for_each(|i| s.set_slot(i, Value::nil())))
+        m.enter(|s| s.regs().and_then(|r| (0..3).try_for_each(|i| r.set(i, Value::nil()))))
             .and_then(|r| r)
             .expect("clear the frame");
         done.send(Done { r, value, bytes });
@@ -1634,7 +1635,9 @@ fn perform(
             s.set_slot(2, r.value())
         }),
         Work::Store { shape, field } => m.enter(|s| {
-            let [o, v] = s.slots()?;
+            // Through the register view (`Load` uses the frame's slot accessors).
+            let r = s.regs()?;
+            let (o, v) = (r.get(0)?, r.get(1)?);
             let o = s.as_ref(o).ok_or_else(no_ref)?;
             s.set(o, shape, *field, v)
         }),
