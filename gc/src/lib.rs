@@ -310,8 +310,9 @@
 //! ([`Span::object_start`]). Span records are never deallocated while the heap lives (freed
 //! spans' records are pooled and reused) and every field is atomic, so a lookup racing with a
 //! span's reuse reads stale numbers, never freed memory. Records are carved one after another
-//! from 2 MiB slabs, every slab past the first hinted to be a huge page, so that the marker,
-//! which reads the record of nearly every reference it follows, walks few pages for them.
+//! from 2 MiB slabs, every slab past the first hinted to be a huge page and the first
+//! collapsed into one once the second is needed, so that the marker, which reads the record
+//! of nearly every reference it follows, walks few pages for them.
 //!
 //! ## Size classes
 //!
