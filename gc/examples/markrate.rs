@@ -4,9 +4,9 @@
 //! without a header, 24 bytes each, so 192 MB live) at shuffled places, links them, then
 //! times the marking of a collection with the world stopped and one P (the pause of a
 //! `gcstoptheworld` cycle: roots, marking, termination), and prints one JSON line:
-//! `mark_ms` and `mb_per_s` by the wall clock, `cpu_ms` and `cpu_mb_per_s` by the CPU time
-//! of the thread that marked (which leaves out time spent descheduled, so it is the figure
-//! to compare on a busy machine). With `COLLECTIONS` (default 1), that many collections are
+//! `mark_ms` and `mb_per_s` by the wall clock, `cpu_ms` and `cpu_mb_per_s` by the process's
+//! CPU time across the collection (which leaves out time spent descheduled, so it is the
+//! figure to compare on a busy machine). With `COLLECTIONS` (default 1), that many collections are
 //! timed and the medians printed.
 //!
 //! * `chain` (the default): one linked list whose links follow a shuffled order. Each step of
@@ -97,9 +97,9 @@ fn main() {
             let times: Vec<(f64, f64)> = (0..runs)
                 .map(|_| {
                     let before = g.stats().total_pause;
-                    let cpu = thread_cpu();
+                    let cpu = process_cpu();
                     m.collect();
-                    ((g.stats().total_pause - before).as_secs_f64(), thread_cpu() - cpu)
+                    ((g.stats().total_pause - before).as_secs_f64(), process_cpu() - cpu)
                 })
                 .collect();
             (
@@ -125,14 +125,15 @@ fn median(mut v: Vec<f64>) -> f64 {
     v[v.len() / 2]
 }
 
-/// CPU time of the calling thread, in seconds. With one P, a stop-the-world collection
-/// marks on the thread that asked for it, so the difference across `collect` is the CPU
-/// the collection took, time spent descheduled (other processes on a busy machine) left
-/// out.
-fn thread_cpu() -> f64 {
+/// CPU time of the whole process, in seconds. With one P, a stop-the-world collection marks
+/// on one thread while the others sleep, so the difference across `collect` is the CPU the
+/// collection took, time spent descheduled (other processes on a busy machine) left out.
+/// (Not the calling thread's clock: the goroutine may resume on another thread after the
+/// collection.)
+fn process_cpu() -> f64 {
     let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
     // SAFETY: `ts` is a valid, writable timespec; the clock id is a constant Linux knows.
-    let rc = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
-    assert_eq!(rc, 0, "clock_gettime(CLOCK_THREAD_CPUTIME_ID) failed");
+    let rc = unsafe { libc::clock_gettime(libc::CLOCK_PROCESS_CPUTIME_ID, &mut ts) };
+    assert_eq!(rc, 0, "clock_gettime(CLOCK_PROCESS_CPUTIME_ID) failed");
     ts.tv_sec as f64 + ts.tv_nsec as f64 * 1e-9
 }
