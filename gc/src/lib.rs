@@ -266,9 +266,9 @@
 //! and often one for the record; the tracer prefetches them a few dozen objects ahead, in
 //! bursts so that the walks overlap (the `mark` module, "Prefetches in bursts"). One worker
 //! marks a shuffled tree of 24-byte objects (`examples/markrate.rs`, `256 tree`: 192 MB
-//! live) at about 450 MB/s by the wall clock and 625 MB/s by the marking thread's CPU time
-//! on this 2-core machine with other builds running (390 and 555 MB/s before the bursts
-//! held only prefetches and the first record slab became a huge page; about 235 MB/s
+//! live) at about 410 MB/s by the wall clock and 625 MB/s by CPU time on this 2-core
+//! machine with other builds running (375 and 550 MB/s before the bursts held only
+//! prefetches and the first record slab became a huge page; about 235 MB/s
 //! before the bursts and the record slabs; alternating runs), but a shuffled linked list,
 //! where no object is known before the previous one is loaded, only at the machine's
 //! pointer-chasing speed (about 160 MB/s quiet; a chase in C over the same layout does
