@@ -266,8 +266,10 @@
 //! and often one for the record; the tracer prefetches them a few dozen objects ahead, in
 //! bursts so that the walks overlap (the `mark` module, "Prefetches in bursts"). One worker
 //! marks a shuffled tree of 24-byte objects (`examples/markrate.rs`, `256 tree`: 192 MB
-//! live) at about 400 MB/s on this 2-core machine with other builds running (about 235 MB/s
-//! before the bursts and the record slabs, alternating runs), but a shuffled linked list,
+//! live) at about 410 MB/s by the wall clock and 625 MB/s by CPU time on this 2-core
+//! machine with other builds running (375 and 550 MB/s before the bursts held only
+//! prefetches and the first record slab became a huge page; about 235 MB/s
+//! before the bursts and the record slabs; alternating runs), but a shuffled linked list,
 //! where no object is known before the previous one is loaded, only at the machine's
 //! pointer-chasing speed (about 160 MB/s quiet; a chase in C over the same layout does
 //! 170-210 MB/s). The heap's arenas use 4 KiB pages: hinted `MADV_HUGEPAGE`, the tree's
@@ -310,8 +312,9 @@
 //! ([`Span::object_start`]). Span records are never deallocated while the heap lives (freed
 //! spans' records are pooled and reused) and every field is atomic, so a lookup racing with a
 //! span's reuse reads stale numbers, never freed memory. Records are carved one after another
-//! from 2 MiB slabs, every slab past the first hinted to be a huge page, so that the marker,
-//! which reads the record of nearly every reference it follows, walks few pages for them.
+//! from 2 MiB slabs, every slab past the first hinted to be a huge page and the first
+//! collapsed into one once the second is needed, so that the marker, which reads the record
+//! of nearly every reference it follows, walks few pages for them.
 //!
 //! ## Size classes
 //!

@@ -95,3 +95,20 @@ pub(crate) fn hint_huge(addr: usize, len: usize) {
     #[cfg(miri)]
     let _ = (addr, len);
 }
+
+/// Asks that `[addr, addr + len)`, part of a mapping from [`map_aligned`] whose pages are all
+/// in use, be backed by transparent huge pages now: hinted as by [`hint_huge`], then
+/// collapsed in place (`MADV_COLLAPSE`, Linux 6.1 and later), which copies the range into
+/// huge pages at once rather than leaving it to the kernel's background scan. Only a
+/// request: where the system has no huge pages to give, or predates the call, nothing
+/// changes. A range already touched in full costs no more memory as a huge page.
+pub(crate) fn collapse_huge(addr: usize, len: usize) {
+    hint_huge(addr, len);
+    // SAFETY: MADV_COLLAPSE changes how the kernel backs the range, never its contents (it
+    // copies them); the range is ours (the caller's mapping). Not under Miri, which has no
+    // madvise.
+    #[cfg(all(target_env = "gnu", not(miri)))]
+    unsafe {
+        libc::madvise(addr as *mut libc::c_void, len, libc::MADV_COLLAPSE)
+    };
+}

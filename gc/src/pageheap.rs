@@ -243,7 +243,10 @@ impl PageHeap {
     /// a cost in TLB misses as their lines are in cache misses. Packed, a page of records
     /// serves a dozen spans, and every slab after the first is hinted to be one huge page
     /// ([`os::hint_huge`]): a heap grows a second slab only past about 6,500 spans (50 MB of
-    /// one-page spans), so a small heap never pays 2 MiB of memory for its records.
+    /// one-page spans), so a small heap never pays 2 MiB of memory for its records. When it
+    /// does, the first slab, full by then, is collapsed into a huge page too
+    /// ([`os::collapse_huge`]): left on small pages, its records (a quarter of those of a
+    /// 200 MB heap of one-page spans) cost the marker a page walk each time it looks at them.
     pub(crate) fn record(&mut self) -> SpanPtr {
         if let Some(r) = self.pool.pop() {
             return r;
@@ -252,6 +255,11 @@ impl PageHeap {
         if self.slab_left < size {
             match os::map_aligned(SLAB, SLAB) {
                 Some(base) => {
+                    if let [first] = self.slabs[..] {
+                        // The heap has outgrown its first slab, every page of which holds
+                        // records in use: as a huge page it costs no more memory.
+                        os::collapse_huge(first, SLAB);
+                    }
                     if !self.slabs.is_empty() {
                         os::hint_huge(base.as_ptr() as usize, SLAB);
                     }
