@@ -352,12 +352,14 @@ impl RawMutator {
     /// by value (and keep it from reaching a safepoint themselves).
     #[inline(always)]
     pub(crate) fn with_pin<R>(&self, f: impl FnOnce(Pin<'_>) -> R) -> Result<R, GcError> {
-        let mut out = None;
-        match self.pin_into(|pin| out = Some(f(pin))) {
-            Ok(()) => match out {
-                Some(r) => Ok(r),
-                None => unreachable!("a pinned section that ran left no result"),
-            },
+        // Not an `Option`: assigning one drops its old value first, so `f`'s result would be
+        // built aside and copied in.
+        let mut out = std::mem::MaybeUninit::<R>::uninit();
+        match self.pin_into(|pin| {
+            out.write(f(pin));
+        }) {
+            // SAFETY: `pin_into` answered `Ok`: the closure ran to its end and wrote `out`.
+            Ok(()) => Ok(unsafe { out.assume_init() }),
             Err(refused) => Err(refused.error()),
         }
     }
