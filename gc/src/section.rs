@@ -405,13 +405,13 @@ impl SectionMutator {
         if let Err(refused) = pinned {
             return Err(refused.error());
         }
+        // SAFETY: `pin_into` answered `Ok`, so the closure ran to its end: `out` is written.
+        let r = unsafe { out.assume_init() };
         if slow {
-            // Outside the pinned section: a synchronous safepoint. (It may panic; `out` is
-            // then leaked, not dropped: a `MaybeUninit` never drops.)
+            // Outside the pinned section: a synchronous safepoint.
             self.raw.gc.alloc_safepoint();
         }
-        // SAFETY: `pin_into` answered `Ok`, so the closure ran to its end: `out` is written.
-        Ok(unsafe { out.assume_init() })
+        Ok(r)
     }
 
     /// Pushes a section frame of `slots` slots (null) on the goroutine's managed stack: the
