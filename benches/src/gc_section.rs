@@ -10,7 +10,7 @@
 //! walks the left one (the raw twin passes both as values across the calls, which safe code
 //! cannot: a value does not survive its section).
 
-use safepoint::gc::{Gc, SectionMutator, Shape, TypeDesc, WordKind};
+use safepoint::gc::{Gc, GcError, SectionMutator, Shape, TypeDesc, WordKind};
 use safepoint::sched::{Runtime, go};
 
 use crate::gc::{GcRun, Meter};
@@ -21,23 +21,42 @@ const RIGHT: usize = 1;
 /// Builds a tree of depth `d` into slot `dst` of the caller's frame: a frame `[l, r]`, the
 /// children built into it, then one section that allocates the node and returns it.
 fn build(m: &mut SectionMutator, node: &Shape, d: u32, dst: usize) {
-    m.push_frame(2).unwrap_or_else(|e| panic!("push: {e}"));
+    ok(m.push_frame(2), "push");
     if d > 0 {
         build(m, node, d - 1, LEFT);
         build(m, node, d - 1, RIGHT);
     }
-    m.enter(|s| -> Result<(), safepoint::gc::GcError> {
-        let n = if d > 0 {
-            let [l, r] = s.slots()?;
-            s.alloc_init(node, &[l, r])?
-        } else {
-            s.alloc(node)?
-        };
-        s.pop_frame()?;
-        s.set_slot(dst, n.value())
-    })
-    .and_then(|r| r)
-    .unwrap_or_else(|e| panic!("build: {e}"));
+    ok(
+        m.enter(|s| {
+            let n = if d > 0 {
+                let [l, r] = ok(s.slots(), "slots");
+                ok(s.alloc_init(node, &[l, r]), "alloc")
+            } else {
+                ok(s.alloc(node), "alloc")
+            };
+            ok(s.pop_frame(), "return");
+            ok(s.set_slot(dst, n.value()), "set slot");
+        }),
+        "build",
+    );
+}
+
+/// The value of an operation that succeeds in this program, or a panic naming it. Compiled
+/// code branches to its runtime's error path the same way, where an operation fails: the
+/// error travels no further than the call that made it (a `Result` carried out of a section
+/// is a `GcError`'s size, copied at every layer, and costs more than the checks).
+#[inline(always)]
+fn ok<T>(r: Result<T, GcError>, what: &'static str) -> T {
+    match r {
+        Ok(v) => v,
+        Err(e) => failed(what, e),
+    }
+}
+
+#[cold]
+#[inline(never)]
+fn failed(what: &str, e: GcError) -> ! {
+    panic!("{what}: {e}")
 }
 
 /// Counts the nodes of the tree in slot 0 of the top frame (a `[t, r]` walk frame, or a root
@@ -51,44 +70,44 @@ fn walk(m: &mut SectionMutator, node: &Shape) -> i64 {
         Called,
         Slow,
     }
-    let step = m
-        .enter(|s| -> Result<Step, safepoint::gc::GcError> {
-            let t = s.as_ref(s.slot(0)?).expect("a node");
-            let (l, r) = (s.get(t, node, LEFT)?, s.get(t, node, RIGHT)?);
+    let step = ok(
+        m.enter(|s| {
+            let t = s.as_ref(ok(s.slot(0), "slot")).expect("a node");
+            let (l, r) = (ok(s.get(t, node, LEFT), "get"), ok(s.get(t, node, RIGHT), "get"));
             if l.is_nil() {
-                return Ok(Step::Leaf);
+                return Step::Leaf;
             }
-            s.set_slot(1, r)?;
-            if s.push_frame_with(2, &[l])? {
-                return Ok(Step::Called);
+            ok(s.set_slot(1, r), "set slot");
+            if ok(s.push_frame_with(2, &[l]), "call") {
+                return Step::Called;
             }
-            s.set_slot(0, l)?;
-            Ok(Step::Slow)
-        })
-        .and_then(|r| r)
-        .unwrap_or_else(|e| panic!("walk: {e}"));
+            ok(s.set_slot(0, l), "set slot");
+            Step::Slow
+        }),
+        "walk",
+    );
     let called = match step {
         Step::Leaf => return 1,
         Step::Called => true,
         Step::Slow => false,
     };
     if !called {
-        m.push_frame_args(2, &[0]).unwrap_or_else(|e| panic!("call: {e}"));
+        ok(m.push_frame_args(2, &[0]), "call");
     }
     let mut n = 1 + walk(m, node);
-    m.pop_frame().unwrap_or_else(|e| panic!("return: {e}"));
-    m.push_frame_args(2, &[1]).unwrap_or_else(|e| panic!("call: {e}"));
+    ok(m.pop_frame(), "return");
+    ok(m.push_frame_args(2, &[1]), "call");
     n += walk(m, node);
-    m.pop_frame().unwrap_or_else(|e| panic!("return: {e}"));
+    ok(m.pop_frame(), "return");
     n
 }
 
 /// Builds a tree of depth `d` into a fresh root frame, returns its walk, pops.
 fn build_and_walk(m: &mut SectionMutator, node: &Shape, d: u32) -> i64 {
-    m.push_frame(2).unwrap_or_else(|e| panic!("push: {e}"));
+    ok(m.push_frame(2), "push");
     build(m, node, d, 0);
     let c = walk(m, node);
-    m.pop_frame().unwrap_or_else(|e| panic!("pop: {e}"));
+    ok(m.pop_frame(), "pop");
     c
 }
 

@@ -352,19 +352,38 @@ impl RawMutator {
     /// by value (and keep it from reaching a safepoint themselves).
     #[inline(always)]
     pub(crate) fn with_pin<R>(&self, f: impl FnOnce(Pin<'_>) -> R) -> Result<R, GcError> {
+        // Not an `Option`: assigning one drops its old value first, so `f`'s result would be
+        // built aside and copied in.
+        let mut out = std::mem::MaybeUninit::<R>::uninit();
+        match self.pin_into(|pin| {
+            out.write(f(pin));
+        }) {
+            // SAFETY: `pin_into` answered `Ok`: the closure ran to its end and wrote `out`.
+            Ok(()) => Ok(unsafe { out.assume_init() }),
+            Err(refused) => Err(refused.error()),
+        }
+    }
+
+    /// Runs `f` pinned (as [`with_pin`](Self::with_pin)), or says why it could not. `f`
+    /// leaves its result in a variable of the caller's: a section's result (often a
+    /// `Result` holding a [`GcError`], some 40 bytes) is then written once, where it is
+    /// used, instead of being copied through each layer's `Option` and `Result` (copies
+    /// that stalled the processor's store forwarding on every call of the per-call twins).
+    #[inline(always)]
+    pub(crate) fn pin_into(&self, f: impl FnOnce(Pin<'_>)) -> Result<(), PinRefused> {
         let gc = &*self.gc;
         let validate = self.validate;
-        // Matches, not `ok_or(GcError::…)`: that builds the error on every call and drops it
-        // (a call of `GcError`'s drop glue, which owns strings in some variants).
         let r = safepoint_sched::pinned(self.goid, |pinned| match pinned.p() {
             Some(p) => {
-                Ok(f(Pin { gc, p, pinned, validate, rule: gc.config.tag_rule, typed: gc.typed }))
+                f(Pin { gc, p, pinned, validate, rule: gc.config.tag_rule, typed: gc.typed });
+                true
             }
-            None => Err(GcError::NoP),
+            None => false,
         });
         match r {
-            Some(r) => r,
-            None => Err(GcError::WrongRuntime),
+            Some(true) => Ok(()),
+            Some(false) => Err(PinRefused::NoP),
+            None => Err(PinRefused::WrongRuntime),
         }
     }
 
@@ -434,6 +453,28 @@ impl RawMutator {
     /// ```
     pub fn collect_for_memory(&mut self) {
         self.gc().collect();
+    }
+}
+
+/// Why [`RawMutator::pin_into`] could not pin: one byte, made a [`GcError`] only on the
+/// (cold) error path.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum PinRefused {
+    /// Inside a blocking call: the goroutine has no P.
+    NoP,
+    /// Not the mutator's goroutine.
+    WrongRuntime,
+}
+
+impl PinRefused {
+    /// The error the public API returns for it.
+    #[cold]
+    #[inline(never)]
+    pub(crate) fn error(self) -> GcError {
+        match self {
+            PinRefused::NoP => GcError::NoP,
+            PinRefused::WrongRuntime => GcError::WrongRuntime,
+        }
     }
 }
 

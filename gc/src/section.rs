@@ -412,12 +412,22 @@ impl SectionMutator {
         }
         let active = Active(&self.active);
         let enc = &self.enc;
-        let (r, slow) = self.raw.with_pin(|pin| {
+        // The result is written once, here (see `RawMutator::pin_into`).
+        // Not an `Option`: assigning one drops its old value first, so the closure's result
+        // would be built aside and copied in.
+        let mut out = std::mem::MaybeUninit::<R>::uninit();
+        let mut slow = false;
+        let pinned = self.raw.pin_into(|pin| {
             let mut s = Section { pin, enc, slow: false, _brand: PhantomData };
-            let r = f(&mut s);
-            (r, s.slow)
-        })?;
+            out.write(f(&mut s));
+            slow = s.slow;
+        });
         drop(active);
+        if let Err(refused) = pinned {
+            return Err(refused.error());
+        }
+        // SAFETY: `pin_into` answered `Ok`, so the closure ran to its end: `out` is written.
+        let r = unsafe { out.assume_init() };
         if slow {
             // Outside the pinned section: a synchronous safepoint.
             self.raw.gc.alloc_safepoint();
@@ -456,14 +466,18 @@ impl SectionMutator {
         if slots > MAX_FRAME_SLOTS {
             return Err(GcError::OutOfBounds { index: slots, len: MAX_FRAME_SLOTS });
         }
-        let fast = self.raw.with_pin(|pin| {
+        let mut fast = false;
+        let pinned = self.raw.pin_into(|pin| {
             // SAFETY: the frame's slots are written only by `Section::set_slot` (and
             // `push_frame_args`), with values of this heap's encoding, and popped by
             // `pop_frame`. `try_push_sealed_handles` never reaches a safepoint, so it may run
             // pinned.
-            unsafe { pin.stack().try_push_sealed_handles(slots) }
-        })?;
-        if fast.is_none() {
+            fast = unsafe { pin.stack().try_push_sealed_handles(slots) }.is_some();
+        });
+        if let Err(refused) = pinned {
+            return Err(refused.error());
+        }
+        if !fast {
             // The slow path (growth, or a pending request answered here), unpinned.
             safepoint_sched::with_managed_stack_of(self.raw.goid(), |ms| {
                 // SAFETY: as for the fast push above.

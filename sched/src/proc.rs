@@ -634,6 +634,7 @@ pub(crate) fn stack_preempt() {
 /// });
 /// assert_eq!(depth, 1);
 /// ```
+#[inline]
 pub fn with_managed_stack<R>(f: impl FnOnce(&safepoint_stackmap::ManagedStack) -> R) -> R {
     let g = current_g().unwrap_or_else(|| panic!("with_managed_stack: not on a goroutine"));
     f(g.mstack())

@@ -517,11 +517,11 @@ impl ManagedStack {
     /// ```
     #[inline]
     pub fn try_push(&self, f: FuncId) -> bool {
-        let new_top = self.top.load(Relaxed) + HEADER + f.slots as usize;
-        if !self.guard.admits(new_top) {
+        let top = self.top.load(Relaxed);
+        if !self.guard.admits(top + HEADER + f.slots as usize) {
             return false;
         }
-        self.push_raw(f.index, f.slots as usize, f.safepoints);
+        self.write_frame(top, f.index, f.slots as usize, f.safepoints);
         true
     }
 
@@ -582,6 +582,7 @@ impl ManagedStack {
     /// unsafe { ms.push_with_args(f, &[0, 7]) };
     /// assert_eq!((ms.get(0), ms.get(1), ms.get(2)), (0, 7, 0)); // the rest zero
     /// ```
+    #[inline]
     pub unsafe fn push_with_args(&self, f: FuncId, args: &[usize]) {
         if args.len() > f.slots as usize {
             self.fail(format_args!(
@@ -761,11 +762,11 @@ impl ManagedStack {
     /// ```
     #[inline]
     pub unsafe fn try_push_sealed(&self, f: FuncId) -> bool {
-        let new_top = self.top.load(Relaxed) + HEADER + f.slots as usize;
-        if !self.guard.admits(new_top) {
+        let top = self.top.load(Relaxed);
+        if !self.guard.admits(top + HEADER + f.slots as usize) {
             return false;
         }
-        self.push_raw(f.index | SEALED_FUNC_BIT, f.slots as usize, f.safepoints);
+        self.write_frame(top, f.index | SEALED_FUNC_BIT, f.slots as usize, f.safepoints);
         true
     }
 
@@ -804,7 +805,7 @@ impl ManagedStack {
         if !self.guard.admits(base + HEADER + n) {
             return None;
         }
-        self.push_raw(HANDLE_BIT | SEALED_BIT, n, 1);
+        self.write_frame(base, HANDLE_BIT | SEALED_BIT, n, 1);
         Some(base)
     }
 
@@ -873,15 +874,24 @@ impl ManagedStack {
         if !self.guard.admits(new_top) {
             self.morestack(new_top);
         }
+        self.write_frame(top, func, slots, safepoints);
+    }
+
+    /// Writes a frame of `slots` zeroed slots at `top` (the stack's top) and makes it the top
+    /// frame. The caller made sure it fits: the guard admitted `top + HEADER + slots`, or
+    /// `morestack` made room (the `try_` pushes check the guard themselves and come here
+    /// without a second look at it).
+    #[inline(always)]
+    fn write_frame(&self, top: usize, func: u32, slots: usize, safepoints: u32) {
         // Loaded after `morestack`, which may have moved the buffer (growth, or a collector
         // shrinking it while the preempt hook held us).
         let buf = self.buf.load(Relaxed);
         let hdr = top + slots;
-        // SAFETY: `new_top <= capacity` (the guard admitted it, or `morestack` made room), and
-        // only the owner, which we are, writes above `top`.
+        // SAFETY: `top + HEADER + slots <= capacity` (the caller's guard check, or
+        // `morestack`), and only the owner, which we are, writes above `top`.
         unsafe {
-            // Four independent stores a round: most frames are a few rounds, and a
-            // one-store loop costs a loop branch per slot.
+            // Four independent stores a round, then at most a pair and a single: most frames
+            // are a few slots, and a one-store loop costs a loop branch per slot.
             let mut i = top;
             while i + 4 <= hdr {
                 (*buf.add(i)).store(0, Relaxed);
@@ -890,9 +900,13 @@ impl ManagedStack {
                 (*buf.add(i + 3)).store(0, Relaxed);
                 i += 4;
             }
-            while i < hdr {
+            if i + 2 <= hdr {
                 (*buf.add(i)).store(0, Relaxed);
-                i += 1;
+                (*buf.add(i + 1)).store(0, Relaxed);
+                i += 2;
+            }
+            if i < hdr {
+                (*buf.add(i)).store(0, Relaxed);
             }
             (*buf.add(hdr)).store(word0(func, slots as u32), Relaxed);
             (*buf.add(hdr + 1)).store(word1(0, safepoints), Relaxed);
@@ -900,7 +914,7 @@ impl ManagedStack {
         // The frame's words before the new top, in program order: a goroutine stopped by a
         // signal between two instructions must never show a top past an unwritten header.
         std::sync::atomic::compiler_fence(std::sync::atomic::Ordering::Release);
-        self.top.store(new_top, Relaxed);
+        self.top.store(hdr + HEADER, Relaxed);
         self.top_size.set(HEADER + slots);
     }
 

@@ -150,6 +150,35 @@ fn empty_stack_has_no_buffer() {
     assert_eq!(ms.guard().limit_words(), 0);
 }
 
+/// Every frame size from 0 to 9 slots (the rounds of four, the pair and the single store of a
+/// push, alone and together), over words a popped frame left dirty: the new frame's slots are
+/// zero, and the caller's slots and header are untouched.
+#[test]
+fn push_zeroes_every_small_size_exactly() {
+    let reg = Registry::new();
+    let dirty = reg.register(FuncDesc::new("dirty", 12, 0, 1)).unwrap();
+    let caller = reg.register(FuncDesc::new("caller", 1, 0, 2)).unwrap();
+    let ms = ManagedStack::new(1, config());
+    ms.push(caller);
+    // SAFETY: no collector scans this stack: only the test reads it.
+    unsafe { ms.set(0, 7) };
+    ms.set_safepoint(1);
+    for n in 0..=9usize {
+        ms.push(dirty);
+        for i in 0..12 {
+            // SAFETY: as above.
+            unsafe { ms.set(i, 0xdead) };
+        }
+        ms.pop();
+        let f = reg.register(FuncDesc::new(format!("f{n}"), n, 0, 1)).unwrap();
+        ms.push(f);
+        assert_eq!(ms.frame_slots(), n);
+        assert!((0..n).all(|i| ms.get(i) == 0), "a frame of {n} slots not zeroed");
+        ms.pop();
+        assert_eq!((ms.get(0), ms.top_frame_info()), (7, (Some(caller.index()), 1)));
+    }
+}
+
 #[test]
 fn push_zeroes_and_pop_restores() {
     let reg = Registry::new();
