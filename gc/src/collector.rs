@@ -1548,6 +1548,11 @@ impl Inner {
 /// be stale, so its slots are scanned conservatively: a word counts only if it is the start
 /// of an allocated object (plain, or with the tag rule's reference tag). Every other frame is
 /// scanned precisely.
+///
+/// Every goroutine of the runtime is scanned, and with several heaps on one runtime their
+/// slots hold references of every heap: a reference outside this heap's arenas is another
+/// heap's (or nobody's, which only a write outside the API makes), and is skipped. One inside
+/// them must name an allocated object: anything else is still a fatal error of the marker.
 pub(crate) struct RootVisitor<'a, F: FnMut(usize, &dyn Fn() -> String)> {
     rule: TagRule,
     handle: bool,
@@ -1587,7 +1592,7 @@ impl<F: FnMut(usize, &dyn Fn() -> String)> Visitor for RootVisitor<'_, F> {
         } else {
             (w != 0).then_some(w)
         };
-        if let Some(r) = r {
+        if let Some(r) = r.filter(|&r| self.heap.owns(r)) {
             let (g, f) = (self.goid, self.frame);
             (self.push)(r, &|| format!("goroutine {g} frame {f} slot {slot}"));
         }
@@ -1595,9 +1600,10 @@ impl<F: FnMut(usize, &dyn Fn() -> String)> Visitor for RootVisitor<'_, F> {
     fn tagged(&mut self, slot: usize, word: &safepoint_stackmap::SlotWord) {
         // Relaxed: the world is stopped.
         let w = word.load(Ordering::Relaxed);
-        if self.rule.is_ref(w) {
+        let r = w & !self.rule.mask;
+        if self.rule.is_ref(w) && self.heap.owns(r) {
             let (g, f) = (self.goid, self.frame);
-            (self.push)(w & !self.rule.mask, &|| format!("goroutine {g} frame {f} slot {slot}"));
+            (self.push)(r, &|| format!("goroutine {g} frame {f} slot {slot}"));
         }
     }
     fn stale_top(&self) -> bool {

@@ -532,6 +532,13 @@ impl Heap {
         self.inner.map.span(addr)
     }
 
+    /// Whether `addr` lies in one of this heap's arenas (allocated or not). Another heap's
+    /// objects never do: each heap maps its own arenas and has its own page map.
+    #[inline]
+    pub(crate) fn owns(&self, addr: usize) -> bool {
+        self.inner.map.arena(addr).is_some()
+    }
+
     /// Start of the allocated object containing `addr`, if any.
     ///
     /// ```
