@@ -873,6 +873,18 @@ impl std::fmt::Debug for Regs<'_, '_> {
 
 impl<'a, 's> Regs<'a, 's> {
     /// The number of slots.
+    ///
+    /// ```
+    /// # use safepoint_gc::{Gc, GcError, SectionMutator};
+    /// # let rt = safepoint_sched::Runtime::builder().procs(1).build().unwrap();
+    /// # let gc = Gc::new(&rt).unwrap();
+    /// # let g = gc.clone();
+    /// # rt.block_on(move || {
+    /// let mut m = SectionMutator::new(&g).unwrap();
+    /// m.push_frame(3).unwrap();
+    /// assert_eq!(m.enter(|s| s.regs().unwrap().len()).unwrap(), 3);
+    /// # });
+    /// ```
     #[inline(always)]
     #[allow(clippy::len_without_is_empty)] // a frame's size, not a collection
     pub fn len(&self) -> usize {
@@ -883,6 +895,22 @@ impl<'a, 's> Regs<'a, 's> {
     ///
     /// # Errors
     /// [`GcError::SlotOutOfFrame`] for `i` past the frame.
+    ///
+    /// ```
+    /// # use safepoint_gc::{Gc, GcError, SectionMutator};
+    /// # let rt = safepoint_sched::Runtime::builder().procs(1).build().unwrap();
+    /// # let gc = Gc::new(&rt).unwrap();
+    /// # let g = gc.clone();
+    /// # rt.block_on(move || {
+    /// let mut m = SectionMutator::new(&g).unwrap();
+    /// m.push_frame(1).unwrap();
+    /// m.enter(|s| {
+    ///     let r = s.regs().unwrap();
+    ///     assert!(r.get(0).unwrap().is_nil()); // a fresh frame's slots are nil
+    ///     assert_eq!(r.get(1), Err(GcError::SlotOutOfFrame { index: 1, slots: 1 }));
+    /// }).unwrap();
+    /// # });
+    /// ```
     #[inline(always)]
     pub fn get(&self, i: usize) -> Result<Value<'s>, GcError> {
         match self.slots.get(i) {
@@ -895,6 +923,24 @@ impl<'a, 's> Regs<'a, 's> {
     ///
     /// # Errors
     /// [`GcError::SlotOutOfFrame`] for `i` past the frame.
+    ///
+    /// ```
+    /// # use safepoint_gc::{Gc, GcError, SectionMutator};
+    /// # let rt = safepoint_sched::Runtime::builder().procs(1).build().unwrap();
+    /// # let gc = Gc::new(&rt).unwrap();
+    /// # let g = gc.clone();
+    /// # rt.block_on(move || {
+    /// let mut m = SectionMutator::new(&g).unwrap();
+    /// m.push_frame(1).unwrap();
+    /// m.enter(|s| {
+    ///     let r = s.regs().unwrap();
+    ///     r.set(0, s.int(7).unwrap()).unwrap();
+    ///     assert!(r.set(1, s.int(8).unwrap()).is_err()); // past the frame: nothing written
+    /// }).unwrap();
+    /// // Between sections the value stays in its slot.
+    /// assert_eq!(m.enter(|s| s.as_int(s.regs().unwrap().get(0).unwrap())).unwrap(), Some(7));
+    /// # });
+    /// ```
     #[inline(always)]
     pub fn set(&self, i: usize, v: Value<'s>) -> Result<(), GcError> {
         match self.slots.get(i) {
