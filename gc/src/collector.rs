@@ -1550,9 +1550,9 @@ impl Inner {
 /// scanned precisely.
 ///
 /// Every goroutine of the runtime is scanned, and with several heaps on one runtime their
-/// slots hold references of every heap: a reference outside this heap's arenas is another
-/// heap's (or nobody's, which only a write outside the API makes), and is skipped. One inside
-/// them must name an allocated object: anything else is still a fatal error of the marker.
+/// slots hold references of every heap: a reference in another heap's arenas is skipped. One
+/// in this heap's arenas must name an allocated object, and one in no heap's (garbage, which
+/// only a write outside the API makes) is a fatal error of the marker, as before.
 pub(crate) struct RootVisitor<'a, F: FnMut(usize, &dyn Fn() -> String)> {
     rule: TagRule,
     handle: bool,
@@ -1573,6 +1573,14 @@ impl<'a, F: FnMut(usize, &dyn Fn() -> String)> RootVisitor<'a, F> {
     ) -> Self {
         RootVisitor { rule, handle: false, goid, frame: 0, heap, stale, push }
     }
+
+    /// Whether the reference `r` found in a slot is this heap's business: it is in one of
+    /// this heap's arenas (then it must name an allocated object), or in no heap's at all
+    /// (garbage: shading it reports it). Another heap's reference is skipped.
+    #[inline]
+    fn is_for_us(&self, r: usize) -> bool {
+        self.heap.owns(r) || !crate::pageheap::any_heap_owns(r)
+    }
 }
 
 impl<F: FnMut(usize, &dyn Fn() -> String)> Visitor for RootVisitor<'_, F> {
@@ -1592,7 +1600,7 @@ impl<F: FnMut(usize, &dyn Fn() -> String)> Visitor for RootVisitor<'_, F> {
         } else {
             (w != 0).then_some(w)
         };
-        if let Some(r) = r.filter(|&r| self.heap.owns(r)) {
+        if let Some(r) = r.filter(|&r| self.is_for_us(r)) {
             let (g, f) = (self.goid, self.frame);
             (self.push)(r, &|| format!("goroutine {g} frame {f} slot {slot}"));
         }
@@ -1601,7 +1609,7 @@ impl<F: FnMut(usize, &dyn Fn() -> String)> Visitor for RootVisitor<'_, F> {
         // Relaxed: the world is stopped.
         let w = word.load(Ordering::Relaxed);
         let r = w & !self.rule.mask;
-        if self.rule.is_ref(w) && self.heap.owns(r) {
+        if self.rule.is_ref(w) && self.is_for_us(r) {
             let (g, f) = (self.goid, self.frame);
             (self.push)(r, &|| format!("goroutine {g} frame {f} slot {slot}"));
         }

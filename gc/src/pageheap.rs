@@ -2,7 +2,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::ptr::NonNull;
-use std::sync::atomic::{AtomicPtr, Ordering};
+use std::sync::atomic::{AtomicPtr, AtomicU64, Ordering};
 
 use crate::span::Span;
 use crate::{ARENA_PAGES, ARENA_SHIFT, ARENA_SIZE, PAGE_SHIFT, PAGE_SIZE, os};
@@ -10,6 +10,37 @@ use crate::{ARENA_PAGES, ARENA_SHIFT, ARENA_SIZE, PAGE_SHIFT, PAGE_SIZE, os};
 /// Address bits the page map covers (the user half of a 48-bit address space).
 const ADDR_BITS: usize = 48;
 const MAP_ENTRIES: usize = 1 << (ADDR_BITS - ARENA_SHIFT);
+
+/// Which arenas some heap of this process has installed, a bit per page-map entry: set when
+/// a heap installs an arena, cleared when that heap drops. Several heaps may share a
+/// runtime, so a stack scan meets other heaps' references; this tells one (skipped) from a
+/// word that is in no heap at all (garbage, which the marker reports). 512 KiB of zeroed
+/// static memory, of which only the pages for the arenas in use are ever touched.
+static ARENAS_IN_USE: [AtomicU64; MAP_ENTRIES / 64] =
+    [const { AtomicU64::new(0) }; MAP_ENTRIES / 64];
+
+/// Marks the arena at `base` as some heap's (`on`) or nobody's.
+fn set_arena_in_use(base: usize, on: bool) {
+    let i = base >> ARENA_SHIFT;
+    let (word, bit) = (&ARENAS_IN_USE[i / 64], 1u64 << (i % 64));
+    // Release pairs with the Acquire in `any_heap_owns`; a reference into the arena reaches
+    // another thread's scan only through stores that come after this one anyway.
+    if on {
+        word.fetch_or(bit, Ordering::Release);
+    } else {
+        word.fetch_and(!bit, Ordering::Release);
+    }
+}
+
+/// Whether `addr` lies in an arena of some heap of this process.
+pub(crate) fn any_heap_owns(addr: usize) -> bool {
+    if addr >> ADDR_BITS != 0 {
+        return false;
+    }
+    let i = addr >> ARENA_SHIFT;
+    // Acquire: pairs with the Release in `set_arena_in_use`.
+    ARENAS_IN_USE[i / 64].load(Ordering::Acquire) & (1 << (i % 64)) != 0
+}
 
 /// Per-arena metadata: the span record of each page (null: free or never used).
 pub(crate) struct ArenaMeta {
@@ -91,6 +122,7 @@ impl PageMap {
         // Release pairs with the Acquire in `arena`: a reader that finds the arena sees its
         // initialised page table.
         self.entry(meta.base >> ARENA_SHIFT).store(meta as *const _ as *mut _, Ordering::Release);
+        set_arena_in_use(meta.base, true);
     }
 
     /// The arena containing `addr`, if any. O(1): one table load.
@@ -489,6 +521,9 @@ impl PageHeap {
 
 impl Drop for PageHeap {
     fn drop(&mut self) {
+        for a in &self.arenas {
+            set_arena_in_use(a.base, false);
+        }
         for a in self.arenas.iter().filter(|a| !self.typed.contains(a.base)) {
             // SAFETY: each ordinary arena is one mapping from `grow`; the heap is dropping, so
             // no object or span in it is reachable any more. (Typed arenas are part of the
