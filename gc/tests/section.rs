@@ -1051,37 +1051,56 @@ fn calls_inside_a_section_registers_and_immediates() {
 /// cancelled first never runs.
 #[test]
 fn a_sections_cleanup_runs_after_its_object_is_unreachable() {
-    use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
-    with_sections(|m, shape, gc| {
-        let ran = std::sync::Arc::new(AtomicUsize::new(0));
+    use safepoint_sched::{Chan, Select};
+    // Each cleanup sends its name; the channel has room for all, so no send blocks.
+    let ran = Chan::<&'static str>::new(16);
+    // The next cleanup to run; the deadline (10 s) only turns a hang into a failure.
+    let next = |ran: &Chan<&'static str>| {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        Select::new().recv(ran, |r| r.ok()).deadline(deadline, || None).wait()
+    };
+    with_sections(move |m, shape, gc| {
+        // An object nobody holds, whose cleanup marks the end of one collection's cleanups:
+        // cleanups of objects one sweep frees run in one batch, so a cleanup that wrongly ran
+        // in that collection has run (and sent) before the marker's.
+        let marker = |m: &mut SectionMutator, name: &'static str| {
+            let r = ran.clone();
+            m.enter(|s| {
+                let z = s.alloc(shape).unwrap();
+                s.add_cleanup(z, move || r.send(name));
+            })
+            .unwrap();
+        };
         let (r1, r2) = (ran.clone(), ran.clone());
+        // Set before the slot goes: `p`'s cleanup says whether it ran before that.
+        let popped = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let seen = popped.clone();
         m.push_frame(1).unwrap();
         m.enter(|s| {
             let p = s.alloc(shape).unwrap();
             s.add_cleanup(p, move || {
-                r1.fetch_add(1, SeqCst);
+                r1.send(if seen.load(std::sync::atomic::Ordering::SeqCst) {
+                    "p"
+                } else {
+                    "p early"
+                })
             });
             let q = s.alloc(shape).unwrap();
-            assert!(
-                s.add_cleanup(q, move || {
-                    r2.fetch_add(100, SeqCst);
-                })
-                .cancel()
-            );
+            assert!(s.add_cleanup(q, move || r2.send("q")).cancel());
             s.set_slot(0, p.value()).unwrap();
         })
         .unwrap();
+        marker(m, "first");
         gc.collect();
-        safepoint_sched::sleep(std::time::Duration::from_millis(20));
-        assert_eq!(ran.load(SeqCst), 0, "a cleanup ran while its object was in a frame slot");
+        assert_eq!(next(&ran), Some("first"), "a cleanup ran while its object was in a slot");
+        popped.store(true, std::sync::atomic::Ordering::SeqCst);
         m.pop_frame().unwrap();
-        let t = std::time::Instant::now();
-        while ran.load(SeqCst) == 0 {
-            assert!(t.elapsed() < std::time::Duration::from_secs(10), "the cleanup never ran");
-            gc.collect();
-            safepoint_sched::sleep(std::time::Duration::from_millis(1));
-        }
-        safepoint_sched::sleep(std::time::Duration::from_millis(20));
-        assert_eq!(ran.load(SeqCst), 1);
+        gc.collect();
+        assert_eq!(next(&ran), Some("p"), "the cleanup of the unreachable object");
+        // Once only, and never the cancelled one: the next collection runs the marker alone.
+        marker(m, "second");
+        gc.collect();
+        assert_eq!(next(&ran), Some("second"));
+        assert!(ran.is_empty());
     });
 }
