@@ -337,7 +337,11 @@ fn hard_limit(stop_the_world: bool) {
                         if let Err(e) = m.alloc_bytes(data, chunk, &[n as u8; 64 << 10]) {
                             return (n, e);
                         }
-                        m.alloc(node, link).unwrap();
+                        // The other goroutine may take the last bytes between the chunk and
+                        // its node: either allocation can be the one that meets the limit.
+                        if let Err(e) = m.alloc(node, link) {
+                            return (n, e);
+                        }
                         m.store(node, 0, head).unwrap();
                         m.store(node, 1, data).unwrap();
                         m.copy(head, node).unwrap();
