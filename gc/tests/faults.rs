@@ -295,9 +295,8 @@ fn managed_stack_limit_in_nested_scopes_panics_that_goroutine_only() {
 
 /// A goroutine allocating (and keeping) 64 KiB chunks runs into the 8 MiB hard limit: it gets
 /// an out-of-memory error (not a panic, not a hang); another goroutine allocating meanwhile
-/// gets objects or the same error, and once the first lets go, allocates normally. The hog
-/// polls between allocations: allocation without a poll under the hard limit can hang a
-/// concurrent cycle, a known bug tested (ignored) in `bad_input.rs`.
+/// gets objects or the same error, and once the first lets go, allocates normally. (Without
+/// polls between allocations, `bad_input.rs` tests the same limit.)
 #[test]
 fn hard_limit_out_of_memory_goes_to_the_allocating_goroutine_concurrent() {
     hard_limit(false);
