@@ -488,7 +488,7 @@ pub struct Pin<'a> {
     /// The heap's tag rule and typed arenas, copied from `gc` for the section: every field
     /// access reads them, and a copy here is one load nearer.
     rule: TagRule,
-    typed: crate::pageheap::TypedRange,
+    pub(crate) typed: crate::pageheap::TypedRange,
 }
 
 impl std::fmt::Debug for Pin<'_> {

@@ -842,6 +842,41 @@ impl ManagedStack {
         is_sealed(w0 as u32).then(|| (top - size, size - HEADER))
     }
 
+    /// Slot 0 of the top frame, as a pointer, and the frame's slot count, if the top frame is
+    /// sealed (as [`sealed_top`](Self::sealed_top)); `None` for an empty stack or any other
+    /// top frame. One check for an embedding layer that reads or writes slots of its own
+    /// frame: the pointer is valid for that many words, under the rules of
+    /// [`top_slots_ptr`](Self::top_slots_ptr) (until anything that can move the buffer).
+    ///
+    /// ```
+    /// use safepoint_stackmap::{ManagedStack, StackConfig};
+    /// use std::sync::atomic::Ordering;
+    /// let ms = ManagedStack::new(1, StackConfig::default());
+    /// assert!(ms.sealed_top_slots().is_none()); // empty
+    /// ms.push_handles(1);
+    /// assert!(ms.sealed_top_slots().is_none()); // not sealed
+    /// // SAFETY: only null is written to the frame, and it is popped.
+    /// let base = unsafe { ms.push_sealed_handles(2) };
+    /// let (p, n) = ms.sealed_top_slots().unwrap();
+    /// assert_eq!(n, 2);
+    /// // SAFETY: slot 1 of the sealed top frame; nothing moved the buffer since.
+    /// assert_eq!(unsafe { (*p.add(1)).load(Ordering::Relaxed) }, ms.get_at(base + 1));
+    /// ms.pop();
+    /// ```
+    #[inline(always)]
+    pub fn sealed_top_slots(&self) -> Option<(*const AtomicUsize, usize)> {
+        let top = self.top.load(Relaxed);
+        if top == 0 {
+            return None;
+        }
+        let size = self.top_size.get();
+        let buf = self.buf.load(Relaxed);
+        // SAFETY: `2 <= top <= capacity`: the top frame's header is the two words below `top`.
+        let w0 = unsafe { &*buf.add(top - HEADER) }.load(Relaxed);
+        // In bounds: the top frame's slot 0 is `top - size`, at or above word 0.
+        is_sealed(w0 as u32).then(|| (buf.wrapping_add(top - size).cast_const(), size - HEADER))
+    }
+
     /// Whether a sealed handle frame of `n` slots whose slot 0 is at `base` is on the stack.
     ///
     /// ```
