@@ -87,7 +87,7 @@ use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
 use safepoint_sched::{TryRecvError, TrySendError};
 use safepoint_stackmap::{FuncId, MAX_FRAME_SLOTS, ManagedStack};
 
-use crate::collector::{Gc, GcError};
+use crate::collector::{Gc, GcError, Inner};
 use crate::globals::{Global, Msg, RefChan};
 use crate::mark::{body, header_in};
 use crate::mutator::Bytes;
@@ -847,6 +847,90 @@ fn no_frame() -> GcError {
 #[inline(never)]
 fn out_of_frame(index: usize, slots: usize) -> GcError {
     GcError::SlotOutOfFrame { index, slots }
+}
+
+/// What the sections' out-of-line paths need of a section, by value (see
+/// [`Section::record_kind`]).
+#[derive(Clone, Copy)]
+struct Cold<'a> {
+    gc: &'a Inner,
+    rule: TagRule,
+    typed: crate::pageheap::TypedRange,
+    validate: bool,
+}
+
+/// Word `i`'s kind from the registry: past the shape's first 64 words, or neither a
+/// reference, tagged nor raw word.
+#[cold]
+#[inline(never)]
+fn record_kind_in(gc: &Inner, shape: &Shape, i: usize) -> Result<WordKind, Fault> {
+    let types = &gc.types;
+    match types.get(types.bind(shape.header.type_id())) {
+        Some(crate::TypeDesc::Record { words, .. }) => {
+            words.get(i).copied().ok_or(Fault::OutOfBounds { index: i, len: words.len() })
+        }
+        _ => Err(Fault::Kind("not a record")),
+    }
+}
+
+/// The error for `f`, met on an access with `shape`.
+#[cold]
+#[inline(never)]
+fn raise_in(gc: &Inner, f: Fault, shape: &Shape) -> GcError {
+    match f {
+        Fault::WrongHeap => GcError::WrongHeap,
+        Fault::OutOfBounds { index, len } => GcError::OutOfBounds { index, len },
+        Fault::Kind(what) => wrong_kind_in(gc, shape, what),
+        Fault::NotOfShape(hw) => not_of_shape_in(gc, hw),
+    }
+}
+
+#[cold]
+#[inline(never)]
+fn wrong_kind_in(gc: &Inner, shape: &Shape, what: &'static str) -> GcError {
+    let types = &gc.types;
+    let type_name = types
+        .get(types.bind(shape.header.type_id()))
+        .map_or_else(|| "?".to_string(), |d| d.name().to_string());
+    GcError::WrongKind { type_name, what }
+}
+
+#[cold]
+#[inline(never)]
+fn not_of_shape_in(gc: &Inner, hw: usize) -> GcError {
+    let types = &gc.types;
+    let found = Header::from_word(hw)
+        .and_then(|h| types.get(types.bind(h.type_id())))
+        .map_or_else(|| "?".to_string(), |d| d.name().to_string());
+    GcError::WrongKind { type_name: found, what: "an object of another type than the shape's" }
+}
+
+/// What a weak or ephemeron word of the object `obj` (a reference) that holds `v` reads, as
+/// a word of the heap's encoding (see [`Section::get`]), for the goroutine pinned on P `p`.
+#[cold]
+#[inline(never)]
+fn get_weak_in(cx: Cold<'_>, p: usize, obj: usize, kind: WordKind, v: usize) -> usize {
+    let (gc, rule) = (cx.gc, cx.rule);
+    if kind == WordKind::Ephemeron {
+        // SAFETY: as in `Section::word_of`: `obj` is a live object of this heap.
+        let hw = unsafe { header_in(cx.typed, obj & !rule.mask) };
+        let desc = Header::from_word(hw)
+            .and_then(|h| gc.types.get(gc.types.bind(h.type_id())))
+            .unwrap_or_else(|| {
+                panic!("safepoint: object at {obj:#x} has a type its heap does not know")
+            });
+        return gc.ephemeron_value(Some(p), obj & !rule.mask, desc, v);
+    }
+    if v == 0 {
+        return 0;
+    }
+    if cx.validate {
+        crate::raw::check_cell_in(gc, rule, cx.typed, v | rule.ref_tag);
+    }
+    match gc.deref_cell(Some(p), v) {
+        0 => 0,
+        t => t | rule.ref_tag,
+    }
 }
 
 /// The slots of the top section frame, borrowed from a running section ([`Section::regs`]):
@@ -1668,38 +1752,24 @@ impl<'s> Section<'s> {
 
     /// Word `i`'s kind from the registry: past the shape's first 64 words, or neither a
     /// reference, tagged nor raw word.
-    #[cold]
-    #[inline(never)]
+    ///
+    /// (This and the other cold paths' methods hand the out-of-line functions the collector,
+    /// not the section: a section whose address reaches a call must live in memory, and would
+    /// be written there at every section's start.)
+    #[inline(always)]
     fn record_kind(&self, shape: &Shape, i: usize) -> Result<WordKind, Fault> {
-        let types = &self.pin.gc.types;
-        match types.get(types.bind(shape.header.type_id())) {
-            Some(crate::TypeDesc::Record { words, .. }) => {
-                words.get(i).copied().ok_or(Fault::OutOfBounds { index: i, len: words.len() })
-            }
-            _ => Err(Fault::Kind("not a record")),
-        }
+        record_kind_in(self.pin.gc, shape, i)
     }
 
     /// The error for `f`, met on an access with `shape`.
-    #[cold]
-    #[inline(never)]
+    #[inline(always)]
     fn raise(&self, f: Fault, shape: &Shape) -> GcError {
-        match f {
-            Fault::WrongHeap => GcError::WrongHeap,
-            Fault::OutOfBounds { index, len } => GcError::OutOfBounds { index, len },
-            Fault::Kind(what) => self.wrong_kind(shape, what),
-            Fault::NotOfShape(hw) => self.not_of_shape(hw),
-        }
+        raise_in(self.pin.gc, f, shape)
     }
 
-    #[cold]
-    #[inline(never)]
+    #[inline(always)]
     fn wrong_kind(&self, shape: &Shape, what: &'static str) -> GcError {
-        let types = &self.pin.gc.types;
-        let type_name = types
-            .get(types.bind(shape.header.type_id()))
-            .map_or_else(|| "?".to_string(), |d| d.name().to_string());
-        GcError::WrongKind { type_name, what }
+        wrong_kind_in(self.pin.gc, shape, what)
     }
 
     /// `v` as a word of kind `kind`: a reference word holds a plain address.
@@ -1750,14 +1820,9 @@ impl<'s> Section<'s> {
         Ok((kind, unsafe { &body(addr, i + 1)[i] }))
     }
 
-    #[cold]
-    #[inline(never)]
+    #[inline(always)]
     fn not_of_shape(&self, hw: usize) -> GcError {
-        let types = &self.pin.gc.types;
-        let found = Header::from_word(hw)
-            .and_then(|h| types.get(types.bind(h.type_id())))
-            .map_or_else(|| "?".to_string(), |d| d.name().to_string());
-        GcError::WrongKind { type_name: found, what: "an object of another type than the shape's" }
+        not_of_shape_in(self.pin.gc, hw)
     }
 
     /// Whether `obj` is an object of `shape`'s type (of any length, for an array): the
@@ -2008,24 +2073,11 @@ impl<'s> Section<'s> {
     }
 
     /// What a weak or ephemeron word that holds `v` reads (see [`get`](Self::get)).
-    #[cold]
-    #[inline(never)]
+    #[inline(always)]
     fn get_weak(&self, obj: Ref<'s>, kind: WordKind, v: usize) -> Value<'s> {
-        let (gc, p, rule) = (self.pin.gc, self.pin.p, self.enc.rule);
-        if kind == WordKind::Ephemeron {
-            let desc = self.desc_of(obj);
-            return Value::from_bits(gc.ephemeron_value(Some(p), obj.bits & !rule.mask, desc, v));
-        }
-        if v == 0 {
-            return Value::nil();
-        }
-        if self.pin.validate {
-            self.pin.check_cell(v | rule.ref_tag);
-        }
-        match gc.deref_cell(Some(p), v) {
-            0 => Value::nil(),
-            t => Value::from_bits(t | rule.ref_tag),
-        }
+        let pin = &self.pin;
+        let cx = Cold { gc: pin.gc, rule: self.enc.rule, typed: pin.typed, validate: pin.validate };
+        Value::from_bits(get_weak_in(cx, pin.p, obj.bits, kind, v))
     }
 
     /// The type of `obj`, as the registry describes it (for the rare accesses that need
@@ -2040,7 +2092,9 @@ impl<'s> Section<'s> {
     }
 
     /// The word a weak word stores for `v`: null, or the cell of `v`'s object (made if it has
-    /// none), and whether making it took an allocation's slow path.
+    /// none), and whether making it took an allocation's slow path. (Inlined: its caller's
+    /// section must not reach a call by address, see `record_kind`.)
+    #[inline(always)]
     fn cell_for(&self, v: Value<'s>, shape: &Shape) -> Result<(usize, bool), GcError> {
         let rule = self.enc.rule;
         if v.bits == 0 {
