@@ -926,21 +926,26 @@ impl ManagedStack {
         // `morestack`), and only the owner, which we are, writes above `top`.
         unsafe {
             // Four independent stores a round, then at most a pair and a single: most frames
-            // are a few slots, and a one-store loop costs a loop branch per slot.
+            // are a few slots, and a one-store loop costs a loop branch per slot. Counted in
+            // slots left (not positions), so that a push of a constant size (a section
+            // frame's) compiles to its stores alone.
             let mut i = top;
-            while i + 4 <= hdr {
+            let mut left = slots;
+            while left >= 4 {
                 (*buf.add(i)).store(0, Relaxed);
                 (*buf.add(i + 1)).store(0, Relaxed);
                 (*buf.add(i + 2)).store(0, Relaxed);
                 (*buf.add(i + 3)).store(0, Relaxed);
                 i += 4;
+                left -= 4;
             }
-            if i + 2 <= hdr {
+            if left >= 2 {
                 (*buf.add(i)).store(0, Relaxed);
                 (*buf.add(i + 1)).store(0, Relaxed);
                 i += 2;
+                left -= 2;
             }
-            if i < hdr {
+            if left == 1 {
                 (*buf.add(i)).store(0, Relaxed);
             }
             (*buf.add(hdr)).store(word0(func, slots as u32), Relaxed);
