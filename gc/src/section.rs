@@ -820,10 +820,9 @@ fn copy_args(ms: &ManagedStack, caller: usize, base: usize, args: &[usize]) {
 /// Pops the top frame if it is a section frame.
 #[inline(always)]
 fn pop_section_frame(ms: &ManagedStack) -> Result<(), GcError> {
-    if ms.sealed_top().is_none() {
+    if !ms.pop_sealed() {
         return Err(no_frame());
     }
-    ms.pop();
     Ok(())
 }
 

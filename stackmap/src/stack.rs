@@ -979,6 +979,44 @@ impl ManagedStack {
         if top == 0 {
             self.fail_empty("pop");
         }
+        self.pop_from(top);
+    }
+
+    /// Pops the top frame if it is a sealed frame (as [`sealed_top`](Self::sealed_top) would
+    /// find it), and says whether it did: an embedding layer's return from one of its own
+    /// frames, with one look at the top. `false` (nothing popped) for an empty stack or any
+    /// other top frame.
+    ///
+    /// ```
+    /// use safepoint_stackmap::{ManagedStack, StackConfig};
+    /// let ms = ManagedStack::new(1, StackConfig::default());
+    /// assert!(!ms.pop_sealed()); // empty
+    /// ms.push_handles(1);
+    /// // SAFETY: only null is written to the frame.
+    /// unsafe { ms.push_sealed_handles(2) };
+    /// assert!(ms.pop_sealed());
+    /// assert!(!ms.pop_sealed()); // a plain handle frame is left alone
+    /// assert_eq!(ms.depth(), 1);
+    /// ```
+    #[inline]
+    pub fn pop_sealed(&self) -> bool {
+        let top = self.top.load(Relaxed);
+        if top == 0 {
+            return false;
+        }
+        let buf = self.buf.load(Relaxed);
+        // SAFETY: `2 <= top <= capacity`: the top frame's header is the two words below `top`.
+        let w0 = unsafe { &*buf.add(top - HEADER) }.load(Relaxed);
+        if !is_sealed(w0 as u32) {
+            return false;
+        }
+        self.pop_from(top);
+        true
+    }
+
+    /// Pops the top frame, which ends at `top` (the stack's top, not 0).
+    #[inline(always)]
+    fn pop_from(&self, top: usize) {
         let new_top = top - self.top_size.get();
         self.top.store(new_top, Relaxed);
         // The caller's size, from its header: written long ago, so reading it is off the
