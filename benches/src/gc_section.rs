@@ -60,7 +60,9 @@ fn failed(what: &str, e: GcError) -> ! {
 }
 
 /// Counts the nodes of the tree in slot 0 of the top frame (a `[t, r]` walk frame, or a root
-/// frame whose slot 0 holds the tree). One section per call: it reads the node, keeps its
+/// frame whose slot 0 holds the tree). One section per call: it reads the node (both children
+/// with one check of its header, as compiled code loads the fields it needs after one type
+/// test: [`Section::fields`](safepoint::gc::Section::fields)), keeps its
 /// right child in slot 1 and, when the push needs no safepoint, pushes the left child's
 /// frame with the child as its argument (a call's fast path); otherwise the left child goes
 /// into slot 0 (the node is needed no more) and the call takes the slow push outside.
@@ -73,7 +75,7 @@ fn walk(m: &mut SectionMutator, node: &Shape) -> i64 {
     let step = ok(
         m.enter(|s| {
             let t = s.as_ref(ok(s.slot(0), "slot")).expect("a node");
-            let (l, r) = (ok(s.get(t, node, LEFT), "get"), ok(s.get(t, node, RIGHT), "get"));
+            let [l, r] = ok(s.fields(t, node, LEFT), "fields");
             if l.is_nil() {
                 return Step::Leaf;
             }

@@ -488,7 +488,7 @@ pub struct Pin<'a> {
     /// The heap's tag rule and typed arenas, copied from `gc` for the section: every field
     /// access reads them, and a copy here is one load nearer.
     rule: TagRule,
-    typed: crate::pageheap::TypedRange,
+    pub(crate) typed: crate::pageheap::TypedRange,
 }
 
 impl std::fmt::Debug for Pin<'_> {
@@ -625,32 +625,13 @@ impl<'a> Pin<'a> {
         obj & !rule.mask
     }
 
-    #[cold]
-    #[inline(never)]
+    /// The debugging modes' check that `obj` is a reference to a live object of this heap
+    /// (and `index`, if any, a word of its body): a described panic otherwise. The work is
+    /// out of line and takes the heap, not the section: a `Pin` whose address reached a call
+    /// would have to be written to memory at every section's start.
+    #[inline(always)]
     pub(crate) fn check(&self, obj: usize, index: Option<usize>) {
-        let rule = self.tag_rule();
-        let addr = obj & !rule.mask;
-        if !rule.is_ref(obj) || !self.gc.heap.is_ref(addr) {
-            panic!(
-                "safepoint: {obj:#x} is not a reference to a managed object (freed, or never one)"
-            );
-        }
-        // SAFETY: `addr` is an allocated object (just checked).
-        let word = unsafe { header_in(self.typed, addr) };
-        let desc =
-            Header::from_word(word).and_then(|h| self.gc.types.get(h.type_id()).map(|d| (d, h)));
-        let Some((desc, h)) = desc else {
-            panic!("safepoint: object at {addr:#x} has a corrupt header {word:#x}");
-        };
-        let words = body_words(desc, h.len()).unwrap_or(0);
-        if let Some(i) = index
-            && i >= words
-        {
-            panic!(
-                "safepoint: word {i} of a {} object of {words} words (past its end)",
-                desc.name()
-            );
-        }
+        check_in(self.gc, self.rule, self.typed, obj, index);
     }
 
     /// The header of the object `obj` references.
@@ -1273,14 +1254,11 @@ impl<'a> Pin<'a> {
         }
     }
 
-    /// The debugging modes' check that `w` is a reference to a weak handle.
-    #[cold]
-    #[inline(never)]
+    /// The debugging modes' check that `w` is a reference to a weak handle (out of line, as
+    /// [`check`](Self::check)).
+    #[inline(always)]
     pub(crate) fn check_cell(&self, w: usize) {
-        self.check(w, None);
-        if !self.gc.is_cell(w & !self.tag_rule().mask) {
-            panic!("safepoint: {w:#x} is not a weak handle");
-        }
+        check_cell_in(self.gc, self.rule, self.typed, w);
     }
 
     /// Ephemeron word `i` of the record `obj` references: its value, or 0 (null) once the
@@ -1373,6 +1351,49 @@ const _: () = {
     const fn sync<T: Sync + Send>() {}
     sync::<Shape>();
 };
+
+/// [`Pin::check`]'s work.
+#[cold]
+#[inline(never)]
+pub(crate) fn check_in(
+    gc: &Inner,
+    rule: TagRule,
+    typed: crate::pageheap::TypedRange,
+    obj: usize,
+    index: Option<usize>,
+) {
+    let addr = obj & !rule.mask;
+    if !rule.is_ref(obj) || !gc.heap.is_ref(addr) {
+        panic!("safepoint: {obj:#x} is not a reference to a managed object (freed, or never one)");
+    }
+    // SAFETY: `addr` is an allocated object (just checked).
+    let word = unsafe { header_in(typed, addr) };
+    let desc = Header::from_word(word).and_then(|h| gc.types.get(h.type_id()).map(|d| (d, h)));
+    let Some((desc, h)) = desc else {
+        panic!("safepoint: object at {addr:#x} has a corrupt header {word:#x}");
+    };
+    let words = body_words(desc, h.len()).unwrap_or(0);
+    if let Some(i) = index
+        && i >= words
+    {
+        panic!("safepoint: word {i} of a {} object of {words} words (past its end)", desc.name());
+    }
+}
+
+/// [`Pin::check_cell`]'s work: `w` is a reference to a weak handle of this heap.
+#[cold]
+#[inline(never)]
+pub(crate) fn check_cell_in(
+    gc: &Inner,
+    rule: TagRule,
+    typed: crate::pageheap::TypedRange,
+    w: usize,
+) {
+    check_in(gc, rule, typed, w, None);
+    if !gc.is_cell(w & !rule.mask) {
+        panic!("safepoint: {w:#x} is not a weak handle");
+    }
+}
 
 /// The checking modes' test that `op` (`init_word` or `init_link`) initializes word `i` of
 /// `obj` before anything was stored there: a stored word's old value would go unshaded.

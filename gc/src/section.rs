@@ -21,7 +21,8 @@
 //!   knows its static types): the access compares the object's header word with the shape's
 //!   (one load, one compare; for arrays the type bits, and the length from the header), checks
 //!   the index against the body, and reads the word's kind from the shape's bitmasks (a shift
-//!   and a mask). No registry lookup, no page-map walk. Stores go through the write barrier;
+//!   and a mask). No registry lookup, no page-map walk. [`Section::fields`] reads several
+//!   words of one object with one look at its header. Stores go through the write barrier;
 //!   [`Section::alloc_init`] stores a fresh object's words with the initialising barrier
 //!   (only the new value shaded), as [`Pin::init_word`](crate::Pin::init_word) does.
 //! * **Frames and safepoints.** A section cannot reach a safepoint (the scheduler refuses to
@@ -86,7 +87,7 @@ use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
 use safepoint_sched::{TryRecvError, TrySendError};
 use safepoint_stackmap::{FuncId, MAX_FRAME_SLOTS, ManagedStack};
 
-use crate::collector::{Gc, GcError};
+use crate::collector::{Gc, GcError, Inner};
 use crate::globals::{Global, Msg, RefChan};
 use crate::mark::{body, header_in};
 use crate::mutator::Bytes;
@@ -466,26 +467,16 @@ impl SectionMutator {
         if slots > MAX_FRAME_SLOTS {
             return Err(GcError::OutOfBounds { index: slots, len: MAX_FRAME_SLOTS });
         }
-        let mut fast = false;
-        let pinned = self.raw.pin_into(|pin| {
+        // One lookup of the running goroutine, no pin: the push may take its slow path here
+        // (growth, or a pending request answered: the safepoint), which a pinned section
+        // refuses. The check that the goroutine is not in a blocking call is the pin's.
+        let pushed = safepoint_sched::with_running_managed_stack_of(self.raw.goid(), |ms| {
             // SAFETY: the frame's slots are written only by `Section::set_slot` (and
             // `push_frame_args`), with values of this heap's encoding, and popped by
-            // `pop_frame`. `try_push_sealed_handles` never reaches a safepoint, so it may run
-            // pinned.
-            fast = unsafe { pin.stack().try_push_sealed_handles(slots) }.is_some();
+            // `pop_frame`.
+            unsafe { ms.push_sealed_handles(slots) };
         });
-        if let Err(refused) = pinned {
-            return Err(refused.error());
-        }
-        if !fast {
-            // The slow path (growth, or a pending request answered here), unpinned.
-            safepoint_sched::with_managed_stack_of(self.raw.goid(), |ms| {
-                // SAFETY: as for the fast push above.
-                unsafe { ms.push_sealed_handles(slots) };
-            })
-            .ok_or(GcError::WrongRuntime)?;
-        }
-        Ok(())
+        pushed.map_err(stack_refused)
     }
 
     /// Pushes a section frame of `slots` slots whose first `args.len()` slots are copies of
@@ -518,32 +509,23 @@ impl SectionMutator {
         if slots > MAX_FRAME_SLOTS || args.len() > slots {
             return Err(GcError::OutOfBounds { index: args.len().max(slots), len: slots });
         }
-        // The caller's frame, checked; positions (not addresses) survive the buffer's moves.
-        let pushed = self.raw.with_pin(|pin| -> Result<Result<(), usize>, GcError> {
-            let ms = pin.stack();
+        // As in `push_frame`: one lookup, no pin. The caller's frame is checked before the
+        // push, and its slots copied after it: positions (not addresses) survive the buffer's
+        // moves, and the arguments stay alive through the push's safepoint in the caller's
+        // frame, a root (a scan meanwhile finds the new frame's slots null).
+        let pushed = safepoint_sched::with_running_managed_stack_of(self.raw.goid(), |ms| {
             let caller = caller_frame(ms, args)?;
-            // SAFETY: as in `push_frame`; the copies below are values of the caller's frame.
-            let Some(base) = (unsafe { ms.try_push_sealed_handles(slots) }) else {
-                return Ok(Err(caller));
-            };
+            // SAFETY: as in `push_frame`; the copies are values of the caller's frame.
+            let base = unsafe { ms.push_sealed_handles(slots) };
             copy_args(ms, caller, base, args);
-            Ok(Ok(()))
-        })??;
-        if let Err(caller) = pushed {
-            // The slow path, unpinned: the arguments stay in the caller's frame, a root.
-            let goid = self.raw.goid();
-            safepoint_sched::with_managed_stack_of(goid, |ms| {
-                // SAFETY: as in `push_frame`.
-                unsafe { ms.push_sealed_handles(slots) };
-            })
-            .ok_or(GcError::WrongRuntime)?;
-            self.raw.with_pin(|pin| {
-                let ms = pin.stack();
-                let (base, _) = ms.sealed_top().expect("the frame just pushed");
-                copy_args(ms, caller, base, args);
-            })?;
+            Ok(())
+        });
+        match pushed {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(None)) => Err(no_frame()),
+            Ok(Err(Some((index, slots)))) => Err(out_of_frame(index, slots)),
+            Err(r) => Err(stack_refused(r)),
         }
-        Ok(())
     }
 
     /// Pushes a *function frame* of `f` (a function of the runtime's registry, with its
@@ -799,15 +781,17 @@ impl SectionMutator {
     }
 }
 
-/// The position of the top section frame's slot 0, if every slot `args` names is in it.
+/// The position of the top section frame's slot 0, if every slot `args` names is in it;
+/// `Err(None)` if the top frame is not a section frame, `Err(Some((index, slots)))` for an
+/// argument past its slots.
 #[inline(always)]
-fn caller_frame(ms: &ManagedStack, args: &[usize]) -> Result<usize, GcError> {
+fn caller_frame(ms: &ManagedStack, args: &[usize]) -> Result<usize, Option<(usize, usize)>> {
     if args.is_empty() {
         return Ok(0);
     }
-    let Some((base, n)) = ms.sealed_top() else { return Err(no_frame()) };
+    let Some((base, n)) = ms.sealed_top() else { return Err(None) };
     match args.iter().find(|&&i| i >= n) {
-        Some(&index) => Err(GcError::SlotOutOfFrame { index, slots: n }),
+        Some(&index) => Err(Some((index, n))),
         None => Ok(base),
     }
 }
@@ -836,11 +820,20 @@ fn copy_args(ms: &ManagedStack, caller: usize, base: usize, args: &[usize]) {
 /// Pops the top frame if it is a section frame.
 #[inline(always)]
 fn pop_section_frame(ms: &ManagedStack) -> Result<(), GcError> {
-    if ms.sealed_top().is_none() {
+    if !ms.pop_sealed() {
         return Err(no_frame());
     }
-    ms.pop();
     Ok(())
+}
+
+/// The error for a push refused by [`safepoint_sched::with_running_managed_stack_of`].
+#[cold]
+#[inline(never)]
+fn stack_refused(r: safepoint_sched::StackRefused) -> GcError {
+    match r {
+        safepoint_sched::StackRefused::OtherGoroutine => GcError::WrongRuntime,
+        safepoint_sched::StackRefused::Blocking => GcError::NoP,
+    }
 }
 
 #[cold]
@@ -853,6 +846,90 @@ fn no_frame() -> GcError {
 #[inline(never)]
 fn out_of_frame(index: usize, slots: usize) -> GcError {
     GcError::SlotOutOfFrame { index, slots }
+}
+
+/// What the sections' out-of-line paths need of a section, by value (see
+/// [`Section::record_kind`]).
+#[derive(Clone, Copy)]
+struct Cold<'a> {
+    gc: &'a Inner,
+    rule: TagRule,
+    typed: crate::pageheap::TypedRange,
+    validate: bool,
+}
+
+/// Word `i`'s kind from the registry: past the shape's first 64 words, or neither a
+/// reference, tagged nor raw word.
+#[cold]
+#[inline(never)]
+fn record_kind_in(gc: &Inner, shape: &Shape, i: usize) -> Result<WordKind, Fault> {
+    let types = &gc.types;
+    match types.get(types.bind(shape.header.type_id())) {
+        Some(crate::TypeDesc::Record { words, .. }) => {
+            words.get(i).copied().ok_or(Fault::OutOfBounds { index: i, len: words.len() })
+        }
+        _ => Err(Fault::Kind("not a record")),
+    }
+}
+
+/// The error for `f`, met on an access with `shape`.
+#[cold]
+#[inline(never)]
+fn raise_in(gc: &Inner, f: Fault, shape: &Shape) -> GcError {
+    match f {
+        Fault::WrongHeap => GcError::WrongHeap,
+        Fault::OutOfBounds { index, len } => GcError::OutOfBounds { index, len },
+        Fault::Kind(what) => wrong_kind_in(gc, shape, what),
+        Fault::NotOfShape(hw) => not_of_shape_in(gc, hw),
+    }
+}
+
+#[cold]
+#[inline(never)]
+fn wrong_kind_in(gc: &Inner, shape: &Shape, what: &'static str) -> GcError {
+    let types = &gc.types;
+    let type_name = types
+        .get(types.bind(shape.header.type_id()))
+        .map_or_else(|| "?".to_string(), |d| d.name().to_string());
+    GcError::WrongKind { type_name, what }
+}
+
+#[cold]
+#[inline(never)]
+fn not_of_shape_in(gc: &Inner, hw: usize) -> GcError {
+    let types = &gc.types;
+    let found = Header::from_word(hw)
+        .and_then(|h| types.get(types.bind(h.type_id())))
+        .map_or_else(|| "?".to_string(), |d| d.name().to_string());
+    GcError::WrongKind { type_name: found, what: "an object of another type than the shape's" }
+}
+
+/// What a weak or ephemeron word of the object `obj` (a reference) that holds `v` reads, as
+/// a word of the heap's encoding (see [`Section::get`]), for the goroutine pinned on P `p`.
+#[cold]
+#[inline(never)]
+fn get_weak_in(cx: Cold<'_>, p: usize, obj: usize, kind: WordKind, v: usize) -> usize {
+    let (gc, rule) = (cx.gc, cx.rule);
+    if kind == WordKind::Ephemeron {
+        // SAFETY: as in `Section::word_of`: `obj` is a live object of this heap.
+        let hw = unsafe { header_in(cx.typed, obj & !rule.mask) };
+        let desc = Header::from_word(hw)
+            .and_then(|h| gc.types.get(gc.types.bind(h.type_id())))
+            .unwrap_or_else(|| {
+                panic!("safepoint: object at {obj:#x} has a type its heap does not know")
+            });
+        return gc.ephemeron_value(Some(p), obj & !rule.mask, desc, v);
+    }
+    if v == 0 {
+        return 0;
+    }
+    if cx.validate {
+        crate::raw::check_cell_in(gc, rule, cx.typed, v | rule.ref_tag);
+    }
+    match gc.deref_cell(Some(p), v) {
+        0 => 0,
+        t => t | rule.ref_tag,
+    }
 }
 
 /// The slots of the top section frame, borrowed from a running section ([`Section::regs`]):
@@ -1135,10 +1212,13 @@ impl<'s> Section<'s> {
 
     // ---- frames ----
 
-    /// The top section frame's slot 0 position and slot count, checked.
+    /// The top section frame's slot 0 (a pointer) and slot count, checked: the one check of
+    /// a slot access. The pointer is valid for that many words while the section runs and
+    /// pushes and pops nothing (nothing moves the buffer inside a pinned section: no
+    /// safepoint is reached there, and the in-section pushes never grow it).
     #[inline(always)]
-    fn frame(&self) -> Result<(usize, usize), GcError> {
-        match self.pin.stack().sealed_top() {
+    fn frame(&self) -> Result<(*const AtomicUsize, usize), GcError> {
+        match self.pin.stack().sealed_top_slots() {
             Some(f) => Ok(f),
             None => Err(no_frame()),
         }
@@ -1192,7 +1272,10 @@ impl<'s> Section<'s> {
         if i >= slots {
             return Err(out_of_frame(i, slots));
         }
-        Ok(Value::from_bits(self.pin.stack().get_at(base + i)))
+        // SAFETY: slot `i < slots` of the top section frame, used at once (see `frame`).
+        let w = unsafe { &*base.add(i) };
+        // Relaxed, as the managed stack's own slot loads (`ManagedStack::get_at`).
+        Ok(Value::from_bits(w.load(Ordering::Relaxed)))
     }
 
     /// Slots `0..N` of the top section frame, with one check of the frame: how compiled code
@@ -1222,8 +1305,14 @@ impl<'s> Section<'s> {
         if N > slots {
             return Err(out_of_frame(N - 1, slots));
         }
-        let ms = self.pin.stack();
-        Ok(std::array::from_fn(|i| Value::from_bits(ms.get_at(base + i))))
+        // A plain loop, not `array::from_fn`, whose closure is left a call.
+        let mut out = [Value::nil(); N];
+        for (i, v) in out.iter_mut().enumerate() {
+            // SAFETY: slot `i < N <= slots` of the top section frame, read at once (see
+            // `frame`); Relaxed, as in `slot`.
+            *v = Value::from_bits(unsafe { &*base.add(i) }.load(Ordering::Relaxed));
+        }
+        Ok(out)
     }
 
     /// The top section frame's slots as a register file ([`Regs`]): reads and writes of
@@ -1253,14 +1342,13 @@ impl<'s> Section<'s> {
     /// ```
     #[inline(always)]
     pub fn regs(&self) -> Result<Regs<'_, 's>, GcError> {
-        let (_, slots) = self.frame()?;
-        let ms = self.pin.stack();
+        let (base, slots) = self.frame()?;
         // SAFETY: the top frame is a section frame of `slots` slots (just checked) whose slot
-        // 0 `top_slots_ptr` gives. The slice lives while the section is borrowed: no push,
-        // pop or allocation runs meanwhile (they take the section mutably), and nothing else
-        // moves or frees the buffer inside a pinned section (no safepoint is reached), so the
-        // words stay this frame's slots.
-        let slots = unsafe { std::slice::from_raw_parts(ms.top_slots_ptr(), slots) };
+        // 0 is `base`. The slice lives while the section is borrowed: no push, pop or
+        // allocation runs meanwhile (they take the section mutably), and nothing else moves
+        // or frees the buffer inside a pinned section (no safepoint is reached), so the words
+        // stay this frame's slots.
+        let slots = unsafe { std::slice::from_raw_parts(base, slots) };
         Ok(Regs { slots, _brand: PhantomData })
     }
 
@@ -1288,11 +1376,15 @@ impl<'s> Section<'s> {
         if i >= slots {
             return Err(out_of_frame(i, slots));
         }
-        // SAFETY: `base + i` is a slot of a section frame (a sealed handle frame on top, just
-        // checked), whose owner this mutator is; `v` is a value of this heap's encoding that
-        // the section made or loaded (null, an immediate, or a live object: branded values
-        // come from nowhere else).
-        unsafe { self.pin.stack().set_at(base + i, v.bits) };
+        // SAFETY: slot `i < slots` of a section frame (a sealed frame on top, just checked),
+        // used at once (see `frame`), whose owner this mutator is; `v` is a value of this
+        // heap's encoding that the section made or loaded (null, an immediate, or a live
+        // object: branded values come from nowhere else).
+        let w = unsafe { &*base.add(i) };
+        // Relaxed, as the managed stack's own slot stores (`ManagedStack::set_at`): the owner
+        // alone writes them, and a scan reads them at a safepoint, which a section never
+        // reaches (the stop orders the two).
+        w.store(v.bits, Ordering::Relaxed);
         Ok(())
     }
 
@@ -1555,6 +1647,18 @@ impl<'s> Section<'s> {
         if init.len() > shape.body_words() {
             return Err(GcError::OutOfBounds { index: init.len(), len: shape.body_words() });
         }
+        // The common case, a record whose initialised words are all reference or tagged
+        // words (among its first 64): each word's kind is a bit of the shape's masks, looked
+        // at once. Anything else takes the general path below.
+        if let ShapeWords::Record { refs, tagged, .. } = shape.words
+            && init.len() <= 64
+        {
+            let n = init.len();
+            let all = if n == 64 { !0 } else { (1u64 << n) - 1 };
+            if (refs | tagged) & all == all {
+                return self.alloc_init_values(shape, init, refs);
+            }
+        }
         // Check every word first, so that a refused store allocates nothing.
         for (i, v) in init.iter().enumerate() {
             let checked = self.kind_at(shape, i).and_then(|k| match k {
@@ -1588,6 +1692,39 @@ impl<'s> Section<'s> {
         Ok(obj)
     }
 
+    /// [`alloc_init`](Self::alloc_init) of a record whose first `init.len()` words are
+    /// reference words (bit `i` of `refs` set) or tagged words (the others).
+    #[inline(always)]
+    fn alloc_init_values(
+        &mut self,
+        shape: &Shape,
+        init: &[Value<'s>],
+        refs: u64,
+    ) -> Result<Ref<'s>, GcError> {
+        let rule = self.enc.rule;
+        // Check every word first, so that a refused store allocates nothing: a reference word
+        // takes null or a reference, a tagged word any value.
+        for (i, v) in init.iter().enumerate() {
+            if refs >> i & 1 != 0 && v.bits != 0 && !rule.is_ref(v.bits) {
+                let f = Fault::Kind("an immediate stored into a reference word");
+                return Err(self.raise(f, shape));
+            }
+        }
+        let obj = self.alloc(shape)?;
+        // SAFETY: a fresh object of `shape`, whose body has at least `init.len()` words.
+        let words = unsafe { body(obj.bits & !rule.mask, init.len()) };
+        for (i, v) in init.iter().enumerate() {
+            // A word of an object allocated in this section, never stored: it holds null. A
+            // reference word holds the plain address (null stays 0).
+            if refs >> i & 1 != 0 {
+                self.pin.gc.init_field(self.pin.p, WordKind::Ref, &words[i], v.bits & !rule.mask);
+            } else {
+                self.pin.gc.init_field(self.pin.p, WordKind::Tagged, &words[i], v.bits);
+            }
+        }
+        Ok(obj)
+    }
+
     /// The kind of word `i` of objects of `shape` (its length for arrays checked by the
     /// caller).
     #[inline(always)]
@@ -1614,38 +1751,24 @@ impl<'s> Section<'s> {
 
     /// Word `i`'s kind from the registry: past the shape's first 64 words, or neither a
     /// reference, tagged nor raw word.
-    #[cold]
-    #[inline(never)]
+    ///
+    /// (This and the other cold paths' methods hand the out-of-line functions the collector,
+    /// not the section: a section whose address reaches a call must live in memory, and would
+    /// be written there at every section's start.)
+    #[inline(always)]
     fn record_kind(&self, shape: &Shape, i: usize) -> Result<WordKind, Fault> {
-        let types = &self.pin.gc.types;
-        match types.get(types.bind(shape.header.type_id())) {
-            Some(crate::TypeDesc::Record { words, .. }) => {
-                words.get(i).copied().ok_or(Fault::OutOfBounds { index: i, len: words.len() })
-            }
-            _ => Err(Fault::Kind("not a record")),
-        }
+        record_kind_in(self.pin.gc, shape, i)
     }
 
     /// The error for `f`, met on an access with `shape`.
-    #[cold]
-    #[inline(never)]
+    #[inline(always)]
     fn raise(&self, f: Fault, shape: &Shape) -> GcError {
-        match f {
-            Fault::WrongHeap => GcError::WrongHeap,
-            Fault::OutOfBounds { index, len } => GcError::OutOfBounds { index, len },
-            Fault::Kind(what) => self.wrong_kind(shape, what),
-            Fault::NotOfShape(hw) => self.not_of_shape(hw),
-        }
+        raise_in(self.pin.gc, f, shape)
     }
 
-    #[cold]
-    #[inline(never)]
+    #[inline(always)]
     fn wrong_kind(&self, shape: &Shape, what: &'static str) -> GcError {
-        let types = &self.pin.gc.types;
-        let type_name = types
-            .get(types.bind(shape.header.type_id()))
-            .map_or_else(|| "?".to_string(), |d| d.name().to_string());
-        GcError::WrongKind { type_name, what }
+        wrong_kind_in(self.pin.gc, shape, what)
     }
 
     /// `v` as a word of kind `kind`: a reference word holds a plain address.
@@ -1696,14 +1819,9 @@ impl<'s> Section<'s> {
         Ok((kind, unsafe { &body(addr, i + 1)[i] }))
     }
 
-    #[cold]
-    #[inline(never)]
+    #[inline(always)]
     fn not_of_shape(&self, hw: usize) -> GcError {
-        let types = &self.pin.gc.types;
-        let found = Header::from_word(hw)
-            .and_then(|h| types.get(types.bind(h.type_id())))
-            .map_or_else(|| "?".to_string(), |d| d.name().to_string());
-        GcError::WrongKind { type_name: found, what: "an object of another type than the shape's" }
+        not_of_shape_in(self.pin.gc, hw)
     }
 
     /// Whether `obj` is an object of `shape`'s type (of any length, for an array): the
@@ -1830,6 +1948,12 @@ impl<'s> Section<'s> {
     /// ```
     #[inline(always)]
     pub fn get(&self, obj: Ref<'s>, shape: &Shape, i: usize) -> Result<Value<'s>, GcError> {
+        // The common case first: a reference or tagged word among a record's first 64, of an
+        // object whose header is the shape's (the same checks as `word_of`, in one line).
+        if let Some((addr, refs)) = self.record_words(obj, shape, i, 1) {
+            // SAFETY: word `i` of a live object's body (`record_words` checked it).
+            return Ok(unsafe { self.load_value(addr, refs, i) });
+        }
         let (kind, w) = match self.word_of(obj, shape, i) {
             Ok(kw) => kw,
             Err(f) => return Err(self.raise(f, shape)),
@@ -1845,25 +1969,114 @@ impl<'s> Section<'s> {
         }
     }
 
+    /// Words `first..first + N` of `obj`, checked against `shape` as [`get`](Self::get)
+    /// checks one, with one look at the header for all of them: how compiled code reads
+    /// the fields it needs after one type test.
+    ///
+    /// # Errors
+    /// As [`get`](Self::get), for the first word refused.
+    ///
+    /// ```
+    /// # use safepoint_gc::{Gc, GcError, SectionMutator, Shape, TypeDesc, Value, WordKind};
+    /// # let rt = safepoint_sched::Runtime::builder().procs(1).build().unwrap();
+    /// # let gc = Gc::new(&rt).unwrap();
+    /// # let pair = gc.types().register(TypeDesc::Record {
+    /// #     name: "pair".into(),
+    /// #     words: vec![WordKind::Ref, WordKind::Tagged, WordKind::Raw],
+    /// # }).unwrap();
+    /// # let shape = Shape::new(&gc, pair, 0).unwrap();
+    /// # let g = gc.clone();
+    /// # rt.block_on(move || {
+    /// # let m = SectionMutator::new(&g).unwrap();
+    /// m.enter(|s| {
+    ///     let leaf = s.alloc(&shape).unwrap();
+    ///     let p = s.alloc_init(&shape, &[leaf.value(), s.int(4).unwrap()]).unwrap();
+    ///     let [l, n] = s.fields(p, &shape, 0).unwrap();
+    ///     assert_eq!((l, s.as_int(n)), (leaf.value(), Some(4)));
+    ///     assert!(matches!(s.fields::<2>(p, &shape, 1), Err(GcError::WrongKind { .. }))); // raw
+    ///     assert_eq!(s.fields::<1>(p, &shape, 3), Err(GcError::OutOfBounds { index: 3, len: 3 }));
+    /// }).unwrap();
+    /// # });
+    /// ```
+    #[inline(always)]
+    pub fn fields<const N: usize>(
+        &self,
+        obj: Ref<'s>,
+        shape: &Shape,
+        first: usize,
+    ) -> Result<[Value<'s>; N], GcError> {
+        if let Some((addr, refs)) = self.record_words(obj, shape, first, N) {
+            // A plain loop, not `array::from_fn`, whose closure is left a call.
+            let mut out = [Value::nil(); N];
+            for (j, v) in out.iter_mut().enumerate() {
+                // SAFETY: word `first + j` of a live object's body (`record_words` checked
+                // words `first..first + N`).
+                *v = unsafe { self.load_value(addr, refs, first + j) };
+            }
+            return Ok(out);
+        }
+        let mut out = [Value::nil(); N];
+        for (j, v) in out.iter_mut().enumerate() {
+            *v = self.get(obj, shape, first + j)?;
+        }
+        Ok(out)
+    }
+
+    /// The object's address and its shape's reference-word mask, if words `first..first + n`
+    /// of `obj` are reference or tagged words among the first 64 of a record of `shape`, and
+    /// `obj`'s header is the shape's (outside the debugging modes, which take the general
+    /// path and its checks): the fast path of [`get`](Self::get) and
+    /// [`fields`](Self::fields), one header load for all the words.
+    #[inline(always)]
+    fn record_words(
+        &self,
+        obj: Ref<'s>,
+        shape: &Shape,
+        first: usize,
+        n: usize,
+    ) -> Option<(usize, u64)> {
+        let ShapeWords::Record { refs, tagged, .. } = shape.words else { return None };
+        if shape.heap != self.pin.gc.id || self.pin.validate || n == 0 || n > 64 {
+            return None;
+        }
+        let end = first.checked_add(n)?;
+        if end > shape.body_words().min(64) {
+            return None;
+        }
+        let want = (if n == 64 { !0u64 } else { (1u64 << n) - 1 }) << first;
+        if (refs | tagged) & want != want {
+            return None;
+        }
+        let addr = obj.bits & !self.enc.rule.mask;
+        // SAFETY: `obj` is a live object of this heap: a `Ref` comes only from an allocation
+        // or a load in this section, and nothing is freed while it runs.
+        let hw = unsafe { header_in(self.pin.typed, addr) };
+        (hw == shape.header.to_word()).then_some((addr, refs))
+    }
+
+    /// Word `i` of the object at `addr`, a reference word if bit `i` of `refs` is set, a
+    /// tagged word otherwise, as a value.
+    ///
+    /// # Safety
+    /// Word `i` is in the body of a live object at `addr` (as [`record_words`] checks).
+    ///
+    /// [`record_words`]: Self::record_words
+    #[inline(always)]
+    unsafe fn load_value(&self, addr: usize, refs: u64, i: usize) -> Value<'s> {
+        // SAFETY: per the contract; heap words are atomics.
+        let w = unsafe { &body(addr, i + 1)[i] };
+        // Acquire: as in `Pin::word` (a reference read here is seen initialised).
+        let v = w.load(Ordering::Acquire);
+        // A reference word holds the plain address: the value is the tagged reference.
+        Value::from_bits(if refs >> i & 1 != 0 && v != 0 { v | self.enc.rule.ref_tag } else { v })
+    }
+
     /// What a weak or ephemeron word that holds `v` reads (see [`get`](Self::get)).
-    #[cold]
-    #[inline(never)]
+    #[inline(always)]
     fn get_weak(&self, obj: Ref<'s>, kind: WordKind, v: usize) -> Value<'s> {
-        let (gc, p, rule) = (self.pin.gc, self.pin.p, self.enc.rule);
-        if kind == WordKind::Ephemeron {
-            let desc = self.desc_of(obj);
-            return Value::from_bits(gc.ephemeron_value(Some(p), obj.bits & !rule.mask, desc, v));
-        }
-        if v == 0 {
-            return Value::nil();
-        }
-        if self.pin.validate {
-            self.pin.check_cell(v | rule.ref_tag);
-        }
-        match gc.deref_cell(Some(p), v) {
-            0 => Value::nil(),
-            t => Value::from_bits(t | rule.ref_tag),
-        }
+        let pin = &self.pin;
+        let cx = Cold { gc: pin.gc, rule: self.enc.rule, typed: pin.typed, validate: pin.validate };
+        Value::from_bits(get_weak_in(cx, pin.p, obj.bits, kind, v))
     }
 
     /// The type of `obj`, as the registry describes it (for the rare accesses that need
@@ -1878,7 +2091,9 @@ impl<'s> Section<'s> {
     }
 
     /// The word a weak word stores for `v`: null, or the cell of `v`'s object (made if it has
-    /// none), and whether making it took an allocation's slow path.
+    /// none), and whether making it took an allocation's slow path. (Inlined: its caller's
+    /// section must not reach a call by address, see `record_kind`.)
+    #[inline(always)]
     fn cell_for(&self, v: Value<'s>, shape: &Shape) -> Result<(usize, bool), GcError> {
         let rule = self.enc.rule;
         if v.bits == 0 {

@@ -294,6 +294,11 @@ fn a_section_inside_a_blocking_call_is_no_p() {
         // Channel operations wait: not without a P.
         let ch = RefChan::new(&m.gc(), 1);
         m.push_frame(1).unwrap();
+        // A call's push, with or without arguments: the stack stays frozen, nothing pushed.
+        let top = m.enter(|s| s.frame_slots()).unwrap();
+        assert_eq!(safepoint_sched::blocking(|| m.push_frame_args(2, &[0])), Err(GcError::NoP));
+        assert_eq!(safepoint_sched::blocking(|| m.push_frame_args(2, &[])), Err(GcError::NoP));
+        assert_eq!(m.enter(|s| s.frame_slots()).unwrap(), top);
         assert_eq!(safepoint_sched::blocking(|| m.send(&ch, 0)), Err(GcError::NoP));
         assert_eq!(safepoint_sched::blocking(|| m.recv(&ch, 0)), Err(GcError::NoP));
         assert!(ch.is_empty());

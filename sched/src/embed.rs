@@ -382,6 +382,56 @@ pub fn with_managed_stack_of<R>(
     (crate::g::goid(g) == goid).then(|| f(g.mstack()))
 }
 
+/// Why [`with_running_managed_stack_of`] did not run its closure.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StackRefused {
+    /// The caller is not the goroutine named (or no goroutine at all).
+    OtherGoroutine,
+    /// The goroutine is inside a [`blocking`](crate::blocking) call: its managed stack stays
+    /// frozen there (a collector may read it meanwhile).
+    Blocking,
+}
+
+/// Runs `f` with the managed stack of the running goroutine if its id is `goid` and it is
+/// not inside a blocking call: [`with_managed_stack_of`] with the check that a push needs.
+/// Unlike [`pinned`], `f` may push frames and reach safepoints (a push's slow path answers a
+/// pending stop there). For handles bound to one goroutine that push frames on its stack
+/// outside any pinned section: one lookup of the running goroutine serves the identity
+/// check, the status check and the access.
+///
+/// Why no pin is needed: the status can only leave `Running` by the goroutine's own doing (a
+/// blocking call, a park) or transiently inside the push itself (growth, a preemption), so the
+/// check holds for `f`'s pushes; a preemption signal that holds the goroutine between two of
+/// `f`'s steps finds the stack as every push leaves it (header before top), as for any push.
+///
+/// ```
+/// use safepoint_sched::{Runtime, StackRefused, blocking, goroutine_id};
+/// use safepoint_sched::with_running_managed_stack_of;
+/// let rt = Runtime::builder().procs(1).build().unwrap();
+/// rt.block_on(|| {
+///     let me = goroutine_id().unwrap();
+///     assert_eq!(with_running_managed_stack_of(me, |ms| ms.id()), Ok(me));
+///     let other = with_running_managed_stack_of(me + 1000, |ms| ms.id());
+///     assert_eq!(other, Err(StackRefused::OtherGoroutine));
+///     let frozen = blocking(|| with_running_managed_stack_of(me, |ms| ms.id()));
+///     assert_eq!(frozen, Err(StackRefused::Blocking));
+/// });
+/// ```
+#[inline]
+pub fn with_running_managed_stack_of<R>(
+    goid: u64,
+    f: impl FnOnce(&safepoint_stackmap::ManagedStack) -> R,
+) -> Result<R, StackRefused> {
+    let Some(g) = current_g() else { return Err(StackRefused::OtherGoroutine) };
+    if crate::g::goid(g) != goid {
+        return Err(StackRefused::OtherGoroutine);
+    }
+    if g.status.load().base() != Some(Status::Running) {
+        return Err(StackRefused::Blocking);
+    }
+    Ok(f(g.mstack()))
+}
+
 /// Whether the running goroutine is inside a [`no_preempt`](crate::no_preempt) section (it
 /// may not park, yield or stop the world there). False off a goroutine.
 ///

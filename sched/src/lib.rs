@@ -290,8 +290,8 @@ pub use chan::{Chan, Iter, RecvError, TryRecvError, TrySendError};
 pub use cond::{Cond, Once, WaitGroup};
 pub use deadlock::{DEADLOCK, DeadlockReport, DeadlockedGoroutine};
 pub use embed::{
-    Pinned, RuntimeHandle, in_no_preempt, pinned, set_system, set_urgent, walk_own_managed_stack,
-    with_managed_stack_of,
+    Pinned, RuntimeHandle, StackRefused, in_no_preempt, pinned, set_system, set_urgent,
+    walk_own_managed_stack, with_managed_stack_of, with_running_managed_stack_of,
 };
 pub use mutex::{
     Mutex, MutexGuard, RawMutex, RawRwLock, RwLock, RwLockReadGuard, RwLockWriteGuard,

@@ -842,6 +842,41 @@ impl ManagedStack {
         is_sealed(w0 as u32).then(|| (top - size, size - HEADER))
     }
 
+    /// Slot 0 of the top frame, as a pointer, and the frame's slot count, if the top frame is
+    /// sealed (as [`sealed_top`](Self::sealed_top)); `None` for an empty stack or any other
+    /// top frame. One check for an embedding layer that reads or writes slots of its own
+    /// frame: the pointer is valid for that many words, under the rules of
+    /// [`top_slots_ptr`](Self::top_slots_ptr) (until anything that can move the buffer).
+    ///
+    /// ```
+    /// use safepoint_stackmap::{ManagedStack, StackConfig};
+    /// use std::sync::atomic::Ordering;
+    /// let ms = ManagedStack::new(1, StackConfig::default());
+    /// assert!(ms.sealed_top_slots().is_none()); // empty
+    /// ms.push_handles(1);
+    /// assert!(ms.sealed_top_slots().is_none()); // not sealed
+    /// // SAFETY: only null is written to the frame, and it is popped.
+    /// let base = unsafe { ms.push_sealed_handles(2) };
+    /// let (p, n) = ms.sealed_top_slots().unwrap();
+    /// assert_eq!(n, 2);
+    /// // SAFETY: slot 1 of the sealed top frame; nothing moved the buffer since.
+    /// assert_eq!(unsafe { (*p.add(1)).load(Ordering::Relaxed) }, ms.get_at(base + 1));
+    /// ms.pop();
+    /// ```
+    #[inline(always)]
+    pub fn sealed_top_slots(&self) -> Option<(*const AtomicUsize, usize)> {
+        let top = self.top.load(Relaxed);
+        if top == 0 {
+            return None;
+        }
+        let size = self.top_size.get();
+        let buf = self.buf.load(Relaxed);
+        // SAFETY: `2 <= top <= capacity`: the top frame's header is the two words below `top`.
+        let w0 = unsafe { &*buf.add(top - HEADER) }.load(Relaxed);
+        // In bounds: the top frame's slot 0 is `top - size`, at or above word 0.
+        is_sealed(w0 as u32).then(|| (buf.wrapping_add(top - size).cast_const(), size - HEADER))
+    }
+
     /// Whether a sealed handle frame of `n` slots whose slot 0 is at `base` is on the stack.
     ///
     /// ```
@@ -891,21 +926,26 @@ impl ManagedStack {
         // `morestack`), and only the owner, which we are, writes above `top`.
         unsafe {
             // Four independent stores a round, then at most a pair and a single: most frames
-            // are a few slots, and a one-store loop costs a loop branch per slot.
+            // are a few slots, and a one-store loop costs a loop branch per slot. Counted in
+            // slots left (not positions), so that a push of a constant size (a section
+            // frame's) compiles to its stores alone.
             let mut i = top;
-            while i + 4 <= hdr {
+            let mut left = slots;
+            while left >= 4 {
                 (*buf.add(i)).store(0, Relaxed);
                 (*buf.add(i + 1)).store(0, Relaxed);
                 (*buf.add(i + 2)).store(0, Relaxed);
                 (*buf.add(i + 3)).store(0, Relaxed);
                 i += 4;
+                left -= 4;
             }
-            if i + 2 <= hdr {
+            if left >= 2 {
                 (*buf.add(i)).store(0, Relaxed);
                 (*buf.add(i + 1)).store(0, Relaxed);
                 i += 2;
+                left -= 2;
             }
-            if i < hdr {
+            if left == 1 {
                 (*buf.add(i)).store(0, Relaxed);
             }
             (*buf.add(hdr)).store(word0(func, slots as u32), Relaxed);
@@ -939,6 +979,44 @@ impl ManagedStack {
         if top == 0 {
             self.fail_empty("pop");
         }
+        self.pop_from(top);
+    }
+
+    /// Pops the top frame if it is a sealed frame (as [`sealed_top`](Self::sealed_top) would
+    /// find it), and says whether it did: an embedding layer's return from one of its own
+    /// frames, with one look at the top. `false` (nothing popped) for an empty stack or any
+    /// other top frame.
+    ///
+    /// ```
+    /// use safepoint_stackmap::{ManagedStack, StackConfig};
+    /// let ms = ManagedStack::new(1, StackConfig::default());
+    /// assert!(!ms.pop_sealed()); // empty
+    /// ms.push_handles(1);
+    /// // SAFETY: only null is written to the frame.
+    /// unsafe { ms.push_sealed_handles(2) };
+    /// assert!(ms.pop_sealed());
+    /// assert!(!ms.pop_sealed()); // a plain handle frame is left alone
+    /// assert_eq!(ms.depth(), 1);
+    /// ```
+    #[inline]
+    pub fn pop_sealed(&self) -> bool {
+        let top = self.top.load(Relaxed);
+        if top == 0 {
+            return false;
+        }
+        let buf = self.buf.load(Relaxed);
+        // SAFETY: `2 <= top <= capacity`: the top frame's header is the two words below `top`.
+        let w0 = unsafe { &*buf.add(top - HEADER) }.load(Relaxed);
+        if !is_sealed(w0 as u32) {
+            return false;
+        }
+        self.pop_from(top);
+        true
+    }
+
+    /// Pops the top frame, which ends at `top` (the stack's top, not 0).
+    #[inline(always)]
+    fn pop_from(&self, top: usize) {
         let new_top = top - self.top_size.get();
         self.top.store(new_top, Relaxed);
         // The caller's size, from its header: written long ago, so reading it is off the
