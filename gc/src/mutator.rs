@@ -74,6 +74,10 @@ struct ScopeRec {
     base: usize,
     len: usize,
     epoch: u32,
+    /// When the scope's frame was pushed, the enclosing scope's frame was the top frame and
+    /// itself chained (or there was no enclosing scope): while this frame is the top frame,
+    /// as pushed, every enclosing scope's frame is as pushed too (see `Mutator::intact`).
+    chained: bool,
 }
 
 /// A goroutine's access to the managed heap.
@@ -131,8 +135,9 @@ pub struct Mutator {
     /// [`store`](Mutator::store) check a field with one compare and a bit test, as a
     /// section's shape does (see [`Kinds`]).
     kinds: Cell<Kinds>,
-    /// The innermost scope's frame (its slot 0 and its slot count), or [`NO_SCOPE`]: what
-    /// [`ManagedStack::sealed_top`] answers while the scopes' frames are as they pushed them.
+    /// The innermost scope's frame (its slot 0 and its slot count) if it is chained, or
+    /// [`NO_SCOPE`]: what [`ManagedStack::sealed_top`] answers while the scopes' frames are
+    /// as they pushed them (see `intact`).
     inner: (usize, usize),
     _not_send: PhantomData<*const ()>,
 }
@@ -492,34 +497,39 @@ impl Mutator {
         // One look at the goroutine serves the P check and, usually, the push. The P first: a
         // push inside a blocking call would otherwise succeed unless it happened to need its
         // slow path (growth, or a pending preemption request), which panics there.
+        let chained = |ms: &ManagedStack| self.scopes.is_empty() || self.intact(ms);
         let fast = safepoint_sched::pinned(self.goid, |pin| {
             pin.p()?;
+            let ms = pin.managed_stack();
+            let chained = chained(ms);
             // SAFETY: as for the push below. `try_push_sealed_handles` never reaches a
             // safepoint, so it may run pinned.
-            Some(unsafe { pin.managed_stack().try_push_sealed_handles(n) })
+            Some(unsafe { ms.try_push_sealed_handles(n) }.map(|base| (base, chained)))
         });
-        let base = match fast {
-            Some(Some(Some(base))) => base,
+        let (base, chained) = match fast {
+            Some(Some(Some(pushed))) => pushed,
             Some(None) => scope_refused(GcError::NoP),
             None => scope_refused(GcError::WrongRuntime),
             // The slow path: growth, or a preemption request answered here.
             Some(Some(None)) => self
-                // SAFETY: the frame's slots are written only by `put`, with values a slot may
-                // hold, and `run_scope` pops it.
-                .with_stack(|ms| unsafe { ms.push_sealed_handles(n) })
+                .with_stack(|ms| {
+                    let chained = chained(ms);
+                    // SAFETY: the frame's slots are written only by `put`, with values a slot
+                    // may hold, and `run_scope` pops it.
+                    (unsafe { ms.push_sealed_handles(n) }, chained)
+                })
                 .unwrap_or_else(|e| panic!("Mutator::scope: {e}")),
         };
         let epoch = self.epoch;
         self.epoch = self.epoch.wrapping_add(1);
-        self.scopes.push(ScopeRec { base, len: n, epoch });
-        self.inner = (base, n);
+        self.scopes.push(ScopeRec { base, len: n, epoch, chained });
+        self.inner = if chained { (base, n) } else { NO_SCOPE };
         ((self.scopes.len() - 1) as u32, epoch)
     }
 
     fn run_scope<R>(&mut self, n: usize, f: impl FnOnce(&mut Mutator) -> R) -> R {
         let r = catch_unwind(AssertUnwindSafe(|| f(self)));
         let rec = self.scopes.pop().expect("scope record");
-        self.inner = self.scopes.last().map_or(NO_SCOPE, |r| (r.base, r.len));
         let ok = self.with_stack(|ms| {
             // The scope's frame on top, as it pushed it (see `intact`).
             let fits = ms.sealed_top() == Some((rec.base, n));
@@ -528,6 +538,20 @@ impl Mutator {
             }
             fits
         });
+        if ok == Ok(true) {
+            self.inner = match self.scopes.last() {
+                Some(r) if r.chained => (r.base, r.len),
+                _ => NO_SCOPE,
+            };
+        } else {
+            // The frame stays where it is, a sealed frame no scope owns: no frame the fast
+            // paths look for may be taken for it, so none of the live scopes takes them again
+            // (scopes pushed from now on check the stack as it is).
+            for r in &mut self.scopes {
+                r.chained = false;
+            }
+            self.inner = NO_SCOPE;
+        }
         match r {
             Ok(v) => {
                 if ok != Ok(true) {
@@ -589,15 +613,19 @@ impl Mutator {
         (r.epoch == s.epoch && (s.index as usize) < r.len).then_some(r.base + s.index as usize)
     }
 
-    /// Whether the innermost scope's frame is the managed stack's top frame, as the scope
-    /// pushed it: then every scope's frame is (the fast paths' one check for all the slots
-    /// they touch, where the general path checks each slot's frame). Safe code changes a
-    /// frame below the top only by popping the top one first, and cannot push a sealed frame
-    /// back (sealed pushes are `unsafe`, and only the collector's own mutators make them: this
-    /// goroutine has no other), so a sealed frame of the innermost scope's size ending at the
-    /// top is that scope's frame, over the frames of the enclosing scopes (a sealed frame of
-    /// a function, which [`ManagedStack::sealed_top`] also reports, is pushed only by a
-    /// [`SectionMutator`](crate::SectionMutator), which this goroutine cannot have alongside).
+    /// Whether the innermost scope is chained ([`ScopeRec::chained`]) and its frame is the
+    /// managed stack's top frame, as the scope pushed it: then every scope's frame is (the
+    /// fast paths' one check for all the slots they touch, where the general path checks each
+    /// slot's frame). Safe code changes a frame below the top only by popping the top one
+    /// first, and cannot push a sealed frame back (sealed pushes are `unsafe`; the collector's
+    /// own mutators make them, and this goroutine has no other than this one, whose scopes'
+    /// frames are its records, and a frame a failed scope end left behind, after which no
+    /// live scope is chained). So a sealed frame at the innermost scope's place and of its
+    /// size on top is that scope's frame, never popped since it was pushed; when it was
+    /// pushed, the enclosing scope's frame was on top as pushed (chained), and so on down:
+    /// every scope's frame is as pushed. A sealed frame of a function, which
+    /// [`ManagedStack::sealed_top`] also reports, is pushed only by a
+    /// [`SectionMutator`](crate::SectionMutator), which this goroutine cannot have alongside.
     #[inline(always)]
     fn intact(&self, ms: &ManagedStack) -> bool {
         ms.sealed_top() == Some(self.inner)

@@ -349,6 +349,101 @@ fn a_scope_frame_replaced_under_the_mutator_is_a_stale_slot_on_every_path() {
     });
 }
 
+/// The enclosing scope's frame replaced *before* an inner scope is pushed: the inner scope's
+/// frame on top, as pushed, says nothing of the frames below it then, so the enclosing
+/// scope's slots are still stale on every path (the fast paths must not take the plain frame
+/// in its place for the scope's), and nothing is written to the plain frame.
+#[test]
+fn an_enclosing_frame_replaced_before_an_inner_scope_is_a_stale_slot_inside_it() {
+    with_heap(|m, t| {
+        let rec = t.rec;
+        let g2 = m.gc();
+        let h = safepoint_sched::go(move || {
+            let mut m = Mutator::new(&g2).unwrap();
+            m.scope(|m, [a]| {
+                m.alloc(a, rec).unwrap();
+                safepoint_sched::with_managed_stack(|ms| {
+                    ms.pop();
+                    ms.push_handles(1);
+                });
+                m.scope(|m, [b]| {
+                    m.alloc(b, rec).unwrap();
+                    m.store(b, 0, b).unwrap(); // the fast paths know `rec` now
+                    assert_eq!(m.alloc(a, rec), Err(GcError::StaleSlot));
+                    assert_eq!(m.is_null(a), Err(GcError::StaleSlot));
+                    assert_eq!(m.word(a), Err(GcError::StaleSlot));
+                    assert_eq!(m.clear(a), Err(GcError::StaleSlot));
+                    assert_eq!(m.copy(a, b), Err(GcError::StaleSlot));
+                    assert_eq!(m.copy(b, a), Err(GcError::StaleSlot));
+                    assert_eq!(m.load(a, b, 0), Err(GcError::StaleSlot));
+                    assert_eq!(m.load(b, a, 0), Err(GcError::StaleSlot));
+                    assert_eq!(m.store(b, 0, a), Err(GcError::StaleSlot));
+                    assert_eq!(m.store(a, 0, b), Err(GcError::StaleSlot));
+                    // The inner scope's own slots work.
+                    m.load(b, b, 0).unwrap();
+                    assert!(m.is_ref(b).unwrap());
+                });
+                // Nothing was written to the plain frame.
+                assert_eq!(safepoint_sched::with_managed_stack(|ms| ms.get(0)), 0);
+            });
+        });
+        let e = h.join().expect_err("the scope's end must find its frame gone");
+        let msg = e.message().unwrap_or_default().to_owned();
+        assert!(msg.contains("not as the scope left it"), "panic message: {msg:?}");
+    });
+}
+
+/// A scope whose end finds its frame gone leaves that frame behind (a described panic, which
+/// the program may catch). Such a frame, at the place of a live scope's frame and of its size,
+/// is not that scope's frame: with the enclosing scope's frame replaced beneath it, the
+/// enclosing scope's slots are still stale on every path after the panic is caught.
+#[test]
+fn a_frame_left_by_a_failed_scope_end_is_not_taken_for_a_live_scope() {
+    with_heap(|m, t| {
+        let rec = t.rec;
+        let g2 = m.gc();
+        let h = safepoint_sched::go(move || {
+            let mut m = Mutator::new(&g2).unwrap();
+            m.scope(|m, [a]| {
+                m.alloc(a, rec).unwrap();
+                m.scope(|m, [b]| {
+                    m.alloc(b, rec).unwrap();
+                    m.store(b, 0, b).unwrap();
+                    // Both scopes' frames popped; a plain frame where the outer one was.
+                    safepoint_sched::with_managed_stack(|ms| {
+                        ms.pop();
+                        ms.pop();
+                        ms.push_handles(1);
+                    });
+                    // A scope of the inner one's size, at its place, whose end fails.
+                    let failed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                        m.scope(|_, [_c]| {
+                            safepoint_sched::with_managed_stack(|ms| ms.push_handles(1))
+                        })
+                    }));
+                    assert!(failed.is_err(), "the scope's end must find its frame covered");
+                    // Uncover the frame it left, a sealed frame where `b`'s was.
+                    safepoint_sched::with_managed_stack(|ms| ms.pop());
+                    assert_eq!(m.alloc(a, rec), Err(GcError::StaleSlot));
+                    assert_eq!(m.is_null(a), Err(GcError::StaleSlot));
+                    assert_eq!(m.clear(a), Err(GcError::StaleSlot));
+                    assert_eq!(m.load(a, a, 0), Err(GcError::StaleSlot));
+                    assert_eq!(m.store(a, 0, a), Err(GcError::StaleSlot));
+                    // Nothing was written to the plain frame's slot, below the frame left
+                    // behind (each of one slot and two header words).
+                    assert_eq!(
+                        safepoint_sched::with_managed_stack(|ms| ms.get_at(ms.used_words() - 6)),
+                        0
+                    );
+                });
+            });
+        });
+        let e = h.join().expect_err("the outer scope's end must find its frame gone");
+        let msg = e.message().unwrap_or_default().to_owned();
+        assert!(msg.contains("not as the scope left it"), "panic message: {msg:?}");
+    });
+}
+
 /// The fast paths of `load` and `store` know the last type they resolved by its whole header
 /// word: objects of another type with the same size, arrays of another length, and words
 /// they do not handle (raw, weak) all get the general path's answer, never the cached
