@@ -1340,8 +1340,7 @@ impl Mutator {
         let (Some(dat), Some(oat)) = (self.at(dst), self.at(obj)) else {
             return self.load_general(dst, obj, i);
         };
-        let (rule, kinds) = (self.rule, self.kinds.get());
-        let typed = self.gc.typed;
+        let rule = self.rule;
         // The fast path: both slots in place, a P, an object of the type last resolved and a
         // reference or tagged word. Anything else (an error included) takes the general path
         // below, which does the same in full and names what is wrong.
@@ -1362,7 +1361,8 @@ impl Mutator {
             }
             // SAFETY: as in `obj_at`: a reference from this mutator's sealed slot, a live
             // object while the slot holds it.
-            let hw = unsafe { header_in(typed, addr) };
+            let hw = unsafe { header_in(self.gc.typed, addr) };
+            let kinds = self.kinds.get();
             if hw != kinds.header || i >= kinds.len {
                 return None;
             }
@@ -1458,8 +1458,7 @@ impl Mutator {
         let (Some(oat), Some(sat)) = (self.at(obj), self.at(src)) else {
             return self.store_general(obj, i, src);
         };
-        let (rule, kinds) = (self.rule, self.kinds.get());
-        let gc = &*self.gc;
+        let (rule, gc) = (self.rule, &*self.gc);
         // The fast path, as in `load`: a reference or tagged word of an object of the type
         // last resolved, and a value that word takes.
         let done = safepoint_sched::pinned(self.goid, |pin| {
@@ -1479,6 +1478,7 @@ impl Mutator {
             }
             // SAFETY: as in `load`.
             let hw = unsafe { header_in(gc.typed, addr) };
+            let kinds = self.kinds.get();
             if hw != kinds.header || i >= kinds.len {
                 return None;
             }
