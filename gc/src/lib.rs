@@ -262,7 +262,7 @@
 //! **Known costs.** The checked [`Mutator`] pays per operation for its checks and for a pinned
 //! section of its own (a slot's scope, one look at the scopes' frames on top of the managed
 //! stack, the object's header against the last type it resolved): binary-trees through it
-//! takes about 1.5 times the instructions of its section twin and about 2.8 times Go's wall
+//! takes about 1.6 times the instructions of its section twin and about 2.8 times Go's wall
 //! time on this 2-core machine with other builds running (3.8 times before its fast paths);
 //! the sections and the raw path are the fast ways in. Marking costs each object a miss for itself and one or two for its span's
 //! record and bitmap word, and on a heap far beyond the TLB's reach a page walk for the object

@@ -130,11 +130,12 @@ pub struct Mutator {
     /// address (exposed, so the field adds no reason of its own for the mutator not to be
     /// `Send`), so a run of accesses to objects of one type looks the registry up once.
     last_type: Cell<Option<(u32, usize)>>,
-    /// The word kinds of the object type a field access last resolved through the registry,
-    /// by its header word: the fast paths of [`load`](Mutator::load) and
-    /// [`store`](Mutator::store) check a field with one compare and a bit test, as a
-    /// section's shape does (see [`Kinds`]).
-    kinds: Cell<Kinds>,
+    /// The word kinds of the two object types field accesses last resolved through the
+    /// registry (the latest first), by their header words: the fast paths of
+    /// [`load`](Mutator::load) and [`store`](Mutator::store) check a field with a compare or
+    /// two and a bit test, as a section's shape does (see [`Kinds`]). Two, so that code that
+    /// goes back and forth between two types (a record and its array) stays on them.
+    kinds: [Cell<Kinds>; 2],
     /// The innermost scope's frame (its slot 0 and its slot count) if it is chained, or
     /// [`NO_SCOPE`]: what [`ManagedStack::sealed_top`] answers while the scopes' frames are
     /// as they pushed them (see `intact`).
@@ -399,7 +400,7 @@ impl Mutator {
             epoch: EPOCH.fetch_add(1 << 20, Ordering::Relaxed),
             last_alloc: None,
             last_type: Cell::new(None),
-            kinds: Cell::new(Kinds::NONE),
+            kinds: [Cell::new(Kinds::NONE), Cell::new(Kinds::NONE)],
             inner: NO_SCOPE,
             _not_send: PhantomData,
         })
@@ -605,6 +606,18 @@ impl Mutator {
 
     /// Reads the slot at `p`, after checking that its scope's sealed frame is still on the
     /// stack (code around the API may have popped it and pushed something else there).
+    /// What the fast paths know of the type of an object whose header word is `hw`.
+    #[inline(always)]
+    fn known(&self, hw: usize) -> Option<Kinds> {
+        let [latest, earlier] = &self.kinds;
+        let k = latest.get();
+        if k.header == hw {
+            return Some(k);
+        }
+        let k = earlier.get();
+        (k.header == hw).then_some(k)
+    }
+
     /// Where slot `s` is on the managed stack, if it names a slot of a live scope (the fast
     /// paths' [`pos`](Self::pos); an error is the general path's to describe).
     #[inline(always)]
@@ -787,8 +800,10 @@ impl Mutator {
             TypeDesc::Record { words, .. } => words.len(),
             _ => h.len(),
         };
-        if self.kinds.get().header != word {
-            self.kinds.set(Kinds::of(word, desc, len));
+        let [latest, earlier] = &self.kinds;
+        if latest.get().header != word && earlier.get().header != word {
+            earlier.set(latest.get());
+            latest.set(Kinds::of(word, desc, len));
         }
         Ok(Obj { addr, desc, len, id: h.type_id() })
     }
@@ -1362,8 +1377,8 @@ impl Mutator {
             // SAFETY: as in `obj_at`: a reference from this mutator's sealed slot, a live
             // object while the slot holds it.
             let hw = unsafe { header_in(self.gc.typed, addr) };
-            let kinds = self.kinds.get();
-            if hw != kinds.header || i >= kinds.len {
+            let Some(kinds) = self.known(hw) else { return None };
+            if i >= kinds.len {
                 return None;
             }
             let bit = 1u64 << i;
@@ -1478,8 +1493,8 @@ impl Mutator {
             }
             // SAFETY: as in `load`.
             let hw = unsafe { header_in(gc.typed, addr) };
-            let kinds = self.kinds.get();
-            if hw != kinds.header || i >= kinds.len {
+            let Some(kinds) = self.known(hw) else { return None };
+            if i >= kinds.len {
                 return None;
             }
             let bit = 1u64 << i;
