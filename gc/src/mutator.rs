@@ -1377,7 +1377,7 @@ impl Mutator {
             // SAFETY: as in `obj_at`: a reference from this mutator's sealed slot, a live
             // object while the slot holds it.
             let hw = unsafe { header_in(self.gc.typed, addr) };
-            let Some(kinds) = self.known(hw) else { return None };
+            let kinds = self.known(hw)?;
             if i >= kinds.len {
                 return None;
             }
@@ -1493,7 +1493,7 @@ impl Mutator {
             }
             // SAFETY: as in `load`.
             let hw = unsafe { header_in(gc.typed, addr) };
-            let Some(kinds) = self.known(hw) else { return None };
+            let kinds = self.known(hw)?;
             if i >= kinds.len {
                 return None;
             }
