@@ -260,12 +260,17 @@
 //! (the stop that ends marking, then each span's claim). `gc/tests/litmus.rs` checks these
 //! hand-offs as message-passing tests.
 //!
-//! **Known costs.** The embedding API pays per operation for its checks (a slot's scope and
-//! frame, the object's header and type): binary-trees runs about 3-4x slower than Go's on the
-//! same machine. Marking costs each object a miss for itself and one or two for its span's
-//! record and bitmap word, and on a heap far beyond the TLB's reach a page walk for the object
-//! and often one for the record; the tracer prefetches them a few dozen objects ahead, in
-//! bursts so that the walks overlap (the `mark` module, "Prefetches in bursts"). One worker
+//! **Known costs.** The checked [`Mutator`] pays per operation for its checks and for a pinned
+//! section of its own (a slot's scope, one look at the scopes' frames on top of the managed
+//! stack, the object's header against the last type it resolved): binary-trees through it
+//! takes about 1.6 times the instructions of its section twin, and 1.9 to 2.8 times Go's wall
+//! time (binary-trees 21, medians of three runs alternating with Go, in three comparisons) on
+//! this 2-core machine with other builds running, against 3.8 to 5.3 times before its fast
+//! paths; the sections and the raw path are the fast ways in. Marking costs each object a
+//! miss for itself and one or two for its span's record and bitmap word, and on a heap far
+//! beyond the TLB's reach a page walk for the object and often one for the record; the
+//! tracer prefetches them a few dozen objects ahead, in bursts so that the walks overlap (the
+//! `mark` module, "Prefetches in bursts"). One worker
 //! marks a shuffled tree of 24-byte objects (`examples/markrate.rs`, `256 tree`: 192 MB
 //! live) at about 410 MB/s by the wall clock and 625 MB/s by CPU time on this 2-core
 //! machine with other builds running (375 and 550 MB/s before the bursts held only

@@ -29,6 +29,13 @@ fn no_p<T>() -> Result<T, GcError> {
     Err(GcError::NoP)
 }
 
+/// A scope refused (it returns no `Result`): a described panic of the goroutine.
+#[cold]
+#[inline(never)]
+fn scope_refused(e: GcError) -> ! {
+    panic!("Mutator::scope: {e}")
+}
+
 /// [`GcError::WrongRuntime`], built only when it is returned (see [`no_p`]).
 #[cold]
 fn wrong_runtime<T>() -> Result<T, GcError> {
@@ -67,6 +74,10 @@ struct ScopeRec {
     base: usize,
     len: usize,
     epoch: u32,
+    /// When the scope's frame was pushed, the enclosing scope's frame was the top frame and
+    /// itself chained (or there was no enclosing scope): while this frame is the top frame,
+    /// as pushed, every enclosing scope's frame is as pushed too (see `Mutator::intact`).
+    chained: bool,
 }
 
 /// A goroutine's access to the managed heap.
@@ -119,7 +130,65 @@ pub struct Mutator {
     /// address (exposed, so the field adds no reason of its own for the mutator not to be
     /// `Send`), so a run of accesses to objects of one type looks the registry up once.
     last_type: Cell<Option<(u32, usize)>>,
+    /// The word kinds of the two object types field accesses last resolved through the
+    /// registry (the latest first), by their header words: the fast paths of
+    /// [`load`](Mutator::load) and [`store`](Mutator::store) check a field with a compare or
+    /// two and a bit test, as a section's shape does (see [`Kinds`]). Two, so that code that
+    /// goes back and forth between two types (a record and its array) stays on them.
+    kinds: [Cell<Kinds>; 2],
+    /// The innermost scope's frame (its slot 0 and its slot count) if it is chained, or
+    /// [`NO_SCOPE`]: what [`ManagedStack::sealed_top`] answers while the scopes' frames are
+    /// as they pushed them (see `intact`).
+    inner: (usize, usize),
     _not_send: PhantomData<*const ()>,
+}
+
+/// [`Mutator::inner`] with no scope: no frame starts at `usize::MAX`.
+const NO_SCOPE: (usize, usize) = (usize::MAX, 0);
+
+/// What the fast paths know of one object type, by its exact header word (as
+/// [`header_in`] reads it): its body length and which of its first 64 words are reference
+/// and tagged words. An object whose header word is this one has these words (a header names
+/// its type, and an array's its length; the registry never changes a registered type), so a
+/// field access checks the index and the kind with a compare and two bit tests. Weak,
+/// ephemeron and raw words, arrays longer than 64 and every error take the general path,
+/// which looks the type up and says what is wrong.
+#[derive(Clone, Copy, Debug)]
+struct Kinds {
+    /// The header word; 0 (never a header: its type bits are zero) before the first.
+    header: usize,
+    /// Body words, at most 64.
+    len: usize,
+    refs: u64,
+    tagged: u64,
+}
+
+impl Kinds {
+    const NONE: Kinds = Kinds { header: 0, len: 0, refs: 0, tagged: 0 };
+
+    /// The kinds of an object of `desc` with `len` body words and header word `header`.
+    fn of(header: usize, desc: &TypeDesc, len: usize) -> Kinds {
+        if len > 64 {
+            return Kinds::NONE;
+        }
+        let all = if len == 64 { u64::MAX } else { (1u64 << len) - 1 };
+        let (mut refs, mut tagged) = (0, 0);
+        match desc {
+            TypeDesc::Record { words, .. } => {
+                for (i, k) in words.iter().enumerate() {
+                    match k {
+                        WordKind::Ref => refs |= 1 << i,
+                        WordKind::Tagged => tagged |= 1 << i,
+                        _ => {}
+                    }
+                }
+            }
+            TypeDesc::RefArray { .. } => refs = all,
+            TypeDesc::TaggedArray { .. } => tagged = all,
+            TypeDesc::ByteArray { .. } => return Kinds::NONE,
+        }
+        Kinds { header, len, refs, tagged }
+    }
 }
 
 /// How to allocate an object of one type and length: its size and kind as [`alloc_plan`]
@@ -331,6 +400,8 @@ impl Mutator {
             epoch: EPOCH.fetch_add(1 << 20, Ordering::Relaxed),
             last_alloc: None,
             last_type: Cell::new(None),
+            kinds: [Cell::new(Kinds::NONE), Cell::new(Kinds::NONE)],
+            inner: NO_SCOPE,
             _not_send: PhantomData,
         })
     }
@@ -427,26 +498,33 @@ impl Mutator {
         // One look at the goroutine serves the P check and, usually, the push. The P first: a
         // push inside a blocking call would otherwise succeed unless it happened to need its
         // slow path (growth, or a pending preemption request), which panics there.
-        let fast = self
-            .pin(|pin| {
-                pin.p().map_or_else(no_p, Ok)?;
-                // SAFETY: as for the push below. `try_push_sealed_handles` never reaches a
-                // safepoint, so it may run pinned.
-                Ok(unsafe { pin.managed_stack().try_push_sealed_handles(n) })
-            })
-            .unwrap_or_else(|e| panic!("Mutator::scope: {e}"));
-        let base = match fast {
-            Some(base) => base,
+        let chained = |ms: &ManagedStack| self.scopes.is_empty() || self.intact(ms);
+        let fast = safepoint_sched::pinned(self.goid, |pin| {
+            pin.p()?;
+            let ms = pin.managed_stack();
+            let chained = chained(ms);
+            // SAFETY: as for the push below. `try_push_sealed_handles` never reaches a
+            // safepoint, so it may run pinned.
+            Some(unsafe { ms.try_push_sealed_handles(n) }.map(|base| (base, chained)))
+        });
+        let (base, chained) = match fast {
+            Some(Some(Some(pushed))) => pushed,
+            Some(None) => scope_refused(GcError::NoP),
+            None => scope_refused(GcError::WrongRuntime),
             // The slow path: growth, or a preemption request answered here.
-            None => self
-                // SAFETY: the frame's slots are written only by `put`, with values a slot may
-                // hold, and `run_scope` pops it.
-                .with_stack(|ms| unsafe { ms.push_sealed_handles(n) })
+            Some(Some(None)) => self
+                .with_stack(|ms| {
+                    let chained = chained(ms);
+                    // SAFETY: the frame's slots are written only by `put`, with values a slot
+                    // may hold, and `run_scope` pops it.
+                    (unsafe { ms.push_sealed_handles(n) }, chained)
+                })
                 .unwrap_or_else(|e| panic!("Mutator::scope: {e}")),
         };
         let epoch = self.epoch;
         self.epoch = self.epoch.wrapping_add(1);
-        self.scopes.push(ScopeRec { base, len: n, epoch });
+        self.scopes.push(ScopeRec { base, len: n, epoch, chained });
+        self.inner = if chained { (base, n) } else { NO_SCOPE };
         ((self.scopes.len() - 1) as u32, epoch)
     }
 
@@ -454,12 +532,27 @@ impl Mutator {
         let r = catch_unwind(AssertUnwindSafe(|| f(self)));
         let rec = self.scopes.pop().expect("scope record");
         let ok = self.with_stack(|ms| {
-            let fits = ms.used_words() == rec.base + n + 2 && ms.is_sealed_frame_at(rec.base, n);
+            // The scope's frame on top, as it pushed it (see `intact`).
+            let fits = ms.sealed_top() == Some((rec.base, n));
             if fits {
                 ms.pop();
             }
             fits
         });
+        if ok == Ok(true) {
+            self.inner = match self.scopes.last() {
+                Some(r) if r.chained => (r.base, r.len),
+                _ => NO_SCOPE,
+            };
+        } else {
+            // The frame stays where it is, a sealed frame no scope owns: no frame the fast
+            // paths look for may be taken for it, so none of the live scopes takes them again
+            // (scopes pushed from now on check the stack as it is).
+            for r in &mut self.scopes {
+                r.chained = false;
+            }
+            self.inner = NO_SCOPE;
+        }
         match r {
             Ok(v) => {
                 if ok != Ok(true) {
@@ -513,6 +606,44 @@ impl Mutator {
 
     /// Reads the slot at `p`, after checking that its scope's sealed frame is still on the
     /// stack (code around the API may have popped it and pushed something else there).
+    /// What the fast paths know of the type of an object whose header word is `hw`.
+    #[inline(always)]
+    fn known(&self, hw: usize) -> Option<Kinds> {
+        let [latest, earlier] = &self.kinds;
+        let k = latest.get();
+        if k.header == hw {
+            return Some(k);
+        }
+        let k = earlier.get();
+        (k.header == hw).then_some(k)
+    }
+
+    /// Where slot `s` is on the managed stack, if it names a slot of a live scope (the fast
+    /// paths' [`pos`](Self::pos); an error is the general path's to describe).
+    #[inline(always)]
+    fn at(&self, s: Slot) -> Option<usize> {
+        let r = self.scopes.get(s.depth as usize)?;
+        (r.epoch == s.epoch && (s.index as usize) < r.len).then_some(r.base + s.index as usize)
+    }
+
+    /// Whether the innermost scope is chained ([`ScopeRec::chained`]) and its frame is the
+    /// managed stack's top frame, as the scope pushed it: then every scope's frame is (the
+    /// fast paths' one check for all the slots they touch, where the general path checks each
+    /// slot's frame). Safe code changes a frame below the top only by popping the top one
+    /// first, and cannot push a sealed frame back (sealed pushes are `unsafe`; the collector's
+    /// own mutators make them, and this goroutine has no other than this one, whose scopes'
+    /// frames are its records, and a frame a failed scope end left behind, after which no
+    /// live scope is chained). So a sealed frame at the innermost scope's place and of its
+    /// size on top is that scope's frame, never popped since it was pushed; when it was
+    /// pushed, the enclosing scope's frame was on top as pushed (chained), and so on down:
+    /// every scope's frame is as pushed. A sealed frame of a function, which
+    /// [`ManagedStack::sealed_top`] also reports, is pushed only by a
+    /// [`SectionMutator`](crate::SectionMutator), which this goroutine cannot have alongside.
+    #[inline(always)]
+    fn intact(&self, ms: &ManagedStack) -> bool {
+        ms.sealed_top() == Some(self.inner)
+    }
+
     #[inline(always)]
     fn get(ms: &ManagedStack, p: Pos) -> Result<usize, GcError> {
         if !ms.is_sealed_frame_at(p.base, p.len) {
@@ -557,14 +688,64 @@ impl Mutator {
     /// ```
     #[inline(always)]
     pub fn word(&self, s: Slot) -> Result<usize, GcError> {
+        if let Some(at) = self.at(s) {
+            // Not pinned, as below.
+            let w = safepoint_sched::with_managed_stack_of(self.goid, |ms| {
+                self.intact(ms).then(|| ms.get_at(at))
+            });
+            if let Some(Some(w)) = w {
+                return Ok(w);
+            }
+        }
+        self.word_general(s)
+    }
+
+    /// [`word`](Self::word) with every check and error.
+    #[cold]
+    #[inline(never)]
+    fn word_general(&self, s: Slot) -> Result<usize, GcError> {
         let p = self.pos(s)?;
-        self.pin(|pin| Self::get(pin.managed_stack(), p))
+        // Not pinned: reading one word of the goroutine's own stack needs only that the
+        // buffer stay in place for the read, and it moves only at the goroutine's own
+        // safepoints (a push that grows it) or while a collector holds it at one, never
+        // while it runs or is stopped asynchronously (`Suspended::shrink_managed_stack`).
+        let w = safepoint_sched::with_managed_stack_of(self.goid, |ms| {
+            ms.is_sealed_frame_at(p.base, p.len).then(|| ms.get_at(p.at))
+        });
+        match w {
+            Some(Some(w)) => Ok(w),
+            Some(None) => Err(GcError::StaleSlot),
+            None => wrong_runtime(),
+        }
     }
 
     /// Writes slot `s`. Refused inside a blocking call (the goroutine's managed stack is
     /// frozen there: a collector may be reading it).
     #[inline(always)]
     fn set_word(&mut self, s: Slot, w: usize) -> Result<(), GcError> {
+        if let Some(at) = self.at(s) {
+            let done = safepoint_sched::pinned(self.goid, |pin| {
+                pin.p()?;
+                let ms = pin.managed_stack();
+                if !self.intact(ms) {
+                    return None;
+                }
+                // SAFETY: a slot of this mutator's sealed frame (checked above); every caller
+                // passes a value a slot may hold (as for `put`).
+                unsafe { ms.set_at(at, w) };
+                Some(())
+            });
+            if let Some(Some(())) = done {
+                return Ok(());
+            }
+        }
+        self.set_word_general(s, w)
+    }
+
+    /// [`set_word`](Self::set_word) with every check and error.
+    #[cold]
+    #[inline(never)]
+    fn set_word_general(&mut self, s: Slot, w: usize) -> Result<(), GcError> {
         let pos = self.pos(s)?;
         self.pin(|pin| {
             pin.p().map_or_else(no_p, Ok)?;
@@ -619,6 +800,11 @@ impl Mutator {
             TypeDesc::Record { words, .. } => words.len(),
             _ => h.len(),
         };
+        let [latest, earlier] = &self.kinds;
+        if latest.get().header != word && earlier.get().header != word {
+            earlier.set(latest.get());
+            latest.set(Kinds::of(word, desc, len));
+        }
         Ok(Obj { addr, desc, len, id: h.type_id() })
     }
 
@@ -693,7 +879,55 @@ impl Mutator {
     ///     });
     /// });
     /// ```
+    #[inline]
     pub fn alloc(&mut self, dst: Slot, ty: TypeId) -> Result<(), GcError> {
+        // The fast path: the type of the last allocation, a slot in place, a P and a free
+        // slot in the allocation cache. Anything else (an error, or the allocator's slow path
+        // included) takes the general path.
+        if let (Some((key, plan)), Some(at)) = (self.last_alloc, self.at(dst))
+            && key == ty.key()
+        {
+            let (gc, tag) = (&*self.gc, self.rule.ref_tag);
+            let done = safepoint_sched::pinned(self.goid, |pin| {
+                let p = pin.p()?;
+                let ms = pin.managed_stack();
+                if !self.intact(ms) {
+                    return None;
+                }
+                // Allocated and put in its slot in one pinned section, as in `alloc_planned`.
+                match gc.alloc_on(p, plan.size, plan.header, plan.kind) {
+                    Ok((addr, false)) => {
+                        // SAFETY: a slot of this mutator's sealed frame (checked above), and
+                        // a new object's reference.
+                        unsafe { ms.set_at(at, addr | tag) };
+                        Some(true)
+                    }
+                    // The slow path's object is put in its slot all the same; the safepoint
+                    // it owes is paid below, outside the pinned section.
+                    Ok((addr, true)) => {
+                        // SAFETY: as above.
+                        unsafe { ms.set_at(at, addr | tag) };
+                        Some(false)
+                    }
+                    Err(_) => None,
+                }
+            });
+            match done {
+                Some(Some(true)) => return Ok(()),
+                Some(Some(false)) => {
+                    gc.alloc_safepoint();
+                    return Ok(());
+                }
+                _ => {}
+            }
+        }
+        self.alloc_general(dst, ty)
+    }
+
+    /// [`alloc`](Self::alloc) in full: a type lookup, the allocator's slow path, every error.
+    #[cold]
+    #[inline(never)]
+    fn alloc_general(&mut self, dst: Slot, ty: TypeId) -> Result<(), GcError> {
         let plan = match self.last_alloc {
             Some((key, plan)) if key == ty.key() => plan,
             _ => {
@@ -853,6 +1087,7 @@ impl Mutator {
     /// });
     /// # });
     /// ```
+    #[inline]
     pub fn clear(&mut self, dst: Slot) -> Result<(), GcError> {
         self.set_word(dst, 0)
     }
@@ -877,6 +1112,7 @@ impl Mutator {
     /// });
     /// # });
     /// ```
+    #[inline]
     pub fn copy(&mut self, dst: Slot, src: Slot) -> Result<(), GcError> {
         let w = self.word(src)?;
         self.set_word(dst, w)
@@ -902,6 +1138,7 @@ impl Mutator {
     /// });
     /// # });
     /// ```
+    #[inline]
     pub fn is_null(&self, s: Slot) -> Result<bool, GcError> {
         Ok(self.word(s)? == 0)
     }
@@ -927,6 +1164,7 @@ impl Mutator {
     /// });
     /// # });
     /// ```
+    #[inline]
     pub fn is_ref(&self, s: Slot) -> Result<bool, GcError> {
         Ok(self.rule.is_ref(self.word(s)?))
     }
@@ -953,6 +1191,7 @@ impl Mutator {
     /// });
     /// # });
     /// ```
+    #[inline]
     pub fn same(&self, a: Slot, b: Slot) -> Result<bool, GcError> {
         Ok(self.word(a)? == self.word(b)?)
     }
@@ -987,6 +1226,7 @@ impl Mutator {
     ///     });
     /// });
     /// ```
+    #[inline]
     pub fn set_int(&mut self, dst: Slot, v: i64) -> Result<(), GcError> {
         let (shift, tag) = self.int_shape();
         let w = ((v as usize) << shift) | tag;
@@ -1020,6 +1260,7 @@ impl Mutator {
     /// });
     /// # });
     /// ```
+    #[inline]
     pub fn int(&self, s: Slot) -> Result<i64, GcError> {
         let w = self.word(s)?;
         let (shift, tag) = self.int_shape();
@@ -1109,7 +1350,68 @@ impl Mutator {
     ///     });
     /// });
     /// ```
+    #[inline]
     pub fn load(&mut self, dst: Slot, obj: Slot, i: usize) -> Result<(), GcError> {
+        let (Some(dat), Some(oat)) = (self.at(dst), self.at(obj)) else {
+            return self.load_general(dst, obj, i);
+        };
+        let rule = self.rule;
+        // The fast path: both slots in place, a P, an object of the type last resolved and a
+        // reference or tagged word. Anything else (an error included) takes the general path
+        // below, which does the same in full and names what is wrong.
+        let done = safepoint_sched::pinned(self.goid, |pin| {
+            pin.p()?;
+            let ms = pin.managed_stack();
+            if !self.intact(ms) {
+                return None;
+            }
+            let o = ms.get_at(oat);
+            if !rule.is_ref(o) {
+                return None;
+            }
+            let addr = o & !rule.mask;
+            // The debugging modes' check (`obj_at`); the general path names what is wrong.
+            if self.validate && !self.gc.heap.is_ref(addr) {
+                return None;
+            }
+            // SAFETY: as in `obj_at`: a reference from this mutator's sealed slot, a live
+            // object while the slot holds it.
+            let hw = unsafe { header_in(self.gc.typed, addr) };
+            let kinds = self.known(hw)?;
+            if i >= kinds.len {
+                return None;
+            }
+            let bit = 1u64 << i;
+            // SAFETY: `i` is below the body words of the object's type (`kinds`, by its header).
+            let w = unsafe { &body(addr, i + 1)[i] };
+            let v = if kinds.refs & bit != 0 {
+                // Acquire: as in `load_general`.
+                match w.load(Ordering::Acquire) {
+                    0 => 0,
+                    v => v | rule.ref_tag,
+                }
+            } else if kinds.tagged & bit != 0 {
+                // Acquire: as in `load_general`.
+                w.load(Ordering::Acquire)
+            } else {
+                return None;
+            };
+            // SAFETY: a slot of this mutator's sealed frame (checked above), and a value a
+            // slot may hold: null, an immediate, or a live object read from a field while
+            // pinned (no collection between the field's load and this store).
+            unsafe { ms.set_at(dat, v) };
+            Some(())
+        });
+        match done {
+            Some(Some(())) => Ok(()),
+            _ => self.load_general(dst, obj, i),
+        }
+    }
+
+    /// [`load`](Self::load) in full: any kind of word, and every error.
+    #[cold]
+    #[inline(never)]
+    fn load_general(&mut self, dst: Slot, obj: Slot, i: usize) -> Result<(), GcError> {
         let (dpos, opos) = (self.pos(dst)?, self.pos(obj)?);
         let tag = self.rule.ref_tag;
         // One pinned section from reading `obj` to writing `dst`: no collection between the
@@ -1166,7 +1468,63 @@ impl Mutator {
     /// });
     /// # });
     /// ```
+    #[inline]
     pub fn store(&mut self, obj: Slot, i: usize, src: Slot) -> Result<(), GcError> {
+        let (Some(oat), Some(sat)) = (self.at(obj), self.at(src)) else {
+            return self.store_general(obj, i, src);
+        };
+        let (rule, gc) = (self.rule, &*self.gc);
+        // The fast path, as in `load`: a reference or tagged word of an object of the type
+        // last resolved, and a value that word takes.
+        let done = safepoint_sched::pinned(self.goid, |pin| {
+            let p = pin.p()?;
+            let ms = pin.managed_stack();
+            if !self.intact(ms) {
+                return None;
+            }
+            let (o, v) = (ms.get_at(oat), ms.get_at(sat));
+            if !rule.is_ref(o) {
+                return None;
+            }
+            let addr = o & !rule.mask;
+            // As in `load`.
+            if self.validate && !gc.heap.is_ref(addr) {
+                return None;
+            }
+            // SAFETY: as in `load`.
+            let hw = unsafe { header_in(gc.typed, addr) };
+            let kinds = self.known(hw)?;
+            if i >= kinds.len {
+                return None;
+            }
+            let bit = 1u64 << i;
+            let (kind, v) = if kinds.refs & bit != 0 {
+                match v {
+                    0 => (WordKind::Ref, 0),
+                    v if rule.is_ref(v) => (WordKind::Ref, v & !rule.mask),
+                    _ => return None,
+                }
+            } else if kinds.tagged & bit != 0 {
+                (WordKind::Tagged, v)
+            } else {
+                return None;
+            };
+            // SAFETY: as in `load`.
+            let w = unsafe { &body(addr, i + 1)[i] };
+            // The barrier and the store in one pinned section, as in `store_general`.
+            gc.store_field(p, kind, w, v);
+            Some(())
+        });
+        match done {
+            Some(Some(())) => Ok(()),
+            _ => self.store_general(obj, i, src),
+        }
+    }
+
+    /// [`store`](Self::store) in full: any kind of word, and every error.
+    #[cold]
+    #[inline(never)]
+    fn store_general(&mut self, obj: Slot, i: usize, src: Slot) -> Result<(), GcError> {
         let (opos, spos) = (self.pos(obj)?, self.pos(src)?);
         let gc = &self.gc;
         let rule = self.rule;

@@ -296,6 +296,220 @@ fn slot_escaping_its_scope_is_stale() {
     });
 }
 
+/// The checked mutator's fast paths (`load`, `store`, `alloc`, the slot reads and writes)
+/// check the whole stack once, by the innermost scope's frame on top, instead of each slot's
+/// frame: a scope frame popped from under the mutator, with another frame of its size pushed
+/// in its place, is still a stale slot on every path, and the enclosing scope's slots go on
+/// working (through the general path) while the foreign frame is on top, which is never
+/// written.
+#[test]
+fn a_scope_frame_replaced_under_the_mutator_is_a_stale_slot_on_every_path() {
+    with_heap(|m, t| {
+        let g = m.gc();
+        let rec = t.rec;
+        m.scope(|m, [keep]| {
+            m.alloc(keep, rec).unwrap();
+            let g2 = g.clone();
+            let h = safepoint_sched::go(move || {
+                let mut m = Mutator::new(&g2).unwrap();
+                m.scope(|m, [a]| {
+                    m.alloc(a, rec).unwrap();
+                    m.scope(|m, [b]| {
+                        m.alloc(b, rec).unwrap();
+                        m.store(a, 0, b).unwrap(); // the fast paths know `rec` now
+                        // Pop the inner scope's frame and push a plain one of its size.
+                        safepoint_sched::with_managed_stack(|ms| {
+                            ms.pop();
+                            ms.push_handles(1);
+                        });
+                        assert_eq!(m.is_null(b), Err(GcError::StaleSlot));
+                        assert_eq!(m.word(b), Err(GcError::StaleSlot));
+                        assert_eq!(m.alloc(b, rec), Err(GcError::StaleSlot));
+                        assert_eq!(m.clear(b), Err(GcError::StaleSlot));
+                        assert_eq!(m.set_int(b, 1), Err(GcError::StaleSlot));
+                        assert_eq!(m.copy(b, a), Err(GcError::StaleSlot));
+                        assert_eq!(m.copy(a, b), Err(GcError::StaleSlot));
+                        assert_eq!(m.load(b, a, 0), Err(GcError::StaleSlot));
+                        assert_eq!(m.store(a, 0, b), Err(GcError::StaleSlot));
+                        // The enclosing scope's frame is intact: its slots still work.
+                        m.alloc(a, rec).unwrap();
+                        m.load(a, a, 0).unwrap();
+                        assert!(m.is_null(a).unwrap());
+                        // Nothing was written to the plain frame.
+                        assert_eq!(safepoint_sched::with_managed_stack(|ms| ms.get(0)), 0);
+                    });
+                });
+            });
+            let e = h.join().expect_err("the scope's end must find its frame gone");
+            let msg = e.message().unwrap_or_default().to_owned();
+            assert!(msg.contains("not as the scope left it"), "panic message: {msg:?}");
+            m.collect();
+            assert_eq!(m.type_of(keep), Ok(rec));
+        });
+    });
+}
+
+/// The enclosing scope's frame replaced *before* an inner scope is pushed: the inner scope's
+/// frame on top, as pushed, says nothing of the frames below it then, so the enclosing
+/// scope's slots are still stale on every path (the fast paths must not take the plain frame
+/// in its place for the scope's), and nothing is written to the plain frame.
+#[test]
+fn an_enclosing_frame_replaced_before_an_inner_scope_is_a_stale_slot_inside_it() {
+    with_heap(|m, t| {
+        let rec = t.rec;
+        let g2 = m.gc();
+        let h = safepoint_sched::go(move || {
+            let mut m = Mutator::new(&g2).unwrap();
+            m.scope(|m, [a]| {
+                m.alloc(a, rec).unwrap();
+                safepoint_sched::with_managed_stack(|ms| {
+                    ms.pop();
+                    ms.push_handles(1);
+                });
+                m.scope(|m, [b]| {
+                    m.alloc(b, rec).unwrap();
+                    m.store(b, 0, b).unwrap(); // the fast paths know `rec` now
+                    assert_eq!(m.alloc(a, rec), Err(GcError::StaleSlot));
+                    assert_eq!(m.is_null(a), Err(GcError::StaleSlot));
+                    assert_eq!(m.word(a), Err(GcError::StaleSlot));
+                    assert_eq!(m.clear(a), Err(GcError::StaleSlot));
+                    assert_eq!(m.copy(a, b), Err(GcError::StaleSlot));
+                    assert_eq!(m.copy(b, a), Err(GcError::StaleSlot));
+                    assert_eq!(m.load(a, b, 0), Err(GcError::StaleSlot));
+                    assert_eq!(m.load(b, a, 0), Err(GcError::StaleSlot));
+                    assert_eq!(m.store(b, 0, a), Err(GcError::StaleSlot));
+                    assert_eq!(m.store(a, 0, b), Err(GcError::StaleSlot));
+                    // The inner scope's own slots work.
+                    m.load(b, b, 0).unwrap();
+                    assert!(m.is_ref(b).unwrap());
+                });
+                // Nothing was written to the plain frame.
+                assert_eq!(safepoint_sched::with_managed_stack(|ms| ms.get(0)), 0);
+            });
+        });
+        let e = h.join().expect_err("the scope's end must find its frame gone");
+        let msg = e.message().unwrap_or_default().to_owned();
+        assert!(msg.contains("not as the scope left it"), "panic message: {msg:?}");
+    });
+}
+
+/// A scope whose end finds its frame gone leaves that frame behind (a described panic, which
+/// the program may catch). Such a frame, at the place of a live scope's frame and of its size,
+/// is not that scope's frame: with the enclosing scope's frame replaced beneath it, the
+/// enclosing scope's slots are still stale on every path after the panic is caught.
+#[test]
+fn a_frame_left_by_a_failed_scope_end_is_not_taken_for_a_live_scope() {
+    with_heap(|m, t| {
+        let rec = t.rec;
+        let g2 = m.gc();
+        let h = safepoint_sched::go(move || {
+            let mut m = Mutator::new(&g2).unwrap();
+            m.scope(|m, [a]| {
+                m.alloc(a, rec).unwrap();
+                m.scope(|m, [b]| {
+                    m.alloc(b, rec).unwrap();
+                    m.store(b, 0, b).unwrap();
+                    // Both scopes' frames popped; a plain frame where the outer one was.
+                    safepoint_sched::with_managed_stack(|ms| {
+                        ms.pop();
+                        ms.pop();
+                        ms.push_handles(1);
+                    });
+                    // A scope of the inner one's size, at its place, whose end fails.
+                    let failed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                        m.scope(|_, [_c]| {
+                            safepoint_sched::with_managed_stack(|ms| ms.push_handles(1))
+                        })
+                    }));
+                    assert!(failed.is_err(), "the scope's end must find its frame covered");
+                    // Uncover the frame it left, a sealed frame where `b`'s was.
+                    safepoint_sched::with_managed_stack(|ms| ms.pop());
+                    assert_eq!(m.alloc(a, rec), Err(GcError::StaleSlot));
+                    assert_eq!(m.is_null(a), Err(GcError::StaleSlot));
+                    assert_eq!(m.clear(a), Err(GcError::StaleSlot));
+                    assert_eq!(m.load(a, a, 0), Err(GcError::StaleSlot));
+                    assert_eq!(m.store(a, 0, a), Err(GcError::StaleSlot));
+                    // Nothing was written to the plain frame's slot, below the frame left
+                    // behind (each of one slot and two header words).
+                    assert_eq!(
+                        safepoint_sched::with_managed_stack(|ms| ms.get_at(ms.used_words() - 6)),
+                        0
+                    );
+                });
+            });
+        });
+        let e = h.join().expect_err("the outer scope's end must find its frame gone");
+        let msg = e.message().unwrap_or_default().to_owned();
+        assert!(msg.contains("not as the scope left it"), "panic message: {msg:?}");
+    });
+}
+
+/// The fast paths of `load` and `store` know the last type they resolved by its whole header
+/// word: objects of another type with the same size, arrays of another length, and words
+/// they do not handle (raw, weak) all get the general path's answer, never the cached
+/// type's. Without the debugging modes, where the fast paths run without the heap check.
+#[test]
+fn the_checked_fast_paths_tell_types_and_lengths_apart() {
+    let rt = Runtime::builder().procs(1).build().unwrap();
+    let gc = Gc::builder().ignore_env().build(&rt).unwrap();
+    let t = types(&gc);
+    let rec2 = |name: &str, words| {
+        gc.types().register(TypeDesc::Record { name: name.into(), words }).unwrap()
+    };
+    let ab = rec2("ab", vec![WordKind::Ref, WordKind::Tagged]);
+    let ba = rec2("ba", vec![WordKind::Tagged, WordKind::Ref]);
+    let weak = rec2("weakbox", vec![WordKind::Weak, WordKind::Ref]);
+    rt.block_on(move || {
+        let mut m = Mutator::new(&gc).unwrap();
+        m.scope(|m, [a, b, v, x, r2, r3, t2, w, raw]| {
+            m.alloc(a, ab).unwrap();
+            m.alloc(b, ba).unwrap();
+            m.set_int(v, 7).unwrap();
+            m.store(a, 1, v).unwrap(); // `ab` resolved: word 1 tagged
+            assert_eq!(m.store(b, 1, v), Err(GcError::NotAReference { found: m.word(v).unwrap() }));
+            m.store(b, 0, v).unwrap(); // `ba` resolved: word 0 tagged
+            m.load(x, a, 1).unwrap();
+            assert_eq!(m.int(x), Ok(7));
+            m.load(x, b, 1).unwrap();
+            assert!(m.is_null(x).unwrap());
+            m.store(a, 0, b).unwrap();
+            m.store(b, 1, a).unwrap();
+            m.load(x, b, 1).unwrap();
+            assert!(m.same(x, a).unwrap());
+            assert_eq!(m.load(x, a, 2), Err(GcError::OutOfBounds { index: 2, len: 2 }));
+            assert_eq!(m.store(a, 64, v), Err(GcError::OutOfBounds { index: 64, len: 2 }));
+            // Arrays of one type and two lengths, and of the other kind.
+            m.alloc_array(r2, t.refs, 2).unwrap();
+            m.alloc_array(r3, t.refs, 3).unwrap();
+            m.alloc_array(t2, t.tagged, 2).unwrap();
+            m.store(r2, 1, a).unwrap();
+            m.store(r3, 2, a).unwrap();
+            assert_eq!(m.store(r2, 2, a), Err(GcError::OutOfBounds { index: 2, len: 2 }));
+            m.load(x, r3, 2).unwrap();
+            assert!(m.same(x, a).unwrap());
+            m.store(t2, 0, v).unwrap();
+            assert!(matches!(m.store(r2, 0, v), Err(GcError::NotAReference { .. })));
+            m.load(x, t2, 0).unwrap();
+            assert_eq!(m.int(x), Ok(7));
+            // A raw word, after the record was resolved through a reference word.
+            m.alloc(raw, t.rec).unwrap();
+            m.store(raw, 0, a).unwrap();
+            is_wrong_kind(m.load(x, raw, 2), "raw word");
+            is_wrong_kind(m.store(raw, 2, v), "raw word");
+            // A weak word holds a cell: the general path reads the object through it.
+            m.alloc(w, weak).unwrap();
+            m.store(w, 1, a).unwrap(); // `weakbox` resolved through its reference word
+            m.store(w, 0, a).unwrap();
+            m.load(x, w, 0).unwrap();
+            assert!(m.same(x, a).unwrap());
+            assert_eq!(m.store(w, 0, v), Err(GcError::NotAReference { found: m.word(v).unwrap() }));
+            // A slot holding an integer is no object on either path.
+            assert!(matches!(m.load(x, v, 0), Err(GcError::NotAReference { .. })));
+            assert!(matches!(m.store(v, 0, a), Err(GcError::NotAReference { .. })));
+        });
+    });
+}
+
 #[test]
 fn slot_of_an_ended_inner_scope_is_stale_while_the_outer_stays_valid() {
     with_heap(|m, t| {
