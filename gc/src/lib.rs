@@ -420,7 +420,7 @@ pub use globals::{Global, RefChan};
 pub use heap::{AllocCounts, AllocError, Cache, Heap, HeapConfig, HeapStats, POISON};
 pub use mutator::{Bytes, Mutator, Slot};
 pub use raw::{Pin, RawMutator, Shape};
-pub use section::{Ref, Regs, Section, SectionMutator, Value};
+pub use section::{BytesPart, Ref, Regs, Section, SectionMutator, Value};
 pub use span::Span;
 pub use types::{Header, TagRule, TypeDesc, TypeError, TypeId, TypeRegistry, WordKind};
 pub use weak::{Cleanup, WEAK_TYPE_NAME, WeakStats};
