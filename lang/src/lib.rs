@@ -39,7 +39,9 @@
 //! Each entry is an ephemeron record of the collector (the key's weak handle and the value:
 //! the `safepoint_gc::weak` module's "Ephemerons"), so the collector finds the entries whose
 //! keys became reachable through other entries' values in its ephemeron rounds, concurrently.
-//! The table is hashed on the key's address (the heap does not move objects); a dead entry's
+//! The table is hashed on the key's identity, its word (the heap does not move objects), and
+//! a probe compares an entry's key by the word its weak handle names, without reading the key
+//! out (which would keep it alive for a cycle in progress); a dead entry's
 //! slot is reused by the next insertion that passes it, and a full table is rebuilt from its
 //! live entries. `len`, `keys` and iteration visit every slot (O(capacity)). A key gets a
 //! weak handle when it is first stored; looking one up makes none.
@@ -102,8 +104,9 @@
 //! names, declared once and named nowhere before its declaration, is a register of the
 //! top-level code (up to 64 of them; a REPL's are all globals): it reads and writes faster
 //! than a global and behaves the same (its value stays reachable to the end, as a global's
-//! does). A channel's Rust side (its buffer and wait queues) is freed by a collector cleanup
-//! once its record is found unreachable, and its bytes are reported to the pacer meanwhile
+//! does). A channel's Rust side (its buffer and wait queues) lives in a table of the program
+//! ([`chans`]), indexed by the integer id its record holds (no raw pointer in the heap), and
+//! is removed by a collector cleanup once its record is found unreachable, and its bytes are reported to the pacer meanwhile
 //! ([`safepoint_gc::External`]), so making channels starts cycles as allocating does: a
 //! million channels made in a loop peak at about 40 MB of resident memory, ten million at
 //! about 65 MB (`lang/scripts/chan_churn.pb`). Cleanups run on the collector's cleanup
@@ -119,6 +122,7 @@
 
 pub mod ast;
 pub mod bytecode;
+pub mod chans;
 pub mod compiler;
 pub mod error;
 pub mod format;
