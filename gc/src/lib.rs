@@ -113,8 +113,9 @@
 //! and into frame slots. A frame may also carry the embedder's own precise maps
 //! ([`SectionMutator::push_func_frame`], [`Section::set_safepoint`]): such a frame is sealed
 //! like a section frame (tagged values only, written only by the section API), and the stack
-//! scan clears every slot the current map calls dead, so a wrong map reads nil, never a
-//! freed object. `examples/sections.rs` builds
+//! scan clears every slot the current map calls dead, so a wrong map reads nil (null, or the
+//! embedder's own nil named by [`GcBuilder::dead_slot_word`]), never a freed object.
+//! `examples/sections.rs` builds
 //! binary trees this way; the `binary-trees-section` workload of the stress tool measures it
 //! against its raw twin. Its cost today: about 1.5 times the raw twin's instructions at depth
 //! 10 (a header compare, a bound, a kind test per field access; a frame check per slot

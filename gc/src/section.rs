@@ -61,8 +61,10 @@
 //!   and written as a section frame's, and it is sealed as one (only the section API writes
 //!   it, so every slot holds a tagged value, and the marker never takes a raw word for a
 //!   reference, whatever the map calls the slot). The collector scans the slots the current
-//!   map calls live and *clears* the others: a wrong map (a live slot called dead) costs the
-//!   program a nil where it expected its object, never a freed object
+//!   map calls live and *clears* the others (to null, or to the embedder's own nil:
+//!   [`GcBuilder::dead_slot_word`](crate::GcBuilder::dead_slot_word), [`Section::cleared`]):
+//!   a wrong map (a live slot called dead) costs the program a nil where it expected its
+//!   object, never a freed object
 //!   (`tests/section.rs`, `a_wrong_stack_map_reads_nil_never_a_freed_object`). Why that
 //!   suffices: a slot is read only inside a section, after the safepoint at which a scan saw
 //!   it; that scan either kept its object (live in the map) or cleared it (dead), and an
@@ -1079,6 +1081,28 @@ impl<'s> Section<'s> {
     #[inline(always)]
     pub fn imm(&self, w: usize) -> Option<Value<'s>> {
         (!self.enc.rule.is_ref(w)).then_some(Value::from_bits(w))
+    }
+
+    /// The value a frame slot reads after a collection cleared it because the frame's current
+    /// stack map called it dead: null, or the embedder's own word for it
+    /// ([`GcBuilder::dead_slot_word`](crate::GcBuilder::dead_slot_word), its nil, say). A
+    /// wrong map (a slot still in use called dead) shows as this value, never as a freed
+    /// object.
+    ///
+    /// ```
+    /// use safepoint_gc::{Gc, SectionMutator, TagRule};
+    /// # let rt = safepoint_sched::Runtime::builder().procs(1).build().unwrap();
+    /// let rule = TagRule { mask: 3, ref_tag: 1 }; // nil is the word 2
+    /// let gc = Gc::builder().tag_rule(rule).dead_slot_word(2).build(&rt).unwrap();
+    /// let g = gc.clone();
+    /// rt.block_on(move || {
+    ///     let m = SectionMutator::new(&g).unwrap();
+    ///     m.enter(|s| assert_eq!(s.cleared().word(), 2)).unwrap();
+    /// });
+    /// ```
+    #[inline]
+    pub fn cleared(&self) -> Value<'s> {
+        Value::from_bits(self.pin.gc.config.dead_slot_word)
     }
 
     /// Whether the heap's tag rule leaves room for immediate doubles ([`crate::flonum`]): its

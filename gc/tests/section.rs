@@ -956,6 +956,69 @@ fn a_wrong_stack_map_reads_nil_never_a_freed_object() {
     }
 }
 
+/// The embedder's own word for a cleared slot: with `dead_slot_word` (here an encoding whose
+/// nil is the word 2, references tagged 01), a slot a wrong map called dead reads that word
+/// (`Section::cleared`) after a collection, never the freed object and never 0 (which this
+/// encoding reads as the integer 0); a live slot keeps its object. A dead-slot word the tag
+/// rule reads as a reference is refused when the heap is built.
+#[test]
+fn a_wrong_stack_map_reads_the_embedders_cleared_word() {
+    let rule = safepoint_gc::TagRule { mask: 3, ref_tag: 1 };
+    let refused = Gc::builder().tag_rule(rule).dead_slot_word(0x1001).ignore_env();
+    let rt0 = Runtime::builder().procs(1).build().unwrap();
+    assert!(matches!(
+        refused.build(&rt0),
+        Err(GcError::Type(safepoint_gc::TypeError::BadConfig { .. }))
+    ));
+    drop(rt0);
+    for stw in [false, true] {
+        let reg = std::sync::Arc::new(Registry::new());
+        let f = reg
+            .register(FuncDesc::new("wrong", 2, 0, 2).tagged_at(0, &[0, 1]).tagged_at(1, &[1]))
+            .unwrap();
+        let rt = Runtime::builder().procs(2).registry(reg).build().unwrap();
+        let gc = Gc::builder()
+            .tag_rule(rule)
+            .dead_slot_word(2)
+            .stop_the_world(stw)
+            .checkmark(true)
+            .poison(true)
+            .ignore_env()
+            .build(&rt)
+            .unwrap();
+        let shape = pair_shape(&gc);
+        let g = gc.clone();
+        rt.block_on(move || {
+            let mut m = SectionMutator::new(&g).unwrap();
+            m.push_func_frame(f).unwrap();
+            m.enter(|s| {
+                assert_eq!(s.cleared().word(), 2);
+                assert!(s.as_ref(s.cleared()).is_none());
+                let a = s.alloc_init(&shape, &[Value::nil(), s.int(1).unwrap()]).unwrap();
+                let b = s.alloc_init(&shape, &[Value::nil(), s.int(2).unwrap()]).unwrap();
+                s.set_slot(0, a.value()).unwrap();
+                s.set_slot(1, b.value()).unwrap();
+                // The wrong map: slot 0 is called dead at safepoint 1.
+                s.set_safepoint(1).unwrap();
+            })
+            .unwrap();
+            m.collect();
+            m.collect();
+            let (a, b) = m
+                .enter(|s| {
+                    let [a, b] = s.slots().unwrap();
+                    let b = s.as_ref(b).unwrap();
+                    ((a == s.cleared(), a.word()), s.as_int(s.get(b, &shape, 1).unwrap()))
+                })
+                .unwrap();
+            assert_eq!(a, (true, 2), "the slot the map called dead reads the cleared word");
+            assert_eq!(b, Some(2));
+            m.pop_frame().unwrap();
+        });
+        drop(rt);
+    }
+}
+
 /// Function frames among section frames: a map that calls a slot a *reference* slot still
 /// has it scanned as a tagged value (a section writes tagged values: an immediate there is
 /// not taken for an address), arguments pass from a section frame into a function frame

@@ -78,8 +78,9 @@
 //!   (calls, allocations, back-edges, channel operations) exactly the registers that hold
 //!   live values there. The frames are *sealed* function frames: the collector scans the
 //!   registers the current map calls live, each as a tagged value, and clears the others,
-//!   so a wrong map (a live register called dead) makes the register read as a cleared
-//!   word, never as an object the collector freed. So the collector scans interpreter
+//!   so a wrong map (a live register called dead) makes the register read as nil (the
+//!   collector clears dead registers to Pebble's nil, [`safepoint_gc::GcBuilder::dead_slot_word`]),
+//!   never as an object the collector freed. So the collector scans interpreter
 //!   frames precisely, and no value
 //!   is held anywhere it cannot see: registers (slots), object fields, the constants and
 //!   globals arrays (rooted in [`safepoint_gc::Global`]s), and values in flight on a channel
@@ -164,6 +165,9 @@ pub struct Options {
     pub max_stack: usize,
     /// The heap goal's floor in bytes (0: [`MIN_HEAP`]).
     pub min_heap: usize,
+    /// Verify every marking and poison freed memory, as `SAFEPOINT_DEBUG=gccheckmark=1,
+    /// gcpoison=1` does (a use of a freed object is then a described fatal error).
+    pub check_heap: bool,
 }
 
 /// Runs a goroutine's entry and turns a runtime error into the process's end, as a Go panic
@@ -246,7 +250,12 @@ fn start(opts: &Options, reg: &Arc<Registry>) -> Result<(Runtime, Gc), i32> {
         2
     })?;
     let floor = if opts.min_heap > 0 { opts.min_heap } else { MIN_HEAP };
-    let mut b = Gc::builder().tag_rule(value::RULE).min_heap(floor);
+    // A register a wrong stack map called dead is cleared by the collector: to nil, so the
+    // program sees a nil there (0 would read as the integer 0).
+    let mut b = Gc::builder().tag_rule(value::RULE).dead_slot_word(value::NIL).min_heap(floor);
+    if opts.check_heap {
+        b = b.checkmark(true).poison(true);
+    }
     if opts.max_heap > 0 {
         b = b.hard_limit(opts.max_heap);
     }
@@ -515,5 +524,23 @@ mod tests {
         ] {
             assert_eq!(super::complete(src), want, "{src:?}");
         }
+    }
+
+    /// A deliberately wrong stack map: `victim`'s register 0 (its vector `v`) left out of
+    /// every map, as a compiler bug would leave it. The collection in `gc()` frees the vector
+    /// and clears the register, which then reads nil (Pebble's nil, not the word 0, which
+    /// is the integer 0), never the freed vector, under checkmark and poison. With the right
+    /// maps the vector survives.
+    #[test]
+    fn a_register_a_wrong_map_calls_dead_reads_nil() {
+        let src = "fn victim() {\n  let v = [1, 2, 3]\n  gc()\n  return v\n}\nlet r = victim()\n";
+        let opts = super::Options { procs: 1, check_heap: true, ..Default::default() };
+        let right = format!("{src}if r == nil {{ error(\"lost\") }}\n");
+        assert_eq!(super::run("right.pb", &right, &opts), 0, "the right maps keep the vector");
+        crate::compiler::wrong_maps::drop_register(Some(("victim", 0)));
+        let wrong = format!("{src}if r != nil {{ error(format(\"read %v\", r)) }}\n");
+        let code = super::run("wrong.pb", &wrong, &opts);
+        crate::compiler::wrong_maps::drop_register(None);
+        assert_eq!(code, 0, "the register the wrong map called dead reads nil");
     }
 }
