@@ -282,6 +282,9 @@ pub struct GcConfig {
     /// Address space reserved for typed spans (see [`HeapConfig::typed_reserve`]). Default
     /// 256 GiB, which costs no memory.
     pub typed_reserve: usize,
+    /// The word a slot of a sealed frame is cleared to when the frame's current stack map
+    /// calls it dead (see [`GcBuilder::dead_slot_word`]). Default 0 (null).
+    pub dead_slot_word: usize,
 }
 
 impl Default for GcConfig {
@@ -297,6 +300,7 @@ impl Default for GcConfig {
             trace: false,
             tag_rule: TagRule::LOW_BIT,
             typed_reserve: HeapConfig::default().typed_reserve,
+            dead_slot_word: 0,
         }
     }
 }
@@ -444,6 +448,28 @@ impl GcBuilder {
         self.config.tag_rule = rule;
         self
     }
+    /// The word a register of a sealed frame reads after a collection cleared it, because the
+    /// frame's current stack map called it dead (a wrong map: the frame still used it). 0
+    /// (null) by default; an embedder whose encoding has its own nil names it here, so that
+    /// a wrong map reads as that nil rather than as whatever 0 means to the embedder (an
+    /// integer, say). It must be an immediate under the tag rule ([`GcBuilder::tag_rule`]):
+    /// [`build`](Self::build) refuses a word the rule reads as a reference.
+    /// [`Section::cleared`](crate::Section::cleared) gives it as a value.
+    ///
+    /// ```
+    /// use safepoint_gc::{Gc, GcError, TagRule, TypeError};
+    /// # let rt = safepoint_sched::Runtime::builder().procs(1).build().unwrap();
+    /// let rule = TagRule { mask: 3, ref_tag: 1 }; // references end in 01
+    /// let gc = Gc::builder().tag_rule(rule).dead_slot_word(2).build(&rt).unwrap();
+    /// assert_eq!(gc.config().dead_slot_word, 2);
+    /// let refused = Gc::builder().tag_rule(rule).dead_slot_word(0x1001).build(&rt);
+    /// assert!(matches!(refused, Err(GcError::Type(TypeError::BadConfig { .. }))));
+    /// ```
+    pub fn dead_slot_word(mut self, word: usize) -> Self {
+        self.config.dead_slot_word = word;
+        self
+    }
+
     /// Do not read `SAFEPOINT_DEBUG`, `SAFEPOINT_GC` or `SAFEPOINT_MEMLIMIT` (tests that must
     /// not be changed by the environment).
     ///
@@ -491,6 +517,11 @@ impl GcBuilder {
             tag_rule: config.tag_rule,
             ..RegistryConfig::default()
         })?;
+        if config.tag_rule.is_ref(config.dead_slot_word) {
+            return Err(GcError::Type(TypeError::BadConfig {
+                reason: "the dead-slot word must be an immediate under the tag rule",
+            }));
+        }
         let heap = Heap::new(HeapConfig {
             hard_limit: config.hard_limit,
             poison: config.poison,
@@ -1505,7 +1536,14 @@ impl Inner {
         self.heap.specials().for_each_cell(|c| push(c, &|| format!("weak cell {c:#x}")));
         for g in stop.goroutines() {
             let stale = stop.async_stopped(g);
-            let mut v = RootVisitor::new(rule, g.id(), &self.heap, stale, &mut push);
+            let mut v = RootVisitor::new(
+                rule,
+                self.config.dead_slot_word,
+                g.id(),
+                &self.heap,
+                stale,
+                &mut push,
+            );
             stop.walk_managed_stack(g, &self.reg, &mut v);
         }
         let workers = self.rt.procs().max(1);
@@ -1555,6 +1593,8 @@ impl Inner {
 /// only a write outside the API makes) is a fatal error of the marker, as before.
 pub(crate) struct RootVisitor<'a, F: FnMut(usize, &dyn Fn() -> String)> {
     rule: TagRule,
+    /// The word a dead slot of a sealed frame is cleared to ([`GcConfig::dead_slot_word`]).
+    dead: usize,
     handle: bool,
     goid: u64,
     frame: usize,
@@ -1566,12 +1606,13 @@ pub(crate) struct RootVisitor<'a, F: FnMut(usize, &dyn Fn() -> String)> {
 impl<'a, F: FnMut(usize, &dyn Fn() -> String)> RootVisitor<'a, F> {
     pub(crate) fn new(
         rule: TagRule,
+        dead: usize,
         goid: u64,
         heap: &'a Heap,
         stale: bool,
         push: &'a mut F,
     ) -> Self {
-        RootVisitor { rule, handle: false, goid, frame: 0, heap, stale, push }
+        RootVisitor { rule, dead, handle: false, goid, frame: 0, heap, stale, push }
     }
 
     /// Whether the reference `r` found in a slot is this heap's business: it is in one of
@@ -1620,9 +1661,16 @@ impl<F: FnMut(usize, &dyn Fn() -> String)> Visitor for RootVisitor<'_, F> {
     fn dead(&mut self, _slot: usize, word: &safepoint_stackmap::SlotWord) {
         // A slot of a sealed function frame that its current map calls dead: not a root, so
         // its object may be freed by this cycle; cleared, so that if the map was wrong the
-        // section reads null there, never the freed object. (The goroutine is stopped; its
-        // resumption orders this store before its next read.)
-        word.clear();
+        // section reads null (or the embedder's word for a cleared slot) there, never the
+        // freed object. (The goroutine is stopped; its resumption orders this store before
+        // its next read.)
+        if self.dead == 0 {
+            word.clear();
+        } else {
+            // SAFETY: `GcBuilder::build` refused a dead-slot word that the tag rule reads as
+            // a reference: this one is an immediate, so no walk takes it for an object.
+            unsafe { word.clear_to(self.dead) };
+        }
     }
     fn conservative(&mut self, slot: usize, word: &safepoint_stackmap::SlotWord) {
         // Relaxed: the goroutine is held.

@@ -673,7 +673,14 @@ impl Inner {
         let mut push = |a: usize, what: &dyn Fn() -> String| roots.push((a, what()));
         for g in stop.goroutines() {
             let stale = stop.async_stopped(g);
-            let mut v = RootVisitor::new(rule, g.id(), &self.heap, stale, &mut push);
+            let mut v = RootVisitor::new(
+                rule,
+                self.config.dead_slot_word,
+                g.id(),
+                &self.heap,
+                stale,
+                &mut push,
+            );
             stop.walk_managed_stack(g, &self.reg, &mut v);
         }
         roots
@@ -686,7 +693,8 @@ impl Inner {
         let mut push = |a: usize, _: &dyn Fn() -> String| {
             self.shade_shared(a);
         };
-        let mut v = RootVisitor::new(rule, goid, &self.heap, false, &mut push);
+        let mut v =
+            RootVisitor::new(rule, self.config.dead_slot_word, goid, &self.heap, false, &mut push);
         safepoint_sched::walk_own_managed_stack(&self.reg, &mut v);
         // Relaxed: a counter.
         self.conc.stacks.fetch_add(1, Ordering::Relaxed);
@@ -710,7 +718,14 @@ impl Inner {
                 self.shade_shared(a);
             };
             let stale = s.async_stopped();
-            let mut v = RootVisitor::new(rule, s.id(), &self.heap, stale, &mut push);
+            let mut v = RootVisitor::new(
+                rule,
+                self.config.dead_slot_word,
+                s.id(),
+                &self.heap,
+                stale,
+                &mut push,
+            );
             s.walk_managed_stack(&self.reg, &mut v);
             // Relaxed: a counter.
             self.conc.stacks.fetch_add(1, Ordering::Relaxed);

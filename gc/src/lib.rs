@@ -113,8 +113,9 @@
 //! and into frame slots. A frame may also carry the embedder's own precise maps
 //! ([`SectionMutator::push_func_frame`], [`Section::set_safepoint`]): such a frame is sealed
 //! like a section frame (tagged values only, written only by the section API), and the stack
-//! scan clears every slot the current map calls dead, so a wrong map reads nil, never a
-//! freed object. `examples/sections.rs` builds
+//! scan clears every slot the current map calls dead, so a wrong map reads nil (null, or the
+//! embedder's own nil named by [`GcBuilder::dead_slot_word`]), never a freed object.
+//! `examples/sections.rs` builds
 //! binary trees this way; the `binary-trees-section` workload of the stress tool measures it
 //! against its raw twin. Its cost today: about 1.1 times the raw twin's instructions at depth
 //! 14, and about its CPU time at depth 18 (within the noise of a loaded machine). What it
@@ -427,7 +428,7 @@ pub use globals::{Global, RefChan};
 pub use heap::{AllocCounts, AllocError, Cache, Heap, HeapConfig, HeapStats, POISON};
 pub use mutator::{Bytes, Mutator, Slot};
 pub use raw::{Pin, RawMutator, Shape};
-pub use section::{Ref, Regs, Section, SectionMutator, Value};
+pub use section::{BytesPart, Ref, Regs, Section, SectionMutator, Value};
 pub use span::Span;
 pub use types::{Header, TagRule, TypeDesc, TypeError, TypeId, TypeRegistry, WordKind};
 pub use weak::{Cleanup, WEAK_TYPE_NAME, WeakStats};

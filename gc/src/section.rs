@@ -47,8 +47,10 @@
 //! * **Weak words, bytes and channels.** Weak handles ([`Section::weak`],
 //!   [`Section::deref`]), weak and ephemeron words (through [`Section::get`] and
 //!   [`Section::set`], as the checked [`Mutator`]'s `load` and `store`), byte arrays'
-//!   contents ([`Section::bytes`], [`Section::write_bytes`], [`Section::alloc_bytes`]) and
-//!   channels of values: inside a section only what needs no wait
+//!   contents ([`Section::bytes`], read in place with no copy, [`Section::write_bytes`],
+//!   [`Section::alloc_bytes`], [`Section::alloc_bytes_concat`]), a weak word's identity
+//!   without a read that keeps its object ([`Section::weak_id`], what a weakly keyed table
+//!   hashes and compares) and channels of values: inside a section only what needs no wait
 //!   ([`Section::try_send`], [`Section::try_recv`]), between sections the waiting kind, from
 //!   and into frame slots ([`SectionMutator::send`], [`SectionMutator::recv`], safepoints).
 //!   A weak handle's word is the collector's: no shape of the handles' type can be made.
@@ -60,8 +62,10 @@
 //!   and written as a section frame's, and it is sealed as one (only the section API writes
 //!   it, so every slot holds a tagged value, and the marker never takes a raw word for a
 //!   reference, whatever the map calls the slot). The collector scans the slots the current
-//!   map calls live and *clears* the others: a wrong map (a live slot called dead) costs the
-//!   program a nil where it expected its object, never a freed object
+//!   map calls live and *clears* the others (to null, or to the embedder's own nil:
+//!   [`GcBuilder::dead_slot_word`](crate::GcBuilder::dead_slot_word), [`Section::cleared`]):
+//!   a wrong map (a live slot called dead) costs the program a nil where it expected its
+//!   object, never a freed object
 //!   (`tests/section.rs`, `a_wrong_stack_map_reads_nil_never_a_freed_object`). Why that
 //!   suffices: a slot is read only inside a section, after the safepoint at which a scan saw
 //!   it; that scan either kept its object (live in the map) or cleared it (dead), and an
@@ -118,6 +122,7 @@ const BYTES: &str = "a byte array has no words to read";
 const NOT_A_VALUE: &str = "a raw word holds no value (get_raw, set_raw)";
 const IMMEDIATE_INTO_WEAK: &str = "an immediate stored into a weak word";
 const NOT_BYTES: &str = "not a byte array";
+const NOT_WEAK: &str = "not a weak word";
 
 /// A value of the heap's tagged encoding ([`TagRule`]) inside the section `'s`: null, an
 /// immediate integer, a reference, or another immediate (a flonum, with a tag rule that
@@ -1153,6 +1158,28 @@ impl<'s> Section<'s> {
     #[inline(always)]
     pub fn imm(&self, w: usize) -> Option<Value<'s>> {
         (!self.enc.rule.is_ref(w)).then_some(Value::from_bits(w))
+    }
+
+    /// The value a frame slot reads after a collection cleared it because the frame's current
+    /// stack map called it dead: null, or the embedder's own word for it
+    /// ([`GcBuilder::dead_slot_word`](crate::GcBuilder::dead_slot_word), its nil, say). A
+    /// wrong map (a slot still in use called dead) shows as this value, never as a freed
+    /// object.
+    ///
+    /// ```
+    /// use safepoint_gc::{Gc, SectionMutator, TagRule};
+    /// # let rt = safepoint_sched::Runtime::builder().procs(1).build().unwrap();
+    /// let rule = TagRule { mask: 3, ref_tag: 1 }; // nil is the word 2
+    /// let gc = Gc::builder().tag_rule(rule).dead_slot_word(2).build(&rt).unwrap();
+    /// let g = gc.clone();
+    /// rt.block_on(move || {
+    ///     let m = SectionMutator::new(&g).unwrap();
+    ///     m.enter(|s| assert_eq!(s.cleared().word(), 2)).unwrap();
+    /// });
+    /// ```
+    #[inline]
+    pub fn cleared(&self) -> Value<'s> {
+        Value::from_bits(self.pin.gc.config.dead_slot_word)
     }
 
     /// Whether the heap's tag rule leaves room for immediate doubles ([`crate::flonum`]): its
@@ -2441,6 +2468,69 @@ impl<'s> Section<'s> {
         self.pin.gc.is_cell(r.bits & !self.enc.rule.mask)
     }
 
+    /// The identity of the object that weak word `i` of `obj` (an object of `shape`'s type)
+    /// names, read without making a value of it: the word a reference to that object has
+    /// ([`Value::word`] of it), or 0 if the word is null or its object has been swept. How a
+    /// table keyed weakly finds a key by identity (hashes it, compares it with a key the
+    /// caller holds) without [`get`](Self::get), which shades the object while marking runs
+    /// and so keeps every key it compares alive for that cycle.
+    ///
+    /// The answer is a number, never a reference: it cannot become a [`Value`] again (no
+    /// constructor takes a word, and [`imm`](Self::imm) refuses the reference tag). An object
+    /// found unreachable still answers its word until its sweep clears the word, so compare
+    /// only with references you hold: a nonzero answer equal to a live reference's word is
+    /// that object, since the sweep clears the word before the object's memory can hold
+    /// another.
+    ///
+    /// # Errors
+    /// As [`get`](Self::get); [`GcError::WrongKind`] for a word that is not weak.
+    ///
+    /// ```
+    /// # use safepoint_gc::{Gc, GcError, SectionMutator, Shape, TypeDesc, WordKind};
+    /// # let rt = safepoint_sched::Runtime::builder().procs(1).build().unwrap();
+    /// # let gc = Gc::new(&rt).unwrap();
+    /// let entry = gc.types().register(TypeDesc::Record {
+    ///     name: "entry".into(),
+    ///     words: vec![WordKind::Weak, WordKind::Ephemeron],
+    /// }).unwrap();
+    /// let shape = Shape::new(&gc, entry, 0).unwrap();
+    /// # let g = gc.clone();
+    /// # rt.block_on(move || {
+    /// # let m = SectionMutator::new(&g).unwrap();
+    /// m.enter(|s| {
+    ///     let key = s.alloc(&shape).unwrap();
+    ///     let e = s.alloc(&shape).unwrap();
+    ///     assert_eq!(s.weak_id(e, &shape, 0), Ok(0)); // null
+    ///     s.set(e, &shape, 0, key.value()).unwrap();
+    ///     assert_eq!(s.weak_id(e, &shape, 0), Ok(key.value().word()));
+    ///     assert!(matches!(s.weak_id(e, &shape, 1), Err(GcError::WrongKind { .. })));
+    /// }).unwrap();
+    /// # });
+    /// ```
+    pub fn weak_id(&self, obj: Ref<'s>, shape: &Shape, i: usize) -> Result<usize, GcError> {
+        let (kind, w) = match self.word_of(obj, shape, i) {
+            Ok(kw) => kw,
+            Err(f) => return Err(self.raise(f, shape)),
+        };
+        if kind != WordKind::Weak {
+            return Err(self.raise(Fault::Kind(NOT_WEAK), shape));
+        }
+        // Acquire: as in `get` (the cell is seen initialised).
+        let cell = w.load(Ordering::Acquire);
+        if cell == 0 {
+            return Ok(0);
+        }
+        if self.pin.validate {
+            self.pin.check_cell(cell | self.enc.rule.ref_tag);
+        }
+        // SAFETY: a nonzero weak word holds a weak cell (stored by `set` or `alloc_init`),
+        // one raw body word; the record keeps its cell alive, and nothing is freed while the
+        // section runs. Acquire pairs with the sweep's Release clear of the cell (its object
+        // freed), as in `deref_cell`.
+        let target = unsafe { body(cell, 1) }[0].load(Ordering::Acquire);
+        Ok(if target == 0 { 0 } else { target | self.enc.rule.ref_tag })
+    }
+
     /// Attaches a cleanup to `obj`, as [`Mutator::add_cleanup`](crate::Mutator::add_cleanup):
     /// `f` runs on the collector's cleanup goroutine after a cycle finds `obj` unreachable,
     /// unless the returned [`Cleanup`](crate::Cleanup) is cancelled first. How an object owns
@@ -2619,6 +2709,68 @@ impl<'s> Section<'s> {
         Ok(obj)
     }
 
+    /// Allocates a byte array of `shape`'s type (a shape of any length) holding `parts` one
+    /// after another: a concatenation that copies each part once, from a byte array of the
+    /// heap ([`BytesPart::Heap`], a view [`bytes`](Self::bytes) gave) or from Rust memory
+    /// ([`BytesPart::Slice`]), with no buffer between.
+    ///
+    /// # Errors
+    /// As [`alloc_bytes`](Self::alloc_bytes), for the parts' total length.
+    ///
+    /// ```
+    /// # use safepoint_gc::{Gc, GcError, SectionMutator, Shape, TypeDesc};
+    /// use safepoint_gc::BytesPart;
+    /// # let rt = safepoint_sched::Runtime::builder().procs(1).build().unwrap();
+    /// # let gc = Gc::new(&rt).unwrap();
+    /// let text = gc.types().register(TypeDesc::ByteArray { name: "text".into() }).unwrap();
+    /// let shape = Shape::new(&gc, text, 0).unwrap();
+    /// # let g = gc.clone();
+    /// # rt.block_on(move || {
+    /// # let mut m = SectionMutator::new(&g).unwrap();
+    /// m.enter(|s| {
+    ///     let a = s.alloc_bytes(&shape, b"safe").unwrap();
+    ///     let b = s.bytes(a, &shape).unwrap();
+    ///     let c = s.alloc_bytes_concat(&shape, &[BytesPart::Heap(b), BytesPart::Slice(b"point")]);
+    ///     assert!(s.bytes(c.unwrap(), &shape).unwrap().eq_bytes(b"safepoint"));
+    /// }).unwrap();
+    /// # });
+    /// ```
+    pub fn alloc_bytes_concat(
+        &mut self,
+        shape: &Shape,
+        parts: &[BytesPart<'_, 's>],
+    ) -> Result<Ref<'s>, GcError> {
+        if shape.heap != self.pin.gc.id {
+            return Err(GcError::WrongHeap);
+        }
+        if shape.words != ShapeWords::Bytes {
+            return Err(self.wrong_kind(shape, NOT_BYTES));
+        }
+        let len = parts.iter().fold(0usize, |n, p| n.saturating_add(p.len()));
+        let sized = shape.with_len(len)?;
+        let obj = self.alloc(&sized)?;
+        let mut cells = self.byte_cells(obj, &sized)?.iter();
+        for part in parts {
+            // The part first in each `zip`: a `zip` asks its first iterator first, so the
+            // cells are not advanced past the part's end.
+            // Relaxed: as in `alloc_bytes` (the array is not yet published); a heap part's
+            // loads as in `Bytes`.
+            match part {
+                BytesPart::Heap(b) => {
+                    for (x, c) in b.bytes.iter().zip(cells.by_ref()) {
+                        c.store(x.load(Ordering::Relaxed), Ordering::Relaxed);
+                    }
+                }
+                BytesPart::Slice(d) => {
+                    for (&x, c) in d.iter().zip(cells.by_ref()) {
+                        c.store(x, Ordering::Relaxed);
+                    }
+                }
+            }
+        }
+        Ok(obj)
+    }
+
     // ---- channels ----
 
     /// Sends `v` on `ch` if that needs no wait (a receiver is waiting, or the buffer has
@@ -2707,5 +2859,99 @@ impl<'s> Section<'s> {
             Err(TryRecvError::Empty) => Ok(None),
             Err(TryRecvError::Closed) => Err(GcError::Closed),
         }
+    }
+}
+
+/// One part of a concatenation ([`Section::alloc_bytes_concat`]): a byte array of the
+/// section's heap, or bytes of Rust memory.
+#[derive(Clone, Copy, Debug)]
+pub enum BytesPart<'a, 's> {
+    /// The contents of a byte array, as [`Section::bytes`] gave them.
+    Heap(Bytes<'s>),
+    /// Bytes of Rust memory.
+    Slice(&'a [u8]),
+}
+
+impl BytesPart<'_, '_> {
+    /// The part's length in bytes.
+    ///
+    /// ```
+    /// use safepoint_gc::BytesPart;
+    /// assert_eq!(BytesPart::Slice(b"four").len(), 4);
+    /// ```
+    pub fn len(&self) -> usize {
+        match self {
+            BytesPart::Heap(b) => b.len(),
+            BytesPart::Slice(d) => d.len(),
+        }
+    }
+
+    /// Whether the part is empty.
+    ///
+    /// ```
+    /// use safepoint_gc::BytesPart;
+    /// assert!(BytesPart::Slice(b"").is_empty());
+    /// ```
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// Reading a byte array's contents in place, with no copy: what comparing and hashing
+/// strings needs. A view lives as long as the section that gave it (nothing is freed while a
+/// section runs); its loads are atomic, as every method of [`Bytes`].
+impl<'a> Bytes<'a> {
+    /// The bytes one by one, read in place (no copy): hash them, or compare two arrays with
+    /// [`Iterator::cmp`] or [`Iterator::eq`].
+    ///
+    /// ```
+    /// # use safepoint_gc::{Gc, SectionMutator, Shape, TypeDesc};
+    /// # let rt = safepoint_sched::Runtime::builder().procs(1).build().unwrap();
+    /// # let gc = Gc::new(&rt).unwrap();
+    /// let text = gc.types().register(TypeDesc::ByteArray { name: "text".into() }).unwrap();
+    /// let shape = Shape::new(&gc, text, 0).unwrap();
+    /// # let g = gc.clone();
+    /// # rt.block_on(move || {
+    /// # let mut m = SectionMutator::new(&g).unwrap();
+    /// m.enter(|s| {
+    ///     let a = s.alloc_bytes(&shape, b"abc").unwrap();
+    ///     let b = s.alloc_bytes(&shape, b"abd").unwrap();
+    ///     let (a, b) = (s.bytes(a, &shape).unwrap(), s.bytes(b, &shape).unwrap());
+    ///     assert!(a.iter().cmp(b.iter()).is_lt());
+    ///     assert_eq!(a.iter().map(u32::from).sum::<u32>(), 97 + 98 + 99);
+    /// }).unwrap();
+    /// # });
+    /// ```
+    pub fn iter(&self) -> impl ExactSizeIterator<Item = u8> + 'a {
+        // Relaxed: see the type's documentation.
+        self.bytes.iter().map(|b| b.load(Ordering::Relaxed))
+    }
+
+    /// Copies the contents into the front of `dst` (as many bytes as fit); the number copied.
+    ///
+    /// ```
+    /// # use safepoint_gc::{Gc, SectionMutator, Shape, TypeDesc};
+    /// # let rt = safepoint_sched::Runtime::builder().procs(1).build().unwrap();
+    /// # let gc = Gc::new(&rt).unwrap();
+    /// let text = gc.types().register(TypeDesc::ByteArray { name: "text".into() }).unwrap();
+    /// let shape = Shape::new(&gc, text, 0).unwrap();
+    /// # let g = gc.clone();
+    /// # rt.block_on(move || {
+    /// # let mut m = SectionMutator::new(&g).unwrap();
+    /// m.enter(|s| {
+    ///     let a = s.alloc_bytes(&shape, b"hello").unwrap();
+    ///     let mut buf = [0u8; 3];
+    ///     assert_eq!(s.bytes(a, &shape).unwrap().copy_to(&mut buf), 3);
+    ///     assert_eq!(&buf, b"hel");
+    /// }).unwrap();
+    /// # });
+    /// ```
+    pub fn copy_to(&self, dst: &mut [u8]) -> usize {
+        let n = dst.len().min(self.bytes.len());
+        for (d, b) in dst[..n].iter_mut().zip(self.bytes) {
+            // Relaxed: see the type's documentation.
+            *d = b.load(Ordering::Relaxed);
+        }
+        n
     }
 }

@@ -5,7 +5,8 @@
 //! panic). The misuses the compiler refuses are in `tests/ui/section_*.rs`.
 
 use safepoint_gc::{
-    Gc, GcError, Global, Mutator, RefChan, SectionMutator, Shape, TypeDesc, Value, WordKind,
+    BytesPart, Gc, GcError, Global, Mutator, RefChan, SectionMutator, Shape, TypeDesc, Value,
+    WordKind,
 };
 use safepoint_sched::{Runtime, go};
 use safepoint_stackmap::{FuncDesc, FuncId, Registry};
@@ -140,6 +141,7 @@ fn a_shape_of_another_heap_is_wrong_heap() {
             let one = s.int(1).unwrap();
             assert_eq!(s.set(p, &other_shape, 1, one), Err(GcError::WrongHeap));
             assert_eq!(s.get_raw(p, &other_shape, 2), Err(GcError::WrongHeap));
+            assert_eq!(s.weak_id(p, &other_shape, 0), Err(GcError::WrongHeap));
             assert!(!s.is(p, &other_shape));
         })
         .unwrap();
@@ -160,6 +162,8 @@ fn a_shape_of_another_heap_is_wrong_heap() {
             let t = s.alloc_bytes(&text, b"x").unwrap();
             assert_eq!(s.bytes(t, &other_text).map(|b| b.len()), Err(GcError::WrongHeap));
             assert_eq!(s.write_bytes(t, &other_text, 0, b"y"), Err(GcError::WrongHeap));
+            let part = [BytesPart::Slice(b"y")];
+            assert_eq!(s.alloc_bytes_concat(&other_text, &part), Err(GcError::WrongHeap));
             assert!(s.bytes(t, &text).unwrap().eq_bytes(b"x"));
         })
         .unwrap();
@@ -581,6 +585,136 @@ fn weak_handles_and_ephemerons_through_sections() {
     }
 }
 
+/// A weak word's identity (`weak_id`): the word of the object it names while that object
+/// lives, 0 for a null word and once the object is gone, in both collector modes; what
+/// a weakly keyed table hashes and compares. A word that is not weak, an index past the
+/// body and an object of another type are errors.
+#[test]
+fn weak_ids_name_live_keys_and_read_zero_once_they_are_gone() {
+    for stw in [false, true] {
+        let rt = Runtime::builder().procs(2).build().unwrap();
+        let gc = Gc::builder()
+            .stop_the_world(stw)
+            .checkmark(true)
+            .poison(true)
+            .ignore_env()
+            .build(&rt)
+            .unwrap();
+        let t = gc.types();
+        let rec = |name: &str, words| {
+            let ty = t.register(TypeDesc::Record { name: name.into(), words }).unwrap();
+            Shape::new(&gc, ty, 0).unwrap()
+        };
+        let pair = rec("pair", vec![WordKind::Ref, WordKind::Tagged]);
+        let entry = rec("entry", vec![WordKind::Weak, WordKind::Ephemeron]);
+        let g = gc.clone();
+        rt.block_on(move || {
+            let mut m = SectionMutator::new(&g).unwrap();
+            // Slots: 0 and 1 two keys, 2 and 3 their entries.
+            m.push_frame(4).unwrap();
+            m.enter(|s| {
+                let e0 = s.alloc(&entry).unwrap();
+                assert_eq!(s.weak_id(e0, &entry, 0), Ok(0));
+                for i in 0..2 {
+                    let key = s.alloc(&pair).unwrap();
+                    let e = s.alloc_init(&entry, &[key.value(), s.int(i).unwrap()]).unwrap();
+                    assert_eq!(s.weak_id(e, &entry, 0), Ok(key.value().word()));
+                    s.set_slot(i as usize, key.value()).unwrap();
+                    s.set_slot(2 + i as usize, e.value()).unwrap();
+                }
+                // Misuse: an ephemeron word, a tagged word, past the body, another type.
+                wrong_kind(s.weak_id(e0, &entry, 1), "not a weak word");
+                let p = s.alloc(&pair).unwrap();
+                wrong_kind(s.weak_id(p, &pair, 1), "not a weak word");
+                assert_eq!(
+                    s.weak_id(e0, &entry, 2),
+                    Err(GcError::OutOfBounds { index: 2, len: 2 })
+                );
+                wrong_kind(s.weak_id(p, &entry, 0), "another type");
+            })
+            .unwrap();
+            m.collect();
+            // Both keys kept by their slots: each entry names its own; then key 1 is dropped.
+            m.enter(|s| {
+                let [k0, k1, e0, e1] = s.slots().unwrap();
+                let (e0, e1) = (s.as_ref(e0).unwrap(), s.as_ref(e1).unwrap());
+                assert_eq!(s.weak_id(e0, &entry, 0), Ok(k0.word()));
+                assert_eq!(s.weak_id(e1, &entry, 0), Ok(k1.word()));
+                assert_ne!(k0.word(), k1.word());
+                s.set_slot(1, Value::nil()).unwrap();
+            })
+            .unwrap();
+            // Reading the identity keeps nothing alive: the dropped key is swept, and its
+            // entry's word reads 0 (two cycles: the second sweeps what the first found).
+            m.collect();
+            m.collect();
+            m.enter(|s| {
+                let [k0, _, e0, e1] = s.slots().unwrap();
+                let (e0, e1) = (s.as_ref(e0).unwrap(), s.as_ref(e1).unwrap());
+                assert_eq!(s.weak_id(e0, &entry, 0), Ok(k0.word()));
+                assert_eq!(s.weak_id(e1, &entry, 0), Ok(0));
+                assert!(s.get(e1, &entry, 0).unwrap().is_nil());
+                assert!(s.get(e1, &entry, 1).unwrap().is_nil());
+            })
+            .unwrap();
+            m.pop_frame().unwrap();
+        });
+    }
+}
+
+/// Strings without copies: a concatenation of heap arrays and Rust bytes allocated in one
+/// step, read in place (`Bytes::iter`, `Bytes::copy_to`) and compared, surviving a
+/// collection; a shape that is not a byte array's is an error, and so is a total too long.
+#[test]
+fn byte_arrays_concatenate_and_read_in_place() {
+    with_sections(|m, shape, gc| {
+        let ty = gc.types().register(TypeDesc::ByteArray { name: "text".into() }).unwrap();
+        let text = Shape::new(gc, ty, 0).unwrap();
+        m.push_frame(1).unwrap();
+        m.enter(|s| {
+            let a = s.alloc_bytes(&text, b"safe").unwrap();
+            let empty = s.alloc_bytes(&text, b"").unwrap();
+            let (ab, eb) = (s.bytes(a, &text).unwrap(), s.bytes(empty, &text).unwrap());
+            let parts = [
+                BytesPart::Heap(ab),
+                BytesPart::Heap(eb),
+                BytesPart::Slice(b"point"),
+                BytesPart::Heap(ab),
+            ];
+            assert_eq!(parts.iter().map(BytesPart::len).sum::<usize>(), 13);
+            let c = s.alloc_bytes_concat(&text, &parts).unwrap();
+            assert_eq!(s.len(c), 13);
+            let cb = s.bytes(c, &text).unwrap();
+            assert!(cb.eq_bytes(b"safepointsafe"));
+            assert!(cb.iter().eq(b"safepointsafe".iter().copied()));
+            assert!(ab.iter().cmp(cb.iter()).is_lt());
+            assert!(cb.iter().cmp(ab.iter()).is_gt());
+            let mut buf = [0u8; 20];
+            assert_eq!(cb.copy_to(&mut buf), 13);
+            assert_eq!(&buf[..13], b"safepointsafe");
+            assert_eq!(eb.copy_to(&mut buf), 0);
+            // Nothing at all: an empty array.
+            let none = s.alloc_bytes_concat(&text, &[]).unwrap();
+            assert!(s.bytes(none, &text).unwrap().is_empty());
+            // Misuse: a record's shape; a total no array may have.
+            wrong_kind(s.alloc_bytes_concat(shape, &parts).map(|_| ()), "not a byte array");
+            // 2^41 bytes in all (2^17 views of one 16 MiB buffer), past any array's length.
+            let huge = vec![0u8; 1 << 24];
+            let many = vec![BytesPart::Slice(&huge); 1 << 17];
+            assert!(matches!(s.alloc_bytes_concat(&text, &many), Err(GcError::Type(_))));
+            s.set_slot(0, c.value()).unwrap();
+        })
+        .unwrap();
+        m.collect();
+        m.enter(|s| {
+            let c = s.as_ref(s.slot(0).unwrap()).unwrap();
+            assert_eq!(s.bytes(c, &text).unwrap().to_vec(), b"safepointsafe");
+        })
+        .unwrap();
+        m.pop_frame().unwrap();
+    });
+}
+
 /// Byte arrays through sections: allocated from any shape of their type, read and written;
 /// a shape of another type or of a record, and writes past the end, are errors that change
 /// nothing. The contents survive collections.
@@ -821,6 +955,69 @@ fn a_wrong_stack_map_reads_nil_never_a_freed_object() {
                 })
                 .unwrap();
             assert_eq!((a, b), (Some(1), Some(2)));
+            m.pop_frame().unwrap();
+        });
+        drop(rt);
+    }
+}
+
+/// The embedder's own word for a cleared slot: with `dead_slot_word` (here an encoding whose
+/// nil is the word 2, references tagged 01), a slot a wrong map called dead reads that word
+/// (`Section::cleared`) after a collection, never the freed object and never 0 (which this
+/// encoding reads as the integer 0); a live slot keeps its object. A dead-slot word the tag
+/// rule reads as a reference is refused when the heap is built.
+#[test]
+fn a_wrong_stack_map_reads_the_embedders_cleared_word() {
+    let rule = safepoint_gc::TagRule { mask: 3, ref_tag: 1 };
+    let refused = Gc::builder().tag_rule(rule).dead_slot_word(0x1001).ignore_env();
+    let rt0 = Runtime::builder().procs(1).build().unwrap();
+    assert!(matches!(
+        refused.build(&rt0),
+        Err(GcError::Type(safepoint_gc::TypeError::BadConfig { .. }))
+    ));
+    drop(rt0);
+    for stw in [false, true] {
+        let reg = std::sync::Arc::new(Registry::new());
+        let f = reg
+            .register(FuncDesc::new("wrong", 2, 0, 2).tagged_at(0, &[0, 1]).tagged_at(1, &[1]))
+            .unwrap();
+        let rt = Runtime::builder().procs(2).registry(reg).build().unwrap();
+        let gc = Gc::builder()
+            .tag_rule(rule)
+            .dead_slot_word(2)
+            .stop_the_world(stw)
+            .checkmark(true)
+            .poison(true)
+            .ignore_env()
+            .build(&rt)
+            .unwrap();
+        let shape = pair_shape(&gc);
+        let g = gc.clone();
+        rt.block_on(move || {
+            let mut m = SectionMutator::new(&g).unwrap();
+            m.push_func_frame(f).unwrap();
+            m.enter(|s| {
+                assert_eq!(s.cleared().word(), 2);
+                assert!(s.as_ref(s.cleared()).is_none());
+                let a = s.alloc_init(&shape, &[Value::nil(), s.int(1).unwrap()]).unwrap();
+                let b = s.alloc_init(&shape, &[Value::nil(), s.int(2).unwrap()]).unwrap();
+                s.set_slot(0, a.value()).unwrap();
+                s.set_slot(1, b.value()).unwrap();
+                // The wrong map: slot 0 is called dead at safepoint 1.
+                s.set_safepoint(1).unwrap();
+            })
+            .unwrap();
+            m.collect();
+            m.collect();
+            let (a, b) = m
+                .enter(|s| {
+                    let [a, b] = s.slots().unwrap();
+                    let b = s.as_ref(b).unwrap();
+                    ((a == s.cleared(), a.word()), s.as_int(s.get(b, &shape, 1).unwrap()))
+                })
+                .unwrap();
+            assert_eq!(a, (true, 2), "the slot the map called dead reads the cleared word");
+            assert_eq!(b, Some(2));
             m.pop_frame().unwrap();
         });
         drop(rt);

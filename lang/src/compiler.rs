@@ -439,6 +439,8 @@ impl Compiler<'_> {
         let f = cx.f;
         let regs = f.max.max(1);
         let maps = liveness(&f.code, regs, &f.sels, &f.regions, &f.kept);
+        #[cfg(test)]
+        let maps = wrong_maps::apply(&d.name, maps);
         let nsp = f.sp_pos.len();
         if nsp > u16::MAX as usize {
             return Err(Error::at(d.pos, format!("function {} is too large", d.name)));
@@ -1844,6 +1846,33 @@ fn liveness(
         maps.push((sp as usize + 1, out.union(d).union(u).regs(regs)));
     }
     maps
+}
+
+/// Deliberately wrong stack maps, for the tests that show what a wrong map costs: a
+/// register of a named function left out of every map, as a compiler bug would leave it.
+#[cfg(test)]
+pub(crate) mod wrong_maps {
+    use std::cell::RefCell;
+
+    thread_local! {
+        static DROP: RefCell<Option<(String, usize)>> = const { RefCell::new(None) };
+    }
+
+    /// Functions named `name` compiled on this thread from now on call register `reg` dead
+    /// at every safepoint; `None` ends it.
+    pub(crate) fn drop_register(which: Option<(&str, usize)>) {
+        DROP.with(|d| *d.borrow_mut() = which.map(|(n, r)| (n.to_string(), r)));
+    }
+
+    pub(crate) fn apply(name: &str, maps: Vec<(usize, Vec<usize>)>) -> Vec<(usize, Vec<usize>)> {
+        DROP.with(|d| match &*d.borrow() {
+            Some((n, r)) if n == name => maps
+                .into_iter()
+                .map(|(sp, regs)| (sp, regs.into_iter().filter(|x| x != r).collect()))
+                .collect(),
+            _ => maps,
+        })
+    }
 }
 
 #[cfg(test)]

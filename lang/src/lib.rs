@@ -39,7 +39,9 @@
 //! Each entry is an ephemeron record of the collector (the key's weak handle and the value:
 //! the `safepoint_gc::weak` module's "Ephemerons"), so the collector finds the entries whose
 //! keys became reachable through other entries' values in its ephemeron rounds, concurrently.
-//! The table is hashed on the key's address (the heap does not move objects); a dead entry's
+//! The table is hashed on the key's identity, its word (the heap does not move objects), and
+//! a probe compares an entry's key by the word its weak handle names, without reading the key
+//! out (which would keep it alive for a cycle in progress); a dead entry's
 //! slot is reused by the next insertion that passes it, and a full table is rebuilt from its
 //! live entries. `len`, `keys` and iteration visit every slot (O(capacity)). A key gets a
 //! weak handle when it is first stored; looking one up makes none.
@@ -76,8 +78,9 @@
 //!   (calls, allocations, back-edges, channel operations) exactly the registers that hold
 //!   live values there. The frames are *sealed* function frames: the collector scans the
 //!   registers the current map calls live, each as a tagged value, and clears the others,
-//!   so a wrong map (a live register called dead) makes the register read as a cleared
-//!   word, never as an object the collector freed. So the collector scans interpreter
+//!   so a wrong map (a live register called dead) makes the register read as nil (the
+//!   collector clears dead registers to Pebble's nil, [`safepoint_gc::GcBuilder::dead_slot_word`]),
+//!   never as an object the collector freed. So the collector scans interpreter
 //!   frames precisely, and no value
 //!   is held anywhere it cannot see: registers (slots), object fields, the constants and
 //!   globals arrays (rooted in [`safepoint_gc::Global`]s), and values in flight on a channel
@@ -102,8 +105,9 @@
 //! names, declared once and named nowhere before its declaration, is a register of the
 //! top-level code (up to 64 of them; a REPL's are all globals): it reads and writes faster
 //! than a global and behaves the same (its value stays reachable to the end, as a global's
-//! does). A channel's Rust side (its buffer and wait queues) is freed by a collector cleanup
-//! once its record is found unreachable, and its bytes are reported to the pacer meanwhile
+//! does). A channel's Rust side (its buffer and wait queues) lives in a table of the program
+//! ([`chans`]), indexed by the integer id its record holds (no raw pointer in the heap), and
+//! is removed by a collector cleanup once its record is found unreachable, and its bytes are reported to the pacer meanwhile
 //! ([`safepoint_gc::External`]), so making channels starts cycles as allocating does: a
 //! million channels made in a loop peak at about 40 MB of resident memory, ten million at
 //! about 65 MB (`lang/scripts/chan_churn.pb`). Cleanups run on the collector's cleanup
@@ -119,6 +123,7 @@
 
 pub mod ast;
 pub mod bytecode;
+pub mod chans;
 pub mod compiler;
 pub mod error;
 pub mod format;
@@ -160,6 +165,9 @@ pub struct Options {
     pub max_stack: usize,
     /// The heap goal's floor in bytes (0: [`MIN_HEAP`]).
     pub min_heap: usize,
+    /// Verify every marking and poison freed memory, as `SAFEPOINT_DEBUG=gccheckmark=1,
+    /// gcpoison=1` does (a use of a freed object is then a described fatal error).
+    pub check_heap: bool,
 }
 
 /// Runs a goroutine's entry and turns a runtime error into the process's end, as a Go panic
@@ -242,7 +250,12 @@ fn start(opts: &Options, reg: &Arc<Registry>) -> Result<(Runtime, Gc), i32> {
         2
     })?;
     let floor = if opts.min_heap > 0 { opts.min_heap } else { MIN_HEAP };
-    let mut b = Gc::builder().tag_rule(value::RULE).min_heap(floor);
+    // A register a wrong stack map called dead is cleared by the collector: to nil, so the
+    // program sees a nil there (0 would read as the integer 0).
+    let mut b = Gc::builder().tag_rule(value::RULE).dead_slot_word(value::NIL).min_heap(floor);
+    if opts.check_heap {
+        b = b.checkmark(true).poison(true);
+    }
     if opts.max_heap > 0 {
         b = b.hard_limit(opts.max_heap);
     }
@@ -511,5 +524,23 @@ mod tests {
         ] {
             assert_eq!(super::complete(src), want, "{src:?}");
         }
+    }
+
+    /// A deliberately wrong stack map: `victim`'s register 0 (its vector `v`) left out of
+    /// every map, as a compiler bug would leave it. The collection in `gc()` frees the vector
+    /// and clears the register, which then reads nil (Pebble's nil, not the word 0, which
+    /// is the integer 0), never the freed vector, under checkmark and poison. With the right
+    /// maps the vector survives.
+    #[test]
+    fn a_register_a_wrong_map_calls_dead_reads_nil() {
+        let src = "fn victim() {\n  let v = [1, 2, 3]\n  gc()\n  return v\n}\nlet r = victim()\n";
+        let opts = super::Options { procs: 1, check_heap: true, ..Default::default() };
+        let right = format!("{src}if r == nil {{ error(\"lost\") }}\n");
+        assert_eq!(super::run("right.pb", &right, &opts), 0, "the right maps keep the vector");
+        crate::compiler::wrong_maps::drop_register(Some(("victim", 0)));
+        let wrong = format!("{src}if r != nil {{ error(format(\"read %v\", r)) }}\n");
+        let code = super::run("wrong.pb", &wrong, &opts);
+        crate::compiler::wrong_maps::drop_register(None);
+        assert_eq!(code, 0, "the register the wrong map called dead reads nil");
     }
 }

@@ -33,7 +33,7 @@ pub(crate) enum Msg {
     Ref(Global),
 }
 
-/// The Rust side of a channel object.
+/// The Rust side of a channel object, in [`Shared::chans`].
 type ChanBox = Chan<Msg>;
 
 /// The language's heap types.
@@ -82,7 +82,8 @@ impl Types {
         // count, keys, values, and each key's hash (an int): a probe compares hashes first.
         let map = rec("map", vec![tagged, tagged, tagged, tagged])?;
         let closure = t.register(TypeDesc::TaggedArray { name: "closure".into() })?;
-        let chan = rec("chan", vec![WordKind::Raw])?;
+        // The channel's id in `Shared::chans`, an int.
+        let chan = rec("chan", vec![tagged])?;
         let boxed = rec("box", vec![tagged])?;
         let weak = rec(safepoint_gc::WEAK_TYPE_NAME, vec![WordKind::Raw])?;
         // slots used (live, dead or deleted entries), and the entries array.
@@ -164,6 +165,8 @@ pub(crate) struct Shared {
     pub out: Arc<safepoint_sched::Mutex<std::io::BufWriter<std::io::Stdout>>>,
     /// Where channels report the memory of their Rust side, so that the collector paces it.
     pub ext: safepoint_gc::External,
+    /// The Rust sides of channel records, by the id each record holds (see [`chan_of`]).
+    pub chans: Arc<crate::chans::Table<ChanBox>>,
 }
 
 impl Shared {
@@ -182,6 +185,7 @@ impl Shared {
             globals_cap: prog.globals,
             out: Arc::new(safepoint_sched::Mutex::new(std::io::BufWriter::new(std::io::stdout()))),
             ext: gc.external(),
+            chans: Arc::new(crate::chans::Table::new()),
             prog,
             gc,
             reg,
@@ -200,6 +204,7 @@ impl Shared {
             globals_cap: self.globals_cap,
             out: self.out.clone(),
             ext: self.ext.clone(),
+            chans: self.chans.clone(),
             prog,
             gc: self.gc.clone(),
             reg: self.reg.clone(),
@@ -260,21 +265,21 @@ enum Exit {
 }
 
 enum Block {
-    Send(&'static ChanBox, Msg),
+    Send(Arc<ChanBox>, Msg),
     Recv {
-        ch: &'static ChanBox,
+        ch: Arc<ChanBox>,
         dst: Reg,
         ok: Option<Reg>,
     },
     IterRecv {
-        ch: &'static ChanBox,
+        ch: Arc<ChanBox>,
         x: Reg,
         t: u32,
     },
     Select {
         /// Each case's channel and message; `None` for a case on a nil channel, which is never
         /// ready (as in Go).
-        sel: Vec<Option<(&'static ChanBox, Option<Msg>)>>,
+        sel: Vec<Option<(Arc<ChanBox>, Option<Msg>)>>,
         default: bool,
         a: Reg,
         /// Each case's value and ok registers.
@@ -550,12 +555,14 @@ impl Thread {
             }
             Block::Select { sel, default, a, dsts } => {
                 let n = sel.len();
+                // The channels stay here while the select borrows them; the messages move in.
+                let (chans, msgs): (Vec<_>, Vec<_>) = sel.into_iter().map(Option::unzip).unzip();
                 let mut s: Select<'_, (usize, Option<Msg>)> = Select::new();
-                for (i, case) in sel.into_iter().enumerate() {
-                    s = match case {
-                        None => s,
-                        Some((ch, Some(m))) => s.send(ch, m, move || (i, None)),
-                        Some((ch, None)) => s.recv(ch, move |r| (i, r.ok())),
+                for (i, (ch, m)) in chans.iter().zip(msgs).enumerate() {
+                    s = match (ch, m.flatten()) {
+                        (None, _) => s,
+                        (Some(ch), Some(m)) => s.send(ch, m, move || (i, None)),
+                        (Some(ch), None) => s.recv(ch, move |r| (i, r.ok())),
                     };
                 }
                 if default {
@@ -1964,21 +1971,6 @@ fn compare(sh: &Shared, pin: &Pin<'_>, op: CmpOp, x: usize, y: usize) -> Result<
     })
 }
 
-/// The Rust side of a channel, as its cleanup holds it.
-struct ChanPtr(*mut ChanBox);
-
-// SAFETY: a `ChanBox` is `Send` and `Sync` (a runtime channel of `Send` messages); the pointer
-// is only dereferenced to free it, once, by the cleanup.
-unsafe impl Send for ChanPtr {}
-
-impl ChanPtr {
-    fn free(self) {
-        // SAFETY: `Builtin::Chan` made the pointer with `Box::into_raw`, and this cleanup is
-        // the one owner that frees it (it runs once).
-        drop(unsafe { Box::from_raw(self.0) });
-    }
-}
-
 /// `r`, a caught panic of a runtime call that the interpreter turns into a program error,
 /// unless it is the runtime's shutdown unwinding the goroutine: that one goes on unwinding
 /// (the shutdown is not the program's error, and the goroutine must not run on).
@@ -1989,21 +1981,23 @@ fn not_shutdown<T>(r: std::thread::Result<T>) -> std::thread::Result<T> {
     }
 }
 
-/// The Rust side of the channel record `v`.
+/// The Rust side of the channel record `v`: the entry of [`Shared::chans`] whose id the
+/// record holds (an int).
 ///
-/// It lives until the collector finds the record unreachable (then a cleanup frees it), so
-/// the `'static` here is the caller's promise to use it only while it holds the record in a
-/// register: every instruction that uses a channel outside its section (send, receive,
-/// select, a `for` over a channel) names the channel's register among its uses, so the stack
-/// map of the safepoint it waits at keeps the record, and so the `ChanBox`, alive.
-fn chan_of(sh: &Shared, pin: &Pin<'_>, v: usize) -> Result<&'static ChanBox, String> {
+/// The entry is removed by the record's cleanup once the collector finds the record
+/// unreachable; the caller holds the record in a register, so it is there. The `Arc` keeps
+/// the channel for as long as the caller uses it (a wait outside the section, say), whatever
+/// happens to the record meanwhile.
+fn chan_of(sh: &Shared, pin: &Pin<'_>, v: usize) -> Result<Arc<ChanBox>, String> {
     if !is_ref(v) || tid(pin, v) != sh.types.chan {
         return Err(format!("not a channel: {}", type_name(sh, pin, v)));
     }
-    // SAFETY: a channel record's raw word is the address of its `ChanBox` (see
-    // `Builtin::Chan`), freed only after the record is found unreachable; the caller holds the
-    // record (above).
-    Ok(unsafe { &*(pin.word(v, 0) as *const ChanBox) })
+    // SAFETY: a channel record: one tagged word, its id.
+    let id = unsafe { pin.word(v, 0) };
+    usize::try_from(as_int(id))
+        .ok()
+        .and_then(|id| sh.chans.get(id))
+        .ok_or_else(|| format!("a channel record names no channel (id word {id:#x})"))
 }
 
 fn to_msg(pin: &Pin<'_>, v: usize) -> Msg {
@@ -2315,7 +2309,10 @@ fn map_delete(sh: &Shared, pin: &mut Pin<'_>, m: usize, k: usize) -> bool {
 // (never used), `false` (deleted) or an entry. An entry is an ephemeron record: the key's
 // weak handle and the value, which the collector keeps alive only while the key is reachable
 // from elsewhere (the `safepoint_gc::weak` module's "Ephemerons"). Keys are objects compared
-// by identity, so a key's hash is its address (the heap does not move objects). The slots
+// by identity: a key is hashed and compared by its word (a reference's word is its address
+// with the reference tag, and the heap does not move objects), and an entry's key by the word
+// its weak handle names, read without shading it (as the section API's `Section::weak_id`
+// gives it), so a probe keeps none of the keys it passes alive. The slots
 // are probed linearly from that hash; an entry whose key has died is skipped like a deleted
 // slot and reused by the next insertion that passes it, and a table with no free slot left is
 // rebuilt from its live entries (which drops the dead ones).
@@ -2345,7 +2342,7 @@ fn wm_slots(sh: &Shared, pin: &mut Pin<'_>, cap: usize) -> F<usize> {
     Ok(entries)
 }
 
-/// The key of a weak-keyed map as its plain address, or an error for a value that cannot be
+/// The key of a weak-keyed map as its word (its identity), or an error for a value that cannot be
 /// one: keys are compared by identity, so only objects that have one qualify (strings and
 /// floats are compared by value everywhere else, and an immediate is never collected).
 fn wm_key(sh: &Shared, pin: &Pin<'_>, k: usize) -> Result<usize, String> {
@@ -2355,11 +2352,11 @@ fn wm_key(sh: &Shared, pin: &Pin<'_>, k: usize) -> Result<usize, String> {
             type_name(sh, pin, k)
         ));
     }
-    Ok(k & !crate::value::RULE.mask)
+    Ok(k)
 }
 
-/// The plain address of entry `e`'s key as its handle's word holds it: 0 once the key has
-/// been freed. No shading: the callers only compare it with a key they hold or hash it.
+/// The word of entry `e`'s key (a reference's word), as its handle names it: 0 once the key
+/// has been freed. No shading: the callers only compare it with a key they hold or hash it.
 ///
 /// A nonzero word equal to a key `k` the caller holds is `k` itself, not an older object
 /// freed at the same address: the sweep that freed that object cleared its handle's word
@@ -2373,7 +2370,10 @@ fn wm_entry_key(pin: &Pin<'_>, e: usize) -> usize {
         return 0;
     }
     // SAFETY: a live weak handle, one raw word: its object's plain address, or 0.
-    unsafe { pin.word(cell | crate::value::RULE.ref_tag, 0) }
+    match unsafe { pin.word(cell | crate::value::RULE.ref_tag, 0) } {
+        0 => 0,
+        addr => addr | crate::value::RULE.ref_tag,
+    }
 }
 
 /// The key of slot value `e` (nil, deleted, or an entry) if its key is alive, as a value
@@ -2403,20 +2403,21 @@ fn wm_live_keys(pin: &mut Pin<'_>, m: usize) -> Vec<usize> {
         .collect()
 }
 
-fn wm_hash(addr: usize) -> usize {
-    let h = (addr as u64 >> 3).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+/// The hash of a key's word (objects are at least 8-byte aligned: the low bits are the tag).
+fn wm_hash(key: usize) -> usize {
+    let h = (key as u64 >> 3).wrapping_mul(0x9E37_79B9_7F4A_7C15);
     (h ^ (h >> 32)) as usize
 }
 
-/// Where key `addr` is in weak-keyed map `m`: `Ok(slot)`, or `Err` with the slot an
+/// Where key `key` (its word) is in weak-keyed map `m`: `Ok(slot)`, or `Err` with the slot an
 /// insertion would take (the first deleted or dead one on the probe, else the empty slot that
 /// ends it; `None` if there is none) and whether that slot is empty (never used).
-fn wm_probe(pin: &Pin<'_>, m: usize, addr: usize) -> Result<usize, Option<(usize, bool)>> {
+fn wm_probe(pin: &Pin<'_>, m: usize, key: usize) -> Result<usize, Option<(usize, bool)>> {
     // SAFETY: a weakmap record.
     let entries = unsafe { pin.word(m, 1) };
     let cap = arr_len(pin, entries);
     let mask = cap.wrapping_sub(1);
-    let mut i = wm_hash(addr) & mask;
+    let mut i = wm_hash(key) & mask;
     let mut reuse = None;
     for _ in 0..cap {
         let e = arr_get(pin, entries, i).unwrap_or(NIL);
@@ -2427,7 +2428,7 @@ fn wm_probe(pin: &Pin<'_>, m: usize, addr: usize) -> Result<usize, Option<(usize
             reuse.get_or_insert((i, false));
         } else {
             match wm_entry_key(pin, e) {
-                k if k == addr => return Ok(i),
+                k if k == key => return Ok(i),
                 0 => {
                     reuse.get_or_insert((i, false));
                 }
@@ -2441,8 +2442,8 @@ fn wm_probe(pin: &Pin<'_>, m: usize, addr: usize) -> Result<usize, Option<(usize
 
 /// The entry of key `k` in weak-keyed map `m`, if it has one.
 fn wm_find(sh: &Shared, pin: &Pin<'_>, m: usize, k: usize) -> Result<Option<usize>, String> {
-    let addr = wm_key(sh, pin, k)?;
-    Ok(wm_probe(pin, m, addr).ok().map(|i| {
+    let key = wm_key(sh, pin, k)?;
+    Ok(wm_probe(pin, m, key).ok().map(|i| {
         // SAFETY: a weakmap record.
         let entries = unsafe { pin.word(m, 1) };
         arr_get(pin, entries, i).unwrap_or(NIL)
@@ -2459,11 +2460,11 @@ fn wm_get(sh: &Shared, pin: &mut Pin<'_>, m: usize, k: usize) -> Result<usize, S
 }
 
 fn wm_set(sh: &Shared, pin: &mut Pin<'_>, m: usize, k: usize, v: usize) -> F<()> {
-    let addr = wm_key(sh, pin, k)?;
+    let key = wm_key(sh, pin, k)?;
     // SAFETY: a weakmap record.
     let (used, entries) = unsafe { (as_int(pin.word(m, 0)).max(0) as usize, pin.word(m, 1)) };
     let cap = arr_len(pin, entries);
-    match wm_probe(pin, m, addr) {
+    match wm_probe(pin, m, key) {
         Ok(i) => {
             let e = arr_get(pin, entries, i).unwrap_or(NIL);
             // SAFETY: an entry record (its key `k` is alive); `v` is a register's value.
@@ -2538,8 +2539,8 @@ fn wm_rebuild(sh: &Shared, pin: &mut Pin<'_>, m: usize) -> F<()> {
 
 /// Removes key `k` from weak-keyed map `m`; whether it was there.
 fn wm_delete(sh: &Shared, pin: &mut Pin<'_>, m: usize, k: usize) -> Result<bool, String> {
-    let addr = wm_key(sh, pin, k)?;
-    let Ok(i) = wm_probe(pin, m, addr) else { return Ok(false) };
+    let key = wm_key(sh, pin, k)?;
+    let Ok(i) = wm_probe(pin, m, key) else { return Ok(false) };
     // SAFETY: a weakmap record.
     let entries = unsafe { pin.word(m, 1) };
     arr_set(pin, entries, i, WM_DELETED);
@@ -2572,7 +2573,7 @@ fn vec_push(sh: &Shared, pin: &mut Pin<'_>, v: usize, x: usize) -> F<()> {
 enum Step {
     Item(usize, usize),
     Done,
-    Chan(&'static ChanBox),
+    Chan(Arc<ChanBox>),
 }
 
 fn iter_next(sh: &Shared, pin: &mut Pin<'_>, o: usize, i: usize) -> Result<Step, String> {
@@ -2761,22 +2762,22 @@ fn builtin(
             let c = alloc_h(pin, ty.chan_shape)?;
             let cap = as_int(cap) as usize;
             let chan: ChanBox = if cap == 0 { Chan::unbuffered() } else { Chan::new(cap) };
-            let p = Box::into_raw(Box::new(chan));
-            // SAFETY: a fresh channel record: one raw word.
-            unsafe { pin.set_word(c, 0, WordKind::Raw, p as usize) };
-            // The Rust side is freed by a cleanup once the record is found unreachable (see
-            // `chan_of`). The cleanup holds only the pointer and the pacer's counts, nothing
-            // that reaches the record. Its bytes are reported to the pacer meanwhile: the
-            // record is two words, so without them a heap goal of channels (megabytes of Rust
-            // sides) would build up between cycles.
-            let rust_side = ChanPtr(p);
+            let id = sh.chans.insert(chan);
+            // Ids are table indexes, far below the int range.
+            // SAFETY: a fresh channel record: one tagged word.
+            unsafe { pin.init_word(c, 0, WordKind::Tagged, int(id as i64)) };
+            // The Rust side is removed from the table by a cleanup once the record is found
+            // unreachable (see `chan_of`). The cleanup holds only the table, the id and the
+            // pacer's counts, nothing that reaches the record. Its bytes are reported to the
+            // pacer meanwhile: the record is two words, so without them a heap goal of
+            // channels (megabytes of Rust sides) would build up between cycles.
             let bytes = ChanBox::footprint(cap) + std::mem::size_of::<ChanBox>();
             sh.ext.add(bytes);
-            let ext = sh.ext.clone();
+            let (ext, chans) = (sh.ext.clone(), sh.chans.clone());
             // SAFETY: `c` is a fresh, live object of this heap.
             unsafe {
                 pin.add_cleanup(c, move || {
-                    rust_side.free();
+                    drop(chans.remove(id));
                     ext.sub(bytes);
                 })
             };

@@ -108,6 +108,42 @@ impl SlotWord {
     pub fn clear(&self) {
         self.0.store(0, Relaxed);
     }
+
+    /// Stores `word` instead of null: what a collector does to a dead slot (as
+    /// [`clear`](Self::clear)) when its embedder names another word for a cleared slot (its
+    /// own nil, say), so that a wrong map reads as that value.
+    ///
+    /// # Safety
+    /// `word` is not a reference to any collector that scans this stack (an immediate of its
+    /// encoding): a walk must not plant one.
+    ///
+    /// ```
+    /// use safepoint_stackmap::{FuncDesc, ManagedStack, Registry, SlotWord, StackConfig, Visitor};
+    /// struct ClearToNil;
+    /// impl Visitor for ClearToNil {
+    ///     fn reference(&mut self, _: usize, _: &SlotWord) {}
+    ///     fn dead(&mut self, _: usize, w: &SlotWord) {
+    ///         // SAFETY: no collector scans this stack; 2 is this embedder's nil.
+    ///         unsafe { w.clear_to(2) };
+    ///     }
+    /// }
+    /// let reg = Registry::new();
+    /// let f = reg.register(FuncDesc::new("f", 2, 0, 1).tagged_at(0, &[0])).unwrap();
+    /// let mut ms = ManagedStack::new(1, StackConfig::default());
+    /// // SAFETY: no collector scans this stack.
+    /// unsafe {
+    ///     ms.push_sealed(f);
+    ///     let base = ms.sealed_top().unwrap().0;
+    ///     ms.set_at(base, 7);
+    ///     ms.set_at(base + 1, 9); // slot 1 is dead at safepoint 0
+    /// }
+    /// ms.walk(&reg, &mut ClearToNil);
+    /// assert_eq!((ms.get(0), ms.get(1)), (7, 2));
+    /// ```
+    #[inline(always)]
+    pub unsafe fn clear_to(&self, word: usize) {
+        self.0.store(word, Relaxed);
+    }
 }
 
 impl core::fmt::Debug for SlotWord {
