@@ -604,8 +604,6 @@ impl Mutator {
         }
     }
 
-    /// Reads the slot at `p`, after checking that its scope's sealed frame is still on the
-    /// stack (code around the API may have popped it and pushed something else there).
     /// What the fast paths know of the type of an object whose header word is `hw`.
     #[inline(always)]
     fn known(&self, hw: usize) -> Option<Kinds> {
@@ -644,6 +642,8 @@ impl Mutator {
         ms.sealed_top() == Some(self.inner)
     }
 
+    /// Reads the slot at `p`, after checking that its scope's sealed frame is still on the
+    /// stack (code around the API may have popped it and pushed something else there).
     #[inline(always)]
     fn get(ms: &ManagedStack, p: Pos) -> Result<usize, GcError> {
         if !ms.is_sealed_frame_at(p.base, p.len) {
