@@ -1306,3 +1306,75 @@ fn a_sections_cleanup_runs_after_its_object_is_unreachable() {
         assert!(ran.is_empty());
     });
 }
+
+/// A section's register view (`Section::regs`) points into its frame's slots. Code inside the
+/// section that reaches the goroutine's managed stack through the scheduler and moves its
+/// buffer (a push that grows it, `shrink`, `release`) is refused with a described panic of
+/// that goroutine before anything moves: the view never points into freed memory. Before the
+/// refusal, the grow case wrote through the view into the freed buffer (the allocator
+/// aborted the process).
+#[test]
+fn moving_the_managed_stack_inside_a_section_is_a_described_panic() {
+    let reg = std::sync::Arc::new(Registry::new());
+    let big = reg.register(FuncDesc::new("big", 20_000, 0, 1)).unwrap();
+    let rt = Runtime::builder().procs(2).registry(reg).build().unwrap();
+    let gc = Gc::builder().checkmark(true).poison(true).ignore_env().build(&rt).unwrap();
+    let shape = pair_shape(&gc);
+    for what in ["grow", "shrink", "release"] {
+        let (g, shape) = (gc.clone(), shape.clone());
+        let h = rt
+            .spawn(move || {
+                let mut m = SectionMutator::new(&g).unwrap();
+                if what == "shrink" {
+                    // A large buffer, under a quarter used: `shrink` would move it.
+                    safepoint_sched::with_managed_stack(|ms| {
+                        ms.push(big);
+                        ms.pop();
+                    });
+                }
+                m.push_frame(2).unwrap();
+                m.enter(|s| {
+                    let p = s.alloc(&shape).unwrap();
+                    let r = s.regs().unwrap();
+                    safepoint_sched::with_managed_stack(|ms| match what {
+                        "grow" => {
+                            ms.push(big);
+                            ms.pop();
+                        }
+                        "shrink" => {
+                            ms.shrink();
+                        }
+                        _ => ms.release(),
+                    });
+                    r.set(0, p.value()).unwrap();
+                    r.set(1, r.get(0).unwrap()).unwrap();
+                })
+                .unwrap();
+            })
+            .unwrap();
+        let err = h.join().expect_err(what);
+        let msg = err.message().unwrap_or_default().to_string();
+        assert!(msg.contains("managed stack moved"), "{what}: {msg}");
+    }
+    // The heap and the runtime carry on.
+    let g = gc.clone();
+    let n = rt.block_on(move || {
+        let mut m = SectionMutator::new(&g).unwrap();
+        m.push_frame(1).unwrap();
+        m.enter(|s| {
+            let p = s.alloc_init(&shape, &[Value::nil(), s.int(5).unwrap()]).unwrap();
+            s.set_slot(0, p.value()).unwrap();
+        })
+        .unwrap();
+        m.collect();
+        let n = m
+            .enter(|s| {
+                let p = s.as_ref(s.slot(0).unwrap()).unwrap();
+                s.as_int(s.get(p, &shape, 1).unwrap())
+            })
+            .unwrap();
+        m.pop_frame().unwrap();
+        n
+    });
+    assert_eq!(n, Some(5));
+}

@@ -314,7 +314,9 @@ impl G {
                 core::mem::forget(stack);
             }
             *self.body.get() = None;
-            self.mstack().release();
+            // Unhooked: the hooks are about the running goroutine, which is not this one
+            // (whose stack nothing uses: the caller owns the G exclusively).
+            self.mstack().release_stopped();
             (*self.locals.get()).clear();
         }
         let w = self.status.load();

@@ -579,10 +579,21 @@ impl Drop for NoPreempt {
     }
 }
 
-/// The managed-stack hook for growth: the goroutine's status is CopyStack while its buffer moves
-/// (no suspender may read it meanwhile).
+/// The managed-stack hook for growth, shrinking and release: the goroutine's status is
+/// CopyStack while its buffer moves (no suspender may read it meanwhile). Refused with a
+/// described panic inside a pinned or `no_preempt` section, whose code may hold pointers into
+/// the buffer (a section's register view), and inside a blocking call, where a collector may
+/// be reading it.
 pub(crate) fn copy_begin() {
     let Some(g) = current_g() else { return };
+    if g.pins.get() > 0 {
+        panic!(
+            "goroutine {}: managed stack moved (grown, shrunk or released) inside a pinned \
+             or no_preempt section, where its frames' slots may be borrowed; push, shrink or \
+             release between sections",
+            goid(g)
+        );
+    }
     match g.status.load().base() {
         Some(Status::Running) => g.status.cas(Status::Running, Status::CopyStack),
         Some(Status::Syscall) => panic!(

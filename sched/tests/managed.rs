@@ -219,6 +219,75 @@ fn managed_stack_use_inside_a_blocking_call_panics() {
     });
 }
 
+/// Shrinking or releasing the managed stack inside a blocking call moves or frees its buffer,
+/// which a collector may be reading there: refused as growth is (before, both went through).
+#[test]
+fn shrinking_or_releasing_the_managed_stack_inside_a_blocking_call_panics() {
+    let rt = rt(1);
+    let (_reg, f) = registry();
+    rt.block_on(move || {
+        for release in [false, true] {
+            let e = go(move || {
+                with_managed_stack(|ms| {
+                    // A buffer that `shrink` would move: large, under a quarter used.
+                    for _ in 0..10_000 {
+                        ms.push(f);
+                    }
+                    for _ in 0..10_000 {
+                        ms.pop();
+                    }
+                    blocking(|| if release { ms.release() } else { assert!(ms.shrink()) })
+                })
+            })
+            .join()
+            .unwrap_err();
+            assert!(
+                e.to_string().contains("managed stack used inside a blocking call"),
+                "release {release}: {e}"
+            );
+        }
+    });
+}
+
+/// Growing, shrinking or releasing the managed stack inside a `no_preempt` section (or a
+/// pinned one, `pinned`) is a described panic: such code may hold pointers into the buffer.
+#[test]
+fn moving_the_managed_stack_inside_a_no_preempt_section_panics() {
+    let rt = rt(1);
+    let (_reg, f) = registry();
+    rt.block_on(move || {
+        for what in 0..3 {
+            let e = go(move || {
+                with_managed_stack(|ms| {
+                    if what == 1 {
+                        for _ in 0..10_000 {
+                            ms.push(f);
+                        }
+                        for _ in 0..10_000 {
+                            ms.pop();
+                        }
+                    }
+                    let _np = safepoint_sched::no_preempt();
+                    match what {
+                        0 => {
+                            for _ in 0..100_000 {
+                                ms.push(f);
+                            }
+                        }
+                        1 => {
+                            ms.shrink();
+                        }
+                        _ => ms.release(),
+                    }
+                })
+            })
+            .join()
+            .unwrap_err();
+            assert!(e.to_string().contains("managed stack moved"), "case {what}: {e}");
+        }
+    });
+}
+
 /// With the embedder's registry, a goroutine's panic carries its managed-stack traceback, and a
 /// goroutine dump shows the managed stacks of goroutines that are not running.
 #[test]

@@ -155,10 +155,14 @@ pub struct Hooks {
     /// whether or not the request was withdrawn; if it was not, the next push or poll calls
     /// the hook again.
     pub preempt: fn(),
-    /// The owner is about to move its buffer to grow it (the scheduler sets the G's status to
-    /// `CopyStack`: scanning must wait).
+    /// The owner is about to move its buffer (to grow it, or by
+    /// [`ManagedStack::shrink`](crate::ManagedStack::shrink)) or free it
+    /// ([`ManagedStack::release`](crate::ManagedStack::release)). The scheduler sets the G's
+    /// status to `CopyStack` (scanning must wait), and panics where the buffer must stay put:
+    /// inside a blocking call (a collector may be reading it) and inside a pinned section
+    /// (its code may hold pointers to its frames' slots).
     pub copy_begin: fn(),
-    /// The buffer is moved; scanning may resume.
+    /// The buffer is moved or freed; scanning may resume.
     pub copy_end: fn(),
 }
 

@@ -1364,7 +1364,46 @@ impl ManagedStack {
     /// assert!(ms.is_empty());
     /// assert_eq!(ms.capacity_words(), 0);
     /// ```
+    ///
+    /// The buffer is freed between the [`Hooks::copy_begin`](crate::Hooks::copy_begin) and
+    /// [`Hooks::copy_end`](crate::Hooks::copy_end) hooks, as growth moves it: a runtime's hook
+    /// refuses where something may still read the buffer (a scheduler's, inside a blocking
+    /// call or a pinned section). [`release_stopped`](Self::release_stopped) is the form for
+    /// a stack whose owner is not running.
     pub fn release(&self) {
+        if self.capacity_words() == 0 {
+            self.reset();
+            return;
+        }
+        let h = hooks();
+        (h.copy_begin)();
+        self.free_buffer();
+        (h.copy_end)();
+    }
+
+    /// [`release`](Self::release) without the hooks: for whoever holds a stack whose owner is
+    /// gone or stopped (a runtime recycling a dead goroutine's stack).
+    ///
+    /// # Safety
+    /// Nothing reads or writes the stack meanwhile, and nothing holds a pointer into its
+    /// buffer (its owner is not running, and no collector scans it).
+    ///
+    /// ```
+    /// use safepoint_stackmap::{FuncDesc, ManagedStack, Registry, StackConfig};
+    /// let reg = Registry::new();
+    /// let f = reg.register(FuncDesc::new("f", 3, 0, 2).refs_at(1, &[0])).unwrap();
+    /// let ms = ManagedStack::new(1, StackConfig::default());
+    /// ms.push(f);
+    /// // SAFETY: no other code uses this stack.
+    /// unsafe { ms.release_stopped() };
+    /// assert_eq!(ms.capacity_words(), 0);
+    /// ```
+    pub unsafe fn release_stopped(&self) {
+        self.free_buffer();
+    }
+
+    /// Empties the stack and frees its buffer.
+    fn free_buffer(&self) {
         self.reset();
         let cap = self.capacity_words();
         if cap > 0 {
@@ -1424,14 +1463,27 @@ impl ManagedStack {
     /// assert!(ms.shrink()); // under a quarter used
     /// assert!(ms.capacity_words() < before);
     /// ```
+    ///
+    /// The move runs between the [`Hooks::copy_begin`](crate::Hooks::copy_begin) and
+    /// [`Hooks::copy_end`](crate::Hooks::copy_end) hooks, as growth does: a runtime's hook
+    /// refuses where something may still read the buffer (a scheduler's, inside a blocking
+    /// call or a pinned section).
     pub fn shrink(&self) -> bool {
-        let cap = self.capacity_words();
-        let top = self.top.load(Relaxed);
-        if cap <= MIN_WORDS || top >= cap / 4 {
+        if !self.wants_shrink() {
             return false;
         }
-        self.move_to((cap / 2).max(MIN_WORDS));
+        let h = hooks();
+        (h.copy_begin)();
+        self.move_to((self.capacity_words() / 2).max(MIN_WORDS));
+        (h.copy_end)();
         true
+    }
+
+    /// Whether [`shrink`](Self::shrink) would move the buffer: it is larger than the first
+    /// one and less than a quarter used.
+    fn wants_shrink(&self) -> bool {
+        let cap = self.capacity_words();
+        cap > MIN_WORDS && self.top.load(Relaxed) < cap / 4
     }
 
     /// [`shrink`](Self::shrink), from the collector, during a scan.
@@ -1454,7 +1506,13 @@ impl ManagedStack {
     /// assert!(unsafe { ms.shrink_stopped() });
     /// ```
     pub unsafe fn shrink_stopped(&self) -> bool {
-        self.shrink()
+        // No hooks: they are about the running goroutine, which is the collector's, not the
+        // stack's owner.
+        if !self.wants_shrink() {
+            return false;
+        }
+        self.move_to((self.capacity_words() / 2).max(MIN_WORDS));
+        true
     }
 
     /// Copies the frames into a new buffer of `new_cap >= top` words and frees the old one.
