@@ -1,6 +1,6 @@
 //! A traced Pebble run (`SAFEPOINT_TRACE=FILE`): the file parses as Chrome trace-event JSON,
-//! has every phase of every cycle on the GC track, and no overlapping goroutine spans on a
-//! P's track. (Its own binary: it sets the environment variable for itself.)
+//! has every phase of every cycle on the GC track (of the last, those it finished before the
+//! program ended), and no overlapping goroutine spans on a P's track. (Its own binary: it sets the environment variable for itself.)
 
 use safepoint_lang::{Options, run};
 use serde_json::Value;
@@ -82,7 +82,14 @@ fn a_traced_pebble_run_writes_every_phase_of_every_cycle_and_no_overlaps() {
             .filter(|e| e["ph"] == "X" && e["tid"] == gc && e["args"]["cycle"] == c)
             .map(|e| e["name"].as_str().unwrap())
             .collect();
-        assert_eq!(names, ["quiesce", "mark", "mark termination", "sweep"], "cycle {c}");
+        let all = ["quiesce", "mark", "mark termination", "sweep"];
+        if c == cycles {
+            // The last cycle may still be running when the program ends (its driver stops
+            // with the runtime): the phases it finished, in order.
+            assert!(!names.is_empty() && all.starts_with(&names), "cycle {c}: {names:?}");
+        } else {
+            assert_eq!(names, all, "cycle {c}");
+        }
     }
     for p in 0..2 {
         let tid = track(&format!("P{p}"));
