@@ -498,7 +498,10 @@ impl std::fmt::Debug for Pin<'_> {
 }
 
 impl<'a> Pin<'a> {
-    /// The goroutine's managed stack, for the whole section.
+    /// The goroutine's managed stack, for the whole section. Its buffer stays put while the
+    /// section runs: a push that would grow it (or `shrink`, `release`) is a described panic
+    /// here, so pushes inside a section use the `try_` forms and leave the section for their
+    /// slow path.
     ///
     /// ```
     /// # use safepoint_gc::{Gc, RawMutator, TypeDesc, WordKind};
