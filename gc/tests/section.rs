@@ -1321,7 +1321,7 @@ fn moving_the_managed_stack_inside_a_section_is_a_described_panic() {
     let gc = Gc::builder().checkmark(true).poison(true).ignore_env().build(&rt).unwrap();
     let shape = pair_shape(&gc);
     for what in ["grow", "shrink", "release"] {
-        let (g, shape) = (gc.clone(), shape.clone());
+        let g = gc.clone();
         let h = rt
             .spawn(move || {
                 let mut m = SectionMutator::new(&g).unwrap();
