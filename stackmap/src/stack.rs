@@ -831,15 +831,23 @@ impl ManagedStack {
     /// ```
     #[inline]
     pub fn sealed_top(&self) -> Option<(usize, usize)> {
+        self.top_if_sealed().map(|(_, top, size)| (top - size, size - HEADER))
+    }
+
+    /// The buffer, the top and the top frame's size (header included), if the top frame is
+    /// sealed: the one look at the top that [`sealed_top`](Self::sealed_top),
+    /// [`sealed_top_slots`](Self::sealed_top_slots) and [`pop_sealed`](Self::pop_sealed)
+    /// share.
+    #[inline(always)]
+    fn top_if_sealed(&self) -> Option<(*mut AtomicUsize, usize, usize)> {
         let top = self.top.load(Relaxed);
         if top == 0 {
             return None;
         }
-        let size = self.top_size.get();
         let buf = self.buf.load(Relaxed);
         // SAFETY: `2 <= top <= capacity`: the top frame's header is the two words below `top`.
         let w0 = unsafe { &*buf.add(top - HEADER) }.load(Relaxed);
-        is_sealed(w0 as u32).then(|| (top - size, size - HEADER))
+        is_sealed(w0 as u32).then(|| (buf, top, self.top_size.get()))
     }
 
     /// Slot 0 of the top frame, as a pointer, and the frame's slot count, if the top frame is
@@ -865,16 +873,9 @@ impl ManagedStack {
     /// ```
     #[inline(always)]
     pub fn sealed_top_slots(&self) -> Option<(*const AtomicUsize, usize)> {
-        let top = self.top.load(Relaxed);
-        if top == 0 {
-            return None;
-        }
-        let size = self.top_size.get();
-        let buf = self.buf.load(Relaxed);
-        // SAFETY: `2 <= top <= capacity`: the top frame's header is the two words below `top`.
-        let w0 = unsafe { &*buf.add(top - HEADER) }.load(Relaxed);
+        let (buf, top, size) = self.top_if_sealed()?;
         // In bounds: the top frame's slot 0 is `top - size`, at or above word 0.
-        is_sealed(w0 as u32).then(|| (buf.wrapping_add(top - size).cast_const(), size - HEADER))
+        Some((buf.wrapping_add(top - size).cast_const(), size - HEADER))
     }
 
     /// Whether a sealed handle frame of `n` slots whose slot 0 is at `base` is on the stack.
@@ -1000,16 +1001,7 @@ impl ManagedStack {
     /// ```
     #[inline]
     pub fn pop_sealed(&self) -> bool {
-        let top = self.top.load(Relaxed);
-        if top == 0 {
-            return false;
-        }
-        let buf = self.buf.load(Relaxed);
-        // SAFETY: `2 <= top <= capacity`: the top frame's header is the two words below `top`.
-        let w0 = unsafe { &*buf.add(top - HEADER) }.load(Relaxed);
-        if !is_sealed(w0 as u32) {
-            return false;
-        }
+        let Some((_, top, _)) = self.top_if_sealed() else { return false };
         self.pop_from(top);
         true
     }
