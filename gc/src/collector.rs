@@ -1536,14 +1536,7 @@ impl Inner {
         self.heap.specials().for_each_cell(|c| push(c, &|| format!("weak cell {c:#x}")));
         for g in stop.goroutines() {
             let stale = stop.async_stopped(g);
-            let mut v = RootVisitor::new(
-                rule,
-                self.config.dead_slot_word,
-                g.id(),
-                &self.heap,
-                stale,
-                &mut push,
-            );
+            let mut v = RootVisitor::new(self, g.id(), stale, &mut push);
             stop.walk_managed_stack(g, &self.reg, &mut v);
         }
         let workers = self.rt.procs().max(1);
@@ -1604,15 +1597,19 @@ pub(crate) struct RootVisitor<'a, F: FnMut(usize, &dyn Fn() -> String)> {
 }
 
 impl<'a, F: FnMut(usize, &dyn Fn() -> String)> RootVisitor<'a, F> {
-    pub(crate) fn new(
-        rule: TagRule,
-        dead: usize,
-        goid: u64,
-        heap: &'a Heap,
-        stale: bool,
-        push: &'a mut F,
-    ) -> Self {
-        RootVisitor { rule, dead, handle: false, goid, frame: 0, heap, stale, push }
+    /// The visitor of goroutine `goid`'s stack for the collector `gc` (its tag rule, its
+    /// dead-slot word, its heap); `stale` if the goroutine was stopped asynchronously.
+    pub(crate) fn new(gc: &'a Inner, goid: u64, stale: bool, push: &'a mut F) -> Self {
+        RootVisitor {
+            rule: gc.config.tag_rule,
+            dead: gc.config.dead_slot_word,
+            handle: false,
+            goid,
+            frame: 0,
+            heap: &gc.heap,
+            stale,
+            push,
+        }
     }
 
     /// Whether the reference `r` found in a slot is this heap's business: it is in one of

@@ -673,14 +673,7 @@ impl Inner {
         let mut push = |a: usize, what: &dyn Fn() -> String| roots.push((a, what()));
         for g in stop.goroutines() {
             let stale = stop.async_stopped(g);
-            let mut v = RootVisitor::new(
-                rule,
-                self.config.dead_slot_word,
-                g.id(),
-                &self.heap,
-                stale,
-                &mut push,
-            );
+            let mut v = RootVisitor::new(self, g.id(), stale, &mut push);
             stop.walk_managed_stack(g, &self.reg, &mut v);
         }
         roots
@@ -688,13 +681,11 @@ impl Inner {
 
     /// Scans the running goroutine's own stack (the one that drives the cycle).
     fn scan_own_stack(&self) {
-        let rule = self.config.tag_rule;
         let goid = safepoint_sched::goroutine_id().unwrap_or(0);
         let mut push = |a: usize, _: &dyn Fn() -> String| {
             self.shade_shared(a);
         };
-        let mut v =
-            RootVisitor::new(rule, self.config.dead_slot_word, goid, &self.heap, false, &mut push);
+        let mut v = RootVisitor::new(self, goid, false, &mut push);
         safepoint_sched::walk_own_managed_stack(&self.reg, &mut v);
         // Relaxed: a counter.
         self.conc.stacks.fetch_add(1, Ordering::Relaxed);
@@ -713,19 +704,11 @@ impl Inner {
             }
         }
         if !s.dead() {
-            let rule = self.config.tag_rule;
             let mut push = |a: usize, _: &dyn Fn() -> String| {
                 self.shade_shared(a);
             };
             let stale = s.async_stopped();
-            let mut v = RootVisitor::new(
-                rule,
-                self.config.dead_slot_word,
-                s.id(),
-                &self.heap,
-                stale,
-                &mut push,
-            );
+            let mut v = RootVisitor::new(self, s.id(), stale, &mut push);
             s.walk_managed_stack(&self.reg, &mut v);
             // Relaxed: a counter.
             self.conc.stacks.fetch_add(1, Ordering::Relaxed);
