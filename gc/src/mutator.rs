@@ -616,6 +616,29 @@ impl Mutator {
         (k.header == hw).then_some(k)
     }
 
+    /// The fast paths' look at word `i` of the object in the slot at `oat` (of an intact
+    /// scope frame): its address, what is known of its type, and word `i`'s bit in the
+    /// kinds' masks, if the slot holds a reference to an object of a type [`known`](Self::known)
+    /// and `i` is below its body. `None` sends the caller to its general path, which names
+    /// what is wrong.
+    #[inline(always)]
+    fn known_field(&self, ms: &ManagedStack, oat: usize, i: usize) -> Option<(usize, Kinds, u64)> {
+        let (rule, o) = (self.rule, ms.get_at(oat));
+        if !rule.is_ref(o) {
+            return None;
+        }
+        let addr = o & !rule.mask;
+        // The debugging modes' check (`obj_at`).
+        if self.validate && !self.gc.heap.is_ref(addr) {
+            return None;
+        }
+        // SAFETY: as in `obj_at`: a reference from this mutator's sealed slot, a live object
+        // while the slot holds it.
+        let hw = unsafe { header_in(self.gc.typed, addr) };
+        let kinds = self.known(hw)?;
+        (i < kinds.len).then(|| (addr, kinds, 1u64 << i))
+    }
+
     /// Where slot `s` is on the managed stack, if it names a slot of a live scope (the fast
     /// paths' [`pos`](Self::pos); an error is the general path's to describe).
     #[inline(always)]
@@ -1365,23 +1388,7 @@ impl Mutator {
             if !self.intact(ms) {
                 return None;
             }
-            let o = ms.get_at(oat);
-            if !rule.is_ref(o) {
-                return None;
-            }
-            let addr = o & !rule.mask;
-            // The debugging modes' check (`obj_at`); the general path names what is wrong.
-            if self.validate && !self.gc.heap.is_ref(addr) {
-                return None;
-            }
-            // SAFETY: as in `obj_at`: a reference from this mutator's sealed slot, a live
-            // object while the slot holds it.
-            let hw = unsafe { header_in(self.gc.typed, addr) };
-            let kinds = self.known(hw)?;
-            if i >= kinds.len {
-                return None;
-            }
-            let bit = 1u64 << i;
+            let (addr, kinds, bit) = self.known_field(ms, oat, i)?;
             // SAFETY: `i` is below the body words of the object's type (`kinds`, by its header).
             let w = unsafe { &body(addr, i + 1)[i] };
             let v = if kinds.refs & bit != 0 {
@@ -1482,22 +1489,8 @@ impl Mutator {
             if !self.intact(ms) {
                 return None;
             }
-            let (o, v) = (ms.get_at(oat), ms.get_at(sat));
-            if !rule.is_ref(o) {
-                return None;
-            }
-            let addr = o & !rule.mask;
-            // As in `load`.
-            if self.validate && !gc.heap.is_ref(addr) {
-                return None;
-            }
-            // SAFETY: as in `load`.
-            let hw = unsafe { header_in(gc.typed, addr) };
-            let kinds = self.known(hw)?;
-            if i >= kinds.len {
-                return None;
-            }
-            let bit = 1u64 << i;
+            let (addr, kinds, bit) = self.known_field(ms, oat, i)?;
+            let v = ms.get_at(sat);
             let (kind, v) = if kinds.refs & bit != 0 {
                 match v {
                     0 => (WordKind::Ref, 0),
